@@ -1,0 +1,572 @@
+//! The chain executor.
+
+use std::fmt;
+use std::mem;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue, StatusCode};
+use metrics::{Counter, Histogram};
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use crate::expr::{self, Next, Op};
+use crate::{
+    Allow, AuthService, AuthorizationRequest, Decision, Deny, Error, HeaderAction, Lifecycle,
+};
+
+/// The header that marks a request let through because a step failed open,
+/// as Envoy marks one let through by its own `failure_mode_allow`.
+pub const FAILURE_MODE_ALLOWED_HEADER: HeaderName =
+    HeaderName::from_static("x-envoy-auth-failure-mode-allowed");
+
+/// The chain deadline when a config sets none.
+pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(10);
+
+/// The most steps a `booleanExpr` can combine.
+pub const MAX_EXPR_STEPS: usize = 64;
+
+/// A built AuthConfig: steps run in order over a request, and the answer.
+///
+/// The rules, as DESIGN.md states them:
+///
+/// 1. Steps run in order; the first deny stops the chain and is the answer.
+/// 2. Allow mutations accumulate: each step sees the request as mutated by
+///    the steps before it, and the final allow carries the merged
+///    mutations (see below).
+/// 3. [`state`](AuthorizationRequest::state) written by a step is visible
+///    to every later step.
+/// 4. With a `booleanExpr`, named steps combine with `&&`, `||`, `!` and
+///    parentheses, short-circuiting: steps not needed are not run. The
+///    answer is then the allow of the steps that allowed, or the deny of the
+///    last step that denied (403 when the expression is false and no step
+///    denied, as in `!a` with `a` allowing).
+/// 5. A step error fails closed: a deny with `statusOnError` (403 by
+///    default), counted and logged, even inside a `booleanExpr`. A step
+///    with `failureModeAllow` passes instead, counted, and the request is
+///    marked with `x-envoy-auth-failure-mode-allowed: true`.
+/// 6. Every step has a timeout and the chain a deadline; overrunning
+///    either is an error (rule 5), never an allow.
+/// 7. Identity headers the steps declare, and those the config lists in
+///    `stripClientHeaders`, are removed from the client's request before
+///    the first step and on the way upstream (the final allow removes or
+///    overwrites each of them), unless listed in `trustClientHeaders`.
+///
+/// The merge of header mutations keeps, per header name, either one
+/// `OverwriteIfExistsOrAdd` (first) followed by appends, or only adding
+/// entries (`AppendIfExistsOrAdd`, `AddIfAbsent`), or a removal: what the
+/// upstream must see whatever order a proxy applies sets and appends in.
+/// `OverwriteIfExists` and `AddIfAbsent` are resolved against the request
+/// as the chain sees it; a proxy that did not forward a header to the auth
+/// server keeps it out of the chain's view.
+pub struct Chain {
+    name: String,
+    steps: Vec<Step>,
+    program: Option<Vec<Op>>,
+    status_on_error: StatusCode,
+    deadline: Duration,
+    strip: Vec<HeaderName>,
+    metrics: ChainMetrics,
+}
+
+struct Step {
+    name: String,
+    service: Arc<dyn AuthService>,
+    timeout: Option<Duration>,
+    failure_mode_allow: bool,
+    metrics: StepMetrics,
+}
+
+struct StepMetrics {
+    ok: Counter,
+    denied: Counter,
+    error: Counter,
+    failure_mode_allowed: Counter,
+}
+
+struct ChainMetrics {
+    ok: Counter,
+    denied: Counter,
+    error: Counter,
+    duration: Histogram,
+}
+
+impl StepMetrics {
+    fn register(config: &str, step: &str) -> Self {
+        let counter = |result: &'static str| {
+            metrics::counter!(
+                "authchain_step_decisions_total",
+                "config" => config.to_owned(),
+                "step" => step.to_owned(),
+                "result" => result
+            )
+        };
+        StepMetrics {
+            ok: counter("ok"),
+            denied: counter("denied"),
+            error: counter("error"),
+            failure_mode_allowed: counter("failure_mode_allowed"),
+        }
+    }
+}
+
+impl ChainMetrics {
+    fn register(config: &str) -> Self {
+        let counter = |result: &'static str| {
+            metrics::counter!(
+                "authchain_chain_decisions_total",
+                "config" => config.to_owned(),
+                "result" => result
+            )
+        };
+        ChainMetrics {
+            ok: counter("ok"),
+            denied: counter("denied"),
+            error: counter("error"),
+            duration: metrics::histogram!(
+                "authchain_chain_duration_seconds",
+                "config" => config.to_owned()
+            ),
+        }
+    }
+}
+
+impl fmt::Debug for Chain {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Chain")
+            .field("name", &self.name)
+            .field("steps", &self.step_names().collect::<Vec<_>>())
+            .field("boolean_expr", &self.program.is_some())
+            .field("status_on_error", &self.status_on_error)
+            .field("deadline", &self.deadline)
+            .field("strip", &self.strip)
+            .finish()
+    }
+}
+
+/// How a chain run ended, before errors become denies.
+enum Ended {
+    Decided(Decision),
+    Failed,
+}
+
+/// What one step gave, after timeouts and fail-open are applied.
+enum StepResult {
+    Allow(Allow),
+    Deny(Deny),
+    Failed,
+}
+
+impl Chain {
+    /// Starts building a chain named `name` in code (configs build theirs
+    /// from the document, see [`Generation`](crate::Generation)).
+    pub fn builder(name: impl Into<String>) -> ChainBuilder {
+        ChainBuilder {
+            name: name.into(),
+            steps: Vec::new(),
+            boolean_expr: None,
+            status_on_error: StatusCode::FORBIDDEN,
+            deadline: DEFAULT_DEADLINE,
+            strip: Vec::new(),
+            trust: Vec::new(),
+        }
+    }
+
+    /// The AuthConfig's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The steps' names, in order.
+    pub fn step_names(&self) -> impl Iterator<Item = &str> {
+        self.steps.iter().map(|s| s.name.as_str())
+    }
+
+    /// The client headers the chain strips (rule 7): an adapter whose proxy
+    /// cannot remove headers should say so to its user.
+    pub fn stripped_headers(&self) -> &[HeaderName] {
+        &self.strip
+    }
+
+    /// Starts every step's service with `lifecycle`, in order.
+    pub async fn start(&self, lifecycle: &Lifecycle) -> Result<(), Error> {
+        for step in &self.steps {
+            step.service
+                .start(lifecycle.clone())
+                .await
+                .map_err(|e| e.at(format!("step '{}'", step.name)))?;
+        }
+        Ok(())
+    }
+
+    /// Runs the chain over `request` and answers. Never fails: errors are
+    /// denies with the chain's `statusOnError` (rule 5). The request comes
+    /// back mutated as the upstream should see it, with the final `state`.
+    pub async fn authorize(&self, request: &mut AuthorizationRequest) -> Decision {
+        let started = Instant::now();
+        let span = tracing::debug_span!("authchain.chain", config = %self.name);
+        let ended = self
+            .run(request, started + self.deadline)
+            .instrument(span)
+            .await;
+        self.metrics.duration.record(started.elapsed());
+        match ended {
+            Ended::Decided(decision) => {
+                match decision {
+                    Decision::Allow(_) => self.metrics.ok.increment(1),
+                    Decision::Deny(_) => self.metrics.denied.increment(1),
+                }
+                decision
+            }
+            Ended::Failed => {
+                self.metrics.error.increment(1);
+                Decision::Deny(Deny::new(self.status_on_error))
+            }
+        }
+    }
+
+    async fn run(&self, request: &mut AuthorizationRequest, deadline: Instant) -> Ended {
+        let mut acc = Allow::default();
+        if !self.strip.is_empty() {
+            for name in &self.strip {
+                request.headers.remove(name);
+            }
+            acc.headers_to_remove.extend(self.strip.iter().cloned());
+        }
+        let Some(program) = &self.program else {
+            for step in &self.steps {
+                match self.run_step(step, request, deadline).await {
+                    StepResult::Allow(allow) => merge(&mut acc, allow, request),
+                    StepResult::Deny(deny) => return Ended::Decided(Decision::Deny(deny)),
+                    StepResult::Failed => return Ended::Failed,
+                }
+            }
+            return Ended::Decided(Decision::Allow(acc));
+        };
+        // A step named twice in the expression runs once; these bit sets
+        // (at most MAX_EXPR_STEPS steps) remember what it answered.
+        let (mut ran, mut allowed) = (0u64, 0u64);
+        let mut last_deny = None;
+        let mut next = expr::advance(program, 0, false);
+        loop {
+            match next {
+                Next::Run { step, resume } => {
+                    let bit = 1u64 << step;
+                    if ran & bit == 0 {
+                        ran |= bit;
+                        match self.run_step(&self.steps[step], request, deadline).await {
+                            StepResult::Allow(allow) => {
+                                merge(&mut acc, allow, request);
+                                allowed |= bit;
+                            }
+                            StepResult::Deny(deny) => last_deny = Some(deny),
+                            StepResult::Failed => return Ended::Failed,
+                        }
+                    }
+                    next = expr::advance(program, resume, allowed & bit != 0);
+                }
+                Next::Done(true) => return Ended::Decided(Decision::Allow(acc)),
+                Next::Done(false) => {
+                    let deny = last_deny.unwrap_or_else(|| Deny::new(StatusCode::FORBIDDEN));
+                    return Ended::Decided(Decision::Deny(deny));
+                }
+            }
+        }
+    }
+
+    async fn run_step(
+        &self,
+        step: &Step,
+        request: &mut AuthorizationRequest,
+        deadline: Instant,
+    ) -> StepResult {
+        let limit = match step.timeout {
+            Some(timeout) => deadline.min(Instant::now() + timeout),
+            None => deadline,
+        };
+        let span = tracing::debug_span!("authchain.step", step = %step.name);
+        let outcome = tokio::time::timeout_at(limit, step.service.authorize(request))
+            .instrument(span)
+            .await;
+        let error = match outcome {
+            Ok(Ok(Decision::Allow(allow))) => {
+                step.metrics.ok.increment(1);
+                return StepResult::Allow(allow);
+            }
+            Ok(Ok(Decision::Deny(deny))) => {
+                step.metrics.denied.increment(1);
+                return StepResult::Deny(deny);
+            }
+            Ok(Err(error)) => error,
+            Err(_elapsed) => match step.timeout {
+                Some(timeout) if limit < deadline => {
+                    Error::timeout(format!("step timed out after {timeout:?}"))
+                }
+                _ => Error::timeout(format!("chain deadline of {:?} exceeded", self.deadline)),
+            },
+        };
+        if step.failure_mode_allow {
+            step.metrics.failure_mode_allowed.increment(1);
+            tracing::warn!(
+                config = %self.name, step = %step.name, error = %error,
+                "step failed; allowing because of failureModeAllow"
+            );
+            StepResult::Allow(Allow::new().set_header(
+                FAILURE_MODE_ALLOWED_HEADER,
+                HeaderValue::from_static("true"),
+            ))
+        } else {
+            step.metrics.error.increment(1);
+            tracing::warn!(
+                config = %self.name, step = %step.name, error = %error,
+                "step failed; denying"
+            );
+            StepResult::Failed
+        }
+    }
+}
+
+/// Merges a step's allow into the chain's accumulated allow and applies it
+/// to the request the next step sees. Reuses the step's vectors where the
+/// accumulator has none yet, so a chain whose steps mutate once costs no
+/// allocation here.
+fn merge(acc: &mut Allow, mut step: Allow, request: &mut AuthorizationRequest) {
+    if !step.headers.is_empty() {
+        let start = acc.headers.len();
+        if start == 0 {
+            mem::swap(&mut acc.headers, &mut step.headers);
+        } else {
+            acc.headers.append(&mut step.headers);
+        }
+        normalize_headers(acc, start, request);
+    }
+    for name in step.headers_to_remove {
+        request.headers.remove(&name);
+        acc.headers.retain(|m| m.name != name);
+        if !acc.headers_to_remove.contains(&name) {
+            acc.headers_to_remove.push(name);
+        }
+    }
+    if acc.response_headers.is_empty() {
+        acc.response_headers = step.response_headers;
+    } else {
+        acc.response_headers.append(&mut step.response_headers);
+    }
+    for (key, value) in step.query_parameters_to_set {
+        request.set_query_parameter(&key, &value);
+        acc.query_parameters_to_remove.retain(|k| *k != key);
+        match acc.query_parameters_to_set.iter_mut().find(|(k, _)| *k == key) {
+            Some(entry) => entry.1 = value,
+            None => acc.query_parameters_to_set.push((key, value)),
+        }
+    }
+    for key in step.query_parameters_to_remove {
+        request.remove_query_parameter(&key);
+        acc.query_parameters_to_set.retain(|(k, _)| *k != key);
+        if !acc.query_parameters_to_remove.contains(&key) {
+            acc.query_parameters_to_remove.push(key);
+        }
+    }
+    if acc.dynamic_metadata.is_empty() {
+        acc.dynamic_metadata = step.dynamic_metadata;
+    } else {
+        acc.dynamic_metadata.extend(step.dynamic_metadata);
+    }
+    if step.user_info.is_some() {
+        acc.user_info = step.user_info;
+    }
+}
+
+/// Resolves and applies `acc.headers[start..]` one by one against the
+/// request, keeping the invariant of [`Chain`]'s merge: per name, an
+/// overwrite first (which drops every earlier entry and removal of that
+/// name) or only adding entries.
+fn normalize_headers(acc: &mut Allow, start: usize, request: &mut AuthorizationRequest) {
+    use HeaderAction::*;
+    let mut i = start;
+    while i < acc.headers.len() {
+        let name = acc.headers[i].name.clone();
+        let present = request.headers.contains_key(&name);
+        let removed = acc.headers_to_remove.iter().position(|n| *n == name);
+        let action = match acc.headers[i].action {
+            OverwriteIfExistsOrAdd => Some(OverwriteIfExistsOrAdd),
+            OverwriteIfExists => present.then_some(OverwriteIfExistsOrAdd),
+            AddIfAbsent if present => None,
+            // Known to be absent upstream too: removed by the chain.
+            AddIfAbsent | AppendIfExistsOrAdd if removed.is_some() => Some(OverwriteIfExistsOrAdd),
+            AddIfAbsent => Some(AddIfAbsent),
+            AppendIfExistsOrAdd => Some(AppendIfExistsOrAdd),
+        };
+        let Some(action) = action else {
+            acc.headers.remove(i);
+            continue;
+        };
+        acc.headers[i].action = action;
+        acc.headers[i].apply(&mut request.headers);
+        if action == OverwriteIfExistsOrAdd {
+            if let Some(r) = removed {
+                acc.headers_to_remove.remove(r);
+            }
+            let mut j = 0;
+            while j < i {
+                if acc.headers[j].name == name {
+                    acc.headers.remove(j);
+                    i -= 1;
+                } else {
+                    j += 1;
+                }
+            }
+        }
+        i += 1;
+    }
+}
+
+/// One step of a chain being built in code.
+pub struct ChainStep {
+    name: String,
+    service: Arc<dyn AuthService>,
+    timeout: Option<Duration>,
+    failure_mode_allow: bool,
+}
+
+impl fmt::Debug for ChainStep {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChainStep")
+            .field("name", &self.name)
+            .field("timeout", &self.timeout)
+            .field("failure_mode_allow", &self.failure_mode_allow)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ChainStep {
+    /// A step named `name` that runs `service`, with no timeout of its own
+    /// (the chain deadline applies) and failing closed.
+    pub fn new(name: impl Into<String>, service: Arc<dyn AuthService>) -> Self {
+        ChainStep {
+            name: name.into(),
+            service,
+            timeout: None,
+            failure_mode_allow: false,
+        }
+    }
+
+    /// Sets the step's own timeout.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Lets requests pass when the step fails (counted and marked).
+    pub fn failure_mode_allow(mut self, allow: bool) -> Self {
+        self.failure_mode_allow = allow;
+        self
+    }
+}
+
+/// Builds a [`Chain`] in code.
+#[derive(Debug)]
+pub struct ChainBuilder {
+    name: String,
+    steps: Vec<ChainStep>,
+    boolean_expr: Option<String>,
+    status_on_error: StatusCode,
+    deadline: Duration,
+    strip: Vec<HeaderName>,
+    trust: Vec<HeaderName>,
+}
+
+impl ChainBuilder {
+    /// Appends a step.
+    pub fn step(mut self, step: ChainStep) -> Self {
+        self.steps.push(step);
+        self
+    }
+
+    /// Combines the steps with a boolean expression over their names.
+    pub fn boolean_expr(mut self, expr: impl Into<String>) -> Self {
+        self.boolean_expr = Some(expr.into());
+        self
+    }
+
+    /// The status of the deny that a failing step causes (default 403).
+    pub fn status_on_error(mut self, status: StatusCode) -> Self {
+        self.status_on_error = status;
+        self
+    }
+
+    /// The time the whole chain may take (default 10 s).
+    pub fn deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = deadline;
+        self
+    }
+
+    /// Strips this client header too, though no step declares it.
+    pub fn strip_client_header(mut self, name: HeaderName) -> Self {
+        self.strip.push(name);
+        self
+    }
+
+    /// Lets this client header through though a step declares it.
+    pub fn trust_client_header(mut self, name: HeaderName) -> Self {
+        self.trust.push(name);
+        self
+    }
+
+    /// Checks and builds the chain. Metrics handles are registered here,
+    /// with the recorder installed at this moment.
+    pub fn build(self) -> Result<Chain, Error> {
+        let mut names: Vec<String> = Vec::with_capacity(self.steps.len());
+        for step in &self.steps {
+            if names.contains(&step.name) {
+                return Err(Error::config(format!(
+                    "two steps are named '{}'; step names must be unique",
+                    step.name
+                )));
+            }
+            names.push(step.name.clone());
+        }
+        let program = match &self.boolean_expr {
+            None => None,
+            Some(src) => {
+                if self.steps.len() > MAX_EXPR_STEPS {
+                    return Err(Error::config(format!(
+                        "a booleanExpr combines at most {MAX_EXPR_STEPS} steps"
+                    ))
+                    .at("booleanExpr"));
+                }
+                Some(expr::compile_expr(src, &names).map_err(|e| e.at("booleanExpr"))?)
+            }
+        };
+        let mut strip = self.strip;
+        for step in &self.steps {
+            strip.extend(step.service.identity_headers());
+            if step.failure_mode_allow {
+                strip.push(FAILURE_MODE_ALLOWED_HEADER);
+            }
+        }
+        strip.retain(|h| !self.trust.contains(h));
+        strip.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        strip.dedup();
+        let steps = self
+            .steps
+            .into_iter()
+            .map(|s| Step {
+                metrics: StepMetrics::register(&self.name, &s.name),
+                name: s.name,
+                service: s.service,
+                timeout: s.timeout,
+                failure_mode_allow: s.failure_mode_allow,
+            })
+            .collect();
+        Ok(Chain {
+            metrics: ChainMetrics::register(&self.name),
+            name: self.name,
+            steps,
+            program,
+            status_on_error: self.status_on_error,
+            deadline: self.deadline,
+            strip,
+        })
+    }
+}

@@ -1,0 +1,504 @@
+//! AuthConfig documents: Gloo's shape, in YAML or JSON.
+//!
+//! A document is either a whole Gloo manifest, pasted as it is:
+//!
+//! ```yaml
+//! apiVersion: enterprise.gloo.solo.io/v1
+//! kind: AuthConfig
+//! metadata: { name: plugin-auth, namespace: gloo-system }
+//! spec:
+//!   configs:
+//!   - pluginAuth:
+//!       name: RequiredHeader
+//!       config: { RequiredHeader: my-header, AllowedValues: [foo, bar] }
+//! ```
+//!
+//! (named `gloo-system.plugin-auth`: `namespace.name`), or the same spec
+//! with a `name` beside it:
+//!
+//! ```yaml
+//! name: plugin-auth
+//! configs:
+//! - name: check-header
+//!   pluginAuth: { name: RequiredHeader, config: { RequiredHeader: my-header, AllowedValues: [foo] } }
+//! booleanExpr: check-header
+//! ```
+//!
+//! A file may hold many documents (`---` in YAML, an array in JSON).
+//!
+//! # The spec
+//!
+//! | key | meaning |
+//! |---|---|
+//! | `configs` | the steps, in order (below) |
+//! | `booleanExpr` | combine steps by name with `&&`, `\|\|`, `!`, `( )` |
+//! | `statusOnError` | status of the deny a failing step causes (403) |
+//! | `deadline` | time limit of the whole chain (`10s`) |
+//! | `stripClientHeaders` | more client headers to strip before the chain |
+//! | `trustClientHeaders` | declared identity headers a client may send after all |
+//! | `failOnRedirect` | accepted for Gloo compatibility; no effect |
+//!
+//! Each `configs[]` entry has one step kind key and optionally `name`
+//! (default `config_<index>`), `timeout` (`250ms`) and `failureModeAllow`:
+//!
+//! - `pluginAuth: {name, config}` runs the plugin registered under `name`
+//!   ([`PluginRegistry::register`]) with `config`. Gloo's
+//!   `pluginFileName` and `exportedSymbolName` are accepted and ignored:
+//!   plugins are compiled in.
+//! - `passThroughAuth: {grpc | http, config, failureModeAllow}` runs the
+//!   kind `passThroughAuth.grpc` or `passThroughAuth.http` with the block
+//!   (less `failureModeAllow`, which the chain applies).
+//! - any other key (`apiKeyAuth`, `basicAuth`, `jwt`, `opaAuth`, ...) runs
+//!   the kind registered under that key with the block under it
+//!   ([`PluginRegistry::register_kind`]).
+
+use std::fmt;
+use std::time::Duration;
+
+use http::{HeaderName, StatusCode};
+use serde::{Deserialize, Deserializer};
+use serde_json::{Map, Value};
+
+use crate::error::redact_serde_message;
+use crate::plugin::deserialize_config;
+use crate::{BuildContext, Chain, ChainStep, Error, PluginRegistry};
+
+/// The Gloo API versions whose `AuthConfig` manifests are accepted.
+pub const GLOO_API_VERSIONS: [&str; 2] = ["enterprise.gloo.solo.io/v1", "extauth.solo.io/v1"];
+
+/// The format of a config text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// YAML, one or more documents separated by `---`.
+    Yaml,
+    /// JSON: one object, or an array of them.
+    Json,
+}
+
+impl Format {
+    /// The format a file name suggests: `.json` is JSON, anything else YAML.
+    pub fn from_path(path: &std::path::Path) -> Self {
+        match path.extension().and_then(|e| e.to_str()) {
+            Some(ext) if ext.eq_ignore_ascii_case("json") => Format::Json,
+            _ => Format::Yaml,
+        }
+    }
+}
+
+/// One named AuthConfig as read from a document, not yet built.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuthConfig {
+    name: String,
+    origin: String,
+    base: &'static str,
+    spec: Value,
+}
+
+impl AuthConfig {
+    /// Reads every AuthConfig in `text`. `origin` names the text in errors
+    /// (a file name); documents are counted from 1 when there are several.
+    pub fn parse(origin: &str, text: &str, format: Format) -> Result<Vec<AuthConfig>, Error> {
+        let docs = match format {
+            Format::Yaml => {
+                let mut docs = Vec::new();
+                for (i, doc) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
+                    let value = Value::deserialize(doc).map_err(|e| {
+                        Error::config(redact_serde_message(&e.to_string()))
+                            .in_source(format!("{origin} document {}", i + 1))
+                    })?;
+                    docs.push(value);
+                }
+                docs
+            }
+            Format::Json => match serde_json::from_str::<Value>(text) {
+                Ok(Value::Array(docs)) => docs,
+                Ok(doc) => vec![doc],
+                Err(e) => {
+                    return Err(
+                        Error::config(redact_serde_message(&e.to_string())).in_source(origin)
+                    );
+                }
+            },
+        };
+        let several = docs.iter().filter(|d| !d.is_null()).count() > 1;
+        let mut configs = Vec::new();
+        let mut errors = Vec::new();
+        for (i, doc) in docs.into_iter().enumerate() {
+            if doc.is_null() {
+                continue; // an empty YAML document, e.g. after a trailing `---`
+            }
+            let place = if several {
+                format!("{origin} document {}", i + 1)
+            } else {
+                origin.to_owned()
+            };
+            match AuthConfig::from_value(&place, doc) {
+                Ok(config) => configs.push(config),
+                Err(e) => errors.push(e),
+            }
+        }
+        match Error::collect(errors) {
+            Some(e) => Err(e),
+            None => Ok(configs),
+        }
+    }
+
+    /// Reads one AuthConfig from a document value (a Gloo manifest or a
+    /// spec with a `name`). `origin` names it in errors.
+    pub fn from_value(origin: &str, doc: Value) -> Result<AuthConfig, Error> {
+        let fail = |msg: String, place: &str| Err(Error::config(msg).at(place).in_source(origin));
+        let Value::Object(mut doc) = doc else {
+            return fail(format!("expected a mapping, found {}", kind_of(&doc)), "");
+        };
+        let is_manifest = doc.contains_key("apiVersion") || doc.contains_key("kind");
+        if !is_manifest {
+            let name = match doc.remove("name") {
+                Some(Value::String(name)) if !name.is_empty() => name,
+                Some(other) => {
+                    return fail(
+                        format!("expected a non-empty string, found {}", kind_of(&other)),
+                        "name",
+                    );
+                }
+                None => return fail("missing field `name` (or a Gloo manifest)".into(), ""),
+            };
+            return Ok(AuthConfig {
+                name,
+                origin: origin.to_owned(),
+                base: "",
+                spec: Value::Object(doc),
+            });
+        }
+        match doc.get("apiVersion") {
+            Some(Value::String(v)) if GLOO_API_VERSIONS.contains(&v.as_str()) => {}
+            _ => {
+                return fail(
+                    format!("expected one of {}", GLOO_API_VERSIONS.join(", ")),
+                    "apiVersion",
+                );
+            }
+        }
+        match doc.get("kind") {
+            Some(Value::String(k)) if k == "AuthConfig" => {}
+            _ => return fail("expected `AuthConfig`".into(), "kind"),
+        }
+        for key in doc.keys() {
+            if !["apiVersion", "kind", "metadata", "spec", "status"].contains(&key.as_str()) {
+                return fail(
+                    format!("unknown field `{key}`, expected one of `apiVersion`, `kind`, `metadata`, `spec`, `status`"),
+                    "",
+                );
+            }
+        }
+        let metadata = doc.get("metadata").and_then(Value::as_object);
+        let name = match metadata.and_then(|m| m.get("name")) {
+            Some(Value::String(n)) if !n.is_empty() => n.clone(),
+            _ => return fail("expected a non-empty string".into(), "metadata.name"),
+        };
+        let name = match metadata.and_then(|m| m.get("namespace")) {
+            None | Some(Value::Null) => name,
+            Some(Value::String(ns)) if !ns.is_empty() => format!("{ns}.{name}"),
+            Some(_) => return fail("expected a non-empty string".into(), "metadata.namespace"),
+        };
+        let spec = match doc.remove("spec") {
+            Some(spec @ Value::Object(_)) => spec,
+            _ => return fail("expected a mapping".into(), "spec"),
+        };
+        Ok(AuthConfig {
+            name,
+            origin: origin.to_owned(),
+            base: "spec",
+            spec,
+        })
+    }
+
+    /// The name requests select it by (`namespace.name` for a manifest).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Where it was read from.
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    /// Builds the chain: resolves each step's plugin, deserializes its
+    /// config and builds its service. Every problem is reported, each with
+    /// its place (`auth.yaml: spec.configs[1].pluginAuth.config.AllowedValues: ...`).
+    pub fn build(&self, registry: &PluginRegistry) -> Result<Chain, Error> {
+        let place = |e: Error| e.at(self.base).in_source(&self.origin);
+        let spec: Spec = deserialize_config(self.spec.clone()).map_err(place)?;
+        let mut builder = Chain::builder(self.name.clone())
+            .deadline(spec.deadline.map_or(crate::chain::DEFAULT_DEADLINE, |d| d.0));
+        let mut errors = Vec::new();
+        match spec.status_on_error.map(StatusCode::from_u16) {
+            None => {}
+            Some(Ok(status)) if status.as_u16() >= 200 => {
+                builder = builder.status_on_error(status)
+            }
+            Some(_) => errors.push(Error::config("expected an HTTP status from 200 to 999").at("statusOnError")),
+        }
+        for (list, field) in [
+            (&spec.strip_client_headers, "stripClientHeaders"),
+            (&spec.trust_client_headers, "trustClientHeaders"),
+        ] {
+            for (i, name) in list.iter().enumerate() {
+                match HeaderName::try_from(name.as_str()) {
+                    Ok(h) if field == "stripClientHeaders" => {
+                        builder = builder.strip_client_header(h)
+                    }
+                    Ok(h) => builder = builder.trust_client_header(h),
+                    Err(_) => errors.push(
+                        Error::config("not a valid header name").at(format!("{field}[{i}]")),
+                    ),
+                }
+            }
+        }
+        for (i, entry) in spec.configs.into_iter().enumerate() {
+            let at = format!("configs[{i}]");
+            match self.build_step(registry, i, entry, &at) {
+                Ok(step) => builder = builder.step(step),
+                Err(e) => errors.push(e.at(&at)),
+            }
+        }
+        if let Some(expr) = spec.boolean_expr {
+            builder = builder.boolean_expr(expr);
+        }
+        if let Some(e) = Error::collect(errors) {
+            return Err(place(e));
+        }
+        builder.build().map_err(place)
+    }
+
+    fn build_step(
+        &self,
+        registry: &PluginRegistry,
+        index: usize,
+        entry: Value,
+        at: &str,
+    ) -> Result<ChainStep, Error> {
+        let Value::Object(mut entry) = entry else {
+            return Err(Error::config(format!(
+                "expected a mapping, found {}",
+                kind_of(&entry)
+            )));
+        };
+        let name = match entry.remove("name") {
+            None | Some(Value::Null) => format!("config_{index}"),
+            Some(Value::String(n)) if !n.is_empty() => n,
+            Some(_) => return Err(Error::config("expected a non-empty string").at("name")),
+        };
+        let timeout = match entry.remove("timeout") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(deserialize_config::<ConfigDuration>(v).map_err(|e| e.at("timeout"))?),
+        };
+        let mut failure_mode_allow = take_bool(&mut entry, "failureModeAllow")?;
+        let mut kinds = entry.into_iter();
+        let (kind, block) = match (kinds.next(), kinds.next()) {
+            (Some(kv), None) => kv,
+            (None, _) => {
+                return Err(Error::config(format!(
+                    "no step kind: expected one of pluginAuth, passThroughAuth, {}",
+                    registry.kind_names().filter(|k| !k.contains('.')).collect::<Vec<_>>().join(", ")
+                )));
+            }
+            (Some((a, _)), Some((b, _))) => {
+                return Err(Error::config(format!(
+                    "expected exactly one step kind, found `{a}` and `{b}`"
+                )));
+            }
+        };
+        let (target, config) = match kind.as_str() {
+            "pluginAuth" => {
+                let block: PluginAuth = deserialize_config(block).map_err(|e| e.at(&kind))?;
+                let config = block.config.unwrap_or_else(|| Value::Object(Map::new()));
+                (Target::Plugin(block.name), config)
+            }
+            "passThroughAuth" => {
+                let Value::Object(mut block) = block else {
+                    return Err(Error::config("expected a mapping").at(&kind));
+                };
+                let inner = take_bool(&mut block, "failureModeAllow").map_err(|e| e.at(&kind))?;
+                failure_mode_allow |= inner;
+                let transport = match (block.contains_key("grpc"), block.contains_key("http")) {
+                    (true, false) => "passThroughAuth.grpc",
+                    (false, true) => "passThroughAuth.http",
+                    _ => {
+                        return Err(Error::config("expected exactly one of `grpc` and `http`").at(&kind));
+                    }
+                };
+                (Target::Kind(transport.to_owned()), Value::Object(block))
+            }
+            _ => (Target::Kind(kind.clone()), block),
+        };
+        let place = format!("{at}.{kind}");
+        let context = BuildContext {
+            config_name: &self.name,
+            step_name: &name,
+            place: &place,
+        };
+        let built = match &target {
+            Target::Plugin(plugin) => registry
+                .build_plugin(plugin, config, &context)
+                .ok_or_else(|| {
+                    Error::config(format!(
+                        "no plugin named '{plugin}' is registered (registered: {})",
+                        registry.plugin_names().collect::<Vec<_>>().join(", ")
+                    ))
+                    .at("name")
+                })?
+                .map_err(|e| e.at("config")),
+            Target::Kind(kind_name) => registry.build_kind(kind_name, config, &context).ok_or_else(|| {
+                Error::config(format!(
+                    "no plugin is registered for step kind `{kind_name}` (registered: {})",
+                    registry.kind_names().collect::<Vec<_>>().join(", ")
+                ))
+            })?,
+        };
+        let service = built.map_err(|e| e.at(&kind))?;
+        let mut step = ChainStep::new(name, service).failure_mode_allow(failure_mode_allow);
+        if let Some(timeout) = timeout {
+            step = step.timeout(timeout.0);
+        }
+        Ok(step)
+    }
+}
+
+/// What a `configs[]` entry resolves to in the registry.
+enum Target {
+    /// `pluginAuth`, by plugin name.
+    Plugin(String),
+    /// Any other step kind, by kind name.
+    Kind(String),
+}
+
+fn take_bool(map: &mut Map<String, Value>, key: &str) -> Result<bool, Error> {
+    match map.remove(key) {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Bool(b)) => Ok(b),
+        Some(other) => Err(Error::config(format!("expected a boolean, found {}", kind_of(&other))).at(key)),
+    }
+}
+
+fn kind_of(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "a mapping",
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct Spec {
+    configs: Vec<Value>,
+    #[serde(default)]
+    boolean_expr: Option<String>,
+    #[serde(default)]
+    status_on_error: Option<u16>,
+    #[serde(default)]
+    deadline: Option<ConfigDuration>,
+    #[serde(default)]
+    strip_client_headers: Vec<String>,
+    #[serde(default)]
+    trust_client_headers: Vec<String>,
+    #[serde(default, rename = "failOnRedirect")]
+    _fail_on_redirect: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct PluginAuth {
+    name: String,
+    #[serde(default)]
+    config: Option<Value>,
+    #[serde(default, rename = "pluginFileName")]
+    _plugin_file_name: Option<String>,
+    #[serde(default, rename = "exportedSymbolName")]
+    _exported_symbol_name: Option<String>,
+}
+
+/// A duration in a config, written as protobuf JSON and Gloo write them
+/// (`5s`, `0.25s`) or with another unit (`250ms`, `100us`, `2m`, `1h`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ConfigDuration(pub Duration);
+
+impl ConfigDuration {
+    /// Parses `5s`, `1.5s`, `250ms`, `100us`, `2m`, `1h`.
+    pub fn parse(s: &str) -> Result<Duration, String> {
+        let s = s.trim();
+        let split = s
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(s.len());
+        let (number, unit) = s.split_at(split);
+        let scale = match unit {
+            "h" => 3600.0,
+            "m" => 60.0,
+            "s" => 1.0,
+            "ms" => 1e-3,
+            "us" | "µs" => 1e-6,
+            "ns" => 1e-9,
+            _ => return Err(format!("expected a duration such as \"5s\" or \"250ms\", found unit `{unit}`")),
+        };
+        let value: f64 = number
+            .parse()
+            .map_err(|_| "expected a duration such as \"5s\" or \"250ms\"".to_owned())?;
+        Duration::try_from_secs_f64(value * scale).map_err(|_| "duration out of range".to_owned())
+    }
+}
+
+impl<'de> Deserialize<'de> for ConfigDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = ConfigDuration;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a duration such as \"5s\" or \"250ms\"")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<ConfigDuration, E> {
+                ConfigDuration::parse(v).map(ConfigDuration).map_err(E::custom)
+            }
+        }
+        d.deserialize_str(Visitor)
+    }
+}
+
+impl From<ConfigDuration> for Duration {
+    fn from(d: ConfigDuration) -> Duration {
+        d.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        let ok = |s: &str| ConfigDuration::parse(s).unwrap();
+        assert_eq!(ok("5s"), Duration::from_secs(5));
+        assert_eq!(ok("0.25s"), Duration::from_millis(250));
+        assert_eq!(ok("250ms"), Duration::from_millis(250));
+        assert_eq!(ok("100us"), Duration::from_micros(100));
+        assert_eq!(ok("2m"), Duration::from_secs(120));
+        assert_eq!(ok("1h"), Duration::from_secs(3600));
+        for bad in ["5", "s", "5 sec", "-1s", "1e400s", ""] {
+            assert!(ConfigDuration::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_manifest_is_named_namespace_dot_name() {
+        let docs = AuthConfig::parse(
+            "a.yaml",
+            "apiVersion: enterprise.gloo.solo.io/v1\nkind: AuthConfig\nmetadata: {name: n, namespace: ns}\nspec: {configs: []}\n",
+            Format::Yaml,
+        )
+        .unwrap();
+        assert_eq!(docs[0].name(), "ns.n");
+        assert_eq!(docs[0].base, "spec");
+    }
+}

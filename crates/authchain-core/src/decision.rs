@@ -1,0 +1,357 @@
+//! What a step, and a chain, answer: allow with mutations, or deny.
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use serde_json::{Map, Value};
+
+/// What to do with a header, with Envoy's four `append_action`s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum HeaderAction {
+    /// Add another value; add the header when it is absent
+    /// (`APPEND_IF_EXISTS_OR_ADD`, Envoy's default).
+    #[default]
+    AppendIfExistsOrAdd,
+    /// Add the header only when it is absent (`ADD_IF_ABSENT`).
+    AddIfAbsent,
+    /// Replace every value, or add the header (`OVERWRITE_IF_EXISTS_OR_ADD`).
+    OverwriteIfExistsOrAdd,
+    /// Replace every value, only when the header is present
+    /// (`OVERWRITE_IF_EXISTS`).
+    OverwriteIfExists,
+}
+
+/// A header to change on the upstream request or the client response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderMutation {
+    /// The header name.
+    pub name: HeaderName,
+    /// The value. `http::HeaderValue` admits no invalid byte, so a mutation
+    /// can never put a malformed header on the wire.
+    pub value: HeaderValue,
+    /// How to apply it.
+    pub action: HeaderAction,
+}
+
+impl HeaderMutation {
+    /// A mutation.
+    pub fn new(name: HeaderName, value: HeaderValue, action: HeaderAction) -> Self {
+        HeaderMutation {
+            name,
+            value,
+            action,
+        }
+    }
+
+    /// Applies the mutation to `headers`; returns whether it changed them.
+    pub fn apply(&self, headers: &mut HeaderMap) -> bool {
+        let present = headers.contains_key(&self.name);
+        match self.action {
+            HeaderAction::AppendIfExistsOrAdd => {
+                headers.append(self.name.clone(), self.value.clone());
+            }
+            HeaderAction::AddIfAbsent if !present => {
+                headers.insert(self.name.clone(), self.value.clone());
+            }
+            HeaderAction::OverwriteIfExistsOrAdd => {
+                headers.insert(self.name.clone(), self.value.clone());
+            }
+            HeaderAction::OverwriteIfExists if present => {
+                headers.insert(self.name.clone(), self.value.clone());
+            }
+            HeaderAction::AddIfAbsent | HeaderAction::OverwriteIfExists => return false,
+        }
+        true
+    }
+}
+
+/// Who the request is from, as a step established it.
+#[derive(Debug, Clone, Default, PartialEq)]
+#[non_exhaustive]
+pub struct UserInfo {
+    /// The user id (Gloo's `UserInfo.UserID`).
+    pub user_id: String,
+    /// Further claims or attributes a step chose to expose.
+    pub attributes: Map<String, Value>,
+}
+
+impl UserInfo {
+    /// A user with an id and no attributes.
+    pub fn new(user_id: impl Into<String>) -> Self {
+        UserInfo {
+            user_id: user_id.into(),
+            attributes: Map::new(),
+        }
+    }
+}
+
+/// An allow, with what to change on the way upstream and back.
+///
+/// A step's allow lists its own mutations, applied in order (header
+/// mutations first, then removals). The chain's final allow carries the
+/// merged result of all its steps, normalised so that each header name has
+/// at most one entry that replaces it (`OverwriteIfExistsOrAdd`, first) or
+/// only adding entries, and no name is both set and removed. See
+/// [`Chain`](crate::Chain) for the merge rules.
+#[derive(Debug, Clone, Default, PartialEq)]
+#[non_exhaustive]
+pub struct Allow {
+    /// Changes to the upstream request's headers, in order.
+    pub headers: Vec<HeaderMutation>,
+    /// Upstream request headers to remove.
+    pub headers_to_remove: Vec<HeaderName>,
+    /// Headers to add to the response the client gets.
+    pub response_headers: Vec<HeaderMutation>,
+    /// Query parameters to set on the upstream request.
+    pub query_parameters_to_set: Vec<(String, String)>,
+    /// Query parameters to remove from the upstream request.
+    pub query_parameters_to_remove: Vec<String>,
+    /// Metadata for the proxy (Envoy `dynamic_metadata`).
+    pub dynamic_metadata: Map<String, Value>,
+    /// The authenticated user, if a step established one.
+    pub user_info: Option<UserInfo>,
+}
+
+impl Allow {
+    /// An allow that changes nothing.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn mutate(mut self, name: HeaderName, value: HeaderValue, action: HeaderAction) -> Self {
+        self.headers.push(HeaderMutation::new(name, value, action));
+        self
+    }
+
+    /// Sets an upstream header, replacing any value (`OverwriteIfExistsOrAdd`).
+    pub fn set_header(self, name: HeaderName, value: HeaderValue) -> Self {
+        self.mutate(name, value, HeaderAction::OverwriteIfExistsOrAdd)
+    }
+
+    /// Appends an upstream header value (`AppendIfExistsOrAdd`).
+    pub fn append_header(self, name: HeaderName, value: HeaderValue) -> Self {
+        self.mutate(name, value, HeaderAction::AppendIfExistsOrAdd)
+    }
+
+    /// Adds an upstream header only when absent (`AddIfAbsent`).
+    pub fn add_header_if_absent(self, name: HeaderName, value: HeaderValue) -> Self {
+        self.mutate(name, value, HeaderAction::AddIfAbsent)
+    }
+
+    /// Replaces an upstream header only when present (`OverwriteIfExists`).
+    pub fn overwrite_header_if_exists(self, name: HeaderName, value: HeaderValue) -> Self {
+        self.mutate(name, value, HeaderAction::OverwriteIfExists)
+    }
+
+    /// Removes an upstream header.
+    pub fn remove_header(mut self, name: HeaderName) -> Self {
+        self.headers_to_remove.push(name);
+        self
+    }
+
+    /// Adds a header to the response the client gets.
+    pub fn response_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
+        self.response_headers.push(HeaderMutation::new(
+            name,
+            value,
+            HeaderAction::AppendIfExistsOrAdd,
+        ));
+        self
+    }
+
+    /// Sets a query parameter on the upstream request.
+    pub fn set_query_parameter(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.query_parameters_to_set.push((key.into(), value.into()));
+        self
+    }
+
+    /// Removes a query parameter from the upstream request.
+    pub fn remove_query_parameter(mut self, key: impl Into<String>) -> Self {
+        self.query_parameters_to_remove.push(key.into());
+        self
+    }
+
+    /// Adds an entry to the dynamic metadata.
+    pub fn metadata(mut self, key: impl Into<String>, value: Value) -> Self {
+        self.dynamic_metadata.insert(key.into(), value);
+        self
+    }
+
+    /// Records the authenticated user.
+    pub fn user(mut self, user: UserInfo) -> Self {
+        self.user_info = Some(user);
+        self
+    }
+
+    /// Applies the upstream header changes to `headers`: mutations in
+    /// order, then removals.
+    pub fn apply_to_headers(&self, headers: &mut HeaderMap) {
+        for m in &self.headers {
+            m.apply(headers);
+        }
+        for name in &self.headers_to_remove {
+            headers.remove(name);
+        }
+    }
+}
+
+/// A deny: what the client gets instead of the upstream response.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Deny {
+    /// The status (403 unless a step says otherwise).
+    pub status: StatusCode,
+    /// Headers for the client (`WWW-Authenticate`, ...).
+    pub headers: HeaderMap,
+    /// The body for the client.
+    pub body: Bytes,
+}
+
+impl Deny {
+    /// A deny with a status, no headers and no body.
+    pub fn new(status: StatusCode) -> Self {
+        Deny {
+            status,
+            headers: HeaderMap::new(),
+            body: Bytes::new(),
+        }
+    }
+
+    /// Adds a header for the client.
+    pub fn header(mut self, name: HeaderName, value: HeaderValue) -> Self {
+        self.headers.append(name, value);
+        self
+    }
+
+    /// Sets the body.
+    pub fn body(mut self, body: impl Into<Bytes>) -> Self {
+        self.body = body.into();
+        self
+    }
+}
+
+/// The answer of a step or a chain. A deny is a value, not an error.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    /// Let the request through, with these changes.
+    Allow(Allow),
+    /// Stop the request with this response.
+    Deny(Deny),
+}
+
+impl Decision {
+    /// Allow with no changes (Gloo's `AuthorizedResponse()`).
+    pub fn authorized() -> Self {
+        Decision::Allow(Allow::new())
+    }
+
+    /// Deny with 403 Forbidden (Gloo's `UnauthorizedResponse()`).
+    pub fn unauthorized() -> Self {
+        Decision::Deny(Deny::new(StatusCode::FORBIDDEN))
+    }
+
+    /// Deny with 401 Unauthorized (Gloo's `UnauthenticatedResponse()`).
+    pub fn unauthenticated() -> Self {
+        Decision::Deny(Deny::new(StatusCode::UNAUTHORIZED))
+    }
+
+    /// Deny with `status`.
+    pub fn deny(status: StatusCode) -> Self {
+        Decision::Deny(Deny::new(status))
+    }
+
+    /// Whether this is an allow.
+    pub fn is_allow(&self) -> bool {
+        matches!(self, Decision::Allow(_))
+    }
+
+    /// The allow, if this is one.
+    pub fn as_allow(&self) -> Option<&Allow> {
+        match self {
+            Decision::Allow(a) => Some(a),
+            Decision::Deny(_) => None,
+        }
+    }
+
+    /// The deny, if this is one.
+    pub fn as_deny(&self) -> Option<&Deny> {
+        match self {
+            Decision::Allow(_) => None,
+            Decision::Deny(d) => Some(d),
+        }
+    }
+}
+
+impl From<Allow> for Decision {
+    fn from(a: Allow) -> Self {
+        Decision::Allow(a)
+    }
+}
+
+impl From<Deny> for Decision {
+    fn from(d: Deny) -> Self {
+        Decision::Deny(d)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hv(s: &'static str) -> HeaderValue {
+        HeaderValue::from_static(s)
+    }
+
+    fn values(h: &HeaderMap, name: &str) -> Vec<String> {
+        h.get_all(name)
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn the_four_actions_apply_as_envoy_defines_them() {
+        let name = HeaderName::from_static("x");
+        let cases = [
+            (HeaderAction::AppendIfExistsOrAdd, vec!["old", "new"], vec!["new"]),
+            (HeaderAction::AddIfAbsent, vec!["old"], vec!["new"]),
+            (HeaderAction::OverwriteIfExistsOrAdd, vec!["new"], vec!["new"]),
+            (HeaderAction::OverwriteIfExists, vec!["new"], vec![]),
+        ];
+        for (action, when_present, when_absent) in cases {
+            let m = HeaderMutation::new(name.clone(), hv("new"), action);
+            let mut present = HeaderMap::new();
+            present.insert(name.clone(), hv("old"));
+            m.apply(&mut present);
+            assert_eq!(values(&present, "x"), when_present, "{action:?} on present");
+            let mut absent = HeaderMap::new();
+            m.apply(&mut absent);
+            assert_eq!(values(&absent, "x"), when_absent, "{action:?} on absent");
+        }
+    }
+
+    #[test]
+    fn gloo_style_helpers() {
+        assert!(Decision::authorized().is_allow());
+        assert_eq!(Decision::unauthorized().as_deny().unwrap().status, 403);
+        assert_eq!(Decision::unauthenticated().as_deny().unwrap().status, 401);
+        let d = Deny::new(StatusCode::IM_A_TEAPOT)
+            .header(http::header::WWW_AUTHENTICATE, hv("Basic"))
+            .body("no");
+        assert_eq!(d.status, 418);
+        assert_eq!(d.body, "no");
+        assert_eq!(d.headers["www-authenticate"], "Basic");
+    }
+
+    #[test]
+    fn allow_applies_mutations_then_removals() {
+        let a = Allow::new()
+            .set_header(HeaderName::from_static("a"), hv("1"))
+            .append_header(HeaderName::from_static("a"), hv("2"))
+            .set_header(HeaderName::from_static("gone"), hv("x"))
+            .remove_header(HeaderName::from_static("gone"));
+        let mut h = HeaderMap::new();
+        a.apply_to_headers(&mut h);
+        assert_eq!(values(&h, "a"), ["1", "2"]);
+        assert!(!h.contains_key("gone"));
+    }
+}

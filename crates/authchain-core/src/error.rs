@@ -1,0 +1,299 @@
+//! The one error type of authchain.
+//!
+//! [`Error`] is opaque, in the manner of `hyper::Error`: ask it what it is
+//! with the `is_*` methods, where it happened with [`Error::place`], and why
+//! with its `Display` and [`std::error::Error::source`]. A config error
+//! names its place in the document as a path, for example
+//! `configs[1].pluginAuth.config.AllowedValues: invalid type: ...`.
+//!
+//! Error text never carries request header values, credentials or the
+//! string values of a config document: step authors must keep it that way
+//! for the errors they make.
+
+use std::fmt;
+
+/// A boxed error, as plugins hand them in.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// The error of every fallible authchain operation.
+pub struct Error {
+    inner: Box<Inner>,
+}
+
+struct Inner {
+    kind: Kind,
+    place: Option<String>,
+    message: String,
+    source: Option<BoxError>,
+    /// More errors found in the same pass (config checks report them all).
+    more: Vec<Error>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Config,
+    Build,
+    Start,
+    Step,
+    Timeout,
+    UnknownConfig,
+}
+
+impl Error {
+    fn new(kind: Kind, message: impl Into<String>) -> Self {
+        Error {
+            inner: Box::new(Inner {
+                kind,
+                place: None,
+                message: message.into(),
+                source: None,
+                more: Vec::new(),
+            }),
+        }
+    }
+
+    /// An invalid config document or entry. Add the place with [`Error::at`].
+    pub fn config(message: impl Into<String>) -> Self {
+        Self::new(Kind::Config, message)
+    }
+
+    /// A plugin could not build its service from a valid-looking config.
+    pub fn build(source: impl Into<BoxError>) -> Self {
+        Self::new(Kind::Build, "cannot build step").with_source(source)
+    }
+
+    /// A service failed to start.
+    pub fn start(source: impl Into<BoxError>) -> Self {
+        Self::new(Kind::Start, "cannot start step").with_source(source)
+    }
+
+    /// A step failed while authorizing a request. This is not a deny: the
+    /// chain turns it into one (fail closed) unless the step fails open.
+    pub fn step(source: impl Into<BoxError>) -> Self {
+        Self::new(Kind::Step, "step failed").with_source(source)
+    }
+
+    /// A step or the chain ran past its time limit.
+    pub(crate) fn timeout(message: impl Into<String>) -> Self {
+        Self::new(Kind::Timeout, message)
+    }
+
+    /// A request asked for an AuthConfig the current generation lacks.
+    pub fn unknown_config(name: &str) -> Self {
+        Self::new(Kind::UnknownConfig, format!("no AuthConfig named '{name}'"))
+    }
+
+    /// Attaches the error that caused this one.
+    pub fn with_source(mut self, source: impl Into<BoxError>) -> Self {
+        self.inner.source = Some(source.into());
+        self
+    }
+
+    /// Puts the error at `place` (a document path such as
+    /// `configs[1].pluginAuth`). A place already set is kept as the tail:
+    /// `Error::config("x").at("config").at("configs[0].pluginAuth")` is at
+    /// `configs[0].pluginAuth.config`.
+    pub fn at(mut self, place: impl AsRef<str>) -> Self {
+        let place = place.as_ref();
+        if place.is_empty() {
+            return self;
+        }
+        self.inner.place = Some(match self.inner.place.take() {
+            None => place.to_owned(),
+            Some(tail) if tail.starts_with('[') => format!("{place}{tail}"),
+            Some(tail) => format!("{place}.{tail}"),
+        });
+        self
+    }
+
+    /// Puts the error in a named source (a file name, `document 2`, ...),
+    /// written before the place: `auth.yaml document 2: configs[0]: ...`.
+    pub fn in_source(self, origin: impl fmt::Display) -> Self {
+        let mut this = self;
+        let place = match this.inner.place.take() {
+            Some(place) => format!("{origin}: {place}"),
+            None => origin.to_string(),
+        };
+        this.inner.place = Some(place);
+        this
+    }
+
+    /// Joins several errors into one; `None` when there are none.
+    pub fn collect(errors: Vec<Error>) -> Option<Error> {
+        let mut errors = errors.into_iter();
+        let mut first = errors.next()?;
+        first.inner.more.extend(errors);
+        Some(first)
+    }
+
+    /// Where the error is, if it belongs to a place in a document.
+    pub fn place(&self) -> Option<&str> {
+        self.inner.place.as_deref()
+    }
+
+    /// This error and the others found in the same pass, one per problem.
+    pub fn problems(&self) -> impl Iterator<Item = &Error> {
+        std::iter::once(self).chain(self.inner.more.iter())
+    }
+
+    /// An invalid config: bad syntax, unknown field, unknown plugin, ...
+    pub fn is_config(&self) -> bool {
+        self.inner.kind == Kind::Config
+    }
+
+    /// A plugin refused to build its service.
+    pub fn is_build(&self) -> bool {
+        self.inner.kind == Kind::Build
+    }
+
+    /// A service failed to start.
+    pub fn is_start(&self) -> bool {
+        self.inner.kind == Kind::Start
+    }
+
+    /// A step failed at request time.
+    pub fn is_step(&self) -> bool {
+        self.inner.kind == Kind::Step
+    }
+
+    /// A step or chain ran out of time.
+    pub fn is_timeout(&self) -> bool {
+        self.inner.kind == Kind::Timeout
+    }
+
+    /// The requested AuthConfig does not exist.
+    pub fn is_unknown_config(&self) -> bool {
+        self.inner.kind == Kind::UnknownConfig
+    }
+
+    fn fmt_one(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(place) = &self.inner.place {
+            write!(f, "{place}: ")?;
+        }
+        f.write_str(&self.inner.message)?;
+        if let Some(source) = &self.inner.source {
+            write!(f, ": {source}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.fmt_one(f)?;
+        for more in &self.inner.more {
+            f.write_str("\n")?;
+            more.fmt_one(f)?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("Error");
+        d.field("kind", &self.inner.kind);
+        if let Some(place) = &self.inner.place {
+            d.field("place", place);
+        }
+        d.field("message", &self.inner.message);
+        if let Some(source) = &self.inner.source {
+            d.field("source", source);
+        }
+        if !self.inner.more.is_empty() {
+            d.field("more", &self.inner.more);
+        }
+        d.finish()
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.inner
+            .source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+/// Rewrites a serde message so that it carries no string value from the
+/// document: `invalid type: string "hunter2", expected a sequence` becomes
+/// `invalid type: string, expected a sequence`. Config documents hold
+/// secrets (API keys, passwords), and errors end up in logs.
+pub(crate) fn redact_serde_message(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(at) = rest.find("string \"") {
+        out.push_str(&rest[..at + "string".len()]);
+        let after_quote = &rest[at + "string \"".len()..];
+        // serde writes the value with Rust escapes; the value ends at the
+        // first unescaped quote.
+        let mut end = None;
+        let mut escaped = false;
+        for (i, c) in after_quote.char_indices() {
+            match c {
+                '\\' if !escaped => escaped = true,
+                '"' if !escaped => {
+                    end = Some(i);
+                    break;
+                }
+                _ => escaped = false,
+            }
+        }
+        match end {
+            Some(end) => rest = &after_quote[end + 1..],
+            None => {
+                rest = "";
+                break;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn places_nest_from_the_inside_out() {
+        let e = Error::config("bad").at("AllowedValues").at("configs[1].pluginAuth.config");
+        assert_eq!(e.place(), Some("configs[1].pluginAuth.config.AllowedValues"));
+        let e = Error::config("bad").at("[2]").at("configs");
+        assert_eq!(e.place(), Some("configs[2]"));
+        assert_eq!(
+            e.in_source("auth.yaml document 2").to_string(),
+            "auth.yaml document 2: configs[2]: bad"
+        );
+    }
+
+    #[test]
+    fn collected_errors_print_one_per_line() {
+        let e = Error::collect(vec![
+            Error::config("one").at("a"),
+            Error::config("two").at("b"),
+        ])
+        .unwrap();
+        assert_eq!(e.to_string(), "a: one\nb: two");
+        assert_eq!(e.problems().count(), 2);
+        assert!(Error::collect(Vec::new()).is_none());
+    }
+
+    #[test]
+    fn serde_messages_lose_their_string_values() {
+        assert_eq!(
+            redact_serde_message(r#"invalid type: string "hunter2", expected a sequence"#),
+            "invalid type: string, expected a sequence"
+        );
+        assert_eq!(
+            redact_serde_message(r#"invalid value: string "a\"b", expected x; string "c""#),
+            "invalid value: string, expected x; string"
+        );
+        assert_eq!(
+            redact_serde_message("unknown field `foo`, expected one of `a`, `b`"),
+            "unknown field `foo`, expected one of `a`, `b`"
+        );
+        assert_eq!(redact_serde_message(r#"string "open"#), "string");
+    }
+}

@@ -1,0 +1,314 @@
+//! `booleanExpr`: which steps must allow, combined with `&&`, `||`, `!`
+//! and parentheses.
+//!
+//! Precedence is the usual one (`!` binds tightest, then `&&`, then `||`),
+//! operands are evaluated left to right and `&&` / `||` short-circuit, so
+//! a step whose result cannot change the answer is not run. The expression
+//! compiles to a tiny jump program over one boolean register, which needs
+//! no stack and no allocation to run.
+
+use crate::Error;
+
+/// One instruction of a compiled expression.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Op {
+    /// Run step `n` (or reuse its result) into the register.
+    Run(usize),
+    /// Negate the register.
+    Not,
+    /// Jump to the address when the register is false.
+    JumpIfFalse(usize),
+    /// Jump to the address when the register is true.
+    JumpIfTrue(usize),
+}
+
+#[derive(Debug)]
+enum Node {
+    Step(usize),
+    Not(Box<Node>),
+    And(Box<Node>, Box<Node>),
+    Or(Box<Node>, Box<Node>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Token<'a> {
+    Name(&'a str),
+    And,
+    Or,
+    Not,
+    Open,
+    Close,
+}
+
+/// The deepest nesting accepted, so that a hostile expression cannot
+/// exhaust the parser's stack.
+const MAX_DEPTH: usize = 64;
+
+fn tokenize(src: &str) -> Result<Vec<(usize, Token<'_>)>, Error> {
+    let mut tokens = Vec::new();
+    let bytes = src.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let c = bytes[i];
+        let col = i + 1;
+        match c {
+            b' ' | b'\t' | b'\n' | b'\r' => i += 1,
+            b'(' => {
+                tokens.push((col, Token::Open));
+                i += 1;
+            }
+            b')' => {
+                tokens.push((col, Token::Close));
+                i += 1;
+            }
+            b'!' => {
+                tokens.push((col, Token::Not));
+                i += 1;
+            }
+            b'&' | b'|' => {
+                if bytes.get(i + 1) != Some(&c) {
+                    return Err(Error::config(format!(
+                        "column {col}: expected '{0}{0}'",
+                        c as char
+                    )));
+                }
+                tokens.push((col, if c == b'&' { Token::And } else { Token::Or }));
+                i += 2;
+            }
+            _ => {
+                let start = i;
+                while i < bytes.len() && !b" \t\n\r()!&|".contains(&bytes[i]) {
+                    i += 1;
+                }
+                tokens.push((col, Token::Name(&src[start..i])));
+            }
+        }
+    }
+    Ok(tokens)
+}
+
+struct Parser<'a, 'n> {
+    tokens: Vec<(usize, Token<'a>)>,
+    pos: usize,
+    names: &'n [String],
+    end_col: usize,
+}
+
+impl<'a> Parser<'a, '_> {
+    fn peek(&self) -> Option<&Token<'a>> {
+        self.tokens.get(self.pos).map(|(_, t)| t)
+    }
+
+    fn col(&self) -> usize {
+        self.tokens.get(self.pos).map_or(self.end_col, |(c, _)| *c)
+    }
+
+    fn error(&self, what: &str) -> Error {
+        Error::config(format!("column {}: {what}", self.col()))
+    }
+
+    fn or(&mut self, depth: usize) -> Result<Node, Error> {
+        let mut left = self.and(depth)?;
+        while self.peek() == Some(&Token::Or) {
+            self.pos += 1;
+            let right = self.and(depth)?;
+            left = Node::Or(Box::new(left), Box::new(right));
+        }
+        Ok(left)
+    }
+
+    fn and(&mut self, depth: usize) -> Result<Node, Error> {
+        let mut left = self.unary(depth)?;
+        while self.peek() == Some(&Token::And) {
+            self.pos += 1;
+            let right = self.unary(depth)?;
+            left = Node::And(Box::new(left), Box::new(right));
+        }
+        Ok(left)
+    }
+
+    fn unary(&mut self, depth: usize) -> Result<Node, Error> {
+        if depth > MAX_DEPTH {
+            return Err(self.error("expression nested too deeply"));
+        }
+        match self.peek().cloned() {
+            Some(Token::Not) => {
+                self.pos += 1;
+                Ok(Node::Not(Box::new(self.unary(depth + 1)?)))
+            }
+            Some(Token::Open) => {
+                self.pos += 1;
+                let inner = self.or(depth + 1)?;
+                if self.peek() != Some(&Token::Close) {
+                    return Err(self.error("expected ')'"));
+                }
+                self.pos += 1;
+                Ok(inner)
+            }
+            Some(Token::Name(name)) => {
+                let Some(index) = self.names.iter().position(|n| n == name) else {
+                    return Err(self.error(&format!(
+                        "unknown step name '{name}' (steps: {})",
+                        self.names.join(", ")
+                    )));
+                };
+                self.pos += 1;
+                Ok(Node::Step(index))
+            }
+            Some(_) => Err(self.error("expected a step name, '!' or '('")),
+            None => Err(self.error("unexpected end of expression")),
+        }
+    }
+}
+
+fn compile(node: &Node, ops: &mut Vec<Op>, used: &mut [bool]) {
+    match node {
+        Node::Step(i) => {
+            used[*i] = true;
+            ops.push(Op::Run(*i));
+        }
+        Node::Not(inner) => {
+            compile(inner, ops, used);
+            ops.push(Op::Not);
+        }
+        Node::And(l, r) | Node::Or(l, r) => {
+            compile(l, ops, used);
+            let jump = ops.len();
+            ops.push(Op::Not); // placeholder, patched below
+            compile(r, ops, used);
+            let end = ops.len();
+            ops[jump] = match node {
+                Node::And(..) => Op::JumpIfFalse(end),
+                _ => Op::JumpIfTrue(end),
+            };
+        }
+    }
+}
+
+/// Parses and compiles `src` over the step `names`. Every step must be
+/// used: a step the expression never names would never run, which is a
+/// config mistake.
+pub(crate) fn compile_expr(src: &str, names: &[String]) -> Result<Vec<Op>, Error> {
+    let tokens = tokenize(src)?;
+    let mut parser = Parser {
+        tokens,
+        pos: 0,
+        names,
+        end_col: src.len() + 1,
+    };
+    let root = parser.or(0)?;
+    if parser.pos != parser.tokens.len() {
+        return Err(parser.error("unexpected token"));
+    }
+    let mut ops = Vec::new();
+    let mut used = vec![false; names.len()];
+    compile(&root, &mut ops, &mut used);
+    if let Some(unused) = used.iter().position(|u| !u) {
+        return Err(Error::config(format!(
+            "step '{}' is not used in the expression, so it would never run",
+            names[unused]
+        )));
+    }
+    Ok(ops)
+}
+
+/// What a compiled program needs next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Next {
+    /// Run step `step`, then call [`advance`] again at `resume` with its result.
+    Run { step: usize, resume: usize },
+    /// The expression's value.
+    Done(bool),
+}
+
+/// Runs the program from `pc` with the register at `acc` until it needs a
+/// step's result or ends. The caller runs the steps, so the same program
+/// drives an async chain and a plain test.
+pub(crate) fn advance(ops: &[Op], mut pc: usize, mut acc: bool) -> Next {
+    while let Some(op) = ops.get(pc) {
+        pc += 1;
+        match *op {
+            Op::Run(step) => return Next::Run { step, resume: pc },
+            Op::Not => acc = !acc,
+            Op::JumpIfFalse(to) if !acc => pc = to,
+            Op::JumpIfTrue(to) if acc => pc = to,
+            Op::JumpIfFalse(_) | Op::JumpIfTrue(_) => {}
+        }
+    }
+    Next::Done(acc)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(n: &[&str]) -> Vec<String> {
+        n.iter().map(|s| s.to_string()).collect()
+    }
+
+    /// Evaluates with fixed step results; returns the answer and which steps ran.
+    fn run(expr: &str, steps: &[&str], results: &[bool]) -> (bool, Vec<usize>) {
+        let ops = compile_expr(expr, &names(steps)).unwrap();
+        let mut ran = Vec::new();
+        let mut next = advance(&ops, 0, false);
+        loop {
+            match next {
+                Next::Run { step, resume } => {
+                    ran.push(step);
+                    next = advance(&ops, resume, results[step]);
+                }
+                Next::Done(answer) => return (answer, ran),
+            }
+        }
+    }
+
+    #[test]
+    fn truth_tables() {
+        let s = ["a", "b"];
+        for (a, b) in [(false, false), (false, true), (true, false), (true, true)] {
+            assert_eq!(run("a && b", &s, &[a, b]).0, a && b);
+            assert_eq!(run("a || b", &s, &[a, b]).0, a || b);
+            assert_eq!(run("!a && b", &s, &[a, b]).0, !a && b);
+            assert_eq!(run("!(a || b)", &s, &[a, b]).0, !(a || b));
+        }
+    }
+
+    #[test]
+    fn and_binds_tighter_than_or() {
+        let s = ["a", "b", "c"];
+        // a || (b && c): with a true, nothing else runs.
+        assert_eq!(run("a || b && c", &s, &[true, false, false]), (true, vec![0]));
+        assert_eq!(run("a || b && c", &s, &[false, true, false]), (false, vec![0, 1, 2]));
+        // (a || b) && c
+        assert_eq!(run("(a || b) && c", &s, &[true, false, false]), (false, vec![0, 2]));
+    }
+
+    #[test]
+    fn short_circuit_skips_steps() {
+        let s = ["a", "b", "c"];
+        assert_eq!(run("a && b && c", &s, &[false, true, true]), (false, vec![0]));
+        assert_eq!(run("a || b || c", &s, &[false, true, false]), (true, vec![0, 1]));
+        assert_eq!(run("!!a", &["a"], &[true]), (true, vec![0]));
+    }
+
+    #[test]
+    fn errors_name_the_column() {
+        let s = names(&["a", "b"]);
+        let err = |e: &str| compile_expr(e, &s).unwrap_err().to_string();
+        assert_eq!(err("a && x"), "column 6: unknown step name 'x' (steps: a, b)");
+        assert_eq!(err("a & b"), "column 3: expected '&&'");
+        assert_eq!(err("(a && b"), "column 8: expected ')'");
+        assert_eq!(err("a b"), "column 3: unexpected token");
+        assert_eq!(err("a &&"), "column 5: unexpected end of expression");
+        assert_eq!(err(""), "column 1: unexpected end of expression");
+        assert_eq!(err("a && )"), "column 6: expected a step name, '!' or '('");
+        assert_eq!(
+            err("a"),
+            "step 'b' is not used in the expression, so it would never run"
+        );
+        let deep = format!("{}a{} && b", "(".repeat(100), ")".repeat(100));
+        assert!(err(&deep).contains("nested too deeply"));
+        let deep = format!("{}a && b", "!".repeat(100));
+        assert!(err(&deep).contains("nested too deeply"));
+    }
+}

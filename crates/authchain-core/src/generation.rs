@@ -1,0 +1,228 @@
+//! Config generations and their atomic replacement.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
+
+use crate::{AuthConfig, Chain, Error, Lifecycle, PluginRegistry};
+
+/// Every named AuthConfig built into chains: immutable once built.
+pub struct Generation {
+    number: u64,
+    chains: HashMap<String, Arc<Chain>>,
+    token: CancellationToken,
+}
+
+impl fmt::Debug for Generation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut names: Vec<_> = self.chains.keys().collect();
+        names.sort();
+        f.debug_struct("Generation")
+            .field("number", &self.number)
+            .field("configs", &names)
+            .field("cancelled", &self.token.is_cancelled())
+            .finish()
+    }
+}
+
+impl Generation {
+    /// An empty generation, number 0: what an engine serves before its
+    /// first load. It knows no AuthConfig.
+    pub fn empty() -> Self {
+        Generation {
+            number: 0,
+            chains: HashMap::new(),
+            token: CancellationToken::new(),
+        }
+    }
+
+    /// Builds every config into a generation numbered `number`, without
+    /// starting it. Every problem in every config is reported, each with
+    /// its place; two configs with one name are an error.
+    pub fn build(
+        registry: &PluginRegistry,
+        configs: &[AuthConfig],
+        number: u64,
+    ) -> Result<Generation, Error> {
+        let mut chains = HashMap::with_capacity(configs.len());
+        let mut errors = Vec::new();
+        for config in configs {
+            if chains.contains_key(config.name()) {
+                errors.push(
+                    Error::config(format!(
+                        "a second AuthConfig named '{}'; names must be unique",
+                        config.name()
+                    ))
+                    .in_source(config.origin()),
+                );
+                continue;
+            }
+            match config.build(registry) {
+                Ok(chain) => {
+                    chains.insert(config.name().to_owned(), Arc::new(chain));
+                }
+                Err(e) => errors.push(e),
+            }
+        }
+        if let Some(e) = Error::collect(errors) {
+            return Err(e);
+        }
+        Ok(Generation {
+            number,
+            chains,
+            token: CancellationToken::new(),
+        })
+    }
+
+    /// Builds a generation from chains made in code.
+    pub fn from_chains(chains: impl IntoIterator<Item = Chain>, number: u64) -> Result<Self, Error> {
+        let mut map = HashMap::new();
+        for chain in chains {
+            let name = chain.name().to_owned();
+            if map.insert(name.clone(), Arc::new(chain)).is_some() {
+                return Err(Error::config(format!(
+                    "a second chain named '{name}'; names must be unique"
+                )));
+            }
+        }
+        Ok(Generation {
+            number,
+            chains: map,
+            token: CancellationToken::new(),
+        })
+    }
+
+    /// The generation's number: 0 for the empty one, then 1, 2, ...
+    pub fn number(&self) -> u64 {
+        self.number
+    }
+
+    /// The chain of the AuthConfig named `name`.
+    pub fn chain(&self, name: &str) -> Option<&Arc<Chain>> {
+        self.chains.get(name)
+    }
+
+    /// The names of its AuthConfigs, sorted.
+    pub fn names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.chains.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        names
+    }
+
+    /// The generation's lifecycle, as its services get it.
+    pub fn lifecycle(&self) -> Lifecycle {
+        Lifecycle::new(self.number, self.token.clone())
+    }
+
+    /// Starts every service of every chain. On error, the generation's
+    /// lifecycle is cancelled so that what did start stops again.
+    pub async fn start(&self) -> Result<(), Error> {
+        let lifecycle = self.lifecycle();
+        let mut names = self.names();
+        names.sort_unstable();
+        for name in names {
+            let chain = &self.chains[name];
+            if let Err(e) = chain.start(&lifecycle).await {
+                self.token.cancel();
+                return Err(e.in_source(format!("AuthConfig '{name}'")));
+            }
+        }
+        Ok(())
+    }
+
+    /// Cancels the lifecycle: services stop their background work.
+    pub fn shut_down(&self) {
+        self.token.cancel();
+    }
+}
+
+/// The live generation, replaced atomically on reload.
+///
+/// A request takes the generation current when it starts
+/// ([`Engine::current`]) and finishes on it whatever loads happen
+/// meanwhile.
+///
+/// [`Engine::load`] builds a whole new generation; any error leaves the
+/// current one serving, untouched. Otherwise it starts the new services
+/// with a fresh lifecycle (a start error also leaves the current one
+/// untouched), swaps the new generation in, then cancels the old one's
+/// lifecycle. Starting before cancelling means the serving generation never
+/// runs with its background work stopped; services that hold an exclusive
+/// resource must therefore let two generations overlap briefly.
+pub struct Engine {
+    registry: PluginRegistry,
+    current: ArcSwap<Generation>,
+    load: Mutex<u64>,
+}
+
+impl fmt::Debug for Engine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Engine")
+            .field("registry", &self.registry)
+            .field("current", &self.current.load())
+            .finish()
+    }
+}
+
+impl Engine {
+    /// An engine serving the empty generation 0.
+    pub fn new(registry: PluginRegistry) -> Self {
+        Engine {
+            registry,
+            current: ArcSwap::from_pointee(Generation::empty()),
+            load: Mutex::new(0),
+        }
+    }
+
+    /// The registry configs resolve against.
+    pub fn registry(&self) -> &PluginRegistry {
+        &self.registry
+    }
+
+    /// The generation serving now. Hold the `Arc` for the whole request.
+    pub fn current(&self) -> Arc<Generation> {
+        self.current.load_full()
+    }
+
+    /// Builds, starts and swaps in a new generation from `configs`;
+    /// returns its number. Loads are serialised. On error the current
+    /// generation stays.
+    pub async fn load(&self, configs: &[AuthConfig]) -> Result<u64, Error> {
+        let mut last = self.load.lock().await;
+        let generation = Generation::build(&self.registry, configs, *last + 1)?;
+        self.swap_in(generation, &mut last).await
+    }
+
+    /// Starts and swaps in a generation built elsewhere (for example with
+    /// [`Generation::from_chains`]). Its number must be higher than the
+    /// current one's.
+    pub async fn install(&self, generation: Generation) -> Result<u64, Error> {
+        let mut last = self.load.lock().await;
+        if generation.number <= *last {
+            return Err(Error::config(format!(
+                "generation {} is not newer than generation {}",
+                generation.number, *last
+            )));
+        }
+        self.swap_in(generation, &mut last).await
+    }
+
+    async fn swap_in(&self, generation: Generation, last: &mut u64) -> Result<u64, Error> {
+        generation.start().await?;
+        let number = generation.number;
+        *last = number;
+        let old = self.current.swap(Arc::new(generation));
+        old.shut_down();
+        tracing::info!(generation = number, "got new config");
+        Ok(number)
+    }
+
+    /// Cancels the current generation's lifecycle (on shutdown).
+    pub fn shut_down(&self) {
+        self.current.load().shut_down();
+    }
+}

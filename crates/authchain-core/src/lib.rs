@@ -1,0 +1,98 @@
+//! The authchain engine: the request and decision model, pluggable auth
+//! steps, the chain executor and hot-swappable config generations. No
+//! sockets: the adapter crates (`authchain-grpc`, `authchain-http`) carry
+//! requests in and decisions out.
+//!
+//! A request to authorize ([`AuthorizationRequest`]) runs through a
+//! [`Chain`] of steps ([`AuthService`]s). Steps share a `state` map and
+//! mutate headers; the chain answers a [`Decision`]: allow with the merged
+//! mutations, or deny with a status, headers and body. Steps come from
+//! plugins ([`ExtAuthPlugin`]) with typed configs, found by name in a
+//! [`PluginRegistry`]; configs are Gloo `AuthConfig`s in YAML or JSON
+//! ([`AuthConfig`]), built into a [`Generation`] that an [`Engine`] swaps
+//! atomically on reload.
+//!
+//! ```
+//! use authchain_core::{plugin_fn, service_fn, AuthConfig, AuthorizationRequest, Decision,
+//!     Engine, Format, PluginRegistry};
+//! use std::sync::Arc;
+//!
+//! #[derive(serde::Deserialize)]
+//! #[serde(deny_unknown_fields)]
+//! struct Config { path: String }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), authchain_core::Error> {
+//! let mut registry = PluginRegistry::new();
+//! registry.register(plugin_fn("OnlyPath", |c: Config, _| {
+//!     Ok(Arc::new(service_fn(move |req| {
+//!         let ok = req.path_only() == c.path;
+//!         Box::pin(async move { Ok(if ok { Decision::authorized() } else { Decision::unauthorized() }) })
+//!     })))
+//! }));
+//!
+//! let yaml = r#"
+//! name: ratings
+//! configs:
+//! - pluginAuth: { name: OnlyPath, config: { path: /ratings/1 } }
+//! "#;
+//! let engine = Engine::new(registry);
+//! engine.load(&AuthConfig::parse("inline", yaml, Format::Yaml)?).await?;
+//!
+//! let generation = engine.current();
+//! let chain = generation.chain("ratings").expect("loaded");
+//! let mut req = AuthorizationRequest::new(http::Method::GET, "/ratings/1");
+//! assert!(chain.authorize(&mut req).await.is_allow());
+//! let mut req = AuthorizationRequest::new(http::Method::GET, "/ratings/2");
+//! assert!(!chain.authorize(&mut req).await.is_allow());
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The executor needs a Tokio runtime with its timer enabled (step
+//! timeouts and the chain deadline are Tokio timers).
+//!
+//! # Metrics
+//!
+//! Through the `metrics` facade, registered when a chain is built (install
+//! a recorder before loading configs):
+//!
+//! | name | labels |
+//! |---|---|
+//! | `authchain_step_decisions_total` | `config`, `step`, `result` = `ok`, `denied`, `error`, `failure_mode_allowed` |
+//! | `authchain_chain_decisions_total` | `config`, `result` = `ok`, `denied`, `error` |
+//! | `authchain_chain_duration_seconds` | `config` (histogram) |
+
+mod chain;
+pub mod config;
+mod decision;
+mod error;
+mod expr;
+mod generation;
+mod plugin;
+mod request;
+mod service;
+
+#[doc(no_inline)]
+pub use async_trait::async_trait;
+
+#[doc(inline)]
+pub use chain::{
+    Chain, ChainBuilder, ChainStep, DEFAULT_DEADLINE, FAILURE_MODE_ALLOWED_HEADER, MAX_EXPR_STEPS,
+};
+#[doc(inline)]
+pub use config::{AuthConfig, ConfigDuration, Format};
+#[doc(inline)]
+pub use decision::{Allow, Decision, Deny, HeaderAction, HeaderMutation, UserInfo};
+#[doc(inline)]
+pub use error::{BoxError, Error};
+#[doc(inline)]
+pub use generation::{Engine, Generation};
+#[doc(inline)]
+pub use plugin::{
+    BuildContext, ExtAuthPlugin, PluginFn, PluginRegistry, deserialize_config, plugin_fn,
+};
+#[doc(inline)]
+pub use request::{AuthorizationRequest, Peer};
+#[doc(inline)]
+pub use service::{AuthService, Lifecycle, ServiceFn, service_fn};

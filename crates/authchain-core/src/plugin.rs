@@ -1,0 +1,235 @@
+//! Plugins: typed factories of steps, and the registry that finds them.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::error::redact_serde_message;
+use crate::{AuthService, Error};
+
+/// A factory of steps with a typed config: what Gloo's Go plugins do with
+/// `NewConfigInstance` and reflection, checked by the compiler instead.
+///
+/// The config is deserialized with serde from the step's block of the
+/// AuthConfig; give it `#[serde(deny_unknown_fields)]` so a misspelt key is
+/// an error that names its place.
+///
+/// ```
+/// use std::sync::Arc;
+/// use authchain_core::{AuthService, BuildContext, Decision, Error, ExtAuthPlugin, service_fn};
+///
+/// #[derive(serde::Deserialize)]
+/// #[serde(deny_unknown_fields)]
+/// struct Config { allow: bool }
+///
+/// struct Fixed;
+///
+/// impl ExtAuthPlugin for Fixed {
+///     type Config = Config;
+///     fn name(&self) -> &str { "Fixed" }
+///     fn build(&self, config: Config, _: &BuildContext<'_>) -> Result<Arc<dyn AuthService>, Error> {
+///         let allow = config.allow;
+///         Ok(Arc::new(service_fn(move |_| Box::pin(async move {
+///             Ok(if allow { Decision::authorized() } else { Decision::unauthorized() })
+///         }))))
+///     }
+/// }
+/// ```
+pub trait ExtAuthPlugin: Send + Sync + 'static {
+    /// The plugin's config, deserialized from the step's block.
+    type Config: DeserializeOwned;
+
+    /// The name configs refer to: `pluginAuth.name` for a plugin registered
+    /// with [`PluginRegistry::register`], or the step kind key
+    /// (`apiKeyAuth`, `passThroughAuth.http`, ...) for one registered with
+    /// [`PluginRegistry::register_kind`].
+    fn name(&self) -> &str;
+
+    /// Builds a service from a config. Errors should say what is wrong
+    /// without quoting secret values.
+    fn build(
+        &self,
+        config: Self::Config,
+        context: &BuildContext<'_>,
+    ) -> Result<Arc<dyn AuthService>, Error>;
+}
+
+/// Where a step is being built: which AuthConfig, which step.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct BuildContext<'a> {
+    /// The AuthConfig's name.
+    pub config_name: &'a str,
+    /// The step's name (its `name`, or `config_<index>`).
+    pub step_name: &'a str,
+    /// The step's place in the document (`spec.configs[2]`).
+    pub place: &'a str,
+}
+
+/// A plugin made from a closure; see [`plugin_fn`].
+pub struct PluginFn<C, F> {
+    name: String,
+    build: F,
+    _config: PhantomData<fn() -> C>,
+}
+
+impl<C, F> fmt::Debug for PluginFn<C, F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PluginFn").field("name", &self.name).finish_non_exhaustive()
+    }
+}
+
+/// Makes a plugin from a name and a closure that builds a service from a
+/// typed config.
+///
+/// ```
+/// use std::sync::Arc;
+/// use authchain_core::{plugin_fn, service_fn, Decision, PluginRegistry};
+///
+/// #[derive(serde::Deserialize)]
+/// struct Config { header: String }
+///
+/// let mut registry = PluginRegistry::new();
+/// registry.register(plugin_fn("HasHeader", |config: Config, _ctx| {
+///     let header = http::HeaderName::try_from(config.header)
+///         .map_err(|e| authchain_core::Error::config(e.to_string()).at("header"))?;
+///     Ok(Arc::new(service_fn(move |req| {
+///         let ok = req.headers.contains_key(&header);
+///         Box::pin(async move {
+///             Ok(if ok { Decision::authorized() } else { Decision::unauthenticated() })
+///         })
+///     })))
+/// }));
+/// ```
+pub fn plugin_fn<C, F>(name: impl Into<String>, build: F) -> PluginFn<C, F>
+where
+    C: DeserializeOwned + 'static,
+    F: Fn(C, &BuildContext<'_>) -> Result<Arc<dyn AuthService>, Error> + Send + Sync + 'static,
+{
+    PluginFn {
+        name: name.into(),
+        build,
+        _config: PhantomData,
+    }
+}
+
+impl<C, F> ExtAuthPlugin for PluginFn<C, F>
+where
+    C: DeserializeOwned + 'static,
+    F: Fn(C, &BuildContext<'_>) -> Result<Arc<dyn AuthService>, Error> + Send + Sync + 'static,
+{
+    type Config = C;
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn build(&self, config: C, context: &BuildContext<'_>) -> Result<Arc<dyn AuthService>, Error> {
+        (self.build)(config, context)
+    }
+}
+
+/// A plugin with its config type erased, as the registry keeps it.
+trait DynPlugin: Send + Sync {
+    fn build_value(
+        &self,
+        config: Value,
+        context: &BuildContext<'_>,
+    ) -> Result<Arc<dyn AuthService>, Error>;
+}
+
+impl<P: ExtAuthPlugin> DynPlugin for P {
+    fn build_value(
+        &self,
+        config: Value,
+        context: &BuildContext<'_>,
+    ) -> Result<Arc<dyn AuthService>, Error> {
+        let config = deserialize_config::<P::Config>(config)?;
+        self.build(config, context)
+    }
+}
+
+/// Deserializes a typed config from a document value; an error is placed
+/// at the path of the offending field, relative to the value, and quotes
+/// no string from the document.
+pub fn deserialize_config<T: DeserializeOwned>(value: Value) -> Result<T, Error> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let place = e.path().to_string();
+        let message = redact_serde_message(&e.inner().to_string());
+        let error = Error::config(message);
+        if place == "." { error } else { error.at(place) }
+    })
+}
+
+/// Plugins by name: what `pluginAuth.name` and the step kinds of a config
+/// resolve to. Cheap to clone.
+#[derive(Clone, Default)]
+pub struct PluginRegistry {
+    plugins: BTreeMap<String, Arc<dyn DynPlugin>>,
+    kinds: BTreeMap<String, Arc<dyn DynPlugin>>,
+}
+
+impl fmt::Debug for PluginRegistry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PluginRegistry")
+            .field("plugins", &self.plugins.keys().collect::<Vec<_>>())
+            .field("kinds", &self.kinds.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl PluginRegistry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers a plugin that configs name with `pluginAuth: {name, config}`.
+    /// Replaces a plugin registered under the same name.
+    pub fn register<P: ExtAuthPlugin>(&mut self, plugin: P) -> &mut Self {
+        self.plugins.insert(plugin.name().to_owned(), Arc::new(plugin));
+        self
+    }
+
+    /// Registers a plugin for a step kind: the key of a `configs[]` entry
+    /// (`apiKeyAuth`, `jwt`, ...), or `passThroughAuth.grpc` /
+    /// `passThroughAuth.http` for the two passthrough transports. The
+    /// plugin's config is the block under that key. Replaces a plugin
+    /// registered for the same kind.
+    pub fn register_kind<P: ExtAuthPlugin>(&mut self, plugin: P) -> &mut Self {
+        self.kinds.insert(plugin.name().to_owned(), Arc::new(plugin));
+        self
+    }
+
+    /// The names `pluginAuth` can use.
+    pub fn plugin_names(&self) -> impl Iterator<Item = &str> {
+        self.plugins.keys().map(String::as_str)
+    }
+
+    /// The step kinds registered.
+    pub fn kind_names(&self) -> impl Iterator<Item = &str> {
+        self.kinds.keys().map(String::as_str)
+    }
+
+    pub(crate) fn build_plugin(
+        &self,
+        name: &str,
+        config: Value,
+        context: &BuildContext<'_>,
+    ) -> Option<Result<Arc<dyn AuthService>, Error>> {
+        Some(self.plugins.get(name)?.build_value(config, context))
+    }
+
+    pub(crate) fn build_kind(
+        &self,
+        kind: &str,
+        config: Value,
+        context: &BuildContext<'_>,
+    ) -> Option<Result<Arc<dyn AuthService>, Error>> {
+        Some(self.kinds.get(kind)?.build_value(config, context))
+    }
+}

@@ -1,0 +1,207 @@
+//! The request being authorized.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http::{Extensions, HeaderMap, HeaderName, HeaderValue, Method};
+use serde_json::{Map, Value};
+
+/// The HTTP view of a request to authorize, as an adapter translated it
+/// from Envoy's `CheckRequest`, a forward-auth hop or an in-process
+/// `http::Request`.
+///
+/// Steps read it and may change it: a step sees the request as the steps
+/// before it mutated it (the chain applies each allow's header and query
+/// mutations before the next step runs). [`state`](Self::state) is the
+/// scratch space the steps of one chain run share, like the `State` map of
+/// Gloo's plugin API.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct AuthorizationRequest {
+    /// The request method.
+    pub method: Method,
+    /// `http` or `https`; empty when the transport did not say.
+    pub scheme: String,
+    /// The authority (`Host` / `:authority`), with port when given.
+    pub host: String,
+    /// The path with its query string, as received (`/a/b?x=1`).
+    pub path: String,
+    /// Request headers. Names are lower case (as `http` keeps them).
+    pub headers: HeaderMap,
+    /// The request body, when the transport forwarded it.
+    pub body: Option<Bytes>,
+    /// The HTTP protocol (`HTTP/1.1`, `HTTP/2`), when known.
+    pub protocol: String,
+    /// An id for the request (Envoy's stream id, or a request id header).
+    pub id: String,
+    /// The peer that sent the request.
+    pub source: Peer,
+    /// The peer that received it (the proxy's listener).
+    pub destination: Peer,
+    /// Per-route string settings (Envoy `context_extensions`).
+    pub context: BTreeMap<String, String>,
+    /// Filter metadata from the proxy (Envoy `metadata_context`), by namespace.
+    pub metadata: Map<String, Value>,
+    /// State shared by the steps of one chain run.
+    pub state: Map<String, Value>,
+    /// Typed in-process values (identity objects, handles, ...).
+    pub extensions: Extensions,
+}
+
+/// One end of the connection.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Peer {
+    /// The socket address, when it is an IP socket.
+    pub address: Option<SocketAddr>,
+    /// The TLS principal (certificate subject or SAN), when known.
+    pub principal: Option<String>,
+}
+
+impl Peer {
+    /// A peer with only an address.
+    pub fn from_address(address: SocketAddr) -> Self {
+        Peer {
+            address: Some(address),
+            principal: None,
+        }
+    }
+}
+
+impl AuthorizationRequest {
+    /// A request with a method and a path (with query); everything else empty.
+    pub fn new(method: Method, path: impl Into<String>) -> Self {
+        AuthorizationRequest {
+            method,
+            path: path.into(),
+            ..Default::default()
+        }
+    }
+
+    /// Adds a header value (builder style).
+    pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
+        self.headers.append(name, value);
+        self
+    }
+
+    /// Sets the host (builder style).
+    pub fn with_host(mut self, host: impl Into<String>) -> Self {
+        self.host = host.into();
+        self
+    }
+
+    /// The first value of a header, if it is present and visible ASCII.
+    pub fn header_str(&self, name: impl http::header::AsHeaderName) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The path without its query string.
+    pub fn path_only(&self) -> &str {
+        match self.path.find('?') {
+            Some(i) => &self.path[..i],
+            None => &self.path,
+        }
+    }
+
+    /// The query string without the `?`, if there is one.
+    pub fn query(&self) -> Option<&str> {
+        self.path.find('?').map(|i| &self.path[i + 1..])
+    }
+
+    /// The raw value of the first query parameter named `key`.
+    pub fn query_parameter(&self, key: &str) -> Option<&str> {
+        self.query()?.split('&').find_map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (k == key).then_some(v)
+        })
+    }
+
+    /// Sets query parameter `key` to `value`, replacing every existing
+    /// occurrence (the first keeps its position, others go). Key and value
+    /// are written as given: percent-encode them first if they need it.
+    pub fn set_query_parameter(&mut self, key: &str, value: &str) {
+        self.rewrite_query(key, Some(value));
+    }
+
+    /// Removes every occurrence of query parameter `key`.
+    pub fn remove_query_parameter(&mut self, key: &str) {
+        self.rewrite_query(key, None);
+    }
+
+    fn rewrite_query(&mut self, key: &str, value: Option<&str>) {
+        let (path, query) = match self.path.split_once('?') {
+            Some((p, q)) => (p, q),
+            None => (self.path.as_str(), ""),
+        };
+        let mut out = String::with_capacity(self.path.len() + key.len() + 8);
+        out.push_str(path);
+        let mut written = false;
+        let mut sep = '?';
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let k = pair.split_once('=').map_or(pair, |(k, _)| k);
+            if k == key {
+                if written {
+                    continue;
+                }
+                match value {
+                    Some(v) => {
+                        written = true;
+                        push_pair(&mut out, &mut sep, key, v);
+                    }
+                    None => continue,
+                }
+            } else {
+                out.push(sep);
+                sep = '&';
+                out.push_str(pair);
+            }
+        }
+        if let (Some(v), false) = (value, written) {
+            push_pair(&mut out, &mut sep, key, v);
+        }
+        self.path = out;
+    }
+}
+
+fn push_pair(out: &mut String, sep: &mut char, key: &str, value: &str) {
+    out.push(*sep);
+    *sep = '&';
+    out.push_str(key);
+    out.push('=');
+    out.push_str(value);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_and_query_accessors() {
+        let r = AuthorizationRequest::new(Method::GET, "/a/b?x=1&y&z=3");
+        assert_eq!(r.path_only(), "/a/b");
+        assert_eq!(r.query(), Some("x=1&y&z=3"));
+        assert_eq!(r.query_parameter("x"), Some("1"));
+        assert_eq!(r.query_parameter("y"), Some(""));
+        assert_eq!(r.query_parameter("w"), None);
+        let r = AuthorizationRequest::new(Method::GET, "/plain");
+        assert_eq!(r.path_only(), "/plain");
+        assert_eq!(r.query(), None);
+    }
+
+    #[test]
+    fn query_rewrites_keep_order_and_replace_every_copy() {
+        let mut r = AuthorizationRequest::new(Method::GET, "/p?a=1&b=2&a=3");
+        r.set_query_parameter("a", "9");
+        assert_eq!(r.path, "/p?a=9&b=2");
+        r.set_query_parameter("c", "x");
+        assert_eq!(r.path, "/p?a=9&b=2&c=x");
+        r.remove_query_parameter("a");
+        assert_eq!(r.path, "/p?b=2&c=x");
+        r.remove_query_parameter("b");
+        r.remove_query_parameter("c");
+        assert_eq!(r.path, "/p");
+        r.set_query_parameter("k", "v");
+        assert_eq!(r.path, "/p?k=v");
+    }
+}

@@ -1,0 +1,1 @@
+//! authchain-grpc: filled by its own issue.

@@ -1,0 +1,1 @@
+//! authchain-http: filled by its own issue.

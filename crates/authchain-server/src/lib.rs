@@ -1,0 +1,1 @@
+//! authchain-server: filled by its own issue.

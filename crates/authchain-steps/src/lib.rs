@@ -1,0 +1,1 @@
+//! authchain-steps: filled by its own issue.
