@@ -1,0 +1,3 @@
+//! Chain executor benchmark.
+
+fn main() {}

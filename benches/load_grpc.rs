@@ -1,0 +1,3 @@
+//! Envoy gRPC load comparison (filled by the gRPC issue).
+
+fn main() {}

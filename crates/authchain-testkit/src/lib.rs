@@ -1,0 +1,1 @@
+//! Test support: real peers as child processes (filled by the gRPC issue).

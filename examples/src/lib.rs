@@ -1,0 +1,6 @@
+//! Plugins and programs a new authchain user copies from.
+//!
+//! - [`required_header`]: Gloo's `RequiredHeader` example plugin, written
+//!   against authchain's public API as a third party would.
+
+pub mod required_header;

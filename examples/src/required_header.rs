@@ -1,0 +1,91 @@
+//! Gloo's `RequiredHeader` example plugin, in Rust.
+//!
+//! Its config is Gloo's, unchanged:
+//!
+//! ```yaml
+//! pluginAuth:
+//!   name: RequiredHeader
+//!   config:
+//!     RequiredHeader: my-header
+//!     AllowedValues: [foo, bar]
+//! ```
+//!
+//! A request whose `my-header` has an allowed value is allowed, and the
+//! upstream request gets `matched-allowed-headers: true`. A missing header
+//! or another value is a 403.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use authchain_core::{
+    Allow, AuthService, AuthorizationRequest, BuildContext, Decision, Error, ExtAuthPlugin,
+    async_trait,
+};
+use http::{HeaderName, HeaderValue};
+use serde::Deserialize;
+
+/// The header the plugin adds upstream on a match.
+pub const MATCHED_HEADER: HeaderName = HeaderName::from_static("matched-allowed-headers");
+
+/// The plugin's config, with Gloo's field names.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct Config {
+    /// The header that must be present.
+    pub required_header: String,
+    /// The values it may have.
+    pub allowed_values: Vec<String>,
+}
+
+/// The plugin: register it with `PluginRegistry::register(RequiredHeaderPlugin)`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RequiredHeaderPlugin;
+
+impl ExtAuthPlugin for RequiredHeaderPlugin {
+    type Config = Config;
+
+    fn name(&self) -> &str {
+        "RequiredHeader"
+    }
+
+    fn build(&self, config: Config, _: &BuildContext<'_>) -> Result<Arc<dyn AuthService>, Error> {
+        let header = HeaderName::try_from(config.required_header)
+            .map_err(|_| Error::config("not a valid header name").at("RequiredHeader"))?;
+        if config.allowed_values.is_empty() {
+            return Err(Error::config("expected at least one value").at("AllowedValues"));
+        }
+        Ok(Arc::new(RequiredHeader {
+            header,
+            allowed: config.allowed_values.into_iter().collect(),
+        }))
+    }
+}
+
+/// The service the plugin builds.
+#[derive(Debug)]
+pub struct RequiredHeader {
+    header: HeaderName,
+    allowed: HashSet<String>,
+}
+
+#[async_trait]
+impl AuthService for RequiredHeader {
+    async fn authorize(&self, request: &mut AuthorizationRequest) -> Result<Decision, Error> {
+        let matched = request
+            .headers
+            .get_all(&self.header)
+            .iter()
+            .any(|v| v.to_str().is_ok_and(|v| self.allowed.contains(v)));
+        if !matched {
+            return Ok(Decision::unauthorized());
+        }
+        Ok(Allow::new()
+            .set_header(MATCHED_HEADER, HeaderValue::from_static("true"))
+            .into())
+    }
+
+    fn identity_headers(&self) -> Vec<HeaderName> {
+        // Upstream trusts this header, so a client must not send it.
+        vec![MATCHED_HEADER]
+    }
+}
