@@ -30,7 +30,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let current = engine.current();
     for name in current.names() {
-        let Some(chain) = current.chain(name) else { continue };
+        let Some(chain) = current.chain(name) else {
+            continue;
+        };
         for value in [Some("foo"), Some("baz"), None] {
             let mut request = AuthorizationRequest::new(Method::GET, "/");
             if let Some(value) = value {

@@ -355,7 +355,11 @@ fn merge(acc: &mut Allow, mut step: Allow, request: &mut AuthorizationRequest) {
     for (key, value) in step.query_parameters_to_set {
         request.set_query_parameter(&key, &value);
         acc.query_parameters_to_remove.retain(|k| *k != key);
-        match acc.query_parameters_to_set.iter_mut().find(|(k, _)| *k == key) {
+        match acc
+            .query_parameters_to_set
+            .iter_mut()
+            .find(|(k, _)| *k == key)
+        {
             Some(entry) => entry.1 = value,
             None => acc.query_parameters_to_set.push((key, value)),
         }

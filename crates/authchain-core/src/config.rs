@@ -185,7 +185,9 @@ impl AuthConfig {
         for key in doc.keys() {
             if !["apiVersion", "kind", "metadata", "spec", "status"].contains(&key.as_str()) {
                 return fail(
-                    format!("unknown field `{key}`, expected one of `apiVersion`, `kind`, `metadata`, `spec`, `status`"),
+                    format!(
+                        "unknown field `{key}`, expected one of `apiVersion`, `kind`, `metadata`, `spec`, `status`"
+                    ),
                     "",
                 );
             }
@@ -228,15 +230,16 @@ impl AuthConfig {
     pub fn build(&self, registry: &PluginRegistry) -> Result<Chain, Error> {
         let place = |e: Error| e.at(self.base).in_source(&self.origin);
         let spec: Spec = deserialize_config(self.spec.clone()).map_err(place)?;
-        let mut builder = Chain::builder(self.name.clone())
-            .deadline(spec.deadline.map_or(crate::chain::DEFAULT_DEADLINE, |d| d.0));
+        let mut builder = Chain::builder(self.name.clone()).deadline(
+            spec.deadline
+                .map_or(crate::chain::DEFAULT_DEADLINE, |d| d.0),
+        );
         let mut errors = Vec::new();
         match spec.status_on_error.map(StatusCode::from_u16) {
             None => {}
-            Some(Ok(status)) if status.as_u16() >= 200 => {
-                builder = builder.status_on_error(status)
-            }
-            Some(_) => errors.push(Error::config("expected an HTTP status from 200 to 999").at("statusOnError")),
+            Some(Ok(status)) if status.as_u16() >= 200 => builder = builder.status_on_error(status),
+            Some(_) => errors
+                .push(Error::config("expected an HTTP status from 200 to 999").at("statusOnError")),
         }
         for (list, field) in [
             (&spec.strip_client_headers, "stripClientHeaders"),
@@ -248,9 +251,8 @@ impl AuthConfig {
                         builder = builder.strip_client_header(h)
                     }
                     Ok(h) => builder = builder.trust_client_header(h),
-                    Err(_) => errors.push(
-                        Error::config("not a valid header name").at(format!("{field}[{i}]")),
-                    ),
+                    Err(_) => errors
+                        .push(Error::config("not a valid header name").at(format!("{field}[{i}]"))),
                 }
             }
         }
@@ -297,9 +299,14 @@ impl AuthConfig {
         let (kind, block) = match (kinds.next(), kinds.next()) {
             (Some(kv), None) => kv,
             (None, _) => {
+                let kinds = ["pluginAuth", "passThroughAuth"].into_iter().chain(
+                    registry
+                        .kind_names()
+                        .filter(|k| !k.starts_with("passThroughAuth.")),
+                );
                 return Err(Error::config(format!(
-                    "no step kind: expected one of pluginAuth, passThroughAuth, {}",
-                    registry.kind_names().filter(|k| !k.contains('.')).collect::<Vec<_>>().join(", ")
+                    "no step kind: expected one of {}",
+                    listing(kinds)
                 )));
             }
             (Some((a, _)), Some((b, _))) => {
@@ -324,7 +331,9 @@ impl AuthConfig {
                     (true, false) => "passThroughAuth.grpc",
                     (false, true) => "passThroughAuth.http",
                     _ => {
-                        return Err(Error::config("expected exactly one of `grpc` and `http`").at(&kind));
+                        return Err(
+                            Error::config("expected exactly one of `grpc` and `http`").at(&kind)
+                        );
                     }
                 };
                 (Target::Kind(transport.to_owned()), Value::Object(block))
@@ -340,20 +349,22 @@ impl AuthConfig {
         let built = match &target {
             Target::Plugin(plugin) => registry
                 .build_plugin(plugin, config, &context)
-                .ok_or_else(|| {
-                    Error::config(format!(
+                .map(|built| built.map_err(|e| e.at("config")))
+                .unwrap_or_else(|| {
+                    Err(Error::config(format!(
                         "no plugin named '{plugin}' is registered (registered: {})",
-                        registry.plugin_names().collect::<Vec<_>>().join(", ")
+                        listing(registry.plugin_names())
                     ))
-                    .at("name")
-                })?
-                .map_err(|e| e.at("config")),
-            Target::Kind(kind_name) => registry.build_kind(kind_name, config, &context).ok_or_else(|| {
-                Error::config(format!(
-                    "no plugin is registered for step kind `{kind_name}` (registered: {})",
-                    registry.kind_names().collect::<Vec<_>>().join(", ")
-                ))
-            })?,
+                    .at("name"))
+                }),
+            Target::Kind(kind_name) => registry
+                .build_kind(kind_name, config, &context)
+                .unwrap_or_else(|| {
+                    Err(Error::config(format!(
+                        "no plugin is registered for step kind `{kind_name}` (registered: {})",
+                        listing(registry.kind_names())
+                    )))
+                }),
         };
         let service = built.map_err(|e| e.at(&kind))?;
         let mut step = ChainStep::new(name, service).failure_mode_allow(failure_mode_allow);
@@ -372,11 +383,23 @@ enum Target {
     Kind(String),
 }
 
+/// `a, b, c`, or `none`.
+fn listing<'a>(names: impl Iterator<Item = &'a str>) -> String {
+    let names: Vec<&str> = names.collect();
+    if names.is_empty() {
+        "none".to_owned()
+    } else {
+        names.join(", ")
+    }
+}
+
 fn take_bool(map: &mut Map<String, Value>, key: &str) -> Result<bool, Error> {
     match map.remove(key) {
         None | Some(Value::Null) => Ok(false),
         Some(Value::Bool(b)) => Ok(b),
-        Some(other) => Err(Error::config(format!("expected a boolean, found {}", kind_of(&other))).at(key)),
+        Some(other) => {
+            Err(Error::config(format!("expected a boolean, found {}", kind_of(&other))).at(key))
+        }
     }
 }
 
@@ -441,7 +464,11 @@ impl ConfigDuration {
             "ms" => 1e-3,
             "us" | "µs" => 1e-6,
             "ns" => 1e-9,
-            _ => return Err(format!("expected a duration such as \"5s\" or \"250ms\", found unit `{unit}`")),
+            _ => {
+                return Err(format!(
+                    "expected a duration such as \"5s\" or \"250ms\", found unit `{unit}`"
+                ));
+            }
         };
         let value: f64 = number
             .parse()
@@ -459,7 +486,9 @@ impl<'de> Deserialize<'de> for ConfigDuration {
                 f.write_str("a duration such as \"5s\" or \"250ms\"")
             }
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<ConfigDuration, E> {
-                ConfigDuration::parse(v).map(ConfigDuration).map_err(E::custom)
+                ConfigDuration::parse(v)
+                    .map(ConfigDuration)
+                    .map_err(E::custom)
             }
         }
         d.deserialize_str(Visitor)

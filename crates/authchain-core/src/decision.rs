@@ -160,7 +160,8 @@ impl Allow {
 
     /// Sets a query parameter on the upstream request.
     pub fn set_query_parameter(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
-        self.query_parameters_to_set.push((key.into(), value.into()));
+        self.query_parameters_to_set
+            .push((key.into(), value.into()));
         self
     }
 
@@ -312,9 +313,17 @@ mod tests {
     fn the_four_actions_apply_as_envoy_defines_them() {
         let name = HeaderName::from_static("x");
         let cases = [
-            (HeaderAction::AppendIfExistsOrAdd, vec!["old", "new"], vec!["new"]),
+            (
+                HeaderAction::AppendIfExistsOrAdd,
+                vec!["old", "new"],
+                vec!["new"],
+            ),
             (HeaderAction::AddIfAbsent, vec!["old"], vec!["new"]),
-            (HeaderAction::OverwriteIfExistsOrAdd, vec!["new"], vec!["new"]),
+            (
+                HeaderAction::OverwriteIfExistsOrAdd,
+                vec!["new"],
+                vec!["new"],
+            ),
             (HeaderAction::OverwriteIfExists, vec!["new"], vec![]),
         ];
         for (action, when_present, when_absent) in cases {

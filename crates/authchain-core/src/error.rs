@@ -25,7 +25,8 @@ struct Inner {
     place: Option<String>,
     message: String,
     source: Option<BoxError>,
-    /// More errors found in the same pass (config checks report them all).
+    /// When not empty, this error is a collection of these problems
+    /// (config checks report them all) and its own fields are unused.
     more: Vec<Error>,
 }
 
@@ -92,12 +93,17 @@ impl Error {
     /// Puts the error at `place` (a document path such as
     /// `configs[1].pluginAuth`). A place already set is kept as the tail:
     /// `Error::config("x").at("config").at("configs[0].pluginAuth")` is at
-    /// `configs[0].pluginAuth.config`.
+    /// `configs[0].pluginAuth.config`. On a collection of errors
+    /// ([`Error::collect`]) it applies to each.
     pub fn at(mut self, place: impl AsRef<str>) -> Self {
         let place = place.as_ref();
         if place.is_empty() {
             return self;
         }
+        self.inner.more = std::mem::take(&mut self.inner.more)
+            .into_iter()
+            .map(|e| e.at(place))
+            .collect();
         self.inner.place = Some(match self.inner.place.take() {
             None => place.to_owned(),
             Some(tail) if tail.starts_with('[') => format!("{place}{tail}"),
@@ -108,32 +114,56 @@ impl Error {
 
     /// Puts the error in a named source (a file name, `document 2`, ...),
     /// written before the place: `auth.yaml document 2: configs[0]: ...`.
-    pub fn in_source(self, origin: impl fmt::Display) -> Self {
-        let mut this = self;
-        let place = match this.inner.place.take() {
+    /// On a collection of errors it applies to each.
+    pub fn in_source(mut self, origin: impl fmt::Display) -> Self {
+        let origin = origin.to_string();
+        self.inner.more = std::mem::take(&mut self.inner.more)
+            .into_iter()
+            .map(|e| e.in_source(&origin))
+            .collect();
+        let place = match self.inner.place.take() {
             Some(place) => format!("{origin}: {place}"),
-            None => origin.to_string(),
+            None => origin,
         };
-        this.inner.place = Some(place);
-        this
+        self.inner.place = Some(place);
+        self
     }
 
-    /// Joins several errors into one; `None` when there are none.
+    /// Joins several errors into one that reports them all, one per line;
+    /// `None` when there are none. [`Error::problems`] lists them again.
     pub fn collect(errors: Vec<Error>) -> Option<Error> {
-        let mut errors = errors.into_iter();
-        let mut first = errors.next()?;
-        first.inner.more.extend(errors);
-        Some(first)
+        if errors.len() <= 1 {
+            return errors.into_iter().next();
+        }
+        let mut all = Error::new(errors[0].inner.kind, "");
+        // Flatten, so that a collection of collections lists each problem once.
+        all.inner.more = errors
+            .into_iter()
+            .flat_map(|e| {
+                if e.inner.more.is_empty() {
+                    vec![e]
+                } else {
+                    e.inner.more
+                }
+            })
+            .collect();
+        Some(all)
     }
 
-    /// Where the error is, if it belongs to a place in a document.
+    /// Where the error is, if it belongs to a place in a document (for a
+    /// collection, where the first problem is).
     pub fn place(&self) -> Option<&str> {
-        self.inner.place.as_deref()
+        match self.inner.more.first() {
+            Some(first) => first.place(),
+            None => self.inner.place.as_deref(),
+        }
     }
 
-    /// This error and the others found in the same pass, one per problem.
+    /// The problems this error reports: itself, or each error of a
+    /// collection.
     pub fn problems(&self) -> impl Iterator<Item = &Error> {
-        std::iter::once(self).chain(self.inner.more.iter())
+        let single = self.inner.more.is_empty().then_some(self);
+        single.into_iter().chain(self.inner.more.iter())
     }
 
     /// An invalid config: bad syntax, unknown field, unknown plugin, ...
@@ -180,10 +210,14 @@ impl Error {
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.fmt_one(f)?;
-        for more in &self.inner.more {
-            f.write_str("\n")?;
-            more.fmt_one(f)?;
+        if self.inner.more.is_empty() {
+            return self.fmt_one(f);
+        }
+        for (i, problem) in self.inner.more.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            problem.fmt_one(f)?;
         }
         Ok(())
     }
@@ -258,8 +292,13 @@ mod tests {
 
     #[test]
     fn places_nest_from_the_inside_out() {
-        let e = Error::config("bad").at("AllowedValues").at("configs[1].pluginAuth.config");
-        assert_eq!(e.place(), Some("configs[1].pluginAuth.config.AllowedValues"));
+        let e = Error::config("bad")
+            .at("AllowedValues")
+            .at("configs[1].pluginAuth.config");
+        assert_eq!(
+            e.place(),
+            Some("configs[1].pluginAuth.config.AllowedValues")
+        );
         let e = Error::config("bad").at("[2]").at("configs");
         assert_eq!(e.place(), Some("configs[2]"));
         assert_eq!(
@@ -277,7 +316,15 @@ mod tests {
         .unwrap();
         assert_eq!(e.to_string(), "a: one\nb: two");
         assert_eq!(e.problems().count(), 2);
+        assert!(e.is_config());
+        let e = e.at("spec").in_source("f.yaml");
+        assert_eq!(e.to_string(), "f.yaml: spec.a: one\nf.yaml: spec.b: two");
+        assert_eq!(e.place(), Some("f.yaml: spec.a"));
+        let nested = Error::collect(vec![e, Error::config("three")]).unwrap();
+        assert_eq!(nested.problems().count(), 3);
         assert!(Error::collect(Vec::new()).is_none());
+        let single = Error::collect(vec![Error::config("x")]).unwrap();
+        assert_eq!(single.problems().count(), 1);
     }
 
     #[test]

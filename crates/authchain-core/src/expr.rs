@@ -277,17 +277,32 @@ mod tests {
     fn and_binds_tighter_than_or() {
         let s = ["a", "b", "c"];
         // a || (b && c): with a true, nothing else runs.
-        assert_eq!(run("a || b && c", &s, &[true, false, false]), (true, vec![0]));
-        assert_eq!(run("a || b && c", &s, &[false, true, false]), (false, vec![0, 1, 2]));
+        assert_eq!(
+            run("a || b && c", &s, &[true, false, false]),
+            (true, vec![0])
+        );
+        assert_eq!(
+            run("a || b && c", &s, &[false, true, false]),
+            (false, vec![0, 1, 2])
+        );
         // (a || b) && c
-        assert_eq!(run("(a || b) && c", &s, &[true, false, false]), (false, vec![0, 2]));
+        assert_eq!(
+            run("(a || b) && c", &s, &[true, false, false]),
+            (false, vec![0, 2])
+        );
     }
 
     #[test]
     fn short_circuit_skips_steps() {
         let s = ["a", "b", "c"];
-        assert_eq!(run("a && b && c", &s, &[false, true, true]), (false, vec![0]));
-        assert_eq!(run("a || b || c", &s, &[false, true, false]), (true, vec![0, 1]));
+        assert_eq!(
+            run("a && b && c", &s, &[false, true, true]),
+            (false, vec![0])
+        );
+        assert_eq!(
+            run("a || b || c", &s, &[false, true, false]),
+            (true, vec![0, 1])
+        );
         assert_eq!(run("!!a", &["a"], &[true]), (true, vec![0]));
     }
 
@@ -295,7 +310,10 @@ mod tests {
     fn errors_name_the_column() {
         let s = names(&["a", "b"]);
         let err = |e: &str| compile_expr(e, &s).unwrap_err().to_string();
-        assert_eq!(err("a && x"), "column 6: unknown step name 'x' (steps: a, b)");
+        assert_eq!(
+            err("a && x"),
+            "column 6: unknown step name 'x' (steps: a, b)"
+        );
         assert_eq!(err("a & b"), "column 3: expected '&&'");
         assert_eq!(err("(a && b"), "column 8: expected ')'");
         assert_eq!(err("a b"), "column 3: unexpected token");

@@ -79,7 +79,10 @@ impl Generation {
     }
 
     /// Builds a generation from chains made in code.
-    pub fn from_chains(chains: impl IntoIterator<Item = Chain>, number: u64) -> Result<Self, Error> {
+    pub fn from_chains(
+        chains: impl IntoIterator<Item = Chain>,
+        number: u64,
+    ) -> Result<Self, Error> {
         let mut map = HashMap::new();
         for chain in chains {
             let name = chain.name().to_owned();

@@ -79,7 +79,9 @@ pub struct PluginFn<C, F> {
 
 impl<C, F> fmt::Debug for PluginFn<C, F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PluginFn").field("name", &self.name).finish_non_exhaustive()
+        f.debug_struct("PluginFn")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
     }
 }
 
@@ -191,7 +193,8 @@ impl PluginRegistry {
     /// Registers a plugin that configs name with `pluginAuth: {name, config}`.
     /// Replaces a plugin registered under the same name.
     pub fn register<P: ExtAuthPlugin>(&mut self, plugin: P) -> &mut Self {
-        self.plugins.insert(plugin.name().to_owned(), Arc::new(plugin));
+        self.plugins
+            .insert(plugin.name().to_owned(), Arc::new(plugin));
         self
     }
 
@@ -201,7 +204,8 @@ impl PluginRegistry {
     /// plugin's config is the block under that key. Replaces a plugin
     /// registered for the same kind.
     pub fn register_kind<P: ExtAuthPlugin>(&mut self, plugin: P) -> &mut Self {
-        self.kinds.insert(plugin.name().to_owned(), Arc::new(plugin));
+        self.kinds
+            .insert(plugin.name().to_owned(), Arc::new(plugin));
         self
     }
 

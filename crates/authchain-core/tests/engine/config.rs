@@ -1,0 +1,409 @@
+//! Config documents, the registry, and errors that name their place.
+
+use std::sync::{Arc, Mutex};
+
+use authchain_core::{
+    AuthConfig, BuildContext, Decision, Engine, Error, ExtAuthPlugin, FAILURE_MODE_ALLOWED_HEADER,
+    Format, PluginRegistry, plugin_fn, service_fn,
+};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::support::*;
+
+/// `RequiredHeader`-like plugin with Gloo's PascalCase config.
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct HeaderConfig {
+    required_header: String,
+    allowed_values: Vec<String>,
+}
+
+fn registry() -> PluginRegistry {
+    let mut registry = PluginRegistry::new();
+    registry.register(plugin_fn("RequiredHeader", |c: HeaderConfig, _| {
+        let header = http::HeaderName::try_from(c.required_header)
+            .map_err(|_| Error::config("not a header name").at("RequiredHeader"))?;
+        let allowed = c.allowed_values;
+        Ok(Arc::new(service_fn(move |req| {
+            let ok = req
+                .header_str(&header)
+                .is_some_and(|v| allowed.iter().any(|a| a == v));
+            Box::pin(async move {
+                Ok(if ok {
+                    Decision::authorized()
+                } else {
+                    Decision::unauthorized()
+                })
+            })
+        })))
+    }));
+    registry.register(plugin_fn("Allow", |_: Value, _| {
+        Ok(Arc::new(service_fn(|_| {
+            Box::pin(async { Ok(Decision::authorized()) })
+        })))
+    }));
+    registry
+}
+
+fn parse_one(text: &str) -> AuthConfig {
+    let mut configs = AuthConfig::parse("auth.yaml", text, Format::Yaml).unwrap();
+    assert_eq!(configs.len(), 1);
+    configs.remove(0)
+}
+
+fn build_err(text: &str, registry: &PluginRegistry) -> String {
+    parse_one(text).build(registry).unwrap_err().to_string()
+}
+
+const GLOO_MANIFEST: &str = r#"
+apiVersion: enterprise.gloo.solo.io/v1
+kind: AuthConfig
+metadata:
+  name: plugin-auth
+  namespace: gloo-system
+spec:
+  configs:
+  - pluginAuth:
+      name: RequiredHeader
+      pluginFileName: RequiredHeader.so
+      exportedSymbolName: Plugin
+      config:
+        RequiredHeader: my-header
+        AllowedValues:
+        - foo
+        - bar
+"#;
+
+async fn decide(config: &AuthConfig, header: Option<&'static str>) -> bool {
+    let chain = config.build(&registry()).unwrap();
+    let mut req = get("/");
+    if let Some(v) = header {
+        req.headers.insert(name("my-header"), value(v));
+    }
+    chain.authorize(&mut req).await.is_allow()
+}
+
+#[tokio::test]
+async fn a_gloo_manifest_is_accepted_as_it_is() {
+    let config = parse_one(GLOO_MANIFEST);
+    assert_eq!(config.name(), "gloo-system.plugin-auth");
+    assert!(decide(&config, Some("foo")).await);
+    assert!(!decide(&config, Some("baz")).await);
+    assert!(!decide(&config, None).await);
+}
+
+#[tokio::test]
+async fn yaml_json_and_manifest_forms_agree() {
+    let plain = parse_one(
+        "name: plain\nconfigs:\n- pluginAuth: {name: RequiredHeader, config: {RequiredHeader: my-header, AllowedValues: [foo]}}\n",
+    );
+    let json = AuthConfig::parse(
+        "auth.json",
+        r#"{"name": "json", "configs": [{"pluginAuth": {"name": "RequiredHeader",
+            "config": {"RequiredHeader": "my-header", "AllowedValues": ["foo"]}}}]}"#,
+        Format::Json,
+    )
+    .unwrap()
+    .remove(0);
+    let manifest = parse_one(GLOO_MANIFEST);
+    for config in [&plain, &json, &manifest] {
+        assert!(decide(config, Some("foo")).await, "{}", config.name());
+        assert!(!decide(config, Some("nope")).await, "{}", config.name());
+    }
+}
+
+#[test]
+fn multi_document_files_and_json_arrays() {
+    let text = format!("{GLOO_MANIFEST}---\nname: second\nconfigs: []\n---\n");
+    let configs = AuthConfig::parse("all.yaml", &text, Format::Yaml).unwrap();
+    let names: Vec<_> = configs.iter().map(|c| c.name()).collect();
+    assert_eq!(names, ["gloo-system.plugin-auth", "second"]);
+    assert_eq!(configs[1].origin(), "all.yaml document 2");
+
+    let configs = AuthConfig::parse(
+        "all.json",
+        r#"[{"name": "a", "configs": []}, {"name": "b", "configs": []}]"#,
+        Format::Json,
+    )
+    .unwrap();
+    assert_eq!(configs.len(), 2);
+    assert_eq!(Format::from_path("x/y.JSON".as_ref()), Format::Json);
+    assert_eq!(Format::from_path("x/y.yml".as_ref()), Format::Yaml);
+}
+
+#[test]
+fn a_bad_plugin_config_names_its_place_and_no_secret() {
+    let text = r#"
+name: c
+configs:
+- pluginAuth: {name: Allow}
+- pluginAuth:
+    name: RequiredHeader
+    config:
+      RequiredHeader: my-header
+      AllowedValues: hunter2-secret
+"#;
+    let err = build_err(text, &registry());
+    assert_eq!(
+        err,
+        "auth.yaml: configs[1].pluginAuth.config.AllowedValues: invalid type: string, expected a sequence"
+    );
+    assert!(!err.contains("hunter2"));
+}
+
+#[test]
+fn errors_in_a_manifest_are_placed_under_spec() {
+    let text = GLOO_MANIFEST.replace("AllowedValues:", "AllowedValuez:");
+    let err = build_err(&text, &registry());
+    assert!(
+        err.starts_with("auth.yaml: spec.configs[0].pluginAuth.config.AllowedValuez: unknown field `AllowedValuez`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn unknown_plugins_kinds_and_fields_are_rejected() {
+    let r = registry();
+    assert_eq!(
+        build_err("name: c\nconfigs:\n- {}\n- pluginAuth: {name: Nope}\n", &r)
+            .lines()
+            .collect::<Vec<_>>(),
+        [
+            "auth.yaml: configs[0]: no step kind: expected one of pluginAuth, passThroughAuth",
+            "auth.yaml: configs[1].pluginAuth.name: no plugin named 'Nope' is registered (registered: Allow, RequiredHeader)",
+        ]
+    );
+    assert_eq!(
+        build_err("name: c\nconfigs:\n- oauth2: {}\n", &r),
+        "auth.yaml: configs[0].oauth2: no plugin is registered for step kind `oauth2` (registered: none)"
+    );
+    assert_eq!(
+        build_err("name: c\nconfigs:\n- {jwt: {}, apiKeyAuth: {}}\n", &r),
+        "auth.yaml: configs[0]: expected exactly one step kind, found `apiKeyAuth` and `jwt`"
+    );
+    assert_eq!(
+        build_err("name: c\nconfigz: []\n", &r),
+        "auth.yaml: configz: unknown field `configz`, expected one of `configs`, `booleanExpr`, `statusOnError`, `deadline`, `stripClientHeaders`, `trustClientHeaders`, `failOnRedirect`"
+    );
+    assert_eq!(
+        build_err(
+            "name: c\nconfigs:\n- pluginAuth: {name: Allow, extra: 1}\n",
+            &r
+        ),
+        "auth.yaml: configs[0].pluginAuth.extra: unknown field `extra`, expected one of `name`, `config`, `pluginFileName`, `exportedSymbolName`"
+    );
+    assert_eq!(
+        build_err(
+            "name: c\nconfigs:\n- pluginAuth: {name: Allow}\n  timeout: soon\n",
+            &r
+        ),
+        "auth.yaml: configs[0].timeout: expected a duration such as \"5s\" or \"250ms\", found unit `soon`"
+    );
+    assert_eq!(
+        build_err(
+            "name: c\nconfigs:\n- pluginAuth: {name: Allow}\n  failureModeAllow: yes\n",
+            &r
+        ),
+        "auth.yaml: configs[0].failureModeAllow: expected a boolean, found a string"
+    );
+    assert_eq!(
+        build_err("name: c\nstatusOnError: 99\nconfigs: []\n", &r),
+        "auth.yaml: statusOnError: expected an HTTP status from 200 to 999"
+    );
+    assert_eq!(
+        build_err(
+            "name: c\nstripClientHeaders: [\"bad header\"]\nconfigs: []\n",
+            &r
+        ),
+        "auth.yaml: stripClientHeaders[0]: not a valid header name"
+    );
+    assert_eq!(
+        build_err(
+            "name: c\nconfigs:\n- name: a\n  pluginAuth: {name: Allow}\nbooleanExpr: a && b\n",
+            &r
+        ),
+        "auth.yaml: booleanExpr: column 6: unknown step name 'b' (steps: a)"
+    );
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let text = r#"
+name: c
+configs:
+- pluginAuth: {name: Nope}
+- pluginAuth: {name: RequiredHeader, config: {RequiredHeader: h}}
+- 42
+"#;
+    let err = parse_one(text).build(&registry()).unwrap_err();
+    assert!(err.is_config());
+    let problems: Vec<String> = err.problems().map(ToString::to_string).collect();
+    assert_eq!(
+        problems,
+        [
+            "auth.yaml: configs[0].pluginAuth.name: no plugin named 'Nope' is registered (registered: Allow, RequiredHeader)",
+            "auth.yaml: configs[1].pluginAuth.config: missing field `AllowedValues`",
+            "auth.yaml: configs[2]: expected a mapping, found a number",
+        ]
+    );
+}
+
+#[test]
+fn document_shape_errors() {
+    let err = |t: &str| {
+        AuthConfig::parse("f.yaml", t, Format::Yaml)
+            .unwrap_err()
+            .to_string()
+    };
+    assert_eq!(
+        err("- a\n- b\n"),
+        "f.yaml: expected a mapping, found a list"
+    );
+    assert_eq!(
+        err("configs: []\n"),
+        "f.yaml: missing field `name` (or a Gloo manifest)"
+    );
+    assert_eq!(
+        err("apiVersion: gateway.solo.io/v1\nkind: VirtualService\n"),
+        "f.yaml: apiVersion: expected one of enterprise.gloo.solo.io/v1, extauth.solo.io/v1"
+    );
+    assert_eq!(
+        err("apiVersion: enterprise.gloo.solo.io/v1\nkind: Upstream\n"),
+        "f.yaml: kind: expected `AuthConfig`"
+    );
+    assert_eq!(
+        err("apiVersion: enterprise.gloo.solo.io/v1\nkind: AuthConfig\nspec: {configs: []}\n"),
+        "f.yaml: metadata.name: expected a non-empty string"
+    );
+    let e = err("name: a\nconfigs: [\n");
+    assert!(e.starts_with("f.yaml document 1: "), "{e}");
+    assert!(e.contains("line"), "a YAML syntax error says where: {e}");
+    let e = AuthConfig::parse("f.json", "{\"name\": ", Format::Json)
+        .unwrap_err()
+        .to_string();
+    assert!(e.starts_with("f.json: EOF while parsing"), "{e}");
+    // Two documents, both wrong: both reported, each with its document.
+    let e = err("kind: x\n---\n[]\n");
+    assert_eq!(
+        e.lines().collect::<Vec<_>>(),
+        [
+            "f.yaml document 1: apiVersion: expected one of enterprise.gloo.solo.io/v1, extauth.solo.io/v1",
+            "f.yaml document 2: expected a mapping, found a list",
+        ]
+    );
+}
+
+/// A passthrough kind that records the block it was built from and fails
+/// every request.
+#[derive(Clone, Default)]
+struct RecordingPassthrough {
+    got: Arc<Mutex<Vec<Value>>>,
+}
+
+impl ExtAuthPlugin for RecordingPassthrough {
+    type Config = Value;
+
+    fn name(&self) -> &str {
+        "passThroughAuth.http"
+    }
+
+    fn build(
+        &self,
+        config: Value,
+        context: &BuildContext<'_>,
+    ) -> Result<Arc<dyn authchain_core::AuthService>, Error> {
+        assert_eq!(context.place, "configs[0].passThroughAuth");
+        self.got.lock().unwrap().push(config);
+        Ok(failing())
+    }
+}
+
+#[tokio::test]
+async fn pass_through_auth_resolves_by_transport_and_the_chain_applies_failure_mode_allow() {
+    let plugin = RecordingPassthrough::default();
+    let mut registry = registry();
+    registry.register_kind(plugin.clone());
+    let text = r#"
+name: pt
+configs:
+- name: remote
+  passThroughAuth:
+    http:
+      url: http://127.0.0.1:1/auth
+    config: {customConfig1: true}
+    failureModeAllow: true
+"#;
+    let chain = parse_one(text).build(&registry).unwrap();
+    assert_eq!(
+        plugin.got.lock().unwrap()[0],
+        json!({"http": {"url": "http://127.0.0.1:1/auth"}, "config": {"customConfig1": true}})
+    );
+    let decision = chain.authorize(&mut get("/")).await;
+    assert_eq!(
+        decision.as_allow().unwrap().headers[0].name,
+        FAILURE_MODE_ALLOWED_HEADER
+    );
+
+    assert_eq!(
+        build_err(
+            "name: pt\nconfigs:\n- passThroughAuth: {grpc: {address: x}}\n",
+            &registry
+        ),
+        "auth.yaml: configs[0].passThroughAuth: no plugin is registered for step kind `passThroughAuth.grpc` (registered: passThroughAuth.http)"
+    );
+    assert_eq!(
+        build_err(
+            "name: pt\nconfigs:\n- passThroughAuth: {config: {}}\n",
+            &registry
+        ),
+        "auth.yaml: configs[0].passThroughAuth: expected exactly one of `grpc` and `http`"
+    );
+}
+
+#[tokio::test]
+async fn engine_load_reports_duplicate_names() {
+    let engine = Engine::new(registry());
+    let configs = AuthConfig::parse(
+        "a.yaml",
+        "name: x\nconfigs: []\n---\nname: x\nconfigs: []\n",
+        Format::Yaml,
+    )
+    .unwrap();
+    let err = engine.load(&configs).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "a.yaml document 2: a second AuthConfig named 'x'; names must be unique"
+    );
+    assert_eq!(engine.current().number(), 0);
+}
+
+#[tokio::test]
+async fn config_level_settings_apply() {
+    let mut registry = registry();
+    registry.register(plugin_fn("Broken", |_: Value, _| Ok(failing())));
+    let text = r#"
+name: c
+statusOnError: 503
+deadline: 2s
+stripClientHeaders: [x-tenant]
+configs:
+- name: broken
+  timeout: 100ms
+  pluginAuth: {name: Broken}
+"#;
+    let chain = parse_one(text).build(&registry).unwrap();
+    assert_eq!(chain.stripped_headers(), [name("x-tenant")]);
+    assert_eq!(chain.step_names().collect::<Vec<_>>(), ["broken"]);
+    let decision = chain.authorize(&mut get("/")).await;
+    assert_eq!(decision.as_deny().unwrap().status, 503);
+    // Default step names are config_<index>.
+    let chain =
+        parse_one("name: c\nconfigs:\n- pluginAuth: {name: Allow}\n- pluginAuth: {name: Allow}\n")
+            .build(&registry)
+            .unwrap();
+    assert_eq!(
+        chain.step_names().collect::<Vec<_>>(),
+        ["config_0", "config_1"]
+    );
+}

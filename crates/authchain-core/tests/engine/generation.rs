@@ -1,0 +1,290 @@
+//! Config generations: build, start, swap, cancel; in-flight requests.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use authchain_core::{
+    Allow, AuthConfig, AuthService, AuthorizationRequest, BuildContext, Chain, ChainStep, Decision,
+    Engine, Error, ExtAuthPlugin, Format, Generation, Lifecycle, PluginRegistry, async_trait,
+};
+use http::HeaderValue;
+use serde::Deserialize;
+use tokio::sync::Notify;
+
+use crate::support::*;
+
+/// What the `Stamp` plugin's services saw happen to them.
+#[derive(Default)]
+struct Journal {
+    started: Mutex<Vec<Lifecycle>>,
+    built: AtomicUsize,
+    /// When set, services wait on it inside `authorize` (after signalling `entered`).
+    gate: Mutex<Option<Arc<Gate>>>,
+}
+
+struct Gate {
+    entered: Notify,
+    release: Notify,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StampConfig {
+    stamp: String,
+    #[serde(default)]
+    fail_start: bool,
+}
+
+#[derive(Clone, Default)]
+struct StampPlugin {
+    journal: Arc<Journal>,
+}
+
+struct Stamp {
+    stamp: HeaderValue,
+    fail_start: bool,
+    journal: Arc<Journal>,
+}
+
+impl ExtAuthPlugin for StampPlugin {
+    type Config = StampConfig;
+
+    fn name(&self) -> &str {
+        "Stamp"
+    }
+
+    fn build(&self, c: StampConfig, _: &BuildContext<'_>) -> Result<Arc<dyn AuthService>, Error> {
+        self.journal.built.fetch_add(1, Ordering::SeqCst);
+        Ok(Arc::new(Stamp {
+            stamp: HeaderValue::try_from(c.stamp).map_err(Error::build)?,
+            fail_start: c.fail_start,
+            journal: self.journal.clone(),
+        }))
+    }
+}
+
+#[async_trait]
+impl AuthService for Stamp {
+    async fn start(&self, lifecycle: Lifecycle) -> Result<(), Error> {
+        self.journal.started.lock().unwrap().push(lifecycle);
+        if self.fail_start {
+            return Err(Error::start("the key server said no"));
+        }
+        Ok(())
+    }
+
+    async fn authorize(&self, _: &mut AuthorizationRequest) -> Result<Decision, Error> {
+        let gate = self.journal.gate.lock().unwrap().clone();
+        if let Some(gate) = gate {
+            gate.entered.notify_one();
+            gate.release.notified().await;
+        }
+        Ok(Allow::new()
+            .set_header(name("x-stamp"), self.stamp.clone())
+            .into())
+    }
+}
+
+fn configs(stamp: &str, fail_start: bool) -> Vec<AuthConfig> {
+    let text = format!(
+        "name: main\nconfigs:\n- pluginAuth: {{name: Stamp, config: {{stamp: {stamp}, fail_start: {fail_start}}}}}\n"
+    );
+    AuthConfig::parse("gen.yaml", &text, Format::Yaml).unwrap()
+}
+
+fn engine() -> (Engine, Arc<Journal>) {
+    let plugin = StampPlugin::default();
+    let journal = plugin.journal.clone();
+    let mut registry = PluginRegistry::new();
+    registry.register(plugin);
+    (Engine::new(registry), journal)
+}
+
+async fn stamp_of(generation: &Generation) -> String {
+    let chain = generation.chain("main").expect("config main");
+    let decision = chain.authorize(&mut get("/")).await;
+    decision.as_allow().expect("allow").headers[0]
+        .value
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn the_first_load_starts_generation_one() {
+    let (engine, journal) = engine();
+    assert_eq!(engine.current().number(), 0);
+    assert!(engine.current().chain("main").is_none());
+    assert_eq!(engine.load(&configs("v1", false)).await.unwrap(), 1);
+    let current = engine.current();
+    assert_eq!(current.number(), 1);
+    assert_eq!(current.names(), ["main"]);
+    assert_eq!(stamp_of(&current).await, "v1");
+    let started = journal.started.lock().unwrap();
+    assert_eq!(started.len(), 1);
+    assert_eq!(started[0].generation(), 1);
+    assert!(!started[0].is_cancelled());
+}
+
+#[tokio::test]
+async fn a_good_load_starts_the_new_swaps_and_cancels_the_old() {
+    let (engine, journal) = engine();
+    engine.load(&configs("v1", false)).await.unwrap();
+    let old = engine.current();
+    assert_eq!(engine.load(&configs("v2", false)).await.unwrap(), 2);
+
+    let started = journal.started.lock().unwrap().clone();
+    assert_eq!(started.len(), 2);
+    assert!(
+        started[0].is_cancelled(),
+        "generation 1's lifecycle is cancelled"
+    );
+    assert!(
+        !started[1].is_cancelled(),
+        "generation 2 starts with a fresh token"
+    );
+    assert_eq!(started[1].generation(), 2);
+    // Cancellation is observable by background tasks.
+    tokio::time::timeout(Duration::from_secs(1), started[0].cancelled())
+        .await
+        .expect("cancelled() completes");
+
+    assert_eq!(stamp_of(&engine.current()).await, "v2");
+    // Whoever still holds generation 1 still gets its answers.
+    assert_eq!(stamp_of(&old).await, "v1");
+}
+
+#[tokio::test]
+async fn a_failed_build_keeps_the_old_generation() {
+    let (engine, journal) = engine();
+    engine.load(&configs("v1", false)).await.unwrap();
+    let bad = AuthConfig::parse(
+        "gen.yaml",
+        "name: main\nconfigs:\n- pluginAuth: {name: Stamp, config: {stamp: v2, colour: red}}\n",
+        Format::Yaml,
+    )
+    .unwrap();
+    let err = engine.load(&bad).await.unwrap_err();
+    assert!(err.is_config());
+    assert_eq!(
+        err.place(),
+        Some("gen.yaml: configs[0].pluginAuth.config.colour")
+    );
+    assert_eq!(engine.current().number(), 1);
+    assert_eq!(stamp_of(&engine.current()).await, "v1");
+    {
+        let started = journal.started.lock().unwrap();
+        assert_eq!(started.len(), 1, "nothing of the bad config was started");
+        assert!(!started[0].is_cancelled());
+    }
+    // The next good load gets the next number.
+    assert_eq!(engine.load(&configs("v3", false)).await.unwrap(), 2);
+}
+
+#[tokio::test]
+async fn a_failed_start_keeps_the_old_generation_running() {
+    let (engine, journal) = engine();
+    engine.load(&configs("v1", false)).await.unwrap();
+    let err = engine.load(&configs("v2", true)).await.unwrap_err();
+    assert!(err.is_start(), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        "AuthConfig 'main': step 'config_0': cannot start step: the key server said no"
+    );
+    assert_eq!(engine.current().number(), 1);
+    assert_eq!(stamp_of(&engine.current()).await, "v1");
+    let started = journal.started.lock().unwrap();
+    assert!(
+        !started[0].is_cancelled(),
+        "the serving generation keeps its lifecycle"
+    );
+    assert!(
+        started[1].is_cancelled(),
+        "what the failed generation started is stopped"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_in_flight_finishes_on_the_generation_it_began_with() {
+    let (engine, journal) = engine();
+    let engine = Arc::new(engine);
+    engine.load(&configs("v1", false)).await.unwrap();
+
+    let gate = Arc::new(Gate {
+        entered: Notify::new(),
+        release: Notify::new(),
+    });
+    *journal.gate.lock().unwrap() = Some(gate.clone());
+    let in_flight = {
+        let engine = engine.clone();
+        tokio::spawn(async move {
+            let generation = engine.current();
+            stamp_of(&generation).await
+        })
+    };
+    gate.entered.notified().await;
+
+    // Swap while the request waits inside generation 1's step.
+    assert_eq!(engine.load(&configs("v2", false)).await.unwrap(), 2);
+    assert!(journal.started.lock().unwrap()[0].is_cancelled());
+    *journal.gate.lock().unwrap() = None;
+    assert_eq!(
+        stamp_of(&engine.current()).await,
+        "v2",
+        "new requests see v2"
+    );
+
+    gate.release.notify_one();
+    assert_eq!(in_flight.await.unwrap(), "v1", "the old request ends on v1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_never_fail_while_generations_flip() {
+    let (engine, _) = engine();
+    let engine = Arc::new(engine);
+    engine.load(&configs("a", false)).await.unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let worker = {
+        let (engine, stop) = (engine.clone(), stop.clone());
+        tokio::spawn(async move {
+            let (mut seen_a, mut seen_b, mut total) = (0, 0, 0);
+            while !stop.load(Ordering::SeqCst) {
+                let generation = engine.current();
+                match stamp_of(&generation).await.as_str() {
+                    "a" => seen_a += 1,
+                    "b" => seen_b += 1,
+                    other => panic!("unexpected stamp {other}"),
+                }
+                total += 1;
+                tokio::task::yield_now().await;
+            }
+            (seen_a, seen_b, total)
+        })
+    };
+    for i in 0..20 {
+        let stamp = if i % 2 == 0 { "b" } else { "a" };
+        engine.load(&configs(stamp, false)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    stop.store(true, Ordering::SeqCst);
+    let (seen_a, seen_b, total) = worker.await.unwrap();
+    assert_eq!(engine.current().number(), 21);
+    assert!(total > 0 && seen_a + seen_b == total);
+}
+
+#[tokio::test]
+async fn chains_built_in_code_install_as_a_generation() {
+    let (engine, _) = engine();
+    let chain = Chain::builder("coded")
+        .step(ChainStep::new("a", Fixed::allow().service()))
+        .build()
+        .unwrap();
+    let generation = Generation::from_chains([chain], 5).unwrap();
+    assert_eq!(engine.install(generation).await.unwrap(), 5);
+    assert!(engine.current().chain("coded").is_some());
+    let stale = Generation::from_chains([], 3).unwrap();
+    assert!(engine.install(stale).await.unwrap_err().is_config());
+    // Loads continue the numbering.
+    assert_eq!(engine.load(&configs("v", false)).await.unwrap(), 6);
+}

@@ -1,0 +1,9 @@
+//! Integration tests of the engine: the chain rules, config documents and
+//! generations, through the public API only.
+
+#![allow(clippy::unwrap_used)]
+
+mod chain;
+mod config;
+mod generation;
+mod support;
