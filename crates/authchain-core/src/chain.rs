@@ -1,13 +1,16 @@
 //! The chain executor.
 
 use std::fmt;
+use std::future::Future;
 use std::mem;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, StatusCode};
 use metrics::{Counter, Histogram};
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 use tracing::Instrument;
 
 use crate::expr::{self, Next, Op};
@@ -150,10 +153,11 @@ enum Ended {
     Failed,
 }
 
-/// What one step gave, after timeouts and fail-open are applied.
+/// What one step gave, after timeouts and fail-open are applied. An allow
+/// is already merged into the run's accumulated allow.
 enum StepResult {
-    Allow(Allow),
-    Deny(Deny),
+    Allowed,
+    Denied(Deny),
     Failed,
 }
 
@@ -226,6 +230,7 @@ impl Chain {
     }
 
     async fn run(&self, request: &mut AuthorizationRequest, deadline: Instant) -> Ended {
+        let mut timer = pin!(None::<Sleep>);
         let mut acc = Allow::default();
         if !self.strip.is_empty() {
             for name in &self.strip {
@@ -235,9 +240,12 @@ impl Chain {
         }
         let Some(program) = &self.program else {
             for step in &self.steps {
-                match self.run_step(step, request, deadline).await {
-                    StepResult::Allow(allow) => merge(&mut acc, allow, request),
-                    StepResult::Deny(deny) => return Ended::Decided(Decision::Deny(deny)),
+                match self
+                    .run_step(step, request, &mut acc, deadline, timer.as_mut())
+                    .await
+                {
+                    StepResult::Allowed => {}
+                    StepResult::Denied(deny) => return Ended::Decided(Decision::Deny(deny)),
                     StepResult::Failed => return Ended::Failed,
                 }
             }
@@ -254,12 +262,12 @@ impl Chain {
                     let bit = 1u64 << step;
                     if ran & bit == 0 {
                         ran |= bit;
-                        match self.run_step(&self.steps[step], request, deadline).await {
-                            StepResult::Allow(allow) => {
-                                merge(&mut acc, allow, request);
-                                allowed |= bit;
-                            }
-                            StepResult::Deny(deny) => last_deny = Some(deny),
+                        let step = &self.steps[step];
+                        let ran_step =
+                            self.run_step(step, request, &mut acc, deadline, timer.as_mut());
+                        match ran_step.await {
+                            StepResult::Allowed => allowed |= bit,
+                            StepResult::Denied(deny) => last_deny = Some(deny),
                             StepResult::Failed => return Ended::Failed,
                         }
                     }
@@ -278,27 +286,44 @@ impl Chain {
         &self,
         step: &Step,
         request: &mut AuthorizationRequest,
+        acc: &mut Allow,
         deadline: Instant,
+        mut timer: Pin<&mut Option<Sleep>>,
     ) -> StepResult {
         let limit = match step.timeout {
             Some(timeout) => deadline.min(Instant::now() + timeout),
             None => deadline,
         };
         let span = tracing::debug_span!("authchain.step", step = %step.name);
-        let outcome = tokio::time::timeout_at(limit, step.service.authorize(request))
-            .instrument(span)
-            .await;
+        let mut answer = step.service.authorize(request);
+        // The timer is armed only once the step is pending: a step that
+        // answers at once never touches the timer wheel. One timer serves
+        // the whole chain run, reset to each pending step's limit.
+        let mut armed = false;
+        let outcome = std::future::poll_fn(|cx| {
+            if let Poll::Ready(result) = answer.as_mut().poll(cx) {
+                return Poll::Ready(Some(result));
+            }
+            let Some(mut sleep) = arm(timer.as_mut(), limit, &mut armed) else {
+                return Poll::Pending;
+            };
+            sleep.as_mut().poll(cx).map(|()| None)
+        })
+        .instrument(span)
+        .await;
+        drop(answer); // ends the step's borrow of the request
         let error = match outcome {
-            Ok(Ok(Decision::Allow(allow))) => {
+            Some(Ok(Decision::Allow(allow))) => {
                 step.metrics.ok.increment(1);
-                return StepResult::Allow(allow);
+                merge(acc, allow, request);
+                return StepResult::Allowed;
             }
-            Ok(Ok(Decision::Deny(deny))) => {
+            Some(Ok(Decision::Deny(deny))) => {
                 step.metrics.denied.increment(1);
-                return StepResult::Deny(deny);
+                return StepResult::Denied(deny);
             }
-            Ok(Err(error)) => error,
-            Err(_elapsed) => match step.timeout {
+            Some(Err(error)) => error,
+            None => match step.timeout {
                 Some(timeout) if limit < deadline => {
                     Error::timeout(format!("step timed out after {timeout:?}"))
                 }
@@ -311,10 +336,12 @@ impl Chain {
                 config = %self.name, step = %step.name, error = %error,
                 "step failed; allowing because of failureModeAllow"
             );
-            StepResult::Allow(Allow::new().set_header(
+            let mark = Allow::new().set_header(
                 FAILURE_MODE_ALLOWED_HEADER,
                 HeaderValue::from_static("true"),
-            ))
+            );
+            merge(acc, mark, request);
+            StepResult::Allowed
         } else {
             step.metrics.error.increment(1);
             tracing::warn!(
@@ -324,6 +351,26 @@ impl Chain {
             StepResult::Failed
         }
     }
+}
+
+/// Sets the chain run's timer to `limit` the first time a step is pending
+/// (creating it for the first such step of the run); later polls of the
+/// same step find it `armed` and leave it as it is.
+fn arm<'a>(
+    mut slot: Pin<&'a mut Option<Sleep>>,
+    limit: Instant,
+    armed: &mut bool,
+) -> Option<Pin<&'a mut Sleep>> {
+    if slot.is_none() {
+        slot.set(Some(tokio::time::sleep_until(limit)));
+        *armed = true;
+    }
+    let mut sleep = slot.as_pin_mut()?;
+    if !*armed {
+        sleep.as_mut().reset(limit);
+        *armed = true;
+    }
+    Some(sleep)
 }
 
 /// Merges a step's allow into the chain's accumulated allow and applies it
