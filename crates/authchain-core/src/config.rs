@@ -230,11 +230,15 @@ impl AuthConfig {
     pub fn build(&self, registry: &PluginRegistry) -> Result<Chain, Error> {
         let place = |e: Error| e.at(self.base).in_source(&self.origin);
         let spec: Spec = deserialize_config(self.spec.clone()).map_err(place)?;
-        let mut builder = Chain::builder(self.name.clone()).deadline(
-            spec.deadline
-                .map_or(crate::chain::DEFAULT_DEADLINE, |d| d.0),
-        );
+        let mut builder = Chain::builder(self.name.clone());
         let mut errors = Vec::new();
+        match spec.deadline {
+            None => {}
+            Some(ConfigDuration(d)) if d.is_zero() => {
+                errors.push(Error::config("expected a duration above zero").at("deadline"))
+            }
+            Some(ConfigDuration(d)) => builder = builder.deadline(d),
+        }
         match spec.status_on_error.map(StatusCode::from_u16) {
             None => {}
             Some(Ok(status)) if status.as_u16() >= 200 => builder = builder.status_on_error(status),
@@ -292,7 +296,13 @@ impl AuthConfig {
         };
         let timeout = match entry.remove("timeout") {
             None | Some(Value::Null) => None,
-            Some(v) => Some(deserialize_config::<ConfigDuration>(v).map_err(|e| e.at("timeout"))?),
+            Some(v) => match deserialize_config::<ConfigDuration>(v) {
+                Ok(ConfigDuration(d)) if d.is_zero() => {
+                    return Err(Error::config("expected a duration above zero").at("timeout"));
+                }
+                Ok(d) => Some(d),
+                Err(e) => return Err(e.at("timeout")),
+            },
         };
         let mut failure_mode_allow = take_bool(&mut entry, "failureModeAllow")?;
         let mut kinds = entry.into_iter();

@@ -125,9 +125,7 @@ impl Generation {
     /// lifecycle is cancelled so that what did start stops again.
     pub async fn start(&self) -> Result<(), Error> {
         let lifecycle = self.lifecycle();
-        let mut names = self.names();
-        names.sort_unstable();
-        for name in names {
+        for name in self.names() {
             let chain = &self.chains[name];
             if let Err(e) = chain.start(&lifecycle).await {
                 self.token.cancel();

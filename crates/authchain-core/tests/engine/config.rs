@@ -208,6 +208,17 @@ fn unknown_plugins_kinds_and_fields_are_rejected() {
         "auth.yaml: configs[0].failureModeAllow: expected a boolean, found a string"
     );
     assert_eq!(
+        build_err(
+            "name: c\nconfigs:\n- pluginAuth: {name: Allow}\n  timeout: 0s\n",
+            &r
+        ),
+        "auth.yaml: configs[0].timeout: expected a duration above zero"
+    );
+    assert_eq!(
+        build_err("name: c\ndeadline: 0ms\nconfigs: []\n", &r),
+        "auth.yaml: deadline: expected a duration above zero"
+    );
+    assert_eq!(
         build_err("name: c\nstatusOnError: 99\nconfigs: []\n", &r),
         "auth.yaml: statusOnError: expected an HTTP status from 200 to 999"
     );
