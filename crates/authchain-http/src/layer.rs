@@ -1,0 +1,405 @@
+//! [`AuthChainLayer`]: a chain in front of any tower service.
+
+use std::fmt;
+use std::future::Future;
+use std::mem;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use authchain_core::{
+    AuthorizationRequest, BoxError, Chain, Decision, Deny, Engine, HeaderMutation, UserInfo,
+};
+use bytes::Bytes;
+use http::uri::PathAndQuery;
+use http::{HeaderMap, Request, Response, StatusCode, Uri, Version};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use serde_json::{Map, Value};
+use tower_layer::Layer;
+use tower_service::Service;
+
+/// What the chain established about a request it allowed, put into the
+/// request's extensions for the inner service (and, with the `axum`
+/// feature, an axum extractor).
+#[derive(Debug, Clone, Default, PartialEq)]
+#[non_exhaustive]
+pub struct AuthContext {
+    /// The AuthConfig that allowed the request.
+    pub config: String,
+    /// The authenticated user, if a step established one.
+    pub user: Option<UserInfo>,
+    /// The chain's final state.
+    pub state: Map<String, Value>,
+    /// The dynamic metadata the steps produced.
+    pub metadata: Map<String, Value>,
+}
+
+/// Where the layer finds its chain.
+#[derive(Clone)]
+enum Source {
+    /// A fixed chain.
+    Chain(Arc<Chain>),
+    /// The chain named `config` in the engine's current generation, looked
+    /// up per request so that reloads apply.
+    Engine { engine: Arc<Engine>, config: String },
+}
+
+/// A tower [`Layer`] that runs an authchain [`Chain`] before the inner
+/// service: an allow goes on to the inner service with the chain's
+/// mutations applied to the request (headers, query) and an
+/// [`AuthContext`] in its extensions, plus the chain's client response
+/// headers on the way back; a deny is answered directly, and the inner
+/// service never sees the request.
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use authchain_core::{Chain, ChainStep, Decision, service_fn};
+/// use authchain_http::{AuthChainLayer, AuthContext};
+/// use axum::{routing::get, Router};
+///
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// let chain = Chain::builder("app")
+///     .step(ChainStep::new("key", Arc::new(service_fn(|req| {
+///         let ok = req.header_str("api-key") == Some("let-me-in");
+///         Box::pin(async move { Ok(if ok { Decision::authorized() } else { Decision::unauthenticated() }) })
+///     }))))
+///     .build()?;
+/// let app = Router::new()
+///     .route("/", get(|auth: AuthContext| async move { format!("hello via {}", auth.config) }))
+///     .layer(AuthChainLayer::new(Arc::new(chain)));
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+/// axum::serve(listener, app).await?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct AuthChainLayer {
+    source: Source,
+    body_limit: Option<usize>,
+}
+
+impl fmt::Debug for AuthChainLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("AuthChainLayer");
+        match &self.source {
+            Source::Chain(chain) => d.field("chain", &chain.name()),
+            Source::Engine { config, .. } => d.field("engine_config", config),
+        };
+        d.field("body_limit", &self.body_limit).finish()
+    }
+}
+
+impl AuthChainLayer {
+    /// Runs `chain` on every request.
+    pub fn new(chain: Arc<Chain>) -> Self {
+        AuthChainLayer {
+            source: Source::Chain(chain),
+            body_limit: None,
+        }
+    }
+
+    /// Runs the AuthConfig named `config` of the engine's current
+    /// generation, so that reloads apply to the next request. A request that
+    /// arrives while the generation lacks `config` is denied with 403 (and
+    /// logged).
+    pub fn from_engine(engine: Arc<Engine>, config: impl Into<String>) -> Self {
+        AuthChainLayer {
+            source: Source::Engine {
+                engine,
+                config: config.into(),
+            },
+            body_limit: None,
+        }
+    }
+
+    /// Buffers request bodies of up to `limit` bytes so that the steps see
+    /// them ([`AuthorizationRequest::body`]); the inner service gets the
+    /// same bytes. A larger body is answered with 413 before any step runs.
+    /// Without this, bodies are not read and steps see none.
+    pub fn buffer_body(mut self, limit: usize) -> Self {
+        self.body_limit = Some(limit);
+        self
+    }
+
+    fn chain(&self) -> Option<Arc<Chain>> {
+        match &self.source {
+            Source::Chain(chain) => Some(chain.clone()),
+            Source::Engine { engine, config } => engine.current().chain(config).cloned(),
+        }
+    }
+}
+
+impl<S> Layer<S> for AuthChainLayer {
+    type Service = AuthChain<S>;
+
+    fn layer(&self, inner: S) -> AuthChain<S> {
+        AuthChain {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+/// The service [`AuthChainLayer`] makes.
+#[derive(Clone, Debug)]
+pub struct AuthChain<S> {
+    inner: S,
+    layer: AuthChainLayer,
+}
+
+impl<S> AuthChain<S> {
+    /// Wraps `inner` with `layer`'s chain.
+    pub fn new(inner: S, layer: AuthChainLayer) -> Self {
+        AuthChain { inner, layer }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+/// The response future of [`AuthChain`].
+pub struct ResponseFuture<R, E> {
+    inner: Pin<Box<dyn Future<Output = Result<R, E>> + Send>>,
+}
+
+impl<R, E> fmt::Debug for ResponseFuture<R, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+impl<R, E> Future for ResponseFuture<R, E> {
+    type Output = Result<R, E>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.inner.as_mut().poll(cx)
+    }
+}
+
+impl<S, B, ResBody> Service<Request<B>> for AuthChain<S>
+where
+    S: Service<Request<B>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Error: Send,
+    B: http_body::Body + From<Bytes> + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+    ResBody: From<Bytes> + Send + 'static,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = ResponseFuture<Response<ResBody>, S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        // The clone is not ready: keep the one that is (tower's usual dance).
+        let clone = self.inner.clone();
+        let inner = mem::replace(&mut self.inner, clone);
+        let layer = self.layer.clone();
+        ResponseFuture {
+            inner: Box::pin(authorize_then_call(layer, inner, request)),
+        }
+    }
+}
+
+async fn authorize_then_call<S, B, ResBody>(
+    layer: AuthChainLayer,
+    mut inner: S,
+    request: Request<B>,
+) -> Result<Response<ResBody>, S::Error>
+where
+    S: Service<Request<B>, Response = Response<ResBody>>,
+    B: http_body::Body + From<Bytes>,
+    B::Error: Into<BoxError>,
+    ResBody: From<Bytes>,
+{
+    let (mut parts, body) = request.into_parts();
+    let (body, bytes) = match layer.body_limit {
+        None => (body, None),
+        Some(limit) => match Limited::new(body, limit).collect().await {
+            Ok(collected) => {
+                let bytes = collected.to_bytes();
+                (B::from(bytes.clone()), Some(bytes))
+            }
+            Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
+                return Ok(plain(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "request body too large",
+                ));
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot read the request body");
+                return Ok(plain(
+                    StatusCode::BAD_REQUEST,
+                    "cannot read the request body",
+                ));
+            }
+        },
+    };
+    let Some(chain) = layer.chain() else {
+        tracing::error!(
+            ?layer,
+            "the current generation has no such AuthConfig; denying"
+        );
+        return Ok(plain(StatusCode::FORBIDDEN, ""));
+    };
+
+    let mut auth = AuthorizationRequest::new(parts.method.clone(), path_of(&parts.uri));
+    auth.scheme = parts.uri.scheme_str().unwrap_or_default().to_owned();
+    auth.host = host_of(&parts.uri, &parts.headers);
+    auth.protocol = protocol(parts.version).to_owned();
+    auth.id = parts
+        .headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    auth.headers = mem::take(&mut parts.headers);
+    auth.body = bytes;
+    #[cfg(feature = "axum")]
+    if let Some(info) = parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+    {
+        auth.source = authchain_core::Peer::from_address(info.0);
+    }
+    auth.extensions = mem::take(&mut parts.extensions);
+
+    let decision = chain.authorize(&mut auth).await;
+    let allow = match decision {
+        Decision::Allow(allow) => allow,
+        Decision::Deny(deny) => return Ok(deny_response(deny)),
+    };
+
+    // The request as the chain left it is what the inner service gets.
+    parts.headers = auth.headers;
+    parts.extensions = auth.extensions;
+    if auth.path != path_of(&parts.uri) {
+        match with_path(&parts.uri, auth.path) {
+            Some(uri) => parts.uri = uri,
+            None => {
+                tracing::warn!(
+                    config = chain.name(),
+                    "a step produced an invalid path or query; denying"
+                );
+                return Ok(plain(StatusCode::FORBIDDEN, ""));
+            }
+        }
+    }
+    parts.extensions.insert(AuthContext {
+        config: chain.name().to_owned(),
+        user: allow.user_info,
+        state: auth.state,
+        metadata: allow.dynamic_metadata,
+    });
+    let mut response = inner.call(Request::from_parts(parts, body)).await?;
+    for mutation in &allow.response_headers {
+        mutation.apply(response.headers_mut());
+    }
+    Ok(response)
+}
+
+fn path_of(uri: &Uri) -> &str {
+    uri.path_and_query().map_or("/", PathAndQuery::as_str)
+}
+
+fn host_of(uri: &Uri, headers: &HeaderMap) -> String {
+    uri.authority()
+        .map(|a| a.as_str())
+        .or_else(|| {
+            headers
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+        })
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn protocol(version: Version) -> &'static str {
+    match version {
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_11 => "HTTP/1.1",
+        Version::HTTP_2 => "HTTP/2",
+        Version::HTTP_3 => "HTTP/3",
+        _ => "",
+    }
+}
+
+fn with_path(uri: &Uri, path: String) -> Option<Uri> {
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = Some(PathAndQuery::try_from(path).ok()?);
+    Uri::from_parts(parts).ok()
+}
+
+fn plain<ResBody: From<Bytes>>(status: StatusCode, body: &'static str) -> Response<ResBody> {
+    let mut response = Response::new(ResBody::from(Bytes::from_static(body.as_bytes())));
+    *response.status_mut() = status;
+    response
+}
+
+/// The response a client gets for a deny: its status, headers and body.
+pub fn deny_response<ResBody: From<Bytes>>(deny: Deny) -> Response<ResBody> {
+    let mut response = Response::new(ResBody::from(deny.body));
+    *response.status_mut() = deny.status;
+    *response.headers_mut() = deny.headers;
+    response
+}
+
+/// Applies response header mutations (for callers that build their own
+/// responses).
+pub fn apply_response_headers(mutations: &[HeaderMutation], headers: &mut HeaderMap) {
+    for m in mutations {
+        m.apply(headers);
+    }
+}
+
+#[cfg(feature = "axum")]
+mod extract {
+    use axum::extract::FromRequestParts;
+    use http::StatusCode;
+    use http::request::Parts;
+
+    use super::AuthContext;
+
+    /// Takes the [`AuthContext`] that [`AuthChainLayer`](super::AuthChainLayer)
+    /// put in the request. Without the layer it is a 500: a handler that
+    /// asks for it must never run unauthorized. Use `Option<AuthContext>`
+    /// where the layer is optional.
+    impl<S: Send + Sync> FromRequestParts<S> for AuthContext {
+        type Rejection = (StatusCode, &'static str);
+
+        async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+            parts.extensions.get::<AuthContext>().cloned().ok_or((
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "no AuthContext: is AuthChainLayer installed on this route?",
+            ))
+        }
+    }
+
+    impl<S: Send + Sync> axum::extract::OptionalFromRequestParts<S> for AuthContext {
+        type Rejection = std::convert::Infallible;
+
+        async fn from_request_parts(
+            parts: &mut Parts,
+            _: &S,
+        ) -> Result<Option<Self>, Self::Rejection> {
+            Ok(parts.extensions.get::<AuthContext>().cloned())
+        }
+    }
+}

@@ -1,0 +1,111 @@
+//! Gloo's RequiredHeader example plugin, through the public API: the
+//! manifest from its docs, unchanged.
+
+#![allow(clippy::unwrap_used)]
+
+use authchain_core::{
+    AuthConfig, AuthorizationRequest, Decision, Engine, Format, HeaderAction, PluginRegistry,
+};
+use authchain_examples::required_header::{MATCHED_HEADER, RequiredHeaderPlugin};
+use http::{HeaderName, HeaderValue, Method};
+
+const MANIFEST: &str = include_str!("../required_header.yaml");
+
+async fn engine(text: &str) -> Result<Engine, authchain_core::Error> {
+    let mut registry = PluginRegistry::new();
+    registry.register(RequiredHeaderPlugin);
+    let engine = Engine::new(registry);
+    engine
+        .load(&AuthConfig::parse(
+            "required_header.yaml",
+            text,
+            Format::Yaml,
+        )?)
+        .await?;
+    Ok(engine)
+}
+
+fn request(values: &[&'static str]) -> AuthorizationRequest {
+    let mut req = AuthorizationRequest::new(Method::GET, "/");
+    for v in values {
+        req.headers.append(
+            HeaderName::from_static("my-header"),
+            HeaderValue::from_static(v),
+        );
+    }
+    req
+}
+
+async fn decide(mut req: AuthorizationRequest) -> Decision {
+    let engine = engine(MANIFEST).await.unwrap();
+    let generation = engine.current();
+    let chain = generation.chain("gloo-system.plugin-auth").unwrap();
+    chain.authorize(&mut req).await
+}
+
+#[tokio::test]
+async fn an_allowed_value_is_allowed_and_marked() {
+    for v in ["foo", "bar"] {
+        let Decision::Allow(allow) = decide(request(&[v])).await else {
+            panic!("{v} must be allowed")
+        };
+        assert_eq!(allow.headers.len(), 1);
+        assert_eq!(allow.headers[0].name, MATCHED_HEADER);
+        assert_eq!(allow.headers[0].value, "true");
+        assert_eq!(
+            allow.headers[0].action,
+            HeaderAction::OverwriteIfExistsOrAdd
+        );
+    }
+    // Any of several values may match.
+    assert!(decide(request(&["nope", "bar"])).await.is_allow());
+}
+
+#[tokio::test]
+async fn another_value_or_no_header_is_403() {
+    for req in [request(&["baz"]), request(&[]), request(&["FOO"])] {
+        assert_eq!(decide(req).await, Decision::unauthorized());
+    }
+}
+
+#[tokio::test]
+async fn a_client_cannot_send_the_match_marker_itself() {
+    let mut req = request(&["baz"]);
+    req.headers
+        .insert(MATCHED_HEADER, HeaderValue::from_static("true"));
+    let engine = engine(MANIFEST).await.unwrap();
+    let generation = engine.current();
+    let chain = generation.chain("gloo-system.plugin-auth").unwrap();
+    assert_eq!(chain.stripped_headers(), [MATCHED_HEADER]);
+    assert!(!chain.authorize(&mut req).await.is_allow());
+    assert!(!req.headers.contains_key(MATCHED_HEADER));
+}
+
+#[tokio::test]
+async fn bad_configs_name_their_place() {
+    let err = |text: String| async move { engine(&text).await.unwrap_err().to_string() };
+    assert_eq!(
+        err(MANIFEST.replace(
+            "AllowedValues:\n        - foo\n        - bar\n",
+            "AllowedValues: secret-value\n"
+        ))
+        .await,
+        "required_header.yaml: spec.configs[0].pluginAuth.config.AllowedValues: invalid type: string, expected a sequence"
+    );
+    assert_eq!(
+        err(MANIFEST.replace(
+            "AllowedValues:\n        - foo\n        - bar\n",
+            "AllowedValues: []\n"
+        ))
+        .await,
+        "required_header.yaml: spec.configs[0].pluginAuth.config.AllowedValues: expected at least one value"
+    );
+    assert_eq!(
+        err(MANIFEST.replace("RequiredHeader: my-header", "RequiredHeader: \"my header\"")).await,
+        "required_header.yaml: spec.configs[0].pluginAuth.config.RequiredHeader: not a valid header name"
+    );
+    assert_eq!(
+        err(MANIFEST.replace("name: RequiredHeader", "name: RequiredHeaders")).await,
+        "required_header.yaml: spec.configs[0].pluginAuth.name: no plugin named 'RequiredHeaders' is registered (registered: RequiredHeader)"
+    );
+}
