@@ -1,15 +1,26 @@
 //! authchain over HTTP.
 //!
-//! Today: [`AuthChainLayer`], a tower layer that runs an authchain chain in
-//! front of any `tower::Service<http::Request<B>>` (an axum `Router`
-//! included). The forward-auth / Envoy HTTP-service server and the HTTP
-//! passthrough step are the rest of this crate's issue.
+//! - [`AuthChainLayer`]: a tower layer that runs an authchain chain in
+//!   front of any `tower::Service<http::Request<B>>` (an axum `Router`
+//!   included).
+//! - [`CheckServer`]: the HTTP check server behind Envoy's HTTP-service
+//!   ext_authz, nginx `auth_request`, Traefik ForwardAuth and Caddy
+//!   `forward_auth`; [`check`] says what it reads and answers.
+//!
+//! The HTTP passthrough step is still to come.
 //!
 //! | feature | default | what |
 //! |---|---|---|
 //! | `axum` | yes | [`AuthContext`] as an axum extractor; the peer address from axum's `ConnectInfo` |
 
+pub mod check;
 mod layer;
+mod server;
+
+#[doc(inline)]
+pub use check::{CheckConfig, HEADERS_TO_REMOVE};
+#[doc(inline)]
+pub use server::{CheckServer, DEFAULT_BODY_LIMIT};
 
 #[doc(inline)]
 pub use layer::{

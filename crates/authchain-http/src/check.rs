@@ -1,0 +1,243 @@
+//! The forward-auth translation: a check request as Envoy (HTTP service
+//! mode), nginx `auth_request`, Traefik ForwardAuth or Caddy `forward_auth`
+//! send it → which AuthConfig and which original request; a decision →
+//! the response each of them understands.
+//!
+//! # Which AuthConfig
+//!
+//! By path: a check under `{prefix}/{config}` (the prefix is `/check` by
+//! default) selects the AuthConfig named `{config}`; any other path selects
+//! the default AuthConfig, if one is configured. The path is set by the
+//! proxy's config, never by the client.
+//!
+//! | proxy | auth server address | AuthConfig |
+//! |---|---|---|
+//! | Envoy HTTP service | `path_prefix: /check/site` | `site` |
+//! | nginx | `proxy_pass http://authchain/check/site;` | `site` |
+//! | Traefik | `address: http://authchain/check/site` | `site` |
+//! | Caddy | `forward_auth authchain { uri /check/site }` | `site` |
+//! | any | a path outside `/check/` | the default |
+//!
+//! # Which original request
+//!
+//! From a trusted proxy (its address in `trusted_proxies`): the
+//! `X-Forwarded-{Method,Proto,Host,Uri}` headers (Traefik, Caddy), else
+//! `X-Original-{Method,URI,URL}` (nginx, as its config passes them), else
+//! the check request itself. From any other peer, forwarded headers are
+//! ignored and the check request itself is the original: its method, its
+//! path after `{prefix}/{config}` (what Envoy sends), its Host.
+//!
+//! # The answer
+//!
+//! - Allow: `200`, with the chain's upstream headers as response headers
+//!   (overwrites and appends alike; list them in Envoy's
+//!   `allowed_upstream_headers` / `allowed_upstream_headers_to_append`,
+//!   nginx's `auth_request_set`, Traefik's `authResponseHeaders`, Caddy's
+//!   `copy_headers`), removals in `x-envoy-auth-headers-to-remove`, and
+//!   the client response headers as well (Envoy:
+//!   `allowed_client_headers_on_success`). Envoy rejects any other 2xx.
+//! - Deny: the chain's status, headers and body. nginx passes only 401 and
+//!   403 to the client (anything else becomes 500).
+//! - A decision the transport cannot carry (query parameter changes) is an
+//!   error: `500`, which every proxy treats as a failed check.
+
+use std::net::IpAddr;
+
+use authchain_core::{Allow, AuthorizationRequest, Decision, Peer};
+use bytes::Bytes;
+use http::header::{HOST, HeaderName};
+use http::request::Parts;
+use http::{HeaderValue, Method, Response, StatusCode};
+use ipnet::IpNet;
+
+/// The header listing upstream headers to remove, as Envoy reads it.
+pub const HEADERS_TO_REMOVE: HeaderName = HeaderName::from_static("x-envoy-auth-headers-to-remove");
+
+/// How checks are read.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct CheckConfig {
+    /// The path under which `/{config}` selects an AuthConfig (`/check`).
+    pub prefix: String,
+    /// The AuthConfig for checks outside the prefix.
+    pub default_config: Option<String>,
+    /// Peers whose forwarded headers are believed.
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+impl Default for CheckConfig {
+    fn default() -> Self {
+        CheckConfig {
+            prefix: "/check".to_owned(),
+            default_config: None,
+            trusted_proxies: Vec::new(),
+        }
+    }
+}
+
+impl CheckConfig {
+    /// Sets the default AuthConfig.
+    pub fn default_config(mut self, name: impl Into<String>) -> Self {
+        self.default_config = Some(name.into());
+        self
+    }
+
+    /// Trusts forwarded headers from these networks (`127.0.0.1/32`, ...).
+    pub fn trust(mut self, networks: impl IntoIterator<Item = IpNet>) -> Self {
+        self.trusted_proxies.extend(networks);
+        self
+    }
+
+    /// Sets the prefix under which `/{config}` selects an AuthConfig.
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    fn trusts(&self, peer: Option<IpAddr>) -> bool {
+        peer.is_some_and(|ip| self.trusted_proxies.iter().any(|n| n.contains(&ip)))
+    }
+
+    /// Reads a check: the AuthConfig it selects (`None`: no config and no
+    /// default) and the original request to authorize.
+    pub fn read(
+        &self,
+        parts: &Parts,
+        body: Option<Bytes>,
+        peer: Peer,
+    ) -> (Option<String>, AuthorizationRequest) {
+        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let (config, rest) = match path
+            .strip_prefix(self.prefix.as_str())
+            .and_then(|r| r.strip_prefix('/'))
+        {
+            Some(rest) if !self.prefix.is_empty() => {
+                let end = rest.find(['/', '?']).unwrap_or(rest.len());
+                let rest_path = &rest[end..];
+                let rest_path = if rest_path.starts_with('/') {
+                    rest_path.to_owned()
+                } else {
+                    format!("/{rest_path}")
+                };
+                (Some(rest[..end].to_owned()), rest_path)
+            }
+            _ => (self.default_config.clone(), path.to_owned()),
+        };
+        let config = config.filter(|c| !c.is_empty());
+
+        let trusted = self.trusts(peer.address.map(|a| a.ip()));
+        let header = |name: &str| -> Option<&str> {
+            if !trusted {
+                return None;
+            }
+            parts
+                .headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .filter(|v| !v.is_empty())
+        };
+
+        let method = header("x-forwarded-method")
+            .or_else(|| header("x-original-method"))
+            .and_then(|m| Method::from_bytes(m.as_bytes()).ok())
+            .unwrap_or_else(|| parts.method.clone());
+        let original_url = header("x-original-url").and_then(|u| u.parse::<http::Uri>().ok());
+        let path = header("x-forwarded-uri")
+            .or_else(|| header("x-original-uri"))
+            .filter(|p| p.starts_with('/'))
+            .map(str::to_owned)
+            .or_else(|| {
+                original_url
+                    .as_ref()
+                    .and_then(|u| u.path_and_query())
+                    .map(|p| p.as_str().to_owned())
+            })
+            .unwrap_or(rest);
+        let host = header("x-forwarded-host")
+            .map(str::to_owned)
+            .or_else(|| {
+                original_url
+                    .as_ref()
+                    .and_then(|u| u.authority())
+                    .map(|a| a.to_string())
+            })
+            .or_else(|| {
+                parts
+                    .headers
+                    .get(HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .map(str::to_owned)
+            })
+            .unwrap_or_default();
+        let scheme = header("x-forwarded-proto")
+            .map(str::to_owned)
+            .or_else(|| {
+                original_url
+                    .as_ref()
+                    .and_then(|u| u.scheme_str())
+                    .map(str::to_owned)
+            })
+            .unwrap_or_default();
+
+        let mut request = AuthorizationRequest::new(method, path);
+        request.host = host;
+        request.scheme = scheme;
+        request.headers = parts.headers.clone();
+        request.body = body;
+        request.source = peer;
+        request.protocol = match parts.version {
+            http::Version::HTTP_10 => "HTTP/1.0",
+            http::Version::HTTP_2 => "HTTP/2",
+            _ => "HTTP/1.1",
+        }
+        .to_owned();
+        request.id = parts
+            .headers
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        (config, request)
+    }
+}
+
+/// The check response for a decision.
+pub fn respond(decision: Decision) -> Response<Bytes> {
+    match decision {
+        Decision::Allow(allow) => allow_response(allow),
+        Decision::Deny(deny) => {
+            let mut response = Response::new(deny.body);
+            *response.status_mut() = deny.status;
+            *response.headers_mut() = deny.headers;
+            response
+        }
+    }
+}
+
+fn allow_response(allow: Allow) -> Response<Bytes> {
+    if !allow.query_parameters_to_set.is_empty() || !allow.query_parameters_to_remove.is_empty() {
+        tracing::error!(
+            "the chain changes query parameters, which forward auth cannot carry; failing the check"
+        );
+        return plain(StatusCode::INTERNAL_SERVER_ERROR);
+    }
+    let mut response = Response::new(Bytes::new());
+    let headers = response.headers_mut();
+    for m in allow.headers.iter().chain(&allow.response_headers) {
+        headers.append(m.name.clone(), m.value.clone());
+    }
+    if !allow.headers_to_remove.is_empty() {
+        let names: Vec<&str> = allow.headers_to_remove.iter().map(|n| n.as_str()).collect();
+        if let Ok(value) = HeaderValue::try_from(names.join(", ")) {
+            headers.insert(HEADERS_TO_REMOVE, value);
+        }
+    }
+    response
+}
+
+/// An empty response with `status`.
+pub(crate) fn plain(status: StatusCode) -> Response<Bytes> {
+    let mut response = Response::new(Bytes::new());
+    *response.status_mut() = status;
+    response
+}

@@ -1,0 +1,120 @@
+//! The HTTP check server: forward auth and Envoy's HTTP service mode.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use authchain_core::{Engine, Peer};
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+
+use crate::check::{CheckConfig, plain, respond};
+
+/// The default limit of a check's body (Envoy's `max_request_bytes` is
+/// where a proxy sets what it sends).
+pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
+
+/// Answers checks over HTTP from an engine's current generation; see
+/// [`crate::check`] for what it reads and answers.
+#[derive(Debug, Clone)]
+pub struct CheckServer {
+    engine: Arc<Engine>,
+    config: Arc<CheckConfig>,
+    body_limit: usize,
+}
+
+impl CheckServer {
+    /// A server over `engine`, reading checks as `config` says.
+    pub fn new(engine: Arc<Engine>, config: CheckConfig) -> Self {
+        CheckServer {
+            engine,
+            config: Arc::new(config),
+            body_limit: DEFAULT_BODY_LIMIT,
+        }
+    }
+
+    /// The largest check body read; a larger one is answered with 413.
+    pub fn body_limit(mut self, limit: usize) -> Self {
+        self.body_limit = limit;
+        self
+    }
+
+    /// Answers one check from `peer`.
+    pub async fn check<B>(&self, request: Request<B>, peer: Option<SocketAddr>) -> Response<Bytes>
+    where
+        B: http_body::Body,
+        B::Error: Into<authchain_core::BoxError>,
+    {
+        let (parts, body) = request.into_parts();
+        let body = match Limited::new(body, self.body_limit).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
+                return plain(StatusCode::PAYLOAD_TOO_LARGE);
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot read a check body");
+                return plain(StatusCode::BAD_REQUEST);
+            }
+        };
+        let body = (!body.is_empty()).then_some(body);
+        let peer = peer.map(Peer::from_address).unwrap_or_default();
+        let (config, mut request) = self.config.read(&parts, body, peer);
+        let generation = self.engine.current();
+        let Some(chain) = config.as_deref().and_then(|c| generation.chain(c)) else {
+            metrics::counter!("authchain_unknown_config_total", "transport" => "http").increment(1);
+            tracing::warn!(config = ?config, "check for an unknown AuthConfig; denying");
+            let mut response = plain(StatusCode::FORBIDDEN);
+            *response.body_mut() = Bytes::from_static(b"unknown AuthConfig");
+            return response;
+        };
+        respond(chain.authorize(&mut request).await)
+    }
+
+    /// Serves checks on `listener` until `shutdown` completes, then stops
+    /// accepting and waits for the checks in flight.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()>,
+    ) -> std::io::Result<()> {
+        let graceful = GracefulShutdown::new();
+        let builder = auto::Builder::new(TokioExecutor::new());
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            let (stream, peer) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        continue;
+                    }
+                },
+                () = &mut shutdown => break,
+            };
+            let server = self.clone();
+            let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+                let server = server.clone();
+                async move {
+                    let response = server.check(request, Some(peer)).await;
+                    Ok::<_, Infallible>(response.map(Full::new))
+                }
+            });
+            let connection = builder.serve_connection(TokioIo::new(stream), service);
+            let connection = graceful.watch(connection.into_owned());
+            tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    tracing::debug!(error = %e, "check connection ended with an error");
+                }
+            });
+        }
+        graceful.shutdown().await;
+        Ok(())
+    }
+}

@@ -1,0 +1,351 @@
+//! The HTTP check server: what it reads from each kind of proxy and what it
+//! answers. (End-to-end runs behind the real proxies live with the peers.)
+
+#![allow(clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use authchain_core::{
+    Allow, AuthorizationRequest, Chain, ChainStep, Decision, Deny, Engine, Generation,
+    PluginRegistry, service_fn,
+};
+use authchain_http::{CheckConfig, CheckServer, HEADERS_TO_REMOVE};
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, Method, Request, StatusCode};
+use http_body_util::Full;
+
+/// What the chain saw of the original request.
+#[derive(Debug, Clone, PartialEq)]
+struct Seen {
+    method: Method,
+    path: String,
+    host: String,
+    scheme: String,
+    body: Option<Bytes>,
+}
+
+fn recorder(seen: Arc<Mutex<Option<Seen>>>, decision: Decision) -> ChainStep {
+    ChainStep::new(
+        "record",
+        Arc::new(service_fn(move |req: &mut AuthorizationRequest| {
+            *seen.lock().unwrap() = Some(Seen {
+                method: req.method.clone(),
+                path: req.path.clone(),
+                host: req.host.clone(),
+                scheme: req.scheme.clone(),
+                body: req.body.clone(),
+            });
+            let decision = decision.clone();
+            Box::pin(async move { Ok(decision) })
+        })),
+    )
+}
+
+async fn check_server(
+    config: CheckConfig,
+    decision: Decision,
+) -> (CheckServer, Arc<Mutex<Option<Seen>>>) {
+    let seen = Arc::new(Mutex::new(None));
+    let chains = ["site", "other"].map(|name| {
+        Chain::builder(name)
+            .step(recorder(seen.clone(), decision.clone()))
+            .build()
+            .unwrap()
+    });
+    let engine = Arc::new(Engine::new(PluginRegistry::new()));
+    engine
+        .install(Generation::from_chains(chains, 1).unwrap())
+        .await
+        .unwrap();
+    (CheckServer::new(engine, config), seen)
+}
+
+fn trusted() -> CheckConfig {
+    CheckConfig::default().trust(["10.0.0.0/8".parse().unwrap()])
+}
+
+const PROXY: &str = "10.1.2.3:5000";
+const CLIENT: &str = "192.0.2.7:6000";
+
+fn peer(s: &str) -> Option<SocketAddr> {
+    Some(s.parse().unwrap())
+}
+
+fn request(
+    method: Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &'static str,
+) -> Request<Full<Bytes>> {
+    let mut builder = Request::builder().method(method).uri(path);
+    for (k, v) in headers {
+        builder = builder.header(*k, *v);
+    }
+    builder
+        .body(Full::new(Bytes::from_static(body.as_bytes())))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn envoy_http_service_mode_sends_the_original_after_the_prefix() {
+    let (server, seen) = check_server(CheckConfig::default(), Decision::authorized()).await;
+    let req = request(
+        Method::POST,
+        "/check/site/ratings/1?x=1",
+        &[("host", "shop.example")],
+        "payload",
+    );
+    let response = server.check(req, peer(CLIENT)).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        seen.lock().unwrap().clone().unwrap(),
+        Seen {
+            method: Method::POST,
+            path: "/ratings/1?x=1".into(),
+            host: "shop.example".into(),
+            scheme: String::new(),
+            body: Some(Bytes::from_static(b"payload")),
+        }
+    );
+    // The bare config path is the root.
+    let response = server
+        .check(request(Method::GET, "/check/other", &[], ""), peer(CLIENT))
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(seen.lock().unwrap().clone().unwrap().path, "/");
+    let response = server
+        .check(
+            request(Method::GET, "/check/other?q", &[], ""),
+            peer(CLIENT),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(seen.lock().unwrap().clone().unwrap().path, "/?q");
+}
+
+#[tokio::test]
+async fn traefik_and_caddy_forwarded_headers_from_a_trusted_proxy() {
+    let (server, seen) = check_server(trusted(), Decision::authorized()).await;
+    let headers = [
+        ("x-forwarded-method", "DELETE"),
+        ("x-forwarded-uri", "/admin/users?id=7"),
+        ("x-forwarded-host", "app.example"),
+        ("x-forwarded-proto", "https"),
+        ("host", "authchain:9000"),
+    ];
+    let response = server
+        .check(
+            request(Method::GET, "/check/site", &headers, ""),
+            peer(PROXY),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        seen.lock().unwrap().clone().unwrap(),
+        Seen {
+            method: Method::DELETE,
+            path: "/admin/users?id=7".into(),
+            host: "app.example".into(),
+            scheme: "https".into(),
+            body: None,
+        }
+    );
+}
+
+#[tokio::test]
+async fn forwarded_headers_from_anyone_else_are_ignored() {
+    let (server, seen) = check_server(trusted(), Decision::authorized()).await;
+    let headers = [
+        ("x-forwarded-method", "DELETE"),
+        ("x-forwarded-uri", "/admin"),
+        ("x-original-uri", "/admin"),
+        ("host", "authchain:9000"),
+    ];
+    server
+        .check(
+            request(Method::GET, "/check/site", &headers, ""),
+            peer(CLIENT),
+        )
+        .await;
+    let seen = seen.lock().unwrap().clone().unwrap();
+    assert_eq!((seen.method, seen.path.as_str()), (Method::GET, "/"));
+    assert_eq!(seen.host, "authchain:9000");
+}
+
+#[tokio::test]
+async fn nginx_original_headers() {
+    let (server, seen) = check_server(trusted(), Decision::authorized()).await;
+    let headers = [
+        ("x-original-uri", "/private/doc?v=2"),
+        ("x-original-method", "PUT"),
+    ];
+    server
+        .check(
+            request(Method::GET, "/check/site", &headers, ""),
+            peer(PROXY),
+        )
+        .await;
+    let s = seen.lock().unwrap().clone().unwrap();
+    assert_eq!(
+        (s.method, s.path.as_str()),
+        (Method::PUT, "/private/doc?v=2")
+    );
+
+    let headers = [("x-original-url", "https://docs.example/a/b?c=d")];
+    server
+        .check(
+            request(Method::GET, "/check/site", &headers, ""),
+            peer(PROXY),
+        )
+        .await;
+    let s = seen.lock().unwrap().clone().unwrap();
+    assert_eq!(
+        (s.path.as_str(), s.host.as_str(), s.scheme.as_str()),
+        ("/a/b?c=d", "docs.example", "https")
+    );
+
+    // Garbage in forwarded headers falls back, never panics.
+    let headers = [
+        ("x-original-uri", "no-slash"),
+        ("x-original-method", "BAD METHOD"),
+    ];
+    server
+        .check(
+            request(Method::GET, "/check/site", &headers, ""),
+            peer(PROXY),
+        )
+        .await;
+    let s = seen.lock().unwrap().clone().unwrap();
+    assert_eq!((s.method, s.path.as_str()), (Method::GET, "/"));
+}
+
+#[tokio::test]
+async fn default_and_unknown_configs() {
+    let (server, seen) = check_server(
+        CheckConfig::default().default_config("other"),
+        Decision::authorized(),
+    )
+    .await;
+    let response = server
+        .check(request(Method::GET, "/ratings/1", &[], ""), peer(CLIENT))
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(seen.lock().unwrap().clone().unwrap().path, "/ratings/1");
+
+    let response = server
+        .check(request(Method::GET, "/check/nope/x", &[], ""), peer(CLIENT))
+        .await;
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    assert_eq!(response.body(), "unknown AuthConfig");
+
+    let (server, _) = check_server(CheckConfig::default(), Decision::authorized()).await;
+    let response = server
+        .check(request(Method::GET, "/ratings/1", &[], ""), peer(CLIENT))
+        .await;
+    assert_eq!(
+        response.status(),
+        StatusCode::FORBIDDEN,
+        "no default: fail closed"
+    );
+}
+
+#[tokio::test]
+async fn an_allow_carries_upstream_headers_and_removals() {
+    let allow = Allow::new()
+        .set_header(
+            HeaderName::from_static("x-user-id"),
+            HeaderValue::from_static("alice"),
+        )
+        .append_header(
+            HeaderName::from_static("x-groups"),
+            HeaderValue::from_static("a"),
+        )
+        .response_header(
+            HeaderName::from_static("set-cookie"),
+            HeaderValue::from_static("s=1"),
+        )
+        .remove_header(HeaderName::from_static("x-debug"))
+        .remove_header(HeaderName::from_static("cookie"));
+    let (server, _) = check_server(CheckConfig::default(), allow.into()).await;
+    let response = server
+        .check(request(Method::GET, "/check/site/", &[], ""), peer(CLIENT))
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let h = response.headers();
+    assert_eq!(h["x-user-id"], "alice");
+    assert_eq!(h["x-groups"], "a");
+    assert_eq!(h["set-cookie"], "s=1");
+    assert_eq!(h[HEADERS_TO_REMOVE], "x-debug, cookie");
+}
+
+#[tokio::test]
+async fn a_deny_is_sent_as_it_is() {
+    let deny = Deny::new(StatusCode::UNAUTHORIZED)
+        .header(
+            http::header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer"),
+        )
+        .body("token expired");
+    let (server, _) = check_server(CheckConfig::default(), deny.into()).await;
+    let response = server
+        .check(request(Method::GET, "/check/site/x", &[], ""), peer(CLIENT))
+        .await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(response.headers()[http::header::WWW_AUTHENTICATE], "Bearer");
+    assert_eq!(response.body(), "token expired");
+}
+
+#[tokio::test]
+async fn a_query_rewrite_cannot_be_carried_and_fails_the_check() {
+    let (server, _) = check_server(
+        CheckConfig::default(),
+        Allow::new().remove_query_parameter("token").into(),
+    )
+    .await;
+    let response = server
+        .check(
+            request(Method::GET, "/check/site/x?token=1", &[], ""),
+            peer(CLIENT),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+}
+
+#[tokio::test]
+async fn an_oversized_body_is_413_before_any_step() {
+    let (server, seen) = check_server(CheckConfig::default(), Decision::authorized()).await;
+    let server = server.body_limit(4);
+    let response = server
+        .check(
+            request(Method::POST, "/check/site/x", &[], "12345"),
+            peer(CLIENT),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(seen.lock().unwrap().is_none());
+}
+
+#[tokio::test]
+async fn serves_over_tcp_and_shuts_down_gracefully() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let (server, seen) = check_server(CheckConfig::default(), Decision::authorized()).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(server.serve(listener, async {
+        let _ = stopped.await;
+    }));
+    let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
+    client
+        .write_all(b"GET /check/site/hello HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = String::new();
+    client.read_to_string(&mut response).await.unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert_eq!(seen.lock().unwrap().clone().unwrap().path, "/hello");
+    stop.send(()).unwrap();
+    serving.await.unwrap().unwrap();
+}
