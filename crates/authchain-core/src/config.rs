@@ -355,6 +355,7 @@ impl AuthConfig {
             config_name: &self.name,
             step_name: &name,
             place: &place,
+            failure_mode_allow,
         };
         let built = match &target {
             Target::Plugin(plugin) => registry

@@ -68,6 +68,10 @@ pub struct BuildContext<'a> {
     pub step_name: &'a str,
     /// The step's place in the document (`spec.configs[2]`).
     pub place: &'a str,
+    /// Whether the chain lets requests pass when this step fails
+    /// (`failureModeAllow`). The chain applies it; a step may use it to
+    /// count its own bypasses under a name of its own.
+    pub failure_mode_allow: bool,
 }
 
 /// A plugin made from a closure; see [`plugin_fn`].

@@ -325,6 +325,7 @@ impl ExtAuthPlugin for RecordingPassthrough {
         context: &BuildContext<'_>,
     ) -> Result<Arc<dyn authchain_core::AuthService>, Error> {
         assert_eq!(context.place, "configs[0].passThroughAuth");
+        assert!(context.failure_mode_allow);
         self.got.lock().unwrap().push(config);
         Ok(failing())
     }
