@@ -6,8 +6,8 @@
 //! - [`CheckServer`]: the HTTP check server behind Envoy's HTTP-service
 //!   ext_authz, nginx `auth_request`, Traefik ForwardAuth and Caddy
 //!   `forward_auth`; [`check`] says what it reads and answers.
-//!
-//! The HTTP passthrough step is still to come.
+//! - [`HttpPassthroughPlugin`]: the `passThroughAuth.http` step, Gloo's
+//!   "Http Passthrough Auth"; [`register`] adds it to a registry.
 //!
 //! | feature | default | what |
 //! |---|---|---|
@@ -15,12 +15,20 @@
 
 pub mod check;
 mod layer;
+pub mod passthrough;
 mod server;
 
 #[doc(inline)]
 pub use check::{CheckConfig, HEADERS_TO_REMOVE};
 #[doc(inline)]
+pub use passthrough::HttpPassthroughPlugin;
+#[doc(inline)]
 pub use server::{CheckServer, DEFAULT_BODY_LIMIT};
+
+/// Registers this crate's step kinds (`passThroughAuth.http`).
+pub fn register(registry: &mut authchain_core::PluginRegistry) {
+    registry.register_kind(HttpPassthroughPlugin);
+}
 
 #[doc(inline)]
 pub use layer::{

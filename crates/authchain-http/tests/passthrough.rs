@@ -1,0 +1,513 @@
+//! The HTTP passthrough step against independent HTTP auth servers on
+//! loopback, configured through AuthConfig YAML as Gloo users write it.
+
+#![allow(clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use authchain_core::{AuthConfig, AuthorizationRequest, Chain, Decision, Format, PluginRegistry};
+use axum::Router;
+use axum::body::Bytes;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::{any, post};
+use http::{HeaderName, HeaderValue, Method};
+use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+use serde_json::{Value, json};
+
+/// What the auth server received.
+#[derive(Debug, Clone, Default)]
+struct Received {
+    path: String,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+type Log = Arc<Mutex<Vec<Received>>>;
+
+async fn spawn(app: Router) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
+/// The sample server of Gloo's guide: `/auth` with `authorization:
+/// authorize me` → 200 (plus headers), `/auth` otherwise → 403, other
+/// paths → 403. Records every call.
+async fn sample_server() -> (SocketAddr, Log) {
+    let log: Log = Arc::default();
+    let l = log.clone();
+    let app = Router::new()
+        .route(
+            "/auth",
+            post(move |headers: HeaderMap, body: Bytes| {
+                let l = l.clone();
+                async move {
+                    l.lock().unwrap().push(Received {
+                        path: "/auth".into(),
+                        headers: headers.clone(),
+                        body,
+                    });
+                    if headers.get("authorization").and_then(|v| v.to_str().ok())
+                        == Some("authorize me")
+                    {
+                        (
+                            StatusCode::OK,
+                            [
+                                ("x-auth-user", "alice"),
+                                ("x-user-id", "u-1"),
+                                ("x-not-listed", "no"),
+                            ],
+                            "",
+                        )
+                            .into_response()
+                    } else {
+                        (
+                            StatusCode::FORBIDDEN,
+                            [
+                                ("www-authenticate", "Custom"),
+                                ("x-secret-detail", "internal"),
+                            ],
+                            "denied by sample",
+                        )
+                            .into_response()
+                    }
+                }
+            }),
+        )
+        .fallback(any(|| async { StatusCode::FORBIDDEN }));
+    (spawn(app).await, log)
+}
+
+fn registry() -> PluginRegistry {
+    let mut registry = PluginRegistry::new();
+    authchain_http::register(&mut registry);
+    registry
+}
+
+fn build(yaml: &str) -> Result<Chain, authchain_core::Error> {
+    let configs = AuthConfig::parse("pt.yaml", yaml, Format::Yaml)?;
+    configs[0].build(&registry())
+}
+
+fn request(headers: &[(&'static str, &'static str)]) -> AuthorizationRequest {
+    let mut req = AuthorizationRequest::new(Method::GET, "/app");
+    for (k, v) in headers {
+        req.headers
+            .append(HeaderName::from_static(k), HeaderValue::from_static(v));
+    }
+    req
+}
+
+#[tokio::test]
+async fn the_seed_http_passthrough() {
+    let (addr, log) = sample_server().await;
+    let chain = build(&format!(
+        r#"
+name: pt
+configs:
+- passThroughAuth:
+    http:
+      url: http://{addr}/auth
+      request:
+        allowedHeaders: [authorization]
+"#
+    ))
+    .unwrap();
+    let mut req = request(&[("authorization", "authorize me"), ("x-other", "not sent")]);
+    assert!(chain.authorize(&mut req).await.is_allow());
+    {
+        let calls = log.lock().unwrap();
+        assert_eq!(calls[0].headers["authorization"], "authorize me");
+        assert!(
+            !calls[0].headers.contains_key("x-other"),
+            "only allowed headers are sent"
+        );
+        assert!(
+            calls[0].body.is_empty(),
+            "no pass-through options: empty body"
+        );
+    }
+    let mut req = request(&[("authorization", "let me in")]);
+    let decision = chain.authorize(&mut req).await;
+    assert_eq!(decision.as_deny().unwrap().status, 403);
+    // Without allowedHeaders nothing is copied, so the sample denies.
+    let chain = build(&format!(
+        "name: pt\nconfigs:\n- passThroughAuth: {{http: {{url: 'http://{addr}/auth'}}}}\n"
+    ))
+    .unwrap();
+    let mut req = request(&[("authorization", "authorize me")]);
+    assert!(!chain.authorize(&mut req).await.is_allow());
+}
+
+#[tokio::test]
+async fn answer_headers_go_upstream_as_configured_and_only_if_present() {
+    let (addr, _) = sample_server().await;
+    let chain = build(&format!(
+        r#"
+name: pt
+configs:
+- passThroughAuth:
+    http:
+      url: http://{addr}/auth
+      request: {{ allowedHeaders: [authorization] }}
+      response:
+        allowedUpstreamHeaders: [x-auth-user, x-absent]
+        allowedUpstreamHeadersToOverwrite: [x-user-id]
+"#
+    ))
+    .unwrap();
+    let mut stripped: Vec<&str> = chain
+        .stripped_headers()
+        .iter()
+        .map(|h| h.as_str())
+        .collect();
+    stripped.sort_unstable();
+    assert_eq!(stripped, ["x-absent", "x-auth-user", "x-user-id"]);
+    let mut req = request(&[
+        ("authorization", "authorize me"),
+        ("x-user-id", "forged"),
+        ("x-absent", "forged"),
+    ]);
+    let decision = chain.authorize(&mut req).await;
+    assert!(decision.is_allow());
+    assert_eq!(req.headers["x-auth-user"], "alice");
+    assert_eq!(req.headers["x-user-id"], "u-1");
+    assert!(
+        !req.headers.contains_key("x-absent"),
+        "no empty header for an absent answer header"
+    );
+    assert!(!req.headers.contains_key("x-not-listed"));
+}
+
+#[tokio::test]
+async fn denies_carry_status_body_and_only_the_listed_client_headers() {
+    let (addr, _) = sample_server().await;
+    let chain = build(&format!(
+        "name: pt\nconfigs:\n- passThroughAuth:\n    http:\n      url: http://{addr}/auth\n      response: {{allowedClientHeadersOnDenied: [www-authenticate]}}\n"
+    ))
+    .unwrap();
+    let decision = chain.authorize(&mut request(&[])).await;
+    let deny = decision.as_deny().unwrap();
+    assert_eq!(deny.status, 403);
+    assert_eq!(deny.body, "denied by sample");
+    assert_eq!(deny.headers["www-authenticate"], "Custom");
+    assert!(!deny.headers.contains_key("x-secret-detail"));
+}
+
+/// An auth server that records the body it got and answers `reply`.
+async fn recording_server(status: StatusCode, reply: &'static str) -> (SocketAddr, Log) {
+    let log: Log = Arc::default();
+    let l = log.clone();
+    let app = Router::new().route(
+        "/{*path}",
+        any(
+            move |uri: axum::http::Uri, headers: HeaderMap, body: Bytes| {
+                let l = l.clone();
+                async move {
+                    l.lock().unwrap().push(Received {
+                        path: uri.path().to_owned(),
+                        headers,
+                        body,
+                    });
+                    (status, reply)
+                }
+            },
+        ),
+    );
+    (spawn(app).await, log)
+}
+
+#[tokio::test]
+async fn state_metadata_and_body_pass_through_and_state_comes_back() {
+    let (addr, log) = recording_server(
+        StatusCode::OK,
+        r#"{"state": {"tier": "gold", "user": "bob"}}"#,
+    )
+    .await;
+    let chain = build(&format!(
+        r#"
+name: pt
+configs:
+- passThroughAuth:
+    http:
+      url: http://{addr}/deep/path/check
+      request:
+        headersToAdd: {{ x-caller: gateway }}
+        passThroughState: true
+        passThroughFilterMetadata: true
+        passThroughBody: true
+      response: {{ readStateFromResponse: true }}
+"#
+    ))
+    .unwrap();
+    let mut req = request(&[("x-caller", "client")]);
+    req.state.insert("user".into(), json!("alice"));
+    req.state.insert("kept".into(), json!(1));
+    req.metadata
+        .insert("envoy.filters.http.jwt_authn".into(), json!({"sub": "a"}));
+    req.body = Some(Bytes::from_static(b"{\"order\": 7}"));
+    assert!(chain.authorize(&mut req).await.is_allow());
+    let call = log.lock().unwrap()[0].clone();
+    assert_eq!(call.path, "/deep/path/check", "the URL's path is kept");
+    assert_eq!(call.headers["x-caller"], "gateway");
+    assert_eq!(call.headers["content-type"], "application/json");
+    let sent: Value = serde_json::from_slice(&call.body).unwrap();
+    assert_eq!(
+        sent,
+        json!({
+            "state": {"user": "alice", "kept": 1},
+            "filterMetadata": {"envoy.filters.http.jwt_authn": {"sub": "a"}},
+            "body": "{\"order\": 7}",
+        })
+    );
+    assert_eq!(
+        Value::Object(req.state.clone()),
+        json!({"user": "bob", "kept": 1, "tier": "gold"})
+    );
+}
+
+#[tokio::test]
+async fn unparsable_state_is_a_deny() {
+    for reply in ["not json", r#"{"nostate": 1}"#, r#"{"state": [1]}"#] {
+        let (addr, _) = recording_server(StatusCode::OK, reply).await;
+        let chain = build(&format!(
+            "name: pt\nconfigs:\n- passThroughAuth:\n    http:\n      url: http://{addr}/auth\n      response: {{readStateFromResponse: true}}\n"
+        ))
+        .unwrap();
+        let mut req = request(&[]);
+        assert_eq!(
+            chain.authorize(&mut req).await,
+            Decision::unauthorized(),
+            "{reply}"
+        );
+    }
+}
+
+fn failing_configs(url: &str, timeout: &str, fail_open: bool) -> String {
+    format!(
+        "name: pt\nconfigs:\n- name: remote\n  passThroughAuth:\n    http: {{url: '{url}', connectionTimeout: {timeout}}}\n    failureModeAllow: {fail_open}\n"
+    )
+}
+
+fn bypass_count(recorder: &DebuggingRecorder) -> u64 {
+    recorder
+        .snapshotter()
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .filter(|(k, ..)| k.key().name() == "http_passthrough_bypass_failure")
+        .map(|(.., v)| match v {
+            DebugValue::Counter(n) => n,
+            _ => 0,
+        })
+        .sum()
+}
+
+/// A port with nothing listening on it.
+async fn closed_port() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    listener.local_addr().unwrap()
+}
+
+/// An auth server that accepts and never answers.
+async fn hanging_server() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            held.push(stream);
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn failures_deny_unless_failure_mode_allow_which_is_counted() {
+    let (erroring, _) = recording_server(StatusCode::INTERNAL_SERVER_ERROR, "boom").await;
+    let down = closed_port().await;
+    let hanging = hanging_server().await;
+    for (what, url) in [
+        ("500", format!("http://{erroring}/auth")),
+        ("down", format!("http://{down}/auth")),
+        ("hangs", format!("http://{hanging}/auth")),
+    ] {
+        let chain = build(&failing_configs(&url, "300ms", false)).unwrap();
+        assert_eq!(
+            chain.authorize(&mut request(&[])).await,
+            Decision::unauthorized(),
+            "{what}"
+        );
+
+        let recorder = DebuggingRecorder::new();
+        let chain = metrics::with_local_recorder(&recorder, || {
+            build(&failing_configs(&url, "300ms", true))
+        })
+        .unwrap();
+        let decision = chain.authorize(&mut request(&[])).await;
+        let allow = decision
+            .as_allow()
+            .unwrap_or_else(|| panic!("{what}: fails open"));
+        assert_eq!(
+            allow.headers[0].name, "x-envoy-auth-failure-mode-allowed",
+            "{what}"
+        );
+        assert_eq!(bypass_count(&recorder), 1, "{what}");
+    }
+}
+
+#[tokio::test]
+async fn the_call_has_a_time_limit_even_when_the_chain_has_more() {
+    let hanging = hanging_server().await;
+    let chain = build(&failing_configs(
+        &format!("http://{hanging}/auth"),
+        "100ms",
+        false,
+    ))
+    .unwrap();
+    let outcome =
+        tokio::time::timeout(Duration::from_secs(5), chain.authorize(&mut request(&[]))).await;
+    assert_eq!(outcome.unwrap(), Decision::unauthorized());
+}
+
+#[test]
+fn bad_configs_name_their_place() {
+    let err = |http: &str| {
+        build(&format!(
+            "name: pt\nconfigs:\n- passThroughAuth:\n    http: {http}\n"
+        ))
+        .unwrap_err()
+        .to_string()
+    };
+    assert_eq!(
+        err(
+            "{url: 'http://a/auth', response: {allowedUpstreamHeaders: [x-a, x-b], allowedUpstreamHeadersToOverwrite: [x-b]}}"
+        ),
+        "pt.yaml: configs[0].passThroughAuth.http.response.allowedUpstreamHeadersToOverwrite[0]: a header may be in allowedUpstreamHeaders or allowedUpstreamHeadersToOverwrite, not both"
+    );
+    assert_eq!(
+        err("{url: '/relative'}"),
+        "pt.yaml: configs[0].passThroughAuth.http.url: expected an http:// or https:// URL"
+    );
+    assert_eq!(
+        err("{url: 'http://a', request: {allowedHeaders: ['bad header']}}"),
+        "pt.yaml: configs[0].passThroughAuth.http.request.allowedHeaders[0]: not a valid header name"
+    );
+    assert_eq!(
+        err("{url: 'http://a', request: {headersToAdd: {x-k: \"bad\\nvalue\"}}}"),
+        "pt.yaml: configs[0].passThroughAuth.http.request.headersToAdd.x-k: not a valid header value"
+    );
+    assert_eq!(
+        err("{url: 'http://a', connectionTimeout: 0s}"),
+        "pt.yaml: configs[0].passThroughAuth.http.connectionTimeout: expected a duration above zero"
+    );
+    assert_eq!(
+        err("{url: 'http://a', tls: {caPem: x}}"),
+        "pt.yaml: configs[0].passThroughAuth.http.tls: tls needs an https:// URL"
+    );
+    assert_eq!(
+        err("{url: 'https://a', tls: {caPem: not-a-pem}}"),
+        "pt.yaml: configs[0].passThroughAuth.http.tls: no certificate in the PEM"
+    );
+    assert_eq!(
+        err("{url: 'https://a', tls: {caFile: /nonexistent/ca.pem}}"),
+        "pt.yaml: configs[0].passThroughAuth.http.tls.caFile: cannot read /nonexistent/ca.pem: entity not found"
+    );
+    assert_eq!(
+        err("{url: 'http://a', retries: 3}"),
+        "pt.yaml: configs[0].passThroughAuth.http.retries: unknown field `retries`, expected one of `url`, `connectionTimeout`, `tls`, `request`, `response`"
+    );
+}
+
+/// An HTTPS auth server with a certificate from a fresh CA; returns its
+/// address and the CA's PEM.
+async fn https_server() -> (SocketAddr, String) {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let cert = params.signed_by(&key, &issuer).unwrap();
+
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let service = hyper::service::service_fn(|_req| async {
+                    Ok::<_, std::convert::Infallible>(
+                        http::Response::builder()
+                            .header("x-tls", "yes")
+                            .body(http_body_util::Full::new(Bytes::new()))
+                            .unwrap(),
+                    )
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    (addr, ca.pem())
+}
+
+#[tokio::test]
+async fn https_with_a_custom_ca() {
+    let (addr, ca_pem) = https_server().await;
+    let url = format!("https://localhost:{}/auth", addr.port());
+    let indented: String = ca_pem.lines().map(|l| format!("          {l}\n")).collect();
+    let chain = build(&format!(
+        "name: pt\nconfigs:\n- passThroughAuth:\n    http:\n      url: {url}\n      response: {{allowedUpstreamHeaders: [x-tls]}}\n      tls:\n        caPem: |\n{indented}"
+    ))
+    .unwrap();
+    let mut req = request(&[]);
+    assert!(chain.authorize(&mut req).await.is_allow());
+    assert_eq!(req.headers["x-tls"], "yes");
+
+    // The same server is not trusted with the web PKI roots: fail closed.
+    let chain = build(&format!(
+        "name: pt\nconfigs:\n- passThroughAuth: {{http: {{url: '{url}'}}}}\n"
+    ))
+    .unwrap();
+    assert_eq!(
+        chain.authorize(&mut request(&[])).await,
+        Decision::unauthorized()
+    );
+
+    // A CA file works the same as inline PEM.
+    let dir = std::env::temp_dir().join(format!("authchain-ca-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("ca.pem");
+    std::fs::write(&file, &ca_pem).unwrap();
+    let chain = build(&format!(
+        "name: pt\nconfigs:\n- passThroughAuth: {{http: {{url: '{url}', tls: {{caFile: '{}'}}}}}}\n",
+        file.display()
+    ))
+    .unwrap();
+    assert!(chain.authorize(&mut request(&[])).await.is_allow());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
