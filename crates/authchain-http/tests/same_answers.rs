@@ -1,0 +1,235 @@
+//! One table of cases through the tower layer inside an axum app and
+//! through the HTTP check server (as Envoy's HTTP service mode calls it,
+//! and as a forward-auth proxy calls it): the same answers every way.
+
+#![allow(clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use authchain_core::{
+    Allow, AuthConfig, Decision, Deny, Engine, Format, PluginRegistry, plugin_fn, service_fn,
+};
+use authchain_http::{AuthChainLayer, CheckConfig, CheckServer};
+use axum::Router;
+use axum::body::Body;
+use axum::routing::any;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use tower::ServiceExt;
+
+const CONFIG: &str = r#"
+name: table
+configs:
+- name: user
+  pluginAuth: { name: User }
+- name: paths
+  pluginAuth: { name: Paths }
+booleanExpr: user && paths
+"#;
+
+fn registry() -> PluginRegistry {
+    let mut registry = PluginRegistry::new();
+    registry.register(plugin_fn("User", |_: serde_json::Value, _| {
+        Ok(Arc::new(service_fn(|req| {
+            let user = match req.header_str("authorization") {
+                Some("Bearer t-alice") => Some("alice"),
+                Some("Bearer t-bob") => Some("bob"),
+                _ => None,
+            };
+            Box::pin(async move {
+                Ok(match user {
+                    Some(u) => Allow::new()
+                        .set_header(
+                            HeaderName::from_static("x-user-id"),
+                            HeaderValue::from_static(u),
+                        )
+                        .into(),
+                    None => Deny::new(StatusCode::UNAUTHORIZED)
+                        .body("who are you")
+                        .into(),
+                })
+            })
+        })))
+    }));
+    registry.register(plugin_fn("Paths", |_: serde_json::Value, _| {
+        Ok(Arc::new(service_fn(|req| {
+            let ok = req.method == Method::GET && req.path_only().starts_with("/ratings/")
+                || req.path_only() == "/orders" && req.header_str("x-user-id") == Some("bob");
+            Box::pin(async move {
+                Ok(if ok {
+                    Decision::authorized()
+                } else {
+                    Decision::unauthorized()
+                })
+            })
+        })))
+    }));
+    registry
+}
+
+/// A case: method, path, headers; the status and the `x-user-id` the
+/// upstream gets.
+type Case = (
+    Method,
+    &'static str,
+    &'static [(&'static str, &'static str)],
+    u16,
+    Option<&'static str>,
+);
+
+const CASES: &[Case] = &[
+    (
+        Method::GET,
+        "/ratings/1",
+        &[("authorization", "Bearer t-alice")],
+        200,
+        Some("alice"),
+    ),
+    (
+        Method::GET,
+        "/ratings/2?x=1",
+        &[("authorization", "Bearer t-bob")],
+        200,
+        Some("bob"),
+    ),
+    (
+        Method::POST,
+        "/ratings/1",
+        &[("authorization", "Bearer t-alice")],
+        403,
+        None,
+    ),
+    (
+        Method::GET,
+        "/orders",
+        &[("authorization", "Bearer t-bob")],
+        200,
+        Some("bob"),
+    ),
+    (
+        Method::GET,
+        "/orders",
+        &[("authorization", "Bearer t-alice")],
+        403,
+        None,
+    ),
+    (Method::GET, "/ratings/1", &[], 401, None),
+    (
+        Method::GET,
+        "/ratings/1",
+        &[("x-user-id", "bob")],
+        401,
+        None,
+    ),
+    (
+        Method::GET,
+        "/orders",
+        &[("authorization", "Bearer t-alice"), ("x-user-id", "bob")],
+        403,
+        None,
+    ),
+    (
+        Method::GET,
+        "/secret",
+        &[("authorization", "Bearer t-alice")],
+        403,
+        None,
+    ),
+];
+
+async fn engine() -> Arc<Engine> {
+    let engine = Arc::new(Engine::new(registry()));
+    engine
+        .load(&AuthConfig::parse("table.yaml", CONFIG, Format::Yaml).unwrap())
+        .await
+        .unwrap();
+    engine
+}
+
+/// Through the layer: status, and the x-user-id the handler saw.
+async fn through_layer(engine: Arc<Engine>, case: &Case) -> (u16, Option<String>) {
+    let app = Router::new()
+        .route(
+            "/{*rest}",
+            any(|headers: HeaderMap| async move {
+                headers
+                    .get("x-user-id")
+                    .map(|v| v.to_str().unwrap().to_owned())
+                    .unwrap_or_default()
+            }),
+        )
+        .layer(AuthChainLayer::from_engine(engine, "table"));
+    let mut builder = Request::builder().method(case.0.clone()).uri(case.1);
+    for (k, v) in case.2 {
+        builder = builder.header(*k, *v);
+    }
+    let response = app
+        .oneshot(builder.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let user =
+        (status == 200 && !body.is_empty()).then(|| String::from_utf8_lossy(&body).into_owned());
+    (status, user)
+}
+
+/// Through the check server, as `path` shapes the check.
+async fn through_server(
+    engine: Arc<Engine>,
+    case: &Case,
+    forward_auth: bool,
+) -> (u16, Option<String>) {
+    let proxy: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+    let server = CheckServer::new(
+        engine,
+        CheckConfig::default().trust(["127.0.0.1/32".parse().unwrap()]),
+    );
+    let mut builder = if forward_auth {
+        // nginx / Traefik / Caddy: a GET to the config path, the original in headers.
+        Request::get("/check/table")
+            .header("x-forwarded-method", case.0.as_str())
+            .header("x-forwarded-uri", case.1)
+    } else {
+        // Envoy HTTP service: the original method, the path after the prefix.
+        Request::builder()
+            .method(case.0.clone())
+            .uri(format!("/check/table{}", case.1))
+    };
+    for (k, v) in case.2 {
+        builder = builder.header(*k, *v);
+    }
+    let response = server
+        .check(builder.body(Full::new(Bytes::new())).unwrap(), Some(proxy))
+        .await;
+    let user = response
+        .headers()
+        .get("x-user-id")
+        .map(|v| v.to_str().unwrap().to_owned());
+    (response.status().as_u16(), user)
+}
+
+#[tokio::test]
+async fn every_transport_gives_the_same_answers() {
+    let engine = engine().await;
+    for case in CASES {
+        let expected = (case.3, case.4.map(str::to_owned));
+        assert_eq!(
+            through_layer(engine.clone(), case).await,
+            expected,
+            "layer: {case:?}"
+        );
+        assert_eq!(
+            through_server(engine.clone(), case, false).await,
+            expected,
+            "envoy http service: {case:?}"
+        );
+        assert_eq!(
+            through_server(engine.clone(), case, true).await,
+            expected,
+            "forward auth: {case:?}"
+        );
+    }
+}
