@@ -4,3 +4,8 @@
 //!   against authchain's public API as a third party would.
 
 pub mod required_header;
+
+/// The README's Rust examples, compiled as doctests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;

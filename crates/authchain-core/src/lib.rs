@@ -96,8 +96,3 @@ pub use plugin::{
 pub use request::{AuthorizationRequest, Peer};
 #[doc(inline)]
 pub use service::{AuthService, Lifecycle, ServiceFn, service_fn};
-
-/// The README's Rust examples, compiled as doctests so they stay true.
-#[cfg(doctest)]
-#[doc = include_str!("../../../README.md")]
-pub struct ReadmeDoctests;

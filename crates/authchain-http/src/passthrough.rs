@@ -256,7 +256,7 @@ impl ExtAuthPlugin for HttpPassthroughPlugin {
 }
 
 fn client_tls(spec: Option<&TlsSpec>) -> Result<rustls::ClientConfig, Error> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(Error::build)?;
