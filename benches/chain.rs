@@ -68,8 +68,11 @@ impl AuthService for Allows {
 }
 
 fn three_steps() -> (Chain, Vec<Arc<dyn AuthService>>) {
-    let services: Vec<Arc<dyn AuthService>> =
-        vec![Arc::new(SetsHeader), Arc::new(WritesState), Arc::new(Allows)];
+    let services: Vec<Arc<dyn AuthService>> = vec![
+        Arc::new(SetsHeader),
+        Arc::new(WritesState),
+        Arc::new(Allows),
+    ];
     let mut builder = Chain::builder("bench");
     for (i, s) in services.iter().enumerate() {
         builder = builder.step(ChainStep::new(format!("step{i}"), s.clone()));
@@ -140,10 +143,16 @@ fn report_allocations() {
     let bare_total = allocations_per_run(&rt, 10_000, async |req| {
         black_box(bare.authorize(req).await);
     });
-    println!("allocations per chain run (3 steps, 1 header mutation, 1 state write): {chain_total:.2}");
-    println!("  of which the steps themselves, run alone (incl. their 3 boxed futures): {steps_alone:.2}");
+    println!(
+        "allocations per chain run (3 steps, 1 header mutation, 1 state write): {chain_total:.2}"
+    );
+    println!(
+        "  of which the steps themselves, run alone (incl. their 3 boxed futures): {steps_alone:.2}"
+    );
     println!("  executor overhead: {:.2}", chain_total - steps_alone);
-    println!("allocations per chain run (3 bare allow steps): {bare_total:.2} (3 = one boxed future per step)");
+    println!(
+        "allocations per chain run (3 bare allow steps): {bare_total:.2} (3 = one boxed future per step)"
+    );
 }
 
 fn bench_chain(c: &mut Criterion) {
@@ -151,7 +160,10 @@ fn bench_chain(c: &mut Criterion) {
     let (chain, _) = three_steps();
     let bare = bare_steps();
     let mut group = c.benchmark_group("chain");
-    for (name, chain) in [("3 steps, header + state", &chain), ("3 bare allow steps", &bare)] {
+    for (name, chain) in [
+        ("3 steps, header + state", &chain),
+        ("3 bare allow steps", &bare),
+    ] {
         group.bench_function(name, |b| {
             b.iter_custom(|iters| {
                 rt.block_on(async {
