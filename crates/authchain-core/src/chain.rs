@@ -186,6 +186,13 @@ impl Chain {
         self.steps.iter().map(|s| s.name.as_str())
     }
 
+    /// The status of the deny a failing step causes (`statusOnError`);
+    /// adapters use it too when a decision cannot be carried by their
+    /// transport.
+    pub fn status_on_error(&self) -> StatusCode {
+        self.status_on_error
+    }
+
     /// The client headers the chain strips (rule 7): an adapter whose proxy
     /// cannot remove headers should say so to its user.
     pub fn stripped_headers(&self) -> &[HeaderName] {

@@ -74,6 +74,25 @@ pub struct BuildContext<'a> {
     pub failure_mode_allow: bool,
 }
 
+impl<'a> BuildContext<'a> {
+    /// A context for building a step outside a config document (plugin
+    /// unit tests, chains assembled in code). The step fails closed.
+    pub fn new(config_name: &'a str, step_name: &'a str, place: &'a str) -> Self {
+        BuildContext {
+            config_name,
+            step_name,
+            place,
+            failure_mode_allow: false,
+        }
+    }
+
+    /// The same context, with `failureModeAllow` set as given.
+    pub fn with_failure_mode_allow(mut self, allow: bool) -> Self {
+        self.failure_mode_allow = allow;
+        self
+    }
+}
+
 /// A plugin made from a closure; see [`plugin_fn`].
 pub struct PluginFn<C, F> {
     name: String,

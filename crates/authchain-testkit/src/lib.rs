@@ -1,1 +1,63 @@
-//! Test support: real peers as child processes (filled by the gRPC issue).
+//! Test support for authchain: real proxies as child processes on loopback.
+//!
+//! End-to-end tests run authchain behind the real peers it speaks to
+//! (Envoy today; nginx, Traefik and Caddy later), never behind a mock of
+//! them. This crate holds the parts every such test needs:
+//!
+//! - [`ChildPeer`]: a child process with its own scratch directory, its
+//!   stdout and stderr captured to files (quoted in every failure), a
+//!   wait-until-ready loop with a time limit, and a kill on drop;
+//! - [`Locator`]: finds a peer's binary (an environment variable, the
+//!   project's `.peers/` install, `python3`, then `PATH`); a missing binary
+//!   is an error that says how to install it (`./scripts/install-peers.sh`),
+//!   so a test fails instead of skipping;
+//! - [`envoy::Envoy`]: Envoy started from a config template whose listeners
+//!   bind port 0, with the real ports read back from its admin API;
+//! - [`EchoServer`]: an upstream that answers with what reached it (method,
+//!   path, headers, body) as JSON ([`EchoedRequest`]);
+//! - [`client`]: a small HTTP/1.1 client with time limits;
+//! - [`load`]: `wrk` runs for side-by-side load comparisons;
+//! - [`render`] for config templates and [`free_port`] for loopback ports.
+//!
+//! A new peer (nginx, Traefik, Caddy) adds a module like [`envoy`]: a
+//! [`Locator`], a way to write its config, and a readiness probe for
+//! [`ChildPeer::wait_until`].
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), authchain_testkit::PeerError> {
+//! use authchain_testkit::{envoy::Envoy, render, EchoServer};
+//!
+//! let upstream = EchoServer::start().await?;
+//! let config = render(
+//!     "static_resources: {listeners: [...], clusters: [... port_value: {{upstream_port}} ...]}",
+//!     &[("upstream_port", upstream.addr().port().to_string())],
+//! )?;
+//! let envoy = Envoy::start(&config).await?;
+//! let reply = authchain_testkit::client::get(envoy.listener("ingress")?, "/x", &[]).await?;
+//! assert_eq!(reply.status, 200);
+//! # Ok(())
+//! # }
+//! ```
+
+pub mod caddy;
+pub mod client;
+mod echo;
+pub mod envoy;
+mod error;
+pub mod load;
+mod locate;
+pub mod nginx;
+mod peer;
+mod template;
+pub mod traefik;
+
+#[doc(inline)]
+pub use echo::{ECHO_SET_PREFIX, EchoServer, EchoedRequest};
+#[doc(inline)]
+pub use error::PeerError;
+#[doc(inline)]
+pub use locate::{Locator, workspace_root};
+#[doc(inline)]
+pub use peer::{ChildPeer, ScratchDir, free_port};
+#[doc(inline)]
+pub use template::render;

@@ -1,0 +1,660 @@
+//! The gRPC passthrough step: Gloo's `passThroughAuth.grpc`.
+//!
+//! The step forwards the request, as the chain sees it, to another
+//! ext_authz gRPC server and takes its answer:
+//!
+//! ```yaml
+//! configs:
+//! - passThroughAuth:
+//!     grpc:
+//!       address: 127.0.0.1:9001      # host:port, or http://host:port
+//!       connectionTimeout: 5s        # connect and call time limit (default 5s)
+//!       tls:                         # optional (feature `tls`, on by default)
+//!         caFile: /etc/authz/ca.pem  # or caPem: inline; the CA to trust
+//!         serverName: authz.internal # name to verify; default: the address's host
+//!         certFile: /etc/authz/client.pem   # optional client certificate (mTLS)
+//!         keyFile: /etc/authz/client.key
+//!       retryPolicy:                 # retries on UNAVAILABLE only
+//!         numRetries: 2
+//!         retryBackOff: { baseInterval: 25ms, maxInterval: 250ms }
+//!     config: { anything: the remote server reads }
+//!     failureModeAllow: false        # the chain's business: pass when the call fails
+//! ```
+//!
+//! - The chain's `state` goes to the remote server in
+//!   `metadata_context.filter_metadata["solo.auth.passthrough"]`, the step's
+//!   `config` in `filter_metadata["solo.auth.passthrough.config"]`, next to
+//!   the request's own filter metadata.
+//! - An OK answer is an allow with the remote's header mutations (read as
+//!   Envoy reads them: in `headers`, `append: true` appends and anything
+//!   else sets; in `response_headers_to_add`, `append` if given, else
+//!   `append_action`), removals, query parameters and dynamic metadata.
+//!   `dynamic_metadata["solo.auth.passthrough"]` is merged into the state.
+//! - Any other status is a deny with the remote's status (403 by default),
+//!   headers and body.
+//! - A failed call (UNAVAILABLE after the retries, a timeout, any other
+//!   gRPC error, an `error_response`, or an answer with invalid headers) is
+//!   an error: the chain fails closed unless the step has
+//!   `failureModeAllow`.
+//!
+//! The plugin keeps one lazily connected channel per address and timeout,
+//! shared by every step and every config generation built from it.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use authchain_core::{
+    Allow, AuthService, AuthorizationRequest, BuildContext, ConfigDuration, Decision, Deny, Error,
+    ExtAuthPlugin, HeaderAction, HeaderMutation, async_trait,
+};
+use envoy_types::ext_authz::v3::pb::{CheckResponse, HeaderValueOption, HttpResponse};
+use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+use envoy_types::pb::google::protobuf::Struct;
+use http::{HeaderName, HeaderValue, StatusCode};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use tonic::transport::{Channel, Endpoint};
+
+use crate::convert::{json_to_struct, struct_to_json, to_check_request};
+
+/// The step kind this plugin registers as.
+pub const KIND: &str = "passThroughAuth.grpc";
+/// The filter metadata namespace that carries the chain state.
+pub const STATE_KEY: &str = "solo.auth.passthrough";
+/// The filter metadata namespace that carries the step's `config`.
+pub const CONFIG_KEY: &str = "solo.auth.passthrough.config";
+/// The time limit when `connectionTimeout` is not set.
+pub const DEFAULT_CONNECTION_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The step's config: the block under `passThroughAuth` (less
+/// `failureModeAllow`, which the chain keeps).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[non_exhaustive]
+pub struct PassthroughConfig {
+    /// Where and how to call.
+    pub grpc: GrpcTarget,
+    /// Passed to the remote server under `solo.auth.passthrough.config`.
+    #[serde(default)]
+    pub config: Option<Map<String, Value>>,
+}
+
+/// The remote ext_authz server.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[non_exhaustive]
+pub struct GrpcTarget {
+    /// `host:port` or `http://host:port`.
+    pub address: String,
+    /// Time limit to connect, and for each call (default 5 s).
+    #[serde(default)]
+    pub connection_timeout: Option<ConfigDuration>,
+    /// TLS to the remote server (the address may then say `https://`).
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    /// Retries on UNAVAILABLE.
+    #[serde(default)]
+    pub retry_policy: Option<RetryPolicy>,
+}
+
+/// TLS to the remote server. The server's certificate is verified against
+/// the given CA; there is no fallback to the system roots or to plain text.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[non_exhaustive]
+pub struct TlsConfig {
+    /// A PEM file with the CA certificate(s) to trust.
+    #[serde(default)]
+    pub ca_file: Option<String>,
+    /// The same, inline PEM.
+    #[serde(default)]
+    pub ca_pem: Option<String>,
+    /// The name the server's certificate must carry, also sent as SNI
+    /// (default: the host of `address`).
+    #[serde(default)]
+    pub server_name: Option<String>,
+    /// A PEM client certificate, for mutual TLS (with `keyFile`).
+    #[serde(default)]
+    pub cert_file: Option<String>,
+    /// The PEM private key of `certFile`.
+    #[serde(default)]
+    pub key_file: Option<String>,
+}
+
+/// Gloo's retry policy.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[non_exhaustive]
+pub struct RetryPolicy {
+    /// How many retries (default 1).
+    #[serde(default)]
+    pub num_retries: Option<u32>,
+    /// The wait between tries.
+    #[serde(default)]
+    pub retry_back_off: Option<BackOff>,
+}
+
+/// Exponential back-off between retries.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[non_exhaustive]
+pub struct BackOff {
+    /// The first wait (default 25 ms); doubled at each retry.
+    #[serde(default)]
+    pub base_interval: Option<ConfigDuration>,
+    /// The longest wait (default ten times the base).
+    #[serde(default)]
+    pub max_interval: Option<ConfigDuration>,
+}
+
+/// Address, timeout, and the TLS material (never logged).
+type ChannelKey = (String, Duration, Option<Tls>);
+
+/// TLS material as read from the config.
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct Tls {
+    ca_pem: String,
+    server_name: String,
+    identity: Option<(String, String)>,
+}
+
+fn read_pem(path: &str, field: &str) -> Result<String, Error> {
+    std::fs::read_to_string(path).map_err(|e| {
+        Error::config(format!("cannot read the file: {}", e.kind())).at(format!("grpc.tls.{field}"))
+    })
+}
+
+impl Tls {
+    fn load(config: TlsConfig, host: &str) -> Result<Tls, Error> {
+        let ca_pem = match (config.ca_file, config.ca_pem) {
+            (Some(path), None) => read_pem(&path, "caFile")?,
+            (None, Some(pem)) => pem,
+            _ => {
+                return Err(
+                    Error::config("expected exactly one of `caFile` and `caPem`").at("grpc.tls"),
+                );
+            }
+        };
+        if !ca_pem.contains("-----BEGIN CERTIFICATE-----") {
+            return Err(Error::config("expected a PEM certificate").at("grpc.tls"));
+        }
+        let identity = match (config.cert_file, config.key_file) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => {
+                Some((read_pem(&cert, "certFile")?, read_pem(&key, "keyFile")?))
+            }
+            _ => {
+                return Err(Error::config("`certFile` and `keyFile` go together").at("grpc.tls"));
+            }
+        };
+        let server_name = config.server_name.unwrap_or_else(|| host.to_owned());
+        Ok(Tls {
+            ca_pem,
+            server_name,
+            identity,
+        })
+    }
+
+    #[cfg(feature = "tls")]
+    fn apply(&self, endpoint: Endpoint) -> Result<Endpoint, Error> {
+        use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+        let mut config = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(&self.ca_pem))
+            .domain_name(self.server_name.clone());
+        if let Some((cert, key)) = &self.identity {
+            config = config.identity(Identity::from_pem(cert, key));
+        }
+        endpoint
+            .tls_config(config)
+            .map_err(|e| Error::config(format!("invalid TLS settings: {e}")).at("grpc.tls"))
+    }
+
+    #[cfg(not(feature = "tls"))]
+    fn apply(&self, _: Endpoint) -> Result<Endpoint, Error> {
+        Err(Error::config("authchain-grpc was built without its `tls` feature").at("grpc.tls"))
+    }
+}
+
+/// The plugin: `registry.register_kind(GrpcPassthroughPlugin::new())`.
+/// Clones share their channels.
+#[derive(Clone, Default)]
+pub struct GrpcPassthroughPlugin {
+    channels: Arc<Mutex<HashMap<ChannelKey, Channel>>>,
+}
+
+impl fmt::Debug for GrpcPassthroughPlugin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let count = self.channels.lock().map_or(0, |c| c.len());
+        f.debug_struct("GrpcPassthroughPlugin")
+            .field("channels", &count)
+            .finish()
+    }
+}
+
+impl GrpcPassthroughPlugin {
+    /// A plugin with no channels yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn channel(&self, uri: &str, timeout: Duration, tls: Option<Tls>) -> Result<Channel, Error> {
+        let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (uri.to_owned(), timeout, tls);
+        if let Some(channel) = channels.get(&key) {
+            return Ok(channel.clone());
+        }
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(Error::config(
+                "the gRPC passthrough step must be built inside a Tokio runtime",
+            ));
+        }
+        let mut endpoint = Endpoint::from_shared(uri.to_owned())
+            .map_err(|_| {
+                Error::config("not a valid address (expected host:port)").at("grpc.address")
+            })?
+            .connect_timeout(timeout)
+            .timeout(timeout)
+            .tcp_nodelay(true);
+        if let Some(tls) = &key.2 {
+            endpoint = tls.apply(endpoint)?;
+        }
+        let channel = endpoint.connect_lazy();
+        channels.insert(key, channel.clone());
+        Ok(channel)
+    }
+}
+
+impl ExtAuthPlugin for GrpcPassthroughPlugin {
+    type Config = PassthroughConfig;
+
+    fn name(&self) -> &str {
+        KIND
+    }
+
+    fn build(
+        &self,
+        config: PassthroughConfig,
+        context: &BuildContext<'_>,
+    ) -> Result<Arc<dyn AuthService>, Error> {
+        let grpc = config.grpc;
+        let address = grpc.address.trim();
+        let invalid =
+            || Error::config("not a valid address (expected host:port)").at("grpc.address");
+        let (scheme, authority) = match address.split_once("://") {
+            Some((scheme, rest)) => (Some(scheme), rest),
+            None => (None, address),
+        };
+        let parsed: http::Uri = format!("http://{authority}")
+            .parse()
+            .map_err(|_| invalid())?;
+        let host = parsed
+            .host()
+            .filter(|h| !h.is_empty())
+            .ok_or_else(invalid)?;
+        // No path, and no user:password@ (it would end up in logs and metrics).
+        if parsed.port().is_none() || authority.contains('/') || authority.contains('@') {
+            return Err(invalid());
+        }
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let (uri, tls) = match (scheme, grpc.tls) {
+            (None | Some("http"), None) => (format!("http://{authority}"), None),
+            (None | Some("https"), Some(tls)) => {
+                (format!("https://{authority}"), Some(Tls::load(tls, &host)?))
+            }
+            (Some("https"), None) => {
+                return Err(
+                    Error::config("https:// needs a `tls` block with the CA to trust")
+                        .at("grpc.address"),
+                );
+            }
+            (Some("http"), Some(_)) => {
+                return Err(
+                    Error::config("http:// with a `tls` block: use host:port or https://")
+                        .at("grpc.address"),
+                );
+            }
+            (Some(_), _) => return Err(invalid()),
+        };
+        let timeout = grpc
+            .connection_timeout
+            .map_or(DEFAULT_CONNECTION_TIMEOUT, |d| d.0);
+        if timeout.is_zero() {
+            return Err(Error::config("must be more than zero").at("grpc.connectionTimeout"));
+        }
+        let (retries, base, max) = match grpc.retry_policy {
+            None => (0, Duration::ZERO, Duration::ZERO),
+            Some(policy) => {
+                let back_off = policy.retry_back_off;
+                let base = back_off
+                    .as_ref()
+                    .and_then(|b| b.base_interval)
+                    .map_or(Duration::from_millis(25), |d| d.0);
+                let max = back_off
+                    .as_ref()
+                    .and_then(|b| b.max_interval)
+                    .map_or(base.saturating_mul(10), |d| d.0);
+                (policy.num_retries.unwrap_or(1).min(10), base, max.max(base))
+            }
+        };
+        let channel = self.channel(&uri, timeout, tls)?;
+        Ok(Arc::new(GrpcPassthrough {
+            client: AuthorizationClient::new(channel),
+            address: address.to_owned(),
+            timeout,
+            retries,
+            base,
+            max,
+            config: config.config.map(|c| json_to_struct(&c)),
+            bypass: context.failure_mode_allow.then(|| {
+                metrics::counter!(
+                    "passthrough_failure_bypass",
+                    "config" => context.config_name.to_owned(),
+                    "step" => context.step_name.to_owned()
+                )
+            }),
+        }))
+    }
+}
+
+/// The step the plugin builds.
+struct GrpcPassthrough {
+    client: AuthorizationClient<Channel>,
+    address: String,
+    timeout: Duration,
+    retries: u32,
+    base: Duration,
+    max: Duration,
+    config: Option<Struct>,
+    /// Counts failures the chain lets through (`failureModeAllow`), under
+    /// Gloo's name for them.
+    bypass: Option<metrics::Counter>,
+}
+
+/// Why a passthrough call failed. Names the address and the gRPC code,
+/// never request data.
+#[derive(Debug)]
+struct Failure {
+    address: String,
+    what: String,
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "gRPC passthrough to {}: {}", self.address, self.what)
+    }
+}
+
+impl std::error::Error for Failure {}
+
+impl GrpcPassthrough {
+    fn fail(&self, reason: &'static str, what: String) -> Error {
+        metrics::counter!(
+            "authchain_grpc_passthrough_errors_total",
+            "address" => self.address.clone(),
+            "reason" => reason
+        )
+        .increment(1);
+        if let Some(bypass) = &self.bypass {
+            bypass.increment(1);
+        }
+        Error::step(Failure {
+            address: self.address.clone(),
+            what,
+        })
+    }
+
+    fn back_off(&self, attempt: u32) -> Duration {
+        self.base
+            .saturating_mul(2u32.saturating_pow(attempt))
+            .min(self.max)
+    }
+}
+
+#[async_trait]
+impl AuthService for GrpcPassthrough {
+    async fn authorize(&self, request: &mut AuthorizationRequest) -> Result<Decision, Error> {
+        let mut check = to_check_request(request, &request.metadata);
+        if let Some(metadata) = check
+            .attributes
+            .as_mut()
+            .and_then(|a| a.metadata_context.as_mut())
+        {
+            metadata
+                .filter_metadata
+                .insert(STATE_KEY.to_owned(), json_to_struct(&request.state));
+            if let Some(config) = &self.config {
+                metadata
+                    .filter_metadata
+                    .insert(CONFIG_KEY.to_owned(), config.clone());
+            }
+        }
+        let mut attempt = 0;
+        let response = loop {
+            let message = if attempt < self.retries {
+                check.clone()
+            } else {
+                std::mem::take(&mut check)
+            };
+            let mut call = tonic::Request::new(message);
+            call.set_timeout(self.timeout);
+            let mut client = self.client.clone();
+            match tokio::time::timeout(self.timeout, client.check(call)).await {
+                Ok(Ok(response)) => break response.into_inner(),
+                Ok(Err(status))
+                    if status.code() == tonic::Code::Unavailable && attempt < self.retries =>
+                {
+                    tracing::debug!(address = %self.address, attempt, "passthrough server unavailable; retrying");
+                    tokio::time::sleep(self.back_off(attempt)).await;
+                    attempt += 1;
+                }
+                Ok(Err(status)) => {
+                    let reason = match status.code() {
+                        tonic::Code::Unavailable => "unavailable",
+                        tonic::Code::DeadlineExceeded => "timeout",
+                        _ => "status",
+                    };
+                    return Err(self.fail(reason, format!("call failed with {:?}", status.code())));
+                }
+                Err(_) => {
+                    return Err(
+                        self.fail("timeout", format!("no answer within {:?}", self.timeout))
+                    );
+                }
+            }
+        };
+        answer(response, request).map_err(|what| self.fail("invalid_response", what))
+    }
+}
+
+/// Turns the remote server's answer into the step's decision.
+fn answer(response: CheckResponse, request: &mut AuthorizationRequest) -> Result<Decision, String> {
+    let code = response.status.as_ref().map_or(0, |s| s.code);
+    if code != 0 {
+        let mut deny = Deny::new(StatusCode::FORBIDDEN);
+        match response.http_response {
+            Some(HttpResponse::DeniedResponse(denied)) => {
+                if let Some(status) = denied
+                    .status
+                    .and_then(|s| u16::try_from(s.code).ok())
+                    .and_then(|c| StatusCode::from_u16(c).ok())
+                    .filter(|s| s.as_u16() >= 200)
+                {
+                    deny.status = status;
+                }
+                for option in denied.headers {
+                    let m = mutation(option, Place::Deny)?;
+                    deny.headers.append(m.name, m.value);
+                }
+                deny.body = denied.body.into();
+            }
+            Some(HttpResponse::ErrorResponse(_)) => {
+                return Err(format!("the server answered an error (gRPC code {code})"));
+            }
+            Some(HttpResponse::OkResponse(_)) | None => {}
+        }
+        return Ok(Decision::Deny(deny));
+    }
+    let mut allow = Allow::new();
+    if let Some(HttpResponse::OkResponse(ok)) = response.http_response {
+        for option in ok.headers {
+            allow.headers.push(mutation(option, Place::Upstream)?);
+        }
+        for name in ok.headers_to_remove {
+            let name = HeaderName::try_from(name.as_str())
+                .map_err(|_| "a header to remove has an invalid name".to_owned())?;
+            allow.headers_to_remove.push(name);
+        }
+        for option in ok.response_headers_to_add {
+            allow
+                .response_headers
+                .push(mutation(option, Place::Response)?);
+        }
+        allow.query_parameters_to_set = ok
+            .query_parameters_to_set
+            .into_iter()
+            .map(|q| (q.key, q.value))
+            .collect();
+        allow.query_parameters_to_remove = ok.query_parameters_to_remove;
+    }
+    if let Some(metadata) = response.dynamic_metadata {
+        let mut metadata = struct_to_json(metadata);
+        if let Some(Value::Object(state)) = metadata.remove(STATE_KEY) {
+            request.state.extend(state);
+        }
+        allow.dynamic_metadata = metadata;
+    }
+    Ok(Decision::Allow(allow))
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Place {
+    Upstream,
+    Response,
+    Deny,
+}
+
+/// A header option as Envoy 1.40 would apply it there.
+#[allow(deprecated)] // `append` is what Envoy reads.
+fn mutation(option: HeaderValueOption, place: Place) -> Result<HeaderMutation, String> {
+    let header = option.header.ok_or("a header option without a header")?;
+    let name = HeaderName::try_from(header.key.as_str())
+        .map_err(|_| "a header with an invalid name".to_owned())?;
+    let bytes = if header.raw_value.is_empty() {
+        header.value.as_bytes()
+    } else {
+        &header.raw_value
+    };
+    let value = HeaderValue::from_bytes(bytes)
+        .map_err(|_| format!("header '{name}' has an invalid value"))?;
+    let append = option.append.map(|b| b.value);
+    let action = match (place, append) {
+        (Place::Upstream | Place::Deny, Some(true)) => HeaderAction::AppendIfExistsOrAdd,
+        (Place::Upstream | Place::Deny, _) => HeaderAction::OverwriteIfExistsOrAdd,
+        (Place::Response, Some(true)) => HeaderAction::AppendIfExistsOrAdd,
+        (Place::Response, Some(false)) => HeaderAction::OverwriteIfExistsOrAdd,
+        (Place::Response, None) => match option.append_action {
+            1 => HeaderAction::AddIfAbsent,
+            2 => HeaderAction::OverwriteIfExistsOrAdd,
+            3 => HeaderAction::OverwriteIfExists,
+            _ => HeaderAction::AppendIfExistsOrAdd,
+        },
+    };
+    Ok(HeaderMutation::new(name, value, action))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use authchain_core::{AuthConfig, Engine, Format, PluginRegistry};
+
+    fn engine(plugin: &GrpcPassthroughPlugin) -> Engine {
+        let mut registry = PluginRegistry::new();
+        registry.register_kind(plugin.clone());
+        Engine::new(registry)
+    }
+
+    async fn load(plugin: &GrpcPassthroughPlugin, grpc: &str) -> Result<u64, Error> {
+        let yaml = format!(
+            "name: c\nconfigs:\n- passThroughAuth:\n    grpc: {grpc}\n    config: {{k: v}}\n"
+        );
+        let configs = AuthConfig::parse("t.yaml", &yaml, Format::Yaml)?;
+        engine(plugin).load(&configs).await
+    }
+
+    #[tokio::test]
+    async fn config_errors_name_their_place() {
+        let plugin = GrpcPassthroughPlugin::new();
+        let place = |e: Error| e.place().unwrap_or("").to_owned();
+        let e = load(&plugin, "{address: '127.0.0.1:1', tls: {}}")
+            .await
+            .unwrap_err();
+        assert!(place(e).ends_with("passThroughAuth.grpc.tls"));
+        let e = load(
+            &plugin,
+            "{address: '127.0.0.1:1', tls: {caFile: /nonexistent/ca.pem}}",
+        )
+        .await
+        .unwrap_err();
+        assert!(e.place().unwrap_or("").ends_with("grpc.tls.caFile"), "{e}");
+        assert!(e.to_string().contains("not found"), "{e}");
+        let e = load(&plugin, "{address: '127.0.0.1:1', tls: {caPem: not-a-pem}}")
+            .await
+            .unwrap_err();
+        assert!(place(e).ends_with("grpc.tls"));
+        let e = load(&plugin, "{address: 'user:secret@127.0.0.1:1'}")
+            .await
+            .unwrap_err();
+        assert!(!e.to_string().contains("secret"), "{e}");
+        let e = load(&plugin, "{address: '127.0.0.1'}").await.unwrap_err();
+        assert!(place(e).ends_with("grpc.address"), "a port is required");
+        let e = load(&plugin, "{address: 'https://x:1'}").await.unwrap_err();
+        assert!(place(e).ends_with("grpc.address"));
+        let e = load(&plugin, "{address: 'a b:1'}").await.unwrap_err();
+        assert!(place(e).ends_with("grpc.address"));
+        let e = load(&plugin, "{address: '127.0.0.1:1', bogus: 1}")
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("bogus"), "{e}");
+        let e = load(&plugin, "{address: '127.0.0.1:1', connectionTimeout: 0s}")
+            .await
+            .unwrap_err();
+        assert!(place(e).ends_with("grpc.connectionTimeout"));
+        load(
+            &plugin,
+            "{address: '127.0.0.1:1', connectionTimeout: 250ms, retryPolicy: {numRetries: 2, retryBackOff: {baseInterval: 1ms}}}",
+        )
+        .await
+        .unwrap();
+    }
+
+    #[test]
+    fn building_outside_a_runtime_is_an_error_not_a_panic() {
+        let plugin = GrpcPassthroughPlugin::new();
+        let configs = AuthConfig::parse(
+            "t.yaml",
+            "name: c\nconfigs:\n- passThroughAuth: {grpc: {address: '127.0.0.1:1'}}\n",
+            Format::Yaml,
+        )
+        .unwrap();
+        let mut registry = PluginRegistry::new();
+        registry.register_kind(plugin);
+        let e = configs[0].build(&registry).unwrap_err();
+        assert!(e.to_string().contains("Tokio runtime"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn one_channel_per_address() {
+        let plugin = GrpcPassthroughPlugin::new();
+        for address in ["127.0.0.1:1", "127.0.0.1:1", "127.0.0.1:2"] {
+            load(&plugin, &format!("{{address: '{address}'}}"))
+                .await
+                .unwrap();
+        }
+        assert_eq!(plugin.channels.lock().unwrap().len(), 2);
+    }
+}

@@ -1,0 +1,262 @@
+//! The `envoy.service.auth.v3.Authorization` service and a ready server.
+
+use std::fmt;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use authchain_core::{Deny, Engine};
+use envoy_types::ext_authz::v3::pb::{
+    Authorization, AuthorizationServer, CheckRequest, CheckResponse,
+};
+use http::StatusCode;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::{Request, Response, Status};
+
+use crate::convert::{self, code};
+
+/// The context extension that selects the AuthConfig, by default.
+pub const CONFIG_ID_KEY: &str = "config_id";
+
+/// The largest `CheckRequest` accepted by default (4 MiB, tonic's default).
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
+
+/// Envoy's ext_authz `Check` over an authchain [`Engine`].
+///
+/// Each request runs the chain of one AuthConfig of the engine's current
+/// generation: the one named by the route's context extension `config_id`
+/// (the AuthConfig's name, or `namespace.name` for a Gloo manifest), else
+/// the [default](Self::default_config). Envoy route config:
+///
+/// ```yaml
+/// typed_per_filter_config:
+///   envoy.filters.http.ext_authz:
+///     "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute
+///     check_settings: { context_extensions: { config_id: gloo-system.plugin-auth } }
+/// ```
+///
+/// Every answer is a `CheckResponse`, never a gRPC error, so that Envoy's
+/// `failure_mode_allow` cannot turn a problem here into an allow:
+///
+/// | case | answer |
+/// |---|---|
+/// | the chain allows | OK with the mutations |
+/// | the chain denies | the deny (401 → `UNAUTHENTICATED`, else `PERMISSION_DENIED`) |
+/// | no AuthConfig by that name, or none named and no default | 403, `NOT_FOUND`, counted |
+/// | a `CheckRequest` that cannot be translated | 400, `INVALID_ARGUMENT`, counted |
+/// | an allow Envoy cannot carry (a non-UTF-8 header value, a query parameter that would break the URL) | the config's `statusOnError` (403), `INTERNAL`, counted |
+///
+/// Only a `CheckRequest` larger than [`max_request_bytes`](Self::max_request_bytes)
+/// is refused by the transport (tonic answers `OUT_OF_RANGE`), which Envoy treats
+/// as a failed check: 403, or a pass under its `failure_mode_allow`.
+///
+/// # Metrics
+///
+/// `authchain_grpc_rejected_total` with label `reason` = `unknown_config`,
+/// `invalid_request` or `invalid_decision` (and `config` for the first);
+/// the chains count their own decisions (see `authchain-core`).
+#[derive(Clone)]
+pub struct ExtAuthzService {
+    engine: Arc<Engine>,
+    default_config: Option<Arc<str>>,
+    config_key: Arc<str>,
+    max_request_bytes: usize,
+}
+
+impl fmt::Debug for ExtAuthzService {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ExtAuthzService")
+            .field("default_config", &self.default_config)
+            .field("config_key", &self.config_key)
+            .field("max_request_bytes", &self.max_request_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ExtAuthzService {
+    /// A service over `engine`, with no default AuthConfig.
+    pub fn new(engine: Arc<Engine>) -> Self {
+        ExtAuthzService {
+            engine,
+            default_config: None,
+            config_key: Arc::from(CONFIG_ID_KEY),
+            max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+        }
+    }
+
+    /// The AuthConfig for requests whose route names none.
+    pub fn default_config(mut self, name: impl Into<String>) -> Self {
+        self.default_config = Some(Arc::from(name.into()));
+        self
+    }
+
+    /// The context extension that names the AuthConfig (default `config_id`).
+    pub fn config_key(mut self, key: impl Into<String>) -> Self {
+        self.config_key = Arc::from(key.into());
+        self
+    }
+
+    /// The largest encoded `CheckRequest` accepted (default 4 MiB). Set it
+    /// above Envoy's `with_request_body.max_request_bytes` plus headers.
+    pub fn max_request_bytes(mut self, limit: usize) -> Self {
+        self.max_request_bytes = limit;
+        self
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    /// The tonic service, to add to a server of your own:
+    /// `Server::builder().add_service(service.into_server())`.
+    pub fn into_server(self) -> AuthorizationServer<Self> {
+        let limit = self.max_request_bytes;
+        AuthorizationServer::new(self).max_decoding_message_size(limit)
+    }
+
+    /// Answers one `CheckRequest` (what the gRPC method does, without the
+    /// transport).
+    pub async fn check_request(&self, check: CheckRequest) -> CheckResponse {
+        let (mut request, sent) = match convert::to_request(check) {
+            Ok(parts) => parts,
+            Err(e) => {
+                tracing::warn!(error = %e, "rejecting CheckRequest");
+                rejected("invalid_request", None);
+                return convert::denied(
+                    code::INVALID_ARGUMENT,
+                    &e.to_string(),
+                    Deny::new(StatusCode::BAD_REQUEST),
+                );
+            }
+        };
+        let generation = self.engine.current();
+        let name = match request.context.get(&*self.config_key) {
+            Some(name) => Some(name.as_str()),
+            None => self.default_config.as_deref(),
+        };
+        let Some(chain) = name.and_then(|n| generation.chain(n)) else {
+            let message = match name {
+                Some(n) => format!(
+                    "no AuthConfig named '{n}' in generation {}",
+                    generation.number()
+                ),
+                None => format!(
+                    "the route sets no context extension '{}' and there is no default AuthConfig",
+                    self.config_key
+                ),
+            };
+            tracing::warn!(%message, "denying request");
+            rejected("unknown_config", Some(name.unwrap_or("")));
+            return convert::denied(code::NOT_FOUND, &message, Deny::new(StatusCode::FORBIDDEN));
+        };
+        let decision = chain.authorize(&mut request).await;
+        match convert::to_check_response(decision, &sent) {
+            Ok(response) => response,
+            Err(e) => {
+                tracing::error!(config = %chain.name(), error = %e, "denying: the chain's allow cannot be sent to Envoy");
+                rejected("invalid_decision", None);
+                convert::denied(
+                    code::INTERNAL,
+                    &e.to_string(),
+                    Deny::new(chain.status_on_error()),
+                )
+            }
+        }
+    }
+}
+
+fn rejected(reason: &'static str, config: Option<&str>) {
+    match config {
+        Some(config) => metrics::counter!(
+            "authchain_grpc_rejected_total",
+            "reason" => reason,
+            "config" => config.to_owned()
+        )
+        .increment(1),
+        None => metrics::counter!("authchain_grpc_rejected_total", "reason" => reason).increment(1),
+    }
+}
+
+#[tonic::async_trait]
+impl Authorization for ExtAuthzService {
+    async fn check(
+        &self,
+        request: Request<CheckRequest>,
+    ) -> Result<Response<CheckResponse>, Status> {
+        Ok(Response::new(
+            self.check_request(request.into_inner()).await,
+        ))
+    }
+}
+
+/// Serves `service` on `addr` with the gRPC health service
+/// (`grpc.health.v1`), until the process ends.
+pub async fn serve(
+    addr: SocketAddr,
+    service: ExtAuthzService,
+) -> Result<(), tonic::transport::Error> {
+    serve_with_shutdown(addr, service, std::future::pending()).await
+}
+
+/// Serves `service` on `addr` with the health service until `signal`
+/// completes, then reports NOT_SERVING, stops accepting and lets the
+/// requests in flight finish.
+pub async fn serve_with_shutdown<F>(
+    addr: SocketAddr,
+    service: ExtAuthzService,
+    signal: F,
+) -> Result<(), tonic::transport::Error>
+where
+    F: Future<Output = ()> + Send,
+{
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter
+        .set_serving::<AuthorizationServer<ExtAuthzService>>()
+        .await;
+    tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(health)
+        .add_service(service.into_server())
+        .serve_with_shutdown(addr, async move {
+            signal.await;
+            reporter
+                .set_not_serving::<AuthorizationServer<ExtAuthzService>>()
+                .await;
+        })
+        .await
+}
+
+/// As [`serve_with_shutdown`], on a listener already bound (tests bind
+/// `127.0.0.1:0` and read the port back).
+pub async fn serve_listener_with_shutdown<F>(
+    listener: TcpListener,
+    service: ExtAuthzService,
+    signal: F,
+) -> Result<(), tonic::transport::Error>
+where
+    F: Future<Output = ()> + Send,
+{
+    use tokio_stream::StreamExt;
+    let incoming = TcpListenerStream::new(listener).map(|stream| {
+        if let Ok(stream) = &stream {
+            let _ = stream.set_nodelay(true);
+        }
+        stream
+    });
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter
+        .set_serving::<AuthorizationServer<ExtAuthzService>>()
+        .await;
+    tonic::transport::Server::builder()
+        .add_service(health)
+        .add_service(service.into_server())
+        .serve_with_incoming_shutdown(incoming, async move {
+            signal.await;
+            reporter
+                .set_not_serving::<AuthorizationServer<ExtAuthzService>>()
+                .await;
+        })
+        .await
+}

