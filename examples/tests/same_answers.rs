@@ -1,15 +1,19 @@
-//! One table of cases through the tower layer inside an axum app and
-//! through the HTTP check server (as Envoy's HTTP service mode calls it,
-//! and as a forward-auth proxy calls it): the same answers every way.
+//! One table of cases through every transport: the tower layer inside an
+//! axum app, the HTTP check server (as Envoy's HTTP service mode calls it,
+//! and as a forward-auth proxy calls it) and the gRPC ext_authz service.
+//! Policy lives in the chain, so the answers must be the same every way.
 
 #![allow(clippy::unwrap_used)]
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use authchain_core::AuthorizationRequest;
 use authchain_core::{
     Allow, AuthConfig, Decision, Deny, Engine, Format, PluginRegistry, plugin_fn, service_fn,
 };
+use authchain_grpc::ExtAuthzService;
+use authchain_grpc::envoy_types::ext_authz::v3::pb::HttpResponse;
 use authchain_http::{AuthChainLayer, CheckConfig, CheckServer};
 use axum::Router;
 use axum::body::Body;
@@ -211,6 +215,40 @@ async fn through_server(
     (response.status().as_u16(), user)
 }
 
+/// Through the gRPC ext_authz service, as Envoy would send the check.
+async fn through_grpc(engine: Arc<Engine>, case: &Case) -> (u16, Option<String>) {
+    let service = ExtAuthzService::new(engine);
+    let mut request = AuthorizationRequest::new(case.0.clone(), case.1).with_host("app");
+    for (k, v) in case.2 {
+        request
+            .headers
+            .append(HeaderName::from_static(k), HeaderValue::from_static(v));
+    }
+    let mut check = authchain_grpc::convert::to_check_request(&request, &Default::default());
+    if let Some(attributes) = check.attributes.as_mut() {
+        attributes
+            .context_extensions
+            .insert(authchain_grpc::CONFIG_ID_KEY.into(), "table".into());
+    }
+    let response = service.check_request(check).await;
+    match response.http_response {
+        Some(HttpResponse::OkResponse(ok)) => {
+            assert_eq!(response.status.map(|s| s.code), Some(0));
+            let user = ok
+                .headers
+                .iter()
+                .filter_map(|h| h.header.as_ref())
+                .find(|h| h.key == "x-user-id")
+                .map(|h| h.value.clone());
+            (200, user)
+        }
+        Some(HttpResponse::DeniedResponse(denied)) => {
+            (denied.status.map_or(403, |s| s.code as u16), None)
+        }
+        other => panic!("unexpected answer {other:?}"),
+    }
+}
+
 #[tokio::test]
 async fn every_transport_gives_the_same_answers() {
     let engine = engine().await;
@@ -230,6 +268,11 @@ async fn every_transport_gives_the_same_answers() {
             through_server(engine.clone(), case, true).await,
             expected,
             "forward auth: {case:?}"
+        );
+        assert_eq!(
+            through_grpc(engine.clone(), case).await,
+            expected,
+            "grpc: {case:?}"
         );
     }
 }
