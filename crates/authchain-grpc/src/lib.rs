@@ -14,7 +14,7 @@
 //!
 //! | feature | default | what |
 //! |---|---|---|
-//! | `tls` | on | TLS (rustls with ring) from the passthrough step to its server (`passThroughAuth.grpc.tls`) |
+//! | `tls` | on | TLS (rustls with aws-lc-rs) from the passthrough step to its server (`passThroughAuth.grpc.tls`) |
 //!
 //! ```no_run
 //! use std::sync::Arc;

@@ -1,0 +1,524 @@
+//! `basicAuth`: HTTP Basic authentication against htpasswd users.
+//!
+//! ```yaml
+//! basicAuth:
+//!   realm: ratings                 # in `WWW-Authenticate: Basic realm="ratings"` (default `authchain`)
+//!   htpasswd: |                    # htpasswd lines, inline
+//!     alice:$2y$05$...             # bcrypt ($2y$, $2b$, $2a$)
+//!     bob:$6$rounds=5000$...       # SHA-512-crypt ($6$) or SHA-256-crypt ($5$)
+//!     carol:$apr1$TYu6jVnr$...     # APR1-MD5, as `htpasswd -m` and Gloo write
+//!   htpasswdFile: /etc/authchain/htpasswd   # more users, same format
+//!   apr:                           # Gloo's shape, accepted as it is
+//!     users:
+//!       user: { salt: TYu6jVnr, hashedPassword: wEVL6KLf9B4wQ3ZIXZZhB/ }
+//!   userIdHeader: x-user-id        # optional: the user name to this upstream header
+//!   cache: { maxEntries: 10000, ttl: 5m }   # verified credentials (the defaults)
+//! ```
+//!
+//! A missing, malformed or wrong credential is a 401 with
+//! `WWW-Authenticate: Basic realm="..."`. A verified user goes into
+//! `UserInfo`, into `state.basicAuth.user`, and into `userIdHeader` if set
+//! (declared as an identity header, so client copies are stripped).
+//!
+//! Password hashes are slow on purpose (bcrypt most of all), so verified
+//! credentials are cached: the cache key is a keyed PRF (SipHash with a
+//! random per-instance key, 128 bits) of the user and the password, never
+//! the password itself nor an unkeyed hash of it. Only successes are cached; a miss is verified on Tokio's
+//! blocking pool so it does not stall the request loop, with at most
+//! twice as many verifications at once as there are cores. An unknown
+//! user is verified against another user's hash and denied, so the time
+//! taken does not tell which users exist.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use authchain_core::{
+    Allow, AuthService, AuthorizationRequest, BuildContext, ConfigDuration, Decision, Deny, Error,
+    ExtAuthPlugin, UserInfo, async_trait,
+};
+use base64::Engine as _;
+use http::{HeaderName, HeaderValue, StatusCode};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::util;
+
+/// The step kind this module registers.
+pub const KIND: &str = "basicAuth";
+
+/// The key under which the step writes the user into `state`.
+pub const STATE_KEY: &str = "basicAuth";
+
+/// The `basicAuth` block.
+#[derive(Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BasicConfig {
+    /// The realm (`authchain`).
+    #[serde(default)]
+    pub realm: Option<String>,
+    /// htpasswd lines.
+    #[serde(default)]
+    pub htpasswd: Option<String>,
+    /// A file of htpasswd lines.
+    #[serde(default)]
+    pub htpasswd_file: Option<String>,
+    /// Gloo's `apr` block.
+    #[serde(default)]
+    pub apr: Option<AprConfig>,
+    /// The upstream header that gets the user name.
+    #[serde(default)]
+    pub user_id_header: Option<String>,
+    /// The verification cache.
+    #[serde(default)]
+    pub cache: CacheConfig,
+}
+
+impl std::fmt::Debug for BasicConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Password hashes are not printed: they can be attacked offline.
+        f.debug_struct("BasicConfig")
+            .field("realm", &self.realm)
+            .field("htpasswd", &self.htpasswd.as_ref().map(|_| "<redacted>"))
+            .field("htpasswd_file", &self.htpasswd_file)
+            .field("apr_users", &self.apr.as_ref().map(|a| a.users.len()))
+            .field("user_id_header", &self.user_id_header)
+            .field("cache", &self.cache)
+            .finish()
+    }
+}
+
+/// Gloo's `basicAuth.apr`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AprConfig {
+    /// User name → salt and hash.
+    pub users: std::collections::BTreeMap<String, AprUser>,
+}
+
+/// One user of Gloo's `apr.users`.
+#[derive(Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AprUser {
+    /// The APR1 salt.
+    pub salt: String,
+    /// The APR1 hash, without `$apr1$salt$`.
+    pub hashed_password: String,
+}
+
+impl std::fmt::Debug for AprUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AprUser").finish_non_exhaustive()
+    }
+}
+
+/// The verification cache's bounds.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CacheConfig {
+    /// How many verified credentials to keep (10000; 0 turns the cache off).
+    #[serde(default = "default_entries")]
+    pub max_entries: u64,
+    /// How long one is trusted (5m).
+    #[serde(default = "default_ttl")]
+    pub ttl: ConfigDuration,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            max_entries: default_entries(),
+            ttl: default_ttl(),
+        }
+    }
+}
+
+fn default_entries() -> u64 {
+    10_000
+}
+
+fn default_ttl() -> ConfigDuration {
+    ConfigDuration(Duration::from_secs(300))
+}
+
+/// The plugin for step kind `basicAuth`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BasicPlugin;
+
+impl ExtAuthPlugin for BasicPlugin {
+    type Config = BasicConfig;
+
+    fn name(&self) -> &str {
+        KIND
+    }
+
+    fn build(
+        &self,
+        config: BasicConfig,
+        _: &BuildContext<'_>,
+    ) -> Result<Arc<dyn AuthService>, Error> {
+        Ok(Arc::new(BasicAuth::new(config)?))
+    }
+}
+
+/// A stored password hash, checked at build time.
+#[derive(Debug, Clone)]
+enum Hash {
+    Bcrypt(String),
+    ShaCrypt(String),
+    Apr1 { salt: String, hash: String },
+}
+
+impl Hash {
+    fn parse(hash: &str) -> Result<Hash, String> {
+        if ["$2y$", "$2b$", "$2a$"].iter().any(|p| hash.starts_with(p)) {
+            hash.parse::<bcrypt::HashParts>()
+                .map_err(|_| "malformed bcrypt hash".to_owned())?;
+            return Ok(Hash::Bcrypt(hash.to_owned()));
+        }
+        if hash.starts_with("$5$") || hash.starts_with("$6$") {
+            sha_crypt::PasswordHashRef::new(hash)
+                .map_err(|_| "malformed SHA-crypt hash".to_owned())?;
+            return Ok(Hash::ShaCrypt(hash.to_owned()));
+        }
+        if let Some(rest) = hash.strip_prefix("$apr1$") {
+            let (salt, hash) = rest
+                .split_once('$')
+                .ok_or_else(|| "malformed APR1 hash".to_owned())?;
+            return Hash::apr1(salt, hash);
+        }
+        Err("unsupported hash scheme (expected $2y$, $2b$, $5$, $6$ or $apr1$)".to_owned())
+    }
+
+    fn apr1(salt: &str, hash: &str) -> Result<Hash, String> {
+        let good = |s: &str| s.bytes().all(|b| ITOA64.contains(&b));
+        if salt.is_empty() || salt.len() > 8 || !good(salt) || hash.len() != 22 || !good(hash) {
+            return Err("malformed APR1 salt or hash".to_owned());
+        }
+        Ok(Hash::Apr1 {
+            salt: salt.to_owned(),
+            hash: hash.to_owned(),
+        })
+    }
+
+    /// Whether `password` matches. Slow by design; run off the event loop.
+    fn verify(&self, password: &[u8]) -> bool {
+        match self {
+            Hash::Bcrypt(h) => bcrypt::verify(password, h).unwrap_or(false),
+            Hash::ShaCrypt(h) => {
+                use sha_crypt::PasswordVerifier;
+                sha_crypt::ShaCrypt::default()
+                    .verify_password(password, h.as_str())
+                    .is_ok()
+            }
+            Hash::Apr1 { salt, hash } => {
+                let computed = apr1_crypt(password, salt.as_bytes());
+                util::ct_eq(computed.as_bytes(), hash.as_bytes())
+            }
+        }
+    }
+}
+
+const ITOA64: &[u8; 64] = b"./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
+/// APR1-MD5 (Apache's variant of md5-crypt): the 22-character hash part.
+fn apr1_crypt(password: &[u8], salt: &[u8]) -> String {
+    use md5::{Digest as _, Md5};
+    const MAGIC: &[u8] = b"$apr1$";
+    let salt = &salt[..salt.len().min(8)];
+
+    let mut alt = Md5::new();
+    alt.update(password);
+    alt.update(salt);
+    alt.update(password);
+    let alt = alt.finalize();
+
+    let mut ctx = Md5::new();
+    ctx.update(password);
+    ctx.update(MAGIC);
+    ctx.update(salt);
+    let mut left = password.len();
+    while left > 0 {
+        let n = left.min(16);
+        ctx.update(&alt[..n]);
+        left -= n;
+    }
+    let mut i = password.len();
+    while i > 0 {
+        if i & 1 == 1 {
+            ctx.update([0u8]);
+        } else {
+            ctx.update(&password[..1]);
+        }
+        i >>= 1;
+    }
+    let mut fin = [0u8; 16];
+    fin.copy_from_slice(&ctx.finalize());
+
+    for round in 0..1000 {
+        let mut c = Md5::new();
+        if round & 1 == 1 {
+            c.update(password);
+        } else {
+            c.update(fin);
+        }
+        if round % 3 != 0 {
+            c.update(salt);
+        }
+        if round % 7 != 0 {
+            c.update(password);
+        }
+        if round & 1 == 1 {
+            c.update(fin);
+        } else {
+            c.update(password);
+        }
+        fin.copy_from_slice(&c.finalize());
+    }
+
+    let mut out = String::with_capacity(22);
+    let mut to64 = |mut v: u32, n: usize| {
+        for _ in 0..n {
+            out.push(ITOA64[(v & 0x3f) as usize] as char);
+            v >>= 6;
+        }
+    };
+    let b = |i: usize| u32::from(fin[i]);
+    to64((b(0) << 16) | (b(6) << 8) | b(12), 4);
+    to64((b(1) << 16) | (b(7) << 8) | b(13), 4);
+    to64((b(2) << 16) | (b(8) << 8) | b(14), 4);
+    to64((b(3) << 16) | (b(9) << 8) | b(15), 4);
+    to64((b(4) << 16) | (b(10) << 8) | b(5), 4);
+    to64(b(11), 2);
+    out
+}
+
+/// The `basicAuth` step.
+pub struct BasicAuth {
+    users: HashMap<String, Arc<Hash>>,
+    /// Verified against when the user is unknown, so that the time taken
+    /// does not tell which users exist.
+    decoy: Arc<Hash>,
+    challenge: HeaderValue,
+    user_id_header: Option<HeaderName>,
+    cache: Option<moka::sync::Cache<u128, Arc<str>>>,
+    prf: util::Prf,
+    /// Bounds the hash verifications running at once, so that a flood of
+    /// wrong passwords queues instead of filling the blocking pool.
+    verifying: Arc<tokio::sync::Semaphore>,
+}
+
+impl std::fmt::Debug for BasicAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BasicAuth")
+            .field("users", &self.users.len())
+            .field("challenge", &self.challenge)
+            .field("user_id_header", &self.user_id_header)
+            .field("cache", &self.cache.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl BasicAuth {
+    /// Builds the step from its config; reads `htpasswdFile`.
+    pub fn new(config: BasicConfig) -> Result<Self, Error> {
+        let mut users = HashMap::new();
+        let mut add = |text: &str, place: &str| -> Result<(), Error> {
+            for (n, line) in text.lines().enumerate() {
+                let line = line.trim();
+                if line.is_empty() || line.starts_with('#') {
+                    continue;
+                }
+                let fail = |m: &str| Error::config(format!("line {}: {m}", n + 1)).at(place);
+                let (user, hash) = line
+                    .split_once(':')
+                    .ok_or_else(|| fail("expected `user:hash`"))?;
+                if user.is_empty() {
+                    return Err(fail("empty user name"));
+                }
+                let hash = Hash::parse(hash).map_err(|m| fail(&m))?;
+                if users.insert(user.to_owned(), Arc::new(hash)).is_some() {
+                    return Err(fail("the same user is listed twice"));
+                }
+            }
+            Ok(())
+        };
+        if let Some(text) = &config.htpasswd {
+            add(text, "htpasswd")?;
+        }
+        if let Some(file) = &config.htpasswd_file {
+            add(&util::read_file(file, "htpasswdFile")?, "htpasswdFile")?;
+        }
+        if let Some(apr) = config.apr {
+            for (user, entry) in apr.users {
+                let at = format!("apr.users.{user}");
+                let hash = Hash::apr1(&entry.salt, &entry.hashed_password)
+                    .map_err(|m| Error::config(m).at(&at))?;
+                if users.insert(user, Arc::new(hash)).is_some() {
+                    return Err(Error::config("the same user is listed twice").at(at));
+                }
+            }
+        }
+        let Some(decoy) = users.values().next().cloned() else {
+            return Err(Error::config(
+                "no users: set `htpasswd`, `htpasswdFile` or `apr.users`",
+            ));
+        };
+        let realm = config.realm.as_deref().unwrap_or("authchain");
+        if realm.contains(['"', '\\']) {
+            return Err(Error::config("a realm cannot contain `\"` or `\\`").at("realm"));
+        }
+        let challenge = util::header_value(
+            &format!("Basic realm=\"{realm}\", charset=\"UTF-8\""),
+            "realm",
+        )?;
+        let user_id_header = config
+            .user_id_header
+            .as_deref()
+            .map(|h| util::header_name(h, "userIdHeader"))
+            .transpose()?;
+        let cache = (config.cache.max_entries > 0).then(|| {
+            moka::sync::Cache::builder()
+                .max_capacity(config.cache.max_entries)
+                .time_to_live(config.cache.ttl.0)
+                .build()
+        });
+        Ok(BasicAuth {
+            users,
+            decoy,
+            challenge,
+            user_id_header,
+            cache,
+            prf: util::Prf::new(),
+            verifying: Arc::new(tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get() * 2),
+            )),
+        })
+    }
+
+    /// Whether the cache holds a verified `user` with `password` (for
+    /// diagnostics and tests).
+    pub fn is_cached(&self, user: &str, password: &[u8]) -> bool {
+        let key = self.cache_key(user, password);
+        self.cache.as_ref().is_some_and(|c| c.contains_key(&key))
+    }
+
+    fn challenge(&self) -> Decision {
+        Deny::new(StatusCode::UNAUTHORIZED)
+            .header(http::header::WWW_AUTHENTICATE, self.challenge.clone())
+            .into()
+    }
+
+    fn cache_key(&self, user: &str, password: &[u8]) -> u128 {
+        self.prf.hash(&[user.as_bytes(), password])
+    }
+
+    fn allow(&self, request: &mut AuthorizationRequest, user: &str) -> Decision {
+        request
+            .state
+            .insert(STATE_KEY.to_owned(), json!({ "user": user }));
+        let mut allow = Allow::new().user(UserInfo::new(user));
+        if let Some(header) = &self.user_id_header {
+            match HeaderValue::try_from(user) {
+                Ok(v) => allow = allow.set_header(header.clone(), v),
+                // A user name that cannot be a header value cannot be
+                // forwarded: deny rather than let it through unnamed.
+                Err(_) => return Decision::unauthorized(),
+            }
+        }
+        allow.into()
+    }
+
+    /// The decoded `user:password` of an `Authorization: Basic` header,
+    /// and where the colon is.
+    fn credentials(request: &AuthorizationRequest) -> Option<(Vec<u8>, usize)> {
+        let encoded =
+            util::scheme_credential(request, &http::header::AUTHORIZATION, "Basic ").ok()??;
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .ok()?;
+        let colon = decoded.iter().position(|b| *b == b':')?;
+        Some((decoded, colon))
+    }
+}
+
+#[async_trait]
+impl AuthService for BasicAuth {
+    async fn authorize(&self, request: &mut AuthorizationRequest) -> Result<Decision, Error> {
+        let Some((decoded, colon)) = Self::credentials(request) else {
+            return Ok(self.challenge());
+        };
+        let (user, password) = (&decoded[..colon], &decoded[colon + 1..]);
+        let Ok(user) = std::str::from_utf8(user) else {
+            return Ok(self.challenge());
+        };
+        if user.is_empty() {
+            return Ok(self.challenge());
+        }
+        let key = self.cache_key(user, password);
+        if let Some(cache) = &self.cache
+            && let Some(cached) = cache.get(&key)
+            && *cached == *user
+        {
+            return Ok(self.allow(request, user));
+        }
+        let password = password.to_vec();
+        let (hash, known) = match self.users.get(user) {
+            Some(h) => (h.clone(), true),
+            None => (self.decoy.clone(), false),
+        };
+        let permit = self
+            .verifying
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(Error::step)?;
+        let ok = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            hash.verify(&password)
+        })
+        .await
+        .map_err(Error::step)?;
+        if !(ok && known) {
+            return Ok(self.challenge());
+        }
+        if let Some(cache) = &self.cache {
+            cache.insert(key, Arc::from(user));
+        }
+        Ok(self.allow(request, user))
+    }
+
+    fn identity_headers(&self) -> Vec<HeaderName> {
+        self.user_id_header.iter().cloned().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn apr1_matches_openssl() {
+        // openssl passwd -apr1 -salt TYu6jVnr password
+        assert_eq!(
+            apr1_crypt(b"password", b"TYu6jVnr"),
+            "ZMc4.dAY/srWCwfeAr0sc1"
+        );
+        assert_eq!(apr1_crypt(b"secret", b"TYu6jVnr"), "kTRa.30dcMNrEaZSk7tV0.");
+        let h = Hash::parse("$apr1$TYu6jVnr$ZMc4.dAY/srWCwfeAr0sc1").unwrap();
+        assert!(h.verify(b"password"));
+        assert!(!h.verify(b"Password"));
+        let h = Hash::parse("$5$saltsalt$gOjOtoMpVhru2uyjeJSEc/JaLQWOXMNmlOnj6T4AtC.").unwrap();
+        assert!(h.verify(b"password"));
+        assert!(!h.verify(b"passwor"));
+    }
+
+    #[test]
+    fn hashes_parse_or_say_why_not() {
+        assert!(Hash::parse("{SHA}abc").is_err());
+        assert!(Hash::parse("$2y$05$short").is_err());
+        assert!(Hash::parse("$apr1$salt").is_err());
+        assert!(Hash::parse("$apr1$TYu6jVnr$ZMc4.dAY/srWCwfeAr0sc1").is_ok());
+        assert!(Hash::parse("$6$saltsalt$nope!").is_err());
+    }
+}

@@ -1,0 +1,805 @@
+//! `jwt`: a request must carry a JWT signed by a key of a JWKS.
+//!
+//! ```yaml
+//! jwt:
+//!   issuer: https://issuer.example.com      # the `iss` a token must have (optional)
+//!   audiences: [ratings]                    # one of these in `aud` (optional)
+//!   algorithms: [RS256, ES256]              # accepted `alg`s (default: any the keys support)
+//!   leeway: 60s                             # clock skew allowed for exp / nbf (60s)
+//!   jwks:
+//!     local:                                # a JWKS document, inline or from a file
+//!       key: '{"keys": [{"kty": "RSA", "kid": "k1", "n": "...", "e": "AQAB"}]}'
+//!       # file: /etc/authchain/jwks.json
+//!     remote:                               # and/or fetched over HTTP
+//!       url: http://keys.internal:8080/.well-known/jwks.json
+//!       refreshInterval: 5m                 # scheduled refresh (5m)
+//!       minRefreshInterval: 30s             # bound on refreshes for an unknown `kid` (30s)
+//!       timeout: 5s                         # per fetch, connect included (5s)
+//!   tokenSource:                            # where the token is (default: Authorization: Bearer)
+//!     headers: [{ header: authorization, prefix: "Bearer " }]
+//!     cookies: [access_token]
+//!   claimsToHeaders:                        # claims copied to upstream headers
+//!   - { claim: sub, header: x-user-id }
+//!   - { claim: org.id, header: x-org }      # a dotted path reaches into objects
+//!   userIdClaim: sub                        # the claim naming the user (sub)
+//!   realm: ratings                          # in `WWW-Authenticate: Bearer realm="..."`
+//! ```
+//!
+//! A missing token is a 401 with `WWW-Authenticate: Bearer realm="..."`;
+//! a malformed, unverifiable, expired or otherwise invalid one a 401 with
+//! `error="invalid_token"` added. On success the claims go into
+//! `state.jwt` for later steps (an `opaAuth` policy reads them as
+//! `input.state.jwt`), the user into `UserInfo`, and the chosen claims
+//! into their headers (declared as identity headers, so the chain strips
+//! client-sent copies).
+//!
+//! A remote JWKS is fetched when the step starts (a failure stops the new
+//! config from going live), refreshed every `refreshInterval`, and
+//! refreshed early when a token names a `kid` the step does not know, at
+//! most once per `minRefreshInterval`. `https://` URLs are verified
+//! against the system's roots (Mozilla's where the system has none).
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use authchain_core::{
+    Allow, AuthService, AuthorizationRequest, BuildContext, ConfigDuration, Decision, Deny, Error,
+    ExtAuthPlugin, Lifecycle, UserInfo, async_trait,
+};
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, StatusCode, Uri};
+use http_body_util::{BodyExt, Empty, Limited};
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, PublicKeyUse};
+use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, Validation};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use crate::util;
+
+/// The step kind this module registers.
+pub const KIND: &str = "jwt";
+
+/// The key under which the step writes the token's claims into `state`.
+pub const STATE_KEY: &str = "jwt";
+
+/// The largest JWKS document a remote fetch accepts.
+const MAX_JWKS_BYTES: usize = 1 << 20;
+
+/// The `jwt` block.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct JwtConfig {
+    /// The `iss` tokens must have.
+    #[serde(default)]
+    pub issuer: Option<String>,
+    /// Accepted `aud` values.
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    /// Accepted algorithms (default: any the keys support).
+    #[serde(default)]
+    pub algorithms: Vec<String>,
+    /// Clock skew allowed for `exp` and `nbf` (60s).
+    #[serde(default)]
+    pub leeway: Option<ConfigDuration>,
+    /// Where the keys come from.
+    pub jwks: JwksConfig,
+    /// Where the token comes from.
+    #[serde(default)]
+    pub token_source: Option<TokenSourceConfig>,
+    /// Claims copied to upstream headers.
+    #[serde(default)]
+    pub claims_to_headers: Vec<ClaimToHeader>,
+    /// The claim naming the user (`sub`).
+    #[serde(default)]
+    pub user_id_claim: Option<String>,
+    /// The realm of `WWW-Authenticate` (`authchain`).
+    #[serde(default)]
+    pub realm: Option<String>,
+}
+
+/// `jwks`: local and/or remote keys.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct JwksConfig {
+    /// A JWKS in the config or a file.
+    #[serde(default)]
+    pub local: Option<LocalJwks>,
+    /// A JWKS fetched over HTTP.
+    #[serde(default)]
+    pub remote: Option<RemoteJwks>,
+}
+
+/// `jwks.local`: exactly one of `key` and `file`.
+#[derive(Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LocalJwks {
+    /// The JWKS document (JSON text).
+    #[serde(default)]
+    pub key: Option<String>,
+    /// A file holding the JWKS document.
+    #[serde(default)]
+    pub file: Option<String>,
+}
+
+impl std::fmt::Debug for LocalJwks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // A JWKS may hold HMAC secrets (`kty: oct`).
+        f.debug_struct("LocalJwks")
+            .field("key", &self.key.as_ref().map(|_| "<redacted>"))
+            .field("file", &self.file)
+            .finish()
+    }
+}
+
+/// `jwks.remote`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RemoteJwks {
+    /// The `http://` or `https://` URL of the JWKS document.
+    pub url: String,
+    /// Scheduled refresh period (5m).
+    #[serde(default)]
+    pub refresh_interval: Option<ConfigDuration>,
+    /// Least time between refreshes caused by unknown `kid`s (30s).
+    #[serde(default)]
+    pub min_refresh_interval: Option<ConfigDuration>,
+    /// Time limit of one fetch (5s).
+    #[serde(default)]
+    pub timeout: Option<ConfigDuration>,
+}
+
+/// `tokenSource`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TokenSourceConfig {
+    /// Headers, tried in order.
+    #[serde(default)]
+    pub headers: Vec<HeaderSource>,
+    /// Cookies, tried after the headers.
+    #[serde(default)]
+    pub cookies: Vec<String>,
+}
+
+/// A header that carries the token.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HeaderSource {
+    /// The header name.
+    pub header: String,
+    /// A prefix before the token (`Bearer `), compared case-insensitively.
+    #[serde(default)]
+    pub prefix: Option<String>,
+}
+
+/// One entry of `claimsToHeaders`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ClaimToHeader {
+    /// The claim (a dotted path for nested objects).
+    pub claim: String,
+    /// The upstream header.
+    pub header: String,
+}
+
+/// The plugin for step kind `jwt`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct JwtPlugin;
+
+impl ExtAuthPlugin for JwtPlugin {
+    type Config = JwtConfig;
+
+    fn name(&self) -> &str {
+        KIND
+    }
+
+    fn build(
+        &self,
+        config: JwtConfig,
+        _: &BuildContext<'_>,
+    ) -> Result<Arc<dyn AuthService>, Error> {
+        Ok(Arc::new(JwtAuth::new(config)?))
+    }
+}
+
+/// A verification key and the algorithms it may be used with.
+struct Key {
+    kid: Option<String>,
+    algorithms: Vec<Algorithm>,
+    key: DecodingKey,
+}
+
+#[derive(Default)]
+struct KeySet {
+    keys: Vec<Key>,
+    by_kid: HashMap<String, Vec<usize>>,
+}
+
+impl KeySet {
+    fn new(keys: Vec<Key>) -> Self {
+        let mut by_kid: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, k) in keys.iter().enumerate() {
+            if let Some(kid) = &k.kid {
+                by_kid.entry(kid.clone()).or_default().push(i);
+            }
+        }
+        KeySet { keys, by_kid }
+    }
+
+    /// Keys for a token's `kid` and `alg`: those with the `kid`, or every
+    /// key when the token names none.
+    fn candidates(&self, kid: Option<&str>, alg: Algorithm) -> Vec<&Key> {
+        let usable = |k: &&Key| k.algorithms.contains(&alg);
+        match kid {
+            Some(kid) => self
+                .by_kid
+                .get(kid)
+                .map(|ix| ix.iter().map(|i| &self.keys[*i]).filter(usable).collect())
+                .unwrap_or_default(),
+            None => self.keys.iter().filter(usable).collect(),
+        }
+    }
+}
+
+/// The algorithms a JWK can verify, limited to `allowed`.
+fn key_algorithms(jwk: &Jwk, allowed: &[Algorithm]) -> Vec<Algorithm> {
+    use Algorithm::*;
+    let by_type: Vec<Algorithm> = match &jwk.algorithm {
+        AlgorithmParameters::RSA(_) => vec![RS256, RS384, RS512, PS256, PS384, PS512],
+        AlgorithmParameters::EllipticCurve(p) => match p.curve {
+            EllipticCurve::P256 => vec![ES256],
+            EllipticCurve::P384 => vec![ES384],
+            _ => vec![],
+        },
+        AlgorithmParameters::OctetKeyPair(p) => match p.curve {
+            EllipticCurve::Ed25519 => vec![EdDSA],
+            _ => vec![],
+        },
+        AlgorithmParameters::OctetKey(_) => vec![HS256, HS384, HS512],
+        _ => vec![],
+    };
+    let declared = jwk
+        .common
+        .key_algorithm
+        .and_then(|a| Algorithm::from_str(&a.to_string()).ok());
+    by_type
+        .into_iter()
+        .filter(|a| declared.is_none_or(|d| d == *a))
+        .filter(|a| allowed.contains(a))
+        .collect()
+}
+
+/// Parses a JWKS document into keys. Keys of unknown types, for
+/// encryption, or outside `allowed`, are skipped. The error says what is
+/// wrong without quoting the document.
+fn parse_jwks(text: &[u8], allowed: &[Algorithm]) -> Result<Vec<Key>, String> {
+    #[derive(Deserialize)]
+    struct Doc {
+        keys: Vec<Value>,
+    }
+    let doc: Doc = serde_json::from_slice(text).map_err(|e| {
+        format!(
+            "not a JWKS document (line {} column {})",
+            e.line(),
+            e.column()
+        )
+    })?;
+    let mut keys = Vec::new();
+    let total = doc.keys.len();
+    for value in doc.keys {
+        let Ok(jwk) = serde_json::from_value::<Jwk>(value) else {
+            continue;
+        };
+        if matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption)) {
+            continue;
+        }
+        let algorithms = key_algorithms(&jwk, allowed);
+        if algorithms.is_empty() {
+            continue;
+        }
+        let Ok(key) = DecodingKey::from_jwk(&jwk) else {
+            continue;
+        };
+        keys.push(Key {
+            kid: jwk.common.key_id.clone(),
+            algorithms,
+            key,
+        });
+    }
+    if keys.is_empty() {
+        return Err(format!("no usable key among the {total} keys of the JWKS"));
+    }
+    Ok(keys)
+}
+
+/// Where a token is read from.
+#[derive(Debug, Clone)]
+enum Source {
+    Header(HeaderName, String),
+    Cookie(String),
+}
+
+/// A remote JWKS and its client.
+struct Remote {
+    uri: Uri,
+    refresh: Duration,
+    min_refresh: Duration,
+    timeout: Duration,
+    client: hyper_util::client::legacy::Client<
+        hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+        Empty<Bytes>,
+    >,
+    /// When the last fetch started; held during a fetch so that concurrent
+    /// refreshes coalesce.
+    last_fetch: tokio::sync::Mutex<Option<Instant>>,
+}
+
+impl Remote {
+    async fn fetch(&self, allowed: &[Algorithm]) -> Result<Vec<Key>, String> {
+        let work = async {
+            let response = self
+                .client
+                .get(self.uri.clone())
+                .await
+                .map_err(|e| format!("cannot fetch the JWKS: {e}"))?;
+            if !response.status().is_success() {
+                return Err(format!("the JWKS URL answered {}", response.status()));
+            }
+            let body = Limited::new(response.into_body(), MAX_JWKS_BYTES)
+                .collect()
+                .await
+                .map_err(|e| format!("cannot read the JWKS: {e}"))?
+                .to_bytes();
+            parse_jwks(&body, allowed)
+        };
+        match tokio::time::timeout(self.timeout, work).await {
+            Ok(result) => result,
+            Err(_) => Err(format!(
+                "fetching the JWKS took more than {:?}",
+                self.timeout
+            )),
+        }
+    }
+}
+
+struct Shared {
+    local: Vec<Arc<Key>>,
+    remote: Option<Remote>,
+    keys: ArcSwap<KeySet>,
+    allowed: Vec<Algorithm>,
+}
+
+impl Shared {
+    /// Fetches the remote JWKS and makes it current with the local keys.
+    async fn refresh(&self, remote: &Remote) -> Result<(), String> {
+        let fetched = remote.fetch(&self.allowed).await?;
+        let mut keys: Vec<Key> = self
+            .local
+            .iter()
+            .map(|k| Key {
+                kid: k.kid.clone(),
+                algorithms: k.algorithms.clone(),
+                key: k.key.clone(),
+            })
+            .collect();
+        keys.extend(fetched);
+        self.keys.store(Arc::new(KeySet::new(keys)));
+        Ok(())
+    }
+
+    /// A refresh, unless one started less than `min` ago (`None`: always).
+    async fn refresh_bounded(&self, min: Option<Duration>) {
+        let Some(remote) = &self.remote else {
+            return;
+        };
+        let mut last = remote.last_fetch.lock().await;
+        if let (Some(min), Some(at)) = (min, *last)
+            && at.elapsed() < min
+        {
+            return;
+        }
+        *last = Some(Instant::now());
+        if let Err(e) = self.refresh(remote).await {
+            tracing::warn!(error = %e, "jwt: JWKS refresh failed; keeping the keys we have");
+        }
+    }
+}
+
+/// The `jwt` step.
+pub struct JwtAuth {
+    shared: Arc<Shared>,
+    /// One validation per key family: jsonwebtoken wants every algorithm
+    /// of a validation to fit the key.
+    validations: Vec<(AlgorithmFamily, Validation)>,
+    sources: Vec<Source>,
+    claims_to_headers: Vec<(Vec<String>, HeaderName)>,
+    user_id_claim: String,
+    challenge: HeaderValue,
+    invalid: HeaderValue,
+}
+
+impl std::fmt::Debug for JwtAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwtAuth")
+            .field("keys", &self.shared.keys.load().keys.len())
+            .field("algorithms", &self.shared.allowed)
+            .field("sources", &self.sources)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a token was rejected, in words that quote nothing of it.
+fn reason(kind: &jsonwebtoken::errors::ErrorKind) -> &'static str {
+    use jsonwebtoken::errors::ErrorKind as K;
+    match kind {
+        K::InvalidSignature => "bad signature",
+        K::ExpiredSignature => "expired",
+        K::ImmatureSignature => "not yet valid (nbf)",
+        K::InvalidIssuer => "wrong issuer",
+        K::InvalidAudience => "wrong audience",
+        K::MissingRequiredClaim(_) => "missing a required claim",
+        K::InvalidAlgorithm => "algorithm does not fit the key",
+        _ => "malformed token or key",
+    }
+}
+
+/// An HTTP and HTTPS connector with a connect timeout. TLS uses rustls
+/// with the aws-lc-rs provider, named explicitly so that another crate's
+/// choice of provider cannot change it; roots are the system's, or
+/// Mozilla's (webpki-roots) where the system has none.
+fn https_connector(
+    timeout: Duration,
+) -> Result<hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>, Error>
+{
+    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(timeout));
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let builder = match hyper_rustls::HttpsConnectorBuilder::new()
+        .with_provider_and_native_roots(provider.clone())
+    {
+        Ok(b) => b,
+        Err(_) => hyper_rustls::HttpsConnectorBuilder::new()
+            .with_provider_and_webpki_roots(provider)
+            .map_err(Error::build)?,
+    };
+    Ok(builder.https_or_http().enable_http1().wrap_connector(http))
+}
+
+fn duration(d: Option<ConfigDuration>, default: Duration) -> Duration {
+    d.map_or(default, |d| d.0)
+}
+
+impl JwtAuth {
+    /// Builds the step from its config; reads a local JWKS file. A remote
+    /// JWKS is fetched by [`AuthService::start`].
+    pub fn new(config: JwtConfig) -> Result<Self, Error> {
+        use Algorithm::*;
+        let allowed: Vec<Algorithm> = if config.algorithms.is_empty() {
+            vec![
+                RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA, HS256, HS384, HS512,
+            ]
+        } else {
+            let mut out = Vec::new();
+            for (i, a) in config.algorithms.iter().enumerate() {
+                out.push(Algorithm::from_str(a).map_err(|_| {
+                    Error::config("unknown algorithm (expected RS256, ES256, EdDSA, HS256, ...)")
+                        .at(format!("algorithms[{i}]"))
+                })?);
+            }
+            out
+        };
+        let mut local = Vec::new();
+        if let Some(l) = &config.jwks.local {
+            let (text, at) = match (&l.key, &l.file) {
+                (Some(k), None) => (k.clone(), "jwks.local.key"),
+                (None, Some(f)) => (util::read_file(f, "jwks.local.file")?, "jwks.local.file"),
+                _ => {
+                    return Err(
+                        Error::config("expected exactly one of `key` and `file`").at("jwks.local")
+                    );
+                }
+            };
+            local = parse_jwks(text.as_bytes(), &allowed)
+                .map_err(|m| Error::config(m).at(at))?
+                .into_iter()
+                .map(Arc::new)
+                .collect();
+        }
+        let remote = match &config.jwks.remote {
+            None => None,
+            Some(r) => {
+                let uri: Uri = r
+                    .url
+                    .parse()
+                    .map_err(|_| Error::config("not a valid URL").at("jwks.remote.url"))?;
+                match uri.scheme_str() {
+                    Some("http" | "https") if uri.host().is_some() => {}
+                    _ => {
+                        return Err(
+                            Error::config("expected an absolute http:// or https:// URL")
+                                .at("jwks.remote.url"),
+                        );
+                    }
+                }
+                let timeout = duration(r.timeout, Duration::from_secs(5));
+                if timeout.is_zero() {
+                    return Err(
+                        Error::config("expected a positive duration").at("jwks.remote.timeout")
+                    );
+                }
+                let refresh = duration(r.refresh_interval, Duration::from_secs(300));
+                if refresh < Duration::from_secs(1) {
+                    return Err(
+                        Error::config("expected at least 1s").at("jwks.remote.refreshInterval")
+                    );
+                }
+                let client = hyper_util::client::legacy::Client::builder(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .build(https_connector(timeout)?);
+                Some(Remote {
+                    uri,
+                    refresh,
+                    min_refresh: duration(r.min_refresh_interval, Duration::from_secs(30)),
+                    timeout,
+                    client,
+                    last_fetch: tokio::sync::Mutex::new(None),
+                })
+            }
+        };
+        if local.is_empty() && remote.is_none() {
+            return Err(Error::config("expected `local` or `remote` keys").at("jwks"));
+        }
+
+        let mut validation = Validation::new(allowed[0]);
+        validation.algorithms = allowed.clone();
+        validation.leeway = duration(config.leeway, Duration::from_secs(60)).as_secs();
+        validation.validate_nbf = true;
+        let mut required = vec!["exp"];
+        if let Some(iss) = &config.issuer {
+            validation.set_issuer(&[iss]);
+            required.push("iss");
+        }
+        if config.audiences.is_empty() {
+            validation.validate_aud = false;
+        } else {
+            validation.set_audience(&config.audiences);
+            required.push("aud");
+        }
+        validation.set_required_spec_claims(&required);
+        let validations = [
+            AlgorithmFamily::Rsa,
+            AlgorithmFamily::Ec,
+            AlgorithmFamily::Ed,
+            AlgorithmFamily::Hmac,
+        ]
+        .into_iter()
+        .filter_map(|family| {
+            let algorithms: Vec<Algorithm> = allowed
+                .iter()
+                .copied()
+                .filter(|a| a.family() == family)
+                .collect();
+            (!algorithms.is_empty()).then(|| {
+                let mut v = validation.clone();
+                v.algorithms = algorithms;
+                (family, v)
+            })
+        })
+        .collect();
+
+        let sources = match config.token_source {
+            None => vec![Source::Header(
+                http::header::AUTHORIZATION,
+                "Bearer ".to_owned(),
+            )],
+            Some(ts) => {
+                let mut out = Vec::new();
+                for (i, h) in ts.headers.iter().enumerate() {
+                    let name =
+                        util::header_name(&h.header, &format!("tokenSource.headers[{i}].header"))?;
+                    out.push(Source::Header(name, h.prefix.clone().unwrap_or_default()));
+                }
+                out.extend(ts.cookies.into_iter().map(Source::Cookie));
+                if out.is_empty() {
+                    return Err(
+                        Error::config("expected at least one header or cookie").at("tokenSource")
+                    );
+                }
+                out
+            }
+        };
+        let mut claims_to_headers = Vec::new();
+        for (i, c) in config.claims_to_headers.iter().enumerate() {
+            let header = util::header_name(&c.header, &format!("claimsToHeaders[{i}].header"))?;
+            if c.claim.is_empty() {
+                return Err(Error::config("expected a claim name")
+                    .at(format!("claimsToHeaders[{i}].claim")));
+            }
+            claims_to_headers.push((c.claim.split('.').map(str::to_owned).collect(), header));
+        }
+        let realm = config.realm.as_deref().unwrap_or("authchain");
+        if realm.contains(['"', '\\']) {
+            return Err(Error::config("a realm cannot contain `\"` or `\\`").at("realm"));
+        }
+        let challenge = util::header_value(&format!("Bearer realm=\"{realm}\""), "realm")?;
+        let invalid = util::header_value(
+            &format!("Bearer realm=\"{realm}\", error=\"invalid_token\""),
+            "realm",
+        )?;
+        let keys = KeySet::new(
+            local
+                .iter()
+                .map(|k| Key {
+                    kid: k.kid.clone(),
+                    algorithms: k.algorithms.clone(),
+                    key: k.key.clone(),
+                })
+                .collect(),
+        );
+        Ok(JwtAuth {
+            shared: Arc::new(Shared {
+                local,
+                remote,
+                keys: ArcSwap::from_pointee(keys),
+                allowed,
+            }),
+            validations,
+            sources,
+            claims_to_headers,
+            user_id_claim: config.user_id_claim.unwrap_or_else(|| "sub".to_owned()),
+            challenge,
+            invalid,
+        })
+    }
+
+    fn deny(&self, invalid: bool) -> Decision {
+        let value = if invalid {
+            &self.invalid
+        } else {
+            &self.challenge
+        };
+        Deny::new(StatusCode::UNAUTHORIZED)
+            .header(http::header::WWW_AUTHENTICATE, value.clone())
+            .into()
+    }
+
+    /// The token, from the first source present. `Err(())`: a source is
+    /// present but unusable.
+    fn token<'a>(&self, request: &'a AuthorizationRequest) -> Result<Option<&'a str>, ()> {
+        for source in &self.sources {
+            let found = match source {
+                Source::Header(name, prefix) => util::scheme_credential(request, name, prefix)?,
+                Source::Cookie(name) => util::cookie(request, name)?,
+            };
+            if let Some(token) = found {
+                if token.is_empty() || token.len() > util::MAX_CREDENTIAL_LEN {
+                    return Err(());
+                }
+                return Ok(Some(token));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Verifies a token against the current keys.
+    fn verify(
+        &self,
+        token: &str,
+        kid: Option<&str>,
+        alg: Algorithm,
+    ) -> Option<Result<Map<String, Value>, jsonwebtoken::errors::Error>> {
+        let keys = self.shared.keys.load();
+        let candidates = keys.candidates(kid, alg);
+        let mut last = None;
+        for key in candidates {
+            let family = key.key.family();
+            let Some((_, validation)) = self.validations.iter().find(|(f, _)| *f == family) else {
+                continue;
+            };
+            match jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, validation) {
+                Ok(data) => return Some(Ok(data.claims)),
+                Err(e) => last = Some(Err(e)),
+            }
+        }
+        last
+    }
+
+    fn allow(&self, request: &mut AuthorizationRequest, claims: Map<String, Value>) -> Decision {
+        let mut allow = Allow::new();
+        for (path, header) in &self.claims_to_headers {
+            let mut value = claims.get(&path[0]);
+            for part in &path[1..] {
+                value = value.and_then(|v| v.get(part));
+            }
+            if let Some(v) = value.and_then(util::json_header_value) {
+                allow = allow.set_header(header.clone(), v);
+            }
+        }
+        if let Some(Value::String(user)) = claims.get(&self.user_id_claim) {
+            // The claims themselves are in `state.jwt`; not copied again here.
+            allow = allow.user(UserInfo::new(user.clone()));
+        }
+        request
+            .state
+            .insert(STATE_KEY.to_owned(), Value::Object(claims));
+        allow.into()
+    }
+}
+
+#[async_trait]
+impl AuthService for JwtAuth {
+    async fn start(&self, lifecycle: Lifecycle) -> Result<(), Error> {
+        let Some(remote) = &self.shared.remote else {
+            return Ok(());
+        };
+        {
+            let mut last = remote.last_fetch.lock().await;
+            *last = Some(Instant::now());
+            self.shared
+                .refresh(remote)
+                .await
+                .map_err(|m| Error::start(m).at("jwks.remote"))?;
+        }
+        let shared = self.shared.clone();
+        let period = remote.refresh;
+        tokio::spawn(async move {
+            let token = lifecycle.token().clone();
+            loop {
+                tokio::select! {
+                    _ = token.cancelled() => break,
+                    _ = tokio::time::sleep(period) => shared.refresh_bounded(None).await,
+                }
+            }
+        });
+        Ok(())
+    }
+
+    async fn authorize(&self, request: &mut AuthorizationRequest) -> Result<Decision, Error> {
+        let token = match self.token(request) {
+            Ok(Some(t)) => t,
+            Ok(None) => return Ok(self.deny(false)),
+            Err(()) => return Ok(self.deny(true)),
+        };
+        let Ok(header) = jsonwebtoken::decode_header(token) else {
+            return Ok(self.deny(true));
+        };
+        if !self.shared.allowed.contains(&header.alg) {
+            return Ok(self.deny(true));
+        }
+        let kid = header.kid.as_deref();
+        let mut result = self.verify(token, kid, header.alg);
+        if result.is_none()
+            && kid.is_some()
+            && let Some(remote) = &self.shared.remote
+        {
+            // An unknown kid: the keys may have rotated.
+            self.shared.refresh_bounded(Some(remote.min_refresh)).await;
+            result = self.verify(token, kid, header.alg);
+        }
+        match result {
+            Some(Ok(claims)) => {
+                // The token's text is not needed past this point.
+                Ok(self.allow(request, claims))
+            }
+            Some(Err(e)) => {
+                tracing::debug!(reason = reason(e.kind()), "jwt: token rejected");
+                Ok(self.deny(true))
+            }
+            None => {
+                tracing::debug!("jwt: no key for the token's kid and alg");
+                Ok(self.deny(true))
+            }
+        }
+    }
+
+    fn identity_headers(&self) -> Vec<HeaderName> {
+        self.claims_to_headers
+            .iter()
+            .map(|(_, h)| h.clone())
+            .collect()
+    }
+}

@@ -1,0 +1,500 @@
+//! `opaAuth`: a Rego policy decides, evaluated in process by regorus.
+//!
+//! ```yaml
+//! opaAuth:
+//!   query: data.envoy.authz.allow    # the rule to evaluate (Gloo's `... == true` is accepted)
+//!   modules:                         # Rego sources, by file name
+//!     policy.rego: |
+//!       package envoy.authz
+//!       import rego.v1
+//!       default allow := false
+//!       allow if input.attributes.request.http.method == "GET"
+//!   moduleFiles: [/etc/authchain/extra.rego]
+//!   data:                            # the `data` document (besides the policies)
+//!     admins: [alice]
+//!   allowedUpstreamHeaders: [x-role] # headers a policy result may set upstream
+//!   evalTimeout: 100ms               # time limit of one evaluation (100ms)
+//! ```
+//!
+//! # The input
+//!
+//! Both shapes are given, so policies written for OPA-Envoy run unchanged
+//! (where regorus has the builtins they use):
+//!
+//! | `input.` | value |
+//! |---|---|
+//! | `method`, `path`, `host`, `scheme`, `headers` | the request; `path` with its query, header names lower case, values of one name joined with `, ` |
+//! | `state` | the chain's state (`input.state.jwt.sub` after a `jwt` step) |
+//! | `context` | Envoy `context_extensions` |
+//! | `attributes.request.http.{method, path, host, scheme, protocol, id, headers, body}` | as OPA-Envoy gives them |
+//! | `attributes.source.address.socketAddress.{address, portValue}`, `attributes.source.principal` | the peer |
+//! | `attributes.contextExtensions`, `attributes.metadataContext` | as OPA-Envoy |
+//! | `parsed_path`, `parsed_query` | the path's segments; the query as `{key: [values]}` |
+//!
+//! # The result
+//!
+//! A boolean (`true` allows; `false` or undefined is a 403), or an object
+//! as OPA-Envoy's: `allowed` (or `allow`), `headers` (upstream headers on
+//! an allow, limited to `allowedUpstreamHeaders`; client headers on a
+//! deny), `response_headers_to_add`, `request_headers_to_remove`,
+//! `http_status` (or `status`) and `body` for a deny. Any other result, or
+//! an evaluation error, is a step error: the chain denies with its
+//! `statusOnError`.
+
+use std::collections::BTreeMap;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use authchain_core::{
+    Allow, AuthService, AuthorizationRequest, BuildContext, ConfigDuration, Decision, Deny, Error,
+    ExtAuthPlugin, async_trait,
+};
+use http::{HeaderName, HeaderValue, StatusCode};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use crate::util;
+
+/// The step kind this module registers.
+pub const KIND: &str = "opaAuth";
+
+/// The `opaAuth` block.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OpaConfig {
+    /// The rule to evaluate, `data.<package>.<rule>`.
+    pub query: String,
+    /// Rego sources by file name.
+    #[serde(default)]
+    pub modules: BTreeMap<String, String>,
+    /// Files of Rego sources.
+    #[serde(default)]
+    pub module_files: Vec<String>,
+    /// The data document.
+    #[serde(default)]
+    pub data: Option<Value>,
+    /// Headers a result may set upstream.
+    #[serde(default)]
+    pub allowed_upstream_headers: Vec<String>,
+    /// Time limit of one evaluation (100ms).
+    #[serde(default)]
+    pub eval_timeout: Option<ConfigDuration>,
+}
+
+/// The plugin for step kind `opaAuth`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OpaPlugin;
+
+impl ExtAuthPlugin for OpaPlugin {
+    type Config = OpaConfig;
+
+    fn name(&self) -> &str {
+        KIND
+    }
+
+    fn build(
+        &self,
+        config: OpaConfig,
+        _: &BuildContext<'_>,
+    ) -> Result<Arc<dyn AuthService>, Error> {
+        Ok(Arc::new(OpaAuth::new(config)?))
+    }
+}
+
+/// The `opaAuth` step.
+pub struct OpaAuth {
+    policy: regorus::CompiledPolicy,
+    allowed_headers: Vec<HeaderName>,
+}
+
+impl std::fmt::Debug for OpaAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpaAuth")
+            .field("allowed_headers", &self.allowed_headers)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The first line of a regorus message: the place and the problem,
+/// without the quoted source.
+fn first_line(e: &impl std::fmt::Display) -> String {
+    e.to_string().lines().next().unwrap_or("").to_owned()
+}
+
+/// Where in the policy an evaluation error happened (` at file:line:col`),
+/// without regorus's message: it may quote input values, such as
+/// credentials from headers.
+fn location(e: &impl std::fmt::Display) -> String {
+    let line = first_line(e);
+    match line.split_once(": error") {
+        Some((at, _)) if !at.is_empty() && !at.contains(' ') => format!(" at {at}"),
+        _ => String::new(),
+    }
+}
+
+impl OpaAuth {
+    /// Builds the step: parses the policies and compiles the query.
+    pub fn new(config: OpaConfig) -> Result<Self, Error> {
+        let query = config.query.trim();
+        let query = query
+            .strip_suffix("== true")
+            .map(str::trim_end)
+            .unwrap_or(query);
+        let valid = query.starts_with("data.")
+            && query.len() > 5
+            && query
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
+            && !query.ends_with('.')
+            && !query.contains("..");
+        if !valid {
+            return Err(
+                Error::config("expected a rule path such as `data.envoy.authz.allow`").at("query"),
+            );
+        }
+        let mut engine = regorus::Engine::new();
+        engine.set_rego_v0(false);
+        if config.modules.is_empty() && config.module_files.is_empty() {
+            return Err(Error::config("expected at least one Rego module").at("modules"));
+        }
+        for (name, source) in config.modules {
+            engine
+                .add_policy(name.clone(), source)
+                .map_err(|e| Error::config(first_line(&e)).at(format!("modules.{name}")))?;
+        }
+        for (i, file) in config.module_files.iter().enumerate() {
+            let at = format!("moduleFiles[{i}]");
+            let source = util::read_file(file, &at)?;
+            engine
+                .add_policy(file.clone(), source)
+                .map_err(|e| Error::config(first_line(&e)).at(&at))?;
+        }
+        if let Some(data) = config.data {
+            if !data.is_object() {
+                return Err(Error::config("expected a mapping").at("data"));
+            }
+            engine
+                .add_data(regorus::Value::from(data))
+                .map_err(|e| Error::config(first_line(&e)).at("data"))?;
+        }
+        let timeout = config
+            .eval_timeout
+            .map_or(Duration::from_millis(100), |d| d.0);
+        if timeout.is_zero() {
+            return Err(Error::config("expected a positive duration").at("evalTimeout"));
+        }
+        engine.set_execution_timer_config(regorus::utils::limits::ExecutionTimerConfig {
+            limit: timeout,
+            check_interval: NonZeroU32::new(64).unwrap_or(NonZeroU32::MIN),
+        });
+        let rule: regorus::Rc<str> = query.into();
+        let policy = engine
+            .compile_with_entrypoint(&rule)
+            .map_err(|e| Error::config(first_line(&e)).at("query"))?;
+        let mut allowed_headers = Vec::new();
+        for (i, h) in config.allowed_upstream_headers.iter().enumerate() {
+            allowed_headers.push(util::header_name(
+                h,
+                &format!("allowedUpstreamHeaders[{i}]"),
+            )?);
+        }
+        Ok(OpaAuth {
+            policy,
+            allowed_headers,
+        })
+    }
+
+    /// Evaluates the policy for a request.
+    pub fn decide(&self, request: &AuthorizationRequest) -> Result<Decision, Error> {
+        let input = input(request);
+        let result = self
+            .policy
+            .eval_with_input(input)
+            .map_err(|e| Error::step(format!("policy evaluation failed{}", location(&e))))?;
+        self.decision(result)
+    }
+
+    fn decision(&self, result: regorus::Value) -> Result<Decision, Error> {
+        let result = match result {
+            regorus::Value::Undefined => return Ok(Decision::unauthorized()),
+            other => serde_json::to_value(&other)
+                .map_err(|_| Error::step("policy result is not JSON"))?,
+        };
+        match result {
+            Value::Bool(true) => Ok(Decision::authorized()),
+            Value::Bool(false) | Value::Null => Ok(Decision::unauthorized()),
+            Value::Object(obj) => self.object_decision(&obj),
+            _ => Err(Error::step(
+                "policy result is neither a boolean nor an object",
+            )),
+        }
+    }
+
+    fn object_decision(&self, obj: &Map<String, Value>) -> Result<Decision, Error> {
+        let allowed = obj
+            .get("allowed")
+            .or_else(|| obj.get("allow"))
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        let headers = header_pairs(obj.get("headers"));
+        if allowed {
+            let mut allow = Allow::new();
+            for (name, value) in headers {
+                if self.allowed_headers.contains(&name) {
+                    allow = allow.set_header(name, value);
+                } else {
+                    tracing::debug!(header = %name, "opaAuth: policy set a header not in allowedUpstreamHeaders; ignored");
+                }
+            }
+            for (name, value) in header_pairs(obj.get("response_headers_to_add")) {
+                allow = allow.response_header(name, value);
+            }
+            if let Some(Value::Array(names)) = obj.get("request_headers_to_remove") {
+                for n in names.iter().filter_map(Value::as_str) {
+                    if let Ok(n) = HeaderName::try_from(n) {
+                        allow = allow.remove_header(n);
+                    }
+                }
+            }
+            return Ok(allow.into());
+        }
+        let status = obj
+            .get("http_status")
+            .or_else(|| obj.get("status"))
+            .and_then(Value::as_u64)
+            .and_then(|s| u16::try_from(s).ok())
+            .and_then(|s| StatusCode::from_u16(s).ok())
+            .filter(|s| s.is_client_error() || s.is_server_error())
+            .unwrap_or(StatusCode::FORBIDDEN);
+        let mut deny = Deny::new(status);
+        for (name, value) in headers {
+            deny = deny.header(name, value);
+        }
+        match obj.get("body") {
+            Some(Value::String(s)) => deny = deny.body(s.clone()),
+            Some(Value::Null) | None => {}
+            Some(other) => deny = deny.body(other.to_string()),
+        }
+        Ok(deny.into())
+    }
+}
+
+/// `{name: value}` (a value may be a list) as header pairs; invalid names
+/// or values are dropped.
+fn header_pairs(v: Option<&Value>) -> Vec<(HeaderName, HeaderValue)> {
+    let Some(Value::Object(map)) = v else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (k, v) in map {
+        let Ok(name) = HeaderName::try_from(k.as_str()) else {
+            continue;
+        };
+        match v {
+            Value::Array(values) => {
+                for v in values {
+                    if let Some(v) = util::json_header_value(v) {
+                        out.push((name.clone(), v));
+                    }
+                }
+            }
+            v => {
+                if let Some(v) = util::json_header_value(v) {
+                    out.push((name, v));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// A regorus object from string keys.
+fn object<const N: usize>(pairs: [(&str, regorus::Value); N]) -> regorus::Value {
+    let map: BTreeMap<regorus::Value, regorus::Value> = pairs
+        .into_iter()
+        .map(|(k, v)| (regorus::Value::from(k), v))
+        .collect();
+    regorus::Value::from(map)
+}
+
+/// The policy input: authchain's flat shape and OPA-Envoy's
+/// `attributes.request.http` shape. Built as regorus values directly;
+/// the parts both shapes share are reference-counted, not copied.
+fn input(request: &AuthorizationRequest) -> regorus::Value {
+    use regorus::Value as V;
+    let mut headers: BTreeMap<V, String> = BTreeMap::new();
+    for (name, value) in &request.headers {
+        let value = String::from_utf8_lossy(value.as_bytes());
+        headers
+            .entry(V::from(name.as_str()))
+            .and_modify(|s| {
+                s.push_str(", ");
+                s.push_str(&value);
+            })
+            .or_insert_with(|| value.into_owned());
+    }
+    let headers = V::from(
+        headers
+            .into_iter()
+            .map(|(k, v)| (k, V::from(v)))
+            .collect::<BTreeMap<V, V>>(),
+    );
+    let method = V::from(request.method.as_str());
+    let path = V::from(request.path.as_str());
+    let host = V::from(request.host.as_str());
+    let scheme = V::from(request.scheme.as_str());
+    let parsed_path = V::from(
+        request
+            .path_only()
+            .split('/')
+            .filter(|s| !s.is_empty())
+            .map(V::from)
+            .collect::<Vec<V>>(),
+    );
+    let mut query: BTreeMap<V, Vec<V>> = BTreeMap::new();
+    if let Some(q) = request.query() {
+        for pair in q.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            query.entry(V::from(k)).or_default().push(V::from(v));
+        }
+    }
+    let parsed_query = V::from(
+        query
+            .into_iter()
+            .map(|(k, v)| (k, V::from(v)))
+            .collect::<BTreeMap<V, V>>(),
+    );
+    let context = V::from(
+        request
+            .context
+            .iter()
+            .map(|(k, v)| (V::from(k.as_str()), V::from(v.as_str())))
+            .collect::<BTreeMap<V, V>>(),
+    );
+    let peer = |p: &authchain_core::Peer| {
+        let mut m = BTreeMap::new();
+        if let Some(addr) = p.address {
+            m.insert(
+                V::from("address"),
+                object([(
+                    "socketAddress",
+                    object([
+                        ("address", V::from(addr.ip().to_string())),
+                        ("portValue", V::from(u64::from(addr.port()))),
+                    ]),
+                )]),
+            );
+        }
+        if let Some(principal) = &p.principal {
+            m.insert(V::from("principal"), V::from(principal.as_str()));
+        }
+        V::from(m)
+    };
+    let json_map = |m: &Map<String, Value>| {
+        if m.is_empty() {
+            V::new_object()
+        } else {
+            V::from(Value::Object(m.clone()))
+        }
+    };
+    let mut http = object([
+        ("method", method.clone()),
+        ("path", path.clone()),
+        ("host", host.clone()),
+        ("scheme", scheme.clone()),
+        ("protocol", V::from(request.protocol.as_str())),
+        ("id", V::from(request.id.as_str())),
+        ("headers", headers.clone()),
+    ]);
+    if let Some(body) = &request.body
+        && let Ok(text) = std::str::from_utf8(body)
+        && let Ok(m) = http.as_object_mut()
+    {
+        m.insert(V::from("body"), V::from(text));
+    }
+    object([
+        ("method", method),
+        ("path", path),
+        ("host", host),
+        ("scheme", scheme),
+        ("headers", headers),
+        ("state", json_map(&request.state)),
+        ("context", context.clone()),
+        ("parsed_path", parsed_path),
+        ("parsed_query", parsed_query),
+        (
+            "attributes",
+            object([
+                ("request", object([("http", http)])),
+                ("source", peer(&request.source)),
+                ("destination", peer(&request.destination)),
+                ("contextExtensions", context),
+                ("metadataContext", json_map(&request.metadata)),
+            ]),
+        ),
+    ])
+}
+
+#[async_trait]
+impl AuthService for OpaAuth {
+    async fn authorize(&self, request: &mut AuthorizationRequest) -> Result<Decision, Error> {
+        self.decide(request)
+    }
+
+    fn identity_headers(&self) -> Vec<HeaderName> {
+        self.allowed_headers.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step(policy: &str) -> OpaAuth {
+        OpaAuth::new(OpaConfig {
+            query: "data.t.result".into(),
+            modules: [("t.rego".to_owned(), policy.to_owned())].into(),
+            module_files: Vec::new(),
+            data: None,
+            allowed_upstream_headers: Vec::new(),
+            eval_timeout: None,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn evaluation_errors_do_not_quote_the_input() {
+        let step = step("package t\nimport rego.v1\nresult := input.headers.authorization + 1\n");
+        let req = AuthorizationRequest::new(http::Method::GET, "/").with_header(
+            http::header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer s3cr3t-token"),
+        );
+        match step.decide(&req) {
+            Err(e) => {
+                assert!(e.is_step());
+                let text = format!("{e} {e:?}");
+                assert!(!text.contains("s3cr3t"), "{text}");
+            }
+            // Undefined in non-strict mode is also a fail-closed answer.
+            Ok(d) => assert!(!d.is_allow()),
+        }
+    }
+
+    #[test]
+    fn gloo_style_queries_are_accepted() {
+        let mut config = OpaConfig {
+            query: "data.t.allow == true".into(),
+            modules: [("t.rego".to_owned(), "package t\nallow := true\n".to_owned())].into(),
+            module_files: Vec::new(),
+            data: None,
+            allowed_upstream_headers: Vec::new(),
+            eval_timeout: None,
+        };
+        let step = OpaAuth::new(config.clone()).unwrap();
+        let req = AuthorizationRequest::new(http::Method::GET, "/");
+        assert!(step.decide(&req).unwrap().is_allow());
+        config.query = "data.t.allow; true".into();
+        assert!(OpaAuth::new(config).is_err());
+    }
+}

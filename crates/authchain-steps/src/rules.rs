@@ -1,0 +1,364 @@
+//! `rules`: allow or deny by method, path and host, first match wins.
+//!
+//! ```yaml
+//! rules:
+//!   defaultAction: deny          # allow | deny; deny when left out
+//!   denyStatus: 403              # status of a deny (403 when left out)
+//!   rules:
+//!   - action: allow
+//!     methods: [GET]             # any method when left out
+//!     path: { exact: /ratings/1 }
+//!   - action: allow
+//!     hosts: ["api.example.com", "*.internal.example.com"]
+//!     paths:                     # any of these
+//!     - { prefix: /public/ }
+//!     - { glob: "/docs/**/*.html" }
+//!     - { regex: "/items/[0-9]+" }
+//!   - action: deny
+//!     methods: [DELETE]
+//!     status: 405                # this rule's deny status
+//! ```
+//!
+//! A rule matches when every condition it has matches: the method is one
+//! of `methods`, the path (without its query string) matches `path` or one
+//! of `paths`, and the host (without port, case-insensitive) is one of
+//! `hosts` (`*.example.com` matches any subdomain). `glob` follows
+//! shell rules where `*` stays within a path segment and `**` crosses
+//! them; `regex` must match the whole path. The first matching rule's
+//! action is the answer; when none matches, `defaultAction` is.
+
+use std::sync::Arc;
+
+use authchain_core::{
+    AuthService, AuthorizationRequest, BuildContext, Decision, Error, ExtAuthPlugin, async_trait,
+};
+use http::{Method, StatusCode};
+use serde::Deserialize;
+
+/// The step kind this module registers.
+pub const KIND: &str = "rules";
+
+/// What a rule does when it matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Action {
+    /// Let the request through.
+    Allow,
+    /// Stop it (403, or the status configured).
+    #[default]
+    Deny,
+}
+
+/// The `rules` block.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RulesConfig {
+    /// The rules, tried in order.
+    #[serde(default)]
+    pub rules: Vec<RuleConfig>,
+    /// The answer when no rule matches (deny).
+    #[serde(default)]
+    pub default_action: Action,
+    /// The status of a deny (403).
+    #[serde(default)]
+    pub deny_status: Option<u16>,
+}
+
+/// One rule.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RuleConfig {
+    /// What to do on a match.
+    pub action: Action,
+    /// Methods that match (any when empty).
+    #[serde(default)]
+    pub methods: Vec<String>,
+    /// A path that matches.
+    #[serde(default)]
+    pub path: Option<PathConfig>,
+    /// Paths that match (any of them).
+    #[serde(default)]
+    pub paths: Vec<PathConfig>,
+    /// Hosts that match (any when empty).
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// The status of this rule's deny.
+    #[serde(default)]
+    pub status: Option<u16>,
+}
+
+/// A path matcher: exactly one of its fields.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PathConfig {
+    /// The path, exactly.
+    #[serde(default)]
+    pub exact: Option<String>,
+    /// A prefix of the path.
+    #[serde(default)]
+    pub prefix: Option<String>,
+    /// A glob the whole path matches.
+    #[serde(default)]
+    pub glob: Option<String>,
+    /// A regular expression the whole path matches.
+    #[serde(default)]
+    pub regex: Option<String>,
+}
+
+/// The plugin for step kind `rules`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RulesPlugin;
+
+impl ExtAuthPlugin for RulesPlugin {
+    type Config = RulesConfig;
+
+    fn name(&self) -> &str {
+        KIND
+    }
+
+    fn build(
+        &self,
+        config: RulesConfig,
+        _: &BuildContext<'_>,
+    ) -> Result<Arc<dyn AuthService>, Error> {
+        Ok(Arc::new(Rules::new(config)?))
+    }
+}
+
+#[derive(Debug)]
+enum PathMatcher {
+    Exact(String),
+    Prefix(String),
+    Glob(globset::GlobMatcher),
+    Regex(regex::Regex),
+}
+
+impl PathMatcher {
+    fn new(config: PathConfig) -> Result<Self, Error> {
+        let set = [
+            config.exact.is_some(),
+            config.prefix.is_some(),
+            config.glob.is_some(),
+            config.regex.is_some(),
+        ];
+        if set.iter().filter(|s| **s).count() != 1 {
+            return Err(Error::config(
+                "expected exactly one of `exact`, `prefix`, `glob`, `regex`",
+            ));
+        }
+        if let Some(p) = config.exact {
+            return Ok(PathMatcher::Exact(p));
+        }
+        if let Some(p) = config.prefix {
+            return Ok(PathMatcher::Prefix(p));
+        }
+        if let Some(g) = config.glob {
+            let glob = globset::GlobBuilder::new(&g)
+                .literal_separator(true)
+                .build()
+                .map_err(|e| Error::config(format!("not a valid glob: {}", e.kind())).at("glob"))?;
+            return Ok(PathMatcher::Glob(glob.compile_matcher()));
+        }
+        let r = config.regex.unwrap_or_default();
+        let re = regex::RegexBuilder::new(&format!("^(?:{r})$"))
+            .size_limit(1 << 20)
+            .build()
+            .map_err(|_| Error::config("not a valid regular expression").at("regex"))?;
+        Ok(PathMatcher::Regex(re))
+    }
+
+    fn matches(&self, path: &str) -> bool {
+        match self {
+            PathMatcher::Exact(p) => path == p,
+            PathMatcher::Prefix(p) => path.starts_with(p.as_str()),
+            PathMatcher::Glob(g) => g.is_match(path),
+            PathMatcher::Regex(r) => r.is_match(path),
+        }
+    }
+}
+
+#[derive(Debug)]
+enum HostMatcher {
+    Exact(String),
+    /// `*.example.com`, kept as `.example.com`.
+    Suffix(String),
+}
+
+impl HostMatcher {
+    fn new(host: &str) -> Result<Self, Error> {
+        let host = host.to_ascii_lowercase();
+        if let Some(rest) = host.strip_prefix('*') {
+            if !rest.starts_with('.') || rest.len() < 2 || rest.contains('*') {
+                return Err(Error::config(
+                    "a wildcard host must look like `*.example.com`",
+                ));
+            }
+            return Ok(HostMatcher::Suffix(rest.to_owned()));
+        }
+        if host.is_empty() || host.contains('*') {
+            return Err(Error::config("expected a host name, or `*.` and a domain"));
+        }
+        Ok(HostMatcher::Exact(host))
+    }
+
+    fn matches(&self, host: &str) -> bool {
+        match self {
+            HostMatcher::Exact(h) => host.eq_ignore_ascii_case(h),
+            HostMatcher::Suffix(s) => {
+                host.len() > s.len()
+                    && host
+                        .get(host.len() - s.len()..)
+                        .is_some_and(|tail| tail.eq_ignore_ascii_case(s))
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Rule {
+    action: Action,
+    methods: Vec<Method>,
+    paths: Vec<PathMatcher>,
+    hosts: Vec<HostMatcher>,
+    status: StatusCode,
+}
+
+impl Rule {
+    fn matches(&self, request: &AuthorizationRequest, host: &str) -> bool {
+        (self.methods.is_empty() || self.methods.contains(&request.method))
+            && (self.paths.is_empty() || {
+                let path = request.path_only();
+                self.paths.iter().any(|p| p.matches(path))
+            })
+            && (self.hosts.is_empty() || self.hosts.iter().any(|h| h.matches(host)))
+    }
+}
+
+/// The `rules` step.
+#[derive(Debug)]
+pub struct Rules {
+    rules: Vec<Rule>,
+    default_action: Action,
+    deny_status: StatusCode,
+}
+
+fn status(code: Option<u16>, default: StatusCode, place: &str) -> Result<StatusCode, Error> {
+    match code {
+        None => Ok(default),
+        Some(code) => match StatusCode::from_u16(code) {
+            Ok(s) if (400..=599).contains(&code) => Ok(s),
+            _ => Err(Error::config("expected an HTTP error status from 400 to 599").at(place)),
+        },
+    }
+}
+
+impl Rules {
+    /// Builds the step from its config.
+    pub fn new(config: RulesConfig) -> Result<Self, Error> {
+        let deny_status = status(config.deny_status, StatusCode::FORBIDDEN, "denyStatus")?;
+        let mut rules = Vec::with_capacity(config.rules.len());
+        for (i, rule) in config.rules.into_iter().enumerate() {
+            let at = format!("rules[{i}]");
+            let mut methods = Vec::new();
+            for (j, m) in rule.methods.iter().enumerate() {
+                let m = Method::from_bytes(m.to_ascii_uppercase().as_bytes()).map_err(|_| {
+                    Error::config("not a valid HTTP method").at(format!("{at}.methods[{j}]"))
+                })?;
+                methods.push(m);
+            }
+            let mut paths = Vec::new();
+            if let Some(p) = rule.path {
+                paths.push(PathMatcher::new(p).map_err(|e| e.at(format!("{at}.path")))?);
+            }
+            for (j, p) in rule.paths.into_iter().enumerate() {
+                paths.push(PathMatcher::new(p).map_err(|e| e.at(format!("{at}.paths[{j}]")))?);
+            }
+            let mut hosts = Vec::new();
+            for (j, h) in rule.hosts.iter().enumerate() {
+                hosts.push(HostMatcher::new(h).map_err(|e| e.at(format!("{at}.hosts[{j}]")))?);
+            }
+            let status = status(rule.status, deny_status, &format!("{at}.status"))?;
+            rules.push(Rule {
+                action: rule.action,
+                methods,
+                paths,
+                hosts,
+                status,
+            });
+        }
+        Ok(Rules {
+            rules,
+            default_action: config.default_action,
+            deny_status,
+        })
+    }
+
+    /// The answer for a request, without the async machinery.
+    pub fn decide(&self, request: &AuthorizationRequest) -> Decision {
+        let host = request_host(request);
+        for rule in &self.rules {
+            if rule.matches(request, host) {
+                return match rule.action {
+                    Action::Allow => Decision::authorized(),
+                    Action::Deny => Decision::deny(rule.status),
+                };
+            }
+        }
+        match self.default_action {
+            Action::Allow => Decision::authorized(),
+            Action::Deny => Decision::deny(self.deny_status),
+        }
+    }
+}
+
+/// The request's host without port: the request's authority, or the
+/// `Host` header when the transport gave none.
+fn request_host(request: &AuthorizationRequest) -> &str {
+    let host = if request.host.is_empty() {
+        request.header_str(http::header::HOST).unwrap_or("")
+    } else {
+        request.host.as_str()
+    };
+    strip_port(host)
+}
+
+fn strip_port(host: &str) -> &str {
+    if let Some(rest) = host.strip_prefix('[') {
+        // [::1]:8080
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match host.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) && !h.contains(':') => h,
+        _ => host,
+    }
+}
+
+#[async_trait]
+impl AuthService for Rules {
+    async fn authorize(&self, request: &mut AuthorizationRequest) -> Result<Decision, Error> {
+        Ok(self.decide(request))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports_are_stripped() {
+        assert_eq!(strip_port("a.example.com:8080"), "a.example.com");
+        assert_eq!(strip_port("a.example.com"), "a.example.com");
+        assert_eq!(strip_port("[::1]:80"), "::1");
+        assert_eq!(strip_port("::1"), "::1");
+    }
+
+    #[test]
+    fn wildcard_hosts_match_subdomains_only() {
+        let m = HostMatcher::new("*.Example.com").unwrap();
+        assert!(m.matches("a.example.COM"));
+        assert!(m.matches("a.b.example.com"));
+        assert!(!m.matches("example.com"));
+        assert!(!m.matches("badexample.com"));
+        assert!(HostMatcher::new("*example.com").is_err());
+    }
+}

@@ -1,0 +1,241 @@
+//! Helpers the steps share: credential extraction, config checks, files.
+
+use std::path::Path;
+
+use authchain_core::{AuthorizationRequest, Error};
+use http::{HeaderName, HeaderValue};
+
+/// The longest credential (header value or cookie) a step looks at. A
+/// longer one is a bad credential (401) without further work, so a huge
+/// header costs nothing.
+pub(crate) const MAX_CREDENTIAL_LEN: usize = 8 * 1024;
+
+/// Parses a header name from a config, as an error placed at `place`.
+pub(crate) fn header_name(name: &str, place: &str) -> Result<HeaderName, Error> {
+    HeaderName::try_from(name).map_err(|_| Error::config("not a valid header name").at(place))
+}
+
+/// Parses a header value from a config, as an error placed at `place`.
+/// The value is not quoted in the error: it may be secret.
+pub(crate) fn header_value(value: &str, place: &str) -> Result<HeaderValue, Error> {
+    HeaderValue::try_from(value)
+        .map_err(|_| Error::config("not a valid header value (visible ASCII only)").at(place))
+}
+
+/// Reads a file named in a config. The error names the place and the I/O
+/// error kind, not the path's contents.
+pub(crate) fn read_file(path: &str, place: &str) -> Result<String, Error> {
+    std::fs::read_to_string(Path::new(path))
+        .map_err(|e| Error::config(format!("cannot read file: {}", e.kind())).at(place))
+}
+
+/// The value of a header after a case-insensitive scheme prefix
+/// (`Bearer `, `Basic `), if the first value of `name` has it.
+///
+/// `Ok(None)`: no such header. `Err(())`: present but not usable
+/// (too long, not visible ASCII, another scheme, empty credential).
+pub(crate) fn scheme_credential<'a>(
+    request: &'a AuthorizationRequest,
+    name: &HeaderName,
+    scheme: &str,
+) -> Result<Option<&'a str>, ()> {
+    let Some(value) = request.headers.get(name) else {
+        return Ok(None);
+    };
+    let value = value.as_bytes();
+    if value.len() > MAX_CREDENTIAL_LEN {
+        return Err(());
+    }
+    let value = std::str::from_utf8(value).map_err(|_| ())?;
+    strip_prefix_ignore_case(value, scheme)
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(Some)
+        .ok_or(())
+}
+
+/// `value` without `prefix`, compared ASCII-case-insensitively.
+pub(crate) fn strip_prefix_ignore_case<'a>(value: &'a str, prefix: &str) -> Option<&'a str> {
+    let head = value.get(..prefix.len())?;
+    head.eq_ignore_ascii_case(prefix)
+        .then(|| &value[prefix.len()..])
+}
+
+/// The value of cookie `name` in the request's `Cookie` headers.
+/// `Err(())` when a `Cookie` header is too long or not text.
+pub(crate) fn cookie<'a>(
+    request: &'a AuthorizationRequest,
+    name: &str,
+) -> Result<Option<&'a str>, ()> {
+    for value in request.headers.get_all(http::header::COOKIE) {
+        let value = value.as_bytes();
+        if value.len() > MAX_CREDENTIAL_LEN * 2 {
+            return Err(());
+        }
+        let Ok(value) = std::str::from_utf8(value) else {
+            continue;
+        };
+        for pair in value.split(';') {
+            if let Some((k, v)) = pair.trim().split_once('=')
+                && k.trim() == name
+            {
+                let v = v.trim().trim_matches('"');
+                return Ok(Some(v));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// A JSON value as a header value, if it makes one: strings as they are,
+/// numbers and booleans printed, anything else as compact JSON.
+pub(crate) fn json_header_value(value: &serde_json::Value) -> Option<HeaderValue> {
+    let text = match value {
+        serde_json::Value::Null => return None,
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    HeaderValue::try_from(text).ok()
+}
+
+/// A keyed pseudo-random function with a secret, random, per-instance
+/// key: SipHash (the standard library's randomly keyed hasher) over the
+/// input, twice with different domain bytes, for 128 bits.
+///
+/// Secrets are looked up and cached by their PRF value rather than by
+/// their bytes: how long a lookup takes then depends on a value an
+/// attacker cannot compute, not on how much of a real secret they have
+/// guessed, and a cache holds no password or key, nor a fast unkeyed
+/// hash of one. It is much cheaper per request than SHA-256.
+#[derive(Clone)]
+pub(crate) struct Prf(std::collections::hash_map::RandomState);
+
+impl std::fmt::Debug for Prf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Prf(<secret key>)")
+    }
+}
+
+impl Prf {
+    /// A PRF with a fresh random key.
+    pub(crate) fn new() -> Self {
+        Prf(std::collections::hash_map::RandomState::new())
+    }
+
+    /// The 128-bit PRF of the concatenation of `parts`, each
+    /// length-prefixed so that `("ab", "c")` and `("a", "bc")` differ.
+    pub(crate) fn hash(&self, parts: &[&[u8]]) -> u128 {
+        (u128::from(self.half(1, parts)) << 64) | u128::from(self.half(2, parts))
+    }
+
+    /// A 64-bit PRF of `bytes`, for lookups that are confirmed by a
+    /// constant-time comparison afterwards.
+    pub(crate) fn hash64(&self, bytes: &[u8]) -> u64 {
+        self.half(0, &[bytes])
+    }
+
+    fn half(&self, domain: u8, parts: &[&[u8]]) -> u64 {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = self.0.build_hasher();
+        h.write_u8(domain);
+        for p in parts {
+            h.write_usize(p.len());
+            h.write(p);
+        }
+        h.finish()
+    }
+}
+
+/// A hasher for keys that are PRF values already: it passes the value
+/// through rather than hashing it again.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct PassThrough(u64);
+
+impl std::hash::Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is expected; fold anything else in anyway.
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+/// Whether `a` and `b` are equal, in time that depends on their lengths
+/// only: XORs folded with OR, 8 bytes at a time, no early exit.
+pub(crate) fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    use subtle::ConstantTimeEq;
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut diff = 0u64;
+    let (mut ca, mut cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    for (x, y) in (&mut ca).zip(&mut cb) {
+        let mut wx = [0u8; 8];
+        let mut wy = [0u8; 8];
+        wx.copy_from_slice(x);
+        wy.copy_from_slice(y);
+        diff |= u64::from_ne_bytes(wx) ^ u64::from_ne_bytes(wy);
+    }
+    for (x, y) in ca.remainder().iter().zip(cb.remainder()) {
+        diff |= u64::from(x ^ y);
+    }
+    diff.ct_eq(&0).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constant_time_equality() {
+        assert!(ct_eq(b"", b""));
+        assert!(ct_eq(b"0123456789abcdefXYZ", b"0123456789abcdefXYZ"));
+        assert!(!ct_eq(b"0123456789abcdefXYZ", b"0123456789abcdefXYz"));
+        assert!(!ct_eq(b"0123456789abcdefXYZ", b"1123456789abcdefXYZ"));
+        assert!(!ct_eq(b"abc", b"abcd"));
+    }
+
+    #[test]
+    fn prf_separates_parts_and_instances() {
+        let p = Prf::new();
+        assert_eq!(p.hash(&[b"ab", b"c"]), p.hash(&[b"ab", b"c"]));
+        assert_ne!(p.hash(&[b"ab", b"c"]), p.hash(&[b"a", b"bc"]));
+        assert_ne!(p.hash(&[b"ab"]), Prf::new().hash(&[b"ab"]));
+    }
+
+    #[test]
+    fn schemes_and_cookies() {
+        let req = AuthorizationRequest::new(http::Method::GET, "/")
+            .with_header(
+                http::header::AUTHORIZATION,
+                HeaderValue::from_static("bearer  abc "),
+            )
+            .with_header(
+                http::header::COOKIE,
+                HeaderValue::from_static("a=1; tok=\"xyz\""),
+            );
+        assert_eq!(
+            scheme_credential(&req, &http::header::AUTHORIZATION, "Bearer "),
+            Ok(Some("abc"))
+        );
+        assert_eq!(
+            scheme_credential(&req, &http::header::AUTHORIZATION, "Basic "),
+            Err(())
+        );
+        assert_eq!(
+            scheme_credential(&req, &http::header::COOKIE.clone(), "x"),
+            Err(())
+        );
+        assert_eq!(cookie(&req, "tok"), Ok(Some("xyz")));
+        assert_eq!(cookie(&req, "b"), Ok(None));
+        assert_eq!(strip_prefix_ignore_case("é", "e"), None);
+    }
+}

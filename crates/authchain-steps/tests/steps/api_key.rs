@@ -1,0 +1,175 @@
+//! `apiKeyAuth`.
+
+use authchain_core::AuthService;
+use authchain_steps::api_key::{ApiKeyAuth, ApiKeyConfig};
+use http::{HeaderName, HeaderValue, Method};
+
+use crate::common::*;
+
+const KEYS: &str = r#"
+name: k
+configs:
+- apiKeyAuth:
+    keys:
+    - key: alice-key-0123456789
+      metadata: { user-id: alice, plan: gold }
+    - key: bob-key-0123456789
+      metadata: { user-id: bob }
+    headersFromMetadataEntry:
+      x-user-id: { name: user-id, required: true }
+      x-plan: { name: plan }
+    userIdMetadata: user-id
+"#;
+
+#[tokio::test]
+async fn a_key_in_the_header_allows_and_sends_its_metadata_upstream() {
+    let chain = chain(KEYS).await;
+    let mut r = get_with("/", "api-key", "alice-key-0123456789");
+    let d = chain.authorize(&mut r).await;
+    assert!(d.is_allow(), "{d:?}");
+    assert_eq!(upstream(&d, "x-user-id").as_deref(), Some("alice"));
+    assert_eq!(upstream(&d, "x-plan").as_deref(), Some("gold"));
+    assert_eq!(
+        d.as_allow().unwrap().user_info.as_ref().unwrap().user_id,
+        "alice"
+    );
+    assert_eq!(r.state["apiKey"]["plan"], "gold");
+    assert!(
+        !format!("{:?}", r.state).contains("alice-key"),
+        "the key is not in state"
+    );
+}
+
+#[tokio::test]
+async fn a_bearer_key_works_too() {
+    let chain = chain(KEYS).await;
+    let d = chain
+        .authorize(&mut get_with(
+            "/",
+            "authorization",
+            "Bearer bob-key-0123456789",
+        ))
+        .await;
+    assert_eq!(upstream(&d, "x-user-id").as_deref(), Some("bob"));
+    assert_eq!(upstream(&d, "x-plan"), None);
+}
+
+#[tokio::test]
+async fn a_forged_identity_header_is_replaced() {
+    let chain = chain(KEYS).await;
+    let mut r = get_with("/", "api-key", "bob-key-0123456789").with_header(
+        HeaderName::from_static("x-user-id"),
+        HeaderValue::from_static("admin"),
+    );
+    let d = chain.authorize(&mut r).await;
+    assert_eq!(upstream(&d, "x-user-id").as_deref(), Some("bob"));
+    let step = ApiKeyAuth::new(
+        serde_json::from_value::<ApiKeyConfig>(serde_json::json!({
+            "keys": [{"key": "k", "metadata": {"u": "x"}}],
+            "headersFromMetadataEntry": {"x-user-id": {"name": "u"}}
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        step.identity_headers(),
+        vec![HeaderName::from_static("x-user-id")]
+    );
+}
+
+#[tokio::test]
+async fn missing_wrong_and_malformed_keys_are_401() {
+    let chain = chain(KEYS).await;
+    let huge = "a".repeat(100_000);
+    let mut cases = vec![
+        req(Method::GET, "/"),
+        get_with("/", "api-key", "alice-key-012345678"),
+        get_with("/", "api-key", "alice-key-01234567890"),
+        get_with("/", "api-key", ""),
+        get_with("/", "api-key", &huge),
+        get_with("/", "authorization", "Basic alice-key-0123456789"),
+        get_with("/", "authorization", "Bearer"),
+        get_with("/", "authorization", &format!("Bearer {huge}")),
+    ];
+    cases.push(req(Method::GET, "/").with_header(
+        HeaderName::from_static("api-key"),
+        HeaderValue::from_bytes(b"alice-key-\xff\xfe").unwrap(),
+    ));
+    for mut r in cases {
+        let d = chain.authorize(&mut r).await;
+        assert_eq!(status(&d), 401);
+    }
+}
+
+#[tokio::test]
+async fn keys_from_a_file_and_a_custom_header() {
+    let path = std::env::temp_dir().join(format!("authchain-keys-{}.yaml", std::process::id()));
+    std::fs::write(
+        &path,
+        "- key: from-file-key\n  metadata: { user-id: carol }\n",
+    )
+    .unwrap();
+    let yaml = format!(
+        r#"
+name: k
+configs:
+- apiKeyAuth:
+    headerName: x-api-key
+    allowBearer: false
+    keysFile: {}
+    headersFromMetadataEntry: {{ x-user-id: {{ name: user-id }} }}
+"#,
+        path.display()
+    );
+    let chain = chain(&yaml).await;
+    let d = chain
+        .authorize(&mut get_with("/", "x-api-key", "from-file-key"))
+        .await;
+    assert_eq!(upstream(&d, "x-user-id").as_deref(), Some("carol"));
+    let d = chain
+        .authorize(&mut get_with("/", "authorization", "Bearer from-file-key"))
+        .await;
+    assert_eq!(status(&d), 401, "bearer is off");
+    std::fs::write(&path, "- key: [not, a, string, secret-in-file]\n").unwrap();
+    let e = load_error(&yaml).await;
+    assert_eq!(e.place(), Some("t: configs[0].apiKeyAuth.keysFile"));
+    assert!(!e.to_string().contains("secret-in-file"), "{e}");
+    std::fs::remove_file(&path).ok();
+}
+
+#[tokio::test]
+async fn bad_api_key_configs_name_their_place_and_hide_keys() {
+    let cases = [
+        ("headerName: x", "configs[0].apiKeyAuth"),
+        (
+            "keys: [{ key: s3cr3t-key }, { key: s3cr3t-key }]",
+            "configs[0].apiKeyAuth.keys[1].key",
+        ),
+        ("keys: [{ key: '' }]", "configs[0].apiKeyAuth.keys[0].key"),
+        (
+            "keys: [{ key: s3cr3t-key }]\n    headerName: 'bad header'",
+            "configs[0].apiKeyAuth.headerName",
+        ),
+        (
+            "keys: [{ key: s3cr3t-key }]\n    headersFromMetadataEntry: { x-u: { name: u, required: true } }",
+            "configs[0].apiKeyAuth.keys[0].metadata",
+        ),
+        (
+            "keys: [{ key: s3cr3t-key, metadata: { u: \"a\\nb\" } }]\n    headersFromMetadataEntry: { x-u: { name: u } }",
+            "configs[0].apiKeyAuth.keys[0].metadata.u",
+        ),
+        (
+            "keys: [{ key: s3cr3t-key, extra: 1 }]",
+            "configs[0].apiKeyAuth.keys[0].extra",
+        ),
+        ("keys: s3cr3t-key", "configs[0].apiKeyAuth.keys"),
+        (
+            "keysFile: /nonexistent/authchain/keys.yaml",
+            "configs[0].apiKeyAuth.keysFile",
+        ),
+    ];
+    for (block, place) in cases {
+        let yaml = format!("name: k\nconfigs:\n- apiKeyAuth:\n    {block}\n");
+        assert_bad_config(&yaml, place, &["s3cr3t"]).await;
+    }
+}

@@ -1,0 +1,176 @@
+//! `basicAuth`.
+
+use authchain_core::{AuthService, Decision};
+use authchain_steps::basic::{BasicAuth, BasicConfig};
+use base64::Engine as _;
+use http::{HeaderName, HeaderValue, Method};
+
+use crate::common::*;
+
+const SHA256_USER: &str = "$5$saltsalt$gOjOtoMpVhru2uyjeJSEc/JaLQWOXMNmlOnj6T4AtC."; // password
+const SHA512_USER: &str = "$6$saltsalt$qFmFH.bQmmtXzyBY0s9v7Oicd2z4XSIecDzlB5KiA2/jctKu9YterLp8wwnSq.qc.eoxqOmSuNp2xS0ktL3nh/";
+
+fn basic(user: &str, password: &str) -> String {
+    let raw = format!("{user}:{password}");
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(raw)
+    )
+}
+
+fn bcrypt_2y(password: &str) -> String {
+    let h = bcrypt::hash(password, 4).unwrap();
+    format!("$2y${}", &h[4..])
+}
+
+fn config() -> String {
+    format!(
+        r#"
+name: b
+configs:
+- basicAuth:
+    realm: ratings
+    userIdHeader: x-user-id
+    htpasswd: |
+      # comment
+      alice:{bcrypt}
+      bob:{SHA512_USER}
+      carol:{SHA256_USER}
+    apr:
+      users:
+        user: {{ salt: TYu6jVnr, hashedPassword: ZMc4.dAY/srWCwfeAr0sc1 }}
+"#,
+        bcrypt = bcrypt_2y("alice-pw"),
+    )
+}
+
+#[tokio::test]
+async fn every_hash_scheme_verifies() {
+    let chain = chain(&config()).await;
+    for (user, pw) in [
+        ("alice", "alice-pw"),
+        ("bob", "password"),
+        ("carol", "password"),
+        ("user", "password"),
+    ] {
+        let mut r = get_with("/", "authorization", &basic(user, pw));
+        let d = chain.authorize(&mut r).await;
+        assert!(d.is_allow(), "{user}: {d:?}");
+        assert_eq!(upstream(&d, "x-user-id").as_deref(), Some(user));
+        assert_eq!(
+            d.as_allow().unwrap().user_info.as_ref().unwrap().user_id,
+            user
+        );
+        assert_eq!(r.state["basicAuth"]["user"], user);
+    }
+}
+
+#[tokio::test]
+async fn bad_credentials_get_a_401_with_the_realm() {
+    let chain = chain(&config()).await;
+    let huge = "A".repeat(100_000);
+    let mut cases = vec![
+        req(Method::GET, "/"),
+        get_with("/", "authorization", &basic("alice", "wrong")),
+        get_with("/", "authorization", &basic("alice", "")),
+        get_with("/", "authorization", &basic("nobody", "password")),
+        get_with("/", "authorization", &basic("", "password")),
+        get_with("/", "authorization", "Basic !!!not-base64!!!"),
+        get_with("/", "authorization", "Basic dXNlcnBhc3N3b3Jk"), // no colon
+        get_with("/", "authorization", "Bearer dXNlcjpwYXNzd29yZA=="),
+        get_with("/", "authorization", "Basic"),
+        get_with("/", "authorization", &format!("Basic {huge}")),
+    ];
+    let non_utf8 = base64::engine::general_purpose::STANDARD.encode(b"\xff\xfe:password");
+    cases.push(get_with("/", "authorization", &format!("Basic {non_utf8}")));
+    cases.push(req(Method::GET, "/").with_header(
+        HeaderName::from_static("authorization"),
+        HeaderValue::from_bytes(b"Basic \xff\xff").unwrap(),
+    ));
+    for mut r in cases {
+        let d = chain.authorize(&mut r).await;
+        let deny = d.as_deny().expect("deny");
+        assert_eq!(deny.status, 401);
+        assert_eq!(
+            deny.headers["www-authenticate"],
+            "Basic realm=\"ratings\", charset=\"UTF-8\""
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_verified_user_is_cached_and_a_wrong_password_is_not() {
+    let config: BasicConfig = serde_json::from_value(serde_json::json!({
+        "htpasswd": format!("alice:{}\n", bcrypt_2y("alice-pw")),
+    }))
+    .unwrap();
+    let step = BasicAuth::new(config).unwrap();
+    assert!(!step.is_cached("alice", b"alice-pw"));
+    let mut r = get_with("/", "authorization", &basic("alice", "alice-pw"));
+    assert!(step.authorize(&mut r).await.unwrap().is_allow());
+    assert!(step.is_cached("alice", b"alice-pw"));
+    // The second answer comes from the cache, and is the same.
+    let mut r = get_with("/", "authorization", &basic("alice", "alice-pw"));
+    let d = step.authorize(&mut r).await.unwrap();
+    assert!(matches!(d, Decision::Allow(_)));
+    let mut r = get_with("/", "authorization", &basic("alice", "nope"));
+    assert!(!step.authorize(&mut r).await.unwrap().is_allow());
+    assert!(!step.is_cached("alice", b"nope"));
+    assert!(step.identity_headers().is_empty());
+}
+
+#[tokio::test]
+async fn bad_basic_configs_name_their_place_and_hide_hashes() {
+    let cases = [
+        ("realm: x", "configs[0].basicAuth"),
+        (
+            "htpasswd: \"a:$2y$05$abc\"",
+            "configs[0].basicAuth.htpasswd",
+        ),
+        (
+            "htpasswd: \"a:{SHA}s3cr3t\"",
+            "configs[0].basicAuth.htpasswd",
+        ),
+        (
+            "htpasswd: \"no-colon-s3cr3t\"",
+            "configs[0].basicAuth.htpasswd",
+        ),
+        (
+            "htpasswd: \"a:$apr1$TYu6jVnr$ZMc4.dAY/srWCwfeAr0sc1\\na:$apr1$TYu6jVnr$ZMc4.dAY/srWCwfeAr0sc1\"",
+            "configs[0].basicAuth.htpasswd",
+        ),
+        (
+            "apr: { users: { bob: { salt: s3cr3t, hashedPassword: short } } }",
+            "configs[0].basicAuth.apr.users.bob",
+        ),
+        (
+            "apr: { users: { bob: { salt: x } } }",
+            "configs[0].basicAuth.apr.users.bob",
+        ),
+        (
+            "htpasswdFile: /nonexistent/htpasswd",
+            "configs[0].basicAuth.htpasswdFile",
+        ),
+        (
+            "htpasswd: \"a:$apr1$TYu6jVnr$ZMc4.dAY/srWCwfeAr0sc1\"\n    realm: 'a\"b'",
+            "configs[0].basicAuth.realm",
+        ),
+        (
+            "htpasswd: \"a:$apr1$TYu6jVnr$ZMc4.dAY/srWCwfeAr0sc1\"\n    userIdHeader: 'x y'",
+            "configs[0].basicAuth.userIdHeader",
+        ),
+        (
+            "htpasswd: \"a:$apr1$TYu6jVnr$ZMc4.dAY/srWCwfeAr0sc1\"\n    cache: { ttl: forever }",
+            "configs[0].basicAuth.cache.ttl",
+        ),
+    ];
+    for (block, place) in cases {
+        let yaml = format!("name: b\nconfigs:\n- basicAuth:\n    {block}\n");
+        assert_bad_config(&yaml, place, &["s3cr3t"]).await;
+    }
+    let e = load_error("name: b\nconfigs:\n- basicAuth:\n    htpasswd: \"# c\\na:{SHA}x\"\n").await;
+    assert!(
+        e.to_string().contains("line 2: unsupported hash scheme"),
+        "{e}"
+    );
+}

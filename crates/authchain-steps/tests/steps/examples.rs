@@ -1,0 +1,126 @@
+//! Every YAML example in `examples-config/` loads, and does what its
+//! comment says.
+
+use base64::Engine as _;
+use http::Method;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::json;
+
+use crate::common::*;
+
+fn example(name: &str) -> String {
+    std::fs::read_to_string(format!(
+        "{}/examples-config/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
+}
+
+fn token(claims: serde_json::Value) -> String {
+    let mut header = Header::new(Algorithm::RS256);
+    header.kid = Some("rsa-1".into());
+    let key = EncodingKey::from_rsa_pem(include_bytes!("../keys/rsa.pem")).unwrap();
+    jsonwebtoken::encode(&header, &claims, &key).unwrap()
+}
+
+fn exp() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 600
+}
+
+#[tokio::test]
+async fn every_example_loads() {
+    let dir = format!("{}/examples-config", env!("CARGO_MANIFEST_DIR"));
+    let mut n = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        load(&text)
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        n += 1;
+    }
+    assert!(n >= 6);
+}
+
+#[tokio::test]
+async fn rules_example() {
+    let chain = chain(&example("rules.yaml")).await;
+    assert!(
+        chain
+            .authorize(&mut req(Method::GET, "/ratings/1"))
+            .await
+            .is_allow()
+    );
+    assert_eq!(
+        status(&chain.authorize(&mut req(Method::GET, "/ratings/2")).await),
+        403
+    );
+}
+
+#[tokio::test]
+async fn api_key_example() {
+    let chain = chain(&example("api-key.yaml")).await;
+    let d = chain
+        .authorize(&mut get_with(
+            "/",
+            "api-key",
+            "N2YwMDIxZTEtNGUzNS1jNzgzLTRkYjAtYjE2YzRkZGVmNjcy",
+        ))
+        .await;
+    assert_eq!(upstream(&d, "x-user-id").as_deref(), Some("alice"));
+}
+
+#[tokio::test]
+async fn basic_example_is_a_gloo_manifest() {
+    let engine = load(&example("basic.yaml")).await.unwrap();
+    let generation = engine.current();
+    let chain = generation
+        .chain("gloo-system.basic-auth")
+        .expect("named namespace.name");
+    let auth = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode("user:password")
+    );
+    let d = chain
+        .authorize(&mut get_with("/", "authorization", &auth))
+        .await;
+    assert_eq!(upstream(&d, "x-user-id").as_deref(), Some("user"));
+}
+
+#[tokio::test]
+async fn jwt_example() {
+    let chain = chain(&example("jwt.yaml")).await;
+    let t = token(
+        json!({"sub": "alice", "iss": "https://issuer.example.com", "aud": "ratings", "exp": exp(), "org": {"id": "acme"}}),
+    );
+    let d = chain
+        .authorize(&mut get_with("/", "authorization", &format!("Bearer {t}")))
+        .await;
+    assert_eq!(upstream(&d, "x-org-id").as_deref(), Some("acme"));
+}
+
+#[tokio::test]
+async fn jwt_then_opa_example_reads_the_claims_from_state() {
+    let chain = chain(&example("jwt-then-opa.yaml")).await;
+    let bearer = |sub: &str| format!("Bearer {}", token(json!({"sub": sub, "exp": exp()})));
+    let mut r = get_with("/", "authorization", &bearer("bob"));
+    let d = chain.authorize(&mut r).await;
+    assert_eq!(upstream(&d, "x-role").as_deref(), Some("reader"));
+    let mut r = get_with("/", "authorization", &bearer("alice"));
+    r.method = Method::POST;
+    let d = chain.authorize(&mut r).await;
+    assert_eq!(upstream(&d, "x-role").as_deref(), Some("writer"));
+    let mut r = get_with("/", "authorization", &bearer("bob"));
+    r.method = Method::POST;
+    let d = chain.authorize(&mut r).await;
+    assert_eq!(status(&d), 403);
+    assert_eq!(d.as_deny().unwrap().body, "forbidden");
+    assert_eq!(
+        status(&chain.authorize(&mut req(Method::GET, "/")).await),
+        401
+    );
+}

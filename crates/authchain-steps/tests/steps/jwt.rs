@@ -1,0 +1,424 @@
+//! `jwt`, with a local JWKS and one served on 127.0.0.1.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::Mutex;
+
+use crate::common::*;
+
+const RSA: &[u8] = include_bytes!("../keys/rsa.pem");
+const RSA2: &[u8] = include_bytes!("../keys/rsa2.pem");
+const EC: &[u8] = include_bytes!("../keys/ec.pem");
+const ED: &[u8] = include_bytes!("../keys/ed25519.pem");
+const HS: &[u8] = b"a-test-only-hmac-secret-of-32-by";
+
+fn jwks_path(name: &str) -> String {
+    format!("{}/tests/keys/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+fn claims() -> Value {
+    json!({
+        "sub": "alice",
+        "iss": "https://issuer.example.com",
+        "aud": "ratings",
+        "exp": now() + 600,
+        "org": { "id": 42 },
+    })
+}
+
+fn sign(alg: Algorithm, kid: &str, claims: &Value) -> String {
+    let key = match alg {
+        Algorithm::RS256 => EncodingKey::from_rsa_pem(if kid == "rsa-2" { RSA2 } else { RSA }),
+        Algorithm::ES256 => EncodingKey::from_ec_pem(EC),
+        Algorithm::EdDSA => EncodingKey::from_ed_pem(ED),
+        _ => Ok(EncodingKey::from_secret(HS)),
+    }
+    .unwrap();
+    let mut header = Header::new(alg);
+    if !kid.is_empty() {
+        header.kid = Some(kid.to_owned());
+    }
+    jsonwebtoken::encode(&header, claims, &key).unwrap()
+}
+
+fn bearer(token: &str) -> authchain_core::AuthorizationRequest {
+    get_with("/", "authorization", &format!("Bearer {token}"))
+}
+
+fn local_config(extra: &str) -> String {
+    format!(
+        r#"
+name: j
+configs:
+- jwt:
+    issuer: https://issuer.example.com
+    audiences: [ratings]
+    leeway: 30s
+    jwks:
+      local:
+        file: {}
+    claimsToHeaders:
+    - {{ claim: sub, header: x-user-id }}
+    - {{ claim: org.id, header: x-org-id }}
+{extra}"#,
+        jwks_path("jwks.json")
+    )
+}
+
+#[tokio::test]
+async fn rs256_es256_eddsa_and_hs256_tokens_verify() {
+    let chain = chain(&local_config("")).await;
+    for (alg, kid) in [
+        (Algorithm::RS256, "rsa-1"),
+        (Algorithm::ES256, "ec-1"),
+        (Algorithm::EdDSA, "ed-1"),
+        (Algorithm::HS256, "hs-1"),
+        (Algorithm::ES256, ""), // no kid: every key of the right type is tried
+    ] {
+        let mut r = bearer(&sign(alg, kid, &claims()));
+        let d = chain.authorize(&mut r).await;
+        assert!(d.is_allow(), "{alg:?}: {d:?}");
+        assert_eq!(upstream(&d, "x-user-id").as_deref(), Some("alice"));
+        assert_eq!(upstream(&d, "x-org-id").as_deref(), Some("42"));
+        assert_eq!(
+            d.as_allow().unwrap().user_info.as_ref().unwrap().user_id,
+            "alice"
+        );
+        assert_eq!(r.state["jwt"]["org"]["id"], 42);
+    }
+}
+
+#[tokio::test]
+async fn invalid_tokens_are_401_invalid_token() {
+    let chain = chain(&local_config("")).await;
+    let with = |k: &str, v: Value| {
+        let mut c = claims();
+        c[k] = v;
+        c
+    };
+    let without = |k: &str| {
+        let mut c = claims();
+        c.as_object_mut().unwrap().remove(k);
+        c
+    };
+    let good = sign(Algorithm::RS256, "rsa-1", &claims());
+    let tampered = {
+        let mut parts: Vec<String> = good.split('.').map(str::to_owned).collect();
+        parts[1] = base64::Engine::encode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            serde_json::to_vec(&with("sub", json!("admin"))).unwrap(),
+        );
+        parts.join(".")
+    };
+    let none_alg = format!(
+        "{}.{}.",
+        base64::Engine::encode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            br#"{"alg":"none","typ":"JWT"}"#
+        ),
+        good.split('.').nth(1).unwrap()
+    );
+    let cases = vec![
+        (
+            "expired",
+            sign(Algorithm::RS256, "rsa-1", &with("exp", json!(now() - 120))),
+        ),
+        (
+            "not yet valid",
+            sign(Algorithm::RS256, "rsa-1", &with("nbf", json!(now() + 120))),
+        ),
+        (
+            "wrong issuer",
+            sign(
+                Algorithm::RS256,
+                "rsa-1",
+                &with("iss", json!("https://evil")),
+            ),
+        ),
+        (
+            "wrong audience",
+            sign(Algorithm::RS256, "rsa-1", &with("aud", json!("other"))),
+        ),
+        ("no exp", sign(Algorithm::RS256, "rsa-1", &without("exp"))),
+        ("no aud", sign(Algorithm::RS256, "rsa-1", &without("aud"))),
+        (
+            "other key, same kid",
+            sign(Algorithm::RS256, "rsa-2", &claims()),
+        ),
+        ("unknown kid", sign(Algorithm::RS256, "nope", &claims())),
+        ("tampered", tampered),
+        ("alg none", none_alg),
+        ("garbage", "a.b.c".to_owned()),
+        ("one part", "abc".to_owned()),
+        ("huge", "a".repeat(100_000)),
+        ("non-base64", "@@@.@@@.@@@".to_owned()),
+    ];
+    for (what, token) in cases {
+        let d = chain.authorize(&mut bearer(&token)).await;
+        let deny = d.as_deny().unwrap_or_else(|| panic!("{what} allowed"));
+        assert_eq!(deny.status, 401, "{what}");
+        assert_eq!(
+            deny.headers["www-authenticate"], "Bearer realm=\"authchain\", error=\"invalid_token\"",
+            "{what}"
+        );
+    }
+    // Within the leeway, an expired token still passes.
+    let d = chain
+        .authorize(&mut bearer(&sign(
+            Algorithm::RS256,
+            "rsa-1",
+            &with("exp", json!(now() - 5)),
+        )))
+        .await;
+    assert!(d.is_allow());
+    // A token signed by another key under a real kid.
+    let mut header = Header::new(Algorithm::RS256);
+    header.kid = Some("rsa-1".into());
+    let forged = jsonwebtoken::encode(
+        &header,
+        &claims(),
+        &EncodingKey::from_rsa_pem(RSA2).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(status(&chain.authorize(&mut bearer(&forged)).await), 401);
+    // An HMAC token signed with the RSA public key's bytes cannot pass as RS256's key.
+    let confused = sign(Algorithm::HS256, "rsa-1", &claims());
+    assert_eq!(status(&chain.authorize(&mut bearer(&confused)).await), 401);
+}
+
+#[tokio::test]
+async fn a_missing_token_gets_a_plain_challenge() {
+    let chain = chain(&local_config("    realm: ratings\n")).await;
+    for mut r in [
+        req(http::Method::GET, "/"),
+        get_with("/", "cookie", "session=x"),
+    ] {
+        let d = chain.authorize(&mut r).await;
+        let deny = d.as_deny().expect("deny");
+        assert_eq!(deny.status, 401);
+        assert_eq!(deny.headers["www-authenticate"], "Bearer realm=\"ratings\"");
+    }
+    let d = chain
+        .authorize(&mut get_with("/", "authorization", "Basic abc"))
+        .await;
+    assert_eq!(status(&d), 401);
+    let d = chain
+        .authorize(&mut req(http::Method::GET, "/").with_header(
+            http::header::AUTHORIZATION,
+            http::HeaderValue::from_bytes(b"Bearer \xff").unwrap(),
+        ))
+        .await;
+    assert_eq!(status(&d), 401);
+}
+
+#[tokio::test]
+async fn a_token_from_a_cookie_or_a_custom_header() {
+    let chain = chain(&local_config(
+        "    tokenSource:\n      headers: [{ header: x-token }]\n      cookies: [access_token]\n",
+    ))
+    .await;
+    let token = sign(Algorithm::ES256, "ec-1", &claims());
+    let d = chain
+        .authorize(&mut get_with(
+            "/",
+            "cookie",
+            &format!("a=b; access_token={token}"),
+        ))
+        .await;
+    assert!(d.is_allow(), "{d:?}");
+    let d = chain.authorize(&mut get_with("/", "x-token", &token)).await;
+    assert!(d.is_allow(), "{d:?}");
+    let d = chain.authorize(&mut bearer(&token)).await;
+    assert_eq!(status(&d), 401, "Authorization is not a source any more");
+}
+
+/// A JWKS server on 127.0.0.1:0 whose document can change; counts fetches.
+struct JwksServer {
+    url: String,
+    body: Arc<Mutex<String>>,
+    hits: Arc<AtomicUsize>,
+}
+
+async fn jwks_server(body: String) -> JwksServer {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/jwks.json", listener.local_addr().unwrap());
+    let body = Arc::new(Mutex::new(body));
+    let hits = Arc::new(AtomicUsize::new(0));
+    let (b, h) = (body.clone(), hits.clone());
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let (b, h) = (b.clone(), h.clone());
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 1024];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match sock.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                h.fetch_add(1, Ordering::SeqCst);
+                let body = b.lock().await.clone();
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = sock.write_all(response.as_bytes()).await;
+            });
+        }
+    });
+    JwksServer { url, body, hits }
+}
+
+fn remote_config(url: &str, min_refresh: &str) -> String {
+    format!(
+        r#"
+name: j
+configs:
+- jwt:
+    jwks:
+      remote:
+        url: {url}
+        refreshInterval: 1h
+        minRefreshInterval: {min_refresh}
+        timeout: 5s
+"#
+    )
+}
+
+#[tokio::test]
+async fn a_remote_jwks_is_fetched_at_start_and_again_for_an_unknown_kid() {
+    let first = std::fs::read_to_string(jwks_path("jwks.json")).unwrap();
+    let server = jwks_server(first).await;
+    let chain = chain(&remote_config(&server.url, "0s")).await;
+    assert_eq!(
+        server.hits.load(Ordering::SeqCst),
+        1,
+        "fetched once at start"
+    );
+    let d = chain
+        .authorize(&mut bearer(&sign(Algorithm::RS256, "rsa-1", &claims())))
+        .await;
+    assert!(d.is_allow());
+    assert_eq!(
+        server.hits.load(Ordering::SeqCst),
+        1,
+        "a known kid needs no fetch"
+    );
+
+    // The issuer rotates to rsa-2.
+    *server.body.lock().await = std::fs::read_to_string(jwks_path("jwks-rsa2.json")).unwrap();
+    let d = chain
+        .authorize(&mut bearer(&sign(Algorithm::RS256, "rsa-2", &claims())))
+        .await;
+    assert!(d.is_allow(), "{d:?}");
+    assert_eq!(server.hits.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn unknown_kid_refreshes_are_rate_bound() {
+    let first = std::fs::read_to_string(jwks_path("jwks.json")).unwrap();
+    let server = jwks_server(first).await;
+    let chain = chain(&remote_config(&server.url, "1h")).await;
+    for _ in 0..5 {
+        let d = chain
+            .authorize(&mut bearer(&sign(Algorithm::RS256, "rsa-9", &claims())))
+            .await;
+        assert_eq!(status(&d), 401);
+    }
+    assert_eq!(
+        server.hits.load(Ordering::SeqCst),
+        1,
+        "no refresh within minRefreshInterval"
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_jwks_stops_the_config_from_going_live() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/jwks.json", listener.local_addr().unwrap());
+    drop(listener);
+    let e = load_error(&remote_config(&url, "30s")).await;
+    assert!(e.is_start(), "{e}");
+}
+
+#[tokio::test]
+async fn bad_jwt_configs_name_their_place() {
+    let jwks = jwks_path("jwks.json");
+    let cases = [
+        ("jwks: {}".to_owned(), "configs[0].jwt.jwks"),
+        ("issuer: x".to_owned(), "configs[0].jwt"),
+        (
+            "jwks: { local: { key: 'not json s3cr3t' } }".to_owned(),
+            "configs[0].jwt.jwks.local.key",
+        ),
+        (
+            "jwks: { local: { key: '{\"keys\": []}' } }".to_owned(),
+            "configs[0].jwt.jwks.local.key",
+        ),
+        (
+            "jwks: { local: { key: '{\"keys\": []}', file: x } }".to_owned(),
+            "configs[0].jwt.jwks.local",
+        ),
+        (
+            "jwks: { local: { file: /nonexistent/jwks.json } }".to_owned(),
+            "configs[0].jwt.jwks.local.file",
+        ),
+        (
+            "jwks: { remote: { url: 'not a url' } }".to_owned(),
+            "configs[0].jwt.jwks.remote.url",
+        ),
+        (
+            "jwks: { remote: { url: 'ftp://x/y' } }".to_owned(),
+            "configs[0].jwt.jwks.remote.url",
+        ),
+        (
+            "jwks: { remote: { url: /relative } }".to_owned(),
+            "configs[0].jwt.jwks.remote.url",
+        ),
+        (
+            "jwks: { remote: { url: 'http://x/y', timeout: 0s } }".to_owned(),
+            "configs[0].jwt.jwks.remote.timeout",
+        ),
+        (
+            format!("jwks: {{ local: {{ file: {jwks} }} }}\n    algorithms: [RS257]"),
+            "configs[0].jwt.algorithms[0]",
+        ),
+        (
+            format!(
+                "jwks: {{ local: {{ file: {jwks} }} }}\n    claimsToHeaders: [{{ claim: sub, header: 'a b' }}]"
+            ),
+            "configs[0].jwt.claimsToHeaders[0].header",
+        ),
+        (
+            format!("jwks: {{ local: {{ file: {jwks} }} }}\n    tokenSource: {{ headers: [] }}"),
+            "configs[0].jwt.tokenSource",
+        ),
+        (
+            format!("jwks: {{ local: {{ file: {jwks} }} }}\n    leeway: soon"),
+            "configs[0].jwt.leeway",
+        ),
+        (
+            format!(
+                "jwks: {{ local: {{ file: {jwks} }} }}\n    algorithms: [ES256, HS256]\n    realm: 'a\"'"
+            ),
+            "configs[0].jwt.realm",
+        ),
+    ];
+    for (block, place) in cases {
+        let yaml = format!("name: j\nconfigs:\n- jwt:\n    {block}\n");
+        assert_bad_config(&yaml, place, &["s3cr3t"]).await;
+    }
+}

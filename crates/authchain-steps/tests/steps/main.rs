@@ -1,0 +1,12 @@
+//! Integration tests of the built-in steps, each through
+//! `AuthConfig::parse` + `Engine::load`, as a user configures them.
+
+#![allow(clippy::unwrap_used)]
+
+mod api_key;
+mod basic;
+mod common;
+mod examples;
+mod jwt;
+mod opa;
+mod rules;

@@ -1,0 +1,198 @@
+//! `opaAuth`.
+
+use base64::Engine as _;
+use http::{HeaderName, HeaderValue, Method};
+
+use crate::common::*;
+
+fn opa(policy: &str, extra: &str) -> String {
+    let policy = policy.replace('\n', "\n        ");
+    format!(
+        r#"
+name: o
+configs:
+- opaAuth:
+    query: data.t.result
+    allowedUpstreamHeaders: [x-role]
+{extra}    modules:
+      t.rego: |
+        {policy}
+"#
+    )
+}
+
+#[tokio::test]
+async fn opa_envoy_istio_example_runs_unchanged() {
+    let yaml = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples-config/opa.yaml"
+    ))
+    .unwrap();
+    let chain = chain(&yaml).await;
+    let auth = |user: &str| {
+        let raw = base64::engine::general_purpose::URL_SAFE.encode(format!("{user}:password"));
+        format!("Basic {raw}")
+    };
+    let cases = [
+        ("GET", "/health", None, 200),
+        ("POST", "/health", None, 403),
+        ("GET", "/productpage", Some("alice"), 200),
+        ("GET", "/api/v1/products", Some("alice"), 403),
+        ("GET", "/api/v1/products", Some("bob"), 200),
+        ("GET", "/productpage", Some("mallory"), 403),
+        ("GET", "/productpage", None, 403),
+    ];
+    for (m, p, user, want) in cases {
+        let mut r = req(Method::from_bytes(m.as_bytes()).unwrap(), p);
+        if let Some(user) = user {
+            r = r.with_header(
+                http::header::AUTHORIZATION,
+                HeaderValue::try_from(auth(user)).unwrap(),
+            );
+        }
+        let d = chain.authorize(&mut r).await;
+        assert_eq!(status(&d), want, "{m} {p} {user:?}");
+    }
+}
+
+#[tokio::test]
+async fn an_object_result_sets_headers_or_shapes_the_deny() {
+    let chain = chain(&opa(
+        r#"package t
+import rego.v1
+default result := {"allowed": false, "http_status": 418, "body": "no tea", "headers": {"x-why": "policy"}}
+result := {"allowed": true, "headers": {"x-role": "reader", "x-sneaky": "1"}, "response_headers_to_add": {"x-seen": "yes"}} if {
+	input.method == "GET"
+	input.parsed_query.v == ["1"]
+	input.headers["x-a"] == "1, 2"
+	input.attributes.request.http.host == "api.example.com"
+	data.readers[_] == input.context.tenant
+}"#,
+        "    data: { readers: [acme] }\n",
+    ))
+    .await;
+    let mut r = req(Method::GET, "/p?v=1")
+        .with_host("api.example.com")
+        .with_header(
+            HeaderName::from_static("x-a"),
+            HeaderValue::from_static("1"),
+        )
+        .with_header(
+            HeaderName::from_static("x-a"),
+            HeaderValue::from_static("2"),
+        );
+    r.context.insert("tenant".into(), "acme".into());
+    let mut denied = r.clone();
+    let d = chain.authorize(&mut r).await;
+    assert!(d.is_allow(), "{d:?}");
+    assert_eq!(upstream(&d, "x-role").as_deref(), Some("reader"));
+    assert_eq!(
+        upstream(&d, "x-sneaky"),
+        None,
+        "not in allowedUpstreamHeaders"
+    );
+    assert_eq!(d.as_allow().unwrap().response_headers[0].name, "x-seen");
+
+    denied.context.insert("tenant".into(), "other".into());
+    let d = chain.authorize(&mut denied).await;
+    let deny = d.as_deny().expect("deny");
+    assert_eq!(deny.status, 418);
+    assert_eq!(deny.body, "no tea");
+    assert_eq!(deny.headers["x-why"], "policy");
+}
+
+#[tokio::test]
+async fn boolean_results_and_odd_input() {
+    let chain = chain(&opa(
+        "package t\nimport rego.v1\nresult if input.path == \"/ok\"\n",
+        "",
+    ))
+    .await;
+    assert!(
+        chain
+            .authorize(&mut req(Method::GET, "/ok"))
+            .await
+            .is_allow()
+    );
+    assert_eq!(
+        status(&chain.authorize(&mut req(Method::GET, "/no")).await),
+        403,
+        "undefined is a deny"
+    );
+    let mut r = req(Method::GET, "/no")
+        .with_header(
+            HeaderName::from_static("x-bin"),
+            HeaderValue::from_bytes(b"\xff\xfe").unwrap(),
+        )
+        .with_header(
+            HeaderName::from_static("x-huge"),
+            HeaderValue::try_from("a".repeat(100_000)).unwrap(),
+        );
+    assert_eq!(status(&chain.authorize(&mut r).await), 403);
+}
+
+#[tokio::test]
+async fn a_result_of_the_wrong_type_is_a_step_error_and_fails_closed() {
+    let chain = chain(&opa("package t\nresult := 5\n", "")).await;
+    assert_eq!(
+        status(&chain.authorize(&mut req(Method::GET, "/")).await),
+        403
+    );
+    let chain = chain_with_status(&opa("package t\nresult := 5\n", "")).await;
+    assert_eq!(
+        status(&chain.authorize(&mut req(Method::GET, "/")).await),
+        503
+    );
+}
+
+async fn chain_with_status(yaml: &str) -> std::sync::Arc<authchain_core::Chain> {
+    chain(&format!("{yaml}statusOnError: 503\n")).await
+}
+
+#[tokio::test]
+async fn bad_opa_configs_name_their_place() {
+    let cases = [
+        (
+            opa("package t\nresult if {", ""),
+            "configs[0].opaAuth.modules.t.rego",
+        ),
+        (
+            opa("package t\nresult := true", "").replace("data.t.result", "allow"),
+            "configs[0].opaAuth.query",
+        ),
+        (
+            opa("package t\nresult := true", "").replace("data.t.result", "data.t.result[0]"),
+            "configs[0].opaAuth.query",
+        ),
+        (
+            opa("package t\nresult := true", "    data: [1]\n"),
+            "configs[0].opaAuth.data",
+        ),
+        (
+            opa("package t\nresult := true", "    evalTimeout: 0s\n"),
+            "configs[0].opaAuth.evalTimeout",
+        ),
+        (
+            opa(
+                "package t\nresult := true",
+                "    moduleFiles: [/nonexistent/x.rego]\n",
+            ),
+            "configs[0].opaAuth.moduleFiles[0]",
+        ),
+        (
+            opa(
+                "package t\nresult := true",
+                "    allowedUpstreamHeaders: ['a b']\n",
+            )
+            .replace("    allowedUpstreamHeaders: [x-role]\n", ""),
+            "configs[0].opaAuth.allowedUpstreamHeaders[0]",
+        ),
+        (
+            "name: o\nconfigs:\n- opaAuth: { query: data.t.x }\n".to_owned(),
+            "configs[0].opaAuth.modules",
+        ),
+    ];
+    for (yaml, place) in cases {
+        assert_bad_config(&yaml, place, &[]).await;
+    }
+}

@@ -1,0 +1,144 @@
+//! `rules`.
+
+use http::Method;
+
+use crate::common::*;
+
+const RATINGS: &str = r#"
+name: r
+configs:
+- rules:
+    rules:
+    - action: allow
+      methods: [GET]
+      path: { exact: /ratings/1 }
+"#;
+
+#[tokio::test]
+async fn allow_get_ratings_one_deny_the_rest() {
+    let chain = chain(RATINGS).await;
+    let d = chain.authorize(&mut req(Method::GET, "/ratings/1")).await;
+    assert!(d.is_allow());
+    let d = chain
+        .authorize(&mut req(Method::GET, "/ratings/1?x=1"))
+        .await;
+    assert!(d.is_allow(), "the query string is not part of the path");
+    for (m, p) in [
+        (Method::GET, "/ratings/2"),
+        (Method::POST, "/ratings/1"),
+        (Method::GET, "/ratings/1/"),
+        (Method::GET, "/"),
+    ] {
+        let d = chain.authorize(&mut req(m.clone(), p)).await;
+        assert_eq!(status(&d), 403, "{m} {p}");
+    }
+}
+
+#[tokio::test]
+async fn first_match_wins_with_every_matcher_kind() {
+    let chain = chain(
+        r#"
+name: r
+configs:
+- rules:
+    defaultAction: allow
+    denyStatus: 404
+    rules:
+    - { action: deny, methods: [DELETE], status: 405 }
+    - { action: allow, path: { prefix: /public/ } }
+    - { action: deny, path: { glob: "/admin/*" } }
+    - { action: allow, paths: [{ regex: "/items/[0-9]+" }] }
+    - { action: deny, paths: [{ prefix: /items/ }] }
+    - { action: deny, hosts: ["*.internal.example.com", "db.example.com"] }
+"#,
+    )
+    .await;
+    let cases = [
+        (Method::DELETE, "/public/x", "", 405),
+        (Method::GET, "/public/x", "db.example.com", 200),
+        (Method::GET, "/admin/users", "", 404),
+        (Method::GET, "/admin/users/1", "", 200), // `*` stays in one segment
+        (Method::GET, "/items/42", "", 200),
+        (Method::GET, "/items/42x", "", 404), // regex matches the whole path
+        (Method::GET, "/x", "a.internal.example.com:8443", 404),
+        (Method::GET, "/x", "DB.example.com", 404),
+        (Method::GET, "/x", "example.com", 200),
+    ];
+    for (m, p, host, want) in cases {
+        let mut r = req(m.clone(), p).with_host(host);
+        let d = chain.authorize(&mut r).await;
+        assert_eq!(status(&d), want, "{m} {p} {host}");
+    }
+}
+
+#[tokio::test]
+async fn host_comes_from_the_host_header_when_the_transport_gave_none() {
+    let chain = chain(
+        r#"
+name: r
+configs:
+- rules: { rules: [{ action: allow, hosts: [api.example.com] }] }
+"#,
+    )
+    .await;
+    let d = chain
+        .authorize(&mut get_with("/", "host", "api.example.com:80"))
+        .await;
+    assert!(d.is_allow());
+    let d = chain
+        .authorize(&mut get_with("/", "host", "other.example.com"))
+        .await;
+    assert_eq!(status(&d), 403);
+}
+
+#[tokio::test]
+async fn bad_rules_configs_name_their_place() {
+    let cases = [
+        (
+            "rules: [{ action: allow, path: { exact: /a, prefix: /b } }]",
+            "configs[0].rules.rules[0].path",
+        ),
+        (
+            "rules: [{ action: allow, paths: [{ regex: \"(\" }] }]",
+            "configs[0].rules.rules[0].paths[0].regex",
+        ),
+        (
+            "rules: [{ action: allow, paths: [{ glob: \"[\" }] }]",
+            "configs[0].rules.rules[0].paths[0].glob",
+        ),
+        (
+            "rules: [{ action: allow, methods: [\"G T\"] }]",
+            "configs[0].rules.rules[0].methods[0]",
+        ),
+        (
+            "rules: [{ action: allow, hosts: [\"a*.com\"] }]",
+            "configs[0].rules.rules[0].hosts[0]",
+        ),
+        (
+            "rules: [{ action: maybe }]",
+            "configs[0].rules.rules[0].action",
+        ),
+        (
+            "rules: [{ action: deny, status: 200 }]",
+            "configs[0].rules.rules[0].status",
+        ),
+        ("denyStatus: 99", "configs[0].rules.denyStatus"),
+        ("rulez: []", "configs[0].rules.rulez"),
+    ];
+    for (block, place) in cases {
+        let yaml = format!("name: r\nconfigs:\n- rules:\n    {block}\n");
+        assert_bad_config(&yaml, place, &[]).await;
+    }
+}
+
+#[tokio::test]
+async fn odd_input_never_panics() {
+    let chain = chain(RATINGS).await;
+    let huge = "/".repeat(100_000);
+    for p in ["", "?", "??", "/ratings/1#x", huge.as_str(), "*", "/%ff"] {
+        let d = chain
+            .authorize(&mut req(Method::GET, p).with_host("[::1"))
+            .await;
+        assert_eq!(status(&d), 403, "{p:.20}");
+    }
+}
