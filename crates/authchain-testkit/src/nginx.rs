@@ -31,7 +31,9 @@ impl Nginx {
     /// Starts nginx with `server` as the body of its `http {}` block,
     /// after `{{port}}` in it is replaced with a free loopback port (write
     /// `listen 127.0.0.1:{{port}};`). Temp paths, the pid file and logs go
-    /// to a scratch directory; errors go to stderr.
+    /// to a scratch directory; errors go to stderr. nginx runs as one
+    /// process (`master_process off`): killing a master would leave its
+    /// workers serving the port.
     pub async fn start(server: &str) -> Result<Nginx, PeerError> {
         let binary = LOCATOR.locate()?;
         let dir = ScratchDir::new("nginx")?;
@@ -39,7 +41,8 @@ impl Nginx {
         let server = render(server, &[("port", port.to_string())])?;
         let prefix = dir.path().display().to_string();
         let config = format!(
-            "worker_processes 1;\n\
+            "master_process off;\n\
+             worker_processes 1;\n\
              user root;\n\
              pid {prefix}/nginx.pid;\n\
              error_log stderr warn;\n\
@@ -71,6 +74,11 @@ impl Nginx {
     /// The address it listens on.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.peer.pid()
     }
 
     /// What nginx wrote so far.
