@@ -181,6 +181,20 @@ async fn authchain() -> Authchain {
     Authchain { addr, task }
 }
 
+/// A proxy config with the upstream's and authchain's addresses filled
+/// in; `{{port}}` stays for the peer's own start to fill.
+fn wire(template: &str, upstream: &EchoServer, auth: &Authchain) -> String {
+    render(
+        template,
+        &[
+            ("port", "{{port}}".into()),
+            ("upstream", upstream.addr().to_string()),
+            ("authchain", auth.addr.to_string()),
+        ],
+    )
+    .unwrap()
+}
+
 // nginx auth_request: the seed "Forward Authentication".
 
 const NGINX: &str = r#"
@@ -207,19 +221,7 @@ server {
 async fn nginx_auth_request_forward_authentication() {
     let upstream = EchoServer::start().await.unwrap();
     let auth = authchain().await;
-    let nginx = Nginx::start(
-        &render(
-            NGINX,
-            &[
-                ("port", "{{port}}".into()),
-                ("upstream", upstream.addr().to_string()),
-                ("authchain", auth.addr.to_string()),
-            ],
-        )
-        .unwrap(),
-    )
-    .await
-    .unwrap();
+    let nginx = Nginx::start(&wire(NGINX, &upstream, &auth)).await.unwrap();
 
     // A token in Authorization: the upstream gets alice, whatever the client claims.
     let reply = client::get(
@@ -284,18 +286,9 @@ http:
 async fn traefik_forward_auth() {
     let upstream = EchoServer::start().await.unwrap();
     let auth = authchain().await;
-    let traefik = Traefik::start(
-        &render(
-            TRAEFIK,
-            &[
-                ("upstream", upstream.addr().to_string()),
-                ("authchain", auth.addr.to_string()),
-            ],
-        )
-        .unwrap(),
-    )
-    .await
-    .unwrap();
+    let traefik = Traefik::start(&wire(TRAEFIK, &upstream, &auth))
+        .await
+        .unwrap();
 
     let reply = client::get(
         traefik.addr(),
@@ -338,19 +331,7 @@ http://:{{port}} {
 async fn caddy_forward_auth() {
     let upstream = EchoServer::start().await.unwrap();
     let auth = authchain().await;
-    let caddy = Caddy::start(
-        &render(
-            CADDY,
-            &[
-                ("port", "{{port}}".into()),
-                ("upstream", upstream.addr().to_string()),
-                ("authchain", auth.addr.to_string()),
-            ],
-        )
-        .unwrap(),
-    )
-    .await
-    .unwrap();
+    let caddy = Caddy::start(&wire(CADDY, &upstream, &auth)).await.unwrap();
 
     let reply = client::get(
         caddy.addr(),
