@@ -13,6 +13,7 @@ use metrics::{Counter, Histogram};
 use tokio::time::{Instant, Sleep};
 use tracing::Instrument;
 
+use crate::cache::{CacheSettings, DecisionCache};
 use crate::expr::{self, Next, Op};
 use crate::{
     Allow, AuthService, AuthorizationRequest, Decision, Deny, Error, HeaderAction, Lifecycle,
@@ -70,6 +71,7 @@ pub struct Chain {
     deadline: Duration,
     strip: Vec<HeaderName>,
     metrics: ChainMetrics,
+    cache: Option<DecisionCache>,
 }
 
 struct Step {
@@ -143,6 +145,7 @@ impl fmt::Debug for Chain {
             .field("status_on_error", &self.status_on_error)
             .field("deadline", &self.deadline)
             .field("strip", &self.strip)
+            .field("cache", &self.cache)
             .finish()
     }
 }
@@ -173,6 +176,7 @@ impl Chain {
             deadline: DEFAULT_DEADLINE,
             strip: Vec::new(),
             trust: Vec::new(),
+            cache: None,
         }
     }
 
@@ -210,10 +214,26 @@ impl Chain {
         Ok(())
     }
 
+    /// The number of answers in the chain's decision cache (0 without
+    /// one); moka counts lazily, so this may lag a little.
+    pub fn cached_entries(&self) -> u64 {
+        self.cache.as_ref().map_or(0, DecisionCache::entry_count)
+    }
+
     /// Runs the chain over `request` and answers. Never fails: errors are
     /// denies with the chain's `statusOnError` (rule 5). The request comes
     /// back mutated as the upstream should see it, with the final `state`.
+    ///
+    /// With a [decision cache](crate::cache), a remembered answer is
+    /// replayed instead: the same decision, state and header changes.
     pub async fn authorize(&self, request: &mut AuthorizationRequest) -> Decision {
+        match &self.cache {
+            Some(cache) => cache.authorize(self, request).await,
+            None => self.authorize_uncached(request).await,
+        }
+    }
+
+    pub(crate) async fn authorize_uncached(&self, request: &mut AuthorizationRequest) -> Decision {
         let started = Instant::now();
         let span = tracing::debug_span!("authchain.chain", config = %self.name);
         let ended = self
@@ -532,6 +552,7 @@ pub struct ChainBuilder {
     deadline: Duration,
     strip: Vec<HeaderName>,
     trust: Vec<HeaderName>,
+    cache: Option<CacheSettings>,
 }
 
 impl ChainBuilder {
@@ -571,6 +592,13 @@ impl ChainBuilder {
         self
     }
 
+    /// Caches the chain's answers (see [the cache](crate::cache)); the
+    /// build checks that the key holds what the steps read.
+    pub fn cache(mut self, settings: CacheSettings) -> Self {
+        self.cache = Some(settings);
+        self
+    }
+
     /// Checks and builds the chain. Metrics handles are registered here,
     /// with the recorder installed at this moment.
     pub fn build(self) -> Result<Chain, Error> {
@@ -594,6 +622,17 @@ impl ChainBuilder {
                     .at("booleanExpr"));
                 }
                 Some(expr::compile_expr(src, &names).map_err(|e| e.at("booleanExpr"))?)
+            }
+        };
+        let cache = match self.cache {
+            None => None,
+            Some(settings) => {
+                settings.check(
+                    self.steps
+                        .iter()
+                        .map(|s| (s.name.as_str(), s.service.reads())),
+                )?;
+                Some(DecisionCache::new(&self.name, settings))
             }
         };
         let mut strip = self.strip;
@@ -625,6 +664,7 @@ impl ChainBuilder {
             status_on_error: self.status_on_error,
             deadline: self.deadline,
             strip,
+            cache,
         })
     }
 }

@@ -37,6 +37,7 @@
 //! | `stripClientHeaders` | more client headers to strip before the chain |
 //! | `trustClientHeaders` | declared identity headers a client may send after all |
 //! | `failOnRedirect` | accepted for Gloo compatibility; no effect |
+//! | `cache` | an authchain addition: the [decision cache](crate::cache) (`key`, `ttl`, `maxEntries`, `cacheDenies`, `trustKey`) |
 //!
 //! Each `configs[]` entry has one step kind key and optionally `name`
 //! (default `config_<index>`), `timeout` (`250ms`) and `failureModeAllow`:
@@ -61,7 +62,7 @@ use serde_json::{Map, Value};
 
 use crate::error::redact_serde_message;
 use crate::plugin::deserialize_config;
-use crate::{BuildContext, Chain, ChainStep, Error, PluginRegistry};
+use crate::{BuildContext, CacheSettings, Chain, ChainStep, Error, PluginRegistry};
 
 /// The Gloo API versions whose `AuthConfig` manifests are accepted.
 pub const GLOO_API_VERSIONS: [&str; 2] = ["enterprise.gloo.solo.io/v1", "extauth.solo.io/v1"];
@@ -270,6 +271,11 @@ impl AuthConfig {
         if let Some(expr) = spec.boolean_expr {
             builder = builder.boolean_expr(expr);
         }
+        match spec.cache.map(deserialize_config::<CacheSettings>) {
+            None => {}
+            Some(Ok(settings)) => builder = builder.cache(settings),
+            Some(Err(e)) => errors.push(e.at("cache")),
+        }
         if let Some(e) = Error::collect(errors) {
             return Err(place(e));
         }
@@ -441,6 +447,8 @@ struct Spec {
     trust_client_headers: Vec<String>,
     #[serde(default, rename = "failOnRedirect")]
     _fail_on_redirect: Option<bool>,
+    #[serde(default)]
+    cache: Option<Value>,
 }
 
 #[derive(Deserialize)]

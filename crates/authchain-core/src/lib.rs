@@ -63,12 +63,14 @@
 //! | `authchain_chain_decisions_total` | `config`, `result` = `ok`, `denied`, `error` |
 //! | `authchain_chain_duration_seconds` | `config` (histogram) |
 
+pub mod cache;
 mod chain;
 pub mod config;
 mod decision;
 mod error;
 mod expr;
 mod generation;
+mod limit;
 mod plugin;
 mod request;
 mod service;
@@ -76,6 +78,8 @@ mod service;
 #[doc(no_inline)]
 pub use async_trait::async_trait;
 
+#[doc(inline)]
+pub use cache::{Attribute, CacheSettings};
 #[doc(inline)]
 pub use chain::{
     Chain, ChainBuilder, ChainStep, DEFAULT_DEADLINE, FAILURE_MODE_ALLOWED_HEADER, MAX_EXPR_STEPS,
@@ -88,6 +92,8 @@ pub use decision::{Allow, Decision, Deny, HeaderAction, HeaderMutation, UserInfo
 pub use error::{BoxError, Error};
 #[doc(inline)]
 pub use generation::{Engine, Generation};
+#[doc(inline)]
+pub use limit::{ConcurrencyLimit, Permit};
 #[doc(inline)]
 pub use plugin::{
     BuildContext, ExtAuthPlugin, PluginFn, PluginRegistry, deserialize_config, plugin_fn,

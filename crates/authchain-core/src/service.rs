@@ -9,7 +9,7 @@ use futures::future::BoxFuture;
 use http::HeaderName;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
-use crate::{AuthorizationRequest, Decision, Error};
+use crate::{Attribute, AuthorizationRequest, Decision, Error};
 
 /// One auth step: what Gloo calls an `AuthService`.
 ///
@@ -55,6 +55,16 @@ pub trait AuthService: Send + Sync + 'static {
     /// them. Called once, after the service is built.
     fn identity_headers(&self) -> Vec<HeaderName> {
         Vec::new()
+    }
+
+    /// The request attributes this service decides on, so that a
+    /// [decision cache](crate::cache) can check that its key holds them.
+    /// `None` (the default) says "anything": a chain with such a step is
+    /// cached only when the cache config sets `trustKey: true`. Attributes
+    /// are what the client sends; `state` from earlier steps is derived
+    /// from theirs.
+    fn reads(&self) -> Option<Vec<Attribute>> {
+        None
     }
 }
 

@@ -35,6 +35,7 @@ pub(crate) mod code {
     pub(crate) const INVALID_ARGUMENT: i32 = 3;
     pub(crate) const NOT_FOUND: i32 = 5;
     pub(crate) const PERMISSION_DENIED: i32 = 7;
+    pub(crate) const RESOURCE_EXHAUSTED: i32 = 8;
     pub(crate) const INTERNAL: i32 = 13;
     pub(crate) const UNAUTHENTICATED: i32 = 16;
 }

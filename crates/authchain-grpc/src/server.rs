@@ -5,7 +5,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use authchain_core::{Deny, Engine};
+use authchain_core::{ConcurrencyLimit, Deny, Engine};
 use envoy_types::ext_authz::v3::pb::{
     Authorization, AuthorizationServer, CheckRequest, CheckResponse,
 };
@@ -45,6 +45,7 @@ pub const DEFAULT_MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
 /// | the chain denies | the deny (401 → `UNAUTHENTICATED`, else `PERMISSION_DENIED`) |
 /// | no AuthConfig by that name, or none named and no default | 403, `NOT_FOUND`, counted |
 /// | a `CheckRequest` that cannot be translated | 400, `INVALID_ARGUMENT`, counted |
+/// | more checks in flight than the [concurrency limit](Self::concurrency_limit) | 503, `RESOURCE_EXHAUSTED`, counted |
 /// | an allow Envoy cannot carry (a non-UTF-8 header value, a query parameter that would break the URL) | the config's `statusOnError` (403), `INTERNAL`, counted |
 ///
 /// Only a `CheckRequest` larger than [`max_request_bytes`](Self::max_request_bytes)
@@ -62,6 +63,7 @@ pub struct ExtAuthzService {
     default_config: Option<Arc<str>>,
     config_key: Arc<str>,
     max_request_bytes: usize,
+    limit: Option<ConcurrencyLimit>,
 }
 
 impl fmt::Debug for ExtAuthzService {
@@ -70,6 +72,7 @@ impl fmt::Debug for ExtAuthzService {
             .field("default_config", &self.default_config)
             .field("config_key", &self.config_key)
             .field("max_request_bytes", &self.max_request_bytes)
+            .field("limit", &self.limit)
             .finish_non_exhaustive()
     }
 }
@@ -82,7 +85,16 @@ impl ExtAuthzService {
             default_config: None,
             config_key: Arc::from(CONFIG_ID_KEY),
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+            limit: None,
         }
+    }
+
+    /// Sheds checks beyond `limit` (shared with other transports): they are
+    /// answered at once with 503 and `RESOURCE_EXHAUSTED`, which Envoy
+    /// passes to the client as 503 whatever its `failure_mode_allow`.
+    pub fn concurrency_limit(mut self, limit: ConcurrencyLimit) -> Self {
+        self.limit = Some(limit);
+        self
     }
 
     /// The AuthConfig for requests whose route names none.
@@ -119,6 +131,19 @@ impl ExtAuthzService {
     /// Answers one `CheckRequest` (what the gRPC method does, without the
     /// transport).
     pub async fn check_request(&self, check: CheckRequest) -> CheckResponse {
+        let _permit = match &self.limit {
+            None => None,
+            Some(limit) => match limit.try_acquire("grpc") {
+                Some(permit) => Some(permit),
+                None => {
+                    return convert::denied(
+                        code::RESOURCE_EXHAUSTED,
+                        "too many checks in flight",
+                        Deny::new(StatusCode::SERVICE_UNAVAILABLE),
+                    );
+                }
+            },
+        };
         let (mut request, sent) = match convert::to_request(check) {
             Ok(parts) => parts,
             Err(e) => {

@@ -5,7 +5,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use authchain_core::{Engine, Peer};
+use authchain_core::{ConcurrencyLimit, Engine, Peer};
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
@@ -28,6 +28,7 @@ pub struct CheckServer {
     engine: Arc<Engine>,
     config: Arc<CheckConfig>,
     body_limit: usize,
+    limit: Option<ConcurrencyLimit>,
 }
 
 impl CheckServer {
@@ -37,7 +38,16 @@ impl CheckServer {
             engine,
             config: Arc::new(config),
             body_limit: DEFAULT_BODY_LIMIT,
+            limit: None,
         }
+    }
+
+    /// Sheds checks beyond `limit` (shared with other transports): they are
+    /// answered at once with `503 Service Unavailable`. (nginx turns any
+    /// status but 401 and 403 into a 500 for its client.)
+    pub fn concurrency_limit(mut self, limit: ConcurrencyLimit) -> Self {
+        self.limit = Some(limit);
+        self
     }
 
     /// The largest check body read; a larger one is answered with 413.
@@ -52,6 +62,17 @@ impl CheckServer {
         B: http_body::Body,
         B::Error: Into<authchain_core::BoxError>,
     {
+        let _permit = match &self.limit {
+            None => None,
+            Some(limit) => match limit.try_acquire("http") {
+                Some(permit) => Some(permit),
+                None => {
+                    let mut response = plain(StatusCode::SERVICE_UNAVAILABLE);
+                    *response.body_mut() = Bytes::from_static(b"too many checks in flight");
+                    return response;
+                }
+            },
+        };
         let (parts, body) = request.into_parts();
         let body = match Limited::new(body, self.body_limit).collect().await {
             Ok(collected) => collected.to_bytes(),

@@ -1,0 +1,490 @@
+//! The decision cache: a chain's answers remembered per request key.
+//!
+//! Like nginx `proxy_cache` in front of an auth server: the key is the
+//! AuthConfig (each chain has its own cache, and a reload starts a new one)
+//! plus an explicit list of request [attributes](Attribute); answers live
+//! for a TTL, the cache holds at most `maxEntries`, only allows are kept
+//! unless `cacheDenies` is set, and concurrent misses for one key run the
+//! chain once and share its answer.
+//!
+//! ```yaml
+//! name: site
+//! configs:
+//! - name: token
+//!   apiKeyAuth: { headerName: authorization, apiKeys: { alice: { key: t0ken } } }
+//! cache:
+//!   key: [{ cookie: session }, { header: authorization }]
+//!   ttl: 10m
+//! ```
+//!
+//! # What protects you from a wrong key
+//!
+//! A cached answer is replayed for every request with the same key, so the
+//! key must hold everything the steps decide on. The chain checks this when
+//! it is built: every step says which attributes it reads
+//! ([`AuthService::reads`](crate::AuthService::reads)), and an attribute
+//! missing from the key is a config error naming the step and the
+//! attribute. A step that does not say (a plugin of your own that keeps the
+//! default, `opaAuth`, a passthrough to another server) makes the cache a
+//! config error too, unless the cache sets `trustKey: true`: your statement
+//! that the key decides the answer. Time is not in the key: keep the TTL
+//! below the lifetime of the credentials it caches (a JWT's `exp`).
+//!
+//! The key is a SHA-256 digest of the attributes, so an entry's size does
+//! not grow with the credentials and a crafted request cannot collide with
+//! another client's entry.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::{HeaderMap, HeaderName};
+use metrics::Counter;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+use crate::config::ConfigDuration;
+use crate::{AuthorizationRequest, Chain, Decision, Error};
+
+/// The TTL when a cache config sets none.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(60);
+
+/// The bound on entries when a cache config sets none.
+pub const DEFAULT_MAX_ENTRIES: u64 = 100_000;
+
+/// A request attribute: what a cache key is made of, and what a step
+/// declares that it reads.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub enum Attribute {
+    /// Every value of a request header (`{header: authorization}`).
+    Header(#[serde(deserialize_with = "header_name")] HeaderName),
+    /// One cookie of the `Cookie` headers (`{cookie: session}`).
+    Cookie(String),
+    /// One query parameter (`{query: token}`).
+    Query(String),
+    /// The method (`method`).
+    Method,
+    /// The host (`host`).
+    Host,
+    /// The path with its query (`path`).
+    Path,
+}
+
+impl Attribute {
+    /// A header attribute.
+    pub fn header(name: HeaderName) -> Self {
+        Attribute::Header(name)
+    }
+
+    /// A cookie attribute.
+    pub fn cookie(name: impl Into<String>) -> Self {
+        Attribute::Cookie(name.into())
+    }
+
+    /// Whether a key that holds `self` also decides `read`.
+    fn covers(&self, read: &Attribute) -> bool {
+        match (self, read) {
+            (Attribute::Header(h), Attribute::Cookie(_)) => h == http::header::COOKIE,
+            (Attribute::Path, Attribute::Query(_)) => true,
+            (a, b) => a == b,
+        }
+    }
+
+    fn feed(&self, request: &AuthorizationRequest, hash: &mut Sha256) {
+        match self {
+            Attribute::Header(name) => {
+                hash.update([1]);
+                for value in request.headers.get_all(name) {
+                    field(hash, Some(value.as_bytes()));
+                }
+                hash.update([0]);
+            }
+            Attribute::Cookie(name) => field(hash, cookie(&request.headers, name)),
+            Attribute::Query(name) => field(hash, request.query_parameter(name).map(str::as_bytes)),
+            Attribute::Method => field(hash, Some(request.method.as_str().as_bytes())),
+            Attribute::Host => field(hash, Some(request.host.as_bytes())),
+            Attribute::Path => field(hash, Some(request.path.as_bytes())),
+        }
+    }
+}
+
+impl fmt::Display for Attribute {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Attribute::Header(h) => write!(f, "header `{h}`"),
+            Attribute::Cookie(c) => write!(f, "cookie `{c}`"),
+            Attribute::Query(q) => write!(f, "query parameter `{q}`"),
+            Attribute::Method => f.write_str("the method"),
+            Attribute::Host => f.write_str("the host"),
+            Attribute::Path => f.write_str("the path"),
+        }
+    }
+}
+
+fn header_name<'de, D: serde::Deserializer<'de>>(d: D) -> Result<HeaderName, D::Error> {
+    let name = String::deserialize(d)?;
+    HeaderName::try_from(name.as_str())
+        .map_err(|_| serde::de::Error::custom(format!("not a valid header name: `{name}`")))
+}
+
+/// One length-prefixed field, or an absence distinct from any value.
+fn field(hash: &mut Sha256, value: Option<&[u8]>) {
+    match value {
+        None => hash.update([0]),
+        Some(v) => {
+            hash.update([2]);
+            hash.update((v.len() as u64).to_le_bytes());
+            hash.update(v);
+        }
+    }
+}
+
+/// The value of cookie `name` in the `Cookie` headers, if any.
+pub(crate) fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a [u8]> {
+    headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b';'))
+        .find_map(|pair| {
+            let pair = pair.trim_ascii();
+            let eq = pair.iter().position(|b| *b == b'=')?;
+            (pair[..eq].trim_ascii() == name.as_bytes()).then(|| pair[eq + 1..].trim_ascii())
+        })
+}
+
+/// How a chain caches its answers (the AuthConfig's `cache` block).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CacheSettings {
+    /// The attributes that make the key; at least one.
+    pub key: Vec<Attribute>,
+    /// How long an answer is kept (default one minute).
+    #[serde(default = "default_ttl")]
+    pub ttl: ConfigDuration,
+    /// The most answers kept (default 100 000).
+    #[serde(default = "default_max_entries")]
+    pub max_entries: u64,
+    /// Keep denies too (default: only allows).
+    #[serde(default)]
+    pub cache_denies: bool,
+    /// Cache though some step does not declare what it reads: you state
+    /// that the key decides the answer.
+    #[serde(default)]
+    pub trust_key: bool,
+}
+
+fn default_ttl() -> ConfigDuration {
+    ConfigDuration(DEFAULT_TTL)
+}
+
+fn default_max_entries() -> u64 {
+    DEFAULT_MAX_ENTRIES
+}
+
+impl CacheSettings {
+    /// Settings with `key`, and the defaults for the rest.
+    pub fn new(key: Vec<Attribute>) -> Self {
+        CacheSettings {
+            key,
+            ttl: default_ttl(),
+            max_entries: DEFAULT_MAX_ENTRIES,
+            cache_denies: false,
+            trust_key: false,
+        }
+    }
+
+    /// The TTL.
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = ConfigDuration(ttl);
+        self
+    }
+
+    /// The bound on entries.
+    pub fn max_entries(mut self, max: u64) -> Self {
+        self.max_entries = max;
+        self
+    }
+
+    /// Keep denies too.
+    pub fn cache_denies(mut self, yes: bool) -> Self {
+        self.cache_denies = yes;
+        self
+    }
+
+    /// Cache though some step does not declare what it reads.
+    pub fn trust_key(mut self, yes: bool) -> Self {
+        self.trust_key = yes;
+        self
+    }
+
+    /// Checks the settings against the steps' declared reads: `steps` are
+    /// (name, reads) pairs in order.
+    pub(crate) fn check<'a>(
+        &self,
+        steps: impl Iterator<Item = (&'a str, Option<Vec<Attribute>>)>,
+    ) -> Result<(), Error> {
+        let mut errors = Vec::new();
+        if self.key.is_empty() {
+            errors.push(Error::config("expected at least one attribute").at("cache.key"));
+        }
+        if self.ttl.0.is_zero() {
+            errors.push(Error::config("expected a duration above zero").at("cache.ttl"));
+        }
+        if self.max_entries == 0 {
+            errors.push(Error::config("expected a number above zero").at("cache.maxEntries"));
+        }
+        if !self.trust_key {
+            for (step, reads) in steps {
+                match reads {
+                    None => errors.push(
+                        Error::config(format!(
+                            "step '{step}' does not declare which request attributes it reads, so a cached answer could be replayed for a request it would decide differently; set `trustKey: true` if the key decides its answer"
+                        ))
+                        .at("cache"),
+                    ),
+                    Some(reads) => {
+                        for read in reads {
+                            if !self.key.iter().any(|k| k.covers(&read)) {
+                                errors.push(
+                                    Error::config(format!(
+                                        "step '{step}' reads {read}, which the key does not hold; add it to the key or set `trustKey: true`"
+                                    ))
+                                    .at("cache.key"),
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        match Error::collect(errors) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A remembered answer: the decision and the state the chain left.
+#[derive(Debug)]
+struct Cached {
+    decision: Decision,
+    state: Map<String, Value>,
+}
+
+struct Expiry {
+    ttl: Duration,
+    cache_denies: bool,
+}
+
+impl moka::Expiry<[u8; 32], Arc<Cached>> for Expiry {
+    fn expire_after_create(
+        &self,
+        _key: &[u8; 32],
+        value: &Arc<Cached>,
+        _created_at: Instant,
+    ) -> Option<Duration> {
+        // A deny is shared with the concurrent misses it answers, then
+        // forgotten at once.
+        match value.decision {
+            Decision::Deny(_) if !self.cache_denies => Some(Duration::ZERO),
+            _ => Some(self.ttl),
+        }
+    }
+}
+
+/// A chain's cache.
+pub(crate) struct DecisionCache {
+    key: Vec<Attribute>,
+    entries: moka::future::Cache<[u8; 32], Arc<Cached>>,
+    hits: Counter,
+    misses: Counter,
+}
+
+impl fmt::Debug for DecisionCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DecisionCache")
+            .field("key", &self.key)
+            .field("entries", &self.entries.entry_count())
+            .finish()
+    }
+}
+
+impl DecisionCache {
+    pub(crate) fn new(config: &str, settings: CacheSettings) -> Self {
+        let counter = |result: &'static str| {
+            metrics::counter!(
+                "authchain_cache_lookups_total",
+                "config" => config.to_owned(),
+                "result" => result
+            )
+        };
+        DecisionCache {
+            entries: moka::future::Cache::builder()
+                .max_capacity(settings.max_entries)
+                .expire_after(Expiry {
+                    ttl: settings.ttl.0,
+                    cache_denies: settings.cache_denies,
+                })
+                .build(),
+            key: settings.key,
+            hits: counter("hit"),
+            misses: counter("miss"),
+        }
+    }
+
+    fn key_of(&self, request: &AuthorizationRequest) -> [u8; 32] {
+        let mut hash = Sha256::new();
+        for attribute in &self.key {
+            attribute.feed(request, &mut hash);
+        }
+        hash.finalize().into()
+    }
+
+    /// The number of entries (approximate, as moka counts).
+    pub(crate) fn entry_count(&self) -> u64 {
+        self.entries.entry_count()
+    }
+
+    /// The answer for `request`: remembered, or `run` once for every
+    /// concurrent request with its key. A remembered answer is replayed
+    /// on the request as the chain would have left it.
+    pub(crate) async fn authorize(
+        &self,
+        chain: &Chain,
+        request: &mut AuthorizationRequest,
+    ) -> Decision {
+        let key = self.key_of(request);
+        let mut ran = false;
+        let cached = self
+            .entries
+            .get_with(key, async {
+                ran = true;
+                let decision = chain.authorize_uncached(request).await;
+                Arc::new(Cached {
+                    decision,
+                    state: request.state.clone(),
+                })
+            })
+            .await;
+        if ran {
+            self.misses.increment(1);
+            return cached.decision.clone();
+        }
+        self.hits.increment(1);
+        request.state.clone_from(&cached.state);
+        if let Decision::Allow(allow) = &cached.decision {
+            allow.apply_to_headers(&mut request.headers);
+            for key in &allow.query_parameters_to_remove {
+                request.remove_query_parameter(key);
+            }
+            for (key, value) in &allow.query_parameters_to_set {
+                request.set_query_parameter(key, value);
+            }
+        }
+        cached.decision.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(headers: &[(&str, &str)]) -> AuthorizationRequest {
+        let mut r = AuthorizationRequest::new(http::Method::GET, "/a?x=1");
+        for (k, v) in headers {
+            r.headers.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        r
+    }
+
+    #[test]
+    fn cookies_are_found_among_others() {
+        let r = request(&[("cookie", "a=1; session = s1 ;b=2"), ("cookie", "c=3")]);
+        assert_eq!(cookie(&r.headers, "session"), Some(&b"s1"[..]));
+        assert_eq!(cookie(&r.headers, "c"), Some(&b"3"[..]));
+        assert_eq!(cookie(&r.headers, "sess"), None);
+        assert_eq!(cookie(&r.headers, "d"), None);
+    }
+
+    #[test]
+    fn keys_separate_absence_values_and_boundaries() {
+        let cache = DecisionCache::new(
+            "t",
+            CacheSettings::new(vec![
+                Attribute::Cookie("session".into()),
+                Attribute::Header(http::header::AUTHORIZATION),
+            ]),
+        );
+        let k = |h: &[(&str, &str)]| cache.key_of(&request(h));
+        let none = k(&[]);
+        let empty_cookie = k(&[("cookie", "session=")]);
+        let a = k(&[("authorization", "Bearer a")]);
+        let a_again = k(&[("authorization", "Bearer a"), ("x-other", "1")]);
+        let b = k(&[("authorization", "Bearer b")]);
+        let both = k(&[("authorization", "Bearer a"), ("authorization", "Bearer b")]);
+        assert_ne!(none, empty_cookie);
+        assert_ne!(a, b);
+        assert_eq!(a, a_again);
+        assert_ne!(a, both);
+        assert_ne!(both, k(&[("authorization", "Bearer aBearer b")]));
+    }
+
+    #[test]
+    fn coverage_names_the_step_and_the_attribute() {
+        let settings = CacheSettings::new(vec![Attribute::Cookie("session".into())]);
+        let e = settings
+            .check(
+                [(
+                    "keys",
+                    Some(vec![Attribute::Header(http::header::AUTHORIZATION)]),
+                )]
+                .into_iter(),
+            )
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("step 'keys' reads header `authorization`"),
+            "{e}"
+        );
+        let e = settings.check([("mine", None)].into_iter()).unwrap_err();
+        assert!(e.to_string().contains("trustKey"), "{e}");
+        assert!(
+            settings
+                .clone()
+                .trust_key(true)
+                .check([("mine", None)].into_iter())
+                .is_ok()
+        );
+        let whole_cookie = CacheSettings::new(vec![Attribute::Header(http::header::COOKIE)]);
+        assert!(
+            whole_cookie
+                .check([("c", Some(vec![Attribute::Cookie("session".into())]))].into_iter())
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn attributes_read_from_yaml() {
+        let settings: CacheSettings = serde_yaml_ng::from_str(
+            "key: [{cookie: session}, {header: Authorization}, method, path]\nttl: 10m\n",
+        )
+        .unwrap();
+        assert_eq!(
+            settings.key,
+            vec![
+                Attribute::Cookie("session".into()),
+                Attribute::Header(http::header::AUTHORIZATION),
+                Attribute::Method,
+                Attribute::Path,
+            ]
+        );
+        assert_eq!(settings.ttl.0, Duration::from_secs(600));
+        assert!(!settings.cache_denies);
+    }
+}

@@ -1,0 +1,252 @@
+//! The decision cache: coalesced misses, allow-only by default, TTL,
+//! replay of the chain's changes, and the key-coverage check.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use authchain_core::{
+    Allow, Attribute, AuthConfig, AuthService, AuthorizationRequest, CacheSettings, Chain,
+    ChainStep, Decision, Error, Format, PluginRegistry, async_trait, plugin_fn,
+};
+use http::{HeaderName, Method};
+use serde_json::{Value, json};
+
+use crate::support::{name, value, values};
+
+/// A step that checks a token in `authorization` or in cookie `session`,
+/// takes a while, counts its runs, declares `x-user-id` and what it reads.
+#[derive(Clone, Default)]
+struct TokenCheck {
+    runs: Arc<AtomicUsize>,
+    declare: bool,
+}
+
+#[async_trait]
+impl AuthService for TokenCheck {
+    async fn authorize(&self, request: &mut AuthorizationRequest) -> Result<Decision, Error> {
+        self.runs.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let bearer = request.header_str("authorization") == Some("Bearer good");
+        let cookie = request
+            .header_str("cookie")
+            .is_some_and(|c| c.contains("session=good"));
+        if !(bearer || cookie) {
+            return Ok(Decision::unauthenticated());
+        }
+        request.state.insert("user".into(), json!("alice"));
+        Ok(Allow::new()
+            .set_header(name("x-user-id"), value("alice"))
+            .append_header(name("x-seen"), value("1"))
+            .into())
+    }
+
+    fn identity_headers(&self) -> Vec<HeaderName> {
+        vec![name("x-user-id")]
+    }
+
+    fn reads(&self) -> Option<Vec<Attribute>> {
+        self.declare.then(|| {
+            vec![
+                Attribute::header(http::header::AUTHORIZATION),
+                Attribute::cookie("session"),
+            ]
+        })
+    }
+}
+
+impl TokenCheck {
+    fn declared() -> Self {
+        TokenCheck {
+            declare: true,
+            ..Self::default()
+        }
+    }
+
+    fn runs(&self) -> usize {
+        self.runs.load(Ordering::SeqCst)
+    }
+
+    fn chain(&self, settings: CacheSettings) -> Arc<Chain> {
+        Arc::new(
+            Chain::builder("cached")
+                .step(ChainStep::new("token", Arc::new(self.clone())))
+                .cache(settings)
+                .build()
+                .unwrap(),
+        )
+    }
+}
+
+fn seed_key() -> Vec<Attribute> {
+    vec![
+        Attribute::cookie("session"),
+        Attribute::header(http::header::AUTHORIZATION),
+    ]
+}
+
+fn request(headers: &[(&'static str, &'static str)]) -> AuthorizationRequest {
+    let mut r = AuthorizationRequest::new(Method::GET, "/");
+    for (k, v) in headers {
+        r.headers.append(name(k), value(v));
+    }
+    r
+}
+
+#[tokio::test]
+async fn concurrent_misses_for_one_key_run_the_chain_once() {
+    let step = TokenCheck::declared();
+    let chain = step.chain(CacheSettings::new(seed_key()));
+    let answers = futures::future::join_all((0..16).map(|_| {
+        let chain = chain.clone();
+        async move {
+            let mut r = request(&[("authorization", "Bearer good"), ("x-user-id", "mallory")]);
+            let d = chain.authorize(&mut r).await;
+            (d, r)
+        }
+    }))
+    .await;
+    assert_eq!(step.runs(), 1);
+    for (decision, request) in &answers {
+        assert!(decision.is_allow());
+        assert_eq!(decision, &answers[0].0);
+        // Replayed as the chain left the first request: the forged identity
+        // is gone, the chain's headers and state are there.
+        assert_eq!(values(&request.headers, "x-user-id"), ["alice"]);
+        assert_eq!(values(&request.headers, "x-seen"), ["1"]);
+        assert_eq!(request.state.get("user"), Some(&json!("alice")));
+    }
+    // Another key is another run; the same key later is a hit.
+    let mut r = request(&[("cookie", "session=good")]);
+    assert!(chain.authorize(&mut r).await.is_allow());
+    let mut r = request(&[("authorization", "Bearer good")]);
+    assert!(chain.authorize(&mut r).await.is_allow());
+    assert_eq!(step.runs(), 2);
+}
+
+#[tokio::test]
+async fn only_allows_are_kept_unless_denies_are_asked_for() {
+    let step = TokenCheck::declared();
+    let chain = step.chain(CacheSettings::new(seed_key()));
+    for _ in 0..3 {
+        let mut r = request(&[("authorization", "Bearer bad")]);
+        assert_eq!(chain.authorize(&mut r).await, Decision::unauthenticated());
+    }
+    assert_eq!(step.runs(), 3);
+
+    let step = TokenCheck::declared();
+    let chain = step.chain(CacheSettings::new(seed_key()).cache_denies(true));
+    for _ in 0..3 {
+        let mut r = request(&[("authorization", "Bearer bad")]);
+        assert!(!chain.authorize(&mut r).await.is_allow());
+    }
+    assert_eq!(step.runs(), 1);
+}
+
+#[tokio::test]
+async fn answers_expire_after_the_ttl() {
+    let step = TokenCheck::declared();
+    let chain = step.chain(CacheSettings::new(seed_key()).ttl(Duration::from_millis(100)));
+    let mut r = request(&[("authorization", "Bearer good")]);
+    assert!(chain.authorize(&mut r).await.is_allow());
+    let mut r = request(&[("authorization", "Bearer good")]);
+    assert!(chain.authorize(&mut r).await.is_allow());
+    assert_eq!(step.runs(), 1);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let mut r = request(&[("authorization", "Bearer good")]);
+    assert!(chain.authorize(&mut r).await.is_allow());
+    assert_eq!(step.runs(), 2);
+}
+
+#[tokio::test]
+async fn the_entry_bound_holds() {
+    let step = TokenCheck::declared();
+    let chain = step.chain(
+        CacheSettings::new(vec![Attribute::Path])
+            .trust_key(true)
+            .max_entries(10),
+    );
+    for i in 0..50 {
+        let mut r = AuthorizationRequest::new(Method::GET, format!("/{i}"));
+        r.headers
+            .insert(name("authorization"), value("Bearer good"));
+        assert!(chain.authorize(&mut r).await.is_allow());
+    }
+    // moka evicts in the background; give it its maintenance run.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut r = AuthorizationRequest::new(Method::GET, "/0");
+    r.headers
+        .insert(name("authorization"), value("Bearer good"));
+    chain.authorize(&mut r).await;
+    assert!(chain.cached_entries() <= 10, "{}", chain.cached_entries());
+}
+
+#[test]
+fn a_key_that_misses_what_a_step_reads_is_a_config_error() {
+    let e = Chain::builder("c")
+        .step(ChainStep::new("token", Arc::new(TokenCheck::declared())))
+        .cache(CacheSettings::new(vec![Attribute::cookie("session")]))
+        .build()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("step 'token' reads header `authorization`"),
+        "{e}"
+    );
+    let e = Chain::builder("c")
+        .step(ChainStep::new("token", Arc::new(TokenCheck::default())))
+        .cache(CacheSettings::new(seed_key()))
+        .build()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("does not declare") && e.contains("trustKey"),
+        "{e}"
+    );
+}
+
+/// The seed "Forward Authentication" caches the auth answer by session
+/// cookie and authorization for 10 minutes (nginx: `proxy_cache_key
+/// "$cookie_session$http_authorization"; proxy_cache_valid 200 10m;`).
+const SEED: &str = r#"
+name: site
+configs:
+- name: token
+  pluginAuth: { name: TokenCheck }
+cache:
+  key: [{ cookie: session }, { header: authorization }]
+  ttl: 10m
+  trustKey: true
+"#;
+
+#[tokio::test]
+async fn the_seed_forward_authentication_cache_is_expressible() {
+    let step = TokenCheck::default();
+    let mut registry = PluginRegistry::new();
+    let shared = step.clone();
+    registry.register(plugin_fn("TokenCheck", move |_: Value, _| {
+        Ok(Arc::new(shared.clone()) as Arc<dyn AuthService>)
+    }));
+    let config = AuthConfig::parse("site.yaml", SEED, Format::Yaml).unwrap();
+    let chain = config[0].build(&registry).unwrap();
+    for _ in 0..5 {
+        let mut r = request(&[("cookie", "theme=dark; session=good")]);
+        assert!(chain.authorize(&mut r).await.is_allow());
+    }
+    assert_eq!(step.runs(), 1);
+
+    // Without trustKey the undeclared plugin is refused, at its place.
+    let text = SEED.replace("  trustKey: true\n", "");
+    let config = AuthConfig::parse("site.yaml", &text, Format::Yaml).unwrap();
+    let e = config[0].build(&registry).unwrap_err();
+    assert!(e.to_string().contains("site.yaml"), "{e}");
+    assert!(e.to_string().contains("cache"), "{e}");
+    // Bad cache blocks name their place.
+    let text = SEED.replace("ttl: 10m", "ttl: soon");
+    let config = AuthConfig::parse("site.yaml", &text, Format::Yaml).unwrap();
+    let e = config[0].build(&registry).unwrap_err().to_string();
+    assert!(e.contains("cache.ttl"), "{e}");
+    let text = SEED.replace("{ cookie: session }", "{ cookie: session, header: x }");
+    let config = AuthConfig::parse("site.yaml", &text, Format::Yaml).unwrap();
+    assert!(config[0].build(&registry).is_err());
+}

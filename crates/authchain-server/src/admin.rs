@@ -1,0 +1,114 @@
+//! The admin listener: Prometheus metrics, liveness and readiness.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use authchain_core::Engine;
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tokio::net::TcpListener;
+
+/// Latency buckets, in seconds: from a cache hit to a slow remote step.
+const BUCKETS: &[f64] = &[
+    0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025,
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Installs the Prometheus recorder as the process's `metrics` recorder.
+/// `None` when the program installed one of its own first: `/metrics`
+/// then says so, and the program's recorder gets the metrics.
+pub(crate) fn install_recorder() -> Option<PrometheusHandle> {
+    let recorder = match PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), BUCKETS)
+    {
+        Ok(builder) => builder.build_recorder(),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot set histogram buckets; using summaries");
+            PrometheusBuilder::new().build_recorder()
+        }
+    };
+    let handle = recorder.handle();
+    match metrics::set_global_recorder(recorder) {
+        Ok(()) => {
+            let upkeep = handle.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(5));
+                loop {
+                    tick.tick().await;
+                    upkeep.run_upkeep();
+                }
+            });
+            Some(handle)
+        }
+        Err(_) => {
+            tracing::warn!("a metrics recorder is already installed; /metrics will not serve");
+            None
+        }
+    }
+}
+
+#[derive(Clone)]
+pub(crate) struct Admin {
+    pub(crate) metrics: Option<PrometheusHandle>,
+    pub(crate) ready: Arc<AtomicBool>,
+    pub(crate) engine: Arc<Engine>,
+}
+
+impl Admin {
+    pub(crate) async fn serve(
+        self,
+        listener: TcpListener,
+        stop: impl Future<Output = ()> + Send + 'static,
+    ) {
+        let app = Router::new()
+            .route("/metrics", get(metrics))
+            .route("/healthz", get(|| async { "ok\n" }))
+            .route("/readyz", get(readyz))
+            .with_state(self);
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(stop)
+            .await
+        {
+            tracing::error!(error = %e, "the admin server failed");
+        }
+    }
+}
+
+async fn metrics(State(admin): State<Admin>) -> impl IntoResponse {
+    match &admin.metrics {
+        Some(handle) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            handle.render(),
+        ),
+        None => (
+            StatusCode::NOT_FOUND,
+            [(header::CONTENT_TYPE, "text/plain")],
+            "the program installed its own metrics recorder\n".to_owned(),
+        ),
+    }
+}
+
+/// Ready once the first generation has started, until shutdown begins.
+async fn readyz(State(admin): State<Admin>) -> impl IntoResponse {
+    let generation = admin.engine.current().number();
+    if admin.ready.load(Ordering::SeqCst) {
+        (StatusCode::OK, format!("ready: generation {generation}\n"))
+    } else if generation == 0 {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: the first generation has not started\n".to_owned(),
+        )
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: shutting down\n".to_owned(),
+        )
+    }
+}

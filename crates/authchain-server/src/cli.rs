@@ -1,0 +1,130 @@
+//! The command line: `authchain serve`, `authchain check`.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use authchain_core::{Error, PluginRegistry};
+use clap::{Parser, Subcommand};
+
+use crate::Server;
+use crate::settings::{DEFAULT_CONFIG, Loaded};
+
+/// External authorization for Envoy, nginx, Traefik and Caddy: a chain of
+/// auth steps over gRPC ext_authz and HTTP forward auth.
+#[derive(Debug, Parser)]
+#[command(name = "authchain", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the checks, the admin endpoints, and reload on change.
+    Serve {
+        /// The config file; without it, the embedded default
+        /// (`authchain default-config` prints it).
+        #[arg(short, long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// Read and build every AuthConfig without serving: print one line per
+    /// AuthConfig, or every problem with its place (exit status 1).
+    Check {
+        /// The config file; without it, the embedded default.
+        #[arg(short, long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// Print the embedded default config, to copy and edit.
+    DefaultConfig,
+}
+
+/// The `authchain` command line over `registry`: what the binary's `main`
+/// is, and what a program of your own with your plugins registered calls:
+///
+/// ```no_run
+/// fn main() -> std::process::ExitCode {
+///     let mut registry = authchain_server::default_registry();
+///     // registry.register(MyPlugin);
+///     authchain_server::main_with(registry)
+/// }
+/// ```
+pub fn main_with(registry: PluginRegistry) -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check { config } => check(&registry, config),
+        Command::DefaultConfig => {
+            print!("{DEFAULT_CONFIG}");
+            ExitCode::SUCCESS
+        }
+        Command::Serve { config } => {
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(e) => {
+                    eprintln!("authchain: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let mut server = Server::new(registry);
+            if let Some(path) = config {
+                server = server.config_file(path);
+            }
+            match runtime.block_on(server.run()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    match e.config_error() {
+                        Some(e) => print_problems(e),
+                        None => eprintln!("authchain: {e}"),
+                    }
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn check(registry: &PluginRegistry, config: Option<PathBuf>) -> ExitCode {
+    let built = Loaded::check(config.as_deref(), registry);
+    match built {
+        Ok((loaded, generation)) => {
+            let mut out = std::io::stdout().lock();
+            for config in &loaded.configs {
+                let steps: Vec<&str> = generation
+                    .chain(config.name())
+                    .map(|c| c.step_names().collect())
+                    .unwrap_or_default();
+                let _ = writeln!(
+                    out,
+                    "ok {}: {} step{} ({}) from {}",
+                    config.name(),
+                    steps.len(),
+                    if steps.len() == 1 { "" } else { "s" },
+                    steps.join(", "),
+                    config.origin()
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            print_problems(&e);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn print_problems(e: &Error) {
+    let mut err = std::io::stderr().lock();
+    let mut count = 0;
+    for problem in e.problems() {
+        count += 1;
+        let _ = writeln!(err, "error: {problem}");
+    }
+    let _ = writeln!(
+        err,
+        "authchain: {count} problem{} in the config",
+        if count == 1 { "" } else { "s" }
+    );
+}

@@ -1,0 +1,508 @@
+//! The running server: listeners, reloads, signals and shutdown.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use authchain_core::{ConcurrencyLimit, Engine, Error, PluginRegistry};
+use authchain_grpc::ExtAuthzService;
+use authchain_http::{CheckConfig, CheckServer};
+use notify::{RecursiveMode, Watcher};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::admin::{self, Admin};
+use crate::settings::{Loaded, Settings};
+
+/// How long file events are gathered before a reload: an editor's save
+/// or a ConfigMap swap is several events.
+const DEBOUNCE: Duration = Duration::from_millis(200);
+
+/// How long to wait before starting the first generation again when a
+/// step could not start (a JWKS endpoint down, say).
+const START_RETRY: Duration = Duration::from_secs(2);
+
+/// Where the config comes from.
+#[derive(Debug, Clone)]
+enum Source {
+    File(PathBuf),
+    Default,
+}
+
+/// Why the server could not run.
+#[derive(Debug)]
+pub struct ServeError {
+    kind: ServeErrorKind,
+}
+
+#[derive(Debug)]
+enum ServeErrorKind {
+    Config(Error),
+    Bind(&'static str, SocketAddr, std::io::Error),
+}
+
+impl ServeError {
+    /// The config could not be read or built; [`config_error`](Self::config_error)
+    /// lists every problem with its place.
+    pub fn is_config(&self) -> bool {
+        matches!(self.kind, ServeErrorKind::Config(_))
+    }
+
+    /// The config error, if that is what this is.
+    pub fn config_error(&self) -> Option<&Error> {
+        match &self.kind {
+            ServeErrorKind::Config(e) => Some(e),
+            ServeErrorKind::Bind(..) => None,
+        }
+    }
+}
+
+impl fmt::Display for ServeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            ServeErrorKind::Config(e) => write!(f, "{e}"),
+            ServeErrorKind::Bind(what, addr, e) => {
+                write!(f, "cannot listen for {what} on {addr}: {e}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ServeError {}
+
+impl From<Error> for ServeError {
+    fn from(e: Error) -> Self {
+        ServeError {
+            kind: ServeErrorKind::Config(e),
+        }
+    }
+}
+
+/// The `authchain` server, to run from a `main` of your own with your
+/// plugins registered (what the `authchain` binary does with the built-in
+/// steps):
+///
+/// ```no_run
+/// # async fn run() -> Result<(), authchain_server::ServeError> {
+/// let mut registry = authchain_server::default_registry();
+/// // registry.register(MyPlugin);
+/// authchain_server::Server::new(registry)
+///     .config_file("authchain.yaml")
+///     .run()
+///     .await
+/// # }
+/// ```
+///
+/// [`main_with`](crate::main_with) does this and the command line too.
+#[derive(Debug)]
+pub struct Server {
+    registry: PluginRegistry,
+    source: Source,
+}
+
+impl Server {
+    /// A server whose AuthConfigs resolve in `registry`, serving the
+    /// embedded default config until given a file.
+    pub fn new(registry: PluginRegistry) -> Self {
+        Server {
+            registry,
+            source: Source::Default,
+        }
+    }
+
+    /// Serves the config file at `path` (and reloads it when it changes).
+    pub fn config_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.source = Source::File(path.into());
+        self
+    }
+
+    /// Runs until SIGTERM or SIGINT, reloading on SIGHUP and on file
+    /// changes; see the crate docs.
+    pub async fn run(self) -> Result<(), ServeError> {
+        self.run_until(terminate()).await
+    }
+
+    /// As [`run`](Self::run), until `shutdown` completes instead of a
+    /// terminating signal (SIGHUP still reloads).
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), ServeError> {
+        let loaded = load(&self.source)?;
+        crate::logging::init(&loaded.settings.log);
+        let metrics = admin::install_recorder();
+        let settings = loaded.settings.clone();
+        let engine = Arc::new(Engine::new(self.registry));
+        // Build before opening anything: a config error ends the run here.
+        authchain_core::Generation::build(engine.registry(), &loaded.configs, 1)?;
+
+        let ready = Arc::new(AtomicBool::new(false));
+        let stop = CancellationToken::new();
+        let limit = ConcurrencyLimit::new(settings.max_concurrent_checks);
+        let mut tasks = JoinSet::new();
+        let mut addresses = Vec::new();
+
+        if let Some(grpc) = &settings.grpc {
+            let listener = bind("gRPC", grpc.address).await?;
+            addresses.push(format!("grpc={}", local(&listener)));
+            let mut service = ExtAuthzService::new(engine.clone()).concurrency_limit(limit.clone());
+            if let Some(name) = &settings.default_config {
+                service = service.default_config(name);
+            }
+            if let Some(key) = &grpc.config_key {
+                service = service.config_key(key);
+            }
+            if let Some(max) = grpc.max_request_bytes {
+                service = service.max_request_bytes(max);
+            }
+            let stop = stop.clone().cancelled_owned();
+            tasks.spawn(async move {
+                if let Err(e) =
+                    authchain_grpc::serve_listener_with_shutdown(listener, service, stop).await
+                {
+                    tracing::error!(error = %e, "the gRPC server failed");
+                }
+            });
+        }
+        if let Some(http) = &settings.http {
+            let listener = bind("HTTP checks", http.address).await?;
+            addresses.push(format!("http={}", local(&listener)));
+            let mut config = CheckConfig::default().trust(http.trusted_proxies.iter().copied());
+            if let Some(prefix) = &http.prefix {
+                config = config.prefix(prefix);
+            }
+            if let Some(name) = &settings.default_config {
+                config = config.default_config(name);
+            }
+            let mut server =
+                CheckServer::new(engine.clone(), config).concurrency_limit(limit.clone());
+            if let Some(max) = http.body_limit {
+                server = server.body_limit(max);
+            }
+            let stop = stop.clone().cancelled_owned();
+            tasks.spawn(async move {
+                if let Err(e) = server.serve(listener, stop).await {
+                    tracing::error!(error = %e, "the HTTP server failed");
+                }
+            });
+        }
+        // The admin listener outlives the others: it reports not-ready
+        // while they drain.
+        let admin_stop = CancellationToken::new();
+        let mut admin_task = None;
+        if let Some(settings) = &settings.admin {
+            let listener = bind("admin", settings.address).await?;
+            addresses.push(format!("admin={}", local(&listener)));
+            let admin = Admin {
+                metrics,
+                ready: ready.clone(),
+                engine: engine.clone(),
+            };
+            admin_task = Some(tokio::spawn(
+                admin.serve(listener, admin_stop.clone().cancelled_owned()),
+            ));
+        }
+        tracing::info!(listening = %addresses.join(" "), configs = loaded.configs.len(), "authchain serving");
+
+        let source = self.source;
+        let mut reloads = Reloads::new(source.clone(), &loaded, settings.watch);
+        let first = start_first(&engine, &source, loaded, &stop);
+        let mut first = std::pin::pin!(first);
+        let mut current: Option<Loaded> = None;
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                loaded = &mut first, if current.is_none() => {
+                    if engine.current().number() > 0 {
+                        ready.store(true, Ordering::SeqCst);
+                    }
+                    reloads.watch(&loaded);
+                    current = Some(loaded);
+                }
+                forced = reloads.next() => {
+                    // While the first generation is still starting, its
+                    // retries read the files as they are.
+                    let Some(serving) = &current else { continue };
+                    match reload(&engine, &source, serving, forced).await {
+                        Ok(Some(next)) => {
+                            reloads.watch(&next);
+                            current = Some(next);
+                        }
+                        Ok(None) => {}
+                        Err(Some(read)) => reloads.watch(&read),
+                        Err(None) => {}
+                    }
+                }
+            }
+        }
+
+        let grace = settings.shutdown_grace.0;
+        tracing::info!(grace = ?grace, in_flight = limit.in_flight(), "shutting down: no new connections, finishing checks in flight");
+        ready.store(false, Ordering::SeqCst);
+        stop.cancel();
+        let drained =
+            tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} })
+                .await
+                .is_ok();
+        if drained {
+            tracing::info!("stopped");
+        } else {
+            tracing::warn!(
+                in_flight = limit.in_flight(),
+                "the shutdown grace ran out; dropping checks still in flight"
+            );
+            tasks.abort_all();
+        }
+        engine.shut_down();
+        admin_stop.cancel();
+        if let Some(task) = admin_task {
+            let _ = tokio::time::timeout(Duration::from_secs(1), task).await;
+        }
+        Ok(())
+    }
+}
+
+fn load(source: &Source) -> Result<Loaded, Error> {
+    match source {
+        Source::File(path) => Loaded::from_file(path),
+        Source::Default => Loaded::default_config(),
+    }
+}
+
+async fn bind(what: &'static str, address: SocketAddr) -> Result<TcpListener, ServeError> {
+    TcpListener::bind(address).await.map_err(|e| ServeError {
+        kind: ServeErrorKind::Bind(what, address, e),
+    })
+}
+
+fn local(listener: &TcpListener) -> String {
+    listener
+        .local_addr()
+        .map_or_else(|_| "?".to_owned(), |a| a.to_string())
+}
+
+/// Loads the first generation; a step that cannot start (a remote JWKS
+/// down) is retried, unready, until it can or the server stops. Checks in
+/// the meantime find no AuthConfig and are denied.
+async fn start_first(
+    engine: &Engine,
+    source: &Source,
+    mut loaded: Loaded,
+    stop: &CancellationToken,
+) -> Loaded {
+    loop {
+        match engine.load(&loaded.configs).await {
+            Ok(number) => {
+                metrics::counter!("authchain_reloads_total", "result" => "ok").increment(1);
+                metrics::gauge!("authchain_config_generation").set(number as f64);
+                return loaded;
+            }
+            Err(e) => {
+                metrics::counter!("authchain_reloads_total", "result" => "error").increment(1);
+                log_config_error("cannot start the first generation; retrying", &e);
+                tokio::select! {
+                    () = tokio::time::sleep(START_RETRY) => {}
+                    () = stop.cancelled() => return loaded,
+                }
+                match load(source) {
+                    Ok(next) => loaded = next,
+                    Err(e) => log_config_error("the config no longer reads", &e),
+                }
+            }
+        }
+    }
+}
+
+/// One reload: read everything again, build and start a new generation;
+/// on any error the serving generation stays. `forced` (SIGHUP) reloads
+/// even when no text changed. `Ok(None)`: nothing changed; `Err(Some)`:
+/// read but rejected (watch what it names, so that a fix reloads).
+async fn reload(
+    engine: &Engine,
+    source: &Source,
+    current: &Loaded,
+    forced: bool,
+) -> Result<Option<Loaded>, Option<Loaded>> {
+    let next = match load(source) {
+        Ok(next) => next,
+        Err(e) => {
+            metrics::counter!("authchain_reloads_total", "result" => "error").increment(1);
+            log_config_error(
+                "config change rejected; still serving the previous generation",
+                &e,
+            );
+            return Err(None);
+        }
+    };
+    if !forced && next.digest == current.digest {
+        return Ok(None);
+    }
+    if restart_only(&current.settings) != restart_only(&next.settings) {
+        tracing::warn!(
+            "listener, limit or log settings changed: they take effect at the next restart; the AuthConfigs are reloaded now"
+        );
+    }
+    match engine.load(&next.configs).await {
+        Ok(number) => {
+            metrics::counter!("authchain_reloads_total", "result" => "ok").increment(1);
+            metrics::gauge!("authchain_config_generation").set(number as f64);
+            Ok(Some(next))
+        }
+        Err(e) => {
+            metrics::counter!("authchain_reloads_total", "result" => "error").increment(1);
+            log_config_error(
+                "config change rejected; still serving the previous generation",
+                &e,
+            );
+            Err(Some(next))
+        }
+    }
+}
+
+/// The settings a reload cannot apply.
+fn restart_only(settings: &Settings) -> Settings {
+    Settings {
+        auth_configs: Vec::new(),
+        auth_config_files: Vec::new(),
+        ..settings.clone()
+    }
+}
+
+pub(crate) fn log_config_error(what: &str, e: &Error) {
+    let problems: Vec<String> = e.problems().map(|p| p.to_string()).collect();
+    tracing::error!(problems = problems.len(), "{what}");
+    for problem in problems {
+        tracing::error!(%problem, "config problem");
+    }
+}
+
+/// Reload triggers: SIGHUP (forced) and changes to the files read.
+struct Reloads {
+    source: Source,
+    hangup: Option<tokio::signal::unix::Signal>,
+    events: mpsc::Receiver<()>,
+    sender: mpsc::Sender<()>,
+    watcher: Option<notify::RecommendedWatcher>,
+    enabled: bool,
+}
+
+impl Reloads {
+    fn new(source: Source, loaded: &Loaded, enabled: bool) -> Self {
+        let hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(signal) => Some(signal),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGHUP; reload by file change only");
+                None
+            }
+        };
+        let (sender, events) = mpsc::channel(1);
+        let mut reloads = Reloads {
+            source,
+            hangup,
+            events,
+            sender,
+            watcher: None,
+            enabled,
+        };
+        reloads.watch(loaded);
+        reloads
+    }
+
+    /// Watches the directories of the files `loaded` read, and the
+    /// directories it listed, for changes to those files.
+    fn watch(&mut self, loaded: &Loaded) {
+        if !self.enabled || matches!(self.source, Source::Default) {
+            return;
+        }
+        let files: HashSet<PathBuf> = loaded.files.iter().map(|f| absolute(f)).collect();
+        let dirs: HashSet<PathBuf> = loaded.directories.iter().map(|d| absolute(d)).collect();
+        let mut watched: HashSet<PathBuf> = files
+            .iter()
+            .filter_map(|f| f.parent().map(Path::to_path_buf))
+            .collect();
+        watched.extend(dirs.iter().cloned());
+        let sender = self.sender.clone();
+        let relevant = move |path: &Path| {
+            files.contains(path)
+                || path.parent().is_some_and(|p| dirs.contains(p))
+                // A Kubernetes ConfigMap swaps a `..data` symlink.
+                || path.file_name().is_some_and(|n| n.to_string_lossy().starts_with(".."))
+        };
+        let handler = move |event: notify::Result<notify::Event>| {
+            let Ok(event) = event else { return };
+            if event.kind.is_access() {
+                return;
+            }
+            if event.paths.iter().any(|p| relevant(p)) {
+                let _ = sender.try_send(());
+            }
+        };
+        let mut watcher = match notify::recommended_watcher(handler) {
+            Ok(watcher) => watcher,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch the config files; reload with SIGHUP");
+                return;
+            }
+        };
+        for dir in &watched {
+            if let Err(e) = watcher.watch(dir, RecursiveMode::NonRecursive) {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot watch; reload with SIGHUP");
+            }
+        }
+        self.watcher = Some(watcher);
+    }
+
+    /// The next reload: `true` when forced by SIGHUP.
+    async fn next(&mut self) -> bool {
+        let forced = tokio::select! {
+            Some(()) = async {
+                match &mut self.hangup {
+                    Some(signal) => signal.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => true,
+            Some(()) = self.events.recv() => false,
+        };
+        if !forced {
+            // Gather the rest of a save's events into one reload.
+            tokio::time::sleep(DEBOUNCE).await;
+            while self.events.try_recv().is_ok() {}
+        }
+        tracing::info!(
+            reason = if forced { "SIGHUP" } else { "file change" },
+            "reloading config"
+        );
+        forced
+    }
+}
+
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_owned())
+}
+
+/// Completes on SIGTERM or SIGINT.
+async fn terminate() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    match (term, int) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM"),
+                _ = int.recv() => tracing::info!("SIGINT"),
+            }
+        }
+        _ => {
+            tracing::warn!("cannot listen for SIGTERM; stopping on Ctrl-C only");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

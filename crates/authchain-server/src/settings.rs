@@ -1,0 +1,419 @@
+//! The server's config file: listeners, limits, logs, and the AuthConfigs.
+//!
+//! ```yaml
+//! grpc:  { address: 127.0.0.1:9001 }          # Envoy ext_authz over gRPC
+//! http:                                        # Envoy HTTP service, nginx, Traefik, Caddy
+//!   address: 127.0.0.1:9002
+//!   prefix: /check                             # /check/{config}/... selects an AuthConfig
+//!   trustedProxies: [127.0.0.1/32]             # whose X-Forwarded-* / X-Original-* count
+//! admin: { address: 127.0.0.1:9091 }           # /metrics, /healthz, /readyz
+//! defaultConfig: site                          # for checks that name no AuthConfig
+//! maxConcurrentChecks: 1024                    # beyond it: 503 / RESOURCE_EXHAUSTED
+//! shutdownGrace: 30s                           # SIGTERM: time for checks in flight
+//! log: { format: text, level: info }           # format: text | json
+//! watch: true                                  # reload when a file changes (SIGHUP always does)
+//! authConfigs:                                 # inline: specs with a name, or Gloo manifests
+//! - name: site
+//!   configs:
+//!   - name: ratings
+//!     rules: { allow: [{ path: { exact: /ratings/1 } }] }
+//! authConfigFiles: [gloo/]                     # files and directories of AuthConfig documents
+//! ```
+//!
+//! Every key is optional; a listener that is not set is not opened. Paths
+//! are relative to the config file. A directory contributes its `.yaml`,
+//! `.yml` and `.json` files, in name order, not its subdirectories.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use authchain_core::{
+    AuthConfig, ConfigDuration, Error, Format, Generation, PluginRegistry, deserialize_config,
+};
+use ipnet::IpNet;
+use serde::Deserialize;
+use serde_json::Value;
+
+/// The config the server serves when it is given none: documented,
+/// runnable on a fresh machine.
+pub const DEFAULT_CONFIG: &str = include_str!("default.yaml");
+
+/// The name the embedded default config goes by in messages.
+pub const DEFAULT_CONFIG_ORIGIN: &str = "<embedded default config>";
+
+/// The server settings of a config file.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[non_exhaustive]
+pub struct Settings {
+    /// The gRPC ext_authz listener.
+    #[serde(default)]
+    pub grpc: Option<GrpcSettings>,
+    /// The HTTP check listener.
+    #[serde(default)]
+    pub http: Option<HttpSettings>,
+    /// The admin listener.
+    #[serde(default)]
+    pub admin: Option<AdminSettings>,
+    /// The AuthConfig for checks that name none.
+    #[serde(default)]
+    pub default_config: Option<String>,
+    /// The most checks in flight over both protocols (default 1024).
+    #[serde(default = "default_max_concurrent")]
+    pub max_concurrent_checks: usize,
+    /// How long SIGTERM waits for checks in flight (default 30 s).
+    #[serde(default = "default_grace")]
+    pub shutdown_grace: ConfigDuration,
+    /// Logging.
+    #[serde(default)]
+    pub log: LogSettings,
+    /// Reload when the config file or an AuthConfig file changes (default
+    /// true); SIGHUP reloads either way.
+    #[serde(default = "yes")]
+    pub watch: bool,
+    /// AuthConfig documents written inline.
+    #[serde(default)]
+    pub auth_configs: Vec<Value>,
+    /// Files and directories of AuthConfig documents.
+    #[serde(default)]
+    pub auth_config_files: Vec<PathBuf>,
+}
+
+/// The gRPC listener.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[non_exhaustive]
+pub struct GrpcSettings {
+    /// Where to listen (`127.0.0.1:9001`).
+    pub address: SocketAddr,
+    /// The context extension that names the AuthConfig (`config_id`).
+    #[serde(default)]
+    pub config_key: Option<String>,
+    /// The largest `CheckRequest` in bytes (4 MiB).
+    #[serde(default)]
+    pub max_request_bytes: Option<usize>,
+}
+
+/// The HTTP listener.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[non_exhaustive]
+pub struct HttpSettings {
+    /// Where to listen (`127.0.0.1:9002`).
+    pub address: SocketAddr,
+    /// The path prefix under which `/{config}` selects an AuthConfig.
+    #[serde(default)]
+    pub prefix: Option<String>,
+    /// Peers whose forwarded headers are believed.
+    #[serde(default)]
+    pub trusted_proxies: Vec<IpNet>,
+    /// The largest check body read; larger is 413 (64 KiB).
+    #[serde(default)]
+    pub body_limit: Option<usize>,
+}
+
+/// The admin listener.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[non_exhaustive]
+pub struct AdminSettings {
+    /// Where to listen (`127.0.0.1:9091`).
+    pub address: SocketAddr,
+}
+
+/// Logging.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[non_exhaustive]
+pub struct LogSettings {
+    /// `text` or `json`.
+    #[serde(default)]
+    pub format: LogFormat,
+    /// A `tracing` filter (`info`, `authchain_core=debug,info`); the
+    /// `RUST_LOG` variable wins when it is set.
+    #[serde(default = "default_level")]
+    pub level: String,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        LogSettings {
+            format: LogFormat::Text,
+            level: default_level(),
+        }
+    }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum LogFormat {
+    /// For people.
+    #[default]
+    Text,
+    /// One JSON object a line, for log pipelines.
+    Json,
+}
+
+fn default_max_concurrent() -> usize {
+    1024
+}
+
+fn default_grace() -> ConfigDuration {
+    ConfigDuration(Duration::from_secs(30))
+}
+
+fn default_level() -> String {
+    "info".to_owned()
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A config file read whole: the settings, every AuthConfig, and what to
+/// watch for changes.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Loaded {
+    /// The server settings.
+    pub settings: Settings,
+    /// The AuthConfigs, inline ones first, then the files' in order.
+    pub configs: Vec<AuthConfig>,
+    /// The files read, the config file first.
+    pub files: Vec<PathBuf>,
+    /// The directories listed, whose new files count as changes.
+    pub directories: Vec<PathBuf>,
+    /// A digest of every text read, to tell a real change from a touch.
+    pub digest: u64,
+}
+
+impl Loaded {
+    /// Reads the config file at `path` and the AuthConfig files it names.
+    /// Every problem is reported at once, each with its file and place.
+    pub fn from_file(path: &Path) -> Result<Loaded, Error> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::config(format!("cannot read the config file: {e}")).in_source(path.display())
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let mut loaded = Self::from_text(&path.display().to_string(), &text, Some(base))?;
+        loaded.files.insert(0, path.to_owned());
+        Ok(loaded)
+    }
+
+    /// Reads a config text; `base` resolves relative AuthConfig file paths
+    /// (`None`: files are not allowed, as in the embedded default).
+    pub fn from_text(origin: &str, text: &str, base: Option<&Path>) -> Result<Loaded, Error> {
+        let (loaded, errors) = Self::read(origin, text, base)?;
+        match Error::collect(errors) {
+            Some(e) => Err(e),
+            None => Ok(loaded),
+        }
+    }
+
+    /// Reads the config file at `path` (`None`: the embedded default) and
+    /// builds every AuthConfig with `registry`, as `authchain check` does:
+    /// every problem of every file and every config, at once.
+    pub fn check(
+        path: Option<&Path>,
+        registry: &PluginRegistry,
+    ) -> Result<(Loaded, Generation), Error> {
+        let (loaded, mut errors) = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    Error::config(format!("cannot read the config file: {e}"))
+                        .in_source(path.display())
+                })?;
+                let base = path.parent().unwrap_or(Path::new("."));
+                Self::read(&path.display().to_string(), &text, Some(base))?
+            }
+            None => Self::read(DEFAULT_CONFIG_ORIGIN, DEFAULT_CONFIG, None)?,
+        };
+        match Generation::build(registry, &loaded.configs, 1) {
+            Ok(generation) if errors.is_empty() => return Ok((loaded, generation)),
+            Ok(_) => {}
+            Err(e) => errors.push(e), // collect flattens its problems
+        }
+        Err(Error::collect(errors).unwrap_or_else(|| Error::config("no problem found")))
+    }
+
+    /// Reads what it can: the settings (or the error that they do not
+    /// read), the AuthConfigs that read, and the problems of the rest.
+    fn read(origin: &str, text: &str, base: Option<&Path>) -> Result<(Loaded, Vec<Error>), Error> {
+        let mut digest = Digest::default();
+        digest.add(text.as_bytes());
+        let format = Format::from_path(Path::new(origin));
+        let value: Value = match format {
+            Format::Json => serde_json::from_str(text)
+                .map_err(|e| Error::config(format!("not JSON: {e}")).in_source(origin))?,
+            Format::Yaml => serde_yaml_ng::from_str(text)
+                .map_err(|e| Error::config(format!("not YAML: {e}")).in_source(origin))?,
+        };
+        let value = match value {
+            Value::Null => Value::Object(Default::default()),
+            v => v,
+        };
+        let settings: Settings = deserialize_config(value).map_err(|e| e.in_source(origin))?;
+        let mut errors = Vec::new();
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&settings.log.level) {
+            errors.push(
+                Error::config(format!("not a log filter: {e}"))
+                    .at("log.level")
+                    .in_source(origin),
+            );
+        }
+        let mut configs = Vec::new();
+        for (i, doc) in settings.auth_configs.iter().enumerate() {
+            match AuthConfig::from_value(&format!("{origin} authConfigs[{i}]"), doc.clone()) {
+                Ok(config) => configs.push(config),
+                Err(e) => errors.push(e),
+            }
+        }
+        let mut files = Vec::new();
+        let mut directories = Vec::new();
+        for (i, entry) in settings.auth_config_files.iter().enumerate() {
+            let Some(base) = base else {
+                errors.push(
+                    Error::config("files cannot be named here")
+                        .at(format!("authConfigFiles[{i}]"))
+                        .in_source(origin),
+                );
+                continue;
+            };
+            let path = base.join(entry);
+            let listed = if path.is_dir() {
+                directories.push(path.clone());
+                list_dir(&path)
+            } else {
+                Ok(vec![path.clone()])
+            };
+            let listed = match listed {
+                Ok(listed) => listed,
+                Err(e) => {
+                    errors.push(
+                        Error::config(format!("cannot list {}: {e}", path.display()))
+                            .at(format!("authConfigFiles[{i}]"))
+                            .in_source(origin),
+                    );
+                    continue;
+                }
+            };
+            for file in listed {
+                match std::fs::read_to_string(&file) {
+                    Ok(text) => {
+                        digest.add(file.as_os_str().as_encoded_bytes());
+                        digest.add(text.as_bytes());
+                        let name = file.display().to_string();
+                        match AuthConfig::parse(&name, &text, Format::from_path(&file)) {
+                            Ok(found) => configs.extend(found),
+                            Err(e) => errors.push(e),
+                        }
+                    }
+                    Err(e) => errors.push(
+                        Error::config(format!("cannot read {}: {e}", file.display()))
+                            .at(format!("authConfigFiles[{i}]"))
+                            .in_source(origin),
+                    ),
+                }
+                files.push(file);
+            }
+        }
+        if let Some(name) = &settings.default_config
+            && errors.is_empty()
+            && !configs.iter().any(|c| c.name() == name)
+        {
+            errors.push(
+                Error::config(format!("no AuthConfig is named '{name}'"))
+                    .at("defaultConfig")
+                    .in_source(origin),
+            );
+        }
+        let loaded = Loaded {
+            settings,
+            configs,
+            files,
+            directories,
+            digest: digest.finish(),
+        };
+        Ok((loaded, errors))
+    }
+
+    /// The embedded default config.
+    pub fn default_config() -> Result<Loaded, Error> {
+        Self::from_text(DEFAULT_CONFIG_ORIGIN, DEFAULT_CONFIG, None)
+    }
+}
+
+fn list_dir(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        let wanted = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| ["yaml", "yml", "json"].contains(&e.to_ascii_lowercase().as_str()));
+        if wanted && path.is_file() {
+            files.push(path);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// FNV-1a over the texts read: enough to tell a change from a touch.
+#[derive(Debug)]
+struct Digest(u64);
+
+impl Default for Digest {
+    fn default() -> Self {
+        Digest(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Digest {
+    fn add(&mut self, bytes: &[u8]) {
+        for b in bytes.iter().chain(&[0xff]) {
+            self.0 ^= u64::from(*b);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn finish(self) -> u64 {
+        self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_embedded_default_loads() {
+        let loaded = Loaded::default_config().unwrap();
+        assert!(loaded.settings.grpc.is_some());
+        assert!(loaded.settings.http.is_some());
+        assert!(loaded.settings.admin.is_some());
+        assert!(!loaded.configs.is_empty());
+    }
+
+    #[test]
+    fn errors_name_the_file_and_the_place() {
+        let e = Loaded::from_text("a.yaml", "grpc: { address: nowhere }\n", None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("a.yaml") && e.contains("grpc.address"), "{e}");
+        let e = Loaded::from_text("a.yaml", "grcp: {}\n", None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown field `grcp`"), "{e}");
+        let e = Loaded::from_text("a.yaml", "authConfigs: [{ configs: [] }]\n", None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("authConfigs[0]") && e.contains("name"), "{e}");
+        let e = Loaded::from_text("a.yaml", "defaultConfig: nope\n", None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("defaultConfig") && e.contains("nope"), "{e}");
+    }
+}

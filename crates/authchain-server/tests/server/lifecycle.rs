@@ -1,0 +1,199 @@
+//! Admin endpoints, logs, the decision cache, load shedding and graceful
+//! shutdown of the running binary.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use authchain_testkit::client;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::server::conn::http1;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+use crate::support::{Authchain, LISTENERS, check_request, grpc_status};
+
+/// An auth server for `passThroughAuth.http` that takes `delay` to allow.
+async fn slow_auth_server(delay: Duration) -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counted = hits.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let hits = counted.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |_req| {
+                    let hits = hits.clone();
+                    async move {
+                        hits.fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(delay).await;
+                        Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::new())))
+                    }
+                });
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (addr, hits)
+}
+
+fn slow_config(extra: &str, auth: SocketAddr) -> String {
+    format!(
+        "{LISTENERS}{extra}
+authConfigs:
+- name: slow
+  configs:
+  - passThroughAuth: {{ http: {{ url: 'http://{auth}/auth' }} }}
+"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn beyond_the_limit_checks_are_shed_with_503_and_resource_exhausted() {
+    let (auth, _) = slow_auth_server(Duration::from_millis(1500)).await;
+    let server = Authchain::start(&slow_config("maxConcurrentChecks: 1", auth)).await;
+    let slow = tokio::spawn({
+        let http = server.http;
+        async move {
+            client::get(http, "/check/slow/x", &[])
+                .await
+                .unwrap()
+                .status
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let shed = server.http_check("slow", "/x", &[]).await.unwrap();
+    assert_eq!(shed.status, 503);
+    assert!(shed.text().contains("too many checks"), "{}", shed.text());
+    let mut grpc = server.grpc_client().await;
+    let answer = grpc
+        .check(check_request("slow", "/x", &[]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(grpc_status(&answer), (8, 503));
+    assert_eq!(slow.await.unwrap(), 200);
+    // The place is free again.
+    assert_eq!(
+        server.http_check("slow", "/x", &[]).await.unwrap().status,
+        200
+    );
+    assert_eq!(
+        server
+            .metric("authchain_shed_total{transport=\"http\"}")
+            .await,
+        1.0
+    );
+    assert_eq!(
+        server
+            .metric("authchain_shed_total{transport=\"grpc\"}")
+            .await,
+        1.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_checks_in_flight_then_exits_zero() {
+    let (auth, hits) = slow_auth_server(Duration::from_millis(1500)).await;
+    let mut server = Authchain::start(&slow_config("shutdownGrace: 10s", auth)).await;
+    let in_flight = tokio::spawn({
+        let http = server.http;
+        async move { client::get(http, "/check/slow/x", &[]).await }
+    });
+    while hits.load(Ordering::SeqCst) == 0 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.signal("TERM");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Not ready any more, and no new checks accepted...
+    let ready = client::get(server.admin, "/readyz", &[]).await;
+    assert!(ready.is_err() || ready.unwrap().status == 503);
+    assert!(server.http_check("slow", "/x", &[]).await.is_err());
+    // ...but the one in flight is answered.
+    assert_eq!(in_flight.await.unwrap().unwrap().status, 200);
+    let status = server
+        .peer
+        .wait_until(Duration::from_secs(10), || async { None::<()> })
+        .await
+        .unwrap_err();
+    let exited = server.peer.exited();
+    assert!(exited.is_some_and(|s| s.success()), "{exited:?}: {status}");
+    assert!(server.log().contains("stopped"), "{}", server.log());
+}
+
+const KEY: &str = "s3cr3t-4p1-k3y-value";
+
+#[tokio::test]
+async fn admin_metrics_and_json_logs_without_secrets() {
+    let template = format!(
+        "{LISTENERS}log: {{ format: json, level: debug }}
+authConfigs:
+- name: keys
+  configs:
+  - name: key
+    apiKeyAuth:
+      headerName: api-key
+      keys: [{{ key: {KEY}, metadata: {{ user-id: alice }} }}]
+      headersFromMetadataEntry: {{ x-user-id: {{ name: user-id }} }}
+  cache:
+    key: [{{ header: api-key }}]
+    ttl: 10m
+    trustKey: true
+"
+    );
+    let server = Authchain::start(&template).await;
+    assert_eq!(
+        client::get(server.admin, "/healthz", &[])
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+    for _ in 0..3 {
+        let reply = server
+            .http_check("keys", "/x", &[("api-key", KEY)])
+            .await
+            .unwrap();
+        assert_eq!(reply.status, 200);
+        assert_eq!(reply.header_values("x-user-id"), ["alice"]);
+    }
+    let wrong = server
+        .http_check("keys", "/x", &[("api-key", "s3cr3t-wrong-guess")])
+        .await
+        .unwrap();
+    assert_eq!(wrong.status, 401);
+
+    let metrics = server.metrics().await;
+    for series in [
+        "authchain_cache_lookups_total{config=\"keys\",result=\"hit\"} 2",
+        "authchain_cache_lookups_total{config=\"keys\",result=\"miss\"} 2",
+        "authchain_step_decisions_total{config=\"keys\",step=\"key\",result=\"ok\"} 1",
+        "authchain_step_decisions_total{config=\"keys\",step=\"key\",result=\"denied\"} 1",
+        "authchain_config_generation 1",
+        "authchain_reloads_total{result=\"ok\"} 1",
+    ] {
+        assert!(metrics.contains(series), "{series} in\n{metrics}");
+    }
+    assert!(metrics.contains("authchain_chain_duration_seconds_bucket{config=\"keys\""));
+
+    let log = server.log();
+    assert!(!log.is_empty());
+    for line in log.lines() {
+        let value: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+        assert!(value.get("level").is_some(), "{line}");
+    }
+    assert!(
+        !log.contains(KEY) && !log.contains("s3cr3t-wrong-guess"),
+        "{log}"
+    );
+}

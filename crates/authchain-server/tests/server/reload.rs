@@ -1,0 +1,215 @@
+//! Hot reload: on file change and SIGHUP, no failed check while the config
+//! flips, a broken config keeps the previous generation.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use crate::support::{Authchain, LISTENERS, check_request, grpc_status};
+
+fn flip(action: &str) -> String {
+    format!(
+        "{LISTENERS}defaultConfig: flip
+authConfigs:
+- name: flip
+  configs:
+  - name: rule
+    rules: {{ defaultAction: {action} }}
+"
+    )
+}
+
+#[derive(Default)]
+struct Tally {
+    allowed: AtomicUsize,
+    denied: AtomicUsize,
+    errors: AtomicUsize,
+    last_error: std::sync::Mutex<Option<String>>,
+}
+
+impl Tally {
+    fn record(&self, status: Result<u16, String>) {
+        match status {
+            Ok(200) => self.allowed.fetch_add(1, Ordering::SeqCst),
+            Ok(403) => self.denied.fetch_add(1, Ordering::SeqCst),
+            Ok(other) => {
+                *self.last_error.lock().unwrap() = Some(format!("status {other}"));
+                self.errors.fetch_add(1, Ordering::SeqCst)
+            }
+            Err(e) => {
+                *self.last_error.lock().unwrap() = Some(e);
+                self.errors.fetch_add(1, Ordering::SeqCst)
+            }
+        };
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_flips_under_load_fail_no_check_and_switch_the_decision() {
+    let mut server = Authchain::start(&flip("allow")).await;
+    let done = Arc::new(AtomicBool::new(false));
+    let http = Arc::new(Tally::default());
+    let grpc = Arc::new(Tally::default());
+
+    let http_loop = tokio::spawn({
+        let (done, tally, addr) = (done.clone(), http.clone(), server.http);
+        async move {
+            while !done.load(Ordering::SeqCst) {
+                let reply = authchain_testkit::client::get(addr, "/check/flip/x", &[]).await;
+                tally.record(reply.map(|r| r.status.as_u16()).map_err(|e| e.to_string()));
+            }
+        }
+    });
+    let grpc_loop = tokio::spawn({
+        let (done, tally) = (done.clone(), grpc.clone());
+        let mut client = server.grpc_client().await;
+        async move {
+            while !done.load(Ordering::SeqCst) {
+                let answer = client.check(check_request("flip", "/x", &[])).await;
+                tally.record(match answer {
+                    Ok(r) => match grpc_status(r.get_ref()) {
+                        (0, 200) => Ok(200),
+                        (7, 403) => Ok(403),
+                        (code, status) => Ok(1000 + code as u16 * 1000 + status),
+                    },
+                    Err(e) => Err(e.to_string()),
+                });
+            }
+        }
+    });
+
+    for i in 1..=20u64 {
+        let allow = i % 2 == 0;
+        server.rewrite(&flip(if allow { "allow" } else { "deny" }));
+        server.wait_for_generation(i + 1).await;
+        let reply = server.http_check("flip", "/x", &[]).await.unwrap();
+        assert_eq!(
+            reply.status,
+            if allow { 200 } else { 403 },
+            "after flip {i}"
+        );
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    done.store(true, Ordering::SeqCst);
+    http_loop.await.unwrap();
+    grpc_loop.await.unwrap();
+
+    for (name, tally) in [("http", &http), ("grpc", &grpc)] {
+        assert_eq!(
+            tally.errors.load(Ordering::SeqCst),
+            0,
+            "{name}: {:?}\n{}",
+            tally.last_error.lock().unwrap(),
+            server.peer.output()
+        );
+        assert!(
+            tally.allowed.load(Ordering::SeqCst) > 0,
+            "{name} never allowed"
+        );
+        assert!(
+            tally.denied.load(Ordering::SeqCst) > 0,
+            "{name} never denied"
+        );
+    }
+    assert_eq!(server.generation().await, 21);
+    assert_eq!(
+        server
+            .metric("authchain_reloads_total{result=\"ok\"}")
+            .await,
+        21.0
+    );
+    assert!(server.log().contains("got new config"), "{}", server.log());
+}
+
+#[tokio::test]
+async fn a_broken_config_keeps_the_serving_generation_and_sighup_reloads() {
+    let mut server = Authchain::start(&format!("watch: false\n{}", flip("allow"))).await;
+    // With watching off, a change waits for SIGHUP.
+    server.rewrite(&format!("watch: false\n{}", flip("deny")));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(server.generation().await, 1);
+    server.signal("HUP");
+    server.wait_for_generation(2).await;
+    assert_eq!(
+        server.http_check("flip", "/x", &[]).await.unwrap().status,
+        403
+    );
+
+    // A broken config: logged with its place, counted, the old one serves.
+    server.rewrite(&format!(
+        "watch: false\n{}",
+        flip("deny").replace("defaultAction: deny", "defaultAction: perhaps")
+    ));
+    server.signal("HUP");
+    let log = server.peer.dir().join("stderr.log");
+    server
+        .peer
+        .wait_until(Duration::from_secs(10), || {
+            let log = log.clone();
+            async move {
+                let text = std::fs::read_to_string(log).unwrap_or_default();
+                text.contains("config change rejected").then_some(())
+            }
+        })
+        .await
+        .unwrap();
+    let log = server.log();
+    assert!(
+        log.contains("authConfigs[0]: configs[0].rules.defaultAction"),
+        "{log}"
+    );
+    assert_eq!(
+        server
+            .metric("authchain_reloads_total{result=\"error\"}")
+            .await,
+        1.0
+    );
+    assert_eq!(server.generation().await, 2);
+    assert_eq!(
+        server.http_check("flip", "/x", &[]).await.unwrap().status,
+        403
+    );
+
+    // SIGHUP reloads even an unchanged file (a new generation).
+    server.rewrite(&format!("watch: false\n{}", flip("allow")));
+    server.signal("HUP");
+    server.wait_for_generation(3).await;
+    server.signal("HUP");
+    server.wait_for_generation(4).await;
+    assert_eq!(
+        server.http_check("flip", "/x", &[]).await.unwrap().status,
+        200
+    );
+}
+
+#[tokio::test]
+async fn files_of_auth_configs_are_watched_too() {
+    let dir_template = format!("{LISTENERS}authConfigFiles: [configs/]\n");
+    let scratch = authchain_testkit::ScratchDir::new("authchain-files").unwrap();
+    let configs = scratch.path().join("configs");
+    std::fs::create_dir_all(&configs).unwrap();
+    std::fs::write(
+        configs.join("a.yaml"),
+        "name: a\nconfigs: [{ rules: { defaultAction: deny } }]\n",
+    )
+    .unwrap();
+    let template = dir_template.replace("configs/", &format!("{}/", configs.display()));
+    let mut server = Authchain::start(&template).await;
+    assert_eq!(server.http_check("a", "/", &[]).await.unwrap().status, 403);
+    // A new file in the directory adds an AuthConfig.
+    std::fs::write(
+        configs.join("b.json"),
+        r#"{"name": "b", "configs": [{"rules": {"defaultAction": "allow"}}]}"#,
+    )
+    .unwrap();
+    server.wait_for_generation(2).await;
+    assert_eq!(server.http_check("b", "/", &[]).await.unwrap().status, 200);
+    // A change to a file changes its AuthConfig.
+    std::fs::write(
+        configs.join("a.yaml"),
+        "name: a\nconfigs: [{ rules: { defaultAction: allow } }]\n",
+    )
+    .unwrap();
+    server.wait_for_generation(3).await;
+    assert_eq!(server.http_check("a", "/", &[]).await.unwrap().status, 200);
+}
