@@ -12,11 +12,12 @@ use authchain_testkit::{ScratchDir, client, free_port};
 async fn a_custom_plugin_is_served_by_the_authchain_server() {
     let dir = ScratchDir::new("custom-server").unwrap();
     let (http, admin) = (free_port().unwrap(), free_port().unwrap());
-    let example = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/custom_server.yaml"))
-        .unwrap()
-        .replace("grpc: { address: 127.0.0.1:9001 }\n", "")
-        .replace("127.0.0.1:9002", &format!("127.0.0.1:{http}"))
-        .replace("127.0.0.1:9091", &format!("127.0.0.1:{admin}"));
+    let example =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/custom_server.yaml"))
+            .unwrap()
+            .replace("grpc: { address: 127.0.0.1:9001 }\n", "")
+            .replace("127.0.0.1:9002", &format!("127.0.0.1:{http}"))
+            .replace("127.0.0.1:9091", &format!("127.0.0.1:{admin}"));
     dir.write(
         "required_header.yaml",
         include_str!("../required_header.yaml"),
@@ -37,20 +38,30 @@ async fn a_custom_plugin_is_served_by_the_authchain_server() {
     let admin = ([127, 0, 0, 1], admin).into();
     let http = ([127, 0, 0, 1], http).into();
     for _ in 0..200 {
-        if client::get(admin, "/readyz", &[]).await.is_ok_and(|r| r.status == 200) {
+        if client::get(admin, "/readyz", &[])
+            .await
+            .is_ok_and(|r| r.status == 200)
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     let path = "/check/gloo-system.plugin-auth/";
-    let allowed = client::get(http, path, &[("my-header", "foo")]).await.unwrap();
+    let allowed = client::get(http, path, &[("my-header", "foo")])
+        .await
+        .unwrap();
     assert_eq!(allowed.status, 200);
     assert_eq!(allowed.header_values("matched-allowed-headers"), ["true"]);
-    let denied = client::get(http, path, &[("my-header", "nope")]).await.unwrap();
+    let denied = client::get(http, path, &[("my-header", "nope")])
+        .await
+        .unwrap();
     assert_eq!(denied.status, 403);
     // The default config answers checks outside the prefix.
     assert_eq!(
-        client::get(http, "/anything", &[("my-header", "bar")]).await.unwrap().status,
+        client::get(http, "/anything", &[("my-header", "bar")])
+            .await
+            .unwrap()
+            .status,
         200
     );
     stop.send(()).unwrap();
