@@ -471,10 +471,12 @@ mod tests {
 
     #[test]
     fn attributes_read_from_yaml() {
-        let settings: CacheSettings = serde_yaml_ng::from_str(
+        // Documents are read into JSON values first, as AuthConfig::parse does.
+        let value: Value = serde_yaml_ng::from_str(
             "key: [{cookie: session}, {header: Authorization}, method, path]\nttl: 10m\n",
         )
         .unwrap();
+        let settings: CacheSettings = serde_json::from_value(value).unwrap();
         assert_eq!(
             settings.key,
             vec![

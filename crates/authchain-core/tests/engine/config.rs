@@ -184,7 +184,7 @@ fn unknown_plugins_kinds_and_fields_are_rejected() {
     );
     assert_eq!(
         build_err("name: c\nconfigz: []\n", &r),
-        "auth.yaml: configz: unknown field `configz`, expected one of `configs`, `booleanExpr`, `statusOnError`, `deadline`, `stripClientHeaders`, `trustClientHeaders`, `failOnRedirect`"
+        "auth.yaml: configz: unknown field `configz`, expected one of `configs`, `booleanExpr`, `statusOnError`, `deadline`, `stripClientHeaders`, `trustClientHeaders`, `failOnRedirect`, `cache`"
     );
     assert_eq!(
         build_err(
