@@ -27,6 +27,14 @@
 //! ignored and the check request itself is the original: its method, its
 //! path after `{prefix}/{config}` (what Envoy sends), its Host.
 //!
+//! Trust only a proxy that sets these headers itself, overwriting what its
+//! client sent (nginx with `proxy_set_header X-Original-URI $request_uri`,
+//! Traefik, Caddy). Never trust an Envoy in HTTP service mode whose
+//! `allowed_headers` lets its client's `x-` headers through: the client
+//! could then name the path to check (`X-Forwarded-Uri: /public`) for a
+//! request to another. Envoy needs no trust: it sends the original method
+//! and path as the check's own.
+//!
 //! # The answer
 //!
 //! - Allow: `200`, with the chain's upstream headers as response headers
@@ -82,7 +90,8 @@ impl CheckConfig {
         self
     }
 
-    /// Trusts forwarded headers from these networks (`127.0.0.1/32`, ...).
+    /// Trusts forwarded headers from these networks (`127.0.0.1/32`, ...):
+    /// only forward-auth proxies that overwrite them (see the module docs).
     pub fn trust(mut self, networks: impl IntoIterator<Item = IpNet>) -> Self {
         self.trusted_proxies.extend(networks);
         self

@@ -154,8 +154,7 @@ configs:
 - pluginAuth: { name: BodyLength }
 "#;
 
-/// authchain's HTTP check server on a loopback port, trusting loopback
-/// proxies.
+/// authchain's HTTP check server on a loopback port.
 struct Authchain {
     addr: SocketAddr,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
@@ -168,12 +167,21 @@ impl Drop for Authchain {
 }
 
 async fn authchain() -> Authchain {
+    authchain_with(CheckConfig::default().trust(["127.0.0.0/8".parse().unwrap()])).await
+}
+
+/// For Envoy in HTTP service mode: no trusted proxy, since Envoy passes
+/// its client's `x-` headers on and sends the original path itself.
+async fn envoy_authchain() -> Authchain {
+    authchain_with(CheckConfig::default()).await
+}
+
+async fn authchain_with(config: CheckConfig) -> Authchain {
     let engine = Arc::new(Engine::new(registry()));
     engine
         .load(&AuthConfig::parse("e2e.yaml", CONFIGS, Format::Yaml).unwrap())
         .await
         .unwrap();
-    let config = CheckConfig::default().trust(["127.0.0.0/8".parse().unwrap()]);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let server = CheckServer::new(engine, config);
@@ -425,7 +433,7 @@ async fn envoy(auth: SocketAddr, upstream: SocketAddr, config: &str) -> Envoy {
 #[tokio::test]
 async fn envoy_http_service_allows_denies_and_overwrites_identity() {
     let upstream = EchoServer::start().await.unwrap();
-    let auth = authchain().await;
+    let auth = envoy_authchain().await;
     let envoy = envoy(auth.addr, upstream.addr(), "site").await;
     let ingress = envoy.listener("ingress").unwrap();
 
@@ -454,7 +462,7 @@ async fn envoy_http_service_allows_denies_and_overwrites_identity() {
 #[tokio::test]
 async fn envoy_http_service_custom_auth_server_seed() {
     let upstream = EchoServer::start().await.unwrap();
-    let auth = authchain().await;
+    let auth = envoy_authchain().await;
     let envoy = envoy(auth.addr, upstream.addr(), "ratings").await;
     let ingress = envoy.listener("ingress").unwrap();
     let reply = client::get(ingress, "/ratings/1", &[]).await.unwrap();
@@ -468,7 +476,7 @@ async fn envoy_http_service_custom_auth_server_seed() {
 #[tokio::test]
 async fn envoy_http_service_body_limit_down_and_timeout() {
     let upstream = EchoServer::start().await.unwrap();
-    let auth = authchain().await;
+    let auth = envoy_authchain().await;
     let envoy_slow = envoy(auth.addr, upstream.addr(), "slow").await;
     let ingress = envoy_slow.listener("ingress").unwrap();
 
@@ -504,7 +512,7 @@ async fn envoy_http_service_body_limit_down_and_timeout() {
 #[tokio::test]
 async fn envoy_http_service_overwrites_appends_and_removes() {
     let upstream = EchoServer::start().await.unwrap();
-    let auth = authchain().await;
+    let auth = envoy_authchain().await;
     let envoy = envoy(auth.addr, upstream.addr(), "decorate").await;
     let ingress = envoy.listener("ingress").unwrap();
     let reply = client::get(
@@ -535,7 +543,7 @@ async fn envoy_http_service_overwrites_appends_and_removes() {
 #[tokio::test]
 async fn envoy_http_service_forwards_the_body_to_the_chain() {
     let upstream = EchoServer::start().await.unwrap();
-    let auth = authchain().await;
+    let auth = envoy_authchain().await;
     let envoy = envoy(auth.addr, upstream.addr(), "body").await;
     let ingress = envoy.listener("ingress").unwrap();
     let body = "z".repeat(10 * 1024);

@@ -87,7 +87,22 @@ pub fn main_with(registry: PluginRegistry) -> ExitCode {
 }
 
 fn check(registry: &PluginRegistry, config: Option<PathBuf>) -> ExitCode {
-    let built = Loaded::check(config.as_deref(), registry);
+    // Some steps set up their clients when built (a gRPC channel), which
+    // needs a runtime; nothing is started or connected.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("authchain: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let built = {
+        let _entered = runtime.enter();
+        Loaded::check(config.as_deref(), registry)
+    };
     match built {
         Ok((loaded, generation)) => {
             let mut out = std::io::stdout().lock();
