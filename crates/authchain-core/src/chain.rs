@@ -215,7 +215,7 @@ impl Chain {
     }
 
     /// The number of answers in the chain's decision cache (0 without
-    /// one); moka counts lazily, so this may lag a little.
+    /// one), expired answers not yet evicted included.
     pub fn cached_entries(&self) -> u64 {
         self.cache.as_ref().map_or(0, DecisionCache::entry_count)
     }

@@ -30,8 +30,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use authchain_core::{
-    Allow, AuthService, AuthorizationRequest, BuildContext, Decision, Error, ExtAuthPlugin,
-    UserInfo, async_trait,
+    Allow, Attribute, AuthService, AuthorizationRequest, BuildContext, Decision, Error,
+    ExtAuthPlugin, UserInfo, async_trait,
 };
 use http::HeaderName;
 use serde::Deserialize;
@@ -294,5 +294,13 @@ impl AuthService for ApiKeyAuth {
 
     fn identity_headers(&self) -> Vec<HeaderName> {
         self.identity_headers.clone()
+    }
+
+    fn reads(&self) -> Option<Vec<Attribute>> {
+        let mut reads = vec![Attribute::header(self.header.clone())];
+        if self.allow_bearer {
+            reads.push(Attribute::header(http::header::AUTHORIZATION));
+        }
+        Some(reads)
     }
 }

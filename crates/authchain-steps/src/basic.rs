@@ -34,8 +34,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use authchain_core::{
-    Allow, AuthService, AuthorizationRequest, BuildContext, ConfigDuration, Decision, Deny, Error,
-    ExtAuthPlugin, UserInfo, async_trait,
+    Allow, Attribute, AuthService, AuthorizationRequest, BuildContext, ConfigDuration, Decision,
+    Deny, Error, ExtAuthPlugin, UserInfo, async_trait,
 };
 use base64::Engine as _;
 use http::{HeaderName, HeaderValue, StatusCode};
@@ -293,6 +293,14 @@ fn apr1_crypt(password: &[u8], salt: &[u8]) -> String {
     out
 }
 
+/// The cache's hasher: its keys are keyed PRF values already, uniformly
+/// random to anyone without the key, so they are not hashed again.
+type PrfKeyed = std::hash::BuildHasherDefault<util::PassThrough>;
+
+/// The longest `user:password` decoded on the stack; longer ones (up to
+/// the credential limit) are decoded into a heap buffer.
+const STACK_CREDENTIAL: usize = 192;
+
 /// The `basicAuth` step.
 pub struct BasicAuth {
     users: HashMap<String, Arc<Hash>>,
@@ -301,7 +309,7 @@ pub struct BasicAuth {
     decoy: Arc<Hash>,
     challenge: HeaderValue,
     user_id_header: Option<HeaderName>,
-    cache: Option<moka::sync::Cache<u128, Arc<str>>>,
+    cache: Option<moka::sync::Cache<u128, Arc<str>, PrfKeyed>>,
     prf: util::Prf,
     /// Bounds the hash verifications running at once, so that a flood of
     /// wrong passwords queues instead of filling the blocking pool.
@@ -381,7 +389,7 @@ impl BasicAuth {
             moka::sync::Cache::builder()
                 .max_capacity(config.cache.max_entries)
                 .time_to_live(config.cache.ttl.0)
-                .build()
+                .build_with_hasher(PrfKeyed::default())
         });
         Ok(BasicAuth {
             users,
@@ -429,23 +437,20 @@ impl BasicAuth {
         allow.into()
     }
 
-    /// The decoded `user:password` of an `Authorization: Basic` header,
-    /// and where the colon is.
-    fn credentials(request: &AuthorizationRequest) -> Option<(Vec<u8>, usize)> {
-        let encoded =
-            util::scheme_credential(request, &http::header::AUTHORIZATION, "Basic ").ok()??;
-        let decoded = base64::engine::general_purpose::STANDARD
-            .decode(encoded)
-            .ok()?;
-        let colon = decoded.iter().position(|b| *b == b':')?;
-        Some((decoded, colon))
+    /// The base64 text of an `Authorization: Basic` header.
+    fn encoded(request: &AuthorizationRequest) -> Option<&str> {
+        util::scheme_credential(request, &http::header::AUTHORIZATION, "Basic ")
+            .ok()
+            .flatten()
     }
-}
 
-#[async_trait]
-impl AuthService for BasicAuth {
-    async fn authorize(&self, request: &mut AuthorizationRequest) -> Result<Decision, Error> {
-        let Some((decoded, colon)) = Self::credentials(request) else {
+    /// Answers for the decoded `user:password`.
+    async fn check(
+        &self,
+        request: &mut AuthorizationRequest,
+        decoded: &[u8],
+    ) -> Result<Decision, Error> {
+        let Some(colon) = decoded.iter().position(|b| *b == b':') else {
             return Ok(self.challenge());
         };
         let (user, password) = (&decoded[..colon], &decoded[colon + 1..]);
@@ -487,9 +492,39 @@ impl AuthService for BasicAuth {
         }
         Ok(self.allow(request, user))
     }
+}
+
+#[async_trait]
+impl AuthService for BasicAuth {
+    async fn authorize(&self, request: &mut AuthorizationRequest) -> Result<Decision, Error> {
+        use base64::engine::general_purpose::STANDARD;
+        let Some(encoded) = Self::encoded(request) else {
+            return Ok(self.challenge());
+        };
+        // Decoded on the stack when it fits (no allocation on a cache hit);
+        // the decoded text is a secret either way and is dropped here.
+        let mut stack = [0u8; STACK_CREDENTIAL];
+        let heap;
+        let decoded: &[u8] = match STANDARD.decode_slice(encoded, &mut stack) {
+            Ok(n) => &stack[..n],
+            Err(base64::DecodeSliceError::OutputSliceTooSmall) => match STANDARD.decode(encoded) {
+                Ok(v) => {
+                    heap = v;
+                    &heap
+                }
+                Err(_) => return Ok(self.challenge()),
+            },
+            Err(base64::DecodeSliceError::DecodeError(_)) => return Ok(self.challenge()),
+        };
+        self.check(request, decoded).await
+    }
 
     fn identity_headers(&self) -> Vec<HeaderName> {
         self.user_id_header.iter().cloned().collect()
+    }
+
+    fn reads(&self) -> Option<Vec<Attribute>> {
+        Some(vec![Attribute::header(http::header::AUTHORIZATION)])
     }
 }
 

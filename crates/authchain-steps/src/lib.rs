@@ -8,6 +8,16 @@
 //! | `jwt` | [`jwt`] | a JWT verified with a local or remote JWKS |
 //! | `opaAuth` | [`opa`] | a Rego policy, evaluated in process with regorus |
 //!
+//! # With the decision cache
+//!
+//! A cached AuthConfig's key must hold what its steps read (see
+//! `authchain_core::cache`). `apiKeyAuth` reads its header (and
+//! `authorization` unless `allowBearer: false`), `basicAuth` reads
+//! `authorization`, `rules` reads the method, host and path. `jwt` and
+//! `opaAuth` do not declare: a JWT's answer changes with time (`exp`), and
+//! a policy may read anything; caching them needs `trustKey: true` and a
+//! TTL below the tokens' lifetime.
+//!
 //! [`register_all`] puts them all in a registry. Each module's docs show
 //! its config; the same examples live in `examples-config/` and a test
 //! loads each of them.

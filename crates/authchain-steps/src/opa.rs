@@ -104,8 +104,24 @@ impl ExtAuthPlugin for OpaPlugin {
 
 /// The `opaAuth` step.
 pub struct OpaAuth {
-    policy: regorus::CompiledPolicy,
+    /// Prepared engines, reused across requests: regorus resets an
+    /// engine's evaluation state at the start of every `eval_rule`, so a
+    /// request sees nothing of the one before. Building an engine per
+    /// request (what `CompiledPolicy::eval_with_input` does) costs more
+    /// than many simple policies take to evaluate.
+    engines: std::sync::Mutex<Engines>,
+    /// The rule evaluated, `data.<package>.<rule>`.
+    rule: String,
+    /// How many idle engines are kept (more are made when requests
+    /// overlap, and dropped when they finish).
+    max_idle: usize,
     allowed_headers: Vec<HeaderName>,
+}
+
+/// Idle prepared engines, and the one they are cloned from.
+struct Engines {
+    idle: Vec<regorus::Engine>,
+    template: regorus::Engine,
 }
 
 impl std::fmt::Debug for OpaAuth {
@@ -189,7 +205,8 @@ impl OpaAuth {
             check_interval: NonZeroU32::new(64).unwrap_or(NonZeroU32::MIN),
         });
         let rule: regorus::Rc<str> = query.into();
-        let policy = engine
+        // Compiling checks the rule and prepares `engine` for evaluation.
+        engine
             .compile_with_entrypoint(&rule)
             .map_err(|e| Error::config(first_line(&e)).at("query"))?;
         let mut allowed_headers = Vec::new();
@@ -200,7 +217,12 @@ impl OpaAuth {
             )?);
         }
         Ok(OpaAuth {
-            policy,
+            engines: std::sync::Mutex::new(Engines {
+                idle: vec![engine.clone()],
+                template: engine,
+            }),
+            rule: query.to_owned(),
+            max_idle: std::thread::available_parallelism().map_or(4, |n| n.get() * 2),
             allowed_headers,
         })
     }
@@ -208,10 +230,25 @@ impl OpaAuth {
     /// Evaluates the policy for a request.
     pub fn decide(&self, request: &AuthorizationRequest) -> Result<Decision, Error> {
         let input = input(request);
-        let result = self
-            .policy
-            .eval_with_input(input)
-            .map_err(|e| Error::step(format!("policy evaluation failed{}", location(&e))))?;
+        let mut engine = {
+            let mut engines = self.engines.lock().unwrap_or_else(|e| e.into_inner());
+            match engines.idle.pop() {
+                Some(engine) => engine,
+                None => engines.template.clone(),
+            }
+        };
+        engine.set_input(input);
+        let result = engine.eval_rule(self.rule.clone());
+        // The input may hold credentials: it does not stay in an idle engine.
+        engine.set_input(regorus::Value::new_object());
+        {
+            let mut engines = self.engines.lock().unwrap_or_else(|e| e.into_inner());
+            if engines.idle.len() < self.max_idle {
+                engines.idle.push(engine);
+            }
+        }
+        let result =
+            result.map_err(|e| Error::step(format!("policy evaluation failed{}", location(&e))))?;
         self.decision(result)
     }
 
@@ -309,12 +346,64 @@ fn header_pairs(v: Option<&Value>) -> Vec<(HeaderName, HeaderValue)> {
     out
 }
 
-/// A regorus object from string keys.
-fn object<const N: usize>(pairs: [(&str, regorus::Value); N]) -> regorus::Value {
-    let map: BTreeMap<regorus::Value, regorus::Value> = pairs
-        .into_iter()
-        .map(|(k, v)| (regorus::Value::from(k), v))
-        .collect();
+/// The input's object keys, made once: a key in an input object is then
+/// a reference count, not an allocation.
+struct Keys {
+    method: regorus::Value,
+    path: regorus::Value,
+    host: regorus::Value,
+    scheme: regorus::Value,
+    headers: regorus::Value,
+    state: regorus::Value,
+    context: regorus::Value,
+    parsed_path: regorus::Value,
+    parsed_query: regorus::Value,
+    attributes: regorus::Value,
+    request: regorus::Value,
+    http: regorus::Value,
+    protocol: regorus::Value,
+    id: regorus::Value,
+    body: regorus::Value,
+    source: regorus::Value,
+    destination: regorus::Value,
+    context_extensions: regorus::Value,
+    metadata_context: regorus::Value,
+    address: regorus::Value,
+    socket_address: regorus::Value,
+    port_value: regorus::Value,
+    principal: regorus::Value,
+}
+
+static KEYS: std::sync::LazyLock<Keys> = std::sync::LazyLock::new(|| Keys {
+    method: regorus::Value::from("method"),
+    path: regorus::Value::from("path"),
+    host: regorus::Value::from("host"),
+    scheme: regorus::Value::from("scheme"),
+    headers: regorus::Value::from("headers"),
+    state: regorus::Value::from("state"),
+    context: regorus::Value::from("context"),
+    parsed_path: regorus::Value::from("parsed_path"),
+    parsed_query: regorus::Value::from("parsed_query"),
+    attributes: regorus::Value::from("attributes"),
+    request: regorus::Value::from("request"),
+    http: regorus::Value::from("http"),
+    protocol: regorus::Value::from("protocol"),
+    id: regorus::Value::from("id"),
+    body: regorus::Value::from("body"),
+    source: regorus::Value::from("source"),
+    destination: regorus::Value::from("destination"),
+    context_extensions: regorus::Value::from("contextExtensions"),
+    metadata_context: regorus::Value::from("metadataContext"),
+    address: regorus::Value::from("address"),
+    socket_address: regorus::Value::from("socketAddress"),
+    port_value: regorus::Value::from("portValue"),
+    principal: regorus::Value::from("principal"),
+});
+
+/// A regorus object from (interned) keys.
+fn object<const N: usize>(pairs: [(&regorus::Value, regorus::Value); N]) -> regorus::Value {
+    let map: BTreeMap<regorus::Value, regorus::Value> =
+        pairs.into_iter().map(|(k, v)| (k.clone(), v)).collect();
     regorus::Value::from(map)
 }
 
@@ -323,6 +412,7 @@ fn object<const N: usize>(pairs: [(&str, regorus::Value); N]) -> regorus::Value 
 /// the parts both shapes share are reference-counted, not copied.
 fn input(request: &AuthorizationRequest) -> regorus::Value {
     use regorus::Value as V;
+    let ks = &*KEYS;
     let mut headers: BTreeMap<V, String> = BTreeMap::new();
     for (name, value) in &request.headers {
         let value = String::from_utf8_lossy(value.as_bytes());
@@ -376,18 +466,18 @@ fn input(request: &AuthorizationRequest) -> regorus::Value {
         let mut m = BTreeMap::new();
         if let Some(addr) = p.address {
             m.insert(
-                V::from("address"),
+                ks.address.clone(),
                 object([(
-                    "socketAddress",
+                    &ks.socket_address,
                     object([
-                        ("address", V::from(addr.ip().to_string())),
-                        ("portValue", V::from(u64::from(addr.port()))),
+                        (&ks.address, V::from(addr.ip().to_string())),
+                        (&ks.port_value, V::from(u64::from(addr.port()))),
                     ]),
                 )]),
             );
         }
         if let Some(principal) = &p.principal {
-            m.insert(V::from("principal"), V::from(principal.as_str()));
+            m.insert(ks.principal.clone(), V::from(principal.as_str()));
         }
         V::from(m)
     };
@@ -399,38 +489,38 @@ fn input(request: &AuthorizationRequest) -> regorus::Value {
         }
     };
     let mut http = object([
-        ("method", method.clone()),
-        ("path", path.clone()),
-        ("host", host.clone()),
-        ("scheme", scheme.clone()),
-        ("protocol", V::from(request.protocol.as_str())),
-        ("id", V::from(request.id.as_str())),
-        ("headers", headers.clone()),
+        (&ks.method, method.clone()),
+        (&ks.path, path.clone()),
+        (&ks.host, host.clone()),
+        (&ks.scheme, scheme.clone()),
+        (&ks.protocol, V::from(request.protocol.as_str())),
+        (&ks.id, V::from(request.id.as_str())),
+        (&ks.headers, headers.clone()),
     ]);
     if let Some(body) = &request.body
         && let Ok(text) = std::str::from_utf8(body)
         && let Ok(m) = http.as_object_mut()
     {
-        m.insert(V::from("body"), V::from(text));
+        m.insert(ks.body.clone(), V::from(text));
     }
     object([
-        ("method", method),
-        ("path", path),
-        ("host", host),
-        ("scheme", scheme),
-        ("headers", headers),
-        ("state", json_map(&request.state)),
-        ("context", context.clone()),
-        ("parsed_path", parsed_path),
-        ("parsed_query", parsed_query),
+        (&ks.method, method),
+        (&ks.path, path),
+        (&ks.host, host),
+        (&ks.scheme, scheme),
+        (&ks.headers, headers),
+        (&ks.state, json_map(&request.state)),
+        (&ks.context, context.clone()),
+        (&ks.parsed_path, parsed_path),
+        (&ks.parsed_query, parsed_query),
         (
-            "attributes",
+            &ks.attributes,
             object([
-                ("request", object([("http", http)])),
-                ("source", peer(&request.source)),
-                ("destination", peer(&request.destination)),
-                ("contextExtensions", context),
-                ("metadataContext", json_map(&request.metadata)),
+                (&ks.request, object([(&ks.http, http)])),
+                (&ks.source, peer(&request.source)),
+                (&ks.destination, peer(&request.destination)),
+                (&ks.context_extensions, context),
+                (&ks.metadata_context, json_map(&request.metadata)),
             ]),
         ),
     ])

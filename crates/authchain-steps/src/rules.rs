@@ -30,7 +30,8 @@
 use std::sync::Arc;
 
 use authchain_core::{
-    AuthService, AuthorizationRequest, BuildContext, Decision, Error, ExtAuthPlugin, async_trait,
+    Attribute, AuthService, AuthorizationRequest, BuildContext, Decision, Error, ExtAuthPlugin,
+    async_trait,
 };
 use http::{Method, StatusCode};
 use serde::Deserialize;
@@ -337,6 +338,10 @@ fn strip_port(host: &str) -> &str {
 impl AuthService for Rules {
     async fn authorize(&self, request: &mut AuthorizationRequest) -> Result<Decision, Error> {
         Ok(self.decide(request))
+    }
+
+    fn reads(&self) -> Option<Vec<Attribute>> {
+        Some(vec![Attribute::Method, Attribute::Host, Attribute::Path])
     }
 }
 

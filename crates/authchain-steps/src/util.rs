@@ -100,7 +100,7 @@ pub(crate) fn json_header_value(value: &serde_json::Value) -> Option<HeaderValue
 
 /// A keyed pseudo-random function with a secret, random, per-instance
 /// key: SipHash (the standard library's randomly keyed hasher) over the
-/// input, twice with different domain bytes, for 128 bits.
+/// input, finished with two different domain bytes, for 128 bits.
 ///
 /// Secrets are looked up and cached by their PRF value rather than by
 /// their bytes: how long a lookup takes then depends on a value an
@@ -124,24 +124,33 @@ impl Prf {
 
     /// The 128-bit PRF of the concatenation of `parts`, each
     /// length-prefixed so that `("ab", "c")` and `("a", "bc")` differ.
+    ///
+    /// The input is absorbed once; the two 64-bit halves are SipHash of
+    /// that input followed by two different final domain bytes (the
+    /// hasher's state is copied after the shared prefix), so each half is
+    /// the PRF of a distinct, unambiguous message.
     pub(crate) fn hash(&self, parts: &[&[u8]]) -> u128 {
-        (u128::from(self.half(1, parts)) << 64) | u128::from(self.half(2, parts))
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = self.0.build_hasher();
+        h.write_u8(0xff);
+        for p in parts {
+            h.write_usize(p.len());
+            h.write(p);
+        }
+        let mut lo = h.clone();
+        h.write_u8(1);
+        lo.write_u8(2);
+        (u128::from(h.finish()) << 64) | u128::from(lo.finish())
     }
 
     /// A 64-bit PRF of `bytes`, for lookups that are confirmed by a
     /// constant-time comparison afterwards.
     pub(crate) fn hash64(&self, bytes: &[u8]) -> u64 {
-        self.half(0, &[bytes])
-    }
-
-    fn half(&self, domain: u8, parts: &[&[u8]]) -> u64 {
         use std::hash::{BuildHasher, Hasher};
         let mut h = self.0.build_hasher();
-        h.write_u8(domain);
-        for p in parts {
-            h.write_usize(p.len());
-            h.write(p);
-        }
+        h.write_u8(0);
+        h.write_usize(bytes.len());
+        h.write(bytes);
         h.finish()
     }
 }
@@ -165,6 +174,11 @@ impl std::hash::Hasher for PassThrough {
 
     fn write_u64(&mut self, n: u64) {
         self.0 = n;
+    }
+
+    fn write_u128(&mut self, n: u128) {
+        // Both halves of a 128-bit PRF value are uniformly random.
+        self.0 = (n as u64) ^ ((n >> 64) as u64);
     }
 }
 

@@ -172,7 +172,7 @@ async fn the_entry_bound_holds() {
             .insert(name("authorization"), value("Bearer good"));
         assert!(chain.authorize(&mut r).await.is_allow());
     }
-    // moka evicts in the background; give it its maintenance run.
+    // Evictions are done by the time the last insert returns.
     tokio::time::sleep(Duration::from_millis(100)).await;
     let mut r = AuthorizationRequest::new(Method::GET, "/0");
     r.headers

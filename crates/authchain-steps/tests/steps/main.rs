@@ -5,6 +5,7 @@
 
 mod api_key;
 mod basic;
+mod cache;
 mod common;
 mod examples;
 mod jwt;
