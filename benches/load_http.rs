@@ -9,8 +9,10 @@
 //! - axum: the same app served without and with `AuthChainLayer` (the same
 //!   3-step chain). Target: rps(with) / rps(without) ≥ 0.90.
 //!
-//! Configurations are run in alternating rounds so that drift on a noisy
-//! machine spreads over all of them; each figure is the median of its rounds.
+//! Every configuration is warmed up first with a 1 s run that is not
+//! counted. Configurations are then run in alternating rounds (every other
+//! round in reverse order) so that drift on a noisy machine spreads over
+//! all of them; each figure is the median of its rounds.
 //!
 //! ```text
 //! cargo run --release -p authchain-benches --bin load-http [-- SECONDS_PER_RUN ROUNDS]
@@ -206,12 +208,40 @@ async fn main() {
         ("axum app + AuthChainLayer (3 steps)", layered_addr),
     ];
 
+    // Warm every configuration up (connections, nginx's keep-alive pools,
+    // allocator and caches) with a short run that is not counted.
+    let warmup = Load {
+        duration: Duration::from_secs(1),
+        ..load.clone()
+    };
+    let targets: Vec<SocketAddr> = proxies
+        .iter()
+        .map(|(_, nginx)| nginx.addr())
+        .chain(apps.iter().map(|(_, addr)| *addr))
+        .collect();
+    for addr in targets {
+        let warmup = warmup.clone();
+        tokio::task::spawn_blocking(move || warmup.run(addr, "/api/x"))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+
     let mut proxy_runs: Vec<Vec<LoadResult>> = vec![Vec::new(); proxies.len()];
     let mut app_runs: Vec<Vec<LoadResult>> = vec![Vec::new(); apps.len()];
-    for _ in 0..rounds {
-        for (i, (_, nginx)) in proxies.iter().enumerate() {
+    for round in 0..rounds {
+        // Every other round runs each group in reverse, so that no
+        // configuration always runs first (or right after another).
+        let order = |n: usize| -> Vec<usize> {
+            if round % 2 == 0 {
+                (0..n).collect()
+            } else {
+                (0..n).rev().collect()
+            }
+        };
+        for i in order(proxies.len()) {
             let load = load.clone();
-            let addr = nginx.addr();
+            let addr = proxies[i].1.addr();
             proxy_runs[i].push(
                 tokio::task::spawn_blocking(move || load.run(addr, "/api/x"))
                     .await
@@ -219,9 +249,9 @@ async fn main() {
                     .unwrap(),
             );
         }
-        for (i, (_, addr)) in apps.iter().enumerate() {
+        for i in order(apps.len()) {
             let load = load.clone();
-            let addr = *addr;
+            let addr = apps[i].1;
             app_runs[i].push(
                 tokio::task::spawn_blocking(move || load.run(addr, "/api/x"))
                     .await

@@ -8,11 +8,11 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use authchain_core::{
-    AuthorizationRequest, BoxError, Chain, Decision, Deny, Engine, HeaderMutation, UserInfo,
+    Allow, AuthorizationRequest, BoxError, Chain, Decision, Deny, Engine, HeaderMutation, UserInfo,
 };
 use bytes::Bytes;
 use http::uri::PathAndQuery;
-use http::{HeaderMap, Request, Response, StatusCode, Uri, Version};
+use http::{HeaderMap, HeaderName, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::{Map, Value};
 use tower_layer::Layer;
@@ -42,6 +42,25 @@ enum Source {
     /// The chain named `config` in the engine's current generation, looked
     /// up per request so that reloads apply.
     Engine { engine: Arc<Engine>, config: String },
+}
+
+/// What every clone of a layer (and of the services it made) shares: one
+/// reference count to bump per request, whatever the source.
+#[derive(Clone)]
+struct Shared {
+    source: Source,
+    body_limit: Option<usize>,
+}
+
+impl fmt::Debug for Shared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("AuthChainLayer");
+        match &self.source {
+            Source::Chain(chain) => d.field("chain", &chain.name()),
+            Source::Engine { config, .. } => d.field("engine_config", config),
+        };
+        d.field("body_limit", &self.body_limit).finish()
+    }
 }
 
 /// A tower [`Layer`] that runs an authchain [`Chain`] before the inner
@@ -74,18 +93,12 @@ enum Source {
 /// ```
 #[derive(Clone)]
 pub struct AuthChainLayer {
-    source: Source,
-    body_limit: Option<usize>,
+    shared: Arc<Shared>,
 }
 
 impl fmt::Debug for AuthChainLayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut d = f.debug_struct("AuthChainLayer");
-        match &self.source {
-            Source::Chain(chain) => d.field("chain", &chain.name()),
-            Source::Engine { config, .. } => d.field("engine_config", config),
-        };
-        d.field("body_limit", &self.body_limit).finish()
+        self.shared.fmt(f)
     }
 }
 
@@ -93,8 +106,10 @@ impl AuthChainLayer {
     /// Runs `chain` on every request.
     pub fn new(chain: Arc<Chain>) -> Self {
         AuthChainLayer {
-            source: Source::Chain(chain),
-            body_limit: None,
+            shared: Arc::new(Shared {
+                source: Source::Chain(chain),
+                body_limit: None,
+            }),
         }
     }
 
@@ -104,11 +119,13 @@ impl AuthChainLayer {
     /// logged).
     pub fn from_engine(engine: Arc<Engine>, config: impl Into<String>) -> Self {
         AuthChainLayer {
-            source: Source::Engine {
-                engine,
-                config: config.into(),
-            },
-            body_limit: None,
+            shared: Arc::new(Shared {
+                source: Source::Engine {
+                    engine,
+                    config: config.into(),
+                },
+                body_limit: None,
+            }),
         }
     }
 
@@ -117,15 +134,8 @@ impl AuthChainLayer {
     /// same bytes. A larger body is answered with 413 before any step runs.
     /// Without this, bodies are not read and steps see none.
     pub fn buffer_body(mut self, limit: usize) -> Self {
-        self.body_limit = Some(limit);
+        Arc::make_mut(&mut self.shared).body_limit = Some(limit);
         self
-    }
-
-    fn chain(&self) -> Option<Arc<Chain>> {
-        match &self.source {
-            Source::Chain(chain) => Some(chain.clone()),
-            Source::Engine { engine, config } => engine.current().chain(config).cloned(),
-        }
     }
 }
 
@@ -169,9 +179,11 @@ impl<S> AuthChain<S> {
     }
 }
 
+type BoxFuture<R, E> = Pin<Box<dyn Future<Output = Result<R, E>> + Send>>;
+
 /// The response future of [`AuthChain`].
 pub struct ResponseFuture<R, E> {
-    inner: Pin<Box<dyn Future<Output = Result<R, E>> + Send>>,
+    inner: BoxFuture<R, E>,
 }
 
 impl<R, E> fmt::Debug for ResponseFuture<R, E> {
@@ -210,17 +222,107 @@ where
         // The clone is not ready: keep the one that is (tower's usual dance).
         let clone = self.inner.clone();
         let inner = mem::replace(&mut self.inner, clone);
-        let layer = self.layer.clone();
-        ResponseFuture {
-            inner: Box::pin(authorize_then_call(layer, inner, request)),
-        }
+        let shared = self.layer.shared.clone();
+        let inner: BoxFuture<Self::Response, Self::Error> = match shared.body_limit {
+            // The request to authorize is built here, before the future, and
+            // boxed on its own: the future then holds little beside the
+            // chain's, and both boxes stay small enough for the allocator's
+            // fast, per-thread size classes.
+            None => {
+                let (parts, body) = request.into_parts();
+                let pending = Pending::new(parts, body, None);
+                Box::pin(authorize_then_call(shared, inner, pending))
+            }
+            Some(limit) => Box::pin(buffer_then_call(shared, inner, request, limit)),
+        };
+        ResponseFuture { inner }
     }
 }
 
-async fn authorize_then_call<S, B, ResBody>(
-    layer: AuthChainLayer,
-    mut inner: S,
+/// A request on its way through the chain: the chain's view of it, and
+/// what the inner service needs besides.
+struct Pending<B> {
+    auth: AuthorizationRequest,
+    parts: http::request::Parts,
+    body: B,
+}
+
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+impl<B> Pending<B> {
+    /// Moves the headers and extensions of `parts` into the request to
+    /// authorize (they come back for the inner service).
+    fn new(mut parts: http::request::Parts, body: B, bytes: Option<Bytes>) -> Box<Self> {
+        let mut auth = AuthorizationRequest::new(parts.method.clone(), path_of(&parts.uri));
+        if let Some(scheme) = parts.uri.scheme_str() {
+            auth.scheme = scheme.to_owned();
+        }
+        auth.host = host_of(&parts.uri, &parts.headers);
+        auth.protocol = protocol(parts.version).to_owned();
+        if let Some(id) = parts
+            .headers
+            .get(&X_REQUEST_ID)
+            .and_then(|v| v.to_str().ok())
+        {
+            auth.id = id.to_owned();
+        }
+        auth.headers = mem::take(&mut parts.headers);
+        auth.body = bytes;
+        #[cfg(feature = "axum")]
+        if let Some(info) = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        {
+            auth.source = authchain_core::Peer::from_address(info.0);
+        }
+        auth.extensions = mem::take(&mut parts.extensions);
+        Box::new(Pending { auth, parts, body })
+    }
+
+    /// The request as the chain left it, for the inner service (headers,
+    /// extensions, path and query, and an [`AuthContext`]), and the
+    /// allow's response headers. `Err` is the answer when the chain left a
+    /// path that is not one.
+    fn into_request<ResBody: From<Bytes>>(
+        self,
+        chain: &Chain,
+        allow: Allow,
+    ) -> Result<(Request<B>, Vec<HeaderMutation>), Response<ResBody>> {
+        let Pending {
+            auth,
+            mut parts,
+            body,
+        } = self;
+        parts.headers = auth.headers;
+        parts.extensions = auth.extensions;
+        if auth.path != path_of(&parts.uri) {
+            match with_path(&parts.uri, auth.path) {
+                Some(uri) => parts.uri = uri,
+                None => {
+                    tracing::warn!(
+                        config = chain.name(),
+                        "a step produced an invalid path or query; denying"
+                    );
+                    return Err(plain(StatusCode::FORBIDDEN, ""));
+                }
+            }
+        }
+        parts.extensions.insert(AuthContext {
+            config: chain.name().to_owned(),
+            user: allow.user_info,
+            state: auth.state,
+            metadata: allow.dynamic_metadata,
+        });
+        Ok((Request::from_parts(parts, body), allow.response_headers))
+    }
+}
+
+/// The path with `buffer_body`: reads the body (up to `limit`) first.
+async fn buffer_then_call<S, B, ResBody>(
+    shared: Arc<Shared>,
+    inner: S,
     request: Request<B>,
+    limit: usize,
 ) -> Result<Response<ResBody>, S::Error>
 where
     S: Service<Request<B>, Response = Response<ResBody>>,
@@ -228,90 +330,76 @@ where
     B::Error: Into<BoxError>,
     ResBody: From<Bytes>,
 {
-    let (mut parts, body) = request.into_parts();
-    let (body, bytes) = match layer.body_limit {
-        None => (body, None),
-        Some(limit) => match Limited::new(body, limit).collect().await {
-            Ok(collected) => {
-                let bytes = collected.to_bytes();
-                (B::from(bytes.clone()), Some(bytes))
-            }
-            Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
-                return Ok(plain(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "request body too large",
-                ));
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, "cannot read the request body");
-                return Ok(plain(
-                    StatusCode::BAD_REQUEST,
-                    "cannot read the request body",
-                ));
-            }
-        },
-    };
-    let Some(chain) = layer.chain() else {
-        tracing::error!(
-            ?layer,
-            "the current generation has no such AuthConfig; denying"
-        );
-        return Ok(plain(StatusCode::FORBIDDEN, ""));
-    };
-
-    let mut auth = AuthorizationRequest::new(parts.method.clone(), path_of(&parts.uri));
-    auth.scheme = parts.uri.scheme_str().unwrap_or_default().to_owned();
-    auth.host = host_of(&parts.uri, &parts.headers);
-    auth.protocol = protocol(parts.version).to_owned();
-    auth.id = parts
-        .headers
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    auth.headers = mem::take(&mut parts.headers);
-    auth.body = bytes;
-    #[cfg(feature = "axum")]
-    if let Some(info) = parts
-        .extensions
-        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-    {
-        auth.source = authchain_core::Peer::from_address(info.0);
-    }
-    auth.extensions = mem::take(&mut parts.extensions);
-
-    let decision = chain.authorize(&mut auth).await;
-    let allow = match decision {
-        Decision::Allow(allow) => allow,
-        Decision::Deny(deny) => return Ok(deny_response(deny)),
-    };
-
-    // The request as the chain left it is what the inner service gets.
-    parts.headers = auth.headers;
-    parts.extensions = auth.extensions;
-    if auth.path != path_of(&parts.uri) {
-        match with_path(&parts.uri, auth.path) {
-            Some(uri) => parts.uri = uri,
-            None => {
-                tracing::warn!(
-                    config = chain.name(),
-                    "a step produced an invalid path or query; denying"
-                );
-                return Ok(plain(StatusCode::FORBIDDEN, ""));
-            }
+    let (parts, body) = request.into_parts();
+    let bytes = match Limited::new(body, limit).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            return Ok(plain(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "request body too large",
+            ));
         }
-    }
-    parts.extensions.insert(AuthContext {
-        config: chain.name().to_owned(),
-        user: allow.user_info,
-        state: auth.state,
-        metadata: allow.dynamic_metadata,
-    });
-    let mut response = inner.call(Request::from_parts(parts, body)).await?;
-    for mutation in &allow.response_headers {
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot read the request body");
+            return Ok(plain(
+                StatusCode::BAD_REQUEST,
+                "cannot read the request body",
+            ));
+        }
+    };
+    let pending = Pending::new(parts, B::from(bytes.clone()), Some(bytes));
+    authorize_then_call(shared, inner, pending).await
+}
+
+async fn authorize_then_call<S, B, ResBody>(
+    shared: Arc<Shared>,
+    mut inner: S,
+    pending: Box<Pending<B>>,
+) -> Result<Response<ResBody>, S::Error>
+where
+    S: Service<Request<B>, Response = Response<ResBody>>,
+    ResBody: From<Bytes>,
+{
+    // Two awaits in turn, so that the chain's future and the inner
+    // service's share their place in this one.
+    let (request, response_headers) = match authorize(&shared, pending).await {
+        Ok(authorized) => authorized,
+        Err(response) => return Ok(response),
+    };
+    let mut response = inner.call(request).await?;
+    for mutation in &response_headers {
         mutation.apply(response.headers_mut());
     }
     Ok(response)
+}
+
+/// Runs the chain: the request for the inner service and the response
+/// headers of the allow, or the response for the client.
+async fn authorize<B, ResBody: From<Bytes>>(
+    shared: &Shared,
+    mut pending: Box<Pending<B>>,
+) -> Result<(Request<B>, Vec<HeaderMutation>), Response<ResBody>> {
+    let current;
+    let chain: &Chain = match &shared.source {
+        Source::Chain(chain) => chain,
+        Source::Engine { engine, config } => match engine.current().chain(config) {
+            Some(chain) => {
+                current = chain.clone();
+                &current
+            }
+            None => {
+                tracing::error!(
+                    layer = ?shared,
+                    "the current generation has no such AuthConfig; denying"
+                );
+                return Err(plain(StatusCode::FORBIDDEN, ""));
+            }
+        },
+    };
+    match chain.authorize(&mut pending.auth).await {
+        Decision::Allow(allow) => (*pending).into_request(chain, allow),
+        Decision::Deny(deny) => Err(deny_response(deny)),
+    }
 }
 
 fn path_of(uri: &Uri) -> &str {

@@ -7,7 +7,10 @@ fn build(yaml: &str) -> Result<(), String> {
     let mut registry = PluginRegistry::new();
     authchain_steps::register_all(&mut registry);
     let config = AuthConfig::parse("cache.yaml", yaml, Format::Yaml).unwrap();
-    config[0].build(&registry).map(drop).map_err(|e| e.to_string())
+    config[0]
+        .build(&registry)
+        .map(drop)
+        .map_err(|e| e.to_string())
 }
 
 #[test]
@@ -27,10 +30,7 @@ cache: { key: KEY }
         Ok(())
     );
     let e = build(&with("true", "[{header: api-key}, method, host, path]")).unwrap_err();
-    assert!(
-        e.contains("step 'key' reads header `authorization`"),
-        "{e}"
-    );
+    assert!(e.contains("step 'key' reads header `authorization`"), "{e}");
     let e = build(&with("false", "[{header: api-key}]")).unwrap_err();
     assert!(e.contains("step 'only-get' reads the method"), "{e}");
     assert!(e.contains("cache.key"), "{e}");
@@ -50,9 +50,9 @@ configs:
 cache: { key: [{header: authorization}] }
 ";
     let e = build(opa).unwrap_err();
-    assert!(e.contains("does not declare") && e.contains("trustKey"), "{e}");
-    assert_eq!(
-        build(&opa.replace("}] }", "}], trustKey: true }")),
-        Ok(())
+    assert!(
+        e.contains("does not declare") && e.contains("trustKey"),
+        "{e}"
     );
+    assert_eq!(build(&opa.replace("}] }", "}], trustKey: true }")), Ok(()));
 }

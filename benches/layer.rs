@@ -1,0 +1,196 @@
+//! `AuthChainLayer` in process, no sockets: the axum app of the `load-http`
+//! harness (one catch-all GET route answering "hello") called with
+//! `tower::ServiceExt::oneshot`, without and with the layer running the
+//! harness's 3-step chain (Gloo's RequiredHeader plugin, a header mutation,
+//! a state write). Reports the heap allocations per request (a counting
+//! global allocator) and the time per request (criterion); the difference
+//! between the two apps is what the layer adds.
+//!
+//! ```text
+//! cargo bench -p authchain-benches --bench layer
+//! ```
+//!
+//! With `AUTHCHAIN_LAYER_LOOP=N` (and optionally `AUTHCHAIN_LAYER_APP=plain`
+//! or `layered`, default `layered`) the binary only sends N requests and
+//! exits: a fixed workload to profile, e.g. with
+//! `valgrind --tool=callgrind target/release/deps/layer-*`.
+
+#![allow(clippy::unwrap_used, clippy::print_stdout, missing_docs)]
+
+use std::alloc::System;
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use authchain_core::{
+    Allow, AuthConfig, Chain, Decision, Engine, Format, PluginRegistry, plugin_fn, service_fn,
+};
+use authchain_examples::required_header::RequiredHeaderPlugin;
+use authchain_http::AuthChainLayer;
+use axum::Router;
+use axum::body::Body;
+use criterion::{Criterion, criterion_group};
+use http::{HeaderName, HeaderValue, Request, StatusCode};
+use serde_json::json;
+use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
+use tower::ServiceExt;
+
+/// Counts every allocation of the process.
+#[global_allocator]
+static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
+
+/// The chain of `benches/load_http.rs`.
+const CHAIN: &str = r#"
+name: bench
+configs:
+- name: required
+  pluginAuth:
+    name: RequiredHeader
+    config: { RequiredHeader: my-header, AllowedValues: [foo, bar] }
+- name: mutate
+  pluginAuth: { name: SetHeader }
+- name: state
+  pluginAuth: { name: WriteState }
+"#;
+
+fn registry() -> PluginRegistry {
+    let mut registry = PluginRegistry::new();
+    registry.register(RequiredHeaderPlugin);
+    registry.register(plugin_fn("SetHeader", |_: serde_json::Value, _| {
+        Ok(Arc::new(service_fn(|_| {
+            Box::pin(async {
+                Ok(Allow::new()
+                    .set_header(
+                        HeaderName::from_static("x-chain"),
+                        HeaderValue::from_static("checked"),
+                    )
+                    .into())
+            })
+        })))
+    }));
+    registry.register(plugin_fn("WriteState", |_: serde_json::Value, _| {
+        Ok(Arc::new(service_fn(|req| {
+            req.state.insert("checked".into(), json!(true));
+            Box::pin(async { Ok(Decision::authorized()) })
+        })))
+    }));
+    registry
+}
+
+async fn chain() -> Arc<Chain> {
+    let engine = Engine::new(registry());
+    engine
+        .load(&AuthConfig::parse("bench.yaml", CHAIN, Format::Yaml).unwrap())
+        .await
+        .unwrap();
+    engine.current().chain("bench").unwrap().clone()
+}
+
+/// The app of `benches/load_http.rs`.
+fn app() -> Router {
+    Router::new().route("/{*rest}", axum::routing::get(|| async { "hello" }))
+}
+
+/// A request as wrk sends it in the harness.
+fn request() -> Request<Body> {
+    Request::get("/api/x")
+        .header("host", "127.0.0.1:8080")
+        .header("my-header", "foo")
+        .body(Body::empty())
+        .unwrap()
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap()
+}
+
+async fn call(app: &Router) {
+    let response = app.clone().oneshot(request()).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    black_box(response);
+}
+
+fn apps(rt: &tokio::runtime::Runtime) -> [(&'static str, Router); 2] {
+    let chain = rt.block_on(chain());
+    [
+        ("axum app", app()),
+        (
+            "axum app + AuthChainLayer (3 steps)",
+            app().layer(AuthChainLayer::new(chain)),
+        ),
+    ]
+}
+
+/// Allocations per request, counting the request's construction too.
+fn allocations_per_request(rt: &tokio::runtime::Runtime, app: &Router, runs: u64) -> f64 {
+    rt.block_on(async {
+        call(app).await;
+        let region = Region::new(GLOBAL);
+        for _ in 0..runs {
+            call(app).await;
+        }
+        let change = region.change();
+        (change.allocations + change.reallocations) as f64 / runs as f64
+    })
+}
+
+fn report_allocations() {
+    let rt = runtime();
+    let [plain, layered] = apps(&rt);
+    let without = allocations_per_request(&rt, &plain.1, 10_000);
+    let with = allocations_per_request(&rt, &layered.1, 10_000);
+    println!("allocations per request, {}: {without:.2}", plain.0);
+    println!("allocations per request, {}: {with:.2}", layered.0);
+    println!("  the layer adds: {:.2}", with - without);
+}
+
+fn bench_layer(c: &mut Criterion) {
+    let rt = runtime();
+    let mut group = c.benchmark_group("layer");
+    for (name, app) in apps(&rt) {
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                rt.block_on(async {
+                    let start = Instant::now();
+                    for _ in 0..iters {
+                        call(&app).await;
+                    }
+                    start.elapsed()
+                })
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().measurement_time(Duration::from_secs(3));
+    targets = bench_layer
+}
+
+fn main() {
+    if let Some(n) = std::env::var("AUTHCHAIN_LAYER_LOOP")
+        .ok()
+        .and_then(|n| n.parse::<u64>().ok())
+    {
+        let rt = runtime();
+        let [plain, layered] = apps(&rt);
+        let app = match std::env::var("AUTHCHAIN_LAYER_APP").as_deref() {
+            Ok("plain") => plain.1,
+            _ => layered.1,
+        };
+        rt.block_on(async {
+            for _ in 0..n {
+                call(&app).await;
+            }
+        });
+        return;
+    }
+    report_allocations();
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -1,0 +1,642 @@
+//! Load and memory harness for the `authchain` server binary.
+//!
+//! Part 1, Envoy ext_authz (gRPC) load, side by side in one run, each
+//! scenario alone on the machine, driven by `wrk` (HTTP/1.1 into Envoy with
+//! one worker) after a 2 s warm-up:
+//!
+//! - (a) Envoy with no auth filter (for context);
+//! - (b) Envoy + a bare allow-all tonic `Check` server in this process:
+//!   the limit, the cost of the hop itself;
+//! - (c) Envoy + the `authchain` binary (`authchain serve --config <file>`,
+//!   a child process on ports chosen at run time) serving a 3-step chain of
+//!   built-in steps: `apiKeyAuth` (one key, sent by wrk in the `api-key`
+//!   header), `rules` (allow GET), `opaAuth` (a Rego policy allowing GET),
+//!   with the decision cache on (`key: [{header: api-key}]`, `trustKey:
+//!   true` since `opaAuth` does not declare what it reads) and warm;
+//! - (c') the same chain without the cache.
+//!
+//! It reports rps, p50 and p99 of each, the cache's hits and misses in (c)
+//! from the server's `/metrics`, and the ratio c/b; the target is
+//! c/b >= 0.97.
+//!
+//! Part 2, memory: the `authchain` binary with a chain that allows every
+//! request (`rules` allowing GET, then `opaAuth` allowing and setting an
+//! upstream header from the key) and a cache keyed on the `x-user` header
+//! (`maxEntries: 200000`, `ttl: 1h`) gets 100 000 checks with distinct
+//! `x-user` values straight on its gRPC port (one tonic channel, 32 in
+//! flight). It reports VmRSS (and VmHWM, the peak) from `/proc/<pid>/status`
+//! before and after, checks from `/metrics` that the cache counted 100 000
+//! misses, then sends the same 100 000 checks again and checks they are all
+//! hits (the cache holds every entry). For comparison it does the same to a
+//! server whose chain has no cache. The target is RSS < 64 MB after 100k
+//! keys.
+//!
+//! The harness does not build the server: it runs
+//! `<target dir>/release/authchain`, the target dir being
+//! `$CARGO_TARGET_DIR` or else `<workspace>/target` (then, failing that, the
+//! directory this harness runs from), and stops with a hint when it is
+//! missing; `$AUTHCHAIN_BIN` overrides the path. It warns when a source file
+//! of the workspace is newer than the binary.
+//!
+//! ```text
+//! ./scripts/install-peers.sh            # Envoy, wrk
+//! cargo build --release -p authchain-server && \
+//!   cargo run --release -p authchain-benches --bin load-server -- [seconds=10] [connections=32]
+//! ```
+//!
+//! (with the same `CARGO_TARGET_DIR`, if any, for both commands).
+
+use std::error::Error;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use authchain_core::AuthorizationRequest;
+use authchain_grpc::envoy_types::ext_authz::v3::pb::{
+    Authorization, AuthorizationServer, CheckRequest, CheckResponse, HttpResponse, OkHttpResponse,
+};
+use authchain_grpc::envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+use authchain_grpc::envoy_types::pb::google::rpc;
+use authchain_testkit::envoy::{Envoy, proxy_config};
+use authchain_testkit::load::{Load, LoadResult};
+use authchain_testkit::{
+    ChildPeer, EchoServer, ScratchDir, client, free_port, render, workspace_root,
+};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+/// The API key wrk sends in (c) and (c').
+const KEY: &str = "bench-4p1-k3y-6f1c2d9e0b7a4c35";
+
+/// The server settings every config here starts with.
+const LISTENERS: &str = "\
+grpc: { address: '127.0.0.1:{{grpc_port}}' }
+admin: { address: '127.0.0.1:{{admin_port}}' }
+defaultConfig: bench
+watch: false
+log: { format: text, level: info }
+";
+
+/// (c) and (c'): API key, then GET only, then a Rego policy.
+const CHAIN: &str = r#"authConfigs:
+- name: bench
+  configs:
+  - name: key
+    apiKeyAuth:
+      headerName: api-key
+      keys: [{ key: "{{key}}", metadata: { user-id: bench } }]
+      headersFromMetadataEntry: { x-user-id: { name: user-id, required: true } }
+  - name: get-only
+    rules:
+      defaultAction: deny
+      rules: [{ action: allow, methods: [GET] }]
+  - name: policy
+    opaAuth:
+      query: data.bench.authz.allow
+      modules:
+        bench.rego: |
+          package bench.authz
+
+          default allow := false
+
+          allow if input.attributes.request.http.method == "GET"
+"#;
+
+/// The cache block of (c).
+const CHAIN_CACHE: &str = "  cache:
+    key: [{ header: api-key }]
+    ttl: 10m
+    maxEntries: 1000
+    trustKey: true
+";
+
+/// Part 2: allows every GET, with an upstream header from `x-user`.
+const ALLOW_ALL_CHAIN: &str = r#"authConfigs:
+- name: bench
+  configs:
+  - name: get-only
+    rules:
+      defaultAction: deny
+      rules: [{ action: allow, methods: [GET] }]
+  - name: policy
+    opaAuth:
+      query: data.bench.authz.result
+      allowedUpstreamHeaders: [x-bench-user]
+      modules:
+        bench.rego: |
+          package bench.authz
+
+          default result := {"allowed": false}
+
+          result := {"allowed": true, "headers": {"x-bench-user": user}} if {
+          	input.attributes.request.http.method == "GET"
+          	user := input.attributes.request.http.headers["x-user"]
+          }
+"#;
+
+/// The cache block of part 2.
+const ALLOW_ALL_CACHE: &str = "  cache:
+    key: [{ header: x-user }]
+    ttl: 1h
+    maxEntries: 200000
+    trustKey: true
+";
+
+/// Distinct keys in part 2.
+const KEYS: u64 = 100_000;
+
+/// Checks in flight in part 2.
+const IN_FLIGHT: usize = 32;
+
+/// The RSS target after [`KEYS`] keys, in bytes.
+const RSS_TARGET: u64 = 64 * 1024 * 1024;
+
+/// The bare allow-all server of scenario (b).
+#[derive(Debug, Clone, Copy)]
+struct AllowAll;
+
+#[tonic::async_trait]
+impl Authorization for AllowAll {
+    async fn check(
+        &self,
+        _: tonic::Request<CheckRequest>,
+    ) -> Result<tonic::Response<CheckResponse>, tonic::Status> {
+        Ok(tonic::Response::new(CheckResponse {
+            status: Some(rpc::Status::default()),
+            dynamic_metadata: None,
+            http_response: Some(HttpResponse::OkResponse(OkHttpResponse::default())),
+        }))
+    }
+}
+
+async fn serve_allow_all() -> Result<SocketAddr, Box<dyn Error>> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(AuthorizationServer::new(AllowAll))
+            .serve_with_incoming(TcpListenerStream::new(listener)),
+    );
+    Ok(addr)
+}
+
+/// The `authchain` binary: `$AUTHCHAIN_BIN`, else
+/// `<target dir>/release/authchain`, else next to this harness.
+fn authchain_binary() -> Result<PathBuf, Box<dyn Error>> {
+    if let Some(path) = std::env::var_os("AUTHCHAIN_BIN") {
+        let path = PathBuf::from(path);
+        if path.is_file() {
+            return Ok(path);
+        }
+        return Err(format!("AUTHCHAIN_BIN={} is not a file", path.display()).into());
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| workspace_root().join("target"), PathBuf::from);
+    let mut tried = vec![target.join("release").join("authchain")];
+    if let Some(dir) = std::env::current_exe()?.parent() {
+        let beside = dir.join("authchain");
+        if !tried.contains(&beside) {
+            tried.push(beside);
+        }
+    }
+    if let Some(found) = tried.iter().find(|p| p.is_file()) {
+        return Ok(found.clone());
+    }
+    Err(format!(
+        "the authchain server binary is not built (tried {}).\n\
+         Build it first, with the same CARGO_TARGET_DIR as this run:\n  \
+         cargo build --release -p authchain-server\n\
+         or point AUTHCHAIN_BIN at it.",
+        tried
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+    .into())
+}
+
+/// The newest modification time of the workspace's sources, to tell a
+/// stale binary.
+fn newest_source(dir: &Path, newest: &mut Option<(SystemTime, PathBuf)>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Ok(meta) = entry.metadata() else { continue };
+        if meta.is_dir() {
+            let name = entry.file_name();
+            if name != "target" && !name.to_string_lossy().starts_with('.') {
+                newest_source(&path, newest);
+            }
+        } else if path
+            .extension()
+            .is_some_and(|e| e == "rs" || e == "toml" || e == "yaml" || e == "lock")
+            && let Ok(modified) = meta.modified()
+            && newest.as_ref().is_none_or(|(t, _)| modified > *t)
+        {
+            *newest = Some((modified, path));
+        }
+    }
+}
+
+fn warn_if_stale(binary: &Path) {
+    let Ok(built) = binary.metadata().and_then(|m| m.modified()) else {
+        return;
+    };
+    let root = workspace_root();
+    let mut newest = None;
+    newest_source(&root.join("crates"), &mut newest);
+    let lock = root.join("Cargo.lock");
+    if let Ok(modified) = lock.metadata().and_then(|m| m.modified())
+        && newest.as_ref().is_none_or(|(t, _)| modified > *t)
+    {
+        newest = Some((modified, lock));
+    }
+    if let Some((modified, path)) = newest
+        && modified > built
+    {
+        eprintln!(
+            "warning: {} is newer than {}; rebuild with `cargo build --release -p authchain-server`",
+            path.display(),
+            binary.display()
+        );
+    }
+}
+
+/// A running `authchain serve`, killed on drop.
+#[derive(Debug)]
+struct Authchain {
+    peer: ChildPeer,
+    grpc: SocketAddr,
+    admin: SocketAddr,
+}
+
+impl Authchain {
+    /// Serves [`LISTENERS`] + `auth_configs` (`{{key}}` filled in) and
+    /// waits until `/readyz` answers 200.
+    async fn start(binary: &Path, auth_configs: &str) -> Result<Authchain, Box<dyn Error>> {
+        let dir = ScratchDir::new("load-server")?;
+        let (grpc_port, admin_port) = (free_port()?, free_port()?);
+        let text = render(
+            &format!("{LISTENERS}{auth_configs}"),
+            &[
+                ("grpc_port", grpc_port.to_string()),
+                ("admin_port", admin_port.to_string()),
+                ("key", KEY.to_owned()),
+            ],
+        )?;
+        let config = dir.write("authchain.yaml", &text)?;
+        let mut command = Command::new(binary);
+        command.arg("serve").arg("--config").arg(&config);
+        let mut peer = ChildPeer::spawn("authchain", command, dir)?;
+        let admin = SocketAddr::from(([127, 0, 0, 1], admin_port));
+        peer.wait_until(Duration::from_secs(20), || async move {
+            let reply = client::get(admin, "/readyz", &[]).await.ok()?;
+            (reply.status == 200).then_some(())
+        })
+        .await?;
+        Ok(Authchain {
+            peer,
+            grpc: ([127, 0, 0, 1], grpc_port).into(),
+            admin,
+        })
+    }
+
+    /// `authchain_cache_lookups_total{config="bench",result=...}` as
+    /// (hits, misses).
+    async fn cache_lookups(&self) -> Result<(u64, u64), Box<dyn Error>> {
+        let reply = client::get(self.admin, "/metrics", &[]).await?;
+        if reply.status != 200 {
+            return Err(self
+                .peer
+                .failure(format!("/metrics answered {}", reply.status))
+                .into());
+        }
+        let text = reply.text();
+        let count = |result: &str| -> u64 {
+            let labels = [
+                "config=\"bench\"".to_owned(),
+                format!("result=\"{result}\""),
+            ];
+            text.lines()
+                .filter(|line| {
+                    line.starts_with("authchain_cache_lookups_total{")
+                        && labels.iter().all(|l| line.contains(l.as_str()))
+                })
+                .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum::<f64>() as u64
+        };
+        Ok((count("hit"), count("miss")))
+    }
+
+    /// (VmRSS, VmHWM) in bytes.
+    fn memory(&self) -> Result<(u64, u64), Box<dyn Error>> {
+        let pid = self.peer.pid();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|line| {
+                    line.strip_prefix(name)?
+                        .trim()
+                        .strip_suffix("kB")?
+                        .trim()
+                        .parse::<u64>()
+                        .ok()
+                })
+                .map(|kb| kb * 1024)
+                .ok_or_else(|| format!("no {name} in /proc/{pid}/status"))
+        };
+        Ok((field("VmRSS:")?, field("VmHWM:")?))
+    }
+}
+
+async fn measure(
+    name: &str,
+    upstream: SocketAddr,
+    authz: Option<SocketAddr>,
+    load: &Load,
+    must_deny_keyless: bool,
+) -> Result<LoadResult, Box<dyn Error>> {
+    let envoy = Envoy::start(&proxy_config(upstream, authz)).await?;
+    let ingress = envoy.listener("ingress")?;
+    let reply = client::get(ingress, "/", &[("api-key", KEY)]).await?;
+    if reply.status != 200 {
+        return Err(format!(
+            "{name}: sanity request got {}: {}",
+            reply.status,
+            reply.text()
+        )
+        .into());
+    }
+    if must_deny_keyless {
+        let reply = client::get(ingress, "/", &[]).await?;
+        if reply.status == 200 {
+            return Err(format!("{name}: a request without the API key got 200").into());
+        }
+    }
+    let warm = Load {
+        duration: Duration::from_secs(2),
+        ..load.clone()
+    };
+    let run = load.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        warm.run(ingress, "/")?;
+        run.run(ingress, "/")
+    })
+    .await??;
+    eprintln!(
+        "{name}: {:.0} rps, p50 {:?}, p99 {:?}, {} errors",
+        result.rps, result.p50, result.p99, result.errors
+    );
+    drop(envoy);
+    Ok(result)
+}
+
+/// A check of `GET /` with `x-user: user-<i>`.
+fn keyed_check(i: u64) -> Result<CheckRequest, http::header::InvalidHeaderValue> {
+    let mut request = AuthorizationRequest::new(http::Method::GET, "/").with_host("bench.local");
+    request.headers.insert(
+        http::HeaderName::from_static("x-user"),
+        http::HeaderValue::from_str(&format!("user-{i:06}"))?,
+    );
+    Ok(authchain_grpc::convert::to_check_request(
+        &request,
+        &serde_json::Map::new(),
+    ))
+}
+
+fn allowed(response: &CheckResponse) -> bool {
+    response.status.as_ref().map_or(0, |s| s.code) == 0
+        && matches!(response.http_response, Some(HttpResponse::OkResponse(_)))
+}
+
+/// Sends checks for keys `0..n` to `grpc`, [`IN_FLIGHT`] at a time; gives
+/// the time taken and how many were not allowed.
+async fn send_keyed_checks(grpc: SocketAddr, n: u64) -> Result<(Duration, u64), Box<dyn Error>> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{grpc}"))?
+        .connect()
+        .await?;
+    let next = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..IN_FLIGHT {
+        let mut client = AuthorizationClient::new(channel.clone());
+        let next = next.clone();
+        tasks.spawn(async move {
+            let mut denied = 0u64;
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n {
+                    return Ok::<_, String>(denied);
+                }
+                let check = keyed_check(i).map_err(|e| e.to_string())?;
+                let response = client
+                    .check(check)
+                    .await
+                    .map_err(|e| format!("check {i}: {e}"))?
+                    .into_inner();
+                if !allowed(&response) {
+                    denied += 1;
+                }
+            }
+        });
+    }
+    let mut denied = 0;
+    while let Some(result) = tasks.join_next().await {
+        denied += result??;
+    }
+    Ok((started.elapsed(), denied))
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+/// Part 1.
+async fn envoy_load(binary: &Path, seconds: u64, connections: u32) -> Result<(), Box<dyn Error>> {
+    let load = Load {
+        connections,
+        threads: 1,
+        duration: Duration::from_secs(seconds),
+        headers: vec![format!("api-key: {KEY}")],
+    };
+    let upstream = EchoServer::start().await?;
+    let bare = serve_allow_all().await?;
+    let a = measure("a envoy only", upstream.addr(), None, &load, false).await?;
+    let b = measure(
+        "b envoy + bare tonic",
+        upstream.addr(),
+        Some(bare),
+        &load,
+        false,
+    )
+    .await?;
+
+    let server = Authchain::start(binary, &format!("{CHAIN}{CHAIN_CACHE}")).await?;
+    let c = measure(
+        "c envoy + authchain, cached",
+        upstream.addr(),
+        Some(server.grpc),
+        &load,
+        true,
+    )
+    .await?;
+    let (hits, misses) = server.cache_lookups().await?;
+    drop(server);
+
+    let server = Authchain::start(binary, CHAIN).await?;
+    let c_uncached = measure(
+        "c' envoy + authchain, no cache",
+        upstream.addr(),
+        Some(server.grpc),
+        &load,
+        true,
+    )
+    .await?;
+    drop(server);
+
+    println!(
+        "load-server part 1: wrk -t1 -c{connections} -d{seconds}s --latency (after 2 s warm-up), \
+         Envoy 1 worker, HTTP/1.1 GET / with an api-key header"
+    );
+    println!(
+        "{:<40} {:>10} {:>10} {:>10} {:>8}",
+        "scenario", "rps", "p50 ms", "p99 ms", "errors"
+    );
+    for (name, r) in [
+        ("(a) envoy, no auth", a),
+        ("(b) envoy + bare tonic", b),
+        ("(c) envoy + authchain, 3 steps, cached", c),
+        ("(c') envoy + authchain, 3 steps, no cache", c_uncached),
+    ] {
+        println!(
+            "{name:<40} {:>10.0} {:>10.3} {:>10.3} {:>8}",
+            r.rps,
+            ms(r.p50),
+            ms(r.p99),
+            r.errors
+        );
+    }
+    println!(
+        "(c) cache lookups (warm-up and sanity requests included): {hits} hits, {misses} misses"
+    );
+    let ratio = c.rps / b.rps;
+    println!(
+        "c/b rps = {ratio:.3} (target >= 0.97: {}), p99(c)/p99(b) = {:.3}, c'/b rps = {:.3}, \
+         b/a rps = {:.3}, c/a rps = {:.3}",
+        if ratio >= 0.97 { "met" } else { "MISSED" },
+        ms(c.p99) / ms(b.p99),
+        c_uncached.rps / b.rps,
+        b.rps / a.rps,
+        c.rps / a.rps,
+    );
+    Ok(())
+}
+
+/// Part 2.
+async fn rss(binary: &Path) -> Result<(), Box<dyn Error>> {
+    let server = Authchain::start(binary, &format!("{ALLOW_ALL_CHAIN}{ALLOW_ALL_CACHE}")).await?;
+    let (rss_start, _) = server.memory()?;
+    let (first, denied) = send_keyed_checks(server.grpc, KEYS).await?;
+    if denied > 0 {
+        return Err(server
+            .peer
+            .failure(format!("{denied} of {KEYS} checks were not allowed"))
+            .into());
+    }
+    let (rss_loaded, hwm_loaded) = server.memory()?;
+    let (hits_first, misses_first) = server.cache_lookups().await?;
+    let (second, denied_again) = send_keyed_checks(server.grpc, KEYS).await?;
+    let (rss_again, hwm_again) = server.memory()?;
+    let (hits_total, misses_total) = server.cache_lookups().await?;
+    drop(server);
+
+    let control = Authchain::start(binary, ALLOW_ALL_CHAIN).await?;
+    let (control_start, _) = control.memory()?;
+    let (control_time, _) = send_keyed_checks(control.grpc, KEYS).await?;
+    let (control_loaded, control_hwm) = control.memory()?;
+    drop(control);
+
+    let rate = |d: Duration| KEYS as f64 / d.as_secs_f64();
+    println!(
+        "load-server part 2: {KEYS} checks with distinct x-user values, gRPC straight to \
+         authchain, {IN_FLIGHT} in flight on one channel"
+    );
+    println!(
+        "cached:   RSS at start {:.1} MiB; after {KEYS} keys {:.1} MiB (peak {:.1} MiB), \
+         {:.0} checks/s; cache: {hits_first} hits, {misses_first} misses",
+        mib(rss_start),
+        mib(rss_loaded),
+        mib(hwm_loaded),
+        rate(first),
+    );
+    println!(
+        "          same {KEYS} keys again: {:.0} checks/s, {denied_again} not allowed, \
+         +{} hits, +{} misses; RSS {:.1} MiB (peak {:.1} MiB)",
+        rate(second),
+        hits_total.saturating_sub(hits_first),
+        misses_total.saturating_sub(misses_first),
+        mib(rss_again),
+        mib(hwm_again),
+    );
+    println!(
+        "no cache: RSS at start {:.1} MiB; after {KEYS} keys {:.1} MiB (peak {:.1} MiB), \
+         {:.0} checks/s",
+        mib(control_start),
+        mib(control_loaded),
+        mib(control_hwm),
+        rate(control_time),
+    );
+    let held = misses_first == KEYS && hits_total.saturating_sub(hits_first) == KEYS;
+    println!(
+        "RSS after {KEYS} keys = {:.1} MiB (target < {:.0} MiB: {}); cache holds every key: {}; \
+         cache's share ~ {:.1} MiB ({:.0} bytes/key)",
+        mib(rss_loaded),
+        mib(RSS_TARGET),
+        if rss_loaded < RSS_TARGET {
+            "met"
+        } else {
+            "MISSED"
+        },
+        if held { "yes" } else { "NO" },
+        mib(rss_loaded.saturating_sub(control_loaded)),
+        rss_loaded.saturating_sub(control_loaded) as f64 / KEYS as f64,
+    );
+    Ok(())
+}
+
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("load-server: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<(), Box<dyn Error>> {
+    let mut args = std::env::args().skip(1);
+    let seconds: u64 = args.next().map_or(Ok(10), |s| s.parse())?;
+    let connections: u32 = args.next().map_or(Ok(32), |s| s.parse())?;
+    let binary = authchain_binary()?;
+    warn_if_stale(&binary);
+    eprintln!("server: {}", binary.display());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        envoy_load(&binary, seconds, connections).await?;
+        rss(&binary).await
+    })
+}
