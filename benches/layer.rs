@@ -1,5 +1,5 @@
 //! `AuthChainLayer` in process, no sockets: the axum app of the `load-http`
-//! harness (one catch-all GET route answering "hello") called with
+//! harness (`authchain_benches::app`) (one catch-all GET route answering "hello") called with
 //! `tower::ServiceExt::oneshot`, without and with the layer running the
 //! harness's 3-step chain (Gloo's RequiredHeader plugin, a header mutation,
 //! a state write). Reports the heap allocations per request (a counting
@@ -22,16 +22,12 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use authchain_core::{
-    Allow, AuthConfig, Chain, Decision, Engine, Format, PluginRegistry, plugin_fn, service_fn,
-};
-use authchain_examples::required_header::RequiredHeaderPlugin;
+use authchain_core::Chain;
 use authchain_http::AuthChainLayer;
 use axum::Router;
 use axum::body::Body;
 use criterion::{Criterion, criterion_group};
-use http::{HeaderName, HeaderValue, Request, StatusCode};
-use serde_json::json;
+use http::{Request, StatusCode};
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 use tower::ServiceExt;
 
@@ -39,56 +35,9 @@ use tower::ServiceExt;
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 
-/// The chain of `benches/load_http.rs`.
-const CHAIN: &str = r#"
-name: bench
-configs:
-- name: required
-  pluginAuth:
-    name: RequiredHeader
-    config: { RequiredHeader: my-header, AllowedValues: [foo, bar] }
-- name: mutate
-  pluginAuth: { name: SetHeader }
-- name: state
-  pluginAuth: { name: WriteState }
-"#;
-
-fn registry() -> PluginRegistry {
-    let mut registry = PluginRegistry::new();
-    registry.register(RequiredHeaderPlugin);
-    registry.register(plugin_fn("SetHeader", |_: serde_json::Value, _| {
-        Ok(Arc::new(service_fn(|_| {
-            Box::pin(async {
-                Ok(Allow::new()
-                    .set_header(
-                        HeaderName::from_static("x-chain"),
-                        HeaderValue::from_static("checked"),
-                    )
-                    .into())
-            })
-        })))
-    }));
-    registry.register(plugin_fn("WriteState", |_: serde_json::Value, _| {
-        Ok(Arc::new(service_fn(|req| {
-            req.state.insert("checked".into(), json!(true));
-            Box::pin(async { Ok(Decision::authorized()) })
-        })))
-    }));
-    registry
-}
-
 async fn chain() -> Arc<Chain> {
-    let engine = Engine::new(registry());
-    engine
-        .load(&AuthConfig::parse("bench.yaml", CHAIN, Format::Yaml).unwrap())
-        .await
-        .unwrap();
+    let engine = authchain_benches::engine().await.unwrap();
     engine.current().chain("bench").unwrap().clone()
-}
-
-/// The app of `benches/load_http.rs`.
-fn app() -> Router {
-    Router::new().route("/{*rest}", axum::routing::get(|| async { "hello" }))
 }
 
 /// A request as wrk sends it in the harness.
@@ -116,10 +65,10 @@ async fn call(app: &Router) {
 fn apps(rt: &tokio::runtime::Runtime) -> [(&'static str, Router); 2] {
     let chain = rt.block_on(chain());
     [
-        ("axum app", app()),
+        ("axum app", authchain_benches::app()),
         (
             "axum app + AuthChainLayer (3 steps)",
-            app().layer(AuthChainLayer::new(chain)),
+            authchain_benches::app().layer(AuthChainLayer::new(chain)),
         ),
     ]
 }

@@ -17,63 +17,15 @@
 
 use std::error::Error;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use authchain_core::{
-    Allow, AuthConfig, Decision, Engine, Format, PluginRegistry, plugin_fn, service_fn,
-};
-use authchain_examples::required_header::RequiredHeaderPlugin;
+use authchain_benches::{AllowAll, serve_allow_all};
 use authchain_grpc::ExtAuthzService;
-use authchain_grpc::envoy_types::ext_authz::v3::pb::{
-    Authorization, AuthorizationServer, CheckRequest, CheckResponse, HttpResponse, OkHttpResponse,
-};
-use authchain_grpc::envoy_types::pb::google::rpc;
+use authchain_grpc::envoy_types::ext_authz::v3::pb::{Authorization, CheckRequest};
 use authchain_testkit::envoy::{Envoy, proxy_config};
 use authchain_testkit::load::{Load, LoadResult};
 use authchain_testkit::{EchoServer, client};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
-
-const CHAIN: &str = r#"
-name: bench
-configs:
-- name: required-header
-  pluginAuth: { name: RequiredHeader, config: { RequiredHeader: my-header, AllowedValues: [foo, bar] } }
-- name: mutate
-  pluginAuth: { name: SetHeader }
-- name: state
-  pluginAuth: { name: WriteState }
-"#;
-
-/// The bare allow-all server of scenario (b).
-#[derive(Clone, Copy)]
-struct AllowAll;
-
-#[tonic::async_trait]
-impl Authorization for AllowAll {
-    async fn check(
-        &self,
-        _: tonic::Request<CheckRequest>,
-    ) -> Result<tonic::Response<CheckResponse>, tonic::Status> {
-        Ok(tonic::Response::new(CheckResponse {
-            status: Some(rpc::Status::default()),
-            dynamic_metadata: None,
-            http_response: Some(HttpResponse::OkResponse(OkHttpResponse::default())),
-        }))
-    }
-}
-
-async fn serve_allow_all() -> Result<SocketAddr, Box<dyn Error>> {
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(AuthorizationServer::new(AllowAll))
-            .serve_with_incoming(TcpListenerStream::new(listener)),
-    );
-    Ok(addr)
-}
 
 /// A CheckRequest like the ones Envoy sends in this benchmark.
 fn sample_check() -> CheckRequest {
@@ -114,32 +66,7 @@ fn sample_check() -> CheckRequest {
 }
 
 async fn authchain_service() -> Result<ExtAuthzService, Box<dyn Error>> {
-    let mut registry = PluginRegistry::new();
-    registry.register(RequiredHeaderPlugin);
-    registry.register(plugin_fn("SetHeader", |_: serde_json::Value, _| {
-        Ok(Arc::new(service_fn(|_| {
-            Box::pin(async {
-                Ok(Allow::new()
-                    .set_header(
-                        http::HeaderName::from_static("x-bench"),
-                        http::HeaderValue::from_static("1"),
-                    )
-                    .into())
-            })
-        })))
-    }));
-    registry.register(plugin_fn("WriteState", |_: serde_json::Value, _| {
-        Ok(Arc::new(service_fn(|req| {
-            req.state
-                .insert("user".into(), serde_json::Value::from("bench"));
-            Box::pin(async { Ok(Decision::authorized()) })
-        })))
-    }));
-    let engine = Engine::new(registry);
-    engine
-        .load(&AuthConfig::parse("bench.yaml", CHAIN, Format::Yaml)?)
-        .await?;
-    Ok(ExtAuthzService::new(Arc::new(engine)).default_config("bench"))
+    Ok(ExtAuthzService::new(authchain_benches::engine().await?).default_config("bench"))
 }
 
 /// CPU per check in process (no transport): the chain and translation

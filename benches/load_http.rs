@@ -25,60 +25,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use authchain_core::{
-    Allow, AuthConfig, Chain, Decision, Engine, Format, PluginRegistry, plugin_fn, service_fn,
-};
-use authchain_examples::required_header::RequiredHeaderPlugin;
+use authchain_core::{Chain, Engine};
 use authchain_http::{AuthChainLayer, CheckConfig, CheckServer};
 use authchain_testkit::EchoServer;
 use authchain_testkit::load::{Load, LoadResult};
 use authchain_testkit::nginx::Nginx;
-use http::{HeaderName, HeaderValue};
-use serde_json::json;
-
-const CHAIN: &str = r#"
-name: bench
-configs:
-- name: required
-  pluginAuth:
-    name: RequiredHeader
-    config: { RequiredHeader: my-header, AllowedValues: [foo, bar] }
-- name: mutate
-  pluginAuth: { name: SetHeader }
-- name: state
-  pluginAuth: { name: WriteState }
-"#;
-
-fn registry() -> PluginRegistry {
-    let mut registry = PluginRegistry::new();
-    registry.register(RequiredHeaderPlugin);
-    registry.register(plugin_fn("SetHeader", |_: serde_json::Value, _| {
-        Ok(Arc::new(service_fn(|_| {
-            Box::pin(async {
-                Ok(Allow::new()
-                    .set_header(
-                        HeaderName::from_static("x-chain"),
-                        HeaderValue::from_static("checked"),
-                    )
-                    .into())
-            })
-        })))
-    }));
-    registry.register(plugin_fn("WriteState", |_: serde_json::Value, _| {
-        Ok(Arc::new(service_fn(|req| {
-            req.state.insert("checked".into(), json!(true));
-            Box::pin(async { Ok(Decision::authorized()) })
-        })))
-    }));
-    registry
-}
 
 async fn chain() -> (Arc<Engine>, Arc<Chain>) {
-    let engine = Arc::new(Engine::new(registry()));
-    engine
-        .load(&AuthConfig::parse("bench.yaml", CHAIN, Format::Yaml).unwrap())
-        .await
-        .unwrap();
+    let engine = authchain_benches::engine().await.unwrap();
     let chain = engine.current().chain("bench").unwrap().clone();
     (engine, chain)
 }
@@ -195,7 +149,7 @@ async fn main() {
     ];
 
     // The axum app, without and with the layer.
-    let app = || axum::Router::new().route("/{*rest}", axum::routing::get(|| async { "hello" }));
+    let app = authchain_benches::app;
     let plain = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let plain_addr = plain.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(plain, app()).await });

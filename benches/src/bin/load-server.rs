@@ -55,18 +55,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use authchain_core::AuthorizationRequest;
-use authchain_grpc::envoy_types::ext_authz::v3::pb::{
-    Authorization, AuthorizationServer, CheckRequest, CheckResponse, HttpResponse, OkHttpResponse,
-};
+use authchain_grpc::envoy_types::ext_authz::v3::pb::{CheckRequest, CheckResponse, HttpResponse};
 use authchain_grpc::envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
-use authchain_grpc::envoy_types::pb::google::rpc;
 use authchain_testkit::envoy::{Envoy, proxy_config};
 use authchain_testkit::load::{Load, LoadResult};
 use authchain_testkit::{
     ChildPeer, EchoServer, ScratchDir, client, free_port, render, workspace_root,
 };
-use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 
 /// The API key wrk sends in (c) and (c').
 const KEY: &str = "bench-4p1-k3y-6f1c2d9e0b7a4c35";
@@ -153,35 +148,6 @@ const IN_FLIGHT: usize = 32;
 
 /// The RSS target after [`KEYS`] keys, in bytes.
 const RSS_TARGET: u64 = 64 * 1024 * 1024;
-
-/// The bare allow-all server of scenario (b).
-#[derive(Debug, Clone, Copy)]
-struct AllowAll;
-
-#[tonic::async_trait]
-impl Authorization for AllowAll {
-    async fn check(
-        &self,
-        _: tonic::Request<CheckRequest>,
-    ) -> Result<tonic::Response<CheckResponse>, tonic::Status> {
-        Ok(tonic::Response::new(CheckResponse {
-            status: Some(rpc::Status::default()),
-            dynamic_metadata: None,
-            http_response: Some(HttpResponse::OkResponse(OkHttpResponse::default())),
-        }))
-    }
-}
-
-async fn serve_allow_all() -> Result<SocketAddr, Box<dyn Error>> {
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(AuthorizationServer::new(AllowAll))
-            .serve_with_incoming(TcpListenerStream::new(listener)),
-    );
-    Ok(addr)
-}
 
 /// The `authchain` binary: `$AUTHCHAIN_BIN`, else
 /// `<target dir>/release/authchain`, else next to this harness.
@@ -471,7 +437,7 @@ async fn envoy_load(binary: &Path, seconds: u64, connections: u32) -> Result<(),
         headers: vec![format!("api-key: {KEY}")],
     };
     let upstream = EchoServer::start().await?;
-    let bare = serve_allow_all().await?;
+    let bare = authchain_benches::serve_allow_all().await?;
     let a = measure("a envoy only", upstream.addr(), None, &load, false).await?;
     let b = measure(
         "b envoy + bare tonic",

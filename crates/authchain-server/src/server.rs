@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use authchain_core::{ConcurrencyLimit, Engine, Error, PluginRegistry};
+use authchain_core::{ConcurrencyLimit, Engine, Error, Generation, PluginRegistry};
 use authchain_grpc::ExtAuthzService;
 use authchain_http::{CheckConfig, CheckServer};
 use notify::{RecursiveMode, Watcher};
@@ -141,7 +141,7 @@ impl Server {
         let settings = loaded.settings.clone();
         let engine = Arc::new(Engine::new(self.registry));
         // Build before opening anything: a config error ends the run here.
-        authchain_core::Generation::build(engine.registry(), &loaded.configs, 1)?;
+        let generation = Generation::build(engine.registry(), &loaded.configs, 1)?;
 
         let ready = Arc::new(AtomicBool::new(false));
         let stop = CancellationToken::new();
@@ -213,7 +213,7 @@ impl Server {
 
         let source = self.source;
         let mut reloads = Reloads::new(source.clone(), &loaded, settings.watch);
-        let first = start_first(&engine, &source, loaded, &stop);
+        let first = start_first(&engine, &source, loaded, generation, &stop);
         let mut first = std::pin::pin!(first);
         let mut current: Option<Loaded> = None;
         let mut shutdown = std::pin::pin!(shutdown);
@@ -292,22 +292,27 @@ fn local(listener: &TcpListener) -> String {
 /// Loads the first generation; a step that cannot start (a remote JWKS
 /// down) is retried, unready, until it can or the server stops. Checks in
 /// the meantime find no AuthConfig and are denied.
+/// `built` is `loaded` built already (the check before the listeners open).
 async fn start_first(
     engine: &Engine,
     source: &Source,
     mut loaded: Loaded,
+    built: Generation,
     stop: &CancellationToken,
 ) -> Loaded {
+    let mut built = Some(built);
     loop {
-        match engine.load(&loaded.configs).await {
+        let started = match built.take() {
+            Some(generation) => engine.install(generation).await,
+            None => engine.load(&loaded.configs).await,
+        };
+        match started {
             Ok(number) => {
-                metrics::counter!("authchain_reloads_total", "result" => "ok").increment(1);
-                metrics::gauge!("authchain_config_generation").set(number as f64);
+                loaded_generation(number);
                 return loaded;
             }
             Err(e) => {
-                metrics::counter!("authchain_reloads_total", "result" => "error").increment(1);
-                log_config_error("cannot start the first generation; retrying", &e);
+                rejected("cannot start the first generation; retrying", &e);
                 tokio::select! {
                     () = tokio::time::sleep(START_RETRY) => {}
                     () = stop.cancelled() => return loaded,
@@ -334,11 +339,7 @@ async fn reload(
     let next = match load(source) {
         Ok(next) => next,
         Err(e) => {
-            metrics::counter!("authchain_reloads_total", "result" => "error").increment(1);
-            log_config_error(
-                "config change rejected; still serving the previous generation",
-                &e,
-            );
+            rejected(REJECTED, &e);
             return Err(None);
         }
     };
@@ -352,16 +353,11 @@ async fn reload(
     }
     match engine.load(&next.configs).await {
         Ok(number) => {
-            metrics::counter!("authchain_reloads_total", "result" => "ok").increment(1);
-            metrics::gauge!("authchain_config_generation").set(number as f64);
+            loaded_generation(number);
             Ok(Some(next))
         }
         Err(e) => {
-            metrics::counter!("authchain_reloads_total", "result" => "error").increment(1);
-            log_config_error(
-                "config change rejected; still serving the previous generation",
-                &e,
-            );
+            rejected(REJECTED, &e);
             Err(Some(next))
         }
     }
@@ -376,7 +372,21 @@ fn restart_only(settings: &Settings) -> Settings {
     }
 }
 
-pub(crate) fn log_config_error(what: &str, e: &Error) {
+const REJECTED: &str = "config change rejected; still serving the previous generation";
+
+/// Counts a generation swapped in (the engine logs `got new config`).
+fn loaded_generation(number: u64) {
+    metrics::counter!("authchain_reloads_total", "result" => "ok").increment(1);
+    metrics::gauge!("authchain_config_generation").set(number as f64);
+}
+
+/// Counts a config that could not be swapped in, and logs its problems.
+fn rejected(what: &str, e: &Error) {
+    metrics::counter!("authchain_reloads_total", "result" => "error").increment(1);
+    log_config_error(what, e);
+}
+
+fn log_config_error(what: &str, e: &Error) {
     let problems: Vec<String> = e.problems().map(|p| p.to_string()).collect();
     tracing::error!(problems = problems.len(), "{what}");
     for problem in problems {

@@ -193,23 +193,13 @@ impl Loaded {
     /// Reads the config file at `path` and the AuthConfig files it names.
     /// Every problem is reported at once, each with its file and place.
     pub fn from_file(path: &Path) -> Result<Loaded, Error> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            Error::config(format!("cannot read the config file: {e}")).in_source(path.display())
-        })?;
-        let base = path.parent().unwrap_or(Path::new("."));
-        let mut loaded = Self::from_text(&path.display().to_string(), &text, Some(base))?;
-        loaded.files.insert(0, path.to_owned());
-        Ok(loaded)
+        all_or_nothing(Self::read_file(path)?)
     }
 
     /// Reads a config text; `base` resolves relative AuthConfig file paths
     /// (`None`: files are not allowed, as in the embedded default).
     pub fn from_text(origin: &str, text: &str, base: Option<&Path>) -> Result<Loaded, Error> {
-        let (loaded, errors) = Self::read(origin, text, base)?;
-        match Error::collect(errors) {
-            Some(e) => Err(e),
-            None => Ok(loaded),
-        }
+        all_or_nothing(Self::read(origin, text, base)?)
     }
 
     /// Reads the config file at `path` (`None`: the embedded default) and
@@ -220,14 +210,7 @@ impl Loaded {
         registry: &PluginRegistry,
     ) -> Result<(Loaded, Generation), Error> {
         let (loaded, mut errors) = match path {
-            Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|e| {
-                    Error::config(format!("cannot read the config file: {e}"))
-                        .in_source(path.display())
-                })?;
-                let base = path.parent().unwrap_or(Path::new("."));
-                Self::read(&path.display().to_string(), &text, Some(base))?
-            }
+            Some(path) => Self::read_file(path)?,
             None => Self::read(DEFAULT_CONFIG_ORIGIN, DEFAULT_CONFIG, None)?,
         };
         match Generation::build(registry, &loaded.configs, 1) {
@@ -236,6 +219,18 @@ impl Loaded {
             Err(e) => errors.push(e), // collect flattens its problems
         }
         Err(Error::collect(errors).unwrap_or_else(|| Error::config("no problem found")))
+    }
+
+    /// [`read`](Self::read) of the file at `path`, its files relative to
+    /// its directory; the file itself comes first among those read.
+    fn read_file(path: &Path) -> Result<(Loaded, Vec<Error>), Error> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::config(format!("cannot read the config file: {e}")).in_source(path.display())
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let (mut loaded, errors) = Self::read(&path.display().to_string(), &text, Some(base))?;
+        loaded.files.insert(0, path.to_owned());
+        Ok((loaded, errors))
     }
 
     /// Reads what it can: the settings (or the error that they do not
@@ -342,6 +337,14 @@ impl Loaded {
     /// The embedded default config.
     pub fn default_config() -> Result<Loaded, Error> {
         Self::from_text(DEFAULT_CONFIG_ORIGIN, DEFAULT_CONFIG, None)
+    }
+}
+
+/// What was read, if nothing failed.
+fn all_or_nothing((loaded, errors): (Loaded, Vec<Error>)) -> Result<Loaded, Error> {
+    match Error::collect(errors) {
+        Some(e) => Err(e),
+        None => Ok(loaded),
     }
 }
 

@@ -101,15 +101,7 @@ impl Authchain {
 
     /// The generation serving, as `/readyz` says it.
     pub(crate) async fn generation(&self) -> u64 {
-        let text = client::get(self.admin, "/readyz", &[])
-            .await
-            .unwrap()
-            .text();
-        text.trim()
-            .rsplit(' ')
-            .next()
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0)
+        serving(self.admin).await.unwrap_or(0)
     }
 
     /// Waits until generation `n` serves.
@@ -117,9 +109,7 @@ impl Authchain {
         let admin = self.admin;
         self.peer
             .wait_until(Duration::from_secs(10), || async move {
-                let text = client::get(admin, "/readyz", &[]).await.ok()?.text();
-                let g: u64 = text.trim().rsplit(' ').next()?.parse().ok()?;
-                (g >= n).then_some(())
+                (serving(admin).await? >= n).then_some(())
             })
             .await
             .unwrap();
@@ -190,6 +180,12 @@ pub(crate) fn grpc_status(
         _ => 200,
     };
     (code, http)
+}
+
+/// The generation `/readyz` at `admin` says serves (`ready: generation N`).
+async fn serving(admin: SocketAddr) -> Option<u64> {
+    let text = client::get(admin, "/readyz", &[]).await.ok()?.text();
+    text.trim().rsplit(' ').next()?.parse().ok()
 }
 
 pub(crate) fn metric_value(text: &str, series: &str) -> f64 {

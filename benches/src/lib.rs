@@ -1,0 +1,105 @@
+//! What the benchmarks share: the 3-step chain they measure, the axum app
+//! of the layer comparisons, and the allow-all gRPC server that is the
+//! limit of an Envoy ext_authz hop.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use authchain_core::{
+    Allow, AuthConfig, Decision, Engine, Error, Format, PluginRegistry, plugin_fn, service_fn,
+};
+use authchain_examples::required_header::RequiredHeaderPlugin;
+use authchain_grpc::envoy_types::ext_authz::v3::pb::{
+    Authorization, AuthorizationServer, CheckRequest, CheckResponse, HttpResponse, OkHttpResponse,
+};
+use authchain_grpc::envoy_types::pb::google::rpc;
+use http::{HeaderName, HeaderValue};
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+/// The AuthConfig every in-process harness measures, named `bench`: Gloo's
+/// RequiredHeader plugin (`my-header: foo`), a header mutation, a state
+/// write.
+pub const CHAIN: &str = r#"
+name: bench
+configs:
+- name: required
+  pluginAuth:
+    name: RequiredHeader
+    config: { RequiredHeader: my-header, AllowedValues: [foo, bar] }
+- name: mutate
+  pluginAuth: { name: SetHeader }
+- name: state
+  pluginAuth: { name: WriteState }
+"#;
+
+/// The plugins [`CHAIN`] names.
+pub fn registry() -> PluginRegistry {
+    let mut registry = PluginRegistry::new();
+    registry.register(RequiredHeaderPlugin);
+    registry.register(plugin_fn("SetHeader", |_: serde_json::Value, _| {
+        Ok(Arc::new(service_fn(|_| {
+            Box::pin(async {
+                Ok(Allow::new()
+                    .set_header(
+                        HeaderName::from_static("x-chain"),
+                        HeaderValue::from_static("checked"),
+                    )
+                    .into())
+            })
+        })))
+    }));
+    registry.register(plugin_fn("WriteState", |_: serde_json::Value, _| {
+        Ok(Arc::new(service_fn(|req| {
+            req.state.insert("checked".into(), json!(true));
+            Box::pin(async { Ok(Decision::authorized()) })
+        })))
+    }));
+    registry
+}
+
+/// An engine with [`CHAIN`] loaded.
+pub async fn engine() -> Result<Arc<Engine>, Error> {
+    let engine = Engine::new(registry());
+    engine
+        .load(&AuthConfig::parse("bench.yaml", CHAIN, Format::Yaml)?)
+        .await?;
+    Ok(Arc::new(engine))
+}
+
+/// The app the layer comparisons serve: one catch-all GET route.
+pub fn app() -> axum::Router {
+    axum::Router::new().route("/{*rest}", axum::routing::get(|| async { "hello" }))
+}
+
+/// A bare `Check` server that allows everything, written only for the
+/// benchmarks: the limit of an ext_authz hop.
+#[derive(Debug, Clone, Copy)]
+pub struct AllowAll;
+
+#[tonic::async_trait]
+impl Authorization for AllowAll {
+    async fn check(
+        &self,
+        _: tonic::Request<CheckRequest>,
+    ) -> Result<tonic::Response<CheckResponse>, tonic::Status> {
+        Ok(tonic::Response::new(CheckResponse {
+            status: Some(rpc::Status::default()),
+            dynamic_metadata: None,
+            http_response: Some(HttpResponse::OkResponse(OkHttpResponse::default())),
+        }))
+    }
+}
+
+/// Serves [`AllowAll`] on a loopback port, until the process ends.
+pub async fn serve_allow_all() -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(AuthorizationServer::new(AllowAll))
+            .serve_with_incoming(TcpListenerStream::new(listener)),
+    );
+    Ok(addr)
+}
