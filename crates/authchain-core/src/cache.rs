@@ -102,7 +102,13 @@ impl Attribute {
                 }
                 hash.update([0]);
             }
-            Attribute::Cookie(name) => field(hash, cookie(&request.headers, name)),
+            Attribute::Cookie(name) => {
+                hash.update([3]);
+                for value in cookies(&request.headers, name) {
+                    field(hash, Some(value));
+                }
+                hash.update([0]);
+            }
             Attribute::Query(name) => field(hash, request.query_parameter(name).map(str::as_bytes)),
             Attribute::Method => field(hash, Some(request.method.as_str().as_bytes())),
             Attribute::Host => field(hash, Some(request.host.as_bytes())),
@@ -142,13 +148,15 @@ fn field(hash: &mut Sha256, value: Option<&[u8]>) {
     }
 }
 
-/// The value of cookie `name` in the `Cookie` headers, if any.
-pub(crate) fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a [u8]> {
+/// Every value of cookie `name` in the `Cookie` headers, in order. The
+/// key holds them all, so whichever one a step reads (the first, the first
+/// in a header that is text, ...) is in the key.
+fn cookies<'a>(headers: &'a HeaderMap, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
     headers
         .get_all(http::header::COOKIE)
         .iter()
         .flat_map(|v| v.as_bytes().split(|b| *b == b';'))
-        .find_map(|pair| {
+        .filter_map(move |pair| {
             let pair = pair.trim_ascii();
             let eq = pair.iter().position(|b| *b == b'=')?;
             (pair[..eq].trim_ascii() == name.as_bytes()).then(|| pair[eq + 1..].trim_ascii())
@@ -484,11 +492,15 @@ mod tests {
 
     #[test]
     fn cookies_are_found_among_others() {
-        let r = request(&[("cookie", "a=1; session = s1 ;b=2"), ("cookie", "c=3")]);
-        assert_eq!(cookie(&r.headers, "session"), Some(&b"s1"[..]));
-        assert_eq!(cookie(&r.headers, "c"), Some(&b"3"[..]));
-        assert_eq!(cookie(&r.headers, "sess"), None);
-        assert_eq!(cookie(&r.headers, "d"), None);
+        let r = request(&[
+            ("cookie", "a=1; session = s1 ;b=2"),
+            ("cookie", "c=3; session=s2"),
+        ]);
+        let all = |name| cookies(&r.headers, name).collect::<Vec<_>>();
+        assert_eq!(all("session"), [&b"s1"[..], &b"s2"[..]]);
+        assert_eq!(all("c"), [&b"3"[..]]);
+        assert!(all("sess").is_empty());
+        assert!(all("d").is_empty());
     }
 
     #[test]
@@ -508,6 +520,11 @@ mod tests {
         let b = k(&[("authorization", "Bearer b")]);
         let both = k(&[("authorization", "Bearer a"), ("authorization", "Bearer b")]);
         assert_ne!(none, empty_cookie);
+        // A second cookie of the name is in the key: a step may read it.
+        assert_ne!(
+            k(&[("cookie", "session=a"), ("cookie", "session=b")]),
+            k(&[("cookie", "session=a"), ("cookie", "session=c")])
+        );
         assert_ne!(a, b);
         assert_eq!(a, a_again);
         assert_ne!(a, both);

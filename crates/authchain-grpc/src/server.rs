@@ -131,18 +131,15 @@ impl ExtAuthzService {
     /// Answers one `CheckRequest` (what the gRPC method does, without the
     /// transport).
     pub async fn check_request(&self, check: CheckRequest) -> CheckResponse {
-        let _permit = match &self.limit {
-            None => None,
-            Some(limit) => match limit.try_acquire("grpc") {
-                Some(permit) => Some(permit),
-                None => {
-                    return convert::denied(
-                        code::RESOURCE_EXHAUSTED,
-                        "too many checks in flight",
-                        Deny::new(StatusCode::SERVICE_UNAVAILABLE),
-                    );
-                }
-            },
+        let _permit = match self.limit.as_ref().map(|l| l.try_acquire("grpc")) {
+            Some(None) => {
+                return convert::denied(
+                    code::RESOURCE_EXHAUSTED,
+                    "too many checks in flight",
+                    Deny::new(StatusCode::SERVICE_UNAVAILABLE),
+                );
+            }
+            permit => permit.flatten(),
         };
         let (mut request, sent) = match convert::to_request(check) {
             Ok(parts) => parts,

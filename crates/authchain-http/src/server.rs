@@ -62,16 +62,13 @@ impl CheckServer {
         B: http_body::Body,
         B::Error: Into<authchain_core::BoxError>,
     {
-        let _permit = match &self.limit {
-            None => None,
-            Some(limit) => match limit.try_acquire("http") {
-                Some(permit) => Some(permit),
-                None => {
-                    let mut response = plain(StatusCode::SERVICE_UNAVAILABLE);
-                    *response.body_mut() = Bytes::from_static(b"too many checks in flight");
-                    return response;
-                }
-            },
+        let _permit = match self.limit.as_ref().map(|l| l.try_acquire("http")) {
+            Some(None) => {
+                let mut response = plain(StatusCode::SERVICE_UNAVAILABLE);
+                *response.body_mut() = Bytes::from_static(b"too many checks in flight");
+                return response;
+            }
+            permit => permit.flatten(),
         };
         let (parts, body) = request.into_parts();
         let body = match Limited::new(body, self.body_limit).collect().await {
