@@ -16,6 +16,7 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use authchain_benches::runtime;
 use authchain_core::{
     Allow, AuthService, AuthorizationRequest, Chain, ChainStep, Decision, Error, async_trait,
 };
@@ -100,13 +101,6 @@ fn request() -> AuthorizationRequest {
             .insert(HeaderName::from_static(k), HeaderValue::from_static(v));
     }
     req
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .unwrap()
 }
 
 /// Allocations per run of `run` over fresh requests, counting only the run.

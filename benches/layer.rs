@@ -20,8 +20,9 @@
 use std::alloc::System;
 use std::hint::black_box;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use authchain_benches::{profile_loop, runtime, time_runs};
 use authchain_core::Chain;
 use authchain_http::AuthChainLayer;
 use axum::Router;
@@ -46,13 +47,6 @@ fn request() -> Request<Body> {
         .header("host", "127.0.0.1:8080")
         .header("my-header", "foo")
         .body(Body::empty())
-        .unwrap()
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
         .unwrap()
 }
 
@@ -101,15 +95,7 @@ fn bench_layer(c: &mut Criterion) {
     let mut group = c.benchmark_group("layer");
     for (name, app) in apps(&rt) {
         group.bench_function(name, |b| {
-            b.iter_custom(|iters| {
-                rt.block_on(async {
-                    let start = Instant::now();
-                    for _ in 0..iters {
-                        call(&app).await;
-                    }
-                    start.elapsed()
-                })
-            })
+            b.iter_custom(|iters| time_runs(&rt, iters, || call(&app)))
         });
     }
     group.finish();
@@ -122,10 +108,7 @@ criterion_group! {
 }
 
 fn main() {
-    if let Some(n) = std::env::var("AUTHCHAIN_LAYER_LOOP")
-        .ok()
-        .and_then(|n| n.parse::<u64>().ok())
-    {
+    if let Some(n) = profile_loop("AUTHCHAIN_LAYER_LOOP") {
         let rt = runtime();
         let [plain, layered] = apps(&rt);
         let app = match std::env::var("AUTHCHAIN_LAYER_APP").as_deref() {

@@ -3,6 +3,10 @@
 //! Basic with a cache hit, and request rules.
 //!
 //! `cargo bench -p authchain-benches --bench steps`
+//!
+//! With `AUTHCHAIN_STEPS_LOOP=N` the binary only runs N API-key hits and
+//! exits: a fixed workload to profile, e.g. with
+//! `valgrind --tool=callgrind target/release/deps/steps-*`.
 
 use std::future::Future;
 use std::hint::black_box;
@@ -12,7 +16,7 @@ use std::task::{Context, Poll, Waker};
 use authchain_core::{AuthService, AuthorizationRequest, Decision};
 use authchain_steps::{ApiKeyAuth, BasicAuth, JwtAuth, OpaAuth, Rules};
 use base64::Engine as _;
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{Criterion, criterion_group};
 use http::{HeaderName, HeaderValue, Method};
 use serde_json::json;
 
@@ -39,7 +43,8 @@ fn with(req: AuthorizationRequest, name: &'static str, value: &str) -> Authoriza
     )
 }
 
-fn api_key(c: &mut Criterion) {
+/// The API-key step with 100 keys, and a request carrying one of them.
+fn api_key_setup() -> (ApiKeyAuth, AuthorizationRequest) {
     let keys: Vec<_> = (0..100)
         .map(|i| json!({"key": format!("key-{i:04}-0123456789abcdef0123456789"), "metadata": {"user-id": format!("user-{i}")}}))
         .collect();
@@ -51,11 +56,16 @@ fn api_key(c: &mut Criterion) {
         .expect("config"),
     )
     .expect("step");
-    let mut req = with(
+    let req = with(
         AuthorizationRequest::new(Method::GET, "/"),
         "api-key",
         "key-0042-0123456789abcdef0123456789",
     );
+    (step, req)
+}
+
+fn api_key(c: &mut Criterion) {
+    let (step, mut req) = api_key_setup();
     allow(&step, &mut req);
     c.bench_function("apiKeyAuth/100 keys, hit", |b| {
         b.iter(|| black_box(allow(&step, black_box(&mut req))))
@@ -170,4 +180,18 @@ fn rules(c: &mut Criterion) {
 }
 
 criterion_group!(benches, api_key, jwt, opa, basic, rules);
-criterion_main!(benches);
+
+fn main() {
+    // A fixed workload to profile (instruction counts do not drift with
+    // the machine's noise), e.g. `AUTHCHAIN_STEPS_LOOP=100000 valgrind
+    // --tool=callgrind target/release/deps/steps-*`: N API-key hits, then exit.
+    if let Some(n) = authchain_benches::profile_loop("AUTHCHAIN_STEPS_LOOP") {
+        let (step, mut req) = api_key_setup();
+        for _ in 0..n {
+            black_box(allow(&step, black_box(&mut req)));
+        }
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

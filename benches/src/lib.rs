@@ -2,8 +2,10 @@
 //! of the layer comparisons, and the allow-all gRPC server that is the
 //! limit of an Envoy ext_authz hop.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use authchain_core::{
     Allow, AuthConfig, Decision, Engine, Error, Format, PluginRegistry, plugin_fn, service_fn,
@@ -102,4 +104,36 @@ pub async fn serve_allow_all() -> std::io::Result<SocketAddr> {
             .serve_with_incoming(TcpListenerStream::new(listener)),
     );
     Ok(addr)
+}
+
+/// The runtime of the in-process benches: current-thread, with timers.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("a current-thread runtime")
+}
+
+/// Runs `f` `iters` times in turn on `rt` and returns how long that took:
+/// the body of criterion's `iter_custom` for an async routine.
+pub fn time_runs<F, Fut>(rt: &tokio::runtime::Runtime, iters: u64, mut f: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = ()>,
+{
+    rt.block_on(async {
+        let start = Instant::now();
+        for _ in 0..iters {
+            f().await;
+        }
+        start.elapsed()
+    })
+}
+
+/// The N of a fixed profiling workload, from the environment variable
+/// `var` (`AUTHCHAIN_LAYER_LOOP=N`, ...): a bench binary given one runs
+/// its routine N times and exits, so that instruction counts (callgrind)
+/// can be compared between builds whatever the machine's noise.
+pub fn profile_loop(var: &str) -> Option<u64> {
+    std::env::var(var).ok().and_then(|n| n.parse().ok())
 }

@@ -30,11 +30,13 @@
 //! that the key decides the answer. Time is not in the key: keep the TTL
 //! below the lifetime of the credentials it caches (a JWT's `exp`).
 //!
-//! The key is a SHA-256 digest of the attributes, so an entry's size does
-//! not grow with the credentials and a crafted request cannot collide with
-//! another client's entry.
+//! The key is a keyed 128-bit SipHash-2-4 of the attributes, with a
+//! random key per cache: an entry's size does not grow with the
+//! credentials, and a client, who cannot compute the hash, cannot craft a
+//! request that collides with another client's entry.
 
 use std::fmt;
+use std::hash::Hasher as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -42,7 +44,7 @@ use http::{HeaderMap, HeaderName};
 use metrics::Counter;
 use serde::Deserialize;
 use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
+use siphasher::sip128::{Hasher128, SipHasher24};
 
 use crate::config::ConfigDuration;
 use crate::{Allow, AuthorizationRequest, Chain, Decision, Deny, Error, HeaderMutation};
@@ -93,21 +95,21 @@ impl Attribute {
         }
     }
 
-    fn feed(&self, request: &AuthorizationRequest, hash: &mut Sha256) {
+    fn feed(&self, request: &AuthorizationRequest, hash: &mut SipHasher24) {
         match self {
             Attribute::Header(name) => {
-                hash.update([1]);
+                hash.write(&[1]);
                 for value in request.headers.get_all(name) {
                     field(hash, Some(value.as_bytes()));
                 }
-                hash.update([0]);
+                hash.write(&[0]);
             }
             Attribute::Cookie(name) => {
-                hash.update([3]);
+                hash.write(&[3]);
                 for value in cookies(&request.headers, name) {
                     field(hash, Some(value));
                 }
-                hash.update([0]);
+                hash.write(&[0]);
             }
             Attribute::Query(name) => field(hash, request.query_parameter(name).map(str::as_bytes)),
             Attribute::Method => field(hash, Some(request.method.as_str().as_bytes())),
@@ -137,13 +139,13 @@ fn header_name<'de, D: serde::Deserializer<'de>>(d: D) -> Result<HeaderName, D::
 }
 
 /// One length-prefixed field, or an absence distinct from any value.
-fn field(hash: &mut Sha256, value: Option<&[u8]>) {
+fn field(hash: &mut SipHasher24, value: Option<&[u8]>) {
     match value {
-        None => hash.update([0]),
+        None => hash.write(&[0]),
         Some(v) => {
-            hash.update([2]);
-            hash.update((v.len() as u64).to_le_bytes());
-            hash.update(v);
+            hash.write(&[2]);
+            hash.write(&(v.len() as u64).to_le_bytes());
+            hash.write(v);
         }
     }
 }
@@ -336,13 +338,23 @@ impl Cached {
     }
 }
 
+/// A random 128-bit key: two outputs of the standard library's randomly
+/// keyed SipHash (seeded from the operating system), which no client sees.
+fn random_key() -> (u64, u64) {
+    use std::hash::BuildHasher;
+    let state = std::collections::hash_map::RandomState::new();
+    (state.hash_one(0u8), state.hash_one(1u8))
+}
+
 /// A chain's cache: quick_cache (about a third of moka's memory per entry,
 /// which matters at 100 000 keys), with the TTL checked on read.
 pub(crate) struct DecisionCache {
     key: Vec<Attribute>,
     ttl: Duration,
     cache_denies: bool,
-    entries: quick_cache::sync::Cache<[u8; 32], Arc<Cached>>,
+    entries: quick_cache::sync::Cache<u128, Arc<Cached>>,
+    /// The secret key of the key hash.
+    secret: (u64, u64),
     hits: Counter,
     misses: Counter,
 }
@@ -369,6 +381,7 @@ impl DecisionCache {
         let capacity = usize::try_from(settings.max_entries).unwrap_or(usize::MAX);
         DecisionCache {
             entries: quick_cache::sync::Cache::new(capacity),
+            secret: random_key(),
             ttl: settings.ttl.0,
             cache_denies: settings.cache_denies,
             key: settings.key,
@@ -377,12 +390,12 @@ impl DecisionCache {
         }
     }
 
-    fn key_of(&self, request: &AuthorizationRequest) -> [u8; 32] {
-        let mut hash = Sha256::new();
+    fn key_of(&self, request: &AuthorizationRequest) -> u128 {
+        let mut hash = SipHasher24::new_with_keys(self.secret.0, self.secret.1);
         for attribute in &self.key {
             attribute.feed(request, &mut hash);
         }
-        hash.finalize().into()
+        hash.finish128().into()
     }
 
     /// The number of entries, expired ones not yet evicted included.
@@ -391,12 +404,13 @@ impl DecisionCache {
     }
 
     /// The answer for `request`: remembered, or the chain's, run once for
-    /// every concurrent request with its key. A remembered answer is
-    /// replayed on the request as the chain would have left it.
+    /// every concurrent request with its key. With `replay`, a remembered
+    /// answer is replayed on the request as the chain would have left it.
     pub(crate) async fn authorize(
         &self,
         chain: &Chain,
         request: &mut AuthorizationRequest,
+        replay: bool,
     ) -> Decision {
         let key = self.key_of(request);
         let cached = loop {
@@ -409,7 +423,9 @@ impl DecisionCache {
                 Err(guard) => {
                     // The concurrent misses for this key wait on the guard
                     // and get what it is filled with.
-                    let decision = chain.authorize_uncached(request).await;
+                    // Boxed: a miss runs the whole chain anyway, and the
+                    // hit path's future stays small.
+                    let decision = Box::pin(chain.authorize_uncached(request)).await;
                     self.misses.increment(1);
                     let keep = self.cache_denies || decision.is_allow();
                     let expires = Instant::now() + self.ttl;
@@ -424,6 +440,9 @@ impl DecisionCache {
             }
         };
         self.hits.increment(1);
+        if !replay {
+            return cached.decision();
+        }
         match &cached.state {
             Some(state) => request.state.clone_from(state),
             None => request.state.clear(),

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::future::Future;
 use std::mem;
-use std::pin::{Pin, pin};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
@@ -228,7 +228,19 @@ impl Chain {
     /// replayed instead: the same decision, state and header changes.
     pub async fn authorize(&self, request: &mut AuthorizationRequest) -> Decision {
         match &self.cache {
-            Some(cache) => cache.authorize(self, request).await,
+            Some(cache) => cache.authorize(self, request, true).await,
+            None => self.authorize_uncached(request).await,
+        }
+    }
+
+    /// [`authorize`](Self::authorize) for servers that only send the answer
+    /// back (the gRPC and HTTP check servers): a remembered answer is not
+    /// replayed onto `request`, so after a cache hit the request holds
+    /// neither its state nor its header changes. Without a hit, the same as
+    /// `authorize`.
+    pub async fn check(&self, request: &mut AuthorizationRequest) -> Decision {
+        match &self.cache {
+            Some(cache) => cache.authorize(self, request, false).await,
             None => self.authorize_uncached(request).await,
         }
     }
@@ -257,7 +269,9 @@ impl Chain {
     }
 
     async fn run(&self, request: &mut AuthorizationRequest, deadline: Instant) -> Ended {
-        let mut timer = pin!(None::<Sleep>);
+        // Boxed when first needed: most runs never wait, and the chain's
+        // future stays small (it is part of every adapter's future).
+        let mut timer: Option<Pin<Box<Sleep>>> = None;
         let mut acc = Allow::default();
         if !self.strip.is_empty() {
             for name in &self.strip {
@@ -268,7 +282,7 @@ impl Chain {
         let Some(program) = &self.program else {
             for step in &self.steps {
                 match self
-                    .run_step(step, request, &mut acc, deadline, timer.as_mut())
+                    .run_step(step, request, &mut acc, deadline, &mut timer)
                     .await
                 {
                     StepResult::Allowed => {}
@@ -281,7 +295,7 @@ impl Chain {
         // A step named twice in the expression runs once; these bit sets
         // (at most MAX_EXPR_STEPS steps) remember what it answered.
         let (mut ran, mut allowed) = (0u64, 0u64);
-        let mut last_deny = None;
+        let mut last_deny: Option<Box<Deny>> = None;
         let mut next = expr::advance(program, 0, false);
         loop {
             match next {
@@ -290,11 +304,10 @@ impl Chain {
                     if ran & bit == 0 {
                         ran |= bit;
                         let step = &self.steps[step];
-                        let ran_step =
-                            self.run_step(step, request, &mut acc, deadline, timer.as_mut());
+                        let ran_step = self.run_step(step, request, &mut acc, deadline, &mut timer);
                         match ran_step.await {
                             StepResult::Allowed => allowed |= bit,
-                            StepResult::Denied(deny) => last_deny = Some(deny),
+                            StepResult::Denied(deny) => last_deny = Some(Box::new(deny)),
                             StepResult::Failed => return Ended::Failed,
                         }
                     }
@@ -302,7 +315,7 @@ impl Chain {
                 }
                 Next::Done(true) => return Ended::Decided(Decision::Allow(acc)),
                 Next::Done(false) => {
-                    let deny = last_deny.unwrap_or_else(|| Deny::new(StatusCode::FORBIDDEN));
+                    let deny = last_deny.map_or_else(|| Deny::new(StatusCode::FORBIDDEN), |d| *d);
                     return Ended::Decided(Decision::Deny(deny));
                 }
             }
@@ -315,7 +328,7 @@ impl Chain {
         request: &mut AuthorizationRequest,
         acc: &mut Allow,
         deadline: Instant,
-        mut timer: Pin<&mut Option<Sleep>>,
+        timer: &mut Option<Pin<Box<Sleep>>>,
     ) -> StepResult {
         let limit = match step.timeout {
             Some(timeout) => deadline.min(Instant::now() + timeout),
@@ -331,7 +344,7 @@ impl Chain {
             if let Poll::Ready(result) = answer.as_mut().poll(cx) {
                 return Poll::Ready(Some(result));
             }
-            let Some(mut sleep) = arm(timer.as_mut(), limit, &mut armed) else {
+            let Some(sleep) = arm(&mut *timer, limit, &mut armed) else {
                 return Poll::Pending;
             };
             sleep.as_mut().poll(cx).map(|()| None)
@@ -384,15 +397,15 @@ impl Chain {
 /// (creating it for the first such step of the run); later polls of the
 /// same step find it `armed` and leave it as it is.
 fn arm<'a>(
-    mut slot: Pin<&'a mut Option<Sleep>>,
+    slot: &'a mut Option<Pin<Box<Sleep>>>,
     limit: Instant,
     armed: &mut bool,
-) -> Option<Pin<&'a mut Sleep>> {
+) -> Option<&'a mut Pin<Box<Sleep>>> {
     if slot.is_none() {
-        slot.set(Some(tokio::time::sleep_until(limit)));
+        *slot = Some(Box::pin(tokio::time::sleep_until(limit)));
         *armed = true;
     }
-    let mut sleep = slot.as_pin_mut()?;
+    let sleep = slot.as_mut()?;
     if !*armed {
         sleep.as_mut().reset(limit);
         *armed = true;
@@ -461,12 +474,18 @@ fn merge(acc: &mut Allow, mut step: Allow, request: &mut AuthorizationRequest) {
 /// name) or only adding entries.
 fn normalize_headers(acc: &mut Allow, start: usize, request: &mut AuthorizationRequest) {
     use HeaderAction::*;
+    use http::header::Entry;
     let mut i = start;
     while i < acc.headers.len() {
-        let name = acc.headers[i].name.clone();
-        let present = request.headers.contains_key(&name);
-        let removed = acc.headers_to_remove.iter().position(|n| *n == name);
-        let action = match acc.headers[i].action {
+        let removed = acc
+            .headers_to_remove
+            .iter()
+            .position(|n| *n == acc.headers[i].name);
+        // One lookup of the name serves both the resolution and the change.
+        let m = &acc.headers[i];
+        let entry = request.headers.entry(&m.name);
+        let present = matches!(entry, Entry::Occupied(_));
+        let action = match m.action {
             OverwriteIfExistsOrAdd => Some(OverwriteIfExistsOrAdd),
             OverwriteIfExists => present.then_some(OverwriteIfExistsOrAdd),
             AddIfAbsent if present => None,
@@ -479,15 +498,26 @@ fn normalize_headers(acc: &mut Allow, start: usize, request: &mut AuthorizationR
             acc.headers.remove(i);
             continue;
         };
+        match entry {
+            Entry::Vacant(vacant) => {
+                vacant.insert(m.value.clone());
+            }
+            Entry::Occupied(mut occupied) => match action {
+                AppendIfExistsOrAdd => occupied.append(m.value.clone()),
+                // `AddIfAbsent` stays only when absent.
+                _ => {
+                    occupied.insert(m.value.clone());
+                }
+            },
+        }
         acc.headers[i].action = action;
-        acc.headers[i].apply(&mut request.headers);
         if action == OverwriteIfExistsOrAdd {
             if let Some(r) = removed {
                 acc.headers_to_remove.remove(r);
             }
             let mut j = 0;
             while j < i {
-                if acc.headers[j].name == name {
+                if acc.headers[j].name == acc.headers[i].name {
                     acc.headers.remove(j);
                     i -= 1;
                 } else {

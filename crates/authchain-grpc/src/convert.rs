@@ -58,15 +58,20 @@ pub struct EnvoyAttributes {
 
 /// The header names Envoy sent in the `CheckRequest`: whether a header
 /// exists at Envoy decides how an append is encoded in the answer.
+///
+/// The names are the `String`s the `CheckRequest` brought (moved, not
+/// copied): as sent for the `headers` map, lower-cased for `header_map`.
+/// A check usually sends a dozen or so headers and an answer sets one or
+/// two, so a list is cheaper to build than a set; `upstream_headers`
+/// indexes it when both are larger.
 #[derive(Debug, Default)]
 pub(crate) struct SentHeaders {
-    names: HashMap<String, String>,
-    raw: HashSet<String>,
+    names: Vec<String>,
 }
 
 impl SentHeaders {
     pub(crate) fn contains(&self, name: &str) -> bool {
-        self.names.contains_key(name) || self.raw.contains(name)
+        self.names.iter().any(|n| n == name)
     }
 }
 
@@ -128,30 +133,43 @@ pub(crate) fn to_request(
     let mut sent = SentHeaders::default();
     let mut pseudo: [Option<String>; 5] = Default::default(); // method, path, authority, scheme, other
     let raw_entries = http.header_map.map(|m| m.headers).unwrap_or_default();
+    // Names and values are moved out of the message, not copied: a value
+    // becomes the `HeaderValue`'s buffer, a name the `SentHeaders` entry.
     if raw_entries.is_empty() {
-        for (name, value) in &http.headers {
-            if let Some(slot) = pseudo_slot(name) {
-                pseudo[slot] = Some(value.clone());
+        sent.names.reserve_exact(http.headers.len());
+        for (name, value) in http.headers {
+            if let Some(slot) = pseudo_slot(&name) {
+                pseudo[slot] = Some(value);
                 continue;
             }
-            let (name, value) = header(name, value.as_bytes())?;
-            req.headers.append(name, value);
+            let (header_name, value) = header(&name, value.into_bytes())?;
+            req.headers.append(header_name, value);
+            sent.names.push(name);
         }
-        sent.names = http.headers;
     } else {
+        sent.names.reserve_exact(raw_entries.len());
         for entry in raw_entries {
-            let bytes = if entry.raw_value.is_empty() {
-                entry.value.as_bytes()
+            let HeaderValue {
+                mut key,
+                value,
+                raw_value,
+            } = entry;
+            let bytes = if raw_value.is_empty() {
+                value.into_bytes()
             } else {
-                &entry.raw_value
+                raw_value
             };
-            if let Some(slot) = pseudo_slot(&entry.key) {
-                pseudo[slot] = Some(String::from_utf8_lossy(bytes).into_owned());
+            if let Some(slot) = pseudo_slot(&key) {
+                pseudo[slot] = Some(match String::from_utf8(bytes) {
+                    Ok(text) => text,
+                    Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+                });
                 continue;
             }
-            let (name, value) = header(&entry.key, bytes)?;
-            req.headers.append(name, value);
-            sent.raw.insert(entry.key.to_ascii_lowercase());
+            let (header_name, value) = header(&key, bytes)?;
+            req.headers.append(header_name, value);
+            key.make_ascii_lowercase();
+            sent.names.push(key);
         }
     }
     let [p_method, p_path, p_authority, p_scheme, _] = pseudo;
@@ -178,8 +196,8 @@ pub(crate) fn to_request(
         size: http.size,
         ..Default::default()
     };
-    if let Some(source) = attributes.source {
-        extras.source_certificate = source.certificate.clone();
+    if let Some(mut source) = attributes.source {
+        extras.source_certificate = std::mem::take(&mut source.certificate);
         req.source = peer(source);
     }
     if let Some(destination) = attributes.destination {
@@ -216,14 +234,19 @@ fn pseudo_slot(name: &str) -> Option<usize> {
     }
 }
 
-fn header(name: &str, value: &[u8]) -> Result<(HeaderName, http::HeaderValue), InvalidRequest> {
+fn header(name: &str, value: Vec<u8>) -> Result<(HeaderName, http::HeaderValue), InvalidRequest> {
     let header_name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
         InvalidRequest(format!(
             "header name {:?} is not a valid HTTP header name",
             truncate(name)
         ))
     })?;
-    let header_value = http::HeaderValue::from_bytes(value).map_err(|_| {
+    // The same check as `HeaderValue::from_bytes`, over the moved buffer.
+    // Boxed first: a `Bytes` from a `Vec` with spare capacity (a short
+    // value decoded by prost) allocates a shared header, while shrinking
+    // the buffer is done in place by the allocator.
+    let value = Bytes::from(value.into_boxed_slice());
+    let header_value = http::HeaderValue::from_maybe_shared(value).map_err(|_| {
         InvalidRequest(format!(
             "header '{header_name}' has a value that is not valid in HTTP"
         ))
@@ -291,8 +314,7 @@ pub fn decision_to_check_response(
     request_headers: &HeaderMap,
 ) -> Result<CheckResponse, InvalidDecision> {
     let sent = SentHeaders {
-        names: HashMap::new(),
-        raw: request_headers
+        names: request_headers
             .keys()
             .map(|k| k.as_str().to_owned())
             .collect(),
@@ -368,10 +390,21 @@ fn upstream_headers(
     allow: &Allow,
     sent: &SentHeaders,
 ) -> Result<Vec<HeaderValueOption>, InvalidDecision> {
-    let mut out = Vec::with_capacity(allow.headers.len());
-    let mut set_here: Vec<&HeaderName> = Vec::new();
+    let mut out: Vec<HeaderValueOption> = Vec::with_capacity(allow.headers.len());
+    // Many sent headers and several mutations: index the names once.
+    let index: Option<HashSet<&str>> = (sent.names.len() > 16 && allow.headers.len() > 1)
+        .then(|| sent.names.iter().map(String::as_str).collect());
     for m in &allow.headers {
-        let exists = set_here.contains(&&m.name) || sent.contains(m.name.as_str());
+        let name = m.name.as_str();
+        // Set by an earlier entry of this answer: `out` holds exactly those.
+        let set_here = out
+            .iter()
+            .any(|o| o.header.as_ref().is_some_and(|h| h.key == name));
+        let exists = set_here
+            || match &index {
+                Some(index) => index.contains(name),
+                None => sent.contains(name),
+            };
         let append = match (m.action, exists) {
             (HeaderAction::OverwriteIfExistsOrAdd, _) => false,
             (HeaderAction::OverwriteIfExists, true) => false,
@@ -385,7 +418,6 @@ fn upstream_headers(
             append.then_some(true),
             HeaderAppendAction::AppendIfExistsOrAdd,
         )?);
-        set_here.push(&m.name);
     }
     Ok(out)
 }
@@ -700,7 +732,7 @@ mod tests {
             [None, Some(true)],
             "absent: set, then append"
         );
-        sent.names.insert("x-h".into(), "client".into());
+        sent.names.push("x-h".into());
         assert_eq!(
             encode(&allow, &sent),
             [Some(true), Some(true)],
@@ -717,6 +749,41 @@ mod tests {
             encode(&allow, &sent).is_empty(),
             "absent: overwrite-if-exists is left out"
         );
+    }
+
+    #[test]
+    #[allow(deprecated)]
+    fn many_sent_headers_are_looked_up_like_few() {
+        use envoy_types::pb::envoy::config::core::v3::HeaderMap as PbHeaderMap;
+        let mut check = check_request(&[]);
+        let http = check
+            .attributes
+            .as_mut()
+            .and_then(|a| a.request.as_mut())
+            .and_then(|r| r.http.as_mut())
+            .unwrap();
+        http.header_map = Some(PbHeaderMap {
+            headers: (0..20)
+                .map(|i| HeaderValue {
+                    key: format!("X-Sent-{i}"),
+                    value: "v".into(),
+                    raw_value: Vec::new(),
+                })
+                .collect(),
+        });
+        let (req, sent) = to_request(check).unwrap();
+        assert_eq!(req.headers.len(), 20);
+        assert!(sent.contains("x-sent-7"), "raw names are lower-cased");
+        let allow = Allow::new()
+            .append_header(HeaderName::from_static("x-sent-7"), HV::from_static("a"))
+            .append_header(HeaderName::from_static("x-new"), HV::from_static("b"))
+            .append_header(HeaderName::from_static("x-new"), HV::from_static("c"));
+        let appends: Vec<_> = upstream_headers(&allow, &sent)
+            .unwrap()
+            .iter()
+            .map(|o| o.append.map(|b| b.value))
+            .collect();
+        assert_eq!(appends, [Some(true), None, Some(true)]);
     }
 
     #[test]

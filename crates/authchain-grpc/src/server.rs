@@ -173,7 +173,7 @@ impl ExtAuthzService {
             rejected("unknown_config", Some(name.unwrap_or("")));
             return convert::denied(code::NOT_FOUND, &message, Deny::new(StatusCode::FORBIDDEN));
         };
-        let decision = chain.authorize(&mut request).await;
+        let decision = chain.check(&mut request).await;
         match convert::to_check_response(decision, &sent) {
             Ok(response) => response,
             Err(e) => {

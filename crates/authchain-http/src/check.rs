@@ -108,10 +108,11 @@ impl CheckConfig {
     }
 
     /// Reads a check: the AuthConfig it selects (`None`: no config and no
-    /// default) and the original request to authorize.
+    /// default) and the original request to authorize, which takes the
+    /// check's headers.
     pub fn read(
         &self,
-        parts: &Parts,
+        parts: Parts,
         body: Option<Bytes>,
         peer: Peer,
     ) -> (Option<String>, AuthorizationRequest) {
@@ -135,24 +136,24 @@ impl CheckConfig {
         let config = config.filter(|c| !c.is_empty());
 
         let trusted = self.trusts(peer.address.map(|a| a.ip()));
-        let header = |name: &str| -> Option<&str> {
+        let headers = &parts.headers;
+        let header = |name: &HeaderName| -> Option<&str> {
             if !trusted {
                 return None;
             }
-            parts
-                .headers
+            headers
                 .get(name)
                 .and_then(|v| v.to_str().ok())
                 .filter(|v| !v.is_empty())
         };
 
-        let method = header("x-forwarded-method")
-            .or_else(|| header("x-original-method"))
+        let method = header(&X_FORWARDED_METHOD)
+            .or_else(|| header(&X_ORIGINAL_METHOD))
             .and_then(|m| Method::from_bytes(m.as_bytes()).ok())
             .unwrap_or_else(|| parts.method.clone());
-        let original_url = header("x-original-url").and_then(|u| u.parse::<http::Uri>().ok());
-        let path = header("x-forwarded-uri")
-            .or_else(|| header("x-original-uri"))
+        let original_url = header(&X_ORIGINAL_URL).and_then(|u| u.parse::<http::Uri>().ok());
+        let path = header(&X_FORWARDED_URI)
+            .or_else(|| header(&X_ORIGINAL_URI))
             .filter(|p| p.starts_with('/'))
             .map(str::to_owned)
             .or_else(|| {
@@ -162,7 +163,7 @@ impl CheckConfig {
                     .map(|p| p.as_str().to_owned())
             })
             .unwrap_or(rest);
-        let host = header("x-forwarded-host")
+        let host = header(&X_FORWARDED_HOST)
             .map(str::to_owned)
             .or_else(|| {
                 original_url
@@ -171,14 +172,13 @@ impl CheckConfig {
                     .map(|a| a.to_string())
             })
             .or_else(|| {
-                parts
-                    .headers
+                headers
                     .get(HOST)
                     .and_then(|h| h.to_str().ok())
                     .map(str::to_owned)
             })
             .unwrap_or_default();
-        let scheme = header("x-forwarded-proto")
+        let scheme = header(&X_FORWARDED_PROTO)
             .map(str::to_owned)
             .or_else(|| {
                 original_url
@@ -187,28 +187,37 @@ impl CheckConfig {
                     .map(str::to_owned)
             })
             .unwrap_or_default();
+        let id = headers
+            .get(&X_REQUEST_ID)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
 
         let mut request = AuthorizationRequest::new(method, path);
         request.host = host;
         request.scheme = scheme;
-        request.headers = parts.headers.clone();
-        request.body = body;
-        request.source = peer;
+        request.id = id;
         request.protocol = match parts.version {
             http::Version::HTTP_10 => "HTTP/1.0",
             http::Version::HTTP_2 => "HTTP/2",
             _ => "HTTP/1.1",
         }
         .to_owned();
-        request.id = parts
-            .headers
-            .get("x-request-id")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned();
+        request.headers = parts.headers;
+        request.body = body;
+        request.source = peer;
         (config, request)
     }
 }
+
+const X_FORWARDED_METHOD: HeaderName = HeaderName::from_static("x-forwarded-method");
+const X_ORIGINAL_METHOD: HeaderName = HeaderName::from_static("x-original-method");
+const X_ORIGINAL_URL: HeaderName = HeaderName::from_static("x-original-url");
+const X_FORWARDED_URI: HeaderName = HeaderName::from_static("x-forwarded-uri");
+const X_ORIGINAL_URI: HeaderName = HeaderName::from_static("x-original-uri");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The check response for a decision.
 pub fn respond(decision: Decision) -> Response<Bytes> {

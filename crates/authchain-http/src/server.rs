@@ -83,7 +83,7 @@ impl CheckServer {
         };
         let body = (!body.is_empty()).then_some(body);
         let peer = peer.map(Peer::from_address).unwrap_or_default();
-        let (config, mut request) = self.config.read(&parts, body, peer);
+        let (config, mut request) = self.config.read(parts, body, peer);
         let generation = self.engine.current();
         let Some(chain) = config.as_deref().and_then(|c| generation.chain(c)) else {
             metrics::counter!("authchain_unknown_config_total", "transport" => "http").increment(1);
@@ -92,7 +92,7 @@ impl CheckServer {
             *response.body_mut() = Bytes::from_static(b"unknown AuthConfig");
             return response;
         };
-        respond(chain.authorize(&mut request).await)
+        respond(chain.check(&mut request).await)
     }
 
     /// Serves checks on `listener` until `shutdown` completes, then stops

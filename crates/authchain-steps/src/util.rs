@@ -144,12 +144,13 @@ impl Prf {
     }
 
     /// A 64-bit PRF of `bytes`, for lookups that are confirmed by a
-    /// constant-time comparison afterwards.
+    /// constant-time comparison afterwards. One message per key: SipHash
+    /// absorbs it in one call and binds its length in the last block, so
+    /// no prefix is needed (a `Prf` used with both [`hash`](Self::hash)
+    /// and this must not compare their outputs).
     pub(crate) fn hash64(&self, bytes: &[u8]) -> u64 {
         use std::hash::{BuildHasher, Hasher};
         let mut h = self.0.build_hasher();
-        h.write_u8(0);
-        h.write_usize(bytes.len());
         h.write(bytes);
         h.finish()
     }

@@ -1,5 +1,6 @@
 //! The decision cache: coalesced misses, allow-only by default, TTL,
-//! replay of the chain's changes, and the key-coverage check.
+//! replay of the chain's changes (and none for `Chain::check`), and the
+//! key-coverage check.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -122,6 +123,29 @@ async fn concurrent_misses_for_one_key_run_the_chain_once() {
     let mut r = request(&[("authorization", "Bearer good")]);
     assert!(chain.authorize(&mut r).await.is_allow());
     assert_eq!(step.runs(), 2);
+}
+
+#[tokio::test]
+async fn check_gives_the_same_answer_without_replaying_it() {
+    let step = TokenCheck::declared();
+    let chain = step.chain(CacheSettings::new(seed_key()));
+    let mut first = request(&[("authorization", "Bearer good")]);
+    let miss = chain.check(&mut first).await;
+    // A miss runs the chain over the request, as `authorize` does.
+    assert_eq!(values(&first.headers, "x-user-id"), ["alice"]);
+    assert_eq!(first.state.get("user"), Some(&json!("alice")));
+    let mut second = request(&[("authorization", "Bearer good")]);
+    let hit = chain.check(&mut second).await;
+    assert_eq!(step.runs(), 1);
+    assert_eq!(hit, miss);
+    // A hit answers only: the request is as the client sent it.
+    assert!(values(&second.headers, "x-user-id").is_empty());
+    assert!(second.state.is_empty());
+    // `authorize` on the same entry replays it.
+    let mut third = request(&[("authorization", "Bearer good")]);
+    assert_eq!(chain.authorize(&mut third).await, miss);
+    assert_eq!(values(&third.headers, "x-user-id"), ["alice"]);
+    assert_eq!(step.runs(), 1);
 }
 
 #[tokio::test]
