@@ -2,7 +2,10 @@
 //!
 //! Part 1, Envoy ext_authz (gRPC) load, side by side in one run, each
 //! scenario alone on the machine, driven by `wrk` (HTTP/1.1 into Envoy with
-//! one worker) after a 2 s warm-up:
+//! one worker). Every scenario is started and warmed up (2 s) first, then
+//! they run in rounds (4 by default), every other round in reverse order,
+//! so that b runs before c as often as after it and drift
+//! on a noisy machine spreads over all of them:
 //!
 //! - (a) Envoy with no auth filter (for context);
 //! - (b) Envoy + a bare allow-all tonic `Check` server in this process:
@@ -15,9 +18,10 @@
 //!   true` since `opaAuth` does not declare what it reads) and warm;
 //! - (c') the same chain without the cache.
 //!
-//! It reports rps, p50 and p99 of each, the cache's hits and misses in (c)
-//! from the server's `/metrics`, and the ratio c/b; the target is
-//! c/b >= 0.97.
+//! It reports the median rps, p50 and p99 of each over the rounds, the
+//! cache's hits and misses in (c) from the server's `/metrics`, and the
+//! ratio c/b: the median of the rounds' c/b (each round's b and c run
+//! back to back), with the range; the target is c/b >= 0.97.
 //!
 //! Part 2, memory: the `authchain` binary with a chain that allows every
 //! request (`rules` allowing GET, then `opaAuth` allowing and setting an
@@ -41,7 +45,7 @@
 //! ```text
 //! ./scripts/install-peers.sh            # Envoy, wrk
 //! cargo build --release -p authchain-server && \
-//!   cargo run --release -p authchain-benches --bin load-server -- [seconds=10] [connections=32]
+//!   cargo run --release -p authchain-benches --bin load-server -- [seconds=10] [connections=32] [rounds=4]
 //! ```
 //!
 //! (with the same `CARGO_TARGET_DIR`, if any, for both commands).
@@ -322,49 +326,84 @@ impl Authchain {
     }
 }
 
-async fn measure(
-    name: &str,
-    upstream: SocketAddr,
-    authz: Option<SocketAddr>,
-    load: &Load,
-    must_deny_keyless: bool,
-) -> Result<LoadResult, Box<dyn Error>> {
-    let envoy = Envoy::start(&proxy_config(upstream, authz)).await?;
-    let ingress = envoy.listener("ingress")?;
-    let reply = client::get(ingress, "/", &[("api-key", KEY)]).await?;
-    if reply.status != 200 {
-        return Err(format!(
-            "{name}: sanity request got {}: {}",
-            reply.status,
-            reply.text()
-        )
-        .into());
-    }
-    if must_deny_keyless {
-        let reply = client::get(ingress, "/", &[]).await?;
-        if reply.status == 200 {
-            return Err(format!("{name}: a request without the API key got 200").into());
-        }
-    }
-    let warm = Load {
-        duration: Duration::from_secs(2),
-        ..load.clone()
-    };
-    let run = load.clone();
-    let result = tokio::task::spawn_blocking(move || {
-        warm.run(ingress, "/")?;
-        run.run(ingress, "/")
-    })
-    .await??;
-    eprintln!(
-        "{name}: {:.0} rps, p50 {:?}, p99 {:?}, {} errors",
-        result.rps, result.p50, result.p99, result.errors
-    );
-    drop(envoy);
-    Ok(result)
+/// A scenario of part 1: an Envoy in front of `upstream`, with `authz` as
+/// its ext_authz server, checked and warmed up.
+struct Scenario {
+    name: &'static str,
+    envoy: Envoy,
+    runs: Vec<LoadResult>,
 }
 
-/// A check of `GET /` with `x-user: user-<i>`.
+impl Scenario {
+    async fn start(
+        name: &'static str,
+        upstream: SocketAddr,
+        authz: Option<SocketAddr>,
+        load: &Load,
+        must_deny_keyless: bool,
+    ) -> Result<Scenario, Box<dyn Error>> {
+        let envoy = Envoy::start(&proxy_config(upstream, authz)).await?;
+        let ingress = envoy.listener("ingress")?;
+        let reply = client::get(ingress, "/", &[("api-key", KEY)]).await?;
+        if reply.status != 200 {
+            return Err(format!(
+                "{name}: sanity request got {}: {}",
+                reply.status,
+                reply.text()
+            )
+            .into());
+        }
+        if must_deny_keyless {
+            let reply = client::get(ingress, "/", &[]).await?;
+            if reply.status == 200 {
+                return Err(format!("{name}: a request without the API key got 200").into());
+            }
+        }
+        let warm = Load {
+            duration: Duration::from_secs(2),
+            ..load.clone()
+        };
+        tokio::task::spawn_blocking(move || warm.run(ingress, "/")).await??;
+        Ok(Scenario {
+            name,
+            envoy,
+            runs: Vec::new(),
+        })
+    }
+
+    /// One timed run, kept.
+    async fn run(&mut self, load: &Load) -> Result<LoadResult, Box<dyn Error>> {
+        let ingress = self.envoy.listener("ingress")?;
+        let run = load.clone();
+        let result = tokio::task::spawn_blocking(move || run.run(ingress, "/")).await??;
+        eprintln!(
+            "{}: {:.0} rps, p50 {:?}, p99 {:?}, {} errors",
+            self.name, result.rps, result.p50, result.p99, result.errors
+        );
+        self.runs.push(result);
+        Ok(result)
+    }
+
+    /// The run with the median rps.
+    fn median(&self) -> LoadResult {
+        let mut runs = self.runs.clone();
+        runs.sort_by(|a, b| a.rps.total_cmp(&b.rps));
+        runs[runs.len() / 2]
+    }
+}
+
+/// The median of `values` (not empty): the middle one, or the mean of
+/// the middle two.
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let mid = values.len() / 2;
+    if values.len().is_multiple_of(2) {
+        (values[mid - 1] + values[mid]) / 2.0
+    } else {
+        values[mid]
+    }
+}
+
 fn keyed_check(i: u64) -> Result<CheckRequest, http::header::InvalidHeaderValue> {
     let mut request = AuthorizationRequest::new(http::Method::GET, "/").with_host("bench.local");
     request.headers.insert(
@@ -429,7 +468,12 @@ fn mib(bytes: u64) -> f64 {
 }
 
 /// Part 1.
-async fn envoy_load(binary: &Path, seconds: u64, connections: u32) -> Result<(), Box<dyn Error>> {
+async fn envoy_load(
+    binary: &Path,
+    seconds: u64,
+    connections: u32,
+    rounds: usize,
+) -> Result<(), Box<dyn Error>> {
     let load = Load {
         connections,
         threads: 1,
@@ -438,55 +482,67 @@ async fn envoy_load(binary: &Path, seconds: u64, connections: u32) -> Result<(),
     };
     let upstream = EchoServer::start().await?;
     let bare = authchain_benches::serve_allow_all().await?;
-    let a = measure("a envoy only", upstream.addr(), None, &load, false).await?;
-    let b = measure(
-        "b envoy + bare tonic",
-        upstream.addr(),
-        Some(bare),
-        &load,
-        false,
-    )
-    .await?;
-
-    let server = Authchain::start(binary, &format!("{CHAIN}{CHAIN_CACHE}")).await?;
-    let c = measure(
-        "c envoy + authchain, cached",
-        upstream.addr(),
-        Some(server.grpc),
-        &load,
-        true,
-    )
-    .await?;
-    let (hits, misses) = server.cache_lookups().await?;
-    drop(server);
-
-    let server = Authchain::start(binary, CHAIN).await?;
-    let c_uncached = measure(
-        "c' envoy + authchain, no cache",
-        upstream.addr(),
-        Some(server.grpc),
-        &load,
-        true,
-    )
-    .await?;
-    drop(server);
+    let cached = Authchain::start(binary, &format!("{CHAIN}{CHAIN_CACHE}")).await?;
+    let uncached = Authchain::start(binary, CHAIN).await?;
+    let up = upstream.addr();
+    let mut scenarios = [
+        Scenario::start("(a) envoy, no auth", up, None, &load, false).await?,
+        Scenario::start("(b) envoy + bare tonic", up, Some(bare), &load, false).await?,
+        Scenario::start(
+            "(c) envoy + authchain, 3 steps, cached",
+            up,
+            Some(cached.grpc),
+            &load,
+            true,
+        )
+        .await?,
+        Scenario::start(
+            "(c') envoy + authchain, 3 steps, no cache",
+            up,
+            Some(uncached.grpc),
+            &load,
+            true,
+        )
+        .await?,
+    ];
+    // Each round runs b and c back to back (in either order), so that
+    // their ratio compares the same stretch of the machine's weather.
+    let mut ratios = Vec::with_capacity(rounds);
+    for round in 0..rounds {
+        let order: [usize; 4] = if round % 2 == 0 {
+            [0, 1, 2, 3]
+        } else {
+            [3, 2, 1, 0]
+        };
+        let (mut b, mut c) = (0.0, 0.0);
+        for i in order {
+            let rps = scenarios[i].run(&load).await?.rps;
+            match i {
+                1 => b = rps,
+                2 => c = rps,
+                _ => {}
+            }
+        }
+        ratios.push(c / b);
+    }
+    let (hits, misses) = cached.cache_lookups().await?;
+    drop(cached);
+    drop(uncached);
 
     println!(
-        "load-server part 1: wrk -t1 -c{connections} -d{seconds}s --latency (after 2 s warm-up), \
-         Envoy 1 worker, HTTP/1.1 GET / with an api-key header"
+        "load-server part 1: {rounds} rounds of wrk -t1 -c{connections} -d{seconds}s --latency \
+         (after a 2 s warm-up each), Envoy 1 worker, HTTP/1.1 GET / with an api-key header; \
+         medians of the rounds"
     );
     println!(
         "{:<40} {:>10} {:>10} {:>10} {:>8}",
         "scenario", "rps", "p50 ms", "p99 ms", "errors"
     );
-    for (name, r) in [
-        ("(a) envoy, no auth", a),
-        ("(b) envoy + bare tonic", b),
-        ("(c) envoy + authchain, 3 steps, cached", c),
-        ("(c') envoy + authchain, 3 steps, no cache", c_uncached),
-    ] {
+    let [a, b, c, c_uncached] = scenarios.each_ref().map(Scenario::median);
+    for (scenario, r) in scenarios.iter().zip([a, b, c, c_uncached]) {
         println!(
-            "{name:<40} {:>10.0} {:>10.3} {:>10.3} {:>8}",
+            "{:<40} {:>10.0} {:>10.3} {:>10.3} {:>8}",
+            scenario.name,
             r.rps,
             ms(r.p50),
             ms(r.p99),
@@ -496,10 +552,12 @@ async fn envoy_load(binary: &Path, seconds: u64, connections: u32) -> Result<(),
     println!(
         "(c) cache lookups (warm-up and sanity requests included): {hits} hits, {misses} misses"
     );
-    let ratio = c.rps / b.rps;
+    let per_round: Vec<String> = ratios.iter().map(|r| format!("{r:.3}")).collect();
+    let ratio = median(ratios.clone());
     println!(
-        "c/b rps = {ratio:.3} (target >= 0.97: {}), p99(c)/p99(b) = {:.3}, c'/b rps = {:.3}, \
-         b/a rps = {:.3}, c/a rps = {:.3}",
+        "c/b rps = {ratio:.3}, median of the rounds' [{}] (target >= 0.97: {}), \
+         p99(c)/p99(b) = {:.3}, c'/b rps = {:.3}, b/a rps = {:.3}, c/a rps = {:.3}",
+        per_round.join(", "),
         if ratio >= 0.97 { "met" } else { "MISSED" },
         ms(c.p99) / ms(b.p99),
         c_uncached.rps / b.rps,
@@ -595,6 +653,10 @@ fn run() -> Result<(), Box<dyn Error>> {
     let mut args = std::env::args().skip(1);
     let seconds: u64 = args.next().map_or(Ok(10), |s| s.parse())?;
     let connections: u32 = args.next().map_or(Ok(32), |s| s.parse())?;
+    let rounds: usize = args.next().map_or(Ok(4), |s| s.parse())?;
+    if rounds == 0 {
+        return Err("rounds must be at least 1".into());
+    }
     let binary = authchain_binary()?;
     warn_if_stale(&binary);
     eprintln!("server: {}", binary.display());
@@ -602,7 +664,7 @@ fn run() -> Result<(), Box<dyn Error>> {
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        envoy_load(&binary, seconds, connections).await?;
+        envoy_load(&binary, seconds, connections, rounds).await?;
         rss(&binary).await
     })
 }
