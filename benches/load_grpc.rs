@@ -19,12 +19,11 @@ use std::error::Error;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use authchain_benches::{AllowAll, serve_allow_all};
+use authchain_benches::{AllowAll, checked_envoy, serve_allow_all};
 use authchain_grpc::ExtAuthzService;
 use authchain_grpc::envoy_types::ext_authz::v3::pb::{Authorization, CheckRequest};
-use authchain_testkit::envoy::{Envoy, proxy_config};
+use authchain_testkit::EchoServer;
 use authchain_testkit::load::{Load, LoadResult};
-use authchain_testkit::{EchoServer, client};
 use tokio::net::TcpListener;
 
 /// A CheckRequest like the ones Envoy sends in this benchmark.
@@ -106,17 +105,8 @@ async fn measure(
     authz: Option<SocketAddr>,
     load: &Load,
 ) -> Result<LoadResult, Box<dyn Error>> {
-    let envoy = Envoy::start(&proxy_config(upstream, authz)).await?;
+    let envoy = checked_envoy(name, upstream, authz, &[("my-header", "foo")]).await?;
     let ingress = envoy.listener("ingress")?;
-    let reply = client::get(ingress, "/", &[("my-header", "foo")]).await?;
-    if reply.status != 200 {
-        return Err(format!(
-            "{name}: sanity request got {}: {}",
-            reply.status,
-            reply.text()
-        )
-        .into());
-    }
     let warm = Load {
         duration: Duration::from_secs(2),
         ..load.clone()

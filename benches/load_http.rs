@@ -25,6 +25,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use authchain_benches::median_run;
 use authchain_core::{Chain, Engine};
 use authchain_http::{AuthChainLayer, CheckConfig, CheckServer};
 use authchain_testkit::EchoServer;
@@ -87,11 +88,6 @@ fn nginx_config(upstream: SocketAddr, auth: Option<(SocketAddr, &str)>) -> Strin
          {auth_location}\n}}\n"
     ));
     config
-}
-
-fn median(mut runs: Vec<LoadResult>) -> LoadResult {
-    runs.sort_by(|a, b| a.rps.total_cmp(&b.rps));
-    runs[runs.len() / 2]
 }
 
 fn print(name: &str, r: &LoadResult) {
@@ -216,7 +212,7 @@ async fn main() {
     }
 
     println!("load-http: {rounds} rounds of {seconds}s each, wrk -t1 -c32, median of rounds");
-    let proxy: Vec<LoadResult> = proxy_runs.into_iter().map(median).collect();
+    let proxy: Vec<LoadResult> = proxy_runs.iter().map(|r| median_run(r)).collect();
     for ((name, _), r) in proxies.iter().zip(&proxy) {
         print(name, r);
     }
@@ -225,7 +221,7 @@ async fn main() {
         proxy[2].rps / proxy[1].rps,
         proxy[2].p99.as_secs_f64() / proxy[1].p99.as_secs_f64()
     );
-    let apps_result: Vec<LoadResult> = app_runs.into_iter().map(median).collect();
+    let apps_result: Vec<LoadResult> = app_runs.iter().map(|r| median_run(r)).collect();
     for ((name, _), r) in apps.iter().zip(&apps_result) {
         print(name, r);
     }

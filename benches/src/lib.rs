@@ -15,6 +15,9 @@ use authchain_grpc::envoy_types::ext_authz::v3::pb::{
     Authorization, AuthorizationServer, CheckRequest, CheckResponse, HttpResponse, OkHttpResponse,
 };
 use authchain_grpc::envoy_types::pb::google::rpc;
+use authchain_testkit::client;
+use authchain_testkit::envoy::{Envoy, proxy_config};
+use authchain_testkit::load::LoadResult;
 use http::{HeaderName, HeaderValue};
 use serde_json::json;
 use tokio::net::TcpListener;
@@ -136,4 +139,33 @@ where
 /// can be compared between builds whatever the machine's noise.
 pub fn profile_loop(var: &str) -> Option<u64> {
     std::env::var(var).ok().and_then(|n| n.parse().ok())
+}
+
+/// An Envoy (one worker) in front of `upstream`, with `authz` as its
+/// ext_authz gRPC server, once a request with `headers` got a 200 through
+/// it: the start of every Envoy scenario of the load harnesses.
+pub async fn checked_envoy(
+    name: &str,
+    upstream: SocketAddr,
+    authz: Option<SocketAddr>,
+    headers: &[(&str, &str)],
+) -> Result<Envoy, Box<dyn std::error::Error>> {
+    let envoy = Envoy::start(&proxy_config(upstream, authz)).await?;
+    let reply = client::get(envoy.listener("ingress")?, "/", headers).await?;
+    if reply.status != 200 {
+        return Err(format!(
+            "{name}: sanity request got {}: {}",
+            reply.status,
+            reply.text()
+        )
+        .into());
+    }
+    Ok(envoy)
+}
+
+/// The run with the median rps (the upper one of an even count).
+pub fn median_run(runs: &[LoadResult]) -> LoadResult {
+    let mut runs = runs.to_vec();
+    runs.sort_by(|a, b| a.rps.total_cmp(&b.rps));
+    runs[runs.len() / 2]
 }

@@ -58,10 +58,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
+use authchain_benches::{checked_envoy, median_run};
 use authchain_core::AuthorizationRequest;
 use authchain_grpc::envoy_types::ext_authz::v3::pb::{CheckRequest, CheckResponse, HttpResponse};
 use authchain_grpc::envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
-use authchain_testkit::envoy::{Envoy, proxy_config};
+use authchain_testkit::envoy::Envoy;
 use authchain_testkit::load::{Load, LoadResult};
 use authchain_testkit::{
     ChildPeer, EchoServer, ScratchDir, client, free_port, render, workspace_root,
@@ -342,17 +343,8 @@ impl Scenario {
         load: &Load,
         must_deny_keyless: bool,
     ) -> Result<Scenario, Box<dyn Error>> {
-        let envoy = Envoy::start(&proxy_config(upstream, authz)).await?;
+        let envoy = checked_envoy(name, upstream, authz, &[("api-key", KEY)]).await?;
         let ingress = envoy.listener("ingress")?;
-        let reply = client::get(ingress, "/", &[("api-key", KEY)]).await?;
-        if reply.status != 200 {
-            return Err(format!(
-                "{name}: sanity request got {}: {}",
-                reply.status,
-                reply.text()
-            )
-            .into());
-        }
         if must_deny_keyless {
             let reply = client::get(ingress, "/", &[]).await?;
             if reply.status == 200 {
@@ -386,9 +378,7 @@ impl Scenario {
 
     /// The run with the median rps.
     fn median(&self) -> LoadResult {
-        let mut runs = self.runs.clone();
-        runs.sort_by(|a, b| a.rps.total_cmp(&b.rps));
-        runs[runs.len() / 2]
+        median_run(&self.runs)
     }
 }
 
