@@ -227,10 +227,7 @@ impl Chain {
     /// With a [decision cache](crate::cache), a remembered answer is
     /// replayed instead: the same decision, state and header changes.
     pub async fn authorize(&self, request: &mut AuthorizationRequest) -> Decision {
-        match &self.cache {
-            Some(cache) => cache.authorize(self, request, true).await,
-            None => self.authorize_uncached(request).await,
-        }
+        self.answer(request, true).await
     }
 
     /// [`authorize`](Self::authorize) for servers that only send the answer
@@ -239,8 +236,14 @@ impl Chain {
     /// neither its state nor its header changes. Without a hit, the same as
     /// `authorize`.
     pub async fn check(&self, request: &mut AuthorizationRequest) -> Decision {
+        self.answer(request, false).await
+    }
+
+    /// The cached answer (replayed onto `request` when `replay`), or the
+    /// chain's.
+    async fn answer(&self, request: &mut AuthorizationRequest, replay: bool) -> Decision {
         match &self.cache {
-            Some(cache) => cache.authorize(self, request, false).await,
+            Some(cache) => cache.authorize(self, request, replay).await,
             None => self.authorize_uncached(request).await,
         }
     }

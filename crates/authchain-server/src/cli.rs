@@ -58,15 +58,8 @@ pub fn main_with(registry: PluginRegistry) -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Serve { config } => {
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(runtime) => runtime,
-                Err(e) => {
-                    eprintln!("authchain: cannot start the runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
+            let Some(runtime) = runtime(tokio::runtime::Builder::new_multi_thread()) else {
+                return ExitCode::FAILURE;
             };
             let mut server = Server::new(registry);
             if let Some(path) = config {
@@ -86,18 +79,23 @@ pub fn main_with(registry: PluginRegistry) -> ExitCode {
     }
 }
 
+/// The runtime `builder` makes, with I/O and timers; `None` once the
+/// failure is printed.
+fn runtime(mut builder: tokio::runtime::Builder) -> Option<tokio::runtime::Runtime> {
+    match builder.enable_all().build() {
+        Ok(runtime) => Some(runtime),
+        Err(e) => {
+            eprintln!("authchain: cannot start the runtime: {e}");
+            None
+        }
+    }
+}
+
 fn check(registry: &PluginRegistry, config: Option<PathBuf>) -> ExitCode {
     // Some steps set up their clients when built (a gRPC channel), which
     // needs a runtime; nothing is started or connected.
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("authchain: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = runtime(tokio::runtime::Builder::new_current_thread()) else {
+        return ExitCode::FAILURE;
     };
     let built = {
         let _entered = runtime.enter();

@@ -229,6 +229,21 @@ impl Stack {
             .unwrap_or_else(|e| panic!("{e}\n{}", self.output()))
     }
 
+    /// The passthrough seeds' allowed request: `authorization: authorize
+    /// me` with a forged `x-user-id` reaches the app with the remote
+    /// server's `x-user-id: alice` and the path as sent.
+    pub(crate) async fn assert_passthrough_allows(&self) {
+        let reply = self
+            .get(
+                "/api?x=1",
+                &[("authorization", "authorize me"), ("x-user-id", "admin")],
+            )
+            .await;
+        let seen = self.upstream(&reply);
+        assert_eq!(seen.header_all("x-user-id"), ["alice"]);
+        assert_eq!(seen.path, "/api?x=1");
+    }
+
     /// Asserts a deny with `status` that never reached the app.
     pub(crate) async fn assert_denied(&self, path: &str, headers: &[(&str, &str)], status: u16) {
         let hits = self.app.hits();
