@@ -54,7 +54,7 @@ struct WritesState;
 #[async_trait]
 impl AuthService for WritesState {
     async fn authorize(&self, req: &mut AuthorizationRequest) -> Result<Decision, Error> {
-        req.state.insert("checked".to_owned(), Value::Bool(true));
+        req.state.insert("checked", Value::Bool(true));
         Ok(Decision::authorized())
     }
 }

@@ -30,7 +30,10 @@ fn ready<F: Future>(f: F) -> F::Output {
     }
 }
 
+/// One request's worth of a step: the state starts empty, as in a fresh
+/// request, so a step's state write pays for the map it starts.
 fn allow(step: &dyn AuthService, req: &mut AuthorizationRequest) -> Decision {
+    req.state.clear();
     let d = ready(step.authorize(req)).expect("step ok");
     assert!(d.is_allow(), "{d:?}");
     d

@@ -57,7 +57,7 @@ pub fn registry() -> PluginRegistry {
     }));
     registry.register(plugin_fn("WriteState", |_: serde_json::Value, _| {
         Ok(Arc::new(service_fn(|req| {
-            req.state.insert("checked".into(), json!(true));
+            req.state.insert("checked", json!(true));
             Box::pin(async { Ok(Decision::authorized()) })
         })))
     }));

@@ -43,11 +43,10 @@ use std::time::{Duration, Instant};
 use http::{HeaderMap, HeaderName};
 use metrics::Counter;
 use serde::Deserialize;
-use serde_json::{Map, Value};
 use siphasher::sip128::{Hasher128, SipHasher24};
 
 use crate::config::ConfigDuration;
-use crate::{Allow, AuthorizationRequest, Chain, Decision, Deny, Error, HeaderMutation};
+use crate::{Allow, AuthorizationRequest, Chain, Decision, Deny, Error, HeaderMutation, State};
 
 /// The TTL when a cache config sets none.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(60);
@@ -283,7 +282,7 @@ impl CacheSettings {
 #[derive(Debug)]
 struct Cached {
     answer: Answer,
-    state: Option<Box<Map<String, Value>>>,
+    state: Option<Box<State>>,
     expires: Instant,
 }
 
@@ -299,7 +298,7 @@ enum Answer {
 }
 
 impl Cached {
-    fn new(decision: &Decision, state: &Map<String, Value>, expires: Instant) -> Self {
+    fn new(decision: &Decision, state: &State, expires: Instant) -> Self {
         let answer = match decision {
             Decision::Allow(allow) => {
                 let mut rest = allow.clone();
@@ -489,8 +488,8 @@ mod tests {
             .remove_query_parameter("r")
             .metadata("m", serde_json::json!(1))
             .user(crate::UserInfo::new("alice"));
-        let mut state = Map::new();
-        state.insert("s".into(), serde_json::json!({"t": 1}));
+        let mut state = State::new();
+        state.insert("s", serde_json::json!({"t": 1}));
         let now = Instant::now();
         for decision in [
             Decision::Allow(full),
@@ -503,7 +502,7 @@ mod tests {
             assert_eq!(cached.state.as_deref(), Some(&state));
         }
         assert!(
-            Cached::new(&Decision::unauthorized(), &Map::new(), now)
+            Cached::new(&Decision::unauthorized(), &State::new(), now)
                 .state
                 .is_none()
         );
@@ -587,7 +586,7 @@ mod tests {
     #[test]
     fn attributes_read_from_yaml() {
         // Documents are read into JSON values first, as AuthConfig::parse does.
-        let value: Value = serde_yaml_ng::from_str(
+        let value: serde_json::Value = serde_yaml_ng::from_str(
             "key: [{cookie: session}, {header: Authorization}, method, path]\nttl: 10m\n",
         )
         .unwrap();

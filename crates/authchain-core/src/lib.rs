@@ -74,6 +74,7 @@ mod limit;
 mod plugin;
 mod request;
 mod service;
+pub mod state;
 
 #[doc(no_inline)]
 pub use async_trait::async_trait;
@@ -102,3 +103,4 @@ pub use plugin::{
 pub use request::{AuthorizationRequest, Peer};
 #[doc(inline)]
 pub use service::{AuthService, Lifecycle, ServiceFn, service_fn};
+pub use state::State;

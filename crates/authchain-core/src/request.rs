@@ -7,6 +7,8 @@ use bytes::Bytes;
 use http::{Extensions, HeaderMap, HeaderName, HeaderValue, Method};
 use serde_json::{Map, Value};
 
+use crate::State;
+
 /// The HTTP view of a request to authorize, as an adapter translated it
 /// from Envoy's `CheckRequest`, a forward-auth hop or an in-process
 /// `http::Request`.
@@ -44,7 +46,7 @@ pub struct AuthorizationRequest {
     /// Filter metadata from the proxy (Envoy `metadata_context`), by namespace.
     pub metadata: Map<String, Value>,
     /// State shared by the steps of one chain run.
-    pub state: Map<String, Value>,
+    pub state: State,
     /// Typed in-process values (identity objects, handles, ...).
     pub extensions: Extensions,
 }

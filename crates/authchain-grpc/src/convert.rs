@@ -611,11 +611,14 @@ fn pb_peer(peer: &Peer) -> PbPeer {
 
 /// A JSON object as a protobuf `Struct`.
 pub fn json_to_struct(map: &Map<String, Value>) -> Struct {
+    fields_to_struct(map.iter().map(|(k, v)| (k.as_str(), v)))
+}
+
+/// A protobuf `Struct` of named JSON values (a JSON object's, or the
+/// chain's `state`).
+pub fn fields_to_struct<'a>(fields: impl Iterator<Item = (&'a str, &'a Value)>) -> Struct {
     Struct {
-        fields: map
-            .iter()
-            .map(|(k, v)| (k.clone(), json_to_pb(v)))
-            .collect(),
+        fields: fields.map(|(k, v)| (k.to_owned(), json_to_pb(v))).collect(),
     }
 }
 

@@ -57,7 +57,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use tonic::transport::{Channel, Endpoint};
 
-use crate::convert::{json_to_struct, struct_to_json, to_check_request};
+use crate::convert::{fields_to_struct, json_to_struct, struct_to_json, to_check_request};
 
 /// The step kind this plugin registers as.
 pub const KIND: &str = "passThroughAuth.grpc";
@@ -426,7 +426,7 @@ impl AuthService for GrpcPassthrough {
         {
             metadata
                 .filter_metadata
-                .insert(STATE_KEY.to_owned(), json_to_struct(&request.state));
+                .insert(STATE_KEY.to_owned(), fields_to_struct(request.state.iter()));
             if let Some(config) = &self.config {
                 metadata
                     .filter_metadata

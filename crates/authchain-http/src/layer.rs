@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use authchain_core::{
-    Allow, AuthorizationRequest, BoxError, Chain, Decision, Deny, Engine, HeaderMutation, UserInfo,
+    Allow, AuthorizationRequest, BoxError, Chain, Decision, Deny, Engine, HeaderMutation, State,
+    UserInfo,
 };
 use bytes::Bytes;
 use http::uri::PathAndQuery;
@@ -29,7 +30,7 @@ pub struct AuthContext {
     /// The authenticated user, if a step established one.
     pub user: Option<UserInfo>,
     /// The chain's final state.
-    pub state: Map<String, Value>,
+    pub state: State,
     /// The dynamic metadata the steps produced.
     pub metadata: Map<String, Value>,
 }

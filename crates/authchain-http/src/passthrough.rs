@@ -339,7 +339,7 @@ impl HttpPassthrough {
         let body = if self.pass_state || self.pass_metadata || self.pass_body {
             let mut doc = Map::new();
             if self.pass_state {
-                doc.insert("state".into(), Value::Object(request.state.clone()));
+                doc.insert("state".into(), request.state.to_json());
             }
             if self.pass_metadata {
                 doc.insert(

@@ -41,7 +41,7 @@ impl AuthService for ApiKey {
                 .body("missing or bad api-key")
                 .into());
         }
-        req.state.insert("tier".into(), json!("gold"));
+        req.state.insert("tier", json!("gold"));
         Ok(Allow::new()
             .set_header(name("x-user-id"), HeaderValue::from_static("alice"))
             .response_header(name("x-auth"), HeaderValue::from_static("ok"))
@@ -86,7 +86,7 @@ fn app(layer: AuthChainLayer, calls: Arc<AtomicUsize>) -> Router {
                         "body": String::from_utf8_lossy(&body),
                         "config": auth.as_ref().map(|a| a.config.clone()),
                         "user": auth.as_ref().and_then(|a| a.user.as_ref().map(|u| u.user_id.clone())),
-                        "state": auth.as_ref().map(|a| Value::Object(a.state.clone())),
+                        "state": auth.as_ref().map(|a| a.state.to_json()),
                         "metadata": auth.as_ref().map(|a| Value::Object(a.metadata.clone())),
                     }))
                 }

@@ -245,8 +245,8 @@ configs:
     ))
     .unwrap();
     let mut req = request(&[("x-caller", "client")]);
-    req.state.insert("user".into(), json!("alice"));
-    req.state.insert("kept".into(), json!(1));
+    req.state.insert("user", json!("alice"));
+    req.state.insert("kept", json!(1));
     req.metadata
         .insert("envoy.filters.http.jwt_authn".into(), json!({"sub": "a"}));
     req.body = Some(Bytes::from_static(b"{\"order\": 7}"));
@@ -265,7 +265,7 @@ configs:
         })
     );
     assert_eq!(
-        Value::Object(req.state.clone()),
+        req.state.to_json(),
         json!({"user": "bob", "kept": 1, "tier": "gold"})
     );
 }

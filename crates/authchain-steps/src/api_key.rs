@@ -132,7 +132,8 @@ impl ExtAuthPlugin for ApiKeyPlugin {
 struct Holder {
     key: Box<[u8]>,
     allow: Allow,
-    state: Value,
+    /// `state.apiKey`: shared by every request with the key.
+    state: Arc<Value>,
 }
 
 /// The `apiKeyAuth` step.
@@ -234,7 +235,7 @@ impl ApiKeyAuth {
             holders.push(Holder {
                 key: entry.key.as_bytes().into(),
                 allow,
-                state: Value::Object(metadata),
+                state: Arc::new(Value::Object(metadata)),
             });
         }
         Ok(ApiKeyAuth {
@@ -279,9 +280,7 @@ impl ApiKeyAuth {
         let Some(holder) = holder else {
             return Decision::unauthenticated();
         };
-        request
-            .state
-            .insert(STATE_KEY.to_owned(), holder.state.clone());
+        request.state.insert(STATE_KEY, holder.state.clone());
         Decision::Allow(holder.allow.clone())
     }
 }

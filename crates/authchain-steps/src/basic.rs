@@ -422,9 +422,7 @@ impl BasicAuth {
     }
 
     fn allow(&self, request: &mut AuthorizationRequest, user: &str) -> Decision {
-        request
-            .state
-            .insert(STATE_KEY.to_owned(), json!({ "user": user }));
+        request.state.insert(STATE_KEY, json!({ "user": user }));
         let mut allow = Allow::new().user(UserInfo::new(user));
         if let Some(header) = &self.user_id_header {
             match HeaderValue::try_from(user) {

@@ -723,9 +723,7 @@ impl JwtAuth {
             // The claims themselves are in `state.jwt`; not copied again here.
             allow = allow.user(UserInfo::new(user.clone()));
         }
-        request
-            .state
-            .insert(STATE_KEY.to_owned(), Value::Object(claims));
+        request.state.insert(STATE_KEY, Value::Object(claims));
         allow.into()
     }
 }

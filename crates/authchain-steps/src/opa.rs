@@ -509,7 +509,14 @@ fn input(request: &AuthorizationRequest) -> regorus::Value {
         (&ks.host, host),
         (&ks.scheme, scheme),
         (&ks.headers, headers),
-        (&ks.state, json_map(&request.state)),
+        (
+            &ks.state,
+            if request.state.is_empty() {
+                V::new_object()
+            } else {
+                V::from(request.state.to_json())
+            },
+        ),
         (&ks.context, context.clone()),
         (&ks.parsed_path, parsed_path),
         (&ks.parsed_query, parsed_query),

@@ -35,7 +35,7 @@ impl AuthService for TokenCheck {
         if !(bearer || cookie) {
             return Ok(Decision::unauthenticated());
         }
-        request.state.insert("user".into(), json!("alice"));
+        request.state.insert("user", json!("alice"));
         Ok(Allow::new()
             .set_header(name("x-user-id"), value("alice"))
             .append_header(name("x-seen"), value("1"))

@@ -282,8 +282,8 @@ async fn the_merged_allow_reproduces_the_chain_view_upstream() {
 #[tokio::test]
 async fn state_flows_to_later_steps() {
     let writer = service_fn(|req| {
-        req.state.insert("user".into(), json!("alice"));
-        req.state.insert("groups".into(), json!(["admins"]));
+        req.state.insert("user", json!("alice"));
+        req.state.insert("groups", json!(["admins"]));
         Box::pin(async { Ok(Decision::authorized()) })
     });
     let reader = service_fn(|req| {
@@ -733,7 +733,7 @@ async fn concurrent_runs_do_not_share_state() {
     let c = counter.clone();
     let stamp = service_fn(move |req| {
         let n = c.fetch_add(1, Ordering::SeqCst);
-        req.state.insert("n".into(), json!(n));
+        req.state.insert("n", json!(n));
         Box::pin(async move {
             tokio::task::yield_now().await;
             Ok(Decision::authorized())

@@ -1,0 +1,229 @@
+//! The state the steps of one chain run share.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, btree_map};
+use std::fmt;
+use std::sync::Arc;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::{Map, Value};
+
+/// JSON values by name, written by one step and read by the later ones
+/// (Gloo's `State` map): `state.jwt` holds a token's claims, an `opaAuth`
+/// policy sees the whole map as `input.state`.
+///
+/// Values are shared, not copied: a step that writes the same value on
+/// every request (an API key's metadata, say) keeps it in an
+/// `Arc<Value>` and [`insert`](Self::insert)s a clone of the `Arc`, and a
+/// cached decision hands its state to the next request the same way. Names
+/// are usually `&'static str` and then cost nothing either.
+///
+/// ```
+/// use authchain_core::State;
+/// use serde_json::json;
+///
+/// let mut state = State::new();
+/// state.insert("jwt", json!({"sub": "alice"}));
+/// assert_eq!(state.get("jwt").and_then(|c| c.get("sub")), Some(&json!("alice")));
+/// assert_eq!(state["jwt"]["sub"], "alice");
+/// assert_eq!(state.to_json(), json!({"jwt": {"sub": "alice"}}));
+/// ```
+#[derive(Clone, Default, PartialEq)]
+pub struct State(BTreeMap<Cow<'static, str>, Arc<Value>>);
+
+impl State {
+    /// An empty state.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The value under `name`.
+    pub fn get(&self, name: &str) -> Option<&Value> {
+        self.0.get(name).map(|v| &**v)
+    }
+
+    /// The shared value under `name`, to keep or hand on without copying.
+    pub fn get_shared(&self, name: &str) -> Option<&Arc<Value>> {
+        self.0.get(name)
+    }
+
+    /// The value under `name`, to change in place (copied first if it is
+    /// shared).
+    pub fn get_mut(&mut self, name: &str) -> Option<&mut Value> {
+        self.0.get_mut(name).map(Arc::make_mut)
+    }
+
+    /// Sets `name` to `value` (a [`Value`] or an `Arc<Value>`); returns
+    /// the value it replaces.
+    pub fn insert(
+        &mut self,
+        name: impl Into<Cow<'static, str>>,
+        value: impl Into<Arc<Value>>,
+    ) -> Option<Arc<Value>> {
+        self.0.insert(name.into(), value.into())
+    }
+
+    /// Removes `name`; returns its value.
+    pub fn remove(&mut self, name: &str) -> Option<Arc<Value>> {
+        self.0.remove(name)
+    }
+
+    /// Whether `name` is set.
+    pub fn contains_key(&self, name: &str) -> bool {
+        self.0.contains_key(name)
+    }
+
+    /// How many names are set.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether no name is set.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Removes everything.
+    pub fn clear(&mut self) {
+        self.0.clear();
+    }
+
+    /// The names and values, by name.
+    pub fn iter(&self) -> Iter<'_> {
+        Iter(self.0.iter())
+    }
+
+    /// A copy as one JSON object (what a passthrough sends, what a Rego
+    /// policy reads).
+    pub fn to_json(&self) -> Value {
+        Value::Object(self.into())
+    }
+}
+
+/// The names and values of a [`State`], by name.
+#[derive(Debug, Clone)]
+pub struct Iter<'a>(btree_map::Iter<'a, Cow<'static, str>, Arc<Value>>);
+
+impl<'a> Iterator for Iter<'a> {
+    type Item = (&'a str, &'a Value);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.0.next().map(|(k, v)| (&**k, &**v))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.0.size_hint()
+    }
+}
+
+impl ExactSizeIterator for Iter<'_> {}
+
+impl<'a> IntoIterator for &'a State {
+    type Item = (&'a str, &'a Value);
+    type IntoIter = Iter<'a>;
+
+    fn into_iter(self) -> Iter<'a> {
+        self.iter()
+    }
+}
+
+impl fmt::Debug for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
+    }
+}
+
+impl std::ops::Index<&str> for State {
+    type Output = Value;
+
+    /// The value under `name`, or `null` when it is not set (like
+    /// indexing a [`Value`]).
+    fn index(&self, name: &str) -> &Value {
+        static NULL: Value = Value::Null;
+        self.get(name).unwrap_or(&NULL)
+    }
+}
+
+impl<K, V> Extend<(K, V)> for State
+where
+    K: Into<Cow<'static, str>>,
+    V: Into<Arc<Value>>,
+{
+    fn extend<I: IntoIterator<Item = (K, V)>>(&mut self, iter: I) {
+        self.0
+            .extend(iter.into_iter().map(|(k, v)| (k.into(), v.into())));
+    }
+}
+
+impl<K, V> FromIterator<(K, V)> for State
+where
+    K: Into<Cow<'static, str>>,
+    V: Into<Arc<Value>>,
+{
+    fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
+        let mut state = State::new();
+        state.extend(iter);
+        state
+    }
+}
+
+impl From<Map<String, Value>> for State {
+    fn from(map: Map<String, Value>) -> Self {
+        map.into_iter().collect()
+    }
+}
+
+impl From<&State> for Map<String, Value> {
+    fn from(state: &State) -> Self {
+        state
+            .iter()
+            .map(|(k, v)| (k.to_owned(), v.clone()))
+            .collect()
+    }
+}
+
+impl Serialize for State {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.iter())
+    }
+}
+
+impl<'de> Deserialize<'de> for State {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Map::<String, Value>::deserialize(deserializer).map(State::from)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_shared_value_is_not_copied_and_changes_only_its_copy() {
+        let shared = Arc::new(json!({"plan": "gold"}));
+        let mut state = State::new();
+        state.insert("apiKey", shared.clone());
+        assert!(Arc::ptr_eq(state.get_shared("apiKey").unwrap(), &shared));
+        state.get_mut("apiKey").unwrap()["plan"] = json!("silver");
+        assert_eq!(*shared, json!({"plan": "gold"}));
+        assert_eq!(state["apiKey"]["plan"], "silver");
+        assert_eq!(state["absent"], Value::Null);
+    }
+
+    #[test]
+    fn converts_to_and_from_json() {
+        let state: State = serde_json::from_str(r#"{"b": [1], "a": {"x": null}}"#).unwrap();
+        assert_eq!(state.len(), 2);
+        assert_eq!(
+            serde_json::to_string(&state).unwrap(),
+            r#"{"a":{"x":null},"b":[1]}"#
+        );
+        assert_eq!(state.to_json(), json!({"a": {"x": null}, "b": [1]}));
+        assert_eq!(
+            format!("{state:?}"),
+            r#"{"a": Object {"x": Null}, "b": Array [Number(1)]}"#
+        );
+        assert!(serde_json::from_str::<State>("[1]").is_err());
+    }
+}
