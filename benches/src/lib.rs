@@ -101,12 +101,16 @@ impl Authorization for AllowAll {
 pub async fn serve_allow_all() -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(AuthorizationServer::new(AllowAll))
-            .serve_with_incoming(TcpListenerStream::new(listener)),
-    );
+    tokio::spawn(allow_all_on(listener));
     Ok(addr)
+}
+
+/// Serves [`AllowAll`] on `listener` until the listener fails.
+pub async fn allow_all_on(listener: TcpListener) -> Result<(), tonic::transport::Error> {
+    tonic::transport::Server::builder()
+        .add_service(AuthorizationServer::new(AllowAll))
+        .serve_with_incoming(TcpListenerStream::new(listener))
+        .await
 }
 
 /// The runtime of the in-process benches: current-thread, with timers.
@@ -168,4 +172,34 @@ pub fn median_run(runs: &[LoadResult]) -> LoadResult {
     let mut runs = runs.to_vec();
     runs.sort_by(|a, b| a.rps.total_cmp(&b.rps));
     runs[runs.len() / 2]
+}
+
+/// The median of `values` (not empty): the middle one, or the mean of the
+/// middle two.
+pub fn median(values: &[f64]) -> f64 {
+    let mut values = values.to_vec();
+    values.sort_by(f64::total_cmp);
+    let mid = values.len() / 2;
+    if values.len().is_multiple_of(2) {
+        (values[mid - 1] + values[mid]) / 2.0
+    } else {
+        values[mid]
+    }
+}
+
+/// A distribution-free 95% confidence interval of the median of `values`
+/// (not empty): the order statistics whose ranks bound the binomial
+/// (n, 1/2) count of values below the median, by the normal
+/// approximation (`n/2 ∓ 1.96·√n/2`). It assumes nothing about the
+/// shape of the noise, only that the rounds are independent; with few
+/// values it is the whole range.
+pub fn median_interval(values: &[f64]) -> (f64, f64) {
+    let mut values = values.to_vec();
+    values.sort_by(f64::total_cmp);
+    let n = values.len() as f64;
+    let half_width = 1.96 * n.sqrt() / 2.0;
+    // 1-based ranks, clamped to the values there are.
+    let low = ((n / 2.0 - half_width).ceil() as usize).clamp(1, values.len());
+    let high = ((n / 2.0 + 1.0 + half_width).floor() as usize).clamp(1, values.len());
+    (values[low - 1], values[high - 1])
 }

@@ -3,13 +3,17 @@
 //! Part 1, Envoy ext_authz (gRPC) load, side by side in one run, each
 //! scenario alone on the machine, driven by `wrk` (HTTP/1.1 into Envoy with
 //! one worker). Every scenario is started and warmed up (2 s) first, then
-//! they run in rounds (4 by default), every other round in reverse order,
-//! so that b runs before c as often as after it and drift
-//! on a noisy machine spreads over all of them:
+//! they run in rounds (40 short rounds of 2 s by default), every other
+//! round in reverse order, so that b runs before c as often as after it
+//! and drift on a noisy machine spreads over all of them. Many short
+//! rounds rather than a few long ones: on a small shared machine a burst
+//! of someone else's work can halve one 10 s run, so one round's c/b
+//! ranges from 0.7 to 1.6, and only the median of many rounds settles:
 //!
 //! - (a) Envoy with no auth filter (for context);
-//! - (b) Envoy + a bare allow-all tonic `Check` server in this process:
-//!   the limit, the cost of the hop itself;
+//! - (b) Envoy + a bare allow-all tonic `Check` server (this binary again,
+//!   as a child process with a multi-thread runtime, like the `authchain`
+//!   binary): the limit, the cost of the hop itself;
 //! - (c) Envoy + the `authchain` binary (`authchain serve --config <file>`,
 //!   a child process on ports chosen at run time) serving a 3-step chain of
 //!   built-in steps: `apiKeyAuth` (one key, sent by wrk in the `api-key`
@@ -21,7 +25,16 @@
 //! It reports the median rps, p50 and p99 of each over the rounds, the
 //! cache's hits and misses in (c) from the server's `/metrics`, and the
 //! ratio c/b: the median of the rounds' c/b (each round's b and c run
-//! back to back), with the range; the target is c/b >= 0.97.
+//! back to back), every round's ratio, and a distribution-free 95%
+//! interval of that median; the target is c/b >= 0.97.
+//!
+//! Beside the rps, every run reads the CPU time (user + system, from
+//! `/proc/<pid>/stat`) that it cost each process: this harness (the
+//! upstream echo server) and the wrk it waited for, Envoy, and the auth
+//! servers. Per request, that gives each scenario's whole cost, its auth
+//! server's and Envoy's, and b/c of the whole cost per request: the rps
+//! ratio a CPU-bound machine would show, which bursts of other work on
+//! the machine sway much less than the rps.
 //!
 //! Part 2, memory: the `authchain` binary with a chain that allows every
 //! request (`rules` allowing GET, then `opaAuth` allowing and setting an
@@ -45,7 +58,7 @@
 //! ```text
 //! ./scripts/install-peers.sh            # Envoy, wrk
 //! cargo build --release -p authchain-server && \
-//!   cargo run --release -p authchain-benches --bin load-server -- [seconds=10] [connections=32] [rounds=4]
+//!   cargo run --release -p authchain-benches --bin load-server -- [seconds=2] [connections=32] [rounds=40]
 //! ```
 //!
 //! (with the same `CARGO_TARGET_DIR`, if any, for both commands).
@@ -58,7 +71,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use authchain_benches::{checked_envoy, median_run};
+use authchain_benches::{checked_envoy, median, median_interval, median_run};
 use authchain_core::AuthorizationRequest;
 use authchain_grpc::envoy_types::ext_authz::v3::pb::{CheckRequest, CheckResponse, HttpResponse};
 use authchain_grpc::envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
@@ -332,18 +345,129 @@ impl Authchain {
 struct Scenario {
     name: &'static str,
     envoy: Envoy,
+    /// The auth server's process id: its CPU per request is reported.
+    auth: Option<u32>,
     runs: Vec<LoadResult>,
+    /// Per run, CPU µs per request: (every process of the run, the auth
+    /// server's, Envoy's).
+    cpu: Vec<(f64, f64, f64)>,
+}
+
+/// The flag that makes this binary the allow-all server of (b), on the
+/// port that follows it.
+const ALLOW_ALL_FLAG: &str = "--serve-allow-all";
+
+/// (b)'s server: a bare allow-all tonic `Check` server in a process of
+/// its own (this binary again), so that its CPU is measured apart and it
+/// runs, like the `authchain` binary, on a multi-thread runtime of its
+/// own.
+struct AllowAllServer {
+    peer: ChildPeer,
+    addr: SocketAddr,
+}
+
+impl AllowAllServer {
+    async fn start() -> Result<AllowAllServer, Box<dyn Error>> {
+        let port = free_port()?;
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let mut command = Command::new(std::env::current_exe()?);
+        command.arg(ALLOW_ALL_FLAG).arg(port.to_string());
+        let mut peer = ChildPeer::spawn("allow-all", command, ScratchDir::new("allow-all")?)?;
+        peer.wait_for_port(addr, Duration::from_secs(20)).await?;
+        Ok(AllowAllServer { peer, addr })
+    }
+
+    /// The child's side: serves until killed.
+    fn serve(port: &str) -> Result<(), Box<dyn Error>> {
+        let port: u16 = port.parse()?;
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?
+            .block_on(async {
+                let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+                authchain_benches::allow_all_on(listener).await?;
+                Ok(())
+            })
+    }
+}
+
+/// CPU time in seconds (user + system) of process `pid` (`self` for this
+/// one), and of its children that it has waited for (wrk, here), from
+/// `/proc/<pid>/stat`: what the machine spent, whatever the noise did to
+/// the wall clock.
+fn cpu_seconds(pid: &str) -> Result<(f64, f64), Box<dyn Error>> {
+    // Linux reports these in USER_HZ ticks, 100 per second on every
+    // architecture it exports them for.
+    const TICKS: f64 = 100.0;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command (which may hold spaces) and its `)`:
+    // state is field 3, utime 14, stime 15, cutime 16, cstime 17.
+    let fields: Vec<f64> = stat
+        .rsplit_once(')')
+        .ok_or_else(|| format!("unreadable /proc/{pid}/stat"))?
+        .1
+        .split_whitespace()
+        .skip(11)
+        .take(4)
+        .map(|f| f.parse::<f64>().map(|t| t / TICKS))
+        .collect::<Result<_, _>>()?;
+    match fields[..] {
+        [utime, stime, cutime, cstime] => Ok((utime + stime, cutime + cstime)),
+        _ => Err(format!("short /proc/{pid}/stat").into()),
+    }
+}
+
+/// The CPU seconds so far of this process (and its waited-for children),
+/// of each auth server child, and of one Envoy.
+struct CpuSnapshot {
+    harness: (f64, f64),
+    children: Vec<(u32, f64)>,
+    envoy: f64,
+}
+
+impl CpuSnapshot {
+    fn take(children: &[u32], envoy: u32) -> Result<Self, Box<dyn Error>> {
+        Ok(CpuSnapshot {
+            harness: cpu_seconds("self")?,
+            children: children
+                .iter()
+                .map(|&pid| Ok((pid, cpu_seconds(&pid.to_string())?.0)))
+                .collect::<Result<_, Box<dyn Error>>>()?,
+            envoy: cpu_seconds(&envoy.to_string())?.0,
+        })
+    }
+
+    /// (all, the auth server's, Envoy's) CPU seconds from `self` to
+    /// `later`.
+    fn since(&self, later: &CpuSnapshot, auth: Option<u32>) -> (f64, f64, f64) {
+        let harness = later.harness.0 - self.harness.0;
+        let wrk = later.harness.1 - self.harness.1;
+        let child = |pid: u32| {
+            let at = |s: &CpuSnapshot| {
+                s.children
+                    .iter()
+                    .find(|(p, _)| *p == pid)
+                    .map_or(0.0, |(_, t)| *t)
+            };
+            at(later) - at(self)
+        };
+        let children: f64 = self.children.iter().map(|&(pid, _)| child(pid)).sum();
+        let envoy = later.envoy - self.envoy;
+        let all = harness + wrk + children + envoy;
+        let auth = auth.map_or(0.0, child);
+        (all, auth, envoy)
+    }
 }
 
 impl Scenario {
     async fn start(
         name: &'static str,
         upstream: SocketAddr,
-        authz: Option<SocketAddr>,
+        server: Option<(SocketAddr, u32)>,
         load: &Load,
         must_deny_keyless: bool,
     ) -> Result<Scenario, Box<dyn Error>> {
-        let envoy = checked_envoy(name, upstream, authz, &[("api-key", KEY)]).await?;
+        let envoy = checked_envoy(name, upstream, server.map(|s| s.0), &[("api-key", KEY)]).await?;
         let ingress = envoy.listener("ingress")?;
         if must_deny_keyless {
             let reply = client::get(ingress, "/", &[]).await?;
@@ -359,38 +483,36 @@ impl Scenario {
         Ok(Scenario {
             name,
             envoy,
+            auth: server.map(|s| s.1),
             runs: Vec::new(),
+            cpu: Vec::new(),
         })
     }
 
-    /// One timed run, kept.
-    async fn run(&mut self, load: &Load) -> Result<LoadResult, Box<dyn Error>> {
+    /// One timed run, kept, with the CPU it cost every process of the
+    /// harness (`servers` are the auth server children).
+    async fn run(&mut self, load: &Load, servers: &[u32]) -> Result<LoadResult, Box<dyn Error>> {
         let ingress = self.envoy.listener("ingress")?;
+        let envoy = self.envoy.peer().pid();
         let run = load.clone();
+        let before = CpuSnapshot::take(servers, envoy)?;
         let result = tokio::task::spawn_blocking(move || run.run(ingress, "/")).await??;
+        let (all, auth, envoy) = before.since(&CpuSnapshot::take(servers, envoy)?, self.auth);
+        let per_request = |seconds: f64| seconds * 1e6 / result.requests.max(1) as f64;
+        let cpu = (per_request(all), per_request(auth), per_request(envoy));
         eprintln!(
-            "{}: {:.0} rps, p50 {:?}, p99 {:?}, {} errors",
-            self.name, result.rps, result.p50, result.p99, result.errors
+            "{}: {:.0} rps, p50 {:?}, p99 {:?}, {} errors, CPU per request {:.0} µs \
+             (auth server {:.1} µs, Envoy {:.1} µs)",
+            self.name, result.rps, result.p50, result.p99, result.errors, cpu.0, cpu.1, cpu.2,
         );
         self.runs.push(result);
+        self.cpu.push(cpu);
         Ok(result)
     }
 
     /// The run with the median rps.
     fn median(&self) -> LoadResult {
         median_run(&self.runs)
-    }
-}
-
-/// The median of `values` (not empty): the middle one, or the mean of
-/// the middle two.
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    let mid = values.len() / 2;
-    if values.len().is_multiple_of(2) {
-        (values[mid - 1] + values[mid]) / 2.0
-    } else {
-        values[mid]
     }
 }
 
@@ -471,33 +593,41 @@ async fn envoy_load(
         headers: vec![format!("api-key: {KEY}")],
     };
     let upstream = EchoServer::start().await?;
-    let bare = authchain_benches::serve_allow_all().await?;
+    let bare = AllowAllServer::start().await?;
     let cached = Authchain::start(binary, &format!("{CHAIN}{CHAIN_CACHE}")).await?;
     let uncached = Authchain::start(binary, CHAIN).await?;
     let up = upstream.addr();
-    let mut scenarios = [
-        Scenario::start("(a) envoy, no auth", up, None, &load, false).await?,
-        Scenario::start("(b) envoy + bare tonic", up, Some(bare), &load, false).await?,
-        Scenario::start(
+    // (name, auth server and its pid, whether a keyless request must be denied)
+    let plan = [
+        ("(a) envoy, no auth", None, false),
+        (
+            "(b) envoy + bare tonic",
+            Some((bare.addr, bare.peer.pid())),
+            false,
+        ),
+        (
             "(c) envoy + authchain, 3 steps, cached",
-            up,
-            Some(cached.grpc),
-            &load,
+            Some((cached.grpc, cached.peer.pid())),
             true,
-        )
-        .await?,
-        Scenario::start(
+        ),
+        (
             "(c') envoy + authchain, 3 steps, no cache",
-            up,
-            Some(uncached.grpc),
-            &load,
+            Some((uncached.grpc, uncached.peer.pid())),
             true,
-        )
-        .await?,
+        ),
     ];
+    let mut started = Vec::with_capacity(plan.len());
+    for (name, server, must_deny_keyless) in plan {
+        started.push(Scenario::start(name, up, server, &load, must_deny_keyless).await?);
+    }
+    let mut scenarios: [Scenario; 4] = started
+        .try_into()
+        .map_err(|_| "four scenarios were planned")?;
+    let servers = [bare.peer.pid(), cached.peer.pid(), uncached.peer.pid()];
     // Each round runs b and c back to back (in either order), so that
     // their ratio compares the same stretch of the machine's weather.
     let mut ratios = Vec::with_capacity(rounds);
+    let mut cpu_ratios = Vec::with_capacity(rounds);
     for round in 0..rounds {
         let order: [usize; 4] = if round % 2 == 0 {
             [0, 1, 2, 3]
@@ -506,7 +636,7 @@ async fn envoy_load(
         };
         let (mut b, mut c) = (0.0, 0.0);
         for i in order {
-            let rps = scenarios[i].run(&load).await?.rps;
+            let rps = scenarios[i].run(&load, &servers).await?.rps;
             match i {
                 1 => b = rps,
                 2 => c = rps,
@@ -514,6 +644,8 @@ async fn envoy_load(
             }
         }
         ratios.push(c / b);
+        let cpu = |i: usize| scenarios[i].cpu.last().map_or(f64::NAN, |c| c.0);
+        cpu_ratios.push(cpu(1) / cpu(2));
     }
     let (hits, misses) = cached.cache_lookups().await?;
     drop(cached);
@@ -525,34 +657,53 @@ async fn envoy_load(
          medians of the rounds"
     );
     println!(
-        "{:<40} {:>10} {:>10} {:>10} {:>8}",
-        "scenario", "rps", "p50 ms", "p99 ms", "errors"
+        "{:<40} {:>8} {:>8} {:>8} {:>7} {:>11} {:>11} {:>11}",
+        "scenario", "rps", "p50 ms", "p99 ms", "errors", "CPU µs/req", "auth", "Envoy"
     );
     let [a, b, c, c_uncached] = scenarios.each_ref().map(Scenario::median);
     for (scenario, r) in scenarios.iter().zip([a, b, c, c_uncached]) {
+        let all: Vec<f64> = scenario.cpu.iter().map(|c| c.0).collect();
+        let auth: Vec<f64> = scenario.cpu.iter().map(|c| c.1).collect();
+        let envoy: Vec<f64> = scenario.cpu.iter().map(|c| c.2).collect();
         println!(
-            "{:<40} {:>10.0} {:>10.3} {:>10.3} {:>8}",
+            "{:<40} {:>8.0} {:>8.3} {:>8.3} {:>7} {:>11.1} {:>11.1} {:>11.1}",
             scenario.name,
             r.rps,
             ms(r.p50),
             ms(r.p99),
-            r.errors
+            r.errors,
+            median(&all),
+            median(&auth),
+            median(&envoy),
         );
     }
     println!(
         "(c) cache lookups (warm-up and sanity requests included): {hits} hits, {misses} misses"
     );
     let per_round: Vec<String> = ratios.iter().map(|r| format!("{r:.3}")).collect();
-    let ratio = median(ratios.clone());
+    let ratio = median(&ratios);
+    let (low, high) = median_interval(&ratios);
     println!(
-        "c/b rps = {ratio:.3}, median of the rounds' [{}] (target >= 0.97: {}), \
+        "c/b rps = {ratio:.3}, median of the rounds' [{}]; 95% interval of that median \
+         [{low:.3}, {high:.3}] (target >= 0.97: {}), \
          p99(c)/p99(b) = {:.3}, c'/b rps = {:.3}, b/a rps = {:.3}, c/a rps = {:.3}",
         per_round.join(", "),
-        if ratio >= 0.97 { "met" } else { "MISSED" },
+        match (ratio >= 0.97, low >= 0.97) {
+            (true, true) => "met, whole interval",
+            (true, false) => "met by the median, not by the whole interval",
+            _ => "MISSED",
+        },
         ms(c.p99) / ms(b.p99),
         c_uncached.rps / b.rps,
         b.rps / a.rps,
         c.rps / a.rps,
+    );
+    let (low, high) = median_interval(&cpu_ratios);
+    println!(
+        "CPU per request, all processes (wrk, Envoy, auth servers, this harness): b/c = {:.3}, \
+         median of the rounds, 95% interval [{low:.3}, {high:.3}]: the rps ratio a CPU-bound \
+         machine would give, less swayed by the machine's weather than the rps themselves",
+        median(&cpu_ratios)
     );
     Ok(())
 }
@@ -640,10 +791,13 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run() -> Result<(), Box<dyn Error>> {
-    let mut args = std::env::args().skip(1);
-    let seconds: u64 = args.next().map_or(Ok(10), |s| s.parse())?;
+    let mut args = std::env::args().skip(1).peekable();
+    if args.peek().map(String::as_str) == Some(ALLOW_ALL_FLAG) {
+        return AllowAllServer::serve(&args.nth(1).ok_or("no port after the flag")?);
+    }
+    let seconds: u64 = args.next().map_or(Ok(2), |s| s.parse())?;
     let connections: u32 = args.next().map_or(Ok(32), |s| s.parse())?;
-    let rounds: usize = args.next().map_or(Ok(4), |s| s.parse())?;
+    let rounds: usize = args.next().map_or(Ok(40), |s| s.parse())?;
     if rounds == 0 {
         return Err("rounds must be at least 1".into());
     }
