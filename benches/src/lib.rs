@@ -105,11 +105,21 @@ pub async fn serve_allow_all() -> std::io::Result<SocketAddr> {
     Ok(addr)
 }
 
-/// Serves [`AllowAll`] on `listener` until the listener fails.
+/// Serves [`AllowAll`] on `listener` until the listener fails, with
+/// `TCP_NODELAY` on every connection as authchain-grpc's servers set it
+/// (a limit server that let Nagle batch its replies would save system
+/// calls and packets that a latency-minded ext_authz server must spend).
 pub async fn allow_all_on(listener: TcpListener) -> Result<(), tonic::transport::Error> {
+    use tokio_stream::StreamExt as _;
+    let incoming = TcpListenerStream::new(listener).map(|stream| {
+        if let Ok(stream) = &stream {
+            let _ = stream.set_nodelay(true);
+        }
+        stream
+    });
     tonic::transport::Server::builder()
         .add_service(AuthorizationServer::new(AllowAll))
-        .serve_with_incoming(TcpListenerStream::new(listener))
+        .serve_with_incoming(incoming)
         .await
 }
 
