@@ -501,18 +501,8 @@ fn normalize_headers(acc: &mut Allow, start: usize, request: &mut AuthorizationR
             acc.headers.remove(i);
             continue;
         };
-        match entry {
-            Entry::Vacant(vacant) => {
-                vacant.insert(m.value.clone());
-            }
-            Entry::Occupied(mut occupied) => match action {
-                AppendIfExistsOrAdd => occupied.append(m.value.clone()),
-                // `AddIfAbsent` stays only when absent.
-                _ => {
-                    occupied.insert(m.value.clone());
-                }
-            },
-        }
+        // `AddIfAbsent` is left only when absent, so this always applies.
+        action.apply(entry, &m.value);
         acc.headers[i].action = action;
         if action == OverwriteIfExistsOrAdd {
             if let Some(r) = removed {

@@ -1,6 +1,7 @@
 //! What a step, and a chain, answer: allow with mutations, or deny.
 
 use bytes::Bytes;
+use http::header::Entry;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use serde_json::{Map, Value};
 
@@ -18,6 +19,30 @@ pub enum HeaderAction {
     /// Replace every value, only when the header is present
     /// (`OVERWRITE_IF_EXISTS`).
     OverwriteIfExists,
+}
+
+impl HeaderAction {
+    /// Applies the action with `value` to one header's `entry` (one lookup
+    /// of the name serves the check and the change); returns whether it
+    /// changed the map.
+    pub(crate) fn apply(self, entry: Entry<'_, HeaderValue>, value: &HeaderValue) -> bool {
+        use HeaderAction::*;
+        match (self, entry) {
+            (AppendIfExistsOrAdd | AddIfAbsent | OverwriteIfExistsOrAdd, Entry::Vacant(vacant)) => {
+                vacant.insert(value.clone());
+            }
+            (AppendIfExistsOrAdd, Entry::Occupied(mut occupied)) => {
+                occupied.append(value.clone());
+            }
+            (OverwriteIfExistsOrAdd | OverwriteIfExists, Entry::Occupied(mut occupied)) => {
+                occupied.insert(value.clone());
+            }
+            (AddIfAbsent, Entry::Occupied(_)) | (OverwriteIfExists, Entry::Vacant(_)) => {
+                return false;
+            }
+        }
+        true
+    }
 }
 
 /// A header to change on the upstream request or the client response.
@@ -44,23 +69,7 @@ impl HeaderMutation {
 
     /// Applies the mutation to `headers`; returns whether it changed them.
     pub fn apply(&self, headers: &mut HeaderMap) -> bool {
-        let present = headers.contains_key(&self.name);
-        match self.action {
-            HeaderAction::AppendIfExistsOrAdd => {
-                headers.append(self.name.clone(), self.value.clone());
-            }
-            HeaderAction::AddIfAbsent if !present => {
-                headers.insert(self.name.clone(), self.value.clone());
-            }
-            HeaderAction::OverwriteIfExistsOrAdd => {
-                headers.insert(self.name.clone(), self.value.clone());
-            }
-            HeaderAction::OverwriteIfExists if present => {
-                headers.insert(self.name.clone(), self.value.clone());
-            }
-            HeaderAction::AddIfAbsent | HeaderAction::OverwriteIfExists => return false,
-        }
-        true
+        self.action.apply(headers.entry(&self.name), &self.value)
     }
 }
 

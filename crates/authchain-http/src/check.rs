@@ -58,6 +58,8 @@ use http::request::Parts;
 use http::{HeaderValue, Method, Response, StatusCode};
 use ipnet::IpNet;
 
+use crate::head::{protocol, request_id};
+
 /// The header listing upstream headers to remove, as Envoy reads it.
 pub const HEADERS_TO_REMOVE: HeaderName = HeaderName::from_static("x-envoy-auth-headers-to-remove");
 
@@ -187,22 +189,13 @@ impl CheckConfig {
                     .map(str::to_owned)
             })
             .unwrap_or_default();
-        let id = headers
-            .get(&X_REQUEST_ID)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned();
+        let id = request_id(headers).unwrap_or_default().to_owned();
 
         let mut request = AuthorizationRequest::new(method, path);
         request.host = host;
         request.scheme = scheme;
         request.id = id;
-        request.protocol = match parts.version {
-            http::Version::HTTP_10 => "HTTP/1.0",
-            http::Version::HTTP_2 => "HTTP/2",
-            _ => "HTTP/1.1",
-        }
-        .to_owned();
+        request.protocol = protocol(parts.version).to_owned();
         request.headers = parts.headers;
         request.body = body;
         request.source = peer;
@@ -217,7 +210,6 @@ const X_FORWARDED_URI: HeaderName = HeaderName::from_static("x-forwarded-uri");
 const X_ORIGINAL_URI: HeaderName = HeaderName::from_static("x-original-uri");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The check response for a decision.
 pub fn respond(decision: Decision) -> Response<Bytes> {

@@ -13,11 +13,13 @@ use authchain_core::{
 };
 use bytes::Bytes;
 use http::uri::PathAndQuery;
-use http::{HeaderMap, HeaderName, Request, Response, StatusCode, Uri, Version};
+use http::{HeaderMap, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::{Map, Value};
 use tower_layer::Layer;
 use tower_service::Service;
+
+use crate::head::{protocol, request_id};
 
 /// What the chain established about a request it allowed, put into the
 /// request's extensions for the inner service (and, with the `axum`
@@ -248,8 +250,6 @@ struct Pending<B> {
     body: B,
 }
 
-static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-
 impl<B> Pending<B> {
     /// Moves the headers and extensions of `parts` into the request to
     /// authorize (they come back for the inner service).
@@ -260,11 +260,7 @@ impl<B> Pending<B> {
         }
         auth.host = host_of(&parts.uri, &parts.headers);
         auth.protocol = protocol(parts.version).to_owned();
-        if let Some(id) = parts
-            .headers
-            .get(&X_REQUEST_ID)
-            .and_then(|v| v.to_str().ok())
-        {
+        if let Some(id) = request_id(&parts.headers) {
             auth.id = id.to_owned();
         }
         auth.headers = mem::take(&mut parts.headers);
@@ -417,17 +413,6 @@ fn host_of(uri: &Uri, headers: &HeaderMap) -> String {
         })
         .unwrap_or_default()
         .to_owned()
-}
-
-fn protocol(version: Version) -> &'static str {
-    match version {
-        Version::HTTP_09 => "HTTP/0.9",
-        Version::HTTP_10 => "HTTP/1.0",
-        Version::HTTP_11 => "HTTP/1.1",
-        Version::HTTP_2 => "HTTP/2",
-        Version::HTTP_3 => "HTTP/3",
-        _ => "",
-    }
 }
 
 fn with_path(uri: &Uri, path: String) -> Option<Uri> {

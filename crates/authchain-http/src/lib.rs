@@ -14,6 +14,7 @@
 //! | `axum` | yes | [`AuthContext`] as an axum extractor; the peer address from axum's `ConnectInfo` |
 
 pub mod check;
+mod head;
 mod layer;
 pub mod passthrough;
 mod server;

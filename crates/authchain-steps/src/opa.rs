@@ -481,11 +481,11 @@ fn input(request: &AuthorizationRequest) -> regorus::Value {
         }
         V::from(m)
     };
-    let json_map = |m: &Map<String, Value>| {
+    let json_map = |m: Map<String, Value>| {
         if m.is_empty() {
             V::new_object()
         } else {
-            V::from(Value::Object(m.clone()))
+            V::from(Value::Object(m))
         }
     };
     let mut http = object([
@@ -509,14 +509,7 @@ fn input(request: &AuthorizationRequest) -> regorus::Value {
         (&ks.host, host),
         (&ks.scheme, scheme),
         (&ks.headers, headers),
-        (
-            &ks.state,
-            if request.state.is_empty() {
-                V::new_object()
-            } else {
-                V::from(request.state.to_json())
-            },
-        ),
+        (&ks.state, json_map(Map::from(&request.state))),
         (&ks.context, context.clone()),
         (&ks.parsed_path, parsed_path),
         (&ks.parsed_query, parsed_query),
@@ -527,7 +520,7 @@ fn input(request: &AuthorizationRequest) -> regorus::Value {
                 (&ks.source, peer(&request.source)),
                 (&ks.destination, peer(&request.destination)),
                 (&ks.context_extensions, context),
-                (&ks.metadata_context, json_map(&request.metadata)),
+                (&ks.metadata_context, json_map(request.metadata.clone())),
             ]),
         ),
     ])
