@@ -87,11 +87,7 @@ fn main() {
     if let Some(n) = profile_loop("AUTHCHAIN_CHECK_LOOP") {
         let rt = runtime();
         let server = server(&rt);
-        rt.block_on(async {
-            for _ in 0..n {
-                check(&server).await;
-            }
-        });
+        time_runs(&rt, n, || check(&server));
         return;
     }
     benches();

@@ -115,11 +115,7 @@ fn main() {
             Ok("plain") => plain.1,
             _ => layered.1,
         };
-        rt.block_on(async {
-            for _ in 0..n {
-                call(&app).await;
-            }
-        });
+        time_runs(&rt, n, || call(&app));
         return;
     }
     report_allocations();

@@ -348,9 +348,20 @@ struct Scenario {
     /// The auth server's process id: its CPU per request is reported.
     auth: Option<u32>,
     runs: Vec<LoadResult>,
-    /// Per run, CPU µs per request: (every process of the run, the auth
-    /// server's, Envoy's).
-    cpu: Vec<(f64, f64, f64)>,
+    /// Per run, CPU µs per request.
+    cpu: Vec<Cpu>,
+}
+
+/// CPU time of a run, in seconds or per request.
+#[derive(Clone, Copy)]
+struct Cpu {
+    /// Every process of the harness: itself (the echo upstream), the wrk
+    /// it waited for, Envoy and the auth servers.
+    all: f64,
+    /// The scenario's auth server.
+    auth: f64,
+    /// The scenario's Envoy.
+    envoy: f64,
 }
 
 /// The flag that makes this binary the allow-all server of (b), on the
@@ -418,18 +429,18 @@ fn cpu_seconds(pid: &str) -> Result<(f64, f64), Box<dyn Error>> {
 }
 
 /// The CPU seconds so far of this process (and its waited-for children),
-/// of each auth server child, and of one Envoy.
+/// of each auth server child (in the order given), and of one Envoy.
 struct CpuSnapshot {
     harness: (f64, f64),
-    children: Vec<(u32, f64)>,
+    servers: Vec<(u32, f64)>,
     envoy: f64,
 }
 
 impl CpuSnapshot {
-    fn take(children: &[u32], envoy: u32) -> Result<Self, Box<dyn Error>> {
+    fn take(servers: &[u32], envoy: u32) -> Result<Self, Box<dyn Error>> {
         Ok(CpuSnapshot {
             harness: cpu_seconds("self")?,
-            children: children
+            servers: servers
                 .iter()
                 .map(|&pid| Ok((pid, cpu_seconds(&pid.to_string())?.0)))
                 .collect::<Result<_, Box<dyn Error>>>()?,
@@ -437,25 +448,24 @@ impl CpuSnapshot {
         })
     }
 
-    /// (all, the auth server's, Envoy's) CPU seconds from `self` to
-    /// `later`.
-    fn since(&self, later: &CpuSnapshot, auth: Option<u32>) -> (f64, f64, f64) {
-        let harness = later.harness.0 - self.harness.0;
-        let wrk = later.harness.1 - self.harness.1;
-        let child = |pid: u32| {
-            let at = |s: &CpuSnapshot| {
-                s.children
-                    .iter()
-                    .find(|(p, _)| *p == pid)
-                    .map_or(0.0, |(_, t)| *t)
-            };
-            at(later) - at(self)
-        };
-        let children: f64 = self.children.iter().map(|&(pid, _)| child(pid)).sum();
+    /// The CPU seconds from `self` to `later` (taken of the same
+    /// processes), `auth` being the scenario's auth server.
+    fn since(&self, later: &CpuSnapshot, auth: Option<u32>) -> Cpu {
         let envoy = later.envoy - self.envoy;
-        let all = harness + wrk + children + envoy;
-        let auth = auth.map_or(0.0, child);
-        (all, auth, envoy)
+        let mut all =
+            (later.harness.0 - self.harness.0) + (later.harness.1 - self.harness.1) + envoy;
+        let mut auth_seconds = 0.0;
+        for (&(pid, before), &(_, after)) in self.servers.iter().zip(&later.servers) {
+            all += after - before;
+            if Some(pid) == auth {
+                auth_seconds = after - before;
+            }
+        }
+        Cpu {
+            all,
+            auth: auth_seconds,
+            envoy,
+        }
     }
 }
 
@@ -497,13 +507,24 @@ impl Scenario {
         let run = load.clone();
         let before = CpuSnapshot::take(servers, envoy)?;
         let result = tokio::task::spawn_blocking(move || run.run(ingress, "/")).await??;
-        let (all, auth, envoy) = before.since(&CpuSnapshot::take(servers, envoy)?, self.auth);
+        let seconds = before.since(&CpuSnapshot::take(servers, envoy)?, self.auth);
         let per_request = |seconds: f64| seconds * 1e6 / result.requests.max(1) as f64;
-        let cpu = (per_request(all), per_request(auth), per_request(envoy));
+        let cpu = Cpu {
+            all: per_request(seconds.all),
+            auth: per_request(seconds.auth),
+            envoy: per_request(seconds.envoy),
+        };
         eprintln!(
             "{}: {:.0} rps, p50 {:?}, p99 {:?}, {} errors, CPU per request {:.0} µs \
              (auth server {:.1} µs, Envoy {:.1} µs)",
-            self.name, result.rps, result.p50, result.p99, result.errors, cpu.0, cpu.1, cpu.2,
+            self.name,
+            result.rps,
+            result.p50,
+            result.p99,
+            result.errors,
+            cpu.all,
+            cpu.auth,
+            cpu.envoy,
         );
         self.runs.push(result);
         self.cpu.push(cpu);
@@ -623,7 +644,7 @@ async fn envoy_load(
     let mut scenarios: [Scenario; 4] = started
         .try_into()
         .map_err(|_| "four scenarios were planned")?;
-    let servers = [bare.peer.pid(), cached.peer.pid(), uncached.peer.pid()];
+    let servers: Vec<u32> = scenarios.iter().filter_map(|s| s.auth).collect();
     // Each round runs b and c back to back (in either order), so that
     // their ratio compares the same stretch of the machine's weather.
     let mut ratios = Vec::with_capacity(rounds);
@@ -634,17 +655,12 @@ async fn envoy_load(
         } else {
             [3, 2, 1, 0]
         };
-        let (mut b, mut c) = (0.0, 0.0);
         for i in order {
-            let rps = scenarios[i].run(&load, &servers).await?.rps;
-            match i {
-                1 => b = rps,
-                2 => c = rps,
-                _ => {}
-            }
+            scenarios[i].run(&load, &servers).await?;
         }
-        ratios.push(c / b);
-        let cpu = |i: usize| scenarios[i].cpu.last().map_or(f64::NAN, |c| c.0);
+        let rps = |i: usize| scenarios[i].runs.last().map_or(f64::NAN, |r| r.rps);
+        let cpu = |i: usize| scenarios[i].cpu.last().map_or(f64::NAN, |c| c.all);
+        ratios.push(rps(2) / rps(1));
         cpu_ratios.push(cpu(1) / cpu(2));
     }
     let (hits, misses) = cached.cache_lookups().await?;
@@ -662,9 +678,9 @@ async fn envoy_load(
     );
     let [a, b, c, c_uncached] = scenarios.each_ref().map(Scenario::median);
     for (scenario, r) in scenarios.iter().zip([a, b, c, c_uncached]) {
-        let all: Vec<f64> = scenario.cpu.iter().map(|c| c.0).collect();
-        let auth: Vec<f64> = scenario.cpu.iter().map(|c| c.1).collect();
-        let envoy: Vec<f64> = scenario.cpu.iter().map(|c| c.2).collect();
+        let all: Vec<f64> = scenario.cpu.iter().map(|c| c.all).collect();
+        let auth: Vec<f64> = scenario.cpu.iter().map(|c| c.auth).collect();
+        let envoy: Vec<f64> = scenario.cpu.iter().map(|c| c.envoy).collect();
         println!(
             "{:<40} {:>8.0} {:>8.3} {:>8.3} {:>7} {:>11.1} {:>11.1} {:>11.1}",
             scenario.name,
