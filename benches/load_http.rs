@@ -1,66 +1,116 @@
 //! Side-by-side load runs for authchain-http, whole processes on loopback,
 //! reported as ratios of one run:
 //!
-//! - nginx: (a) proxying with no auth; (b) with `auth_request` to a bare
-//!   allow-all hyper server (the limit of the extra hop); (c) with
-//!   `auth_request` to authchain-http's check server running a 3-step
-//!   chain (Gloo's RequiredHeader plugin, a header mutation, a state
-//!   write). Target: rps(c) / rps(b) ≥ 0.95.
+//! - nginx (one worker process): (a) proxying with no auth; (b) with
+//!   `auth_request` to a bare allow-all hyper server (the limit of the
+//!   extra hop); (c) with `auth_request` to authchain-http's check server
+//!   running a 3-step chain (Gloo's RequiredHeader plugin, a header
+//!   mutation, a state write). Target: rps(c) / rps(b) ≥ 0.95.
 //! - axum: the same app served without and with `AuthChainLayer` (the same
 //!   3-step chain). Target: rps(with) / rps(without) ≥ 0.90.
 //!
-//! Every configuration is warmed up first with a 1 s run that is not
-//! counted. Configurations are then run in alternating rounds (every other
-//! round in reverse order) so that drift on a noisy machine spreads over
-//! all of them; each figure is the median of its rounds.
+//! Every server (the allow-all server, the check server, both apps) runs
+//! in a process of its own (this binary again, started with a flag and a
+//! port) on a multi-thread runtime, as a server binary would; this
+//! process serves only nginx's upstream, an echo server. wrk drives each
+//! scenario alone on the machine (`-t1 -c32`).
+//!
+//! Every scenario is warmed up first with a 2 s run that is not counted.
+//! They then run in rounds (40 short rounds of 2 s by default), every
+//! other round in reverse order, so that b runs before c as often as after
+//! it and drift on a noisy machine spreads over all of them. Each round's
+//! c/b and with/without compare runs back to back; the figures are the
+//! medians of the rounds, with a distribution-free 95% interval.
+//!
+//! Beside the rps, every run reads the CPU time each process spent
+//! (user + system, from `/proc/<pid>/stat`): this harness with its wrk,
+//! nginx, and the servers. Per request, that gives each scenario's whole
+//! cost, its server's, and nginx's, and the ratio of the whole costs: the
+//! rps ratio a CPU-bound machine would show, which bursts of other work on
+//! the machine sway much less than the rps.
 //!
 //! ```text
 //! cargo run --release -p authchain-benches --bin load-http [-- SECONDS_PER_RUN ROUNDS]
 //! ```
 
-#![allow(clippy::unwrap_used, clippy::print_stdout)]
+#![allow(clippy::print_stdout)]
 
 use std::convert::Infallible;
+use std::error::Error;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use authchain_benches::median_run;
-use authchain_core::{Chain, Engine};
+use authchain_benches::child::{ChildServer, child_args, serve_child};
+use authchain_benches::cpu::CpuSnapshot;
+use authchain_benches::{median, median_interval, median_run};
 use authchain_http::{AuthChainLayer, CheckConfig, CheckServer};
 use authchain_testkit::EchoServer;
 use authchain_testkit::load::{Load, LoadResult};
 use authchain_testkit::nginx::Nginx;
+use tokio::net::TcpListener;
 
-async fn chain() -> (Arc<Engine>, Arc<Chain>) {
-    let engine = authchain_benches::engine().await.unwrap();
-    let chain = engine.current().chain("bench").unwrap().clone();
-    (engine, chain)
+/// This binary as (b)'s bare allow-all hyper server.
+const ALLOW_ALL: &str = "--serve-allow-all";
+/// This binary as (c)'s authchain-http check server.
+const CHECK: &str = "--serve-check";
+/// This binary as the axum app without the layer.
+const APP: &str = "--serve-app";
+/// This binary as the axum app with `AuthChainLayer`.
+const LAYERED_APP: &str = "--serve-layered-app";
+
+/// The path wrk asks for.
+const PATH: &str = "/api/x";
+
+/// A hyper server that allows everything, with the check server's
+/// connection settings (HTTP/1 or 2, `TCP_NODELAY`): the limit of an auth
+/// hop.
+async fn allow_all(listener: TcpListener) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(|_| async {
+                Ok::<_, Infallible>(http::Response::new(
+                    http_body_util::Empty::<bytes::Bytes>::new(),
+                ))
+            });
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
 }
 
-/// A hyper server that allows everything: the limit of an auth hop.
-async fn allow_all() -> SocketAddr {
-    use hyper_util::rt::{TokioExecutor, TokioIo};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(|_| async {
-                    Ok::<_, Infallible>(http::Response::new(
-                        http_body_util::Empty::<bytes::Bytes>::new(),
-                    ))
-                });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    addr
+/// authchain-http's check server with the bench chain, trusting nginx's
+/// forwarded headers.
+async fn check(listener: TcpListener) -> Result<(), Box<dyn Error>> {
+    let engine = authchain_benches::engine().await?;
+    let server = CheckServer::new(
+        engine,
+        CheckConfig::default().trust(["127.0.0.0/8".parse()?]),
+    );
+    server.serve(listener, std::future::pending()).await?;
+    Ok(())
+}
+
+/// The axum app, with the layer or without.
+async fn app(listener: TcpListener, layered: bool) -> Result<(), Box<dyn Error>> {
+    let app = authchain_benches::app();
+    if layered {
+        let engine = authchain_benches::engine().await?;
+        let chain = engine
+            .current()
+            .chain("bench")
+            .ok_or("no bench chain")?
+            .clone();
+        axum::serve(listener, app.layer(AuthChainLayer::new(chain))).await?;
+    } else {
+        axum::serve(listener, app).await?;
+    }
+    Ok(())
 }
 
 /// The body of nginx's `http {}` block: keep-alive pools to the upstream
@@ -90,18 +140,135 @@ fn nginx_config(upstream: SocketAddr, auth: Option<(SocketAddr, &str)>) -> Strin
     config
 }
 
-fn print(name: &str, r: &LoadResult) {
+/// CPU µs per request of a run.
+#[derive(Clone, Copy)]
+struct Cpu {
+    /// Every process: this harness (the echo upstream) and its wrk,
+    /// nginx, the servers.
+    all: f64,
+    /// The scenario's server: the auth server, or the app.
+    server: f64,
+    /// The scenario's nginx.
+    nginx: f64,
+}
+
+/// One configuration under load.
+struct Scenario {
+    name: &'static str,
+    /// Where wrk sends its requests.
+    target: SocketAddr,
+    server: Option<u32>,
+    nginx: Option<u32>,
+    runs: Vec<LoadResult>,
+    cpu: Vec<Cpu>,
+}
+
+impl Scenario {
+    fn new(
+        name: &'static str,
+        target: SocketAddr,
+        server: Option<u32>,
+        nginx: Option<u32>,
+    ) -> Self {
+        Scenario {
+            name,
+            target,
+            server,
+            nginx,
+            runs: Vec::new(),
+            cpu: Vec::new(),
+        }
+    }
+
+    /// A run that is not kept, after a request that must get a 2xx.
+    async fn warm_up(&self, load: &Load) -> Result<(), Box<dyn Error>> {
+        let reply =
+            authchain_testkit::client::get(self.target, PATH, &[("my-header", "foo")]).await?;
+        if reply.status != 200 {
+            return Err(format!("{}: sanity request got {}", self.name, reply.status).into());
+        }
+        let warm = Load {
+            duration: Duration::from_secs(2),
+            ..load.clone()
+        };
+        let target = self.target;
+        tokio::task::spawn_blocking(move || warm.run(target, PATH)).await??;
+        Ok(())
+    }
+
+    /// One timed run, kept, with the CPU it cost every process (`pids`:
+    /// all the servers and proxies).
+    async fn run(&mut self, load: &Load, pids: &[u32]) -> Result<(), Box<dyn Error>> {
+        let run = load.clone();
+        let target = self.target;
+        let before = CpuSnapshot::take(pids)?;
+        let result = tokio::task::spawn_blocking(move || run.run(target, PATH)).await??;
+        let spent = before.since(&CpuSnapshot::take(pids)?);
+        let per_request = |seconds: f64| seconds * 1e6 / result.requests.max(1) as f64;
+        let cpu = Cpu {
+            all: per_request(spent.all),
+            server: per_request(spent.of(self.server)),
+            nginx: per_request(spent.of(self.nginx)),
+        };
+        eprintln!(
+            "{}: {:.0} rps, p99 {:?}, {} errors, CPU per request {:.1} µs \
+             (server {:.1} µs, nginx {:.1} µs)",
+            self.name, result.rps, result.p99, result.errors, cpu.all, cpu.server, cpu.nginx
+        );
+        self.runs.push(result);
+        self.cpu.push(cpu);
+        Ok(())
+    }
+
+    fn last_rps(&self) -> f64 {
+        self.runs.last().map_or(f64::NAN, |r| r.rps)
+    }
+
+    fn last_cpu(&self) -> f64 {
+        self.cpu.last().map_or(f64::NAN, |c| c.all)
+    }
+}
+
+fn print_table(scenarios: &[Scenario]) {
     println!(
-        "  {name:<44} {:>9.0} rps   p50 {:>8.1?}   p99 {:>8.1?}   errors {}",
-        r.rps, r.p50, r.p99, r.errors
+        "  {:<44} {:>8} {:>8} {:>8} {:>7} {:>11} {:>9} {:>9}",
+        "scenario", "rps", "p50 µs", "p99 µs", "errors", "CPU µs/req", "server", "nginx"
+    );
+    for s in scenarios {
+        let r = median_run(&s.runs);
+        let of = |f: fn(&Cpu) -> f64| median(&s.cpu.iter().map(f).collect::<Vec<_>>());
+        println!(
+            "  {:<44} {:>8.0} {:>8.0} {:>8.0} {:>7} {:>11.1} {:>9.1} {:>9.1}",
+            s.name,
+            r.rps,
+            r.p50.as_secs_f64() * 1e6,
+            r.p99.as_secs_f64() * 1e6,
+            r.errors,
+            of(|c| c.all),
+            of(|c| c.server),
+            of(|c| c.nginx),
+        );
+    }
+}
+
+/// Prints a ratio of the rounds: its median, its 95% interval and
+/// whether it meets `target`.
+fn print_ratio(what: &str, ratios: &[f64], target: f64) {
+    let ratio = median(ratios);
+    let (low, high) = median_interval(ratios);
+    println!(
+        "  {what} = {ratio:.3}, median of {} rounds; 95% interval [{low:.3}, {high:.3}] \
+         (target >= {target}: {})",
+        ratios.len(),
+        match (ratio >= target, low >= target) {
+            (true, true) => "met, whole interval",
+            (true, false) => "met by the median, not by the whole interval",
+            _ => "MISSED",
+        },
     );
 }
 
-#[tokio::main]
-async fn main() {
-    let mut args = std::env::args().skip(1);
-    let seconds: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(5);
-    let rounds: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(3);
+async fn load_http(seconds: u64, rounds: usize) -> Result<(), Box<dyn Error>> {
     let load = Load {
         connections: 32,
         threads: 1,
@@ -109,128 +276,140 @@ async fn main() {
         headers: vec!["my-header: foo".into()],
     };
 
-    let upstream = EchoServer::start().await.unwrap();
-    let bare = allow_all().await;
-    let (engine, chain) = chain().await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let authchain = listener.local_addr().unwrap();
-    let server = CheckServer::new(
-        engine,
-        CheckConfig::default().trust(["127.0.0.0/8".parse().unwrap()]),
-    );
-    tokio::spawn(server.serve(listener, std::future::pending()));
-
-    let proxies = [
-        (
+    let upstream = EchoServer::start().await?;
+    let bare = ChildServer::start(ALLOW_ALL).await?;
+    let checker = ChildServer::start(CHECK).await?;
+    let plain = ChildServer::start(APP).await?;
+    let layered = ChildServer::start(LAYERED_APP).await?;
+    let nginx = [
+        Nginx::start(&nginx_config(upstream.addr(), None)).await?,
+        Nginx::start(&nginx_config(upstream.addr(), Some((bare.addr(), "/")))).await?,
+        Nginx::start(&nginx_config(
+            upstream.addr(),
+            Some((checker.addr(), "/check/bench")),
+        ))
+        .await?,
+    ];
+    let mut proxies = [
+        Scenario::new(
             "(a) nginx, no auth",
-            Nginx::start(&nginx_config(upstream.addr(), None))
-                .await
-                .unwrap(),
+            nginx[0].addr(),
+            None,
+            Some(nginx[0].pid()),
         ),
-        (
+        Scenario::new(
             "(b) nginx + allow-all hyper server",
-            Nginx::start(&nginx_config(upstream.addr(), Some((bare, "/"))))
-                .await
-                .unwrap(),
+            nginx[1].addr(),
+            Some(bare.pid()),
+            Some(nginx[1].pid()),
         ),
-        (
+        Scenario::new(
             "(c) nginx + authchain-http, 3-step chain",
-            Nginx::start(&nginx_config(
-                upstream.addr(),
-                Some((authchain, "/check/bench")),
-            ))
-            .await
-            .unwrap(),
+            nginx[2].addr(),
+            Some(checker.pid()),
+            Some(nginx[2].pid()),
         ),
     ];
-
-    // The axum app, without and with the layer.
-    let app = authchain_benches::app;
-    let plain = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let plain_addr = plain.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(plain, app()).await });
-    let layered = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let layered_addr = layered.local_addr().unwrap();
-    let with_layer = app().layer(AuthChainLayer::new(chain));
-    tokio::spawn(async move { axum::serve(layered, with_layer).await });
-    let apps = [
-        ("axum app", plain_addr),
-        ("axum app + AuthChainLayer (3 steps)", layered_addr),
+    let mut apps = [
+        Scenario::new("axum app", plain.addr(), Some(plain.pid()), None),
+        Scenario::new(
+            "axum app + AuthChainLayer (3 steps)",
+            layered.addr(),
+            Some(layered.pid()),
+            None,
+        ),
     ];
-
-    // Warm every configuration up (connections, nginx's keep-alive pools,
-    // allocator and caches) with a short run that is not counted.
-    let warmup = Load {
-        duration: Duration::from_secs(1),
-        ..load.clone()
-    };
-    let targets: Vec<SocketAddr> = proxies
+    // A request without the header the chain requires must be denied.
+    for target in [nginx[2].addr(), layered.addr()] {
+        let reply = authchain_testkit::client::get(target, PATH, &[]).await?;
+        if reply.status == 200 {
+            return Err(format!("{target}: a request without my-header got 200").into());
+        }
+    }
+    let pids: Vec<u32> = [&bare, &checker, &plain, &layered]
         .iter()
-        .map(|(_, nginx)| nginx.addr())
-        .chain(apps.iter().map(|(_, addr)| *addr))
+        .map(|s| s.pid())
+        .chain(nginx.iter().map(Nginx::pid))
         .collect();
-    for addr in targets {
-        let warmup = warmup.clone();
-        tokio::task::spawn_blocking(move || warmup.run(addr, "/api/x"))
-            .await
-            .unwrap()
-            .unwrap();
+    for scenario in proxies.iter().chain(&apps) {
+        scenario.warm_up(&load).await?;
     }
 
-    let mut proxy_runs: Vec<Vec<LoadResult>> = vec![Vec::new(); proxies.len()];
-    let mut app_runs: Vec<Vec<LoadResult>> = vec![Vec::new(); apps.len()];
+    let mut proxy_ratios = Vec::with_capacity(rounds);
+    let mut proxy_cpu_ratios = Vec::with_capacity(rounds);
+    let mut app_ratios = Vec::with_capacity(rounds);
+    let mut app_cpu_ratios = Vec::with_capacity(rounds);
     for round in 0..rounds {
         // Every other round runs each group in reverse, so that no
-        // configuration always runs first (or right after another).
-        let order = |n: usize| -> Vec<usize> {
-            if round % 2 == 0 {
-                (0..n).collect()
-            } else {
-                (0..n).rev().collect()
-            }
-        };
-        for i in order(proxies.len()) {
-            let load = load.clone();
-            let addr = proxies[i].1.addr();
-            proxy_runs[i].push(
-                tokio::task::spawn_blocking(move || load.run(addr, "/api/x"))
-                    .await
-                    .unwrap()
-                    .unwrap(),
-            );
+        // scenario always runs first, or right after another.
+        let reverse = round % 2 == 1;
+        for i in if reverse {
+            vec![2, 1, 0]
+        } else {
+            vec![0, 1, 2]
+        } {
+            proxies[i].run(&load, &pids).await?;
         }
-        for i in order(apps.len()) {
-            let load = load.clone();
-            let addr = apps[i].1;
-            app_runs[i].push(
-                tokio::task::spawn_blocking(move || load.run(addr, "/api/x"))
-                    .await
-                    .unwrap()
-                    .unwrap(),
-            );
+        for i in if reverse { vec![1, 0] } else { vec![0, 1] } {
+            apps[i].run(&load, &pids).await?;
         }
+        proxy_ratios.push(proxies[2].last_rps() / proxies[1].last_rps());
+        proxy_cpu_ratios.push(proxies[1].last_cpu() / proxies[2].last_cpu());
+        app_ratios.push(apps[1].last_rps() / apps[0].last_rps());
+        app_cpu_ratios.push(apps[0].last_cpu() / apps[1].last_cpu());
     }
 
-    println!("load-http: {rounds} rounds of {seconds}s each, wrk -t1 -c32, median of rounds");
-    let proxy: Vec<LoadResult> = proxy_runs.iter().map(|r| median_run(r)).collect();
-    for ((name, _), r) in proxies.iter().zip(&proxy) {
-        print(name, r);
-    }
     println!(
-        "  ratio c/b = {:.3} (target >= 0.95); p99 c/b = {:.2}",
-        proxy[2].rps / proxy[1].rps,
-        proxy[2].p99.as_secs_f64() / proxy[1].p99.as_secs_f64()
+        "load-http: {rounds} rounds of wrk -t1 -c32 -d{seconds}s (after a 2 s warm-up each), \
+         GET {PATH} with my-header; medians of the rounds; CPU per request of every process \
+         (this harness and wrk, nginx, the servers), of the scenario's server and of nginx"
     );
-    let apps_result: Vec<LoadResult> = app_runs.iter().map(|r| median_run(r)).collect();
-    for ((name, _), r) in apps.iter().zip(&apps_result) {
-        print(name, r);
-    }
-    println!(
-        "  ratio with/without layer = {:.3} (target >= 0.90)",
-        apps_result[1].rps / apps_result[0].rps
-    );
-    let errors: u64 = proxy.iter().chain(&apps_result).map(|r| r.errors).sum();
+    print_table(&proxies);
+    print_ratio("nginx c/b rps", &proxy_ratios, 0.95);
+    print_ratio("nginx CPU per request b/c", &proxy_cpu_ratios, 0.95);
+    print_table(&apps);
+    print_ratio("axum with/without layer rps", &app_ratios, 0.90);
+    print_ratio("axum CPU per request without/with", &app_cpu_ratios, 0.90);
+    let errors: u64 = proxies
+        .iter()
+        .chain(&apps)
+        .flat_map(|s| &s.runs)
+        .map(|r| r.errors)
+        .sum();
     if errors > 0 {
         println!("  WARNING: {errors} errors (non-2xx or socket errors) in the runs above");
     }
+    Ok(())
+}
+
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("load-http: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<(), Box<dyn Error>> {
+    if let Some((flag, port)) = child_args(&[ALLOW_ALL, CHECK, APP, LAYERED_APP])? {
+        return serve_child(port, |listener| async move {
+            match flag {
+                ALLOW_ALL => allow_all(listener).await.map_err(Into::into),
+                CHECK => check(listener).await,
+                _ => app(listener, flag == LAYERED_APP).await,
+            }
+        });
+    }
+    let mut args = std::env::args().skip(1);
+    let seconds: u64 = args.next().map_or(Ok(2), |s| s.parse())?;
+    let rounds: usize = args.next().map_or(Ok(40), |s| s.parse())?;
+    if rounds == 0 {
+        return Err("rounds must be at least 1".into());
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(load_http(seconds, rounds))
 }

@@ -1,6 +1,10 @@
 //! What the benchmarks share: the 3-step chain they measure, the axum app
 //! of the layer comparisons, and the allow-all gRPC server that is the
-//! limit of an Envoy ext_authz hop.
+//! limit of an Envoy ext_authz hop; servers run as child processes and
+//! the CPU time of processes.
+
+pub mod child;
+pub mod cpu;
 
 use std::future::Future;
 use std::net::SocketAddr;

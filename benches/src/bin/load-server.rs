@@ -71,6 +71,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
+use authchain_benches::child::{ChildServer, child_args, serve_child};
+use authchain_benches::cpu::CpuSnapshot;
 use authchain_benches::{checked_envoy, median, median_interval, median_run};
 use authchain_core::AuthorizationRequest;
 use authchain_grpc::envoy_types::ext_authz::v3::pb::{CheckRequest, CheckResponse, HttpResponse};
@@ -365,109 +367,10 @@ struct Cpu {
 }
 
 /// The flag that makes this binary the allow-all server of (b), on the
-/// port that follows it.
+/// port that follows it: a bare allow-all tonic `Check` server in a
+/// process of its own, so that its CPU is measured apart and it runs, like
+/// the `authchain` binary, on a multi-thread runtime of its own.
 const ALLOW_ALL_FLAG: &str = "--serve-allow-all";
-
-/// (b)'s server: a bare allow-all tonic `Check` server in a process of
-/// its own (this binary again), so that its CPU is measured apart and it
-/// runs, like the `authchain` binary, on a multi-thread runtime of its
-/// own.
-struct AllowAllServer {
-    peer: ChildPeer,
-    addr: SocketAddr,
-}
-
-impl AllowAllServer {
-    async fn start() -> Result<AllowAllServer, Box<dyn Error>> {
-        let port = free_port()?;
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let mut command = Command::new(std::env::current_exe()?);
-        command.arg(ALLOW_ALL_FLAG).arg(port.to_string());
-        let mut peer = ChildPeer::spawn("allow-all", command, ScratchDir::new("allow-all")?)?;
-        peer.wait_for_port(addr, Duration::from_secs(20)).await?;
-        Ok(AllowAllServer { peer, addr })
-    }
-
-    /// The child's side: serves until killed.
-    fn serve(port: &str) -> Result<(), Box<dyn Error>> {
-        let port: u16 = port.parse()?;
-        tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()?
-            .block_on(async {
-                let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
-                authchain_benches::allow_all_on(listener).await?;
-                Ok(())
-            })
-    }
-}
-
-/// CPU time in seconds (user + system) of process `pid` (`self` for this
-/// one), and of its children that it has waited for (wrk, here), from
-/// `/proc/<pid>/stat`: what the machine spent, whatever the noise did to
-/// the wall clock.
-fn cpu_seconds(pid: &str) -> Result<(f64, f64), Box<dyn Error>> {
-    // Linux reports these in USER_HZ ticks, 100 per second on every
-    // architecture it exports them for.
-    const TICKS: f64 = 100.0;
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the command (which may hold spaces) and its `)`:
-    // state is field 3, utime 14, stime 15, cutime 16, cstime 17.
-    let fields: Vec<f64> = stat
-        .rsplit_once(')')
-        .ok_or_else(|| format!("unreadable /proc/{pid}/stat"))?
-        .1
-        .split_whitespace()
-        .skip(11)
-        .take(4)
-        .map(|f| f.parse::<f64>().map(|t| t / TICKS))
-        .collect::<Result<_, _>>()?;
-    match fields[..] {
-        [utime, stime, cutime, cstime] => Ok((utime + stime, cutime + cstime)),
-        _ => Err(format!("short /proc/{pid}/stat").into()),
-    }
-}
-
-/// The CPU seconds so far of this process (and its waited-for children),
-/// of each auth server child (in the order given), and of one Envoy.
-struct CpuSnapshot {
-    harness: (f64, f64),
-    servers: Vec<(u32, f64)>,
-    envoy: f64,
-}
-
-impl CpuSnapshot {
-    fn take(servers: &[u32], envoy: u32) -> Result<Self, Box<dyn Error>> {
-        Ok(CpuSnapshot {
-            harness: cpu_seconds("self")?,
-            servers: servers
-                .iter()
-                .map(|&pid| Ok((pid, cpu_seconds(&pid.to_string())?.0)))
-                .collect::<Result<_, Box<dyn Error>>>()?,
-            envoy: cpu_seconds(&envoy.to_string())?.0,
-        })
-    }
-
-    /// The CPU seconds from `self` to `later` (taken of the same
-    /// processes), `auth` being the scenario's auth server.
-    fn since(&self, later: &CpuSnapshot, auth: Option<u32>) -> Cpu {
-        let envoy = later.envoy - self.envoy;
-        let mut all =
-            (later.harness.0 - self.harness.0) + (later.harness.1 - self.harness.1) + envoy;
-        let mut auth_seconds = 0.0;
-        for (&(pid, before), &(_, after)) in self.servers.iter().zip(&later.servers) {
-            all += after - before;
-            if Some(pid) == auth {
-                auth_seconds = after - before;
-            }
-        }
-        Cpu {
-            all,
-            auth: auth_seconds,
-            envoy,
-        }
-    }
-}
 
 impl Scenario {
     async fn start(
@@ -505,14 +408,15 @@ impl Scenario {
         let ingress = self.envoy.listener("ingress")?;
         let envoy = self.envoy.peer().pid();
         let run = load.clone();
-        let before = CpuSnapshot::take(servers, envoy)?;
+        let pids: Vec<u32> = servers.iter().copied().chain([envoy]).collect();
+        let before = CpuSnapshot::take(&pids)?;
         let result = tokio::task::spawn_blocking(move || run.run(ingress, "/")).await??;
-        let seconds = before.since(&CpuSnapshot::take(servers, envoy)?, self.auth);
+        let spent = before.since(&CpuSnapshot::take(&pids)?);
         let per_request = |seconds: f64| seconds * 1e6 / result.requests.max(1) as f64;
         let cpu = Cpu {
-            all: per_request(seconds.all),
-            auth: per_request(seconds.auth),
-            envoy: per_request(seconds.envoy),
+            all: per_request(spent.all),
+            auth: per_request(spent.of(self.auth)),
+            envoy: per_request(spent.of(Some(envoy))),
         };
         eprintln!(
             "{}: {:.0} rps, p50 {:?}, p99 {:?}, {} errors, CPU per request {:.0} µs \
@@ -614,7 +518,7 @@ async fn envoy_load(
         headers: vec![format!("api-key: {KEY}")],
     };
     let upstream = EchoServer::start().await?;
-    let bare = AllowAllServer::start().await?;
+    let bare = ChildServer::start(ALLOW_ALL_FLAG).await?;
     let cached = Authchain::start(binary, &format!("{CHAIN}{CHAIN_CACHE}")).await?;
     let uncached = Authchain::start(binary, CHAIN).await?;
     let up = upstream.addr();
@@ -623,7 +527,7 @@ async fn envoy_load(
         ("(a) envoy, no auth", None, false),
         (
             "(b) envoy + bare tonic",
-            Some((bare.addr, bare.peer.pid())),
+            Some((bare.addr(), bare.pid())),
             false,
         ),
         (
@@ -807,10 +711,10 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run() -> Result<(), Box<dyn Error>> {
-    let mut args = std::env::args().skip(1).peekable();
-    if args.peek().map(String::as_str) == Some(ALLOW_ALL_FLAG) {
-        return AllowAllServer::serve(&args.nth(1).ok_or("no port after the flag")?);
+    if let Some((_, port)) = child_args(&[ALLOW_ALL_FLAG])? {
+        return serve_child(port, authchain_benches::allow_all_on);
     }
+    let mut args = std::env::args().skip(1);
     let seconds: u64 = args.next().map_or(Ok(2), |s| s.parse())?;
     let connections: u32 = args.next().map_or(Ok(32), |s| s.parse())?;
     let rounds: usize = args.next().map_or(Ok(40), |s| s.parse())?;

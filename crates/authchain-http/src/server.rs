@@ -119,6 +119,9 @@ impl CheckServer {
                 },
                 () = &mut shutdown => break,
             };
+            // A check is a small request and a small answer, and a proxy
+            // waits for it: no Nagle delay on either.
+            let _ = stream.set_nodelay(true);
             let server = self.clone();
             let service = hyper::service::service_fn(move |request: Request<Incoming>| {
                 let server = server.clone();
