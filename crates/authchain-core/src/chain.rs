@@ -64,7 +64,7 @@ pub const MAX_EXPR_STEPS: usize = 64;
 /// as the chain sees it; a proxy that did not forward a header to the auth
 /// server keeps it out of the chain's view.
 pub struct Chain {
-    name: String,
+    name: Arc<str>,
     steps: Vec<Step>,
     program: Option<Vec<Op>>,
     status_on_error: StatusCode,
@@ -183,6 +183,11 @@ impl Chain {
     /// The AuthConfig's name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The AuthConfig's name, shared: a copy costs no allocation.
+    pub fn shared_name(&self) -> Arc<str> {
+        self.name.clone()
     }
 
     /// The steps' names, in order.
@@ -681,7 +686,7 @@ impl ChainBuilder {
             .collect();
         Ok(Chain {
             metrics: ChainMetrics::register(&self.name),
-            name: self.name,
+            name: self.name.into(),
             steps,
             program,
             status_on_error: self.status_on_error,

@@ -1,5 +1,6 @@
 //! The request being authorized.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
@@ -33,8 +34,9 @@ pub struct AuthorizationRequest {
     pub headers: HeaderMap,
     /// The request body, when the transport forwarded it.
     pub body: Option<Bytes>,
-    /// The HTTP protocol (`HTTP/1.1`, `HTTP/2`), when known.
-    pub protocol: String,
+    /// The HTTP protocol (`HTTP/1.1`, `HTTP/2`), when known: a static
+    /// name for the usual ones, so that adapters need not allocate it.
+    pub protocol: Cow<'static, str>,
     /// An id for the request (Envoy's stream id, or a request id header).
     pub id: String,
     /// The peer that sent the request.

@@ -183,7 +183,7 @@ pub(crate) fn to_request(
         .unwrap_or_else(|| "/".into());
     req.host = non_empty(http.host).or(p_authority).unwrap_or_default();
     req.scheme = non_empty(http.scheme).or(p_scheme).unwrap_or_default();
-    req.protocol = http.protocol;
+    req.protocol = http.protocol.into();
     req.id = http.id;
     req.body = if !http.raw_body.is_empty() {
         Some(Bytes::from(http.raw_body))
@@ -573,7 +573,7 @@ pub fn to_check_request(req: &AuthorizationRequest, metadata: &Map<String, Value
                     query: String::new(),
                     fragment: String::new(),
                     size,
-                    protocol: req.protocol.clone(),
+                    protocol: req.protocol.clone().into_owned(),
                     body,
                     raw_body,
                 }),

@@ -53,12 +53,13 @@ use std::net::IpAddr;
 
 use authchain_core::{Allow, AuthorizationRequest, Decision, Peer};
 use bytes::Bytes;
-use http::header::{HOST, HeaderName};
+use http::HeaderMap;
+use http::header::HeaderName;
 use http::request::Parts;
 use http::{HeaderValue, Method, Response, StatusCode};
 use ipnet::IpNet;
 
-use crate::head::{protocol, request_id};
+use crate::head::{REQUEST_ID, protocol};
 
 /// The header listing upstream headers to remove, as Envoy reads it.
 pub const HEADERS_TO_REMOVE: HeaderName = HeaderName::from_static("x-envoy-auth-headers-to-remove");
@@ -112,12 +113,17 @@ impl CheckConfig {
     /// Reads a check: the AuthConfig it selects (`None`: no config and no
     /// default) and the original request to authorize, which takes the
     /// check's headers.
-    pub fn read(
-        &self,
-        parts: Parts,
+    ///
+    /// The check's headers move into the request; the name of the
+    /// AuthConfig is read from `parts` where it stands.
+    pub fn read<'a>(
+        &'a self,
+        parts: &'a mut Parts,
         body: Option<Bytes>,
         peer: Peer,
-    ) -> (Option<String>, AuthorizationRequest) {
+    ) -> (Option<&'a str>, AuthorizationRequest) {
+        let headers = std::mem::take(&mut parts.headers);
+        let parts: &'a Parts = parts;
         let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         let (config, rest) = match path
             .strip_prefix(self.prefix.as_str())
@@ -125,91 +131,106 @@ impl CheckConfig {
         {
             Some(rest) if !self.prefix.is_empty() => {
                 let end = rest.find(['/', '?']).unwrap_or(rest.len());
-                let rest_path = &rest[end..];
-                let rest_path = if rest_path.starts_with('/') {
-                    rest_path.to_owned()
-                } else {
-                    format!("/{rest_path}")
-                };
-                (Some(rest[..end].to_owned()), rest_path)
+                (Some(&rest[..end]), &rest[end..])
             }
-            _ => (self.default_config.clone(), path.to_owned()),
+            _ => (self.default_config.as_deref(), path),
         };
         let config = config.filter(|c| !c.is_empty());
 
-        let trusted = self.trusts(peer.address.map(|a| a.ip()));
-        let headers = &parts.headers;
-        let header = |name: &HeaderName| -> Option<&str> {
-            if !trusted {
-                return None;
-            }
-            headers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .filter(|v| !v.is_empty())
-        };
-
-        let method = header(&X_FORWARDED_METHOD)
-            .or_else(|| header(&X_ORIGINAL_METHOD))
+        let seen = Seen::scan(&headers, self.trusts(peer.address.map(|a| a.ip())));
+        let method = forwarded(seen.forwarded_method)
+            .or_else(|| forwarded(seen.original_method))
             .and_then(|m| Method::from_bytes(m.as_bytes()).ok())
             .unwrap_or_else(|| parts.method.clone());
-        let original_url = header(&X_ORIGINAL_URL).and_then(|u| u.parse::<http::Uri>().ok());
-        let path = header(&X_FORWARDED_URI)
-            .or_else(|| header(&X_ORIGINAL_URI))
+        let original_url = forwarded(seen.original_url).and_then(|u| u.parse::<http::Uri>().ok());
+        let path = match forwarded(seen.forwarded_uri)
+            .or_else(|| forwarded(seen.original_uri))
             .filter(|p| p.starts_with('/'))
-            .map(str::to_owned)
-            .or_else(|| {
-                original_url
-                    .as_ref()
-                    .and_then(|u| u.path_and_query())
-                    .map(|p| p.as_str().to_owned())
-            })
-            .unwrap_or(rest);
-        let host = header(&X_FORWARDED_HOST)
-            .map(str::to_owned)
-            .or_else(|| {
-                original_url
-                    .as_ref()
-                    .and_then(|u| u.authority())
-                    .map(|a| a.to_string())
-            })
-            .or_else(|| {
-                headers
-                    .get(HOST)
+            .or_else(|| original_url.as_ref()?.path_and_query().map(|p| p.as_str()))
+        {
+            Some(path) => path.to_owned(),
+            // What follows `{prefix}/{config}`, as Envoy sends it.
+            None if rest.starts_with('/') => rest.to_owned(),
+            None => format!("/{rest}"),
+        };
+        let host = match forwarded(seen.forwarded_host) {
+            Some(host) => host.to_owned(),
+            None => match original_url.as_ref().and_then(|u| u.authority()) {
+                Some(authority) => authority.to_string(),
+                None => seen
+                    .host
                     .and_then(|h| h.to_str().ok())
-                    .map(str::to_owned)
-            })
-            .unwrap_or_default();
-        let scheme = header(&X_FORWARDED_PROTO)
-            .map(str::to_owned)
-            .or_else(|| {
-                original_url
-                    .as_ref()
-                    .and_then(|u| u.scheme_str())
-                    .map(str::to_owned)
-            })
-            .unwrap_or_default();
-        let id = request_id(headers).unwrap_or_default().to_owned();
+                    .unwrap_or_default()
+                    .to_owned(),
+            },
+        };
+        let scheme = forwarded(seen.forwarded_proto)
+            .or_else(|| original_url.as_ref()?.scheme_str())
+            .unwrap_or_default()
+            .to_owned();
 
         let mut request = AuthorizationRequest::new(method, path);
         request.host = host;
         request.scheme = scheme;
-        request.id = id;
-        request.protocol = protocol(parts.version).to_owned();
-        request.headers = parts.headers;
+        request.id = seen
+            .request_id
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        request.protocol = protocol(parts.version).into();
+        request.headers = headers;
         request.body = body;
         request.source = peer;
         (config, request)
     }
 }
 
-const X_FORWARDED_METHOD: HeaderName = HeaderName::from_static("x-forwarded-method");
-const X_ORIGINAL_METHOD: HeaderName = HeaderName::from_static("x-original-method");
-const X_ORIGINAL_URL: HeaderName = HeaderName::from_static("x-original-url");
-const X_FORWARDED_URI: HeaderName = HeaderName::from_static("x-forwarded-uri");
-const X_ORIGINAL_URI: HeaderName = HeaderName::from_static("x-original-uri");
-const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+/// The headers a check is read from, found in one pass over its headers
+/// (one lookup each would cost as much as the whole pass). Each is its
+/// first value, as `HeaderMap::get` gives. Forwarded headers are read only
+/// from a trusted peer.
+#[derive(Default)]
+struct Seen<'a> {
+    forwarded_method: Option<&'a HeaderValue>,
+    original_method: Option<&'a HeaderValue>,
+    original_url: Option<&'a HeaderValue>,
+    forwarded_uri: Option<&'a HeaderValue>,
+    original_uri: Option<&'a HeaderValue>,
+    forwarded_host: Option<&'a HeaderValue>,
+    forwarded_proto: Option<&'a HeaderValue>,
+    host: Option<&'a HeaderValue>,
+    request_id: Option<&'a HeaderValue>,
+}
+
+impl<'a> Seen<'a> {
+    fn scan(headers: &'a HeaderMap, trusted: bool) -> Self {
+        let mut seen = Seen::default();
+        for (name, value) in headers {
+            let slot = match name.as_str() {
+                "host" => &mut seen.host,
+                REQUEST_ID => &mut seen.request_id,
+                _ if !trusted => continue,
+                "x-forwarded-method" => &mut seen.forwarded_method,
+                "x-original-method" => &mut seen.original_method,
+                "x-original-url" => &mut seen.original_url,
+                "x-forwarded-uri" => &mut seen.forwarded_uri,
+                "x-original-uri" => &mut seen.original_uri,
+                "x-forwarded-host" => &mut seen.forwarded_host,
+                "x-forwarded-proto" => &mut seen.forwarded_proto,
+                _ => continue,
+            };
+            slot.get_or_insert(value);
+        }
+        seen
+    }
+}
+
+/// A forwarded header's value, when it is visible ASCII and not empty.
+fn forwarded(value: Option<&HeaderValue>) -> Option<&str> {
+    value
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty())
+}
 
 /// The check response for a decision.
 pub fn respond(decision: Decision) -> Response<Bytes> {
@@ -231,17 +252,20 @@ fn allow_response(allow: Allow) -> Response<Bytes> {
         );
         return plain(StatusCode::INTERNAL_SERVER_ERROR);
     }
-    let mut response = Response::new(Bytes::new());
-    let headers = response.headers_mut();
-    for m in allow.headers.iter().chain(&allow.response_headers) {
-        headers.append(m.name.clone(), m.value.clone());
+    let removals = usize::from(!allow.headers_to_remove.is_empty());
+    let mut headers =
+        HeaderMap::with_capacity(allow.headers.len() + allow.response_headers.len() + removals);
+    for m in allow.headers.into_iter().chain(allow.response_headers) {
+        headers.append(m.name, m.value);
     }
-    if !allow.headers_to_remove.is_empty() {
+    if removals > 0 {
         let names: Vec<&str> = allow.headers_to_remove.iter().map(|n| n.as_str()).collect();
         if let Ok(value) = HeaderValue::try_from(names.join(", ")) {
             headers.insert(HEADERS_TO_REMOVE, value);
         }
     }
+    let mut response = Response::new(Bytes::new());
+    *response.headers_mut() = headers;
     response
 }
 

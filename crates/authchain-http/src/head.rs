@@ -2,7 +2,10 @@
 
 use http::{HeaderMap, HeaderName, Version};
 
-static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// The header a request's id is read from.
+pub(crate) const REQUEST_ID: &str = "x-request-id";
+
+static X_REQUEST_ID: HeaderName = HeaderName::from_static(REQUEST_ID);
 
 /// The id a client or proxy gave the request in `x-request-id`, when it is
 /// text.

@@ -28,7 +28,7 @@ use crate::head::{protocol, request_id};
 #[non_exhaustive]
 pub struct AuthContext {
     /// The AuthConfig that allowed the request.
-    pub config: String,
+    pub config: Arc<str>,
     /// The authenticated user, if a step established one.
     pub user: Option<UserInfo>,
     /// The chain's final state.
@@ -259,7 +259,7 @@ impl<B> Pending<B> {
             auth.scheme = scheme.to_owned();
         }
         auth.host = host_of(&parts.uri, &parts.headers);
-        auth.protocol = protocol(parts.version).to_owned();
+        auth.protocol = protocol(parts.version).into();
         if let Some(id) = request_id(&parts.headers) {
             auth.id = id.to_owned();
         }
@@ -305,7 +305,7 @@ impl<B> Pending<B> {
             }
         }
         parts.extensions.insert(AuthContext {
-            config: chain.name().to_owned(),
+            config: chain.shared_name(),
             user: allow.user_info,
             state: auth.state,
             metadata: allow.dynamic_metadata,

@@ -70,22 +70,27 @@ impl CheckServer {
             }
             permit => permit.flatten(),
         };
-        let (parts, body) = request.into_parts();
-        let body = match Limited::new(body, self.body_limit).collect().await {
-            Ok(collected) => collected.to_bytes(),
-            Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
-                return plain(StatusCode::PAYLOAD_TOO_LARGE);
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, "cannot read a check body");
-                return plain(StatusCode::BAD_REQUEST);
+        let (mut parts, body) = request.into_parts();
+        // Most checks carry no body (nginx, Traefik and Caddy never send
+        // one): nothing to read then.
+        let body = if body.is_end_stream() {
+            None
+        } else {
+            match Limited::new(body, self.body_limit).collect().await {
+                Ok(collected) => Some(collected.to_bytes()).filter(|b| !b.is_empty()),
+                Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
+                    return plain(StatusCode::PAYLOAD_TOO_LARGE);
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "cannot read a check body");
+                    return plain(StatusCode::BAD_REQUEST);
+                }
             }
         };
-        let body = (!body.is_empty()).then_some(body);
         let peer = peer.map(Peer::from_address).unwrap_or_default();
-        let (config, mut request) = self.config.read(parts, body, peer);
+        let (config, mut request) = self.config.read(&mut parts, body, peer);
         let generation = self.engine.current();
-        let Some(chain) = config.as_deref().and_then(|c| generation.chain(c)) else {
+        let Some(chain) = config.and_then(|c| generation.chain(c)) else {
             metrics::counter!("authchain_unknown_config_total", "transport" => "http").increment(1);
             tracing::warn!(config = ?config, "check for an unknown AuthConfig; denying");
             let mut response = plain(StatusCode::FORBIDDEN);

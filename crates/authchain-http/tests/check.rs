@@ -221,6 +221,31 @@ async fn nginx_original_headers() {
 }
 
 #[tokio::test]
+async fn the_first_value_of_a_forwarded_header_decides() {
+    let (server, seen) = check_server(trusted(), Decision::authorized()).await;
+    // A second value never stands in for a first one that is unusable.
+    let headers = [
+        ("x-forwarded-uri", ""),
+        ("x-forwarded-uri", "/admin"),
+        ("x-original-method", "PUT"),
+        ("x-original-method", "DELETE"),
+        ("host", "first.example"),
+        ("host", "second.example"),
+    ];
+    server
+        .check(
+            request(Method::GET, "/check/site/own", &headers, ""),
+            peer(PROXY),
+        )
+        .await;
+    let s = seen.lock().unwrap().clone().unwrap();
+    assert_eq!(
+        (s.method, s.path.as_str(), s.host.as_str()),
+        (Method::PUT, "/own", "first.example")
+    );
+}
+
+#[tokio::test]
 async fn default_and_unknown_configs() {
     let (server, seen) = check_server(
         CheckConfig::default().default_config("other"),

@@ -84,7 +84,7 @@ fn app(layer: AuthChainLayer, calls: Arc<AtomicUsize>) -> Router {
                         "uri": parts.uri.to_string(),
                         "x-user-id": user_ids,
                         "body": String::from_utf8_lossy(&body),
-                        "config": auth.as_ref().map(|a| a.config.clone()),
+                        "config": auth.as_ref().map(|a| a.config.to_string()),
                         "user": auth.as_ref().and_then(|a| a.user.as_ref().map(|u| u.user_id.clone())),
                         "state": auth.as_ref().map(|a| a.state.to_json()),
                         "metadata": auth.as_ref().map(|a| Value::Object(a.metadata.clone())),

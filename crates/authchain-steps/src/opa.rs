@@ -493,7 +493,7 @@ fn input(request: &AuthorizationRequest) -> regorus::Value {
         (&ks.path, path.clone()),
         (&ks.host, host.clone()),
         (&ks.scheme, scheme.clone()),
-        (&ks.protocol, V::from(request.protocol.as_str())),
+        (&ks.protocol, V::from(request.protocol.as_ref())),
         (&ks.id, V::from(request.id.as_str())),
         (&ks.headers, headers.clone()),
     ]);

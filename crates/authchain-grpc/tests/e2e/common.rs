@@ -171,7 +171,7 @@ impl AuthService for Script {
                 ("x-seen-path", req.path.clone()),
                 ("x-seen-host", req.host.clone()),
                 ("x-seen-scheme", req.scheme.clone()),
-                ("x-seen-protocol", req.protocol.clone()),
+                ("x-seen-protocol", req.protocol.to_string()),
                 ("x-seen-source", source),
                 ("x-seen-destination-port", destination),
                 ("x-seen-id-set", (!req.id.is_empty()).to_string()),
