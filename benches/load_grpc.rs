@@ -19,7 +19,7 @@ use std::error::Error;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use authchain_benches::{AllowAll, checked_envoy, serve_allow_all};
+use authchain_benches::{AllowAll, checked_envoy, run_load, serve_allow_all, warm_up};
 use authchain_grpc::ExtAuthzService;
 use authchain_grpc::envoy_types::ext_authz::v3::pb::{Authorization, CheckRequest};
 use authchain_testkit::EchoServer;
@@ -107,16 +107,8 @@ async fn measure(
 ) -> Result<LoadResult, Box<dyn Error>> {
     let envoy = checked_envoy(name, upstream, authz, &[("my-header", "foo")]).await?;
     let ingress = envoy.listener("ingress")?;
-    let warm = Load {
-        duration: Duration::from_secs(2),
-        ..load.clone()
-    };
-    let run = load.clone();
-    let result = tokio::task::spawn_blocking(move || {
-        warm.run(ingress, "/")?;
-        run.run(ingress, "/")
-    })
-    .await??;
+    warm_up(load, ingress, "/").await?;
+    let result = run_load(load, ingress, "/").await?;
     eprintln!(
         "{name}: {:.0} rps, p50 {:?}, p99 {:?}, {} errors",
         result.rps, result.p50, result.p99, result.errors

@@ -41,8 +41,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use authchain_benches::child::{ChildServer, child_args, serve_child};
-use authchain_benches::cpu::CpuSnapshot;
-use authchain_benches::{median, median_interval, median_run};
+use authchain_benches::{measured_run, median, median_interval, median_run, verdict, warm_up};
 use authchain_http::{AuthChainLayer, CheckConfig, CheckServer};
 use authchain_testkit::EchoServer;
 use authchain_testkit::load::{Load, LoadResult};
@@ -187,28 +186,17 @@ impl Scenario {
         if reply.status != 200 {
             return Err(format!("{}: sanity request got {}", self.name, reply.status).into());
         }
-        let warm = Load {
-            duration: Duration::from_secs(2),
-            ..load.clone()
-        };
-        let target = self.target;
-        tokio::task::spawn_blocking(move || warm.run(target, PATH)).await??;
-        Ok(())
+        warm_up(load, self.target, PATH).await
     }
 
     /// One timed run, kept, with the CPU it cost every process (`pids`:
     /// all the servers and proxies).
     async fn run(&mut self, load: &Load, pids: &[u32]) -> Result<(), Box<dyn Error>> {
-        let run = load.clone();
-        let target = self.target;
-        let before = CpuSnapshot::take(pids)?;
-        let result = tokio::task::spawn_blocking(move || run.run(target, PATH)).await??;
-        let spent = before.since(&CpuSnapshot::take(pids)?);
-        let per_request = |seconds: f64| seconds * 1e6 / result.requests.max(1) as f64;
+        let (result, spent) = measured_run(load, self.target, PATH, pids).await?;
         let cpu = Cpu {
-            all: per_request(spent.all),
-            server: per_request(spent.of(self.server)),
-            nginx: per_request(spent.of(self.nginx)),
+            all: spent.all,
+            server: spent.of(self.server),
+            nginx: spent.of(self.nginx),
         };
         eprintln!(
             "{}: {:.0} rps, p99 {:?}, {} errors, CPU per request {:.1} µs \
@@ -260,11 +248,7 @@ fn print_ratio(what: &str, ratios: &[f64], target: f64) {
         "  {what} = {ratio:.3}, median of {} rounds; 95% interval [{low:.3}, {high:.3}] \
          (target >= {target}: {})",
         ratios.len(),
-        match (ratio >= target, low >= target) {
-            (true, true) => "met, whole interval",
-            (true, false) => "met by the median, not by the whole interval",
-            _ => "MISSED",
-        },
+        verdict(ratio, low, target),
     );
 }
 

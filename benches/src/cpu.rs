@@ -67,7 +67,8 @@ impl CpuSnapshot {
     }
 }
 
-/// CPU seconds spent between two snapshots.
+/// CPU time spent between two snapshots: seconds, or µs per request
+/// after [`per_request`](Self::per_request).
 #[derive(Debug, Clone)]
 pub struct CpuSpent {
     /// By every process: the harness, its waited-for children and the
@@ -77,6 +78,19 @@ pub struct CpuSpent {
 }
 
 impl CpuSpent {
+    /// The same spent over `requests` requests, in µs per request.
+    pub fn per_request(self, requests: u64) -> CpuSpent {
+        let per = |seconds: f64| seconds * 1e6 / requests.max(1) as f64;
+        CpuSpent {
+            all: per(self.all),
+            processes: self
+                .processes
+                .into_iter()
+                .map(|(p, s)| (p, per(s)))
+                .collect(),
+        }
+    }
+
     /// By process `pid` (0 for `None` or a process not read).
     pub fn of(&self, pid: Option<u32>) -> f64 {
         self.processes

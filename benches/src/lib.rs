@@ -20,12 +20,15 @@ use authchain_grpc::envoy_types::ext_authz::v3::pb::{
 };
 use authchain_grpc::envoy_types::pb::google::rpc;
 use authchain_testkit::client;
+
 use authchain_testkit::envoy::{Envoy, proxy_config};
-use authchain_testkit::load::LoadResult;
+use authchain_testkit::load::{Load, LoadResult};
 use http::{HeaderName, HeaderValue};
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::cpu::{CpuSnapshot, CpuSpent};
 
 /// The AuthConfig every in-process harness measures, named `bench`: Gloo's
 /// RequiredHeader plugin (`my-header: foo`), a header mutation, a state
@@ -179,6 +182,56 @@ pub async fn checked_envoy(
         .into());
     }
     Ok(envoy)
+}
+
+/// One wrk run of `load` against `http://addr{path}`, on a blocking thread
+/// (wrk is a child process to wait for).
+pub async fn run_load(
+    load: &Load,
+    addr: SocketAddr,
+    path: &'static str,
+) -> Result<LoadResult, Box<dyn std::error::Error>> {
+    let load = load.clone();
+    Ok(tokio::task::spawn_blocking(move || load.run(addr, path)).await??)
+}
+
+/// A 2 s run of `load` that is not kept: connections, a proxy's
+/// keep-alive pools, allocators and caches warm up before the runs that
+/// count.
+pub async fn warm_up(
+    load: &Load,
+    addr: SocketAddr,
+    path: &'static str,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let warm = Load {
+        duration: Duration::from_secs(2),
+        ..load.clone()
+    };
+    run_load(&warm, addr, path).await.map(drop)
+}
+
+/// A kept run, with the CPU it cost this process (and its wrk) and each
+/// of `pids`, in µs per request.
+pub async fn measured_run(
+    load: &Load,
+    addr: SocketAddr,
+    path: &'static str,
+    pids: &[u32],
+) -> Result<(LoadResult, CpuSpent), Box<dyn std::error::Error>> {
+    let before = CpuSnapshot::take(pids)?;
+    let result = run_load(load, addr, path).await?;
+    let spent = before.since(&CpuSnapshot::take(pids)?);
+    Ok((result, spent.per_request(result.requests)))
+}
+
+/// Whether a ratio's `median`, and the `low` end of its interval, meet
+/// `target`.
+pub fn verdict(median: f64, low: f64, target: f64) -> &'static str {
+    match (median >= target, low >= target) {
+        (true, true) => "met, whole interval",
+        (true, false) => "met by the median, not by the whole interval",
+        _ => "MISSED",
+    }
 }
 
 /// The run with the median rps (the upper one of an even count).

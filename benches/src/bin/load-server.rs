@@ -72,8 +72,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use authchain_benches::child::{ChildServer, child_args, serve_child};
-use authchain_benches::cpu::CpuSnapshot;
-use authchain_benches::{checked_envoy, median, median_interval, median_run};
+use authchain_benches::{
+    checked_envoy, measured_run, median, median_interval, median_run, verdict, warm_up,
+};
 use authchain_core::AuthorizationRequest;
 use authchain_grpc::envoy_types::ext_authz::v3::pb::{CheckRequest, CheckResponse, HttpResponse};
 use authchain_grpc::envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
@@ -388,11 +389,7 @@ impl Scenario {
                 return Err(format!("{name}: a request without the API key got 200").into());
             }
         }
-        let warm = Load {
-            duration: Duration::from_secs(2),
-            ..load.clone()
-        };
-        tokio::task::spawn_blocking(move || warm.run(ingress, "/")).await??;
+        warm_up(load, ingress, "/").await?;
         Ok(Scenario {
             name,
             envoy,
@@ -407,16 +404,12 @@ impl Scenario {
     async fn run(&mut self, load: &Load, servers: &[u32]) -> Result<LoadResult, Box<dyn Error>> {
         let ingress = self.envoy.listener("ingress")?;
         let envoy = self.envoy.peer().pid();
-        let run = load.clone();
         let pids: Vec<u32> = servers.iter().copied().chain([envoy]).collect();
-        let before = CpuSnapshot::take(&pids)?;
-        let result = tokio::task::spawn_blocking(move || run.run(ingress, "/")).await??;
-        let spent = before.since(&CpuSnapshot::take(&pids)?);
-        let per_request = |seconds: f64| seconds * 1e6 / result.requests.max(1) as f64;
+        let (result, spent) = measured_run(load, ingress, "/", &pids).await?;
         let cpu = Cpu {
-            all: per_request(spent.all),
-            auth: per_request(spent.of(self.auth)),
-            envoy: per_request(spent.of(Some(envoy))),
+            all: spent.all,
+            auth: spent.of(self.auth),
+            envoy: spent.of(Some(envoy)),
         };
         eprintln!(
             "{}: {:.0} rps, p50 {:?}, p99 {:?}, {} errors, CPU per request {:.0} µs \
@@ -608,11 +601,7 @@ async fn envoy_load(
          [{low:.3}, {high:.3}] (target >= 0.97: {}), \
          p99(c)/p99(b) = {:.3}, c'/b rps = {:.3}, b/a rps = {:.3}, c/a rps = {:.3}",
         per_round.join(", "),
-        match (ratio >= 0.97, low >= 0.97) {
-            (true, true) => "met, whole interval",
-            (true, false) => "met by the median, not by the whole interval",
-            _ => "MISSED",
-        },
+        verdict(ratio, low, 0.97),
         ms(c.p99) / ms(b.p99),
         c_uncached.rps / b.rps,
         b.rps / a.rps,
