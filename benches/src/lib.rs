@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use authchain_core::{
-    Allow, AuthConfig, Decision, Engine, Error, Format, PluginRegistry, plugin_fn, service_fn,
+    Allow, AuthConfig, Decision, Engine, Error, Format, PluginRegistry, decide_fn, plugin_fn,
 };
 use authchain_examples::required_header::RequiredHeaderPlugin;
 use authchain_grpc::envoy_types::ext_authz::v3::pb::{
@@ -51,21 +51,19 @@ pub fn registry() -> PluginRegistry {
     let mut registry = PluginRegistry::new();
     registry.register(RequiredHeaderPlugin);
     registry.register(plugin_fn("SetHeader", |_: serde_json::Value, _| {
-        Ok(Arc::new(service_fn(|_| {
-            Box::pin(async {
-                Ok(Allow::new()
-                    .set_header(
-                        HeaderName::from_static("x-chain"),
-                        HeaderValue::from_static("checked"),
-                    )
-                    .into())
-            })
+        Ok(Arc::new(decide_fn(|_| {
+            Ok(Allow::new()
+                .set_header(
+                    HeaderName::from_static("x-chain"),
+                    HeaderValue::from_static("checked"),
+                )
+                .into())
         })))
     }));
     registry.register(plugin_fn("WriteState", |_: serde_json::Value, _| {
-        Ok(Arc::new(service_fn(|req| {
+        Ok(Arc::new(decide_fn(|req| {
             req.state.insert("checked", json!(true));
-            Box::pin(async { Ok(Decision::authorized()) })
+            Ok(Decision::authorized())
         })))
     }));
     registry

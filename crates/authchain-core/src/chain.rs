@@ -343,23 +343,28 @@ impl Chain {
             None => deadline,
         };
         let span = tracing::debug_span!("authchain.step", step = %step.name);
-        let mut answer = step.service.authorize(request);
-        // The timer is armed only once the step is pending: a step that
-        // answers at once never touches the timer wheel. One timer serves
-        // the whole chain run, reset to each pending step's limit.
-        let mut armed = false;
-        let outcome = std::future::poll_fn(|cx| {
-            if let Poll::Ready(result) = answer.as_mut().poll(cx) {
-                return Poll::Ready(Some(result));
+        let outcome = match span.in_scope(|| step.service.decide_now(request)) {
+            Some(result) => Some(result),
+            None => {
+                let mut answer = step.service.authorize(request);
+                // The timer is armed only once the step is pending: a step
+                // that answers at once never touches the timer wheel. One
+                // timer serves the whole chain run, reset to each pending
+                // step's limit.
+                let mut armed = false;
+                std::future::poll_fn(|cx| {
+                    if let Poll::Ready(result) = answer.as_mut().poll(cx) {
+                        return Poll::Ready(Some(result));
+                    }
+                    let Some(sleep) = arm(&mut *timer, limit, &mut armed) else {
+                        return Poll::Pending;
+                    };
+                    sleep.as_mut().poll(cx).map(|()| None)
+                })
+                .instrument(span)
+                .await
             }
-            let Some(sleep) = arm(&mut *timer, limit, &mut armed) else {
-                return Poll::Pending;
-            };
-            sleep.as_mut().poll(cx).map(|()| None)
-        })
-        .instrument(span)
-        .await;
-        drop(answer); // ends the step's borrow of the request
+        };
         let error = match outcome {
             Some(Ok(Decision::Allow(allow))) => {
                 step.metrics.ok.increment(1);

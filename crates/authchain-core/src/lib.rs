@@ -102,5 +102,5 @@ pub use plugin::{
 #[doc(inline)]
 pub use request::{AuthorizationRequest, Peer};
 #[doc(inline)]
-pub use service::{AuthService, Lifecycle, ServiceFn, service_fn};
+pub use service::{AuthService, DecideFn, Lifecycle, ServiceFn, decide_fn, service_fn};
 pub use state::State;

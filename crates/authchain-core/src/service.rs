@@ -47,7 +47,47 @@ pub trait AuthService: Send + Sync + 'static {
     /// Authorizes one request. `Ok(Decision::Deny(..))` is a deny;
     /// `Err(..)` is a failure of the step, which the chain turns into a deny
     /// with its `statusOnError` unless the step is configured to fail open.
-    async fn authorize(&self, request: &mut AuthorizationRequest) -> Result<Decision, Error>;
+    ///
+    /// A step that never waits may implement
+    /// [`decide_now`](Self::decide_now) instead; this method then answers
+    /// with it.
+    async fn authorize(&self, request: &mut AuthorizationRequest) -> Result<Decision, Error> {
+        match self.decide_now(request) {
+            Some(answer) => answer,
+            None => Err(Error::step(
+                "the step answers neither decide_now nor authorize (implement one)",
+            )),
+        }
+    }
+
+    /// Decides at once, for a step that never waits (a header check, an API
+    /// key lookup, a policy evaluated in memory): the chain calls this
+    /// first, and [`authorize`](Self::authorize) only when it returns
+    /// `None`. An answer here costs no future: no allocation, no poll.
+    ///
+    /// Return `None` (the default) without changing the request to be run
+    /// through `authorize`, e.g. when a key set must be fetched first. A
+    /// step's timeout cannot cut a decision made here short: keep it quick.
+    ///
+    /// ```
+    /// use authchain_core::{AuthService, AuthorizationRequest, Decision, Error};
+    ///
+    /// struct GetOnly;
+    ///
+    /// impl AuthService for GetOnly {
+    ///     fn decide_now(&self, req: &mut AuthorizationRequest) -> Option<Result<Decision, Error>> {
+    ///         Some(Ok(if req.method == http::Method::GET {
+    ///             Decision::authorized()
+    ///         } else {
+    ///             Decision::unauthorized()
+    ///         }))
+    ///     }
+    /// }
+    /// ```
+    fn decide_now(&self, request: &mut AuthorizationRequest) -> Option<Result<Decision, Error>> {
+        let _ = request;
+        None
+    }
 
     /// The upstream headers this service may set to carry identity
     /// (`x-user-id`, ...). The chain strips client-sent copies of them
@@ -100,6 +140,49 @@ impl Lifecycle {
     /// The underlying token, to hand to spawned tasks.
     pub fn token(&self) -> &CancellationToken {
         &self.token
+    }
+}
+
+/// A step made from a closure that decides at once; see [`decide_fn`].
+#[derive(Clone)]
+pub struct DecideFn<F> {
+    f: F,
+}
+
+impl<F> fmt::Debug for DecideFn<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DecideFn").finish_non_exhaustive()
+    }
+}
+
+/// Makes a step from a closure that decides without waiting: the
+/// [`decide_now`](AuthService::decide_now) of [`service_fn`].
+///
+/// ```
+/// use authchain_core::{decide_fn, Decision};
+///
+/// let only_get = decide_fn(|req| {
+///     Ok(if req.method == http::Method::GET {
+///         Decision::authorized()
+///     } else {
+///         Decision::unauthorized()
+///     })
+/// });
+/// # let _ = only_get;
+/// ```
+pub fn decide_fn<F>(f: F) -> DecideFn<F>
+where
+    F: Fn(&mut AuthorizationRequest) -> Result<Decision, Error> + Send + Sync + 'static,
+{
+    DecideFn { f }
+}
+
+impl<F> AuthService for DecideFn<F>
+where
+    F: Fn(&mut AuthorizationRequest) -> Result<Decision, Error> + Send + Sync + 'static,
+{
+    fn decide_now(&self, request: &mut AuthorizationRequest) -> Option<Result<Decision, Error>> {
+        Some((self.f)(request))
     }
 }
 

@@ -1,7 +1,6 @@
 //! The state the steps of one chain run share.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, btree_map};
 use std::fmt;
 use std::sync::Arc;
 
@@ -28,8 +27,11 @@ use serde_json::{Map, Value};
 /// assert_eq!(state["jwt"]["sub"], "alice");
 /// assert_eq!(state.to_json(), json!({"jwt": {"sub": "alice"}}));
 /// ```
+///
+/// A state holds a few names, so they are kept in one sorted vector: one
+/// allocation per chain run, a binary search per lookup.
 #[derive(Clone, Default, PartialEq)]
-pub struct State(BTreeMap<Cow<'static, str>, Arc<Value>>);
+pub struct State(Vec<(Cow<'static, str>, Arc<Value>)>);
 
 impl State {
     /// An empty state.
@@ -37,20 +39,27 @@ impl State {
         Self::default()
     }
 
+    /// Where `name` is, or where it would go.
+    fn find(&self, name: &str) -> Result<usize, usize> {
+        self.0.binary_search_by(|(k, _)| (**k).cmp(name))
+    }
+
     /// The value under `name`.
     pub fn get(&self, name: &str) -> Option<&Value> {
-        self.0.get(name).map(|v| &**v)
+        self.get_shared(name).map(|v| &**v)
     }
 
     /// The shared value under `name`, to keep or hand on without copying.
     pub fn get_shared(&self, name: &str) -> Option<&Arc<Value>> {
-        self.0.get(name)
+        let i = self.find(name).ok()?;
+        Some(&self.0[i].1)
     }
 
     /// The value under `name`, to change in place (copied first if it is
     /// shared).
     pub fn get_mut(&mut self, name: &str) -> Option<&mut Value> {
-        self.0.get_mut(name).map(Arc::make_mut)
+        let i = self.find(name).ok()?;
+        Some(Arc::make_mut(&mut self.0[i].1))
     }
 
     /// Sets `name` to `value` (a [`Value`] or an `Arc<Value>`); returns
@@ -60,17 +69,25 @@ impl State {
         name: impl Into<Cow<'static, str>>,
         value: impl Into<Arc<Value>>,
     ) -> Option<Arc<Value>> {
-        self.0.insert(name.into(), value.into())
+        let name = name.into();
+        match self.find(&name) {
+            Ok(i) => Some(std::mem::replace(&mut self.0[i].1, value.into())),
+            Err(i) => {
+                self.0.insert(i, (name, value.into()));
+                None
+            }
+        }
     }
 
     /// Removes `name`; returns its value.
     pub fn remove(&mut self, name: &str) -> Option<Arc<Value>> {
-        self.0.remove(name)
+        let i = self.find(name).ok()?;
+        Some(self.0.remove(i).1)
     }
 
     /// Whether `name` is set.
     pub fn contains_key(&self, name: &str) -> bool {
-        self.0.contains_key(name)
+        self.find(name).is_ok()
     }
 
     /// How many names are set.
@@ -102,7 +119,7 @@ impl State {
 
 /// The names and values of a [`State`], by name.
 #[derive(Debug, Clone)]
-pub struct Iter<'a>(btree_map::Iter<'a, Cow<'static, str>, Arc<Value>>);
+pub struct Iter<'a>(std::slice::Iter<'a, (Cow<'static, str>, Arc<Value>)>);
 
 impl<'a> Iterator for Iter<'a> {
     type Item = (&'a str, &'a Value);
@@ -150,8 +167,9 @@ where
     V: Into<Arc<Value>>,
 {
     fn extend<I: IntoIterator<Item = (K, V)>>(&mut self, iter: I) {
-        self.0
-            .extend(iter.into_iter().map(|(k, v)| (k.into(), v.into())));
+        for (k, v) in iter {
+            self.insert(k, v);
+        }
     }
 }
 
@@ -209,6 +227,27 @@ mod tests {
         assert_eq!(*shared, json!({"plan": "gold"}));
         assert_eq!(state["apiKey"]["plan"], "silver");
         assert_eq!(state["absent"], Value::Null);
+    }
+
+    #[test]
+    fn names_stay_sorted_and_unique_whatever_the_order_of_writes() {
+        let mut state = State::new();
+        for name in ["m", "c", "x", "a", "c"] {
+            state.insert(name, json!(name));
+        }
+        assert_eq!(state.insert("x", json!(1)), Some(Arc::new(json!("x"))));
+        let names: Vec<&str> = state.iter().map(|(k, _)| k).collect();
+        assert_eq!(names, ["a", "c", "m", "x"]);
+        assert_eq!(state["x"], 1);
+        assert_eq!(state.remove("c"), Some(Arc::new(json!("c"))));
+        assert_eq!(state.remove("c"), None);
+        assert!(!state.contains_key("c") && state.contains_key("m"));
+        assert_eq!(state.len(), 3);
+        let copy: State = state
+            .iter()
+            .map(|(k, v)| (k.to_owned(), v.clone()))
+            .collect();
+        assert_eq!(copy, state);
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::future::Future;
 use std::mem;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker, ready};
 
 use authchain_core::{
     Allow, AuthorizationRequest, BoxError, Chain, Decision, Deny, Engine, HeaderMutation, State,
@@ -15,6 +15,7 @@ use bytes::Bytes;
 use http::uri::PathAndQuery;
 use http::{HeaderMap, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
+use pin_project_lite::pin_project;
 use serde_json::{Map, Value};
 use tower_layer::Layer;
 use tower_service::Service;
@@ -184,22 +185,75 @@ impl<S> AuthChain<S> {
 
 type BoxFuture<R, E> = Pin<Box<dyn Future<Output = Result<R, E>> + Send>>;
 
-/// The response future of [`AuthChain`].
-pub struct ResponseFuture<R, E> {
-    inner: BoxFuture<R, E>,
-}
+/// What the chain makes of a request: the request for the inner service
+/// and the allow's response headers, or the response for the client.
+type Authorized<B, ResBody> = Result<(Request<B>, Vec<HeaderMutation>), Response<ResBody>>;
 
-impl<R, E> fmt::Debug for ResponseFuture<R, E> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+pin_project! {
+    /// The response future of [`AuthChain`].
+    pub struct ResponseFuture<F, ResBody, E> {
+        #[pin]
+        kind: Kind<F, ResBody, E>,
     }
 }
 
-impl<R, E> Future for ResponseFuture<R, E> {
-    type Output = Result<R, E>;
+pin_project! {
+    #[project = KindProj]
+    enum Kind<F, ResBody, E> {
+        // The chain allowed at once: the inner service's future, and the
+        // allow's response headers to add to its response.
+        Called {
+            #[pin]
+            future: F,
+            response_headers: Vec<HeaderMutation>,
+        },
+        // The chain denied at once (or could not run): the answer.
+        Answered {
+            response: Option<Response<ResBody>>,
+        },
+        // The chain waits (a step calls out, or the body is read first):
+        // the chain and the inner service's call after it.
+        Waiting {
+            future: BoxFuture<Response<ResBody>, E>,
+        },
+    }
+}
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.inner.as_mut().poll(cx)
+impl<F, ResBody, E> fmt::Debug for ResponseFuture<F, ResBody, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match self.kind {
+            Kind::Called { .. } => "called",
+            Kind::Answered { .. } => "answered",
+            Kind::Waiting { .. } => "waiting",
+        };
+        f.debug_struct("ResponseFuture")
+            .field("kind", &kind)
+            .finish()
+    }
+}
+
+impl<F, ResBody, E> Future for ResponseFuture<F, ResBody, E>
+where
+    F: Future<Output = Result<Response<ResBody>, E>>,
+{
+    type Output = Result<Response<ResBody>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().kind.project() {
+            KindProj::Called {
+                future,
+                response_headers,
+            } => {
+                let mut response = ready!(future.poll(cx))?;
+                apply_response_headers(response_headers, response.headers_mut());
+                Poll::Ready(Ok(response))
+            }
+            KindProj::Answered { response } => match response.take() {
+                Some(response) => Poll::Ready(Ok(response)),
+                None => panic!("ResponseFuture polled after it completed"),
+            },
+            KindProj::Waiting { future } => future.as_mut().poll(cx),
+        }
     }
 }
 
@@ -215,30 +269,77 @@ where
 {
     type Response = Response<ResBody>;
     type Error = S::Error;
-    type Future = ResponseFuture<Response<ResBody>, S::Error>;
+    type Future = ResponseFuture<S::Future, ResBody, S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
+        let shared = self.layer.shared.clone();
+        if let Some(limit) = shared.body_limit {
+            let authorized = buffer_then_authorize(shared, request, limit);
+            return self.waiting(authorized);
+        }
+        // The request to authorize is boxed on its own, apart from the
+        // chain's future: both boxes stay small enough for the allocator's
+        // fast, per-thread size classes.
+        let (parts, body) = request.into_parts();
+        let mut authorized = Box::pin(authorize(shared, Pending::new(parts, body, None)));
+        // Most chains decide without waiting: polled once here, such a
+        // chain's request goes straight to the inner service, which is
+        // ready now (no clone of it, no future of our own around its).
+        // Polling with a waker that does nothing is allowed: a chain that
+        // waits is polled again with the task's own. Outside a tokio
+        // runtime (steps' timers need one) the chain waits for its task.
+        if tokio::runtime::Handle::try_current().is_ok() {
+            let mut cx = Context::from_waker(Waker::noop());
+            if let Poll::Ready(authorized) = authorized.as_mut().poll(&mut cx) {
+                let kind = match authorized {
+                    Ok((request, response_headers)) => Kind::Called {
+                        future: self.inner.call(request),
+                        response_headers,
+                    },
+                    Err(response) => Kind::Answered {
+                        response: Some(response),
+                    },
+                };
+                return ResponseFuture { kind };
+            }
+        }
+        self.waiting(authorized)
+    }
+}
+
+impl<S> AuthChain<S> {
+    /// The future of a request whose chain waits: the inner service is
+    /// called once `authorized` allows.
+    fn waiting<B, ResBody>(
+        &mut self,
+        authorized: impl Future<Output = Authorized<B, ResBody>> + Send + 'static,
+    ) -> ResponseFuture<S::Future, ResBody, S::Error>
+    where
+        S: Service<Request<B>, Response = Response<ResBody>> + Clone + Send + 'static,
+        S::Future: Send,
+        S::Error: Send,
+        B: Send + 'static,
+        ResBody: Send + 'static,
+    {
         // The clone is not ready: keep the one that is (tower's usual dance).
         let clone = self.inner.clone();
-        let inner = mem::replace(&mut self.inner, clone);
-        let shared = self.layer.shared.clone();
-        let inner: BoxFuture<Self::Response, Self::Error> = match shared.body_limit {
-            // The request to authorize is built here, before the future, and
-            // boxed on its own: the future then holds little beside the
-            // chain's, and both boxes stay small enough for the allocator's
-            // fast, per-thread size classes.
-            None => {
-                let (parts, body) = request.into_parts();
-                let pending = Pending::new(parts, body, None);
-                Box::pin(authorize_then_call(shared, inner, pending))
-            }
-            Some(limit) => Box::pin(buffer_then_call(shared, inner, request, limit)),
-        };
-        ResponseFuture { inner }
+        let mut inner = mem::replace(&mut self.inner, clone);
+        let future = Box::pin(async move {
+            let (request, response_headers) = match authorized.await {
+                Ok(authorized) => authorized,
+                Err(response) => return Ok(response),
+            };
+            let mut response = inner.call(request).await?;
+            apply_response_headers(&response_headers, response.headers_mut());
+            Ok(response)
+        });
+        ResponseFuture {
+            kind: Kind::Waiting { future },
+        }
     }
 }
 
@@ -284,7 +385,7 @@ impl<B> Pending<B> {
         self,
         chain: &Chain,
         allow: Allow,
-    ) -> Result<(Request<B>, Vec<HeaderMutation>), Response<ResBody>> {
+    ) -> Authorized<B, ResBody> {
         let Pending {
             auth,
             mut parts,
@@ -315,14 +416,12 @@ impl<B> Pending<B> {
 }
 
 /// The path with `buffer_body`: reads the body (up to `limit`) first.
-async fn buffer_then_call<S, B, ResBody>(
+async fn buffer_then_authorize<B, ResBody>(
     shared: Arc<Shared>,
-    inner: S,
     request: Request<B>,
     limit: usize,
-) -> Result<Response<ResBody>, S::Error>
+) -> Authorized<B, ResBody>
 where
-    S: Service<Request<B>, Response = Response<ResBody>>,
     B: http_body::Body + From<Bytes>,
     B::Error: Into<BoxError>,
     ResBody: From<Bytes>,
@@ -331,51 +430,29 @@ where
     let bytes = match Limited::new(body, limit).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
-            return Ok(plain(
+            return Err(plain(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "request body too large",
             ));
         }
         Err(e) => {
             tracing::debug!(error = %e, "cannot read the request body");
-            return Ok(plain(
+            return Err(plain(
                 StatusCode::BAD_REQUEST,
                 "cannot read the request body",
             ));
         }
     };
     let pending = Pending::new(parts, B::from(bytes.clone()), Some(bytes));
-    authorize_then_call(shared, inner, pending).await
-}
-
-async fn authorize_then_call<S, B, ResBody>(
-    shared: Arc<Shared>,
-    mut inner: S,
-    pending: Box<Pending<B>>,
-) -> Result<Response<ResBody>, S::Error>
-where
-    S: Service<Request<B>, Response = Response<ResBody>>,
-    ResBody: From<Bytes>,
-{
-    // Two awaits in turn, so that the chain's future and the inner
-    // service's share their place in this one.
-    let (request, response_headers) = match authorize(&shared, pending).await {
-        Ok(authorized) => authorized,
-        Err(response) => return Ok(response),
-    };
-    let mut response = inner.call(request).await?;
-    for mutation in &response_headers {
-        mutation.apply(response.headers_mut());
-    }
-    Ok(response)
+    authorize(shared, pending).await
 }
 
 /// Runs the chain: the request for the inner service and the response
 /// headers of the allow, or the response for the client.
 async fn authorize<B, ResBody: From<Bytes>>(
-    shared: &Shared,
+    shared: Arc<Shared>,
     mut pending: Box<Pending<B>>,
-) -> Result<(Request<B>, Vec<HeaderMutation>), Response<ResBody>> {
+) -> Authorized<B, ResBody> {
     let current;
     let chain: &Chain = match &shared.source {
         Source::Chain(chain) => chain,

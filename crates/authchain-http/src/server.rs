@@ -109,6 +109,8 @@ impl CheckServer {
     ) -> std::io::Result<()> {
         let graceful = GracefulShutdown::new();
         let builder = auto::Builder::new(TokioExecutor::new());
+        // One reference count to bump per check, not one per field.
+        let this = Arc::new(self);
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
             let (stream, peer) = tokio::select! {
@@ -127,7 +129,7 @@ impl CheckServer {
             // A check is a small request and a small answer, and a proxy
             // waits for it: no Nagle delay on either.
             let _ = stream.set_nodelay(true);
-            let server = self.clone();
+            let server = this.clone();
             let service = hyper::service::service_fn(move |request: Request<Incoming>| {
                 let server = server.clone();
                 async move {

@@ -18,7 +18,7 @@ use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use serde_json::{Value, json};
-use tower::ServiceExt;
+use tower::{Layer, ServiceExt};
 
 fn name(s: &'static str) -> HeaderName {
     HeaderName::from_static(s)
@@ -342,4 +342,71 @@ async fn a_handler_asking_for_auth_context_without_the_layer_is_a_500() {
     let app = Router::new().route("/", any(|_: AuthContext| async { "unreachable" }));
     let (status, _, _) = send(app, Request::get("/").body(Body::empty()).unwrap()).await;
     assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+}
+
+/// Waits (a timer) before handing on to [`ApiKey`]: a chain that cannot
+/// decide at once.
+fn slow_api_key() -> Arc<dyn AuthService> {
+    Arc::new(service_fn(|req| {
+        Box::pin(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            ApiKey.authorize(req).await
+        })
+    }))
+}
+
+#[tokio::test]
+async fn a_chain_that_waits_answers_as_one_that_decides_at_once() {
+    for (label, step) in [
+        ("at once", Arc::new(ApiKey) as Arc<dyn AuthService>),
+        ("waiting", slow_api_key()),
+    ] {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let app = app(
+            AuthChainLayer::new(chain(vec![("key", step)])),
+            calls.clone(),
+        );
+        let req = Request::get("/x")
+            .header("api-key", "let-me-in")
+            .header("x-user-id", "mallory")
+            .body(Body::empty())
+            .unwrap();
+        let (status, headers, body) = send(app.clone(), req).await;
+        assert_eq!(status, StatusCode::OK, "{label}");
+        assert_eq!(headers["x-auth"], "ok", "{label}");
+        let seen = json_of(&body);
+        assert_eq!(seen["x-user-id"], json!(["alice"]), "{label}");
+        assert_eq!(seen["state"], json!({"tier": "gold"}), "{label}");
+        let (status, headers, _) = send(app, Request::get("/x").body(Body::empty()).unwrap()).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{label}");
+        assert_eq!(headers[http::header::WWW_AUTHENTICATE], "ApiKey", "{label}");
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "{label}");
+    }
+}
+
+#[test]
+fn a_call_made_outside_a_runtime_runs_its_chain_when_awaited() {
+    // The layer tries the chain in `call` only inside a tokio runtime (a
+    // waiting step needs its timers): here it runs when the future does.
+    let inner = tower::service_fn(|req: Request<Full<Bytes>>| async move {
+        let user = req.headers().get("x-user-id").cloned();
+        let mut response = http::Response::new(Full::new(Bytes::new()));
+        if let Some(user) = user {
+            response.headers_mut().insert("x-echo-user", user);
+        }
+        Ok::<_, std::convert::Infallible>(response)
+    });
+    let mut service = AuthChainLayer::new(chain(vec![("key", slow_api_key())])).layer(inner);
+    let req = Request::get("/")
+        .header("api-key", "let-me-in")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let future = tower::Service::call(&mut service, req);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let response = runtime.block_on(future).unwrap();
+    assert_eq!(response.headers()["x-echo-user"], "alice");
+    assert_eq!(response.headers()["x-auth"], "ok");
 }

@@ -31,7 +31,7 @@ use std::sync::Arc;
 
 use authchain_core::{
     Allow, Attribute, AuthService, AuthorizationRequest, BuildContext, Decision, Error,
-    ExtAuthPlugin, UserInfo, async_trait,
+    ExtAuthPlugin, UserInfo,
 };
 use http::HeaderName;
 use serde::Deserialize;
@@ -285,10 +285,9 @@ impl ApiKeyAuth {
     }
 }
 
-#[async_trait]
 impl AuthService for ApiKeyAuth {
-    async fn authorize(&self, request: &mut AuthorizationRequest) -> Result<Decision, Error> {
-        Ok(self.decide(request))
+    fn decide_now(&self, request: &mut AuthorizationRequest) -> Option<Result<Decision, Error>> {
+        Some(Ok(self.decide(request)))
     }
 
     fn identity_headers(&self) -> Vec<HeaderName> {

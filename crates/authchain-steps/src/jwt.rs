@@ -708,6 +708,42 @@ impl JwtAuth {
         last
     }
 
+    /// The decision with the keys at hand; `None`, when `may_wait`, for a
+    /// token whose kid no key has while a remote key set may have rotated
+    /// (the request is then unchanged).
+    fn judge(&self, request: &mut AuthorizationRequest, may_wait: bool) -> Option<Decision> {
+        let token = match self.token(request) {
+            Ok(Some(t)) => t,
+            Ok(None) => return Some(self.deny(false)),
+            Err(()) => return Some(self.deny(true)),
+        };
+        let Ok(header) = jsonwebtoken::decode_header(token) else {
+            return Some(self.deny(true));
+        };
+        if !self.shared.allowed.contains(&header.alg) {
+            return Some(self.deny(true));
+        }
+        let kid = header.kid.as_deref();
+        let result = self.verify(token, kid, header.alg);
+        if result.is_none() && kid.is_some() && may_wait && self.shared.remote.is_some() {
+            return None;
+        }
+        Some(match result {
+            Some(Ok(claims)) => {
+                // The token's text is not needed past this point.
+                self.allow(request, claims)
+            }
+            Some(Err(e)) => {
+                tracing::debug!(reason = reason(e.kind()), "jwt: token rejected");
+                self.deny(true)
+            }
+            None => {
+                tracing::debug!("jwt: no key for the token's kid and alg");
+                self.deny(true)
+            }
+        })
+    }
+
     fn allow(&self, request: &mut AuthorizationRequest, claims: Map<String, Value>) -> Decision {
         let mut allow = Allow::new();
         for (path, header) in &self.claims_to_headers {
@@ -757,41 +793,20 @@ impl AuthService for JwtAuth {
     }
 
     async fn authorize(&self, request: &mut AuthorizationRequest) -> Result<Decision, Error> {
-        let token = match self.token(request) {
-            Ok(Some(t)) => t,
-            Ok(None) => return Ok(self.deny(false)),
-            Err(()) => return Ok(self.deny(true)),
-        };
-        let Ok(header) = jsonwebtoken::decode_header(token) else {
-            return Ok(self.deny(true));
-        };
-        if !self.shared.allowed.contains(&header.alg) {
-            return Ok(self.deny(true));
+        if let Some(decision) = self.judge(request, true) {
+            return Ok(decision);
         }
-        let kid = header.kid.as_deref();
-        let mut result = self.verify(token, kid, header.alg);
-        if result.is_none()
-            && kid.is_some()
-            && let Some(remote) = &self.shared.remote
-        {
-            // An unknown kid: the keys may have rotated.
+        // An unknown kid and a remote key set: the keys may have rotated.
+        if let Some(remote) = &self.shared.remote {
             self.shared.refresh_bounded(Some(remote.min_refresh)).await;
-            result = self.verify(token, kid, header.alg);
         }
-        match result {
-            Some(Ok(claims)) => {
-                // The token's text is not needed past this point.
-                Ok(self.allow(request, claims))
-            }
-            Some(Err(e)) => {
-                tracing::debug!(reason = reason(e.kind()), "jwt: token rejected");
-                Ok(self.deny(true))
-            }
-            None => {
-                tracing::debug!("jwt: no key for the token's kid and alg");
-                Ok(self.deny(true))
-            }
-        }
+        Ok(self
+            .judge(request, false)
+            .unwrap_or_else(|| self.deny(true)))
+    }
+
+    fn decide_now(&self, request: &mut AuthorizationRequest) -> Option<Result<Decision, Error>> {
+        self.judge(request, true).map(Ok)
     }
 
     fn identity_headers(&self) -> Vec<HeaderName> {

@@ -48,7 +48,7 @@ use std::time::Duration;
 
 use authchain_core::{
     Allow, AuthService, AuthorizationRequest, BuildContext, ConfigDuration, Decision, Deny, Error,
-    ExtAuthPlugin, async_trait,
+    ExtAuthPlugin,
 };
 use http::{HeaderName, HeaderValue, StatusCode};
 use serde::Deserialize;
@@ -526,10 +526,9 @@ fn input(request: &AuthorizationRequest) -> regorus::Value {
     ])
 }
 
-#[async_trait]
 impl AuthService for OpaAuth {
-    async fn authorize(&self, request: &mut AuthorizationRequest) -> Result<Decision, Error> {
-        self.decide(request)
+    fn decide_now(&self, request: &mut AuthorizationRequest) -> Option<Result<Decision, Error>> {
+        Some(self.decide(request))
     }
 
     fn identity_headers(&self) -> Vec<HeaderName> {

@@ -31,7 +31,6 @@ use std::sync::Arc;
 
 use authchain_core::{
     Attribute, AuthService, AuthorizationRequest, BuildContext, Decision, Error, ExtAuthPlugin,
-    async_trait,
 };
 use http::{Method, StatusCode};
 use serde::Deserialize;
@@ -334,10 +333,9 @@ fn strip_port(host: &str) -> &str {
     }
 }
 
-#[async_trait]
 impl AuthService for Rules {
-    async fn authorize(&self, request: &mut AuthorizationRequest) -> Result<Decision, Error> {
-        Ok(self.decide(request))
+    fn decide_now(&self, request: &mut AuthorizationRequest) -> Option<Result<Decision, Error>> {
+        Some(Ok(self.decide(request)))
     }
 
     fn reads(&self) -> Option<Vec<Attribute>> {

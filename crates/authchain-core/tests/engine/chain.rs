@@ -311,6 +311,78 @@ async fn state_flows_to_later_steps() {
     assert_eq!(req.state["groups"], json!(["admins"]));
 }
 
+// Steps that decide at once and steps that wait mix in one chain.
+
+/// Decides at once only for GET; waits (on a timer) for other methods.
+struct NowForGets {
+    waited: AtomicUsize,
+}
+
+#[async_trait]
+impl AuthService for NowForGets {
+    async fn authorize(&self, req: &mut AuthorizationRequest) -> Result<Decision, Error> {
+        self.waited.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        req.state.insert("waited", json!(true));
+        Ok(Allow::new()
+            .set_header(name("x-path"), value("waited"))
+            .into())
+    }
+
+    fn decide_now(&self, req: &mut AuthorizationRequest) -> Option<Result<Decision, Error>> {
+        (req.method == http::Method::GET).then(|| {
+            req.state.insert("now", json!(true));
+            Ok(Allow::new().set_header(name("x-path"), value("now")).into())
+        })
+    }
+}
+
+#[tokio::test]
+async fn steps_that_decide_now_and_steps_that_wait_share_the_chain_rules() {
+    let mixed = Arc::new(NowForGets {
+        waited: AtomicUsize::new(0),
+    });
+    let reader = authchain_core::decide_fn(|req| {
+        let seen = req.header_str("x-path").unwrap_or("none").to_owned();
+        req.state.insert("seen", json!(seen));
+        Ok(Decision::authorized())
+    });
+    let chain = Chain::builder("c")
+        .step(ChainStep::new("mixed", mixed.clone()))
+        .step(ChainStep::new("reader", Arc::new(reader)))
+        .build()
+        .unwrap();
+
+    let mut req = get("/");
+    let decision = chain.authorize(&mut req).await;
+    assert_eq!(decision.as_allow().unwrap().headers[0].value, "now");
+    assert_eq!(req.state["seen"], "now");
+    assert_eq!(req.state["now"], true);
+    assert_eq!(mixed.waited.load(Ordering::SeqCst), 0, "GET never waits");
+
+    let mut req = AuthorizationRequest::new(http::Method::POST, "/");
+    let decision = chain.authorize(&mut req).await;
+    assert_eq!(decision.as_allow().unwrap().headers[0].value, "waited");
+    assert_eq!(req.state["seen"], "waited");
+    assert!(
+        !req.state.contains_key("now"),
+        "a None from decide_now changes nothing"
+    );
+    assert_eq!(mixed.waited.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_step_that_implements_neither_method_fails_closed() {
+    struct Neither;
+    impl AuthService for Neither {}
+    let chain = Chain::builder("c")
+        .step(ChainStep::new("neither", Arc::new(Neither)))
+        .build()
+        .unwrap();
+    let decision = chain.authorize(&mut get("/")).await;
+    assert_eq!(decision.as_deny().unwrap().status, StatusCode::FORBIDDEN);
+}
+
 // Rule 4: booleanExpr.
 
 #[tokio::test]
