@@ -74,6 +74,12 @@ impl fmt::Debug for Shared {
 /// headers on the way back; a deny is answered directly, and the inner
 /// service never sees the request.
 ///
+/// A chain whose steps decide at once (see
+/// [`AuthService::decide_now`](authchain_core::AuthService::decide_now))
+/// runs inside `call`, and the inner service is called right there: no
+/// clone of it and no boxed future around its. A chain with a step that
+/// waits is run by the response future, then the inner service.
+///
 /// ```no_run
 /// use std::sync::Arc;
 /// use authchain_core::{Chain, ChainStep, Decision, service_fn};
