@@ -55,7 +55,7 @@ pub trait AuthService: Send + Sync + 'static {
         match self.decide_now(request) {
             Some(answer) => answer,
             None => Err(Error::step(
-                "the step answers neither decide_now nor authorize (implement one)",
+                "the step implements neither authorize nor decide_now",
             )),
         }
     }
