@@ -232,7 +232,10 @@ impl Chain {
     /// With a [decision cache](crate::cache), a remembered answer is
     /// replayed instead: the same decision, state and header changes.
     pub async fn authorize(&self, request: &mut AuthorizationRequest) -> Decision {
-        self.answer(request, true).await
+        match self.authorize_now(request) {
+            Ok(decision) => decision,
+            Err(paused) => self.resume(paused, request).await,
+        }
     }
 
     /// [`authorize`](Self::authorize) for servers that only send the answer
@@ -241,25 +244,92 @@ impl Chain {
     /// neither its state nor its header changes. Without a hit, the same as
     /// `authorize`.
     pub async fn check(&self, request: &mut AuthorizationRequest) -> Decision {
-        self.answer(request, false).await
+        match self.check_now(request) {
+            Ok(decision) => decision,
+            Err(paused) => self.resume(paused, request).await,
+        }
     }
 
-    /// The cached answer (replayed onto `request` when `replay`), or the
-    /// chain's.
-    async fn answer(&self, request: &mut AuthorizationRequest, replay: bool) -> Decision {
-        match &self.cache {
-            Some(cache) => cache.authorize(self, request, replay).await,
-            None => self.authorize_uncached(request).await,
+    /// [`authorize`](Self::authorize) without a future, as far as it goes:
+    /// runs the steps that decide at once
+    /// ([`AuthService::decide_now`]) and answers when the chain ends
+    /// there. At the first step that must wait it stops with what it
+    /// has, to be [`resume`](Self::resume)d on the same request. A chain
+    /// with a decision cache always stops at once (the cache may wait for
+    /// a concurrent run).
+    ///
+    /// For adapters that can answer in place when no step waits (a tower
+    /// `Service::call`): no allocation, no future to box.
+    pub fn authorize_now(&self, request: &mut AuthorizationRequest) -> Result<Decision, Paused> {
+        self.answer_now(request, true)
+    }
+
+    /// [`check`](Self::check) as [`authorize_now`](Self::authorize_now) is
+    /// to `authorize`.
+    pub fn check_now(&self, request: &mut AuthorizationRequest) -> Result<Decision, Paused> {
+        self.answer_now(request, false)
+    }
+
+    /// Finishes a run that [`authorize_now`](Self::authorize_now) or
+    /// [`check_now`](Self::check_now) paused, on the request it paused on.
+    pub async fn resume(&self, paused: Paused, request: &mut AuthorizationRequest) -> Decision {
+        match paused.0 {
+            PausedAt::Cache { replay } => match &self.cache {
+                Some(cache) => cache.authorize(self, request, replay).await,
+                None => self.authorize_uncached(request).await,
+            },
+            PausedAt::Step(at) => self.resume_step(*at, request).await,
+        }
+    }
+
+    async fn resume_step(&self, at: AtStep, request: &mut AuthorizationRequest) -> Decision {
+        let AtStep {
+            mut run,
+            step,
+            started,
+            span,
+        } = at;
+        let ended = self.finish(&mut run, step, request).instrument(span).await;
+        self.conclude(started, ended)
+    }
+
+    fn answer_now(
+        &self,
+        request: &mut AuthorizationRequest,
+        replay: bool,
+    ) -> Result<Decision, Paused> {
+        match self.cache {
+            Some(_) => Err(Paused(PausedAt::Cache { replay })),
+            None => self
+                .uncached_now(request)
+                .map_err(|at| Paused(PausedAt::Step(at))),
         }
     }
 
     pub(crate) async fn authorize_uncached(&self, request: &mut AuthorizationRequest) -> Decision {
+        match self.uncached_now(request) {
+            Ok(decision) => decision,
+            Err(at) => self.resume_step(*at, request).await,
+        }
+    }
+
+    fn uncached_now(&self, request: &mut AuthorizationRequest) -> Result<Decision, Box<AtStep>> {
         let started = Instant::now();
         let span = tracing::debug_span!("authchain.chain", config = %self.name);
-        let ended = self
-            .run(request, started + self.deadline)
-            .instrument(span)
-            .await;
+        let mut run = self.begin(request, started + self.deadline);
+        match span.in_scope(|| self.run_now(&mut run, request)) {
+            Ok(ended) => Ok(self.conclude(started, ended)),
+            Err(step) => Err(Box::new(AtStep {
+                run,
+                step,
+                started,
+                span,
+            })),
+        }
+    }
+
+    /// Counts and times a run that ended, and turns a failure into a deny.
+    fn conclude(&self, started: Instant, ended: Ended) -> Decision {
         self.metrics.duration.record(started.elapsed());
         match ended {
             Ended::Decided(decision) => {
@@ -276,10 +346,9 @@ impl Chain {
         }
     }
 
-    async fn run(&self, request: &mut AuthorizationRequest, deadline: Instant) -> Ended {
-        // Boxed when first needed: most runs never wait, and the chain's
-        // future stays small (it is part of every adapter's future).
-        let mut timer: Option<Pin<Box<Sleep>>> = None;
+    /// A run before its first step: the client's copies of the stripped
+    /// headers are gone (rule 7).
+    fn begin(&self, request: &mut AuthorizationRequest, deadline: Instant) -> Run {
         let mut acc = Allow::default();
         if !self.strip.is_empty() {
             for name in &self.strip {
@@ -287,84 +356,184 @@ impl Chain {
             }
             acc.headers_to_remove.extend(self.strip.iter().cloned());
         }
-        let Some(program) = &self.program else {
-            for step in &self.steps {
-                match self
-                    .run_step(step, request, &mut acc, deadline, &mut timer)
-                    .await
-                {
-                    StepResult::Allowed => {}
-                    StepResult::Denied(deny) => return Ended::Decided(Decision::Deny(deny)),
-                    StepResult::Failed => return Ended::Failed,
-                }
-            }
-            return Ended::Decided(Decision::Allow(acc));
+        let cursor = match self.program {
+            None => Cursor::InOrder(0),
+            Some(_) => Cursor::Expr {
+                pc: 0,
+                register: false,
+                ran: 0,
+                allowed: 0,
+                last_deny: None,
+            },
         };
-        // A step named twice in the expression runs once; these bit sets
-        // (at most MAX_EXPR_STEPS steps) remember what it answered.
-        let (mut ran, mut allowed) = (0u64, 0u64);
-        let mut last_deny: Option<Box<Deny>> = None;
-        let mut next = expr::advance(program, 0, false);
+        Run {
+            acc,
+            deadline,
+            timer: None,
+            cursor,
+        }
+    }
+
+    /// Runs steps while they decide at once: how the run ended, or the
+    /// step that must be waited for (its result goes to `record`).
+    fn run_now(&self, run: &mut Run, request: &mut AuthorizationRequest) -> Result<Ended, usize> {
         loop {
-            match next {
-                Next::Run { step, resume } => {
-                    let bit = 1u64 << step;
-                    if ran & bit == 0 {
-                        ran |= bit;
-                        let step = &self.steps[step];
-                        let ran_step = self.run_step(step, request, &mut acc, deadline, &mut timer);
-                        match ran_step.await {
-                            StepResult::Allowed => allowed |= bit,
-                            StepResult::Denied(deny) => last_deny = Some(Box::new(deny)),
-                            StepResult::Failed => return Ended::Failed,
-                        }
-                    }
-                    next = expr::advance(program, resume, allowed & bit != 0);
+            let index = match self.next_step(run) {
+                Ok(index) => index,
+                Err(allowed) => return Ok(Self::end(run, allowed)),
+            };
+            let step = &self.steps[index];
+            let span = tracing::debug_span!("authchain.step", step = %step.name);
+            let Some(answer) = span.in_scope(|| step.service.decide_now(request)) else {
+                return Err(index);
+            };
+            let result = self.settle(step, Some(answer), request, &mut run.acc, None);
+            if let Some(ended) = self.record(run, index, result) {
+                return Ok(ended);
+            }
+        }
+    }
+
+    /// Runs the rest of a paused run, waiting for step `index` first.
+    async fn finish(
+        &self,
+        run: &mut Run,
+        mut index: usize,
+        request: &mut AuthorizationRequest,
+    ) -> Ended {
+        loop {
+            let step = &self.steps[index];
+            let limit = match step.timeout {
+                Some(timeout) => run.deadline.min(Instant::now() + timeout),
+                None => run.deadline,
+            };
+            let span = tracing::debug_span!("authchain.step", step = %step.name);
+            let mut answer = step.service.authorize(request);
+            // The timer is armed only once the step is pending: a step
+            // that answers at once never touches the timer wheel. One timer
+            // serves the whole chain run, reset to each pending step's
+            // limit.
+            let mut armed = false;
+            let timer = &mut run.timer;
+            let outcome = std::future::poll_fn(|cx| {
+                if let Poll::Ready(result) = answer.as_mut().poll(cx) {
+                    return Poll::Ready(Some(result));
                 }
-                Next::Done(true) => return Ended::Decided(Decision::Allow(acc)),
-                Next::Done(false) => {
-                    let deny = last_deny.map_or_else(|| Deny::new(StatusCode::FORBIDDEN), |d| *d);
-                    return Ended::Decided(Decision::Deny(deny));
+                let Some(sleep) = arm(&mut *timer, limit, &mut armed) else {
+                    return Poll::Pending;
+                };
+                sleep.as_mut().poll(cx).map(|()| None)
+            })
+            .instrument(span)
+            .await;
+            drop(answer); // ends the step's borrow of the request
+            let limits = Some((limit, run.deadline));
+            let result = self.settle(step, outcome, request, &mut run.acc, limits);
+            if let Some(ended) = self.record(run, index, result) {
+                return ended;
+            }
+            index = match self.run_now(run, request) {
+                Ok(ended) => return ended,
+                Err(index) => index,
+            };
+        }
+    }
+
+    /// The step to run next, or (`Err`) whether the run ended allowed.
+    fn next_step(&self, run: &mut Run) -> Result<usize, bool> {
+        match &mut run.cursor {
+            Cursor::InOrder(next) => match self.steps.get(*next) {
+                Some(_) => Ok(*next),
+                None => Err(true),
+            },
+            Cursor::Expr {
+                pc,
+                register,
+                ran,
+                allowed,
+                ..
+            } => {
+                let program = self.program.as_deref().unwrap_or_default();
+                loop {
+                    match expr::advance(program, *pc, *register) {
+                        Next::Run { step, resume } => {
+                            *pc = resume;
+                            let bit = 1u64 << step;
+                            // A step named twice in the expression runs
+                            // once; the bit sets remember what it answered.
+                            if *ran & bit == 0 {
+                                return Ok(step);
+                            }
+                            *register = *allowed & bit != 0;
+                        }
+                        Next::Done(value) => return Err(value),
+                    }
                 }
             }
         }
     }
 
-    async fn run_step(
+    /// The end of a run that ran out of steps: the accumulated allow, or
+    /// the deny of the last step that denied (403 when none did, as in
+    /// `!a` with `a` allowing).
+    fn end(run: &mut Run, allowed: bool) -> Ended {
+        if allowed {
+            return Ended::Decided(Decision::Allow(mem::take(&mut run.acc)));
+        }
+        let last_deny = match &mut run.cursor {
+            Cursor::Expr { last_deny, .. } => last_deny.take(),
+            Cursor::InOrder(_) => None,
+        };
+        let deny = last_deny.map_or_else(|| Deny::new(StatusCode::FORBIDDEN), |d| *d);
+        Ended::Decided(Decision::Deny(deny))
+    }
+
+    /// Records what step `index` gave; `Some` when that ends the run.
+    fn record(&self, run: &mut Run, index: usize, result: StepResult) -> Option<Ended> {
+        match &mut run.cursor {
+            Cursor::InOrder(next) => match result {
+                StepResult::Allowed => {
+                    *next = index + 1;
+                    None
+                }
+                StepResult::Denied(deny) => Some(Ended::Decided(Decision::Deny(deny))),
+                StepResult::Failed => Some(Ended::Failed),
+            },
+            Cursor::Expr {
+                register,
+                ran,
+                allowed,
+                last_deny,
+                ..
+            } => {
+                let bit = 1u64 << index;
+                *ran |= bit;
+                *register = false;
+                match result {
+                    StepResult::Allowed => {
+                        *allowed |= bit;
+                        *register = true;
+                    }
+                    StepResult::Denied(deny) => *last_deny = Some(Box::new(deny)),
+                    StepResult::Failed => return Some(Ended::Failed),
+                }
+                None
+            }
+        }
+    }
+
+    /// What a step's answer means for the run (`None` is a timeout, with
+    /// the step's limit and the chain's deadline): an allow is merged
+    /// into `acc` and applied to the request, an error fails closed or,
+    /// with `failureModeAllow`, passes marked.
+    fn settle(
         &self,
         step: &Step,
+        outcome: Option<Result<Decision, Error>>,
         request: &mut AuthorizationRequest,
         acc: &mut Allow,
-        deadline: Instant,
-        timer: &mut Option<Pin<Box<Sleep>>>,
+        limits: Option<(Instant, Instant)>,
     ) -> StepResult {
-        let limit = match step.timeout {
-            Some(timeout) => deadline.min(Instant::now() + timeout),
-            None => deadline,
-        };
-        let span = tracing::debug_span!("authchain.step", step = %step.name);
-        let outcome = match span.in_scope(|| step.service.decide_now(request)) {
-            Some(result) => Some(result),
-            None => {
-                let mut answer = step.service.authorize(request);
-                // The timer is armed only once the step is pending: a step
-                // that answers at once never touches the timer wheel. One
-                // timer serves the whole chain run, reset to each pending
-                // step's limit.
-                let mut armed = false;
-                std::future::poll_fn(|cx| {
-                    if let Poll::Ready(result) = answer.as_mut().poll(cx) {
-                        return Poll::Ready(Some(result));
-                    }
-                    let Some(sleep) = arm(&mut *timer, limit, &mut armed) else {
-                        return Poll::Pending;
-                    };
-                    sleep.as_mut().poll(cx).map(|()| None)
-                })
-                .instrument(span)
-                .await
-            }
-        };
         let error = match outcome {
             Some(Ok(Decision::Allow(allow))) => {
                 step.metrics.ok.increment(1);
@@ -376,8 +545,8 @@ impl Chain {
                 return StepResult::Denied(deny);
             }
             Some(Err(error)) => error,
-            None => match step.timeout {
-                Some(timeout) if limit < deadline => {
+            None => match (step.timeout, limits) {
+                (Some(timeout), Some((limit, deadline))) if limit < deadline => {
                     Error::timeout(format!("step timed out after {timeout:?}"))
                 }
                 _ => Error::timeout(format!("chain deadline of {:?} exceeded", self.deadline)),
@@ -404,6 +573,64 @@ impl Chain {
             StepResult::Failed
         }
     }
+}
+
+/// A chain run that stopped at a step that must wait: what
+/// [`Chain::authorize_now`] and [`Chain::check_now`] leave for
+/// [`Chain::resume`].
+pub struct Paused(PausedAt);
+
+enum PausedAt {
+    /// The chain has a decision cache: nothing ran yet.
+    Cache { replay: bool },
+    /// A step must be waited for.
+    Step(Box<AtStep>),
+}
+
+/// A run paused at step `step`, started at `started`, in `span`.
+struct AtStep {
+    run: Run,
+    step: usize,
+    started: Instant,
+    span: tracing::Span,
+}
+
+impl fmt::Debug for Paused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            PausedAt::Cache { replay } => f
+                .debug_struct("Paused")
+                .field("cache", &true)
+                .field("replay", replay)
+                .finish(),
+            PausedAt::Step(at) => f.debug_struct("Paused").field("step", &at.step).finish(),
+        }
+    }
+}
+
+/// Where a chain run stands: the allow accumulated so far, the deadline
+/// and its timer, and the next step.
+struct Run {
+    acc: Allow,
+    deadline: Instant,
+    // Boxed when first needed: most runs never wait.
+    timer: Option<Pin<Box<Sleep>>>,
+    cursor: Cursor,
+}
+
+enum Cursor {
+    /// Steps in order: the next one.
+    InOrder(usize),
+    /// A `booleanExpr`: where the program resumes with its register, and
+    /// (as bit sets, at most MAX_EXPR_STEPS steps) the steps that ran and
+    /// those that allowed, and the last deny.
+    Expr {
+        pc: usize,
+        register: bool,
+        ran: u64,
+        allowed: u64,
+        last_deny: Option<Box<Deny>>,
+    },
 }
 
 /// Sets the chain run's timer to `limit` the first time a step is pending

@@ -84,6 +84,7 @@ pub use cache::{Attribute, CacheSettings};
 #[doc(inline)]
 pub use chain::{
     Chain, ChainBuilder, ChainStep, DEFAULT_DEADLINE, FAILURE_MODE_ALLOWED_HEADER, MAX_EXPR_STEPS,
+    Paused,
 };
 #[doc(inline)]
 pub use config::{AuthConfig, ConfigDuration, Format};

@@ -1,11 +1,12 @@
 //! [`AuthChainLayer`]: a chain in front of any tower service.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::future::Future;
 use std::mem;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker, ready};
+use std::task::{Context, Poll, ready};
 
 use authchain_core::{
     Allow, AuthorizationRequest, BoxError, Chain, Decision, Deny, Engine, HeaderMutation, State,
@@ -54,6 +55,26 @@ enum Source {
 struct Shared {
     source: Source,
     body_limit: Option<usize>,
+}
+
+impl Shared {
+    /// The chain to run now; `None` (logged) while the engine's current
+    /// generation lacks the config.
+    fn chain(&self) -> Option<Cow<'_, Arc<Chain>>> {
+        match &self.source {
+            Source::Chain(chain) => Some(Cow::Borrowed(chain)),
+            Source::Engine { engine, config } => match engine.current().chain(config) {
+                Some(chain) => Some(Cow::Owned(chain.clone())),
+                None => {
+                    tracing::error!(
+                        layer = ?self,
+                        "the current generation has no such AuthConfig; denying"
+                    );
+                    None
+                }
+            },
+        }
+    }
 }
 
 impl fmt::Debug for Shared {
@@ -282,38 +303,47 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        let shared = self.layer.shared.clone();
+        let shared = &self.layer.shared;
         if let Some(limit) = shared.body_limit {
-            let authorized = buffer_then_authorize(shared, request, limit);
+            let authorized = buffer_then_authorize(shared.clone(), request, limit);
             return self.waiting(authorized);
         }
-        // The request to authorize is boxed on its own, apart from the
-        // chain's future: both boxes stay small enough for the allocator's
-        // fast, per-thread size classes.
+        let Some(chain) = shared.chain() else {
+            return ResponseFuture::answered(plain(StatusCode::FORBIDDEN, ""));
+        };
         let (parts, body) = request.into_parts();
-        let mut authorized = Box::pin(authorize(shared, Pending::new(parts, body, None)));
-        // Most chains decide without waiting: polled once here, such a
-        // chain's request goes straight to the inner service, which is
-        // ready now (no clone of it, no future of our own around its).
-        // Polling with a waker that does nothing is allowed: a chain that
-        // waits is polled again with the task's own. Outside a tokio
-        // runtime (steps' timers need one) the chain waits for its task.
-        if tokio::runtime::Handle::try_current().is_ok() {
-            let mut cx = Context::from_waker(Waker::noop());
-            if let Poll::Ready(authorized) = authorized.as_mut().poll(&mut cx) {
-                let kind = match authorized {
-                    Ok((request, response_headers)) => Kind::Called {
+        let mut pending = Pending::new(parts, body, None);
+        // Most chains decide without waiting: such a chain runs here, and
+        // the request goes straight to the inner service, which is ready
+        // now (no clone of it, no future of our own around its).
+        match chain.authorize_now(&mut pending.auth) {
+            Ok(decision) => match pending.decided(&chain, decision) {
+                Ok((request, response_headers)) => ResponseFuture {
+                    kind: Kind::Called {
                         future: self.inner.call(request),
                         response_headers,
                     },
-                    Err(response) => Kind::Answered {
-                        response: Some(response),
-                    },
-                };
-                return ResponseFuture { kind };
+                },
+                Err(response) => ResponseFuture::answered(response),
+            },
+            Err(paused) => {
+                let chain = chain.into_owned();
+                self.waiting(async move {
+                    let decision = chain.resume(paused, &mut pending.auth).await;
+                    pending.decided(&chain, decision)
+                })
             }
         }
-        self.waiting(authorized)
+    }
+}
+
+impl<F, ResBody, E> ResponseFuture<F, ResBody, E> {
+    fn answered(response: Response<ResBody>) -> Self {
+        ResponseFuture {
+            kind: Kind::Answered {
+                response: Some(response),
+            },
+        }
     }
 }
 
@@ -360,7 +390,7 @@ struct Pending<B> {
 impl<B> Pending<B> {
     /// Moves the headers and extensions of `parts` into the request to
     /// authorize (they come back for the inner service).
-    fn new(mut parts: http::request::Parts, body: B, bytes: Option<Bytes>) -> Box<Self> {
+    fn new(mut parts: http::request::Parts, body: B, bytes: Option<Bytes>) -> Self {
         let mut auth = AuthorizationRequest::new(parts.method.clone(), path_of(&parts.uri));
         if let Some(scheme) = parts.uri.scheme_str() {
             auth.scheme = scheme.to_owned();
@@ -380,7 +410,19 @@ impl<B> Pending<B> {
             auth.source = authchain_core::Peer::from_address(info.0);
         }
         auth.extensions = mem::take(&mut parts.extensions);
-        Box::new(Pending { auth, parts, body })
+        Pending { auth, parts, body }
+    }
+
+    /// What the chain's `decision` makes of the request.
+    fn decided<ResBody: From<Bytes>>(
+        self,
+        chain: &Chain,
+        decision: Decision,
+    ) -> Authorized<B, ResBody> {
+        match decision {
+            Decision::Allow(allow) => self.into_request(chain, allow),
+            Decision::Deny(deny) => Err(deny_response(deny)),
+        }
     }
 
     /// The request as the chain left it, for the inner service (headers,
@@ -449,37 +491,12 @@ where
             ));
         }
     };
-    let pending = Pending::new(parts, B::from(bytes.clone()), Some(bytes));
-    authorize(shared, pending).await
-}
-
-/// Runs the chain: the request for the inner service and the response
-/// headers of the allow, or the response for the client.
-async fn authorize<B, ResBody: From<Bytes>>(
-    shared: Arc<Shared>,
-    mut pending: Box<Pending<B>>,
-) -> Authorized<B, ResBody> {
-    let current;
-    let chain: &Chain = match &shared.source {
-        Source::Chain(chain) => chain,
-        Source::Engine { engine, config } => match engine.current().chain(config) {
-            Some(chain) => {
-                current = chain.clone();
-                &current
-            }
-            None => {
-                tracing::error!(
-                    layer = ?shared,
-                    "the current generation has no such AuthConfig; denying"
-                );
-                return Err(plain(StatusCode::FORBIDDEN, ""));
-            }
-        },
+    let Some(chain) = shared.chain() else {
+        return Err(plain(StatusCode::FORBIDDEN, ""));
     };
-    match chain.authorize(&mut pending.auth).await {
-        Decision::Allow(allow) => (*pending).into_request(chain, allow),
-        Decision::Deny(deny) => Err(deny_response(deny)),
-    }
+    let mut pending = Pending::new(parts, B::from(bytes.clone()), Some(bytes));
+    let decision = chain.authorize(&mut pending.auth).await;
+    pending.decided(&chain, decision)
 }
 
 fn path_of(uri: &Uri) -> &str {

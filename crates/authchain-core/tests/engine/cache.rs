@@ -146,6 +146,18 @@ async fn check_gives_the_same_answer_without_replaying_it() {
     assert_eq!(chain.authorize(&mut third).await, miss);
     assert_eq!(values(&third.headers, "x-user-id"), ["alice"]);
     assert_eq!(step.runs(), 1);
+    // A cached chain pauses at once (the cache may wait on a concurrent
+    // run); resumed, it is the cache's answer, replayed or not.
+    let mut fourth = request(&[("authorization", "Bearer good")]);
+    let paused = chain.authorize_now(&mut fourth).unwrap_err();
+    assert!(values(&fourth.headers, "x-user-id").is_empty());
+    assert_eq!(chain.resume(paused, &mut fourth).await, miss);
+    assert_eq!(values(&fourth.headers, "x-user-id"), ["alice"]);
+    let mut fifth = request(&[("authorization", "Bearer good")]);
+    let paused = chain.check_now(&mut fifth).unwrap_err();
+    assert_eq!(chain.resume(paused, &mut fifth).await, miss);
+    assert!(values(&fifth.headers, "x-user-id").is_empty());
+    assert_eq!(step.runs(), 1);
 }
 
 #[tokio::test]

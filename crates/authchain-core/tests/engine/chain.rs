@@ -372,6 +372,48 @@ async fn steps_that_decide_now_and_steps_that_wait_share_the_chain_rules() {
 }
 
 #[tokio::test]
+async fn authorize_now_answers_in_place_or_pauses_where_a_step_waits() {
+    let mixed = Arc::new(NowForGets {
+        waited: AtomicUsize::new(0),
+    });
+    let chain = Chain::builder("c")
+        .step(ChainStep::new("mixed", mixed.clone()))
+        .build()
+        .unwrap();
+    let mut req = get("/");
+    let decision = chain.authorize_now(&mut req).unwrap();
+    assert_eq!(decision.as_allow().unwrap().headers[0].value, "now");
+
+    // A step that waits: the run pauses there, and resumes on the request.
+    let mut req = AuthorizationRequest::new(http::Method::POST, "/");
+    let paused = chain.authorize_now(&mut req).unwrap_err();
+    assert_eq!(mixed.waited.load(Ordering::SeqCst), 0, "nothing waited yet");
+    let decision = chain.resume(paused, &mut req).await;
+    assert_eq!(decision.as_allow().unwrap().headers[0].value, "waited");
+    assert_eq!(req.state["waited"], true);
+
+    // With a booleanExpr: `a || b` where `a` waits and denies, `b` decides.
+    let deny_later = service_fn(|_| {
+        Box::pin(async {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            Ok(Decision::unauthorized())
+        })
+    });
+    let chain = Chain::builder("c")
+        .step(ChainStep::new("a", Arc::new(deny_later)))
+        .step(ChainStep::new(
+            "b",
+            Arc::new(authchain_core::decide_fn(|_| Ok(Decision::authorized()))),
+        ))
+        .boolean_expr("a || b")
+        .build()
+        .unwrap();
+    let mut req = get("/");
+    let paused = chain.check_now(&mut req).unwrap_err();
+    assert_eq!(chain.resume(paused, &mut req).await, Decision::authorized());
+}
+
+#[tokio::test]
 async fn a_step_that_implements_neither_method_fails_closed() {
     struct Neither;
     impl AuthService for Neither {}
