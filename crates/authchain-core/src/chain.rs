@@ -259,7 +259,7 @@ impl Chain {
     /// a concurrent run).
     ///
     /// For adapters that can answer in place when no step waits (a tower
-    /// `Service::call`): no allocation, no future to box.
+    /// `Service::call`): no future to poll or box.
     pub fn authorize_now(&self, request: &mut AuthorizationRequest) -> Result<Decision, Paused> {
         self.answer_now(request, true)
     }
@@ -271,7 +271,9 @@ impl Chain {
     }
 
     /// Finishes a run that [`authorize_now`](Self::authorize_now) or
-    /// [`check_now`](Self::check_now) paused, on the request it paused on.
+    /// [`check_now`](Self::check_now) of this chain paused, on the request
+    /// it paused on. A run paused by another chain is denied with this
+    /// chain's `statusOnError` (and logged).
     pub async fn resume(&self, paused: Paused, request: &mut AuthorizationRequest) -> Decision {
         match paused.0 {
             PausedAt::Cache { replay } => match &self.cache {
@@ -284,13 +286,23 @@ impl Chain {
 
     async fn resume_step(&self, at: AtStep, request: &mut AuthorizationRequest) -> Decision {
         let AtStep {
+            chain,
             mut run,
             step,
             started,
             span,
         } = at;
+        if chain != self.address() {
+            tracing::error!(config = %self.name, "resumed a run that another chain paused; denying");
+            return self.conclude(started, Ended::Failed);
+        }
         let ended = self.finish(&mut run, step, request).instrument(span).await;
         self.conclude(started, ended)
+    }
+
+    /// Tells this chain's paused runs from others'.
+    fn address(&self) -> usize {
+        std::ptr::from_ref(self).addr()
     }
 
     fn answer_now(
@@ -320,6 +332,7 @@ impl Chain {
         match span.in_scope(|| self.run_now(&mut run, request)) {
             Ok(ended) => Ok(self.conclude(started, ended)),
             Err(step) => Err(Box::new(AtStep {
+                chain: self.address(),
                 run,
                 step,
                 started,
@@ -578,6 +591,7 @@ impl Chain {
 /// A chain run that stopped at a step that must wait: what
 /// [`Chain::authorize_now`] and [`Chain::check_now`] leave for
 /// [`Chain::resume`].
+#[must_use = "a paused run decides nothing until it is resumed"]
 pub struct Paused(PausedAt);
 
 enum PausedAt {
@@ -587,8 +601,10 @@ enum PausedAt {
     Step(Box<AtStep>),
 }
 
-/// A run paused at step `step`, started at `started`, in `span`.
+/// A run of the chain at `chain` paused at step `step`, started at
+/// `started`, in `span`.
 struct AtStep {
+    chain: usize,
     run: Run,
     step: usize,
     started: Instant,
@@ -657,29 +673,41 @@ fn arm<'a>(
 /// to the request the next step sees. Reuses the step's vectors where the
 /// accumulator has none yet, so a chain whose steps mutate once costs no
 /// allocation here.
-fn merge(acc: &mut Allow, mut step: Allow, request: &mut AuthorizationRequest) {
-    if !step.headers.is_empty() {
+fn merge(acc: &mut Allow, step: Allow, request: &mut AuthorizationRequest) {
+    let Allow {
+        mut headers,
+        headers_to_remove,
+        mut response_headers,
+        query_parameters_to_set,
+        query_parameters_to_remove,
+        dynamic_metadata,
+        user_info,
+    } = step;
+    // Most steps fill one or two of these: the empty ones cost a test.
+    if !headers.is_empty() {
         let start = acc.headers.len();
         if start == 0 {
-            mem::swap(&mut acc.headers, &mut step.headers);
+            acc.headers = headers;
         } else {
-            acc.headers.append(&mut step.headers);
+            acc.headers.append(&mut headers);
         }
         normalize_headers(acc, start, request);
     }
-    for name in step.headers_to_remove {
+    for name in headers_to_remove {
         request.headers.remove(&name);
         acc.headers.retain(|m| m.name != name);
         if !acc.headers_to_remove.contains(&name) {
             acc.headers_to_remove.push(name);
         }
     }
-    if acc.response_headers.is_empty() {
-        acc.response_headers = step.response_headers;
-    } else {
-        acc.response_headers.append(&mut step.response_headers);
+    if !response_headers.is_empty() {
+        if acc.response_headers.is_empty() {
+            acc.response_headers = response_headers;
+        } else {
+            acc.response_headers.append(&mut response_headers);
+        }
     }
-    for (key, value) in step.query_parameters_to_set {
+    for (key, value) in query_parameters_to_set {
         request.set_query_parameter(&key, &value);
         acc.query_parameters_to_remove.retain(|k| *k != key);
         match acc
@@ -691,20 +719,22 @@ fn merge(acc: &mut Allow, mut step: Allow, request: &mut AuthorizationRequest) {
             None => acc.query_parameters_to_set.push((key, value)),
         }
     }
-    for key in step.query_parameters_to_remove {
+    for key in query_parameters_to_remove {
         request.remove_query_parameter(&key);
         acc.query_parameters_to_set.retain(|(k, _)| *k != key);
         if !acc.query_parameters_to_remove.contains(&key) {
             acc.query_parameters_to_remove.push(key);
         }
     }
-    if acc.dynamic_metadata.is_empty() {
-        acc.dynamic_metadata = step.dynamic_metadata;
-    } else {
-        acc.dynamic_metadata.extend(step.dynamic_metadata);
+    if !dynamic_metadata.is_empty() {
+        if acc.dynamic_metadata.is_empty() {
+            acc.dynamic_metadata = dynamic_metadata;
+        } else {
+            acc.dynamic_metadata.extend(dynamic_metadata);
+        }
     }
-    if step.user_info.is_some() {
-        acc.user_info = step.user_info;
+    if user_info.is_some() {
+        acc.user_info = user_info;
     }
 }
 
