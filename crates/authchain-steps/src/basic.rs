@@ -442,29 +442,15 @@ impl BasicAuth {
             .flatten()
     }
 
-    /// Answers for the decoded `user:password`.
-    async fn check(
+    /// Verifies `password` against `user`'s hash (on the blocking pool,
+    /// a few at a time) and remembers a match.
+    async fn verify(
         &self,
         request: &mut AuthorizationRequest,
-        decoded: &[u8],
+        user: &str,
+        password: &[u8],
     ) -> Result<Decision, Error> {
-        let Some(colon) = decoded.iter().position(|b| *b == b':') else {
-            return Ok(self.challenge());
-        };
-        let (user, password) = (&decoded[..colon], &decoded[colon + 1..]);
-        let Ok(user) = std::str::from_utf8(user) else {
-            return Ok(self.challenge());
-        };
-        if user.is_empty() {
-            return Ok(self.challenge());
-        }
         let key = self.cache_key(user, password);
-        if let Some(cache) = &self.cache
-            && let Some(cached) = cache.get(&key)
-            && *cached == *user
-        {
-            return Ok(self.allow(request, user));
-        }
         let password = password.to_vec();
         let (hash, known) = match self.users.get(user) {
             Some(h) => (h.clone(), true),
@@ -492,29 +478,69 @@ impl BasicAuth {
     }
 }
 
+/// A decoded credential, on the stack when it fits (no allocation on a
+/// cache hit); the decoded text is a secret and lives no longer than the
+/// check.
+enum Decoded {
+    Stack([u8; STACK_CREDENTIAL], usize),
+    Heap(Vec<u8>),
+}
+
+impl Decoded {
+    /// `None` for text that is not base64.
+    fn of(encoded: &str) -> Option<Decoded> {
+        use base64::engine::general_purpose::STANDARD;
+        let mut stack = [0u8; STACK_CREDENTIAL];
+        match STANDARD.decode_slice(encoded, &mut stack) {
+            Ok(n) => Some(Decoded::Stack(stack, n)),
+            Err(base64::DecodeSliceError::OutputSliceTooSmall) => {
+                STANDARD.decode(encoded).ok().map(Decoded::Heap)
+            }
+            Err(base64::DecodeSliceError::DecodeError(_)) => None,
+        }
+    }
+
+    /// The user and the password; `None` when malformed (no colon, a user
+    /// that is empty or not UTF-8).
+    fn split(&self) -> Option<(&str, &[u8])> {
+        let decoded = match self {
+            Decoded::Stack(bytes, n) => &bytes[..*n],
+            Decoded::Heap(bytes) => bytes,
+        };
+        let colon = decoded.iter().position(|b| *b == b':')?;
+        let user = std::str::from_utf8(&decoded[..colon]).ok()?;
+        (!user.is_empty()).then_some((user, &decoded[colon + 1..]))
+    }
+}
+
 #[async_trait]
 impl AuthService for BasicAuth {
     async fn authorize(&self, request: &mut AuthorizationRequest) -> Result<Decision, Error> {
-        use base64::engine::general_purpose::STANDARD;
-        let Some(encoded) = Self::encoded(request) else {
+        if let Some(answer) = self.decide_now(request) {
+            return answer;
+        }
+        // A password to verify: decoded again, a trifle next to the hash.
+        let Some(decoded) = Self::encoded(request).and_then(Decoded::of) else {
             return Ok(self.challenge());
         };
-        // Decoded on the stack when it fits (no allocation on a cache hit);
-        // the decoded text is a secret either way and is dropped here.
-        let mut stack = [0u8; STACK_CREDENTIAL];
-        let heap;
-        let decoded: &[u8] = match STANDARD.decode_slice(encoded, &mut stack) {
-            Ok(n) => &stack[..n],
-            Err(base64::DecodeSliceError::OutputSliceTooSmall) => match STANDARD.decode(encoded) {
-                Ok(v) => {
-                    heap = v;
-                    &heap
-                }
-                Err(_) => return Ok(self.challenge()),
-            },
-            Err(base64::DecodeSliceError::DecodeError(_)) => return Ok(self.challenge()),
+        let Some((user, password)) = decoded.split() else {
+            return Ok(self.challenge());
         };
-        self.check(request, decoded).await
+        self.verify(request, user, password).await
+    }
+
+    /// Answers a missing or malformed credential (a challenge) and one the
+    /// cache remembers; a password to verify waits for `authorize`.
+    fn decide_now(&self, request: &mut AuthorizationRequest) -> Option<Result<Decision, Error>> {
+        let Some(decoded) = Self::encoded(request).and_then(Decoded::of) else {
+            return Some(Ok(self.challenge()));
+        };
+        let Some((user, password)) = decoded.split() else {
+            return Some(Ok(self.challenge()));
+        };
+        let cache = self.cache.as_ref()?;
+        let cached = cache.get(&self.cache_key(user, password))?;
+        (*cached == *user).then(|| Ok(self.allow(request, user)))
     }
 
     fn identity_headers(&self) -> Vec<HeaderName> {

@@ -106,10 +106,18 @@ async fn a_verified_user_is_cached_and_a_wrong_password_is_not() {
     .unwrap();
     let step = BasicAuth::new(config).unwrap();
     assert!(!step.is_cached("alice", b"alice-pw"));
+    // A password to verify waits for `authorize` (the hash runs on the
+    // blocking pool); a malformed credential is answered at once.
     let mut r = get_with("/", "authorization", &basic("alice", "alice-pw"));
+    assert!(step.decide_now(&mut r).is_none());
+    assert!(r.state.is_empty(), "a None changes nothing");
+    let mut bad = get_with("/", "authorization", "Basic !!!");
+    assert!(!step.decide_now(&mut bad).unwrap().unwrap().is_allow());
     assert!(step.authorize(&mut r).await.unwrap().is_allow());
     assert!(step.is_cached("alice", b"alice-pw"));
-    // The second answer comes from the cache, and is the same.
+    // The second answer comes from the cache, at once, and is the same.
+    let mut r = get_with("/", "authorization", &basic("alice", "alice-pw"));
+    assert!(step.decide_now(&mut r).unwrap().unwrap().is_allow());
     let mut r = get_with("/", "authorization", &basic("alice", "alice-pw"));
     let d = step.authorize(&mut r).await.unwrap();
     assert!(matches!(d, Decision::Allow(_)));
