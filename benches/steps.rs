@@ -1,5 +1,5 @@
-//! Per-request cost of the built-in steps, called directly (no chain, no
-//! runtime): API key, JWT RS256 with a cached key, a simple Rego allow,
+//! Per-request cost of the built-in steps, called directly as the chain
+//! calls them (no chain, no runtime): API key, JWT RS256 with a cached key, a simple Rego allow,
 //! Basic with a cache hit, and request rules.
 //!
 //! `cargo bench -p authchain-benches --bench steps`
@@ -30,11 +30,16 @@ fn ready<F: Future>(f: F) -> F::Output {
     }
 }
 
-/// One request's worth of a step: the state starts empty, as in a fresh
-/// request, so a step's state write pays for the map it starts.
+/// One request's worth of a step, called as the chain calls it
+/// (`decide_now`, else `authorize`'s future): the state starts empty, as
+/// in a fresh request, so a step's state write pays for the map it starts.
 fn allow(step: &dyn AuthService, req: &mut AuthorizationRequest) -> Decision {
     req.state.clear();
-    let d = ready(step.authorize(req)).expect("step ok");
+    let d = match step.decide_now(req) {
+        Some(answer) => answer,
+        None => ready(step.authorize(req)),
+    }
+    .expect("step ok");
     assert!(d.is_allow(), "{d:?}");
     d
 }
