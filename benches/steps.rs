@@ -1,6 +1,6 @@
 //! Per-request cost of the built-in steps, called directly as the chain
-//! calls them (no chain, no runtime): API key, JWT RS256 with a cached key, a simple Rego allow,
-//! Basic with a cache hit, and request rules.
+//! calls them (no chain, no runtime): API key, JWT RS256 with a cached
+//! key, a simple Rego allow, Basic with a cache hit, and request rules.
 //!
 //! `cargo bench -p authchain-benches --bench steps`
 //!

@@ -82,6 +82,13 @@ struct Step {
     metrics: StepMetrics,
 }
 
+impl Step {
+    /// The span a step runs in.
+    fn span(&self) -> tracing::Span {
+        tracing::debug_span!("authchain.step", step = %self.name)
+    }
+}
+
 struct StepMetrics {
     ok: Counter,
     denied: Counter,
@@ -396,11 +403,10 @@ impl Chain {
                 Err(allowed) => return Ok(Self::end(run, allowed)),
             };
             let step = &self.steps[index];
-            let span = tracing::debug_span!("authchain.step", step = %step.name);
-            let Some(answer) = span.in_scope(|| step.service.decide_now(request)) else {
+            let Some(answer) = step.span().in_scope(|| step.service.decide_now(request)) else {
                 return Err(index);
             };
-            let result = self.settle(step, Some(answer), request, &mut run.acc, None);
+            let result = self.settle(step, answer, request, &mut run.acc);
             if let Some(ended) = self.record(run, index, result) {
                 return Ok(ended);
             }
@@ -420,7 +426,6 @@ impl Chain {
                 Some(timeout) => run.deadline.min(Instant::now() + timeout),
                 None => run.deadline,
             };
-            let span = tracing::debug_span!("authchain.step", step = %step.name);
             let mut answer = step.service.authorize(request);
             // The timer is armed only once the step is pending: a step
             // that answers at once never touches the timer wheel. One timer
@@ -437,11 +442,18 @@ impl Chain {
                 };
                 sleep.as_mut().poll(cx).map(|()| None)
             })
-            .instrument(span)
+            .instrument(step.span())
             .await;
             drop(answer); // ends the step's borrow of the request
-            let limits = Some((limit, run.deadline));
-            let result = self.settle(step, outcome, request, &mut run.acc, limits);
+            let answer = outcome.unwrap_or_else(|| {
+                Err(match step.timeout {
+                    Some(timeout) if limit < run.deadline => {
+                        Error::timeout(format!("step timed out after {timeout:?}"))
+                    }
+                    _ => Error::timeout(format!("chain deadline of {:?} exceeded", self.deadline)),
+                })
+            });
+            let result = self.settle(step, answer, request, &mut run.acc);
             if let Some(ended) = self.record(run, index, result) {
                 return ended;
             }
@@ -535,35 +547,27 @@ impl Chain {
         }
     }
 
-    /// What a step's answer means for the run (`None` is a timeout, with
-    /// the step's limit and the chain's deadline): an allow is merged
-    /// into `acc` and applied to the request, an error fails closed or,
-    /// with `failureModeAllow`, passes marked.
+    /// What a step's answer means for the run: an allow is merged into
+    /// `acc` and applied to the request, an error (a timeout included)
+    /// fails closed or, with `failureModeAllow`, passes marked.
     fn settle(
         &self,
         step: &Step,
-        outcome: Option<Result<Decision, Error>>,
+        answer: Result<Decision, Error>,
         request: &mut AuthorizationRequest,
         acc: &mut Allow,
-        limits: Option<(Instant, Instant)>,
     ) -> StepResult {
-        let error = match outcome {
-            Some(Ok(Decision::Allow(allow))) => {
+        let error = match answer {
+            Ok(Decision::Allow(allow)) => {
                 step.metrics.ok.increment(1);
                 merge(acc, allow, request);
                 return StepResult::Allowed;
             }
-            Some(Ok(Decision::Deny(deny))) => {
+            Ok(Decision::Deny(deny)) => {
                 step.metrics.denied.increment(1);
                 return StepResult::Denied(deny);
             }
-            Some(Err(error)) => error,
-            None => match (step.timeout, limits) {
-                (Some(timeout), Some((limit, deadline))) if limit < deadline => {
-                    Error::timeout(format!("step timed out after {timeout:?}"))
-                }
-                _ => Error::timeout(format!("chain deadline of {:?} exceeded", self.deadline)),
-            },
+            Err(error) => error,
         };
         if step.failure_mode_allow {
             step.metrics.failure_mode_allowed.increment(1);

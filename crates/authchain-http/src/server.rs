@@ -97,11 +97,7 @@ impl CheckServer {
             *response.body_mut() = Bytes::from_static(b"unknown AuthConfig");
             return response;
         };
-        // Most chains decide without waiting: no chain future then.
-        match chain.check_now(&mut request) {
-            Ok(decision) => respond(decision),
-            Err(paused) => respond(chain.resume(paused, &mut request).await),
-        }
+        respond(chain.check(&mut request).await)
     }
 
     /// Serves checks on `listener` until `shutdown` completes, then stops
