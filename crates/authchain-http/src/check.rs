@@ -232,10 +232,13 @@ fn forwarded(value: Option<&HeaderValue>) -> Option<&str> {
         .filter(|v| !v.is_empty())
 }
 
-/// The check response for a decision.
-pub fn respond(decision: Decision) -> Response<Bytes> {
+/// The check response for a decision. An allow's headers are written
+/// into `spare`, emptied first: the check's own headers, whose room then
+/// serves again (hyper parses the connection's next request into the map
+/// of the last response).
+pub fn respond(decision: Decision, spare: HeaderMap) -> Response<Bytes> {
     match decision {
-        Decision::Allow(allow) => allow_response(allow),
+        Decision::Allow(allow) => allow_response(allow, spare),
         Decision::Deny(deny) => {
             let mut response = Response::new(deny.body);
             *response.status_mut() = deny.status;
@@ -245,7 +248,7 @@ pub fn respond(decision: Decision) -> Response<Bytes> {
     }
 }
 
-fn allow_response(allow: Allow) -> Response<Bytes> {
+fn allow_response(allow: Allow, mut headers: HeaderMap) -> Response<Bytes> {
     if !allow.query_parameters_to_set.is_empty() || !allow.query_parameters_to_remove.is_empty() {
         tracing::error!(
             "the chain changes query parameters, which forward auth cannot carry; failing the check"
@@ -253,8 +256,8 @@ fn allow_response(allow: Allow) -> Response<Bytes> {
         return plain(StatusCode::INTERNAL_SERVER_ERROR);
     }
     let removals = usize::from(!allow.headers_to_remove.is_empty());
-    let mut headers =
-        HeaderMap::with_capacity(allow.headers.len() + allow.response_headers.len() + removals);
+    headers.clear();
+    headers.reserve(allow.headers.len() + allow.response_headers.len() + removals);
     for m in allow.headers.into_iter().chain(allow.response_headers) {
         headers.append(m.name, m.value);
     }

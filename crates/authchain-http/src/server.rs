@@ -5,8 +5,10 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use authchain_core::{ConcurrencyLimit, Engine, Peer};
+use authchain_core::{AuthorizationRequest, Chain, ConcurrencyLimit, Engine, Paused, Peer, Permit};
 use bytes::Bytes;
+use futures::future::Either;
+use http::request::Parts;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
@@ -62,32 +64,56 @@ impl CheckServer {
         B: http_body::Body,
         B::Error: Into<authchain_core::BoxError>,
     {
-        let _permit = match self.limit.as_ref().map(|l| l.try_acquire("http")) {
+        match self.check_now(request, peer) {
+            Ok(response) => response,
+            Err(waiting) => waiting.finish(self).await,
+        }
+    }
+
+    /// [`check`](Self::check) without a future, as far as it goes: the
+    /// answer, unless the check has a body to read or a step of its chain
+    /// must wait (then what is left, to finish).
+    fn check_now<B>(
+        &self,
+        request: Request<B>,
+        peer: Option<SocketAddr>,
+    ) -> Result<Response<Bytes>, Waiting<B>>
+    where
+        B: http_body::Body,
+    {
+        let permit = match self.limit.as_ref().map(|l| l.try_acquire("http")) {
             Some(None) => {
                 let mut response = plain(StatusCode::SERVICE_UNAVAILABLE);
                 *response.body_mut() = Bytes::from_static(b"too many checks in flight");
-                return response;
+                return Ok(response);
             }
             permit => permit.flatten(),
         };
-        let (mut parts, body) = request.into_parts();
+        let (parts, body) = request.into_parts();
+        let peer = peer.map(Peer::from_address).unwrap_or_default();
         // Most checks carry no body (nginx, Traefik and Caddy never send
         // one): nothing to read then.
-        let body = if body.is_end_stream() {
-            None
-        } else {
-            match Limited::new(body, self.body_limit).collect().await {
-                Ok(collected) => Some(collected.to_bytes()).filter(|b| !b.is_empty()),
-                Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
-                    return plain(StatusCode::PAYLOAD_TOO_LARGE);
-                }
-                Err(e) => {
-                    tracing::debug!(error = %e, "cannot read a check body");
-                    return plain(StatusCode::BAD_REQUEST);
-                }
-            }
-        };
-        let peer = peer.map(Peer::from_address).unwrap_or_default();
+        if !body.is_end_stream() {
+            return Err(Waiting::Body(Box::new(Unread {
+                parts,
+                body,
+                peer,
+                permit,
+            })));
+        }
+        self.decide(parts, None, peer, permit)
+            .map_err(Waiting::Step)
+    }
+
+    /// Runs the chain the check selects, as far as it goes without
+    /// waiting.
+    fn decide(
+        &self,
+        mut parts: Parts,
+        body: Option<Bytes>,
+        peer: Peer,
+        permit: Option<Permit>,
+    ) -> Result<Response<Bytes>, Box<Stepping>> {
         let (config, mut request) = self.config.read(&mut parts, body, peer);
         let generation = self.engine.current();
         let Some(chain) = config.and_then(|c| generation.chain(c)) else {
@@ -95,9 +121,17 @@ impl CheckServer {
             tracing::warn!(config = ?config, "check for an unknown AuthConfig; denying");
             let mut response = plain(StatusCode::FORBIDDEN);
             *response.body_mut() = Bytes::from_static(b"unknown AuthConfig");
-            return response;
+            return Ok(response);
         };
-        respond(chain.check(&mut request).await)
+        match chain.check_now(&mut request) {
+            Ok(decision) => Ok(respond(decision, request.headers)),
+            Err(paused) => Err(Box::new(Stepping {
+                chain: Arc::clone(chain),
+                paused,
+                request,
+                _permit: permit,
+            })),
+        }
     }
 
     /// Serves checks on `listener` until `shutdown` completes, then stops
@@ -130,13 +164,22 @@ impl CheckServer {
             // waits for it: no Nagle delay on either.
             let _ = stream.set_nodelay(true);
             let server = this.clone();
-            let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-                let server = server.clone();
-                async move {
-                    let response = server.check(request, Some(peer)).await;
-                    Ok::<_, Infallible>(response.map(Full::new))
-                }
-            });
+            // A check that needs no waiting is answered in `call`: no
+            // future of ours for hyper to hold, move and poll.
+            let service =
+                hyper::service::service_fn(move |request: Request<Incoming>| {
+                    match server.check_now(request, Some(peer)) {
+                        Ok(response) => {
+                            Either::Left(std::future::ready(Ok(response.map(Full::new))))
+                        }
+                        Err(waiting) => {
+                            let server = server.clone();
+                            Either::Right(Box::pin(async move {
+                                Ok::<_, Infallible>(waiting.finish(&server).await.map(Full::new))
+                            }))
+                        }
+                    }
+                });
             let connection = builder.serve_connection(TokioIo::new(stream), service);
             let connection = graceful.watch(connection.into_owned());
             tokio::spawn(async move {
@@ -147,5 +190,70 @@ impl CheckServer {
         }
         graceful.shutdown().await;
         Ok(())
+    }
+}
+
+/// A check that must wait: for its body, or for a step of its chain.
+enum Waiting<B> {
+    Body(Box<Unread<B>>),
+    Step(Box<Stepping>),
+}
+
+/// A check whose body is still to read.
+struct Unread<B> {
+    parts: Parts,
+    body: B,
+    peer: Peer,
+    permit: Option<Permit>,
+}
+
+/// A check whose chain paused at a step that must wait.
+struct Stepping {
+    chain: Arc<Chain>,
+    paused: Paused,
+    request: AuthorizationRequest,
+    /// Held until the check is answered.
+    _permit: Option<Permit>,
+}
+
+impl<B> Waiting<B>
+where
+    B: http_body::Body,
+    B::Error: Into<authchain_core::BoxError>,
+{
+    async fn finish(self, server: &CheckServer) -> Response<Bytes> {
+        let stepping = match self {
+            Waiting::Step(stepping) => stepping,
+            Waiting::Body(unread) => {
+                let Unread {
+                    parts,
+                    body,
+                    peer,
+                    permit,
+                } = *unread;
+                let body = match Limited::new(body, server.body_limit).collect().await {
+                    Ok(collected) => Some(collected.to_bytes()).filter(|b| !b.is_empty()),
+                    Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
+                        return plain(StatusCode::PAYLOAD_TOO_LARGE);
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "cannot read a check body");
+                        return plain(StatusCode::BAD_REQUEST);
+                    }
+                };
+                match server.decide(parts, body, peer, permit) {
+                    Ok(response) => return response,
+                    Err(stepping) => stepping,
+                }
+            }
+        };
+        let Stepping {
+            chain,
+            paused,
+            mut request,
+            _permit,
+        } = *stepping;
+        let decision = chain.resume(paused, &mut request).await;
+        respond(decision, request.headers)
     }
 }

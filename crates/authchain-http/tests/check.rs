@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use authchain_core::{
     Allow, AuthorizationRequest, Chain, ChainStep, Decision, Deny, Engine, Generation,
-    PluginRegistry, service_fn,
+    PluginRegistry, decide_fn, service_fn,
 };
 use authchain_http::{CheckConfig, CheckServer, HEADERS_TO_REMOVE};
 use bytes::Bytes;
@@ -292,16 +292,44 @@ async fn an_allow_carries_upstream_headers_and_removals() {
         )
         .remove_header(HeaderName::from_static("x-debug"))
         .remove_header(HeaderName::from_static("cookie"));
-    let (server, _) = check_server(CheckConfig::default(), allow.into()).await;
-    let response = server
-        .check(request(Method::GET, "/check/site/", &[], ""), peer(CLIENT))
-        .await;
-    assert_eq!(response.status(), StatusCode::OK);
-    let h = response.headers();
-    assert_eq!(h["x-user-id"], "alice");
-    assert_eq!(h["x-groups"], "a");
-    assert_eq!(h["set-cookie"], "s=1");
-    assert_eq!(h[HEADERS_TO_REMOVE], "x-debug, cookie");
+    // The check's own headers never come back in the answer, whether the
+    // chain answers at once (the answer reuses the check's header map) or
+    // after a step waited.
+    let (waiting, _) = check_server(CheckConfig::default(), allow.clone().into()).await;
+    let at_once = server_of(Chain::builder("site").step(ChainStep::new(
+        "allow",
+        Arc::new(decide_fn(move |_| Ok(allow.clone().into()))),
+    )));
+    for server in [waiting, at_once.await] {
+        let check = request(
+            Method::GET,
+            "/check/site/",
+            &[
+                ("authorization", "Bearer secret"),
+                ("cookie", "session=secret"),
+                ("x-debug", "1"),
+            ],
+            "",
+        );
+        let response = server.check(check, peer(CLIENT)).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let h = response.headers();
+        assert_eq!(h["x-user-id"], "alice");
+        assert_eq!(h["x-groups"], "a");
+        assert_eq!(h["set-cookie"], "s=1");
+        assert_eq!(h[HEADERS_TO_REMOVE], "x-debug, cookie");
+        assert_eq!(h.len(), 4, "{h:?}");
+    }
+}
+
+/// A check server with the one chain `builder` makes.
+async fn server_of(builder: authchain_core::ChainBuilder) -> CheckServer {
+    let engine = Arc::new(Engine::new(PluginRegistry::new()));
+    engine
+        .install(Generation::from_chains([builder.build().unwrap()], 1).unwrap())
+        .await
+        .unwrap();
+    CheckServer::new(engine, CheckConfig::default())
 }
 
 #[tokio::test]
