@@ -10,10 +10,15 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{AuthConfig, Chain, Error, Lifecycle, PluginRegistry};
 
+/// The map of a generation's chains by name. Every check looks its chain
+/// up, and names are few and never inserted after the build: a fast
+/// (randomly seeded) hash rather than SipHash.
+type Chains = HashMap<String, Arc<Chain>, foldhash::fast::RandomState>;
+
 /// Every named AuthConfig built into chains: immutable once built.
 pub struct Generation {
     number: u64,
-    chains: HashMap<String, Arc<Chain>>,
+    chains: Chains,
     token: CancellationToken,
 }
 
@@ -35,7 +40,7 @@ impl Generation {
     pub fn empty() -> Self {
         Generation {
             number: 0,
-            chains: HashMap::new(),
+            chains: Chains::default(),
             token: CancellationToken::new(),
         }
     }
@@ -48,7 +53,7 @@ impl Generation {
         configs: &[AuthConfig],
         number: u64,
     ) -> Result<Generation, Error> {
-        let mut chains = HashMap::with_capacity(configs.len());
+        let mut chains = Chains::with_capacity_and_hasher(configs.len(), Default::default());
         let mut errors = Vec::new();
         for config in configs {
             if chains.contains_key(config.name()) {
@@ -83,7 +88,7 @@ impl Generation {
         chains: impl IntoIterator<Item = Chain>,
         number: u64,
     ) -> Result<Self, Error> {
-        let mut map = HashMap::new();
+        let mut map = Chains::default();
         for chain in chains {
             let name = chain.name().to_owned();
             if map.insert(name.clone(), Arc::new(chain)).is_some() {
@@ -187,6 +192,15 @@ impl Engine {
     /// The generation serving now. Hold the `Arc` for the whole request.
     pub fn current(&self) -> Arc<Generation> {
         self.current.load_full()
+    }
+
+    /// The generation serving now, borrowed for a moment: for work that
+    /// does not wait (a check answered in place), it costs no write to the
+    /// generation's reference count, which every thread serving requests
+    /// would otherwise contend for. Take [`current`](Self::current) for
+    /// anything that waits or is kept.
+    pub fn current_ref(&self) -> impl std::ops::Deref<Target = Arc<Generation>> + '_ {
+        self.current.load()
     }
 
     /// Builds, starts and swaps in a new generation from `configs`;

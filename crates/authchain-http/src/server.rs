@@ -115,7 +115,7 @@ impl CheckServer {
         permit: Option<Permit>,
     ) -> Result<Response<Bytes>, Box<Stepping>> {
         let (config, mut request) = self.config.read(&mut parts, body, peer);
-        let generation = self.engine.current();
+        let generation = self.engine.current_ref();
         let Some(chain) = config.and_then(|c| generation.chain(c)) else {
             metrics::counter!("authchain_unknown_config_total", "transport" => "http").increment(1);
             tracing::warn!(config = ?config, "check for an unknown AuthConfig; denying");

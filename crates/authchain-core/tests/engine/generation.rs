@@ -115,6 +115,7 @@ async fn stamp_of(generation: &Generation) -> String {
 async fn the_first_load_starts_generation_one() {
     let (engine, journal) = engine();
     assert_eq!(engine.current().number(), 0);
+    assert_eq!(engine.current_ref().number(), 0);
     assert!(engine.current().chain("main").is_none());
     assert_eq!(engine.load(&configs("v1", false)).await.unwrap(), 1);
     let current = engine.current();
@@ -151,6 +152,7 @@ async fn a_good_load_starts_the_new_swaps_and_cancels_the_old() {
         .expect("cancelled() completes");
 
     assert_eq!(stamp_of(&engine.current()).await, "v2");
+    assert_eq!(engine.current_ref().number(), 2);
     // Whoever still holds generation 1 still gets its answers.
     assert_eq!(stamp_of(&old).await, "v1");
 }
