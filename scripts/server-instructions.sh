@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Instructions per request of one of load-http's servers, as a whole
+# process behind a real socket: the server runs under callgrind, wrk drives
+# it (warm-up, then a measured stretch whose counts start from zero), and
+# the user-space instructions of that stretch are divided by the requests
+# wrk made. Unlike rps or CPU time, the figure does not drift with the
+# machine's load, so two builds (or two servers) compare to a few tenths
+# of a percent.
+#
+#   scripts/server-instructions.sh [FLAG] [PATH]
+#
+# FLAG is load-http's child flag (--serve-check by default;
+# --serve-allow-all, --serve-app, --serve-layered-app); PATH what wrk asks
+# for (/check/bench by default; /api/x for the apps). The headers are
+# those nginx forwards in load-http. Needs valgrind and wrk; builds
+# load-http first. LOAD_HTTP=path runs another build of it.
+set -euo pipefail
+
+flag=${1:---serve-check}
+path=${2:-/check/bench}
+cd "$(dirname "$0")/.."
+for tool in valgrind callgrind_control wrk curl; do
+    command -v "$tool" >/dev/null || {
+        echo "server-instructions: $tool not found (apt-get install valgrind wrk curl)" >&2
+        exit 1
+    }
+done
+if [[ -z "${LOAD_HTTP:-}" ]]; then
+    cargo build --release -q -p authchain-benches --bin load-http
+    LOAD_HTTP=target/release/load-http
+fi
+
+work=$(mktemp -d)
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+valgrind --tool=callgrind --callgrind-out-file="$work/out.%p" \
+    "$LOAD_HTTP" "$flag" "$port" >"$work/log" 2>&1 &
+server=$!
+trap 'kill $server 2>/dev/null; wait $server 2>/dev/null; rm -rf "$work"' EXIT
+
+load() {
+    wrk -t1 -c8 -d"$1" -H "my-header: foo" -H "X-Original-URI: /api/x" \
+        -H "X-Original-Method: GET" "http://127.0.0.1:$port$path"
+}
+
+for _ in $(seq 120); do
+    curl -s -o /dev/null "http://127.0.0.1:$port/" && break
+    kill -0 $server 2>/dev/null || { cat "$work/log" >&2; exit 1; }
+    sleep 0.5
+done
+load 3s >/dev/null
+callgrind_control -z $server >/dev/null 2>&1
+requests=$(load 6s | awk '/requests in/ {print $1}')
+callgrind_control -d $server >/dev/null 2>&1
+sleep 1
+dump=$(ls "$work"/out.*.* | tail -1)
+total=$(callgrind_annotate "$dump" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
+echo "$flag $path: $requests requests, $((total / requests)) instructions per request"
