@@ -59,7 +59,7 @@ use http::request::Parts;
 use http::{HeaderValue, Method, Response, StatusCode};
 use ipnet::IpNet;
 
-use crate::head::{REQUEST_ID, protocol};
+use crate::head::{REQUEST_ID, plain, protocol};
 
 /// The header listing upstream headers to remove, as Envoy reads it.
 pub const HEADERS_TO_REMOVE: HeaderName = HeaderName::from_static("x-envoy-auth-headers-to-remove");
@@ -253,7 +253,7 @@ fn allow_response(allow: Allow, mut headers: HeaderMap) -> Response<Bytes> {
         tracing::error!(
             "the chain changes query parameters, which forward auth cannot carry; failing the check"
         );
-        return plain(StatusCode::INTERNAL_SERVER_ERROR);
+        return plain(StatusCode::INTERNAL_SERVER_ERROR, "");
     }
     let removals = usize::from(!allow.headers_to_remove.is_empty());
     headers.clear();
@@ -269,12 +269,5 @@ fn allow_response(allow: Allow, mut headers: HeaderMap) -> Response<Bytes> {
     }
     let mut response = Response::new(Bytes::new());
     *response.headers_mut() = headers;
-    response
-}
-
-/// An empty response with `status`.
-pub(crate) fn plain(status: StatusCode) -> Response<Bytes> {
-    let mut response = Response::new(Bytes::new());
-    *response.status_mut() = status;
     response
 }

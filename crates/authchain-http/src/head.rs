@@ -1,6 +1,10 @@
-//! What the layer and the check server read alike from a request's head.
+//! What the layer and the check server read alike from a request, and
+//! the plain answers both give.
 
-use http::{HeaderMap, HeaderName, Version};
+use authchain_core::BoxError;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, Response, StatusCode, Version};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 
 /// The header a request's id is read from.
 pub(crate) const REQUEST_ID: &str = "x-request-id";
@@ -25,4 +29,34 @@ pub(crate) fn protocol(version: Version) -> &'static str {
         Version::HTTP_3 => "HTTP/3",
         _ => "",
     }
+}
+
+/// Reads `body` whole, up to `limit` bytes. `Err` is how to answer a body
+/// that cannot be had, a status and its reason: 413 over the limit, 400
+/// when reading fails.
+pub(crate) async fn read_body<B>(body: B, limit: usize) -> Result<Bytes, (StatusCode, &'static str)>
+where
+    B: http_body::Body,
+    B::Error: Into<BoxError>,
+{
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            Err((StatusCode::PAYLOAD_TOO_LARGE, "request body too large"))
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot read the request body");
+            Err((StatusCode::BAD_REQUEST, "cannot read the request body"))
+        }
+    }
+}
+
+/// A response with `status` and a fixed text body (empty: none).
+pub(crate) fn plain<ResBody: From<Bytes>>(
+    status: StatusCode,
+    body: &'static str,
+) -> Response<ResBody> {
+    let mut response = Response::new(ResBody::from(Bytes::from_static(body.as_bytes())));
+    *response.status_mut() = status;
+    response
 }

@@ -15,13 +15,12 @@ use authchain_core::{
 use bytes::Bytes;
 use http::uri::PathAndQuery;
 use http::{HeaderMap, Request, Response, StatusCode, Uri};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
 use pin_project_lite::pin_project;
 use serde_json::{Map, Value};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::head::{protocol, request_id};
+use crate::head::{plain, protocol, read_body, request_id};
 
 /// What the chain established about a request it allowed, put into the
 /// request's extensions for the inner service (and, with the `axum`
@@ -475,21 +474,9 @@ where
     ResBody: From<Bytes>,
 {
     let (parts, body) = request.into_parts();
-    let bytes = match Limited::new(body, limit).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
-            return Err(plain(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "request body too large",
-            ));
-        }
-        Err(e) => {
-            tracing::debug!(error = %e, "cannot read the request body");
-            return Err(plain(
-                StatusCode::BAD_REQUEST,
-                "cannot read the request body",
-            ));
-        }
+    let bytes = match read_body(body, limit).await {
+        Ok(bytes) => bytes,
+        Err((status, reason)) => return Err(plain(status, reason)),
     };
     let Some(chain) = shared.chain() else {
         return Err(plain(StatusCode::FORBIDDEN, ""));
@@ -519,12 +506,6 @@ fn with_path(uri: &Uri, path: String) -> Option<Uri> {
     let mut parts = uri.clone().into_parts();
     parts.path_and_query = Some(PathAndQuery::try_from(path).ok()?);
     Uri::from_parts(parts).ok()
-}
-
-fn plain<ResBody: From<Bytes>>(status: StatusCode, body: &'static str) -> Response<ResBody> {
-    let mut response = Response::new(ResBody::from(Bytes::from_static(body.as_bytes())));
-    *response.status_mut() = status;
-    response
 }
 
 /// The response a client gets for a deny: its status, headers and body.

@@ -10,14 +10,15 @@ use bytes::Bytes;
 use futures::future::Either;
 use http::request::Parts;
 use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
-use crate::check::{CheckConfig, plain, respond};
+use crate::check::{CheckConfig, respond};
+use crate::head::{plain, read_body};
 
 /// The default limit of a check's body (Envoy's `max_request_bytes` is
 /// where a proxy sets what it sends).
@@ -83,9 +84,10 @@ impl CheckServer {
     {
         let permit = match self.limit.as_ref().map(|l| l.try_acquire("http")) {
             Some(None) => {
-                let mut response = plain(StatusCode::SERVICE_UNAVAILABLE);
-                *response.body_mut() = Bytes::from_static(b"too many checks in flight");
-                return Ok(response);
+                return Ok(plain(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "too many checks in flight",
+                ));
             }
             permit => permit.flatten(),
         };
@@ -119,9 +121,7 @@ impl CheckServer {
         let Some(chain) = config.and_then(|c| generation.chain(c)) else {
             metrics::counter!("authchain_unknown_config_total", "transport" => "http").increment(1);
             tracing::warn!(config = ?config, "check for an unknown AuthConfig; denying");
-            let mut response = plain(StatusCode::FORBIDDEN);
-            *response.body_mut() = Bytes::from_static(b"unknown AuthConfig");
-            return Ok(response);
+            return Ok(plain(StatusCode::FORBIDDEN, "unknown AuthConfig"));
         };
         match chain.check_now(&mut request) {
             Ok(decision) => Ok(respond(decision, request.headers)),
@@ -231,15 +231,9 @@ where
                     peer,
                     permit,
                 } = *unread;
-                let body = match Limited::new(body, server.body_limit).collect().await {
-                    Ok(collected) => Some(collected.to_bytes()).filter(|b| !b.is_empty()),
-                    Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
-                        return plain(StatusCode::PAYLOAD_TOO_LARGE);
-                    }
-                    Err(e) => {
-                        tracing::debug!(error = %e, "cannot read a check body");
-                        return plain(StatusCode::BAD_REQUEST);
-                    }
+                let body = match read_body(body, server.body_limit).await {
+                    Ok(body) => Some(body).filter(|b| !b.is_empty()),
+                    Err((status, _)) => return plain(status, ""),
                 };
                 match server.decide(parts, body, peer, permit) {
                     Ok(response) => return response,
