@@ -7,8 +7,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use authchain_core::{
-    Allow, AuthorizationRequest, Chain, ChainStep, Decision, Deny, Engine, Generation,
-    PluginRegistry, decide_fn, service_fn,
+    Allow, AuthorizationRequest, Chain, ChainBuilder, ChainStep, Decision, Deny, Engine,
+    Generation, PluginRegistry, decide_fn, service_fn,
 };
 use authchain_http::{CheckConfig, CheckServer, HEADERS_TO_REMOVE};
 use bytes::Bytes;
@@ -47,18 +47,24 @@ async fn check_server(
     decision: Decision,
 ) -> (CheckServer, Arc<Mutex<Option<Seen>>>) {
     let seen = Arc::new(Mutex::new(None));
-    let chains = ["site", "other"].map(|name| {
-        Chain::builder(name)
-            .step(recorder(seen.clone(), decision.clone()))
-            .build()
-            .unwrap()
-    });
+    let chains = ["site", "other"]
+        .map(|name| Chain::builder(name).step(recorder(seen.clone(), decision.clone())));
+    (server_of(config, chains).await, seen)
+}
+
+/// A check server reading checks as `config` says, with the chains
+/// `builders` make.
+async fn server_of(
+    config: CheckConfig,
+    builders: impl IntoIterator<Item = ChainBuilder>,
+) -> CheckServer {
+    let chains = builders.into_iter().map(|b| b.build().unwrap());
     let engine = Arc::new(Engine::new(PluginRegistry::new()));
     engine
         .install(Generation::from_chains(chains, 1).unwrap())
         .await
         .unwrap();
-    (CheckServer::new(engine, config), seen)
+    CheckServer::new(engine, config)
 }
 
 fn trusted() -> CheckConfig {
@@ -296,10 +302,13 @@ async fn an_allow_carries_upstream_headers_and_removals() {
     // chain answers at once (the answer reuses the check's header map) or
     // after a step waited.
     let (waiting, _) = check_server(CheckConfig::default(), allow.clone().into()).await;
-    let at_once = server_of(Chain::builder("site").step(ChainStep::new(
-        "allow",
-        Arc::new(decide_fn(move |_| Ok(allow.clone().into()))),
-    )));
+    let at_once = server_of(
+        CheckConfig::default(),
+        [Chain::builder("site").step(ChainStep::new(
+            "allow",
+            Arc::new(decide_fn(move |_| Ok(allow.clone().into()))),
+        ))],
+    );
     for server in [waiting, at_once.await] {
         let check = request(
             Method::GET,
@@ -320,16 +329,6 @@ async fn an_allow_carries_upstream_headers_and_removals() {
         assert_eq!(h[HEADERS_TO_REMOVE], "x-debug, cookie");
         assert_eq!(h.len(), 4, "{h:?}");
     }
-}
-
-/// A check server with the one chain `builder` makes.
-async fn server_of(builder: authchain_core::ChainBuilder) -> CheckServer {
-    let engine = Arc::new(Engine::new(PluginRegistry::new()));
-    engine
-        .install(Generation::from_chains([builder.build().unwrap()], 1).unwrap())
-        .await
-        .unwrap();
-    CheckServer::new(engine, CheckConfig::default())
 }
 
 #[tokio::test]
