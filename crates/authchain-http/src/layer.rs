@@ -62,7 +62,7 @@ impl Shared {
     fn chain(&self) -> Option<Cow<'_, Arc<Chain>>> {
         match &self.source {
             Source::Chain(chain) => Some(Cow::Borrowed(chain)),
-            Source::Engine { engine, config } => match engine.current().chain(config) {
+            Source::Engine { engine, config } => match engine.current_ref().chain(config) {
                 Some(chain) => Some(Cow::Owned(chain.clone())),
                 None => {
                     tracing::error!(
