@@ -16,7 +16,8 @@ use tracing::Instrument;
 use crate::cache::{CacheSettings, DecisionCache};
 use crate::expr::{self, Next, Op};
 use crate::{
-    Allow, AuthService, AuthorizationRequest, Decision, Deny, Error, HeaderAction, Lifecycle,
+    Allow, AuthService, AuthorizationRequest, Decision, Deny, Error, HeaderAction, HeaderMutation,
+    Lifecycle, UserInfo,
 };
 
 /// The header that marks a request let through because a step failed open,
@@ -277,6 +278,32 @@ impl Chain {
         self.answer_now(request, false)
     }
 
+    /// [`authorize`](Self::authorize) for callers that send the request
+    /// itself on (a tower layer), not the allow's changes to it: the
+    /// request comes back exactly as `authorize` leaves it, but an allow's
+    /// header and query changes are not repeated in the allow (its
+    /// `headers`, `headers_to_remove` and query lists may be empty). The
+    /// allow still carries what the request cannot: response headers,
+    /// dynamic metadata and the user. Saves keeping the merged changes
+    /// that such a caller would drop.
+    pub async fn apply(&self, request: &mut AuthorizationRequest) -> Decision {
+        match self.apply_now(request) {
+            Ok(decision) => decision,
+            Err(paused) => self.resume(paused, request).await,
+        }
+    }
+
+    /// [`apply`](Self::apply) as [`authorize_now`](Self::authorize_now) is
+    /// to `authorize`.
+    pub fn apply_now(&self, request: &mut AuthorizationRequest) -> Result<Decision, Paused> {
+        match self.cache {
+            Some(_) => Err(Paused(PausedAt::Cache { replay: true })),
+            None => self
+                .uncached_now(request, Keep::Response)
+                .map_err(|at| Paused(PausedAt::Step(at))),
+        }
+    }
+
     /// Finishes a run that [`authorize_now`](Self::authorize_now) or
     /// [`check_now`](Self::check_now) of this chain paused, on the request
     /// it paused on. A run paused by another chain is denied with this
@@ -320,22 +347,26 @@ impl Chain {
         match self.cache {
             Some(_) => Err(Paused(PausedAt::Cache { replay })),
             None => self
-                .uncached_now(request)
+                .uncached_now(request, Keep::All)
                 .map_err(|at| Paused(PausedAt::Step(at))),
         }
     }
 
     pub(crate) async fn authorize_uncached(&self, request: &mut AuthorizationRequest) -> Decision {
-        match self.uncached_now(request) {
+        match self.uncached_now(request, Keep::All) {
             Ok(decision) => decision,
             Err(at) => self.resume_step(*at, request).await,
         }
     }
 
-    fn uncached_now(&self, request: &mut AuthorizationRequest) -> Result<Decision, Box<AtStep>> {
+    fn uncached_now(
+        &self,
+        request: &mut AuthorizationRequest,
+        keep: Keep,
+    ) -> Result<Decision, Box<AtStep>> {
         let started = Instant::now();
         let span = tracing::debug_span!("authchain.chain", config = %self.name);
-        let mut run = self.begin(request, started + self.deadline);
+        let mut run = self.begin(request, started + self.deadline, keep);
         match span.in_scope(|| self.run_now(&mut run, request)) {
             Ok(ended) => Ok(self.conclude(started, ended)),
             Err(step) => Err(Box::new(AtStep {
@@ -368,13 +399,15 @@ impl Chain {
 
     /// A run before its first step: the client's copies of the stripped
     /// headers are gone (rule 7).
-    fn begin(&self, request: &mut AuthorizationRequest, deadline: Instant) -> Run {
+    fn begin(&self, request: &mut AuthorizationRequest, deadline: Instant, keep: Keep) -> Run {
         let mut acc = Allow::default();
         if !self.strip.is_empty() {
             for name in &self.strip {
                 request.headers.remove(name);
             }
-            acc.headers_to_remove.extend(self.strip.iter().cloned());
+            if keep == Keep::All {
+                acc.headers_to_remove.extend(self.strip.iter().cloned());
+            }
         }
         let cursor = match self.program {
             None => Cursor::InOrder(0),
@@ -388,6 +421,7 @@ impl Chain {
         };
         Run {
             acc,
+            keep,
             deadline,
             timer: None,
             cursor,
@@ -406,7 +440,7 @@ impl Chain {
             let Some(answer) = step.span().in_scope(|| step.service.decide_now(request)) else {
                 return Err(index);
             };
-            let result = self.settle(step, answer, request, &mut run.acc);
+            let result = self.settle(step, answer, request, run);
             if let Some(ended) = self.record(run, index, result) {
                 return Ok(ended);
             }
@@ -453,7 +487,7 @@ impl Chain {
                     _ => Error::timeout(format!("chain deadline of {:?} exceeded", self.deadline)),
                 })
             });
-            let result = self.settle(step, answer, request, &mut run.acc);
+            let result = self.settle(step, answer, request, run);
             if let Some(ended) = self.record(run, index, result) {
                 return ended;
             }
@@ -555,12 +589,12 @@ impl Chain {
         step: &Step,
         answer: Result<Decision, Error>,
         request: &mut AuthorizationRequest,
-        acc: &mut Allow,
+        run: &mut Run,
     ) -> StepResult {
         let error = match answer {
             Ok(Decision::Allow(allow)) => {
                 step.metrics.ok.increment(1);
-                merge(acc, allow, request);
+                merge(&mut run.acc, allow, request, run.keep);
                 return StepResult::Allowed;
             }
             Ok(Decision::Deny(deny)) => {
@@ -579,7 +613,7 @@ impl Chain {
                 FAILURE_MODE_ALLOWED_HEADER,
                 HeaderValue::from_static("true"),
             );
-            merge(acc, mark, request);
+            merge(&mut run.acc, mark, request, run.keep);
             StepResult::Allowed
         } else {
             step.metrics.error.increment(1);
@@ -628,10 +662,11 @@ impl fmt::Debug for Paused {
     }
 }
 
-/// Where a chain run stands: the allow accumulated so far, the deadline
-/// and its timer, and the next step.
+/// Where a chain run stands: the allow accumulated so far (and what it
+/// keeps), the deadline and its timer, and the next step.
 struct Run {
     acc: Allow,
+    keep: Keep,
     deadline: Instant,
     // Boxed when first needed: most runs never wait.
     timer: Option<Pin<Box<Sleep>>>,
@@ -651,6 +686,18 @@ enum Cursor {
         allowed: u64,
         last_deny: Option<Box<Deny>>,
     },
+}
+
+/// What a run's accumulated allow keeps besides the request's changes,
+/// which are always applied to the request.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Keep {
+    /// Everything: the allow says how to change the request upstream (for
+    /// a proxy, which forwards the original request).
+    All,
+    /// Only what the request cannot carry: response headers, dynamic
+    /// metadata and the user (for a caller that forwards the request).
+    Response,
 }
 
 /// Sets the chain run's timer to `limit` the first time a step is pending
@@ -677,16 +724,35 @@ fn arm<'a>(
 /// to the request the next step sees. Reuses the step's vectors where the
 /// accumulator has none yet, so a chain whose steps mutate once costs no
 /// allocation here.
-fn merge(acc: &mut Allow, step: Allow, request: &mut AuthorizationRequest) {
+///
+/// With [`Keep::Response`] the request's changes are only applied to it, in
+/// order; the allow keeps no record of them.
+fn merge(acc: &mut Allow, step: Allow, request: &mut AuthorizationRequest, keep: Keep) {
     let Allow {
         mut headers,
         headers_to_remove,
-        mut response_headers,
+        response_headers,
         query_parameters_to_set,
         query_parameters_to_remove,
         dynamic_metadata,
         user_info,
     } = step;
+    if keep == Keep::Response {
+        for m in &headers {
+            m.apply(&mut request.headers);
+        }
+        for name in &headers_to_remove {
+            request.headers.remove(name);
+        }
+        for (key, value) in &query_parameters_to_set {
+            request.set_query_parameter(key, value);
+        }
+        for key in &query_parameters_to_remove {
+            request.remove_query_parameter(key);
+        }
+        merge_response(acc, response_headers, dynamic_metadata, user_info);
+        return;
+    }
     // Most steps fill one or two of these: the empty ones cost a test.
     if !headers.is_empty() {
         let start = acc.headers.len();
@@ -702,13 +768,6 @@ fn merge(acc: &mut Allow, step: Allow, request: &mut AuthorizationRequest) {
         acc.headers.retain(|m| m.name != name);
         if !acc.headers_to_remove.contains(&name) {
             acc.headers_to_remove.push(name);
-        }
-    }
-    if !response_headers.is_empty() {
-        if acc.response_headers.is_empty() {
-            acc.response_headers = response_headers;
-        } else {
-            acc.response_headers.append(&mut response_headers);
         }
     }
     for (key, value) in query_parameters_to_set {
@@ -728,6 +787,23 @@ fn merge(acc: &mut Allow, step: Allow, request: &mut AuthorizationRequest) {
         acc.query_parameters_to_set.retain(|(k, _)| *k != key);
         if !acc.query_parameters_to_remove.contains(&key) {
             acc.query_parameters_to_remove.push(key);
+        }
+    }
+    merge_response(acc, response_headers, dynamic_metadata, user_info);
+}
+
+/// Merges what a step's allow says beside the request's changes.
+fn merge_response(
+    acc: &mut Allow,
+    mut response_headers: Vec<HeaderMutation>,
+    dynamic_metadata: serde_json::Map<String, serde_json::Value>,
+    user_info: Option<UserInfo>,
+) {
+    if !response_headers.is_empty() {
+        if acc.response_headers.is_empty() {
+            acc.response_headers = response_headers;
+        } else {
+            acc.response_headers.append(&mut response_headers);
         }
     }
     if !dynamic_metadata.is_empty() {

@@ -174,26 +174,36 @@ async fn query_metadata_response_headers_and_user_accumulate() {
         ))
         .build()
         .unwrap();
-    let mut req = get("/p?token=secret&debug=1&keep=yes");
-    let Decision::Allow(allow) = chain.authorize(&mut req).await else {
-        panic!()
-    };
-    assert_eq!(*seen_path.lock().unwrap(), "/p?token=redacted&keep=yes");
-    assert_eq!(req.path, "/p?token=redacted&keep=yes&debug=0");
-    assert_eq!(
-        allow.query_parameters_to_set,
-        [
-            ("token".into(), "redacted".into()),
-            ("debug".into(), "0".into())
-        ]
-    );
-    assert!(allow.query_parameters_to_remove.is_empty());
-    assert_eq!(
-        allow.dynamic_metadata,
-        json!({"a": 1, "b": 2}).as_object().unwrap().clone()
-    );
-    assert_eq!(allow.response_headers.len(), 2);
-    assert_eq!(allow.user_info.unwrap().user_id, "alice");
+    // `authorize` and `apply` alike: the path as the last step left it,
+    // and what the request cannot carry; only `authorize` repeats the
+    // query's changes in the allow.
+    for apply in [false, true] {
+        let mut req = get("/p?token=secret&debug=1&keep=yes");
+        let decision = match apply {
+            false => chain.authorize(&mut req).await,
+            true => chain.apply(&mut req).await,
+        };
+        let Decision::Allow(allow) = decision else {
+            panic!()
+        };
+        assert_eq!(*seen_path.lock().unwrap(), "/p?token=redacted&keep=yes");
+        assert_eq!(req.path, "/p?token=redacted&keep=yes&debug=0");
+        let set: &[(String, String)] = match apply {
+            false => &[
+                ("token".into(), "redacted".into()),
+                ("debug".into(), "0".into()),
+            ],
+            true => &[],
+        };
+        assert_eq!(allow.query_parameters_to_set, set);
+        assert!(allow.query_parameters_to_remove.is_empty());
+        assert_eq!(
+            allow.dynamic_metadata,
+            json!({"a": 1, "b": 2}).as_object().unwrap().clone()
+        );
+        assert_eq!(allow.response_headers.len(), 2);
+        assert_eq!(allow.user_info.unwrap().user_id, "alice");
+    }
 }
 
 /// A tiny deterministic generator, so the property test needs no crate.
@@ -246,12 +256,25 @@ async fn the_merged_allow_reproduces_the_chain_view_upstream() {
         for _ in 0..rng.next(3) {
             headers.append(names[rng.next(3) as usize].clone(), value("0"));
         }
+        if rng.next(2) == 1 {
+            builder = builder.strip_client_header(names[rng.next(3) as usize].clone());
+        }
         let chain = builder.build().unwrap();
         let mut req = AuthorizationRequest::default();
         req.headers = headers.clone();
         let Decision::Allow(allow) = chain.authorize(&mut req).await else {
             panic!()
         };
+
+        // `apply` leaves the request as `authorize` does, and the allow
+        // without the request's changes.
+        let mut applied = AuthorizationRequest::default();
+        applied.headers = headers.clone();
+        let Decision::Allow(bare) = chain.apply(&mut applied).await else {
+            panic!()
+        };
+        assert_eq!(applied.headers, req.headers, "case {case}: apply");
+        assert!(bare.headers.is_empty() && bare.headers_to_remove.is_empty());
 
         let mut upstream = headers;
         allow.apply_to_headers(&mut upstream);
@@ -391,6 +414,18 @@ async fn authorize_now_answers_in_place_or_pauses_where_a_step_waits() {
     let decision = chain.resume(paused, &mut req).await;
     assert_eq!(decision.as_allow().unwrap().headers[0].value, "waited");
     assert_eq!(req.state["waited"], true);
+
+    // `apply_now` pauses the same way; resumed, the run still applies
+    // the step's changes to the request only.
+    let mut req = AuthorizationRequest::new(http::Method::POST, "/");
+    let paused = chain.apply_now(&mut req).unwrap_err();
+    let decision = chain.resume(paused, &mut req).await;
+    assert!(decision.as_allow().unwrap().headers.is_empty());
+    assert_eq!(req.header_str("x-path"), Some("waited"));
+    let mut req = get("/");
+    let decision = chain.apply_now(&mut req).unwrap();
+    assert!(decision.as_allow().unwrap().headers.is_empty());
+    assert_eq!(req.header_str("x-path"), Some("now"));
 
     // With a booleanExpr: `a || b` where `a` waits and denies, `b` decides.
     let deny_later = service_fn(|_| {
