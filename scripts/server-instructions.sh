@@ -35,7 +35,7 @@ port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); p
 valgrind --tool=callgrind --callgrind-out-file="$work/out.%p" \
     "$LOAD_HTTP" "$flag" "$port" >"$work/log" 2>&1 &
 server=$!
-trap 'kill $server 2>/dev/null; wait $server 2>/dev/null; rm -rf "$work"' EXIT
+trap 'kill $server 2>/dev/null; wait $server 2>/dev/null || true; rm -rf "$work"' EXIT
 
 load() {
     wrk -t1 -c8 -d"$1" -H "my-header: foo" -H "X-Original-URI: /api/x" \

@@ -122,7 +122,24 @@ impl CheckConfig {
         body: Option<Bytes>,
         peer: Peer,
     ) -> (Option<&'a str>, AuthorizationRequest) {
-        let headers = std::mem::take(&mut parts.headers);
+        let mut request = AuthorizationRequest::default();
+        let config = self.read_into(parts, body, peer, &mut request);
+        (config, request)
+    }
+
+    /// [`read`](Self::read) into `request`, an empty one (whose room is
+    /// reused).
+    pub(crate) fn read_into<'a>(
+        &'a self,
+        parts: &'a mut Parts,
+        body: Option<Bytes>,
+        peer: Peer,
+        request: &mut AuthorizationRequest,
+    ) -> Option<&'a str> {
+        // Swapped, not taken: the check's headers for the request's empty
+        // map.
+        std::mem::swap(&mut request.headers, &mut parts.headers);
+        let headers = &request.headers;
         let parts: &'a Parts = parts;
         let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         let (config, rest) = match path
@@ -137,51 +154,43 @@ impl CheckConfig {
         };
         let config = config.filter(|c| !c.is_empty());
 
-        let seen = Seen::scan(&headers, self.trusts(peer.address.map(|a| a.ip())));
+        let seen = Seen::scan(headers, self.trusts(peer.address.map(|a| a.ip())));
         let method = forwarded(seen.forwarded_method)
             .or_else(|| forwarded(seen.original_method))
             .and_then(|m| Method::from_bytes(m.as_bytes()).ok())
             .unwrap_or_else(|| parts.method.clone());
         let original_url = forwarded(seen.original_url).and_then(|u| u.parse::<http::Uri>().ok());
-        let path = match forwarded(seen.forwarded_uri)
+        let path = forwarded(seen.forwarded_uri)
             .or_else(|| forwarded(seen.original_uri))
             .filter(|p| p.starts_with('/'))
-            .or_else(|| original_url.as_ref()?.path_and_query().map(|p| p.as_str()))
-        {
-            Some(path) => path.to_owned(),
-            // What follows `{prefix}/{config}`, as Envoy sends it.
-            None if rest.starts_with('/') => rest.to_owned(),
-            None => format!("/{rest}"),
-        };
-        let host = match forwarded(seen.forwarded_host) {
-            Some(host) => host.to_owned(),
-            None => match original_url.as_ref().and_then(|u| u.authority()) {
-                Some(authority) => authority.to_string(),
-                None => seen
-                    .host
-                    .and_then(|h| h.to_str().ok())
-                    .unwrap_or_default()
-                    .to_owned(),
-            },
-        };
+            .or_else(|| original_url.as_ref()?.path_and_query().map(|p| p.as_str()));
+        let host = forwarded(seen.forwarded_host)
+            .or_else(|| original_url.as_ref()?.authority().map(|a| a.as_str()))
+            .or_else(|| seen.host.and_then(|h| h.to_str().ok()))
+            .unwrap_or_default();
         let scheme = forwarded(seen.forwarded_proto)
             .or_else(|| original_url.as_ref()?.scheme_str())
-            .unwrap_or_default()
-            .to_owned();
+            .unwrap_or_default();
+        let id = seen.request_id.and_then(|v| v.to_str().ok());
 
-        let mut request = AuthorizationRequest::new(method, path);
-        request.host = host;
-        request.scheme = scheme;
-        request.id = seen
-            .request_id
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned();
+        match path {
+            Some(path) => request.path.push_str(path),
+            // What follows `{prefix}/{config}`, as Envoy sends it.
+            None => {
+                if !rest.starts_with('/') {
+                    request.path.push('/');
+                }
+                request.path.push_str(rest);
+            }
+        }
+        request.host.push_str(host);
+        request.scheme.push_str(scheme);
+        request.id.push_str(id.unwrap_or_default());
+        request.method = method;
         request.protocol = protocol(parts.version).into();
-        request.headers = headers;
         request.body = body;
         request.source = peer;
-        (config, request)
+        config
     }
 }
 

@@ -1,7 +1,9 @@
 //! What the layer and the check server read alike from a request, and
 //! the plain answers both give.
 
-use authchain_core::BoxError;
+use std::cell::Cell;
+
+use authchain_core::{AuthorizationRequest, BoxError};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, Response, StatusCode, Version};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
@@ -59,4 +61,36 @@ pub(crate) fn plain<ResBody: From<Bytes>>(
     let mut response = Response::new(ResBody::from(Bytes::from_static(body.as_bytes())));
     *response.status_mut() = status;
     response
+}
+
+thread_local! {
+    /// The request this thread's last check or layer call was done with,
+    /// cleared: the next one is read into it, so that its path, host and
+    /// state reuse their room instead of allocating afresh.
+    static SPARE: Cell<Option<Box<AuthorizationRequest>>> = const { Cell::new(None) };
+}
+
+/// What a spare request may keep (each string's room, the header map's
+/// entries): a request that grew past it is dropped instead.
+const SPARE_ROOM: usize = 4096;
+
+/// An empty request to read a request into: this thread's spare, or a new
+/// one.
+pub(crate) fn empty_request() -> Box<AuthorizationRequest> {
+    SPARE.with(Cell::take).unwrap_or_default()
+}
+
+/// Done with `request`: cleared, it becomes this thread's spare (if it did
+/// not grow too big to keep). A request dropped instead, on a path that
+/// does not give it back, costs only the reuse.
+pub(crate) fn give_back(mut request: Box<AuthorizationRequest>) {
+    let oversized = [&request.path, &request.host, &request.scheme, &request.id]
+        .iter()
+        .any(|s| s.capacity() > SPARE_ROOM)
+        || request.headers.capacity() > SPARE_ROOM / 64;
+    if oversized {
+        return;
+    }
+    request.clear();
+    SPARE.with(|spare| spare.set(Some(request)));
 }

@@ -20,7 +20,7 @@ use serde_json::{Map, Value};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::head::{plain, protocol, read_body, request_id};
+use crate::head::{empty_request, give_back, plain, protocol, read_body, request_id};
 
 /// What the chain established about a request it allowed, put into the
 /// request's extensions for the inner service (and, with the `axum`
@@ -315,7 +315,7 @@ where
         // Most chains decide without waiting: such a chain runs here, and
         // the request goes straight to the inner service, which is ready
         // now (no clone of it, no future of our own around its).
-        match chain.authorize_now(&mut pending.auth) {
+        match chain.apply_now(&mut pending.auth) {
             Ok(decision) => match pending.decided(&chain, decision) {
                 Ok((request, response_headers)) => ResponseFuture {
                     kind: Kind::Called {
@@ -378,10 +378,11 @@ impl<S> AuthChain<S> {
     }
 }
 
-/// A request on its way through the chain: the chain's view of it, and
-/// what the inner service needs besides.
+/// A request on its way through the chain: the chain's view of it (read
+/// into this thread's spare, given back once decided), and what the inner
+/// service needs besides.
 struct Pending<B> {
-    auth: AuthorizationRequest,
+    auth: Box<AuthorizationRequest>,
     parts: http::request::Parts,
     body: B,
 }
@@ -390,16 +391,20 @@ impl<B> Pending<B> {
     /// Moves the headers and extensions of `parts` into the request to
     /// authorize (they come back for the inner service).
     fn new(mut parts: http::request::Parts, body: B, bytes: Option<Bytes>) -> Self {
-        let mut auth = AuthorizationRequest::new(parts.method.clone(), path_of(&parts.uri));
+        let mut auth = empty_request();
+        auth.method = parts.method.clone();
+        auth.path.push_str(path_of(&parts.uri));
         if let Some(scheme) = parts.uri.scheme_str() {
-            auth.scheme = scheme.to_owned();
+            auth.scheme.push_str(scheme);
         }
-        auth.host = host_of(&parts.uri, &parts.headers);
+        auth.host.push_str(host_of(&parts.uri, &parts.headers));
         auth.protocol = protocol(parts.version).into();
         if let Some(id) = request_id(&parts.headers) {
-            auth.id = id.to_owned();
+            auth.id.push_str(id);
         }
-        auth.headers = mem::take(&mut parts.headers);
+        // Swapped, not taken: the empty map and extensions go back with
+        // the spare.
+        mem::swap(&mut auth.headers, &mut parts.headers);
         auth.body = bytes;
         #[cfg(feature = "axum")]
         if let Some(info) = parts
@@ -408,7 +413,7 @@ impl<B> Pending<B> {
         {
             auth.source = authchain_core::Peer::from_address(info.0);
         }
-        auth.extensions = mem::take(&mut parts.extensions);
+        mem::swap(&mut auth.extensions, &mut parts.extensions);
         Pending { auth, parts, body }
     }
 
@@ -420,7 +425,10 @@ impl<B> Pending<B> {
     ) -> Authorized<B, ResBody> {
         match decision {
             Decision::Allow(allow) => self.into_request(chain, allow),
-            Decision::Deny(deny) => Err(deny_response(deny)),
+            Decision::Deny(deny) => {
+                give_back(self.auth);
+                Err(deny_response(deny))
+            }
         }
     }
 
@@ -434,14 +442,17 @@ impl<B> Pending<B> {
         allow: Allow,
     ) -> Authorized<B, ResBody> {
         let Pending {
-            auth,
+            mut auth,
             mut parts,
             body,
         } = self;
-        parts.headers = auth.headers;
-        parts.extensions = auth.extensions;
-        if auth.path != path_of(&parts.uri) {
-            match with_path(&parts.uri, auth.path) {
+        mem::swap(&mut parts.headers, &mut auth.headers);
+        mem::swap(&mut parts.extensions, &mut auth.extensions);
+        let state = mem::take(&mut auth.state);
+        let path = (auth.path != path_of(&parts.uri)).then(|| mem::take(&mut auth.path));
+        give_back(auth);
+        if let Some(path) = path {
+            match with_path(&parts.uri, path) {
                 Some(uri) => parts.uri = uri,
                 None => {
                     tracing::warn!(
@@ -455,7 +466,7 @@ impl<B> Pending<B> {
         parts.extensions.insert(AuthContext {
             config: chain.shared_name(),
             user: allow.user_info,
-            state: auth.state,
+            state,
             metadata: allow.dynamic_metadata,
         });
         Ok((Request::from_parts(parts, body), allow.response_headers))
@@ -482,7 +493,7 @@ where
         return Err(plain(StatusCode::FORBIDDEN, ""));
     };
     let mut pending = Pending::new(parts, B::from(bytes.clone()), Some(bytes));
-    let decision = chain.authorize(&mut pending.auth).await;
+    let decision = chain.apply(&mut pending.auth).await;
     pending.decided(&chain, decision)
 }
 
@@ -490,7 +501,7 @@ fn path_of(uri: &Uri) -> &str {
     uri.path_and_query().map_or("/", PathAndQuery::as_str)
 }
 
-fn host_of(uri: &Uri, headers: &HeaderMap) -> String {
+fn host_of<'a>(uri: &'a Uri, headers: &'a HeaderMap) -> &'a str {
     uri.authority()
         .map(|a| a.as_str())
         .or_else(|| {
@@ -499,7 +510,6 @@ fn host_of(uri: &Uri, headers: &HeaderMap) -> String {
                 .and_then(|h| h.to_str().ok())
         })
         .unwrap_or_default()
-        .to_owned()
 }
 
 fn with_path(uri: &Uri, path: String) -> Option<Uri> {

@@ -5,7 +5,9 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use authchain_core::{AuthorizationRequest, Chain, ConcurrencyLimit, Engine, Paused, Peer, Permit};
+use authchain_core::{
+    AuthorizationRequest, Chain, ConcurrencyLimit, Decision, Engine, Paused, Peer, Permit,
+};
 use bytes::Bytes;
 use futures::future::Either;
 use http::request::Parts;
@@ -18,7 +20,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
 use crate::check::{CheckConfig, respond};
-use crate::head::{plain, read_body};
+use crate::head::{empty_request, give_back, plain, read_body};
 
 /// The default limit of a check's body (Envoy's `max_request_bytes` is
 /// where a proxy sets what it sends).
@@ -116,7 +118,8 @@ impl CheckServer {
         peer: Peer,
         permit: Option<Permit>,
     ) -> Result<Response<Bytes>, Box<Stepping>> {
-        let (config, mut request) = self.config.read(&mut parts, body, peer);
+        let mut request = empty_request();
+        let config = self.config.read_into(&mut parts, body, peer, &mut request);
         let generation = self.engine.current_ref();
         let Some(chain) = config.and_then(|c| generation.chain(c)) else {
             metrics::counter!("authchain_unknown_config_total", "transport" => "http").increment(1);
@@ -124,7 +127,7 @@ impl CheckServer {
             return Ok(plain(StatusCode::FORBIDDEN, "unknown AuthConfig"));
         };
         match chain.check_now(&mut request) {
-            Ok(decision) => Ok(respond(decision, request.headers)),
+            Ok(decision) => Ok(answer(decision, request)),
             Err(paused) => Err(Box::new(Stepping {
                 chain: Arc::clone(chain),
                 paused,
@@ -207,11 +210,18 @@ struct Unread<B> {
     permit: Option<Permit>,
 }
 
+/// The answer to a check that `decision` ends; `request` is given back.
+fn answer(decision: Decision, mut request: Box<AuthorizationRequest>) -> Response<Bytes> {
+    let headers = std::mem::take(&mut request.headers);
+    give_back(request);
+    respond(decision, headers)
+}
+
 /// A check whose chain paused at a step that must wait.
 struct Stepping {
     chain: Arc<Chain>,
     paused: Paused,
-    request: AuthorizationRequest,
+    request: Box<AuthorizationRequest>,
     /// Held until the check is answered.
     _permit: Option<Permit>,
 }
@@ -248,6 +258,6 @@ where
             _permit,
         } = *stepping;
         let decision = chain.resume(paused, &mut request).await;
-        respond(decision, request.headers)
+        answer(decision, request)
     }
 }

@@ -401,3 +401,72 @@ async fn serves_over_tcp_and_shuts_down_gracefully() {
     stop.send(()).unwrap();
     serving.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn one_check_leaves_nothing_for_the_next() {
+    // The server reads each check into the spare its thread's last check
+    // left: what the chain sees of the next one must be all its own, after
+    // an allow, a deny and a check that waited.
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let record = seen.clone();
+    let at_once = decide_fn(move |req| {
+        record.lock().unwrap().push(format!(
+            "{} {} host={:?} scheme={:?} id={:?} body={:?} state={:?} headers={}",
+            req.method,
+            req.path,
+            req.host,
+            req.scheme,
+            req.id,
+            req.body,
+            req.state.to_json(),
+            req.headers.len(),
+        ));
+        req.state
+            .insert("from", serde_json::json!(req.path.clone()));
+        Ok(if req.path.starts_with("/deny") {
+            Decision::unauthorized()
+        } else {
+            Decision::authorized()
+        })
+    });
+    let waits = service_fn(|_| {
+        Box::pin(async {
+            tokio::task::yield_now().await;
+            Ok(Decision::authorized())
+        })
+    });
+    let server = server_of(
+        trusted(),
+        [Chain::builder("site")
+            .step(ChainStep::new("record", Arc::new(at_once)))
+            .step(ChainStep::new("waits", Arc::new(waits)))],
+    )
+    .await;
+    let checks = [
+        (
+            "/check/site",
+            vec![
+                ("x-forwarded-uri", "/one?a=1"),
+                ("x-forwarded-host", "one.example"),
+                ("x-forwarded-proto", "https"),
+                ("x-request-id", "id-1"),
+            ],
+            "body",
+        ),
+        ("/check/site/deny", vec![("host", "deny.example")], ""),
+        ("/check/site/two", vec![], ""),
+    ];
+    for (path, headers, body) in checks {
+        server
+            .check(request(Method::POST, path, &headers, body), peer(PROXY))
+            .await;
+    }
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [
+            "POST /one?a=1 host=\"one.example\" scheme=\"https\" id=\"id-1\" body=Some(b\"body\") state=Object {} headers=4",
+            "POST /deny host=\"deny.example\" scheme=\"\" id=\"\" body=None state=Object {} headers=1",
+            "POST /two host=\"\" scheme=\"\" id=\"\" body=None state=Object {} headers=0",
+        ]
+    );
+}

@@ -410,3 +410,76 @@ fn a_call_made_outside_a_runtime_runs_its_chain_when_awaited() {
     assert_eq!(response.headers()["x-echo-user"], "alice");
     assert_eq!(response.headers()["x-auth"], "ok");
 }
+
+/// What a step saw of a request besides its headers.
+fn seen_of(req: &AuthorizationRequest) -> String {
+    format!(
+        "{} {} host={:?} id={:?} body={:?} state={:?} marked={}",
+        req.method,
+        req.path,
+        req.host,
+        req.id,
+        req.body,
+        req.state.to_json(),
+        req.extensions.get::<Marker>().is_some(),
+    )
+}
+
+#[derive(Clone)]
+struct Marker;
+
+#[tokio::test]
+async fn one_request_leaves_nothing_for_the_next() {
+    // The layer reads each request into the spare its thread's last
+    // request left: what the chain sees of the next one must be all its
+    // own, after an allow, a deny and a request whose body was buffered.
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    let step = authchain_core::decide_fn(move |req| {
+        record.lock().unwrap().push(seen_of(req));
+        req.state.insert("from", json!(req.path.clone()));
+        req.extensions.insert(Marker);
+        Ok(if req.path.starts_with("/deny") {
+            Decision::unauthorized()
+        } else {
+            Decision::authorized()
+        })
+    });
+    let chain = chain(vec![("record", Arc::new(step))]);
+    for (layer, body) in [
+        (AuthChainLayer::new(chain.clone()), "None"),
+        (
+            AuthChainLayer::new(chain).buffer_body(1024),
+            "Some(b\"data\")",
+        ),
+    ] {
+        seen.lock().unwrap().clear();
+        let app = app(layer, Arc::new(AtomicUsize::new(0)));
+        for (path, host, id) in [
+            ("/one?a=1", "one.example", "id-1"),
+            ("/deny", "deny.example", "id-2"),
+            ("/two", "", ""),
+        ] {
+            let mut req = Request::post(path);
+            if !host.is_empty() {
+                req = req.header("host", host).header("x-request-id", id);
+            }
+            let (_, _, body) = send(app.clone(), req.body(Body::from("data")).unwrap()).await;
+            if path == "/two" {
+                assert_eq!(json_of(&body)["state"], json!({"from": "/two"}));
+            }
+        }
+        assert_eq!(
+            *seen.lock().unwrap(),
+            [
+                format!(
+                    "POST /one?a=1 host=\"one.example\" id=\"id-1\" body={body} state=Object {{}} marked=false"
+                ),
+                format!(
+                    "POST /deny host=\"deny.example\" id=\"id-2\" body={body} state=Object {{}} marked=false"
+                ),
+                format!("POST /two host=\"\" id=\"\" body={body} state=Object {{}} marked=false"),
+            ]
+        );
+    }
+}
