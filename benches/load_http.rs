@@ -7,9 +7,13 @@
 //!   running a 3-step chain (Gloo's RequiredHeader plugin, a header
 //!   mutation, a state write). Target: rps(c) / rps(b) ≥ 0.95.
 //! - axum: the same app served without and with `AuthChainLayer` (the same
-//!   3-step chain). Target: rps(with) / rps(without) ≥ 0.90.
+//!   3-step chain) on its Router (`Router::layer`). Target: rps(with) /
+//!   rps(without) ≥ 0.90. Beside it, for comparison, the layer around the
+//!   whole Router (`AuthChain::new(router, layer)`), which runs before
+//!   routing and so without axum's cost of a layered route (a boxed
+//!   clone of the route per request and its wrapping futures).
 //!
-//! Every server (the allow-all server, the check server, both apps) runs
+//! Every server (the allow-all server, the check server, the apps) runs
 //! in a process of its own (this binary again, started with a flag and a
 //! port) on a multi-thread runtime, as a server binary would; this
 //! process serves only nginx's upstream, an echo server. wrk drives each
@@ -54,8 +58,11 @@ const ALLOW_ALL: &str = "--serve-allow-all";
 const CHECK: &str = "--serve-check";
 /// This binary as the axum app without the layer.
 const APP: &str = "--serve-app";
-/// This binary as the axum app with `AuthChainLayer`.
+/// This binary as the axum app with `AuthChainLayer` on the Router
+/// (`Router::layer`).
 const LAYERED_APP: &str = "--serve-layered-app";
+/// This binary as the axum app wrapped whole in `AuthChainLayer`.
+const WRAPPED_APP: &str = "--serve-wrapped-app";
 
 /// The path wrk asks for.
 const PATH: &str = "/api/x";
@@ -95,19 +102,28 @@ async fn check(listener: TcpListener) -> Result<(), Box<dyn Error>> {
     Ok(())
 }
 
-/// The axum app, with the layer or without.
-async fn app(listener: TcpListener, layered: bool) -> Result<(), Box<dyn Error>> {
+/// The axum app: without the layer, with it on the Router (`flag` is
+/// [`LAYERED_APP`]), or with it around the Router ([`WRAPPED_APP`]).
+async fn app(listener: TcpListener, flag: &str) -> Result<(), Box<dyn Error>> {
     let app = authchain_benches::app();
-    if layered {
-        let engine = authchain_benches::engine().await?;
-        let chain = engine
-            .current()
-            .chain("bench")
-            .ok_or("no bench chain")?
-            .clone();
-        axum::serve(listener, app.layer(AuthChainLayer::new(chain))).await?;
-    } else {
+    if flag == APP {
         axum::serve(listener, app).await?;
+        return Ok(());
+    }
+    let engine = authchain_benches::engine().await?;
+    let chain = engine
+        .current()
+        .chain("bench")
+        .ok_or("no bench chain")?
+        .clone();
+    let layer = AuthChainLayer::new(chain);
+    if flag == LAYERED_APP {
+        axum::serve(listener, app.layer(layer)).await?;
+    } else {
+        let wrapped = authchain_http::AuthChain::new(app, layer);
+        let wrapped =
+            axum::ServiceExt::<http::Request<axum::body::Body>>::into_make_service(wrapped);
+        axum::serve(listener, wrapped).await?;
     }
     Ok(())
 }
@@ -265,6 +281,7 @@ async fn load_http(seconds: u64, rounds: usize) -> Result<(), Box<dyn Error>> {
     let checker = ChildServer::start(CHECK).await?;
     let plain = ChildServer::start(APP).await?;
     let layered = ChildServer::start(LAYERED_APP).await?;
+    let wrapped = ChildServer::start(WRAPPED_APP).await?;
     let nginx = [
         Nginx::start(&nginx_config(upstream.addr(), None)).await?,
         Nginx::start(&nginx_config(upstream.addr(), Some((bare.addr(), "/")))).await?,
@@ -302,15 +319,21 @@ async fn load_http(seconds: u64, rounds: usize) -> Result<(), Box<dyn Error>> {
             Some(layered.pid()),
             None,
         ),
+        Scenario::new(
+            "AuthChainLayer around the axum app",
+            wrapped.addr(),
+            Some(wrapped.pid()),
+            None,
+        ),
     ];
     // A request without the header the chain requires must be denied.
-    for target in [nginx[2].addr(), layered.addr()] {
+    for target in [nginx[2].addr(), layered.addr(), wrapped.addr()] {
         let reply = authchain_testkit::client::get(target, PATH, &[]).await?;
         if reply.status == 200 {
             return Err(format!("{target}: a request without my-header got 200").into());
         }
     }
-    let pids: Vec<u32> = [&bare, &checker, &plain, &layered]
+    let pids: Vec<u32> = [&bare, &checker, &plain, &layered, &wrapped]
         .iter()
         .map(|s| s.pid())
         .chain(nginx.iter().map(Nginx::pid))
@@ -323,6 +346,7 @@ async fn load_http(seconds: u64, rounds: usize) -> Result<(), Box<dyn Error>> {
     let mut proxy_cpu_ratios = Vec::with_capacity(rounds);
     let mut app_ratios = Vec::with_capacity(rounds);
     let mut app_cpu_ratios = Vec::with_capacity(rounds);
+    let mut wrapped_ratios = Vec::with_capacity(rounds);
     for round in 0..rounds {
         // Every other round runs each group in reverse, so that no
         // scenario always runs first, or right after another.
@@ -334,13 +358,18 @@ async fn load_http(seconds: u64, rounds: usize) -> Result<(), Box<dyn Error>> {
         } {
             proxies[i].run(&load, &pids).await?;
         }
-        for i in if reverse { vec![1, 0] } else { vec![0, 1] } {
+        for i in if reverse {
+            vec![2, 1, 0]
+        } else {
+            vec![0, 1, 2]
+        } {
             apps[i].run(&load, &pids).await?;
         }
         proxy_ratios.push(proxies[2].last_rps() / proxies[1].last_rps());
         proxy_cpu_ratios.push(proxies[1].last_cpu() / proxies[2].last_cpu());
         app_ratios.push(apps[1].last_rps() / apps[0].last_rps());
         app_cpu_ratios.push(apps[0].last_cpu() / apps[1].last_cpu());
+        wrapped_ratios.push(apps[2].last_rps() / apps[0].last_rps());
     }
 
     println!(
@@ -354,6 +383,11 @@ async fn load_http(seconds: u64, rounds: usize) -> Result<(), Box<dyn Error>> {
     print_table(&apps);
     print_ratio("axum with/without layer rps", &app_ratios, 0.90);
     print_ratio("axum CPU per request without/with", &app_cpu_ratios, 0.90);
+    print_ratio(
+        "axum wrapped whole/without layer rps",
+        &wrapped_ratios,
+        0.90,
+    );
     let errors: u64 = proxies
         .iter()
         .chain(&apps)
@@ -377,12 +411,12 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run() -> Result<(), Box<dyn Error>> {
-    if let Some((flag, port)) = child_args(&[ALLOW_ALL, CHECK, APP, LAYERED_APP])? {
+    if let Some((flag, port)) = child_args(&[ALLOW_ALL, CHECK, APP, LAYERED_APP, WRAPPED_APP])? {
         return serve_child(port, |listener| async move {
             match flag {
                 ALLOW_ALL => allow_all(listener).await.map_err(Into::into),
                 CHECK => check(listener).await,
-                _ => app(listener, flag == LAYERED_APP).await,
+                _ => app(listener, flag).await,
             }
         });
     }

@@ -9,8 +9,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use authchain_core::{
-    Allow, AuthorizationRequest, BoxError, Chain, Decision, Deny, Engine, HeaderMutation, State,
-    UserInfo,
+    AuthorizationRequest, BoxError, Chain, Decision, Deny, Engine, HeaderMutation, State, UserInfo,
 };
 use bytes::Bytes;
 use http::uri::PathAndQuery;
@@ -301,7 +300,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request<B>) -> Self::Future {
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
         let shared = &self.layer.shared;
         if let Some(limit) = shared.body_limit {
             let authorized = buffer_then_authorize(shared.clone(), request, limit);
@@ -310,14 +309,13 @@ where
         let Some(chain) = shared.chain() else {
             return ResponseFuture::answered(plain(StatusCode::FORBIDDEN, ""));
         };
-        let (parts, body) = request.into_parts();
-        let mut pending = Pending::new(parts, body, None);
+        let mut auth = read(&mut request, None);
         // Most chains decide without waiting: such a chain runs here, and
         // the request goes straight to the inner service, which is ready
         // now (no clone of it, no future of our own around its).
-        match chain.apply_now(&mut pending.auth) {
-            Ok(decision) => match pending.decided(&chain, decision) {
-                Ok((request, response_headers)) => ResponseFuture {
+        match chain.apply_now(&mut auth) {
+            Ok(decision) => match decided(&chain, decision, auth, &mut request) {
+                Ok(response_headers) => ResponseFuture {
                     kind: Kind::Called {
                         future: self.inner.call(request),
                         response_headers,
@@ -328,8 +326,8 @@ where
             Err(paused) => {
                 let chain = chain.into_owned();
                 self.waiting(async move {
-                    let decision = chain.resume(paused, &mut pending.auth).await;
-                    pending.decided(&chain, decision)
+                    let decision = chain.resume(paused, &mut auth).await;
+                    decided(&chain, decision, auth, &mut request).map(|h| (request, h))
                 })
             }
         }
@@ -378,99 +376,78 @@ impl<S> AuthChain<S> {
     }
 }
 
-/// A request on its way through the chain: the chain's view of it (read
-/// into this thread's spare, given back once decided), and what the inner
-/// service needs besides.
-struct Pending<B> {
-    auth: Box<AuthorizationRequest>,
-    parts: http::request::Parts,
-    body: B,
+/// The chain's view of `request`, read into this thread's spare (given
+/// back by [`decided`]). The headers and extensions move into it, to come
+/// back for the inner service.
+fn read<B>(request: &mut Request<B>, body: Option<Bytes>) -> Box<AuthorizationRequest> {
+    let mut auth = empty_request();
+    auth.method = request.method().clone();
+    auth.path.push_str(path_of(request.uri()));
+    if let Some(scheme) = request.uri().scheme_str() {
+        auth.scheme.push_str(scheme);
+    }
+    auth.host
+        .push_str(host_of(request.uri(), request.headers()));
+    auth.protocol = protocol(request.version()).into();
+    if let Some(id) = request_id(request.headers()) {
+        auth.id.push_str(id);
+    }
+    auth.body = body;
+    #[cfg(feature = "axum")]
+    if let Some(info) = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+    {
+        auth.source = authchain_core::Peer::from_address(info.0);
+    }
+    // Swapped, not taken: the empty map and extensions go back with the
+    // spare.
+    mem::swap(&mut auth.headers, request.headers_mut());
+    mem::swap(&mut auth.extensions, request.extensions_mut());
+    auth
 }
 
-impl<B> Pending<B> {
-    /// Moves the headers and extensions of `parts` into the request to
-    /// authorize (they come back for the inner service).
-    fn new(mut parts: http::request::Parts, body: B, bytes: Option<Bytes>) -> Self {
-        let mut auth = empty_request();
-        auth.method = parts.method.clone();
-        auth.path.push_str(path_of(&parts.uri));
-        if let Some(scheme) = parts.uri.scheme_str() {
-            auth.scheme.push_str(scheme);
+/// What the chain's `decision` makes of `request`: for an allow, the
+/// request as the chain left it (headers, extensions, path and query, and
+/// an [`AuthContext`]) and the allow's response headers; for a deny (or
+/// a path that is not one), the answer. Gives `auth` back.
+fn decided<B, ResBody: From<Bytes>>(
+    chain: &Chain,
+    decision: Decision,
+    mut auth: Box<AuthorizationRequest>,
+    request: &mut Request<B>,
+) -> Result<Vec<HeaderMutation>, Response<ResBody>> {
+    let allow = match decision {
+        Decision::Allow(allow) => allow,
+        Decision::Deny(deny) => {
+            give_back(auth);
+            return Err(deny_response(deny));
         }
-        auth.host.push_str(host_of(&parts.uri, &parts.headers));
-        auth.protocol = protocol(parts.version).into();
-        if let Some(id) = request_id(&parts.headers) {
-            auth.id.push_str(id);
-        }
-        // Swapped, not taken: the empty map and extensions go back with
-        // the spare.
-        mem::swap(&mut auth.headers, &mut parts.headers);
-        auth.body = bytes;
-        #[cfg(feature = "axum")]
-        if let Some(info) = parts
-            .extensions
-            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        {
-            auth.source = authchain_core::Peer::from_address(info.0);
-        }
-        mem::swap(&mut auth.extensions, &mut parts.extensions);
-        Pending { auth, parts, body }
-    }
-
-    /// What the chain's `decision` makes of the request.
-    fn decided<ResBody: From<Bytes>>(
-        self,
-        chain: &Chain,
-        decision: Decision,
-    ) -> Authorized<B, ResBody> {
-        match decision {
-            Decision::Allow(allow) => self.into_request(chain, allow),
-            Decision::Deny(deny) => {
-                give_back(self.auth);
-                Err(deny_response(deny))
+    };
+    mem::swap(request.headers_mut(), &mut auth.headers);
+    mem::swap(request.extensions_mut(), &mut auth.extensions);
+    let state = mem::take(&mut auth.state);
+    let path = (auth.path != path_of(request.uri())).then(|| mem::take(&mut auth.path));
+    give_back(auth);
+    if let Some(path) = path {
+        match with_path(request.uri(), path) {
+            Some(uri) => *request.uri_mut() = uri,
+            None => {
+                tracing::warn!(
+                    config = chain.name(),
+                    "a step produced an invalid path or query; denying"
+                );
+                return Err(plain(StatusCode::FORBIDDEN, ""));
             }
         }
     }
-
-    /// The request as the chain left it, for the inner service (headers,
-    /// extensions, path and query, and an [`AuthContext`]), and the
-    /// allow's response headers. `Err` is the answer when the chain left a
-    /// path that is not one.
-    fn into_request<ResBody: From<Bytes>>(
-        self,
-        chain: &Chain,
-        allow: Allow,
-    ) -> Authorized<B, ResBody> {
-        let Pending {
-            mut auth,
-            mut parts,
-            body,
-        } = self;
-        mem::swap(&mut parts.headers, &mut auth.headers);
-        mem::swap(&mut parts.extensions, &mut auth.extensions);
-        let state = mem::take(&mut auth.state);
-        let path = (auth.path != path_of(&parts.uri)).then(|| mem::take(&mut auth.path));
-        give_back(auth);
-        if let Some(path) = path {
-            match with_path(&parts.uri, path) {
-                Some(uri) => parts.uri = uri,
-                None => {
-                    tracing::warn!(
-                        config = chain.name(),
-                        "a step produced an invalid path or query; denying"
-                    );
-                    return Err(plain(StatusCode::FORBIDDEN, ""));
-                }
-            }
-        }
-        parts.extensions.insert(AuthContext {
-            config: chain.shared_name(),
-            user: allow.user_info,
-            state,
-            metadata: allow.dynamic_metadata,
-        });
-        Ok((Request::from_parts(parts, body), allow.response_headers))
-    }
+    request.extensions_mut().insert(AuthContext {
+        config: chain.shared_name(),
+        user: allow.user_info,
+        state,
+        metadata: allow.dynamic_metadata,
+    });
+    Ok(allow.response_headers)
 }
 
 /// The path with `buffer_body`: reads the body (up to `limit`) first.
@@ -492,9 +469,10 @@ where
     let Some(chain) = shared.chain() else {
         return Err(plain(StatusCode::FORBIDDEN, ""));
     };
-    let mut pending = Pending::new(parts, B::from(bytes.clone()), Some(bytes));
-    let decision = chain.apply(&mut pending.auth).await;
-    pending.decided(&chain, decision)
+    let mut request = Request::from_parts(parts, B::from(bytes.clone()));
+    let mut auth = read(&mut request, Some(bytes));
+    let decision = chain.apply(&mut auth).await;
+    decided(&chain, decision, auth, &mut request).map(|h| (request, h))
 }
 
 fn path_of(uri: &Uri) -> &str {
