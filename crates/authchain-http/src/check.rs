@@ -257,6 +257,22 @@ pub fn respond(decision: Decision, spare: HeaderMap) -> Response<Bytes> {
     }
 }
 
+/// The value of [`HEADERS_TO_REMOVE`]: the names, comma separated. One
+/// name (a chain's one stripped header, say) is its own value, shared.
+fn removals_value(names: Vec<HeaderName>) -> Option<HeaderValue> {
+    let mut names = names.into_iter();
+    let first = names.next()?;
+    let Some(second) = names.next() else {
+        return Some(HeaderValue::from(first));
+    };
+    let mut list = String::from(first.as_str());
+    for name in std::iter::once(second).chain(names) {
+        list.push_str(", ");
+        list.push_str(name.as_str());
+    }
+    HeaderValue::try_from(list).ok()
+}
+
 fn allow_response(allow: Allow, mut headers: HeaderMap) -> Response<Bytes> {
     if !allow.query_parameters_to_set.is_empty() || !allow.query_parameters_to_remove.is_empty() {
         tracing::error!(
@@ -270,11 +286,8 @@ fn allow_response(allow: Allow, mut headers: HeaderMap) -> Response<Bytes> {
     for m in allow.headers.into_iter().chain(allow.response_headers) {
         headers.append(m.name, m.value);
     }
-    if removals > 0 {
-        let names: Vec<&str> = allow.headers_to_remove.iter().map(|n| n.as_str()).collect();
-        if let Ok(value) = HeaderValue::try_from(names.join(", ")) {
-            headers.insert(HEADERS_TO_REMOVE, value);
-        }
+    if let Some(value) = removals_value(allow.headers_to_remove) {
+        headers.insert(HEADERS_TO_REMOVE, value);
     }
     let mut response = Response::new(Bytes::new());
     *response.headers_mut() = headers;

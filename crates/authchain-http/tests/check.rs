@@ -332,6 +332,21 @@ async fn an_allow_carries_upstream_headers_and_removals() {
 }
 
 #[tokio::test]
+async fn one_removal_is_listed_alone() {
+    let allow = Allow::new().remove_header(HeaderName::from_static("x-debug"));
+    let (server, _) = check_server(CheckConfig::default(), allow.into()).await;
+    let response = server
+        .check(request(Method::GET, "/check/site/", &[], ""), peer(CLIENT))
+        .await;
+    assert_eq!(response.headers()[HEADERS_TO_REMOVE], "x-debug");
+    let (server, _) = check_server(CheckConfig::default(), Decision::authorized()).await;
+    let response = server
+        .check(request(Method::GET, "/check/site/", &[], ""), peer(CLIENT))
+        .await;
+    assert!(!response.headers().contains_key(HEADERS_TO_REMOVE));
+}
+
+#[tokio::test]
 async fn a_deny_is_sent_as_it_is() {
     let deny = Deny::new(StatusCode::UNAUTHORIZED)
         .header(
