@@ -77,7 +77,12 @@ const SPARE_ROOM: usize = 4096;
 /// An empty request to read a request into: this thread's spare, or a new
 /// one.
 pub(crate) fn empty_request() -> Box<AuthorizationRequest> {
-    SPARE.with(Cell::take).unwrap_or_default()
+    // `try_with`: a thread tearing down its locals gets a new one.
+    SPARE
+        .try_with(Cell::take)
+        .ok()
+        .flatten()
+        .unwrap_or_default()
 }
 
 /// Done with `request`: cleared, it becomes this thread's spare (if it did
@@ -92,5 +97,33 @@ pub(crate) fn give_back(mut request: Box<AuthorizationRequest>) {
         return;
     }
     request.clear();
-    SPARE.with(|spare| spare.set(Some(request)));
+    let _ = SPARE.try_with(|spare| spare.set(Some(request)));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_spare_comes_back_empty_and_an_oversized_one_not_at_all() {
+        let mut request = empty_request();
+        request.path.push_str("/secret?token=abc");
+        request.id.push_str("id-1");
+        request.state.insert("user", serde_json::json!("alice"));
+        give_back(request);
+        let spare = empty_request();
+        assert!(
+            spare.path.capacity() >= "/secret?token=abc".len(),
+            "room kept"
+        );
+        assert_eq!(
+            format!("{spare:?}"),
+            format!("{:?}", AuthorizationRequest::default())
+        );
+
+        let mut big = spare;
+        big.path = "x".repeat(SPARE_ROOM + 1);
+        give_back(big);
+        assert_eq!(empty_request().path.capacity(), 0, "not kept");
+    }
 }
