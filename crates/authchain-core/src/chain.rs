@@ -548,6 +548,7 @@ impl Chain {
     }
 
     /// Records what step `index` gave; `Some` when that ends the run.
+    #[inline]
     fn record(&self, run: &mut Run, index: usize, result: StepResult) -> Option<Ended> {
         match &mut run.cursor {
             Cursor::InOrder(next) => match result {
@@ -584,6 +585,7 @@ impl Chain {
     /// What a step's answer means for the run: an allow is merged into
     /// `acc` and applied to the request, an error (a timeout included)
     /// fails closed or, with `failureModeAllow`, passes marked.
+    #[inline]
     fn settle(
         &self,
         step: &Step,
@@ -721,13 +723,43 @@ fn arm<'a>(
 }
 
 /// Merges a step's allow into the chain's accumulated allow and applies it
-/// to the request the next step sees. Reuses the step's vectors where the
-/// accumulator has none yet, so a chain whose steps mutate once costs no
-/// allocation here.
-///
-/// With [`Keep::Response`] the request's changes are only applied to it, in
-/// order; the allow keeps no record of them.
+/// to the request the next step sees, as `keep` says.
+#[inline]
 fn merge(acc: &mut Allow, step: Allow, request: &mut AuthorizationRequest, keep: Keep) {
+    match keep {
+        Keep::All => merge_all(acc, step, request),
+        Keep::Response => apply_in_place(acc, step, request),
+    }
+}
+
+/// [`Keep::Response`]: the request's changes are only applied to it, in
+/// order; the allow keeps no record of them.
+#[inline]
+fn apply_in_place(acc: &mut Allow, step: Allow, request: &mut AuthorizationRequest) {
+    for m in &step.headers {
+        m.apply(&mut request.headers);
+    }
+    for name in &step.headers_to_remove {
+        request.headers.remove(name);
+    }
+    for (key, value) in &step.query_parameters_to_set {
+        request.set_query_parameter(key, value);
+    }
+    for key in &step.query_parameters_to_remove {
+        request.remove_query_parameter(key);
+    }
+    merge_response(
+        acc,
+        step.response_headers,
+        step.dynamic_metadata,
+        step.user_info,
+    );
+}
+
+/// [`Keep::All`]: the request's changes are applied to it and merged into
+/// `acc`. Reuses the step's vectors where the accumulator has none yet, so
+/// a chain whose steps mutate once costs no allocation here.
+fn merge_all(acc: &mut Allow, step: Allow, request: &mut AuthorizationRequest) {
     let Allow {
         mut headers,
         headers_to_remove,
@@ -737,22 +769,6 @@ fn merge(acc: &mut Allow, step: Allow, request: &mut AuthorizationRequest, keep:
         dynamic_metadata,
         user_info,
     } = step;
-    if keep == Keep::Response {
-        for m in &headers {
-            m.apply(&mut request.headers);
-        }
-        for name in &headers_to_remove {
-            request.headers.remove(name);
-        }
-        for (key, value) in &query_parameters_to_set {
-            request.set_query_parameter(key, value);
-        }
-        for key in &query_parameters_to_remove {
-            request.remove_query_parameter(key);
-        }
-        merge_response(acc, response_headers, dynamic_metadata, user_info);
-        return;
-    }
     // Most steps fill one or two of these: the empty ones cost a test.
     if !headers.is_empty() {
         let start = acc.headers.len();
