@@ -240,10 +240,8 @@ impl Chain {
     /// With a [decision cache](crate::cache), a remembered answer is
     /// replayed instead: the same decision, state and header changes.
     pub async fn authorize(&self, request: &mut AuthorizationRequest) -> Decision {
-        match self.authorize_now(request) {
-            Ok(decision) => decision,
-            Err(paused) => self.resume(paused, request).await,
-        }
+        let now = self.authorize_now(request);
+        self.resumed(now, request).await
     }
 
     /// [`authorize`](Self::authorize) for servers that only send the answer
@@ -252,10 +250,8 @@ impl Chain {
     /// neither its state nor its header changes. Without a hit, the same as
     /// `authorize`.
     pub async fn check(&self, request: &mut AuthorizationRequest) -> Decision {
-        match self.check_now(request) {
-            Ok(decision) => decision,
-            Err(paused) => self.resume(paused, request).await,
-        }
+        let now = self.check_now(request);
+        self.resumed(now, request).await
     }
 
     /// [`authorize`](Self::authorize) without a future, as far as it goes:
@@ -269,13 +265,13 @@ impl Chain {
     /// For adapters that can answer in place when no step waits (a tower
     /// `Service::call`): no future to poll or box.
     pub fn authorize_now(&self, request: &mut AuthorizationRequest) -> Result<Decision, Paused> {
-        self.answer_now(request, true)
+        self.answer_now(request, true, Keep::All)
     }
 
     /// [`check`](Self::check) as [`authorize_now`](Self::authorize_now) is
     /// to `authorize`.
     pub fn check_now(&self, request: &mut AuthorizationRequest) -> Result<Decision, Paused> {
-        self.answer_now(request, false)
+        self.answer_now(request, false, Keep::All)
     }
 
     /// [`authorize`](Self::authorize) for callers that send the request
@@ -287,20 +283,27 @@ impl Chain {
     /// dynamic metadata and the user. Saves keeping the merged changes
     /// that such a caller would drop.
     pub async fn apply(&self, request: &mut AuthorizationRequest) -> Decision {
-        match self.apply_now(request) {
-            Ok(decision) => decision,
-            Err(paused) => self.resume(paused, request).await,
-        }
+        let now = self.apply_now(request);
+        self.resumed(now, request).await
     }
 
     /// [`apply`](Self::apply) as [`authorize_now`](Self::authorize_now) is
     /// to `authorize`.
     pub fn apply_now(&self, request: &mut AuthorizationRequest) -> Result<Decision, Paused> {
-        match self.cache {
-            Some(_) => Err(Paused(PausedAt::Cache { replay: true })),
-            None => self
-                .uncached_now(request, Keep::Response)
-                .map_err(|at| Paused(PausedAt::Step(at))),
+        // A cached answer is replayed whole: an allow that keeps more than
+        // `apply` owes.
+        self.answer_now(request, true, Keep::Response)
+    }
+
+    /// The answer `now` gave, or the paused run finished.
+    async fn resumed(
+        &self,
+        now: Result<Decision, Paused>,
+        request: &mut AuthorizationRequest,
+    ) -> Decision {
+        match now {
+            Ok(decision) => decision,
+            Err(paused) => self.resume(paused, request).await,
         }
     }
 
@@ -343,11 +346,12 @@ impl Chain {
         &self,
         request: &mut AuthorizationRequest,
         replay: bool,
+        keep: Keep,
     ) -> Result<Decision, Paused> {
         match self.cache {
             Some(_) => Err(Paused(PausedAt::Cache { replay })),
             None => self
-                .uncached_now(request, Keep::All)
+                .uncached_now(request, keep)
                 .map_err(|at| Paused(PausedAt::Step(at))),
         }
     }
