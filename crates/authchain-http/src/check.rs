@@ -60,6 +60,7 @@ use http::{HeaderValue, Method, Response, StatusCode};
 use ipnet::IpNet;
 
 use crate::head::{REQUEST_ID, plain, protocol};
+use crate::layer::deny_response;
 
 /// The header listing upstream headers to remove, as Envoy reads it.
 pub const HEADERS_TO_REMOVE: HeaderName = HeaderName::from_static("x-envoy-auth-headers-to-remove");
@@ -248,12 +249,7 @@ fn forwarded(value: Option<&HeaderValue>) -> Option<&str> {
 pub fn respond(decision: Decision, spare: HeaderMap) -> Response<Bytes> {
     match decision {
         Decision::Allow(allow) => allow_response(allow, spare),
-        Decision::Deny(deny) => {
-            let mut response = Response::new(deny.body);
-            *response.status_mut() = deny.status;
-            *response.headers_mut() = deny.headers;
-            response
-        }
+        Decision::Deny(deny) => deny_response(deny),
     }
 }
 
