@@ -6,6 +6,9 @@
 //!   extra hop); (c) with `auth_request` to authchain-http's check server
 //!   running a 3-step chain (Gloo's RequiredHeader plugin, a header
 //!   mutation, a state write). Target: rps(c) / rps(b) ≥ 0.95.
+//! - Envoy (one worker), the same three with its ext_authz filter in HTTP
+//!   service mode (`path_prefix: /check/bench`, `my-header` sent to the
+//!   auth server, the chain's two headers copied upstream). Same target.
 //! - axum: the same app served without and with `AuthChainLayer` (the same
 //!   3-step chain) on its Router (`Router::layer`). Target: rps(with) /
 //!   rps(without) ≥ 0.90. Beside it, for comparison, the layer around the
@@ -16,7 +19,7 @@
 //! Every server (the allow-all server, the check server, the apps) runs
 //! in a process of its own (this binary again, started with a flag and a
 //! port) on a multi-thread runtime, as a server binary would; this
-//! process serves only nginx's upstream, an echo server. wrk drives each
+//! process serves only the proxies' upstream, an echo server. wrk drives each
 //! scenario alone on the machine (`-t1 -c32`).
 //!
 //! Every scenario is warmed up first with a 2 s run that is not counted.
@@ -28,8 +31,9 @@
 //!
 //! Beside the rps, every run reads the CPU time each process spent
 //! (user + system, from `/proc/<pid>/stat`): this harness with its wrk,
-//! nginx, and the servers. Per request, that gives each scenario's whole
-//! cost, its server's, and nginx's, and the ratio of the whole costs: the
+//! the proxies, and the servers. Per request, that gives each scenario's
+//! whole cost, its server's, and its proxy's, and the ratio of the whole
+//! costs: the
 //! rps ratio a CPU-bound machine would show, which bursts of other work on
 //! the machine sway much less than the rps.
 //!
@@ -48,6 +52,7 @@ use authchain_benches::child::{ChildServer, child_args, serve_child};
 use authchain_benches::{measured_run, median, median_interval, median_run, verdict, warm_up};
 use authchain_http::{AuthChainLayer, CheckConfig, CheckServer};
 use authchain_testkit::EchoServer;
+use authchain_testkit::envoy::{Envoy, HttpService, http_service_config};
 use authchain_testkit::load::{Load, LoadResult};
 use authchain_testkit::nginx::Nginx;
 use tokio::net::TcpListener;
@@ -159,12 +164,12 @@ fn nginx_config(upstream: SocketAddr, auth: Option<(SocketAddr, &str)>) -> Strin
 #[derive(Clone, Copy)]
 struct Cpu {
     /// Every process: this harness (the echo upstream) and its wrk,
-    /// nginx, the servers.
+    /// the proxies, the servers.
     all: f64,
     /// The scenario's server: the auth server, or the app.
     server: f64,
-    /// The scenario's nginx.
-    nginx: f64,
+    /// The scenario's proxy.
+    proxy: f64,
 }
 
 /// One configuration under load.
@@ -173,7 +178,7 @@ struct Scenario {
     /// Where wrk sends its requests.
     target: SocketAddr,
     server: Option<u32>,
-    nginx: Option<u32>,
+    proxy: Option<u32>,
     runs: Vec<LoadResult>,
     cpu: Vec<Cpu>,
 }
@@ -183,13 +188,13 @@ impl Scenario {
         name: &'static str,
         target: SocketAddr,
         server: Option<u32>,
-        nginx: Option<u32>,
+        proxy: Option<u32>,
     ) -> Self {
         Scenario {
             name,
             target,
             server,
-            nginx,
+            proxy,
             runs: Vec::new(),
             cpu: Vec::new(),
         }
@@ -212,12 +217,12 @@ impl Scenario {
         let cpu = Cpu {
             all: spent.all,
             server: spent.of(self.server),
-            nginx: spent.of(self.nginx),
+            proxy: spent.of(self.proxy),
         };
         eprintln!(
             "{}: {:.0} rps, p99 {:?}, {} errors, CPU per request {:.1} µs \
-             (server {:.1} µs, nginx {:.1} µs)",
-            self.name, result.rps, result.p99, result.errors, cpu.all, cpu.server, cpu.nginx
+             (server {:.1} µs, proxy {:.1} µs)",
+            self.name, result.rps, result.p99, result.errors, cpu.all, cpu.server, cpu.proxy
         );
         self.runs.push(result);
         self.cpu.push(cpu);
@@ -236,7 +241,7 @@ impl Scenario {
 fn print_table(scenarios: &[Scenario]) {
     println!(
         "  {:<44} {:>8} {:>8} {:>8} {:>7} {:>11} {:>9} {:>9}",
-        "scenario", "rps", "p50 µs", "p99 µs", "errors", "CPU µs/req", "server", "nginx"
+        "scenario", "rps", "p50 µs", "p99 µs", "errors", "CPU µs/req", "server", "proxy"
     );
     for s in scenarios {
         let r = median_run(&s.runs);
@@ -250,7 +255,7 @@ fn print_table(scenarios: &[Scenario]) {
             r.errors,
             of(|c| c.all),
             of(|c| c.server),
-            of(|c| c.nginx),
+            of(|c| c.proxy),
         );
     }
 }
@@ -291,43 +296,89 @@ async fn load_http(seconds: u64, rounds: usize) -> Result<(), Box<dyn Error>> {
         ))
         .await?,
     ];
-    let mut proxies = [
-        Scenario::new(
-            "(a) nginx, no auth",
-            nginx[0].addr(),
-            None,
-            Some(nginx[0].pid()),
-        ),
-        Scenario::new(
-            "(b) nginx + allow-all hyper server",
-            nginx[1].addr(),
-            Some(bare.pid()),
-            Some(nginx[1].pid()),
-        ),
-        Scenario::new(
-            "(c) nginx + authchain-http, 3-step chain",
-            nginx[2].addr(),
-            Some(checker.pid()),
-            Some(nginx[2].pid()),
-        ),
+    let envoy_with = |addr| {
+        Some(HttpService {
+            addr,
+            path_prefix: "/check/bench",
+            allowed_headers: &["my-header"],
+            upstream_headers: &["x-chain", "matched-allowed-headers"],
+        })
+    };
+    let envoy = [
+        Envoy::start(&http_service_config(upstream.addr(), None)).await?,
+        Envoy::start(&http_service_config(
+            upstream.addr(),
+            envoy_with(bare.addr()),
+        ))
+        .await?,
+        Envoy::start(&http_service_config(
+            upstream.addr(),
+            envoy_with(checker.addr()),
+        ))
+        .await?,
     ];
-    let mut apps = [
-        Scenario::new("axum app", plain.addr(), Some(plain.pid()), None),
-        Scenario::new(
-            "axum app + AuthChainLayer (3 steps)",
-            layered.addr(),
-            Some(layered.pid()),
-            None,
-        ),
-        Scenario::new(
-            "AuthChainLayer around the axum app",
-            wrapped.addr(),
-            Some(wrapped.pid()),
-            None,
-        ),
+    let proxy = |name, target, server: Option<&ChildServer>, pid| {
+        Scenario::new(name, target, server.map(ChildServer::pid), Some(pid))
+    };
+    let mut groups = [
+        [
+            proxy("(a) nginx, no auth", nginx[0].addr(), None, nginx[0].pid()),
+            proxy(
+                "(b) nginx + allow-all hyper server",
+                nginx[1].addr(),
+                Some(&bare),
+                nginx[1].pid(),
+            ),
+            proxy(
+                "(c) nginx + authchain-http, 3-step chain",
+                nginx[2].addr(),
+                Some(&checker),
+                nginx[2].pid(),
+            ),
+        ],
+        [
+            proxy(
+                "(a) envoy, no auth",
+                envoy[0].listener("ingress")?,
+                None,
+                envoy[0].peer().pid(),
+            ),
+            proxy(
+                "(b) envoy + allow-all hyper server",
+                envoy[1].listener("ingress")?,
+                Some(&bare),
+                envoy[1].peer().pid(),
+            ),
+            proxy(
+                "(c) envoy + authchain-http, 3-step chain",
+                envoy[2].listener("ingress")?,
+                Some(&checker),
+                envoy[2].peer().pid(),
+            ),
+        ],
+        [
+            Scenario::new("axum app", plain.addr(), Some(plain.pid()), None),
+            Scenario::new(
+                "axum app + AuthChainLayer (3 steps)",
+                layered.addr(),
+                Some(layered.pid()),
+                None,
+            ),
+            Scenario::new(
+                "AuthChainLayer around the axum app",
+                wrapped.addr(),
+                Some(wrapped.pid()),
+                None,
+            ),
+        ],
     ];
     // A request without the header the chain requires must be denied.
-    for target in [nginx[2].addr(), layered.addr(), wrapped.addr()] {
+    for target in [
+        groups[0][2].target,
+        groups[1][2].target,
+        layered.addr(),
+        wrapped.addr(),
+    ] {
         let reply = authchain_testkit::client::get(target, PATH, &[]).await?;
         if reply.status == 200 {
             return Err(format!("{target}: a request without my-header got 200").into());
@@ -337,60 +388,63 @@ async fn load_http(seconds: u64, rounds: usize) -> Result<(), Box<dyn Error>> {
         .iter()
         .map(|s| s.pid())
         .chain(nginx.iter().map(Nginx::pid))
+        .chain(envoy.iter().map(|e| e.peer().pid()))
         .collect();
-    for scenario in proxies.iter().chain(&apps) {
+    for scenario in groups.iter().flatten() {
         scenario.warm_up(&load).await?;
     }
 
-    let mut proxy_ratios = Vec::with_capacity(rounds);
-    let mut proxy_cpu_ratios = Vec::with_capacity(rounds);
-    let mut app_ratios = Vec::with_capacity(rounds);
-    let mut app_cpu_ratios = Vec::with_capacity(rounds);
+    // Per group, per round: the ratio of its second and third scenario's
+    // rps to its baseline's (c/b for a proxy, with/without for the app),
+    // and of their CPU per request the other way round.
+    let mut ratios = [(); 3].map(|()| Vec::with_capacity(rounds));
+    let mut cpu_ratios = [(); 3].map(|()| Vec::with_capacity(rounds));
     let mut wrapped_ratios = Vec::with_capacity(rounds);
     for round in 0..rounds {
         // Every other round runs each group in reverse, so that no
         // scenario always runs first, or right after another.
-        let reverse = round % 2 == 1;
-        for i in if reverse {
-            vec![2, 1, 0]
-        } else {
-            vec![0, 1, 2]
-        } {
-            proxies[i].run(&load, &pids).await?;
+        let order = if round % 2 == 1 { [2, 1, 0] } else { [0, 1, 2] };
+        for group in &mut groups {
+            for i in order {
+                group[i].run(&load, &pids).await?;
+            }
         }
-        for i in if reverse {
-            vec![2, 1, 0]
-        } else {
-            vec![0, 1, 2]
-        } {
-            apps[i].run(&load, &pids).await?;
+        for (g, group) in groups.iter().enumerate() {
+            // A proxy's c against its b; the app with the layer against
+            // the app alone.
+            let (with, base) = if g < 2 { (2, 1) } else { (1, 0) };
+            ratios[g].push(group[with].last_rps() / group[base].last_rps());
+            cpu_ratios[g].push(group[base].last_cpu() / group[with].last_cpu());
         }
-        proxy_ratios.push(proxies[2].last_rps() / proxies[1].last_rps());
-        proxy_cpu_ratios.push(proxies[1].last_cpu() / proxies[2].last_cpu());
-        app_ratios.push(apps[1].last_rps() / apps[0].last_rps());
-        app_cpu_ratios.push(apps[0].last_cpu() / apps[1].last_cpu());
-        wrapped_ratios.push(apps[2].last_rps() / apps[0].last_rps());
+        wrapped_ratios.push(groups[2][2].last_rps() / groups[2][0].last_rps());
     }
 
     println!(
         "load-http: {rounds} rounds of wrk -t1 -c32 -d{seconds}s (after a 2 s warm-up each), \
          GET {PATH} with my-header; medians of the rounds; CPU per request of every process \
-         (this harness and wrk, nginx, the servers), of the scenario's server and of nginx"
+         (this harness and wrk, the proxies, the servers), of the scenario's server and of \
+         its proxy"
     );
-    print_table(&proxies);
-    print_ratio("nginx c/b rps", &proxy_ratios, 0.95);
-    print_ratio("nginx CPU per request b/c", &proxy_cpu_ratios, 0.95);
-    print_table(&apps);
-    print_ratio("axum with/without layer rps", &app_ratios, 0.90);
-    print_ratio("axum CPU per request without/with", &app_cpu_ratios, 0.90);
+    for (g, proxy) in ["nginx", "envoy"].into_iter().enumerate() {
+        print_table(&groups[g]);
+        print_ratio(&format!("{proxy} c/b rps"), &ratios[g], 0.95);
+        print_ratio(
+            &format!("{proxy} CPU per request b/c"),
+            &cpu_ratios[g],
+            0.95,
+        );
+    }
+    print_table(&groups[2]);
+    print_ratio("axum with/without layer rps", &ratios[2], 0.90);
+    print_ratio("axum CPU per request without/with", &cpu_ratios[2], 0.90);
     print_ratio(
         "axum wrapped whole/without layer rps",
         &wrapped_ratios,
         0.90,
     );
-    let errors: u64 = proxies
+    let errors: u64 = groups
         .iter()
-        .chain(&apps)
+        .flatten()
         .flat_map(|s| &s.runs)
         .map(|r| r.errors)
         .sum();

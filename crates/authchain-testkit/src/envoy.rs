@@ -121,33 +121,94 @@ impl Envoy {
 /// to `upstream`, with the ext_authz filter in gRPC mode in front when
 /// `authz` is given (HTTP/2 cluster, 2 s timeout, failing closed).
 pub fn proxy_config(upstream: SocketAddr, authz: Option<SocketAddr>) -> String {
-    let (filter, cluster) = match authz {
-        None => (String::new(), String::new()),
-        Some(authz) => (
-            "          - name: envoy.filters.http.ext_authz
+    let Some(authz) = authz else {
+        return bootstrap(upstream, "", "");
+    };
+    let filter = "          - name: envoy.filters.http.ext_authz
             typed_config:
               \"@type\": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz
               transport_api_version: V3
               grpc_service: { envoy_grpc: { cluster_name: ext_authz }, timeout: 2s }
-"
-            .to_owned(),
-            format!(
-                "  - name: ext_authz
-    type: STATIC
-    connect_timeout: 1s
-    typed_extension_protocol_options:
+";
+    let options = "    typed_extension_protocol_options:
       envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
         \"@type\": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-        explicit_http_config: {{ http2_protocol_options: {{}} }}
-    load_assignment:
-      cluster_name: ext_authz
+        explicit_http_config: { http2_protocol_options: {} }
+";
+    bootstrap(upstream, filter, &cluster("ext_authz", authz, options))
+}
+
+/// An HTTP ext_authz server for [`http_service_config`]: where it listens,
+/// the path checks go to (the original path follows it), and the headers
+/// that pass each way.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpService<'a> {
+    /// The auth server.
+    pub addr: SocketAddr,
+    /// Envoy's `path_prefix`, `/check/site` say.
+    pub path_prefix: &'a str,
+    /// Client headers sent to the auth server (`allowed_headers`, exact
+    /// names) besides those Envoy always sends (`Host`, `Authorization`,
+    /// method and path).
+    pub allowed_headers: &'a [&'a str],
+    /// Headers of the auth server's 200 that overwrite the upstream
+    /// request's (`allowed_upstream_headers`, exact names).
+    pub upstream_headers: &'a [&'a str],
+}
+
+/// [`proxy_config`] with the ext_authz filter in HTTP service mode
+/// (HTTP/1.1 cluster, 2 s timeout, failing closed), when `authz` is given.
+pub fn http_service_config(upstream: SocketAddr, authz: Option<HttpService<'_>>) -> String {
+    let Some(authz) = authz else {
+        return bootstrap(upstream, "", "");
+    };
+    let patterns = |names: &[&str]| {
+        names
+            .iter()
+            .map(|n| format!("{{ exact: {n} }}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let filter = format!(
+        "          - name: envoy.filters.http.ext_authz
+            typed_config:
+              \"@type\": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz
+              transport_api_version: V3
+              allowed_headers: {{ patterns: [ {allowed} ] }}
+              http_service:
+                server_uri: {{ uri: \"http://{addr}\", cluster: ext_authz, timeout: 2s }}
+                path_prefix: {prefix}
+                authorization_response:
+                  allowed_upstream_headers: {{ patterns: [ {upstream} ] }}
+",
+        allowed = patterns(authz.allowed_headers),
+        addr = authz.addr,
+        prefix = authz.path_prefix,
+        upstream = patterns(authz.upstream_headers),
+    );
+    bootstrap(upstream, &filter, &cluster("ext_authz", authz.addr, ""))
+}
+
+/// A static cluster `name` of one endpoint, `addr`, with `options` (YAML
+/// lines at the cluster's indentation) added.
+fn cluster(name: &str, addr: SocketAddr, options: &str) -> String {
+    format!(
+        "  - name: {name}
+    type: STATIC
+    connect_timeout: 1s
+{options}    load_assignment:
+      cluster_name: {name}
       endpoints: [ {{ lb_endpoints: [ {{ endpoint: {{ address: {{ socket_address: {{ address: {}, port_value: {} }} }} }} }} ] }} ]
 ",
-                authz.ip(),
-                authz.port()
-            ),
-        ),
-    };
+        addr.ip(),
+        addr.port()
+    )
+}
+
+/// The bootstrap of [`proxy_config`]: `filter` (YAML list items) before
+/// the router, `clusters` beside the upstream's.
+fn bootstrap(upstream: SocketAddr, filter: &str, clusters: &str) -> String {
+    let upstream = cluster("upstream", upstream, "");
     format!(
         r#"static_resources:
   listeners:
@@ -169,15 +230,7 @@ pub fn proxy_config(upstream: SocketAddr, authz: Option<SocketAddr>) -> String {
 {filter}          - name: envoy.filters.http.router
             typed_config: {{ "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }}
   clusters:
-{cluster}  - name: upstream
-    type: STATIC
-    connect_timeout: 1s
-    load_assignment:
-      cluster_name: upstream
-      endpoints: [ {{ lb_endpoints: [ {{ endpoint: {{ address: {{ socket_address: {{ address: {}, port_value: {} }} }} }} }} ] }} ]
-"#,
-        upstream.ip(),
-        upstream.port()
+{clusters}{upstream}"#
     )
 }
 

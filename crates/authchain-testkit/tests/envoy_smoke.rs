@@ -81,3 +81,39 @@ async fn the_minimal_proxy_config_starts() {
         .unwrap();
     assert_eq!(reply.echoed().unwrap().path, "/");
 }
+
+#[tokio::test]
+async fn the_http_service_config_asks_its_auth_server_first() {
+    use authchain_testkit::envoy::{HttpService, http_service_config};
+    let upstream = EchoServer::start().await.unwrap();
+    // The echo server answers every check with 200: an allow.
+    let auth = EchoServer::start().await.unwrap();
+    let service = HttpService {
+        addr: auth.addr(),
+        path_prefix: "/check/site",
+        allowed_headers: &["my-header"],
+        upstream_headers: &["x-user-id"],
+    };
+    let envoy = Envoy::start(&http_service_config(upstream.addr(), Some(service)))
+        .await
+        .unwrap();
+    let reply = client::get(envoy.listener("ingress").unwrap(), "/x", &[])
+        .await
+        .unwrap();
+    assert_eq!(reply.echoed().unwrap().path, "/x");
+    assert_eq!((auth.hits(), upstream.hits()), (1, 1));
+
+    // No auth server: Envoy fails closed.
+    let gone = HttpService {
+        addr: std::net::SocketAddr::from(([127, 0, 0, 1], authchain_testkit::free_port().unwrap())),
+        ..service
+    };
+    let envoy = Envoy::start(&http_service_config(upstream.addr(), Some(gone)))
+        .await
+        .unwrap();
+    let reply = client::get(envoy.listener("ingress").unwrap(), "/x", &[])
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 403);
+    assert_eq!(upstream.hits(), 1);
+}
