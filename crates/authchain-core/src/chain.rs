@@ -2,7 +2,6 @@
 
 use std::fmt;
 use std::future::Future;
-use std::mem;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
@@ -158,9 +157,11 @@ impl fmt::Debug for Chain {
     }
 }
 
-/// How a chain run ended, before errors become denies.
+/// How a chain run ended, before errors become denies. An allow is the
+/// run's accumulated allow, moved out of the run when it concludes.
 enum Ended {
-    Decided(Decision),
+    Allowed,
+    Denied(Deny),
     Failed,
 }
 
@@ -331,10 +332,10 @@ impl Chain {
         } = at;
         if chain != self.address() {
             tracing::error!(config = %self.name, "resumed a run that another chain paused; denying");
-            return self.conclude(started, Ended::Failed);
+            return self.conclude(started, Ended::Failed, run);
         }
         let ended = self.finish(&mut run, step, request).instrument(span).await;
-        self.conclude(started, ended)
+        self.conclude(started, ended, run)
     }
 
     /// Tells this chain's paused runs from others'.
@@ -372,7 +373,7 @@ impl Chain {
         let span = tracing::debug_span!("authchain.chain", config = %self.name);
         let mut run = self.begin(request, started + self.deadline, keep);
         match span.in_scope(|| self.run_now(&mut run, request)) {
-            Ok(ended) => Ok(self.conclude(started, ended)),
+            Ok(ended) => Ok(self.conclude(started, ended, run)),
             Err(step) => Err(Box::new(AtStep {
                 chain: self.address(),
                 run,
@@ -384,15 +385,18 @@ impl Chain {
     }
 
     /// Counts and times a run that ended, and turns a failure into a deny.
-    fn conclude(&self, started: Instant, ended: Ended) -> Decision {
+    /// An allow takes `run`'s accumulated allow (no empty one is left in
+    /// its place to drop).
+    fn conclude(&self, started: Instant, ended: Ended, run: Run) -> Decision {
         self.metrics.duration.record(started.elapsed());
         match ended {
-            Ended::Decided(decision) => {
-                match decision {
-                    Decision::Allow(_) => self.metrics.ok.increment(1),
-                    Decision::Deny(_) => self.metrics.denied.increment(1),
-                }
-                decision
+            Ended::Allowed => {
+                self.metrics.ok.increment(1);
+                Decision::Allow(run.acc)
+            }
+            Ended::Denied(deny) => {
+                self.metrics.denied.increment(1);
+                Decision::Deny(deny)
             }
             Ended::Failed => {
                 self.metrics.error.increment(1);
@@ -536,19 +540,19 @@ impl Chain {
         }
     }
 
-    /// The end of a run that ran out of steps: the accumulated allow, or
-    /// the deny of the last step that denied (403 when none did, as in
-    /// `!a` with `a` allowing).
+    /// The end of a run that ran out of steps: allowed (with the
+    /// accumulated allow), or the deny of the last step that denied (403
+    /// when none did, as in `!a` with `a` allowing).
     fn end(run: &mut Run, allowed: bool) -> Ended {
         if allowed {
-            return Ended::Decided(Decision::Allow(mem::take(&mut run.acc)));
+            return Ended::Allowed;
         }
         let last_deny = match &mut run.cursor {
             Cursor::Expr { last_deny, .. } => last_deny.take(),
             Cursor::InOrder(_) => None,
         };
         let deny = last_deny.map_or_else(|| Deny::new(StatusCode::FORBIDDEN), |d| *d);
-        Ended::Decided(Decision::Deny(deny))
+        Ended::Denied(deny)
     }
 
     /// Records what step `index` gave; `Some` when that ends the run.
@@ -560,7 +564,7 @@ impl Chain {
                     *next = index + 1;
                     None
                 }
-                StepResult::Denied(deny) => Some(Ended::Decided(Decision::Deny(deny))),
+                StepResult::Denied(deny) => Some(Ended::Denied(deny)),
                 StepResult::Failed => Some(Ended::Failed),
             },
             Cursor::Expr {
@@ -740,8 +744,8 @@ fn merge(acc: &mut Allow, step: Allow, request: &mut AuthorizationRequest, keep:
 /// order; the allow keeps no record of them.
 #[inline]
 fn apply_in_place(acc: &mut Allow, step: Allow, request: &mut AuthorizationRequest) {
-    for m in &step.headers {
-        m.apply(&mut request.headers);
+    for m in step.headers {
+        m.apply_owned(&mut request.headers);
     }
     for name in &step.headers_to_remove {
         request.headers.remove(name);
@@ -869,7 +873,7 @@ fn normalize_headers(acc: &mut Allow, start: usize, request: &mut AuthorizationR
             continue;
         };
         // `AddIfAbsent` is left only when absent, so this always applies.
-        action.apply(entry, &m.value);
+        action.apply(entry, m.value.clone());
         acc.headers[i].action = action;
         if action == OverwriteIfExistsOrAdd {
             if let Some(r) = removed {

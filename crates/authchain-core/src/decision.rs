@@ -25,17 +25,17 @@ impl HeaderAction {
     /// Applies the action with `value` to one header's `entry` (one lookup
     /// of the name serves the check and the change); returns whether it
     /// changed the map.
-    pub(crate) fn apply(self, entry: Entry<'_, HeaderValue>, value: &HeaderValue) -> bool {
+    pub(crate) fn apply(self, entry: Entry<'_, HeaderValue>, value: HeaderValue) -> bool {
         use HeaderAction::*;
         match (self, entry) {
             (AppendIfExistsOrAdd | AddIfAbsent | OverwriteIfExistsOrAdd, Entry::Vacant(vacant)) => {
-                vacant.insert(value.clone());
+                vacant.insert(value);
             }
             (AppendIfExistsOrAdd, Entry::Occupied(mut occupied)) => {
-                occupied.append(value.clone());
+                occupied.append(value);
             }
             (OverwriteIfExistsOrAdd | OverwriteIfExists, Entry::Occupied(mut occupied)) => {
-                occupied.insert(value.clone());
+                occupied.insert(value);
             }
             (AddIfAbsent, Entry::Occupied(_)) | (OverwriteIfExists, Entry::Vacant(_)) => {
                 return false;
@@ -69,7 +69,14 @@ impl HeaderMutation {
 
     /// Applies the mutation to `headers`; returns whether it changed them.
     pub fn apply(&self, headers: &mut HeaderMap) -> bool {
-        self.action.apply(headers.entry(&self.name), &self.value)
+        self.action
+            .apply(headers.entry(&self.name), self.value.clone())
+    }
+
+    /// [`apply`](Self::apply), moving the name and value into `headers`
+    /// instead of copying them.
+    pub(crate) fn apply_owned(self, headers: &mut HeaderMap) -> bool {
+        self.action.apply(headers.entry(self.name), self.value)
     }
 }
 
