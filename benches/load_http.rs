@@ -5,7 +5,10 @@
 //!   `auth_request` to a bare allow-all hyper server (the limit of the
 //!   extra hop); (c) with `auth_request` to authchain-http's check server
 //!   running a 3-step chain (Gloo's RequiredHeader plugin, a header
-//!   mutation, a state write). Target: rps(c) / rps(b) ≥ 0.95.
+//!   mutation, a state write). Target: rps(c) / rps(b) ≥ 0.95. The
+//!   allow-all server answers as the chain does, with the chain's two
+//!   upstream headers, and nginx copies them upstream from either
+//!   (`auth_request_set`): b and c differ only in how the answer is made.
 //! - Envoy (one worker), the same three with its ext_authz filter in HTTP
 //!   service mode (`path_prefix: /check/bench`, `my-header` sent to the
 //!   auth server, the chain's two headers copied upstream). Same target.
@@ -72,9 +75,14 @@ const WRAPPED_APP: &str = "--serve-wrapped-app";
 /// The path wrk asks for.
 const PATH: &str = "/api/x";
 
-/// A hyper server that allows everything, with the check server's
-/// connection settings (HTTP/1 or 2, `TCP_NODELAY`): the limit of an auth
-/// hop.
+/// The upstream headers of the bench chain's allow (the SetHeader step's
+/// and the RequiredHeader plugin's), which the proxies copy upstream.
+const ANSWER: [(&str, &str); 2] = [("x-chain", "checked"), ("matched-allowed-headers", "true")];
+
+/// A hyper server that allows everything with the check server's answer
+/// ([`ANSWER`]'s headers) and its connection settings (HTTP/1 or 2,
+/// `TCP_NODELAY`): the limit of an auth hop, the proxy's work on the
+/// answer included.
 async fn allow_all(listener: TcpListener) -> std::io::Result<()> {
     use hyper_util::rt::{TokioExecutor, TokioIo};
     loop {
@@ -84,9 +92,15 @@ async fn allow_all(listener: TcpListener) -> std::io::Result<()> {
         let _ = stream.set_nodelay(true);
         tokio::spawn(async move {
             let service = hyper::service::service_fn(|_| async {
-                Ok::<_, Infallible>(http::Response::new(
-                    http_body_util::Empty::<bytes::Bytes>::new(),
-                ))
+                let mut response =
+                    http::Response::new(http_body_util::Empty::<bytes::Bytes>::new());
+                for (name, value) in ANSWER {
+                    response.headers_mut().insert(
+                        http::HeaderName::from_static(name),
+                        http::HeaderValue::from_static(value),
+                    );
+                }
+                Ok::<_, Infallible>(response)
             });
             let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(stream), service)
@@ -134,7 +148,8 @@ async fn app(listener: TcpListener, flag: &str) -> Result<(), Box<dyn Error>> {
 }
 
 /// The body of nginx's `http {}` block: keep-alive pools to the upstream
-/// and, when given, to an auth server called with `auth_request`.
+/// and, when given, to an auth server called with `auth_request`, whose
+/// [`ANSWER`] headers go upstream (`auth_request_set`).
 fn nginx_config(upstream: SocketAddr, auth: Option<(SocketAddr, &str)>) -> String {
     let keepalive = "proxy_http_version 1.1; proxy_set_header Connection \"\";";
     let mut config = format!("upstream app {{ server {upstream}; keepalive 64; }}\n");
@@ -145,6 +160,12 @@ fn nginx_config(upstream: SocketAddr, auth: Option<(SocketAddr, &str)>) -> Strin
             "upstream auth {{ server {addr}; keepalive 64; }}\n"
         ));
         location.push_str("auth_request /_authz;");
+        for (i, (name, _)) in ANSWER.iter().enumerate() {
+            location.push_str(&format!(
+                " auth_request_set $answer{i} $upstream_http_{}; proxy_set_header {name} $answer{i};",
+                name.replace('-', "_")
+            ));
+        }
         auth_location = format!(
             "location = /_authz {{ internal; proxy_pass http://auth{path}; {keepalive} \
              proxy_pass_request_body off; proxy_set_header Content-Length \"\"; \
@@ -296,12 +317,13 @@ async fn load_http(seconds: u64, rounds: usize) -> Result<(), Box<dyn Error>> {
         ))
         .await?,
     ];
+    let answer_names = ANSWER.map(|(name, _)| name);
     let envoy_with = |addr| {
         Some(HttpService {
             addr,
             path_prefix: "/check/bench",
             allowed_headers: &["my-header"],
-            upstream_headers: &["x-chain", "matched-allowed-headers"],
+            upstream_headers: &answer_names,
         })
     };
     let envoy = [
@@ -372,6 +394,20 @@ async fn load_http(seconds: u64, rounds: usize) -> Result<(), Box<dyn Error>> {
             ),
         ],
     ];
+    // Both auth servers' answers reach the upstream through both proxies.
+    for group in &groups[..2] {
+        for scenario in &group[1..] {
+            let reply =
+                authchain_testkit::client::get(scenario.target, PATH, &[("my-header", "foo")])
+                    .await?;
+            let echoed = reply.echoed()?;
+            if ANSWER.iter().any(|(n, v)| echoed.header(n) != Some(*v)) {
+                return Err(
+                    format!("{}: the upstream did not get {ANSWER:?}", scenario.name).into(),
+                );
+            }
+        }
+    }
     // A request without the header the chain requires must be denied.
     for target in [
         groups[0][2].target,
