@@ -36,9 +36,8 @@
 //! (user + system, from `/proc/<pid>/stat`): this harness with its wrk,
 //! the proxies, and the servers. Per request, that gives each scenario's
 //! whole cost, its server's, and its proxy's, and the ratio of the whole
-//! costs: the
-//! rps ratio a CPU-bound machine would show, which bursts of other work on
-//! the machine sway much less than the rps.
+//! costs: the rps ratio a CPU-bound machine would show, which bursts of
+//! other work on the machine sway much less than the rps.
 //!
 //! ```text
 //! cargo run --release -p authchain-benches --bin load-http [-- SECONDS_PER_RUN ROUNDS]
