@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::future::Future;
+use std::mem;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
@@ -13,10 +14,10 @@ use tokio::time::{Instant, Sleep};
 use tracing::Instrument;
 
 use crate::cache::{CacheSettings, DecisionCache};
+use crate::decision::recycle_mutations;
 use crate::expr::{self, Next, Op};
 use crate::{
-    Allow, AuthService, AuthorizationRequest, Decision, Deny, Error, HeaderAction, HeaderMutation,
-    Lifecycle, UserInfo,
+    Allow, AuthService, AuthorizationRequest, Decision, Deny, Error, HeaderAction, Lifecycle,
 };
 
 /// The header that marks a request let through because a step failed open,
@@ -445,7 +446,8 @@ impl Chain {
                 Err(allowed) => return Ok(Self::end(run, allowed)),
             };
             let step = &self.steps[index];
-            let Some(answer) = step.span().in_scope(|| step.service.decide_now(request)) else {
+            let mut answer = step.span().in_scope(|| step.service.decide_now(request));
+            let Some(answer) = &mut answer else {
                 return Err(index);
             };
             let result = self.settle(step, answer, request, run);
@@ -487,7 +489,7 @@ impl Chain {
             .instrument(step.span())
             .await;
             drop(answer); // ends the step's borrow of the request
-            let answer = outcome.unwrap_or_else(|| {
+            let mut answer = outcome.unwrap_or_else(|| {
                 Err(match step.timeout {
                     Some(timeout) if limit < run.deadline => {
                         Error::timeout(format!("step timed out after {timeout:?}"))
@@ -495,7 +497,7 @@ impl Chain {
                     _ => Error::timeout(format!("chain deadline of {:?} exceeded", self.deadline)),
                 })
             });
-            let result = self.settle(step, answer, request, run);
+            let result = self.settle(step, &mut answer, request, run);
             if let Some(ended) = self.record(run, index, result) {
                 return ended;
             }
@@ -592,12 +594,14 @@ impl Chain {
 
     /// What a step's answer means for the run: an allow is merged into
     /// `acc` and applied to the request, an error (a timeout included)
-    /// fails closed or, with `failureModeAllow`, passes marked.
+    /// fails closed or, with `failureModeAllow`, passes marked. Takes what
+    /// it keeps out of `answer`, which stays where the step left it: a
+    /// decision is large to move.
     #[inline]
     fn settle(
         &self,
         step: &Step,
-        answer: Result<Decision, Error>,
+        answer: &mut Result<Decision, Error>,
         request: &mut AuthorizationRequest,
         run: &mut Run,
     ) -> StepResult {
@@ -609,7 +613,7 @@ impl Chain {
             }
             Ok(Decision::Deny(deny)) => {
                 step.metrics.denied.increment(1);
-                return StepResult::Denied(deny);
+                return StepResult::Denied(mem::replace(deny, Deny::new(StatusCode::FORBIDDEN)));
             }
             Err(error) => error,
         };
@@ -619,11 +623,11 @@ impl Chain {
                 config = %self.name, step = %step.name, error = %error,
                 "step failed; allowing because of failureModeAllow"
             );
-            let mark = Allow::new().set_header(
+            let mut mark = Allow::new().set_header(
                 FAILURE_MODE_ALLOWED_HEADER,
                 HeaderValue::from_static("true"),
             );
-            merge(&mut run.acc, mark, request, run.keep);
+            merge(&mut run.acc, &mut mark, request, run.keep);
             StepResult::Allowed
         } else {
             step.metrics.error.increment(1);
@@ -733,7 +737,7 @@ fn arm<'a>(
 /// Merges a step's allow into the chain's accumulated allow and applies it
 /// to the request the next step sees, as `keep` says.
 #[inline]
-fn merge(acc: &mut Allow, step: Allow, request: &mut AuthorizationRequest, keep: Keep) {
+fn merge(acc: &mut Allow, step: &mut Allow, request: &mut AuthorizationRequest, keep: Keep) {
     match keep {
         Keep::All => merge_all(acc, step, request),
         Keep::Response => apply_in_place(acc, step, request),
@@ -741,11 +745,16 @@ fn merge(acc: &mut Allow, step: Allow, request: &mut AuthorizationRequest, keep:
 }
 
 /// [`Keep::Response`]: the request's changes are only applied to it, in
-/// order; the allow keeps no record of them.
+/// order; the allow keeps no record of them. Takes what it keeps from
+/// `step` and leaves the rest there (the step's answer is dropped where it
+/// lies, not moved about).
 #[inline]
-fn apply_in_place(acc: &mut Allow, step: Allow, request: &mut AuthorizationRequest) {
-    for m in step.headers {
-        m.apply_owned(&mut request.headers);
+fn apply_in_place(acc: &mut Allow, step: &mut Allow, request: &mut AuthorizationRequest) {
+    if !step.headers.is_empty() {
+        for m in step.headers.drain(..) {
+            m.apply_owned(&mut request.headers);
+        }
+        recycle_mutations(mem::take(&mut step.headers));
     }
     for name in &step.headers_to_remove {
         request.headers.remove(name);
@@ -756,45 +765,47 @@ fn apply_in_place(acc: &mut Allow, step: Allow, request: &mut AuthorizationReque
     for key in &step.query_parameters_to_remove {
         request.remove_query_parameter(key);
     }
-    merge_response(
-        acc,
-        step.response_headers,
-        step.dynamic_metadata,
-        step.user_info,
-    );
+    merge_response(acc, step);
 }
 
 /// [`Keep::All`]: the request's changes are applied to it and merged into
 /// `acc`. Reuses the step's vectors where the accumulator has none yet, so
 /// a chain whose steps mutate once costs no allocation here.
-fn merge_all(acc: &mut Allow, step: Allow, request: &mut AuthorizationRequest) {
-    let Allow {
-        mut headers,
-        headers_to_remove,
-        response_headers,
-        query_parameters_to_set,
-        query_parameters_to_remove,
-        dynamic_metadata,
-        user_info,
-    } = step;
+fn merge_all(acc: &mut Allow, step: &mut Allow, request: &mut AuthorizationRequest) {
     // Most steps fill one or two of these: the empty ones cost a test.
-    if !headers.is_empty() {
+    if !step.headers.is_empty() {
         let start = acc.headers.len();
         if start == 0 {
-            acc.headers = headers;
+            acc.headers = mem::take(&mut step.headers);
         } else {
-            acc.headers.append(&mut headers);
+            acc.headers.append(&mut step.headers);
+            recycle_mutations(mem::take(&mut step.headers));
         }
         normalize_headers(acc, start, request);
     }
-    for name in headers_to_remove {
+    if !step.headers_to_remove.is_empty() {
+        merge_removals(acc, step, request);
+    }
+    if !step.query_parameters_to_set.is_empty() || !step.query_parameters_to_remove.is_empty() {
+        merge_query(acc, step, request);
+    }
+    merge_response(acc, step);
+}
+
+/// [`merge_all`]'s header removals.
+fn merge_removals(acc: &mut Allow, step: &mut Allow, request: &mut AuthorizationRequest) {
+    for name in step.headers_to_remove.drain(..) {
         request.headers.remove(&name);
         acc.headers.retain(|m| m.name != name);
         if !acc.headers_to_remove.contains(&name) {
             acc.headers_to_remove.push(name);
         }
     }
-    for (key, value) in query_parameters_to_set {
+}
+
+/// [`merge_all`]'s query parameter changes.
+fn merge_query(acc: &mut Allow, step: &mut Allow, request: &mut AuthorizationRequest) {
+    for (key, value) in step.query_parameters_to_set.drain(..) {
         request.set_query_parameter(&key, &value);
         acc.query_parameters_to_remove.retain(|k| *k != key);
         match acc
@@ -806,39 +817,37 @@ fn merge_all(acc: &mut Allow, step: Allow, request: &mut AuthorizationRequest) {
             None => acc.query_parameters_to_set.push((key, value)),
         }
     }
-    for key in query_parameters_to_remove {
+    for key in step.query_parameters_to_remove.drain(..) {
         request.remove_query_parameter(&key);
         acc.query_parameters_to_set.retain(|(k, _)| *k != key);
         if !acc.query_parameters_to_remove.contains(&key) {
             acc.query_parameters_to_remove.push(key);
         }
     }
-    merge_response(acc, response_headers, dynamic_metadata, user_info);
 }
 
-/// Merges what a step's allow says beside the request's changes.
-fn merge_response(
-    acc: &mut Allow,
-    mut response_headers: Vec<HeaderMutation>,
-    dynamic_metadata: serde_json::Map<String, serde_json::Value>,
-    user_info: Option<UserInfo>,
-) {
-    if !response_headers.is_empty() {
+/// Merges what a step's allow says beside the request's changes (its
+/// response headers, metadata and user), taking them from `step`.
+#[inline]
+fn merge_response(acc: &mut Allow, step: &mut Allow) {
+    if !step.response_headers.is_empty() {
         if acc.response_headers.is_empty() {
-            acc.response_headers = response_headers;
+            acc.response_headers = mem::take(&mut step.response_headers);
         } else {
-            acc.response_headers.append(&mut response_headers);
+            acc.response_headers.append(&mut step.response_headers);
+            recycle_mutations(mem::take(&mut step.response_headers));
         }
     }
-    if !dynamic_metadata.is_empty() {
+    if !step.dynamic_metadata.is_empty() {
         if acc.dynamic_metadata.is_empty() {
-            acc.dynamic_metadata = dynamic_metadata;
+            acc.dynamic_metadata = mem::take(&mut step.dynamic_metadata);
         } else {
-            acc.dynamic_metadata.extend(dynamic_metadata);
+            acc.dynamic_metadata
+                .extend(mem::take(&mut step.dynamic_metadata));
         }
     }
-    if user_info.is_some() {
-        acc.user_info = user_info;
+    if step.user_info.is_some() {
+        acc.user_info = step.user_info.take();
     }
 }
 

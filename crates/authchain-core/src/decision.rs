@@ -1,5 +1,7 @@
 //! What a step, and a chain, answer: allow with mutations, or deny.
 
+use std::cell::RefCell;
+
 use bytes::Bytes;
 use http::header::Entry;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
@@ -129,48 +131,55 @@ pub struct Allow {
 
 impl Allow {
     /// An allow that changes nothing.
+    #[inline]
     pub fn new() -> Self {
         Self::default()
     }
 
+    #[inline]
     fn mutate(mut self, name: HeaderName, value: HeaderValue, action: HeaderAction) -> Self {
-        self.headers.push(HeaderMutation::new(name, value, action));
+        push_mutation(&mut self.headers, HeaderMutation::new(name, value, action));
         self
     }
 
     /// Sets an upstream header, replacing any value (`OverwriteIfExistsOrAdd`).
+    #[inline]
     pub fn set_header(self, name: HeaderName, value: HeaderValue) -> Self {
         self.mutate(name, value, HeaderAction::OverwriteIfExistsOrAdd)
     }
 
     /// Appends an upstream header value (`AppendIfExistsOrAdd`).
+    #[inline]
     pub fn append_header(self, name: HeaderName, value: HeaderValue) -> Self {
         self.mutate(name, value, HeaderAction::AppendIfExistsOrAdd)
     }
 
     /// Adds an upstream header only when absent (`AddIfAbsent`).
+    #[inline]
     pub fn add_header_if_absent(self, name: HeaderName, value: HeaderValue) -> Self {
         self.mutate(name, value, HeaderAction::AddIfAbsent)
     }
 
     /// Replaces an upstream header only when present (`OverwriteIfExists`).
+    #[inline]
     pub fn overwrite_header_if_exists(self, name: HeaderName, value: HeaderValue) -> Self {
         self.mutate(name, value, HeaderAction::OverwriteIfExists)
     }
 
     /// Removes an upstream header.
+    #[inline]
     pub fn remove_header(mut self, name: HeaderName) -> Self {
         self.headers_to_remove.push(name);
         self
     }
 
     /// Adds a header to the response the client gets.
+    #[inline]
     pub fn response_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
-        self.response_headers.push(HeaderMutation::new(
-            name,
-            value,
-            HeaderAction::AppendIfExistsOrAdd,
-        ));
+        push_mutation(
+            &mut self.response_headers,
+            HeaderMutation::new(name, value, HeaderAction::AppendIfExistsOrAdd),
+        );
         self
     }
 
@@ -209,6 +218,49 @@ impl Allow {
             headers.remove(name);
         }
     }
+}
+
+thread_local! {
+    /// Mutation vectors the chain emptied on this thread, for the next
+    /// allow the builder methods make here: a step that sets a header on
+    /// every request then allocates nothing for it.
+    static SPARE_MUTATIONS: RefCell<Vec<Vec<HeaderMutation>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// How many emptied vectors a thread keeps, and the largest room one may
+/// have to be kept.
+const SPARE_MUTATIONS_KEPT: usize = 8;
+const SPARE_MUTATION_ROOM: usize = 16;
+
+/// Pushes `m` onto `list`, which takes this thread's spare room if it has
+/// none yet.
+fn push_mutation(list: &mut Vec<HeaderMutation>, m: HeaderMutation) {
+    if list.capacity() == 0 {
+        let spare = SPARE_MUTATIONS
+            .try_with(|spare| spare.try_borrow_mut().ok()?.pop())
+            .ok()
+            .flatten();
+        if let Some(spare) = spare {
+            *list = spare;
+        }
+    }
+    list.push(m);
+}
+
+/// Done with `list` (emptied by the chain, or its mutations no longer
+/// wanted): its room goes to this thread's spares.
+pub(crate) fn recycle_mutations(mut list: Vec<HeaderMutation>) {
+    if list.capacity() == 0 || list.capacity() > SPARE_MUTATION_ROOM {
+        return;
+    }
+    list.clear();
+    let _ = SPARE_MUTATIONS.try_with(|spare| {
+        if let Ok(mut spare) = spare.try_borrow_mut()
+            && spare.len() < SPARE_MUTATIONS_KEPT
+        {
+            spare.push(list);
+        }
+    });
 }
 
 /// A deny: what the client gets instead of the upstream response.
@@ -257,21 +309,25 @@ pub enum Decision {
 
 impl Decision {
     /// Allow with no changes (Gloo's `AuthorizedResponse()`).
+    #[inline]
     pub fn authorized() -> Self {
         Decision::Allow(Allow::new())
     }
 
     /// Deny with 403 Forbidden (Gloo's `UnauthorizedResponse()`).
+    #[inline]
     pub fn unauthorized() -> Self {
         Decision::Deny(Deny::new(StatusCode::FORBIDDEN))
     }
 
     /// Deny with 401 Unauthorized (Gloo's `UnauthenticatedResponse()`).
+    #[inline]
     pub fn unauthenticated() -> Self {
         Decision::Deny(Deny::new(StatusCode::UNAUTHORIZED))
     }
 
     /// Deny with `status`.
+    #[inline]
     pub fn deny(status: StatusCode) -> Self {
         Decision::Deny(Deny::new(status))
     }
@@ -299,12 +355,14 @@ impl Decision {
 }
 
 impl From<Allow> for Decision {
+    #[inline]
     fn from(a: Allow) -> Self {
         Decision::Allow(a)
     }
 }
 
 impl From<Deny> for Decision {
+    #[inline]
     fn from(d: Deny) -> Self {
         Decision::Deny(d)
     }
@@ -323,6 +381,36 @@ mod tests {
             .iter()
             .map(|v| v.to_str().unwrap().to_owned())
             .collect()
+    }
+
+    #[test]
+    fn an_emptied_mutation_list_serves_the_next_allow_and_a_large_one_is_let_go() {
+        let mut list = Vec::with_capacity(2);
+        list.push(HeaderMutation::new(
+            HeaderName::from_static("x-old"),
+            hv("old"),
+            HeaderAction::AddIfAbsent,
+        ));
+        let room = list.as_ptr();
+        recycle_mutations(list);
+        let allow = Allow::new().set_header(HeaderName::from_static("x-new"), hv("new"));
+        assert_eq!(allow.headers.as_ptr(), room, "the spare's room is reused");
+        assert_eq!(
+            allow.headers,
+            [HeaderMutation::new(
+                HeaderName::from_static("x-new"),
+                hv("new"),
+                HeaderAction::OverwriteIfExistsOrAdd
+            )],
+            "and nothing of its old content is left"
+        );
+
+        recycle_mutations(Vec::with_capacity(SPARE_MUTATION_ROOM + 1));
+        let allow = Allow::new().response_header(HeaderName::from_static("x"), hv("1"));
+        assert!(
+            allow.response_headers.capacity() <= SPARE_MUTATION_ROOM,
+            "not kept"
+        );
     }
 
     #[test]

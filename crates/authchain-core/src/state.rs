@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
+use smallvec::SmallVec;
 
 /// JSON values by name, written by one step and read by the later ones
 /// (Gloo's `State` map): `state.jwt` holds a token's claims, an `opaAuth`
@@ -28,10 +29,15 @@ use serde_json::{Map, Value};
 /// assert_eq!(state.to_json(), json!({"jwt": {"sub": "alice"}}));
 /// ```
 ///
-/// A state holds a few names, so they are kept in one sorted vector: one
-/// allocation per chain run, a binary search per lookup.
+/// A state holds a few names, so they are kept in one sorted vector, a
+/// binary search per lookup. It has room for two in place: a state of one
+/// or two names allocates nothing of its own.
 #[derive(Clone, Default, PartialEq)]
-pub struct State(Vec<(Cow<'static, str>, Arc<Value>)>);
+pub struct State(SmallVec<[(Cow<'static, str>, Arc<Value>); INLINE]>);
+
+/// How many names a [`State`] holds without allocating: most chains write
+/// one or two.
+const INLINE: usize = 2;
 
 impl State {
     /// An empty state.
@@ -248,6 +254,20 @@ mod tests {
             .map(|(k, v)| (k.to_owned(), v.clone()))
             .collect();
         assert_eq!(copy, state);
+    }
+
+    #[test]
+    fn two_names_fit_in_place_and_a_third_moves_them_out() {
+        let mut state = State::new();
+        state.insert("b", json!(2));
+        state.insert("a", json!(1));
+        assert!(!state.0.spilled(), "two names allocate no room of their own");
+        state.insert("c", json!(3));
+        assert!(state.0.spilled());
+        let names: Vec<&str> = state.iter().map(|(k, _)| k).collect();
+        assert_eq!(names, ["a", "b", "c"]);
+        state.clear();
+        assert!(state.is_empty());
     }
 
     #[test]
