@@ -261,7 +261,10 @@ mod tests {
         let mut state = State::new();
         state.insert("b", json!(2));
         state.insert("a", json!(1));
-        assert!(!state.0.spilled(), "two names allocate no room of their own");
+        assert!(
+            !state.0.spilled(),
+            "two names allocate no room of their own"
+        );
         state.insert("c", json!(3));
         assert!(state.0.spilled());
         let names: Vec<&str> = state.iter().map(|(k, _)| k).collect();
