@@ -17,7 +17,8 @@ use crate::cache::{CacheSettings, DecisionCache};
 use crate::decision::recycle_mutations;
 use crate::expr::{self, Next, Op};
 use crate::{
-    Allow, AuthService, AuthorizationRequest, Decision, Deny, Error, HeaderAction, Lifecycle,
+    Allow, AuthService, AuthorizationRequest, Decision, Deny, Error, HeaderAction, HeaderMutation,
+    Lifecycle,
 };
 
 /// The header that marks a request let through because a step failed open,
@@ -775,12 +776,7 @@ fn merge_all(acc: &mut Allow, step: &mut Allow, request: &mut AuthorizationReque
     // Most steps fill one or two of these: the empty ones cost a test.
     if !step.headers.is_empty() {
         let start = acc.headers.len();
-        if start == 0 {
-            acc.headers = mem::take(&mut step.headers);
-        } else {
-            acc.headers.append(&mut step.headers);
-            recycle_mutations(mem::take(&mut step.headers));
-        }
+        append_mutations(&mut acc.headers, &mut step.headers);
         normalize_headers(acc, start, request);
     }
     if !step.headers_to_remove.is_empty() {
@@ -831,12 +827,7 @@ fn merge_query(acc: &mut Allow, step: &mut Allow, request: &mut AuthorizationReq
 #[inline]
 fn merge_response(acc: &mut Allow, step: &mut Allow) {
     if !step.response_headers.is_empty() {
-        if acc.response_headers.is_empty() {
-            acc.response_headers = mem::take(&mut step.response_headers);
-        } else {
-            acc.response_headers.append(&mut step.response_headers);
-            recycle_mutations(mem::take(&mut step.response_headers));
-        }
+        append_mutations(&mut acc.response_headers, &mut step.response_headers);
     }
     if !step.dynamic_metadata.is_empty() {
         if acc.dynamic_metadata.is_empty() {
@@ -848,6 +839,18 @@ fn merge_response(acc: &mut Allow, step: &mut Allow) {
     }
     if step.user_info.is_some() {
         acc.user_info = step.user_info.take();
+    }
+}
+
+/// Moves `from`'s mutations to the end of `to`: the whole vector when `to`
+/// has none (no copy), else appended, and `from`'s emptied room given back
+/// to the thread's spares.
+fn append_mutations(to: &mut Vec<HeaderMutation>, from: &mut Vec<HeaderMutation>) {
+    if to.is_empty() {
+        *to = mem::take(from);
+    } else {
+        to.append(from);
+        recycle_mutations(mem::take(from));
     }
 }
 
