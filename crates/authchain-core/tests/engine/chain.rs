@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use authchain_core::{
     Allow, AuthService, AuthorizationRequest, Chain, ChainStep, Decision, Deny, Error,
-    FAILURE_MODE_ALLOWED_HEADER, HeaderAction, HeaderMutation, async_trait, service_fn,
+    FAILURE_MODE_ALLOWED_HEADER, HeaderAction, HeaderMutation, async_trait, decide_fn, service_fn,
 };
 use http::{HeaderMap, HeaderName, StatusCode};
 use serde_json::json;
@@ -717,6 +717,40 @@ async fn a_slow_step_times_out_into_a_deny() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn each_run_records_how_long_it_took() {
+    let (chain, metrics) = build_with_metrics(
+        Chain::builder("c").step(ChainStep::new("slow", sleeping(Duration::from_millis(250)))),
+    );
+    assert!(chain.authorize(&mut get("/")).await.as_allow().is_some());
+    assert_eq!(
+        histogram(&metrics, "authchain_chain_duration_seconds"),
+        [0.25]
+    );
+
+    // A run that decides at once (no clock moves while it runs) and ends
+    // in a deny is recorded too.
+    let (chain, metrics) = build_with_metrics(
+        Chain::builder("c")
+            .step(ChainStep::new(
+                "a",
+                Arc::new(decide_fn(|_| Ok(Decision::authorized()))),
+            ))
+            .step(ChainStep::new(
+                "b",
+                Arc::new(decide_fn(|_| Ok(Decision::unauthorized()))),
+            )),
+    );
+    assert_eq!(
+        chain.authorize_now(&mut get("/")).ok(),
+        Some(Decision::unauthorized())
+    );
+    assert_eq!(
+        histogram(&metrics, "authchain_chain_duration_seconds"),
+        [0.0]
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn the_chain_deadline_bounds_all_steps_together() {
     let chain = Chain::builder("c")
         .step(ChainStep::new("one", sleeping(Duration::from_millis(600))))
@@ -879,6 +913,36 @@ async fn stripping_happens_even_when_the_chain_denies() {
     let mut req = get("/").with_header(name("x-user-id"), value("admin"));
     assert!(!chain.authorize(&mut req).await.is_allow());
     assert!(!req.headers.contains_key("x-user-id"));
+}
+
+#[tokio::test]
+async fn every_copy_of_a_stripped_header_goes_whatever_the_request_carries() {
+    let chain = Chain::builder("c")
+        .step(Fixed::allow().step("a"))
+        .strip_client_header(name("x-user-id"))
+        .strip_client_header(name("x-tenant"))
+        .build()
+        .unwrap();
+    // From a bare request up to one with many other headers (a short map
+    // is scanned, a long one looked up), with both names, one of them
+    // twice, in the middle.
+    for others in [0, 1, 7, 8, 40] {
+        let mut req = get("/");
+        for i in 0..others {
+            let other = HeaderName::try_from(format!("x-other-{i}")).unwrap();
+            req.headers.append(other, value("v"));
+            if i == others / 2 {
+                req.headers.append(name("x-tenant"), value("t"));
+            }
+        }
+        req.headers.append(name("x-user-id"), value("admin"));
+        req.headers.append(name("x-user-id"), value("root"));
+        req.headers.append(name("x-tenant"), value("t2"));
+        assert!(chain.authorize(&mut req).await.is_allow());
+        assert!(!req.headers.contains_key("x-user-id"), "{others} others");
+        assert!(!req.headers.contains_key("x-tenant"), "{others} others");
+        assert_eq!(req.headers.len(), others, "the others are kept");
+    }
 }
 
 // The executor is shared across tasks: many concurrent runs, no interference.

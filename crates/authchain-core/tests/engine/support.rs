@@ -137,6 +137,20 @@ impl Counters {
     }
 }
 
+/// The values histogram `metric` recorded since the last snapshot.
+pub(crate) fn histogram(snapshotter: &Snapshotter, metric: &str) -> Vec<f64> {
+    snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .filter(|(key, ..)| key.key().name() == metric)
+        .flat_map(|(.., value)| match value {
+            DebugValue::Histogram(values) => values.into_iter().map(|v| v.0).collect(),
+            _ => Vec::new(),
+        })
+        .collect()
+}
+
 pub(crate) fn get(path: &str) -> AuthorizationRequest {
     AuthorizationRequest::new(http::Method::GET, path)
 }
