@@ -39,8 +39,15 @@
 //! costs: the rps ratio a CPU-bound machine would show, which bursts of
 //! other work on the machine sway much less than the rps.
 //!
+//! With `--rounds-out FILE` (a new file) every round's figures go to
+//! FILE as they come, unrounded, one JSON line a round after a header line with the
+//! build (its git commit) and the scenarios. `--pool` reads such files,
+//! of one build, and prints the end-of-run ratios and verdicts of each
+//! file and of all their rounds together, from the same code as a run's.
+//!
 //! ```text
-//! cargo run --release -p authchain-benches --bin load-http [-- SECONDS_PER_RUN ROUNDS]
+//! cargo run --release -p authchain-benches --bin load-http [-- SECONDS_PER_RUN [ROUNDS]] [--rounds-out FILE]
+//! cargo run --release -p authchain-benches --bin load-http -- --pool FILE...
 //! ```
 
 #![allow(clippy::print_stdout)]
@@ -48,10 +55,15 @@
 use std::convert::Infallible;
 use std::error::Error;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use authchain_benches::child::{ChildServer, child_args, serve_child};
-use authchain_benches::{measured_run, median, median_interval, median_run, verdict, warm_up};
+use authchain_benches::rounds::{
+    Comparison, Cpu, Figure, Figures, Header, Round, RoundsWriter, Run, build_identity, errors,
+    pool, ratios,
+};
+use authchain_benches::{measured_run, median, median_run, warm_up};
 use authchain_http::{AuthChainLayer, CheckConfig, CheckServer};
 use authchain_testkit::EchoServer;
 use authchain_testkit::envoy::{Envoy, HttpService, http_service_config};
@@ -73,6 +85,62 @@ const WRAPPED_APP: &str = "--serve-wrapped-app";
 
 /// The path wrk asks for.
 const PATH: &str = "/api/x";
+
+/// The scenarios, by group: nginx's (a), (b), (c); Envoy's; the axum app
+/// without the layer, with it on the Router, and with it around the
+/// Router.
+const SCENARIOS: [[&str; 3]; 3] = [
+    [
+        "(a) nginx, no auth",
+        "(b) nginx + allow-all hyper server",
+        "(c) nginx + authchain-http, 3-step chain",
+    ],
+    [
+        "(a) envoy, no auth",
+        "(b) envoy + allow-all hyper server",
+        "(c) envoy + authchain-http, 3-step chain",
+    ],
+    [
+        "axum app",
+        "axum app + AuthChainLayer (3 steps)",
+        "AuthChainLayer around the axum app",
+    ],
+];
+
+/// The ratios every run reports, by group of [`SCENARIOS`]: a proxy's c
+/// against its b; the app with the layer on the Router, and wrapped
+/// whole, against the app alone.
+const COMPARISONS: [&[Comparison]; 3] = {
+    use Figure::{Cpu, Rps};
+    let [nginx, envoy, axum] = SCENARIOS;
+    [
+        &[
+            Comparison::new("nginx c/b rps", nginx[2], nginx[1], Rps, 0.95),
+            Comparison::new("nginx CPU per request b/c", nginx[2], nginx[1], Cpu, 0.95),
+        ],
+        &[
+            Comparison::new("envoy c/b rps", envoy[2], envoy[1], Rps, 0.95),
+            Comparison::new("envoy CPU per request b/c", envoy[2], envoy[1], Cpu, 0.95),
+        ],
+        &[
+            Comparison::new("axum with/without layer rps", axum[1], axum[0], Rps, 0.90),
+            Comparison::new(
+                "axum CPU per request without/with",
+                axum[1],
+                axum[0],
+                Cpu,
+                0.90,
+            ),
+            Comparison::new(
+                "axum wrapped whole/without layer rps",
+                axum[2],
+                axum[0],
+                Rps,
+                0.90,
+            ),
+        ],
+    ]
+};
 
 /// The upstream headers of the bench chain's allow (the SetHeader step's
 /// and the RequiredHeader plugin's), which the proxies copy upstream.
@@ -180,18 +248,6 @@ fn nginx_config(upstream: SocketAddr, auth: Option<(SocketAddr, &str)>) -> Strin
     config
 }
 
-/// CPU µs per request of a run.
-#[derive(Clone, Copy)]
-struct Cpu {
-    /// Every process: this harness (the echo upstream) and its wrk,
-    /// the proxies, the servers.
-    all: f64,
-    /// The scenario's server: the auth server, or the app.
-    server: f64,
-    /// The scenario's proxy.
-    proxy: f64,
-}
-
 /// One configuration under load.
 struct Scenario {
     name: &'static str,
@@ -231,8 +287,8 @@ impl Scenario {
     }
 
     /// One timed run, kept, with the CPU it cost every process (`pids`:
-    /// all the servers and proxies).
-    async fn run(&mut self, load: &Load, pids: &[u32]) -> Result<(), Box<dyn Error>> {
+    /// all the servers and proxies); its figures for the round.
+    async fn run(&mut self, load: &Load, pids: &[u32]) -> Result<Figures, Box<dyn Error>> {
         let (result, spent) = measured_run(load, self.target, PATH, pids).await?;
         let cpu = Cpu {
             all: spent.all,
@@ -246,15 +302,12 @@ impl Scenario {
         );
         self.runs.push(result);
         self.cpu.push(cpu);
-        Ok(())
-    }
-
-    fn last_rps(&self) -> f64 {
-        self.runs.last().map_or(f64::NAN, |r| r.rps)
-    }
-
-    fn last_cpu(&self) -> f64 {
-        self.cpu.last().map_or(f64::NAN, |c| c.all)
+        Ok(Figures {
+            name: self.name.into(),
+            rps: result.rps,
+            cpu,
+            errors: result.errors,
+        })
     }
 }
 
@@ -280,20 +333,30 @@ fn print_table(scenarios: &[Scenario]) {
     }
 }
 
-/// Prints a ratio of the rounds: its median, its 95% interval and
-/// whether it meets `target`.
-fn print_ratio(what: &str, ratios: &[f64], target: f64) {
-    let ratio = median(ratios);
-    let (low, high) = median_interval(ratios);
-    println!(
-        "  {what} = {ratio:.3}, median of {} rounds; 95% interval [{low:.3}, {high:.3}] \
-         (target >= {target}: {})",
-        ratios.len(),
-        verdict(ratio, low, target),
-    );
+/// Prints each of `comparisons` over `rounds`: its median, its 95%
+/// interval and whether it meets its target.
+fn print_ratios(comparisons: &[Comparison], rounds: &[Round]) -> Result<(), Box<dyn Error>> {
+    for ratio in ratios(comparisons, rounds)? {
+        println!("  {ratio}");
+    }
+    Ok(())
 }
 
-async fn load_http(seconds: u64, rounds: usize) -> Result<(), Box<dyn Error>> {
+/// Warns of the errors in `rounds`, if any.
+fn print_errors(rounds: &[Round]) {
+    let count = errors(rounds);
+    if count > 0 {
+        println!("  WARNING: {count} errors (non-2xx or socket errors) in the runs above");
+    }
+}
+
+/// Runs every scenario in `count` rounds of `seconds` each, writing
+/// each round to `out` when given, and prints the table and ratios.
+async fn load_http(
+    seconds: u64,
+    count: usize,
+    mut out: Option<RoundsWriter>,
+) -> Result<(), Box<dyn Error>> {
     let load = Load {
         connections: 32,
         threads: 1,
@@ -343,15 +406,15 @@ async fn load_http(seconds: u64, rounds: usize) -> Result<(), Box<dyn Error>> {
     };
     let mut groups = [
         [
-            proxy("(a) nginx, no auth", nginx[0].addr(), None, nginx[0].pid()),
+            proxy(SCENARIOS[0][0], nginx[0].addr(), None, nginx[0].pid()),
             proxy(
-                "(b) nginx + allow-all hyper server",
+                SCENARIOS[0][1],
                 nginx[1].addr(),
                 Some(&bare),
                 nginx[1].pid(),
             ),
             proxy(
-                "(c) nginx + authchain-http, 3-step chain",
+                SCENARIOS[0][2],
                 nginx[2].addr(),
                 Some(&checker),
                 nginx[2].pid(),
@@ -359,38 +422,28 @@ async fn load_http(seconds: u64, rounds: usize) -> Result<(), Box<dyn Error>> {
         ],
         [
             proxy(
-                "(a) envoy, no auth",
+                SCENARIOS[1][0],
                 envoy[0].listener("ingress")?,
                 None,
                 envoy[0].peer().pid(),
             ),
             proxy(
-                "(b) envoy + allow-all hyper server",
+                SCENARIOS[1][1],
                 envoy[1].listener("ingress")?,
                 Some(&bare),
                 envoy[1].peer().pid(),
             ),
             proxy(
-                "(c) envoy + authchain-http, 3-step chain",
+                SCENARIOS[1][2],
                 envoy[2].listener("ingress")?,
                 Some(&checker),
                 envoy[2].peer().pid(),
             ),
         ],
         [
-            Scenario::new("axum app", plain.addr(), Some(plain.pid()), None),
-            Scenario::new(
-                "axum app + AuthChainLayer (3 steps)",
-                layered.addr(),
-                Some(layered.pid()),
-                None,
-            ),
-            Scenario::new(
-                "AuthChainLayer around the axum app",
-                wrapped.addr(),
-                Some(wrapped.pid()),
-                None,
-            ),
+            Scenario::new(SCENARIOS[2][0], plain.addr(), Some(plain.pid()), None),
+            Scenario::new(SCENARIOS[2][1], layered.addr(), Some(layered.pid()), None),
+            Scenario::new(SCENARIOS[2][2], wrapped.addr(), Some(wrapped.pid()), None),
         ],
     ];
     // Both auth servers' answers reach the upstream through both proxies.
@@ -429,64 +482,151 @@ async fn load_http(seconds: u64, rounds: usize) -> Result<(), Box<dyn Error>> {
         scenario.warm_up(&load).await?;
     }
 
-    // Per group, per round: the ratio of its second and third scenario's
-    // rps to its baseline's (c/b for a proxy, with/without for the app),
-    // and of their CPU per request the other way round.
-    let mut ratios = [(); 3].map(|()| Vec::with_capacity(rounds));
-    let mut cpu_ratios = [(); 3].map(|()| Vec::with_capacity(rounds));
-    let mut wrapped_ratios = Vec::with_capacity(rounds);
-    for round in 0..rounds {
+    let mut rounds = Vec::with_capacity(count);
+    for round in 1..=count {
         // Every other round runs each group in reverse, so that no
         // scenario always runs first, or right after another.
-        let order = if round % 2 == 1 { [2, 1, 0] } else { [0, 1, 2] };
+        let order = if round % 2 == 0 { [2, 1, 0] } else { [0, 1, 2] };
+        let mut scenarios = Vec::with_capacity(9);
         for group in &mut groups {
             for i in order {
-                group[i].run(&load, &pids).await?;
+                scenarios.push(group[i].run(&load, &pids).await?);
             }
         }
-        for (g, group) in groups.iter().enumerate() {
-            // A proxy's c against its b; the app with the layer against
-            // the app alone.
-            let (with, base) = if g < 2 { (2, 1) } else { (1, 0) };
-            ratios[g].push(group[with].last_rps() / group[base].last_rps());
-            cpu_ratios[g].push(group[base].last_cpu() / group[with].last_cpu());
+        let round = Round { round, scenarios };
+        if let Some(out) = &mut out {
+            out.write(&round)?;
         }
-        wrapped_ratios.push(groups[2][2].last_rps() / groups[2][0].last_rps());
+        rounds.push(round);
     }
 
     println!(
-        "load-http: {rounds} rounds of wrk -t1 -c32 -d{seconds}s (after a 2 s warm-up each), \
+        "load-http: {count} rounds of wrk -t1 -c32 -d{seconds}s (after a 2 s warm-up each), \
          GET {PATH} with my-header; medians of the rounds; CPU per request of every process \
          (this harness and wrk, the proxies, the servers), of the scenario's server and of \
          its proxy"
     );
-    for (g, proxy) in ["nginx", "envoy"].into_iter().enumerate() {
-        print_table(&groups[g]);
-        print_ratio(&format!("{proxy} c/b rps"), &ratios[g], 0.95);
-        print_ratio(
-            &format!("{proxy} CPU per request b/c"),
-            &cpu_ratios[g],
-            0.95,
-        );
+    for (group, comparisons) in groups.iter().zip(COMPARISONS) {
+        print_table(group);
+        print_ratios(comparisons, &rounds)?;
     }
-    print_table(&groups[2]);
-    print_ratio("axum with/without layer rps", &ratios[2], 0.90);
-    print_ratio("axum CPU per request without/with", &cpu_ratios[2], 0.90);
-    print_ratio(
-        "axum wrapped whole/without layer rps",
-        &wrapped_ratios,
-        0.90,
-    );
-    let errors: u64 = groups
+    print_errors(&rounds);
+    Ok(())
+}
+
+/// Prints the ratios and verdicts of each run read from `paths`, and of
+/// all their rounds together, once every file has been read and checked.
+fn pool_runs(paths: &[PathBuf]) -> Result<(), Box<dyn Error>> {
+    let runs = paths
         .iter()
-        .flatten()
-        .flat_map(|s| &s.runs)
-        .map(|r| r.errors)
-        .sum();
-    if errors > 0 {
-        println!("  WARNING: {errors} errors (non-2xx or socket errors) in the runs above");
+        .map(|path| Run::read(path))
+        .collect::<Result<Vec<_>, _>>()?;
+    let paired: Vec<&str> = COMPARISONS
+        .iter()
+        .flat_map(|group| group.iter())
+        .flat_map(|c| [c.with, c.base])
+        .collect();
+    for run in &runs {
+        run.require(&paired)?;
+    }
+    let pooled = pool(&runs)?;
+    for run in &runs {
+        let Header { build, seconds, .. } = &run.header;
+        println!(
+            "{}: {} rounds of {seconds} s, build {build}",
+            run.path.display(),
+            run.rounds.len()
+        );
+        print_verdicts(&run.rounds)?;
+    }
+    if runs.len() > 1 {
+        println!(
+            "all {} runs: {} rounds, build {}",
+            runs.len(),
+            pooled.len(),
+            runs[0].header.build
+        );
+        print_verdicts(&pooled)?;
     }
     Ok(())
+}
+
+/// Prints every ratio of [`COMPARISONS`] over `rounds`, and their errors.
+fn print_verdicts(rounds: &[Round]) -> Result<(), Box<dyn Error>> {
+    for comparisons in COMPARISONS {
+        print_ratios(comparisons, rounds)?;
+    }
+    print_errors(rounds);
+    Ok(())
+}
+
+/// The number `arg` gives, `what` it is, or `default` without it.
+fn number<T: std::str::FromStr>(arg: Option<&String>, what: &str, default: T) -> Result<T, String>
+where
+    T::Err: std::fmt::Display,
+{
+    arg.map_or(Ok(default), |s| {
+        s.parse().map_err(|e| format!("{what} {s:?}: {e}\n{USAGE}"))
+    })
+}
+
+/// How to call this binary.
+const USAGE: &str = "usage: load-http [SECONDS_PER_RUN [ROUNDS]] [--rounds-out FILE]\n       \
+                     load-http --pool FILE...";
+
+/// What the command line asks for.
+#[derive(Debug)]
+enum Mode {
+    /// A run: `seconds` per run, `rounds` rounds, written to `out` when
+    /// given.
+    Run {
+        seconds: u64,
+        rounds: usize,
+        out: Option<PathBuf>,
+    },
+    /// The pooling of these rounds files.
+    Pool(Vec<PathBuf>),
+}
+
+/// Reads the command line after the binary's name: `[SECONDS_PER_RUN
+/// [ROUNDS]] [--rounds-out FILE]` (2 s and 40 rounds by default), or
+/// `--pool FILE...`.
+fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Mode, String> {
+    let mut args = args.into_iter();
+    let mut positional = Vec::new();
+    let mut out = None;
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--pool" if positional.is_empty() && out.is_none() => {
+                let files: Vec<PathBuf> = args.map(PathBuf::from).collect();
+                if files.is_empty() {
+                    return Err(format!("--pool needs at least one file\n{USAGE}"));
+                }
+                return Ok(Mode::Pool(files));
+            }
+            "--rounds-out" => {
+                let file = args
+                    .next()
+                    .ok_or(format!("--rounds-out needs a file\n{USAGE}"))?;
+                out = Some(PathBuf::from(file));
+            }
+            _ if arg.starts_with("--") => return Err(format!("unexpected {arg}\n{USAGE}")),
+            _ => positional.push(arg),
+        }
+    }
+    if let Some(extra) = positional.get(2) {
+        return Err(format!("unexpected {extra}\n{USAGE}"));
+    }
+    let seconds = number(positional.first(), "SECONDS_PER_RUN", 2)?;
+    let rounds = number(positional.get(1), "ROUNDS", 40)?;
+    if rounds == 0 {
+        return Err("rounds must be at least 1".into());
+    }
+    Ok(Mode::Run {
+        seconds,
+        rounds,
+        out,
+    })
 }
 
 fn main() -> std::process::ExitCode {
@@ -509,14 +649,32 @@ fn run() -> Result<(), Box<dyn Error>> {
             }
         });
     }
-    let mut args = std::env::args().skip(1);
-    let seconds: u64 = args.next().map_or(Ok(2), |s| s.parse())?;
-    let rounds: usize = args.next().map_or(Ok(40), |s| s.parse())?;
-    if rounds == 0 {
-        return Err("rounds must be at least 1".into());
-    }
+    let (seconds, rounds, out) = match parse_args(std::env::args().skip(1))? {
+        Mode::Pool(paths) => return pool_runs(&paths),
+        Mode::Run {
+            seconds,
+            rounds,
+            out,
+        } => (seconds, rounds, out),
+    };
+    // The file is made before the run, so that a bad path costs nothing.
+    let out = match out {
+        Some(path) => {
+            let header = Header {
+                build: build_identity(),
+                seconds,
+                scenarios: SCENARIOS
+                    .as_flattened()
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect(),
+            };
+            Some(RoundsWriter::create(&path, &header)?)
+        }
+        None => None,
+    };
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
-        .block_on(load_http(seconds, rounds))
+        .block_on(load_http(seconds, rounds, out))
 }

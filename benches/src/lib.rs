@@ -1,10 +1,12 @@
 //! What the benchmarks share: the 3-step chain they measure, the axum app
 //! of the layer comparisons, and the allow-all gRPC server that is the
-//! limit of an Envoy ext_authz hop; servers run as child processes and
-//! the CPU time of processes.
+//! limit of an Envoy ext_authz hop; servers run as child processes, the
+//! CPU time of processes, and the rounds of a load run kept in a file and
+//! pooled.
 
 pub mod child;
 pub mod cpu;
+pub mod rounds;
 
 use std::future::Future;
 use std::net::SocketAddr;
