@@ -59,7 +59,7 @@ use http::request::Parts;
 use http::{HeaderValue, Method, Response, StatusCode};
 use ipnet::IpNet;
 
-use crate::head::{Seen, plain, protocol};
+use crate::head::{REQUEST_ID, plain, protocol};
 use crate::layer::deny_response;
 
 /// The header listing upstream headers to remove, as Envoy reads it.
@@ -192,6 +192,46 @@ impl CheckConfig {
         request.body = body;
         request.source = peer;
         config
+    }
+}
+
+/// The headers a check is read from, found in one pass over its headers
+/// (one lookup each would cost as much as the whole pass). Each is its
+/// first value, as `HeaderMap::get` gives. Forwarded headers are read only
+/// from a trusted peer.
+#[derive(Default)]
+struct Seen<'a> {
+    forwarded_method: Option<&'a HeaderValue>,
+    original_method: Option<&'a HeaderValue>,
+    original_url: Option<&'a HeaderValue>,
+    forwarded_uri: Option<&'a HeaderValue>,
+    original_uri: Option<&'a HeaderValue>,
+    forwarded_host: Option<&'a HeaderValue>,
+    forwarded_proto: Option<&'a HeaderValue>,
+    host: Option<&'a HeaderValue>,
+    request_id: Option<&'a HeaderValue>,
+}
+
+impl<'a> Seen<'a> {
+    fn scan(headers: &'a HeaderMap, trusted: bool) -> Self {
+        let mut seen = Seen::default();
+        for (name, value) in headers {
+            let slot = match name.as_str() {
+                "host" => &mut seen.host,
+                REQUEST_ID => &mut seen.request_id,
+                _ if !trusted => continue,
+                "x-forwarded-method" => &mut seen.forwarded_method,
+                "x-original-method" => &mut seen.original_method,
+                "x-original-url" => &mut seen.original_url,
+                "x-forwarded-uri" => &mut seen.forwarded_uri,
+                "x-original-uri" => &mut seen.original_uri,
+                "x-forwarded-host" => &mut seen.forwarded_host,
+                "x-forwarded-proto" => &mut seen.forwarded_proto,
+                _ => continue,
+            };
+            slot.get_or_insert(value);
+        }
+        seen
     }
 }
 

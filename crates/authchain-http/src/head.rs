@@ -5,51 +5,18 @@ use std::cell::Cell;
 
 use authchain_core::{AuthorizationRequest, BoxError};
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Response, StatusCode, Version};
+use http::{HeaderMap, HeaderName, Response, StatusCode, Version};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 
 /// The header a request's id is read from.
-const REQUEST_ID: &str = "x-request-id";
+pub(crate) const REQUEST_ID: &str = "x-request-id";
 
-/// The headers a request is read from, found in one pass over its headers
-/// (a lookup hashes a custom name byte by byte: two lookups cost about
-/// as much as a pass over a dozen headers). Each is its first value, as
-/// `HeaderMap::get` gives. The forwarded headers (the check server's) are
-/// read only from a `trusted` peer; the layer trusts none.
-#[derive(Default)]
-pub(crate) struct Seen<'a> {
-    pub(crate) forwarded_method: Option<&'a HeaderValue>,
-    pub(crate) original_method: Option<&'a HeaderValue>,
-    pub(crate) original_url: Option<&'a HeaderValue>,
-    pub(crate) forwarded_uri: Option<&'a HeaderValue>,
-    pub(crate) original_uri: Option<&'a HeaderValue>,
-    pub(crate) forwarded_host: Option<&'a HeaderValue>,
-    pub(crate) forwarded_proto: Option<&'a HeaderValue>,
-    pub(crate) host: Option<&'a HeaderValue>,
-    pub(crate) request_id: Option<&'a HeaderValue>,
-}
+static X_REQUEST_ID: HeaderName = HeaderName::from_static(REQUEST_ID);
 
-impl<'a> Seen<'a> {
-    pub(crate) fn scan(headers: &'a HeaderMap, trusted: bool) -> Self {
-        let mut seen = Seen::default();
-        for (name, value) in headers {
-            let slot = match name.as_str() {
-                "host" => &mut seen.host,
-                REQUEST_ID => &mut seen.request_id,
-                _ if !trusted => continue,
-                "x-forwarded-method" => &mut seen.forwarded_method,
-                "x-original-method" => &mut seen.original_method,
-                "x-original-url" => &mut seen.original_url,
-                "x-forwarded-uri" => &mut seen.forwarded_uri,
-                "x-original-uri" => &mut seen.original_uri,
-                "x-forwarded-host" => &mut seen.forwarded_host,
-                "x-forwarded-proto" => &mut seen.forwarded_proto,
-                _ => continue,
-            };
-            slot.get_or_insert(value);
-        }
-        seen
-    }
+/// The id a client or proxy gave the request in `x-request-id`, when it is
+/// text.
+pub(crate) fn request_id(headers: &HeaderMap) -> Option<&str> {
+    headers.get(&X_REQUEST_ID).and_then(|v| v.to_str().ok())
 }
 
 /// The protocol as [`AuthorizationRequest::protocol`] names it.

@@ -13,13 +13,13 @@ use authchain_core::{
 };
 use bytes::Bytes;
 use http::uri::PathAndQuery;
-use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Uri};
+use http::{HeaderMap, Request, Response, StatusCode, Uri};
 use pin_project_lite::pin_project;
 use serde_json::{Map, Value};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::head::{Seen, empty_request, give_back, plain, protocol, read_body};
+use crate::head::{empty_request, give_back, plain, protocol, read_body, request_id};
 
 /// What the chain established about a request it allowed, put into the
 /// request's extensions for the inner service (and, with the `axum`
@@ -386,10 +386,10 @@ fn read<B>(request: &mut Request<B>, body: Option<Bytes>) -> Box<AuthorizationRe
     if let Some(scheme) = request.uri().scheme_str() {
         auth.scheme.push_str(scheme);
     }
-    let seen = Seen::scan(request.headers(), false);
-    auth.host.push_str(host_of(request.uri(), seen.host));
+    auth.host
+        .push_str(host_of(request.uri(), request.headers()));
     auth.protocol = protocol(request.version()).into();
-    if let Some(id) = seen.request_id.and_then(|v| v.to_str().ok()) {
+    if let Some(id) = request_id(request.headers()) {
         auth.id.push_str(id);
     }
     auth.body = body;
@@ -479,11 +479,14 @@ fn path_of(uri: &Uri) -> &str {
     uri.path_and_query().map_or("/", PathAndQuery::as_str)
 }
 
-/// The request's authority: the URI's, else its `Host` header's.
-fn host_of<'a>(uri: &'a Uri, host: Option<&'a HeaderValue>) -> &'a str {
+fn host_of<'a>(uri: &'a Uri, headers: &'a HeaderMap) -> &'a str {
     uri.authority()
         .map(|a| a.as_str())
-        .or_else(|| host?.to_str().ok())
+        .or_else(|| {
+            headers
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+        })
         .unwrap_or_default()
 }
 
