@@ -13,13 +13,13 @@ use authchain_core::{
 };
 use bytes::Bytes;
 use http::uri::PathAndQuery;
-use http::{HeaderMap, Request, Response, StatusCode, Uri};
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Uri};
 use pin_project_lite::pin_project;
 use serde_json::{Map, Value};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::head::{empty_request, give_back, plain, protocol, read_body, request_id};
+use crate::head::{empty_request, give_back, host_and_id, plain, protocol, read_body};
 
 /// What the chain established about a request it allowed, put into the
 /// request's extensions for the inner service (and, with the `axum`
@@ -386,10 +386,10 @@ fn read<B>(request: &mut Request<B>, body: Option<Bytes>) -> Box<AuthorizationRe
     if let Some(scheme) = request.uri().scheme_str() {
         auth.scheme.push_str(scheme);
     }
-    auth.host
-        .push_str(host_of(request.uri(), request.headers()));
+    let (host, id) = host_and_id(request.headers());
+    auth.host.push_str(host_of(request.uri(), host));
     auth.protocol = protocol(request.version()).into();
-    if let Some(id) = request_id(request.headers()) {
+    if let Some(id) = id.and_then(|v| v.to_str().ok()) {
         auth.id.push_str(id);
     }
     auth.body = body;
@@ -479,14 +479,11 @@ fn path_of(uri: &Uri) -> &str {
     uri.path_and_query().map_or("/", PathAndQuery::as_str)
 }
 
-fn host_of<'a>(uri: &'a Uri, headers: &'a HeaderMap) -> &'a str {
+/// The request's host: its URI's authority, else its `Host` header.
+fn host_of<'a>(uri: &'a Uri, header: Option<&'a HeaderValue>) -> &'a str {
     uri.authority()
         .map(|a| a.as_str())
-        .or_else(|| {
-            headers
-                .get(http::header::HOST)
-                .and_then(|h| h.to_str().ok())
-        })
+        .or_else(|| header?.to_str().ok())
         .unwrap_or_default()
 }
 
