@@ -452,7 +452,7 @@ impl Chain {
                 return Err(index);
             };
             let result = self.settle(step, taken, request, run);
-            if holds_nothing(taken) {
+            if forgettable(taken) {
                 mem::forget(answer);
             }
             if let Some(ended) = self.record(run, index, result) {
@@ -502,6 +502,9 @@ impl Chain {
                 })
             });
             let result = self.settle(step, &mut answer, request, run);
+            if forgettable(&mut answer) {
+                mem::forget(answer);
+            }
             if let Some(ended) = self.record(run, index, result) {
                 return ended;
             }
@@ -746,14 +749,17 @@ fn strip_headers(headers: &mut HeaderMap, names: &[HeaderName]) {
     }
 }
 
-/// Whether a step's answer, once [`Chain::settle`] took what it keeps,
-/// owns no memory, so that it can be forgotten rather than dropped: an
+/// Whether a step's answer can be forgotten rather than dropped, once
+/// [`Chain::settle`] took what it keeps: it must own no memory. An
 /// allow's drop glue (five vectors, a map, a user) costs more than these
-/// checks, and after `settle` most allows are empty. An empty map may
-/// still own its root node, so the map is dropped here and a new one,
-/// which owns nothing, left in its place.
+/// checks, and after `settle` most allows own nothing.
+///
+/// Drops the allow's map first, leaving a new one (which owns nothing) in
+/// its place: a map its step emptied may still own its root node. Sound
+/// only while `Allow` and its fields' types have no `Drop` of their own
+/// beyond freeing memory.
 #[inline]
-fn holds_nothing(answer: &mut Result<Decision, Error>) -> bool {
+fn forgettable(answer: &mut Result<Decision, Error>) -> bool {
     let Ok(Decision::Allow(allow)) = answer else {
         return false;
     };
@@ -1138,45 +1144,68 @@ impl ChainBuilder {
 
 #[cfg(test)]
 mod tests {
+    use bytes::Bytes;
+
     use super::*;
     use crate::UserInfo;
 
-    /// An allow as `settle` leaves it: what it took is gone.
-    fn settled(allow: Allow) -> Result<Decision, Error> {
-        Ok(Decision::Allow(allow))
+    /// Bytes that hold a clone of an `Arc`, to see whether they were
+    /// dropped.
+    struct Owned(Arc<str>);
+
+    impl AsRef<[u8]> for Owned {
+        fn as_ref(&self) -> &[u8] {
+            self.0.as_bytes()
+        }
+    }
+
+    /// A header value that holds a clone of `owner` until it is dropped.
+    fn owned_value(owner: &Arc<str>) -> HeaderValue {
+        HeaderValue::from_maybe_shared(Bytes::from_owner(Owned(Arc::clone(owner))))
+            .expect("a value")
+    }
+
+    /// What `run_now` does with a settled answer.
+    fn dispose(mut answer: Result<Decision, Error>) -> bool {
+        let forgotten = forgettable(&mut answer);
+        if forgotten {
+            mem::forget(answer);
+        }
+        forgotten
     }
 
     #[test]
     fn only_an_answer_that_owns_nothing_is_forgotten() {
-        assert!(holds_nothing(&mut settled(Allow::new())));
+        assert!(dispose(Ok(Decision::authorized())));
 
-        // What `settle` leaves in place for a caller that applies the
-        // request's changes (removals, query changes) owns memory.
+        // Whatever part of an allow owns memory, it is dropped.
         let name = HeaderName::from_static("x-gone");
         let owning = [
             Allow::new().remove_header(name.clone()),
             Allow::new().set_query_parameter("a", "1"),
             Allow::new().remove_query_parameter("a"),
             Allow::new().user(UserInfo::new("alice")),
-            Allow::new().set_header(name.clone(), HeaderValue::from_static("1")),
-            Allow::new().response_header(name, HeaderValue::from_static("1")),
         ];
         for allow in owning {
             let shown = format!("{allow:?}");
-            assert!(!holds_nothing(&mut settled(allow)), "{shown}");
+            assert!(!dispose(Ok(Decision::Allow(allow))), "{shown}");
         }
-        let mut emptied = Allow::new();
-        emptied.headers.reserve(1);
-        assert!(!holds_nothing(&mut settled(emptied)), "room is memory");
+        let owner: Arc<str> = Arc::from("value");
+        let holding = Allow::new().response_header(name.clone(), owned_value(&owner));
+        assert_eq!(Arc::strong_count(&owner), 2);
+        assert!(!dispose(Ok(Decision::Allow(holding))));
+        assert_eq!(Arc::strong_count(&owner), 1, "dropped, not forgotten");
+        let mut emptied = Allow::new().set_header(name, owned_value(&owner));
+        emptied.headers.clear();
+        assert!(!dispose(Ok(Decision::Allow(emptied))), "room is memory");
 
-        // A map emptied by its step may still own its root: it is
-        // replaced, and the answer then owns nothing.
+        // A map its step emptied may still own its root: it is dropped,
+        // and the answer then owns nothing.
         let mut metadata = Allow::new().metadata("k", serde_json::json!(1));
         metadata.dynamic_metadata.remove("k");
-        let mut answer = settled(metadata);
-        assert!(holds_nothing(&mut answer));
+        assert!(dispose(Ok(Decision::Allow(metadata))));
 
-        assert!(!holds_nothing(&mut Ok(Decision::unauthorized())));
-        assert!(!holds_nothing(&mut Err(Error::timeout("slow"))));
+        assert!(!dispose(Ok(Decision::unauthorized())));
+        assert!(!dispose(Err(Error::timeout("slow"))));
     }
 }
