@@ -3,7 +3,7 @@
 use std::cell::RefCell;
 
 use bytes::Bytes;
-use http::header::Entry;
+use http::header::{Entry, IntoHeaderName};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use serde_json::{Map, Value};
 
@@ -45,6 +45,31 @@ impl HeaderAction {
         }
         true
     }
+
+    /// Applies the action with `value` to the header `name` in `headers`;
+    /// returns whether it changed the map.
+    fn apply_to(
+        self,
+        headers: &mut HeaderMap,
+        name: impl IntoHeaderName,
+        value: HeaderValue,
+    ) -> bool {
+        match self {
+            // The two actions that change the map whatever it holds: one
+            // pass, where an entry's lookup and then its insert take two.
+            HeaderAction::OverwriteIfExistsOrAdd => {
+                headers.insert(name, value);
+                true
+            }
+            HeaderAction::AppendIfExistsOrAdd => {
+                headers.append(name, value);
+                true
+            }
+            HeaderAction::AddIfAbsent | HeaderAction::OverwriteIfExists => {
+                self.apply(headers.entry(name), value)
+            }
+        }
+    }
 }
 
 /// A header to change on the upstream request or the client response.
@@ -72,13 +97,13 @@ impl HeaderMutation {
     /// Applies the mutation to `headers`; returns whether it changed them.
     pub fn apply(&self, headers: &mut HeaderMap) -> bool {
         self.action
-            .apply(headers.entry(&self.name), self.value.clone())
+            .apply_to(headers, &self.name, self.value.clone())
     }
 
     /// [`apply`](Self::apply), moving the name and value into `headers`
     /// instead of copying them.
     pub(crate) fn apply_owned(self, headers: &mut HeaderMap) -> bool {
-        self.action.apply(headers.entry(self.name), self.value)
+        self.action.apply_to(headers, self.name, self.value)
     }
 }
 
@@ -416,29 +441,58 @@ mod tests {
     #[test]
     fn the_four_actions_apply_as_envoy_defines_them() {
         let name = HeaderName::from_static("x");
+        // (action, the values after it on a header with two, on none;
+        // whether it changed each)
         let cases = [
             (
                 HeaderAction::AppendIfExistsOrAdd,
-                vec!["old", "new"],
+                vec!["old", "older", "new"],
                 vec!["new"],
+                (true, true),
             ),
-            (HeaderAction::AddIfAbsent, vec!["old"], vec!["new"]),
+            (
+                HeaderAction::AddIfAbsent,
+                vec!["old", "older"],
+                vec!["new"],
+                (false, true),
+            ),
             (
                 HeaderAction::OverwriteIfExistsOrAdd,
                 vec!["new"],
                 vec!["new"],
+                (true, true),
             ),
-            (HeaderAction::OverwriteIfExists, vec!["new"], vec![]),
+            (
+                HeaderAction::OverwriteIfExists,
+                vec!["new"],
+                vec![],
+                (true, false),
+            ),
         ];
-        for (action, when_present, when_absent) in cases {
+        for (action, when_present, when_absent, changed) in cases {
             let m = HeaderMutation::new(name.clone(), hv("new"), action);
             let mut present = HeaderMap::new();
-            present.insert(name.clone(), hv("old"));
-            m.apply(&mut present);
-            assert_eq!(values(&present, "x"), when_present, "{action:?} on present");
+            present.append(name.clone(), hv("old"));
+            present.append(HeaderName::from_static("y"), hv("kept"));
+            present.append(name.clone(), hv("older"));
             let mut absent = HeaderMap::new();
-            m.apply(&mut absent);
-            assert_eq!(values(&absent, "x"), when_absent, "{action:?} on absent");
+            absent.insert(HeaderName::from_static("y"), hv("kept"));
+            // By reference and by value alike.
+            for owned in [false, true] {
+                let (mut present, mut absent) = (present.clone(), absent.clone());
+                let apply = |headers: &mut HeaderMap| match owned {
+                    false => m.apply(headers),
+                    true => m.clone().apply_owned(headers),
+                };
+                let changed_present = apply(&mut present);
+                let changed_absent = apply(&mut absent);
+                let what = format!("{action:?}, owned: {owned}");
+                assert_eq!(values(&present, "x"), when_present, "{what} on present");
+                assert_eq!(values(&absent, "x"), when_absent, "{what} on absent");
+                assert_eq!((changed_present, changed_absent), changed, "{what}");
+                assert_eq!(values(&present, "y"), ["kept"], "{what}");
+                assert_eq!(values(&absent, "y"), ["kept"], "{what}");
+            }
         }
     }
 
