@@ -19,6 +19,13 @@
 //!   routing and so without axum's cost of a layered route (a boxed
 //!   clone of the route per request and its wrapping futures).
 //!
+//!   Beside them, the floor: the app with a layer written by hand for the
+//!   bench chain, which does only its work (a header check, two headers
+//!   set, an [`AuthContext`] in the extensions) without a chain, on the
+//!   Router. What the layer costs above it is what authchain's generality
+//!   costs; what it costs above the app alone, any layer doing the work
+//!   pays (axum's layered route included).
+//!
 //! Every server (the allow-all server, the check server, the apps) runs
 //! in a process of its own (this binary again, started with a flag and a
 //! port) on a multi-thread runtime, as a server binary would; this
@@ -64,7 +71,7 @@ use authchain_benches::rounds::{
     pool, ratios,
 };
 use authchain_benches::{measured_run, median, median_run, warm_up};
-use authchain_http::{AuthChainLayer, CheckConfig, CheckServer};
+use authchain_http::{AuthChainLayer, AuthContext, CheckConfig, CheckServer};
 use authchain_testkit::EchoServer;
 use authchain_testkit::envoy::{Envoy, HttpService, http_service_config};
 use authchain_testkit::load::{Load, LoadResult};
@@ -82,34 +89,37 @@ const APP: &str = "--serve-app";
 const LAYERED_APP: &str = "--serve-layered-app";
 /// This binary as the axum app wrapped whole in `AuthChainLayer`.
 const WRAPPED_APP: &str = "--serve-wrapped-app";
+/// This binary as the axum app with [`FloorLayer`] on the Router.
+const FLOOR_APP: &str = "--serve-floor-app";
 
 /// The path wrk asks for.
 const PATH: &str = "/api/x";
 
 /// The scenarios, by group: nginx's (a), (b), (c); Envoy's; the axum app
-/// without the layer, with it on the Router, and with it around the
-/// Router.
-const SCENARIOS: [[&str; 3]; 3] = [
-    [
+/// without the layer, with it on the Router, with it around the Router,
+/// and with [`FloorLayer`] on the Router.
+const SCENARIOS: [&[&str]; 3] = [
+    &[
         "(a) nginx, no auth",
         "(b) nginx + allow-all hyper server",
         "(c) nginx + authchain-http, 3-step chain",
     ],
-    [
+    &[
         "(a) envoy, no auth",
         "(b) envoy + allow-all hyper server",
         "(c) envoy + authchain-http, 3-step chain",
     ],
-    [
+    &[
         "axum app",
         "axum app + AuthChainLayer (3 steps)",
         "AuthChainLayer around the axum app",
+        "axum app + hand-written floor layer",
     ],
 ];
 
 /// The ratios every run reports, by group of [`SCENARIOS`]: a proxy's c
-/// against its b; the app with the layer on the Router, and wrapped
-/// whole, against the app alone.
+/// against its b; the app with the layer on the Router, wrapped whole,
+/// and with the floor layer, against the app alone.
 const COMPARISONS: [&[Comparison]; 3] = {
     use Figure::{Cpu, Rps};
     let [nginx, envoy, axum] = SCENARIOS;
@@ -134,6 +144,13 @@ const COMPARISONS: [&[Comparison]; 3] = {
             Comparison::new(
                 "axum wrapped whole/without layer rps",
                 axum[2],
+                axum[0],
+                Rps,
+                0.90,
+            ),
+            Comparison::new(
+                "axum floor layer/without layer rps",
+                axum[3],
                 axum[0],
                 Rps,
                 0.90,
@@ -189,7 +206,8 @@ async fn check(listener: TcpListener) -> Result<(), Box<dyn Error>> {
 }
 
 /// The axum app: without the layer, with it on the Router (`flag` is
-/// [`LAYERED_APP`]), or with it around the Router ([`WRAPPED_APP`]).
+/// [`LAYERED_APP`]), with it around the Router ([`WRAPPED_APP`]), or with
+/// [`FloorLayer`] on the Router ([`FLOOR_APP`]).
 async fn app(listener: TcpListener, flag: &str) -> Result<(), Box<dyn Error>> {
     let app = authchain_benches::app();
     if flag == APP {
@@ -202,8 +220,11 @@ async fn app(listener: TcpListener, flag: &str) -> Result<(), Box<dyn Error>> {
         .chain("bench")
         .ok_or("no bench chain")?
         .clone();
+    let config = chain.shared_name();
     let layer = AuthChainLayer::new(chain);
-    if flag == LAYERED_APP {
+    if flag == FLOOR_APP {
+        axum::serve(listener, app.layer(FloorLayer { config })).await?;
+    } else if flag == LAYERED_APP {
         axum::serve(listener, app.layer(layer)).await?;
     } else {
         let wrapped = authchain_http::AuthChain::new(app, layer);
@@ -212,6 +233,77 @@ async fn app(listener: TcpListener, flag: &str) -> Result<(), Box<dyn Error>> {
         axum::serve(listener, wrapped).await?;
     }
     Ok(())
+}
+
+/// The least a layer must do on the bench chain's allow, written by hand
+/// for this one chain: read `my-header` and compare it with the allowed
+/// values, set the chain's two upstream headers, and put an
+/// [`AuthContext`] with the chain's state into the request, then call the
+/// route, with no future of its own. The layered app's cost above this
+/// one's is what authchain's generality costs (the chain, its request, its
+/// answer); this one's above the plain app's is what any layer doing the
+/// work pays, axum's layered route included. It never denies (a request
+/// without the header goes on, marked in the context's state): it is a
+/// measure, not an auth layer.
+#[derive(Clone)]
+struct FloorLayer {
+    /// The chain's name, for the context.
+    config: std::sync::Arc<str>,
+}
+
+impl<S> tower_layer::Layer<S> for FloorLayer {
+    type Service = Floor<S>;
+
+    fn layer(&self, inner: S) -> Floor<S> {
+        Floor {
+            inner,
+            config: self.config.clone(),
+        }
+    }
+}
+
+/// The service of [`FloorLayer`].
+#[derive(Clone)]
+struct Floor<S> {
+    inner: S,
+    config: std::sync::Arc<str>,
+}
+
+impl<S, B> tower_service::Service<http::Request<B>> for Floor<S>
+where
+    S: tower_service::Service<http::Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> S::Future {
+        static MY_HEADER: http::HeaderName = http::HeaderName::from_static("my-header");
+        let matched = request
+            .headers()
+            .get_all(&MY_HEADER)
+            .iter()
+            .any(|v| v == "foo" || v == "bar");
+        let headers = request.headers_mut();
+        for (name, value) in ANSWER {
+            headers.insert(
+                http::HeaderName::from_static(name),
+                http::HeaderValue::from_static(value),
+            );
+        }
+        let mut context = AuthContext::default();
+        context.config = self.config.clone();
+        context.state.insert("checked", serde_json::json!(matched));
+        request.extensions_mut().insert(context);
+        self.inner.call(request)
+    }
 }
 
 /// The body of nginx's `http {}` block: keep-alive pools to the upstream
@@ -370,6 +462,7 @@ async fn load_http(
     let plain = ChildServer::start(APP).await?;
     let layered = ChildServer::start(LAYERED_APP).await?;
     let wrapped = ChildServer::start(WRAPPED_APP).await?;
+    let floor = ChildServer::start(FLOOR_APP).await?;
     let nginx = [
         Nginx::start(&nginx_config(upstream.addr(), None)).await?,
         Nginx::start(&nginx_config(upstream.addr(), Some((bare.addr(), "/")))).await?,
@@ -405,7 +498,7 @@ async fn load_http(
         Scenario::new(name, target, server.map(ChildServer::pid), Some(pid))
     };
     let mut groups = [
-        [
+        vec![
             proxy(SCENARIOS[0][0], nginx[0].addr(), None, nginx[0].pid()),
             proxy(
                 SCENARIOS[0][1],
@@ -420,7 +513,7 @@ async fn load_http(
                 nginx[2].pid(),
             ),
         ],
-        [
+        vec![
             proxy(
                 SCENARIOS[1][0],
                 envoy[0].listener("ingress")?,
@@ -440,11 +533,11 @@ async fn load_http(
                 envoy[2].peer().pid(),
             ),
         ],
-        [
-            Scenario::new(SCENARIOS[2][0], plain.addr(), Some(plain.pid()), None),
-            Scenario::new(SCENARIOS[2][1], layered.addr(), Some(layered.pid()), None),
-            Scenario::new(SCENARIOS[2][2], wrapped.addr(), Some(wrapped.pid()), None),
-        ],
+        [&plain, &layered, &wrapped, &floor]
+            .into_iter()
+            .zip(SCENARIOS[2])
+            .map(|(app, name)| Scenario::new(name, app.addr(), Some(app.pid()), None))
+            .collect(),
     ];
     // Both auth servers' answers reach the upstream through both proxies.
     for group in &groups[..2] {
@@ -472,7 +565,7 @@ async fn load_http(
             return Err(format!("{target}: a request without my-header got 200").into());
         }
     }
-    let pids: Vec<u32> = [&bare, &checker, &plain, &layered, &wrapped]
+    let pids: Vec<u32> = [&bare, &checker, &plain, &layered, &wrapped, &floor]
         .iter()
         .map(|s| s.pid())
         .chain(nginx.iter().map(Nginx::pid))
@@ -486,11 +579,14 @@ async fn load_http(
     for round in 1..=count {
         // Every other round runs each group in reverse, so that no
         // scenario always runs first, or right after another.
-        let order = if round % 2 == 0 { [2, 1, 0] } else { [0, 1, 2] };
-        let mut scenarios = Vec::with_capacity(9);
+        let mut scenarios = Vec::with_capacity(SCENARIOS.iter().map(|g| g.len()).sum());
         for group in &mut groups {
-            for i in order {
-                scenarios.push(group[i].run(&load, &pids).await?);
+            let mut order: Vec<&mut Scenario> = group.iter_mut().collect();
+            if round % 2 == 0 {
+                order.reverse();
+            }
+            for scenario in order {
+                scenarios.push(scenario.run(&load, &pids).await?);
             }
         }
         let round = Round { round, scenarios };
@@ -640,7 +736,9 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run() -> Result<(), Box<dyn Error>> {
-    if let Some((flag, port)) = child_args(&[ALLOW_ALL, CHECK, APP, LAYERED_APP, WRAPPED_APP])? {
+    if let Some((flag, port)) =
+        child_args(&[ALLOW_ALL, CHECK, APP, LAYERED_APP, WRAPPED_APP, FLOOR_APP])?
+    {
         return serve_child(port, |listener| async move {
             match flag {
                 ALLOW_ALL => allow_all(listener).await.map_err(Into::into),
@@ -664,8 +762,8 @@ fn run() -> Result<(), Box<dyn Error>> {
                 build: build_identity(),
                 seconds,
                 scenarios: SCENARIOS
-                    .as_flattened()
                     .iter()
+                    .flat_map(|group| group.iter())
                     .map(|s| s.to_string())
                     .collect(),
             };

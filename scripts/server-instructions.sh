@@ -10,7 +10,9 @@
 #   scripts/server-instructions.sh [FLAG] [PATH]
 #
 # FLAG is load-http's child flag (--serve-check by default;
-# --serve-allow-all, --serve-app, --serve-layered-app, --serve-wrapped-app);
+# --serve-allow-all, --serve-app, --serve-layered-app, --serve-wrapped-app,
+# --serve-floor-app: the app with a hand-written layer that does only the
+# bench chain's work, the floor of any layer doing it);
 # PATH what wrk asks for (/check/bench by default; /api/x for the apps). The headers are
 # those nginx forwards in load-http. Needs valgrind and wrk; builds
 # load-http first. LOAD_HTTP=path runs another build of it.
