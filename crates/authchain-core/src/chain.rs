@@ -332,12 +332,16 @@ impl Chain {
             started,
             span,
         } = at;
-        if chain != self.address() {
+        let ended = if chain == self.address() {
+            self.finish(&mut run, step, request).instrument(span).await
+        } else {
             tracing::error!(config = %self.name, "resumed a run that another chain paused; denying");
-            return self.conclude(started, Ended::Failed, run);
+            Ended::Failed
+        };
+        match self.conclude(started, ended) {
+            None => Decision::Allow(run.acc),
+            Some(deny) => Decision::Deny(deny),
         }
-        let ended = self.finish(&mut run, step, request).instrument(span).await;
-        self.conclude(started, ended, run)
     }
 
     /// Tells this chain's paused runs from others'.
@@ -353,73 +357,79 @@ impl Chain {
     ) -> Result<Decision, Paused> {
         match self.cache {
             Some(_) => Err(Paused(PausedAt::Cache { replay })),
-            None => self
-                .uncached_now(request, keep)
-                .map_err(|at| Paused(PausedAt::Step(at))),
+            None => self.uncached_now(request, keep, |at| Paused(PausedAt::Step(at))),
         }
     }
 
     pub(crate) async fn authorize_uncached(&self, request: &mut AuthorizationRequest) -> Decision {
-        match self.uncached_now(request, Keep::All) {
+        match self.uncached_now(request, Keep::All, |at| at) {
             Ok(decision) => decision,
             Err(at) => self.resume_step(*at, request).await,
         }
     }
 
-    fn uncached_now(
+    /// Runs the chain as far as it goes at once: its answer, or the run
+    /// paused at a step, as `paused` wraps it (in place: a result that is
+    /// mapped afterwards has its answer copied).
+    fn uncached_now<P>(
         &self,
         request: &mut AuthorizationRequest,
         keep: Keep,
-    ) -> Result<Decision, Box<AtStep>> {
+        paused: impl FnOnce(Box<AtStep>) -> P,
+    ) -> Result<Decision, P> {
         let started = Instant::now();
         let span = tracing::debug_span!("authchain.chain", config = %self.name);
-        let mut run = self.begin(request, started + self.deadline, keep);
+        // Built where it stays, and the allow moved from it straight into
+        // the answer: both are large to move.
+        let mut run = Run {
+            acc: Allow::default(),
+            keep,
+            deadline: started + self.deadline,
+            timer: None,
+            cursor: self.cursor(),
+        };
+        self.begin(&mut run, request);
         match span.in_scope(|| self.run_now(&mut run, request)) {
-            Ok(ended) => Ok(self.conclude(started, ended, run)),
-            Err(step) => Err(Box::new(AtStep {
+            Ok(ended) => Ok(match self.conclude(started, ended) {
+                None => Decision::Allow(run.acc),
+                Some(deny) => Decision::Deny(deny),
+            }),
+            Err(step) => Err(paused(Box::new(AtStep {
                 chain: self.address(),
                 run,
                 step,
                 started,
                 span,
-            })),
+            }))),
         }
     }
 
-    /// Counts and times a run that ended, and turns a failure into a deny.
-    /// An allow takes `run`'s accumulated allow (no empty one is left in
-    /// its place to drop).
+    /// Counts and times a run that ended: the answer of one that did not
+    /// allow (a failure turned into a deny), or `None` for an allow, whose
+    /// answer is the run's accumulated allow, which the caller moves out.
     #[inline]
-    fn conclude(&self, started: Instant, ended: Ended, run: Run) -> Decision {
+    fn conclude(&self, started: Instant, ended: Ended) -> Option<Deny> {
         self.metrics.duration.record(Since(started));
         match ended {
             Ended::Allowed => {
                 self.metrics.ok.increment(1);
-                Decision::Allow(run.acc)
+                None
             }
             Ended::Denied(deny) => {
                 self.metrics.denied.increment(1);
-                Decision::Deny(deny)
+                Some(deny)
             }
             Ended::Failed => {
                 self.metrics.error.increment(1);
-                Decision::Deny(Deny::new(self.status_on_error))
+                Some(Deny::new(self.status_on_error))
             }
         }
     }
 
-    /// A run before its first step: the client's copies of the stripped
-    /// headers are gone (rule 7).
-    #[inline]
-    fn begin(&self, request: &mut AuthorizationRequest, deadline: Instant, keep: Keep) -> Run {
-        let mut acc = Allow::default();
-        if !self.strip.is_empty() {
-            strip_headers(&mut request.headers, &self.strip);
-            if keep == Keep::All {
-                acc.headers_to_remove.extend(self.strip.iter().cloned());
-            }
-        }
-        let cursor = match self.program {
+    /// Where a run starts: the first step, or the start of the
+    /// `booleanExpr`'s program.
+    fn cursor(&self) -> Cursor {
+        match self.program {
             None => Cursor::InOrder(0),
             Some(_) => Cursor::Expr {
                 pc: 0,
@@ -428,13 +438,18 @@ impl Chain {
                 allowed: 0,
                 last_deny: None,
             },
-        };
-        Run {
-            acc,
-            keep,
-            deadline,
-            timer: None,
-            cursor,
+        }
+    }
+
+    /// A run before its first step: the client's copies of the stripped
+    /// headers are gone (rule 7).
+    #[inline]
+    fn begin(&self, run: &mut Run, request: &mut AuthorizationRequest) {
+        if !self.strip.is_empty() {
+            strip_headers(&mut request.headers, &self.strip);
+            if run.keep == Keep::All {
+                run.acc.headers_to_remove.extend(self.strip.iter().cloned());
+            }
         }
     }
 
@@ -816,7 +831,7 @@ fn merge(acc: &mut Allow, step: &mut Allow, request: &mut AuthorizationRequest, 
 /// order; the allow keeps no record of them. Takes what it keeps from
 /// `step` and leaves the rest there (the step's answer is dropped where it
 /// lies, not moved about).
-#[inline]
+#[inline(always)]
 fn apply_in_place(acc: &mut Allow, step: &mut Allow, request: &mut AuthorizationRequest) {
     if !step.headers.is_empty() {
         for m in step.headers.drain(..) {
@@ -891,7 +906,7 @@ fn merge_query(acc: &mut Allow, step: &mut Allow, request: &mut AuthorizationReq
 
 /// Merges what a step's allow says beside the request's changes (its
 /// response headers, metadata and user), taking them from `step`.
-#[inline]
+#[inline(always)]
 fn merge_response(acc: &mut Allow, step: &mut Allow) {
     if !step.response_headers.is_empty() {
         append_mutations(&mut acc.response_headers, &mut step.response_headers);

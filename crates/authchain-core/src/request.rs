@@ -109,7 +109,11 @@ impl AuthorizationRequest {
         scheme.clear();
         host.clear();
         path.clear();
-        headers.clear();
+        // An empty map's `clear` still resets every slot of its index: the
+        // layer gives its spare back with the headers handed on.
+        if !headers.is_empty() {
+            headers.clear();
+        }
         *body = None;
         *protocol = Cow::Borrowed("");
         id.clear();
@@ -123,7 +127,9 @@ impl AuthorizationRequest {
             metadata.clear();
         }
         state.clear();
-        extensions.clear();
+        if !extensions.is_empty() {
+            extensions.clear();
+        }
     }
 
     /// Adds a header value (builder style).
