@@ -69,10 +69,13 @@ pub struct RequiredHeader {
 
 impl AuthService for RequiredHeader {
     fn decide_now(&self, request: &mut AuthorizationRequest) -> Option<Result<Decision, Error>> {
-        let matched = request.headers.get_all(&self.header).iter().any(|v| {
-            v.to_str()
-                .is_ok_and(|v| self.allowed.iter().any(|a| a == v))
-        });
+        // Bytes against bytes, as Gloo's Go plugin compares its strings: a
+        // value is allowed when it is exactly one of the configured ones.
+        let matched = request
+            .headers
+            .get_all(&self.header)
+            .iter()
+            .any(|v| self.allowed.iter().any(|a| v == a.as_str()));
         if !matched {
             return Some(Ok(Decision::unauthorized()));
         }

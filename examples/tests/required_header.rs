@@ -68,6 +68,39 @@ async fn another_value_or_no_header_is_403() {
     }
 }
 
+/// Values are compared byte for byte, as Gloo's Go plugin compares its
+/// strings: a UTF-8 value a header carries as raw bytes matches the same
+/// text in the config; a near miss (padding, another byte) does not.
+#[tokio::test]
+async fn values_are_compared_as_bytes() {
+    let config = MANIFEST.replace("- bar", "- café");
+    assert_ne!(config, MANIFEST);
+    let engine = engine(&config).await.unwrap();
+    let generation = engine.current();
+    let chain = generation.chain("gloo-system.plugin-auth").unwrap();
+    let with = |bytes: &[u8]| {
+        let mut req = AuthorizationRequest::new(Method::GET, "/");
+        req.headers.append(
+            HeaderName::from_static("my-header"),
+            HeaderValue::from_bytes(bytes).unwrap(),
+        );
+        req
+    };
+    assert!(
+        chain
+            .authorize(&mut with("café".as_bytes()))
+            .await
+            .is_allow()
+    );
+    for miss in [&b"caf\xe9"[..], b"caf\xc3\xa9 ", b"fo", b"foo\xff"] {
+        assert_eq!(
+            chain.authorize(&mut with(miss)).await,
+            Decision::unauthorized(),
+            "{miss:?}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_client_cannot_send_the_match_marker_itself() {
     let mut req = request(&["baz"]);
