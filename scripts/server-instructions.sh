@@ -16,6 +16,13 @@
 # PATH what wrk asks for (/check/bench by default; /api/x for the apps). The headers are
 # those nginx forwards in load-http. Needs valgrind and wrk; builds
 # load-http first. LOAD_HTTP=path runs another build of it.
+#
+# CACHE_SIM=1 also simulates the caches and branch predictors and prints
+# their misses per request (L1 instruction, L1 data read and write,
+# mispredicted conditional and indirect branches): what a change to code
+# size or stack use costs, which the instruction count does not show. The
+# simulation runs both worker threads through one simulated cache, so
+# these figures vary from run to run by about a tenth: compare several.
 set -euo pipefail
 
 flag=${1:---serve-check}
@@ -34,7 +41,11 @@ fi
 
 work=$(mktemp -d)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-valgrind --tool=callgrind --callgrind-out-file="$work/out.%p" \
+sim=()
+if [[ -n "${CACHE_SIM:-}" ]]; then
+    sim=(--cache-sim=yes --branch-sim=yes)
+fi
+valgrind --tool=callgrind "${sim[@]}" --callgrind-out-file="$work/out.%p" \
     "$LOAD_HTTP" "$flag" "$port" >"$work/log" 2>&1 &
 server=$!
 trap 'kill $server 2>/dev/null; wait $server 2>/dev/null || true; rm -rf "$work"' EXIT
@@ -55,5 +66,14 @@ requests=$(load 6s | awk '/requests in/ {print $1}')
 callgrind_control -d $server >/dev/null 2>&1
 sleep 1
 dump=$(ls "$work"/out.*.* | tail -1)
-total=$(callgrind_annotate "$dump" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
+totals=$(callgrind_annotate "$dump" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", ""); print}')
+total=$(awk '{print $1}' <<<"$totals")
 echo "$flag $path: $requests requests, $((total / requests)) instructions per request"
+if [[ -n "${CACHE_SIM:-}" ]]; then
+    # Events: Ir Dr Dw I1mr D1mr D1mw ILmr DLmr DLmw Bc Bcm Bi Bim, each
+    # followed by its share.
+    awk -v n="$requests" '{
+        printf "  per request: %.0f I1 misses, %.0f D1 read and %.0f D1 write misses, %.0f conditional and %.0f indirect branches mispredicted\n",
+            $7 / n, $9 / n, $11 / n, $21 / n, $25 / n
+    }' <<<"$totals"
+fi
