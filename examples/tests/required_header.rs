@@ -79,12 +79,10 @@ async fn values_are_compared_as_bytes() {
     let generation = engine.current();
     let chain = generation.chain("gloo-system.plugin-auth").unwrap();
     let with = |bytes: &[u8]| {
-        let mut req = AuthorizationRequest::new(Method::GET, "/");
-        req.headers.append(
+        request(&[]).with_header(
             HeaderName::from_static("my-header"),
             HeaderValue::from_bytes(bytes).unwrap(),
-        );
-        req
+        )
     };
     assert!(
         chain
