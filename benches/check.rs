@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use authchain_benches::{profile_loop, runtime, time_runs};
 
-use authchain_http::{CheckConfig, CheckServer};
+use authchain_http::{CheckConfig, CheckServer, ForwardedHeaders};
 use bytes::Bytes;
 use criterion::{Criterion, criterion_group};
 use http::Request;
@@ -28,7 +28,7 @@ use http_body_util::Empty;
 
 /// A check as nginx's `auth_request` sends it in the load harness.
 fn request() -> Request<Empty<Bytes>> {
-    Request::get("/check/bench")
+    Request::get("/check:bench")
         .header("host", "auth")
         .header("x-original-uri", "/api/x")
         .header("x-original-method", "GET")
@@ -42,7 +42,10 @@ fn server(rt: &tokio::runtime::Runtime) -> CheckServer {
     let engine = rt.block_on(authchain_benches::engine()).unwrap();
     CheckServer::new(
         engine,
-        CheckConfig::default().trust(["127.0.0.0/8".parse().unwrap()]),
+        CheckConfig::default().trust(
+            ["127.0.0.0/8".parse().unwrap()],
+            ForwardedHeaders::XOriginal,
+        ),
     )
 }
 

@@ -10,7 +10,7 @@
 //!   upstream headers, and nginx copies them upstream from either
 //!   (`auth_request_set`): b and c differ only in how the answer is made.
 //! - Envoy (one worker), the same three with its ext_authz filter in HTTP
-//!   service mode (`path_prefix: /check/bench`, `my-header` sent to the
+//!   service mode (`path_prefix: /check:bench`, `my-header` sent to the
 //!   auth server, the chain's two headers copied upstream). Same target.
 //! - axum: the same app served without and with `AuthChainLayer` (the same
 //!   3-step chain) on its Router (`Router::layer`). Target: rps(with) /
@@ -71,7 +71,7 @@ use authchain_benches::rounds::{
     pool, ratios,
 };
 use authchain_benches::{measured_run, median, median_run, warm_up};
-use authchain_http::{AuthChainLayer, AuthContext, CheckConfig, CheckServer};
+use authchain_http::{AuthChainLayer, AuthContext, CheckConfig, CheckServer, ForwardedHeaders};
 use authchain_testkit::EchoServer;
 use authchain_testkit::envoy::{Envoy, HttpService, http_service_config};
 use authchain_testkit::load::{Load, LoadResult};
@@ -210,7 +210,7 @@ async fn check(listener: TcpListener) -> Result<(), Box<dyn Error>> {
     let engine = authchain_benches::engine().await?;
     let server = CheckServer::new(
         engine,
-        CheckConfig::default().trust(["127.0.0.0/8".parse()?]),
+        CheckConfig::default().trust(["127.0.0.0/8".parse()?], ForwardedHeaders::XOriginal),
     );
     server.serve(listener, std::future::pending()).await?;
     Ok(())
@@ -476,7 +476,7 @@ async fn load_http(
         Nginx::start(&nginx_config(upstream.addr(), Some((bare.addr(), "/")))).await?,
         Nginx::start(&nginx_config(
             upstream.addr(),
-            Some((checker.addr(), "/check/bench")),
+            Some((checker.addr(), "/check:bench")),
         ))
         .await?,
     ];
@@ -484,7 +484,7 @@ async fn load_http(
     let envoy_with = |addr| {
         Some(HttpService {
             addr,
-            path_prefix: "/check/bench",
+            path_prefix: "/check:bench",
             allowed_headers: &["my-header"],
             upstream_headers: &answer_names,
         })

@@ -3,8 +3,8 @@
 //!
 //! ```sh
 //! cargo run -p authchain-examples --example custom_server -- serve --config examples/custom_server.yaml
-//! curl -i -H 'my-header: foo' http://127.0.0.1:9002/check/gloo-system.plugin-auth/   # 200
-//! curl -i http://127.0.0.1:9002/check/gloo-system.plugin-auth/                        # 403
+//! curl -i -H 'my-header: foo' http://127.0.0.1:9002/check:gloo-system.plugin-auth/   # 200
+//! curl -i http://127.0.0.1:9002/check:gloo-system.plugin-auth/                        # 403
 //! ```
 
 use std::process::ExitCode;

@@ -46,7 +46,7 @@ async fn a_custom_plugin_is_served_by_the_authchain_server() {
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    let path = "/check/gloo-system.plugin-auth/";
+    let path = "/check:gloo-system.plugin-auth/";
     let allowed = client::get(http, path, &[("my-header", "foo")])
         .await
         .unwrap();
@@ -56,13 +56,21 @@ async fn a_custom_plugin_is_served_by_the_authchain_server() {
         .await
         .unwrap();
     assert_eq!(denied.status, 403);
-    // The default config answers checks outside the prefix.
+    // The default config answers checks that name none; a path outside
+    // the prefix is no check.
+    assert_eq!(
+        client::get(http, "/check/anything", &[("my-header", "bar")])
+            .await
+            .unwrap()
+            .status,
+        200
+    );
     assert_eq!(
         client::get(http, "/anything", &[("my-header", "bar")])
             .await
             .unwrap()
             .status,
-        200
+        404
     );
     stop.send(()).unwrap();
     server.await.unwrap().unwrap();

@@ -14,7 +14,7 @@ use authchain_core::{
 };
 use authchain_grpc::ExtAuthzService;
 use authchain_grpc::envoy_types::ext_authz::v3::pb::HttpResponse;
-use authchain_http::{AuthChainLayer, CheckConfig, CheckServer};
+use authchain_http::{AuthChainLayer, CheckConfig, CheckServer, ForwardedHeaders};
 use axum::Router;
 use axum::body::Body;
 use axum::routing::any;
@@ -189,18 +189,21 @@ async fn through_server(
     let proxy: SocketAddr = "127.0.0.1:5000".parse().unwrap();
     let server = CheckServer::new(
         engine,
-        CheckConfig::default().trust(["127.0.0.1/32".parse().unwrap()]),
+        CheckConfig::default().trust(
+            ["127.0.0.1/32".parse().unwrap()],
+            ForwardedHeaders::XForwarded,
+        ),
     );
     let mut builder = if forward_auth {
         // nginx / Traefik / Caddy: a GET to the config path, the original in headers.
-        Request::get("/check/table")
+        Request::get("/check:table")
             .header("x-forwarded-method", case.0.as_str())
             .header("x-forwarded-uri", case.1)
     } else {
         // Envoy HTTP service: the original method, the path after the prefix.
         Request::builder()
             .method(case.0.clone())
-            .uri(format!("/check/table{}", case.1))
+            .uri(format!("/check:table{}", case.1))
     };
     for (k, v) in case.2 {
         builder = builder.header(*k, *v);

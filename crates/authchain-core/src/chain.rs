@@ -16,6 +16,7 @@ use tracing::Instrument;
 use crate::cache::{CacheSettings, DecisionCache};
 use crate::decision::recycle_mutations;
 use crate::expr::{self, Next, Op};
+use crate::path::{self, AmbiguousPaths};
 use crate::{
     Allow, AuthService, AuthorizationRequest, Decision, Deny, Error, HeaderAction, HeaderMutation,
     Lifecycle,
@@ -55,8 +56,20 @@ pub const MAX_EXPR_STEPS: usize = 64;
 ///    either is an error (rule 5), never an allow.
 /// 7. Identity headers the steps declare, and those the config lists in
 ///    `stripClientHeaders`, are removed from the client's request before
-///    the first step and on the way upstream (the final allow removes or
-///    overwrites each of them), unless listed in `trustClientHeaders`.
+///    the first step and on the way upstream, unless listed in
+///    `trustClientHeaders`. They are removed in every spelling an upstream
+///    may fold into the same name (`x_user_id` for `x-user-id`, as WSGI,
+///    PHP and Rack do): the final allow lists every such spelling in
+///    `headers_to_remove`, but for the one a step sets, whose value
+///    replaces the client's (a proxy removes after it sets).
+/// 8. Steps see one canonical path ([`crate::path`]): unreserved
+///    characters percent-decoded, dot segments removed, slashes merged. A
+///    path whose meaning differs between servers (an encoded `/`, `\` or
+///    control byte, a climb above the root) is denied with 400 before any
+///    step runs, unless the config allows ambiguous paths.
+/// 9. A deny is never a success: a deny whose status is not 3xx, 4xx or
+///    5xx (a remote's 204, say) is answered with 403, counted in
+///    `authchain_deny_status_replaced_total` and logged.
 ///
 /// The merge of header mutations keeps, per header name, either one
 /// `OverwriteIfExistsOrAdd` (first) followed by appends, or only adding
@@ -72,6 +85,9 @@ pub struct Chain {
     status_on_error: StatusCode,
     deadline: Duration,
     strip: Vec<HeaderName>,
+    /// Every spelling of every stripped header, for the allow's removals.
+    removals: Vec<HeaderName>,
+    ambiguous_paths: AmbiguousPaths,
     metrics: ChainMetrics,
     cache: Option<DecisionCache>,
 }
@@ -102,6 +118,7 @@ struct ChainMetrics {
     ok: Counter,
     denied: Counter,
     error: Counter,
+    deny_status_replaced: Counter,
     duration: Histogram,
 }
 
@@ -137,6 +154,10 @@ impl ChainMetrics {
             ok: counter("ok"),
             denied: counter("denied"),
             error: counter("error"),
+            deny_status_replaced: metrics::counter!(
+                "authchain_deny_status_replaced_total",
+                "config" => config.to_owned()
+            ),
             duration: metrics::histogram!(
                 "authchain_chain_duration_seconds",
                 "config" => config.to_owned()
@@ -187,6 +208,7 @@ impl Chain {
             deadline: DEFAULT_DEADLINE,
             strip: Vec::new(),
             trust: Vec::new(),
+            ambiguous_paths: AmbiguousPaths::Reject,
             cache: None,
         }
     }
@@ -355,6 +377,10 @@ impl Chain {
         replay: bool,
         keep: Keep,
     ) -> Result<Decision, Paused> {
+        if let Some(deny) = self.refuse_path(request) {
+            self.metrics.denied.increment(1);
+            return Ok(Decision::Deny(deny));
+        }
         match self.cache {
             Some(_) => Err(Paused(PausedAt::Cache { replay })),
             None => self.uncached_now(request, keep, |at| Paused(PausedAt::Step(at))),
@@ -415,8 +441,16 @@ impl Chain {
                 self.metrics.ok.increment(1);
                 None
             }
-            Ended::Denied(deny) => {
+            Ended::Denied(mut deny) => {
                 self.metrics.denied.increment(1);
+                if !Deny::is_deny_status(deny.status) {
+                    self.metrics.deny_status_replaced.increment(1);
+                    tracing::warn!(
+                        config = %self.name, status = deny.status.as_u16(),
+                        "a step denied with a status that is not a deny's; answering 403"
+                    );
+                    deny.status = StatusCode::FORBIDDEN;
+                }
                 Some(deny)
             }
             Ended::Failed => {
@@ -441,14 +475,37 @@ impl Chain {
         }
     }
 
+    /// Puts the request's path in canonical form (rule 8); the deny of a
+    /// path that cannot be.
+    fn refuse_path(&self, request: &mut AuthorizationRequest) -> Option<Deny> {
+        match path::canonicalize(&request.path, self.ambiguous_paths) {
+            Ok(None) => None,
+            Ok(Some(canonical)) => {
+                request.path = canonical;
+                None
+            }
+            Err(e) => {
+                tracing::info!(config = %self.name, error = %e, "refusing the request's path");
+                Some(Deny::new(StatusCode::BAD_REQUEST).body(e.to_string()))
+            }
+        }
+    }
+
     /// A run before its first step: the client's copies of the stripped
-    /// headers are gone (rule 7).
+    /// headers are gone, in every spelling (rule 7).
     #[inline]
     fn begin(&self, run: &mut Run, request: &mut AuthorizationRequest) {
         if !self.strip.is_empty() {
-            strip_headers(&mut request.headers, &self.strip);
+            let stripped = strip_headers(&mut request.headers, &self.strip);
             if run.keep == Keep::All {
-                run.acc.headers_to_remove.extend(self.strip.iter().cloned());
+                let removals = &mut run.acc.headers_to_remove;
+                removals.extend(self.removals.iter().cloned());
+                // A spelling of a long name that is not listed.
+                for name in stripped {
+                    if !removals.contains(&name) {
+                        removals.push(name);
+                    }
+                }
             }
         }
     }
@@ -748,20 +805,54 @@ enum Keep {
     Response,
 }
 
-/// Removes every `names` header from `headers`. Most requests carry none
-/// of them, and a lookup that misses still hashes the name byte by byte:
-/// a short map is scanned for them first (a few comparisons of names), and
-/// is left alone when none is there.
-fn strip_headers(headers: &mut HeaderMap, names: &[HeaderName]) {
-    const SCAN_COMPARISONS: usize = 16;
-    if headers.keys_len() * names.len() <= SCAN_COMPARISONS
-        && !headers.keys().any(|key| names.contains(key))
-    {
-        return;
-    }
-    for name in names {
+/// Removes from `headers` every header whose name is one of `names` in
+/// some spelling ([`same_folded`]); the names removed.
+fn strip_headers(headers: &mut HeaderMap, names: &[HeaderName]) -> Vec<HeaderName> {
+    let doomed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|key| names.iter().any(|n| same_folded(key.as_str(), n.as_str())))
+        .cloned()
+        .collect();
+    for name in &doomed {
         headers.remove(name);
     }
+    doomed
+}
+
+/// Whether two (lower case) header names are one name to an upstream that
+/// folds `_` and `-` together, as CGI-style servers (WSGI, PHP, Rack) do
+/// when they turn `x-user-id` and `x_user_id` alike into `HTTP_X_USER_ID`.
+fn same_folded(a: &str, b: &str) -> bool {
+    let fold = |c: u8| if c == b'_' { b'-' } else { c };
+    a.len() == b.len() && a.bytes().zip(b.bytes()).all(|(x, y)| fold(x) == fold(y))
+}
+
+/// The most `-` or `_` of a name whose every spelling is listed for
+/// removal (2^6 = 64 spellings); a longer name lists its all-`-` and
+/// all-`_` spellings, and a spelling a client sent is still stripped from
+/// what the chain sees.
+const MAX_SPELLING_SEPARATORS: u32 = 6;
+
+/// Every spelling of `name` with `-` and `_` swapped at its separators.
+fn spellings(name: &HeaderName) -> Vec<HeaderName> {
+    let bytes = name.as_str().as_bytes();
+    let separators: Vec<usize> = (0..bytes.len())
+        .filter(|&i| matches!(bytes[i], b'-' | b'_'))
+        .collect();
+    let choices: Vec<u64> = match u32::try_from(separators.len()) {
+        Ok(n) if n <= MAX_SPELLING_SEPARATORS => (0..1u64 << n).collect(),
+        _ => vec![0, u64::MAX],
+    };
+    choices
+        .into_iter()
+        .filter_map(|choice| {
+            let mut spelled = bytes.to_vec();
+            for (bit, &at) in separators.iter().enumerate() {
+                spelled[at] = if choice >> bit & 1 == 1 { b'_' } else { b'-' };
+            }
+            HeaderName::from_bytes(&spelled).ok()
+        })
+        .collect()
 }
 
 /// Whether a step's answer can be forgotten rather than dropped, once
@@ -970,6 +1061,9 @@ fn normalize_headers(acc: &mut Allow, start: usize, request: &mut AuthorizationR
         action.apply(entry, m.value.clone());
         acc.headers[i].action = action;
         if action == OverwriteIfExistsOrAdd {
+            // Envoy applies removals after sets (gRPC and HTTP mode alike):
+            // a removal of the name would remove the value set here, which
+            // replaces the client's copy anyway. Other spellings stay listed.
             if let Some(r) = removed {
                 acc.headers_to_remove.remove(r);
             }
@@ -1040,6 +1134,7 @@ pub struct ChainBuilder {
     deadline: Duration,
     strip: Vec<HeaderName>,
     trust: Vec<HeaderName>,
+    ambiguous_paths: AmbiguousPaths,
     cache: Option<CacheSettings>,
 }
 
@@ -1080,6 +1175,15 @@ impl ChainBuilder {
         self
     }
 
+    /// What to do with a path whose meaning differs between servers (rule
+    /// 8): deny it with 400 (the default), or let the steps see it with
+    /// its encoded `/`, `\` and control bytes still encoded and a climb
+    /// above the root stopped at the root.
+    pub fn ambiguous_paths(mut self, ambiguous: AmbiguousPaths) -> Self {
+        self.ambiguous_paths = ambiguous;
+        self
+    }
+
     /// Caches the chain's answers (see [the cache](crate::cache)); the
     /// build checks that the key holds what the steps read.
     pub fn cache(mut self, settings: CacheSettings) -> Self {
@@ -1090,6 +1194,13 @@ impl ChainBuilder {
     /// Checks and builds the chain. Metrics handles are registered here,
     /// with the recorder installed at this moment.
     pub fn build(self) -> Result<Chain, Error> {
+        if !Deny::is_deny_status(self.status_on_error) {
+            return Err(Error::config(format!(
+                "{} is not a deny status: expected 300 to 599 (a proxy lets a request through on a 2xx)",
+                self.status_on_error.as_u16()
+            ))
+            .at("statusOnError"));
+        }
         let mut names: Vec<String> = Vec::with_capacity(self.steps.len());
         for step in &self.steps {
             if names.contains(&step.name) {
@@ -1133,6 +1244,9 @@ impl ChainBuilder {
         strip.retain(|h| !self.trust.contains(h));
         strip.sort_by(|a, b| a.as_str().cmp(b.as_str()));
         strip.dedup();
+        let mut removals: Vec<HeaderName> = strip.iter().flat_map(spellings).collect();
+        removals.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        removals.dedup();
         let steps = self
             .steps
             .into_iter()
@@ -1152,6 +1266,8 @@ impl ChainBuilder {
             status_on_error: self.status_on_error,
             deadline: self.deadline,
             strip,
+            removals,
+            ambiguous_paths: self.ambiguous_paths,
             cache,
         })
     }

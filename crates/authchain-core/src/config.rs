@@ -32,10 +32,11 @@
 //! |---|---|
 //! | `configs` | the steps, in order (below) |
 //! | `booleanExpr` | combine steps by name with `&&`, `\|\|`, `!`, `( )` |
-//! | `statusOnError` | status of the deny a failing step causes (403) |
+//! | `statusOnError` | status of the deny a failing step causes (403; 300 to 599) |
 //! | `deadline` | time limit of the whole chain (`10s`) |
 //! | `stripClientHeaders` | more client headers to strip before the chain |
 //! | `trustClientHeaders` | declared identity headers a client may send after all |
+//! | `allowAmbiguousPaths` | an authchain addition: `true` lets a path with an encoded `/`, `\` or control byte, or one that climbs above the root, reach the steps (kept encoded, stopped at the root) instead of a 400 ([`crate::path`]) |
 //! | `failOnRedirect` | accepted for Gloo compatibility; no effect |
 //! | `cache` | an authchain addition: the [decision cache](crate::cache) (`key`, `ttl`, `maxEntries`, `cacheDenies`, `trustKey`) |
 //!
@@ -61,8 +62,9 @@ use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value};
 
 use crate::error::redact_serde_message;
+use crate::path::AmbiguousPaths;
 use crate::plugin::deserialize_config;
-use crate::{BuildContext, CacheSettings, Chain, ChainStep, Error, PluginRegistry};
+use crate::{BuildContext, CacheSettings, Chain, ChainStep, Deny, Error, PluginRegistry};
 
 /// The Gloo API versions whose `AuthConfig` manifests are accepted.
 pub const GLOO_API_VERSIONS: [&str; 2] = ["enterprise.gloo.solo.io/v1", "extauth.solo.io/v1"];
@@ -242,9 +244,18 @@ impl AuthConfig {
         }
         match spec.status_on_error.map(StatusCode::from_u16) {
             None => {}
-            Some(Ok(status)) if status.as_u16() >= 200 => builder = builder.status_on_error(status),
-            Some(_) => errors
-                .push(Error::config("expected an HTTP status from 200 to 999").at("statusOnError")),
+            Some(Ok(status)) if Deny::is_deny_status(status) => {
+                builder = builder.status_on_error(status)
+            }
+            Some(_) => errors.push(
+                Error::config(
+                    "expected a deny status from 300 to 599 (a proxy lets a request through on a 2xx)",
+                )
+                .at("statusOnError"),
+            ),
+        }
+        if spec.allow_ambiguous_paths {
+            builder = builder.ambiguous_paths(AmbiguousPaths::Keep);
         }
         for (list, field) in [
             (&spec.strip_client_headers, "stripClientHeaders"),
@@ -445,6 +456,8 @@ struct Spec {
     strip_client_headers: Vec<String>,
     #[serde(default)]
     trust_client_headers: Vec<String>,
+    #[serde(default)]
+    allow_ambiguous_paths: bool,
     #[serde(default, rename = "failOnRedirect")]
     _fail_on_redirect: Option<bool>,
     #[serde(default)]

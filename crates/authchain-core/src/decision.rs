@@ -301,6 +301,15 @@ pub struct Deny {
 }
 
 impl Deny {
+    /// Whether `status` can be a deny's: a redirect a step asks for (3xx),
+    /// or a client or server error (4xx, 5xx). Forward-auth proxies let a
+    /// request through on any 2xx, so a 1xx or 2xx "deny" would be an
+    /// allow: the chain answers such a deny with 403 instead, and configs
+    /// refuse such statuses when they are built.
+    pub fn is_deny_status(status: StatusCode) -> bool {
+        (300..600).contains(&status.as_u16())
+    }
+
     /// A deny with a status, no headers and no body.
     pub fn new(status: StatusCode) -> Self {
         Deny {

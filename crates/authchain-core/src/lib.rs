@@ -62,6 +62,7 @@
 //! | `authchain_step_decisions_total` | `config`, `step`, `result` = `ok`, `denied`, `error`, `failure_mode_allowed` |
 //! | `authchain_chain_decisions_total` | `config`, `result` = `ok`, `denied`, `error` |
 //! | `authchain_chain_duration_seconds` | `config` (histogram) |
+//! | `authchain_deny_status_replaced_total` | `config`: denies whose status was not 3xx-5xx, answered 403 |
 
 pub mod cache;
 mod chain;
@@ -71,6 +72,7 @@ mod error;
 mod expr;
 mod generation;
 mod limit;
+pub mod path;
 mod plugin;
 mod request;
 mod service;
@@ -96,6 +98,8 @@ pub use error::{BoxError, Error};
 pub use generation::{Engine, Generation};
 #[doc(inline)]
 pub use limit::{ConcurrencyLimit, Permit};
+#[doc(inline)]
+pub use path::AmbiguousPaths;
 #[doc(inline)]
 pub use plugin::{
     BuildContext, ExtAuthPlugin, PluginFn, PluginRegistry, deserialize_config, plugin_fn,

@@ -28,7 +28,9 @@ pub struct AuthorizationRequest {
     pub scheme: String,
     /// The authority (`Host` / `:authority`), with port when given.
     pub host: String,
-    /// The path with its query string, as received (`/a/b?x=1`).
+    /// The path with its query string (`/a/b?x=1`): as the transport
+    /// received it, then in canonical form ([`crate::path`]) once the
+    /// chain runs, which is all the steps ever see.
     pub path: String,
     /// Request headers. Names are lower case (as `http` keeps them).
     pub headers: HeaderMap,

@@ -3,37 +3,56 @@
 //! send it → which AuthConfig and which original request; a decision →
 //! the response each of them understands.
 //!
+//! Everything here is read from what the proxy's config writes, never from
+//! what its client can: a client must neither pick the AuthConfig that
+//! judges it nor describe its request as another.
+//!
 //! # Which AuthConfig
 //!
-//! By path: a check under `{prefix}/{config}` (the prefix is `/check` by
-//! default) selects the AuthConfig named `{config}`; any other path selects
-//! the default AuthConfig, if one is configured. The path is set by the
-//! proxy's config, never by the client.
+//! A check's path is `{prefix}:{config}` (the prefix is `/check` by
+//! default), optionally followed by the original path (Envoy). The `:`
+//! right after the prefix is what makes the selector the proxy's: Envoy
+//! appends the client's path, which always starts with `/`, so a client
+//! can never write a `:` there. A check at `{prefix}` or `{prefix}/...`
+//! names no AuthConfig by construction and runs the default AuthConfig, if
+//! one is configured; a check outside the prefix is answered 404.
 //!
 //! | proxy | auth server address | AuthConfig |
 //! |---|---|---|
-//! | Envoy HTTP service | `path_prefix: /check/site` | `site` |
-//! | nginx | `proxy_pass http://authchain/check/site;` | `site` |
-//! | Traefik | `address: http://authchain/check/site` | `site` |
-//! | Caddy | `forward_auth authchain { uri /check/site }` | `site` |
-//! | any | a path outside `/check/` | the default |
+//! | Envoy HTTP service | `path_prefix: /check:site` | `site` |
+//! | Envoy HTTP service | `path_prefix: /check` | the default (the client's `/site/x` is only a path) |
+//! | nginx | `proxy_pass http://authchain/check:site;` | `site` |
+//! | Traefik | `address: http://authchain/check:site` | `site` |
+//! | Caddy | `forward_auth authchain { uri /check:site }` | `site` |
 //!
 //! # Which original request
 //!
-//! From a trusted proxy (its address in `trusted_proxies`): the
-//! `X-Forwarded-{Method,Proto,Host,Uri}` headers (Traefik, Caddy), else
-//! `X-Original-{Method,URI,URL}` (nginx, as its config passes them), else
-//! the check request itself. From any other peer, forwarded headers are
-//! ignored and the check request itself is the original: its method, its
-//! path after `{prefix}/{config}` (what Envoy sends), its Host.
+//! Each trusted proxy (its address in `trusted_proxies`) is trusted for
+//! one family of headers, the one it writes itself, and only that family
+//! is read; the other family, which a client can send through it, is
+//! ignored:
 //!
-//! Trust only a proxy that sets these headers itself, overwriting what its
-//! client sent (nginx with `proxy_set_header X-Original-URI $request_uri`,
-//! Traefik, Caddy). Never trust an Envoy in HTTP service mode whose
-//! `allowed_headers` lets its client's `x-` headers through: the client
-//! could then name the path to check (`X-Forwarded-Uri: /public`) for a
-//! request to another. Envoy needs no trust: it sends the original method
-//! and path as the check's own.
+//! | proxy | [`ForwardedHeaders`] | read | required |
+//! |---|---|---|---|
+//! | nginx (`proxy_set_header X-Original-URI $request_uri; proxy_set_header X-Original-Method $request_method;`) | `XOriginal` | `X-Original-Method`, `X-Original-URI`; the host is the check's `Host` (`proxy_set_header Host $host;`) | method and URI |
+//! | Traefik, Caddy (which overwrite these) | `XForwarded` | `X-Forwarded-Method`, `-Uri`, `-Host`, `-Proto` | method and URI |
+//!
+//! A trusted check that lacks a required header, or carries one of its
+//! family twice or not as visible ASCII, is denied (403 and 400): its
+//! original request is unknown, and it is never evaluated as `GET /`.
+//!
+//! From any other peer forwarded headers are ignored and the check itself
+//! is the original request: its method, the path after the selector (what
+//! Envoy sends), its `Host` (or HTTP/2 `:authority`). A check from such a
+//! peer with no path after the selector (nginx, Traefik or Caddy at an
+//! address that is not trusted) is denied with 403.
+//!
+//! Never trust an Envoy in HTTP service mode: it sends the original
+//! method and path as the check's own, and with `allowed_headers` that let
+//! its client's `x-` headers through, a client could describe its request.
+//!
+//! Whatever path is read is put in canonical form by the chain
+//! ([`authchain_core::path`]) before any step sees it.
 //!
 //! # The answer
 //!
@@ -44,8 +63,9 @@
 //!   `copy_headers`), removals in `x-envoy-auth-headers-to-remove`, and
 //!   the client response headers as well (Envoy:
 //!   `allowed_client_headers_on_success`). Envoy rejects any other 2xx.
-//! - Deny: the chain's status, headers and body. nginx passes only 401 and
-//!   403 to the client (anything else becomes 500).
+//! - Deny: the chain's status (never a 1xx or 2xx), headers and body.
+//!   nginx passes only 401 and 403 to the client (anything else becomes
+//!   500).
 //! - A decision the transport cannot carry (query parameter changes) is an
 //!   error: `500`, which every proxy treats as a failed check.
 
@@ -54,7 +74,7 @@ use std::net::IpAddr;
 use authchain_core::{Allow, AuthorizationRequest, Decision, Peer};
 use bytes::Bytes;
 use http::HeaderMap;
-use http::header::HeaderName;
+use http::header::{HOST, HeaderName};
 use http::request::Parts;
 use http::{HeaderValue, Method, Response, StatusCode};
 use ipnet::IpNet;
@@ -65,16 +85,68 @@ use crate::layer::deny_response;
 /// The header listing upstream headers to remove, as Envoy reads it.
 pub const HEADERS_TO_REMOVE: HeaderName = HeaderName::from_static("x-envoy-auth-headers-to-remove");
 
+/// The family of forwarded headers a trusted proxy writes itself, and the
+/// only one read from it (see the [module docs](self)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ForwardedHeaders {
+    /// nginx: `X-Original-Method` and `X-Original-URI`, which its config
+    /// sets (`proxy_set_header` replaces a client's copy).
+    XOriginal,
+    /// Traefik and Caddy: `X-Forwarded-Method`, `X-Forwarded-Uri`,
+    /// `X-Forwarded-Host` and `X-Forwarded-Proto`, which they overwrite.
+    XForwarded,
+}
+
+impl ForwardedHeaders {
+    /// The headers of the family: method, URI, then host and scheme
+    /// (which the check's own `Host` and nothing stand in for in
+    /// `XOriginal`).
+    fn names(self) -> [Option<&'static str>; 4] {
+        match self {
+            ForwardedHeaders::XOriginal => [
+                Some("x-original-method"),
+                Some("x-original-uri"),
+                None,
+                None,
+            ],
+            ForwardedHeaders::XForwarded => [
+                Some("x-forwarded-method"),
+                Some("x-forwarded-uri"),
+                Some("x-forwarded-host"),
+                Some("x-forwarded-proto"),
+            ],
+        }
+    }
+}
+
+/// A network of proxies trusted for one family of forwarded headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TrustedProxy {
+    /// Where the proxy's checks come from (`127.0.0.1/32`).
+    pub network: IpNet,
+    /// The headers it writes itself.
+    pub headers: ForwardedHeaders,
+}
+
+impl TrustedProxy {
+    /// Proxies in `network` that write `headers`.
+    pub fn new(network: IpNet, headers: ForwardedHeaders) -> Self {
+        TrustedProxy { network, headers }
+    }
+}
+
 /// How checks are read.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct CheckConfig {
-    /// The path under which `/{config}` selects an AuthConfig (`/check`).
+    /// The path after which `:{config}` selects an AuthConfig (`/check`).
     pub prefix: String,
-    /// The AuthConfig for checks outside the prefix.
+    /// The AuthConfig for checks that name none.
     pub default_config: Option<String>,
-    /// Peers whose forwarded headers are believed.
-    pub trusted_proxies: Vec<IpNet>,
+    /// Proxies whose forwarded headers are believed, each for its family.
+    pub trusted_proxies: Vec<TrustedProxy>,
 }
 
 impl Default for CheckConfig {
@@ -87,45 +159,97 @@ impl Default for CheckConfig {
     }
 }
 
+/// A check that cannot be read: answered with `status` and `reason`,
+/// before any chain runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    /// The status to answer with (400, 403 or 404).
+    pub status: StatusCode,
+    /// Why, for the log and the answer's body.
+    pub reason: String,
+}
+
+impl Refused {
+    fn new(status: StatusCode, reason: impl Into<String>) -> Self {
+        Refused {
+            status,
+            reason: reason.into(),
+        }
+    }
+}
+
 impl CheckConfig {
-    /// Sets the default AuthConfig.
+    /// Sets the default AuthConfig, for checks that name none.
     pub fn default_config(mut self, name: impl Into<String>) -> Self {
         self.default_config = Some(name.into());
         self
     }
 
-    /// Trusts forwarded headers from these networks (`127.0.0.1/32`, ...):
-    /// only forward-auth proxies that overwrite them (see the module docs).
-    pub fn trust(mut self, networks: impl IntoIterator<Item = IpNet>) -> Self {
-        self.trusted_proxies.extend(networks);
+    /// Trusts the proxies in `networks` (`127.0.0.1/32`, ...) for the
+    /// forwarded headers of `headers`, which they must write themselves
+    /// (see the [module docs](self)).
+    pub fn trust(
+        mut self,
+        networks: impl IntoIterator<Item = IpNet>,
+        headers: ForwardedHeaders,
+    ) -> Self {
+        self.trusted_proxies.extend(
+            networks
+                .into_iter()
+                .map(|network| TrustedProxy::new(network, headers)),
+        );
         self
     }
 
-    /// Sets the prefix under which `/{config}` selects an AuthConfig.
+    /// Sets the prefix after which `:{config}` selects an AuthConfig (a
+    /// trailing `/` is dropped).
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.prefix = prefix.into();
+        let mut prefix = prefix.into();
+        while prefix.ends_with('/') {
+            prefix.pop();
+        }
+        self.prefix = prefix;
         self
     }
 
-    fn trusts(&self, peer: Option<IpAddr>) -> bool {
-        peer.is_some_and(|ip| self.trusted_proxies.iter().any(|n| n.contains(&ip)))
+    /// The family of forwarded headers `peer` is trusted for, if any.
+    fn trusted(&self, peer: Option<IpAddr>) -> Option<ForwardedHeaders> {
+        let ip = peer?;
+        self.trusted_proxies
+            .iter()
+            .find(|p| p.network.contains(&ip))
+            .map(|p| p.headers)
     }
 
-    /// Reads a check: the AuthConfig it selects (`None`: no config and no
-    /// default) and the original request to authorize, which takes the
-    /// check's headers.
-    ///
-    /// The check's headers move into the request; the name of the
-    /// AuthConfig is read from `parts` where it stands.
-    pub fn read<'a>(
-        &'a self,
-        parts: &'a mut Parts,
+    /// The AuthConfig a check's path names (`None`: it names none) and
+    /// what follows the selector; `None` for a path outside the prefix.
+    fn select<'p>(&self, target: &'p str) -> Option<(Option<&'p str>, &'p str)> {
+        let after = target.strip_prefix(self.prefix.as_str())?;
+        match after.as_bytes().first() {
+            None | Some(b'/' | b'?') => Some((None, after)),
+            Some(b':') => {
+                let name = &after[1..];
+                let end = name.find(['/', '?']).unwrap_or(name.len());
+                Some((Some(&name[..end]), &name[end..]))
+            }
+            Some(_) => None,
+        }
+    }
+
+    /// Reads a check: the AuthConfig it selects (`None`: it names none and
+    /// there is no default) and the original request to authorize, which
+    /// takes the check's headers; or why it cannot be read.
+    pub fn read(
+        &self,
+        parts: &mut Parts,
         body: Option<Bytes>,
         peer: Peer,
-    ) -> (Option<&'a str>, AuthorizationRequest) {
+    ) -> Result<(Option<String>, AuthorizationRequest), Refused> {
         let mut request = AuthorizationRequest::default();
-        let config = self.read_into(parts, body, peer, &mut request);
-        (config, request)
+        let config = self
+            .read_into(parts, body, peer, &mut request)?
+            .map(str::to_owned);
+        Ok((config, request))
     }
 
     /// [`read`](Self::read) into `request`, an empty one (whose room is
@@ -136,110 +260,108 @@ impl CheckConfig {
         body: Option<Bytes>,
         peer: Peer,
         request: &mut AuthorizationRequest,
-    ) -> Option<&'a str> {
-        // Swapped, not taken: the check's headers for the request's empty
-        // map.
-        std::mem::swap(&mut request.headers, &mut parts.headers);
-        let headers = &request.headers;
-        let parts: &'a Parts = parts;
-        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-        let (config, rest) = match path
-            .strip_prefix(self.prefix.as_str())
-            .and_then(|r| r.strip_prefix('/'))
-        {
-            Some(rest) if !self.prefix.is_empty() => {
-                let end = rest.find(['/', '?']).unwrap_or(rest.len());
-                (Some(&rest[..end]), &rest[end..])
-            }
-            _ => (self.default_config.as_deref(), path),
+    ) -> Result<Option<&'a str>, Refused> {
+        let Parts {
+            method: check_method,
+            uri,
+            version,
+            headers: check_headers,
+            ..
+        } = parts;
+        let uri: &'a http::Uri = uri;
+        let target = uri.path_and_query().map_or("/", |p| p.as_str());
+        let Some((named, rest)) = self.select(target) else {
+            return Err(Refused::new(
+                StatusCode::NOT_FOUND,
+                format!("not a check: checks are under {}", self.prefix),
+            ));
         };
-        let config = config.filter(|c| !c.is_empty());
-
-        let seen = Seen::scan(headers, self.trusts(peer.address.map(|a| a.ip())));
-        let method = forwarded(seen.forwarded_method)
-            .or_else(|| forwarded(seen.original_method))
-            .and_then(|m| Method::from_bytes(m.as_bytes()).ok())
-            .unwrap_or_else(|| parts.method.clone());
-        let original_url = forwarded(seen.original_url).and_then(|u| u.parse::<http::Uri>().ok());
-        let path = forwarded(seen.forwarded_uri)
-            .or_else(|| forwarded(seen.original_uri))
-            .filter(|p| p.starts_with('/'))
-            .or_else(|| original_url.as_ref()?.path_and_query().map(|p| p.as_str()));
-        let host = forwarded(seen.forwarded_host)
-            .or_else(|| original_url.as_ref()?.authority().map(|a| a.as_str()))
-            .or_else(|| seen.host.and_then(|h| h.to_str().ok()))
-            .unwrap_or_default();
-        let scheme = forwarded(seen.forwarded_proto)
-            .or_else(|| original_url.as_ref()?.scheme_str())
-            .unwrap_or_default();
-        let id = seen.request_id.and_then(|v| v.to_str().ok());
-
-        match path {
-            Some(path) => request.path.push_str(path),
-            // What follows `{prefix}/{config}`, as Envoy sends it.
+        let config = match named {
+            Some("") => {
+                return Err(Refused::new(
+                    StatusCode::FORBIDDEN,
+                    "the check names an empty AuthConfig",
+                ));
+            }
+            Some(name) => Some(name),
+            None => self.default_config.as_deref(),
+        };
+        let headers = &*check_headers;
+        let check_host = headers
+            .get(HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| uri.authority().map(|a| a.as_str()));
+        match self.trusted(peer.address.map(|a| a.ip())) {
+            Some(family) => {
+                let [method, uri, host, scheme] =
+                    family.names().map(|name| name.map(|n| single(headers, n)));
+                let method = method.transpose()?.flatten();
+                let uri = uri.transpose()?.flatten();
+                let host = host.transpose()?.map_or(check_host, |h| h);
+                let scheme = scheme.transpose()?.flatten();
+                let (Some(method), Some(uri)) = (method, uri) else {
+                    return Err(Refused::new(
+                        StatusCode::FORBIDDEN,
+                        format!(
+                            "a trusted proxy's check lacks {}: its original request is unknown",
+                            family.names()[usize::from(method.is_some())].unwrap_or_default()
+                        ),
+                    ));
+                };
+                request.method = Method::from_bytes(method.as_bytes()).map_err(|_| {
+                    Refused::new(
+                        StatusCode::BAD_REQUEST,
+                        "the original method is not a method",
+                    )
+                })?;
+                request.path.push_str(uri);
+                request.host.push_str(host.unwrap_or_default());
+                request.scheme.push_str(scheme.unwrap_or_default());
+            }
             None => {
                 if !rest.starts_with('/') {
-                    request.path.push('/');
+                    return Err(Refused::new(
+                        StatusCode::FORBIDDEN,
+                        "the check carries no original path (is the proxy trusted?)",
+                    ));
                 }
+                request.method = check_method.clone();
                 request.path.push_str(rest);
+                request.host.push_str(check_host.unwrap_or_default());
             }
         }
-        request.host.push_str(host);
-        request.scheme.push_str(scheme);
+        let id = headers.get(REQUEST_ID).and_then(|v| v.to_str().ok());
         request.id.push_str(id.unwrap_or_default());
-        request.method = method;
-        request.protocol = protocol(parts.version).into();
+        // Swapped, not taken: the check's headers for the request's empty
+        // map.
+        std::mem::swap(&mut request.headers, check_headers);
+        request.protocol = protocol(*version).into();
         request.body = body;
         request.source = peer;
-        config
+        Ok(config)
     }
 }
 
-/// The headers a check is read from, found in one pass over its headers
-/// (one lookup each would cost as much as the whole pass). Each is its
-/// first value, as `HeaderMap::get` gives. Forwarded headers are read only
-/// from a trusted peer.
-#[derive(Default)]
-struct Seen<'a> {
-    forwarded_method: Option<&'a HeaderValue>,
-    original_method: Option<&'a HeaderValue>,
-    original_url: Option<&'a HeaderValue>,
-    forwarded_uri: Option<&'a HeaderValue>,
-    original_uri: Option<&'a HeaderValue>,
-    forwarded_host: Option<&'a HeaderValue>,
-    forwarded_proto: Option<&'a HeaderValue>,
-    host: Option<&'a HeaderValue>,
-    request_id: Option<&'a HeaderValue>,
-}
-
-impl<'a> Seen<'a> {
-    fn scan(headers: &'a HeaderMap, trusted: bool) -> Self {
-        let mut seen = Seen::default();
-        for (name, value) in headers {
-            let slot = match name.as_str() {
-                "host" => &mut seen.host,
-                REQUEST_ID => &mut seen.request_id,
-                _ if !trusted => continue,
-                "x-forwarded-method" => &mut seen.forwarded_method,
-                "x-original-method" => &mut seen.original_method,
-                "x-original-url" => &mut seen.original_url,
-                "x-forwarded-uri" => &mut seen.forwarded_uri,
-                "x-original-uri" => &mut seen.original_uri,
-                "x-forwarded-host" => &mut seen.forwarded_host,
-                "x-forwarded-proto" => &mut seen.forwarded_proto,
-                _ => continue,
-            };
-            slot.get_or_insert(value);
-        }
-        seen
+/// The one value of a forwarded header, if present; two values, or one
+/// that is not visible ASCII, make the check unreadable.
+fn single<'h>(headers: &'h HeaderMap, name: &'static str) -> Result<Option<&'h str>, Refused> {
+    let mut values = headers.get_all(name).iter();
+    let (Some(value), None) = (values.next(), values.next()) else {
+        return match headers.contains_key(name) {
+            true => Err(Refused::new(
+                StatusCode::BAD_REQUEST,
+                format!("{name} appears more than once"),
+            )),
+            false => Ok(None),
+        };
+    };
+    match value.to_str() {
+        Ok(v) if !v.is_empty() => Ok(Some(v)),
+        _ => Err(Refused::new(
+            StatusCode::BAD_REQUEST,
+            format!("{name} is empty or not visible ASCII"),
+        )),
     }
-}
-
-/// A forwarded header's value, when it is visible ASCII and not empty.
-fn forwarded(value: Option<&HeaderValue>) -> Option<&str> {
-    value
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty())
 }
 
 /// The check response for a decision. An allow's headers are written

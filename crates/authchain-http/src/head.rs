@@ -84,6 +84,13 @@ pub(crate) fn plain<ResBody: From<Bytes>>(
     response
 }
 
+/// A response with `status` and a text body made at run time.
+pub(crate) fn plain_owned(status: StatusCode, body: String) -> Response<Bytes> {
+    let mut response = Response::new(Bytes::from(body));
+    *response.status_mut() = status;
+    response
+}
+
 thread_local! {
     /// The request this thread's last check or layer call was done with,
     /// cleared: the next one is read into it, so that its path, host and

@@ -20,7 +20,7 @@ pub mod passthrough;
 mod server;
 
 #[doc(inline)]
-pub use check::{CheckConfig, HEADERS_TO_REMOVE};
+pub use check::{CheckConfig, ForwardedHeaders, HEADERS_TO_REMOVE, Refused, TrustedProxy};
 #[doc(inline)]
 pub use passthrough::HttpPassthroughPlugin;
 #[doc(inline)]

@@ -20,7 +20,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
 use crate::check::{CheckConfig, respond};
-use crate::head::{empty_request, give_back, plain, read_body};
+use crate::head::{empty_request, give_back, plain, plain_owned, read_body};
 
 /// The default limit of a check's body (Envoy's `max_request_bytes` is
 /// where a proxy sets what it sends).
@@ -119,7 +119,16 @@ impl CheckServer {
         permit: Option<Permit>,
     ) -> Result<Response<Bytes>, Box<Stepping>> {
         let mut request = empty_request();
-        let config = self.config.read_into(&mut parts, body, peer, &mut request);
+        let config = match self.config.read_into(&mut parts, body, peer, &mut request) {
+            Ok(config) => config,
+            Err(refused) => {
+                give_back(request);
+                metrics::counter!("authchain_http_checks_refused_total", "status" => refused.status.as_str().to_owned())
+                    .increment(1);
+                tracing::info!(status = refused.status.as_u16(), reason = %refused.reason, "refusing a check");
+                return Ok(plain_owned(refused.status, refused.reason));
+            }
+        };
         let generation = self.engine.current_ref();
         let Some(chain) = config.and_then(|c| generation.chain(c)) else {
             metrics::counter!("authchain_unknown_config_total", "transport" => "http").increment(1);

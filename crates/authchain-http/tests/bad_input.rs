@@ -11,7 +11,7 @@ use std::time::Duration;
 use authchain_core::{
     Allow, Chain, ChainStep, Decision, Engine, Generation, PluginRegistry, service_fn,
 };
-use authchain_http::{CheckConfig, CheckServer};
+use authchain_http::{CheckConfig, CheckServer, ForwardedHeaders};
 use http::{HeaderName, HeaderValue};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -47,7 +47,10 @@ async fn start() -> (
         .unwrap();
     let server = CheckServer::new(
         engine,
-        CheckConfig::default().trust(["127.0.0.0/8".parse().unwrap()]),
+        CheckConfig::default().trust(
+            ["127.0.0.0/8".parse().unwrap()],
+            ForwardedHeaders::XForwarded,
+        ),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -72,7 +75,7 @@ async fn raw(addr: SocketAddr, request: &[u8]) -> String {
 
 fn get(extra: &[u8]) -> Vec<u8> {
     let mut request =
-        b"GET /check/site/hello HTTP/1.1\r\nhost: a\r\nconnection: close\r\n".to_vec();
+        b"GET /check:site/hello HTTP/1.1\r\nhost: a\r\nconnection: close\r\n".to_vec();
     request.extend_from_slice(extra);
     request.extend_from_slice(b"\r\n");
     request
@@ -112,7 +115,7 @@ async fn absurd_and_malformed_requests_get_clear_answers_and_nothing_leaks() {
     );
     // A non-UTF-8 forwarded URI from a trusted proxy: ignored, the check path is used.
     let mut stream_req =
-        b"GET /check/site/fallback HTTP/1.1\r\nhost: a\r\nconnection: close\r\n".to_vec();
+        b"GET /check:site/fallback HTTP/1.1\r\nhost: a\r\nconnection: close\r\n".to_vec();
     stream_req.extend_from_slice(b"authorization: Bearer ok\r\nx-forwarded-uri: /\xff\r\n\r\n");
     assert_eq!(raw(addr, &stream_req).await, "HTTP/1.1 200 OK");
 
@@ -124,7 +127,7 @@ async fn absurd_and_malformed_requests_get_clear_answers_and_nothing_leaks() {
     );
     let status = raw(
         addr,
-        b"GET /check/site HTTP/1.1\r\nhost: a\r\ncontent-length: nope\r\n\r\n",
+        b"GET /check:site HTTP/1.1\r\nhost: a\r\ncontent-length: nope\r\n\r\n",
     )
     .await;
     assert!(

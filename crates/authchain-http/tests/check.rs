@@ -10,7 +10,7 @@ use authchain_core::{
     Allow, AuthorizationRequest, Chain, ChainBuilder, ChainStep, Decision, Deny, Engine,
     Generation, PluginRegistry, decide_fn, service_fn,
 };
-use authchain_http::{CheckConfig, CheckServer, HEADERS_TO_REMOVE};
+use authchain_http::{CheckConfig, CheckServer, ForwardedHeaders, HEADERS_TO_REMOVE};
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Method, Request, StatusCode};
 use http_body_util::Full;
@@ -67,8 +67,17 @@ async fn server_of(
     CheckServer::new(engine, config)
 }
 
-fn trusted() -> CheckConfig {
-    CheckConfig::default().trust(["10.0.0.0/8".parse().unwrap()])
+/// Trusts `10.0.0.0/8` as nginx (`X-Original-*`).
+fn original() -> CheckConfig {
+    CheckConfig::default().trust(["10.0.0.0/8".parse().unwrap()], ForwardedHeaders::XOriginal)
+}
+
+/// Trusts `10.0.0.0/8` as Traefik or Caddy (`X-Forwarded-*`).
+fn forwarding() -> CheckConfig {
+    CheckConfig::default().trust(
+        ["10.0.0.0/8".parse().unwrap()],
+        ForwardedHeaders::XForwarded,
+    )
 }
 
 const PROXY: &str = "10.1.2.3:5000";
@@ -94,11 +103,11 @@ fn request(
 }
 
 #[tokio::test]
-async fn envoy_http_service_mode_sends_the_original_after_the_prefix() {
+async fn envoy_http_service_mode_sends_the_original_after_the_selector() {
     let (server, seen) = check_server(CheckConfig::default(), Decision::authorized()).await;
     let req = request(
         Method::POST,
-        "/check/site/ratings/1?x=1",
+        "/check:site/ratings/1?x=1",
         &[("host", "shop.example")],
         "payload",
     );
@@ -114,35 +123,124 @@ async fn envoy_http_service_mode_sends_the_original_after_the_prefix() {
             body: Some(Bytes::from_static(b"payload")),
         }
     );
-    // The bare config path is the root.
+}
+
+/// A check's status and, when a chain ran, its config and the path it saw.
+type Outcome = (u16, Option<(String, String)>);
+
+/// What a check of `path` from `from` gets.
+async fn outcome(config: CheckConfig, path: &str, headers: &[(&str, &str)], from: &str) -> Outcome {
+    let seen = Arc::new(Mutex::new(None));
+    let chains = ["site", "other", ""].map(|name| {
+        let seen = seen.clone();
+        let config = name.to_owned();
+        Chain::builder(name).step(ChainStep::new(
+            "record",
+            Arc::new(decide_fn(move |req| {
+                *seen.lock().unwrap() = Some((config.clone(), req.path.clone()));
+                Ok(Decision::authorized())
+            })),
+        ))
+    });
+    let server = server_of(config, chains).await;
     let response = server
-        .check(request(Method::GET, "/check/other", &[], ""), peer(CLIENT))
+        .check(request(Method::GET, path, headers, ""), peer(from))
         .await;
-    assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(seen.lock().unwrap().clone().unwrap().path, "/");
-    let response = server
-        .check(
-            request(Method::GET, "/check/other?q", &[], ""),
-            peer(CLIENT),
-        )
-        .await;
-    assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(seen.lock().unwrap().clone().unwrap().path, "/?q");
+    let seen = seen.lock().unwrap().clone();
+    (response.status().as_u16(), seen)
+}
+
+#[tokio::test]
+async fn only_the_proxy_config_selects_the_auth_config() {
+    let with_default = || CheckConfig::default().default_config("other");
+    let ran = |config: &str, path: &str| Some((config.to_owned(), path.to_owned()));
+    let cases: Vec<(&str, CheckConfig, &str, Outcome)> = vec![
+        (
+            "named",
+            CheckConfig::default(),
+            "/check:site/x",
+            (200, ran("site", "/x")),
+        ),
+        (
+            "named with a query",
+            CheckConfig::default(),
+            "/check:site?q=1",
+            (403, None),
+        ),
+        // Envoy with `path_prefix: /check` appends the client's path: its
+        // first segment is only a path, never a selector.
+        (
+            "prefix only",
+            with_default(),
+            "/check/site/x",
+            (200, ran("other", "/site/x")),
+        ),
+        (
+            "prefix only, no default",
+            CheckConfig::default(),
+            "/check/site/x",
+            (403, None),
+        ),
+        (
+            "a client's colon",
+            with_default(),
+            "/check/:site/x",
+            (200, ran("other", "/:site/x")),
+        ),
+        ("the bare prefix", with_default(), "/check", (403, None)),
+        (
+            "outside the prefix",
+            with_default(),
+            "/ratings/1",
+            (404, None),
+        ),
+        ("a longer word", with_default(), "/checkers/x", (404, None)),
+        ("unknown", with_default(), "/check:nope/x", (403, None)),
+        ("empty name", with_default(), "/check:/x", (403, None)),
+        (
+            "empty prefix",
+            CheckConfig::default().prefix(""),
+            "/check:site/x",
+            (403, None),
+        ),
+        (
+            "empty prefix, default",
+            with_default().prefix(""),
+            "/check:site/x",
+            (200, ran("other", "/check:site/x")),
+        ),
+        (
+            "a trailing slash on the prefix",
+            CheckConfig::default().prefix("/auth/"),
+            "/auth:site/x",
+            (200, ran("site", "/x")),
+        ),
+    ];
+    for (what, config, path, expected) in cases {
+        assert_eq!(
+            outcome(config, path, &[], CLIENT).await,
+            expected,
+            "{what}: {path}"
+        );
+    }
 }
 
 #[tokio::test]
 async fn traefik_and_caddy_forwarded_headers_from_a_trusted_proxy() {
-    let (server, seen) = check_server(trusted(), Decision::authorized()).await;
+    let (server, seen) = check_server(forwarding(), Decision::authorized()).await;
     let headers = [
         ("x-forwarded-method", "DELETE"),
         ("x-forwarded-uri", "/admin/users?id=7"),
         ("x-forwarded-host", "app.example"),
         ("x-forwarded-proto", "https"),
+        // The other family, which Traefik and Caddy pass from the client.
+        ("x-original-uri", "/public"),
+        ("x-original-method", "GET"),
         ("host", "authchain:9000"),
     ];
     let response = server
         .check(
-            request(Method::GET, "/check/site", &headers, ""),
+            request(Method::GET, "/check:site", &headers, ""),
             peer(PROXY),
         )
         .await;
@@ -160,124 +258,166 @@ async fn traefik_and_caddy_forwarded_headers_from_a_trusted_proxy() {
 }
 
 #[tokio::test]
+async fn nginx_original_headers_from_a_trusted_proxy() {
+    let (server, seen) = check_server(original(), Decision::authorized()).await;
+    let headers = [
+        ("x-original-uri", "/private/doc?v=2"),
+        ("x-original-method", "PUT"),
+        // nginx passes every client header: the other family is the
+        // client's.
+        ("x-forwarded-uri", "/public/x"),
+        ("x-forwarded-method", "GET"),
+        ("x-forwarded-host", "public.example"),
+        ("x-original-url", "https://public.example/public"),
+        ("host", "shop.example"),
+    ];
+    let response = server
+        .check(
+            request(Method::GET, "/check:site", &headers, ""),
+            peer(PROXY),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        seen.lock().unwrap().clone().unwrap(),
+        Seen {
+            method: Method::PUT,
+            path: "/private/doc?v=2".into(),
+            host: "shop.example".into(),
+            scheme: String::new(),
+            body: None,
+        }
+    );
+}
+
+#[tokio::test]
+async fn a_trusted_check_without_its_view_or_with_two_is_denied() {
+    let nginx = [("x-original-uri", "/a"), ("x-original-method", "GET")];
+    let traefik = [("x-forwarded-uri", "/a"), ("x-forwarded-method", "GET")];
+    type Case<'a> = (&'a str, CheckConfig, Vec<(&'a str, &'a str)>, u16);
+    let cases: Vec<Case<'_>> = vec![
+        ("nginx, whole", original(), nginx.to_vec(), 200),
+        ("nginx, no method", original(), vec![nginx[0]], 403),
+        ("nginx, no URI", original(), vec![nginx[1]], 403),
+        (
+            "nginx, only the other family",
+            original(),
+            traefik.to_vec(),
+            403,
+        ),
+        (
+            "nginx, two URIs",
+            original(),
+            [&nginx[..], &[("x-original-uri", "/b")]].concat(),
+            400,
+        ),
+        (
+            "nginx, two methods",
+            original(),
+            [&nginx[..], &[("X-Original-Method", "PUT")]].concat(),
+            400,
+        ),
+        (
+            "nginx, empty URI",
+            original(),
+            vec![("x-original-uri", ""), nginx[1]],
+            400,
+        ),
+        (
+            "nginx, not a method",
+            original(),
+            vec![nginx[0], ("x-original-method", "BAD METHOD")],
+            400,
+        ),
+        (
+            "nginx, not a path",
+            original(),
+            vec![("x-original-uri", "no-slash"), nginx[1]],
+            400,
+        ),
+        ("traefik, whole", forwarding(), traefik.to_vec(), 200),
+        (
+            "traefik, only the other family",
+            forwarding(),
+            nginx.to_vec(),
+            403,
+        ),
+        (
+            "traefik, two URIs",
+            forwarding(),
+            [&traefik[..], &[("x-forwarded-uri", "/b")]].concat(),
+            400,
+        ),
+        (
+            "traefik, two hosts",
+            forwarding(),
+            [
+                &traefik[..],
+                &[("x-forwarded-host", "a"), ("x-forwarded-host", "b")],
+            ]
+            .concat(),
+            400,
+        ),
+        (
+            "traefik, a non-ASCII URI",
+            forwarding(),
+            vec![("x-forwarded-uri", "/caf\u{e9}"), traefik[1]],
+            400,
+        ),
+    ];
+    for (what, config, headers, status) in cases {
+        let (got, _) = outcome(config, "/check:site", &headers, PROXY).await;
+        assert_eq!(got, status, "{what}: {headers:?}");
+    }
+}
+
+#[tokio::test]
 async fn forwarded_headers_from_anyone_else_are_ignored() {
-    let (server, seen) = check_server(trusted(), Decision::authorized()).await;
     let headers = [
         ("x-forwarded-method", "DELETE"),
         ("x-forwarded-uri", "/admin"),
         ("x-original-uri", "/admin"),
+        ("x-original-method", "DELETE"),
         ("host", "authchain:9000"),
     ];
-    server
-        .check(
-            request(Method::GET, "/check/site", &headers, ""),
-            peer(CLIENT),
-        )
-        .await;
-    let seen = seen.lock().unwrap().clone().unwrap();
-    assert_eq!((seen.method, seen.path.as_str()), (Method::GET, "/"));
-    assert_eq!(seen.host, "authchain:9000");
+    for config in [original(), forwarding(), CheckConfig::default()] {
+        let (server, seen) = check_server(config, Decision::authorized()).await;
+        // A forward-auth proxy that is not trusted: no original path.
+        let response = server
+            .check(
+                request(Method::GET, "/check:site", &headers, ""),
+                peer(CLIENT),
+            )
+            .await;
+        assert_eq!(response.status(), StatusCode::FORBIDDEN);
+        assert!(seen.lock().unwrap().is_none(), "never evaluated as GET /");
+        // Envoy: the check is the original.
+        server
+            .check(
+                request(Method::GET, "/check:site/public", &headers, ""),
+                peer(CLIENT),
+            )
+            .await;
+        let seen = seen.lock().unwrap().clone().unwrap();
+        assert_eq!((seen.method, seen.path.as_str()), (Method::GET, "/public"));
+        assert_eq!(seen.host, "authchain:9000");
+    }
 }
 
 #[tokio::test]
-async fn nginx_original_headers() {
-    let (server, seen) = check_server(trusted(), Decision::authorized()).await;
-    let headers = [
-        ("x-original-uri", "/private/doc?v=2"),
-        ("x-original-method", "PUT"),
-    ];
-    server
-        .check(
-            request(Method::GET, "/check/site", &headers, ""),
-            peer(PROXY),
-        )
-        .await;
-    let s = seen.lock().unwrap().clone().unwrap();
-    assert_eq!(
-        (s.method, s.path.as_str()),
-        (Method::PUT, "/private/doc?v=2")
-    );
-
-    let headers = [("x-original-url", "https://docs.example/a/b?c=d")];
-    server
-        .check(
-            request(Method::GET, "/check/site", &headers, ""),
-            peer(PROXY),
-        )
-        .await;
-    let s = seen.lock().unwrap().clone().unwrap();
-    assert_eq!(
-        (s.path.as_str(), s.host.as_str(), s.scheme.as_str()),
-        ("/a/b?c=d", "docs.example", "https")
-    );
-
-    // Garbage in forwarded headers falls back, never panics.
-    let headers = [
-        ("x-original-uri", "no-slash"),
-        ("x-original-method", "BAD METHOD"),
-    ];
-    server
-        .check(
-            request(Method::GET, "/check/site", &headers, ""),
-            peer(PROXY),
-        )
-        .await;
-    let s = seen.lock().unwrap().clone().unwrap();
-    assert_eq!((s.method, s.path.as_str()), (Method::GET, "/"));
-}
-
-#[tokio::test]
-async fn the_first_value_of_a_forwarded_header_decides() {
-    let (server, seen) = check_server(trusted(), Decision::authorized()).await;
-    // A second value never stands in for a first one that is unusable.
-    let headers = [
-        ("x-forwarded-uri", ""),
-        ("x-forwarded-uri", "/admin"),
-        ("x-original-method", "PUT"),
-        ("x-original-method", "DELETE"),
-        ("host", "first.example"),
-        ("host", "second.example"),
-    ];
-    server
-        .check(
-            request(Method::GET, "/check/site/own", &headers, ""),
-            peer(PROXY),
-        )
-        .await;
-    let s = seen.lock().unwrap().clone().unwrap();
-    assert_eq!(
-        (s.method, s.path.as_str(), s.host.as_str()),
-        (Method::PUT, "/own", "first.example")
-    );
-}
-
-#[tokio::test]
-async fn default_and_unknown_configs() {
-    let (server, seen) = check_server(
-        CheckConfig::default().default_config("other"),
-        Decision::authorized(),
-    )
-    .await;
-    let response = server
-        .check(request(Method::GET, "/ratings/1", &[], ""), peer(CLIENT))
-        .await;
+async fn http2_checks_take_their_host_from_the_authority() {
+    let (server, seen) = check_server(CheckConfig::default(), Decision::authorized()).await;
+    let check = Request::builder()
+        .method(Method::GET)
+        .uri("http://shop.example:8443/check:site/x")
+        .version(http::Version::HTTP_2)
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let response = server.check(check, peer(CLIENT)).await;
     assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(seen.lock().unwrap().clone().unwrap().path, "/ratings/1");
-
-    let response = server
-        .check(request(Method::GET, "/check/nope/x", &[], ""), peer(CLIENT))
-        .await;
-    assert_eq!(response.status(), StatusCode::FORBIDDEN);
-    assert_eq!(response.body(), "unknown AuthConfig");
-
-    let (server, _) = check_server(CheckConfig::default(), Decision::authorized()).await;
-    let response = server
-        .check(request(Method::GET, "/ratings/1", &[], ""), peer(CLIENT))
-        .await;
     assert_eq!(
-        response.status(),
-        StatusCode::FORBIDDEN,
-        "no default: fail closed"
+        seen.lock().unwrap().clone().unwrap().host,
+        "shop.example:8443"
     );
 }
 
@@ -312,7 +452,7 @@ async fn an_allow_carries_upstream_headers_and_removals() {
     for server in [waiting, at_once.await] {
         let check = request(
             Method::GET,
-            "/check/site/",
+            "/check:site/",
             &[
                 ("authorization", "Bearer secret"),
                 ("cookie", "session=secret"),
@@ -336,12 +476,12 @@ async fn one_removal_is_listed_alone() {
     let allow = Allow::new().remove_header(HeaderName::from_static("x-debug"));
     let (server, _) = check_server(CheckConfig::default(), allow.into()).await;
     let response = server
-        .check(request(Method::GET, "/check/site/", &[], ""), peer(CLIENT))
+        .check(request(Method::GET, "/check:site/", &[], ""), peer(CLIENT))
         .await;
     assert_eq!(response.headers()[HEADERS_TO_REMOVE], "x-debug");
     let (server, _) = check_server(CheckConfig::default(), Decision::authorized()).await;
     let response = server
-        .check(request(Method::GET, "/check/site/", &[], ""), peer(CLIENT))
+        .check(request(Method::GET, "/check:site/", &[], ""), peer(CLIENT))
         .await;
     assert!(!response.headers().contains_key(HEADERS_TO_REMOVE));
 }
@@ -356,7 +496,7 @@ async fn a_deny_is_sent_as_it_is() {
         .body("token expired");
     let (server, _) = check_server(CheckConfig::default(), deny.into()).await;
     let response = server
-        .check(request(Method::GET, "/check/site/x", &[], ""), peer(CLIENT))
+        .check(request(Method::GET, "/check:site/x", &[], ""), peer(CLIENT))
         .await;
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(response.headers()[http::header::WWW_AUTHENTICATE], "Bearer");
@@ -372,7 +512,7 @@ async fn a_query_rewrite_cannot_be_carried_and_fails_the_check() {
     .await;
     let response = server
         .check(
-            request(Method::GET, "/check/site/x?token=1", &[], ""),
+            request(Method::GET, "/check:site/x?token=1", &[], ""),
             peer(CLIENT),
         )
         .await;
@@ -385,7 +525,7 @@ async fn an_oversized_body_is_413_before_any_step() {
     let server = server.body_limit(4);
     let response = server
         .check(
-            request(Method::POST, "/check/site/x", &[], "12345"),
+            request(Method::POST, "/check:site/x", &[], "12345"),
             peer(CLIENT),
         )
         .await;
@@ -406,7 +546,7 @@ async fn serves_over_tcp_and_shuts_down_gracefully() {
     }));
     let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
     client
-        .write_all(b"GET /check/site/hello HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n")
+        .write_all(b"GET /check:site/hello HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n")
         .await
         .unwrap();
     let mut response = String::new();
@@ -451,7 +591,7 @@ async fn one_check_leaves_nothing_for_the_next() {
         })
     });
     let server = server_of(
-        trusted(),
+        forwarding(),
         [Chain::builder("site")
             .step(ChainStep::new("record", Arc::new(at_once)))
             .step(ChainStep::new("waits", Arc::new(waits)))],
@@ -459,27 +599,34 @@ async fn one_check_leaves_nothing_for_the_next() {
     .await;
     let checks = [
         (
-            "/check/site",
+            "/check:site",
             vec![
+                ("x-forwarded-method", "POST"),
                 ("x-forwarded-uri", "/one?a=1"),
                 ("x-forwarded-host", "one.example"),
                 ("x-forwarded-proto", "https"),
                 ("x-request-id", "id-1"),
             ],
             "body",
+            PROXY,
         ),
-        ("/check/site/deny", vec![("host", "deny.example")], ""),
-        ("/check/site/two", vec![], ""),
+        (
+            "/check:site/deny",
+            vec![("host", "deny.example")],
+            "",
+            CLIENT,
+        ),
+        ("/check:site/two", vec![], "", CLIENT),
     ];
-    for (path, headers, body) in checks {
+    for (path, headers, body, from) in checks {
         server
-            .check(request(Method::POST, path, &headers, body), peer(PROXY))
+            .check(request(Method::POST, path, &headers, body), peer(from))
             .await;
     }
     assert_eq!(
         *seen.lock().unwrap(),
         [
-            "POST /one?a=1 host=\"one.example\" scheme=\"https\" id=\"id-1\" body=Some(b\"body\") state=Object {} headers=4",
+            "POST /one?a=1 host=\"one.example\" scheme=\"https\" id=\"id-1\" body=Some(b\"body\") state=Object {} headers=5",
             "POST /deny host=\"deny.example\" scheme=\"\" id=\"\" body=None state=Object {} headers=1",
             "POST /two host=\"\" scheme=\"\" id=\"\" body=None state=Object {} headers=0",
         ]

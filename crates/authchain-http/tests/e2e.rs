@@ -13,7 +13,7 @@ use std::time::Duration;
 use authchain_core::{
     Allow, AuthConfig, Decision, Deny, Engine, Error, Format, PluginRegistry, plugin_fn, service_fn,
 };
-use authchain_http::{CheckConfig, CheckServer};
+use authchain_http::{CheckConfig, CheckServer, ForwardedHeaders};
 use authchain_testkit::caddy::Caddy;
 use authchain_testkit::envoy::Envoy;
 use authchain_testkit::nginx::Nginx;
@@ -166,8 +166,9 @@ impl Drop for Authchain {
     }
 }
 
-async fn authchain() -> Authchain {
-    authchain_with(CheckConfig::default().trust(["127.0.0.0/8".parse().unwrap()])).await
+/// For a forward-auth proxy that writes `headers` itself.
+async fn authchain(headers: ForwardedHeaders) -> Authchain {
+    authchain_with(CheckConfig::default().trust(["127.0.0.0/8".parse().unwrap()], headers)).await
 }
 
 /// For Envoy in HTTP service mode: no trusted proxy, since Envoy passes
@@ -216,7 +217,7 @@ server {
     }
     location = /_authz {
         internal;
-        proxy_pass http://{{authchain}}/check/site;
+        proxy_pass http://{{authchain}}/check:site;
         proxy_pass_request_body off;
         proxy_set_header Content-Length "";
         proxy_set_header X-Original-URI $request_uri;
@@ -228,7 +229,7 @@ server {
 #[tokio::test]
 async fn nginx_auth_request_forward_authentication() {
     let upstream = EchoServer::start().await.unwrap();
-    let auth = authchain().await;
+    let auth = authchain(ForwardedHeaders::XOriginal).await;
     let nginx = Nginx::start(&wire(NGINX, &upstream, &auth)).await.unwrap();
 
     // A token in Authorization: the upstream gets alice, whatever the client claims.
@@ -284,7 +285,7 @@ http:
   middlewares:
     authz:
       forwardAuth:
-        address: "http://{{authchain}}/check/site"
+        address: "http://{{authchain}}/check:site"
         authResponseHeaders: ["X-User-Id"]
   services:
     upstream: { loadBalancer: { servers: [ { url: "http://{{upstream}}" } ] } }
@@ -293,7 +294,7 @@ http:
 #[tokio::test]
 async fn traefik_forward_auth() {
     let upstream = EchoServer::start().await.unwrap();
-    let auth = authchain().await;
+    let auth = authchain(ForwardedHeaders::XForwarded).await;
     let traefik = Traefik::start(&wire(TRAEFIK, &upstream, &auth))
         .await
         .unwrap();
@@ -328,7 +329,7 @@ const CADDY: &str = r#"
 http://:{{port}} {
 	bind 127.0.0.1
 	forward_auth {{authchain}} {
-		uri /check/site
+		uri /check:site
 		copy_headers X-User-Id
 	}
 	reverse_proxy {{upstream}}
@@ -338,7 +339,7 @@ http://:{{port}} {
 #[tokio::test]
 async fn caddy_forward_auth() {
     let upstream = EchoServer::start().await.unwrap();
-    let auth = authchain().await;
+    let auth = authchain(ForwardedHeaders::XForwarded).await;
     let caddy = Caddy::start(&wire(CADDY, &upstream, &auth)).await.unwrap();
 
     let reply = client::get(
@@ -390,7 +391,7 @@ static_resources:
                 patterns: [ { exact: authorization }, { exact: cookie }, { prefix: x- } ]
               http_service:
                 server_uri: { uri: "http://{{authchain}}", cluster: authchain, timeout: 0.5s }
-                path_prefix: /check/{{config}}
+                path_prefix: /check:{{config}}
                 authorization_response:
                   allowed_upstream_headers:
                     patterns: [ { exact: x-user-id }, { exact: x-body-length } ]

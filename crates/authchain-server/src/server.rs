@@ -174,7 +174,10 @@ impl Server {
         if let Some(http) = &settings.http {
             let listener = bind("HTTP checks", http.address).await?;
             addresses.push(format!("http={}", local(&listener)));
-            let mut config = CheckConfig::default().trust(http.trusted_proxies.iter().copied());
+            let mut config = CheckConfig::default();
+            for proxy in &http.trusted_proxies {
+                config = config.trust([proxy.network], proxy.headers);
+            }
             if let Some(prefix) = &http.prefix {
                 config = config.prefix(prefix);
             }

@@ -4,8 +4,9 @@
 //! grpc:  { address: 127.0.0.1:9001 }          # Envoy ext_authz over gRPC
 //! http:                                        # Envoy HTTP service, nginx, Traefik, Caddy
 //!   address: 127.0.0.1:9002
-//!   prefix: /check                             # /check/{config}/... selects an AuthConfig
-//!   trustedProxies: [127.0.0.1/32]             # whose X-Forwarded-* / X-Original-* count
+//!   prefix: /check                             # /check:{config} selects an AuthConfig
+//!   trustedProxies:                            # forward-auth proxies, each with the headers it writes
+//!   - { network: 127.0.0.1/32, headers: x-original }   # nginx: X-Original-URI, X-Original-Method
 //! admin: { address: 127.0.0.1:9091 }           # /metrics, /healthz, /readyz
 //! defaultConfig: site                          # for checks that name no AuthConfig
 //! maxConcurrentChecks: 1024                    # beyond it: 503 / RESOURCE_EXHAUSTED
@@ -31,6 +32,7 @@ use std::time::Duration;
 use authchain_core::{
     AuthConfig, ConfigDuration, Error, Format, Generation, PluginRegistry, deserialize_config,
 };
+use authchain_http::ForwardedHeaders;
 use ipnet::IpNet;
 use serde::Deserialize;
 use serde_json::Value;
@@ -102,15 +104,74 @@ pub struct GrpcSettings {
 pub struct HttpSettings {
     /// Where to listen (`127.0.0.1:9002`).
     pub address: SocketAddr,
-    /// The path prefix under which `/{config}` selects an AuthConfig.
+    /// The path prefix after which `:{config}` selects an AuthConfig.
     #[serde(default)]
     pub prefix: Option<String>,
-    /// Peers whose forwarded headers are believed.
+    /// Forward-auth proxies whose forwarded headers are believed, each for
+    /// the family it writes itself.
     #[serde(default)]
-    pub trusted_proxies: Vec<IpNet>,
+    pub trusted_proxies: Vec<TrustedProxySettings>,
     /// The largest check body read; larger is 413 (64 KiB).
     #[serde(default)]
     pub body_limit: Option<usize>,
+}
+
+/// A network of forward-auth proxies and the forwarded headers they write
+/// themselves: `{ network: 127.0.0.1/32, headers: x-original }`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TrustedProxySettings {
+    /// Where their checks come from.
+    pub network: IpNet,
+    /// `x-original` (nginx: `X-Original-URI`, `X-Original-Method`) or
+    /// `x-forwarded` (Traefik, Caddy: `X-Forwarded-{Method,Uri,Host,Proto}`).
+    pub headers: ForwardedHeaders,
+}
+
+impl<'de> Deserialize<'de> for TrustedProxySettings {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase", deny_unknown_fields)]
+        struct Entry {
+            network: IpNet,
+            headers: Family,
+        }
+        #[derive(Deserialize)]
+        enum Family {
+            #[serde(rename = "x-original")]
+            XOriginal,
+            #[serde(rename = "x-forwarded")]
+            XForwarded,
+        }
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = TrustedProxySettings;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("{ network, headers: x-original | x-forwarded }")
+            }
+            fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<Self::Value, E> {
+                Err(E::custom(
+                    "say which headers this proxy writes itself: \
+                     { network: 127.0.0.1/32, headers: x-original } for nginx, \
+                     headers: x-forwarded for Traefik and Caddy",
+                ))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let entry = Entry::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(TrustedProxySettings {
+                    network: entry.network,
+                    headers: match entry.headers {
+                        Family::XOriginal => ForwardedHeaders::XOriginal,
+                        Family::XForwarded => ForwardedHeaders::XForwarded,
+                    },
+                })
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
 }
 
 /// The admin listener.

@@ -29,7 +29,7 @@
 //! | `attributes.request.http.{method, path, host, scheme, protocol, id, headers, body}` | as OPA-Envoy gives them |
 //! | `attributes.source.address.socketAddress.{address, portValue}`, `attributes.source.principal` | the peer |
 //! | `attributes.contextExtensions`, `attributes.metadataContext` | as OPA-Envoy |
-//! | `parsed_path`, `parsed_query` | the path's segments; the query as `{key: [values]}` |
+//! | `parsed_path`, `parsed_query` | the canonical path's segments, percent-decoded; the query as `{key: [values]}`, decoded (`+` is a space), as OPA-Envoy gives them |
 //!
 //! # The result
 //!
@@ -46,6 +46,7 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
+use authchain_core::path::percent_decode;
 use authchain_core::{
     Allow, AuthService, AuthorizationRequest, BuildContext, ConfigDuration, Decision, Deny, Error,
     ExtAuthPlugin,
@@ -434,19 +435,24 @@ fn input(request: &AuthorizationRequest) -> regorus::Value {
     let path = V::from(request.path.as_str());
     let host = V::from(request.host.as_str());
     let scheme = V::from(request.scheme.as_str());
+    // As OPA-Envoy: the decoded path without its leading `/`, split at
+    // `/` (`/` gives `[""]`); the query decoded, `+` as a space.
     let parsed_path = V::from(
         request
             .path_only()
+            .trim_start_matches('/')
             .split('/')
-            .filter(|s| !s.is_empty())
-            .map(V::from)
+            .map(|segment| V::from(percent_decode(segment, false).as_ref()))
             .collect::<Vec<V>>(),
     );
     let mut query: BTreeMap<V, Vec<V>> = BTreeMap::new();
     if let Some(q) = request.query() {
         for pair in q.split('&').filter(|p| !p.is_empty()) {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            query.entry(V::from(k)).or_default().push(V::from(v));
+            query
+                .entry(V::from(percent_decode(k, true).as_ref()))
+                .or_default()
+                .push(V::from(percent_decode(v, true).as_ref()));
         }
     }
     let parsed_query = V::from(

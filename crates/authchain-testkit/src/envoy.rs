@@ -145,7 +145,7 @@ pub fn proxy_config(upstream: SocketAddr, authz: Option<SocketAddr>) -> String {
 pub struct HttpService<'a> {
     /// The auth server.
     pub addr: SocketAddr,
-    /// Envoy's `path_prefix`, `/check/site` say.
+    /// Envoy's `path_prefix`, `/check:site` say.
     pub path_prefix: &'a str,
     /// Client headers sent to the auth server (`allowed_headers`, exact
     /// names) besides those Envoy always sends (`Host`, `Authorization`,

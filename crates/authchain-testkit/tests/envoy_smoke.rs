@@ -90,7 +90,7 @@ async fn the_http_service_config_asks_its_auth_server_first() {
     let auth = EchoServer::start().await.unwrap();
     let service = HttpService {
         addr: auth.addr(),
-        path_prefix: "/check/site",
+        path_prefix: "/check:site",
         allowed_headers: &["my-header"],
         upstream_headers: &["x-user-id"],
     };

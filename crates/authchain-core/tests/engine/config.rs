@@ -184,7 +184,7 @@ fn unknown_plugins_kinds_and_fields_are_rejected() {
     );
     assert_eq!(
         build_err("name: c\nconfigz: []\n", &r),
-        "auth.yaml: configz: unknown field `configz`, expected one of `configs`, `booleanExpr`, `statusOnError`, `deadline`, `stripClientHeaders`, `trustClientHeaders`, `failOnRedirect`, `cache`"
+        "auth.yaml: configz: unknown field `configz`, expected one of `configs`, `booleanExpr`, `statusOnError`, `deadline`, `stripClientHeaders`, `trustClientHeaders`, `allowAmbiguousPaths`, `failOnRedirect`, `cache`"
     );
     assert_eq!(
         build_err(
@@ -220,7 +220,7 @@ fn unknown_plugins_kinds_and_fields_are_rejected() {
     );
     assert_eq!(
         build_err("name: c\nstatusOnError: 99\nconfigs: []\n", &r),
-        "auth.yaml: statusOnError: expected an HTTP status from 200 to 999"
+        "auth.yaml: statusOnError: expected a deny status from 300 to 599 (a proxy lets a request through on a 2xx)"
     );
     assert_eq!(
         build_err(

@@ -7,4 +7,5 @@ mod cache;
 mod chain;
 mod config;
 mod generation;
+mod security;
 mod support;

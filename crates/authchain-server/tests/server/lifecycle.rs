@@ -64,7 +64,7 @@ async fn beyond_the_limit_checks_are_shed_with_503_and_resource_exhausted() {
     let slow = tokio::spawn({
         let http = server.http;
         async move {
-            client::get(http, "/check/slow/x", &[])
+            client::get(http, "/check:slow/x", &[])
                 .await
                 .unwrap()
                 .status
@@ -107,7 +107,7 @@ async fn sigterm_finishes_checks_in_flight_then_exits_zero() {
     let mut server = Authchain::start(&slow_config("shutdownGrace: 10s", auth)).await;
     let in_flight = tokio::spawn({
         let http = server.http;
-        async move { client::get(http, "/check/slow/x", &[]).await }
+        async move { client::get(http, "/check:slow/x", &[]).await }
     });
     while hits.load(Ordering::SeqCst) == 0 {
         tokio::time::sleep(Duration::from_millis(20)).await;

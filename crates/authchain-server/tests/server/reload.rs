@@ -55,7 +55,7 @@ async fn twenty_flips_under_load_fail_no_check_and_switch_the_decision() {
         let (done, tally, addr) = (done.clone(), http.clone(), server.http);
         async move {
             while !done.load(Ordering::SeqCst) {
-                let reply = authchain_testkit::client::get(addr, "/check/flip/x", &[]).await;
+                let reply = authchain_testkit::client::get(addr, "/check:flip/x", &[]).await;
                 tally.record(reply.map(|r| r.status.as_u16()).map_err(|e| e.to_string()));
             }
         }

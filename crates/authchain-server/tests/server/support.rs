@@ -18,7 +18,7 @@ pub(crate) fn binary() -> &'static str {
 /// The listener block every test config starts with.
 pub(crate) const LISTENERS: &str = "\
 grpc: { address: '127.0.0.1:{{grpc_port}}' }
-http: { address: '127.0.0.1:{{http_port}}', trustedProxies: [127.0.0.1/32] }
+http: { address: '127.0.0.1:{{http_port}}' }
 admin: { address: '127.0.0.1:{{admin_port}}' }
 ";
 
@@ -138,7 +138,7 @@ impl Authchain {
         path: &str,
         headers: &[(&str, &str)],
     ) -> Result<client::Reply, authchain_testkit::PeerError> {
-        client::get(self.http, &format!("/check/{config}{path}"), headers).await
+        client::get(self.http, &format!("/check:{config}{path}"), headers).await
     }
 
     /// A gRPC client of the ext_authz service.

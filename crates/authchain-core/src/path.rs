@@ -1,0 +1,511 @@
+//! Canonical request paths, so that every authorization decision reads the
+//! path the way the upstream application will.
+//!
+//! A proxy may forward `/public/%2e%2e/secret` as is while the application
+//! behind it resolves it to `/secret`; a rule such as "allow only
+//! `/public/`" that looked at the raw text would then let it through. The
+//! canonical form removes such differences: it is absolute, its
+//! percent-escapes are well formed with uppercase hex digits, escapes of
+//! unreserved characters are decoded, runs of `/` are merged and the dot
+//! segments `.` and `..` are resolved (RFC 3986 §5.2.4). Constructs whose
+//! meaning differs between servers (an encoded `/`, a `\`, an encoded
+//! control byte, a `..` above the root) are refused or kept as they are,
+//! as [`AmbiguousPaths`] says. The query is never touched.
+
+use std::borrow::Cow;
+use std::fmt;
+
+/// What to do with a path whose meaning differs between servers: an encoded
+/// `/` (`%2F`), an encoded or raw `\` (`%5C`, `\`), an encoded NUL (`%00`),
+/// any other encoded control byte (`%00`-`%1F`, `%7F`), or dot segments that
+/// climb above the root.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AmbiguousPaths {
+    /// Refuse the path with a [`PathError`] (the default).
+    #[default]
+    Reject,
+    /// Keep the construct: encoded bytes stay encoded (hex digits
+    /// uppercased), a raw `\` stays a segment character, and a `..` above
+    /// the root is clamped at the root as RFC 3986 does.
+    Keep,
+}
+
+/// Why a path was refused. Its text names the offending construct, never
+/// the path itself (which may hold secrets).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathError {
+    kind: ErrorKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ErrorKind {
+    Empty,
+    NotAbsolute,
+    MalformedEscape,
+    EncodedSlash,
+    EncodedBackslash,
+    EncodedNul,
+    EncodedControl(u8),
+    RawBackslash,
+    RawControl,
+    ClimbsAboveRoot,
+}
+
+impl PathError {
+    fn new(kind: ErrorKind) -> Self {
+        Self { kind }
+    }
+}
+
+impl fmt::Display for PathError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.kind {
+            ErrorKind::Empty => f.write_str("the path is empty"),
+            ErrorKind::NotAbsolute => f.write_str("the path is not absolute"),
+            ErrorKind::MalformedEscape => f.write_str("the path has a malformed percent-encoding"),
+            ErrorKind::EncodedSlash => f.write_str("the path has an encoded '/' (%2F)"),
+            ErrorKind::EncodedBackslash => f.write_str("the path has an encoded '\\' (%5C)"),
+            ErrorKind::EncodedNul => f.write_str("the path has an encoded NUL (%00)"),
+            ErrorKind::EncodedControl(byte) => {
+                write!(f, "the path has an encoded control character (%{byte:02X})")
+            }
+            ErrorKind::RawBackslash => f.write_str("the path has a raw '\\'"),
+            ErrorKind::RawControl => f.write_str("the path has a raw control character or space"),
+            ErrorKind::ClimbsAboveRoot => f.write_str("the path climbs above the root"),
+        }
+    }
+}
+
+impl std::error::Error for PathError {}
+
+/// Canonicalizes a request target's path part (the query, from the first
+/// `?`, is kept byte for byte, untouched, and re-appended). Returns
+/// `Ok(None)` when the input is already canonical (the common case: no
+/// allocation), `Ok(Some(new))` otherwise.
+///
+/// The canonical path starts with `/`; its escapes are `%XX` with uppercase
+/// hex digits, and escapes of unreserved characters (ALPHA, DIGIT, `-`,
+/// `.`, `_`, `~`) are decoded; runs of `/` are merged; the dot segments `.`
+/// and `..` are removed as RFC 3986 §5.2.4 does (after decoding, so
+/// `%2e%2e` is `..`; a trailing one leaves a trailing `/`). Other segment
+/// text, case and `;` parameters included, is kept.
+///
+/// # Errors
+///
+/// When the path is empty or not absolute (`*`, authority-form), has a `%`
+/// not followed by two hex digits, or has an ambiguous construct (see
+/// [`AmbiguousPaths`]) and `ambiguous` is [`AmbiguousPaths::Reject`].
+pub fn canonicalize(
+    path_and_query: &str,
+    ambiguous: AmbiguousPaths,
+) -> Result<Option<String>, PathError> {
+    let (path, query) = match path_and_query.find('?') {
+        Some(at) => path_and_query.split_at(at),
+        None => (path_and_query, ""),
+    };
+    if path.is_empty() {
+        return Err(PathError::new(ErrorKind::Empty));
+    }
+    let Some(rest) = path.strip_prefix('/') else {
+        return Err(PathError::new(ErrorKind::NotAbsolute));
+    };
+    if is_canonical(rest, ambiguous) {
+        return Ok(None);
+    }
+
+    let mut canonical = rewrite(rest, ambiguous)?;
+    canonical.push_str(query);
+    Ok(Some(canonical))
+}
+
+/// Builds the canonical form of `rest` (the path after its leading `/`):
+/// normalizes each segment's escapes, merges slashes and removes dot
+/// segments.
+fn rewrite(rest: &str, ambiguous: AmbiguousPaths) -> Result<String, PathError> {
+    let mut segments: Vec<String> = Vec::new();
+    let mut trailing_slash = false;
+    let mut raw_segments = rest.split('/').peekable();
+    while let Some(raw) = raw_segments.next() {
+        let is_last = raw_segments.peek().is_none();
+        let segment = normalize_segment(raw, ambiguous)?;
+        match segment.as_str() {
+            "" | "." => {}
+            ".." => {
+                if segments.pop().is_none() && ambiguous == AmbiguousPaths::Reject {
+                    return Err(PathError::new(ErrorKind::ClimbsAboveRoot));
+                }
+            }
+            _ => {
+                segments.push(segment);
+                continue;
+            }
+        }
+        // An empty or dot segment at the end leaves a trailing slash.
+        trailing_slash = is_last;
+    }
+
+    let mut out = String::with_capacity(rest.len() + 1);
+    for segment in &segments {
+        out.push('/');
+        out.push_str(segment);
+    }
+    if out.is_empty() || trailing_slash {
+        out.push('/');
+    }
+    Ok(out)
+}
+
+/// Whether `rest` (the path after its leading `/`) is already canonical, so
+/// that [`canonicalize`] would return it unchanged. Allocates nothing.
+fn is_canonical(rest: &str, ambiguous: AmbiguousPaths) -> bool {
+    let keep = ambiguous == AmbiguousPaths::Keep;
+    let mut segments = rest.split('/').peekable();
+    while let Some(segment) = segments.next() {
+        let is_last = segments.peek().is_none();
+        if (segment.is_empty() && !is_last) || segment == "." || segment == ".." {
+            return false;
+        }
+        let bytes = segment.as_bytes();
+        let mut i = 0;
+        while i < bytes.len() {
+            match bytes[i] {
+                b'%' => {
+                    let canonical_escape = match (bytes.get(i + 1), bytes.get(i + 2)) {
+                        (Some(&hi), Some(&lo)) if is_upper_hex(hi) && is_upper_hex(lo) => {
+                            let byte = hex_value(hi) * 16 + hex_value(lo);
+                            !is_unreserved(byte) && (keep || !is_ambiguous(byte))
+                        }
+                        _ => false,
+                    };
+                    if !canonical_escape {
+                        return false;
+                    }
+                    i += 3;
+                }
+                byte if is_raw_ambiguous(byte) && !keep => return false,
+                _ => i += 1,
+            }
+        }
+    }
+    true
+}
+
+/// Normalizes the escapes of one segment (no `/` inside): decodes escapes of
+/// unreserved characters, uppercases the others, and checks the ambiguous
+/// constructs.
+fn normalize_segment(segment: &str, ambiguous: AmbiguousPaths) -> Result<String, PathError> {
+    let reject = ambiguous == AmbiguousPaths::Reject;
+    let mut out = String::with_capacity(segment.len());
+    let mut chars = segment.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '%' => {
+                let rest = chars.as_str();
+                let byte = match rest.as_bytes() {
+                    [hi, lo, ..] if hi.is_ascii_hexdigit() && lo.is_ascii_hexdigit() => {
+                        hex_value(*hi) * 16 + hex_value(*lo)
+                    }
+                    _ => return Err(PathError::new(ErrorKind::MalformedEscape)),
+                };
+                // The two hex digits are ASCII, so index 2 is a char boundary.
+                chars = rest[2..].chars();
+                if is_unreserved(byte) {
+                    out.push(char::from(byte));
+                    continue;
+                }
+                if reject && is_ambiguous(byte) {
+                    return Err(PathError::new(match byte {
+                        b'/' => ErrorKind::EncodedSlash,
+                        b'\\' => ErrorKind::EncodedBackslash,
+                        0 => ErrorKind::EncodedNul,
+                        _ => ErrorKind::EncodedControl(byte),
+                    }));
+                }
+                push_escape(&mut out, byte);
+            }
+            '\\' if reject => return Err(PathError::new(ErrorKind::RawBackslash)),
+            c if reject && (c == ' ' || c.is_ascii_control()) => {
+                return Err(PathError::new(ErrorKind::RawControl));
+            }
+            c => out.push(c),
+        }
+    }
+    Ok(out)
+}
+
+/// Percent-decodes a path or query component for readers that want decoded
+/// text (OPA's `parsed_path` / `parsed_query`): `%XX` becomes its byte, and
+/// in a query `+` becomes a space when `plus_is_space`. Invalid UTF-8 after
+/// decoding is replaced lossily (U+FFFD). Malformed escapes stay as they
+/// are. Borrows `s` when there is nothing to decode.
+pub fn percent_decode(s: &str, plus_is_space: bool) -> Cow<'_, str> {
+    let needs_decoding = s.contains('%') || (plus_is_space && s.contains('+'));
+    if !needs_decoding {
+        return Cow::Borrowed(s);
+    }
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match (bytes[i], bytes.get(i + 1), bytes.get(i + 2)) {
+            (b'%', Some(&hi), Some(&lo)) if hi.is_ascii_hexdigit() && lo.is_ascii_hexdigit() => {
+                out.push(hex_value(hi) * 16 + hex_value(lo));
+                i += 3;
+            }
+            (b'+', _, _) if plus_is_space => {
+                out.push(b' ');
+                i += 1;
+            }
+            (byte, _, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    match String::from_utf8(out) {
+        Ok(decoded) => Cow::Owned(decoded),
+        Err(err) => Cow::Owned(String::from_utf8_lossy(err.as_bytes()).into_owned()),
+    }
+}
+
+/// Appends `%XX` with uppercase hex digits.
+fn push_escape(out: &mut String, byte: u8) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    out.push('%');
+    out.push(char::from(HEX[usize::from(byte >> 4)]));
+    out.push(char::from(HEX[usize::from(byte & 0x0F)]));
+}
+
+/// The value of an ASCII hex digit (0 for anything else; callers check).
+fn hex_value(digit: u8) -> u8 {
+    match digit {
+        b'0'..=b'9' => digit - b'0',
+        b'a'..=b'f' => digit - b'a' + 10,
+        b'A'..=b'F' => digit - b'A' + 10,
+        _ => 0,
+    }
+}
+
+/// An ASCII hex digit in canonical (uppercase) form.
+fn is_upper_hex(digit: u8) -> bool {
+    matches!(digit, b'0'..=b'9' | b'A'..=b'F')
+}
+
+/// RFC 3986 unreserved: ALPHA, DIGIT, `-`, `.`, `_`, `~`.
+fn is_unreserved(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~')
+}
+
+/// Bytes whose escape is ambiguous: `/`, `\`, the C0 controls and DEL.
+fn is_ambiguous(byte: u8) -> bool {
+    matches!(byte, b'/' | b'\\' | 0x00..=0x1F | 0x7F)
+}
+
+/// Raw bytes that should not appear in a path: `\`, controls and space.
+fn is_raw_ambiguous(byte: u8) -> bool {
+    byte == b'\\' || byte == b' ' || byte.is_ascii_control()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use AmbiguousPaths::{Keep, Reject};
+
+    #[derive(Debug, Clone, Copy)]
+    enum Expect {
+        /// Already canonical.
+        Same,
+        /// Rewritten to this.
+        To(&'static str),
+        /// Refused; the message contains this.
+        Fails(&'static str),
+    }
+    use Expect::{Fails, Same, To};
+
+    const CASES: &[(&str, AmbiguousPaths, Expect)] = &[
+        // Already canonical.
+        ("/public/x", Reject, Same),
+        ("/", Reject, Same),
+        ("/a/b/?q=%2F..//", Reject, Same),
+        ("/a?b=../c", Reject, Same),
+        ("/caf\u{e9}", Reject, Same),
+        ("/a/", Reject, Same),
+        ("/a;b=c/D", Reject, Same),
+        ("/a%20b", Reject, Same),
+        ("/a%2Fb", Keep, Same),
+        ("/a\\b", Keep, Same),
+        ("/...", Reject, Same),
+        ("/.a/..b", Reject, Same),
+        ("/?", Reject, Same),
+        // Dot segments.
+        ("/public/../secret", Reject, To("/secret")),
+        ("/public/%2e%2e/secret", Reject, To("/secret")),
+        ("/public/%2E%2e/secret", Reject, To("/secret")),
+        ("/public/.%2e/secret", Reject, To("/secret")),
+        ("/public/./x", Reject, To("/public/x")),
+        ("/a/b/..", Reject, To("/a/")),
+        ("/a/.", Reject, To("/a/")),
+        ("/a/..", Reject, To("/")),
+        ("/.", Reject, To("/")),
+        ("/a/b/../../c", Reject, To("/c")),
+        ("/a//../b", Reject, To("/b")),
+        ("/..", Reject, Fails("climbs above the root")),
+        ("/..", Keep, To("/")),
+        ("/a/../..", Reject, Fails("climbs above the root")),
+        ("/a/../../b", Keep, To("/b")),
+        ("/../a?x=..", Keep, To("/a?x=..")),
+        // Slashes.
+        ("//public///x", Reject, To("/public/x")),
+        ("/a//", Reject, To("/a/")),
+        ("//", Reject, To("/")),
+        ("//?q", Reject, To("/?q")),
+        // Escapes.
+        ("/public/%78", Reject, To("/public/x")),
+        ("/%7Euser", Reject, To("/~user")),
+        ("/%41%2d%5f%2E", Reject, To("/A-_.")),
+        ("/caf%c3%a9", Reject, To("/caf%C3%A9")),
+        ("/a%3bb?q=%3b", Reject, To("/a%3Bb?q=%3b")),
+        ("/%zz", Reject, Fails("malformed percent-encoding")),
+        ("/%", Reject, Fails("malformed percent-encoding")),
+        ("/%4", Reject, Fails("malformed percent-encoding")),
+        ("/%4?1", Reject, Fails("malformed percent-encoding")),
+        ("/%+1", Reject, Fails("malformed percent-encoding")),
+        ("/\u{e9}%", Reject, Fails("malformed percent-encoding")),
+        ("/%\u{e9}", Keep, Fails("malformed percent-encoding")),
+        ("/a?%", Reject, Same),
+        // Ambiguous constructs.
+        ("/a%2fb", Reject, Fails("encoded '/' (%2F)")),
+        ("/a%2Fb", Reject, Fails("encoded '/' (%2F)")),
+        ("/a%2fb", Keep, To("/a%2Fb")),
+        ("/public/..%2fsecret", Reject, Fails("encoded '/' (%2F)")),
+        ("/public/..%2fsecret", Keep, To("/public/..%2Fsecret")),
+        ("/a\\b", Reject, Fails("raw '\\'")),
+        ("/a%5cb", Reject, Fails("encoded '\\' (%5C)")),
+        ("/a%5cb", Keep, To("/a%5Cb")),
+        ("/a%00b", Reject, Fails("encoded NUL (%00)")),
+        ("/a%0a", Reject, Fails("encoded control character (%0A)")),
+        ("/a%7f", Reject, Fails("encoded control character (%7F)")),
+        ("/a%0a", Keep, To("/a%0A")),
+        ("/a b", Reject, Fails("raw control character or space")),
+        ("/a\tb", Reject, Fails("raw control character or space")),
+        ("/a b", Keep, Same),
+        // Not a path.
+        ("relative", Reject, Fails("not absolute")),
+        ("*", Reject, Fails("not absolute")),
+        ("example.com:443", Reject, Fails("not absolute")),
+        ("", Reject, Fails("empty")),
+        ("?q=1", Reject, Fails("empty")),
+    ];
+
+    #[test]
+    fn canonicalize_table() {
+        for &(input, mode, expect) in CASES {
+            let got = canonicalize(input, mode);
+            match expect {
+                Same => assert_eq!(got, Ok(None), "{input:?} {mode:?}"),
+                To(want) => assert_eq!(got, Ok(Some(want.to_owned())), "{input:?} {mode:?}"),
+                Fails(text) => {
+                    let err = got.expect_err(input);
+                    let message = err.to_string();
+                    assert!(message.contains(text), "{input:?}: {message}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn canonical_results_are_idempotent() {
+        for &(input, mode, expect) in CASES {
+            let canonical = match expect {
+                Same => input,
+                To(want) => want,
+                Fails(_) => continue,
+            };
+            assert_eq!(canonicalize(canonical, mode), Ok(None), "{input:?}");
+        }
+    }
+
+    #[test]
+    fn error_text_does_not_echo_the_path() {
+        let err = canonicalize("/token-s3cr3t/%2f", Reject).unwrap_err();
+        assert!(!err.to_string().contains("s3cr3t"));
+        let err: Box<dyn std::error::Error> = Box::new(err);
+        assert_eq!(err.to_string(), "the path has an encoded '/' (%2F)");
+    }
+
+    #[test]
+    fn long_inputs() {
+        let deep = "/a".repeat(100_000);
+        assert_eq!(canonicalize(&deep, Reject), Ok(None));
+        let climbing = format!("{}/x", "/..".repeat(100_000));
+        assert_eq!(canonicalize(&climbing, Keep), Ok(Some("/x".to_owned())));
+        assert!(canonicalize(&climbing, Reject).is_err());
+        let slashes = "/".repeat(100_000);
+        assert_eq!(canonicalize(&slashes, Reject), Ok(Some("/".to_owned())));
+    }
+
+    /// Every string of length ≤ 4 over a small alphabet, in both modes.
+    #[test]
+    fn brute_force_small_inputs() {
+        const ALPHABET: [char; 8] = ['/', '.', '%', '2', 'e', 'F', 'a', '?'];
+        let mut inputs = vec![String::new()];
+        let mut last = vec![String::new()];
+        for _ in 0..4 {
+            last = last
+                .iter()
+                .flat_map(|prefix| ALPHABET.iter().map(move |c| format!("{prefix}{c}")))
+                .collect();
+            inputs.extend(last.iter().cloned());
+        }
+        assert_eq!(inputs.len(), 1 + 8 + 64 + 512 + 4096);
+
+        for input in &inputs {
+            for mode in [Reject, Keep] {
+                match canonicalize(input, mode) {
+                    Ok(Some(out)) => {
+                        assert_ne!(&out, input, "{input:?} {mode:?}");
+                        let path = out.split('?').next().unwrap_or_default();
+                        assert!(path.starts_with('/'), "{input:?} -> {out:?}");
+                        assert!(!path.contains("//"), "{input:?} -> {out:?}");
+                        assert!(!path.contains("/./"), "{input:?} -> {out:?}");
+                        assert!(!path.contains("/../"), "{input:?} -> {out:?}");
+                        assert!(!path.ends_with("/."), "{input:?} -> {out:?}");
+                        assert!(!path.ends_with("/.."), "{input:?} -> {out:?}");
+                        assert_eq!(canonicalize(&out, mode), Ok(None), "{input:?} -> {out:?}");
+                    }
+                    Ok(None) => {
+                        // The allocation-free check agrees with the rewrite.
+                        let path = input.split('?').next().unwrap_or_default();
+                        let rest = path.strip_prefix('/').expect("absolute");
+                        assert_eq!(rewrite(rest, mode).as_deref(), Ok(path), "{input:?}");
+                    }
+                    Err(_) => {}
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn percent_decode_cases() {
+        let cases: &[(&str, bool, &str)] = &[
+            ("a%20b", false, "a b"),
+            ("a+b", true, "a b"),
+            ("a+b", false, "a+b"),
+            ("%zz", false, "%zz"),
+            ("%", true, "%"),
+            ("%4", true, "%4"),
+            ("%C3%A9", false, "\u{e9}"),
+            ("%c3%a9", false, "\u{e9}"),
+            ("%FF", false, "\u{FFFD}"),
+            ("%2F%3f+", true, "/? "),
+            ("caf\u{e9}%21", false, "caf\u{e9}!"),
+        ];
+        for &(input, plus_is_space, want) in cases {
+            assert_eq!(percent_decode(input, plus_is_space), want, "{input:?}");
+        }
+        assert!(matches!(
+            percent_decode("plain+text", false),
+            Cow::Borrowed(_)
+        ));
+    }
+}

@@ -1,0 +1,204 @@
+//! What a client or a remote controls cannot get a request past the chain:
+//! identity headers in other spellings, paths that mean something else
+//! upstream, denies with a success status.
+
+use std::sync::{Arc, Mutex};
+
+use authchain_core::{
+    AmbiguousPaths, AuthConfig, AuthService, Chain, ChainStep, Decision, Deny, Engine, Format,
+    PluginRegistry, decide_fn, plugin_fn,
+};
+use http::{HeaderName, StatusCode};
+
+use crate::support::*;
+
+/// A step that records the path it saw and allows.
+fn recording_path(seen: Arc<Mutex<Vec<String>>>) -> Arc<dyn AuthService> {
+    Arc::new(decide_fn(move |req| {
+        seen.lock().unwrap().push(req.path.clone());
+        Ok(Decision::authorized())
+    }))
+}
+
+#[tokio::test]
+async fn identity_headers_are_stripped_in_every_spelling() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let saw = seen.clone();
+    let step = decide_fn(move |req| {
+        let mut names: Vec<String> = req.headers.keys().map(|k| k.to_string()).collect();
+        names.sort();
+        *saw.lock().unwrap() = names;
+        Ok(Decision::authorized())
+    });
+    let long = "x-a-b-c-d-e-f-g"; // past the spellings listed ahead
+    let chain = Chain::builder("c")
+        .step(ChainStep::new("s", Arc::new(step)))
+        .strip_client_header(name("x-user-id"))
+        .strip_client_header(HeaderName::from_static(long))
+        .build()
+        .unwrap();
+    let mut req = get("/");
+    for forged in [
+        "x-user-id",
+        "x_user_id",
+        "X_User-Id",
+        "x-user_id",
+        "x_a-b_c-d_e-f_g",
+        "x-other",
+    ] {
+        req.headers.append(
+            HeaderName::from_bytes(forged.as_bytes()).unwrap(),
+            value("admin"),
+        );
+    }
+    let Decision::Allow(allow) = chain.authorize(&mut req).await else {
+        panic!()
+    };
+    assert_eq!(*seen.lock().unwrap(), ["x-other"], "the steps see none");
+    let removed: Vec<&str> = allow
+        .headers_to_remove
+        .iter()
+        .map(HeaderName::as_str)
+        .collect();
+    for spelling in ["x-user-id", "x_user_id", "x_user-id", "x-user_id"] {
+        assert!(removed.contains(&spelling), "{spelling}: {removed:?}");
+    }
+    for spelling in [long, "x_a_b_c_d_e_f_g", "x_a-b_c-d_e-f_g"] {
+        assert!(removed.contains(&spelling), "{spelling}: {removed:?}");
+    }
+    assert!(!removed.contains(&"x-other"));
+}
+
+#[tokio::test]
+async fn steps_see_the_canonical_path() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let chain = Chain::builder("c")
+        .step(ChainStep::new("s", recording_path(seen.clone())))
+        .build()
+        .unwrap();
+    let cases = [
+        ("/public/../secret", Some("/secret")),
+        ("/public/%2e%2e/secret", Some("/secret")),
+        ("/public/.%2E/secret?x=../y", Some("/secret?x=../y")),
+        ("//public///./x", Some("/public/x")),
+        ("/%70ublic/x", Some("/public/x")),
+        ("/public/..%2fsecret", None),
+        ("/public/..%5Csecret", None),
+        ("/public\\..\\secret", None),
+        ("/public/%00", None),
+        ("/..", None),
+        ("/public/../../secret", None),
+        ("", None),
+        ("public", None),
+        ("/%zz", None),
+    ];
+    for (path, canonical) in cases {
+        seen.lock().unwrap().clear();
+        let mut req = get(path);
+        let decision = chain.authorize(&mut req).await;
+        match canonical {
+            Some(canonical) => {
+                assert!(decision.is_allow(), "{path}");
+                assert_eq!(*seen.lock().unwrap(), [canonical], "{path}");
+                assert_eq!(req.path, canonical, "the request keeps it");
+            }
+            None => {
+                let deny = decision.as_deny().expect("a deny");
+                assert_eq!(deny.status, StatusCode::BAD_REQUEST, "{path}");
+                assert!(seen.lock().unwrap().is_empty(), "no step ran for {path}");
+                let text = String::from_utf8_lossy(&deny.body);
+                assert!(path.is_empty() || !text.contains(path), "{text}");
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_config_may_let_ambiguous_paths_through() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let chain = Chain::builder("c")
+        .step(ChainStep::new("s", recording_path(seen.clone())))
+        .ambiguous_paths(AmbiguousPaths::Keep)
+        .build()
+        .unwrap();
+    for (path, canonical) in [
+        ("/a/..%2fb", "/a/..%2Fb"),
+        ("/a/../../b", "/b"),
+        ("/a%5cb", "/a%5Cb"),
+    ] {
+        assert!(chain.authorize(&mut get(path)).await.is_allow(), "{path}");
+        assert_eq!(seen.lock().unwrap().pop().unwrap(), canonical);
+    }
+
+    let mut registry = PluginRegistry::new();
+    let paths = seen.clone();
+    registry.register(plugin_fn("Record", move |_: serde_json::Value, _| {
+        Ok(recording_path(paths.clone()))
+    }));
+    let engine = Engine::new(registry);
+    let yaml = "name: keep\nallowAmbiguousPaths: true\nconfigs: [{ pluginAuth: { name: Record } }]\n---\nname: strict\nconfigs: [{ pluginAuth: { name: Record } }]";
+    engine
+        .load(&AuthConfig::parse("auth.yaml", yaml, Format::Yaml).unwrap())
+        .await
+        .unwrap();
+    let generation = engine.current();
+    let keep = generation.chain("keep").unwrap();
+    assert!(keep.authorize(&mut get("/a%2fb")).await.is_allow());
+    let strict = generation.chain("strict").unwrap();
+    let decision = strict.authorize(&mut get("/a%2fb")).await;
+    assert_eq!(decision.as_deny().unwrap().status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn a_deny_is_never_a_success() {
+    for (status, answered) in [
+        (StatusCode::NO_CONTENT, StatusCode::FORBIDDEN),
+        (StatusCode::OK, StatusCode::FORBIDDEN),
+        (StatusCode::CONTINUE, StatusCode::FORBIDDEN),
+        (StatusCode::FOUND, StatusCode::FOUND),
+        (StatusCode::UNAUTHORIZED, StatusCode::UNAUTHORIZED),
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            StatusCode::SERVICE_UNAVAILABLE,
+        ),
+    ] {
+        let deny = Deny::new(status).body("nope");
+        let (chain, metrics) = build_with_metrics(
+            Chain::builder("c").step(ChainStep::new("remote", allowing_nothing(deny))),
+        );
+        let decision = chain.authorize(&mut get("/")).await;
+        let deny = decision.as_deny().expect("still a deny");
+        assert_eq!(deny.status, answered, "{status}");
+        let replaced = Counters::take(&metrics).get("authchain_deny_status_replaced_total", &[]);
+        assert_eq!(replaced, u64::from(status != answered), "{status}");
+    }
+
+    for status in [StatusCode::OK, StatusCode::NO_CONTENT, StatusCode::CONTINUE] {
+        let error = Chain::builder("c")
+            .status_on_error(status)
+            .build()
+            .unwrap_err();
+        assert!(error.to_string().contains("statusOnError"), "{error}");
+    }
+    for status in [200, 204, 100, 600] {
+        let yaml =
+            format!("name: c\nstatusOnError: {status}\nconfigs: [{{ pluginAuth: {{ name: X }} }}]");
+        let mut registry = PluginRegistry::new();
+        registry.register(plugin_fn("X", |_: serde_json::Value, _| {
+            Ok(Arc::new(decide_fn(|_| Ok(Decision::authorized()))) as Arc<dyn AuthService>)
+        }));
+        let configs = AuthConfig::parse("auth.yaml", &yaml, Format::Yaml).unwrap();
+        let error = Engine::new(registry).load(&configs).await.unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("statusOnError: expected a deny status from 300 to 599"),
+            "{error}"
+        );
+    }
+}
+
+/// A step that answers `deny`.
+fn allowing_nothing(deny: Deny) -> Arc<dyn AuthService> {
+    Arc::new(decide_fn(move |_| Ok(Decision::Deny(deny.clone()))))
+}
