@@ -13,7 +13,7 @@
 # --serve-allow-all, --serve-app, --serve-layered-app, --serve-wrapped-app,
 # --serve-floor-app: the app with a hand-written layer that does only the
 # bench chain's work, the floor of any layer doing it);
-# PATH what wrk asks for (/check/bench by default; /api/x for the apps). The headers are
+# PATH what wrk asks for (/check:bench by default; /api/x for the apps). The headers are
 # those nginx forwards in load-http. Needs valgrind and wrk; builds
 # load-http first. LOAD_HTTP=path runs another build of it.
 #
@@ -26,7 +26,7 @@
 set -euo pipefail
 
 flag=${1:---serve-check}
-path=${2:-/check/bench}
+path=${2:-/check:bench}
 cd "$(dirname "$0")/.."
 for tool in valgrind callgrind_control wrk curl; do
     command -v "$tool" >/dev/null || {

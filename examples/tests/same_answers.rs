@@ -187,13 +187,15 @@ async fn through_server(
     forward_auth: bool,
 ) -> (u16, Option<String>) {
     let proxy: SocketAddr = "127.0.0.1:5000".parse().unwrap();
-    let server = CheckServer::new(
-        engine,
-        CheckConfig::default().trust(
+    // Envoy is never trusted: it sends the original as the check itself.
+    let config = match forward_auth {
+        true => CheckConfig::default().trust(
             ["127.0.0.1/32".parse().unwrap()],
             ForwardedHeaders::XForwarded,
         ),
-    );
+        false => CheckConfig::default(),
+    };
+    let server = CheckServer::new(engine, config);
     let mut builder = if forward_auth {
         // nginx / Traefik / Caddy: a GET to the config path, the original in headers.
         Request::get("/check:table")

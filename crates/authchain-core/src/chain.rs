@@ -338,10 +338,17 @@ impl Chain {
     /// chain's `statusOnError` (and logged).
     pub async fn resume(&self, paused: Paused, request: &mut AuthorizationRequest) -> Decision {
         match paused.0 {
-            PausedAt::Cache { replay } => match &self.cache {
-                Some(cache) => cache.authorize(self, request, replay).await,
-                None => self.authorize_uncached(request).await,
-            },
+            PausedAt::Cache { replay, unlisted } => {
+                let mut decision = match &self.cache {
+                    Some(cache) => cache.authorize(self, request, replay).await,
+                    None => self.authorize_uncached(request).await,
+                };
+                // A remembered allow lists what its first request carried.
+                if let Decision::Allow(allow) = &mut decision {
+                    add_removals(&mut allow.headers_to_remove, unlisted);
+                }
+                decision
+            }
             PausedAt::Step(at) => self.resume_step(*at, request).await,
         }
     }
@@ -382,7 +389,12 @@ impl Chain {
             return Ok(Decision::Deny(deny));
         }
         match self.cache {
-            Some(_) => Err(Paused(PausedAt::Cache { replay })),
+            Some(_) => {
+                // Before the cache: a remembered answer is replayed onto
+                // this request, which must not keep the client's copies.
+                let unlisted = self.strip(request);
+                Err(Paused(PausedAt::Cache { replay, unlisted }))
+            }
             None => self.uncached_now(request, keep, |at| Paused(PausedAt::Step(at))),
         }
     }
@@ -492,22 +504,29 @@ impl Chain {
     }
 
     /// A run before its first step: the client's copies of the stripped
-    /// headers are gone, in every spelling (rule 7).
+    /// headers are gone, in every spelling, and listed for removal (rule 7).
     #[inline]
     fn begin(&self, run: &mut Run, request: &mut AuthorizationRequest) {
         if !self.strip.is_empty() {
-            let stripped = strip_headers(&mut request.headers, &self.strip);
+            let unlisted = self.strip(request);
             if run.keep == Keep::All {
                 let removals = &mut run.acc.headers_to_remove;
                 removals.extend(self.removals.iter().cloned());
-                // A spelling of a long name that is not listed.
-                for name in stripped {
-                    if !removals.contains(&name) {
-                        removals.push(name);
-                    }
-                }
+                add_removals(removals, unlisted);
             }
         }
+    }
+
+    /// Removes the client's copies of the stripped headers, in every
+    /// spelling; the names removed that the removals listed ahead lack (a
+    /// long name's, a `.` spelling's).
+    fn strip(&self, request: &mut AuthorizationRequest) -> Vec<HeaderName> {
+        if self.strip.is_empty() {
+            return Vec::new();
+        }
+        let mut stripped = strip_headers(&mut request.headers, &self.strip);
+        stripped.retain(|name| !self.removals.contains(name));
+        stripped
     }
 
     /// Runs steps while they decide at once: how the run ended, or the
@@ -738,8 +757,12 @@ impl metrics::IntoF64 for Since {
 pub struct Paused(PausedAt);
 
 enum PausedAt {
-    /// The chain has a decision cache: nothing ran yet.
-    Cache { replay: bool },
+    /// The chain has a decision cache: nothing ran yet but the stripping of
+    /// client headers (those removed that the chain does not list ahead).
+    Cache {
+        replay: bool,
+        unlisted: Vec<HeaderName>,
+    },
     /// A step must be waited for.
     Step(Box<AtStep>),
 }
@@ -757,7 +780,7 @@ struct AtStep {
 impl fmt::Debug for Paused {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.0 {
-            PausedAt::Cache { replay } => f
+            PausedAt::Cache { replay, .. } => f
                 .debug_struct("Paused")
                 .field("cache", &true)
                 .field("replay", replay)
@@ -819,39 +842,52 @@ fn strip_headers(headers: &mut HeaderMap, names: &[HeaderName]) -> Vec<HeaderNam
     doomed
 }
 
+/// Adds `names` to `removals`, each once.
+fn add_removals(removals: &mut Vec<HeaderName>, names: Vec<HeaderName>) {
+    for name in names {
+        if !removals.contains(&name) {
+            removals.push(name);
+        }
+    }
+}
+
 /// Whether two (lower case) header names are one name to an upstream that
-/// folds `_` and `-` together, as CGI-style servers (WSGI, PHP, Rack) do
-/// when they turn `x-user-id` and `x_user_id` alike into `HTTP_X_USER_ID`.
+/// folds `_`, `.` and `-` together, as CGI-style servers (WSGI, PHP, Rack)
+/// do when they turn `x-user-id`, `x_user_id` and (PHP) `x.user.id` alike
+/// into `HTTP_X_USER_ID`.
 fn same_folded(a: &str, b: &str) -> bool {
-    let fold = |c: u8| if c == b'_' { b'-' } else { c };
+    let fold = |c: u8| if matches!(c, b'_' | b'.') { b'-' } else { c };
     a.len() == b.len() && a.bytes().zip(b.bytes()).all(|(x, y)| fold(x) == fold(y))
 }
 
 /// The most `-` or `_` of a name whose every spelling is listed for
 /// removal (2^6 = 64 spellings); a longer name lists its all-`-` and
-/// all-`_` spellings, and a spelling a client sent is still stripped from
-/// what the chain sees.
-const MAX_SPELLING_SEPARATORS: u32 = 6;
+/// all-`_` spellings, and a spelling a client sent is still stripped and
+/// listed.
+const MAX_SPELLING_SEPARATORS: usize = 6;
 
-/// Every spelling of `name` with `-` and `_` swapped at its separators.
+/// The spellings of `name` with `-` and `_` swapped at its separators:
+/// every one, or for a long name the all-`-` and all-`_` ones.
 fn spellings(name: &HeaderName) -> Vec<HeaderName> {
     let bytes = name.as_str().as_bytes();
     let separators: Vec<usize> = (0..bytes.len())
         .filter(|&i| matches!(bytes[i], b'-' | b'_'))
         .collect();
-    let choices: Vec<u64> = match u32::try_from(separators.len()) {
-        Ok(n) if n <= MAX_SPELLING_SEPARATORS => (0..1u64 << n).collect(),
-        _ => vec![0, u64::MAX],
+    let spell = |underscore: &dyn Fn(usize) -> bool| {
+        let mut spelled = bytes.to_vec();
+        for (n, &at) in separators.iter().enumerate() {
+            spelled[at] = if underscore(n) { b'_' } else { b'-' };
+        }
+        HeaderName::from_bytes(&spelled).ok()
     };
-    choices
-        .into_iter()
-        .filter_map(|choice| {
-            let mut spelled = bytes.to_vec();
-            for (bit, &at) in separators.iter().enumerate() {
-                spelled[at] = if choice >> bit & 1 == 1 { b'_' } else { b'-' };
-            }
-            HeaderName::from_bytes(&spelled).ok()
-        })
+    if separators.len() > MAX_SPELLING_SEPARATORS {
+        return [spell(&|_| false), spell(&|_| true)]
+            .into_iter()
+            .flatten()
+            .collect();
+    }
+    (0..1u32 << separators.len())
+        .filter_map(|choice| spell(&|n| choice >> n & 1 == 1))
         .collect()
 }
 

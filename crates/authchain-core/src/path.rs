@@ -6,19 +6,26 @@
 //! `/public/`" that looked at the raw text would then let it through. The
 //! canonical form removes such differences: it is absolute, its
 //! percent-escapes are well formed with uppercase hex digits, escapes of
-//! unreserved characters are decoded, runs of `/` are merged and the dot
-//! segments `.` and `..` are resolved (RFC 3986 §5.2.4). Constructs whose
-//! meaning differs between servers (an encoded `/`, a `\`, an encoded
-//! control byte, a `..` above the root) are refused or kept as they are,
-//! as [`AmbiguousPaths`] says. The query is never touched.
+//! characters a path may hold as they are (unreserved, sub-delims but `;`,
+//! `:` and `@`) are decoded, runs of `/` are merged and the dot segments
+//! `.` and `..` are resolved (RFC 3986 §5.2.4). Constructs whose meaning
+//! differs between servers (an encoded `/`, a `\`, an encoded control
+//! byte, a `..` above the root, a raw `#`, `..;` and its kin, which Java
+//! servers read as `..`, a `//` before a `..`, which servers resolve
+//! differently) are refused or kept as they are, as [`AmbiguousPaths`]
+//! says. `;` parameters are otherwise kept as part of their segment. The
+//! query is never touched.
 
 use std::borrow::Cow;
 use std::fmt;
 
 /// What to do with a path whose meaning differs between servers: an encoded
 /// `/` (`%2F`), an encoded or raw `\` (`%5C`, `\`), an encoded NUL (`%00`),
-/// any other encoded control byte (`%00`-`%1F`, `%7F`), or dot segments that
-/// climb above the root.
+/// any other encoded control byte (`%00`-`%1F`, `%7F`), a raw `#`, a `.`,
+/// `..` or empty segment with `;` parameters (`..;`: Tomcat and Spring drop
+/// the parameters first), a `//` before a `..` (RFC 3986 pops the empty
+/// segment, servers that merge slashes first pop the one before), or dot
+/// segments that climb above the root.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum AmbiguousPaths {
     /// Refuse the path with a [`PathError`] (the default).
@@ -48,6 +55,9 @@ enum ErrorKind {
     EncodedControl(u8),
     RawBackslash,
     RawControl,
+    RawFragment,
+    DotParameters,
+    EmptyBeforeDotDot,
     ClimbsAboveRoot,
 }
 
@@ -71,6 +81,11 @@ impl fmt::Display for PathError {
             }
             ErrorKind::RawBackslash => f.write_str("the path has a raw '\\'"),
             ErrorKind::RawControl => f.write_str("the path has a raw control character or space"),
+            ErrorKind::RawFragment => f.write_str("the path has a raw '#'"),
+            ErrorKind::DotParameters => {
+                f.write_str("the path has a '.', '..' or empty segment with ';' parameters")
+            }
+            ErrorKind::EmptyBeforeDotDot => f.write_str("the path has a '//' before a '..'"),
             ErrorKind::ClimbsAboveRoot => f.write_str("the path climbs above the root"),
         }
     }
@@ -84,8 +99,9 @@ impl std::error::Error for PathError {}
 /// allocation), `Ok(Some(new))` otherwise.
 ///
 /// The canonical path starts with `/`; its escapes are `%XX` with uppercase
-/// hex digits, and escapes of unreserved characters (ALPHA, DIGIT, `-`,
-/// `.`, `_`, `~`) are decoded; runs of `/` are merged; the dot segments `.`
+/// hex digits, and escapes of the characters a path may hold as they are
+/// (ALPHA, DIGIT, `-`, `.`, `_`, `~`, `!$&'()*+,=`, `:`, `@`; not `;`) are
+/// decoded; runs of `/` are merged; the dot segments `.`
 /// and `..` are removed as RFC 3986 §5.2.4 does (after decoding, so
 /// `%2e%2e` is `..`; a trailing one leaves a trailing `/`). Other segment
 /// text, case and `;` parameters included, is kept.
@@ -122,16 +138,28 @@ pub fn canonicalize(
 /// normalizes each segment's escapes, merges slashes and removes dot
 /// segments.
 fn rewrite(rest: &str, ambiguous: AmbiguousPaths) -> Result<String, PathError> {
+    let reject = ambiguous == AmbiguousPaths::Reject;
     let mut segments: Vec<String> = Vec::new();
     let mut trailing_slash = false;
+    let mut empty_seen = false;
     let mut raw_segments = rest.split('/').peekable();
     while let Some(raw) = raw_segments.next() {
         let is_last = raw_segments.peek().is_none();
         let segment = normalize_segment(raw, ambiguous)?;
+        if reject
+            && let Some((before, _)) = segment.split_once(';')
+            && matches!(before, "" | "." | "..")
+        {
+            return Err(PathError::new(ErrorKind::DotParameters));
+        }
         match segment.as_str() {
+            "" if !is_last => empty_seen = true,
             "" | "." => {}
             ".." => {
-                if segments.pop().is_none() && ambiguous == AmbiguousPaths::Reject {
+                if reject && empty_seen {
+                    return Err(PathError::new(ErrorKind::EmptyBeforeDotDot));
+                }
+                if segments.pop().is_none() && reject {
                     return Err(PathError::new(ErrorKind::ClimbsAboveRoot));
                 }
             }
@@ -165,6 +193,12 @@ fn is_canonical(rest: &str, ambiguous: AmbiguousPaths) -> bool {
         if (segment.is_empty() && !is_last) || segment == "." || segment == ".." {
             return false;
         }
+        if !keep
+            && let Some((before, _)) = segment.split_once(';')
+            && matches!(before, "" | "." | "..")
+        {
+            return false;
+        }
         let bytes = segment.as_bytes();
         let mut i = 0;
         while i < bytes.len() {
@@ -173,7 +207,7 @@ fn is_canonical(rest: &str, ambiguous: AmbiguousPaths) -> bool {
                     let canonical_escape = match (bytes.get(i + 1), bytes.get(i + 2)) {
                         (Some(&hi), Some(&lo)) if is_upper_hex(hi) && is_upper_hex(lo) => {
                             let byte = hex_value(hi) * 16 + hex_value(lo);
-                            !is_unreserved(byte) && (keep || !is_ambiguous(byte))
+                            !is_decoded(byte) && (keep || !is_ambiguous(byte))
                         }
                         _ => false,
                     };
@@ -209,7 +243,7 @@ fn normalize_segment(segment: &str, ambiguous: AmbiguousPaths) -> Result<String,
                 };
                 // The two hex digits are ASCII, so index 2 is a char boundary.
                 chars = rest[2..].chars();
-                if is_unreserved(byte) {
+                if is_decoded(byte) {
                     out.push(char::from(byte));
                     continue;
                 }
@@ -224,6 +258,7 @@ fn normalize_segment(segment: &str, ambiguous: AmbiguousPaths) -> Result<String,
                 push_escape(&mut out, byte);
             }
             '\\' if reject => return Err(PathError::new(ErrorKind::RawBackslash)),
+            '#' if reject => return Err(PathError::new(ErrorKind::RawFragment)),
             c if reject && (c == ' ' || c.is_ascii_control()) => {
                 return Err(PathError::new(ErrorKind::RawControl));
             }
@@ -291,9 +326,29 @@ fn is_upper_hex(digit: u8) -> bool {
     matches!(digit, b'0'..=b'9' | b'A'..=b'F')
 }
 
-/// RFC 3986 unreserved: ALPHA, DIGIT, `-`, `.`, `_`, `~`.
-fn is_unreserved(byte: u8) -> bool {
-    byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~')
+/// Bytes whose escape is decoded: RFC 3986 unreserved (ALPHA, DIGIT, `-`,
+/// `.`, `_`, `~`) and what else a segment holds as it is (sub-delims and
+/// `:`, `@`), but `;`, whose decoding would make a parameter.
+fn is_decoded(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric()
+        || matches!(
+            byte,
+            b'-' | b'.'
+                | b'_'
+                | b'~'
+                | b'!'
+                | b'$'
+                | b'&'
+                | b'\''
+                | b'('
+                | b')'
+                | b'*'
+                | b'+'
+                | b','
+                | b'='
+                | b':'
+                | b'@'
+        )
 }
 
 /// Bytes whose escape is ambiguous: `/`, `\`, the C0 controls and DEL.
@@ -301,9 +356,10 @@ fn is_ambiguous(byte: u8) -> bool {
     matches!(byte, b'/' | b'\\' | 0x00..=0x1F | 0x7F)
 }
 
-/// Raw bytes that should not appear in a path: `\`, controls and space.
+/// Raw bytes that should not appear in a path: `\`, `#`, controls and
+/// space.
 fn is_raw_ambiguous(byte: u8) -> bool {
-    byte == b'\\' || byte == b' ' || byte.is_ascii_control()
+    matches!(byte, b'\\' | b'#' | b' ') || byte.is_ascii_control()
 }
 
 #[cfg(test)]
@@ -348,7 +404,23 @@ mod tests {
         ("/a/..", Reject, To("/")),
         ("/.", Reject, To("/")),
         ("/a/b/../../c", Reject, To("/c")),
-        ("/a//../b", Reject, To("/b")),
+        ("/a//../b", Reject, Fails("'//' before a '..'")),
+        ("//a/../b", Reject, Fails("'//' before a '..'")),
+        ("/a//../b", Keep, To("/b")),
+        ("/a//b/./c", Reject, To("/a/b/c")),
+        ("/a/../b//c", Reject, To("/b/c")),
+        // `;` parameters: kept, but never beside a dot segment.
+        ("/public/..;/admin", Reject, Fails("';' parameters")),
+        ("/public/%2e%2e;x/admin", Reject, Fails("';' parameters")),
+        ("/public/.;/x", Reject, Fails("';' parameters")),
+        ("/public/;/../admin", Reject, Fails("';' parameters")),
+        ("/public/..;/admin", Keep, Same),
+        ("/a;jsessionid=1/b", Reject, Same),
+        ("/a/..b;c", Reject, Same),
+        // A fragment never reaches a server: a raw `#` is a smuggled one.
+        ("/admin#/../public/x", Reject, Fails("raw '#'")),
+        ("/admin%23x", Reject, Same),
+        ("/admin#x", Keep, Same),
         ("/..", Reject, Fails("climbs above the root")),
         ("/..", Keep, To("/")),
         ("/a/../..", Reject, Fails("climbs above the root")),
@@ -363,6 +435,13 @@ mod tests {
         ("/public/%78", Reject, To("/public/x")),
         ("/%7Euser", Reject, To("/~user")),
         ("/%41%2d%5f%2E", Reject, To("/A-_.")),
+        ("/a/%40x", Reject, To("/a/@x")),
+        (
+            "/%21%24%26%27%28%29%2a%2b%2c%3d%3a%40",
+            Reject,
+            To("/!$&'()*+,=:@"),
+        ),
+        ("/a%3F%23%25", Reject, Same),
         ("/caf%c3%a9", Reject, To("/caf%C3%A9")),
         ("/a%3bb?q=%3b", Reject, To("/a%3Bb?q=%3b")),
         ("/%zz", Reject, Fails("malformed percent-encoding")),

@@ -178,9 +178,9 @@ pub(crate) fn to_request(
         .ok_or_else(|| InvalidRequest("request.http.method is missing".into()))?;
     req.method = Method::from_bytes(method.as_bytes())
         .map_err(|_| InvalidRequest("request.http.method is not a valid method".into()))?;
-    req.path = non_empty(http.path)
-        .or(p_path)
-        .unwrap_or_else(|| "/".into());
+    // No path (a CONNECT) stays empty: the chain refuses it rather than
+    // judge it as `/`.
+    req.path = non_empty(http.path).or(p_path).unwrap_or_default();
     req.host = non_empty(http.host).or(p_authority).unwrap_or_default();
     req.scheme = non_empty(http.scheme).or(p_scheme).unwrap_or_default();
     req.protocol = http.protocol.into();

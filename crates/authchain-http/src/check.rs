@@ -74,7 +74,7 @@ use std::net::IpAddr;
 use authchain_core::{Allow, AuthorizationRequest, Decision, Peer};
 use bytes::Bytes;
 use http::HeaderMap;
-use http::header::{HOST, HeaderName};
+use http::header::HeaderName;
 use http::request::Parts;
 use http::{HeaderValue, Method, Response, StatusCode};
 use ipnet::IpNet;
@@ -287,10 +287,7 @@ impl CheckConfig {
             None => self.default_config.as_deref(),
         };
         let headers = &*check_headers;
-        let check_host = headers
-            .get(HOST)
-            .and_then(|h| h.to_str().ok())
-            .or_else(|| uri.authority().map(|a| a.as_str()));
+        let check_host = single(headers, "host")?.or_else(|| uri.authority().map(|a| a.as_str()));
         match self.trusted(peer.address.map(|a| a.ip())) {
             Some(family) => {
                 let [method, uri, host, scheme] =

@@ -13,6 +13,7 @@ use authchain_core::{
     UserInfo,
 };
 use bytes::Bytes;
+use http::header::HOST;
 use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Uri};
 use pin_project_lite::pin_project;
@@ -302,6 +303,9 @@ where
     }
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        if ambiguous_host(&request) {
+            return ResponseFuture::answered(plain(StatusCode::BAD_REQUEST, "ambiguous host"));
+        }
         let shared = &self.layer.shared;
         if let Some(limit) = shared.body_limit {
             let shared = shared.clone();
@@ -513,8 +517,34 @@ where
     decided(&chain, decision, auth, &mut request).map(|h| (request, h))
 }
 
+/// The request target's path and query: `/` for an absolute-form target
+/// without a path, nothing for an authority-form one (CONNECT), which the
+/// chain then refuses.
 fn path_of(uri: &Uri) -> &str {
-    uri.path_and_query().map_or("/", PathAndQuery::as_str)
+    match uri.path_and_query() {
+        Some(path) => path.as_str(),
+        None if uri.scheme().is_some() => "/",
+        None => "",
+    }
+}
+
+/// Whether the request names its host twice, or two ways that differ: two
+/// `Host` lines, or a `Host` beside a different authority (an absolute-form
+/// target, HTTP/2's `:authority`). The chain would judge one host and the
+/// app might read the other, so such a request is a 400 (RFC 9112 §3.2,
+/// RFC 9113 §8.3.1).
+fn ambiguous_host<B>(request: &Request<B>) -> bool {
+    let mut hosts = request.headers().get_all(HOST).iter();
+    let (first, second) = (hosts.next(), hosts.next());
+    if second.is_some() {
+        return true;
+    }
+    match (request.uri().authority(), first) {
+        (Some(authority), Some(host)) => !host
+            .as_bytes()
+            .eq_ignore_ascii_case(authority.as_str().as_bytes()),
+        _ => false,
+    }
 }
 
 /// The request's host: its URI's authority, else its `Host` header.

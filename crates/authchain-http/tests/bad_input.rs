@@ -11,7 +11,7 @@ use std::time::Duration;
 use authchain_core::{
     Allow, Chain, ChainStep, Decision, Engine, Generation, PluginRegistry, service_fn,
 };
-use authchain_http::{CheckConfig, CheckServer, ForwardedHeaders};
+use authchain_http::{CheckConfig, CheckServer};
 use http::{HeaderName, HeaderValue};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -45,13 +45,7 @@ async fn start() -> (
         .install(Generation::from_chains([chain], 1).unwrap())
         .await
         .unwrap();
-    let server = CheckServer::new(
-        engine,
-        CheckConfig::default().trust(
-            ["127.0.0.0/8".parse().unwrap()],
-            ForwardedHeaders::XForwarded,
-        ),
-    );
+    let server = CheckServer::new(engine, CheckConfig::default());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -113,7 +107,8 @@ async fn absurd_and_malformed_requests_get_clear_answers_and_nothing_leaks() {
         raw(addr, &get(b"authorization: Bearer \xff\xfe\r\n")).await,
         "HTTP/1.1 401 Unauthorized"
     );
-    // A non-UTF-8 forwarded URI from a trusted proxy: ignored, the check path is used.
+    // A non-UTF-8 forwarded URI from a peer that is not trusted: ignored,
+    // the check path is used.
     let mut stream_req =
         b"GET /check:site/fallback HTTP/1.1\r\nhost: a\r\nconnection: close\r\n".to_vec();
     stream_req.extend_from_slice(b"authorization: Bearer ok\r\nx-forwarded-uri: /\xff\r\n\r\n");

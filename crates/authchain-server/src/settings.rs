@@ -319,6 +319,15 @@ impl Loaded {
                     .in_source(origin),
             );
         }
+        if let Some(prefix) = settings.http.as_ref().and_then(|h| h.prefix.as_deref())
+            && !(prefix.is_empty() || prefix.starts_with('/') && !prefix.contains([':', '?']))
+        {
+            errors.push(
+                Error::config("expected a path that starts with '/', without ':' or '?'")
+                    .at("http.prefix")
+                    .in_source(origin),
+            );
+        }
         let mut configs = Vec::new();
         for (i, doc) in settings.auth_configs.iter().enumerate() {
             match AuthConfig::from_value(&format!("{origin} authConfigs[{i}]"), doc.clone()) {
@@ -479,5 +488,56 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("defaultConfig") && e.contains("nope"), "{e}");
+    }
+
+    #[test]
+    fn a_trusted_proxy_names_the_headers_it_writes() {
+        let http = |proxies: &str| {
+            Loaded::from_text(
+                "a.yaml",
+                &format!("http: {{ address: 127.0.0.1:9002, trustedProxies: {proxies} }}\n"),
+                None,
+            )
+            .map(|l| l.settings.http.unwrap().trusted_proxies)
+        };
+        let proxies = http(
+            "[{ network: 127.0.0.1/32, headers: x-original }, { network: 10.0.0.0/8, headers: x-forwarded }]",
+        )
+        .unwrap();
+        assert_eq!(
+            proxies,
+            [
+                TrustedProxySettings {
+                    network: "127.0.0.1/32".parse().unwrap(),
+                    headers: ForwardedHeaders::XOriginal,
+                },
+                TrustedProxySettings {
+                    network: "10.0.0.0/8".parse().unwrap(),
+                    headers: ForwardedHeaders::XForwarded,
+                },
+            ]
+        );
+        // The old form does not say which family: an error that says how.
+        let e = http("[127.0.0.1/32]").unwrap_err().to_string();
+        assert!(
+            e.contains("http.trustedProxies[0]") && e.contains("headers: x-original"),
+            "{e}"
+        );
+        for prefix in ["check", "/check:x", "/check?"] {
+            let text = format!("http: {{ address: 127.0.0.1:9002, prefix: '{prefix}' }}\n");
+            let e = Loaded::from_text("a.yaml", &text, None)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("http.prefix"), "{prefix}: {e}");
+        }
+        for bad in [
+            "[{ network: 127.0.0.1/32 }]",
+            "[{ network: 127.0.0.1/32, headers: x-real-ip }]",
+            "[{ network: nowhere, headers: x-original }]",
+            "[{ network: 127.0.0.1/32, headers: x-original, extra: 1 }]",
+        ] {
+            let e = http(bad).unwrap_err().to_string();
+            assert!(e.contains("http.trustedProxies[0]"), "{bad}: {e}");
+        }
     }
 }

@@ -5,8 +5,8 @@
 use std::sync::{Arc, Mutex};
 
 use authchain_core::{
-    AmbiguousPaths, AuthConfig, AuthService, Chain, ChainStep, Decision, Deny, Engine, Format,
-    PluginRegistry, decide_fn, plugin_fn,
+    AmbiguousPaths, Attribute, AuthConfig, AuthService, CacheSettings, Chain, ChainStep, Decision,
+    Deny, Engine, Format, PluginRegistry, decide_fn, plugin_fn,
 };
 use http::{HeaderName, StatusCode};
 
@@ -201,4 +201,41 @@ async fn a_deny_is_never_a_success() {
 /// A step that answers `deny`.
 fn allowing_nothing(deny: Deny) -> Arc<dyn AuthService> {
     Arc::new(decide_fn(move |_| Ok(Decision::Deny(deny.clone()))))
+}
+
+#[tokio::test]
+async fn a_remembered_answer_strips_this_request_s_spellings_too() {
+    let long = HeaderName::from_static("x-a-b-c-d-e-f-user");
+    let chain = Chain::builder("c")
+        .step(ChainStep::new(
+            "s",
+            Arc::new(decide_fn(|_| Ok(Decision::authorized()))),
+        ))
+        .strip_client_header(long.clone())
+        .cache(CacheSettings::new(vec![Attribute::Path]).trust_key(true))
+        .build()
+        .unwrap();
+    let forged = |spelling: &'static str| {
+        get("/x").with_header(HeaderName::from_static(spelling), value("admin"))
+    };
+    // The first request is remembered; the second, with a spelling the
+    // chain lists no removal for ahead, is answered from the cache.
+    for spelling in ["x-a_b-c-d-e-f-user", "x-a-b_c-d-e-f-user"] {
+        let mut req = forged(spelling);
+        let Decision::Allow(allow) = chain.authorize(&mut req).await else {
+            panic!()
+        };
+        assert!(
+            req.headers.is_empty(),
+            "{spelling} stripped: {:?}",
+            req.headers
+        );
+        let removed: Vec<&str> = allow
+            .headers_to_remove
+            .iter()
+            .map(HeaderName::as_str)
+            .collect();
+        assert!(removed.contains(&spelling), "{spelling}: {removed:?}");
+    }
+    assert_eq!(chain.cached_entries(), 1);
 }

@@ -88,6 +88,19 @@ async fn envoy_reads_only_the_append_flag_in_ok_headers_and_adds_each_deny_heade
             "/append-true",
             ok(vec![opt("x-h", "auth", Some(true), AppendIfExistsOrAdd)]),
         ),
+        // A set and a removal of one name: Envoy removes after it sets,
+        // so the chain never lists a removal for a name it sets.
+        (
+            "/set-and-remove",
+            CheckResponse {
+                http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
+                    headers: vec![opt("x-h", "auth", None, OverwriteIfExistsOrAdd)],
+                    headers_to_remove: vec!["x-h".into(), "x_h".into()],
+                    ..Default::default()
+                })),
+                ..ok(Vec::new())
+            },
+        ),
         (
             "/deny-two-values",
             CheckResponse {
@@ -134,6 +147,20 @@ async fn envoy_reads_only_the_append_flag_in_ok_headers_and_adds_each_deny_heade
         "one comma-joined line"
     );
     assert_upstream(&stack.get("/append-true", &[]).await, "x-h", &[]);
+    let reply = stack
+        .get("/set-and-remove", &[("x-h", "client"), ("x_h", "client")])
+        .await;
+    let seen = reply.echoed().unwrap();
+    assert_eq!(
+        seen.header_all("x-h"),
+        Vec::<&str>::new(),
+        "removed after set"
+    );
+    assert_eq!(
+        seen.header_all("x_h"),
+        Vec::<&str>::new(),
+        "a spelling removed"
+    );
     let reply = stack.get("/deny-two-values", &[]).await;
     assert_eq!(reply.status, 403);
     assert_eq!(reply.header_values("x-d"), ["a", "b"]);

@@ -1,0 +1,125 @@
+//! An attacker's end-to-end suite: one table of hostile requests, run as
+//! it is against every transport authchain answers, each a real stack.
+//!
+//! A transport is the real `authchain` binary started from a config
+//! written here, the real proxy with the config the README documents,
+//! and an echo app that reports what reached it ([`transports`]): Envoy
+//! over gRPC (raw paths, and with `normalize_path` + `merge_slashes`),
+//! Envoy in HTTP service mode (`path_prefix: /check:site`, and `/check`
+//! with `defaultConfig`), nginx, Traefik, Caddy. The layer transport runs
+//! the same AuthConfigs in process, with the binary's registry, as
+//! `AuthChainLayer::from_engine(engine, "site")` in front of an axum
+//! handler. Behind the chain, two remote auth servers run in the test
+//! ([`remotes`]).
+//!
+//! The AuthConfig `site` is: bob's API key (`x-user-id: bob` upstream),
+//! then rules allowing only `GET app.example/public/...`, then an HTTP
+//! passthrough and a gRPC passthrough whose answers a row may choose. A
+//! permissive AuthConfig `open` (allow everything) sits beside it for a
+//! client to try to select; `defaultConfig` is `site`.
+//!
+//! Each row ([`table`]) is sent with exact bytes ([`client::raw`]): the
+//! request line, header names, case, order and duplicates as written, so
+//! nothing normalizes the attack before the proxy. It asserts what
+//! reached the app: nothing (the app's hit counter unchanged, and no 2xx
+//! at the client), or the request with the row's canonical path and
+//! exactly the chain's identity (`x-user-id: bob`, no other spelling of
+//! it). A proxy that refuses a row itself (a 400, a reset) has blocked it.
+//!
+//! The groups: A baseline (methods, hosts, request-target forms), B path
+//! encodings and traversals, C forged forwarded headers, D forged
+//! identity headers, E a client choosing its AuthConfig, F remote auth
+//! servers' answers, G request smuggling.
+//!
+//! Every transport runs every row, collects every mismatch, and fails
+//! once at the end with the full list, a line per row (status at the
+//! client, requests at the app) and the proxy's and authchain's output.
+//! `cargo test -p authchain-server --test attack -- --nocapture` prints
+//! the per-row lines of passing transports too.
+//!
+//! - **A new row**: add it to its group in `table.rs`; every transport
+//!   runs it. If one proxy legitimately refuses a benign row, give it
+//!   `.except(Transport::X, Expect::Blocked, "why")`.
+//! - **A new transport**: a [`transports::Transport`] variant, its stack
+//!   in `Stack::start`, and a `#[tokio::test]` below calling
+//!   [`run::run_table`]; it inherits every row.
+//!
+//! [`client::raw`]: authchain_testkit::client::raw
+
+#![allow(clippy::unwrap_used)]
+
+#[allow(dead_code)]
+#[path = "../server/support.rs"]
+mod support;
+
+mod remotes;
+mod run;
+mod table;
+mod transports;
+
+use run::run_table;
+use transports::Transport;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_grpc() {
+    run_table(Transport::EnvoyGrpc).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_grpc_normalized() {
+    run_table(Transport::EnvoyGrpcNormalized).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_http_named_config() {
+    run_table(Transport::EnvoyHttp).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_http_default_config() {
+    run_table(Transport::EnvoyHttpDefault).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx() {
+    run_table(Transport::Nginx).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traefik() {
+    run_table(Transport::Traefik).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caddy() {
+    run_table(Transport::Caddy).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn layer() {
+    run_table(Transport::Layer).await;
+}
+
+/// Every transport has its test above.
+#[test]
+fn every_transport_has_a_test() {
+    let source = include_str!("main.rs");
+    for transport in Transport::ALL {
+        let call = format!("run_table(Transport::{transport:?})");
+        assert!(source.contains(&call), "no test runs {transport:?}");
+    }
+}
+
+/// The README shows the proxy configs this suite runs, verbatim.
+#[test]
+fn the_readme_shows_the_proxy_configs_run_here() {
+    let root = authchain_testkit::workspace_root();
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    for file in ["nginx.conf", "traefik.yml", "Caddyfile"] {
+        let config = std::fs::read_to_string(root.join("examples/proxies").join(file)).unwrap();
+        assert!(
+            readme.contains(&config),
+            "README.md does not show examples/proxies/{file} verbatim"
+        );
+    }
+}
