@@ -831,11 +831,12 @@ enum Keep {
 /// Removes from `headers` every header whose name is one of `names` in
 /// some spelling ([`same_folded`]); the names removed.
 fn strip_headers(headers: &mut HeaderMap, names: &[HeaderName]) -> Vec<HeaderName> {
-    let doomed: Vec<HeaderName> = headers
-        .keys()
-        .filter(|key| names.iter().any(|n| same_folded(key.as_str(), n.as_str())))
-        .cloned()
-        .collect();
+    let mut doomed = Vec::new();
+    for key in headers.keys() {
+        if names.iter().any(|n| same_folded(key.as_str(), n.as_str())) {
+            doomed.push(key.clone());
+        }
+    }
     for name in &doomed {
         headers.remove(name);
     }

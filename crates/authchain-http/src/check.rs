@@ -35,7 +35,7 @@
 //! | proxy | [`ForwardedHeaders`] | read | required |
 //! |---|---|---|---|
 //! | nginx (`proxy_set_header X-Original-URI $request_uri; proxy_set_header X-Original-Method $request_method;`) | `XOriginal` | `X-Original-Method`, `X-Original-URI`; the host is the check's `Host` (`proxy_set_header Host $host;`) | method and URI |
-//! | Traefik, Caddy (which overwrite these) | `XForwarded` | `X-Forwarded-Method`, `-Uri`, `-Host`, `-Proto` | method and URI |
+//! | Traefik (with `trustForwardHeader` off, its default), Caddy: both overwrite these | `XForwarded` | `X-Forwarded-Method`, `-Uri`, `-Host`, `-Proto` | method and URI |
 //!
 //! A trusted check that lacks a required header, or carries one of its
 //! family twice or not as visible ASCII, is denied (403 and 400): its
@@ -74,12 +74,12 @@ use std::net::IpAddr;
 use authchain_core::{Allow, AuthorizationRequest, Decision, Peer};
 use bytes::Bytes;
 use http::HeaderMap;
-use http::header::HeaderName;
+use http::header::{HOST, HeaderName};
 use http::request::Parts;
 use http::{HeaderValue, Method, Response, StatusCode};
 use ipnet::IpNet;
 
-use crate::head::{REQUEST_ID, plain, protocol};
+use crate::head::{X_REQUEST_ID, plain, protocol};
 use crate::layer::deny_response;
 
 /// The header listing upstream headers to remove, as Envoy reads it.
@@ -102,20 +102,20 @@ impl ForwardedHeaders {
     /// The headers of the family: method, URI, then host and scheme
     /// (which the check's own `Host` and nothing stand in for in
     /// `XOriginal`).
-    fn names(self) -> [Option<&'static str>; 4] {
+    fn names(self) -> &'static [HeaderName] {
+        static X_ORIGINAL: [HeaderName; 2] = [
+            HeaderName::from_static("x-original-method"),
+            HeaderName::from_static("x-original-uri"),
+        ];
+        static X_FORWARDED: [HeaderName; 4] = [
+            HeaderName::from_static("x-forwarded-method"),
+            HeaderName::from_static("x-forwarded-uri"),
+            HeaderName::from_static("x-forwarded-host"),
+            HeaderName::from_static("x-forwarded-proto"),
+        ];
         match self {
-            ForwardedHeaders::XOriginal => [
-                Some("x-original-method"),
-                Some("x-original-uri"),
-                None,
-                None,
-            ],
-            ForwardedHeaders::XForwarded => [
-                Some("x-forwarded-method"),
-                Some("x-forwarded-uri"),
-                Some("x-forwarded-host"),
-                Some("x-forwarded-proto"),
-            ],
+            ForwardedHeaders::XOriginal => &X_ORIGINAL,
+            ForwardedHeaders::XForwarded => &X_FORWARDED,
         }
     }
 }
@@ -287,21 +287,18 @@ impl CheckConfig {
             None => self.default_config.as_deref(),
         };
         let headers = &*check_headers;
-        let check_host = single(headers, "host")?.or_else(|| uri.authority().map(|a| a.as_str()));
-        match self.trusted(peer.address.map(|a| a.ip())) {
+        let family = self.trusted(peer.address.map(|a| a.ip()));
+        let found = Found::scan(headers, family.map_or(&[][..], ForwardedHeaders::names))?;
+        let check_host = found.host.or_else(|| uri.authority().map(|a| a.as_str()));
+        match family {
             Some(family) => {
-                let [method, uri, host, scheme] =
-                    family.names().map(|name| name.map(|n| single(headers, n)));
-                let method = method.transpose()?.flatten();
-                let uri = uri.transpose()?.flatten();
-                let host = host.transpose()?.map_or(check_host, |h| h);
-                let scheme = scheme.transpose()?.flatten();
+                let [method, uri, host, scheme] = found.forwarded;
                 let (Some(method), Some(uri)) = (method, uri) else {
                     return Err(Refused::new(
                         StatusCode::FORBIDDEN,
                         format!(
                             "a trusted proxy's check lacks {}: its original request is unknown",
-                            family.names()[usize::from(method.is_some())].unwrap_or_default()
+                            family.names()[usize::from(method.is_some())]
                         ),
                     ));
                 };
@@ -312,6 +309,11 @@ impl CheckConfig {
                     )
                 })?;
                 request.path.push_str(uri);
+                let host = match family {
+                    // The check's, which nginx's config sets.
+                    ForwardedHeaders::XOriginal => check_host,
+                    ForwardedHeaders::XForwarded => host,
+                };
                 request.host.push_str(host.unwrap_or_default());
                 request.scheme.push_str(scheme.unwrap_or_default());
             }
@@ -327,8 +329,7 @@ impl CheckConfig {
                 request.host.push_str(check_host.unwrap_or_default());
             }
         }
-        let id = headers.get(REQUEST_ID).and_then(|v| v.to_str().ok());
-        request.id.push_str(id.unwrap_or_default());
+        request.id.push_str(found.id.unwrap_or_default());
         // Swapped, not taken: the check's headers for the request's empty
         // map.
         std::mem::swap(&mut request.headers, check_headers);
@@ -339,25 +340,62 @@ impl CheckConfig {
     }
 }
 
-/// The one value of a forwarded header, if present; two values, or one
-/// that is not visible ASCII, make the check unreadable.
-fn single<'h>(headers: &'h HeaderMap, name: &'static str) -> Result<Option<&'h str>, Refused> {
-    let mut values = headers.get_all(name).iter();
-    let (Some(value), None) = (values.next(), values.next()) else {
-        return match headers.contains_key(name) {
-            true => Err(Refused::new(
-                StatusCode::BAD_REQUEST,
-                format!("{name} appears more than once"),
-            )),
-            false => Ok(None),
-        };
-    };
-    match value.to_str() {
-        Ok(v) if !v.is_empty() => Ok(Some(v)),
-        _ => Err(Refused::new(
-            StatusCode::BAD_REQUEST,
-            format!("{name} is empty or not visible ASCII"),
-        )),
+/// What a check is read from, found in one pass over its headers (a
+/// lookup each would hash every name): its `Host`, the first
+/// `x-request-id`, and the values of the trusted family's headers, in the
+/// order of [`ForwardedHeaders::names`].
+struct Found<'h> {
+    host: Option<&'h str>,
+    id: Option<&'h str>,
+    forwarded: [Option<&'h str>; 4],
+}
+
+impl<'h> Found<'h> {
+    /// Scans `headers` for `Host` and `family`'s headers. Each of those
+    /// must appear at most once, visible ASCII and not empty, or the check
+    /// is refused (400): the proxy writes each once, so a second is the
+    /// client's.
+    fn scan(headers: &'h HeaderMap, family: &[HeaderName]) -> Result<Self, Refused> {
+        let mut values: [Option<&'h HeaderValue>; 5] = [None; 5];
+        let mut id = None;
+        for (name, value) in headers {
+            let slot = if *name == HOST {
+                0
+            } else if let Some(i) = family.iter().position(|n| n == name) {
+                i + 1
+            } else {
+                if *name == X_REQUEST_ID && id.is_none() {
+                    id = value.to_str().ok();
+                }
+                continue;
+            };
+            if values[slot].replace(value).is_some() {
+                return Err(Refused::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("{name} appears more than once"),
+                ));
+            }
+        }
+        let mut text: [Option<&'h str>; 5] = [None; 5];
+        for (slot, value) in values.iter().enumerate() {
+            let Some(value) = value else { continue };
+            match value.to_str() {
+                Ok(v) if !v.is_empty() => text[slot] = Some(v),
+                _ => {
+                    let name = if slot == 0 { &HOST } else { &family[slot - 1] };
+                    return Err(Refused::new(
+                        StatusCode::BAD_REQUEST,
+                        format!("{name} is empty or not visible ASCII"),
+                    ));
+                }
+            }
+        }
+        let [host, forwarded @ ..] = text;
+        Ok(Found {
+            host,
+            id,
+            forwarded,
+        })
     }
 }
 
@@ -373,19 +411,23 @@ pub fn respond(decision: Decision, spare: HeaderMap) -> Response<Bytes> {
 }
 
 /// The value of [`HEADERS_TO_REMOVE`]: the names, comma separated. One
-/// name (a chain's one stripped header, say) is its own value, shared.
+/// name is its own value, shared.
 fn removals_value(names: Vec<HeaderName>) -> Option<HeaderValue> {
-    let mut names = names.into_iter();
-    let first = names.next()?;
-    let Some(second) = names.next() else {
-        return Some(HeaderValue::from(first));
-    };
-    let mut list = String::from(first.as_str());
-    for name in std::iter::once(second).chain(names) {
-        list.push_str(", ");
-        list.push_str(name.as_str());
+    match <[HeaderName; 1]>::try_from(names) {
+        Ok([one]) => Some(HeaderValue::from(one)),
+        Err(names) if names.is_empty() => None,
+        Err(names) => {
+            let len = names.iter().map(|n| n.as_str().len() + 2).sum();
+            let mut list = String::with_capacity(len);
+            for name in &names {
+                if !list.is_empty() {
+                    list.push_str(", ");
+                }
+                list.push_str(name.as_str());
+            }
+            HeaderValue::try_from(list).ok()
+        }
     }
-    HeaderValue::try_from(list).ok()
 }
 
 fn allow_response(allow: Allow, mut headers: HeaderMap) -> Response<Bytes> {

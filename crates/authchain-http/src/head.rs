@@ -12,7 +12,7 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 /// The header a request's id is read from.
 pub(crate) const REQUEST_ID: &str = "x-request-id";
 
-static X_REQUEST_ID: HeaderName = HeaderName::from_static(REQUEST_ID);
+pub(crate) static X_REQUEST_ID: HeaderName = HeaderName::from_static(REQUEST_ID);
 
 /// Up to this many header values, [`host_and_id`] compares names rather
 /// than looking both up. A lookup hashes what a name is made of (a
