@@ -196,3 +196,43 @@ async fn bad_opa_configs_name_their_place() {
         assert_bad_config(&yaml, place, &[]).await;
     }
 }
+
+#[tokio::test]
+async fn parsed_path_and_query_are_decoded_as_opa_envoy_decodes_them() {
+    // OPA-Envoy: parsed_path is the decoded path without its leading `/`,
+    // split at `/`; parsed_query is decoded, `+` a space.
+    let chain = chain(&opa(
+        r#"package t
+import rego.v1
+result if {
+	input.parsed_path == ["public", "a b", "caf\u00e9"]
+	input.parsed_query["q x"] == ["1 2", "/../c"]
+}"#,
+        "",
+    ))
+    .await;
+    let cases = [
+        ("/public/a%20b/caf%C3%A9?q+x=1%202&q%20x=%2F..%2Fc", 200),
+        // The same path by another road: dot segments are gone first.
+        ("/public/x/../a%20b/./caf%c3%a9?q+x=1+2&q+x=/../c", 200),
+        ("/public/a%20b?q+x=1+2", 403),
+        // Ambiguous paths never reach the policy.
+        ("/public/a%2Fb/caf%C3%A9?q+x=1+2", 400),
+    ];
+    for (path, want) in cases {
+        let d = chain.authorize(&mut req(Method::GET, path)).await;
+        assert_eq!(status(&d), want, "{path}");
+    }
+
+    let root = chain_for_root().await;
+    assert!(root.authorize(&mut req(Method::GET, "/")).await.is_allow());
+}
+
+/// A policy that allows only `/`, whose parsed_path is `[""]` in OPA-Envoy.
+async fn chain_for_root() -> std::sync::Arc<authchain_core::Chain> {
+    chain(&opa(
+        "package t\nimport rego.v1\nresult if input.parsed_path == [\"\"]\n",
+        "",
+    ))
+    .await
+}
