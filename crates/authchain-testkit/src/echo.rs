@@ -35,6 +35,29 @@ pub struct EchoedRequest {
 }
 
 impl EchoedRequest {
+    /// What a request with these parts and body reports: for an app of a
+    /// test's own that echoes as the [`EchoServer`] does.
+    pub fn of(parts: &http::request::Parts, body: &[u8]) -> Self {
+        EchoedRequest {
+            method: parts.method.to_string(),
+            path: parts
+                .uri
+                .path_and_query()
+                .map_or_else(|| parts.uri.to_string(), ToString::to_string),
+            headers: parts
+                .headers
+                .iter()
+                .map(|(n, v)| {
+                    (
+                        n.to_string(),
+                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    )
+                })
+                .collect(),
+            body: String::from_utf8_lossy(body).into_owned(),
+        }
+    }
+
     /// Every value of a header, one per header line.
     pub fn header_all(&self, name: &str) -> Vec<&str> {
         self.headers
@@ -120,24 +143,7 @@ async fn echo(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallibl
         .await
         .map(|b| b.to_bytes())
         .unwrap_or_default();
-    let echoed = EchoedRequest {
-        method: parts.method.to_string(),
-        path: parts
-            .uri
-            .path_and_query()
-            .map_or_else(|| parts.uri.to_string(), ToString::to_string),
-        headers: parts
-            .headers
-            .iter()
-            .map(|(n, v)| {
-                (
-                    n.to_string(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
-            .collect(),
-        body: String::from_utf8_lossy(&body).into_owned(),
-    };
+    let echoed = EchoedRequest::of(&parts, &body);
     let json = serde_json::to_vec(&echoed).unwrap_or_default();
     let mut response = Response::new(Full::new(Bytes::from(json)));
     let headers = response.headers_mut();

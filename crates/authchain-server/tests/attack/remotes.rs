@@ -157,24 +157,7 @@ impl EchoHandler {
         let body = axum::body::to_bytes(body, 1 << 20)
             .await
             .unwrap_or_default();
-        let echoed = EchoedRequest {
-            method: parts.method.to_string(),
-            path: parts
-                .uri
-                .path_and_query()
-                .map_or_else(|| parts.uri.to_string(), ToString::to_string),
-            headers: parts
-                .headers
-                .iter()
-                .map(|(n, v)| {
-                    (
-                        n.to_string(),
-                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                    )
-                })
-                .collect(),
-            body: String::from_utf8_lossy(&body).into_owned(),
-        };
+        let echoed = EchoedRequest::of(&parts, &body);
         let mut response = Response::new(Body::from(serde_json::to_vec(&echoed).unwrap()));
         response.headers_mut().insert(
             http::header::CONTENT_TYPE,
