@@ -242,6 +242,9 @@ impl CacheSettings {
         if self.ttl.0.is_zero() {
             errors.push(Error::config("expected a duration above zero").at("cache.ttl"));
         }
+        if self.ttl.0 > crate::MAX_DURATION {
+            errors.push(Error::config("at most 365 days").at("cache.ttl"));
+        }
         if self.max_entries == 0 {
             errors.push(Error::config("expected a number above zero").at("cache.maxEntries"));
         }

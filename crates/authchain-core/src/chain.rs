@@ -19,7 +19,7 @@ use crate::expr::{self, Next, Op};
 use crate::path::{self, AmbiguousPaths};
 use crate::{
     Allow, AuthService, AuthorizationRequest, Decision, Deny, Error, HeaderAction, HeaderMutation,
-    Lifecycle,
+    Lifecycle, MAX_DURATION,
 };
 
 /// The header that marks a request let through because a step failed open,
@@ -1231,6 +1231,24 @@ impl ChainBuilder {
     /// Checks and builds the chain. Metrics handles are registered here,
     /// with the recorder installed at this moment.
     pub fn build(self) -> Result<Chain, Error> {
+        if self.steps.is_empty() {
+            return Err(Error::config(
+                "expected at least one step: a chain of none would allow every request",
+            )
+            .at("configs"));
+        }
+        if self.deadline > MAX_DURATION {
+            return Err(Error::config("at most 365 days").at("deadline"));
+        }
+        if let Some(step) = self
+            .steps
+            .iter()
+            .find(|s| s.timeout.is_some_and(|t| t > MAX_DURATION))
+        {
+            return Err(
+                Error::config("at most 365 days").at(format!("step '{}' timeout", step.name))
+            );
+        }
         if !Deny::is_deny_status(self.status_on_error) {
             return Err(Error::config(format!(
                 "{} is not a deny status: expected 300 to 599 (a proxy lets a request through on a 2xx)",

@@ -481,6 +481,11 @@ struct PluginAuth {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ConfigDuration(pub Duration);
 
+/// The longest duration a config may give (365 days): long enough for any
+/// TTL or interval, short enough that no deadline computed from it
+/// overflows a clock.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
 impl ConfigDuration {
     /// Parses `5s`, `1.5s`, `250ms`, `100us`, `2m`, `1h`.
     pub fn parse(s: &str) -> Result<Duration, String> {
@@ -505,7 +510,10 @@ impl ConfigDuration {
         let value: f64 = number
             .parse()
             .map_err(|_| "expected a duration such as \"5s\" or \"250ms\"".to_owned())?;
-        Duration::try_from_secs_f64(value * scale).map_err(|_| "duration out of range".to_owned())
+        match Duration::try_from_secs_f64(value * scale) {
+            Ok(d) if d <= MAX_DURATION => Ok(d),
+            _ => Err("duration out of range: at most 365 days".to_owned()),
+        }
     }
 }
 

@@ -89,7 +89,7 @@ pub use chain::{
     Paused,
 };
 #[doc(inline)]
-pub use config::{AuthConfig, ConfigDuration, Format};
+pub use config::{AuthConfig, ConfigDuration, Format, MAX_DURATION};
 #[doc(inline)]
 pub use decision::{Allow, Decision, Deny, HeaderAction, HeaderMutation, UserInfo};
 #[doc(inline)]

@@ -448,7 +448,10 @@ async fn authorize_now_answers_in_place_or_pauses_where_a_step_waits() {
     assert_eq!(chain.resume(paused, &mut req).await, Decision::authorized());
 
     // A run resumed on a chain that did not pause it fails closed.
-    let other = Chain::builder("other").build().unwrap();
+    let other = Chain::builder("other")
+        .step(Fixed::allow().step("a"))
+        .build()
+        .unwrap();
     let mut req = get("/");
     let paused = chain.check_now(&mut req).unwrap_err();
     let decision = other.resume(paused, &mut req).await;

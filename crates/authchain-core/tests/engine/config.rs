@@ -1,10 +1,11 @@
 //! Config documents, the registry, and errors that name their place.
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use authchain_core::{
-    AuthConfig, BuildContext, Decision, Engine, Error, ExtAuthPlugin, FAILURE_MODE_ALLOWED_HEADER,
-    Format, PluginRegistry, plugin_fn, service_fn,
+    AuthConfig, BuildContext, Chain, ChainStep, Decision, Engine, Error, ExtAuthPlugin,
+    FAILURE_MODE_ALLOWED_HEADER, Format, PluginRegistry, decide_fn, plugin_fn, service_fn,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -378,7 +379,7 @@ async fn engine_load_reports_duplicate_names() {
     let engine = Engine::new(registry());
     let configs = AuthConfig::parse(
         "a.yaml",
-        "name: x\nconfigs: []\n---\nname: x\nconfigs: []\n",
+        "name: x\nconfigs: [{ pluginAuth: { name: RequiredHeader, config: { RequiredHeader: a, AllowedValues: [b] } } }]\n---\nname: x\nconfigs: []\n",
         Format::Yaml,
     )
     .unwrap();
@@ -418,4 +419,59 @@ configs:
         chain.step_names().collect::<Vec<_>>(),
         ["config_0", "config_1"]
     );
+}
+
+#[tokio::test]
+async fn a_chain_of_no_steps_and_durations_no_clock_can_hold_are_config_errors() {
+    let step = "{ pluginAuth: { name: RequiredHeader, config: { RequiredHeader: a, AllowedValues: [b] } } }";
+    let cases = [
+        (
+            "configs: []".to_owned(),
+            "configs: expected at least one step",
+        ),
+        (
+            format!("deadline: 8784h\nconfigs: [{step}]"),
+            "deadline: duration out of range: at most 365 days",
+        ),
+        (
+            format!(
+                "configs: [{{ timeout: 9000h, pluginAuth: {{ name: RequiredHeader, config: {{ RequiredHeader: a, AllowedValues: [b] }} }} }}]"
+            ),
+            "timeout: duration out of range: at most 365 days",
+        ),
+        (
+            format!(
+                "configs: [{step}]\ncache: {{ key: [path], ttl: 99999999999h, trustKey: true }}"
+            ),
+            "cache.ttl",
+        ),
+    ];
+    for (spec, expected) in cases {
+        let yaml = format!("name: x\n{spec}\n");
+        let error = match AuthConfig::parse("a.yaml", &yaml, Format::Yaml) {
+            Err(e) => e,
+            Ok(configs) => Engine::new(registry()).load(&configs).await.unwrap_err(),
+        };
+        assert!(error.to_string().contains(expected), "{spec}: {error}");
+    }
+    // In code as well: nothing a clock overflows on.
+    let error = Chain::builder("c")
+        .step(ChainStep::new(
+            "s",
+            Arc::new(decide_fn(|_| Ok(Decision::authorized()))),
+        ))
+        .deadline(Duration::MAX)
+        .build()
+        .unwrap_err();
+    assert!(error.to_string().contains("deadline"), "{error}");
+    let error = Chain::builder("c")
+        .step(
+            ChainStep::new("s", Arc::new(decide_fn(|_| Ok(Decision::authorized()))))
+                .timeout(Duration::MAX),
+        )
+        .build()
+        .unwrap_err();
+    assert!(error.to_string().contains("step 's' timeout"), "{error}");
+    let error = Chain::builder("c").build().unwrap_err();
+    assert!(error.to_string().contains("at least one step"), "{error}");
 }

@@ -175,6 +175,10 @@ async fn a_deny_is_never_a_success() {
 
     for status in [StatusCode::OK, StatusCode::NO_CONTENT, StatusCode::CONTINUE] {
         let error = Chain::builder("c")
+            .step(ChainStep::new(
+                "s",
+                allowing_nothing(Deny::new(StatusCode::FORBIDDEN)),
+            ))
             .status_on_error(status)
             .build()
             .unwrap_err();
