@@ -435,7 +435,8 @@ async fn a_chain_of_no_steps_and_durations_no_clock_can_hold_are_config_errors()
         ),
         (
             format!(
-                "configs: [{{ timeout: 9000h, pluginAuth: {{ name: RequiredHeader, config: {{ RequiredHeader: a, AllowedValues: [b] }} }} }}]"
+                "configs: [{{ timeout: 9000h, {} }}]",
+                &step[2..step.len() - 2]
             ),
             "timeout: duration out of range: at most 365 days",
         ),
