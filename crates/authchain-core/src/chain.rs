@@ -48,7 +48,8 @@ pub const MAX_EXPR_STEPS: usize = 64;
 ///    answer is then the allow of the steps that allowed, or the deny of the
 ///    last step that denied (403 when the expression is false and no step
 ///    denied, as in `!a` with `a` allowing).
-/// 5. A step error fails closed: a deny with `statusOnError` (403 by
+/// 5. A step error (a panic in a step included) fails closed: a deny
+///    with `statusOnError` (403 by
 ///    default), counted and logged, even inside a `booleanExpr`. A step
 ///    with `failureModeAllow` passes instead, counted, and the request is
 ///    marked with `x-envoy-auth-failure-mode-allowed: true`.
@@ -538,7 +539,10 @@ impl Chain {
                 Err(allowed) => return Ok(Self::end(run, allowed)),
             };
             let step = &self.steps[index];
-            let mut answer = step.span().in_scope(|| step.service.decide_now(request));
+            let mut answer = step
+                .span()
+                .in_scope(|| unwound(|| step.service.decide_now(request)))
+                .unwrap_or_else(|panic| Some(Err(panic)));
             let Some(taken) = &mut answer else {
                 return Err(index);
             };
@@ -565,7 +569,10 @@ impl Chain {
                 Some(timeout) => run.deadline.min(Instant::now() + timeout),
                 None => run.deadline,
             };
-            let mut answer = step.service.authorize(request);
+            let mut answer = match unwound(|| step.service.authorize(request)) {
+                Ok(answer) => answer,
+                Err(panic) => Box::pin(std::future::ready(Err(panic))),
+            };
             // The timer is armed only once the step is pending: a step
             // that answers at once never touches the timer wheel. One timer
             // serves the whole chain run, reset to each pending step's
@@ -573,8 +580,10 @@ impl Chain {
             let mut armed = false;
             let timer = &mut run.timer;
             let outcome = std::future::poll_fn(|cx| {
-                if let Poll::Ready(result) = answer.as_mut().poll(cx) {
-                    return Poll::Ready(Some(result));
+                match unwound(|| answer.as_mut().poll(cx)) {
+                    Ok(Poll::Ready(result)) => return Poll::Ready(Some(result)),
+                    Err(panic) => return Poll::Ready(Some(Err(panic))),
+                    Ok(Poll::Pending) => {}
                 }
                 let Some(sleep) = arm(&mut *timer, limit, &mut armed) else {
                     return Poll::Pending;
@@ -736,6 +745,16 @@ impl Chain {
             StepResult::Failed
         }
     }
+}
+
+/// Runs `f`, a call into a step, turning a panic into that step's error:
+/// a user's plugin that panics fails its step (rule 5), never the
+/// connection (a proxy with `failure_mode_allow` would let the request
+/// through) or the server. The panic's message may hold anything the step
+/// had: it is not kept.
+fn unwound<T>(f: impl FnOnce() -> T) -> Result<T, Error> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+        .map_err(|_| Error::step("the step panicked"))
 }
 
 /// The time since a run started, as a histogram records it: read only when

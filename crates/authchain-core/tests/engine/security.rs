@@ -243,3 +243,52 @@ async fn a_remembered_answer_strips_this_request_s_spellings_too() {
     }
     assert_eq!(chain.cached_entries(), 1);
 }
+
+/// A step that panics where `at` says: before deciding, while deciding
+/// at once, or after it waited.
+struct Panics {
+    at: &'static str,
+}
+
+#[authchain_core::async_trait]
+impl AuthService for Panics {
+    fn decide_now(
+        &self,
+        _: &mut authchain_core::AuthorizationRequest,
+    ) -> Option<Result<Decision, authchain_core::Error>> {
+        match self.at {
+            "now" => panic!("secret-in-panic"),
+            _ => None,
+        }
+    }
+
+    async fn authorize(
+        &self,
+        _: &mut authchain_core::AuthorizationRequest,
+    ) -> Result<Decision, authchain_core::Error> {
+        if self.at == "later" {
+            tokio::task::yield_now().await;
+        }
+        panic!("secret-in-panic")
+    }
+}
+
+#[tokio::test]
+async fn a_panicking_step_is_that_step_s_error() {
+    for at in ["now", "first poll", "later"] {
+        let (chain, metrics) = build_with_metrics(
+            Chain::builder("c")
+                .step(ChainStep::new("plugin", Arc::new(Panics { at })))
+                .status_on_error(StatusCode::SERVICE_UNAVAILABLE),
+        );
+        for _ in 0..2 {
+            let decision = chain.authorize(&mut get("/")).await;
+            let deny = decision.as_deny().expect("fails closed");
+            assert_eq!(deny.status, StatusCode::SERVICE_UNAVAILABLE, "{at}");
+            assert!(!String::from_utf8_lossy(&deny.body).contains("secret"));
+        }
+        let labels = [("step", "plugin"), ("result", "error")];
+        let errors = Counters::take(&metrics).get("authchain_step_decisions_total", &labels);
+        assert_eq!(errors, 2, "{at}: counted as the step's errors");
+    }
+}

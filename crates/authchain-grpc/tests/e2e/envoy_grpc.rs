@@ -367,3 +367,39 @@ async fn serve_with_shutdown_binds_its_address_and_stops_on_the_signal() {
     tx.send(()).unwrap();
     task.await.unwrap().expect("a clean stop");
 }
+
+#[tokio::test]
+async fn a_panicking_step_denies_even_under_failure_mode_allow() {
+    // A plugin that panics: were the gRPC stream to die with it, Envoy's
+    // failure_mode_allow would let the request through.
+    let mut registry = crate::common::registry();
+    registry.register(authchain_core::plugin_fn(
+        "Panics",
+        |_: serde_json::Value, _| {
+            Ok(
+                Arc::new(authchain_core::decide_fn(|_| panic!("a plugin's bug")))
+                    as Arc<dyn authchain_core::AuthService>,
+            )
+        },
+    ));
+    let engine = crate::common::engine_with(
+        registry,
+        "name: panics\nconfigs: [{ pluginAuth: { name: Panics } }]\n",
+    )
+    .await;
+    let opts = Opts {
+        failure_mode_allow: true,
+        failure_mode_allow_header_add: true,
+        ..Opts::default()
+    };
+    let stack = Stack::with_service(
+        authchain_grpc::ExtAuthzService::new(engine),
+        &[route("/", "panics")],
+        opts,
+    )
+    .await;
+    for _ in 0..3 {
+        assert_eq!(stack.get("/x", &[]).await.status, 403);
+    }
+    assert_eq!(stack.upstream.hits(), 0, "no request passed");
+}
