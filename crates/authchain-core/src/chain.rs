@@ -49,10 +49,10 @@ pub const MAX_EXPR_STEPS: usize = 64;
 ///    last step that denied (403 when the expression is false and no step
 ///    denied, as in `!a` with `a` allowing).
 /// 5. A step error (a panic in a step included) fails closed: a deny
-///    with `statusOnError` (403 by
-///    default), counted and logged, even inside a `booleanExpr`. A step
-///    with `failureModeAllow` passes instead, counted, and the request is
-///    marked with `x-envoy-auth-failure-mode-allowed: true`.
+///    with `statusOnError` (403 by default), counted and logged, even
+///    inside a `booleanExpr`. A step with `failureModeAllow` passes
+///    instead, counted, and the request is marked with
+///    `x-envoy-auth-failure-mode-allowed: true`.
 /// 6. Every step has a timeout and the chain a deadline; overrunning
 ///    either is an error (rule 5), never an allow.
 /// 7. Identity headers the steps declare, and those the config lists in
