@@ -427,9 +427,10 @@ impl DecisionCache {
                     // and get what it is filled with.
                     // Boxed: a miss runs the whole chain anyway, and the
                     // hit path's future stays small.
-                    let decision = Box::pin(chain.authorize_uncached(request)).await;
+                    let (decision, rememberable) =
+                        Box::pin(chain.authorize_uncached(request)).await;
                     self.misses.increment(1);
-                    let keep = self.cache_denies || decision.is_allow();
+                    let keep = rememberable && (self.cache_denies || decision.is_allow());
                     let expires = Instant::now() + self.ttl;
                     let cached = Arc::new(Cached::new(&decision, &request.state, expires));
                     let _ = guard.insert(cached);

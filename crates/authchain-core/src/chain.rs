@@ -342,7 +342,7 @@ impl Chain {
             PausedAt::Cache { replay, unlisted } => {
                 let mut decision = match &self.cache {
                     Some(cache) => cache.authorize(self, request, replay).await,
-                    None => self.authorize_uncached(request).await,
+                    None => self.authorize_uncached(request).await.0,
                 };
                 // A remembered allow lists what its first request carried.
                 if let Decision::Allow(allow) = &mut decision {
@@ -350,11 +350,17 @@ impl Chain {
                 }
                 decision
             }
-            PausedAt::Step(at) => self.resume_step(*at, request).await,
+            PausedAt::Step(at) => self.resume_step(*at, request, &mut false).await,
         }
     }
 
-    async fn resume_step(&self, at: AtStep, request: &mut AuthorizationRequest) -> Decision {
+    /// Finishes a paused run; `failed` tells whether a step failed in it.
+    async fn resume_step(
+        &self,
+        at: AtStep,
+        request: &mut AuthorizationRequest,
+        failed: &mut bool,
+    ) -> Decision {
         let AtStep {
             chain,
             mut run,
@@ -368,6 +374,7 @@ impl Chain {
             tracing::error!(config = %self.name, "resumed a run that another chain paused; denying");
             Ended::Failed
         };
+        *failed = run.failed || matches!(ended, Ended::Failed);
         match self.conclude(started, ended) {
             None => Decision::Allow(run.acc),
             Some(deny) => Decision::Deny(deny),
@@ -396,15 +403,23 @@ impl Chain {
                 let unlisted = self.strip(request);
                 Err(Paused(PausedAt::Cache { replay, unlisted }))
             }
-            None => self.uncached_now(request, keep, |at| Paused(PausedAt::Step(at))),
+            None => self.uncached_now(request, keep, &mut false, |at| Paused(PausedAt::Step(at))),
         }
     }
 
-    pub(crate) async fn authorize_uncached(&self, request: &mut AuthorizationRequest) -> Decision {
-        match self.uncached_now(request, Keep::All, |at| at) {
+    /// The chain's answer without its cache, and whether it may be
+    /// remembered: not when a step failed in the run (a failure's deny, or
+    /// a fail-open allow, says nothing of the next request).
+    pub(crate) async fn authorize_uncached(
+        &self,
+        request: &mut AuthorizationRequest,
+    ) -> (Decision, bool) {
+        let mut failed = false;
+        let decision = match self.uncached_now(request, Keep::All, &mut failed, |at| at) {
             Ok(decision) => decision,
-            Err(at) => self.resume_step(*at, request).await,
-        }
+            Err(at) => self.resume_step(*at, request, &mut failed).await,
+        };
+        (decision, !failed)
     }
 
     /// Runs the chain as far as it goes at once: its answer, or the run
@@ -414,6 +429,7 @@ impl Chain {
         &self,
         request: &mut AuthorizationRequest,
         keep: Keep,
+        failed: &mut bool,
         paused: impl FnOnce(Box<AtStep>) -> P,
     ) -> Result<Decision, P> {
         let started = Instant::now();
@@ -426,12 +442,16 @@ impl Chain {
             deadline: started + self.deadline,
             timer: None,
             cursor: self.cursor(),
+            failed: false,
         };
         self.begin(&mut run, request);
         match span.in_scope(|| self.run_now(&mut run, request)) {
-            Ok(ended) => Ok(match self.conclude(started, ended) {
-                None => Decision::Allow(run.acc),
-                Some(deny) => Decision::Deny(deny),
+            Ok(ended) => Ok({
+                *failed = run.failed || matches!(ended, Ended::Failed);
+                match self.conclude(started, ended) {
+                    None => Decision::Allow(run.acc),
+                    Some(deny) => Decision::Deny(deny),
+                }
             }),
             Err(step) => Err(paused(Box::new(AtStep {
                 chain: self.address(),
@@ -724,6 +744,7 @@ impl Chain {
             }
             Err(error) => error,
         };
+        run.failed = true;
         if step.failure_mode_allow {
             step.metrics.failure_mode_allowed.increment(1);
             tracing::warn!(
@@ -818,6 +839,8 @@ struct Run {
     // Boxed when first needed: most runs never wait.
     timer: Option<Pin<Box<Sleep>>>,
     cursor: Cursor,
+    /// Whether a step failed (fail-open included).
+    failed: bool,
 }
 
 enum Cursor {

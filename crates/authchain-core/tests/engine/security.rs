@@ -292,3 +292,55 @@ async fn a_panicking_step_is_that_step_s_error() {
         assert_eq!(errors, 2, "{at}: counted as the step's errors");
     }
 }
+
+#[tokio::test]
+async fn a_failure_s_answer_is_never_remembered() {
+    // A step that fails the first `failures` times it runs, then allows.
+    let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let flaky = |failures: usize| {
+        let runs = runs.clone();
+        Arc::new(decide_fn(move |_| {
+            let n = runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            match n < failures {
+                true => Err(authchain_core::Error::step("remote down")),
+                false => Ok(Decision::authorized()),
+            }
+        })) as Arc<dyn AuthService>
+    };
+    let cache = || {
+        CacheSettings::new(vec![Attribute::Path])
+            .trust_key(true)
+            .cache_denies(true)
+    };
+    // Fail-open: the allow passes marked, and is not kept.
+    let chain = Chain::builder("open")
+        .step(ChainStep::new("remote", flaky(1)).failure_mode_allow(true))
+        .cache(cache())
+        .build()
+        .unwrap();
+    assert!(chain.authorize(&mut get("/x")).await.is_allow());
+    assert_eq!(chain.cached_entries(), 0, "a fail-open allow is not kept");
+    assert!(chain.authorize(&mut get("/x")).await.is_allow());
+    assert_eq!(
+        runs.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "ran again"
+    );
+
+    // Fail closed, with cacheDenies: the error's deny is not kept either.
+    runs.store(0, std::sync::atomic::Ordering::SeqCst);
+    let chain = Chain::builder("closed")
+        .step(ChainStep::new("remote", flaky(1)))
+        .cache(cache())
+        .build()
+        .unwrap();
+    assert!(!chain.authorize(&mut get("/x")).await.is_allow());
+    assert_eq!(chain.cached_entries(), 0, "an error's deny is not kept");
+    assert!(
+        chain.authorize(&mut get("/x")).await.is_allow(),
+        "recovered"
+    );
+    // A real answer is kept.
+    assert!(chain.authorize(&mut get("/x")).await.is_allow());
+    assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 2);
+}
