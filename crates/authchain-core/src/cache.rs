@@ -38,7 +38,7 @@
 use std::fmt;
 use std::hash::Hasher as _;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use http::{HeaderMap, HeaderName};
 use metrics::Counter;
@@ -431,7 +431,15 @@ impl DecisionCache {
                         Box::pin(chain.authorize_uncached(request)).await;
                     self.misses.increment(1);
                     let keep = rememberable && (self.cache_denies || decision.is_allow());
-                    let expires = Instant::now() + self.ttl;
+                    let now = Instant::now();
+                    let mut expires = now + self.ttl;
+                    // Never past the credential's own expiry.
+                    if let Some(at) = decision.as_allow().and_then(|a| a.expires) {
+                        let left = at.duration_since(SystemTime::now()).unwrap_or_default();
+                        if let Some(at) = now.checked_add(left) {
+                            expires = expires.min(at);
+                        }
+                    }
                     let cached = Arc::new(Cached::new(&decision, &request.state, expires));
                     let _ = guard.insert(cached);
                     if !keep {

@@ -957,6 +957,7 @@ fn forgettable(answer: &mut Result<Decision, Error>) -> bool {
         query_parameters_to_remove,
         dynamic_metadata,
         user_info,
+        expires: _,
     } = allow;
     drop(mem::take(dynamic_metadata));
     headers.capacity() == 0
@@ -1091,6 +1092,9 @@ fn merge_response(acc: &mut Allow, step: &mut Allow) {
     }
     if step.user_info.is_some() {
         acc.user_info = step.user_info.take();
+    }
+    if let Some(at) = step.expires {
+        acc.expires = Some(acc.expires.map_or(at, |earlier| earlier.min(at)));
     }
 }
 

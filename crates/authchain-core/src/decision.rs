@@ -1,6 +1,7 @@
 //! What a step, and a chain, answer: allow with mutations, or deny.
 
 use std::cell::RefCell;
+use std::time::SystemTime;
 
 use bytes::Bytes;
 use http::header::{Entry, IntoHeaderName};
@@ -152,6 +153,10 @@ pub struct Allow {
     pub dynamic_metadata: Map<String, Value>,
     /// The authenticated user, if a step established one.
     pub user_info: Option<UserInfo>,
+    /// When the credential this allow was given for expires (a JWT's
+    /// `exp`, an introspection's, a session's): a remembered allow is
+    /// never kept past it. The chain's allow carries its steps' earliest.
+    pub expires: Option<SystemTime>,
 }
 
 impl Allow {
@@ -164,6 +169,12 @@ impl Allow {
     #[inline]
     fn mutate(mut self, name: HeaderName, value: HeaderValue, action: HeaderAction) -> Self {
         push_mutation(&mut self.headers, HeaderMutation::new(name, value, action));
+        self
+    }
+
+    /// Says when the credential this allow was given for expires.
+    pub fn expires_at(mut self, at: SystemTime) -> Self {
+        self.expires = Some(at);
         self
     }
 

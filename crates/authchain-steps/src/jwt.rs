@@ -759,6 +759,11 @@ impl JwtAuth {
             // The claims themselves are in `state.jwt`; not copied again here.
             allow = allow.user(UserInfo::new(user.clone()));
         }
+        // A remembered allow is not kept past the token's `exp`.
+        let exp = claims.get("exp").and_then(Value::as_f64);
+        if let Some(exp) = exp.and_then(|e| Duration::try_from_secs_f64(e).ok()) {
+            allow = allow.expires_at(std::time::UNIX_EPOCH + exp);
+        }
         request.state.insert(STATE_KEY, Value::Object(claims));
         allow.into()
     }

@@ -344,3 +344,40 @@ async fn a_failure_s_answer_is_never_remembered() {
     assert!(chain.authorize(&mut get("/x")).await.is_allow());
     assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 2);
 }
+
+#[tokio::test]
+async fn a_remembered_allow_never_outlives_its_credential() {
+    use std::time::{Duration, SystemTime};
+    let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let chain = |expires: SystemTime| {
+        let runs = runs.clone();
+        Chain::builder("c")
+            .step(ChainStep::new(
+                "token",
+                Arc::new(decide_fn(move |_| {
+                    runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    Ok(authchain_core::Allow::new().expires_at(expires).into())
+                })),
+            ))
+            .cache(
+                CacheSettings::new(vec![Attribute::Path])
+                    .trust_key(true)
+                    .ttl(Duration::from_secs(3600)),
+            )
+            .build()
+            .unwrap()
+    };
+    let runs_now = || runs.load(std::sync::atomic::Ordering::SeqCst);
+    // A credential good for an hour more: remembered.
+    let fresh = chain(SystemTime::now() + Duration::from_secs(3600));
+    for _ in 0..3 {
+        assert!(fresh.authorize(&mut get("/x")).await.is_allow());
+    }
+    assert_eq!(runs_now(), 1);
+    // One that has expired (the TTL is an hour): asked again every time.
+    let expired = chain(SystemTime::now() - Duration::from_secs(1));
+    for _ in 0..3 {
+        assert!(expired.authorize(&mut get("/x")).await.is_allow());
+    }
+    assert_eq!(runs_now(), 4);
+}

@@ -87,7 +87,8 @@ async fn rs256_es256_eddsa_and_hs256_tokens_verify() {
         (Algorithm::HS256, "hs-1"),
         (Algorithm::ES256, ""), // no kid: every key of the right type is tried
     ] {
-        let mut r = bearer(&sign(alg, kid, &claims()));
+        let claims = claims();
+        let mut r = bearer(&sign(alg, kid, &claims));
         let d = chain.authorize(&mut r).await;
         assert!(d.is_allow(), "{alg:?}: {d:?}");
         assert_eq!(upstream(&d, "x-user-id").as_deref(), Some("alice"));
@@ -97,6 +98,12 @@ async fn rs256_es256_eddsa_and_hs256_tokens_verify() {
             "alice"
         );
         assert_eq!(r.state["jwt"]["org"]["id"], 42);
+        // A decision cache keeps the allow no longer than the token.
+        let exp = claims["exp"].as_u64().unwrap();
+        assert_eq!(
+            d.as_allow().unwrap().expires,
+            Some(std::time::UNIX_EPOCH + std::time::Duration::from_secs(exp))
+        );
     }
 }
 
