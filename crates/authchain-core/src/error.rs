@@ -250,11 +250,15 @@ impl std::error::Error for Error {
     }
 }
 
-/// Rewrites a serde message so that it carries no string value from the
-/// document: `invalid type: string "hunter2", expected a sequence` becomes
-/// `invalid type: string, expected a sequence`. Config documents hold
-/// secrets (API keys, passwords), and errors end up in logs.
+/// Rewrites a serde message so that it carries no value from the document:
+/// `invalid type: string "hunter2", expected a sequence` becomes
+/// `invalid type: string, expected a sequence`, and `invalid type: integer
+/// `12345`` becomes `invalid type: integer` (a numeric PIN or key is a
+/// secret too). Config documents hold secrets (API keys, passwords), and
+/// errors end up in logs.
 pub(crate) fn redact_serde_message(message: &str) -> String {
+    let message = redact_scalars(message);
+    let message = message.as_str();
     let mut out = String::with_capacity(message.len());
     let mut rest = message;
     while let Some(at) = rest.find("string \"") {
@@ -281,6 +285,25 @@ pub(crate) fn redact_serde_message(message: &str) -> String {
                 break;
             }
         }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Drops the value serde quotes in backticks after a scalar's type:
+/// `integer `5``, `floating point `1.5``, `character `x``.
+fn redact_scalars(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    loop {
+        let found = ["integer `", "floating point `", "character `"]
+            .iter()
+            .filter_map(|kind| rest.find(kind).map(|at| (at, kind.len())))
+            .min();
+        let Some((at, len)) = found else { break };
+        out.push_str(&rest[..at + len - 2]);
+        let after = &rest[at + len..];
+        rest = after.find('`').map_or("", |end| &after[end + 1..]);
     }
     out.push_str(rest);
     out
@@ -342,5 +365,16 @@ mod tests {
             "unknown field `foo`, expected one of `a`, `b`"
         );
         assert_eq!(redact_serde_message(r#"string "open"#), "string");
+        assert_eq!(
+            redact_serde_message("invalid type: integer `48213977`, expected a string"),
+            "invalid type: integer, expected a string"
+        );
+        assert_eq!(
+            redact_serde_message(
+                "invalid value: floating point `3.5`, expected u16; character `q`"
+            ),
+            "invalid value: floating point, expected u16; character"
+        );
+        assert_eq!(redact_serde_message("integer `9"), "integer");
     }
 }

@@ -2,6 +2,7 @@
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::fmt;
 use std::net::SocketAddr;
 
 use bytes::Bytes;
@@ -19,7 +20,11 @@ use crate::State;
 /// mutations before the next step runs). [`state`](Self::state) is the
 /// scratch space the steps of one chain run share, like the `State` map of
 /// Gloo's plugin API.
-#[derive(Debug, Clone, Default)]
+///
+/// Its `Debug` shows no credential: header values, the query and the body
+/// are left out (their names and sizes are shown), since `Authorization`,
+/// cookies, a `?token=` or a posted password may be among them.
+#[derive(Clone, Default)]
 #[non_exhaustive]
 pub struct AuthorizationRequest {
     /// The request method.
@@ -53,6 +58,49 @@ pub struct AuthorizationRequest {
     pub state: State,
     /// Typed in-process values (identity objects, handles, ...).
     pub extensions: Extensions,
+}
+
+impl fmt::Debug for AuthorizationRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        /// Header names, each with its number of values.
+        struct Names<'a>(&'a HeaderMap);
+        impl fmt::Debug for Names<'_> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.debug_map()
+                    .entries(
+                        self.0
+                            .keys()
+                            .map(|k| (k, Redacted(self.0.get_all(k).iter().count()))),
+                    )
+                    .finish()
+            }
+        }
+        /// What stands for a value left out.
+        struct Redacted(usize);
+        impl fmt::Debug for Redacted {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "<{} redacted>", self.0)
+            }
+        }
+        let query = self.query().map(|q| Redacted(q.len()));
+        f.debug_struct("AuthorizationRequest")
+            .field("method", &self.method)
+            .field("scheme", &self.scheme)
+            .field("host", &self.host)
+            .field("path", &self.path_only())
+            .field("query", &query)
+            .field("headers", &Names(&self.headers))
+            .field("body", &self.body.as_ref().map(|b| Redacted(b.len())))
+            .field("protocol", &self.protocol)
+            .field("id", &self.id)
+            .field("source", &self.source)
+            .field("destination", &self.destination)
+            .field("context", &self.context)
+            .field("metadata", &self.metadata)
+            .field("state", &self.state)
+            .field("extensions", &self.extensions)
+            .finish()
+    }
 }
 
 /// One end of the connection.
@@ -242,6 +290,26 @@ mod tests {
         let r = AuthorizationRequest::new(Method::GET, "/plain");
         assert_eq!(r.path_only(), "/plain");
         assert_eq!(r.query(), None);
+    }
+
+    #[test]
+    fn debug_shows_no_credential() {
+        let mut r = AuthorizationRequest::new(Method::POST, "/login?token=tok-s3cret")
+            .with_header(
+                http::header::AUTHORIZATION,
+                HeaderValue::from_static("Bearer bearer-s3cret"),
+            )
+            .with_header(
+                http::header::COOKIE,
+                HeaderValue::from_static("session=cookie-s3cret"),
+            );
+        r.body = Some(Bytes::from_static(b"password=body-s3cret"));
+        let shown = format!("{r:?} {r:#?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(
+            shown.contains("authorization") && shown.contains("/login"),
+            "{shown}"
+        );
     }
 
     #[test]

@@ -69,8 +69,9 @@ pub const CONFIG_KEY: &str = "solo.auth.passthrough.config";
 pub const DEFAULT_CONNECTION_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The step's config: the block under `passThroughAuth` (less
-/// `failureModeAllow`, which the chain keeps).
-#[derive(Debug, Clone, Deserialize)]
+/// `failureModeAllow`, which the chain keeps). Its `Debug` shows the keys
+/// of `config`, not their values (the remote's credentials may be there).
+#[derive(Clone, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[non_exhaustive]
 pub struct PassthroughConfig {
@@ -79,6 +80,18 @@ pub struct PassthroughConfig {
     /// Passed to the remote server under `solo.auth.passthrough.config`.
     #[serde(default)]
     pub config: Option<Map<String, Value>>,
+}
+
+impl fmt::Debug for PassthroughConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PassthroughConfig")
+            .field("grpc", &self.grpc)
+            .field(
+                "config",
+                &self.config.as_ref().map(|c| c.keys().collect::<Vec<_>>()),
+            )
+            .finish()
+    }
 }
 
 /// The remote ext_authz server.
@@ -656,5 +669,24 @@ mod tests {
                 .unwrap();
         }
         assert_eq!(plugin.channels.lock().unwrap().len(), 2);
+    }
+}
+
+#[cfg(test)]
+mod debug_tests {
+    use super::*;
+
+    #[test]
+    fn debug_shows_no_config_value() {
+        let config: PassthroughConfig = serde_json::from_value(serde_json::json!({
+            "grpc": { "address": "127.0.0.1:9000" },
+            "config": { "apiToken": "t-s3cret" }
+        }))
+        .unwrap();
+        let shown = format!("{config:?}");
+        assert!(
+            !shown.contains("s3cret") && shown.contains("apiToken"),
+            "{shown}"
+        );
     }
 }

@@ -69,8 +69,9 @@ pub struct PassThroughHttp {
     pub config: Option<Value>,
 }
 
-/// Where and how to call.
-#[derive(Debug, Deserialize)]
+/// Where and how to call. Its `Debug` shows the URL without the user,
+/// password or query it may carry.
+#[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpSpec {
     /// The URL to POST to.
@@ -89,6 +90,35 @@ pub struct HttpSpec {
     pub response: ResponseSpec,
 }
 
+impl std::fmt::Debug for HttpSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpSpec")
+            .field("url", &shown_url(&self.url))
+            .field("connection_timeout", &self.connection_timeout)
+            .field("tls", &self.tls)
+            .field("request", &self.request)
+            .field("response", &self.response)
+            .finish()
+    }
+}
+
+/// A URL as logs and `Debug` show it: scheme, host, port and path, without
+/// the user, password or query it may carry.
+fn shown_url(url: &str) -> String {
+    match url.parse::<Uri>() {
+        Ok(uri) => {
+            let port = uri.port_u16().map(|p| format!(":{p}")).unwrap_or_default();
+            format!(
+                "{}://{}{port}{}",
+                uri.scheme_str().unwrap_or_default(),
+                uri.host().unwrap_or_default(),
+                uri.path()
+            )
+        }
+        Err(_) => "<not a URL>".to_owned(),
+    }
+}
+
 /// The CA that signs the auth server's certificate (else the web PKI roots).
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -101,8 +131,9 @@ pub struct TlsSpec {
     pub ca_pem: Option<String>,
 }
 
-/// `request`.
-#[derive(Debug, Default, Deserialize)]
+/// `request`. Its `Debug` leaves out the values of `headersToAdd` (a
+/// call's own credentials).
+#[derive(Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RequestSpec {
     /// Client headers copied onto the call.
@@ -120,6 +151,24 @@ pub struct RequestSpec {
     /// Send the request body.
     #[serde(default)]
     pub pass_through_body: bool,
+}
+
+impl std::fmt::Debug for RequestSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequestSpec")
+            .field("allowed_headers", &self.allowed_headers)
+            .field(
+                "headers_to_add",
+                &self.headers_to_add.keys().collect::<Vec<_>>(),
+            )
+            .field("pass_through_state", &self.pass_through_state)
+            .field(
+                "pass_through_filter_metadata",
+                &self.pass_through_filter_metadata,
+            )
+            .field("pass_through_body", &self.pass_through_body)
+            .finish()
+    }
 }
 
 /// `response`.
@@ -316,7 +365,7 @@ pub struct HttpPassthrough {
 impl std::fmt::Debug for HttpPassthrough {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HttpPassthrough")
-            .field("url", &self.url)
+            .field("url", &shown_url(&self.url.to_string()))
             .field("timeout", &self.timeout)
             .finish_non_exhaustive()
     }
@@ -438,7 +487,7 @@ impl AuthService for HttpPassthrough {
                     _ => None,
                 });
             let Some(state) = state else {
-                tracing::warn!(url = %self.url, "the auth server's 200 has no {{\"state\": {{...}}}} body; denying");
+                tracing::warn!(url = %shown_url(&self.url.to_string()), "the auth server's 200 has no {{\"state\": {{...}}}} body; denying");
                 return Ok(Decision::unauthorized());
             };
             request.state.extend(state);
@@ -463,5 +512,29 @@ impl AuthService for HttpPassthrough {
 
     fn identity_headers(&self) -> Vec<HeaderName> {
         self.append.iter().chain(&self.overwrite).cloned().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_and_logs_show_no_credential() {
+        let config: PassThroughHttp = serde_json::from_value(serde_json::json!({
+            "http": {
+                "url": "https://user:pw-s3cret@auth.example:8443/check?token=q-s3cret",
+                "request": { "headersToAdd": { "authorization": "Bearer h-s3cret" } }
+            }
+        }))
+        .unwrap();
+        let shown = format!("{config:?} {config:#?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("authorization"), "{shown}");
+        assert_eq!(
+            shown_url(&config.http.url),
+            "https://auth.example:8443/check"
+        );
+        assert_eq!(shown_url("not a url at all"), "<not a URL>");
     }
 }

@@ -128,12 +128,21 @@ impl ExtAuthPlugin for ApiKeyPlugin {
 }
 
 /// What a matched key yields: computed once, cloned per request.
-#[derive(Debug)]
 struct Holder {
     key: Box<[u8]>,
     allow: Allow,
     /// `state.apiKey`: shared by every request with the key.
     state: Arc<Value>,
+}
+
+impl std::fmt::Debug for Holder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Holder")
+            .field("key", &"<redacted>")
+            .field("allow", &self.allow)
+            .field("state", &self.state)
+            .finish()
+    }
 }
 
 /// The `apiKeyAuth` step.

@@ -11,3 +11,4 @@ mod examples;
 mod jwt;
 mod opa;
 mod rules;
+mod secrets;

@@ -1,0 +1,36 @@
+//! No config or step that holds a credential prints it in `Debug`.
+
+use authchain_steps::api_key::{ApiKeyAuth, ApiKeyConfig};
+use authchain_steps::basic::{BasicAuth, BasicConfig};
+use authchain_steps::jwt::{JwtAuth, JwtConfig};
+
+fn from<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> T {
+    serde_json::from_value(value).unwrap()
+}
+
+#[test]
+fn debug_output_holds_no_secret() {
+    let api: ApiKeyConfig = from(serde_json::json!({
+        "keys": [{ "key": "key-s3cret-0123456789", "metadata": { "user-id": "alice" } }],
+        "headersFromMetadataEntry": { "x-user-id": { "name": "user-id" } }
+    }));
+    let basic: BasicConfig = from(serde_json::json!({
+        "realm": "r",
+        "apr": { "users": { "alice": { "salt": "TYu6jVnr", "hashedPassword": "ZMc4.dAY/srWCwfeAr0sc1" } } }
+    }));
+    let jwt: JwtConfig = from(serde_json::json!({
+        "algorithms": ["HS256"],
+        "jwks": { "local": { "key": "{\"keys\": [{\"kty\": \"oct\", \"kid\": \"k\", \"alg\": \"HS256\", \"k\": \"czNjcmV0LWtleS1zM2NyZXQ\"}]}" } }
+    }));
+    let mut shown = format!("{api:?} {basic:?} {jwt:?}");
+    shown.push_str(&format!("{:?}", ApiKeyAuth::new(api).unwrap()));
+    shown.push_str(&format!("{:?}", BasicAuth::new(basic).unwrap()));
+    shown.push_str(&format!("{:?}", JwtAuth::new(jwt).unwrap()));
+    for secret in ["s3cret", "czNjcmV0", "TYu6jVnr", "ZMc4.dAY"] {
+        assert!(!shown.contains(secret), "{secret} in {shown}");
+    }
+    // Nor as bytes.
+    let bytes = format!("{:?}", &b"key-s3cret"[..]);
+    let bytes = bytes.trim_end_matches(']');
+    assert!(!shown.contains(bytes), "the key's bytes in {shown}");
+}
