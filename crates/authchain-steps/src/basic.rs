@@ -304,9 +304,12 @@ const STACK_CREDENTIAL: usize = 192;
 /// The `basicAuth` step.
 pub struct BasicAuth {
     users: HashMap<String, Arc<Hash>>,
-    /// Verified against when the user is unknown, so that the time taken
-    /// does not tell which users exist.
-    decoy: Arc<Hash>,
+    /// What an unknown user's password is verified against, so that the
+    /// time taken does not tell which users exist: the users' own hashes,
+    /// one drawn for each name by a keyed PRF, so that unknown names meet
+    /// each scheme in use (bcrypt is slow, APR1 fast) as often as real
+    /// users do, and the same name always meets the same one.
+    decoys: Vec<Arc<Hash>>,
     challenge: HeaderValue,
     user_id_header: Option<HeaderName>,
     cache: Option<moka::sync::Cache<u128, Arc<str>, PrfKeyed>>,
@@ -367,11 +370,14 @@ impl BasicAuth {
                 }
             }
         }
-        let Some(decoy) = users.values().next().cloned() else {
+        if users.is_empty() {
             return Err(Error::config(
                 "no users: set `htpasswd`, `htpasswdFile` or `apr.users`",
             ));
-        };
+        }
+        let mut named: Vec<(&String, &Arc<Hash>)> = users.iter().collect();
+        named.sort_by(|a, b| a.0.cmp(b.0));
+        let decoys = named.into_iter().map(|(_, h)| h.clone()).collect();
         let realm = config.realm.as_deref().unwrap_or("authchain");
         if realm.contains(['"', '\\']) {
             return Err(Error::config("a realm cannot contain `\"` or `\\`").at("realm"));
@@ -393,7 +399,7 @@ impl BasicAuth {
         });
         Ok(BasicAuth {
             users,
-            decoy,
+            decoys,
             challenge,
             user_id_header,
             cache,
@@ -402,6 +408,12 @@ impl BasicAuth {
                 std::thread::available_parallelism().map_or(2, |n| n.get() * 2),
             )),
         })
+    }
+
+    /// The hash an unknown `user`'s password is verified against.
+    fn decoy(&self, user: &str) -> Arc<Hash> {
+        let at = self.prf.hash64(user.as_bytes()) % self.decoys.len() as u64;
+        self.decoys[usize::try_from(at).unwrap_or_default()].clone()
     }
 
     /// Whether the cache holds a verified `user` with `password` (for
@@ -454,7 +466,7 @@ impl BasicAuth {
         let password = password.to_vec();
         let (hash, known) = match self.users.get(user) {
             Some(h) => (h.clone(), true),
-            None => (self.decoy.clone(), false),
+            None => (self.decoy(user), false),
         };
         let permit = self
             .verifying
@@ -570,6 +582,27 @@ mod tests {
         let h = Hash::parse("$5$saltsalt$gOjOtoMpVhru2uyjeJSEc/JaLQWOXMNmlOnj6T4AtC.").unwrap();
         assert!(h.verify(b"password"));
         assert!(!h.verify(b"passwor"));
+    }
+
+    #[test]
+    fn unknown_users_meet_every_scheme_in_use() {
+        let bcrypt = bcrypt::hash("password", 4).unwrap();
+        let config: BasicConfig = serde_json::from_value(json!({
+            "htpasswd": format!("fast:$apr1$TYu6jVnr$ZMc4.dAY/srWCwfeAr0sc1\nslow:{bcrypt}\n")
+        }))
+        .unwrap();
+        let step = BasicAuth::new(config).unwrap();
+        let schemes: std::collections::BTreeSet<&str> = (0..64)
+            .map(|i| match *step.decoy(&format!("nobody-{i}")) {
+                Hash::Bcrypt(_) => "bcrypt",
+                Hash::ShaCrypt(_) => "sha-crypt",
+                Hash::Apr1 { .. } => "apr1",
+            })
+            .collect();
+        assert_eq!(schemes.into_iter().collect::<Vec<_>>(), ["apr1", "bcrypt"]);
+        // One name, one decoy: repeating a probe averages nothing out.
+        let first = format!("{:?}", step.decoy("mallory"));
+        assert!((0..8).all(|_| format!("{:?}", step.decoy("mallory")) == first));
     }
 
     #[test]
