@@ -349,9 +349,12 @@ async fn reload(
     if !forced && next.digest == current.digest {
         return Ok(None);
     }
-    if restart_only(&current.settings) != restart_only(&next.settings) {
+    let waiting = restart_only(&current.settings, &next.settings);
+    if !waiting.is_empty() {
         tracing::warn!(
-            "listener, limit or log settings changed: they take effect at the next restart; the AuthConfigs are reloaded now"
+            settings = %waiting.join(", "),
+            "these settings changed and need a restart (the running server keeps the old ones: \
+             trusted proxies, default AuthConfig, listeners, limits, logs); the AuthConfigs are reloaded now"
         );
     }
     match engine.load(&next.configs).await {
@@ -366,13 +369,46 @@ async fn reload(
     }
 }
 
-/// The settings a reload cannot apply.
-fn restart_only(settings: &Settings) -> Settings {
-    Settings {
+/// The settings that changed from `old` to `new` that a reload cannot
+/// apply (all but the AuthConfigs), by the names the file gives them.
+fn restart_only(old: &Settings, new: &Settings) -> Vec<&'static str> {
+    let mut changed = Vec::new();
+    let mut differ = |name, same: bool| {
+        if !same {
+            changed.push(name);
+        }
+    };
+    let (a, b) = (old.http.as_ref(), new.http.as_ref());
+    differ("grpc", old.grpc == new.grpc);
+    differ("http.address", a.map(|h| h.address) == b.map(|h| h.address));
+    differ("http.prefix", a.map(|h| &h.prefix) == b.map(|h| &h.prefix));
+    differ(
+        "http.trustedProxies",
+        a.map(|h| &h.trusted_proxies) == b.map(|h| &h.trusted_proxies),
+    );
+    differ(
+        "http.bodyLimit",
+        a.map(|h| h.body_limit) == b.map(|h| h.body_limit),
+    );
+    differ("admin", old.admin == new.admin);
+    differ("defaultConfig", old.default_config == new.default_config);
+    differ(
+        "maxConcurrentChecks",
+        old.max_concurrent_checks == new.max_concurrent_checks,
+    );
+    differ("shutdownGrace", old.shutdown_grace == new.shutdown_grace);
+    differ("log", old.log == new.log);
+    differ("watch", old.watch == new.watch);
+    // A setting added later and not named above still says so.
+    let rest = |s: &Settings| Settings {
         auth_configs: Vec::new(),
         auth_config_files: Vec::new(),
-        ..settings.clone()
+        ..s.clone()
+    };
+    if changed.is_empty() && rest(old) != rest(new) {
+        changed.push("server settings");
     }
+    changed
 }
 
 const REJECTED: &str = "config change rejected; still serving the previous generation";

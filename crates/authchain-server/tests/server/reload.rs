@@ -213,3 +213,28 @@ async fn files_of_auth_configs_are_watched_too() {
     server.wait_for_generation(3).await;
     assert_eq!(server.http_check("a", "/", &[]).await.unwrap().status, 200);
 }
+
+#[tokio::test]
+async fn a_reload_names_the_settings_that_need_a_restart() {
+    let mut server = Authchain::start(&format!("watch: false\n{}", flip("allow"))).await;
+    // A trusted proxy and the default config cannot change under a running
+    // listener: the reload says so by name, and applies the AuthConfigs.
+    let next = flip("deny").replace(
+        "http: { address: '127.0.0.1:{{http_port}}' }",
+        "http: { address: '127.0.0.1:{{http_port}}', trustedProxies: [{ network: 10.0.0.0/8, headers: x-original }] }",
+    );
+    assert_ne!(next, flip("deny"), "the listener line is where it was");
+    server.rewrite(&format!("watch: false\nmaxConcurrentChecks: 7\n{next}"));
+    server.signal("HUP");
+    server.wait_for_generation(2).await;
+    let log = server.log();
+    assert!(
+        log.contains("need a restart") && log.contains("http.trustedProxies, maxConcurrentChecks"),
+        "{log}"
+    );
+    assert_eq!(
+        server.http_check("flip", "/x", &[]).await.unwrap().status,
+        403,
+        "the AuthConfigs did reload"
+    );
+}
