@@ -10,8 +10,9 @@
 //!     local:                                # a JWKS document, inline or from a file
 //!       key: '{"keys": [{"kty": "RSA", "kid": "k1", "n": "...", "e": "AQAB"}]}'
 //!       # file: /etc/authchain/jwks.json
-//!     remote:                               # and/or fetched over HTTP
-//!       url: http://keys.internal:8080/.well-known/jwks.json
+//!     remote:                               # and/or fetched over HTTPS
+//!       url: https://keys.internal/.well-known/jwks.json
+//!       # allowInsecureHttp: true             # to accept an http:// URL
 //!       refreshInterval: 5m                 # scheduled refresh (5m)
 //!       minRefreshInterval: 30s             # bound on refreshes for an unknown `kid` (30s)
 //!       timeout: 5s                         # per fetch, connect included (5s)
@@ -37,7 +38,11 @@
 //! config from going live), refreshed every `refreshInterval`, and
 //! refreshed early when a token names a `kid` the step does not know, at
 //! most once per `minRefreshInterval`. `https://` URLs are verified
-//! against the system's roots (Mozilla's where the system has none).
+//! against the system's roots (Mozilla's where the system has none); an
+//! `http://` one is a config error unless `allowInsecureHttp` says so.
+//! Without `algorithms`, a remote JWKS's symmetric (`oct`) keys are not
+//! used: HMAC keys that travel are secrets others have seen, and only a
+//! config that lists `HS256` (or `HS384`, `HS512`) accepts them.
 
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -149,6 +154,10 @@ pub struct RemoteJwks {
     /// Time limit of one fetch (5s).
     #[serde(default)]
     pub timeout: Option<ConfigDuration>,
+    /// An authchain addition: accept an `http://` URL, whose keys anyone
+    /// on the way could replace (false: `https://` only).
+    #[serde(default)]
+    pub allow_insecure_http: bool,
 }
 
 /// `tokenSource`.
@@ -369,12 +378,15 @@ struct Shared {
     remote: Option<Remote>,
     keys: ArcSwap<KeySet>,
     allowed: Vec<Algorithm>,
+    /// What a remote JWKS's keys may verify: `allowed`, less HMAC unless
+    /// the config lists it.
+    remote_allowed: Vec<Algorithm>,
 }
 
 impl Shared {
     /// Fetches the remote JWKS and makes it current with the local keys.
     async fn refresh(&self, remote: &Remote) -> Result<(), String> {
-        let fetched = remote.fetch(&self.allowed).await?;
+        let fetched = remote.fetch(&self.remote_allowed).await?;
         let mut keys: Vec<Key> = self
             .local
             .iter()
@@ -491,6 +503,14 @@ impl JwtAuth {
             }
             out
         };
+        let remote_allowed: Vec<Algorithm> = match config.algorithms.is_empty() {
+            true => allowed
+                .iter()
+                .copied()
+                .filter(|a| !matches!(a, HS256 | HS384 | HS512))
+                .collect(),
+            false => allowed.clone(),
+        };
         let mut local = Vec::new();
         if let Some(l) = &config.jwks.local {
             let (text, at) = match (&l.key, &l.file) {
@@ -516,6 +536,12 @@ impl JwtAuth {
                     .parse()
                     .map_err(|_| Error::config("not a valid URL").at("jwks.remote.url"))?;
                 match uri.scheme_str() {
+                    Some("http") if uri.host().is_some() && !r.allow_insecure_http => {
+                        return Err(Error::config(
+                            "an http:// JWKS can be replaced on the way: use https://, or set allowInsecureHttp: true",
+                        )
+                        .at("jwks.remote.url"));
+                    }
                     Some("http" | "https") if uri.host().is_some() => {}
                     _ => {
                         return Err(
@@ -645,6 +671,7 @@ impl JwtAuth {
                 local,
                 remote,
                 keys: ArcSwap::from_pointee(keys),
+                remote_allowed,
                 allowed,
             }),
             validations,

@@ -301,8 +301,41 @@ configs:
         refreshInterval: 1h
         minRefreshInterval: {min_refresh}
         timeout: 5s
+        allowInsecureHttp: true
 "#
     )
+}
+
+#[tokio::test]
+async fn a_remote_jwks_is_https_and_asymmetric_unless_the_config_says_otherwise() {
+    let text = std::fs::read_to_string(jwks_path("jwks.json")).unwrap();
+    let server = jwks_server(text).await;
+    // http:// is refused at build time, naming the way out.
+    let plain = remote_config(&server.url, "0s").replace("        allowInsecureHttp: true\n", "");
+    let error = load_error(&plain).await.to_string();
+    assert!(
+        error.contains("jwks.remote.url") && error.contains("allowInsecureHttp"),
+        "{error}"
+    );
+    // The JWKS's `oct` key verifies nothing by default: an HMAC key that
+    // travels is not a secret the issuer alone holds.
+    let default = chain(&remote_config(&server.url, "1h")).await;
+    let hs = default
+        .authorize(&mut bearer(&sign(Algorithm::HS256, "hs-1", &claims())))
+        .await;
+    assert_eq!(status(&hs), 401, "{hs:?}");
+    let rs = default
+        .authorize(&mut bearer(&sign(Algorithm::RS256, "rsa-1", &claims())))
+        .await;
+    assert!(rs.is_allow(), "{rs:?}");
+    // Listing HS256 is the config saying otherwise.
+    let listed = remote_config(&server.url, "1h")
+        .replace("    jwks:", "    algorithms: [HS256, RS256]\n    jwks:");
+    let listing = chain(&listed).await;
+    let hs = listing
+        .authorize(&mut bearer(&sign(Algorithm::HS256, "hs-1", &claims())))
+        .await;
+    assert!(hs.is_allow(), "{hs:?}");
 }
 
 #[tokio::test]
@@ -396,7 +429,7 @@ async fn bad_jwt_configs_name_their_place() {
             "configs[0].jwt.jwks.remote.url",
         ),
         (
-            "jwks: { remote: { url: 'http://x/y', timeout: 0s } }".to_owned(),
+            "jwks: { remote: { url: 'https://x/y', timeout: 0s } }".to_owned(),
             "configs[0].jwt.jwks.remote.timeout",
         ),
         (
