@@ -21,9 +21,12 @@ use tokio_util::sync::CancellationToken;
 use crate::admin::{self, Admin};
 use crate::settings::{Loaded, Settings};
 
-/// How long file events are gathered before a reload: an editor's save
-/// or a ConfigMap swap is several events.
+/// How long the files must be quiet before a reload: an editor's save, a
+/// ConfigMap swap or a file written in pieces is several events.
 const DEBOUNCE: Duration = Duration::from_millis(200);
+
+/// The longest a reload waits for the files to be quiet.
+const GATHER_AT_MOST: Duration = Duration::from_secs(5);
 
 /// How long to wait before starting the first generation again when a
 /// step could not start (a JWKS endpoint down, say).
@@ -521,8 +524,17 @@ impl Reloads {
             Some(()) = self.events.recv() => false,
         };
         if !forced {
-            // Gather the rest of a save's events into one reload.
-            tokio::time::sleep(DEBOUNCE).await;
+            // Gather the rest of a save's events into one reload, until
+            // the files have been quiet for DEBOUNCE: a file written in
+            // pieces is read once it is whole, never half-written (which
+            // can parse into a weaker config). A writer that never pauses
+            // is read after GATHER_AT_MOST.
+            let until = tokio::time::Instant::now() + GATHER_AT_MOST;
+            while let Ok(Some(())) = tokio::time::timeout(DEBOUNCE, self.events.recv()).await {
+                if tokio::time::Instant::now() >= until {
+                    break;
+                }
+            }
             while self.events.try_recv().is_ok() {}
         }
         tracing::info!(

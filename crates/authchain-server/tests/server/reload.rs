@@ -238,3 +238,63 @@ async fn a_reload_names_the_settings_that_need_a_restart() {
         "the AuthConfigs did reload"
     );
 }
+
+#[tokio::test]
+async fn a_file_written_in_pieces_is_read_only_when_whole() {
+    // Cut anywhere before its last step, this config allows everything;
+    // whole, it denies everything, as the one it replaces does.
+    // Long comments keep a valid, weaker prefix on disk for a while.
+    let comment = "  # the next step closes what the one above opens\n".repeat(12);
+    let gated = format!(
+        "defaultConfig: flip
+authConfigs:
+- name: flip
+  configs:
+  - name: open
+    rules: {{ defaultAction: allow }}
+{comment}  - name: gate
+    rules: {{ defaultAction: deny }}
+{comment}{LISTENERS}"
+    );
+    let mut server = Authchain::start(&flip("deny")).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let allowed = Arc::new(AtomicUsize::new(0));
+    let checks = Arc::new(AtomicUsize::new(0));
+    let http = server.http;
+    let load = tokio::spawn({
+        let (stop, allowed, checks) = (stop.clone(), allowed.clone(), checks.clone());
+        async move {
+            while !stop.load(Ordering::SeqCst) {
+                let reply = authchain_testkit::client::get(http, "/check:flip/x", &[]).await;
+                if reply.is_ok_and(|r| r.status == 200) {
+                    allowed.fetch_add(1, Ordering::SeqCst);
+                }
+                checks.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    });
+    // 12 bytes every 10 ms (well inside the server's 200 ms of quiet):
+    // over a second of a half-written file.
+    server
+        .write_in_pieces(&gated, 12, Duration::from_millis(10))
+        .await;
+    server.wait_for_generation(2).await;
+    stop.store(true, Ordering::SeqCst);
+    load.await.unwrap();
+    assert_eq!(
+        allowed.load(Ordering::SeqCst),
+        0,
+        "a half-written config served ({} checks)\n{}",
+        checks.load(Ordering::SeqCst),
+        server.log()
+    );
+    assert!(
+        checks.load(Ordering::SeqCst) > 50,
+        "the loop ran throughout"
+    );
+    assert_eq!(
+        server.generation().await,
+        2,
+        "one reload, of the whole file"
+    );
+}

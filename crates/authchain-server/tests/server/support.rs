@@ -86,6 +86,20 @@ impl Authchain {
         std::fs::rename(&aside, &self.config).unwrap();
     }
 
+    /// Writes the config file in place, `piece` bytes at a time with
+    /// `pause` between pieces, as a slow writer (`cat > file`, a copy
+    /// over a network mount) does.
+    pub(crate) async fn write_in_pieces(&self, template: &str, piece: usize, pause: Duration) {
+        use std::io::Write;
+        let text = render(template, &self.vars).unwrap();
+        let mut file = std::fs::File::create(&self.config).unwrap();
+        for chunk in text.as_bytes().chunks(piece) {
+            file.write_all(chunk).unwrap();
+            file.flush().unwrap();
+            tokio::time::sleep(pause).await;
+        }
+    }
+
     /// The admin's `/metrics` text.
     pub(crate) async fn metrics(&self) -> String {
         client::get(self.admin, "/metrics", &[])
