@@ -24,7 +24,7 @@ pub use check::{CheckConfig, ForwardedHeaders, HEADERS_TO_REMOVE, Refused, Trust
 #[doc(inline)]
 pub use passthrough::HttpPassthroughPlugin;
 #[doc(inline)]
-pub use server::{CheckServer, DEFAULT_BODY_LIMIT};
+pub use server::{CheckServer, DEFAULT_BODY_LIMIT, DEFAULT_READ_TIMEOUT};
 
 /// Registers this crate's step kinds (`passThroughAuth.http`).
 pub fn register(registry: &mut authchain_core::PluginRegistry) {

@@ -26,6 +26,11 @@ use crate::head::{empty_request, give_back, plain, plain_owned, read_body};
 /// where a proxy sets what it sends).
 pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
 
+/// How long a check's headers, and then its body, may take to arrive by
+/// default: a client that sends less holds a connection, never a permit,
+/// and not for longer than this.
+pub const DEFAULT_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Answers checks over HTTP from an engine's current generation; see
 /// [`crate::check`] for what it reads and answers.
 #[derive(Debug, Clone)]
@@ -33,6 +38,7 @@ pub struct CheckServer {
     engine: Arc<Engine>,
     config: Arc<CheckConfig>,
     body_limit: usize,
+    read_timeout: std::time::Duration,
     limit: Option<ConcurrencyLimit>,
 }
 
@@ -43,6 +49,7 @@ impl CheckServer {
             engine,
             config: Arc::new(config),
             body_limit: DEFAULT_BODY_LIMIT,
+            read_timeout: DEFAULT_READ_TIMEOUT,
             limit: None,
         }
     }
@@ -52,6 +59,14 @@ impl CheckServer {
     /// status but 401 and 403 into a 500 for its client.)
     pub fn concurrency_limit(mut self, limit: ConcurrencyLimit) -> Self {
         self.limit = Some(limit);
+        self
+    }
+
+    /// How long a check's headers, and then its body, may take to arrive
+    /// ([`DEFAULT_READ_TIMEOUT`]); a body later than that is answered with
+    /// 408, headers later than that close the connection.
+    pub fn read_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.read_timeout = timeout;
         self
     }
 
@@ -84,29 +99,16 @@ impl CheckServer {
     where
         B: http_body::Body,
     {
-        let permit = match self.limit.as_ref().map(|l| l.try_acquire("http")) {
-            Some(None) => {
-                return Ok(plain(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "too many checks in flight",
-                ));
-            }
-            permit => permit.flatten(),
-        };
         let (parts, body) = request.into_parts();
         let peer = peer.map(Peer::from_address).unwrap_or_default();
         // Most checks carry no body (nginx, Traefik and Caddy never send
-        // one): nothing to read then.
+        // one): nothing to read then. A check whose body is still coming
+        // holds no permit: a slow client must not hold one a check of
+        // another transport needs.
         if !body.is_end_stream() {
-            return Err(Waiting::Body(Box::new(Unread {
-                parts,
-                body,
-                peer,
-                permit,
-            })));
+            return Err(Waiting::Body(Box::new(Unread { parts, body, peer })));
         }
-        self.decide(parts, None, peer, permit)
-            .map_err(Waiting::Step)
+        self.decide(parts, None, peer).map_err(Waiting::Step)
     }
 
     /// Runs the chain the check selects, as far as it goes without
@@ -116,8 +118,16 @@ impl CheckServer {
         mut parts: Parts,
         body: Option<Bytes>,
         peer: Peer,
-        permit: Option<Permit>,
     ) -> Result<Response<Bytes>, Box<Stepping>> {
+        let permit = match self.limit.as_ref().map(|l| l.try_acquire("http")) {
+            Some(None) => {
+                return Ok(plain(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "too many checks in flight",
+                ));
+            }
+            permit => permit.flatten(),
+        };
         let mut request = empty_request();
         let config = match self.config.read_into(&mut parts, body, peer, &mut request) {
             Ok(config) => config,
@@ -154,7 +164,11 @@ impl CheckServer {
         shutdown: impl Future<Output = ()>,
     ) -> std::io::Result<()> {
         let graceful = GracefulShutdown::new();
-        let builder = auto::Builder::new(TokioExecutor::new());
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(self.read_timeout);
         // One reference count to bump per check, not one per field.
         let this = Arc::new(self);
         let mut shutdown = std::pin::pin!(shutdown);
@@ -216,7 +230,6 @@ struct Unread<B> {
     parts: Parts,
     body: B,
     peer: Peer,
-    permit: Option<Permit>,
 }
 
 /// The answer to a check that `decision` ends; `request` is given back.
@@ -244,17 +257,17 @@ where
         let stepping = match self {
             Waiting::Step(stepping) => stepping,
             Waiting::Body(unread) => {
-                let Unread {
-                    parts,
-                    body,
-                    peer,
-                    permit,
-                } = *unread;
-                let body = match read_body(body, server.body_limit).await {
-                    Ok(body) => Some(body).filter(|b| !b.is_empty()),
-                    Err((status, _)) => return plain(status, ""),
+                let Unread { parts, body, peer } = *unread;
+                let read = read_body(body, server.body_limit);
+                let body = match tokio::time::timeout(server.read_timeout, read).await {
+                    Ok(Ok(body)) => Some(body).filter(|b| !b.is_empty()),
+                    Ok(Err((status, _))) => return plain(status, ""),
+                    Err(_) => {
+                        tracing::debug!("a check's body did not arrive in time");
+                        return plain(StatusCode::REQUEST_TIMEOUT, "");
+                    }
                 };
-                match server.decide(parts, body, peer, permit) {
+                match server.decide(parts, body, peer) {
                     Ok(response) => return response,
                     Err(stepping) => stepping,
                 }

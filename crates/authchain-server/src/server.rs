@@ -189,6 +189,9 @@ impl Server {
             }
             let mut server =
                 CheckServer::new(engine.clone(), config).concurrency_limit(limit.clone());
+            if let Some(timeout) = http.read_timeout {
+                server = server.read_timeout(timeout.0);
+            }
             if let Some(max) = http.body_limit {
                 server = server.body_limit(max);
             }
@@ -392,6 +395,10 @@ fn restart_only(old: &Settings, new: &Settings) -> Vec<&'static str> {
     differ(
         "http.bodyLimit",
         a.map(|h| h.body_limit) == b.map(|h| h.body_limit),
+    );
+    differ(
+        "http.readTimeout",
+        a.map(|h| h.read_timeout) == b.map(|h| h.read_timeout),
     );
     differ("admin", old.admin == new.admin);
     differ("defaultConfig", old.default_config == new.default_config);

@@ -114,6 +114,11 @@ pub struct HttpSettings {
     /// The largest check body read; larger is 413 (64 KiB).
     #[serde(default)]
     pub body_limit: Option<usize>,
+    /// How long a check's headers, then its body, may take to arrive (10 s):
+    /// later headers close the connection, a later body is a 408. A check
+    /// holds a permit of `maxConcurrentChecks` only once it is read.
+    #[serde(default)]
+    pub read_timeout: Option<ConfigDuration>,
 }
 
 /// A network of forward-auth proxies and the forwarded headers they write

@@ -6,4 +6,5 @@
 mod check;
 mod lifecycle;
 mod reload;
+mod slow;
 mod support;
