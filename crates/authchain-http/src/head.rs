@@ -74,19 +74,12 @@ where
     }
 }
 
-/// A response with `status` and a fixed text body (empty: none).
+/// A response with `status` and a text body (empty: none).
 pub(crate) fn plain<ResBody: From<Bytes>>(
     status: StatusCode,
-    body: &'static str,
+    body: impl Into<Bytes>,
 ) -> Response<ResBody> {
-    let mut response = Response::new(ResBody::from(Bytes::from_static(body.as_bytes())));
-    *response.status_mut() = status;
-    response
-}
-
-/// A response with `status` and a text body made at run time.
-pub(crate) fn plain_owned(status: StatusCode, body: String) -> Response<Bytes> {
-    let mut response = Response::new(Bytes::from(body));
+    let mut response = Response::new(ResBody::from(body.into()));
     *response.status_mut() = status;
     response
 }

@@ -93,7 +93,13 @@ pub struct HttpSpec {
 impl std::fmt::Debug for HttpSpec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HttpSpec")
-            .field("url", &shown_url(&self.url))
+            .field(
+                "url",
+                &self
+                    .url
+                    .parse()
+                    .map_or_else(|_| "<not a URL>".to_owned(), |u| shown_url(&u)),
+            )
             .field("connection_timeout", &self.connection_timeout)
             .field("tls", &self.tls)
             .field("request", &self.request)
@@ -104,19 +110,14 @@ impl std::fmt::Debug for HttpSpec {
 
 /// A URL as logs and `Debug` show it: scheme, host, port and path, without
 /// the user, password or query it may carry.
-fn shown_url(url: &str) -> String {
-    match url.parse::<Uri>() {
-        Ok(uri) => {
-            let port = uri.port_u16().map(|p| format!(":{p}")).unwrap_or_default();
-            format!(
-                "{}://{}{port}{}",
-                uri.scheme_str().unwrap_or_default(),
-                uri.host().unwrap_or_default(),
-                uri.path()
-            )
-        }
-        Err(_) => "<not a URL>".to_owned(),
-    }
+fn shown_url(uri: &Uri) -> String {
+    let port = uri.port_u16().map(|p| format!(":{p}")).unwrap_or_default();
+    format!(
+        "{}://{}{port}{}",
+        uri.scheme_str().unwrap_or_default(),
+        uri.host().unwrap_or_default(),
+        uri.path()
+    )
 }
 
 /// The CA that signs the auth server's certificate (else the web PKI roots).
@@ -365,7 +366,7 @@ pub struct HttpPassthrough {
 impl std::fmt::Debug for HttpPassthrough {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HttpPassthrough")
-            .field("url", &shown_url(&self.url.to_string()))
+            .field("url", &shown_url(&self.url))
             .field("timeout", &self.timeout)
             .finish_non_exhaustive()
     }
@@ -487,7 +488,7 @@ impl AuthService for HttpPassthrough {
                     _ => None,
                 });
             let Some(state) = state else {
-                tracing::warn!(url = %shown_url(&self.url.to_string()), "the auth server's 200 has no {{\"state\": {{...}}}} body; denying");
+                tracing::warn!(url = %shown_url(&self.url), "the auth server's 200 has no {{\"state\": {{...}}}} body; denying");
                 return Ok(Decision::unauthorized());
             };
             request.state.extend(state);
@@ -531,10 +532,12 @@ mod tests {
         let shown = format!("{config:?} {config:#?}");
         assert!(!shown.contains("s3cret"), "{shown}");
         assert!(shown.contains("authorization"), "{shown}");
-        assert_eq!(
-            shown_url(&config.http.url),
-            "https://auth.example:8443/check"
-        );
-        assert_eq!(shown_url("not a url at all"), "<not a URL>");
+        let uri: Uri = config.http.url.parse().unwrap();
+        assert_eq!(shown_url(&uri), "https://auth.example:8443/check");
+        let spec = HttpSpec {
+            url: "not a url at all".to_owned(),
+            ..serde_json::from_value(serde_json::json!({ "url": "x" })).unwrap()
+        };
+        assert!(format!("{spec:?}").contains("<not a URL>"));
     }
 }

@@ -20,7 +20,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
 use crate::check::{CheckConfig, respond};
-use crate::head::{empty_request, give_back, plain, plain_owned, read_body};
+use crate::head::{empty_request, give_back, plain, read_body};
 
 /// The default limit of a check's body (Envoy's `max_request_bytes` is
 /// where a proxy sets what it sends).
@@ -136,7 +136,7 @@ impl CheckServer {
                 metrics::counter!("authchain_http_checks_refused_total", "status" => refused.status.as_str().to_owned())
                     .increment(1);
                 tracing::info!(status = refused.status.as_u16(), reason = %refused.reason, "refusing a check");
-                return Ok(plain_owned(refused.status, refused.reason));
+                return Ok(plain(refused.status, refused.reason));
             }
         };
         let generation = self.engine.current_ref();
