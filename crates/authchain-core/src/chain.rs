@@ -44,10 +44,14 @@ pub const MAX_EXPR_STEPS: usize = 64;
 /// 3. [`state`](AuthorizationRequest::state) written by a step is visible
 ///    to every later step.
 /// 4. With a `booleanExpr`, named steps combine with `&&`, `||`, `!` and
-///    parentheses, short-circuiting: steps not needed are not run. The
-///    answer is then the allow of the steps that allowed, or the deny of the
-///    last step that denied (403 when the expression is false and no step
-///    denied, as in `!a` with `a` allowing).
+///    parentheses, short-circuiting: steps not needed are not run. Only the
+///    branches that decided contribute: what the steps of an operand that
+///    turned out false wrote (header and query changes, state, the user)
+///    is undone, as in `(key && opa) || public` with `opa` denying, and a
+///    step named again after such an operand runs again. The answer is the
+///    allow of the steps that remain, or the deny of the last step that
+///    denied (403 when the expression is false and no step denied, as in
+///    `!a` with `a` allowing).
 /// 5. A step error (a panic in a step included) fails closed: a deny
 ///    with `statusOnError` (403 by default), counted and logged, even
 ///    inside a `booleanExpr`. A step with `failureModeAllow` passes
@@ -504,6 +508,7 @@ impl Chain {
                 ran: 0,
                 allowed: 0,
                 last_deny: None,
+                saved: Vec::new(),
             },
         }
     }
@@ -554,7 +559,7 @@ impl Chain {
     /// step that must be waited for (its result goes to `record`).
     fn run_now(&self, run: &mut Run, request: &mut AuthorizationRequest) -> Result<Ended, usize> {
         loop {
-            let index = match self.next_step(run) {
+            let index = match self.next_step(run, request) {
                 Ok(index) => index,
                 Err(allowed) => return Ok(Self::end(run, allowed)),
             };
@@ -636,8 +641,10 @@ impl Chain {
     }
 
     /// The step to run next, or (`Err`) whether the run ended allowed.
-    fn next_step(&self, run: &mut Run) -> Result<usize, bool> {
-        match &mut run.cursor {
+    /// Saves and settles a `booleanExpr`'s undoable operands on the way.
+    fn next_step(&self, run: &mut Run, request: &mut AuthorizationRequest) -> Result<usize, bool> {
+        let Run { acc, cursor, .. } = run;
+        match cursor {
             Cursor::InOrder(next) => match self.steps.get(*next) {
                 Some(_) => Ok(*next),
                 None => Err(true),
@@ -647,6 +654,7 @@ impl Chain {
                 register,
                 ran,
                 allowed,
+                saved,
                 ..
             } => {
                 let program = self.program.as_deref().unwrap_or_default();
@@ -661,6 +669,33 @@ impl Chain {
                                 return Ok(step);
                             }
                             *register = *allowed & bit != 0;
+                        }
+                        Next::Save {
+                            resume,
+                            register: r,
+                        } => {
+                            (*pc, *register) = (resume, r);
+                            saved.push(Saved {
+                                request: request.clone(),
+                                acc: acc.clone(),
+                                ran: *ran,
+                                allowed: *allowed,
+                            });
+                        }
+                        Next::Settle {
+                            resume,
+                            register: r,
+                        } => {
+                            (*pc, *register) = (resume, r);
+                            let save = saved.pop();
+                            // A false operand's steps never ran, as far as
+                            // the request, the allow and a later mention of
+                            // them know.
+                            if let Some(save) = save.filter(|_| !*register) {
+                                *request = save.request;
+                                *acc = save.acc;
+                                (*ran, *allowed) = (save.ran, save.allowed);
+                            }
                         }
                         Next::Done(value) => return Err(value),
                     }
@@ -848,14 +883,25 @@ enum Cursor {
     InOrder(usize),
     /// A `booleanExpr`: where the program resumes with its register, and
     /// (as bit sets, at most MAX_EXPR_STEPS steps) the steps that ran and
-    /// those that allowed, and the last deny.
+    /// those that allowed, the last deny, and the run as it was at the
+    /// start of each undoable operand being run.
     Expr {
         pc: usize,
         register: bool,
         ran: u64,
         allowed: u64,
         last_deny: Option<Box<Deny>>,
+        saved: Vec<Saved>,
     },
+}
+
+/// A run as it was where a `booleanExpr` operand started, to go back to if
+/// the operand turns out false.
+struct Saved {
+    request: AuthorizationRequest,
+    acc: Allow,
+    ran: u64,
+    allowed: u64,
 }
 
 /// What a run's accumulated allow keeps besides the request's changes,

@@ -4,8 +4,14 @@
 //! Precedence is the usual one (`!` binds tightest, then `&&`, then `||`),
 //! operands are evaluated left to right and `&&` / `||` short-circuit, so
 //! a step whose result cannot change the answer is not run. The expression
-//! compiles to a tiny jump program over one boolean register, which needs
-//! no stack and no allocation to run.
+//! compiles to a tiny jump program over one boolean register.
+//!
+//! Only the branches that decide contribute: a compound operand of `||` or
+//! `!` runs between a [`Op::Save`] and an [`Op::Settle`], and the chain
+//! puts the request and the allow back as they were at the save when the
+//! operand turns out false (in `(key && opa) || public`, what `key` wrote
+//! is undone when `opa` denies). A lone step needs no save: a step that
+//! denies changes nothing.
 
 use crate::Error;
 
@@ -20,6 +26,12 @@ pub(crate) enum Op {
     JumpIfFalse(usize),
     /// Jump to the address when the register is true.
     JumpIfTrue(usize),
+    /// Remember the run as it is: the start of an operand whose changes
+    /// are undone if it turns out false.
+    Save,
+    /// The operand of the last `Save` ended: undo its changes if the
+    /// register is false, and forget the save.
+    Settle,
 }
 
 #[derive(Debug)]
@@ -168,11 +180,14 @@ fn compile(node: &Node, ops: &mut Vec<Op>, used: &mut [bool]) {
             ops.push(Op::Run(*i));
         }
         Node::Not(inner) => {
-            compile(inner, ops, used);
+            compile_undoable(inner, ops, used);
             ops.push(Op::Not);
         }
         Node::And(l, r) | Node::Or(l, r) => {
-            compile(l, ops, used);
+            match node {
+                Node::And(..) => compile(l, ops, used),
+                _ => compile_undoable(l, ops, used),
+            }
             let jump = ops.len();
             ops.push(Op::Not); // placeholder, patched below
             compile(r, ops, used);
@@ -182,6 +197,19 @@ fn compile(node: &Node, ops: &mut Vec<Op>, used: &mut [bool]) {
                 _ => Op::JumpIfTrue(end),
             };
         }
+    }
+}
+
+/// Compiles an operand whose changes are undone when it turns out false
+/// (that of `!`, the left one of `||`; the right one of `||` is its
+/// parent's to undo).
+fn compile_undoable(node: &Node, ops: &mut Vec<Op>, used: &mut [bool]) {
+    if matches!(node, Node::Step(_)) {
+        compile(node, ops, used);
+    } else {
+        ops.push(Op::Save);
+        compile(node, ops, used);
+        ops.push(Op::Settle);
     }
 }
 
@@ -217,6 +245,12 @@ pub(crate) fn compile_expr(src: &str, names: &[String]) -> Result<Vec<Op>, Error
 pub(crate) enum Next {
     /// Run step `step`, then call [`advance`] again at `resume` with its result.
     Run { step: usize, resume: usize },
+    /// Save the run ([`Op::Save`]), then call [`advance`] again at `resume`
+    /// with `register`.
+    Save { resume: usize, register: bool },
+    /// Settle the last save ([`Op::Settle`]) by `register`, then call
+    /// [`advance`] again at `resume` with it.
+    Settle { resume: usize, register: bool },
     /// The expression's value.
     Done(bool),
 }
@@ -229,6 +263,18 @@ pub(crate) fn advance(ops: &[Op], mut pc: usize, mut acc: bool) -> Next {
         pc += 1;
         match *op {
             Op::Run(step) => return Next::Run { step, resume: pc },
+            Op::Save => {
+                return Next::Save {
+                    resume: pc,
+                    register: acc,
+                };
+            }
+            Op::Settle => {
+                return Next::Settle {
+                    resume: pc,
+                    register: acc,
+                };
+            }
             Op::Not => acc = !acc,
             Op::JumpIfFalse(to) if !acc => pc = to,
             Op::JumpIfTrue(to) if acc => pc = to,
@@ -250,16 +296,61 @@ mod tests {
     fn run(expr: &str, steps: &[&str], results: &[bool]) -> (bool, Vec<usize>) {
         let ops = compile_expr(expr, &names(steps)).unwrap();
         let mut ran = Vec::new();
-        let mut next = advance(&ops, 0, false);
+        let (mut pc, mut register) = (0, false);
         loop {
-            match next {
+            match advance(&ops, pc, register) {
                 Next::Run { step, resume } => {
                     ran.push(step);
-                    next = advance(&ops, resume, results[step]);
+                    (pc, register) = (resume, results[step]);
+                }
+                Next::Save {
+                    resume,
+                    register: r,
+                }
+                | Next::Settle {
+                    resume,
+                    register: r,
+                } => {
+                    (pc, register) = (resume, r);
                 }
                 Next::Done(answer) => return (answer, ran),
             }
         }
+    }
+
+    /// The program as text, one op per entry.
+    fn program(expr: &str, steps: &[&str]) -> Vec<Op> {
+        compile_expr(expr, &names(steps)).unwrap()
+    }
+
+    #[test]
+    fn only_compound_operands_of_or_and_not_are_saved() {
+        use Op::*;
+        let s = ["a", "b", "c"];
+        assert_eq!(
+            program("a || b && c", &s),
+            [Run(0), JumpIfTrue(5), Run(1), JumpIfFalse(5), Run(2)]
+        );
+        assert_eq!(
+            program("a && b || c", &s),
+            [
+                Save,
+                Run(0),
+                JumpIfFalse(4),
+                Run(1),
+                Settle,
+                JumpIfTrue(7),
+                Run(2)
+            ]
+        );
+        assert_eq!(
+            program("!a && !(b || c)", &s)[..3],
+            [Run(0), Not, JumpIfFalse(9)]
+        );
+        assert_eq!(
+            program("!a && !(b || c)", &s)[3..],
+            [Save, Run(1), JumpIfTrue(7), Run(2), Settle, Not]
+        );
     }
 
     #[test]

@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use authchain_core::{
     Allow, AuthService, AuthorizationRequest, Chain, ChainStep, Decision, Deny, Error,
-    FAILURE_MODE_ALLOWED_HEADER, HeaderAction, HeaderMutation, async_trait, decide_fn, service_fn,
+    FAILURE_MODE_ALLOWED_HEADER, HeaderAction, HeaderMutation, UserInfo, async_trait, decide_fn,
+    service_fn,
 };
-use http::{HeaderMap, HeaderName, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use serde_json::json;
 
 use crate::support::*;
@@ -553,6 +554,105 @@ async fn boolean_expr_answers_the_last_deny_or_403() {
         .build()
         .unwrap();
     assert!(chain.authorize(&mut get("/")).await.is_allow());
+}
+
+/// A step that allows and writes everywhere a step can: a header, a query
+/// parameter, the state, the user, a response header; named `who`.
+fn writing(who: &'static str) -> Arc<dyn AuthService> {
+    Arc::new(service_fn(move |req| {
+        req.state.insert(who, json!(true));
+        Box::pin(async move {
+            // Waits, so that saves and settles meet paused runs too.
+            tokio::task::yield_now().await;
+            Ok(Allow::new()
+                .set_header(HeaderName::from_static(who), value("1"))
+                .set_query_parameter(who, "1")
+                .response_header(name("x-said"), HeaderValue::from_static(who))
+                .user(UserInfo::new(who))
+                .into())
+        })
+    }))
+}
+
+/// A step that allows and says in a header what the steps before it left:
+/// the headers and state keys it saw.
+fn witness() -> Arc<dyn AuthService> {
+    Arc::new(service_fn(|req| {
+        let mut seen: Vec<String> = req.headers.keys().map(|k| k.to_string()).collect();
+        seen.extend(req.state.iter().map(|(k, _)| format!("state:{k}")));
+        seen.sort();
+        let seen = HeaderValue::try_from(seen.join(",")).unwrap();
+        Box::pin(async move { Ok(Allow::new().set_header(name("x-seen"), seen).into()) })
+    }))
+}
+
+#[tokio::test]
+async fn only_the_branches_that_decided_contribute() {
+    let chain = Chain::builder("c")
+        .step(ChainStep::new("key", writing("x-key")))
+        .step(Fixed::deny().step("opa"))
+        .step(ChainStep::new("public", witness()))
+        .boolean_expr("(key && opa) || public")
+        .build()
+        .unwrap();
+    let mut req = get("/p?a=1");
+    let decision = chain.authorize(&mut req).await;
+    let allow = decision.as_allow().expect("public allows");
+    let headers: Vec<_> = allow
+        .headers
+        .iter()
+        .map(|m| (m.name.as_str(), m.value.to_str().unwrap()))
+        .collect();
+    assert_eq!(
+        headers,
+        [("x-seen", "")],
+        "public saw none of key's changes"
+    );
+    assert!(allow.query_parameters_to_set.is_empty());
+    assert!(allow.response_headers.is_empty());
+    assert_eq!(allow.user_info, None);
+    assert_eq!(req.path, "/p?a=1");
+    assert!(req.headers.get("x-key").is_none());
+    assert!(req.state.get("x-key").is_none());
+
+    // Under `!`, a false operand's changes go too; a true one's stay
+    // when its branch decides.
+    let chain = Chain::builder("c")
+        .step(ChainStep::new("a", writing("x-a")))
+        .step(Fixed::deny().step("b"))
+        .step(ChainStep::new("c", writing("x-c")))
+        .step(ChainStep::new("w", witness()))
+        .boolean_expr("!(a && b) && (c || a) && w")
+        .build()
+        .unwrap();
+    let mut req = get("/");
+    let allow = chain
+        .authorize(&mut req)
+        .await
+        .as_allow()
+        .cloned()
+        .expect("allowed");
+    let seen = allow.headers.iter().find(|m| m.name == "x-seen").unwrap();
+    assert_eq!(seen.value, "state:x-c,x-c");
+    assert_eq!(allow.user_info, Some(UserInfo::new("x-c")));
+    assert_eq!(req.path, "/?x-c=1");
+
+    // A step undone runs again where the expression names it again.
+    let a = Fixed::new(Allow::new().set_header(name("x-a"), value("1")));
+    let chain = Chain::builder("c")
+        .step(a.step("a"))
+        .step(Fixed::deny().step("b"))
+        .boolean_expr("(a && b) || a")
+        .build()
+        .unwrap();
+    let allow = chain
+        .authorize(&mut get("/"))
+        .await
+        .as_allow()
+        .cloned()
+        .expect("allowed");
+    assert_eq!(allow.headers.len(), 1);
+    assert_eq!(a.runs(), 2);
 }
 
 #[tokio::test]
