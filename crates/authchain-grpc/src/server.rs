@@ -1,9 +1,12 @@
 //! The `envoy.service.auth.v3.Authorization` service and a ready server.
 
+use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use authchain_core::{ConcurrencyLimit, Deny, Engine};
 use envoy_types::ext_authz::v3::pb::{
@@ -12,6 +15,9 @@ use envoy_types::ext_authz::v3::pb::{
 use http::StatusCode;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
+use tonic::body::Body;
+use tonic::codegen::BoxFuture;
+use tonic::server::NamedService;
 use tonic::{Request, Response, Status};
 
 use crate::convert::{self, code};
@@ -48,14 +54,12 @@ pub const DEFAULT_MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
 /// | more checks in flight than the [concurrency limit](Self::concurrency_limit) | 503, `RESOURCE_EXHAUSTED`, counted |
 /// | an allow Envoy cannot carry (a non-UTF-8 header value, a query parameter that would break the URL) | the config's `statusOnError` (403), `INTERNAL`, counted |
 ///
-/// Only a `CheckRequest` larger than [`max_request_bytes`](Self::max_request_bytes)
-/// is refused by the transport (tonic answers `OUT_OF_RANGE`), which Envoy treats
-/// as a failed check: 403, or a pass under its `failure_mode_allow`.
+/// | a `CheckRequest` larger than [`max_request_bytes`](Self::max_request_bytes) | 413, `INVALID_ARGUMENT`, counted |
 ///
 /// # Metrics
 ///
 /// `authchain_grpc_rejected_total` with label `reason` = `unknown_config`,
-/// `invalid_request` or `invalid_decision` (no config name: for an unknown
+/// `invalid_request`, `too_large` or `invalid_decision` (no config name: for an unknown
 /// one, that would be the request's to choose);
 /// the chains count their own decisions (see `authchain-core`).
 #[derive(Clone)]
@@ -110,8 +114,9 @@ impl ExtAuthzService {
         self
     }
 
-    /// The largest encoded `CheckRequest` accepted (default 4 MiB). Set it
-    /// above Envoy's `with_request_body.max_request_bytes` plus headers.
+    /// The largest encoded `CheckRequest` read (default 4 MiB); a larger
+    /// one is denied with 413 unread. Set it above Envoy's
+    /// `with_request_body.max_request_bytes` plus headers.
     pub fn max_request_bytes(mut self, limit: usize) -> Self {
         self.max_request_bytes = limit;
         self
@@ -124,9 +129,9 @@ impl ExtAuthzService {
 
     /// The tonic service, to add to a server of your own:
     /// `Server::builder().add_service(service.into_server())`.
-    pub fn into_server(self) -> AuthorizationServer<Self> {
+    pub fn into_server(self) -> ExtAuthzServer {
         let limit = self.max_request_bytes;
-        AuthorizationServer::new(self).max_decoding_message_size(limit)
+        ExtAuthzServer(AuthorizationServer::new(self).max_decoding_message_size(limit))
     }
 
     /// Answers one `CheckRequest` (what the gRPC method does, without the
@@ -190,6 +195,99 @@ impl ExtAuthzService {
     }
 }
 
+/// The gRPC service of an [`ExtAuthzService`]
+/// ([`into_server`](ExtAuthzService::into_server)): tonic's, but for a
+/// `CheckRequest` over the size limit, which tonic refuses with
+/// `OUT_OF_RANGE` before any handler. Envoy would take that for a failed
+/// check, and pass the request under its `failure_mode_allow`: it is a
+/// deny (413) instead.
+#[derive(Debug, Clone)]
+pub struct ExtAuthzServer(AuthorizationServer<ExtAuthzService>);
+
+impl NamedService for ExtAuthzServer {
+    const NAME: &'static str = <AuthorizationServer<ExtAuthzService> as NamedService>::NAME;
+}
+
+impl<B> tower_service::Service<http::Request<B>> for ExtAuthzServer
+where
+    AuthorizationServer<ExtAuthzService>: tower_service::Service<
+            http::Request<B>,
+            Response = http::Response<Body>,
+            Error = Infallible,
+            Future = BoxFuture<http::Response<Body>, Infallible>,
+        >,
+{
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = OversizedAsDeny;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        OversizedAsDeny(self.0.call(request))
+    }
+}
+
+/// The future of [`ExtAuthzServer`]: tonic's answer, a refusal of an
+/// oversized `CheckRequest` turned into a deny.
+pub struct OversizedAsDeny(BoxFuture<http::Response<Body>, Infallible>);
+
+impl fmt::Debug for OversizedAsDeny {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OversizedAsDeny").finish_non_exhaustive()
+    }
+}
+
+impl Future for OversizedAsDeny {
+    type Output = Result<http::Response<Body>, Infallible>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let Ok(response) = std::task::ready!(self.0.as_mut().poll(cx));
+        let oversized = response
+            .extensions()
+            .get::<Status>()
+            .is_some_and(|s| s.code() == tonic::Code::OutOfRange);
+        if !oversized {
+            return Poll::Ready(Ok(response));
+        }
+        tracing::warn!("denying a CheckRequest over maxRequestBytes");
+        rejected("too_large");
+        let deny = convert::denied(
+            code::INVALID_ARGUMENT,
+            "the CheckRequest is larger than the server's maxRequestBytes",
+            Deny::new(StatusCode::PAYLOAD_TOO_LARGE),
+        );
+        Poll::Ready(Ok(unary_ok(&deny)))
+    }
+}
+
+/// A whole gRPC answer of one message with status OK.
+fn unary_ok(message: &CheckResponse) -> http::Response<Body> {
+    use http_body_util::BodyExt;
+    let encoded = prost::Message::encode_to_vec(message);
+    let mut framed = Vec::with_capacity(5 + encoded.len());
+    framed.push(0); // not compressed
+    // A deny's message is a few hundred bytes: the length fits.
+    framed.extend_from_slice(
+        &u32::try_from(encoded.len())
+            .unwrap_or(u32::MAX)
+            .to_be_bytes(),
+    );
+    framed.extend_from_slice(&encoded);
+    let mut trailers = http::HeaderMap::new();
+    trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+    let body = http_body_util::Full::new(bytes::Bytes::from(framed))
+        .with_trailers(async move { Some(Ok(trailers)) });
+    let mut response = http::Response::new(Body::new(body));
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/grpc"),
+    );
+    response
+}
+
 /// Counts a rejected check by its reason alone: the name of an unknown
 /// config comes from the request, and a label from there would let a
 /// caller grow the metrics without bound.
@@ -230,18 +328,14 @@ where
     F: Future<Output = ()> + Send,
 {
     let (reporter, health) = tonic_health::server::health_reporter();
-    reporter
-        .set_serving::<AuthorizationServer<ExtAuthzService>>()
-        .await;
+    reporter.set_serving::<ExtAuthzServer>().await;
     tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .add_service(health)
         .add_service(service.into_server())
         .serve_with_shutdown(addr, async move {
             signal.await;
-            reporter
-                .set_not_serving::<AuthorizationServer<ExtAuthzService>>()
-                .await;
+            reporter.set_not_serving::<ExtAuthzServer>().await;
         })
         .await
 }
@@ -264,17 +358,13 @@ where
         stream
     });
     let (reporter, health) = tonic_health::server::health_reporter();
-    reporter
-        .set_serving::<AuthorizationServer<ExtAuthzService>>()
-        .await;
+    reporter.set_serving::<ExtAuthzServer>().await;
     tonic::transport::Server::builder()
         .add_service(health)
         .add_service(service.into_server())
         .serve_with_incoming_shutdown(incoming, async move {
             signal.await;
-            reporter
-                .set_not_serving::<AuthorizationServer<ExtAuthzService>>()
-                .await;
+            reporter.set_not_serving::<ExtAuthzServer>().await;
         })
         .await
 }

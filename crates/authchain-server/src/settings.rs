@@ -92,7 +92,8 @@ pub struct GrpcSettings {
     /// The context extension that names the AuthConfig (`config_id`).
     #[serde(default)]
     pub config_key: Option<String>,
-    /// The largest `CheckRequest` in bytes (4 MiB).
+    /// The largest `CheckRequest` in bytes (4 MiB); a larger one is a deny
+    /// with 413, never a transport error Envoy could fail open on.
     #[serde(default)]
     pub max_request_bytes: Option<usize>,
 }
