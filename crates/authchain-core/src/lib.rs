@@ -97,7 +97,10 @@ pub use error::{BoxError, Error};
 #[doc(inline)]
 pub use generation::{Engine, Generation};
 #[doc(inline)]
-pub use limit::{ConcurrencyLimit, Permit};
+pub use limit::{
+    ConcurrencyLimit, Connection, ConnectionLimits, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
+    Permit,
+};
 #[doc(inline)]
 pub use path::AmbiguousPaths;
 #[doc(inline)]

@@ -1,15 +1,24 @@
-//! Bounded concurrency with load shedding, shared by the transports.
+//! What a listener bounds, for the transports: the checks in flight (shed
+//! beyond the limit), the connections open, and how long a connection may
+//! sit idle.
 
 use std::fmt;
+use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
 
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::{Instant, Sleep};
 
-/// A limit on the checks in flight, shared by every transport of a server
-/// (clone it into each). A check beyond the limit is not queued: the
-/// transport answers it at once (HTTP 503, gRPC `RESOURCE_EXHAUSTED`), so
-/// an overloaded server stays fast at saying no, and the proxy can retry
-/// elsewhere.
+/// A limit on the checks in flight. A check beyond the limit is not
+/// queued: the transport answers it at once (HTTP 503, gRPC
+/// `RESOURCE_EXHAUSTED`), so an overloaded server stays fast at saying no,
+/// and the proxy can retry elsewhere. The `authchain` server gives each
+/// listener its own, so that one protocol's clients cannot take the
+/// other's places.
 ///
 /// Metric: `authchain_shed_total{transport}`.
 #[derive(Clone)]
@@ -53,6 +62,16 @@ impl ConcurrencyLimit {
         self.max - self.semaphore.available_permits()
     }
 
+    /// A place, once one is free (for a connection: a listener waits for
+    /// one before it accepts).
+    pub async fn acquire(&self) -> Permit {
+        match Arc::clone(&self.semaphore).acquire_owned().await {
+            Ok(permit) => Permit { _permit: permit },
+            // The semaphore is never closed.
+            Err(_) => unreachable!("the limit's semaphore is never closed"),
+        }
+    }
+
     /// A place for one check, or `None` when the limit is reached; a
     /// refusal is counted under `transport`.
     pub fn try_acquire(&self, transport: &'static str) -> Option<Permit> {
@@ -66,9 +85,194 @@ impl ConcurrencyLimit {
     }
 }
 
+/// The connections a listener keeps open: how many at most, and how long
+/// one may sit idle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConnectionLimits {
+    /// The most connections open at once; beyond it, the listener accepts
+    /// no more until one closes ([`DEFAULT_MAX_CONNECTIONS`]).
+    pub max_connections: usize,
+    /// A connection on which no byte has moved either way for this long is
+    /// closed ([`DEFAULT_IDLE_TIMEOUT`]): keep it above the chains'
+    /// deadlines, or a check waiting on a slow step loses its connection.
+    pub idle_timeout: Duration,
+}
+
+/// The default [`ConnectionLimits::max_connections`].
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+
+/// The default [`ConnectionLimits::idle_timeout`].
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        ConnectionLimits {
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+        }
+    }
+}
+
+impl ConnectionLimits {
+    /// Limits of `max_connections` (at least one) and `idle_timeout`.
+    pub fn new(max_connections: usize, idle_timeout: Duration) -> Self {
+        ConnectionLimits {
+            max_connections,
+            idle_timeout,
+        }
+    }
+}
+
+/// A connection a listener accepted: its IO, closed with a `TimedOut`
+/// error once no byte has moved either way for the idle timeout, and its
+/// place among the listener's connections, given back on drop.
+pub struct Connection<T> {
+    io: T,
+    idle: Duration,
+    timer: Pin<Box<Sleep>>,
+    /// Whether a byte moved since the timer was last set.
+    moved: bool,
+    _place: Permit,
+}
+
+impl<T> fmt::Debug for Connection<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connection")
+            .field("idle", &self.idle)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T> Connection<T> {
+    /// `io`, holding `place` until dropped, closed when idle for `idle`.
+    pub fn new(io: T, idle: Duration, place: Permit) -> Self {
+        Connection {
+            io,
+            idle,
+            timer: Box::pin(tokio::time::sleep(idle)),
+            moved: false,
+            _place: place,
+        }
+    }
+
+    /// The IO.
+    pub fn get_ref(&self) -> &T {
+        &self.io
+    }
+
+    /// Called where the IO waits: an error once the connection has been
+    /// idle too long, else the timer is set to wake the waiting task then.
+    fn idle(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        while self.timer.as_mut().poll(cx).is_ready() {
+            if !std::mem::take(&mut self.moved) {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("no byte either way for {:?}", self.idle),
+                ));
+            }
+            let next = Instant::now() + self.idle;
+            self.timer.as_mut().reset(next);
+        }
+        Ok(())
+    }
+
+    /// Notes bytes moved by a ready IO call, or checks the idle time of a
+    /// pending one.
+    fn watch<R>(
+        &mut self,
+        cx: &mut Context<'_>,
+        poll: Poll<io::Result<R>>,
+        moved: bool,
+    ) -> Poll<io::Result<R>> {
+        match poll {
+            Poll::Pending => match self.idle(cx) {
+                Ok(()) => Poll::Pending,
+                Err(e) => Poll::Ready(Err(e)),
+            },
+            ready => {
+                self.moved |= moved;
+                ready
+            }
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Connection<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let poll = Pin::new(&mut self.io).poll_read(cx, buf);
+        let moved = buf.filled().len() > before;
+        self.watch(cx, poll, moved)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Connection<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let poll = Pin::new(&mut self.io).poll_write(cx, buf);
+        let moved = matches!(poll, Poll::Ready(Ok(n)) if n > 0);
+        self.watch(cx, poll, moved)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let poll = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        let moved = matches!(poll, Poll::Ready(Ok(n)) if n > 0);
+        self.watch(cx, poll, moved)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let poll = Pin::new(&mut self.io).poll_flush(cx);
+        self.watch(cx, poll, false)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_closes_once_idle_and_not_while_bytes_move() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let limit = ConcurrencyLimit::new(1);
+        let (near, mut far) = tokio::io::duplex(64);
+        let mut conn = Connection::new(near, Duration::from_secs(10), limit.acquire().await);
+        assert_eq!(limit.in_flight(), 1, "the connection holds its place");
+        // A byte every 6 s keeps it open past the idle time.
+        let mut byte = [0u8; 1];
+        for _ in 0..5 {
+            tokio::time::advance(Duration::from_secs(6)).await;
+            far.write_all(b"x").await.unwrap();
+            conn.read_exact(&mut byte).await.unwrap();
+        }
+        // Then nothing for 10 s (at most 20 s after the last byte, as the
+        // timer is only pushed back when it fires): a timeout.
+        let started = Instant::now();
+        let error = conn.read(&mut byte).await.unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+        assert!(started.elapsed() <= Duration::from_secs(20));
+        drop(conn);
+        assert_eq!(limit.in_flight(), 0, "and gives it back");
+    }
 
     #[test]
     fn sheds_beyond_the_limit_and_recovers() {

@@ -66,8 +66,8 @@ pub use convert::{EnvoyAttributes, InvalidDecision, InvalidRequest};
 pub use passthrough::GrpcPassthroughPlugin;
 #[doc(inline)]
 pub use server::{
-    CONFIG_ID_KEY, DEFAULT_MAX_REQUEST_BYTES, ExtAuthzServer, ExtAuthzService, OversizedAsDeny,
-    serve, serve_listener_with_shutdown, serve_with_shutdown,
+    CONFIG_ID_KEY, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_REQUEST_BYTES, ExtAuthzServer,
+    ExtAuthzService, OversizedAsDeny, serve, serve_listener_with_shutdown, serve_with_shutdown,
 };
 
 /// The generated Envoy types this crate speaks, re-exported so that users

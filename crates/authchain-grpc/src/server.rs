@@ -7,17 +7,21 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
-use authchain_core::{ConcurrencyLimit, Deny, Engine};
+use authchain_core::{
+    ConcurrencyLimit, Connection, ConnectionLimits, DEFAULT_MAX_CONNECTIONS, Deny, Engine,
+};
 use envoy_types::ext_authz::v3::pb::{
     Authorization, AuthorizationServer, CheckRequest, CheckResponse,
 };
 use http::StatusCode;
-use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
 use tonic::body::Body;
 use tonic::codegen::BoxFuture;
 use tonic::server::NamedService;
+use tonic::transport::server::{Connected, TcpConnectInfo};
 use tonic::{Request, Response, Status};
 
 use crate::convert::{self, code};
@@ -27,6 +31,12 @@ pub const CONFIG_ID_KEY: &str = "config_id";
 
 /// The largest `CheckRequest` accepted by default (4 MiB, tonic's default).
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
+
+/// How long a gRPC connection may sit idle by default: above the hour
+/// after which Envoy closes an idle upstream connection itself, so that
+/// Envoy closes first and never sends a check on a connection being
+/// closed under it.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(2 * 3600);
 
 /// Envoy's ext_authz `Check` over an authchain [`Engine`].
 ///
@@ -69,6 +79,7 @@ pub struct ExtAuthzService {
     config_key: Arc<str>,
     max_request_bytes: usize,
     limit: Option<ConcurrencyLimit>,
+    connections: ConnectionLimits,
 }
 
 impl fmt::Debug for ExtAuthzService {
@@ -78,6 +89,7 @@ impl fmt::Debug for ExtAuthzService {
             .field("config_key", &self.config_key)
             .field("max_request_bytes", &self.max_request_bytes)
             .field("limit", &self.limit)
+            .field("connections", &self.connections)
             .finish_non_exhaustive()
     }
 }
@@ -91,11 +103,19 @@ impl ExtAuthzService {
             config_key: Arc::from(CONFIG_ID_KEY),
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             limit: None,
+            connections: ConnectionLimits::new(DEFAULT_MAX_CONNECTIONS, DEFAULT_IDLE_TIMEOUT),
         }
     }
 
-    /// Sheds checks beyond `limit` (shared with other transports): they are
-    /// answered at once with 503 and `RESOURCE_EXHAUSTED`, which Envoy
+    /// How many connections the `serve` functions keep open, and for how
+    /// long an idle one (4096, [`DEFAULT_IDLE_TIMEOUT`]; a tonic server of
+    /// your own sets its own).
+    pub fn connection_limits(mut self, limits: ConnectionLimits) -> Self {
+        self.connections = limits;
+        self
+    }
+
+    /// Sheds checks beyond `limit`: they are answered at once with 503 and `RESOURCE_EXHAUSTED`, which Envoy
     /// passes to the client as 503 whatever its `failure_mode_allow`.
     pub fn concurrency_limit(mut self, limit: ConcurrencyLimit) -> Self {
         self.limit = Some(limit);
@@ -312,7 +332,7 @@ impl Authorization for ExtAuthzService {
 pub async fn serve(
     addr: SocketAddr,
     service: ExtAuthzService,
-) -> Result<(), tonic::transport::Error> {
+) -> Result<(), authchain_core::BoxError> {
     serve_with_shutdown(addr, service, std::future::pending()).await
 }
 
@@ -323,21 +343,12 @@ pub async fn serve_with_shutdown<F>(
     addr: SocketAddr,
     service: ExtAuthzService,
     signal: F,
-) -> Result<(), tonic::transport::Error>
+) -> Result<(), authchain_core::BoxError>
 where
     F: Future<Output = ()> + Send,
 {
-    let (reporter, health) = tonic_health::server::health_reporter();
-    reporter.set_serving::<ExtAuthzServer>().await;
-    tonic::transport::Server::builder()
-        .tcp_nodelay(true)
-        .add_service(health)
-        .add_service(service.into_server())
-        .serve_with_shutdown(addr, async move {
-            signal.await;
-            reporter.set_not_serving::<ExtAuthzServer>().await;
-        })
-        .await
+    let listener = TcpListener::bind(addr).await?;
+    Ok(serve_listener_with_shutdown(listener, service, signal).await?)
 }
 
 /// As [`serve_with_shutdown`], on a listener already bound (tests bind
@@ -350,13 +361,18 @@ pub async fn serve_listener_with_shutdown<F>(
 where
     F: Future<Output = ()> + Send,
 {
-    use tokio_stream::StreamExt;
-    let incoming = TcpListenerStream::new(listener).map(|stream| {
-        if let Ok(stream) = &stream {
-            let _ = stream.set_nodelay(true);
-        }
-        stream
-    });
+    let limits = service.connections;
+    let places = ConcurrencyLimit::new(limits.max_connections);
+    // At the most connections, none is accepted until one closes.
+    let incoming =
+        futures::stream::unfold((listener, places), move |(listener, places)| async move {
+            let place = places.acquire().await;
+            let accepted = listener.accept().await.map(|(stream, _)| {
+                let _ = stream.set_nodelay(true);
+                Accepted(Connection::new(stream, limits.idle_timeout, place))
+            });
+            Some((accepted, (listener, places)))
+        });
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter.set_serving::<ExtAuthzServer>().await;
     tonic::transport::Server::builder()
@@ -367,4 +383,55 @@ where
             reporter.set_not_serving::<ExtAuthzServer>().await;
         })
         .await
+}
+
+/// A connection the gRPC listener accepted, as tonic takes it.
+struct Accepted(Connection<TcpStream>);
+
+impl Connected for Accepted {
+    type ConnectInfo = TcpConnectInfo;
+
+    fn connect_info(&self) -> TcpConnectInfo {
+        self.0.get_ref().connect_info()
+    }
+}
+
+impl AsyncRead for Accepted {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Accepted {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.0.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
 }

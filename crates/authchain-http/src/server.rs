@@ -6,7 +6,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use authchain_core::{
-    AuthorizationRequest, Chain, ConcurrencyLimit, Decision, Engine, Paused, Peer, Permit,
+    AuthorizationRequest, Chain, ConcurrencyLimit, Connection, ConnectionLimits, Decision, Engine,
+    Paused, Peer, Permit,
 };
 use bytes::Bytes;
 use futures::future::Either;
@@ -40,6 +41,7 @@ pub struct CheckServer {
     body_limit: usize,
     read_timeout: std::time::Duration,
     limit: Option<ConcurrencyLimit>,
+    connections: ConnectionLimits,
 }
 
 impl CheckServer {
@@ -51,11 +53,19 @@ impl CheckServer {
             body_limit: DEFAULT_BODY_LIMIT,
             read_timeout: DEFAULT_READ_TIMEOUT,
             limit: None,
+            connections: ConnectionLimits::default(),
         }
     }
 
-    /// Sheds checks beyond `limit` (shared with other transports): they are
-    /// answered at once with `503 Service Unavailable`. (nginx turns any
+    /// How many connections [`serve`](Self::serve) keeps open, and for how
+    /// long an idle one.
+    pub fn connection_limits(mut self, limits: ConnectionLimits) -> Self {
+        self.connections = limits;
+        self
+    }
+
+    /// Sheds checks beyond `limit`: they are answered at once with
+    /// `503 Service Unavailable`. (nginx turns any
     /// status but 401 and 403 into a 500 for its client.)
     pub fn concurrency_limit(mut self, limit: ConcurrencyLimit) -> Self {
         self.limit = Some(limit);
@@ -169,10 +179,17 @@ impl CheckServer {
             .http1()
             .timer(hyper_util::rt::TokioTimer::new())
             .header_read_timeout(self.read_timeout);
+        let places = ConcurrencyLimit::new(self.connections.max_connections);
+        let idle = self.connections.idle_timeout;
         // One reference count to bump per check, not one per field.
         let this = Arc::new(self);
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
+            // At the most connections, none is accepted until one closes.
+            let place = tokio::select! {
+                place = places.acquire() => place,
+                () = &mut shutdown => break,
+            };
             let (stream, peer) = tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok(accepted) => accepted,
@@ -206,6 +223,7 @@ impl CheckServer {
                         }
                     }
                 });
+            let stream = Connection::new(stream, idle, place);
             let connection = builder.serve_connection(TokioIo::new(stream), service);
             let connection = graceful.watch(connection.into_owned());
             tokio::spawn(async move {

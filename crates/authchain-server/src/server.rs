@@ -148,14 +148,24 @@ impl Server {
 
         let ready = Arc::new(AtomicBool::new(false));
         let stop = CancellationToken::new();
-        let limit = ConcurrencyLimit::new(settings.max_concurrent_checks);
+        // Each listener has its own places: one protocol's clients cannot
+        // take the other's.
+        let limits = [(); 2].map(|()| ConcurrencyLimit::new(settings.max_concurrent_checks));
+        let in_flight = || {
+            limits
+                .iter()
+                .map(ConcurrencyLimit::in_flight)
+                .sum::<usize>()
+        };
         let mut tasks = JoinSet::new();
         let mut addresses = Vec::new();
 
         if let Some(grpc) = &settings.grpc {
             let listener = bind("gRPC", grpc.address).await?;
             addresses.push(format!("grpc={}", local(&listener)));
-            let mut service = ExtAuthzService::new(engine.clone()).concurrency_limit(limit.clone());
+            let mut service = ExtAuthzService::new(engine.clone())
+                .concurrency_limit(limits[0].clone())
+                .connection_limits(grpc.connection_limits());
             if let Some(name) = &settings.default_config {
                 service = service.default_config(name);
             }
@@ -187,8 +197,9 @@ impl Server {
             if let Some(name) = &settings.default_config {
                 config = config.default_config(name);
             }
-            let mut server =
-                CheckServer::new(engine.clone(), config).concurrency_limit(limit.clone());
+            let mut server = CheckServer::new(engine.clone(), config)
+                .concurrency_limit(limits[1].clone())
+                .connection_limits(http.connection_limits());
             if let Some(timeout) = http.read_timeout {
                 server = server.read_timeout(timeout.0);
             }
@@ -254,7 +265,7 @@ impl Server {
         }
 
         let grace = settings.shutdown_grace.0;
-        tracing::info!(grace = ?grace, in_flight = limit.in_flight(), "shutting down: no new connections, finishing checks in flight");
+        tracing::info!(grace = ?grace, in_flight = in_flight(), "shutting down: no new connections, finishing checks in flight");
         ready.store(false, Ordering::SeqCst);
         stop.cancel();
         let drained =
@@ -265,7 +276,7 @@ impl Server {
             tracing::info!("stopped");
         } else {
             tracing::warn!(
-                in_flight = limit.in_flight(),
+                in_flight = in_flight(),
                 "the shutdown grace ran out; dropping checks still in flight"
             );
             tasks.abort_all();
@@ -399,6 +410,14 @@ fn restart_only(old: &Settings, new: &Settings) -> Vec<&'static str> {
     differ(
         "http.readTimeout",
         a.map(|h| h.read_timeout) == b.map(|h| h.read_timeout),
+    );
+    differ(
+        "http.maxConnections",
+        a.map(|h| h.max_connections) == b.map(|h| h.max_connections),
+    );
+    differ(
+        "http.idleTimeout",
+        a.map(|h| h.idle_timeout) == b.map(|h| h.idle_timeout),
     );
     differ("admin", old.admin == new.admin);
     differ("defaultConfig", old.default_config == new.default_config);

@@ -30,7 +30,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use authchain_core::{
-    AuthConfig, ConfigDuration, Error, Format, Generation, PluginRegistry, deserialize_config,
+    AuthConfig, ConfigDuration, ConnectionLimits, Error, Format, Generation, PluginRegistry,
+    deserialize_config,
 };
 use authchain_http::ForwardedHeaders;
 use ipnet::IpNet;
@@ -61,7 +62,7 @@ pub struct Settings {
     /// The AuthConfig for checks that name none.
     #[serde(default)]
     pub default_config: Option<String>,
-    /// The most checks in flight over both protocols (default 1024).
+    /// The most checks in flight on each listener (default 1024).
     #[serde(default = "default_max_concurrent")]
     pub max_concurrent_checks: usize,
     /// How long SIGTERM waits for checks in flight (default 30 s).
@@ -96,6 +97,24 @@ pub struct GrpcSettings {
     /// with 413, never a transport error Envoy could fail open on.
     #[serde(default)]
     pub max_request_bytes: Option<usize>,
+    /// The most connections open at once (4096); beyond it none is
+    /// accepted until one closes.
+    #[serde(default)]
+    pub max_connections: Option<usize>,
+    /// A connection with no byte either way for this long is closed (2 h:
+    /// Envoy closes its idle connections after 1 h, and should close first).
+    #[serde(default)]
+    pub idle_timeout: Option<ConfigDuration>,
+}
+
+impl GrpcSettings {
+    /// The connection limits these settings give.
+    pub fn connection_limits(&self) -> ConnectionLimits {
+        let idle = self
+            .idle_timeout
+            .unwrap_or(ConfigDuration(authchain_grpc::DEFAULT_IDLE_TIMEOUT));
+        connection_limits(self.max_connections, Some(idle))
+    }
 }
 
 /// The HTTP listener.
@@ -120,6 +139,31 @@ pub struct HttpSettings {
     /// holds a permit of `maxConcurrentChecks` only once it is read.
     #[serde(default)]
     pub read_timeout: Option<ConfigDuration>,
+    /// The most connections open at once (4096); beyond it none is
+    /// accepted until one closes.
+    #[serde(default)]
+    pub max_connections: Option<usize>,
+    /// A connection with no byte either way for this long is closed (60 s).
+    /// An HTTP/1.1 connection waiting for its next check is closed after
+    /// `readTimeout` already: that check's headers are late.
+    #[serde(default)]
+    pub idle_timeout: Option<ConfigDuration>,
+}
+
+impl HttpSettings {
+    /// The connection limits these settings give.
+    pub fn connection_limits(&self) -> ConnectionLimits {
+        connection_limits(self.max_connections, self.idle_timeout)
+    }
+}
+
+/// A listener's connection limits, the defaults for what is not set.
+fn connection_limits(max: Option<usize>, idle: Option<ConfigDuration>) -> ConnectionLimits {
+    let default = ConnectionLimits::default();
+    ConnectionLimits::new(
+        max.unwrap_or(default.max_connections),
+        idle.map_or(default.idle_timeout, |d| d.0),
+    )
 }
 
 /// A network of forward-auth proxies and the forwarded headers they write
@@ -318,6 +362,39 @@ impl Loaded {
         };
         let settings: Settings = deserialize_config(value).map_err(|e| e.in_source(origin))?;
         let mut errors = Vec::new();
+        let listeners = [
+            (
+                "grpc",
+                settings
+                    .grpc
+                    .as_ref()
+                    .map(|g| (g.max_connections, g.idle_timeout)),
+            ),
+            (
+                "http",
+                settings
+                    .http
+                    .as_ref()
+                    .map(|h| (h.max_connections, h.idle_timeout)),
+            ),
+        ];
+        for (name, limits) in listeners {
+            let Some((max, idle)) = limits else { continue };
+            if max == Some(0) {
+                errors.push(
+                    Error::config("expected at least 1")
+                        .at(format!("{name}.maxConnections"))
+                        .in_source(origin),
+                );
+            }
+            if idle.is_some_and(|d| d.0.is_zero()) {
+                errors.push(
+                    Error::config("expected more than 0s")
+                        .at(format!("{name}.idleTimeout"))
+                        .in_source(origin),
+                );
+            }
+        }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&settings.log.level) {
             errors.push(
                 Error::config(format!("not a log filter: {e}"))

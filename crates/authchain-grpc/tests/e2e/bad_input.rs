@@ -123,7 +123,7 @@ async fn an_unknown_config_is_a_deny_that_names_it() {
 }
 
 #[tokio::test]
-async fn an_oversized_check_request_is_refused_by_the_transport() {
+async fn an_oversized_check_request_is_denied_unread() {
     let service = ExtAuthzService::new(engine(ALLOW).await)
         .default_config("allow")
         .max_request_bytes(1024);
@@ -137,24 +137,43 @@ async fn an_oversized_check_request_is_refused_by_the_transport() {
     {
         http.body = "a".repeat(4096);
     }
-    let status = client.check(check).await.unwrap_err();
-    assert_eq!(status.code(), tonic::Code::OutOfRange, "{status:?}");
+    let response = client.check(check).await.expect("an answer").into_inner();
+    assert_eq!(denied_status(&response), 413);
+    let status = response.status.unwrap();
+    assert_eq!(status.code, 3, "INVALID_ARGUMENT");
+    assert!(
+        status.message.contains("maxRequestBytes"),
+        "{}",
+        status.message
+    );
+    // The channel serves the next check as usual.
+    let response = client
+        .check(minimal_check("/x"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(response.status.unwrap().code, 0);
 }
 
 #[tokio::test]
-async fn an_oversized_check_request_through_envoy_fails_closed() {
+async fn an_oversized_check_request_through_envoy_is_a_deny_even_under_failure_mode_allow() {
+    // Envoy buffers more body than authchain takes: were the oversized
+    // CheckRequest refused by the transport, failure_mode_allow would let
+    // the request through.
     let service = ExtAuthzService::new(engine(ALLOW).await)
         .default_config("allow")
-        .max_request_bytes(2048);
+        .max_request_bytes(64 * 1024);
     let opts = Opts {
-        body: Some((16 * 1024, false)),
+        failure_mode_allow: true,
+        failure_mode_allow_header_add: true,
+        body: Some((1024 * 1024, false)),
         ..Opts::default()
     };
     let stack = Stack::with_service(service, &[route("/", "allow")], opts).await;
     assert_eq!(stack.post("/x", &[], "small").await.status, 200);
-    let reply = stack.post("/x", &[], vec![b'a'; 8 * 1024]).await;
-    assert_eq!(reply.status, 403);
-    assert_eq!(stack.upstream.hits(), 1);
+    let reply = stack.post("/x", &[], vec![b'a'; 128 * 1024]).await;
+    assert_eq!(reply.status, 413, "{} bytes answered", reply.body.len());
+    assert_eq!(stack.upstream.hits(), 1, "only the small one passed");
 }
 
 #[tokio::test]

@@ -59,9 +59,9 @@ authConfigs:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn beyond_the_limit_checks_are_shed_with_503_and_resource_exhausted() {
-    let (auth, _) = slow_auth_server(Duration::from_millis(1500)).await;
+    let (auth, hits) = slow_auth_server(Duration::from_millis(1500)).await;
     let server = Authchain::start(&slow_config("maxConcurrentChecks: 1", auth)).await;
-    let slow = tokio::spawn({
+    let slow_http = tokio::spawn({
         let http = server.http;
         async move {
             client::get(http, "/check:slow/x", &[])
@@ -70,7 +70,17 @@ async fn beyond_the_limit_checks_are_shed_with_503_and_resource_exhausted() {
                 .status
         }
     });
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    let slow_grpc = tokio::spawn({
+        let mut grpc = server.grpc_client().await;
+        async move {
+            let answer = grpc.check(check_request("slow", "/x", &[])).await;
+            grpc_status(&answer.unwrap().into_inner())
+        }
+    });
+    // Each listener has its own place, and each is taken.
+    while hits.load(Ordering::SeqCst) < 2 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let shed = server.http_check("slow", "/x", &[]).await.unwrap();
     assert_eq!(shed.status, 503);
     assert!(shed.text().contains("too many checks"), "{}", shed.text());
@@ -81,7 +91,8 @@ async fn beyond_the_limit_checks_are_shed_with_503_and_resource_exhausted() {
         .unwrap()
         .into_inner();
     assert_eq!(grpc_status(&answer), (8, 503));
-    assert_eq!(slow.await.unwrap(), 200);
+    assert_eq!(slow_http.await.unwrap(), 200);
+    assert_eq!(slow_grpc.await.unwrap(), (0, 200));
     // The place is free again.
     assert_eq!(
         server.http_check("slow", "/x", &[]).await.unwrap().status,

@@ -64,4 +64,104 @@ async fn a_body_that_does_not_come_is_a_408() {
     read.await.expect("answered in time").unwrap();
     let answer = String::from_utf8_lossy(&answer);
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+
+    // A connection kept alive after a check is closed as late headers are.
+    let mut stream = TcpStream::connect(server.http).await.unwrap();
+    stream
+        .write_all(b"GET /check:open/x HTTP/1.1\r\nhost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer));
+    read.await.expect("closed in time").unwrap();
+    assert!(answer.starts_with(b"HTTP/1.1 200"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_listener_accepts_at_most_its_connections() {
+    let listeners = LISTENERS
+        .replace(
+            "http: { address: '127.0.0.1:{{http_port}}' }",
+            "http: { address: '127.0.0.1:{{http_port}}', maxConnections: 4 }",
+        )
+        .replace(
+            "grpc: { address: '127.0.0.1:{{grpc_port}}' }",
+            "grpc: { address: '127.0.0.1:{{grpc_port}}', maxConnections: 4 }",
+        );
+    assert_eq!(
+        listeners.matches("maxConnections").count(),
+        2,
+        "{listeners}"
+    );
+    let server = Authchain::start(&format!("{listeners}{CONFIG}")).await;
+    // Four connections that say nothing fill each listener.
+    let mut held = Vec::new();
+    for addr in [server.http, server.grpc] {
+        for _ in 0..4 {
+            held.push(TcpStream::connect(addr).await.unwrap());
+        }
+    }
+    // A fifth is not served while they stay...
+    let waiting = tokio::spawn({
+        let http = server.http;
+        async move { authchain_testkit::client::get(http, "/check:open/x", &[]).await }
+    });
+    let grpc = server.grpc;
+    let waiting_grpc = tokio::spawn(async move {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{grpc}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut client = authchain_grpc::envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient::new(channel);
+        let response = client.check(check_request("open", "/x", &[])).await;
+        grpc_status(&response.unwrap().into_inner())
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!waiting.is_finished() && !waiting_grpc.is_finished());
+    // ...and is once one of them closes.
+    held.remove(0);
+    held.pop();
+    let reply = tokio::time::timeout(Duration::from_secs(5), waiting).await;
+    assert_eq!(reply.expect("served").unwrap().unwrap().status, 200);
+    let answer = tokio::time::timeout(Duration::from_secs(5), waiting_grpc).await;
+    assert_eq!(answer.expect("served").unwrap(), (0, 200));
+}
+
+#[tokio::test]
+async fn an_idle_connection_is_closed() {
+    let listeners = LISTENERS
+        .replace(
+            "http: { address: '127.0.0.1:{{http_port}}' }",
+            "http: { address: '127.0.0.1:{{http_port}}', idleTimeout: 300ms }",
+        )
+        .replace(
+            "grpc: { address: '127.0.0.1:{{grpc_port}}' }",
+            "grpc: { address: '127.0.0.1:{{grpc_port}}', idleTimeout: 300ms }",
+        );
+    assert_eq!(listeners.matches("idleTimeout").count(), 2, "{listeners}");
+    let server = Authchain::start(&format!("{listeners}{CONFIG}")).await;
+    // A connection that says nothing, one after a whole check (HTTP/1.1
+    // keep-alive), and one that sent the HTTP/2 preface and settings.
+    let check = b"GET /check:open/x HTTP/1.1\r\nhost: a\r\n\r\n";
+    let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
+    let cases: [(&str, _, &[u8]); 4] = [
+        ("http, silent", server.http, b""),
+        ("http, after a check", server.http, check),
+        ("grpc, silent", server.grpc, b""),
+        ("grpc, after the preface", server.grpc, preface),
+    ];
+    for (case, addr, sent) in cases {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream.write_all(sent).await.unwrap();
+        let mut answer = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer));
+        // Closed: the end of the stream, or a reset.
+        let _ = read
+            .await
+            .unwrap_or_else(|_| panic!("{case}: still open after 5 s"));
+        if sent == check {
+            assert!(answer.starts_with(b"HTTP/1.1 200"), "{case}");
+        }
+    }
 }
