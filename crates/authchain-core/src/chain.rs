@@ -5,6 +5,7 @@ use std::future::Future;
 use std::mem;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::Poll;
 use std::time::Duration;
 
@@ -75,6 +76,11 @@ pub const MAX_EXPR_STEPS: usize = 64;
 /// 9. A deny is never a success: a deny whose status is not 3xx, 4xx or
 ///    5xx (a remote's 204, say) is answered with 403, counted in
 ///    `authchain_deny_status_replaced_total` and logged.
+/// 10. A step that cannot start (its key server is down) does not keep
+///     the rest from serving: it fails every request (rule 5) and tries to
+///     start again, waiting 1 s, then twice as long each time up to 30 s,
+///     until it starts or its generation ends. [`waiting`](Chain::waiting)
+///     says which steps wait and why.
 ///
 /// The merge of header mutations keeps, per header name, either one
 /// `OverwriteIfExistsOrAdd` (first) followed by appends, or only adding
@@ -103,7 +109,42 @@ struct Step {
     timeout: Option<Duration>,
     failure_mode_allow: bool,
     metrics: StepMetrics,
+    readiness: Arc<Readiness>,
 }
+
+/// Whether a step has started; while it has not, the cause, and the step
+/// fails every request (rule 10).
+#[derive(Default)]
+struct Readiness {
+    waiting: AtomicBool,
+    cause: std::sync::Mutex<String>,
+}
+
+impl Readiness {
+    fn wait(&self, cause: String) {
+        *self.cause.lock().unwrap_or_else(|e| e.into_inner()) = cause;
+        self.waiting.store(true, Ordering::Release);
+    }
+
+    fn ready(&self) {
+        self.waiting.store(false, Ordering::Release);
+    }
+
+    /// What the step waits for, unless it has started.
+    fn waiting(&self) -> Option<String> {
+        if !self.waiting.load(Ordering::Acquire) {
+            return None;
+        }
+        Some(self.cause.lock().unwrap_or_else(|e| e.into_inner()).clone())
+    }
+}
+
+/// The first wait before a step that could not start tries again; each
+/// failure doubles it, up to [`START_RETRY_MAX`].
+const START_RETRY_FIRST: Duration = Duration::from_secs(1);
+
+/// The longest wait between two tries to start a step.
+const START_RETRY_MAX: Duration = Duration::from_secs(30);
 
 impl Step {
     /// The span a step runs in.
@@ -246,15 +287,57 @@ impl Chain {
         &self.strip
     }
 
-    /// Starts every step's service with `lifecycle`, in order.
-    pub async fn start(&self, lifecycle: &Lifecycle) -> Result<(), Error> {
+    /// Starts every step's service with `lifecycle`, in order. A step
+    /// that cannot start waits, and tries again in the background until it
+    /// starts or the lifecycle ends (rule 10).
+    pub async fn start(&self, lifecycle: &Lifecycle) {
         for step in &self.steps {
-            step.service
-                .start(lifecycle.clone())
-                .await
-                .map_err(|e| e.at(format!("step '{}'", step.name)))?;
+            let Err(e) = step.service.start(lifecycle.clone()).await else {
+                continue;
+            };
+            let cause = e.to_string();
+            tracing::warn!(
+                config = %self.name, step = %step.name, error = %cause,
+                "a step cannot start; it fails every request until it starts, trying again"
+            );
+            step.readiness.wait(cause);
+            let (service, readiness) = (step.service.clone(), step.readiness.clone());
+            let (config, name) = (self.name.clone(), step.name.clone());
+            let lifecycle = lifecycle.clone();
+            tokio::spawn(async move {
+                let mut delay = START_RETRY_FIRST;
+                loop {
+                    tokio::select! {
+                        () = lifecycle.cancelled() => return,
+                        () = tokio::time::sleep(delay) => {}
+                    }
+                    let started = tokio::select! {
+                        () = lifecycle.cancelled() => return,
+                        started = service.start(lifecycle.clone()) => started,
+                    };
+                    match started {
+                        Ok(()) => {
+                            readiness.ready();
+                            tracing::info!(config = %config, step = %name, "the step started");
+                            return;
+                        }
+                        Err(e) => {
+                            tracing::debug!(config = %config, step = %name, error = %e, "the step still cannot start");
+                            readiness.wait(e.to_string());
+                            delay = (delay * 2).min(START_RETRY_MAX);
+                        }
+                    }
+                }
+            });
         }
-        Ok(())
+    }
+
+    /// The steps that have not started (rule 10), each with why.
+    pub fn waiting(&self) -> Vec<(&str, String)> {
+        self.steps
+            .iter()
+            .filter_map(|s| Some((s.name.as_str(), s.readiness.waiting()?)))
+            .collect()
     }
 
     /// The number of answers in the chain's decision cache (0 without
@@ -564,10 +647,15 @@ impl Chain {
                 Err(allowed) => return Ok(Self::end(run, allowed)),
             };
             let step = &self.steps[index];
-            let mut answer = step
-                .span()
-                .in_scope(|| unwound(|| step.service.decide_now(request)))
-                .unwrap_or_else(|panic| Some(Err(panic)));
+            let mut answer = match step.readiness.waiting() {
+                None => step
+                    .span()
+                    .in_scope(|| unwound(|| step.service.decide_now(request)))
+                    .unwrap_or_else(|panic| Some(Err(panic))),
+                Some(cause) => Some(Err(Error::start(format!(
+                    "the step has not started: {cause}"
+                )))),
+            };
             let Some(taken) = &mut answer else {
                 return Err(index);
             };
@@ -1403,6 +1491,7 @@ impl ChainBuilder {
                 service: s.service,
                 timeout: s.timeout,
                 failure_mode_allow: s.failure_mode_allow,
+                readiness: Arc::default(),
             })
             .collect();
         Ok(Chain {

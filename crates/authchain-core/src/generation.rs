@@ -126,18 +126,29 @@ impl Generation {
         Lifecycle::new(self.number, self.token.clone())
     }
 
-    /// Starts every service of every chain. On error, the generation's
-    /// lifecycle is cancelled so that what did start stops again.
-    pub async fn start(&self) -> Result<(), Error> {
+    /// Starts every service of every chain. A step that cannot start
+    /// waits, failing its requests, and tries again (see [`Chain`]'s rule
+    /// 10): one AuthConfig whose key server is down keeps no other from
+    /// serving.
+    pub async fn start(&self) {
         let lifecycle = self.lifecycle();
         for name in self.names() {
-            let chain = &self.chains[name];
-            if let Err(e) = chain.start(&lifecycle).await {
-                self.token.cancel();
-                return Err(e.in_source(format!("AuthConfig '{name}'")));
-            }
+            self.chains[name].start(&lifecycle).await;
         }
-        Ok(())
+    }
+
+    /// The steps that have not started, as `(config, step, why)`, by
+    /// config name.
+    pub fn waiting(&self) -> Vec<(&str, &str, String)> {
+        self.names()
+            .into_iter()
+            .flat_map(|name| {
+                self.chains[name]
+                    .waiting()
+                    .into_iter()
+                    .map(move |(step, why)| (name, step, why))
+            })
+            .collect()
     }
 
     /// Cancels the lifecycle: services stop their background work.
@@ -154,9 +165,9 @@ impl Generation {
 ///
 /// [`Engine::load`] builds a whole new generation; any error leaves the
 /// current one serving, untouched. Otherwise it starts the new services
-/// with a fresh lifecycle (a start error also leaves the current one
-/// untouched), swaps the new generation in, then cancels the old one's
-/// lifecycle. Starting before cancelling means the serving generation never
+/// with a fresh lifecycle (a step that cannot start waits, failing its
+/// requests, and keeps trying: see [`Generation::start`]), swaps the new
+/// generation in, then cancels the old one's lifecycle. Starting before cancelling means the serving generation never
 /// runs with its background work stopped; services that hold an exclusive
 /// resource must therefore let two generations overlap briefly.
 pub struct Engine {
@@ -227,7 +238,7 @@ impl Engine {
     }
 
     async fn swap_in(&self, generation: Generation, last: &mut u64) -> Result<u64, Error> {
-        generation.start().await?;
+        generation.start().await;
         let number = generation.number;
         *last = number;
         let old = self.current.swap(Arc::new(generation));

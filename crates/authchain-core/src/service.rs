@@ -37,8 +37,10 @@ pub trait AuthService: Send + Sync + 'static {
     /// Called once when the service's config generation starts, before it
     /// serves. Spawn background work here (key refresh, ...) and stop it
     /// when [`Lifecycle::cancelled`] fires: that happens when the
-    /// generation is replaced or the engine shuts down. An error stops the
-    /// whole generation from going live.
+    /// generation is replaced or the engine shuts down. After an error the
+    /// step fails every request, and `start` is called again later (1 s,
+    /// then twice as long each time up to 30 s) until it succeeds: spawn
+    /// background work only once it does.
     async fn start(&self, lifecycle: Lifecycle) -> Result<(), Error> {
         let _ = lifecycle;
         Ok(())

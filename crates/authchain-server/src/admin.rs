@@ -97,9 +97,18 @@ async fn metrics(State(admin): State<Admin>) -> impl IntoResponse {
 
 /// Ready once the first generation has started, until shutdown begins.
 async fn readyz(State(admin): State<Admin>) -> impl IntoResponse {
-    let generation = admin.engine.current().number();
+    let current = admin.engine.current();
+    let generation = current.number();
     if admin.ready.load(Ordering::SeqCst) {
-        (StatusCode::OK, format!("ready: generation {generation}\n"))
+        // Steps that cannot start yet fail their own requests only: the
+        // server answers, and says what waits.
+        let mut text = format!("ready: generation {generation}\n");
+        for (config, step, why) in current.waiting() {
+            text.push_str(&format!(
+                "waiting: AuthConfig '{config}' step '{step}': {why}\n"
+            ));
+        }
+        (StatusCode::OK, text)
     } else if generation == 0 {
         (
             StatusCode::SERVICE_UNAVAILABLE,

@@ -31,7 +31,7 @@
 //! |---|---|
 //! | `/metrics` | Prometheus text: the metrics below, and the transports' own |
 //! | `/healthz` | 200 while the process runs |
-//! | `/readyz` | 200 once the first generation has started, 503 before and while shutting down |
+//! | `/readyz` | 200 once the first generation serves (and a line per step that could not start yet: it fails its own requests and keeps trying), 503 before and while shutting down |
 //!
 //! | metric | labels |
 //! |---|---|

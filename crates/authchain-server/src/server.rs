@@ -28,10 +28,6 @@ const DEBOUNCE: Duration = Duration::from_millis(200);
 /// The longest a reload waits for the files to be quiet.
 const GATHER_AT_MOST: Duration = Duration::from_secs(5);
 
-/// How long to wait before starting the first generation again when a
-/// step could not start (a JWKS endpoint down, say).
-const START_RETRY: Duration = Duration::from_secs(2);
-
 /// Where the config comes from.
 #[derive(Debug, Clone)]
 enum Source {
@@ -233,7 +229,7 @@ impl Server {
 
         let source = self.source;
         let mut reloads = Reloads::new(source.clone(), &loaded, settings.watch);
-        let first = start_first(&engine, &source, loaded, generation, &stop);
+        let first = start_first(&engine, loaded, generation);
         let mut first = std::pin::pin!(first);
         let mut current: Option<Loaded> = None;
         let mut shutdown = std::pin::pin!(shutdown);
@@ -247,9 +243,8 @@ impl Server {
                     reloads.watch(&loaded);
                     current = Some(loaded);
                 }
-                forced = reloads.next() => {
-                    // While the first generation is still starting, its
-                    // retries read the files as they are.
+                // While the first generation starts, changes wait in line.
+                forced = reloads.next(), if current.is_some() => {
                     let Some(serving) = &current else { continue };
                     match reload(&engine, &source, serving, forced).await {
                         Ok(Some(next)) => {
@@ -309,41 +304,15 @@ fn local(listener: &TcpListener) -> String {
         .map_or_else(|_| "?".to_owned(), |a| a.to_string())
 }
 
-/// Loads the first generation; a step that cannot start (a remote JWKS
-/// down) is retried, unready, until it can or the server stops. Checks in
-/// the meantime find no AuthConfig and are denied.
-/// `built` is `loaded` built already (the check before the listeners open).
-async fn start_first(
-    engine: &Engine,
-    source: &Source,
-    mut loaded: Loaded,
-    built: Generation,
-    stop: &CancellationToken,
-) -> Loaded {
-    let mut built = Some(built);
-    loop {
-        let started = match built.take() {
-            Some(generation) => engine.install(generation).await,
-            None => engine.load(&loaded.configs).await,
-        };
-        match started {
-            Ok(number) => {
-                loaded_generation(number);
-                return loaded;
-            }
-            Err(e) => {
-                rejected("cannot start the first generation; retrying", &e);
-                tokio::select! {
-                    () = tokio::time::sleep(START_RETRY) => {}
-                    () = stop.cancelled() => return loaded,
-                }
-                match load(source) {
-                    Ok(next) => loaded = next,
-                    Err(e) => log_config_error("the config no longer reads", &e),
-                }
-            }
-        }
+/// Installs the first generation. A step that cannot start does not stop
+/// it: that step fails its requests and keeps trying (the chain's rule 10).
+async fn start_first(engine: &Engine, loaded: Loaded, built: Generation) -> Loaded {
+    match engine.install(built).await {
+        Ok(number) => loaded_generation(number),
+        // Generation 1 is always newer than the empty generation 0.
+        Err(e) => rejected("cannot install the first generation", &e),
     }
+    loaded
 }
 
 /// One reload: read everything again, build and start a new generation;

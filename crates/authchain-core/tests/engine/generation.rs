@@ -32,8 +32,9 @@ struct Gate {
 #[serde(deny_unknown_fields)]
 struct StampConfig {
     stamp: String,
+    /// How many of its starts fail.
     #[serde(default)]
-    fail_start: bool,
+    fail_starts: usize,
 }
 
 #[derive(Clone, Default)]
@@ -43,7 +44,7 @@ struct StampPlugin {
 
 struct Stamp {
     stamp: HeaderValue,
-    fail_start: bool,
+    fail_starts: AtomicUsize,
     journal: Arc<Journal>,
 }
 
@@ -58,7 +59,7 @@ impl ExtAuthPlugin for StampPlugin {
         self.journal.built.fetch_add(1, Ordering::SeqCst);
         Ok(Arc::new(Stamp {
             stamp: HeaderValue::try_from(c.stamp).map_err(Error::build)?,
-            fail_start: c.fail_start,
+            fail_starts: AtomicUsize::new(c.fail_starts),
             journal: self.journal.clone(),
         }))
     }
@@ -68,7 +69,10 @@ impl ExtAuthPlugin for StampPlugin {
 impl AuthService for Stamp {
     async fn start(&self, lifecycle: Lifecycle) -> Result<(), Error> {
         self.journal.started.lock().unwrap().push(lifecycle);
-        if self.fail_start {
+        let failing = self
+            .fail_starts
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        if failing.is_ok() {
             return Err(Error::start("the key server said no"));
         }
         Ok(())
@@ -87,8 +91,9 @@ impl AuthService for Stamp {
 }
 
 fn configs(stamp: &str, fail_start: bool) -> Vec<AuthConfig> {
+    let fail_starts = usize::from(fail_start);
     let text = format!(
-        "name: main\nconfigs:\n- pluginAuth: {{name: Stamp, config: {{stamp: {stamp}, fail_start: {fail_start}}}}}\n"
+        "name: main\nconfigs:\n- pluginAuth: {{name: Stamp, config: {{stamp: {stamp}, fail_starts: {fail_starts}}}}}\n"
     );
     AuthConfig::parse("gen.yaml", &text, Format::Yaml).unwrap()
 }
@@ -184,26 +189,75 @@ async fn a_failed_build_keeps_the_old_generation() {
     assert_eq!(engine.load(&configs("v3", false)).await.unwrap(), 2);
 }
 
-#[tokio::test]
-async fn a_failed_start_keeps_the_old_generation_running() {
+#[tokio::test(start_paused = true)]
+async fn a_step_that_cannot_start_fails_its_requests_and_keeps_trying() {
     let (engine, journal) = engine();
     engine.load(&configs("v1", false)).await.unwrap();
-    let err = engine.load(&configs("v2", true)).await.unwrap_err();
-    assert!(err.is_start(), "{err:?}");
+    // One config's key server is down: the rest of the load applies.
+    let text = "name: main\nconfigs:\n- pluginAuth: {name: Stamp, config: {stamp: v2}}\n---\n\
+                name: other\nconfigs:\n- pluginAuth: {name: Stamp, config: {stamp: o, fail_starts: 3}}\n";
+    let next = AuthConfig::parse("gen.yaml", text, Format::Yaml).unwrap();
+    assert_eq!(engine.load(&next).await.unwrap(), 2);
+    let current = engine.current();
+    assert_eq!(stamp_of(&current).await, "v2");
+    assert!(
+        journal.started.lock().unwrap()[0].is_cancelled(),
+        "generation 1 ended"
+    );
+    let other = current.chain("other").unwrap();
     assert_eq!(
-        err.to_string(),
-        "AuthConfig 'main': step 'config_0': cannot start step: the key server said no"
+        other
+            .authorize(&mut get("/"))
+            .await
+            .as_deny()
+            .unwrap()
+            .status,
+        403
     );
-    assert_eq!(engine.current().number(), 1);
-    assert_eq!(stamp_of(&engine.current()).await, "v1");
-    let started = journal.started.lock().unwrap();
-    assert!(
-        !started[0].is_cancelled(),
-        "the serving generation keeps its lifecycle"
+    assert_eq!(
+        current.waiting(),
+        [(
+            "other",
+            "config_0",
+            "cannot start step: the key server said no".to_owned()
+        )]
     );
+    // It tries again after 1 s, 2 s and 4 s, and starts the third time.
+    let waited = tokio::time::Instant::now();
+    while !current.waiting().is_empty() {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let waited = waited.elapsed();
     assert!(
-        started[1].is_cancelled(),
-        "what the failed generation started is stopped"
+        waited >= Duration::from_secs(7) && waited < Duration::from_secs(8),
+        "{waited:?}"
+    );
+    assert!(other.authorize(&mut get("/")).await.is_allow());
+    let starts = journal.started.lock().unwrap().len();
+    assert_eq!(
+        starts,
+        1 + 1 + 4,
+        "generation 1, then main once and other four times"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_waiting_step_stops_trying_when_its_generation_ends() {
+    let (engine, journal) = engine();
+    let text = "name: main\nconfigs:\n- pluginAuth: {name: Stamp, config: {stamp: v1, fail_starts: 1000}}\n";
+    engine
+        .load(&AuthConfig::parse("gen.yaml", text, Format::Yaml).unwrap())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let tried = journal.started.lock().unwrap().len();
+    assert_eq!(tried, 4, "at 0, 1, 3 and 7 s");
+    engine.load(&configs("v2", false)).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    assert_eq!(
+        journal.started.lock().unwrap().len(),
+        tried + 1,
+        "only generation 2's start"
     );
 }
 

@@ -298,3 +298,86 @@ authConfigs:
         "one reload, of the whole file"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_whose_key_server_is_down_blocks_no_other_change() {
+    let mut server = Authchain::start(&format!("watch: false\n{}", flip("allow"))).await;
+    // The reload revokes `flip` and adds a JWT config whose key server is
+    // not up yet.
+    let port = authchain_testkit::free_port().unwrap();
+    let jwt = format!(
+        "- name: tokens
+  configs:
+  - jwt:
+      jwks: {{ remote: {{ url: 'http://127.0.0.1:{port}/jwks.json', allowInsecureHttp: true, timeout: 1s }} }}
+"
+    );
+    server.rewrite(&format!("watch: false\n{}{jwt}", flip("deny")));
+    server.signal("HUP");
+    server.wait_for_generation(2).await;
+    let status = |server: &Authchain, config: &'static str| {
+        let http = server.http;
+        async move {
+            authchain_testkit::client::get(http, &format!("/check:{config}/x"), &[])
+                .await
+                .unwrap()
+                .status
+        }
+    };
+    assert_eq!(status(&server, "flip").await, 403, "the revocation applies");
+    assert_eq!(status(&server, "tokens").await, 403, "fails closed");
+    let ready = authchain_testkit::client::get(server.admin, "/readyz", &[])
+        .await
+        .unwrap();
+    assert_eq!(ready.status, 200);
+    assert!(
+        ready
+            .text()
+            .contains("waiting: AuthConfig 'tokens' step 'config_0'"),
+        "{}",
+        ready.text()
+    );
+    // The key server comes up: the step starts, and judges tokens (none
+    // here: 401, not a failure's 403).
+    let jwks = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../authchain-steps/tests/keys/jwks.json"
+    ))
+    .unwrap();
+    let _jwks = serve_fixed(port, jwks).await;
+    let started = tokio::time::timeout(Duration::from_secs(30), async {
+        while status(&server, "tokens").await != 401 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    started.await.expect("the step started");
+    let ready = authchain_testkit::client::get(server.admin, "/readyz", &[])
+        .await
+        .unwrap();
+    assert!(!ready.text().contains("waiting"), "{}", ready.text());
+}
+
+/// Serves `body` to every request on 127.0.0.1:`port` until dropped.
+async fn serve_fixed(port: u16, body: String) -> tokio::task::JoinHandle<()> {
+    use http_body_util::Full;
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let body = bytes::Bytes::from(body);
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let body = body.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |_| {
+                    let body = body.clone();
+                    async move {
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(body)))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    })
+}

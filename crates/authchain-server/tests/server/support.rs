@@ -199,7 +199,8 @@ pub(crate) fn grpc_status(
 /// The generation `/readyz` at `admin` says serves (`ready: generation N`).
 async fn serving(admin: SocketAddr) -> Option<u64> {
     let text = client::get(admin, "/readyz", &[]).await.ok()?.text();
-    text.trim().rsplit(' ').next()?.parse().ok()
+    // `ready: generation N`, then the steps that wait, a line each.
+    text.lines().next()?.rsplit(' ').next()?.parse().ok()
 }
 
 pub(crate) fn metric_value(text: &str, series: &str) -> f64 {

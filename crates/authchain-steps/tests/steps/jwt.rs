@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
@@ -259,7 +259,14 @@ struct JwksServer {
 }
 
 async fn jwks_server(body: String) -> JwksServer {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    jwks_server_on(
+        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        body,
+    )
+}
+
+/// [`jwks_server`] on `listener`.
+fn jwks_server_on(listener: tokio::net::TcpListener, body: String) -> JwksServer {
     let url = format!("http://{}/jwks.json", listener.local_addr().unwrap());
     let body = Arc::new(Mutex::new(body));
     let hits = Arc::new(AtomicUsize::new(0));
@@ -386,12 +393,35 @@ async fn unknown_kid_refreshes_are_rate_bound() {
 }
 
 #[tokio::test]
-async fn an_unreachable_jwks_stops_the_config_from_going_live() {
+async fn an_unreachable_jwks_fails_closed_until_it_answers() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/jwks.json", listener.local_addr().unwrap());
+    let addr = listener.local_addr().unwrap();
+    let url = format!("http://{addr}/jwks.json");
     drop(listener);
-    let e = load_error(&remote_config(&url, "30s")).await;
-    assert!(e.is_start(), "{e}");
+    let engine = load(&remote_config(&url, "30s"))
+        .await
+        .expect("the config goes live");
+    let generation = engine.current();
+    let chain = generation.chain("j").unwrap();
+    let token = sign(Algorithm::RS256, "rsa-1", &claims());
+    assert_eq!(status(&chain.authorize(&mut bearer(&token)).await), 403);
+    let waiting = generation.waiting();
+    assert_eq!(waiting.len(), 1);
+    assert!(waiting[0].2.contains("jwks.remote"), "{waiting:?}");
+    // The key server comes up where the config said: the step starts.
+    let server = jwks_server_on(
+        tokio::net::TcpListener::bind(addr).await.unwrap(),
+        std::fs::read_to_string(jwks_path("jwks.json")).unwrap(),
+    );
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while !generation.waiting().is_empty() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("started within 10 s");
+    assert!(chain.authorize(&mut bearer(&token)).await.is_allow());
+    assert_eq!(server.hits.load(Ordering::SeqCst), 1);
 }
 
 #[tokio::test]
