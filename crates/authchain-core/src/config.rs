@@ -89,12 +89,31 @@ impl Format {
 }
 
 /// One named AuthConfig as read from a document, not yet built.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct AuthConfig {
     name: String,
     origin: String,
     base: &'static str,
     spec: Value,
+    /// A Gloo manifest's `apiVersion`, `kind` and `metadata`.
+    manifest: Option<Map<String, Value>>,
+}
+
+impl fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The spec may hold keys, hashes and secrets inline: its fields'
+        // names only.
+        let fields: Vec<&str> = match &self.spec {
+            Value::Object(spec) => spec.keys().map(String::as_str).collect(),
+            _ => Vec::new(),
+        };
+        f.debug_struct("AuthConfig")
+            .field("name", &self.name)
+            .field("origin", &self.origin)
+            .field("manifest", &self.manifest.is_some())
+            .field("spec_fields", &fields)
+            .finish()
+    }
 }
 
 impl AuthConfig {
@@ -170,6 +189,7 @@ impl AuthConfig {
                 origin: origin.to_owned(),
                 base: "",
                 spec: Value::Object(doc),
+                manifest: None,
             });
         }
         match doc.get("apiVersion") {
@@ -209,11 +229,38 @@ impl AuthConfig {
             Some(spec @ Value::Object(_)) => spec,
             _ => return fail("expected a mapping".into(), "spec"),
         };
+        // What a controller last reported: not part of the config.
+        doc.remove("status");
         Ok(AuthConfig {
             name,
             origin: origin.to_owned(),
             base: "spec",
             spec,
+            manifest: Some(doc),
+        })
+    }
+
+    /// The document as YAML: what [`parse`](Self::parse) reads back into
+    /// the same AuthConfig (a manifest stays a manifest; a manifest's
+    /// `status` is left out).
+    pub fn to_yaml(&self) -> Result<String, Error> {
+        let doc = match &self.manifest {
+            Some(head) => {
+                let mut doc = head.clone();
+                doc.insert("spec".to_owned(), self.spec.clone());
+                doc
+            }
+            None => {
+                let mut doc = Map::new();
+                doc.insert("name".to_owned(), Value::String(self.name.clone()));
+                if let Value::Object(spec) = &self.spec {
+                    doc.extend(spec.clone());
+                }
+                doc
+            }
+        };
+        serde_yaml_ng::to_string(&doc).map_err(|e| {
+            Error::config(format!("cannot print as YAML: {e}")).in_source(&self.origin)
         })
     }
 

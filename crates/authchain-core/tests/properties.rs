@@ -1,5 +1,6 @@
 //! Properties over arbitrary input: the path canonicalizer and the config
-//! parser never panic, and a canonical path is a fixed point.
+//! parser never panic, a canonical path is a fixed point, and a config
+//! printed parses back to the same config.
 //!
 //! The suite runs a bounded number of cases; run it longer with
 //! `PROPTEST_CASES=100000 cargo test -p authchain-core --test properties`.
@@ -39,6 +40,77 @@ fn pathy() -> impl Strategy<Value = String> {
 
 fn mode() -> impl Strategy<Value = AmbiguousPaths> {
     prop_oneof![Just(AmbiguousPaths::Reject), Just(AmbiguousPaths::Keep)]
+}
+
+/// Strings YAML likes to read as something else.
+fn tricky_string() -> impl Strategy<Value = String> {
+    prop_oneof![
+        prop::sample::select(vec![
+            "",
+            "yes",
+            "no",
+            "on",
+            "off",
+            "true",
+            "null",
+            "~",
+            "1e3",
+            "0x10",
+            "0o7",
+            "012",
+            ".inf",
+            "-.nan",
+            "1_000",
+            "2026-12-06",
+            "12:30:00",
+            "- a",
+            "a: b",
+            "#c",
+            "&a",
+            "*a",
+            "!tag",
+            "|",
+            ">",
+            "'",
+            "\"",
+            "%YAML",
+            "---",
+            "...",
+            " lead",
+            "trail ",
+            "a\nb",
+            "\t",
+            "é",
+            "\u{1F600}",
+            "\u{85}",
+            "\u{FEFF}",
+            "\r\n",
+        ])
+        .prop_map(str::to_owned),
+        any::<String>(),
+    ]
+}
+
+/// JSON values shaped like what a config holds, tricky ones included.
+fn value() -> impl Strategy<Value = serde_json::Value> {
+    use serde_json::Value;
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(Value::from),
+        any::<u64>().prop_map(Value::from),
+        any::<f64>()
+            .prop_filter("finite", |f| f.is_finite())
+            .prop_map(Value::from),
+        tricky_string().prop_map(Value::String),
+    ];
+    leaf.prop_recursive(4, 32, 6, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+            prop::collection::btree_map(tricky_string(), inner, 0..6)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
 }
 
 proptest! {
@@ -96,5 +168,46 @@ proptest! {
     ) {
         let text = format!("name: {name}\n{key}: {value}\nconfigs: [{{ rules: {{ defaultAction: allow }} }}]\n");
         let _ = AuthConfig::parse("fuzz.yaml", &text, Format::Yaml);
+    }
+
+    #[test]
+    fn a_printed_config_parses_back_to_the_same(
+        name in tricky_string().prop_filter("named", |n| !n.is_empty()),
+        namespace in prop::option::of("[a-z][a-z0-9.-]{0,10}"),
+        spec in prop::collection::btree_map(
+            tricky_string().prop_filter("not name", |k| k != "name"),
+            value(),
+            0..6,
+        ),
+    ) {
+        let spec: serde_json::Map<String, serde_json::Value> = spec.into_iter().collect();
+        let doc = match &namespace {
+            None => {
+                let mut doc = spec.clone();
+                doc.insert("name".into(), name.clone().into());
+                serde_json::Value::Object(doc)
+            }
+            Some(ns) => serde_json::json!({
+                "apiVersion": "enterprise.gloo.solo.io/v1",
+                "kind": "AuthConfig",
+                "metadata": { "name": name, "namespace": ns },
+                "spec": spec,
+                "status": { "state": 1 },
+            }),
+        };
+        // JSON is mostly YAML too: the first text goes through both
+        // readers (YAML refuses some characters JSON writes raw).
+        let text = serde_json::to_string(&doc).unwrap();
+        for format in [Format::Json, Format::Yaml] {
+            let configs = match AuthConfig::parse("a", &text, format) {
+                Ok(configs) => configs,
+                Err(_) if format == Format::Yaml => continue,
+                Err(e) => panic!("{e}"),
+            };
+            prop_assert_eq!(configs.len(), 1);
+            let printed = configs[0].to_yaml().unwrap();
+            let again = AuthConfig::parse("a", &printed, Format::Yaml);
+            prop_assert_eq!(again.as_ref().ok(), Some(&configs), "printed:\n{}", printed);
+        }
     }
 }

@@ -10,19 +10,29 @@ fn from<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> T {
 
 #[test]
 fn debug_output_holds_no_secret() {
-    let api: ApiKeyConfig = from(serde_json::json!({
+    let api_doc = serde_json::json!({
         "keys": [{ "key": "key-s3cret-0123456789", "metadata": { "user-id": "alice" } }],
         "headersFromMetadataEntry": { "x-user-id": { "name": "user-id" } }
-    }));
-    let basic: BasicConfig = from(serde_json::json!({
+    });
+    let api: ApiKeyConfig = from(api_doc.clone());
+    let basic_doc = serde_json::json!({
         "realm": "r",
         "apr": { "users": { "alice": { "salt": "TYu6jVnr", "hashedPassword": "ZMc4.dAY/srWCwfeAr0sc1" } } }
-    }));
-    let jwt: JwtConfig = from(serde_json::json!({
+    });
+    let basic: BasicConfig = from(basic_doc.clone());
+    let jwt_doc = serde_json::json!({
         "algorithms": ["HS256"],
         "jwks": { "local": { "key": "{\"keys\": [{\"kty\": \"oct\", \"kid\": \"k\", \"alg\": \"HS256\", \"k\": \"czNjcmV0LWtleS1zM2NyZXQ\"}]}" } }
-    }));
-    let mut shown = format!("{api:?} {basic:?} {jwt:?}");
+    });
+    let jwt: JwtConfig = from(jwt_doc.clone());
+    // The AuthConfig documents that hold them, before they are built.
+    let doc = serde_json::json!({ "name": "all", "configs": [
+        { "apiKeyAuth": &api_doc }, { "basicAuth": &basic_doc }, { "jwt": &jwt_doc }
+    ]});
+    let configs =
+        authchain_core::AuthConfig::parse("a.json", &doc.to_string(), authchain_core::Format::Json)
+            .unwrap();
+    let mut shown = format!("{configs:?} {api:?} {basic:?} {jwt:?}");
     shown.push_str(&format!("{:?}", ApiKeyAuth::new(api).unwrap()));
     shown.push_str(&format!("{:?}", BasicAuth::new(basic).unwrap()));
     shown.push_str(&format!("{:?}", JwtAuth::new(jwt).unwrap()));
