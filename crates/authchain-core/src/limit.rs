@@ -131,6 +131,8 @@ pub struct Connection<T> {
     io: T,
     idle: Duration,
     timer: Pin<Box<Sleep>>,
+    /// The task the timer wakes, once it was polled.
+    waking: Option<std::task::Waker>,
     /// Whether a byte moved since the timer was last set.
     moved: bool,
     _place: Permit,
@@ -151,6 +153,7 @@ impl<T> Connection<T> {
             io,
             idle,
             timer: Box::pin(tokio::time::sleep(idle)),
+            waking: None,
             moved: false,
             _place: place,
         }
@@ -164,6 +167,16 @@ impl<T> Connection<T> {
     /// Called where the IO waits: an error once the connection has been
     /// idle too long, else the timer is set to wake the waiting task then.
     fn idle(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        // A timer set to wake this task already will: most waits end here.
+        if !self.timer.is_elapsed()
+            && self
+                .waking
+                .as_ref()
+                .is_some_and(|w| w.will_wake(cx.waker()))
+        {
+            return Ok(());
+        }
+        self.waking = Some(cx.waker().clone());
         while self.timer.as_mut().poll(cx).is_ready() {
             if !std::mem::take(&mut self.moved) {
                 return Err(io::Error::new(

@@ -22,7 +22,7 @@
 //! use authchain_grpc::{ExtAuthzService, GrpcPassthroughPlugin};
 //!
 //! # #[tokio::main]
-//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # async fn main() -> Result<(), authchain_core::BoxError> {
 //! let mut registry = PluginRegistry::new();
 //! registry.register_kind(GrpcPassthroughPlugin::new());
 //! let engine = Arc::new(Engine::new(registry));
