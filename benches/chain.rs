@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use authchain_benches::runtime;
 use authchain_core::{
-    Allow, AuthService, AuthorizationRequest, Chain, ChainStep, Decision, Error, async_trait,
+    Allow, Answer, AuthService, AuthorizationRequest, Chain, ChainStep, Decision,
 };
 use criterion::{Criterion, criterion_group};
 use http::{HeaderName, HeaderValue, Method};
@@ -37,34 +37,35 @@ fn allocations(region: &Region<'_, System>) -> u64 {
 
 struct SetsHeader;
 
-#[async_trait]
 impl AuthService for SetsHeader {
-    async fn authorize(&self, _: &mut AuthorizationRequest) -> Result<Decision, Error> {
-        Ok(Allow::new()
-            .set_header(
-                HeaderName::from_static("x-chain"),
-                HeaderValue::from_static("checked"),
-            )
-            .into())
+    fn authorize<'a>(&'a self, _: &'a mut AuthorizationRequest) -> Answer<'a> {
+        Answer::wait(async move {
+            Ok(Allow::new()
+                .set_header(
+                    HeaderName::from_static("x-chain"),
+                    HeaderValue::from_static("checked"),
+                )
+                .into())
+        })
     }
 }
 
 struct WritesState;
 
-#[async_trait]
 impl AuthService for WritesState {
-    async fn authorize(&self, req: &mut AuthorizationRequest) -> Result<Decision, Error> {
-        req.state.insert("checked", Value::Bool(true));
-        Ok(Decision::authorized())
+    fn authorize<'a>(&'a self, req: &'a mut AuthorizationRequest) -> Answer<'a> {
+        Answer::wait(async move {
+            req.state.insert("checked", Value::Bool(true));
+            Ok(Decision::authorized())
+        })
     }
 }
 
 struct Allows;
 
-#[async_trait]
 impl AuthService for Allows {
-    async fn authorize(&self, _: &mut AuthorizationRequest) -> Result<Decision, Error> {
-        Ok(Decision::authorized())
+    fn authorize<'a>(&'a self, _: &'a mut AuthorizationRequest) -> Answer<'a> {
+        Answer::wait(async move { Ok(Decision::authorized()) })
     }
 }
 

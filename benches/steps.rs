@@ -13,7 +13,7 @@ use std::hint::black_box;
 use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 
-use authchain_core::{AuthService, AuthorizationRequest, Decision};
+use authchain_core::{Answer, AuthService, AuthorizationRequest, Decision};
 use authchain_steps::{ApiKeyAuth, BasicAuth, JwtAuth, OpaAuth, Rules};
 use base64::Engine as _;
 use criterion::{Criterion, criterion_group};
@@ -30,14 +30,14 @@ fn ready<F: Future>(f: F) -> F::Output {
     }
 }
 
-/// One request's worth of a step, called as the chain calls it
-/// (`decide_now`, else `authorize`'s future): the state starts empty, as
-/// in a fresh request, so a step's state write pays for the map it starts.
+/// One request's worth of a step, called as the chain calls it: the state
+/// starts empty, as in a fresh request, so a step's state write pays for
+/// the map it starts.
 fn allow(step: &dyn AuthService, req: &mut AuthorizationRequest) -> Decision {
     req.state.clear();
-    let d = match step.decide_now(req) {
-        Some(answer) => answer,
-        None => ready(step.authorize(req)),
+    let d = match step.authorize(req) {
+        Answer::Ready(answer) => answer,
+        Answer::Wait(future) => ready(future),
     }
     .expect("step ok");
     assert!(d.is_allow(), "{d:?}");
@@ -162,7 +162,9 @@ fn basic(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .expect("runtime");
-    let first = rt.block_on(step.authorize(&mut req)).expect("step ok");
+    let first = rt
+        .block_on(step.authorize(&mut req).into_future())
+        .expect("step ok");
     assert!(first.is_allow());
     c.bench_function("basicAuth/cache hit", |b| {
         b.iter(|| black_box(allow(&step, black_box(&mut req))))

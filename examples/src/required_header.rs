@@ -17,7 +17,7 @@
 use std::sync::Arc;
 
 use authchain_core::{
-    Allow, AuthService, AuthorizationRequest, BuildContext, Decision, Error, ExtAuthPlugin,
+    Allow, Answer, AuthService, AuthorizationRequest, BuildContext, Decision, Error, ExtAuthPlugin,
 };
 use http::{HeaderName, HeaderValue};
 use serde::Deserialize;
@@ -68,7 +68,7 @@ pub struct RequiredHeader {
 }
 
 impl AuthService for RequiredHeader {
-    fn decide_now(&self, request: &mut AuthorizationRequest) -> Option<Result<Decision, Error>> {
+    fn authorize<'a>(&'a self, request: &'a mut AuthorizationRequest) -> Answer<'a> {
         // Bytes against bytes, as Gloo's Go plugin compares its strings: a
         // value is allowed when it is exactly one of the configured ones.
         let matched = request
@@ -77,11 +77,11 @@ impl AuthService for RequiredHeader {
             .iter()
             .any(|v| self.allowed.iter().any(|a| v == a.as_str()));
         if !matched {
-            return Some(Ok(Decision::unauthorized()));
+            return Decision::unauthorized().into();
         }
-        Some(Ok(Allow::new()
+        Allow::new()
             .set_header(MATCHED_HEADER, HeaderValue::from_static("true"))
-            .into()))
+            .into()
     }
 
     fn identity_headers(&self) -> Vec<HeaderName> {

@@ -412,7 +412,6 @@ impl DecisionCache {
         &self,
         chain: &Chain,
         request: &mut AuthorizationRequest,
-        replay: bool,
     ) -> Decision {
         let key = self.key_of(request);
         let cached = loop {
@@ -428,7 +427,7 @@ impl DecisionCache {
                     // Boxed: a miss runs the whole chain anyway, and the
                     // hit path's future stays small.
                     let (decision, rememberable) =
-                        Box::pin(chain.authorize_uncached(request)).await;
+                        Box::pin(chain.authorize_uncached(request, false)).await;
                     self.misses.increment(1);
                     let keep = rememberable && (self.cache_denies || decision.is_allow());
                     let now = Instant::now();
@@ -451,9 +450,6 @@ impl DecisionCache {
             }
         };
         self.hits.increment(1);
-        if !replay {
-            return cached.decision();
-        }
         match &cached.state {
             Some(state) => request.state.clone_from(state),
             None => request.state.clear(),

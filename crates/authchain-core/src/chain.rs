@@ -9,18 +9,18 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::Poll;
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use metrics::{Counter, Histogram};
 use tokio::time::{Instant, Sleep};
 use tracing::Instrument;
 
 use crate::cache::{CacheSettings, DecisionCache};
-use crate::decision::recycle_mutations;
 use crate::expr::{self, Next, Op};
 use crate::path::{self, AmbiguousPaths};
 use crate::{
-    Allow, AuthService, AuthorizationRequest, Decision, Deny, Error, HeaderAction, HeaderMutation,
-    Lifecycle, MAX_DURATION,
+    Allow, Answer, AuthService, AuthorizationRequest, Decision, Deny, Error, HeaderAction,
+    HeaderMutation, Lifecycle, MAX_DURATION,
 };
 
 /// The header that marks a request let through because a step failed open,
@@ -346,208 +346,159 @@ impl Chain {
         self.cache.as_ref().map_or(0, DecisionCache::entry_count)
     }
 
-    /// Runs the chain over `request` and answers. Never fails: errors are
-    /// denies with the chain's `statusOnError` (rule 5). The request comes
-    /// back mutated as the upstream should see it, with the final `state`.
+    /// Runs the chain over `request` and answers, by the rules above.
+    /// Never fails: errors are denies with the chain's `statusOnError`
+    /// (rule 5). The request comes back as the upstream should see it
+    /// (the allow's header and query changes applied), with the final
+    /// `state`; the allow also lists those changes, for a proxy that
+    /// forwards the original request.
     ///
     /// With a [decision cache](crate::cache), a remembered answer is
     /// replayed instead: the same decision, state and header changes.
     pub async fn authorize(&self, request: &mut AuthorizationRequest) -> Decision {
-        let now = self.authorize_now(request);
-        self.resumed(now, request).await
-    }
-
-    /// [`authorize`](Self::authorize) for servers that only send the answer
-    /// back (the gRPC and HTTP check servers): a remembered answer is not
-    /// replayed onto `request`, so after a cache hit the request holds
-    /// neither its state nor its header changes. Without a hit, the same as
-    /// `authorize`.
-    pub async fn check(&self, request: &mut AuthorizationRequest) -> Decision {
-        let now = self.check_now(request);
-        self.resumed(now, request).await
-    }
-
-    /// [`authorize`](Self::authorize) without a future, as far as it goes:
-    /// runs the steps that decide at once
-    /// ([`AuthService::decide_now`]) and answers when the chain ends
-    /// there. At the first step that must wait it stops with what it
-    /// has, to be [`resume`](Self::resume)d on the same request. A chain
-    /// with a decision cache always stops at once (the cache may wait for
-    /// a concurrent run).
-    ///
-    /// For adapters that can answer in place when no step waits (a tower
-    /// `Service::call`): no future to poll or box.
-    pub fn authorize_now(&self, request: &mut AuthorizationRequest) -> Result<Decision, Paused> {
-        self.answer_now(request, true, Keep::All)
-    }
-
-    /// [`check`](Self::check) as [`authorize_now`](Self::authorize_now) is
-    /// to `authorize`.
-    pub fn check_now(&self, request: &mut AuthorizationRequest) -> Result<Decision, Paused> {
-        self.answer_now(request, false, Keep::All)
-    }
-
-    /// [`authorize`](Self::authorize) for callers that send the request
-    /// itself on (a tower layer), not the allow's changes to it: the
-    /// request comes back exactly as `authorize` leaves it, but an allow's
-    /// header and query changes are not repeated in the allow (its
-    /// `headers`, `headers_to_remove` and query lists may be empty). The
-    /// allow still carries what the request cannot: response headers,
-    /// dynamic metadata and the user. Saves keeping the merged changes
-    /// that such a caller would drop.
-    pub async fn apply(&self, request: &mut AuthorizationRequest) -> Decision {
-        let now = self.apply_now(request);
-        self.resumed(now, request).await
-    }
-
-    /// [`apply`](Self::apply) as [`authorize_now`](Self::authorize_now) is
-    /// to `authorize`.
-    pub fn apply_now(&self, request: &mut AuthorizationRequest) -> Result<Decision, Paused> {
-        // A cached answer is replayed whole: an allow that keeps more than
-        // `apply` owes.
-        self.answer_now(request, true, Keep::Response)
-    }
-
-    /// The answer `now` gave, or the paused run finished.
-    async fn resumed(
-        &self,
-        now: Result<Decision, Paused>,
-        request: &mut AuthorizationRequest,
-    ) -> Decision {
-        match now {
-            Ok(decision) => decision,
-            Err(paused) => self.resume(paused, request).await,
-        }
-    }
-
-    /// Finishes a run that [`authorize_now`](Self::authorize_now) or
-    /// [`check_now`](Self::check_now) of this chain paused, on the request
-    /// it paused on. A run paused by another chain is denied with this
-    /// chain's `statusOnError` (and logged).
-    pub async fn resume(&self, paused: Paused, request: &mut AuthorizationRequest) -> Decision {
-        match paused.0 {
-            PausedAt::Cache { replay, unlisted } => {
-                let mut decision = match &self.cache {
-                    Some(cache) => cache.authorize(self, request, replay).await,
-                    None => self.authorize_uncached(request).await.0,
-                };
-                // A remembered allow lists what its first request carried.
-                if let Decision::Allow(allow) = &mut decision {
-                    add_removals(&mut allow.headers_to_remove, unlisted);
-                }
-                decision
-            }
-            PausedAt::Step(at) => self.resume_step(*at, request, &mut false).await,
-        }
-    }
-
-    /// Finishes a paused run; `failed` tells whether a step failed in it.
-    async fn resume_step(
-        &self,
-        at: AtStep,
-        request: &mut AuthorizationRequest,
-        failed: &mut bool,
-    ) -> Decision {
-        let AtStep {
-            chain,
-            mut run,
-            step,
-            started,
-            span,
-        } = at;
-        let ended = if chain == self.address() {
-            self.finish(&mut run, step, request).instrument(span).await
-        } else {
-            tracing::error!(config = %self.name, "resumed a run that another chain paused; denying");
-            Ended::Failed
-        };
-        *failed = run.failed || matches!(ended, Ended::Failed);
-        match self.conclude(started, ended) {
-            None => Decision::Allow(run.acc),
-            Some(deny) => Decision::Deny(deny),
-        }
-    }
-
-    /// Tells this chain's paused runs from others'.
-    fn address(&self) -> usize {
-        std::ptr::from_ref(self).addr()
-    }
-
-    fn answer_now(
-        &self,
-        request: &mut AuthorizationRequest,
-        replay: bool,
-        keep: Keep,
-    ) -> Result<Decision, Paused> {
         if let Some(deny) = self.refuse_path(request) {
             self.metrics.denied.increment(1);
-            return Ok(Decision::Deny(deny));
+            return Decision::Deny(deny);
         }
+        let Some(cache) = &self.cache else {
+            return self.authorize_uncached(request, false).await.0;
+        };
+        // Before the cache: a remembered answer is replayed onto this
+        // request, which must not keep the client's copies.
+        let unlisted = self.strip(request);
+        let mut decision = cache.authorize(self, request).await;
+        // A remembered allow lists what its first request carried.
+        if let Decision::Allow(allow) = &mut decision {
+            add_removals(&mut allow.headers_to_remove, unlisted);
+        }
+        decision
+    }
+
+    /// [`authorize`](Self::authorize) for a caller that forwards the
+    /// request itself: see [`crate::transport::authorize_forwarded`].
+    pub(crate) async fn authorize_forwarded(&self, request: &mut AuthorizationRequest) -> Decision {
         match self.cache {
-            Some(_) => {
-                // Before the cache: a remembered answer is replayed onto
-                // this request, which must not keep the client's copies.
-                let unlisted = self.strip(request);
-                Err(Paused(PausedAt::Cache { replay, unlisted }))
-            }
-            None => self.uncached_now(request, keep, &mut false, |at| Paused(PausedAt::Step(at))),
+            // A remembered answer is replayed whole.
+            Some(_) => self.authorize(request).await,
+            None => match self.refuse_path(request) {
+                Some(deny) => {
+                    self.metrics.denied.increment(1);
+                    Decision::Deny(deny)
+                }
+                None => self.authorize_uncached(request, true).await.0,
+            },
         }
     }
 
     /// The chain's answer without its cache, and whether it may be
     /// remembered: not when a step failed in the run (a failure's deny, or
-    /// a fail-open allow, says nothing of the next request).
+    /// a fail-open allow, says nothing of the next request). `forwarded`:
+    /// the allow need not list the request's changes.
     pub(crate) async fn authorize_uncached(
         &self,
         request: &mut AuthorizationRequest,
+        forwarded: bool,
     ) -> (Decision, bool) {
-        let mut failed = false;
-        let decision = match self.uncached_now(request, Keep::All, &mut failed, |at| at) {
-            Ok(decision) => decision,
-            Err(at) => self.resume_step(*at, request, &mut failed).await,
-        };
-        (decision, !failed)
-    }
-
-    /// Runs the chain as far as it goes at once: its answer, or the run
-    /// paused at a step, as `paused` wraps it (in place: a result that is
-    /// mapped afterwards has its answer copied).
-    fn uncached_now<P>(
-        &self,
-        request: &mut AuthorizationRequest,
-        keep: Keep,
-        failed: &mut bool,
-        paused: impl FnOnce(Box<AtStep>) -> P,
-    ) -> Result<Decision, P> {
         let started = Instant::now();
-        let span = tracing::debug_span!("authchain.chain", config = %self.name);
-        // Built where it stays, and the allow moved from it straight into
-        // the answer: both are large to move.
         let mut run = Run {
+            forwarded,
             acc: Allow::default(),
-            keep,
             deadline: started + self.deadline,
             timer: None,
             cursor: self.cursor(),
             failed: false,
         };
         self.begin(&mut run, request);
-        match span.in_scope(|| self.run_now(&mut run, request)) {
-            Ok(ended) => Ok({
-                *failed = run.failed || matches!(ended, Ended::Failed);
-                match self.conclude(started, ended) {
-                    None => Decision::Allow(run.acc),
-                    Some(deny) => Decision::Deny(deny),
-                }
-            }),
-            Err(step) => Err(paused(Box::new(AtStep {
-                chain: self.address(),
-                run,
-                step,
-                started,
-                span,
-            }))),
+        let span = tracing::debug_span!("authchain.chain", config = %self.name);
+        let ended = self.run(&mut run, request).instrument(span).await;
+        let failed = run.failed || matches!(ended, Ended::Failed);
+        let decision = match self.conclude(started, ended) {
+            None => Decision::Allow(run.acc),
+            Some(deny) => Decision::Deny(deny),
+        };
+        (decision, !failed)
+    }
+
+    /// Runs the steps until the run ends.
+    async fn run(&self, run: &mut Run, request: &mut AuthorizationRequest) -> Ended {
+        loop {
+            let index = match self.next_step(run, request) {
+                Ok(index) => index,
+                Err(allowed) => return Self::end(run, allowed),
+            };
+            let step = &self.steps[index];
+            let mut answer = match Self::ask(step, request) {
+                Ok(answer) => answer,
+                // Boxed: most steps answer at once, and the run's future
+                // stays small without the wait's.
+                Err(future) => Box::pin(self.wait(step, future, run)).await,
+            };
+            let result = self.settle(step, &mut answer, request, run);
+            if let Some(ended) = self.record(run, index, result) {
+                return ended;
+            }
         }
+    }
+
+    /// What `step` answers at once, or the future to wait for. A panic is
+    /// the step's error, and so is a step that has not started (rule 10).
+    #[allow(clippy::type_complexity)]
+    fn ask<'a>(
+        step: &'a Step,
+        request: &'a mut AuthorizationRequest,
+    ) -> Result<Result<Decision, Error>, BoxFuture<'a, Result<Decision, Error>>> {
+        if let Some(cause) = step.readiness.waiting() {
+            return Ok(Err(Error::start(format!(
+                "the step has not started: {cause}"
+            ))));
+        }
+        match step
+            .span()
+            .in_scope(|| unwound(|| step.service.authorize(request)))
+        {
+            Ok(Answer::Ready(answer)) => Ok(answer),
+            Ok(Answer::Wait(future)) => Err(future),
+            Err(panic) => Ok(Err(panic)),
+        }
+    }
+
+    /// What a step's future gives, within the step's timeout and the
+    /// chain's deadline (rule 6); a panic in it is the step's error.
+    async fn wait(
+        &self,
+        step: &Step,
+        mut future: BoxFuture<'_, Result<Decision, Error>>,
+        run: &mut Run,
+    ) -> Result<Decision, Error> {
+        let limit = match step.timeout {
+            Some(timeout) => run.deadline.min(Instant::now() + timeout),
+            None => run.deadline,
+        };
+        // The timer is armed only once the step is pending; one timer
+        // serves the whole run, reset to each pending step's limit.
+        let mut armed = false;
+        let timer = &mut run.timer;
+        let outcome = std::future::poll_fn(|cx| {
+            match unwound(|| future.as_mut().poll(cx)) {
+                Ok(Poll::Ready(result)) => return Poll::Ready(Some(result)),
+                Err(panic) => return Poll::Ready(Some(Err(panic))),
+                Ok(Poll::Pending) => {}
+            }
+            let Some(sleep) = arm(&mut *timer, limit, &mut armed) else {
+                return Poll::Pending;
+            };
+            sleep.as_mut().poll(cx).map(|()| None)
+        })
+        .instrument(step.span())
+        .await;
+        outcome.unwrap_or_else(|| {
+            Err(match step.timeout {
+                Some(timeout) if limit < run.deadline => {
+                    Error::timeout(format!("step timed out after {timeout:?}"))
+                }
+                _ => Error::timeout(format!("chain deadline of {:?} exceeded", self.deadline)),
+            })
+        })
     }
 
     /// Counts and times a run that ended: the answer of one that did not
@@ -618,7 +569,7 @@ impl Chain {
     fn begin(&self, run: &mut Run, request: &mut AuthorizationRequest) {
         if !self.strip.is_empty() {
             let unlisted = self.strip(request);
-            if run.keep == Keep::All {
+            if !run.forwarded {
                 let removals = &mut run.acc.headers_to_remove;
                 removals.extend(self.removals.iter().cloned());
                 add_removals(removals, unlisted);
@@ -636,96 +587,6 @@ impl Chain {
         let mut stripped = strip_headers(&mut request.headers, &self.strip);
         stripped.retain(|name| !self.removals.contains(name));
         stripped
-    }
-
-    /// Runs steps while they decide at once: how the run ended, or the
-    /// step that must be waited for (its result goes to `record`).
-    fn run_now(&self, run: &mut Run, request: &mut AuthorizationRequest) -> Result<Ended, usize> {
-        loop {
-            let index = match self.next_step(run, request) {
-                Ok(index) => index,
-                Err(allowed) => return Ok(Self::end(run, allowed)),
-            };
-            let step = &self.steps[index];
-            let mut answer = match step.readiness.waiting() {
-                None => step
-                    .span()
-                    .in_scope(|| unwound(|| step.service.decide_now(request)))
-                    .unwrap_or_else(|panic| Some(Err(panic))),
-                Some(cause) => Some(Err(Error::start(format!(
-                    "the step has not started: {cause}"
-                )))),
-            };
-            let Some(taken) = &mut answer else {
-                return Err(index);
-            };
-            let result = self.settle(step, taken, request, run);
-            if forgettable(taken) {
-                mem::forget(answer);
-            }
-            if let Some(ended) = self.record(run, index, result) {
-                return Ok(ended);
-            }
-        }
-    }
-
-    /// Runs the rest of a paused run, waiting for step `index` first.
-    async fn finish(
-        &self,
-        run: &mut Run,
-        mut index: usize,
-        request: &mut AuthorizationRequest,
-    ) -> Ended {
-        loop {
-            let step = &self.steps[index];
-            let limit = match step.timeout {
-                Some(timeout) => run.deadline.min(Instant::now() + timeout),
-                None => run.deadline,
-            };
-            let mut answer = match unwound(|| step.service.authorize(request)) {
-                Ok(answer) => answer,
-                Err(panic) => Box::pin(std::future::ready(Err(panic))),
-            };
-            // The timer is armed only once the step is pending: a step
-            // that answers at once never touches the timer wheel. One timer
-            // serves the whole chain run, reset to each pending step's
-            // limit.
-            let mut armed = false;
-            let timer = &mut run.timer;
-            let outcome = std::future::poll_fn(|cx| {
-                match unwound(|| answer.as_mut().poll(cx)) {
-                    Ok(Poll::Ready(result)) => return Poll::Ready(Some(result)),
-                    Err(panic) => return Poll::Ready(Some(Err(panic))),
-                    Ok(Poll::Pending) => {}
-                }
-                let Some(sleep) = arm(&mut *timer, limit, &mut armed) else {
-                    return Poll::Pending;
-                };
-                sleep.as_mut().poll(cx).map(|()| None)
-            })
-            .instrument(step.span())
-            .await;
-            drop(answer); // ends the step's borrow of the request
-            let mut answer = outcome.unwrap_or_else(|| {
-                Err(match step.timeout {
-                    Some(timeout) if limit < run.deadline => {
-                        Error::timeout(format!("step timed out after {timeout:?}"))
-                    }
-                    _ => Error::timeout(format!("chain deadline of {:?} exceeded", self.deadline)),
-                })
-            });
-            let result = self.settle(step, &mut answer, request, run);
-            if forgettable(&mut answer) {
-                mem::forget(answer);
-            }
-            if let Some(ended) = self.record(run, index, result) {
-                return ended;
-            }
-            index = match self.run_now(run, request) {
-                Ok(ended) => return ended,
-                Err(index) => index,
-            };
-        }
     }
 
     /// The step to run next, or (`Err`) whether the run ended allowed.
@@ -858,7 +719,7 @@ impl Chain {
         let error = match answer {
             Ok(Decision::Allow(allow)) => {
                 step.metrics.ok.increment(1);
-                merge(&mut run.acc, allow, request, run.keep);
+                merge(&mut run.acc, allow, request, run.forwarded);
                 return StepResult::Allowed;
             }
             Ok(Decision::Deny(deny)) => {
@@ -878,7 +739,7 @@ impl Chain {
                 FAILURE_MODE_ALLOWED_HEADER,
                 HeaderValue::from_static("true"),
             );
-            merge(&mut run.acc, &mut mark, request, run.keep);
+            merge(&mut run.acc, &mut mark, request, run.forwarded);
             StepResult::Allowed
         } else {
             step.metrics.error.increment(1);
@@ -913,51 +774,12 @@ impl metrics::IntoF64 for Since {
     }
 }
 
-/// A chain run that stopped at a step that must wait: what
-/// [`Chain::authorize_now`] and [`Chain::check_now`] leave for
-/// [`Chain::resume`].
-#[must_use = "a paused run decides nothing until it is resumed"]
-pub struct Paused(PausedAt);
-
-enum PausedAt {
-    /// The chain has a decision cache: nothing ran yet but the stripping of
-    /// client headers (those removed that the chain does not list ahead).
-    Cache {
-        replay: bool,
-        unlisted: Vec<HeaderName>,
-    },
-    /// A step must be waited for.
-    Step(Box<AtStep>),
-}
-
-/// A run of the chain at `chain` paused at step `step`, started at
-/// `started`, in `span`.
-struct AtStep {
-    chain: usize,
-    run: Run,
-    step: usize,
-    started: Instant,
-    span: tracing::Span,
-}
-
-impl fmt::Debug for Paused {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.0 {
-            PausedAt::Cache { replay, .. } => f
-                .debug_struct("Paused")
-                .field("cache", &true)
-                .field("replay", replay)
-                .finish(),
-            PausedAt::Step(at) => f.debug_struct("Paused").field("step", &at.step).finish(),
-        }
-    }
-}
-
-/// Where a chain run stands: the allow accumulated so far (and what it
-/// keeps), the deadline and its timer, and the next step.
+/// Where a chain run stands: the allow accumulated so far (with the
+/// request's changes, unless the caller forwards the request itself), the
+/// deadline and its timer, and the next step.
 struct Run {
+    forwarded: bool,
     acc: Allow,
-    keep: Keep,
     deadline: Instant,
     // Boxed when first needed: most runs never wait.
     timer: Option<Pin<Box<Sleep>>>,
@@ -990,18 +812,6 @@ struct Saved {
     acc: Allow,
     ran: u64,
     allowed: u64,
-}
-
-/// What a run's accumulated allow keeps besides the request's changes,
-/// which are always applied to the request.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Keep {
-    /// Everything: the allow says how to change the request upstream (for
-    /// a proxy, which forwards the original request).
-    All,
-    /// Only what the request cannot carry: response headers, dynamic
-    /// metadata and the user (for a caller that forwards the request).
-    Response,
 }
 
 /// Removes from `headers` every header whose name is one of `names` in
@@ -1068,40 +878,6 @@ fn spellings(name: &HeaderName) -> Vec<HeaderName> {
         .collect()
 }
 
-/// Whether a step's answer can be forgotten rather than dropped, once
-/// [`Chain::settle`] took what it keeps: it must own no memory. An
-/// allow's drop glue (five vectors, a map, a user) costs more than these
-/// checks, and after `settle` most allows own nothing.
-///
-/// Drops the allow's map first, leaving a new one (which owns nothing) in
-/// its place: a map its step emptied may still own its root node. Sound
-/// only while `Allow` and its fields' types have no `Drop` of their own
-/// beyond freeing memory.
-#[inline]
-fn forgettable(answer: &mut Result<Decision, Error>) -> bool {
-    let Ok(Decision::Allow(allow)) = answer else {
-        return false;
-    };
-    // Every field by name: a field added later must be checked here.
-    let Allow {
-        headers,
-        headers_to_remove,
-        response_headers,
-        query_parameters_to_set,
-        query_parameters_to_remove,
-        dynamic_metadata,
-        user_info,
-        expires: _,
-    } = allow;
-    drop(mem::take(dynamic_metadata));
-    headers.capacity() == 0
-        && headers_to_remove.capacity() == 0
-        && response_headers.capacity() == 0
-        && query_parameters_to_set.capacity() == 0
-        && query_parameters_to_remove.capacity() == 0
-        && user_info.is_none()
-}
-
 /// Sets the chain run's timer to `limit` the first time a step is pending
 /// (creating it for the first such step of the run); later polls of the
 /// same step find it `armed` and leave it as it is.
@@ -1122,27 +898,22 @@ fn arm<'a>(
     Some(sleep)
 }
 
-/// Merges a step's allow into the chain's accumulated allow and applies it
-/// to the request the next step sees, as `keep` says.
-#[inline]
-fn merge(acc: &mut Allow, step: &mut Allow, request: &mut AuthorizationRequest, keep: Keep) {
-    match keep {
-        Keep::All => merge_all(acc, step, request),
-        Keep::Response => apply_in_place(acc, step, request),
+/// Applies a step's allow to the request the next step sees, and merges
+/// it into the chain's accumulated allow: whole, or (`forwarded`) only
+/// what the request cannot carry.
+fn merge(acc: &mut Allow, step: &mut Allow, request: &mut AuthorizationRequest, forwarded: bool) {
+    if forwarded {
+        apply_in_place(acc, step, request);
+    } else {
+        merge_all(acc, step, request);
     }
 }
 
-/// [`Keep::Response`]: the request's changes are only applied to it, in
-/// order; the allow keeps no record of them. Takes what it keeps from
-/// `step` and leaves the rest there (the step's answer is dropped where it
-/// lies, not moved about).
-#[inline(always)]
+/// [`merge`] for a forwarded request: the changes are applied to it in
+/// order, and the allow keeps no record of them.
 fn apply_in_place(acc: &mut Allow, step: &mut Allow, request: &mut AuthorizationRequest) {
-    if !step.headers.is_empty() {
-        for m in step.headers.drain(..) {
-            m.apply_owned(&mut request.headers);
-        }
-        recycle_mutations(mem::take(&mut step.headers));
+    for m in &step.headers {
+        m.apply(&mut request.headers);
     }
     for name in &step.headers_to_remove {
         request.headers.remove(name);
@@ -1156,9 +927,8 @@ fn apply_in_place(acc: &mut Allow, step: &mut Allow, request: &mut Authorization
     merge_response(acc, step);
 }
 
-/// [`Keep::All`]: the request's changes are applied to it and merged into
-/// `acc`. Reuses the step's vectors where the accumulator has none yet, so
-/// a chain whose steps mutate once costs no allocation here.
+/// [`merge`] in whole. Reuses the step's vectors where the accumulator
+/// has none yet.
 fn merge_all(acc: &mut Allow, step: &mut Allow, request: &mut AuthorizationRequest) {
     // Most steps fill one or two of these: the empty ones cost a test.
     if !step.headers.is_empty() {
@@ -1233,14 +1003,12 @@ fn merge_response(acc: &mut Allow, step: &mut Allow) {
 }
 
 /// Moves `from`'s mutations to the end of `to`: the whole vector when `to`
-/// has none (no copy), else appended, and `from`'s emptied room given back
-/// to the thread's spares.
+/// has none (no copy), else appended.
 fn append_mutations(to: &mut Vec<HeaderMutation>, from: &mut Vec<HeaderMutation>) {
     if to.is_empty() {
         *to = mem::take(from);
     } else {
         to.append(from);
-        recycle_mutations(mem::take(from));
     }
 }
 
@@ -1506,73 +1274,5 @@ impl ChainBuilder {
             ambiguous_paths: self.ambiguous_paths,
             cache,
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use bytes::Bytes;
-
-    use super::*;
-    use crate::UserInfo;
-
-    /// Bytes that hold a clone of an `Arc`, to see whether they were
-    /// dropped.
-    struct Owned(Arc<str>);
-
-    impl AsRef<[u8]> for Owned {
-        fn as_ref(&self) -> &[u8] {
-            self.0.as_bytes()
-        }
-    }
-
-    /// A header value that holds a clone of `owner` until it is dropped.
-    fn owned_value(owner: &Arc<str>) -> HeaderValue {
-        HeaderValue::from_maybe_shared(Bytes::from_owner(Owned(Arc::clone(owner))))
-            .expect("a value")
-    }
-
-    /// What `run_now` does with a settled answer.
-    fn dispose(mut answer: Result<Decision, Error>) -> bool {
-        let forgotten = forgettable(&mut answer);
-        if forgotten {
-            mem::forget(answer);
-        }
-        forgotten
-    }
-
-    #[test]
-    fn only_an_answer_that_owns_nothing_is_forgotten() {
-        assert!(dispose(Ok(Decision::authorized())));
-
-        // Whatever part of an allow owns memory, it is dropped.
-        let name = HeaderName::from_static("x-gone");
-        let owning = [
-            Allow::new().remove_header(name.clone()),
-            Allow::new().set_query_parameter("a", "1"),
-            Allow::new().remove_query_parameter("a"),
-            Allow::new().user(UserInfo::new("alice")),
-        ];
-        for allow in owning {
-            let shown = format!("{allow:?}");
-            assert!(!dispose(Ok(Decision::Allow(allow))), "{shown}");
-        }
-        let owner: Arc<str> = Arc::from("value");
-        let holding = Allow::new().response_header(name.clone(), owned_value(&owner));
-        assert_eq!(Arc::strong_count(&owner), 2);
-        assert!(!dispose(Ok(Decision::Allow(holding))));
-        assert_eq!(Arc::strong_count(&owner), 1, "dropped, not forgotten");
-        let mut emptied = Allow::new().set_header(name, owned_value(&owner));
-        emptied.headers.clear();
-        assert!(!dispose(Ok(Decision::Allow(emptied))), "room is memory");
-
-        // A map its step emptied may still own its root: it is dropped,
-        // and the answer then owns nothing.
-        let mut metadata = Allow::new().metadata("k", serde_json::json!(1));
-        metadata.dynamic_metadata.remove("k");
-        assert!(dispose(Ok(Decision::Allow(metadata))));
-
-        assert!(!dispose(Ok(Decision::unauthorized())));
-        assert!(!dispose(Err(Error::timeout("slow"))));
     }
 }

@@ -1,6 +1,5 @@
 //! What a step, and a chain, answer: allow with mutations, or deny.
 
-use std::cell::RefCell;
 use std::time::SystemTime;
 
 use bytes::Bytes;
@@ -100,12 +99,6 @@ impl HeaderMutation {
         self.action
             .apply_to(headers, &self.name, self.value.clone())
     }
-
-    /// [`apply`](Self::apply), moving the name and value into `headers`
-    /// instead of copying them.
-    pub(crate) fn apply_owned(self, headers: &mut HeaderMap) -> bool {
-        self.action.apply_to(headers, self.name, self.value)
-    }
 }
 
 /// Who the request is from, as a step established it.
@@ -168,7 +161,7 @@ impl Allow {
 
     #[inline]
     fn mutate(mut self, name: HeaderName, value: HeaderValue, action: HeaderAction) -> Self {
-        push_mutation(&mut self.headers, HeaderMutation::new(name, value, action));
+        self.headers.push(HeaderMutation::new(name, value, action));
         self
     }
 
@@ -212,10 +205,11 @@ impl Allow {
     /// Adds a header to the response the client gets.
     #[inline]
     pub fn response_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
-        push_mutation(
-            &mut self.response_headers,
-            HeaderMutation::new(name, value, HeaderAction::AppendIfExistsOrAdd),
-        );
+        self.response_headers.push(HeaderMutation::new(
+            name,
+            value,
+            HeaderAction::AppendIfExistsOrAdd,
+        ));
         self
     }
 
@@ -254,49 +248,6 @@ impl Allow {
             headers.remove(name);
         }
     }
-}
-
-thread_local! {
-    /// Mutation vectors the chain emptied on this thread, for the next
-    /// allow the builder methods make here: a step that sets a header on
-    /// every request then allocates nothing for it.
-    static SPARE_MUTATIONS: RefCell<Vec<Vec<HeaderMutation>>> = const { RefCell::new(Vec::new()) };
-}
-
-/// How many emptied vectors a thread keeps, and the largest room one may
-/// have to be kept.
-const SPARE_MUTATIONS_KEPT: usize = 8;
-const SPARE_MUTATION_ROOM: usize = 16;
-
-/// Pushes `m` onto `list`, which takes this thread's spare room if it has
-/// none yet.
-fn push_mutation(list: &mut Vec<HeaderMutation>, m: HeaderMutation) {
-    if list.capacity() == 0 {
-        let spare = SPARE_MUTATIONS
-            .try_with(|spare| spare.try_borrow_mut().ok()?.pop())
-            .ok()
-            .flatten();
-        if let Some(spare) = spare {
-            *list = spare;
-        }
-    }
-    list.push(m);
-}
-
-/// Done with `list` (emptied by the chain, or its mutations no longer
-/// wanted): its room goes to this thread's spares.
-pub(crate) fn recycle_mutations(mut list: Vec<HeaderMutation>) {
-    if list.capacity() == 0 || list.capacity() > SPARE_MUTATION_ROOM {
-        return;
-    }
-    list.clear();
-    let _ = SPARE_MUTATIONS.try_with(|spare| {
-        if let Ok(mut spare) = spare.try_borrow_mut()
-            && spare.len() < SPARE_MUTATIONS_KEPT
-        {
-            spare.push(list);
-        }
-    });
 }
 
 /// A deny: what the client gets instead of the upstream response.
@@ -429,36 +380,6 @@ mod tests {
     }
 
     #[test]
-    fn an_emptied_mutation_list_serves_the_next_allow_and_a_large_one_is_let_go() {
-        let mut list = Vec::with_capacity(2);
-        list.push(HeaderMutation::new(
-            HeaderName::from_static("x-old"),
-            hv("old"),
-            HeaderAction::AddIfAbsent,
-        ));
-        let room = list.as_ptr();
-        recycle_mutations(list);
-        let allow = Allow::new().set_header(HeaderName::from_static("x-new"), hv("new"));
-        assert_eq!(allow.headers.as_ptr(), room, "the spare's room is reused");
-        assert_eq!(
-            allow.headers,
-            [HeaderMutation::new(
-                HeaderName::from_static("x-new"),
-                hv("new"),
-                HeaderAction::OverwriteIfExistsOrAdd
-            )],
-            "and nothing of its old content is left"
-        );
-
-        recycle_mutations(Vec::with_capacity(SPARE_MUTATION_ROOM + 1));
-        let allow = Allow::new().response_header(HeaderName::from_static("x"), hv("1"));
-        assert!(
-            allow.response_headers.capacity() <= SPARE_MUTATION_ROOM,
-            "not kept"
-        );
-    }
-
-    #[test]
     fn the_four_actions_apply_as_envoy_defines_them() {
         let name = HeaderName::from_static("x");
         // (action, the values after it on a header with two, on none;
@@ -497,22 +418,14 @@ mod tests {
             present.append(name.clone(), hv("older"));
             let mut absent = HeaderMap::new();
             absent.insert(HeaderName::from_static("y"), hv("kept"));
-            // By reference and by value alike.
-            for owned in [false, true] {
-                let (mut present, mut absent) = (present.clone(), absent.clone());
-                let apply = |headers: &mut HeaderMap| match owned {
-                    false => m.apply(headers),
-                    true => m.clone().apply_owned(headers),
-                };
-                let changed_present = apply(&mut present);
-                let changed_absent = apply(&mut absent);
-                let what = format!("{action:?}, owned: {owned}");
-                assert_eq!(values(&present, "x"), when_present, "{what} on present");
-                assert_eq!(values(&absent, "x"), when_absent, "{what} on absent");
-                assert_eq!((changed_present, changed_absent), changed, "{what}");
-                assert_eq!(values(&present, "y"), ["kept"], "{what}");
-                assert_eq!(values(&absent, "y"), ["kept"], "{what}");
-            }
+            let changed_present = m.apply(&mut present);
+            let changed_absent = m.apply(&mut absent);
+            let what = format!("{action:?}");
+            assert_eq!(values(&present, "x"), when_present, "{what} on present");
+            assert_eq!(values(&absent, "x"), when_absent, "{what} on absent");
+            assert_eq!((changed_present, changed_absent), changed, "{what}");
+            assert_eq!(values(&present, "y"), ["kept"], "{what}");
+            assert_eq!(values(&absent, "y"), ["kept"], "{what}");
         }
     }
 

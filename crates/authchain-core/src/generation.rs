@@ -157,6 +157,14 @@ impl Generation {
     }
 }
 
+/// A generation no one holds any more stops its services' background work
+/// (key refreshes, start retries), whether or not it was shut down.
+impl Drop for Generation {
+    fn drop(&mut self) {
+        self.token.cancel();
+    }
+}
+
 /// The live generation, replaced atomically on reload.
 ///
 /// A request takes the generation current when it starts
@@ -203,15 +211,6 @@ impl Engine {
     /// The generation serving now. Hold the `Arc` for the whole request.
     pub fn current(&self) -> Arc<Generation> {
         self.current.load_full()
-    }
-
-    /// The generation serving now, borrowed for a moment: for work that
-    /// does not wait (a check answered in place), it costs no write to the
-    /// generation's reference count, which every thread serving requests
-    /// would otherwise contend for. Take [`current`](Self::current) for
-    /// anything that waits or is kept.
-    pub fn current_ref(&self) -> impl std::ops::Deref<Target = Arc<Generation>> + '_ {
-        self.current.load()
     }
 
     /// Builds, starts and swaps in a new generation from `configs`;

@@ -13,7 +13,7 @@
 //! atomically on reload.
 //!
 //! ```
-//! use authchain_core::{plugin_fn, service_fn, AuthConfig, AuthorizationRequest, Decision,
+//! use authchain_core::{decide_fn, plugin_fn, AuthConfig, AuthorizationRequest, Decision,
 //!     Engine, Format, PluginRegistry};
 //! use std::sync::Arc;
 //!
@@ -25,9 +25,8 @@
 //! # async fn main() -> Result<(), authchain_core::Error> {
 //! let mut registry = PluginRegistry::new();
 //! registry.register(plugin_fn("OnlyPath", |c: Config, _| {
-//!     Ok(Arc::new(service_fn(move |req| {
-//!         let ok = req.path_only() == c.path;
-//!         Box::pin(async move { Ok(if ok { Decision::authorized() } else { Decision::unauthorized() }) })
+//!     Ok(Arc::new(decide_fn(move |req| {
+//!         Ok(if req.path_only() == c.path { Decision::authorized() } else { Decision::unauthorized() })
 //!     })))
 //! }));
 //!
@@ -49,8 +48,10 @@
 //! # }
 //! ```
 //!
-//! The executor needs a Tokio runtime with its timer enabled (step
-//! timeouts and the chain deadline are Tokio timers).
+//! One verb runs a chain, [`Chain::authorize`], and one method makes a
+//! step, [`AuthService::authorize`]. The executor needs a Tokio runtime
+//! with its timer enabled (step timeouts and the chain deadline are Tokio
+//! timers). What the adapter crates need beyond that is in [`transport`].
 //!
 //! # Metrics
 //!
@@ -77,6 +78,7 @@ mod plugin;
 mod request;
 mod service;
 pub mod state;
+pub mod transport;
 
 #[doc(no_inline)]
 pub use async_trait::async_trait;
@@ -86,7 +88,6 @@ pub use cache::{Attribute, CacheSettings};
 #[doc(inline)]
 pub use chain::{
     Chain, ChainBuilder, ChainStep, DEFAULT_DEADLINE, FAILURE_MODE_ALLOWED_HEADER, MAX_EXPR_STEPS,
-    Paused,
 };
 #[doc(inline)]
 pub use config::{AuthConfig, ConfigDuration, Format, MAX_DURATION};
@@ -97,11 +98,6 @@ pub use error::{BoxError, Error};
 #[doc(inline)]
 pub use generation::{Engine, Generation};
 #[doc(inline)]
-pub use limit::{
-    ConcurrencyLimit, Connection, ConnectionLimits, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
-    Permit,
-};
-#[doc(inline)]
 pub use path::AmbiguousPaths;
 #[doc(inline)]
 pub use plugin::{
@@ -110,5 +106,5 @@ pub use plugin::{
 #[doc(inline)]
 pub use request::{AuthorizationRequest, Peer};
 #[doc(inline)]
-pub use service::{AuthService, DecideFn, Lifecycle, ServiceFn, decide_fn, service_fn};
+pub use service::{Answer, AuthService, DecideFn, Lifecycle, ServiceFn, decide_fn, service_fn};
 pub use state::State;

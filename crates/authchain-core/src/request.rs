@@ -133,55 +133,6 @@ impl AuthorizationRequest {
         }
     }
 
-    /// Empties every field, as a new request has it, keeping the room its
-    /// strings, header map and state have grown: for an adapter that
-    /// reuses one request for the next (nothing of this one is left to be
-    /// read).
-    pub fn clear(&mut self) {
-        // Every field by name: a field added later must be cleared here.
-        let AuthorizationRequest {
-            method,
-            scheme,
-            host,
-            path,
-            headers,
-            body,
-            protocol,
-            id,
-            source,
-            destination,
-            context,
-            metadata,
-            state,
-            extensions,
-        } = self;
-        *method = Method::default();
-        scheme.clear();
-        host.clear();
-        path.clear();
-        // An empty map's `clear` still resets every slot of its index: the
-        // layer gives its spare back with the headers handed on.
-        if !headers.is_empty() {
-            headers.clear();
-        }
-        *body = None;
-        *protocol = Cow::Borrowed("");
-        id.clear();
-        *source = Peer::default();
-        *destination = Peer::default();
-        // An empty map's `clear` costs a drop; most requests have none.
-        if !context.is_empty() {
-            context.clear();
-        }
-        if !metadata.is_empty() {
-            metadata.clear();
-        }
-        state.clear();
-        if !extensions.is_empty() {
-            extensions.clear();
-        }
-    }
-
     /// Adds a header value (builder style).
     pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
         self.headers.append(name, value);
@@ -310,33 +261,6 @@ mod tests {
             shown.contains("authorization") && shown.contains("/login"),
             "{shown}"
         );
-    }
-
-    #[test]
-    fn clear_leaves_a_new_request() {
-        let mut r = AuthorizationRequest::new(Method::POST, "/a?b=1")
-            .with_host("example.com")
-            .with_header(
-                http::header::AUTHORIZATION,
-                HeaderValue::from_static("Bearer secret"),
-            );
-        r.scheme = "https".to_owned();
-        r.body = Some(Bytes::from_static(b"body"));
-        r.protocol = Cow::Borrowed("HTTP/1.1");
-        r.id = "id-1".to_owned();
-        r.source = Peer::from_address(([10, 0, 0, 1], 5000).into());
-        r.destination = Peer {
-            address: None,
-            principal: Some("spiffe://proxy".to_owned()),
-        };
-        r.context.insert("k".to_owned(), "v".to_owned());
-        r.metadata.insert("ns".to_owned(), Value::Bool(true));
-        r.state.insert("jwt", Value::Bool(true));
-        r.extensions.insert(7u32);
-        r.clear();
-        let new = AuthorizationRequest::default();
-        assert_eq!(format!("{r:?}"), format!("{new:?}"));
-        assert!(r.extensions.get::<u32>().is_none());
     }
 
     #[test]

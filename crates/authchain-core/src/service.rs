@@ -2,14 +2,13 @@
 
 use std::fmt;
 use std::future::Future;
-use std::pin::Pin;
 
 use async_trait::async_trait;
 use futures::future::BoxFuture;
 use http::HeaderName;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
-use crate::{Attribute, AuthorizationRequest, Decision, Error};
+use crate::{Allow, Attribute, AuthorizationRequest, Decision, Deny, Error};
 
 /// One auth step: what Gloo calls an `AuthService`.
 ///
@@ -17,23 +16,47 @@ use crate::{Attribute, AuthorizationRequest, Decision, Error};
 /// config, started once per config generation, then asked to authorize
 /// requests, concurrently, until its generation is replaced.
 ///
+/// [`authorize`](Self::authorize) is the one method a step must write. It
+/// answers at once ([`Answer::Ready`], no future and no allocation: a
+/// header check, a key lookup, a policy in memory) or with a future to
+/// wait for ([`Answer::wait`]: a call to a remote):
+///
 /// ```
-/// use authchain_core::{async_trait, AuthService, AuthorizationRequest, Decision, Error};
+/// use authchain_core::{Answer, AuthService, AuthorizationRequest, Decision};
 ///
 /// struct DenyDeletes;
 ///
-/// #[async_trait]
 /// impl AuthService for DenyDeletes {
-///     async fn authorize(&self, req: &mut AuthorizationRequest) -> Result<Decision, Error> {
+///     fn authorize<'a>(&'a self, req: &'a mut AuthorizationRequest) -> Answer<'a> {
 ///         if req.method == http::Method::DELETE {
-///             return Ok(Decision::unauthorized());
+///             return Decision::unauthorized().into();
 ///         }
-///         Ok(Decision::authorized())
+///         Decision::authorized().into()
+///     }
+/// }
+///
+/// struct AsksAFriend;
+///
+/// impl AuthService for AsksAFriend {
+///     fn authorize<'a>(&'a self, req: &'a mut AuthorizationRequest) -> Answer<'a> {
+///         Answer::wait(async move {
+///             // ... an HTTP call that reads `req` ...
+///             # let _ = req;
+///             Ok(Decision::authorized())
+///         })
 ///     }
 /// }
 /// ```
 #[async_trait]
 pub trait AuthService: Send + Sync + 'static {
+    /// Decides on one request: `Ok(Decision::Deny(..))` is a deny;
+    /// `Err(..)` is a failure of the step, which the chain turns into a
+    /// deny with its `statusOnError` unless the step is configured to fail
+    /// open. The request carries what the steps before changed; a step's
+    /// timeout bounds only a future it waits for, so keep ready answers
+    /// quick.
+    fn authorize<'a>(&'a self, request: &'a mut AuthorizationRequest) -> Answer<'a>;
+
     /// Called once when the service's config generation starts, before it
     /// serves. Spawn background work here (key refresh, ...) and stop it
     /// when [`Lifecycle::cancelled`] fires: that happens when the
@@ -44,51 +67,6 @@ pub trait AuthService: Send + Sync + 'static {
     async fn start(&self, lifecycle: Lifecycle) -> Result<(), Error> {
         let _ = lifecycle;
         Ok(())
-    }
-
-    /// Authorizes one request. `Ok(Decision::Deny(..))` is a deny;
-    /// `Err(..)` is a failure of the step, which the chain turns into a deny
-    /// with its `statusOnError` unless the step is configured to fail open.
-    ///
-    /// A step that never waits may implement
-    /// [`decide_now`](Self::decide_now) instead; this method then answers
-    /// with it.
-    async fn authorize(&self, request: &mut AuthorizationRequest) -> Result<Decision, Error> {
-        match self.decide_now(request) {
-            Some(answer) => answer,
-            None => Err(Error::step(
-                "the step implements neither authorize nor decide_now",
-            )),
-        }
-    }
-
-    /// Decides at once, for a step that never waits (a header check, an API
-    /// key lookup, a policy evaluated in memory): the chain calls this
-    /// first, and [`authorize`](Self::authorize) only when it returns
-    /// `None`. An answer here costs no future: no allocation, no poll.
-    ///
-    /// Return `None` (the default) without changing the request to be run
-    /// through `authorize`, e.g. when a key set must be fetched first. A
-    /// step's timeout cannot cut a decision made here short: keep it quick.
-    ///
-    /// ```
-    /// use authchain_core::{AuthService, AuthorizationRequest, Decision, Error};
-    ///
-    /// struct GetOnly;
-    ///
-    /// impl AuthService for GetOnly {
-    ///     fn decide_now(&self, req: &mut AuthorizationRequest) -> Option<Result<Decision, Error>> {
-    ///         Some(Ok(if req.method == http::Method::GET {
-    ///             Decision::authorized()
-    ///         } else {
-    ///             Decision::unauthorized()
-    ///         }))
-    ///     }
-    /// }
-    /// ```
-    fn decide_now(&self, request: &mut AuthorizationRequest) -> Option<Result<Decision, Error>> {
-        let _ = request;
-        None
     }
 
     /// The upstream headers this service may set to carry identity
@@ -107,6 +85,78 @@ pub trait AuthService: Send + Sync + 'static {
     /// from theirs.
     fn reads(&self) -> Option<Vec<Attribute>> {
         None
+    }
+}
+
+/// What [`AuthService::authorize`] gives: the answer, or a future of it.
+///
+/// `.await` it to get the answer either way.
+#[must_use = "an answer decides nothing until the chain reads it"]
+pub enum Answer<'a> {
+    /// Decided without waiting.
+    Ready(Result<Decision, Error>),
+    /// Decides when the future completes (under the step's timeout).
+    Wait(BoxFuture<'a, Result<Decision, Error>>),
+}
+
+impl<'a> Answer<'a> {
+    /// An answer to wait for.
+    pub fn wait(future: impl Future<Output = Result<Decision, Error>> + Send + 'a) -> Self {
+        Answer::Wait(Box::pin(future))
+    }
+}
+
+impl fmt::Debug for Answer<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Answer::Ready(answer) => f.debug_tuple("Ready").field(answer).finish(),
+            Answer::Wait(_) => f.debug_tuple("Wait").finish_non_exhaustive(),
+        }
+    }
+}
+
+impl From<Result<Decision, Error>> for Answer<'_> {
+    fn from(answer: Result<Decision, Error>) -> Self {
+        Answer::Ready(answer)
+    }
+}
+
+impl From<Decision> for Answer<'_> {
+    fn from(decision: Decision) -> Self {
+        Answer::Ready(Ok(decision))
+    }
+}
+
+impl From<Allow> for Answer<'_> {
+    fn from(allow: Allow) -> Self {
+        Answer::Ready(Ok(Decision::Allow(allow)))
+    }
+}
+
+impl From<Deny> for Answer<'_> {
+    fn from(deny: Deny) -> Self {
+        Answer::Ready(Ok(Decision::Deny(deny)))
+    }
+}
+
+impl From<Error> for Answer<'_> {
+    fn from(error: Error) -> Self {
+        Answer::Ready(Err(error))
+    }
+}
+
+impl<'a> IntoFuture for Answer<'a> {
+    type Output = Result<Decision, Error>;
+    type IntoFuture = futures::future::Either<
+        std::future::Ready<Result<Decision, Error>>,
+        BoxFuture<'a, Result<Decision, Error>>,
+    >;
+
+    fn into_future(self) -> Self::IntoFuture {
+        match self {
+            Answer::Ready(answer) => futures::future::Either::Left(std::future::ready(answer)),
+            Answer::Wait(future) => futures::future::Either::Right(future),
+        }
     }
 }
 
@@ -157,8 +207,8 @@ impl<F> fmt::Debug for DecideFn<F> {
     }
 }
 
-/// Makes a step from a closure that decides without waiting: the
-/// [`decide_now`](AuthService::decide_now) of [`service_fn`].
+/// Makes a step from a closure that decides without waiting (an
+/// [`Answer::Ready`] every time).
 ///
 /// ```
 /// use authchain_core::{decide_fn, Decision};
@@ -183,8 +233,8 @@ impl<F> AuthService for DecideFn<F>
 where
     F: Fn(&mut AuthorizationRequest) -> Result<Decision, Error> + Send + Sync + 'static,
 {
-    fn decide_now(&self, request: &mut AuthorizationRequest) -> Option<Result<Decision, Error>> {
-        Some((self.f)(request))
+    fn authorize<'a>(&'a self, request: &'a mut AuthorizationRequest) -> Answer<'a> {
+        Answer::Ready((self.f)(request))
     }
 }
 
@@ -228,8 +278,6 @@ where
     ServiceFn { f }
 }
 
-// Written out by hand rather than with `#[async_trait]` so that the
-// closure's boxed future is handed on as it is, not boxed a second time.
 impl<F> AuthService for ServiceFn<F>
 where
     F: for<'a> Fn(&'a mut AuthorizationRequest) -> BoxFuture<'a, Result<Decision, Error>>
@@ -237,15 +285,7 @@ where
         + Sync
         + 'static,
 {
-    fn authorize<'life0, 'life1, 'async_trait>(
-        &'life0 self,
-        request: &'life1 mut AuthorizationRequest,
-    ) -> Pin<Box<dyn Future<Output = Result<Decision, Error>> + Send + 'async_trait>>
-    where
-        'life0: 'async_trait,
-        'life1: 'async_trait,
-        Self: 'async_trait,
-    {
-        (self.f)(request)
+    fn authorize<'a>(&'a self, request: &'a mut AuthorizationRequest) -> Answer<'a> {
+        Answer::Wait((self.f)(request))
     }
 }

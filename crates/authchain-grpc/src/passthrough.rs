@@ -46,8 +46,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use authchain_core::{
-    Allow, AuthService, AuthorizationRequest, BuildContext, ConfigDuration, Decision, Deny, Error,
-    ExtAuthPlugin, HeaderAction, HeaderMutation, async_trait,
+    Allow, Answer, AuthService, AuthorizationRequest, BuildContext, ConfigDuration, Decision, Deny,
+    Error, ExtAuthPlugin, HeaderAction, HeaderMutation, async_trait,
 };
 use envoy_types::ext_authz::v3::pb::{CheckResponse, HeaderValueOption, HttpResponse};
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
@@ -430,57 +430,61 @@ impl GrpcPassthrough {
 
 #[async_trait]
 impl AuthService for GrpcPassthrough {
-    async fn authorize(&self, request: &mut AuthorizationRequest) -> Result<Decision, Error> {
-        let mut check = to_check_request(request, &request.metadata);
-        if let Some(metadata) = check
-            .attributes
-            .as_mut()
-            .and_then(|a| a.metadata_context.as_mut())
-        {
-            metadata
-                .filter_metadata
-                .insert(STATE_KEY.to_owned(), fields_to_struct(request.state.iter()));
-            if let Some(config) = &self.config {
+    fn authorize<'a>(&'a self, request: &'a mut AuthorizationRequest) -> Answer<'a> {
+        Answer::wait(async move {
+            let mut check = to_check_request(request, &request.metadata);
+            if let Some(metadata) = check
+                .attributes
+                .as_mut()
+                .and_then(|a| a.metadata_context.as_mut())
+            {
                 metadata
                     .filter_metadata
-                    .insert(CONFIG_KEY.to_owned(), config.clone());
+                    .insert(STATE_KEY.to_owned(), fields_to_struct(request.state.iter()));
+                if let Some(config) = &self.config {
+                    metadata
+                        .filter_metadata
+                        .insert(CONFIG_KEY.to_owned(), config.clone());
+                }
             }
-        }
-        let mut attempt = 0;
-        let response = loop {
-            let message = if attempt < self.retries {
-                check.clone()
-            } else {
-                std::mem::take(&mut check)
+            let mut attempt = 0;
+            let response = loop {
+                let message = if attempt < self.retries {
+                    check.clone()
+                } else {
+                    std::mem::take(&mut check)
+                };
+                let mut call = tonic::Request::new(message);
+                call.set_timeout(self.timeout);
+                let mut client = self.client.clone();
+                match tokio::time::timeout(self.timeout, client.check(call)).await {
+                    Ok(Ok(response)) => break response.into_inner(),
+                    Ok(Err(status))
+                        if status.code() == tonic::Code::Unavailable && attempt < self.retries =>
+                    {
+                        tracing::debug!(address = %self.address, attempt, "passthrough server unavailable; retrying");
+                        tokio::time::sleep(self.back_off(attempt)).await;
+                        attempt += 1;
+                    }
+                    Ok(Err(status)) => {
+                        let reason = match status.code() {
+                            tonic::Code::Unavailable => "unavailable",
+                            tonic::Code::DeadlineExceeded => "timeout",
+                            _ => "status",
+                        };
+                        return Err(
+                            self.fail(reason, format!("call failed with {:?}", status.code()))
+                        );
+                    }
+                    Err(_) => {
+                        return Err(
+                            self.fail("timeout", format!("no answer within {:?}", self.timeout))
+                        );
+                    }
+                }
             };
-            let mut call = tonic::Request::new(message);
-            call.set_timeout(self.timeout);
-            let mut client = self.client.clone();
-            match tokio::time::timeout(self.timeout, client.check(call)).await {
-                Ok(Ok(response)) => break response.into_inner(),
-                Ok(Err(status))
-                    if status.code() == tonic::Code::Unavailable && attempt < self.retries =>
-                {
-                    tracing::debug!(address = %self.address, attempt, "passthrough server unavailable; retrying");
-                    tokio::time::sleep(self.back_off(attempt)).await;
-                    attempt += 1;
-                }
-                Ok(Err(status)) => {
-                    let reason = match status.code() {
-                        tonic::Code::Unavailable => "unavailable",
-                        tonic::Code::DeadlineExceeded => "timeout",
-                        _ => "status",
-                    };
-                    return Err(self.fail(reason, format!("call failed with {:?}", status.code())));
-                }
-                Err(_) => {
-                    return Err(
-                        self.fail("timeout", format!("no answer within {:?}", self.timeout))
-                    );
-                }
-            }
-        };
-        answer(response, request).map_err(|what| self.fail("invalid_response", what))
+            answer(response, request).map_err(|what| self.fail("invalid_response", what))
+        })
     }
 }
 

@@ -9,9 +9,10 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use authchain_core::{
-    ConcurrencyLimit, Connection, ConnectionLimits, DEFAULT_MAX_CONNECTIONS, Deny, Engine,
+use authchain_core::transport::{
+    ConcurrencyLimit, Connection, ConnectionLimits, DEFAULT_MAX_CONNECTIONS,
 };
+use authchain_core::{Deny, Engine};
 use envoy_types::ext_authz::v3::pb::{
     Authorization, AuthorizationServer, CheckRequest, CheckResponse,
 };
@@ -199,7 +200,7 @@ impl ExtAuthzService {
             rejected("unknown_config");
             return convert::denied(code::NOT_FOUND, &message, Deny::new(StatusCode::FORBIDDEN));
         };
-        let decision = chain.check(&mut request).await;
+        let decision = chain.authorize(&mut request).await;
         match convert::to_check_response(decision, &sent) {
             Ok(response) => response,
             Err(e) => {

@@ -399,13 +399,13 @@ impl<'h> Found<'h> {
     }
 }
 
-/// The check response for a decision. An allow's headers are written
-/// into `spare`, emptied first: the check's own headers, whose room then
-/// serves again (hyper parses the connection's next request into the map
-/// of the last response).
-pub fn respond(decision: Decision, spare: HeaderMap) -> Response<Bytes> {
+/// The check response for a decision: an allow is a 200 with its headers
+/// (and [`HEADERS_TO_REMOVE`]), a deny its status, headers and body. An
+/// allow's headers are written into `room`, emptied first: the check's own
+/// header map, done with.
+pub(crate) fn respond(decision: Decision, room: HeaderMap) -> Response<Bytes> {
     match decision {
-        Decision::Allow(allow) => allow_response(allow, spare),
+        Decision::Allow(allow) => allow_response(allow, room),
         Decision::Deny(deny) => deny_response(deny),
     }
 }

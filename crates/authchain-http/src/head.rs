@@ -86,8 +86,10 @@ pub(crate) fn plain<ResBody: From<Bytes>>(
 
 thread_local! {
     /// The request this thread's last check or layer call was done with,
-    /// cleared: the next one is read into it, so that its path, host and
-    /// state reuse their room instead of allocating afresh.
+    /// emptied: the next one is read into it, so that its path, host,
+    /// headers and state reuse their room instead of allocating afresh
+    /// (without it, 3.5% more instructions per check and 6% more per layered
+    /// request, by scripts/server-instructions.sh).
     static SPARE: Cell<Option<Box<AuthorizationRequest>>> = const { Cell::new(None) };
 }
 
@@ -106,9 +108,10 @@ pub(crate) fn empty_request() -> Box<AuthorizationRequest> {
         .unwrap_or_default()
 }
 
-/// Done with `request`: cleared, it becomes this thread's spare (if it did
-/// not grow too big to keep). A request dropped instead, on a path that
-/// does not give it back, costs only the reuse.
+/// Done with `request`: it becomes this thread's spare, a new request
+/// with only the room of its strings, header map and state kept, emptied.
+/// Every other field is a new request's: no field, however added later,
+/// carries one request's data to the next.
 pub(crate) fn give_back(mut request: Box<AuthorizationRequest>) {
     let oversized = [&request.path, &request.host, &request.scheme, &request.id]
         .iter()
@@ -117,36 +120,30 @@ pub(crate) fn give_back(mut request: Box<AuthorizationRequest>) {
     if oversized {
         return;
     }
-    request.clear();
+    let old = std::mem::take(&mut *request);
+    let emptied = |mut s: String| {
+        s.clear();
+        s
+    };
+    request.scheme = emptied(old.scheme);
+    request.host = emptied(old.host);
+    request.path = emptied(old.path);
+    request.id = emptied(old.id);
+    let mut headers = old.headers;
+    // An empty map's `clear` still resets every slot of its index.
+    if !headers.is_empty() {
+        headers.clear();
+    }
+    request.headers = headers;
+    let mut state = old.state;
+    state.clear();
+    request.state = state;
     let _ = SPARE.try_with(|spare| spare.set(Some(request)));
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_spare_comes_back_empty_and_an_oversized_one_not_at_all() {
-        let mut request = empty_request();
-        request.path.push_str("/secret?token=abc");
-        request.id.push_str("id-1");
-        request.state.insert("user", serde_json::json!("alice"));
-        give_back(request);
-        let spare = empty_request();
-        assert!(
-            spare.path.capacity() >= "/secret?token=abc".len(),
-            "room kept"
-        );
-        assert_eq!(
-            format!("{spare:?}"),
-            format!("{:?}", AuthorizationRequest::default())
-        );
-
-        let mut big = spare;
-        big.path = "x".repeat(SPARE_ROOM + 1);
-        give_back(big);
-        assert_eq!(empty_request().path.capacity(), 0, "not kept");
-    }
 
     /// A request with `len` header values: `other-N` fillers, and `Host`
     /// or `x-request-id` values where `at` says.
@@ -164,6 +161,33 @@ mod tests {
             }
         }
         headers
+    }
+
+    #[test]
+    fn a_spare_comes_back_as_a_new_request_and_an_oversized_one_not_at_all() {
+        let mut request = empty_request();
+        request.path.push_str("/secret?token=abc");
+        request.id.push_str("id-1");
+        request.body = Some(Bytes::from_static(b"secret body"));
+        request.context.insert("k".into(), "secret".into());
+        request.state.insert("user", serde_json::json!("alice"));
+        give_back(request);
+        let spare = empty_request();
+        assert!(
+            spare.path.capacity() >= "/secret?token=abc".len(),
+            "room kept"
+        );
+        assert!(spare.path.is_empty() && spare.id.is_empty() && spare.state.is_empty());
+        assert!(spare.body.is_none() && spare.context.is_empty());
+        assert_eq!(
+            format!("{spare:?}"),
+            format!("{:?}", AuthorizationRequest::default())
+        );
+
+        let mut big = spare;
+        big.path = "x".repeat(SPARE_ROOM + 1);
+        give_back(big);
+        assert_eq!(empty_request().path.capacity(), 0, "not kept");
     }
 
     #[test]

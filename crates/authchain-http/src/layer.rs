@@ -6,17 +6,15 @@ use std::future::Future;
 use std::mem;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 
 use authchain_core::{
-    AuthorizationRequest, BoxError, Chain, Decision, Deny, Engine, HeaderMutation, Paused, State,
-    UserInfo,
+    AuthorizationRequest, BoxError, Chain, Decision, Deny, Engine, HeaderMutation, State, UserInfo,
 };
 use bytes::Bytes;
 use http::header::HOST;
 use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Uri};
-use pin_project_lite::pin_project;
 use serde_json::{Map, Value};
 use tower_layer::Layer;
 use tower_service::Service;
@@ -63,7 +61,7 @@ impl Shared {
     fn chain(&self) -> Option<Cow<'_, Arc<Chain>>> {
         match &self.source {
             Source::Chain(chain) => Some(Cow::Borrowed(chain)),
-            Source::Engine { engine, config } => match engine.current_ref().chain(config) {
+            Source::Engine { engine, config } => match engine.current().chain(config) {
                 Some(chain) => Some(Cow::Owned(chain.clone())),
                 None => {
                     tracing::error!(
@@ -95,11 +93,8 @@ impl fmt::Debug for Shared {
 /// headers on the way back; a deny is answered directly, and the inner
 /// service never sees the request.
 ///
-/// A chain whose steps decide at once (see
-/// [`AuthService::decide_now`](authchain_core::AuthService::decide_now))
-/// runs inside `call`, and the inner service is called right there: no
-/// clone of it and no boxed future around its. A chain with a step that
-/// waits is run by the response future, then the inner service.
+/// The response future runs the chain, then calls (a clone of) the inner
+/// service, as tower middleware that waits before calling does.
 ///
 /// ```no_run
 /// use std::sync::Arc;
@@ -216,42 +211,23 @@ type BoxFuture<R, E> = Pin<Box<dyn Future<Output = Result<R, E>> + Send>>;
 /// and the allow's response headers, or the response for the client.
 type Authorized<B, ResBody> = Result<(Request<B>, Vec<HeaderMutation>), Response<ResBody>>;
 
-pin_project! {
-    /// The response future of [`AuthChain`].
-    pub struct ResponseFuture<F, ResBody, E> {
-        #[pin]
-        kind: Kind<F, ResBody, E>,
-    }
+/// The response future of [`AuthChain`].
+pub struct ResponseFuture<ResBody, E> {
+    kind: Kind<ResBody, E>,
 }
 
-pin_project! {
-    #[project = KindProj]
-    enum Kind<F, ResBody, E> {
-        // The chain allowed at once: the inner service's future, and the
-        // allow's response headers to add to its response.
-        Called {
-            #[pin]
-            future: F,
-            response_headers: Vec<HeaderMutation>,
-        },
-        // The chain denied at once (or could not run): the answer.
-        Answered {
-            response: Option<Response<ResBody>>,
-        },
-        // The chain waits (a step calls out, or the body is read first):
-        // the chain and the inner service's call after it.
-        Waiting {
-            future: BoxFuture<Response<ResBody>, E>,
-        },
-    }
+enum Kind<ResBody, E> {
+    /// Refused before the chain ran: the answer.
+    Answered(Option<Response<ResBody>>),
+    /// The chain, then the inner service's call.
+    Running(BoxFuture<Response<ResBody>, E>),
 }
 
-impl<F, ResBody, E> fmt::Debug for ResponseFuture<F, ResBody, E> {
+impl<ResBody, E> fmt::Debug for ResponseFuture<ResBody, E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let kind = match self.kind {
-            Kind::Called { .. } => "called",
-            Kind::Answered { .. } => "answered",
-            Kind::Waiting { .. } => "waiting",
+            Kind::Answered(_) => "answered",
+            Kind::Running(_) => "running",
         };
         f.debug_struct("ResponseFuture")
             .field("kind", &kind)
@@ -259,27 +235,20 @@ impl<F, ResBody, E> fmt::Debug for ResponseFuture<F, ResBody, E> {
     }
 }
 
-impl<F, ResBody, E> Future for ResponseFuture<F, ResBody, E>
-where
-    F: Future<Output = Result<Response<ResBody>, E>>,
-{
+// Nothing in it is ever pinned: the response is moved out, the future is
+// pinned in its box.
+impl<ResBody, E> Unpin for ResponseFuture<ResBody, E> {}
+
+impl<ResBody, E> Future for ResponseFuture<ResBody, E> {
     type Output = Result<Response<ResBody>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().kind.project() {
-            KindProj::Called {
-                future,
-                response_headers,
-            } => {
-                let mut response = ready!(future.poll(cx))?;
-                apply_response_headers(response_headers, response.headers_mut());
-                Poll::Ready(Ok(response))
-            }
-            KindProj::Answered { response } => match response.take() {
+        match &mut self.get_mut().kind {
+            Kind::Answered(response) => match response.take() {
                 Some(response) => Poll::Ready(Ok(response)),
                 None => panic!("ResponseFuture polled after it completed"),
             },
-            KindProj::Waiting { future } => future.as_mut().poll(cx),
+            Kind::Running(future) => future.as_mut().poll(cx),
         }
     }
 }
@@ -296,115 +265,25 @@ where
 {
     type Response = Response<ResBody>;
     type Error = S::Error;
-    type Future = ResponseFuture<S::Future, ResBody, S::Error>;
+    type Future = ResponseFuture<ResBody, S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+    fn call(&mut self, request: Request<B>) -> Self::Future {
         if ambiguous_host(&request) {
-            return ResponseFuture::answered(plain(StatusCode::BAD_REQUEST, "ambiguous host"));
+            let response = plain(StatusCode::BAD_REQUEST, "ambiguous host");
+            return ResponseFuture {
+                kind: Kind::Answered(Some(response)),
+            };
         }
-        let shared = &self.layer.shared;
-        if let Some(limit) = shared.body_limit {
-            let shared = shared.clone();
-            return self.later(request, Later::Body { shared, limit });
-        }
-        let Some(chain) = shared.chain() else {
-            return ResponseFuture::answered(plain(StatusCode::FORBIDDEN, ""));
-        };
-        let mut auth = read(&mut request, None);
-        // Most chains decide without waiting: such a chain runs here, and
-        // the request goes straight to the inner service, which is ready
-        // now (no clone of it, no future of our own around its).
-        let decision = match chain.apply_now(&mut auth) {
-            Ok(decision) => decision,
-            Err(paused) => {
-                let chain = chain.into_owned();
-                return self.later(
-                    request,
-                    Later::Paused {
-                        chain,
-                        paused,
-                        auth,
-                    },
-                );
-            }
-        };
-        match decided(&chain, decision, auth, &mut request) {
-            Ok(response_headers) => ResponseFuture {
-                kind: Kind::Called {
-                    future: self.inner.call(request),
-                    response_headers,
-                },
-            },
-            Err(response) => ResponseFuture::answered(response),
-        }
-    }
-}
-
-impl<F, ResBody, E> ResponseFuture<F, ResBody, E> {
-    fn answered(response: Response<ResBody>) -> Self {
-        ResponseFuture {
-            kind: Kind::Answered {
-                response: Some(response),
-            },
-        }
-    }
-}
-
-/// Why a call waits before it can call the inner service.
-enum Later {
-    /// The body is read first (`buffer_body`), up to `limit` bytes.
-    Body { shared: Arc<Shared>, limit: usize },
-    /// The chain paused at a step that waits, on `auth`.
-    Paused {
-        chain: Arc<Chain>,
-        paused: Paused,
-        auth: Box<AuthorizationRequest>,
-    },
-}
-
-impl<S> AuthChain<S> {
-    /// The future of a request that waits for `later`: the inner service
-    /// is called once the chain allows. Out of line: the futures are
-    /// large, and built in `call` they would make every call's stack frame
-    /// as large (about 8 KiB instead of 1 KiB, which costs even the calls
-    /// that never wait in cache misses).
-    #[inline(never)]
-    fn later<B, ResBody>(
-        &mut self,
-        mut request: Request<B>,
-        later: Later,
-    ) -> ResponseFuture<S::Future, ResBody, S::Error>
-    where
-        S: Service<Request<B>, Response = Response<ResBody>> + Clone + Send + 'static,
-        S::Future: Send,
-        S::Error: Send,
-        B: http_body::Body + From<Bytes> + Send + 'static,
-        B::Data: Send,
-        B::Error: Into<BoxError>,
-        ResBody: From<Bytes> + Send + 'static,
-    {
         // The clone is not ready: keep the one that is (tower's usual dance).
         let clone = self.inner.clone();
         let mut inner = mem::replace(&mut self.inner, clone);
+        let shared = self.layer.shared.clone();
         let future = Box::pin(async move {
-            let authorized = match later {
-                Later::Body { shared, limit } => {
-                    buffer_then_authorize(shared, request, limit).await
-                }
-                Later::Paused {
-                    chain,
-                    paused,
-                    mut auth,
-                } => {
-                    let decision = chain.resume(paused, &mut auth).await;
-                    decided(&chain, decision, auth, &mut request).map(|h| (request, h))
-                }
-            };
-            let (request, response_headers) = match authorized {
+            let (request, response_headers) = match authorize(&shared, request).await {
                 Ok(authorized) => authorized,
                 Err(response) => return Ok(response),
             };
@@ -413,9 +292,37 @@ impl<S> AuthChain<S> {
             Ok(response)
         });
         ResponseFuture {
-            kind: Kind::Waiting { future },
+            kind: Kind::Running(future),
         }
     }
+}
+
+/// Runs the chain over `request` (its body read first, up to the limit,
+/// with `buffer_body`).
+async fn authorize<B, ResBody>(shared: &Shared, request: Request<B>) -> Authorized<B, ResBody>
+where
+    B: http_body::Body + From<Bytes>,
+    B::Error: Into<BoxError>,
+    ResBody: From<Bytes>,
+{
+    let (mut request, body) = match shared.body_limit {
+        None => (request, None),
+        Some(limit) => {
+            let (parts, body) = request.into_parts();
+            let bytes = match read_body(body, limit).await {
+                Ok(bytes) => bytes,
+                Err((status, reason)) => return Err(plain(status, reason)),
+            };
+            let request = Request::from_parts(parts, B::from(bytes.clone()));
+            (request, Some(bytes))
+        }
+    };
+    let Some(chain) = shared.chain() else {
+        return Err(plain(StatusCode::FORBIDDEN, ""));
+    };
+    let mut auth = read(&mut request, body);
+    let decision = authchain_core::transport::authorize_forwarded(&chain, &mut auth).await;
+    decided(&chain, decision, auth, &mut request).map(|h| (request, h))
 }
 
 /// The chain's view of `request`, read into this thread's spare (given
@@ -442,8 +349,8 @@ fn read<B>(request: &mut Request<B>, body: Option<Bytes>) -> Box<AuthorizationRe
     {
         auth.source = authchain_core::Peer::from_address(info.0);
     }
-    // Swapped, not taken: the empty map and extensions go back with the
-    // spare.
+    // Swapped, not taken: the spare's empty map and extensions go back
+    // with it.
     mem::swap(&mut auth.headers, request.headers_mut());
     mem::swap(&mut auth.extensions, request.extensions_mut());
     auth
@@ -490,31 +397,6 @@ fn decided<B, ResBody: From<Bytes>>(
         metadata: allow.dynamic_metadata,
     });
     Ok(allow.response_headers)
-}
-
-/// The path with `buffer_body`: reads the body (up to `limit`) first.
-async fn buffer_then_authorize<B, ResBody>(
-    shared: Arc<Shared>,
-    request: Request<B>,
-    limit: usize,
-) -> Authorized<B, ResBody>
-where
-    B: http_body::Body + From<Bytes>,
-    B::Error: Into<BoxError>,
-    ResBody: From<Bytes>,
-{
-    let (parts, body) = request.into_parts();
-    let bytes = match read_body(body, limit).await {
-        Ok(bytes) => bytes,
-        Err((status, reason)) => return Err(plain(status, reason)),
-    };
-    let Some(chain) = shared.chain() else {
-        return Err(plain(StatusCode::FORBIDDEN, ""));
-    };
-    let mut request = Request::from_parts(parts, B::from(bytes.clone()));
-    let mut auth = read(&mut request, Some(bytes));
-    let decision = chain.apply(&mut auth).await;
-    decided(&chain, decision, auth, &mut request).map(|h| (request, h))
 }
 
 /// The request target's path and query: `/` for an absolute-form target

@@ -36,8 +36,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use authchain_core::{
-    Allow, AuthService, AuthorizationRequest, BuildContext, ConfigDuration, Decision, Deny, Error,
-    ExtAuthPlugin, async_trait,
+    Allow, Answer, AuthService, AuthorizationRequest, BuildContext, ConfigDuration, Decision, Deny,
+    Error, ExtAuthPlugin, async_trait,
 };
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, StatusCode, Uri};
@@ -460,55 +460,58 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 
 #[async_trait]
 impl AuthService for HttpPassthrough {
-    async fn authorize(&self, request: &mut AuthorizationRequest) -> Result<Decision, Error> {
-        let (parts, body) = match self.call(request).await {
-            Ok(answer) => answer,
-            Err(e) => return self.failed(e),
-        };
-        if parts.status.is_server_error() {
-            return self.failed(Error::step(format!(
-                "the auth server answered {}",
-                parts.status
-            )));
-        }
-        if parts.status != StatusCode::OK {
-            let mut deny = Deny::new(parts.status).body(body);
-            for name in &self.on_denied {
-                for value in parts.headers.get_all(name) {
-                    deny.headers.append(name.clone(), value.clone());
-                }
-            }
-            return Ok(deny.into());
-        }
-        if self.read_state {
-            let state = serde_json::from_slice::<Value>(&body)
-                .ok()
-                .and_then(|mut doc| match doc.get_mut("state").map(Value::take) {
-                    Some(Value::Object(state)) => Some(state),
-                    _ => None,
-                });
-            let Some(state) = state else {
-                tracing::warn!(url = %shown_url(&self.url), "the auth server's 200 has no {{\"state\": {{...}}}} body; denying");
-                return Ok(Decision::unauthorized());
+    fn authorize<'a>(&'a self, request: &'a mut AuthorizationRequest) -> Answer<'a> {
+        Answer::wait(async move {
+            let (parts, body) = match self.call(request).await {
+                Ok(answer) => answer,
+                Err(e) => return self.failed(e),
             };
-            request.state.extend(state);
-        }
-        let mut allow = Allow::new();
-        for name in &self.append {
-            for value in parts.headers.get_all(name) {
-                allow = allow.append_header(name.clone(), value.clone());
+            if parts.status.is_server_error() {
+                return self.failed(Error::step(format!(
+                    "the auth server answered {}",
+                    parts.status
+                )));
             }
-        }
-        for name in &self.overwrite {
-            let mut values = parts.headers.get_all(name).iter();
-            if let Some(first) = values.next() {
-                allow = allow.set_header(name.clone(), first.clone());
-                for value in values {
+            if parts.status != StatusCode::OK {
+                let mut deny = Deny::new(parts.status).body(body);
+                for name in &self.on_denied {
+                    for value in parts.headers.get_all(name) {
+                        deny.headers.append(name.clone(), value.clone());
+                    }
+                }
+                return Ok(deny.into());
+            }
+            if self.read_state {
+                let state =
+                    serde_json::from_slice::<Value>(&body)
+                        .ok()
+                        .and_then(|mut doc| match doc.get_mut("state").map(Value::take) {
+                            Some(Value::Object(state)) => Some(state),
+                            _ => None,
+                        });
+                let Some(state) = state else {
+                    tracing::warn!(url = %shown_url(&self.url), "the auth server's 200 has no {{\"state\": {{...}}}} body; denying");
+                    return Ok(Decision::unauthorized());
+                };
+                request.state.extend(state);
+            }
+            let mut allow = Allow::new();
+            for name in &self.append {
+                for value in parts.headers.get_all(name) {
                     allow = allow.append_header(name.clone(), value.clone());
                 }
             }
-        }
-        Ok(allow.into())
+            for name in &self.overwrite {
+                let mut values = parts.headers.get_all(name).iter();
+                if let Some(first) = values.next() {
+                    allow = allow.set_header(name.clone(), first.clone());
+                    for value in values {
+                        allow = allow.append_header(name.clone(), value.clone());
+                    }
+                }
+            }
+            Ok(allow.into())
+        })
     }
 
     fn identity_headers(&self) -> Vec<HeaderName> {

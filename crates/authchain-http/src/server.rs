@@ -5,13 +5,9 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use authchain_core::{
-    AuthorizationRequest, Chain, ConcurrencyLimit, Connection, ConnectionLimits, Decision, Engine,
-    Paused, Peer, Permit,
-};
+use authchain_core::transport::{ConcurrencyLimit, Connection, ConnectionLimits};
+use authchain_core::{Engine, Peer};
 use bytes::Bytes;
-use futures::future::Either;
-use http::request::Parts;
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -92,49 +88,27 @@ impl CheckServer {
         B: http_body::Body,
         B::Error: Into<authchain_core::BoxError>,
     {
-        match self.check_now(request, peer) {
-            Ok(response) => response,
-            Err(waiting) => waiting.finish(self).await,
-        }
-    }
-
-    /// [`check`](Self::check) without a future, as far as it goes: the
-    /// answer, unless the check has a body to read or a step of its chain
-    /// must wait (then what is left, to finish).
-    fn check_now<B>(
-        &self,
-        request: Request<B>,
-        peer: Option<SocketAddr>,
-    ) -> Result<Response<Bytes>, Waiting<B>>
-    where
-        B: http_body::Body,
-    {
-        let (parts, body) = request.into_parts();
+        let (mut parts, body) = request.into_parts();
         let peer = peer.map(Peer::from_address).unwrap_or_default();
         // Most checks carry no body (nginx, Traefik and Caddy never send
-        // one): nothing to read then. A check whose body is still coming
-        // holds no permit: a slow client must not hold one a check of
-        // another transport needs.
-        if !body.is_end_stream() {
-            return Err(Waiting::Body(Box::new(Unread { parts, body, peer })));
-        }
-        self.decide(parts, None, peer).map_err(Waiting::Step)
-    }
-
-    /// Runs the chain the check selects, as far as it goes without
-    /// waiting.
-    fn decide(
-        &self,
-        mut parts: Parts,
-        body: Option<Bytes>,
-        peer: Peer,
-    ) -> Result<Response<Bytes>, Box<Stepping>> {
-        let permit = match self.limit.as_ref().map(|l| l.try_acquire("http")) {
+        // one). A check whose body is still coming holds no permit yet: a
+        // slow client must not hold one another check needs.
+        let body = if body.is_end_stream() {
+            None
+        } else {
+            let read = read_body(body, self.body_limit);
+            match tokio::time::timeout(self.read_timeout, read).await {
+                Ok(Ok(body)) => Some(body).filter(|b| !b.is_empty()),
+                Ok(Err((status, _))) => return plain(status, ""),
+                Err(_) => {
+                    tracing::debug!("a check's body did not arrive in time");
+                    return plain(StatusCode::REQUEST_TIMEOUT, "");
+                }
+            }
+        };
+        let _permit = match self.limit.as_ref().map(|l| l.try_acquire("http")) {
             Some(None) => {
-                return Ok(plain(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "too many checks in flight",
-                ));
+                return plain(StatusCode::SERVICE_UNAVAILABLE, "too many checks in flight");
             }
             permit => permit.flatten(),
         };
@@ -146,24 +120,19 @@ impl CheckServer {
                 metrics::counter!("authchain_http_checks_refused_total", "status" => refused.status.as_str().to_owned())
                     .increment(1);
                 tracing::info!(status = refused.status.as_u16(), reason = %refused.reason, "refusing a check");
-                return Ok(plain(refused.status, refused.reason));
+                return plain(refused.status, refused.reason);
             }
         };
-        let generation = self.engine.current_ref();
+        let generation = self.engine.current();
         let Some(chain) = config.and_then(|c| generation.chain(c)) else {
             metrics::counter!("authchain_unknown_config_total", "transport" => "http").increment(1);
             tracing::warn!(config = ?config, "check for an unknown AuthConfig; denying");
-            return Ok(plain(StatusCode::FORBIDDEN, "unknown AuthConfig"));
+            return plain(StatusCode::FORBIDDEN, "unknown AuthConfig");
         };
-        match chain.check_now(&mut request) {
-            Ok(decision) => Ok(answer(decision, request)),
-            Err(paused) => Err(Box::new(Stepping {
-                chain: Arc::clone(chain),
-                paused,
-                request,
-                _permit: permit,
-            })),
-        }
+        let decision = chain.authorize(&mut request).await;
+        let response = respond(decision, std::mem::take(&mut request.headers));
+        give_back(request);
+        response
     }
 
     /// Serves checks on `listener` until `shutdown` completes, then stops
@@ -207,22 +176,13 @@ impl CheckServer {
             // waits for it: no Nagle delay on either.
             let _ = stream.set_nodelay(true);
             let server = this.clone();
-            // A check that needs no waiting is answered in `call`: no
-            // future of ours for hyper to hold, move and poll.
-            let service =
-                hyper::service::service_fn(move |request: Request<Incoming>| {
-                    match server.check_now(request, Some(peer)) {
-                        Ok(response) => {
-                            Either::Left(std::future::ready(Ok(response.map(Full::new))))
-                        }
-                        Err(waiting) => {
-                            let server = server.clone();
-                            Either::Right(Box::pin(async move {
-                                Ok::<_, Infallible>(waiting.finish(&server).await.map(Full::new))
-                            }))
-                        }
-                    }
-                });
+            let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+                let server = server.clone();
+                async move {
+                    let response = server.check(request, Some(peer)).await;
+                    Ok::<_, Infallible>(response.map(Full::new))
+                }
+            });
             let stream = Connection::new(stream, idle, place);
             let connection = builder.serve_connection(TokioIo::new(stream), service);
             let connection = graceful.watch(connection.into_owned());
@@ -234,70 +194,5 @@ impl CheckServer {
         }
         graceful.shutdown().await;
         Ok(())
-    }
-}
-
-/// A check that must wait: for its body, or for a step of its chain.
-enum Waiting<B> {
-    Body(Box<Unread<B>>),
-    Step(Box<Stepping>),
-}
-
-/// A check whose body is still to read.
-struct Unread<B> {
-    parts: Parts,
-    body: B,
-    peer: Peer,
-}
-
-/// The answer to a check that `decision` ends; `request` is given back.
-fn answer(decision: Decision, mut request: Box<AuthorizationRequest>) -> Response<Bytes> {
-    let headers = std::mem::take(&mut request.headers);
-    give_back(request);
-    respond(decision, headers)
-}
-
-/// A check whose chain paused at a step that must wait.
-struct Stepping {
-    chain: Arc<Chain>,
-    paused: Paused,
-    request: Box<AuthorizationRequest>,
-    /// Held until the check is answered.
-    _permit: Option<Permit>,
-}
-
-impl<B> Waiting<B>
-where
-    B: http_body::Body,
-    B::Error: Into<authchain_core::BoxError>,
-{
-    async fn finish(self, server: &CheckServer) -> Response<Bytes> {
-        let stepping = match self {
-            Waiting::Step(stepping) => stepping,
-            Waiting::Body(unread) => {
-                let Unread { parts, body, peer } = *unread;
-                let read = read_body(body, server.body_limit);
-                let body = match tokio::time::timeout(server.read_timeout, read).await {
-                    Ok(Ok(body)) => Some(body).filter(|b| !b.is_empty()),
-                    Ok(Err((status, _))) => return plain(status, ""),
-                    Err(_) => {
-                        tracing::debug!("a check's body did not arrive in time");
-                        return plain(StatusCode::REQUEST_TIMEOUT, "");
-                    }
-                };
-                match server.decide(parts, body, peer) {
-                    Ok(response) => return response,
-                    Err(stepping) => stepping,
-                }
-            }
-        };
-        let Stepping {
-            chain,
-            paused,
-            mut request,
-            _permit,
-        } = *stepping;
-        let decision = chain.resume(paused, &mut request).await;
-        answer(decision, request)
     }
 }

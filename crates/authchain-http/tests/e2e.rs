@@ -11,7 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use authchain_core::{
-    Allow, AuthConfig, Decision, Deny, Engine, Error, Format, PluginRegistry, plugin_fn, service_fn,
+    Allow, Answer, AuthConfig, AuthorizationRequest, Decision, Deny, Engine, Format,
+    PluginRegistry, plugin_fn, service_fn,
 };
 use authchain_http::{CheckConfig, CheckServer, ForwardedHeaders};
 use authchain_testkit::caddy::Caddy;
@@ -99,29 +100,28 @@ struct TokenStep {
 
 #[authchain_core::async_trait]
 impl authchain_core::AuthService for TokenStep {
-    async fn authorize(
-        &self,
-        req: &mut authchain_core::AuthorizationRequest,
-    ) -> Result<Decision, Error> {
-        let bearer = req
-            .header_str("authorization")
-            .and_then(|v| v.strip_prefix("Bearer "));
-        let cookie = req.header_str("cookie").and_then(|c| {
-            c.split(';')
-                .filter_map(|kv| kv.trim().split_once('='))
-                .find_map(|(k, v)| (k == "session").then_some(v))
-        });
-        let user = bearer.or(cookie).and_then(|t| self.tokens.get(t));
-        let Some(user) = user.and_then(|u| HeaderValue::try_from(u.as_str()).ok()) else {
-            return Ok(Deny::new(StatusCode::UNAUTHORIZED)
-                .header(
-                    http::header::WWW_AUTHENTICATE,
-                    HeaderValue::from_static("Bearer realm=\"authchain\""),
-                )
-                .body("missing or bad token")
-                .into());
-        };
-        Ok(Allow::new().set_header(USER_ID, user).into())
+    fn authorize<'a>(&'a self, req: &'a mut AuthorizationRequest) -> Answer<'a> {
+        Answer::wait(async move {
+            let bearer = req
+                .header_str("authorization")
+                .and_then(|v| v.strip_prefix("Bearer "));
+            let cookie = req.header_str("cookie").and_then(|c| {
+                c.split(';')
+                    .filter_map(|kv| kv.trim().split_once('='))
+                    .find_map(|(k, v)| (k == "session").then_some(v))
+            });
+            let user = bearer.or(cookie).and_then(|t| self.tokens.get(t));
+            let Some(user) = user.and_then(|u| HeaderValue::try_from(u.as_str()).ok()) else {
+                return Ok(Deny::new(StatusCode::UNAUTHORIZED)
+                    .header(
+                        http::header::WWW_AUTHENTICATE,
+                        HeaderValue::from_static("Bearer realm=\"authchain\""),
+                    )
+                    .body("missing or bad token")
+                    .into());
+            };
+            Ok(Allow::new().set_header(USER_ID, user).into())
+        })
     }
 
     fn identity_headers(&self) -> Vec<HeaderName> {

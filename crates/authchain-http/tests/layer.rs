@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use authchain_core::{
-    Allow, AuthConfig, AuthService, AuthorizationRequest, Chain, ChainStep, Decision, Deny, Engine,
-    Error, Format, PluginRegistry, UserInfo, async_trait, plugin_fn, service_fn,
+    Allow, Answer, AuthConfig, AuthService, AuthorizationRequest, Chain, ChainStep, Decision, Deny,
+    Engine, Format, PluginRegistry, UserInfo, async_trait, plugin_fn, service_fn,
 };
 use authchain_http::{AuthChainLayer, AuthContext};
 use axum::Router;
@@ -31,23 +31,25 @@ struct ApiKey;
 
 #[async_trait]
 impl AuthService for ApiKey {
-    async fn authorize(&self, req: &mut AuthorizationRequest) -> Result<Decision, Error> {
-        if req.header_str("api-key") != Some("let-me-in") {
-            return Ok(Deny::new(StatusCode::UNAUTHORIZED)
-                .header(
-                    http::header::WWW_AUTHENTICATE,
-                    HeaderValue::from_static("ApiKey"),
-                )
-                .body("missing or bad api-key")
-                .into());
-        }
-        req.state.insert("tier", json!("gold"));
-        Ok(Allow::new()
-            .set_header(name("x-user-id"), HeaderValue::from_static("alice"))
-            .response_header(name("x-auth"), HeaderValue::from_static("ok"))
-            .user(UserInfo::new("alice"))
-            .metadata("source", json!("apikey"))
-            .into())
+    fn authorize<'a>(&'a self, req: &'a mut AuthorizationRequest) -> Answer<'a> {
+        Answer::wait(async move {
+            if req.header_str("api-key") != Some("let-me-in") {
+                return Ok(Deny::new(StatusCode::UNAUTHORIZED)
+                    .header(
+                        http::header::WWW_AUTHENTICATE,
+                        HeaderValue::from_static("ApiKey"),
+                    )
+                    .body("missing or bad api-key")
+                    .into());
+            }
+            req.state.insert("tier", json!("gold"));
+            Ok(Allow::new()
+                .set_header(name("x-user-id"), HeaderValue::from_static("alice"))
+                .response_header(name("x-auth"), HeaderValue::from_static("ok"))
+                .user(UserInfo::new("alice"))
+                .metadata("source", json!("apikey"))
+                .into())
+        })
     }
 
     fn identity_headers(&self) -> Vec<HeaderName> {

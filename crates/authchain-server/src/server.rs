@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use authchain_core::{ConcurrencyLimit, Engine, Error, Generation, PluginRegistry};
+use authchain_core::transport::ConcurrencyLimit;
+use authchain_core::{Engine, Error, Generation, PluginRegistry};
 use authchain_grpc::ExtAuthzService;
 use authchain_http::{CheckConfig, CheckServer};
 use notify::{RecursiveMode, Watcher};

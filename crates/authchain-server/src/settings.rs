@@ -29,9 +29,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use authchain_core::transport::ConnectionLimits;
 use authchain_core::{
-    AuthConfig, ConfigDuration, ConnectionLimits, Error, Format, Generation, PluginRegistry,
-    deserialize_config,
+    AuthConfig, ConfigDuration, Error, Format, Generation, PluginRegistry, deserialize_config,
 };
 use authchain_http::ForwardedHeaders;
 use ipnet::IpNet;

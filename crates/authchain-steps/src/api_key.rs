@@ -30,7 +30,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use authchain_core::{
-    Allow, Attribute, AuthService, AuthorizationRequest, BuildContext, Decision, Error,
+    Allow, Answer, Attribute, AuthService, AuthorizationRequest, BuildContext, Decision, Error,
     ExtAuthPlugin, UserInfo,
 };
 use http::HeaderName;
@@ -295,8 +295,8 @@ impl ApiKeyAuth {
 }
 
 impl AuthService for ApiKeyAuth {
-    fn decide_now(&self, request: &mut AuthorizationRequest) -> Option<Result<Decision, Error>> {
-        Some(Ok(self.decide(request)))
+    fn authorize<'a>(&'a self, request: &'a mut AuthorizationRequest) -> Answer<'a> {
+        self.decide(request).into()
     }
 
     fn identity_headers(&self) -> Vec<HeaderName> {

@@ -34,8 +34,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use authchain_core::{
-    Allow, Attribute, AuthService, AuthorizationRequest, BuildContext, ConfigDuration, Decision,
-    Deny, Error, ExtAuthPlugin, UserInfo, async_trait,
+    Allow, Answer, Attribute, AuthService, AuthorizationRequest, BuildContext, ConfigDuration,
+    Decision, Deny, Error, ExtAuthPlugin, UserInfo, async_trait,
 };
 use base64::Engine as _;
 use http::{HeaderName, HeaderValue, StatusCode};
@@ -527,32 +527,31 @@ impl Decoded {
 
 #[async_trait]
 impl AuthService for BasicAuth {
-    async fn authorize(&self, request: &mut AuthorizationRequest) -> Result<Decision, Error> {
-        if let Some(answer) = self.decide_now(request) {
-            return answer;
+    fn authorize<'a>(&'a self, request: &'a mut AuthorizationRequest) -> Answer<'a> {
+        let Some(decoded) = Self::encoded(request).and_then(Decoded::of) else {
+            return self.challenge().into();
+        };
+        let Some((user, password)) = decoded.split() else {
+            return self.challenge().into();
+        };
+        // A credential the cache remembers needs no hash.
+        if let Some(cache) = &self.cache
+            && cache
+                .get(&self.cache_key(user, password))
+                .is_some_and(|cached| *cached == *user)
+        {
+            return self.allow(request, user).into();
         }
-        // A password to verify: decoded again, a trifle next to the hash.
-        let Some(decoded) = Self::encoded(request).and_then(Decoded::of) else {
-            return Ok(self.challenge());
-        };
-        let Some((user, password)) = decoded.split() else {
-            return Ok(self.challenge());
-        };
-        self.verify(request, user, password).await
-    }
-
-    /// Answers a missing or malformed credential (a challenge) and one the
-    /// cache remembers; a password to verify waits for `authorize`.
-    fn decide_now(&self, request: &mut AuthorizationRequest) -> Option<Result<Decision, Error>> {
-        let Some(decoded) = Self::encoded(request).and_then(Decoded::of) else {
-            return Some(Ok(self.challenge()));
-        };
-        let Some((user, password)) = decoded.split() else {
-            return Some(Ok(self.challenge()));
-        };
-        let cache = self.cache.as_ref()?;
-        let cached = cache.get(&self.cache_key(user, password))?;
-        (*cached == *user).then(|| Ok(self.allow(request, user)))
+        Answer::wait(async move {
+            // Decoded again, a trifle next to the hash.
+            let Some(decoded) = Self::encoded(request).and_then(Decoded::of) else {
+                return Ok(self.challenge());
+            };
+            let Some((user, password)) = decoded.split() else {
+                return Ok(self.challenge());
+            };
+            self.verify(request, user, password).await
+        })
     }
 
     fn identity_headers(&self) -> Vec<HeaderName> {

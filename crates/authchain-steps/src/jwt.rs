@@ -51,8 +51,8 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use authchain_core::{
-    Allow, AuthService, AuthorizationRequest, BuildContext, ConfigDuration, Decision, Deny, Error,
-    ExtAuthPlugin, Lifecycle, UserInfo, async_trait,
+    Allow, Answer, AuthService, AuthorizationRequest, BuildContext, ConfigDuration, Decision, Deny,
+    Error, ExtAuthPlugin, Lifecycle, UserInfo, async_trait,
 };
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, StatusCode, Uri};
@@ -824,21 +824,23 @@ impl AuthService for JwtAuth {
         Ok(())
     }
 
-    async fn authorize(&self, request: &mut AuthorizationRequest) -> Result<Decision, Error> {
+    fn authorize<'a>(&'a self, request: &'a mut AuthorizationRequest) -> Answer<'a> {
         if let Some(decision) = self.judge(request, true) {
-            return Ok(decision);
+            return decision.into();
         }
+        let Some(remote) = &self.shared.remote else {
+            return self
+                .judge(request, false)
+                .unwrap_or_else(|| self.deny(true))
+                .into();
+        };
         // An unknown kid and a remote key set: the keys may have rotated.
-        if let Some(remote) = &self.shared.remote {
+        Answer::wait(async move {
             self.shared.refresh_bounded(Some(remote.min_refresh)).await;
-        }
-        Ok(self
-            .judge(request, false)
-            .unwrap_or_else(|| self.deny(true)))
-    }
-
-    fn decide_now(&self, request: &mut AuthorizationRequest) -> Option<Result<Decision, Error>> {
-        self.judge(request, true).map(Ok)
+            Ok(self
+                .judge(request, false)
+                .unwrap_or_else(|| self.deny(true)))
+        })
     }
 
     fn identity_headers(&self) -> Vec<HeaderName> {

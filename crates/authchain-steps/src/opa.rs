@@ -48,8 +48,8 @@ use std::time::Duration;
 
 use authchain_core::path::percent_decode;
 use authchain_core::{
-    Allow, AuthService, AuthorizationRequest, BuildContext, ConfigDuration, Decision, Deny, Error,
-    ExtAuthPlugin,
+    Allow, Answer, AuthService, AuthorizationRequest, BuildContext, ConfigDuration, Decision, Deny,
+    Error, ExtAuthPlugin,
 };
 use http::{HeaderName, HeaderValue, StatusCode};
 use serde::Deserialize;
@@ -533,8 +533,8 @@ fn input(request: &AuthorizationRequest) -> regorus::Value {
 }
 
 impl AuthService for OpaAuth {
-    fn decide_now(&self, request: &mut AuthorizationRequest) -> Option<Result<Decision, Error>> {
-        Some(self.decide(request))
+    fn authorize<'a>(&'a self, request: &'a mut AuthorizationRequest) -> Answer<'a> {
+        self.decide(request).into()
     }
 
     fn identity_headers(&self) -> Vec<HeaderName> {

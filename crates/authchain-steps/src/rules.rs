@@ -30,7 +30,8 @@
 use std::sync::Arc;
 
 use authchain_core::{
-    Attribute, AuthService, AuthorizationRequest, BuildContext, Decision, Error, ExtAuthPlugin,
+    Answer, Attribute, AuthService, AuthorizationRequest, BuildContext, Decision, Error,
+    ExtAuthPlugin,
 };
 use http::{Method, StatusCode};
 use serde::Deserialize;
@@ -334,8 +335,8 @@ fn strip_port(host: &str) -> &str {
 }
 
 impl AuthService for Rules {
-    fn decide_now(&self, request: &mut AuthorizationRequest) -> Option<Result<Decision, Error>> {
-        Some(Ok(self.decide(request)))
+    fn authorize<'a>(&'a self, request: &'a mut AuthorizationRequest) -> Answer<'a> {
+        self.decide(request).into()
     }
 
     fn reads(&self) -> Option<Vec<Attribute>> {

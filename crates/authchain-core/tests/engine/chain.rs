@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use authchain_core::{
-    Allow, AuthService, AuthorizationRequest, Chain, ChainStep, Decision, Deny, Error,
+    Allow, Answer, AuthService, AuthorizationRequest, Chain, ChainStep, Decision, Deny, Error,
     FAILURE_MODE_ALLOWED_HEADER, HeaderAction, HeaderMutation, UserInfo, async_trait, decide_fn,
     service_fn,
 };
@@ -175,27 +175,19 @@ async fn query_metadata_response_headers_and_user_accumulate() {
         ))
         .build()
         .unwrap();
-    // `authorize` and `apply` alike: the path as the last step left it,
-    // and what the request cannot carry; only `authorize` repeats the
-    // query's changes in the allow.
-    for apply in [false, true] {
+    // The path as the last step left it, the query's changes in the
+    // allow, and what the request cannot carry.
+    {
         let mut req = get("/p?token=secret&debug=1&keep=yes");
-        let decision = match apply {
-            false => chain.authorize(&mut req).await,
-            true => chain.apply(&mut req).await,
-        };
-        let Decision::Allow(allow) = decision else {
+        let Decision::Allow(allow) = chain.authorize(&mut req).await else {
             panic!()
         };
         assert_eq!(*seen_path.lock().unwrap(), "/p?token=redacted&keep=yes");
         assert_eq!(req.path, "/p?token=redacted&keep=yes&debug=0");
-        let set: &[(String, String)] = match apply {
-            false => &[
-                ("token".into(), "redacted".into()),
-                ("debug".into(), "0".into()),
-            ],
-            true => &[],
-        };
+        let set: &[(String, String)] = &[
+            ("token".into(), "redacted".into()),
+            ("debug".into(), "0".into()),
+        ];
         assert_eq!(allow.query_parameters_to_set, set);
         assert!(allow.query_parameters_to_remove.is_empty());
         assert_eq!(
@@ -267,16 +259,6 @@ async fn the_merged_allow_reproduces_the_chain_view_upstream() {
             panic!()
         };
 
-        // `apply` leaves the request as `authorize` does, and the allow
-        // without the request's changes.
-        let mut applied = get("/");
-        applied.headers = headers.clone();
-        let Decision::Allow(bare) = chain.apply(&mut applied).await else {
-            panic!()
-        };
-        assert_eq!(applied.headers, req.headers, "case {case}: apply");
-        assert!(bare.headers.is_empty() && bare.headers_to_remove.is_empty());
-
         let mut upstream = headers;
         allow.apply_to_headers(&mut upstream);
         assert_eq!(upstream, req.headers, "case {case}: {allow:?}");
@@ -342,21 +324,19 @@ struct NowForGets {
     waited: AtomicUsize,
 }
 
-#[async_trait]
 impl AuthService for NowForGets {
-    async fn authorize(&self, req: &mut AuthorizationRequest) -> Result<Decision, Error> {
-        self.waited.fetch_add(1, Ordering::SeqCst);
-        tokio::time::sleep(Duration::from_millis(5)).await;
-        req.state.insert("waited", json!(true));
-        Ok(Allow::new()
-            .set_header(name("x-path"), value("waited"))
-            .into())
-    }
-
-    fn decide_now(&self, req: &mut AuthorizationRequest) -> Option<Result<Decision, Error>> {
-        (req.method == http::Method::GET).then(|| {
+    fn authorize<'a>(&'a self, req: &'a mut AuthorizationRequest) -> Answer<'a> {
+        if req.method == http::Method::GET {
             req.state.insert("now", json!(true));
-            Ok(Allow::new().set_header(name("x-path"), value("now")).into())
+            return Allow::new().set_header(name("x-path"), value("now")).into();
+        }
+        Answer::wait(async move {
+            self.waited.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            req.state.insert("waited", json!(true));
+            Ok(Allow::new()
+                .set_header(name("x-path"), value("waited"))
+                .into())
         })
     }
 }
@@ -388,45 +368,8 @@ async fn steps_that_decide_now_and_steps_that_wait_share_the_chain_rules() {
     let decision = chain.authorize(&mut req).await;
     assert_eq!(decision.as_allow().unwrap().headers[0].value, "waited");
     assert_eq!(req.state["seen"], "waited");
-    assert!(
-        !req.state.contains_key("now"),
-        "a None from decide_now changes nothing"
-    );
+    assert!(!req.state.contains_key("now"));
     assert_eq!(mixed.waited.load(Ordering::SeqCst), 1);
-}
-
-#[tokio::test]
-async fn authorize_now_answers_in_place_or_pauses_where_a_step_waits() {
-    let mixed = Arc::new(NowForGets {
-        waited: AtomicUsize::new(0),
-    });
-    let chain = Chain::builder("c")
-        .step(ChainStep::new("mixed", mixed.clone()))
-        .build()
-        .unwrap();
-    let mut req = get("/");
-    let decision = chain.authorize_now(&mut req).unwrap();
-    assert_eq!(decision.as_allow().unwrap().headers[0].value, "now");
-
-    // A step that waits: the run pauses there, and resumes on the request.
-    let mut req = AuthorizationRequest::new(http::Method::POST, "/");
-    let paused = chain.authorize_now(&mut req).unwrap_err();
-    assert_eq!(mixed.waited.load(Ordering::SeqCst), 0, "nothing waited yet");
-    let decision = chain.resume(paused, &mut req).await;
-    assert_eq!(decision.as_allow().unwrap().headers[0].value, "waited");
-    assert_eq!(req.state["waited"], true);
-
-    // `apply_now` pauses the same way; resumed, the run still applies
-    // the step's changes to the request only.
-    let mut req = AuthorizationRequest::new(http::Method::POST, "/");
-    let paused = chain.apply_now(&mut req).unwrap_err();
-    let decision = chain.resume(paused, &mut req).await;
-    assert!(decision.as_allow().unwrap().headers.is_empty());
-    assert_eq!(req.header_str("x-path"), Some("waited"));
-    let mut req = get("/");
-    let decision = chain.apply_now(&mut req).unwrap();
-    assert!(decision.as_allow().unwrap().headers.is_empty());
-    assert_eq!(req.header_str("x-path"), Some("now"));
 
     // With a booleanExpr: `a || b` where `a` waits and denies, `b` decides.
     let deny_later = service_fn(|_| {
@@ -444,34 +387,8 @@ async fn authorize_now_answers_in_place_or_pauses_where_a_step_waits() {
         .boolean_expr("a || b")
         .build()
         .unwrap();
-    let mut req = get("/");
-    let paused = chain.check_now(&mut req).unwrap_err();
-    assert_eq!(chain.resume(paused, &mut req).await, Decision::authorized());
-
-    // A run resumed on a chain that did not pause it fails closed.
-    let other = Chain::builder("other")
-        .step(Fixed::allow().step("a"))
-        .build()
-        .unwrap();
-    let mut req = get("/");
-    let paused = chain.check_now(&mut req).unwrap_err();
-    let decision = other.resume(paused, &mut req).await;
-    assert_eq!(decision.as_deny().unwrap().status, StatusCode::FORBIDDEN);
+    assert_eq!(chain.authorize(&mut get("/")).await, Decision::authorized());
 }
-
-#[tokio::test]
-async fn a_step_that_implements_neither_method_fails_closed() {
-    struct Neither;
-    impl AuthService for Neither {}
-    let chain = Chain::builder("c")
-        .step(ChainStep::new("neither", Arc::new(Neither)))
-        .build()
-        .unwrap();
-    let decision = chain.authorize(&mut get("/")).await;
-    assert_eq!(decision.as_deny().unwrap().status, StatusCode::FORBIDDEN);
-}
-
-// Rule 4: booleanExpr.
 
 #[tokio::test]
 async fn boolean_expr_short_circuits() {
@@ -845,8 +762,8 @@ async fn each_run_records_how_long_it_took() {
             )),
     );
     assert_eq!(
-        chain.authorize_now(&mut get("/")).ok(),
-        Some(Decision::unauthorized())
+        chain.authorize(&mut get("/")).await,
+        Decision::unauthorized()
     );
     assert_eq!(
         histogram(&metrics, "authchain_chain_duration_seconds"),
@@ -910,14 +827,16 @@ struct SetsUser {
 
 #[async_trait]
 impl AuthService for SetsUser {
-    async fn authorize(&self, req: &mut AuthorizationRequest) -> Result<Decision, Error> {
-        *self.saw.lock().unwrap() = Some(values(&req.headers, "x-user-id"));
-        if !self.set {
-            return Ok(Decision::authorized());
-        }
-        Ok(Allow::new()
-            .append_header(name("x-user-id"), value("alice"))
-            .into())
+    fn authorize<'a>(&'a self, req: &'a mut AuthorizationRequest) -> Answer<'a> {
+        Answer::wait(async move {
+            *self.saw.lock().unwrap() = Some(values(&req.headers, "x-user-id"));
+            if !self.set {
+                return Ok(Decision::authorized());
+            }
+            Ok(Allow::new()
+                .append_header(name("x-user-id"), value("alice"))
+                .into())
+        })
     }
 
     fn identity_headers(&self) -> Vec<HeaderName> {

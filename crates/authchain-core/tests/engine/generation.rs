@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use authchain_core::{
-    Allow, AuthConfig, AuthService, AuthorizationRequest, BuildContext, Chain, ChainStep, Decision,
+    Allow, Answer, AuthConfig, AuthService, AuthorizationRequest, BuildContext, Chain, ChainStep,
     Engine, Error, ExtAuthPlugin, Format, Generation, Lifecycle, PluginRegistry, async_trait,
 };
 use http::HeaderValue;
@@ -78,15 +78,17 @@ impl AuthService for Stamp {
         Ok(())
     }
 
-    async fn authorize(&self, _: &mut AuthorizationRequest) -> Result<Decision, Error> {
-        let gate = self.journal.gate.lock().unwrap().clone();
-        if let Some(gate) = gate {
-            gate.entered.notify_one();
-            gate.release.notified().await;
-        }
-        Ok(Allow::new()
-            .set_header(name("x-stamp"), self.stamp.clone())
-            .into())
+    fn authorize<'a>(&'a self, _: &'a mut AuthorizationRequest) -> Answer<'a> {
+        Answer::wait(async move {
+            let gate = self.journal.gate.lock().unwrap().clone();
+            if let Some(gate) = gate {
+                gate.entered.notify_one();
+                gate.release.notified().await;
+            }
+            Ok(Allow::new()
+                .set_header(name("x-stamp"), self.stamp.clone())
+                .into())
+        })
     }
 }
 
@@ -120,7 +122,6 @@ async fn stamp_of(generation: &Generation) -> String {
 async fn the_first_load_starts_generation_one() {
     let (engine, journal) = engine();
     assert_eq!(engine.current().number(), 0);
-    assert_eq!(engine.current_ref().number(), 0);
     assert!(engine.current().chain("main").is_none());
     assert_eq!(engine.load(&configs("v1", false)).await.unwrap(), 1);
     let current = engine.current();
@@ -157,7 +158,6 @@ async fn a_good_load_starts_the_new_swaps_and_cancels_the_old() {
         .expect("cancelled() completes");
 
     assert_eq!(stamp_of(&engine.current()).await, "v2");
-    assert_eq!(engine.current_ref().number(), 2);
     // Whoever still holds generation 1 still gets its answers.
     assert_eq!(stamp_of(&old).await, "v1");
 }

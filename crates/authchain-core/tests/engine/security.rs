@@ -250,26 +250,20 @@ struct Panics {
     at: &'static str,
 }
 
-#[authchain_core::async_trait]
 impl AuthService for Panics {
-    fn decide_now(
-        &self,
-        _: &mut authchain_core::AuthorizationRequest,
-    ) -> Option<Result<Decision, authchain_core::Error>> {
-        match self.at {
-            "now" => panic!("secret-in-panic"),
-            _ => None,
+    fn authorize<'a>(
+        &'a self,
+        _: &'a mut authchain_core::AuthorizationRequest,
+    ) -> authchain_core::Answer<'a> {
+        if self.at == "now" {
+            panic!("secret-in-panic");
         }
-    }
-
-    async fn authorize(
-        &self,
-        _: &mut authchain_core::AuthorizationRequest,
-    ) -> Result<Decision, authchain_core::Error> {
-        if self.at == "later" {
-            tokio::task::yield_now().await;
-        }
-        panic!("secret-in-panic")
+        authchain_core::Answer::wait(async move {
+            if self.at == "later" {
+                tokio::task::yield_now().await;
+            }
+            panic!("secret-in-panic")
+        })
     }
 }
 

@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use authchain_core::{
-    Allow, AuthConfig, AuthService, AuthorizationRequest, BuildContext, Decision, Deny, Engine,
-    Error, ExtAuthPlugin, Format, PluginRegistry, async_trait,
+    Allow, Answer, AuthConfig, AuthService, AuthorizationRequest, BuildContext, Decision, Deny,
+    Engine, Error, ExtAuthPlugin, Format, PluginRegistry, async_trait,
 };
 use authchain_grpc::envoy_types::ext_authz::v3::pb::{
     Authorization, AuthorizationServer, CheckRequest, CheckResponse, DeniedHttpResponse,
@@ -102,106 +102,108 @@ fn hv(s: &str) -> HeaderValue {
 
 #[async_trait]
 impl AuthService for Script {
-    async fn authorize(&self, req: &mut AuthorizationRequest) -> Result<Decision, Error> {
-        if self.sleep_ms > 0 {
-            tokio::time::sleep(Duration::from_millis(self.sleep_ms)).await;
-        }
-        if let Some((name, value)) = &self.require
-            && req.header_str(name.as_str()) != Some(value.as_str())
-        {
-            return Ok(Decision::unauthenticated());
-        }
-        if let Some(spec) = &self.deny {
-            let mut deny = Deny::new(StatusCode::from_u16(spec.status).expect("status"));
-            for (n, v) in &spec.headers {
-                deny = deny.header(hn(n), hv(v));
+    fn authorize<'a>(&'a self, req: &'a mut AuthorizationRequest) -> Answer<'a> {
+        Answer::wait(async move {
+            if self.sleep_ms > 0 {
+                tokio::time::sleep(Duration::from_millis(self.sleep_ms)).await;
             }
-            return Ok(deny.body(spec.body.clone()).into());
-        }
-        req.state.extend(self.state.clone());
-        let mut allow = Allow::new();
-        for (a, n, v) in &self.headers {
-            allow
-                .headers
-                .push(authchain_core::HeaderMutation::new(hn(n), hv(v), action(a)));
-        }
-        for n in &self.remove {
-            allow = allow.remove_header(hn(n));
-        }
-        for (a, n, v) in &self.response_headers {
-            allow
-                .response_headers
-                .push(authchain_core::HeaderMutation::new(hn(n), hv(v), action(a)));
-        }
-        for (k, v) in &self.set_query {
-            allow = allow.set_query_parameter(k.clone(), v.clone());
-        }
-        for k in &self.remove_query {
-            allow = allow.remove_query_parameter(k.clone());
-        }
-        if self.state_to_headers {
-            for (k, v) in &req.state {
-                let text = match v {
-                    Value::String(s) => s.clone(),
-                    other => other.to_string(),
-                };
-                allow = allow.set_header(hn(&format!("x-state-{k}")), hv(&text));
+            if let Some((name, value)) = &self.require
+                && req.header_str(name.as_str()) != Some(value.as_str())
+            {
+                return Ok(Decision::unauthenticated());
             }
-        }
-        if self.body_to_header {
-            let body = req.body.clone().unwrap_or_default();
-            allow = allow.set_header(
-                hn("x-auth-saw-body"),
-                HeaderValue::from_bytes(&body).expect("body fits a header"),
-            );
-        }
-        if self.describe {
-            let source = req
-                .source
-                .address
-                .map(|a| a.ip().to_string())
-                .unwrap_or_default();
-            let destination = req
-                .destination
-                .address
-                .map(|a| a.port().to_string())
-                .unwrap_or_default();
-            let seen = [
-                ("x-seen-method", req.method.to_string()),
-                ("x-seen-path", req.path.clone()),
-                ("x-seen-host", req.host.clone()),
-                ("x-seen-scheme", req.scheme.clone()),
-                ("x-seen-protocol", req.protocol.to_string()),
-                ("x-seen-source", source),
-                ("x-seen-destination-port", destination),
-                ("x-seen-id-set", (!req.id.is_empty()).to_string()),
-                (
-                    "x-seen-client-header",
-                    req.header_str("x-client").unwrap_or("").to_owned(),
-                ),
-                (
-                    "x-seen-pseudo-in-headers",
-                    req.headers
-                        .keys()
-                        .any(|k| k.as_str().starts_with(':'))
-                        .to_string(),
-                ),
-                (
-                    "x-seen-context",
-                    serde_json::to_string(&req.context).expect("json"),
-                ),
-            ];
-            for (name, value) in seen {
-                allow = allow.set_header(hn(name), hv(&value));
+            if let Some(spec) = &self.deny {
+                let mut deny = Deny::new(StatusCode::from_u16(spec.status).expect("status"));
+                for (n, v) in &spec.headers {
+                    deny = deny.header(hn(n), hv(v));
+                }
+                return Ok(deny.body(spec.body.clone()).into());
             }
-        }
-        if let Some(name) = &self.latin1_header {
-            allow = allow.set_header(
-                hn(name),
-                HeaderValue::from_bytes(b"caf\xe9").expect("obs-text"),
-            );
-        }
-        Ok(allow.into())
+            req.state.extend(self.state.clone());
+            let mut allow = Allow::new();
+            for (a, n, v) in &self.headers {
+                allow
+                    .headers
+                    .push(authchain_core::HeaderMutation::new(hn(n), hv(v), action(a)));
+            }
+            for n in &self.remove {
+                allow = allow.remove_header(hn(n));
+            }
+            for (a, n, v) in &self.response_headers {
+                allow
+                    .response_headers
+                    .push(authchain_core::HeaderMutation::new(hn(n), hv(v), action(a)));
+            }
+            for (k, v) in &self.set_query {
+                allow = allow.set_query_parameter(k.clone(), v.clone());
+            }
+            for k in &self.remove_query {
+                allow = allow.remove_query_parameter(k.clone());
+            }
+            if self.state_to_headers {
+                for (k, v) in &req.state {
+                    let text = match v {
+                        Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    };
+                    allow = allow.set_header(hn(&format!("x-state-{k}")), hv(&text));
+                }
+            }
+            if self.body_to_header {
+                let body = req.body.clone().unwrap_or_default();
+                allow = allow.set_header(
+                    hn("x-auth-saw-body"),
+                    HeaderValue::from_bytes(&body).expect("body fits a header"),
+                );
+            }
+            if self.describe {
+                let source = req
+                    .source
+                    .address
+                    .map(|a| a.ip().to_string())
+                    .unwrap_or_default();
+                let destination = req
+                    .destination
+                    .address
+                    .map(|a| a.port().to_string())
+                    .unwrap_or_default();
+                let seen = [
+                    ("x-seen-method", req.method.to_string()),
+                    ("x-seen-path", req.path.clone()),
+                    ("x-seen-host", req.host.clone()),
+                    ("x-seen-scheme", req.scheme.clone()),
+                    ("x-seen-protocol", req.protocol.to_string()),
+                    ("x-seen-source", source),
+                    ("x-seen-destination-port", destination),
+                    ("x-seen-id-set", (!req.id.is_empty()).to_string()),
+                    (
+                        "x-seen-client-header",
+                        req.header_str("x-client").unwrap_or("").to_owned(),
+                    ),
+                    (
+                        "x-seen-pseudo-in-headers",
+                        req.headers
+                            .keys()
+                            .any(|k| k.as_str().starts_with(':'))
+                            .to_string(),
+                    ),
+                    (
+                        "x-seen-context",
+                        serde_json::to_string(&req.context).expect("json"),
+                    ),
+                ];
+                for (name, value) in seen {
+                    allow = allow.set_header(hn(name), hv(&value));
+                }
+            }
+            if let Some(name) = &self.latin1_header {
+                allow = allow.set_header(
+                    hn(name),
+                    HeaderValue::from_bytes(b"caf\xe9").expect("obs-text"),
+                );
+            }
+            Ok(allow.into())
+        })
     }
 }
 

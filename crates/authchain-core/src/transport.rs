@@ -1,0 +1,27 @@
+//! What the adapters (the gRPC and HTTP check servers, the tower layer)
+//! need beyond [`Chain::authorize`]: a user who runs chains in code needs
+//! none of it.
+//!
+//! - Limits a listener keeps: [`ConcurrencyLimit`] on the checks in
+//!   flight, [`ConnectionLimits`] and [`Connection`] on its connections.
+//! - [`authorize_forwarded`], for a caller that sends the request itself
+//!   on.
+
+use crate::{AuthorizationRequest, Chain, Decision};
+
+#[doc(inline)]
+pub use crate::limit::{
+    ConcurrencyLimit, Connection, ConnectionLimits, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
+    Permit,
+};
+
+/// [`Chain::authorize`] for a caller that sends the request itself on
+/// (a tower layer), not the allow's changes to it: the request comes back
+/// exactly as `authorize` leaves it, but the allow does not repeat its
+/// header and query changes (its `headers`, `headers_to_remove` and query
+/// lists may be empty). The allow still carries what the request cannot:
+/// response headers, dynamic metadata, the user. A remembered answer of a
+/// decision cache is replayed whole.
+pub async fn authorize_forwarded(chain: &Chain, request: &mut AuthorizationRequest) -> Decision {
+    chain.authorize_forwarded(request).await
+}
