@@ -344,3 +344,18 @@ async fn chains_built_in_code_install_as_a_generation() {
     // Loads continue the numbering.
     assert_eq!(engine.load(&configs("v", false)).await.unwrap(), 6);
 }
+
+#[tokio::test]
+async fn dropping_the_engine_stops_its_generation() {
+    let (engine, journal) = engine();
+    engine.load(&configs("v1", false)).await.unwrap();
+    let held = engine.current();
+    drop(engine);
+    let started = journal.started.lock().unwrap()[0].clone();
+    assert!(!started.is_cancelled(), "a request still holds generation 1");
+    drop(held);
+    assert!(
+        started.is_cancelled(),
+        "no one holds it: its background work stops, shut_down or not"
+    );
+}
