@@ -77,8 +77,9 @@ pub const MAX_EXPR_STEPS: usize = 64;
 ///    5xx (a remote's 204, say) is answered with 403, counted in
 ///    `authchain_deny_status_replaced_total` and logged.
 /// 10. A step that cannot start (its key server is down) does not keep
-///     the rest from serving: it fails every request (rule 5) and tries to
-///     start again, waiting 1 s, then twice as long each time up to 30 s,
+///     the rest from serving: it fails every request closed, with
+///     `statusOnError` whatever its `failureModeAllow`, and tries to start
+///     again, waiting 1 s, then twice as long each time up to 30 s,
 ///     until it starts or its generation ends. [`waiting`](Chain::waiting)
 ///     says which steps wait and why.
 ///
@@ -301,7 +302,8 @@ impl Chain {
                 "a step cannot start; it fails every request until it starts, trying again"
             );
             step.readiness.wait(cause);
-            let (service, readiness) = (step.service.clone(), step.readiness.clone());
+            // Weak: a chain dropped while its step waits ends the retries.
+            let (service, readiness) = (step.service.clone(), Arc::downgrade(&step.readiness));
             let (config, name) = (self.name.clone(), step.name.clone());
             let lifecycle = lifecycle.clone();
             tokio::spawn(async move {
@@ -314,6 +316,9 @@ impl Chain {
                     let started = tokio::select! {
                         () = lifecycle.cancelled() => return,
                         started = service.start(lifecycle.clone()) => started,
+                    };
+                    let Some(readiness) = readiness.upgrade() else {
+                        return;
                     };
                     match started {
                         Ok(()) => {
@@ -427,6 +432,17 @@ impl Chain {
                 Err(allowed) => return Self::end(run, allowed),
             };
             let step = &self.steps[index];
+            // A step that has not started fails closed, whatever its
+            // failureModeAllow: it never checked anything (rule 10).
+            if let Some(cause) = step.readiness.waiting() {
+                run.failed = true;
+                step.metrics.error.increment(1);
+                tracing::debug!(
+                    config = %self.name, step = %step.name, error = %cause,
+                    "the step has not started; denying"
+                );
+                return Ended::Failed;
+            }
             let mut answer = match Self::ask(step, request) {
                 Ok(answer) => answer,
                 // Boxed: most steps answer at once, and the run's future
@@ -441,7 +457,7 @@ impl Chain {
     }
 
     /// What `step` answers at once, or the future to wait for. A panic is
-    /// the step's error, and so is a step that has not started (rule 10).
+    /// the step's error.
     #[allow(clippy::type_complexity)]
     fn ask<'a>(
         step: &'a Step,

@@ -56,6 +56,10 @@ enum Token<'a> {
 /// exhaust the parser's stack.
 const MAX_DEPTH: usize = 64;
 
+/// The most step names an expression may hold (a step may be named more
+/// than once): the compiler recurses once per operand.
+const MAX_MENTIONS: usize = 256;
+
 fn tokenize(src: &str) -> Result<Vec<(usize, Token<'_>)>, Error> {
     let mut tokens = Vec::new();
     let bytes = src.as_bytes();
@@ -204,12 +208,23 @@ fn compile(node: &Node, ops: &mut Vec<Op>, used: &mut [bool]) {
 /// (that of `!`, the left one of `||`; the right one of `||` is its
 /// parent's to undo).
 fn compile_undoable(node: &Node, ops: &mut Vec<Op>, used: &mut [bool]) {
-    if matches!(node, Node::Step(_)) {
-        compile(node, ops, used);
-    } else {
-        ops.push(Op::Save);
-        compile(node, ops, used);
-        ops.push(Op::Settle);
+    match node {
+        Node::Step(_) => compile(node, ops, used),
+        // False only when each operand was, and each undoes its own: no
+        // save of its own (a chain of `||` would otherwise save the run
+        // once per operand before the first step runs).
+        Node::Or(l, r) => {
+            compile_undoable(l, ops, used);
+            let jump = ops.len();
+            ops.push(Op::Not); // placeholder, patched below
+            compile_undoable(r, ops, used);
+            ops[jump] = Op::JumpIfTrue(ops.len());
+        }
+        Node::And(..) | Node::Not(_) => {
+            ops.push(Op::Save);
+            compile(node, ops, used);
+            ops.push(Op::Settle);
+        }
     }
 }
 
@@ -218,6 +233,15 @@ fn compile_undoable(node: &Node, ops: &mut Vec<Op>, used: &mut [bool]) {
 /// config mistake.
 pub(crate) fn compile_expr(src: &str, names: &[String]) -> Result<Vec<Op>, Error> {
     let tokens = tokenize(src)?;
+    let mentions = tokens
+        .iter()
+        .filter(|(_, t)| matches!(t, Token::Name(_)))
+        .count();
+    if mentions > MAX_MENTIONS {
+        return Err(Error::config(format!(
+            "{mentions} step names: an expression holds at most {MAX_MENTIONS}"
+        )));
+    }
     let mut parser = Parser {
         tokens,
         pos: 0,
@@ -344,13 +368,30 @@ mod tests {
             ]
         );
         assert_eq!(
-            program("!a && !(b || c)", &s)[..3],
-            [Run(0), Not, JumpIfFalse(9)]
+            program("!a && !(b || c)", &s),
+            [
+                Run(0),
+                Not,
+                JumpIfFalse(7),
+                Run(1),
+                JumpIfTrue(6),
+                Run(2),
+                Not
+            ]
         );
         assert_eq!(
-            program("!a && !(b || c)", &s)[3..],
-            [Save, Run(1), JumpIfTrue(7), Run(2), Settle, Not]
+            program("!(a && b)", &s[..2]),
+            [Save, Run(0), JumpIfFalse(4), Run(1), Settle, Not]
         );
+        // A chain of `||` saves nothing: each lone step undoes itself.
+        assert!(!program("a || b || c", &s).contains(&Save));
+        assert_eq!(
+            program("(a || b) || c", &s),
+            [Run(0), JumpIfTrue(3), Run(1), JumpIfTrue(5), Run(2)]
+        );
+        let many = vec!["a"; 300].join(" || ");
+        let error = compile_expr(&many, &names(&["a"])).unwrap_err();
+        assert!(error.to_string().contains("at most 256"), "{error}");
     }
 
     #[test]

@@ -124,8 +124,14 @@ impl ConnectionLimits {
     }
 }
 
+/// How long a new connection may stay silent before it is closed (or the
+/// idle timeout, if shorter): a proxy sends its request at once, and a
+/// connection that says nothing must not hold a place for long.
+pub const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// A connection a listener accepted: its IO, closed with a `TimedOut`
-/// error once no byte has moved either way for the idle timeout, and its
+/// error once no byte has moved either way for the idle timeout (or, for a
+/// connection that never sent one, for [`FIRST_BYTE_TIMEOUT`]), and its
 /// place among the listener's connections, given back on drop.
 pub struct Connection<T> {
     io: T,
@@ -152,7 +158,7 @@ impl<T> Connection<T> {
         Connection {
             io,
             idle,
-            timer: Box::pin(tokio::time::sleep(idle)),
+            timer: Box::pin(tokio::time::sleep(idle.min(FIRST_BYTE_TIMEOUT))),
             waking: None,
             moved: false,
             _place: place,
@@ -262,6 +268,18 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Connection<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_that_never_speaks_closes_within_the_first_byte_timeout() {
+        use tokio::io::AsyncReadExt;
+        let limit = ConcurrencyLimit::new(1);
+        let (near, _far) = tokio::io::duplex(64);
+        let mut conn = Connection::new(near, Duration::from_secs(3600), limit.acquire().await);
+        let started = Instant::now();
+        let error = conn.read(&mut [0u8; 1]).await.unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+        assert_eq!(started.elapsed(), FIRST_BYTE_TIMEOUT);
+    }
 
     #[tokio::test(start_paused = true)]
     async fn a_connection_closes_once_idle_and_not_while_bytes_move() {

@@ -54,7 +54,10 @@ pub trait AuthService: Send + Sync + 'static {
     /// deny with its `statusOnError` unless the step is configured to fail
     /// open. The request carries what the steps before changed; a step's
     /// timeout bounds only a future it waits for, so keep ready answers
-    /// quick.
+    /// quick. A step that denies (or fails) must leave the request as it
+    /// found it: a `booleanExpr` undoes the changes of branches that turned
+    /// out false by what their steps' allows and writes were, and counts on
+    /// a deny having made none.
     fn authorize<'a>(&'a self, request: &'a mut AuthorizationRequest) -> Answer<'a>;
 
     /// Called once when the service's config generation starts, before it

@@ -12,7 +12,7 @@ use crate::{AuthorizationRequest, Chain, Decision};
 #[doc(inline)]
 pub use crate::limit::{
     ConcurrencyLimit, Connection, ConnectionLimits, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
-    Permit,
+    FIRST_BYTE_TIMEOUT, Permit,
 };
 
 /// [`Chain::authorize`] for a caller that sends the request itself on

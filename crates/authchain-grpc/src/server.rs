@@ -65,7 +65,8 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(2 * 3600);
 /// | more checks in flight than the [concurrency limit](Self::concurrency_limit) | 503, `RESOURCE_EXHAUSTED`, counted |
 /// | an allow Envoy cannot carry (a non-UTF-8 header value, a query parameter that would break the URL) | the config's `statusOnError` (403), `INTERNAL`, counted |
 ///
-/// | a `CheckRequest` larger than [`max_request_bytes`](Self::max_request_bytes) | 413, `INVALID_ARGUMENT`, counted |
+/// | a `CheckRequest` larger than [`max_request_bytes`](Self::max_request_bytes) | 413, `INVALID_ARGUMENT`, counted as `too_large` |
+/// | a `CheckRequest` tonic cannot decode | 400, `INVALID_ARGUMENT`, counted as `invalid_request` |
 ///
 /// # Metrics
 ///
@@ -218,10 +219,11 @@ impl ExtAuthzService {
 
 /// The gRPC service of an [`ExtAuthzService`]
 /// ([`into_server`](ExtAuthzService::into_server)): tonic's, but for a
-/// `CheckRequest` over the size limit, which tonic refuses with
-/// `OUT_OF_RANGE` before any handler. Envoy would take that for a failed
-/// check, and pass the request under its `failure_mode_allow`: it is a
-/// deny (413) instead.
+/// `CheckRequest` that tonic refuses before any handler (over the size
+/// limit, not decodable, compressed in a way it does not know). Envoy
+/// would take such an error for a failed check, and pass the request under
+/// its `failure_mode_allow`: it is a deny instead (413 for the size, else
+/// 400).
 #[derive(Debug, Clone)]
 pub struct ExtAuthzServer(AuthorizationServer<ExtAuthzService>);
 
@@ -266,19 +268,25 @@ impl Future for OversizedAsDeny {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let Ok(response) = std::task::ready!(self.0.as_mut().poll(cx));
-        let oversized = response
-            .extensions()
-            .get::<Status>()
-            .is_some_and(|s| s.code() == tonic::Code::OutOfRange);
-        if !oversized {
+        // The handler answers every check with a CheckResponse: a status
+        // here is tonic's, from before the handler (a message over the
+        // limit, one that does not decode, an unknown compression).
+        let Some(status) = response.extensions().get::<Status>() else {
             return Poll::Ready(Ok(response));
-        }
-        tracing::warn!("denying a CheckRequest over maxRequestBytes");
-        rejected("too_large");
+        };
+        let (reason, http_status) = match status.code() {
+            tonic::Code::OutOfRange => ("too_large", StatusCode::PAYLOAD_TOO_LARGE),
+            _ => ("invalid_request", StatusCode::BAD_REQUEST),
+        };
+        tracing::warn!(error = %status.message(), "denying a CheckRequest tonic refused");
+        rejected(reason);
         let deny = convert::denied(
             code::INVALID_ARGUMENT,
-            "the CheckRequest is larger than the server's maxRequestBytes",
-            Deny::new(StatusCode::PAYLOAD_TOO_LARGE),
+            match reason {
+                "too_large" => "the CheckRequest is larger than the server's maxRequestBytes",
+                _ => "the CheckRequest cannot be read",
+            },
+            Deny::new(http_status),
         );
         Poll::Ready(Ok(unary_ok(&deny)))
     }
@@ -434,5 +442,38 @@ impl AsyncWrite for Accepted {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::BodyExt;
+
+    use super::*;
+
+    /// The CheckResponse of a gRPC answer of one message.
+    async fn check_response(response: http::Response<Body>) -> CheckResponse {
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        prost::Message::decode(&body[5..]).unwrap()
+    }
+
+    #[tokio::test]
+    async fn any_refusal_before_the_handler_is_a_deny() {
+        for (status, http) in [
+            (Status::out_of_range("too big"), 413),
+            (Status::internal("failed to decode"), 400),
+            (Status::unimplemented("unknown encoding"), 400),
+        ] {
+            let refused = OversizedAsDeny(Box::pin(async move { Ok(status.into_http()) }));
+            let response = refused.await.unwrap();
+            assert!(response.extensions().get::<Status>().is_none());
+            let answer = check_response(response).await;
+            assert_eq!(answer.status.unwrap().code, code::INVALID_ARGUMENT);
+            let denied = match answer.http_response {
+                Some(envoy_types::ext_authz::v3::pb::HttpResponse::DeniedResponse(d)) => d,
+                other => panic!("not a deny: {other:?}"),
+            };
+            assert_eq!(denied.status.unwrap().code, http);
+        }
     }
 }

@@ -434,16 +434,17 @@ impl BasicAuth {
     }
 
     fn allow(&self, request: &mut AuthorizationRequest, user: &str) -> Decision {
-        request.state.insert(STATE_KEY, json!({ "user": user }));
         let mut allow = Allow::new().user(UserInfo::new(user));
         if let Some(header) = &self.user_id_header {
             match HeaderValue::try_from(user) {
                 Ok(v) => allow = allow.set_header(header.clone(), v),
                 // A user name that cannot be a header value cannot be
-                // forwarded: deny rather than let it through unnamed.
+                // forwarded: deny rather than let it through unnamed (and
+                // leave the request as it was, as a deny must).
                 Err(_) => return Decision::unauthorized(),
             }
         }
+        request.state.insert(STATE_KEY, json!({ "user": user }));
         allow.into()
     }
 

@@ -352,10 +352,33 @@ async fn dropping_the_engine_stops_its_generation() {
     let held = engine.current();
     drop(engine);
     let started = journal.started.lock().unwrap()[0].clone();
-    assert!(!started.is_cancelled(), "a request still holds generation 1");
+    assert!(
+        !started.is_cancelled(),
+        "a request still holds generation 1"
+    );
     drop(held);
     assert!(
         started.is_cancelled(),
         "no one holds it: its background work stops, shut_down or not"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_step_that_has_not_started_fails_closed_even_with_failure_mode_allow() {
+    let (engine, _) = engine();
+    let text = "name: main\nconfigs:\n- failureModeAllow: true\n  pluginAuth: {name: Stamp, config: {stamp: v1, fail_starts: 1}}\n";
+    engine
+        .load(&AuthConfig::parse("gen.yaml", text, Format::Yaml).unwrap())
+        .await
+        .unwrap();
+    let current = engine.current();
+    let chain = current.chain("main").unwrap();
+    // It never checked anything: no pass, marked or not.
+    let decision = chain.authorize(&mut get("/")).await;
+    assert_eq!(decision.as_deny().map(|d| d.status.as_u16()), Some(403));
+    // Started, the step answers, and a failure of its own would pass.
+    while !current.waiting().is_empty() {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(stamp_of(&current).await, "v1");
 }
