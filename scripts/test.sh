@@ -11,3 +11,10 @@ fi
 
 cargo test --workspace --all-targets
 cargo test --workspace --doc
+
+# The tower layer alone: no check server, no client, no TLS.
+cargo clippy -q -p authchain-http --no-default-features --features axum -- -D warnings
+if cargo tree -p authchain-http --no-default-features --features axum -e normal | grep -qiE 'rustls|aws-lc|webpki'; then
+    echo "test.sh: authchain-http without its default features pulls in TLS" >&2
+    exit 1
+fi

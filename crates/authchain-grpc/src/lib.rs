@@ -24,7 +24,7 @@
 //! # #[tokio::main]
 //! # async fn main() -> Result<(), authchain_core::BoxError> {
 //! let mut registry = PluginRegistry::new();
-//! registry.register_kind(GrpcPassthroughPlugin::new());
+//! authchain_grpc::register(&mut registry);
 //! let engine = Arc::new(Engine::new(registry));
 //! engine
 //!     .load(&AuthConfig::parse(
@@ -69,6 +69,11 @@ pub use server::{
     CONFIG_ID_KEY, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_REQUEST_BYTES, ExtAuthzServer,
     ExtAuthzService, OversizedAsDeny, serve, serve_listener_with_shutdown, serve_with_shutdown,
 };
+
+/// Registers this crate's step kinds (`passThroughAuth.grpc`).
+pub fn register(registry: &mut authchain_core::PluginRegistry) {
+    registry.register_kind(GrpcPassthroughPlugin::new());
+}
 
 /// The generated Envoy types this crate speaks, re-exported so that users
 /// need not name `envoy-types` themselves.

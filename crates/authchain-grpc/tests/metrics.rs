@@ -5,12 +5,12 @@
 use std::sync::Arc;
 
 use authchain_core::{AuthConfig, Engine, Format, PluginRegistry, plugin_fn, service_fn};
+use authchain_grpc::ExtAuthzService;
 use authchain_grpc::envoy_types::ext_authz::v3::pb::CheckRequest;
 use authchain_grpc::envoy_types::pb::envoy::service::auth::v3::AttributeContext;
 use authchain_grpc::envoy_types::pb::envoy::service::auth::v3::attribute_context::{
     HttpRequest, Request,
 };
-use authchain_grpc::{ExtAuthzService, GrpcPassthroughPlugin};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 
 fn check(config_id: Option<&str>) -> CheckRequest {
@@ -71,7 +71,7 @@ async fn rejections_and_passthrough_failures_are_counted() {
         .expect("the only recorder in this binary");
 
     let mut registry = PluginRegistry::new();
-    registry.register_kind(GrpcPassthroughPlugin::new());
+    authchain_grpc::register(&mut registry);
     registry.register(plugin_fn("Latin1", |_: serde_json::Value, _| {
         Ok(Arc::new(service_fn(|_| {
             Box::pin(async {

@@ -77,8 +77,8 @@ pub use settings::{DEFAULT_CONFIG, Loaded, Settings};
 /// `jwt`, `opaAuth`, `rules`, and `passThroughAuth` over gRPC and HTTP.
 pub fn default_registry() -> PluginRegistry {
     let mut registry = PluginRegistry::new();
-    authchain_steps::register_all(&mut registry);
+    authchain_steps::register(&mut registry);
     authchain_http::register(&mut registry);
-    registry.register_kind(authchain_grpc::GrpcPassthroughPlugin::new());
+    authchain_grpc::register(&mut registry);
     registry
 }

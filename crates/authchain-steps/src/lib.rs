@@ -18,7 +18,7 @@
 //! a policy may read anything; caching them needs `trustKey: true` and a
 //! TTL below the tokens' lifetime.
 //!
-//! [`register_all`] puts them all in a registry. Each module's docs show
+//! [`register`] puts them all in a registry. Each module's docs show
 //! its config; the same examples live in `examples-config/` and a test
 //! loads each of them.
 //!
@@ -28,7 +28,7 @@
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), authchain_core::Error> {
 //! let mut registry = PluginRegistry::new();
-//! authchain_steps::register_all(&mut registry);
+//! authchain_steps::register(&mut registry);
 //!
 //! let yaml = r#"
 //! name: ratings
@@ -83,20 +83,13 @@ pub use opa::{OpaAuth, OpaPlugin};
 #[doc(inline)]
 pub use rules::{Rules, RulesPlugin};
 
-/// Registers every built-in step kind: `rules`, `apiKeyAuth`,
-/// `basicAuth`, `jwt` and `opaAuth`.
-pub fn register_all(registry: &mut PluginRegistry) -> &mut PluginRegistry {
+/// Registers this crate's step kinds: `rules`, `apiKeyAuth`, `basicAuth`,
+/// `jwt` and `opaAuth` (every crate that brings steps has a `register`).
+pub fn register(registry: &mut PluginRegistry) {
     registry
         .register_kind(RulesPlugin)
         .register_kind(ApiKeyPlugin)
         .register_kind(BasicPlugin)
         .register_kind(JwtPlugin)
-        .register_kind(OpaPlugin)
-}
-
-/// A registry with every built-in step kind.
-pub fn registry() -> PluginRegistry {
-    let mut registry = PluginRegistry::new();
-    register_all(&mut registry);
-    registry
+        .register_kind(OpaPlugin);
 }

@@ -13,12 +13,12 @@ use authchain_core::{
     Allow, Answer, AuthConfig, AuthService, AuthorizationRequest, BuildContext, Decision, Deny,
     Engine, Error, ExtAuthPlugin, Format, PluginRegistry, async_trait,
 };
+use authchain_grpc::ExtAuthzService;
 use authchain_grpc::envoy_types::ext_authz::v3::pb::{
     Authorization, AuthorizationServer, CheckRequest, CheckResponse, DeniedHttpResponse,
     HeaderValue as PbHeaderValue, HeaderValueOption, HttpResponse, HttpStatus, OkHttpResponse,
 };
 use authchain_grpc::envoy_types::pb::google::rpc;
-use authchain_grpc::{ExtAuthzService, GrpcPassthroughPlugin};
 use authchain_testkit::client::{self, Reply};
 use authchain_testkit::envoy::Envoy;
 use authchain_testkit::{EchoServer, PeerError};
@@ -225,7 +225,7 @@ pub(crate) fn registry() -> PluginRegistry {
     let mut registry = PluginRegistry::new();
     registry.register(ScriptPlugin);
     registry.register(authchain_examples::required_header::RequiredHeaderPlugin);
-    registry.register_kind(GrpcPassthroughPlugin::new());
+    authchain_grpc::register(&mut registry);
     registry
 }
 

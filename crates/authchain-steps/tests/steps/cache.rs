@@ -5,7 +5,7 @@ use authchain_core::{AuthConfig, Format, PluginRegistry};
 
 fn build(yaml: &str) -> Result<(), String> {
     let mut registry = PluginRegistry::new();
-    authchain_steps::register_all(&mut registry);
+    authchain_steps::register(&mut registry);
     let config = AuthConfig::parse("cache.yaml", yaml, Format::Yaml).unwrap();
     config[0]
         .build(&registry)

@@ -12,7 +12,9 @@ pub(crate) const ORIGIN: &str = "t";
 
 /// An engine with every built-in step and `yaml` loaded.
 pub(crate) async fn load(yaml: &str) -> Result<Engine, Error> {
-    let engine = Engine::new(authchain_steps::registry());
+    let mut registry = authchain_core::PluginRegistry::new();
+    authchain_steps::register(&mut registry);
+    let engine = Engine::new(registry);
     engine
         .load(&AuthConfig::parse(ORIGIN, yaml, Format::Yaml)?)
         .await?;
