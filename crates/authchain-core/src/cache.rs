@@ -38,7 +38,9 @@
 use std::fmt;
 use std::hash::Hasher as _;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
+
+use tokio::time::Instant;
 
 use http::{HeaderMap, HeaderName};
 use metrics::Counter;

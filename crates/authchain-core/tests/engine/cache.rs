@@ -162,7 +162,7 @@ async fn only_allows_are_kept_unless_denies_are_asked_for() {
     assert_eq!(step.runs(), 1);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn answers_expire_after_the_ttl() {
     let step = TokenCheck::declared();
     let chain = step.chain(CacheSettings::new(seed_key()).ttl(Duration::from_millis(100)));
@@ -171,7 +171,12 @@ async fn answers_expire_after_the_ttl() {
     let mut r = request(&[("authorization", "Bearer good")]);
     assert!(chain.authorize(&mut r).await.is_allow());
     assert_eq!(step.runs(), 1);
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // The cache reads tokio's clock: paused time moves it.
+    tokio::time::advance(Duration::from_millis(99)).await;
+    let mut r = request(&[("authorization", "Bearer good")]);
+    assert!(chain.authorize(&mut r).await.is_allow());
+    assert_eq!(step.runs(), 1, "still fresh");
+    tokio::time::advance(Duration::from_millis(100)).await;
     let mut r = request(&[("authorization", "Bearer good")]);
     assert!(chain.authorize(&mut r).await.is_allow());
     assert_eq!(step.runs(), 2);
@@ -192,7 +197,6 @@ async fn the_entry_bound_holds() {
         assert!(chain.authorize(&mut r).await.is_allow());
     }
     // Evictions are done by the time the last insert returns.
-    tokio::time::sleep(Duration::from_millis(100)).await;
     let mut r = AuthorizationRequest::new(Method::GET, "/0");
     r.headers
         .insert(name("authorization"), value("Bearer good"));

@@ -301,32 +301,41 @@ async fn requests_never_fail_while_generations_flip() {
     let engine = Arc::new(engine);
     engine.load(&configs("a", false)).await.unwrap();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let checks = Arc::new(AtomicUsize::new(0));
     let worker = {
-        let (engine, stop) = (engine.clone(), stop.clone());
+        let (engine, stop, checks) = (engine.clone(), stop.clone(), checks.clone());
         tokio::spawn(async move {
-            let (mut seen_a, mut seen_b, mut total) = (0, 0, 0);
+            let mut seen = [0usize; 2];
             while !stop.load(Ordering::SeqCst) {
                 let generation = engine.current();
                 match stamp_of(&generation).await.as_str() {
-                    "a" => seen_a += 1,
-                    "b" => seen_b += 1,
+                    "a" => seen[0] += 1,
+                    "b" => seen[1] += 1,
                     other => panic!("unexpected stamp {other}"),
                 }
-                total += 1;
+                checks.fetch_add(1, Ordering::SeqCst);
                 tokio::task::yield_now().await;
             }
-            (seen_a, seen_b, total)
+            seen
         })
     };
     for i in 0..20 {
         let stamp = if i % 2 == 0 { "b" } else { "a" };
         engine.load(&configs(stamp, false)).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(2)).await;
+        // Two checks more: the second began after the first ended, which
+        // is after this load: on the new generation.
+        let loaded = checks.load(Ordering::SeqCst);
+        while checks.load(Ordering::SeqCst) < loaded + 2 {
+            tokio::task::yield_now().await;
+        }
     }
     stop.store(true, Ordering::SeqCst);
-    let (seen_a, seen_b, total) = worker.await.unwrap();
+    let [seen_a, seen_b] = worker.await.unwrap();
     assert_eq!(engine.current().number(), 21);
-    assert!(total > 0 && seen_a + seen_b == total);
+    assert!(
+        seen_a >= 10 && seen_b >= 10,
+        "every generation answered with its own stamp: a {seen_a}, b {seen_b}"
+    );
 }
 
 #[tokio::test]

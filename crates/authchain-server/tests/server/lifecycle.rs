@@ -124,11 +124,26 @@ async fn sigterm_finishes_checks_in_flight_then_exits_zero() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     server.signal("TERM");
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    // Not ready any more, and no new checks accepted...
-    let ready = client::get(server.admin, "/readyz", &[]).await;
-    assert!(ready.is_err() || ready.unwrap().status == 503);
-    assert!(server.http_check("slow", "/x", &[]).await.is_err());
+    // Not ready any more (as soon as the signal is handled)...
+    let admin = server.admin;
+    let unready = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match client::get(admin, "/readyz", &[]).await {
+                Ok(reply) if reply.status != 503 => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                _ => return,
+            }
+        }
+    });
+    unready.await.expect("unready after SIGTERM");
+    // ...no new checks accepted (once the listener has closed)...
+    let refused = tokio::time::timeout(Duration::from_secs(5), async {
+        while server.http_check("slow", "/x", &[]).await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    refused.await.expect("the listener closed after SIGTERM");
     // ...but the one in flight is answered.
     assert_eq!(in_flight.await.unwrap().unwrap().status, 200);
     let status = server
