@@ -10,17 +10,18 @@ use std::task::Poll;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use http::{HeaderName, HeaderValue, StatusCode};
 use metrics::{Counter, Histogram};
 use tokio::time::{Instant, Sleep};
 use tracing::Instrument;
 
 use crate::cache::{CacheSettings, DecisionCache};
 use crate::expr::{self, Next, Op};
+use crate::merge::{add_removals, merge, spellings, strip_headers};
 use crate::path::{self, AmbiguousPaths};
 use crate::{
-    Allow, Answer, AuthService, AuthorizationRequest, Decision, Deny, Error, HeaderAction,
-    HeaderMutation, Lifecycle, MAX_DURATION,
+    Allow, Answer, AuthService, AuthorizationRequest, Decision, Deny, Error, Lifecycle,
+    MAX_DURATION,
 };
 
 /// The header that marks a request let through because a step failed open,
@@ -830,70 +831,6 @@ struct Saved {
     allowed: u64,
 }
 
-/// Removes from `headers` every header whose name is one of `names` in
-/// some spelling ([`same_folded`]); the names removed.
-fn strip_headers(headers: &mut HeaderMap, names: &[HeaderName]) -> Vec<HeaderName> {
-    let mut doomed = Vec::new();
-    for key in headers.keys() {
-        if names.iter().any(|n| same_folded(key.as_str(), n.as_str())) {
-            doomed.push(key.clone());
-        }
-    }
-    for name in &doomed {
-        headers.remove(name);
-    }
-    doomed
-}
-
-/// Adds `names` to `removals`, each once.
-fn add_removals(removals: &mut Vec<HeaderName>, names: Vec<HeaderName>) {
-    for name in names {
-        if !removals.contains(&name) {
-            removals.push(name);
-        }
-    }
-}
-
-/// Whether two (lower case) header names are one name to an upstream that
-/// folds `_`, `.` and `-` together, as CGI-style servers (WSGI, PHP, Rack)
-/// do when they turn `x-user-id`, `x_user_id` and (PHP) `x.user.id` alike
-/// into `HTTP_X_USER_ID`.
-fn same_folded(a: &str, b: &str) -> bool {
-    let fold = |c: u8| if matches!(c, b'_' | b'.') { b'-' } else { c };
-    a.len() == b.len() && a.bytes().zip(b.bytes()).all(|(x, y)| fold(x) == fold(y))
-}
-
-/// The most `-` or `_` of a name whose every spelling is listed for
-/// removal (2^6 = 64 spellings); a longer name lists its all-`-` and
-/// all-`_` spellings, and a spelling a client sent is still stripped and
-/// listed.
-const MAX_SPELLING_SEPARATORS: usize = 6;
-
-/// The spellings of `name` with `-` and `_` swapped at its separators:
-/// every one, or for a long name the all-`-` and all-`_` ones.
-fn spellings(name: &HeaderName) -> Vec<HeaderName> {
-    let bytes = name.as_str().as_bytes();
-    let separators: Vec<usize> = (0..bytes.len())
-        .filter(|&i| matches!(bytes[i], b'-' | b'_'))
-        .collect();
-    let spell = |underscore: &dyn Fn(usize) -> bool| {
-        let mut spelled = bytes.to_vec();
-        for (n, &at) in separators.iter().enumerate() {
-            spelled[at] = if underscore(n) { b'_' } else { b'-' };
-        }
-        HeaderName::from_bytes(&spelled).ok()
-    };
-    if separators.len() > MAX_SPELLING_SEPARATORS {
-        return [spell(&|_| false), spell(&|_| true)]
-            .into_iter()
-            .flatten()
-            .collect();
-    }
-    (0..1u32 << separators.len())
-        .filter_map(|choice| spell(&|n| choice >> n & 1 == 1))
-        .collect()
-}
-
 /// Sets the chain run's timer to `limit` the first time a step is pending
 /// (creating it for the first such step of the run); later polls of the
 /// same step find it `armed` and leave it as it is.
@@ -912,174 +849,6 @@ fn arm<'a>(
         *armed = true;
     }
     Some(sleep)
-}
-
-/// Applies a step's allow to the request the next step sees, and merges
-/// it into the chain's accumulated allow: whole, or (`forwarded`) only
-/// what the request cannot carry.
-fn merge(acc: &mut Allow, step: &mut Allow, request: &mut AuthorizationRequest, forwarded: bool) {
-    if forwarded {
-        apply_in_place(acc, step, request);
-    } else {
-        merge_all(acc, step, request);
-    }
-}
-
-/// [`merge`] for a forwarded request: the changes are applied to it in
-/// order, and the allow keeps no record of them.
-fn apply_in_place(acc: &mut Allow, step: &mut Allow, request: &mut AuthorizationRequest) {
-    for m in &step.headers {
-        m.apply(&mut request.headers);
-    }
-    for name in &step.headers_to_remove {
-        request.headers.remove(name);
-    }
-    for (key, value) in &step.query_parameters_to_set {
-        request.set_query_parameter(key, value);
-    }
-    for key in &step.query_parameters_to_remove {
-        request.remove_query_parameter(key);
-    }
-    merge_response(acc, step);
-}
-
-/// [`merge`] in whole. Reuses the step's vectors where the accumulator
-/// has none yet.
-fn merge_all(acc: &mut Allow, step: &mut Allow, request: &mut AuthorizationRequest) {
-    // Most steps fill one or two of these: the empty ones cost a test.
-    if !step.headers.is_empty() {
-        let start = acc.headers.len();
-        append_mutations(&mut acc.headers, &mut step.headers);
-        normalize_headers(acc, start, request);
-    }
-    if !step.headers_to_remove.is_empty() {
-        merge_removals(acc, step, request);
-    }
-    if !step.query_parameters_to_set.is_empty() || !step.query_parameters_to_remove.is_empty() {
-        merge_query(acc, step, request);
-    }
-    merge_response(acc, step);
-}
-
-/// [`merge_all`]'s header removals.
-fn merge_removals(acc: &mut Allow, step: &mut Allow, request: &mut AuthorizationRequest) {
-    for name in step.headers_to_remove.drain(..) {
-        request.headers.remove(&name);
-        acc.headers.retain(|m| m.name != name);
-        if !acc.headers_to_remove.contains(&name) {
-            acc.headers_to_remove.push(name);
-        }
-    }
-}
-
-/// [`merge_all`]'s query parameter changes.
-fn merge_query(acc: &mut Allow, step: &mut Allow, request: &mut AuthorizationRequest) {
-    for (key, value) in step.query_parameters_to_set.drain(..) {
-        request.set_query_parameter(&key, &value);
-        acc.query_parameters_to_remove.retain(|k| *k != key);
-        match acc
-            .query_parameters_to_set
-            .iter_mut()
-            .find(|(k, _)| *k == key)
-        {
-            Some(entry) => entry.1 = value,
-            None => acc.query_parameters_to_set.push((key, value)),
-        }
-    }
-    for key in step.query_parameters_to_remove.drain(..) {
-        request.remove_query_parameter(&key);
-        acc.query_parameters_to_set.retain(|(k, _)| *k != key);
-        if !acc.query_parameters_to_remove.contains(&key) {
-            acc.query_parameters_to_remove.push(key);
-        }
-    }
-}
-
-/// Merges what a step's allow says beside the request's changes (its
-/// response headers, metadata and user), taking them from `step`.
-#[inline(always)]
-fn merge_response(acc: &mut Allow, step: &mut Allow) {
-    if !step.response_headers.is_empty() {
-        append_mutations(&mut acc.response_headers, &mut step.response_headers);
-    }
-    if !step.dynamic_metadata.is_empty() {
-        if acc.dynamic_metadata.is_empty() {
-            acc.dynamic_metadata = mem::take(&mut step.dynamic_metadata);
-        } else {
-            acc.dynamic_metadata
-                .extend(mem::take(&mut step.dynamic_metadata));
-        }
-    }
-    if step.user_info.is_some() {
-        acc.user_info = step.user_info.take();
-    }
-    if let Some(at) = step.expires {
-        acc.expires = Some(acc.expires.map_or(at, |earlier| earlier.min(at)));
-    }
-}
-
-/// Moves `from`'s mutations to the end of `to`: the whole vector when `to`
-/// has none (no copy), else appended.
-fn append_mutations(to: &mut Vec<HeaderMutation>, from: &mut Vec<HeaderMutation>) {
-    if to.is_empty() {
-        *to = mem::take(from);
-    } else {
-        to.append(from);
-    }
-}
-
-/// Resolves and applies `acc.headers[start..]` one by one against the
-/// request, keeping the invariant of [`Chain`]'s merge: per name, an
-/// overwrite first (which drops every earlier entry and removal of that
-/// name) or only adding entries.
-fn normalize_headers(acc: &mut Allow, start: usize, request: &mut AuthorizationRequest) {
-    use HeaderAction::*;
-    use http::header::Entry;
-    let mut i = start;
-    while i < acc.headers.len() {
-        let removed = acc
-            .headers_to_remove
-            .iter()
-            .position(|n| *n == acc.headers[i].name);
-        // One lookup of the name serves both the resolution and the change.
-        let m = &acc.headers[i];
-        let entry = request.headers.entry(&m.name);
-        let present = matches!(entry, Entry::Occupied(_));
-        let action = match m.action {
-            OverwriteIfExistsOrAdd => Some(OverwriteIfExistsOrAdd),
-            OverwriteIfExists => present.then_some(OverwriteIfExistsOrAdd),
-            AddIfAbsent if present => None,
-            // Known to be absent upstream too: removed by the chain.
-            AddIfAbsent | AppendIfExistsOrAdd if removed.is_some() => Some(OverwriteIfExistsOrAdd),
-            AddIfAbsent => Some(AddIfAbsent),
-            AppendIfExistsOrAdd => Some(AppendIfExistsOrAdd),
-        };
-        let Some(action) = action else {
-            acc.headers.remove(i);
-            continue;
-        };
-        // `AddIfAbsent` is left only when absent, so this always applies.
-        action.apply(entry, m.value.clone());
-        acc.headers[i].action = action;
-        if action == OverwriteIfExistsOrAdd {
-            // Envoy applies removals after sets (gRPC and HTTP mode alike):
-            // a removal of the name would remove the value set here, which
-            // replaces the client's copy anyway. Other spellings stay listed.
-            if let Some(r) = removed {
-                acc.headers_to_remove.remove(r);
-            }
-            let mut j = 0;
-            while j < i {
-                if acc.headers[j].name == acc.headers[i].name {
-                    acc.headers.remove(j);
-                    i -= 1;
-                } else {
-                    j += 1;
-                }
-            }
-        }
-        i += 1;
-    }
 }
 
 /// One step of a chain being built in code.

@@ -73,6 +73,7 @@ mod error;
 mod expr;
 mod generation;
 mod limit;
+mod merge;
 pub mod path;
 mod plugin;
 mod request;
