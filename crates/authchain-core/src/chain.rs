@@ -266,7 +266,7 @@ impl Chain {
         &self.name
     }
 
-    /// The AuthConfig's name, shared: a copy costs no allocation.
+    /// The AuthConfig's name, shared.
     pub fn shared_name(&self) -> Arc<str> {
         self.name.clone()
     }

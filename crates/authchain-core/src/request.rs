@@ -1,6 +1,5 @@
 //! The request being authorized.
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
@@ -41,9 +40,8 @@ pub struct AuthorizationRequest {
     pub headers: HeaderMap,
     /// The request body, when the transport forwarded it.
     pub body: Option<Bytes>,
-    /// The HTTP protocol (`HTTP/1.1`, `HTTP/2`), when known: a static
-    /// name for the usual ones, so that adapters need not allocate it.
-    pub protocol: Cow<'static, str>,
+    /// The HTTP protocol (`HTTP/1.1`, `HTTP/2`), when known.
+    pub protocol: String,
     /// An id for the request (Envoy's stream id, or a request id header).
     pub id: String,
     /// The peer that sent the request.

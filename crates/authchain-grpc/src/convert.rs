@@ -183,7 +183,7 @@ pub(crate) fn to_request(
     req.path = non_empty(http.path).or(p_path).unwrap_or_default();
     req.host = non_empty(http.host).or(p_authority).unwrap_or_default();
     req.scheme = non_empty(http.scheme).or(p_scheme).unwrap_or_default();
-    req.protocol = http.protocol.into();
+    req.protocol = http.protocol;
     req.id = http.id;
     req.body = if !http.raw_body.is_empty() {
         Some(Bytes::from(http.raw_body))
@@ -573,7 +573,7 @@ pub fn to_check_request(req: &AuthorizationRequest, metadata: &Map<String, Value
                     query: String::new(),
                     fragment: String::new(),
                     size,
-                    protocol: req.protocol.clone().into_owned(),
+                    protocol: req.protocol.clone(),
                     body,
                     raw_body,
                 }),

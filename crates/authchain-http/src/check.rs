@@ -333,7 +333,7 @@ impl CheckConfig {
         // Swapped, not taken: the check's headers for the request's empty
         // map.
         std::mem::swap(&mut request.headers, check_headers);
-        request.protocol = protocol(*version).into();
+        request.protocol.push_str(protocol(*version));
         request.body = body;
         request.source = peer;
         Ok(config)

@@ -5,40 +5,13 @@ use std::cell::Cell;
 
 use authchain_core::{AuthorizationRequest, BoxError};
 use bytes::Bytes;
-use http::header::HOST;
-use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode, Version};
+use http::{HeaderName, Response, StatusCode, Version};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 
 /// The header a request's id is read from.
 pub(crate) const REQUEST_ID: &str = "x-request-id";
 
 pub(crate) static X_REQUEST_ID: HeaderName = HeaderName::from_static(REQUEST_ID);
-
-/// Up to this many header values, [`host_and_id`] compares names rather
-/// than looking both up. A lookup hashes what a name is made of (a
-/// standard name's two enum tags, a custom one's length and bytes) one
-/// byte at a time: about 110 instructions for `Host`, 170 for
-/// `x-request-id`. A step of the scan costs about 25. Measured in the
-/// layered bench app (`scripts/server-instructions.sh`): 143 instructions
-/// against 276 at 4 values, 239 against 346 at 8.
-const SCAN_VALUES: usize = 8;
-
-/// The `Host` and `x-request-id` headers of a request (the first value of
-/// each, as `HeaderMap::get` gives).
-pub(crate) fn host_and_id(headers: &HeaderMap) -> (Option<&HeaderValue>, Option<&HeaderValue>) {
-    if headers.len() > SCAN_VALUES {
-        return (headers.get(HOST), headers.get(&X_REQUEST_ID));
-    }
-    let (mut host, mut id) = (None, None);
-    for (name, value) in headers {
-        if *name == HOST {
-            host.get_or_insert(value);
-        } else if *name == X_REQUEST_ID {
-            id.get_or_insert(value);
-        }
-    }
-    (host, id)
-}
 
 /// The protocol as [`AuthorizationRequest::protocol`] names it.
 ///
@@ -113,9 +86,15 @@ pub(crate) fn empty_request() -> Box<AuthorizationRequest> {
 /// Every other field is a new request's: no field, however added later,
 /// carries one request's data to the next.
 pub(crate) fn give_back(mut request: Box<AuthorizationRequest>) {
-    let oversized = [&request.path, &request.host, &request.scheme, &request.id]
-        .iter()
-        .any(|s| s.capacity() > SPARE_ROOM)
+    let oversized = [
+        &request.path,
+        &request.host,
+        &request.scheme,
+        &request.id,
+        &request.protocol,
+    ]
+    .iter()
+    .any(|s| s.capacity() > SPARE_ROOM)
         || request.headers.capacity() > SPARE_ROOM / 64;
     if oversized {
         return;
@@ -129,6 +108,7 @@ pub(crate) fn give_back(mut request: Box<AuthorizationRequest>) {
     request.host = emptied(old.host);
     request.path = emptied(old.path);
     request.id = emptied(old.id);
+    request.protocol = emptied(old.protocol);
     let mut headers = old.headers;
     // An empty map's `clear` still resets every slot of its index.
     if !headers.is_empty() {
@@ -144,24 +124,6 @@ pub(crate) fn give_back(mut request: Box<AuthorizationRequest>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A request with `len` header values: `other-N` fillers, and `Host`
-    /// or `x-request-id` values where `at` says.
-    fn request_headers(len: usize, at: &[(usize, &'static str, &'static str)]) -> HeaderMap {
-        let mut headers = HeaderMap::new();
-        for i in 0..len {
-            match at.iter().find(|(index, ..)| *index == i) {
-                Some((_, name, value)) => {
-                    headers.append(*name, HeaderValue::from_static(value));
-                }
-                None => {
-                    let name = HeaderName::try_from(format!("other-{i}")).expect("a name");
-                    headers.append(name, HeaderValue::from_static("x"));
-                }
-            }
-        }
-        headers
-    }
 
     #[test]
     fn a_spare_comes_back_as_a_new_request_and_an_oversized_one_not_at_all() {
@@ -188,51 +150,5 @@ mod tests {
         big.path = "x".repeat(SPARE_ROOM + 1);
         give_back(big);
         assert_eq!(empty_request().path.capacity(), 0, "not kept");
-    }
-
-    #[test]
-    fn host_and_id_are_the_first_values_whether_the_map_is_scanned_or_looked_up() {
-        let placements: [&[(usize, &str, &str)]; 4] = [
-            &[],
-            &[(0, "host", "a.example"), (1, REQUEST_ID, "id-1")],
-            &[
-                (2, REQUEST_ID, "id-1"),
-                (3, "host", "a.example"),
-                (5, REQUEST_ID, "id-2"),
-                (6, "host", "b.example"),
-            ],
-            &[(7, "host", "a.example"), (8, REQUEST_ID, "id-1")],
-        ];
-        // Both sides of SCAN_VALUES, and a map of repeated values only.
-        for len in [0, 2, 4, 7, SCAN_VALUES, SCAN_VALUES + 1, 12] {
-            for at in placements {
-                let at: Vec<_> = at.iter().copied().filter(|(i, ..)| *i < len).collect();
-                let headers = request_headers(len, &at);
-                assert_eq!(
-                    host_and_id(&headers),
-                    (headers.get(HOST), headers.get(REQUEST_ID)),
-                    "{len} values, {at:?}"
-                );
-            }
-        }
-        // Names are lowercase whatever case they were written in.
-        let mut headers = HeaderMap::new();
-        let name = HeaderName::try_from("X-Request-Id").expect("a name");
-        headers.append(name, HeaderValue::from_static("id-1"));
-        assert_eq!(host_and_id(&headers).1, headers.get(REQUEST_ID));
-        assert!(host_and_id(&headers).1.is_some());
-
-        for len in [SCAN_VALUES, SCAN_VALUES + 1] {
-            let mut repeated = HeaderMap::new();
-            for i in 0..len {
-                let id = HeaderValue::try_from(format!("id-{i}")).expect("a value");
-                repeated.append(REQUEST_ID, id);
-            }
-            let (host, id) = host_and_id(&repeated);
-            assert_eq!(
-                (host, id.map(HeaderValue::as_bytes)),
-                (None, Some(&b"id-0"[..]))
-            );
-        }
     }
 }

@@ -19,7 +19,7 @@ use serde_json::{Map, Value};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::head::{empty_request, give_back, host_and_id, plain, protocol, read_body};
+use crate::head::{X_REQUEST_ID, empty_request, give_back, plain, protocol, read_body};
 
 /// What the chain established about a request it allowed, put into the
 /// request's extensions for the inner service (and, with the `axum`
@@ -335,9 +335,12 @@ fn read<B>(request: &mut Request<B>, body: Option<Bytes>) -> Box<AuthorizationRe
     if let Some(scheme) = request.uri().scheme_str() {
         auth.scheme.push_str(scheme);
     }
-    let (host, id) = host_and_id(request.headers());
+    let (host, id) = (
+        request.headers().get(HOST),
+        request.headers().get(&X_REQUEST_ID),
+    );
     auth.host.push_str(host_of(request.uri(), host));
-    auth.protocol = protocol(request.version()).into();
+    auth.protocol.push_str(protocol(request.version()));
     if let Some(id) = id.and_then(|v| v.to_str().ok()) {
         auth.id.push_str(id);
     }

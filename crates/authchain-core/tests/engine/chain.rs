@@ -342,7 +342,7 @@ impl AuthService for NowForGets {
 }
 
 #[tokio::test]
-async fn steps_that_decide_now_and_steps_that_wait_share_the_chain_rules() {
+async fn steps_that_answer_at_once_and_steps_that_wait_share_the_chain_rules() {
     let mixed = Arc::new(NowForGets {
         waited: AtomicUsize::new(0),
     });
