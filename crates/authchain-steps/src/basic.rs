@@ -297,10 +297,6 @@ fn apr1_crypt(password: &[u8], salt: &[u8]) -> String {
 /// random to anyone without the key, so they are not hashed again.
 type PrfKeyed = std::hash::BuildHasherDefault<util::PassThrough>;
 
-/// The longest `user:password` decoded on the stack; longer ones (up to
-/// the credential limit) are decoded into a heap buffer.
-const STACK_CREDENTIAL: usize = 192;
-
 /// The `basicAuth` step.
 pub struct BasicAuth {
     users: HashMap<String, Arc<Hash>>,
@@ -491,35 +487,20 @@ impl BasicAuth {
     }
 }
 
-/// A decoded credential, on the stack when it fits (no allocation on a
-/// cache hit); the decoded text is a secret and lives no longer than the
-/// check.
-enum Decoded {
-    Stack([u8; STACK_CREDENTIAL], usize),
-    Heap(Vec<u8>),
-}
+/// A decoded credential (a secret: it lives no longer than the check).
+struct Decoded(Vec<u8>);
 
 impl Decoded {
     /// `None` for text that is not base64.
     fn of(encoded: &str) -> Option<Decoded> {
         use base64::engine::general_purpose::STANDARD;
-        let mut stack = [0u8; STACK_CREDENTIAL];
-        match STANDARD.decode_slice(encoded, &mut stack) {
-            Ok(n) => Some(Decoded::Stack(stack, n)),
-            Err(base64::DecodeSliceError::OutputSliceTooSmall) => {
-                STANDARD.decode(encoded).ok().map(Decoded::Heap)
-            }
-            Err(base64::DecodeSliceError::DecodeError(_)) => None,
-        }
+        STANDARD.decode(encoded).ok().map(Decoded)
     }
 
     /// The user and the password; `None` when malformed (no colon, a user
     /// that is empty or not UTF-8).
     fn split(&self) -> Option<(&str, &[u8])> {
-        let decoded = match self {
-            Decoded::Stack(bytes, n) => &bytes[..*n],
-            Decoded::Heap(bytes) => bytes,
-        };
+        let decoded = &self.0[..];
         let colon = decoded.iter().position(|b| *b == b':')?;
         let user = std::str::from_utf8(&decoded[..colon]).ok()?;
         (!user.is_empty()).then_some((user, &decoded[colon + 1..]))
