@@ -73,7 +73,7 @@ use authchain_benches::rounds::{
 use authchain_benches::{measured_run, median, median_run, warm_up};
 use authchain_http::{AuthChainLayer, AuthContext, CheckConfig, CheckServer, ForwardedHeaders};
 use authchain_testkit::EchoServer;
-use authchain_testkit::envoy::{Envoy, HttpService, http_service_config};
+use authchain_testkit::envoy::{Bootstrap, Envoy, HttpService};
 use authchain_testkit::load::{Load, LoadResult};
 use authchain_testkit::nginx::Nginx;
 use tokio::net::TcpListener;
@@ -482,25 +482,21 @@ async fn load_http(
     ];
     let answer_names = ANSWER.map(|(name, _)| name);
     let envoy_with = |addr| {
-        Some(HttpService {
-            addr,
-            path_prefix: "/check:bench",
-            allowed_headers: &["my-header"],
-            upstream_headers: &answer_names,
-        })
+        Bootstrap::new(upstream.addr())
+            .http(HttpService {
+                addr,
+                path_prefix: "/check:bench",
+                allowed_headers: &["my-header"],
+                upstream_headers: &answer_names,
+                upstream_headers_to_append: &[],
+                client_headers: &[],
+            })
+            .yaml()
     };
     let envoy = [
-        Envoy::start(&http_service_config(upstream.addr(), None)).await?,
-        Envoy::start(&http_service_config(
-            upstream.addr(),
-            envoy_with(bare.addr()),
-        ))
-        .await?,
-        Envoy::start(&http_service_config(
-            upstream.addr(),
-            envoy_with(checker.addr()),
-        ))
-        .await?,
+        Envoy::start(&Bootstrap::new(upstream.addr()).yaml()).await?,
+        Envoy::start(&envoy_with(bare.addr())).await?,
+        Envoy::start(&envoy_with(checker.addr())).await?,
     ];
     let proxy = |name, target, server: Option<&ChildServer>, pid| {
         Scenario::new(name, target, server.map(ChildServer::pid), Some(pid))

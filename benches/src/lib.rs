@@ -23,7 +23,7 @@ use authchain_grpc::envoy_types::ext_authz::v3::pb::{
 use authchain_grpc::envoy_types::pb::google::rpc;
 use authchain_testkit::client;
 
-use authchain_testkit::envoy::{Envoy, proxy_config};
+use authchain_testkit::envoy::{Bootstrap, Envoy};
 use authchain_testkit::load::{Load, LoadResult};
 use http::{HeaderName, HeaderValue};
 use serde_json::json;
@@ -174,7 +174,11 @@ pub async fn checked_envoy(
     authz: Option<SocketAddr>,
     headers: &[(&str, &str)],
 ) -> Result<Envoy, Box<dyn std::error::Error>> {
-    let envoy = Envoy::start(&proxy_config(upstream, authz)).await?;
+    let mut bootstrap = Bootstrap::new(upstream);
+    if let Some(authz) = authz {
+        bootstrap = bootstrap.grpc(authz);
+    }
+    let envoy = Envoy::start(&bootstrap.yaml()).await?;
     let reply = client::get(envoy.listener("ingress")?, "/", headers).await?;
     if reply.status != 200 {
         return Err(format!(

@@ -16,7 +16,7 @@ use authchain_core::{
 };
 use authchain_http::{CheckConfig, CheckServer, ForwardedHeaders};
 use authchain_testkit::caddy::Caddy;
-use authchain_testkit::envoy::Envoy;
+use authchain_testkit::envoy::{Bootstrap, Envoy, HttpService};
 use authchain_testkit::nginx::Nginx;
 use authchain_testkit::traefik::Traefik;
 use authchain_testkit::{EchoServer, client, render};
@@ -361,74 +361,21 @@ async fn caddy_forward_auth() {
 
 // Envoy ext_authz in HTTP service mode.
 
-const ENVOY: &str = r#"
-static_resources:
-  listeners:
-  - name: ingress
-    enable_reuse_port: false
-    address: { socket_address: { address: 127.0.0.1, port_value: 0 } }
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: ingress_http
-          route_config:
-            virtual_hosts:
-            - name: backend
-              domains: ["*"]
-              routes:
-              - match: { prefix: "/" }
-                route: { cluster: upstream }
-          http_filters:
-          - name: envoy.filters.http.ext_authz
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz
-              transport_api_version: V3
-              failure_mode_allow: false
-              with_request_body: { max_request_bytes: 10240, allow_partial_message: false }
-              allowed_headers:
-                patterns: [ { exact: authorization }, { exact: cookie }, { prefix: x- } ]
-              http_service:
-                server_uri: { uri: "http://{{authchain}}", cluster: authchain, timeout: 0.5s }
-                path_prefix: /check:{{config}}
-                authorization_response:
-                  allowed_upstream_headers:
-                    patterns: [ { exact: x-user-id }, { exact: x-body-length } ]
-                  allowed_upstream_headers_to_append:
-                    patterns: [ { exact: x-groups } ]
-                  allowed_client_headers:
-                    patterns: [ { exact: www-authenticate } ]
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-  clusters:
-  - name: authchain
-    type: STATIC
-    connect_timeout: 1s
-    load_assignment:
-      cluster_name: authchain
-      endpoints: [ { lb_endpoints: [ { endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: {{authchain_port}} } } } } ] } ]
-  - name: upstream
-    type: STATIC
-    connect_timeout: 1s
-    load_assignment:
-      cluster_name: upstream
-      endpoints: [ { lb_endpoints: [ { endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: {{upstream_port}} } } } } ] } ]
-"#;
-
 async fn envoy(auth: SocketAddr, upstream: SocketAddr, config: &str) -> Envoy {
-    let text = render(
-        ENVOY,
-        &[
-            ("authchain", auth.to_string()),
-            ("authchain_port", auth.port().to_string()),
-            ("upstream_port", upstream.port().to_string()),
-            ("config", config.to_owned()),
-        ],
-    )
-    .unwrap();
-    Envoy::start(&text).await.unwrap()
+    let prefix = format!("/check:{config}");
+    let yaml = Bootstrap::new(upstream)
+        .http(HttpService {
+            addr: auth,
+            path_prefix: &prefix,
+            allowed_headers: &["authorization", "cookie", "x-*"],
+            upstream_headers: &["x-user-id", "x-body-length"],
+            upstream_headers_to_append: &["x-groups"],
+            client_headers: &["www-authenticate"],
+        })
+        .timeout("0.5s")
+        .with_body(10240, false)
+        .yaml();
+    Envoy::start(&yaml).await.unwrap()
 }
 
 #[tokio::test]

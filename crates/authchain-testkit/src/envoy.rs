@@ -117,76 +117,254 @@ impl Envoy {
     }
 }
 
-/// A minimal bootstrap: listener `ingress` on port 0 routing everything
-/// to `upstream`, with the ext_authz filter in gRPC mode in front when
-/// `authz` is given (HTTP/2 cluster, 2 s timeout, failing closed).
-pub fn proxy_config(upstream: SocketAddr, authz: Option<SocketAddr>) -> String {
-    let Some(authz) = authz else {
-        return bootstrap(upstream, "", "");
-    };
-    let filter = "          - name: envoy.filters.http.ext_authz
-            typed_config:
-              \"@type\": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz
-              transport_api_version: V3
-              grpc_service: { envoy_grpc: { cluster_name: ext_authz }, timeout: 2s }
-";
-    let options = "    typed_extension_protocol_options:
-      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
-        \"@type\": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-        explicit_http_config: { http2_protocol_options: {} }
-";
-    bootstrap(upstream, filter, &cluster("ext_authz", authz, options))
+/// An Envoy bootstrap for tests and benches, the one they all use:
+/// listener `ingress` on port 0 whose routes go to the `upstream` cluster,
+/// with the ext_authz filter in front when an auth server is set (gRPC or
+/// HTTP service mode; 2 s timeout, failing closed, by default).
+///
+/// ```
+/// # let (upstream, authz) = ("127.0.0.1:1".parse().unwrap(), "127.0.0.1:2".parse().unwrap());
+/// let yaml = authchain_testkit::envoy::Bootstrap::new(upstream)
+///     .route("/api", Some("site"))
+///     .grpc(authz)
+///     .failure_mode_allow(true)
+///     .yaml();
+/// assert!(yaml.contains("config_id: \"site\""));
+/// ```
+#[derive(Debug, Clone)]
+pub struct Bootstrap<'a> {
+    upstream: SocketAddr,
+    routes: Vec<(String, Option<String>)>,
+    authz: Option<(SocketAddr, Option<HttpService<'a>>)>,
+    timeout: &'static str,
+    failure_mode_allow: bool,
+    failure_mode_allow_header_add: bool,
+    with_body: Option<(u32, bool)>,
+    include_peer_certificate: bool,
 }
 
-/// An HTTP ext_authz server for [`http_service_config`]: where it listens,
-/// the path checks go to (the original path follows it), and the headers
-/// that pass each way.
+/// An HTTP ext_authz server for [`Bootstrap::http`]: where it listens, the
+/// path checks go to (the original path follows it), and the headers that
+/// pass each way. A name ending in `*` is a prefix (`x-*`).
 #[derive(Debug, Clone, Copy)]
 pub struct HttpService<'a> {
     /// The auth server.
     pub addr: SocketAddr,
     /// Envoy's `path_prefix`, `/check:site` say.
     pub path_prefix: &'a str,
-    /// Client headers sent to the auth server (`allowed_headers`, exact
-    /// names) besides those Envoy always sends (`Host`, `Authorization`,
-    /// method and path).
+    /// Client headers sent to the auth server (`allowed_headers`) besides
+    /// those Envoy always sends (`Host`, `Authorization`, method and path).
     pub allowed_headers: &'a [&'a str],
     /// Headers of the auth server's 200 that overwrite the upstream
-    /// request's (`allowed_upstream_headers`, exact names).
+    /// request's (`allowed_upstream_headers`).
     pub upstream_headers: &'a [&'a str],
+    /// Headers of the auth server's 200 appended to the upstream request's
+    /// (`allowed_upstream_headers_to_append`).
+    pub upstream_headers_to_append: &'a [&'a str],
+    /// Headers of the auth server's deny that reach the client
+    /// (`allowed_client_headers`; empty: Envoy's default, all of them).
+    pub client_headers: &'a [&'a str],
 }
 
-/// [`proxy_config`] with the ext_authz filter in HTTP service mode
-/// (HTTP/1.1 cluster, 2 s timeout, failing closed), when `authz` is given.
-pub fn http_service_config(upstream: SocketAddr, authz: Option<HttpService<'_>>) -> String {
-    let Some(authz) = authz else {
-        return bootstrap(upstream, "", "");
-    };
-    let patterns = |names: &[&str]| {
-        names
-            .iter()
-            .map(|n| format!("{{ exact: {n} }}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let filter = format!(
-        "          - name: envoy.filters.http.ext_authz
+impl<'a> Bootstrap<'a> {
+    /// Everything to `upstream`, no auth.
+    pub fn new(upstream: SocketAddr) -> Self {
+        Bootstrap {
+            upstream,
+            routes: Vec::new(),
+            authz: None,
+            timeout: "2s",
+            failure_mode_allow: false,
+            failure_mode_allow_header_add: false,
+            with_body: None,
+            include_peer_certificate: false,
+        }
+    }
+
+    /// A route for paths under `prefix`, naming the AuthConfig `config_id`
+    /// in the route's `context_extensions` when given. Without any, one
+    /// route takes every path.
+    pub fn route(mut self, prefix: &str, config_id: Option<&str>) -> Self {
+        self.routes
+            .push((prefix.to_owned(), config_id.map(str::to_owned)));
+        self
+    }
+
+    /// ext_authz over gRPC to `addr` (an HTTP/2 cluster).
+    pub fn grpc(mut self, addr: SocketAddr) -> Self {
+        self.authz = Some((addr, None));
+        self
+    }
+
+    /// ext_authz in HTTP service mode.
+    pub fn http(mut self, service: HttpService<'a>) -> Self {
+        self.authz = Some((service.addr, Some(service)));
+        self
+    }
+
+    /// The ext_authz call's timeout (`2s`).
+    pub fn timeout(mut self, timeout: &'static str) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// `failure_mode_allow`, and `failure_mode_allow_header_add`.
+    pub fn failure_mode_allow(mut self, allow: bool) -> Self {
+        self.failure_mode_allow = allow;
+        self
+    }
+
+    /// `failure_mode_allow_header_add`.
+    pub fn failure_mode_allow_header_add(mut self, add: bool) -> Self {
+        self.failure_mode_allow_header_add = add;
+        self
+    }
+
+    /// `with_request_body`: its `max_request_bytes` and
+    /// `allow_partial_message`.
+    pub fn with_body(mut self, max_request_bytes: u32, allow_partial_message: bool) -> Self {
+        self.with_body = Some((max_request_bytes, allow_partial_message));
+        self
+    }
+
+    /// `include_peer_certificate`.
+    pub fn include_peer_certificate(mut self, include: bool) -> Self {
+        self.include_peer_certificate = include;
+        self
+    }
+
+    /// The bootstrap, as YAML for [`Envoy::start`].
+    pub fn yaml(&self) -> String {
+        let mut routes = String::new();
+        let default = [("/".to_owned(), None)];
+        let list = if self.routes.is_empty() {
+            &default[..]
+        } else {
+            &self.routes[..]
+        };
+        for (prefix, config_id) in list {
+            routes.push_str(&format!(
+                "              - match: {{ prefix: \"{prefix}\" }}\n                route: {{ cluster: upstream, timeout: 10s }}\n"
+            ));
+            if let Some(id) = config_id {
+                routes.push_str(&format!(
+                    "                typed_per_filter_config:\n                  envoy.filters.http.ext_authz:\n                    \"@type\": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute\n                    check_settings: {{ context_extensions: {{ config_id: \"{id}\" }} }}\n"
+                ));
+            }
+        }
+        let (filter, clusters) = match &self.authz {
+            None => (String::new(), String::new()),
+            Some((addr, mode)) => (
+                self.filter(*addr, mode.as_ref()),
+                self.authz_cluster(*addr, mode.is_none()),
+            ),
+        };
+        let upstream = cluster("upstream", self.upstream, "");
+        format!(
+            r#"static_resources:
+  listeners:
+  - name: ingress
+    enable_reuse_port: false
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: ingress_http
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+{routes}          http_filters:
+{filter}          - name: envoy.filters.http.router
+            typed_config: {{ "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }}
+  clusters:
+{clusters}{upstream}"#
+        )
+    }
+
+    /// The ext_authz filter (YAML list items).
+    fn filter(&self, addr: SocketAddr, http: Option<&HttpService<'_>>) -> String {
+        let mut filter = format!(
+            "          - name: envoy.filters.http.ext_authz
             typed_config:
               \"@type\": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz
               transport_api_version: V3
-              allowed_headers: {{ patterns: [ {allowed} ] }}
-              http_service:
-                server_uri: {{ uri: \"http://{addr}\", cluster: ext_authz, timeout: 2s }}
+              failure_mode_allow: {}
+              failure_mode_allow_header_add: {}
+              include_peer_certificate: {}
+",
+            self.failure_mode_allow,
+            self.failure_mode_allow_header_add,
+            self.include_peer_certificate
+        );
+        if let Some((max, partial)) = self.with_body {
+            filter.push_str(&format!(
+                "              with_request_body: {{ max_request_bytes: {max}, allow_partial_message: {partial} }}\n"
+            ));
+        }
+        let timeout = self.timeout;
+        match http {
+            None => filter.push_str(&format!(
+                "              grpc_service: {{ envoy_grpc: {{ cluster_name: ext_authz }}, timeout: {timeout} }}\n"
+            )),
+            Some(service) => {
+                // Envoy refuses an empty list of patterns: a list is left
+                // out when it has none.
+                let list = |indent: &str, field: &str, names: &[&str]| match names {
+                    [] => String::new(),
+                    names => format!("{indent}{field}: {{ patterns: [ {} ] }}\n", patterns(names)),
+                };
+                filter.push_str(&list("              ", "allowed_headers", service.allowed_headers));
+                filter.push_str(&format!(
+                    "              http_service:
+                server_uri: {{ uri: \"http://{addr}\", cluster: ext_authz, timeout: {timeout} }}
                 path_prefix: {prefix}
                 authorization_response:
-                  allowed_upstream_headers: {{ patterns: [ {upstream} ] }}
 ",
-        allowed = patterns(authz.allowed_headers),
-        addr = authz.addr,
-        prefix = authz.path_prefix,
-        upstream = patterns(authz.upstream_headers),
-    );
-    bootstrap(upstream, &filter, &cluster("ext_authz", authz.addr, ""))
+                    prefix = service.path_prefix,
+                ));
+                let indent = "                  ";
+                filter.push_str(&list(indent, "allowed_upstream_headers", service.upstream_headers));
+                filter.push_str(&list(
+                    indent,
+                    "allowed_upstream_headers_to_append",
+                    service.upstream_headers_to_append,
+                ));
+                filter.push_str(&list(indent, "allowed_client_headers", service.client_headers));
+            }
+        }
+        filter
+    }
+
+    /// The auth server's cluster: HTTP/2 for gRPC.
+    fn authz_cluster(&self, addr: SocketAddr, grpc: bool) -> String {
+        let options = if grpc {
+            "    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        \"@type\": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: { http2_protocol_options: {} }
+"
+        } else {
+            ""
+        };
+        cluster("ext_authz", addr, options)
+    }
+}
+
+/// Envoy's string matchers for `names`: exact, or a prefix for a name
+/// ending in `*`.
+fn patterns(names: &[&str]) -> String {
+    names
+        .iter()
+        .map(|n| match n.strip_suffix('*') {
+            Some(prefix) => format!("{{ prefix: {prefix} }}"),
+            None => format!("{{ exact: {n} }}"),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// A static cluster `name` of one endpoint, `addr`, with `options` (YAML
@@ -202,35 +380,6 @@ fn cluster(name: &str, addr: SocketAddr, options: &str) -> String {
 ",
         addr.ip(),
         addr.port()
-    )
-}
-
-/// The bootstrap of [`proxy_config`]: `filter` (YAML list items) before
-/// the router, `clusters` beside the upstream's.
-fn bootstrap(upstream: SocketAddr, filter: &str, clusters: &str) -> String {
-    let upstream = cluster("upstream", upstream, "");
-    format!(
-        r#"static_resources:
-  listeners:
-  - name: ingress
-    enable_reuse_port: false
-    address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: ingress_http
-          route_config:
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes: [ {{ match: {{ prefix: "/" }}, route: {{ cluster: upstream }} }} ]
-          http_filters:
-{filter}          - name: envoy.filters.http.router
-            typed_config: {{ "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }}
-  clusters:
-{clusters}{upstream}"#
     )
 }
 

@@ -70,12 +70,8 @@ async fn envoy_proxies_to_the_echo_upstream() {
 #[tokio::test]
 async fn the_minimal_proxy_config_starts() {
     let upstream = EchoServer::start().await.unwrap();
-    let envoy = Envoy::start(&authchain_testkit::envoy::proxy_config(
-        upstream.addr(),
-        None,
-    ))
-    .await
-    .unwrap();
+    let yaml = authchain_testkit::envoy::Bootstrap::new(upstream.addr()).yaml();
+    let envoy = Envoy::start(&yaml).await.unwrap();
     let reply = client::get(envoy.listener("ingress").unwrap(), "/", &[])
         .await
         .unwrap();
@@ -84,7 +80,7 @@ async fn the_minimal_proxy_config_starts() {
 
 #[tokio::test]
 async fn the_http_service_config_asks_its_auth_server_first() {
-    use authchain_testkit::envoy::{HttpService, http_service_config};
+    use authchain_testkit::envoy::{Bootstrap, HttpService};
     let upstream = EchoServer::start().await.unwrap();
     // The echo server answers every check with 200: an allow.
     let auth = EchoServer::start().await.unwrap();
@@ -93,10 +89,11 @@ async fn the_http_service_config_asks_its_auth_server_first() {
         path_prefix: "/check:site",
         allowed_headers: &["my-header"],
         upstream_headers: &["x-user-id"],
+        upstream_headers_to_append: &[],
+        client_headers: &[],
     };
-    let envoy = Envoy::start(&http_service_config(upstream.addr(), Some(service)))
-        .await
-        .unwrap();
+    let yaml = Bootstrap::new(upstream.addr()).http(service).yaml();
+    let envoy = Envoy::start(&yaml).await.unwrap();
     let reply = client::get(envoy.listener("ingress").unwrap(), "/x", &[])
         .await
         .unwrap();
@@ -108,9 +105,8 @@ async fn the_http_service_config_asks_its_auth_server_first() {
         addr: std::net::SocketAddr::from(([127, 0, 0, 1], authchain_testkit::free_port().unwrap())),
         ..service
     };
-    let envoy = Envoy::start(&http_service_config(upstream.addr(), Some(gone)))
-        .await
-        .unwrap();
+    let yaml = Bootstrap::new(upstream.addr()).http(gone).yaml();
+    let envoy = Envoy::start(&yaml).await.unwrap();
     let reply = client::get(envoy.listener("ingress").unwrap(), "/x", &[])
         .await
         .unwrap();

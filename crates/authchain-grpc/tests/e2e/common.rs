@@ -20,7 +20,7 @@ use authchain_grpc::envoy_types::ext_authz::v3::pb::{
 };
 use authchain_grpc::envoy_types::pb::google::rpc;
 use authchain_testkit::client::{self, Reply};
-use authchain_testkit::envoy::Envoy;
+use authchain_testkit::envoy::{Bootstrap, Envoy};
 use authchain_testkit::{EchoServer, PeerError};
 use http::{HeaderName, HeaderValue, StatusCode};
 use serde::Deserialize;
@@ -475,86 +475,27 @@ impl Default for Opts {
     }
 }
 
-/// An Envoy bootstrap: listener `ingress` with ext_authz (gRPC) to
-/// `authz`, routes to the `upstream` cluster.
+/// The testkit's Envoy bootstrap with ext_authz (gRPC) to `authz`, the
+/// routes and the filter settings of `opts`.
 pub(crate) fn envoy_yaml(
     authz: SocketAddr,
     upstream: SocketAddr,
     routes: &[Route],
     opts: &Opts,
 ) -> String {
-    let mut route_yaml = String::new();
+    let mut bootstrap = Bootstrap::new(upstream)
+        .grpc(authz)
+        .timeout(opts.authz_timeout)
+        .failure_mode_allow(opts.failure_mode_allow)
+        .failure_mode_allow_header_add(opts.failure_mode_allow_header_add)
+        .include_peer_certificate(true);
     for r in routes {
-        route_yaml.push_str(&format!(
-            "              - match: {{ prefix: \"{}\" }}\n                route: {{ cluster: upstream, timeout: 10s }}\n",
-            r.prefix
-        ));
-        if let Some(id) = r.config_id {
-            route_yaml.push_str(&format!(
-                "                typed_per_filter_config:\n                  envoy.filters.http.ext_authz:\n                    \"@type\": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute\n                    check_settings: {{ context_extensions: {{ config_id: \"{id}\" }} }}\n"
-            ));
-        }
+        bootstrap = bootstrap.route(r.prefix, r.config_id);
     }
-    let body = match opts.body {
-        Some((max, partial)) => format!(
-            "              with_request_body: {{ max_request_bytes: {max}, allow_partial_message: {partial} }}\n"
-        ),
-        None => String::new(),
-    };
-    format!(
-        r#"static_resources:
-  listeners:
-  - name: ingress
-    enable_reuse_port: false
-    address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: ingress_http
-          route_config:
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-{route_yaml}          http_filters:
-          - name: envoy.filters.http.ext_authz
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz
-              transport_api_version: V3
-              failure_mode_allow: {fma}
-              failure_mode_allow_header_add: {fma_header}
-              include_peer_certificate: true
-{body}              grpc_service:
-                envoy_grpc: {{ cluster_name: ext_authz }}
-                timeout: {timeout}
-          - name: envoy.filters.http.router
-            typed_config: {{ "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }}
-  clusters:
-  - name: ext_authz
-    type: STATIC
-    connect_timeout: 1s
-    typed_extension_protocol_options:
-      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
-        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-        explicit_http_config: {{ http2_protocol_options: {{}} }}
-    load_assignment:
-      cluster_name: ext_authz
-      endpoints: [ {{ lb_endpoints: [ {{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {authz_port} }} }} }} }} ] }} ]
-  - name: upstream
-    type: STATIC
-    connect_timeout: 1s
-    load_assignment:
-      cluster_name: upstream
-      endpoints: [ {{ lb_endpoints: [ {{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {upstream_port} }} }} }} }} ] }} ]
-"#,
-        fma = opts.failure_mode_allow,
-        fma_header = opts.failure_mode_allow_header_add,
-        timeout = opts.authz_timeout,
-        authz_port = authz.port(),
-        upstream_port = upstream.port(),
-    )
+    if let Some((max, partial)) = opts.body {
+        bootstrap = bootstrap.with_body(max, partial);
+    }
+    bootstrap.yaml()
 }
 
 /// Envoy, authchain and the upstream, each killed or stopped on drop.
