@@ -322,18 +322,24 @@ impl<'a> Bootstrap<'a> {
                     "              http_service:
                 server_uri: {{ uri: \"http://{addr}\", cluster: ext_authz, timeout: {timeout} }}
                 path_prefix: {prefix}
-                authorization_response:
 ",
                     prefix = service.path_prefix,
                 ));
                 let indent = "                  ";
-                filter.push_str(&list(indent, "allowed_upstream_headers", service.upstream_headers));
-                filter.push_str(&list(
-                    indent,
-                    "allowed_upstream_headers_to_append",
-                    service.upstream_headers_to_append,
-                ));
-                filter.push_str(&list(indent, "allowed_client_headers", service.client_headers));
+                let response = [
+                    list(indent, "allowed_upstream_headers", service.upstream_headers),
+                    list(
+                        indent,
+                        "allowed_upstream_headers_to_append",
+                        service.upstream_headers_to_append,
+                    ),
+                    list(indent, "allowed_client_headers", service.client_headers),
+                ]
+                .concat();
+                if !response.is_empty() {
+                    filter.push_str("                authorization_response:\n");
+                    filter.push_str(&response);
+                }
             }
         }
         filter
@@ -415,6 +421,32 @@ fn parse_listeners(body: &[u8]) -> Result<HashMap<String, SocketAddr>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn empty_header_lists_are_left_out() {
+        let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let service = HttpService {
+            addr,
+            path_prefix: "/check",
+            allowed_headers: &[],
+            upstream_headers: &[],
+            upstream_headers_to_append: &[],
+            client_headers: &[],
+        };
+        let yaml = Bootstrap::new(addr).http(service).yaml();
+        assert!(!yaml.contains("patterns"), "{yaml}");
+        assert!(!yaml.contains("authorization_response"), "{yaml}");
+        let yaml = Bootstrap::new(addr)
+            .http(HttpService {
+                allowed_headers: &["x-*", "cookie"],
+                ..service
+            })
+            .yaml();
+        assert!(
+            yaml.contains("allowed_headers: { patterns: [ { prefix: x- }, { exact: cookie } ] }"),
+            "{yaml}"
+        );
+    }
 
     #[test]
     fn listeners_are_read_from_the_admin_json() {
