@@ -362,12 +362,25 @@ impl Chain {
     /// With a [decision cache](crate::cache), a remembered answer is
     /// replayed instead: the same decision, state and header changes.
     pub async fn authorize(&self, request: &mut AuthorizationRequest) -> Decision {
+        self.answer(request, false).await
+    }
+
+    /// [`authorize`](Self::authorize) for a caller that forwards the
+    /// request itself: see [`crate::transport::authorize_forwarded`].
+    pub(crate) async fn authorize_forwarded(&self, request: &mut AuthorizationRequest) -> Decision {
+        self.answer(request, true).await
+    }
+
+    /// The answer: the path refused, the cache's (a remembered answer is
+    /// replayed whole), or a run; `forwarded` as for
+    /// [`authorize_uncached`](Self::authorize_uncached).
+    async fn answer(&self, request: &mut AuthorizationRequest, forwarded: bool) -> Decision {
         if let Some(deny) = self.refuse_path(request) {
             self.metrics.denied.increment(1);
             return Decision::Deny(deny);
         }
         let Some(cache) = &self.cache else {
-            return self.authorize_uncached(request, false).await.0;
+            return self.authorize_uncached(request, forwarded).await.0;
         };
         // Before the cache: a remembered answer is replayed onto this
         // request, which must not keep the client's copies.
@@ -378,22 +391,6 @@ impl Chain {
             add_removals(&mut allow.headers_to_remove, unlisted);
         }
         decision
-    }
-
-    /// [`authorize`](Self::authorize) for a caller that forwards the
-    /// request itself: see [`crate::transport::authorize_forwarded`].
-    pub(crate) async fn authorize_forwarded(&self, request: &mut AuthorizationRequest) -> Decision {
-        match self.cache {
-            // A remembered answer is replayed whole.
-            Some(_) => self.authorize(request).await,
-            None => match self.refuse_path(request) {
-                Some(deny) => {
-                    self.metrics.denied.increment(1);
-                    Decision::Deny(deny)
-                }
-                None => self.authorize_uncached(request, true).await.0,
-            },
-        }
     }
 
     /// The chain's answer without its cache, and whether it may be

@@ -187,21 +187,29 @@ fn compile(node: &Node, ops: &mut Vec<Op>, used: &mut [bool]) {
             compile_undoable(inner, ops, used);
             ops.push(Op::Not);
         }
-        Node::And(l, r) | Node::Or(l, r) => {
-            match node {
-                Node::And(..) => compile(l, ops, used),
-                _ => compile_undoable(l, ops, used),
-            }
-            let jump = ops.len();
-            ops.push(Op::Not); // placeholder, patched below
-            compile(r, ops, used);
-            let end = ops.len();
-            ops[jump] = match node {
-                Node::And(..) => Op::JumpIfFalse(end),
-                _ => Op::JumpIfTrue(end),
-            };
-        }
+        Node::And(l, r) => binary(l, compile, Op::JumpIfFalse, r, compile, ops, used),
+        Node::Or(l, r) => binary(l, compile_undoable, Op::JumpIfTrue, r, compile, ops, used),
     }
+}
+
+/// How an operand is compiled: [`compile`] or [`compile_undoable`].
+type Compile = fn(&Node, &mut Vec<Op>, &mut [bool]);
+
+/// `l`, then a `jump` over `r` when `l` settles the answer, then `r`.
+fn binary(
+    l: &Node,
+    compile_l: Compile,
+    jump: fn(usize) -> Op,
+    r: &Node,
+    compile_r: Compile,
+    ops: &mut Vec<Op>,
+    used: &mut [bool],
+) {
+    compile_l(l, ops, used);
+    let at = ops.len();
+    ops.push(jump(at)); // patched below, once r's end is known
+    compile_r(r, ops, used);
+    ops[at] = jump(ops.len());
 }
 
 /// Compiles an operand whose changes are undone when it turns out false
@@ -213,13 +221,15 @@ fn compile_undoable(node: &Node, ops: &mut Vec<Op>, used: &mut [bool]) {
         // False only when each operand was, and each undoes its own: no
         // save of its own (a chain of `||` would otherwise save the run
         // once per operand before the first step runs).
-        Node::Or(l, r) => {
-            compile_undoable(l, ops, used);
-            let jump = ops.len();
-            ops.push(Op::Not); // placeholder, patched below
-            compile_undoable(r, ops, used);
-            ops[jump] = Op::JumpIfTrue(ops.len());
-        }
+        Node::Or(l, r) => binary(
+            l,
+            compile_undoable,
+            Op::JumpIfTrue,
+            r,
+            compile_undoable,
+            ops,
+            used,
+        ),
         Node::And(..) | Node::Not(_) => {
             ops.push(Op::Save);
             compile(node, ops, used);

@@ -67,7 +67,7 @@ pub use passthrough::GrpcPassthroughPlugin;
 #[doc(inline)]
 pub use server::{
     CONFIG_ID_KEY, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_REQUEST_BYTES, ExtAuthzServer,
-    ExtAuthzService, OversizedAsDeny, serve, serve_listener_with_shutdown, serve_with_shutdown,
+    ExtAuthzService, RefusedAsDeny, serve, serve_listener_with_shutdown, serve_with_shutdown,
 };
 
 /// Registers this crate's step kinds (`passThroughAuth.grpc`).

@@ -242,28 +242,28 @@ where
 {
     type Response = http::Response<Body>;
     type Error = Infallible;
-    type Future = OversizedAsDeny;
+    type Future = RefusedAsDeny;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         self.0.poll_ready(cx)
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        OversizedAsDeny(self.0.call(request))
+        RefusedAsDeny(self.0.call(request))
     }
 }
 
-/// The future of [`ExtAuthzServer`]: tonic's answer, a refusal of an
-/// oversized `CheckRequest` turned into a deny.
-pub struct OversizedAsDeny(BoxFuture<http::Response<Body>, Infallible>);
+/// The future of [`ExtAuthzServer`]: tonic's answer, with a refusal of a
+/// `CheckRequest` before the handler turned into a deny.
+pub struct RefusedAsDeny(BoxFuture<http::Response<Body>, Infallible>);
 
-impl fmt::Debug for OversizedAsDeny {
+impl fmt::Debug for RefusedAsDeny {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("OversizedAsDeny").finish_non_exhaustive()
+        f.debug_struct("RefusedAsDeny").finish_non_exhaustive()
     }
 }
 
-impl Future for OversizedAsDeny {
+impl Future for RefusedAsDeny {
     type Output = Result<http::Response<Body>, Infallible>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
@@ -274,20 +274,21 @@ impl Future for OversizedAsDeny {
         let Some(status) = response.extensions().get::<Status>() else {
             return Poll::Ready(Ok(response));
         };
-        let (reason, http_status) = match status.code() {
-            tonic::Code::OutOfRange => ("too_large", StatusCode::PAYLOAD_TOO_LARGE),
-            _ => ("invalid_request", StatusCode::BAD_REQUEST),
+        let (reason, http_status, message) = match status.code() {
+            tonic::Code::OutOfRange => (
+                "too_large",
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "the CheckRequest is larger than the server's maxRequestBytes",
+            ),
+            _ => (
+                "invalid_request",
+                StatusCode::BAD_REQUEST,
+                "the CheckRequest cannot be read",
+            ),
         };
         tracing::warn!(error = %status.message(), "denying a CheckRequest tonic refused");
         rejected(reason);
-        let deny = convert::denied(
-            code::INVALID_ARGUMENT,
-            match reason {
-                "too_large" => "the CheckRequest is larger than the server's maxRequestBytes",
-                _ => "the CheckRequest cannot be read",
-            },
-            Deny::new(http_status),
-        );
+        let deny = convert::denied(code::INVALID_ARGUMENT, message, Deny::new(http_status));
         Poll::Ready(Ok(unary_ok(&deny)))
     }
 }
@@ -464,7 +465,7 @@ mod tests {
             (Status::internal("failed to decode"), 400),
             (Status::unimplemented("unknown encoding"), 400),
         ] {
-            let refused = OversizedAsDeny(Box::pin(async move { Ok(status.into_http()) }));
+            let refused = RefusedAsDeny(Box::pin(async move { Ok(status.into_http()) }));
             let response = refused.await.unwrap();
             assert!(response.extensions().get::<Status>().is_none());
             let answer = check_response(response).await;

@@ -110,10 +110,11 @@ pub struct GrpcSettings {
 impl GrpcSettings {
     /// The connection limits these settings give.
     pub fn connection_limits(&self) -> ConnectionLimits {
-        let idle = self
-            .idle_timeout
-            .unwrap_or(ConfigDuration(authchain_grpc::DEFAULT_IDLE_TIMEOUT));
-        connection_limits(self.max_connections, Some(idle))
+        connection_limits(
+            self.max_connections,
+            self.idle_timeout,
+            authchain_grpc::DEFAULT_IDLE_TIMEOUT,
+        )
     }
 }
 
@@ -153,16 +154,24 @@ pub struct HttpSettings {
 impl HttpSettings {
     /// The connection limits these settings give.
     pub fn connection_limits(&self) -> ConnectionLimits {
-        connection_limits(self.max_connections, self.idle_timeout)
+        connection_limits(
+            self.max_connections,
+            self.idle_timeout,
+            authchain_core::transport::DEFAULT_IDLE_TIMEOUT,
+        )
     }
 }
 
-/// A listener's connection limits, the defaults for what is not set.
-fn connection_limits(max: Option<usize>, idle: Option<ConfigDuration>) -> ConnectionLimits {
-    let default = ConnectionLimits::default();
+/// A listener's connection limits: those set, else the default cap and
+/// `default_idle`.
+fn connection_limits(
+    max: Option<usize>,
+    idle: Option<ConfigDuration>,
+    default_idle: Duration,
+) -> ConnectionLimits {
     ConnectionLimits::new(
-        max.unwrap_or(default.max_connections),
-        idle.map_or(default.idle_timeout, |d| d.0),
+        max.unwrap_or(authchain_core::transport::DEFAULT_MAX_CONNECTIONS),
+        idle.map_or(default_idle, |d| d.0),
     )
 }
 
