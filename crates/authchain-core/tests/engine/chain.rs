@@ -390,87 +390,127 @@ async fn steps_that_answer_at_once_and_steps_that_wait_share_the_chain_rules() {
     assert_eq!(chain.authorize(&mut get("/")).await, Decision::authorized());
 }
 
-#[tokio::test]
-async fn boolean_expr_short_circuits() {
-    let (a, b, c) = (Fixed::allow(), Fixed::allow(), Fixed::deny());
-    let chain = Chain::builder("c")
-        .step(a.step("a"))
-        .step(b.step("b"))
-        .step(c.step("c"))
-        .boolean_expr("a || b && c")
-        .build()
-        .unwrap();
-    assert!(chain.authorize(&mut get("/")).await.is_allow());
-    assert_eq!(
-        (a.runs(), b.runs(), c.runs()),
-        (1, 0, 0),
-        "b and c are not needed"
-    );
-
-    let (a, b) = (Fixed::deny(), Fixed::allow());
-    let chain = Chain::builder("c")
-        .step(a.step("a"))
-        .step(b.step("b"))
-        .boolean_expr("a && b")
-        .build()
-        .unwrap();
-    assert_eq!(
-        chain.authorize(&mut get("/")).await,
-        Decision::unauthorized()
-    );
-    assert_eq!((a.runs(), b.runs()), (1, 0));
+/// What a step of an [`ExprCase`] answers.
+#[derive(Clone, Copy)]
+enum Says {
+    /// Allows, setting `x-<step name>: 1` upstream.
+    Allows,
+    /// Denies with this status and body.
+    Denies(u16, &'static str),
 }
 
-#[tokio::test]
-async fn boolean_expr_or_passes_when_one_allows_and_keeps_only_its_mutations() {
-    let a = Fixed::new(Deny::new(StatusCode::UNAUTHORIZED).body("no key"));
-    let b = Fixed::new(Allow::new().set_header(name("x-via"), value("b")));
-    let chain = Chain::builder("c")
-        .step(a.step("apikey"))
-        .step(b.step("jwt"))
-        .boolean_expr("apikey || jwt")
-        .build()
-        .unwrap();
-    let decision = chain.authorize(&mut get("/")).await;
-    assert_eq!(decision.as_allow().unwrap().headers[0].name, "x-via");
-    assert_eq!((a.runs(), b.runs()), (1, 1));
+/// What an [`ExprCase`] expects of the chain.
+enum Want {
+    /// An allow that sets these upstream headers, in this order.
+    Allow(&'static [&'static str]),
+    /// This deny, status and body.
+    Deny(u16, &'static str),
 }
 
+struct ExprCase {
+    name: &'static str,
+    steps: &'static [(&'static str, Says)],
+    expr: &'static str,
+    want: Want,
+    /// How many times each step ran, in the order of `steps`.
+    runs: &'static [usize],
+}
+
+const EXPR_CASES: &[ExprCase] = &[
+    ExprCase {
+        name: "an allow left of || needs nothing right of it",
+        steps: &[
+            ("a", Says::Allows),
+            ("b", Says::Allows),
+            ("c", Says::Denies(403, "")),
+        ],
+        expr: "a || b && c",
+        want: Want::Allow(&["x-a"]),
+        runs: &[1, 0, 0],
+    },
+    ExprCase {
+        name: "a deny left of && needs nothing right of it",
+        steps: &[("a", Says::Denies(403, "")), ("b", Says::Allows)],
+        expr: "a && b",
+        want: Want::Deny(403, ""),
+        runs: &[1, 0],
+    },
+    ExprCase {
+        name: "|| passes when one allows, with its mutations alone",
+        steps: &[
+            ("apikey", Says::Denies(401, "no key")),
+            ("jwt", Says::Allows),
+        ],
+        expr: "apikey || jwt",
+        want: Want::Allow(&["x-jwt"]),
+        runs: &[1, 1],
+    },
+    ExprCase {
+        name: "when every operand denies, the last deny is the answer",
+        steps: &[("a", Says::Denies(401, "a")), ("b", Says::Denies(402, "b"))],
+        expr: "a || b",
+        want: Want::Deny(402, "b"),
+        runs: &[1, 1],
+    },
+    ExprCase {
+        name: "false with no deny to give is a 403",
+        steps: &[("a", Says::Allows)],
+        expr: "!a",
+        want: Want::Deny(403, ""),
+        runs: &[1],
+    },
+    ExprCase {
+        name: "a denying step under ! makes the expression true",
+        steps: &[("a", Says::Denies(403, "")), ("b", Says::Allows)],
+        expr: "!a && b",
+        want: Want::Allow(&["x-b"]),
+        runs: &[1, 1],
+    },
+    ExprCase {
+        name: "a step named twice runs once",
+        steps: &[("a", Says::Allows), ("b", Says::Denies(403, ""))],
+        expr: "(a || b) && (b || a)",
+        want: Want::Allow(&["x-a"]),
+        runs: &[1, 1],
+    },
+];
+
 #[tokio::test]
-async fn boolean_expr_answers_the_last_deny_or_403() {
-    let a = Fixed::new(Deny::new(StatusCode::UNAUTHORIZED).body("a"));
-    let b = Fixed::new(Deny::new(StatusCode::PAYMENT_REQUIRED).body("b"));
-    let chain = Chain::builder("c")
-        .step(a.step("a"))
-        .step(b.step("b"))
-        .boolean_expr("a || b")
-        .build()
-        .unwrap();
-    assert_eq!(
-        chain.authorize(&mut get("/")).await.as_deny().unwrap().body,
-        "b"
-    );
-
-    let a = Fixed::allow();
-    let chain = Chain::builder("c")
-        .step(a.step("a"))
-        .boolean_expr("!a")
-        .build()
-        .unwrap();
-    assert_eq!(
-        chain.authorize(&mut get("/")).await,
-        Decision::unauthorized()
-    );
-
-    // A denying step under `!` makes the expression true.
-    let (a, b) = (Fixed::deny(), Fixed::allow());
-    let chain = Chain::builder("c")
-        .step(a.step("a"))
-        .step(b.step("b"))
-        .boolean_expr("!a && b")
-        .build()
-        .unwrap();
-    assert!(chain.authorize(&mut get("/")).await.is_allow());
+async fn boolean_expr_decides_and_runs_only_what_it_needs() {
+    for case in EXPR_CASES {
+        let name = case.name;
+        let mut builder = Chain::builder("c").boolean_expr(case.expr);
+        let mut steps = Vec::new();
+        for &(step, says) in case.steps {
+            let fixed = match says {
+                Says::Allows => {
+                    let header = HeaderName::try_from(format!("x-{step}")).unwrap();
+                    Fixed::new(Allow::new().set_header(header, value("1")))
+                }
+                Says::Denies(status, body) => {
+                    Fixed::new(Deny::new(StatusCode::from_u16(status).unwrap()).body(body))
+                }
+            };
+            builder = builder.step(fixed.step(step));
+            steps.push(fixed);
+        }
+        let decision = builder.build().unwrap().authorize(&mut get("/")).await;
+        match case.want {
+            Want::Allow(headers) => {
+                let allow = decision
+                    .as_allow()
+                    .unwrap_or_else(|| panic!("case {name}: {decision:?}"));
+                let set: Vec<&str> = allow.headers.iter().map(|m| m.name.as_str()).collect();
+                assert_eq!(set, headers, "case {name}");
+            }
+            Want::Deny(status, body) => {
+                let deny = Deny::new(StatusCode::from_u16(status).unwrap()).body(body);
+                assert_eq!(decision, Decision::Deny(deny), "case {name}");
+            }
+        }
+        let runs: Vec<usize> = steps.iter().map(Fixed::runs).collect();
+        assert_eq!(runs, case.runs, "case {name}");
+    }
 }
 
 /// A step that allows and writes everywhere a step can: a header, a query
@@ -570,19 +610,6 @@ async fn only_the_branches_that_decided_contribute() {
         .expect("allowed");
     assert_eq!(allow.headers.len(), 1);
     assert_eq!(a.runs(), 2);
-}
-
-#[tokio::test]
-async fn a_step_named_twice_runs_once() {
-    let (a, b) = (Fixed::allow(), Fixed::deny());
-    let chain = Chain::builder("c")
-        .step(a.step("a"))
-        .step(b.step("b"))
-        .boolean_expr("(a || b) && (b || a)")
-        .build()
-        .unwrap();
-    assert!(chain.authorize(&mut get("/")).await.is_allow());
-    assert_eq!((a.runs(), b.runs()), (1, 1));
 }
 
 #[test]
@@ -773,32 +800,35 @@ async fn each_run_records_how_long_it_took() {
 
 #[tokio::test(start_paused = true)]
 async fn the_chain_deadline_bounds_all_steps_together() {
-    let chain = Chain::builder("c")
-        .step(ChainStep::new("one", sleeping(Duration::from_millis(600))))
-        .step(ChainStep::new("two", sleeping(Duration::from_millis(600))))
-        .deadline(Duration::from_secs(1))
-        .build()
-        .unwrap();
-    let started = tokio::time::Instant::now();
-    assert_eq!(
-        chain.authorize(&mut get("/")).await,
-        Decision::unauthorized()
-    );
-    assert_eq!(started.elapsed(), Duration::from_secs(1));
-
-    // A step timeout longer than what is left of the deadline does not extend it.
-    let chain = Chain::builder("c")
-        .step(ChainStep::new("one", sleeping(Duration::from_millis(600))))
-        .step(
-            ChainStep::new("two", sleeping(Duration::from_millis(600)))
-                .timeout(Duration::from_secs(5)),
-        )
-        .deadline(Duration::from_secs(1))
-        .build()
-        .unwrap();
-    let started = tokio::time::Instant::now();
-    assert!(!chain.authorize(&mut get("/")).await.is_allow());
-    assert_eq!(started.elapsed(), Duration::from_secs(1));
+    // (case, the second step's own timeout): two steps of 600 ms each
+    // under a deadline of 1 s.
+    let cases = [
+        ("no step timeout", None),
+        // One longer than what is left of the deadline does not extend it.
+        (
+            "a step timeout past the deadline",
+            Some(Duration::from_secs(5)),
+        ),
+    ];
+    for (name, timeout) in cases {
+        let mut two = ChainStep::new("two", sleeping(Duration::from_millis(600)));
+        if let Some(timeout) = timeout {
+            two = two.timeout(timeout);
+        }
+        let chain = Chain::builder("c")
+            .step(ChainStep::new("one", sleeping(Duration::from_millis(600))))
+            .step(two)
+            .deadline(Duration::from_secs(1))
+            .build()
+            .unwrap();
+        let started = tokio::time::Instant::now();
+        assert_eq!(
+            chain.authorize(&mut get("/")).await,
+            Decision::unauthorized(),
+            "case {name}"
+        );
+        assert_eq!(started.elapsed(), Duration::from_secs(1), "case {name}");
+    }
 }
 
 #[tokio::test(start_paused = true)]

@@ -165,78 +165,74 @@ fn errors_in_a_manifest_are_placed_under_spec() {
 
 #[test]
 fn unknown_plugins_kinds_and_fields_are_rejected() {
-    let r = registry();
-    assert_eq!(
-        build_err("name: c\nconfigs:\n- {}\n- pluginAuth: {name: Nope}\n", &r)
-            .lines()
-            .collect::<Vec<_>>(),
-        [
-            "auth.yaml: configs[0]: no step kind: expected one of pluginAuth, passThroughAuth",
-            "auth.yaml: configs[1].pluginAuth.name: no plugin named 'Nope' is registered (registered: Allow, RequiredHeader)",
-        ]
-    );
-    assert_eq!(
-        build_err("name: c\nconfigs:\n- oauth2: {}\n", &r),
-        "auth.yaml: configs[0].oauth2: no plugin is registered for step kind `oauth2` (registered: none)"
-    );
-    assert_eq!(
-        build_err("name: c\nconfigs:\n- {jwt: {}, apiKeyAuth: {}}\n", &r),
-        "auth.yaml: configs[0]: expected exactly one step kind, found `apiKeyAuth` and `jwt`"
-    );
-    assert_eq!(
-        build_err("name: c\nconfigz: []\n", &r),
-        "auth.yaml: configz: unknown field `configz`, expected one of `configs`, `booleanExpr`, `statusOnError`, `deadline`, `stripClientHeaders`, `trustClientHeaders`, `allowAmbiguousPaths`, `failOnRedirect`, `cache`"
-    );
-    assert_eq!(
-        build_err(
+    // (case, document, the error)
+    const CASES: &[(&str, &str, &str)] = &[
+        (
+            "no step kind, and a plugin no one registered",
+            "name: c\nconfigs:\n- {}\n- pluginAuth: {name: Nope}\n",
+            "auth.yaml: configs[0]: no step kind: expected one of pluginAuth, passThroughAuth\n\
+             auth.yaml: configs[1].pluginAuth.name: no plugin named 'Nope' is registered (registered: Allow, RequiredHeader)",
+        ),
+        (
+            "a step kind no plugin serves",
+            "name: c\nconfigs:\n- oauth2: {}\n",
+            "auth.yaml: configs[0].oauth2: no plugin is registered for step kind `oauth2` (registered: none)",
+        ),
+        (
+            "two step kinds",
+            "name: c\nconfigs:\n- {jwt: {}, apiKeyAuth: {}}\n",
+            "auth.yaml: configs[0]: expected exactly one step kind, found `apiKeyAuth` and `jwt`",
+        ),
+        (
+            "an unknown top-level field",
+            "name: c\nconfigz: []\n",
+            "auth.yaml: configz: unknown field `configz`, expected one of `configs`, `booleanExpr`, `statusOnError`, `deadline`, `stripClientHeaders`, `trustClientHeaders`, `allowAmbiguousPaths`, `failOnRedirect`, `cache`",
+        ),
+        (
+            "an unknown pluginAuth field",
             "name: c\nconfigs:\n- pluginAuth: {name: Allow, extra: 1}\n",
-            &r
+            "auth.yaml: configs[0].pluginAuth.extra: unknown field `extra`, expected one of `name`, `config`, `pluginFileName`, `exportedSymbolName`",
         ),
-        "auth.yaml: configs[0].pluginAuth.extra: unknown field `extra`, expected one of `name`, `config`, `pluginFileName`, `exportedSymbolName`"
-    );
-    assert_eq!(
-        build_err(
+        (
+            "a timeout with no unit",
             "name: c\nconfigs:\n- pluginAuth: {name: Allow}\n  timeout: soon\n",
-            &r
+            "auth.yaml: configs[0].timeout: expected a duration such as \"5s\" or \"250ms\", found unit `soon`",
         ),
-        "auth.yaml: configs[0].timeout: expected a duration such as \"5s\" or \"250ms\", found unit `soon`"
-    );
-    assert_eq!(
-        build_err(
+        (
+            "failureModeAllow not a boolean",
             "name: c\nconfigs:\n- pluginAuth: {name: Allow}\n  failureModeAllow: yes\n",
-            &r
+            "auth.yaml: configs[0].failureModeAllow: expected a boolean, found a string",
         ),
-        "auth.yaml: configs[0].failureModeAllow: expected a boolean, found a string"
-    );
-    assert_eq!(
-        build_err(
+        (
+            "a zero step timeout",
             "name: c\nconfigs:\n- pluginAuth: {name: Allow}\n  timeout: 0s\n",
-            &r
+            "auth.yaml: configs[0].timeout: expected a duration above zero",
         ),
-        "auth.yaml: configs[0].timeout: expected a duration above zero"
-    );
-    assert_eq!(
-        build_err("name: c\ndeadline: 0ms\nconfigs: []\n", &r),
-        "auth.yaml: deadline: expected a duration above zero"
-    );
-    assert_eq!(
-        build_err("name: c\nstatusOnError: 99\nconfigs: []\n", &r),
-        "auth.yaml: statusOnError: expected a deny status from 300 to 599 (a proxy lets a request through on a 2xx)"
-    );
-    assert_eq!(
-        build_err(
+        (
+            "a zero deadline",
+            "name: c\ndeadline: 0ms\nconfigs: []\n",
+            "auth.yaml: deadline: expected a duration above zero",
+        ),
+        (
+            "statusOnError not a deny status",
+            "name: c\nstatusOnError: 99\nconfigs: []\n",
+            "auth.yaml: statusOnError: expected a deny status from 300 to 599 (a proxy lets a request through on a 2xx)",
+        ),
+        (
+            "stripClientHeaders not a header name",
             "name: c\nstripClientHeaders: [\"bad header\"]\nconfigs: []\n",
-            &r
+            "auth.yaml: stripClientHeaders[0]: not a valid header name",
         ),
-        "auth.yaml: stripClientHeaders[0]: not a valid header name"
-    );
-    assert_eq!(
-        build_err(
+        (
+            "booleanExpr naming no step",
             "name: c\nconfigs:\n- name: a\n  pluginAuth: {name: Allow}\nbooleanExpr: a && b\n",
-            &r
+            "auth.yaml: booleanExpr: column 6: unknown step name 'b' (steps: a)",
         ),
-        "auth.yaml: booleanExpr: column 6: unknown step name 'b' (steps: a)"
-    );
+    ];
+    let registry = registry();
+    for (name, document, want) in CASES {
+        assert_eq!(build_err(document, &registry), *want, "case {name}");
+    }
 }
 
 #[test]
@@ -268,26 +264,45 @@ fn document_shape_errors() {
             .unwrap_err()
             .to_string()
     };
-    assert_eq!(
-        err("- a\n- b\n"),
-        "f.yaml: expected a mapping, found a list"
-    );
-    assert_eq!(
-        err("configs: []\n"),
-        "f.yaml: missing field `name` (or a Gloo manifest)"
-    );
-    assert_eq!(
-        err("apiVersion: gateway.solo.io/v1\nkind: VirtualService\n"),
-        "f.yaml: apiVersion: expected one of enterprise.gloo.solo.io/v1, extauth.solo.io/v1"
-    );
-    assert_eq!(
-        err("apiVersion: enterprise.gloo.solo.io/v1\nkind: Upstream\n"),
-        "f.yaml: kind: expected `AuthConfig`"
-    );
-    assert_eq!(
-        err("apiVersion: enterprise.gloo.solo.io/v1\nkind: AuthConfig\nspec: {configs: []}\n"),
-        "f.yaml: metadata.name: expected a non-empty string"
-    );
+    // (case, document, the error)
+    const CASES: &[(&str, &str, &str)] = &[
+        (
+            "a list",
+            "- a\n- b\n",
+            "f.yaml: expected a mapping, found a list",
+        ),
+        (
+            "no name",
+            "configs: []\n",
+            "f.yaml: missing field `name` (or a Gloo manifest)",
+        ),
+        (
+            "another apiVersion",
+            "apiVersion: gateway.solo.io/v1\nkind: VirtualService\n",
+            "f.yaml: apiVersion: expected one of enterprise.gloo.solo.io/v1, extauth.solo.io/v1",
+        ),
+        (
+            "another kind",
+            "apiVersion: enterprise.gloo.solo.io/v1\nkind: Upstream\n",
+            "f.yaml: kind: expected `AuthConfig`",
+        ),
+        (
+            "a manifest without metadata.name",
+            "apiVersion: enterprise.gloo.solo.io/v1\nkind: AuthConfig\nspec: {configs: []}\n",
+            "f.yaml: metadata.name: expected a non-empty string",
+        ),
+        // Both reported, each with its document.
+        (
+            "two documents, both wrong",
+            "kind: x\n---\n[]\n",
+            "f.yaml document 1: apiVersion: expected one of enterprise.gloo.solo.io/v1, extauth.solo.io/v1\n\
+             f.yaml document 2: expected a mapping, found a list",
+        ),
+    ];
+    for (name, document, want) in CASES {
+        assert_eq!(err(document), *want, "case {name}");
+    }
+    // Syntax errors say where, in the parser's words.
     let e = err("name: a\nconfigs: [\n");
     assert!(e.starts_with("f.yaml document 1: "), "{e}");
     assert!(e.contains("line"), "a YAML syntax error says where: {e}");
@@ -295,15 +310,6 @@ fn document_shape_errors() {
         .unwrap_err()
         .to_string();
     assert!(e.starts_with("f.json: EOF while parsing"), "{e}");
-    // Two documents, both wrong: both reported, each with its document.
-    let e = err("kind: x\n---\n[]\n");
-    assert_eq!(
-        e.lines().collect::<Vec<_>>(),
-        [
-            "f.yaml document 1: apiVersion: expected one of enterprise.gloo.solo.io/v1, extauth.solo.io/v1",
-            "f.yaml document 2: expected a mapping, found a list",
-        ]
-    );
 }
 
 /// A passthrough kind that records the block it was built from and fails
@@ -424,16 +430,20 @@ configs:
 #[tokio::test]
 async fn a_chain_of_no_steps_and_durations_no_clock_can_hold_are_config_errors() {
     let step = "{ pluginAuth: { name: RequiredHeader, config: { RequiredHeader: a, AllowedValues: [b] } } }";
+    // (case, the document after its name, what the error says)
     let cases = [
         (
+            "no steps",
             "configs: []".to_owned(),
             "configs: expected at least one step",
         ),
         (
+            "a deadline of a year",
             format!("deadline: 8784h\nconfigs: [{step}]"),
             "deadline: duration out of range: at most 365 days",
         ),
         (
+            "a step timeout of a year",
             format!(
                 "configs: [{{ timeout: 9000h, {} }}]",
                 &step[2..step.len() - 2]
@@ -441,38 +451,38 @@ async fn a_chain_of_no_steps_and_durations_no_clock_can_hold_are_config_errors()
             "timeout: duration out of range: at most 365 days",
         ),
         (
+            "a cache ttl of eons",
             format!(
                 "configs: [{step}]\ncache: {{ key: [path], ttl: 99999999999h, trustKey: true }}"
             ),
             "cache.ttl",
         ),
     ];
-    for (spec, expected) in cases {
+    for (name, spec, expected) in cases {
         let yaml = format!("name: x\n{spec}\n");
         let error = match AuthConfig::parse("a.yaml", &yaml, Format::Yaml) {
             Err(e) => e,
             Ok(configs) => Engine::new(registry()).load(&configs).await.unwrap_err(),
         };
-        assert!(error.to_string().contains(expected), "{spec}: {error}");
+        assert!(error.to_string().contains(expected), "case {name}: {error}");
     }
     // In code as well: nothing a clock overflows on.
-    let error = Chain::builder("c")
-        .step(ChainStep::new(
-            "s",
-            Arc::new(decide_fn(|_| Ok(Decision::authorized()))),
-        ))
-        .deadline(Duration::MAX)
-        .build()
-        .unwrap_err();
-    assert!(error.to_string().contains("deadline"), "{error}");
-    let error = Chain::builder("c")
-        .step(
-            ChainStep::new("s", Arc::new(decide_fn(|_| Ok(Decision::authorized()))))
-                .timeout(Duration::MAX),
-        )
-        .build()
-        .unwrap_err();
-    assert!(error.to_string().contains("step 's' timeout"), "{error}");
-    let error = Chain::builder("c").build().unwrap_err();
-    assert!(error.to_string().contains("at least one step"), "{error}");
+    let allow = || ChainStep::new("s", Arc::new(decide_fn(|_| Ok(Decision::authorized()))));
+    let cases = [
+        (
+            "a deadline of Duration::MAX",
+            Chain::builder("c").step(allow()).deadline(Duration::MAX),
+            "deadline",
+        ),
+        (
+            "a step timeout of Duration::MAX",
+            Chain::builder("c").step(allow().timeout(Duration::MAX)),
+            "step 's' timeout",
+        ),
+        ("no steps", Chain::builder("c"), "at least one step"),
+    ];
+    for (name, builder, expected) in cases {
+        let error = builder.build().unwrap_err();
+        assert!(error.to_string().contains(expected), "case {name}: {error}");
+    }
 }
