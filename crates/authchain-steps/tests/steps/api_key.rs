@@ -81,23 +81,38 @@ async fn a_forged_identity_header_is_replaced() {
 async fn missing_wrong_and_malformed_keys_are_401() {
     let chain = chain(KEYS).await;
     let huge = "a".repeat(100_000);
-    let mut cases = vec![
-        req(Method::GET, "/"),
-        get_with("/", "api-key", "alice-key-012345678"),
-        get_with("/", "api-key", "alice-key-01234567890"),
-        get_with("/", "api-key", ""),
-        get_with("/", "api-key", &huge),
-        get_with("/", "authorization", "Basic alice-key-0123456789"),
-        get_with("/", "authorization", "Bearer"),
-        get_with("/", "authorization", &format!("Bearer {huge}")),
+    let cases = [
+        ("no key", req(Method::GET, "/")),
+        (
+            "one byte short",
+            get_with("/", "api-key", "alice-key-012345678"),
+        ),
+        (
+            "one byte long",
+            get_with("/", "api-key", "alice-key-01234567890"),
+        ),
+        ("empty", get_with("/", "api-key", "")),
+        ("huge", get_with("/", "api-key", &huge)),
+        (
+            "a key under Basic",
+            get_with("/", "authorization", "Basic alice-key-0123456789"),
+        ),
+        ("Bearer alone", get_with("/", "authorization", "Bearer")),
+        (
+            "a huge bearer",
+            get_with("/", "authorization", &format!("Bearer {huge}")),
+        ),
+        (
+            "not UTF-8",
+            req(Method::GET, "/").with_header(
+                HeaderName::from_static("api-key"),
+                HeaderValue::from_bytes(b"alice-key-\xff\xfe").unwrap(),
+            ),
+        ),
     ];
-    cases.push(req(Method::GET, "/").with_header(
-        HeaderName::from_static("api-key"),
-        HeaderValue::from_bytes(b"alice-key-\xff\xfe").unwrap(),
-    ));
-    for mut r in cases {
+    for (name, mut r) in cases {
         let d = chain.authorize(&mut r).await;
-        assert_eq!(status(&d), 401);
+        assert_eq!(status(&d), 401, "case {name}");
     }
 }
 

@@ -69,31 +69,44 @@ async fn every_hash_scheme_verifies() {
 async fn bad_credentials_get_a_401_with_the_realm() {
     let chain = chain(&config()).await;
     let huge = "A".repeat(100_000);
-    let mut cases = vec![
-        req(Method::GET, "/"),
-        get_with("/", "authorization", &basic("alice", "wrong")),
-        get_with("/", "authorization", &basic("alice", "")),
-        get_with("/", "authorization", &basic("nobody", "password")),
-        get_with("/", "authorization", &basic("", "password")),
-        get_with("/", "authorization", "Basic !!!not-base64!!!"),
-        get_with("/", "authorization", "Basic dXNlcnBhc3N3b3Jk"), // no colon
-        get_with("/", "authorization", "Bearer dXNlcjpwYXNzd29yZA=="),
-        get_with("/", "authorization", "Basic"),
-        get_with("/", "authorization", &format!("Basic {huge}")),
-    ];
     let non_utf8 = base64::engine::general_purpose::STANDARD.encode(b"\xff\xfe:password");
-    cases.push(get_with("/", "authorization", &format!("Basic {non_utf8}")));
-    cases.push(req(Method::GET, "/").with_header(
-        HeaderName::from_static("authorization"),
-        HeaderValue::from_bytes(b"Basic \xff\xff").unwrap(),
-    ));
-    for mut r in cases {
+    let basic_header = |value: &str| get_with("/", "authorization", value);
+    let cases = [
+        ("no credential", req(Method::GET, "/")),
+        ("a wrong password", basic_header(&basic("alice", "wrong"))),
+        ("an empty password", basic_header(&basic("alice", ""))),
+        (
+            "an unknown user",
+            basic_header(&basic("nobody", "password")),
+        ),
+        ("an empty user", basic_header(&basic("", "password"))),
+        ("not base64", basic_header("Basic !!!not-base64!!!")),
+        ("no colon", basic_header("Basic dXNlcnBhc3N3b3Jk")),
+        (
+            "a user under Bearer",
+            basic_header("Bearer dXNlcjpwYXNzd29yZA=="),
+        ),
+        ("Basic alone", basic_header("Basic")),
+        ("huge", basic_header(&format!("Basic {huge}"))),
+        (
+            "a user not UTF-8",
+            basic_header(&format!("Basic {non_utf8}")),
+        ),
+        (
+            "a header not UTF-8",
+            req(Method::GET, "/").with_header(
+                HeaderName::from_static("authorization"),
+                HeaderValue::from_bytes(b"Basic \xff\xff").unwrap(),
+            ),
+        ),
+    ];
+    for (name, mut r) in cases {
         let d = chain.authorize(&mut r).await;
-        let deny = d.as_deny().expect("deny");
-        assert_eq!(deny.status, 401);
+        let deny = d.as_deny().unwrap_or_else(|| panic!("case {name}: {d:?}"));
+        assert_eq!(deny.status, 401, "case {name}");
         assert_eq!(
-            deny.headers["www-authenticate"],
-            "Basic realm=\"ratings\", charset=\"UTF-8\""
+            deny.headers["www-authenticate"], "Basic realm=\"ratings\", charset=\"UTF-8\"",
+            "case {name}"
         );
     }
 }

@@ -137,6 +137,16 @@ async fn invalid_tokens_are_401_invalid_token() {
         ),
         good.split('.').nth(1).unwrap()
     );
+    let forged = {
+        let mut header = Header::new(Algorithm::RS256);
+        header.kid = Some("rsa-1".into());
+        jsonwebtoken::encode(
+            &header,
+            &claims(),
+            &EncodingKey::from_rsa_pem(RSA2).unwrap(),
+        )
+        .unwrap()
+    };
     let cases = vec![
         (
             "expired",
@@ -165,6 +175,12 @@ async fn invalid_tokens_are_401_invalid_token() {
             sign(Algorithm::RS256, "rsa-2", &claims()),
         ),
         ("unknown kid", sign(Algorithm::RS256, "nope", &claims())),
+        ("another key under a real kid", forged),
+        // An HMAC token cannot pass as one of RS256's keys.
+        (
+            "HS256 under an RSA kid",
+            sign(Algorithm::HS256, "rsa-1", &claims()),
+        ),
         ("tampered", tampered),
         ("alg none", none_alg),
         ("garbage", "a.b.c".to_owned()),
@@ -172,13 +188,15 @@ async fn invalid_tokens_are_401_invalid_token() {
         ("huge", "a".repeat(100_000)),
         ("non-base64", "@@@.@@@.@@@".to_owned()),
     ];
-    for (what, token) in cases {
+    for (name, token) in cases {
         let d = chain.authorize(&mut bearer(&token)).await;
-        let deny = d.as_deny().unwrap_or_else(|| panic!("{what} allowed"));
-        assert_eq!(deny.status, 401, "{what}");
+        let deny = d
+            .as_deny()
+            .unwrap_or_else(|| panic!("case {name}: allowed"));
+        assert_eq!(deny.status, 401, "case {name}");
         assert_eq!(
             deny.headers["www-authenticate"], "Bearer realm=\"authchain\", error=\"invalid_token\"",
-            "{what}"
+            "case {name}"
         );
     }
     // Within the leeway, an expired token still passes.
@@ -190,44 +208,41 @@ async fn invalid_tokens_are_401_invalid_token() {
         )))
         .await;
     assert!(d.is_allow());
-    // A token signed by another key under a real kid.
-    let mut header = Header::new(Algorithm::RS256);
-    header.kid = Some("rsa-1".into());
-    let forged = jsonwebtoken::encode(
-        &header,
-        &claims(),
-        &EncodingKey::from_rsa_pem(RSA2).unwrap(),
-    )
-    .unwrap();
-    assert_eq!(status(&chain.authorize(&mut bearer(&forged)).await), 401);
-    // An HMAC token signed with the RSA public key's bytes cannot pass as RS256's key.
-    let confused = sign(Algorithm::HS256, "rsa-1", &claims());
-    assert_eq!(status(&chain.authorize(&mut bearer(&confused)).await), 401);
 }
 
 #[tokio::test]
-async fn a_missing_token_gets_a_plain_challenge() {
+async fn a_missing_token_gets_a_plain_challenge_an_unreadable_one_invalid_token() {
     let chain = chain(&local_config("    realm: ratings\n")).await;
-    for mut r in [
-        req(http::Method::GET, "/"),
-        get_with("/", "cookie", "session=x"),
-    ] {
+    let plain = "Bearer realm=\"ratings\"";
+    let invalid = "Bearer realm=\"ratings\", error=\"invalid_token\"";
+    // (case, request, the challenge of its 401)
+    let cases = [
+        ("no header", req(http::Method::GET, "/"), plain),
+        (
+            "a cookie, no token",
+            get_with("/", "cookie", "session=x"),
+            plain,
+        ),
+        (
+            "Authorization of another scheme",
+            get_with("/", "authorization", "Basic abc"),
+            invalid,
+        ),
+        (
+            "a token not UTF-8",
+            req(http::Method::GET, "/").with_header(
+                http::header::AUTHORIZATION,
+                http::HeaderValue::from_bytes(b"Bearer \xff").unwrap(),
+            ),
+            invalid,
+        ),
+    ];
+    for (name, mut r, challenge) in cases {
         let d = chain.authorize(&mut r).await;
-        let deny = d.as_deny().expect("deny");
-        assert_eq!(deny.status, 401);
-        assert_eq!(deny.headers["www-authenticate"], "Bearer realm=\"ratings\"");
+        let deny = d.as_deny().unwrap_or_else(|| panic!("case {name}: {d:?}"));
+        assert_eq!(deny.status, 401, "case {name}");
+        assert_eq!(deny.headers["www-authenticate"], challenge, "case {name}");
     }
-    let d = chain
-        .authorize(&mut get_with("/", "authorization", "Basic abc"))
-        .await;
-    assert_eq!(status(&d), 401);
-    let d = chain
-        .authorize(&mut req(http::Method::GET, "/").with_header(
-            http::header::AUTHORIZATION,
-            http::HeaderValue::from_bytes(b"Bearer \xff").unwrap(),
-        ))
-        .await;
-    assert_eq!(status(&d), 401);
 }
 
 #[tokio::test]
@@ -237,18 +252,27 @@ async fn a_token_from_a_cookie_or_a_custom_header() {
     ))
     .await;
     let token = sign(Algorithm::ES256, "ec-1", &claims());
-    let d = chain
-        .authorize(&mut get_with(
-            "/",
+    // (case, the header and its value, the status)
+    let cases = [
+        (
+            "in the cookie",
             "cookie",
-            &format!("a=b; access_token={token}"),
-        ))
-        .await;
-    assert!(d.is_allow(), "{d:?}");
-    let d = chain.authorize(&mut get_with("/", "x-token", &token)).await;
-    assert!(d.is_allow(), "{d:?}");
-    let d = chain.authorize(&mut bearer(&token)).await;
-    assert_eq!(status(&d), 401, "Authorization is not a source any more");
+            format!("a=b; access_token={token}"),
+            200,
+        ),
+        ("in the custom header", "x-token", token.clone(), 200),
+        // Authorization is not a source any more.
+        (
+            "under Bearer",
+            "authorization",
+            format!("Bearer {token}"),
+            401,
+        ),
+    ];
+    for (name, header, value, want) in cases {
+        let d = chain.authorize(&mut get_with("/", header, &value)).await;
+        assert_eq!(status(&d), want, "case {name}: {d:?}");
+    }
 }
 
 /// A JWKS server on 127.0.0.1:0 whose document can change; counts fetches.
