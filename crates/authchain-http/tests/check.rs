@@ -102,29 +102,6 @@ fn request(
         .unwrap()
 }
 
-#[tokio::test]
-async fn envoy_http_service_mode_sends_the_original_after_the_selector() {
-    let (server, seen) = check_server(CheckConfig::default(), Decision::authorized()).await;
-    let req = request(
-        Method::POST,
-        "/check:site/ratings/1?x=1",
-        &[("host", "shop.example")],
-        "payload",
-    );
-    let response = server.check(req, peer(CLIENT)).await;
-    assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(
-        seen.lock().unwrap().clone().unwrap(),
-        Seen {
-            method: Method::POST,
-            path: "/ratings/1?x=1".into(),
-            host: "shop.example".into(),
-            scheme: String::new(),
-            body: Some(Bytes::from_static(b"payload")),
-        }
-    );
-}
-
 /// A check's status and, when a chain ran, its config and the path it saw.
 type Outcome = (u16, Option<(String, String)>);
 
@@ -225,69 +202,98 @@ async fn only_the_proxy_config_selects_the_auth_config() {
     }
 }
 
-#[tokio::test]
-async fn traefik_and_caddy_forwarded_headers_from_a_trusted_proxy() {
-    let (server, seen) = check_server(forwarding(), Decision::authorized()).await;
-    let headers = [
-        ("x-forwarded-method", "DELETE"),
-        ("x-forwarded-uri", "/admin/users?id=7"),
-        ("x-forwarded-host", "app.example"),
-        ("x-forwarded-proto", "https"),
-        // The other family, which Traefik and Caddy pass from the client.
-        ("x-original-uri", "/public"),
-        ("x-original-method", "GET"),
-        ("host", "authchain:9000"),
-    ];
-    let response = server
-        .check(
-            request(Method::GET, "/check:site", &headers, ""),
-            peer(PROXY),
-        )
-        .await;
-    assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(
-        seen.lock().unwrap().clone().unwrap(),
-        Seen {
-            method: Method::DELETE,
-            path: "/admin/users?id=7".into(),
-            host: "app.example".into(),
-            scheme: "https".into(),
-            body: None,
-        }
-    );
+/// A check as one kind of proxy sends it, and what the chain must see of
+/// the original request.
+struct ProxyCase {
+    name: &'static str,
+    config: CheckConfig,
+    method: Method,
+    path: &'static str,
+    headers: &'static [(&'static str, &'static str)],
+    body: &'static str,
+    from: &'static str,
+    want: Seen,
 }
 
 #[tokio::test]
-async fn nginx_original_headers_from_a_trusted_proxy() {
-    let (server, seen) = check_server(original(), Decision::authorized()).await;
-    let headers = [
-        ("x-original-uri", "/private/doc?v=2"),
-        ("x-original-method", "PUT"),
-        // nginx passes every client header: the other family is the
-        // client's.
-        ("x-forwarded-uri", "/public/x"),
-        ("x-forwarded-method", "GET"),
-        ("x-forwarded-host", "public.example"),
-        ("x-original-url", "https://public.example/public"),
-        ("host", "shop.example"),
+async fn each_proxy_s_check_is_read_as_its_original_request() {
+    let cases = [
+        ProxyCase {
+            name: "Envoy HTTP service mode: the original after the selector",
+            config: CheckConfig::default(),
+            method: Method::POST,
+            path: "/check:site/ratings/1?x=1",
+            headers: &[("host", "shop.example")],
+            body: "payload",
+            from: CLIENT,
+            want: Seen {
+                method: Method::POST,
+                path: "/ratings/1?x=1".into(),
+                host: "shop.example".into(),
+                scheme: String::new(),
+                body: Some(Bytes::from_static(b"payload")),
+            },
+        },
+        ProxyCase {
+            name: "Traefik or Caddy: X-Forwarded-* from a trusted proxy",
+            config: forwarding(),
+            method: Method::GET,
+            path: "/check:site",
+            headers: &[
+                ("x-forwarded-method", "DELETE"),
+                ("x-forwarded-uri", "/admin/users?id=7"),
+                ("x-forwarded-host", "app.example"),
+                ("x-forwarded-proto", "https"),
+                // The other family, which Traefik and Caddy pass from the client.
+                ("x-original-uri", "/public"),
+                ("x-original-method", "GET"),
+                ("host", "authchain:9000"),
+            ],
+            body: "",
+            from: PROXY,
+            want: Seen {
+                method: Method::DELETE,
+                path: "/admin/users?id=7".into(),
+                host: "app.example".into(),
+                scheme: "https".into(),
+                body: None,
+            },
+        },
+        ProxyCase {
+            name: "nginx: X-Original-* from a trusted proxy",
+            config: original(),
+            method: Method::GET,
+            path: "/check:site",
+            headers: &[
+                ("x-original-uri", "/private/doc?v=2"),
+                ("x-original-method", "PUT"),
+                // nginx passes every client header: the other family is the
+                // client's.
+                ("x-forwarded-uri", "/public/x"),
+                ("x-forwarded-method", "GET"),
+                ("x-forwarded-host", "public.example"),
+                ("x-original-url", "https://public.example/public"),
+                ("host", "shop.example"),
+            ],
+            body: "",
+            from: PROXY,
+            want: Seen {
+                method: Method::PUT,
+                path: "/private/doc?v=2".into(),
+                host: "shop.example".into(),
+                scheme: String::new(),
+                body: None,
+            },
+        },
     ];
-    let response = server
-        .check(
-            request(Method::GET, "/check:site", &headers, ""),
-            peer(PROXY),
-        )
-        .await;
-    assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(
-        seen.lock().unwrap().clone().unwrap(),
-        Seen {
-            method: Method::PUT,
-            path: "/private/doc?v=2".into(),
-            host: "shop.example".into(),
-            scheme: String::new(),
-            body: None,
-        }
-    );
+    for case in cases {
+        let name = case.name;
+        let (server, seen) = check_server(case.config, Decision::authorized()).await;
+        let check = request(case.method, case.path, case.headers, case.body);
+        let response = server.check(check, peer(case.from)).await;
+        assert_eq!(response.status(), StatusCode::OK, "case {name}");
+        assert_eq!(*seen.lock().unwrap(), Some(case.want), "case {name}");
+    }
 }
 
 #[tokio::test]
@@ -473,17 +479,23 @@ async fn an_allow_carries_upstream_headers_and_removals() {
 
 #[tokio::test]
 async fn one_removal_is_listed_alone() {
-    let allow = Allow::new().remove_header(HeaderName::from_static("x-debug"));
-    let (server, _) = check_server(CheckConfig::default(), allow.into()).await;
-    let response = server
-        .check(request(Method::GET, "/check:site/", &[], ""), peer(CLIENT))
-        .await;
-    assert_eq!(response.headers()[HEADERS_TO_REMOVE], "x-debug");
-    let (server, _) = check_server(CheckConfig::default(), Decision::authorized()).await;
-    let response = server
-        .check(request(Method::GET, "/check:site/", &[], ""), peer(CLIENT))
-        .await;
-    assert!(!response.headers().contains_key(HEADERS_TO_REMOVE));
+    // (case, the allow, the removals the answer lists)
+    let cases = [
+        (
+            "one removal",
+            Allow::new().remove_header(HeaderName::from_static("x-debug")),
+            Some("x-debug"),
+        ),
+        ("no removal", Allow::new(), None),
+    ];
+    for (name, allow, want) in cases {
+        let (server, _) = check_server(CheckConfig::default(), allow.into()).await;
+        let response = server
+            .check(request(Method::GET, "/check:site/", &[], ""), peer(CLIENT))
+            .await;
+        let listed = response.headers().get(HEADERS_TO_REMOVE);
+        assert_eq!(listed.map(|v| v.to_str().unwrap()), want, "case {name}");
+    }
 }
 
 #[tokio::test]

@@ -383,44 +383,57 @@ fn bad_configs_name_their_place() {
         .unwrap_err()
         .to_string()
     };
-    assert_eq!(
-        err(
-            "{url: 'http://a/auth', response: {allowedUpstreamHeaders: [x-a, x-b], allowedUpstreamHeadersToOverwrite: [x-b]}}"
+    // (case, the `http` block, the error)
+    const CASES: &[(&str, &str, &str)] = &[
+        (
+            "a header listed both to add and to overwrite",
+            "{url: 'http://a/auth', response: {allowedUpstreamHeaders: [x-a, x-b], allowedUpstreamHeadersToOverwrite: [x-b]}}",
+            "pt.yaml: configs[0].passThroughAuth.http.response.allowedUpstreamHeadersToOverwrite[0]: a header may be in allowedUpstreamHeaders or allowedUpstreamHeadersToOverwrite, not both",
         ),
-        "pt.yaml: configs[0].passThroughAuth.http.response.allowedUpstreamHeadersToOverwrite[0]: a header may be in allowedUpstreamHeaders or allowedUpstreamHeadersToOverwrite, not both"
-    );
-    assert_eq!(
-        err("{url: '/relative'}"),
-        "pt.yaml: configs[0].passThroughAuth.http.url: expected an http:// or https:// URL"
-    );
-    assert_eq!(
-        err("{url: 'http://a', request: {allowedHeaders: ['bad header']}}"),
-        "pt.yaml: configs[0].passThroughAuth.http.request.allowedHeaders[0]: not a valid header name"
-    );
-    assert_eq!(
-        err("{url: 'http://a', request: {headersToAdd: {x-k: \"bad\\nvalue\"}}}"),
-        "pt.yaml: configs[0].passThroughAuth.http.request.headersToAdd.x-k: not a valid header value"
-    );
-    assert_eq!(
-        err("{url: 'http://a', connectionTimeout: 0s}"),
-        "pt.yaml: configs[0].passThroughAuth.http.connectionTimeout: expected a duration above zero"
-    );
-    assert_eq!(
-        err("{url: 'http://a', tls: {caPem: x}}"),
-        "pt.yaml: configs[0].passThroughAuth.http.tls: tls needs an https:// URL"
-    );
-    assert_eq!(
-        err("{url: 'https://a', tls: {caPem: not-a-pem}}"),
-        "pt.yaml: configs[0].passThroughAuth.http.tls: no certificate in the PEM"
-    );
-    assert_eq!(
-        err("{url: 'https://a', tls: {caFile: /nonexistent/ca.pem}}"),
-        "pt.yaml: configs[0].passThroughAuth.http.tls.caFile: cannot read /nonexistent/ca.pem: entity not found"
-    );
-    assert_eq!(
-        err("{url: 'http://a', retries: 3}"),
-        "pt.yaml: configs[0].passThroughAuth.http.retries: unknown field `retries`, expected one of `url`, `connectionTimeout`, `tls`, `request`, `response`"
-    );
+        (
+            "a relative URL",
+            "{url: '/relative'}",
+            "pt.yaml: configs[0].passThroughAuth.http.url: expected an http:// or https:// URL",
+        ),
+        (
+            "an allowed header that is no header name",
+            "{url: 'http://a', request: {allowedHeaders: ['bad header']}}",
+            "pt.yaml: configs[0].passThroughAuth.http.request.allowedHeaders[0]: not a valid header name",
+        ),
+        (
+            "a header to add that is no header value",
+            "{url: 'http://a', request: {headersToAdd: {x-k: \"bad\\nvalue\"}}}",
+            "pt.yaml: configs[0].passThroughAuth.http.request.headersToAdd.x-k: not a valid header value",
+        ),
+        (
+            "a zero connection timeout",
+            "{url: 'http://a', connectionTimeout: 0s}",
+            "pt.yaml: configs[0].passThroughAuth.http.connectionTimeout: expected a duration above zero",
+        ),
+        (
+            "tls for http://",
+            "{url: 'http://a', tls: {caPem: x}}",
+            "pt.yaml: configs[0].passThroughAuth.http.tls: tls needs an https:// URL",
+        ),
+        (
+            "a CA that is no PEM",
+            "{url: 'https://a', tls: {caPem: not-a-pem}}",
+            "pt.yaml: configs[0].passThroughAuth.http.tls: no certificate in the PEM",
+        ),
+        (
+            "a CA file that is not there",
+            "{url: 'https://a', tls: {caFile: /nonexistent/ca.pem}}",
+            "pt.yaml: configs[0].passThroughAuth.http.tls.caFile: cannot read /nonexistent/ca.pem: entity not found",
+        ),
+        (
+            "an unknown field",
+            "{url: 'http://a', retries: 3}",
+            "pt.yaml: configs[0].passThroughAuth.http.retries: unknown field `retries`, expected one of `url`, `connectionTimeout`, `tls`, `request`, `response`",
+        ),
+    ];
+    for (name, http, want) in CASES {
+        assert_eq!(err(http), *want, "case {name}");
+    }
 }
 
 /// An HTTPS auth server with a certificate from a fresh CA; returns its
