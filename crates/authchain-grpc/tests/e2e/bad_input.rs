@@ -11,6 +11,16 @@ use authchain_grpc::envoy_types::pb::envoy::service::auth::v3::authorization_cli
 
 use crate::common::{GrpcServer, Opts, Stack, engine, route};
 
+/// The HTTP attributes of `check`.
+fn http_of(check: &mut CheckRequest) -> &mut HttpRequest {
+    check
+        .attributes
+        .as_mut()
+        .and_then(|a| a.request.as_mut())
+        .and_then(|r| r.http.as_mut())
+        .expect("a check with HTTP attributes")
+}
+
 /// A CheckRequest as Envoy sends one for `GET path`.
 pub(crate) fn minimal_check(path: &str) -> CheckRequest {
     CheckRequest {
@@ -74,28 +84,20 @@ async fn a_check_request_without_http_attributes_is_a_400_deny() {
 async fn invalid_header_names_and_methods_are_a_400_deny() {
     let (_server, mut client) =
         client(ExtAuthzService::new(engine(ALLOW).await).default_config("allow")).await;
-    let mut check = minimal_check("/x");
-    if let Some(http) = check
-        .attributes
-        .as_mut()
-        .and_then(|a| a.request.as_mut())
-        .and_then(|r| r.http.as_mut())
-    {
-        http.headers.insert("bad header".into(), "v".into());
+    // (case, what it gets wrong in the check's HTTP attributes)
+    type Spoil = fn(&mut HttpRequest);
+    let cases: [(&str, Spoil); 2] = [
+        ("a header name with a space", |http| {
+            http.headers.insert("bad header".into(), "v".into());
+        }),
+        ("a method with a space", |http| http.method = "GE T".into()),
+    ];
+    for (name, spoil) in cases {
+        let mut check = minimal_check("/x");
+        spoil(http_of(&mut check));
+        let response = client.check(check).await.unwrap().into_inner();
+        assert_eq!(denied_status(&response), 400, "case {name}");
     }
-    let response = client.check(check).await.unwrap().into_inner();
-    assert_eq!(denied_status(&response), 400);
-    let mut check = minimal_check("/x");
-    if let Some(http) = check
-        .attributes
-        .as_mut()
-        .and_then(|a| a.request.as_mut())
-        .and_then(|r| r.http.as_mut())
-    {
-        http.method = "GE T".into();
-    }
-    let response = client.check(check).await.unwrap().into_inner();
-    assert_eq!(denied_status(&response), 400);
 }
 
 #[tokio::test]
@@ -129,14 +131,7 @@ async fn an_oversized_check_request_is_denied_unread() {
         .max_request_bytes(1024);
     let (_server, mut client) = client(service).await;
     let mut check = minimal_check("/x");
-    if let Some(http) = check
-        .attributes
-        .as_mut()
-        .and_then(|a| a.request.as_mut())
-        .and_then(|r| r.http.as_mut())
-    {
-        http.body = "a".repeat(4096);
-    }
+    http_of(&mut check).body = "a".repeat(4096);
     let response = client.check(check).await.expect("an answer").into_inner();
     assert_eq!(denied_status(&response), 413);
     let status = response.status.unwrap();

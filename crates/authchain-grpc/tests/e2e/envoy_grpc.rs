@@ -235,22 +235,26 @@ async fn auth_server_down_fails_closed() {
 async fn auth_server_down_passes_under_envoys_failure_mode_allow() {
     let port = authchain_testkit::free_port().unwrap();
     let addr = ([127, 0, 0, 1], port).into();
-    let opts = Opts {
-        failure_mode_allow: true,
-        ..Opts::default()
-    };
-    let stack = Stack::in_front_of(addr, None, &[route("/", "allow")], opts.clone()).await;
-    // Pinned: failure_mode_allow alone lets the request through unmarked.
-    let reply = stack.get("/x", &[]).await;
-    assert_upstream(&reply, "x-envoy-auth-failure-mode-allowed", &[]);
-    // With failure_mode_allow_header_add, Envoy marks it.
-    let opts = Opts {
-        failure_mode_allow_header_add: true,
-        ..opts
-    };
-    let stack = Stack::in_front_of(addr, None, &[route("/", "allow")], opts).await;
-    let reply = stack.get("/x", &[]).await;
-    assert_upstream(&reply, "x-envoy-auth-failure-mode-allowed", &["true"]);
+    // (case, failure_mode_allow_header_add, the mark upstream)
+    let cases: [(&str, bool, &[&str]); 2] = [
+        // Pinned: failure_mode_allow alone lets the request through unmarked.
+        ("failure_mode_allow alone", false, &[]),
+        ("with failure_mode_allow_header_add", true, &["true"]),
+    ];
+    for (name, header_add, mark) in cases {
+        let opts = Opts {
+            failure_mode_allow: true,
+            failure_mode_allow_header_add: header_add,
+            ..Opts::default()
+        };
+        let stack = Stack::in_front_of(addr, None, &[route("/", "allow")], opts).await;
+        let reply = stack.get("/x", &[]).await;
+        let seen = reply
+            .echoed()
+            .unwrap_or_else(|e| panic!("case {name}: {e}"));
+        let header = seen.header_values("x-envoy-auth-failure-mode-allowed");
+        assert_eq!(header, mark, "case {name}");
+    }
 }
 
 #[tokio::test]

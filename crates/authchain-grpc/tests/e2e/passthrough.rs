@@ -126,23 +126,27 @@ async fn passthrough_auth_seed_scenario() {
 }
 
 #[tokio::test]
-async fn a_hanging_remote_is_a_deny_after_the_timeout() {
-    let remote = GrpcServer::remote(SampleRemote {
+async fn a_remote_that_hangs_or_is_down_fails_closed() {
+    let hanging = GrpcServer::remote(SampleRemote {
         hang: true,
         ..Default::default()
     })
     .await;
-    let stack = Stack::start(
-        &configs(remote.addr, ""),
-        &[route("/", "passthrough")],
-        Opts::default(),
-    )
-    .await;
-    let reply = stack
-        .get("/api", &[("authorization", "authorize me")])
+    let down = ([127, 0, 0, 1], authchain_testkit::free_port().unwrap()).into();
+    // (case, the remote's address)
+    for (name, remote) in [("hangs past the timeout", hanging.addr), ("down", down)] {
+        let stack = Stack::start(
+            &configs(remote, ""),
+            &[route("/", "passthrough")],
+            Opts::default(),
+        )
         .await;
-    assert_eq!(reply.status, 403);
-    assert_eq!(stack.upstream.hits(), 0);
+        let reply = stack
+            .get("/api", &[("authorization", "authorize me")])
+            .await;
+        assert_eq!(reply.status, 403, "case {name}");
+        assert_eq!(stack.upstream.hits(), 0, "case {name}");
+    }
 }
 
 #[tokio::test]
@@ -159,23 +163,6 @@ async fn a_hanging_remote_passes_with_failure_mode_allow() {
         .await;
     assert_upstream(&reply, "x-envoy-auth-failure-mode-allowed", &["true"]);
     assert_upstream(&reply, "x-authorized", &[]);
-}
-
-#[tokio::test]
-async fn a_remote_that_is_down_fails_closed() {
-    let port = authchain_testkit::free_port().unwrap();
-    let addr = ([127, 0, 0, 1], port).into();
-    let stack = Stack::start(
-        &configs(addr, ""),
-        &[route("/", "passthrough")],
-        Opts::default(),
-    )
-    .await;
-    let reply = stack
-        .get("/api", &[("authorization", "authorize me")])
-        .await;
-    assert_eq!(reply.status, 403);
-    assert_eq!(stack.upstream.hits(), 0);
 }
 
 #[tokio::test]
@@ -289,28 +276,35 @@ async fn the_remote_can_be_reached_over_tls() {
             );
         chain.authorize(&mut request).await
     };
-    let ok = format!(
-        "{{ caFile: '{}', serverName: authz.test }}",
-        ca_file.display()
-    );
-    assert!(authorize(ok).await.is_allow(), "verified TLS to the remote");
-
-    // A name the certificate does not carry, or another CA: fail closed.
-    let wrong_name = format!(
-        "{{ caFile: '{}', serverName: other.test }}",
-        ca_file.display()
-    );
-    assert_eq!(
-        authorize(wrong_name)
-            .await
-            .as_deny()
-            .map(|d| d.status.as_u16()),
-        Some(403)
-    );
     let (other_ca, _) = tls_material();
-    let other = format!("{{ caPem: {:?}, serverName: authz.test }}", other_ca);
-    assert_eq!(
-        authorize(other).await.as_deny().map(|d| d.status.as_u16()),
-        Some(403)
-    );
+    // (case, the `tls` block, the status: 200 for an allow)
+    let cases = [
+        (
+            "verified TLS to the remote",
+            format!(
+                "{{ caFile: '{}', serverName: authz.test }}",
+                ca_file.display()
+            ),
+            200,
+        ),
+        // Fail closed.
+        (
+            "a name the certificate does not carry",
+            format!(
+                "{{ caFile: '{}', serverName: other.test }}",
+                ca_file.display()
+            ),
+            403,
+        ),
+        (
+            "another CA",
+            format!("{{ caPem: {other_ca:?}, serverName: authz.test }}"),
+            403,
+        ),
+    ];
+    for (name, tls, want) in cases {
+        let decision = authorize(tls).await;
+        let status = decision.as_deny().map_or(200, |d| d.status.as_u16());
+        assert_eq!(status, want, "case {name}: {decision:?}");
+    }
 }
