@@ -25,6 +25,8 @@ struct Tally {
     denied: AtomicUsize,
     errors: AtomicUsize,
     last_error: std::sync::Mutex<Option<String>>,
+    /// How many checks were recorded, for a wait on the next ones.
+    recorded: tokio::sync::watch::Sender<usize>,
 }
 
 impl Tally {
@@ -41,6 +43,20 @@ impl Tally {
                 self.errors.fetch_add(1, Ordering::SeqCst)
             }
         };
+        self.recorded.send_modify(|n| *n += 1);
+    }
+
+    /// Waits until a check begun after this call is recorded. (The loop
+    /// sends one check at a time: of those recorded from now on, the
+    /// second began after now.)
+    async fn wait_for_a_new_check(&self, name: &str) {
+        let now = *self.recorded.borrow();
+        let mut recorded = self.recorded.subscribe();
+        let next = recorded.wait_for(|n| *n >= now + 2);
+        tokio::time::timeout(Duration::from_secs(10), next)
+            .await
+            .unwrap_or_else(|_| panic!("{name}: no check recorded in 10 s"))
+            .unwrap();
     }
 }
 
@@ -88,7 +104,9 @@ async fn twenty_flips_under_load_fail_no_check_and_switch_the_decision() {
             if allow { 200 } else { 403 },
             "after flip {i}"
         );
-        tokio::time::sleep(Duration::from_millis(30)).await;
+        // Each transport answers a check begun under this generation.
+        http.wait_for_a_new_check("http").await;
+        grpc.wait_for_a_new_check("grpc").await;
     }
     done.store(true, Ordering::SeqCst);
     http_loop.await.unwrap();
