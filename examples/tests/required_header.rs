@@ -63,8 +63,13 @@ async fn an_allowed_value_is_allowed_and_marked() {
 
 #[tokio::test]
 async fn another_value_or_no_header_is_403() {
-    for req in [request(&["baz"]), request(&[]), request(&["FOO"])] {
-        assert_eq!(decide(req).await, Decision::unauthorized());
+    let cases = [
+        ("another value", request(&["baz"])),
+        ("no header", request(&[])),
+        ("an allowed value in another case", request(&["FOO"])),
+    ];
+    for (name, req) in cases {
+        assert_eq!(decide(req).await, Decision::unauthorized(), "case {name}");
     }
 }
 
@@ -114,29 +119,34 @@ async fn a_client_cannot_send_the_match_marker_itself() {
 
 #[tokio::test]
 async fn bad_configs_name_their_place() {
-    let err = |text: String| async move { engine(&text).await.unwrap_err().to_string() };
-    assert_eq!(
-        err(MANIFEST.replace(
-            "AllowedValues:\n        - foo\n        - bar\n",
-            "AllowedValues: secret-value\n"
-        ))
-        .await,
-        "required_header.yaml: spec.configs[0].pluginAuth.config.AllowedValues: invalid type: string, expected a sequence"
-    );
-    assert_eq!(
-        err(MANIFEST.replace(
-            "AllowedValues:\n        - foo\n        - bar\n",
-            "AllowedValues: []\n"
-        ))
-        .await,
-        "required_header.yaml: spec.configs[0].pluginAuth.config.AllowedValues: expected at least one value"
-    );
-    assert_eq!(
-        err(MANIFEST.replace("RequiredHeader: my-header", "RequiredHeader: \"my header\"")).await,
-        "required_header.yaml: spec.configs[0].pluginAuth.config.RequiredHeader: not a valid header name"
-    );
-    assert_eq!(
-        err(MANIFEST.replace("name: RequiredHeader", "name: RequiredHeaders")).await,
-        "required_header.yaml: spec.configs[0].pluginAuth.name: no plugin named 'RequiredHeaders' is registered (registered: RequiredHeader)"
-    );
+    let values = "AllowedValues:\n        - foo\n        - bar\n";
+    // (case, what the manifest has instead, and of what; the error)
+    let cases = [
+        (
+            "values that are no list",
+            (values, "AllowedValues: secret-value\n"),
+            "required_header.yaml: spec.configs[0].pluginAuth.config.AllowedValues: invalid type: string, expected a sequence",
+        ),
+        (
+            "no values",
+            (values, "AllowedValues: []\n"),
+            "required_header.yaml: spec.configs[0].pluginAuth.config.AllowedValues: expected at least one value",
+        ),
+        (
+            "a header that is no header name",
+            ("RequiredHeader: my-header", "RequiredHeader: \"my header\""),
+            "required_header.yaml: spec.configs[0].pluginAuth.config.RequiredHeader: not a valid header name",
+        ),
+        (
+            "a plugin name no one registered",
+            ("name: RequiredHeader", "name: RequiredHeaders"),
+            "required_header.yaml: spec.configs[0].pluginAuth.name: no plugin named 'RequiredHeaders' is registered (registered: RequiredHeader)",
+        ),
+    ];
+    for (name, (from, to), want) in cases {
+        let text = MANIFEST.replace(from, to);
+        assert_ne!(text, MANIFEST, "case {name}: {from:?} is in the manifest");
+        let error = engine(&text).await.unwrap_err().to_string();
+        assert_eq!(error, want, "case {name}");
+    }
 }

@@ -73,74 +73,90 @@ fn registry() -> PluginRegistry {
     registry
 }
 
-/// A case: method, path, headers; the status and the `x-user-id` the
+/// A case: a name, the request, and the status and `x-user-id` the
 /// upstream gets.
-type Case = (
-    Method,
-    &'static str,
-    &'static [(&'static str, &'static str)],
-    u16,
-    Option<&'static str>,
-);
+struct Case {
+    name: &'static str,
+    method: Method,
+    path: &'static str,
+    headers: &'static [(&'static str, &'static str)],
+    status: u16,
+    user: Option<&'static str>,
+}
 
 const CASES: &[Case] = &[
-    (
-        Method::GET,
-        "/ratings/1",
-        &[("authorization", "Bearer t-alice")],
-        200,
-        Some("alice"),
-    ),
-    (
-        Method::GET,
-        "/ratings/2?x=1",
-        &[("authorization", "Bearer t-bob")],
-        200,
-        Some("bob"),
-    ),
-    (
-        Method::POST,
-        "/ratings/1",
-        &[("authorization", "Bearer t-alice")],
-        403,
-        None,
-    ),
-    (
-        Method::GET,
-        "/orders",
-        &[("authorization", "Bearer t-bob")],
-        200,
-        Some("bob"),
-    ),
-    (
-        Method::GET,
-        "/orders",
-        &[("authorization", "Bearer t-alice")],
-        403,
-        None,
-    ),
-    (Method::GET, "/ratings/1", &[], 401, None),
-    (
-        Method::GET,
-        "/ratings/1",
-        &[("x-user-id", "bob")],
-        401,
-        None,
-    ),
-    (
-        Method::GET,
-        "/orders",
-        &[("authorization", "Bearer t-alice"), ("x-user-id", "bob")],
-        403,
-        None,
-    ),
-    (
-        Method::GET,
-        "/secret",
-        &[("authorization", "Bearer t-alice")],
-        403,
-        None,
-    ),
+    Case {
+        name: "alice reads a rating",
+        method: Method::GET,
+        path: "/ratings/1",
+        headers: &[("authorization", "Bearer t-alice")],
+        status: 200,
+        user: Some("alice"),
+    },
+    Case {
+        name: "bob reads a rating, with a query",
+        method: Method::GET,
+        path: "/ratings/2?x=1",
+        headers: &[("authorization", "Bearer t-bob")],
+        status: 200,
+        user: Some("bob"),
+    },
+    Case {
+        name: "alice writes a rating",
+        method: Method::POST,
+        path: "/ratings/1",
+        headers: &[("authorization", "Bearer t-alice")],
+        status: 403,
+        user: None,
+    },
+    Case {
+        name: "bob reads the orders",
+        method: Method::GET,
+        path: "/orders",
+        headers: &[("authorization", "Bearer t-bob")],
+        status: 200,
+        user: Some("bob"),
+    },
+    Case {
+        name: "alice reads the orders",
+        method: Method::GET,
+        path: "/orders",
+        headers: &[("authorization", "Bearer t-alice")],
+        status: 403,
+        user: None,
+    },
+    Case {
+        name: "no token",
+        method: Method::GET,
+        path: "/ratings/1",
+        headers: &[],
+        status: 401,
+        user: None,
+    },
+    Case {
+        name: "a forged identity alone",
+        method: Method::GET,
+        path: "/ratings/1",
+        headers: &[("x-user-id", "bob")],
+        status: 401,
+        user: None,
+    },
+    Case {
+        name: "alice forging bob for the orders",
+        method: Method::GET,
+        path: "/orders",
+        headers: &[("authorization", "Bearer t-alice"), ("x-user-id", "bob")],
+        status: 403,
+        user: None,
+    },
+    Case {
+        name: "a path no rule allows",
+        method: Method::GET,
+        path: "/secret",
+        headers: &[("authorization", "Bearer t-alice")],
+        status: 403,
+        user: None,
+    },
 ];
 
 async fn engine() -> Arc<Engine> {
@@ -165,8 +181,10 @@ async fn through_layer(engine: Arc<Engine>, case: &Case) -> (u16, Option<String>
             }),
         )
         .layer(AuthChainLayer::from_engine(engine, "table"));
-    let mut builder = Request::builder().method(case.0.clone()).uri(case.1);
-    for (k, v) in case.2 {
+    let mut builder = Request::builder()
+        .method(case.method.clone())
+        .uri(case.path);
+    for (k, v) in case.headers {
         builder = builder.header(*k, *v);
     }
     let response = app
@@ -199,15 +217,15 @@ async fn through_server(
     let mut builder = if forward_auth {
         // nginx / Traefik / Caddy: a GET to the config path, the original in headers.
         Request::get("/check:table")
-            .header("x-forwarded-method", case.0.as_str())
-            .header("x-forwarded-uri", case.1)
+            .header("x-forwarded-method", case.method.as_str())
+            .header("x-forwarded-uri", case.path)
     } else {
         // Envoy HTTP service: the original method, the path after the prefix.
         Request::builder()
-            .method(case.0.clone())
-            .uri(format!("/check:table{}", case.1))
+            .method(case.method.clone())
+            .uri(format!("/check:table{}", case.path))
     };
-    for (k, v) in case.2 {
+    for (k, v) in case.headers {
         builder = builder.header(*k, *v);
     }
     let response = server
@@ -223,8 +241,8 @@ async fn through_server(
 /// Through the gRPC ext_authz service, as Envoy would send the check.
 async fn through_grpc(engine: Arc<Engine>, case: &Case) -> (u16, Option<String>) {
     let service = ExtAuthzService::new(engine);
-    let mut request = AuthorizationRequest::new(case.0.clone(), case.1).with_host("app");
-    for (k, v) in case.2 {
+    let mut request = AuthorizationRequest::new(case.method.clone(), case.path).with_host("app");
+    for (k, v) in case.headers {
         request
             .headers
             .append(HeaderName::from_static(k), HeaderValue::from_static(v));
@@ -258,26 +276,27 @@ async fn through_grpc(engine: Arc<Engine>, case: &Case) -> (u16, Option<String>)
 async fn every_transport_gives_the_same_answers() {
     let engine = engine().await;
     for case in CASES {
-        let expected = (case.3, case.4.map(str::to_owned));
+        let name = case.name;
+        let expected = (case.status, case.user.map(str::to_owned));
         assert_eq!(
             through_layer(engine.clone(), case).await,
             expected,
-            "layer: {case:?}"
+            "layer: case {name}"
         );
         assert_eq!(
             through_server(engine.clone(), case, false).await,
             expected,
-            "envoy http service: {case:?}"
+            "envoy http service: case {name}"
         );
         assert_eq!(
             through_server(engine.clone(), case, true).await,
             expected,
-            "forward auth: {case:?}"
+            "forward auth: case {name}"
         );
         assert_eq!(
             through_grpc(engine.clone(), case).await,
             expected,
-            "grpc: {case:?}"
+            "grpc: case {name}"
         );
     }
 }
