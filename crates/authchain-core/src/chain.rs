@@ -365,16 +365,14 @@ impl Chain {
         self.answer(request, false).await
     }
 
-    /// [`authorize`](Self::authorize) for a caller that forwards the
-    /// request itself: see [`crate::transport::authorize_forwarded`].
-    pub(crate) async fn authorize_forwarded(&self, request: &mut AuthorizationRequest) -> Decision {
-        self.answer(request, true).await
-    }
-
     /// The answer: the path refused, the cache's (a remembered answer is
     /// replayed whole), or a run; `forwarded` as for
     /// [`authorize_uncached`](Self::authorize_uncached).
-    async fn answer(&self, request: &mut AuthorizationRequest, forwarded: bool) -> Decision {
+    pub(crate) async fn answer(
+        &self,
+        request: &mut AuthorizationRequest,
+        forwarded: bool,
+    ) -> Decision {
         if let Some(deny) = self.refuse_path(request) {
             self.metrics.denied.increment(1);
             return Decision::Deny(deny);
@@ -441,11 +439,16 @@ impl Chain {
                 );
                 return Ended::Failed;
             }
-            let mut answer = match Self::ask(step, request) {
-                Ok(answer) => answer,
+            let mut answer = 'answer: {
+                // The wait is out of the match, so that the run's future
+                // keeps no room for an answer while it waits.
+                let future = match Self::ask(step, request) {
+                    Ok(answer) => break 'answer answer,
+                    Err(future) => future,
+                };
                 // Boxed: most steps answer at once, and the run's future
                 // stays small without the wait's.
-                Err(future) => Box::pin(self.wait(step, future, run)).await,
+                Box::pin(self.wait(step, future, run)).await
             };
             let result = self.settle(step, &mut answer, request, run);
             if let Some(ended) = self.record(run, index, result) {
@@ -461,11 +464,6 @@ impl Chain {
         step: &'a Step,
         request: &'a mut AuthorizationRequest,
     ) -> Result<Result<Decision, Error>, BoxFuture<'a, Result<Decision, Error>>> {
-        if let Some(cause) = step.readiness.waiting() {
-            return Ok(Err(Error::start(format!(
-                "the step has not started: {cause}"
-            ))));
-        }
         match step
             .span()
             .in_scope(|| unwound(|| step.service.authorize(request)))

@@ -48,7 +48,7 @@ impl HeaderAction {
 
     /// Applies the action with `value` to the header `name` in `headers`;
     /// returns whether it changed the map.
-    fn apply_to(
+    pub(crate) fn apply_to(
         self,
         headers: &mut HeaderMap,
         name: impl IntoHeaderName,

@@ -91,8 +91,8 @@ pub(crate) fn merge(
 /// [`merge`] for a forwarded request: the changes are applied to it in
 /// order, and the allow keeps no record of them.
 fn apply_in_place(acc: &mut Allow, step: &mut Allow, request: &mut AuthorizationRequest) {
-    for m in &step.headers {
-        m.apply(&mut request.headers);
+    for m in step.headers.drain(..) {
+        m.action.apply_to(&mut request.headers, m.name, m.value);
     }
     for name in &step.headers_to_remove {
         request.headers.remove(name);

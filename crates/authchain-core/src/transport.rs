@@ -22,6 +22,9 @@ pub use crate::limit::{
 /// lists may be empty). The allow still carries what the request cannot:
 /// response headers, dynamic metadata, the user. A remembered answer of a
 /// decision cache is replayed whole.
-pub async fn authorize_forwarded(chain: &Chain, request: &mut AuthorizationRequest) -> Decision {
-    chain.authorize_forwarded(request).await
+pub fn authorize_forwarded<'a>(
+    chain: &'a Chain,
+    request: &'a mut AuthorizationRequest,
+) -> impl Future<Output = Decision> + Send + 'a {
+    chain.answer(request, true)
 }

@@ -207,10 +207,6 @@ impl<S> AuthChain<S> {
 
 type BoxFuture<R, E> = Pin<Box<dyn Future<Output = Result<R, E>> + Send>>;
 
-/// What the chain makes of a request: the request for the inner service
-/// and the allow's response headers, or the response for the client.
-type Authorized<B, ResBody> = Result<(Request<B>, Vec<HeaderMutation>), Response<ResBody>>;
-
 /// The response future of [`AuthChain`].
 pub struct ResponseFuture<ResBody, E> {
     kind: Kind<ResBody, E>,
@@ -271,7 +267,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request<B>) -> Self::Future {
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
         if ambiguous_host(&request) {
             let response = plain(StatusCode::BAD_REQUEST, "ambiguous host");
             return ResponseFuture {
@@ -283,8 +279,8 @@ where
         let mut inner = mem::replace(&mut self.inner, clone);
         let shared = self.layer.shared.clone();
         let future = Box::pin(async move {
-            let (request, response_headers) = match authorize(&shared, request).await {
-                Ok(authorized) => authorized,
+            let response_headers = match authorize(&shared, &mut request).await {
+                Ok(response_headers) => response_headers,
                 Err(response) => return Ok(response),
             };
             let mut response = inner.call(request).await?;
@@ -298,31 +294,34 @@ where
 }
 
 /// Runs the chain over `request` (its body read first, up to the limit,
-/// with `buffer_body`).
-async fn authorize<B, ResBody>(shared: &Shared, request: Request<B>) -> Authorized<B, ResBody>
+/// with `buffer_body`) and leaves it as the inner service should get it:
+/// `Ok` with the allow's response headers, or the answer for the client.
+async fn authorize<B, ResBody>(
+    shared: &Shared,
+    request: &mut Request<B>,
+) -> Result<Vec<HeaderMutation>, Response<ResBody>>
 where
     B: http_body::Body + From<Bytes>,
     B::Error: Into<BoxError>,
     ResBody: From<Bytes>,
 {
-    let (mut request, body) = match shared.body_limit {
-        None => (request, None),
+    let body = match shared.body_limit {
+        None => None,
         Some(limit) => {
-            let (parts, body) = request.into_parts();
-            let bytes = match read_body(body, limit).await {
-                Ok(bytes) => bytes,
-                Err((status, reason)) => return Err(plain(status, reason)),
-            };
-            let request = Request::from_parts(parts, B::from(bytes.clone()));
-            (request, Some(bytes))
+            let body = mem::replace(request.body_mut(), B::from(Bytes::new()));
+            let bytes = read_body(body, limit)
+                .await
+                .map_err(|(status, reason)| plain(status, reason))?;
+            *request.body_mut() = B::from(bytes.clone());
+            Some(bytes)
         }
     };
     let Some(chain) = shared.chain() else {
         return Err(plain(StatusCode::FORBIDDEN, ""));
     };
-    let mut auth = read(&mut request, body);
+    let mut auth = read(request, body);
     let decision = authchain_core::transport::authorize_forwarded(&chain, &mut auth).await;
-    decided(&chain, decision, auth, &mut request).map(|h| (request, h))
+    decided(&chain, decision, auth, request)
 }
 
 /// The chain's view of `request`, read into this thread's spare (given
