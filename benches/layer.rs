@@ -1,10 +1,10 @@
-//! `AuthChainLayer` in process, no sockets: the axum app of the `load-http`
-//! harness (`authchain_benches::app`) (one catch-all GET route answering "hello") called with
-//! `tower::ServiceExt::oneshot`, without and with the layer running the
-//! harness's 3-step chain (Gloo's RequiredHeader plugin, a header mutation,
-//! a state write). Reports the heap allocations per request (a counting
-//! global allocator) and the time per request (criterion); the difference
-//! between the two apps is what the layer adds.
+//! `AuthChainLayer` in process, no sockets: the axum app of the `load`
+//! harness's http group (`authchain_benches::app`, one catch-all GET route
+//! answering "hello") called with `tower::ServiceExt::oneshot`, without and
+//! with the layer running the harness's 3-step chain (Gloo's RequiredHeader
+//! plugin, a header mutation, a state write). Reports the heap allocations
+//! per request (a counting global allocator) and the time per request
+//! (criterion); the difference between the two apps is what the layer adds.
 //!
 //! ```text
 //! cargo bench -p authchain-benches --bench layer

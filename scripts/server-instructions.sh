@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Instructions per request of one of load-http's servers, as a whole
+# Instructions per request of one of the load harness's servers, as a whole
 # process behind a real socket: the server runs under callgrind, wrk drives
 # it (warm-up, then a measured stretch whose counts start from zero), and
 # the user-space instructions of that stretch are divided by the requests
@@ -9,13 +9,16 @@
 #
 #   scripts/server-instructions.sh [FLAG] [PATH]
 #
-# FLAG is load-http's child flag (--serve-check by default;
-# --serve-allow-all, --serve-app, --serve-layered-app, --serve-wrapped-app,
-# --serve-floor-app: the app with a hand-written layer that does only the
-# bench chain's work, the floor of any layer doing it);
-# PATH what wrk asks for (/check:bench by default; /api/x for the apps). The headers are
-# those nginx forwards in load-http. Needs valgrind and wrk; builds
-# load-http first. LOAD_HTTP=path runs another build of it.
+# FLAG is a child flag of the harness's http group (--serve-check, the
+# check server as nginx calls it, by default; --serve-check-envoy, as Envoy
+# does, with PATH /check:bench/api/x; --serve-allow-all, --serve-app,
+# --serve-layered-app, --serve-wrapped-app, --serve-floor-app: the app with
+# a hand-written layer that does only the bench chain's work, the floor of
+# any layer doing it); PATH what wrk asks for (/check:bench by default;
+# /api/x for the apps). The headers are those nginx forwards in
+# the harness. Needs valgrind and wrk; builds the harness (bin `load`)
+# first, in $CARGO_TARGET_DIR if set. LOAD_BIN=path (or its old name,
+# LOAD_HTTP) runs another build of it.
 #
 # CACHE_SIM=1 also simulates the caches and branch predictors and prints
 # their misses per request (L1 instruction, L1 data read and write,
@@ -34,9 +37,10 @@ for tool in valgrind callgrind_control wrk curl; do
         exit 1
     }
 done
-if [[ -z "${LOAD_HTTP:-}" ]]; then
-    cargo build --release -q -p authchain-benches --bin load-http
-    LOAD_HTTP=target/release/load-http
+LOAD_BIN=${LOAD_BIN:-${LOAD_HTTP:-}}
+if [[ -z "$LOAD_BIN" ]]; then
+    cargo build --release -q -p authchain-benches --bin load
+    LOAD_BIN=${CARGO_TARGET_DIR:-target}/release/load
 fi
 
 work=$(mktemp -d)
@@ -46,7 +50,7 @@ if [[ -n "${CACHE_SIM:-}" ]]; then
     sim=(--cache-sim=yes --branch-sim=yes)
 fi
 valgrind --tool=callgrind "${sim[@]}" --callgrind-out-file="$work/out.%p" \
-    "$LOAD_HTTP" "$flag" "$port" >"$work/log" 2>&1 &
+    "$LOAD_BIN" "$flag" "$port" >"$work/log" 2>&1 &
 server=$!
 trap 'kill $server 2>/dev/null; wait $server 2>/dev/null || true; rm -rf "$work"' EXIT
 

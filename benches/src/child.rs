@@ -43,11 +43,6 @@ impl ChildServer {
     pub fn pid(&self) -> u32 {
         self.peer.pid()
     }
-
-    /// The child process.
-    pub fn peer(&self) -> &ChildPeer {
-        &self.peer
-    }
 }
 
 /// In the child: when this process was started as `FLAG PORT` with a flag

@@ -1,9 +1,10 @@
 //! The rounds of a load run, kept and pooled: each round's figures per
-//! scenario (rps, CPU µs per request, errors), written unrounded as one
-//! JSON line a round after a header line that names the build, and read
-//! back; and the ratios of pairs of scenarios over rounds, with their
-//! medians, 95% intervals and verdicts. A live run and the pooling of
-//! several runs' files both compute their ratios with [`ratios`].
+//! scenario (rps, CPU µs per request, errors, and a server's memory in
+//! the memory group), written unrounded as one JSON line a round after a
+//! header line that names the build, and read back; and the comparisons
+//! over rounds (a ratio of two scenarios, or one scenario's RSS), with
+//! their medians, 95% intervals and verdicts. A live run and the pooling
+//! of several runs' files both compute them with [`ratios`].
 //!
 //! A file's first line is its [`Header`], every other line a [`Round`]
 //! (here cut short):
@@ -23,8 +24,6 @@ use std::process::Command;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::{median, median_interval, verdict};
-
 /// CPU µs per request of a run.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -37,6 +36,19 @@ pub struct Cpu {
     pub proxy: f64,
 }
 
+/// A server's memory over a run of the memory group, in bytes, from
+/// `/proc/<pid>/status`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Memory {
+    /// VmRSS before the run.
+    pub start: u64,
+    /// VmRSS after it.
+    pub after: u64,
+    /// VmHWM after it: the peak.
+    pub peak: u64,
+}
+
 /// One scenario's figures in one round, unrounded.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -47,8 +59,13 @@ pub struct Figures {
     pub rps: f64,
     /// CPU µs per request.
     pub cpu: Cpu,
-    /// Non-2xx answers and socket errors.
+    /// Non-2xx answers and socket errors; in the memory group, checks
+    /// not allowed and cache lookups that a cache holding every key
+    /// would not give.
     pub errors: u64,
+    /// The server's memory (the memory group only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<Memory>,
 }
 
 /// One round: the figures of every scenario, in the order they ran.
@@ -80,39 +97,15 @@ pub struct Header {
     pub scenarios: Vec<String>,
 }
 
-/// What went wrong with a rounds file, and where: `FILE:LINE: what`, or
-/// `FILE: what` for the whole file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RoundsError {
-    place: String,
-    message: String,
+/// An error about line `line` (from 1) of rounds file `path`.
+fn at(path: &Path, line: usize, message: impl fmt::Display) -> String {
+    format!("{}:{line}: {message}", path.display())
 }
 
-impl RoundsError {
-    /// An error about line `line` (from 1) of `path`.
-    fn at(path: &Path, line: usize, message: impl Into<String>) -> Self {
-        RoundsError {
-            place: format!("{}:{line}", path.display()),
-            message: message.into(),
-        }
-    }
-
-    /// An error about `path` as a whole.
-    fn of(path: &Path, message: impl Into<String>) -> Self {
-        RoundsError {
-            place: path.display().to_string(),
-            message: message.into(),
-        }
-    }
+/// An error about rounds file `path` as a whole.
+fn of(path: &Path, message: impl fmt::Display) -> String {
+    format!("{}: {message}", path.display())
 }
-
-impl fmt::Display for RoundsError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.place, self.message)
-    }
-}
-
-impl std::error::Error for RoundsError {}
 
 /// What a run measures: the commit of the source tree this binary was
 /// built from (`git rev-parse HEAD` there, read when the run starts),
@@ -149,9 +142,8 @@ pub struct RoundsWriter {
 
 impl RoundsWriter {
     /// Creates `path`, which must not exist yet, and writes `header`.
-    pub fn create(path: &Path, header: &Header) -> Result<Self, RoundsError> {
-        let file = File::create_new(path)
-            .map_err(|e| RoundsError::of(path, format!("cannot create: {e}")))?;
+    pub fn create(path: &Path, header: &Header) -> Result<Self, String> {
+        let file = File::create_new(path).map_err(|e| of(path, format!("cannot create: {e}")))?;
         let mut writer = RoundsWriter {
             path: path.to_owned(),
             out: BufWriter::new(file),
@@ -161,16 +153,16 @@ impl RoundsWriter {
     }
 
     /// Writes `round` as the next line.
-    pub fn write(&mut self, round: &Round) -> Result<(), RoundsError> {
+    pub fn write(&mut self, round: &Round) -> Result<(), String> {
         self.line(round)
     }
 
-    fn line(&mut self, value: &impl Serialize) -> Result<(), RoundsError> {
+    fn line(&mut self, value: &impl Serialize) -> Result<(), String> {
         serde_json::to_writer(&mut self.out, value)
             .map_err(std::io::Error::from)
             .and_then(|()| self.out.write_all(b"\n"))
             .and_then(|()| self.out.flush())
-            .map_err(|e| RoundsError::of(&self.path, format!("cannot write: {e}")))
+            .map_err(|e| of(&self.path, format!("cannot write: {e}")))
     }
 }
 
@@ -188,47 +180,31 @@ pub struct Run {
 impl Run {
     /// Reads the file at `path`: a header line, then at least one round
     /// (blank lines are passed over).
-    pub fn read(path: &Path) -> Result<Run, RoundsError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| RoundsError::of(path, format!("cannot read: {e}")))?;
+    pub fn read(path: &Path) -> Result<Run, String> {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| of(path, format!("cannot read: {e}")))?;
         let mut lines = (1..)
             .zip(text.lines())
             .filter(|(_, line)| !line.trim().is_empty());
         let (number, line) = lines
             .next()
-            .ok_or_else(|| RoundsError::of(path, "empty, with no header line"))?;
+            .ok_or_else(|| of(path, "empty, with no header line"))?;
         let header: Header = parse(path, number, line, "a header")?;
         let rounds = lines
             .map(|(number, line)| {
                 let round: Round = parse(path, number, line, "a round")?;
-                check_round(&header, &round).map_err(|e| RoundsError::at(path, number, e))?;
+                check_round(&header, &round).map_err(|e| at(path, number, e))?;
                 Ok(round)
             })
-            .collect::<Result<Vec<_>, RoundsError>>()?;
+            .collect::<Result<Vec<_>, String>>()?;
         if rounds.is_empty() {
-            return Err(RoundsError::of(path, "a header and no rounds"));
+            return Err(of(path, "a header and no rounds"));
         }
         Ok(Run {
             path: path.to_owned(),
             header,
             rounds,
         })
-    }
-
-    /// Whether the header names each of `scenarios` (the ones a caller
-    /// will pair); the first it lacks is the error.
-    pub fn require(&self, scenarios: &[&str]) -> Result<(), RoundsError> {
-        match scenarios
-            .iter()
-            .find(|name| !self.header.scenarios.iter().any(|s| s == *name))
-        {
-            Some(name) => Err(RoundsError::at(
-                &self.path,
-                1,
-                format!("the header has no scenario {name:?}"),
-            )),
-            None => Ok(()),
-        }
     }
 }
 
@@ -238,9 +214,8 @@ fn parse<T: DeserializeOwned>(
     number: usize,
     line: &str,
     what: &str,
-) -> Result<T, RoundsError> {
-    serde_json::from_str(line)
-        .map_err(|e| RoundsError::at(path, number, format!("not {what}: {e}")))
+) -> Result<T, String> {
+    serde_json::from_str(line).map_err(|e| at(path, number, format!("not {what}: {e}")))
 }
 
 /// Whether `round` holds every scenario of `header` once, and no other.
@@ -267,7 +242,7 @@ fn check_round(header: &Header, round: &Round) -> Result<(), String> {
 /// The rounds of all `runs` in turn, once each run is of the first's
 /// build and scenarios: rounds of different builds measure different
 /// things. Runs of different lengths pool.
-pub fn pool(runs: &[Run]) -> Result<Vec<Round>, RoundsError> {
+pub fn pool(runs: &[Run]) -> Result<Vec<Round>, String> {
     let Some(first) = runs.first() else {
         return Ok(Vec::new());
     };
@@ -295,96 +270,116 @@ pub fn pool(runs: &[Run]) -> Result<Vec<Round>, RoundsError> {
         } else {
             continue;
         };
-        return Err(RoundsError::at(&run.path, 1, message));
+        return Err(at(&run.path, 1, message));
     }
     Ok(runs.iter().flat_map(|run| run.rounds.clone()).collect())
 }
 
-/// The figure of a [`Comparison`].
+/// What a [`Comparison`] takes in every round.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Figure {
-    /// Requests per second: `with` over `base`.
-    Rps,
-    /// CPU µs per request of every process, the other way round: `base`
-    /// over `with`, so that above 1 is better for `with` here too.
-    Cpu,
+pub enum Measure {
+    /// `Rps(with, base)`: the requests per second of scenario `with` over
+    /// those of `base`.
+    Rps(&'static str, &'static str),
+    /// `Cpu(with, base)`: the CPU µs per request of every process, the
+    /// other way round: `base`'s over `with`'s, so that above 1 is better
+    /// for `with` here too.
+    Cpu(&'static str, &'static str),
+    /// `Rss(of)`: the VmRSS after its run of memory-group scenario `of`,
+    /// in MiB.
+    Rss(&'static str),
 }
 
-/// A ratio to take in every round: of scenario `with` against scenario
-/// `base`, by `figure`.
+/// What a comparison's median should reach.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Target {
+    /// At least this.
+    AtLeast(f64),
+    /// Less than this.
+    Below(f64),
+    /// None: a figure for context.
+    Context,
+}
+
+/// A figure to take in every round, and its target.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Comparison {
-    /// What the ratio is called where it is printed.
+    /// What it is called where it is printed.
     pub what: &'static str,
-    /// The scenario measured.
-    pub with: &'static str,
-    /// The scenario it is measured against.
-    pub base: &'static str,
-    /// Which figure of theirs.
-    pub figure: Figure,
-    /// The ratio the median should reach.
-    pub target: f64,
+    /// What it takes.
+    pub measure: Measure,
+    /// What its median should reach.
+    pub target: Target,
 }
 
 impl Comparison {
-    /// `what`: the ratio of `with` against `base` by `figure`, which
-    /// should reach `target`.
-    pub const fn new(
-        what: &'static str,
-        with: &'static str,
-        base: &'static str,
-        figure: Figure,
-        target: f64,
-    ) -> Self {
+    /// `what`: `measure`, whose median should reach `target`.
+    pub const fn new(what: &'static str, measure: Measure, target: Target) -> Self {
         Comparison {
             what,
-            with,
-            base,
-            figure,
+            measure,
             target,
         }
     }
 
-    /// This ratio in `round`.
+    /// This comparison's value in `round`.
     pub fn of(&self, round: &Round) -> Result<f64, String> {
         let get = |name| {
             round
                 .get(name)
                 .ok_or_else(|| format!("round {} has no scenario {name:?}", round.round))
         };
-        let (with, base) = (get(self.with)?, get(self.base)?);
-        Ok(match self.figure {
-            Figure::Rps => with.rps / base.rps,
-            Figure::Cpu => base.cpu.all / with.cpu.all,
+        Ok(match self.measure {
+            Measure::Rps(with, base) => get(with)?.rps / get(base)?.rps,
+            Measure::Cpu(with, base) => get(base)?.cpu.all / get(with)?.cpu.all,
+            Measure::Rss(of) => {
+                let memory = get(of)?
+                    .memory
+                    .ok_or_else(|| format!("round {}: {of:?} has no memory", round.round))?;
+                mib(memory.after)
+            }
         })
     }
 }
 
-/// A comparison's ratios over rounds, one a round.
+/// `bytes` in MiB.
+pub fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+/// A comparison's values over rounds, one a round.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Ratio {
     /// What it is called.
     pub what: &'static str,
     /// One a round.
     pub values: Vec<f64>,
-    /// The ratio the median should reach.
-    pub target: f64,
+    /// What the median should reach.
+    pub target: Target,
 }
 
 impl fmt::Display for Ratio {
     /// Its median, its 95% interval and whether it meets its target.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let ratio = median(&self.values);
+        let median = median(&self.values);
         let (low, high) = median_interval(&self.values);
         write!(
             f,
-            "{} = {ratio:.3}, median of {} rounds; 95% interval [{low:.3}, {high:.3}] \
-             (target >= {}: {})",
+            "{} = {median:.3}, median of {} rounds; 95% interval [{low:.3}, {high:.3}]",
             self.what,
             self.values.len(),
-            self.target,
-            verdict(ratio, low, self.target),
-        )
+        )?;
+        let (target, by_median, by_interval) = match self.target {
+            Target::AtLeast(t) => (format!(">= {t}"), median >= t, low >= t),
+            Target::Below(t) => (format!("< {t}"), median < t, high < t),
+            Target::Context => return write!(f, " (for context)"),
+        };
+        let verdict = match (by_median, by_interval) {
+            (true, true) => "met, whole interval",
+            (true, false) => "met by the median, not by the whole interval",
+            _ => "MISSED",
+        };
+        write!(f, " (target {target}: {verdict})")
     }
 }
 
@@ -406,6 +401,36 @@ pub fn ratios(comparisons: &[Comparison], rounds: &[Round]) -> Result<Vec<Ratio>
         .collect()
 }
 
+/// The median of `values` (not empty): the middle one, or the mean of the
+/// middle two.
+pub fn median(values: &[f64]) -> f64 {
+    let mut values = values.to_vec();
+    values.sort_by(f64::total_cmp);
+    let mid = values.len() / 2;
+    if values.len().is_multiple_of(2) {
+        (values[mid - 1] + values[mid]) / 2.0
+    } else {
+        values[mid]
+    }
+}
+
+/// A distribution-free 95% confidence interval of the median of `values`
+/// (not empty): the order statistics whose ranks bound the binomial
+/// (n, 1/2) count of values below the median, by the normal
+/// approximation (`n/2 ∓ 1.96·√n/2`). It assumes nothing about the
+/// shape of the noise, only that the rounds are independent; with few
+/// values it is the whole range.
+pub fn median_interval(values: &[f64]) -> (f64, f64) {
+    let mut values = values.to_vec();
+    values.sort_by(f64::total_cmp);
+    let n = values.len() as f64;
+    let half_width = 1.96 * n.sqrt() / 2.0;
+    // 1-based ranks, clamped to the values there are.
+    let low = ((n / 2.0 - half_width).ceil() as usize).clamp(1, values.len());
+    let high = ((n / 2.0 + 1.0 + half_width).floor() as usize).clamp(1, values.len());
+    (values[low - 1], values[high - 1])
+}
+
 /// The errors of every scenario in `rounds`.
 pub fn errors(rounds: &[Round]) -> u64 {
     rounds
@@ -422,9 +447,22 @@ mod tests {
 
     const NAMES: [&str; 3] = ["base", "with", "other"];
 
-    const COMPARISONS: [Comparison; 2] = [
-        Comparison::new("with/base rps", "with", "base", Figure::Rps, 0.9),
-        Comparison::new("CPU base/with", "with", "base", Figure::Cpu, 0.9),
+    const COMPARISONS: [Comparison; 3] = [
+        Comparison::new(
+            "with/base rps",
+            Measure::Rps("with", "base"),
+            Target::AtLeast(0.9),
+        ),
+        Comparison::new(
+            "CPU base/with",
+            Measure::Cpu("with", "base"),
+            Target::Context,
+        ),
+        Comparison::new(
+            "other's RSS, MiB",
+            Measure::Rss("other"),
+            Target::Below(1.0),
+        ),
     ];
 
     fn header(build: &str) -> Header {
@@ -450,6 +488,11 @@ mod tests {
                         proxy: 0.1 * x,
                     },
                     errors: (n + i) as u64 % 2,
+                    memory: (i == 2).then_some(Memory {
+                        start: 1000 + n as u64,
+                        after: 3_000_000 + 17 * n as u64,
+                        peak: 3_100_000,
+                    }),
                 }
             })
             .collect();
@@ -468,23 +511,11 @@ mod tests {
         path
     }
 
-    /// The error of reading a file of `text`.
-    fn read_error(dir: &ScratchDir, text: &str) -> String {
-        let path = dir.write("run.jsonl", text).unwrap();
-        Run::read(&path).unwrap_err().to_string()
-    }
-
-    fn header_line() -> String {
-        serde_json::to_string(&header("abc")).unwrap()
-    }
-
-    /// The error of reading a file of the header and `rounds`.
-    fn refusal(dir: &ScratchDir, rounds: &[Round]) -> String {
-        let lines: Vec<String> = rounds
-            .iter()
-            .map(|r| serde_json::to_string(r).unwrap())
-            .collect();
-        read_error(dir, &format!("{}\n{}\n", header_line(), lines.join("\n")))
+    /// A file's lines: `header`'s, then `rounds`'.
+    fn text(header: &Header, rounds: &[Round]) -> String {
+        let mut lines = vec![serde_json::to_string(header).unwrap()];
+        lines.extend(rounds.iter().map(|r| serde_json::to_string(r).unwrap()));
+        lines.join("\n") + "\n"
     }
 
     #[test]
@@ -514,16 +545,44 @@ mod tests {
         let r = round(1);
         let (base, with) = (r.get("base").unwrap(), r.get("with").unwrap());
         let ratios = ratios(&COMPARISONS, std::slice::from_ref(&r)).unwrap();
+        let rss = mib(r.get("other").unwrap().memory.unwrap().after);
         assert_eq!(ratios[0].values, [with.rps / base.rps]);
         assert_eq!(ratios[1].values, [base.cpu.all / with.cpu.all]);
+        assert_eq!(ratios[2].values, [rss]);
+        let printed: Vec<String> = ratios.iter().map(Ratio::to_string).collect();
         assert_eq!(
-            ratios[0].to_string(),
+            printed[0],
             format!(
                 "with/base rps = {v:.3}, median of 1 rounds; 95% interval [{v:.3}, {v:.3}] \
                  (target >= 0.9: met, whole interval)",
                 v = with.rps / base.rps
             )
         );
+        assert!(printed[1].ends_with("] (for context)"), "{printed:?}");
+        assert_eq!(
+            printed[2],
+            format!(
+                "other's RSS, MiB = {rss:.3}, median of 1 rounds; 95% interval \
+                 [{rss:.3}, {rss:.3}] (target < 1: MISSED)"
+            )
+        );
+    }
+
+    #[test]
+    fn a_bound_is_met_by_the_interval_or_by_the_median_alone() {
+        let ratio = |values: &[f64]| {
+            let (what, target) = ("x", Target::Below(2.0));
+            let values = values.to_vec();
+            Ratio {
+                what,
+                values,
+                target,
+            }
+            .to_string()
+        };
+        assert!(ratio(&[1.0, 1.5]).ends_with("met, whole interval)"));
+        assert!(ratio(&[1.0, 1.5, 3.0]).ends_with("met by the median, not by the whole interval)"));
+        assert!(ratio(&[2.0]).ends_with("MISSED)"));
     }
 
     #[test]
@@ -582,66 +641,62 @@ mod tests {
     }
 
     #[test]
-    fn bad_json_names_file_and_line() {
+    fn a_file_that_is_not_a_run_is_refused_with_its_name_and_line() {
         let dir = ScratchDir::new("rounds").unwrap();
-        let line = serde_json::to_string(&round(1)).unwrap();
-        let err = read_error(
-            &dir,
-            &format!("{}\n{line}\n\n{{\"round\": 2,\n", header_line()),
-        );
-        assert!(err.contains("run.jsonl:4: not a round: "), "{err}");
-        let err = read_error(&dir, &format!("{line}\n"));
-        assert!(err.contains("run.jsonl:1: not a header: "), "{err}");
-    }
-
-    #[test]
-    fn round_missing_a_scenario_names_file_and_line() {
-        let dir = ScratchDir::new("rounds").unwrap();
-        let mut short = round(2);
-        short.scenarios.remove(1);
-        let err = refusal(&dir, &[round(1), short]);
-        assert!(
-            err.ends_with("run.jsonl:3: round 2 lacks scenario \"with\""),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn round_with_an_unknown_or_repeated_scenario_is_refused() {
-        let dir = ScratchDir::new("rounds").unwrap();
-        for (name, refused) in [
-            ("stranger", "scenario \"stranger\" is not in the header"),
-            ("base", "scenario \"base\" twice"),
-        ] {
+        let head = header("abc");
+        let renamed = |name: &str| {
             let mut odd = round(1);
             odd.scenarios[2].name = name.into();
-            let err = refusal(&dir, &[odd]);
-            assert!(err.ends_with(&format!("run.jsonl:2: {refused}")), "{err}");
+            text(&head, &[odd])
+        };
+        let mut short = round(2);
+        short.scenarios.remove(1);
+        let cases = [
+            (
+                "a round cut short",
+                text(&head, &[round(1)]) + "\n{\"round\": 2,\n",
+                "run.jsonl:4: not a round: ",
+            ),
+            (
+                "a round first",
+                text(&head, &[round(1)])
+                    .split_once('\n')
+                    .unwrap()
+                    .1
+                    .to_owned(),
+                "run.jsonl:1: not a header: ",
+            ),
+            (
+                "a round lacks a scenario",
+                text(&head, &[round(1), short]),
+                "run.jsonl:3: round 2 lacks scenario \"with\"",
+            ),
+            (
+                "an unknown scenario",
+                renamed("stranger"),
+                "run.jsonl:2: scenario \"stranger\" is not in the header",
+            ),
+            (
+                "a scenario twice",
+                renamed("base"),
+                "run.jsonl:2: scenario \"base\" twice",
+            ),
+            (
+                "empty",
+                "\n".into(),
+                "run.jsonl: empty, with no header line",
+            ),
+            (
+                "a header alone",
+                text(&head, &[]),
+                "run.jsonl: a header and no rounds",
+            ),
+        ];
+        for (case, text, refused) in cases {
+            let path = dir.write("run.jsonl", &text).unwrap();
+            let err = Run::read(&path).unwrap_err().to_string();
+            assert!(err.contains(refused), "{case}: {err}");
         }
-    }
-
-    #[test]
-    fn empty_file_and_header_alone_are_refused() {
-        let dir = ScratchDir::new("rounds").unwrap();
-        let err = read_error(&dir, "\n");
-        assert!(
-            err.ends_with("run.jsonl: empty, with no header line"),
-            "{err}"
-        );
-        let err = read_error(&dir, &format!("{}\n", header_line()));
-        assert!(err.ends_with("run.jsonl: a header and no rounds"), "{err}");
-    }
-
-    #[test]
-    fn require_names_a_scenario_the_header_lacks() {
-        let dir = ScratchDir::new("rounds").unwrap();
-        let run = Run::read(&write_run(&dir, "a.jsonl", "abc", &[round(1)])).unwrap();
-        assert_eq!(run.require(&["base", "with"]), Ok(()));
-        let err = run.require(&["base", "gone"]).unwrap_err().to_string();
-        assert!(
-            err.ends_with("a.jsonl:1: the header has no scenario \"gone\""),
-            "{err}"
-        );
     }
 
     #[test]
