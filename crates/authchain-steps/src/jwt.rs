@@ -26,6 +26,17 @@
 //!   realm: ratings                          # in `WWW-Authenticate: Bearer realm="..."`
 //! ```
 //!
+//! `jwt: {}`, an empty block, is Gloo's placeholder for Envoy's
+//! `jwt_authn` filter, which verified the token before ext_authz: the step
+//! allows when the CheckRequest's `metadata_context` holds the verified
+//! payload (namespace `envoy.filters.http.jwt_authn`, key `principal`, as
+//! Gloo configures the filter; ext_authz must list the namespace in
+//! `metadata_context_namespaces`) and is a 401 without it. The payload
+//! goes where a verified token's claims go (`state.jwt`, the user from
+//! `sub`, the answer kept no longer than `exp`). Only Envoy's gRPC
+//! ext_authz sends filter metadata: over the HTTP transports the step
+//! always denies.
+//!
 //! A missing token is a 401 with `WWW-Authenticate: Bearer realm="..."`;
 //! a malformed, unverifiable, expired or otherwise invalid one a 401 with
 //! `error="invalid_token"` added. On success the claims go into
@@ -69,6 +80,10 @@ pub const KIND: &str = "jwt";
 
 /// The key under which the step writes the token's claims into `state`.
 pub const STATE_KEY: &str = "jwt";
+
+/// Where Envoy's `jwt_authn` filter puts a verified payload: its metadata
+/// namespace, and the key Gloo names in `payload_in_metadata`.
+pub const ENVOY_PAYLOAD: (&str, &str) = ("envoy.filters.http.jwt_authn", "principal");
 
 /// The largest JWKS document a remote fetch accepts.
 const MAX_JWKS_BYTES: usize = 1 << 20;
@@ -198,18 +213,54 @@ pub struct ClaimToHeader {
 pub struct JwtPlugin;
 
 impl ExtAuthPlugin for JwtPlugin {
-    type Config = JwtConfig;
+    /// A [`JwtConfig`], or an empty block for [`VerifiedByEnvoy`].
+    type Config = Value;
 
     fn name(&self) -> &str {
         KIND
     }
 
-    fn build(
-        &self,
-        config: JwtConfig,
-        _: &BuildContext<'_>,
-    ) -> Result<Arc<dyn AuthService>, Error> {
+    fn build(&self, config: Value, _: &BuildContext<'_>) -> Result<Arc<dyn AuthService>, Error> {
+        let empty = match &config {
+            Value::Null => true,
+            Value::Object(block) => block.is_empty(),
+            _ => false,
+        };
+        if empty {
+            return Ok(Arc::new(VerifiedByEnvoy));
+        }
+        let config: JwtConfig = authchain_core::deserialize_config(config)?;
         Ok(Arc::new(JwtAuth::new(config)?))
+    }
+}
+
+/// `jwt: {}`: the payload Envoy's `jwt_authn` filter verified, read from
+/// the request's filter metadata ([`ENVOY_PAYLOAD`]).
+#[derive(Debug, Clone, Copy)]
+pub struct VerifiedByEnvoy;
+
+impl AuthService for VerifiedByEnvoy {
+    fn authorize<'a>(&'a self, request: &'a mut AuthorizationRequest) -> Answer<'a> {
+        let (namespace, key) = ENVOY_PAYLOAD;
+        let payload = request
+            .metadata
+            .get(namespace)
+            .and_then(|n| n.get(key))
+            .and_then(Value::as_object);
+        match payload {
+            Some(claims) => {
+                let claims = claims.clone();
+                allow_claims(request, claims, "sub", &[]).into()
+            }
+            None => {
+                tracing::debug!("jwt: no payload verified by Envoy's jwt_authn");
+                Decision::from(Deny::new(StatusCode::UNAUTHORIZED).header(
+                    http::header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer"),
+                ))
+                .into()
+            }
+        }
     }
 }
 
@@ -772,28 +823,45 @@ impl JwtAuth {
     }
 
     fn allow(&self, request: &mut AuthorizationRequest, claims: Map<String, Value>) -> Decision {
-        let mut allow = Allow::new();
-        for (path, header) in &self.claims_to_headers {
-            let mut value = claims.get(&path[0]);
-            for part in &path[1..] {
-                value = value.and_then(|v| v.get(part));
-            }
-            if let Some(v) = value.and_then(util::json_header_value) {
-                allow = allow.set_header(header.clone(), v);
-            }
-        }
-        if let Some(Value::String(user)) = claims.get(&self.user_id_claim) {
-            // The claims themselves are in `state.jwt`; not copied again here.
-            allow = allow.user(UserInfo::new(user.clone()));
-        }
-        // A remembered allow is not kept past the token's `exp`.
-        let exp = claims.get("exp").and_then(Value::as_f64);
-        if let Some(exp) = exp.and_then(|e| Duration::try_from_secs_f64(e).ok()) {
-            allow = allow.expires_at(std::time::UNIX_EPOCH + exp);
-        }
-        request.state.insert(STATE_KEY, Value::Object(claims));
-        allow.into()
+        allow_claims(
+            request,
+            claims,
+            &self.user_id_claim,
+            &self.claims_to_headers,
+        )
     }
+}
+
+/// The allow of a verified token's `claims`: the chosen claims in their
+/// upstream headers, the user from `user_id_claim`, kept no longer than
+/// `exp`, the claims in `state.jwt`.
+fn allow_claims(
+    request: &mut AuthorizationRequest,
+    claims: Map<String, Value>,
+    user_id_claim: &str,
+    claims_to_headers: &[(Vec<String>, HeaderName)],
+) -> Decision {
+    let mut allow = Allow::new();
+    for (path, header) in claims_to_headers {
+        let mut value = claims.get(&path[0]);
+        for part in &path[1..] {
+            value = value.and_then(|v| v.get(part));
+        }
+        if let Some(v) = value.and_then(util::json_header_value) {
+            allow = allow.set_header(header.clone(), v);
+        }
+    }
+    if let Some(Value::String(user)) = claims.get(user_id_claim) {
+        // The claims themselves are in `state.jwt`; not copied again here.
+        allow = allow.user(UserInfo::new(user.clone()));
+    }
+    // A remembered allow is not kept past the token's `exp`.
+    let exp = claims.get("exp").and_then(Value::as_f64);
+    if let Some(exp) = exp.and_then(|e| Duration::try_from_secs_f64(e).ok()) {
+        allow = allow.expires_at(std::time::UNIX_EPOCH + exp);
+    }
+    request.state.insert(STATE_KEY, Value::Object(claims));
+    allow.into()
 }
 
 #[async_trait]

@@ -77,7 +77,7 @@ pub use api_key::{ApiKeyAuth, ApiKeyPlugin};
 #[doc(inline)]
 pub use basic::{BasicAuth, BasicPlugin};
 #[doc(inline)]
-pub use jwt::{JwtAuth, JwtPlugin};
+pub use jwt::{JwtAuth, JwtPlugin, VerifiedByEnvoy};
 #[doc(inline)]
 pub use opa::{OpaAuth, OpaPlugin};
 #[doc(inline)]

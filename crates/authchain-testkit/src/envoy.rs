@@ -141,6 +141,7 @@ pub struct Bootstrap<'a> {
     failure_mode_allow_header_add: bool,
     with_body: Option<(u32, bool)>,
     include_peer_certificate: bool,
+    jwt_authn: Option<String>,
 }
 
 /// An HTTP ext_authz server for [`Bootstrap::http`]: where it listens, the
@@ -178,6 +179,7 @@ impl<'a> Bootstrap<'a> {
             failure_mode_allow_header_add: false,
             with_body: None,
             include_peer_certificate: false,
+            jwt_authn: None,
         }
     }
 
@@ -233,6 +235,18 @@ impl<'a> Bootstrap<'a> {
         self
     }
 
+    /// Envoy's `jwt_authn` filter ahead of ext_authz, as Gloo sets it up
+    /// for an AuthConfig's `jwt: {}`: tokens from `Authorization: Bearer`
+    /// verified against `jwks` (a JWKS document), the payload of a valid
+    /// one in the filter's metadata under `principal`, a request with a
+    /// missing or failed token let through (Gloo's
+    /// `allowMissingOrFailedJwt`), and the metadata sent to the auth
+    /// server (`metadata_context_namespaces`).
+    pub fn jwt_authn(mut self, jwks: &str) -> Self {
+        self.jwt_authn = Some(jwks.to_owned());
+        self
+    }
+
     /// The bootstrap, as YAML for [`Envoy::start`].
     pub fn yaml(&self) -> String {
         let mut routes = String::new();
@@ -252,13 +266,30 @@ impl<'a> Bootstrap<'a> {
                 ));
             }
         }
-        let (filter, clusters) = match &self.authz {
+        let (mut filter, clusters) = match &self.authz {
             None => (String::new(), String::new()),
             Some((addr, mode)) => (
                 self.filter(*addr, mode.as_ref()),
                 self.authz_cluster(*addr, mode.is_none()),
             ),
         };
+        if let Some(jwks) = &self.jwt_authn {
+            let jwks = jwks.replace('\'', "''");
+            filter = format!(
+                r#"          - name: envoy.filters.http.jwt_authn
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication
+              providers:
+                gloo:
+                  payload_in_metadata: principal
+                  forward: true
+                  local_jwks: {{ inline_string: '{jwks}' }}
+              rules:
+              - match: {{ prefix: "/" }}
+                requires: {{ requires_any: {{ requirements: [ {{ provider_name: gloo }}, {{ allow_missing_or_failed: {{}} }} ] }} }}
+{filter}"#
+            );
+        }
         let upstream = cluster("upstream", self.upstream, "");
         format!(
             r#"static_resources:
@@ -300,6 +331,11 @@ impl<'a> Bootstrap<'a> {
             self.failure_mode_allow_header_add,
             self.include_peer_certificate
         );
+        if self.jwt_authn.is_some() {
+            filter.push_str(
+                "              metadata_context_namespaces: [ envoy.filters.http.jwt_authn ]\n",
+            );
+        }
         if let Some((max, partial)) = self.with_body {
             filter.push_str(&format!(
                 "              with_request_body: {{ max_request_bytes: {max}, allow_partial_message: {partial} }}\n"

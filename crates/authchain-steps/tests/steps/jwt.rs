@@ -516,3 +516,56 @@ async fn bad_jwt_configs_name_their_place() {
         assert_bad_config(&yaml, place, &["s3cr3t"]).await;
     }
 }
+
+#[tokio::test]
+async fn an_empty_jwt_block_takes_the_payload_envoy_verified() {
+    let chain = chain("name: j\nconfigs:\n- jwt: {}\n").await;
+    let (namespace, key) = authchain_steps::jwt::ENVOY_PAYLOAD;
+    let verified = |payload: Value| {
+        let mut r = get_with("/", "authorization", "Bearer whatever-envoy-checked");
+        r.metadata.insert(namespace.into(), json!({ key: payload }));
+        r
+    };
+
+    let claims = claims();
+    let mut r = verified(claims.clone());
+    let d = chain.authorize(&mut r).await;
+    assert!(d.is_allow(), "{d:?}");
+    assert_eq!(
+        d.as_allow().unwrap().user_info.as_ref().unwrap().user_id,
+        "alice"
+    );
+    assert_eq!(r.state["jwt"], claims);
+    let exp = claims["exp"].as_u64().unwrap();
+    assert_eq!(
+        d.as_allow().unwrap().expires,
+        Some(UNIX_EPOCH + Duration::from_secs(exp))
+    );
+
+    // Without Envoy's verdict, whatever the request carries, a 401.
+    let mut other_key = get_with("/", "authorization", "Bearer x");
+    other_key
+        .metadata
+        .insert(namespace.into(), json!({ "other": claims.clone() }));
+    let mut other_namespace = get_with("/", "authorization", "Bearer x");
+    other_namespace.metadata.insert(
+        "envoy.filters.http.other".into(),
+        json!({ key: claims.clone() }),
+    );
+    let cases = [
+        (
+            "no metadata",
+            bearer(&sign(Algorithm::HS256, "hs-1", &claims)),
+        ),
+        ("a payload that is not an object", verified(json!("alice"))),
+        ("another key", other_key),
+        ("another namespace", other_namespace),
+    ];
+    for (name, mut r) in cases {
+        let d = chain.authorize(&mut r).await;
+        assert_eq!(status(&d), 401, "case {name}");
+        let deny = d.as_deny().unwrap();
+        assert_eq!(deny.headers["www-authenticate"], "Bearer", "case {name}");
+        assert!(!r.state.contains_key("jwt"), "case {name}");
+    }
+}

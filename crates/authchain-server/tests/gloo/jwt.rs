@@ -1,0 +1,89 @@
+//! `jwt: {}` behind Envoy's `jwt_authn` filter, set up as Gloo sets it
+//! up: a missing or failed token passes the filter, and the AuthConfig's
+//! step is what refuses it.
+
+use authchain_testkit::EchoServer;
+use authchain_testkit::client;
+use authchain_testkit::envoy::{Bootstrap, Envoy};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::json;
+
+use crate::manifest_path;
+use crate::support::{Authchain, LISTENERS};
+
+const SECRET: &[u8] = b"a-test-only-hmac-secret-of-32-by";
+
+/// The JWKS Envoy verifies with: `SECRET` as an HS256 key.
+fn jwks() -> String {
+    use base64::Engine as _;
+    let k = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(SECRET);
+    json!({ "keys": [{ "kty": "oct", "alg": "HS256", "kid": "k1", "k": k }] }).to_string()
+}
+
+fn token(secret: &[u8], sub: &str) -> String {
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 600;
+    let mut header = Header::new(Algorithm::HS256);
+    header.kid = Some("k1".into());
+    let claims = json!({ "sub": sub, "exp": exp });
+    jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(secret)).unwrap()
+}
+
+#[tokio::test]
+async fn the_empty_jwt_step_allows_what_envoy_verified_and_refuses_the_rest() {
+    let upstream = EchoServer::start().await.unwrap();
+    let authchain = Authchain::start(&format!(
+        "{LISTENERS}authConfigFiles: [{}]\n",
+        manifest_path("jwt-placeholder.yaml").display()
+    ))
+    .await;
+    let envoy = Envoy::start(
+        &Bootstrap::new(upstream.addr())
+            .route("/", Some("gloo-system.jwt-placeholder"))
+            .grpc(authchain.grpc)
+            .jwt_authn(&jwks())
+            .yaml(),
+    )
+    .await
+    .unwrap();
+    let ingress = envoy.listener("ingress").unwrap();
+
+    let good = format!("Bearer {}", token(SECRET, "alice"));
+    let reply = client::get(ingress, "/", &[("authorization", good.as_str())])
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 200, "{}", authchain.log());
+    let seen = reply.echoed().unwrap();
+    assert_eq!(seen.path, "/");
+
+    let forged = format!(
+        "Bearer {}",
+        token(b"another-secret-of-thirty-two-byt", "alice")
+    );
+    let cases = [
+        ("no token", vec![]),
+        (
+            "a token Envoy could not verify",
+            vec![("authorization", forged.as_str())],
+        ),
+        ("not a token", vec![("authorization", "Bearer not-a-jwt")]),
+        // What a client may try instead of a token: metadata is Envoy's.
+        (
+            "a payload in a header",
+            vec![("x-envoy-jwt-payload", r#"{"principal":{"sub":"alice"}}"#)],
+        ),
+    ];
+    for (name, headers) in cases {
+        let reply = client::get(ingress, "/", &headers).await.unwrap();
+        assert_eq!(reply.status, 401, "case {name}");
+        assert_eq!(
+            reply.header_values("www-authenticate"),
+            ["Bearer"],
+            "case {name}"
+        );
+    }
+    drop(upstream);
+}
