@@ -66,6 +66,17 @@ use crate::path::AmbiguousPaths;
 use crate::plugin::deserialize_config;
 use crate::{BuildContext, CacheSettings, Chain, ChainStep, Deny, Error, PluginRegistry};
 
+/// Gloo's step kinds that authchain does not bring: a config naming one
+/// is told so, unless a plugin of that kind is registered.
+const GLOO_KINDS_UNSUPPORTED: &[&str] = &[
+    "oauth",
+    "oauth2",
+    "ldap",
+    "hmacAuth",
+    "opaServerAuth",
+    "portalAuth",
+];
+
 /// The Gloo API versions whose `AuthConfig` manifests are accepted.
 pub const GLOO_API_VERSIONS: [&str; 2] = ["enterprise.gloo.solo.io/v1", "extauth.solo.io/v1"];
 
@@ -435,10 +446,18 @@ impl AuthConfig {
             Target::Kind(kind_name) => registry
                 .build_kind(kind_name, config, &context)
                 .unwrap_or_else(|| {
-                    Err(Error::config(format!(
-                        "no plugin is registered for step kind `{kind_name}` (registered: {})",
-                        listing(registry.kind_names())
-                    )))
+                    Err(Error::config(
+                        if GLOO_KINDS_UNSUPPORTED.contains(&kind_name.as_str()) {
+                            format!(
+                                "`{kind_name}` is a Gloo step kind that authchain does not support: see the README's Gloo compatibility table"
+                            )
+                        } else {
+                            format!(
+                                "no plugin is registered for step kind `{kind_name}` (registered: {})",
+                                listing(registry.kind_names())
+                            )
+                        },
+                    ))
                 }),
         };
         let service = built.map_err(|e| e.at(&kind))?;

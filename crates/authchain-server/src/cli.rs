@@ -31,9 +31,14 @@ enum Command {
     /// Read and build every AuthConfig without serving: print one line per
     /// AuthConfig, or every problem with its place (exit status 1).
     Check {
-        /// The config file; without it, the embedded default.
+        /// The config file; without it and without FILEs, the embedded
+        /// default.
         #[arg(short, long, value_name = "FILE")]
         config: Option<PathBuf>,
+        /// AuthConfig files, as `authConfigFiles` would name them (Gloo
+        /// manifests, say), checked besides the config file's.
+        #[arg(value_name = "FILE")]
+        files: Vec<PathBuf>,
     },
     /// Print the embedded default config, to copy and edit.
     DefaultConfig,
@@ -52,7 +57,7 @@ enum Command {
 pub fn main_with(registry: PluginRegistry) -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Check { config } => check(&registry, config),
+        Command::Check { config, files } => check(&registry, config, &files),
         Command::DefaultConfig => {
             print!("{DEFAULT_CONFIG}");
             ExitCode::SUCCESS
@@ -91,7 +96,7 @@ fn runtime(mut builder: tokio::runtime::Builder) -> Option<tokio::runtime::Runti
     }
 }
 
-fn check(registry: &PluginRegistry, config: Option<PathBuf>) -> ExitCode {
+fn check(registry: &PluginRegistry, config: Option<PathBuf>, files: &[PathBuf]) -> ExitCode {
     // Some steps set up their clients when built (a gRPC channel), which
     // needs a runtime; nothing is started or connected.
     let Some(runtime) = runtime(tokio::runtime::Builder::new_current_thread()) else {
@@ -99,7 +104,7 @@ fn check(registry: &PluginRegistry, config: Option<PathBuf>) -> ExitCode {
     };
     let built = {
         let _entered = runtime.enter();
-        Loaded::check(config.as_deref(), registry)
+        Loaded::check(config.as_deref(), files, registry)
     };
     match built {
         Ok((loaded, generation)) => {

@@ -322,17 +322,31 @@ impl Loaded {
         all_or_nothing(Self::read(origin, text, base)?)
     }
 
-    /// Reads the config file at `path` (`None`: the embedded default) and
-    /// builds every AuthConfig with `registry`, as `authchain check` does:
-    /// every problem of every file and every config, at once.
+    /// Reads the config file at `path` and the AuthConfig files `files`
+    /// (neither: the embedded default; files alone: no server settings)
+    /// and builds every AuthConfig with `registry`, as `authchain check`
+    /// does: every problem of every file and every config, at once.
     pub fn check(
         path: Option<&Path>,
+        files: &[PathBuf],
         registry: &PluginRegistry,
     ) -> Result<(Loaded, Generation), Error> {
-        let (loaded, mut errors) = match path {
-            Some(path) => Self::read_file(path)?,
-            None => Self::read(DEFAULT_CONFIG_ORIGIN, DEFAULT_CONFIG, None)?,
+        let (mut loaded, mut errors) = match path {
+            Some(path) => Self::read_file(path).map_err(|e| hint_manifest(path, e))?,
+            None if files.is_empty() => Self::read(DEFAULT_CONFIG_ORIGIN, DEFAULT_CONFIG, None)?,
+            None => Self::read(NO_CONFIG_ORIGIN, "{}", None)?,
         };
+        let mut digest = Digest::default();
+        for file in files {
+            match read_auth_configs(file, &mut digest) {
+                Ok(Ok(found)) => loaded.configs.extend(found),
+                Ok(Err(e)) => errors.push(e),
+                Err(e) => errors.push(
+                    Error::config(format!("cannot read the file: {e}")).in_source(file.display()),
+                ),
+            }
+            loaded.files.push(file.clone());
+        }
         match Generation::build(registry, &loaded.configs, 1) {
             Ok(generation) if errors.is_empty() => return Ok((loaded, generation)),
             Ok(_) => {}
@@ -457,16 +471,9 @@ impl Loaded {
                 }
             };
             for file in listed {
-                match std::fs::read_to_string(&file) {
-                    Ok(text) => {
-                        digest.add(file.as_os_str().as_encoded_bytes());
-                        digest.add(text.as_bytes());
-                        let name = file.display().to_string();
-                        match AuthConfig::parse(&name, &text, Format::from_path(&file)) {
-                            Ok(found) => configs.extend(found),
-                            Err(e) => errors.push(e),
-                        }
-                    }
+                match read_auth_configs(&file, &mut digest) {
+                    Ok(Ok(found)) => configs.extend(found),
+                    Ok(Err(e)) => errors.push(e),
                     Err(e) => errors.push(
                         Error::config(format!("cannot read {}: {e}", file.display()))
                             .at(format!("authConfigFiles[{i}]"))
@@ -547,6 +554,40 @@ impl Digest {
     fn finish(self) -> u64 {
         self.0
     }
+}
+
+/// Where `authchain check` with AuthConfig files alone says its (empty)
+/// server settings come from.
+const NO_CONFIG_ORIGIN: &str = "(no server config)";
+
+/// The AuthConfigs of `file` (or the problems of its text), its name and
+/// text added to `digest`; `Err` when it cannot be read.
+fn read_auth_configs(
+    file: &Path,
+    digest: &mut Digest,
+) -> std::io::Result<Result<Vec<AuthConfig>, Error>> {
+    let text = std::fs::read_to_string(file)?;
+    digest.add(file.as_os_str().as_encoded_bytes());
+    digest.add(text.as_bytes());
+    let name = file.display().to_string();
+    Ok(AuthConfig::parse(&name, &text, Format::from_path(file)))
+}
+
+/// `e`, the error of reading `path` as the server config, with a hint
+/// when the file is a Kubernetes manifest (an AuthConfig), which
+/// `authchain check FILE...` reads.
+fn hint_manifest(path: &Path, e: Error) -> Error {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let manifest = text
+        .lines()
+        .any(|l| l.starts_with("apiVersion:") || l.starts_with("kind:"));
+    if !manifest {
+        return e;
+    }
+    Error::config(format!(
+        "{e} (this file is a manifest, not a server config: `authchain check {}` checks AuthConfig files alone)",
+        path.display()
+    ))
 }
 
 #[cfg(test)]

@@ -175,8 +175,13 @@ fn unknown_plugins_kinds_and_fields_are_rejected() {
         ),
         (
             "a step kind no plugin serves",
+            "name: c\nconfigs:\n- myAuth: {}\n",
+            "auth.yaml: configs[0].myAuth: no plugin is registered for step kind `myAuth` (registered: none)",
+        ),
+        (
+            "a Gloo step kind authchain lacks",
             "name: c\nconfigs:\n- oauth2: {}\n",
-            "auth.yaml: configs[0].oauth2: no plugin is registered for step kind `oauth2` (registered: none)",
+            "auth.yaml: configs[0].oauth2: `oauth2` is a Gloo step kind that authchain does not support: see the README's Gloo compatibility table",
         ),
         (
             "two step kinds",

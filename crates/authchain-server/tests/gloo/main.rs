@@ -8,6 +8,7 @@
 #[path = "../server/support.rs"]
 mod support;
 
+mod check;
 mod jwt;
 
 /// Where a manifest of `manifests/` is.

@@ -4,21 +4,11 @@ use std::process::Command;
 
 use authchain_testkit::ScratchDir;
 
-use crate::support::binary;
+use crate::support::{binary, run_check};
 
 fn check(dir: &ScratchDir, config: &str) -> (bool, String, String) {
     let path = dir.write("authchain.yaml", config).unwrap();
-    let out = Command::new(binary())
-        .arg("check")
-        .arg("--config")
-        .arg(path)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    run_check(&[std::ffi::OsStr::new("--config"), path.as_os_str()])
 }
 
 #[test]

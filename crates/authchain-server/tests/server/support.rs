@@ -15,6 +15,20 @@ pub(crate) fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_authchain")
 }
 
+/// `authchain check ARGS...`: whether it passed, its stdout and stderr.
+pub(crate) fn run_check<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> (bool, String, String) {
+    let out = Command::new(binary())
+        .arg("check")
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// The listener block every test config starts with.
 pub(crate) const LISTENERS: &str = "\
 grpc: { address: '127.0.0.1:{{grpc_port}}' }
