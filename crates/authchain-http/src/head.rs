@@ -81,10 +81,9 @@ pub(crate) fn empty_request() -> Box<AuthorizationRequest> {
         .unwrap_or_default()
 }
 
-/// Done with `request`: it becomes this thread's spare, a new request
-/// with only the room of its strings, header map and state kept, emptied.
-/// Every other field is a new request's: no field, however added later,
-/// carries one request's data to the next.
+/// Done with `request`: it becomes this thread's spare, emptied as a new
+/// request is, with only the room of its strings, header map and state
+/// kept.
 pub(crate) fn give_back(mut request: Box<AuthorizationRequest>) {
     let oversized = [
         &request.path,
@@ -99,25 +98,7 @@ pub(crate) fn give_back(mut request: Box<AuthorizationRequest>) {
     if oversized {
         return;
     }
-    let old = std::mem::take(&mut *request);
-    let emptied = |mut s: String| {
-        s.clear();
-        s
-    };
-    request.scheme = emptied(old.scheme);
-    request.host = emptied(old.host);
-    request.path = emptied(old.path);
-    request.id = emptied(old.id);
-    request.protocol = emptied(old.protocol);
-    let mut headers = old.headers;
-    // An empty map's `clear` still resets every slot of its index.
-    if !headers.is_empty() {
-        headers.clear();
-    }
-    request.headers = headers;
-    let mut state = old.state;
-    state.clear();
-    request.state = state;
+    authchain_core::transport::empty_for_reuse(&mut request);
     let _ = SPARE.try_with(|spare| spare.set(Some(request)));
 }
 
