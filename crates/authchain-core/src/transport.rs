@@ -77,3 +77,42 @@ pub fn empty_for_reuse(request: &mut AuthorizationRequest) {
     }
     extensions.clear();
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_emptied_for_reuse_is_a_new_request() {
+        let mut request = AuthorizationRequest::default();
+        request.method = http::Method::POST;
+        for s in [
+            &mut request.scheme,
+            &mut request.host,
+            &mut request.path,
+            &mut request.protocol,
+            &mut request.id,
+        ] {
+            s.push_str("secret");
+        }
+        request
+            .headers
+            .insert("x-secret", http::HeaderValue::from_static("s"));
+        request.body = Some(bytes::Bytes::from_static(b"secret"));
+        request.source = crate::Peer::from_address(([10, 0, 0, 1], 1).into());
+        request.destination = crate::Peer::from_address(([10, 0, 0, 2], 2).into());
+        request.context.insert("k".into(), "secret".into());
+        request.metadata.insert("k".into(), "secret".into());
+        request.state.insert("k", serde_json::json!("secret"));
+        request.extensions.insert(7u8);
+        let room = request.path.capacity();
+
+        empty_for_reuse(&mut request);
+        assert_eq!(
+            format!("{request:?}"),
+            format!("{:?}", AuthorizationRequest::default())
+        );
+        assert!(request.body.is_none() && request.extensions.get::<u8>().is_none());
+        assert_eq!(request.path.capacity(), room, "the room is kept");
+    }
+}
