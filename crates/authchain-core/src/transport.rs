@@ -84,8 +84,10 @@ mod tests {
 
     #[test]
     fn a_request_emptied_for_reuse_is_a_new_request() {
-        let mut request = AuthorizationRequest::default();
-        request.method = http::Method::POST;
+        let mut request = AuthorizationRequest {
+            method: http::Method::POST,
+            ..Default::default()
+        };
         for s in [
             &mut request.scheme,
             &mut request.host,
