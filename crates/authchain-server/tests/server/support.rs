@@ -55,40 +55,52 @@ impl Authchain {
     }
 
     pub(crate) async fn start_with(template: &str, extra: &[(&'static str, String)]) -> Authchain {
-        let dir = ScratchDir::new("authchain-server").unwrap();
-        let ports = [
-            free_port().unwrap(),
-            free_port().unwrap(),
-            free_port().unwrap(),
-        ];
-        let mut vars = vec![
-            ("grpc_port", ports[0].to_string()),
-            ("http_port", ports[1].to_string()),
-            ("admin_port", ports[2].to_string()),
-            ("dir", dir.path().display().to_string()),
-        ];
-        vars.extend(extra.iter().cloned());
-        let config = dir
-            .write("authchain.yaml", &render(template, &vars).unwrap())
-            .unwrap();
-        let mut command = Command::new(binary());
-        command.arg("serve").arg("--config").arg(&config);
-        let mut peer = ChildPeer::spawn("authchain", command, dir).unwrap();
-        let admin: SocketAddr = ([127, 0, 0, 1], ports[2]).into();
-        peer.wait_until(Duration::from_secs(20), || async move {
-            let reply = client::get(admin, "/readyz", &[]).await.ok()?;
-            (reply.status == 200).then_some(())
-        })
-        .await
-        .unwrap();
-        Authchain {
-            peer,
-            grpc: ([127, 0, 0, 1], ports[0]).into(),
-            http: ([127, 0, 0, 1], ports[1]).into(),
-            admin,
-            config,
-            vars,
+        // A port chosen free can be taken by another test's process before
+        // the binary binds it: then the binary exits, and it starts again
+        // on other ports.
+        for attempt in 1.. {
+            let dir = ScratchDir::new("authchain-server").unwrap();
+            let ports = [
+                free_port().unwrap(),
+                free_port().unwrap(),
+                free_port().unwrap(),
+            ];
+            let mut vars = vec![
+                ("grpc_port", ports[0].to_string()),
+                ("http_port", ports[1].to_string()),
+                ("admin_port", ports[2].to_string()),
+                ("dir", dir.path().display().to_string()),
+            ];
+            vars.extend(extra.iter().cloned());
+            let config = dir
+                .write("authchain.yaml", &render(template, &vars).unwrap())
+                .unwrap();
+            let mut command = Command::new(binary());
+            command.arg("serve").arg("--config").arg(&config);
+            let mut peer = ChildPeer::spawn("authchain", command, dir).unwrap();
+            let admin: SocketAddr = ([127, 0, 0, 1], ports[2]).into();
+            let ready = peer
+                .wait_until(Duration::from_secs(20), || async move {
+                    let reply = client::get(admin, "/readyz", &[]).await.ok()?;
+                    (reply.status == 200).then_some(())
+                })
+                .await;
+            match ready {
+                Ok(()) => {
+                    return Authchain {
+                        peer,
+                        grpc: ([127, 0, 0, 1], ports[0]).into(),
+                        http: ([127, 0, 0, 1], ports[1]).into(),
+                        admin,
+                        config,
+                        vars,
+                    };
+                }
+                Err(e) if attempt < 3 && e.to_string().contains("in use") => continue,
+                Err(e) => panic!("{e}"),
+            }
         }
+        unreachable!()
     }
 
     /// Replaces the config file at once (write aside, then rename), as an
