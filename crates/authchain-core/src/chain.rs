@@ -101,6 +101,8 @@ pub struct Chain {
     /// Every spelling of every stripped header, for the allow's removals.
     removals: Vec<HeaderName>,
     ambiguous_paths: AmbiguousPaths,
+    /// Where an allow names its user upstream (Gloo's `userIdHeader`).
+    user_id_header: Option<HeaderName>,
     metrics: ChainMetrics,
     cache: Option<DecisionCache>,
 }
@@ -257,6 +259,7 @@ impl Chain {
             strip: Vec::new(),
             trust: Vec::new(),
             ambiguous_paths: AmbiguousPaths::Reject,
+            user_id_header: None,
             cache: None,
         }
     }
@@ -411,13 +414,36 @@ impl Chain {
         };
         self.begin(&mut run, request);
         let span = tracing::debug_span!("authchain.chain", config = %self.name);
-        let ended = self.run(&mut run, request).instrument(span).await;
+        let ended = match self.run(&mut run, request).instrument(span).await {
+            Ended::Allowed => self.name_user(&mut run, request),
+            ended => ended,
+        };
         let failed = run.failed || matches!(ended, Ended::Failed);
         let decision = match self.conclude(started, ended) {
             None => Decision::Allow(run.acc),
             Some(deny) => Decision::Deny(deny),
         };
         (decision, !failed)
+    }
+
+    /// An allowed run's user, named upstream in the `user_id_header` as a
+    /// step's header change would be; a user id that cannot be a header
+    /// value fails the run.
+    fn name_user(&self, run: &mut Run, request: &mut AuthorizationRequest) -> Ended {
+        let (Some(header), Some(user)) = (&self.user_id_header, &run.acc.user_info) else {
+            return Ended::Allowed;
+        };
+        let Ok(value) = HeaderValue::try_from(user.user_id.as_str()) else {
+            tracing::warn!(
+                config = %self.name, header = %header,
+                "the allowed user's id cannot be a header value; denying"
+            );
+            run.failed = true;
+            return Ended::Failed;
+        };
+        let mut named = Allow::new().set_header(header.clone(), value);
+        merge(&mut run.acc, &mut named, request, run.forwarded);
+        Ended::Allowed
     }
 
     /// Runs the steps until the run ends.
@@ -900,6 +926,7 @@ pub struct ChainBuilder {
     strip: Vec<HeaderName>,
     trust: Vec<HeaderName>,
     ambiguous_paths: AmbiguousPaths,
+    user_id_header: Option<HeaderName>,
     cache: Option<CacheSettings>,
 }
 
@@ -931,6 +958,14 @@ impl ChainBuilder {
     /// Strips this client header too, though no step declares it.
     pub fn strip_client_header(mut self, name: HeaderName) -> Self {
         self.strip.push(name);
+        self
+    }
+
+    /// Names an allowed request's user (its [`UserInfo`](crate::UserInfo)
+    /// id) upstream in this header, as Gloo's `userIdHeader` does; the
+    /// client's copies are always stripped, whatever the outcome.
+    pub fn user_id_header(mut self, name: HeaderName) -> Self {
+        self.user_id_header = Some(name);
         self
     }
 
@@ -1017,7 +1052,16 @@ impl ChainBuilder {
                 Some(DecisionCache::new(&self.name, settings))
             }
         };
+        if let Some(header) = &self.user_id_header
+            && self.trust.contains(header)
+        {
+            return Err(Error::config(format!(
+                "`{header}` names the user upstream (userIdHeader): a client's copy cannot be trusted"
+            ))
+            .at("trustClientHeaders"));
+        }
         let mut strip = self.strip;
+        strip.extend(self.user_id_header.clone());
         for step in &self.steps {
             strip.extend(step.service.identity_headers());
             if step.failure_mode_allow {
@@ -1052,6 +1096,7 @@ impl ChainBuilder {
             strip,
             removals,
             ambiguous_paths: self.ambiguous_paths,
+            user_id_header: self.user_id_header,
             cache,
         })
     }

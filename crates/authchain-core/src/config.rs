@@ -37,6 +37,7 @@
 //! | `stripClientHeaders` | more client headers to strip before the chain |
 //! | `trustClientHeaders` | declared identity headers a client may send after all |
 //! | `allowAmbiguousPaths` | an authchain addition: `true` lets a path with an encoded `/`, `\` or control byte, or one that climbs above the root, reach the steps (kept encoded, stopped at the root) instead of a 400 ([`crate::path`]) |
+//! | `userIdHeader` | an authchain addition, per AuthConfig, of Gloo's server setting: an allow with a user ([`crate::UserInfo`]) names it upstream in this header; a client's copy is always stripped. The server's `userIdHeader` fills it in where a document has none |
 //! | `failOnRedirect` | accepted for Gloo compatibility; no effect |
 //! | `cache` | an authchain addition: the [decision cache](crate::cache) (`key`, `ttl`, `maxEntries`, `cacheDenies`, `trustKey`) |
 //!
@@ -285,6 +286,27 @@ impl AuthConfig {
         &self.origin
     }
 
+    /// Names the allowed user upstream in `header` unless the document
+    /// names a header of its own (`userIdHeader`), and strips a client's
+    /// `header` either way: what the server's `userIdHeader` setting,
+    /// Gloo's, does to every AuthConfig.
+    pub fn default_user_id_header(&mut self, header: &str) {
+        let Value::Object(spec) = &mut self.spec else {
+            return;
+        };
+        if !spec.contains_key("userIdHeader") {
+            spec.insert("userIdHeader".into(), Value::String(header.to_owned()));
+            return;
+        }
+        // A `stripClientHeaders` that is not a list: the build says so.
+        if let Value::Array(strip) = spec
+            .entry("stripClientHeaders")
+            .or_insert_with(|| Value::Array(Vec::new()))
+        {
+            strip.push(Value::String(header.to_owned()));
+        }
+    }
+
     /// Builds the chain: resolves each step's plugin, deserializes its
     /// config and builds its service. Every problem is reported, each with
     /// its place (`auth.yaml: spec.configs[1].pluginAuth.config.AllowedValues: ...`).
@@ -314,6 +336,12 @@ impl AuthConfig {
         }
         if spec.allow_ambiguous_paths {
             builder = builder.ambiguous_paths(AmbiguousPaths::Keep);
+        }
+        if let Some(name) = &spec.user_id_header {
+            match HeaderName::try_from(name.as_str()) {
+                Ok(h) => builder = builder.user_id_header(h),
+                Err(_) => errors.push(Error::config("not a valid header name").at("userIdHeader")),
+            }
         }
         for (list, field) in [
             (&spec.strip_client_headers, "stripClientHeaders"),
@@ -524,6 +552,8 @@ struct Spec {
     trust_client_headers: Vec<String>,
     #[serde(default)]
     allow_ambiguous_paths: bool,
+    #[serde(default)]
+    user_id_header: Option<String>,
     #[serde(default, rename = "failOnRedirect")]
     _fail_on_redirect: Option<bool>,
     #[serde(default)]

@@ -62,6 +62,11 @@ pub struct Settings {
     /// The AuthConfig for checks that name none.
     #[serde(default)]
     pub default_config: Option<String>,
+    /// Gloo's `userIdHeader`: every AuthConfig names its allowed user
+    /// upstream in this header (unless it names its own), and a client's
+    /// copy is always stripped.
+    #[serde(default)]
+    pub user_id_header: Option<String>,
     /// The most checks in flight on each listener (default 1024).
     #[serde(default = "default_max_concurrent")]
     pub max_concurrent_checks: usize,
@@ -481,6 +486,19 @@ impl Loaded {
                     ),
                 }
                 files.push(file);
+            }
+        }
+        if let Some(header) = &settings.user_id_header {
+            if axum::http::HeaderName::try_from(header.as_str()).is_ok() {
+                for config in &mut configs {
+                    config.default_user_id_header(header);
+                }
+            } else {
+                errors.push(
+                    Error::config("not a valid header name")
+                        .at("userIdHeader")
+                        .in_source(origin),
+                );
             }
         }
         if let Some(name) = &settings.default_config

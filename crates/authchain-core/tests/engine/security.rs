@@ -375,3 +375,89 @@ async fn a_remembered_allow_never_outlives_its_credential() {
     }
     assert_eq!(runs_now(), 4);
 }
+
+#[tokio::test]
+async fn the_user_id_header_names_only_the_allowed_user() {
+    use authchain_core::{Allow, UserInfo};
+    // A step that allows as the user the request's `x-who` names, or
+    // allows with no user, or denies.
+    let step = decide_fn(|req| {
+        Ok(match req.header_str("x-who") {
+            Some("nobody") => Decision::authorized(),
+            Some("deny") => Deny::new(StatusCode::UNAUTHORIZED).into(),
+            Some("newline") => Allow::new().user(UserInfo::new("bad\nid")).into(),
+            Some(who) => Allow::new().user(UserInfo::new(who)).into(),
+            None => Decision::authorized(),
+        })
+    });
+    let chain = Chain::builder("c")
+        .step(ChainStep::new("s", Arc::new(step)))
+        .user_id_header(name("x-user-id"))
+        .build()
+        .unwrap();
+    let cases = [
+        ("alice", Some("alice"), 200),
+        ("nobody", None, 200),
+        ("deny", None, 401),
+        // A user id that cannot be a header value fails the run.
+        ("newline", None, 403),
+    ];
+    for (who, named, status) in cases {
+        for forwarded in [false, true] {
+            let mut req = get("/");
+            req.headers.insert("x-who", value(who));
+            // The client's claims, in two spellings.
+            req.headers.append("x-user-id", value("admin"));
+            req.headers.append(name("x_user_id"), value("admin"));
+            let d = if forwarded {
+                authchain_core::transport::authorize_forwarded(&chain, &mut req).await
+            } else {
+                chain.authorize(&mut req).await
+            };
+            let got = match &d {
+                Decision::Allow(_) => 200,
+                Decision::Deny(deny) => deny.status.as_u16(),
+            };
+            assert_eq!(got, status, "case {who}, forwarded {forwarded}");
+            let upstream: Vec<&str> = req
+                .headers
+                .get_all("x-user-id")
+                .iter()
+                .map(|v| v.to_str().unwrap())
+                .collect();
+            assert_eq!(
+                upstream,
+                named.into_iter().collect::<Vec<_>>(),
+                "case {who}"
+            );
+            assert!(req.headers.get("x_user_id").is_none(), "case {who}");
+            if let (Decision::Allow(allow), false) = (&d, forwarded) {
+                let listed: Vec<_> = allow
+                    .headers
+                    .iter()
+                    .filter(|m| m.name == "x-user-id")
+                    .map(|m| m.value.to_str().unwrap())
+                    .collect();
+                assert_eq!(listed, named.into_iter().collect::<Vec<_>>(), "case {who}");
+                assert!(
+                    allow.headers_to_remove.iter().any(|h| h == "x_user_id"),
+                    "case {who}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn the_user_id_header_cannot_be_trusted() {
+    let e = Chain::builder("c")
+        .step(ChainStep::new(
+            "s",
+            Arc::new(decide_fn(|_| Ok(Decision::authorized()))),
+        ))
+        .user_id_header(name("x-user-id"))
+        .trust_client_header(name("x-user-id"))
+        .build()
+        .unwrap_err();
+    assert!(e.to_string().contains("trustClientHeaders"), "{e}");
+}

@@ -10,6 +10,7 @@ mod support;
 
 mod check;
 mod jwt;
+mod user_id_header;
 
 /// Where a manifest of `manifests/` is.
 pub(crate) fn manifest_path(name: &str) -> std::path::PathBuf {
