@@ -23,6 +23,8 @@
 //!   - { claim: sub, header: x-user-id }
 //!   - { claim: org.id, header: x-org }      # a dotted path reaches into objects
 //!   userIdClaim: sub                        # the claim naming the user (sub)
+//!   dynamicMetadataFromClaims:              # Gloo's: metadata key <- claim, to Envoy's
+//!     email: email                          # dynamic metadata (envoy.filters.http.ext_authz)
 //!   realm: ratings                          # in `WWW-Authenticate: Bearer realm="..."`
 //! ```
 //!
@@ -55,7 +57,7 @@
 //! used: HMAC keys that travel are secrets others have seen, and only a
 //! config that lists `HS256` (or `HS384`, `HS512`) accepts them.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -115,6 +117,11 @@ pub struct JwtConfig {
     /// The claim naming the user (`sub`).
     #[serde(default)]
     pub user_id_claim: Option<String>,
+    /// Gloo's `dynamicMetadataFromClaims`: metadata key to claim; each
+    /// claim present goes, as it is, into the allow's dynamic metadata
+    /// (Envoy's, under `envoy.filters.http.ext_authz`).
+    #[serde(default)]
+    pub dynamic_metadata_from_claims: BTreeMap<String, String>,
     /// The realm of `WWW-Authenticate` (`authchain`).
     #[serde(default)]
     pub realm: Option<String>,
@@ -250,7 +257,7 @@ impl AuthService for VerifiedByEnvoy {
         match payload {
             Some(claims) => {
                 let claims = claims.clone();
-                allow_claims(request, claims, "sub", &[]).into()
+                allow_claims(request, claims, "sub", &[], &[]).into()
             }
             None => {
                 tracing::debug!("jwt: no payload verified by Envoy's jwt_authn");
@@ -479,6 +486,7 @@ pub struct JwtAuth {
     sources: Vec<Source>,
     claims_to_headers: Vec<(Vec<String>, HeaderName)>,
     user_id_claim: String,
+    metadata_from_claims: Vec<(String, String)>,
     challenge: HeaderValue,
     invalid: HeaderValue,
 }
@@ -689,6 +697,17 @@ impl JwtAuth {
                 out
             }
         };
+        let mut metadata_from_claims = Vec::new();
+        for (key, claim) in config.dynamic_metadata_from_claims {
+            let name = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+            if claim.is_empty() || !claim.chars().all(name) {
+                return Err(
+                    Error::config("expected a claim name of letters, digits, `-` and `_`")
+                        .at(format!("dynamicMetadataFromClaims.{key}")),
+                );
+            }
+            metadata_from_claims.push((key, claim));
+        }
         let mut claims_to_headers = Vec::new();
         for (i, c) in config.claims_to_headers.iter().enumerate() {
             let header = util::header_name(&c.header, &format!("claimsToHeaders[{i}].header"))?;
@@ -729,6 +748,7 @@ impl JwtAuth {
             sources,
             claims_to_headers,
             user_id_claim: config.user_id_claim.unwrap_or_else(|| "sub".to_owned()),
+            metadata_from_claims,
             challenge,
             invalid,
         })
@@ -828,20 +848,27 @@ impl JwtAuth {
             claims,
             &self.user_id_claim,
             &self.claims_to_headers,
+            &self.metadata_from_claims,
         )
     }
 }
 
 /// The allow of a verified token's `claims`: the chosen claims in their
-/// upstream headers, the user from `user_id_claim`, kept no longer than
-/// `exp`, the claims in `state.jwt`.
+/// upstream headers and the dynamic metadata (key, claim), the user from
+/// `user_id_claim`, kept no longer than `exp`, the claims in `state.jwt`.
 fn allow_claims(
     request: &mut AuthorizationRequest,
     claims: Map<String, Value>,
     user_id_claim: &str,
     claims_to_headers: &[(Vec<String>, HeaderName)],
+    metadata_from_claims: &[(String, String)],
 ) -> Decision {
     let mut allow = Allow::new();
+    for (key, claim) in metadata_from_claims {
+        if let Some(value) = claims.get(claim) {
+            allow.dynamic_metadata.insert(key.clone(), value.clone());
+        }
+    }
     for (path, header) in claims_to_headers {
         let mut value = claims.get(&path[0]);
         for part in &path[1..] {

@@ -37,6 +37,8 @@
 //! as OPA-Envoy's: `allowed` (or `allow`), `headers` (upstream headers on
 //! an allow, limited to `allowedUpstreamHeaders`; client headers on a
 //! deny), `response_headers_to_add`, `request_headers_to_remove`,
+//! `dynamic_metadata` (an object: Envoy's dynamic metadata on an allow,
+//! under `envoy.filters.http.ext_authz`),
 //! `http_status` (or `status`) and `body` for a deny. Any other result, or
 //! an evaluation error, is a step error: the chain denies with its
 //! `statusOnError`.
@@ -287,6 +289,9 @@ impl OpaAuth {
             }
             for (name, value) in header_pairs(obj.get("response_headers_to_add")) {
                 allow = allow.response_header(name, value);
+            }
+            if let Some(Value::Object(metadata)) = obj.get("dynamic_metadata") {
+                allow.dynamic_metadata.extend(metadata.clone());
             }
             if let Some(Value::Array(names)) = obj.get("request_headers_to_remove") {
                 for n in names.iter().filter_map(Value::as_str) {

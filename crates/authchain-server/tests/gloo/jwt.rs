@@ -14,13 +14,18 @@ use crate::support::{Authchain, LISTENERS};
 const SECRET: &[u8] = b"a-test-only-hmac-secret-of-32-by";
 
 /// The JWKS Envoy verifies with: `SECRET` as an HS256 key.
-fn jwks() -> String {
+pub(crate) fn hs256_jwks() -> String {
     use base64::Engine as _;
     let k = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(SECRET);
     json!({ "keys": [{ "kty": "oct", "alg": "HS256", "kid": "k1", "k": k }] }).to_string()
 }
 
-fn token(secret: &[u8], sub: &str) -> String {
+/// A token for `sub` with `extra` claims, signed with [`SECRET`].
+pub(crate) fn token(sub: &str, extra: &[(&str, &str)]) -> String {
+    signed(SECRET, sub, extra)
+}
+
+fn signed(secret: &[u8], sub: &str, extra: &[(&str, &str)]) -> String {
     let exp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -28,7 +33,10 @@ fn token(secret: &[u8], sub: &str) -> String {
         + 600;
     let mut header = Header::new(Algorithm::HS256);
     header.kid = Some("k1".into());
-    let claims = json!({ "sub": sub, "exp": exp });
+    let mut claims = json!({ "sub": sub, "exp": exp });
+    for (k, v) in extra {
+        claims[*k] = json!(v);
+    }
     jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(secret)).unwrap()
 }
 
@@ -44,14 +52,14 @@ async fn the_empty_jwt_step_allows_what_envoy_verified_and_refuses_the_rest() {
         &Bootstrap::new(upstream.addr())
             .route("/", Some("gloo-system.jwt-placeholder"))
             .grpc(authchain.grpc)
-            .jwt_authn(&jwks())
+            .jwt_authn(&hs256_jwks())
             .yaml(),
     )
     .await
     .unwrap();
     let ingress = envoy.listener("ingress").unwrap();
 
-    let good = format!("Bearer {}", token(SECRET, "alice"));
+    let good = format!("Bearer {}", token("alice", &[]));
     let reply = client::get(ingress, "/", &[("authorization", good.as_str())])
         .await
         .unwrap();
@@ -61,7 +69,7 @@ async fn the_empty_jwt_step_allows_what_envoy_verified_and_refuses_the_rest() {
 
     let forged = format!(
         "Bearer {}",
-        token(b"another-secret-of-thirty-two-byt", "alice")
+        signed(b"another-secret-of-thirty-two-byt", "alice", &[])
     );
     let cases = [
         ("no token", vec![]),

@@ -9,6 +9,7 @@
 mod support;
 
 mod check;
+mod dynamic_metadata;
 mod jwt;
 mod user_id_header;
 

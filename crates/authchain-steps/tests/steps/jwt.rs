@@ -569,3 +569,30 @@ async fn an_empty_jwt_block_takes_the_payload_envoy_verified() {
         assert!(!r.state.contains_key("jwt"), "case {name}");
     }
 }
+
+#[tokio::test]
+async fn claims_become_dynamic_metadata_as_gloo_names_them() {
+    let chain = chain(&local_config(
+        "    dynamicMetadataFromClaims: { issuer: iss, organisation: org, missing: nope }\n",
+    ))
+    .await;
+    let mut r = bearer(&sign(Algorithm::RS256, "rsa-1", &claims()));
+    let d = chain.authorize(&mut r).await;
+    let metadata = &d.as_allow().expect("allow").dynamic_metadata;
+    assert_eq!(
+        Value::Object(metadata.clone()),
+        json!({ "issuer": "https://issuer.example.com", "organisation": { "id": 42 } }),
+        "a claim's structure is kept; an absent claim adds nothing"
+    );
+
+    for bad in ["org.id", "", "a b"] {
+        assert_bad_config(
+            &local_config(&format!(
+                "    dynamicMetadataFromClaims: {{ k: '{bad}' }}\n"
+            )),
+            "configs[0].jwt.dynamicMetadataFromClaims.k",
+            &[],
+        )
+        .await;
+    }
+}

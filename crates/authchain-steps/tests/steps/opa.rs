@@ -61,7 +61,7 @@ async fn an_object_result_sets_headers_or_shapes_the_deny() {
         r#"package t
 import rego.v1
 default result := {"allowed": false, "http_status": 418, "body": "no tea", "headers": {"x-why": "policy"}}
-result := {"allowed": true, "headers": {"x-role": "reader", "x-sneaky": "1"}, "response_headers_to_add": {"x-seen": "yes"}} if {
+result := {"allowed": true, "headers": {"x-role": "reader", "x-sneaky": "1"}, "response_headers_to_add": {"x-seen": "yes"}, "dynamic_metadata": {"role": "reader", "tier": {"n": 2}}} if {
 	input.method == "GET"
 	input.parsed_query.v == ["1"]
 	input.headers["x-a"] == "1, 2"
@@ -92,6 +92,10 @@ result := {"allowed": true, "headers": {"x-role": "reader", "x-sneaky": "1"}, "r
         "not in allowedUpstreamHeaders"
     );
     assert_eq!(d.as_allow().unwrap().response_headers[0].name, "x-seen");
+    assert_eq!(
+        serde_json::Value::Object(d.as_allow().unwrap().dynamic_metadata.clone()),
+        serde_json::json!({ "role": "reader", "tier": { "n": 2 } })
+    );
 
     denied.context.insert("tenant".into(), "other".into());
     let d = chain.authorize(&mut denied).await;
