@@ -11,9 +11,19 @@
 //!   apr:                           # Gloo's shape, accepted as it is
 //!     users:
 //!       user: { salt: TYu6jVnr, hashedPassword: wEVL6KLf9B4wQ3ZIXZZhB/ }
+//!   # or Gloo's extended shape (not beside `apr`):
+//!   # encryption: { sha1: {} }     # or { apr: {} }
+//!   # userList:
+//!   #   users:
+//!   #     user: { salt: TYiryv0/, hashedPassword: 010eb058a59f4ac5ba05639b0263cf91b4345fd6 }
 //!   userIdHeader: x-user-id        # optional: the user name to this upstream header
 //!   cache: { maxEntries: 10000, ttl: 5m }   # verified credentials (the defaults)
 //! ```
+//!
+//! In the extended shape, `sha1` hashes are Gloo's: the hex SHA-1 of the
+//! password followed by the salt (case-insensitive; SHA-1 is weak, for
+//! migrations only), and the credential may come in `Proxy-Authorization`
+//! when `Authorization` has none, as Gloo reads it.
 //!
 //! A missing, malformed or wrong credential is a 401 with
 //! `WWW-Authenticate: Basic realm="..."`. A verified user goes into
@@ -66,6 +76,12 @@ pub struct BasicConfig {
     /// Gloo's `apr` block.
     #[serde(default)]
     pub apr: Option<AprConfig>,
+    /// Gloo's extended shape: the hashing of `userList`.
+    #[serde(default)]
+    pub encryption: Option<EncryptionConfig>,
+    /// Gloo's extended shape: the users.
+    #[serde(default)]
+    pub user_list: Option<AprConfig>,
     /// The upstream header that gets the user name.
     #[serde(default)]
     pub user_id_header: Option<String>,
@@ -82,13 +98,15 @@ impl std::fmt::Debug for BasicConfig {
             .field("htpasswd", &self.htpasswd.as_ref().map(|_| "<redacted>"))
             .field("htpasswd_file", &self.htpasswd_file)
             .field("apr_users", &self.apr.as_ref().map(|a| a.users.len()))
+            .field("encryption", &self.encryption)
+            .field("user_list", &self.user_list.as_ref().map(|a| a.users.len()))
             .field("user_id_header", &self.user_id_header)
             .field("cache", &self.cache)
             .finish()
     }
 }
 
-/// Gloo's `basicAuth.apr`.
+/// Gloo's `basicAuth.apr`, and its `userList`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AprConfig {
@@ -96,7 +114,19 @@ pub struct AprConfig {
     pub users: std::collections::BTreeMap<String, AprUser>,
 }
 
-/// One user of Gloo's `apr.users`.
+/// Gloo's `basicAuth.encryption`: exactly one of its algorithms.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EncryptionConfig {
+    /// Apache's iterated MD5 (`apr: {}`).
+    #[serde(default)]
+    pub apr: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Salted SHA-1 (`sha1: {}`).
+    #[serde(default)]
+    pub sha1: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// One user of Gloo's `apr.users` or `userList.users`.
 #[derive(Clone, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AprUser {
@@ -166,7 +196,15 @@ impl ExtAuthPlugin for BasicPlugin {
 enum Hash {
     Bcrypt(String),
     ShaCrypt(String),
-    Apr1 { salt: String, hash: String },
+    Apr1 {
+        salt: String,
+        hash: String,
+    },
+    /// Gloo's: SHA-1 of the password, then the salt.
+    Sha1 {
+        salt: String,
+        digest: [u8; 20],
+    },
 }
 
 impl Hash {
@@ -201,6 +239,22 @@ impl Hash {
         })
     }
 
+    fn sha1(salt: &str, hex: &str) -> Result<Hash, String> {
+        let malformed = || "malformed SHA-1 hash: expected 40 hexadecimal digits".to_owned();
+        if hex.len() != 40 {
+            return Err(malformed());
+        }
+        let mut digest = [0u8; 20];
+        for (i, byte) in digest.iter_mut().enumerate() {
+            let pair = hex.get(2 * i..2 * i + 2).ok_or_else(malformed)?;
+            *byte = u8::from_str_radix(pair, 16).map_err(|_| malformed())?;
+        }
+        Ok(Hash::Sha1 {
+            salt: salt.to_owned(),
+            digest,
+        })
+    }
+
     /// Whether `password` matches. Slow by design; run off the event loop.
     fn verify(&self, password: &[u8]) -> bool {
         match self {
@@ -214,6 +268,13 @@ impl Hash {
             Hash::Apr1 { salt, hash } => {
                 let computed = apr1_crypt(password, salt.as_bytes());
                 util::ct_eq(computed.as_bytes(), hash.as_bytes())
+            }
+            Hash::Sha1 { salt, digest } => {
+                use sha1::{Digest as _, Sha1};
+                let mut sha = Sha1::new();
+                sha.update(password);
+                sha.update(salt.as_bytes());
+                util::ct_eq(&sha.finalize(), digest)
             }
         }
     }
@@ -308,6 +369,8 @@ pub struct BasicAuth {
     decoys: Vec<Arc<Hash>>,
     challenge: HeaderValue,
     user_id_header: Option<HeaderName>,
+    /// Gloo's extended shape also reads `Proxy-Authorization`.
+    proxy_authorization: bool,
     cache: Option<moka::sync::Cache<u128, Arc<str>, PrfKeyed>>,
     prf: util::Prf,
     /// Bounds the hash verifications running at once, so that a flood of
@@ -356,6 +419,7 @@ impl BasicAuth {
         if let Some(file) = &config.htpasswd_file {
             add(&util::read_file(file, "htpasswdFile")?, "htpasswdFile")?;
         }
+        let apr_given = config.apr.is_some();
         if let Some(apr) = config.apr {
             for (user, entry) in apr.users {
                 let at = format!("apr.users.{user}");
@@ -366,9 +430,42 @@ impl BasicAuth {
                 }
             }
         }
+        let extended = match (config.encryption, config.user_list) {
+            (None, None) => false,
+            (Some(_), None) => return Err(Error::config("`encryption` needs a `userList`")),
+            (None, Some(_)) => return Err(Error::config("`userList` needs an `encryption`")),
+            (Some(_), Some(_)) if apr_given => {
+                return Err(Error::config(
+                    "`apr` excludes `encryption` and `userList` (Gloo's two shapes)",
+                ));
+            }
+            (Some(encryption), Some(list)) => {
+                let sha1 = match (&encryption.apr, &encryption.sha1) {
+                    (Some(_), None) => false,
+                    (None, Some(_)) => true,
+                    _ => {
+                        return Err(Error::config("expected exactly one of `apr` and `sha1`")
+                            .at("encryption"));
+                    }
+                };
+                for (user, entry) in list.users {
+                    let at = format!("userList.users.{user}");
+                    let hash = if sha1 {
+                        Hash::sha1(&entry.salt, &entry.hashed_password)
+                    } else {
+                        Hash::apr1(&entry.salt, &entry.hashed_password)
+                    };
+                    let hash = hash.map_err(|m| Error::config(m).at(&at))?;
+                    if users.insert(user, Arc::new(hash)).is_some() {
+                        return Err(Error::config("the same user is listed twice").at(at));
+                    }
+                }
+                true
+            }
+        };
         if users.is_empty() {
             return Err(Error::config(
-                "no users: set `htpasswd`, `htpasswdFile` or `apr.users`",
+                "no users: set `htpasswd`, `htpasswdFile`, `apr.users` or `userList.users`",
             ));
         }
         let mut named: Vec<(&String, &Arc<Hash>)> = users.iter().collect();
@@ -398,6 +495,7 @@ impl BasicAuth {
             decoys,
             challenge,
             user_id_header,
+            proxy_authorization: extended,
             cache,
             prf: util::Prf::new(),
             verifying: Arc::new(tokio::sync::Semaphore::new(
@@ -444,11 +542,17 @@ impl BasicAuth {
         allow.into()
     }
 
-    /// The base64 text of an `Authorization: Basic` header.
-    fn encoded(request: &AuthorizationRequest) -> Option<&str> {
-        util::scheme_credential(request, &http::header::AUTHORIZATION, "Basic ")
-            .ok()
-            .flatten()
+    /// The base64 text of an `Authorization: Basic` header, or (Gloo's
+    /// extended shape) of `Proxy-Authorization` when there is no
+    /// `Authorization`.
+    fn encoded<'r>(&self, request: &'r AuthorizationRequest) -> Option<&'r str> {
+        let basic = |name| util::scheme_credential(request, name, "Basic ");
+        match basic(&http::header::AUTHORIZATION) {
+            Ok(None) if self.proxy_authorization => {
+                basic(&http::header::PROXY_AUTHORIZATION).ok().flatten()
+            }
+            found => found.ok().flatten(),
+        }
     }
 
     /// Verifies `password` against `user`'s hash (on the blocking pool,
@@ -510,7 +614,7 @@ impl Decoded {
 #[async_trait]
 impl AuthService for BasicAuth {
     fn authorize<'a>(&'a self, request: &'a mut AuthorizationRequest) -> Answer<'a> {
-        let Some(decoded) = Self::encoded(request).and_then(Decoded::of) else {
+        let Some(decoded) = self.encoded(request).and_then(Decoded::of) else {
             return self.challenge().into();
         };
         let Some((user, password)) = decoded.split() else {
@@ -526,7 +630,7 @@ impl AuthService for BasicAuth {
         }
         Answer::wait(async move {
             // Decoded again, a trifle next to the hash.
-            let Some(decoded) = Self::encoded(request).and_then(Decoded::of) else {
+            let Some(decoded) = self.encoded(request).and_then(Decoded::of) else {
                 return Ok(self.challenge());
             };
             let Some((user, password)) = decoded.split() else {
@@ -541,7 +645,11 @@ impl AuthService for BasicAuth {
     }
 
     fn reads(&self) -> Option<Vec<Attribute>> {
-        Some(vec![Attribute::header(http::header::AUTHORIZATION)])
+        let mut reads = vec![Attribute::header(http::header::AUTHORIZATION)];
+        if self.proxy_authorization {
+            reads.push(Attribute::header(http::header::PROXY_AUTHORIZATION));
+        }
+        Some(reads)
     }
 }
 
@@ -578,6 +686,7 @@ mod tests {
                 Hash::Bcrypt(_) => "bcrypt",
                 Hash::ShaCrypt(_) => "sha-crypt",
                 Hash::Apr1 { .. } => "apr1",
+                Hash::Sha1 { .. } => "sha1",
             })
             .collect();
         assert_eq!(schemes.into_iter().collect::<Vec<_>>(), ["apr1", "bcrypt"]);

@@ -178,6 +178,27 @@ async fn bad_basic_configs_name_their_place_and_hide_hashes() {
             "configs[0].basicAuth.htpasswdFile",
         ),
         (
+            "encryption: { sha1: {} }\n    userList: { users: { bob: { salt: s3cr3t, hashedPassword: 010eb058a59f4ac5ba05639b0263cf91b4345fdZ } } }",
+            "configs[0].basicAuth.userList.users.bob",
+        ),
+        (
+            "encryption: { sha1: {} }\n    userList: { users: { bob: { salt: s3cr3t, hashedPassword: 010eb0 } } }",
+            "configs[0].basicAuth.userList.users.bob",
+        ),
+        (
+            "encryption: { sha1: {}, apr: {} }\n    userList: { users: { bob: { salt: s3cr3t, hashedPassword: x } } }",
+            "configs[0].basicAuth.encryption",
+        ),
+        ("encryption: { sha1: {} }", "configs[0].basicAuth"),
+        (
+            "userList: { users: { bob: { salt: s3cr3t, hashedPassword: x } } }",
+            "configs[0].basicAuth",
+        ),
+        (
+            "apr: { users: { a: { salt: TYu6jVnr, hashedPassword: ZMc4.dAY/srWCwfeAr0sc1 } } }\n    encryption: { apr: {} }\n    userList: { users: { b: { salt: TYu6jVnr, hashedPassword: ZMc4.dAY/srWCwfeAr0sc1 } } }",
+            "configs[0].basicAuth",
+        ),
+        (
             "htpasswd: \"a:$apr1$TYu6jVnr$ZMc4.dAY/srWCwfeAr0sc1\"\n    realm: 'a\"b'",
             "configs[0].basicAuth.realm",
         ),
@@ -199,4 +220,61 @@ async fn bad_basic_configs_name_their_place_and_hide_hashes() {
         e.to_string().contains("line 2: unsupported hash scheme"),
         "{e}"
     );
+}
+
+#[tokio::test]
+async fn gloo_s_extended_shape_with_its_own_examples() {
+    // Gloo's basic auth guide: user `user`, password `password`.
+    let cases = [
+        ("apr", "TYiryv0/", "8BvzLUO9IfGPGGsPnAgSu1"),
+        (
+            "sha1",
+            "TYiryv0/",
+            "010eb058a59f4ac5ba05639b0263cf91b4345fd6",
+        ),
+        // The hex digits in either case.
+        (
+            "sha1",
+            "TYiryv0/",
+            "010EB058A59F4AC5BA05639B0263CF91B4345FD6",
+        ),
+    ];
+    for (algorithm, salt, hash) in cases {
+        let chain = chain(&format!(
+            "name: b\nconfigs:\n- basicAuth:\n    encryption: {{ {algorithm}: {{}} }}\n    userList:\n      users:\n        user: {{ salt: '{salt}', hashedPassword: '{hash}' }}\n"
+        ))
+        .await;
+        let good = basic("user", "password");
+        for header in ["authorization", "proxy-authorization"] {
+            let mut r = get_with("/", header, &good);
+            let d = chain.authorize(&mut r).await;
+            assert!(d.is_allow(), "case {algorithm} {hash} in {header}: {d:?}");
+        }
+        for (name, credential) in [
+            ("a wrong password", basic("user", "passwore")),
+            ("the salt as the password", basic("user", salt)),
+            ("another user", basic("other", "password")),
+        ] {
+            let mut r = get_with("/", "authorization", &credential);
+            let d = chain.authorize(&mut r).await;
+            assert_eq!(status(&d), 401, "case {algorithm}: {name}");
+        }
+        // Authorization comes first: a wrong one is not saved by a right
+        // Proxy-Authorization.
+        let mut r = get_with("/", "authorization", &basic("user", "wrong"));
+        r.headers.insert(
+            HeaderName::from_static("proxy-authorization"),
+            HeaderValue::from_str(&good).unwrap(),
+        );
+        assert_eq!(
+            status(&chain.authorize(&mut r).await),
+            401,
+            "case {algorithm}"
+        );
+    }
+
+    // The older shapes read Authorization only, as before.
+    let chain = chain(&config()).await;
+    let mut r = get_with("/", "proxy-authorization", &basic("user", "password"));
+    assert_eq!(status(&chain.authorize(&mut r).await), 401);
 }
