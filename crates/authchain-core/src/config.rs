@@ -598,9 +598,11 @@ impl ConfigDuration {
             "us" | "µs" => 1e-6,
             "ns" => 1e-9,
             _ => {
-                return Err(format!(
-                    "expected a duration such as \"5s\" or \"250ms\", found unit `{unit}`"
-                ));
+                // The unit is not quoted: the document's values never are.
+                return Err(
+                    "expected a duration such as \"5s\" or \"250ms\" (units h, m, s, ms, us, ns)"
+                        .to_owned(),
+                );
             }
         };
         let value: f64 = number

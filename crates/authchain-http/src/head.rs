@@ -94,7 +94,8 @@ pub(crate) fn give_back(mut request: Box<AuthorizationRequest>) {
     ]
     .iter()
     .any(|s| s.capacity() > SPARE_ROOM)
-        || request.headers.capacity() > SPARE_ROOM / 64;
+        || request.headers.capacity() > SPARE_ROOM / 64
+        || request.state.len() > SPARE_ROOM / 64;
     if oversized {
         return;
     }

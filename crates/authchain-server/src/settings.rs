@@ -592,18 +592,18 @@ fn read_auth_configs(
 }
 
 /// `e`, the error of reading `path` as the server config, with a hint
-/// when the file is a Kubernetes manifest (an AuthConfig), which
-/// `authchain check FILE...` reads.
+/// when it refused a manifest's `apiVersion` or `kind` (an AuthConfig
+/// file, which `authchain check FILE...` reads).
 fn hint_manifest(path: &Path, e: Error) -> Error {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let manifest = text
-        .lines()
-        .any(|l| l.starts_with("apiVersion:") || l.starts_with("kind:"));
-    if !manifest {
+    let text = e.to_string();
+    if !["unknown field `apiVersion`", "unknown field `kind`"]
+        .iter()
+        .any(|m| text.contains(m))
+    {
         return e;
     }
     Error::config(format!(
-        "{e} (this file is a manifest, not a server config: `authchain check {}` checks AuthConfig files alone)",
+        "{text} (this file is a manifest, not a server config: `authchain check {}` checks AuthConfig files alone)",
         path.display()
     ))
 }

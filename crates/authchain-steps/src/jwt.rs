@@ -37,7 +37,14 @@
 //! goes where a verified token's claims go (`state.jwt`, the user from
 //! `sub`, the answer kept no longer than `exp`). Only Envoy's gRPC
 //! ext_authz sends filter metadata: over the HTTP transports the step
-//! always denies.
+//! always denies. What it trusts is whatever wrote that namespace in
+//! Envoy: `jwt_authn` (any of its providers: they are not told apart),
+//! and any filter or listener rule configured to write there
+//! (`header_to_metadata`, Lua, `set_metadata`, proxy protocol TLVs), at
+//! request or connection level. Its answer depends on that metadata,
+//! which a decision cache cannot key on: a cache over it needs
+//! `trustKey` and a key that tells apart what Envoy verified (host and
+//! path, besides the token).
 //!
 //! A missing token is a 401 with `WWW-Authenticate: Bearer realm="..."`;
 //! a malformed, unverifiable, expired or otherwise invalid one a 401 with
@@ -228,13 +235,17 @@ impl ExtAuthPlugin for JwtPlugin {
     }
 
     fn build(&self, config: Value, _: &BuildContext<'_>) -> Result<Arc<dyn AuthService>, Error> {
-        let empty = match &config {
-            Value::Null => true,
-            Value::Object(block) => block.is_empty(),
-            _ => false,
-        };
-        if empty {
-            return Ok(Arc::new(VerifiedByEnvoy));
+        // Only `{}` is Gloo's placeholder: an empty value (a template that
+        // rendered nothing, say) must not turn a step that checks tokens
+        // into one that trusts Envoy's verdict.
+        match &config {
+            Value::Object(block) if block.is_empty() => return Ok(Arc::new(VerifiedByEnvoy)),
+            Value::Object(_) => {}
+            _ => {
+                return Err(Error::config(
+                    "expected a mapping: the step's settings, or `{}` for Envoy's jwt_authn verdict",
+                ));
+            }
         }
         let config: JwtConfig = authchain_core::deserialize_config(config)?;
         Ok(Arc::new(JwtAuth::new(config)?))

@@ -201,7 +201,7 @@ fn unknown_plugins_kinds_and_fields_are_rejected() {
         (
             "a timeout with no unit",
             "name: c\nconfigs:\n- pluginAuth: {name: Allow}\n  timeout: soon\n",
-            "auth.yaml: configs[0].timeout: expected a duration such as \"5s\" or \"250ms\", found unit `soon`",
+            "auth.yaml: configs[0].timeout: expected a duration such as \"5s\" or \"250ms\" (units h, m, s, ms, us, ns)",
         ),
         (
             "failureModeAllow not a boolean",

@@ -43,8 +43,9 @@ fn signed(secret: &[u8], sub: &str, extra: &[(&str, &str)]) -> String {
 #[tokio::test]
 async fn the_empty_jwt_step_allows_what_envoy_verified_and_refuses_the_rest() {
     let upstream = EchoServer::start().await.unwrap();
+    // Gloo's userIdHeader shows which user the step took from Envoy.
     let authchain = Authchain::start(&format!(
-        "{LISTENERS}authConfigFiles: [{}]\n",
+        "{LISTENERS}userIdHeader: x-user-id\nauthConfigFiles: [{}]\n",
         manifest_path("jwt-placeholder.yaml").display()
     ))
     .await;
@@ -65,7 +66,28 @@ async fn the_empty_jwt_step_allows_what_envoy_verified_and_refuses_the_rest() {
         .unwrap();
     assert_eq!(reply.status, 200, "{}", authchain.log());
     let seen = reply.echoed().unwrap();
-    assert_eq!(seen.path, "/");
+    assert_eq!(seen.header_all("x-user-id"), ["alice"]);
+    let bob = format!("Bearer {}", token("bob", &[]));
+    let reply = client::get(
+        ingress,
+        "/",
+        &[("authorization", bob.as_str()), ("x-user-id", "alice")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(reply.echoed().unwrap().header_all("x-user-id"), ["bob"]);
+
+    // The HTTP transports carry no filter metadata: a good token there is
+    // still a 401.
+    let reply = authchain
+        .http_check(
+            "gloo-system.jwt-placeholder",
+            "/",
+            &[("authorization", good.as_str())],
+        )
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 401);
 
     let forged = format!(
         "Bearer {}",

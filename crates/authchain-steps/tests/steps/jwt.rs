@@ -505,6 +505,10 @@ async fn bad_jwt_configs_name_their_place() {
             "configs[0].jwt.leeway",
         ),
         (
+            format!("jwks: {{ local: {{ file: {jwks} }} }}\n    leeway: 5s3cr3t"),
+            "configs[0].jwt.leeway",
+        ),
+        (
             format!(
                 "jwks: {{ local: {{ file: {jwks} }} }}\n    algorithms: [ES256, HS256]\n    realm: 'a\"'"
             ),
@@ -594,5 +598,21 @@ async fn claims_become_dynamic_metadata_as_gloo_names_them() {
             &[],
         )
         .await;
+    }
+}
+
+#[tokio::test]
+async fn only_an_empty_mapping_is_gloo_s_placeholder() {
+    // An empty value is not `{}`: a template that rendered nothing must
+    // not make a step that checks tokens trust Envoy instead.
+    for block in [
+        "",
+        "~",
+        "[]",
+        "[null, [], [], null, {local: {key: s3cr3t}}]",
+        "s3cr3t",
+    ] {
+        let yaml = format!("name: j\nconfigs:\n- jwt: {block}\n");
+        assert_bad_config(&yaml, "configs[0].jwt", &["s3cr3t"]).await;
     }
 }
