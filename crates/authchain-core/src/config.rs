@@ -56,6 +56,7 @@
 //!   ([`PluginRegistry::register_kind`]).
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderName, StatusCode};
@@ -65,6 +66,7 @@ use serde_json::{Map, Value};
 use crate::error::redact_serde_message;
 use crate::path::AmbiguousPaths;
 use crate::plugin::deserialize_config;
+use crate::resources::Resources;
 use crate::{BuildContext, CacheSettings, Chain, ChainStep, Deny, Error, PluginRegistry};
 
 /// Gloo's step kinds that authchain does not bring: a config naming one
@@ -109,6 +111,11 @@ pub struct AuthConfig {
     spec: Value,
     /// A Gloo manifest's `apiVersion`, `kind` and `metadata`.
     manifest: Option<Map<String, Value>>,
+    /// The manifest's namespace (empty: none), which its references to
+    /// Secrets and ConfigMaps default to.
+    namespace: String,
+    /// The Secrets and ConfigMaps its references resolve against.
+    resources: Arc<Resources>,
 }
 
 impl fmt::Debug for AuthConfig {
@@ -129,9 +136,40 @@ impl fmt::Debug for AuthConfig {
 }
 
 impl AuthConfig {
-    /// Reads every AuthConfig in `text`. `origin` names the text in errors
-    /// (a file name); documents are counted from 1 when there are several.
+    /// Reads every AuthConfig in `text`, each resolving its references
+    /// against the Secrets and ConfigMaps of the same text. `origin` names
+    /// the text in errors (a file name); documents are counted from 1 when
+    /// there are several. [`Documents`] reads several texts as one.
     pub fn parse(origin: &str, text: &str, format: Format) -> Result<Vec<AuthConfig>, Error> {
+        Documents::parse(origin, text, format).map(Documents::into_configs)
+    }
+
+    /// The Secrets and ConfigMaps its references resolve against.
+    pub fn resources(&self) -> &Resources {
+        &self.resources
+    }
+
+    /// Resolves its references against `resources` from now on.
+    pub fn set_resources(&mut self, resources: Arc<Resources>) {
+        self.resources = resources;
+    }
+}
+
+/// What texts of documents hold: AuthConfigs, and the Secrets and
+/// ConfigMaps ([`crate::resources`]) their references name, which may be
+/// in another text (another file) than the AuthConfig.
+#[derive(Debug, Default)]
+#[non_exhaustive]
+pub struct Documents {
+    /// The AuthConfigs, in order.
+    pub configs: Vec<AuthConfig>,
+    /// The Secrets and ConfigMaps.
+    pub resources: Resources,
+}
+
+impl Documents {
+    /// Reads every document of `text`; as [`AuthConfig::parse`].
+    pub fn parse(origin: &str, text: &str, format: Format) -> Result<Documents, Error> {
         let docs = match format {
             Format::Yaml => {
                 let mut docs = Vec::new();
@@ -155,7 +193,7 @@ impl AuthConfig {
             },
         };
         let several = docs.iter().filter(|d| !d.is_null()).count() > 1;
-        let mut configs = Vec::new();
+        let mut found = Documents::default();
         let mut errors = Vec::new();
         for (i, doc) in docs.into_iter().enumerate() {
             if doc.is_null() {
@@ -166,17 +204,47 @@ impl AuthConfig {
             } else {
                 origin.to_owned()
             };
+            if let Value::Object(object) = &doc
+                && let Some(read) = found.resources.read(object)
+            {
+                if let Err(e) = read {
+                    errors.push(e.in_source(&place));
+                }
+                continue;
+            }
             match AuthConfig::from_value(&place, doc) {
-                Ok(config) => configs.push(config),
+                Ok(config) => found.configs.push(config),
                 Err(e) => errors.push(e),
             }
         }
         match Error::collect(errors) {
             Some(e) => Err(e),
-            None => Ok(configs),
+            None => Ok(found),
         }
     }
 
+    /// Adds another text's documents (a Secret or ConfigMap given twice is
+    /// an error naming it).
+    pub fn extend(&mut self, other: Documents) -> Result<(), Error> {
+        self.configs.extend(other.configs);
+        self.resources.extend(other.resources)
+    }
+
+    /// The AuthConfigs, each resolving its references against every
+    /// Secret and ConfigMap read.
+    pub fn into_configs(self) -> Vec<AuthConfig> {
+        let resources = Arc::new(self.resources);
+        self.configs
+            .into_iter()
+            .map(|mut c| {
+                c.resources = resources.clone();
+                c
+            })
+            .collect()
+    }
+}
+
+impl AuthConfig {
     /// Reads one AuthConfig from a document value (a Gloo manifest or a
     /// spec with a `name`). `origin` names it in errors.
     pub fn from_value(origin: &str, doc: Value) -> Result<AuthConfig, Error> {
@@ -202,6 +270,8 @@ impl AuthConfig {
                 base: "",
                 spec: Value::Object(doc),
                 manifest: None,
+                namespace: String::new(),
+                resources: Arc::default(),
             });
         }
         match doc.get("apiVersion") {
@@ -232,9 +302,9 @@ impl AuthConfig {
             Some(Value::String(n)) if !n.is_empty() => n.clone(),
             _ => return fail("expected a non-empty string".into(), "metadata.name"),
         };
-        let name = match metadata.and_then(|m| m.get("namespace")) {
-            None | Some(Value::Null) => name,
-            Some(Value::String(ns)) if !ns.is_empty() => format!("{ns}.{name}"),
+        let (name, namespace) = match metadata.and_then(|m| m.get("namespace")) {
+            None | Some(Value::Null) => (name, String::new()),
+            Some(Value::String(ns)) if !ns.is_empty() => (format!("{ns}.{name}"), ns.clone()),
             Some(_) => return fail("expected a non-empty string".into(), "metadata.namespace"),
         };
         let spec = match doc.remove("spec") {
@@ -249,6 +319,8 @@ impl AuthConfig {
             base: "spec",
             spec,
             manifest: Some(doc),
+            namespace,
+            resources: Arc::default(),
         })
     }
 
@@ -459,6 +531,8 @@ impl AuthConfig {
             step_name: &name,
             place: &place,
             failure_mode_allow,
+            namespace: &self.namespace,
+            resources: &self.resources,
         };
         let built = match &target {
             Target::Plugin(plugin) => registry

@@ -77,6 +77,7 @@ mod merge;
 pub mod path;
 mod plugin;
 mod request;
+pub mod resources;
 mod service;
 pub mod state;
 pub mod transport;
@@ -91,7 +92,7 @@ pub use chain::{
     Chain, ChainBuilder, ChainStep, DEFAULT_DEADLINE, FAILURE_MODE_ALLOWED_HEADER, MAX_EXPR_STEPS,
 };
 #[doc(inline)]
-pub use config::{AuthConfig, ConfigDuration, Format, MAX_DURATION};
+pub use config::{AuthConfig, ConfigDuration, Documents, Format, MAX_DURATION};
 #[doc(inline)]
 pub use decision::{Allow, Decision, Deny, HeaderAction, HeaderMutation, UserInfo};
 #[doc(inline)]

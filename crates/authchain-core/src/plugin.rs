@@ -9,6 +9,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::error::redact_serde_message;
+use crate::resources::Resources;
 use crate::{AuthService, Error};
 
 /// A factory of steps with a typed config: what Gloo's Go plugins do with
@@ -72,7 +73,16 @@ pub struct BuildContext<'a> {
     /// (`failureModeAllow`). The chain applies it; a step may use it to
     /// count its own bypasses under a name of its own.
     pub failure_mode_allow: bool,
+    /// The AuthConfig's namespace (empty: none), which references without
+    /// one mean ([`ResourceRef::resolve`](crate::resources::ResourceRef::resolve)).
+    pub namespace: &'a str,
+    /// The Secrets and ConfigMaps read beside the AuthConfig, which the
+    /// step's references resolve against.
+    pub resources: &'a Resources,
 }
+
+/// What a context built outside a config document resolves against.
+static NO_RESOURCES: Resources = Resources::new();
 
 impl<'a> BuildContext<'a> {
     /// A context for building a step outside a config document (plugin
@@ -83,7 +93,17 @@ impl<'a> BuildContext<'a> {
             step_name,
             place,
             failure_mode_allow: false,
+            namespace: "",
+            resources: &NO_RESOURCES,
         }
+    }
+
+    /// The same context, resolving references against `resources` as an
+    /// AuthConfig in `namespace` does.
+    pub fn with_resources(mut self, resources: &'a Resources, namespace: &'a str) -> Self {
+        self.resources = resources;
+        self.namespace = namespace;
+        self
     }
 
     /// The same context, with `failureModeAllow` set as given.

@@ -29,9 +29,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use authchain_core::resources::Resources;
 use authchain_core::transport::ConnectionLimits;
 use authchain_core::{
-    AuthConfig, ConfigDuration, Error, Format, Generation, PluginRegistry, deserialize_config,
+    AuthConfig, ConfigDuration, Documents, Error, Format, Generation, PluginRegistry,
+    deserialize_config,
 };
 use authchain_http::ForwardedHeaders;
 use ipnet::IpNet;
@@ -306,6 +308,9 @@ pub struct Loaded {
     pub settings: Settings,
     /// The AuthConfigs, inline ones first, then the files' in order.
     pub configs: Vec<AuthConfig>,
+    /// The Secrets and ConfigMaps of the files, which every AuthConfig's
+    /// references resolve against.
+    pub resources: Resources,
     /// The files read, the config file first.
     pub files: Vec<PathBuf>,
     /// The directories listed, whose new files count as changes.
@@ -342,15 +347,29 @@ impl Loaded {
             None => Self::read(NO_CONFIG_ORIGIN, "{}", None)?,
         };
         let mut digest = Digest::default();
+        let mut documents = Documents::default();
+        documents.configs = std::mem::take(&mut loaded.configs);
+        documents.resources = std::mem::take(&mut loaded.resources);
         for file in files {
             match read_auth_configs(file, &mut digest) {
-                Ok(Ok(found)) => loaded.configs.extend(found),
+                Ok(Ok(found)) => {
+                    if let Err(e) = documents.extend(found) {
+                        errors.push(e.in_source(file.display()));
+                    }
+                }
                 Ok(Err(e)) => errors.push(e),
                 Err(e) => errors.push(
                     Error::config(format!("cannot read the file: {e}")).in_source(file.display()),
                 ),
             }
             loaded.files.push(file.clone());
+        }
+        loaded.resources = documents.resources.clone();
+        loaded.configs = documents.into_configs();
+        if let Some(header) = &loaded.settings.user_id_header {
+            for config in &mut loaded.configs {
+                config.default_user_id_header(header);
+            }
         }
         match Generation::build(registry, &loaded.configs, 1) {
             Ok(generation) if errors.is_empty() => return Ok((loaded, generation)),
@@ -439,10 +458,10 @@ impl Loaded {
                     .in_source(origin),
             );
         }
-        let mut configs = Vec::new();
+        let mut documents = Documents::default();
         for (i, doc) in settings.auth_configs.iter().enumerate() {
             match AuthConfig::from_value(&format!("{origin} authConfigs[{i}]"), doc.clone()) {
-                Ok(config) => configs.push(config),
+                Ok(config) => documents.configs.push(config),
                 Err(e) => errors.push(e),
             }
         }
@@ -477,7 +496,11 @@ impl Loaded {
             };
             for file in listed {
                 match read_auth_configs(&file, &mut digest) {
-                    Ok(Ok(found)) => configs.extend(found),
+                    Ok(Ok(found)) => {
+                        if let Err(e) = documents.extend(found) {
+                            errors.push(e.in_source(file.display()));
+                        }
+                    }
                     Ok(Err(e)) => errors.push(e),
                     Err(e) => errors.push(
                         Error::config(format!("cannot read {}: {e}", file.display()))
@@ -488,6 +511,8 @@ impl Loaded {
                 files.push(file);
             }
         }
+        let resources = documents.resources.clone();
+        let mut configs = documents.into_configs();
         if let Some(header) = &settings.user_id_header {
             if axum::http::HeaderName::try_from(header.as_str()).is_ok() {
                 for config in &mut configs {
@@ -514,6 +539,7 @@ impl Loaded {
         let loaded = Loaded {
             settings,
             configs,
+            resources,
             files,
             directories,
             digest: digest.finish(),
@@ -578,17 +604,17 @@ impl Digest {
 /// server settings come from.
 const NO_CONFIG_ORIGIN: &str = "(no server config)";
 
-/// The AuthConfigs of `file` (or the problems of its text), its name and
+/// The documents of `file` (or the problems of its text), its name and
 /// text added to `digest`; `Err` when it cannot be read.
 fn read_auth_configs(
     file: &Path,
     digest: &mut Digest,
-) -> std::io::Result<Result<Vec<AuthConfig>, Error>> {
+) -> std::io::Result<Result<Documents, Error>> {
     let text = std::fs::read_to_string(file)?;
     digest.add(file.as_os_str().as_encoded_bytes());
     digest.add(text.as_bytes());
     let name = file.display().to_string();
-    Ok(AuthConfig::parse(&name, &text, Format::from_path(file)))
+    Ok(Documents::parse(&name, &text, Format::from_path(file)))
 }
 
 /// `e`, the error of reading `path` as the server config, with a hint

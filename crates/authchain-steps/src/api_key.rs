@@ -29,6 +29,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use authchain_core::resources::ResourceRef;
 use authchain_core::{
     Allow, Answer, Attribute, AuthService, AuthorizationRequest, BuildContext, Decision, Error,
     ExtAuthPlugin, UserInfo,
@@ -70,7 +71,42 @@ pub struct ApiKeyConfig {
     /// The metadata entry that holds the user id.
     #[serde(default)]
     pub user_id_metadata: Option<String>,
+    /// Gloo's older name of `headersFromMetadataEntry`, merged into it.
+    #[serde(default)]
+    pub headers_from_metadata: BTreeMap<String, MetadataEntry>,
+    /// Gloo's: keys in Secrets of type `extauth.solo.io/apikey`.
+    #[serde(default)]
+    pub k8s_secret_apikey_storage: Option<SecretStorage>,
+    /// Gloo's older place of `k8sSecretApikeyStorage.labelSelector`.
+    #[serde(default)]
+    pub label_selector: BTreeMap<String, String>,
+    /// Gloo's older place of `k8sSecretApikeyStorage.apiKeySecretRefs`.
+    #[serde(default)]
+    pub api_key_secret_refs: Vec<ResourceRef>,
+    /// A key without a `required` metadata entry is refused (401) when
+    /// presented, instead of failing the config.
+    #[serde(default)]
+    pub skip_metadata_validation: bool,
 }
+
+/// Gloo's `k8sSecretApikeyStorage`: Secrets picked by label, or named.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SecretStorage {
+    /// Every API key Secret with these labels.
+    #[serde(default)]
+    pub label_selector: BTreeMap<String, String>,
+    /// These API key Secrets.
+    #[serde(default)]
+    pub api_key_secret_refs: Vec<ResourceRef>,
+}
+
+/// The type of the Secrets that hold API keys, as Gloo names it.
+pub const SECRET_TYPE: &str = "extauth.solo.io/apikey";
+
+/// The data entry of an API key Secret that holds the key; the others are
+/// the key's metadata.
+pub const SECRET_KEY_ENTRY: &str = "api-key";
 
 fn yes() -> bool {
     true
@@ -121,15 +157,18 @@ impl ExtAuthPlugin for ApiKeyPlugin {
     fn build(
         &self,
         config: ApiKeyConfig,
-        _: &BuildContext<'_>,
+        context: &BuildContext<'_>,
     ) -> Result<Arc<dyn AuthService>, Error> {
-        Ok(Arc::new(ApiKeyAuth::new(config)?))
+        Ok(Arc::new(ApiKeyAuth::with_secrets(config, context)?))
     }
 }
 
 /// What a matched key yields: computed once, cloned per request.
 struct Holder {
     key: Box<[u8]>,
+    /// False for a key that lacks a required metadata entry (with
+    /// `skipMetadataValidation`): presented, it is refused.
+    usable: bool,
     allow: Allow,
     /// `state.apiKey`: shared by every request with the key.
     state: Arc<Value>,
@@ -159,14 +198,23 @@ pub struct ApiKeyAuth {
 }
 
 impl ApiKeyAuth {
-    /// Builds the step from its config; reads `keysFile`.
+    /// Builds the step from its config; reads `keysFile`. References to
+    /// Secrets resolve against nothing: see [`with_secrets`](Self::with_secrets).
     pub fn new(config: ApiKeyConfig) -> Result<Self, Error> {
+        Self::with_secrets(config, &BuildContext::new("", "", ""))
+    }
+
+    /// Builds the step from its config, its Secrets from `context`'s;
+    /// reads `keysFile`.
+    pub fn with_secrets(
+        mut config: ApiKeyConfig,
+        context: &BuildContext<'_>,
+    ) -> Result<Self, Error> {
         let header = util::header_name(
             config.header_name.as_deref().unwrap_or(DEFAULT_HEADER),
             "headerName",
         )?;
-        let mut entries: Vec<(String, KeyEntry)> = config
-            .keys
+        let mut entries: Vec<(String, KeyEntry)> = std::mem::take(&mut config.keys)
             .into_iter()
             .enumerate()
             .map(|(i, k)| (format!("keys[{i}]"), k))
@@ -187,8 +235,17 @@ impl ApiKeyAuth {
                     .map(|(i, k)| (format!("keysFile[{i}]"), k)),
             );
         }
+        entries.extend(secret_entries(&config, context)?);
         if entries.is_empty() {
-            return Err(Error::config("no API keys: set `keys` or `keysFile`"));
+            return Err(Error::config(
+                "no API keys: set `keys`, `keysFile`, or Secrets by `labelSelector` or `apiKeySecretRefs`",
+            ));
+        }
+        for (header, entry) in std::mem::take(&mut config.headers_from_metadata) {
+            config
+                .headers_from_metadata_entry
+                .entry(header)
+                .or_insert(entry);
         }
         let mut mapped = Vec::new();
         for (name, entry) in &config.headers_from_metadata_entry {
@@ -212,6 +269,7 @@ impl ApiKeyAuth {
                 return Err(Error::config("the same key is listed twice").at(format!("{at}.key")));
             }
             let mut allow = Allow::new();
+            let mut usable = true;
             for (header, source) in &mapped {
                 match entry.metadata.get(&source.name) {
                     Some(v) => {
@@ -219,6 +277,7 @@ impl ApiKeyAuth {
                             util::header_value(v, &format!("{at}.metadata.{}", source.name))?;
                         allow = allow.set_header(header.clone(), value);
                     }
+                    None if source.required && config.skip_metadata_validation => usable = false,
                     None if source.required => {
                         return Err(Error::config(format!(
                             "missing metadata entry `{}`, required by headersFromMetadataEntry",
@@ -243,6 +302,7 @@ impl ApiKeyAuth {
                 .collect();
             holders.push(Holder {
                 key: entry.key.as_bytes().into(),
+                usable,
                 allow,
                 state: Arc::new(Value::Object(metadata)),
             });
@@ -286,12 +346,90 @@ impl ApiKeyAuth {
             Ok(Some(key)) => self.find(key),
             Ok(None) | Err(()) => None,
         };
-        let Some(holder) = holder else {
+        let Some(holder) = holder.filter(|h| h.usable) else {
             return Decision::unauthenticated();
         };
         request.state.insert(STATE_KEY, holder.state.clone());
         Decision::Allow(holder.allow.clone())
     }
+}
+
+/// The key entries of the Secrets `config` names (`apiKeySecretRefs`) or
+/// selects (`labelSelector`), from `context`'s, each named by where it
+/// came from; a Secret named and selected counts once.
+fn secret_entries(
+    config: &ApiKeyConfig,
+    context: &BuildContext<'_>,
+) -> Result<Vec<(String, KeyEntry)>, Error> {
+    let storage = config.k8s_secret_apikey_storage.clone().unwrap_or_default();
+    let (refs, refs_at, selector, selector_at) = if config.k8s_secret_apikey_storage.is_some() {
+        (
+            &storage.api_key_secret_refs,
+            "k8sSecretApikeyStorage.apiKeySecretRefs",
+            &storage.label_selector,
+            "k8sSecretApikeyStorage.labelSelector",
+        )
+    } else {
+        (
+            &config.api_key_secret_refs,
+            "apiKeySecretRefs",
+            &config.label_selector,
+            "labelSelector",
+        )
+    };
+    let mut secrets = Vec::new();
+    for (i, reference) in refs.iter().enumerate() {
+        let at = format!("{refs_at}[{i}]");
+        let secret = context
+            .resources
+            .secret_ref(reference, context.namespace)
+            .map_err(|e| e.at(&at))?;
+        if secret.kind != SECRET_TYPE {
+            return Err(Error::config(format!("expected a Secret of type `{SECRET_TYPE}`")).at(at));
+        }
+        secrets.push((at, secret));
+    }
+    if !selector.is_empty() {
+        for secret in context.resources.secrets_labelled(selector) {
+            let named = secrets.iter().any(|(_, s)| std::ptr::eq(*s, secret));
+            if secret.kind == SECRET_TYPE && !named {
+                let at = format!(
+                    "{selector_at} (Secret {}/{})",
+                    secret.namespace, secret.name
+                );
+                secrets.push((at, secret));
+            }
+        }
+    }
+    secrets
+        .into_iter()
+        .map(|(at, secret)| {
+            let text = |entry: &str, bytes: &[u8]| {
+                String::from_utf8(bytes.to_vec()).map_err(|_| {
+                    Error::config(format!(
+                        "the Secret {}/{}: `{entry}` is not UTF-8",
+                        secret.namespace, secret.name
+                    ))
+                    .at(&at)
+                })
+            };
+            let key = secret.data.get(SECRET_KEY_ENTRY).ok_or_else(|| {
+                Error::config(format!(
+                    "the Secret {}/{} has no `{SECRET_KEY_ENTRY}`",
+                    secret.namespace, secret.name
+                ))
+                .at(&at)
+            })?;
+            let mut metadata = BTreeMap::new();
+            for (entry, value) in &secret.data {
+                if entry != SECRET_KEY_ENTRY {
+                    metadata.insert(entry.clone(), text(entry, value)?);
+                }
+            }
+            let key = text(SECRET_KEY_ENTRY, key)?;
+            Ok((at, KeyEntry { key, metadata }))
+        })
+        .collect()
 }
 
 impl AuthService for ApiKeyAuth {

@@ -491,3 +491,113 @@ async fn a_chain_of_no_steps_and_durations_no_clock_can_hold_are_config_errors()
         assert!(error.to_string().contains(expected), "case {name}: {error}");
     }
 }
+
+#[test]
+fn secrets_and_config_maps_are_read_beside_auth_configs() {
+    use authchain_core::Documents;
+    use authchain_core::resources::ResourceRef;
+    let text = r#"
+apiVersion: v1
+kind: Secret
+metadata: { name: keys, namespace: ns, labels: { team: a } }
+type: extauth.solo.io/apikey
+data: { api-key: czNjcjN0 }
+stringData: { user-id: alice }
+---
+apiVersion: v1
+kind: List
+items:
+- apiVersion: v1
+  kind: ConfigMap
+  metadata: { name: rego }
+  data: { policy.rego: "package p" }
+- apiVersion: v1
+  kind: Secret
+  metadata: { name: other, namespace: ns, labels: { team: b } }
+  data: {}
+---
+name: c
+configs: [{ jwt: {} }]
+"#;
+    let docs = Documents::parse("r.yaml", text, Format::Yaml).unwrap();
+    assert_eq!(docs.configs.len(), 1);
+    let secret = docs.resources.secret("ns", "keys").unwrap();
+    assert_eq!(secret.data["api-key"], b"s3cr3t");
+    assert_eq!(secret.data["user-id"], b"alice");
+    assert_eq!(secret.kind, "extauth.solo.io/apikey");
+    assert!(!format!("{secret:?}").contains("s3cr3t"), "{secret:?}");
+    assert!(!format!("{:?}", docs.resources).contains("s3cr3t"));
+    let map = docs.resources.config_map("default", "rego").unwrap();
+    assert_eq!(map.data["policy.rego"], "package p");
+    let selector = [("team".to_owned(), "a".to_owned())].into_iter().collect();
+    let picked: Vec<_> = docs
+        .resources
+        .secrets_labelled(&selector)
+        .map(|s| s.name.as_str())
+        .collect();
+    assert_eq!(picked, ["keys"]);
+    // A reference without a namespace means its AuthConfig's.
+    let reference = ResourceRef {
+        name: "keys".into(),
+        namespace: None,
+    };
+    assert!(docs.resources.secret_ref(&reference, "ns").is_ok());
+    let e = docs.resources.secret_ref(&reference, "").unwrap_err();
+    assert_eq!(e.to_string(), "no Secret default/keys was read");
+    // Every AuthConfig of the text resolves against the text's objects.
+    let configs = AuthConfig::parse("r.yaml", text, Format::Yaml).unwrap();
+    assert!(configs[0].resources().secret("ns", "keys").is_some());
+
+    let secret = |rest: &str| {
+        format!("apiVersion: v1\nkind: Secret\nmetadata: {{ name: s, namespace: ns }}\n{rest}")
+    };
+    let cases = [
+        (
+            "data not base64",
+            secret("data: { k: 's3cr3t!!' }"),
+            "r.yaml: data.k: expected base64",
+        ),
+        (
+            "data not a string",
+            secret("data: { k: [s3cr3t] }"),
+            "r.yaml: data.k: expected a string",
+        ),
+        (
+            "an unknown field",
+            secret("spec: s3cr3t"),
+            "r.yaml: unknown field `spec`",
+        ),
+        (
+            "no name",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: { namespace: ns }\n".to_owned(),
+            "r.yaml: metadata.name: expected a non-empty string",
+        ),
+        (
+            "another apiVersion",
+            "apiVersion: v2\nkind: Secret\nmetadata: { name: s }\n".to_owned(),
+            "r.yaml: apiVersion: expected `v1`",
+        ),
+        (
+            "twice",
+            format!("{}\n---\n{}", secret(""), secret("")),
+            "r.yaml document 2: the Secret ns/s is given twice",
+        ),
+        (
+            "a List of something else",
+            "apiVersion: v1\nkind: List\nitems: [{ kind: Pod }]\n".to_owned(),
+            "r.yaml: items[0]: expected a Secret or a ConfigMap in a List",
+        ),
+    ];
+    for (name, text, want) in cases {
+        let e = Documents::parse("r.yaml", &text, Format::Yaml).unwrap_err();
+        assert_eq!(e.to_string(), want, "case {name}");
+        assert!(!e.to_string().contains("s3cr3t"), "case {name}");
+    }
+    // Two texts: an object in both is an error naming it.
+    let mut one = Documents::parse("a.yaml", &secret(""), Format::Yaml).unwrap();
+    let two = Documents::parse("b.yaml", &secret(""), Format::Yaml).unwrap();
+    assert_eq!(
+        one.extend(two).unwrap_err().to_string(),
+        "the Secret ns/s is given twice"
+    );
+}

@@ -8,6 +8,7 @@
 #[path = "../server/support.rs"]
 mod support;
 
+mod api_key;
 mod basic;
 mod check;
 mod dynamic_metadata;

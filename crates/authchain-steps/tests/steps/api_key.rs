@@ -188,3 +188,140 @@ async fn bad_api_key_configs_name_their_place_and_hide_keys() {
         assert_bad_config(&yaml, place, &["s3cr3t"]).await;
     }
 }
+
+/// Gloo's API key Secrets: alice's and bob's in `gloo-system` (team
+/// infrastructure), carol's elsewhere (team other), one of another type.
+fn secrets() -> String {
+    let secret = |name: &str, ns: &str, team: &str, kind: &str, data: &str| {
+        format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{ name: {name}, namespace: {ns}, labels: {{ team: {team} }} }}\ntype: {kind}\nstringData: {data}\n---\n"
+        )
+    };
+    [
+        secret(
+            "alice",
+            "gloo-system",
+            "infrastructure",
+            "extauth.solo.io/apikey",
+            "{ api-key: alice-key-0123456789, user-id: alice }",
+        ),
+        secret(
+            "bob",
+            "gloo-system",
+            "infrastructure",
+            "extauth.solo.io/apikey",
+            "{ api-key: bob-key-0123456789 }",
+        ),
+        secret(
+            "carol",
+            "apps",
+            "other",
+            "extauth.solo.io/apikey",
+            "{ api-key: carol-key-0123456789, user-id: carol }",
+        ),
+        secret(
+            "opaque",
+            "gloo-system",
+            "infrastructure",
+            "Opaque",
+            "{ api-key: opaque-key-0123456789 }",
+        ),
+    ]
+    .concat()
+}
+
+fn manifest(spec: &str) -> String {
+    format!(
+        "{}apiVersion: enterprise.gloo.solo.io/v1\nkind: AuthConfig\nmetadata: {{ name: k, namespace: gloo-system }}\nspec:\n  configs:\n  - apiKeyAuth:\n{spec}",
+        secrets()
+    )
+}
+
+#[tokio::test]
+async fn keys_come_from_secrets_by_label_or_by_reference() {
+    let cases = [
+        (
+            "the older labelSelector",
+            "      labelSelector: { team: infrastructure }\n",
+            &["alice", "bob"][..],
+        ),
+        (
+            "k8sSecretApikeyStorage's",
+            "      k8sSecretApikeyStorage:\n        labelSelector: { team: infrastructure }\n        apiKeySecretRefs: [{ name: carol, namespace: apps }]\n",
+            &["alice", "bob", "carol"][..],
+        ),
+        (
+            "references, one in the AuthConfig's namespace",
+            "      apiKeySecretRefs: [{ name: bob }, { name: carol, namespace: apps }]\n",
+            &["bob", "carol"][..],
+        ),
+    ];
+    for (name, spec, holders) in cases {
+        let chain = chain(&manifest(&format!(
+            "{spec}      headersFromMetadata: {{ x-user-id: {{ name: user-id }} }}\n"
+        )))
+        .await;
+        for who in ["alice", "bob", "carol", "opaque"] {
+            let mut r = get_with("/", "api-key", &format!("{who}-key-0123456789"));
+            let d = chain.authorize(&mut r).await;
+            assert_eq!(d.is_allow(), holders.contains(&who), "case {name}: {who}");
+            if d.is_allow() && who != "bob" {
+                assert_eq!(
+                    upstream(&d, "x-user-id").as_deref(),
+                    Some(who),
+                    "case {name}"
+                );
+                assert_eq!(r.state["apiKey"]["user-id"], who, "case {name}");
+            }
+        }
+    }
+
+    // skipMetadataValidation: bob's key lacks the required entry; it loads,
+    // and is refused.
+    let chain = chain(&manifest(
+        "      labelSelector: { team: infrastructure }\n      headersFromMetadataEntry: { x-user-id: { name: user-id, required: true } }\n      skipMetadataValidation: true\n",
+    ))
+    .await;
+    let mut r = get_with("/", "api-key", "alice-key-0123456789");
+    assert!(chain.authorize(&mut r).await.is_allow());
+    let mut r = get_with("/", "api-key", "bob-key-0123456789");
+    assert_eq!(status(&chain.authorize(&mut r).await), 401);
+}
+
+#[tokio::test]
+async fn bad_secret_references_name_what_is_missing() {
+    let at = "spec.configs[0].apiKeyAuth";
+    let cases = [
+        (
+            "      apiKeySecretRefs: [{ name: nobody }]\n",
+            format!("{at}.apiKeySecretRefs[0]"),
+            "no Secret gloo-system/nobody was read",
+        ),
+        (
+            "      apiKeySecretRefs: [{ name: opaque }]\n",
+            format!("{at}.apiKeySecretRefs[0]"),
+            "expected a Secret of type `extauth.solo.io/apikey`",
+        ),
+        (
+            "      labelSelector: { team: infrastructure }\n      headersFromMetadataEntry: { x-user-id: { name: user-id, required: true } }\n",
+            format!("{at}.labelSelector (Secret gloo-system/bob).metadata"),
+            "missing metadata entry `user-id`",
+        ),
+        (
+            "      labelSelector: { team: nobody }\n",
+            at.to_owned(),
+            "no API keys",
+        ),
+    ];
+    for (spec, place, message) in cases {
+        let e = load_error(&manifest(spec)).await;
+        // The AuthConfig is the fifth document, after the four Secrets.
+        assert_eq!(
+            e.place(),
+            Some(format!("{ORIGIN} document 5: {place}").as_str()),
+            "{e}"
+        );
+        assert!(e.to_string().contains(message), "{e}");
+        assert!(!e.to_string().contains("key-0123456789"), "{e}");
+    }
+}
