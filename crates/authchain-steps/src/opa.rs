@@ -16,6 +16,19 @@
 //!   evalTimeout: 100ms               # time limit of one evaluation (100ms)
 //! ```
 //!
+//! Gloo writes `modules` as references to ConfigMaps (read beside the
+//! AuthConfig, [`authchain_core::resources`]), each entry of which is a
+//! Rego module, parsed as Gloo's OPA parses it: Rego v0 unless it imports
+//! `rego.v1`. Its query may end in `== true`, and may give `[allowed,
+//! body]`: with `options.returnDecisionReason`, an allow carries
+//! `{<step name>: {reason: {allowed, body}}}` in its dynamic metadata.
+//!
+//! ```yaml
+//! opaAuth:
+//!   modules: [{ name: allow-get-users, namespace: gloo-system }]
+//!   query: "data.test.allow == true"
+//! ```
+//!
 //! # The input
 //!
 //! Both shapes are given, so policies written for OPA-Envoy run unchanged
@@ -25,6 +38,7 @@
 //! |---|---|
 //! | `method`, `path`, `host`, `scheme`, `headers` | the request; `path` with its query, header names lower case, values of one name joined with `, ` |
 //! | `state` | the chain's state (`input.state.jwt.sub` after a `jwt` step) |
+//! | `check_request`, `http_request` | Gloo's: the CheckRequest (`{attributes}`), and its `attributes.request.http` |
 //! | `context` | Envoy `context_extensions` |
 //! | `attributes.request.http.{method, path, host, scheme, protocol, id, headers, body}` | as OPA-Envoy gives them |
 //! | `attributes.source.address.socketAddress.{address, portValue}`, `attributes.source.principal` | the peer |
@@ -49,6 +63,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use authchain_core::path::percent_decode;
+use authchain_core::resources::ResourceRef;
 use authchain_core::{
     Allow, Answer, AuthService, AuthorizationRequest, BuildContext, ConfigDuration, Decision, Deny,
     Error, ExtAuthPlugin,
@@ -68,9 +83,13 @@ pub const KIND: &str = "opaAuth";
 pub struct OpaConfig {
     /// The rule to evaluate, `data.<package>.<rule>`.
     pub query: String,
-    /// Rego sources by file name.
+    /// Rego sources by file name (authchain's), or Gloo's list of
+    /// references to ConfigMaps whose every entry is a Rego source.
     #[serde(default)]
-    pub modules: BTreeMap<String, String>,
+    pub modules: Modules,
+    /// Gloo's options.
+    #[serde(default)]
+    pub options: OpaOptions,
     /// Files of Rego sources.
     #[serde(default)]
     pub module_files: Vec<String>,
@@ -83,6 +102,38 @@ pub struct OpaConfig {
     /// Time limit of one evaluation (100ms).
     #[serde(default)]
     pub eval_timeout: Option<ConfigDuration>,
+}
+
+/// `opaAuth.modules`: inline sources by file name, or Gloo's ConfigMap
+/// references.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Modules {
+    /// Rego sources by file name.
+    Inline(BTreeMap<String, String>),
+    /// ConfigMaps of Rego sources (Gloo's form), parsed as Gloo's OPA
+    /// parses them: Rego v0 unless a module imports `rego.v1`.
+    ConfigMaps(Vec<ResourceRef>),
+}
+
+impl Default for Modules {
+    fn default() -> Self {
+        Modules::Inline(BTreeMap::new())
+    }
+}
+
+/// Gloo's `opaAuth.options`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OpaOptions {
+    /// Gloo's input shortcut: accepted, with no effect (the input is
+    /// built once, whole).
+    #[serde(default)]
+    pub fast_input_conversion: bool,
+    /// Puts the decision's reason (a query result `[allowed, body]`) in
+    /// the allow's dynamic metadata, at `<step name>.reason`, as Gloo's.
+    #[serde(default)]
+    pub return_decision_reason: bool,
 }
 
 /// The plugin for step kind `opaAuth`.
@@ -99,9 +150,9 @@ impl ExtAuthPlugin for OpaPlugin {
     fn build(
         &self,
         config: OpaConfig,
-        _: &BuildContext<'_>,
+        context: &BuildContext<'_>,
     ) -> Result<Arc<dyn AuthService>, Error> {
-        Ok(Arc::new(OpaAuth::new(config)?))
+        Ok(Arc::new(OpaAuth::with_resources(config, context)?))
     }
 }
 
@@ -119,6 +170,8 @@ pub struct OpaAuth {
     /// overlap, and dropped when they finish).
     max_idle: usize,
     allowed_headers: Vec<HeaderName>,
+    /// Where `returnDecisionReason` puts the reason: the step's name.
+    reason_at: Option<String>,
 }
 
 /// Idle prepared engines, and the one they are cloned from.
@@ -133,6 +186,31 @@ impl std::fmt::Debug for OpaAuth {
             .field("allowed_headers", &self.allowed_headers)
             .finish_non_exhaustive()
     }
+}
+
+/// Rego v0's `any` and `all` (OPA deprecated them; Gloo's guides call
+/// them), which regorus does not have: whether any, or every, element of
+/// an array or set is `true`.
+fn add_v0_builtins(engine: &mut regorus::Engine) -> Result<(), Error> {
+    for (name, every) in [("any", false), ("all", true)] {
+        let builtin = move |args: Vec<regorus::Value>| -> anyhow::Result<regorus::Value> {
+            let yes = regorus::Value::Bool(true);
+            let result = match args.first() {
+                Some(regorus::Value::Array(items)) if every => items.iter().all(|v| *v == yes),
+                Some(regorus::Value::Array(items)) => items.iter().any(|v| *v == yes),
+                Some(regorus::Value::Set(items)) if every => items.iter().all(|v| *v == yes),
+                Some(regorus::Value::Set(items)) => items.iter().any(|v| *v == yes),
+                _ => anyhow::bail!("{name}: expected an array or a set"),
+            };
+            Ok(regorus::Value::Bool(result))
+        };
+        engine
+            .add_extension(name.to_owned(), 1, Box::new(builtin))
+            .map_err(|e| {
+                Error::config(format!("cannot add Rego's `{name}`: {}", first_line(&e)))
+            })?;
+    }
+    Ok(())
 }
 
 /// The first line of a regorus message: the place and the problem,
@@ -154,7 +232,14 @@ fn location(e: &impl std::fmt::Display) -> String {
 
 impl OpaAuth {
     /// Builds the step: parses the policies and compiles the query.
+    /// References to ConfigMaps resolve against nothing: see
+    /// [`with_resources`](Self::with_resources).
     pub fn new(config: OpaConfig) -> Result<Self, Error> {
+        Self::with_resources(config, &BuildContext::new("", "", ""))
+    }
+
+    /// Builds the step, its ConfigMaps from `context`'s.
+    pub fn with_resources(config: OpaConfig, context: &BuildContext<'_>) -> Result<Self, Error> {
         let query = config.query.trim();
         let query = query
             .strip_suffix("== true")
@@ -173,14 +258,49 @@ impl OpaAuth {
             );
         }
         let mut engine = regorus::Engine::new();
-        engine.set_rego_v0(false);
-        if config.modules.is_empty() && config.module_files.is_empty() {
-            return Err(Error::config("expected at least one Rego module").at("modules"));
+        let mut sources = 0;
+        match config.modules {
+            Modules::Inline(modules) => {
+                engine.set_rego_v0(false);
+                for (name, source) in modules {
+                    engine
+                        .add_policy(name.clone(), source)
+                        .map_err(|e| Error::config(first_line(&e)).at(format!("modules.{name}")))?;
+                    sources += 1;
+                }
+            }
+            Modules::ConfigMaps(references) => {
+                engine.set_rego_v0(true);
+                add_v0_builtins(&mut engine)?;
+                for (i, reference) in references.iter().enumerate() {
+                    let at = format!("modules[{i}]");
+                    let map = context
+                        .resources
+                        .config_map_ref(reference, context.namespace)
+                        .map_err(|e| e.at(&at))?;
+                    for (name, source) in &map.data {
+                        engine
+                            .add_policy(
+                                format!("{}/{}/{name}", map.namespace, map.name),
+                                source.clone(),
+                            )
+                            .map_err(|e| {
+                                Error::config(format!(
+                                    "ConfigMap {}/{}, {name}: {}",
+                                    map.namespace,
+                                    map.name,
+                                    first_line(&e)
+                                ))
+                                .at(&at)
+                            })?;
+                        sources += 1;
+                    }
+                }
+                engine.set_rego_v0(false);
+            }
         }
-        for (name, source) in config.modules {
-            engine
-                .add_policy(name.clone(), source)
-                .map_err(|e| Error::config(first_line(&e)).at(format!("modules.{name}")))?;
+        if sources == 0 && config.module_files.is_empty() {
+            return Err(Error::config("expected at least one Rego module").at("modules"));
         }
         for (i, file) in config.module_files.iter().enumerate() {
             let at = format!("moduleFiles[{i}]");
@@ -227,6 +347,10 @@ impl OpaAuth {
             rule: query.to_owned(),
             max_idle: std::thread::available_parallelism().map_or(4, |n| n.get() * 2),
             allowed_headers,
+            reason_at: config
+                .options
+                .return_decision_reason
+                .then(|| context.step_name.to_owned()),
         })
     }
 
@@ -265,6 +389,22 @@ impl OpaAuth {
             Value::Bool(true) => Ok(Decision::authorized()),
             Value::Bool(false) | Value::Null => Ok(Decision::unauthorized()),
             Value::Object(obj) => self.object_decision(&obj),
+            // Gloo's: a boolean first, the reason's body second.
+            Value::Array(items) if matches!(items.first(), Some(Value::Bool(_))) => {
+                let allowed = items[0] == Value::Bool(true);
+                if !allowed {
+                    return Ok(Decision::unauthorized());
+                }
+                let mut allow = Allow::new();
+                if let Some(step) = &self.reason_at {
+                    let body = items.get(1).cloned().unwrap_or(Value::Null);
+                    allow.dynamic_metadata.insert(
+                        step.clone(),
+                        serde_json::json!({ "reason": { "allowed": true, "body": body } }),
+                    );
+                }
+                Ok(allow.into())
+            }
             _ => Err(Error::step(
                 "policy result is neither a boolean nor an object",
             )),
@@ -378,6 +518,8 @@ struct Keys {
     socket_address: regorus::Value,
     port_value: regorus::Value,
     principal: regorus::Value,
+    check_request: regorus::Value,
+    http_request: regorus::Value,
 }
 
 static KEYS: std::sync::LazyLock<Keys> = std::sync::LazyLock::new(|| Keys {
@@ -404,6 +546,8 @@ static KEYS: std::sync::LazyLock<Keys> = std::sync::LazyLock::new(|| Keys {
     socket_address: regorus::Value::from("socketAddress"),
     port_value: regorus::Value::from("portValue"),
     principal: regorus::Value::from("principal"),
+    check_request: regorus::Value::from("check_request"),
+    http_request: regorus::Value::from("http_request"),
 });
 
 /// A regorus object from (interned) keys.
@@ -514,6 +658,13 @@ fn input(request: &AuthorizationRequest) -> regorus::Value {
     {
         m.insert(ks.body.clone(), V::from(text));
     }
+    let attributes = object([
+        (&ks.request, object([(&ks.http, http.clone())])),
+        (&ks.source, peer(&request.source)),
+        (&ks.destination, peer(&request.destination)),
+        (&ks.context_extensions, context.clone()),
+        (&ks.metadata_context, json_map(request.metadata.clone())),
+    ]);
     object([
         (&ks.method, method),
         (&ks.path, path),
@@ -521,19 +672,16 @@ fn input(request: &AuthorizationRequest) -> regorus::Value {
         (&ks.scheme, scheme),
         (&ks.headers, headers),
         (&ks.state, json_map(Map::from(&request.state))),
-        (&ks.context, context.clone()),
+        (&ks.context, context),
         (&ks.parsed_path, parsed_path),
         (&ks.parsed_query, parsed_query),
+        // Gloo's: the CheckRequest, and its HTTP request for short.
         (
-            &ks.attributes,
-            object([
-                (&ks.request, object([(&ks.http, http)])),
-                (&ks.source, peer(&request.source)),
-                (&ks.destination, peer(&request.destination)),
-                (&ks.context_extensions, context),
-                (&ks.metadata_context, json_map(request.metadata.clone())),
-            ]),
+            &ks.check_request,
+            object([(&ks.attributes, attributes.clone())]),
         ),
+        (&ks.http_request, http),
+        (&ks.attributes, attributes),
     ])
 }
 
@@ -554,7 +702,8 @@ mod tests {
     fn step(policy: &str) -> OpaAuth {
         OpaAuth::new(OpaConfig {
             query: "data.t.result".into(),
-            modules: [("t.rego".to_owned(), policy.to_owned())].into(),
+            modules: Modules::Inline([("t.rego".to_owned(), policy.to_owned())].into()),
+            options: OpaOptions::default(),
             module_files: Vec::new(),
             data: None,
             allowed_upstream_headers: Vec::new(),
@@ -585,7 +734,10 @@ mod tests {
     fn gloo_style_queries_are_accepted() {
         let mut config = OpaConfig {
             query: "data.t.allow == true".into(),
-            modules: [("t.rego".to_owned(), "package t\nallow := true\n".to_owned())].into(),
+            modules: Modules::Inline(
+                [("t.rego".to_owned(), "package t\nallow := true\n".to_owned())].into(),
+            ),
+            options: OpaOptions::default(),
             module_files: Vec::new(),
             data: None,
             allowed_upstream_headers: Vec::new(),

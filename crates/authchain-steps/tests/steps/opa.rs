@@ -241,3 +241,119 @@ async fn chain_for_root() -> std::sync::Arc<authchain_core::Chain> {
     ))
     .await
 }
+
+/// Gloo's OPA guide: its policy (Rego v0, as Gloo's OPA reads it) in the
+/// ConfigMap `kubectl create configmap --from-file=policy.rego` makes, and
+/// its AuthConfig naming it.
+const GLOO_OPA: &str = r#"
+apiVersion: v1
+kind: ConfigMap
+metadata: { name: allow-get-users, namespace: gloo-system }
+data:
+  policy.rego: |
+    package test
+
+    default allow = false
+    allow {
+        startswith(input.http_request.path, "/api/pets")
+        input.http_request.method == "GET"
+    }
+    allow {
+        input.http_request.path == "/api/pets/2"
+        any({input.http_request.method == "GET",
+            input.http_request.method == "DELETE"
+        })
+    }
+    allow {
+        input.check_request.attributes.request.http.headers["api-token"] == "t0ken"
+        input.state.seen == true
+    }
+---
+apiVersion: enterprise.gloo.solo.io/v1
+kind: AuthConfig
+metadata: { name: opa, namespace: gloo-system }
+spec:
+  configs:
+  - opaAuth:
+      modules:
+      - name: allow-get-users
+        namespace: gloo-system
+      query: "data.test.allow == true"
+"#;
+
+#[tokio::test]
+async fn gloo_s_opa_guide_runs_unchanged() {
+    let chain = chain(GLOO_OPA).await;
+    let cases = [
+        (Method::GET, "/api/pets", None, true),
+        (Method::GET, "/api/", None, false),
+        (Method::DELETE, "/api/pets/1", None, false),
+        (Method::DELETE, "/api/pets/2", None, true),
+        (Method::POST, "/other", Some("t0ken"), false), // state.seen is not set
+    ];
+    for (method, path, token, allowed) in cases {
+        let mut r = req(method.clone(), path);
+        if let Some(t) = token {
+            r.headers.insert(
+                HeaderName::from_static("api-token"),
+                HeaderValue::from_static(t),
+            );
+        }
+        let d = chain.authorize(&mut r).await;
+        assert_eq!(d.is_allow(), allowed, "case {method} {path}");
+        if !allowed {
+            assert_eq!(status(&d), 403, "case {method} {path}");
+        }
+    }
+    // Gloo's input.state: what an earlier step wrote.
+    let mut r = req(Method::POST, "/other");
+    r.headers.insert(
+        HeaderName::from_static("api-token"),
+        HeaderValue::from_static("t0ken"),
+    );
+    r.state.insert("seen", serde_json::json!(true));
+    assert!(chain.authorize(&mut r).await.is_allow());
+}
+
+#[tokio::test]
+async fn a_decision_reason_goes_to_dynamic_metadata() {
+    let yaml = GLOO_OPA
+        .replace(
+            "    default allow = false",
+            "    default allow = false\n    decision = [allow, \"because\"]",
+        )
+        .replace(
+            "      query: \"data.test.allow == true\"",
+            "      query: data.test.decision\n      options: { returnDecisionReason: true, fastInputConversion: true }",
+        )
+        .replace("  - opaAuth:", "  - name: policy\n    opaAuth:");
+    let chain = chain(&yaml).await;
+    let mut r = req(Method::GET, "/api/pets");
+    let d = chain.authorize(&mut r).await;
+    assert_eq!(
+        serde_json::Value::Object(d.as_allow().expect("allow").dynamic_metadata.clone()),
+        serde_json::json!({ "policy": { "reason": { "allowed": true, "body": "because" } } })
+    );
+    let mut r = req(Method::GET, "/api/");
+    assert_eq!(status(&chain.authorize(&mut r).await), 403);
+}
+
+#[tokio::test]
+async fn bad_config_map_references_name_what_is_missing() {
+    let at = "t document 2: spec.configs[0].opaAuth.modules[0]";
+    let cases = [
+        (
+            GLOO_OPA.replace("      - name: allow-get-users\n", "      - name: nobody\n"),
+            "no ConfigMap gloo-system/nobody was read",
+        ),
+        (
+            GLOO_OPA.replace("    package test", "    package test s3cr3t {"),
+            "ConfigMap gloo-system/allow-get-users, policy.rego:",
+        ),
+    ];
+    for (yaml, message) in cases {
+        let e = load_error(&yaml).await;
+        assert_eq!(e.place(), Some(at), "{e}");
+        assert!(e.to_string().contains(message), "{e}");
+    }
+}
