@@ -14,11 +14,13 @@
 //!         passThroughState: true               # JSON body {"state": ...}
 //!         passThroughFilterMetadata: true      #           {"filterMetadata": ...}
 //!         passThroughBody: true                #           {"body": "..."}
+//!                                              # and the step's config: {"config": ...}
 //!       response:
 //!         allowedUpstreamHeaders: [x-auth-user]          # appended upstream
 //!         allowedUpstreamHeadersToOverwrite: [x-user-id] # set upstream
 //!         allowedClientHeadersOnDenied: [www-authenticate]
 //!         readStateFromResponse: true          # {"state": {...}} merged into the state
+//!     config: { tenant: acme }                 # in the JSON body, as Gloo sends it
 //!     failureModeAllow: true                   # 5xx, timeouts, refusals pass (counted)
 //! ```
 //!
@@ -63,8 +65,7 @@ pub const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
 pub struct PassThroughHttp {
     /// The call.
     pub http: HttpSpec,
-    /// Accepted as Gloo writes it; the HTTP protocol has nowhere to send
-    /// it, so it has no effect.
+    /// Sent to the server in the JSON body's `config`, as Gloo's does.
     #[serde(default)]
     pub config: Option<Value>,
 }
@@ -290,6 +291,7 @@ impl ExtAuthPlugin for HttpPassthroughPlugin {
             pass_state: spec.request.pass_through_state,
             pass_metadata: spec.request.pass_through_filter_metadata,
             pass_body: spec.request.pass_through_body,
+            config: config.config.filter(|c| !c.is_null()),
             append,
             overwrite,
             on_denied,
@@ -356,6 +358,8 @@ pub struct HttpPassthrough {
     pass_state: bool,
     pass_metadata: bool,
     pass_body: bool,
+    /// The step's `config`, sent in the body's `config`.
+    config: Option<Value>,
     append: Vec<HeaderName>,
     overwrite: Vec<HeaderName>,
     on_denied: Vec<HeaderName>,
@@ -386,29 +390,33 @@ impl HttpPassthrough {
         for (name, value) in &self.headers_to_add {
             headers.insert(name.clone(), value.clone());
         }
-        let body = if self.pass_state || self.pass_metadata || self.pass_body {
-            let mut doc = Map::new();
-            if self.pass_state {
-                doc.insert("state".into(), request.state.to_json());
-            }
-            if self.pass_metadata {
-                doc.insert(
-                    "filterMetadata".into(),
-                    Value::Object(request.metadata.clone()),
+        let body =
+            if self.pass_state || self.pass_metadata || self.pass_body || self.config.is_some() {
+                let mut doc = Map::new();
+                if let Some(config) = &self.config {
+                    doc.insert("config".into(), config.clone());
+                }
+                if self.pass_state {
+                    doc.insert("state".into(), request.state.to_json());
+                }
+                if self.pass_metadata {
+                    doc.insert(
+                        "filterMetadata".into(),
+                        Value::Object(request.metadata.clone()),
+                    );
+                }
+                if self.pass_body {
+                    let body = request.body.as_deref().unwrap_or_default();
+                    doc.insert("body".into(), json!(String::from_utf8_lossy(body)));
+                }
+                headers.insert(
+                    http::header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
                 );
-            }
-            if self.pass_body {
-                let body = request.body.as_deref().unwrap_or_default();
-                doc.insert("body".into(), json!(String::from_utf8_lossy(body)));
-            }
-            headers.insert(
-                http::header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
-            Bytes::from(serde_json::to_vec(&doc).map_err(Error::step)?)
-        } else {
-            Bytes::new()
-        };
+                Bytes::from(serde_json::to_vec(&doc).map_err(Error::step)?)
+            } else {
+                Bytes::new()
+            };
         call.body(Full::new(body)).map_err(Error::step)
     }
 

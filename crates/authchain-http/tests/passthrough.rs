@@ -241,6 +241,7 @@ configs:
         passThroughFilterMetadata: true
         passThroughBody: true
       response: {{ readStateFromResponse: true }}
+    config: {{ tenant: acme, limits: [1, 2] }}
 "#
     ))
     .unwrap();
@@ -262,6 +263,7 @@ configs:
             "state": {"user": "alice", "kept": 1},
             "filterMetadata": {"envoy.filters.http.jwt_authn": {"sub": "a"}},
             "body": "{\"order\": 7}",
+            "config": {"tenant": "acme", "limits": [1, 2]},
         })
     );
     assert_eq!(
@@ -523,4 +525,19 @@ async fn https_with_a_custom_ca() {
     .unwrap();
     assert!(chain.authorize(&mut request(&[])).await.is_allow());
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test]
+async fn the_step_s_config_alone_makes_a_json_body() {
+    let (addr, log) = recording_server(StatusCode::OK, "").await;
+    let chain = build(&format!(
+        "name: pt\nconfigs:\n- passThroughAuth:\n    http: {{ url: 'http://{addr}/auth' }}\n    config: {{ tenant: acme }}\n"
+    ))
+    .unwrap();
+    let mut req = request(&[]);
+    assert!(chain.authorize(&mut req).await.is_allow());
+    let call = log.lock().unwrap()[0].clone();
+    assert_eq!(call.headers["content-type"], "application/json");
+    let sent: Value = serde_json::from_slice(&call.body).unwrap();
+    assert_eq!(sent, json!({ "config": { "tenant": "acme" } }));
 }
