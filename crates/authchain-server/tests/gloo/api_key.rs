@@ -3,12 +3,9 @@
 
 use std::time::Duration;
 
-use authchain_testkit::client;
-use authchain_testkit::envoy::{Bootstrap, Envoy};
-use authchain_testkit::{EchoServer, ScratchDir};
+use authchain_testkit::ScratchDir;
 
-use crate::manifest_path;
-use crate::support::{Authchain, LISTENERS};
+use crate::{Stack, manifest_path};
 
 /// The key of the guide's Secret (its `data.api-key`, decoded).
 const GUIDE_KEY: &str = "N2YwMDIxZTEtNGUzNS1jNzgzLTRkYjAtYjE2YzRkZGVmNjcy";
@@ -25,9 +22,17 @@ stringData: {{ api-key: {key}, user-id: {user} }}
     )
 }
 
+/// `GET path` with the API key `key` (none if empty).
+async fn get(stack: &Stack, path: &str, key: &str) -> authchain_testkit::client::Reply {
+    if key.is_empty() {
+        stack.get(path, &[]).await
+    } else {
+        stack.get(path, &[("api-key", key)]).await
+    }
+}
+
 #[tokio::test]
 async fn keys_in_secrets_answer_and_a_changed_secret_file_reloads() {
-    let upstream = EchoServer::start().await.unwrap();
     let files = ScratchDir::new("gloo-secrets").unwrap();
     let secrets = files
         .write("secrets.yaml", &secret("alice", "alice-key-0123456789"))
@@ -48,51 +53,42 @@ spec:
 ",
         )
         .unwrap();
-    let mut authchain = Authchain::start(&format!(
-        "{LISTENERS}authConfigFiles: [{}, {}, {}]\n",
-        manifest_path("api-key-auth.yaml").display(),
-        authconfig.display(),
-        secrets.display(),
-    ))
-    .await;
-    let envoy = Envoy::start(
-        &Bootstrap::new(upstream.addr())
-            .route("/guide", Some("gloo-system.apikey-auth"))
-            .route("/", Some("gloo-system.apps"))
-            .grpc(authchain.grpc)
-            .yaml(),
+    let mut stack = Stack::start(
+        &format!(
+            "authConfigFiles: [{}, {}, {}]\n",
+            manifest_path("api-key-auth.yaml").display(),
+            authconfig.display(),
+            secrets.display(),
+        ),
+        &[
+            ("/guide", "gloo-system.apikey-auth"),
+            ("/", "gloo-system.apps"),
+        ],
+        |b| b,
     )
-    .await
-    .unwrap();
-    let ingress = envoy.listener("ingress").unwrap();
-    let get = |path: &'static str, key: &'static str| async move {
-        let headers: Vec<(&str, &str)> = if key.is_empty() {
-            vec![]
-        } else {
-            vec![("api-key", key)]
-        };
-        client::get(ingress, path, &headers).await.unwrap()
-    };
-
+    .await;
     // The guide's manifest, as its curls go.
     assert_eq!(
-        get("/guide", GUIDE_KEY).await.status,
+        get(&stack, "/guide", GUIDE_KEY).await.status,
         200,
         "{}",
-        authchain.log()
+        stack.authchain.log()
     );
-    assert_eq!(get("/guide", "").await.status, 401);
-    assert_eq!(get("/guide", "alice-key-0123456789").await.status, 401);
+    assert_eq!(get(&stack, "/guide", "").await.status, 401);
+    assert_eq!(
+        get(&stack, "/guide", "alice-key-0123456789").await.status,
+        401
+    );
 
-    let reply = get("/", "alice-key-0123456789").await;
+    let reply = get(&stack, "/", "alice-key-0123456789").await;
     assert_eq!(reply.status, 200);
     assert_eq!(reply.echoed().unwrap().header_all("x-user-id"), ["alice"]);
 
     // The Secret changes: alice's key is revoked, bob's takes its place.
     std::fs::write(&secrets, secret("bob", "bob-key-0123456789")).unwrap();
-    authchain.wait_for_generation(2).await;
-    assert_eq!(get("/", "alice-key-0123456789").await.status, 401);
-    let reply = get("/", "bob-key-0123456789").await;
+    stack.authchain.wait_for_generation(2).await;
+    assert_eq!(get(&stack, "/", "alice-key-0123456789").await.status, 401);
+    let reply = get(&stack, "/", "bob-key-0123456789").await;
     assert_eq!(reply.status, 200);
     assert_eq!(reply.echoed().unwrap().header_all("x-user-id"), ["bob"]);
 
@@ -100,9 +96,13 @@ spec:
     // key keeps working, and the log says what is missing.
     std::fs::write(&secrets, "").unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !authchain.log().contains("no API keys") {
-        assert!(std::time::Instant::now() < deadline, "{}", authchain.log());
+    while !stack.authchain.log().contains("no API keys") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            stack.authchain.log()
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(get("/", "bob-key-0123456789").await.status, 200);
+    assert_eq!(get(&stack, "/", "bob-key-0123456789").await.status, 200);
 }

@@ -5,19 +5,15 @@
 
 use std::time::{Duration, Instant};
 
-use authchain_testkit::EchoServer;
-use authchain_testkit::client;
-use authchain_testkit::envoy::{Bootstrap, Envoy};
-
+use crate::Stack;
 use crate::jwt::{hs256_jwks, token};
-use crate::support::{Authchain, LISTENERS};
 
 #[tokio::test]
 async fn claims_and_policy_metadata_reach_envoy_s_dynamic_metadata() {
-    let upstream = EchoServer::start().await.unwrap();
     let jwks = hs256_jwks().replace('\'', "''");
-    let authchain = Authchain::start(&format!(
-        r#"{LISTENERS}authConfigs:
+    let stack = Stack::start(
+        &format!(
+            r#"authConfigs:
 - name: meta
   configs:
   - jwt:
@@ -31,40 +27,35 @@ async fn claims_and_policy_metadata_reach_envoy_s_dynamic_metadata() {
           import rego.v1
           result := {{"allowed": true, "dynamic_metadata": {{"role": "reader"}}}}
 "#
-    ))
-    .await;
-    let envoy = Envoy::start(
-        &Bootstrap::new(upstream.addr())
-            .route("/", Some("meta"))
-            .grpc(authchain.grpc)
-            .access_log(
+        ),
+        &[("/", "meta")],
+        |b| {
+            b.access_log(
                 "seen path=%REQ(:PATH)% user=%DYNAMIC_METADATA(envoy.filters.http.ext_authz:user)% \
                  email=%DYNAMIC_METADATA(envoy.filters.http.ext_authz:email)% \
                  role=%DYNAMIC_METADATA(envoy.filters.http.ext_authz:role)%",
             )
-            .yaml(),
+        },
     )
-    .await
-    .unwrap();
-    let ingress = envoy.listener("ingress").unwrap();
+    .await;
 
     let bearer = format!(
         "Bearer {}",
         token("alice", &[("email", "alice@example.com")])
     );
-    let reply = client::get(ingress, "/meta", &[("authorization", bearer.as_str())])
-        .await
-        .unwrap();
-    assert_eq!(reply.status, 200, "{}", authchain.log());
+    let reply = stack
+        .get("/meta", &[("authorization", bearer.as_str())])
+        .await;
+    assert_eq!(reply.status, 200, "{}", stack.authchain.log());
     // A denied request has no metadata to give.
-    let reply = client::get(ingress, "/denied", &[]).await.unwrap();
+    let reply = stack.get("/denied", &[]).await;
     assert_eq!(reply.status, 401);
 
     let want = "seen path=/meta user=alice email=alice@example.com role=reader";
     let denied = "seen path=/denied user=- email=- role=-";
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let output = envoy.output();
+        let output = stack.envoy.output();
         if output.contains(want) && output.contains(denied) {
             break;
         }

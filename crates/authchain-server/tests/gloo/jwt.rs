@@ -2,14 +2,10 @@
 //! up: a missing or failed token passes the filter, and the AuthConfig's
 //! step is what refuses it.
 
-use authchain_testkit::EchoServer;
-use authchain_testkit::client;
-use authchain_testkit::envoy::{Bootstrap, Envoy};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::json;
 
-use crate::manifest_path;
-use crate::support::{Authchain, LISTENERS};
+use crate::{Stack, config_files};
 
 const SECRET: &[u8] = b"a-test-only-hmac-secret-of-32-by";
 
@@ -42,39 +38,31 @@ fn signed(secret: &[u8], sub: &str, extra: &[(&str, &str)]) -> String {
 
 #[tokio::test]
 async fn the_empty_jwt_step_allows_what_envoy_verified_and_refuses_the_rest() {
-    let upstream = EchoServer::start().await.unwrap();
     // Gloo's userIdHeader shows which user the step took from Envoy.
-    let authchain = Authchain::start(&format!(
-        "{LISTENERS}userIdHeader: x-user-id\nauthConfigFiles: [{}]\n",
-        manifest_path("jwt-placeholder.yaml").display()
-    ))
-    .await;
-    let envoy = Envoy::start(
-        &Bootstrap::new(upstream.addr())
-            .route("/", Some("gloo-system.jwt-placeholder"))
-            .grpc(authchain.grpc)
-            .jwt_authn(&hs256_jwks())
-            .yaml(),
+    let jwks = hs256_jwks();
+    let stack = Stack::start(
+        &format!(
+            "userIdHeader: x-user-id\n{}",
+            config_files(&["jwt-placeholder.yaml"])
+        ),
+        &[("/", "gloo-system.jwt-placeholder")],
+        |b| b.jwt_authn(&jwks),
     )
-    .await
-    .unwrap();
-    let ingress = envoy.listener("ingress").unwrap();
+    .await;
+    let authchain = &stack.authchain;
 
     let good = format!("Bearer {}", token("alice", &[]));
-    let reply = client::get(ingress, "/", &[("authorization", good.as_str())])
-        .await
-        .unwrap();
+    let reply = stack.get("/", &[("authorization", good.as_str())]).await;
     assert_eq!(reply.status, 200, "{}", authchain.log());
     let seen = reply.echoed().unwrap();
     assert_eq!(seen.header_all("x-user-id"), ["alice"]);
     let bob = format!("Bearer {}", token("bob", &[]));
-    let reply = client::get(
-        ingress,
-        "/",
-        &[("authorization", bob.as_str()), ("x-user-id", "alice")],
-    )
-    .await
-    .unwrap();
+    let reply = stack
+        .get(
+            "/",
+            &[("authorization", bob.as_str()), ("x-user-id", "alice")],
+        )
+        .await;
     assert_eq!(reply.echoed().unwrap().header_all("x-user-id"), ["bob"]);
 
     // The HTTP transports carry no filter metadata: a good token there is
@@ -107,7 +95,7 @@ async fn the_empty_jwt_step_allows_what_envoy_verified_and_refuses_the_rest() {
         ),
     ];
     for (name, headers) in cases {
-        let reply = client::get(ingress, "/", &headers).await.unwrap();
+        let reply = stack.get("/", &headers).await;
         assert_eq!(reply.status, 401, "case {name}");
         assert_eq!(
             reply.header_values("www-authenticate"),
@@ -115,5 +103,4 @@ async fn the_empty_jwt_step_allows_what_envoy_verified_and_refuses_the_rest() {
             "case {name}"
         );
     }
-    drop(upstream);
 }

@@ -1,45 +1,32 @@
 //! Gloo's server setting `userIdHeader`: the allowed user goes upstream
 //! in that header, and no client can put it there, behind real Envoy.
 
-use authchain_testkit::EchoServer;
-use authchain_testkit::client;
-use authchain_testkit::envoy::{Bootstrap, Envoy};
-
-use crate::support::{Authchain, LISTENERS};
+use crate::Stack;
 
 #[tokio::test]
 async fn the_user_id_header_carries_the_chain_s_user_and_never_the_client_s() {
-    let upstream = EchoServer::start().await.unwrap();
-    let authchain = Authchain::start(&format!(
-        "{LISTENERS}userIdHeader: x-user-id
+    let stack = Stack::start(
+        "userIdHeader: x-user-id
 authConfigs:
 - name: keys
   configs:
   - apiKeyAuth:
       keys:
-      - {{ key: alice-key-0123456789, metadata: {{ user-id: alice }} }}
-      - {{ key: anon-key-0123456789 }}
+      - { key: alice-key-0123456789, metadata: { user-id: alice } }
+      - { key: anon-key-0123456789 }
       userIdMetadata: user-id
   booleanExpr: config_0
 - name: own
   userIdHeader: x-own-user
   configs:
   - apiKeyAuth:
-      keys: [{{ key: bob-key-0123456789, metadata: {{ user-id: bob }} }}]
+      keys: [{ key: bob-key-0123456789, metadata: { user-id: bob } }]
       userIdMetadata: user-id
-"
-    ))
-    .await;
-    let envoy = Envoy::start(
-        &Bootstrap::new(upstream.addr())
-            .route("/own", Some("own"))
-            .route("/", Some("keys"))
-            .grpc(authchain.grpc)
-            .yaml(),
+",
+        &[("/own", "own"), ("/", "keys")],
+        |b| b,
     )
-    .await
-    .unwrap();
-    let ingress = envoy.listener("ingress").unwrap();
+    .await;
     // What a client claims, in two spellings; Envoy forwards both.
     let forged = [("x-user-id", "admin"), ("x_user_id", "admin")];
 
@@ -58,8 +45,8 @@ authConfigs:
     for (path, key, want) in cases {
         let mut headers = vec![("api-key", key)];
         headers.extend(forged);
-        let reply = client::get(ingress, path, &headers).await.unwrap();
-        assert_eq!(reply.status, 200, "case {key}: {}", authchain.log());
+        let reply = stack.get(path, &headers).await;
+        assert_eq!(reply.status, 200, "case {key}: {}", stack.authchain.log());
         let seen = reply.echoed().unwrap();
         for (name, values) in want {
             assert_eq!(seen.header_all(name), *values, "case {key}: {name}");
@@ -70,6 +57,6 @@ authConfigs:
     // A refused request: the claim goes nowhere.
     let mut headers = vec![("api-key", "wrong")];
     headers.extend(forged);
-    let reply = client::get(ingress, "/", &headers).await.unwrap();
+    let reply = stack.get("/", &headers).await;
     assert_eq!(reply.status, 401);
 }
