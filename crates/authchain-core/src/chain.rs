@@ -1052,6 +1052,12 @@ impl ChainBuilder {
                 Some(DecisionCache::new(&self.name, settings))
             }
         };
+        if let Some(header) = self.strip.iter().find(|h| self.trust.contains(h)) {
+            return Err(Error::config(format!(
+                "`{header}` is both stripped and trusted: a client's copy cannot be both"
+            ))
+            .at("trustClientHeaders"));
+        }
         if let Some(header) = &self.user_id_header
             && self.trust.contains(header)
         {

@@ -59,15 +59,28 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The largest answer body read (for `readStateFromResponse` and denies).
 pub const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
 
-/// `passThroughAuth` with `http`, as Gloo writes it.
-#[derive(Debug, Deserialize)]
+/// `passThroughAuth` with `http`, as Gloo writes it. Its `Debug` shows
+/// the config's keys, not its values (which may be tokens).
+#[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PassThroughHttp {
     /// The call.
     pub http: HttpSpec,
     /// Sent to the server in the JSON body's `config`, as Gloo's does.
     #[serde(default)]
-    pub config: Option<Value>,
+    pub config: Option<Map<String, Value>>,
+}
+
+impl std::fmt::Debug for PassThroughHttp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PassThroughHttp")
+            .field("http", &self.http)
+            .field(
+                "config",
+                &self.config.as_ref().map(|c| c.keys().collect::<Vec<_>>()),
+            )
+            .finish()
+    }
 }
 
 /// Where and how to call. Its `Debug` shows the URL without the user,
@@ -291,7 +304,7 @@ impl ExtAuthPlugin for HttpPassthroughPlugin {
             pass_state: spec.request.pass_through_state,
             pass_metadata: spec.request.pass_through_filter_metadata,
             pass_body: spec.request.pass_through_body,
-            config: config.config.filter(|c| !c.is_null()),
+            config: config.config.map(Value::Object),
             append,
             overwrite,
             on_denied,

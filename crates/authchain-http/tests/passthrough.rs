@@ -541,3 +541,24 @@ async fn the_step_s_config_alone_makes_a_json_body() {
     let sent: Value = serde_json::from_slice(&call.body).unwrap();
     assert_eq!(sent, json!({ "config": { "tenant": "acme" } }));
 }
+
+#[test]
+fn the_config_is_a_mapping_and_its_values_stay_out_of_debug() {
+    let Err(e) = build(
+        "name: pt\nconfigs:\n- passThroughAuth:\n    http: { url: 'http://127.0.0.1:1/auth' }\n    config: [s3cr3t]\n",
+    ) else {
+        panic!("a list is not a config")
+    };
+    assert!(e.to_string().contains("passThroughAuth"), "{e}");
+    assert!(!e.to_string().contains("s3cr3t"), "{e}");
+    let config: authchain_http::passthrough::PassThroughHttp = serde_json::from_value(json!({
+        "http": { "url": "http://127.0.0.1:1/auth" },
+        "config": { "token": "s3cr3t" },
+    }))
+    .unwrap();
+    let shown = format!("{config:?}");
+    assert!(
+        shown.contains("token") && !shown.contains("s3cr3t"),
+        "{shown}"
+    );
+}

@@ -29,7 +29,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use authchain_core::resources::ResourceRef;
+use authchain_core::resources::{ResourceRef, Secret};
 use authchain_core::{
     Allow, Answer, Attribute, AuthService, AuthorizationRequest, BuildContext, Decision, Error,
     ExtAuthPlugin, UserInfo,
@@ -235,11 +235,30 @@ impl ApiKeyAuth {
                     .map(|(i, k)| (format!("keysFile[{i}]"), k)),
             );
         }
-        entries.extend(secret_entries(&config, context)?);
-        if entries.is_empty() {
+        let uses_secrets = config.k8s_secret_apikey_storage.is_some()
+            || !config.label_selector.is_empty()
+            || !config.api_key_secret_refs.is_empty();
+        // Keys picked by label may lack a required metadata entry without
+        // failing the config (which would stop a revocation): refused.
+        let mut lenient = Vec::new();
+        for (at, entry, picked) in secret_entries(&config, context)? {
+            if picked == Picked::Selected {
+                lenient.push(at.clone());
+            }
+            entries.push((at, entry));
+        }
+        if entries.is_empty() && !uses_secrets {
             return Err(Error::config(
                 "no API keys: set `keys`, `keysFile`, or Secrets by `labelSelector` or `apiKeySecretRefs`",
             ));
+        }
+        if entries.is_empty() {
+            // Every key revoked: the step refuses every request.
+            tracing::warn!(
+                config = context.config_name,
+                step = context.step_name,
+                "apiKeyAuth: no API keys in the Secrets; every request is refused"
+            );
         }
         for (header, entry) in std::mem::take(&mut config.headers_from_metadata) {
             config
@@ -277,7 +296,11 @@ impl ApiKeyAuth {
                             util::header_value(v, &format!("{at}.metadata.{}", source.name))?;
                         allow = allow.set_header(header.clone(), value);
                     }
-                    None if source.required && config.skip_metadata_validation => usable = false,
+                    None if source.required
+                        && (config.skip_metadata_validation || lenient.contains(&at)) =>
+                    {
+                        usable = false
+                    }
                     None if source.required => {
                         return Err(Error::config(format!(
                             "missing metadata entry `{}`, required by headersFromMetadataEntry",
@@ -360,9 +383,14 @@ impl ApiKeyAuth {
 fn secret_entries(
     config: &ApiKeyConfig,
     context: &BuildContext<'_>,
-) -> Result<Vec<(String, KeyEntry)>, Error> {
+) -> Result<Vec<(String, KeyEntry, Picked)>, Error> {
     let storage = config.k8s_secret_apikey_storage.clone().unwrap_or_default();
     let (refs, refs_at, selector, selector_at) = if config.k8s_secret_apikey_storage.is_some() {
+        if !config.api_key_secret_refs.is_empty() || !config.label_selector.is_empty() {
+            return Err(Error::config(
+                "set Secrets in `k8sSecretApikeyStorage` or at the top level (Gloo's older place), not both",
+            ));
+        }
         (
             &storage.api_key_secret_refs,
             "k8sSecretApikeyStorage.apiKeySecretRefs",
@@ -377,7 +405,7 @@ fn secret_entries(
             "labelSelector",
         )
     };
-    let mut secrets = Vec::new();
+    let mut secrets: Vec<(String, &Secret, Picked)> = Vec::new();
     for (i, reference) in refs.iter().enumerate() {
         let at = format!("{refs_at}[{i}]");
         let secret = context
@@ -387,49 +415,71 @@ fn secret_entries(
         if secret.kind != SECRET_TYPE {
             return Err(Error::config(format!("expected a Secret of type `{SECRET_TYPE}`")).at(at));
         }
-        secrets.push((at, secret));
+        if !secrets.iter().any(|(_, s, _)| std::ptr::eq(*s, secret)) {
+            secrets.push((at, secret, Picked::Named));
+        }
     }
     if !selector.is_empty() {
         for secret in context.resources.secrets_labelled(selector) {
-            let named = secrets.iter().any(|(_, s)| std::ptr::eq(*s, secret));
+            let named = secrets.iter().any(|(_, s, _)| std::ptr::eq(*s, secret));
             if secret.kind == SECRET_TYPE && !named {
                 let at = format!(
                     "{selector_at} (Secret {}/{})",
                     secret.namespace, secret.name
                 );
-                secrets.push((at, secret));
+                secrets.push((at, secret, Picked::Selected));
             }
         }
     }
-    secrets
-        .into_iter()
-        .map(|(at, secret)| {
-            let text = |entry: &str, bytes: &[u8]| {
-                String::from_utf8(bytes.to_vec()).map_err(|_| {
-                    Error::config(format!(
-                        "the Secret {}/{}: `{entry}` is not UTF-8",
-                        secret.namespace, secret.name
-                    ))
-                    .at(&at)
-                })
-            };
-            let key = secret.data.get(SECRET_KEY_ENTRY).ok_or_else(|| {
-                Error::config(format!(
-                    "the Secret {}/{} has no `{SECRET_KEY_ENTRY}`",
-                    secret.namespace, secret.name
-                ))
-                .at(&at)
-            })?;
-            let mut metadata = BTreeMap::new();
-            for (entry, value) in &secret.data {
-                if entry != SECRET_KEY_ENTRY {
-                    metadata.insert(entry.clone(), text(entry, value)?);
-                }
-            }
-            let key = text(SECRET_KEY_ENTRY, key)?;
-            Ok((at, KeyEntry { key, metadata }))
+    let mut entries = Vec::new();
+    for (at, secret, picked) in secrets {
+        match secret_entry(secret) {
+            Ok(entry) => entries.push((at, entry, picked)),
+            Err(e) if picked == Picked::Named => return Err(e.at(&at)),
+            // A Secret a selector picked that cannot be read must not stop
+            // a reload, which may be a revocation: it is left out.
+            Err(e) => tracing::warn!(
+                config = context.config_name, step = context.step_name, error = %e,
+                "apiKeyAuth: a Secret picked by label is left out"
+            ),
+        }
+    }
+    Ok(entries)
+}
+
+/// How a Secret came to the step: named by reference, or picked by a
+/// label selector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Picked {
+    Named,
+    Selected,
+}
+
+/// The key entry of an API key Secret: its `api-key`, the rest as
+/// metadata; an error names the Secret and the entry, never a value.
+fn secret_entry(secret: &Secret) -> Result<KeyEntry, Error> {
+    let text = |entry: &str, bytes: &[u8]| {
+        String::from_utf8(bytes.to_vec()).map_err(|_| {
+            Error::config(format!(
+                "the Secret {}/{}: `{entry}` is not UTF-8",
+                secret.namespace, secret.name
+            ))
         })
-        .collect()
+    };
+    let key = secret.data.get(SECRET_KEY_ENTRY).ok_or_else(|| {
+        Error::config(format!(
+            "the Secret {}/{} has no `{SECRET_KEY_ENTRY}`",
+            secret.namespace, secret.name
+        ))
+    })?;
+    let mut metadata = BTreeMap::new();
+    for (entry, value) in &secret.data {
+        if entry != SECRET_KEY_ENTRY {
+            metadata.insert(entry.clone(), text(entry, value)?);
+        }
+    }
+    let key = text(SECRET_KEY_ENTRY, key)?;
+    Ok(KeyEntry { key, metadata })
 }
 
 impl AuthService for ApiKeyAuth {

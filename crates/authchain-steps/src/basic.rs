@@ -241,7 +241,7 @@ impl Hash {
 
     fn sha1(salt: &str, hex: &str) -> Result<Hash, String> {
         let malformed = || "malformed SHA-1 hash: expected 40 hexadecimal digits".to_owned();
-        if hex.len() != 40 {
+        if hex.len() != 40 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(malformed());
         }
         let mut digest = [0u8; 20];
@@ -529,6 +529,10 @@ impl BasicAuth {
 
     fn allow(&self, request: &mut AuthorizationRequest, user: &str) -> Decision {
         let mut allow = Allow::new().user(UserInfo::new(user));
+        if self.proxy_authorization {
+            // A credential for this hop: the upstream has no use for it.
+            allow = allow.remove_header(http::header::PROXY_AUTHORIZATION);
+        }
         if let Some(header) = &self.user_id_header {
             match HeaderValue::try_from(user) {
                 Ok(v) => allow = allow.set_header(header.clone(), v),

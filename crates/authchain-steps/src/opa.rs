@@ -19,9 +19,10 @@
 //! Gloo writes `modules` as references to ConfigMaps (read beside the
 //! AuthConfig, [`authchain_core::resources`]), each entry of which is a
 //! Rego module, parsed as Gloo's OPA parses it: Rego v0 unless it imports
-//! `rego.v1`. Its query may end in `== true`, and may give `[allowed,
-//! body]`: with `options.returnDecisionReason`, an allow carries
-//! `{<step name>: {reason: {allowed, body}}}` in its dynamic metadata.
+//! `rego.v1`. Its query may end in `== true`. With
+//! `options.returnDecisionReason` it gives `[allowed, body]`, and an allow
+//! carries `{<step name>: {reason: {allowed, body}}}` in its dynamic
+//! metadata; without, an array result is a step error, as any other.
 //!
 //! ```yaml
 //! opaAuth:
@@ -389,8 +390,12 @@ impl OpaAuth {
             Value::Bool(true) => Ok(Decision::authorized()),
             Value::Bool(false) | Value::Null => Ok(Decision::unauthorized()),
             Value::Object(obj) => self.object_decision(&obj),
-            // Gloo's: a boolean first, the reason's body second.
-            Value::Array(items) if matches!(items.first(), Some(Value::Bool(_))) => {
+            // Gloo's, with returnDecisionReason: `[allowed, body]`.
+            Value::Array(items)
+                if self.reason_at.is_some()
+                    && items.len() == 2
+                    && matches!(items[0], Value::Bool(_)) =>
+            {
                 let allowed = items[0] == Value::Bool(true);
                 if !allowed {
                     return Ok(Decision::unauthorized());

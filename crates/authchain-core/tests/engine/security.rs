@@ -461,3 +461,17 @@ fn the_user_id_header_cannot_be_trusted() {
         .unwrap_err();
     assert!(e.to_string().contains("trustClientHeaders"), "{e}");
 }
+
+#[test]
+fn a_header_both_stripped_and_trusted_is_a_config_error() {
+    let e = Chain::builder("c")
+        .step(ChainStep::new(
+            "s",
+            Arc::new(decide_fn(|_| Ok(Decision::authorized()))),
+        ))
+        .strip_client_header(name("x-user-id"))
+        .trust_client_header(name("x-user-id"))
+        .build()
+        .unwrap_err();
+    assert!(e.to_string().contains("both stripped and trusted"), "{e}");
+}

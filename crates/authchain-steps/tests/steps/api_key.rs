@@ -303,14 +303,14 @@ async fn bad_secret_references_name_what_is_missing() {
             "expected a Secret of type `extauth.solo.io/apikey`",
         ),
         (
-            "      labelSelector: { team: infrastructure }\n      headersFromMetadataEntry: { x-user-id: { name: user-id, required: true } }\n",
-            format!("{at}.labelSelector (Secret gloo-system/bob).metadata"),
+            "      apiKeySecretRefs: [{ name: bob }]\n      headersFromMetadataEntry: { x-user-id: { name: user-id, required: true } }\n",
+            format!("{at}.apiKeySecretRefs[0].metadata"),
             "missing metadata entry `user-id`",
         ),
         (
-            "      labelSelector: { team: nobody }\n",
+            "      labelSelector: { team: apps }\n      k8sSecretApikeyStorage: { labelSelector: { team: apps } }\n",
             at.to_owned(),
-            "no API keys",
+            "not both",
         ),
     ];
     for (spec, place, message) in cases {
@@ -324,4 +324,33 @@ async fn bad_secret_references_name_what_is_missing() {
         assert!(e.to_string().contains(message), "{e}");
         assert!(!e.to_string().contains("key-0123456789"), "{e}");
     }
+}
+
+#[tokio::test]
+async fn what_a_selector_picks_never_stops_a_reload() {
+    // A selected Secret without a required entry loads, and its key is
+    // refused; a selector that picks nothing refuses every key: either may
+    // be a revocation, which a config error would stop.
+    let chain = crate::common::chain(&manifest(
+        "      labelSelector: { team: infrastructure }\n      headersFromMetadataEntry: { x-user-id: { name: user-id, required: true } }\n",
+    ))
+    .await;
+    let mut r = get_with("/", "api-key", "alice-key-0123456789");
+    assert!(chain.authorize(&mut r).await.is_allow());
+    let mut r = get_with("/", "api-key", "bob-key-0123456789");
+    assert_eq!(status(&chain.authorize(&mut r).await), 401);
+
+    let chain = crate::common::chain(&manifest("      labelSelector: { team: nobody }\n")).await;
+    for who in ["alice", "bob", "carol"] {
+        let mut r = get_with("/", "api-key", &format!("{who}-key-0123456789"));
+        assert_eq!(status(&chain.authorize(&mut r).await), 401, "{who}");
+    }
+
+    // A Secret named twice, or named and selected, counts once.
+    let chain = crate::common::chain(&manifest(
+        "      apiKeySecretRefs: [{ name: alice }, { name: alice, namespace: gloo-system }]\n      labelSelector: { team: infrastructure }\n",
+    ))
+    .await;
+    let mut r = get_with("/", "api-key", "alice-key-0123456789");
+    assert!(chain.authorize(&mut r).await.is_allow());
 }

@@ -186,6 +186,10 @@ async fn bad_basic_configs_name_their_place_and_hide_hashes() {
             "configs[0].basicAuth.userList.users.bob",
         ),
         (
+            "encryption: { sha1: {} }\n    userList: { users: { bob: { salt: s3cr3t, hashedPassword: '+10eb058a59f4ac5ba05639b0263cf91b4345fd6' } } }",
+            "configs[0].basicAuth.userList.users.bob",
+        ),
+        (
             "encryption: { sha1: {}, apr: {} }\n    userList: { users: { bob: { salt: s3cr3t, hashedPassword: x } } }",
             "configs[0].basicAuth.encryption",
         ),
@@ -249,6 +253,19 @@ async fn gloo_s_extended_shape_with_its_own_examples() {
             let mut r = get_with("/", header, &good);
             let d = chain.authorize(&mut r).await;
             assert!(d.is_allow(), "case {algorithm} {hash} in {header}: {d:?}");
+            // A credential for this hop does not go upstream.
+            assert!(
+                r.headers.get("proxy-authorization").is_none(),
+                "case {algorithm}"
+            );
+            assert!(
+                d.as_allow()
+                    .unwrap()
+                    .headers_to_remove
+                    .iter()
+                    .any(|h| h == "proxy-authorization"),
+                "case {algorithm}"
+            );
         }
         for (name, credential) in [
             ("a wrong password", basic("user", "passwore")),
@@ -259,18 +276,38 @@ async fn gloo_s_extended_shape_with_its_own_examples() {
             let d = chain.authorize(&mut r).await;
             assert_eq!(status(&d), 401, "case {algorithm}: {name}");
         }
-        // Authorization comes first: a wrong one is not saved by a right
-        // Proxy-Authorization.
-        let mut r = get_with("/", "authorization", &basic("user", "wrong"));
-        r.headers.insert(
-            HeaderName::from_static("proxy-authorization"),
-            HeaderValue::from_str(&good).unwrap(),
-        );
-        assert_eq!(
-            status(&chain.authorize(&mut r).await),
-            401,
-            "case {algorithm}"
-        );
+        // Proxy-Authorization is read only when Authorization is absent,
+        // and verified like it.
+        let wrong = basic("user", "wrong");
+        let cases = [
+            ("a wrong password in it", None, Some(wrong.as_str())),
+            (
+                "a wrong Authorization",
+                Some(wrong.as_str()),
+                Some(good.as_str()),
+            ),
+            (
+                "a Bearer Authorization",
+                Some("Bearer abc"),
+                Some(good.as_str()),
+            ),
+        ];
+        for (name, authorization, proxy) in cases {
+            let mut r = req(Method::GET, "/");
+            for (header, value) in [
+                ("authorization", authorization),
+                ("proxy-authorization", proxy),
+            ] {
+                if let Some(value) = value {
+                    r.headers.insert(
+                        HeaderName::from_static(header),
+                        HeaderValue::from_str(value).unwrap(),
+                    );
+                }
+            }
+            let d = chain.authorize(&mut r).await;
+            assert_eq!(status(&d), 401, "case {algorithm}: {name}");
+        }
     }
 
     // The older shapes read Authorization only, as before.

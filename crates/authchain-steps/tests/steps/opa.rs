@@ -357,3 +357,30 @@ async fn bad_config_map_references_name_what_is_missing() {
         assert!(e.to_string().contains(message), "{e}");
     }
 }
+
+#[tokio::test]
+async fn an_array_result_allows_only_as_gloo_s_decision_reason() {
+    // Without returnDecisionReason an array is no answer: a step error,
+    // a deny, whatever its first element.
+    let yaml = GLOO_OPA
+        .replace(
+            "    default allow = false",
+            "    default allow = false\n    checks = [true, false, false]",
+        )
+        .replace(
+            "      query: \"data.test.allow == true\"",
+            "      query: data.test.checks",
+        );
+    let chain = chain(&yaml).await;
+    let mut r = req(Method::GET, "/api/pets");
+    let d = chain.authorize(&mut r).await;
+    assert!(!d.is_allow(), "{d:?}");
+    // And with it, only `[allowed, body]`.
+    let chain = crate::common::chain(&yaml.replace(
+        "      query: data.test.checks",
+        "      query: data.test.checks\n      options: { returnDecisionReason: true }",
+    ))
+    .await;
+    let mut r = req(Method::GET, "/api/pets");
+    assert!(!chain.authorize(&mut r).await.is_allow());
+}
