@@ -14,7 +14,8 @@
 //!   userIdMetadata: user-id        # metadata entry that names the user (UserInfo, state)
 //! ```
 //!
-//! A missing or unknown key is a 401. On a match, the metadata entries are
+//! A missing or unknown key is a 401 with `WWW-Authenticate: API key is
+//! missing or invalid`, as Gloo answers. On a match, the metadata entries are
 //! set on the upstream request as configured, the user (if
 //! `userIdMetadata` is set) goes into `UserInfo`, and the key's metadata
 //! into `state.apiKey` (never the key itself). The upstream headers are
@@ -31,10 +32,11 @@ use std::sync::Arc;
 
 use authchain_core::resources::{ResourceRef, Secret};
 use authchain_core::{
-    Allow, Answer, Attribute, AuthService, AuthorizationRequest, BuildContext, Decision, Error,
-    ExtAuthPlugin, UserInfo,
+    Allow, Answer, Attribute, AuthService, AuthorizationRequest, BuildContext, Decision, Deny,
+    Error, ExtAuthPlugin, UserInfo,
 };
-use http::HeaderName;
+use http::header::WWW_AUTHENTICATE;
+use http::{HeaderName, HeaderValue, StatusCode};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -103,6 +105,9 @@ pub struct SecretStorage {
 
 /// The type of the Secrets that hold API keys, as Gloo names it.
 pub const SECRET_TYPE: &str = "extauth.solo.io/apikey";
+
+/// What a refused request's `WWW-Authenticate` says, as Gloo's does.
+pub const CHALLENGE: &str = "API key is missing or invalid";
 
 /// The data entry of an API key Secret that holds the key; the others are
 /// the key's metadata.
@@ -370,7 +375,9 @@ impl ApiKeyAuth {
             Ok(None) | Err(()) => None,
         };
         let Some(holder) = holder.filter(|h| h.usable) else {
-            return Decision::unauthenticated();
+            return Deny::new(StatusCode::UNAUTHORIZED)
+                .header(WWW_AUTHENTICATE, HeaderValue::from_static(CHALLENGE))
+                .into();
         };
         request.state.insert(STATE_KEY, holder.state.clone());
         Decision::Allow(holder.allow.clone())

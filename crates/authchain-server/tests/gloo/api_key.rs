@@ -72,7 +72,12 @@ spec:
         "{}",
         stack.authchain.log()
     );
-    assert_eq!(get(&stack, "/guide", "").await.status, 401);
+    let reply = get(&stack, "/guide", "").await;
+    assert_eq!(reply.status, 401);
+    assert_eq!(
+        reply.header_values("www-authenticate"),
+        ["API key is missing or invalid"]
+    );
     assert_eq!(
         get(&stack, "/guide", "alice-key-0123456789").await.status,
         401
