@@ -47,8 +47,9 @@ pub const DEFAULT_CONFIG: &str = include_str!("default.yaml");
 /// The name the embedded default config goes by in messages.
 pub const DEFAULT_CONFIG_ORIGIN: &str = "<embedded default config>";
 
-/// The server settings of a config file.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+/// The server settings of a config file. Its `Debug` counts the inline
+/// AuthConfigs instead of printing them: they may hold keys and hashes.
+#[derive(Clone, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[non_exhaustive]
 pub struct Settings {
@@ -88,6 +89,24 @@ pub struct Settings {
     /// Files and directories of AuthConfig documents.
     #[serde(default)]
     pub auth_config_files: Vec<PathBuf>,
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("grpc", &self.grpc)
+            .field("http", &self.http)
+            .field("admin", &self.admin)
+            .field("default_config", &self.default_config)
+            .field("user_id_header", &self.user_id_header)
+            .field("max_concurrent_checks", &self.max_concurrent_checks)
+            .field("shutdown_grace", &self.shutdown_grace)
+            .field("log", &self.log)
+            .field("watch", &self.watch)
+            .field("auth_configs", &self.auth_configs.len())
+            .field("auth_config_files", &self.auth_config_files)
+            .finish()
+    }
 }
 
 /// The gRPC listener.
@@ -637,6 +656,19 @@ fn hint_manifest(path: &Path, e: Error) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_output_holds_no_inline_secret() {
+        let loaded = Loaded::from_text(
+            "a.yaml",
+            "authConfigs:\n- name: k\n  configs:\n  - apiKeyAuth: { keys: [{ key: s3cr3t-value-0123 }] }\n",
+            None,
+        )
+        .unwrap();
+        let shown = format!("{loaded:?}");
+        assert!(!shown.contains("s3cr3t"), "{shown}");
+        assert!(shown.contains("auth_configs: 1"), "{shown}");
+    }
 
     #[test]
     fn the_embedded_default_loads() {
