@@ -369,27 +369,21 @@ impl Loaded {
         let mut documents = Documents::default();
         documents.configs = std::mem::take(&mut loaded.configs);
         documents.resources = std::mem::take(&mut loaded.resources);
+        // The config file's AuthConfigs have the server's userIdHeader
+        // already; the files' are defaulted below.
+        let read = documents.configs.len();
         for file in files {
-            match read_auth_configs(file, &mut digest) {
-                Ok(Ok(found)) => {
-                    if let Err(e) = documents.extend(found) {
-                        errors.push(e.in_source(file.display()));
-                    }
-                }
-                Ok(Err(e)) => errors.push(e),
-                Err(e) => errors.push(
-                    Error::config(format!("cannot read the file: {e}")).in_source(file.display()),
-                ),
-            }
+            add_documents(&mut documents, file, &mut digest, &mut errors, |e| {
+                Error::config(format!("cannot read the file: {e}")).in_source(file.display())
+            });
             loaded.files.push(file.clone());
         }
         loaded.resources = documents.resources.clone();
         loaded.configs = documents.into_configs();
-        if let Some(header) = &loaded.settings.user_id_header {
-            for config in &mut loaded.configs {
-                config.default_user_id_header(header);
-            }
-        }
+        default_user_id_header(
+            loaded.settings.user_id_header.as_deref(),
+            &mut loaded.configs[read..],
+        );
         match Generation::build(registry, &loaded.configs, 1) {
             Ok(generation) if errors.is_empty() => return Ok((loaded, generation)),
             Ok(_) => {}
@@ -514,36 +508,24 @@ impl Loaded {
                 }
             };
             for file in listed {
-                match read_auth_configs(&file, &mut digest) {
-                    Ok(Ok(found)) => {
-                        if let Err(e) = documents.extend(found) {
-                            errors.push(e.in_source(file.display()));
-                        }
-                    }
-                    Ok(Err(e)) => errors.push(e),
-                    Err(e) => errors.push(
-                        Error::config(format!("cannot read {}: {e}", file.display()))
-                            .at(format!("authConfigFiles[{i}]"))
-                            .in_source(origin),
-                    ),
-                }
+                add_documents(&mut documents, &file, &mut digest, &mut errors, |e| {
+                    Error::config(format!("cannot read {}: {e}", file.display()))
+                        .at(format!("authConfigFiles[{i}]"))
+                        .in_source(origin)
+                });
                 files.push(file);
             }
         }
         let resources = documents.resources.clone();
         let mut configs = documents.into_configs();
-        if let Some(header) = &settings.user_id_header {
-            if axum::http::HeaderName::try_from(header.as_str()).is_ok() {
-                for config in &mut configs {
-                    config.default_user_id_header(header);
-                }
-            } else {
-                errors.push(
+        match &settings.user_id_header {
+            Some(header) if axum::http::HeaderName::try_from(header.as_str()).is_err() => errors
+                .push(
                     Error::config("not a valid header name")
                         .at("userIdHeader")
                         .in_source(origin),
-                );
-            }
+                ),
+            header => default_user_id_header(header.as_deref(), &mut configs),
         }
         if let Some(name) = &settings.default_config
             && errors.is_empty()
@@ -623,17 +605,37 @@ impl Digest {
 /// server settings come from.
 const NO_CONFIG_ORIGIN: &str = "(no server config)";
 
-/// The documents of `file` (or the problems of its text), its name and
-/// text added to `digest`; `Err` when it cannot be read.
-fn read_auth_configs(
+/// Adds the documents of `file` to `documents`, its name and text to
+/// `digest`; a problem goes to `errors`, made by `unreadable` when the
+/// file cannot be read.
+fn add_documents(
+    documents: &mut Documents,
     file: &Path,
     digest: &mut Digest,
-) -> std::io::Result<Result<Documents, Error>> {
-    let text = std::fs::read_to_string(file)?;
+    errors: &mut Vec<Error>,
+    unreadable: impl FnOnce(std::io::Error) -> Error,
+) {
+    let text = match std::fs::read_to_string(file) {
+        Ok(text) => text,
+        Err(e) => return errors.push(unreadable(e)),
+    };
     digest.add(file.as_os_str().as_encoded_bytes());
     digest.add(text.as_bytes());
     let name = file.display().to_string();
-    Ok(Documents::parse(&name, &text, Format::from_path(file)))
+    let added = Documents::parse(&name, &text, Format::from_path(file))
+        .and_then(|found| documents.extend(found).map_err(|e| e.in_source(&name)));
+    if let Err(e) = added {
+        errors.push(e);
+    }
+}
+
+/// The server's `userIdHeader` (Gloo's), as the default of `configs`.
+fn default_user_id_header(header: Option<&str>, configs: &mut [AuthConfig]) {
+    if let Some(header) = header {
+        for config in configs {
+            config.default_user_id_header(header);
+        }
+    }
 }
 
 /// `e`, the error of reading `path` as the server config, with a hint

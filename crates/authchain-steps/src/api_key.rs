@@ -219,10 +219,10 @@ impl ApiKeyAuth {
             config.header_name.as_deref().unwrap_or(DEFAULT_HEADER),
             "headerName",
         )?;
-        let mut entries: Vec<(String, KeyEntry)> = std::mem::take(&mut config.keys)
+        let mut entries: Vec<(String, KeyEntry, Picked)> = std::mem::take(&mut config.keys)
             .into_iter()
             .enumerate()
-            .map(|(i, k)| (format!("keys[{i}]"), k))
+            .map(|(i, k)| (format!("keys[{i}]"), k, Picked::Inline))
             .collect();
         if let Some(file) = &config.keys_file {
             let text = util::read_file(file, "keysFile")?;
@@ -237,21 +237,13 @@ impl ApiKeyAuth {
             entries.extend(
                 list.into_iter()
                     .enumerate()
-                    .map(|(i, k)| (format!("keysFile[{i}]"), k)),
+                    .map(|(i, k)| (format!("keysFile[{i}]"), k, Picked::Inline)),
             );
         }
         let uses_secrets = config.k8s_secret_apikey_storage.is_some()
             || !config.label_selector.is_empty()
             || !config.api_key_secret_refs.is_empty();
-        // Keys picked by label may lack a required metadata entry without
-        // failing the config (which would stop a revocation): refused.
-        let mut lenient = Vec::new();
-        for (at, entry, picked) in secret_entries(&config, context)? {
-            if picked == Picked::Selected {
-                lenient.push(at.clone());
-            }
-            entries.push((at, entry));
-        }
+        entries.extend(secret_entries(&config, context)?);
         if entries.is_empty() && !uses_secrets {
             return Err(Error::config(
                 "no API keys: set `keys`, `keysFile`, or Secrets by `labelSelector` or `apiKeySecretRefs`",
@@ -280,7 +272,7 @@ impl ApiKeyAuth {
         let mut by_prf = HashMap::with_capacity_and_hasher(entries.len(), Default::default());
         let mut seen = std::collections::HashSet::new();
         let mut holders = Vec::with_capacity(entries.len());
-        for (at, entry) in entries {
+        for (at, entry, picked) in entries {
             if entry.key.is_empty() || entry.key.len() > util::MAX_CREDENTIAL_LEN {
                 return Err(
                     Error::config("a key must have 1 to 8192 bytes").at(format!("{at}.key"))
@@ -301,8 +293,11 @@ impl ApiKeyAuth {
                             util::header_value(v, &format!("{at}.metadata.{}", source.name))?;
                         allow = allow.set_header(header.clone(), value);
                     }
+                    // Keys picked by label may lack a required entry
+                    // without failing the config (which would stop a
+                    // revocation): refused.
                     None if source.required
-                        && (config.skip_metadata_validation || lenient.contains(&at)) =>
+                        && (config.skip_metadata_validation || picked == Picked::Selected) =>
                     {
                         usable = false
                     }
@@ -454,10 +449,11 @@ fn secret_entries(
     Ok(entries)
 }
 
-/// How a Secret came to the step: named by reference, or picked by a
-/// label selector.
+/// How a key came to the step: inline, in a Secret named by reference,
+/// or in one picked by a label selector.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Picked {
+    Inline,
     Named,
     Selected,
 }
