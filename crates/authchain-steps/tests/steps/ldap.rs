@@ -1,0 +1,552 @@
+//! `ldap` against a real OpenLDAP slapd with Gloo's guide directory (and a
+//! few entries of our own), started by the testkit.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use authchain_testkit::slapd::{Directory, Slapd};
+use base64::Engine as _;
+use http::Method;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+
+use crate::common::*;
+
+const ACCESS: &str = r#"access to attrs=userPassword by self write by anonymous auth by * none
+access to dn.subtree="ou=people,dc=solo,dc=io" by dn.exact="uid=nora,ou=people,dc=solo,dc=io" none by * read
+access to * by * read"#;
+
+/// Gloo's LDAP guide's people and groups, and: `nora`, who may not read
+/// her own entry (only a service account sees her groups); `dev,ops` and
+/// `par(en)`, whose names need RFC 4514 and RFC 4515 escaping; `cn=reader`,
+/// the service account.
+const LDIF: &str = "dn: dc=solo,dc=io
+objectClass: dcObject
+objectClass: organization
+o: solo
+dc: solo
+
+dn: ou=people,dc=solo,dc=io
+objectClass: organizationalUnit
+ou: people
+
+dn: uid=marco,ou=people,dc=solo,dc=io
+objectClass: inetOrgPerson
+cn: Marco Schmidt
+sn: Schmidt
+uid: marco
+userPassword: marcopwd
+
+dn: uid=rick,ou=people,dc=solo,dc=io
+objectClass: inetOrgPerson
+cn: Rick Ducott
+sn: Ducott
+uid: rick
+userPassword: rickpwd
+
+dn: uid=scottc,ou=people,dc=solo,dc=io
+objectClass: inetOrgPerson
+cn: Scott Cranton
+sn: Cranton
+uid: scottc
+userPassword: scottcpwd
+
+dn: uid=nora,ou=people,dc=solo,dc=io
+objectClass: inetOrgPerson
+cn: Nora
+sn: N
+uid: nora
+userPassword: norapwd
+
+dn: uid=dev\\,ops,ou=people,dc=solo,dc=io
+objectClass: inetOrgPerson
+cn: Dev Ops
+sn: Ops
+uid: dev,ops
+userPassword: devopspwd
+
+dn: uid=par(en),ou=people,dc=solo,dc=io
+objectClass: inetOrgPerson
+cn: Paren
+sn: Paren
+uid: par(en)
+userPassword: parenpwd
+
+dn: cn=reader,dc=solo,dc=io
+objectClass: inetOrgPerson
+cn: reader
+sn: reader
+userPassword: readerpwd
+
+dn: ou=groups,dc=solo,dc=io
+objectClass: organizationalUnit
+ou: groups
+
+dn: cn=developers,ou=groups,dc=solo,dc=io
+objectClass: groupOfNames
+cn: developers
+member: uid=marco,ou=people,dc=solo,dc=io
+member: uid=rick,ou=people,dc=solo,dc=io
+member: uid=scottc,ou=people,dc=solo,dc=io
+
+dn: cn=sales,ou=groups,dc=solo,dc=io
+objectClass: groupOfNames
+cn: sales
+member: uid=scottc,ou=people,dc=solo,dc=io
+
+dn: cn=managers,ou=groups,dc=solo,dc=io
+objectClass: groupOfNames
+cn: managers
+member: uid=rick,ou=people,dc=solo,dc=io
+member: uid=nora,ou=people,dc=solo,dc=io
+member: uid=dev\\,ops,ou=people,dc=solo,dc=io
+member: uid=par(en),ou=people,dc=solo,dc=io
+";
+
+async fn directory(tls: Option<(&str, &str)>) -> Slapd {
+    Slapd::start(&Directory {
+        suffix: "dc=solo,dc=io",
+        admin_password: "solopwd",
+        access: ACCESS,
+        // A bind with a DN and no password is an anonymous success here,
+        // as on many directories.
+        allow: &["bind_anon_dn"],
+        ldif: LDIF,
+        tls,
+    })
+    .await
+    .unwrap()
+}
+
+fn basic(user: &str, password: &str) -> String {
+    let raw = format!("{user}:{password}");
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(raw)
+    )
+}
+
+/// Gloo's guide fields: users under `ou=people`, managers allowed.
+const GUIDE: &str = "    userDnTemplate: \"uid=%s,ou=people,dc=solo,dc=io\"
+    allowedGroups:
+    - \"cn=managers,ou=groups,dc=solo,dc=io\"";
+
+/// An AuthConfig of one `ldap` step at `address` with `fields` (indented
+/// under `ldap:`), then `more` documents. A failing step answers 503, so
+/// that an error is told from a deny.
+fn step(address: &str, fields: &str, more: &str) -> String {
+    format!(
+        "apiVersion: enterprise.gloo.solo.io/v1\nkind: AuthConfig\nmetadata: {{ name: ldap, namespace: gloo-system }}\nspec:\n  statusOnError: 503\n  configs:\n  - ldap:\n      address: \"{address}\"\n{fields}\n{more}",
+        fields = fields
+            .replace("\n    ", "\n      ")
+            .replacen("    ", "      ", 1)
+    )
+}
+
+/// [`GUIDE`]'s step with `extra` fields.
+fn config(address: &str, extra: &str, more: &str) -> String {
+    step(address, &format!("{GUIDE}\n{extra}"), more)
+}
+
+async fn status_of(chain: &authchain_core::Chain, user: &str, password: &str) -> u16 {
+    let mut r = get_with("/echo", "authorization", &basic(user, password));
+    status(&chain.authorize(&mut r).await)
+}
+
+#[tokio::test]
+async fn gloo_guide_users_and_groups() {
+    let slapd = directory(None).await;
+    let address = format!("ldap://{}", slapd.addr());
+    let chain = chain(&config(
+        &address,
+        "    searchFilter: \"(objectClass=*)\"",
+        "",
+    ))
+    .await;
+
+    // No credentials: 401 with a Basic challenge.
+    let d = chain.authorize(&mut req(Method::GET, "/echo")).await;
+    assert_eq!(status(&d), 401);
+    assert_eq!(
+        d.as_deny()
+            .unwrap()
+            .headers
+            .get("www-authenticate")
+            .unwrap(),
+        "Basic realm=\"authchain\""
+    );
+    for (case, user, password, expected) in [
+        ("a manager", "rick", "rickpwd", 200),
+        ("a developer only", "marco", "marcopwd", 403),
+        ("an unknown user", "john", "doe", 401),
+        ("a wrong password", "rick", "marcopwd", 401),
+        // slapd lets a DN with no password bind as anonymous, who may
+        // read rick's groups: the step never asks.
+        ("an empty password", "rick", "", 401),
+        ("a DN-special name, escaped", "dev,ops", "devopspwd", 200),
+        (
+            "the service account is no person",
+            "reader",
+            "readerpwd",
+            401,
+        ),
+    ] {
+        assert_eq!(status_of(&chain, user, password).await, expected, "{case}");
+    }
+
+    // What an allow leaves for later steps, named as the directory
+    // spells the user.
+    let mut r = get_with("/echo", "authorization", &basic("RICK", "rickpwd"));
+    let d = chain.authorize(&mut r).await;
+    assert_eq!(
+        d.as_allow().unwrap().user_info.as_ref().unwrap().user_id,
+        "rick"
+    );
+    let state = r.state.get("ldap").unwrap();
+    assert_eq!(state["user"], "rick");
+    assert_eq!(state["dn"], "uid=RICK,ou=people,dc=solo,dc=io");
+    let groups = state["groups"].as_array().unwrap();
+    assert!(
+        groups
+            .iter()
+            .any(|g| g == "cn=managers,ou=groups,dc=solo,dc=io")
+    );
+}
+
+#[tokio::test]
+async fn names_cannot_inject_into_the_dn_or_the_filter() {
+    let slapd = directory(None).await;
+    let address = format!("ldap://{}", slapd.addr());
+    // The filter names the user too: `par(en)` must reach it escaped.
+    let chain = chain(&config(&address, "    searchFilter: \"(uid=%s)\"", "")).await;
+    assert_eq!(status_of(&chain, "par(en)", "parenpwd").await, 200);
+    assert_eq!(status_of(&chain, "dev,ops", "devopspwd").await, 200);
+    // Each with rick's password: none binds as rick, nor as anyone.
+    for hostile in [
+        "*",
+        "rick)(uid=*",
+        "rick,ou=people,dc=solo,dc=io",
+        "rick+cn=x",
+        "rick\\",
+        "rick\0",
+        "#rick",
+        " rick",
+        "rick ",
+        "cn=admin,dc=solo,dc=io",
+        "\u{e9}",
+        &"r".repeat(5000),
+    ] {
+        let status = status_of(&chain, hostile, "rickpwd").await;
+        assert_eq!(status, 401, "{hostile:?}");
+    }
+    // The admin's own password, any name: 401.
+    assert_eq!(status_of(&chain, "admin", "solopwd").await, 401);
+}
+
+#[tokio::test]
+async fn group_checking_service_accounts_and_filters() {
+    let slapd = directory(None).await;
+    let address = format!("ldap://{}", slapd.addr());
+    let secret = |password: &str| {
+        format!(
+            "---
+apiVersion: v1
+kind: Secret
+type: extauth.solo.io/accountcredentials
+metadata: {{ name: ldapcredentials, namespace: gloo-system }}
+stringData: {{ username: 'cn=reader,dc=solo,dc=io', password: {password} }}
+"
+        )
+    };
+    let lookup = "    groupLookupSettings:
+      checkGroupsWithServiceAccount: true
+      credentialsSecretRef: { name: ldapcredentials, namespace: gloo-system }";
+
+    // nora may not read her own groups: 403, unless the service account reads them.
+    let own = chain(&config(&address, "", "")).await;
+    assert_eq!(status_of(&own, "nora", "norapwd").await, 403);
+    let service = chain(&config(&address, lookup, &secret("readerpwd"))).await;
+    for (user, password, expected) in [
+        ("nora", "norapwd", 200),
+        ("nora", "wrong", 401),
+        ("marco", "marcopwd", 403),
+    ] {
+        assert_eq!(
+            status_of(&service, user, password).await,
+            expected,
+            "{user}"
+        );
+    }
+    // A service account the directory refuses: the step fails (503).
+    let refused = chain(&config(&address, lookup, &secret("wrong"))).await;
+    assert_eq!(status_of(&refused, "nora", "norapwd").await, 503);
+
+    // disableGroupChecking: every user who binds.
+    let anyone = chain(&config(&address, "    disableGroupChecking: true", "")).await;
+    assert_eq!(status_of(&anyone, "marco", "marcopwd").await, 200);
+    assert_eq!(status_of(&anyone, "marco", "wrong").await, 401);
+    // A filter the entry does not match: 403.
+    let filtered = chain(&config(
+        &address,
+        "    searchFilter: \"(objectClass=posixAccount)\"",
+        "",
+    ))
+    .await;
+    assert_eq!(status_of(&filtered, "rick", "rickpwd").await, 403);
+    // Another membership attribute: rick has no `description` groups.
+    let other = chain(&config(
+        &address,
+        "    membershipAttributeName: description",
+        "",
+    ))
+    .await;
+    assert_eq!(status_of(&other, "rick", "rickpwd").await, 403);
+}
+
+/// A CA and a certificate for 127.0.0.1 signed by it: (CA PEM, cert PEM,
+/// key PEM).
+fn certificates() -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let params = CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    (ca.pem(), cert.pem(), key.serialize_pem())
+}
+
+#[tokio::test]
+async fn ldaps_and_start_tls_verify_the_directory() {
+    let (ca, cert, key) = certificates();
+    let (other_ca, ..) = certificates();
+    let slapd = directory(Some((&cert, &key))).await;
+    let ldaps = format!("ldaps://{}", slapd.ldaps_addr().unwrap());
+    let plain = format!("ldap://{}", slapd.addr());
+    let tls = |ca: &str, start: bool| {
+        let ca = ca.replace('\n', "\n        ");
+        format!("    tls:\n      startTls: {start}\n      caPem: |\n        {ca}")
+    };
+    for (case, address, extra, expected) in [
+        ("ldaps with its CA", &ldaps, tls(&ca, false), 200),
+        ("StartTLS with its CA", &plain, tls(&ca, true), 200),
+        ("ldaps with another CA", &ldaps, tls(&other_ca, false), 503),
+        (
+            "StartTLS with another CA",
+            &plain,
+            tls(&other_ca, true),
+            503,
+        ),
+        // Mozilla's roots do not know a test CA.
+        ("ldaps with the default roots", &ldaps, String::new(), 503),
+    ] {
+        let chain = chain(&config(address, &extra, "")).await;
+        assert_eq!(
+            status_of(&chain, "rick", "rickpwd").await,
+            expected,
+            "{case}"
+        );
+    }
+}
+
+/// A TCP forwarder to `target` that counts the connections it accepts and
+/// cuts them all when `cut` is notified.
+async fn counting_proxy(target: SocketAddr) -> (SocketAddr, Arc<AtomicUsize>, Arc<Notify>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let cut = Arc::new(Notify::new());
+    let (count, cutter) = (accepted.clone(), cut.clone());
+    tokio::spawn(async move {
+        let (tx, _) = tokio::sync::broadcast::channel::<()>(1);
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    let Ok((mut client, _)) = accepted else { return };
+                    count.fetch_add(1, Ordering::SeqCst);
+                    let mut stop = tx.subscribe();
+                    tokio::spawn(async move {
+                        let Ok(mut server) = tokio::net::TcpStream::connect(target).await else {
+                            return;
+                        };
+                        tokio::select! {
+                            _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                            _ = stop.recv() => {}
+                        }
+                    });
+                }
+                () = cutter.notified() => { let _ = tx.send(()); }
+            }
+        }
+    });
+    (addr, accepted, cut)
+}
+
+#[tokio::test]
+async fn connections_are_pooled_and_stale_ones_replaced() {
+    let slapd = directory(None).await;
+    let (proxy, accepted, cut) = counting_proxy(slapd.addr()).await;
+    let engine = load(&config(
+        &format!("ldap://{proxy}"),
+        "    pool: { maxSize: 2, initialSize: 2 }",
+        "",
+    ))
+    .await
+    .unwrap();
+    let generation = engine.current();
+    let chain = generation.chain(generation.names()[0]).unwrap();
+    // Started: the pool's first two connections are open.
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    for _ in 0..20 {
+        assert_eq!(status_of(chain, "rick", "rickpwd").await, 200);
+    }
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        2,
+        "one after another: reused"
+    );
+
+    // Eight at once: new connections on the fly, two kept after.
+    let burst = (0..8).map(|_| status_of(chain, "rick", "rickpwd"));
+    for status in futures::future::join_all(burst).await {
+        assert_eq!(status, 200);
+    }
+    let after_burst = accepted.load(Ordering::SeqCst);
+    assert!(after_burst > 2, "{after_burst}");
+    for _ in 0..10 {
+        assert_eq!(status_of(chain, "rick", "rickpwd").await, 200);
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), after_burst);
+
+    // The directory side closes every connection: the next requests are
+    // answered on new ones, none fails.
+    cut.notify_one();
+    for _ in 0..5 {
+        assert_eq!(status_of(chain, "rick", "rickpwd").await, 200);
+    }
+    assert!(accepted.load(Ordering::SeqCst) > after_burst);
+}
+
+#[tokio::test]
+async fn a_directory_down_or_silent_fails_closed() {
+    // Down: nothing listens.
+    let port = authchain_testkit::free_port().unwrap();
+    let down = chain(&config(&format!("ldap://127.0.0.1:{port}"), "", "")).await;
+    assert_eq!(status_of(&down, "rick", "rickpwd").await, 503);
+
+    // Silent: accepts, never answers; the step's timeout ends the wait.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            held.push(stream);
+        }
+    });
+    let silent = chain(&config(
+        &format!("ldap://{addr}"),
+        "    timeout: 200ms\n    pool: { initialSize: 0 }",
+        "",
+    ))
+    .await;
+    assert_eq!(status_of(&silent, "rick", "rickpwd").await, 503);
+
+    // The directory goes away after serving: fail closed.
+    let mut slapd = directory(None).await;
+    let chain = chain(&config(&format!("ldap://{}", slapd.addr()), "", "")).await;
+    assert_eq!(status_of(&chain, "rick", "rickpwd").await, 200);
+    slapd.kill();
+    assert_eq!(status_of(&chain, "rick", "rickpwd").await, 503);
+}
+
+#[tokio::test]
+async fn bad_configs_name_their_field() {
+    let secret_missing = "    groupLookupSettings:
+      checkGroupsWithServiceAccount: true
+      credentialsSecretRef: { name: nothing }";
+    let wrong_type = "---
+apiVersion: v1
+kind: Secret
+metadata: { name: creds, namespace: gloo-system }
+stringData: { username: u, password: hunter2-secret }
+";
+    let template = "    userDnTemplate: \"uid=%s,cn=%s\"\n    allowedGroups: [g]";
+    let no_group = "    userDnTemplate: \"uid=%s\"\n    allowedGroups: []";
+    for (case, yaml, place) in [
+        (
+            "two placeholders",
+            step("ldap.example:389", template, ""),
+            "userDnTemplate",
+        ),
+        (
+            "no group allowed",
+            step("ldap.example:389", no_group, ""),
+            "allowedGroups",
+        ),
+        (
+            "a broken filter",
+            config("ldap.example:389", "    searchFilter: \"uid=*\"", ""),
+            "searchFilter",
+        ),
+        (
+            "a pool that starts above its size",
+            config(
+                "ldap.example:389",
+                "    pool: { maxSize: 1, initialSize: 2 }",
+                "",
+            ),
+            "pool",
+        ),
+        (
+            "a missing Secret",
+            config("ldap.example:389", secret_missing, ""),
+            "groupLookupSettings.credentialsSecretRef",
+        ),
+        (
+            "a Secret of another type",
+            config(
+                "ldap.example:389",
+                "    groupLookupSettings:
+      checkGroupsWithServiceAccount: true
+      credentialsSecretRef: { name: creds }",
+                wrong_type,
+            ),
+            "groupLookupSettings.credentialsSecretRef",
+        ),
+        (
+            "StartTLS over ldaps",
+            config(
+                "ldaps://ldap.example:636",
+                "    tls: { startTls: true }",
+                "",
+            ),
+            "tls.startTls",
+        ),
+        (
+            "a CA without TLS",
+            config("ldap://ldap.example:389", "    tls: { caPem: x }", ""),
+            "tls",
+        ),
+        (
+            "another scheme",
+            config("http://ldap.example", "", ""),
+            "address",
+        ),
+        (
+            "an unknown field",
+            config("ldap.example:389", "    bindDn: x", ""),
+            "ldap",
+        ),
+    ] {
+        let e = load_error(&yaml).await;
+        let text = format!("{e} {e:?}");
+        assert!(
+            e.place().is_some_and(|p| p.contains(place)),
+            "{case}: {text}"
+        );
+        assert!(!text.contains("hunter2"), "{case}: {text}");
+    }
+}
