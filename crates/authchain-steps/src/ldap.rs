@@ -223,8 +223,6 @@ struct ServiceAccount {
 
 /// The service [`LdapPlugin`] builds.
 pub struct LdapAuth {
-    url: String,
-    settings: LdapConnSettings,
     timeout: Duration,
     user_dn: (String, String),
     /// The attribute the user name is the value of (`uid` in `uid=%s,...`).
@@ -234,7 +232,7 @@ pub struct LdapAuth {
     allowed_groups: Vec<String>,
     check_groups: bool,
     account: Option<ServiceAccount>,
-    pool: Pool,
+    pool: Arc<Pool>,
     initial_size: usize,
     challenge: HeaderValue,
 }
@@ -242,7 +240,7 @@ pub struct LdapAuth {
 impl std::fmt::Debug for LdapAuth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LdapAuth")
-            .field("url", &self.url)
+            .field("url", &self.pool.url)
             .field("user_dn_template", &self.user_dn)
             .field("filter", &self.filter)
             .field("membership", &self.membership)
@@ -322,8 +320,6 @@ impl LdapAuth {
         }
         let challenge = HeaderValue::from_static("Basic realm=\"authchain\"");
         Ok(LdapAuth {
-            url,
-            settings,
             timeout,
             user_dn,
             rdn_attribute,
@@ -332,7 +328,12 @@ impl LdapAuth {
             allowed_groups: config.allowed_groups,
             check_groups,
             account,
-            pool: Pool::new(max_size),
+            pool: Arc::new(Pool {
+                url,
+                settings,
+                idle: Mutex::new(Vec::with_capacity(max_size)),
+                max_size,
+            }),
             initial_size,
             challenge,
         })
@@ -342,14 +343,6 @@ impl LdapAuth {
         Deny::new(StatusCode::UNAUTHORIZED)
             .header(http::header::WWW_AUTHENTICATE, self.challenge.clone())
             .into()
-    }
-
-    async fn connect(&self) -> Result<Ldap, Error> {
-        let (conn, ldap) = LdapConnAsync::with_settings(self.settings.clone(), &self.url)
-            .await
-            .map_err(|e| Error::step(format!("cannot connect to {}: {e}", self.url)))?;
-        ldap3::drive!(conn);
-        Ok(ldap)
     }
 
     /// Binds, searches and decides, on one connection.
@@ -467,13 +460,13 @@ impl LdapAuth {
         }
         let (mut ldap, pooled) = match self.pool.take() {
             Some(ldap) => (ldap, true),
-            None => (self.connect().await?, false),
+            None => (self.pool.connect().await?, false),
         };
         let mut decided = self.decide(&mut ldap, user, password).await;
         // A pooled connection the directory closed while it was idle fails
         // before any answer: once more on a new one.
         if pooled && matches!(&decided, Err(e) if is_transport(e)) {
-            ldap = self.connect().await?;
+            ldap = self.pool.connect().await?;
             decided = self.decide(&mut ldap, user, password).await;
         }
         let outcome = match decided {
@@ -482,7 +475,7 @@ impl LdapAuth {
                 // The connection's state is unknown: it is not pooled.
                 return Err(Error::step(format!(
                     "LDAP at {}: {}",
-                    self.url,
+                    self.pool.url,
                     Failure(&e)
                 )));
             }
@@ -554,22 +547,33 @@ impl AuthService for LdapAuth {
                 Ok(answer) => answer,
                 Err(_) => Err(Error::step(format!(
                     "LDAP at {}: no answer in time",
-                    self.url
+                    self.pool.url
                 ))),
             }
         })
     }
 
-    async fn start(&self, _: Lifecycle) -> Result<(), Error> {
-        for _ in 0..self.initial_size {
-            match self.connect().await {
-                Ok(ldap) => self.pool.give_back(ldap),
-                Err(e) => {
-                    tracing::warn!(error = %e, "ldap: cannot open the pool's first connections; each request will connect");
-                    break;
+    async fn start(&self, lifecycle: Lifecycle) -> Result<(), Error> {
+        // In the background: a directory that is slow to answer does not
+        // hold the generation back.
+        let (pool, count) = (self.pool.clone(), self.initial_size);
+        tokio::spawn(async move {
+            let fill = async {
+                for _ in 0..count {
+                    match pool.connect().await {
+                        Ok(ldap) => pool.give_back(ldap),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "ldap: cannot open the pool's first connections; each request will connect");
+                            break;
+                        }
+                    }
                 }
+            };
+            tokio::select! {
+                () = fill => {}
+                () = lifecycle.cancelled() => {}
             }
-        }
+        });
         Ok(())
     }
 
@@ -578,18 +582,22 @@ impl AuthService for LdapAuth {
     }
 }
 
-/// Idle connections, up to a bound.
+/// The directory's address, and its idle connections up to a bound.
 struct Pool {
+    url: String,
+    settings: LdapConnSettings,
     idle: Mutex<Vec<Ldap>>,
     max_size: usize,
 }
 
 impl Pool {
-    fn new(max_size: usize) -> Self {
-        Pool {
-            idle: Mutex::new(Vec::with_capacity(max_size)),
-            max_size,
-        }
+    /// A new connection.
+    async fn connect(&self) -> Result<Ldap, Error> {
+        let (conn, ldap) = LdapConnAsync::with_settings(self.settings.clone(), &self.url)
+            .await
+            .map_err(|e| Error::step(format!("cannot connect to {}: {e}", self.url)))?;
+        ldap3::drive!(conn);
+        Ok(ldap)
     }
 
     /// An idle connection that is still open.

@@ -31,6 +31,72 @@ pub const LDAPADD: Locator = Locator {
 /// How long slapd may take to come up.
 pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The directory of Gloo's LDAP guide (its `setup-ldap.sh`): suffix
+/// `dc=solo,dc=io`, admin `cn=admin,dc=solo,dc=io` / `solopwd`; `marco`
+/// (developers), `rick` (developers, managers) and `scottc` (developers,
+/// sales) under `ou=people`, passwords `<name>pwd`; groups under
+/// `ou=groups`.
+pub const GLOO_GUIDE_LDIF: &str = "dn: dc=solo,dc=io
+objectClass: dcObject
+objectClass: organization
+o: solo
+dc: solo
+
+dn: ou=people,dc=solo,dc=io
+objectClass: organizationalUnit
+ou: people
+description: All solo.io people
+
+dn: uid=marco,ou=people,dc=solo,dc=io
+objectClass: inetOrgPerson
+cn: Marco Schmidt
+sn: Schmidt
+uid: marco
+userPassword: marcopwd
+mail: marco.schmidt@solo.io
+
+dn: uid=rick,ou=people,dc=solo,dc=io
+objectClass: inetOrgPerson
+cn: Rick Ducott
+sn: Ducott
+uid: rick
+userPassword: rickpwd
+mail: rick.ducott@solo.io
+
+dn: uid=scottc,ou=people,dc=solo,dc=io
+objectClass: inetOrgPerson
+cn: Scott Cranton
+sn: Cranton
+uid: scottc
+userPassword: scottcpwd
+mail: scott.cranton@solo.io
+
+dn: ou=groups,dc=solo,dc=io
+objectClass: organizationalUnit
+ou: groups
+description: Generic parent entry for groups
+
+dn: cn=developers,ou=groups,dc=solo,dc=io
+objectClass: groupOfNames
+cn: developers
+description: Developers group
+member: uid=marco,ou=people,dc=solo,dc=io
+member: uid=rick,ou=people,dc=solo,dc=io
+member: uid=scottc,ou=people,dc=solo,dc=io
+
+dn: cn=sales,ou=groups,dc=solo,dc=io
+objectClass: groupOfNames
+cn: sales
+description: Sales group
+member: uid=scottc,ou=people,dc=solo,dc=io
+
+dn: cn=managers,ou=groups,dc=solo,dc=io
+objectClass: groupOfNames
+cn: managers
+description: Managers group
+member: uid=rick,ou=people,dc=solo,dc=io
+";
+
 /// What a [`Slapd`] serves.
 #[derive(Debug, Clone, Default)]
 pub struct Directory<'a> {
@@ -45,8 +111,9 @@ pub struct Directory<'a> {
     /// `allow` features (`bind_anon_dn`: a bind with a DN and no password
     /// succeeds as anonymous, as some directories do).
     pub allow: &'a [&'a str],
-    /// The entries, as LDIF, added online in order (users before the
-    /// groups that name them).
+    /// The entries, as LDIF, added online in order by `ldapadd` (users
+    /// before the groups that name them; `changetype: modify` records
+    /// too).
     pub ldif: &'a str,
     /// A server certificate and key (PEM): then slapd also listens for
     /// LDAPS and offers StartTLS.

@@ -13,6 +13,7 @@ mod basic;
 mod check;
 mod dynamic_metadata;
 mod jwt;
+mod ldap;
 mod opa;
 mod user_id_header;
 

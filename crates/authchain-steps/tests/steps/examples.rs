@@ -43,7 +43,7 @@ async fn every_example_loads() {
             .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         n += 1;
     }
-    assert!(n >= 6);
+    assert!(n >= 7);
 }
 
 #[tokio::test]

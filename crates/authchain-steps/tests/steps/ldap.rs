@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use authchain_testkit::slapd::{Directory, Slapd};
+use authchain_testkit::slapd::{Directory, GLOO_GUIDE_LDIF, Slapd};
 use base64::Engine as _;
 use http::Method;
 use tokio::net::TcpListener;
@@ -17,41 +17,14 @@ const ACCESS: &str = r#"access to attrs=userPassword by self write by anonymous 
 access to dn.subtree="ou=people,dc=solo,dc=io" by dn.exact="uid=nora,ou=people,dc=solo,dc=io" none by * read
 access to * by * read"#;
 
-/// Gloo's LDAP guide's people and groups, and: `nora`, who may not read
-/// her own entry (only a service account sees her groups); `dev,ops` and
+/// Gloo's LDAP guide's directory, and: `nora`, who may not read her own
+/// entry (only a service account sees her groups); `dev,ops` and
 /// `par(en)`, whose names need RFC 4514 and RFC 4515 escaping; `cn=reader`,
-/// the service account.
-const LDIF: &str = "dn: dc=solo,dc=io
-objectClass: dcObject
-objectClass: organization
-o: solo
-dc: solo
-
-dn: ou=people,dc=solo,dc=io
-objectClass: organizationalUnit
-ou: people
-
-dn: uid=marco,ou=people,dc=solo,dc=io
-objectClass: inetOrgPerson
-cn: Marco Schmidt
-sn: Schmidt
-uid: marco
-userPassword: marcopwd
-
-dn: uid=rick,ou=people,dc=solo,dc=io
-objectClass: inetOrgPerson
-cn: Rick Ducott
-sn: Ducott
-uid: rick
-userPassword: rickpwd
-
-dn: uid=scottc,ou=people,dc=solo,dc=io
-objectClass: inetOrgPerson
-cn: Scott Cranton
-sn: Cranton
-uid: scottc
-userPassword: scottcpwd
-
+/// the service account. The three people are managers.
+fn ldif() -> String {
+    let mut ldif = GLOO_GUIDE_LDIF.to_owned();
+    ldif.push_str(
+        "
 dn: uid=nora,ou=people,dc=solo,dc=io
 objectClass: inetOrgPerson
 cn: Nora
@@ -79,30 +52,16 @@ cn: reader
 sn: reader
 userPassword: readerpwd
 
-dn: ou=groups,dc=solo,dc=io
-objectClass: organizationalUnit
-ou: groups
-
-dn: cn=developers,ou=groups,dc=solo,dc=io
-objectClass: groupOfNames
-cn: developers
-member: uid=marco,ou=people,dc=solo,dc=io
-member: uid=rick,ou=people,dc=solo,dc=io
-member: uid=scottc,ou=people,dc=solo,dc=io
-
-dn: cn=sales,ou=groups,dc=solo,dc=io
-objectClass: groupOfNames
-cn: sales
-member: uid=scottc,ou=people,dc=solo,dc=io
-
 dn: cn=managers,ou=groups,dc=solo,dc=io
-objectClass: groupOfNames
-cn: managers
-member: uid=rick,ou=people,dc=solo,dc=io
+changetype: modify
+add: member
 member: uid=nora,ou=people,dc=solo,dc=io
 member: uid=dev\\,ops,ou=people,dc=solo,dc=io
 member: uid=par(en),ou=people,dc=solo,dc=io
-";
+",
+    );
+    ldif
+}
 
 async fn directory(tls: Option<(&str, &str)>) -> Slapd {
     Slapd::start(&Directory {
@@ -112,7 +71,7 @@ async fn directory(tls: Option<(&str, &str)>) -> Slapd {
         // A bind with a DN and no password is an anonymous success here,
         // as on many directories.
         allow: &["bind_anon_dn"],
-        ldif: LDIF,
+        ldif: &ldif(),
         tls,
     })
     .await
@@ -398,7 +357,13 @@ async fn connections_are_pooled_and_stale_ones_replaced() {
     .unwrap();
     let generation = engine.current();
     let chain = generation.chain(generation.names()[0]).unwrap();
-    // Started: the pool's first two connections are open.
+    // Started: the pool's first two connections open (in the background).
+    for _ in 0..250 {
+        if accepted.load(Ordering::SeqCst) == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     assert_eq!(accepted.load(Ordering::SeqCst), 2);
     for _ in 0..20 {
         assert_eq!(status_of(chain, "rick", "rickpwd").await, 200);
