@@ -45,10 +45,10 @@ use std::time::Duration;
 
 use authchain_core::{
     Allow, Answer, Attribute, AuthService, AuthorizationRequest, BuildContext, ConfigDuration,
-    Decision, Deny, Error, ExtAuthPlugin, UserInfo, async_trait,
+    Decision, Error, ExtAuthPlugin, UserInfo, async_trait,
 };
 use base64::Engine as _;
-use http::{HeaderName, HeaderValue, StatusCode};
+use http::{HeaderName, HeaderValue};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -518,9 +518,7 @@ impl BasicAuth {
     }
 
     fn challenge(&self) -> Decision {
-        Deny::new(StatusCode::UNAUTHORIZED)
-            .header(http::header::WWW_AUTHENTICATE, self.challenge.clone())
-            .into()
+        util::challenge(&self.challenge)
     }
 
     fn cache_key(&self, user: &str, password: &[u8]) -> u128 {
