@@ -721,6 +721,24 @@ stringData: { username: bob, password: bob-s3cret }
     }
 
     #[test]
+    fn unknown_users_are_verified_with_every_user_s_key() {
+        let step = step(json!({}));
+        let (alice, known) = step.credential("alice");
+        assert!(known && alice.user == "alice");
+        let drawn: std::collections::BTreeSet<&str> = (0..64)
+            .map(|i| step.credential(&format!("nobody-{i}")))
+            .map(|(c, known)| {
+                assert!(!known);
+                c.user.as_str()
+            })
+            .collect();
+        assert_eq!(drawn.into_iter().collect::<Vec<_>>(), ["alice", "bob"]);
+        // One name, one key: repeating a probe averages nothing out.
+        let first = step.credential("mallory").0.user.clone();
+        assert!((0..8).all(|_| step.credential("mallory").0.user == first));
+    }
+
+    #[test]
     fn debug_shows_no_key() {
         let step = step(json!({}));
         let shown = format!("{step:?}");
