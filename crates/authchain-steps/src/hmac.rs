@@ -26,7 +26,8 @@
 //! `signature` is the base64 of the HMAC, keyed with the user's password,
 //! of the signing string: one line for each name in `headers`, in its
 //! order, joined by `\n` (none after the last). A header gives
-//! `name: value` (the name in lower case); `@request-target` (or Kong's
+//! `name: value` (the name in lower case; `host` is the original
+//! request's authority, as the transport reports it); `@request-target` (or Kong's
 //! name for it, `request-line`) gives the request line: the method, the
 //! path with its query, and `HTTP/1.1`. For the request above, `GET
 //! /requests` signed with the key `secret`:
@@ -473,19 +474,28 @@ impl HmacAuth {
             if signed.contains(&name) {
                 return Err("a header signed twice");
             }
-            let mut values = request.headers.get_all(&name).iter();
-            let value = values.next().ok_or("a signed header the request lacks")?;
-            if values.next().is_some() {
-                return Err("a signed header the request has more than once");
-            }
+            let value = if name == http::header::HOST {
+                // The original request's authority, whatever carried it
+                // (`:authority` in Envoy's check, `X-Forwarded-Host` in a
+                // forward-auth hop, whose own `Host` names authchain).
+                Some(request.host.as_bytes()).filter(|h| !h.is_empty())
+            } else {
+                let mut values = request.headers.get_all(&name).iter();
+                let value = values.next();
+                if values.next().is_some() {
+                    return Err("a signed header the request has more than once");
+                }
+                value.map(HeaderValue::as_bytes)
+            };
+            let value = value.ok_or("a signed header the request lacks")?;
             message.extend_from_slice(name.as_str().as_bytes());
             message.extend_from_slice(b": ");
-            message.extend_from_slice(value.as_bytes());
+            message.extend_from_slice(value);
             if message.len() > MAX_SIGNING_STRING {
                 return Err("a signing string too long");
             }
             if name == http::header::DATE {
-                date = Some(value.as_bytes());
+                date = Some(value);
             }
             signed.push(name);
         }

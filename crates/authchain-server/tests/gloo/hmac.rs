@@ -99,6 +99,26 @@ async fn signed_requests_pass_through_envoy_and_forged_ones_do_not() {
     let reply = stack.send(http::Method::POST, "/orders", &refs(&h)).await;
     assert_eq!(reply.status, 200);
 
+    // `host` signed too: Envoy's check carries it as `:authority`.
+    let date = now();
+    let signature = sign(
+        KEY,
+        &format!("date: {date}\nGET /requests HTTP/1.1\nhost: api.example.com"),
+    );
+    let auth = authorization(USER, &signature).replace(
+        "headers=\"date @request-target\"",
+        "headers=\"date @request-target host\"",
+    );
+    for (host, want) in [("api.example.com", 200), ("other.example.com", 401)] {
+        let reply = stack
+            .get(
+                "/requests",
+                &[("host", host), ("date", &date), ("authorization", &auth)],
+            )
+            .await;
+        assert_eq!(reply.status, want, "host {host}");
+    }
+
     // Forged, replayed elsewhere, or out of time: a 401 with the challenge.
     let long_ago = httpdate::fmt_http_date(
         std::time::SystemTime::now() - std::time::Duration::from_secs(3600),

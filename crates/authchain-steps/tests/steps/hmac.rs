@@ -204,6 +204,20 @@ async fn signed_requests_name_their_user() {
         d.as_allow().unwrap().user_info.as_ref().unwrap().user_id,
         "bob"
     );
+    // `host` is the request's authority (Envoy sends it as `:authority`,
+    // a forward-auth hop as X-Forwarded-Host), not a Host header.
+    let mut s = Signed::alice("GET /");
+    s.headers = "date @request-target host";
+    s.extra = vec![("host", "api.example.com".to_owned())];
+    let mut r = s.request(Method::GET, "/");
+    r.headers.remove(http::header::HOST);
+    let mut r = r.with_host("api.example.com");
+    assert!(chain.authorize(&mut r).await.is_allow());
+    let mut r = s.request(Method::GET, "/").with_host("evil.example.com");
+    assert_eq!(status(&chain.authorize(&mut r).await), 401, "another host");
+    let mut r = s.request(Method::GET, "/");
+    assert_eq!(status(&chain.authorize(&mut r).await), 401, "no host");
+
     // Kong's name for the request line.
     let mut s = Signed::alice("GET /");
     s.headers = "date request-line";
