@@ -43,7 +43,7 @@ async fn every_example_loads() {
             .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         n += 1;
     }
-    assert!(n >= 6);
+    assert!(n >= 7);
 }
 
 #[tokio::test]
@@ -89,6 +89,31 @@ async fn basic_example_is_a_gloo_manifest() {
         .authorize(&mut get_with("/", "authorization", &auth))
         .await;
     assert_eq!(upstream(&d, "x-user-id").as_deref(), Some("user"));
+}
+
+#[tokio::test]
+async fn hmac_example_signs_the_request_line_and_date() {
+    use hmac::{KeyInit, Mac};
+    let engine = load(&example("hmac.yaml")).await.unwrap();
+    let generation = engine.current();
+    let chain = generation.chain("gloo-system.hmac-auth").unwrap();
+    let date = httpdate::fmt_http_date(std::time::SystemTime::now());
+    let mut mac =
+        <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(b"alice-shared-key").unwrap();
+    mac.update(format!("date: {date}\nGET /ratings/1 HTTP/1.1").as_bytes());
+    let signature = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    let auth = format!(
+        "hmac username=\"alice\", algorithm=\"hmac-sha256\", headers=\"date @request-target\", signature=\"{signature}\""
+    );
+    let mut r = get_with("/ratings/1", "authorization", &auth).with_header(
+        http::header::DATE,
+        http::HeaderValue::try_from(date).unwrap(),
+    );
+    let d = chain.authorize(&mut r).await;
+    assert_eq!(
+        d.as_allow().unwrap().user_info.as_ref().unwrap().user_id,
+        "alice"
+    );
 }
 
 #[tokio::test]
