@@ -84,28 +84,6 @@ impl fmt::Debug for Secret {
 /// authcredentials`): an LDAP service account, HMAC shared secrets.
 pub const ACCOUNT_CREDENTIALS_TYPE: &str = "extauth.solo.io/accountcredentials";
 
-impl Secret {
-    /// Its `username` and `password`, when it is one of Gloo's
-    /// account-credentials Secrets ([`ACCOUNT_CREDENTIALS_TYPE`]); the
-    /// error names the Secret and what it lacks, never a value.
-    pub fn account_credentials(&self) -> Result<(&str, &str), Error> {
-        let at =
-            |what: &str| Error::config(format!("Secret {}/{} {what}", self.namespace, self.name));
-        if self.kind != ACCOUNT_CREDENTIALS_TYPE {
-            return Err(at(&format!(
-                "is of type `{}`, not `{ACCOUNT_CREDENTIALS_TYPE}`",
-                self.kind
-            )));
-        }
-        let text = |key: &str| match self.data.get(key) {
-            None => Err(at(&format!("has no `{key}`"))),
-            Some(value) => std::str::from_utf8(value)
-                .map_err(|_| at(&format!("has a `{key}` that is not UTF-8"))),
-        };
-        Ok((text("username")?, text("password")?))
-    }
-}
-
 /// A Kubernetes ConfigMap: its labels and data.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]

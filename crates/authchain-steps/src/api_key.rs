@@ -32,11 +32,10 @@ use std::sync::Arc;
 
 use authchain_core::resources::{ResourceRef, Secret};
 use authchain_core::{
-    Allow, Answer, Attribute, AuthService, AuthorizationRequest, BuildContext, Decision, Deny,
-    Error, ExtAuthPlugin, UserInfo,
+    Allow, Answer, Attribute, AuthService, AuthorizationRequest, BuildContext, Decision, Error,
+    ExtAuthPlugin, UserInfo,
 };
-use http::header::WWW_AUTHENTICATE;
-use http::{HeaderName, HeaderValue, StatusCode};
+use http::{HeaderName, HeaderValue};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -370,9 +369,7 @@ impl ApiKeyAuth {
             Ok(None) | Err(()) => None,
         };
         let Some(holder) = holder.filter(|h| h.usable) else {
-            return Deny::new(StatusCode::UNAUTHORIZED)
-                .header(WWW_AUTHENTICATE, HeaderValue::from_static(CHALLENGE))
-                .into();
+            return util::challenge(&HeaderValue::from_static(CHALLENGE));
         };
         request.state.insert(STATE_KEY, holder.state.clone());
         Decision::Allow(holder.allow.clone())
@@ -410,13 +407,7 @@ fn secret_entries(
     let mut secrets: Vec<(String, &Secret, Picked)> = Vec::new();
     for (i, reference) in refs.iter().enumerate() {
         let at = format!("{refs_at}[{i}]");
-        let secret = context
-            .resources
-            .secret_ref(reference, context.namespace)
-            .map_err(|e| e.at(&at))?;
-        if secret.kind != SECRET_TYPE {
-            return Err(Error::config(format!("expected a Secret of type `{SECRET_TYPE}`")).at(at));
-        }
+        let secret = util::typed_secret(context, reference, SECRET_TYPE, &at)?;
         if !secrets.iter().any(|(_, s, _)| std::ptr::eq(*s, secret)) {
             secrets.push((at, secret, Picked::Named));
         }
@@ -461,27 +452,13 @@ enum Picked {
 /// The key entry of an API key Secret: its `api-key`, the rest as
 /// metadata; an error names the Secret and the entry, never a value.
 fn secret_entry(secret: &Secret) -> Result<KeyEntry, Error> {
-    let text = |entry: &str, bytes: &[u8]| {
-        String::from_utf8(bytes.to_vec()).map_err(|_| {
-            Error::config(format!(
-                "the Secret {}/{}: `{entry}` is not UTF-8",
-                secret.namespace, secret.name
-            ))
-        })
-    };
-    let key = secret.data.get(SECRET_KEY_ENTRY).ok_or_else(|| {
-        Error::config(format!(
-            "the Secret {}/{} has no `{SECRET_KEY_ENTRY}`",
-            secret.namespace, secret.name
-        ))
-    })?;
+    let key = util::secret_text(secret, SECRET_KEY_ENTRY)?;
     let mut metadata = BTreeMap::new();
-    for (entry, value) in &secret.data {
+    for entry in secret.data.keys() {
         if entry != SECRET_KEY_ENTRY {
-            metadata.insert(entry.clone(), text(entry, value)?);
+            metadata.insert(entry.clone(), util::secret_text(secret, entry)?);
         }
     }
-    let key = text(SECRET_KEY_ENTRY, key)?;
     Ok(KeyEntry { key, metadata })
 }
 

@@ -45,9 +45,9 @@ use std::time::Duration;
 
 use authchain_core::{
     Allow, Answer, Attribute, AuthService, AuthorizationRequest, BuildContext, ConfigDuration,
-    Decision, Deny, Error, ExtAuthPlugin, UserInfo, async_trait,
+    Decision, Error, ExtAuthPlugin, UserInfo, async_trait,
 };
-use http::{HeaderName, HeaderValue, StatusCode};
+use http::{HeaderName, HeaderValue};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -517,9 +517,7 @@ impl BasicAuth {
     }
 
     fn challenge(&self) -> Decision {
-        Deny::new(StatusCode::UNAUTHORIZED)
-            .header(http::header::WWW_AUTHENTICATE, self.challenge.clone())
-            .into()
+        util::challenge(&self.challenge)
     }
 
     fn cache_key(&self, user: &str, password: &[u8]) -> u128 {

@@ -58,7 +58,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use authchain_core::resources::ResourceRef;
+use authchain_core::resources::{ACCOUNT_CREDENTIALS_TYPE, ResourceRef};
 use authchain_core::{
     Allow, Answer, Attribute, AuthService, AuthorizationRequest, BuildContext, ConfigDuration,
     Decision, Deny, Error, ExtAuthPlugin, Lifecycle, UserInfo, async_trait,
@@ -190,15 +190,11 @@ impl ExtAuthPlugin for LdapPlugin {
                 credentials_secret_ref: Some(reference),
             }) => {
                 let place = "groupLookupSettings.credentialsSecretRef";
-                let secret = context
-                    .resources
-                    .secret_ref(reference, context.namespace)
-                    .map_err(|e| e.at(place))?;
-                let (user, password) = secret.account_credentials().map_err(|e| e.at(place))?;
-                Some(ServiceAccount {
-                    dn: user.to_owned(),
-                    password: password.to_owned(),
-                })
+                let secret =
+                    util::typed_secret(context, reference, ACCOUNT_CREDENTIALS_TYPE, place)?;
+                let user = util::secret_text(secret, "username").map_err(|e| e.at(place))?;
+                let password = util::secret_text(secret, "password").map_err(|e| e.at(place))?;
+                Some(ServiceAccount { dn: user, password })
             }
             Some(GroupLookupSettings {
                 check_groups_with_service_account: true,
@@ -340,9 +336,7 @@ impl LdapAuth {
     }
 
     fn challenge(&self) -> Decision {
-        Deny::new(StatusCode::UNAUTHORIZED)
-            .header(http::header::WWW_AUTHENTICATE, self.challenge.clone())
-            .into()
+        util::challenge(&self.challenge)
     }
 
     /// Binds, searches and decides, on one connection.

@@ -5,6 +5,7 @@
 //! | `rules` | [`rules`] | method, path (exact, prefix, glob, regex) and host; first match wins |
 //! | `apiKeyAuth` | [`api_key`] | an API key from a header or `Authorization: Bearer` |
 //! | `basicAuth` | [`basic`] | HTTP Basic against htpasswd users (bcrypt, SHA-crypt, APR1) |
+//! | `hmacAuth` | [`hmac`] | a request signed with a user's shared secret (HMAC), as Gloo's |
 //! | `jwt` | [`jwt`] | a JWT verified with a local or remote JWKS |
 //! | `ldap` | [`ldap`] | HTTP Basic checked by an LDAP bind, and the user's groups |
 //! | `opaAuth` | [`opa`] | a Rego policy, evaluated in process with regorus |
@@ -14,10 +15,13 @@
 //! A cached AuthConfig's key must hold what its steps read (see
 //! `authchain_core::cache`). `apiKeyAuth` reads its header (and
 //! `authorization` unless `allowBearer: false`), `basicAuth` reads
-//! `authorization`, `rules` reads the method, host and path. `jwt` and
-//! `opaAuth` do not declare: a JWT's answer changes with time (`exp`), and
-//! a policy may read anything; caching them needs `trustKey: true` and a
-//! TTL below the tokens' lifetime.
+//! `authorization`, `rules` reads the method, host and path. `jwt`,
+//! `hmacAuth` and `opaAuth` do not declare: a JWT's answer changes with
+//! time (`exp`), a signature's with its `Date` and with the headers the
+//! client chose to sign, and a policy may read anything; caching them
+//! needs `trustKey: true` and a TTL below the tokens' lifetime (for
+//! `hmacAuth`: a key with every header signed, and a TTL well below
+//! `clockSkew`).
 //!
 //! [`register`] puts them all in a registry. Each module's docs show
 //! its config; the same examples live in `examples-config/` and a test
@@ -56,6 +60,7 @@
 //! |---|---|---|---|
 //! | `apiKeyAuth` | `apiKey`: the key's metadata | `userIdMetadata` entry | `headersFromMetadataEntry` |
 //! | `basicAuth` | `basicAuth.user` | the user | `userIdHeader` |
+//! | `hmacAuth` | `hmacAuth.user` | the user | — |
 //! | `jwt` | `jwt`: the claims | `userIdClaim` (`sub`) | `claimsToHeaders` |
 //! | `ldap` | `ldap`: `user`, `dn`, `groups` | the user | — |
 //! | `opaAuth` | — | — | `allowedUpstreamHeaders` |
@@ -67,6 +72,7 @@
 
 pub mod api_key;
 pub mod basic;
+pub mod hmac;
 pub mod jwt;
 pub mod ldap;
 pub mod opa;
@@ -80,6 +86,8 @@ pub use api_key::{ApiKeyAuth, ApiKeyPlugin};
 #[doc(inline)]
 pub use basic::{BasicAuth, BasicPlugin};
 #[doc(inline)]
+pub use hmac::{HmacAuth, HmacPlugin};
+#[doc(inline)]
 pub use jwt::{JwtAuth, JwtPlugin, VerifiedByEnvoy};
 #[doc(inline)]
 pub use ldap::{LdapAuth, LdapPlugin};
@@ -89,12 +97,14 @@ pub use opa::{OpaAuth, OpaPlugin};
 pub use rules::{Rules, RulesPlugin};
 
 /// Registers this crate's step kinds: `rules`, `apiKeyAuth`, `basicAuth`,
-/// `jwt`, `ldap` and `opaAuth` (every crate that brings steps has a `register`).
+/// `hmacAuth`, `jwt`, `ldap` and `opaAuth` (every crate that brings steps
+/// has a `register`).
 pub fn register(registry: &mut PluginRegistry) {
     registry
         .register_kind(RulesPlugin)
         .register_kind(ApiKeyPlugin)
         .register_kind(BasicPlugin)
+        .register_kind(HmacPlugin)
         .register_kind(JwtPlugin)
         .register_kind(LdapPlugin)
         .register_kind(OpaPlugin);

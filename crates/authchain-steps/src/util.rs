@@ -2,8 +2,9 @@
 
 use std::path::Path;
 
-use authchain_core::{AuthorizationRequest, Error};
-use http::{HeaderName, HeaderValue};
+use authchain_core::resources::{ResourceRef, Secret};
+use authchain_core::{AuthorizationRequest, BuildContext, Decision, Deny, Error};
+use http::{HeaderName, HeaderValue, StatusCode};
 
 /// The longest credential (header value or cookie) a step looks at. A
 /// longer one is a bad credential (401) without further work, so a huge
@@ -27,6 +28,54 @@ pub(crate) fn header_value(value: &str, place: &str) -> Result<HeaderValue, Erro
 pub(crate) fn read_file(path: &str, place: &str) -> Result<String, Error> {
     std::fs::read_to_string(Path::new(path))
         .map_err(|e| Error::config(format!("cannot read file: {}", e.kind())).at(place))
+}
+
+/// A 401 that asks for a credential with `challenge` in
+/// `WWW-Authenticate`.
+pub(crate) fn challenge(challenge: &HeaderValue) -> Decision {
+    Deny::new(StatusCode::UNAUTHORIZED)
+        .header(http::header::WWW_AUTHENTICATE, challenge.clone())
+        .into()
+}
+
+/// The Secret `reference` names from the step's AuthConfig, which must be
+/// of type `kind`; an error is placed at `place` and names no value.
+pub(crate) fn typed_secret<'c>(
+    context: &BuildContext<'c>,
+    reference: &ResourceRef,
+    kind: &str,
+    place: &str,
+) -> Result<&'c Secret, Error> {
+    let secret = context
+        .resources
+        .secret_ref(reference, context.namespace)
+        .map_err(|e| e.at(place))?;
+    if secret.kind != kind {
+        return Err(Error::config(format!("expected a Secret of type `{kind}`")).at(place));
+    }
+    Ok(secret)
+}
+
+/// The data entry `entry` of `secret`; an error names the Secret and the
+/// entry, never a value.
+pub(crate) fn secret_bytes<'s>(secret: &'s Secret, entry: &str) -> Result<&'s [u8], Error> {
+    secret.data.get(entry).map(Vec::as_slice).ok_or_else(|| {
+        Error::config(format!(
+            "the Secret {}/{} has no `{entry}`",
+            secret.namespace, secret.name
+        ))
+    })
+}
+
+/// The data entry `entry` of `secret` as text; an error names the Secret
+/// and the entry, never a value.
+pub(crate) fn secret_text(secret: &Secret, entry: &str) -> Result<String, Error> {
+    String::from_utf8(secret_bytes(secret, entry)?.to_vec()).map_err(|_| {
+        Error::config(format!(
+            "the Secret {}/{}: `{entry}` is not UTF-8",
+            secret.namespace, secret.name
+        ))
+    })
 }
 
 /// The value of a header after a case-insensitive scheme prefix

@@ -33,7 +33,7 @@ fn every_manifest_of_the_corpus_checks_alone_and_all_together() {
 #[test]
 fn gloo_kinds_authchain_lacks_are_named_as_such() {
     let dir = ScratchDir::new("authchain-gloo").unwrap();
-    for kind in ["oauth", "oauth2", "hmacAuth", "opaServerAuth", "portalAuth"] {
+    for kind in ["oauth", "oauth2", "opaServerAuth", "portalAuth"] {
         let path = dir
             .write(
                 "manifest.yaml",

@@ -12,6 +12,7 @@ mod api_key;
 mod basic;
 mod check;
 mod dynamic_metadata;
+mod hmac;
 mod jwt;
 mod ldap;
 mod opa;

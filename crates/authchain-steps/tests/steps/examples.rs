@@ -92,6 +92,31 @@ async fn basic_example_is_a_gloo_manifest() {
 }
 
 #[tokio::test]
+async fn hmac_example_signs_the_request_line_and_date() {
+    use hmac::{KeyInit, Mac};
+    let engine = load(&example("hmac.yaml")).await.unwrap();
+    let generation = engine.current();
+    let chain = generation.chain("gloo-system.hmac-auth").unwrap();
+    let date = httpdate::fmt_http_date(std::time::SystemTime::now());
+    let mut mac =
+        <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(b"alice-shared-key").unwrap();
+    mac.update(format!("date: {date}\nGET /ratings/1 HTTP/1.1").as_bytes());
+    let signature = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    let auth = format!(
+        "hmac username=\"alice\", algorithm=\"hmac-sha256\", headers=\"date @request-target\", signature=\"{signature}\""
+    );
+    let mut r = get_with("/ratings/1", "authorization", &auth).with_header(
+        http::header::DATE,
+        http::HeaderValue::try_from(date).unwrap(),
+    );
+    let d = chain.authorize(&mut r).await;
+    assert_eq!(
+        d.as_allow().unwrap().user_info.as_ref().unwrap().user_id,
+        "alice"
+    );
+}
+
+#[tokio::test]
 async fn jwt_example() {
     let chain = chain(&example("jwt.yaml")).await;
     let t = token(

@@ -8,6 +8,7 @@ mod basic;
 mod cache;
 mod common;
 mod examples;
+mod hmac;
 mod jwt;
 mod ldap;
 mod opa;

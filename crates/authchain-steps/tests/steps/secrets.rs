@@ -2,6 +2,7 @@
 
 use authchain_steps::api_key::{ApiKeyAuth, ApiKeyConfig};
 use authchain_steps::basic::{BasicAuth, BasicConfig};
+use authchain_steps::hmac::{HmacAuth, HmacConfig};
 use authchain_steps::jwt::{JwtAuth, JwtConfig};
 
 fn from<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> T {
@@ -36,6 +37,22 @@ fn debug_output_holds_no_secret() {
     shown.push_str(&format!("{:?}", ApiKeyAuth::new(api).unwrap()));
     shown.push_str(&format!("{:?}", BasicAuth::new(basic).unwrap()));
     shown.push_str(&format!("{:?}", JwtAuth::new(jwt).unwrap()));
+    // hmacAuth's keys come from Secrets.
+    let hmac_doc = serde_json::json!({
+        "secretRefs": { "secretRefs": [{ "name": "alice-hmac" }] },
+        "parametersInHeaders": {}
+    });
+    let secrets = authchain_core::Documents::parse(
+        "s.yaml",
+        "{ apiVersion: v1, kind: Secret, metadata: { name: alice-hmac }, type: extauth.solo.io/accountcredentials, stringData: { username: alice, password: hmac-s3cret } }",
+        authchain_core::Format::Yaml,
+    )
+    .unwrap()
+    .resources;
+    let context = authchain_core::BuildContext::new("c", "s", "p").with_resources(&secrets, "");
+    let hmac: HmacConfig = from(hmac_doc);
+    shown.push_str(&format!("{hmac:?} {secrets:?}"));
+    shown.push_str(&format!("{:?}", HmacAuth::new(hmac, &context).unwrap()));
     for secret in ["s3cret", "czNjcmV0", "TYu6jVnr", "ZMc4.dAY"] {
         assert!(!shown.contains(secret), "{secret} in {shown}");
     }

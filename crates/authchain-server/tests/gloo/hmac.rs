@@ -1,0 +1,199 @@
+//! Gloo's `hmacAuth` manifest, checked by `authchain check` and answered
+//! behind real Envoy: requests signed here (with the RustCrypto crates,
+//! not the step's code) as Gloo's end-to-end test signs them.
+
+use base64::Engine as _;
+use hmac::{Hmac, KeyInit, Mac};
+
+use crate::support::run_check;
+use crate::{Stack, config_files, manifest_path};
+
+/// The manifest's user and key.
+const USER: &str = "alice";
+const KEY: &str = "secret";
+
+/// Gloo's own test: its `Date`, and its signature of `GET /requests` by
+/// alice.
+const GLOO_DATE: &str = "Thu, 22 Jun 2017 17:15:21 GMT";
+const GLOO_SIGNATURE: &str = "ujWCGHeec9Xd6UD2zlyxiNMCiXnDOWeVFMu5VeRUxtw=";
+
+/// base64 of HMAC-SHA256(`key`, `message`).
+fn sign(key: &str, message: &str) -> String {
+    let mut mac = <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(key.as_bytes()).unwrap();
+    mac.update(message.as_bytes());
+    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+}
+
+/// The `Authorization` value of Gloo's scheme.
+fn authorization(user: &str, signature: &str) -> String {
+    format!(
+        "hmac username=\"{user}\", algorithm=\"hmac-sha256\", headers=\"date @request-target\", signature=\"{signature}\""
+    )
+}
+
+/// The `Date` and `Authorization` headers of `user`, signing with `key`
+/// the request line `signed` (`GET /path`) at `date`.
+fn headers(user: &str, key: &str, signed: &str, date: &str) -> [(&'static str, String); 2] {
+    let signature = sign(key, &format!("date: {date}\n{signed} HTTP/1.1"));
+    [
+        ("date", date.to_owned()),
+        ("authorization", authorization(user, &signature)),
+    ]
+}
+
+/// Header names and values, as a test sends them.
+type Headers = Vec<(&'static str, String)>;
+
+fn now() -> String {
+    httpdate::fmt_http_date(std::time::SystemTime::now())
+}
+
+fn refs<'a>(headers: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    headers.iter().map(|(n, v)| (*n, v.as_str())).collect()
+}
+
+#[test]
+fn authchain_check_reads_the_manifest() {
+    let (ok, out, err) = run_check(&[manifest_path("hmac-auth.yaml")]);
+    assert!(ok, "{err}");
+    assert!(out.starts_with("ok gloo-system.hmac-auth: 1 step"), "{out}");
+}
+
+#[tokio::test]
+async fn signed_requests_pass_through_envoy_and_forged_ones_do_not() {
+    let stack = Stack::start(
+        &format!(
+            "userIdHeader: x-user-id\n{}",
+            config_files(&["hmac-auth.yaml"])
+        ),
+        &[("/", "gloo-system.hmac-auth")],
+        |b| b,
+    )
+    .await;
+
+    // Gloo's signature: its scheme verifies, but its Date is years old.
+    // Gloo's own test expects a 200 here; authchain keeps signatures to
+    // 5 minutes around their Date (`clockSkew`).
+    let reply = stack
+        .get(
+            "/requests",
+            &[
+                ("date", GLOO_DATE),
+                ("authorization", &authorization(USER, GLOO_SIGNATURE)),
+            ],
+        )
+        .await;
+    assert_eq!(reply.status, 401, "{}", stack.authchain.log());
+
+    // The same scheme, signed now: allowed, the user goes upstream.
+    for path in ["/requests", "/requests?page=2&sort=asc"] {
+        let h = headers(USER, KEY, &format!("GET {path}"), &now());
+        let reply = stack.get(path, &refs(&h)).await;
+        assert_eq!(reply.status, 200, "{path}: {}", stack.authchain.log());
+        let echoed = reply.echoed().unwrap();
+        assert_eq!(echoed.header_all("x-user-id"), [USER]);
+        assert_eq!(echoed.path, path);
+    }
+    let date = now();
+    let h = headers(USER, KEY, "POST /orders", &date);
+    let reply = stack.send(http::Method::POST, "/orders", &refs(&h)).await;
+    assert_eq!(reply.status, 200);
+
+    // `host` signed too: Envoy's check carries it as `:authority`.
+    let date = now();
+    let signature = sign(
+        KEY,
+        &format!("date: {date}\nGET /requests HTTP/1.1\nhost: api.example.com"),
+    );
+    let auth = authorization(USER, &signature).replace(
+        "headers=\"date @request-target\"",
+        "headers=\"date @request-target host\"",
+    );
+    for (host, want) in [("api.example.com", 200), ("other.example.com", 401)] {
+        let reply = stack
+            .get(
+                "/requests",
+                &[("host", host), ("date", &date), ("authorization", &auth)],
+            )
+            .await;
+        assert_eq!(reply.status, want, "host {host}");
+    }
+
+    // Forged, replayed elsewhere, or out of time: a 401 with the challenge.
+    let long_ago = httpdate::fmt_http_date(
+        std::time::SystemTime::now() - std::time::Duration::from_secs(3600),
+    );
+    let cases: Vec<(&str, &str, Headers)> = vec![
+        ("no signature", "/requests", vec![]),
+        (
+            "a wrong key",
+            "/requests",
+            headers(USER, "guess", "GET /requests", &now()).into(),
+        ),
+        (
+            "an unknown user",
+            "/requests",
+            headers("mallory", KEY, "GET /requests", &now()).into(),
+        ),
+        (
+            "signed for another path",
+            "/admin",
+            headers(USER, KEY, "GET /requests", &now()).into(),
+        ),
+        (
+            "signed for another query",
+            "/requests?page=3",
+            headers(USER, KEY, "GET /requests?page=2", &now()).into(),
+        ),
+        (
+            "signed for another method",
+            "/orders",
+            headers(USER, KEY, "GET /orders", &now()).into(),
+        ),
+        (
+            "signed over the dot segments Envoy forwards as they are",
+            "/public/../admin",
+            headers(USER, KEY, "GET /public/../admin", &now()).into(),
+        ),
+        (
+            "an hour old",
+            "/requests",
+            headers(USER, KEY, "GET /requests", &long_ago).into(),
+        ),
+    ];
+    for (case, path, h) in cases {
+        let method = if case.contains("method") {
+            http::Method::POST
+        } else {
+            http::Method::GET
+        };
+        let reply = stack.send(method, path, &refs(&h)).await;
+        assert_eq!(reply.status, 401, "case {case}");
+        assert_eq!(
+            reply.header_values("www-authenticate"),
+            ["hmac headers=\"date @request-target\""],
+            "case {case}"
+        );
+    }
+
+    // The signature binds the request as authchain reads it: the path
+    // Envoy forwards as it came, /public/../admin, is /admin, and only a
+    // signature of /admin holds for it.
+    let h = headers(USER, KEY, "GET /admin", &now());
+    let reply = stack.get("/public/../admin", &refs(&h)).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.echoed().unwrap().path, "/public/../admin");
+
+    // Two Authorization headers (Envoy joins them with a comma).
+    let good = headers(USER, KEY, "GET /requests", &now());
+    let other = headers(USER, KEY, "GET /admin", &good[0].1);
+    let mut twice = refs(&good);
+    twice.push(("authorization", &other[1].1));
+    assert_eq!(stack.get("/requests", &twice).await.status, 401);
+
+    // A client's own x-user-id never reaches the app.
+    let mut forged = refs(&good);
+    forged.push(("x-user-id", "admin"));
+    let reply = stack.get("/requests", &forged).await;
+    assert_eq!(reply.echoed().unwrap().header_all("x-user-id"), [USER]);
+}
