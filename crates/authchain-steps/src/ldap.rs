@@ -17,6 +17,7 @@
 //!   # authchain's own:
 //!   tls: { caFile: /etc/authchain/ldap-ca.pem, startTls: true }   # or caPem; startTls on ldap://
 //!   timeout: 5s                                         # each connect, bind and search
+//!   maxConnections: 20                                  # in use at once (4 x pool.maxSize)
 //! ```
 //!
 //! For each request:
@@ -40,23 +41,29 @@
 //!    403;
 //! 5. unless `disableGroupChecking`, one of the entry's
 //!    `membershipAttributeName` values must be one of `allowedGroups`
-//!    (compared ignoring ASCII case), else 403.
+//!    (compared as DNs: attribute types and values ignoring case, spaces
+//!    around them and escapes), else 403.
 //!
 //! An allowed user goes into `UserInfo` and into `state.ldap` (`user`,
-//! `dn`, `groups`), named as the directory spells the `userDnTemplate`
-//! attribute (`RICK` binds as `rick` on most directories, and is `rick`
-//! here); a name with spaces around it or a control character is a 401. A directory that cannot be
-//! reached, or that does not answer within `timeout`, is a step error.
+//! `dn`, `groups`), named as the entry's own DN spells the
+//! `userDnTemplate` attribute (`RICK` or a full-width `ｒｉｃｋ` bind as
+//! `rick` on most directories, and are `rick` here); a name with spaces
+//! around it or a control character, or a password with a NUL, is a 401.
+//! A directory that cannot be reached, or that does not answer within
+//! `timeout`, is a step error.
 //!
 //! Connections are pooled as Gloo pools them: up to `pool.maxSize` idle
 //! connections are kept (each request binds anew on the one it takes);
-//! when none is idle a new one is opened, and `pool.initialSize` are
-//! opened when the step starts (a directory that is down then only logs a
-//! warning). `ldap://` sends passwords in clear text: use `ldaps://` or
-//! `tls.startTls` wherever the network is not trusted.
+//! when none is idle a new one is opened, up to `maxConnections` in use
+//! (a request beyond waits for a place), and `pool.initialSize` are opened
+//! when the step starts (a directory that is down then only logs a
+//! warning). A connection idle for a minute is closed, not reused.
+//! `ldap://` sends passwords in clear text (a warning says so for a
+//! directory not on loopback): use `ldaps://` or `tls.startTls` wherever
+//! the network is not trusted.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use authchain_core::resources::{ACCOUNT_CREDENTIALS_TYPE, ResourceRef};
 use authchain_core::{
@@ -64,11 +71,12 @@ use authchain_core::{
     Decision, Deny, Error, ExtAuthPlugin, Lifecycle, UserInfo, async_trait,
 };
 use http::{HeaderValue, StatusCode};
-use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, Scope, SearchEntry};
+use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, Scope, SearchEntry, SearchOptions};
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 use serde::Deserialize;
 use serde_json::json;
+use tokio::sync::Semaphore;
 
 use crate::util::{self, BasicCredential};
 
@@ -110,6 +118,10 @@ pub struct LdapConfig {
     /// authchain's own: the limit of each connect, bind and search (5s).
     #[serde(default)]
     pub timeout: Option<ConfigDuration>,
+    /// authchain's own: the most connections in use at once (four times
+    /// `pool.maxSize`, at least 4); a request beyond waits for one.
+    #[serde(default)]
+    pub max_connections: Option<u32>,
 }
 
 impl std::fmt::Debug for LdapConfig {
@@ -125,6 +137,7 @@ impl std::fmt::Debug for LdapConfig {
             .field("group_lookup_settings", &self.group_lookup_settings)
             .field("tls", &self.tls)
             .field("timeout", &self.timeout)
+            .field("max_connections", &self.max_connections)
             .finish()
     }
 }
@@ -194,6 +207,16 @@ impl ExtAuthPlugin for LdapPlugin {
                     util::typed_secret(context, reference, ACCOUNT_CREDENTIALS_TYPE, place)?;
                 let user = util::secret_text(secret, "username").map_err(|e| e.at(place))?;
                 let password = util::secret_text(secret, "password").map_err(|e| e.at(place))?;
+                // Empty, a bind is anonymous; with a stray newline, every
+                // bind fails (and may lock the account).
+                for (entry, value) in [("username", &user), ("password", &password)] {
+                    if value.is_empty() || value.trim() != value {
+                        return Err(Error::config(format!(
+                            "the Secret's `{entry}` is empty or has spaces around it"
+                        ))
+                        .at(place));
+                    }
+                }
                 Some(ServiceAccount { dn: user, password })
             }
             Some(GroupLookupSettings {
@@ -221,11 +244,14 @@ struct ServiceAccount {
 pub struct LdapAuth {
     timeout: Duration,
     user_dn: (String, String),
-    /// The attribute the user name is the value of (`uid` in `uid=%s,...`).
+    /// The attribute the user name is the value of (`uid` in `uid=%s,...`),
+    /// lower case.
     rdn_attribute: Option<String>,
     filter: String,
     membership: String,
     allowed_groups: Vec<String>,
+    /// `allowed_groups`, normalized and folded.
+    allowed: Vec<Dn>,
     check_groups: bool,
     account: Option<ServiceAccount>,
     pool: Arc<Pool>,
@@ -294,9 +320,12 @@ impl LdapAuth {
             .0
             .strip_suffix('=')
             .filter(|a| !a.is_empty() && a.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
-            .map(str::to_owned);
+            .map(str::to_ascii_lowercase);
         let filter = config.search_filter.unwrap_or_else(|| "(uid=*)".to_owned());
         check_filter(&filter).map_err(|e| e.at("searchFilter"))?;
+        if ldap3::parse_filter(filter.replace("%s", "x")).is_err() {
+            return Err(Error::config("not an LDAP filter (RFC 4515)").at("searchFilter"));
+        }
         let membership = config
             .membership_attribute_name
             .filter(|m| !m.is_empty())
@@ -309,10 +338,32 @@ impl LdapAuth {
             )
             .at("allowedGroups"));
         }
+        let allowed = config
+            .allowed_groups
+            .iter()
+            .enumerate()
+            .map(|(i, g)| {
+                Dn::parse(g).map(Dn::folded).ok_or_else(|| {
+                    Error::config("not a distinguished name (RFC 4514)")
+                        .at(format!("allowedGroups[{i}]"))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let max_size = config.pool.max_size.unwrap_or(5) as usize;
         let initial_size = config.pool.initial_size.unwrap_or(2) as usize;
         if initial_size > max_size {
             return Err(Error::config("initialSize is above maxSize").at("pool"));
+        }
+        let max_connections = match config.max_connections {
+            None => (max_size * 4).max(4),
+            Some(0) => return Err(Error::config("must be above zero").at("maxConnections")),
+            Some(n) => n as usize,
+        };
+        if !secure && !tls.start_tls && !is_loopback(&url) {
+            tracing::warn!(
+                address = %url,
+                "ldap: passwords go to this directory in clear text; use ldaps:// or tls.startTls"
+            );
         }
         let challenge = HeaderValue::from_static("Basic realm=\"authchain\"");
         Ok(LdapAuth {
@@ -322,6 +373,7 @@ impl LdapAuth {
             filter,
             membership,
             allowed_groups: config.allowed_groups,
+            allowed,
             check_groups,
             account,
             pool: Arc::new(Pool {
@@ -329,6 +381,7 @@ impl LdapAuth {
                 settings,
                 idle: Mutex::new(Vec::with_capacity(max_size)),
                 max_size,
+                in_use: Semaphore::new(max_connections),
             }),
             initial_size,
             challenge,
@@ -371,17 +424,13 @@ impl LdapAuth {
             }
         }
         let filter = self.filter.replace("%s", &ldap3::ldap_escape(user));
-        let mut attributes: Vec<&str> = Vec::with_capacity(2);
-        if self.check_groups {
-            attributes.push(&self.membership);
-        }
-        if let Some(rdn) = &self.rdn_attribute {
-            attributes.push(rdn);
-        }
-        if attributes.is_empty() {
-            attributes.push("1.1"); // no attribute: only whether the entry matches
-        }
+        let attributes = if self.check_groups {
+            vec![self.membership.as_str()]
+        } else {
+            vec!["1.1"] // no attribute: only whether the entry matches
+        };
         let found = ldap
+            .with_search_options(SearchOptions::new().sizelimit(1))
             .with_timeout(self.timeout)
             .search(&dn, Scope::Base, &filter, attributes)
             .await?;
@@ -394,36 +443,33 @@ impl LdapAuth {
         let Some(entry) = entries.into_iter().next().map(SearchEntry::construct) else {
             return Ok(Outcome::Forbidden);
         };
-        let values = |attribute: &str| -> Vec<&String> {
-            entry
-                .attrs
-                .iter()
-                .filter(|(name, _)| name.eq_ignore_ascii_case(attribute))
-                .flat_map(|(_, values)| values)
-                .collect()
+        // The directory matches names by its own rules (`RICK`, a
+        // full-width `ｒｉｃｋ`, bind as `rick`): the user is named as the
+        // entry's own DN spells it, never as typed.
+        let name = match &self.rdn_attribute {
+            None => user.to_owned(),
+            Some(rdn) => match Dn::parse(&entry.dn).and_then(|dn| dn.first_value(rdn)) {
+                Some(name) => name,
+                None => return Ok(Outcome::Forbidden),
+            },
         };
-        // The directory matches names by its own rules (`RICK` binds as
-        // `rick`): the user is named as the directory spells it.
-        let name = self
-            .rdn_attribute
-            .as_deref()
-            .and_then(|rdn| {
-                values(rdn)
-                    .into_iter()
-                    .find(|v| v.eq_ignore_ascii_case(user))
+        let dn = entry.dn;
+        let groups: Vec<String> = entry
+            .attrs
+            .into_iter()
+            .filter(|(name, _)| {
+                // AD sends a large attribute in ranges: `memberOf;range=0-1499`.
+                let base = name.split(';').next().unwrap_or_default();
+                self.check_groups && base.eq_ignore_ascii_case(&self.membership)
             })
-            .map_or_else(|| user.to_owned(), |v| v.clone());
-        let groups: Vec<String> = if self.check_groups {
-            values(&self.membership).into_iter().cloned().collect()
-        } else {
-            Vec::new()
-        };
+            .flat_map(|(_, values)| values)
+            .take(MAX_GROUPS)
+            .collect();
         if self.check_groups
-            && !groups.iter().any(|g| {
-                self.allowed_groups
-                    .iter()
-                    .any(|allowed| allowed.eq_ignore_ascii_case(g))
-            })
+            && !groups
+                .iter()
+                .filter_map(|g| Dn::parse(g).map(Dn::folded))
+                .any(|g| self.allowed.contains(&g))
         {
             return Ok(Outcome::Forbidden);
         }
@@ -444,7 +490,7 @@ impl LdapAuth {
         let Ok(password) = std::str::from_utf8(password) else {
             return Ok(self.challenge());
         };
-        if password.is_empty() {
+        if password.is_empty() || password.contains('\0') {
             return Ok(self.challenge());
         }
         // Names the directory would read as another (spaces around one are
@@ -452,6 +498,7 @@ impl LdapAuth {
         if user.trim() != user || user.chars().any(char::is_control) {
             return Ok(self.challenge());
         }
+        let _place = self.pool.in_use.acquire().await.map_err(Error::step)?;
         let (mut ldap, pooled) = match self.pool.take() {
             Some(ldap) => (ldap, true),
             None => (self.pool.connect().await?, false),
@@ -507,10 +554,112 @@ enum Outcome {
 /// Whether `e` is the connection's failure, not the directory's answer
 /// (nor its silence).
 fn is_transport(e: &ldap3::LdapError) -> bool {
-    !matches!(
+    matches!(
         e,
-        ldap3::LdapError::LdapResult { .. } | ldap3::LdapError::Timeout { .. }
+        ldap3::LdapError::Io { .. }
+            | ldap3::LdapError::EndOfStream
+            | ldap3::LdapError::OpSend { .. }
+            | ldap3::LdapError::ResultRecv { .. }
+            | ldap3::LdapError::IdScrubSend { .. }
+            | ldap3::LdapError::MiscSend { .. }
     )
+}
+
+/// The most group values read from one entry.
+const MAX_GROUPS: usize = 10_000;
+
+/// A distinguished name, normalized for comparison: RDNs in order, each a
+/// sorted list of (attribute type, value), the types in lower case, the
+/// values unescaped (RFC 4514), without the spaces around them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Dn(Vec<Vec<(String, String)>>);
+
+impl Dn {
+    /// `None` when `text` is not a DN.
+    fn parse(text: &str) -> Option<Dn> {
+        let mut rdns = Vec::new();
+        let mut rdn = Vec::new();
+        let mut chars = text.chars().peekable();
+        loop {
+            let mut kind = String::new();
+            loop {
+                match chars.next()? {
+                    '=' => break,
+                    c => kind.push(c),
+                }
+            }
+            let kind = kind.trim().to_ascii_lowercase();
+            if kind.is_empty()
+                || !kind
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+            {
+                return None;
+            }
+            let mut value = Vec::new();
+            // The length of `value` up to its last escaped byte: spaces
+            // after it are the value's own.
+            let mut kept = 0;
+            let end = loop {
+                match chars.next() {
+                    None => break None,
+                    Some(c @ (',' | '+')) => break Some(c),
+                    Some('\\') => {
+                        let c = chars.next()?;
+                        match (c.to_digit(16), chars.peek().and_then(|d| d.to_digit(16))) {
+                            (Some(high), Some(low)) => {
+                                chars.next();
+                                value.push((high * 16 + low) as u8);
+                            }
+                            _ => {
+                                let mut buf = [0; 4];
+                                value.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+                            }
+                        }
+                        kept = value.len();
+                    }
+                    Some(' ') if value.is_empty() => {}
+                    Some(c) => {
+                        let mut buf = [0; 4];
+                        value.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+                        if c != ' ' {
+                            kept = value.len();
+                        }
+                    }
+                }
+            };
+            value.truncate(kept);
+            rdn.push((kind, String::from_utf8(value).ok()?));
+            if end != Some('+') {
+                rdn.sort();
+                rdns.push(std::mem::take(&mut rdn));
+            }
+            if end.is_none() {
+                break;
+            }
+        }
+        Some(Dn(rdns))
+    }
+
+    /// The value of `kind` (lower case) in the first RDN.
+    fn first_value(&self, kind: &str) -> Option<String> {
+        let rdn = self.0.first()?;
+        rdn.iter().find(|(k, _)| k == kind).map(|(_, v)| v.clone())
+    }
+}
+
+impl Dn {
+    /// The same DN with its values in lower case, for matching as
+    /// directories match group names (case-insensitively).
+    fn folded(mut self) -> Dn {
+        for rdn in &mut self.0 {
+            for (_, value) in rdn.iter_mut() {
+                *value = value.to_lowercase();
+            }
+            rdn.sort();
+        }
+        self
+    }
 }
 
 /// An LDAP error as a log line: its result code and the server's text,
@@ -580,9 +729,16 @@ impl AuthService for LdapAuth {
 struct Pool {
     url: String,
     settings: LdapConnSettings,
-    idle: Mutex<Vec<Ldap>>,
+    /// Idle connections and when each was last used.
+    idle: Mutex<Vec<(Ldap, Instant)>>,
     max_size: usize,
+    /// Places for connections in use.
+    in_use: Semaphore,
 }
+
+/// How long a connection may stay idle in the pool: past it, a NAT or a
+/// load balancer may have dropped it without a word.
+const MAX_IDLE: Duration = Duration::from_secs(60);
 
 impl Pool {
     /// A new connection.
@@ -594,11 +750,11 @@ impl Pool {
         Ok(ldap)
     }
 
-    /// An idle connection that is still open.
+    /// An idle connection that is still open and was used lately.
     fn take(&self) -> Option<Ldap> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        while let Some(mut ldap) = idle.pop() {
-            if !ldap.is_closed() {
+        while let Some((mut ldap, used)) = idle.pop() {
+            if !ldap.is_closed() && used.elapsed() < MAX_IDLE {
                 return Some(ldap);
             }
         }
@@ -612,7 +768,7 @@ impl Pool {
         }
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         if idle.len() < self.max_size {
-            idle.push(ldap);
+            idle.push((ldap, Instant::now()));
         }
     }
 }
@@ -634,6 +790,20 @@ fn address(address: &str) -> Result<(String, bool), Error> {
         return Err(Error::config("expected a host (and port)"));
     }
     Ok((url, secure))
+}
+
+/// Whether the URL's host is a loopback address or `localhost`.
+fn is_loopback(url: &str) -> bool {
+    let host = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let host = host.split('/').next().unwrap_or_default();
+    let host = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// A filter must be one parenthesized expression with balanced
@@ -739,6 +909,51 @@ mod tests {
         );
         assert!(shown.contains("cn=reader"), "{shown}");
         assert!(!shown.contains("s3cret"), "{shown}");
+    }
+
+    #[test]
+    fn dns_compare_as_directories_compare_them() {
+        let dn = |s: &str| Dn::parse(s).map(Dn::folded);
+        let managers = dn("cn=managers,ou=groups,dc=solo,dc=io");
+        assert!(managers.is_some());
+        for same in [
+            "CN=Managers,OU=Groups,DC=solo,DC=io",
+            "cn=managers, ou=groups, dc=solo, dc=io",
+            "cn = managers ,ou=groups,dc=solo,dc=io",
+            "cn=man\\61gers,ou=groups,dc=solo,dc=io",
+        ] {
+            assert_eq!(dn(same), managers, "{same}");
+        }
+        for other in [
+            "cn=managers,ou=groups,dc=solo",
+            "cn=managers+uid=x,ou=groups,dc=solo,dc=io",
+            "cn=managers\\,ou=groups,dc=solo,dc=io",
+            "cn=admins,ou=groups,dc=solo,dc=io",
+        ] {
+            assert_ne!(dn(other), managers, "{other}");
+        }
+        for bad in ["", "managers", "=x", "cn=a,", "cn=a\\"] {
+            assert_eq!(Dn::parse(bad), None, "{bad}");
+        }
+        let user = Dn::parse("uid=dev\\,ops,ou=people").unwrap();
+        assert_eq!(user.first_value("uid").as_deref(), Some("dev,ops"));
+        let user = Dn::parse("uid=dev\\2Cops\\20,ou=people").unwrap();
+        assert_eq!(user.first_value("uid").as_deref(), Some("dev,ops "));
+        let user = Dn::parse("cn=x+UID=rick,ou=people").unwrap();
+        assert_eq!(user.first_value("uid").as_deref(), Some("rick"));
+    }
+
+    #[test]
+    fn loopback_hosts_are_told() {
+        for (url, loopback) in [
+            ("ldap://127.0.0.1:389", true),
+            ("ldap://localhost", true),
+            ("ldap://[::1]:389", true),
+            ("ldap://ldap.example:389", false),
+            ("ldap://10.0.0.1:389", false),
+        ] {
+            assert_eq!(is_loopback(url), loopback, "{url}");
+        }
     }
 
     #[test]

@@ -143,6 +143,7 @@ async fn gloo_guide_users_and_groups() {
         // slapd lets a DN with no password bind as anonymous, who may
         // read rick's groups: the step never asks.
         ("an empty password", "rick", "", 401),
+        ("a password with a NUL", "rick", "rickpwd\0", 401),
         ("a DN-special name, escaped", "dev,ops", "devopspwd", 200),
         (
             "the service account is no person",
@@ -155,22 +156,33 @@ async fn gloo_guide_users_and_groups() {
     }
 
     // What an allow leaves for later steps, named as the directory
-    // spells the user.
-    let mut r = get_with("/echo", "authorization", &basic("RICK", "rickpwd"));
-    let d = chain.authorize(&mut r).await;
-    assert_eq!(
-        d.as_allow().unwrap().user_info.as_ref().unwrap().user_id,
-        "rick"
-    );
-    let state = r.state.get("ldap").unwrap();
-    assert_eq!(state["user"], "rick");
-    assert_eq!(state["dn"], "uid=RICK,ou=people,dc=solo,dc=io");
-    let groups = state["groups"].as_array().unwrap();
-    assert!(
-        groups
-            .iter()
-            .any(|g| g == "cn=managers,ou=groups,dc=solo,dc=io")
-    );
+    // spells the user, however the client spelled it.
+    for spelling in ["rick", "RICK", "\u{ff52}\u{ff49}\u{ff43}\u{ff4b}"] {
+        let mut r = get_with("/echo", "authorization", &basic(spelling, "rickpwd"));
+        let d = chain.authorize(&mut r).await;
+        let Some(allow) = d.as_allow() else {
+            // A directory that does not fold full-width letters refuses.
+            assert_eq!(status(&d), 401, "{spelling}");
+            continue;
+        };
+        assert_eq!(
+            allow.user_info.as_ref().unwrap().user_id,
+            "rick",
+            "{spelling}"
+        );
+        let state = r.state.get("ldap").unwrap();
+        assert_eq!(state["user"], "rick", "{spelling}");
+        assert_eq!(
+            state["dn"], "uid=rick,ou=people,dc=solo,dc=io",
+            "{spelling}"
+        );
+        let groups = state["groups"].as_array().unwrap();
+        assert!(
+            groups
+                .iter()
+                .any(|g| g == "cn=managers,ou=groups,dc=solo,dc=io")
+        );
+    }
 }
 
 #[tokio::test]
@@ -253,6 +265,16 @@ stringData: {{ username: 'cn=reader,dc=solo,dc=io', password: {password} }}
     ))
     .await;
     assert_eq!(status_of(&filtered, "rick", "rickpwd").await, 403);
+    // The allowed group spelled otherwise is the same group.
+    let spelled = step(
+        &address,
+        "    userDnTemplate: \"uid=%s,ou=people,dc=solo,dc=io\"
+    allowedGroups: [\"CN=Managers, OU=Groups, DC=solo, DC=io\"]",
+        "",
+    );
+    let spelled = chain(&spelled).await;
+    assert_eq!(status_of(&spelled, "rick", "rickpwd").await, 200);
+    assert_eq!(status_of(&spelled, "marco", "marcopwd").await, 403);
     // Another membership attribute: rick has no `description` groups.
     let other = chain(&config(
         &address,
@@ -386,6 +408,24 @@ async fn connections_are_pooled_and_stale_ones_replaced() {
     }
     assert_eq!(accepted.load(Ordering::SeqCst), after_burst);
 
+    // With maxConnections: 2, a burst waits for the two places.
+    let (proxy2, accepted2, _) = counting_proxy(slapd.addr()).await;
+    let bounded = crate::common::chain(&config(
+        &format!("ldap://{proxy2}"),
+        "    pool: { maxSize: 2, initialSize: 0 }\n    maxConnections: 2",
+        "",
+    ))
+    .await;
+    let burst = (0..8).map(|_| status_of(&bounded, "rick", "rickpwd"));
+    for status in futures::future::join_all(burst).await {
+        assert_eq!(status, 200);
+    }
+    assert_eq!(
+        accepted2.load(Ordering::SeqCst),
+        2,
+        "never more than two open"
+    );
+
     // The directory side closes every connection: the next requests are
     // answered on new ones, none fails.
     cut.notify_one();
@@ -438,6 +478,13 @@ kind: Secret
 metadata: { name: creds, namespace: gloo-system }
 stringData: { username: u, password: hunter2-secret }
 ";
+    let newline = "---
+apiVersion: v1
+kind: Secret
+type: extauth.solo.io/accountcredentials
+metadata: { name: creds, namespace: gloo-system }
+stringData: { username: cn=reader, password: \"hunter2-secret\\n\" }
+";
     let template = "    userDnTemplate: \"uid=%s,cn=%s\"\n    allowedGroups: [g]";
     let no_group = "    userDnTemplate: \"uid=%s\"\n    allowedGroups: []";
     for (case, yaml, place) in [
@@ -455,6 +502,35 @@ stringData: { username: u, password: hunter2-secret }
             "a broken filter",
             config("ldap.example:389", "    searchFilter: \"uid=*\"", ""),
             "searchFilter",
+        ),
+        (
+            "a filter LDAP cannot read",
+            config(
+                "ldap.example:389",
+                "    searchFilter: \"(objectClass)\"",
+                "",
+            ),
+            "searchFilter",
+        ),
+        (
+            "a group that is no DN",
+            step(
+                "ldap.example:389",
+                "    userDnTemplate: \"uid=%s\"\n    allowedGroups: [managers]",
+                "",
+            ),
+            "allowedGroups[0]",
+        ),
+        (
+            "a service account with a stray newline",
+            config(
+                "ldap.example:389",
+                "    groupLookupSettings:
+      checkGroupsWithServiceAccount: true
+      credentialsSecretRef: { name: creds }",
+                newline,
+            ),
+            "groupLookupSettings.credentialsSecretRef",
         ),
         (
             "a pool that starts above its size",
