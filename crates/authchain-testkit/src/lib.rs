@@ -17,6 +17,8 @@
 //!   path, headers, body) as JSON ([`EchoedRequest`]);
 //! - [`client`]: a small HTTP/1.1 client with time limits;
 //! - [`load`]: `wrk` runs for side-by-side load comparisons;
+//! - [`tls`]: a CA made at run time and a TLS server (client certificates
+//!   required if asked) in front of a plain one;
 //! - [`render`] for config templates and [`free_port`] for loopback ports.
 //!
 //! A new peer (nginx, Traefik, Caddy) adds a module like [`envoy`]: a
@@ -49,6 +51,7 @@ mod locate;
 pub mod nginx;
 mod peer;
 mod template;
+pub mod tls;
 pub mod traefik;
 
 #[doc(inline)]
