@@ -79,27 +79,9 @@ async fn server(
     (addr, seen)
 }
 
-/// A kubernetes.io/tls Secret `gloo-system/<name>`, in `stringData`.
+/// A kubernetes.io/tls Secret `gloo-system/<name>`.
 fn tls_secret(name: &str, client: Option<&Issued>, ca: Option<&str>) -> String {
-    let indent = |pem: &str| {
-        pem.lines()
-            .map(|l| format!("    {l}\n"))
-            .collect::<String>()
-    };
-    let mut doc = format!(
-        "apiVersion: v1\nkind: Secret\nmetadata: {{ name: {name}, namespace: gloo-system }}\ntype: kubernetes.io/tls\nstringData:\n"
-    );
-    if let Some(client) = client {
-        doc += &format!(
-            "  tls.crt: |\n{}  tls.key: |\n{}",
-            indent(&client.cert_pem),
-            indent(&client.key_pem)
-        );
-    }
-    if let Some(ca) = ca {
-        doc += &format!("  ca.crt: |\n{}", indent(ca));
-    }
-    doc
+    authchain_testkit::tls::tls_secret("gloo-system", name, client, ca)
 }
 
 /// A Gloo AuthConfig in gloo-system whose `http` block is `http`, and

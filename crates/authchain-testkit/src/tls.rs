@@ -99,6 +99,37 @@ impl Pki {
     }
 }
 
+/// A `kubernetes.io/tls` Secret manifest `namespace/name` in
+/// `stringData`, as Gloo's passthrough `tlsConfig.secretRef` reads one: the
+/// client certificate and key (`tls.crt`, `tls.key`) and the CA to trust
+/// (`ca.crt`), each if given.
+pub fn tls_secret(
+    namespace: &str,
+    name: &str,
+    client: Option<&Issued>,
+    ca: Option<&str>,
+) -> String {
+    let indent = |pem: &str| {
+        pem.lines()
+            .map(|l| format!("    {l}\n"))
+            .collect::<String>()
+    };
+    let mut doc = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{ name: {name}, namespace: {namespace} }}\ntype: kubernetes.io/tls\nstringData:\n"
+    );
+    if let Some(client) = client {
+        doc += &format!(
+            "  tls.crt: |\n{}  tls.key: |\n{}",
+            indent(&client.cert_pem),
+            indent(&client.key_pem)
+        );
+    }
+    if let Some(ca) = ca {
+        doc += &format!("  ca.crt: |\n{}", indent(ca));
+    }
+    doc
+}
+
 /// How a [`TlsFront`] speaks TLS.
 #[derive(Debug)]
 pub struct FrontSettings {
