@@ -99,6 +99,26 @@ impl Pki {
     }
 }
 
+impl Issued {
+    /// A certificate and its PKCS#8 key read from PEM (a fixture's).
+    #[allow(clippy::expect_used)]
+    pub fn from_pem(cert_pem: &str, key_pem: &str) -> Issued {
+        use rustls::pki_types::pem::PemObject;
+        let cert_der =
+            CertificateDer::from_pem_slice(cert_pem.as_bytes()).expect("a PEM certificate");
+        let key_der = PrivatePkcs8KeyDer::from_pem_slice(key_pem.as_bytes())
+            .expect("a PEM PKCS#8 key")
+            .secret_pkcs8_der()
+            .to_vec();
+        Issued {
+            cert_pem: cert_pem.to_owned(),
+            key_pem: key_pem.to_owned(),
+            cert_der,
+            key_der,
+        }
+    }
+}
+
 /// A `kubernetes.io/tls` Secret manifest `namespace/name` in
 /// `stringData`, as Gloo's passthrough `tlsConfig.secretRef` reads one: the
 /// client certificate and key (`tls.crt`, `tls.key`) and the CA to trust
@@ -149,8 +169,13 @@ impl FrontSettings {
     }
 
     /// Refuses a client without a certificate `ca` issued.
-    pub fn require_client_cert(mut self, ca: &Pki) -> Self {
-        self.client_ca = Some(ca.ca_pem());
+    pub fn require_client_cert(self, ca: &Pki) -> Self {
+        self.require_client_cert_pem(&ca.ca_pem())
+    }
+
+    /// Refuses a client without a certificate the CA of `ca_pem` issued.
+    pub fn require_client_cert_pem(mut self, ca_pem: &str) -> Self {
+        self.client_ca = Some(ca_pem.to_owned());
         self
     }
 

@@ -14,6 +14,7 @@ mod check;
 mod dynamic_metadata;
 mod jwt;
 mod opa;
+mod passthrough;
 mod user_id_header;
 
 /// What the tests run: the echo app, the `authchain` binary serving a
