@@ -39,6 +39,14 @@ fn string_field(
     }
 }
 
+/// `GET /api` with the credential the sample remote allows.
+fn sample_request() -> authchain_core::AuthorizationRequest {
+    authchain_core::AuthorizationRequest::new(http::Method::GET, "/api").with_header(
+        http::header::AUTHORIZATION,
+        http::HeaderValue::from_static("authorize me"),
+    )
+}
+
 /// The remote, served with a count of the connections it accepted.
 async fn remote_with_connection_count(remote: SampleRemote) -> (GrpcServer, Arc<AtomicUsize>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -187,11 +195,7 @@ async fn unavailable_is_retried_by_the_retry_policy() {
         .chain("passthrough")
         .cloned()
         .expect("loaded");
-    let mut request = authchain_core::AuthorizationRequest::new(http::Method::GET, "/api")
-        .with_header(
-            http::header::AUTHORIZATION,
-            http::HeaderValue::from_static("authorize me"),
-        );
+    let mut request = sample_request();
     assert!(
         chain.authorize(&mut request).await.is_allow(),
         "two UNAVAILABLE, then OK"
@@ -207,11 +211,7 @@ async fn unavailable_is_retried_by_the_retry_policy() {
         .chain("passthrough")
         .cloned()
         .expect("loaded");
-    let mut request = authchain_core::AuthorizationRequest::new(http::Method::GET, "/api")
-        .with_header(
-            http::header::AUTHORIZATION,
-            http::HeaderValue::from_static("authorize me"),
-        );
+    let mut request = sample_request();
     let decision = chain.authorize(&mut request).await;
     assert_eq!(decision.as_deny().map(|d| d.status.as_u16()), Some(403));
 }
@@ -269,11 +269,7 @@ async fn the_remote_can_be_reached_over_tls() {
             .chain("passthrough")
             .cloned()
             .expect("loaded");
-        let mut request = authchain_core::AuthorizationRequest::new(http::Method::GET, "/api")
-            .with_header(
-                http::header::AUTHORIZATION,
-                http::HeaderValue::from_static("authorize me"),
-            );
+        let mut request = sample_request();
         chain.authorize(&mut request).await
     };
     let (other_ca, _) = tls_material();
@@ -418,11 +414,7 @@ async fn mtls_with_gloo_s_tls_config_and_fail_closed_without_it() {
             .chain("passthrough")
             .cloned()
             .expect("loaded");
-        let mut request = authchain_core::AuthorizationRequest::new(http::Method::GET, "/api")
-            .with_header(
-                http::header::AUTHORIZATION,
-                http::HeaderValue::from_static("authorize me"),
-            );
+        let mut request = sample_request();
         let decision = chain.authorize(&mut request).await;
         if allowed {
             assert!(decision.is_allow(), "case {case}: {decision:?}");
@@ -453,11 +445,7 @@ async fn an_empty_retry_policy_retries_once() {
         .cloned()
         .expect("loaded");
     let authorize = || async {
-        let mut request = authchain_core::AuthorizationRequest::new(http::Method::GET, "/api")
-            .with_header(
-                http::header::AUTHORIZATION,
-                http::HeaderValue::from_static("authorize me"),
-            );
+        let mut request = sample_request();
         chain.authorize(&mut request).await
     };
     remote.unavailable_first.store(1, Ordering::Relaxed);
