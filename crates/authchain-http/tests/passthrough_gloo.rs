@@ -387,3 +387,41 @@ where
     }
     outcomes
 }
+
+/// The auth server's status is its whole say: a 2xx other than 200 is
+/// never an allow, and no deny goes out as a 1xx or 2xx.
+#[tokio::test]
+async fn a_2xx_other_than_200_is_a_deny_never_an_allow() {
+    for status in [201u16, 204, 206] {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let service = hyper::service::service_fn(move |_req| async move {
+                    Ok::<_, std::convert::Infallible>(
+                        http::Response::builder()
+                            .status(status)
+                            .header("x-ratelimit-remaining", "9")
+                            .body(http_body_util::Full::new(Bytes::new()))
+                            .unwrap(),
+                    )
+                });
+                tokio::spawn(
+                    hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .into_owned(),
+                );
+            }
+        });
+        let chain = build(&format!(
+            "name: pt\nconfigs:\n- passThroughAuth: {{http: {{url: 'http://{addr}/auth', response: {{allowedClientHeadersOnSuccess: [x-ratelimit-remaining]}}}}}}\n"
+        ))
+        .unwrap();
+        let decision = chain.authorize(&mut request()).await;
+        let deny = decision
+            .as_deny()
+            .unwrap_or_else(|| panic!("{status}: {decision:?}"));
+        assert_eq!(deny.status, 403, "{status}");
+        assert!(deny.headers.is_empty(), "{status}: {deny:?}");
+    }
+}
