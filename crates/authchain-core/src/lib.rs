@@ -80,6 +80,7 @@ mod request;
 pub mod resources;
 mod service;
 pub mod state;
+pub mod tls;
 pub mod transport;
 
 #[doc(no_inline)]

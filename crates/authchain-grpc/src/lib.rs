@@ -14,7 +14,7 @@
 //!
 //! | feature | default | what |
 //! |---|---|---|
-//! | `tls` | on | TLS (rustls with aws-lc-rs) from the passthrough step to its server (`passThroughAuth.grpc.tls`) |
+//! | `tls` | on | TLS (rustls with aws-lc-rs) from the passthrough step to its server (`passThroughAuth.grpc.tlsConfig`, `tls`) |
 //!
 //! ```no_run
 //! use std::sync::Arc;

@@ -9,14 +9,18 @@
 //!     grpc:
 //!       address: 127.0.0.1:9001      # host:port, or http://host:port
 //!       connectionTimeout: 5s        # connect and call time limit (default 5s)
-//!       tls:                         # optional (feature `tls`, on by default)
-//!         caFile: /etc/authz/ca.pem  # or caPem: inline; the CA to trust
-//!         serverName: authz.internal # name to verify; default: the address's host
-//!         certFile: /etc/authz/client.pem   # optional client certificate (mTLS)
-//!         keyFile: /etc/authz/client.key
+//!       tlsConfig:                   # Gloo's TLS (feature `tls`, on by default)
+//!         secretRef: { name: passthrough-mtls }   # tls.crt + tls.key, ca.crt
+//!         sslParams: { minimumProtocolVersion: TLSv1_3 }
+//!       # or authchain's own TLS block (not both):
+//!       # tls:
+//!       #   caFile: /etc/authz/ca.pem  # or caPem: inline; the CA to trust
+//!       #   serverName: authz.internal # name to verify; default: the address's host
+//!       #   certFile: /etc/authz/client.pem   # optional client certificate (mTLS)
+//!       #   keyFile: /etc/authz/client.key
 //!       retryPolicy:                 # retries on UNAVAILABLE only
-//!         numRetries: 2
-//!         retryBackOff: { baseInterval: 25ms, maxInterval: 250ms }
+//!         numRetries: 2              # default 1 (at most 10)
+//!         retryBackOff: { baseInterval: 1s, maxInterval: 10s }   # Gloo's defaults
 //!     config: { anything: the remote server reads }
 //!     failureModeAllow: false        # the chain's business: pass when the call fails
 //! ```
@@ -37,14 +41,23 @@
 //!   an error: the chain fails closed unless the step has
 //!   `failureModeAllow`.
 //!
-//! The plugin keeps one lazily connected channel per address and timeout,
-//! shared by every step and every config generation built from it.
+//! `tlsConfig` is Gloo's block ([`authchain_core::tls`]): the server is
+//! verified against the Secret's `ca.crt` (else the web PKI roots) under the
+//! address's host; the Secret's `tls.crt` and `tls.key` are the client's
+//! certificate. A retry waits `baseInterval` (Gloo's default 1 s), then
+//! twice that, and so on up to `maxInterval` (default ten times the base);
+//! each try has `connectionTimeout`.
+//!
+//! The plugin keeps one lazily connected channel per address, timeout and
+//! TLS settings, shared by every step and every config generation built
+//! from it.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use authchain_core::tls::{ClientTls, TlsConfig as GlooTlsConfig};
 use authchain_core::{
     Allow, Answer, AuthService, AuthorizationRequest, BuildContext, ConfigDuration, Decision, Deny,
     Error, ExtAuthPlugin, HeaderAction, HeaderMutation, async_trait,
@@ -59,6 +72,20 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::convert::{fields_to_struct, json_to_struct, struct_to_json, to_check_request};
 
+#[cfg(feature = "tls")]
+mod tls;
+
+#[cfg(not(feature = "tls"))]
+mod tls {
+    use super::*;
+
+    pub(super) fn channel(_: Endpoint, _: &str, _: &str, _: &ClientTls) -> Result<Channel, Error> {
+        Err(Error::config(
+            "authchain-grpc was built without its `tls` feature",
+        ))
+    }
+}
+
 /// The step kind this plugin registers as.
 pub const KIND: &str = "passThroughAuth.grpc";
 /// The filter metadata namespace that carries the chain state.
@@ -67,6 +94,12 @@ pub const STATE_KEY: &str = "solo.auth.passthrough";
 pub const CONFIG_KEY: &str = "solo.auth.passthrough.config";
 /// The time limit when `connectionTimeout` is not set.
 pub const DEFAULT_CONNECTION_TIMEOUT: Duration = Duration::from_secs(5);
+/// The retries of a `retryPolicy` without `numRetries` (Gloo's default).
+pub const DEFAULT_RETRIES: u32 = 1;
+/// The most retries a `retryPolicy` may ask for.
+pub const MAX_RETRIES: u32 = 10;
+/// The first wait of a `retryPolicy` without `baseInterval` (Gloo's default).
+pub const DEFAULT_BASE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The step's config: the block under `passThroughAuth` (less
 /// `failureModeAllow`, which the chain keeps). Its `Debug` shows the keys
@@ -104,7 +137,11 @@ pub struct GrpcTarget {
     /// Time limit to connect, and for each call (default 5 s).
     #[serde(default)]
     pub connection_timeout: Option<ConfigDuration>,
-    /// TLS to the remote server (the address may then say `https://`).
+    /// Gloo's TLS to the remote server: a Secret and protocol parameters.
+    #[serde(default)]
+    pub tls_config: Option<GlooTlsConfig>,
+    /// authchain's TLS to the remote server (the address may then say
+    /// `https://`); not with `tlsConfig`.
     #[serde(default)]
     pub tls: Option<TlsConfig>,
     /// Retries on UNAVAILABLE.
@@ -141,7 +178,7 @@ pub struct TlsConfig {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[non_exhaustive]
 pub struct RetryPolicy {
-    /// How many retries (default 1).
+    /// How many retries (default 1, at most 10).
     #[serde(default)]
     pub num_retries: Option<u32>,
     /// The wait between tries.
@@ -154,7 +191,7 @@ pub struct RetryPolicy {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[non_exhaustive]
 pub struct BackOff {
-    /// The first wait (default 25 ms); doubled at each retry.
+    /// The first wait (default 1 s, as Gloo's); doubled at each retry.
     #[serde(default)]
     pub base_interval: Option<ConfigDuration>,
     /// The longest wait (default ten times the base).
@@ -162,16 +199,8 @@ pub struct BackOff {
     pub max_interval: Option<ConfigDuration>,
 }
 
-/// Address, timeout, and the TLS material (never logged).
-type ChannelKey = (String, Duration, Option<Tls>);
-
-/// TLS material as read from the config.
-#[derive(Clone, PartialEq, Eq, Hash)]
-struct Tls {
-    ca_pem: String,
-    server_name: String,
-    identity: Option<(String, String)>,
-}
+/// Address, timeout, and the TLS settings (whose `Debug` hides the key).
+type ChannelKey = (String, Duration, Option<ClientTls>);
 
 fn read_pem(path: &str, field: &str) -> Result<String, Error> {
     std::fs::read_to_string(path).map_err(|e| {
@@ -179,9 +208,10 @@ fn read_pem(path: &str, field: &str) -> Result<String, Error> {
     })
 }
 
-impl Tls {
-    fn load(config: TlsConfig, host: &str) -> Result<Tls, Error> {
-        let ca_pem = match (config.ca_file, config.ca_pem) {
+impl TlsConfig {
+    /// authchain's block as TLS settings: its CA is required.
+    fn load(self) -> Result<ClientTls, Error> {
+        let ca_pem = match (self.ca_file, self.ca_pem) {
             (Some(path), None) => read_pem(&path, "caFile")?,
             (None, Some(pem)) => pem,
             _ => {
@@ -193,40 +223,20 @@ impl Tls {
         if !ca_pem.contains("-----BEGIN CERTIFICATE-----") {
             return Err(Error::config("expected a PEM certificate").at("grpc.tls"));
         }
-        let identity = match (config.cert_file, config.key_file) {
-            (None, None) => None,
+        let mut tls = ClientTls::default().with_ca_pem(ca_pem);
+        match (self.cert_file, self.key_file) {
+            (None, None) => {}
             (Some(cert), Some(key)) => {
-                Some((read_pem(&cert, "certFile")?, read_pem(&key, "keyFile")?))
+                tls = tls.with_identity(read_pem(&cert, "certFile")?, read_pem(&key, "keyFile")?);
             }
             _ => {
                 return Err(Error::config("`certFile` and `keyFile` go together").at("grpc.tls"));
             }
-        };
-        let server_name = config.server_name.unwrap_or_else(|| host.to_owned());
-        Ok(Tls {
-            ca_pem,
-            server_name,
-            identity,
-        })
-    }
-
-    #[cfg(feature = "tls")]
-    fn apply(&self, endpoint: Endpoint) -> Result<Endpoint, Error> {
-        use tonic::transport::{Certificate, ClientTlsConfig, Identity};
-        let mut config = ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(&self.ca_pem))
-            .domain_name(self.server_name.clone());
-        if let Some((cert, key)) = &self.identity {
-            config = config.identity(Identity::from_pem(cert, key));
         }
-        endpoint
-            .tls_config(config)
-            .map_err(|e| Error::config(format!("invalid TLS settings: {e}")).at("grpc.tls"))
-    }
-
-    #[cfg(not(feature = "tls"))]
-    fn apply(&self, _: Endpoint) -> Result<Endpoint, Error> {
-        Err(Error::config("authchain-grpc was built without its `tls` feature").at("grpc.tls"))
+        if let Some(name) = self.server_name {
+            tls = tls.with_server_name(name);
+        }
+        Ok(tls)
     }
 }
 
@@ -252,9 +262,16 @@ impl GrpcPassthroughPlugin {
         Self::default()
     }
 
-    fn channel(&self, uri: &str, timeout: Duration, tls: Option<Tls>) -> Result<Channel, Error> {
+    fn channel(
+        &self,
+        authority: &str,
+        host: &str,
+        timeout: Duration,
+        tls: Option<(ClientTls, &str)>,
+    ) -> Result<Channel, Error> {
         let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
-        let key = (uri.to_owned(), timeout, tls);
+        let (tls, tls_at) = tls.unzip();
+        let key = (authority.to_owned(), timeout, tls);
         if let Some(channel) = channels.get(&key) {
             return Ok(channel.clone());
         }
@@ -263,17 +280,19 @@ impl GrpcPassthroughPlugin {
                 "the gRPC passthrough step must be built inside a Tokio runtime",
             ));
         }
-        let mut endpoint = Endpoint::from_shared(uri.to_owned())
+        let endpoint = Endpoint::from_shared(format!("http://{authority}"))
             .map_err(|_| {
                 Error::config("not a valid address (expected host:port)").at("grpc.address")
             })?
             .connect_timeout(timeout)
             .timeout(timeout)
             .tcp_nodelay(true);
-        if let Some(tls) = &key.2 {
-            endpoint = tls.apply(endpoint)?;
-        }
-        let channel = endpoint.connect_lazy();
+        let channel = match (&key.2, tls_at) {
+            (Some(tls), Some(at)) => {
+                tls::channel(endpoint, authority, host, tls).map_err(|e| e.at(at))?
+            }
+            _ => endpoint.connect_lazy(),
+        };
         channels.insert(key, channel.clone());
         Ok(channel)
     }
@@ -314,54 +333,49 @@ impl ExtAuthPlugin for GrpcPassthroughPlugin {
             .trim_start_matches('[')
             .trim_end_matches(']')
             .to_owned();
-        let (uri, tls) = match (scheme, grpc.tls) {
-            (None | Some("http"), None) => (format!("http://{authority}"), None),
-            (None | Some("https"), Some(tls)) => {
-                (format!("https://{authority}"), Some(Tls::load(tls, &host)?))
+        let tls = match (grpc.tls_config, grpc.tls) {
+            (Some(_), Some(_)) => {
+                return Err(
+                    Error::config("set Gloo's `tlsConfig` or authchain's `tls`, not both")
+                        .at("grpc.tlsConfig"),
+                );
             }
+            (Some(gloo), None) => Some((
+                gloo.resolve(context).map_err(|e| e.at("grpc.tlsConfig"))?,
+                "grpc.tlsConfig",
+            )),
+            (None, Some(own)) => Some((own.load()?, "grpc.tls")),
+            (None, None) => None,
+        };
+        match (scheme, &tls) {
+            (None | Some("http"), None) | (None | Some("https"), Some(_)) => {}
             (Some("https"), None) => {
                 return Err(
-                    Error::config("https:// needs a `tls` block with the CA to trust")
+                    Error::config("https:// needs a `tlsConfig` (or `tls`) block")
                         .at("grpc.address"),
                 );
             }
             (Some("http"), Some(_)) => {
                 return Err(
-                    Error::config("http:// with a `tls` block: use host:port or https://")
+                    Error::config("http:// with a TLS block: use host:port or https://")
                         .at("grpc.address"),
                 );
             }
             (Some(_), _) => return Err(invalid()),
-        };
+        }
         let timeout = grpc
             .connection_timeout
             .map_or(DEFAULT_CONNECTION_TIMEOUT, |d| d.0);
         if timeout.is_zero() {
             return Err(Error::config("must be more than zero").at("grpc.connectionTimeout"));
         }
-        let (retries, base, max) = match grpc.retry_policy {
-            None => (0, Duration::ZERO, Duration::ZERO),
-            Some(policy) => {
-                let back_off = policy.retry_back_off;
-                let base = back_off
-                    .as_ref()
-                    .and_then(|b| b.base_interval)
-                    .map_or(Duration::from_millis(25), |d| d.0);
-                let max = back_off
-                    .as_ref()
-                    .and_then(|b| b.max_interval)
-                    .map_or(base.saturating_mul(10), |d| d.0);
-                (policy.num_retries.unwrap_or(1).min(10), base, max.max(base))
-            }
-        };
-        let channel = self.channel(&uri, timeout, tls)?;
+        let retry = Retries::new(grpc.retry_policy)?;
+        let channel = self.channel(authority, &host, timeout, tls)?;
         Ok(Arc::new(GrpcPassthrough {
             client: AuthorizationClient::new(channel),
             address: address.to_owned(),
             timeout,
-            retries,
-            base,
-            max,
+            retry,
             config: config.config.map(|c| json_to_struct(&c)),
             bypass: context.failure_mode_allow.then(|| {
                 metrics::counter!(
@@ -379,9 +393,7 @@ struct GrpcPassthrough {
     client: AuthorizationClient<Channel>,
     address: String,
     timeout: Duration,
-    retries: u32,
-    base: Duration,
-    max: Duration,
+    retry: Retries,
     config: Option<Struct>,
     /// Counts failures the chain lets through (`failureModeAllow`), under
     /// Gloo's name for them.
@@ -420,8 +432,52 @@ impl GrpcPassthrough {
             what,
         })
     }
+}
 
-    fn back_off(&self, attempt: u32) -> Duration {
+/// How UNAVAILABLE is retried: Gloo's `retryPolicy` with its defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Retries {
+    count: u32,
+    base: Duration,
+    max: Duration,
+}
+
+impl Retries {
+    /// None without a policy; else `numRetries` (1), `baseInterval` (1 s),
+    /// `maxInterval` (ten times the base, and never below it).
+    fn new(policy: Option<RetryPolicy>) -> Result<Retries, Error> {
+        let Some(policy) = policy else {
+            return Ok(Retries {
+                count: 0,
+                base: Duration::ZERO,
+                max: Duration::ZERO,
+            });
+        };
+        let back_off = policy.retry_back_off;
+        let base = back_off
+            .as_ref()
+            .and_then(|b| b.base_interval)
+            .map_or(DEFAULT_BASE_INTERVAL, |d| d.0);
+        let max = back_off
+            .as_ref()
+            .and_then(|b| b.max_interval)
+            .map_or(base.saturating_mul(10), |d| d.0);
+        let count = policy.num_retries.unwrap_or(DEFAULT_RETRIES);
+        if count > MAX_RETRIES {
+            return Err(
+                Error::config(format!("at most {MAX_RETRIES}")).at("grpc.retryPolicy.numRetries")
+            );
+        }
+        Ok(Retries {
+            count,
+            base,
+            max: max.max(base),
+        })
+    }
+
+    /// The wait before retry `attempt + 1`: the base, doubled per retry,
+    /// up to the max.
+    fn wait(&self, attempt: u32) -> Duration {
         self.base
             .saturating_mul(2u32.saturating_pow(attempt))
             .min(self.max)
@@ -449,7 +505,7 @@ impl AuthService for GrpcPassthrough {
             }
             let mut attempt = 0;
             let response = loop {
-                let message = if attempt < self.retries {
+                let message = if attempt < self.retry.count {
                     check.clone()
                 } else {
                     std::mem::take(&mut check)
@@ -460,10 +516,11 @@ impl AuthService for GrpcPassthrough {
                 match tokio::time::timeout(self.timeout, client.check(call)).await {
                     Ok(Ok(response)) => break response.into_inner(),
                     Ok(Err(status))
-                        if status.code() == tonic::Code::Unavailable && attempt < self.retries =>
+                        if status.code() == tonic::Code::Unavailable
+                            && attempt < self.retry.count =>
                     {
                         tracing::debug!(address = %self.address, attempt, "passthrough server unavailable; retrying");
-                        tokio::time::sleep(self.back_off(attempt)).await;
+                        tokio::time::sleep(self.retry.wait(attempt)).await;
                         attempt += 1;
                     }
                     Ok(Err(status)) => {
@@ -641,12 +698,72 @@ mod tests {
             .await
             .unwrap_err();
         assert!(place(e).ends_with("grpc.connectionTimeout"));
+        // Gloo's tlsConfig: one TLS block, its errors at their field.
+        for (grpc, want) in [
+            (
+                "{address: '127.0.0.1:1', tlsConfig: {}, tls: {caPem: x}}",
+                "configs[0].passThroughAuth.grpc.tlsConfig: set Gloo's `tlsConfig` or authchain's `tls`, not both",
+            ),
+            (
+                "{address: 'http://127.0.0.1:1', tlsConfig: {}}",
+                "configs[0].passThroughAuth.grpc.address: http:// with a TLS block: use host:port or https://",
+            ),
+            (
+                "{address: '127.0.0.1:1', tlsConfig: {secretRef: {name: nowhere}}}",
+                "configs[0].passThroughAuth.grpc.tlsConfig.secretRef: no Secret default/nowhere was read",
+            ),
+            (
+                "{address: '127.0.0.1:1', tlsConfig: {sslParams: {cipherSuites: [ECDHE-RSA-AES128-GCM-SHA256, AES128-SHA]}}}",
+                "configs[0].passThroughAuth.grpc.tlsConfig.sslParams.cipherSuites[1]: `AES128-SHA` is not offered by rustls",
+            ),
+            (
+                "{address: '127.0.0.1:1', tlsConfig: {sslParams: {maximumProtocolVersion: TLSv1_1}}}",
+                "configs[0].passThroughAuth.grpc.tlsConfig.sslParams.maximumProtocolVersion: TLS below 1.2 is not available",
+            ),
+            (
+                "{address: '127.0.0.1:1', connectionPool: {maxConns: 1}}",
+                "configs[0].passThroughAuth.grpc.connectionPool: unknown field `connectionPool`",
+            ),
+        ] {
+            let e = load(&plugin, grpc).await.unwrap_err().to_string();
+            assert!(e.contains(want), "{grpc}: {e}");
+        }
         load(
             &plugin,
             "{address: '127.0.0.1:1', connectionTimeout: 250ms, retryPolicy: {numRetries: 2, retryBackOff: {baseInterval: 1ms}}}",
         )
         .await
         .unwrap();
+    }
+
+    #[test]
+    fn retry_defaults_are_gloo_s() {
+        let policy =
+            |json: serde_json::Value| serde_json::from_value::<Option<RetryPolicy>>(json).unwrap();
+        let s = Duration::from_secs;
+        // No policy: no retry (Gloo: "failed calls will not retry unless configured").
+        assert_eq!(Retries::new(None).unwrap().count, 0);
+        // `retryPolicy: {}`: one retry after 1 s, waits up to 10 s.
+        let gloo = Retries::new(policy(serde_json::json!({}))).unwrap();
+        assert_eq!((gloo.count, gloo.base, gloo.max), (1, s(1), s(10)));
+        let waits: Vec<_> = (0..6).map(|a| gloo.wait(a)).collect();
+        assert_eq!(waits, [s(1), s(2), s(4), s(8), s(10), s(10)]);
+        // Gloo's guide: 10 retries from 1 s, at most 2 s apart.
+        let guide = Retries::new(policy(serde_json::json!(
+            {"numRetries": 10, "retryBackOff": {"baseInterval": "1s", "maxInterval": "2s"}}
+        )))
+        .unwrap();
+        assert_eq!(
+            (guide.count, guide.wait(0), guide.wait(1), guide.wait(5)),
+            (10, s(1), s(2), s(2))
+        );
+        let base_only = Retries::new(policy(
+            serde_json::json!({"retryBackOff": {"baseInterval": "200ms"}}),
+        ))
+        .unwrap();
+        assert_eq!(base_only.max, s(2));
+        let e = Retries::new(policy(serde_json::json!({"numRetries": 11}))).unwrap_err();
+        assert_eq!(e.to_string(), "grpc.retryPolicy.numRetries: at most 10");
     }
 
     #[test]
@@ -683,13 +800,15 @@ mod debug_tests {
     #[test]
     fn debug_shows_no_config_value() {
         let config: PassthroughConfig = serde_json::from_value(serde_json::json!({
-            "grpc": { "address": "127.0.0.1:9000" },
+            "grpc": { "address": "127.0.0.1:9000", "tlsConfig": { "secretRef": { "name": "passthrough-mtls" } } },
             "config": { "apiToken": "t-s3cret" }
         }))
         .unwrap();
         let shown = format!("{config:?}");
         assert!(
-            !shown.contains("s3cret") && shown.contains("apiToken"),
+            !shown.contains("s3cret")
+                && shown.contains("apiToken")
+                && shown.contains("passthrough-mtls"),
             "{shown}"
         );
     }

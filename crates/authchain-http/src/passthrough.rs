@@ -7,7 +7,12 @@
 //!     http:
 //!       url: http://auth.internal:9001/auth    # POSTed to; its path is kept
 //!       connectionTimeout: 5s                  # the whole call (default 5s)
-//!       tls: { caFile: /etc/authchain/ca.pem } # or caPem: "-----BEGIN ..."; https only
+//!       responseHeaderTimeout: 1s              # from the call written to the answer's head
+//!       connectionPool: { maxConns: 100, idleTimeout: 30s }   # Gloo's defaults: 100, none
+//!       tlsConfig:                             # Gloo's (https only): see authchain_core::tls
+//!         secretRef: { name: passthrough-mtls, namespace: gloo-system }
+//!         sslParams: { minimumProtocolVersion: TLSv1_3 }
+//!       # or authchain's `tls: { caFile: /etc/authchain/ca.pem }` (or caPem), not both
 //!       request:
 //!         allowedHeaders: [authorization]      # copied from the client request
 //!         headersToAdd: { x-caller: gateway }  # set on the call
@@ -19,6 +24,7 @@
 //!         allowedUpstreamHeaders: [x-auth-user]          # appended upstream
 //!         allowedUpstreamHeadersToOverwrite: [x-user-id] # set upstream
 //!         allowedClientHeadersOnDenied: [www-authenticate]
+//!         allowedClientHeadersOnSuccess: [x-ratelimit-remaining]   # to the client on a 200
 //!         readStateFromResponse: true          # {"state": {...}} merged into the state
 //!     config: { tenant: acme }                 # in the JSON body, as Gloo sends it
 //!     failureModeAllow: true                   # 5xx, timeouts, refusals pass (counted)
@@ -29,35 +35,53 @@
 //! connection is a step error, which the chain turns into a deny unless
 //! `failureModeAllow` (then counted in `http_passthrough_bypass_failure`
 //! too). A state body that does not parse is a deny. A header listed for
-//! upstream but absent from the answer adds nothing. The upstream headers
-//! are identity headers: the chain strips client-sent copies.
+//! upstream or for the client but absent from the answer adds nothing. The
+//! upstream headers are identity headers: the chain strips client-sent
+//! copies. The client headers on success overwrite the client's response's.
+//!
+//! `connectionTimeout` bounds the whole call: waiting for a pool slot,
+//! connecting, the TLS handshake, and reading the answer. With
+//! `responseHeaderTimeout` too, the answer's head must also come within it
+//! once the call is written; whichever limit is hit first fails the call.
+//! `connectionPool.maxConns` bounds the calls in flight (HTTP/1.1: one per
+//! connection) and the idle connections kept; a call beyond it waits for a
+//! slot within `connectionTimeout`.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use authchain_core::tls::{ClientTls, TlsConfig};
 use authchain_core::{
     Allow, Answer, AuthService, AuthorizationRequest, BuildContext, ConfigDuration, Decision, Deny,
-    Error, ExtAuthPlugin, async_trait,
+    Error, ExtAuthPlugin, HeaderAction, HeaderMutation, async_trait,
 };
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, StatusCode, Uri};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body::{Frame, SizeHint};
+use http_body_util::{BodyExt, Limited};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
-use rustls::pki_types::CertificateDer;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
+use tokio::sync::{Notify, Semaphore};
 
 /// The default time limit of a call (Gloo's `connectionTimeout`).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The largest answer body read (for `readStateFromResponse` and denies).
 pub const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
+
+/// The calls in flight when `connectionPool.maxConns` is not set (Gloo's).
+pub const DEFAULT_MAX_CONNS: u32 = 100;
 
 /// `passThroughAuth` with `http`, as Gloo writes it. Its `Debug` shows
 /// the config's keys, not its values (which may be tokens).
@@ -93,7 +117,17 @@ pub struct HttpSpec {
     /// The call's time limit (default 5 s).
     #[serde(default)]
     pub connection_timeout: Option<ConfigDuration>,
-    /// Trust for `https` URLs.
+    /// How long the answer's head may take once the call is written
+    /// (`0s` or none: only `connectionTimeout` applies).
+    #[serde(default)]
+    pub response_header_timeout: Option<ConfigDuration>,
+    /// The connection pool to the server.
+    #[serde(default)]
+    pub connection_pool: Option<ConnectionPool>,
+    /// Gloo's TLS for `https` URLs: a Secret and protocol parameters.
+    #[serde(default)]
+    pub tls_config: Option<TlsConfig>,
+    /// authchain's trust for `https` URLs (not with `tlsConfig`).
     #[serde(default)]
     pub tls: Option<TlsSpec>,
     /// What the call carries.
@@ -115,6 +149,9 @@ impl std::fmt::Debug for HttpSpec {
                     .map_or_else(|_| "<not a URL>".to_owned(), |u| shown_url(&u)),
             )
             .field("connection_timeout", &self.connection_timeout)
+            .field("response_header_timeout", &self.response_header_timeout)
+            .field("connection_pool", &self.connection_pool)
+            .field("tls_config", &self.tls_config)
             .field("tls", &self.tls)
             .field("request", &self.request)
             .field("response", &self.response)
@@ -132,6 +169,19 @@ fn shown_url(uri: &Uri) -> String {
         uri.host().unwrap_or_default(),
         uri.path()
     )
+}
+
+/// Gloo's `connectionPool`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ConnectionPool {
+    /// The most calls in flight, and idle connections kept (`0` or none:
+    /// 100).
+    #[serde(default)]
+    pub max_conns: Option<u32>,
+    /// How long an idle connection is kept (`0s` or none: no limit).
+    #[serde(default)]
+    pub idle_timeout: Option<ConfigDuration>,
 }
 
 /// The CA that signs the auth server's certificate (else the web PKI roots).
@@ -199,6 +249,9 @@ pub struct ResponseSpec {
     /// Answer headers a denied client gets.
     #[serde(default)]
     pub allowed_client_headers_on_denied: Vec<String>,
+    /// Answer headers an allowed client gets on its response.
+    #[serde(default)]
+    pub allowed_client_headers_on_success: Vec<String>,
     /// Merge `{"state": {...}}` from a 200 body into the chain state.
     #[serde(default)]
     pub read_state_from_response: bool,
@@ -271,6 +324,16 @@ impl ExtAuthPlugin for HttpPassthroughPlugin {
             &spec.response.allowed_client_headers_on_denied,
             "http.response.allowedClientHeadersOnDenied",
         )?;
+        let on_success = names(
+            &spec.response.allowed_client_headers_on_success,
+            "http.response.allowedClientHeadersOnSuccess",
+        )?;
+        if let Some(i) = on_success.iter().position(is_framing) {
+            return Err(Error::config(
+                "a connection or framing header cannot be passed to the client",
+            )
+            .at(format!("http.response.allowedClientHeadersOnSuccess[{i}]")));
+        }
         let mut headers_to_add = HeaderMap::new();
         for (k, v) in &spec.request.headers_to_add {
             let place = format!("http.request.headersToAdd.{k}");
@@ -280,10 +343,37 @@ impl ExtAuthPlugin for HttpPassthroughPlugin {
                 .map_err(|_| Error::config("not a valid header value").at(&place))?;
             headers_to_add.insert(name, value);
         }
-        if spec.tls.is_some() && !https {
-            return Err(Error::config("tls needs an https:// URL").at("http.tls"));
+        let response_header_timeout = spec
+            .response_header_timeout
+            .map(|d| d.0)
+            .filter(|d| !d.is_zero());
+        let pool = spec.connection_pool.unwrap_or_default();
+        let max_conns = pool
+            .max_conns
+            .filter(|n| *n > 0)
+            .unwrap_or(DEFAULT_MAX_CONNS);
+        let idle_timeout = pool.idle_timeout.map(|d| d.0).filter(|d| !d.is_zero());
+        let (tls, tls_at) = match (spec.tls_config, spec.tls) {
+            (Some(_), Some(_)) => {
+                return Err(
+                    Error::config("set Gloo's `tlsConfig` or authchain's `tls`, not both")
+                        .at("http.tlsConfig"),
+                );
+            }
+            (Some(gloo), None) => (
+                Some(gloo.resolve(context).map_err(|e| e.at("http.tlsConfig"))?),
+                "http.tlsConfig",
+            ),
+            (None, Some(own)) => (
+                Some(own.client_tls().map_err(|e| e.at("http.tls"))?),
+                "http.tls",
+            ),
+            (None, None) => (None, "http.tls"),
+        };
+        if tls.is_some() && !https {
+            return Err(Error::config("needs an https:// URL").at(tls_at));
         }
-        let tls = client_tls(spec.tls.as_ref()).map_err(|e| e.at("http.tls"))?;
+        let tls = rustls_config(&tls.unwrap_or_default()).map_err(|e| e.at(tls_at))?;
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(timeout));
         connector.enforce_http(false);
@@ -294,10 +384,16 @@ impl ExtAuthPlugin for HttpPassthroughPlugin {
             builder.https_or_http()
         };
         let connector = builder.enable_http1().wrap_connector(connector);
-        let client = Client::builder(TokioExecutor::new()).build(connector);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(idle_timeout)
+            .pool_max_idle_per_host(max_conns as usize)
+            .build(connector);
         Ok(Arc::new(HttpPassthrough {
             url,
             timeout,
+            response_header_timeout,
+            slots: Arc::new(Semaphore::new(max_conns as usize)),
             client,
             allowed_headers,
             headers_to_add,
@@ -308,6 +404,7 @@ impl ExtAuthPlugin for HttpPassthroughPlugin {
             append,
             overwrite,
             on_denied,
+            on_success,
             read_state: spec.response.read_state_from_response,
             bypass: context.failure_mode_allow.then(|| {
                 metrics::counter!(
@@ -320,34 +417,61 @@ impl ExtAuthPlugin for HttpPassthroughPlugin {
     }
 }
 
-fn client_tls(spec: Option<&TlsSpec>) -> Result<rustls::ClientConfig, Error> {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(Error::build)?;
+/// Headers about the connection or the message's framing, which no auth
+/// server may set on the client's response.
+fn is_framing(name: &HeaderName) -> bool {
+    use http::header;
+    [
+        header::CONNECTION,
+        header::CONTENT_LENGTH,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+        header::TE,
+        header::TRAILER,
+        HeaderName::from_static("keep-alive"),
+        HeaderName::from_static("proxy-connection"),
+    ]
+    .contains(name)
+}
+
+impl TlsSpec {
+    fn client_tls(&self) -> Result<ClientTls, Error> {
+        let pem = match (&self.ca_file, &self.ca_pem) {
+            (Some(path), None) => std::fs::read(path).map_err(|e| {
+                Error::config(format!("cannot read {}: {}", path.display(), e.kind())).at("caFile")
+            })?,
+            (None, Some(pem)) => pem.clone().into_bytes(),
+            (None, None) => return Ok(ClientTls::default()),
+            (Some(_), Some(_)) => return Err(Error::config("set caFile or caPem, not both")),
+        };
+        Ok(ClientTls::default().with_ca_pem(pem))
+    }
+}
+
+/// The rustls (aws-lc-rs) client config for `tls`: its CA or the web PKI
+/// roots, its client certificate, versions and suites.
+fn rustls_config(tls: &ClientTls) -> Result<rustls::ClientConfig, Error> {
+    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+    if let Some(codes) = &tls.cipher_suites {
+        provider
+            .cipher_suites
+            .retain(|s| codes.contains(&u16::from(s.suite())));
+    }
+    let versions: Vec<&'static rustls::SupportedProtocolVersion> = [
+        (tls.tls12, &rustls::version::TLS12),
+        (tls.tls13, &rustls::version::TLS13),
+    ]
+    .into_iter()
+    .filter_map(|(on, version)| on.then_some(version))
+    .collect();
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+        .with_protocol_versions(&versions)
+        .map_err(|e| Error::config(format!("no usable TLS parameters: {e}")))?;
     let mut roots = rustls::RootCertStore::empty();
-    let pem = match spec {
-        Some(TlsSpec {
-            ca_file: Some(path),
-            ca_pem: None,
-        }) => Some(std::fs::read(path).map_err(|e| {
-            Error::config(format!("cannot read {}: {}", path.display(), e.kind())).at("caFile")
-        })?),
-        Some(TlsSpec {
-            ca_file: None,
-            ca_pem: Some(pem),
-        }) => Some(pem.clone().into_bytes()),
-        Some(TlsSpec {
-            ca_file: None,
-            ca_pem: None,
-        })
-        | None => None,
-        Some(_) => return Err(Error::config("set caFile or caPem, not both")),
-    };
-    match pem {
+    match &tls.ca_pem {
         None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
         Some(pem) => {
-            for cert in CertificateDer::pem_slice_iter(&pem) {
+            for cert in CertificateDer::pem_slice_iter(pem) {
                 let cert = cert.map_err(|_| Error::config("not PEM certificates"))?;
                 roots
                     .add(cert)
@@ -358,14 +482,65 @@ fn client_tls(spec: Option<&TlsSpec>) -> Result<rustls::ClientConfig, Error> {
             }
         }
     }
-    Ok(builder.with_root_certificates(roots).with_no_client_auth())
+    let builder = builder.with_root_certificates(roots);
+    let Some(identity) = &tls.identity else {
+        return Ok(builder.with_no_client_auth());
+    };
+    let chain = CertificateDer::pem_slice_iter(&identity.cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .ok()
+        .filter(|chain| !chain.is_empty())
+        .ok_or_else(|| Error::config("the client certificate is not PEM certificates"))?;
+    let key = PrivateKeyDer::from_pem_slice(&identity.key_pem)
+        .map_err(|_| Error::config("the client key is not a PEM private key"))?;
+    builder.with_client_auth_cert(chain, key).map_err(|e| {
+        Error::config(format!(
+            "the client certificate and key are not usable: {e}"
+        ))
+    })
+}
+
+/// The call's body. Once hyper has taken all of it (and dropped it), the
+/// call is written and the wait for the answer's head begins.
+struct CallBody {
+    data: Option<Bytes>,
+    written: Arc<Notify>,
+}
+
+impl http_body::Body for CallBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        Poll::Ready(self.get_mut().data.take().map(|d| Ok(Frame::data(d))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.data.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.data.as_ref().map_or(0, |d| d.len() as u64))
+    }
+}
+
+impl Drop for CallBody {
+    fn drop(&mut self) {
+        self.written.notify_one();
+    }
 }
 
 /// The service [`HttpPassthroughPlugin`] builds.
 pub struct HttpPassthrough {
     url: Uri,
     timeout: Duration,
-    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    response_header_timeout: Option<Duration>,
+    /// One permit per call in flight (`connectionPool.maxConns`).
+    slots: Arc<Semaphore>,
+    client: Client<HttpsConnector<HttpConnector>, CallBody>,
     allowed_headers: Vec<HeaderName>,
     headers_to_add: HeaderMap,
     pass_state: bool,
@@ -376,6 +551,7 @@ pub struct HttpPassthrough {
     append: Vec<HeaderName>,
     overwrite: Vec<HeaderName>,
     on_denied: Vec<HeaderName>,
+    on_success: Vec<HeaderName>,
     read_state: bool,
     bypass: Option<metrics::Counter>,
 }
@@ -385,12 +561,17 @@ impl std::fmt::Debug for HttpPassthrough {
         f.debug_struct("HttpPassthrough")
             .field("url", &shown_url(&self.url))
             .field("timeout", &self.timeout)
+            .field("response_header_timeout", &self.response_header_timeout)
             .finish_non_exhaustive()
     }
 }
 
 impl HttpPassthrough {
-    fn call_request(&self, request: &AuthorizationRequest) -> Result<Request<Full<Bytes>>, Error> {
+    fn call_request(
+        &self,
+        request: &AuthorizationRequest,
+        written: Arc<Notify>,
+    ) -> Result<Request<CallBody>, Error> {
         let mut call = Request::post(self.url.clone());
         let headers = call
             .headers_mut()
@@ -426,20 +607,45 @@ impl HttpPassthrough {
                     http::header::CONTENT_TYPE,
                     HeaderValue::from_static("application/json"),
                 );
-                Bytes::from(serde_json::to_vec(&doc).map_err(Error::step)?)
+                Some(Bytes::from(serde_json::to_vec(&doc).map_err(Error::step)?))
             } else {
-                Bytes::new()
+                None
             };
-        call.body(Full::new(body)).map_err(Error::step)
+        call.body(CallBody {
+            data: body,
+            written,
+        })
+        .map_err(Error::step)
     }
 
     async fn call(
         &self,
         request: &AuthorizationRequest,
     ) -> Result<(http::response::Parts, Bytes), Error> {
-        let call = self.call_request(request)?;
+        let written = Arc::new(Notify::new());
+        let call = self.call_request(request, written.clone())?;
         let exchange = async {
-            let response = self.client.request(call).await.map_err(|e| {
+            let _slot = self
+                .slots
+                .acquire()
+                .await
+                .map_err(|_| Error::step("the connection pool is closed"))?;
+            let answer = self.client.request(call);
+            let answer = match self.response_header_timeout {
+                None => answer.await,
+                Some(limit) => tokio::select! {
+                    answer = answer => answer,
+                    () = async {
+                        written.notified().await;
+                        tokio::time::sleep(limit).await;
+                    } => {
+                        return Err(Error::step(format!(
+                            "the auth server sent no answer within {limit:?} of the call (responseHeaderTimeout)"
+                        )));
+                    }
+                },
+            };
+            let response = answer.map_err(|e| {
                 Error::step(format!("cannot reach the auth server: {}", error_chain(&e)))
             })?;
             let (parts, body) = response.into_parts();
@@ -517,6 +723,19 @@ impl AuthService for HttpPassthrough {
                 request.state.extend(state);
             }
             let mut allow = Allow::new();
+            for name in &self.on_success {
+                let mut values = parts.headers.get_all(name).iter();
+                if let Some(first) = values.next() {
+                    allow.response_headers.push(HeaderMutation::new(
+                        name.clone(),
+                        first.clone(),
+                        HeaderAction::OverwriteIfExistsOrAdd,
+                    ));
+                    for value in values {
+                        allow = allow.response_header(name.clone(), value.clone());
+                    }
+                }
+            }
             for name in &self.append {
                 for value in parts.headers.get_all(name) {
                     allow = allow.append_header(name.clone(), value.clone());
@@ -549,13 +768,16 @@ mod tests {
         let config: PassThroughHttp = serde_json::from_value(serde_json::json!({
             "http": {
                 "url": "https://user:pw-s3cret@auth.example:8443/check?token=q-s3cret",
-                "request": { "headersToAdd": { "authorization": "Bearer h-s3cret" } }
+                "request": { "headersToAdd": { "authorization": "Bearer h-s3cret" } },
+                "tlsConfig": { "secretRef": { "name": "passthrough-mtls" } },
+                "connectionPool": { "maxConns": 2 }
             }
         }))
         .unwrap();
         let shown = format!("{config:?} {config:#?}");
         assert!(!shown.contains("s3cret"), "{shown}");
         assert!(shown.contains("authorization"), "{shown}");
+        assert!(shown.contains("passthrough-mtls"), "{shown}");
         let uri: Uri = config.http.url.parse().unwrap();
         assert_eq!(shown_url(&uri), "https://auth.example:8443/check");
         let spec = HttpSpec {

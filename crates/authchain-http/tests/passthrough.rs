@@ -415,7 +415,7 @@ fn bad_configs_name_their_place() {
         (
             "tls for http://",
             "{url: 'http://a', tls: {caPem: x}}",
-            "pt.yaml: configs[0].passThroughAuth.http.tls: tls needs an https:// URL",
+            "pt.yaml: configs[0].passThroughAuth.http.tls: needs an https:// URL",
         ),
         (
             "a CA that is no PEM",
@@ -430,7 +430,47 @@ fn bad_configs_name_their_place() {
         (
             "an unknown field",
             "{url: 'http://a', retries: 3}",
-            "pt.yaml: configs[0].passThroughAuth.http.retries: unknown field `retries`, expected one of `url`, `connectionTimeout`, `tls`, `request`, `response`",
+            "pt.yaml: configs[0].passThroughAuth.http.retries: unknown field `retries`, expected one of `url`, `connectionTimeout`, `responseHeaderTimeout`, `connectionPool`, `tlsConfig`, `tls`, `request`, `response`",
+        ),
+        (
+            "Gloo's tlsConfig beside authchain's tls",
+            "{url: 'https://a', tlsConfig: {}, tls: {caPem: x}}",
+            "pt.yaml: configs[0].passThroughAuth.http.tlsConfig: set Gloo's `tlsConfig` or authchain's `tls`, not both",
+        ),
+        (
+            "tlsConfig for http://",
+            "{url: 'http://a', tlsConfig: {}}",
+            "pt.yaml: configs[0].passThroughAuth.http.tlsConfig: needs an https:// URL",
+        ),
+        (
+            "a Secret that was not read",
+            "{url: 'https://a', tlsConfig: {secretRef: {name: nowhere, namespace: team-b}}}",
+            "pt.yaml: configs[0].passThroughAuth.http.tlsConfig.secretRef: no Secret team-b/nowhere was read",
+        ),
+        (
+            "a cipher suite rustls lacks",
+            "{url: 'https://a', tlsConfig: {sslParams: {cipherSuites: [ECDHE-RSA-AES128-GCM-SHA256, DES-CBC3-SHA]}}}",
+            "pt.yaml: configs[0].passThroughAuth.http.tlsConfig.sslParams.cipherSuites[1]: `DES-CBC3-SHA` is not offered by rustls, which has AEAD suites with ECDHE only: ECDHE-ECDSA-AES128-GCM-SHA256, ECDHE-ECDSA-AES256-GCM-SHA384, ECDHE-RSA-AES128-GCM-SHA256, ECDHE-RSA-AES256-GCM-SHA384, ECDHE-ECDSA-CHACHA20-POLY1305, ECDHE-RSA-CHACHA20-POLY1305, TLS_AES_128_GCM_SHA256, TLS_AES_256_GCM_SHA384, TLS_CHACHA20_POLY1305_SHA256",
+        ),
+        (
+            "TLS 1.1",
+            "{url: 'https://a', tlsConfig: {sslParams: {minimumProtocolVersion: TLSv1_1}}}",
+            "pt.yaml: configs[0].passThroughAuth.http.tlsConfig.sslParams.minimumProtocolVersion: TLS below 1.2 is not available: rustls speaks TLSv1_2 and TLSv1_3 only",
+        ),
+        (
+            "a version Gloo lacks",
+            "{url: 'https://a', tlsConfig: {sslParams: {minimumProtocolVersion: TLSv9}}}",
+            "pt.yaml: configs[0].passThroughAuth.http.tlsConfig.sslParams.minimumProtocolVersion: unknown variant `TLSv9`, expected one of `TLS_AUTO`, `TLSv1_0`, `TLSv1_1`, `TLSv1_2`, `TLSv1_3`",
+        ),
+        (
+            "a framing header for the client",
+            "{url: 'http://a', response: {allowedClientHeadersOnSuccess: [x-a, Content-Length]}}",
+            "pt.yaml: configs[0].passThroughAuth.http.response.allowedClientHeadersOnSuccess[1]: a connection or framing header cannot be passed to the client",
+        ),
+        (
+            "a pool field Gloo lacks",
+            "{url: 'http://a', connectionPool: {maxRequests: 3}}",
+            "pt.yaml: configs[0].passThroughAuth.http.connectionPool.maxRequests: unknown field `maxRequests`, expected `maxConns` or `idleTimeout`",
         ),
     ];
     for (name, http, want) in CASES {

@@ -19,6 +19,8 @@
 //! - [`slapd::Slapd`]: OpenLDAP with a small directory of users and
 //!   groups, for the `ldap` step;
 //! - [`load`]: `wrk` runs for side-by-side load comparisons;
+//! - [`tls`]: a CA made at run time and a TLS server (client certificates
+//!   required if asked) in front of a plain one;
 //! - [`render`] for config templates and [`free_port`] for loopback ports.
 //!
 //! A new peer (nginx, Traefik, Caddy) adds a module like [`envoy`]: a
@@ -52,6 +54,7 @@ pub mod nginx;
 mod peer;
 pub mod slapd;
 mod template;
+pub mod tls;
 pub mod traefik;
 
 #[doc(inline)]

@@ -39,6 +39,14 @@ fn string_field(
     }
 }
 
+/// `GET /api` with the credential the sample remote allows.
+fn sample_request() -> authchain_core::AuthorizationRequest {
+    authchain_core::AuthorizationRequest::new(http::Method::GET, "/api").with_header(
+        http::header::AUTHORIZATION,
+        http::HeaderValue::from_static("authorize me"),
+    )
+}
+
 /// The remote, served with a count of the connections it accepted.
 async fn remote_with_connection_count(remote: SampleRemote) -> (GrpcServer, Arc<AtomicUsize>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -187,11 +195,7 @@ async fn unavailable_is_retried_by_the_retry_policy() {
         .chain("passthrough")
         .cloned()
         .expect("loaded");
-    let mut request = authchain_core::AuthorizationRequest::new(http::Method::GET, "/api")
-        .with_header(
-            http::header::AUTHORIZATION,
-            http::HeaderValue::from_static("authorize me"),
-        );
+    let mut request = sample_request();
     assert!(
         chain.authorize(&mut request).await.is_allow(),
         "two UNAVAILABLE, then OK"
@@ -207,11 +211,7 @@ async fn unavailable_is_retried_by_the_retry_policy() {
         .chain("passthrough")
         .cloned()
         .expect("loaded");
-    let mut request = authchain_core::AuthorizationRequest::new(http::Method::GET, "/api")
-        .with_header(
-            http::header::AUTHORIZATION,
-            http::HeaderValue::from_static("authorize me"),
-        );
+    let mut request = sample_request();
     let decision = chain.authorize(&mut request).await;
     assert_eq!(decision.as_deny().map(|d| d.status.as_u16()), Some(403));
 }
@@ -269,11 +269,7 @@ async fn the_remote_can_be_reached_over_tls() {
             .chain("passthrough")
             .cloned()
             .expect("loaded");
-        let mut request = authchain_core::AuthorizationRequest::new(http::Method::GET, "/api")
-            .with_header(
-                http::header::AUTHORIZATION,
-                http::HeaderValue::from_static("authorize me"),
-            );
+        let mut request = sample_request();
         chain.authorize(&mut request).await
     };
     let (other_ca, _) = tls_material();
@@ -307,4 +303,166 @@ async fn the_remote_can_be_reached_over_tls() {
         let status = decision.as_deny().map_or(200, |d| d.status.as_u16());
         assert_eq!(status, want, "case {name}: {decision:?}");
     }
+}
+
+/// The remote behind a real TLS server that requires a client certificate,
+/// reached with Gloo's `tlsConfig`: the Secret's certificate allows; no
+/// certificate, a stranger's, an untrusted server, or a version the server
+/// does not speak fail closed.
+#[tokio::test]
+async fn mtls_with_gloo_s_tls_config_and_fail_closed_without_it() {
+    use authchain_testkit::tls::{FrontSettings, Pki, TlsFront, tls_secret};
+    let servers = Pki::new();
+    let clients = Pki::new();
+    let strangers = Pki::new();
+    let remote = GrpcServer::remote(SampleRemote::default()).await;
+    let identity = servers.issue(&["localhost", "127.0.0.1"]);
+    let front = TlsFront::start(
+        remote.addr,
+        FrontSettings::new(identity.clone()).require_client_cert(&clients),
+    )
+    .await
+    .unwrap();
+    let tls12 = TlsFront::start(
+        remote.addr,
+        FrontSettings::new(identity)
+            .require_client_cert(&clients)
+            .tls12_only(),
+    )
+    .await
+    .unwrap();
+    let (client, stranger) = (
+        clients.issue(&["authchain"]),
+        strangers.issue(&["authchain"]),
+    );
+    let (ca, other_ca) = (servers.ca_pem(), strangers.ca_pem());
+    let secret = |client, ca| tls_secret("default", "mtls", client, ca);
+    let mtls = "{secretRef: {name: mtls}}";
+    // (case, server, tlsConfig, the Secret, allowed)
+    let cases = [
+        (
+            "the Secret's certificate and CA",
+            front.addr(),
+            mtls,
+            secret(Some(&client), Some(&ca)),
+            true,
+        ),
+        (
+            "no client certificate",
+            front.addr(),
+            mtls,
+            secret(None, Some(&ca)),
+            false,
+        ),
+        (
+            "a certificate from another CA",
+            front.addr(),
+            mtls,
+            secret(Some(&stranger), Some(&ca)),
+            false,
+        ),
+        (
+            "a server the Secret's CA did not sign",
+            front.addr(),
+            mtls,
+            secret(Some(&client), Some(&other_ca)),
+            false,
+        ),
+        (
+            "the web PKI roots (tlsConfig: {})",
+            front.addr(),
+            "{}",
+            String::new(),
+            false,
+        ),
+        (
+            "TLS 1.2 when it is all the server speaks",
+            tls12.addr(),
+            "{secretRef: {name: mtls}, sslParams: {maximumProtocolVersion: TLSv1_2}}",
+            secret(Some(&client), Some(&ca)),
+            true,
+        ),
+        (
+            "TLS 1.3 at least, against a TLS 1.2 server",
+            tls12.addr(),
+            "{secretRef: {name: mtls}, sslParams: {minimumProtocolVersion: TLSv1_3}}",
+            secret(Some(&client), Some(&ca)),
+            false,
+        ),
+        (
+            "plain text to a TLS server",
+            front.addr(),
+            "",
+            String::new(),
+            false,
+        ),
+    ];
+    for (case, addr, tls_config, secret, allowed) in cases {
+        let tls = if tls_config.is_empty() {
+            String::new()
+        } else {
+            format!(", tlsConfig: {tls_config}")
+        };
+        let yaml = configs(addr, "").replace(
+            "connectionTimeout: 500ms }",
+            &format!("connectionTimeout: 2s{tls} }}"),
+        ) + "---\n"
+            + &secret;
+        let engine = crate::common::engine(&yaml).await;
+        let chain = engine
+            .current()
+            .chain("passthrough")
+            .cloned()
+            .expect("loaded");
+        let mut request = sample_request();
+        let decision = chain.authorize(&mut request).await;
+        if allowed {
+            assert!(decision.is_allow(), "case {case}: {decision:?}");
+            assert_eq!(request.state["remote"], "was here", "case {case}");
+        } else {
+            assert_eq!(
+                decision.as_deny().map(|d| d.status.as_u16()),
+                Some(403),
+                "case {case}"
+            );
+        }
+    }
+}
+
+/// `retryPolicy: {}` is Gloo's defaults: one retry, after 1 s.
+#[tokio::test]
+async fn an_empty_retry_policy_retries_once() {
+    let remote = SampleRemote::default();
+    let server = GrpcServer::remote(remote.clone()).await;
+    let yaml = configs(server.addr, "").replace(
+        "connectionTimeout: 500ms }",
+        "connectionTimeout: 500ms, retryPolicy: {} }",
+    );
+    let engine = crate::common::engine(&yaml).await;
+    let chain = engine
+        .current()
+        .chain("passthrough")
+        .cloned()
+        .expect("loaded");
+    let authorize = || async {
+        let mut request = sample_request();
+        chain.authorize(&mut request).await
+    };
+    remote.unavailable_first.store(1, Ordering::Relaxed);
+    assert!(
+        authorize().await.is_allow(),
+        "UNAVAILABLE, then OK on the retry"
+    );
+    remote.unavailable_first.store(2, Ordering::Relaxed);
+    let decision = authorize().await;
+    assert_eq!(
+        decision.as_deny().map(|d| d.status.as_u16()),
+        Some(403),
+        "one retry only"
+    );
+    assert_eq!(
+        remote.unavailable_first.load(Ordering::Relaxed),
+        0,
+        "both tries were made"
+    );
 }

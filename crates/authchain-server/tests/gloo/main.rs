@@ -16,6 +16,7 @@ mod hmac;
 mod jwt;
 mod ldap;
 mod opa;
+mod passthrough;
 mod user_id_header;
 
 /// What the tests run: the echo app, the `authchain` binary serving a
