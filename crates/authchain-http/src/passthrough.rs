@@ -55,7 +55,7 @@ use std::time::Duration;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use authchain_core::tls::{ClientTls, TlsConfig};
+use authchain_core::tls::{ClientTls, TlsConfig, rustls_config};
 use authchain_core::{
     Allow, Answer, AuthService, AuthorizationRequest, BuildContext, ConfigDuration, Decision, Deny,
     Error, ExtAuthPlugin, HeaderAction, HeaderMutation, async_trait,
@@ -68,8 +68,6 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use tokio::sync::{Notify, Semaphore};
@@ -446,58 +444,6 @@ impl TlsSpec {
         };
         Ok(ClientTls::default().with_ca_pem(pem))
     }
-}
-
-/// The rustls (aws-lc-rs) client config for `tls`: its CA or the web PKI
-/// roots, its client certificate, versions and suites.
-fn rustls_config(tls: &ClientTls) -> Result<rustls::ClientConfig, Error> {
-    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
-    if let Some(codes) = &tls.cipher_suites {
-        provider
-            .cipher_suites
-            .retain(|s| codes.contains(&u16::from(s.suite())));
-    }
-    let versions: Vec<&'static rustls::SupportedProtocolVersion> = [
-        (tls.tls12, &rustls::version::TLS12),
-        (tls.tls13, &rustls::version::TLS13),
-    ]
-    .into_iter()
-    .filter_map(|(on, version)| on.then_some(version))
-    .collect();
-    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
-        .with_protocol_versions(&versions)
-        .map_err(|e| Error::config(format!("no usable TLS parameters: {e}")))?;
-    let mut roots = rustls::RootCertStore::empty();
-    match &tls.ca_pem {
-        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
-        Some(pem) => {
-            for cert in CertificateDer::pem_slice_iter(pem) {
-                let cert = cert.map_err(|_| Error::config("not PEM certificates"))?;
-                roots
-                    .add(cert)
-                    .map_err(|_| Error::config("not a usable CA certificate"))?;
-            }
-            if roots.is_empty() {
-                return Err(Error::config("no certificate in the PEM"));
-            }
-        }
-    }
-    let builder = builder.with_root_certificates(roots);
-    let Some(identity) = &tls.identity else {
-        return Ok(builder.with_no_client_auth());
-    };
-    let chain = CertificateDer::pem_slice_iter(&identity.cert_pem)
-        .collect::<Result<Vec<_>, _>>()
-        .ok()
-        .filter(|chain| !chain.is_empty())
-        .ok_or_else(|| Error::config("the client certificate is not PEM certificates"))?;
-    let key = PrivateKeyDer::from_pem_slice(&identity.key_pem)
-        .map_err(|_| Error::config("the client key is not a PEM private key"))?;
-    builder.with_client_auth_cert(chain, key).map_err(|e| {
-        Error::config(format!(
-            "the client certificate and key are not usable: {e}"
-        ))
-    })
 }
 
 /// The call's body. Once hyper has taken all of it (and dropped it), the

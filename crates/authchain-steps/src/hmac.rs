@@ -7,9 +7,9 @@
 //!     secretRefs:
 //!     - { name: alice-hmac, namespace: gloo-system }
 //!   parametersInHeaders: {}        # Gloo's only implementation (also when left out)
-//!   clockSkew: 5m                  # authchain's: how far `Date` may be from now (5m)
+//!   clockSkew: 5m                  # authchain's: how far `Date` may be from now (5m, at most 1h)
 //!   algorithms: [hmac-sha256]      # authchain's: the algorithms accepted (all four)
-//!   requiredHeaders: [digest]      # authchain's: headers every signature must cover too
+//!   requiredHeaders: [host, digest]   # authchain's: headers every signature must cover too
 //! ```
 //!
 //! Each Secret is Gloo's account credentials Secret (`glooctl create
@@ -57,10 +57,14 @@
 //! The path signed is the canonical path the chain sees (see
 //! `authchain_core::path`), with the query as it came: a client that
 //! signs `/public/../admin` is refused, since the request is for
-//! `/admin`; one that signs `/admin` is not. The body is not signed (a
-//! `digest` header, when listed, is signed as a header, not checked
-//! against the body). A signature may be replayed within `clockSkew` of
-//! its `Date`: keep it short, and keep TLS in front.
+//! `/admin`; one that signs `/admin` is not. A signed `digest` header
+//! (RFC 3230, `SHA-256=` or `SHA-512=`) must be the body's, as the check
+//! carries it: where the proxy does not send the body to the check, a
+//! digest of a non-empty body is refused. A signature may be replayed
+//! within `clockSkew` of its `Date` (to another host too, unless `host` is
+//! signed): keep it short, require `host`, and keep TLS in front. A key
+//! under 32 bytes is warned about: one signed request is enough to search
+//! for it offline.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -95,6 +99,13 @@ pub const CHALLENGE: &str = "hmac headers=\"date @request-target\"";
 /// How far a request's `Date` may be from now by default (as Kong's
 /// `clock_skew`).
 pub const DEFAULT_CLOCK_SKEW: Duration = Duration::from_secs(300);
+
+/// The largest `clockSkew`: a signature replays for as long.
+pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(3600);
+
+/// A key shorter than this is weak against an offline search from one
+/// signed request: a warning says so.
+const WEAK_KEY_LEN: usize = 32;
 
 /// The most names `headers` may list.
 const MAX_SIGNED_HEADERS: usize = 32;
@@ -288,6 +299,12 @@ impl HmacAuth {
                 ))
                 .at(at));
             }
+            if key.len() < WEAK_KEY_LEN {
+                tracing::warn!(
+                    secret = %format!("{}/{}", secret.namespace, secret.name),
+                    "hmacAuth: a key under {WEAK_KEY_LEN} bytes can be found offline from one signed request; make one with `openssl rand -base64 32`"
+                );
+            }
             if credentials.iter().any(|c| c.user == user) {
                 return Err(Error::config("the same username is in two Secrets").at(at));
             }
@@ -304,6 +321,12 @@ impl HmacAuth {
         let clock_skew = config.clock_skew.map_or(DEFAULT_CLOCK_SKEW, |d| d.0);
         if clock_skew.is_zero() {
             return Err(Error::config("must be more than 0").at("clockSkew"));
+        }
+        if clock_skew > MAX_CLOCK_SKEW {
+            return Err(
+                Error::config("at most 1h: a signature may be replayed for that long")
+                    .at("clockSkew"),
+            );
         }
         let algorithms = match &config.algorithms {
             None => Algorithm::ALL.to_vec(),
@@ -407,11 +430,17 @@ impl HmacAuth {
         // one.
         let (credential, known) = self.credential(params.username);
         let good = algorithm.verify(&credential.key, &message, &signature);
-        if good && known {
-            Ok((&credential.user, date + self.clock_skew))
-        } else {
-            Err("an unknown user or a wrong signature")
+        if !(good && known) {
+            return Err("an unknown user or a wrong signature");
         }
+        let signs_digest = params
+            .headers
+            .split(' ')
+            .any(|name| name.eq_ignore_ascii_case("digest"));
+        if signs_digest {
+            check_digest(request)?;
+        }
+        Ok((&credential.user, date + self.clock_skew))
     }
 
     /// The credential of `user` and whether it is `user`'s: an unknown
@@ -507,6 +536,46 @@ impl HmacAuth {
             return Err("a required header not signed");
         }
         Ok((message, date))
+    }
+}
+
+/// A signed `Digest` (RFC 3230: `SHA-256=<base64>`, `SHA-512=<base64>`,
+/// comma-separated) must be the body's: each digest of a known algorithm
+/// matches, and there is one at least. A request whose body did not come
+/// with the check is judged with an empty body, so a digest of a real
+/// body fails, as it must: what was not seen was not checked.
+fn check_digest(request: &AuthorizationRequest) -> Result<(), Refusal> {
+    use sha2::Digest as _;
+    let value = request
+        .headers
+        .get("digest")
+        .and_then(|v| v.to_str().ok())
+        .ok_or("a Digest that is not text")?;
+    let body = request.body.as_deref().unwrap_or_default();
+    let mut checked = false;
+    for part in value.split(',') {
+        let Some((algorithm, encoded)) = part.trim().split_once('=') else {
+            return Err("a malformed Digest");
+        };
+        let expected = if algorithm.eq_ignore_ascii_case("SHA-256") {
+            sha2::Sha256::digest(body).to_vec()
+        } else if algorithm.eq_ignore_ascii_case("SHA-512") {
+            sha2::Sha512::digest(body).to_vec()
+        } else {
+            continue;
+        };
+        let given = base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .map_err(|_| "a malformed Digest")?;
+        if !util::ct_eq(&given, &expected) {
+            return Err("a Digest that is not the body's");
+        }
+        checked = true;
+    }
+    if checked {
+        Ok(())
+    } else {
+        Err("a Digest of no known algorithm (SHA-256, SHA-512)")
     }
 }
 

@@ -66,14 +66,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use authchain_core::resources::{ACCOUNT_CREDENTIALS_TYPE, ResourceRef};
+use authchain_core::tls::{ClientTls, rustls_config};
 use authchain_core::{
     Allow, Answer, Attribute, AuthService, AuthorizationRequest, BuildContext, ConfigDuration,
     Decision, Deny, Error, ExtAuthPlugin, Lifecycle, UserInfo, async_trait,
 };
 use http::{HeaderValue, StatusCode};
 use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, Scope, SearchEntry, SearchOptions};
-use rustls::pki_types::CertificateDer;
-use rustls::pki_types::pem::PemObject;
 use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::Semaphore;
@@ -832,32 +831,13 @@ fn check_filter(filter: &str) -> Result<(), Error> {
 }
 
 fn client_tls(tls: &LdapTls) -> Result<rustls::ClientConfig, Error> {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(Error::build)?;
-    let pem = match (&tls.ca_file, &tls.ca_pem) {
-        (Some(file), None) => Some(util::read_file(file, "caFile")?),
-        (None, Some(pem)) => Some(pem.clone()),
-        (None, None) => None,
+    let client = match (&tls.ca_file, &tls.ca_pem) {
+        (Some(file), None) => ClientTls::default().with_ca_pem(util::read_file(file, "caFile")?),
+        (None, Some(pem)) => ClientTls::default().with_ca_pem(pem.as_bytes()),
+        (None, None) => ClientTls::default(),
         (Some(_), Some(_)) => return Err(Error::config("set caFile or caPem, not both")),
     };
-    let mut roots = rustls::RootCertStore::empty();
-    match pem {
-        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
-        Some(pem) => {
-            for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
-                let cert = cert.map_err(|_| Error::config("not PEM certificates"))?;
-                roots
-                    .add(cert)
-                    .map_err(|_| Error::config("not a usable CA certificate"))?;
-            }
-            if roots.is_empty() {
-                return Err(Error::config("no certificate in the PEM"));
-            }
-        }
-    }
-    Ok(builder.with_root_certificates(roots).with_no_client_auth())
+    rustls_config(&client)
 }
 
 #[cfg(test)]

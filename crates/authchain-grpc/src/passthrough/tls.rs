@@ -8,10 +8,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use authchain_core::Error;
-use authchain_core::tls::ClientTls;
+use authchain_core::tls::{ClientTls, rustls_config};
 use hyper_util::rt::TokioIo;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tonic::transport::{Channel, Endpoint};
 
@@ -37,58 +36,6 @@ pub(super) fn channel(
             tls: tokio_rustls::TlsConnector::from(Arc::new(config)),
             name,
         }))
-}
-
-/// The rustls (aws-lc-rs) client config for `tls`: its CA or the web PKI
-/// roots, its client certificate, versions and suites.
-fn rustls_config(tls: &ClientTls) -> Result<rustls::ClientConfig, Error> {
-    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
-    if let Some(codes) = &tls.cipher_suites {
-        provider
-            .cipher_suites
-            .retain(|s| codes.contains(&u16::from(s.suite())));
-    }
-    let versions: Vec<&'static rustls::SupportedProtocolVersion> = [
-        (tls.tls12, &rustls::version::TLS12),
-        (tls.tls13, &rustls::version::TLS13),
-    ]
-    .into_iter()
-    .filter_map(|(on, version)| on.then_some(version))
-    .collect();
-    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
-        .with_protocol_versions(&versions)
-        .map_err(|e| Error::config(format!("no usable TLS parameters: {e}")))?;
-    let mut roots = rustls::RootCertStore::empty();
-    match &tls.ca_pem {
-        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
-        Some(pem) => {
-            for cert in CertificateDer::pem_slice_iter(pem) {
-                let cert = cert.map_err(|_| Error::config("not PEM certificates"))?;
-                roots
-                    .add(cert)
-                    .map_err(|_| Error::config("not a usable CA certificate"))?;
-            }
-            if roots.is_empty() {
-                return Err(Error::config("no certificate in the PEM"));
-            }
-        }
-    }
-    let builder = builder.with_root_certificates(roots);
-    let Some(identity) = &tls.identity else {
-        return Ok(builder.with_no_client_auth());
-    };
-    let chain = CertificateDer::pem_slice_iter(&identity.cert_pem)
-        .collect::<Result<Vec<_>, _>>()
-        .ok()
-        .filter(|chain| !chain.is_empty())
-        .ok_or_else(|| Error::config("the client certificate is not PEM certificates"))?;
-    let key = PrivateKeyDer::from_pem_slice(&identity.key_pem)
-        .map_err(|_| Error::config("the client key is not a PEM private key"))?;
-    builder.with_client_auth_cert(chain, key).map_err(|e| {
-        Error::config(format!(
-            "the client certificate and key are not usable: {e}"
-        ))
-    })
 }
 
 /// Dials the URI's authority and runs the TLS handshake; tonic's endpoint
