@@ -189,12 +189,7 @@ async fn unavailable_is_retried_by_the_retry_policy() {
         "connectionTimeout: 500ms }",
         "connectionTimeout: 500ms, retryPolicy: { numRetries: 2, retryBackOff: { baseInterval: 1ms } } }",
     );
-    let engine = crate::common::engine(&with_retries).await;
-    let chain = engine
-        .current()
-        .chain("passthrough")
-        .cloned()
-        .expect("loaded");
+    let (_engine, chain) = passthrough_chain(&with_retries).await;
     let mut request = sample_request();
     assert!(
         chain.authorize(&mut request).await.is_allow(),
@@ -205,12 +200,7 @@ async fn unavailable_is_retried_by_the_retry_policy() {
 
     // Without a retry policy, UNAVAILABLE fails closed.
     remote.unavailable_first.store(1, Ordering::Relaxed);
-    let engine = crate::common::engine(&configs(server.addr, "")).await;
-    let chain = engine
-        .current()
-        .chain("passthrough")
-        .cloned()
-        .expect("loaded");
+    let (_engine, chain) = passthrough_chain(&configs(server.addr, "")).await;
     let mut request = sample_request();
     let decision = chain.authorize(&mut request).await;
     assert_eq!(decision.as_deny().map(|d| d.status.as_u16()), Some(403));
@@ -263,12 +253,7 @@ async fn the_remote_can_be_reached_over_tls() {
             "connectionTimeout: 500ms }",
             &format!("connectionTimeout: 500ms, tls: {tls} }}"),
         );
-        let engine = crate::common::engine(&yaml).await;
-        let chain = engine
-            .current()
-            .chain("passthrough")
-            .cloned()
-            .expect("loaded");
+        let (_engine, chain) = passthrough_chain(&yaml).await;
         let mut request = sample_request();
         chain.authorize(&mut request).await
     };
@@ -408,12 +393,7 @@ async fn mtls_with_gloo_s_tls_config_and_fail_closed_without_it() {
             &format!("connectionTimeout: 2s{tls} }}"),
         ) + "---\n"
             + &secret;
-        let engine = crate::common::engine(&yaml).await;
-        let chain = engine
-            .current()
-            .chain("passthrough")
-            .cloned()
-            .expect("loaded");
+        let (_engine, chain) = passthrough_chain(&yaml).await;
         let mut request = sample_request();
         let decision = chain.authorize(&mut request).await;
         if allowed {
@@ -438,12 +418,7 @@ async fn an_empty_retry_policy_retries_once() {
         "connectionTimeout: 500ms }",
         "connectionTimeout: 500ms, retryPolicy: {} }",
     );
-    let engine = crate::common::engine(&yaml).await;
-    let chain = engine
-        .current()
-        .chain("passthrough")
-        .cloned()
-        .expect("loaded");
+    let (_engine, chain) = passthrough_chain(&yaml).await;
     let authorize = || async {
         let mut request = sample_request();
         chain.authorize(&mut request).await
@@ -465,4 +440,21 @@ async fn an_empty_retry_policy_retries_once() {
         0,
         "both tries were made"
     );
+}
+
+/// An engine with `yaml` loaded, and its `passthrough` chain (keep the
+/// engine as long as the chain serves).
+async fn passthrough_chain(
+    yaml: &str,
+) -> (
+    std::sync::Arc<authchain_core::Engine>,
+    std::sync::Arc<authchain_core::Chain>,
+) {
+    let engine = crate::common::engine(yaml).await;
+    let chain = engine
+        .current()
+        .chain("passthrough")
+        .cloned()
+        .expect("loaded");
+    (engine, chain)
 }

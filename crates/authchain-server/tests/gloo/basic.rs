@@ -14,15 +14,7 @@ async fn gloo_s_basic_auth_manifests_answer_as_its_guide_says() {
     ];
     let files: Vec<String> = manifests.iter().map(|m| format!("{m}.yaml")).collect();
     let files: Vec<&str> = files.iter().map(String::as_str).collect();
-    let routes: Vec<(String, String)> = manifests
-        .iter()
-        .map(|m| (format!("/{m}/"), format!("gloo-system.{m}")))
-        .collect();
-    let routes: Vec<(&str, &str)> = routes
-        .iter()
-        .map(|(p, c)| (p.as_str(), c.as_str()))
-        .collect();
-    let stack = Stack::start(&config_files(&files), &routes, |b| b).await;
+    let stack = Stack::for_manifests(&config_files(&files), &manifests).await;
 
     // `user:password`, as the guide sends it (its `basic`, lower case).
     let user = "basic dXNlcjpwYXNzd29yZA==";

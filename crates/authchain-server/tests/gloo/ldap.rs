@@ -37,16 +37,8 @@ async fn gloo_s_ldap_manifests_answer_as_its_guide_says() {
         files.push(dir.write(&format!("{m}.yaml"), &text).unwrap());
     }
     let files: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
-    let routes: Vec<(String, String)> = manifests
-        .iter()
-        .map(|m| (format!("/{m}/"), format!("gloo-system.{m}")))
-        .collect();
-    let routes: Vec<(&str, &str)> = routes
-        .iter()
-        .map(|(p, c)| (p.as_str(), c.as_str()))
-        .collect();
     let config = format!("authConfigFiles: [{}]\n", files.join(", "));
-    let stack = Stack::start(&config, &routes, |b| b).await;
+    let stack = Stack::for_manifests(&config, &manifests).await;
 
     // The guide's table: (case, Authorization, status).
     let cases = [

@@ -57,6 +57,20 @@ impl Stack {
         }
     }
 
+    /// Serves `config`, with a route `/{m}/` to AuthConfig
+    /// `gloo-system.{m}` for each manifest name `m`.
+    pub(crate) async fn for_manifests(config: &str, manifests: &[&str]) -> Stack {
+        let routes: Vec<(String, String)> = manifests
+            .iter()
+            .map(|m| (format!("/{m}/"), format!("gloo-system.{m}")))
+            .collect();
+        let routes: Vec<(&str, &str)> = routes
+            .iter()
+            .map(|(p, c)| (p.as_str(), c.as_str()))
+            .collect();
+        Stack::start(config, &routes, |b| b).await
+    }
+
     /// `method path` with `headers`, through Envoy.
     pub(crate) async fn send(
         &self,
