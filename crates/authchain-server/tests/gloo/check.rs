@@ -30,10 +30,64 @@ fn every_manifest_of_the_corpus_checks_alone_and_all_together() {
     assert!(ok, "{err}");
 }
 
+/// The step kinds of the README's Gloo compatibility table, by whether it
+/// says they are supported: (supported, not supported).
+fn readme_table() -> (Vec<String>, Vec<String>) {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md"))
+            .unwrap();
+    let table = readme
+        .split("### Gloo compatibility")
+        .nth(1)
+        .and_then(|rest| rest.split("\n## ").next())
+        .expect("the README has a Gloo compatibility section");
+    let (mut supported, mut lacking) = (Vec::new(), Vec::new());
+    for row in table.lines().filter(|l| l.starts_with("| `")) {
+        let cells: Vec<&str> = row.split(" | ").collect();
+        // `oauth`, `oauth2`: every kind the first cell names.
+        let kinds = cells[0]
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .map(|k| k.trim_end_matches(": {}").to_owned());
+        if cells[1].starts_with("not supported") {
+            lacking.extend(kinds);
+        } else if cells[1].starts_with("supported") {
+            supported.extend(kinds);
+        }
+    }
+    (supported, lacking)
+}
+
+/// Every kind the README's table calls supported is in a manifest of the
+/// corpus (`pluginAuth`'s is in `examples/`), and the kinds it calls not
+/// supported are the ones refused below.
+#[test]
+fn every_row_of_the_readme_s_table_is_backed_by_the_corpus() {
+    let (supported, lacking) = readme_table();
+    assert!(supported.len() >= 8, "{supported:?}");
+    let mut corpus = String::new();
+    for entry in std::fs::read_dir(manifest_path("")).unwrap() {
+        corpus.push_str(&std::fs::read_to_string(entry.unwrap().path()).unwrap());
+    }
+    corpus.push_str(include_str!("../../../../examples/required_header.yaml"));
+    for kind in &supported {
+        let used = corpus.contains(&format!("- {kind}:")) || corpus.contains(&format!("  {kind}:"));
+        assert!(
+            used,
+            "the README says `{kind}` is supported, but no manifest uses it"
+        );
+    }
+    assert_eq!(lacking, LACKING, "the README's not-supported rows");
+}
+
+/// The Gloo kinds authchain does not bring.
+const LACKING: [&str; 4] = ["oauth", "oauth2", "opaServerAuth", "portalAuth"];
+
 #[test]
 fn gloo_kinds_authchain_lacks_are_named_as_such() {
     let dir = ScratchDir::new("authchain-gloo").unwrap();
-    for kind in ["oauth", "oauth2", "opaServerAuth", "portalAuth"] {
+    for kind in LACKING {
         let path = dir
             .write(
                 "manifest.yaml",
