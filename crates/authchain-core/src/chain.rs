@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::Poll;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use futures::future::BoxFuture;
 use http::{HeaderName, HeaderValue, StatusCode};
@@ -16,6 +16,7 @@ use tokio::time::{Instant, Sleep};
 use tracing::Instrument;
 
 use crate::cache::{CacheSettings, DecisionCache};
+use crate::decision_log::{ChainLog, DecisionLog, Entry, Sampling, StepRecord, Trace, Transport};
 use crate::expr::{self, Next, Op};
 use crate::merge::{add_removals, merge, spellings, strip_headers};
 use crate::path::{self, AmbiguousPaths};
@@ -105,6 +106,10 @@ pub struct Chain {
     user_id_header: Option<HeaderName>,
     metrics: ChainMetrics,
     cache: Option<DecisionCache>,
+    /// The config's own `decisionLog`, checked.
+    log_sampling: Option<(Sampling, Vec<HeaderName>)>,
+    /// Where its decisions are logged, once its generation says.
+    log: Option<ChainLog>,
 }
 
 struct Step {
@@ -261,6 +266,7 @@ impl Chain {
             ambiguous_paths: AmbiguousPaths::Reject,
             user_id_header: None,
             cache: None,
+            decision_log: None,
         }
     }
 
@@ -365,13 +371,66 @@ impl Chain {
     /// With a [decision cache](crate::cache), a remembered answer is
     /// replayed instead: the same decision, state and header changes.
     pub async fn authorize(&self, request: &mut AuthorizationRequest) -> Decision {
-        self.answer(request, false).await
+        self.answer(request, false, Transport::InProcess).await
+    }
+
+    /// Logs the chain's decisions to `log`, as its own `decisionLog` or
+    /// else `log`'s sampling says, as those of generation `generation`.
+    pub(crate) fn attach_log(&mut self, log: &DecisionLog, generation: u64) {
+        let own = self.log_sampling.as_ref().map(|(s, h)| (s, h.as_slice()));
+        self.log = ChainLog::new(log, own, generation);
+    }
+
+    /// [`answer`](Self::answer), and the decision's record when it is
+    /// sampled.
+    pub(crate) async fn answer_via(
+        &self,
+        request: &mut AuthorizationRequest,
+        forwarded: bool,
+        transport: Transport,
+    ) -> Decision {
+        let Some((log, number)) = self
+            .log
+            .as_ref()
+            .and_then(|log| log.sampled().map(|n| (log, n)))
+        else {
+            return self.answer_unlogged(request, forwarded).await;
+        };
+        let (at, started) = (SystemTime::now(), std::time::Instant::now());
+        request.extensions.insert(Trace::default());
+        let decision = self.answer_unlogged(request, forwarded).await;
+        let trace = request.extensions.remove::<Trace>();
+        let names: Vec<&str> = self.step_names().collect();
+        log.write(Entry {
+            number,
+            at,
+            started,
+            config: &self.name,
+            transport,
+            request,
+            decision: &decision,
+            trace: trace.as_ref(),
+            step_names: &names,
+        });
+        decision
     }
 
     /// The answer: the path refused, the cache's (a remembered answer is
     /// replayed whole), or a run; `forwarded` as for
     /// [`authorize_uncached`](Self::authorize_uncached).
     pub(crate) async fn answer(
+        &self,
+        request: &mut AuthorizationRequest,
+        forwarded: bool,
+        transport: Transport,
+    ) -> Decision {
+        if self.log.is_some() {
+            return Box::pin(self.answer_via(request, forwarded, transport)).await;
+        }
+        self.answer_unlogged(request, forwarded).await
+    }
+
+    async fn answer_unlogged(
         &self,
         request: &mut AuthorizationRequest,
         forwarded: bool,
@@ -411,6 +470,11 @@ impl Chain {
             timer: None,
             cursor: self.cursor(),
             failed: false,
+            trace: match &self.log {
+                None => None,
+                Some(_) => request.extensions.remove::<Trace>().map(Box::new),
+            },
+            step_started: None,
         };
         self.begin(&mut run, request);
         let span = tracing::debug_span!("authchain.chain", config = %self.name);
@@ -419,6 +483,11 @@ impl Chain {
             ended => ended,
         };
         let failed = run.failed || matches!(ended, Ended::Failed);
+        if let Some(mut trace) = run.trace.take() {
+            trace.ran = true;
+            trace.failed = failed;
+            request.extensions.insert(*trace);
+        }
         let decision = match self.conclude(started, ended) {
             None => Decision::Allow(run.acc),
             Some(deny) => Decision::Deny(deny),
@@ -459,11 +528,23 @@ impl Chain {
             if let Some(cause) = step.readiness.waiting() {
                 run.failed = true;
                 step.metrics.error.increment(1);
+                if let Some(trace) = &mut run.trace {
+                    trace.steps.push(StepRecord {
+                        index,
+                        result: "error",
+                        status: None,
+                        error: Some(format!("not started: {cause}")),
+                        nanos: 0,
+                    });
+                }
                 tracing::debug!(
                     config = %self.name, step = %step.name, error = %cause,
                     "the step has not started; denying"
                 );
                 return Ended::Failed;
+            }
+            if run.trace.is_some() {
+                run.step_started = Some(Instant::now());
             }
             let mut answer = 'answer: {
                 // The wait is out of the match, so that the run's future
@@ -477,6 +558,11 @@ impl Chain {
                 Box::pin(self.wait(step, future, run)).await
             };
             let result = self.settle(step, &mut answer, request, run);
+            if let Some(trace) = &mut run.trace {
+                trace
+                    .steps
+                    .push(step_record(index, &answer, &result, run.step_started));
+            }
             if let Some(ended) = self.record(run, index, result) {
                 return ended;
             }
@@ -790,6 +876,28 @@ impl Chain {
     }
 }
 
+/// What a logged run keeps of one step's answer.
+fn step_record(
+    index: usize,
+    answer: &Result<Decision, Error>,
+    result: &StepResult,
+    started: Option<Instant>,
+) -> StepRecord {
+    let (result, status, error) = match (answer, result) {
+        (Err(e), StepResult::Allowed) => ("failure_mode_allowed", None, Some(e.to_string())),
+        (Err(e), _) => ("error", None, Some(e.to_string())),
+        (Ok(_), StepResult::Denied(deny)) => ("deny", Some(deny.status.as_u16()), None),
+        (Ok(_), _) => ("allow", None, None),
+    };
+    StepRecord {
+        index,
+        result,
+        status,
+        error,
+        nanos: started.map_or(0, |t| t.elapsed().as_nanos() as u64),
+    }
+}
+
 /// Runs `f`, a call into a step, turning a panic into that step's error:
 /// a user's plugin that panics fails its step (rule 5), never the
 /// connection (a proxy with `failure_mode_allow` would let the request
@@ -824,6 +932,10 @@ struct Run {
     cursor: Cursor,
     /// Whether a step failed (fail-open included).
     failed: bool,
+    /// The steps so far, when the decision is logged.
+    trace: Option<Box<Trace>>,
+    /// When the step running began, when the decision is logged.
+    step_started: Option<Instant>,
 }
 
 enum Cursor {
@@ -928,9 +1040,17 @@ pub struct ChainBuilder {
     ambiguous_paths: AmbiguousPaths,
     user_id_header: Option<HeaderName>,
     cache: Option<CacheSettings>,
+    decision_log: Option<Sampling>,
 }
 
 impl ChainBuilder {
+    /// Logs the chain's decisions so (when its engine has a
+    /// [`DecisionLog`](crate::decision_log::DecisionLog)).
+    pub fn decision_log(mut self, sampling: Sampling) -> Self {
+        self.decision_log = Some(sampling);
+        self
+    }
+
     /// Appends a step.
     pub fn step(mut self, step: ChainStep) -> Self {
         self.steps.push(step);
@@ -1019,6 +1139,13 @@ impl ChainBuilder {
             ))
             .at("statusOnError"));
         }
+        let log_sampling = match self.decision_log {
+            None => None,
+            Some(sampling) => {
+                let headers = sampling.check().map_err(|e| e.at("decisionLog"))?;
+                Some((sampling, headers))
+            }
+        };
         let mut names: Vec<String> = Vec::with_capacity(self.steps.len());
         for step in &self.steps {
             if names.contains(&step.name) {
@@ -1104,6 +1231,8 @@ impl ChainBuilder {
             ambiguous_paths: self.ambiguous_paths,
             user_id_header: self.user_id_header,
             cache,
+            log_sampling,
+            log: None,
         })
     }
 }

@@ -35,6 +35,7 @@
 //! | `statusOnError` | status of the deny a failing step causes (403; 300 to 599) |
 //! | `deadline` | time limit of the whole chain (`10s`) |
 //! | `stripClientHeaders` | more client headers to strip before the chain |
+//! | `decisionLog` | log this AuthConfig's decisions: `{sample, headers}` (see [`crate::decision_log`]) |
 //! | `trustClientHeaders` | declared identity headers a client may send after all |
 //! | `allowAmbiguousPaths` | an authchain addition: `true` lets a path with an encoded `/`, `\` or control byte, or one that climbs above the root, reach the steps (kept encoded, stopped at the root) instead of a 400 ([`crate::path`]) |
 //! | `userIdHeader` | an authchain addition, per AuthConfig, of Gloo's server setting: an allow with a user ([`crate::UserInfo`]) names it upstream in this header; a client's copy is always stripped. The server's `userIdHeader` fills it in where a document has none |
@@ -63,6 +64,7 @@ use http::{HeaderName, StatusCode};
 use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value};
 
+use crate::decision_log::Sampling;
 use crate::error::redact_serde_message;
 use crate::path::AmbiguousPaths;
 use crate::plugin::deserialize_config;
@@ -438,6 +440,11 @@ impl AuthConfig {
             Some(Ok(settings)) => builder = builder.cache(settings),
             Some(Err(e)) => errors.push(e.at("cache")),
         }
+        match spec.decision_log.map(deserialize_config::<Sampling>) {
+            None => {}
+            Some(Ok(sampling)) => builder = builder.decision_log(sampling),
+            Some(Err(e)) => errors.push(e.at("decisionLog")),
+        }
         if let Some(e) = Error::collect(errors) {
             return Err(place(e));
         }
@@ -625,6 +632,8 @@ struct Spec {
     _fail_on_redirect: Option<bool>,
     #[serde(default)]
     cache: Option<Value>,
+    #[serde(default)]
+    decision_log: Option<Value>,
 }
 
 #[derive(Deserialize)]

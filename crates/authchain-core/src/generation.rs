@@ -8,6 +8,7 @@ use arc_swap::ArcSwap;
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
+use crate::decision_log::DecisionLog;
 use crate::{AuthConfig, Chain, Error, Lifecycle, PluginRegistry};
 
 /// The map of a generation's chains by name. Every check looks its chain
@@ -53,6 +54,17 @@ impl Generation {
         configs: &[AuthConfig],
         number: u64,
     ) -> Result<Generation, Error> {
+        Self::build_logged(registry, configs, number, None)
+    }
+
+    /// [`build`](Self::build), each chain logging its decisions to `log`
+    /// as it and `log` say.
+    fn build_logged(
+        registry: &PluginRegistry,
+        configs: &[AuthConfig],
+        number: u64,
+        log: Option<&DecisionLog>,
+    ) -> Result<Generation, Error> {
         let mut chains = Chains::with_capacity_and_hasher(configs.len(), Default::default());
         let mut errors = Vec::new();
         for config in configs {
@@ -67,7 +79,10 @@ impl Generation {
                 continue;
             }
             match config.build(registry) {
-                Ok(chain) => {
+                Ok(mut chain) => {
+                    if let Some(log) = log {
+                        chain.attach_log(log, number);
+                    }
                     chains.insert(config.name().to_owned(), Arc::new(chain));
                 }
                 Err(e) => errors.push(e),
@@ -182,6 +197,7 @@ pub struct Engine {
     registry: PluginRegistry,
     current: ArcSwap<Generation>,
     load: Mutex<u64>,
+    log: Option<DecisionLog>,
 }
 
 impl fmt::Debug for Engine {
@@ -200,7 +216,22 @@ impl Engine {
             registry,
             current: ArcSwap::from_pointee(Generation::empty()),
             load: Mutex::new(0),
+            log: None,
         }
+    }
+
+    /// Logs decisions to `log` (see [`crate::decision_log`]), from the
+    /// next [`load`](Self::load) on.
+    pub fn with_decision_log(mut self, log: DecisionLog) -> Self {
+        self.log = Some(log);
+        self
+    }
+
+    /// Builds `configs` into a generation numbered `number`, as
+    /// [`Generation::build`] does, its chains logging to the engine's
+    /// decision log; [`install`](Self::install) starts it.
+    pub fn build(&self, configs: &[AuthConfig], number: u64) -> Result<Generation, Error> {
+        Generation::build_logged(&self.registry, configs, number, self.log.as_ref())
     }
 
     /// The registry configs resolve against.
@@ -218,7 +249,7 @@ impl Engine {
     /// generation stays.
     pub async fn load(&self, configs: &[AuthConfig]) -> Result<u64, Error> {
         let mut last = self.load.lock().await;
-        let generation = Generation::build(&self.registry, configs, *last + 1)?;
+        let generation = self.build(configs, *last + 1)?;
         self.swap_in(generation, &mut last).await
     }
 

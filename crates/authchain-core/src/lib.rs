@@ -69,6 +69,7 @@ pub mod cache;
 mod chain;
 pub mod config;
 mod decision;
+pub mod decision_log;
 mod error;
 mod expr;
 mod generation;

@@ -5,11 +5,15 @@
 //! - Limits a listener keeps: [`ConcurrencyLimit`] on the checks in
 //!   flight, [`ConnectionLimits`] and [`Connection`] on its connections.
 //! - [`authorize_forwarded`], for a caller that sends the request itself
-//!   on.
+//!   on, and [`authorize_via`], for a check server (its [`Transport`] is
+//!   in the decision log).
 //! - [`empty_for_reuse`], for an adapter that reads the next request into
 //!   the room of the last.
 
 use crate::{AuthorizationRequest, Chain, Decision};
+
+#[doc(inline)]
+pub use crate::decision_log::Transport;
 
 #[doc(inline)]
 pub use crate::limit::{
@@ -28,7 +32,17 @@ pub fn authorize_forwarded<'a>(
     chain: &'a Chain,
     request: &'a mut AuthorizationRequest,
 ) -> impl Future<Output = Decision> + Send + 'a {
-    chain.answer(request, true)
+    chain.answer(request, true, Transport::Layer)
+}
+
+/// [`Chain::authorize`] for a check server: the same answer, and a
+/// decision log record (if the chain logs) that names the `transport`.
+pub fn authorize_via<'a>(
+    chain: &'a Chain,
+    request: &'a mut AuthorizationRequest,
+    transport: Transport,
+) -> impl Future<Output = Decision> + Send + 'a {
+    chain.answer(request, false, transport)
 }
 
 /// Empties `request` as a new one is, keeping the room of its strings,

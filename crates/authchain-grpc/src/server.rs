@@ -201,7 +201,12 @@ impl ExtAuthzService {
             rejected("unknown_config");
             return convert::denied(code::NOT_FOUND, &message, Deny::new(StatusCode::FORBIDDEN));
         };
-        let decision = chain.authorize(&mut request).await;
+        let decision = authchain_core::transport::authorize_via(
+            chain,
+            &mut request,
+            authchain_core::transport::Transport::Grpc,
+        )
+        .await;
         match convert::to_check_response(decision, &sent) {
             Ok(response) => response,
             Err(e) => {

@@ -129,7 +129,12 @@ impl CheckServer {
             tracing::warn!(config = ?config, "check for an unknown AuthConfig; denying");
             return plain(StatusCode::FORBIDDEN, "unknown AuthConfig");
         };
-        let decision = chain.authorize(&mut request).await;
+        let decision = authchain_core::transport::authorize_via(
+            chain,
+            &mut request,
+            authchain_core::transport::Transport::Http,
+        )
+        .await;
         let response = respond(decision, std::mem::take(&mut request.headers));
         give_back(request);
         response

@@ -60,6 +60,7 @@
 
 mod admin;
 mod cli;
+mod decision_log;
 mod logging;
 mod server;
 pub mod settings;

@@ -139,9 +139,13 @@ impl Server {
         crate::logging::init(&loaded.settings.log);
         let metrics = admin::install_recorder();
         let settings = loaded.settings.clone();
-        let engine = Arc::new(Engine::new(self.registry));
+        let mut engine = Engine::new(self.registry);
+        if let Some(log) = &settings.decision_log {
+            engine = engine.with_decision_log(crate::decision_log::open(log)?);
+        }
+        let engine = Arc::new(engine);
         // Build before opening anything: a config error ends the run here.
-        let generation = Generation::build(engine.registry(), &loaded.configs, 1)?;
+        let generation = engine.build(&loaded.configs, 1)?;
 
         let ready = Arc::new(AtomicBool::new(false));
         let stop = CancellationToken::new();
@@ -397,6 +401,7 @@ fn restart_only(old: &Settings, new: &Settings) -> Vec<&'static str> {
     );
     differ("shutdownGrace", old.shutdown_grace == new.shutdown_grace);
     differ("log", old.log == new.log);
+    differ("decisionLog", old.decision_log == new.decision_log);
     differ("watch", old.watch == new.watch);
     // A setting added later and not named above still says so.
     let rest = |s: &Settings| Settings {

@@ -79,6 +79,10 @@ pub struct Settings {
     /// Logging.
     #[serde(default)]
     pub log: LogSettings,
+    /// The decision log: where records go, and whether every AuthConfig
+    /// logs (see `authchain_core::decision_log`).
+    #[serde(default)]
+    pub decision_log: Option<DecisionLogSettings>,
     /// Reload when the config file or an AuthConfig file changes (default
     /// true); SIGHUP reloads either way.
     #[serde(default = "yes")]
@@ -102,6 +106,7 @@ impl std::fmt::Debug for Settings {
             .field("max_concurrent_checks", &self.max_concurrent_checks)
             .field("shutdown_grace", &self.shutdown_grace)
             .field("log", &self.log)
+            .field("decision_log", &self.decision_log)
             .field("watch", &self.watch)
             .field("auth_configs", &self.auth_configs.len())
             .field("auth_config_files", &self.auth_config_files)
@@ -291,6 +296,23 @@ impl Default for LogSettings {
     }
 }
 
+/// `decisionLog`: where decision records go, one JSON object per line.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[non_exhaustive]
+pub struct DecisionLogSettings {
+    /// A file to append to, or `-` for standard output.
+    pub path: PathBuf,
+    /// Every AuthConfig logs this share of its decisions (0 to 1) unless
+    /// its own `decisionLog` says otherwise; left out, only the
+    /// AuthConfigs with a `decisionLog` log.
+    #[serde(default)]
+    pub sample: Option<f64>,
+    /// Request headers logged by value, with `sample`.
+    #[serde(default)]
+    pub headers: Vec<String>,
+}
+
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -384,6 +406,14 @@ impl Loaded {
             loaded.settings.user_id_header.as_deref(),
             &mut loaded.configs[read..],
         );
+        if let Some(log) = &loaded.settings.decision_log
+            && let Err(e) = crate::decision_log::sampling(log)
+        {
+            let origin = path.map_or(DEFAULT_CONFIG_ORIGIN.to_owned(), |p| {
+                p.display().to_string()
+            });
+            errors.push(e.at("decisionLog").in_source(origin));
+        }
         match Generation::build(registry, &loaded.configs, 1) {
             Ok(generation) if errors.is_empty() => return Ok((loaded, generation)),
             Ok(_) => {}

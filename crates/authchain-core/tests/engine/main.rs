@@ -6,6 +6,7 @@
 mod cache;
 mod chain;
 mod config;
+mod decision_log;
 mod generation;
 mod security;
 mod support;

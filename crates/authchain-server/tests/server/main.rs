@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod check;
+mod decision_log;
 mod lifecycle;
 mod reload;
 mod slow;

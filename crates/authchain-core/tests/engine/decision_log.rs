@@ -1,0 +1,233 @@
+//! The decision log: a record per sampled decision, with each step's
+//! result, and nothing of the request the config does not name.
+
+use std::sync::{Arc, Mutex};
+
+use authchain_core::decision_log::{DecisionLog, Sampling};
+use authchain_core::{
+    Allow, AuthConfig, AuthorizationRequest, Decision, Engine, Error, Format, PluginRegistry,
+    UserInfo, decide_fn, plugin_fn,
+};
+use http::{HeaderName, HeaderValue, Method};
+use serde_json::Value;
+
+/// Records, as the sink got them.
+type Records = Arc<Mutex<Vec<String>>>;
+
+/// Steps by name: `Allow` (user alice), `Deny` (401), `Fail`, and
+/// `PublicOnly` (allows /public/ only).
+fn registry() -> PluginRegistry {
+    let mut registry = PluginRegistry::new();
+    registry.register(plugin_fn("Allow", |_: Value, _| {
+        Ok(Arc::new(decide_fn(|_| {
+            Ok(Allow::new().user(UserInfo::new("alice")).into())
+        })))
+    }));
+    registry.register(plugin_fn("Deny", |_: Value, _| {
+        Ok(Arc::new(decide_fn(|_| Ok(Decision::unauthenticated()))))
+    }));
+    registry.register(plugin_fn("Fail", |_: Value, _| {
+        Ok(Arc::new(decide_fn(|_| Err(Error::step("backend down")))))
+    }));
+    registry.register(plugin_fn("PublicOnly", |_: Value, _| {
+        Ok(Arc::new(decide_fn(|req| {
+            Ok(if req.path.starts_with("/public/") {
+                Allow::new().into()
+            } else {
+                Decision::unauthenticated()
+            })
+        })))
+    }));
+    registry
+}
+
+async fn engine(yaml: &str, every: Option<Sampling>) -> (Engine, Records) {
+    let records = Records::default();
+    let sink = records.clone();
+    let mut log = DecisionLog::new(move |r: String| sink.lock().unwrap().push(r));
+    if let Some(sampling) = every {
+        log = log.every_config(sampling).unwrap();
+    }
+    let engine = Engine::new(registry()).with_decision_log(log);
+    engine
+        .load(&AuthConfig::parse("t.yaml", yaml, Format::Yaml).unwrap())
+        .await
+        .unwrap();
+    (engine, records)
+}
+
+fn records(records: &Records) -> Vec<Value> {
+    records
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|r| serde_json::from_str(r).unwrap())
+        .collect()
+}
+
+/// A request with a secret in every place a client can put one.
+fn request(path: &str) -> AuthorizationRequest {
+    let mut r = AuthorizationRequest::new(Method::POST, path);
+    r.host = "app.example".into();
+    r.id = "req-7".into();
+    for (name, value) in [
+        ("authorization", "Bearer s3cret-bearer"),
+        ("cookie", "session=s3cret-cookie"),
+        ("x-api-key", "s3cret-key"),
+        ("x-request-id", "req-7"),
+    ] {
+        r.headers.append(
+            HeaderName::from_static(name),
+            HeaderValue::from_static(value),
+        );
+    }
+    r.body = Some(bytes::Bytes::from_static(b"s3cret-body"));
+    r
+}
+
+const CONFIGS: &str = "name: in-order
+decisionLog: { headers: [x-request-id] }
+configs:
+- { name: first, pluginAuth: { name: Allow } }
+- { name: second, pluginAuth: { name: PublicOnly } }
+---
+name: failing
+decisionLog: {}
+configs:
+- { name: open, pluginAuth: { name: Fail }, failureModeAllow: true }
+- { name: closed, pluginAuth: { name: Fail } }
+---
+name: cached
+decisionLog: {}
+cache: { key: [path], trustKey: true }
+configs:
+- pluginAuth: { name: Allow }
+---
+name: silent
+configs:
+- pluginAuth: { name: Allow }
+";
+
+#[tokio::test]
+async fn each_decision_is_one_record_with_its_steps() {
+    let (engine, sink) = engine(CONFIGS, None).await;
+    let generation = engine.current();
+    let chain = |name| generation.chain(name).unwrap().clone();
+
+    let d = chain("in-order")
+        .authorize(&mut request("/public/a/../b?token=s3cret-query"))
+        .await;
+    assert!(d.is_allow());
+    let d = chain("in-order").authorize(&mut request("/private")).await;
+    assert_eq!(d.as_deny().unwrap().status, 401);
+    chain("failing").authorize(&mut request("/x")).await;
+    for _ in 0..2 {
+        chain("cached").authorize(&mut request("/c")).await;
+    }
+    chain("silent").authorize(&mut request("/s")).await;
+
+    let logged = records(&sink);
+    assert_eq!(logged.len(), 5, "{logged:#?}");
+    let [allowed, denied, failed, first, again] = &logged[..] else {
+        unreachable!()
+    };
+
+    assert_eq!(allowed["config"], "in-order");
+    assert_eq!(allowed["generation"], 1);
+    assert_eq!(allowed["transport"], "in_process");
+    assert_eq!(allowed["request_id"], "req-7");
+    assert_eq!(allowed["labels"]["app"], "authchain");
+    assert_eq!(allowed["input"]["method"], "POST");
+    assert_eq!(allowed["input"]["path"], "/public/b", "canonical, no query");
+    assert_eq!(allowed["input"]["host"], "app.example");
+    assert_eq!(
+        allowed["input"]["headers"],
+        serde_json::json!({ "x-request-id": "req-7" })
+    );
+    assert_eq!(
+        allowed["result"],
+        serde_json::json!({ "allowed": true, "status": 200 })
+    );
+    assert_eq!(allowed["user_id"], "alice");
+    assert_eq!(allowed["cached"], false);
+    let steps = allowed["steps"].as_array().unwrap();
+    let names: Vec<&str> = steps.iter().map(|s| s["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["first", "second"]);
+    assert!(
+        steps
+            .iter()
+            .all(|s| s["result"] == "allow" && s["duration_ns"].is_u64())
+    );
+    assert!(
+        allowed["metrics"]["timer_authchain_decision_ns"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+    assert!(allowed["timestamp"].as_str().unwrap().ends_with('Z'));
+    assert_ne!(allowed["decision_id"], denied["decision_id"]);
+
+    assert_eq!(
+        denied["result"],
+        serde_json::json!({ "allowed": false, "status": 401 })
+    );
+    assert_eq!(denied["steps"][1]["result"], "deny");
+    assert_eq!(denied["steps"][1]["status"], 401);
+    assert_eq!(denied["user_id"], Value::Null);
+
+    let steps = failed["steps"].as_array().unwrap();
+    assert_eq!(steps[0]["result"], "failure_mode_allowed");
+    assert_eq!(steps[1]["result"], "error");
+    assert!(steps[1]["error"].as_str().unwrap().contains("backend down"));
+    assert_eq!(failed["result"]["error"], true);
+    assert_eq!(failed["result"]["status"], 403);
+
+    assert_eq!(first["cached"], false);
+    assert_eq!(again["cached"], true, "the cache's answer");
+    assert_eq!(again["steps"], serde_json::json!([]));
+
+    // No credential, cookie, query, body or unnamed header.
+    let text = sink.lock().unwrap().join("\n");
+    assert!(!text.contains("s3cret"), "{text}");
+}
+
+#[tokio::test]
+async fn sampling_every_config_and_the_config_s_own() {
+    let yaml = "name: all\nconfigs:\n- pluginAuth: { name: Allow }\n---\nname: none\ndecisionLog: { sample: 0 }\nconfigs:\n- pluginAuth: { name: Allow }\n";
+    let (engine, sink) = engine(yaml, Some(Sampling::default().header("x-api-key"))).await;
+    let generation = engine.current();
+    for name in ["all", "none"] {
+        for _ in 0..10 {
+            generation
+                .chain(name)
+                .unwrap()
+                .authorize(&mut request("/"))
+                .await;
+        }
+    }
+    let logged = records(&sink);
+    assert_eq!(logged.len(), 10, "every decision of `all`, none of `none`");
+    assert!(logged.iter().all(|r| r["config"] == "all"));
+    // A header the server's settings name is logged by value.
+    assert_eq!(logged[0]["input"]["headers"]["x-api-key"], "s3cret-key");
+
+    // A share outside 0..1, a bad header name: config errors, placed.
+    for (block, place) in [
+        ("{ sample: 1.5 }", "decisionLog.sample"),
+        ("{ headers: ['bad name'] }", "decisionLog.headers[0]"),
+        ("{ unknown: 1 }", "decisionLog"),
+    ] {
+        let yaml =
+            format!("name: x\ndecisionLog: {block}\nconfigs:\n- pluginAuth: {{ name: Allow }}\n");
+        let e = Engine::new(registry())
+            .load(&AuthConfig::parse("t.yaml", &yaml, Format::Yaml).unwrap())
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains(place), "{block}: {e}");
+    }
+    assert!(
+        DecisionLog::new(|_: String| {})
+            .every_config(Sampling::default().sample(-0.1))
+            .is_err()
+    );
+}

@@ -1,0 +1,112 @@
+//! The decision log of the binary: a JSON line per decision in the file
+//! the config names, from real Envoy over gRPC and from HTTP checks, with
+//! no secret a client sent.
+
+use std::time::Duration;
+
+use authchain_testkit::envoy::{Bootstrap, Envoy};
+use authchain_testkit::{EchoServer, client};
+use serde_json::Value;
+
+use crate::support::{Authchain, LISTENERS};
+
+const CONFIG: &str = "
+decisionLog: { path: '{{dir}}/decisions.jsonl', sample: 1, headers: [x-request-id] }
+authConfigs:
+- name: site
+  configs:
+  - apiKeyAuth:
+      headerName: api-key
+      keys: [{ key: k3y-s3cret-0123456789, metadata: { user-id: alice } }]
+      userIdMetadata: user-id
+";
+
+/// Every place a client can put a secret, but the key: (name, value).
+const SECRETS: [(&str, &str); 4] = [
+    ("authorization", "Bearer s3cret-bearer"),
+    ("cookie", "session=s3cret-cookie"),
+    ("x-secret", "s3cret-header"),
+    ("x-request-id", "req-42"),
+];
+
+/// The records written so far, once there are `n` (or after 10 s).
+async fn records(server: &Authchain, n: usize) -> Vec<Value> {
+    let path = server.peer.dir().join("decisions.jsonl");
+    for _ in 0..500 {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        if text.lines().count() >= n {
+            return text
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("fewer than {n} records in {}", path.display());
+}
+
+#[tokio::test]
+async fn decisions_are_logged_without_a_secret_from_envoy_and_http_checks() {
+    let upstream = EchoServer::start().await.unwrap();
+    let server = Authchain::start(&format!("{LISTENERS}{CONFIG}")).await;
+    let bootstrap = Bootstrap::new(upstream.addr())
+        .route("/", Some("site"))
+        .grpc(server.grpc);
+    let envoy = Envoy::start(&bootstrap.yaml()).await.unwrap();
+    let ingress = envoy.listener("ingress").unwrap();
+
+    let mut headers: Vec<(&str, &str)> = SECRETS.to_vec();
+    headers.push(("api-key", "k3y-s3cret-0123456789"));
+    let path = "/app/../public?token=s3cret-query";
+    let reply = client::get(ingress, path, &headers).await.unwrap();
+    assert_eq!(reply.status, 200);
+    headers.pop();
+    headers.push(("api-key", "wr0ng-s3cret"));
+    let reply = client::get(ingress, path, &headers).await.unwrap();
+    assert_eq!(reply.status, 401);
+    let reply = server
+        .http_check("site", "/public", &headers)
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 401);
+
+    let logged = records(&server, 3).await;
+    assert_eq!(logged.len(), 3, "{logged:#?}");
+    let transports: Vec<&str> = logged
+        .iter()
+        .map(|r| r["transport"].as_str().unwrap())
+        .collect();
+    assert_eq!(transports, ["grpc", "grpc", "http"]);
+    let allowed = &logged[0];
+    assert_eq!(allowed["config"], "site");
+    assert_eq!(allowed["input"]["path"], "/public");
+    assert_eq!(allowed["input"]["method"], "GET");
+    assert_eq!(
+        allowed["input"]["headers"],
+        serde_json::json!({ "x-request-id": "req-42" })
+    );
+    assert_eq!(allowed["user_id"], "alice");
+    assert_eq!(allowed["result"]["allowed"], true);
+    assert_eq!(logged[1]["result"]["status"], 401);
+    assert_eq!(logged[1]["steps"][0]["result"], "deny");
+
+    let text = std::fs::read_to_string(server.peer.dir().join("decisions.jsonl")).unwrap();
+    assert!(!text.contains("s3cret"), "{text}");
+    // Nor in the server's own log.
+    assert!(!server.log().contains("s3cret"), "{}", server.log());
+}
+
+#[test]
+fn a_share_outside_zero_to_one_is_a_config_error() {
+    let dir = authchain_testkit::ScratchDir::new("decision-log").unwrap();
+    let config = dir
+        .write(
+            "authchain.yaml",
+            "decisionLog: { path: /x.jsonl, sample: 2 }\nauthConfigs:\n- name: a\n  configs: [{ rules: { rules: [{ action: allow }] } }]\n",
+        )
+        .unwrap();
+    let (ok, _, err) =
+        crate::support::run_check(&[std::ffi::OsStr::new("--config"), config.as_os_str()]);
+    assert!(!ok);
+    assert!(err.contains("decisionLog.sample"), "{err}");
+}
