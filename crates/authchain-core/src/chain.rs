@@ -437,6 +437,11 @@ impl Chain {
     ) -> Decision {
         if let Some(deny) = self.refuse_path(request) {
             self.metrics.denied.increment(1);
+            if self.log.is_some()
+                && let Some(trace) = request.extensions.get_mut::<Trace>()
+            {
+                trace.refused = true;
+            }
             return Decision::Deny(deny);
         }
         let Some(cache) = &self.cache else {

@@ -29,7 +29,7 @@
 //! `result` is `allow`, `deny` (with `status`), `error` (with `error`, the
 //! step's error text, which never holds a secret) or
 //! `failure_mode_allowed`; `result.error` is true when the answer is a
-//! failure's deny. A remembered answer of the decision cache has
+//! failure's deny, and `result.cause` the failing step's error. A remembered answer of the decision cache has
 //! `cached: true` and no steps. Nothing else of the request is logged: no
 //! credential, cookie, query, body or header the config does not name.
 
@@ -306,6 +306,18 @@ impl ChainLog {
         let mut result = json!({ "allowed": allowed, "status": status });
         if failed && !allowed {
             result["error"] = json!(true);
+            let cause = entry
+                .trace
+                .iter()
+                .flat_map(|t| t.steps.iter().rev())
+                .find_map(|s| {
+                    (s.result == "error")
+                        .then_some(s.error.as_deref())
+                        .flatten()
+                });
+            if let Some(cause) = cause {
+                result["cause"] = json!(cause);
+            }
         }
         let source = match request.source.address {
             Some(address) => Value::String(address.to_string()),
@@ -328,7 +340,7 @@ impl ChainLog {
             },
             "steps": steps,
             "result": result,
-            "cached": !entry.trace.is_some_and(|t| t.ran),
+            "cached": !entry.trace.is_some_and(|t| t.ran || t.refused),
             "user_id": user,
             "metrics": { "timer_authchain_decision_ns": entry.started.elapsed().as_nanos() as u64 },
         });
@@ -357,6 +369,8 @@ pub(crate) struct Trace {
     pub(crate) ran: bool,
     /// Whether a step failed.
     pub(crate) failed: bool,
+    /// Whether the path was refused before any step.
+    pub(crate) refused: bool,
     pub(crate) steps: Vec<StepRecord>,
 }
 

@@ -125,12 +125,17 @@ async fn each_decision_is_one_record_with_its_steps() {
         chain("cached").authorize(&mut request("/c")).await;
     }
     chain("silent").authorize(&mut request("/s")).await;
+    let d = chain("in-order").authorize(&mut request("/a%2fb")).await;
+    assert_eq!(d.as_deny().unwrap().status, 400);
 
     let logged = records(&sink);
-    assert_eq!(logged.len(), 5, "{logged:#?}");
-    let [allowed, denied, failed, first, again] = &logged[..] else {
+    assert_eq!(logged.len(), 6, "{logged:#?}");
+    let [allowed, denied, failed, first, again, refused] = &logged[..] else {
         unreachable!()
     };
+    assert_eq!(refused["result"]["status"], 400);
+    assert_eq!(refused["cached"], false, "refused, not remembered");
+    assert_eq!(refused["steps"], serde_json::json!([]));
 
     assert_eq!(allowed["config"], "in-order");
     assert_eq!(allowed["generation"], 1);
@@ -180,6 +185,12 @@ async fn each_decision_is_one_record_with_its_steps() {
     assert_eq!(steps[1]["result"], "error");
     assert!(steps[1]["error"].as_str().unwrap().contains("backend down"));
     assert_eq!(failed["result"]["error"], true);
+    assert!(
+        failed["result"]["cause"]
+            .as_str()
+            .unwrap()
+            .contains("backend down")
+    );
     assert_eq!(failed["result"]["status"], 403);
 
     assert_eq!(first["cached"], false);
