@@ -20,6 +20,7 @@ use crate::decision_log::{ChainLog, DecisionLog, Entry, Sampling, StepRecord, Tr
 use crate::expr::{self, Next, Op};
 use crate::merge::{add_removals, merge, spellings, strip_headers};
 use crate::path::{self, AmbiguousPaths};
+use crate::shadow::{Answered, Shadow};
 use crate::{
     Allow, Answer, AuthService, AuthorizationRequest, Decision, Deny, Error, Lifecycle,
     MAX_DURATION,
@@ -110,6 +111,10 @@ pub struct Chain {
     log_sampling: Option<(Sampling, Vec<HeaderName>)>,
     /// Where its decisions are logged, once its generation says.
     log: Option<ChainLog>,
+    /// The AuthConfig named as its shadow, and (once its generation is
+    /// built) that shadow.
+    shadow_name: Option<String>,
+    shadow: Option<Arc<Shadow>>,
 }
 
 struct Step {
@@ -267,6 +272,7 @@ impl Chain {
             user_id_header: None,
             cache: None,
             decision_log: None,
+            shadow: None,
         }
     }
 
@@ -381,9 +387,39 @@ impl Chain {
         self.log = ChainLog::new(log, own, generation);
     }
 
+    /// The AuthConfig named as this one's shadow.
+    pub(crate) fn shadow_name(&self) -> Option<&str> {
+        self.shadow_name.as_deref()
+    }
+
+    /// Runs each request through `shadow` too.
+    pub(crate) fn attach_shadow(&mut self, shadow: Arc<Chain>) {
+        self.shadow = Some(Arc::new(Shadow::new(&self.name, shadow)));
+    }
+
+    /// [`answer`](Self::answer), with the decision's record when it is
+    /// sampled, and the request run through the shadow after.
+    async fn answer_observed(
+        &self,
+        request: &mut AuthorizationRequest,
+        forwarded: bool,
+        transport: Transport,
+    ) -> Decision {
+        // The request as the client sent it, before the chain changes it.
+        let shadowed = self
+            .shadow
+            .as_ref()
+            .and_then(|shadow| shadow.place().map(|place| (shadow, place, request.clone())));
+        let decision = self.answer_logged(request, forwarded, transport).await;
+        if let Some((shadow, place, copy)) = shadowed {
+            shadow.run(self.name.clone(), copy, Answered::of(&decision), place);
+        }
+        decision
+    }
+
     /// [`answer`](Self::answer), and the decision's record when it is
     /// sampled.
-    pub(crate) async fn answer_via(
+    async fn answer_logged(
         &self,
         request: &mut AuthorizationRequest,
         forwarded: bool,
@@ -424,8 +460,8 @@ impl Chain {
         forwarded: bool,
         transport: Transport,
     ) -> Decision {
-        if self.log.is_some() {
-            return Box::pin(self.answer_via(request, forwarded, transport)).await;
+        if self.log.is_some() || self.shadow.is_some() {
+            return Box::pin(self.answer_observed(request, forwarded, transport)).await;
         }
         self.answer_unlogged(request, forwarded).await
     }
@@ -1046,6 +1082,7 @@ pub struct ChainBuilder {
     user_id_header: Option<HeaderName>,
     cache: Option<CacheSettings>,
     decision_log: Option<Sampling>,
+    shadow: Option<String>,
 }
 
 impl ChainBuilder {
@@ -1053,6 +1090,13 @@ impl ChainBuilder {
     /// [`DecisionLog`](crate::decision_log::DecisionLog)).
     pub fn decision_log(mut self, sampling: Sampling) -> Self {
         self.decision_log = Some(sampling);
+        self
+    }
+
+    /// Runs each request through the AuthConfig `name` of the same
+    /// generation too, as a [shadow](crate::shadow).
+    pub fn shadow(mut self, name: impl Into<String>) -> Self {
+        self.shadow = Some(name.into());
         self
     }
 
@@ -1238,6 +1282,8 @@ impl ChainBuilder {
             cache,
             log_sampling,
             log: None,
+            shadow_name: self.shadow,
+            shadow: None,
         })
     }
 }

@@ -36,6 +36,7 @@
 //! | `deadline` | time limit of the whole chain (`10s`) |
 //! | `stripClientHeaders` | more client headers to strip before the chain |
 //! | `decisionLog` | log this AuthConfig's decisions: `{sample, headers}` (see [`crate::decision_log`]) |
+//! | `shadow` | another AuthConfig each request also runs through, off the answer's path (see [`crate::shadow`]) |
 //! | `trustClientHeaders` | declared identity headers a client may send after all |
 //! | `allowAmbiguousPaths` | an authchain addition: `true` lets a path with an encoded `/`, `\` or control byte, or one that climbs above the root, reach the steps (kept encoded, stopped at the root) instead of a 400 ([`crate::path`]) |
 //! | `userIdHeader` | an authchain addition, per AuthConfig, of Gloo's server setting: an allow with a user ([`crate::UserInfo`]) names it upstream in this header; a client's copy is always stripped. The server's `userIdHeader` fills it in where a document has none |
@@ -432,6 +433,9 @@ impl AuthConfig {
                 Err(e) => errors.push(e.at(&at)),
             }
         }
+        if let Some(shadow) = spec.shadow {
+            builder = builder.shadow(shadow);
+        }
         if let Some(expr) = spec.boolean_expr {
             builder = builder.boolean_expr(expr);
         }
@@ -634,6 +638,8 @@ struct Spec {
     cache: Option<Value>,
     #[serde(default)]
     decision_log: Option<Value>,
+    #[serde(default)]
+    shadow: Option<String>,
 }
 
 #[derive(Deserialize)]

@@ -66,9 +66,10 @@ impl Generation {
         log: Option<&DecisionLog>,
     ) -> Result<Generation, Error> {
         let mut chains = Chains::with_capacity_and_hasher(configs.len(), Default::default());
+        let mut built: Vec<Chain> = Vec::with_capacity(configs.len());
         let mut errors = Vec::new();
         for config in configs {
-            if chains.contains_key(config.name()) {
+            if built.iter().any(|c| c.name() == config.name()) {
                 errors.push(
                     Error::config(format!(
                         "a second AuthConfig named '{}'; names must be unique",
@@ -83,9 +84,38 @@ impl Generation {
                     if let Some(log) = log {
                         chain.attach_log(log, number);
                     }
-                    chains.insert(config.name().to_owned(), Arc::new(chain));
+                    built.push(chain);
                 }
                 Err(e) => errors.push(e),
+            }
+        }
+        // A shadow is an AuthConfig of its own, with no shadow of its own;
+        // those with none are wrapped first, for the others to point at.
+        let (shadowing, plain): (Vec<Chain>, Vec<Chain>) =
+            built.into_iter().partition(|c| c.shadow_name().is_some());
+        for chain in plain {
+            chains.insert(chain.name().to_owned(), Arc::new(chain));
+        }
+        for mut chain in shadowing {
+            let name = chain.shadow_name().unwrap_or_default().to_owned();
+            let origin = configs
+                .iter()
+                .find(|c| c.name() == chain.name())
+                .map_or("", |c| c.origin());
+            match chains.get(&name) {
+                Some(shadow) => {
+                    chain.attach_shadow(shadow.clone());
+                    chains.insert(chain.name().to_owned(), Arc::new(chain));
+                }
+                None => errors.push(
+                    Error::config(if configs.iter().any(|c| c.name() == name) {
+                        format!("'{name}' has a shadow of its own; a shadow cannot")
+                    } else {
+                        format!("no AuthConfig named '{name}'")
+                    })
+                    .at("shadow")
+                    .in_source(origin),
+                ),
             }
         }
         if let Some(e) = Error::collect(errors) {

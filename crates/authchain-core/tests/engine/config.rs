@@ -191,7 +191,7 @@ fn unknown_plugins_kinds_and_fields_are_rejected() {
         (
             "an unknown top-level field",
             "name: c\nconfigz: []\n",
-            "auth.yaml: configz: unknown field `configz`, expected one of `configs`, `booleanExpr`, `statusOnError`, `deadline`, `stripClientHeaders`, `trustClientHeaders`, `allowAmbiguousPaths`, `userIdHeader`, `failOnRedirect`, `cache`, `decisionLog`",
+            "auth.yaml: configz: unknown field `configz`, expected one of `configs`, `booleanExpr`, `statusOnError`, `deadline`, `stripClientHeaders`, `trustClientHeaders`, `allowAmbiguousPaths`, `userIdHeader`, `failOnRedirect`, `cache`, `decisionLog`, `shadow`",
         ),
         (
             "an unknown pluginAuth field",

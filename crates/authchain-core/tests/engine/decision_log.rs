@@ -29,15 +29,7 @@ fn registry() -> PluginRegistry {
     registry.register(plugin_fn("Fail", |_: Value, _| {
         Ok(Arc::new(decide_fn(|_| Err(Error::step("backend down")))))
     }));
-    registry.register(plugin_fn("PublicOnly", |_: Value, _| {
-        Ok(Arc::new(decide_fn(|req| {
-            Ok(if req.path.starts_with("/public/") {
-                Allow::new().into()
-            } else {
-                Decision::unauthenticated()
-            })
-        })))
-    }));
+    crate::support::register_public_only(&mut registry);
     registry
 }
 

@@ -9,4 +9,5 @@ mod config;
 mod decision_log;
 mod generation;
 mod security;
+mod shadow;
 mod support;

@@ -154,3 +154,19 @@ pub(crate) fn histogram(snapshotter: &Snapshotter, metric: &str) -> Vec<f64> {
 pub(crate) fn get(path: &str) -> AuthorizationRequest {
     AuthorizationRequest::new(http::Method::GET, path)
 }
+
+/// Registers `PublicOnly`: allows paths under `/public/`, 401 else.
+pub(crate) fn register_public_only(registry: &mut authchain_core::PluginRegistry) {
+    registry.register(authchain_core::plugin_fn(
+        "PublicOnly",
+        |_: serde_json::Value, _| {
+            Ok(Arc::new(authchain_core::decide_fn(|req| {
+                Ok(if req.path.starts_with("/public/") {
+                    Allow::new().into()
+                } else {
+                    Decision::unauthenticated()
+                })
+            })))
+        },
+    ));
+}

@@ -125,3 +125,99 @@ async fn passthrough_grpc_to_an_independent_server() {
         .assert_denied("/api", &[("authorization", "let me in")], 401)
         .await;
 }
+
+/// Mirroring an existing ext_authz server while migrating: the AuthConfig
+/// Envoy names passes each check on to the old server, whose answer is
+/// served, and names the local chain as its `shadow`, which runs beside it
+/// (after the answer). The local chain allows what the old server allows,
+/// but for `/admin`: that disagreement, and only it, is counted.
+const MIRROR: &str = "
+authConfigs:
+- apiVersion: enterprise.gloo.solo.io/v1
+  kind: AuthConfig
+  metadata: { name: passthrough-auth, namespace: gloo-system }
+  spec:
+    shadow: gloo-system.local
+    configs:
+    - passThroughAuth:
+        grpc:
+          address: 127.0.0.1:{{remote_port}}
+          connectionTimeout: 3s
+- apiVersion: enterprise.gloo.solo.io/v1
+  kind: AuthConfig
+  metadata: { name: local, namespace: gloo-system }
+  spec:
+    configs:
+    - apiKeyAuth:
+        headerName: authorization
+        allowBearer: false
+        keys: [{ key: authorize me }]
+    - rules:
+        defaultAction: allow
+        rules: [{ action: deny, path: { prefix: /admin } }]
+";
+
+#[tokio::test]
+async fn mirroring_the_old_server_serves_its_answer_and_counts_where_the_local_chain_disagrees() {
+    use authchain_testkit::envoy::{Bootstrap, Envoy};
+
+    let served = serve(Remote::default()).await;
+    let app = authchain_testkit::EchoServer::start().await.unwrap();
+    let authchain = crate::support::Authchain::start_with(
+        &format!("{}{MIRROR}", crate::support::LISTENERS),
+        &[("remote_port", served.addr.port().to_string())],
+    )
+    .await;
+    let bootstrap = Bootstrap::new(app.addr())
+        .route("/", Some("gloo-system.passthrough-auth"))
+        .grpc(authchain.grpc);
+    let envoy = Envoy::start(&bootstrap.yaml()).await.unwrap();
+    let ingress = envoy.listener("ingress").unwrap();
+
+    // The old server's answers are served, the local chain's never.
+    let me = [("authorization", "authorize me")];
+    for (path, headers, status) in [
+        ("/api", &me[..], 200),
+        ("/admin", &me[..], 200),
+        ("/api", &[][..], 401),
+    ] {
+        let reply = authchain_testkit::client::get(ingress, path, headers)
+            .await
+            .unwrap();
+        assert_eq!(
+            reply.status,
+            status,
+            "{path} {headers:?}: {}",
+            authchain.log()
+        );
+    }
+
+    // Only /admin disagrees: the old server allowed, the local chain denied.
+    let series = |kind: &str| {
+        format!(
+            "authchain_shadow_disagreements_total{{config=\"gloo-system.passthrough-auth\",shadow=\"gloo-system.local\",kind=\"{kind}\"}}"
+        )
+    };
+    let mut allow_deny = 0.0;
+    for _ in 0..250 {
+        allow_deny = authchain.metric(&series("allow_deny")).await;
+        if allow_deny >= 1.0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(allow_deny, 1.0, "{}", authchain.metrics().await);
+    let metrics = authchain.metrics().await;
+    for kind in ["deny_allow", "status"] {
+        assert_eq!(
+            crate::support::metric_value(&metrics, &series(kind)),
+            0.0,
+            "{kind}"
+        );
+    }
+    assert!(
+        authchain.log().contains("the shadow AuthConfig disagrees"),
+        "{}",
+        authchain.log()
+    );
+}

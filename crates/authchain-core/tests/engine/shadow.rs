@@ -1,0 +1,163 @@
+//! Shadow AuthConfigs: every request also runs through the shadow, after
+//! the answer, never delaying it; disagreements are counted by kind, runs
+//! beyond the bound dropped and counted.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use authchain_core::shadow::MAX_SHADOW_RUNS;
+use authchain_core::{
+    Allow, AuthConfig, AuthorizationRequest, Engine, Format, Generation, PluginRegistry, plugin_fn,
+    service_fn,
+};
+use http::Method;
+use metrics_util::debugging::DebuggingRecorder;
+use serde_json::Value;
+
+use crate::support::Counters;
+
+/// `PublicOnly` (allows /public/ only, 401 else), `Slow` (allows after
+/// 300 ms, counting the runs it finished in `done`), `Stuck` (never
+/// answers).
+fn registry(done: Arc<AtomicUsize>) -> PluginRegistry {
+    let mut registry = PluginRegistry::new();
+    crate::support::register_public_only(&mut registry);
+    registry.register(plugin_fn("Slow", move |_: Value, _| {
+        let done = done.clone();
+        Ok(Arc::new(service_fn(move |_| {
+            let done = done.clone();
+            Box::pin(async move {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                done.fetch_add(1, Ordering::SeqCst);
+                Ok(Allow::new().into())
+            })
+        })))
+    }));
+    registry.register(plugin_fn("Stuck", |_: Value, _| {
+        Ok(Arc::new(service_fn(|_| Box::pin(std::future::pending()))))
+    }));
+    registry
+}
+
+const CONFIGS: &str = "name: site
+shadow: next
+configs:
+- pluginAuth: { name: PublicOnly }
+---
+name: next
+configs:
+- pluginAuth: { name: Slow }
+---
+name: busy
+shadow: stuck
+configs:
+- pluginAuth: { name: PublicOnly }
+---
+name: stuck
+deadline: 1h
+configs:
+- pluginAuth: { name: Stuck }
+";
+
+#[tokio::test]
+async fn the_shadow_runs_after_the_answer_and_counts_disagreements() {
+    let done = Arc::new(AtomicUsize::new(0));
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let configs = AuthConfig::parse("t.yaml", CONFIGS, Format::Yaml).unwrap();
+    let generation = metrics::with_local_recorder(&recorder, || {
+        Generation::build(&registry(done.clone()), &configs, 1)
+    })
+    .unwrap();
+    let engine = Engine::new(registry(done.clone()));
+    engine.install(generation).await.unwrap();
+    let generation = engine.current();
+    let site = generation.chain("site").unwrap();
+
+    // Twenty answers, each sent before any shadow run finished: the
+    // shadow never delays an answer.
+    let mut answered_before_a_shadow_finished = 0;
+    for i in 0..20 {
+        let path = if i % 2 == 0 { "/public/x" } else { "/private" };
+        let d = site
+            .authorize(&mut AuthorizationRequest::new(Method::GET, path))
+            .await;
+        assert_eq!(d.is_allow(), i % 2 == 0, "{path}: the AuthConfig's answer");
+        if done.load(Ordering::SeqCst) == 0 {
+            answered_before_a_shadow_finished += 1;
+        }
+    }
+    assert_eq!(answered_before_a_shadow_finished, 20);
+    for _ in 0..250 {
+        if done.load(Ordering::SeqCst) == 20 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        done.load(Ordering::SeqCst),
+        20,
+        "every request ran in the shadow"
+    );
+    // The shadow allowed all: the ten /private denies disagree.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let counters = Counters::take(&snapshotter);
+    let disagreements = |kind| {
+        counters.get(
+            "authchain_shadow_disagreements_total",
+            &[("config", "site"), ("shadow", "next"), ("kind", kind)],
+        )
+    };
+    assert_eq!(disagreements("deny_allow"), 10);
+    assert_eq!(disagreements("allow_deny"), 0);
+    assert_eq!(disagreements("status"), 0);
+
+    // A shadow that never answers holds its places: beyond them, requests
+    // are not shadowed, and counted.
+    let busy = generation.chain("busy").unwrap();
+    for _ in 0..MAX_SHADOW_RUNS + 5 {
+        busy.authorize(&mut AuthorizationRequest::new(Method::GET, "/public/x"))
+            .await;
+    }
+    let counters = Counters::take(&snapshotter);
+    assert_eq!(
+        counters.get(
+            "authchain_shadow_dropped_total",
+            &[("config", "busy"), ("shadow", "stuck")]
+        ),
+        5
+    );
+}
+
+#[tokio::test]
+async fn a_shadow_must_be_another_authconfig_without_one() {
+    let step = "configs:\n- pluginAuth: { name: PublicOnly }\n";
+    for (case, yaml, message) in [
+        (
+            "no such AuthConfig",
+            format!("name: a\nshadow: ghost\n{step}"),
+            "no AuthConfig named 'ghost'",
+        ),
+        (
+            "itself",
+            format!("name: a\nshadow: a\n{step}"),
+            "'a' has a shadow of its own",
+        ),
+        (
+            "a shadow with a shadow",
+            format!(
+                "name: a\nshadow: b\n{step}---\nname: b\nshadow: c\n{step}---\nname: c\n{step}"
+            ),
+            "'b' has a shadow of its own",
+        ),
+    ] {
+        let configs = AuthConfig::parse("t.yaml", &yaml, Format::Yaml).unwrap();
+        let e = Engine::new(registry(Arc::default()))
+            .load(&configs)
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains(message), "{case}: {e}");
+        assert!(e.to_string().contains("shadow"), "{case}: {e}");
+    }
+}
