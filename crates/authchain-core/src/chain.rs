@@ -387,6 +387,11 @@ impl Chain {
         self.log = ChainLog::new(log, own, generation);
     }
 
+    /// Whether its config asks for a decision log.
+    pub(crate) fn wants_log(&self) -> bool {
+        self.log_sampling.is_some()
+    }
+
     /// The AuthConfig named as this one's shadow.
     pub(crate) fn shadow_name(&self) -> Option<&str> {
         self.shadow_name.as_deref()
@@ -398,41 +403,43 @@ impl Chain {
     }
 
     /// [`answer`](Self::answer), with the decision's record when it is
-    /// sampled, and the request run through the shadow after.
+    /// sampled (`logged`: its number), and the request run through the
+    /// shadow after.
     async fn answer_observed(
         &self,
         request: &mut AuthorizationRequest,
         forwarded: bool,
         transport: Transport,
+        logged: Option<u64>,
     ) -> Decision {
-        // The request as the client sent it, before the chain changes it.
-        let shadowed = self
-            .shadow
-            .as_ref()
-            .and_then(|shadow| shadow.place().map(|place| (shadow, place, request.clone())));
-        let decision = self.answer_logged(request, forwarded, transport).await;
-        if let Some((shadow, place, copy)) = shadowed {
-            shadow.run(self.name.clone(), copy, Answered::of(&decision), place);
+        // The request as the client sent it, before the chain changes it;
+        // a place for its run is taken once the answer is made.
+        let copy = self.shadow.as_ref().map(|_| request.clone());
+        let decision = match (&self.log, logged) {
+            (Some(log), Some(number)) => {
+                self.answer_logged(log, number, request, forwarded, transport)
+                    .await
+            }
+            _ => self.answer_unlogged(request, forwarded).await,
+        };
+        if let (Some(shadow), Some(copy)) = (&self.shadow, copy) {
+            shadow.run(self.name.clone(), copy, Answered::of(&decision));
         }
         decision
     }
 
-    /// [`answer`](Self::answer), and the decision's record when it is
-    /// sampled.
+    /// [`answer`](Self::answer), and decision `number`'s record.
     async fn answer_logged(
         &self,
+        log: &ChainLog,
+        number: u64,
         request: &mut AuthorizationRequest,
         forwarded: bool,
         transport: Transport,
     ) -> Decision {
-        let Some((log, number)) = self
-            .log
-            .as_ref()
-            .and_then(|log| log.sampled().map(|n| (log, n)))
-        else {
-            return self.answer_unlogged(request, forwarded).await;
-        };
         let (at, started) = (SystemTime::now(), std::time::Instant::now());
+        // The named headers as the client sent them, before a step sets one.
+        let headers = log.headers(request);
         request.extensions.insert(Trace::default());
         let decision = self.answer_unlogged(request, forwarded).await;
         let trace = request.extensions.remove::<Trace>();
@@ -444,6 +451,7 @@ impl Chain {
             config: &self.name,
             transport,
             request,
+            headers,
             decision: &decision,
             trace: trace.as_ref(),
             step_names: &names,
@@ -460,10 +468,11 @@ impl Chain {
         forwarded: bool,
         transport: Transport,
     ) -> Decision {
-        if self.log.is_some() || self.shadow.is_some() {
-            return Box::pin(self.answer_observed(request, forwarded, transport)).await;
+        let logged = self.log.as_ref().and_then(ChainLog::sampled);
+        if logged.is_none() && self.shadow.is_none() {
+            return self.answer_unlogged(request, forwarded).await;
         }
-        self.answer_unlogged(request, forwarded).await
+        Box::pin(self.answer_observed(request, forwarded, transport, logged)).await
     }
 
     async fn answer_unlogged(
@@ -526,7 +535,7 @@ impl Chain {
         let failed = run.failed || matches!(ended, Ended::Failed);
         if let Some(mut trace) = run.trace.take() {
             trace.ran = true;
-            trace.failed = failed;
+            trace.failed = matches!(ended, Ended::Failed);
             request.extensions.insert(*trace);
         }
         let decision = match self.conclude(started, ended) {

@@ -25,12 +25,18 @@
 //!  "metrics":{"timer_authchain_decision_ns":93012}}
 //! ```
 //!
-//! `input.path` is the canonical path without its query. A step's
+//! `input.path` is the canonical path without its query; it, the host,
+//! the request id and each header value are cut at [`MAX_FIELD_LEN`]
+//! bytes, and at most 8 values of a header are kept. `input.headers` are
+//! the named headers as the client sent them; `authorization`,
+//! `proxy-authorization`, `cookie` and `set-cookie` cannot be named. A
+//! shadow's runs have `transport: shadow`. A step's
 //! `result` is `allow`, `deny` (with `status`), `error` (with `error`, the
 //! step's error text, which never holds a secret) or
 //! `failure_mode_allowed`; `result.error` is true when the answer is a
-//! failure's deny, and `result.cause` the failing step's error. A remembered answer of the decision cache has
-//! `cached: true` and no steps. Nothing else of the request is logged: no
+//! failure's deny, and `result.cause` the failing step's error. An answer
+//! the chain did not run for (the decision cache's, remembered or shared
+//! with a request that was running) has `cached: true` and no steps. Nothing else of the request is logged: no
 //! credential, cookie, query, body or header the config does not name.
 
 use std::fmt::Write as _;
@@ -148,12 +154,45 @@ impl Sampling {
             .iter()
             .enumerate()
             .map(|(i, name)| {
-                HeaderName::try_from(name.as_str()).map_err(|_| {
-                    Error::config("not a valid header name").at(format!("headers[{i}]"))
-                })
+                let at = format!("headers[{i}]");
+                let name = HeaderName::try_from(name.as_str())
+                    .map_err(|_| Error::config("not a valid header name").at(&at))?;
+                if CREDENTIAL_HEADERS.contains(&name.as_str()) {
+                    return Err(
+                        Error::config("a header that carries credentials is never logged").at(&at),
+                    );
+                }
+                Ok(name)
             })
             .collect()
     }
+}
+
+/// Headers that carry credentials: never loggable.
+const CREDENTIAL_HEADERS: [&str; 4] = [
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "set-cookie",
+];
+
+/// The longest text of a logged field (path, host, request id, header
+/// value); a longer one is cut and ends with `…`.
+pub const MAX_FIELD_LEN: usize = 1024;
+
+/// The most values of one logged header.
+const MAX_HEADER_VALUES: usize = 8;
+
+/// `text`, cut to [`MAX_FIELD_LEN`] bytes (at a character boundary).
+fn capped(text: &str) -> String {
+    if text.len() <= MAX_FIELD_LEN {
+        return text.to_owned();
+    }
+    let mut end = MAX_FIELD_LEN;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
 }
 
 /// How the check came: the adapter that asked.
@@ -169,6 +208,8 @@ pub enum Transport {
     Http,
     /// The tower layer.
     Layer,
+    /// A shadow run ([`crate::shadow`]): not an answer anyone got.
+    Shadow,
 }
 
 impl Transport {
@@ -178,6 +219,7 @@ impl Transport {
             Transport::Grpc => "grpc",
             Transport::Http => "http",
             Transport::Layer => "layer",
+            Transport::Shadow => "shadow",
         }
     }
 }
@@ -250,31 +292,34 @@ impl ChainLog {
         (hasher.finish() < self.threshold).then_some(number)
     }
 
-    /// Writes the record of one decision.
-    pub(crate) fn write(&self, entry: Entry<'_>) {
-        let request = entry.request;
+    /// The named headers of `request`, as a record holds them.
+    pub(crate) fn headers(&self, request: &AuthorizationRequest) -> Map<String, Value> {
         let mut headers = Map::new();
         for name in &self.headers {
-            let values: Vec<Value> = request
+            let mut values: Vec<Value> = request
                 .headers
                 .get_all(name)
                 .iter()
-                .map(|v| Value::String(String::from_utf8_lossy(v.as_bytes()).into_owned()))
+                .take(MAX_HEADER_VALUES)
+                .map(|v| Value::String(capped(&String::from_utf8_lossy(v.as_bytes()))))
                 .collect();
             match values.len() {
                 0 => {}
                 1 => {
-                    headers.insert(
-                        name.as_str().to_owned(),
-                        values.into_iter().next().unwrap_or_default(),
-                    );
+                    headers.insert(name.as_str().to_owned(), values.remove(0));
                 }
                 _ => {
                     headers.insert(name.as_str().to_owned(), Value::Array(values));
                 }
             }
         }
-        let path = request.path.split('?').next().unwrap_or_default();
+        headers
+    }
+
+    /// Writes the record of one decision.
+    pub(crate) fn write(&self, entry: Entry<'_>) {
+        let request = entry.request;
+        let path = capped(request.path.split('?').next().unwrap_or_default());
         let steps: Vec<Value> = entry
             .trace
             .iter()
@@ -330,13 +375,13 @@ impl ChainLog {
             "config": entry.config,
             "generation": self.generation,
             "transport": entry.transport.as_str(),
-            "request_id": if request.id.is_empty() { Value::Null } else { json!(request.id) },
+            "request_id": if request.id.is_empty() { Value::Null } else { json!(capped(&request.id)) },
             "requested_by": source,
             "input": {
                 "method": request.method.as_str(),
                 "path": path,
-                "host": request.host,
-                "headers": headers,
+                "host": capped(&request.host),
+                "headers": entry.headers,
             },
             "steps": steps,
             "result": result,
@@ -356,6 +401,8 @@ pub(crate) struct Entry<'a> {
     pub(crate) config: &'a str,
     pub(crate) transport: Transport,
     pub(crate) request: &'a AuthorizationRequest,
+    /// The named headers, taken before the chain ran.
+    pub(crate) headers: Map<String, Value>,
     pub(crate) decision: &'a Decision,
     pub(crate) trace: Option<&'a Trace>,
     pub(crate) step_names: &'a [&'a str],

@@ -89,35 +89,26 @@ impl Generation {
                 Err(e) => errors.push(e),
             }
         }
-        // A shadow is an AuthConfig of its own, with no shadow of its own;
-        // those with none are wrapped first, for the others to point at.
-        let (shadowing, plain): (Vec<Chain>, Vec<Chain>) =
-            built.into_iter().partition(|c| c.shadow_name().is_some());
-        for chain in plain {
-            chains.insert(chain.name().to_owned(), Arc::new(chain));
-        }
-        for mut chain in shadowing {
-            let name = chain.shadow_name().unwrap_or_default().to_owned();
-            let origin = configs
+        if log.is_none() {
+            let asking: Vec<&str> = built
                 .iter()
-                .find(|c| c.name() == chain.name())
-                .map_or("", |c| c.origin());
-            match chains.get(&name) {
-                Some(shadow) => {
-                    chain.attach_shadow(shadow.clone());
-                    chains.insert(chain.name().to_owned(), Arc::new(chain));
-                }
-                None => errors.push(
-                    Error::config(if configs.iter().any(|c| c.name() == name) {
-                        format!("'{name}' has a shadow of its own; a shadow cannot")
-                    } else {
-                        format!("no AuthConfig named '{name}'")
-                    })
-                    .at("shadow")
-                    .in_source(origin),
-                ),
+                .filter(|c| c.wants_log())
+                .map(|c| c.name())
+                .collect();
+            if !asking.is_empty() {
+                tracing::warn!(
+                    configs = %asking.join(", "),
+                    "these AuthConfigs ask for a decision log, but there is none to write to"
+                );
             }
         }
+        let origin = |name: &str| {
+            configs
+                .iter()
+                .find(|c| c.name() == name)
+                .map_or(String::new(), |c| c.origin().to_owned())
+        };
+        link(built, &mut chains, &mut errors, origin);
         if let Some(e) = Error::collect(errors) {
             return Err(e);
         }
@@ -128,19 +119,26 @@ impl Generation {
         })
     }
 
-    /// Builds a generation from chains made in code.
+    /// Builds a generation from chains made in code (their shadows named
+    /// among them).
     pub fn from_chains(
         chains: impl IntoIterator<Item = Chain>,
         number: u64,
     ) -> Result<Self, Error> {
-        let mut map = Chains::default();
+        let mut built: Vec<Chain> = Vec::new();
         for chain in chains {
-            let name = chain.name().to_owned();
-            if map.insert(name.clone(), Arc::new(chain)).is_some() {
+            if built.iter().any(|c| c.name() == chain.name()) {
                 return Err(Error::config(format!(
-                    "a second chain named '{name}'; names must be unique"
+                    "a second chain named '{}'; names must be unique",
+                    chain.name()
                 )));
             }
+            built.push(chain);
+        }
+        let (mut map, mut errors) = (Chains::default(), Vec::new());
+        link(built, &mut map, &mut errors, |_| String::new());
+        if let Some(e) = Error::collect(errors) {
+            return Err(e);
         }
         Ok(Generation {
             number,
@@ -310,5 +308,41 @@ impl Engine {
     /// Cancels the current generation's lifecycle (on shutdown).
     pub fn shut_down(&self) {
         self.current.load().shut_down();
+    }
+}
+
+/// Puts `built` into `chains`, each linked to its shadow: an AuthConfig
+/// of its own, with no shadow of its own (those with none go in first, for
+/// the others to point at). A shadow that is none is an error, from the
+/// document `origin` names.
+fn link(
+    built: Vec<Chain>,
+    chains: &mut Chains,
+    errors: &mut Vec<Error>,
+    origin: impl Fn(&str) -> String,
+) {
+    let (shadowing, plain): (Vec<Chain>, Vec<Chain>) =
+        built.into_iter().partition(|c| c.shadow_name().is_some());
+    let names: Vec<String> = shadowing.iter().map(|c| c.name().to_owned()).collect();
+    for chain in plain {
+        chains.insert(chain.name().to_owned(), Arc::new(chain));
+    }
+    for mut chain in shadowing {
+        let name = chain.shadow_name().unwrap_or_default().to_owned();
+        match chains.get(&name) {
+            Some(shadow) => {
+                chain.attach_shadow(shadow.clone());
+                chains.insert(chain.name().to_owned(), Arc::new(chain));
+            }
+            None => errors.push(
+                Error::config(if names.contains(&name) {
+                    format!("'{name}' has a shadow of its own; a shadow cannot")
+                } else {
+                    format!("no AuthConfig named '{name}'")
+                })
+                .at("shadow")
+                .in_source(origin(chain.name())),
+            ),
+        }
     }
 }

@@ -7,10 +7,15 @@
 //! shadow never delays it. Where the two disagree, the disagreement is
 //! counted in `authchain_shadow_disagreements_total{config, shadow, kind}`
 //! (`kind`: `allow_deny`, the AuthConfig allowed and the shadow denied;
-//! `deny_allow`; `status`, both denied with different statuses) and
-//! logged with both answers. At most [`MAX_SHADOW_RUNS`] shadow runs of
-//! one AuthConfig are in flight; a request beyond them is not shadowed,
-//! and is counted in `authchain_shadow_dropped_total{config, shadow}`.
+//! `deny_allow`; `status`, both denied with different statuses;
+//! `identity`, both allowed different users) and logged with both
+//! answers. At most [`MAX_SHADOW_RUNS`] shadow runs of one AuthConfig are
+//! in flight; a request beyond them (or made outside a Tokio runtime) is
+//! not shadowed, and is counted in
+//! `authchain_shadow_dropped_total{config, shadow}`. A shadow's runs are
+//! its own decisions in its metrics, and `transport: shadow` in the
+//! decision log; they run on the same runtime as the answers, so a
+//! shadow that costs much CPU slows a busy server.
 //!
 //! ```yaml
 //! name: site
@@ -23,6 +28,7 @@ use std::sync::Arc;
 use metrics::Counter;
 use tokio::sync::Semaphore;
 
+use crate::decision_log::Transport;
 use crate::{AuthorizationRequest, Chain, Decision};
 
 /// The most shadow runs of one AuthConfig in flight at once.
@@ -35,6 +41,7 @@ pub(crate) struct Shadow {
     allow_deny: Counter,
     deny_allow: Counter,
     status: Counter,
+    identity: Counter,
     dropped: Counter,
 }
 
@@ -54,6 +61,7 @@ impl Shadow {
             allow_deny: disagreement("allow_deny"),
             deny_allow: disagreement("deny_allow"),
             status: disagreement("status"),
+            identity: disagreement("identity"),
             dropped: metrics::counter!(
                 "authchain_shadow_dropped_total",
                 "config" => config.to_owned(),
@@ -64,33 +72,36 @@ impl Shadow {
         }
     }
 
-    /// Whether a run can start now: its place, else the request is
-    /// counted as dropped.
-    pub(crate) fn place(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
-        let place = self.places.clone().try_acquire_owned().ok();
-        if place.is_none() {
-            self.dropped.increment(1);
-        }
-        place
-    }
-
     /// Runs `request` (as the client sent it) through the shadow on a task
-    /// of its own, and compares its answer with `answer`, the AuthConfig's.
+    /// of its own, when a place is free (else it is counted as dropped),
+    /// and compares its answer with `answer`, the AuthConfig's.
     pub(crate) fn run(
         self: &Arc<Self>,
         config: Arc<str>,
         mut request: AuthorizationRequest,
         answer: Answered,
-        place: tokio::sync::OwnedSemaphorePermit,
     ) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            self.dropped.increment(1);
+            return;
+        };
+        let Ok(place) = self.places.clone().try_acquire_owned() else {
+            self.dropped.increment(1);
+            return;
+        };
         let this = self.clone();
-        tokio::spawn(async move {
+        runtime.spawn(async move {
             let _place = place;
-            let shadow = Answered::of(&this.chain.authorize(&mut request).await);
+            let decision = this
+                .chain
+                .answer(&mut request, false, Transport::Shadow)
+                .await;
+            let shadow = Answered::of(&decision);
             let kind = match (answer.allowed, shadow.allowed) {
                 (true, false) => &this.allow_deny,
                 (false, true) => &this.deny_allow,
                 (false, false) if answer.status != shadow.status => &this.status,
+                (true, true) if answer.user != shadow.user => &this.identity,
                 _ => return,
             };
             kind.increment(1);
@@ -99,8 +110,10 @@ impl Shadow {
                 shadow = %this.chain.name(),
                 allowed = answer.allowed,
                 status = answer.status,
+                user = answer.user.as_deref().unwrap_or(""),
                 shadow_allowed = shadow.allowed,
                 shadow_status = shadow.status,
+                shadow_user = shadow.user.as_deref().unwrap_or(""),
                 path = %request.path.split('?').next().unwrap_or_default(),
                 "the shadow AuthConfig disagrees"
             );
@@ -109,22 +122,25 @@ impl Shadow {
 }
 
 /// What an answer was, as a shadow compares it.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct Answered {
     allowed: bool,
     status: u16,
+    user: Option<String>,
 }
 
 impl Answered {
     pub(crate) fn of(decision: &Decision) -> Answered {
         match decision {
-            Decision::Allow(_) => Answered {
+            Decision::Allow(allow) => Answered {
                 allowed: true,
                 status: 200,
+                user: allow.user_info.as_ref().map(|u| u.user_id.clone()),
             },
             Decision::Deny(deny) => Answered {
                 allowed: false,
                 status: deny.status.as_u16(),
+                user: None,
             },
         }
     }

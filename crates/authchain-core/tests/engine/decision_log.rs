@@ -30,6 +30,16 @@ fn registry() -> PluginRegistry {
         Ok(Arc::new(decide_fn(|_| Err(Error::step("backend down")))))
     }));
     crate::support::register_public_only(&mut registry);
+    registry.register(plugin_fn("Mints", |_: Value, _| {
+        Ok(Arc::new(decide_fn(|_| {
+            Ok(Allow::new()
+                .set_header(
+                    HeaderName::from_static("x-request-id"),
+                    HeaderValue::from_static("minted-s3cret"),
+                )
+                .into())
+        })))
+    }));
     registry
 }
 
@@ -219,6 +229,8 @@ async fn sampling_every_config_and_the_config_s_own() {
         ("{ sample: 1.5 }", "decisionLog.sample"),
         ("{ headers: ['bad name'] }", "decisionLog.headers[0]"),
         ("{ unknown: 1 }", "decisionLog"),
+        ("{ headers: [Authorization] }", "decisionLog.headers[0]"),
+        ("{ headers: [x-a, cookie] }", "decisionLog.headers[1]"),
     ] {
         let yaml =
             format!("name: x\ndecisionLog: {block}\nconfigs:\n- pluginAuth: {{ name: Allow }}\n");
@@ -233,4 +245,33 @@ async fn sampling_every_config_and_the_config_s_own() {
             .every_config(Sampling::default().sample(-0.1))
             .is_err()
     );
+}
+
+#[tokio::test]
+async fn headers_are_logged_as_sent_and_fields_are_cut() {
+    let yaml = "name: m\ndecisionLog: { headers: [x-request-id] }\nconfigs:\n- pluginAuth: { name: Mints }\n";
+    let (engine, sink) = engine(yaml, None).await;
+    let generation = engine.current();
+    let mut r = request(&format!("/{}", "p".repeat(5000)));
+    r.host = "h".repeat(5000);
+    for _ in 0..20 {
+        r.headers
+            .append("x-request-id", HeaderValue::from_static("again"));
+    }
+    generation.chain("m").unwrap().authorize(&mut r).await;
+    let logged = records(&sink);
+    let record = &logged[0];
+    // The client's values, not the one a step set; at most 8 of them.
+    let ids = record["input"]["headers"]["x-request-id"]
+        .as_array()
+        .unwrap();
+    assert_eq!(ids.len(), 8);
+    assert_eq!(ids[0], "req-7");
+    assert!(!sink.lock().unwrap()[0].contains("minted"));
+    for field in [&record["input"]["path"], &record["input"]["host"]] {
+        let text = field.as_str().unwrap();
+        assert!(text.len() <= 1024 + '…'.len_utf8(), "{}", text.len());
+        assert!(text.ends_with('…'));
+    }
+    assert!(sink.lock().unwrap()[0].len() < 4096);
 }

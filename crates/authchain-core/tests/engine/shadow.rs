@@ -34,6 +34,15 @@ fn registry(done: Arc<AtomicUsize>) -> PluginRegistry {
             })
         })))
     }));
+    for (name, user) in [("Alice", "alice"), ("Bob", "bob")] {
+        registry.register(plugin_fn(name, move |_: Value, _| {
+            Ok(Arc::new(authchain_core::decide_fn(move |_| {
+                Ok(Allow::new()
+                    .user(authchain_core::UserInfo::new(user))
+                    .into())
+            })))
+        }));
+    }
     registry.register(plugin_fn("Stuck", |_: Value, _| {
         Ok(Arc::new(service_fn(|_| Box::pin(std::future::pending()))))
     }));
@@ -58,6 +67,15 @@ name: stuck
 deadline: 1h
 configs:
 - pluginAuth: { name: Stuck }
+---
+name: as-alice
+shadow: as-bob
+configs:
+- pluginAuth: { name: Alice }
+---
+name: as-bob
+configs:
+- pluginAuth: { name: Bob }
 ";
 
 #[tokio::test]
@@ -113,6 +131,25 @@ async fn the_shadow_runs_after_the_answer_and_counts_disagreements() {
     assert_eq!(disagreements("allow_deny"), 0);
     assert_eq!(disagreements("status"), 0);
 
+    // Both allow, another user: an identity disagreement.
+    generation
+        .chain("as-alice")
+        .unwrap()
+        .authorize(&mut AuthorizationRequest::new(Method::GET, "/"))
+        .await;
+    let mut identity = 0;
+    for _ in 0..250 {
+        identity = Counters::take(&snapshotter).get(
+            "authchain_shadow_disagreements_total",
+            &[("config", "as-alice"), ("kind", "identity")],
+        );
+        if identity > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(identity, 1);
+
     // A shadow that never answers holds its places: beyond them, requests
     // are not shadowed, and counted.
     let busy = generation.chain("busy").unwrap();
@@ -160,4 +197,21 @@ async fn a_shadow_must_be_another_authconfig_without_one() {
         assert!(e.to_string().contains(message), "{case}: {e}");
         assert!(e.to_string().contains("shadow"), "{case}: {e}");
     }
+}
+
+#[test]
+fn chains_made_in_code_name_their_shadow_too() {
+    use authchain_core::{Chain, ChainStep, decide_fn};
+    let step = || ChainStep::new("s", Arc::new(decide_fn(|_| Ok(Allow::new().into()))));
+    let shadowed = || {
+        Chain::builder("a")
+            .shadow("b")
+            .step(step())
+            .build()
+            .unwrap()
+    };
+    let b = || Chain::builder("b").step(step()).build().unwrap();
+    assert!(Generation::from_chains([shadowed(), b()], 1).is_ok());
+    let e = Generation::from_chains([shadowed()], 1).unwrap_err();
+    assert!(e.to_string().contains("no AuthConfig named 'b'"), "{e}");
 }
