@@ -9,3 +9,13 @@ pub mod required_header;
 #[cfg(doctest)]
 #[doc = include_str!("../../README.md")]
 pub struct ReadmeDoctests;
+
+/// The book's `library.md` Rust examples, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/src/library.md")]
+pub struct LibraryDoctests;
+
+/// The book's `quickstart.md` Rust examples, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/src/quickstart.md")]
+pub struct QuickstartDoctests;

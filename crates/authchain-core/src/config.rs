@@ -555,7 +555,7 @@ impl AuthConfig {
                     Err(Error::config(
                         if GLOO_KINDS_UNSUPPORTED.contains(&kind_name.as_str()) {
                             format!(
-                                "`{kind_name}` is a Gloo step kind that authchain does not support: see the README's Gloo compatibility table"
+                                "`{kind_name}` is a Gloo step kind that authchain does not support: see the Gloo compatibility table (docs/src/gloo.md)"
                             )
                         } else {
                             format!(

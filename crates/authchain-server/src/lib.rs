@@ -75,7 +75,7 @@ pub use server::{ServeError, Server};
 pub use settings::{DEFAULT_CONFIG, Loaded, Settings};
 
 /// A registry with every built-in step kind: `apiKeyAuth`, `basicAuth`,
-/// `hmacAuth`, `jwt`, `opaAuth`, `rules`, and `passThroughAuth` over gRPC
+/// `hmacAuth`, `jwt`, `ldap`, `opaAuth`, `rules`, and `passThroughAuth` over gRPC
 /// and HTTP.
 pub fn default_registry() -> PluginRegistry {
     let mut registry = PluginRegistry::new();

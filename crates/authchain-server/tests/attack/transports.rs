@@ -29,7 +29,7 @@ pub(crate) enum Transport {
     /// `context_extensions: { config_id: site }`.
     EnvoyGrpc,
     /// The same with `normalize_path: true` and `merge_slashes: true`, as
-    /// the README advises so that the app sees the path that was judged.
+    /// the book advises (docs/src/security.md) so that the app sees the path that was judged.
     EnvoyGrpcNormalized,
     /// Envoy's ext_authz in HTTP service mode, `path_prefix: /check:site`.
     EnvoyHttp,

@@ -30,17 +30,18 @@ fn every_manifest_of_the_corpus_checks_alone_and_all_together() {
     assert!(ok, "{err}");
 }
 
-/// The step kinds of the README's Gloo compatibility table, by whether it
+/// The step kinds of the book's Gloo compatibility table, by whether it
 /// says they are supported: (supported, not supported).
-fn readme_table() -> (Vec<String>, Vec<String>) {
-    let readme =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md"))
-            .unwrap();
-    let table = readme
-        .split("### Gloo compatibility")
+fn compatibility_table() -> (Vec<String>, Vec<String>) {
+    let page = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/src/gloo.md"),
+    )
+    .unwrap();
+    let table = page
+        .split("# Gloo compatibility")
         .nth(1)
         .and_then(|rest| rest.split("\n## ").next())
-        .expect("the README has a Gloo compatibility section");
+        .expect("docs/src/gloo.md is the Gloo compatibility page");
     let (mut supported, mut lacking) = (Vec::new(), Vec::new());
     for row in table.lines().filter(|l| l.starts_with("| `")) {
         let cells: Vec<&str> = row.split(" | ").collect();
@@ -59,12 +60,12 @@ fn readme_table() -> (Vec<String>, Vec<String>) {
     (supported, lacking)
 }
 
-/// Every kind the README's table calls supported is in a manifest of the
+/// Every kind the compatibility table calls supported is in a manifest of the
 /// corpus (`pluginAuth`'s is in `examples/`), and the kinds it calls not
 /// supported are the ones refused below.
 #[test]
-fn every_row_of_the_readme_s_table_is_backed_by_the_corpus() {
-    let (supported, lacking) = readme_table();
+fn every_row_of_the_compatibility_table_is_backed_by_the_corpus() {
+    let (supported, lacking) = compatibility_table();
     assert!(supported.len() >= 8, "{supported:?}");
     let mut corpus = String::new();
     for entry in std::fs::read_dir(manifest_path("")).unwrap() {
@@ -75,10 +76,13 @@ fn every_row_of_the_readme_s_table_is_backed_by_the_corpus() {
         let used = corpus.contains(&format!("- {kind}:")) || corpus.contains(&format!("  {kind}:"));
         assert!(
             used,
-            "the README says `{kind}` is supported, but no manifest uses it"
+            "docs/src/gloo.md says `{kind}` is supported, but no manifest uses it"
         );
     }
-    assert_eq!(lacking, LACKING, "the README's not-supported rows");
+    assert_eq!(
+        lacking, LACKING,
+        "the compatibility table's not-supported rows"
+    );
 }
 
 /// The Gloo kinds authchain does not bring.

@@ -1,5 +1,5 @@
-//! The README shows every seed file as it is, and the seeds are exactly
-//! the scenarios this suite runs.
+//! The book (`docs/`) shows every seed file as it is (an mdBook include of
+//! the file), and the seeds are exactly the scenarios this suite runs.
 
 use std::collections::BTreeSet;
 
@@ -7,28 +7,42 @@ use authchain_testkit::workspace_root;
 
 use crate::seed::{SCENARIOS, read, seeds_dir};
 
-/// The seed files `text` does not contain verbatim.
-fn missing_from(text: &str) -> Vec<String> {
+/// The seed files the book's pages do not include (`{{#include
+/// ../../examples/seeds/...}}`, which mdBook fills in from the file).
+fn not_included(pages: &str) -> Vec<String> {
     let mut missing = Vec::new();
     for (scenario, files) in SCENARIOS {
         for file in *files {
-            if !text.contains(&read(scenario, file)) {
-                missing.push(format!("examples/seeds/{scenario}/{file}"));
+            // The file exists and is read (`read` panics otherwise).
+            let _ = read(scenario, file);
+            let path = format!("examples/seeds/{scenario}/{file}");
+            if !pages.contains(&format!("{{{{#include ../../{path}}}}}")) {
+                missing.push(path);
             }
         }
     }
     missing
 }
 
+/// The book's pages (`docs/src/*.md`), one after another.
+pub(crate) fn book_pages() -> String {
+    let dir = workspace_root().join("docs/src");
+    let mut pages = String::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "md") {
+            pages.push_str(&std::fs::read_to_string(&path).unwrap());
+        }
+    }
+    pages
+}
+
 #[test]
-fn the_readme_shows_every_seed_file_verbatim() {
-    let path = workspace_root().join("README.md");
-    let readme = std::fs::read_to_string(&path).unwrap();
-    let missing = missing_from(&readme);
+fn the_book_includes_every_seed_file() {
+    let missing = not_included(&book_pages());
     assert!(
         missing.is_empty(),
-        "{} does not contain these files verbatim: {missing:?}",
-        path.display()
+        "docs/src/ does not include these files: {missing:?}"
     );
 }
 

@@ -6,6 +6,7 @@
 mod check;
 mod decision_log;
 mod lifecycle;
+mod reference;
 mod reload;
 mod slow;
 mod support;
