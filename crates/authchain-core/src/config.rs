@@ -50,9 +50,11 @@
 //!   ([`PluginRegistry::register`]) with `config`. Gloo's
 //!   `pluginFileName` and `exportedSymbolName` are accepted and ignored:
 //!   plugins are compiled in.
-//! - `passThroughAuth: {grpc | http, config, failureModeAllow}` runs the
-//!   kind `passThroughAuth.grpc` or `passThroughAuth.http` with the block
-//!   (less `failureModeAllow`, which the chain applies).
+//! - `passThroughAuth: {grpc | http, config, failureModeAllow, mirror}`
+//!   runs the kind `passThroughAuth.grpc` or `passThroughAuth.http` with
+//!   the block (less `failureModeAllow`, which the chain applies, and
+//!   `mirror`: an AuthConfig that runs beside, compared and never served,
+//!   which is the chain's [shadow](crate::shadow)).
 //! - any other key (`apiKeyAuth`, `basicAuth`, `jwt`, `opaAuth`, ...) runs
 //!   the kind registered under that key with the block under it
 //!   ([`PluginRegistry::register_kind`]).
@@ -426,14 +428,26 @@ impl AuthConfig {
                 }
             }
         }
-        for (i, entry) in spec.configs.into_iter().enumerate() {
+        let mut shadow = spec.shadow;
+        for (i, mut entry) in spec.configs.into_iter().enumerate() {
             let at = format!("configs[{i}]");
+            match take_mirror(&mut entry) {
+                Ok(None) => {}
+                Ok(Some(mirrored)) if shadow.is_none() => shadow = Some(mirrored),
+                Ok(Some(_)) => errors.push(
+                    Error::config(
+                        "a chain has one shadow: set one passThroughAuth's `mirror` or the AuthConfig's `shadow`",
+                    )
+                    .at(format!("{at}.passThroughAuth.mirror")),
+                ),
+                Err(e) => errors.push(e.at(format!("{at}.passThroughAuth.mirror"))),
+            }
             match self.build_step(registry, i, entry, &at) {
                 Ok(step) => builder = builder.step(step),
                 Err(e) => errors.push(e.at(&at)),
             }
         }
-        if let Some(shadow) = spec.shadow {
+        if let Some(shadow) = shadow {
             builder = builder.shadow(shadow);
         }
         if let Some(expr) = spec.boolean_expr {
@@ -590,6 +604,20 @@ fn listing<'a>(names: impl Iterator<Item = &'a str>) -> String {
         "none".to_owned()
     } else {
         names.join(", ")
+    }
+}
+
+/// Takes `passThroughAuth.mirror` out of a step entry: the AuthConfig
+/// that runs beside the passthrough, whose answer is served (the chain's
+/// [shadow](crate::shadow)).
+fn take_mirror(entry: &mut Value) -> Result<Option<String>, Error> {
+    let Some(Value::Object(block)) = entry.get_mut("passThroughAuth") else {
+        return Ok(None);
+    };
+    match block.remove("mirror") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(name)) if !name.is_empty() => Ok(Some(name)),
+        Some(_) => Err(Error::config("expected the name of an AuthConfig")),
     }
 }
 

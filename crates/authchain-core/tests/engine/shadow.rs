@@ -215,3 +215,32 @@ fn chains_made_in_code_name_their_shadow_too() {
     let e = Generation::from_chains([shadowed()], 1).unwrap_err();
     assert!(e.to_string().contains("no AuthConfig named 'b'"), "{e}");
 }
+
+#[tokio::test]
+async fn a_passthrough_s_mirror_is_the_chain_s_shadow() {
+    let pass = |mirror: &str| {
+        format!("configs:\n- passThroughAuth: {{ grpc: {{ address: 'x:1' }}, mirror: {mirror} }}\n")
+    };
+    for (case, yaml, message) in [
+        (
+            "a mirror beside a shadow",
+            format!(
+                "name: a\nshadow: b\n{}---\nname: b\nconfigs:\n- pluginAuth: {{ name: PublicOnly }}\n",
+                pass("b")
+            ),
+            "configs[0].passThroughAuth.mirror: a chain has one shadow",
+        ),
+        (
+            "a mirror that names nothing",
+            format!("name: a\n{}", pass("5")),
+            "configs[0].passThroughAuth.mirror: expected the name of an AuthConfig",
+        ),
+    ] {
+        let configs = AuthConfig::parse("t.yaml", &yaml, Format::Yaml).unwrap();
+        let e = Engine::new(registry(Arc::default()))
+            .load(&configs)
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains(message), "{case}: {e}");
+    }
+}

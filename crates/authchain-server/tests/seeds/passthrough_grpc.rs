@@ -128,7 +128,7 @@ async fn passthrough_grpc_to_an_independent_server() {
 
 /// Mirroring an existing ext_authz server while migrating: the AuthConfig
 /// Envoy names passes each check on to the old server, whose answer is
-/// served, and names the local chain as its `shadow`, which runs beside it
+/// served, and its `mirror` is the local chain, which runs beside it
 /// (after the answer). The local chain allows what the old server allows,
 /// but for `/admin`: that disagreement, and only it, is counted.
 const MIRROR: &str = "
@@ -137,12 +137,12 @@ authConfigs:
   kind: AuthConfig
   metadata: { name: passthrough-auth, namespace: gloo-system }
   spec:
-    shadow: gloo-system.local
     configs:
     - passThroughAuth:
         grpc:
           address: 127.0.0.1:{{remote_port}}
           connectionTimeout: 3s
+        mirror: gloo-system.local
 - apiVersion: enterprise.gloo.solo.io/v1
   kind: AuthConfig
   metadata: { name: local, namespace: gloo-system }
