@@ -189,11 +189,7 @@ async fn a_shadow_must_be_another_authconfig_without_one() {
             "'b' has a shadow of its own",
         ),
     ] {
-        let configs = AuthConfig::parse("t.yaml", &yaml, Format::Yaml).unwrap();
-        let e = Engine::new(registry(Arc::default()))
-            .load(&configs)
-            .await
-            .unwrap_err();
+        let e = load_error(&yaml).await;
         assert!(e.to_string().contains(message), "{case}: {e}");
         assert!(e.to_string().contains("shadow"), "{case}: {e}");
     }
@@ -236,11 +232,17 @@ async fn a_passthrough_s_mirror_is_the_chain_s_shadow() {
             "configs[0].passThroughAuth.mirror: expected the name of an AuthConfig",
         ),
     ] {
-        let configs = AuthConfig::parse("t.yaml", &yaml, Format::Yaml).unwrap();
-        let e = Engine::new(registry(Arc::default()))
-            .load(&configs)
-            .await
-            .unwrap_err();
+        let e = load_error(&yaml).await;
         assert!(e.to_string().contains(message), "{case}: {e}");
     }
+}
+
+/// The error loading `yaml` fails with.
+async fn load_error(yaml: &str) -> String {
+    let configs = AuthConfig::parse("t.yaml", yaml, Format::Yaml).unwrap();
+    Engine::new(registry(Arc::default()))
+        .load(&configs)
+        .await
+        .unwrap_err()
+        .to_string()
 }
