@@ -70,7 +70,9 @@ impl<F: Fn(String) + Send + Sync + 'static> DecisionSink for F {
 #[derive(Clone)]
 pub struct DecisionLog {
     sink: Arc<dyn DecisionSink>,
-    every_config: Option<Sampling>,
+    /// The sampling of the AuthConfigs that do not say, and its header
+    /// names, checked.
+    every_config: Option<(Sampling, Vec<HeaderName>)>,
 }
 
 impl std::fmt::Debug for DecisionLog {
@@ -99,8 +101,8 @@ impl DecisionLog {
     /// A share outside 0 to 1 or a header name that is none, placed under
     /// `sample` or `headers[i]`.
     pub fn every_config(mut self, sampling: Sampling) -> Result<Self, Error> {
-        sampling.check()?;
-        self.every_config = Some(sampling);
+        let headers = sampling.check()?;
+        self.every_config = Some((sampling, headers));
         Ok(self)
     }
 }
@@ -144,8 +146,13 @@ impl Sampling {
         self
     }
 
-    /// Checks the share and the header names; errors are placed under
-    /// the block.
+    /// Checks the share and the header names, as an engine does; errors
+    /// are placed under the block (`sample`, `headers[1]`).
+    pub fn validate(&self) -> Result<(), Error> {
+        self.check().map(drop)
+    }
+
+    /// [`validate`](Self::validate), giving the header names.
     pub(crate) fn check(&self) -> Result<Vec<HeaderName>, Error> {
         if !(0.0..=1.0).contains(&self.sample) {
             return Err(Error::config("expected a share from 0 to 1").at("sample"));
@@ -260,8 +267,8 @@ impl ChainLog {
         let (sample, headers) = match own {
             Some((sampling, headers)) => (sampling.sample, headers.to_vec()),
             None => {
-                let sampling = log.every_config.as_ref()?;
-                (sampling.sample, sampling.check().ok()?)
+                let (sampling, headers) = log.every_config.as_ref()?;
+                (sampling.sample, headers.clone())
             }
         };
         if sample <= 0.0 {

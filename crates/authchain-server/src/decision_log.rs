@@ -71,8 +71,7 @@ pub(crate) fn sampling(settings: &DecisionLogSettings) -> Result<Option<Sampling
     for name in &settings.headers {
         sampling = sampling.header(name);
     }
-    // Checked as the engine will check it.
-    DecisionLog::new(|_: String| {}).every_config(sampling.clone())?;
+    sampling.validate()?;
     Ok(Some(sampling))
 }
 
