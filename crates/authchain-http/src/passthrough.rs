@@ -434,15 +434,7 @@ fn is_framing(name: &HeaderName) -> bool {
 
 impl TlsSpec {
     fn client_tls(&self) -> Result<ClientTls, Error> {
-        let pem = match (&self.ca_file, &self.ca_pem) {
-            (Some(path), None) => std::fs::read(path).map_err(|e| {
-                Error::config(format!("cannot read {}: {}", path.display(), e.kind())).at("caFile")
-            })?,
-            (None, Some(pem)) => pem.clone().into_bytes(),
-            (None, None) => return Ok(ClientTls::default()),
-            (Some(_), Some(_)) => return Err(Error::config("set caFile or caPem, not both")),
-        };
-        Ok(ClientTls::default().with_ca_pem(pem))
+        ClientTls::from_ca(self.ca_file.as_deref(), self.ca_pem.as_deref())
     }
 }
 

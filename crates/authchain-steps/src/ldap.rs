@@ -831,13 +831,8 @@ fn check_filter(filter: &str) -> Result<(), Error> {
 }
 
 fn client_tls(tls: &LdapTls) -> Result<rustls::ClientConfig, Error> {
-    let client = match (&tls.ca_file, &tls.ca_pem) {
-        (Some(file), None) => ClientTls::default().with_ca_pem(util::read_file(file, "caFile")?),
-        (None, Some(pem)) => ClientTls::default().with_ca_pem(pem.as_bytes()),
-        (None, None) => ClientTls::default(),
-        (Some(_), Some(_)) => return Err(Error::config("set caFile or caPem, not both")),
-    };
-    rustls_config(&client)
+    let ca_file = tls.ca_file.as_deref().map(std::path::Path::new);
+    rustls_config(&ClientTls::from_ca(ca_file, tls.ca_pem.as_deref())?)
 }
 
 #[cfg(test)]
