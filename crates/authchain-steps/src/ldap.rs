@@ -322,9 +322,6 @@ impl LdapAuth {
             .map(str::to_ascii_lowercase);
         let filter = config.search_filter.unwrap_or_else(|| "(uid=*)".to_owned());
         check_filter(&filter).map_err(|e| e.at("searchFilter"))?;
-        if ldap3::parse_filter(filter.replace("%s", "x")).is_err() {
-            return Err(Error::config("not an LDAP filter (RFC 4515)").at("searchFilter"));
-        }
         let membership = config
             .membership_attribute_name
             .filter(|m| !m.is_empty())
@@ -805,29 +802,16 @@ fn is_loopback(url: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
-/// A filter must be one parenthesized expression with balanced
-/// parentheses (the directory rejects what else is wrong with it).
+/// A filter is one parenthesized expression (RFC 4515; ldap3 would also
+/// take a bare `uid=*`) that ldap3 reads whole, with `%s` filled in.
 fn check_filter(filter: &str) -> Result<(), Error> {
-    let mut depth = 0usize;
-    for (i, c) in filter.char_indices() {
-        match c {
-            '(' => depth += 1,
-            ')' => {
-                depth = depth
-                    .checked_sub(1)
-                    .ok_or_else(|| Error::config("unbalanced parentheses"))?;
-                if depth == 0 && i + 1 != filter.len() {
-                    return Err(Error::config("expected one (...) expression"));
-                }
-            }
-            _ if depth == 0 => return Err(Error::config("expected one (...) expression")),
-            _ => {}
-        }
+    if filter.starts_with('(') && ldap3::parse_filter(filter.replace("%s", "x")).is_ok() {
+        Ok(())
+    } else {
+        Err(Error::config(
+            "not an LDAP filter (RFC 4515): expected one (...) expression",
+        ))
     }
-    if depth != 0 || filter.is_empty() {
-        return Err(Error::config("unbalanced parentheses"));
-    }
-    Ok(())
 }
 
 fn client_tls(tls: &LdapTls) -> Result<rustls::ClientConfig, Error> {
