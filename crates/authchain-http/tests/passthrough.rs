@@ -315,24 +315,11 @@ async fn closed_port() -> SocketAddr {
     listener.local_addr().unwrap()
 }
 
-/// An auth server that accepts and never answers.
-async fn hanging_server() -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((stream, _)) = listener.accept().await {
-            held.push(stream);
-        }
-    });
-    addr
-}
-
 #[tokio::test]
 async fn failures_deny_unless_failure_mode_allow_which_is_counted() {
     let (erroring, _) = recording_server(StatusCode::INTERNAL_SERVER_ERROR, "boom").await;
     let down = closed_port().await;
-    let hanging = hanging_server().await;
+    let hanging = authchain_testkit::silent_server().await.unwrap();
     for (what, url) in [
         ("500", format!("http://{erroring}/auth")),
         ("down", format!("http://{down}/auth")),
@@ -364,7 +351,7 @@ async fn failures_deny_unless_failure_mode_allow_which_is_counted() {
 
 #[tokio::test]
 async fn the_call_has_a_time_limit_even_when_the_chain_has_more() {
-    let hanging = hanging_server().await;
+    let hanging = authchain_testkit::silent_server().await.unwrap();
     let chain = build(&failing_configs(
         &format!("http://{hanging}/auth"),
         "100ms",

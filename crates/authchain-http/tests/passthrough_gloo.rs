@@ -249,14 +249,7 @@ async fn secret_refs_resolve_in_the_authconfig_s_namespace_and_a_missing_one_is_
 
 #[tokio::test]
 async fn a_server_that_never_answers_fails_closed_by_response_header_timeout() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((stream, _)) = listener.accept().await {
-            held.push(stream);
-        }
-    });
+    let addr = authchain_testkit::silent_server().await.unwrap();
     // connectionTimeout alone would wait a minute: the bounded wait below
     // can only end in a deny through responseHeaderTimeout.
     let chain = build(&format!(

@@ -64,6 +64,6 @@ pub use error::PeerError;
 #[doc(inline)]
 pub use locate::{Locator, workspace_root};
 #[doc(inline)]
-pub use peer::{ChildPeer, ScratchDir, free_port};
+pub use peer::{ChildPeer, ScratchDir, free_port, silent_server};
 #[doc(inline)]
 pub use template::render;

@@ -20,6 +20,20 @@ pub fn free_port() -> Result<u16, PeerError> {
     Ok(listener.local_addr()?.port())
 }
 
+/// A TCP server on 127.0.0.1 that accepts connections and never answers
+/// (a peer that hangs), until the runtime it was started on ends.
+pub async fn silent_server() -> Result<SocketAddr, PeerError> {
+    let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            held.push(stream);
+        }
+    });
+    Ok(addr)
+}
+
 /// A directory of its own under the system temp dir, removed on drop.
 #[derive(Debug)]
 pub struct ScratchDir {

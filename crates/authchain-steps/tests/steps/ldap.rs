@@ -443,14 +443,7 @@ async fn a_directory_down_or_silent_fails_closed() {
     assert_eq!(status_of(&down, "rick", "rickpwd").await, 503);
 
     // Silent: accepts, never answers; the step's timeout ends the wait.
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((stream, _)) = listener.accept().await {
-            held.push(stream);
-        }
-    });
+    let addr = authchain_testkit::silent_server().await.unwrap();
     let silent = chain(&config(
         &format!("ldap://{addr}"),
         "    timeout: 200ms\n    pool: { initialSize: 0 }",
