@@ -488,12 +488,29 @@ impl Shared {
     }
 }
 
-/// The `jwt` step.
-pub struct JwtAuth {
+/// Verifies JWTs against a key set: the `jwt` step's, and the `oauth2`
+/// step's for access and ID tokens.
+pub(crate) struct Verifier {
     shared: Arc<Shared>,
     /// One validation per key family: jsonwebtoken wants every algorithm
     /// of a validation to fit the key.
     validations: Vec<(AlgorithmFamily, Validation)>,
+}
+
+/// What a token is, by the keys at hand.
+pub(crate) enum Checked {
+    /// Verified: its claims.
+    Valid(Map<String, Value>),
+    /// Rejected, and why (in words that quote nothing of it).
+    Invalid(&'static str),
+    /// Signed with a `kid` no key has, while a remote key set may have
+    /// rotated: worth a refresh.
+    UnknownKey,
+}
+
+/// The `jwt` step.
+pub struct JwtAuth {
+    verifier: Verifier,
     sources: Vec<Source>,
     claims_to_headers: Vec<(Vec<String>, HeaderName)>,
     user_id_claim: String,
@@ -505,8 +522,8 @@ pub struct JwtAuth {
 impl std::fmt::Debug for JwtAuth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("JwtAuth")
-            .field("keys", &self.shared.keys.load().keys.len())
-            .field("algorithms", &self.shared.allowed)
+            .field("keys", &self.verifier.shared.keys.load().keys.len())
+            .field("algorithms", &self.verifier.shared.allowed)
             .field("sources", &self.sources)
             .finish_non_exhaustive()
     }
@@ -527,37 +544,15 @@ fn reason(kind: &jsonwebtoken::errors::ErrorKind) -> &'static str {
     }
 }
 
-/// An HTTP and HTTPS connector with a connect timeout. TLS uses rustls
-/// with the aws-lc-rs provider, named explicitly so that another crate's
-/// choice of provider cannot change it; roots are the system's, or
-/// Mozilla's (webpki-roots) where the system has none.
-fn https_connector(
-    timeout: Duration,
-) -> Result<hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>, Error>
-{
-    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
-    http.enforce_http(false);
-    http.set_connect_timeout(Some(timeout));
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let builder = match hyper_rustls::HttpsConnectorBuilder::new()
-        .with_provider_and_native_roots(provider.clone())
-    {
-        Ok(b) => b,
-        Err(_) => hyper_rustls::HttpsConnectorBuilder::new()
-            .with_provider_and_webpki_roots(provider)
-            .map_err(Error::build)?,
-    };
-    Ok(builder.https_or_http().enable_http1().wrap_connector(http))
-}
-
 fn duration(d: Option<ConfigDuration>, default: Duration) -> Duration {
     d.map_or(default, |d| d.0)
 }
 
-impl JwtAuth {
-    /// Builds the step from its config; reads a local JWKS file. A remote
-    /// JWKS is fetched by [`AuthService::start`].
-    pub fn new(config: JwtConfig) -> Result<Self, Error> {
+impl Verifier {
+    /// The keys and checks of `config` (its `issuer`, `audiences`,
+    /// `algorithms`, `leeway` and `jwks`); reads a local JWKS file. A
+    /// remote JWKS is fetched by [`start`](Self::start).
+    pub(crate) fn new(config: &JwtConfig) -> Result<Self, Error> {
         use Algorithm::*;
         let allowed: Vec<Algorithm> = if config.algorithms.is_empty() {
             vec![
@@ -635,7 +630,7 @@ impl JwtAuth {
                 let client = hyper_util::client::legacy::Client::builder(
                     hyper_util::rt::TokioExecutor::new(),
                 )
-                .build(https_connector(timeout)?);
+                .build(util::https_connector(timeout)?);
                 Some(Remote {
                     uri,
                     refresh,
@@ -687,6 +682,118 @@ impl JwtAuth {
         })
         .collect();
 
+        let keys = KeySet::new(
+            local
+                .iter()
+                .map(|k| Key {
+                    kid: k.kid.clone(),
+                    algorithms: k.algorithms.clone(),
+                    key: k.key.clone(),
+                })
+                .collect(),
+        );
+        Ok(Verifier {
+            shared: Arc::new(Shared {
+                local,
+                remote,
+                keys: ArcSwap::from_pointee(keys),
+                remote_allowed,
+                allowed,
+            }),
+            validations,
+        })
+    }
+}
+
+impl Verifier {
+    /// Checks `token` with the keys at hand.
+    pub(crate) fn check_now(&self, token: &str) -> Checked {
+        let Ok(header) = jsonwebtoken::decode_header(token) else {
+            return Checked::Invalid("malformed token");
+        };
+        if !self.shared.allowed.contains(&header.alg) {
+            return Checked::Invalid("algorithm not accepted");
+        }
+        let kid = header.kid.as_deref();
+        let keys = self.shared.keys.load();
+        let mut last = None;
+        for key in keys.candidates(kid, header.alg) {
+            let family = key.key.family();
+            let Some((_, validation)) = self.validations.iter().find(|(f, _)| *f == family) else {
+                continue;
+            };
+            match jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, validation) {
+                Ok(data) => return Checked::Valid(data.claims),
+                Err(e) => last = Some(reason(e.kind())),
+            }
+        }
+        match last {
+            Some(reason) => Checked::Invalid(reason),
+            None if kid.is_some() && self.shared.remote.is_some() => Checked::UnknownKey,
+            None => Checked::Invalid("no key for the token's kid and alg"),
+        }
+    }
+
+    /// Checks `token`, refreshing a remote key set first (at most once per
+    /// `minRefreshInterval`) when the token names a `kid` no key has.
+    pub(crate) async fn check(&self, token: &str) -> Result<Map<String, Value>, &'static str> {
+        let checked = match self.check_now(token) {
+            Checked::UnknownKey => {
+                self.refresh_for_unknown_key().await;
+                self.check_now(token)
+            }
+            checked => checked,
+        };
+        match checked {
+            Checked::Valid(claims) => Ok(claims),
+            Checked::Invalid(reason) => Err(reason),
+            Checked::UnknownKey => Err("no key for the token's kid and alg"),
+        }
+    }
+
+    /// A refresh for a token with an unknown `kid`, bounded by
+    /// `minRefreshInterval`.
+    async fn refresh_for_unknown_key(&self) {
+        let min = self.shared.remote.as_ref().map(|r| r.min_refresh);
+        if min.is_some() {
+            self.shared.refresh_bounded(min).await;
+        }
+    }
+
+    /// Fetches a remote key set (an error stops the config from going
+    /// live) and keeps it fresh until `lifecycle` ends.
+    pub(crate) async fn start(&self, lifecycle: Lifecycle) -> Result<(), Error> {
+        let Some(remote) = &self.shared.remote else {
+            return Ok(());
+        };
+        {
+            let mut last = remote.last_fetch.lock().await;
+            *last = Some(Instant::now());
+            self.shared
+                .refresh(remote)
+                .await
+                .map_err(|m| Error::start(m).at("jwks.remote"))?;
+        }
+        let shared = self.shared.clone();
+        let period = remote.refresh;
+        tokio::spawn(async move {
+            let token = lifecycle.token().clone();
+            loop {
+                tokio::select! {
+                    _ = token.cancelled() => break,
+                    _ = tokio::time::sleep(period) => shared.refresh_bounded(None).await,
+                }
+            }
+        });
+        Ok(())
+    }
+}
+
+impl JwtAuth {
+    /// Builds the step from its config; reads a local JWKS file. A remote
+    /// JWKS is fetched by [`AuthService::start`].
+    pub fn new(config: JwtConfig) -> Result<Self, Error> {
+        let verifier = Verifier::new(&config)?;
         let sources = match config.token_source {
             None => vec![Source::Header(
                 http::header::AUTHORIZATION,
@@ -737,25 +844,8 @@ impl JwtAuth {
             &format!("Bearer realm=\"{realm}\", error=\"invalid_token\""),
             "realm",
         )?;
-        let keys = KeySet::new(
-            local
-                .iter()
-                .map(|k| Key {
-                    kid: k.kid.clone(),
-                    algorithms: k.algorithms.clone(),
-                    key: k.key.clone(),
-                })
-                .collect(),
-        );
         Ok(JwtAuth {
-            shared: Arc::new(Shared {
-                local,
-                remote,
-                keys: ArcSwap::from_pointee(keys),
-                remote_allowed,
-                allowed,
-            }),
-            validations,
+            verifier,
             sources,
             claims_to_headers,
             user_id_claim: config.user_id_claim.unwrap_or_else(|| "sub".to_owned()),
@@ -794,29 +884,6 @@ impl JwtAuth {
         Ok(None)
     }
 
-    /// Verifies a token against the current keys.
-    fn verify(
-        &self,
-        token: &str,
-        kid: Option<&str>,
-        alg: Algorithm,
-    ) -> Option<Result<Map<String, Value>, jsonwebtoken::errors::Error>> {
-        let keys = self.shared.keys.load();
-        let candidates = keys.candidates(kid, alg);
-        let mut last = None;
-        for key in candidates {
-            let family = key.key.family();
-            let Some((_, validation)) = self.validations.iter().find(|(f, _)| *f == family) else {
-                continue;
-            };
-            match jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, validation) {
-                Ok(data) => return Some(Ok(data.claims)),
-                Err(e) => last = Some(Err(e)),
-            }
-        }
-        last
-    }
-
     /// The decision with the keys at hand; `None`, when `may_wait`, for a
     /// token whose kid no key has while a remote key set may have rotated
     /// (the request is then unchanged).
@@ -826,31 +893,18 @@ impl JwtAuth {
             Ok(None) => return Some(self.deny(false)),
             Err(()) => return Some(self.deny(true)),
         };
-        let Ok(header) = jsonwebtoken::decode_header(token) else {
-            return Some(self.deny(true));
-        };
-        if !self.shared.allowed.contains(&header.alg) {
-            return Some(self.deny(true));
-        }
-        let kid = header.kid.as_deref();
-        let result = self.verify(token, kid, header.alg);
-        if result.is_none() && kid.is_some() && may_wait && self.shared.remote.is_some() {
-            return None;
-        }
-        Some(match result {
-            Some(Ok(claims)) => {
-                // The token's text is not needed past this point.
-                self.allow(request, claims)
-            }
-            Some(Err(e)) => {
-                tracing::debug!(reason = reason(e.kind()), "jwt: token rejected");
-                self.deny(true)
-            }
-            None => {
+        match self.verifier.check_now(token) {
+            Checked::Valid(claims) => Some(self.allow(request, claims)),
+            Checked::UnknownKey if may_wait => None,
+            Checked::UnknownKey => {
                 tracing::debug!("jwt: no key for the token's kid and alg");
-                self.deny(true)
+                Some(self.deny(true))
             }
-        })
+            Checked::Invalid(reason) => {
+                tracing::debug!(reason, "jwt: token rejected");
+                Some(self.deny(true))
+            }
+        }
     }
 
     fn allow(&self, request: &mut AuthorizationRequest, claims: Map<String, Value>) -> Decision {
@@ -905,44 +959,16 @@ fn allow_claims(
 #[async_trait]
 impl AuthService for JwtAuth {
     async fn start(&self, lifecycle: Lifecycle) -> Result<(), Error> {
-        let Some(remote) = &self.shared.remote else {
-            return Ok(());
-        };
-        {
-            let mut last = remote.last_fetch.lock().await;
-            *last = Some(Instant::now());
-            self.shared
-                .refresh(remote)
-                .await
-                .map_err(|m| Error::start(m).at("jwks.remote"))?;
-        }
-        let shared = self.shared.clone();
-        let period = remote.refresh;
-        tokio::spawn(async move {
-            let token = lifecycle.token().clone();
-            loop {
-                tokio::select! {
-                    _ = token.cancelled() => break,
-                    _ = tokio::time::sleep(period) => shared.refresh_bounded(None).await,
-                }
-            }
-        });
-        Ok(())
+        self.verifier.start(lifecycle).await
     }
 
     fn authorize<'a>(&'a self, request: &'a mut AuthorizationRequest) -> Answer<'a> {
         if let Some(decision) = self.judge(request, true) {
             return decision.into();
         }
-        let Some(remote) = &self.shared.remote else {
-            return self
-                .judge(request, false)
-                .unwrap_or_else(|| self.deny(true))
-                .into();
-        };
         // An unknown kid and a remote key set: the keys may have rotated.
         Answer::wait(async move {
-            self.shared.refresh_bounded(Some(remote.min_refresh)).await;
+            self.verifier.refresh_for_unknown_key().await;
             Ok(self
                 .judge(request, false)
                 .unwrap_or_else(|| self.deny(true)))

@@ -75,6 +75,7 @@ pub mod basic;
 pub mod hmac;
 pub mod jwt;
 pub mod ldap;
+pub mod oauth2;
 pub mod opa;
 pub mod rules;
 mod util;

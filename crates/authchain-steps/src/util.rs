@@ -38,6 +38,29 @@ pub(crate) fn challenge(challenge: &HeaderValue) -> Decision {
         .into()
 }
 
+/// An HTTP and HTTPS connector with a connect timeout. TLS uses rustls
+/// with the aws-lc-rs provider, named explicitly so that another crate's
+/// choice of provider cannot change it; roots are the system's, or
+/// Mozilla's (webpki-roots) where the system has none.
+pub(crate) fn https_connector(
+    timeout: std::time::Duration,
+) -> Result<hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>, Error>
+{
+    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(timeout));
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let builder = match hyper_rustls::HttpsConnectorBuilder::new()
+        .with_provider_and_native_roots(provider.clone())
+    {
+        Ok(b) => b,
+        Err(_) => hyper_rustls::HttpsConnectorBuilder::new()
+            .with_provider_and_webpki_roots(provider)
+            .map_err(Error::build)?,
+    };
+    Ok(builder.https_or_http().enable_http1().wrap_connector(http))
+}
+
 /// The Secret `reference` names from the step's AuthConfig, which must be
 /// of type `kind`; an error is placed at `place` and names no value.
 pub(crate) fn typed_secret<'c>(

@@ -1,0 +1,292 @@
+//! Talking to the identity provider: an HTTP client with a time limit on
+//! every call and a bound on every answer, OIDC discovery, and the
+//! client's secret.
+
+use std::future::Future;
+use std::time::Duration;
+
+use authchain_core::{BuildContext, Error};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+use super::config::{DiscoveryOverride, SecretRef};
+use crate::util;
+
+/// The largest answer read from an IdP.
+const MAX_ANSWER_BYTES: usize = 1 << 20;
+
+/// The Secret type `glooctl create secret oauth` writes.
+pub const OAUTH_SECRET_TYPE: &str = "extauth.solo.io/oauth";
+
+/// Why a call to the IdP failed, in words that quote none of its answer.
+#[derive(Debug)]
+pub(crate) struct CallError(pub(crate) String);
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for CallError {}
+
+/// One call of [`Http::oauth`].
+pub(crate) type OauthCall<'a> =
+    std::pin::Pin<Box<dyn Future<Output = Result<http::Response<Vec<u8>>, CallError>> + Send + 'a>>;
+
+type Client = hyper_util::client::legacy::Client<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    Full<Bytes>,
+>;
+
+/// An HTTP(S) client for one IdP: each call, connect to last byte, under
+/// `timeout`; answers beyond 1 MiB are errors; redirects are not followed.
+#[derive(Clone)]
+pub(crate) struct Http {
+    client: Client,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for Http {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Http")
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Http {
+    pub(crate) fn new(timeout: Duration) -> Result<Self, Error> {
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build(util::https_connector(timeout)?);
+        Ok(Http { client, timeout })
+    }
+
+    /// Sends `request` and reads the whole answer.
+    pub(crate) async fn send(
+        &self,
+        request: http::Request<Vec<u8>>,
+    ) -> Result<http::Response<Vec<u8>>, CallError> {
+        let (parts, body) = request.into_parts();
+        let request = http::Request::from_parts(parts, Full::new(Bytes::from(body)));
+        let work = async {
+            let response = self
+                .client
+                .request(request)
+                .await
+                .map_err(|e| CallError(format!("cannot reach the IdP: {e}")))?;
+            let (parts, body) = response.into_parts();
+            let body = Limited::new(body, MAX_ANSWER_BYTES)
+                .collect()
+                .await
+                .map_err(|e| CallError(format!("cannot read the IdP's answer: {e}")))?
+                .to_bytes();
+            Ok(http::Response::from_parts(parts, body.to_vec()))
+        };
+        match tokio::time::timeout(self.timeout, work).await {
+            Ok(answer) => answer,
+            Err(_) => Err(CallError(format!(
+                "the IdP did not answer within {:?}",
+                self.timeout
+            ))),
+        }
+    }
+
+    /// The client as the `oauth2` crate calls it.
+    pub(crate) fn oauth<'a>(&'a self) -> impl Fn(http::Request<Vec<u8>>) -> OauthCall<'a> + 'a {
+        move |request| Box::pin(self.send(request))
+    }
+
+    /// GETs `url` and reads a JSON answer (with `Authorization` when
+    /// `bearer` is given); a non-2xx status is an error naming it.
+    pub(crate) async fn get_json<T: DeserializeOwned>(
+        &self,
+        url: &str,
+        bearer: Option<&str>,
+        what: &str,
+    ) -> Result<T, CallError> {
+        let mut request = http::Request::get(url).header(http::header::ACCEPT, "application/json");
+        if let Some(token) = bearer {
+            request = request.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let request = request
+            .body(Vec::new())
+            .map_err(|_| CallError(format!("the {what} URL is not usable")))?;
+        let response = self.send(request).await?;
+        if !response.status().is_success() {
+            return Err(CallError(format!(
+                "the {what} endpoint answered {}",
+                response.status()
+            )));
+        }
+        serde_json::from_slice(response.body())
+            .map_err(|e| CallError(format!("the {what} answer is not the JSON expected: {e}")))
+    }
+}
+
+/// Checks a URL from the config: absolute `http://` or `https://` with a
+/// host. A clear-text URL off loopback is accepted, as Gloo does, with a
+/// warning: what travels on it (tokens, keys) can be read or replaced.
+pub(crate) fn check_url(url: &str, place: &str) -> Result<url::Url, Error> {
+    let parsed = url::Url::parse(url).map_err(|_| Error::config("not a valid URL").at(place))?;
+    match parsed.scheme() {
+        "https" => {}
+        "http" => {
+            let loopback = match parsed.host() {
+                Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+                Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+                Some(url::Host::Domain(d)) => d == "localhost",
+                None => false,
+            };
+            if !loopback {
+                tracing::warn!(
+                    place,
+                    "oauth2: a clear-text http:// URL off loopback; tokens and keys on it can be read or replaced"
+                );
+            }
+        }
+        _ => return Err(Error::config("expected an http:// or https:// URL").at(place)),
+    }
+    if parsed.host().is_none() {
+        return Err(Error::config("expected a URL with a host").at(place));
+    }
+    Ok(parsed)
+}
+
+/// The provider metadata authchain uses (OpenID Connect Discovery 1.0).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub(crate) struct Provider {
+    pub(crate) issuer: String,
+    #[serde(default)]
+    pub(crate) authorization_endpoint: Option<String>,
+    #[serde(default)]
+    pub(crate) token_endpoint: Option<String>,
+    #[serde(default)]
+    pub(crate) jwks_uri: Option<String>,
+    #[serde(default)]
+    pub(crate) userinfo_endpoint: Option<String>,
+    #[serde(default)]
+    pub(crate) revocation_endpoint: Option<String>,
+    #[serde(default)]
+    pub(crate) end_session_endpoint: Option<String>,
+    #[serde(default)]
+    pub(crate) id_token_signing_alg_values_supported: Vec<String>,
+}
+
+impl Provider {
+    /// `override_`'s values over these.
+    fn overridden(mut self, o: &DiscoveryOverride) -> Self {
+        let set = |slot: &mut Option<String>, value: &Option<String>| {
+            if let Some(v) = value.as_ref().filter(|v| !v.is_empty()) {
+                *slot = Some(v.clone());
+            }
+        };
+        set(&mut self.authorization_endpoint, &o.auth_endpoint);
+        set(&mut self.token_endpoint, &o.token_endpoint);
+        set(&mut self.jwks_uri, &o.jwks_uri);
+        set(&mut self.revocation_endpoint, &o.revocation_endpoint);
+        set(&mut self.end_session_endpoint, &o.end_session_endpoint);
+        if !o.id_token_algs.is_empty() {
+            self.id_token_signing_alg_values_supported = o.id_token_algs.clone();
+        }
+        self
+    }
+}
+
+/// Runs discovery for `issuer` (OpenID Connect Discovery 1.0 section 4):
+/// the document's `issuer` must be the one asked for (a trailing `/`
+/// aside), and the endpoints a login needs must be there, after
+/// `override_` is applied.
+pub(crate) async fn discover(
+    http: &Http,
+    issuer: &str,
+    override_: Option<&DiscoveryOverride>,
+) -> Result<Provider, CallError> {
+    let url = format!(
+        "{}/.well-known/openid-configuration",
+        issuer.trim_end_matches('/')
+    );
+    let provider: Provider = http.get_json(&url, None, "discovery").await?;
+    if provider.issuer.trim_end_matches('/') != issuer.trim_end_matches('/') {
+        return Err(CallError(
+            "the discovery document names another issuer".to_owned(),
+        ));
+    }
+    let provider = match override_ {
+        Some(o) => provider.overridden(o),
+        None => provider,
+    };
+    for (what, value) in [
+        ("authorization_endpoint", &provider.authorization_endpoint),
+        ("token_endpoint", &provider.token_endpoint),
+        ("jwks_uri", &provider.jwks_uri),
+    ] {
+        let Some(url) = value else {
+            return Err(CallError(format!("the discovery document has no {what}")));
+        };
+        check_url(url, what).map_err(|e| CallError(format!("{what}: {e}")))?;
+    }
+    Ok(provider)
+}
+
+/// The client secret `reference` names: from a Kubernetes Secret of
+/// Gloo's type `extauth.solo.io/oauth` (its `client-secret` entry, or the
+/// older `oauth` entry holding `clientSecret: ...` YAML), a file, or an
+/// environment variable. An error names the reference, never a value.
+pub(crate) fn client_secret(
+    context: &BuildContext<'_>,
+    reference: &SecretRef,
+    place: &str,
+) -> Result<String, Error> {
+    let secret = match (reference.resource(), &reference.file, &reference.env) {
+        (Some(resource), None, None) => {
+            let secret = util::typed_secret(context, &resource, OAUTH_SECRET_TYPE, place)?;
+            if secret.data.contains_key("client-secret") {
+                util::secret_text(secret, "client-secret").map_err(|e| e.at(place))?
+            } else if secret.data.contains_key("oauth") {
+                #[derive(Deserialize)]
+                #[serde(rename_all = "camelCase")]
+                struct Oauth {
+                    client_secret: String,
+                }
+                let text = util::secret_text(secret, "oauth").map_err(|e| e.at(place))?;
+                serde_yaml_ng::from_str::<Oauth>(&text)
+                    .map_err(|_| {
+                        Error::config(format!(
+                            "the Secret {}/{}: `oauth` is not `clientSecret: ...` YAML",
+                            secret.namespace, secret.name
+                        ))
+                        .at(place)
+                    })?
+                    .client_secret
+            } else {
+                return Err(Error::config(format!(
+                    "the Secret {}/{} has neither `client-secret` nor `oauth`",
+                    secret.namespace, secret.name
+                ))
+                .at(place));
+            }
+        }
+        (None, Some(file), None) => {
+            let text = util::read_file(file, &format!("{place}.file"))?;
+            text.trim_end_matches(['\r', '\n']).to_owned()
+        }
+        (None, None, Some(var)) => std::env::var(var).map_err(|_| {
+            Error::config(format!("the environment variable `{var}` is not set"))
+                .at(format!("{place}.env"))
+        })?,
+        _ => {
+            return Err(Error::config(
+                "expected exactly one of `name` (a Secret), `file` and `env`",
+            )
+            .at(place));
+        }
+    };
+    if secret.is_empty() {
+        return Err(Error::config("the client secret is empty").at(place));
+    }
+    Ok(secret)
+}
