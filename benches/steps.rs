@@ -1,6 +1,7 @@
 //! Per-request cost of the built-in steps, called directly as the chain
 //! calls them (no chain, no runtime): API key, JWT RS256 with a cached
-//! key, a simple Rego allow, Basic with a cache hit, and request rules.
+//! key, an OAuth2 access token (a JWT, RS256), a simple Rego allow, Basic
+//! with a cache hit, and request rules.
 //!
 //! `cargo bench -p authchain-benches --bench steps`
 //!
@@ -117,6 +118,49 @@ fn jwt(c: &mut Criterion) {
     });
 }
 
+/// `oauth2.accessTokenValidation` with a local JWKS: an RS256 access
+/// token with a required scope, its `sub` to a header.
+fn oauth2_access_jwt_rs256(c: &mut Criterion) {
+    let jwks = include_str!("../crates/authchain-steps/tests/keys/jwks.json");
+    let step = authchain_steps::oauth2::access::AccessToken::new(
+        serde_json::from_value(json!({
+            "jwt": {
+                "localJwks": {"inlineString": jwks},
+                "issuer": "https://issuer.example.com",
+                "audiences": ["ratings"],
+            },
+            "requiredScopes": {"scope": ["ratings.read"]},
+            "claimsToHeaders": [{"claim": "sub", "header": "x-user-id"}],
+        }))
+        .expect("config"),
+        &authchain_core::BuildContext::new("bench", "oauth2", "configs[0]"),
+    )
+    .expect("step");
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+    header.kid = Some("rsa-1".into());
+    let key = jsonwebtoken::EncodingKey::from_rsa_pem(include_bytes!(
+        "../crates/authchain-steps/tests/keys/rsa.pem"
+    ))
+    .expect("key");
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+        + 3600;
+    let claims = json!({"sub": "alice", "iss": "https://issuer.example.com", "aud": "ratings",
+        "exp": exp, "scope": "ratings.read ratings.write"});
+    let token = jsonwebtoken::encode(&header, &claims, &key).expect("token");
+    let mut req = with(
+        AuthorizationRequest::new(Method::GET, "/"),
+        "authorization",
+        &format!("Bearer {token}"),
+    );
+    allow(&step, &mut req);
+    c.bench_function("oauth2/accessTokenValidation JWT RS256", |b| {
+        b.iter(|| black_box(allow(&step, black_box(&mut req))))
+    });
+}
+
 fn opa(c: &mut Criterion) {
     let step = OpaAuth::new(
         serde_json::from_value(json!({
@@ -189,7 +233,15 @@ fn rules(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, api_key, jwt, opa, basic, rules);
+criterion_group!(
+    benches,
+    api_key,
+    jwt,
+    oauth2_access_jwt_rs256,
+    opa,
+    basic,
+    rules
+);
 
 fn main() {
     // A fixed workload to profile (instruction counts do not drift with

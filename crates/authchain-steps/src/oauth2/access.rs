@@ -1,23 +1,956 @@
-//! `oauth2.accessTokenValidation`: a request's access token, checked.
+//! `oauth2.accessTokenValidation`: a request's access token, checked as a
+//! JWT against a JWKS, or by the IdP's RFC 7662 introspection endpoint.
+//!
+//! ```yaml
+//! oauth2:
+//!   accessTokenValidation:
+//!     # exactly one of `jwt`, `introspection`, and the deprecated `introspectionUrl`
+//!     jwt:
+//!       remoteJwks:                                   # or localJwks: { inlineString: '{"keys": [...]}' }
+//!         url: https://idp.example.com/jwks
+//!         refreshInterval: 5m                         # (5m)
+//!       issuer: https://idp.example.com/              # the `iss` tokens must have (optional)
+//!       audiences: [ratings]                          # one of these in `aud` (optional)
+//!     # introspection:
+//!     #   introspectionUrl: https://idp.example.com/token/introspection
+//!     #   clientId: ratings                           # the client the endpoint authenticates
+//!     #   clientSecretRef: { name: ratings-oauth, namespace: gloo-system }
+//!     #   # disableClientSecret: true                 # a client id without a secret
+//!     #   userIdAttributeName: sub                    # the answer's attribute naming the user
+//!     # introspectionUrl: https://idp.example.com/introspect   # deprecated: no client auth
+//!     userinfoUrl: https://idp.example.com/me         # optional: the OIDC userinfo answer to state
+//!     cacheTimeout: 10m                               # introspection and userinfo answers (10m; 0: none)
+//!     requiredScopes: { scope: [ratings.read] }       # all of them, or 403
+//!     claimsToHeaders:
+//!     - { claim: sub, header: x-user-id }
+//!     dynamicMetadataFromClaims: { email: email }
+//!     timeout: 5s                                     # authchain's: each call to the IdP (5s)
+//! ```
+//!
+//! The token is read from `Authorization: Bearer` only (RFC 6750). No
+//! header: a 401 with `WWW-Authenticate: Bearer realm="authchain"`. A
+//! header that is not a bearer token of visible ASCII within 8 KiB, or a
+//! token that is malformed, badly signed, expired, inactive, or refused by
+//! the userinfo endpoint: a 401 with `error="invalid_token"` added. A
+//! valid token without every `requiredScopes` scope: a 403 with
+//! `error="insufficient_scope"` and the `scope="..."` required. Scopes are
+//! read from the `scope` claim (or introspection member), a space-separated
+//! string (RFC 7662, RFC 9068), or, when there is none, from `scp` (Okta
+//! and Entra write it, as a list or a string); a list is accepted in
+//! either.
+//!
+//! - `jwt`: the token's signature, `exp` and `nbf` (60 s of leeway), and
+//!   `iss` and `aud` when set, are checked by the same code as the `jwt`
+//!   step, with the same key handling: a `remoteJwks` is fetched when the
+//!   step starts (a failure keeps the config from going live) and every
+//!   `refreshInterval`, and early (at most every 30 s) for an unknown
+//!   `kid`; its `oct` (HMAC) keys are never used. An `http://` JWKS URL is
+//!   accepted, as Gloo does, with a warning off loopback. The claims go to
+//!   `state.jwtAccessToken` (Gloo's key), the `sub` claim to `UserInfo`.
+//! - `introspection`: the endpoint is asked about each token not in the
+//!   cache (`token=...`, with the client's id and secret in HTTP Basic as
+//!   RFC 6749 2.3.1 encodes them; a client id without a secret goes in the
+//!   body; the deprecated `introspectionUrl` sends no client). As Gloo
+//!   requires: with a `clientId`, a `clientSecretRef` or
+//!   `disableClientSecret: true` (which then wins: no secret is read);
+//!   without one, no `clientSecretRef`. `active: false`, or an `exp` past,
+//!   is a 401. The answer goes to `state.tokenIntrospection` (an authchain
+//!   key: Gloo documents none for it); with `userIdAttributeName`, that
+//!   attribute's string value is the user in `UserInfo`, and an answer
+//!   without it is a 401.
+//! - `userinfoUrl`: once the token is valid, the endpoint is asked with it
+//!   as a bearer token; its JSON answer goes to `state.introspection`, the
+//!   key Gloo documents for it. The endpoint's 401 makes the request a 401
+//!   (the IdP no longer takes the token); any other failure is the step's
+//!   error, a deny with the chain's `statusOnError`.
+//! - `claimsToHeaders` and `dynamicMetadataFromClaims` read a JWT's claims,
+//!   or, for an opaque token, the introspection answer's members (Gloo
+//!   documents `claimsToHeaders` as JWT-only; authchain gives it the only
+//!   claims an opaque token has rather than refuse a config Gloo
+//!   accepts). A claim that is not a string is written as JSON. The
+//!   headers are declared as identity headers, so the chain strips
+//!   client-sent copies.
+//!
+//! # What is kept, and for how long
+//!
+//! Introspection and userinfo answers are kept per token in memory (at
+//! most 10 000 tokens), under a keyed PRF of the token (SipHash with a
+//! random key per step), never the token itself, for `cacheTimeout` (10
+//! min by default; `0s`: not kept) but never past the token's `exp`.
+//! Concurrent requests with one token that is not kept make one call and
+//! share its answer. Only valid tokens are kept: an IdP's failure is
+//! never remembered (the next request asks again), and neither is an
+//! inactive or refused token, because tokens an attacker makes up never
+//! repeat, so remembering them would protect the IdP from nothing while
+//! pushing valid tokens out of the cache.
+//!
+//! An allow carries the token's `exp` as its expiry, and, when it rests on
+//! a kept answer, no later than that answer may be kept: a decision cache
+//! in front of the chain never remembers the allow longer. The step does
+//! not declare what it reads (the decision cache's `reads`): its answer
+//! depends on the time and on the IdP, not only on `Authorization`, as
+//! for the `jwt` step; a cached AuthConfig with it needs `trustKey: true`
+//! and `authorization` in its key.
+//!
+//! Gloo's `azure` (Entra distributed claims) is refused; `default` is
+//! accepted. Building the step reaches nothing on the network (`authchain
+//! check` checks a config offline); the step never logs or returns a
+//! token or a secret: failures are logged at debug level with the reason
+//! alone.
 
-use authchain_core::{Answer, AuthService, AuthorizationRequest, BuildContext, Error};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime};
 
-use super::config::AccessTokenValidation;
+use authchain_core::{
+    Allow, Answer, AuthService, AuthorizationRequest, BuildContext, ConfigDuration, Decision, Deny,
+    Error, Lifecycle, UserInfo, async_trait,
+};
+use http::{HeaderName, HeaderValue, StatusCode};
+use oauth2::basic::{BasicErrorResponse, BasicRevocationErrorResponse, BasicTokenResponse};
+use oauth2::{
+    EndpointNotSet, EndpointSet, StandardRevocableToken, StandardTokenIntrospectionResponse,
+    TokenIntrospectionResponse,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use tokio::sync::OnceCell;
+
+use super::config::{AccessTokenValidation, IntrospectionValidation, JwtValidation};
+use super::idp::{self, CallError, Http, OauthCall};
+use super::{ClaimHeaders, ClaimMetadata};
+use crate::jwt::{Checked, JwksConfig, JwtConfig, LocalJwks, RemoteJwks, Verifier};
+use crate::util;
+
+/// Where a verified JWT's claims go in `state` (Gloo's key).
+pub const JWT_STATE_KEY: &str = "jwtAccessToken";
+
+/// Where an introspection answer goes in `state` (authchain's key).
+pub const INTROSPECTION_STATE_KEY: &str = "tokenIntrospection";
+
+/// Where the userinfo answer goes in `state` (Gloo's key for it).
+pub const USERINFO_STATE_KEY: &str = "introspection";
+
+/// The time limit of each call to the IdP when the config sets none.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long answers are kept when the config sets no `cacheTimeout`.
+const DEFAULT_CACHE_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// The most tokens whose answers are kept.
+const CACHE_ENTRIES: u64 = 10_000;
 
 /// The `accessTokenValidation` step.
-#[derive(Debug)]
-pub struct AccessToken {}
+pub struct AccessToken {
+    check: Check,
+    userinfo: Option<url::Url>,
+    /// The client for the introspection and userinfo endpoints.
+    http: Http,
+    answers: Answers,
+    prf: util::Prf,
+    required_scopes: Vec<String>,
+    claim_headers: ClaimHeaders,
+    claim_metadata: ClaimMetadata,
+    /// `WWW-Authenticate` of a 401 without a token, with a bad one, and of
+    /// a 403 for scopes.
+    challenge: HeaderValue,
+    invalid: HeaderValue,
+    insufficient: HeaderValue,
+}
 
-impl AccessToken {
-    /// Builds the step; reaches nothing.
-    pub fn new(config: AccessTokenValidation, context: &BuildContext<'_>) -> Result<Self, Error> {
-        let _ = (config, context);
-        Err(Error::config("accessTokenValidation is being built"))
+impl std::fmt::Debug for AccessToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // URLs, ids and settings; never a secret or a token.
+        let mut d = f.debug_struct("AccessToken");
+        match &self.check {
+            Check::Jwt(_) => d.field("check", &"jwt"),
+            Check::Introspection(i) => d
+                .field("check", &"introspection")
+                .field("introspection_url", &i.client.introspection_url().as_str())
+                .field("client_id", &i.client_id)
+                .field("client_secret", &i.has_secret),
+        };
+        d.field(
+            "userinfo_url",
+            &self.userinfo.as_ref().map(url::Url::as_str),
+        )
+        .field("cache_timeout", &self.answers.keep)
+        .field("required_scopes", &self.required_scopes)
+        .field("http", &self.http)
+        .finish_non_exhaustive()
     }
 }
 
+/// How a token is checked.
+enum Check {
+    Jwt(Verifier),
+    Introspection(Box<Introspection>),
+}
+
+/// The members of an introspection answer besides RFC 7662's, kept so
+/// that `userIdAttributeName`, `claimsToHeaders` and `state` can name any.
+#[derive(Debug, Serialize, Deserialize)]
+struct Members {
+    #[serde(flatten)]
+    rest: Map<String, Value>,
+}
+
+impl oauth2::ExtraTokenFields for Members {}
+
+type IntrospectionAnswer =
+    StandardTokenIntrospectionResponse<Members, oauth2::basic::BasicTokenType>;
+
+type Introspector = oauth2::Client<
+    BasicErrorResponse,
+    BasicTokenResponse,
+    IntrospectionAnswer,
+    StandardRevocableToken,
+    BasicRevocationErrorResponse,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointSet,
+    EndpointNotSet,
+    EndpointNotSet,
+>;
+
+struct Introspection {
+    client: Introspector,
+    /// The client id, when there is one (none: the deprecated
+    /// `introspectionUrl`, or `introspection` without `clientId`).
+    client_id: Option<String>,
+    has_secret: bool,
+    user_id_attribute: Option<String>,
+}
+
+/// What the IdP said about one token: kept per token while it may be.
+struct Remote {
+    /// The introspection answer (a JSON object).
+    introspection: Option<Arc<Value>>,
+    /// The userinfo answer.
+    userinfo: Option<Arc<Value>>,
+    /// The token's `exp`.
+    exp: Option<SystemTime>,
+    /// Until when it may be kept (and an allow built on it remembered):
+    /// `cacheTimeout` from the answer, or the token's `exp` if sooner.
+    keep_until: Instant,
+    trusted_until: SystemTime,
+}
+
+/// A lookup's outcome: the token is valid with this, or rejected (a 401)
+/// for this reason.
+#[derive(Clone)]
+enum Lookup {
+    Valid(Arc<Remote>),
+    Rejected(&'static str),
+}
+
+/// A lookup, or why the IdP could not be asked (shared by the requests
+/// that waited for one call).
+type Looked = Result<Lookup, Arc<str>>;
+
+type PrfKeyed = std::hash::BuildHasherDefault<util::PassThrough>;
+
+/// Answers kept per token, and the calls under way.
+struct Answers {
+    cache: Option<moka::sync::Cache<u128, Arc<Remote>, PrfKeyed>>,
+    keep: Duration,
+    /// One cell per token being looked up: the requests that miss
+    /// together wait for one call.
+    inflight: Mutex<HashMap<u128, Arc<OnceCell<Looked>>>>,
+}
+
+/// Keeps each answer until its own `keep_until`.
+struct KeepUntil;
+
+impl moka::Expiry<u128, Arc<Remote>> for KeepUntil {
+    fn expire_after_create(&self, _: &u128, value: &Arc<Remote>, at: Instant) -> Option<Duration> {
+        Some(value.keep_until.saturating_duration_since(at))
+    }
+
+    fn expire_after_update(
+        &self,
+        _: &u128,
+        value: &Arc<Remote>,
+        at: Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(value.keep_until.saturating_duration_since(at))
+    }
+}
+
+impl Answers {
+    fn new(keep: Duration) -> Self {
+        let cache = (!keep.is_zero()).then(|| {
+            moka::sync::Cache::builder()
+                .max_capacity(CACHE_ENTRIES)
+                .expire_after(KeepUntil)
+                .build_with_hasher(PrfKeyed::default())
+        });
+        Answers {
+            cache,
+            keep,
+            inflight: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn get(&self, key: u128) -> Option<Arc<Remote>> {
+        self.cache.as_ref()?.get(&key)
+    }
+
+    fn put(&self, key: u128, remote: &Arc<Remote>) {
+        if let Some(cache) = &self.cache
+            && remote.keep_until > Instant::now()
+        {
+            cache.insert(key, remote.clone());
+        }
+    }
+
+    /// The answers about a token, kept for `keep` but never past `exp`.
+    fn remote(
+        &self,
+        introspection: Option<Arc<Value>>,
+        userinfo: Option<Arc<Value>>,
+        exp: Option<SystemTime>,
+    ) -> Remote {
+        let (now, wall) = (Instant::now(), SystemTime::now());
+        let mut keep = self.keep;
+        if let Some(exp) = exp {
+            keep = keep.min(exp.duration_since(wall).unwrap_or_default());
+        }
+        Remote {
+            introspection,
+            userinfo,
+            exp,
+            keep_until: now + keep,
+            trusted_until: wall + keep,
+        }
+    }
+}
+
+/// Removes a token's cell from the calls under way when its call is done,
+/// or when the request that made it gave up and no other waits for it.
+struct Inflight<'a> {
+    map: &'a Mutex<HashMap<u128, Arc<OnceCell<Looked>>>>,
+    key: u128,
+    cell: &'a Arc<OnceCell<Looked>>,
+}
+
+impl Drop for Inflight<'_> {
+    fn drop(&mut self) {
+        let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(current) = map.get(&self.key)
+            && Arc::ptr_eq(current, self.cell)
+            // Done, or no one else holds it (the map and this request).
+            && (self.cell.initialized() || Arc::strong_count(self.cell) <= 2)
+        {
+            map.remove(&self.key);
+        }
+    }
+}
+
+/// A place in the `jwt` step's config, as this block names it.
+fn relocate(e: Error) -> Error {
+    const PLACES: [(&str, &str); 4] = [
+        ("jwks.local.key", "jwt.localJwks.inlineString"),
+        ("jwks.remote.url", "jwt.remoteJwks.url"),
+        (
+            "jwks.remote.refreshInterval",
+            "jwt.remoteJwks.refreshInterval",
+        ),
+        ("jwks.remote.timeout", "timeout"),
+    ];
+    let Some(place) = e.place().map(str::to_owned) else {
+        return e.at("jwt");
+    };
+    match PLACES.iter().find(|(from, _)| *from == place) {
+        Some((from, to)) if e.is_config() => {
+            let text = e.to_string();
+            let message = text.strip_prefix(&format!("{from}: ")).unwrap_or(&text);
+            Error::config(message).at(to)
+        }
+        _ => e.at("jwt"),
+    }
+}
+
+/// `value`, unless it is empty (proto3's unset string).
+fn set(value: &Option<String>) -> Option<&str> {
+    value.as_deref().filter(|v| !v.is_empty())
+}
+
+fn duration(d: Option<ConfigDuration>, default: Duration) -> Duration {
+    d.map_or(default, |d| d.0)
+}
+
+/// A scope-token (RFC 6749 3.3): visible ASCII but `"` and `\`.
+fn is_scope_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b))
+}
+
+/// Whether `claims` grant every scope of `required`: `scope`, else `scp`,
+/// each a space-separated string or a list of strings.
+fn has_scopes(claims: &Map<String, Value>, required: &[String]) -> bool {
+    if required.is_empty() {
+        return true;
+    }
+    let granted = claims.get("scope").or_else(|| claims.get("scp"));
+    required.iter().all(|r| match granted {
+        Some(Value::String(s)) => s.split(' ').any(|g| g == r),
+        Some(Value::Array(list)) => list.iter().any(|g| g.as_str() == Some(r)),
+        _ => false,
+    })
+}
+
+/// A claim holding seconds since the epoch, as a time.
+fn epoch_claim(claims: &Map<String, Value>, name: &str) -> Option<SystemTime> {
+    let secs = claims.get(name)?.as_f64()?;
+    Some(SystemTime::UNIX_EPOCH + Duration::try_from_secs_f64(secs).ok()?)
+}
+
+impl AccessToken {
+    /// Builds the step; reads a client secret, reaches nothing. A remote
+    /// JWKS is fetched by [`AuthService::start`].
+    pub fn new(config: AccessTokenValidation, context: &BuildContext<'_>) -> Result<Self, Error> {
+        super::unsupported(&config.azure, "azure", "Entra distributed claims (`azure`)")?;
+        let timeout = duration(config.timeout, DEFAULT_TIMEOUT);
+        if timeout.is_zero() {
+            return Err(Error::config("expected a positive duration").at("timeout"));
+        }
+        let keep = duration(config.cache_timeout, DEFAULT_CACHE_TIMEOUT);
+        let check = match (
+            &config.jwt,
+            &config.introspection,
+            set(&config.introspection_url),
+        ) {
+            (Some(jwt), None, None) => Check::Jwt(jwt_verifier(jwt, timeout)?),
+            (None, Some(i), None) => Check::Introspection(Box::new(
+                introspection(i, context).map_err(|e| e.at("introspection"))?,
+            )),
+            (None, None, Some(url)) => {
+                let url = idp::check_url(url, "introspectionUrl")?;
+                Check::Introspection(Box::new(Introspection {
+                    client: introspector(url, None, None),
+                    client_id: None,
+                    has_secret: false,
+                    user_id_attribute: None,
+                }))
+            }
+            _ => {
+                return Err(Error::config(
+                    "expected exactly one of `jwt`, `introspection` and `introspectionUrl`",
+                ));
+            }
+        };
+        let userinfo = set(&config.userinfo_url)
+            .map(|u| idp::check_url(u, "userinfoUrl"))
+            .transpose()?;
+        let required_scopes = config.required_scopes.map(|s| s.scope).unwrap_or_default();
+        for (i, scope) in required_scopes.iter().enumerate() {
+            if !is_scope_token(scope) {
+                return Err(Error::config(
+                    "expected a scope: visible ASCII without spaces, `\"` or `\\`",
+                )
+                .at(format!("requiredScopes.scope[{i}]")));
+            }
+        }
+        let realm = "Bearer realm=\"authchain\"";
+        let insufficient = match required_scopes.is_empty() {
+            true => format!("{realm}, error=\"insufficient_scope\""),
+            false => format!(
+                "{realm}, error=\"insufficient_scope\", scope=\"{}\"",
+                required_scopes.join(" ")
+            ),
+        };
+        Ok(AccessToken {
+            check,
+            userinfo,
+            http: Http::new(timeout)?,
+            answers: Answers::new(keep),
+            prf: util::Prf::new(),
+            claim_headers: ClaimHeaders::new(&config.claims_to_headers, "claimsToHeaders")?,
+            claim_metadata: ClaimMetadata::new(
+                &config.dynamic_metadata_from_claims,
+                "dynamicMetadataFromClaims",
+            )?,
+            required_scopes,
+            challenge: HeaderValue::from_static("Bearer realm=\"authchain\""),
+            invalid: HeaderValue::from_static(
+                "Bearer realm=\"authchain\", error=\"invalid_token\"",
+            ),
+            insufficient: util::header_value(&insufficient, "requiredScopes")?,
+        })
+    }
+}
+
+/// The `jwt` block as the `jwt` step's keys and checks.
+fn jwt_verifier(jwt: &JwtValidation, timeout: Duration) -> Result<Verifier, Error> {
+    let (local, remote) = match (&jwt.local_jwks, &jwt.remote_jwks) {
+        (Some(local), None) => (
+            Some(LocalJwks {
+                key: Some(local.inline_string.clone()),
+                file: None,
+            }),
+            None,
+        ),
+        (None, Some(remote)) => {
+            idp::check_url(&remote.url, "jwt.remoteJwks.url")?;
+            (
+                None,
+                Some(RemoteJwks {
+                    url: remote.url.clone(),
+                    refresh_interval: remote.refresh_interval,
+                    min_refresh_interval: None,
+                    timeout: Some(ConfigDuration(timeout)),
+                    // check_url judged it: Gloo takes http://, with a warning.
+                    allow_insecure_http: true,
+                }),
+            )
+        }
+        _ => {
+            return Err(
+                Error::config("expected exactly one of `remoteJwks` and `localJwks`").at("jwt"),
+            );
+        }
+    };
+    let config = JwtConfig {
+        issuer: set(&jwt.issuer).map(str::to_owned),
+        audiences: jwt.audiences.clone(),
+        algorithms: Vec::new(),
+        leeway: None,
+        jwks: JwksConfig { local, remote },
+        token_source: None,
+        claims_to_headers: Vec::new(),
+        user_id_claim: None,
+        dynamic_metadata_from_claims: Default::default(),
+        realm: None,
+    };
+    Verifier::new(&config).map_err(relocate)
+}
+
+/// The `introspection` block: its URL, and its client as Gloo allows.
+fn introspection(
+    config: &IntrospectionValidation,
+    context: &BuildContext<'_>,
+) -> Result<Introspection, Error> {
+    if config.introspection_url.is_empty() {
+        return Err(Error::config("expected a URL").at("introspectionUrl"));
+    }
+    let url = idp::check_url(&config.introspection_url, "introspectionUrl")?;
+    let disabled = config.disable_client_secret == Some(true);
+    let secret = match (set(&config.client_id), &config.client_secret_ref) {
+        (Some(_), _) if disabled => {
+            if config.client_secret_ref.is_some() {
+                tracing::warn!(
+                    "oauth2: disableClientSecret is true: the clientSecretRef is not read"
+                );
+            }
+            None
+        }
+        (Some(_), Some(reference)) => {
+            Some(idp::client_secret(context, reference, "clientSecretRef")?)
+        }
+        (Some(_), None) => {
+            return Err(Error::config(
+                "a clientId needs a clientSecretRef, or disableClientSecret: true",
+            )
+            .at("clientSecretRef"));
+        }
+        (None, Some(_)) => {
+            return Err(Error::config("a clientSecretRef needs a clientId").at("clientSecretRef"));
+        }
+        (None, None) => None,
+    };
+    let client_id = set(&config.client_id).map(str::to_owned);
+    Ok(Introspection {
+        client: introspector(url, client_id.as_deref(), secret),
+        has_secret: client_id.is_some() && !disabled,
+        client_id,
+        user_id_attribute: set(&config.user_id_attribute_name).map(str::to_owned),
+    })
+}
+
+/// An RFC 7662 client of `url`; with a secret, the client authenticates
+/// with HTTP Basic.
+fn introspector(url: url::Url, client_id: Option<&str>, secret: Option<String>) -> Introspector {
+    let client = oauth2::Client::new(oauth2::ClientId::new(
+        client_id.unwrap_or_default().to_owned(),
+    ))
+    .set_introspection_url(oauth2::IntrospectionUrl::from_url(url))
+    .set_auth_type(oauth2::AuthType::BasicAuth);
+    match secret {
+        Some(secret) => client.set_client_secret(oauth2::ClientSecret::new(secret)),
+        None => client,
+    }
+}
+
+/// The request without its empty `client_id` parameter (the `oauth2`
+/// crate always sends one; a client without an id sends none).
+fn without_client_id(request: oauth2::HttpRequest) -> oauth2::HttpRequest {
+    let (parts, body) = request.into_parts();
+    let body = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(
+            url::form_urlencoded::parse(&body).filter(|(k, v)| !(k == "client_id" && v.is_empty())),
+        )
+        .finish();
+    http::Request::from_parts(parts, body.into_bytes())
+}
+
+/// The reason of an introspection failure, in words that quote nothing of
+/// the answer.
+fn introspection_error(e: oauth2::RequestTokenError<CallError, BasicErrorResponse>) -> Arc<str> {
+    use oauth2::RequestTokenError as E;
+    let text = match e {
+        E::Request(e) => format!("introspection: {e}"),
+        E::ServerResponse(e) => format!(
+            "the introspection endpoint answered the error `{}`",
+            e.error()
+        ),
+        E::Parse(e, _) => format!(
+            "the introspection answer is not RFC 7662 JSON (at `{}`)",
+            e.path()
+        ),
+        E::Other(e) => format!("introspection: {e}"),
+    };
+    text.into()
+}
+
+impl AccessToken {
+    fn unauthorized(&self, invalid: bool) -> Decision {
+        let challenge = if invalid {
+            &self.invalid
+        } else {
+            &self.challenge
+        };
+        Deny::new(StatusCode::UNAUTHORIZED)
+            .header(http::header::WWW_AUTHENTICATE, challenge.clone())
+            .into()
+    }
+
+    fn rejected(&self, reason: &'static str) -> Decision {
+        tracing::debug!(reason, "oauth2: access token rejected");
+        self.unauthorized(true)
+    }
+
+    /// The bearer token; `Err(invalid)`: none (`false`), or not one
+    /// (`true`), a 401 either way.
+    fn token<'r>(&self, request: &'r AuthorizationRequest) -> Result<&'r str, bool> {
+        match util::scheme_credential(request, &http::header::AUTHORIZATION, "Bearer ") {
+            Ok(None) => Err(false),
+            Ok(Some(token))
+                if token.len() <= util::MAX_CREDENTIAL_LEN
+                    && token.bytes().all(|b| b.is_ascii_graphic()) =>
+            {
+                Ok(token)
+            }
+            _ => Err(true),
+        }
+    }
+
+    /// The allow for a valid token: `claims`, a JWT's (else the
+    /// introspection answer's), checked for scopes and the user, then
+    /// copied where the config says. A deny changes nothing.
+    fn allow(
+        &self,
+        request: &mut AuthorizationRequest,
+        jwt: Option<Map<String, Value>>,
+        remote: Option<&Remote>,
+    ) -> Decision {
+        let introspected = remote
+            .and_then(|r| r.introspection.as_deref())
+            .and_then(Value::as_object);
+        let Some(claims) = jwt.as_ref().or(introspected) else {
+            return self.rejected("no claims");
+        };
+        let user = match &self.check {
+            Check::Introspection(i) => match &i.user_id_attribute {
+                Some(name) => match claims.get(name) {
+                    Some(Value::String(user)) => Some(user.clone()),
+                    _ => return self.rejected("no userIdAttributeName attribute"),
+                },
+                None => None,
+            },
+            Check::Jwt(_) => claims.get("sub").and_then(Value::as_str).map(str::to_owned),
+        };
+        if !has_scopes(claims, &self.required_scopes) {
+            tracing::debug!("oauth2: access token lacks a required scope");
+            return Deny::new(StatusCode::FORBIDDEN)
+                .header(http::header::WWW_AUTHENTICATE, self.insufficient.clone())
+                .into();
+        }
+        let mut allow = self.claim_headers.apply(claims, Allow::new());
+        allow = self.claim_metadata.apply(claims, allow);
+        if let Some(user) = user {
+            allow = allow.user(UserInfo::new(user));
+        }
+        let mut expires = epoch_claim(claims, "exp");
+        if let Some(remote) = remote {
+            expires = Some(expires.map_or(remote.trusted_until, |e| e.min(remote.trusted_until)));
+        }
+        if let Some(at) = expires {
+            allow = allow.expires_at(at);
+        }
+        if let Some(remote) = remote {
+            if let Some(answer) = &remote.introspection {
+                request
+                    .state
+                    .insert(INTROSPECTION_STATE_KEY, answer.clone());
+            }
+            if let Some(answer) = &remote.userinfo {
+                request.state.insert(USERINFO_STATE_KEY, answer.clone());
+            }
+        }
+        if let Some(claims) = jwt {
+            request.state.insert(JWT_STATE_KEY, Value::Object(claims));
+        }
+        allow.into()
+    }
+
+    /// The decision for a lookup's outcome.
+    fn judge(
+        &self,
+        request: &mut AuthorizationRequest,
+        jwt: Option<Map<String, Value>>,
+        looked: Looked,
+    ) -> Result<Decision, Error> {
+        match looked {
+            Ok(Lookup::Valid(remote)) => {
+                if remote.exp.is_some_and(|exp| exp <= SystemTime::now()) {
+                    return Ok(self.rejected("expired"));
+                }
+                Ok(self.allow(request, jwt, Some(&remote)))
+            }
+            Ok(Lookup::Rejected(reason)) => Ok(self.rejected(reason)),
+            Err(reason) => {
+                tracing::debug!(reason = &*reason, "oauth2: the IdP could not check a token");
+                Err(Error::step(CallError(reason.to_string())))
+            }
+        }
+    }
+
+    /// Whether a valid JWT still needs the IdP (the userinfo answer).
+    fn needs_remote(&self) -> bool {
+        match self.check {
+            Check::Jwt(_) => self.userinfo.is_some(),
+            Check::Introspection(_) => true,
+        }
+    }
+
+    /// What the IdP says about `token`: kept, or asked once for all the
+    /// requests that want it now.
+    async fn lookup(&self, key: u128, token: &str, exp: Option<SystemTime>) -> Looked {
+        if let Some(hit) = self.answers.get(key) {
+            return Ok(Lookup::Valid(hit));
+        }
+        let cell = self
+            .answers
+            .inflight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(key)
+            .or_default()
+            .clone();
+        let _inflight = Inflight {
+            map: &self.answers.inflight,
+            key,
+            cell: &cell,
+        };
+        cell.get_or_init(|| async {
+            // A call that ended between the miss and joining the cell.
+            if let Some(hit) = self.answers.get(key) {
+                return Ok(Lookup::Valid(hit));
+            }
+            let looked = self.ask(token, exp).await;
+            if let Ok(Lookup::Valid(remote)) = &looked {
+                self.answers.put(key, remote);
+            }
+            looked
+        })
+        .await
+        .clone()
+    }
+
+    /// Asks the IdP about `token`: introspection, then userinfo.
+    async fn ask(&self, token: &str, mut exp: Option<SystemTime>) -> Looked {
+        let mut introspection = None;
+        if let Check::Introspection(i) = &self.check {
+            let anonymous = i.client_id.is_none();
+            let call = OauthHttp {
+                http: &self.http,
+                anonymous,
+            };
+            let token = oauth2::AccessToken::new(token.to_owned());
+            let answer = i
+                .client
+                .introspect(&token)
+                .request_async(&call)
+                .await
+                .map_err(introspection_error)?;
+            if !answer.active() {
+                return Ok(Lookup::Rejected("inactive"));
+            }
+            let Ok(Value::Object(members)) = serde_json::to_value(&answer) else {
+                return Err("the introspection answer is not a JSON object".into());
+            };
+            exp = epoch_claim(&members, "exp");
+            if exp.is_some_and(|exp| exp <= SystemTime::now()) {
+                return Ok(Lookup::Rejected("expired"));
+            }
+            introspection = Some(Arc::new(Value::Object(members)));
+        }
+        let mut userinfo = None;
+        if let Some(url) = &self.userinfo {
+            match self.userinfo(url, token).await? {
+                Some(answer) => userinfo = Some(Arc::new(answer)),
+                None => return Ok(Lookup::Rejected("refused by the userinfo endpoint")),
+            }
+        }
+        Ok(Lookup::Valid(Arc::new(self.answers.remote(
+            introspection,
+            userinfo,
+            exp,
+        ))))
+    }
+
+    /// The userinfo answer for `token`; `None` when the endpoint refuses
+    /// the token (401).
+    async fn userinfo(&self, url: &url::Url, token: &str) -> Result<Option<Value>, Arc<str>> {
+        let mut bearer = HeaderValue::try_from(format!("Bearer {token}"))
+            .map_err(|_| Arc::<str>::from("the token cannot travel in a header"))?;
+        bearer.set_sensitive(true);
+        let request = http::Request::get(url.as_str())
+            .header(http::header::ACCEPT, "application/json")
+            .header(http::header::AUTHORIZATION, bearer)
+            .body(Vec::new())
+            .map_err(|_| Arc::<str>::from("the userinfo URL is not usable"))?;
+        let response = self
+            .http
+            .send(request)
+            .await
+            .map_err(|e| Arc::<str>::from(format!("userinfo: {e}")))?;
+        match response.status() {
+            StatusCode::UNAUTHORIZED => return Ok(None),
+            s if !s.is_success() => {
+                return Err(format!("the userinfo endpoint answered {s}").into());
+            }
+            _ => {}
+        }
+        match serde_json::from_slice(response.body()) {
+            Ok(Value::Object(answer)) => Ok(Some(Value::Object(answer))),
+            _ => Err("the userinfo answer is not a JSON object".into()),
+        }
+    }
+
+    /// The decision for a verified JWT's `claims` that needs the userinfo
+    /// answer: kept, or asked for.
+    async fn with_userinfo(
+        &self,
+        request: &mut AuthorizationRequest,
+        key: u128,
+        token: &str,
+        claims: Map<String, Value>,
+    ) -> Result<Decision, Error> {
+        let looked = self.lookup(key, token, epoch_claim(&claims, "exp")).await;
+        self.judge(request, Some(claims), looked)
+    }
+}
+
+#[async_trait]
 impl AuthService for AccessToken {
-    fn authorize<'a>(&'a self, _: &'a mut AuthorizationRequest) -> Answer<'a> {
-        Err(Error::step("unreachable")).into()
+    async fn start(&self, lifecycle: Lifecycle) -> Result<(), Error> {
+        match &self.check {
+            Check::Jwt(verifier) => verifier.start(lifecycle).await.map_err(|e| {
+                let why =
+                    std::error::Error::source(&e).map_or_else(|| e.to_string(), |s| s.to_string());
+                Error::start(CallError(why)).at("jwt.remoteJwks")
+            }),
+            Check::Introspection(_) => Ok(()),
+        }
+    }
+
+    fn authorize<'a>(&'a self, request: &'a mut AuthorizationRequest) -> Answer<'a> {
+        let token = match self.token(request) {
+            Ok(token) => token,
+            Err(false) => {
+                tracing::debug!("oauth2: no access token");
+                return self.unauthorized(false).into();
+            }
+            Err(true) => return self.rejected("not a bearer token").into(),
+        };
+        match &self.check {
+            Check::Jwt(verifier) => match verifier.check_now(token) {
+                Checked::Valid(claims) if !self.needs_remote() => {
+                    self.allow(request, Some(claims), None).into()
+                }
+                Checked::Valid(claims) => {
+                    let key = self.prf.hash(&[token.as_bytes()]);
+                    if let Some(hit) = self.answers.get(key) {
+                        return self
+                            .judge(request, Some(claims), Ok(Lookup::Valid(hit)))
+                            .into();
+                    }
+                    let token = token.to_owned();
+                    Answer::wait(
+                        async move { self.with_userinfo(request, key, &token, claims).await },
+                    )
+                }
+                Checked::Invalid(reason) => self.rejected(reason).into(),
+                // A remote key set may have rotated: refresh, then check.
+                Checked::UnknownKey => {
+                    let token = token.to_owned();
+                    Answer::wait(async move {
+                        match verifier.check(&token).await {
+                            Ok(claims) if !self.needs_remote() => {
+                                Ok(self.allow(request, Some(claims), None))
+                            }
+                            Ok(claims) => {
+                                let key = self.prf.hash(&[token.as_bytes()]);
+                                self.with_userinfo(request, key, &token, claims).await
+                            }
+                            Err(reason) => Ok(self.rejected(reason)),
+                        }
+                    })
+                }
+            },
+            Check::Introspection(_) => {
+                let key = self.prf.hash(&[token.as_bytes()]);
+                if let Some(hit) = self.answers.get(key) {
+                    return self.judge(request, None, Ok(Lookup::Valid(hit))).into();
+                }
+                let token = token.to_owned();
+                Answer::wait(async move {
+                    let looked = self.lookup(key, &token, None).await;
+                    self.judge(request, None, looked)
+                })
+            }
+        }
+    }
+
+    fn identity_headers(&self) -> Vec<HeaderName> {
+        self.claim_headers.headers().collect()
+    }
+
+    // `reads` is left at its default (`None`, "anything"): the answer
+    // depends on the time (`exp`) and on the IdP (a revoked token, a
+    // changed userinfo), not on `Authorization` alone, as for `jwt`.
+}
+
+/// The IdP client as the `oauth2` crate calls it; `anonymous`: without
+/// the empty `client_id` parameter.
+struct OauthHttp<'h> {
+    http: &'h Http,
+    anonymous: bool,
+}
+
+impl<'c> oauth2::AsyncHttpClient<'c> for OauthHttp<'_> {
+    type Error = CallError;
+    type Future = OauthCall<'c>;
+
+    fn call(&'c self, request: oauth2::HttpRequest) -> OauthCall<'c> {
+        let request = match self.anonymous {
+            true => without_client_id(request),
+            false => request,
+        };
+        Box::pin(self.http.send(request))
     }
 }
