@@ -65,6 +65,11 @@ impl Http {
         Ok(Http { client, timeout })
     }
 
+    /// The time limit of each call.
+    pub(crate) fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     /// Sends `request` and reads the whole answer.
     pub(crate) async fn send(
         &self,
@@ -95,9 +100,10 @@ impl Http {
         }
     }
 
-    /// The client as the `oauth2` crate calls it.
-    pub(crate) fn oauth<'a>(&'a self) -> impl Fn(http::Request<Vec<u8>>) -> OauthCall<'a> + 'a {
-        move |request| Box::pin(self.send(request))
+    /// The client as the `oauth2` crate calls it
+    /// (`request_async(http.oauth())`).
+    pub(crate) fn oauth(&self) -> &Self {
+        self
     }
 
     /// GETs `url` and reads a JSON answer (with `Authorization` when
@@ -124,6 +130,15 @@ impl Http {
         }
         serde_json::from_slice(response.body())
             .map_err(|e| CallError(format!("the {what} answer is not the JSON expected: {e}")))
+    }
+}
+
+impl<'c> oauth2::AsyncHttpClient<'c> for Http {
+    type Error = CallError;
+    type Future = OauthCall<'c>;
+
+    fn call(&'c self, request: oauth2::HttpRequest) -> Self::Future {
+        Box::pin(self.send(request))
     }
 }
 
