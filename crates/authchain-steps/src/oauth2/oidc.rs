@@ -6,7 +6,7 @@
 //! - **With a valid session** (the session cookie opens, or names a
 //!   session Redis has, and its ID token has not expired): allowed, with
 //!   the tokens in the headers `headers` names and the chosen claims in
-//!   theirs; the ID token's claims go to `state.oidc`, its `sub` is the
+//!   theirs; the ID token's claims go to `state.jwt` (as Gloo's), its `sub` is the
 //!   user. An expired session is refreshed with its refresh token when
 //!   `allowRefreshing` says so (the cookie store sends the new cookie with
 //!   the allow), else the user logs in again.
@@ -39,7 +39,7 @@
 //!   (AES-256-GCM, bound to the AuthConfig's name, client and issuer), in
 //!   `{keyPrefix}__session` (split over `.1`, `.2`, ... past 3,800
 //!   bytes). The key is `cipherConfig.keyRef`'s (a Secret of type
-//!   `gloo.solo.io/EncryptionKeySecret`, entry `key`, 32 bytes); without
+//!   `gloo.solo.io.EncryptionKeySecret`, entry `key`, 32 bytes); without
 //!   one, a random key per process, so sessions do not survive a restart
 //!   or cross replicas (a warning says so).
 //! - `session.redis`: the cookie (`cookieName`, `__session`) holds a
@@ -81,11 +81,12 @@ use super::{ClaimHeaders, ClaimMetadata, unsupported};
 use crate::jwt::{JwksConfig, JwtConfig, RemoteJwks, Verifier};
 use crate::util;
 
-/// The key under which the step writes the ID token's claims into `state`.
-pub const STATE_KEY: &str = "oidc";
+/// The key under which the step writes the ID token's claims into `state`
+/// (Gloo's: its OPA guide reads `input.state.jwt`).
+pub const STATE_KEY: &str = "jwt";
 
 /// The Secret type of `cipherConfig.keyRef`.
-pub const ENCRYPTION_KEY_SECRET_TYPE: &str = "gloo.solo.io/EncryptionKeySecret";
+pub const ENCRYPTION_KEY_SECRET_TYPE: &str = "gloo.solo.io.EncryptionKeySecret";
 
 /// The token endpoint's answer: OAuth2's, and the ID token.
 #[derive(Clone, Serialize, Deserialize)]
@@ -665,7 +666,7 @@ impl Oidc {
             scopes,
             id_token_header,
             access_token_header,
-            bearer: headers.use_bearer_schema_for_authorization.unwrap_or(false),
+            bearer: headers.use_bearer_schema_for_authorization.unwrap_or(true),
             store,
             sealer,
             cookie_name,
@@ -766,7 +767,8 @@ impl Oidc {
             allow = allow.set_header(h.clone(), v);
         }
         if let Some(h) = &self.access_token_header {
-            let value = match self.bearer {
+            // Gloo adds the scheme only where it means something.
+            let value = match self.bearer && h == http::header::AUTHORIZATION {
                 true => format!("Bearer {}", session.access_token),
                 false => session.access_token.clone(),
             };
