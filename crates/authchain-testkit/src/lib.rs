@@ -18,6 +18,8 @@
 //! - [`client`]: a small HTTP/1.1 client with time limits;
 //! - [`slapd::Slapd`]: OpenLDAP with a small directory of users and
 //!   groups, for the `ldap` step;
+//! - [`login`]: a cookie-keeping client that follows redirects across
+//!   ports and submits login forms, as a browser does;
 //! - [`load`]: `wrk` runs for side-by-side load comparisons;
 //! - [`tls`]: a CA made at run time and a TLS server (client certificates
 //!   required if asked) in front of a plain one;
@@ -50,6 +52,7 @@ pub mod envoy;
 mod error;
 pub mod load;
 mod locate;
+pub mod login;
 pub mod nginx;
 mod peer;
 pub mod slapd;
