@@ -20,6 +20,8 @@
 //!   groups, for the `ldap` step;
 //! - [`login`]: a cookie-keeping client that follows redirects across
 //!   ports and submits login forms, as a browser does;
+//! - [`redis::Redis`]: Redis on a port of its own, stopped and started
+//!   again at will;
 //! - [`load`]: `wrk` runs for side-by-side load comparisons;
 //! - [`tls`]: a CA made at run time and a TLS server (client certificates
 //!   required if asked) in front of a plain one;
@@ -55,6 +57,7 @@ mod locate;
 pub mod login;
 pub mod nginx;
 mod peer;
+pub mod redis;
 pub mod slapd;
 mod template;
 pub mod tls;
