@@ -18,6 +18,10 @@
 //! - [`client`]: a small HTTP/1.1 client with time limits;
 //! - [`slapd::Slapd`]: OpenLDAP with a small directory of users and
 //!   groups, for the `ldap` step;
+//! - [`idp::Idp`]: an OpenID provider (npm's `oidc-provider` run by
+//!   `node`) with clients, users and token lifetimes of the test's choosing,
+//!   a plain-HTML login form, introspection, userinfo, logout and client
+//!   credentials, and counts of the requests it served;
 //! - [`login`]: a cookie-keeping client that follows redirects across
 //!   ports and submits login forms, as a browser does;
 //! - [`redis::Redis`]: Redis on a port of its own, stopped and started
@@ -52,10 +56,12 @@ pub mod client;
 mod echo;
 pub mod envoy;
 mod error;
+pub mod idp;
 pub mod load;
 mod locate;
 pub mod login;
 pub mod nginx;
+mod node;
 mod peer;
 pub mod redis;
 pub mod slapd;
