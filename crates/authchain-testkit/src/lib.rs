@@ -24,6 +24,7 @@
 //!   credentials, and counts of the requests it served;
 //! - [`login`]: a cookie-keeping client that follows redirects across
 //!   ports and submits login forms, as a browser does;
+//! - [`browser::login`]: the same walk by a real headless Chromium;
 //! - [`redis::Redis`]: Redis on a port of its own, stopped and started
 //!   again at will;
 //! - [`load`]: `wrk` runs for side-by-side load comparisons;
@@ -51,6 +52,7 @@
 //! # }
 //! ```
 
+pub mod browser;
 pub mod caddy;
 pub mod client;
 mod echo;
