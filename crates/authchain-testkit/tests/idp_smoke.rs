@@ -88,6 +88,25 @@ async fn discovery_and_client_credentials_tokens() {
 }
 
 #[tokio::test]
+async fn the_idp_goes_down_and_comes_back_with_a_new_key() {
+    let mut idp = Idp::start(IdpConfig::single(
+        "app",
+        "appsecret",
+        "http://127.0.0.1:1/cb",
+    ))
+    .await
+    .unwrap();
+    let issuer = idp.issuer();
+    let old = idp.jwks().await.unwrap()["keys"][0]["kid"].clone();
+    idp.kill();
+    assert!(tokio::net::TcpStream::connect(idp.addr()).await.is_err());
+    idp.restart().await.unwrap();
+    assert_eq!(idp.issuer(), issuer);
+    let new = idp.jwks().await.unwrap()["keys"][0]["kid"].clone();
+    assert!(new.is_string() && new != old, "{old} {new}");
+}
+
+#[tokio::test]
 async fn the_login_client_walks_a_code_flow_and_logout() {
     let app = App::start().await;
     let redirect = app.url("/callback");
