@@ -93,12 +93,14 @@ pub use jwt::{JwtAuth, JwtPlugin, VerifiedByEnvoy};
 #[doc(inline)]
 pub use ldap::{LdapAuth, LdapPlugin};
 #[doc(inline)]
+pub use oauth2::OAuth2Plugin;
+#[doc(inline)]
 pub use opa::{OpaAuth, OpaPlugin};
 #[doc(inline)]
 pub use rules::{Rules, RulesPlugin};
 
 /// Registers this crate's step kinds: `rules`, `apiKeyAuth`, `basicAuth`,
-/// `hmacAuth`, `jwt`, `ldap` and `opaAuth` (every crate that brings steps
+/// `hmacAuth`, `jwt`, `ldap`, `oauth2` and `opaAuth` (every crate that brings steps
 /// has a `register`).
 pub fn register(registry: &mut PluginRegistry) {
     registry
@@ -108,5 +110,6 @@ pub fn register(registry: &mut PluginRegistry) {
         .register_kind(HmacPlugin)
         .register_kind(JwtPlugin)
         .register_kind(LdapPlugin)
+        .register_kind(OAuth2Plugin)
         .register_kind(OpaPlugin);
 }

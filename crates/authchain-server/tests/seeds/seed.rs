@@ -97,7 +97,7 @@ pub(crate) enum Proxy {
 }
 
 impl Proxy {
-    fn output(&self) -> String {
+    pub(crate) fn output(&self) -> String {
         match self {
             Proxy::Envoy(p) => p.output(),
             Proxy::Nginx(p) => p.output(),
