@@ -364,3 +364,73 @@ fn check_reads_the_login_example_offline() {
         assert!(out.contains("gloo-system.app"), "{out}");
     }
 }
+
+/// `serve` with the IdP out of reach: the server is up, `/readyz` names
+/// the step that waits, and its checks are denied; once the IdP answers,
+/// the step starts (retrying on its own) and the wait ends.
+#[tokio::test]
+async fn readiness_names_an_idp_out_of_reach_until_it_answers() {
+    let idp_port = free_port().unwrap();
+    let app_yaml = ports(
+        &read("app.yaml"),
+        &[(PROXY, "8080".into()), (IDP, idp_port.to_string())],
+    );
+    let template = ports(
+        &read("authchain.yaml"),
+        &[
+            (GRPC, "{{grpc_port}}".into()),
+            (HTTP, "{{http_port}}".into()),
+            (ADMIN, "{{admin_port}}".into()),
+        ],
+    );
+    let authchain = Authchain::start_with_files(&template, &[], &[("app.yaml", app_yaml)]).await;
+    let ready = authchain_testkit::client::get(authchain.admin, "/readyz", &[])
+        .await
+        .unwrap();
+    assert_eq!(ready.status, 200);
+    assert!(
+        ready
+            .text()
+            .contains("waiting: AuthConfig 'gloo-system.app'"),
+        "{}",
+        ready.text()
+    );
+    // The step fails closed meanwhile (nginx's check: it is a trusted proxy).
+    let denied = authchain
+        .http_check(
+            "gloo-system.app",
+            "",
+            &[("x-original-uri", "/private"), ("x-original-method", "GET")],
+        )
+        .await
+        .unwrap();
+    assert!(denied.status.as_u16() >= 400, "{}", denied.status);
+
+    let mut config = IdpConfig::single("app", "app-secret", "http://127.0.0.1:8080/callback");
+    config.port = Some(idp_port);
+    let _idp = Idp::start(config).await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(40);
+    loop {
+        let ready = authchain_testkit::client::get(authchain.admin, "/readyz", &[])
+            .await
+            .unwrap();
+        if !ready.text().contains("waiting:") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still waiting: {}",
+            ready.text()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let login = authchain
+        .http_check(
+            "gloo-system.app",
+            "",
+            &[("x-original-uri", "/private"), ("x-original-method", "GET")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(login.status, 302, "{}", authchain.log());
+}
