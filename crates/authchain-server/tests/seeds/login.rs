@@ -7,6 +7,7 @@
 //! The files' fixed ports (proxy 8080, app 8081, authchain 9001, 9002 and
 //! 9091, IdP 9400, Redis 6379) become ports chosen at run time.
 
+use authchain_testkit::caddy::Caddy;
 use authchain_testkit::envoy::Envoy;
 use authchain_testkit::idp::{Idp, IdpConfig};
 use authchain_testkit::login::{Final, UserAgent};
@@ -131,6 +132,11 @@ impl Login {
                     .await
                     .unwrap(),
             ),
+            "Caddyfile" => Proxy::Caddy(
+                Caddy::start_at(&ports(&text, &map("{{port}}".into())), proxy_port)
+                    .await
+                    .unwrap(),
+            ),
             other => panic!("no proxy runs {other}"),
         };
         Login {
@@ -247,6 +253,17 @@ async fn log_in_with_your_idp_behind_envoy_http() {
     .await;
 }
 
+#[tokio::test]
+async fn log_in_with_your_idp_behind_caddy() {
+    Login::start_with(Setup {
+        authchain: "authchain-caddy.yaml",
+        ..Setup::new("Caddyfile")
+    })
+    .await
+    .log_in_and_out()
+    .await;
+}
+
 /// Two authchain replicas behind one Envoy, sessions in one Redis: Envoy
 /// sends checks to each in turn, so the login starts on one and ends on
 /// the other, and each recognizes the session.
@@ -356,6 +373,7 @@ fn check_reads_the_login_example_offline() {
     let checks = [
         vec!["--config".into(), dir.join("authchain.yaml")],
         vec!["--config".into(), dir.join("authchain-envoy-http.yaml")],
+        vec!["--config".into(), dir.join("authchain-caddy.yaml")],
         vec![dir.join("app-redis.yaml")],
     ];
     for args in checks {
