@@ -12,6 +12,7 @@ use authchain_testkit::envoy::Envoy;
 use authchain_testkit::idp::{Idp, IdpConfig};
 use authchain_testkit::login::{Final, UserAgent};
 use authchain_testkit::nginx::Nginx;
+use authchain_testkit::traefik::Traefik;
 use authchain_testkit::{EchoServer, EchoedRequest, free_port, workspace_root};
 
 use authchain_testkit::redis::Redis;
@@ -137,6 +138,11 @@ impl Login {
                     .await
                     .unwrap(),
             ),
+            "traefik.yml" => Proxy::Traefik(
+                Traefik::start_at(&ports(&text, &map(String::new())), proxy_port)
+                    .await
+                    .unwrap(),
+            ),
             other => panic!("no proxy runs {other}"),
         };
         Login {
@@ -258,6 +264,17 @@ async fn log_in_with_your_idp_behind_caddy() {
     Login::start_with(Setup {
         authchain: "authchain-caddy.yaml",
         ..Setup::new("Caddyfile")
+    })
+    .await
+    .log_in_and_out()
+    .await;
+}
+
+#[tokio::test]
+async fn log_in_with_your_idp_behind_traefik() {
+    Login::start_with(Setup {
+        authchain: "authchain-caddy.yaml",
+        ..Setup::new("traefik.yml")
     })
     .await
     .log_in_and_out()

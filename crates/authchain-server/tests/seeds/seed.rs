@@ -8,6 +8,7 @@ use authchain_testkit::caddy::Caddy;
 use authchain_testkit::client::{self, Reply};
 use authchain_testkit::envoy::Envoy;
 use authchain_testkit::nginx::Nginx;
+use authchain_testkit::traefik::Traefik;
 use authchain_testkit::{EchoServer, EchoedRequest, workspace_root};
 
 use crate::support::Authchain;
@@ -94,6 +95,7 @@ pub(crate) enum Proxy {
     Envoy(Envoy),
     Nginx(Nginx),
     Caddy(Caddy),
+    Traefik(Traefik),
 }
 
 impl Proxy {
@@ -102,6 +104,7 @@ impl Proxy {
             Proxy::Envoy(p) => p.output(),
             Proxy::Nginx(p) => p.output(),
             Proxy::Caddy(p) => p.output(),
+            Proxy::Traefik(p) => p.output(),
         }
     }
 }
