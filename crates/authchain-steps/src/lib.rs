@@ -8,6 +8,7 @@
 //! | `hmacAuth` | [`hmac`] | a request signed with a user's shared secret (HMAC), as Gloo's |
 //! | `jwt` | [`jwt`] | a JWT verified with a local or remote JWKS |
 //! | `ldap` | [`ldap`] | HTTP Basic checked by an LDAP bind, and the user's groups |
+//! | `oauth2` | [`oauth2`] | Gloo's OAuth2: an access token (JWT or introspection), or an OpenID Connect login and its session |
 //! | `opaAuth` | [`opa`] | a Rego policy, evaluated in process with regorus |
 //!
 //! # With the decision cache
@@ -63,6 +64,8 @@
 //! | `hmacAuth` | `hmacAuth.user` | the user | — |
 //! | `jwt` | `jwt`: the claims | `userIdClaim` (`sub`) | `claimsToHeaders` |
 //! | `ldap` | `ldap`: `user`, `dn`, `groups` | the user | — |
+//! | `oauth2` (`oidcAuthorizationCode`) | `jwt`: the ID token's claims | `sub` | `headers`, `identityToken`/`accessToken.claimsToHeaders` |
+//! | `oauth2` (`accessTokenValidation`) | `jwtAccessToken` (a JWT's claims), `introspection` (userinfo) | `sub` / `userIdAttributeName` | `claimsToHeaders` |
 //! | `opaAuth` | — | — | `allowedUpstreamHeaders` |
 //!
 //! Every step answers bad input (a malformed token, a header that is not
