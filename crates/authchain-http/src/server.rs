@@ -16,7 +16,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
-use crate::check::{CheckConfig, respond};
+use crate::check::{CheckConfig, login_as_401, respond, wants_login_as_401};
 use crate::head::{empty_request, give_back, plain, read_body};
 
 /// The default limit of a check's body (Envoy's `max_request_bytes` is
@@ -129,12 +129,16 @@ impl CheckServer {
             tracing::warn!(config = ?config, "check for an unknown AuthConfig; denying");
             return plain(StatusCode::FORBIDDEN, "unknown AuthConfig");
         };
-        let decision = authchain_core::transport::authorize_via(
+        let as_401 = wants_login_as_401(&request.headers);
+        let mut decision = authchain_core::transport::authorize_via(
             chain,
             &mut request,
             authchain_core::transport::Transport::Http,
         )
         .await;
+        if as_401 {
+            login_as_401(&mut decision);
+        }
         let response = respond(decision, std::mem::take(&mut request.headers));
         give_back(request);
         response

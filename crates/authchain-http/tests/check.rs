@@ -644,3 +644,55 @@ async fn one_check_leaves_nothing_for_the_next() {
         ]
     );
 }
+
+/// A login's redirect deny through nginx's `auth_request`, which passes on
+/// only 401 and 403: a check with `x-authchain-login: 401` gets it as a 401
+/// that keeps `Location` and `Set-Cookie` (nginx's `@login` location sends
+/// the browser on with them); without the header, as it is. Other denies
+/// keep their status either way.
+#[tokio::test]
+async fn a_redirect_is_a_401_for_checks_that_ask_for_it() {
+    let redirect = Decision::Deny(
+        Deny::new(StatusCode::FOUND)
+            .header(
+                http::header::LOCATION,
+                HeaderValue::from_static("https://idp/auth?x=1"),
+            )
+            .header(
+                http::header::SET_COOKIE,
+                HeaderValue::from_static("__session_login=abc; Path=/"),
+            ),
+    );
+    let view = [("x-original-uri", "/private"), ("x-original-method", "GET")];
+    let cases: [(&[(&str, &str)], Decision, u16); 4] = [
+        (&[("x-authchain-login", "401")], redirect.clone(), 401),
+        (&[], redirect.clone(), 302),
+        (&[("x-authchain-login", "yes")], redirect, 302),
+        (
+            &[("x-authchain-login", "401")],
+            Decision::deny(StatusCode::FORBIDDEN),
+            403,
+        ),
+    ];
+    for (extra, decision, status) in cases {
+        let (server, _) = check_server(original(), decision).await;
+        let headers: Vec<(&str, &str)> = view.iter().chain(extra).copied().collect();
+        let response = server
+            .check(
+                request(Method::GET, "/check:site", &headers, ""),
+                peer(PROXY),
+            )
+            .await;
+        assert_eq!(response.status().as_u16(), status, "{extra:?}");
+        if status != 403 {
+            assert_eq!(
+                response.headers()[http::header::LOCATION],
+                "https://idp/auth?x=1"
+            );
+            assert_eq!(
+                response.headers()[http::header::SET_COOKIE],
+                "__session_login=abc; Path=/"
+            );
+        }
+    }
+}

@@ -8,6 +8,7 @@
 //! | `hmacAuth` | [`hmac`] | a request signed with a user's shared secret (HMAC), as Gloo's |
 //! | `jwt` | [`jwt`] | a JWT verified with a local or remote JWKS |
 //! | `ldap` | [`ldap`] | HTTP Basic checked by an LDAP bind, and the user's groups |
+//! | `oauth2` | [`oauth2`] | Gloo's OAuth2: an access token (JWT or introspection), or an OpenID Connect login and its session |
 //! | `opaAuth` | [`opa`] | a Rego policy, evaluated in process with regorus |
 //!
 //! # With the decision cache
@@ -63,6 +64,8 @@
 //! | `hmacAuth` | `hmacAuth.user` | the user | — |
 //! | `jwt` | `jwt`: the claims | `userIdClaim` (`sub`) | `claimsToHeaders` |
 //! | `ldap` | `ldap`: `user`, `dn`, `groups` | the user | — |
+//! | `oauth2` (`oidcAuthorizationCode`) | `jwt`: the ID token's claims | `sub` | `headers`, `identityToken`/`accessToken.claimsToHeaders` |
+//! | `oauth2` (`accessTokenValidation`) | `jwtAccessToken` (a JWT's claims), `introspection` (userinfo) | `sub` / `userIdAttributeName` | `claimsToHeaders` |
 //! | `opaAuth` | — | — | `allowedUpstreamHeaders` |
 //!
 //! Every step answers bad input (a malformed token, a header that is not
@@ -93,12 +96,14 @@ pub use jwt::{JwtAuth, JwtPlugin, VerifiedByEnvoy};
 #[doc(inline)]
 pub use ldap::{LdapAuth, LdapPlugin};
 #[doc(inline)]
+pub use oauth2::OAuth2Plugin;
+#[doc(inline)]
 pub use opa::{OpaAuth, OpaPlugin};
 #[doc(inline)]
 pub use rules::{Rules, RulesPlugin};
 
 /// Registers this crate's step kinds: `rules`, `apiKeyAuth`, `basicAuth`,
-/// `hmacAuth`, `jwt`, `ldap` and `opaAuth` (every crate that brings steps
+/// `hmacAuth`, `jwt`, `ldap`, `oauth2` and `opaAuth` (every crate that brings steps
 /// has a `register`).
 pub fn register(registry: &mut PluginRegistry) {
     registry
@@ -108,5 +113,6 @@ pub fn register(registry: &mut PluginRegistry) {
         .register_kind(HmacPlugin)
         .register_kind(JwtPlugin)
         .register_kind(LdapPlugin)
+        .register_kind(OAuth2Plugin)
         .register_kind(OpaPlugin);
 }

@@ -34,9 +34,14 @@ impl Caddy {
     /// with an empty 200). Admin API, automatic HTTPS and config
     /// persistence are off; its data goes to a scratch directory.
     pub async fn start(site: &str) -> Result<Caddy, PeerError> {
+        Self::start_at(site, free_port()?).await
+    }
+
+    /// [`start`](Self::start) on `port`, for a config that must know its
+    /// own address before Caddy runs (an app URL).
+    pub async fn start_at(site: &str, port: u16) -> Result<Caddy, PeerError> {
         let binary = LOCATOR.locate()?;
         let dir = ScratchDir::new("caddy")?;
-        let port = free_port()?;
         let site = render(site, &[("port", port.to_string())])?;
         let data = dir.path().join("data");
         let caddyfile = format!(

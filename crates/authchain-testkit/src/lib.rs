@@ -18,6 +18,15 @@
 //! - [`client`]: a small HTTP/1.1 client with time limits;
 //! - [`slapd::Slapd`]: OpenLDAP with a small directory of users and
 //!   groups, for the `ldap` step;
+//! - [`idp::Idp`]: an OpenID provider (npm's `oidc-provider` run by
+//!   `node`) with clients, users and token lifetimes of the test's choosing,
+//!   a plain-HTML login form, introspection, userinfo, logout and client
+//!   credentials, and counts of the requests it served;
+//! - [`login`]: a cookie-keeping client that follows redirects across
+//!   ports and submits login forms, as a browser does;
+//! - [`browser::login`]: the same walk by a real headless Chromium;
+//! - [`redis::Redis`]: Redis on a port of its own, stopped and started
+//!   again at will;
 //! - [`load`]: `wrk` runs for side-by-side load comparisons;
 //! - [`tls`]: a CA made at run time and a TLS server (client certificates
 //!   required if asked) in front of a plain one;
@@ -43,15 +52,20 @@
 //! # }
 //! ```
 
+pub mod browser;
 pub mod caddy;
 pub mod client;
 mod echo;
 pub mod envoy;
 mod error;
+pub mod idp;
 pub mod load;
 mod locate;
+pub mod login;
 pub mod nginx;
+mod node;
 mod peer;
+pub mod redis;
 pub mod slapd;
 mod template;
 pub mod tls;

@@ -35,9 +35,14 @@ impl Nginx {
     /// process (`master_process off`): killing a master would leave its
     /// workers serving the port.
     pub async fn start(server: &str) -> Result<Nginx, PeerError> {
+        Self::start_at(server, free_port()?).await
+    }
+
+    /// [`start`](Self::start) on `port`, for a config that must know its
+    /// own address before nginx runs (an app URL).
+    pub async fn start_at(server: &str, port: u16) -> Result<Nginx, PeerError> {
         let binary = LOCATOR.locate()?;
         let dir = ScratchDir::new("nginx")?;
-        let port = free_port()?;
         let server = render(server, &[("port", port.to_string())])?;
         let prefix = dir.path().display().to_string();
         let config = format!(

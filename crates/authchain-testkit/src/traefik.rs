@@ -32,9 +32,14 @@ impl Traefik {
     /// provider, and waits until its routes answer (Traefik answers 404
     /// for a while after its port opens).
     pub async fn start(dynamic: &str) -> Result<Traefik, PeerError> {
+        Self::start_at(dynamic, free_port()?).await
+    }
+
+    /// [`start`](Self::start) on `port`, for a config that must know its
+    /// own address before Traefik runs (an app URL).
+    pub async fn start_at(dynamic: &str, port: u16) -> Result<Traefik, PeerError> {
         let binary = LOCATOR.locate()?;
         let dir = ScratchDir::new("traefik")?;
-        let port = free_port()?;
         let dynamic_path = dir.write("dynamic.yml", dynamic)?;
         let static_config = format!(
             "global: {{ checkNewVersion: false, sendAnonymousUsage: false }}\n\

@@ -180,8 +180,8 @@ fn unknown_plugins_kinds_and_fields_are_rejected() {
         ),
         (
             "a Gloo step kind authchain lacks",
-            "name: c\nconfigs:\n- oauth2: {}\n",
-            "auth.yaml: configs[0].oauth2: `oauth2` is a Gloo step kind that authchain does not support: see the Gloo compatibility table (docs/src/gloo.md)",
+            "name: c\nconfigs:\n- portalAuth: {}\n",
+            "auth.yaml: configs[0].portalAuth: `portalAuth` is a Gloo step kind that authchain does not support: see the Gloo compatibility table (docs/src/gloo.md)",
         ),
         (
             "two step kinds",

@@ -86,7 +86,7 @@ fn every_row_of_the_compatibility_table_is_backed_by_the_corpus() {
 }
 
 /// The Gloo kinds authchain does not bring.
-const LACKING: [&str; 4] = ["oauth", "oauth2", "opaServerAuth", "portalAuth"];
+const LACKING: [&str; 3] = ["oauth", "opaServerAuth", "portalAuth"];
 
 #[test]
 fn gloo_kinds_authchain_lacks_are_named_as_such() {

@@ -23,6 +23,7 @@ mod caddy;
 mod check;
 mod envoy_grpc;
 mod envoy_http;
+mod login;
 mod nginx;
 mod passthrough_grpc;
 mod passthrough_http;

@@ -8,6 +8,7 @@ use authchain_testkit::caddy::Caddy;
 use authchain_testkit::client::{self, Reply};
 use authchain_testkit::envoy::Envoy;
 use authchain_testkit::nginx::Nginx;
+use authchain_testkit::traefik::Traefik;
 use authchain_testkit::{EchoServer, EchoedRequest, workspace_root};
 
 use crate::support::Authchain;
@@ -94,14 +95,16 @@ pub(crate) enum Proxy {
     Envoy(Envoy),
     Nginx(Nginx),
     Caddy(Caddy),
+    Traefik(Traefik),
 }
 
 impl Proxy {
-    fn output(&self) -> String {
+    pub(crate) fn output(&self) -> String {
         match self {
             Proxy::Envoy(p) => p.output(),
             Proxy::Nginx(p) => p.output(),
             Proxy::Caddy(p) => p.output(),
+            Proxy::Traefik(p) => p.output(),
         }
     }
 }

@@ -55,6 +55,16 @@ impl Authchain {
     }
 
     pub(crate) async fn start_with(template: &str, extra: &[(&'static str, String)]) -> Authchain {
+        Self::start_with_files(template, extra, &[]).await
+    }
+
+    /// [`start_with`](Self::start_with), with `files` (name, text) written
+    /// beside `authchain.yaml` first.
+    pub(crate) async fn start_with_files(
+        template: &str,
+        extra: &[(&'static str, String)],
+        files: &[(&str, String)],
+    ) -> Authchain {
         // A port chosen free can be taken by another test's process before
         // the binary binds it: then the binary exits, and it starts again
         // on other ports.
@@ -72,6 +82,9 @@ impl Authchain {
                 ("dir", dir.path().display().to_string()),
             ];
             vars.extend(extra.iter().cloned());
+            for (name, text) in files {
+                dir.write(name, text).unwrap();
+            }
             let config = dir
                 .write("authchain.yaml", &render(template, &vars).unwrap())
                 .unwrap();

@@ -65,6 +65,11 @@ impl Http {
         Ok(Http { client, timeout })
     }
 
+    /// The time limit of each call.
+    pub(crate) fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     /// Sends `request` and reads the whole answer.
     pub(crate) async fn send(
         &self,
@@ -95,9 +100,10 @@ impl Http {
         }
     }
 
-    /// The client as the `oauth2` crate calls it.
-    pub(crate) fn oauth<'a>(&'a self) -> impl Fn(http::Request<Vec<u8>>) -> OauthCall<'a> + 'a {
-        move |request| Box::pin(self.send(request))
+    /// The client as the `oauth2` crate calls it
+    /// (`request_async(http.oauth())`).
+    pub(crate) fn oauth(&self) -> &Self {
+        self
     }
 
     /// GETs `url` and reads a JSON answer (with `Authorization` when
@@ -124,6 +130,15 @@ impl Http {
         }
         serde_json::from_slice(response.body())
             .map_err(|e| CallError(format!("the {what} answer is not the JSON expected: {e}")))
+    }
+}
+
+impl<'c> oauth2::AsyncHttpClient<'c> for Http {
+    type Error = CallError;
+    type Future = OauthCall<'c>;
+
+    fn call(&'c self, request: oauth2::HttpRequest) -> Self::Future {
+        Box::pin(self.send(request))
     }
 }
 
@@ -234,8 +249,9 @@ pub(crate) async fn discover(
 
 /// The client secret `reference` names: from a Kubernetes Secret of
 /// Gloo's type `extauth.solo.io/oauth` (its `client-secret` entry, or the
-/// older `oauth` entry holding `clientSecret: ...` YAML), a file, or an
-/// environment variable. An error names the reference, never a value.
+/// older `oauth` entry holding `clientSecret: ...` YAML, which older
+/// Glooctl wrote in an `Opaque` Secret), a file, or an environment
+/// variable. An error names the reference, never a value.
 pub(crate) fn client_secret(
     context: &BuildContext<'_>,
     reference: &SecretRef,
@@ -243,7 +259,18 @@ pub(crate) fn client_secret(
 ) -> Result<String, Error> {
     let secret = match (reference.resource(), &reference.file, &reference.env) {
         (Some(resource), None, None) => {
-            let secret = util::typed_secret(context, &resource, OAUTH_SECRET_TYPE, place)?;
+            // Gloo's current type, or the older Opaque Secret with `oauth`.
+            let secret = context
+                .resources
+                .secret_ref(&resource, context.namespace)
+                .map_err(|e| e.at(place))?;
+            let legacy = secret.kind == "Opaque" && secret.data.contains_key("oauth");
+            if secret.kind != OAUTH_SECRET_TYPE && !legacy {
+                return Err(Error::config(format!(
+                    "expected a Secret of type `{OAUTH_SECRET_TYPE}`"
+                ))
+                .at(place));
+            }
             if secret.data.contains_key("client-secret") {
                 util::secret_text(secret, "client-secret").map_err(|e| e.at(place))?
             } else if secret.data.contains_key("oauth") {

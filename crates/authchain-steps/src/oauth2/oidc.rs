@@ -1,23 +1,1254 @@
-//! `oauth2.oidcAuthorizationCode`: logging users in.
+//! `oauth2.oidcAuthorizationCode`: users log in through an OpenID Connect
+//! provider, and their session lets their next requests through.
+//!
+//! A request runs one of four ways:
+//!
+//! - **With a valid session** (the session cookie opens, or names a
+//!   session Redis has, and its ID token has not expired): allowed, with
+//!   the tokens in the headers `headers` names and the chosen claims in
+//!   theirs; the ID token's claims go to `state.jwt` (as Gloo's), its `sub` is the
+//!   user. An expired session is refreshed with its refresh token when
+//!   `allowRefreshing` says so (the cookie store sends the new cookie with
+//!   the allow), else the user logs in again.
+//! - **Without one**: a deny that is a `302` to the IdP's authorization
+//!   endpoint (`response_type=code`, `scope=openid ...`, `state`, `nonce`,
+//!   PKCE `S256`, `redirect_uri` = `appUrl` + `callbackPath`), with a
+//!   login cookie that remembers `state`, `nonce`, the PKCE verifier and
+//!   the path asked for, for 10 minutes.
+//! - **At `callbackPath`**: `state` must match the login cookie's (one
+//!   use); the code is exchanged (with the PKCE verifier and the client's
+//!   secret); the ID token must verify against the IdP's JWKS, with the
+//!   issuer, this client as audience and the login's `nonce`; then a
+//!   session is made and the answer is a `302` back to the path first
+//!   asked for, on `appUrl`'s origin: only ever there, whatever the
+//!   request said, so a callback cannot redirect anywhere else.
+//! - **At `logoutPath`**: the session is removed (and its cookie), and the
+//!   answer is a `302` to the IdP's `end_session_endpoint` (with
+//!   `id_token_hint`, `client_id` and `post_logout_redirect_uri` =
+//!   `afterLogoutUrl`) when discovery names one, else to `afterLogoutUrl`.
+//!
+//! A forged, replayed or expired `state`, a code the IdP refuses, an ID
+//! token signed by another key or with another `alg`, `iss`, `aud` or
+//! `nonce`: a 401, never a session. A session cookie that was changed, or
+//! made for another AuthConfig, does not open: a new login. Tokens are
+//! never logged.
+//!
+//! # Sessions
+//!
+//! - `session.cookie` (the default): the tokens are sealed in the cookie
+//!   (AES-256-GCM, bound to the AuthConfig's name, client and issuer), in
+//!   `{keyPrefix}__session` (split over `.1`, `.2`, ... past 3,800
+//!   bytes). The key is `cipherConfig.keyRef`'s (a Secret of type
+//!   `gloo.solo.io.EncryptionKeySecret`, entry `key`, 32 bytes); without
+//!   one, a random key per process, so sessions do not survive a restart
+//!   or cross replicas (a warning says so).
+//! - `session.redis`: the cookie (`cookieName`, `__session`) holds a
+//!   random id; Redis holds the session under `keyPrefix` and the id's
+//!   SHA-256, for as long as the cookie lives, and logins in progress
+//!   (taken once), so that replicas behind one proxy share both. A
+//!   failing Redis is a deny (a step error) when `failOnFetchFailure` is
+//!   set, else a new login, which then fails closed if Redis is still
+//!   down.
+//!
+//! Cookies are `Path=/`, `HttpOnly`, `Secure`, `SameSite=Lax` and kept 30
+//! days unless `cookieOptions` says otherwise.
 
-use authchain_core::{Answer, AuthService, AuthorizationRequest, BuildContext, Error};
+use std::sync::Arc;
+use std::time::Duration;
 
-use super::config::OidcAuthorizationCode;
+use arc_swap::ArcSwapOption;
+use authchain_core::{
+    Allow, Answer, AuthService, AuthorizationRequest, BuildContext, ConfigDuration, Decision, Deny,
+    Error, Lifecycle, UserInfo, async_trait,
+};
+use http::{HeaderName, HeaderValue, StatusCode};
+use oauth2::basic::{
+    BasicErrorResponse, BasicRevocationErrorResponse, BasicTokenIntrospectionResponse,
+    BasicTokenType,
+};
+use oauth2::{
+    AuthUrl, AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndpointNotSet, EndpointSet,
+    ExtraTokenFields, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, RefreshToken, Scope,
+    StandardRevocableToken, StandardTokenResponse, TokenResponse, TokenUrl,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 
-/// The `oidcAuthorizationCode` step.
-#[derive(Debug)]
-pub struct Oidc {}
+use super::config::{DiscoveryOverride, OidcAuthorizationCode, SecretRef};
+use super::idp::{self, CallError, Http, Provider};
+use super::session::{self, CookieAttributes, Pending, Redis, Sealer, Session};
+use super::{ClaimHeaders, ClaimMetadata, unsupported};
+use crate::jwt::{JwksConfig, JwtConfig, RemoteJwks, Verifier};
+use crate::util;
 
-impl Oidc {
-    /// Builds the step; reaches nothing.
-    pub fn new(config: OidcAuthorizationCode, context: &BuildContext<'_>) -> Result<Self, Error> {
-        let _ = (config, context);
-        Err(Error::config("oidcAuthorizationCode is being built"))
+/// The key under which the step writes the ID token's claims into `state`
+/// (Gloo's: its OPA guide reads `input.state.jwt`).
+pub const STATE_KEY: &str = "jwt";
+
+/// The Secret type of `cipherConfig.keyRef`.
+pub const ENCRYPTION_KEY_SECRET_TYPE: &str = "gloo.solo.io.EncryptionKeySecret";
+
+/// The token endpoint's answer: OAuth2's, and the ID token.
+#[derive(Clone, Serialize, Deserialize)]
+struct IdTokenField {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    id_token: Option<String>,
+}
+
+impl std::fmt::Debug for IdTokenField {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdTokenField").finish_non_exhaustive()
     }
 }
 
+impl ExtraTokenFields for IdTokenField {}
+
+type Tokens = StandardTokenResponse<IdTokenField, BasicTokenType>;
+
+type Client = oauth2::Client<
+    BasicErrorResponse,
+    Tokens,
+    BasicTokenIntrospectionResponse,
+    StandardRevocableToken,
+    BasicRevocationErrorResponse,
+    EndpointSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointSet,
+>;
+
+/// What discovery gave, ready for use.
+struct Live {
+    provider: Provider,
+    client: Client,
+    verifier: Arc<Verifier>,
+    /// Ends the key set's refreshes when a new JWKS replaces it.
+    keys: tokio_util::sync::CancellationToken,
+}
+
+/// The IdP, as discovery finds it.
+struct Discovery {
+    http: Http,
+    issuer: String,
+    discovery_override: Option<DiscoveryOverride>,
+    client_id: String,
+    client_secret: Option<String>,
+    redirect_uri: String,
+    live: ArcSwapOption<Live>,
+}
+
+impl Discovery {
+    /// Runs discovery and fetches the JWKS.
+    async fn discover(
+        &self,
+        lifecycle: &Lifecycle,
+        current: Option<&Live>,
+    ) -> Result<Live, CallError> {
+        let provider =
+            idp::discover(&self.http, &self.issuer, self.discovery_override.as_ref()).await?;
+        // Discovery checked that these are there and are URLs.
+        let auth = AuthUrl::new(provider.authorization_endpoint.clone().unwrap_or_default())
+            .map_err(|_| CallError("the authorization endpoint is not a URL".to_owned()))?;
+        let token = TokenUrl::new(provider.token_endpoint.clone().unwrap_or_default())
+            .map_err(|_| CallError("the token endpoint is not a URL".to_owned()))?;
+        let redirect = RedirectUrl::new(self.redirect_uri.clone())
+            .map_err(|_| CallError("the redirect URI is not a URL".to_owned()))?;
+        let mut client: Client = oauth2::Client::new(ClientId::new(self.client_id.clone()))
+            .set_auth_uri(auth)
+            .set_token_uri(token)
+            .set_redirect_uri(redirect);
+        if let Some(secret) = &self.client_secret {
+            client = client.set_client_secret(ClientSecret::new(secret.clone()));
+        }
+        let algorithms: Vec<String> = provider
+            .id_token_signing_alg_values_supported
+            .iter()
+            .filter(|a| !a.starts_with("HS") && a.as_str() != "none")
+            .cloned()
+            .collect();
+        let jwt = JwtConfig {
+            issuer: Some(provider.issuer.clone()),
+            audiences: vec![self.client_id.clone()],
+            algorithms: match algorithms.is_empty() {
+                true => vec!["RS256".to_owned()],
+                false => algorithms,
+            },
+            leeway: None,
+            jwks: JwksConfig {
+                local: None,
+                remote: Some(RemoteJwks {
+                    url: provider.jwks_uri.clone().unwrap_or_default(),
+                    refresh_interval: None,
+                    min_refresh_interval: None,
+                    timeout: Some(ConfigDuration(self.http.timeout())),
+                    allow_insecure_http: true,
+                }),
+            },
+            token_source: None,
+            claims_to_headers: Vec::new(),
+            user_id_claim: None,
+            dynamic_metadata_from_claims: Default::default(),
+            realm: None,
+        };
+        // The same JWKS keeps its key set (and its refresh task).
+        if let Some(current) = current
+            && current.provider.jwks_uri == provider.jwks_uri
+            && current.provider.issuer == provider.issuer
+        {
+            return Ok(Live {
+                provider,
+                client,
+                verifier: current.verifier.clone(),
+                keys: current.keys.clone(),
+            });
+        }
+        let verifier = Verifier::new(&jwt).map_err(|e| CallError(format!("the JWKS: {e}")))?;
+        let keys = lifecycle.token().child_token();
+        verifier
+            .start(Lifecycle::new(lifecycle.generation(), keys.clone()))
+            .await
+            .map_err(|e| CallError(e.to_string()))?;
+        Ok(Live {
+            provider,
+            client,
+            verifier: Arc::new(verifier),
+            keys,
+        })
+    }
+
+    /// Runs discovery again every `poll` until the lifecycle ends; a
+    /// failure keeps what the last one found.
+    fn poll(self: Arc<Self>, lifecycle: Lifecycle, poll: Duration) {
+        tokio::spawn(async move {
+            let token = lifecycle.token().clone();
+            loop {
+                tokio::select! {
+                    _ = token.cancelled() => break,
+                    _ = tokio::time::sleep(poll) => {}
+                }
+                let current = self.live.load_full();
+                match self.discover(&lifecycle, current.as_deref()).await {
+                    Ok(live) => {
+                        let live = Arc::new(live);
+                        if let Some(old) = self.live.swap(Some(live.clone()))
+                            && !Arc::ptr_eq(&old.verifier, &live.verifier)
+                        {
+                            old.keys.cancel();
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "oauth2: discovery failed; keeping what the last one found")
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// Where sessions live.
+enum Store {
+    Cookie,
+    Redis(Redis),
+}
+
+/// The `oidcAuthorizationCode` step.
+pub struct Oidc {
+    client_id: String,
+    app_origin: String,
+    callback_path: String,
+    logout_path: Option<String>,
+    after_logout_url: String,
+    scopes: Vec<String>,
+    auth_params: Vec<(String, String)>,
+    token_params: Vec<(String, String)>,
+    id_token_header: Option<HeaderName>,
+    access_token_header: Option<HeaderName>,
+    bearer: bool,
+    id_claims: ClaimHeaders,
+    access_claims: ClaimHeaders,
+    metadata: ClaimMetadata,
+    poll: Duration,
+    idp: Arc<Discovery>,
+    store: Store,
+    sealer: Sealer,
+    cookie_name: String,
+    cookies: CookieAttributes,
+    allow_refreshing: bool,
+    pre_expiry: Duration,
+    fail_on_fetch_failure: bool,
+    target_domain: Option<String>,
+}
+
+impl std::fmt::Debug for Oidc {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Oidc")
+            .field("client_id", &self.client_id)
+            .field("issuer", &self.idp.issuer)
+            .field("app_origin", &self.app_origin)
+            .field("callback_path", &self.callback_path)
+            .field("logout_path", &self.logout_path)
+            .field("cookie_name", &self.cookie_name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A path from the config: absolute, no query, no fragment.
+fn config_path(path: &str, place: &str) -> Result<String, Error> {
+    if !path.starts_with('/') || path.contains(['?', '#', ' ']) || path.starts_with("//") {
+        return Err(Error::config("expected an absolute path such as /callback").at(place));
+    }
+    Ok(path.to_owned())
+}
+
+/// A cookie name or prefix: an RFC 6265 token.
+fn cookie_token(name: &str, place: &str) -> Result<(), Error> {
+    let ok = name
+        .bytes()
+        .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b));
+    if !ok {
+        return Err(Error::config("not a valid cookie name").at(place));
+    }
+    Ok(())
+}
+
+impl Oidc {
+    /// Builds the step; reaches nothing (discovery, the JWKS and Redis
+    /// are reached when it starts).
+    pub fn new(config: OidcAuthorizationCode, context: &BuildContext<'_>) -> Result<Self, Error> {
+        unsupported(&config.azure, "azure", "Microsoft Entra distributed claims")?;
+        unsupported(
+            &config.front_channel_logout,
+            "frontChannelLogout",
+            "front-channel logout",
+        )?;
+        unsupported(
+            &config.auto_map_from_metadata,
+            "autoMapFromMetadata",
+            "autoMapFromMetadata",
+        )?;
+        unsupported(
+            &config.session_id_header_name,
+            "sessionIdHeaderName",
+            "sending the session id to the token endpoint",
+        )?;
+        if config.parse_callback_path_as_regex == Some(true) {
+            return Err(
+                Error::config("a callbackPath regex is not supported by authchain")
+                    .at("parseCallbackPathAsRegex"),
+            );
+        }
+        if let Some(p) = &config.end_session_properties
+            && p.method_type.as_deref().is_some_and(|m| m != "GetMethod")
+        {
+            return Err(Error::config(
+                "only GetMethod is supported: the browser is sent to the end-session endpoint",
+            )
+            .at("endSessionProperties.methodType"));
+        }
+        if config.client_id.is_empty() {
+            return Err(Error::config("expected the client id").at("clientId"));
+        }
+        idp::check_url(&config.issuer_url, "issuerUrl")?;
+        let app = idp::check_url(&config.app_url, "appUrl")?;
+        let app_origin = app.origin().ascii_serialization();
+        let callback_path = config_path(&config.callback_path, "callbackPath")?;
+        let app_base = config.app_url.trim_end_matches('/');
+        let redirect_uri = format!("{app_base}{callback_path}");
+        let callback_path = url::Url::parse(&redirect_uri)
+            .map_err(|_| Error::config("appUrl + callbackPath is not a URL").at("callbackPath"))?
+            .path()
+            .to_owned();
+        let logout_path = match &config.logout_path {
+            Some(p) if !p.is_empty() => Some(config_path(p, "logoutPath")?),
+            _ => None,
+        };
+        if logout_path.as_deref() == Some(callback_path.as_str()) {
+            return Err(Error::config("the logout path is the callback path").at("logoutPath"));
+        }
+        let after_logout_url = match &config.after_logout_url {
+            Some(u) if !u.is_empty() => {
+                idp::check_url(u, "afterLogoutUrl")?;
+                u.clone()
+            }
+            _ => config.app_url.clone(),
+        };
+
+        // The client's secret: Gloo's `clientAuthentication.clientSecret`
+        // or the older top-level fields.
+        let (secret_ref, disable): (Option<&SecretRef>, bool) = match &config.client_authentication
+        {
+            Some(auth) => {
+                unsupported(
+                    &auth.private_key_jwt,
+                    "clientAuthentication.privateKeyJwt",
+                    "private_key_jwt client authentication",
+                )?;
+                if config.client_secret_ref.is_some() || config.disable_client_secret.is_some() {
+                    return Err(Error::config(
+                        "with clientAuthentication, clientSecretRef and disableClientSecret go inside it",
+                    ));
+                }
+                let Some(cs) = &auth.client_secret else {
+                    return Err(Error::config("expected clientSecret").at("clientAuthentication"));
+                };
+                (
+                    cs.client_secret_ref.as_ref(),
+                    cs.disable_client_secret.unwrap_or(false),
+                )
+            }
+            None => (
+                config.client_secret_ref.as_ref(),
+                config.disable_client_secret.unwrap_or(false),
+            ),
+        };
+        let client_secret = match (secret_ref, disable) {
+            (Some(r), false) => Some(idp::client_secret(context, r, "clientSecretRef")?),
+            (None, true) => None,
+            (Some(_), true) => {
+                return Err(
+                    Error::config("disableClientSecret is set: remove clientSecretRef")
+                        .at("clientSecretRef"),
+                );
+            }
+            (None, false) => {
+                return Err(Error::config(
+                    "expected clientSecretRef, or disableClientSecret: true",
+                )
+                .at("clientSecretRef"));
+            }
+        };
+
+        let headers = config.headers.clone().unwrap_or_default();
+        let header = |name: &Option<String>, place: &str| -> Result<Option<HeaderName>, Error> {
+            match name {
+                Some(n) if !n.is_empty() => util::header_name(n, place).map(Some),
+                _ => Ok(None),
+            }
+        };
+        let id_token_header = header(&headers.id_token_header, "headers.idTokenHeader")?;
+        let access_token_header =
+            header(&headers.access_token_header, "headers.accessTokenHeader")?;
+
+        let session = config.session.clone().unwrap_or_default();
+        let options = session.cookie_options.clone().unwrap_or_default();
+        let same_site = match options.same_site.as_deref() {
+            None | Some("LaxMode") => Some("Lax"),
+            Some("DefaultMode") => None,
+            Some("StrictMode") => Some("Strict"),
+            Some("NoneMode") if options.not_secure => {
+                return Err(
+                    Error::config("SameSite=None needs a Secure cookie: unset notSecure")
+                        .at("session.cookieOptions.sameSite"),
+                );
+            }
+            Some("NoneMode") => Some("None"),
+            Some(_) => {
+                return Err(
+                    Error::config("expected LaxMode, StrictMode, NoneMode or DefaultMode")
+                        .at("session.cookieOptions.sameSite"),
+                );
+            }
+        };
+        let path = match options.path.as_deref() {
+            None => Some("/".to_owned()),
+            Some("") => None,
+            Some(p) => Some(config_path(p, "session.cookieOptions.path")?),
+        };
+        let domain = match options.domain.as_deref() {
+            None | Some("") => None,
+            Some(d) => {
+                cookie_token(d, "session.cookieOptions.domain")?;
+                Some(d.to_owned())
+            }
+        };
+        let cookies = CookieAttributes {
+            max_age: match options.max_age {
+                None => Some(30 * 24 * 3600),
+                Some(0) => None,
+                Some(n) => Some(n),
+            },
+            secure: !options.not_secure,
+            http_only: options.http_only.unwrap_or(true),
+            path,
+            domain,
+            same_site,
+        };
+
+        let timeout = config
+            .timeout
+            .map_or(Duration::from_secs(5), |ConfigDuration(d)| d);
+        if timeout.is_zero() {
+            return Err(Error::config("expected a positive duration").at("timeout"));
+        }
+
+        let (store, cookie_name, allow_refreshing, pre_expiry, target_domain) =
+            match (&session.cookie, &session.redis) {
+                (_, Some(redis)) if session.cookie.is_some() => {
+                    let _ = redis;
+                    return Err(Error::config("expected one of `cookie` and `redis`").at("session"));
+                }
+                (_, Some(redis)) => {
+                    unsupported(&redis.header_name, "session.redis.headerName", "headerName")?;
+                    let options = redis.options.clone().unwrap_or_default();
+                    unsupported(
+                        &options.tls_cert_mount_path,
+                        "session.redis.options.tlsCertMountPath",
+                        "Redis over TLS",
+                    )?;
+                    if options.socket_type.as_deref().is_some_and(|t| t != "TCP") {
+                        return Err(Error::config("only TCP is supported")
+                            .at("session.redis.options.socketType"));
+                    }
+                    let Some(host) = options.host.filter(|h| !h.is_empty()) else {
+                        return Err(
+                            Error::config("expected host:port").at("session.redis.options.host")
+                        );
+                    };
+                    if host.contains(['/', '@', ' ']) {
+                        return Err(
+                            Error::config("expected host:port").at("session.redis.options.host")
+                        );
+                    }
+                    let db = options.db.unwrap_or(0);
+                    if !(0..=15).contains(&db) && db > 1_000_000 {
+                        return Err(Error::config("expected a database number")
+                            .at("session.redis.options.db"));
+                    }
+                    let prefix = redis.key_prefix.clone().unwrap_or_default();
+                    let store = Redis::new(&host, db, prefix, timeout).ok_or_else(|| {
+                        Error::config("not a usable Redis address").at("session.redis.options.host")
+                    })?;
+                    let name = redis
+                        .cookie_name
+                        .clone()
+                        .filter(|n| !n.is_empty())
+                        .unwrap_or_else(|| "__session".to_owned());
+                    cookie_token(&name, "session.redis.cookieName")?;
+                    (
+                        Store::Redis(store),
+                        name,
+                        redis.allow_refreshing.unwrap_or(true),
+                        redis
+                            .pre_expiry_buffer
+                            .map_or(Duration::from_secs(2), |ConfigDuration(d)| d),
+                        redis.target_domain.clone(),
+                    )
+                }
+                (cookie, None) => {
+                    let cookie = cookie.clone().unwrap_or_default();
+                    let prefix = cookie.key_prefix.clone().unwrap_or_default();
+                    let name = match prefix.is_empty() {
+                        true => "__session".to_owned(),
+                        false => format!("{prefix}___session"),
+                    };
+                    cookie_token(&name, "session.cookie.keyPrefix")?;
+                    (
+                        Store::Cookie,
+                        name,
+                        cookie.allow_refreshing.unwrap_or(false),
+                        Duration::ZERO,
+                        cookie.target_domain.clone(),
+                    )
+                }
+            };
+
+        let binding = format!(
+            "{}\0{}\0{}\0{}",
+            context.config_name, context.step_name, config.client_id, config.issuer_url
+        );
+        let sealer = match session
+            .cipher_config
+            .as_ref()
+            .and_then(|c| c.key_ref.as_ref())
+        {
+            Some(r) => {
+                let key = encryption_key(context, r)?;
+                Sealer::new(&key, &binding).ok_or_else(|| {
+                    Error::config("expected a 32-byte key").at("session.cipherConfig.keyRef")
+                })?
+            }
+            None => {
+                if matches!(store, Store::Cookie) {
+                    tracing::warn!(
+                        config = context.config_name,
+                        "oauth2: no session.cipherConfig.keyRef: cookie sessions are sealed with a key of this process's, lost on restart and not shared with replicas"
+                    );
+                }
+                Sealer::random(&binding)
+            }
+        };
+
+        let mut scopes = vec!["openid".to_owned()];
+        for s in &config.scopes {
+            if s.is_empty() || s.contains(' ') {
+                return Err(Error::config("a scope is one word").at("scopes"));
+            }
+            if !scopes.contains(s) {
+                scopes.push(s.clone());
+            }
+        }
+        const RESERVED: &[&str] = &[
+            "response_type",
+            "client_id",
+            "redirect_uri",
+            "scope",
+            "state",
+            "nonce",
+            "code_challenge",
+            "code_challenge_method",
+            "code",
+            "code_verifier",
+            "grant_type",
+            "client_secret",
+        ];
+        let params = |map: &std::collections::BTreeMap<String, String>,
+                      place: &str|
+         -> Result<Vec<(String, String)>, Error> {
+            for key in map.keys() {
+                if RESERVED.contains(&key.as_str()) {
+                    return Err(Error::config(
+                        "authchain sets this parameter itself (state, nonce and PKCE included)",
+                    )
+                    .at(format!("{place}.{key}")));
+                }
+            }
+            Ok(map.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+        };
+
+        Ok(Oidc {
+            auth_params: params(
+                &config.auth_endpoint_query_params,
+                "authEndpointQueryParams",
+            )?,
+            token_params: params(
+                &config.token_endpoint_query_params,
+                "tokenEndpointQueryParams",
+            )?,
+            id_claims: ClaimHeaders::new(
+                &config
+                    .identity_token
+                    .as_ref()
+                    .map(|t| t.claims_to_headers.clone())
+                    .unwrap_or_default(),
+                "identityToken.claimsToHeaders",
+            )?,
+            access_claims: ClaimHeaders::new(
+                &config
+                    .access_token
+                    .as_ref()
+                    .map(|t| t.claims_to_headers.clone())
+                    .unwrap_or_default(),
+                "accessToken.claimsToHeaders",
+            )?,
+            metadata: ClaimMetadata::new(
+                &config.dynamic_metadata_from_claims,
+                "dynamicMetadataFromClaims",
+            )?,
+            poll: config
+                .discovery_poll_interval
+                .map_or(Duration::from_secs(1800), |ConfigDuration(d)| d)
+                .max(Duration::from_secs(10)),
+            idp: Arc::new(Discovery {
+                http: Http::new(timeout)?,
+                issuer: config.issuer_url,
+                discovery_override: config.discovery_override,
+                client_id: config.client_id.clone(),
+                client_secret,
+                redirect_uri,
+                live: ArcSwapOption::empty(),
+            }),
+            client_id: config.client_id,
+            app_origin,
+            callback_path,
+            logout_path,
+            after_logout_url,
+            scopes,
+            id_token_header,
+            access_token_header,
+            bearer: headers.use_bearer_schema_for_authorization.unwrap_or(true),
+            store,
+            sealer,
+            cookie_name,
+            cookies,
+            allow_refreshing,
+            pre_expiry,
+            fail_on_fetch_failure: session.fail_on_fetch_failure,
+            target_domain,
+        })
+    }
+
+    fn deny(status: StatusCode, why: &'static str) -> Decision {
+        tracing::debug!(why, "oauth2: login refused");
+        Deny::new(status)
+            .header(
+                http::header::CACHE_CONTROL,
+                HeaderValue::from_static("no-store"),
+            )
+            .body(why)
+            .into()
+    }
+
+    /// The session cookie's value, joined from its parts.
+    fn session_cookie(&self, request: &AuthorizationRequest) -> Option<String> {
+        let mut value = String::new();
+        for name in session::chunk_names(&self.cookie_name) {
+            match util::cookie(request, &name) {
+                Ok(Some(part)) if !part.is_empty() => value.push_str(part),
+                _ => break,
+            }
+        }
+        (!value.is_empty()).then_some(value)
+    }
+
+    fn login_cookie_name(&self) -> String {
+        format!("{}_login", self.cookie_name)
+    }
+
+    /// `Set-Cookie`s that remove the session cookie and its parts.
+    fn clear_session(&self, deny: Deny) -> Deny {
+        let mut deny = deny;
+        for name in session::chunk_names(&self.cookie_name) {
+            deny = deny.header(
+                http::header::SET_COOKIE,
+                self.cookies.set_cookie(&name, "", Some(0)),
+            );
+        }
+        deny
+    }
+
+    /// The `Set-Cookie`s of a session cookie with `value`.
+    fn session_set_cookies(&self, value: &str) -> Option<Vec<HeaderValue>> {
+        let parts = session::chunks(&self.cookie_name, value)?;
+        let used = parts.len();
+        let mut out: Vec<HeaderValue> = parts
+            .iter()
+            .map(|(name, part)| self.cookies.set_cookie(name, part, self.cookies.max_age))
+            .collect();
+        // Parts a longer earlier session left behind.
+        for name in session::chunk_names(&self.cookie_name).skip(used) {
+            out.push(self.cookies.set_cookie(&name, "", Some(0)));
+        }
+        Some(out)
+    }
+
+    /// The request's host matches `targetDomain` (RFC 6265 5.1.3).
+    fn host_allowed(&self, request: &AuthorizationRequest) -> bool {
+        let Some(domain) = &self.target_domain else {
+            return true;
+        };
+        let host = request
+            .host
+            .rsplit_once(':')
+            .map_or(request.host.as_str(), |(h, p)| {
+                if p.bytes().all(|b| b.is_ascii_digit()) {
+                    h
+                } else {
+                    request.host.as_str()
+                }
+            });
+        let host = host.to_ascii_lowercase();
+        let domain = domain.trim_start_matches('.').to_ascii_lowercase();
+        host == domain || host.ends_with(&format!(".{domain}"))
+    }
+
+    /// The allow of a valid session.
+    fn allow(
+        &self,
+        request: &mut AuthorizationRequest,
+        session: &Session,
+        set_cookies: Vec<HeaderValue>,
+    ) -> Decision {
+        let claims = payload(&session.id_token).unwrap_or_default();
+        let mut allow = Allow::new();
+        if let Some(h) = &self.id_token_header
+            && let Ok(v) = HeaderValue::try_from(session.id_token.as_str())
+        {
+            allow = allow.set_header(h.clone(), v);
+        }
+        if let Some(h) = &self.access_token_header {
+            // Gloo adds the scheme only where it means something.
+            let value = match self.bearer && h == http::header::AUTHORIZATION {
+                true => format!("Bearer {}", session.access_token),
+                false => session.access_token.clone(),
+            };
+            if let Ok(v) = HeaderValue::try_from(value) {
+                allow = allow.set_header(h.clone(), v);
+            }
+        }
+        allow = self.id_claims.apply(&claims, allow);
+        if let Some(access) = payload(&session.access_token) {
+            allow = self.access_claims.apply(&access, allow);
+        }
+        allow = self.metadata.apply(&claims, allow);
+        for cookie in set_cookies {
+            allow = allow.response_header(http::header::SET_COOKIE, cookie);
+        }
+        if let Some(Value::String(sub)) = claims.get("sub") {
+            allow = allow.user(UserInfo::new(sub.clone()));
+        }
+        allow = allow.expires_at(std::time::UNIX_EPOCH + Duration::from_secs(session.expires_at));
+        request.state.insert(STATE_KEY, Value::Object(claims));
+        allow.into()
+    }
+
+    /// The deny that sends the browser to the IdP to log in.
+    async fn login(&self, live: &Live, request: &AuthorizationRequest) -> Result<Decision, Error> {
+        let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+        let pending = Pending {
+            state: session::random_token(32),
+            nonce: session::random_token(32),
+            verifier: verifier.secret().clone(),
+            return_to: return_path(&request.path),
+            expires_at: session::now() + session::LOGIN_TTL.as_secs(),
+        };
+        let state = pending.state.clone();
+        let mut authorize = live
+            .client
+            .authorize_url(|| CsrfToken::new(state))
+            .add_scopes(self.scopes.iter().cloned().map(Scope::new))
+            .set_pkce_challenge(challenge)
+            .add_extra_param("nonce", pending.nonce.clone());
+        for (k, v) in &self.auth_params {
+            authorize = authorize.add_extra_param(k.clone(), v.clone());
+        }
+        let (url, _) = authorize.url();
+        let cookie = match &self.store {
+            Store::Cookie => self.sealer.seal("login", &pending),
+            Store::Redis(redis) => {
+                let id = session::random_token(32);
+                redis
+                    .put("login:", &id, &pending, session::LOGIN_TTL)
+                    .await
+                    .map_err(|e| Error::step(e).at("session.redis"))?;
+                id
+            }
+        };
+        let location = HeaderValue::try_from(url.as_str())
+            .map_err(|_| Error::step("the authorization URL is not a header value"))?;
+        let deny = Deny::new(StatusCode::FOUND)
+            .header(http::header::LOCATION, location)
+            .header(
+                http::header::CACHE_CONTROL,
+                HeaderValue::from_static("no-store"),
+            )
+            .header(
+                http::header::SET_COOKIE,
+                self.cookies.set_cookie(
+                    &self.login_cookie_name(),
+                    &cookie,
+                    Some(session::LOGIN_TTL.as_secs() as u32),
+                ),
+            );
+        Ok(deny.into())
+    }
+
+    /// The login in progress the callback's cookie names, taken (one use).
+    async fn take_pending(&self, request: &AuthorizationRequest) -> Result<Option<Pending>, Error> {
+        let Ok(Some(cookie)) = util::cookie(request, &self.login_cookie_name()) else {
+            return Ok(None);
+        };
+        let pending: Option<Pending> = match &self.store {
+            Store::Cookie => self.sealer.open("login", cookie),
+            Store::Redis(redis) => redis
+                .get("login:", cookie, true)
+                .await
+                .map_err(|e| Error::step(e).at("session.redis"))?,
+        };
+        Ok(pending.filter(|p| p.expires_at >= session::now()))
+    }
+
+    async fn callback(
+        &self,
+        live: &Live,
+        request: &AuthorizationRequest,
+    ) -> Result<Decision, Error> {
+        if request.query_parameter("error").is_some() {
+            return Ok(Self::deny(
+                StatusCode::UNAUTHORIZED,
+                "the IdP refused the login",
+            ));
+        }
+        let (Some(code), Some(state)) = (
+            request
+                .query_parameter("code")
+                .filter(|c| !c.is_empty() && c.len() <= util::MAX_CREDENTIAL_LEN),
+            request
+                .query_parameter("state")
+                .filter(|s| !s.is_empty() && s.len() <= 512),
+        ) else {
+            return Ok(Self::deny(
+                StatusCode::UNAUTHORIZED,
+                "a callback without code and state",
+            ));
+        };
+        let Some(pending) = self.take_pending(request).await? else {
+            return Ok(Self::deny(
+                StatusCode::UNAUTHORIZED,
+                "no login in progress (or it expired)",
+            ));
+        };
+        if !util::ct_eq(pending.state.as_bytes(), state.as_bytes()) {
+            return Ok(Self::deny(
+                StatusCode::UNAUTHORIZED,
+                "the state does not match the login's",
+            ));
+        }
+        let mut exchange = live
+            .client
+            .exchange_code(AuthorizationCode::new(code.to_owned()))
+            .set_pkce_verifier(PkceCodeVerifier::new(pending.verifier.clone()));
+        for (k, v) in &self.token_params {
+            exchange = exchange.add_extra_param(k.clone(), v.clone());
+        }
+        let tokens = match exchange.request_async(self.idp.http.oauth()).await {
+            Ok(t) => t,
+            Err(oauth2::RequestTokenError::ServerResponse(e)) => {
+                tracing::debug!(error = %e.error(), "oauth2: the token endpoint refused the code");
+                return Ok(Self::deny(
+                    StatusCode::UNAUTHORIZED,
+                    "the IdP refused the code",
+                ));
+            }
+            Err(e) => return Err(Error::step(format!("the token endpoint: {e}"))),
+        };
+        let Some(id_token) = tokens.extra_fields().id_token.clone() else {
+            return Ok(Self::deny(
+                StatusCode::UNAUTHORIZED,
+                "the IdP sent no ID token",
+            ));
+        };
+        let claims = match live.verifier.check(&id_token).await {
+            Ok(c) => c,
+            Err(reason) => {
+                tracing::debug!(reason, "oauth2: ID token rejected");
+                return Ok(Self::deny(
+                    StatusCode::UNAUTHORIZED,
+                    "the ID token is not valid",
+                ));
+            }
+        };
+        let nonce_ok = claims
+            .get("nonce")
+            .and_then(Value::as_str)
+            .is_some_and(|n| util::ct_eq(n.as_bytes(), pending.nonce.as_bytes()));
+        if !nonce_ok {
+            return Ok(Self::deny(
+                StatusCode::UNAUTHORIZED,
+                "the ID token's nonce is not the login's",
+            ));
+        }
+        if let Some(azp) = claims.get("azp").and_then(Value::as_str)
+            && azp != self.client_id
+        {
+            return Ok(Self::deny(
+                StatusCode::UNAUTHORIZED,
+                "the ID token was issued to another client",
+            ));
+        }
+        let session = Session {
+            expires_at: claims.get("exp").and_then(Value::as_u64).unwrap_or(0),
+            id_token,
+            access_token: tokens.access_token().secret().clone(),
+            refresh_token: tokens.refresh_token().map(|r| r.secret().clone()),
+        };
+        let set_cookies = self.save(&session, None).await?;
+        let location = format!("{}{}", self.app_origin, pending.return_to);
+        let mut deny = Deny::new(StatusCode::FOUND)
+            .header(
+                http::header::LOCATION,
+                HeaderValue::try_from(location).map_err(|_| Error::step("bad return path"))?,
+            )
+            .header(
+                http::header::CACHE_CONTROL,
+                HeaderValue::from_static("no-store"),
+            )
+            .header(
+                http::header::SET_COOKIE,
+                self.cookies
+                    .set_cookie(&self.login_cookie_name(), "", Some(0)),
+            );
+        for cookie in set_cookies {
+            deny = deny.header(http::header::SET_COOKIE, cookie);
+        }
+        Ok(deny.into())
+    }
+
+    /// Stores `session` (under `id` if it has one) and gives the
+    /// `Set-Cookie`s that carry it.
+    async fn save(&self, session: &Session, id: Option<&str>) -> Result<Vec<HeaderValue>, Error> {
+        match &self.store {
+            Store::Cookie => {
+                let sealed = self.sealer.seal("session", session);
+                self.session_set_cookies(&sealed).ok_or_else(|| {
+                    Error::step("the session does not fit in 4 cookies: store sessions in Redis")
+                })
+            }
+            Store::Redis(redis) => {
+                let ttl = match (
+                    self.allow_refreshing && session.refresh_token.is_some(),
+                    self.cookies.max_age,
+                ) {
+                    (true, Some(age)) => Duration::from_secs(u64::from(age)),
+                    _ => Duration::from_secs(
+                        session.expires_at.saturating_sub(session::now()).max(1),
+                    ),
+                };
+                let fresh;
+                let id = match id {
+                    Some(id) => id,
+                    None => {
+                        fresh = session::random_token(32);
+                        &fresh
+                    }
+                };
+                redis
+                    .put("session:", id, session, ttl)
+                    .await
+                    .map_err(|e| Error::step(e).at("session.redis"))?;
+                Ok(self.session_set_cookies(id).unwrap_or_default())
+            }
+        }
+    }
+
+    /// The session the request's cookie names; `Ok(None)`: none (or not
+    /// valid); an error only when Redis fails and `failOnFetchFailure`.
+    async fn load(&self, cookie: &str) -> Result<Option<Session>, Error> {
+        match &self.store {
+            Store::Cookie => Ok(self.sealer.open("session", cookie)),
+            Store::Redis(redis) => match redis.get("session:", cookie, false).await {
+                Ok(s) => Ok(s),
+                Err(e) if self.fail_on_fetch_failure => Err(Error::step(e).at("session.redis")),
+                Err(e) => {
+                    tracing::warn!(error = %e, "oauth2: cannot read the session; starting a new login");
+                    Ok(None)
+                }
+            },
+        }
+    }
+
+    /// A refreshed session, or `None` when the IdP will not refresh it.
+    async fn refresh(&self, live: &Live, session: &Session) -> Result<Option<Session>, Error> {
+        let Some(refresh) = &session.refresh_token else {
+            return Ok(None);
+        };
+        let tokens = match live
+            .client
+            .exchange_refresh_token(&RefreshToken::new(refresh.clone()))
+            .request_async(self.idp.http.oauth())
+            .await
+        {
+            Ok(t) => t,
+            Err(oauth2::RequestTokenError::ServerResponse(e)) => {
+                tracing::debug!(error = %e.error(), "oauth2: the IdP refused the refresh");
+                return Ok(None);
+            }
+            Err(e) => return Err(Error::step(format!("the token endpoint: {e}"))),
+        };
+        let (id_token, expires_at) = match tokens.extra_fields().id_token.clone() {
+            Some(id_token) => match live.verifier.check(&id_token).await {
+                Ok(claims) => {
+                    let exp = claims.get("exp").and_then(Value::as_u64).unwrap_or(0);
+                    (id_token, exp)
+                }
+                Err(reason) => {
+                    tracing::debug!(reason, "oauth2: refreshed ID token rejected");
+                    return Ok(None);
+                }
+            },
+            None => {
+                let lifetime = tokens.expires_in().unwrap_or(Duration::from_secs(300));
+                (
+                    session.id_token.clone(),
+                    session::now() + lifetime.as_secs(),
+                )
+            }
+        };
+        Ok(Some(Session {
+            id_token,
+            access_token: tokens.access_token().secret().clone(),
+            refresh_token: tokens
+                .refresh_token()
+                .map(|r| r.secret().clone())
+                .or_else(|| session.refresh_token.clone()),
+            expires_at,
+        }))
+    }
+
+    async fn logout(&self, live: &Live, request: &AuthorizationRequest) -> Result<Decision, Error> {
+        let cookie = self.session_cookie(request);
+        let mut id_token = None;
+        if let Some(cookie) = &cookie {
+            match &self.store {
+                Store::Cookie => {
+                    id_token = self
+                        .sealer
+                        .open::<Session>("session", cookie)
+                        .map(|s| s.id_token);
+                }
+                Store::Redis(redis) => {
+                    if let Ok(Some(s)) = redis.get::<Session>("session:", cookie, true).await {
+                        id_token = Some(s.id_token);
+                    }
+                }
+            }
+        }
+        let target = match (&live.provider.end_session_endpoint, id_token) {
+            (Some(end), Some(hint)) => {
+                let mut url =
+                    url::Url::parse(end).map_err(|_| Error::step("bad end_session_endpoint"))?;
+                url.query_pairs_mut()
+                    .append_pair("id_token_hint", &hint)
+                    .append_pair("client_id", &self.client_id)
+                    .append_pair("post_logout_redirect_uri", &self.after_logout_url);
+                url.to_string()
+            }
+            _ => self.after_logout_url.clone(),
+        };
+        let deny = Deny::new(StatusCode::FOUND)
+            .header(
+                http::header::LOCATION,
+                HeaderValue::try_from(target).map_err(|_| Error::step("bad logout target"))?,
+            )
+            .header(
+                http::header::CACHE_CONTROL,
+                HeaderValue::from_static("no-store"),
+            );
+        Ok(self.clear_session(deny).into())
+    }
+
+    /// Every request that is not a callback or a logout.
+    async fn with_session(
+        &self,
+        live: &Live,
+        request: &mut AuthorizationRequest,
+        cookie: Option<String>,
+    ) -> Result<Decision, Error> {
+        let Some(cookie) = cookie else {
+            return self.login(live, request).await;
+        };
+        let Some(session) = self.load(&cookie).await? else {
+            return self.login(live, request).await;
+        };
+        if session.expires_at > session::now() + self.pre_expiry.as_secs() {
+            return Ok(self.allow(request, &session, Vec::new()));
+        }
+        if !self.allow_refreshing {
+            return self.login(live, request).await;
+        }
+        match self.refresh(live, &session).await? {
+            Some(fresh) => {
+                let id = match self.store {
+                    Store::Cookie => None,
+                    Store::Redis(_) => Some(cookie.as_str()),
+                };
+                let set_cookies = self.save(&fresh, id).await?;
+                let set_cookies = match self.store {
+                    Store::Cookie => set_cookies,
+                    Store::Redis(_) => Vec::new(),
+                };
+                Ok(self.allow(request, &fresh, set_cookies))
+            }
+            None => self.login(live, request).await,
+        }
+    }
+}
+
+/// The Secret `cipherConfig.keyRef` names: its `key` entry, 32 bytes.
+fn encryption_key(context: &BuildContext<'_>, reference: &SecretRef) -> Result<Vec<u8>, Error> {
+    let place = "session.cipherConfig.keyRef";
+    let key = match (reference.resource(), &reference.file, &reference.env) {
+        (Some(r), None, None) => {
+            let secret = util::typed_secret(context, &r, ENCRYPTION_KEY_SECRET_TYPE, place)?;
+            util::secret_bytes(secret, "key")
+                .map_err(|e| e.at(place))?
+                .to_vec()
+        }
+        _ => idp::client_secret(context, reference, place)?.into_bytes(),
+    };
+    if key.len() != 32 {
+        return Err(Error::config("expected a 32-byte key").at(place));
+    }
+    Ok(key)
+}
+
+/// The path (and query) to come back to after a login: the request's
+/// canonical path, which the chain made absolute.
+fn return_path(path: &str) -> String {
+    if path.starts_with('/') && !path.starts_with("//") {
+        path.to_owned()
+    } else {
+        "/".to_owned()
+    }
+}
+
+/// A JWT's claims, read without checking: for tokens this step verified
+/// (the ID token) or had from the IdP directly (the access token).
+fn payload(token: &str) -> Option<Map<String, Value>> {
+    use base64::Engine as _;
+    let mut parts = token.split('.');
+    let (_, body, _) = (parts.next()?, parts.next()?, parts.next()?);
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(body.trim_end_matches('='))
+        .ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+#[async_trait]
 impl AuthService for Oidc {
-    fn authorize<'a>(&'a self, _: &'a mut AuthorizationRequest) -> Answer<'a> {
-        Err(Error::step("unreachable")).into()
+    async fn start(&self, lifecycle: Lifecycle) -> Result<(), Error> {
+        let live = self
+            .idp
+            .discover(&lifecycle, None)
+            .await
+            .map_err(|e| Error::start(e).at("issuerUrl"))?;
+        self.idp.live.store(Some(Arc::new(live)));
+        self.idp.clone().poll(lifecycle.clone(), self.poll);
+        if let Store::Redis(redis) = &self.store {
+            redis
+                .ping()
+                .await
+                .map_err(|e| Error::start(e).at("session.redis"))?;
+        }
+        Ok(())
+    }
+
+    fn authorize<'a>(&'a self, request: &'a mut AuthorizationRequest) -> Answer<'a> {
+        let Some(live) = self.idp.live.load_full() else {
+            return Err(Error::step("the IdP has not been discovered yet")).into();
+        };
+        if !self.host_allowed(request) {
+            return Self::deny(
+                StatusCode::FORBIDDEN,
+                "the host is not the session's domain",
+            )
+            .into();
+        }
+        let path = request.path_only();
+        if path == self.callback_path {
+            return Answer::wait(async move { self.callback(&live, request).await });
+        }
+        if self.logout_path.as_deref() == Some(path) {
+            return Answer::wait(async move { self.logout(&live, request).await });
+        }
+        let cookie = self.session_cookie(request);
+        // The cookie store's valid session needs no wait.
+        if let (Store::Cookie, Some(c)) = (&self.store, &cookie)
+            && let Some(session) = self.sealer.open::<Session>("session", c)
+            && session.expires_at > session::now() + self.pre_expiry.as_secs()
+        {
+            return self.allow(request, &session, Vec::new()).into();
+        }
+        Answer::wait(async move { self.with_session(&live, request, cookie).await })
+    }
+
+    fn identity_headers(&self) -> Vec<HeaderName> {
+        self.id_token_header
+            .iter()
+            .chain(self.access_token_header.iter())
+            .cloned()
+            .chain(self.id_claims.headers())
+            .chain(self.access_claims.headers())
+            .collect()
     }
 }

@@ -1,1 +1,364 @@
-//! Sessions.
+//! Login sessions and logins in progress: sealed in cookies (AES-256-GCM,
+//! bound to the AuthConfig), or in Redis under a random id the cookie
+//! holds.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use aws_lc_rs::rand::{SecureRandom, SystemRandom};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use http::HeaderValue;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::idp::CallError;
+
+/// The longest value one cookie carries; a longer sealed session is split
+/// over `name`, `name.1`, ... (browsers keep about 4 KiB per cookie).
+const CHUNK: usize = 3800;
+/// The most cookies one sealed value may take.
+const MAX_CHUNKS: usize = 4;
+
+/// How long a login may take, from the redirect to the IdP to the callback.
+pub(crate) const LOGIN_TTL: Duration = Duration::from_secs(600);
+
+/// `n` random bytes, base64url.
+pub(crate) fn random_token(n: usize) -> String {
+    let mut bytes = vec![0u8; n];
+    // The system's generator does not fail on the platforms aws-lc runs on;
+    // were it to, an all-zero token would be guessable, so refuse to go on.
+    SystemRandom::new()
+        .fill(&mut bytes)
+        .expect("the system random generator failed");
+    B64.encode(bytes)
+}
+
+/// Seconds since the epoch.
+pub(crate) fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// A logged-in user's tokens.
+#[derive(Clone, Serialize, Deserialize)]
+pub(crate) struct Session {
+    /// The ID token, verified when the session was made.
+    pub(crate) id_token: String,
+    /// The access token.
+    pub(crate) access_token: String,
+    /// The refresh token, if the IdP gave one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) refresh_token: Option<String>,
+    /// When the session stops letting requests through without a
+    /// refresh (seconds since the epoch): the ID token's `exp`.
+    pub(crate) expires_at: u64,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A login in progress: what the callback checks and where it returns.
+#[derive(Clone, Serialize, Deserialize)]
+pub(crate) struct Pending {
+    pub(crate) state: String,
+    pub(crate) nonce: String,
+    pub(crate) verifier: String,
+    /// The path (and query) the user asked for, on `appUrl`'s origin.
+    pub(crate) return_to: String,
+    /// Seconds since the epoch after which the login is void.
+    pub(crate) expires_at: u64,
+}
+
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pending")
+            .field("return_to", &self.return_to)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Seals values into cookie text and opens them: AES-256-GCM with a
+/// random nonce, the AuthConfig's identity and the value's kind as
+/// associated data, so that a cookie of another AuthConfig, another kind,
+/// or changed by one bit does not open.
+pub(crate) struct Sealer {
+    key: LessSafeKey,
+    binding: Vec<u8>,
+}
+
+impl std::fmt::Debug for Sealer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sealer").finish_non_exhaustive()
+    }
+}
+
+impl Sealer {
+    /// A sealer with `key` (32 bytes) bound to `binding` (the AuthConfig's
+    /// name, client and issuer).
+    pub(crate) fn new(key: &[u8], binding: &str) -> Option<Self> {
+        let key = UnboundKey::new(&AES_256_GCM, key).ok()?;
+        Some(Sealer {
+            key: LessSafeKey::new(key),
+            binding: binding.as_bytes().to_vec(),
+        })
+    }
+
+    /// A sealer with a random key: its cookies open only in this process.
+    pub(crate) fn random(binding: &str) -> Self {
+        let mut key = [0u8; 32];
+        SystemRandom::new()
+            .fill(&mut key)
+            .expect("the system random generator failed");
+        Sealer::new(&key, binding).expect("a 32-byte key")
+    }
+
+    fn aad(&self, kind: &str) -> Vec<u8> {
+        let mut aad = Vec::with_capacity(self.binding.len() + kind.len() + 1);
+        aad.extend_from_slice(kind.as_bytes());
+        aad.push(0);
+        aad.extend_from_slice(&self.binding);
+        aad
+    }
+
+    pub(crate) fn seal<T: Serialize>(&self, kind: &str, value: &T) -> String {
+        let mut data = serde_json::to_vec(value).unwrap_or_default();
+        let mut nonce = [0u8; NONCE_LEN];
+        SystemRandom::new()
+            .fill(&mut nonce)
+            .expect("the system random generator failed");
+        self.key
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(self.aad(kind)),
+                &mut data,
+            )
+            .expect("sealing fits in memory");
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(&data);
+        B64.encode(out)
+    }
+
+    pub(crate) fn open<T: for<'de> Deserialize<'de>>(&self, kind: &str, text: &str) -> Option<T> {
+        let mut data = B64.decode(text).ok()?;
+        if data.len() < NONCE_LEN {
+            return None;
+        }
+        let nonce = Nonce::try_assume_unique_for_key(&data[..NONCE_LEN]).ok()?;
+        let plain = self
+            .key
+            .open_within(nonce, Aad::from(self.aad(kind)), &mut data, NONCE_LEN..)
+            .ok()?;
+        serde_json::from_slice(plain).ok()
+    }
+}
+
+/// The attributes of the cookies the step sets (`cookieOptions`).
+#[derive(Debug, Clone)]
+pub(crate) struct CookieAttributes {
+    /// `Max-Age` of the session cookie; `None`: a browser-session cookie.
+    pub(crate) max_age: Option<u32>,
+    pub(crate) secure: bool,
+    pub(crate) http_only: bool,
+    pub(crate) path: Option<String>,
+    pub(crate) domain: Option<String>,
+    pub(crate) same_site: Option<&'static str>,
+}
+
+impl CookieAttributes {
+    /// `Set-Cookie` for `name=value`, kept `max_age` seconds (`Some(0)`:
+    /// deleted).
+    pub(crate) fn set_cookie(&self, name: &str, value: &str, max_age: Option<u32>) -> HeaderValue {
+        let mut text = format!("{name}={value}");
+        if let Some(path) = &self.path {
+            text.push_str("; Path=");
+            text.push_str(path);
+        }
+        if let Some(domain) = &self.domain {
+            text.push_str("; Domain=");
+            text.push_str(domain);
+        }
+        if let Some(age) = max_age {
+            text.push_str(&format!("; Max-Age={age}"));
+        }
+        if self.http_only {
+            text.push_str("; HttpOnly");
+        }
+        if self.secure {
+            text.push_str("; Secure");
+        }
+        if let Some(same_site) = self.same_site {
+            text.push_str("; SameSite=");
+            text.push_str(same_site);
+        }
+        // Names, paths and domains are checked when the step is built;
+        // values are base64url.
+        HeaderValue::try_from(text).unwrap_or_else(|_| HeaderValue::from_static(""))
+    }
+}
+
+/// `value` cut into cookie-sized parts: `(name, part)`, then `name.1`, ...
+pub(crate) fn chunks(name: &str, value: &str) -> Option<Vec<(String, String)>> {
+    let parts: Vec<&str> = value
+        .as_bytes()
+        .chunks(CHUNK)
+        .map(|c| std::str::from_utf8(c).unwrap_or_default())
+        .collect();
+    if parts.len() > MAX_CHUNKS {
+        return None;
+    }
+    Some(
+        parts
+            .into_iter()
+            .enumerate()
+            .map(|(i, part)| match i {
+                0 => (name.to_owned(), part.to_owned()),
+                i => (format!("{name}.{i}"), part.to_owned()),
+            })
+            .collect(),
+    )
+}
+
+/// The names a chunked value may use.
+pub(crate) fn chunk_names(name: &str) -> impl Iterator<Item = String> + '_ {
+    (0..MAX_CHUNKS).map(move |i| match i {
+        0 => name.to_owned(),
+        i => format!("{name}.{i}"),
+    })
+}
+
+/// Sessions in Redis: the cookie holds a random id; the key is the
+/// prefix and the SHA-256 of the id, so that what Redis holds opens no
+/// session by itself.
+pub(crate) struct Redis {
+    client: redis::Client,
+    connection: tokio::sync::OnceCell<redis::aio::ConnectionManager>,
+    prefix: String,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for Redis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Redis")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Redis {
+    /// A store at `host` (`host:port`), database `db`; connects on first
+    /// use.
+    pub(crate) fn new(host: &str, db: i64, prefix: String, timeout: Duration) -> Option<Self> {
+        let client = redis::Client::open(format!("redis://{host}/{db}")).ok()?;
+        Some(Redis {
+            client,
+            connection: tokio::sync::OnceCell::new(),
+            prefix,
+            timeout,
+        })
+    }
+
+    async fn connection(&self) -> Result<redis::aio::ConnectionManager, CallError> {
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(self.timeout))
+            .set_response_timeout(Some(self.timeout))
+            .set_number_of_retries(1);
+        let work = self.connection.get_or_try_init(|| {
+            redis::aio::ConnectionManager::new_with_config(self.client.clone(), config)
+        });
+        match tokio::time::timeout(self.timeout, work).await {
+            Ok(Ok(c)) => Ok(c.clone()),
+            Ok(Err(e)) => Err(CallError(format!("cannot reach Redis: {}", e.category()))),
+            Err(_) => Err(CallError(format!(
+                "Redis did not answer within {:?}",
+                self.timeout
+            ))),
+        }
+    }
+
+    /// Checks that Redis answers.
+    pub(crate) async fn ping(&self) -> Result<(), CallError> {
+        let mut c = self.connection().await?;
+        self.bounded(redis::cmd("PING").query_async::<String>(&mut c))
+            .await
+            .map(|_| ())
+    }
+
+    fn key(&self, kind: &str, id: &str) -> String {
+        let digest = Sha256::digest(id.as_bytes());
+        let mut key = String::with_capacity(self.prefix.len() + kind.len() + 64);
+        key.push_str(&self.prefix);
+        key.push_str(kind);
+        for b in digest {
+            key.push_str(&format!("{b:02x}"));
+        }
+        key
+    }
+
+    async fn bounded<T>(
+        &self,
+        work: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, CallError> {
+        match tokio::time::timeout(self.timeout, work).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(CallError(format!("Redis: {}", e.category()))),
+            Err(_) => Err(CallError(format!(
+                "Redis did not answer within {:?}",
+                self.timeout
+            ))),
+        }
+    }
+
+    /// Stores `value` under (`kind`, `id`) for `ttl`.
+    pub(crate) async fn put<T: Serialize>(
+        &self,
+        kind: &str,
+        id: &str,
+        value: &T,
+        ttl: Duration,
+    ) -> Result<(), CallError> {
+        let mut c = self.connection().await?;
+        let data = serde_json::to_string(value).unwrap_or_default();
+        let key = self.key(kind, id);
+        self.bounded(
+            redis::cmd("SET")
+                .arg(key)
+                .arg(data)
+                .arg("EX")
+                .arg(ttl.as_secs().max(1))
+                .query_async::<()>(&mut c),
+        )
+        .await
+    }
+
+    /// The value under (`kind`, `id`), if any; with `take`, removed.
+    pub(crate) async fn get<T: for<'de> Deserialize<'de>>(
+        &self,
+        kind: &str,
+        id: &str,
+        take: bool,
+    ) -> Result<Option<T>, CallError> {
+        let mut c = self.connection().await?;
+        let key = self.key(kind, id);
+        let command = if take { "GETDEL" } else { "GET" };
+        let data: Option<String> = self
+            .bounded(redis::cmd(command).arg(key).query_async(&mut c))
+            .await?;
+        Ok(data.and_then(|d| serde_json::from_str(&d).ok()))
+    }
+
+    /// Removes (`kind`, `id`).
+    pub(crate) async fn delete(&self, kind: &str, id: &str) -> Result<(), CallError> {
+        let mut c = self.connection().await?;
+        let key = self.key(kind, id);
+        self.bounded(redis::cmd("DEL").arg(key).query_async::<()>(&mut c))
+            .await
+    }
+}
