@@ -8,8 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use authchain_core::{AuthConfig, AuthorizationRequest, Chain, Decision, Engine, Error, Format};
-use authchain_steps::oauth2::OAuth2Plugin;
+use authchain_core::{AuthorizationRequest, Chain, Decision, Engine};
 use base64::Engine as _;
 use bytes::Bytes;
 use http::{Request, Response};
@@ -19,7 +18,7 @@ use hyper_util::rt::TokioIo;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 
-use crate::common::{ORIGIN, get_with, req, status, upstream};
+use crate::common::{ORIGIN, get_with, load, req, status, upstream};
 
 const RSA: &[u8] = include_bytes!("../keys/rsa.pem");
 const RSA2: &[u8] = include_bytes!("../keys/rsa2.pem");
@@ -28,18 +27,6 @@ const ISSUER: &str = "https://idp.example.com/";
 const CLIENT: (&str, &str) = ("ratings", "introspect-s3cret");
 
 // ---------------------------------------------------------------- helpers
-
-/// An engine with the built-in steps and `oauth2`, with `yaml` loaded.
-async fn load(yaml: &str) -> Result<Engine, Error> {
-    let mut registry = authchain_core::PluginRegistry::new();
-    authchain_steps::register(&mut registry);
-    registry.register_kind(OAuth2Plugin);
-    let engine = Engine::new(registry);
-    engine
-        .load(&AuthConfig::parse(ORIGIN, yaml, Format::Yaml)?)
-        .await?;
-    Ok(engine)
-}
 
 /// The chain of the only AuthConfig in `yaml`, and its engine to keep.
 async fn chain_of(yaml: &str) -> (Arc<Chain>, Engine) {
@@ -946,4 +933,112 @@ async fn the_step_shows_no_secret_and_declares_its_headers() {
     assert!(shown.contains("ratings"), "{shown}");
     assert_eq!(step.identity_headers(), vec!["x-user-id"]);
     assert!(step.reads().is_none());
+}
+
+// ------------------------------------------------------------ a real IdP
+
+/// oidc-provider (the testkit's IdP) with one confidential client.
+async fn real_idp() -> authchain_testkit::idp::Idp {
+    let config =
+        authchain_testkit::idp::IdpConfig::single("app", "appsecret", "http://127.0.0.1:1/cb");
+    authchain_testkit::idp::Idp::start(config)
+        .await
+        .expect("the IdP starts (see ./scripts/install-peers.sh)")
+}
+
+#[tokio::test]
+async fn a_real_idps_jwt_access_token_is_checked_with_its_discovered_jwks() {
+    let idp = real_idp().await;
+    let discovery = idp.discovery().await.unwrap();
+    let (chain, _engine) = chain_of(&config(&format!(
+        "jwt:
+  remoteJwks: {{ url: '{}' }}
+  issuer: '{}'
+  audiences: ['{}']
+requiredScopes: {{ scope: ['api:read'] }}
+claimsToHeaders: [{{ claim: client_id, header: x-client }}]",
+        discovery["jwks_uri"].as_str().unwrap(),
+        discovery["issuer"].as_str().unwrap(),
+        idp.config().resource,
+    )))
+    .await;
+    let token = idp
+        .client_credentials("app", "appsecret", "api:read api:write", true)
+        .await
+        .unwrap();
+    let mut r = bearer(&token);
+    let d = chain.authorize(&mut r).await;
+    assert!(d.is_allow(), "{d:?}");
+    assert_eq!(upstream(&d, "x-client").as_deref(), Some("app"));
+    assert_eq!(r.state["jwtAccessToken"]["client_id"], "app");
+    let narrow = idp
+        .client_credentials("app", "appsecret", "api:write", true)
+        .await
+        .unwrap();
+    assert_eq!(status(&chain.authorize(&mut bearer(&narrow)).await), 403);
+    // An opaque token is no JWT.
+    let opaque = idp
+        .client_credentials("app", "appsecret", "api:read", false)
+        .await
+        .unwrap();
+    assert_eq!(
+        challenge(&chain.authorize(&mut bearer(&opaque)).await),
+        INVALID
+    );
+    // Checking JWTs costs the IdP nothing: the JWKS once, at start.
+    let counts = idp.requests().await.unwrap();
+    assert_eq!((counts.jwks, counts.introspection), (1, 0));
+}
+
+#[tokio::test]
+async fn a_real_idps_opaque_token_is_introspected_once() {
+    let idp = real_idp().await;
+    let discovery = idp.discovery().await.unwrap();
+    let yaml = format!(
+        "apiVersion: v1
+kind: Secret
+type: extauth.solo.io/oauth
+metadata: {{ name: app-oauth, namespace: gloo-system }}
+stringData: {{ client-secret: appsecret }}
+---
+apiVersion: enterprise.gloo.solo.io/v1
+kind: AuthConfig
+metadata: {{ name: api, namespace: gloo-system }}
+spec:
+  statusOnError: 503
+  configs:
+  - oauth2:
+      accessTokenValidation:
+        introspection:
+          introspectionUrl: '{}'
+          clientId: app
+          clientSecretRef: {{ name: app-oauth, namespace: gloo-system }}
+          userIdAttributeName: client_id
+        requiredScopes: {{ scope: ['api:read'] }}
+",
+        discovery["introspection_endpoint"].as_str().unwrap()
+    );
+    let (chain, _engine) = chain_of(&yaml).await;
+    let token = idp
+        .client_credentials("app", "appsecret", "api:read", false)
+        .await
+        .unwrap();
+    idp.reset_requests().await.unwrap();
+    for _ in 0..3 {
+        let mut r = bearer(&token);
+        let d = chain.authorize(&mut r).await;
+        let allow = d.as_allow().unwrap_or_else(|| panic!("{d:?}"));
+        assert_eq!(allow.user_info.as_ref().unwrap().user_id, "app");
+        assert_eq!(r.state["tokenIntrospection"]["active"], true);
+        assert!(allow.expires.is_some());
+    }
+    assert_eq!(
+        idp.requests().await.unwrap().introspection,
+        1,
+        "a kept answer costs no call"
+    );
+    // A token the IdP never issued: asked, inactive, 401.
+    let d = chain.authorize(&mut bearer("never-issued")).await;
+    assert_eq!(challenge(&d), INVALID);
+    assert_eq!(idp.requests().await.unwrap().introspection, 2);
 }
