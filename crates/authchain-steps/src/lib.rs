@@ -65,7 +65,7 @@
 //! | `jwt` | `jwt`: the claims | `userIdClaim` (`sub`) | `claimsToHeaders` |
 //! | `ldap` | `ldap`: `user`, `dn`, `groups` | the user | — |
 //! | `oauth2` (`oidcAuthorizationCode`) | `jwt`: the ID token's claims | `sub` | `headers`, `identityToken`/`accessToken.claimsToHeaders` |
-//! | `oauth2` (`accessTokenValidation`) | `jwtAccessToken` (a JWT's claims), `introspection` (userinfo) | `sub` / `userIdAttributeName` | `claimsToHeaders` |
+//! | `oauth2` (`accessTokenValidation`) | `jwtAccessToken` (a JWT's claims), `tokenIntrospection` (the introspection answer), `introspection` (userinfo) | `sub` / `userIdAttributeName` | `claimsToHeaders` |
 //! | `opaAuth` | — | — | `allowedUpstreamHeaders` |
 //!
 //! Every step answers bad input (a malformed token, a header that is not

@@ -182,8 +182,6 @@ pub(crate) struct Provider {
     #[serde(default)]
     pub(crate) jwks_uri: Option<String>,
     #[serde(default)]
-    pub(crate) userinfo_endpoint: Option<String>,
-    #[serde(default)]
     pub(crate) revocation_endpoint: Option<String>,
     #[serde(default)]
     pub(crate) end_session_endpoint: Option<String>,
