@@ -11,6 +11,7 @@ mod examples;
 mod hmac;
 mod jwt;
 mod ldap;
+mod oauth2_oidc;
 mod opa;
 mod rules;
 mod secrets;
