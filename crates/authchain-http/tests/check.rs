@@ -664,7 +664,8 @@ async fn a_redirect_is_a_401_for_checks_that_ask_for_it() {
             ),
     );
     let view = [("x-original-uri", "/private"), ("x-original-method", "GET")];
-    let cases: [(&[(&str, &str)], Decision, u16); 4] = [
+    type Case<'a> = (&'a [(&'a str, &'a str)], Decision, u16);
+    let cases: [Case<'_>; 4] = [
         (&[("x-authchain-login", "401")], redirect.clone(), 401),
         (&[], redirect.clone(), 302),
         (&[("x-authchain-login", "yes")], redirect, 302),

@@ -8,17 +8,25 @@
 //!   the tokens in the headers `headers` names and the chosen claims in
 //!   theirs; the ID token's claims go to `state.jwt` (as Gloo's), its `sub` is the
 //!   user. An expired session is refreshed with its refresh token when
-//!   `allowRefreshing` says so (the cookie store sends the new cookie with
-//!   the allow), else the user logs in again.
+//!   `allowRefreshing` says so (the new ID token checked as at login, for
+//!   the same `sub`; the cookie store sends the new cookie with the
+//!   allow), else the user logs in again.
 //! - **Without one**: a deny that is a `302` to the IdP's authorization
 //!   endpoint (`response_type=code`, `scope=openid ...`, `state`, `nonce`,
 //!   PKCE `S256`, `redirect_uri` = `appUrl` + `callbackPath`), with a
 //!   login cookie that remembers `state`, `nonce`, the PKCE verifier and
-//!   the path asked for, for 10 minutes.
+//!   the path asked for, for 10 minutes. The login cookie is sent only to
+//!   the callback (`Path` = `callbackPath`) and is `SameSite=Lax` even
+//!   where `cookieOptions` asks for `Strict`, which the IdP's redirect
+//!   back would not carry. A browser has one login in progress: a second
+//!   one (another tab) replaces the first, whose callback is then a 401.
+//!   The path asked for is kept only as a path on `appUrl`'s origin of at
+//!   most 2 KiB of visible ASCII; else its path alone, else `/`.
 //! - **At `callbackPath`**: `state` must match the login cookie's (one
-//!   use); the code is exchanged (with the PKCE verifier and the client's
-//!   secret); the ID token must verify against the IdP's JWKS, with the
-//!   issuer, this client as audience and the login's `nonce`; then a
+//!   use: with Redis, the login is taken; with cookies, the IdP refuses
+//!   a code twice); the code is exchanged (with the PKCE verifier and the
+//!   client's secret); the ID token must verify against the IdP's JWKS,
+//!   with the issuer, this client as audience and the login's `nonce`; then a
 //!   session is made and the answer is a `302` back to the path first
 //!   asked for, on `appUrl`'s origin: only ever there, whatever the
 //!   request said, so a callback cannot redirect anywhere else.
@@ -26,6 +34,10 @@
 //!   answer is a `302` to the IdP's `end_session_endpoint` (with
 //!   `id_token_hint`, `client_id` and `post_logout_redirect_uri` =
 //!   `afterLogoutUrl`) when discovery names one, else to `afterLogoutUrl`.
+//!   A session in Redis is gone for whoever holds its id; when Redis
+//!   cannot remove it the logout fails (a step error) and keeps the
+//!   cookie, so that it can be tried again. A sealed cookie cannot be
+//!   revoked: a copy of it opens until its ID token expires.
 //!
 //! A forged, replayed or expired `state`, a code the IdP refuses, an ID
 //! token signed by another key or with another `alg`, `iss`, `aud` or
@@ -44,11 +56,13 @@
 //!   or cross replicas (a warning says so).
 //! - `session.redis`: the cookie (`cookieName`, `__session`) holds a
 //!   random id; Redis holds the session under `keyPrefix` and the id's
-//!   SHA-256, for as long as the cookie lives, and logins in progress
-//!   (taken once), so that replicas behind one proxy share both. A
+//!   SHA-256, sealed with a key derived from the id (so what Redis holds
+//!   gives neither a session nor a token), for as long as the cookie
+//!   lives, and logins in progress (under the id and the state, taken
+//!   once), so that replicas behind one proxy share both. A
 //!   failing Redis is a deny (a step error) when `failOnFetchFailure` is
-//!   set, else a new login, which then fails closed if Redis is still
-//!   down.
+//!   set, else a new login, which needs Redis too: while it is down that
+//!   is a step error as well, never a session.
 //!
 //! Cookies are `Path=/`, `HttpOnly`, `Secure`, `SameSite=Lax` and kept 30
 //! days unless `cookieOptions` says otherwise.
@@ -249,7 +263,7 @@ impl Discovery {
 /// Where sessions live.
 enum Store {
     Cookie,
-    Redis(Redis),
+    Redis(Box<Redis>),
 }
 
 /// The `oidcAuthorizationCode` step.
@@ -269,11 +283,17 @@ pub struct Oidc {
     access_claims: ClaimHeaders,
     metadata: ClaimMetadata,
     poll: Duration,
+    /// Whether discovery's poll runs (started once, by the first start).
+    polling: std::sync::atomic::AtomicBool,
     idp: Arc<Discovery>,
     store: Store,
     sealer: Sealer,
     cookie_name: String,
     cookies: CookieAttributes,
+    /// The login cookie's: sent only to the callback, and `SameSite=Lax`
+    /// at most, so that the IdP's redirect back (a cross-site navigation)
+    /// carries it.
+    login_cookies: CookieAttributes,
     allow_refreshing: bool,
     pre_expiry: Duration,
     fail_on_fetch_failure: bool,
@@ -300,6 +320,27 @@ fn config_path(path: &str, place: &str) -> Result<String, Error> {
     }
     Ok(path.to_owned())
 }
+
+/// A cookie's `Path` from the config: an absolute path that cannot end
+/// the attribute (RFC 6265 `path-value`: no `;`, no control character).
+fn cookie_path(path: &str, place: &str) -> Result<String, Error> {
+    let path = config_path(path, place)?;
+    if path
+        .bytes()
+        .any(|b| b == b';' || b == b',' || !b.is_ascii_graphic())
+    {
+        return Err(Error::config(
+            "expected a cookie path without `;`, `,`, spaces or control characters",
+        )
+        .at(place));
+    }
+    Ok(path)
+}
+
+/// The longest path (and query) a login remembers to come back to; a
+/// longer one is cut to its path, or to `/`, so that the login cookie
+/// stays within what browsers keep.
+const MAX_RETURN_PATH: usize = 2048;
 
 /// A cookie name or prefix: an RFC 6265 token.
 fn cookie_token(name: &str, place: &str) -> Result<(), Error> {
@@ -453,7 +494,7 @@ impl Oidc {
         let path = match options.path.as_deref() {
             None => Some("/".to_owned()),
             Some("") => None,
-            Some(p) => Some(config_path(p, "session.cookieOptions.path")?),
+            Some(p) => Some(cookie_path(p, "session.cookieOptions.path")?),
         };
         let domain = match options.domain.as_deref() {
             None | Some("") => None,
@@ -473,6 +514,17 @@ impl Oidc {
             path,
             domain,
             same_site,
+        };
+        let login_cookies = CookieAttributes {
+            path: Some(match cookie_path(&callback_path, "callbackPath") {
+                Ok(p) => p,
+                Err(_) => "/".to_owned(),
+            }),
+            same_site: match same_site {
+                Some("Strict") => Some("Lax"),
+                other => other,
+            },
+            ..cookies.clone()
         };
 
         let timeout = config
@@ -526,7 +578,7 @@ impl Oidc {
                         .unwrap_or_else(|| "__session".to_owned());
                     cookie_token(&name, "session.redis.cookieName")?;
                     (
-                        Store::Redis(store),
+                        Store::Redis(Box::new(store)),
                         name,
                         redis.allow_refreshing.unwrap_or(true),
                         redis
@@ -649,6 +701,7 @@ impl Oidc {
                 .discovery_poll_interval
                 .map_or(Duration::from_secs(1800), |ConfigDuration(d)| d)
                 .max(Duration::from_secs(10)),
+            polling: std::sync::atomic::AtomicBool::new(false),
             idp: Arc::new(Discovery {
                 http: Http::new(timeout)?,
                 issuer: config.issuer_url,
@@ -671,6 +724,7 @@ impl Oidc {
             sealer,
             cookie_name,
             cookies,
+            login_cookies,
             allow_refreshing,
             pre_expiry,
             fail_on_fetch_failure: session.fail_on_fetch_failure,
@@ -818,7 +872,12 @@ impl Oidc {
             Store::Redis(redis) => {
                 let id = session::random_token(32);
                 redis
-                    .put("login:", &id, &pending, session::LOGIN_TTL)
+                    .put(
+                        "login:",
+                        &pending_key(&id, &pending.state),
+                        &pending,
+                        session::LOGIN_TTL,
+                    )
                     .await
                     .map_err(|e| Error::step(e).at("session.redis"))?;
                 id
@@ -834,7 +893,7 @@ impl Oidc {
             )
             .header(
                 http::header::SET_COOKIE,
-                self.cookies.set_cookie(
+                self.login_cookies.set_cookie(
                     &self.login_cookie_name(),
                     &cookie,
                     Some(session::LOGIN_TTL.as_secs() as u32),
@@ -843,15 +902,25 @@ impl Oidc {
         Ok(deny.into())
     }
 
-    /// The login in progress the callback's cookie names, taken (one use).
-    async fn take_pending(&self, request: &AuthorizationRequest) -> Result<Option<Pending>, Error> {
+    /// The login in progress the callback's cookie names with this
+    /// `state`, taken (one use: in Redis, where it is kept under the
+    /// cookie's id and the state, so that a callback with another state
+    /// finds and spends nothing).
+    async fn take_pending(
+        &self,
+        request: &AuthorizationRequest,
+        state: &str,
+    ) -> Result<Option<Pending>, Error> {
         let Ok(Some(cookie)) = util::cookie(request, &self.login_cookie_name()) else {
             return Ok(None);
         };
+        if cookie.is_empty() || cookie.len() > 4096 {
+            return Ok(None);
+        }
         let pending: Option<Pending> = match &self.store {
             Store::Cookie => self.sealer.open("login", cookie),
             Store::Redis(redis) => redis
-                .get("login:", cookie, true)
+                .get("login:", &pending_key(cookie, state), true)
                 .await
                 .map_err(|e| Error::step(e).at("session.redis"))?,
         };
@@ -863,26 +932,33 @@ impl Oidc {
         live: &Live,
         request: &AuthorizationRequest,
     ) -> Result<Decision, Error> {
-        if request.query_parameter("error").is_some() {
+        // The authorization response's parameters, decoded (a code may
+        // hold `/`, sent as `%2F`); the first of each counts.
+        let (mut code, mut state, mut error) = (None, None, false);
+        for (k, v) in url::form_urlencoded::parse(request.query().unwrap_or("").as_bytes()) {
+            match k.as_ref() {
+                "code" if code.is_none() => code = Some(v),
+                "state" if state.is_none() => state = Some(v),
+                "error" => error = true,
+                _ => {}
+            }
+        }
+        if error {
             return Ok(Self::deny(
                 StatusCode::UNAUTHORIZED,
                 "the IdP refused the login",
             ));
         }
         let (Some(code), Some(state)) = (
-            request
-                .query_parameter("code")
-                .filter(|c| !c.is_empty() && c.len() <= util::MAX_CREDENTIAL_LEN),
-            request
-                .query_parameter("state")
-                .filter(|s| !s.is_empty() && s.len() <= 512),
+            code.filter(|c| !c.is_empty() && c.len() <= util::MAX_CREDENTIAL_LEN),
+            state.filter(|s| !s.is_empty() && s.len() <= 512),
         ) else {
             return Ok(Self::deny(
                 StatusCode::UNAUTHORIZED,
                 "a callback without code and state",
             ));
         };
-        let Some(pending) = self.take_pending(request).await? else {
+        let Some(pending) = self.take_pending(request, &state).await? else {
             return Ok(Self::deny(
                 StatusCode::UNAUTHORIZED,
                 "no login in progress (or it expired)",
@@ -896,7 +972,7 @@ impl Oidc {
         }
         let mut exchange = live
             .client
-            .exchange_code(AuthorizationCode::new(code.to_owned()))
+            .exchange_code(AuthorizationCode::new(code.into_owned()))
             .set_pkce_verifier(PkceCodeVerifier::new(pending.verifier.clone()));
         for (k, v) in &self.token_params {
             exchange = exchange.add_extra_param(k.clone(), v.clone());
@@ -965,7 +1041,7 @@ impl Oidc {
             )
             .header(
                 http::header::SET_COOKIE,
-                self.cookies
+                self.login_cookies
                     .set_cookie(&self.login_cookie_name(), "", Some(0)),
             );
         for cookie in set_cookies {
@@ -1047,6 +1123,16 @@ impl Oidc {
         };
         let (id_token, expires_at) = match tokens.extra_fields().id_token.clone() {
             Some(id_token) => match live.verifier.check(&id_token).await {
+                // OIDC Core 12.2: the same `sub` (`iss` and `aud` are
+                // checked by the verifier).
+                Ok(claims)
+                    if claims.get("sub").is_none()
+                        || claims.get("sub")
+                            != payload(&session.id_token).unwrap_or_default().get("sub") =>
+                {
+                    tracing::debug!("oauth2: refreshed ID token is for another subject");
+                    return Ok(None);
+                }
                 Ok(claims) => {
                     let exp = claims.get("exp").and_then(Value::as_u64).unwrap_or(0);
                     (id_token, exp)
@@ -1087,9 +1173,14 @@ impl Oidc {
                         .map(|s| s.id_token);
                 }
                 Store::Redis(redis) => {
-                    if let Ok(Some(s)) = redis.get::<Session>("session:", cookie, true).await {
-                        id_token = Some(s.id_token);
-                    }
+                    // A session Redis cannot remove would outlive the
+                    // logout for whoever holds its id: fail, keeping the
+                    // cookie, so that the user can log out again.
+                    id_token = redis
+                        .get::<Session>("session:", cookie, true)
+                        .await
+                        .map_err(|e| Error::step(e).at("session.redis"))?
+                        .map(|s| s.id_token);
                 }
             }
         }
@@ -1173,13 +1264,31 @@ fn encryption_key(context: &BuildContext<'_>, reference: &SecretRef) -> Result<V
 }
 
 /// The path (and query) to come back to after a login: the request's
-/// canonical path, which the chain made absolute.
+/// canonical path, which the chain made absolute. Only a path that makes
+/// a `Location` on `appUrl`'s origin is kept: one that starts with a
+/// single `/`, of visible ASCII (no control character can split the
+/// header), within [`MAX_RETURN_PATH`]; else its path alone, else `/`.
 fn return_path(path: &str) -> String {
-    if path.starts_with('/') && !path.starts_with("//") {
-        path.to_owned()
-    } else {
-        "/".to_owned()
+    let usable = |p: &str| {
+        p.starts_with('/')
+            && !p.starts_with("//")
+            && p.len() <= MAX_RETURN_PATH
+            && p.bytes().all(|b| b.is_ascii_graphic())
+    };
+    if usable(path) {
+        return path.to_owned();
     }
+    let path_only = path.split('?').next().unwrap_or_default();
+    if usable(path_only) {
+        return path_only.to_owned();
+    }
+    "/".to_owned()
+}
+
+/// Where Redis keeps a login in progress: under the login cookie's id
+/// and the login's `state`.
+fn pending_key(id: &str, state: &str) -> String {
+    format!("{id}.{state}")
 }
 
 /// A JWT's claims, read without checking: for tokens this step verified
@@ -1197,18 +1306,30 @@ fn payload(token: &str) -> Option<Map<String, Value>> {
 #[async_trait]
 impl AuthService for Oidc {
     async fn start(&self, lifecycle: Lifecycle) -> Result<(), Error> {
-        let live = self
-            .idp
-            .discover(&lifecycle, None)
-            .await
-            .map_err(|e| Error::start(e).at("issuerUrl"))?;
-        self.idp.live.store(Some(Arc::new(live)));
-        self.idp.clone().poll(lifecycle.clone(), self.poll);
+        // The chain calls this again after a failure: Redis first, so
+        // that a failing Redis leaves nothing behind, and whatever an
+        // earlier attempt found is reused, never doubled (one key set,
+        // one poll).
         if let Store::Redis(redis) = &self.store {
             redis
                 .ping()
                 .await
                 .map_err(|e| Error::start(e).at("session.redis"))?;
+        }
+        let current = self.idp.live.load_full();
+        let live = Arc::new(
+            self.idp
+                .discover(&lifecycle, current.as_deref())
+                .await
+                .map_err(|e| Error::start(e).at("issuerUrl"))?,
+        );
+        if let Some(old) = self.idp.live.swap(Some(live.clone()))
+            && !Arc::ptr_eq(&old.verifier, &live.verifier)
+        {
+            old.keys.cancel();
+        }
+        if !self.polling.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            self.idp.clone().poll(lifecycle.clone(), self.poll);
         }
         Ok(())
     }

@@ -235,8 +235,9 @@ pub(crate) fn chunk_names(name: &str) -> impl Iterator<Item = String> + '_ {
 }
 
 /// Sessions in Redis: the cookie holds a random id; the key is the
-/// prefix and the SHA-256 of the id, so that what Redis holds opens no
-/// session by itself.
+/// prefix and the SHA-256 of the id, and the value is sealed with a key
+/// derived from the id (another hash of it), so that what Redis holds
+/// opens no session by itself and gives no token to whoever reads it.
 pub(crate) struct Redis {
     client: redis::Client,
     connection: tokio::sync::OnceCell<redis::aio::ConnectionManager>,
@@ -316,6 +317,18 @@ impl Redis {
         }
     }
 
+    /// The sealer of the value under (`kind`, `id`): its key is a hash of
+    /// the id other than the one the Redis key holds, so only the id's
+    /// holder opens it.
+    fn value_sealer(&self, kind: &str, id: &str) -> Sealer {
+        let mut hash = Sha256::new();
+        hash.update(b"authchain oauth2 redis value\0");
+        hash.update(id.as_bytes());
+        let key = hash.finalize();
+        let binding = format!("{}{kind}", self.prefix);
+        Sealer::new(&key, &binding).expect("a 32-byte key")
+    }
+
     /// Stores `value` under (`kind`, `id`) for `ttl`.
     pub(crate) async fn put<T: Serialize>(
         &self,
@@ -325,7 +338,7 @@ impl Redis {
         ttl: Duration,
     ) -> Result<(), CallError> {
         let mut c = self.connection().await?;
-        let data = serde_json::to_string(value).unwrap_or_default();
+        let data = self.value_sealer(kind, id).seal("redis", value);
         let key = self.key(kind, id);
         self.bounded(
             redis::cmd("SET")
@@ -351,14 +364,6 @@ impl Redis {
         let data: Option<String> = self
             .bounded(redis::cmd(command).arg(key).query_async(&mut c))
             .await?;
-        Ok(data.and_then(|d| serde_json::from_str(&d).ok()))
-    }
-
-    /// Removes (`kind`, `id`).
-    pub(crate) async fn delete(&self, kind: &str, id: &str) -> Result<(), CallError> {
-        let mut c = self.connection().await?;
-        let key = self.key(kind, id);
-        self.bounded(redis::cmd("DEL").arg(key).query_async::<()>(&mut c))
-            .await
+        Ok(data.and_then(|d| self.value_sealer(kind, id).open("redis", &d)))
     }
 }

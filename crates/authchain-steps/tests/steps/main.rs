@@ -12,6 +12,7 @@ mod hmac;
 mod jwt;
 mod ldap;
 mod oauth2_access;
+mod oauth2_oidc;
 mod opa;
 mod rules;
 mod secrets;

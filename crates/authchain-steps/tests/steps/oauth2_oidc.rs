@@ -1,0 +1,1819 @@
+//! `oauth2.oidcAuthorizationCode` under attack, in process: a real OpenID
+//! provider (npm oidc-provider), the real `AuthChainLayer` in front of an
+//! axum app on 127.0.0.1 (the "layer" transport), a cookie-keeping client
+//! that walks the IdP's login form, Redis, and an in-test token endpoint
+//! for ID tokens the IdP would never sign.
+//!
+//! Every attack ends in a 401/403 or a new login (a 302 to the IdP): never
+//! a session, never a panic, never a wait past the step's `timeout`.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use authchain_core::{AuthConfig, AuthorizationRequest, Engine, Format};
+use authchain_http::{AuthChainLayer, AuthContext};
+use authchain_testkit::idp::{Idp, IdpClient, IdpConfig, IdpTtl, IdpUser};
+use authchain_testkit::login::{Final, UserAgent, form_urldecode, form_urlencode};
+use authchain_testkit::redis::Redis;
+use authchain_testkit::{ScratchDir, free_port, silent_server};
+use axum::Router;
+use axum::body::Body;
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{Value, json};
+use sha2::Digest;
+use tokio::net::TcpListener;
+
+/// The session key (`cipherConfig.keyRef`), 32 bytes.
+const KEY: &str = "0123456789abcdef0123456789abcdef";
+/// The client's secret at the IdP.
+const SECRET: &str = "app-secret-7f3a9c";
+/// No request of these tests may take longer.
+const LIMIT: Duration = Duration::from_secs(30);
+const RSA: &[u8] = include_bytes!("../keys/rsa.pem");
+const RSA2: &[u8] = include_bytes!("../keys/rsa2.pem");
+const EC: &[u8] = include_bytes!("../keys/ec.pem");
+const HS: &[u8] = b"a-test-only-hmac-secret-of-32-by";
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+// ---------------------------------------------------------------------
+// The rig: fronts bound first (their URLs are the IdP's redirect URIs),
+// then the IdP, then engines served by the fronts.
+// ---------------------------------------------------------------------
+
+struct Rig {
+    idp: Option<Idp>,
+    idp_config: IdpConfig,
+    issuer: String,
+    dir: ScratchDir,
+    listeners: Vec<Option<TcpListener>>,
+    bases: Vec<String>,
+}
+
+impl Rig {
+    /// `fronts` fronts and a running IdP.
+    async fn start(fronts: usize, tweak: impl FnOnce(&mut IdpConfig)) -> Rig {
+        let mut rig = Rig::new(fronts, tweak).await;
+        rig.start_idp().await;
+        rig
+    }
+
+    /// `fronts` fronts and an IdP not started yet (its port chosen).
+    async fn new(fronts: usize, tweak: impl FnOnce(&mut IdpConfig)) -> Rig {
+        let mut listeners = Vec::new();
+        let mut bases = Vec::new();
+        for _ in 0..fronts {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            bases.push(format!("http://{}", listener.local_addr().unwrap()));
+            listeners.push(Some(listener));
+        }
+        let mut app = IdpClient::confidential("app", SECRET, "http://127.0.0.1:1/");
+        app.redirect_uris = bases.iter().map(|b| format!("{b}/callback")).collect();
+        app.post_logout_redirect_uris = bases.iter().map(|b| format!("{b}/bye")).collect();
+        let other = IdpClient::confidential("other", "other-secret", "http://127.0.0.1:9/other");
+        let port = free_port().unwrap();
+        let mut idp_config = IdpConfig {
+            port: Some(port),
+            clients: vec![app, other],
+            users: vec![IdpUser::alice()],
+            ..IdpConfig::default()
+        };
+        tweak(&mut idp_config);
+        let dir = ScratchDir::new("oidc-attack").unwrap();
+        dir.write("secret", SECRET).unwrap();
+        dir.write("key", KEY).unwrap();
+        Rig {
+            idp: None,
+            idp_config,
+            issuer: format!("http://127.0.0.1:{port}"),
+            dir,
+            listeners,
+            bases,
+        }
+    }
+
+    async fn start_idp(&mut self) {
+        self.idp = Some(Idp::start(self.idp_config.clone()).await.unwrap());
+    }
+
+    fn idp(&self) -> &Idp {
+        self.idp.as_ref().expect("the IdP runs")
+    }
+
+    fn idp_mut(&mut self) -> &mut Idp {
+        self.idp.as_mut().expect("the IdP runs")
+    }
+
+    fn file(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
+
+    /// The AuthConfig `name` for front `front`: cookie sessions sealed
+    /// with [`KEY`], the ID and access tokens and the email upstream.
+    fn config(&self, name: &str, front: usize) -> Value {
+        let base = &self.bases[front];
+        json!({
+            "name": name,
+            "configs": [{ "oauth2": { "oidcAuthorizationCode": {
+                "appUrl": base,
+                "callbackPath": "/callback",
+                "logoutPath": "/logout",
+                "afterLogoutUrl": format!("{base}/bye"),
+                "clientId": "app",
+                "clientSecretRef": { "file": self.file("secret") },
+                "issuerUrl": self.issuer,
+                "scopes": ["email"],
+                "timeout": "2s",
+                "identityToken": { "claimsToHeaders": [{ "claim": "email", "header": "x-user-email" }] },
+                "headers": { "idTokenHeader": "x-id-token", "accessTokenHeader": "x-access-token" },
+                "session": { "cipherConfig": { "keyRef": { "file": self.file("key") } } },
+            }}}],
+        })
+    }
+
+    /// Serves `config` (its AuthConfig) on front `front`.
+    async fn front(&mut self, front: usize, config: &Value) -> Front {
+        let listener = self.listeners[front]
+            .take()
+            .expect("each front serves once");
+        let engine = engine(config).await;
+        let name = config["name"].as_str().unwrap().to_owned();
+        serve(listener, self.bases[front].clone(), engine, &name)
+    }
+}
+
+/// The `oidcAuthorizationCode` block of a config.
+fn oidc(config: &mut Value) -> &mut Value {
+    &mut config["configs"][0]["oauth2"]["oidcAuthorizationCode"]
+}
+
+fn registry() -> authchain_core::PluginRegistry {
+    let mut registry = authchain_core::PluginRegistry::new();
+    authchain_steps::register(&mut registry);
+    registry
+}
+
+fn parse(config: &Value) -> Vec<AuthConfig> {
+    // JSON is YAML.
+    AuthConfig::parse("t", &config.to_string(), Format::Yaml).unwrap()
+}
+
+async fn engine(config: &Value) -> Arc<Engine> {
+    let engine = Engine::new(registry());
+    engine.load(&parse(config)).await.unwrap();
+    Arc::new(engine)
+}
+
+/// An axum app behind the real `AuthChainLayer`.
+struct Front {
+    base: String,
+    engine: Arc<Engine>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Front {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Front {
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn callback(&self) -> String {
+        self.url("/callback")
+    }
+
+    /// The chain, to run requests through without the front.
+    fn chain(&self) -> Arc<authchain_core::Chain> {
+        let generation = self.engine.current();
+        let name = generation.names()[0].to_owned();
+        generation.chain(&name).unwrap().clone()
+    }
+}
+
+fn serve(listener: TcpListener, base: String, engine: Arc<Engine>, name: &str) -> Front {
+    let app = Router::new()
+        .fallback(app)
+        .layer(AuthChainLayer::from_engine(engine.clone(), name));
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Front { base, engine, task }
+}
+
+/// The app: who the layer let in, and what it was sent.
+async fn app(request: Request<Body>) -> Response<Body> {
+    let user = request
+        .extensions()
+        .get::<AuthContext>()
+        .and_then(|c| c.user.as_ref())
+        .map(|u| u.user_id.clone())
+        .unwrap_or_default();
+    let header = |name: &str| {
+        request
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned()
+    };
+    Response::builder()
+        .status(200)
+        .header("x-app-user", user)
+        .header("x-app-email", header("x-user-email"))
+        .header("x-app-id-token", header("x-id-token"))
+        .header("x-app-access-token", header("x-access-token"))
+        .body(Body::from(format!(
+            "app {} {}",
+            request.method(),
+            request.uri()
+        )))
+        .unwrap()
+}
+
+// ---------------------------------------------------------------------
+// Walking logins.
+// ---------------------------------------------------------------------
+
+/// One request, no redirect followed, within [`LIMIT`].
+async fn send(agent: &mut UserAgent, method: Method, url: &str) -> Final {
+    tokio::time::timeout(LIMIT, agent.send(method, url, &[], Bytes::new(), 0))
+        .await
+        .unwrap_or_else(|_| panic!("{url} hangs"))
+        .unwrap()
+}
+
+async fn get(agent: &mut UserAgent, url: &str) -> Final {
+    send(agent, Method::GET, url).await
+}
+
+/// A query parameter of a URL, decoded.
+fn query(url: &str, key: &str) -> Option<String> {
+    let (_, q) = url.split_once('?')?;
+    form_urldecode(q)
+        .into_iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v)
+}
+
+/// `GET url` without a session: the 302 to the IdP that starts a login.
+async fn start_login(agent: &mut UserAgent, issuer: &str, url: &str) -> Final {
+    let page = get(agent, url).await;
+    assert_eq!(page.status, 302, "{url}: {}", page.describe());
+    let location = page.location().unwrap();
+    assert!(
+        location.starts_with(&format!("{issuer}/auth?")),
+        "{location}"
+    );
+    page
+}
+
+/// From a redirect to the IdP, through its login form (alice) if it shows
+/// one, to where it sends the browser back: that URL (starting with
+/// `back`), not visited.
+async fn through_idp(agent: &mut UserAgent, from: Final, back: &str) -> String {
+    let mut page = from;
+    for _ in 0..20 {
+        if let Some(mut form) = page.login_form() {
+            form.fill_login("alice", "alicepwd").unwrap();
+            let pairs: Vec<(&str, &str)> = form
+                .fields
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.as_str()))
+                .collect();
+            let body = Bytes::from(form_urlencode(&pairs));
+            page = tokio::time::timeout(
+                LIMIT,
+                agent.send(
+                    Method::POST,
+                    &form.action,
+                    &[("content-type", "application/x-www-form-urlencoded")],
+                    body,
+                    0,
+                ),
+            )
+            .await
+            .unwrap()
+            .unwrap();
+            continue;
+        }
+        let location = page
+            .location()
+            .unwrap_or_else(|| panic!("the IdP stopped: {}", page.describe()));
+        if location.starts_with(back) {
+            return location;
+        }
+        page = tokio::time::timeout(LIMIT, agent.follow(&page, 0))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    panic!("the IdP never sent the browser back to {back}");
+}
+
+/// Starts a login at `path` and walks the IdP: the callback URL (with a
+/// code and the state), not visited.
+async fn callback_url(agent: &mut UserAgent, issuer: &str, front: &Front, path: &str) -> String {
+    let start = start_login(agent, issuer, &front.url(path)).await;
+    through_idp(agent, start, &front.callback()).await
+}
+
+/// A whole login at `path`: the callback's answer (a 302 back, with the
+/// session's cookies).
+async fn log_in(agent: &mut UserAgent, issuer: &str, front: &Front, path: &str) -> Final {
+    let callback = callback_url(agent, issuer, front, path).await;
+    let back = get(agent, &callback).await;
+    assert_eq!(back.status, 302, "{}", back.describe());
+    back
+}
+
+/// The next request is let through, as alice.
+async fn assert_session(agent: &mut UserAgent, front: &Front) -> Final {
+    let page = get(agent, &front.url("/private")).await;
+    assert_eq!(page.status, 200, "{}", page.describe());
+    assert_eq!(page.header_values("x-app-user"), ["alice"]);
+    assert_eq!(page.header_values("x-app-email"), ["alice@example.com"]);
+    page
+}
+
+/// The next request is a new login.
+async fn assert_new_login(agent: &mut UserAgent, issuer: &str, front: &Front) {
+    let mut probe = UserAgent::new();
+    *probe.jar_mut() = agent.jar().clone();
+    start_login(&mut probe, issuer, &front.url("/private")).await;
+}
+
+/// A deny that is not a session: the status, and no session cookie set.
+fn assert_refused(page: &Final, status: u16) {
+    assert_eq!(page.status.as_u16(), status, "{}", page.describe());
+    for cookie in page.header_values("set-cookie") {
+        let (name, rest) = cookie.split_once('=').unwrap();
+        assert!(
+            !name.starts_with("__session") || name.ends_with("_login") || rest.starts_with(';'),
+            "a refused callback set a session: {cookie}"
+        );
+    }
+}
+
+fn set_cookie<'a>(page: &'a Final, name: &str) -> Option<&'a str> {
+    page.header_values("set-cookie")
+        .into_iter()
+        .find(|c| c.starts_with(&format!("{name}=")))
+}
+
+// ---------------------------------------------------------------------
+// Logs.
+// ---------------------------------------------------------------------
+
+#[derive(Clone, Default)]
+struct Logs(Arc<Mutex<Vec<u8>>>);
+
+struct LogWriter(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
+    type Writer = LogWriter;
+
+    fn make_writer(&'a self) -> LogWriter {
+        LogWriter(self.0.clone())
+    }
+}
+
+impl Logs {
+    /// Everything logged on this thread (the test's runtime is
+    /// current-thread: the front, the step and the clients log here), at
+    /// every level, until the guard drops.
+    fn capture() -> (Logs, tracing::subscriber::DefaultGuard) {
+        let logs = Logs::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(logs.clone())
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .finish();
+        (logs, tracing::subscriber::set_default(subscriber))
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+// ---------------------------------------------------------------------
+// The happy path, its cookies, and the log.
+// ---------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_login_through_the_layer_logs_no_token_code_or_secret() {
+    let (logs, _guard) = Logs::capture();
+    let mut rig = Rig::start(1, |_| {}).await;
+    let issuer = rig.issuer.clone();
+    let front = rig.front(0, &rig.config("app", 0)).await;
+    let mut agent = UserAgent::new();
+
+    // The login: code flow, PKCE S256, state, nonce, our redirect URI.
+    let start = start_login(&mut agent, &issuer, &front.url("/private?x=1")).await;
+    let to_idp = start.location().unwrap();
+    for (k, v) in [
+        ("response_type", "code"),
+        ("client_id", "app"),
+        ("code_challenge_method", "S256"),
+    ] {
+        assert_eq!(query(&to_idp, k).as_deref(), Some(v), "{to_idp}");
+    }
+    assert_eq!(query(&to_idp, "redirect_uri"), Some(front.callback()));
+    assert_eq!(query(&to_idp, "scope").as_deref(), Some("openid email"));
+    let state = query(&to_idp, "state").unwrap();
+    let nonce = query(&to_idp, "nonce").unwrap();
+    assert!(state.len() >= 40 && nonce.len() >= 40 && state != nonce);
+    assert_eq!(start.header_values("cache-control"), ["no-store"]);
+    // The login cookie: only for the callback, Lax, 10 minutes.
+    let login = set_cookie(&start, "__session_login").unwrap().to_owned();
+    assert!(
+        login.ends_with("; Path=/callback; Max-Age=600; HttpOnly; Secure; SameSite=Lax"),
+        "{login}"
+    );
+    let login_value = agent.jar().value("__session_login").unwrap().to_owned();
+
+    let callback = through_idp(&mut agent, start, &front.callback()).await;
+    let code = query(&callback, "code").unwrap();
+    assert_eq!(query(&callback, "state"), Some(state.clone()));
+    let back = get(&mut agent, &callback).await;
+    assert_eq!(back.status, 302, "{}", back.describe());
+    assert_eq!(back.location(), Some(front.url("/private?x=1")));
+    assert_eq!(back.header_values("cache-control"), ["no-store"]);
+    // The login cookie goes, the session comes: Set-Cookies are few.
+    let cookies = back.header_values("set-cookie");
+    assert!(cookies.len() <= 5, "{cookies:?}");
+    assert!(
+        cookies.contains(
+            &"__session_login=; Path=/callback; Max-Age=0; HttpOnly; Secure; SameSite=Lax"
+        ),
+        "{cookies:?}"
+    );
+    let session = set_cookie(&back, "__session").unwrap();
+    assert!(
+        session.ends_with("; Path=/; Max-Age=2592000; HttpOnly; Secure; SameSite=Lax"),
+        "{session}"
+    );
+    let session_value = agent.jar().value("__session").unwrap().to_owned();
+    assert!(agent.jar().get("__session_login").is_none());
+
+    // The session alone lets the next requests through, with the tokens.
+    let page = assert_session(&mut agent, &front).await;
+    let id_token = page.header_values("x-app-id-token")[0].to_owned();
+    let access_token = page.header_values("x-app-access-token")[0].to_owned();
+    assert_eq!(id_token.split('.').count(), 3);
+    assert!(!access_token.is_empty());
+    // Refusals log their reasons: the code replayed (the IdP refuses
+    // it), a forged state; then a logout.
+    let mut replay = UserAgent::new();
+    replay
+        .jar_mut()
+        .set_cookie(&front.base, &format!("__session_login={login_value}"));
+    assert_refused(&get(&mut replay, &callback).await, 401);
+    let forged = callback.replace(&state, "forged");
+    assert_refused(&get(&mut replay, &forged).await, 401);
+    let _ = get(&mut agent, &front.url("/logout")).await;
+
+    // None of it in the log, at any level.
+    let text = logs.text();
+    assert!(
+        text.contains("the IdP refused the code"),
+        "nothing captured?\n{text}"
+    );
+    assert!(text.contains("invalid_grant"), "{text}");
+    for (what, secret) in [
+        ("client secret", SECRET),
+        ("code", code.as_str()),
+        ("state", state.as_str()),
+        ("nonce", nonce.as_str()),
+        ("login cookie", login_value.as_str()),
+        ("session cookie", session_value.as_str()),
+        ("ID token", id_token.as_str()),
+        ("ID token signature", id_token.rsplit('.').next().unwrap()),
+        ("access token", access_token.as_str()),
+    ] {
+        assert!(!text.contains(secret), "the log holds the {what}:\n{text}");
+    }
+}
+
+// ---------------------------------------------------------------------
+// state: forged, missing, another login's, expired, replayed; two tabs.
+// ---------------------------------------------------------------------
+
+#[tokio::test]
+async fn forged_state_a_missing_or_foreign_login_cookie_are_401() {
+    let mut rig = Rig::start(1, |_| {}).await;
+    let issuer = rig.issuer.clone();
+    let front = rig.front(0, &rig.config("app", 0)).await;
+    let mut agent = UserAgent::new();
+    let callback = callback_url(&mut agent, &issuer, &front, "/private").await;
+    let code = query(&callback, "code").unwrap();
+    let tokens = rig.idp().requests().await.unwrap().token;
+
+    // Another state than the login cookie's.
+    let mut forged = agent.clone();
+    let url = front.url(&format!("/callback?code={code}&state=forged"));
+    assert_refused(&get(&mut forged, &url).await, 401);
+    // No login cookie at all.
+    assert_refused(&get(&mut UserAgent::new(), &callback).await, 401);
+    // The login cookie of another login.
+    let mut other = UserAgent::new();
+    start_login(&mut other, &issuer, &front.url("/elsewhere")).await;
+    assert_refused(&get(&mut other, &callback).await, 401);
+    // A login cookie that is not one.
+    let mut garbage = UserAgent::new();
+    garbage
+        .jar_mut()
+        .set_cookie(&front.base, "__session_login=bm90IGEgbG9naW4");
+    assert_refused(&get(&mut garbage, &callback).await, 401);
+    // An error from the IdP, with the right state.
+    let state = query(&callback, "state").unwrap();
+    let url = front.url(&format!("/callback?error=access_denied&state={state}"));
+    assert_refused(&get(&mut agent.clone(), &url).await, 401);
+    // None of these spent the code.
+    assert_eq!(rig.idp().requests().await.unwrap().token, tokens);
+
+    // The genuine callback still works, once.
+    let login = agent.jar().value("__session_login").unwrap().to_owned();
+    let back = get(&mut agent, &callback).await;
+    assert_eq!(back.status, 302, "{}", back.describe());
+    assert_session(&mut agent, &front).await;
+    // Replayed, with its login cookie: the IdP refuses the spent code.
+    let mut replay = UserAgent::new();
+    replay
+        .jar_mut()
+        .set_cookie(&front.base, &format!("__session_login={login}"));
+    assert_refused(&get(&mut replay, &callback).await, 401);
+}
+
+#[tokio::test]
+async fn a_code_issued_to_another_client_is_refused() {
+    let mut rig = Rig::start(1, |_| {}).await;
+    let issuer = rig.issuer.clone();
+    let front = rig.front(0, &rig.config("app", 0)).await;
+    // `other` logs alice in and gets a code.
+    let mut thief = UserAgent::new();
+    let url = rig
+        .idp()
+        .authorize_url("other", "http://127.0.0.1:9/other", "openid", "st");
+    let first = get(&mut thief, &url).await;
+    let other_back = through_idp(&mut thief, first, "http://127.0.0.1:9/other").await;
+    let stolen = query(&other_back, "code").unwrap();
+    // Our login, with that code.
+    let mut agent = UserAgent::new();
+    let start = start_login(&mut agent, &issuer, &front.url("/private")).await;
+    let state = query(&start.location().unwrap(), "state").unwrap();
+    let url = front.url(&format!(
+        "/callback?{}",
+        form_urlencode(&[("code", &stolen), ("state", &state)])
+    ));
+    assert_refused(&get(&mut agent, &url).await, 401);
+    assert_new_login(&mut agent, &issuer, &front).await;
+}
+
+#[tokio::test]
+async fn two_logins_in_two_tabs_the_last_one_wins() {
+    // Documented: one login cookie per browser; a second login started
+    // before the first comes back replaces it, and the first tab's
+    // callback is a 401 (its user starts again; the IdP session makes it
+    // quick). A session is never made from the wrong login.
+    let mut rig = Rig::start(1, |_| {}).await;
+    let issuer = rig.issuer.clone();
+    let front = rig.front(0, &rig.config("app", 0)).await;
+    let mut agent = UserAgent::new();
+    let tab1 = start_login(&mut agent, &issuer, &front.url("/one")).await;
+    let tab2 = start_login(&mut agent, &issuer, &front.url("/two")).await;
+    let back1 = through_idp(&mut agent, tab1, &front.callback()).await;
+    let back2 = through_idp(&mut agent, tab2, &front.callback()).await;
+    assert_refused(&get(&mut agent, &back1).await, 401);
+    let done = get(&mut agent, &back2).await;
+    assert_eq!(done.location(), Some(front.url("/two")));
+    assert_session(&mut agent, &front).await;
+}
+
+/// A value sealed as the step seals it (AES-256-GCM, a random nonce
+/// first, base64url): to forge logins and sessions with the key.
+fn seal(kind: &str, binding: &str, value: &Value) -> String {
+    use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+    use base64::Engine as _;
+    let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, KEY.as_bytes()).unwrap());
+    let nonce = [7u8; NONCE_LEN];
+    let mut data = serde_json::to_vec(value).unwrap();
+    let aad = format!("{kind}\0{binding}");
+    key.seal_in_place_append_tag(
+        Nonce::assume_unique_for_key(nonce),
+        Aad::from(aad.as_bytes()),
+        &mut data,
+    )
+    .unwrap();
+    let mut out = nonce.to_vec();
+    out.extend_from_slice(&data);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(out)
+}
+
+#[tokio::test]
+async fn an_expired_login_is_refused_before_the_code_is_spent() {
+    let mut rig = Rig::start(1, |_| {}).await;
+    let front = rig.front(0, &rig.config("app", 0)).await;
+    let binding = format!("app\0config_0\0app\0{}", rig.issuer);
+    let pending = |expires_at: u64| json!({ "state": "s1", "nonce": "n1", "verifier": "v".repeat(43), "return_to": "/", "expires_at": expires_at });
+    let url = front.url("/callback?code=c1&state=s1");
+    let mut tokens = rig.idp().requests().await.unwrap().token;
+    for (expires_at, spent) in [(now() - 1, false), (now() + 600, true)] {
+        let mut agent = UserAgent::new();
+        let cookie = seal("login", &binding, &pending(expires_at));
+        agent
+            .jar_mut()
+            .set_cookie(&front.base, &format!("__session_login={cookie}"));
+        // Either way a 401 (the IdP knows no code c1) ...
+        assert_refused(&get(&mut agent, &url).await, 401);
+        // ... but an expired login never reaches the IdP.
+        let now_tokens = rig.idp().requests().await.unwrap().token;
+        assert_eq!(now_tokens > tokens, spent, "expires_at {expires_at}");
+        tokens = now_tokens;
+    }
+}
+
+// ---------------------------------------------------------------------
+// Where a login comes back to.
+// ---------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_login_comes_back_only_to_the_app_origin() {
+    let mut rig = Rig::start(2, |_| {}).await;
+    let issuer = rig.issuer.clone();
+    let front = rig.front(0, &rig.config("app", 0)).await;
+    let mut config = rig.config("loose", 1);
+    config["allowAmbiguousPaths"] = json!(true);
+    let loose = rig.front(1, &config).await;
+    let mut agent = UserAgent::new();
+    for (front, path, back) in [
+        (&front, "//evil.example/x", "/evil.example/x"),
+        (&front, "/https://evil.example/y", "/https:/evil.example/y"),
+        (&front, "/.//evil.example", "/evil.example"),
+        (
+            &front,
+            "/x?return=https://evil.example/&redirect_uri=//evil.example&rd=https%3A%2F%2Fevil.example",
+            "/x?return=https://evil.example/&redirect_uri=//evil.example&rd=https%3A%2F%2Fevil.example",
+        ),
+        (&loose, "/\\evil.example", "/\\evil.example"),
+        (&loose, "/%2F%2Fevil.example", "/%2F%2Fevil.example"),
+    ] {
+        let done = log_in(&mut agent, &issuer, front, path).await;
+        let location = done.headers["location"].to_str().unwrap();
+        assert_eq!(location, front.url(back), "{path}");
+        assert!(
+            location.starts_with(&format!("{}/", front.base))
+                && !location[front.base.len()..].starts_with("//")
+        );
+        agent.jar_mut().remove("__session");
+    }
+    // The default refuses the ambiguous ones before any login.
+    for path in ["/\\evil.example", "/%2F%2Fevil.example", "/%5Cevil.example"] {
+        let page = get(&mut UserAgent::new(), &front.url(path)).await;
+        assert_eq!(page.status, 400, "{path}: {}", page.describe());
+    }
+}
+
+#[tokio::test]
+async fn a_return_path_that_cannot_be_a_location_comes_back_to_its_path_or_root() {
+    let mut rig = Rig::start(1, |_| {}).await;
+    let issuer = rig.issuer.clone();
+    let front = rig.front(0, &rig.config("app", 0)).await;
+    let mut agent = UserAgent::new();
+
+    // A long query: the login cookie stays one a browser keeps, and the
+    // login comes back to the path.
+    let long = format!("/long?q={}", "a".repeat(6000));
+    let start = start_login(&mut agent, &issuer, &front.url(&long)).await;
+    let login = set_cookie(&start, "__session_login").unwrap();
+    assert!(login.len() < 4000, "{}", login.len());
+    let callback = through_idp(&mut agent, start, &front.callback()).await;
+    let done = get(&mut agent, &callback).await;
+    assert_eq!(done.location(), Some(front.url("/long")));
+
+    // A query with CR LF (no HTTP front passes one; a proxy's check
+    // could): no header is split, the login comes back to its path.
+    let chain = front.chain();
+    let mut request = AuthorizationRequest::new(Method::GET, "/crlf?a=\r\nSet-Cookie: evil=1")
+        .with_host(front.base.trim_start_matches("http://"));
+    let decision = tokio::time::timeout(LIMIT, chain.authorize(&mut request))
+        .await
+        .unwrap();
+    let deny = decision.as_deny().expect("a login");
+    assert_eq!(deny.status, 302);
+    let to_idp = deny.headers["location"].to_str().unwrap().to_owned();
+    let login = deny.headers["set-cookie"].to_str().unwrap();
+    let login = login.split(';').next().unwrap().to_owned();
+    let mut walker = UserAgent::new();
+    let first = get(&mut walker, &to_idp).await;
+    let callback = through_idp(&mut walker, first, &front.callback()).await;
+    let path = callback.strip_prefix(&front.base).unwrap();
+    let mut request = AuthorizationRequest::new(Method::GET, path)
+        .with_host(front.base.trim_start_matches("http://"))
+        .with_header(http::header::COOKIE, HeaderValue::try_from(login).unwrap());
+    let decision = tokio::time::timeout(LIMIT, chain.authorize(&mut request))
+        .await
+        .unwrap();
+    let deny = decision.as_deny().expect("the callback's redirect");
+    assert_eq!(deny.status, 302, "{:?}", deny.body);
+    assert_eq!(deny.headers["location"], front.url("/crlf").as_str());
+}
+
+// ---------------------------------------------------------------------
+// Session cookies that are not ours.
+// ---------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_changed_session_cookie_is_a_new_login() {
+    let mut rig = Rig::start(1, |c| {
+        // Big enough an ID token to take two cookies.
+        let groups: Vec<String> = (0..150).map(|i| format!("group-number-{i:04}-x")).collect();
+        c.users[0] = IdpUser::alice().claim("groups", groups);
+    })
+    .await;
+    let issuer = rig.issuer.clone();
+    let mut config = rig.config("app", 0);
+    oidc(&mut config)["scopes"] = json!(["email", "groups"]);
+    let front = rig.front(0, &config).await;
+    let mut agent = UserAgent::new();
+    log_in(&mut agent, &issuer, &front, "/private").await;
+    assert_session(&mut agent, &front).await;
+    let first = agent.jar().value("__session").unwrap().to_owned();
+    let second = agent
+        .jar()
+        .value("__session.1")
+        .expect("two parts")
+        .to_owned();
+    assert!(agent.jar().get("__session.2").is_none());
+
+    let flip = |s: &str, at: usize| {
+        let mut b = s.as_bytes().to_vec();
+        b[at] = if b[at] == b'A' { b'B' } else { b'A' };
+        String::from_utf8(b).unwrap()
+    };
+    let tampered: Vec<(&str, Vec<(&str, String)>)> = vec![
+        (
+            "a flipped byte",
+            vec![("__session", flip(&first, first.len() / 2))],
+        ),
+        ("a flipped nonce byte", vec![("__session", flip(&first, 3))]),
+        (
+            "a flipped last part",
+            vec![("__session.1", flip(&second, second.len() - 2))],
+        ),
+        (
+            "truncated",
+            vec![("__session", first[..first.len() - 10].to_owned())],
+        ),
+        (
+            "swapped parts",
+            vec![
+                ("__session", second.clone()),
+                ("__session.1", first.clone()),
+            ],
+        ),
+        ("one part", vec![("__session.1", String::new())]),
+        (
+            "base64 garbage",
+            vec![("__session", "%%%not-base64%%%".to_owned())],
+        ),
+        ("too short", vec![("__session", "AAAA".to_owned())]),
+        ("huge", vec![("__session", "A".repeat(20_000))]),
+        ("empty", vec![("__session", String::new())]),
+    ];
+    for (what, changes) in tampered {
+        let mut probe = UserAgent::new();
+        *probe.jar_mut() = agent.jar().clone();
+        for (name, value) in changes {
+            if value.is_empty() {
+                probe.jar_mut().remove(name);
+            } else {
+                probe.jar_mut().get_mut(name).unwrap().value = value;
+            }
+        }
+        let page = get(&mut probe, &front.url("/private")).await;
+        assert_eq!(page.status, 302, "{what}: {}", page.describe());
+        assert!(page.location().unwrap().starts_with(&issuer), "{what}");
+    }
+    // The real one still works.
+    assert_session(&mut agent, &front).await;
+}
+
+#[tokio::test]
+async fn a_session_cookie_opens_only_in_its_own_authconfig_and_process() {
+    let mut rig = Rig::start(4, |_| {}).await;
+    let issuer = rig.issuer.clone();
+    let front = rig.front(0, &rig.config("app", 0)).await;
+    // The same config in another engine (a replica, a restart): the same
+    // key opens it.
+    let replica = rig.front(1, &rig.config("app", 0)).await;
+    // Another AuthConfig, same key, same IdP and client.
+    let other = rig.front(2, &rig.config("app2", 0)).await;
+    let mut agent = UserAgent::new();
+    log_in(&mut agent, &issuer, &front, "/private").await;
+    assert_session(&mut agent, &front).await;
+    assert_session(&mut agent, &replica).await;
+    assert_new_login(&mut agent, &issuer, &other).await;
+
+    // Without a key, a random one per process: a restart (another engine)
+    // opens none of the last one's cookies.
+    let mut config = rig.config("app", 3);
+    oidc(&mut config)["session"] = json!({});
+    let before = rig.front(3, &config).await;
+    let mut agent = UserAgent::new();
+    log_in(&mut agent, &issuer, &before, "/private").await;
+    assert_session(&mut agent, &before).await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let after = serve(listener, base, engine(&config).await, "app");
+    let mut probe = UserAgent::new();
+    *probe.jar_mut() = agent.jar().clone();
+    let page = get(&mut probe, &after.url("/private")).await;
+    assert_eq!(page.status, 302, "{}", page.describe());
+}
+
+// ---------------------------------------------------------------------
+// ID tokens the IdP never signed: an in-test token endpoint and JWKS
+// (discoveryOverride), the rest the real IdP's.
+// ---------------------------------------------------------------------
+
+/// A token endpoint that answers what it is told, and a JWKS with the
+/// test keys (`rsa-1`, `ec-1`, `ed-1`, `hs-1`).
+struct FakeTokens {
+    base: String,
+    answer: Arc<Mutex<(u16, String)>>,
+    bodies: Arc<Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FakeTokens {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl FakeTokens {
+    async fn start() -> FakeTokens {
+        let answer = Arc::new(Mutex::new((500, String::new())));
+        let bodies = Arc::new(Mutex::new(Vec::new()));
+        let jwks = std::fs::read_to_string(format!(
+            "{}/tests/keys/jwks.json",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap();
+        let (a, b) = (answer.clone(), bodies.clone());
+        let app = Router::new()
+            .route(
+                "/token",
+                axum::routing::post(move |body: Bytes| {
+                    let (a, b) = (a.clone(), b.clone());
+                    async move {
+                        b.lock()
+                            .unwrap()
+                            .push(String::from_utf8_lossy(&body).into_owned());
+                        let (status, text) = a.lock().unwrap().clone();
+                        Response::builder()
+                            .status(status)
+                            .header("content-type", "application/json")
+                            .body(Body::from(text))
+                            .unwrap()
+                    }
+                }),
+            )
+            .route(
+                "/jwks",
+                axum::routing::get(move || {
+                    let jwks = jwks.clone();
+                    async move { jwks }
+                }),
+            );
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        FakeTokens {
+            base,
+            answer,
+            bodies,
+            task,
+        }
+    }
+
+    fn answer(&self, status: u16, body: &Value) {
+        *self.answer.lock().unwrap() = (status, body.to_string());
+    }
+
+    fn answer_id_token(&self, id_token: &str) {
+        self.answer(
+            200,
+            &json!({ "access_token": "fake-access", "token_type": "Bearer", "expires_in": 600, "id_token": id_token }),
+        );
+    }
+
+    fn last_body(&self) -> String {
+        self.bodies
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+fn sign(alg: Algorithm, kid: Option<&str>, key: &[u8], claims: &Value) -> String {
+    let key = match alg {
+        Algorithm::RS256 | Algorithm::PS256 => EncodingKey::from_rsa_pem(key).unwrap(),
+        Algorithm::ES256 => EncodingKey::from_ec_pem(key).unwrap(),
+        _ => EncodingKey::from_secret(key),
+    };
+    let mut header = Header::new(alg);
+    header.kid = kid.map(str::to_owned);
+    jsonwebtoken::encode(&header, claims, &key).unwrap()
+}
+
+fn unsigned(claims: &Value) -> String {
+    use base64::Engine as _;
+    let b64 = |v: &Value| {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::to_vec(v).unwrap())
+    };
+    format!(
+        "{}.{}.",
+        b64(&json!({"alg": "none", "typ": "JWT", "kid": "rsa-1"})),
+        b64(claims)
+    )
+}
+
+#[tokio::test]
+async fn id_tokens_with_a_bad_signature_alg_iss_aud_exp_or_nonce_are_refused() {
+    let fake = FakeTokens::start().await;
+    let mut rig = Rig::start(1, |_| {}).await;
+    let issuer = rig.issuer.clone();
+    let mut config = rig.config("app", 0);
+    oidc(&mut config)["discoveryOverride"] = json!({
+        "tokenEndpoint": format!("{}/token", fake.base),
+        "jwksUri": format!("{}/jwks", fake.base),
+    });
+    let front = rig.front(0, &config).await;
+
+    type Case = (&'static str, Box<dyn Fn(&Value) -> String>);
+    let good = |nonce: &str| {
+        json!({
+            "iss": issuer, "aud": "app", "sub": "mallory", "email": "mallory@example.com",
+            "exp": now() + 600, "iat": now(), "nonce": nonce,
+        })
+    };
+    let with = |claims: &Value, key: &str, value: Value| {
+        let mut c = claims.clone();
+        if value.is_null() {
+            c.as_object_mut().unwrap().remove(key);
+        } else {
+            c[key] = value;
+        }
+        c
+    };
+    let rs = |c: &Value| sign(Algorithm::RS256, Some("rsa-1"), RSA, c);
+    let cases: Vec<Case> = vec![
+        (
+            "another key, the IdP's kid",
+            Box::new(|c| sign(Algorithm::RS256, Some("rsa-1"), RSA2, c)),
+        ),
+        (
+            "another key, its own kid",
+            Box::new(|c| sign(Algorithm::RS256, Some("rsa-2"), RSA2, c)),
+        ),
+        (
+            "another key, no kid",
+            Box::new(|c| sign(Algorithm::RS256, None, RSA2, c)),
+        ),
+        ("alg none", Box::new(unsigned)),
+        (
+            "HS256 with a JWKS secret",
+            Box::new(|c| sign(Algorithm::HS256, Some("hs-1"), HS, c)),
+        ),
+        (
+            "HS256 with the RSA key's PEM",
+            Box::new(|c| sign(Algorithm::HS256, Some("rsa-1"), RSA, c)),
+        ),
+        (
+            "ES256, which discovery does not list",
+            Box::new(|c| sign(Algorithm::ES256, Some("ec-1"), EC, c)),
+        ),
+        (
+            "a changed payload",
+            Box::new(move |c| {
+                let token = rs(c);
+                let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
+                let mut other = c.clone();
+                other["sub"] = json!("alice");
+                parts[1] = unsigned(&other).split('.').nth(1).unwrap().to_owned();
+                parts.join(".")
+            }),
+        ),
+        (
+            "another issuer",
+            Box::new(move |c| rs(&with(c, "iss", json!("http://127.0.0.1:1")))),
+        ),
+        (
+            "no issuer",
+            Box::new(move |c| rs(&with(c, "iss", Value::Null))),
+        ),
+        (
+            "another audience",
+            Box::new(move |c| rs(&with(c, "aud", json!("other")))),
+        ),
+        (
+            "no audience",
+            Box::new(move |c| rs(&with(c, "aud", Value::Null))),
+        ),
+        (
+            "expired",
+            Box::new(move |c| rs(&with(c, "exp", json!(now() - 3600)))),
+        ),
+        (
+            "no exp",
+            Box::new(move |c| rs(&with(c, "exp", Value::Null))),
+        ),
+        (
+            "not yet valid",
+            Box::new(move |c| rs(&with(c, "nbf", json!(now() + 3600)))),
+        ),
+        (
+            "another nonce",
+            Box::new(move |c| rs(&with(c, "nonce", json!("another")))),
+        ),
+        (
+            "no nonce",
+            Box::new(move |c| rs(&with(c, "nonce", Value::Null))),
+        ),
+        (
+            "for another party (azp)",
+            Box::new(move |c| rs(&with(c, "azp", json!("other")))),
+        ),
+        ("not a JWT", Box::new(|_| "not-a-jwt".to_owned())),
+    ];
+    for (what, make) in cases {
+        let mut agent = UserAgent::new();
+        let start = start_login(&mut agent, &issuer, &front.url("/private")).await;
+        let to_idp = start.location().unwrap();
+        let (state, nonce) = (
+            query(&to_idp, "state").unwrap(),
+            query(&to_idp, "nonce").unwrap(),
+        );
+        fake.answer_id_token(&make(&good(&nonce)));
+        let page = get(
+            &mut agent,
+            &front.url(&format!("/callback?code=c&state={state}")),
+        )
+        .await;
+        assert_refused(&page, 401);
+        assert!(!page.text().contains("mallory"), "{what}");
+        assert_new_login(&mut agent, &issuer, &front).await;
+    }
+
+    // Answers that are no tokens: 401, or a step error (403), never more.
+    for (status, body, expected) in [
+        (
+            200,
+            json!({ "access_token": "a", "token_type": "Bearer" }),
+            401,
+        ),
+        (400, json!({ "error": "invalid_grant" }), 401),
+        (500, json!({ "oops": true }), 403),
+        (200, json!({ "id_token": "x" }), 403),
+    ] {
+        let mut agent = UserAgent::new();
+        let start = start_login(&mut agent, &issuer, &front.url("/private")).await;
+        let state = query(&start.location().unwrap(), "state").unwrap();
+        fake.answer(status, &body);
+        let page = get(
+            &mut agent,
+            &front.url(&format!("/callback?code=c&state={state}")),
+        )
+        .await;
+        assert_refused(&page, expected);
+    }
+
+    // The control: the same rig takes a good token, and a code is sent
+    // decoded (Google's hold a `/`, sent as `%2F`).
+    let mut agent = UserAgent::new();
+    let start = start_login(&mut agent, &issuer, &front.url("/private")).await;
+    let to_idp = start.location().unwrap();
+    let (state, nonce) = (
+        query(&to_idp, "state").unwrap(),
+        query(&to_idp, "nonce").unwrap(),
+    );
+    fake.answer_id_token(&rs(&good(&nonce)));
+    let page = get(
+        &mut agent,
+        &front.url(&format!("/callback?code=4%2F0Ab%2Bc%3D&state={state}")),
+    )
+    .await;
+    assert_eq!(page.status, 302, "{}", page.describe());
+    let sent = form_urldecode(&fake.last_body());
+    assert!(
+        sent.contains(&("code".to_owned(), "4/0Ab+c=".to_owned())),
+        "{sent:?}"
+    );
+    assert!(
+        sent.iter()
+            .any(|(k, v)| k == "code_verifier" && v.len() >= 43),
+        "{sent:?}"
+    );
+    let page = get(&mut agent, &front.url("/private")).await;
+    assert_eq!(page.status, 200);
+    assert_eq!(page.header_values("x-app-user"), ["mallory"]);
+}
+
+// ---------------------------------------------------------------------
+// An IdP that is down, goes down, or is slow.
+// ---------------------------------------------------------------------
+
+#[tokio::test]
+async fn an_idp_down_at_start_builds_offline_denies_and_is_waited_for() {
+    let mut rig = Rig::new(1, |_| {}).await;
+    let issuer = rig.issuer.clone();
+    let config = rig.config("app", 0);
+    // `authchain check`: the config builds with the IdP out of reach.
+    Engine::new(registry()).build(&parse(&config), 1).unwrap();
+    let front = rig.front(0, &config).await;
+    let waiting = front.engine.current().waiting().len();
+    assert_eq!(waiting, 1);
+    let mut agent = UserAgent::new();
+    let at = Instant::now();
+    let page = get(&mut agent, &front.url("/private")).await;
+    assert_refused(&page, 403);
+    assert!(at.elapsed() < Duration::from_secs(2));
+
+    rig.start_idp().await;
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while !front.engine.current().waiting().is_empty() {
+        assert!(Instant::now() < deadline, "the step never started");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    log_in(&mut agent, &issuer, &front, "/private").await;
+    assert_session(&mut agent, &front).await;
+}
+
+#[tokio::test]
+async fn an_idp_that_goes_down_fails_logins_closed_and_keeps_sessions() {
+    let mut rig = Rig::start(1, |_| {}).await;
+    let issuer = rig.issuer.clone();
+    let front = rig.front(0, &rig.config("app", 0)).await;
+    let mut agent = UserAgent::new();
+    log_in(&mut agent, &issuer, &front, "/private").await;
+    let mut late = UserAgent::new();
+    let callback = callback_url(&mut late, &issuer, &front, "/private").await;
+    rig.idp_mut().kill();
+
+    // A sealed session needs no IdP.
+    assert_session(&mut agent, &front).await;
+    // A new login starts (it needs no IdP either) ...
+    assert_new_login(&mut UserAgent::new(), &issuer, &front).await;
+    // ... and its callback fails closed, at once.
+    let at = Instant::now();
+    let page = get(&mut late, &callback).await;
+    assert_refused(&page, 403);
+    assert!(at.elapsed() < Duration::from_secs(3), "{:?}", at.elapsed());
+}
+
+#[tokio::test]
+async fn a_silent_token_endpoint_fails_the_callback_within_the_timeout() {
+    let silent = silent_server().await.unwrap();
+    let mut rig = Rig::start(1, |_| {}).await;
+    let issuer = rig.issuer.clone();
+    let mut config = rig.config("app", 0);
+    oidc(&mut config)["timeout"] = json!("1s");
+    oidc(&mut config)["discoveryOverride"] =
+        json!({ "tokenEndpoint": format!("http://{silent}/token") });
+    let front = rig.front(0, &config).await;
+    let mut agent = UserAgent::new();
+    let callback = callback_url(&mut agent, &issuer, &front, "/private").await;
+    let at = Instant::now();
+    let page = get(&mut agent, &callback).await;
+    let took = at.elapsed();
+    assert_refused(&page, 403);
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+}
+
+// ---------------------------------------------------------------------
+// Logout.
+// ---------------------------------------------------------------------
+
+#[tokio::test]
+async fn logout_clears_the_cookie_and_ends_the_idp_session() {
+    let mut rig = Rig::start(1, |_| {}).await;
+    let issuer = rig.issuer.clone();
+    let front = rig.front(0, &rig.config("app", 0)).await;
+    let mut agent = UserAgent::new();
+    log_in(&mut agent, &issuer, &front, "/private").await;
+    let page = assert_session(&mut agent, &front).await;
+    let id_token = page.header_values("x-app-id-token")[0].to_owned();
+    let stolen = agent.jar().clone();
+
+    let out = get(&mut agent, &front.url("/logout")).await;
+    assert_eq!(out.status, 302, "{}", out.describe());
+    let end = out.location().unwrap();
+    assert!(end.starts_with(&format!("{issuer}/session/end?")), "{end}");
+    assert_eq!(query(&end, "id_token_hint"), Some(id_token));
+    assert_eq!(query(&end, "client_id").as_deref(), Some("app"));
+    assert_eq!(
+        query(&end, "post_logout_redirect_uri"),
+        Some(front.url("/bye"))
+    );
+    let cookies = out.header_values("set-cookie");
+    for name in ["__session", "__session.1", "__session.2", "__session.3"] {
+        assert!(
+            cookies.contains(
+                &format!("{name}=; Path=/; Max-Age=0; HttpOnly; Secure; SameSite=Lax").as_str()
+            ),
+            "{cookies:?}"
+        );
+    }
+    assert!(agent.jar().get("__session").is_none());
+    assert_new_login(&mut agent, &issuer, &front).await;
+
+    // The IdP ends its session and comes back to afterLogoutUrl.
+    let mut page = get(&mut agent, &end).await;
+    let form = page
+        .forms()
+        .into_iter()
+        .next()
+        .expect("the IdP's logout form");
+    let pairs: Vec<(&str, &str)> = form
+        .fields
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect();
+    page = agent
+        .send(
+            Method::POST,
+            &form.action,
+            &[("content-type", "application/x-www-form-urlencoded")],
+            Bytes::from(form_urlencode(&pairs)),
+            0,
+        )
+        .await
+        .unwrap();
+    let back = through_idp(&mut agent, page, &front.url("/bye")).await;
+    assert_eq!(back, front.url("/bye"));
+    // A new login asks for the password again.
+    let start = start_login(&mut agent, &issuer, &front.url("/private")).await;
+    let form_page = agent.follow(&start, 10).await.unwrap();
+    assert!(form_page.login_form().is_some(), "{}", form_page.describe());
+
+    // Documented: a sealed cookie cannot be revoked; a copy taken before
+    // the logout opens until its ID token expires. Redis sessions can
+    // (below).
+    let mut thief = UserAgent::new();
+    *thief.jar_mut() = stolen;
+    assert_session(&mut thief, &front).await;
+
+    // Logout without a session: straight to afterLogoutUrl.
+    let out = get(&mut UserAgent::new(), &front.url("/logout")).await;
+    assert_eq!(out.location(), Some(front.url("/bye")));
+}
+
+// ---------------------------------------------------------------------
+// Refresh.
+// ---------------------------------------------------------------------
+
+fn short_tokens(c: &mut IdpConfig) {
+    c.ttl = IdpTtl {
+        id_token: Some(4),
+        access_token: Some(4),
+        ..IdpTtl::default()
+    };
+}
+
+#[tokio::test]
+async fn expired_cookie_sessions_refresh_only_when_allowed() {
+    let mut rig = Rig::start(2, short_tokens).await;
+    let issuer = rig.issuer.clone();
+    let mut config = rig.config("app", 0);
+    oidc(&mut config)["session"]["cookie"] = json!({ "allowRefreshing": true });
+    let refreshing = rig.front(0, &config).await;
+    let mut config = rig.config("app", 1);
+    oidc(&mut config)["session"]["cookie"] = json!({ "allowRefreshing": false });
+    let strict = rig.front(1, &config).await;
+
+    let mut a = UserAgent::new();
+    log_in(&mut a, &issuer, &refreshing, "/private").await;
+    let before = assert_session(&mut a, &refreshing).await;
+    let mut b = UserAgent::new();
+    log_in(&mut b, &issuer, &strict, "/private").await;
+    assert_session(&mut b, &strict).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+
+    let tokens = rig.idp().requests().await.unwrap().token;
+    let old = a.jar().value("__session").unwrap().to_owned();
+    let page = get(&mut a, &refreshing.url("/private")).await;
+    assert_eq!(page.status, 200, "{}", page.describe());
+    assert_eq!(page.header_values("x-app-user"), ["alice"]);
+    assert!(
+        set_cookie(&page, "__session").is_some(),
+        "{}",
+        page.describe()
+    );
+    assert_ne!(a.jar().value("__session").unwrap(), old);
+    assert_ne!(
+        page.header_values("x-app-id-token"),
+        before.header_values("x-app-id-token")
+    );
+    assert_eq!(rig.idp().requests().await.unwrap().token, tokens + 1);
+    // The new cookie alone, no IdP.
+    assert_session(&mut a, &refreshing).await;
+    assert_eq!(rig.idp().requests().await.unwrap().token, tokens + 1);
+
+    assert_new_login(&mut b, &issuer, &strict).await;
+}
+
+// ---------------------------------------------------------------------
+// Redis.
+// ---------------------------------------------------------------------
+
+fn redis_session(redis: &Redis, extra: Value) -> Value {
+    let mut session = json!({
+        "redis": { "options": { "host": redis.addr().to_string() }, "keyPrefix": "ac:" },
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        session[k] = v.clone();
+    }
+    session
+}
+
+fn sha256_hex(text: &str) -> String {
+    sha2::Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[tokio::test]
+async fn redis_sessions_are_shared_hashed_sealed_and_one_use_logins() {
+    let redis = Redis::start().await.unwrap();
+    let mut rig = Rig::start(2, |_| {}).await;
+    let issuer = rig.issuer.clone();
+    let mut config = rig.config("app", 0);
+    oidc(&mut config)["session"] = redis_session(&redis, json!({}));
+    let front = rig.front(0, &config).await;
+    // Another process with the same config.
+    let replica = rig.front(1, &config).await;
+
+    let mut agent = UserAgent::new();
+    let callback = callback_url(&mut agent, &issuer, &front, "/private").await;
+    let login = agent.jar().value("__session_login").unwrap().to_owned();
+    // A forged state spends nothing ...
+    let code = query(&callback, "code").unwrap();
+    let forged = front.url(&format!("/callback?code={code}&state=forged"));
+    assert_refused(&get(&mut agent.clone(), &forged).await, 401);
+    // ... the genuine callback works, on another replica ...
+    let back = get(&mut agent, &callback.replace(&front.base, &replica.base)).await;
+    assert_eq!(back.status, 302, "{}", back.describe());
+    assert!(
+        set_cookie(&back, "__session")
+            .unwrap()
+            .contains("; Max-Age=2592000; ")
+    );
+    // ... once.
+    let mut replay = UserAgent::new();
+    replay
+        .jar_mut()
+        .set_cookie(&front.base, &format!("__session_login={login}"));
+    assert_refused(&get(&mut replay, &callback).await, 401);
+
+    let page = assert_session(&mut agent, &front).await;
+    assert_session(&mut agent, &replica).await;
+    let id = agent.jar().value("__session").unwrap().to_owned();
+    let keys = redis.keys("*").await.unwrap();
+    assert_eq!(keys, [format!("ac:session:{}", sha256_hex(&id))]);
+    let stored = redis.get(&keys[0]).await.unwrap().unwrap();
+    for token in [
+        &id,
+        &page.header_values("x-app-id-token")[0].to_owned(),
+        &page.header_values("x-app-access-token")[0].to_owned(),
+    ] {
+        assert!(!stored.contains(token.as_str()) && !keys[0].contains(token.as_str()));
+    }
+    // Kept as long as the cookie (refreshing is on, a refresh token came).
+    assert!(redis.ttl(&keys[0]).await.unwrap() > 2_500_000);
+
+    // Logout removes it: the id no longer opens anything, anywhere.
+    let stolen = agent.jar().clone();
+    let out = get(&mut agent, &front.url("/logout")).await;
+    assert_eq!(out.status, 302);
+    assert!(query(&out.location().unwrap(), "id_token_hint").is_some());
+    assert!(redis.keys("*").await.unwrap().is_empty());
+    let mut thief = UserAgent::new();
+    *thief.jar_mut() = stolen;
+    assert_new_login(&mut thief, &issuer, &replica).await;
+}
+
+#[tokio::test]
+async fn expired_redis_sessions_refresh_in_place_only_when_allowed() {
+    let redis = Redis::start().await.unwrap();
+    let mut rig = Rig::start(2, short_tokens).await;
+    let issuer = rig.issuer.clone();
+    let mut config = rig.config("app", 0);
+    oidc(&mut config)["session"] = redis_session(&redis, json!({}));
+    let refreshing = rig.front(0, &config).await;
+    let mut config = rig.config("app", 1);
+    oidc(&mut config)["session"] = redis_session(&redis, json!({}));
+    oidc(&mut config)["session"]["redis"]["allowRefreshing"] = json!(false);
+    oidc(&mut config)["session"]["redis"]["keyPrefix"] = json!("strict:");
+    let strict = rig.front(1, &config).await;
+
+    let mut a = UserAgent::new();
+    log_in(&mut a, &issuer, &refreshing, "/private").await;
+    let before = assert_session(&mut a, &refreshing).await;
+    let mut b = UserAgent::new();
+    log_in(&mut b, &issuer, &strict, "/private").await;
+    // Without refreshing, the key lives as long as the ID token.
+    let strict_keys = redis.keys("strict:*").await.unwrap();
+    assert!(redis.ttl(&strict_keys[0]).await.unwrap() <= 4);
+    // The pre-expiry buffer is 2s: past it, the next request refreshes.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let id = a.jar().value("__session").unwrap().to_owned();
+    let tokens = rig.idp().requests().await.unwrap().token;
+    let page = get(&mut a, &refreshing.url("/private")).await;
+    assert_eq!(page.status, 200, "{}", page.describe());
+    assert!(page.header_values("set-cookie").is_empty());
+    assert_eq!(a.jar().value("__session").unwrap(), id);
+    assert_ne!(
+        page.header_values("x-app-id-token"),
+        before.header_values("x-app-id-token")
+    );
+    assert_eq!(rig.idp().requests().await.unwrap().token, tokens + 1);
+    assert_eq!(
+        redis.keys("ac:session:*").await.unwrap(),
+        [format!("ac:session:{}", sha256_hex(&id))]
+    );
+
+    assert_new_login(&mut b, &issuer, &strict).await;
+}
+
+#[tokio::test]
+async fn a_stopped_redis_fails_closed_in_time_and_recovers() {
+    let mut redis = Redis::start().await.unwrap();
+    let mut rig = Rig::start(2, |_| {}).await;
+    let issuer = rig.issuer.clone();
+    let mut fronts = Vec::new();
+    for (i, fail) in [true, false].into_iter().enumerate() {
+        let mut config = rig.config("app", i);
+        oidc(&mut config)["timeout"] = json!("1s");
+        oidc(&mut config)["session"] = redis_session(&redis, json!({ "failOnFetchFailure": fail }));
+        fronts.push(rig.front(i, &config).await);
+    }
+    let mut agents = Vec::new();
+    for front in &fronts {
+        let mut agent = UserAgent::new();
+        log_in(&mut agent, &issuer, front, "/private").await;
+        assert_session(&mut agent, front).await;
+        agents.push(agent);
+    }
+    let mut late = UserAgent::new();
+    let callback = callback_url(&mut late, &issuer, &fronts[1], "/private").await;
+
+    redis.stop();
+    for (front, agent) in fronts.iter().zip(&mut agents) {
+        // failOnFetchFailure: a step error. Without it: a new login,
+        // which cannot be kept either: a step error too, never a 302
+        // whose callback could not work, never a session.
+        let at = Instant::now();
+        let page = get(agent, &front.url("/private")).await;
+        assert_refused(&page, 403);
+        assert!(at.elapsed() < Duration::from_secs(3), "{:?}", at.elapsed());
+    }
+    // A callback of a login made before: fails closed.
+    let at = Instant::now();
+    assert_refused(&get(&mut late, &callback).await, 403);
+    assert!(at.elapsed() < Duration::from_secs(3));
+    // Logout cannot remove the session: it fails, and keeps the cookie
+    // so that the user can log out again.
+    let out = get(&mut agents[0], &fronts[0].url("/logout")).await;
+    assert_refused(&out, 403);
+    assert!(agents[0].jar().get("__session").is_some());
+
+    // Redis back (empty): a new login, which works.
+    redis.start_again().await.unwrap();
+    for (front, agent) in fronts.iter().zip(&mut agents) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let page = get(agent, &front.url("/private")).await;
+            if page.status == 302 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{}", page.describe());
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        log_in(agent, &issuer, front, "/private").await;
+        assert_session(agent, front).await;
+    }
+}
+
+#[tokio::test]
+async fn a_redis_down_at_start_is_waited_for_without_doubling_the_poll() {
+    let mut redis = Redis::start().await.unwrap();
+    redis.stop();
+    let mut rig = Rig::start(1, |_| {}).await;
+    let issuer = rig.issuer.clone();
+    let mut config = rig.config("app", 0);
+    oidc(&mut config)["timeout"] = json!("1s");
+    oidc(&mut config)["discoveryPollInterval"] = json!("10s");
+    oidc(&mut config)["session"] = redis_session(&redis, json!({}));
+    let front = rig.front(0, &config).await;
+    assert_eq!(front.engine.current().waiting().len(), 1);
+    // Retries at 1s, 3s, 7s fail.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    redis.start_again().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while !front.engine.current().waiting().is_empty() {
+        assert!(Instant::now() < deadline, "the step never started");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    rig.idp().reset_requests().await.unwrap();
+    // One poll every 10s: at most two discoveries in 15s.
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    let seen = rig.idp().requests().await.unwrap();
+    assert!((1..=2).contains(&seen.discovery), "{seen:?}");
+    let mut agent = UserAgent::new();
+    log_in(&mut agent, &issuer, &front, "/private").await;
+    assert_session(&mut agent, &front).await;
+}
+
+// ---------------------------------------------------------------------
+// Methods, and cookies the config shapes.
+// ---------------------------------------------------------------------
+
+#[tokio::test]
+async fn head_and_post_requests_and_post_callbacks() {
+    let mut rig = Rig::start(1, |_| {}).await;
+    let issuer = rig.issuer.clone();
+    let front = rig.front(0, &rig.config("app", 0)).await;
+    let mut agent = UserAgent::new();
+    for method in [Method::HEAD, Method::POST, Method::PUT, Method::DELETE] {
+        let page = send(&mut agent, method.clone(), &front.url("/private")).await;
+        assert_eq!(page.status, 302, "{method}");
+        assert!(page.location().unwrap().starts_with(&issuer));
+    }
+    let callback = callback_url(&mut agent, &issuer, &front, "/private").await;
+    // A form_post-style callback (code and state in the body, which the
+    // step never reads): 401.
+    let (_, params) = callback.split_once('?').unwrap();
+    let page = agent
+        .send(
+            Method::POST,
+            &front.callback(),
+            &[("content-type", "application/x-www-form-urlencoded")],
+            Bytes::from(params.to_owned()),
+            0,
+        )
+        .await
+        .unwrap();
+    assert_refused(&page, 401);
+    // The query decides, whatever the method (the state is what guards it).
+    let page = send(&mut agent, Method::POST, &callback).await;
+    assert_eq!(page.status, 302, "{}", page.describe());
+    for method in [Method::HEAD, Method::POST, Method::PUT, Method::DELETE] {
+        let page = send(&mut agent, method.clone(), &front.url("/private")).await;
+        assert_eq!(page.status, 200, "{method}");
+    }
+}
+
+#[tokio::test]
+async fn the_login_cookie_reaches_the_callback_whatever_the_session_cookie_path_and_samesite() {
+    let mut rig = Rig::start(1, |_| {}).await;
+    let issuer = rig.issuer.clone();
+    let mut config = rig.config("app", 0);
+    oidc(&mut config)["session"]["cookieOptions"] =
+        json!({ "path": "/private", "sameSite": "StrictMode", "maxAge": 600 });
+    let front = rig.front(0, &config).await;
+    let mut agent = UserAgent::new();
+    let start = start_login(&mut agent, &issuer, &front.url("/private/page")).await;
+    let login = set_cookie(&start, "__session_login").unwrap();
+    // Strict would not come back from the IdP (a cross-site navigation).
+    assert!(
+        login.ends_with("; Path=/callback; Max-Age=600; HttpOnly; Secure; SameSite=Lax"),
+        "{login}"
+    );
+    let callback = through_idp(&mut agent, start, &front.callback()).await;
+    let back = get(&mut agent, &callback).await;
+    assert_eq!(back.status, 302, "{}", back.describe());
+    let session = set_cookie(&back, "__session").unwrap();
+    assert!(
+        session.ends_with("; Path=/private; Max-Age=600; HttpOnly; Secure; SameSite=Strict"),
+        "{session}"
+    );
+    assert_session(&mut agent, &front).await;
+}
+
+#[tokio::test]
+async fn cookie_attributes_cannot_be_injected_through_the_config() {
+    let rig = Rig::new(1, |_| {}).await;
+    for (place, value) in [
+        (
+            "cookieOptions.path",
+            json!({ "cookieOptions": { "path": "/;Domain=evil.example" } }),
+        ),
+        (
+            "cookieOptions.path",
+            json!({ "cookieOptions": { "path": "/a,b" } }),
+        ),
+        (
+            "cookieOptions.path",
+            json!({ "cookieOptions": { "path": "/a\tb" } }),
+        ),
+        (
+            "cookieOptions.domain",
+            json!({ "cookieOptions": { "domain": "example.com;Secure" } }),
+        ),
+        (
+            "cookieOptions.domain",
+            json!({ "cookieOptions": { "domain": "example.com Secure" } }),
+        ),
+        (
+            "cookieOptions.sameSite",
+            json!({ "cookieOptions": { "sameSite": "Lax; Domain=x" } }),
+        ),
+        (
+            "cookie.keyPrefix",
+            json!({ "cookie": { "keyPrefix": "a;b=c" } }),
+        ),
+        (
+            "redis.cookieName",
+            json!({ "redis": { "options": { "host": "127.0.0.1:1" }, "cookieName": "a=b" } }),
+        ),
+    ] {
+        let mut config = rig.config("app", 0);
+        oidc(&mut config)["session"] = value;
+        let e = Engine::new(registry())
+            .build(&parse(&config), 1)
+            .unwrap_err();
+        let at = e.place().unwrap_or_default().to_owned();
+        assert!(at.ends_with(&format!("session.{place}")), "{place}: {e}");
+    }
+    // A callback path a cookie cannot carry leaves the login cookie at /.
+    let mut config = rig.config("app", 0);
+    oidc(&mut config)["callbackPath"] = json!("/cb;x");
+    Engine::new(registry()).build(&parse(&config), 1).unwrap();
+}
+
+#[tokio::test]
+async fn a_request_for_another_target_domain_is_403() {
+    let mut rig = Rig::start(1, |_| {}).await;
+    let mut config = rig.config("app", 0);
+    oidc(&mut config)["session"]["cookie"] = json!({ "targetDomain": "app.example" });
+    let front = rig.front(0, &config).await;
+    let page = get(&mut UserAgent::new(), &front.url("/private")).await;
+    assert_refused(&page, 403);
+    let chain = front.chain();
+    for (host, status) in [
+        ("app.example", 302),
+        ("www.app.example:8443", 302),
+        ("evilapp.example", 403),
+        ("app.example.evil", 403),
+    ] {
+        let mut request = AuthorizationRequest::new(Method::GET, "/private").with_host(host);
+        let decision = chain.authorize(&mut request).await;
+        assert_eq!(
+            decision.as_deny().map(|d| d.status.as_u16()),
+            Some(status),
+            "{host}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_real_browser_logs_in_with_lax_and_strict_session_cookies() {
+    let mut rig = Rig::start(2, |_| {}).await;
+    let mut fronts = Vec::new();
+    for (i, same_site) in ["LaxMode", "StrictMode"].into_iter().enumerate() {
+        let mut config = rig.config("app", i);
+        oidc(&mut config)["session"]["cookieOptions"] =
+            json!({ "sameSite": same_site, "notSecure": true });
+        fronts.push(rig.front(i, &config).await);
+    }
+    for front in &fronts {
+        let page =
+            authchain_testkit::browser::login(&front.url("/private?b=1"), "alice", "alicepwd")
+                .await
+                .unwrap();
+        assert_eq!(page.url, front.url("/private?b=1"));
+        assert_eq!(page.text.trim(), "app GET /private?b=1");
+    }
+}
+
+#[tokio::test]
+async fn a_refresh_is_checked_as_a_login_is() {
+    let fake = FakeTokens::start().await;
+    let mut rig = Rig::start(1, |_| {}).await;
+    let issuer = rig.issuer.clone();
+    let mut config = rig.config("app", 0);
+    oidc(&mut config)["discoveryOverride"] = json!({
+        "tokenEndpoint": format!("{}/token", fake.base),
+        "jwksUri": format!("{}/jwks", fake.base),
+    });
+    oidc(&mut config)["session"]["cookie"] = json!({ "allowRefreshing": true });
+    let front = rig.front(0, &config).await;
+    let claims = |sub: &str, exp: u64| json!({ "iss": issuer, "aud": "app", "sub": sub, "email": "mallory@example.com", "exp": exp, "iat": now() });
+    let tokens = |id_token: String| json!({ "access_token": "fake-access", "token_type": "Bearer", "expires_in": 600, "id_token": id_token, "refresh_token": "rt-1" });
+    let rs = |c: &Value| sign(Algorithm::RS256, Some("rsa-1"), RSA, c);
+
+    // A login whose ID token expires in 2s.
+    let mut agent = UserAgent::new();
+    let start = start_login(&mut agent, &issuer, &front.url("/private")).await;
+    let to_idp = start.location().unwrap();
+    let (state, nonce) = (
+        query(&to_idp, "state").unwrap(),
+        query(&to_idp, "nonce").unwrap(),
+    );
+    let mut first = claims("mallory", now() + 2);
+    first["nonce"] = json!(nonce);
+    fake.answer(200, &tokens(rs(&first)));
+    let back = get(
+        &mut agent,
+        &front.url(&format!("/callback?code=c&state={state}")),
+    )
+    .await;
+    assert_eq!(back.status, 302, "{}", back.describe());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // Refreshes that must not keep the session: a new login.
+    for (what, status, answer) in [
+        (
+            "another subject",
+            200,
+            tokens(rs(&claims("alice", now() + 600))),
+        ),
+        (
+            "another key",
+            200,
+            tokens(sign(
+                Algorithm::RS256,
+                Some("rsa-1"),
+                RSA2,
+                &claims("mallory", now() + 600),
+            )),
+        ),
+        (
+            "another audience",
+            200,
+            tokens(rs(&{
+                let mut c = claims("mallory", now() + 600);
+                c["aud"] = json!("other");
+                c
+            })),
+        ),
+        ("expired", 200, tokens(rs(&claims("mallory", now() - 3600)))),
+        ("refused", 400, json!({ "error": "invalid_grant" })),
+    ] {
+        fake.answer(status, &answer);
+        let page = get(&mut agent.clone(), &front.url("/private")).await;
+        assert_eq!(page.status, 302, "{what}: {}", page.describe());
+        assert!(page.location().unwrap().starts_with(&issuer), "{what}");
+        let sent = form_urldecode(&fake.last_body());
+        assert!(
+            sent.contains(&("grant_type".to_owned(), "refresh_token".to_owned())),
+            "{sent:?}"
+        );
+        assert!(
+            sent.contains(&("refresh_token".to_owned(), "rt-1".to_owned())),
+            "{sent:?}"
+        );
+    }
+    // A token endpoint that fails: a step error.
+    fake.answer(500, &json!({}));
+    assert_refused(&get(&mut agent.clone(), &front.url("/private")).await, 403);
+    // A good refresh: the session goes on, in a new cookie.
+    fake.answer(200, &tokens(rs(&claims("mallory", now() + 600))));
+    let page = get(&mut agent, &front.url("/private")).await;
+    assert_eq!(page.status, 200, "{}", page.describe());
+    assert_eq!(page.header_values("x-app-user"), ["mallory"]);
+    assert!(set_cookie(&page, "__session").is_some());
+}
