@@ -320,10 +320,11 @@ async fn replicas_share_logins_and_sessions_through_redis() {
 }
 
 /// Redis going away never hangs a request nor lets one through: with
-/// `failOnFetchFailure` unset (Gloo's default) the user is sent to log in
-/// again; once Redis is back (empty), a new login works.
+/// `failOnFetchFailure` unset (Gloo's default) the step starts a new
+/// login, which needs Redis too, so the request is denied; once Redis is
+/// back (empty), the user is sent to log in and a new login works.
 #[tokio::test]
-async fn redis_down_sends_users_to_log_in_again() {
+async fn redis_down_fails_closed_until_it_is_back() {
     let mut login = Login::start_with(Setup {
         app: "app-redis.yaml",
         ..Setup::new("nginx.conf")

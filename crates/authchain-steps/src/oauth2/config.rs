@@ -383,7 +383,8 @@ pub struct DiscoveryOverride {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct UserSession {
-    /// A Redis failure denies (503) instead of starting a new login.
+    /// A Redis failure to read a session is a step error (a deny with the
+    /// chain's `statusOnError`) instead of a new login.
     #[serde(default)]
     pub fail_on_fetch_failure: bool,
     /// The session cookie's attributes.
