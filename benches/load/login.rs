@@ -124,7 +124,10 @@ async fn not_2xx(envoy: &Envoy) -> Result<u64, Box<dyn Error>> {
     let mut count = 0;
     for class in ["3xx", "4xx", "5xx"] {
         let stat = format!("http.ingress_http.downstream_rq_{class}");
-        count += envoy.stat(&stat).await?.unwrap_or(0);
+        count += envoy
+            .stat(&stat)
+            .await?
+            .ok_or_else(|| format!("envoy has no stat {stat}"))?;
     }
     Ok(count)
 }
