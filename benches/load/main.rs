@@ -1,6 +1,6 @@
 //! The load harness: whole processes side by side on loopback, in one
-//! run, reported as ratios. Three groups of scenarios, named on the
-//! command line (all three by default):
+//! run, reported as ratios. Four groups of scenarios, named on the
+//! command line (all four by default):
 //!
 //! - `grpc`: Envoy (one worker) with its ext_authz filter over gRPC, in
 //!   front of an echo upstream: (a) with no auth filter; (b) calling a bare
@@ -41,6 +41,19 @@
 //!   server without the cache. VmRSS before and after, and VmHWM (the
 //!   peak), from `/proc/<pid>/status`. Target: RSS < 64 MiB after 100k
 //!   keys.
+//! - `login`: Envoy (one worker) with ext_authz over gRPC, as `grpc`, in
+//!   front of a user logged in with `oauth2.oidcAuthorizationCode` at a
+//!   real IdP (npm `oidc-provider`, client secret and session key in
+//!   Secrets): the harness logs alice in once through the Envoy of each
+//!   authchain (the IdP sends the code back to that Envoy's `/callback`),
+//!   and wrk sends her session's `Cookie` on every request. (c) the
+//!   `authchain` binary with the session sealed in the cookie, (c-redis)
+//!   with it in a real Redis (the cookie holding its id), each against a
+//!   bare allow-all tonic server (b), (b') sent the same cookie; (a) no
+//!   auth. Target: c/b and c-redis/b' ≥ 0.95. wrk takes a 302 (the answer
+//!   to a session that does not open) for a success: every round checks
+//!   that the Envoys answered 2xx alone, and fails the run otherwise. Redis
+//!   counts among the processes whose CPU is read.
 //!
 //! Every server runs in a process of its own, on a multi-thread runtime
 //! as a server binary does: the allow-all servers, the check servers and
@@ -80,13 +93,13 @@
 //! `scripts/server-instructions.sh [FLAG] [PATH]` runs one of the http
 //! group's child servers under callgrind while wrk drives it.
 //!
-//! The harness does not build the `authchain` binary the `grpc` and
-//! `memory` groups run: it takes `$AUTHCHAIN_BIN`, else the one beside
+//! The harness does not build the `authchain` binary the `grpc`, `login`
+//! and `memory` groups run: it takes `$AUTHCHAIN_BIN`, else the one beside
 //! itself (built with the same `CARGO_TARGET_DIR`), and warns when a source
 //! file of the workspace's crates is newer.
 //!
 //! ```text
-//! ./scripts/install-peers.sh            # Envoy, nginx, wrk
+//! ./scripts/install-peers.sh            # Envoy, nginx, wrk, Redis, the IdP
 //! cargo build --release -p authchain-server
 //! cargo run --release -p authchain-benches --bin load -- [GROUP...] [SECONDS_PER_RUN [ROUNDS]] [--rounds-out FILE]
 //! cargo run --release -p authchain-benches --bin load -- --pool FILE...
@@ -94,6 +107,7 @@
 
 mod grpc;
 mod http;
+mod login;
 mod memory;
 mod server;
 
@@ -126,7 +140,7 @@ struct Kind {
 }
 
 /// Every group, in the order they run.
-const KINDS: [&Kind; 3] = [&grpc::KIND, &http::KIND, &memory::KIND];
+const KINDS: [&Kind; 4] = [&grpc::KIND, &http::KIND, &memory::KIND, &login::KIND];
 
 /// A group's scenarios, started, and the processes they run against.
 struct Group {
@@ -339,10 +353,16 @@ async fn load(
         eprintln!("server: {}", binary.display());
     }
     let mut groups = Vec::with_capacity(kinds.len());
+    let mut sessions = None;
     for kind in kinds {
         groups.push(match kind.name {
             "grpc" => grpc::start().await?,
             "http" => http::start().await?,
+            "login" => {
+                let (group, checked) = login::start().await?;
+                sessions = Some(checked);
+                group
+            }
             _ => memory::group(server::binary()?),
         });
     }
@@ -363,6 +383,9 @@ async fn load(
             }
         }
         let round = Round { round, scenarios };
+        if let Some(sessions) = &sessions {
+            sessions.check(&round).await?;
+        }
         if let Some(out) = &mut out {
             out.write(&round)?;
         }
@@ -451,7 +474,7 @@ usage: load [GROUP...] [SECONDS_PER_RUN [ROUNDS]] [--rounds-out FILE]
 
 /// What `--help` adds to [`USAGE`].
 const HELP: &str = "\
-GROUP is grpc, http or memory (all three without one); runs of 2 s in 40
+GROUP is grpc, http, memory or login (all four without one); runs of 2 s in 40
 rounds by default. --rounds-out writes every round's figures to FILE (a new
 file); --pool prints the ratios of such files of one build, and of all
 their rounds together.
@@ -461,8 +484,11 @@ grpc    Envoy ext_authz over gRPC: no auth, a bare allow-all tonic server, the
 http    nginx auth_request and Envoy's HTTP service (target c/b >= 0.95), and
         an axum app with AuthChainLayer (target with/without >= 0.90)
 memory  RSS of the authchain binary after 100k cached keys (target < 64 MiB)
+login   Envoy ext_authz over gRPC with an OIDC login's session cookie: a bare
+        allow-all tonic server, the authchain binary with the session in the
+        cookie and in Redis (target c/b >= 0.95)
 
-grpc and memory run the authchain binary beside this one (cargo build
+grpc, memory and login run the authchain binary beside this one (cargo build
 --release -p authchain-server, with the same CARGO_TARGET_DIR) or
 $AUTHCHAIN_BIN. Instructions per request of one of the
 servers this binary starts with --serve-*: scripts/server-instructions.sh.";
