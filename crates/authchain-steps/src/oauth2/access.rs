@@ -27,13 +27,20 @@
 //!     timeout: 5s                                     # authchain's: each call to the IdP (5s)
 //! ```
 //!
-//! The token is read from `Authorization: Bearer` only (RFC 6750). No
-//! header: a 401 with `WWW-Authenticate: Bearer realm="authchain"`. A
-//! header that is not a bearer token of visible ASCII within 8 KiB, or a
-//! token that is malformed, badly signed, expired, inactive, or refused by
-//! the userinfo endpoint: a 401 with `error="invalid_token"` added. A
-//! valid token without every `requiredScopes` scope: a 403 with
-//! `error="insufficient_scope"` and the `scope="..."` required. Scopes are
+//! The token is read from `Authorization: Bearer` only (RFC 6750; the
+//! scheme in any case): never from the query or a form body, where RFC
+//! 6750 also allows it (a token in a URL ends up in logs). No header: a
+//! 401 with `WWW-Authenticate: Bearer realm="authchain"`. Two
+//! `Authorization` headers (the app may read the other), a header that is
+//! not one RFC 6750 `b64token` within 8 KiB (letters, digits, `-._~+/`,
+//! then `=`s: no comma, quote or space, so nothing a proxy joined), a JWT
+//! with a `crit` header (RFC 7515: an extension this step does not
+//! understand), or a token that is malformed, badly signed, expired,
+//! inactive, or refused by the userinfo endpoint: a 401 with
+//! `error="invalid_token"` added. A valid token without every
+//! `requiredScopes` scope: a 403 with `error="insufficient_scope"` and
+//! the `scope="..."` required (scopes match whole and case-sensitively:
+//! `read:all` is not `read`). Scopes are
 //! read from the `scope` claim (or introspection member), a space-separated
 //! string (RFC 7662, RFC 9068), or, when there is none, from `scp` (Okta
 //! and Entra write it, as a list or a string); a list is accepted in
@@ -54,10 +61,13 @@
 //!   requires: with a `clientId`, a `clientSecretRef` or
 //!   `disableClientSecret: true` (which then wins: no secret is read);
 //!   without one, no `clientSecretRef`. `active: false`, or an `exp` past,
-//!   is a 401. The answer goes to `state.tokenIntrospection` (an authchain
-//!   key: Gloo documents none for it); with `userIdAttributeName`, that
-//!   attribute's string value is the user in `UserInfo`, and an answer
-//!   without it is a 401.
+//!   is a 401; an answer that is not RFC 7662 JSON (`active` not a
+//!   boolean, `scope` not a string, `exp` not a number, beyond 1 MiB or
+//!   128 levels deep) is the step's error. The answer goes to
+//!   `state.tokenIntrospection` (an authchain key: Gloo documents none for
+//!   it); with `userIdAttributeName`, that attribute's value, a non-empty
+//!   string, is the user in `UserInfo`, and an answer without one is a
+//!   401.
 //! - `userinfoUrl`: once the token is valid, the endpoint is asked with it
 //!   as a bearer token; its JSON answer goes to `state.introspection`, the
 //!   key Gloo documents for it. The endpoint's 401 makes the request a 401
@@ -74,11 +84,17 @@
 //! # What is kept, and for how long
 //!
 //! Introspection and userinfo answers are kept per token in memory (at
-//! most 10 000 tokens), under a keyed PRF of the token (SipHash with a
-//! random key per step), never the token itself, for `cacheTimeout` (10
-//! min by default; `0s`: not kept) but never past the token's `exp`.
-//! Concurrent requests with one token that is not kept make one call and
-//! share its answer. Only valid tokens are kept: an IdP's failure is
+//! most 10 000 tokens and 32 MiB of answers, as JSON), under a keyed PRF
+//! of the token (128 bits of SipHash with a random key per step), never
+//! the token itself, for `cacheTimeout` (10 min by default; `0s`: not
+//! kept) but never past the token's `exp`. Concurrent requests with one
+//! token that is not kept make one call and share its answer; if the
+//! request that makes the call goes away, one of the others makes it
+//! again. At most 64 calls to the IdP are under way at once per step: a
+//! flood of distinct tokens waits for its turn (at most `timeout`, then
+//! the step's error) rather than open a connection each. Only valid
+//! tokens are kept (a token without a required scope is valid, and its
+//! 403 kept): an IdP's failure is
 //! never remembered (the next request asks again), and neither is an
 //! inactive or refused token, because tokens an attacker makes up never
 //! repeat, so remembering them would protect the IdP from nothing while
@@ -95,8 +111,9 @@
 //! Gloo's `azure` (Entra distributed claims) is refused; `default` is
 //! accepted. Building the step reaches nothing on the network (`authchain
 //! check` checks a config offline); the step never logs or returns a
-//! token or a secret: failures are logged at debug level with the reason
-//! alone.
+//! token, a secret or the IdP's words: failures are logged at debug level
+//! with the reason alone (an IdP's error code only if RFC 6749 defines
+//! it, a bad answer's place only if RFC 7662 names it).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -140,6 +157,16 @@ const DEFAULT_CACHE_TIMEOUT: Duration = Duration::from_secs(600);
 /// The most tokens whose answers are kept.
 const CACHE_ENTRIES: u64 = 10_000;
 
+/// The most bytes of answers (their JSON) kept: each token's answers
+/// weigh their JSON's length, and at least `CACHE_BYTES / CACHE_ENTRIES`,
+/// so that both bounds hold.
+const CACHE_BYTES: u64 = 32 << 20;
+
+/// The most calls to the IdP under way at once for one step: a flood of
+/// distinct tokens waits for its turn (at most `timeout`) rather than
+/// open a connection each.
+const MAX_CALLS: usize = 64;
+
 /// The `accessTokenValidation` step.
 pub struct AccessToken {
     check: Check,
@@ -147,6 +174,8 @@ pub struct AccessToken {
     /// The client for the introspection and userinfo endpoints.
     http: Http,
     answers: Answers,
+    /// Permits for calls to the IdP ([`MAX_CALLS`]).
+    calls: tokio::sync::Semaphore,
     prf: util::Prf,
     required_scopes: Vec<String>,
     claim_headers: ClaimHeaders,
@@ -166,19 +195,29 @@ impl std::fmt::Debug for AccessToken {
             Check::Jwt(_) => d.field("check", &"jwt"),
             Check::Introspection(i) => d
                 .field("check", &"introspection")
-                .field("introspection_url", &i.client.introspection_url().as_str())
+                .field(
+                    "introspection_url",
+                    &shown(i.client.introspection_url().url()),
+                )
                 .field("client_id", &i.client_id)
                 .field("client_secret", &i.has_secret),
         };
-        d.field(
-            "userinfo_url",
-            &self.userinfo.as_ref().map(url::Url::as_str),
-        )
-        .field("cache_timeout", &self.answers.keep)
-        .field("required_scopes", &self.required_scopes)
-        .field("http", &self.http)
-        .finish_non_exhaustive()
+        d.field("userinfo_url", &self.userinfo.as_ref().map(shown))
+            .field("cache_timeout", &self.answers.keep)
+            .field("required_scopes", &self.required_scopes)
+            .field("http", &self.http)
+            .finish_non_exhaustive()
     }
+}
+
+/// A URL as `Debug` shows it: without a password (Go's client, Gloo's,
+/// sends one as HTTP Basic, so a Gloo config may hold one).
+fn shown(url: &url::Url) -> String {
+    let mut url = url.clone();
+    if url.password().is_some() {
+        let _ = url.set_password(Some("redacted"));
+    }
+    url.into()
 }
 
 /// How a token is checked.
@@ -234,6 +273,8 @@ struct Remote {
     /// `cacheTimeout` from the answer, or the token's `exp` if sooner.
     keep_until: Instant,
     trusted_until: SystemTime,
+    /// What it weighs in the cache (see [`CACHE_BYTES`]).
+    weight: u32,
 }
 
 /// A lookup's outcome: the token is valid with this, or rejected (a 401)
@@ -282,7 +323,8 @@ impl Answers {
     fn new(keep: Duration) -> Self {
         let cache = (!keep.is_zero()).then(|| {
             moka::sync::Cache::builder()
-                .max_capacity(CACHE_ENTRIES)
+                .max_capacity(CACHE_BYTES)
+                .weigher(|_, remote: &Arc<Remote>| remote.weight)
                 .expire_after(KeepUntil)
                 .build_with_hasher(PrfKeyed::default())
         });
@@ -317,14 +359,39 @@ impl Answers {
         if let Some(exp) = exp {
             keep = keep.min(exp.duration_since(wall).unwrap_or_default());
         }
+        let bytes = [&introspection, &userinfo]
+            .into_iter()
+            .flatten()
+            .map(|v| json_len(v))
+            .sum::<u64>();
+        let weight = bytes.max(CACHE_BYTES / CACHE_ENTRIES);
         Remote {
             introspection,
             userinfo,
             exp,
             keep_until: now + keep,
             trusted_until: wall + keep,
+            weight: u32::try_from(weight).unwrap_or(u32::MAX),
         }
     }
+}
+
+/// The length of `value` as compact JSON.
+fn json_len(value: &Value) -> u64 {
+    struct Count(u64);
+    impl std::io::Write for Count {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len() as u64;
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Writing to a counter cannot fail.
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
 }
 
 /// Removes a token's cell from the calls under way when its call is done,
@@ -379,6 +446,25 @@ fn set(value: &Option<String>) -> Option<&str> {
 
 fn duration(d: Option<ConfigDuration>, default: Duration) -> Duration {
     d.map_or(default, |d| d.0)
+}
+
+/// A `b64token` (RFC 6750 2.1), the only token syntax of
+/// `Authorization: Bearer`: `1*( ALPHA / DIGIT / "-" / "." / "_" / "~" /
+/// "+" / "/" ) *"="`. No comma (a proxy joins repeated headers with one),
+/// quote, space or `;`.
+fn is_b64token(s: &str) -> bool {
+    let body = s.trim_end_matches('=');
+    !body.is_empty()
+        && body
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b))
+}
+
+/// Whether a JWT's header has `crit`: an extension the token says must be
+/// understood, and none is (RFC 7515 4.1.11: such a JWS is invalid).
+/// jsonwebtoken reads `crit` but does not act on it.
+fn has_crit(token: &str) -> bool {
+    jsonwebtoken::decode_header(token).is_ok_and(|h| h.crit.is_some())
 }
 
 /// A scope-token (RFC 6749 3.3): visible ASCII but `"` and `\`.
@@ -467,6 +553,7 @@ impl AccessToken {
             userinfo,
             http: Http::new(timeout)?,
             answers: Answers::new(keep),
+            calls: tokio::sync::Semaphore::new(MAX_CALLS),
             prf: util::Prf::new(),
             claim_headers: ClaimHeaders::new(&config.claims_to_headers, "claimsToHeaders")?,
             claim_metadata: ClaimMetadata::new(
@@ -600,17 +687,47 @@ fn without_client_id(request: oauth2::HttpRequest) -> oauth2::HttpRequest {
 /// the answer.
 fn introspection_error(e: oauth2::RequestTokenError<CallError, BasicErrorResponse>) -> Arc<str> {
     use oauth2::RequestTokenError as E;
+    use oauth2::basic::BasicErrorResponseType as Code;
+    /// RFC 7662's members: the only names of the answer an error quotes.
+    const MEMBERS: [&str; 12] = [
+        "active",
+        "scope",
+        "client_id",
+        "username",
+        "token_type",
+        "exp",
+        "iat",
+        "nbf",
+        "sub",
+        "aud",
+        "iss",
+        "jti",
+    ];
     let text = match e {
         E::Request(e) => format!("introspection: {e}"),
-        E::ServerResponse(e) => format!(
-            "the introspection endpoint answered the error `{}`",
-            e.error()
-        ),
-        E::Parse(e, _) => format!(
-            "the introspection answer is not RFC 7662 JSON (at `{}`)",
-            e.path()
-        ),
-        E::Other(e) => format!("introspection: {e}"),
+        // RFC 6749's codes; another is the IdP's own text.
+        E::ServerResponse(e) => match e.error() {
+            Code::Extension(_) => {
+                "the introspection endpoint answered an error of its own".to_owned()
+            }
+            code => format!("the introspection endpoint answered the error `{code}`"),
+        },
+        // The path's first name, if it is RFC 7662's: the others are the
+        // IdP's (and a name may be anything).
+        E::Parse(e, _) => match e.path().to_string().split('.').next() {
+            Some(member) if MEMBERS.contains(&member) => {
+                format!("the introspection answer is not RFC 7662 JSON (at `{member}`)")
+            }
+            _ => "the introspection answer is not RFC 7662 JSON".to_owned(),
+        },
+        // The crate's own words, one of which quotes the Content-Type.
+        E::Other(e) if e.starts_with("unexpected response Content-Type") => {
+            "the introspection answer is not JSON (its Content-Type)".to_owned()
+        }
+        E::Other(e) if e.contains("empty") => {
+            "the introspection endpoint answered with an empty body".to_owned()
+        }
+        E::Other(_) => "the introspection answer is not usable".to_owned(),
     };
     text.into()
 }
@@ -635,12 +752,15 @@ impl AccessToken {
     /// The bearer token; `Err(invalid)`: none (`false`), or not one
     /// (`true`), a 401 either way.
     fn token<'r>(&self, request: &'r AuthorizationRequest) -> Result<&'r str, bool> {
+        // Two `Authorization` headers: the app behind may read the other
+        // one (RFC 9110 allows one, not a list).
+        let mut all = request.headers.get_all(http::header::AUTHORIZATION).iter();
+        if all.next().is_some() && all.next().is_some() {
+            return Err(true);
+        }
         match util::scheme_credential(request, &http::header::AUTHORIZATION, "Bearer ") {
             Ok(None) => Err(false),
-            Ok(Some(token))
-                if token.len() <= util::MAX_CREDENTIAL_LEN
-                    && token.bytes().all(|b| b.is_ascii_graphic()) =>
-            {
+            Ok(Some(token)) if token.len() <= util::MAX_CREDENTIAL_LEN && is_b64token(token) => {
                 Ok(token)
             }
             _ => Err(true),
@@ -665,7 +785,7 @@ impl AccessToken {
         let user = match &self.check {
             Check::Introspection(i) => match &i.user_id_attribute {
                 Some(name) => match claims.get(name) {
-                    Some(Value::String(user)) => Some(user.clone()),
+                    Some(Value::String(user)) if !user.is_empty() => Some(user.clone()),
                     _ => return self.rejected("no userIdAttributeName attribute"),
                 },
                 None => None,
@@ -772,6 +892,10 @@ impl AccessToken {
 
     /// Asks the IdP about `token`: introspection, then userinfo.
     async fn ask(&self, token: &str, mut exp: Option<SystemTime>) -> Looked {
+        let Ok(Ok(_permit)) = tokio::time::timeout(self.http.timeout(), self.calls.acquire()).await
+        else {
+            return Err("too many calls to the IdP under way".into());
+        };
         let mut introspection = None;
         if let Check::Introspection(i) = &self.check {
             let anonymous = i.client_id.is_none();
@@ -878,6 +1002,7 @@ impl AuthService for AccessToken {
             Err(true) => return self.rejected("not a bearer token").into(),
         };
         match &self.check {
+            Check::Jwt(_) if has_crit(token) => self.rejected("a crit header").into(),
             Check::Jwt(verifier) => match verifier.check_now(token) {
                 Checked::Valid(claims) if !self.needs_remote() => {
                     self.allow(request, Some(claims), None).into()

@@ -116,7 +116,10 @@ impl Http {
     ) -> Result<T, CallError> {
         let mut request = http::Request::get(url).header(http::header::ACCEPT, "application/json");
         if let Some(token) = bearer {
-            request = request.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
+            let mut value = http::HeaderValue::try_from(format!("Bearer {token}"))
+                .map_err(|_| CallError("the token cannot travel in a header".to_owned()))?;
+            value.set_sensitive(true);
+            request = request.header(http::header::AUTHORIZATION, value);
         }
         let request = request
             .body(Vec::new())
@@ -128,8 +131,21 @@ impl Http {
                 response.status()
             )));
         }
-        serde_json::from_slice(response.body())
-            .map_err(|e| CallError(format!("the {what} answer is not the JSON expected: {e}")))
+        // serde_json's message quotes the value it did not expect: only
+        // where it is, and what kind of error.
+        serde_json::from_slice(response.body()).map_err(|e| {
+            let kind = match e.classify() {
+                serde_json::error::Category::Data => "a member of the wrong type",
+                serde_json::error::Category::Syntax => "not JSON",
+                serde_json::error::Category::Eof => "cut short",
+                serde_json::error::Category::Io => "unreadable",
+            };
+            CallError(format!(
+                "the {what} answer is not the JSON expected ({kind}, line {} column {})",
+                e.line(),
+                e.column()
+            ))
+        })
     }
 }
 
@@ -210,9 +226,14 @@ impl Provider {
 }
 
 /// Runs discovery for `issuer` (OpenID Connect Discovery 1.0 section 4):
-/// the document's `issuer` must be the one asked for (a trailing `/`
+/// the document's `issuer` must be the one asked for (one trailing `/`
 /// aside), and the endpoints a login needs must be there, after
-/// `override_` is applied.
+/// `override_` is applied. Every endpoint named, the optional ones too,
+/// must be an `http://` or `https://` URL, on any host (Gloo trusts
+/// discovery, and IdPs serve keys from other hosts; `http://` off
+/// loopback is warned about, as in a config): `end_session_endpoint`
+/// becomes a browser's redirect carrying the ID token, and the
+/// revocation endpoint is sent tokens.
 pub(crate) async fn discover(
     http: &Http,
     issuer: &str,
@@ -223,7 +244,8 @@ pub(crate) async fn discover(
         issuer.trim_end_matches('/')
     );
     let provider: Provider = http.get_json(&url, None, "discovery").await?;
-    if provider.issuer.trim_end_matches('/') != issuer.trim_end_matches('/') {
+    let one_slash = |s: &str| s.strip_suffix('/').unwrap_or(s).to_owned();
+    if one_slash(&provider.issuer) != one_slash(issuer) {
         return Err(CallError(
             "the discovery document names another issuer".to_owned(),
         ));
@@ -241,6 +263,14 @@ pub(crate) async fn discover(
             return Err(CallError(format!("the discovery document has no {what}")));
         };
         check_url(url, what).map_err(|e| CallError(format!("{what}: {e}")))?;
+    }
+    for (what, value) in [
+        ("revocation_endpoint", &provider.revocation_endpoint),
+        ("end_session_endpoint", &provider.end_session_endpoint),
+    ] {
+        if let Some(url) = value {
+            check_url(url, what).map_err(|e| CallError(format!("{what}: {e}")))?;
+        }
     }
     Ok(provider)
 }

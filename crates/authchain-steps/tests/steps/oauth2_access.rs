@@ -108,6 +108,12 @@ struct IdpState {
     introspections: AtomicUsize,
     userinfos: AtomicUsize,
     jwks: AtomicUsize,
+    /// Introspection calls under way, and the most there were at once.
+    inflight: AtomicUsize,
+    max_inflight: AtomicUsize,
+    /// The discovery document `GET /.well-known/openid-configuration`
+    /// serves, as it is.
+    discovery: Mutex<String>,
     /// The last introspection request: its `Authorization`, its form.
     last: Mutex<Option<Seen>>,
 }
@@ -198,8 +204,11 @@ async fn serve(
                 .map(|(k, v)| (k.into_owned(), v.into_owned()))
                 .collect();
             *state.last.lock().unwrap() = Some((authorization.clone(), form.clone()));
+            let now = state.inflight.fetch_add(1, Ordering::SeqCst) + 1;
+            state.max_inflight.fetch_max(now, Ordering::SeqCst);
             let delay = *state.delay.lock().unwrap();
             tokio::time::sleep(delay).await;
+            state.inflight.fetch_sub(1, Ordering::SeqCst);
             let basic = format!(
                 "Basic {}",
                 base64::engine::general_purpose::STANDARD
@@ -216,11 +225,22 @@ async fn serve(
                 let answer = state.answers.lock().unwrap().get(&token).cloned();
                 match answer {
                     Some(Value::String(s)) if s == "fail" => json_response(500, &json!({})),
+                    // An answer as bytes, JSON or not.
+                    Some(Value::String(s)) if s.starts_with("raw:") => Response::builder()
+                        .header("content-type", "application/json")
+                        .body(Full::new(Bytes::from(s["raw:".len()..].to_owned())))
+                        .unwrap(),
                     Some(answer) => json_response(200, &answer),
                     None => json_response(200, &json!({"active": false})),
                 }
             }
         }
+        ("GET", "/.well-known/openid-configuration") => Response::builder()
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(
+                state.discovery.lock().unwrap().clone(),
+            )))
+            .unwrap(),
         ("GET", "/jwks") => {
             state.jwks.fetch_add(1, Ordering::SeqCst);
             json_response(200, &serde_json::from_str(JWKS).unwrap())
@@ -595,7 +615,6 @@ async fn a_kept_answer_costs_no_call_until_cache_timeout_or_exp() {
     let idp = Idp::start().await;
     let (chain, _engine) = chain_of(&introspection(&idp, "cacheTimeout: 1s")).await;
     idp.answer("t-long", active(600));
-    idp.answer("t-short", active(2));
     for _ in 0..5 {
         assert!(chain.authorize(&mut bearer("t-long")).await.is_allow());
     }
@@ -607,11 +626,13 @@ async fn a_kept_answer_costs_no_call_until_cache_timeout_or_exp() {
 
     // Never past the token's exp, even within cacheTimeout.
     let (chain, _engine2) = chain_with_keep(&idp, "10m").await;
+    // Answered now (not before the wait above): `exp` is whole seconds.
+    idp.answer("t-short", active(3));
     let before = idp.introspections();
     let d = chain.authorize(&mut bearer("t-short")).await;
     assert!(d.is_allow());
     let expires = d.as_allow().unwrap().expires.unwrap();
-    assert!(expires <= SystemTime::now() + Duration::from_secs(2));
+    assert!(expires <= SystemTime::now() + Duration::from_secs(3));
     assert!(chain.authorize(&mut bearer("t-short")).await.is_allow());
     assert_eq!(idp.introspections(), before + 1);
     let wait = expires
@@ -1041,4 +1062,1379 @@ spec:
     let d = chain.authorize(&mut bearer("never-issued")).await;
     assert_eq!(challenge(&d), INVALID);
     assert_eq!(idp.requests().await.unwrap().introspection, 2);
+}
+
+// ---------------------------------------------------------------- attacks
+//
+// The step attacked: the bearer header, JWT headers, introspection
+// answers of every shape, the cache under floods and cancellations, the
+// IdP client against hostile servers, and what errors and logs show.
+
+use authchain_core::{Answer, AuthService, BuildContext};
+use authchain_steps::oauth2::access::AccessToken;
+use futures::future::BoxFuture;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// A request with each of `values` as its own `Authorization` header.
+fn authorizations(values: &[&str]) -> AuthorizationRequest {
+    let mut r = AuthorizationRequest::new(http::Method::GET, "/");
+    for v in values {
+        r.headers.append(
+            http::header::AUTHORIZATION,
+            http::HeaderValue::from_bytes(v.as_bytes()).unwrap(),
+        );
+    }
+    r
+}
+
+/// What a [`raw_server`] does with a connection once it read a request.
+type Script = Arc<dyn Fn(TcpStream) -> BoxFuture<'static, ()> + Send + Sync>;
+
+/// Reads one request: its head and its `Content-Length` body (a server
+/// that closes with unread bytes resets the connection, and the client
+/// may never see the answer). False when the peer went away.
+async fn read_request(stream: &mut TcpStream) -> bool {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            let length = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            while buf.len() < end + 4 + length {
+                match stream.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return false,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+            return true;
+        }
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+/// A server on 127.0.0.1 that reads each request and runs `script` on its
+/// connection: its base URL, and how many requests it read.
+async fn raw_server(script: Script) -> (String, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let count = Arc::new(AtomicUsize::new(0));
+    let seen = count.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let (script, seen) = (script.clone(), seen.clone());
+            tokio::spawn(async move {
+                if read_request(&mut stream).await {
+                    seen.fetch_add(1, Ordering::SeqCst);
+                    script(stream).await;
+                }
+            });
+        }
+    });
+    (base, count)
+}
+
+/// A script answering `status` with `content_type` and `body`, then
+/// closing.
+fn answering(status: u16, content_type: &str, body: &str) -> Script {
+    let answer = format!(
+        "HTTP/1.1 {status} X\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    Arc::new(move |mut stream| {
+        let answer = answer.clone();
+        Box::pin(async move {
+            let _ = stream.write_all(answer.as_bytes()).await;
+            let _ = stream.shutdown().await;
+        })
+    })
+}
+
+/// The step built alone from an `accessTokenValidation` block.
+fn step(block: Value) -> AccessToken {
+    let block = serde_json::from_value(block).unwrap();
+    AccessToken::new(block, &BuildContext::new("a", "s", "configs[0]")).unwrap()
+}
+
+/// The step's error for `token`, as its text and debug form.
+async fn step_error(step: &AccessToken, token: &str) -> String {
+    let mut r = bearer(token);
+    let answer = match step.authorize(&mut r) {
+        Answer::Wait(f) => f.await,
+        Answer::Ready(answer) => answer,
+    };
+    match answer {
+        Err(e) => format!("{e} {e:?}"),
+        Ok(d) => panic!("expected an error: {d:?}"),
+    }
+}
+
+/// Everything logged on this thread at every level while the guard
+/// lives (tests are current-thread: the step and its clients log here).
+#[derive(Clone, Default)]
+struct Logs(Arc<Mutex<Vec<u8>>>);
+
+struct LogWriter(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
+    type Writer = LogWriter;
+
+    fn make_writer(&'a self) -> LogWriter {
+        LogWriter(self.0.clone())
+    }
+}
+
+impl Logs {
+    fn capture() -> (Logs, tracing::subscriber::DefaultGuard) {
+        let logs = Logs::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(logs.clone())
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .finish();
+        (logs, tracing::subscriber::set_default(subscriber))
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+#[tokio::test]
+async fn the_bearer_header_is_read_one_way_only() {
+    let (chain, _engine) = chain_of(&local_jwt("")).await;
+    let token = sign(&claims());
+    let other =
+        sign(&json!({"sub": "mallory", "exp": now() + 600, "iss": ISSUER, "aud": "ratings"}));
+    // (case, Authorization headers, status, invalid_token)
+    let cases: Vec<(&str, Vec<String>, u16, bool)> = vec![
+        ("Bearer", vec![format!("Bearer {token}")], 200, false),
+        (
+            "the scheme in any case",
+            vec![format!("bEARER {token}")],
+            200,
+            false,
+        ),
+        (
+            "spaces around",
+            vec![format!("Bearer    {token}   ")],
+            200,
+            false,
+        ),
+        (
+            "a tab for the space",
+            vec![format!("Bearer\t{token}")],
+            401,
+            true,
+        ),
+        ("no space", vec![format!("Bearer{token}")], 401, true),
+        (
+            "two tokens",
+            vec![format!("Bearer {token} {other}")],
+            401,
+            true,
+        ),
+        // Envoy joins repeated headers with a comma.
+        (
+            "joined by a comma",
+            vec![format!("Bearer {token},Bearer {other}")],
+            401,
+            true,
+        ),
+        (
+            "a trailing comma",
+            vec![format!("Bearer {token},")],
+            401,
+            true,
+        ),
+        // Which of two headers an app reads is its own choice: neither.
+        (
+            "two headers, the good one first",
+            vec![format!("Bearer {token}"), format!("Bearer {other}x")],
+            401,
+            true,
+        ),
+        (
+            "two headers, the good one last",
+            vec!["Basic YWxpY2U6cHc=".to_owned(), format!("Bearer {token}")],
+            401,
+            true,
+        ),
+        ("an empty token", vec!["Bearer    ".to_owned()], 401, true),
+    ];
+    for (name, values, want, invalid) in cases {
+        let values: Vec<&str> = values.iter().map(String::as_str).collect();
+        let d = chain.authorize(&mut authorizations(&values)).await;
+        assert_eq!(status(&d), want, "case {name}: {d:?}");
+        if want == 401 {
+            let expected = if invalid {
+                INVALID
+            } else {
+                "Bearer realm=\"authchain\""
+            };
+            assert_eq!(challenge(&d), expected, "case {name}");
+        }
+    }
+    // RFC 6750 also allows the token in the query or a form body; the
+    // step reads neither (a token in a URL lands in logs and caches).
+    let mut query = req(http::Method::GET, &format!("/?access_token={token}"));
+    let d = chain.authorize(&mut query).await;
+    assert_eq!(challenge(&d), "Bearer realm=\"authchain\"", "no token");
+    let mut form = req(http::Method::POST, "/").with_header(
+        http::header::CONTENT_TYPE,
+        "application/x-www-form-urlencoded".parse().unwrap(),
+    );
+    form.body = Some(Bytes::from(format!("access_token={token}")));
+    assert_eq!(
+        challenge(&chain.authorize(&mut form).await),
+        "Bearer realm=\"authchain\""
+    );
+}
+
+#[tokio::test]
+async fn a_token_outside_rfc_6750_never_reaches_the_idp() {
+    let idp = Idp::start().await;
+    let (chain, _engine) = chain_of(&introspection(&idp, "")).await;
+    for token in [
+        "good,", "good;x", "a\"b", "a\\b", "=abc", "a=b", "%41", "{}", "a:b",
+    ] {
+        idp.answer(token, active(600));
+        let d = chain.authorize(&mut bearer(token)).await;
+        assert_eq!(challenge(&d), INVALID, "{token}");
+    }
+    assert_eq!(idp.introspections(), 0);
+    // What RFC 6750 allows goes: base64 and base64url, with padding.
+    for token in ["aZ09-._~+/", "abc==", "x"] {
+        idp.answer(token, active(600));
+        assert!(
+            chain.authorize(&mut bearer(token)).await.is_allow(),
+            "{token}"
+        );
+    }
+}
+
+/// `claims` signed by the test RSA key under a header made by `header`.
+fn sign_header(header: Value, claims: &Value) -> String {
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let message = format!(
+        "{}.{}",
+        b64(header.to_string().as_bytes()),
+        b64(claims.to_string().as_bytes())
+    );
+    let key = EncodingKey::from_rsa_pem(RSA).unwrap();
+    let signature = jsonwebtoken::crypto::sign(message.as_bytes(), &key, Algorithm::RS256).unwrap();
+    format!("{message}.{signature}")
+}
+
+#[tokio::test]
+async fn jwt_headers_cannot_pick_another_key_or_skip_a_check() {
+    let (chain, _engine) = chain_of(&local_jwt("")).await;
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    // The header as the RSA key signs it, and the same with one change.
+    let good = json!({"alg": "RS256", "typ": "JWT", "kid": "rsa-1"});
+    let with = |k: &str, v: Value| {
+        let mut h = good.clone();
+        h[k] = v;
+        h
+    };
+    assert!(
+        chain
+            .authorize(&mut bearer(&sign_header(good.clone(), &claims())))
+            .await
+            .is_allow()
+    );
+    let inner = sign(&claims());
+    let rsa_public = {
+        let jwks: Value = serde_json::from_str(JWKS).unwrap();
+        jwks["keys"][0].to_string()
+    };
+    let cases: Vec<(&str, String)> = vec![
+        // RFC 7515 4.1.11: an extension the recipient does not know.
+        ("crit", sign_header(with("crit", json!(["exp"])), &claims())),
+        (
+            "crit, empty",
+            sign_header(with("crit", json!([])), &claims()),
+        ),
+        (
+            "crit, b64 false",
+            sign_header(with("crit", json!(["b64"])), &claims()),
+        ),
+        // A kid naming a key of another algorithm.
+        (
+            "ES256 under the RSA key's kid",
+            sign_with(
+                EncodingKey::from_ec_pem(include_bytes!("../keys/ec.pem")).unwrap(),
+                Algorithm::ES256,
+                "rsa-1",
+                &claims(),
+            ),
+        ),
+        (
+            "RS256 under the HMAC key's kid",
+            sign_with(
+                EncodingKey::from_rsa_pem(RSA).unwrap(),
+                Algorithm::RS256,
+                "hs-1",
+                &claims(),
+            ),
+        ),
+        (
+            "HS256 under the HMAC key's kid, keyed with the RSA JWK",
+            sign_with(
+                EncodingKey::from_secret(rsa_public.as_bytes()),
+                Algorithm::HS256,
+                "hs-1",
+                &claims(),
+            ),
+        ),
+        (
+            "HS256 without a kid, keyed with the RSA JWK",
+            jsonwebtoken::encode(
+                &Header::new(Algorithm::HS256),
+                &claims(),
+                &EncodingKey::from_secret(rsa_public.as_bytes()),
+            )
+            .unwrap(),
+        ),
+        (
+            "a path for a kid",
+            sign_with(
+                EncodingKey::from_rsa_pem(RSA).unwrap(),
+                Algorithm::RS256,
+                "../../keys/rsa.pem",
+                &claims(),
+            ),
+        ),
+        (
+            "a huge kid",
+            sign_with(
+                EncodingKey::from_rsa_pem(RSA).unwrap(),
+                Algorithm::RS256,
+                &"k".repeat(5000),
+                &claims(),
+            ),
+        ),
+        // Keys the token brings along: never fetched, never used.
+        ("the attacker's key, by jku", {
+            let mut h = Header::new(Algorithm::RS256);
+            h.kid = Some("rsa-1".to_owned());
+            h.jku = Some("https://evil.example/jwks".to_owned());
+            jsonwebtoken::encode(&h, &claims(), &EncodingKey::from_rsa_pem(RSA2).unwrap()).unwrap()
+        }),
+        ("the attacker's key, as jwk", {
+            let jwks: Value = serde_json::from_str(include_str!("../keys/jwks-rsa2.json")).unwrap();
+            let mut h = Header::new(Algorithm::RS256);
+            h.jwk = Some(serde_json::from_value(jwks["keys"][0].clone()).unwrap());
+            jsonwebtoken::encode(&h, &claims(), &EncodingKey::from_rsa_pem(RSA2).unwrap()).unwrap()
+        }),
+        // Nested tokens and JWE.
+        (
+            "a JWT in a JWT (cty JWT)",
+            format!(
+                "{}.{}.x",
+                b64(with("cty", json!("JWT")).to_string().as_bytes()),
+                b64(inner.as_bytes())
+            ),
+        ),
+        (
+            "five parts",
+            format!("{inner}.{}.{}", b64(b"{}"), b64(b"x")),
+        ),
+        (
+            "a JWE",
+            format!(
+                "{}.a.b.c.d",
+                b64(br#"{"alg":"RSA-OAEP","enc":"A256GCM","kid":"rsa-1"}"#)
+            ),
+        ),
+        (
+            "alg none, no signature",
+            format!(
+                "{}.{}",
+                b64(br#"{"alg":"none"}"#),
+                b64(claims().to_string().as_bytes())
+            ),
+        ),
+        (
+            "alg None",
+            format!(
+                "{}.{}.",
+                b64(br#"{"alg":"None","kid":"rsa-1"}"#),
+                b64(claims().to_string().as_bytes())
+            ),
+        ),
+        (
+            "alg rs256",
+            sign_header(with("alg", json!("rs256")), &claims()),
+        ),
+        (
+            "alg as a list",
+            sign_header(with("alg", json!(["RS256"])), &claims()),
+        ),
+        (
+            "kid as a number",
+            sign_header(with("kid", json!(1)), &claims()),
+        ),
+    ];
+    for (name, token) in cases {
+        let mut r = bearer(&token);
+        let d = chain.authorize(&mut r).await;
+        assert_eq!(status(&d), 401, "case {name}: {d:?}");
+        assert_eq!(challenge(&d), INVALID, "case {name}");
+        assert!(r.state.is_empty(), "case {name}");
+    }
+}
+
+#[tokio::test]
+async fn kid_tricks_against_a_remote_jwks_cost_one_fetch_per_30s() {
+    let idp = Idp::start().await;
+    let (chain, _engine) = chain_of(&config(&format!(
+        "jwt:\n  remoteJwks: {{ url: {} }}\n  issuer: {ISSUER}",
+        idp.url("/jwks")
+    )))
+    .await;
+    assert_eq!(idp.state.jwks.load(Ordering::SeqCst), 1);
+    let rsa = || EncodingKey::from_rsa_pem(RSA).unwrap();
+    for i in 0..20 {
+        let kid = format!("unknown-{i}");
+        let token = sign_with(rsa(), Algorithm::RS256, &kid, &claims());
+        assert_eq!(
+            challenge(&chain.authorize(&mut bearer(&token)).await),
+            INVALID
+        );
+        // A kid the set has, with an algorithm its key does not take.
+        let token = sign_with(
+            EncodingKey::from_ec_pem(include_bytes!("../keys/ec.pem")).unwrap(),
+            Algorithm::ES256,
+            "rsa-1",
+            &claims(),
+        );
+        assert_eq!(
+            challenge(&chain.authorize(&mut bearer(&token)).await),
+            INVALID
+        );
+    }
+    assert!(
+        idp.state.jwks.load(Ordering::SeqCst) <= 2,
+        "at most one refresh per minRefreshInterval"
+    );
+    assert!(
+        chain
+            .authorize(&mut bearer(&sign(&claims())))
+            .await
+            .is_allow()
+    );
+}
+
+#[tokio::test]
+async fn introspection_answers_of_every_shape() {
+    let idp = Idp::start().await;
+    let (chain, _engine) = chain_of(&introspection(
+        &idp,
+        "requiredScopes: { scope: [ratings.read, ratings.write] }",
+    ))
+    .await;
+    let with = |changes: Value| {
+        let mut a = active(600);
+        for (k, v) in changes.as_object().unwrap() {
+            a[k] = v.clone();
+        }
+        a
+    };
+    let deep = |n: usize| {
+        format!(
+            "raw:{{\"active\":true,\"x\":{}{}}}",
+            "[".repeat(n),
+            "]".repeat(n)
+        )
+    };
+    // (case, answer, status)
+    let cases: Vec<(&str, Value, u16)> = vec![
+        ("active", active(600), 200),
+        ("active as a string", with(json!({"active": "true"})), 503),
+        ("active as a number", with(json!({"active": 1})), 503),
+        ("active null", with(json!({"active": null})), 503),
+        (
+            "no active",
+            {
+                let mut a = active(600);
+                a.as_object_mut().unwrap().remove("active");
+                a
+            },
+            503,
+        ),
+        ("inactive", with(json!({"active": false})), 401),
+        ("active, exp past", with(json!({"exp": now() - 1})), 401),
+        ("active, exp now", with(json!({"exp": now()})), 401),
+        (
+            "active, exp a string",
+            with(json!({"exp": "9999999999"})),
+            503,
+        ),
+        ("active, exp absurd", with(json!({"exp": 1e300})), 503),
+        ("the answer an array", json!([{"active": true}]), 503),
+        (
+            "twice active, false then true",
+            json!("raw:{\"active\":false,\"active\":true}"),
+            503,
+        ),
+        ("deeply nested", json!(deep(100_000)), 503),
+        ("nested as far as allowed", json!(deep(100)), 403),
+        (
+            "over 1 MiB",
+            json!(format!(
+                "raw:{{\"active\":true,\"x\":\"{}\"}}",
+                "a".repeat(1 << 20)
+            )),
+            503,
+        ),
+        ("not JSON", json!("raw:active=true"), 503),
+        (
+            "scope a list",
+            with(json!({"scope": ["ratings.read", "ratings.write"]})),
+            503,
+        ),
+        ("scope a number", with(json!({"scope": 7})), 503),
+        (
+            "scope null, scp a list",
+            with(json!({"scope": null, "scp": ["ratings.read", "ratings.write"]})),
+            200,
+        ),
+        (
+            "scope doubled spaces",
+            with(json!({"scope": "  ratings.read   ratings.write "})),
+            200,
+        ),
+        (
+            "scope with a tab",
+            with(json!({"scope": "ratings.read\tratings.write"})),
+            403,
+        ),
+        (
+            "scope, longer names",
+            with(json!({"scope": "ratings.read:all ratings.writer"})),
+            403,
+        ),
+        (
+            "scope, a prefix",
+            with(json!({"scope": "ratings ratings.rea ratings.write"})),
+            403,
+        ),
+        (
+            "scope, another case",
+            with(json!({"scope": "RATINGS.READ ratings.write"})),
+            403,
+        ),
+        (
+            "scope, one string",
+            with(json!({"scope": "ratings.read,ratings.write"})),
+            403,
+        ),
+        (
+            "scope empty, scp has them",
+            with(json!({"scope": "", "scp": "ratings.read ratings.write"})),
+            403,
+        ),
+    ];
+    for (i, (name, answer, want)) in cases.into_iter().enumerate() {
+        let token = format!("t{i}");
+        idp.answer(&token, answer);
+        let mut r = bearer(&token);
+        let d = chain.authorize(&mut r).await;
+        assert_eq!(status(&d), want, "case {name}: {d:?}");
+        if want == 401 {
+            assert_eq!(challenge(&d), INVALID, "case {name}");
+        }
+        if want != 200 {
+            assert!(r.state.is_empty(), "case {name}");
+            // Only a valid token's answer is kept (a 403 is one): the
+            // rest are asked again.
+            let before = idp.introspections();
+            chain.authorize(&mut bearer(&token)).await;
+            let again = usize::from(want != 403);
+            assert_eq!(idp.introspections(), before + again, "case {name}: kept?");
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_user_is_a_non_empty_string_or_a_401() {
+    let idp = Idp::start().await;
+    let (chain, _engine) = chain_of(&introspection(&idp, "  userIdAttributeName: uid")).await;
+    let with_uid = |uid: Value| {
+        let mut a = active(600);
+        a["uid"] = uid;
+        a
+    };
+    let cases: Vec<(&str, Value, u16)> = vec![
+        ("a string", with_uid(json!("alice")), 200),
+        ("a number", with_uid(json!(42)), 401),
+        ("a bool", with_uid(json!(true)), 401),
+        ("a list", with_uid(json!(["alice"])), 401),
+        ("an object", with_uid(json!({"id": "alice"})), 401),
+        ("null", with_uid(json!(null)), 401),
+        ("empty", with_uid(json!("")), 401),
+        ("missing", active(600), 401),
+    ];
+    for (i, (name, answer, want)) in cases.into_iter().enumerate() {
+        let token = format!("u{i}");
+        idp.answer(&token, answer);
+        let d = chain.authorize(&mut bearer(&token)).await;
+        assert_eq!(status(&d), want, "case {name}: {d:?}");
+        if want == 200 {
+            assert_eq!(
+                d.as_allow().unwrap().user_info.as_ref().unwrap().user_id,
+                "alice"
+            );
+        }
+    }
+    // RFC 7662's own members are typed: `sub` not a string is a bad answer.
+    let (chain, _engine) = chain_of(&introspection(&idp, "  userIdAttributeName: sub")).await;
+    let mut a = active(600);
+    a["sub"] = json!(42);
+    idp.answer("s", a);
+    assert_eq!(status(&chain.authorize(&mut bearer("s")).await), 503);
+}
+
+#[tokio::test]
+async fn each_token_has_its_own_answer() {
+    let idp = Idp::start().await;
+    let (chain, _engine) = chain_of(&introspection(&idp, "  userIdAttributeName: username")).await;
+    let user = |name: &str| {
+        let mut a = active(600);
+        a["username"] = json!(name);
+        a
+    };
+    // Tokens one bit apart, a prefix of another, and long ones that only
+    // differ at the end.
+    let long = "L".repeat(4000);
+    let tokens = [
+        ("tokenA".to_owned(), "alice"),
+        ("tokenB".to_owned(), "bob"),
+        ("token".to_owned(), "carol"),
+        (format!("{long}1"), "dave"),
+        (format!("{long}2"), "erin"),
+    ];
+    for (token, name) in &tokens {
+        idp.answer(token, user(name));
+    }
+    for _ in 0..2 {
+        for (token, name) in &tokens {
+            let d = chain.authorize(&mut bearer(token)).await;
+            assert_eq!(
+                d.as_allow().unwrap().user_info.as_ref().unwrap().user_id,
+                *name
+            );
+        }
+    }
+    assert_eq!(
+        idp.introspections(),
+        tokens.len(),
+        "each asked once, then kept"
+    );
+    // One the IdP does not know, beside kept ones: asked, and refused.
+    assert_eq!(
+        challenge(&chain.authorize(&mut bearer("tokenC")).await),
+        INVALID
+    );
+}
+
+#[tokio::test]
+async fn a_cancelled_call_hands_over_to_a_waiting_request() {
+    let idp = Idp::start().await;
+    let (chain, _engine) = chain_of(&introspection(&idp, "")).await;
+    idp.answer("t", active(600));
+    *idp.state.delay.lock().unwrap() = Duration::from_millis(400);
+    let leader = {
+        let chain = chain.clone();
+        tokio::spawn(async move { chain.authorize(&mut bearer("t")).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let waiter = {
+        let chain = chain.clone();
+        tokio::spawn(async move { chain.authorize(&mut bearer("t")).await })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(
+        idp.introspections(),
+        1,
+        "the waiter waits for the leader's call"
+    );
+    // The leader's request goes away (its client left, a step timeout).
+    leader.abort();
+    let d = tokio::time::timeout(Duration::from_secs(3), waiter)
+        .await
+        .expect("the waiter does not hang")
+        .unwrap();
+    assert!(d.is_allow(), "{d:?}");
+    assert_eq!(idp.introspections(), 2, "the waiter asked in its place");
+    *idp.state.delay.lock().unwrap() = Duration::ZERO;
+    assert!(chain.authorize(&mut bearer("t")).await.is_allow());
+    assert_eq!(idp.introspections(), 2, "and its answer is kept");
+
+    // A lone request that gives up leaves nothing behind.
+    idp.answer("u", active(600));
+    *idp.state.delay.lock().unwrap() = Duration::from_millis(300);
+    let lone = {
+        let chain = chain.clone();
+        tokio::spawn(async move { chain.authorize(&mut bearer("u")).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    lone.abort();
+    let d = tokio::time::timeout(Duration::from_secs(3), chain.authorize(&mut bearer("u")))
+        .await
+        .expect("no stale call to wait for");
+    assert!(d.is_allow());
+}
+
+#[tokio::test]
+async fn a_flood_of_distinct_tokens_is_bounded_at_the_idp() {
+    let idp = Idp::start().await;
+    let (chain, _engine) = chain_of(&introspection(&idp, "")).await;
+    *idp.state.delay.lock().unwrap() = Duration::from_millis(200);
+    let tokens: Vec<String> = (0..150).map(|i| format!("flood{i}")).collect();
+    for t in &tokens {
+        idp.answer(t, active(600));
+    }
+    let runs: Vec<_> = tokens
+        .iter()
+        .map(|t| {
+            let (chain, t) = (chain.clone(), t.clone());
+            tokio::spawn(async move { chain.authorize(&mut bearer(&t)).await })
+        })
+        .collect();
+    for run in runs {
+        let d = run.await.unwrap();
+        assert!(d.is_allow(), "{d:?}");
+    }
+    assert_eq!(
+        idp.introspections(),
+        tokens.len(),
+        "one call per distinct token"
+    );
+    let most = idp.state.max_inflight.load(Ordering::SeqCst);
+    assert!(most <= 64, "{most} calls at once to the IdP");
+}
+
+#[tokio::test]
+async fn kept_answers_are_bounded_in_bytes() {
+    let idp = Idp::start().await;
+    let (chain, _engine) = chain_of(&introspection(&idp, "")).await;
+    // 60 answers of 900 KiB: 53 MiB, in 60 of the 10 000 places.
+    let blob = "b".repeat(900 * 1024);
+    let tokens: Vec<String> = (0..60).map(|i| format!("big{i}")).collect();
+    for t in &tokens {
+        let mut a = active(600);
+        a["blob"] = json!(blob);
+        idp.answer(t, a);
+    }
+    for t in &tokens {
+        assert!(chain.authorize(&mut bearer(t)).await.is_allow());
+    }
+    assert_eq!(idp.introspections(), 60);
+    for t in &tokens {
+        assert!(chain.authorize(&mut bearer(t)).await.is_allow());
+    }
+    let again = idp.introspections() - 60;
+    assert!(
+        again >= 20,
+        "only {again} of 60 asked again: the cache kept too much"
+    );
+}
+
+#[tokio::test]
+async fn the_idp_client_follows_no_redirect() {
+    let idp = Idp::start().await;
+    idp.answer("t", active(600));
+    let target = idp.url("/introspect-open");
+    let redirect: Script = {
+        Arc::new(move |mut stream| {
+            let answer = format!(
+                "HTTP/1.1 307 Temporary Redirect\r\nlocation: {target}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+            );
+            Box::pin(async move {
+                let _ = stream.write_all(answer.as_bytes()).await;
+            })
+        })
+    };
+    let (base, asked) = raw_server(redirect).await;
+    let (chain, _engine) = chain_of(&config(&format!("introspectionUrl: {base}/introspect"))).await;
+    assert_eq!(status(&chain.authorize(&mut bearer("t")).await), 503);
+    assert_eq!(asked.load(Ordering::SeqCst), 1);
+    assert_eq!(idp.introspections(), 0, "the redirect is not followed");
+    // Nor at userinfo (a JWT that needs it).
+    let (chain, _engine) = chain_of(&local_jwt(&format!("userinfoUrl: {base}/userinfo"))).await;
+    assert_eq!(
+        status(&chain.authorize(&mut bearer(&sign(&claims()))).await),
+        503
+    );
+    assert_eq!(idp.userinfos(), 0);
+}
+
+#[tokio::test]
+async fn the_idp_client_bounds_answers_and_time() {
+    // 2 MiB of JSON whitespace before an active answer, chunked: read
+    // whole, it would be an allow.
+    let chunked: Script = Arc::new(|mut stream| {
+        Box::pin(async move {
+            let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n";
+            if stream.write_all(head.as_bytes()).await.is_err() {
+                return;
+            }
+            let pad = " ".repeat(64 * 1024);
+            for _ in 0..32 {
+                let chunk = format!("{:x}\r\n{pad}\r\n", pad.len());
+                if stream.write_all(chunk.as_bytes()).await.is_err() {
+                    return;
+                }
+            }
+            let body = "{\"active\":true}";
+            let end = format!("{:x}\r\n{body}\r\n0\r\n\r\n", body.len());
+            let _ = stream.write_all(end.as_bytes()).await;
+        })
+    });
+    // A body without a length, ended by closing, over the bound.
+    let unframed: Script = Arc::new(|mut stream| {
+        Box::pin(async move {
+            let head =
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n";
+            let _ = stream.write_all(head.as_bytes()).await;
+            let pad = " ".repeat(2 << 20);
+            let _ = stream.write_all(pad.as_bytes()).await;
+            let _ = stream.write_all(b"{\"active\":true}").await;
+        })
+    });
+    // Headers, then a body one byte at a time, forever.
+    let trickle_body: Script = Arc::new(|mut stream| {
+        Box::pin(async move {
+            let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 100000\r\n\r\n";
+            let _ = stream.write_all(head.as_bytes()).await;
+            while stream.write_all(b" ").await.is_ok() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    });
+    // Headers that never end.
+    let trickle_head: Script = Arc::new(|mut stream| {
+        Box::pin(async move {
+            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\n").await;
+            while stream.write_all(b"x-a: b\r\n").await.is_ok() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    });
+    for (name, script) in [
+        ("chunked", chunked),
+        ("unframed", unframed),
+        ("trickled body", trickle_body),
+        ("trickled head", trickle_head),
+    ] {
+        let (base, _) = raw_server(script).await;
+        let (chain, _engine) = chain_of(&config(&format!(
+            "introspectionUrl: {base}/introspect\ntimeout: 500ms"
+        )))
+        .await;
+        let started = Instant::now();
+        let d = chain.authorize(&mut bearer("t")).await;
+        assert_eq!(status(&d), 503, "{name}: {d:?}");
+        assert!(
+            started.elapsed() < Duration::from_millis(1500),
+            "{name}: {:?}",
+            started.elapsed()
+        );
+    }
+    // A connect that never completes: a listener whose backlog is full
+    // drops the SYN.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = socket.local_addr().unwrap();
+    let _listener = socket.listen(0).unwrap();
+    let mut held = Vec::new();
+    let hangs = loop {
+        match tokio::time::timeout(Duration::from_millis(200), TcpStream::connect(addr)).await {
+            Ok(Ok(stream)) if held.len() < 16 => held.push(stream),
+            Ok(_) => break false,
+            Err(_) => break true,
+        }
+    };
+    if hangs {
+        let (chain, _engine) = chain_of(&config(&format!(
+            "introspectionUrl: http://{addr}/introspect\ntimeout: 500ms"
+        )))
+        .await;
+        let started = Instant::now();
+        assert_eq!(status(&chain.authorize(&mut bearer("t")).await), 503);
+        assert!(
+            started.elapsed() < Duration::from_millis(1500),
+            "{:?}",
+            started.elapsed()
+        );
+    } else {
+        eprintln!("no connect hangs here: the connect case is not run");
+    }
+}
+
+#[tokio::test]
+async fn errors_and_logs_quote_no_token_secret_or_answer() {
+    let (logs, _guard) = Logs::capture();
+    let token = "tok-SECRET-T";
+    let deep = format!(
+        "{{\"active\":true,\"SECRET-K\":{}{}}}",
+        "[".repeat(300),
+        "]".repeat(300)
+    );
+    let hostile: Vec<(&str, Script)> = vec![
+        (
+            "an error code of its own",
+            answering(400, "application/json", "{\"error\":\"SECRET-1\"}"),
+        ),
+        (
+            "an error description",
+            answering(
+                401,
+                "application/json",
+                "{\"error\":\"invalid_client\",\"error_description\":\"SECRET-2\"}",
+            ),
+        ),
+        (
+            "not JSON, said so",
+            answering(200, "text/SECRET-3", "{\"active\":true}"),
+        ),
+        (
+            "active a string",
+            answering(200, "application/json", "{\"active\":\"SECRET-4\"}"),
+        ),
+        (
+            "exp a string",
+            answering(
+                200,
+                "application/json",
+                "{\"active\":true,\"exp\":\"SECRET-5\"}",
+            ),
+        ),
+        (
+            "too deep under a key",
+            answering(200, "application/json", &deep),
+        ),
+        ("a 500 with text", answering(500, "text/plain", "SECRET-6")),
+        (
+            "a 200 with text",
+            answering(200, "application/json", "SECRET-7"),
+        ),
+        (
+            "a member named by a secret",
+            answering(200, "application/json", "{\"SECRET-8\":1}"),
+        ),
+    ];
+    for (name, script) in hostile {
+        let (base, _) = raw_server(script).await;
+        let step = step(json!({
+            "introspection": {
+                "introspectionUrl": format!("{base}/introspect"),
+                "clientId": "ratings",
+                "clientSecretRef": { "env": "AUTHCHAIN_TEST_NO_SUCH_VAR_IS_SET" },
+                "disableClientSecret": true,
+            },
+        }));
+        let text = step_error(&step, token).await;
+        assert!(!text.contains("SECRET"), "{name}: {text}");
+    }
+    // The userinfo endpoint's answers, for a JWT.
+    for (name, script) in [
+        (
+            "userinfo text",
+            answering(200, "application/json", "SECRET-9"),
+        ),
+        (
+            "userinfo a list",
+            answering(200, "application/json", "[\"SECRET-10\"]"),
+        ),
+        (
+            "userinfo a 500",
+            answering(500, "application/json", "{\"error\":\"SECRET-11\"}"),
+        ),
+    ] {
+        let (base, _) = raw_server(script).await;
+        let step = step(json!({
+            "jwt": { "localJwks": { "inlineString": JWKS } },
+            "userinfoUrl": format!("{base}/userinfo"),
+        }));
+        let jwt = sign(&claims());
+        let text = step_error(&step, &jwt).await;
+        assert!(
+            !text.contains("SECRET") && !text.contains(&jwt),
+            "{name}: {text}"
+        );
+    }
+    let logged = logs.text();
+    assert!(logged.contains("oauth2"), "the step logged: {logged}");
+    assert!(!logged.contains("SECRET"), "{logged}");
+}
+
+#[tokio::test]
+async fn the_log_at_trace_holds_no_token_secret_or_answer_value() {
+    let idp = Idp::start().await;
+    let (logs, _guard) = Logs::capture();
+    let (chain, _engine) = chain_of(&introspection(
+        &idp,
+        &format!(
+            "  userIdAttributeName: username\nuserinfoUrl: {}\nclaimsToHeaders: [{{ claim: org, header: x-org }}]",
+            idp.url("/userinfo")
+        ),
+    ))
+    .await;
+    let token = "opaque-token-VALUE-1";
+    let mut answer = active(600);
+    answer["username"] = json!("alice-VALUE-2");
+    answer["org"] = json!("org-VALUE-3");
+    idp.answer(token, answer);
+    idp.userinfo(token, 200, json!({"email": "alice-VALUE-4@example.com"}));
+    for _ in 0..2 {
+        let d = chain.authorize(&mut bearer(token)).await;
+        assert_eq!(upstream(&d, "x-org").as_deref(), Some("org-VALUE-3"));
+    }
+    // A rejected token, an expired answer, a failure.
+    idp.answer(
+        "expired-VALUE-5",
+        json!({"active": true, "exp": now() - 5, "sub": "VALUE-6"}),
+    );
+    chain.authorize(&mut bearer("expired-VALUE-5")).await;
+    chain.authorize(&mut bearer("unknown-VALUE-7")).await;
+    idp.answer("fail-VALUE-8", json!("fail"));
+    chain.authorize(&mut bearer("fail-VALUE-8")).await;
+    let logged = logs.text();
+    assert!(logged.contains("oauth2"), "the step logged: {logged}");
+    assert!(!logged.contains("VALUE"), "{logged}");
+    assert!(!logged.contains(CLIENT.1), "{logged}");
+}
+
+#[tokio::test]
+async fn debug_forms_show_no_secret() {
+    let jwks_with_hmac = JWKS.to_owned();
+    let hmac_k = serde_json::from_str::<Value>(JWKS).unwrap()["keys"][3]["k"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let block: authchain_steps::oauth2::config::AccessTokenValidation =
+        serde_json::from_value(json!({
+            "jwt": { "localJwks": { "inlineString": jwks_with_hmac } },
+            "userinfoUrl": "https://idp.example.com/me",
+        }))
+        .unwrap();
+    let shown = format!("{block:?}");
+    assert!(!shown.contains(&hmac_k), "{shown}");
+    let step = AccessToken::new(block, &BuildContext::new("a", "s", "configs[0]")).unwrap();
+    let shown = format!("{step:?} {step:#?}");
+    assert!(!shown.contains(&hmac_k), "{shown}");
+    assert!(shown.contains("https://idp.example.com/me"), "{shown}");
+    // The introspection block's reference names where the secret is.
+    let block: authchain_steps::oauth2::config::AccessTokenValidation =
+        serde_json::from_value(json!({
+            "introspection": {
+                "introspectionUrl": "https://idp.example.com/introspect",
+                "clientId": "ratings",
+                "clientSecretRef": { "env": "AUTHCHAIN_TEST_SECRET_VAR" },
+            },
+        }))
+        .unwrap();
+    let shown = format!("{block:?}");
+    assert!(shown.contains("AUTHCHAIN_TEST_SECRET_VAR"), "{shown}");
+    // A password in a URL (Go's client, Gloo's, sends it as HTTP Basic).
+    let with_passwords = self::step(json!({
+        "introspectionUrl": "https://ratings:pw-SECRET@idp.example.com/introspect",
+        "userinfoUrl": "https://me:pw-SECRET2@idp.example.com/me",
+    }));
+    let shown = format!("{with_passwords:?}");
+    assert!(!shown.contains("pw-SECRET"), "{shown}");
+    assert!(shown.contains("idp.example.com/introspect"), "{shown}");
+}
+
+// ------------------------------------------------------- the IdP, attacked
+
+#[tokio::test]
+async fn a_real_idps_token_is_never_allowed_past_its_exp() {
+    let mut idp_config =
+        authchain_testkit::idp::IdpConfig::single("app", "appsecret", "http://127.0.0.1:1/cb");
+    idp_config.ttl.client_credentials = Some(3);
+    let idp = authchain_testkit::idp::Idp::start(idp_config)
+        .await
+        .unwrap();
+    let discovery = idp.discovery().await.unwrap();
+    let (chain, _engine) = chain_of(&format!(
+        "apiVersion: v1\nkind: Secret\ntype: extauth.solo.io/oauth\nmetadata: {{ name: app-oauth }}\nstringData: {{ client-secret: appsecret }}\n---\n{}",
+        config(&format!(
+            "introspection:\n  introspectionUrl: '{}'\n  clientId: app\n  clientSecretRef: {{ name: app-oauth }}\ncacheTimeout: 10m",
+            discovery["introspection_endpoint"].as_str().unwrap()
+        ))
+    ))
+    .await;
+    let token = idp
+        .client_credentials("app", "appsecret", "api:read", false)
+        .await
+        .unwrap();
+    idp.reset_requests().await.unwrap();
+    let d = chain.authorize(&mut bearer(&token)).await;
+    let expires = d
+        .as_allow()
+        .unwrap_or_else(|| panic!("{d:?}"))
+        .expires
+        .unwrap();
+    assert!(expires <= SystemTime::now() + Duration::from_secs(3));
+    assert!(chain.authorize(&mut bearer(&token)).await.is_allow());
+    assert_eq!(idp.requests().await.unwrap().introspection, 1);
+    let wait = expires
+        .duration_since(SystemTime::now())
+        .unwrap_or_default();
+    tokio::time::sleep(wait + Duration::from_millis(200)).await;
+    let d = chain.authorize(&mut bearer(&token)).await;
+    assert_eq!(
+        challenge(&d),
+        INVALID,
+        "past exp, though cacheTimeout is 10m"
+    );
+    assert_eq!(
+        idp.requests().await.unwrap().introspection,
+        2,
+        "asked again"
+    );
+}
+
+#[tokio::test]
+async fn a_real_idps_keys_cannot_be_confused() {
+    let idp = real_idp().await;
+    let discovery = idp.discovery().await.unwrap();
+    let jwks = idp.jwks().await.unwrap();
+    let (chain, _engine) = chain_of(&config(&format!(
+        "jwt:\n  remoteJwks: {{ url: '{}' }}\n  issuer: '{}'",
+        discovery["jwks_uri"].as_str().unwrap(),
+        discovery["issuer"].as_str().unwrap(),
+    )))
+    .await;
+    let good = idp
+        .client_credentials("app", "appsecret", "api:read", true)
+        .await
+        .unwrap();
+    assert!(chain.authorize(&mut bearer(&good)).await.is_allow());
+    let real = jsonwebtoken::decode_header(&good).unwrap();
+    let kid = real.kid.clone().unwrap();
+    let mut claims = jsonwebtoken::dangerous::insecure_decode::<Value>(&good)
+        .unwrap()
+        .claims;
+    claims["scope"] = json!("api:read api:write admin");
+    let key = &jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["kid"] == kid.as_str())
+        .unwrap();
+    let confusions = [
+        key.to_string(),
+        jwks.to_string(),
+        key["n"].as_str().unwrap().to_owned(),
+    ];
+    for secret in &confusions {
+        for kid in [Some(kid.as_str()), None] {
+            let mut header = Header::new(Algorithm::HS256);
+            header.kid = kid.map(str::to_owned);
+            let forged = jsonwebtoken::encode(
+                &header,
+                &claims,
+                &EncodingKey::from_secret(secret.as_bytes()),
+            )
+            .unwrap();
+            assert_eq!(
+                challenge(&chain.authorize(&mut bearer(&forged)).await),
+                INVALID
+            );
+        }
+    }
+    // The real token with its claims changed keeps its signature: no.
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let parts: Vec<&str> = good.split('.').collect();
+    let tampered = format!(
+        "{}.{}.{}",
+        parts[0],
+        b64(claims.to_string().as_bytes()),
+        parts[2]
+    );
+    assert_eq!(
+        challenge(&chain.authorize(&mut bearer(&tampered)).await),
+        INVALID
+    );
+    assert!(
+        idp.requests().await.unwrap().jwks <= 2,
+        "one refresh at most"
+    );
+}
+
+#[tokio::test]
+async fn a_real_idps_client_secret_and_tokens_stay_out_of_the_log() {
+    let idp = real_idp().await;
+    let discovery = idp.discovery().await.unwrap();
+    let (logs, _guard) = Logs::capture();
+    let (chain, _engine) = chain_of(&format!(
+        "apiVersion: v1\nkind: Secret\ntype: extauth.solo.io/oauth\nmetadata: {{ name: app-oauth }}\nstringData: {{ client-secret: appsecret }}\n---\n{}",
+        config(&format!(
+            "introspection:\n  introspectionUrl: '{}'\n  clientId: app\n  clientSecretRef: {{ name: app-oauth }}\n  userIdAttributeName: client_id",
+            discovery["introspection_endpoint"].as_str().unwrap()
+        ))
+    ))
+    .await;
+    let token = idp
+        .client_credentials("app", "appsecret", "api:read", false)
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        assert!(chain.authorize(&mut bearer(&token)).await.is_allow());
+    }
+    let forged = format!("{token}x");
+    assert_eq!(
+        challenge(&chain.authorize(&mut bearer(&forged)).await),
+        INVALID
+    );
+    let logged = logs.text();
+    assert!(logged.contains("oauth2"), "{logged}");
+    assert!(!logged.contains(&token), "{logged}");
+    assert!(!logged.contains("appsecret"), "{logged}");
+    // Nor the secret as HTTP Basic sends it.
+    let basic = base64::engine::general_purpose::STANDARD.encode("app:appsecret");
+    assert!(!logged.contains(&basic), "{logged}");
+}
+
+// -------------------------------------------------------------- discovery
+//
+// idp.rs's discovery (the oidc step's) against a document the test
+// serves.
+
+/// The oidc step for an IdP at `base`, started once: its start error.
+async fn discovery_error(base: &str) -> Option<String> {
+    use authchain_steps::oauth2::oidc::Oidc;
+    let block = serde_json::from_value(json!({
+        "clientId": "app",
+        "disableClientSecret": true,
+        "issuerUrl": base,
+        "appUrl": "http://127.0.0.1:1",
+        "callbackPath": "/callback",
+        "timeout": "2s",
+    }))
+    .unwrap();
+    let step = Oidc::new(block, &BuildContext::new("a", "s", "configs[0]")).unwrap();
+    let lifecycle = authchain_core::Lifecycle::new(1, tokio_util::sync::CancellationToken::new());
+    let result = step.start(lifecycle.clone()).await;
+    lifecycle.token().cancel();
+    result.err().map(|e| format!("{e} {e:?}"))
+}
+
+fn discovery_doc(issuer: &str, base: &str) -> Value {
+    json!({
+        "issuer": issuer,
+        "authorization_endpoint": format!("{base}/auth"),
+        "token_endpoint": format!("{base}/token"),
+        "jwks_uri": format!("{base}/jwks"),
+        "end_session_endpoint": format!("{base}/logout"),
+        "revocation_endpoint": format!("{base}/revoke"),
+    })
+}
+
+#[tokio::test]
+async fn discovery_checks_its_issuer_and_endpoints() {
+    let idp = Idp::start().await;
+    let base = idp.base.clone();
+    let serve = |doc: Value| *idp.state.discovery.lock().unwrap() = doc.to_string();
+    serve(discovery_doc(&base, &base));
+    assert_eq!(discovery_error(&base).await, None);
+    // A trailing slash on either side is the same issuer.
+    serve(discovery_doc(&format!("{base}/"), &base));
+    assert_eq!(discovery_error(&base).await, None);
+    // Another issuer: another host, port, scheme, path or case.
+    let port = idp.base.rsplit(':').next().unwrap();
+    for issuer in [
+        "https://evil.example".to_owned(),
+        format!("http://localhost:{port}"),
+        base.replace("http://", "https://"),
+        format!("{base}/tenant"),
+        format!("{base}//"),
+        base.to_uppercase(),
+        format!("{base}/.well-known/openid-configuration"),
+    ] {
+        serve(discovery_doc(&issuer, &base));
+        assert!(discovery_error(&base).await.is_some(), "issuer {issuer}");
+    }
+    // Endpoints: http(s) only, on any host (Gloo trusts discovery, and
+    // IdPs serve keys from other hosts), http:// with a warning.
+    {
+        let (logs, _guard) = Logs::capture();
+        let mut doc = discovery_doc(&base, &base);
+        doc["end_session_endpoint"] = json!("http://logout.elsewhere.example/end");
+        serve(doc);
+        assert_eq!(discovery_error(&base).await, None);
+        let logged = logs.text();
+        assert!(
+            logged.contains("WARN") && logged.contains("end_session_endpoint"),
+            "{logged}"
+        );
+    }
+    serve(discovery_doc(&base, "https://keys.elsewhere.example"));
+    let e = discovery_error(&base)
+        .await
+        .expect("the JWKS is not reachable");
+    assert!(e.contains("JWKS") || e.contains("jwks"), "{e}");
+    for (member, bad) in [
+        ("token_endpoint", "file:///etc/passwd"),
+        ("jwks_uri", "data:application/json,{\"keys\":[]}"),
+        ("authorization_endpoint", "javascript:alert(1)"),
+        ("end_session_endpoint", "javascript:alert(1)"),
+        ("end_session_endpoint", "myapp://logout"),
+        ("revocation_endpoint", "file:///etc/passwd"),
+        ("jwks_uri", "/jwks"),
+    ] {
+        let mut doc = discovery_doc(&base, &base);
+        doc[member] = json!(bad);
+        serve(doc);
+        let e = discovery_error(&base).await;
+        assert!(
+            e.as_ref().is_some_and(|e| e.contains(member)),
+            "{member} {bad}: {e:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn discovery_errors_quote_nothing_of_the_document() {
+    let idp = Idp::start().await;
+    let base = idp.base.clone();
+    for body in [
+        format!(
+            "{{\"issuer\":\"{base}\",\"jwks_uri\":\"{base}/jwks\",\"id_token_signing_alg_values_supported\":\"SECRET-1\"}}"
+        ),
+        "{\"issuer\":987654321}".to_owned(),
+        "SECRET-2".to_owned(),
+        format!("{{\"issuer\":\"{base}\",\"token_endpoint\":[\"SECRET-3\"]}}"),
+        "{\"issuer\":\"SECRET-4\"}".to_owned(),
+    ] {
+        *idp.state.discovery.lock().unwrap() = body.clone();
+        let e = discovery_error(&base).await.expect("a bad document");
+        assert!(
+            !e.contains("SECRET") && !e.contains("987654321"),
+            "{body}: {e}"
+        );
+    }
 }
