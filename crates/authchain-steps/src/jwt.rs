@@ -714,8 +714,21 @@ impl Verifier {
         if !self.shared.allowed.contains(&header.alg) {
             return Checked::Invalid("algorithm not accepted");
         }
+        // An extension the token says must be understood, and none is (RFC
+        // 7515 4.1.11); jsonwebtoken reads `crit` but does not act on it.
+        if header.crit.is_some() {
+            return Checked::Invalid("a crit header");
+        }
         let kid = header.kid.as_deref();
         let keys = self.shared.keys.load();
+        // A key we have, asked for with an algorithm it does not do: a
+        // refusal, not a reason to fetch the keys again.
+        if let Some(kid) = kid
+            && keys.by_kid.contains_key(kid)
+            && keys.candidates(Some(kid), header.alg).is_empty()
+        {
+            return Checked::Invalid("algorithm does not fit the key");
+        }
         let mut last = None;
         for key in keys.candidates(kid, header.alg) {
             let family = key.key.family();

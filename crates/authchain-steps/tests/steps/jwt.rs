@@ -416,6 +416,32 @@ async fn unknown_kid_refreshes_are_rate_bound() {
     );
 }
 
+/// A key the set has, named with an algorithm it does not do, or a token
+/// with a `crit` header (an extension no one here understands): refused,
+/// without fetching the keys again.
+#[tokio::test]
+async fn a_known_kid_with_another_alg_or_a_crit_header_is_refused_without_a_fetch() {
+    let first = std::fs::read_to_string(jwks_path("jwks.json")).unwrap();
+    let server = jwks_server(first).await;
+    // No bound on refreshes: any refresh these tokens caused would show.
+    let chain = chain(&remote_config(&server.url, "0s")).await;
+    let ec_as_rsa = sign(Algorithm::ES256, "rsa-1", &claims());
+    let mut header = Header::new(Algorithm::RS256);
+    header.kid = Some("rsa-1".to_owned());
+    header.crit = Some(vec!["exp".to_owned()]);
+    let crit =
+        jsonwebtoken::encode(&header, &claims(), &EncodingKey::from_rsa_pem(RSA).unwrap()).unwrap();
+    for token in [ec_as_rsa, crit] {
+        assert_eq!(status(&chain.authorize(&mut bearer(&token)).await), 401);
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(
+        server.hits.load(Ordering::SeqCst),
+        1,
+        "only the start's fetch"
+    );
+}
+
 #[tokio::test]
 async fn an_unreachable_jwks_fails_closed_until_it_answers() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
