@@ -105,15 +105,21 @@ pub(crate) fn secret_text(secret: &Secret, entry: &str) -> Result<String, Error>
 /// (`Bearer `, `Basic `), if the first value of `name` has it.
 ///
 /// `Ok(None)`: no such header. `Err(())`: present but not usable
-/// (too long, not visible ASCII, another scheme, empty credential).
+/// (sent twice, too long, not visible ASCII, another scheme, empty
+/// credential). A header sent twice is refused: the app behind may read
+/// the other one (`Authorization` is one value, not a list).
 pub(crate) fn scheme_credential<'a>(
     request: &'a AuthorizationRequest,
     name: &HeaderName,
     scheme: &str,
 ) -> Result<Option<&'a str>, ()> {
-    let Some(value) = request.headers.get(name) else {
+    let mut all = request.headers.get_all(name).iter();
+    let Some(value) = all.next() else {
         return Ok(None);
     };
+    if all.next().is_some() {
+        return Err(());
+    }
     let value = value.as_bytes();
     if value.len() > MAX_CREDENTIAL_LEN {
         return Err(());
@@ -331,5 +337,15 @@ mod tests {
         assert_eq!(cookie(&req, "tok"), Ok(Some("xyz")));
         assert_eq!(cookie(&req, "b"), Ok(None));
         assert_eq!(strip_prefix_ignore_case("é", "e"), None);
+        // Sent twice, even the same: the app may read the other one.
+        let mut twice = req.clone();
+        twice.headers.append(
+            http::header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer abc"),
+        );
+        assert_eq!(
+            scheme_credential(&twice, &http::header::AUTHORIZATION, "Bearer "),
+            Err(())
+        );
     }
 }

@@ -184,6 +184,14 @@ pub(crate) fn check_url(url: &str, place: &str) -> Result<url::Url, Error> {
     if parsed.host().is_none() {
         return Err(Error::config("expected a URL with a host").at(place));
     }
+    // Gloo's Go client would send them as HTTP Basic; authchain names
+    // its clients' credentials only in `clientId` and `*SecretRef`.
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(Error::config(
+            "credentials in a URL are not sent: use clientId and clientSecretRef",
+        )
+        .at(place));
+    }
     Ok(parsed)
 }
 

@@ -2157,14 +2157,29 @@ async fn debug_forms_show_no_secret() {
         .unwrap();
     let shown = format!("{block:?}");
     assert!(shown.contains("AUTHCHAIN_TEST_SECRET_VAR"), "{shown}");
-    // A password in a URL (Go's client, Gloo's, sends it as HTTP Basic).
-    let with_passwords = self::step(json!({
-        "introspectionUrl": "https://ratings:pw-SECRET@idp.example.com/introspect",
-        "userinfoUrl": "https://me:pw-SECRET2@idp.example.com/me",
-    }));
-    let shown = format!("{with_passwords:?}");
-    assert!(!shown.contains("pw-SECRET"), "{shown}");
-    assert!(shown.contains("idp.example.com/introspect"), "{shown}");
+    // A password in a URL (Go's client, Gloo's, sends it as HTTP Basic):
+    // refused where it stands, and not quoted.
+    for (field, url) in [
+        (
+            "introspectionUrl",
+            "https://ratings:pw-SECRET@idp.example.com/introspect",
+        ),
+        ("userinfoUrl", "https://me:pw-SECRET2@idp.example.com/me"),
+    ] {
+        let mut block = json!({ "introspectionUrl": "https://idp.example.com/introspect" });
+        block[field] = json!(url);
+        let err = AccessToken::new(
+            serde_json::from_value(block).unwrap(),
+            &BuildContext::new("c", "s", "p"),
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains(field) && text.contains("credentials in a URL"),
+            "{text}"
+        );
+        assert!(!text.contains("pw-SECRET"), "{text}");
+    }
 }
 
 // ------------------------------------------------------- the IdP, attacked
