@@ -64,7 +64,7 @@
 //! | `hmacAuth` | `hmacAuth.user` | the user | — |
 //! | `jwt` | `jwt`: the claims | `userIdClaim` (`sub`) | `claimsToHeaders` |
 //! | `ldap` | `ldap`: `user`, `dn`, `groups` | the user | — |
-//! | `oauth2` (`oidcAuthorizationCode`) | `jwt`: the ID token's claims | `sub` | `headers`, `identityToken`/`accessToken.claimsToHeaders` |
+//! | `oauth2` (`oidcAuthorizationCode`) | `jwt`: the ID token (Gloo's; `io.jwt.decode` it in Rego) | `sub` | `headers`, `identityToken`/`accessToken.claimsToHeaders` |
 //! | `oauth2` (`accessTokenValidation`) | `jwtAccessToken` (a JWT's claims), `tokenIntrospection` (the introspection answer), `introspection` (userinfo) | `sub` / `userIdAttributeName` | `claimsToHeaders` |
 //! | `opaAuth` | — | — | `allowedUpstreamHeaders` |
 //!

@@ -38,7 +38,7 @@
 //! | `input.` | value |
 //! |---|---|
 //! | `method`, `path`, `host`, `scheme`, `headers` | the request; `path` with its query, header names lower case, values of one name joined with `, ` |
-//! | `state` | the chain's state (`input.state.jwt.sub` after a `jwt` step) |
+//! | `state` | the chain's state (`input.state.jwt.sub` after a `jwt` step; after an `oauth2` login, `input.state.jwt` is the ID token: `io.jwt.decode` it, a builtin authchain adds to regorus) |
 //! | `check_request`, `http_request` | Gloo's: the CheckRequest (`{attributes}`), and its `attributes.request.http` |
 //! | `context` | Envoy `context_extensions` |
 //! | `attributes.request.http.{method, path, host, scheme, protocol, id, headers, body}` | as OPA-Envoy gives them |
@@ -214,17 +214,81 @@ fn add_v0_builtins(engine: &mut regorus::Engine) -> Result<(), Error> {
     Ok(())
 }
 
+/// OPA's `io.jwt.decode(token)`, which regorus lacks: `[header, payload,
+/// signature]` of a compact JWS, unverified (as OPA's), the signature in
+/// hex. Gloo's OPA guide decodes the ID token an `oauth2` step leaves in
+/// `input.state.jwt` with it. Its errors quote nothing of the token.
+fn add_jwt_decode(engine: &mut regorus::Engine) -> Result<(), Error> {
+    use base64::Engine as _;
+    let decode = |args: Vec<regorus::Value>| -> anyhow::Result<regorus::Value> {
+        let Some(regorus::Value::String(token)) = args.first() else {
+            anyhow::bail!("io.jwt.decode: expected a string");
+        };
+        let mut parts = token.split('.');
+        let (Some(header), Some(payload), Some(signature), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            anyhow::bail!("io.jwt.decode: not a JWS in compact form");
+        };
+        let b64 = |part: &str| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(part.trim_end_matches('='))
+                .map_err(|_| anyhow::anyhow!("io.jwt.decode: not base64url"))
+        };
+        let json = |part: &str| -> anyhow::Result<regorus::Value> {
+            let bytes = b64(part)?;
+            let text = std::str::from_utf8(&bytes)
+                .map_err(|_| anyhow::anyhow!("io.jwt.decode: not UTF-8"))?;
+            regorus::Value::from_json_str(text)
+                .map_err(|_| anyhow::anyhow!("io.jwt.decode: not JSON"))
+        };
+        let hex: String = b64(signature)?.iter().map(|b| format!("{b:02x}")).collect();
+        Ok(regorus::Value::from(vec![
+            json(header)?,
+            json(payload)?,
+            regorus::Value::from(hex),
+        ]))
+    };
+    engine
+        .add_extension("io.jwt.decode".to_owned(), 1, Box::new(decode))
+        .map_err(|e| {
+            Error::config(format!(
+                "cannot add Rego's `io.jwt.decode`: {}",
+                first_line(&e)
+            ))
+        })
+}
+
 /// The first line of a regorus message: the place and the problem,
 /// without the quoted source.
 fn first_line(e: &impl std::fmt::Display) -> String {
-    e.to_string().lines().next().unwrap_or("").to_owned()
+    // regorus writes `\n--> file:line:col\n<the line, a caret>\nerror: why`.
+    let text = e.to_string();
+    let at = text.lines().find_map(|l| l.trim().strip_prefix("--> "));
+    let why = text
+        .lines()
+        .rev()
+        .find_map(|l| l.trim().strip_prefix("error: "));
+    match (at, why) {
+        (Some(at), Some(why)) => format!("{at}: {why}"),
+        _ => text
+            .lines()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("regorus refused it without saying why")
+            .trim()
+            .to_owned(),
+    }
 }
 
 /// Where in the policy an evaluation error happened (` at file:line:col`),
 /// without regorus's message: it may quote input values, such as
 /// credentials from headers.
 fn location(e: &impl std::fmt::Display) -> String {
-    let line = first_line(e);
+    let text = e.to_string();
+    if let Some(at) = text.lines().find_map(|l| l.trim().strip_prefix("--> ")) {
+        return format!(" at {at}");
+    }
+    let line = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
     match line.split_once(": error") {
         Some((at, _)) if !at.is_empty() && !at.contains(' ') => format!(" at {at}"),
         _ => String::new(),
@@ -259,6 +323,7 @@ impl OpaAuth {
             );
         }
         let mut engine = regorus::Engine::new();
+        add_jwt_decode(&mut engine)?;
         let mut sources = 0;
         match config.modules {
             Modules::Inline(modules) => {

@@ -61,6 +61,17 @@ pub(crate) fn https_connector(
     Ok(builder.https_or_http().enable_http1().wrap_connector(http))
 }
 
+/// `bytes` in lower-case hex.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 15)]));
+    }
+    out
+}
+
 /// The Secret `reference` names from the step's AuthConfig, which must be
 /// of type `kind`; an error is placed at `place` and names no value.
 pub(crate) fn typed_secret<'c>(

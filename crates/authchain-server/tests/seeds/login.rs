@@ -37,6 +37,8 @@ struct Setup {
     app: &'static str,
     proxy: &'static str,
     replicas: usize,
+    /// Changes the AuthConfig file's text (after its ports).
+    edit: fn(String) -> String,
 }
 
 impl Setup {
@@ -46,6 +48,7 @@ impl Setup {
             app: "app.yaml",
             proxy,
             replicas: 1,
+            edit: |text| text,
         }
     }
 }
@@ -84,7 +87,7 @@ impl Login {
         if let Some(redis) = &redis {
             map.push((REDIS, redis.addr().port().to_string()));
         }
-        let app_yaml = ports(&app_text, &map);
+        let app_yaml = (setup.edit)(ports(&app_text, &map));
         let template = ports(
             &read(setup.authchain),
             &[
@@ -469,4 +472,42 @@ async fn readiness_names_an_idp_out_of_reach_until_it_answers() {
         .await
         .unwrap();
     assert_eq!(login.status, 302, "{}", authchain.log());
+}
+
+/// Gloo's OPA guide: a policy after the login reads the ID token the step
+/// leaves in `state.jwt` (`io.jwt.decode(input.state.jwt)`) and decides
+/// by its email.
+#[tokio::test]
+async fn a_policy_after_the_login_reads_the_id_token_from_state() {
+    let login = Login::start_with(Setup {
+        edit: |text| {
+            let step = r#"  - opaAuth:
+      query: data.test.allow == true
+      modules:
+        check-jwt.rego: |
+          package test
+          import rego.v1
+          default allow := false
+          allow if {
+            [_, payload, _] := io.jwt.decode(input.state.jwt)
+            payload.email == "alice@example.com"
+            not startswith(input.http_request.path, "/owners")
+          }
+---
+"#;
+            text.replacen("\n---\n", &format!("\n{step}"), 1)
+        },
+        ..Setup::new("envoy.yaml")
+    })
+    .await;
+    let agent = login.log_in().await;
+    assert_eq!(login.get(&agent, "/again").await.status, 200);
+    let owners = login.get(&agent, "/owners/1").await;
+    assert_eq!(
+        owners.status,
+        403,
+        "{}\n{}",
+        owners.describe(),
+        login.output()
+    );
 }

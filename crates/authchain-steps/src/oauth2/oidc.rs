@@ -6,7 +6,8 @@
 //! - **With a valid session** (the session cookie opens, or names a
 //!   session Redis has, and its ID token has not expired): allowed, with
 //!   the tokens in the headers `headers` names and the chosen claims in
-//!   theirs; the ID token's claims go to `state.jwt` (as Gloo's), its `sub` is the
+//!   theirs; the ID token goes to `state.jwt` (as Gloo's: a policy decodes it
+//!   with `io.jwt.decode`), its `sub` is the
 //!   user. An expired session is refreshed with its refresh token when
 //!   `allowRefreshing` says so (the new ID token checked as at login, for
 //!   the same `sub`; the cookie store sends the new cookie with the
@@ -96,7 +97,8 @@ use crate::jwt::{JwksConfig, JwtConfig, RemoteJwks, Verifier};
 use crate::util;
 
 /// The key under which the step writes the ID token's claims into `state`
-/// (Gloo's: its OPA guide reads `input.state.jwt`).
+/// (Gloo's): the ID token itself, as Gloo's OPA guide reads it with
+/// `io.jwt.decode(input.state.jwt)`.
 pub const STATE_KEY: &str = "jwt";
 
 /// The Secret type of `cipherConfig.keyRef`.
@@ -842,7 +844,9 @@ impl Oidc {
             allow = allow.user(UserInfo::new(sub.clone()));
         }
         allow = allow.expires_at(std::time::UNIX_EPOCH + Duration::from_secs(session.expires_at));
-        request.state.insert(STATE_KEY, Value::Object(claims));
+        request
+            .state
+            .insert(STATE_KEY, Value::String(session.id_token.clone()));
         allow.into()
     }
 

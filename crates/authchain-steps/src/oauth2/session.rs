@@ -297,11 +297,7 @@ impl Redis {
         let mut key = String::with_capacity(self.prefix.len() + kind.len() + 64);
         key.push_str(&self.prefix);
         key.push_str(kind);
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        for b in digest {
-            key.push(char::from(HEX[usize::from(b >> 4)]));
-            key.push(char::from(HEX[usize::from(b & 15)]));
-        }
+        key.push_str(&crate::util::hex(&digest));
         key
     }
 

@@ -200,6 +200,18 @@ async fn bad_opa_configs_name_their_place() {
     for (yaml, place) in cases {
         assert_bad_config(&yaml, place, &[]).await;
     }
+    // A module regorus cannot read: where, and why, on one line (Gloo's OPA
+    // guide destructures at package level, which regorus does not take).
+    let e = load_error(&opa("package t\n[a, b] := [1, 2]\nresult := true", ""))
+        .await
+        .to_string();
+    let (_, why) = e.split_once("t.rego:2:").expect("the line in the module");
+    assert!(
+        why.split_once(": ")
+            .is_some_and(|(_, why)| !why.trim().is_empty())
+            && !e.contains("-->"),
+        "the place in the module and the reason: {e}"
+    );
 }
 
 #[tokio::test]
@@ -383,4 +395,37 @@ async fn an_array_result_allows_only_as_gloo_s_decision_reason() {
     .await;
     let mut r = req(Method::GET, "/api/pets");
     assert!(!chain.authorize(&mut r).await.is_allow());
+}
+
+/// OPA's `io.jwt.decode`, which regorus lacks and Gloo's OPA guide uses on
+/// the ID token in `input.state.jwt`: header, payload and the signature in
+/// hex, unverified; anything but a compact JWS fails the policy closed.
+#[tokio::test]
+async fn io_jwt_decode_reads_a_token_without_verifying_it() {
+    let chain = chain(&opa(
+        "package t\nimport rego.v1\ndefault result := false\nresult if {\n  [h, p, s] := io.jwt.decode(input.attributes.request.http.headers[\"x-token\"])\n  h.alg == \"RS256\"\n  p.email == \"alice@example.com\"\n  s == \"0102ff\"\n}\n",
+        "",
+    ))
+    .await;
+    let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+    let token = format!(
+        "{}.{}.{}",
+        b64(r#"{"alg":"RS256"}"#),
+        b64(r#"{"email":"alice@example.com"}"#),
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode([1u8, 2, 255])
+    );
+    let other = token.replace(
+        &b64(r#"{"email":"alice@example.com"}"#),
+        &b64(r#"{"email":"eve@example.com"}"#),
+    );
+    for (value, allowed) in [
+        (token.as_str(), true),
+        (other.as_str(), false),
+        ("not.a.jws.at-all", false),
+        ("a.b", false),
+        ("!!.??.**", false),
+    ] {
+        let mut r = get_with("/", "x-token", value);
+        assert_eq!(chain.authorize(&mut r).await.is_allow(), allowed, "{value}");
+    }
 }
