@@ -18,7 +18,7 @@ use hyper_util::rt::TokioIo;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 
-use crate::common::{ORIGIN, get_with, load, req, status, upstream};
+use crate::common::{Logs, ORIGIN, get_with, load, req, status, upstream};
 
 const RSA: &[u8] = include_bytes!("../keys/rsa.pem");
 const RSA2: &[u8] = include_bytes!("../keys/rsa2.pem");
@@ -1173,48 +1173,6 @@ async fn step_error(step: &AccessToken, token: &str) -> String {
     match answer {
         Err(e) => format!("{e} {e:?}"),
         Ok(d) => panic!("expected an error: {d:?}"),
-    }
-}
-
-/// Everything logged on this thread at every level while the guard
-/// lives (tests are current-thread: the step and its clients log here).
-#[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
-
-struct LogWriter(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for LogWriter {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
-    type Writer = LogWriter;
-
-    fn make_writer(&'a self) -> LogWriter {
-        LogWriter(self.0.clone())
-    }
-}
-
-impl Logs {
-    fn capture() -> (Logs, tracing::subscriber::DefaultGuard) {
-        let logs = Logs::default();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(logs.clone())
-            .with_max_level(tracing::Level::TRACE)
-            .with_ansi(false)
-            .finish();
-        (logs, tracing::subscriber::set_default(subscriber))
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
     }
 }
 

@@ -10,6 +10,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::common::Logs;
 use authchain_core::{AuthConfig, AuthorizationRequest, Engine, Format};
 use authchain_http::{AuthChainLayer, AuthContext};
 use authchain_testkit::idp::{Idp, IdpClient, IdpConfig, IdpTtl, IdpUser};
@@ -369,53 +370,6 @@ fn set_cookie<'a>(page: &'a Final, name: &str) -> Option<&'a str> {
     page.header_values("set-cookie")
         .into_iter()
         .find(|c| c.starts_with(&format!("{name}=")))
-}
-
-// ---------------------------------------------------------------------
-// Logs.
-// ---------------------------------------------------------------------
-
-#[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
-
-struct LogWriter(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for LogWriter {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
-    type Writer = LogWriter;
-
-    fn make_writer(&'a self) -> LogWriter {
-        LogWriter(self.0.clone())
-    }
-}
-
-impl Logs {
-    /// Everything logged on this thread (the test's runtime is
-    /// current-thread: the front, the step and the clients log here), at
-    /// every level, until the guard drops.
-    fn capture() -> (Logs, tracing::subscriber::DefaultGuard) {
-        let logs = Logs::default();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(logs.clone())
-            .with_max_level(tracing::Level::TRACE)
-            .with_ansi(false)
-            .finish();
-        (logs, tracing::subscriber::set_default(subscriber))
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
 }
 
 // ---------------------------------------------------------------------
