@@ -133,6 +133,11 @@ impl ClaimHeaders {
         allow
     }
 
+    /// Whether it copies no claim.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     /// The headers, which the chain strips from what clients send.
     pub(crate) fn headers(&self) -> impl Iterator<Item = HeaderName> + '_ {
         self.0.iter().map(|(_, h, _)| h.clone())

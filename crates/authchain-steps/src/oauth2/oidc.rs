@@ -177,6 +177,18 @@ impl Discovery {
         if let Some(secret) = &self.client_secret {
             client = client.set_client_secret(ClientSecret::new(secret.clone()));
         }
+        // The same JWKS keeps its key set (and its refresh task).
+        if let Some(current) = current
+            && current.provider.jwks_uri == provider.jwks_uri
+            && current.provider.issuer == provider.issuer
+        {
+            return Ok(Live {
+                provider,
+                client,
+                verifier: current.verifier.clone(),
+                keys: current.keys.clone(),
+            });
+        }
         let algorithms: Vec<String> = provider
             .id_token_signing_alg_values_supported
             .iter()
@@ -207,18 +219,6 @@ impl Discovery {
             dynamic_metadata_from_claims: Default::default(),
             realm: None,
         };
-        // The same JWKS keeps its key set (and its refresh task).
-        if let Some(current) = current
-            && current.provider.jwks_uri == provider.jwks_uri
-            && current.provider.issuer == provider.issuer
-        {
-            return Ok(Live {
-                provider,
-                client,
-                verifier: current.verifier.clone(),
-                keys: current.keys.clone(),
-            });
-        }
         let verifier = Verifier::new(&jwt).map_err(|e| CallError(format!("the JWKS: {e}")))?;
         let keys = lifecycle.token().child_token();
         verifier
@@ -233,6 +233,16 @@ impl Discovery {
         })
     }
 
+    /// Makes `live` current; a key set it replaces stops its refreshes.
+    fn install(&self, live: Live) {
+        let live = Arc::new(live);
+        if let Some(old) = self.live.swap(Some(live.clone()))
+            && !Arc::ptr_eq(&old.verifier, &live.verifier)
+        {
+            old.keys.cancel();
+        }
+    }
+
     /// Runs discovery again every `poll` until the lifecycle ends; a
     /// failure keeps what the last one found.
     fn poll(self: Arc<Self>, lifecycle: Lifecycle, poll: Duration) {
@@ -245,14 +255,7 @@ impl Discovery {
                 }
                 let current = self.live.load_full();
                 match self.discover(&lifecycle, current.as_deref()).await {
-                    Ok(live) => {
-                        let live = Arc::new(live);
-                        if let Some(old) = self.live.swap(Some(live.clone()))
-                            && !Arc::ptr_eq(&old.verifier, &live.verifier)
-                        {
-                            old.keys.cancel();
-                        }
-                    }
+                    Ok(live) => self.install(live),
                     Err(e) => {
                         tracing::warn!(error = %e, "oauth2: discovery failed; keeping what the last one found")
                     }
@@ -538,8 +541,7 @@ impl Oidc {
 
         let (store, cookie_name, allow_refreshing, pre_expiry, target_domain) =
             match (&session.cookie, &session.redis) {
-                (_, Some(redis)) if session.cookie.is_some() => {
-                    let _ = redis;
+                (Some(_), Some(_)) => {
                     return Err(Error::config("expected one of `cookie` and `redis`").at("session"));
                 }
                 (_, Some(redis)) => {
@@ -565,7 +567,7 @@ impl Oidc {
                         );
                     }
                     let db = options.db.unwrap_or(0);
-                    if !(0..=15).contains(&db) && db > 1_000_000 {
+                    if db > 1_000_000 {
                         return Err(Error::config("expected a database number")
                             .at("session.redis.options.db"));
                     }
@@ -745,6 +747,16 @@ impl Oidc {
             .into()
     }
 
+    /// A `302` to `location`, kept by no cache.
+    fn redirect(location: HeaderValue) -> Deny {
+        Deny::new(StatusCode::FOUND)
+            .header(http::header::LOCATION, location)
+            .header(
+                http::header::CACHE_CONTROL,
+                HeaderValue::from_static("no-store"),
+            )
+    }
+
     /// The session cookie's value, joined from its parts.
     fn session_cookie(&self, request: &AuthorizationRequest) -> Option<String> {
         let mut value = String::new();
@@ -833,7 +845,9 @@ impl Oidc {
             }
         }
         allow = self.id_claims.apply(&claims, allow);
-        if let Some(access) = payload(&session.access_token) {
+        if !self.access_claims.is_empty()
+            && let Some(access) = payload(&session.access_token)
+        {
             allow = self.access_claims.apply(&access, allow);
         }
         allow = self.metadata.apply(&claims, allow);
@@ -889,20 +903,14 @@ impl Oidc {
         };
         let location = HeaderValue::try_from(url.as_str())
             .map_err(|_| Error::step("the authorization URL is not a header value"))?;
-        let deny = Deny::new(StatusCode::FOUND)
-            .header(http::header::LOCATION, location)
-            .header(
-                http::header::CACHE_CONTROL,
-                HeaderValue::from_static("no-store"),
-            )
-            .header(
-                http::header::SET_COOKIE,
-                self.login_cookies.set_cookie(
-                    &self.login_cookie_name(),
-                    &cookie,
-                    Some(session::LOGIN_TTL.as_secs() as u32),
-                ),
-            );
+        let deny = Self::redirect(location).header(
+            http::header::SET_COOKIE,
+            self.login_cookies.set_cookie(
+                &self.login_cookie_name(),
+                &cookie,
+                Some(session::LOGIN_TTL.as_secs() as u32),
+            ),
+        );
         Ok(deny.into())
     }
 
@@ -1034,28 +1042,22 @@ impl Oidc {
         };
         let set_cookies = self.save(&session, None).await?;
         let location = format!("{}{}", self.app_origin, pending.return_to);
-        let mut deny = Deny::new(StatusCode::FOUND)
-            .header(
-                http::header::LOCATION,
-                HeaderValue::try_from(location).map_err(|_| Error::step("bad return path"))?,
-            )
-            .header(
-                http::header::CACHE_CONTROL,
-                HeaderValue::from_static("no-store"),
-            )
-            .header(
-                http::header::SET_COOKIE,
-                self.login_cookies
-                    .set_cookie(&self.login_cookie_name(), "", Some(0)),
-            );
+        let location =
+            HeaderValue::try_from(location).map_err(|_| Error::step("bad return path"))?;
+        let mut deny = Self::redirect(location).header(
+            http::header::SET_COOKIE,
+            self.login_cookies
+                .set_cookie(&self.login_cookie_name(), "", Some(0)),
+        );
         for cookie in set_cookies {
             deny = deny.header(http::header::SET_COOKIE, cookie);
         }
         Ok(deny.into())
     }
 
-    /// Stores `session` (under `id` if it has one) and gives the
-    /// `Set-Cookie`s that carry it.
+    /// Stores `session` (in Redis under `id`, the session's own, when it
+    /// has one) and gives the `Set-Cookie`s of the cookie that changed:
+    /// none when a Redis session keeps its id.
     async fn save(&self, session: &Session, id: Option<&str>) -> Result<Vec<HeaderValue>, Error> {
         match &self.store {
             Store::Cookie => {
@@ -1074,19 +1076,15 @@ impl Oidc {
                         session.expires_at.saturating_sub(session::now()).max(1),
                     ),
                 };
-                let fresh;
-                let id = match id {
-                    Some(id) => id,
-                    None => {
-                        fresh = session::random_token(32);
-                        &fresh
-                    }
-                };
+                let fresh = id.is_none().then(|| session::random_token(32));
+                let key = id.or(fresh.as_deref()).unwrap_or_default();
                 redis
-                    .put("session:", id, session, ttl)
+                    .put("session:", key, session, ttl)
                     .await
                     .map_err(|e| Error::step(e).at("session.redis"))?;
-                Ok(self.session_set_cookies(id).unwrap_or_default())
+                Ok(fresh
+                    .and_then(|id| self.session_set_cookies(&id))
+                    .unwrap_or_default())
             }
         }
     }
@@ -1200,16 +1198,8 @@ impl Oidc {
             }
             _ => self.after_logout_url.clone(),
         };
-        let deny = Deny::new(StatusCode::FOUND)
-            .header(
-                http::header::LOCATION,
-                HeaderValue::try_from(target).map_err(|_| Error::step("bad logout target"))?,
-            )
-            .header(
-                http::header::CACHE_CONTROL,
-                HeaderValue::from_static("no-store"),
-            );
-        Ok(self.clear_session(deny).into())
+        let target = HeaderValue::try_from(target).map_err(|_| Error::step("bad logout target"))?;
+        Ok(self.clear_session(Self::redirect(target)).into())
     }
 
     /// Every request that is not a callback or a logout.
@@ -1238,10 +1228,6 @@ impl Oidc {
                     Store::Redis(_) => Some(cookie.as_str()),
                 };
                 let set_cookies = self.save(&fresh, id).await?;
-                let set_cookies = match self.store {
-                    Store::Cookie => set_cookies,
-                    Store::Redis(_) => Vec::new(),
-                };
                 Ok(self.allow(request, &fresh, set_cookies))
             }
             None => self.login(live, request).await,
@@ -1321,17 +1307,12 @@ impl AuthService for Oidc {
                 .map_err(|e| Error::start(e).at("session.redis"))?;
         }
         let current = self.idp.live.load_full();
-        let live = Arc::new(
-            self.idp
-                .discover(&lifecycle, current.as_deref())
-                .await
-                .map_err(|e| Error::start(e).at("issuerUrl"))?,
-        );
-        if let Some(old) = self.idp.live.swap(Some(live.clone()))
-            && !Arc::ptr_eq(&old.verifier, &live.verifier)
-        {
-            old.keys.cancel();
-        }
+        let live = self
+            .idp
+            .discover(&lifecycle, current.as_deref())
+            .await
+            .map_err(|e| Error::start(e).at("issuerUrl"))?;
+        self.idp.install(live);
         if !self.polling.swap(true, std::sync::atomic::Ordering::SeqCst) {
             self.idp.clone().poll(lifecycle.clone(), self.poll);
         }
