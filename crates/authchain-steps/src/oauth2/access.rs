@@ -916,17 +916,9 @@ impl AccessToken {
     /// The userinfo answer for `token`; `None` when the endpoint refuses
     /// the token (401).
     async fn userinfo(&self, url: &url::Url, token: &str) -> Result<Option<Value>, Arc<str>> {
-        let mut bearer = HeaderValue::try_from(format!("Bearer {token}"))
-            .map_err(|_| Arc::<str>::from("the token cannot travel in a header"))?;
-        bearer.set_sensitive(true);
-        let request = http::Request::get(url.as_str())
-            .header(http::header::ACCEPT, "application/json")
-            .header(http::header::AUTHORIZATION, bearer)
-            .body(Vec::new())
-            .map_err(|_| Arc::<str>::from("the userinfo URL is not usable"))?;
         let response = self
             .http
-            .send(request)
+            .get(url.as_str(), Some(token), "userinfo")
             .await
             .map_err(|e| Arc::<str>::from(format!("userinfo: {e}")))?;
         match response.status() {

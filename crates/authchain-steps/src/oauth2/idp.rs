@@ -106,14 +106,14 @@ impl Http {
         self
     }
 
-    /// GETs `url` and reads a JSON answer (with `Authorization` when
-    /// `bearer` is given); a non-2xx status is an error naming it.
-    pub(crate) async fn get_json<T: DeserializeOwned>(
+    /// GETs `url`, asking for JSON, with `Authorization: Bearer` when
+    /// `bearer` is given (marked sensitive).
+    pub(crate) async fn get(
         &self,
         url: &str,
         bearer: Option<&str>,
         what: &str,
-    ) -> Result<T, CallError> {
+    ) -> Result<http::Response<Vec<u8>>, CallError> {
         let mut request = http::Request::get(url).header(http::header::ACCEPT, "application/json");
         if let Some(token) = bearer {
             let mut value = http::HeaderValue::try_from(format!("Bearer {token}"))
@@ -124,7 +124,17 @@ impl Http {
         let request = request
             .body(Vec::new())
             .map_err(|_| CallError(format!("the {what} URL is not usable")))?;
-        let response = self.send(request).await?;
+        self.send(request).await
+    }
+
+    /// GETs `url` and reads a JSON answer; a non-2xx status is an error
+    /// naming it.
+    pub(crate) async fn get_json<T: DeserializeOwned>(
+        &self,
+        url: &str,
+        what: &str,
+    ) -> Result<T, CallError> {
+        let response = self.get(url, None, what).await?;
         if !response.status().is_success() {
             return Err(CallError(format!(
                 "the {what} endpoint answered {}",
@@ -251,7 +261,7 @@ pub(crate) async fn discover(
         "{}/.well-known/openid-configuration",
         issuer.trim_end_matches('/')
     );
-    let provider: Provider = http.get_json(&url, None, "discovery").await?;
+    let provider: Provider = http.get_json(&url, "discovery").await?;
     let one_slash = |s: &str| s.strip_suffix('/').unwrap_or(s).to_owned();
     if one_slash(&provider.issuer) != one_slash(issuer) {
         return Err(CallError(
