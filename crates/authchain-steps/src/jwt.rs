@@ -544,10 +544,6 @@ fn reason(kind: &jsonwebtoken::errors::ErrorKind) -> &'static str {
     }
 }
 
-fn duration(d: Option<ConfigDuration>, default: Duration) -> Duration {
-    d.map_or(default, |d| d.0)
-}
-
 impl Verifier {
     /// The keys and checks of `config` (its `issuer`, `audiences`,
     /// `algorithms`, `leeway` and `jwks`); reads a local JWKS file. A
@@ -615,13 +611,13 @@ impl Verifier {
                         );
                     }
                 }
-                let timeout = duration(r.timeout, Duration::from_secs(5));
+                let timeout = r.timeout.map_or(Duration::from_secs(5), |d| d.0);
                 if timeout.is_zero() {
                     return Err(
                         Error::config("expected a positive duration").at("jwks.remote.timeout")
                     );
                 }
-                let refresh = duration(r.refresh_interval, Duration::from_secs(300));
+                let refresh = r.refresh_interval.map_or(Duration::from_secs(300), |d| d.0);
                 if refresh < Duration::from_secs(1) {
                     return Err(
                         Error::config("expected at least 1s").at("jwks.remote.refreshInterval")
@@ -634,7 +630,9 @@ impl Verifier {
                 Some(Remote {
                     uri,
                     refresh,
-                    min_refresh: duration(r.min_refresh_interval, Duration::from_secs(30)),
+                    min_refresh: r
+                        .min_refresh_interval
+                        .map_or(Duration::from_secs(30), |d| d.0),
                     timeout,
                     client,
                     last_fetch: tokio::sync::Mutex::new(None),
@@ -647,7 +645,10 @@ impl Verifier {
 
         let mut validation = Validation::new(allowed[0]);
         validation.algorithms = allowed.clone();
-        validation.leeway = duration(config.leeway, Duration::from_secs(60)).as_secs();
+        validation.leeway = config
+            .leeway
+            .map_or(Duration::from_secs(60), |d| d.0)
+            .as_secs();
         validation.validate_nbf = true;
         let mut required = vec!["exp"];
         if let Some(iss) = &config.issuer {

@@ -434,10 +434,6 @@ fn set(value: &Option<String>) -> Option<&str> {
     value.as_deref().filter(|v| !v.is_empty())
 }
 
-fn duration(d: Option<ConfigDuration>, default: Duration) -> Duration {
-    d.map_or(default, |d| d.0)
-}
-
 /// A `b64token` (RFC 6750 2.1), the only token syntax of
 /// `Authorization: Bearer`: `1*( ALPHA / DIGIT / "-" / "." / "_" / "~" /
 /// "+" / "/" ) *"="`. No comma (a proxy joins repeated headers with one),
@@ -482,11 +478,11 @@ impl AccessToken {
     /// JWKS is fetched by [`AuthService::start`].
     pub fn new(config: AccessTokenValidation, context: &BuildContext<'_>) -> Result<Self, Error> {
         super::unsupported(&config.azure, "azure", "Entra distributed claims (`azure`)")?;
-        let timeout = duration(config.timeout, DEFAULT_TIMEOUT);
+        let timeout = config.timeout.map_or(DEFAULT_TIMEOUT, |d| d.0);
         if timeout.is_zero() {
             return Err(Error::config("expected a positive duration").at("timeout"));
         }
-        let keep = duration(config.cache_timeout, DEFAULT_CACHE_TIMEOUT);
+        let keep = config.cache_timeout.map_or(DEFAULT_CACHE_TIMEOUT, |d| d.0);
         let check = match (
             &config.jwt,
             &config.introspection,

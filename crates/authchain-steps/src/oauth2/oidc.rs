@@ -532,9 +532,7 @@ impl Oidc {
             ..cookies.clone()
         };
 
-        let timeout = config
-            .timeout
-            .map_or(Duration::from_secs(5), |ConfigDuration(d)| d);
+        let timeout = config.timeout.map_or(Duration::from_secs(5), |d| d.0);
         if timeout.is_zero() {
             return Err(Error::config("expected a positive duration").at("timeout"));
         }
@@ -587,7 +585,7 @@ impl Oidc {
                         redis.allow_refreshing.unwrap_or(true),
                         redis
                             .pre_expiry_buffer
-                            .map_or(Duration::from_secs(2), |ConfigDuration(d)| d),
+                            .map_or(Duration::from_secs(2), |d| d.0),
                         redis.target_domain.clone(),
                     )
                 }
@@ -703,7 +701,7 @@ impl Oidc {
             )?,
             poll: config
                 .discovery_poll_interval
-                .map_or(Duration::from_secs(1800), |ConfigDuration(d)| d)
+                .map_or(Duration::from_secs(1800), |d| d.0)
                 .max(Duration::from_secs(10)),
             polling: std::sync::atomic::AtomicBool::new(false),
             idp: Arc::new(Discovery {
