@@ -267,21 +267,14 @@ impl Redis {
     }
 
     async fn connection(&self) -> Result<redis::aio::ConnectionManager, CallError> {
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(self.timeout))
-            .set_response_timeout(Some(self.timeout))
-            .set_number_of_retries(1);
-        let work = self.connection.get_or_try_init(|| {
+        let connect = self.connection.get_or_try_init(|| {
+            let config = redis::aio::ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(self.timeout))
+                .set_response_timeout(Some(self.timeout))
+                .set_number_of_retries(1);
             redis::aio::ConnectionManager::new_with_config(self.client.clone(), config)
         });
-        match tokio::time::timeout(self.timeout, work).await {
-            Ok(Ok(c)) => Ok(c.clone()),
-            Ok(Err(e)) => Err(CallError(format!("cannot reach Redis: {}", e.category()))),
-            Err(_) => Err(CallError(format!(
-                "Redis did not answer within {:?}",
-                self.timeout
-            ))),
-        }
+        self.bounded(connect).await.cloned()
     }
 
     /// Checks that Redis answers.
