@@ -135,7 +135,7 @@ use tokio::sync::OnceCell;
 
 use super::config::{AccessTokenValidation, IntrospectionValidation, JwtValidation};
 use super::idp::{self, CallError, Http, OauthCall};
-use super::{ClaimHeaders, ClaimMetadata};
+use super::{ClaimHeaders, ClaimMetadata, set};
 use crate::jwt::{Checked, JwksConfig, JwtConfig, LocalJwks, RemoteJwks, Verifier};
 use crate::util;
 
@@ -427,11 +427,6 @@ fn relocate(e: Error) -> Error {
         }
         _ => e.at("jwt"),
     }
-}
-
-/// `value`, unless it is empty (proto3's unset string).
-fn set(value: &Option<String>) -> Option<&str> {
-    value.as_deref().filter(|v| !v.is_empty())
 }
 
 /// A `b64token` (RFC 6750 2.1), the only token syntax of

@@ -93,6 +93,11 @@ impl ExtAuthPlugin for OAuth2Plugin {
     }
 }
 
+/// `value`, unless it is empty (proto3's unset string).
+pub(crate) fn set(value: &Option<String>) -> Option<&str> {
+    value.as_deref().filter(|v| !v.is_empty())
+}
+
 /// Refuses a Gloo field authchain does not implement, naming it.
 pub(crate) fn unsupported<T>(value: &Option<T>, place: &str, what: &str) -> Result<(), Error> {
     match value {

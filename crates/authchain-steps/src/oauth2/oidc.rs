@@ -92,7 +92,7 @@ use serde_json::{Map, Value};
 use super::config::{DiscoveryOverride, OidcAuthorizationCode, SecretRef};
 use super::idp::{self, CallError, Http, Provider};
 use super::session::{self, CookieAttributes, Pending, Redis, Sealer, Session};
-use super::{ClaimHeaders, ClaimMetadata, unsupported};
+use super::{ClaimHeaders, ClaimMetadata, set, unsupported};
 use crate::jwt::{JwksConfig, JwtConfig, RemoteJwks, Verifier};
 use crate::util;
 
@@ -405,19 +405,19 @@ impl Oidc {
             .map_err(|_| Error::config("appUrl + callbackPath is not a URL").at("callbackPath"))?
             .path()
             .to_owned();
-        let logout_path = match &config.logout_path {
-            Some(p) if !p.is_empty() => Some(config_path(p, "logoutPath")?),
-            _ => None,
+        let logout_path = match set(&config.logout_path) {
+            Some(p) => Some(config_path(p, "logoutPath")?),
+            None => None,
         };
         if logout_path.as_deref() == Some(callback_path.as_str()) {
             return Err(Error::config("the logout path is the callback path").at("logoutPath"));
         }
-        let after_logout_url = match &config.after_logout_url {
-            Some(u) if !u.is_empty() => {
+        let after_logout_url = match set(&config.after_logout_url) {
+            Some(u) => {
                 idp::check_url(u, "afterLogoutUrl")?;
-                u.clone()
+                u.to_owned()
             }
-            _ => config.app_url.clone(),
+            None => config.app_url.clone(),
         };
 
         // The client's secret: Gloo's `clientAuthentication.clientSecret`
@@ -467,10 +467,7 @@ impl Oidc {
 
         let headers = config.headers.clone().unwrap_or_default();
         let header = |name: &Option<String>, place: &str| -> Result<Option<HeaderName>, Error> {
-            match name {
-                Some(n) if !n.is_empty() => util::header_name(n, place).map(Some),
-                _ => Ok(None),
-            }
+            set(name).map(|n| util::header_name(n, place)).transpose()
         };
         let id_token_header = header(&headers.id_token_header, "headers.idTokenHeader")?;
         let access_token_header =
@@ -554,7 +551,7 @@ impl Oidc {
                         return Err(Error::config("only TCP is supported")
                             .at("session.redis.options.socketType"));
                     }
-                    let Some(host) = options.host.filter(|h| !h.is_empty()) else {
+                    let Some(host) = set(&options.host) else {
                         return Err(
                             Error::config("expected host:port").at("session.redis.options.host")
                         );
@@ -570,14 +567,10 @@ impl Oidc {
                             .at("session.redis.options.db"));
                     }
                     let prefix = redis.key_prefix.clone().unwrap_or_default();
-                    let store = Redis::new(&host, db, prefix, timeout).ok_or_else(|| {
+                    let store = Redis::new(host, db, prefix, timeout).ok_or_else(|| {
                         Error::config("not a usable Redis address").at("session.redis.options.host")
                     })?;
-                    let name = redis
-                        .cookie_name
-                        .clone()
-                        .filter(|n| !n.is_empty())
-                        .unwrap_or_else(|| "__session".to_owned());
+                    let name = set(&redis.cookie_name).unwrap_or("__session").to_owned();
                     cookie_token(&name, "session.redis.cookieName")?;
                     (
                         Store::Redis(Box::new(store)),
