@@ -134,7 +134,7 @@ use serde_json::{Map, Value};
 use tokio::sync::OnceCell;
 
 use super::config::{AccessTokenValidation, IntrospectionValidation, JwtValidation};
-use super::idp::{self, CallError, Http, OauthCall};
+use super::idp::{self, CallError, Http};
 use super::{ClaimHeaders, ClaimMetadata, set};
 use crate::jwt::{Checked, JwksConfig, JwtConfig, LocalJwks, RemoteJwks, Verifier};
 use crate::util;
@@ -645,18 +645,6 @@ fn introspector(url: url::Url, client_id: Option<&str>, secret: Option<String>) 
     }
 }
 
-/// The request without its empty `client_id` parameter (the `oauth2`
-/// crate always sends one; a client without an id sends none).
-fn without_client_id(request: oauth2::HttpRequest) -> oauth2::HttpRequest {
-    let (parts, body) = request.into_parts();
-    let body = url::form_urlencoded::Serializer::new(String::new())
-        .extend_pairs(
-            url::form_urlencoded::parse(&body).filter(|(k, v)| !(k == "client_id" && v.is_empty())),
-        )
-        .finish();
-    http::Request::from_parts(parts, body.into_bytes())
-}
-
 /// The reason of an introspection failure, in words that quote nothing of
 /// the answer.
 fn introspection_error(e: oauth2::RequestTokenError<CallError, BasicErrorResponse>) -> Arc<str> {
@@ -866,10 +854,9 @@ impl AccessToken {
         };
         let mut introspection = None;
         if let Check::Introspection(i) = &self.check {
-            let anonymous = i.client_id.is_none();
-            let call = OauthHttp {
-                http: &self.http,
-                anonymous,
+            let call = match i.client_id {
+                Some(_) => self.http.oauth(),
+                None => self.http.oauth_anonymous(),
             };
             let token = oauth2::AccessToken::new(token.to_owned());
             let answer = i
@@ -1017,24 +1004,4 @@ impl AuthService for AccessToken {
     // `reads` is left at its default (`None`, "anything"): the answer
     // depends on the time (`exp`) and on the IdP (a revoked token, a
     // changed userinfo), not on `Authorization` alone, as for `jwt`.
-}
-
-/// The IdP client as the `oauth2` crate calls it; `anonymous`: without
-/// the empty `client_id` parameter.
-struct OauthHttp<'h> {
-    http: &'h Http,
-    anonymous: bool,
-}
-
-impl<'c> oauth2::AsyncHttpClient<'c> for OauthHttp<'_> {
-    type Error = CallError;
-    type Future = OauthCall<'c>;
-
-    fn call(&'c self, request: oauth2::HttpRequest) -> OauthCall<'c> {
-        let request = match self.anonymous {
-            true => without_client_id(request),
-            false => request,
-        };
-        Box::pin(self.http.send(request))
-    }
 }

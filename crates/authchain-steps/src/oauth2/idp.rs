@@ -33,7 +33,7 @@ impl std::fmt::Display for CallError {
 impl std::error::Error for CallError {}
 
 /// One call of [`Http::oauth`].
-pub(crate) type OauthCall<'a> =
+type OauthCall<'a> =
     std::pin::Pin<Box<dyn Future<Output = Result<http::Response<Vec<u8>>, CallError>> + Send + 'a>>;
 
 type Client = hyper_util::client::legacy::Client<
@@ -101,9 +101,22 @@ impl Http {
     }
 
     /// The client as the `oauth2` crate calls it
-    /// (`request_async(http.oauth())`).
-    pub(crate) fn oauth(&self) -> &Self {
-        self
+    /// (`request_async(&http.oauth())`).
+    pub(crate) fn oauth(&self) -> Oauth<'_> {
+        Oauth {
+            http: self,
+            anonymous: false,
+        }
+    }
+
+    /// [`oauth`](Self::oauth) for a client without an id: its requests
+    /// lose the empty `client_id` parameter the `oauth2` crate always
+    /// sends.
+    pub(crate) fn oauth_anonymous(&self) -> Oauth<'_> {
+        Oauth {
+            http: self,
+            anonymous: true,
+        }
     }
 
     /// GETs `url`, asking for JSON, with `Authorization: Bearer` when
@@ -159,13 +172,34 @@ impl Http {
     }
 }
 
-impl<'c> oauth2::AsyncHttpClient<'c> for Http {
+/// The IdP client as the `oauth2` crate calls it ([`Http::oauth`]).
+pub(crate) struct Oauth<'h> {
+    http: &'h Http,
+    anonymous: bool,
+}
+
+impl<'c> oauth2::AsyncHttpClient<'c> for Oauth<'_> {
     type Error = CallError;
     type Future = OauthCall<'c>;
 
     fn call(&'c self, request: oauth2::HttpRequest) -> Self::Future {
-        Box::pin(self.send(request))
+        let request = match self.anonymous {
+            true => without_client_id(request),
+            false => request,
+        };
+        Box::pin(self.http.send(request))
     }
+}
+
+/// The request without its empty `client_id` parameter.
+fn without_client_id(request: oauth2::HttpRequest) -> oauth2::HttpRequest {
+    let (parts, body) = request.into_parts();
+    let body = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(
+            url::form_urlencoded::parse(&body).filter(|(k, v)| !(k == "client_id" && v.is_empty())),
+        )
+        .finish();
+    http::Request::from_parts(parts, body.into_bytes())
 }
 
 /// Checks a URL from the config: absolute `http://` or `https://` with a

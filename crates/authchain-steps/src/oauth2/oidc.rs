@@ -980,7 +980,7 @@ impl Oidc {
         for (k, v) in &self.token_params {
             exchange = exchange.add_extra_param(k.clone(), v.clone());
         }
-        let tokens = match exchange.request_async(self.idp.http.oauth()).await {
+        let tokens = match exchange.request_async(&self.idp.http.oauth()).await {
             Ok(t) => t,
             Err(oauth2::RequestTokenError::ServerResponse(e)) => {
                 tracing::debug!(error = %e.error(), "oauth2: the token endpoint refused the code");
@@ -1104,7 +1104,7 @@ impl Oidc {
         let tokens = match live
             .client
             .exchange_refresh_token(&RefreshToken::new(refresh.clone()))
-            .request_async(self.idp.http.oauth())
+            .request_async(&self.idp.http.oauth())
             .await
         {
             Ok(t) => t,
