@@ -57,12 +57,17 @@ impl Reply {
 
     /// Every value of a response header, as text.
     pub fn header_values(&self, name: &str) -> Vec<&str> {
-        self.headers
-            .get_all(name)
-            .iter()
-            .map(|v| v.to_str().unwrap_or("<non-ascii>"))
-            .collect()
+        header_values(&self.headers, name)
     }
+}
+
+/// Every value of header `name` in `headers`, as text.
+pub fn header_values<'h>(headers: &'h http::HeaderMap, name: &str) -> Vec<&'h str> {
+    headers
+        .get_all(name)
+        .iter()
+        .map(|v| v.to_str().unwrap_or("<non-ascii>"))
+        .collect()
 }
 
 /// Sends `request` to `addr` on a new connection and reads the whole

@@ -243,11 +243,7 @@ impl Final {
 
     /// Every value of a response header, as text.
     pub fn header_values(&self, name: &str) -> Vec<&str> {
-        self.headers
-            .get_all(name)
-            .iter()
-            .map(|v| v.to_str().unwrap_or("<non-ascii>"))
-            .collect()
+        client::header_values(&self.headers, name)
     }
 
     /// Where a redirect points, as an absolute URL.

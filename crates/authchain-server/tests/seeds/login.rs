@@ -424,9 +424,7 @@ async fn readiness_names_an_idp_out_of_reach_until_it_answers() {
     );
     let mut authchain =
         Authchain::start_with_files(&template, &[], &[("app.yaml", app_yaml)]).await;
-    let ready = authchain_testkit::client::get(authchain.admin, "/readyz", &[])
-        .await
-        .unwrap();
+    let ready = authchain.readyz().await;
     assert_eq!(ready.status, 200);
     assert!(
         ready

@@ -344,9 +344,7 @@ async fn a_config_whose_key_server_is_down_blocks_no_other_change() {
     };
     assert_eq!(status(&server, "flip").await, 403, "the revocation applies");
     assert_eq!(status(&server, "tokens").await, 403, "fails closed");
-    let ready = authchain_testkit::client::get(server.admin, "/readyz", &[])
-        .await
-        .unwrap();
+    let ready = server.readyz().await;
     assert_eq!(ready.status, 200);
     assert!(
         ready
@@ -369,9 +367,7 @@ async fn a_config_whose_key_server_is_down_blocks_no_other_change() {
         }
     });
     started.await.expect("the step started");
-    let ready = authchain_testkit::client::get(server.admin, "/readyz", &[])
-        .await
-        .unwrap();
+    let ready = server.readyz().await;
     assert!(!ready.text().contains("waiting"), "{}", ready.text());
 }
 

@@ -184,6 +184,11 @@ impl Authchain {
         std::fs::read_to_string(self.peer.dir().join("stderr.log")).unwrap_or_default()
     }
 
+    /// `/readyz`: 200 once serving, with a line per step that waits.
+    pub(crate) async fn readyz(&self) -> client::Reply {
+        client::get(self.admin, "/readyz", &[]).await.unwrap()
+    }
+
     /// An HTTP check of `path` under AuthConfig `config`.
     pub(crate) async fn http_check(
         &self,
