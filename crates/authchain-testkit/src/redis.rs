@@ -58,13 +58,25 @@ impl Resp {
 pub struct Redis {
     peer: Option<ChildPeer>,
     addr: SocketAddr,
+    settings: Vec<String>,
 }
 
 impl Redis {
     /// Starts an empty Redis on a free port.
     pub async fn start() -> Result<Redis, PeerError> {
+        Redis::start_with(&[]).await
+    }
+
+    /// Starts an empty Redis on a free port with more settings, as
+    /// redis-server's arguments (`["--rename-command", "HELLO", ""]`).
+    pub async fn start_with(settings: &[&str]) -> Result<Redis, PeerError> {
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
-        let mut redis = Redis { peer: None, addr };
+        let settings = settings.iter().map(|s| s.to_string()).collect();
+        let mut redis = Redis {
+            peer: None,
+            addr,
+            settings,
+        };
         redis.start_again().await?;
         Ok(redis)
     }
@@ -105,7 +117,8 @@ impl Redis {
             .args(["--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(dir.path())
-            .args(["--daemonize", "no", "--logfile", ""]);
+            .args(["--daemonize", "no", "--logfile", ""])
+            .args(&self.settings);
         let mut peer = ChildPeer::spawn("redis-server", command, dir)?;
         let addr = self.addr;
         peer.wait_until(STARTUP_TIMEOUT, || async move {
@@ -160,6 +173,22 @@ impl Redis {
             Resp::Integer(n) => Ok(n),
             other => Err(PeerError::new(format!("TTL {key}: {other:?}"))),
         }
+    }
+
+    /// How many times `command` (`"get"`) ran since Redis started, from
+    /// `INFO commandstats`.
+    pub async fn calls(&self, command: &str) -> Result<u64, PeerError> {
+        let info = self.command(&["INFO", "commandstats"]).await?;
+        let info = info
+            .text()
+            .ok_or_else(|| PeerError::new(format!("INFO commandstats: {info:?}")))?;
+        let prefix = format!("cmdstat_{}:calls=", command.to_ascii_lowercase());
+        Ok(info
+            .lines()
+            .find_map(|line| line.strip_prefix(&prefix))
+            .and_then(|rest| rest.split(',').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0))
     }
 
     /// `FLUSHALL`.

@@ -320,6 +320,17 @@ async fn replicas_share_logins_and_sessions_through_redis() {
             login.output()
         );
     }
+    // Each replica read the session from Redis once and keeps it; a
+    // logout on one ends it on both, the other's copy included.
+    assert_eq!(redis.calls("get").await.unwrap(), 2, "{}", login.output());
+    let out = login.get(&agent, "/logout").await;
+    assert_eq!(out.status, 302, "{}", out.describe());
+    for _ in 0..2 {
+        let page = login.get(&agent, "/again").await;
+        assert_eq!(page.status, 302, "{}\n{}", page.describe(), login.output());
+        assert!(page.location().unwrap().starts_with(&login.idp.issuer()));
+    }
+    assert_eq!(login.app.hits(), hits + 4);
 }
 
 /// Redis going away never hangs a request nor lets one through: with

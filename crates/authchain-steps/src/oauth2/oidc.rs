@@ -60,7 +60,10 @@
 //!   SHA-256, sealed with a key derived from the id (so what Redis holds
 //!   gives neither a session nor a token), for as long as the cookie
 //!   lives, and logins in progress (under the id and the state, taken
-//!   once), so that replicas behind one proxy share both. A
+//!   once), so that replicas behind one proxy share both. Each replica
+//!   keeps the sessions it read, and Redis tells it at once of a change
+//!   to one (a refresh, a logout anywhere: RESP3 client-side caching,
+//!   Redis 6.0 and later; an older Redis is read on every request). A
 //!   failing Redis is a deny (a step error) when `failOnFetchFailure` is
 //!   set, else a new login, which needs Redis too: while it is down that
 //!   is a step error as well, never a session.
@@ -562,7 +565,7 @@ impl Oidc {
                         );
                     }
                     let db = options.db.unwrap_or(0);
-                    if db > 1_000_000 {
+                    if !(0..=1_000_000).contains(&db) {
                         return Err(Error::config("expected a database number")
                             .at("session.redis.options.db"));
                     }

@@ -234,12 +234,26 @@ pub(crate) fn chunk_names(name: &str) -> impl Iterator<Item = String> + '_ {
     })
 }
 
+/// How long a session read from Redis is kept in the process at most;
+/// Redis tells of every change to it at once (client-side caching), so
+/// this bounds only a change the connection never delivered.
+const CACHE_TTL: Duration = Duration::from_secs(10);
+/// How many sessions read from Redis are kept in the process.
+const CACHE_SIZE: usize = 4096;
+
 /// Sessions in Redis: the cookie holds a random id; the key is the
 /// prefix and the SHA-256 of the id, and the value is sealed with a key
 /// derived from the id (another hash of it), so that what Redis holds
 /// opens no session by itself and gives no token to whoever reads it.
+///
+/// Sessions read are kept in the process, and Redis tracks them for it
+/// (RESP3 client-side caching): a session changed or removed by any
+/// replica (a refresh, a logout) is dropped from every replica's copy
+/// when Redis tells them, and every copy goes with the connection. A
+/// Redis that does not do this (before 6.0) is read on every request.
 pub(crate) struct Redis {
-    client: redis::Client,
+    host: String,
+    db: i64,
     connection: tokio::sync::OnceCell<redis::aio::ConnectionManager>,
     prefix: String,
     timeout: Duration,
@@ -257,24 +271,68 @@ impl Redis {
     /// A store at `host` (`host:port`), database `db`; connects on first
     /// use.
     pub(crate) fn new(host: &str, db: i64, prefix: String, timeout: Duration) -> Option<Self> {
-        let client = redis::Client::open(format!("redis://{host}/{db}")).ok()?;
-        Some(Redis {
-            client,
+        let store = Redis {
+            host: host.to_owned(),
+            db,
             connection: tokio::sync::OnceCell::new(),
             prefix,
             timeout,
-        })
+        };
+        store.client(true).ok()?;
+        Some(store)
     }
 
+    fn client(&self, tracked: bool) -> redis::RedisResult<redis::Client> {
+        let protocol = if tracked { "resp3" } else { "resp2" };
+        redis::Client::open(format!(
+            "redis://{}/{}?protocol={protocol}",
+            self.host, self.db
+        ))
+    }
+
+    /// The connection, made on first use: with the session cache if
+    /// Redis takes it, else without.
     async fn connection(&self) -> Result<redis::aio::ConnectionManager, CallError> {
-        let connect = self.connection.get_or_try_init(|| {
-            let config = redis::aio::ConnectionManagerConfig::new()
-                .set_connection_timeout(Some(self.timeout))
-                .set_response_timeout(Some(self.timeout))
-                .set_number_of_retries(1);
-            redis::aio::ConnectionManager::new_with_config(self.client.clone(), config)
+        let connect = self.connection.get_or_try_init(|| async {
+            match self.connect(true).await {
+                // Refused by Redis itself (`HELLO` or `CLIENT TRACKING`
+                // unknown), not by the network.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        redis::ErrorKind::RESP3NotSupported
+                            | redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError)
+                    ) =>
+                {
+                    tracing::warn!(
+                        error = e.category(),
+                        "oauth2: Redis does not track what clients keep (RESP3, Redis 6.0 and later): every request reads its session from Redis"
+                    );
+                    self.connect(false).await
+                }
+                other => other,
+            }
         });
         self.bounded(connect).await.cloned()
+    }
+
+    async fn connect(&self, tracked: bool) -> redis::RedisResult<redis::aio::ConnectionManager> {
+        let mut config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(self.timeout))
+            .set_response_timeout(Some(self.timeout))
+            .set_number_of_retries(1);
+        if tracked {
+            config = config.set_cache_config(
+                redis::caching::CacheConfig::new()
+                    .set_mode(redis::caching::CacheMode::OptIn)
+                    .set_size(
+                        std::num::NonZeroUsize::new(CACHE_SIZE)
+                            .unwrap_or(std::num::NonZeroUsize::MIN),
+                    )
+                    .set_default_client_ttl(CACHE_TTL),
+            );
+        }
+        redis::aio::ConnectionManager::new_with_config(self.client(tracked)?, config).await
     }
 
     /// Checks that Redis answers.
@@ -351,10 +409,15 @@ impl Redis {
     ) -> Result<Option<T>, CallError> {
         let mut c = self.connection().await?;
         let key = self.key(kind, id);
-        let command = if take { "GETDEL" } else { "GET" };
-        let data: Option<String> = self
-            .bounded(redis::cmd(command).arg(key).query_async(&mut c))
-            .await?;
+        let mut command = match take {
+            true => redis::cmd("GETDEL"),
+            false => redis::cmd("GET"),
+        };
+        command.arg(key);
+        if !take {
+            command.set_cache_config(redis::CommandCacheConfig::new().set_enable_cache(true));
+        }
+        let data: Option<String> = self.bounded(command.query_async(&mut c)).await?;
         Ok(data.and_then(|d| self.value_sealer(kind, id).open("redis", &d)))
     }
 }

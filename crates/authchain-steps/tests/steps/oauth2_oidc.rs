@@ -1363,6 +1363,14 @@ async fn redis_sessions_are_shared_hashed_sealed_and_one_use_logins() {
 
     let page = assert_session(&mut agent, &front).await;
     assert_session(&mut agent, &replica).await;
+    // Each replica read the session once and keeps it: Redis tells
+    // them when it changes.
+    let gets = redis.calls("get").await.unwrap();
+    for _ in 0..3 {
+        assert_session(&mut agent, &front).await;
+        assert_session(&mut agent, &replica).await;
+    }
+    assert_eq!(redis.calls("get").await.unwrap(), gets);
     let id = agent.jar().value("__session").unwrap().to_owned();
     let keys = redis.keys("*").await.unwrap();
     assert_eq!(keys, [format!("ac:session:{}", sha256_hex(&id))]);
@@ -1377,7 +1385,8 @@ async fn redis_sessions_are_shared_hashed_sealed_and_one_use_logins() {
     // Kept as long as the cookie (refreshing is on, a refresh token came).
     assert!(redis.ttl(&keys[0]).await.unwrap() > 2_500_000);
 
-    // Logout removes it: the id no longer opens anything, anywhere.
+    // Logout removes it: the id no longer opens anything, anywhere, not
+    // even on the replica that kept it.
     let stolen = agent.jar().clone();
     let out = get(&mut agent, &front.url("/logout")).await;
     assert_eq!(out.status, 302);
@@ -1386,6 +1395,34 @@ async fn redis_sessions_are_shared_hashed_sealed_and_one_use_logins() {
     let mut thief = UserAgent::new();
     *thief.jar_mut() = stolen;
     assert_new_login(&mut thief, &issuer, &replica).await;
+}
+
+/// A Redis that cannot track what its clients keep (before 6.0; here
+/// with `HELLO` renamed away) holds sessions all the same, read on every
+/// request.
+#[tokio::test]
+async fn a_redis_without_client_tracking_is_read_on_every_request() {
+    let redis = Redis::start_with(&["--rename-command", "HELLO", ""])
+        .await
+        .unwrap();
+    let mut rig = Rig::start(1, |_| {}).await;
+    let issuer = rig.issuer.clone();
+    let mut config = rig.config("app", 0);
+    oidc(&mut config)["session"] = redis_session(&redis, json!({}));
+    let front = rig.front(0, &config).await;
+    let mut agent = UserAgent::new();
+    log_in(&mut agent, &issuer, &front, "/private").await;
+    let gets = redis.calls("get").await.unwrap();
+    for _ in 0..3 {
+        assert_session(&mut agent, &front).await;
+    }
+    assert_eq!(redis.calls("get").await.unwrap(), gets + 3);
+    let stolen = agent.jar().clone();
+    let out = get(&mut agent, &front.url("/logout")).await;
+    assert_eq!(out.status, 302);
+    let mut thief = UserAgent::new();
+    *thief.jar_mut() = stolen;
+    assert_new_login(&mut thief, &issuer, &front).await;
 }
 
 #[tokio::test]
