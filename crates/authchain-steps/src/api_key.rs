@@ -196,7 +196,7 @@ pub struct ApiKeyAuth {
     prf: util::Prf,
     /// PRF of a key → index in `holders`. A PRF collision between two
     /// keys (chance 2^-64) makes the second key unusable, never wrong.
-    by_prf: HashMap<u64, usize, std::hash::BuildHasherDefault<util::PassThrough>>,
+    by_prf: HashMap<u64, usize, util::PrfKeyed>,
     holders: Vec<Holder>,
     identity_headers: Vec<HeaderName>,
 }

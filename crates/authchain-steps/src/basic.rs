@@ -353,10 +353,6 @@ fn apr1_crypt(password: &[u8], salt: &[u8]) -> String {
     out
 }
 
-/// The cache's hasher: its keys are keyed PRF values already, uniformly
-/// random to anyone without the key, so they are not hashed again.
-type PrfKeyed = std::hash::BuildHasherDefault<util::PassThrough>;
-
 /// The `basicAuth` step.
 pub struct BasicAuth {
     users: HashMap<String, Arc<Hash>>,
@@ -370,7 +366,7 @@ pub struct BasicAuth {
     user_id_header: Option<HeaderName>,
     /// Gloo's extended shape also reads `Proxy-Authorization`.
     proxy_authorization: bool,
-    cache: Option<moka::sync::Cache<u128, Arc<str>, PrfKeyed>>,
+    cache: Option<moka::sync::Cache<u128, Arc<str>, util::PrfKeyed>>,
     prf: util::Prf,
     /// Bounds the hash verifications running at once, so that a flood of
     /// wrong passwords queues instead of filling the blocking pool.
@@ -487,7 +483,7 @@ impl BasicAuth {
             moka::sync::Cache::builder()
                 .max_capacity(config.cache.max_entries)
                 .time_to_live(config.cache.ttl.0)
-                .build_with_hasher(PrfKeyed::default())
+                .build_with_hasher(util::PrfKeyed::default())
         });
         Ok(BasicAuth {
             users,

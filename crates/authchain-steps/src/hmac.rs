@@ -248,7 +248,7 @@ pub struct HmacAuth {
     credentials: Vec<Credential>,
     prf: util::Prf,
     /// PRF of a user name → index in `credentials`.
-    by_prf: HashMap<u64, usize, std::hash::BuildHasherDefault<util::PassThrough>>,
+    by_prf: HashMap<u64, usize, util::PrfKeyed>,
     clock_skew: Duration,
     algorithms: Vec<Algorithm>,
     required_headers: Vec<HeaderName>,

@@ -245,6 +245,9 @@ impl Prf {
     }
 }
 
+/// The hasher of maps keyed by PRF values.
+pub(crate) type PrfKeyed = std::hash::BuildHasherDefault<PassThrough>;
+
 /// A hasher for keys that are PRF values already: it passes the value
 /// through rather than hashing it again.
 #[derive(Debug, Default, Clone, Copy)]

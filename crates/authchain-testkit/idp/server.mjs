@@ -14,6 +14,7 @@
 //     "resource": "urn:authchain:api",
 //     "scopes": ["api:read", "api:write"],
 //     "id_token_claims": true,
+//     "rotate_refresh_tokens": false,
 //     "ttl": {"AccessToken": 3600, "ClientCredentials": 3600, "IdToken": 3600,
 //             "AuthorizationCode": 600, "RefreshToken": 86400,
 //             "Session": 86400, "Interaction": 3600, "Grant": 86400},
@@ -192,6 +193,9 @@ const provider = new Provider(issuer, {
   ttl,
   pkce: { required: (_ctx, client) => client.clientAuthMethod === 'none' },
   interactions: { url: (_ctx, interaction) => `/interaction/${interaction.uid}` },
+  // A spent refresh token used again revokes its grant (oidc-provider
+  // does so whatever this says).
+  ...(config.rotate_refresh_tokens ? { rotateRefreshToken: true } : {}),
   issueRefreshToken: async (_ctx, client, code) => client.grantTypeAllowed('refresh_token')
     && (code.kind === 'AuthorizationCode' || code.kind === 'RefreshToken'),
   clientBasedCORS: () => true,

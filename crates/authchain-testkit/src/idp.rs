@@ -188,6 +188,10 @@ pub struct IdpConfig {
     pub id_token_claims: bool,
     /// Lifetimes.
     pub ttl: IdpTtl,
+    /// Whether every refresh gives a new refresh token and spends the old
+    /// one (false: oidc-provider's default, which keeps a confidential
+    /// client's). A spent one used again revokes the whole grant.
+    pub rotate_refresh_tokens: bool,
     /// The clients.
     pub clients: Vec<IdpClient>,
     /// The users.
@@ -203,6 +207,7 @@ impl Default for IdpConfig {
             scopes: vec!["api:read".to_owned(), "api:write".to_owned()],
             id_token_claims: true,
             ttl: IdpTtl::default(),
+            rotate_refresh_tokens: false,
             clients: Vec::new(),
             users: Vec::new(),
         }

@@ -115,8 +115,7 @@
 //! with the reason alone (an IdP's error code only if RFC 6749 defines
 //! it, a bad answer's place only if RFC 7662 names it).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use authchain_core::{
@@ -131,9 +130,9 @@ use oauth2::{
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use tokio::sync::OnceCell;
 
 use super::config::{AccessTokenValidation, IntrospectionValidation, JwtValidation};
+use super::flight::Flights;
 use super::idp::{self, CallError, Http};
 use super::{ClaimHeaders, ClaimMetadata, set};
 use crate::jwt::{Checked, JwksConfig, JwtConfig, LocalJwks, RemoteJwks, Verifier};
@@ -279,15 +278,13 @@ enum Lookup {
 /// that waited for one call).
 type Looked = Result<Lookup, Arc<str>>;
 
-type PrfKeyed = std::hash::BuildHasherDefault<util::PassThrough>;
-
 /// Answers kept per token, and the calls under way.
 struct Answers {
-    cache: Option<moka::sync::Cache<u128, Arc<Remote>, PrfKeyed>>,
+    cache: Option<moka::sync::Cache<u128, Arc<Remote>, util::PrfKeyed>>,
     keep: Duration,
-    /// One cell per token being looked up: the requests that miss
-    /// together wait for one call.
-    inflight: Mutex<HashMap<u128, Arc<OnceCell<Looked>>>>,
+    /// The lookups under way: the requests that miss together wait for
+    /// one call.
+    inflight: Flights<Looked>,
 }
 
 /// Keeps each answer until its own `keep_until`.
@@ -316,12 +313,12 @@ impl Answers {
                 .max_capacity(CACHE_BYTES)
                 .weigher(|_, remote: &Arc<Remote>| remote.weight)
                 .expire_after(KeepUntil)
-                .build_with_hasher(PrfKeyed::default())
+                .build_with_hasher(util::PrfKeyed::default())
         });
         Answers {
             cache,
             keep,
-            inflight: Mutex::new(HashMap::new()),
+            inflight: Flights::new(),
         }
     }
 
@@ -382,27 +379,6 @@ fn json_len(value: &Value) -> u64 {
     // Writing to a counter cannot fail.
     let _ = serde_json::to_writer(&mut count, value);
     count.0
-}
-
-/// Removes a token's cell from the calls under way when its call is done,
-/// or when the request that made it gave up and no other waits for it.
-struct Inflight<'a> {
-    map: &'a Mutex<HashMap<u128, Arc<OnceCell<Looked>>>>,
-    key: u128,
-    cell: &'a Arc<OnceCell<Looked>>,
-}
-
-impl Drop for Inflight<'_> {
-    fn drop(&mut self) {
-        let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(current) = map.get(&self.key)
-            && Arc::ptr_eq(current, self.cell)
-            // Done, or no one else holds it (the map and this request).
-            && (self.cell.initialized() || Arc::strong_count(self.cell) <= 2)
-        {
-            map.remove(&self.key);
-        }
-    }
 }
 
 /// A place in the `jwt` step's config, as this block names it.
@@ -818,32 +794,20 @@ impl AccessToken {
         if let Some(hit) = self.answers.get(key) {
             return Ok(Lookup::Valid(hit));
         }
-        let cell = self
-            .answers
+        self.answers
             .inflight
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .entry(key)
-            .or_default()
-            .clone();
-        let _inflight = Inflight {
-            map: &self.answers.inflight,
-            key,
-            cell: &cell,
-        };
-        cell.get_or_init(|| async {
-            // A call that ended between the miss and joining the cell.
-            if let Some(hit) = self.answers.get(key) {
-                return Ok(Lookup::Valid(hit));
-            }
-            let looked = self.ask(token, exp).await;
-            if let Ok(Lookup::Valid(remote)) = &looked {
-                self.answers.put(key, remote);
-            }
-            looked
-        })
-        .await
-        .clone()
+            .run(key, || async {
+                // A call that ended between the miss and joining this one.
+                if let Some(hit) = self.answers.get(key) {
+                    return Ok(Lookup::Valid(hit));
+                }
+                let looked = self.ask(token, exp).await;
+                if let Ok(Lookup::Valid(remote)) = &looked {
+                    self.answers.put(key, remote);
+                }
+                looked
+            })
+            .await
     }
 
     /// Asks the IdP about `token`: introspection, then userinfo.

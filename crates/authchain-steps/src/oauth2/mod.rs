@@ -36,6 +36,7 @@
 
 pub mod access;
 pub mod config;
+mod flight;
 mod idp;
 pub mod oidc;
 mod session;

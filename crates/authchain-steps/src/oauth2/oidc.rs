@@ -11,7 +11,11 @@
 //!   user. An expired session is refreshed with its refresh token when
 //!   `allowRefreshing` says so (the new ID token checked as at login, for
 //!   the same `sub`; the cookie store sends the new cookie with the
-//!   allow), else the user logs in again.
+//!   allow), else the user logs in again. The requests that carry one
+//!   session at once, or for 30 s after its refresh (sent before the
+//!   browser had the new cookie), share one refresh in a replica: an IdP
+//!   that rotates refresh tokens takes each once, and may revoke the
+//!   grant when a spent one comes back.
 //! - **Without one**: a deny that is a `302` to the IdP's authorization
 //!   endpoint (`response_type=code`, `scope=openid ...`, `state`, `nonce`,
 //!   PKCE `S256`, `redirect_uri` = `appUrl` + `callbackPath`), with a
@@ -93,6 +97,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::config::{DiscoveryOverride, OidcAuthorizationCode, SecretRef};
+use super::flight::Flights;
 use super::idp::{self, CallError, Http, Provider};
 use super::session::{self, CookieAttributes, Pending, Redis, Sealer, Session};
 use super::{ClaimHeaders, ClaimMetadata, set, unsupported};
@@ -306,6 +311,40 @@ pub struct Oidc {
     pre_expiry: Duration,
     fail_on_fetch_failure: bool,
     target_domain: Option<String>,
+    refreshes: Refreshes,
+}
+
+/// How long a refreshed session is kept for the requests that still carry
+/// the session it replaced (sent before the browser had the new one).
+const REFRESH_GRACE: Duration = Duration::from_secs(30);
+/// How many refreshed sessions are kept so.
+const REFRESHED: u64 = 4096;
+
+/// A refresh's outcome, shared by the requests that waited for it.
+type Refreshed = Result<Option<Arc<Session>>, Arc<Error>>;
+
+/// Refreshes under way and just done, by the PRF of the refresh token
+/// they spent: the requests that carry one session together, or until the
+/// browser has its replacement, share one refresh. An IdP that rotates
+/// refresh tokens takes each once, and may revoke the whole grant when a
+/// spent one comes back.
+struct Refreshes {
+    prf: util::Prf,
+    under_way: Flights<Refreshed>,
+    done: moka::sync::Cache<u128, Arc<Session>, util::PrfKeyed>,
+}
+
+impl Refreshes {
+    fn new() -> Self {
+        Refreshes {
+            prf: util::Prf::new(),
+            under_way: Flights::new(),
+            done: moka::sync::Cache::builder()
+                .max_capacity(REFRESHED)
+                .time_to_live(REFRESH_GRACE)
+                .build_with_hasher(util::PrfKeyed::default()),
+        }
+    }
 }
 
 impl std::fmt::Debug for Oidc {
@@ -727,6 +766,7 @@ impl Oidc {
             pre_expiry,
             fail_on_fetch_failure: session.fail_on_fetch_failure,
             target_domain,
+            refreshes: Refreshes::new(),
         })
     }
 
@@ -1215,17 +1255,57 @@ impl Oidc {
         if !self.allow_refreshing {
             return self.login(live, request).await;
         }
-        match self.refresh(live, &session).await? {
+        match self.refreshed(live, &session, &cookie).await? {
             Some(fresh) => {
-                let id = match self.store {
-                    Store::Cookie => None,
-                    Store::Redis(_) => Some(cookie.as_str()),
+                // The refresh saved a Redis session under its id.
+                let set_cookies = match self.store {
+                    Store::Cookie => self.save(&fresh, None).await?,
+                    Store::Redis(_) => Vec::new(),
                 };
-                let set_cookies = self.save(&fresh, id).await?;
                 Ok(self.allow(request, &fresh, set_cookies))
             }
             None => self.login(live, request).await,
         }
+    }
+
+    /// `session` refreshed, once for all the requests that carry it (see
+    /// [`Refreshes`]); a Redis session is saved under `id`, the cookie's.
+    async fn refreshed(
+        &self,
+        live: &Live,
+        session: &Session,
+        id: &str,
+    ) -> Result<Option<Arc<Session>>, Error> {
+        let Some(token) = &session.refresh_token else {
+            return Ok(None);
+        };
+        let key = self.refreshes.prf.hash(&[token.as_bytes()]);
+        let done = || {
+            let limit = session::now() + self.pre_expiry.as_secs();
+            self.refreshes
+                .done
+                .get(&key)
+                .filter(|fresh| fresh.expires_at > limit)
+        };
+        if let Some(fresh) = done() {
+            return Ok(Some(fresh));
+        }
+        let refreshed = self.refreshes.under_way.run(key, || async {
+            // One that ended between the miss and joining this one.
+            if let Some(fresh) = done() {
+                return Ok(Some(fresh));
+            }
+            let Some(fresh) = self.refresh(live, session).await.map_err(Arc::new)? else {
+                return Ok(None);
+            };
+            if let Store::Redis(_) = self.store {
+                self.save(&fresh, Some(id)).await.map_err(Arc::new)?;
+            }
+            let fresh = Arc::new(fresh);
+            self.refreshes.done.insert(key, fresh.clone());
+            Ok(Some(fresh))
+        });
+        refreshed.await.map_err(Error::step)
     }
 }
 

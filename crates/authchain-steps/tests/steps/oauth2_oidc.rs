@@ -1307,6 +1307,72 @@ async fn expired_cookie_sessions_refresh_only_when_allowed() {
     assert_new_login(&mut b, &issuer, &strict).await;
 }
 
+/// Requests that carry one expired session at once, and the old session
+/// sent again after its refresh (before the browser had the new cookie),
+/// share one refresh: an IdP that rotates refresh tokens revokes the
+/// whole grant when a spent one comes back, so a second refresh would
+/// end the session for good.
+#[tokio::test]
+async fn requests_with_one_expired_session_share_one_refresh() {
+    let redis = Redis::start().await.unwrap();
+    let mut rig = Rig::start(2, |c| {
+        short_tokens(c);
+        c.rotate_refresh_tokens = true;
+    })
+    .await;
+    let issuer = rig.issuer.clone();
+    let mut config = rig.config("app", 0);
+    oidc(&mut config)["session"]["cookie"] = json!({ "allowRefreshing": true });
+    let cookie_store = rig.front(0, &config).await;
+    let mut config = rig.config("app", 1);
+    oidc(&mut config)["session"] = redis_session(&redis, json!({}));
+    let redis_store = rig.front(1, &config).await;
+    let fronts = [&cookie_store, &redis_store];
+
+    let mut agents = Vec::new();
+    for front in fronts {
+        let mut agent = UserAgent::new();
+        log_in(&mut agent, &issuer, front, "/private").await;
+        let before = assert_session(&mut agent, front).await;
+        agents.push((agent, before));
+    }
+    // Past the ID token's lifetime (4s, less the 2s pre-expiry buffer).
+    tokio::time::sleep(Duration::from_secs(5)).await;
+
+    for (front, (agent, before)) in fronts.into_iter().zip(&mut agents) {
+        let tokens = rig.idp().requests().await.unwrap().token;
+        let pages = futures::future::join_all((0..6).map(|_| {
+            let mut one = agent.clone();
+            async move { get(&mut one, &front.url("/private")).await }
+        }))
+        .await;
+        let fresh = pages[0].header_values("x-app-id-token");
+        for page in &pages {
+            assert_eq!(page.status, 200, "{}", page.describe());
+            assert_eq!(page.header_values("x-app-id-token"), fresh);
+        }
+        assert_ne!(fresh, before.header_values("x-app-id-token"));
+        assert_eq!(rig.idp().requests().await.unwrap().token, tokens + 1);
+        // The old session once more, as a request sent before the new
+        // cookie came back would: the same refresh, and the new cookie.
+        let mut late = agent.clone();
+        let page = get(&mut late, &front.url("/private")).await;
+        assert_eq!(page.status, 200, "{}", page.describe());
+        assert_eq!(page.header_values("x-app-id-token"), fresh);
+        assert_eq!(rig.idp().requests().await.unwrap().token, tokens + 1);
+        // The agent takes the refreshed session (a Redis one keeps its id).
+        let page = get(agent, &front.url("/private")).await;
+        assert_eq!(page.header_values("x-app-id-token"), fresh);
+    }
+    // The grant still stands: the refreshed sessions refresh again.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    for (front, (agent, _)) in fronts.into_iter().zip(&mut agents) {
+        let tokens = rig.idp().requests().await.unwrap().token;
+        assert_session(agent, front).await;
+        assert_eq!(rig.idp().requests().await.unwrap().token, tokens + 1);
+    }
+}
+
 // ---------------------------------------------------------------------
 // Redis.
 // ---------------------------------------------------------------------
