@@ -39,6 +39,8 @@ struct Setup {
     replicas: usize,
     /// Changes the AuthConfig file's text (after its ports).
     edit: fn(String) -> String,
+    /// Changes the IdP's clients and users.
+    idp: fn(&mut IdpConfig),
 }
 
 impl Setup {
@@ -49,6 +51,7 @@ impl Setup {
             proxy,
             replicas: 1,
             edit: |text| text,
+            idp: |_| {},
         }
     }
 }
@@ -74,6 +77,7 @@ impl Login {
         let base = format!("http://127.0.0.1:{proxy_port}");
         let mut config = IdpConfig::single("app", "app-secret", &format!("{base}/callback"));
         config.clients[0].post_logout_redirect_uris = vec![base.clone()];
+        (setup.idp)(&mut config);
         let idp = Idp::start(config).await.unwrap();
         let app_text = read(setup.app);
         let redis = match count(&app_text, REDIS) {
@@ -364,6 +368,50 @@ async fn redis_down_fails_closed_until_it_is_back() {
         page.describe()
     );
     let _ = login.log_in().await;
+}
+
+/// A user in many groups has a big ID token, and a session cookie of
+/// about 10 KB, split over three cookies: every proxy's example carries
+/// it (nginx's keeps room for it in requests, `large_client_header_buffers`,
+/// and in authchain's answers that set it, `proxy_buffer_size`).
+#[tokio::test]
+async fn a_session_of_many_kilobytes_passes_every_proxy() {
+    for (authchain, proxy) in [
+        ("authchain.yaml", "envoy.yaml"),
+        ("authchain-envoy-http.yaml", "envoy-http.yaml"),
+        ("authchain.yaml", "nginx.conf"),
+        ("authchain-caddy.yaml", "Caddyfile"),
+        ("authchain-caddy.yaml", "traefik.yml"),
+    ] {
+        let login = Login::start_with(Setup {
+            authchain,
+            edit: |text| text.replace("scopes: [email]", "scopes: [email, groups]"),
+            idp: |config| {
+                let groups: Vec<String> = (0..200)
+                    .map(|i| format!("team-{i:03}-with-a-long-name"))
+                    .collect();
+                config.users[0]
+                    .claims
+                    .insert("groups".into(), serde_json::json!(groups));
+            },
+            ..Setup::new(proxy)
+        })
+        .await;
+        let agent = login.log_in().await;
+        let cookie: usize = ["__session", "__session.1", "__session.2"]
+            .iter()
+            .map(|name| agent.jar().value(name).map_or(0, str::len))
+            .sum();
+        assert!(cookie > 9_000, "{proxy}: a session of {cookie} bytes");
+        let page = login.get(&agent, "/again").await;
+        assert_eq!(
+            page.status,
+            200,
+            "{proxy}: {}\n{}",
+            page.describe(),
+            login.output()
+        );
+    }
 }
 
 /// A real browser: headless Chromium opens the app behind nginx, logs in at
