@@ -414,6 +414,73 @@ async fn a_session_of_many_kilobytes_passes_every_proxy() {
     }
 }
 
+/// With `allowRefreshing`, a session past its ID token's lifetime is
+/// refreshed, and the refreshed one reaches the browser: the cookie
+/// store's new cookie through Envoy (gRPC and HTTP) and Traefik
+/// (`addAuthCookiesToResponse`), a Redis session (whose cookie does not
+/// change) through nginx and Caddy, which pass no cookie of an allow.
+#[tokio::test]
+async fn refreshed_sessions_reach_the_browser() {
+    fn short(config: &mut IdpConfig) {
+        config.ttl.id_token = Some(4);
+        config.ttl.access_token = Some(4);
+    }
+    fn refreshing(text: String) -> String {
+        text.replace(
+            "        session:\n",
+            "        session:\n          cookie: { allowRefreshing: true }\n",
+        )
+    }
+    let mut logins = Vec::new();
+    for (authchain, app, proxy) in [
+        ("authchain.yaml", "app.yaml", "envoy.yaml"),
+        ("authchain-envoy-http.yaml", "app.yaml", "envoy-http.yaml"),
+        ("authchain-caddy.yaml", "app.yaml", "traefik.yml"),
+        ("authchain.yaml", "app-redis.yaml", "nginx.conf"),
+        ("authchain-caddy.yaml", "app-redis.yaml", "Caddyfile"),
+    ] {
+        let login = Login::start_with(Setup {
+            authchain,
+            app,
+            edit: match app {
+                "app.yaml" => refreshing,
+                _ => |text| text,
+            },
+            idp: short,
+            ..Setup::new(proxy)
+        })
+        .await;
+        let agent = login.log_in().await;
+        let cookie = agent.jar().value("__session").unwrap().to_owned();
+        logins.push((proxy, app, login, agent, cookie));
+    }
+    // Past the ID token's lifetime.
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    for (proxy, app, login, agent, before) in &mut logins {
+        let tokens = login.idp.requests().await.unwrap().token;
+        for _ in 0..2 {
+            let page = agent.get(&format!("{}/again", login.base)).await.unwrap();
+            assert_eq!(
+                page.status,
+                200,
+                "{proxy}: {}\n{}",
+                page.describe(),
+                login.output()
+            );
+        }
+        assert_eq!(
+            login.idp.requests().await.unwrap().token,
+            tokens + 1,
+            "{proxy}: one refresh"
+        );
+        let after = agent.jar().value("__session").unwrap();
+        match *app {
+            "app.yaml" => assert_ne!(after, before, "{proxy}: the new cookie came back"),
+            _ => assert_eq!(after, before, "{proxy}: a Redis session keeps its id"),
+        }
+    }
+}
+
 /// A real browser: headless Chromium opens the app behind nginx, logs in at
 /// the IdP's form, and lands on the page it asked for, as alice.
 #[tokio::test]
