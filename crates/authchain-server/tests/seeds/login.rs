@@ -192,6 +192,17 @@ impl Login {
         agent
     }
 
+    /// `page` is the app's 200; `what` and everyone's output say otherwise.
+    fn assert_ok(&self, page: &Final, what: &str) {
+        assert_eq!(
+            page.status,
+            200,
+            "{what}: {}\n{}",
+            page.describe(),
+            self.output()
+        );
+    }
+
     /// `GET path` with `agent`'s cookies, following no redirect.
     async fn get(&self, agent: &UserAgent, path: &str) -> Final {
         let mut one = UserAgent::new().max_hops(0);
@@ -403,14 +414,7 @@ async fn a_session_of_many_kilobytes_passes_every_proxy() {
             .map(|name| agent.jar().value(name).map_or(0, str::len))
             .sum();
         assert!(cookie > 9_000, "{proxy}: a session of {cookie} bytes");
-        let page = login.get(&agent, "/again").await;
-        assert_eq!(
-            page.status,
-            200,
-            "{proxy}: {}\n{}",
-            page.describe(),
-            login.output()
-        );
+        login.assert_ok(&login.get(&agent, "/again").await, proxy);
     }
 }
 
@@ -460,13 +464,7 @@ async fn refreshed_sessions_reach_the_browser() {
         let tokens = login.idp.requests().await.unwrap().token;
         for _ in 0..2 {
             let page = agent.get(&format!("{}/again", login.base)).await.unwrap();
-            assert_eq!(
-                page.status,
-                200,
-                "{proxy}: {}\n{}",
-                page.describe(),
-                login.output()
-            );
+            login.assert_ok(&page, proxy);
         }
         assert_eq!(
             login.idp.requests().await.unwrap().token,
