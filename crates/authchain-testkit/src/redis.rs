@@ -191,6 +191,19 @@ impl Redis {
             .unwrap_or(0))
     }
 
+    /// A field of `INFO` (`tracking_total_keys`), if Redis gives it.
+    pub async fn info(&self, field: &str) -> Result<Option<String>, PeerError> {
+        let info = self.command(&["INFO"]).await?;
+        let info = info
+            .text()
+            .ok_or_else(|| PeerError::new(format!("INFO: {info:?}")))?;
+        let prefix = format!("{field}:");
+        Ok(info
+            .lines()
+            .find_map(|line| line.strip_prefix(&prefix))
+            .map(|value| value.trim().to_owned()))
+    }
+
     /// `FLUSHALL`.
     pub async fn flushall(&self) -> Result<(), PeerError> {
         self.expect_ok(&["FLUSHALL"]).await

@@ -335,9 +335,20 @@ async fn replicas_share_logins_and_sessions_through_redis() {
             login.output()
         );
     }
-    // Each replica read the session from Redis once and keeps it; a
-    // logout on one ends it on both, the other's copy included.
-    assert_eq!(redis.calls("get").await.unwrap(), 2, "{}", login.output());
+    // Each replica keeps the session it read (tracked by Redis): more
+    // requests read nothing from Redis.
+    let gets = redis.calls("get").await.unwrap();
+    for _ in 0..4 {
+        login.assert_ok(&login.get(&agent, "/again").await, "kept");
+    }
+    assert_eq!(redis.calls("get").await.unwrap(), gets);
+    // A logout on one replica ends the session on both, the other's copy
+    // included: each denies a request after it.
+    let denied = r#"authchain_chain_decisions_total{config="gloo-system.app",result="denied"}"#;
+    let mut before = Vec::new();
+    for a in &login.authchain {
+        before.push(a.metric(denied).await);
+    }
     let out = login.get(&agent, "/logout").await;
     assert_eq!(out.status, 302, "{}", out.describe());
     for _ in 0..2 {
@@ -345,7 +356,13 @@ async fn replicas_share_logins_and_sessions_through_redis() {
         assert_eq!(page.status, 302, "{}\n{}", page.describe(), login.output());
         assert!(page.location().unwrap().starts_with(&login.idp.issuer()));
     }
-    assert_eq!(login.app.hits(), hits + 4);
+    let mut more = Vec::new();
+    for (a, before) in login.authchain.iter().zip(before) {
+        more.push(a.metric(denied).await - before);
+    }
+    assert_eq!(more.iter().sum::<f64>(), 3.0, "{more:?}");
+    assert!(more.iter().all(|&n| n >= 1.0), "{more:?}");
+    assert_eq!(login.app.hits(), hits + 8);
 }
 
 /// Redis going away never hangs a request nor lets one through: with

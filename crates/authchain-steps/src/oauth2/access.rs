@@ -168,13 +168,7 @@ const MAX_CALLS: usize = 64;
 
 /// The `accessTokenValidation` step.
 pub struct AccessToken {
-    check: Check,
-    userinfo: Option<url::Url>,
-    /// The client for the introspection and userinfo endpoints.
-    http: Http,
-    answers: Answers,
-    /// Permits for calls to the IdP ([`MAX_CALLS`]).
-    calls: tokio::sync::Semaphore,
+    asker: Arc<Asker>,
     prf: util::Prf,
     required_scopes: Vec<String>,
     claim_headers: ClaimHeaders,
@@ -190,7 +184,7 @@ impl std::fmt::Debug for AccessToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // URLs, ids and settings; never a secret or a token.
         let mut d = f.debug_struct("AccessToken");
-        match &self.check {
+        match &self.asker.check {
             Check::Jwt(_) => d.field("check", &"jwt"),
             Check::Introspection(i) => d
                 .field("check", &"introspection")
@@ -200,13 +194,25 @@ impl std::fmt::Debug for AccessToken {
         };
         d.field(
             "userinfo_url",
-            &self.userinfo.as_ref().map(url::Url::as_str),
+            &self.asker.userinfo.as_ref().map(url::Url::as_str),
         )
-        .field("cache_timeout", &self.answers.keep)
+        .field("cache_timeout", &self.asker.answers.keep)
         .field("required_scopes", &self.required_scopes)
-        .field("http", &self.http)
+        .field("http", &self.asker.http)
         .finish_non_exhaustive()
     }
+}
+
+/// How tokens are checked, and what asks the IdP about them (shared
+/// with the lookups under way).
+struct Asker {
+    check: Check,
+    userinfo: Option<url::Url>,
+    /// The client for the introspection and userinfo endpoints.
+    http: Http,
+    answers: Answers,
+    /// Permits for calls to the IdP ([`MAX_CALLS`]).
+    calls: tokio::sync::Semaphore,
 }
 
 /// How a token is checked.
@@ -499,11 +505,13 @@ impl AccessToken {
             ),
         };
         Ok(AccessToken {
-            check,
-            userinfo,
-            http: Http::new(timeout)?,
-            answers: Answers::new(keep),
-            calls: tokio::sync::Semaphore::new(MAX_CALLS),
+            asker: Arc::new(Asker {
+                check,
+                userinfo,
+                http: Http::new(timeout)?,
+                answers: Answers::new(keep),
+                calls: tokio::sync::Semaphore::new(MAX_CALLS),
+            }),
             prf: util::Prf::new(),
             claim_headers: ClaimHeaders::new(&config.claims_to_headers, "claimsToHeaders")?,
             claim_metadata: ClaimMetadata::new(
@@ -714,7 +722,7 @@ impl AccessToken {
         let Some(claims) = jwt.as_ref().or(introspected) else {
             return self.rejected("no claims");
         };
-        let user = match &self.check {
+        let user = match &self.asker.check {
             Check::Introspection(i) => match &i.user_id_attribute {
                 Some(name) => match claims.get(name) {
                     Some(Value::String(user)) if !user.is_empty() => Some(user.clone()),
@@ -782,8 +790,8 @@ impl AccessToken {
 
     /// Whether a valid JWT still needs the IdP (the userinfo answer).
     fn needs_remote(&self) -> bool {
-        match self.check {
-            Check::Jwt(_) => self.userinfo.is_some(),
+        match self.asker.check {
+            Check::Jwt(_) => self.asker.userinfo.is_some(),
             Check::Introspection(_) => true,
         }
     }
@@ -791,25 +799,42 @@ impl AccessToken {
     /// What the IdP says about `token`: kept, or asked once for all the
     /// requests that want it now.
     async fn lookup(&self, key: u128, token: &str, exp: Option<SystemTime>) -> Looked {
-        if let Some(hit) = self.answers.get(key) {
+        if let Some(hit) = self.asker.answers.get(key) {
             return Ok(Lookup::Valid(hit));
         }
-        self.answers
-            .inflight
-            .run(key, || async {
-                // A call that ended between the miss and joining this one.
-                if let Some(hit) = self.answers.get(key) {
-                    return Ok(Lookup::Valid(hit));
-                }
-                let looked = self.ask(token, exp).await;
-                if let Ok(Lookup::Valid(remote)) = &looked {
-                    self.answers.put(key, remote);
-                }
-                looked
-            })
+        let asker = Arc::clone(&self.asker);
+        let token = token.to_owned();
+        let looked = self.asker.answers.inflight.run(key, move || async move {
+            // A call that ended between the miss and joining this one.
+            if let Some(hit) = asker.answers.get(key) {
+                return Ok(Lookup::Valid(hit));
+            }
+            let looked = asker.ask(&token, exp).await;
+            if let Ok(Lookup::Valid(remote)) = &looked {
+                asker.answers.put(key, remote);
+            }
+            looked
+        });
+        looked
             .await
+            .unwrap_or_else(|| Err("the lookup failed".into()))
     }
 
+    /// The decision for a verified JWT's `claims` that needs the userinfo
+    /// answer: kept, or asked for.
+    async fn with_userinfo(
+        &self,
+        request: &mut AuthorizationRequest,
+        key: u128,
+        token: &str,
+        claims: Map<String, Value>,
+    ) -> Result<Decision, Error> {
+        let looked = self.lookup(key, token, epoch_claim(&claims, "exp")).await;
+        self.judge(request, Some(claims), looked)
+    }
+}
+
+impl Asker {
     /// Asks the IdP about `token`: introspection, then userinfo.
     async fn ask(&self, token: &str, mut exp: Option<SystemTime>) -> Looked {
         let Ok(Ok(_permit)) = tokio::time::timeout(self.http.timeout(), self.calls.acquire()).await
@@ -875,25 +900,12 @@ impl AccessToken {
             _ => Err("the userinfo answer is not a JSON object".into()),
         }
     }
-
-    /// The decision for a verified JWT's `claims` that needs the userinfo
-    /// answer: kept, or asked for.
-    async fn with_userinfo(
-        &self,
-        request: &mut AuthorizationRequest,
-        key: u128,
-        token: &str,
-        claims: Map<String, Value>,
-    ) -> Result<Decision, Error> {
-        let looked = self.lookup(key, token, epoch_claim(&claims, "exp")).await;
-        self.judge(request, Some(claims), looked)
-    }
 }
 
 #[async_trait]
 impl AuthService for AccessToken {
     async fn start(&self, lifecycle: Lifecycle) -> Result<(), Error> {
-        match &self.check {
+        match &self.asker.check {
             Check::Jwt(verifier) => verifier.start(lifecycle).await.map_err(|e| {
                 let why =
                     std::error::Error::source(&e).map_or_else(|| e.to_string(), |s| s.to_string());
@@ -912,14 +924,14 @@ impl AuthService for AccessToken {
             }
             Err(true) => return self.rejected("not a bearer token").into(),
         };
-        match &self.check {
+        match &self.asker.check {
             Check::Jwt(verifier) => match verifier.check_now(token) {
                 Checked::Valid(claims) if !self.needs_remote() => {
                     self.allow(request, Some(claims), None).into()
                 }
                 Checked::Valid(claims) => {
                     let key = self.prf.hash(&[token.as_bytes()]);
-                    if let Some(hit) = self.answers.get(key) {
+                    if let Some(hit) = self.asker.answers.get(key) {
                         return self
                             .judge(request, Some(claims), Ok(Lookup::Valid(hit)))
                             .into();
@@ -949,7 +961,7 @@ impl AuthService for AccessToken {
             },
             Check::Introspection(_) => {
                 let key = self.prf.hash(&[token.as_bytes()]);
-                if let Some(hit) = self.answers.get(key) {
+                if let Some(hit) = self.asker.answers.get(key) {
                     return self.judge(request, None, Ok(Lookup::Valid(hit))).into();
                 }
                 let token = token.to_owned();

@@ -1,64 +1,129 @@
 //! One call for many requests: the requests that want the same answer at
 //! once (a token's introspection, a session's refresh) wait for one call.
+//! The call runs as a task of its own, so it ends, and keeps its answer
+//! where it keeps it, even when every request waiting for it gives up: a
+//! refresh token the IdP took is not spent a second time by the next one.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use tokio::sync::OnceCell;
+use tokio::sync::watch;
 
-/// The calls under way, one per key (a PRF value).
+type Calls<V> = Arc<Mutex<HashMap<u128, watch::Receiver<Option<V>>>>>;
+
+/// The calls under way, one per key (a PRF value); each leaves when it
+/// ends.
 pub(crate) struct Flights<V> {
-    cells: Mutex<HashMap<u128, Arc<OnceCell<V>>>>,
+    calls: Calls<V>,
 }
 
-impl<V: Clone> Flights<V> {
+impl<V: Clone + Send + Sync + 'static> Flights<V> {
     pub(crate) fn new() -> Self {
         Flights {
-            cells: Mutex::new(HashMap::new()),
+            calls: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
     /// The answer of the call under `key`: the one under way, else `call`
-    /// made now. When the request making the call gives up, one of those
-    /// waiting makes it instead.
-    pub(crate) async fn run<F>(&self, key: u128, call: impl FnOnce() -> F) -> V
+    /// started now; `None` if its task failed (a panic).
+    pub(crate) async fn run<F>(&self, key: u128, call: impl FnOnce() -> F) -> Option<V>
     where
-        F: Future<Output = V>,
+        F: Future<Output = V> + Send + 'static,
     {
-        let cell = self
-            .cells
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .entry(key)
-            .or_default()
-            .clone();
-        let _leave = Leave {
-            cells: &self.cells,
-            key,
-            cell: &cell,
+        let mut answer = {
+            let mut calls = self.calls.lock().unwrap_or_else(PoisonError::into_inner);
+            match calls.get(&key) {
+                Some(answer) => answer.clone(),
+                None => {
+                    let (tell, answer) = watch::channel(None);
+                    let leave = Leave {
+                        calls: Arc::clone(&self.calls),
+                        key,
+                    };
+                    let work = call();
+                    tokio::spawn(async move {
+                        let _leave = leave;
+                        let _ = tell.send(Some(work.await));
+                    });
+                    calls.insert(key, answer.clone());
+                    answer
+                }
+            }
         };
-        cell.get_or_init(call).await.clone()
+        answer.wait_for(Option::is_some).await.ok()?.clone()
     }
 }
 
-/// Removes a call's cell when it is done, or when the request that made
-/// it gave up and no other waits for it.
-struct Leave<'a, V> {
-    cells: &'a Mutex<HashMap<u128, Arc<OnceCell<V>>>>,
+/// Removes a call from those under way when its task ends, however.
+struct Leave<V> {
+    calls: Calls<V>,
     key: u128,
-    cell: &'a Arc<OnceCell<V>>,
 }
 
-impl<V> Drop for Leave<'_, V> {
+impl<V> Drop for Leave<V> {
     fn drop(&mut self) {
-        let mut cells = self.cells.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(current) = cells.get(&self.key)
-            && Arc::ptr_eq(current, self.cell)
-            // Done, or no one else holds it (the map and this request).
-            && (self.cell.initialized() || Arc::strong_count(self.cell) <= 2)
-        {
-            cells.remove(&self.key);
-        }
+        self.calls
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use super::*;
+
+    /// The requests that want one answer share one call; a call whose
+    /// every waiter gave up still ends, once, and the next request for
+    /// the key starts a new one only after it.
+    #[tokio::test(start_paused = true)]
+    async fn one_call_per_key_even_when_its_waiters_give_up() {
+        let flights = Flights::<usize>::new();
+        let made = Arc::new(AtomicUsize::new(0));
+        let call = |made: Arc<AtomicUsize>| {
+            move || async move {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                made.fetch_add(1, Ordering::SeqCst) + 1
+            }
+        };
+        // The first request gives up half way; the second joins its call.
+        let gave_up = tokio::time::timeout(
+            Duration::from_millis(500),
+            flights.run(7, call(made.clone())),
+        )
+        .await;
+        assert!(gave_up.is_err());
+        let (a, b) = tokio::join!(
+            flights.run(7, call(made.clone())),
+            flights.run(7, call(made.clone()))
+        );
+        assert_eq!((a, b), (Some(1), Some(1)));
+        assert_eq!(made.load(Ordering::SeqCst), 1);
+        // Done: it left, and another key never shared it.
+        assert_eq!(flights.run(7, call(made.clone())).await, Some(2));
+        assert_eq!(flights.run(8, call(made.clone())).await, Some(3));
+        assert!(flights.calls.lock().unwrap().is_empty());
+    }
+
+    /// A call whose task fails (a panic) answers `None` to its waiters and
+    /// leaves.
+    #[tokio::test]
+    async fn a_failed_call_answers_none_and_leaves() {
+        let flights = Flights::<usize>::new();
+        let answer = flights
+            .run(1, || async {
+                if true {
+                    panic!("the call fails");
+                }
+                0
+            })
+            .await;
+        assert_eq!(answer, None);
+        assert!(flights.calls.lock().unwrap().is_empty());
+        assert_eq!(flights.run(1, || async { 5 }).await, Some(5));
     }
 }

@@ -13,9 +13,10 @@
 //!   the same `sub`; the cookie store sends the new cookie with the
 //!   allow), else the user logs in again. The requests that carry one
 //!   session at once, or for 30 s after its refresh (sent before the
-//!   browser had the new cookie), share one refresh in a replica: an IdP
-//!   that rotates refresh tokens takes each once, and may revoke the
-//!   grant when a spent one comes back.
+//!   browser had the new cookie), share one refresh in a replica, which
+//!   ends even when they all give up: an IdP that rotates refresh tokens
+//!   takes each once, and may revoke the grant when a spent one comes
+//!   back. A refresh never brings back a Redis session a logout removed.
 //! - **Without one**: a deny that is a `302` to the IdP's authorization
 //!   endpoint (`response_type=code`, `scope=openid ...`, `state`, `nonce`,
 //!   PKCE `S256`, `redirect_uri` = `appUrl` + `callbackPath`), with a
@@ -65,9 +66,10 @@
 //!   gives neither a session nor a token), for as long as the cookie
 //!   lives, and logins in progress (under the id and the state, taken
 //!   once), so that replicas behind one proxy share both. Each replica
-//!   keeps the sessions it read, and Redis tells it at once of a change
-//!   to one (a refresh, a logout anywhere: RESP3 client-side caching,
-//!   Redis 6.0 and later; an older Redis is read on every request). A
+//!   keeps the sessions it opened (2 s at most), and Redis tells it at
+//!   once of a change to one (a refresh, a logout anywhere: RESP3
+//!   client-side caching, Redis 6.0 and later; an older Redis is read on
+//!   every request). A
 //!   failing Redis is a deny (a step error) when `failOnFetchFailure` is
 //!   set, else a new login, which needs Redis too: while it is down that
 //!   is a step error as well, never a session.
@@ -163,6 +165,64 @@ struct Discovery {
 }
 
 impl Discovery {
+    /// A refreshed session, or `None` when the IdP will not refresh it.
+    async fn refresh(&self, live: &Live, session: &Session) -> Result<Option<Session>, Error> {
+        let Some(refresh) = &session.refresh_token else {
+            return Ok(None);
+        };
+        let tokens = match live
+            .client
+            .exchange_refresh_token(&RefreshToken::new(refresh.clone()))
+            .request_async(&self.http.oauth())
+            .await
+        {
+            Ok(t) => t,
+            Err(oauth2::RequestTokenError::ServerResponse(e)) => {
+                tracing::debug!(error = %e.error(), "oauth2: the IdP refused the refresh");
+                return Ok(None);
+            }
+            Err(e) => return Err(Error::step(format!("the token endpoint: {e}"))),
+        };
+        let (id_token, expires_at) = match tokens.extra_fields().id_token.clone() {
+            Some(id_token) => match live.verifier.check(&id_token).await {
+                // OIDC Core 12.2: the same `sub` (`iss` and `aud` are
+                // checked by the verifier).
+                Ok(claims)
+                    if claims.get("sub").is_none()
+                        || claims.get("sub")
+                            != payload(&session.id_token).unwrap_or_default().get("sub") =>
+                {
+                    tracing::debug!("oauth2: refreshed ID token is for another subject");
+                    return Ok(None);
+                }
+                Ok(claims) => {
+                    let exp = claims.get("exp").and_then(Value::as_u64).unwrap_or(0);
+                    (id_token, exp)
+                }
+                Err(reason) => {
+                    tracing::debug!(reason, "oauth2: refreshed ID token rejected");
+                    return Ok(None);
+                }
+            },
+            None => {
+                let lifetime = tokens.expires_in().unwrap_or(Duration::from_secs(300));
+                (
+                    session.id_token.clone(),
+                    session::now() + lifetime.as_secs(),
+                )
+            }
+        };
+        Ok(Some(Session {
+            id_token,
+            access_token: tokens.access_token().secret().clone(),
+            refresh_token: tokens
+                .refresh_token()
+                .map(|r| r.secret().clone())
+                .or_else(|| session.refresh_token.clone()),
+            expires_at,
+        }))
+    }
+
     /// Runs discovery and fetches the JWKS.
     async fn discover(
         &self,
@@ -276,7 +336,7 @@ impl Discovery {
 /// Where sessions live.
 enum Store {
     Cookie,
-    Redis(Box<Redis>),
+    Redis(Arc<Redis>),
 }
 
 /// The `oidcAuthorizationCode` step.
@@ -321,7 +381,33 @@ const REFRESH_GRACE: Duration = Duration::from_secs(30);
 const REFRESHED: u64 = 4096;
 
 /// A refresh's outcome, shared by the requests that waited for it.
-type Refreshed = Result<Option<Arc<Session>>, Arc<Error>>;
+type Refreshed = Result<Option<Arc<Session>>, Failed>;
+
+/// Why a refresh failed, for each request that waited for it.
+#[derive(Clone)]
+struct Failed {
+    place: Option<String>,
+    why: String,
+}
+
+impl From<Error> for Failed {
+    fn from(e: Error) -> Self {
+        Failed {
+            place: e.place().map(str::to_owned),
+            why: std::error::Error::source(&e).map_or_else(|| e.to_string(), |s| s.to_string()),
+        }
+    }
+}
+
+impl Failed {
+    fn error(&self) -> Error {
+        let e = Error::step(CallError(self.why.clone()));
+        match &self.place {
+            Some(place) => e.at(place),
+            None => e,
+        }
+    }
+}
 
 /// Refreshes under way and just done, by the PRF of the refresh token
 /// they spent: the requests that carry one session together, or until the
@@ -598,7 +684,7 @@ impl Oidc {
                             Error::config("expected host:port").at("session.redis.options.host")
                         );
                     };
-                    if host.contains(['/', '@', ' ']) {
+                    if host.contains(['/', '@', ' ', '?', '#']) {
                         return Err(
                             Error::config("expected host:port").at("session.redis.options.host")
                         );
@@ -615,7 +701,7 @@ impl Oidc {
                     let name = set(&redis.cookie_name).unwrap_or("__session").to_owned();
                     cookie_token(&name, "session.redis.cookieName")?;
                     (
-                        Store::Redis(Box::new(store)),
+                        Store::Redis(Arc::new(store)),
                         name,
                         redis.allow_refreshing.unwrap_or(true),
                         redis
@@ -1074,7 +1160,7 @@ impl Oidc {
             access_token: tokens.access_token().secret().clone(),
             refresh_token: tokens.refresh_token().map(|r| r.secret().clone()),
         };
-        let set_cookies = self.save(&session, None).await?;
+        let set_cookies = self.save(&session).await?;
         let location = format!("{}{}", self.app_origin, pending.return_to);
         let location =
             HeaderValue::try_from(location).map_err(|_| Error::step("bad return path"))?;
@@ -1089,38 +1175,30 @@ impl Oidc {
         Ok(deny.into())
     }
 
-    /// Stores `session` (in Redis under `id`, the session's own, when it
-    /// has one) and gives the `Set-Cookie`s of the cookie that changed:
-    /// none when a Redis session keeps its id.
-    async fn save(&self, session: &Session, id: Option<&str>) -> Result<Vec<HeaderValue>, Error> {
-        match &self.store {
-            Store::Cookie => {
-                let sealed = self.sealer.seal("session", session);
-                self.session_set_cookies(&sealed).ok_or_else(|| {
-                    Error::step("the session does not fit in 4 cookies: store sessions in Redis")
-                })
-            }
+    /// Stores a new `session` and gives the `Set-Cookie`s of its cookie:
+    /// the session sealed, or the id Redis keeps it under.
+    async fn save(&self, session: &Session) -> Result<Vec<HeaderValue>, Error> {
+        let value = match &self.store {
+            Store::Cookie => self.sealer.seal("session", session),
             Store::Redis(redis) => {
-                let ttl = match (
-                    self.allow_refreshing && session.refresh_token.is_some(),
-                    self.cookies.max_age,
-                ) {
-                    (true, Some(age)) => Duration::from_secs(u64::from(age)),
-                    _ => Duration::from_secs(
-                        session.expires_at.saturating_sub(session::now()).max(1),
-                    ),
-                };
-                let fresh = id.is_none().then(|| session::random_token(32));
-                let key = id.or(fresh.as_deref()).unwrap_or_default();
+                let id = session::random_token(32);
                 redis
-                    .put("session:", key, session, ttl)
+                    .put("session:", &id, session, redis_ttl(session, self.keep()))
                     .await
                     .map_err(|e| Error::step(e).at("session.redis"))?;
-                Ok(fresh
-                    .and_then(|id| self.session_set_cookies(&id))
-                    .unwrap_or_default())
+                id
             }
-        }
+        };
+        self.session_set_cookies(&value).ok_or_else(|| {
+            Error::step("the session does not fit in 4 cookies: store sessions in Redis")
+        })
+    }
+
+    /// How long a refreshable session is kept: its cookie's `maxAge`.
+    fn keep(&self) -> Option<u32> {
+        self.allow_refreshing
+            .then_some(self.cookies.max_age)
+            .flatten()
     }
 
     /// The session the request's cookie names; `Ok(None)`: none (or not
@@ -1137,64 +1215,6 @@ impl Oidc {
                 }
             },
         }
-    }
-
-    /// A refreshed session, or `None` when the IdP will not refresh it.
-    async fn refresh(&self, live: &Live, session: &Session) -> Result<Option<Session>, Error> {
-        let Some(refresh) = &session.refresh_token else {
-            return Ok(None);
-        };
-        let tokens = match live
-            .client
-            .exchange_refresh_token(&RefreshToken::new(refresh.clone()))
-            .request_async(&self.idp.http.oauth())
-            .await
-        {
-            Ok(t) => t,
-            Err(oauth2::RequestTokenError::ServerResponse(e)) => {
-                tracing::debug!(error = %e.error(), "oauth2: the IdP refused the refresh");
-                return Ok(None);
-            }
-            Err(e) => return Err(Error::step(format!("the token endpoint: {e}"))),
-        };
-        let (id_token, expires_at) = match tokens.extra_fields().id_token.clone() {
-            Some(id_token) => match live.verifier.check(&id_token).await {
-                // OIDC Core 12.2: the same `sub` (`iss` and `aud` are
-                // checked by the verifier).
-                Ok(claims)
-                    if claims.get("sub").is_none()
-                        || claims.get("sub")
-                            != payload(&session.id_token).unwrap_or_default().get("sub") =>
-                {
-                    tracing::debug!("oauth2: refreshed ID token is for another subject");
-                    return Ok(None);
-                }
-                Ok(claims) => {
-                    let exp = claims.get("exp").and_then(Value::as_u64).unwrap_or(0);
-                    (id_token, exp)
-                }
-                Err(reason) => {
-                    tracing::debug!(reason, "oauth2: refreshed ID token rejected");
-                    return Ok(None);
-                }
-            },
-            None => {
-                let lifetime = tokens.expires_in().unwrap_or(Duration::from_secs(300));
-                (
-                    session.id_token.clone(),
-                    session::now() + lifetime.as_secs(),
-                )
-            }
-        };
-        Ok(Some(Session {
-            id_token,
-            access_token: tokens.access_token().secret().clone(),
-            refresh_token: tokens
-                .refresh_token()
-                .map(|r| r.secret().clone())
-                .or_else(|| session.refresh_token.clone()),
-            expires_at,
-        }))
     }
 
     async fn logout(&self, live: &Live, request: &AuthorizationRequest) -> Result<Decision, Error> {
@@ -1239,7 +1259,7 @@ impl Oidc {
     /// Every request that is not a callback or a logout.
     async fn with_session(
         &self,
-        live: &Live,
+        live: &Arc<Live>,
         request: &mut AuthorizationRequest,
         cookie: Option<String>,
     ) -> Result<Decision, Error> {
@@ -1259,7 +1279,7 @@ impl Oidc {
             Some(fresh) => {
                 // The refresh saved a Redis session under its id.
                 let set_cookies = match self.store {
-                    Store::Cookie => self.save(&fresh, None).await?,
+                    Store::Cookie => self.save(&fresh).await?,
                     Store::Redis(_) => Vec::new(),
                 };
                 Ok(self.allow(request, &fresh, set_cookies))
@@ -1269,10 +1289,11 @@ impl Oidc {
     }
 
     /// `session` refreshed, once for all the requests that carry it (see
-    /// [`Refreshes`]); a Redis session is saved under `id`, the cookie's.
+    /// [`Refreshes`]); a Redis session is saved under `id`, the cookie's,
+    /// unless a logout removed it meanwhile.
     async fn refreshed(
         &self,
-        live: &Live,
+        live: &Arc<Live>,
         session: &Session,
         id: &str,
     ) -> Result<Option<Arc<Session>>, Error> {
@@ -1280,32 +1301,58 @@ impl Oidc {
             return Ok(None);
         };
         let key = self.refreshes.prf.hash(&[token.as_bytes()]);
-        let done = || {
-            let limit = session::now() + self.pre_expiry.as_secs();
-            self.refreshes
-                .done
-                .get(&key)
-                .filter(|fresh| fresh.expires_at > limit)
-        };
-        if let Some(fresh) = done() {
+        let limit = session::now() + self.pre_expiry.as_secs();
+        let done = &self.refreshes.done;
+        if let Some(fresh) = done.get(&key).filter(|f| f.expires_at > limit) {
             return Ok(Some(fresh));
         }
-        let refreshed = self.refreshes.under_way.run(key, || async {
+        let (idp, live, session, done) = (
+            Arc::clone(&self.idp),
+            Arc::clone(live),
+            session.clone(),
+            done.clone(),
+        );
+        let redis = match &self.store {
+            Store::Cookie => None,
+            Store::Redis(redis) => Some((Arc::clone(redis), id.to_owned())),
+        };
+        let keep = self.keep();
+        let refreshed = self.refreshes.under_way.run(key, move || async move {
             // One that ended between the miss and joining this one.
-            if let Some(fresh) = done() {
+            if let Some(fresh) = done.get(&key).filter(|f| f.expires_at > limit) {
                 return Ok(Some(fresh));
             }
-            let Some(fresh) = self.refresh(live, session).await.map_err(Arc::new)? else {
+            let Some(fresh) = idp.refresh(&live, &session).await? else {
                 return Ok(None);
             };
-            if let Store::Redis(_) = self.store {
-                self.save(&fresh, Some(id)).await.map_err(Arc::new)?;
+            if let Some((redis, id)) = redis {
+                let kept = redis
+                    .replace("session:", &id, &fresh, redis_ttl(&fresh, keep))
+                    .await
+                    .map_err(|e| Error::step(e).at("session.redis"))?;
+                if !kept {
+                    tracing::debug!("oauth2: the session was logged out during its refresh");
+                    return Ok(None);
+                }
             }
             let fresh = Arc::new(fresh);
-            self.refreshes.done.insert(key, fresh.clone());
+            done.insert(key, fresh.clone());
             Ok(Some(fresh))
         });
-        refreshed.await.map_err(Error::step)
+        match refreshed.await {
+            Some(Ok(fresh)) => Ok(fresh),
+            Some(Err(failed)) => Err(failed.error()),
+            None => Err(Error::step("the refresh failed")),
+        }
+    }
+}
+
+/// How long Redis keeps `session`: `keep` (the cookie's `maxAge`) when
+/// it can be refreshed, else until its ID token expires.
+fn redis_ttl(session: &Session, keep: Option<u32>) -> Duration {
+    match (session.refresh_token.is_some(), keep) {
+        (true, Some(age)) => Duration::from_secs(u64::from(age)),
+        _ => Duration::from_secs(session.expires_at.saturating_sub(session::now()).max(1)),
     }
 }
 

@@ -236,8 +236,9 @@ pub(crate) fn chunk_names(name: &str) -> impl Iterator<Item = String> + '_ {
 
 /// How long a session read from Redis is kept in the process at most;
 /// Redis tells of every change to it at once (client-side caching), so
-/// this bounds only a change the connection never delivered.
-const CACHE_TTL: Duration = Duration::from_secs(10);
+/// this bounds only a change the connection never delivered (a Redis
+/// that stopped answering without closing it).
+const CACHE_TTL: Duration = Duration::from_secs(2);
 /// How many sessions read from Redis are kept in the process.
 const CACHE_SIZE: usize = 4096;
 
@@ -249,12 +250,18 @@ const CACHE_SIZE: usize = 4096;
 /// Sessions read are kept in the process, and Redis tracks them for it
 /// (RESP3 client-side caching): a session changed or removed by any
 /// replica (a refresh, a logout) is dropped from every replica's copy
-/// when Redis tells them, and every copy goes with the connection. A
-/// Redis that does not do this (before 6.0) is read on every request.
+/// when Redis tells them, and every copy goes with the connection. Only
+/// ids that opened a session here before are kept so (and tracked by
+/// Redis, which holds an entry for each): made-up ids cost Redis
+/// nothing. A Redis that does not track (before 6.0) is read on every
+/// request.
 pub(crate) struct Redis {
     host: String,
     db: i64,
     connection: tokio::sync::OnceCell<redis::aio::ConnectionManager>,
+    /// The PRFs of the ids that opened a session here.
+    known: moka::sync::Cache<u128, (), crate::util::PrfKeyed>,
+    prf: crate::util::Prf,
     prefix: String,
     timeout: Duration,
 }
@@ -275,6 +282,10 @@ impl Redis {
             host: host.to_owned(),
             db,
             connection: tokio::sync::OnceCell::new(),
+            known: moka::sync::Cache::builder()
+                .max_capacity(CACHE_SIZE as u64)
+                .build_with_hasher(crate::util::PrfKeyed::default()),
+            prf: crate::util::Prf::new(),
             prefix,
             timeout,
         };
@@ -295,17 +306,9 @@ impl Redis {
     async fn connection(&self) -> Result<redis::aio::ConnectionManager, CallError> {
         let connect = self.connection.get_or_try_init(|| async {
             match self.connect(true).await {
-                // Refused by Redis itself (`HELLO` or `CLIENT TRACKING`
-                // unknown), not by the network.
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        redis::ErrorKind::RESP3NotSupported
-                            | redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError)
-                    ) =>
-                {
+                Err(e) if refuses_tracking(&e) => {
                     tracing::warn!(
-                        error = e.category(),
+                        error = e.detail().unwrap_or(e.category()),
                         "oauth2: Redis does not track what clients keep (RESP3, Redis 6.0 and later): every request reads its session from Redis"
                     );
                     self.connect(false).await
@@ -386,18 +389,42 @@ impl Redis {
         value: &T,
         ttl: Duration,
     ) -> Result<(), CallError> {
+        self.set(kind, id, value, ttl, false).await.map(|_| ())
+    }
+
+    /// Replaces the value under (`kind`, `id`) for `ttl`, if there is one
+    /// still: whether there was (a session a logout removed stays gone).
+    pub(crate) async fn replace<T: Serialize>(
+        &self,
+        kind: &str,
+        id: &str,
+        value: &T,
+        ttl: Duration,
+    ) -> Result<bool, CallError> {
+        self.set(kind, id, value, ttl, true).await
+    }
+
+    async fn set<T: Serialize>(
+        &self,
+        kind: &str,
+        id: &str,
+        value: &T,
+        ttl: Duration,
+        existing: bool,
+    ) -> Result<bool, CallError> {
         let mut c = self.connection().await?;
         let data = self.value_sealer(kind, id).seal("redis", value);
-        let key = self.key(kind, id);
-        self.bounded(
-            redis::cmd("SET")
-                .arg(key)
-                .arg(data)
-                .arg("EX")
-                .arg(ttl.as_secs().max(1))
-                .query_async::<()>(&mut c),
-        )
-        .await
+        let mut command = redis::cmd("SET");
+        command
+            .arg(self.key(kind, id))
+            .arg(data)
+            .arg("EX")
+            .arg(ttl.as_secs().max(1));
+        if existing {
+            command.arg("XX");
+        }
+        let done: Option<String> = self.bounded(command.query_async(&mut c)).await?;
+        Ok(done.is_some())
     }
 
     /// The value under (`kind`, `id`), if any; with `take`, removed.
@@ -414,10 +441,84 @@ impl Redis {
             false => redis::cmd("GET"),
         };
         command.arg(key);
-        if !take {
+        let known = self.prf.hash(&[kind.as_bytes(), id.as_bytes()]);
+        if !take && self.known.contains_key(&known) {
             command.set_cache_config(redis::CommandCacheConfig::new().set_enable_cache(true));
         }
         let data: Option<String> = self.bounded(command.query_async(&mut c)).await?;
-        Ok(data.and_then(|d| self.value_sealer(kind, id).open("redis", &d)))
+        let value = data.and_then(|d| self.value_sealer(kind, id).open("redis", &d));
+        if !take && value.is_some() {
+            self.known.insert(known, ());
+        }
+        Ok(value)
+    }
+}
+
+/// Whether Redis itself refused what client-side caching needs (`HELLO 3`
+/// or `CLIENT TRACKING`: unknown, renamed or not permitted), rather than
+/// the network or another setting failing.
+fn refuses_tracking(e: &redis::RedisError) -> bool {
+    if e.kind() == redis::ErrorKind::RESP3NotSupported {
+        return true;
+    }
+    let said = e.to_string().to_ascii_uppercase();
+    ["HELLO", "TRACKING", "CACHING", "'CLIENT'", "`CLIENT`"]
+        .iter()
+        .any(|word| said.contains(word))
+}
+
+#[cfg(test)]
+mod tests {
+    use authchain_testkit::redis::Redis as Server;
+
+    use super::*;
+
+    const TTL: Duration = Duration::from_secs(60);
+
+    async fn store(server: &Server) -> Redis {
+        let host = server.addr().to_string();
+        Redis::new(&host, 0, "t:".into(), Duration::from_secs(2)).unwrap()
+    }
+
+    /// A refreshed session replaces one that is still there, never one a
+    /// logout removed meanwhile.
+    #[tokio::test]
+    async fn a_replacement_keeps_a_removed_value_removed() {
+        let server = Server::start().await.unwrap();
+        let store = store(&server).await;
+        let get = |take| store.get::<String>("session:", "id", take);
+        assert!(!store.replace("session:", "id", &"v1", TTL).await.unwrap());
+        assert_eq!(get(false).await.unwrap(), None);
+        store.put("session:", "id", &"v1", TTL).await.unwrap();
+        assert!(store.replace("session:", "id", &"v2", TTL).await.unwrap());
+        assert_eq!(get(true).await.unwrap().as_deref(), Some("v2"));
+        assert!(!store.replace("session:", "id", &"v3", TTL).await.unwrap());
+        assert_eq!(get(false).await.unwrap(), None);
+    }
+
+    /// Only an id that opened a value here is read through the kept
+    /// copies, which Redis tracks: made-up ids cost Redis no tracking.
+    #[tokio::test]
+    async fn only_known_ids_are_kept_and_tracked() {
+        let server = Server::start().await.unwrap();
+        let store = store(&server).await;
+        let tracked = || async {
+            let keys = server.info("tracking_total_keys").await.unwrap();
+            keys.unwrap().parse::<u64>().unwrap()
+        };
+        for i in 0..20 {
+            let id = format!("made-up-{i}");
+            let found = store.get::<String>("session:", &id, false).await.unwrap();
+            assert_eq!(found, None);
+        }
+        assert_eq!(tracked().await, 0);
+        store.put("session:", "id", &"v1", TTL).await.unwrap();
+        for _ in 0..5 {
+            let found = store.get::<String>("session:", "id", false).await.unwrap();
+            assert_eq!(found.as_deref(), Some("v1"));
+        }
+        assert_eq!(tracked().await, 1);
+        // Read twice from Redis: once to learn the id, once tracked.
+        assert_eq!(server.calls("get").await.unwrap(), 22);
     }
 }
