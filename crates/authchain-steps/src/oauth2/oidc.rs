@@ -14,7 +14,8 @@
 //!   allow), else the user logs in again. The requests that carry one
 //!   session at once, or for 30 s after its refresh (sent before the
 //!   browser had the new cookie), share one refresh in a replica, which
-//!   ends even when they all give up: an IdP that rotates refresh tokens
+//!   ends even when they all give up, and a Redis session is refreshed by
+//!   one replica at a time (a lock in Redis): an IdP that rotates refresh tokens
 //!   takes each once, and may revoke the grant when a spent one comes
 //!   back. A refresh never brings back a Redis session a logout removed.
 //! - **Without one**: a deny that is a `302` to the IdP's authorization
@@ -1322,19 +1323,15 @@ impl Oidc {
             if let Some(fresh) = done.get(&key).filter(|f| f.expires_at > limit) {
                 return Ok(Some(fresh));
             }
-            let Some(fresh) = idp.refresh(&live, &session).await? else {
+            let fresh = match redis {
+                None => idp.refresh(&live, &session).await?,
+                Some((redis, id)) => {
+                    refresh_in_redis(&idp, &live, &session, &redis, &id, keep).await?
+                }
+            };
+            let Some(fresh) = fresh else {
                 return Ok(None);
             };
-            if let Some((redis, id)) = redis {
-                let kept = redis
-                    .replace("session:", &id, &fresh, redis_ttl(&fresh, keep))
-                    .await
-                    .map_err(|e| Error::step(e).at("session.redis"))?;
-                if !kept {
-                    tracing::debug!("oauth2: the session was logged out during its refresh");
-                    return Ok(None);
-                }
-            }
             let fresh = Arc::new(fresh);
             done.insert(key, fresh.clone());
             Ok(Some(fresh))
@@ -1346,6 +1343,64 @@ impl Oidc {
         }
     }
 }
+
+/// `session`, kept in Redis under `id`, refreshed by one replica at a
+/// time: the one that takes the refresh's lock refreshes it and saves it
+/// (unless a logout removed it meanwhile); the others wait for what it
+/// saves, and start a new login when it saved nothing.
+async fn refresh_in_redis(
+    idp: &Discovery,
+    live: &Live,
+    session: &Session,
+    redis: &Redis,
+    id: &str,
+    keep: Option<u32>,
+) -> Result<Option<Session>, Error> {
+    let at = |e: CallError| Error::step(e).at("session.redis");
+    // The IdP's answer and the Redis calls around it, each bounded.
+    let hold = redis.timeout() * 4;
+    if redis.lock("refresh:", id, hold).await.map_err(at)? {
+        let refreshed = async {
+            let Some(fresh) = idp.refresh(live, session).await? else {
+                return Ok(None);
+            };
+            let ttl = redis_ttl(&fresh, keep);
+            if !redis
+                .replace("session:", id, &fresh, ttl)
+                .await
+                .map_err(at)?
+            {
+                tracing::debug!("oauth2: the session was logged out during its refresh");
+                return Ok(None);
+            }
+            Ok(Some(fresh))
+        }
+        .await;
+        // Else it goes when `hold` ends.
+        let _ = redis.unlock("refresh:", id).await;
+        return refreshed;
+    }
+    let deadline = tokio::time::Instant::now() + hold;
+    while tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(REFRESH_POLL).await;
+        // The lock first: a refresh that ended saved its session before.
+        let held = redis.locked("refresh:", id).await.map_err(at)?;
+        match redis
+            .get::<Session>("session:", id, false)
+            .await
+            .map_err(at)?
+        {
+            // Every refresh gives a new access token.
+            Some(now) if now.access_token != session.access_token => return Ok(Some(now)),
+            Some(_) if held => {}
+            _ => return Ok(None),
+        }
+    }
+    Err(Error::step("another replica's refresh of this session did not end").at("session.redis"))
+}
+
+/// How often a replica looks for the session another one refreshes.
+const REFRESH_POLL: Duration = Duration::from_millis(50);
 
 /// How long Redis keeps `session`: `keep` (the cookie's `maxAge`) when
 /// it can be refreshed, else until its ID token expires.

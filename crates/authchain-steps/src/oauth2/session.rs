@@ -427,6 +427,47 @@ impl Redis {
         Ok(done.is_some())
     }
 
+    /// Takes the lock named (`kind`, `id`) for `hold`, unless another
+    /// holds it: whether this caller has it. It goes with
+    /// [`unlock`](Self::unlock), or when `hold` ends.
+    pub(crate) async fn lock(
+        &self,
+        kind: &str,
+        id: &str,
+        hold: Duration,
+    ) -> Result<bool, CallError> {
+        let mut c = self.connection().await?;
+        let hold = u64::try_from(hold.as_millis()).unwrap_or(u64::MAX).max(1);
+        let mut command = redis::cmd("SET");
+        command
+            .arg(self.key(kind, id))
+            .arg("1")
+            .arg("NX")
+            .arg("PX")
+            .arg(hold);
+        let taken: Option<String> = self.bounded(command.query_async(&mut c)).await?;
+        Ok(taken.is_some())
+    }
+
+    /// Whether someone holds the lock named (`kind`, `id`).
+    pub(crate) async fn locked(&self, kind: &str, id: &str) -> Result<bool, CallError> {
+        let mut c = self.connection().await?;
+        let command = redis::cmd("EXISTS").arg(self.key(kind, id)).clone();
+        self.bounded(command.query_async(&mut c)).await
+    }
+
+    /// Releases the lock named (`kind`, `id`).
+    pub(crate) async fn unlock(&self, kind: &str, id: &str) -> Result<(), CallError> {
+        let mut c = self.connection().await?;
+        let command = redis::cmd("DEL").arg(self.key(kind, id)).clone();
+        self.bounded(command.query_async::<()>(&mut c)).await
+    }
+
+    /// How long one call may take.
+    pub(crate) fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     /// The value under (`kind`, `id`), if any; with `take`, removed.
     pub(crate) async fn get<T: for<'de> Deserialize<'de>>(
         &self,

@@ -1307,6 +1307,20 @@ async fn expired_cookie_sessions_refresh_only_when_allowed() {
     assert_new_login(&mut b, &issuer, &strict).await;
 }
 
+/// Short tokens, and a new refresh token at each refresh.
+fn rotating_short_tokens(c: &mut IdpConfig) {
+    short_tokens(c);
+    c.rotate_refresh_tokens = true;
+}
+
+/// A Redis session without a pre-expiry buffer: fresh as long as its ID
+/// token.
+fn redis_session_unbuffered(redis: &Redis) -> Value {
+    let mut session = redis_session(redis, json!({}));
+    session["redis"]["preExpiryBuffer"] = json!("0s");
+    session
+}
+
 /// Requests that carry one expired session at once, and the old session
 /// sent again after its refresh (before the browser had the new cookie),
 /// share one refresh: an IdP that rotates refresh tokens revokes the
@@ -1315,19 +1329,14 @@ async fn expired_cookie_sessions_refresh_only_when_allowed() {
 #[tokio::test]
 async fn requests_with_one_expired_session_share_one_refresh() {
     let redis = Redis::start().await.unwrap();
-    let mut rig = Rig::start(2, |c| {
-        short_tokens(c);
-        c.rotate_refresh_tokens = true;
-    })
-    .await;
+    let mut rig = Rig::start(2, rotating_short_tokens).await;
     let issuer = rig.issuer.clone();
     let mut config = rig.config("app", 0);
     oidc(&mut config)["session"]["cookie"] = json!({ "allowRefreshing": true });
     let cookie_store = rig.front(0, &config).await;
     let mut config = rig.config("app", 1);
-    oidc(&mut config)["session"] = redis_session(&redis, json!({}));
     // A refreshed session then stays fresh as long as the cookie store's.
-    oidc(&mut config)["session"]["redis"]["preExpiryBuffer"] = json!("0s");
+    oidc(&mut config)["session"] = redis_session_unbuffered(&redis);
     let redis_store = rig.front(1, &config).await;
     let fronts = [&cookie_store, &redis_store];
 
@@ -1465,6 +1474,44 @@ async fn redis_sessions_are_shared_hashed_sealed_and_one_use_logins() {
     let mut thief = UserAgent::new();
     *thief.jar_mut() = stolen;
     assert_new_login(&mut thief, &issuer, &replica).await;
+}
+
+/// Replicas that get requests of one expired Redis session at once share
+/// one refresh too: the one that takes the refresh's lock in Redis makes
+/// it, the others wait for the session it saves (a rotating IdP would
+/// revoke the grant on a second one).
+#[tokio::test]
+async fn replicas_share_one_refresh_through_redis() {
+    let redis = Redis::start().await.unwrap();
+    let mut rig = Rig::start(2, rotating_short_tokens).await;
+    let issuer = rig.issuer.clone();
+    let mut config = rig.config("app", 0);
+    oidc(&mut config)["session"] = redis_session_unbuffered(&redis);
+    let front = rig.front(0, &config).await;
+    let replica = rig.front(1, &config).await;
+    let mut agent = UserAgent::new();
+    log_in(&mut agent, &issuer, &front, "/private").await;
+    assert_session(&mut agent, &replica).await;
+    for round in 0..2 {
+        // Past the ID token's lifetime (4s).
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let tokens = rig.idp().requests().await.unwrap().token;
+        let pages = futures::future::join_all((0..6).map(|i| {
+            let mut one = agent.clone();
+            let url = [&front, &replica][i % 2].url("/private");
+            async move { get(&mut one, &url).await }
+        }))
+        .await;
+        for page in &pages {
+            assert_eq!(page.status, 200, "round {round}: {}", page.describe());
+            assert_eq!(
+                page.header_values("x-app-id-token"),
+                pages[0].header_values("x-app-id-token")
+            );
+        }
+        assert_eq!(rig.idp().requests().await.unwrap().token, tokens + 1);
+        assert!(redis.keys("ac:refresh:*").await.unwrap().is_empty());
+    }
 }
 
 /// A Redis that cannot track what its clients keep (before 6.0; here
