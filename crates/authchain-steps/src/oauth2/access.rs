@@ -324,7 +324,7 @@ impl Answers {
         Answers {
             cache,
             keep,
-            inflight: Flights::new(),
+            inflight: Flights::new(4 * MAX_CALLS),
         }
     }
 
@@ -817,7 +817,7 @@ impl AccessToken {
         });
         looked
             .await
-            .unwrap_or_else(|| Err("the lookup failed".into()))
+            .unwrap_or_else(|| Err("too many calls to the IdP under way, or one failed".into()))
     }
 
     /// The decision for a verified JWT's `claims` that needs the userinfo

@@ -12,45 +12,54 @@ use tokio::sync::watch;
 
 type Calls<V> = Arc<Mutex<HashMap<u128, watch::Receiver<Option<V>>>>>;
 
-/// The calls under way, one per key (a PRF value); each leaves when it
-/// ends.
+/// The calls under way, one per key (a PRF value), at most `limit`; each
+/// leaves when it ends.
 pub(crate) struct Flights<V> {
     calls: Calls<V>,
+    limit: usize,
 }
 
 impl<V: Clone + Send + Sync + 'static> Flights<V> {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(limit: usize) -> Self {
         Flights {
             calls: Arc::new(Mutex::new(HashMap::new())),
+            limit,
         }
     }
 
     /// The answer of the call under `key`: the one under way, else `call`
-    /// started now; `None` if its task failed (a panic).
+    /// started now; `None` if its task failed (a panic), or when `limit`
+    /// calls are under way already.
     pub(crate) async fn run<F>(&self, key: u128, call: impl FnOnce() -> F) -> Option<V>
     where
         F: Future<Output = V> + Send + 'static,
     {
-        let mut answer = {
+        let (mut answer, tell) = {
             let mut calls = self.calls.lock().unwrap_or_else(PoisonError::into_inner);
             match calls.get(&key) {
-                Some(answer) => answer.clone(),
+                Some(answer) => (answer.clone(), None),
+                None if calls.len() >= self.limit => return None,
                 None => {
                     let (tell, answer) = watch::channel(None);
-                    let leave = Leave {
-                        calls: Arc::clone(&self.calls),
-                        key,
-                    };
-                    let work = call();
-                    tokio::spawn(async move {
-                        let _leave = leave;
-                        let _ = tell.send(Some(work.await));
-                    });
                     calls.insert(key, answer.clone());
-                    answer
+                    (answer, Some(tell))
                 }
             }
         };
+        if let Some(tell) = tell {
+            // Made after the lock is let go: whatever ends the call (a
+            // panic in `call`, a runtime shutting down that drops the task
+            // at once) takes it again to leave.
+            let leave = Leave {
+                calls: Arc::clone(&self.calls),
+                key,
+            };
+            let work = call();
+            tokio::spawn(async move {
+                let _leave = leave;
+                let _ = tell.send(Some(work.await));
+            });
+        }
         answer.wait_for(Option::is_some).await.ok()?.clone()
     }
 }
@@ -82,7 +91,7 @@ mod tests {
     /// the key starts a new one only after it.
     #[tokio::test(start_paused = true)]
     async fn one_call_per_key_even_when_its_waiters_give_up() {
-        let flights = Flights::<usize>::new();
+        let flights = Flights::<usize>::new(8);
         let made = Arc::new(AtomicUsize::new(0));
         let call = |made: Arc<AtomicUsize>| {
             move || async move {
@@ -109,11 +118,38 @@ mod tests {
         assert!(flights.calls.lock().unwrap().is_empty());
     }
 
+    /// Past `limit` calls under way, a new key is refused at once; a key
+    /// under way is still joined.
+    #[tokio::test(start_paused = true)]
+    async fn past_the_limit_a_new_key_is_refused() {
+        let flights = Arc::new(Flights::<u128>::new(2));
+        let slow = |key: u128| {
+            move || async move {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                key
+            }
+        };
+        let mut under_way = Vec::new();
+        for key in [1, 2] {
+            let flights = flights.clone();
+            under_way.push(tokio::spawn(
+                async move { flights.run(key, slow(key)).await },
+            ));
+        }
+        tokio::task::yield_now().await;
+        assert_eq!(flights.run(3, slow(3)).await, None);
+        assert_eq!(flights.run(2, slow(2)).await, Some(2));
+        for call in under_way {
+            assert!(call.await.unwrap().is_some());
+        }
+        assert_eq!(flights.run(3, slow(3)).await, Some(3));
+    }
+
     /// A call whose task fails (a panic) answers `None` to its waiters and
     /// leaves.
     #[tokio::test]
     async fn a_failed_call_answers_none_and_leaves() {
-        let flights = Flights::<usize>::new();
+        let flights = Flights::<usize>::new(8);
         let answer = flights
             .run(1, || async {
                 if true {

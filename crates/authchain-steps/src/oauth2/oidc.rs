@@ -380,6 +380,8 @@ pub struct Oidc {
 const REFRESH_GRACE: Duration = Duration::from_secs(30);
 /// How many refreshed sessions are kept so.
 const REFRESHED: u64 = 4096;
+/// How many refreshes may be under way at once.
+const REFRESHING: usize = 1024;
 
 /// A refresh's outcome, shared by the requests that waited for it.
 type Refreshed = Result<Option<Arc<Session>>, Failed>;
@@ -425,7 +427,7 @@ impl Refreshes {
     fn new() -> Self {
         Refreshes {
             prf: util::Prf::new(),
-            under_way: Flights::new(),
+            under_way: Flights::new(REFRESHING),
             done: moka::sync::Cache::builder()
                 .max_capacity(REFRESHED)
                 .time_to_live(REFRESH_GRACE)
@@ -1326,7 +1328,7 @@ impl Oidc {
             let fresh = match redis {
                 None => idp.refresh(&live, &session).await?,
                 Some((redis, id)) => {
-                    refresh_in_redis(&idp, &live, &session, &redis, &id, keep).await?
+                    refresh_in_redis(&idp, &live, &session, &redis, &id, keep, limit).await?
                 }
             };
             let Some(fresh) = fresh else {
@@ -1339,15 +1341,16 @@ impl Oidc {
         match refreshed.await {
             Some(Ok(fresh)) => Ok(fresh),
             Some(Err(failed)) => Err(failed.error()),
-            None => Err(Error::step("the refresh failed")),
+            None => Err(Error::step("too many refreshes under way, or one failed")),
         }
     }
 }
 
 /// `session`, kept in Redis under `id`, refreshed by one replica at a
 /// time: the one that takes the refresh's lock refreshes it and saves it
-/// (unless a logout removed it meanwhile); the others wait for what it
-/// saves, and start a new login when it saved nothing.
+/// (unless a logout removed it, or another replica refreshed it since it
+/// was read); the others wait for what it saves, and start a new login
+/// when it saved nothing.
 async fn refresh_in_redis(
     idp: &Discovery,
     live: &Live,
@@ -1355,29 +1358,42 @@ async fn refresh_in_redis(
     redis: &Redis,
     id: &str,
     keep: Option<u32>,
+    fresh_after: u64,
 ) -> Result<Option<Session>, Error> {
     let at = |e: CallError| Error::step(e).at("session.redis");
-    // The IdP's answer and the Redis calls around it, each bounded.
+    let fresh = |now: Session| (now.expires_at > fresh_after).then_some(now);
+    // The IdP's token call, a key set fetch, and the Redis calls around
+    // them: each bounded by `timeout`, the one setting both use.
     let hold = redis.timeout() * 4;
-    if redis.lock("refresh:", id, hold).await.map_err(at)? {
+    let holder = session::random_token(16);
+    if redis
+        .lock("refresh:", id, &holder, hold)
+        .await
+        .map_err(at)?
+    {
         let refreshed = async {
-            let Some(fresh) = idp.refresh(live, session).await? else {
-                return Ok(None);
-            };
-            let ttl = redis_ttl(&fresh, keep);
-            if !redis
-                .replace("session:", id, &fresh, ttl)
+            match redis
+                .get::<Session>("session:", id, false)
                 .await
                 .map_err(at)?
             {
+                None => return Ok(None),
+                Some(now) if refreshed_since(&now, session) => return Ok(fresh(now)),
+                Some(_) => {}
+            }
+            let Some(new) = idp.refresh(live, session).await? else {
+                return Ok(None);
+            };
+            let ttl = redis_ttl(&new, keep);
+            if !redis.replace("session:", id, &new, ttl).await.map_err(at)? {
                 tracing::debug!("oauth2: the session was logged out during its refresh");
                 return Ok(None);
             }
-            Ok(Some(fresh))
+            Ok(Some(new))
         }
         .await;
         // Else it goes when `hold` ends.
-        let _ = redis.unlock("refresh:", id).await;
+        let _ = redis.unlock("refresh:", id, &holder).await;
         return refreshed;
     }
     let deadline = tokio::time::Instant::now() + hold;
@@ -1390,13 +1406,18 @@ async fn refresh_in_redis(
             .await
             .map_err(at)?
         {
-            // Every refresh gives a new access token.
-            Some(now) if now.access_token != session.access_token => return Ok(Some(now)),
+            Some(now) if refreshed_since(&now, session) => return Ok(fresh(now)),
             Some(_) if held => {}
             _ => return Ok(None),
         }
     }
     Err(Error::step("another replica's refresh of this session did not end").at("session.redis"))
+}
+
+/// Whether `now` is `then` refreshed (a refresh may keep the access
+/// token, never its lifetime).
+fn refreshed_since(now: &Session, then: &Session) -> bool {
+    now.access_token != then.access_token || now.expires_at != then.expires_at
 }
 
 /// How often a replica looks for the session another one refreshes.

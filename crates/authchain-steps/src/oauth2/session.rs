@@ -427,13 +427,14 @@ impl Redis {
         Ok(done.is_some())
     }
 
-    /// Takes the lock named (`kind`, `id`) for `hold`, unless another
-    /// holds it: whether this caller has it. It goes with
-    /// [`unlock`](Self::unlock), or when `hold` ends.
+    /// Takes the lock named (`kind`, `id`) for `hold` as `holder` (a
+    /// random token), unless another holds it: whether this caller has it.
+    /// It goes with [`unlock`](Self::unlock), or when `hold` ends.
     pub(crate) async fn lock(
         &self,
         kind: &str,
         id: &str,
+        holder: &str,
         hold: Duration,
     ) -> Result<bool, CallError> {
         let mut c = self.connection().await?;
@@ -441,7 +442,7 @@ impl Redis {
         let mut command = redis::cmd("SET");
         command
             .arg(self.key(kind, id))
-            .arg("1")
+            .arg(holder)
             .arg("NX")
             .arg("PX")
             .arg(hold);
@@ -456,11 +457,20 @@ impl Redis {
         self.bounded(command.query_async(&mut c)).await
     }
 
-    /// Releases the lock named (`kind`, `id`).
-    pub(crate) async fn unlock(&self, kind: &str, id: &str) -> Result<(), CallError> {
+    /// Releases the lock named (`kind`, `id`) if `holder` still holds it
+    /// (past its `hold`, another may).
+    pub(crate) async fn unlock(&self, kind: &str, id: &str, holder: &str) -> Result<(), CallError> {
+        const UNLOCK: &str = r"if redis.call('GET', KEYS[1]) == ARGV[1] then
+            return redis.call('DEL', KEYS[1])
+        end
+        return 0";
         let mut c = self.connection().await?;
-        let command = redis::cmd("DEL").arg(self.key(kind, id)).clone();
-        self.bounded(command.query_async::<()>(&mut c)).await
+        let script = redis::Script::new(UNLOCK);
+        let mut call = script.key(self.key(kind, id));
+        call.arg(holder);
+        self.bounded(call.invoke_async::<i64>(&mut c))
+            .await
+            .map(|_| ())
     }
 
     /// How long one call may take.

@@ -1512,6 +1512,24 @@ async fn replicas_share_one_refresh_through_redis() {
         assert_eq!(rig.idp().requests().await.unwrap().token, tokens + 1);
         assert!(redis.keys("ac:refresh:*").await.unwrap().is_empty());
     }
+    // Another replica holds the lock and saves nothing (it failed): this
+    // one waits for it instead of spending the token, then, the lock
+    // gone and the session as it was, sends the user to log in.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let id = agent.jar().value("__session").unwrap().to_owned();
+    let lock = format!("ac:refresh:{}", sha256_hex(&id));
+    let held = redis
+        .command(&["SET", &lock, "another", "PX", "1000"])
+        .await
+        .unwrap();
+    assert_eq!(held.text().as_deref(), Some("OK"));
+    let (tokens, looks) = (
+        rig.idp().requests().await.unwrap().token,
+        redis.calls("exists").await.unwrap(),
+    );
+    assert_new_login(&mut agent, &issuer, &replica).await;
+    assert_eq!(rig.idp().requests().await.unwrap().token, tokens);
+    assert!(redis.calls("exists").await.unwrap() > looks, "it waited");
 }
 
 /// A Redis that cannot track what its clients keep (before 6.0; here
