@@ -492,14 +492,15 @@ impl Redis {
             false => redis::cmd("GET"),
         };
         command.arg(key);
-        let known = self.prf.hash(&[kind.as_bytes(), id.as_bytes()]);
-        if !take && self.known.contains_key(&known) {
+        let prf = self.prf.hash(&[kind.as_bytes(), id.as_bytes()]);
+        let known = !take && self.known.contains_key(&prf);
+        if known {
             command.set_cache_config(redis::CommandCacheConfig::new().set_enable_cache(true));
         }
         let data: Option<String> = self.bounded(command.query_async(&mut c)).await?;
         let value = data.and_then(|d| self.value_sealer(kind, id).open("redis", &d));
-        if !take && value.is_some() {
-            self.known.insert(known, ());
+        if !take && !known && value.is_some() {
+            self.known.insert(prf, ());
         }
         Ok(value)
     }
