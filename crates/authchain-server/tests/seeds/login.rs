@@ -30,10 +30,10 @@ fn read(file: &str) -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
 }
 
-/// What runs: authchain's file and the AuthConfig file of
-/// `examples/login/`, the proxy's file, how many authchain replicas.
+/// What runs: the AuthConfig file of `examples/login/`, the proxy's file
+/// (authchain's goes with it, [`authchain_file`]), how many authchain
+/// replicas.
 struct Setup {
-    authchain: &'static str,
     app: &'static str,
     proxy: &'static str,
     replicas: usize,
@@ -46,13 +46,22 @@ struct Setup {
 impl Setup {
     fn new(proxy: &'static str) -> Self {
         Setup {
-            authchain: "authchain.yaml",
             app: "app.yaml",
             proxy,
             replicas: 1,
             edit: |text| text,
             idp: |_| {},
         }
+    }
+}
+
+/// authchain's file of `examples/login/` that goes with `proxy`'s: how
+/// far authchain trusts forwarded headers depends on the proxy.
+fn authchain_file(proxy: &str) -> &'static str {
+    match proxy {
+        "envoy-http.yaml" => "authchain-envoy-http.yaml",
+        "Caddyfile" | "traefik.yml" => "authchain-caddy.yaml",
+        _ => "authchain.yaml",
     }
 }
 
@@ -93,7 +102,7 @@ impl Login {
         }
         let app_yaml = (setup.edit)(ports(&app_text, &map));
         let template = ports(
-            &read(setup.authchain),
+            &read(authchain_file(setup.proxy)),
             &[
                 (GRPC, "{{grpc_port}}".into()),
                 (HTTP, "{{http_port}}".into()),
@@ -268,35 +277,17 @@ async fn log_in_with_your_idp_behind_nginx() {
 
 #[tokio::test]
 async fn log_in_with_your_idp_behind_envoy_http() {
-    Login::start_with(Setup {
-        authchain: "authchain-envoy-http.yaml",
-        ..Setup::new("envoy-http.yaml")
-    })
-    .await
-    .log_in_and_out()
-    .await;
+    Login::start("envoy-http.yaml").await.log_in_and_out().await;
 }
 
 #[tokio::test]
 async fn log_in_with_your_idp_behind_caddy() {
-    Login::start_with(Setup {
-        authchain: "authchain-caddy.yaml",
-        ..Setup::new("Caddyfile")
-    })
-    .await
-    .log_in_and_out()
-    .await;
+    Login::start("Caddyfile").await.log_in_and_out().await;
 }
 
 #[tokio::test]
 async fn log_in_with_your_idp_behind_traefik() {
-    Login::start_with(Setup {
-        authchain: "authchain-caddy.yaml",
-        ..Setup::new("traefik.yml")
-    })
-    .await
-    .log_in_and_out()
-    .await;
+    Login::start("traefik.yml").await.log_in_and_out().await;
 }
 
 /// Two authchain replicas behind one Envoy, sessions in one Redis: Envoy
@@ -404,15 +395,14 @@ async fn redis_down_fails_closed_until_it_is_back() {
 /// and in authchain's answers that set it, `proxy_buffer_size`).
 #[tokio::test]
 async fn a_session_of_many_kilobytes_passes_every_proxy() {
-    for (authchain, proxy) in [
-        ("authchain.yaml", "envoy.yaml"),
-        ("authchain-envoy-http.yaml", "envoy-http.yaml"),
-        ("authchain.yaml", "nginx.conf"),
-        ("authchain-caddy.yaml", "Caddyfile"),
-        ("authchain-caddy.yaml", "traefik.yml"),
+    for proxy in [
+        "envoy.yaml",
+        "envoy-http.yaml",
+        "nginx.conf",
+        "Caddyfile",
+        "traefik.yml",
     ] {
         let login = Login::start_with(Setup {
-            authchain,
             edit: |text| text.replace("scopes: [email]", "scopes: [email, groups]"),
             idp: |config| {
                 let groups: Vec<String> = (0..200)
@@ -453,15 +443,14 @@ async fn refreshed_sessions_reach_the_browser() {
         )
     }
     let mut logins = Vec::new();
-    for (authchain, app, proxy) in [
-        ("authchain.yaml", "app.yaml", "envoy.yaml"),
-        ("authchain-envoy-http.yaml", "app.yaml", "envoy-http.yaml"),
-        ("authchain-caddy.yaml", "app.yaml", "traefik.yml"),
-        ("authchain.yaml", "app-redis.yaml", "nginx.conf"),
-        ("authchain-caddy.yaml", "app-redis.yaml", "Caddyfile"),
+    for (app, proxy) in [
+        ("app.yaml", "envoy.yaml"),
+        ("app.yaml", "envoy-http.yaml"),
+        ("app.yaml", "traefik.yml"),
+        ("app-redis.yaml", "nginx.conf"),
+        ("app-redis.yaml", "Caddyfile"),
     ] {
         let login = Login::start_with(Setup {
-            authchain,
             app,
             edit: match app {
                 "app.yaml" => refreshing,
