@@ -93,6 +93,17 @@ fn jwt(c: &mut Criterion) {
         .expect("config"),
     )
     .expect("step");
+    let mut req = bearer_rs256(json!({}));
+    allow(&step, &mut req);
+    c.bench_function("jwt/RS256 cached key", |b| {
+        b.iter(|| black_box(allow(&step, black_box(&mut req))))
+    });
+}
+
+/// A request with `Authorization: Bearer` and an RS256 JWT of the test
+/// key `rsa-1`: alice's, for `ratings` of `https://issuer.example.com`,
+/// good for an hour, with `more` claims.
+fn bearer_rs256(more: serde_json::Value) -> AuthorizationRequest {
     let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
     header.kid = Some("rsa-1".into());
     let key = jsonwebtoken::EncodingKey::from_rsa_pem(include_bytes!(
@@ -104,18 +115,17 @@ fn jwt(c: &mut Criterion) {
         .expect("clock")
         .as_secs()
         + 3600;
-    let claims =
+    let mut claims =
         json!({"sub": "alice", "iss": "https://issuer.example.com", "aud": "ratings", "exp": exp});
+    if let (Some(claims), serde_json::Value::Object(more)) = (claims.as_object_mut(), more) {
+        claims.extend(more);
+    }
     let token = jsonwebtoken::encode(&header, &claims, &key).expect("token");
-    let mut req = with(
+    with(
         AuthorizationRequest::new(Method::GET, "/"),
         "authorization",
         &format!("Bearer {token}"),
-    );
-    allow(&step, &mut req);
-    c.bench_function("jwt/RS256 cached key", |b| {
-        b.iter(|| black_box(allow(&step, black_box(&mut req))))
-    });
+    )
 }
 
 /// `oauth2.accessTokenValidation` with a local JWKS: an RS256 access
@@ -136,25 +146,7 @@ fn oauth2_access_jwt_rs256(c: &mut Criterion) {
         &authchain_core::BuildContext::new("bench", "oauth2", "configs[0]"),
     )
     .expect("step");
-    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
-    header.kid = Some("rsa-1".into());
-    let key = jsonwebtoken::EncodingKey::from_rsa_pem(include_bytes!(
-        "../crates/authchain-steps/tests/keys/rsa.pem"
-    ))
-    .expect("key");
-    let exp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs()
-        + 3600;
-    let claims = json!({"sub": "alice", "iss": "https://issuer.example.com", "aud": "ratings",
-        "exp": exp, "scope": "ratings.read ratings.write"});
-    let token = jsonwebtoken::encode(&header, &claims, &key).expect("token");
-    let mut req = with(
-        AuthorizationRequest::new(Method::GET, "/"),
-        "authorization",
-        &format!("Bearer {token}"),
-    );
+    let mut req = bearer_rs256(json!({"scope": "ratings.read ratings.write"}));
     allow(&step, &mut req);
     c.bench_function("oauth2/accessTokenValidation JWT RS256", |b| {
         b.iter(|| black_box(allow(&step, black_box(&mut req))))
