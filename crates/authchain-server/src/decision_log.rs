@@ -2,14 +2,18 @@
 //! standard output), one per line, by a thread of its own, so that a slow
 //! disk never holds a check. Records that find the queue full (8,192
 //! records, or 16 MiB) are dropped and counted in
-//! `authchain_decision_log_dropped_total`, as are those after the output
-//! failed (the writer stops, with an error in the log).
+//! `authchain_decision_log_dropped_total`, as are those after a write
+//! failed (with an error in the log), until the file is reopened. SIGHUP
+//! reopens the file (after a log rotation moved it); shutdown waits for
+//! the records queued.
 
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::time::Duration;
 
 use authchain_core::Error;
 use authchain_core::decision_log::{DecisionLog, DecisionSink, Sampling};
@@ -23,38 +27,71 @@ const QUEUE: usize = 8192;
 const QUEUE_BYTES: usize = 16 << 20;
 
 /// The decision log `settings` describe, its file open and its writer
-/// started. Errors are placed under `decisionLog`.
-pub(crate) fn open(settings: &DecisionLogSettings) -> Result<DecisionLog, Error> {
+/// started, and the handle that reopens and closes the file. Errors are
+/// placed under `decisionLog`.
+pub(crate) fn open(settings: &DecisionLogSettings) -> Result<(DecisionLog, LogFile), Error> {
     let at = |e: Error| e.at("decisionLog");
     let sampling = sampling(settings).map_err(at)?;
-    let out: Box<dyn Write + Send> = if settings.path.as_os_str() == "-" {
-        Box::new(std::io::stdout())
-    } else {
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&settings.path)
-            .map_err(|e| {
-                at(Error::config(format!(
-                    "cannot open {}: {}",
-                    settings.path.display(),
-                    e.kind()
-                ))
-                .at("path"))
-            })?;
-        Box::new(file)
+    let path = (settings.path.as_os_str() != "-").then(|| settings.path.clone());
+    let out: Box<dyn Write + Send> = match &path {
+        None => Box::new(std::io::stdout()),
+        Some(path) => Box::new(append(path).map_err(|e| {
+            at(Error::config(format!("cannot open {}: {}", path.display(), e.kind())).at("path"))
+        })?),
     };
     let (sender, receiver) = sync_channel(QUEUE);
     let queued = Arc::new(AtomicUsize::new(0));
     let written = queued.clone();
     std::thread::Builder::new()
         .name("authchain-decision-log".into())
-        .spawn(move || write_all(receiver, out, &written))
+        .spawn(move || write_all(receiver, out, path, &written))
         .map_err(|e| at(Error::config(format!("cannot start its writer: {e}"))))?;
-    let log = DecisionLog::new(Queue { sender, queued });
-    match sampling {
-        None => Ok(log),
-        Some(sampling) => log.every_config(sampling).map_err(at),
+    let log = DecisionLog::new(Queue {
+        sender: sender.clone(),
+        queued,
+    });
+    let log = match sampling {
+        None => log,
+        Some(sampling) => log.every_config(sampling).map_err(at)?,
+    };
+    Ok((log, LogFile { sender }))
+}
+
+fn append(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new().create(true).append(true).open(path)
+}
+
+/// The writer's file, as the server handles it: reopened on SIGHUP (after
+/// a log rotation moved it), closed at shutdown.
+#[derive(Debug)]
+pub(crate) struct LogFile {
+    sender: SyncSender<Line>,
+}
+
+impl LogFile {
+    /// The records after this go to a file opened again at the path (the
+    /// old one kept on error). A writer that stopped on a failed write
+    /// starts again.
+    pub(crate) async fn reopen(&self) {
+        self.send(Line::Reopen).await;
+    }
+
+    /// Returns once every record before this one is written and flushed,
+    /// or after `wait`.
+    pub(crate) async fn close(&self, wait: Duration) {
+        let (done, closed) = tokio::sync::oneshot::channel();
+        let _ = tokio::time::timeout(wait, async {
+            self.send(Line::Close(done)).await;
+            let _ = closed.await;
+        })
+        .await;
+    }
+
+    /// Sends `line` after the records queued (waiting, off the runtime,
+    /// while the queue is full).
+    async fn send(&self, line: Line) {
+        let sender = self.sender.clone();
+        let _ = tokio::task::spawn_blocking(move || sender.send(line)).await;
     }
 }
 
@@ -75,9 +112,16 @@ pub(crate) fn sampling(settings: &DecisionLogSettings) -> Result<Option<Sampling
     Ok(Some(sampling))
 }
 
+/// What the writer gets.
+enum Line {
+    Record(String),
+    Reopen,
+    Close(tokio::sync::oneshot::Sender<()>),
+}
+
 /// The sink: a queue to the writer thread, bounded in records and bytes.
 struct Queue {
-    sender: SyncSender<String>,
+    sender: SyncSender<Line>,
     queued: Arc<AtomicUsize>,
 }
 
@@ -86,37 +130,148 @@ impl DecisionSink for Queue {
         let len = record.len();
         if self.queued.fetch_add(len, Ordering::Relaxed) + len > QUEUE_BYTES {
             self.queued.fetch_sub(len, Ordering::Relaxed);
-            metrics::counter!("authchain_decision_log_dropped_total").increment(1);
+            dropped();
             return;
         }
-        // Full, or the writer is gone (its output failed).
-        if self.sender.try_send(record).is_err() {
+        if self.sender.try_send(Line::Record(record)).is_err() {
             self.queued.fetch_sub(len, Ordering::Relaxed);
-            metrics::counter!("authchain_decision_log_dropped_total").increment(1);
+            dropped();
         }
     }
 }
 
-/// Writes records as they come, flushing whenever the queue is empty.
-fn write_all(receiver: Receiver<String>, out: Box<dyn Write + Send>, queued: &AtomicUsize) {
-    let mut out = BufWriter::new(out);
-    while let Ok(record) = receiver.recv() {
-        let mut next = Some(record);
-        while let Some(record) = next {
-            queued.fetch_sub(record.len(), Ordering::Relaxed);
-            if out
-                .write_all(record.as_bytes())
-                .and_then(|()| out.write_all(b"\n"))
-                .is_err()
-            {
-                tracing::error!("cannot write the decision log; decisions are no longer logged");
-                return;
+fn dropped() {
+    metrics::counter!("authchain_decision_log_dropped_total").increment(1);
+}
+
+/// The writer's output; `None` after a failed write.
+type Out = Option<BufWriter<Box<dyn Write + Send>>>;
+
+/// Writes records as they come to `out` (the file at `path`, else
+/// standard output), flushing whenever the queue is empty. After a failed
+/// write, records are dropped until a reopen.
+fn write_all(
+    receiver: Receiver<Line>,
+    out: Box<dyn Write + Send>,
+    path: Option<PathBuf>,
+    queued: &AtomicUsize,
+) {
+    let mut out: Out = Some(BufWriter::new(out));
+    let failed = |out: &mut Out, e: std::io::Error| {
+        tracing::error!(error = %e, "cannot write the decision log; decisions are dropped until it is reopened (SIGHUP)");
+        *out = None;
+    };
+    let flush = |out: &mut Out| {
+        if let Some(Err(e)) = out.as_mut().map(Write::flush) {
+            failed(out, e);
+        }
+    };
+    while let Ok(line) = receiver.recv() {
+        let mut next = Some(line);
+        while let Some(line) = next {
+            match line {
+                Line::Record(record) => {
+                    queued.fetch_sub(record.len(), Ordering::Relaxed);
+                    match &mut out {
+                        Some(w) => {
+                            if let Err(e) = w
+                                .write_all(record.as_bytes())
+                                .and_then(|()| w.write_all(b"\n"))
+                            {
+                                failed(&mut out, e);
+                                dropped();
+                            }
+                        }
+                        None => dropped(),
+                    }
+                }
+                Line::Reopen => {
+                    flush(&mut out);
+                    if let Some(path) = &path {
+                        match append(path) {
+                            Ok(file) => {
+                                out = Some(BufWriter::new(Box::new(file)));
+                                tracing::info!(path = %path.display(), "decision log reopened");
+                            }
+                            Err(e) => tracing::error!(
+                                path = %path.display(),
+                                error = %e,
+                                "cannot reopen the decision log; the file open before stays"
+                            ),
+                        }
+                    }
+                }
+                Line::Close(done) => {
+                    flush(&mut out);
+                    let _ = done.send(());
+                }
             }
             next = receiver.try_recv().ok();
         }
-        if out.flush().is_err() {
-            tracing::error!("cannot write the decision log; decisions are no longer logged");
-            return;
-        }
+        flush(&mut out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A writer over the file at `path` (a symbolic link the test turns),
+    /// and the channel to it.
+    fn writer(path: &Path) -> (SyncSender<Line>, std::thread::JoinHandle<()>) {
+        let (sender, receiver) = sync_channel(16);
+        let out: Box<dyn Write + Send> = Box::new(append(path).unwrap());
+        let path = path.to_owned();
+        let queued = AtomicUsize::new(0);
+        let thread = std::thread::spawn(move || write_all(receiver, out, Some(path), &queued));
+        (sender, thread)
+    }
+
+    fn record(text: &str) -> Line {
+        Line::Record(text.to_owned())
+    }
+
+    /// After a log rotation moved the file, a reopen writes the next
+    /// records to a new file at the path; a close returns once every
+    /// record sent before it is in the file.
+    #[tokio::test]
+    async fn a_reopen_follows_the_path_and_a_close_flushes() {
+        let dir = authchain_testkit::ScratchDir::new("decision-log").unwrap();
+        let path = dir.path().join("decisions.jsonl");
+        let (sender, _thread) = writer(&path);
+        sender.send(record("one")).unwrap();
+        let (done, closed) = tokio::sync::oneshot::channel();
+        sender.send(Line::Close(done)).unwrap();
+        closed.await.unwrap();
+        std::fs::rename(&path, dir.path().join("decisions.jsonl.1")).unwrap();
+        sender.send(Line::Reopen).unwrap();
+        sender.send(record("two")).unwrap();
+        let (done, closed) = tokio::sync::oneshot::channel();
+        sender.send(Line::Close(done)).unwrap();
+        closed.await.unwrap();
+        let read = |name: &str| std::fs::read_to_string(dir.path().join(name)).unwrap();
+        assert_eq!(read("decisions.jsonl.1"), "one\n");
+        assert_eq!(read("decisions.jsonl"), "two\n");
+    }
+
+    /// A full disk: the records are dropped, and the writer lives on; once
+    /// there is room, a reopen starts the writing again.
+    #[tokio::test]
+    async fn after_a_failed_write_a_reopen_starts_again() {
+        let dir = authchain_testkit::ScratchDir::new("decision-log").unwrap();
+        let path = dir.path().join("decisions.jsonl");
+        std::os::unix::fs::symlink("/dev/full", &path).unwrap();
+        let (sender, _thread) = writer(&path);
+        sender.send(record("lost")).unwrap();
+        let (done, closed) = tokio::sync::oneshot::channel();
+        sender.send(Line::Close(done)).unwrap();
+        closed.await.unwrap();
+        std::fs::remove_file(&path).unwrap();
+        sender.send(Line::Reopen).unwrap();
+        sender.send(record("kept")).unwrap();
+        let (done, closed) = tokio::sync::oneshot::channel();
+        sender.send(Line::Close(done)).unwrap();
+        closed.await.unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "kept\n");
     }
 }

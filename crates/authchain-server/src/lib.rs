@@ -24,6 +24,7 @@
 //! says `got new config` with the generation number. Checks in flight
 //! finish on the generation they began with; none fails because of a
 //! reload. Listener, limit and log settings take effect at the next start.
+//! SIGHUP also reopens the decision log's file (after a log rotation).
 //!
 //! # Admin endpoints
 //!

@@ -140,8 +140,11 @@ impl Server {
         let metrics = admin::install_recorder();
         let settings = loaded.settings.clone();
         let mut engine = Engine::new(self.registry);
-        if let Some(log) = &settings.decision_log {
-            engine = engine.with_decision_log(crate::decision_log::open(log)?);
+        let mut log_file = None;
+        if let Some(settings) = &settings.decision_log {
+            let (log, file) = crate::decision_log::open(settings)?;
+            engine = engine.with_decision_log(log);
+            log_file = Some(file);
         }
         let engine = Arc::new(engine);
         // Build before opening anything: a config error ends the run here.
@@ -251,6 +254,9 @@ impl Server {
                 // While the first generation starts, changes wait in line.
                 forced = reloads.next(), if current.is_some() => {
                     let Some(serving) = &current else { continue };
+                    if let Some(file) = log_file.as_ref().filter(|_| forced) {
+                        file.reopen().await;
+                    }
                     match reload(&engine, &source, serving, forced).await {
                         Ok(Some(next)) => {
                             reloads.watch(&next);
@@ -282,6 +288,9 @@ impl Server {
             tasks.abort_all();
         }
         engine.shut_down();
+        if let Some(file) = &log_file {
+            file.close(Duration::from_secs(1)).await;
+        }
         admin_stop.cancel();
         if let Some(task) = admin_task {
             let _ = tokio::time::timeout(Duration::from_secs(1), task).await;

@@ -96,6 +96,38 @@ async fn decisions_are_logged_without_a_secret_from_envoy_and_http_checks() {
     assert!(!server.log().contains("s3cret"), "{}", server.log());
 }
 
+/// A log rotation (logrotate's default: move the file, then SIGHUP): the
+/// records before it stay in the moved file, those after go to a new
+/// file at the configured path.
+#[tokio::test]
+async fn sighup_reopens_the_log_after_a_rotation() {
+    let mut server = Authchain::start(&format!("{LISTENERS}{CONFIG}")).await;
+    let key = [("api-key", "k3y-s3cret-0123456789")];
+    let check = async |server: &Authchain| {
+        let reply = server.http_check("site", "/", &key).await.unwrap();
+        assert_eq!(reply.status, 200);
+    };
+    check(&server).await;
+    records(&server, 1).await;
+    let dir = server.peer.dir().to_owned();
+    std::fs::rename(dir.join("decisions.jsonl"), dir.join("decisions.jsonl.1")).unwrap();
+    check(&server).await;
+    server.signal("HUP");
+    server.wait_for_generation(2).await;
+    check(&server).await;
+    check(&server).await;
+
+    let logged = records(&server, 2).await;
+    assert_eq!(logged.len(), 2, "{logged:#?}");
+    let rotated = std::fs::read_to_string(dir.join("decisions.jsonl.1")).unwrap();
+    assert_eq!(rotated.lines().count(), 2, "{rotated}");
+    assert!(
+        server.log().contains("decision log reopened"),
+        "{}",
+        server.log()
+    );
+}
+
 #[test]
 fn a_share_outside_zero_to_one_is_a_config_error() {
     let dir = authchain_testkit::ScratchDir::new("decision-log").unwrap();
