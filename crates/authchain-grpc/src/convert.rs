@@ -37,6 +37,7 @@ pub(crate) mod code {
     pub(crate) const PERMISSION_DENIED: i32 = 7;
     pub(crate) const RESOURCE_EXHAUSTED: i32 = 8;
     pub(crate) const INTERNAL: i32 = 13;
+    pub(crate) const UNAVAILABLE: i32 = 14;
     pub(crate) const UNAUTHENTICATED: i32 = 16;
 }
 
@@ -254,7 +255,7 @@ fn header(name: &str, value: Vec<u8>) -> Result<(HeaderName, http::HeaderValue),
     Ok((header_name, header_value))
 }
 
-fn truncate(s: &str) -> &str {
+pub(crate) fn truncate(s: &str) -> &str {
     match s.char_indices().nth(64) {
         Some((i, _)) => &s[..i],
         None => s,

@@ -66,8 +66,9 @@ pub use convert::{EnvoyAttributes, InvalidDecision, InvalidRequest};
 pub use passthrough::GrpcPassthroughPlugin;
 #[doc(inline)]
 pub use server::{
-    CONFIG_ID_KEY, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_REQUEST_BYTES, ExtAuthzServer,
-    ExtAuthzService, RefusedAsDeny, serve, serve_listener_with_shutdown, serve_with_shutdown,
+    CONFIG_ID_KEY, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_REQUEST_BYTES, DEFAULT_READ_TIMEOUT,
+    ExtAuthzServer, ExtAuthzService, MAX_STREAMS_PER_CONNECTION, RefusedAsDeny, serve,
+    serve_listener_with_shutdown, serve_with_shutdown,
 };
 
 /// Registers this crate's step kinds (`passThroughAuth.grpc`).

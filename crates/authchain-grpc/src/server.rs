@@ -13,6 +13,7 @@ use authchain_core::transport::{
     ConcurrencyLimit, Connection, ConnectionLimits, DEFAULT_MAX_CONNECTIONS,
 };
 use authchain_core::{Deny, Engine};
+use bytes::Bytes;
 use envoy_types::ext_authz::v3::pb::{
     Authorization, AuthorizationServer, CheckRequest, CheckResponse,
 };
@@ -39,6 +40,15 @@ pub const DEFAULT_MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
 /// closed under it.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(2 * 3600);
 
+/// How long a `CheckRequest` may take to arrive by default: a stream that
+/// sends less holds its bytes no longer than this.
+pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The most checks one connection carries at once (HTTP/2
+/// `SETTINGS_MAX_CONCURRENT_STREAMS`); Envoy opens another connection
+/// beyond it.
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 256;
+
 /// Envoy's ext_authz `Check` over an authchain [`Engine`].
 ///
 /// Each request runs the chain of one AuthConfig of the engine's current
@@ -60,18 +70,21 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(2 * 3600);
 /// |---|---|
 /// | the chain allows | OK with the mutations |
 /// | the chain denies | the deny (401 → `UNAUTHENTICATED`, else `PERMISSION_DENIED`) |
+/// | no config loaded yet (the engine serves generation 0: the server is starting) | 503, `UNAVAILABLE`, counted as `not_ready` |
 /// | no AuthConfig by that name, or none named and no default | 403, `NOT_FOUND`, counted |
 /// | a `CheckRequest` that cannot be translated | 400, `INVALID_ARGUMENT`, counted |
 /// | more checks in flight than the [concurrency limit](Self::concurrency_limit) | 503, `RESOURCE_EXHAUSTED`, counted |
 /// | an allow Envoy cannot carry (a non-UTF-8 header value, a query parameter that would break the URL) | the config's `statusOnError` (403), `INTERNAL`, counted |
 ///
 /// | a `CheckRequest` larger than [`max_request_bytes`](Self::max_request_bytes) | 413, `INVALID_ARGUMENT`, counted as `too_large` |
+/// | a `CheckRequest` not whole within [`read_timeout`](Self::read_timeout) | 408, `INVALID_ARGUMENT`, counted as `read_timeout` |
 /// | a `CheckRequest` tonic cannot decode | 400, `INVALID_ARGUMENT`, counted as `invalid_request` |
 ///
 /// # Metrics
 ///
-/// `authchain_grpc_rejected_total` with label `reason` = `unknown_config`,
-/// `invalid_request`, `too_large` or `invalid_decision` (no config name: for an unknown
+/// `authchain_grpc_rejected_total` with label `reason` = `not_ready`,
+/// `unknown_config`, `invalid_request`, `too_large`, `read_timeout` or
+/// `invalid_decision` (no config name: for an unknown
 /// one, that would be the request's to choose);
 /// the chains count their own decisions (see `authchain-core`).
 #[derive(Clone)]
@@ -80,6 +93,7 @@ pub struct ExtAuthzService {
     default_config: Option<Arc<str>>,
     config_key: Arc<str>,
     max_request_bytes: usize,
+    read_timeout: Duration,
     limit: Option<ConcurrencyLimit>,
     connections: ConnectionLimits,
 }
@@ -90,6 +104,7 @@ impl fmt::Debug for ExtAuthzService {
             .field("default_config", &self.default_config)
             .field("config_key", &self.config_key)
             .field("max_request_bytes", &self.max_request_bytes)
+            .field("read_timeout", &self.read_timeout)
             .field("limit", &self.limit)
             .field("connections", &self.connections)
             .finish_non_exhaustive()
@@ -104,6 +119,7 @@ impl ExtAuthzService {
             default_config: None,
             config_key: Arc::from(CONFIG_ID_KEY),
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+            read_timeout: DEFAULT_READ_TIMEOUT,
             limit: None,
             connections: ConnectionLimits::new(DEFAULT_MAX_CONNECTIONS, DEFAULT_IDLE_TIMEOUT),
         }
@@ -144,6 +160,13 @@ impl ExtAuthzService {
         self
     }
 
+    /// How long a `CheckRequest` may take to arrive once its stream opened
+    /// (default [`DEFAULT_READ_TIMEOUT`]); a later one is denied with 408.
+    pub fn read_timeout(mut self, timeout: Duration) -> Self {
+        self.read_timeout = timeout;
+        self
+    }
+
     /// The engine.
     pub fn engine(&self) -> &Arc<Engine> {
         &self.engine
@@ -152,8 +175,13 @@ impl ExtAuthzService {
     /// The tonic service, to add to a server of your own:
     /// `Server::builder().add_service(service.into_server())`.
     pub fn into_server(self) -> ExtAuthzServer {
-        let limit = self.max_request_bytes;
-        ExtAuthzServer(AuthorizationServer::new(self).max_decoding_message_size(limit))
+        let (limit, read_timeout) = (self.max_request_bytes, self.read_timeout);
+        ExtAuthzServer {
+            inner: AuthorizationServer::new(self).max_decoding_message_size(limit),
+            // The gRPC frame's 5 bytes around the message.
+            max_body: limit.saturating_add(5),
+            read_timeout,
+        }
     }
 
     /// Answers one `CheckRequest` (what the gRPC method does, without the
@@ -182,6 +210,14 @@ impl ExtAuthzService {
             }
         };
         let generation = self.engine.current();
+        if generation.number() == 0 {
+            rejected("not_ready");
+            return convert::denied(
+                code::UNAVAILABLE,
+                "no config serves yet",
+                Deny::new(StatusCode::SERVICE_UNAVAILABLE),
+            );
+        }
         let name = match request.context.get(&*self.config_key) {
             Some(name) => Some(name.as_str()),
             None => self.default_config.as_deref(),
@@ -189,7 +225,8 @@ impl ExtAuthzService {
         let Some(chain) = name.and_then(|n| generation.chain(n)) else {
             let message = match name {
                 Some(n) => format!(
-                    "no AuthConfig named '{n}' in generation {}",
+                    "no AuthConfig named {:?} in generation {}",
+                    convert::truncate(n),
                     generation.number()
                 ),
                 None => format!(
@@ -224,13 +261,17 @@ impl ExtAuthzService {
 
 /// The gRPC service of an [`ExtAuthzService`]
 /// ([`into_server`](ExtAuthzService::into_server)): tonic's, but for a
-/// `CheckRequest` that tonic refuses before any handler (over the size
-/// limit, not decodable, compressed in a way it does not know). Envoy
-/// would take such an error for a failed check, and pass the request under
-/// its `failure_mode_allow`: it is a deny instead (413 for the size, else
-/// 400).
+/// `CheckRequest` refused before any handler (over the size limit, late,
+/// not decodable, compressed in a way tonic does not know). Envoy would
+/// take such an error for a failed check, and pass the request under its
+/// `failure_mode_allow`: it is a deny instead (413 for the size, 408 for
+/// the time, else 400).
 #[derive(Debug, Clone)]
-pub struct ExtAuthzServer(AuthorizationServer<ExtAuthzService>);
+pub struct ExtAuthzServer {
+    inner: AuthorizationServer<ExtAuthzService>,
+    max_body: usize,
+    read_timeout: Duration,
+}
 
 impl NamedService for ExtAuthzServer {
     const NAME: &'static str = <AuthorizationServer<ExtAuthzService> as NamedService>::NAME;
@@ -238,23 +279,37 @@ impl NamedService for ExtAuthzServer {
 
 impl<B> tower_service::Service<http::Request<B>> for ExtAuthzServer
 where
-    AuthorizationServer<ExtAuthzService>: tower_service::Service<
-            http::Request<B>,
-            Response = http::Response<Body>,
-            Error = Infallible,
-            Future = BoxFuture<http::Response<Body>, Infallible>,
-        >,
+    B: tonic::codegen::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<authchain_core::BoxError>,
 {
     type Response = http::Response<Body>;
     type Error = Infallible;
     type Future = RefusedAsDeny;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.0.poll_ready(cx)
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        RefusedAsDeny(self.0.call(request))
+        use http_body_util::BodyExt;
+        let mut inner = self.inner.clone();
+        let (max_body, read_timeout) = (self.max_body, self.read_timeout);
+        // The message is read whole, within the limits, before tonic
+        // decodes it: a stream that stalls holds its bytes only so long.
+        RefusedAsDeny(Box::pin(async move {
+            let (parts, body) = request.into_parts();
+            let read = http_body_util::Limited::new(body, max_body).collect();
+            let body = match tokio::time::timeout(read_timeout, read).await {
+                Ok(Ok(body)) => body.to_bytes(),
+                Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+                    return Ok(refused(Refusal::TooLarge, "over the limit"));
+                }
+                Ok(Err(e)) => return Ok(refused(Refusal::Invalid, &e.to_string())),
+                Err(_) => return Ok(refused(Refusal::Late, "not whole in time")),
+            };
+            let request = http::Request::from_parts(parts, http_body_util::Full::new(body));
+            tower_service::Service::call(&mut inner, request).await
+        }))
     }
 }
 
@@ -279,23 +334,46 @@ impl Future for RefusedAsDeny {
         let Some(status) = response.extensions().get::<Status>() else {
             return Poll::Ready(Ok(response));
         };
-        let (reason, http_status, message) = match status.code() {
-            tonic::Code::OutOfRange => (
-                "too_large",
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "the CheckRequest is larger than the server's maxRequestBytes",
-            ),
-            _ => (
-                "invalid_request",
-                StatusCode::BAD_REQUEST,
-                "the CheckRequest cannot be read",
-            ),
+        let refusal = match status.code() {
+            tonic::Code::OutOfRange => Refusal::TooLarge,
+            _ => Refusal::Invalid,
         };
-        tracing::warn!(error = %status.message(), "denying a CheckRequest tonic refused");
-        rejected(reason);
-        let deny = convert::denied(code::INVALID_ARGUMENT, message, Deny::new(http_status));
-        Poll::Ready(Ok(unary_ok(&deny)))
+        Poll::Ready(Ok(refused(refusal, status.message())))
     }
+}
+
+/// Why a `CheckRequest` was refused before the handler.
+#[derive(Debug, Clone, Copy)]
+enum Refusal {
+    TooLarge,
+    Late,
+    Invalid,
+}
+
+/// The deny that answers a refused `CheckRequest`, logged (with `why`)
+/// and counted.
+fn refused(refusal: Refusal, why: &str) -> http::Response<Body> {
+    let (reason, http_status, message) = match refusal {
+        Refusal::TooLarge => (
+            "too_large",
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "the CheckRequest is larger than the server's maxRequestBytes",
+        ),
+        Refusal::Late => (
+            "read_timeout",
+            StatusCode::REQUEST_TIMEOUT,
+            "the CheckRequest did not arrive within the server's readTimeout",
+        ),
+        Refusal::Invalid => (
+            "invalid_request",
+            StatusCode::BAD_REQUEST,
+            "the CheckRequest cannot be read",
+        ),
+    };
+    tracing::warn!(error = ?why, "denying a CheckRequest refused before the check");
+    rejected(reason);
+    let deny = convert::denied(code::INVALID_ARGUMENT, message, Deny::new(http_status));
+    unary_ok(&deny)
 }
 
 /// A whole gRPC answer of one message with status OK.
@@ -382,15 +460,32 @@ where
     let incoming =
         futures::stream::unfold((listener, places), move |(listener, places)| async move {
             let place = places.acquire().await;
-            let accepted = listener.accept().await.map(|(stream, _)| {
-                let _ = stream.set_nodelay(true);
-                Accepted(Connection::new(stream, limits.idle_timeout, place))
-            });
+            let accepted = match listener.accept().await {
+                Ok((stream, _)) => {
+                    let _ = stream.set_nodelay(true);
+                    Ok(Accepted(Connection::new(
+                        stream,
+                        limits.idle_timeout,
+                        place,
+                    )))
+                }
+                Err(e) => {
+                    // Out of file descriptors, say: tonic would try again
+                    // at once, and log nothing.
+                    tracing::warn!(error = %e, "cannot accept a gRPC connection");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    Err(e)
+                }
+            };
             Some((accepted, (listener, places)))
         });
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter.set_serving::<ExtAuthzServer>().await;
     tonic::transport::Server::builder()
+        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
+        // hyper's defaults, which tonic's `None`s would turn off.
+        .http2_max_local_error_reset_streams(Some(1024))
+        .http2_max_pending_accept_reset_streams(Some(20))
         .add_service(health)
         .add_service(service.into_server())
         .serve_with_incoming_shutdown(incoming, async move {

@@ -124,9 +124,16 @@ impl CheckServer {
             }
         };
         let generation = self.engine.current();
+        if generation.number() == 0 {
+            metrics::counter!("authchain_http_checks_refused_total", "status" => "503")
+                .increment(1);
+            return plain(StatusCode::SERVICE_UNAVAILABLE, "no config serves yet");
+        }
         let Some(chain) = config.and_then(|c| generation.chain(c)) else {
             metrics::counter!("authchain_unknown_config_total", "transport" => "http").increment(1);
-            tracing::warn!(config = ?config, "check for an unknown AuthConfig; denying");
+            // The name is the client's: quoted, and cut.
+            let name = config.map(|c| c.chars().take(64).collect::<String>());
+            tracing::warn!(config = ?name, "check for an unknown AuthConfig; denying");
             return plain(StatusCode::FORBIDDEN, "unknown AuthConfig");
         };
         let as_401 = wants_login_as_401(&request.headers);

@@ -545,6 +545,18 @@ async fn an_oversized_body_is_413_before_any_step() {
     assert!(seen.lock().unwrap().is_none());
 }
 
+/// Before the first config serves (generation 0, while the server starts
+/// its steps), a check is a 503, not a 403 for an unknown AuthConfig.
+#[tokio::test]
+async fn a_check_before_any_config_serves_is_a_503() {
+    let engine = Arc::new(Engine::new(PluginRegistry::new()));
+    let server = CheckServer::new(engine, CheckConfig::default().default_config("site"));
+    let response = server
+        .check(request(Method::GET, "/check:site/x", &[], ""), peer(CLIENT))
+        .await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+}
+
 #[tokio::test]
 async fn serves_over_tcp_and_shuts_down_gracefully() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -46,7 +46,7 @@
 //!
 //! # Load shedding and shutdown
 //!
-//! At most `maxConcurrentChecks` checks run at once over both protocols;
+//! At most `maxConcurrentChecks` checks run at once on each listener;
 //! one more is answered at once with 503 (gRPC: `RESOURCE_EXHAUSTED` in
 //! the `CheckResponse`, which Envoy passes on as 503 whatever its
 //! `failure_mode_allow`). SIGTERM or SIGINT: `/readyz` turns 503, the

@@ -179,6 +179,9 @@ impl Server {
             if let Some(max) = grpc.max_request_bytes {
                 service = service.max_request_bytes(max);
             }
+            if let Some(timeout) = grpc.read_timeout {
+                service = service.read_timeout(timeout.0);
+            }
             let stop = stop.clone().cancelled_owned();
             tasks.spawn(async move {
                 if let Err(e) =
@@ -257,7 +260,13 @@ impl Server {
                     if let Some(file) = log_file.as_ref().filter(|_| forced) {
                         file.reopen().await;
                     }
-                    match reload(&engine, &source, serving, forced).await {
+                    // A reload waits for its steps to start; a SIGTERM
+                    // meanwhile ends it, the serving generation kept.
+                    let reloaded = tokio::select! {
+                        reloaded = reload(&engine, &source, serving, forced) => reloaded,
+                        () = &mut shutdown => break,
+                    };
+                    match reloaded {
                         Ok(Some(next)) => {
                             reloads.watch(&next);
                             current = Some(next);

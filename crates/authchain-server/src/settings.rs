@@ -128,6 +128,10 @@ pub struct GrpcSettings {
     /// with 413, never a transport error Envoy could fail open on.
     #[serde(default)]
     pub max_request_bytes: Option<usize>,
+    /// How long a `CheckRequest` may take to arrive once its stream opened
+    /// (10 s); a later one is a deny with 408.
+    #[serde(default)]
+    pub read_timeout: Option<ConfigDuration>,
     /// The most connections open at once (4096); beyond it none is
     /// accepted until one closes.
     #[serde(default)]
@@ -485,6 +489,22 @@ impl Loaded {
                 );
             }
         }
+        if settings.max_concurrent_checks == 0 {
+            errors.push(
+                Error::config("expected at least 1")
+                    .at("maxConcurrentChecks")
+                    .in_source(origin),
+            );
+        }
+        if let Some(timeout) = settings.grpc.as_ref().and_then(|g| g.read_timeout)
+            && timeout.0.is_zero()
+        {
+            errors.push(
+                Error::config("expected more than 0s")
+                    .at("grpc.readTimeout")
+                    .in_source(origin),
+            );
+        }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&settings.log.level) {
             errors.push(
                 Error::config(format!("not a log filter: {e}"))
@@ -729,6 +749,28 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("defaultConfig") && e.contains("nope"), "{e}");
+    }
+
+    /// A limit that would shed every check, or time every check out, is
+    /// refused rather than taken for the smallest.
+    #[test]
+    fn zero_limits_are_refused() {
+        for (text, place) in [
+            ("maxConcurrentChecks: 0\n", "maxConcurrentChecks"),
+            (
+                "grpc: { address: '127.0.0.1:0', readTimeout: 0s }\n",
+                "grpc.readTimeout",
+            ),
+            (
+                "http: { address: '127.0.0.1:0', maxConnections: 0 }\n",
+                "http.maxConnections",
+            ),
+        ] {
+            let e = Loaded::from_text("a.yaml", text, None)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(place), "{text}: {e}");
+        }
     }
 
     #[test]

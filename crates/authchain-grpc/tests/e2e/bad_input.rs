@@ -113,8 +113,21 @@ async fn an_unknown_config_is_a_deny_that_names_it() {
     let response = client.check(check).await.unwrap().into_inner();
     let status = response.status.clone().unwrap();
     assert_eq!(status.code, 5, "NOT_FOUND");
-    assert!(status.message.contains("'ghost'"), "{}", status.message);
+    assert!(status.message.contains("\"ghost\""), "{}", status.message);
     assert_eq!(denied_status(&response), 403);
+    // A name that would forge a log line is quoted, and cut.
+    let mut check = minimal_check("/x");
+    let forged = format!("ghost\nERROR forged line{}", "x".repeat(1000));
+    check
+        .attributes
+        .as_mut()
+        .unwrap()
+        .context_extensions
+        .insert("config_id".into(), forged);
+    let response = client.check(check).await.unwrap().into_inner();
+    let message = response.status.unwrap().message;
+    assert!(message.contains("\"ghost\\nERROR forged line"), "{message}");
+    assert!(!message.contains('\n') && message.len() < 200, "{message}");
     // No config_id and no default.
     let response = client
         .check(minimal_check("/x"))
@@ -148,6 +161,69 @@ async fn an_oversized_check_request_is_denied_unread() {
         .unwrap()
         .into_inner();
     assert_eq!(response.status.unwrap().code, 0);
+}
+
+/// Before the first config serves (an engine at generation 0, as while
+/// the server starts its steps), a check is a 503 deny Envoy passes on,
+/// not a 403 for an unknown AuthConfig.
+#[tokio::test]
+async fn a_check_before_any_config_serves_is_a_503_deny() {
+    let engine = std::sync::Arc::new(authchain_core::Engine::new(crate::common::registry()));
+    let service = ExtAuthzService::new(engine).default_config("allow");
+    let (_server, mut client) = client(service).await;
+    let response = client
+        .check(minimal_check("/x"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(response.status.as_ref().unwrap().code, 14, "UNAVAILABLE");
+    assert_eq!(denied_status(&response), 503);
+}
+
+/// A `CheckRequest` whose stream stops half way (a client holding the
+/// server's memory): denied with 408 once the read timeout passes, the
+/// stream still open.
+#[tokio::test]
+async fn a_check_request_that_stalls_is_a_408_deny() {
+    use http_body_util::BodyExt;
+    use prost::Message;
+
+    let service = ExtAuthzService::new(engine(ALLOW).await)
+        .default_config("allow")
+        .read_timeout(std::time::Duration::from_millis(300));
+    let server = GrpcServer::authchain(service).await;
+    let stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    let (mut body, channel) = http_body_util::channel::Channel::<bytes::Bytes>::new(1);
+    let request = http::Request::post(format!(
+        "http://{}/envoy.service.auth.v3.Authorization/Check",
+        server.addr
+    ))
+    .header("content-type", "application/grpc")
+    .header("te", "trailers")
+    .body(channel)
+    .unwrap();
+    let answer = tokio::spawn(sender.send_request(request));
+    // A frame that says 1,000 bytes follow, and 10 of them.
+    let mut part = vec![0, 0, 0, 0x03, 0xe8];
+    part.extend_from_slice(&[0; 10]);
+    body.send_data(part.into()).await.unwrap();
+    let response = tokio::time::timeout(std::time::Duration::from_secs(10), answer)
+        .await
+        .expect("an answer before the stream ends")
+        .unwrap()
+        .unwrap();
+    let framed = response.into_body().collect().await.unwrap().to_bytes();
+    let check = authchain_grpc::envoy_types::ext_authz::v3::pb::CheckResponse::decode(&framed[5..])
+        .unwrap();
+    assert_eq!(denied_status(&check), 408);
+    drop(body);
 }
 
 #[tokio::test]

@@ -156,6 +156,51 @@ async fn sigterm_finishes_checks_in_flight_then_exits_zero() {
     assert!(server.log().contains("stopped"), "{}", server.log());
 }
 
+/// A reload waits for its steps to start (here a JWKS fetch from a key
+/// server that never answers, with a long timeout): a SIGTERM meanwhile
+/// ends the process at once, not after the fetch.
+#[tokio::test]
+async fn sigterm_during_a_slow_reload_exits_at_once() {
+    let keys = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let keys_addr = keys.local_addr().unwrap();
+    let fetches = Arc::new(AtomicUsize::new(0));
+    let counted = fetches.clone();
+    let _silent = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = keys.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            held.push(stream);
+        }
+    });
+    let allow = "authConfigs:\n- name: a\n  configs: [{ rules: { rules: [{ action: allow }] } }]\n";
+    let mut server = Authchain::start(&format!("{LISTENERS}shutdownGrace: 10s\n{allow}")).await;
+    server.rewrite(&format!(
+        "{LISTENERS}shutdownGrace: 10s
+authConfigs:
+- name: a
+  configs:
+  - jwt:
+      jwks:
+        remote: {{ url: 'http://{keys_addr}/jwks', allowInsecureHttp: true, timeout: 120s }}
+"
+    ));
+    while fetches.load(Ordering::SeqCst) == 0 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.signal("TERM");
+    let exited = server
+        .peer
+        .wait_until(Duration::from_secs(10), || async { None::<()> })
+        .await;
+    assert!(exited.is_err());
+    let status = server.peer.exited();
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "{status:?}: {}",
+        server.log()
+    );
+}
+
 const KEY: &str = "s3cr3t-4p1-k3y-value";
 
 #[tokio::test]
