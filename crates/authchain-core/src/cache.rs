@@ -27,8 +27,9 @@
 //! attribute. A step that does not say (a plugin of your own that keeps the
 //! default, `opaAuth`, a passthrough to another server) makes the cache a
 //! config error too, unless the cache sets `trustKey: true`: your statement
-//! that the key decides the answer. Time is not in the key: keep the TTL
-//! below the lifetime of the credentials it caches (a JWT's `exp`).
+//! that the key decides the answer. Time is not in the key, but an allow
+//! is never kept past the expiry its step gave it (a JWT's `exp`), whatever
+//! the TTL.
 //!
 //! The key is a keyed 128-bit SipHash-2-4 of the attributes, with a
 //! random key per cache: an entry's size does not grow with the

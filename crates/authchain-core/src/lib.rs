@@ -64,7 +64,7 @@
 //! | `authchain_chain_decisions_total` | `config`, `result` = `ok`, `denied`, `error` |
 //! | `authchain_chain_duration_seconds` | `config` (histogram) |
 //! | `authchain_deny_status_replaced_total` | `config`: denies whose status was not 3xx-5xx, answered 403 |
-//! | `authchain_shadow_disagreements_total` | `config`, `shadow`, `kind` = `allow_deny`, `deny_allow`, `status` ([`shadow`]) |
+//! | `authchain_shadow_disagreements_total` | `config`, `shadow`, `kind` = `allow_deny`, `deny_allow`, `status`, `identity` ([`shadow`]) |
 //! | `authchain_shadow_dropped_total` | `config`, `shadow`: requests not shadowed, every place taken |
 
 pub mod cache;

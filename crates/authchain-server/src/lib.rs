@@ -76,8 +76,8 @@ pub use server::{ServeError, Server};
 pub use settings::{DEFAULT_CONFIG, Loaded, Settings};
 
 /// A registry with every built-in step kind: `apiKeyAuth`, `basicAuth`,
-/// `hmacAuth`, `jwt`, `ldap`, `opaAuth`, `rules`, and `passThroughAuth` over gRPC
-/// and HTTP.
+/// `hmacAuth`, `jwt`, `ldap`, `oauth2`, `opaAuth`, `rules`, and
+/// `passThroughAuth` over gRPC and HTTP.
 pub fn default_registry() -> PluginRegistry {
     let mut registry = PluginRegistry::new();
     authchain_steps::register(&mut registry);

@@ -17,7 +17,7 @@
 //! - name: site
 //!   configs:
 //!   - name: ratings
-//!     rules: { allow: [{ path: { exact: /ratings/1 } }] }
+//!     rules: { rules: [{ action: allow, path: { exact: /ratings/1 } }] }
 //! authConfigFiles: [gloo/]                     # files and directories of AuthConfig documents
 //! ```
 //!

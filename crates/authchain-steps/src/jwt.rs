@@ -54,8 +54,10 @@
 //! into their headers (declared as identity headers, so the chain strips
 //! client-sent copies).
 //!
-//! A remote JWKS is fetched when the step starts (a failure stops the new
-//! config from going live), refreshed every `refreshInterval`, and
+//! A remote JWKS is fetched when the step starts (on a failure the config
+//! goes live with the step waiting: it fails its requests with
+//! `statusOnError`, `/readyz` names it, and it tries again), refreshed
+//! every `refreshInterval`, and
 //! refreshed early when a token names a `kid` the step does not know, at
 //! most once per `minRefreshInterval`. `https://` URLs are verified
 //! against the system's roots (Mozilla's where the system has none); an

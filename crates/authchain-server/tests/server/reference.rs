@@ -38,9 +38,14 @@ async fn the_reference_lists_every_field_of_every_kind() {
         "passThroughAuth: { grpc: { __probe__: 1 } }",
         "passThroughAuth: { http: { __probe__: 1 } }",
         "pluginAuth: { __probe__: 1 }",
+        "oauth2: { __probe__: 1 }",
+        "oauth2: { oidcAuthorizationCode: { __probe__: 1 } }",
+        "oauth2: { oidcAuthorizationCode: { session: { __probe__: 1 } } }",
+        "oauth2: { accessTokenValidation: { __probe__: 1 } }",
     ];
     for probe in probes {
         let fields = fields(probe).await;
+        eprintln!("PROBE {probe}: {}", fields.join(", "));
         assert!(fields.len() >= 2, "{probe}: {fields:?}");
         for field in fields {
             assert!(

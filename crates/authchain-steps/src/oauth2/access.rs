@@ -49,7 +49,8 @@
 //! - `jwt`: the token's signature, `exp` and `nbf` (60 s of leeway), and
 //!   `iss` and `aud` when set, are checked by the same code as the `jwt`
 //!   step, with the same key handling: a `remoteJwks` is fetched when the
-//!   step starts (a failure keeps the config from going live) and every
+//!   step starts (a failure leaves the step waiting: it fails its
+//!   requests with `statusOnError` and tries again) and every
 //!   `refreshInterval`, and early (at most every 30 s) for an unknown
 //!   `kid`; its `oct` (HMAC) keys are never used. An `http://` JWKS URL is
 //!   accepted, as Gloo does, with a warning off loopback. The claims go to

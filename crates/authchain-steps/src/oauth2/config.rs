@@ -287,7 +287,8 @@ pub struct OidcAuthorizationCode {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EndSessionProperties {
-    /// `GetMethod` (the default) or `PostMethod`.
+    /// `GetMethod`, the default and the only one read (`PostMethod` is a
+    /// config error).
     #[serde(default)]
     pub method_type: Option<String>,
 }
@@ -492,8 +493,8 @@ pub struct RedisOptions {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CipherConfig {
-    /// A Secret of type `gloo.solo.io/EncryptionKeySecret` holding a
-    /// 32-byte key.
+    /// A Secret of type `gloo.solo.io.EncryptionKeySecret` holding a
+    /// 32-byte key in its `key` entry.
     #[serde(default)]
     pub key_ref: Option<SecretRef>,
 }

@@ -56,7 +56,7 @@
 //!
 //! - `session.cookie` (the default): the tokens are sealed in the cookie
 //!   (AES-256-GCM, bound to the AuthConfig's name, client and issuer), in
-//!   `{keyPrefix}__session` (split over `.1`, `.2`, ... past 3,800
+//!   `__session`, or `{keyPrefix}___session` (split over `.1`, `.2`, ... past 3,800
 //!   bytes). The key is `cipherConfig.keyRef`'s (a Secret of type
 //!   `gloo.solo.io.EncryptionKeySecret`, entry `key`, 32 bytes); without
 //!   one, a random key per process, so sessions do not survive a restart
