@@ -1,7 +1,7 @@
 //! The command line: `authchain serve`, `authchain check`.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use authchain_core::{Error, PluginRegistry};
@@ -57,7 +57,14 @@ enum Command {
 pub fn main_with(registry: PluginRegistry) -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Check { config, files } => check(&registry, config, &files),
+        Command::Check { config, mut files } => {
+            let config = match config.map(|c| enter_config_dir(&c, &mut files)) {
+                None => None,
+                Some(Ok(config)) => Some(config),
+                Some(Err(code)) => return code,
+            };
+            check(&registry, config, &files)
+        }
         Command::DefaultConfig => {
             print!("{DEFAULT_CONFIG}");
             ExitCode::SUCCESS
@@ -68,7 +75,10 @@ pub fn main_with(registry: PluginRegistry) -> ExitCode {
             };
             let mut server = Server::new(registry);
             if let Some(path) = config {
-                server = server.config_file(path);
+                match enter_config_dir(&path, &mut []) {
+                    Ok(path) => server = server.config_file(path),
+                    Err(code) => return code,
+                }
             }
             match runtime.block_on(server.run()) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -82,6 +92,31 @@ pub fn main_with(registry: PluginRegistry) -> ExitCode {
             }
         }
     }
+}
+
+/// Makes the directory of the config file the working directory, so that
+/// every path in it (a step's `keysFile`, the decision log's `path`) is
+/// read relative to the config file, whatever directory the binary was
+/// started in; `others`, paths given on the command line, are made
+/// absolute first. The config file's own path is returned absolute.
+fn enter_config_dir(config: &Path, others: &mut [PathBuf]) -> Result<PathBuf, ExitCode> {
+    let entered = (|| {
+        let config = std::path::absolute(config)?;
+        for path in others.iter_mut() {
+            *path = std::path::absolute(&*path)?;
+        }
+        if let Some(dir) = config.parent() {
+            std::env::set_current_dir(dir)?;
+        }
+        Ok::<_, std::io::Error>(config)
+    })();
+    entered.map_err(|e| {
+        eprintln!(
+            "authchain: cannot enter the directory of {}: {e}",
+            config.display()
+        );
+        ExitCode::FAILURE
+    })
 }
 
 /// The runtime `builder` makes, with I/O and timers; `None` once the

@@ -50,8 +50,9 @@
 //! one more is answered at once with 503 (gRPC: `RESOURCE_EXHAUSTED` in
 //! the `CheckResponse`, which Envoy passes on as 503 whatever its
 //! `failure_mode_allow`). SIGTERM or SIGINT: `/readyz` turns 503, the
-//! check listeners stop accepting, checks in flight finish within
-//! `shutdownGrace`, and the process exits 0.
+//! check listeners go on accepting for `shutdownDelay` (0 s) and then
+//! stop, checks in flight finish within `shutdownGrace`, and the process
+//! exits 0.
 //!
 //! # Your own server
 //!

@@ -118,6 +118,10 @@ impl Server {
     }
 
     /// Serves the config file at `path` (and reloads it when it changes).
+    /// Its `authConfigFiles` are read relative to it; other paths in it
+    /// (a step's `keysFile`, the decision log's `path`) relative to the
+    /// working directory, which the `authchain` binary makes the config
+    /// file's directory.
     pub fn config_file(mut self, path: impl Into<PathBuf>) -> Self {
         self.source = Source::File(path.into());
         self
@@ -280,8 +284,13 @@ impl Server {
         }
 
         let grace = settings.shutdown_grace.0;
-        tracing::info!(grace = ?grace, in_flight = in_flight(), "shutting down: no new connections, finishing checks in flight");
         ready.store(false, Ordering::SeqCst);
+        let delay = settings.shutdown_delay.0;
+        if !delay.is_zero() {
+            tracing::info!(delay = ?delay, "shutting down: not ready, still accepting checks for the delay");
+            tokio::time::sleep(delay).await;
+        }
+        tracing::info!(grace = ?grace, in_flight = in_flight(), "shutting down: no new connections, finishing checks in flight");
         stop.cancel();
         let drained =
             tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} })
@@ -418,6 +427,7 @@ fn restart_only(old: &Settings, new: &Settings) -> Vec<&'static str> {
         old.max_concurrent_checks == new.max_concurrent_checks,
     );
     differ("shutdownGrace", old.shutdown_grace == new.shutdown_grace);
+    differ("shutdownDelay", old.shutdown_delay == new.shutdown_delay);
     differ("log", old.log == new.log);
     differ("decisionLog", old.decision_log == new.decision_log);
     differ("watch", old.watch == new.watch);

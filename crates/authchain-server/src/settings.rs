@@ -22,7 +22,9 @@
 //! ```
 //!
 //! Every key is optional; a listener that is not set is not opened. Paths
-//! are relative to the config file. A directory contributes its `.yaml`,
+//! are relative to the config file's directory (the `authchain` binary
+//! works there), those inside the AuthConfigs too (`keysFile`,
+//! `htpasswdFile`, a JWKS or Rego file, a CA file). A directory contributes its `.yaml`,
 //! `.yml` and `.json` files, in name order, not its subdirectories.
 
 use std::net::SocketAddr;
@@ -76,6 +78,11 @@ pub struct Settings {
     /// How long SIGTERM waits for checks in flight (default 30 s).
     #[serde(default = "default_grace")]
     pub shutdown_grace: ConfigDuration,
+    /// How long, after SIGTERM, the server reports not ready while it
+    /// still accepts checks, before it stops accepting (default 0 s): time
+    /// for the proxies and load balancers to stop sending it new ones.
+    #[serde(default = "no_delay")]
+    pub shutdown_delay: ConfigDuration,
     /// Logging.
     #[serde(default)]
     pub log: LogSettings,
@@ -105,6 +112,7 @@ impl std::fmt::Debug for Settings {
             .field("user_id_header", &self.user_id_header)
             .field("max_concurrent_checks", &self.max_concurrent_checks)
             .field("shutdown_grace", &self.shutdown_grace)
+            .field("shutdown_delay", &self.shutdown_delay)
             .field("log", &self.log)
             .field("decision_log", &self.decision_log)
             .field("watch", &self.watch)
@@ -330,6 +338,10 @@ pub enum LogFormat {
 
 fn default_max_concurrent() -> usize {
     1024
+}
+
+fn no_delay() -> ConfigDuration {
+    ConfigDuration(Duration::ZERO)
 }
 
 fn default_grace() -> ConfigDuration {

@@ -111,3 +111,21 @@ fn settings_errors_name_their_key_and_no_config_checks_the_default() {
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("defaultConfig: ratings"));
 }
+
+/// `check --config` reads a step's relative file beside the config file,
+/// whatever the working directory.
+#[test]
+fn a_relative_file_is_read_beside_the_config() {
+    let dir = ScratchDir::new("authchain-check").unwrap();
+    dir.write("keys.yaml", "- { key: k3y-one-0123456789 }\n")
+        .unwrap();
+    let (ok, out, err) = check(
+        &dir,
+        "authConfigs:
+- name: keys
+  configs:
+  - apiKeyAuth: { headerName: api-key, keysFile: keys.yaml }
+",
+    );
+    assert!(ok, "{out}{err}");
+}

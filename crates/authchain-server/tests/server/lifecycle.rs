@@ -201,6 +201,36 @@ authConfigs:
     );
 }
 
+/// With `shutdownDelay`, SIGTERM makes the server unready at once, and it
+/// still answers new checks (on new connections) until the delay is over;
+/// then it stops.
+#[tokio::test]
+async fn during_the_shutdown_delay_new_checks_are_answered_while_unready() {
+    let allow = "authConfigs:\n- name: a\n  configs: [{ rules: { rules: [{ action: allow }] } }]\n";
+    let mut server = Authchain::start(&format!("{LISTENERS}shutdownDelay: 2s\n{allow}")).await;
+    server.signal("TERM");
+    let admin = server.admin;
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while client::get(admin, "/readyz", &[]).await.unwrap().status == 200 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("unready after SIGTERM");
+    let reply = server.http_check("a", "/x", &[]).await.unwrap();
+    assert_eq!(reply.status, 200);
+    let _ = server
+        .peer
+        .wait_until(Duration::from_secs(10), || async { None::<()> })
+        .await;
+    let status = server.peer.exited();
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "{status:?}: {}",
+        server.log()
+    );
+}
+
 const KEY: &str = "s3cr3t-4p1-k3y-value";
 
 #[tokio::test]

@@ -395,3 +395,45 @@ async fn serve_fixed(port: u16, body: String) -> tokio::task::JoinHandle<()> {
         }
     })
 }
+
+/// A step's file named by a relative path is read beside the config file,
+/// wherever the binary was started (here the test's own directory); a
+/// change to it alone takes effect on SIGHUP: a key taken out is refused.
+#[tokio::test]
+async fn a_relative_keys_file_is_read_beside_the_config_and_again_on_sighup() {
+    let keys = |list: &[&str]| {
+        list.iter()
+            .map(|k| format!("- {{ key: {k} }}\n"))
+            .collect::<String>()
+    };
+    let config = format!(
+        "{LISTENERS}authConfigs:
+- name: keys
+  configs:
+  - apiKeyAuth: {{ headerName: api-key, keysFile: keys.yaml }}
+"
+    );
+    let mut server = Authchain::start_with_files(
+        &config,
+        &[],
+        &[(
+            "keys.yaml",
+            keys(&["k3y-one-0123456789", "k3y-two-0123456789"]),
+        )],
+    )
+    .await;
+    let status = async |server: &Authchain, key: &str| {
+        let reply = server.http_check("keys", "/", &[("api-key", key)]).await;
+        reply.unwrap().status
+    };
+    assert_eq!(status(&server, "k3y-one-0123456789").await, 200);
+    std::fs::write(
+        server.peer.dir().join("keys.yaml"),
+        keys(&["k3y-two-0123456789"]),
+    )
+    .unwrap();
+    server.signal("HUP");
+    server.wait_for_generation(2).await;
+    assert_eq!(status(&server, "k3y-one-0123456789").await, 401);
+    assert_eq!(status(&server, "k3y-two-0123456789").await, 200);
+}
