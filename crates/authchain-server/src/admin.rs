@@ -1,18 +1,20 @@
 //! The admin listener: Prometheus metrics, liveness and readiness.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use authchain_core::Engine;
+use authchain_core::transport::{ConcurrencyLimit, Connection};
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 
 /// Latency buckets, in seconds: from a cache hit to a slow remote step.
 const BUCKETS: &[f64] = &[
@@ -71,12 +73,53 @@ impl Admin {
             .route("/healthz", get(|| async { "ok\n" }))
             .route("/readyz", get(readyz))
             .with_state(self);
+        let listener = Limited {
+            listener,
+            places: ConcurrencyLimit::new(ADMIN_CONNECTIONS),
+        };
         if let Err(e) = axum::serve(listener, app)
             .with_graceful_shutdown(stop)
             .await
         {
             tracing::error!(error = %e, "the admin server failed");
         }
+    }
+}
+
+/// The most connections the admin listener keeps open: probes and
+/// scrapes are few; the rest wait in the kernel's backlog.
+const ADMIN_CONNECTIONS: usize = 64;
+
+/// How long an admin connection may sit idle (one that never sent a byte,
+/// 10 s).
+const ADMIN_IDLE: Duration = Duration::from_secs(60);
+
+/// The admin listener, bounded as the check listeners are: at most
+/// [`ADMIN_CONNECTIONS`], each closed when idle.
+struct Limited {
+    listener: TcpListener,
+    places: ConcurrencyLimit,
+}
+
+impl axum::serve::Listener for Limited {
+    type Io = Connection<TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, SocketAddr) {
+        loop {
+            let place = self.places.acquire().await;
+            match self.listener.accept().await {
+                Ok((stream, addr)) => return (Connection::new(stream, ADMIN_IDLE, place), addr),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot accept an admin connection");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
     }
 }
 

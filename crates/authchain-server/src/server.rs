@@ -154,6 +154,7 @@ impl Server {
         // Build before opening anything: a config error ends the run here.
         let generation = engine.build(&loaded.configs, 1)?;
 
+        open_file_limit(&settings);
         let ready = Arc::new(AtomicBool::new(false));
         let stop = CancellationToken::new();
         // Each listener has its own places: one protocol's clients cannot
@@ -314,6 +315,34 @@ impl Server {
             let _ = tokio::time::timeout(Duration::from_secs(1), task).await;
         }
         Ok(())
+    }
+}
+
+/// Raises the process's soft limit of open files (up to its hard limit)
+/// to what the listeners may hold, and warns when it stays below: past
+/// it, connections are refused and outbound calls fail.
+fn open_file_limit(settings: &Settings) {
+    let connections = [
+        settings.grpc.as_ref().map(|g| g.connection_limits()),
+        settings.http.as_ref().map(|h| h.connection_limits()),
+    ];
+    // The admin listener's, and the files and outbound connections of
+    // the steps.
+    let wanted = connections
+        .iter()
+        .flatten()
+        .map(|l| l.max_connections as u64)
+        .sum::<u64>()
+        + 64
+        + 512;
+    match rlimit::increase_nofile_limit(wanted) {
+        Ok(limit) if limit < wanted => tracing::warn!(
+            limit,
+            wanted,
+            "the open-file limit is below what the listeners may hold: raise it (systemd: LimitNOFILE) or lower maxConnections"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot read or raise the open-file limit"),
     }
 }
 

@@ -231,6 +231,56 @@ async fn during_the_shutdown_delay_new_checks_are_answered_while_unready() {
     );
 }
 
+/// Started with a soft open-file limit below what its listeners may hold,
+/// the server raises it (up to the hard limit); where the hard limit is
+/// below too, it says so.
+#[tokio::test]
+async fn a_low_open_file_limit_is_raised_or_reported() {
+    let start = |ulimit: &str| {
+        let dir = authchain_testkit::ScratchDir::new("authchain-nofile").unwrap();
+        let config = dir
+            .write(
+                "authchain.yaml",
+                "grpc: { address: '127.0.0.1:0' }\nauthConfigs:\n- name: a\n  configs: [{ rules: { rules: [{ action: allow }] } }]\n",
+            )
+            .unwrap();
+        let mut command = std::process::Command::new("sh");
+        command.arg("-c").arg(format!(
+            "{ulimit} && exec {} serve --config {}",
+            crate::support::binary(),
+            config.display()
+        ));
+        authchain_testkit::ChildPeer::spawn("authchain", command, dir).unwrap()
+    };
+    let serving = async |peer: &mut authchain_testkit::ChildPeer| {
+        let log = peer.dir().join("stderr.log");
+        peer.wait_until(Duration::from_secs(10), || {
+            let log = log.clone();
+            async move {
+                let text = std::fs::read_to_string(log).unwrap_or_default();
+                text.contains("authchain serving").then_some(text)
+            }
+        })
+        .await
+        .unwrap()
+    };
+    // 4096 gRPC connections, and some to spare.
+    let mut raised = start("ulimit -Sn 256");
+    let log = serving(&mut raised).await;
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", raised.pid())).unwrap();
+    let soft: u64 = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    assert!(soft > 4096, "{limits}");
+    assert!(!log.contains("open-file limit"), "{log}");
+    let mut low = start("ulimit -n 256");
+    let log = serving(&mut low).await;
+    assert!(log.contains("the open-file limit is below"), "{log}");
+}
+
 const KEY: &str = "s3cr3t-4p1-k3y-value";
 
 #[tokio::test]

@@ -126,6 +126,20 @@ async fn each_listener_accepts_at_most_its_connections() {
     assert_eq!(reply.expect("served").unwrap().unwrap().status, 200);
     let answer = tokio::time::timeout(Duration::from_secs(5), waiting_grpc).await;
     assert_eq!(answer.expect("served").unwrap(), (0, 200));
+
+    // The admin listener holds 64, whatever the others' limits.
+    let mut admin_held = Vec::new();
+    for _ in 0..64 {
+        admin_held.push(TcpStream::connect(server.admin).await.unwrap());
+    }
+    let admin = server.admin;
+    let probe =
+        tokio::spawn(async move { authchain_testkit::client::get(admin, "/healthz", &[]).await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!probe.is_finished());
+    admin_held.pop();
+    let reply = tokio::time::timeout(Duration::from_secs(5), probe).await;
+    assert_eq!(reply.expect("served").unwrap().unwrap().status, 200);
 }
 
 #[tokio::test]
