@@ -291,16 +291,15 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        use http_body_util::BodyExt;
         let mut inner = self.inner.clone();
         let (max_body, read_timeout) = (self.max_body, self.read_timeout);
         // The message is read whole, within the limits, before tonic
         // decodes it: a stream that stalls holds its bytes only so long.
         RefusedAsDeny(Box::pin(async move {
             let (parts, body) = request.into_parts();
-            let read = http_body_util::Limited::new(body, max_body).collect();
+            let read = read_whole(http_body_util::Limited::new(body, max_body));
             let body = match tokio::time::timeout(read_timeout, read).await {
-                Ok(Ok(body)) => body.to_bytes(),
+                Ok(Ok(body)) => body,
                 Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
                     return Ok(refused(Refusal::TooLarge, "over the limit"));
                 }
@@ -311,6 +310,24 @@ where
             tower_service::Service::call(&mut inner, request).await
         }))
     }
+}
+
+/// The bytes of `body`, copied as they come: a frame's bytes point into the
+/// connection's read buffer, which keeping them would keep whole (many
+/// times the message, for a client that sends it a byte a frame).
+async fn read_whole<B>(body: B) -> Result<Bytes, B::Error>
+where
+    B: tonic::codegen::Body<Data = Bytes>,
+{
+    use http_body_util::BodyExt;
+    let mut body = std::pin::pin!(body);
+    let mut whole = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame?.into_data() {
+            whole.extend_from_slice(&data);
+        }
+    }
+    Ok(whole.freeze())
 }
 
 /// The future of [`ExtAuthzServer`]: tonic's answer, with a refusal of a

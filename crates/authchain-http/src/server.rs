@@ -125,9 +125,11 @@ impl CheckServer {
         };
         let generation = self.engine.current();
         if generation.number() == 0 {
-            metrics::counter!("authchain_http_checks_refused_total", "status" => "503")
+            // Not a 503: Envoy's HTTP service passes a 5xx under
+            // `failure_mode_allow`.
+            metrics::counter!("authchain_http_checks_refused_total", "status" => "403")
                 .increment(1);
-            return plain(StatusCode::SERVICE_UNAVAILABLE, "no config serves yet");
+            return plain(StatusCode::FORBIDDEN, "no config serves yet");
         }
         let Some(chain) = config.and_then(|c| generation.chain(c)) else {
             metrics::counter!("authchain_unknown_config_total", "transport" => "http").increment(1);

@@ -546,15 +546,17 @@ async fn an_oversized_body_is_413_before_any_step() {
 }
 
 /// Before the first config serves (generation 0, while the server starts
-/// its steps), a check is a 503, not a 403 for an unknown AuthConfig.
+/// its steps), a check is a 403 that says so: not a 5xx, which Envoy's
+/// HTTP service passes under `failure_mode_allow`.
 #[tokio::test]
-async fn a_check_before_any_config_serves_is_a_503() {
+async fn a_check_before_any_config_serves_is_a_403_that_says_so() {
     let engine = Arc::new(Engine::new(PluginRegistry::new()));
     let server = CheckServer::new(engine, CheckConfig::default().default_config("site"));
     let response = server
         .check(request(Method::GET, "/check:site/x", &[], ""), peer(CLIENT))
         .await;
-    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    assert_eq!(&response.into_body()[..], b"no config serves yet");
 }
 
 #[tokio::test]

@@ -90,9 +90,9 @@ impl Admin {
 /// scrapes are few; the rest wait in the kernel's backlog.
 const ADMIN_CONNECTIONS: usize = 64;
 
-/// How long an admin connection may sit idle (one that never sent a byte,
-/// 10 s).
-const ADMIN_IDLE: Duration = Duration::from_secs(60);
+/// How long an admin connection may sit idle: a probe or a scrape is one
+/// quick request, and the next one connects again.
+const ADMIN_IDLE: Duration = Duration::from_secs(10);
 
 /// The admin listener, bounded as the check listeners are: at most
 /// [`ADMIN_CONNECTIONS`], each closed when idle.

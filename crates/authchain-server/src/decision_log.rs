@@ -12,7 +12,7 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::time::Duration;
 
 use authchain_core::Error;
@@ -73,7 +73,9 @@ impl LogFile {
     /// old one kept on error). A writer that stopped on a failed write
     /// starts again.
     pub(crate) async fn reopen(&self) {
-        self.send(Line::Reopen).await;
+        if !self.send(Line::Reopen, Duration::from_secs(1)).await {
+            tracing::warn!("the decision log's queue stays full; not reopened");
+        }
     }
 
     /// Returns once every record before this one is written and flushed,
@@ -81,17 +83,28 @@ impl LogFile {
     pub(crate) async fn close(&self, wait: Duration) {
         let (done, closed) = tokio::sync::oneshot::channel();
         let _ = tokio::time::timeout(wait, async {
-            self.send(Line::Close(done)).await;
-            let _ = closed.await;
+            if self.send(Line::Close(done), wait).await {
+                let _ = closed.await;
+            }
         })
         .await;
     }
 
-    /// Sends `line` after the records queued (waiting, off the runtime,
-    /// while the queue is full).
-    async fn send(&self, line: Line) {
-        let sender = self.sender.clone();
-        let _ = tokio::task::spawn_blocking(move || sender.send(line)).await;
+    /// Sends `line` after the records queued, waiting up to `wait` while
+    /// the queue is full (never blocking a thread: a writer stuck on its
+    /// output must not hold up a reload or the exit); whether it went.
+    async fn send(&self, mut line: Line, wait: Duration) -> bool {
+        let until = tokio::time::Instant::now() + wait;
+        loop {
+            match self.sender.try_send(line) {
+                Ok(()) => return true,
+                Err(TrySendError::Full(back)) if tokio::time::Instant::now() < until => {
+                    line = back;
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                Err(_) => return false,
+            }
+        }
     }
 }
 

@@ -226,6 +226,51 @@ async fn a_check_request_that_stalls_is_a_408_deny() {
     drop(body);
 }
 
+/// A `CheckRequest` sent a byte a frame is read whole (and the server
+/// keeps the bytes, not the frames): answered as the same message in one
+/// frame would be.
+#[tokio::test]
+async fn a_check_request_in_one_byte_frames_is_read_whole() {
+    use http_body_util::BodyExt;
+    use prost::Message;
+
+    let service = ExtAuthzService::new(engine(ALLOW).await).default_config("allow");
+    let server = GrpcServer::authchain(service).await;
+    let stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    let (mut body, channel) = http_body_util::channel::Channel::<bytes::Bytes>::new(16);
+    let request = http::Request::post(format!(
+        "http://{}/envoy.service.auth.v3.Authorization/Check",
+        server.addr
+    ))
+    .header("content-type", "application/grpc")
+    .header("te", "trailers")
+    .body(channel)
+    .unwrap();
+    let answer = tokio::spawn(sender.send_request(request));
+    let message = minimal_check("/x").encode_to_vec();
+    let mut framed = vec![0];
+    framed.extend_from_slice(&u32::try_from(message.len()).unwrap().to_be_bytes());
+    framed.extend_from_slice(&message);
+    for byte in framed {
+        body.send_data(bytes::Bytes::from(vec![byte]))
+            .await
+            .unwrap();
+    }
+    drop(body);
+    let response = answer.await.unwrap().unwrap();
+    let framed = response.into_body().collect().await.unwrap().to_bytes();
+    let check = authchain_grpc::envoy_types::ext_authz::v3::pb::CheckResponse::decode(&framed[5..])
+        .unwrap();
+    assert_eq!(check.status.unwrap().code, 0, "allowed");
+}
+
 #[tokio::test]
 async fn an_oversized_check_request_through_envoy_is_a_deny_even_under_failure_mode_allow() {
     // Envoy buffers more body than authchain takes: were the oversized
