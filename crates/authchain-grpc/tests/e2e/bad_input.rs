@@ -180,27 +180,25 @@ async fn a_check_before_any_config_serves_is_a_503_deny() {
     assert_eq!(denied_status(&response), 503);
 }
 
-/// A `CheckRequest` whose stream stops half way (a client holding the
-/// server's memory): denied with 408 once the read timeout passes, the
-/// stream still open.
-#[tokio::test]
-async fn a_check_request_that_stalls_is_a_408_deny() {
-    use http_body_util::BodyExt;
-    use prost::Message;
-
-    let service = ExtAuthzService::new(engine(ALLOW).await)
-        .default_config("allow")
-        .read_timeout(std::time::Duration::from_millis(300));
-    let server = GrpcServer::authchain(service).await;
-    let stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+/// A `Check` call to `server` over a raw HTTP/2 connection, its body sent
+/// by the test through the returned sender, frame by frame.
+async fn raw_check(
+    server: &GrpcServer,
+) -> (
+    http_body_util::channel::Sender<bytes::Bytes>,
+    tokio::task::JoinHandle<hyper::Result<http::Response<hyper::body::Incoming>>>,
+) {
+    let stream = tokio::net::TcpStream::connect(server.addr)
+        .await
+        .expect("connect");
     let (mut sender, connection) = hyper::client::conn::http2::handshake(
         hyper_util::rt::TokioExecutor::new(),
         hyper_util::rt::TokioIo::new(stream),
     )
     .await
-    .unwrap();
+    .expect("an HTTP/2 handshake");
     tokio::spawn(connection);
-    let (mut body, channel) = http_body_util::channel::Channel::<bytes::Bytes>::new(1);
+    let (body, channel) = http_body_util::channel::Channel::<bytes::Bytes>::new(16);
     let request = http::Request::post(format!(
         "http://{}/envoy.service.auth.v3.Authorization/Check",
         server.addr
@@ -208,8 +206,29 @@ async fn a_check_request_that_stalls_is_a_408_deny() {
     .header("content-type", "application/grpc")
     .header("te", "trailers")
     .body(channel)
-    .unwrap();
-    let answer = tokio::spawn(sender.send_request(request));
+    .expect("a request");
+    (body, tokio::spawn(sender.send_request(request)))
+}
+
+/// The CheckResponse of a raw call's answer.
+async fn check_response(
+    response: http::Response<hyper::body::Incoming>,
+) -> authchain_grpc::envoy_types::ext_authz::v3::pb::CheckResponse {
+    use http_body_util::BodyExt;
+    let framed = response.into_body().collect().await.expect("a body");
+    prost::Message::decode(&framed.to_bytes()[5..]).expect("a CheckResponse")
+}
+
+/// A `CheckRequest` whose stream stops half way (a client holding the
+/// server's memory): denied with 408 once the read timeout passes, the
+/// stream still open.
+#[tokio::test]
+async fn a_check_request_that_stalls_is_a_408_deny() {
+    let service = ExtAuthzService::new(engine(ALLOW).await)
+        .default_config("allow")
+        .read_timeout(std::time::Duration::from_millis(300));
+    let server = GrpcServer::authchain(service).await;
+    let (mut body, answer) = raw_check(&server).await;
     // A frame that says 1,000 bytes follow, and 10 of them.
     let mut part = vec![0, 0, 0, 0x03, 0xe8];
     part.extend_from_slice(&[0; 10]);
@@ -219,10 +238,7 @@ async fn a_check_request_that_stalls_is_a_408_deny() {
         .expect("an answer before the stream ends")
         .unwrap()
         .unwrap();
-    let framed = response.into_body().collect().await.unwrap().to_bytes();
-    let check = authchain_grpc::envoy_types::ext_authz::v3::pb::CheckResponse::decode(&framed[5..])
-        .unwrap();
-    assert_eq!(denied_status(&check), 408);
+    assert_eq!(denied_status(&check_response(response).await), 408);
     drop(body);
 }
 
@@ -231,30 +247,10 @@ async fn a_check_request_that_stalls_is_a_408_deny() {
 /// frame would be.
 #[tokio::test]
 async fn a_check_request_in_one_byte_frames_is_read_whole() {
-    use http_body_util::BodyExt;
-    use prost::Message;
-
     let service = ExtAuthzService::new(engine(ALLOW).await).default_config("allow");
     let server = GrpcServer::authchain(service).await;
-    let stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
-    let (mut sender, connection) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(connection);
-    let (mut body, channel) = http_body_util::channel::Channel::<bytes::Bytes>::new(16);
-    let request = http::Request::post(format!(
-        "http://{}/envoy.service.auth.v3.Authorization/Check",
-        server.addr
-    ))
-    .header("content-type", "application/grpc")
-    .header("te", "trailers")
-    .body(channel)
-    .unwrap();
-    let answer = tokio::spawn(sender.send_request(request));
-    let message = minimal_check("/x").encode_to_vec();
+    let (mut body, answer) = raw_check(&server).await;
+    let message = prost::Message::encode_to_vec(&minimal_check("/x"));
     let mut framed = vec![0];
     framed.extend_from_slice(&u32::try_from(message.len()).unwrap().to_be_bytes());
     framed.extend_from_slice(&message);
@@ -265,9 +261,7 @@ async fn a_check_request_in_one_byte_frames_is_read_whole() {
     }
     drop(body);
     let response = answer.await.unwrap().unwrap();
-    let framed = response.into_body().collect().await.unwrap().to_bytes();
-    let check = authchain_grpc::envoy_types::ext_authz::v3::pb::CheckResponse::decode(&framed[5..])
-        .unwrap();
+    let check = check_response(response).await;
     assert_eq!(check.status.unwrap().code, 0, "allowed");
 }
 
