@@ -20,11 +20,14 @@ use envoy_types::ext_authz::v3::pb::{
 use http::StatusCode;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 use tonic::body::Body;
 use tonic::codegen::BoxFuture;
 use tonic::server::NamedService;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 use tonic::{Request, Response, Status};
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
 
 use crate::convert::{self, code};
 
@@ -96,6 +99,7 @@ pub struct ExtAuthzService {
     read_timeout: Duration,
     limit: Option<ConcurrencyLimit>,
     connections: ConnectionLimits,
+    readiness: Option<watch::Receiver<bool>>,
 }
 
 impl fmt::Debug for ExtAuthzService {
@@ -122,6 +126,7 @@ impl ExtAuthzService {
             read_timeout: DEFAULT_READ_TIMEOUT,
             limit: None,
             connections: ConnectionLimits::new(DEFAULT_MAX_CONNECTIONS, DEFAULT_IDLE_TIMEOUT),
+            readiness: None,
         }
     }
 
@@ -164,6 +169,16 @@ impl ExtAuthzService {
     /// (default [`DEFAULT_READ_TIMEOUT`]); a later one is denied with 408.
     pub fn read_timeout(mut self, timeout: Duration) -> Self {
         self.read_timeout = timeout;
+        self
+    }
+
+    /// The health service of the `serve` functions (`grpc.health.v1`, for
+    /// the server as a whole, `""`, and for the `Authorization` service)
+    /// reports SERVING while `ready` is true, NOT_SERVING otherwise (a
+    /// server starting, or draining before it stops). Without it, SERVING
+    /// until the shutdown signal.
+    pub fn readiness(mut self, ready: watch::Receiver<bool>) -> Self {
+        self.readiness = Some(ready);
         self
     }
 
@@ -497,7 +512,7 @@ where
             Some((accepted, (listener, places)))
         });
     let (reporter, health) = tonic_health::server::health_reporter();
-    reporter.set_serving::<ExtAuthzServer>().await;
+    let follower = follow_readiness(reporter.clone(), service.readiness.clone()).await;
     tonic::transport::Server::builder()
         .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
         // hyper's defaults, which tonic's `None`s would turn off.
@@ -507,9 +522,43 @@ where
         .add_service(service.into_server())
         .serve_with_incoming_shutdown(incoming, async move {
             signal.await;
-            reporter.set_not_serving::<ExtAuthzServer>().await;
+            if let Some(follower) = follower {
+                follower.abort();
+            }
+            set_health(&reporter, false).await;
         })
         .await
+}
+
+/// Reports SERVING now, or, given `ready`, as it says, from a task that
+/// follows it (returned, to stop at shutdown).
+async fn follow_readiness(
+    reporter: HealthReporter,
+    ready: Option<watch::Receiver<bool>>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let Some(mut ready) = ready else {
+        set_health(&reporter, true).await;
+        return None;
+    };
+    let now = *ready.borrow_and_update();
+    set_health(&reporter, now).await;
+    Some(tokio::spawn(async move {
+        while ready.changed().await.is_ok() {
+            let serving = *ready.borrow_and_update();
+            set_health(&reporter, serving).await;
+        }
+    }))
+}
+
+/// Sets the server's health and the `Authorization` service's.
+async fn set_health(reporter: &HealthReporter, serving: bool) {
+    let status = match serving {
+        true => ServingStatus::Serving,
+        false => ServingStatus::NotServing,
+    };
+    for name in ["", <ExtAuthzServer as NamedService>::NAME] {
+        reporter.set_service_status(name, status).await;
+    }
 }
 
 /// A connection the gRPC listener accepted, as tonic takes it.

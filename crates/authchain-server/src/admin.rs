@@ -3,7 +3,6 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use authchain_core::Engine;
@@ -58,7 +57,7 @@ pub(crate) fn install_recorder() -> Option<PrometheusHandle> {
 #[derive(Clone)]
 pub(crate) struct Admin {
     pub(crate) metrics: Option<PrometheusHandle>,
-    pub(crate) ready: Arc<AtomicBool>,
+    pub(crate) ready: tokio::sync::watch::Receiver<bool>,
     pub(crate) engine: Arc<Engine>,
 }
 
@@ -142,7 +141,7 @@ async fn metrics(State(admin): State<Admin>) -> impl IntoResponse {
 async fn readyz(State(admin): State<Admin>) -> impl IntoResponse {
     let current = admin.engine.current();
     let generation = current.number();
-    if admin.ready.load(Ordering::SeqCst) {
+    if *admin.ready.borrow() {
         // Steps that cannot start yet fail their own requests only: the
         // server answers, and says what waits.
         let mut text = format!("ready: generation {generation}\n");

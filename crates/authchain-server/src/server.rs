@@ -6,7 +6,6 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use authchain_core::transport::ConcurrencyLimit;
@@ -15,7 +14,7 @@ use authchain_grpc::ExtAuthzService;
 use authchain_http::{CheckConfig, CheckServer};
 use notify::{RecursiveMode, Watcher};
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -155,7 +154,7 @@ impl Server {
         let generation = engine.build(&loaded.configs, 1)?;
 
         open_file_limit(&settings);
-        let ready = Arc::new(AtomicBool::new(false));
+        let (ready, readiness) = watch::channel(false);
         let stop = CancellationToken::new();
         // Each listener has its own places: one protocol's clients cannot
         // take the other's.
@@ -174,7 +173,8 @@ impl Server {
             addresses.push(format!("grpc={}", local(&listener)));
             let mut service = ExtAuthzService::new(engine.clone())
                 .concurrency_limit(limits[0].clone())
-                .connection_limits(grpc.connection_limits());
+                .connection_limits(grpc.connection_limits())
+                .readiness(readiness.clone());
             if let Some(name) = &settings.default_config {
                 service = service.default_config(name);
             }
@@ -234,7 +234,7 @@ impl Server {
             addresses.push(format!("admin={}", local(&listener)));
             let admin = Admin {
                 metrics,
-                ready: ready.clone(),
+                ready: readiness.clone(),
                 engine: engine.clone(),
             };
             admin_task = Some(tokio::spawn(
@@ -254,7 +254,7 @@ impl Server {
                 () = &mut shutdown => break,
                 loaded = &mut first, if current.is_none() => {
                     if engine.current().number() > 0 {
-                        ready.store(true, Ordering::SeqCst);
+                        ready.send_replace(true);
                     }
                     reloads.watch(&loaded);
                     current = Some(loaded);
@@ -285,7 +285,7 @@ impl Server {
         }
 
         let grace = settings.shutdown_grace.0;
-        ready.store(false, Ordering::SeqCst);
+        ready.send_replace(false);
         let delay = settings.shutdown_delay.0;
         if !delay.is_zero() {
             tracing::info!(delay = ?delay, "shutting down: not ready, still accepting checks for the delay");

@@ -407,3 +407,47 @@ async fn a_panicking_step_denies_even_under_failure_mode_allow() {
     }
     assert_eq!(stack.upstream.hits(), 0, "no request passed");
 }
+
+/// Given a readiness, the health service follows it, for the server as a
+/// whole and for the `Authorization` service: NOT_SERVING while a server
+/// starts or drains, SERVING between.
+#[tokio::test]
+async fn health_follows_the_readiness_it_is_given() {
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
+
+    let (ready, readiness) = tokio::sync::watch::channel(false);
+    let service = ExtAuthzService::new(crate::common::engine(CONFIGS).await)
+        .default_config("allow")
+        .readiness(readiness);
+    let server = crate::common::GrpcServer::authchain(service).await;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", server.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = HealthClient::new(channel);
+    let mut watches = Vec::new();
+    for service in ["", "envoy.service.auth.v3.Authorization"] {
+        let request = HealthCheckRequest {
+            service: service.into(),
+        };
+        watches.push(health.watch(request).await.unwrap().into_inner());
+    }
+    for step in [false, true, false] {
+        ready.send_replace(step);
+        let expected = match step {
+            true => ServingStatus::Serving,
+            false => ServingStatus::NotServing,
+        };
+        for watch in &mut watches {
+            // A watch sends the status now, then each change.
+            let reached = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+                while watch.message().await.unwrap().unwrap().status != expected as i32 {}
+            });
+            reached
+                .await
+                .unwrap_or_else(|_| panic!("never {expected:?}"));
+        }
+    }
+}

@@ -219,6 +219,22 @@ async fn during_the_shutdown_delay_new_checks_are_answered_while_unready() {
     .expect("unready after SIGTERM");
     let reply = server.http_check("a", "/x", &[]).await.unwrap();
     assert_eq!(reply.status, 200);
+    // The gRPC health service says so too, its listener still open.
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", server.grpc))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let status = tonic_health::pb::health_client::HealthClient::new(channel)
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status;
+    let not_serving = tonic_health::pb::health_check_response::ServingStatus::NotServing;
+    assert_eq!(status, not_serving as i32);
     let _ = server
         .peer
         .wait_until(Duration::from_secs(10), || async { None::<()> })
