@@ -1,7 +1,6 @@
 //! The admin listener: Prometheus metrics, liveness and readiness.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,6 +11,10 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -72,16 +75,32 @@ impl Admin {
             .route("/healthz", get(|| async { "ok\n" }))
             .route("/readyz", get(readyz))
             .with_state(self);
-        let listener = Limited {
+        let mut listener = Limited {
             listener,
             places: ConcurrencyLimit::new(ADMIN_CONNECTIONS),
         };
-        if let Err(e) = axum::serve(listener, app)
-            .with_graceful_shutdown(stop)
-            .await
-        {
-            tracing::error!(error = %e, "the admin server failed");
+        // hyper with a timer, which `axum::serve` does not set: a request
+        // whose headers are not whole in time closes its connection.
+        let mut builder = auto::Builder::new(TokioExecutor::new()).http1_only();
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(ADMIN_READ_TIMEOUT);
+        let graceful = GracefulShutdown::new();
+        let mut stop = std::pin::pin!(stop);
+        loop {
+            let io = tokio::select! {
+                io = listener.accept() => io,
+                () = &mut stop => break,
+            };
+            let service = TowerToHyperService::new(app.clone());
+            let connection = builder.serve_connection(TokioIo::new(io), service);
+            let connection = graceful.watch(connection.into_owned());
+            tokio::spawn(async move {
+                let _ = connection.await;
+            });
         }
+        graceful.shutdown().await;
     }
 }
 
@@ -93,6 +112,10 @@ const ADMIN_CONNECTIONS: usize = 64;
 /// quick request, and the next one connects again.
 const ADMIN_IDLE: Duration = Duration::from_secs(10);
 
+/// How long a request's headers may take to arrive (and a kept-alive
+/// connection may wait for its next request).
+const ADMIN_READ_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// The admin listener, bounded as the check listeners are: at most
 /// [`ADMIN_CONNECTIONS`], each closed when idle.
 struct Limited {
@@ -100,25 +123,19 @@ struct Limited {
     places: ConcurrencyLimit,
 }
 
-impl axum::serve::Listener for Limited {
-    type Io = Connection<TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, SocketAddr) {
+impl Limited {
+    /// The next connection, once a place is free.
+    async fn accept(&mut self) -> Connection<TcpStream> {
         loop {
             let place = self.places.acquire().await;
             match self.listener.accept().await {
-                Ok((stream, addr)) => return (Connection::new(stream, ADMIN_IDLE, place), addr),
+                Ok((stream, _)) => return Connection::new(stream, ADMIN_IDLE, place),
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot accept an admin connection");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             }
         }
-    }
-
-    fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.listener.local_addr()
     }
 }
 

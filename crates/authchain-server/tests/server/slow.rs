@@ -179,3 +179,30 @@ async fn an_idle_connection_is_closed() {
         }
     }
 }
+
+/// An admin request whose headers come a byte a second (which keeps the
+/// connection from ever being idle) is closed once its headers are late,
+/// so that such clients cannot hold the admin listener's places.
+#[tokio::test]
+async fn an_admin_request_that_dribbles_its_headers_is_closed() {
+    let server = Authchain::start(&format!("{LISTENERS}{CONFIG}")).await;
+    let mut stream = TcpStream::connect(server.admin).await.unwrap();
+    let request = b"GET /healthz HTTP/1.1\r\nhost: a\r\nx-slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    let started = std::time::Instant::now();
+    for byte in request {
+        if stream.write_all(&[*byte]).await.is_err() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if started.elapsed() > Duration::from_secs(20) {
+            panic!("still open after 20 s");
+        }
+    }
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(9),
+        "closed after {:?}",
+        started.elapsed()
+    );
+}
