@@ -532,7 +532,14 @@ impl Reloads {
         if !self.enabled || matches!(self.source, Source::Default) {
             return;
         }
-        let files: HashSet<PathBuf> = loaded.files.iter().map(|f| absolute(f)).collect();
+        let mut files: HashSet<PathBuf> = loaded.files.iter().map(|f| absolute(f)).collect();
+        // A file that is a symbolic link changes where it points to (stow,
+        // Nix, a host path): its target is watched too.
+        let targets: Vec<PathBuf> = files
+            .iter()
+            .filter_map(|f| std::fs::canonicalize(f).ok())
+            .collect();
+        files.extend(targets);
         let dirs: HashSet<PathBuf> = loaded.directories.iter().map(|d| absolute(d)).collect();
         let mut watched: HashSet<PathBuf> = files
             .iter()

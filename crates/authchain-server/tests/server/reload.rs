@@ -437,3 +437,50 @@ async fn a_relative_keys_file_is_read_beside_the_config_and_again_on_sighup() {
     assert_eq!(status(&server, "k3y-one-0123456789").await, 401);
     assert_eq!(status(&server, "k3y-two-0123456789").await, 200);
 }
+
+/// A config file that is a symbolic link: a Kubernetes ConfigMap's
+/// (`authchain.yaml` → `..data/authchain.yaml`, `..data` swapped to a new
+/// directory), and one into another directory (stow, Nix, a host path),
+/// whose target is edited there.
+#[tokio::test]
+async fn a_config_file_behind_a_symbolic_link_is_watched_through_it() {
+    use std::os::unix::fs::symlink;
+
+    let mut server = Authchain::start(&flip("allow")).await;
+    let allow = std::fs::read_to_string(&server.config).unwrap();
+    let deny = allow.replace("defaultAction: allow", "defaultAction: deny");
+    let dir = server.peer.dir().to_owned();
+    let status =
+        async |server: &Authchain| server.http_check("flip", "/x", &[]).await.unwrap().status;
+    // Puts a symbolic link to `target` at the config's path, at once.
+    let link_config = |target: &std::path::Path| {
+        let aside = dir.join("authchain.yaml.link");
+        symlink(target, &aside).unwrap();
+        std::fs::rename(&aside, dir.join("authchain.yaml")).unwrap();
+    };
+
+    // The ConfigMap's layout, then its swap.
+    std::fs::create_dir(dir.join("..v1")).unwrap();
+    std::fs::write(dir.join("..v1/authchain.yaml"), &deny).unwrap();
+    symlink("..v1", dir.join("..data")).unwrap();
+    link_config(std::path::Path::new("..data/authchain.yaml"));
+    server.wait_for_generation(2).await;
+    assert_eq!(status(&server).await, 403);
+    std::fs::create_dir(dir.join("..v2")).unwrap();
+    std::fs::write(dir.join("..v2/authchain.yaml"), &allow).unwrap();
+    symlink("..v2", dir.join("..data_tmp")).unwrap();
+    std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
+    server.wait_for_generation(3).await;
+    assert_eq!(status(&server).await, 200);
+
+    // A link into another directory, and an edit there.
+    let elsewhere = authchain_testkit::ScratchDir::new("authchain-elsewhere").unwrap();
+    let real = elsewhere.write("real.yaml", &deny).unwrap();
+    link_config(&real);
+    server.wait_for_generation(4).await;
+    assert_eq!(status(&server).await, 403);
+    let aside = elsewhere.write("real.yaml.new", &allow).unwrap();
+    std::fs::rename(&aside, &real).unwrap();
+    server.wait_for_generation(5).await;
+    assert_eq!(status(&server).await, 200);
+}
