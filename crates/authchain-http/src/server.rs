@@ -61,8 +61,9 @@ impl CheckServer {
     }
 
     /// Sheds checks beyond `limit`: they are answered at once with
-    /// `503 Service Unavailable`. (nginx turns any
-    /// status but 401 and 403 into a 500 for its client.)
+    /// `429 Too Many Requests`, a deny on every proxy. (Not a 5xx, which
+    /// Envoy's HTTP service passes under `failure_mode_allow`; nginx turns
+    /// any status but 401 and 403 into a 500 for its client.)
     pub fn concurrency_limit(mut self, limit: ConcurrencyLimit) -> Self {
         self.limit = Some(limit);
         self
@@ -108,7 +109,7 @@ impl CheckServer {
         };
         let _permit = match self.limit.as_ref().map(|l| l.try_acquire("http")) {
             Some(None) => {
-                return plain(StatusCode::SERVICE_UNAVAILABLE, "too many checks in flight");
+                return plain(StatusCode::TOO_MANY_REQUESTS, "too many checks in flight");
             }
             permit => permit.flatten(),
         };

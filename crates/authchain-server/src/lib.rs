@@ -47,9 +47,10 @@
 //! # Load shedding and shutdown
 //!
 //! At most `maxConcurrentChecks` checks run at once on each listener;
-//! one more is answered at once with 503 (gRPC: `RESOURCE_EXHAUSTED` in
-//! the `CheckResponse`, which Envoy passes on as 503 whatever its
-//! `failure_mode_allow`). SIGTERM or SIGINT: `/readyz` turns 503, the
+//! one more is answered at once with a deny: over gRPC 503 with
+//! `RESOURCE_EXHAUSTED` in the `CheckResponse`, which Envoy passes on as
+//! 503 whatever its `failure_mode_allow`; over HTTP 429, which no proxy
+//! takes for a failure of the auth server. SIGTERM or SIGINT: `/readyz` turns 503, the
 //! check listeners go on accepting for `shutdownDelay` (0 s) and then
 //! stop, checks in flight finish within `shutdownGrace`, and the process
 //! exits 0.

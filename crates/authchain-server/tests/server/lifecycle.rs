@@ -58,7 +58,7 @@ authConfigs:
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn beyond_the_limit_checks_are_shed_with_503_and_resource_exhausted() {
+async fn beyond_the_limit_checks_are_shed_with_429_and_resource_exhausted() {
     let (auth, hits) = slow_auth_server(Duration::from_millis(1500)).await;
     let server = Authchain::start(&slow_config("maxConcurrentChecks: 1", auth)).await;
     let slow_http = tokio::spawn({
@@ -82,7 +82,7 @@ async fn beyond_the_limit_checks_are_shed_with_503_and_resource_exhausted() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let shed = server.http_check("slow", "/x", &[]).await.unwrap();
-    assert_eq!(shed.status, 503);
+    assert_eq!(shed.status, 429);
     assert!(shed.text().contains("too many checks"), "{}", shed.text());
     let mut grpc = server.grpc_client().await;
     let answer = grpc
@@ -154,6 +154,41 @@ async fn sigterm_finishes_checks_in_flight_then_exits_zero() {
     let exited = server.peer.exited();
     assert!(exited.is_some_and(|s| s.success()), "{exited:?}: {status}");
     assert!(server.log().contains("stopped"), "{}", server.log());
+}
+
+/// Envoy's HTTP service lets a request through under `failure_mode_allow`
+/// when the auth server answers 5xx: a shed check, answered 429, is a deny
+/// there all the same, so that a flood cannot open the way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shed_check_is_a_deny_through_envoy_http_under_failure_mode_allow() {
+    use authchain_testkit::EchoServer;
+    use authchain_testkit::envoy::{Bootstrap, Envoy, HttpService};
+
+    let (auth, hits) = slow_auth_server(Duration::from_millis(1500)).await;
+    let server = Authchain::start(&slow_config("maxConcurrentChecks: 1", auth)).await;
+    let upstream = EchoServer::start().await.unwrap();
+    let yaml = Bootstrap::new(upstream.addr())
+        .http(HttpService {
+            addr: server.http,
+            path_prefix: "/check:slow",
+            allowed_headers: &[],
+            upstream_headers: &[],
+            upstream_headers_to_append: &[],
+            client_headers: &[],
+        })
+        .timeout("5s")
+        .failure_mode_allow(true)
+        .yaml();
+    let envoy = Envoy::start(&yaml).await.unwrap();
+    let ingress = envoy.listener("ingress").unwrap();
+    let first = tokio::spawn(async move { client::get(ingress, "/x", &[]).await.unwrap().status });
+    while hits.load(Ordering::SeqCst) < 1 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let shed = client::get(ingress, "/x", &[]).await.unwrap();
+    assert_eq!(shed.status, 429, "{}", shed.text());
+    assert_eq!(first.await.unwrap(), 200);
+    assert_eq!(upstream.hits(), 1, "only the checked request passed");
 }
 
 /// A reload waits for its steps to start (here a JWKS fetch from a key
