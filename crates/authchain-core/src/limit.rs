@@ -14,7 +14,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
 
 /// A limit on the checks in flight. A check beyond the limit is not
-/// queued: the transport answers it at once (HTTP 503, gRPC
+/// queued: the transport answers it at once (HTTP 429, gRPC
 /// `RESOURCE_EXHAUSTED`), so an overloaded server stays fast at saying no,
 /// and the proxy can retry elsewhere. The `authchain` server gives each
 /// listener its own, so that one protocol's clients cannot take the
