@@ -106,7 +106,7 @@ impl Admin {
 
 /// The most connections the admin listener keeps open: probes and
 /// scrapes are few; the rest wait in the kernel's backlog.
-const ADMIN_CONNECTIONS: usize = 64;
+pub(crate) const ADMIN_CONNECTIONS: usize = 64;
 
 /// How long an admin connection may sit idle: a probe or a scrape is one
 /// quick request, and the next one connects again.

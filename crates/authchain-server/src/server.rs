@@ -326,14 +326,14 @@ fn open_file_limit(settings: &Settings) {
         settings.grpc.as_ref().map(|g| g.connection_limits()),
         settings.http.as_ref().map(|h| h.connection_limits()),
     ];
-    // The admin listener's, and the files and outbound connections of
-    // the steps.
+    // The admin listener's, and 512 for the files and outbound
+    // connections of the steps.
     let wanted = connections
         .iter()
         .flatten()
         .map(|l| l.max_connections as u64)
         .sum::<u64>()
-        + 64
+        + admin::ADMIN_CONNECTIONS as u64
         + 512;
     match rlimit::increase_nofile_limit(wanted) {
         Ok(limit) if limit < wanted => tracing::warn!(
