@@ -99,7 +99,7 @@ pub struct ExtAuthzService {
     read_timeout: Duration,
     limit: Option<ConcurrencyLimit>,
     connections: ConnectionLimits,
-    readiness: Option<watch::Receiver<bool>>,
+    readiness: watch::Receiver<bool>,
 }
 
 impl fmt::Debug for ExtAuthzService {
@@ -126,7 +126,8 @@ impl ExtAuthzService {
             read_timeout: DEFAULT_READ_TIMEOUT,
             limit: None,
             connections: ConnectionLimits::new(DEFAULT_MAX_CONNECTIONS, DEFAULT_IDLE_TIMEOUT),
-            readiness: None,
+            // Ready, for good: its sender is gone.
+            readiness: watch::channel(true).1,
         }
     }
 
@@ -178,7 +179,7 @@ impl ExtAuthzService {
     /// server starting, or draining before it stops). Without it, SERVING
     /// until the shutdown signal.
     pub fn readiness(mut self, ready: watch::Receiver<bool>) -> Self {
-        self.readiness = Some(ready);
+        self.readiness = ready;
         self
     }
 
@@ -522,32 +523,26 @@ where
         .add_service(service.into_server())
         .serve_with_incoming_shutdown(incoming, async move {
             signal.await;
-            if let Some(follower) = follower {
-                follower.abort();
-            }
+            follower.abort();
             set_health(&reporter, false).await;
         })
         .await
 }
 
-/// Reports SERVING now, or, given `ready`, as it says, from a task that
-/// follows it (returned, to stop at shutdown).
+/// Reports what `ready` says, now and, from a task (returned, to stop at
+/// shutdown), at each change.
 async fn follow_readiness(
     reporter: HealthReporter,
-    ready: Option<watch::Receiver<bool>>,
-) -> Option<tokio::task::JoinHandle<()>> {
-    let Some(mut ready) = ready else {
-        set_health(&reporter, true).await;
-        return None;
-    };
+    mut ready: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
     let now = *ready.borrow_and_update();
     set_health(&reporter, now).await;
-    Some(tokio::spawn(async move {
+    tokio::spawn(async move {
         while ready.changed().await.is_ok() {
             let serving = *ready.borrow_and_update();
             set_health(&reporter, serving).await;
         }
-    }))
+    })
 }
 
 /// Sets the server's health and the `Authorization` service's.
