@@ -146,13 +146,7 @@ async fn sigterm_finishes_checks_in_flight_then_exits_zero() {
     refused.await.expect("the listener closed after SIGTERM");
     // ...but the one in flight is answered.
     assert_eq!(in_flight.await.unwrap().unwrap().status, 200);
-    let status = server
-        .peer
-        .wait_until(Duration::from_secs(10), || async { None::<()> })
-        .await
-        .unwrap_err();
-    let exited = server.peer.exited();
-    assert!(exited.is_some_and(|s| s.success()), "{exited:?}: {status}");
+    server.assert_exits_cleanly().await;
     assert!(server.log().contains("stopped"), "{}", server.log());
 }
 
@@ -191,6 +185,10 @@ async fn a_shed_check_is_a_deny_through_envoy_http_under_failure_mode_allow() {
     assert_eq!(upstream.hits(), 1, "only the checked request passed");
 }
 
+/// One AuthConfig, `a`, that allows everything.
+const ALLOW: &str =
+    "authConfigs:\n- name: a\n  configs: [{ rules: { rules: [{ action: allow }] } }]\n";
+
 /// A reload waits for its steps to start (here a JWKS fetch from a key
 /// server that never answers, with a long timeout): a SIGTERM meanwhile
 /// ends the process at once, not after the fetch.
@@ -207,8 +205,7 @@ async fn sigterm_during_a_slow_reload_exits_at_once() {
             held.push(stream);
         }
     });
-    let allow = "authConfigs:\n- name: a\n  configs: [{ rules: { rules: [{ action: allow }] } }]\n";
-    let mut server = Authchain::start(&format!("{LISTENERS}shutdownGrace: 10s\n{allow}")).await;
+    let mut server = Authchain::start(&format!("{LISTENERS}shutdownGrace: 10s\n{ALLOW}")).await;
     server.rewrite(&format!(
         "{LISTENERS}shutdownGrace: 10s
 authConfigs:
@@ -223,17 +220,7 @@ authConfigs:
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     server.signal("TERM");
-    let exited = server
-        .peer
-        .wait_until(Duration::from_secs(10), || async { None::<()> })
-        .await;
-    assert!(exited.is_err());
-    let status = server.peer.exited();
-    assert!(
-        status.is_some_and(|s| s.success()),
-        "{status:?}: {}",
-        server.log()
-    );
+    server.assert_exits_cleanly().await;
 }
 
 /// With `shutdownDelay`, SIGTERM makes the server unready at once, and it
@@ -241,8 +228,7 @@ authConfigs:
 /// then it stops.
 #[tokio::test]
 async fn during_the_shutdown_delay_new_checks_are_answered_while_unready() {
-    let allow = "authConfigs:\n- name: a\n  configs: [{ rules: { rules: [{ action: allow }] } }]\n";
-    let mut server = Authchain::start(&format!("{LISTENERS}shutdownDelay: 2s\n{allow}")).await;
+    let mut server = Authchain::start(&format!("{LISTENERS}shutdownDelay: 2s\n{ALLOW}")).await;
     server.signal("TERM");
     let admin = server.admin;
     tokio::time::timeout(Duration::from_secs(5), async {
@@ -270,16 +256,7 @@ async fn during_the_shutdown_delay_new_checks_are_answered_while_unready() {
         .status;
     let not_serving = tonic_health::pb::health_check_response::ServingStatus::NotServing;
     assert_eq!(status, not_serving as i32);
-    let _ = server
-        .peer
-        .wait_until(Duration::from_secs(10), || async { None::<()> })
-        .await;
-    let status = server.peer.exited();
-    assert!(
-        status.is_some_and(|s| s.success()),
-        "{status:?}: {}",
-        server.log()
-    );
+    server.assert_exits_cleanly().await;
 }
 
 /// Started with a soft open-file limit below what its listeners may hold,
@@ -292,7 +269,7 @@ async fn a_low_open_file_limit_is_raised_or_reported() {
         let config = dir
             .write(
                 "authchain.yaml",
-                "grpc: { address: '127.0.0.1:0' }\nauthConfigs:\n- name: a\n  configs: [{ rules: { rules: [{ action: allow }] } }]\n",
+                &format!("grpc: {{ address: '127.0.0.1:0' }}\n{ALLOW}"),
             )
             .unwrap();
         let mut command = std::process::Command::new("sh");

@@ -179,6 +179,21 @@ impl Authchain {
         assert!(status.success());
     }
 
+    /// Waits (10 s at most) for the process to end, and checks that it
+    /// exited 0.
+    pub(crate) async fn assert_exits_cleanly(&mut self) {
+        let _ = self
+            .peer
+            .wait_until(Duration::from_secs(10), || async { None::<()> })
+            .await;
+        let status = self.peer.exited();
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "{status:?}: {}",
+            self.log()
+        );
+    }
+
     /// What the process logged so far.
     pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(self.peer.dir().join("stderr.log")).unwrap_or_default()
