@@ -16,7 +16,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 /// Latency buckets, in seconds: from a cache hit to a slow remote step.
 const BUCKETS: &[f64] = &[
@@ -75,10 +75,7 @@ impl Admin {
             .route("/healthz", get(|| async { "ok\n" }))
             .route("/readyz", get(readyz))
             .with_state(self);
-        let mut listener = Limited {
-            listener,
-            places: ConcurrencyLimit::new(ADMIN_CONNECTIONS),
-        };
+        let places = ConcurrencyLimit::new(ADMIN_CONNECTIONS);
         // hyper with a timer, which `axum::serve` does not set: a request
         // whose headers are not whole in time closes its connection.
         let mut builder = auto::Builder::new(TokioExecutor::new()).http1_only();
@@ -89,10 +86,23 @@ impl Admin {
         let graceful = GracefulShutdown::new();
         let mut stop = std::pin::pin!(stop);
         loop {
-            let io = tokio::select! {
-                io = listener.accept() => io,
+            // At the most connections, none is accepted until one closes.
+            let place = tokio::select! {
+                place = places.acquire() => place,
                 () = &mut stop => break,
             };
+            let stream = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot accept an admin connection");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                () = &mut stop => break,
+            };
+            let io = Connection::new(stream, ADMIN_IDLE, place);
             let service = TowerToHyperService::new(app.clone());
             let connection = builder.serve_connection(TokioIo::new(io), service);
             let connection = graceful.watch(connection.into_owned());
@@ -115,29 +125,6 @@ const ADMIN_IDLE: Duration = Duration::from_secs(10);
 /// How long a request's headers may take to arrive (and a kept-alive
 /// connection may wait for its next request).
 const ADMIN_READ_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// The admin listener, bounded as the check listeners are: at most
-/// [`ADMIN_CONNECTIONS`], each closed when idle.
-struct Limited {
-    listener: TcpListener,
-    places: ConcurrencyLimit,
-}
-
-impl Limited {
-    /// The next connection, once a place is free.
-    async fn accept(&mut self) -> Connection<TcpStream> {
-        loop {
-            let place = self.places.acquire().await;
-            match self.listener.accept().await {
-                Ok((stream, _)) => return Connection::new(stream, ADMIN_IDLE, place),
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot accept an admin connection");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            }
-        }
-    }
-}
 
 async fn metrics(State(admin): State<Admin>) -> impl IntoResponse {
     match &admin.metrics {
