@@ -70,7 +70,7 @@ use serde_json::{Map, Value};
 use crate::decision_log::Sampling;
 use crate::error::redact_serde_message;
 use crate::path::AmbiguousPaths;
-use crate::plugin::deserialize_config;
+use crate::plugin::{FilesRead, deserialize_config};
 use crate::resources::Resources;
 use crate::{BuildContext, CacheSettings, Chain, ChainStep, Deny, Error, PluginRegistry};
 
@@ -381,6 +381,15 @@ impl AuthConfig {
     /// config and builds its service. Every problem is reported, each with
     /// its place (`auth.yaml: spec.configs[1].pluginAuth.config.AllowedValues: ...`).
     pub fn build(&self, registry: &PluginRegistry) -> Result<Chain, Error> {
+        self.build_reading(registry, &FilesRead::default())
+    }
+
+    /// [`build`](Self::build), noting in `files` the files its steps read.
+    pub(crate) fn build_reading(
+        &self,
+        registry: &PluginRegistry,
+        files: &FilesRead,
+    ) -> Result<Chain, Error> {
         let place = |e: Error| e.at(self.base).in_source(&self.origin);
         let spec: Spec = deserialize_config(self.spec.clone()).map_err(place)?;
         let mut builder = Chain::builder(self.name.clone());
@@ -442,7 +451,7 @@ impl AuthConfig {
                 ),
                 Err(e) => errors.push(e.at(format!("{at}.passThroughAuth.mirror"))),
             }
-            match self.build_step(registry, i, entry, &at) {
+            match self.build_step(registry, i, entry, &at, files) {
                 Ok(step) => builder = builder.step(step),
                 Err(e) => errors.push(e.at(&at)),
             }
@@ -475,6 +484,7 @@ impl AuthConfig {
         index: usize,
         entry: Value,
         at: &str,
+        files: &FilesRead,
     ) -> Result<ChainStep, Error> {
         let Value::Object(mut entry) = entry else {
             return Err(Error::config(format!(
@@ -544,14 +554,14 @@ impl AuthConfig {
             _ => (Target::Kind(kind.clone()), block),
         };
         let place = format!("{at}.{kind}");
-        let context = BuildContext {
-            config_name: &self.name,
-            step_name: &name,
-            place: &place,
+        let context = BuildContext::in_document(
+            &self.name,
+            &name,
+            &place,
             failure_mode_allow,
-            namespace: &self.namespace,
-            resources: &self.resources,
-        };
+            (&self.namespace, &self.resources),
+            files,
+        );
         let built = match &target {
             Target::Plugin(plugin) => registry
                 .build_plugin(plugin, config, &context)

@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -9,6 +10,7 @@ use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
 use crate::decision_log::DecisionLog;
+use crate::plugin::FilesRead;
 use crate::{AuthConfig, Chain, Error, Lifecycle, PluginRegistry};
 
 /// The map of a generation's chains by name. Every check looks its chain
@@ -20,6 +22,7 @@ type Chains = HashMap<String, Arc<Chain>, foldhash::fast::RandomState>;
 pub struct Generation {
     number: u64,
     chains: Chains,
+    files: Vec<PathBuf>,
     token: CancellationToken,
 }
 
@@ -42,6 +45,7 @@ impl Generation {
         Generation {
             number: 0,
             chains: Chains::default(),
+            files: Vec::new(),
             token: CancellationToken::new(),
         }
     }
@@ -68,6 +72,7 @@ impl Generation {
         let mut chains = Chains::with_capacity_and_hasher(configs.len(), Default::default());
         let mut built: Vec<Chain> = Vec::with_capacity(configs.len());
         let mut errors = Vec::new();
+        let files = FilesRead::default();
         for config in configs {
             if built.iter().any(|c| c.name() == config.name()) {
                 errors.push(
@@ -79,7 +84,7 @@ impl Generation {
                 );
                 continue;
             }
-            match config.build(registry) {
+            match config.build_reading(registry, &files) {
                 Ok(mut chain) => {
                     if let Some(log) = log {
                         chain.attach_log(log, number);
@@ -112,9 +117,13 @@ impl Generation {
         if let Some(e) = Error::collect(errors) {
             return Err(e);
         }
+        let mut files = files.into_inner().unwrap_or_else(|e| e.into_inner());
+        files.sort();
+        files.dedup();
         Ok(Generation {
             number,
             chains,
+            files,
             token: CancellationToken::new(),
         })
     }
@@ -143,6 +152,7 @@ impl Generation {
         Ok(Generation {
             number,
             chains: map,
+            files: Vec::new(),
             token: CancellationToken::new(),
         })
     }
@@ -162,6 +172,14 @@ impl Generation {
         let mut names: Vec<&str> = self.chains.keys().map(String::as_str).collect();
         names.sort_unstable();
         names
+    }
+
+    /// The files its steps read while building ([`BuildContext::read`]),
+    /// sorted: the `authchain` server reloads when one changes.
+    ///
+    /// [`BuildContext::read`]: crate::BuildContext::read
+    pub fn files(&self) -> &[PathBuf] {
+        &self.files
     }
 
     /// The generation's lifecycle, as its services get it.

@@ -3,7 +3,8 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::marker::PhantomData;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -79,7 +80,13 @@ pub struct BuildContext<'a> {
     /// The Secrets and ConfigMaps read beside the AuthConfig, which the
     /// step's references resolve against.
     pub resources: &'a Resources,
+    /// Where [`read`](Self::read) notes the files it reads.
+    files: Option<&'a FilesRead>,
 }
+
+/// The files a generation's steps read while building, noted by
+/// [`BuildContext::read`].
+pub(crate) type FilesRead = Mutex<Vec<PathBuf>>;
 
 /// What a context built outside a config document resolves against.
 static NO_RESOURCES: Resources = Resources::new();
@@ -95,7 +102,54 @@ impl<'a> BuildContext<'a> {
             failure_mode_allow: false,
             namespace: "",
             resources: &NO_RESOURCES,
+            files: None,
         }
+    }
+
+    /// A context for a step of an AuthConfig document, noting the files
+    /// the step reads in `files`.
+    pub(crate) fn in_document(
+        config_name: &'a str,
+        step_name: &'a str,
+        place: &'a str,
+        failure_mode_allow: bool,
+        (namespace, resources): (&'a str, &'a Resources),
+        files: &'a FilesRead,
+    ) -> Self {
+        BuildContext {
+            config_name,
+            step_name,
+            place,
+            failure_mode_allow,
+            namespace,
+            resources,
+            files: Some(files),
+        }
+    }
+
+    /// Reads a file the step's config names (a key list, a CA, a policy).
+    /// Read files this way: the generation lists them
+    /// ([`Generation::files`](crate::Generation::files)), and the
+    /// `authchain` server reloads when one changes. The error names the
+    /// path and the I/O error, never the contents.
+    pub fn read(&self, path: impl AsRef<Path>) -> Result<Vec<u8>, Error> {
+        let path = path.as_ref();
+        if let Some(files) = self.files {
+            let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+            files
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(absolute);
+        }
+        std::fs::read(path)
+            .map_err(|e| Error::config(format!("cannot read {}: {}", path.display(), e.kind())))
+    }
+
+    /// [`read`](Self::read), as UTF-8 text.
+    pub fn read_to_string(&self, path: impl AsRef<Path>) -> Result<String, Error> {
+        let path = path.as_ref();
+        String::from_utf8(self.read(path)?)
+            .map_err(|_| Error::config(format!("{} is not UTF-8 text", path.display())))
     }
 
     /// The same context, resolving references against `resources` as an

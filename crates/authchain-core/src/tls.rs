@@ -146,17 +146,17 @@ impl Default for ClientTls {
 }
 
 impl ClientTls {
-    /// authchain's `tls: {caFile | caPem}` block: the CA of the file or of
-    /// the text (one of them at most), else the web PKI roots. A file that
-    /// cannot be read is an error at `caFile` naming it.
+    /// authchain's `tls: {caFile | caPem}` block: the CA of the file (read
+    /// through `context`) or of the text (one of them at most), else the
+    /// web PKI roots. A file that cannot be read is an error at `caFile`
+    /// naming it.
     pub fn from_ca(
+        context: &BuildContext<'_>,
         ca_file: Option<&std::path::Path>,
         ca_pem: Option<&str>,
     ) -> Result<ClientTls, Error> {
         let pem = match (ca_file, ca_pem) {
-            (Some(path), None) => std::fs::read(path).map_err(|e| {
-                Error::config(format!("cannot read {}: {}", path.display(), e.kind())).at("caFile")
-            })?,
+            (Some(path), None) => context.read(path).map_err(|e| e.at("caFile"))?,
             (None, Some(pem)) => pem.as_bytes().to_vec(),
             (None, None) => return Ok(ClientTls::default()),
             (Some(_), Some(_)) => return Err(Error::config("set caFile or caPem, not both")),

@@ -202,17 +202,17 @@ pub struct BackOff {
 /// Address, timeout, and the TLS settings (whose `Debug` hides the key).
 type ChannelKey = (String, Duration, Option<ClientTls>);
 
-fn read_pem(path: &str, field: &str) -> Result<String, Error> {
-    std::fs::read_to_string(path).map_err(|e| {
-        Error::config(format!("cannot read the file: {}", e.kind())).at(format!("grpc.tls.{field}"))
-    })
+fn read_pem(context: &BuildContext<'_>, path: &str, field: &str) -> Result<String, Error> {
+    context
+        .read_to_string(path)
+        .map_err(|e| e.at(format!("grpc.tls.{field}")))
 }
 
 impl TlsConfig {
     /// authchain's block as TLS settings: its CA is required.
-    fn load(self) -> Result<ClientTls, Error> {
+    fn load(self, context: &BuildContext<'_>) -> Result<ClientTls, Error> {
         let ca_pem = match (self.ca_file, self.ca_pem) {
-            (Some(path), None) => read_pem(&path, "caFile")?,
+            (Some(path), None) => read_pem(context, &path, "caFile")?,
             (None, Some(pem)) => pem,
             _ => {
                 return Err(
@@ -227,7 +227,10 @@ impl TlsConfig {
         match (self.cert_file, self.key_file) {
             (None, None) => {}
             (Some(cert), Some(key)) => {
-                tls = tls.with_identity(read_pem(&cert, "certFile")?, read_pem(&key, "keyFile")?);
+                tls = tls.with_identity(
+                    read_pem(context, &cert, "certFile")?,
+                    read_pem(context, &key, "keyFile")?,
+                );
             }
             _ => {
                 return Err(Error::config("`certFile` and `keyFile` go together").at("grpc.tls"));
@@ -344,7 +347,7 @@ impl ExtAuthPlugin for GrpcPassthroughPlugin {
                 gloo.resolve(context).map_err(|e| e.at("grpc.tlsConfig"))?,
                 "grpc.tlsConfig",
             )),
-            (None, Some(own)) => Some((own.load()?, "grpc.tls")),
+            (None, Some(own)) => Some((own.load(context)?, "grpc.tls")),
             (None, None) => None,
         };
         match (scheme, &tls) {

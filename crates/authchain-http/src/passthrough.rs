@@ -363,7 +363,7 @@ impl ExtAuthPlugin for HttpPassthroughPlugin {
                 "http.tlsConfig",
             ),
             (None, Some(own)) => (
-                Some(own.client_tls().map_err(|e| e.at("http.tls"))?),
+                Some(own.client_tls(context).map_err(|e| e.at("http.tls"))?),
                 "http.tls",
             ),
             (None, None) => (None, "http.tls"),
@@ -433,8 +433,8 @@ fn is_framing(name: &HeaderName) -> bool {
 }
 
 impl TlsSpec {
-    fn client_tls(&self) -> Result<ClientTls, Error> {
-        ClientTls::from_ca(self.ca_file.as_deref(), self.ca_pem.as_deref())
+    fn client_tls(&self, context: &BuildContext<'_>) -> Result<ClientTls, Error> {
+        ClientTls::from_ca(context, self.ca_file.as_deref(), self.ca_pem.as_deref())
     }
 }
 

@@ -6,6 +6,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use authchain_core::transport::ConcurrencyLimit;
@@ -244,7 +245,7 @@ impl Server {
         tracing::info!(listening = %addresses.join(" "), configs = loaded.configs.len(), "authchain serving");
 
         let source = self.source;
-        let mut reloads = Reloads::new(source.clone(), &loaded, settings.watch);
+        let mut reloads = Reloads::new(source.clone(), &loaded, generation.files(), settings.watch);
         let first = start_first(&engine, loaded, generation);
         let mut first = std::pin::pin!(first);
         let mut current: Option<Loaded> = None;
@@ -256,15 +257,16 @@ impl Server {
                     if engine.current().number() > 0 {
                         ready.send_replace(true);
                     }
-                    reloads.watch(&loaded);
+                    reloads.watch(&loaded, engine.current().files());
                     current = Some(loaded);
                 }
                 // While the first generation starts, changes wait in line.
-                forced = reloads.next(), if current.is_some() => {
+                trigger = reloads.next(), if current.is_some() => {
                     let Some(serving) = &current else { continue };
-                    if let Some(file) = log_file.as_ref().filter(|_| forced) {
+                    if let Some(file) = log_file.as_ref().filter(|_| trigger == Trigger::Hangup) {
                         file.reopen().await;
                     }
+                    let forced = trigger != Trigger::ConfigFile;
                     // A reload waits for its steps to start; a SIGTERM
                     // meanwhile ends it, the serving generation kept.
                     let reloaded = tokio::select! {
@@ -273,11 +275,11 @@ impl Server {
                     };
                     match reloaded {
                         Ok(Some(next)) => {
-                            reloads.watch(&next);
+                            reloads.watch(&next, engine.current().files());
                             current = Some(next);
                         }
                         Ok(None) => {}
-                        Err(Some(read)) => reloads.watch(&read),
+                        Err(Some(read)) => reloads.watch(&read, engine.current().files()),
                         Err(None) => {}
                     }
                 }
@@ -494,18 +496,22 @@ fn log_config_error(what: &str, e: &Error) {
     }
 }
 
-/// Reload triggers: SIGHUP (forced) and changes to the files read.
+/// Reload triggers: SIGHUP (forced), changes to the config files, and
+/// changes to the files the steps read (forced: the config text is the
+/// same).
 struct Reloads {
     source: Source,
     hangup: Option<tokio::signal::unix::Signal>,
     events: mpsc::Receiver<()>,
     sender: mpsc::Sender<()>,
+    /// Set when a step's file changed since the last reload.
+    step_file_changed: Arc<AtomicBool>,
     watcher: Option<notify::RecommendedWatcher>,
     enabled: bool,
 }
 
 impl Reloads {
-    fn new(source: Source, loaded: &Loaded, enabled: bool) -> Self {
+    fn new(source: Source, loaded: &Loaded, step_files: &[PathBuf], enabled: bool) -> Self {
         let hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
             Ok(signal) => Some(signal),
             Err(e) => {
@@ -519,46 +525,57 @@ impl Reloads {
             hangup,
             events,
             sender,
+            step_file_changed: Arc::default(),
             watcher: None,
             enabled,
         };
-        reloads.watch(loaded);
+        reloads.watch(loaded, step_files);
         reloads
     }
 
-    /// Watches the directories of the files `loaded` read, and the
-    /// directories it listed, for changes to those files.
-    fn watch(&mut self, loaded: &Loaded) {
+    /// Watches the directories of the files `loaded` read, the
+    /// directories it listed, and the directories of `step_files`, for
+    /// changes to those files.
+    fn watch(&mut self, loaded: &Loaded, step_files: &[PathBuf]) {
         if !self.enabled || matches!(self.source, Source::Default) {
             return;
         }
-        let mut files: HashSet<PathBuf> = loaded.files.iter().map(|f| absolute(f)).collect();
-        // A file that is a symbolic link changes where it points to (stow,
-        // Nix, a host path): its target is watched too.
-        let targets: Vec<PathBuf> = files
-            .iter()
-            .filter_map(|f| std::fs::canonicalize(f).ok())
-            .collect();
-        files.extend(targets);
+        let files = with_targets(loaded.files.iter().map(|f| absolute(f)));
+        let step_files = with_targets(step_files.iter().map(|f| absolute(f)));
         let dirs: HashSet<PathBuf> = loaded.directories.iter().map(|d| absolute(d)).collect();
-        let mut watched: HashSet<PathBuf> = files
-            .iter()
-            .filter_map(|f| f.parent().map(Path::to_path_buf))
-            .collect();
-        watched.extend(dirs.iter().cloned());
-        let sender = self.sender.clone();
-        let relevant = move |path: &Path| {
-            files.contains(path)
-                || path.parent().is_some_and(|p| dirs.contains(p))
-                // A Kubernetes ConfigMap swaps a `..data` symlink.
-                || path.file_name().is_some_and(|n| n.to_string_lossy().starts_with(".."))
+        let parents = |files: &HashSet<PathBuf>| -> HashSet<PathBuf> {
+            files
+                .iter()
+                .filter_map(|f| f.parent().map(Path::to_path_buf))
+                .collect()
         };
+        let step_dirs = parents(&step_files);
+        let mut watched = parents(&files);
+        watched.extend(dirs.iter().cloned());
+        watched.extend(step_dirs.iter().cloned());
+        // A Kubernetes ConfigMap or Secret volume swaps a `..data` symlink.
+        let swapped = |path: &Path| {
+            path.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(".."))
+        };
+        let of_config = move |path: &Path| {
+            files.contains(path) || path.parent().is_some_and(|p| dirs.contains(p)) || swapped(path)
+        };
+        let of_step = move |path: &Path| {
+            step_files.contains(path)
+                || (swapped(path) && path.parent().is_some_and(|p| step_dirs.contains(p)))
+        };
+        let (sender, step_file_changed) = (self.sender.clone(), self.step_file_changed.clone());
         let handler = move |event: notify::Result<notify::Event>| {
             let Ok(event) = event else { return };
             if event.kind.is_access() {
                 return;
             }
-            if event.paths.iter().any(|p| relevant(p)) {
+            let step = event.paths.iter().any(|p| of_step(p));
+            if step {
+                step_file_changed.store(true, Ordering::Relaxed);
+            }
+            if step || event.paths.iter().any(|p| of_config(p)) {
                 let _ = sender.try_send(());
             }
         };
@@ -577,8 +594,8 @@ impl Reloads {
         self.watcher = Some(watcher);
     }
 
-    /// The next reload: `true` when forced by SIGHUP.
-    async fn next(&mut self) -> bool {
+    /// What sets off the next reload.
+    async fn next(&mut self) -> Trigger {
         let forced = tokio::select! {
             Some(()) = async {
                 match &mut self.hangup {
@@ -602,12 +619,45 @@ impl Reloads {
             }
             while self.events.try_recv().is_ok() {}
         }
+        let trigger = match (
+            forced,
+            self.step_file_changed.swap(false, Ordering::Relaxed),
+        ) {
+            (true, _) => Trigger::Hangup,
+            (false, true) => Trigger::StepFile,
+            (false, false) => Trigger::ConfigFile,
+        };
         tracing::info!(
-            reason = if forced { "SIGHUP" } else { "file change" },
+            reason = match trigger {
+                Trigger::Hangup => "SIGHUP",
+                Trigger::StepFile => "a file a step reads changed",
+                Trigger::ConfigFile => "file change",
+            },
             "reloading config"
         );
-        forced
+        trigger
     }
+}
+
+/// What set off a reload. A SIGHUP also reopens the log file; it and a
+/// step's file reload even when the config text is the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Trigger {
+    Hangup,
+    StepFile,
+    ConfigFile,
+}
+
+/// `files`, and the targets of those that are symbolic links (stow, Nix,
+/// a host path), which change where they point to.
+fn with_targets(files: impl Iterator<Item = PathBuf>) -> HashSet<PathBuf> {
+    let mut files: HashSet<PathBuf> = files.collect();
+    let targets: Vec<PathBuf> = files
+        .iter()
+        .filter_map(|f| std::fs::canonicalize(f).ok())
+        .collect();
+    files.extend(targets);
+    files
 }
 
 fn absolute(path: &Path) -> PathBuf {

@@ -224,7 +224,7 @@ impl ApiKeyAuth {
             .map(|(i, k)| (format!("keys[{i}]"), k, Picked::Inline))
             .collect();
         if let Some(file) = &config.keys_file {
-            let text = util::read_file(file, "keysFile")?;
+            let text = context.read_to_string(file).map_err(|e| e.at("keysFile"))?;
             let list: Vec<KeyEntry> = serde_yaml_ng::from_str(&text).map_err(|e| {
                 // The message may quote the file's content: keep only where.
                 let at = e

@@ -184,9 +184,9 @@ impl ExtAuthPlugin for BasicPlugin {
     fn build(
         &self,
         config: BasicConfig,
-        _: &BuildContext<'_>,
+        context: &BuildContext<'_>,
     ) -> Result<Arc<dyn AuthService>, Error> {
-        Ok(Arc::new(BasicAuth::new(config)?))
+        Ok(Arc::new(BasicAuth::read(config, context)?))
     }
 }
 
@@ -387,6 +387,11 @@ impl std::fmt::Debug for BasicAuth {
 impl BasicAuth {
     /// Builds the step from its config; reads `htpasswdFile`.
     pub fn new(config: BasicConfig) -> Result<Self, Error> {
+        Self::read(config, &BuildContext::new("", "", ""))
+    }
+
+    /// [`new`](Self::new), reading `htpasswdFile` through `context`.
+    fn read(config: BasicConfig, context: &BuildContext<'_>) -> Result<Self, Error> {
         let mut users = HashMap::new();
         let mut add = |text: &str, place: &str| -> Result<(), Error> {
             for (n, line) in text.lines().enumerate() {
@@ -412,7 +417,10 @@ impl BasicAuth {
             add(text, "htpasswd")?;
         }
         if let Some(file) = &config.htpasswd_file {
-            add(&util::read_file(file, "htpasswdFile")?, "htpasswdFile")?;
+            let text = context
+                .read_to_string(file)
+                .map_err(|e| e.at("htpasswdFile"))?;
+            add(&text, "htpasswdFile")?;
         }
         let apr_given = config.apr.is_some();
         if let Some(apr) = config.apr {

@@ -236,7 +236,11 @@ impl ExtAuthPlugin for JwtPlugin {
         KIND
     }
 
-    fn build(&self, config: Value, _: &BuildContext<'_>) -> Result<Arc<dyn AuthService>, Error> {
+    fn build(
+        &self,
+        config: Value,
+        context: &BuildContext<'_>,
+    ) -> Result<Arc<dyn AuthService>, Error> {
         // Only `{}` is Gloo's placeholder: an empty value (a template that
         // rendered nothing, say) must not turn a step that checks tokens
         // into one that trusts Envoy's verdict.
@@ -250,7 +254,7 @@ impl ExtAuthPlugin for JwtPlugin {
             }
         }
         let config: JwtConfig = authchain_core::deserialize_config(config)?;
-        Ok(Arc::new(JwtAuth::new(config)?))
+        Ok(Arc::new(JwtAuth::read(config, context)?))
     }
 }
 
@@ -550,7 +554,7 @@ impl Verifier {
     /// The keys and checks of `config` (its `issuer`, `audiences`,
     /// `algorithms`, `leeway` and `jwks`); reads a local JWKS file. A
     /// remote JWKS is fetched by [`start`](Self::start).
-    pub(crate) fn new(config: &JwtConfig) -> Result<Self, Error> {
+    pub(crate) fn new(config: &JwtConfig, context: &BuildContext<'_>) -> Result<Self, Error> {
         use Algorithm::*;
         let allowed: Vec<Algorithm> = if config.algorithms.is_empty() {
             vec![
@@ -578,7 +582,12 @@ impl Verifier {
         if let Some(l) = &config.jwks.local {
             let (text, at) = match (&l.key, &l.file) {
                 (Some(k), None) => (k.clone(), "jwks.local.key"),
-                (None, Some(f)) => (util::read_file(f, "jwks.local.file")?, "jwks.local.file"),
+                (None, Some(f)) => {
+                    let text = context
+                        .read_to_string(f)
+                        .map_err(|e| e.at("jwks.local.file"))?;
+                    (text, "jwks.local.file")
+                }
                 _ => {
                     return Err(
                         Error::config("expected exactly one of `key` and `file`").at("jwks.local")
@@ -809,7 +818,12 @@ impl JwtAuth {
     /// Builds the step from its config; reads a local JWKS file. A remote
     /// JWKS is fetched by [`AuthService::start`].
     pub fn new(config: JwtConfig) -> Result<Self, Error> {
-        let verifier = Verifier::new(&config)?;
+        Self::read(config, &BuildContext::new("", "", ""))
+    }
+
+    /// [`new`](Self::new), reading a local JWKS file through `context`.
+    fn read(config: JwtConfig, context: &BuildContext<'_>) -> Result<Self, Error> {
+        let verifier = Verifier::new(&config, context)?;
         let sources = match config.token_source {
             None => vec![Source::Header(
                 http::header::AUTHORIZATION,

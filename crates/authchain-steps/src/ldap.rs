@@ -229,7 +229,7 @@ impl ExtAuthPlugin for LdapPlugin {
             }
             _ => None,
         };
-        Ok(Arc::new(LdapAuth::new(config, account)?))
+        Ok(Arc::new(LdapAuth::new(config, account, context)?))
     }
 }
 
@@ -280,7 +280,11 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl LdapAuth {
     /// Checks the config; connects nothing (see [`AuthService::start`]).
-    fn new(config: LdapConfig, account: Option<ServiceAccount>) -> Result<Self, Error> {
+    fn new(
+        config: LdapConfig,
+        account: Option<ServiceAccount>,
+        context: &BuildContext<'_>,
+    ) -> Result<Self, Error> {
         let tls = config.tls.unwrap_or_default();
         let (url, secure) = address(&config.address).map_err(|e| e.at("address"))?;
         if secure && tls.start_tls {
@@ -304,7 +308,9 @@ impl LdapAuth {
             .set_conn_timeout(timeout)
             .set_starttls(tls.start_tls);
         if tls_wanted {
-            settings = settings.set_config(Arc::new(client_tls(&tls).map_err(|e| e.at("tls"))?));
+            settings = settings.set_config(Arc::new(
+                client_tls(context, &tls).map_err(|e| e.at("tls"))?,
+            ));
         }
 
         let user_dn = match config.user_dn_template.split_once("%s") {
@@ -814,9 +820,13 @@ fn check_filter(filter: &str) -> Result<(), Error> {
     }
 }
 
-fn client_tls(tls: &LdapTls) -> Result<rustls::ClientConfig, Error> {
+fn client_tls(context: &BuildContext<'_>, tls: &LdapTls) -> Result<rustls::ClientConfig, Error> {
     let ca_file = tls.ca_file.as_deref().map(std::path::Path::new);
-    rustls_config(&ClientTls::from_ca(ca_file, tls.ca_pem.as_deref())?)
+    rustls_config(&ClientTls::from_ca(
+        context,
+        ca_file,
+        tls.ca_pem.as_deref(),
+    )?)
 }
 
 #[cfg(test)]
@@ -864,7 +874,12 @@ mod tests {
         };
         let shown = format!(
             "{config:?} {:?}",
-            LdapAuth::new(config.clone(), Some(account)).unwrap()
+            LdapAuth::new(
+                config.clone(),
+                Some(account),
+                &BuildContext::new("c", "s", "p")
+            )
+            .unwrap()
         );
         assert!(shown.contains("cn=reader"), "{shown}");
         assert!(!shown.contains("s3cret"), "{shown}");

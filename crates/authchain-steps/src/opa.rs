@@ -370,7 +370,7 @@ impl OpaAuth {
         }
         for (i, file) in config.module_files.iter().enumerate() {
             let at = format!("moduleFiles[{i}]");
-            let source = util::read_file(file, &at)?;
+            let source = context.read_to_string(file).map_err(|e| e.at(&at))?;
             engine
                 .add_policy(file.clone(), source)
                 .map_err(|e| Error::config(first_line(&e)).at(&at))?;

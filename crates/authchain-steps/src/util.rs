@@ -1,7 +1,5 @@
 //! Helpers the steps share: credential extraction, config checks, files.
 
-use std::path::Path;
-
 use authchain_core::resources::{ResourceRef, Secret};
 use authchain_core::{AuthorizationRequest, BuildContext, Decision, Deny, Error};
 use http::{HeaderName, HeaderValue, StatusCode};
@@ -21,13 +19,6 @@ pub(crate) fn header_name(name: &str, place: &str) -> Result<HeaderName, Error> 
 pub(crate) fn header_value(value: &str, place: &str) -> Result<HeaderValue, Error> {
     HeaderValue::try_from(value)
         .map_err(|_| Error::config("not a valid header value (visible ASCII only)").at(place))
-}
-
-/// Reads a file named in a config. The error names the place and the I/O
-/// error kind, not the path's contents.
-pub(crate) fn read_file(path: &str, place: &str) -> Result<String, Error> {
-    std::fs::read_to_string(Path::new(path))
-        .map_err(|e| Error::config(format!("cannot read file: {}", e.kind())).at(place))
 }
 
 /// A 401 that asks for a credential with `challenge` in

@@ -65,6 +65,10 @@ impl ScratchDir {
     /// Writes `contents` to `name` in the directory; returns its path.
     pub fn write(&self, name: &str, contents: &str) -> Result<PathBuf, PeerError> {
         let path = self.path.join(name);
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent)
+                .map_err(|e| PeerError::new(format!("cannot create {}: {e}", parent.display())))?;
+        }
         fs::write(&path, contents)
             .map_err(|e| PeerError::new(format!("cannot write {}: {e}", path.display())))?;
         Ok(path)

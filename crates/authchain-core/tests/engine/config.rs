@@ -601,3 +601,58 @@ configs: [{ jwt: {} }]
         "the Secret ns/s is given twice"
     );
 }
+
+/// The files a step reads through its context are listed by the
+/// generation (absolute, once each), for a server to watch; a file that
+/// cannot be read is an error naming it, at the step's place.
+#[test]
+fn a_generation_lists_the_files_its_steps_read() {
+    #[derive(Deserialize)]
+    struct FileConfig {
+        file: String,
+    }
+    let mut registry = PluginRegistry::new();
+    registry.register(plugin_fn("Reads", |c: FileConfig, context| {
+        let text = context.read_to_string(&c.file).map_err(|e| e.at("file"))?;
+        Ok(Arc::new(service_fn(move |_| {
+            let allow = text.trim() == "allow";
+            Box::pin(async move {
+                Ok(if allow {
+                    Decision::authorized()
+                } else {
+                    Decision::unauthorized()
+                })
+            })
+        })))
+    }));
+    let dir = std::env::temp_dir().join(format!("authchain-files-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("verdict");
+    std::fs::write(&file, "allow\n").unwrap();
+    let config = |path: &std::path::Path| {
+        let step = format!(
+            "pluginAuth: {{ name: Reads, config: {{ file: '{}' }} }}",
+            path.display()
+        );
+        AuthConfig::parse(
+            "auth.yaml",
+            &format!("name: a\nconfigs: [{step}, {step}]\n---\nname: b\nconfigs: [{step}]\n"),
+            Format::Yaml,
+        )
+        .unwrap()
+    };
+    let generation = authchain_core::Generation::build(&registry, &config(&file), 1).unwrap();
+    assert_eq!(generation.files(), std::slice::from_ref(&file));
+
+    let missing = dir.join("missing");
+    let error = authchain_core::Generation::build(&registry, &config(&missing), 2)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("configs[0].pluginAuth.config.file: cannot read")
+            && error.contains(&missing.display().to_string())
+            && error.contains("not found"),
+        "{error}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -397,10 +397,14 @@ async fn serve_fixed(port: u16, body: String) -> tokio::task::JoinHandle<()> {
 }
 
 /// A step's file named by a relative path is read beside the config file,
-/// wherever the binary was started (here the test's own directory); a
-/// change to it alone takes effect on SIGHUP: a key taken out is refused.
+/// wherever the binary was started (here the test's own directory), and
+/// watched: a key taken out of it is refused at once, with no SIGHUP and no
+/// change to the config. So is one taken out of a Kubernetes Secret volume
+/// (`keys.yaml` → `..data/keys.yaml`, `..data` swapped to a new directory).
 #[tokio::test]
-async fn a_relative_keys_file_is_read_beside_the_config_and_again_on_sighup() {
+async fn a_relative_keys_file_is_read_beside_the_config_and_watched() {
+    use std::os::unix::fs::symlink;
+
     let keys = |list: &[&str]| {
         list.iter()
             .map(|k| format!("- {{ key: {k} }}\n"))
@@ -410,32 +414,47 @@ async fn a_relative_keys_file_is_read_beside_the_config_and_again_on_sighup() {
         "{LISTENERS}authConfigs:
 - name: keys
   configs:
-  - apiKeyAuth: {{ headerName: api-key, keysFile: keys.yaml }}
+  - apiKeyAuth: {{ headerName: api-key, keysFile: secret/keys.yaml }}
 "
+    );
+    let (one, two, three) = (
+        "k3y-one-0123456789",
+        "k3y-two-0123456789",
+        "k3y-three-0123456789",
     );
     let mut server = Authchain::start_with_files(
         &config,
         &[],
-        &[(
-            "keys.yaml",
-            keys(&["k3y-one-0123456789", "k3y-two-0123456789"]),
-        )],
+        &[("secret/keys.yaml", keys(&[one, two, three]))],
     )
     .await;
     let status = async |server: &Authchain, key: &str| {
         let reply = server.http_check("keys", "/", &[("api-key", key)]).await;
         reply.unwrap().status
     };
-    assert_eq!(status(&server, "k3y-one-0123456789").await, 200);
-    std::fs::write(
-        server.peer.dir().join("keys.yaml"),
-        keys(&["k3y-two-0123456789"]),
-    )
-    .unwrap();
-    server.signal("HUP");
+    assert_eq!(status(&server, one).await, 200);
+    let secret = server.peer.dir().join("secret");
+    std::fs::write(secret.join("keys.yaml"), keys(&[two, three])).unwrap();
     server.wait_for_generation(2).await;
-    assert_eq!(status(&server, "k3y-one-0123456789").await, 401);
-    assert_eq!(status(&server, "k3y-two-0123456789").await, 200);
+    assert_eq!(status(&server, one).await, 401);
+    assert_eq!(status(&server, two).await, 200);
+
+    // The file becomes a Secret volume's link, then the volume is updated.
+    let version = |name: &str, list: &[&str]| {
+        std::fs::create_dir(secret.join(name)).unwrap();
+        std::fs::write(secret.join(name).join("keys.yaml"), keys(list)).unwrap();
+        symlink(name, secret.join("..data_tmp")).unwrap();
+        std::fs::rename(secret.join("..data_tmp"), secret.join("..data")).unwrap();
+    };
+    version("..v1", &[two, three]);
+    symlink("..data/keys.yaml", secret.join("keys.link")).unwrap();
+    std::fs::rename(secret.join("keys.link"), secret.join("keys.yaml")).unwrap();
+    server.wait_for_generation(3).await;
+    assert_eq!(status(&server, two).await, 200);
+    version("..v2", &[three]);
+    server.wait_for_generation(4).await;
+    assert_eq!(status(&server, two).await, 401);
+    assert_eq!(status(&server, three).await, 200);
 }
 
 /// A config file that is a symbolic link: a Kubernetes ConfigMap's

@@ -571,7 +571,7 @@ fn jwt_verifier(jwt: &JwtValidation, timeout: Duration) -> Result<Verifier, Erro
         dynamic_metadata_from_claims: Default::default(),
         realm: None,
     };
-    Verifier::new(&config).map_err(relocate)
+    Verifier::new(&config, &BuildContext::new("", "", "")).map_err(relocate)
 }
 
 /// The `introspection` block: its URL, and its client as Gloo allows.

@@ -378,7 +378,9 @@ pub(crate) fn client_secret(
             }
         }
         (None, Some(file), None) => {
-            let text = util::read_file(file, &format!("{place}.file"))?;
+            let text = context
+                .read_to_string(file)
+                .map_err(|e| e.at(format!("{place}.file")))?;
             text.trim_end_matches(['\r', '\n']).to_owned()
         }
         (None, None, Some(var)) => std::env::var(var).map_err(|_| {

@@ -288,7 +288,8 @@ impl Discovery {
             dynamic_metadata_from_claims: Default::default(),
             realm: None,
         };
-        let verifier = Verifier::new(&jwt).map_err(|e| CallError(format!("the JWKS: {e}")))?;
+        let verifier = Verifier::new(&jwt, &BuildContext::new("", "", ""))
+            .map_err(|e| CallError(format!("the JWKS: {e}")))?;
         let keys = lifecycle.token().child_token();
         verifier
             .start(Lifecycle::new(lifecycle.generation(), keys.clone()))
