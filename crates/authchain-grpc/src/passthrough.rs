@@ -563,9 +563,18 @@ fn answer(response: CheckResponse, request: &mut AuthorizationRequest) -> Result
                 {
                     deny.status = status;
                 }
+                // A header that cannot be carried is left out: a deny
+                // stays a deny, never an error that `failureModeAllow`
+                // would let through.
                 for option in denied.headers {
-                    let m = mutation(option, Place::Deny)?;
-                    deny.headers.append(m.name, m.value);
+                    match mutation(option, Place::Deny) {
+                        Ok(m) => {
+                            deny.headers.append(m.name, m.value);
+                        }
+                        Err(what) => {
+                            tracing::warn!(%what, "a header of the remote deny is left out")
+                        }
+                    }
                 }
                 deny.body = denied.body.into();
             }
@@ -814,5 +823,54 @@ mod debug_tests {
                 && shown.contains("passthrough-mtls"),
             "{shown}"
         );
+    }
+}
+
+#[cfg(test)]
+mod answer_tests {
+    use super::*;
+
+    /// A remote deny with a header that cannot be carried is still a
+    /// deny (the header left out), not an error: under `failureModeAllow`
+    /// an error would let the request through.
+    #[test]
+    #[allow(deprecated)] // `append`, as the remote sends it.
+    fn a_deny_with_a_bad_header_stays_a_deny() {
+        use envoy_types::ext_authz::v3::pb::DeniedHttpResponse;
+        use envoy_types::pb::envoy::config::core::v3::HeaderValue as Header;
+        use envoy_types::pb::envoy::r#type::v3::HttpStatus;
+        use envoy_types::pb::google::rpc::Status;
+        let header = |key: &str, value: &[u8]| HeaderValueOption {
+            header: Some(Header {
+                key: key.to_owned(),
+                value: String::new(),
+                raw_value: value.to_vec(),
+            }),
+            ..Default::default()
+        };
+        let response = CheckResponse {
+            status: Some(Status {
+                code: 7,
+                ..Default::default()
+            }),
+            http_response: Some(HttpResponse::DeniedResponse(DeniedHttpResponse {
+                status: Some(HttpStatus { code: 401 }),
+                headers: vec![
+                    header("x-reason", b"a\x01b"),
+                    header(":status", b"200"),
+                    HeaderValueOption::default(),
+                    header("x-kept", b"yes"),
+                ],
+                body: "no".into(),
+            })),
+            ..Default::default()
+        };
+        let mut request = AuthorizationRequest::new(http::Method::GET, "/");
+        let decision = answer(response, &mut request).unwrap();
+        let deny = decision.as_deny().expect("a deny");
+        assert_eq!(deny.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(deny.headers.len(), 1);
+        assert_eq!(deny.headers["x-kept"], "yes");
+        assert_eq!(deny.body, "no");
     }
 }

@@ -556,14 +556,26 @@ impl HttpPassthrough {
         .map_err(Error::step)
     }
 
+    /// Calls the auth server: its answer's head, and its body, read whole
+    /// for a 200 (whose state and headers count), not read for a 5xx, and
+    /// read as far as it comes within the timeout and the size limit for
+    /// a deny: a deny's body never turns it into an error, which
+    /// `failureModeAllow` would let through.
     async fn call(
         &self,
         request: &AuthorizationRequest,
     ) -> Result<(http::response::Parts, Bytes), Error> {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let late = || {
+            Error::step(format!(
+                "the auth server did not answer within {:?}",
+                self.timeout
+            ))
+        };
         let written = Arc::new(Notify::new());
         let call = self.call_request(request, written.clone())?;
-        let exchange = async {
-            let _slot = self
+        let head = async {
+            let slot = self
                 .slots
                 .acquire()
                 .await
@@ -586,21 +598,37 @@ impl HttpPassthrough {
             let response = answer.map_err(|e| {
                 Error::step(format!("cannot reach the auth server: {}", error_chain(&e)))
             })?;
-            let (parts, body) = response.into_parts();
-            let body = Limited::new(body, MAX_RESPONSE_BYTES)
-                .collect()
-                .await
-                .map_err(|e| Error::step(format!("cannot read the auth server's answer: {e}")))?;
-            Ok((parts, body.to_bytes()))
+            Ok((slot, response))
         };
-        tokio::time::timeout(self.timeout, exchange)
+        let (_slot, response) = tokio::time::timeout_at(deadline, head)
             .await
-            .map_err(|_| {
-                Error::step(format!(
-                    "the auth server did not answer within {:?}",
-                    self.timeout
-                ))
-            })?
+            .map_err(|_| late())??;
+        let (parts, mut body) = response.into_parts();
+        let body = if parts.status == StatusCode::OK {
+            let whole = Limited::new(body, MAX_RESPONSE_BYTES).collect();
+            tokio::time::timeout_at(deadline, whole)
+                .await
+                .map_err(|_| late())?
+                .map_err(|e| Error::step(format!("cannot read the auth server's answer: {e}")))?
+                .to_bytes()
+        } else if parts.status.is_server_error() {
+            Bytes::new()
+        } else {
+            let mut read = bytes::BytesMut::new();
+            while read.len() < MAX_RESPONSE_BYTES {
+                match tokio::time::timeout_at(deadline, body.frame()).await {
+                    Ok(Some(Ok(frame))) => {
+                        if let Ok(data) = frame.into_data() {
+                            let room = MAX_RESPONSE_BYTES - read.len();
+                            read.extend_from_slice(&data[..data.len().min(room)]);
+                        }
+                    }
+                    _ => break,
+                }
+            }
+            read.freeze()
+        };
+        Ok((parts, body))
     }
 
     fn failed(&self, error: Error) -> Result<Decision, Error> {

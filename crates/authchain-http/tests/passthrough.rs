@@ -349,6 +349,69 @@ async fn failures_deny_unless_failure_mode_allow_which_is_counted() {
     }
 }
 
+/// A server that answers every call with `head` and then `body`, and
+/// keeps the connection open (a body that never ends, when `head` promises
+/// more).
+async fn raw_server(head: &'static str, body: Vec<u8>) -> SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let body = body.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0; 64 * 1024];
+                let _ = stream.read(&mut buf).await;
+                let _ = stream.write_all(head.as_bytes()).await;
+                let _ = stream.write_all(&body).await;
+                std::future::pending::<()>().await;
+            });
+        }
+    });
+    addr
+}
+
+/// A deny is a deny whatever its body does: too large, or stalled after
+/// the head. Neither is a failure that `failureModeAllow` lets through.
+#[tokio::test]
+async fn a_deny_with_a_huge_or_stalled_body_stays_a_deny_under_failure_mode_allow() {
+    let huge = raw_server(
+        "HTTP/1.1 403 Forbidden\r\ncontent-length: 2097152\r\n\r\n",
+        vec![b'x'; 2 * 1024 * 1024],
+    )
+    .await;
+    let stalled = raw_server(
+        "HTTP/1.1 403 Forbidden\r\ncontent-length: 100\r\n\r\n",
+        b"no entry".to_vec(),
+    )
+    .await;
+    for (what, addr, body_len) in [
+        (
+            "huge",
+            huge,
+            authchain_http::passthrough::MAX_RESPONSE_BYTES,
+        ),
+        ("stalled", stalled, 8),
+    ] {
+        let chain = build(&failing_configs(
+            &format!("http://{addr}/auth"),
+            "300ms",
+            true,
+        ))
+        .unwrap();
+        let decision = chain.authorize(&mut request(&[])).await;
+        let deny = decision
+            .as_deny()
+            .unwrap_or_else(|| panic!("{what}: a 403 let through: {decision:?}"));
+        assert_eq!(deny.status, StatusCode::FORBIDDEN, "{what}");
+        assert_eq!(
+            deny.body.len(),
+            body_len,
+            "{what}: the body read, cut at the limit"
+        );
+    }
+}
+
 #[tokio::test]
 async fn the_call_has_a_time_limit_even_when_the_chain_has_more() {
     let hanging = authchain_testkit::silent_server().await.unwrap();
