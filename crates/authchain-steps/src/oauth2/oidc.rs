@@ -63,8 +63,10 @@
 //!   or cross replicas (a warning says so).
 //! - `session.redis`: the cookie (`cookieName`, `__session`) holds a
 //!   random id; Redis holds the session under `keyPrefix` and the id's
-//!   SHA-256, sealed with a key derived from the id (so what Redis holds
-//!   gives neither a session nor a token), for as long as the cookie
+//!   SHA-256, sealed with a key derived from the id and bound like the
+//!   cookie's (so what Redis holds gives neither a session nor a token,
+//!   and another AuthConfig on the same Redis opens none of it), for as
+//!   long as the cookie
 //!   lives, and logins in progress (under the id and the state, taken
 //!   once), so that replicas behind one proxy share both. Each replica
 //!   keeps the sessions it opened (2 s at most), and Redis tells it at
@@ -666,6 +668,12 @@ impl Oidc {
             return Err(Error::config("expected a positive duration").at("timeout"));
         }
 
+        // What a session is sealed to: it opens in no other AuthConfig,
+        // step, client or IdP, in either store.
+        let binding = format!(
+            "{}\0{}\0{}\0{}",
+            context.config_name, context.step_name, config.client_id, config.issuer_url
+        );
         let (store, cookie_name, allow_refreshing, pre_expiry, target_domain) =
             match (&session.cookie, &session.redis) {
                 (Some(_), Some(_)) => {
@@ -699,9 +707,12 @@ impl Oidc {
                             .at("session.redis.options.db"));
                     }
                     let prefix = redis.key_prefix.clone().unwrap_or_default();
-                    let store = Redis::new(host, db, prefix, timeout).ok_or_else(|| {
-                        Error::config("not a usable Redis address").at("session.redis.options.host")
-                    })?;
+                    let store = Redis::new(host, db, prefix, binding.clone(), timeout).ok_or_else(
+                        || {
+                            Error::config("not a usable Redis address")
+                                .at("session.redis.options.host")
+                        },
+                    )?;
                     let name = set(&redis.cookie_name).unwrap_or("__session").to_owned();
                     cookie_token(&name, "session.redis.cookieName")?;
                     (
@@ -732,10 +743,6 @@ impl Oidc {
                 }
             };
 
-        let binding = format!(
-            "{}\0{}\0{}\0{}",
-            context.config_name, context.step_name, config.client_id, config.issuer_url
-        );
         let sealer = match session
             .cipher_config
             .as_ref()

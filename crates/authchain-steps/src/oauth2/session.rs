@@ -263,6 +263,9 @@ pub(crate) struct Redis {
     known: moka::sync::Cache<u128, (), crate::util::PrfKeyed>,
     prf: crate::util::Prf,
     prefix: String,
+    /// What the values are sealed to besides their id: the AuthConfig,
+    /// step, client and issuer, so that no other opens them.
+    binding: String,
     timeout: Duration,
 }
 
@@ -275,9 +278,15 @@ impl std::fmt::Debug for Redis {
 }
 
 impl Redis {
-    /// A store at `host` (`host:port`), database `db`; connects on first
-    /// use.
-    pub(crate) fn new(host: &str, db: i64, prefix: String, timeout: Duration) -> Option<Self> {
+    /// A store at `host` (`host:port`), database `db`, whose values open
+    /// only where `binding` is the same; connects on first use.
+    pub(crate) fn new(
+        host: &str,
+        db: i64,
+        prefix: String,
+        binding: String,
+        timeout: Duration,
+    ) -> Option<Self> {
         let store = Redis {
             host: host.to_owned(),
             db,
@@ -287,6 +296,7 @@ impl Redis {
                 .build_with_hasher(crate::util::PrfKeyed::default()),
             prf: crate::util::Prf::new(),
             prefix,
+            binding,
             timeout,
         };
         store.client(true).ok()?;
@@ -371,13 +381,13 @@ impl Redis {
 
     /// The sealer of the value under (`kind`, `id`): its key is a hash of
     /// the id other than the one the Redis key holds, so only the id's
-    /// holder opens it.
+    /// holder opens it, and only under the store's binding.
     fn value_sealer(&self, kind: &str, id: &str) -> Sealer {
         let mut hash = Sha256::new();
         hash.update(b"authchain oauth2 redis value\0");
         hash.update(id.as_bytes());
         let key = hash.finalize();
-        let binding = format!("{}{kind}", self.prefix);
+        let binding = format!("{}{kind}\0{}", self.prefix, self.binding);
         Sealer::new(&key, &binding).expect("a 32-byte key")
     }
 
@@ -529,7 +539,7 @@ mod tests {
 
     async fn store(server: &Server) -> Redis {
         let host = server.addr().to_string();
-        Redis::new(&host, 0, "t:".into(), Duration::from_secs(2)).unwrap()
+        Redis::new(&host, 0, "t:".into(), "b".into(), Duration::from_secs(2)).unwrap()
     }
 
     /// A refreshed session replaces one that is still there, never one a

@@ -1408,7 +1408,7 @@ fn sha256_hex(text: &str) -> String {
 #[tokio::test]
 async fn redis_sessions_are_shared_hashed_sealed_and_one_use_logins() {
     let redis = Redis::start().await.unwrap();
-    let mut rig = Rig::start(2, |_| {}).await;
+    let mut rig = Rig::start(3, |_| {}).await;
     let issuer = rig.issuer.clone();
     let mut config = rig.config("app", 0);
     oidc(&mut config)["session"] = redis_session(&redis, json!({}));
@@ -1463,6 +1463,14 @@ async fn redis_sessions_are_shared_hashed_sealed_and_one_use_logins() {
     }
     // Kept as long as the cookie (refreshing is on, a refresh token came).
     assert!(redis.ttl(&keys[0]).await.unwrap() > 2_500_000);
+    // Another AuthConfig on the same Redis and prefix, same IdP and
+    // client, opens none of it.
+    let mut other = rig.config("app2", 2);
+    oidc(&mut other)["session"] = redis_session(&redis, json!({}));
+    let other = rig.front(2, &other).await;
+    let mut probe = UserAgent::new();
+    *probe.jar_mut() = agent.jar().clone();
+    assert_new_login(&mut probe, &issuer, &other).await;
 
     // Logout removes it: the id no longer opens anything, anywhere, not
     // even on the replica that kept it.
@@ -1470,7 +1478,7 @@ async fn redis_sessions_are_shared_hashed_sealed_and_one_use_logins() {
     let out = get(&mut agent, &front.url("/logout")).await;
     assert_eq!(out.status, 302);
     assert!(query(&out.location().unwrap(), "id_token_hint").is_some());
-    assert!(redis.keys("*").await.unwrap().is_empty());
+    assert!(redis.keys("ac:session:*").await.unwrap().is_empty());
     let mut thief = UserAgent::new();
     *thief.jar_mut() = stolen;
     assert_new_login(&mut thief, &issuer, &replica).await;
