@@ -292,6 +292,18 @@ struct Cached {
     expires: Instant,
 }
 
+/// Whether `decision` is for one client alone: it sets a cookie (a login's
+/// state, a session), which no other request may be given.
+fn for_one_client(decision: &Decision) -> bool {
+    match decision {
+        Decision::Allow(allow) => allow
+            .response_headers
+            .iter()
+            .any(|m| m.name == http::header::SET_COOKIE),
+        Decision::Deny(deny) => deny.headers.contains_key(http::header::SET_COOKIE),
+    }
+}
+
 #[derive(Debug)]
 enum Answer {
     Allow {
@@ -357,7 +369,9 @@ pub(crate) struct DecisionCache {
     key: Vec<Attribute>,
     ttl: Duration,
     cache_denies: bool,
-    entries: quick_cache::sync::Cache<u128, Arc<Cached>>,
+    /// `None`: the chain answered one client alone ([`for_one_client`]);
+    /// whoever waited on that run runs the chain itself.
+    entries: quick_cache::sync::Cache<u128, Option<Arc<Cached>>>,
     /// The secret key of the key hash.
     secret: (u64, u64),
     hits: Counter,
@@ -419,10 +433,15 @@ impl DecisionCache {
         let key = self.key_of(request);
         let cached = loop {
             match self.entries.get_value_or_guard_async(&key).await {
-                Ok(cached) if cached.expires > Instant::now() => break cached,
-                Ok(_) => {
+                Ok(None) => {
+                    self.misses.increment(1);
+                    return Box::pin(chain.authorize_uncached(request, false)).await.0;
+                }
+                Ok(Some(cached)) if cached.expires > Instant::now() => break cached,
+                Ok(Some(_)) => {
                     let now = Instant::now();
-                    self.entries.remove_if(&key, |c| c.expires <= now);
+                    self.entries
+                        .remove_if(&key, |c| c.as_ref().is_some_and(|c| c.expires <= now));
                 }
                 Err(guard) => {
                     // The concurrent misses for this key wait on the guard
@@ -432,6 +451,11 @@ impl DecisionCache {
                     let (decision, rememberable) =
                         Box::pin(chain.authorize_uncached(request, false)).await;
                     self.misses.increment(1);
+                    if for_one_client(&decision) {
+                        let _ = guard.insert(None);
+                        self.entries.remove(&key);
+                        return decision;
+                    }
                     let keep = rememberable && (self.cache_denies || decision.is_allow());
                     let now = Instant::now();
                     let mut expires = now + self.ttl;
@@ -443,7 +467,7 @@ impl DecisionCache {
                         }
                     }
                     let cached = Arc::new(Cached::new(&decision, &request.state, expires));
-                    let _ = guard.insert(cached);
+                    let _ = guard.insert(Some(cached));
                     if !keep {
                         // Shared with the waiters, then forgotten.
                         self.entries.remove(&key);

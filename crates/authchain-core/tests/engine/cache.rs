@@ -143,6 +143,65 @@ async fn a_hit_is_replayed_onto_the_request() {
     assert_eq!(second.state.get("user"), Some(&json!("alice")));
 }
 
+/// An answer that sets a cookie (a login's state, a new session) is for
+/// one client alone: concurrent requests with its key each get their own
+/// run, not a copy of another client's cookie, and none is kept.
+#[tokio::test]
+async fn an_answer_that_sets_a_cookie_is_neither_shared_nor_kept() {
+    let runs = Arc::new(AtomicUsize::new(0));
+    let login = {
+        let runs = runs.clone();
+        authchain_core::service_fn(move |request| {
+            let run = runs.fetch_add(1, Ordering::SeqCst);
+            let session = request.header_str("cookie").is_some();
+            Box::pin(async move {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                let cookie = http::HeaderValue::try_from(format!("login={run}")).unwrap();
+                Ok(if session {
+                    Allow::new()
+                        .response_header(http::header::SET_COOKIE, cookie)
+                        .into()
+                } else {
+                    authchain_core::Deny::new(http::StatusCode::FOUND)
+                        .header(http::header::SET_COOKIE, cookie)
+                        .into()
+                })
+            })
+        })
+    };
+    let chain = Arc::new(
+        Chain::builder("login")
+            .step(ChainStep::new("login", Arc::new(login)))
+            .cache(
+                CacheSettings::new(vec![Attribute::cookie("session")])
+                    .trust_key(true)
+                    .cache_denies(true),
+            )
+            .build()
+            .unwrap(),
+    );
+    let cookies = async |headers: &'static [(&'static str, &'static str)]| {
+        let answers = futures::future::join_all((0..8).map(|_| {
+            let chain = chain.clone();
+            async move { chain.authorize(&mut request(headers)).await }
+        }))
+        .await;
+        let mut cookies: Vec<String> = answers
+            .iter()
+            .map(|d| match d {
+                Decision::Allow(allow) => allow.response_headers[0].value.to_str().unwrap().into(),
+                Decision::Deny(deny) => deny.headers["set-cookie"].to_str().unwrap().into(),
+            })
+            .collect();
+        cookies.sort();
+        cookies.dedup();
+        cookies.len()
+    };
+    assert_eq!(cookies(&[]).await, 8, "eight logins, eight login cookies");
+    assert_eq!(cookies(&[("cookie", "session=a")]).await, 8);
+    assert_eq!(runs.load(Ordering::SeqCst), 16);
+}
+
 #[tokio::test]
 async fn only_allows_are_kept_unless_denies_are_asked_for() {
     let step = TokenCheck::declared();
