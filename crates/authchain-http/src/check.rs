@@ -237,7 +237,8 @@ impl CheckConfig {
 
     /// The family of forwarded headers `peer` is trusted for, if any.
     fn trusted(&self, peer: Option<IpAddr>) -> Option<ForwardedHeaders> {
-        let ip = peer?;
+        // A dual-stack listener sees an IPv4 proxy as `::ffff:a.b.c.d`.
+        let ip = peer?.to_canonical();
         self.trusted_proxies
             .iter()
             .find(|p| p.network.contains(&ip))
@@ -345,6 +346,20 @@ impl CheckConfig {
                     return Err(Refused::new(
                         StatusCode::FORBIDDEN,
                         "the check carries no original path (is the proxy trusted?)",
+                    ));
+                }
+                // A forward-auth proxy that is not trusted, its address
+                // ending in `/`: its check is not the original request.
+                let forward_auth = [ForwardedHeaders::XForwarded, ForwardedHeaders::XOriginal]
+                    .iter()
+                    .flat_map(|family| &family.names()[..2])
+                    .find(|name| headers.contains_key(*name));
+                if let Some(name) = forward_auth {
+                    return Err(Refused::new(
+                        StatusCode::FORBIDDEN,
+                        format!(
+                            "the check carries {name} from a peer not in trustedProxies (is the proxy trusted?)"
+                        ),
                     ));
                 }
                 request.method = check_method.clone();

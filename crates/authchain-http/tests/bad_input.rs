@@ -113,13 +113,13 @@ async fn absurd_and_malformed_requests_get_clear_answers_and_nothing_leaks() {
             get(b"authorization: Bearer \xff\xfe\r\n"),
             Answer::Is("HTTP/1.1 401 Unauthorized"),
         ),
-        // From a peer that is not trusted: ignored, the check path is used.
+        // From a peer that is not trusted: refused, never read.
         (
             "a non-UTF-8 forwarded URI",
             b"GET /check:site/fallback HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\
               authorization: Bearer ok\r\nx-forwarded-uri: /\xff\r\n\r\n"
                 .to_vec(),
-            Answer::Is("HTTP/1.1 200 OK"),
+            Answer::Is("HTTP/1.1 403 Forbidden"),
         ),
         (
             "garbage",

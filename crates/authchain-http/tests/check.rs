@@ -378,7 +378,7 @@ async fn a_trusted_check_without_its_view_or_with_two_is_denied() {
 }
 
 #[tokio::test]
-async fn forwarded_headers_from_anyone_else_are_ignored() {
+async fn forward_auth_headers_from_anyone_else_are_refused_never_read() {
     let headers = [
         ("x-forwarded-method", "DELETE"),
         ("x-forwarded-uri", "/admin"),
@@ -397,10 +397,30 @@ async fn forwarded_headers_from_anyone_else_are_ignored() {
             .await;
         assert_eq!(response.status(), StatusCode::FORBIDDEN);
         assert!(seen.lock().unwrap().is_none(), "never evaluated as GET /");
+        // Nor as the path after the selector (a Traefik or Caddy address
+        // ending in `/`), nor from a trusted proxy's IPv4 address seen by
+        // a dual-stack listener as another family's check.
+        for (path, from) in [
+            ("/check:site/", CLIENT),
+            ("/check:site/public", CLIENT),
+            ("/check:site/", "[::ffff:192.0.2.7]:6000"),
+        ] {
+            for header in &headers[..4] {
+                let response = server
+                    .check(request(Method::GET, path, &[*header], ""), peer(from))
+                    .await;
+                assert_eq!(
+                    response.status(),
+                    StatusCode::FORBIDDEN,
+                    "{path} {header:?}"
+                );
+            }
+        }
+        assert!(seen.lock().unwrap().is_none(), "never evaluated");
         // Envoy: the check is the original.
         server
             .check(
-                request(Method::GET, "/check:site/public", &headers, ""),
+                request(Method::GET, "/check:site/public", &headers[4..], ""),
                 peer(CLIENT),
             )
             .await;
@@ -408,6 +428,25 @@ async fn forwarded_headers_from_anyone_else_are_ignored() {
         assert_eq!((seen.method, seen.path.as_str()), (Method::GET, "/public"));
         assert_eq!(seen.host, "authchain:9000");
     }
+}
+
+/// A dual-stack listener (`[::]`) sees an IPv4 proxy as
+/// `::ffff:a.b.c.d`: it is trusted as its IPv4 address is.
+#[tokio::test]
+async fn a_trusted_ipv4_proxy_seen_over_ipv6_is_trusted() {
+    let headers = [
+        ("x-forwarded-method", "DELETE"),
+        ("x-forwarded-uri", "/admin"),
+        ("host", "authchain:9000"),
+    ];
+    let (got, seen) = outcome(
+        forwarding(),
+        "/check:site",
+        &headers,
+        "[::ffff:10.1.2.3]:5000",
+    )
+    .await;
+    assert_eq!((got, seen), (200, Some(("site".into(), "/admin".into()))));
 }
 
 #[tokio::test]
