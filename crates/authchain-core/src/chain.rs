@@ -75,7 +75,10 @@ pub const MAX_EXPR_STEPS: usize = 64;
 ///    characters percent-decoded, dot segments removed, slashes merged. A
 ///    path whose meaning differs between servers (an encoded `/`, `\` or
 ///    control byte, a climb above the root) is denied with 400 before any
-///    step runs, unless the config allows ambiguous paths.
+///    step runs, unless the config allows ambiguous paths. So is a
+///    request whose method servers read differently: a standard method in
+///    another case (`delete`), or another method named in
+///    `X-HTTP-Method-Override`, `X-HTTP-Method` or `X-Method-Override`.
 /// 9. A deny is never a success: a deny whose status is not 3xx, 4xx or
 ///    5xx (a remote's 204, say) is answered with 403, counted in
 ///    `authchain_deny_status_replaced_total` and logged.
@@ -480,7 +483,7 @@ impl Chain {
         request: &mut AuthorizationRequest,
         forwarded: bool,
     ) -> Decision {
-        if let Some(deny) = self.refuse_path(request) {
+        if let Some(deny) = self.refuse_ambiguous(request) {
             self.metrics.denied.increment(1);
             if self.log.is_some()
                 && let Some(trace) = request.extensions.get_mut::<Trace>()
@@ -722,8 +725,14 @@ impl Chain {
     }
 
     /// Puts the request's path in canonical form (rule 8); the deny of a
-    /// path that cannot be.
-    fn refuse_path(&self, request: &mut AuthorizationRequest) -> Option<Deny> {
+    /// path that cannot be, or of a method servers read differently.
+    fn refuse_ambiguous(&self, request: &mut AuthorizationRequest) -> Option<Deny> {
+        if self.ambiguous_paths == AmbiguousPaths::Reject
+            && let Some(why) = ambiguous_method(request)
+        {
+            tracing::info!(config = %self.name, error = %why, "refusing the request's method");
+            return Some(Deny::new(StatusCode::BAD_REQUEST).body(why));
+        }
         match path::canonicalize(&request.path, self.ambiguous_paths) {
             Ok(None) => None,
             Ok(Some(canonical)) => {
@@ -1295,4 +1304,34 @@ impl ChainBuilder {
             shadow: None,
         })
     }
+}
+
+/// Why servers may read the request's method differently, if they may: a
+/// standard method in another case (Go servers pass `delete` on, many
+/// frameworks upper-case it), or a method override header naming another
+/// method (which some frameworks obey).
+fn ambiguous_method(request: &AuthorizationRequest) -> Option<String> {
+    const STANDARD: [&str; 9] = [
+        "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE",
+    ];
+    const OVERRIDES: [&str; 3] = [
+        "x-http-method-override",
+        "x-http-method",
+        "x-method-override",
+    ];
+    let method = request.method.as_str();
+    if !STANDARD.contains(&method) && STANDARD.iter().any(|m| m.eq_ignore_ascii_case(method)) {
+        return Some(format!(
+            "ambiguous method: `{}` is a standard method in another case",
+            method.escape_debug()
+        ));
+    }
+    for name in OVERRIDES {
+        for value in request.headers.get_all(name) {
+            if !value.as_bytes().eq_ignore_ascii_case(method.as_bytes()) {
+                return Some(format!("ambiguous method: {name} names another method"));
+            }
+        }
+    }
+    None
 }

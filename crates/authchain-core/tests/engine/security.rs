@@ -113,6 +113,65 @@ async fn steps_see_the_canonical_path() {
     }
 }
 
+/// A method servers read differently is a 400 before any step: a
+/// standard method in another case, or an override header naming another
+/// method. An extension method, and an override that names the method
+/// itself, go on.
+#[tokio::test]
+async fn steps_see_no_method_that_servers_read_differently() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let chain = Chain::builder("c")
+        .step(ChainStep::new("s", recording_path(seen.clone())))
+        .build()
+        .unwrap();
+    let lenient = Chain::builder("c")
+        .step(ChainStep::new("s", recording_path(seen.clone())))
+        .ambiguous_paths(AmbiguousPaths::Keep)
+        .build()
+        .unwrap();
+    /// (method, header, refused)
+    type Case = (&'static str, Option<(&'static str, &'static str)>, bool);
+    let cases: &[Case] = &[
+        ("delete", None, true),
+        ("Get", None, true),
+        ("pAtCh", None, true),
+        ("DELETE", None, false),
+        ("PROPFIND", None, false),
+        ("purge", None, false),
+        ("POST", Some(("x-http-method-override", "DELETE")), true),
+        ("POST", Some(("X-HTTP-Method", "delete")), true),
+        ("GET", Some(("x-method-override", "")), true),
+        ("POST", Some(("x-method-override", "post")), false),
+        ("POST", Some(("x-http-method-override", "POST")), false),
+    ];
+    for &(method, header, refused) in cases {
+        let request = || {
+            let mut req = get("/x");
+            req.method = http::Method::from_bytes(method.as_bytes()).unwrap();
+            if let Some((name, value)) = header {
+                req.headers.append(
+                    HeaderName::try_from(name).unwrap(),
+                    http::HeaderValue::from_str(value).unwrap(),
+                );
+            }
+            req
+        };
+        seen.lock().unwrap().clear();
+        let decision = chain.authorize(&mut request()).await;
+        match refused {
+            true => {
+                let deny = decision.as_deny().expect("a deny");
+                assert_eq!(deny.status, StatusCode::BAD_REQUEST, "{method} {header:?}");
+                assert!(String::from_utf8_lossy(&deny.body).starts_with("ambiguous method"));
+                assert!(seen.lock().unwrap().is_empty(), "{method} {header:?}");
+            }
+            false => assert!(decision.is_allow(), "{method} {header:?}"),
+        }
+        // `allowAmbiguousPaths` lets it through.
+        assert!(lenient.authorize(&mut request()).await.is_allow());
+    }
+}
+
 #[tokio::test]
 async fn a_config_may_let_ambiguous_paths_through() {
     let seen = Arc::new(Mutex::new(Vec::new()));

@@ -410,6 +410,25 @@ fn forgeries() -> Vec<Row> {
                 .headers(&headers),
         );
     }
+    // The allowed request, which some frameworks run as another method.
+    for name in [
+        "X-HTTP-Method-Override",
+        "X-HTTP-Method",
+        "X-Method-Override",
+    ] {
+        rows.push(
+            Row::get(format!("C GET /public/x + {name}: DELETE"), "/public/x")
+                .header(name, "DELETE"),
+        );
+    }
+    // Go servers (Traefik, Caddy) pass a lowercase method on, which many
+    // frameworks upper-case.
+    rows.push(Row::new("C get /public/x (lowercase)", "get", "/public/x"));
+    rows.push(Row::new(
+        "C delete /public/x (lowercase)",
+        "delete",
+        "/public/x",
+    ));
     rows
 }
 
