@@ -271,33 +271,54 @@ impl ApiKeyAuth {
         let mut by_prf = HashMap::with_capacity_and_hasher(entries.len(), Default::default());
         let mut seen = std::collections::HashSet::new();
         let mut holders = Vec::with_capacity(entries.len());
+        // A Secret a selector picked must not stop a reload (which may be
+        // a revocation) by what it holds: a key it cannot serve is left
+        // out, one whose metadata cannot be a header is refused; both are
+        // logged.
+        let left_out = |at: &str, why: &str| {
+            tracing::warn!(
+                config = context.config_name, step = context.step_name, secret = %at,
+                "apiKeyAuth: a Secret picked by label is left out: {why}"
+            );
+        };
         for (at, entry, picked) in entries {
-            if entry.key.is_empty() || entry.key.len() > util::MAX_CREDENTIAL_LEN {
-                return Err(
-                    Error::config("a key must have 1 to 8192 bytes").at(format!("{at}.key"))
-                );
+            let selected = picked == Picked::Selected;
+            let problem = if entry.key.is_empty() || entry.key.len() > util::MAX_CREDENTIAL_LEN {
+                Some(("a key must have 1 to 8192 bytes", ".key"))
+            } else if seen.contains(&entry.key) {
+                Some(("the same key is listed twice", ".key"))
+            } else {
+                None
+            };
+            match problem {
+                Some((why, _)) if selected => {
+                    left_out(&at, why);
+                    continue;
+                }
+                Some((why, place)) => return Err(Error::config(why).at(format!("{at}{place}"))),
+                None => {}
             }
+            seen.insert(entry.key.clone());
             by_prf
                 .entry(prf.hash64(entry.key.as_bytes()))
                 .or_insert(holders.len());
-            if !seen.insert(entry.key.clone()) {
-                return Err(Error::config("the same key is listed twice").at(format!("{at}.key")));
-            }
             let mut allow = Allow::new();
             let mut usable = true;
             for (header, source) in &mapped {
                 match entry.metadata.get(&source.name) {
                     Some(v) => {
-                        let value =
-                            util::header_value(v, &format!("{at}.metadata.{}", source.name))?;
-                        allow = allow.set_header(header.clone(), value);
+                        match util::header_value(v, &format!("{at}.metadata.{}", source.name)) {
+                            Ok(value) => allow = allow.set_header(header.clone(), value),
+                            Err(_) if selected => {
+                                left_out(&at, "a metadata entry cannot be a header value");
+                                usable = false;
+                            }
+                            Err(e) => return Err(e),
+                        }
                     }
                     // Keys picked by label may lack a required entry
-                    // without failing the config (which would stop a
-                    // revocation): refused.
-                    None if source.required
-                        && (config.skip_metadata_validation || picked == Picked::Selected) =>
-                    {
+                    // without failing the config: refused.
+                    None if source.required && (config.skip_metadata_validation || selected) => {
                         usable = false
                     }
                     None if source.required => {

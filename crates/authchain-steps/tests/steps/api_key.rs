@@ -353,4 +353,41 @@ async fn what_a_selector_picks_never_stops_a_reload() {
     .await;
     let mut r = get_with("/", "api-key", "alice-key-0123456789");
     assert!(chain.authorize(&mut r).await.is_allow());
+
+    // Selected Secrets whose metadata cannot be a header, whose key is
+    // empty, or whose key another holds: each left out or refused, the
+    // rest served.
+    let odd = |name: &str, data: &str| {
+        format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{ name: {name}, namespace: gloo-system, labels: {{ team: infrastructure }} }}\ntype: extauth.solo.io/apikey\nstringData: {data}\n---\n"
+        )
+    };
+    let text = format!(
+        "{}{}{}{}",
+        odd(
+            "newline",
+            "{ api-key: jose-key-0123456789, user-id: \"line\\nbreak\" }"
+        ),
+        odd("empty", "{ api-key: '', user-id: empty }"),
+        odd("copy", "{ api-key: bob-key-0123456789, user-id: mallory }"),
+        manifest(
+            "      labelSelector: { team: infrastructure }\n      headersFromMetadataEntry: { x-user-id: { name: user-id } }\n"
+        )
+    );
+    let chain = crate::common::chain(&text).await;
+    let mut r = get_with("/", "api-key", "alice-key-0123456789");
+    assert!(chain.authorize(&mut r).await.is_allow());
+    for key in ["jose-key-0123456789", ""] {
+        let mut r = get_with("/", "api-key", key);
+        assert_eq!(status(&chain.authorize(&mut r).await), 401, "{key}");
+    }
+    // The first holder of bob's key keeps it (Secrets are read in name
+    // order: `bob` before `copy`), never mallory.
+    let mut r = get_with("/", "api-key", "bob-key-0123456789");
+    let decision = chain.authorize(&mut r).await;
+    let allow = decision.as_allow().expect("bob's key");
+    assert!(
+        allow.headers.iter().all(|h| h.value != "mallory"),
+        "{allow:?}"
+    );
 }
