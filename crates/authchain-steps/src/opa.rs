@@ -22,7 +22,7 @@
 //! `rego.v1`. Its query may end in `== true`. With
 //! `options.returnDecisionReason` it gives `[allowed, body]`, and an allow
 //! carries `{<step name>: {reason: {allowed, body}}}` in its dynamic
-//! metadata; without, an array result is a step error, as any other.
+//! metadata; without, an array result is a deny, as any other.
 //!
 //! ```yaml
 //! opaAuth:
@@ -54,9 +54,10 @@
 //! deny), `response_headers_to_add`, `request_headers_to_remove`,
 //! `dynamic_metadata` (an object: Envoy's dynamic metadata on an allow,
 //! under `envoy.filters.http.ext_authz`),
-//! `http_status` (or `status`) and `body` for a deny. Any other result, or
-//! an evaluation error, is a step error: the chain denies with its
-//! `statusOnError`.
+//! `http_status` (or `status`) and `body` for a deny. A query that ends in
+//! `== true` allows on the boolean `true` alone, as Gloo's does. Any other
+//! result is a 403, as in Gloo; an evaluation error is a step error: the
+//! chain denies with its `statusOnError`.
 
 use std::collections::BTreeMap;
 use std::num::NonZeroU32;
@@ -173,6 +174,8 @@ pub struct OpaAuth {
     allowed_headers: Vec<HeaderName>,
     /// Where `returnDecisionReason` puts the reason: the step's name.
     reason_at: Option<String>,
+    /// The query ends in `== true`: only a boolean `true` allows.
+    strict: bool,
 }
 
 /// Idle prepared engines, and the one they are cloned from.
@@ -306,6 +309,7 @@ impl OpaAuth {
     /// Builds the step, its ConfigMaps from `context`'s.
     pub fn with_resources(config: OpaConfig, context: &BuildContext<'_>) -> Result<Self, Error> {
         let query = config.query.trim();
+        let strict = query.ends_with("== true");
         let query = query
             .strip_suffix("== true")
             .map(str::trim_end)
@@ -417,6 +421,7 @@ impl OpaAuth {
                 .options
                 .return_decision_reason
                 .then(|| context.step_name.to_owned()),
+            strict,
         })
     }
 
@@ -454,6 +459,8 @@ impl OpaAuth {
         match result {
             Value::Bool(true) => Ok(Decision::authorized()),
             Value::Bool(false) | Value::Null => Ok(Decision::unauthorized()),
+            // `== true` is false for anything but the boolean.
+            _ if self.strict => Ok(Decision::unauthorized()),
             Value::Object(obj) => self.object_decision(&obj),
             // Gloo's, with returnDecisionReason: `[allowed, body]`.
             Value::Array(items)
@@ -475,9 +482,12 @@ impl OpaAuth {
                 }
                 Ok(allow.into())
             }
-            _ => Err(Error::step(
-                "policy result is neither a boolean nor an object",
-            )),
+            // Gloo: any value but `true` is a deny (never an error, which
+            // failureModeAllow would let through).
+            _ => {
+                tracing::debug!(rule = %self.rule, "the policy's result is neither a boolean nor an object; denying");
+                Ok(Decision::unauthorized())
+            }
         }
     }
 

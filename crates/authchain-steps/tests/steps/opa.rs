@@ -136,22 +136,44 @@ async fn boolean_results_and_odd_input() {
     }
 }
 
+/// As Gloo's: any value but `true` is a deny, never a step error (which
+/// `failureModeAllow` would let through); with `== true`, an object that
+/// would allow as OPA-Envoy's is no `true` either.
 #[tokio::test]
-async fn a_result_of_the_wrong_type_is_a_step_error_and_fails_closed() {
+async fn a_result_of_the_wrong_type_is_a_deny_even_failing_open() {
     let chain = chain(&opa("package t\nresult := 5\n", "")).await;
     assert_eq!(
         status(&chain.authorize(&mut req(Method::GET, "/")).await),
         403
     );
-    let chain = chain_with_status(&opa("package t\nresult := 5\n", "")).await;
+    let open = opa("package t\nresult := 5\n", "")
+        .replace("- opaAuth:", "- failureModeAllow: true\n  opaAuth:");
+    assert!(open.contains("failureModeAllow"), "{open}");
+    let chain = crate::common::chain(&open).await;
     assert_eq!(
         status(&chain.authorize(&mut req(Method::GET, "/")).await),
-        503
+        403
     );
-}
-
-async fn chain_with_status(yaml: &str) -> std::sync::Arc<authchain_core::Chain> {
-    chain(&format!("{yaml}statusOnError: 503\n")).await
+    let object = GLOO_OPA.replace(
+        "    default allow = false",
+        "    default allow = false\n    verdict = {\"allowed\": true}",
+    );
+    let as_object =
+        crate::common::chain(&object.replace("\"data.test.allow == true\"", "data.test.verdict"))
+            .await;
+    assert!(
+        as_object
+            .authorize(&mut req(Method::GET, "/"))
+            .await
+            .is_allow()
+    );
+    let strict = crate::common::chain(&object.replace(
+        "\"data.test.allow == true\"",
+        "\"data.test.verdict == true\"",
+    ))
+    .await;
+    let decision = strict.authorize(&mut req(Method::GET, "/")).await;
+    assert_eq!(status(&decision), 403);
 }
 
 #[tokio::test]
@@ -372,8 +394,8 @@ async fn bad_config_map_references_name_what_is_missing() {
 
 #[tokio::test]
 async fn an_array_result_allows_only_as_gloo_s_decision_reason() {
-    // Without returnDecisionReason an array is no answer: a step error,
-    // a deny, whatever its first element.
+    // Without returnDecisionReason an array is no answer: a deny,
+    // whatever its first element.
     let yaml = GLOO_OPA
         .replace(
             "    default allow = false",
