@@ -106,6 +106,8 @@ pub struct Chain {
     /// Every spelling of every stripped header, for the allow's removals.
     removals: Vec<HeaderName>,
     ambiguous_paths: AmbiguousPaths,
+    /// Gloo's `failOnRedirect`: a redirect deny is a plain 401.
+    fail_on_redirect: bool,
     /// Where an allow names its user upstream (Gloo's `userIdHeader`).
     user_id_header: Option<HeaderName>,
     metrics: ChainMetrics,
@@ -272,6 +274,7 @@ impl Chain {
             strip: Vec::new(),
             trust: Vec::new(),
             ambiguous_paths: AmbiguousPaths::Reject,
+            fail_on_redirect: false,
             user_id_header: None,
             cache: None,
             decision_log: None,
@@ -699,6 +702,9 @@ impl Chain {
                     );
                     deny.status = StatusCode::FORBIDDEN;
                 }
+                if self.fail_on_redirect && deny.status.is_redirection() {
+                    deny = Deny::new(StatusCode::UNAUTHORIZED);
+                }
                 Some(deny)
             }
             Ended::Failed => {
@@ -1097,6 +1103,7 @@ pub struct ChainBuilder {
     strip: Vec<HeaderName>,
     trust: Vec<HeaderName>,
     ambiguous_paths: AmbiguousPaths,
+    fail_on_redirect: bool,
     user_id_header: Option<HeaderName>,
     cache: Option<CacheSettings>,
     decision_log: Option<Sampling>,
@@ -1127,6 +1134,14 @@ impl ChainBuilder {
     /// Combines the steps with a boolean expression over their names.
     pub fn boolean_expr(mut self, expr: impl Into<String>) -> Self {
         self.boolean_expr = Some(expr.into());
+        self
+    }
+
+    /// Answers a redirect deny (a login's `302` to the IdP) with a plain
+    /// `401` instead, for clients that cannot follow it (Gloo's
+    /// `failOnRedirect`).
+    pub fn fail_on_redirect(mut self, yes: bool) -> Self {
+        self.fail_on_redirect = yes;
         self
     }
 
@@ -1296,6 +1311,7 @@ impl ChainBuilder {
             strip,
             removals,
             ambiguous_paths: self.ambiguous_paths,
+            fail_on_redirect: self.fail_on_redirect,
             user_id_header: self.user_id_header,
             cache,
             log_sampling,

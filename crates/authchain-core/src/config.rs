@@ -40,7 +40,7 @@
 //! | `trustClientHeaders` | declared identity headers a client may send after all |
 //! | `allowAmbiguousPaths` | an authchain addition: `true` lets a path with an encoded `/`, `\` or control byte, or one that climbs above the root, reach the steps (kept encoded, stopped at the root) instead of a 400 ([`crate::path`]), and a method servers read differently (a standard one in another case, an override header naming another) |
 //! | `userIdHeader` | an authchain addition, per AuthConfig, of Gloo's server setting: an allow with a user ([`crate::UserInfo`]) names it upstream in this header; a client's copy is always stripped. The server's `userIdHeader` fills it in where a document has none |
-//! | `failOnRedirect` | accepted for Gloo compatibility; no effect |
+//! | `failOnRedirect` | Gloo's: `true` answers a redirect deny (an `oauth2` login's `302` to the IdP) with a plain `401` (no `Location`, no cookie) |
 //! | `cache` | an authchain addition: the [decision cache](crate::cache) (`key`, `ttl`, `maxEntries`, `cacheDenies`, `trustKey`) |
 //!
 //! Each `configs[]` entry has one step kind key and optionally `name`
@@ -416,6 +416,7 @@ impl AuthConfig {
         if spec.allow_ambiguous_paths {
             builder = builder.ambiguous_paths(AmbiguousPaths::Keep);
         }
+        builder = builder.fail_on_redirect(spec.fail_on_redirect);
         if let Some(name) = &spec.user_id_header {
             match HeaderName::try_from(name.as_str()) {
                 Ok(h) => builder = builder.user_id_header(h),
@@ -670,8 +671,8 @@ struct Spec {
     allow_ambiguous_paths: bool,
     #[serde(default)]
     user_id_header: Option<String>,
-    #[serde(default, rename = "failOnRedirect")]
-    _fail_on_redirect: Option<bool>,
+    #[serde(default)]
+    fail_on_redirect: bool,
     #[serde(default)]
     cache: Option<Value>,
     #[serde(default)]

@@ -3,7 +3,7 @@
 //! ```yaml
 //! apiKeyAuth:
 //!   headerName: api-key            # where the key is read (default `api-key`)
-//!   allowBearer: true              # also `Authorization: Bearer <key>` (default true)
+//!   allowBearer: true              # also `Authorization: Bearer <key>` (default false, as Gloo)
 //!   keys:
 //!   - key: N2YwMDIxZTEtNGUzNS1jNzgzLTRkYjAtYjE2YzRkZGVmNjcy
 //!     metadata: { user-id: alice, plan: gold }
@@ -57,8 +57,9 @@ pub struct ApiKeyConfig {
     /// The header the key is read from (`api-key`).
     #[serde(default)]
     pub header_name: Option<String>,
-    /// Whether `Authorization: Bearer <key>` is accepted too (true).
-    #[serde(default = "yes")]
+    /// Whether `Authorization: Bearer <key>` is accepted too (false: Gloo
+    /// reads the key from `headerName` alone).
+    #[serde(default)]
     pub allow_bearer: bool,
     /// Keys, inline.
     #[serde(default)]
@@ -111,10 +112,6 @@ pub const CHALLENGE: &str = "API key is missing or invalid";
 /// The data entry of an API key Secret that holds the key; the others are
 /// the key's metadata.
 pub const SECRET_KEY_ENTRY: &str = "api-key";
-
-fn yes() -> bool {
-    true
-}
 
 /// One key and what it says about its holder.
 #[derive(Clone, Deserialize)]

@@ -15,7 +15,7 @@
 //!
 //! A cached AuthConfig's key must hold what its steps read (see
 //! `authchain_core::cache`). `apiKeyAuth` reads its header (and
-//! `authorization` unless `allowBearer: false`), `basicAuth` reads
+//! `authorization` when `allowBearer: true`), `basicAuth` reads
 //! `authorization`, `rules` reads the method, host and path. `jwt`,
 //! `hmacAuth` and `opaAuth` do not declare: a JWT's answer changes with
 //! time (`exp`), a signature's with its `Date` and with the headers the

@@ -40,16 +40,15 @@ async fn a_key_in_the_header_allows_and_sends_its_metadata_upstream() {
     );
 }
 
+/// As Gloo's, the key is read from `headerName` alone; `allowBearer: true`
+/// takes `Authorization: Bearer <key>` too.
 #[tokio::test]
-async fn a_bearer_key_works_too() {
-    let chain = chain(KEYS).await;
-    let d = chain
-        .authorize(&mut get_with(
-            "/",
-            "authorization",
-            "Bearer bob-key-0123456789",
-        ))
-        .await;
+async fn a_bearer_key_works_when_allowed() {
+    let bearer = || get_with("/", "authorization", "Bearer bob-key-0123456789");
+    let key_only = chain(KEYS).await;
+    assert_eq!(status(&key_only.authorize(&mut bearer()).await), 401);
+    let allowed = chain(&KEYS.replace("    keys:\n", "    allowBearer: true\n    keys:\n")).await;
+    let d = allowed.authorize(&mut bearer()).await;
     assert_eq!(upstream(&d, "x-user-id").as_deref(), Some("bob"));
     assert_eq!(upstream(&d, "x-plan"), None);
 }
