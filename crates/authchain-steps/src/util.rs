@@ -141,6 +141,11 @@ pub(crate) fn strip_prefix_ignore_case<'a>(value: &'a str, prefix: &str) -> Opti
         .then(|| &value[prefix.len()..])
 }
 
+/// The longest `Cookie` header read: Envoy's default limit on all the
+/// request's headers, room for a session in four parts and the site's
+/// other cookies.
+const MAX_COOKIE_HEADER: usize = 60 * 1024;
+
 /// The value of cookie `name` in the request's `Cookie` headers.
 /// `Err(())` when a `Cookie` header is too long or not text.
 pub(crate) fn cookie<'a>(
@@ -149,7 +154,7 @@ pub(crate) fn cookie<'a>(
 ) -> Result<Option<&'a str>, ()> {
     for value in request.headers.get_all(http::header::COOKIE) {
         let value = value.as_bytes();
-        if value.len() > MAX_CREDENTIAL_LEN * 2 {
+        if value.len() > MAX_COOKIE_HEADER {
             return Err(());
         }
         let Ok(value) = std::str::from_utf8(value) else {

@@ -23,10 +23,13 @@
 //!   PKCE `S256`, `redirect_uri` = `appUrl` + `callbackPath`), with a
 //!   login cookie that remembers `state`, `nonce`, the PKCE verifier and
 //!   the path asked for, for 10 minutes. The login cookie is sent only to
-//!   the callback (`Path` = `callbackPath`) and is `SameSite=Lax` even
-//!   where `cookieOptions` asks for `Strict`, which the IdP's redirect
-//!   back would not carry. A browser has one login in progress: a second
-//!   one (another tab) replaces the first, whose callback is then a 401.
+//!   the callback (`Path` = `callbackPath`; `/` for a `__Host-` name) and
+//!   is `SameSite=Lax` even where `cookieOptions` asks for `Strict`, which
+//!   the IdP's redirect back would not carry. Each login has its own
+//!   (`{cookie}_login_{a hash of state}`), so that logins started in
+//!   several tabs each come back. A request the browser marks as no
+//!   navigation (`Sec-Fetch-Mode` other than `navigate`: a `fetch`, an
+//!   image) gets a `401` and starts no login.
 //!   The path asked for is kept only as a path on `appUrl`'s origin of at
 //!   most 2 KiB of visible ASCII; else its path alone, else `/`.
 //! - **At `callbackPath`**: `state` must match the login cookie's (one
@@ -44,7 +47,10 @@
 //!   A session in Redis is gone for whoever holds its id; when Redis
 //!   cannot remove it the logout fails (a step error) and keeps the
 //!   cookie, so that it can be tried again. A sealed cookie cannot be
-//!   revoked: a copy of it opens until its ID token expires.
+//!   revoked: a copy of it opens until its ID token expires. The logout
+//!   revokes the session's refresh token at the IdP's
+//!   `revocation_endpoint` (RFC 7009) when discovery names one, so that
+//!   no copy refreshes past it.
 //!
 //! A forged, replayed or expired `state`, a code the IdP refuses, an ID
 //! token signed by another key or with another `alg`, `iss`, `aud` or
@@ -100,6 +106,7 @@ use oauth2::{
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
 
 use super::config::{DiscoveryOverride, OidcAuthorizationCode, SecretRef};
 use super::flight::Flights;
@@ -168,6 +175,52 @@ struct Discovery {
 }
 
 impl Discovery {
+    /// Revokes `refresh_token` at `endpoint` (RFC 7009), the client
+    /// authenticated as at the token endpoint (HTTP Basic, or its id
+    /// alone without a secret).
+    async fn revoke(&self, endpoint: &str, refresh_token: &str) -> Result<(), CallError> {
+        // Built apart: the form serializer is not `Send`.
+        let request = {
+            let mut form = url::form_urlencoded::Serializer::new(String::new());
+            form.append_pair("token", refresh_token)
+                .append_pair("token_type_hint", "refresh_token");
+            let mut request = http::Request::post(endpoint).header(
+                http::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            );
+            match &self.client_secret {
+                Some(secret) => {
+                    use base64::Engine as _;
+                    let encode = |s: &str| {
+                        url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>()
+                    };
+                    let pair = format!("{}:{}", encode(&self.client_id), encode(secret));
+                    let basic = base64::engine::general_purpose::STANDARD.encode(pair);
+                    let mut value =
+                        HeaderValue::try_from(format!("Basic {basic}")).map_err(|_| {
+                            CallError("the client credentials are not a header value".to_owned())
+                        })?;
+                    value.set_sensitive(true);
+                    request = request.header(http::header::AUTHORIZATION, value);
+                }
+                None => {
+                    form.append_pair("client_id", &self.client_id);
+                }
+            }
+            let body = form.finish().into_bytes();
+            request
+                .body(body)
+                .map_err(|_| CallError("the revocation endpoint is not a URL".to_owned()))?
+        };
+        let answer = self.http.send(request).await?;
+        match answer.status() {
+            StatusCode::OK => Ok(()),
+            status => Err(CallError(format!(
+                "the revocation endpoint answered {status}"
+            ))),
+        }
+    }
+
     /// A refreshed session, or `None` when the IdP will not refresh it.
     async fn refresh(&self, live: &Live, session: &Session) -> Result<Option<Session>, Error> {
         let Some(refresh) = &session.refresh_token else {
@@ -743,6 +796,33 @@ impl Oidc {
                 }
             };
 
+        // A browser drops a cookie whose name's prefix its attributes
+        // break (RFC 6265bis 4.1.3): every login would fail, silently.
+        let mut login_cookies = login_cookies;
+        if cookie_name.starts_with("__Host-") {
+            if cookies.domain.is_some() || cookies.path.as_deref() != Some("/") {
+                return Err(Error::config(
+                    "a `__Host-` cookie has no domain and path `/`: unset cookieOptions.domain and path",
+                )
+                .at("session.cookieOptions"));
+            }
+            // Its login cookie too: `Path=/`, not the callback's.
+            login_cookies.path = Some("/".to_owned());
+        }
+        if (cookie_name.starts_with("__Host-") || cookie_name.starts_with("__Secure-"))
+            && !cookies.secure
+        {
+            return Err(Error::config(format!(
+                "a `{}` cookie is Secure: unset notSecure",
+                if cookie_name.starts_with("__Host-") {
+                    "__Host-"
+                } else {
+                    "__Secure-"
+                }
+            ))
+            .at("session.cookieOptions.notSecure"));
+        }
+
         let sealer = match session
             .cipher_config
             .as_ref()
@@ -900,8 +980,11 @@ impl Oidc {
         (!value.is_empty()).then_some(value)
     }
 
-    fn login_cookie_name(&self) -> String {
-        format!("{}_login", self.cookie_name)
+    /// The cookie of the login whose `state` is given: one per login, so
+    /// that logins started in several tabs each come back.
+    fn login_cookie_name(&self, state: &str) -> String {
+        let digest = Sha256::digest(state.as_bytes());
+        format!("{}_login_{}", self.cookie_name, util::hex(&digest[..6]))
     }
 
     /// `Set-Cookie`s that remove the session cookie and its parts.
@@ -995,8 +1078,21 @@ impl Oidc {
         allow.into()
     }
 
-    /// The deny that sends the browser to the IdP to log in.
+    /// The deny that sends the browser to the IdP to log in; a request
+    /// that a browser says is not a navigation (a `fetch`, an image) gets
+    /// a `401` instead: it could not follow the IdP's pages, and its login
+    /// cookies would pile up.
     async fn login(&self, live: &Live, request: &AuthorizationRequest) -> Result<Decision, Error> {
+        if request
+            .headers
+            .get("sec-fetch-mode")
+            .is_some_and(|mode| mode != "navigate")
+        {
+            return Ok(Self::deny(
+                StatusCode::UNAUTHORIZED,
+                "no session: a login starts on a page navigation",
+            ));
+        }
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
         let pending = Pending {
             state: session::random_token(32),
@@ -1037,7 +1133,7 @@ impl Oidc {
         let deny = Self::redirect(location).header(
             http::header::SET_COOKIE,
             self.login_cookies.set_cookie(
-                &self.login_cookie_name(),
+                &self.login_cookie_name(&pending.state),
                 &cookie,
                 Some(session::LOGIN_TTL.as_secs() as u32),
             ),
@@ -1054,7 +1150,7 @@ impl Oidc {
         request: &AuthorizationRequest,
         state: &str,
     ) -> Result<Option<Pending>, Error> {
-        let Ok(Some(cookie)) = util::cookie(request, &self.login_cookie_name()) else {
+        let Ok(Some(cookie)) = util::cookie(request, &self.login_cookie_name(state)) else {
             return Ok(None);
         };
         if cookie.is_empty() || cookie.len() > 4096 {
@@ -1178,7 +1274,7 @@ impl Oidc {
         let mut deny = Self::redirect(location).header(
             http::header::SET_COOKIE,
             self.login_cookies
-                .set_cookie(&self.login_cookie_name(), "", Some(0)),
+                .set_cookie(&self.login_cookie_name(&state), "", Some(0)),
         );
         for cookie in set_cookies {
             deny = deny.header(http::header::SET_COOKIE, cookie);
@@ -1230,26 +1326,31 @@ impl Oidc {
 
     async fn logout(&self, live: &Live, request: &AuthorizationRequest) -> Result<Decision, Error> {
         let cookie = self.session_cookie(request);
-        let mut id_token = None;
+        let mut session = None;
         if let Some(cookie) = &cookie {
             match &self.store {
-                Store::Cookie => {
-                    id_token = self
-                        .sealer
-                        .open::<Session>("session", cookie)
-                        .map(|s| s.id_token);
-                }
+                Store::Cookie => session = self.sealer.open::<Session>("session", cookie),
                 Store::Redis(redis) => {
                     // A session Redis cannot remove would outlive the
                     // logout for whoever holds its id: fail, keeping the
                     // cookie, so that the user can log out again.
-                    id_token = redis
+                    session = redis
                         .get::<Session>("session:", cookie, true)
                         .await
-                        .map_err(|e| Error::step(e).at("session.redis"))?
-                        .map(|s| s.id_token);
+                        .map_err(|e| Error::step(e).at("session.redis"))?;
                 }
             }
+        }
+        let (id_token, refresh_token) = match session {
+            Some(s) => (Some(s.id_token), s.refresh_token),
+            None => (None, None),
+        };
+        // A copy of a sealed cookie, or a refresh token kept elsewhere,
+        // would otherwise refresh its way past the logout.
+        if let (Some(refresh), Some(endpoint)) = (refresh_token, &live.provider.revocation_endpoint)
+            && let Err(e) = self.idp.revoke(endpoint, &refresh).await
+        {
+            tracing::warn!(error = %e, "oauth2: the IdP did not revoke the refresh token at logout");
         }
         let target = match (&live.provider.end_session_endpoint, id_token) {
             (Some(end), Some(hint)) => {

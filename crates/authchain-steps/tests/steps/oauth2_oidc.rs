@@ -258,6 +258,17 @@ async fn get(agent: &mut UserAgent, url: &str) -> Final {
     send(agent, Method::GET, url).await
 }
 
+/// `GET url` with these headers, no redirect followed, within [`LIMIT`].
+async fn get_with(agent: &mut UserAgent, url: &str, headers: &[(&str, &str)]) -> Final {
+    tokio::time::timeout(
+        LIMIT,
+        agent.send(Method::GET, url, headers, Bytes::new(), 0),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("{url} hangs"))
+    .unwrap()
+}
+
 /// A query parameter of a URL, decoded.
 fn query(url: &str, key: &str) -> Option<String> {
     let (_, q) = url.split_once('?')?;
@@ -360,10 +371,21 @@ fn assert_refused(page: &Final, status: u16) {
     for cookie in page.header_values("set-cookie") {
         let (name, rest) = cookie.split_once('=').unwrap();
         assert!(
-            !name.starts_with("__session") || name.ends_with("_login") || rest.starts_with(';'),
+            !name.starts_with("__session") || name.contains("_login_") || rest.starts_with(';'),
             "a refused callback set a session: {cookie}"
         );
     }
+}
+
+/// The name of the login cookie of the login with `state` (one per login).
+fn login_name(state: &str) -> String {
+    format!("__session_login_{}", &sha256_hex(state)[..12])
+}
+
+/// The login cookie's name for the login `url` (to the IdP, or back to the
+/// callback) carries the state of.
+fn login_name_of(url: &str) -> String {
+    login_name(&query(url, "state").unwrap())
 }
 
 fn set_cookie<'a>(page: &'a Final, name: &str) -> Option<&'a str> {
@@ -401,12 +423,13 @@ async fn a_login_through_the_layer_logs_no_token_code_or_secret() {
     assert!(state.len() >= 40 && nonce.len() >= 40 && state != nonce);
     assert_eq!(start.header_values("cache-control"), ["no-store"]);
     // The login cookie: only for the callback, Lax, 10 minutes.
-    let login = set_cookie(&start, "__session_login").unwrap().to_owned();
+    let login_cookie = login_name(&state);
+    let login = set_cookie(&start, &login_cookie).unwrap().to_owned();
     assert!(
         login.ends_with("; Path=/callback; Max-Age=600; HttpOnly; Secure; SameSite=Lax"),
         "{login}"
     );
-    let login_value = agent.jar().value("__session_login").unwrap().to_owned();
+    let login_value = agent.jar().value(&login_cookie).unwrap().to_owned();
 
     let callback = through_idp(&mut agent, start, &front.callback()).await;
     let code = query(&callback, "code").unwrap();
@@ -420,7 +443,8 @@ async fn a_login_through_the_layer_logs_no_token_code_or_secret() {
     assert!(cookies.len() <= 5, "{cookies:?}");
     assert!(
         cookies.contains(
-            &"__session_login=; Path=/callback; Max-Age=0; HttpOnly; Secure; SameSite=Lax"
+            &format!("{login_cookie}=; Path=/callback; Max-Age=0; HttpOnly; Secure; SameSite=Lax")
+                .as_str()
         ),
         "{cookies:?}"
     );
@@ -430,7 +454,7 @@ async fn a_login_through_the_layer_logs_no_token_code_or_secret() {
         "{session}"
     );
     let session_value = agent.jar().value("__session").unwrap().to_owned();
-    assert!(agent.jar().get("__session_login").is_none());
+    assert!(agent.jar().get(&login_cookie).is_none());
 
     // The session alone lets the next requests through, with the tokens.
     let page = assert_session(&mut agent, &front).await;
@@ -443,7 +467,7 @@ async fn a_login_through_the_layer_logs_no_token_code_or_secret() {
     let mut replay = UserAgent::new();
     replay
         .jar_mut()
-        .set_cookie(&front.base, &format!("__session_login={login_value}"));
+        .set_cookie(&front.base, &format!("{login_cookie}={login_value}"));
     assert_refused(&get(&mut replay, &callback).await, 401);
     let forged = callback.replace(&state, "forged");
     assert_refused(&get(&mut replay, &forged).await, 401);
@@ -497,9 +521,10 @@ async fn forged_state_a_missing_or_foreign_login_cookie_are_401() {
     assert_refused(&get(&mut other, &callback).await, 401);
     // A login cookie that is not one.
     let mut garbage = UserAgent::new();
-    garbage
-        .jar_mut()
-        .set_cookie(&front.base, "__session_login=bm90IGEgbG9naW4");
+    garbage.jar_mut().set_cookie(
+        &front.base,
+        &format!("{}=bm90IGEgbG9naW4", login_name_of(&callback)),
+    );
     assert_refused(&get(&mut garbage, &callback).await, 401);
     // An error from the IdP, with the right state.
     let state = query(&callback, "state").unwrap();
@@ -509,7 +534,8 @@ async fn forged_state_a_missing_or_foreign_login_cookie_are_401() {
     assert_eq!(rig.idp().requests().await.unwrap().token, tokens);
 
     // The genuine callback still works, once.
-    let login = agent.jar().value("__session_login").unwrap().to_owned();
+    let login_cookie = login_name_of(&callback);
+    let login = agent.jar().value(&login_cookie).unwrap().to_owned();
     let back = get(&mut agent, &callback).await;
     assert_eq!(back.status, 302, "{}", back.describe());
     assert_session(&mut agent, &front).await;
@@ -517,7 +543,7 @@ async fn forged_state_a_missing_or_foreign_login_cookie_are_401() {
     let mut replay = UserAgent::new();
     replay
         .jar_mut()
-        .set_cookie(&front.base, &format!("__session_login={login}"));
+        .set_cookie(&front.base, &format!("{login_cookie}={login}"));
     assert_refused(&get(&mut replay, &callback).await, 401);
 }
 
@@ -546,24 +572,49 @@ async fn a_code_issued_to_another_client_is_refused() {
     assert_new_login(&mut agent, &issuer, &front).await;
 }
 
+/// A session that ended with several tabs open: each tab's reload starts
+/// its own login, and each comes back to its own page, in any order. A
+/// background `fetch` meanwhile gets a 401 and starts none.
 #[tokio::test]
-async fn two_logins_in_two_tabs_the_last_one_wins() {
-    // Documented: one login cookie per browser; a second login started
-    // before the first comes back replaces it, and the first tab's
-    // callback is a 401 (its user starts again; the IdP session makes it
-    // quick). A session is never made from the wrong login.
+async fn logins_in_several_tabs_each_come_back() {
     let mut rig = Rig::start(1, |_| {}).await;
     let issuer = rig.issuer.clone();
     let front = rig.front(0, &rig.config("app", 0)).await;
     let mut agent = UserAgent::new();
     let tab1 = start_login(&mut agent, &issuer, &front.url("/one")).await;
     let tab2 = start_login(&mut agent, &issuer, &front.url("/two")).await;
+    let tab3 = start_login(&mut agent, &issuer, &front.url("/three")).await;
+    let fetch = get_with(
+        &mut agent,
+        &front.url("/api/poll"),
+        &[("sec-fetch-mode", "cors")],
+    )
+    .await;
+    assert_refused(&fetch, 401);
+    assert!(fetch.header_values("set-cookie").is_empty());
+    assert!(fetch.location().is_none());
     let back1 = through_idp(&mut agent, tab1, &front.callback()).await;
     let back2 = through_idp(&mut agent, tab2, &front.callback()).await;
-    assert_refused(&get(&mut agent, &back1).await, 401);
-    let done = get(&mut agent, &back2).await;
-    assert_eq!(done.location(), Some(front.url("/two")));
-    assert_session(&mut agent, &front).await;
+    let back3 = through_idp(&mut agent, tab3, &front.callback()).await;
+    for (back, path) in [(back2, "/two"), (back1, "/one"), (back3, "/three")] {
+        let done = get(&mut agent, &back).await;
+        assert_eq!(
+            done.location(),
+            Some(front.url(path)),
+            "{}",
+            done.describe()
+        );
+        assert_session(&mut agent, &front).await;
+    }
+    // A navigation still starts one.
+    let mut fresh = UserAgent::new();
+    let page = get_with(
+        &mut fresh,
+        &front.url("/private"),
+        &[("sec-fetch-mode", "navigate")],
+    )
+    .await;
+    assert_eq!(page.status, 302, "{}", page.describe());
 }
 
 /// A value sealed as the step seals it (AES-256-GCM, a random nonce
@@ -599,7 +650,7 @@ async fn an_expired_login_is_refused_before_the_code_is_spent() {
         let cookie = seal("login", &binding, &pending(expires_at));
         agent
             .jar_mut()
-            .set_cookie(&front.base, &format!("__session_login={cookie}"));
+            .set_cookie(&front.base, &format!("{}={cookie}", login_name("s1")));
         // Either way a 401 (the IdP knows no code c1) ...
         assert_refused(&get(&mut agent, &url).await, 401);
         // ... but an expired login never reaches the IdP.
@@ -661,7 +712,7 @@ async fn a_return_path_that_cannot_be_a_location_comes_back_to_its_path_or_root(
     // login comes back to the path.
     let long = format!("/long?q={}", "a".repeat(6000));
     let start = start_login(&mut agent, &issuer, &front.url(&long)).await;
-    let login = set_cookie(&start, "__session_login").unwrap();
+    let login = set_cookie(&start, &login_name_of(&start.location().unwrap())).unwrap();
     assert!(login.len() < 4000, "{}", login.len());
     let callback = through_idp(&mut agent, start, &front.callback()).await;
     let done = get(&mut agent, &callback).await;
@@ -1305,6 +1356,20 @@ async fn expired_cookie_sessions_refresh_only_when_allowed() {
     assert_eq!(rig.idp().requests().await.unwrap().token, tokens + 1);
 
     assert_new_login(&mut b, &issuer, &strict).await;
+
+    // A logout revokes the refresh token: a copy of the cookie, which
+    // opens until its ID token expires, cannot refresh past that.
+    let mut copy = UserAgent::new();
+    *copy.jar_mut() = a.jar().clone();
+    let revocations = rig.idp().requests().await.unwrap().revocation;
+    let out = get(&mut a, &refreshing.url("/logout")).await;
+    assert_eq!(out.status, 302, "{}", out.describe());
+    assert_eq!(
+        rig.idp().requests().await.unwrap().revocation,
+        revocations + 1
+    );
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_new_login(&mut copy, &issuer, &refreshing).await;
 }
 
 /// Short tokens, and a new refresh token at each refresh.
@@ -1418,7 +1483,8 @@ async fn redis_sessions_are_shared_hashed_sealed_and_one_use_logins() {
 
     let mut agent = UserAgent::new();
     let callback = callback_url(&mut agent, &issuer, &front, "/private").await;
-    let login = agent.jar().value("__session_login").unwrap().to_owned();
+    let login_cookie = login_name_of(&callback);
+    let login = agent.jar().value(&login_cookie).unwrap().to_owned();
     // A forged state spends nothing ...
     let code = query(&callback, "code").unwrap();
     let forged = front.url(&format!("/callback?code={code}&state=forged"));
@@ -1435,7 +1501,7 @@ async fn redis_sessions_are_shared_hashed_sealed_and_one_use_logins() {
     let mut replay = UserAgent::new();
     replay
         .jar_mut()
-        .set_cookie(&front.base, &format!("__session_login={login}"));
+        .set_cookie(&front.base, &format!("{login_cookie}={login}"));
     assert_refused(&get(&mut replay, &callback).await, 401);
 
     let page = assert_session(&mut agent, &front).await;
@@ -1750,7 +1816,7 @@ async fn the_login_cookie_reaches_the_callback_whatever_the_session_cookie_path_
     let front = rig.front(0, &config).await;
     let mut agent = UserAgent::new();
     let start = start_login(&mut agent, &issuer, &front.url("/private/page")).await;
-    let login = set_cookie(&start, "__session_login").unwrap();
+    let login = set_cookie(&start, &login_name_of(&start.location().unwrap())).unwrap();
     // Strict would not come back from the IdP (a cross-site navigation).
     assert!(
         login.ends_with("; Path=/callback; Max-Age=600; HttpOnly; Secure; SameSite=Lax"),
@@ -1816,6 +1882,68 @@ async fn cookie_attributes_cannot_be_injected_through_the_config() {
     let mut config = rig.config("app", 0);
     oidc(&mut config)["callbackPath"] = json!("/cb;x");
     Engine::new(registry()).build(&parse(&config), 1).unwrap();
+}
+
+/// A cookie name with a `__Host-` or `__Secure-` prefix: every cookie
+/// the login sets keeps the prefix's rules (a browser drops one that
+/// breaks them: `__Host-` is `Path=/`, no `Domain`, `Secure`), and a
+/// config that would break them is refused.
+#[tokio::test]
+async fn prefixed_cookie_names_keep_their_rules() {
+    let mut rig = Rig::start(1, |_| {}).await;
+    let issuer = rig.issuer.clone();
+    let mut config = rig.config("app", 0);
+    oidc(&mut config)["session"] = json!({ "cookie": { "keyPrefix": "__Host-" } });
+    let front = rig.front(0, &config).await;
+    let mut agent = UserAgent::new();
+    let start = start_login(&mut agent, &issuer, &front.url("/private")).await;
+    let callback = through_idp(&mut agent, start.clone(), &front.callback()).await;
+    let back = get(&mut agent, &callback).await;
+    assert_eq!(back.status, 302, "{}", back.describe());
+    let cookies: Vec<&str> = start
+        .header_values("set-cookie")
+        .into_iter()
+        .chain(back.header_values("set-cookie"))
+        .collect();
+    assert!(cookies.len() >= 3, "{cookies:?}");
+    for cookie in cookies {
+        assert!(cookie.starts_with("__Host-___session"), "{cookie}");
+        assert!(
+            cookie.contains("; Path=/;")
+                && cookie.contains("; Secure")
+                && !cookie.contains("Domain"),
+            "{cookie}"
+        );
+    }
+    let page = get(&mut agent, &front.url("/private")).await;
+    assert_eq!(page.status, 200, "{}", page.describe());
+
+    for (session, place) in [
+        (
+            json!({ "cookie": { "keyPrefix": "__Host-" }, "cookieOptions": { "domain": "example.com" } }),
+            "session.cookieOptions",
+        ),
+        (
+            json!({ "cookie": { "keyPrefix": "__Host-" }, "cookieOptions": { "path": "/app" } }),
+            "session.cookieOptions",
+        ),
+        (
+            json!({ "cookie": { "keyPrefix": "__Secure-" }, "cookieOptions": { "notSecure": true } }),
+            "session.cookieOptions.notSecure",
+        ),
+        (
+            json!({ "redis": { "options": { "host": "127.0.0.1:1" }, "cookieName": "__Host-s" }, "cookieOptions": { "notSecure": true } }),
+            "session.cookieOptions.notSecure",
+        ),
+    ] {
+        let mut config = rig.config("app", 0);
+        oidc(&mut config)["session"] = session.clone();
+        let e = Engine::new(registry())
+            .build(&parse(&config), 1)
+            .unwrap_err();
+        let at = e.place().unwrap_or_default().to_owned();
+        assert!(at.ends_with(place), "{session}: {e}");
+    }
 }
 
 #[tokio::test]
