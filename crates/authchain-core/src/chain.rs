@@ -78,7 +78,8 @@ pub const MAX_EXPR_STEPS: usize = 64;
 ///    step runs, unless the config allows ambiguous paths. So is a
 ///    request whose method servers read differently: a standard method in
 ///    another case (`delete`), or another method named in
-///    `X-HTTP-Method-Override`, `X-HTTP-Method` or `X-Method-Override`.
+///    `X-HTTP-Method-Override`, `X-HTTP-Method` or `X-Method-Override`;
+///    and one whose `X-Forwarded-Host` or `Forwarded` names another host.
 /// 9. A deny is never a success: a deny whose status is not 3xx, 4xx or
 ///    5xx (a remote's 204, say) is answered with 403, counted in
 ///    `authchain_deny_status_replaced_total` and logged.
@@ -734,9 +735,9 @@ impl Chain {
     /// path that cannot be, or of a method servers read differently.
     fn refuse_ambiguous(&self, request: &mut AuthorizationRequest) -> Option<Deny> {
         if self.ambiguous_paths == AmbiguousPaths::Reject
-            && let Some(why) = ambiguous_method(request)
+            && let Some(why) = ambiguous_method(request).or_else(|| ambiguous_host(request))
         {
-            tracing::info!(config = %self.name, error = %why, "refusing the request's method");
+            tracing::info!(config = %self.name, error = %why, "refusing the request");
             return Some(Deny::new(StatusCode::BAD_REQUEST).body(why));
         }
         match path::canonicalize(&request.path, self.ambiguous_paths) {
@@ -1320,6 +1321,40 @@ impl ChainBuilder {
             shadow: None,
         })
     }
+}
+
+/// Why an app may read another host than the one judged, if it may: an
+/// `X-Forwarded-Host` or a `Forwarded` `host=` that names another (axum's
+/// `Host` extractor, Django, Rails and Express behind a trusted proxy read
+/// them first).
+fn ambiguous_host(request: &AuthorizationRequest) -> Option<String> {
+    let differs = |host: &[u8]| {
+        let host = host.trim_ascii();
+        let host = host
+            .strip_prefix(b"\"")
+            .and_then(|h| h.strip_suffix(b"\""))
+            .unwrap_or(host);
+        !host.eq_ignore_ascii_case(request.host.as_bytes())
+    };
+    for value in request.headers.get_all("x-forwarded-host") {
+        if value.as_bytes().split(|&b| b == b',').any(differs) {
+            return Some("ambiguous host: X-Forwarded-Host names another".to_owned());
+        }
+    }
+    for value in request.headers.get_all("forwarded") {
+        let named = value
+            .as_bytes()
+            .split(|&b| b == b',' || b == b';')
+            .filter_map(|pair| {
+                let pair = pair.trim_ascii();
+                let (name, host) = pair.split_at(pair.iter().position(|&b| b == b'=')?);
+                name.eq_ignore_ascii_case(b"host").then(|| &host[1..])
+            });
+        if named.into_iter().any(differs) {
+            return Some("ambiguous host: Forwarded names another".to_owned());
+        }
+    }
+    None
 }
 
 /// Why servers may read the request's method differently, if they may: a

@@ -172,6 +172,51 @@ async fn steps_see_no_method_that_servers_read_differently() {
     }
 }
 
+/// A request whose `X-Forwarded-Host` or `Forwarded` names another host
+/// than the one judged is a 400 before any step; the same host (any case,
+/// quoted, repeated) goes on.
+#[tokio::test]
+async fn steps_see_no_host_that_an_app_reads_differently() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let chain = Chain::builder("c")
+        .step(ChainStep::new("s", recording_path(seen.clone())))
+        .build()
+        .unwrap();
+    let cases: &[(&str, &str, bool)] = &[
+        ("x-forwarded-host", "admin.example", true),
+        ("x-forwarded-host", "app.example, admin.example", true),
+        ("x-forwarded-host", "app.example:8443", true),
+        ("forwarded", "for=192.0.2.1;host=admin.example", true),
+        ("forwarded", "host=app.example, host=admin.example", true),
+        ("forwarded", "HOST=\"admin.example\"", true),
+        ("x-forwarded-host", "APP.example", false),
+        ("x-forwarded-host", "app.example, app.example", false),
+        (
+            "forwarded",
+            "for=192.0.2.1;host=\"app.example\";proto=https",
+            false,
+        ),
+        ("forwarded", "for=192.0.2.1", false),
+    ];
+    for &(name, value, refused) in cases {
+        let mut req = get("/x");
+        req.host = "app.example".into();
+        req.headers.append(
+            HeaderName::from_static(name),
+            http::HeaderValue::from_str(value).unwrap(),
+        );
+        let decision = chain.authorize(&mut req).await;
+        match refused {
+            true => {
+                let deny = decision.as_deny().expect("a deny");
+                assert_eq!(deny.status, StatusCode::BAD_REQUEST, "{name}: {value}");
+                assert!(String::from_utf8_lossy(&deny.body).starts_with("ambiguous host"));
+            }
+            false => assert!(decision.is_allow(), "{name}: {value}"),
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_config_may_let_ambiguous_paths_through() {
     let seen = Arc::new(Mutex::new(Vec::new()));

@@ -421,6 +421,26 @@ fn forgeries() -> Vec<Row> {
                 .header(name, "DELETE"),
         );
     }
+    // The allowed request, whose app may read another host (axum's `Host`
+    // extractor, Django, Rails and Express read these first).
+    for (name, value) in [
+        ("X-Forwarded-Host", "admin.example"),
+        ("X-Forwarded-Host", "app.example, admin.example"),
+        ("Forwarded", "for=192.0.2.1;host=admin.example"),
+    ] {
+        let mut row =
+            Row::get(format!("C GET /public/x + {name}: {value}"), "/public/x").header(name, value);
+        if name == "X-Forwarded-Host" {
+            for transport in [Transport::Traefik, Transport::Caddy] {
+                row = row.except(
+                    transport,
+                    Expect::Reach("/public/x"),
+                    "the proxy overwrites X-Forwarded-Host with the host judged, in the check and upstream",
+                );
+            }
+        }
+        rows.push(row);
+    }
     // Go servers (Traefik, Caddy) pass a lowercase method on, which many
     // frameworks upper-case.
     rows.push(Row::new("C get /public/x (lowercase)", "get", "/public/x"));
