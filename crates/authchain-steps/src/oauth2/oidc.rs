@@ -18,6 +18,9 @@
 //!   one replica at a time (a lock in Redis): an IdP that rotates refresh tokens
 //!   takes each once, and may revoke the grant when a spent one comes
 //!   back. A refresh never brings back a Redis session a logout removed.
+//!   A refresh that brings no new ID token keeps the session for the
+//!   access token's lifetime, and the expired ID token is no longer
+//!   forwarded in `idTokenHeader`.
 //! - **Without one**: a deny that is a `302` to the IdP's authorization
 //!   endpoint (`response_type=code`, `scope=openid ...`, `state`, `nonce`,
 //!   PKCE `S256`, `redirect_uri` = `appUrl` + `callbackPath`), with a
@@ -1043,7 +1046,14 @@ impl Oidc {
     ) -> Decision {
         let claims = payload(&session.id_token).unwrap_or_default();
         let mut allow = Allow::new();
+        // A refresh may bring no new ID token: the old one, expired, is
+        // not forwarded (a service that verifies it would refuse it).
+        let expired = claims
+            .get("exp")
+            .and_then(Value::as_u64)
+            .is_none_or(|exp| exp <= session::now());
         if let Some(h) = &self.id_token_header
+            && !expired
             && let Ok(v) = HeaderValue::try_from(session.id_token.as_str())
         {
             allow = allow.set_header(h.clone(), v);

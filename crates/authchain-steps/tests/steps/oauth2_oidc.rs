@@ -971,6 +971,60 @@ fn unsigned(claims: &Value) -> String {
     )
 }
 
+/// A refresh whose answer has no new ID token (the spec lets an IdP leave
+/// it out) keeps the session, but the expired ID token is no longer
+/// forwarded upstream, where a service that verifies it would refuse it.
+#[tokio::test]
+async fn an_expired_id_token_is_not_forwarded_after_a_refresh_without_one() {
+    let fake = FakeTokens::start().await;
+    let mut rig = Rig::start(1, |_| {}).await;
+    let issuer = rig.issuer.clone();
+    let mut config = rig.config("app", 0);
+    oidc(&mut config)["discoveryOverride"] = json!({
+        "tokenEndpoint": format!("{}/token", fake.base),
+        "jwksUri": format!("{}/jwks", fake.base),
+    });
+    oidc(&mut config)["session"]["cookie"] = json!({ "allowRefreshing": true });
+    let front = rig.front(0, &config).await;
+    let mut agent = UserAgent::new();
+    let start = start_login(&mut agent, &issuer, &front.url("/private")).await;
+    let to_idp = start.location().unwrap();
+    let (state, nonce) = (
+        query(&to_idp, "state").unwrap(),
+        query(&to_idp, "nonce").unwrap(),
+    );
+    let claims = json!({
+        "iss": issuer, "aud": "app", "sub": "alice", "email": "alice@example.com",
+        "exp": now() + 2, "iat": now(), "nonce": nonce,
+    });
+    let id_token = sign(Algorithm::RS256, Some("rsa-1"), RSA, &claims);
+    fake.answer(
+        200,
+        &json!({ "access_token": "a1", "token_type": "Bearer", "expires_in": 2,
+                 "refresh_token": "r1", "id_token": id_token }),
+    );
+    let back = get(
+        &mut agent,
+        &front.url(&format!("/callback?code=c&state={state}")),
+    )
+    .await;
+    assert_eq!(back.status, 302, "{}", back.describe());
+    let page = get(&mut agent, &front.url("/private")).await;
+    assert_eq!(page.header_values("x-app-id-token"), [id_token.as_str()]);
+
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    fake.answer(
+        200,
+        &json!({ "access_token": "a2", "token_type": "Bearer", "expires_in": 300 }),
+    );
+    let page = get(&mut agent, &front.url("/private")).await;
+    assert_eq!(page.status, 200, "{}", page.describe());
+    assert!(fake.last_body().contains("grant_type=refresh_token"));
+    assert_eq!(page.header_values("x-app-access-token"), ["a2"]);
+    assert_eq!(page.header_values("x-app-id-token"), [""]);
+    assert_eq!(page.header_values("x-app-user"), ["alice"]);
+}
+
 #[tokio::test]
 async fn id_tokens_with_a_bad_signature_alg_iss_aud_exp_or_nonce_are_refused() {
     let fake = FakeTokens::start().await;
