@@ -293,14 +293,26 @@ struct Cached {
 }
 
 /// Whether `decision` is for one client alone: it sets a cookie (a login's
-/// state, a session), which no other request may be given.
+/// state, a session), which no other request may be given, or says that no
+/// cache may keep it (`Cache-Control: no-store` or `private`, as every
+/// `oauth2` login answer does: it may hang on what the key leaves out).
 fn for_one_client(decision: &Decision) -> bool {
+    let personal = |name: &http::HeaderName, value: &http::HeaderValue| {
+        *name == http::header::SET_COOKIE
+            || (*name == http::header::CACHE_CONTROL
+                && value.to_str().is_ok_and(|v| {
+                    v.split(',').any(|d| {
+                        let d = d.trim();
+                        d.eq_ignore_ascii_case("no-store") || d.eq_ignore_ascii_case("private")
+                    })
+                }))
+    };
     match decision {
         Decision::Allow(allow) => allow
             .response_headers
             .iter()
-            .any(|m| m.name == http::header::SET_COOKIE),
-        Decision::Deny(deny) => deny.headers.contains_key(http::header::SET_COOKIE),
+            .any(|m| personal(&m.name, &m.value)),
+        Decision::Deny(deny) => deny.headers.iter().any(|(n, v)| personal(n, v)),
     }
 }
 

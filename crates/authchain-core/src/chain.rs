@@ -107,8 +107,6 @@ pub struct Chain {
     /// Every spelling of every stripped header, for the allow's removals.
     removals: Vec<HeaderName>,
     ambiguous_paths: AmbiguousPaths,
-    /// Gloo's `failOnRedirect`: a redirect deny is a plain 401.
-    fail_on_redirect: bool,
     /// Where an allow names its user upstream (Gloo's `userIdHeader`).
     user_id_header: Option<HeaderName>,
     metrics: ChainMetrics,
@@ -275,7 +273,6 @@ impl Chain {
             strip: Vec::new(),
             trust: Vec::new(),
             ambiguous_paths: AmbiguousPaths::Reject,
-            fail_on_redirect: false,
             user_id_header: None,
             cache: None,
             decision_log: None,
@@ -703,9 +700,6 @@ impl Chain {
                     );
                     deny.status = StatusCode::FORBIDDEN;
                 }
-                if self.fail_on_redirect && deny.status.is_redirection() {
-                    deny = Deny::new(StatusCode::UNAUTHORIZED);
-                }
                 Some(deny)
             }
             Ended::Failed => {
@@ -1104,7 +1098,6 @@ pub struct ChainBuilder {
     strip: Vec<HeaderName>,
     trust: Vec<HeaderName>,
     ambiguous_paths: AmbiguousPaths,
-    fail_on_redirect: bool,
     user_id_header: Option<HeaderName>,
     cache: Option<CacheSettings>,
     decision_log: Option<Sampling>,
@@ -1135,14 +1128,6 @@ impl ChainBuilder {
     /// Combines the steps with a boolean expression over their names.
     pub fn boolean_expr(mut self, expr: impl Into<String>) -> Self {
         self.boolean_expr = Some(expr.into());
-        self
-    }
-
-    /// Answers a redirect deny (a login's `302` to the IdP) with a plain
-    /// `401` instead, for clients that cannot follow it (Gloo's
-    /// `failOnRedirect`).
-    pub fn fail_on_redirect(mut self, yes: bool) -> Self {
-        self.fail_on_redirect = yes;
         self
     }
 
@@ -1312,7 +1297,6 @@ impl ChainBuilder {
             strip,
             removals,
             ambiguous_paths: self.ambiguous_paths,
-            fail_on_redirect: self.fail_on_redirect,
             user_id_header: self.user_id_header,
             cache,
             log_sampling,
@@ -1359,8 +1343,10 @@ fn ambiguous_host(request: &AuthorizationRequest) -> Option<String> {
 
 /// Why servers may read the request's method differently, if they may: a
 /// standard method in another case (Go servers pass `delete` on, many
-/// frameworks upper-case it), or a method override header naming another
-/// method (which some frameworks obey).
+/// frameworks upper-case it), or a method override naming another method
+/// (which some frameworks obey): a header, in any spelling a CGI, WSGI or
+/// Rack server folds into the same name, or `_method` in the query
+/// (Symfony and Laravel read it; one in a form body is not seen here).
 fn ambiguous_method(request: &AuthorizationRequest) -> Option<String> {
     const STANDARD: [&str; 9] = [
         "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE",
@@ -1377,10 +1363,26 @@ fn ambiguous_method(request: &AuthorizationRequest) -> Option<String> {
             method.escape_debug()
         ));
     }
-    for name in OVERRIDES {
-        for value in request.headers.get_all(name) {
-            if !value.as_bytes().eq_ignore_ascii_case(method.as_bytes()) {
-                return Some(format!("ambiguous method: {name} names another method"));
+    let other = |value: &[u8]| !value.trim_ascii().eq_ignore_ascii_case(method.as_bytes());
+    for (name, value) in &request.headers {
+        let name = name.as_str().as_bytes();
+        let is_override = OVERRIDES.iter().any(|o| {
+            o.len() == name.len()
+                && o.bytes()
+                    .zip(name)
+                    .all(|(a, &b)| a == b || (a == b'-' && b == b'_'))
+        });
+        if is_override && other(value.as_bytes()) {
+            return Some("ambiguous method: an override header names another method".to_owned());
+        }
+    }
+    if let Some(query) = request.query() {
+        for pair in query.split('&') {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            if path::percent_decode(key, true) == "_method"
+                && other(path::percent_decode(value, true).as_bytes())
+            {
+                return Some("ambiguous method: `_method` names another method".to_owned());
             }
         }
     }

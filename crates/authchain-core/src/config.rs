@@ -40,7 +40,7 @@
 //! | `trustClientHeaders` | declared identity headers a client may send after all |
 //! | `allowAmbiguousPaths` | an authchain addition: `true` lets a path with an encoded `/`, `\` or control byte, or one that climbs above the root, reach the steps (kept encoded, stopped at the root) instead of a 400 ([`crate::path`]), and a method servers read differently (a standard one in another case, an override header naming another) |
 //! | `userIdHeader` | an authchain addition, per AuthConfig, of Gloo's server setting: an allow with a user ([`crate::UserInfo`]) names it upstream in this header; a client's copy is always stripped. The server's `userIdHeader` fills it in where a document has none |
-//! | `failOnRedirect` | Gloo's: `true` answers a redirect deny (an `oauth2` login's `302` to the IdP) with a plain `401` (no `Location`, no cookie) |
+//! | `failOnRedirect` | Gloo's: `true` has a step that would send the client away to log in (an `oauth2` login's `302` to the IdP) answer a plain `401` instead ([`BuildContext::fail_on_redirect`]); its callback and logout redirect as ever |
 //! | `cache` | an authchain addition: the [decision cache](crate::cache) (`key`, `ttl`, `maxEntries`, `cacheDenies`, `trustKey`) |
 //!
 //! Each `configs[]` entry has one step kind key and optionally `name`
@@ -416,7 +416,6 @@ impl AuthConfig {
         if spec.allow_ambiguous_paths {
             builder = builder.ambiguous_paths(AmbiguousPaths::Keep);
         }
-        builder = builder.fail_on_redirect(spec.fail_on_redirect);
         if let Some(name) = &spec.user_id_header {
             match HeaderName::try_from(name.as_str()) {
                 Ok(h) => builder = builder.user_id_header(h),
@@ -452,7 +451,7 @@ impl AuthConfig {
                 ),
                 Err(e) => errors.push(e.at(format!("{at}.passThroughAuth.mirror"))),
             }
-            match self.build_step(registry, i, entry, &at, files) {
+            match self.build_step(registry, i, entry, &at, (files, spec.fail_on_redirect)) {
                 Ok(step) => builder = builder.step(step),
                 Err(e) => errors.push(e.at(&at)),
             }
@@ -485,7 +484,7 @@ impl AuthConfig {
         index: usize,
         entry: Value,
         at: &str,
-        files: &FilesRead,
+        (files, fail_on_redirect): (&FilesRead, bool),
     ) -> Result<ChainStep, Error> {
         let Value::Object(mut entry) = entry else {
             return Err(Error::config(format!(
@@ -555,7 +554,7 @@ impl AuthConfig {
             _ => (Target::Kind(kind.clone()), block),
         };
         let place = format!("{at}.{kind}");
-        let context = BuildContext::in_document(
+        let mut context = BuildContext::in_document(
             &self.name,
             &name,
             &place,
@@ -563,6 +562,7 @@ impl AuthConfig {
             (&self.namespace, &self.resources),
             files,
         );
+        context.fail_on_redirect = fail_on_redirect;
         let built = match &target {
             Target::Plugin(plugin) => registry
                 .build_plugin(plugin, config, &context)

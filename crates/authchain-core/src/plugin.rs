@@ -80,6 +80,9 @@ pub struct BuildContext<'a> {
     /// The Secrets and ConfigMaps read beside the AuthConfig, which the
     /// step's references resolve against.
     pub resources: &'a Resources,
+    /// Gloo's `failOnRedirect`: a step that would send the client away to
+    /// log in (a `302` to an IdP) answers a plain `401` instead.
+    pub fail_on_redirect: bool,
     /// Where [`read`](Self::read) notes the files it reads.
     files: Option<&'a FilesRead>,
 }
@@ -102,6 +105,7 @@ impl<'a> BuildContext<'a> {
             failure_mode_allow: false,
             namespace: "",
             resources: &NO_RESOURCES,
+            fail_on_redirect: false,
             files: None,
         }
     }
@@ -123,6 +127,7 @@ impl<'a> BuildContext<'a> {
             failure_mode_allow,
             namespace,
             resources,
+            fail_on_redirect: false,
             files: Some(files),
         }
     }

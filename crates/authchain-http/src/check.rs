@@ -154,8 +154,19 @@ pub struct TrustedProxy {
 }
 
 impl TrustedProxy {
-    /// Proxies in `network` that write `headers`.
+    /// Proxies in `network` that write `headers`. An IPv4-mapped network
+    /// (`::ffff:10.0.0.0/104`, as logs of a dual-stack listener show
+    /// addresses) is taken as the IPv4 one, which peers are matched as.
     pub fn new(network: IpNet, headers: ForwardedHeaders) -> Self {
+        let network = match network {
+            IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.addr().to_ipv4_mapped() {
+                Some(v4) => ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96)
+                    .map(IpNet::V4)
+                    .unwrap_or(network),
+                None => network,
+            },
+            other => other,
+        };
         TrustedProxy { network, headers }
     }
 }

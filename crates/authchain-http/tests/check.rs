@@ -399,8 +399,8 @@ async fn forward_auth_headers_from_anyone_else_are_refused_never_read() {
         assert_eq!(response.status(), StatusCode::FORBIDDEN);
         assert!(seen.lock().unwrap().is_none(), "never evaluated as GET /");
         // Nor as the path after the selector (a Traefik or Caddy address
-        // ending in `/`), nor from a trusted proxy's IPv4 address seen by
-        // a dual-stack listener as another family's check.
+        // ending in `/`), from the client's own address or its IPv4-mapped
+        // spelling.
         for (path, from) in [
             ("/check:site/", CLIENT),
             ("/check:site/public", CLIENT),
@@ -447,6 +447,30 @@ async fn a_trusted_ipv4_proxy_seen_over_ipv6_is_trusted() {
         "[::ffff:10.1.2.3]:5000",
     )
     .await;
+    assert_eq!((got, seen), (200, Some(("site".into(), "/admin".into()))));
+    // An entry written as that address is logged matches it too.
+    let mapped = CheckConfig::default().trust(
+        ["::ffff:10.0.0.0/104".parse().unwrap()],
+        ForwardedHeaders::XForwarded,
+    );
+    for from in [PROXY, "[::ffff:10.1.2.3]:5000"] {
+        let (got, seen) = outcome(mapped.clone(), "/check:site", &headers, from).await;
+        assert_eq!(
+            (got, seen),
+            (200, Some(("site".into(), "/admin".into()))),
+            "{from}"
+        );
+    }
+    // A trusted proxy's check with the other family's headers (the
+    // client's) is read from its own family.
+    let both = [
+        ("x-forwarded-method", "DELETE"),
+        ("x-forwarded-uri", "/admin"),
+        ("x-original-uri", "/public"),
+        ("x-original-method", "GET"),
+        ("host", "authchain:9000"),
+    ];
+    let (got, seen) = outcome(forwarding(), "/check:site", &both, "[::ffff:10.1.2.3]:5000").await;
     assert_eq!((got, seen), (200, Some(("site".into(), "/admin".into()))));
 }
 

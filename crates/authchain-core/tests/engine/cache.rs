@@ -143,20 +143,27 @@ async fn a_hit_is_replayed_onto_the_request() {
     assert_eq!(second.state.get("user"), Some(&json!("alice")));
 }
 
-/// An answer that sets a cookie (a login's state, a new session) is for
-/// one client alone: concurrent requests with its key each get their own
-/// run, not a copy of another client's cookie, and none is kept.
+/// An answer that sets a cookie (a login's state, a new session), or that
+/// no cache may keep (`Cache-Control: no-store`), is for one client alone:
+/// concurrent requests with its key each get their own run, not a copy of
+/// another client's cookie, and none is kept.
 #[tokio::test]
-async fn an_answer_that_sets_a_cookie_is_neither_shared_nor_kept() {
+async fn an_answer_that_sets_a_cookie_or_says_no_store_is_neither_shared_nor_kept() {
     let runs = Arc::new(AtomicUsize::new(0));
     let login = {
         let runs = runs.clone();
         authchain_core::service_fn(move |request| {
             let run = runs.fetch_add(1, Ordering::SeqCst);
             let session = request.header_str("cookie").is_some();
+            let fetch = request.header_str("sec-fetch-mode") == Some("cors");
             Box::pin(async move {
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 let cookie = http::HeaderValue::try_from(format!("login={run}")).unwrap();
+                if fetch {
+                    return Ok(authchain_core::Deny::new(http::StatusCode::UNAUTHORIZED)
+                        .header(http::header::CACHE_CONTROL, value("no-store"))
+                        .into());
+                }
                 Ok(if session {
                     Allow::new()
                         .response_header(http::header::SET_COOKIE, cookie)
@@ -200,6 +207,19 @@ async fn an_answer_that_sets_a_cookie_is_neither_shared_nor_kept() {
     assert_eq!(cookies(&[]).await, 8, "eight logins, eight login cookies");
     assert_eq!(cookies(&[("cookie", "session=a")]).await, 8);
     assert_eq!(runs.load(Ordering::SeqCst), 16);
+    // None was kept: the next request runs the chain again.
+    let decision = chain.authorize(&mut request(&[])).await;
+    assert_eq!(decision.as_deny().unwrap().status, 302);
+    assert_eq!(runs.load(Ordering::SeqCst), 17);
+    // A `no-store` answer, decided on what the key leaves out, is neither
+    // kept nor given to the next request.
+    let fetch = chain
+        .authorize(&mut request(&[("sec-fetch-mode", "cors")]))
+        .await;
+    assert_eq!(fetch.as_deny().unwrap().status, 401);
+    let decision = chain.authorize(&mut request(&[])).await;
+    assert_eq!(decision.as_deny().unwrap().status, 302);
+    assert_eq!(runs.load(Ordering::SeqCst), 19);
 }
 
 #[tokio::test]

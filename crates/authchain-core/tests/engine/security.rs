@@ -129,24 +129,51 @@ async fn steps_see_no_method_that_servers_read_differently() {
         .ambiguous_paths(AmbiguousPaths::Keep)
         .build()
         .unwrap();
-    /// (method, header, refused)
-    type Case = (&'static str, Option<(&'static str, &'static str)>, bool);
+    /// (method, path, header, refused)
+    type Case = (
+        &'static str,
+        &'static str,
+        Option<(&'static str, &'static str)>,
+        bool,
+    );
     let cases: &[Case] = &[
-        ("delete", None, true),
-        ("Get", None, true),
-        ("pAtCh", None, true),
-        ("DELETE", None, false),
-        ("PROPFIND", None, false),
-        ("purge", None, false),
-        ("POST", Some(("x-http-method-override", "DELETE")), true),
-        ("POST", Some(("X-HTTP-Method", "delete")), true),
-        ("GET", Some(("x-method-override", "")), true),
-        ("POST", Some(("x-method-override", "post")), false),
-        ("POST", Some(("x-http-method-override", "POST")), false),
+        ("delete", "/x", None, true),
+        ("Get", "/x", None, true),
+        ("pAtCh", "/x", None, true),
+        ("DELETE", "/x", None, false),
+        ("PROPFIND", "/x", None, false),
+        ("purge", "/x", None, false),
+        (
+            "POST",
+            "/x",
+            Some(("x-http-method-override", "DELETE")),
+            true,
+        ),
+        ("POST", "/x", Some(("X-HTTP-Method", "delete")), true),
+        ("GET", "/x", Some(("x-method-override", "")), true),
+        (
+            "POST",
+            "/x",
+            Some(("x_http_method_override", "DELETE")),
+            true,
+        ),
+        ("POST", "/x", Some(("x-http_method", "PUT")), true),
+        ("POST", "/x", Some(("x-method-override", "post")), false),
+        (
+            "POST",
+            "/x",
+            Some(("x-http-method-override", "POST")),
+            false,
+        ),
+        ("POST", "/x?_method=DELETE", None, true),
+        ("POST", "/x?a=1&%5Fmethod=put", None, true),
+        ("GET", "/x?_method", None, true),
+        ("POST", "/x?_method=POST", None, false),
+        ("POST", "/x?my_method=DELETE", None, false),
     ];
-    for &(method, header, refused) in cases {
+    for &(method, path, header, refused) in cases {
         let request = || {
-            let mut req = get("/x");
+            let mut req = get(path);
             req.method = http::Method::from_bytes(method.as_bytes()).unwrap();
             if let Some((name, value)) = header {
                 req.headers.append(
@@ -161,11 +188,18 @@ async fn steps_see_no_method_that_servers_read_differently() {
         match refused {
             true => {
                 let deny = decision.as_deny().expect("a deny");
-                assert_eq!(deny.status, StatusCode::BAD_REQUEST, "{method} {header:?}");
+                assert_eq!(
+                    deny.status,
+                    StatusCode::BAD_REQUEST,
+                    "{method} {path} {header:?}"
+                );
                 assert!(String::from_utf8_lossy(&deny.body).starts_with("ambiguous method"));
-                assert!(seen.lock().unwrap().is_empty(), "{method} {header:?}");
+                assert!(
+                    seen.lock().unwrap().is_empty(),
+                    "{method} {path} {header:?}"
+                );
             }
-            false => assert!(decision.is_allow(), "{method} {header:?}"),
+            false => assert!(decision.is_allow(), "{method} {path} {header:?}"),
         }
         // `allowAmbiguousPaths` lets it through.
         assert!(lenient.authorize(&mut request()).await.is_allow());

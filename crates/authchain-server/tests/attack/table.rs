@@ -421,6 +421,25 @@ fn forgeries() -> Vec<Row> {
                 .header(name, "DELETE"),
         );
     }
+    // Symfony and Laravel read `_method` from the query; CGI, WSGI and
+    // Rack servers fold `_` into `-`.
+    rows.push(Row::get(
+        "C GET /public/x?_method=DELETE",
+        "/public/x?_method=DELETE",
+    ));
+    let mut row = Row::get(
+        "C GET /public/x + x_http_method_override: DELETE",
+        "/public/x",
+    )
+    .header("x_http_method_override", "DELETE");
+    for transport in [Transport::Nginx, Transport::Caddy] {
+        row = row.except(
+            transport,
+            Expect::Reach("/public/x"),
+            "the proxy drops header names with `_`: the app never sees it",
+        );
+    }
+    rows.push(row);
     // The allowed request, whose app may read another host (axum's `Host`
     // extractor, Django, Rails and Express read these first).
     for (name, value) in [

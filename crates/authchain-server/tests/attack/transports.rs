@@ -182,7 +182,8 @@ const ENVOY_GRPC: &str = r#"static_resources:
 /// `allowed_headers` passes the key, and every `x-` header besides, as a
 /// user who wants the remotes' headers there might: authchain trusts
 /// this Envoy for nothing, so a client's forwarded headers must not
-/// count. `forwarded` goes too, as the security page asks.
+/// count. `forwarded` and the `x_` spellings go too, as the security page
+/// asks.
 const ENVOY_HTTP: &str = r#"static_resources:
   listeners:
   - name: ingress
@@ -208,7 +209,7 @@ const ENVOY_HTTP: &str = r#"static_resources:
               transport_api_version: V3
               failure_mode_allow: false
               allowed_headers:
-                patterns: [ { exact: api-key }, { exact: config_id }, { exact: forwarded }, { prefix: x- } ]
+                patterns: [ { exact: api-key }, { exact: config_id }, { exact: forwarded }, { prefix: x- }, { prefix: x_ } ]
               http_service:
                 server_uri: { uri: "http://127.0.0.1:{{authchain_port}}", cluster: authchain, timeout: 2s }
                 path_prefix: {{path_prefix}}

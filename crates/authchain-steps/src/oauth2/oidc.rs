@@ -58,13 +58,14 @@
 //! A forged, replayed or expired `state`, a code the IdP refuses, an ID
 //! token signed by another key or with another `alg`, `iss`, `aud` or
 //! `nonce`: a 401, never a session. A session cookie that was changed, or
-//! made for another AuthConfig, does not open: a new login. Tokens are
+//! made for another client or IdP, does not open: a new login. Tokens are
 //! never logged.
 //!
 //! # Sessions
 //!
 //! - `session.cookie` (the default): the tokens are sealed in the cookie
-//!   (AES-256-GCM, bound to the AuthConfig's name, client and issuer), in
+//!   (AES-256-GCM, bound to the client and the issuer, so that AuthConfigs
+//!   of one client share sessions, as Gloo's do), in
 //!   `__session`, or `{keyPrefix}___session` (split over `.1`, `.2`, ... past 3,800
 //!   bytes). The key is `cipherConfig.keyRef`'s (a Secret of type
 //!   `gloo.solo.io.EncryptionKeySecret`, entry `key`, 32 bytes); without
@@ -74,7 +75,7 @@
 //!   random id; Redis holds the session under `keyPrefix` and the id's
 //!   SHA-256, sealed with a key derived from the id and bound like the
 //!   cookie's (so what Redis holds gives neither a session nor a token,
-//!   and another AuthConfig on the same Redis opens none of it), for as
+//!   and another client's AuthConfig on the same Redis opens none of it), for as
 //!   long as the cookie
 //!   lives, and logins in progress (under the id and the state, taken
 //!   once), so that replicas behind one proxy share both. Each replica
@@ -427,6 +428,8 @@ pub struct Oidc {
     /// at most, so that the IdP's redirect back (a cross-site navigation)
     /// carries it.
     login_cookies: CookieAttributes,
+    /// The AuthConfig's `failOnRedirect`: a login is a plain 401.
+    fail_on_redirect: bool,
     allow_refreshing: bool,
     pre_expiry: Duration,
     fail_on_fetch_failure: bool,
@@ -724,12 +727,10 @@ impl Oidc {
             return Err(Error::config("expected a positive duration").at("timeout"));
         }
 
-        // What a session is sealed to: it opens in no other AuthConfig,
-        // step, client or IdP, in either store.
-        let binding = format!(
-            "{}\0{}\0{}\0{}",
-            context.config_name, context.step_name, config.client_id, config.issuer_url
-        );
+        // What a session is sealed to, in either store: it opens for no
+        // other client or IdP. AuthConfigs of one client share sessions,
+        // as Gloo's do (a UI's, and an API's with failOnRedirect).
+        let binding = format!("{}\0{}", config.client_id, config.issuer_url);
         let (store, cookie_name, allow_refreshing, pre_expiry, target_domain) =
             match (&session.cookie, &session.redis) {
                 (Some(_), Some(_)) => {
@@ -799,10 +800,16 @@ impl Oidc {
                 }
             };
 
-        // A browser drops a cookie whose name's prefix its attributes
-        // break (RFC 6265bis 4.1.3): every login would fail, silently.
+        // A browser drops a cookie whose name's prefix (in any case) its
+        // attributes break (RFC 6265bis 4.1.3): every login would fail,
+        // silently.
         let mut login_cookies = login_cookies;
-        if cookie_name.starts_with("__Host-") {
+        let prefixed = |prefix: &str| {
+            cookie_name
+                .get(..prefix.len())
+                .is_some_and(|p| p.eq_ignore_ascii_case(prefix))
+        };
+        if prefixed("__Host-") {
             if cookies.domain.is_some() || cookies.path.as_deref() != Some("/") {
                 return Err(Error::config(
                     "a `__Host-` cookie has no domain and path `/`: unset cookieOptions.domain and path",
@@ -812,17 +819,10 @@ impl Oidc {
             // Its login cookie too: `Path=/`, not the callback's.
             login_cookies.path = Some("/".to_owned());
         }
-        if (cookie_name.starts_with("__Host-") || cookie_name.starts_with("__Secure-"))
-            && !cookies.secure
-        {
-            return Err(Error::config(format!(
-                "a `{}` cookie is Secure: unset notSecure",
-                if cookie_name.starts_with("__Host-") {
-                    "__Host-"
-                } else {
-                    "__Secure-"
-                }
-            ))
+        if (prefixed("__Host-") || prefixed("__Secure-")) && !cookies.secure {
+            return Err(Error::config(
+                "a `__Host-` or `__Secure-` cookie is Secure: unset notSecure",
+            )
             .at("session.cookieOptions.notSecure"));
         }
 
@@ -942,6 +942,7 @@ impl Oidc {
             cookie_name,
             cookies,
             login_cookies,
+            fail_on_redirect: context.fail_on_redirect,
             allow_refreshing,
             pre_expiry,
             fail_on_fetch_failure: session.fail_on_fetch_failure,
@@ -1091,8 +1092,15 @@ impl Oidc {
     /// The deny that sends the browser to the IdP to log in; a request
     /// that a browser says is not a navigation (a `fetch`, an image) gets
     /// a `401` instead: it could not follow the IdP's pages, and its login
-    /// cookies would pile up.
+    /// cookies would pile up. So does every request under the AuthConfig's
+    /// `failOnRedirect`.
     async fn login(&self, live: &Live, request: &AuthorizationRequest) -> Result<Decision, Error> {
+        if self.fail_on_redirect {
+            return Ok(Self::deny(
+                StatusCode::UNAUTHORIZED,
+                "no session (failOnRedirect: no login here)",
+            ));
+        }
         if request
             .headers
             .get("sec-fetch-mode")

@@ -86,9 +86,9 @@ impl std::fmt::Debug for Pending {
 }
 
 /// Seals values into cookie text and opens them: AES-256-GCM with a
-/// random nonce, the AuthConfig's identity and the value's kind as
-/// associated data, so that a cookie of another AuthConfig, another kind,
-/// or changed by one bit does not open.
+/// random nonce, the client's identity and the value's kind as
+/// associated data, so that a cookie of another client or IdP, another
+/// kind, or changed by one bit does not open.
 pub(crate) struct Sealer {
     key: LessSafeKey,
     binding: Vec<u8>,

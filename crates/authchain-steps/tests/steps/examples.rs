@@ -72,6 +72,14 @@ async fn api_key_example() {
         ))
         .await;
     assert_eq!(upstream(&d, "x-user-id").as_deref(), Some("alice"));
+    let d = chain
+        .authorize(&mut get_with(
+            "/",
+            "authorization",
+            "Bearer ZDNlYjJmYjMtMjhiYi00ZDM0LWFkYjItM2Q2ZmFjMmM0YjQ1",
+        ))
+        .await;
+    assert_eq!(upstream(&d, "x-user-id").as_deref(), Some("bob"));
 }
 
 #[tokio::test]

@@ -641,7 +641,7 @@ fn seal(kind: &str, binding: &str, value: &Value) -> String {
 async fn an_expired_login_is_refused_before_the_code_is_spent() {
     let mut rig = Rig::start(1, |_| {}).await;
     let front = rig.front(0, &rig.config("app", 0)).await;
-    let binding = format!("app\0config_0\0app\0{}", rig.issuer);
+    let binding = format!("app\0{}", rig.issuer);
     let pending = |expires_at: u64| json!({ "state": "s1", "nonce": "n1", "verifier": "v".repeat(43), "return_to": "/", "expires_at": expires_at });
     let url = front.url("/callback?code=c1&state=s1");
     let mut tokens = rig.idp().requests().await.unwrap().token;
@@ -826,27 +826,50 @@ async fn a_changed_session_cookie_is_a_new_login() {
     assert_session(&mut agent, &front).await;
 }
 
+/// A session opens wherever its client and IdP are the same, with the
+/// same key: a replica, another AuthConfig of the client (Gloo's pattern:
+/// a UI's that logs in, an API's with `failOnRedirect` that answers 401),
+/// never another client's.
 #[tokio::test]
-async fn a_session_cookie_opens_only_in_its_own_authconfig_and_process() {
+async fn a_session_cookie_opens_only_for_its_client_and_idp_and_process() {
     let mut rig = Rig::start(4, |_| {}).await;
     let issuer = rig.issuer.clone();
     let front = rig.front(0, &rig.config("app", 0)).await;
     // The same config in another engine (a replica, a restart): the same
     // key opens it.
     let replica = rig.front(1, &rig.config("app", 0)).await;
-    // Another AuthConfig, same key, same IdP and client.
-    let other = rig.front(2, &rig.config("app2", 0)).await;
+    // Another AuthConfig of the same client, which never logs in itself.
+    let mut api = rig.config("api", 2);
+    api["failOnRedirect"] = json!(true);
+    let api = rig.front(2, &api).await;
     let mut agent = UserAgent::new();
+    let refused = get(&mut agent.clone(), &api.url("/private")).await;
+    assert_refused(&refused, 401);
+    assert!(refused.location().is_none() && refused.header_values("set-cookie").is_empty());
     log_in(&mut agent, &issuer, &front, "/private").await;
     assert_session(&mut agent, &front).await;
     assert_session(&mut agent, &replica).await;
+    assert_session(&mut agent, &api).await;
+    // Its callback and logout still redirect, with their cookies.
+    let out = get(&mut agent.clone(), &api.url("/logout")).await;
+    assert_eq!(out.status, 302, "{}", out.describe());
+    assert!(set_cookie(&out, "__session").is_some_and(|c| c.contains("Max-Age=0")));
+    // Another client, same key and IdP: a new login.
+    let mut other = rig.config("other", 3);
+    oidc(&mut other)["clientId"] = json!("other");
+    let other = rig.front(3, &other).await;
     assert_new_login(&mut agent, &issuer, &other).await;
+}
 
+#[tokio::test]
+async fn a_session_opens_in_no_other_process_without_a_key() {
+    let mut rig = Rig::start(1, |_| {}).await;
+    let issuer = rig.issuer.clone();
     // Without a key, a random one per process: a restart (another engine)
     // opens none of the last one's cookies.
-    let mut config = rig.config("app", 3);
+    let mut config = rig.config("app", 0);
     oidc(&mut config)["session"] = json!({});
-    let before = rig.front(3, &config).await;
+    let before = rig.front(0, &config).await;
     let mut agent = UserAgent::new();
     log_in(&mut agent, &issuer, &before, "/private").await;
     assert_session(&mut agent, &before).await;
@@ -1583,9 +1606,10 @@ async fn redis_sessions_are_shared_hashed_sealed_and_one_use_logins() {
     }
     // Kept as long as the cookie (refreshing is on, a refresh token came).
     assert!(redis.ttl(&keys[0]).await.unwrap() > 2_500_000);
-    // Another AuthConfig on the same Redis and prefix, same IdP and
-    // client, opens none of it.
+    // Another client's AuthConfig on the same Redis and prefix, same IdP
+    // and key, opens none of it.
     let mut other = rig.config("app2", 2);
+    oidc(&mut other)["clientId"] = json!("other");
     oidc(&mut other)["session"] = redis_session(&redis, json!({}));
     let other = rig.front(2, &other).await;
     let mut probe = UserAgent::new();
