@@ -34,7 +34,10 @@
 //!   navigation (`Sec-Fetch-Mode` other than `navigate`: a `fetch`, an
 //!   image) gets a `401` and starts no login.
 //!   The path asked for is kept only as a path on `appUrl`'s origin of at
-//!   most 2 KiB of visible ASCII; else its path alone, else `/`.
+//!   most 512 bytes of visible ASCII; else its path alone, else `/`: a
+//!   login cookie stays near 1 KB, so that the callback's `Cookie` header
+//!   holds several (nginx's default buffer is 8 KB). A page that makes a
+//!   browser start many logins within their 10 minutes can still fill it.
 //! - **At `callbackPath`**: `state` must match the login cookie's (one
 //!   use: with Redis, the login is taken; with cookies, the IdP refuses
 //!   a code twice); the code is exchanged (with the PKCE verifier and the
@@ -538,7 +541,7 @@ fn cookie_path(path: &str, place: &str) -> Result<String, Error> {
 /// The longest path (and query) a login remembers to come back to; a
 /// longer one is cut to its path, or to `/`, so that the login cookie
 /// stays within what browsers keep.
-const MAX_RETURN_PATH: usize = 2048;
+const MAX_RETURN_PATH: usize = 512;
 
 /// A cookie name or prefix: an RFC 6265 token.
 fn cookie_token(name: &str, place: &str) -> Result<(), Error> {
