@@ -1367,11 +1367,17 @@ impl Oidc {
             None => (None, None),
         };
         // A copy of a sealed cookie, or a refresh token kept elsewhere,
-        // would otherwise refresh its way past the logout.
-        if let (Some(refresh), Some(endpoint)) = (refresh_token, &live.provider.revocation_endpoint)
-            && let Err(e) = self.idp.revoke(endpoint, &refresh).await
+        // would otherwise refresh its way past the logout. Off the
+        // logout's path: a slow IdP must not hold the user's logout.
+        if let (Some(refresh), Some(endpoint)) =
+            (refresh_token, live.provider.revocation_endpoint.clone())
         {
-            tracing::warn!(error = %e, "oauth2: the IdP did not revoke the refresh token at logout");
+            let idp = self.idp.clone();
+            tokio::spawn(async move {
+                if let Err(e) = idp.revoke(&endpoint, &refresh).await {
+                    tracing::warn!(error = %e, "oauth2: the IdP did not revoke the refresh token at logout");
+                }
+            });
         }
         let target = match (&live.provider.end_session_endpoint, id_token) {
             (Some(end), Some(hint)) => {

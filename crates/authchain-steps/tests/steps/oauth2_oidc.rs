@@ -1441,6 +1441,13 @@ async fn expired_cookie_sessions_refresh_only_when_allowed() {
     let revocations = rig.idp().requests().await.unwrap().revocation;
     let out = get(&mut a, &refreshing.url("/logout")).await;
     assert_eq!(out.status, 302, "{}", out.describe());
+    // The revocation runs off the logout's path: wait for it.
+    for _ in 0..100 {
+        if rig.idp().requests().await.unwrap().revocation > revocations {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert_eq!(
         rig.idp().requests().await.unwrap().revocation,
         revocations + 1
