@@ -546,6 +546,17 @@ impl HmacAuth {
 /// body fails, as it must: what was not seen was not checked.
 fn check_digest(request: &AuthorizationRequest) -> Result<(), Refusal> {
     use sha2::Digest as _;
+    // Envoy's `with_request_body { allow_partial_message: true }` sends the
+    // first bytes alone, and says so: a digest of those says nothing of
+    // the rest, which the app gets.
+    if request
+        .headers
+        .get_all("x-envoy-auth-partial-body")
+        .iter()
+        .any(|v| !v.as_bytes().eq_ignore_ascii_case(b"false"))
+    {
+        return Err("a Digest over a body the proxy cut short");
+    }
     let value = request
         .headers
         .get("digest")

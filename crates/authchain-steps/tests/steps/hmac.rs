@@ -440,6 +440,21 @@ async fn algorithms_and_required_headers_narrow_what_is_accepted() {
             "{case}"
         );
     }
+    // The signed body's first bytes, which Envoy sent alone
+    // (`allow_partial_message`) and says so: the rest goes unchecked to
+    // the app, so the digest counts for nothing.
+    for (partial, allowed) in [("true", false), ("false", true)] {
+        let mut r = with_body(Some("{\"hello\": \"world\"}"));
+        r.headers.insert(
+            http::HeaderName::from_static("x-envoy-auth-partial-body"),
+            http::HeaderValue::from_static(partial),
+        );
+        assert_eq!(
+            chain.authorize(&mut r).await.is_allow(),
+            allowed,
+            "{partial}"
+        );
+    }
     let d = chain
         .authorize(&mut Signed::alice("GET /").request(Method::GET, "/"))
         .await;
