@@ -50,6 +50,8 @@
 //!   answer is a `302` to the IdP's `end_session_endpoint` (with
 //!   `id_token_hint`, `client_id` and `post_logout_redirect_uri` =
 //!   `afterLogoutUrl`) when discovery names one, else to `afterLogoutUrl`.
+//!   A browser's prefetch of the logout (`Sec-Purpose: prefetch`) is a
+//!   403 that logs no one out.
 //!   A session in Redis is gone for whoever holds its id; when Redis
 //!   cannot remove it the logout fails (a step error) and keeps the
 //!   cookie, so that it can be tried again. A sealed cookie cannot be
@@ -1346,6 +1348,23 @@ impl Oidc {
     }
 
     async fn logout(&self, live: &Live, request: &AuthorizationRequest) -> Result<Decision, Error> {
+        // A browser's prefetch of a "Log out" link (speculation rules) is
+        // no logout: it would end the session, and the IdP's, unasked.
+        let prefetch = ["sec-purpose", "purpose", "x-moz", "x-purpose"]
+            .iter()
+            .any(|name| {
+                request
+                    .headers
+                    .get_all(*name)
+                    .iter()
+                    .any(|v| v.to_str().is_ok_and(|v| v.contains("prefetch")))
+            });
+        if prefetch {
+            return Ok(Self::deny(
+                StatusCode::FORBIDDEN,
+                "a prefetch does not log out",
+            ));
+        }
         let cookie = self.session_cookie(request);
         let mut session = None;
         if let Some(cookie) = &cookie {

@@ -850,6 +850,13 @@ async fn a_session_cookie_opens_only_for_its_client_and_idp_and_process() {
     assert_session(&mut agent, &front).await;
     assert_session(&mut agent, &replica).await;
     assert_session(&mut agent, &api).await;
+    // A browser's prefetch of the logout logs no one out.
+    for (name, value) in [("sec-purpose", "prefetch"), ("purpose", "prefetch")] {
+        let prefetch = get_with(&mut agent.clone(), &api.url("/logout"), &[(name, value)]).await;
+        assert_refused(&prefetch, 403);
+        assert!(prefetch.header_values("set-cookie").is_empty());
+    }
+    assert_session(&mut agent, &front).await;
     // Its callback and logout still redirect, with their cookies.
     let out = get(&mut agent.clone(), &api.url("/logout")).await;
     assert_eq!(out.status, 302, "{}", out.describe());

@@ -417,6 +417,20 @@ async fn an_array_result_allows_only_as_gloo_s_decision_reason() {
     .await;
     let mut r = req(Method::GET, "/api/pets");
     assert!(!chain.authorize(&mut r).await.is_allow());
+    // A genuine `[true, body]` allows.
+    let pair = yaml
+        .replace(
+            "checks = [true, false, false]",
+            "checks = [true, {\"why\": \"pets\"}]",
+        )
+        .replace(
+            "      query: data.test.checks",
+            "      query: data.test.checks\n      options: { returnDecisionReason: true }",
+        );
+    assert!(pair.contains("[true, {"), "{pair}");
+    let chain = crate::common::chain(&pair).await;
+    let mut r = req(Method::GET, "/api/pets");
+    assert!(chain.authorize(&mut r).await.is_allow());
 }
 
 /// OPA's `io.jwt.decode`, which regorus lacks and Gloo's OPA guide uses on
