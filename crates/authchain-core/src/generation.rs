@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -22,7 +22,8 @@ type Chains = HashMap<String, Arc<Chain>, foldhash::fast::RandomState>;
 pub struct Generation {
     number: u64,
     chains: Chains,
-    files: Vec<PathBuf>,
+    /// What the steps read, with a digest of each (`None`: unreadable).
+    files: Vec<(PathBuf, Option<u64>)>,
     token: CancellationToken,
 }
 
@@ -119,7 +120,7 @@ impl Generation {
         }
         let mut files = files.into_inner().unwrap_or_else(|e| e.into_inner());
         files.sort();
-        files.dedup();
+        files.dedup_by(|a, b| a.0 == b.0);
         Ok(Generation {
             number,
             chains,
@@ -178,8 +179,20 @@ impl Generation {
     /// sorted: the `authchain` server reloads when one changes.
     ///
     /// [`BuildContext::read`]: crate::BuildContext::read
-    pub fn files(&self) -> &[PathBuf] {
-        &self.files
+    pub fn files(&self) -> impl Iterator<Item = &Path> {
+        self.files.iter().map(|(path, _)| path.as_path())
+    }
+
+    /// Whether a file its steps read now holds something else (or can be
+    /// read where it could not, or no longer): what a watcher's event on
+    /// one needs to mean a reload.
+    pub fn files_changed(&self) -> bool {
+        self.files.iter().any(|(path, digest)| {
+            let now = std::fs::read(path)
+                .ok()
+                .map(|c| crate::plugin::contents_digest(&c));
+            now != *digest
+        })
     }
 
     /// The generation's lifecycle, as its services get it.

@@ -88,8 +88,17 @@ pub struct BuildContext<'a> {
 }
 
 /// The files a generation's steps read while building, noted by
-/// [`BuildContext::read`].
-pub(crate) type FilesRead = Mutex<Vec<PathBuf>>;
+/// [`BuildContext::read`], each with a digest of what was read (`None`:
+/// it could not be).
+pub(crate) type FilesRead = Mutex<Vec<(PathBuf, Option<u64>)>>;
+
+/// A digest of a file's contents, to tell whether it changed since.
+pub(crate) fn contents_digest(contents: &[u8]) -> u64 {
+    use std::hash::{DefaultHasher, Hasher};
+    let mut hasher = DefaultHasher::new();
+    hasher.write(contents);
+    hasher.finish()
+}
 
 /// What a context built outside a config document resolves against.
 static NO_RESOURCES: Resources = Resources::new();
@@ -139,15 +148,16 @@ impl<'a> BuildContext<'a> {
     /// path and the I/O error, never the contents.
     pub fn read(&self, path: impl AsRef<Path>) -> Result<Vec<u8>, Error> {
         let path = path.as_ref();
+        let contents = std::fs::read(path);
         if let Some(files) = self.files {
             let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+            let digest = contents.as_deref().ok().map(contents_digest);
             files
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .push(absolute);
+                .push((absolute, digest));
         }
-        std::fs::read(path)
-            .map_err(|e| Error::config(format!("cannot read {}: {}", path.display(), e.kind())))
+        contents.map_err(|e| Error::config(format!("cannot read {}: {}", path.display(), e.kind())))
     }
 
     /// [`read`](Self::read), as UTF-8 text.

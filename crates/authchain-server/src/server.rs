@@ -245,7 +245,15 @@ impl Server {
         tracing::info!(listening = %addresses.join(" "), configs = loaded.configs.len(), "authchain serving");
 
         let source = self.source;
-        let mut reloads = Reloads::new(source.clone(), &loaded, generation.files(), settings.watch);
+        let mut reloads = Reloads::new(
+            source.clone(),
+            &loaded,
+            &generation
+                .files()
+                .map(Path::to_path_buf)
+                .collect::<Vec<_>>(),
+            settings.watch,
+        );
         let first = start_first(&engine, loaded, generation);
         let mut first = std::pin::pin!(first);
         let mut current: Option<Loaded> = None;
@@ -257,7 +265,7 @@ impl Server {
                     if engine.current().number() > 0 {
                         ready.send_replace(true);
                     }
-                    reloads.watch(&loaded, engine.current().files());
+                    reloads.watch(&loaded, &step_files(&engine));
                     current = Some(loaded);
                 }
                 // While the first generation starts, changes wait in line.
@@ -266,7 +274,13 @@ impl Server {
                     if let Some(file) = log_file.as_ref().filter(|_| trigger == Trigger::Hangup) {
                         file.reopen().await;
                     }
-                    let forced = trigger != Trigger::ConfigFile;
+                    // A step file's event that changed nothing (a touch)
+                    // reloads only if the config text changed meanwhile.
+                    let forced = match trigger {
+                        Trigger::Hangup => true,
+                        Trigger::StepFile => engine.current().files_changed(),
+                        Trigger::ConfigFile => false,
+                    };
                     // A reload waits for its steps to start; a SIGTERM
                     // meanwhile ends it, the serving generation kept.
                     let reloaded = tokio::select! {
@@ -275,11 +289,11 @@ impl Server {
                     };
                     match reloaded {
                         Ok(Some(next)) => {
-                            reloads.watch(&next, engine.current().files());
+                            reloads.watch(&next, &step_files(&engine));
                             current = Some(next);
                         }
                         Ok(None) => {}
-                        Err(Some(read)) => reloads.watch(&read, engine.current().files()),
+                        Err(Some(read)) => reloads.watch(&read, &step_files(&engine)),
                         Err(None) => {}
                     }
                 }
@@ -639,13 +653,19 @@ impl Reloads {
     }
 }
 
-/// What set off a reload. A SIGHUP also reopens the log file; it and a
-/// step's file reload even when the config text is the same.
+/// What set off a reload. A SIGHUP also reopens the log file and reloads
+/// even when nothing changed; a step's file reloads when it holds
+/// something else, even with the config text the same.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Trigger {
     Hangup,
     StepFile,
     ConfigFile,
+}
+
+/// The files the serving generation's steps read.
+fn step_files(engine: &Engine) -> Vec<PathBuf> {
+    engine.current().files().map(Path::to_path_buf).collect()
 }
 
 /// `files`, and the targets of those that are symbolic links (stow, Nix,

@@ -642,7 +642,17 @@ fn a_generation_lists_the_files_its_steps_read() {
         .unwrap()
     };
     let generation = authchain_core::Generation::build(&registry, &config(&file), 1).unwrap();
-    assert_eq!(generation.files(), std::slice::from_ref(&file));
+    assert_eq!(generation.files().collect::<Vec<_>>(), [file.as_path()]);
+    // Rewritten the same (a touch), it has not changed; with other
+    // contents, or gone, it has.
+    std::fs::write(&file, "allow\n").unwrap();
+    assert!(!generation.files_changed());
+    std::fs::write(&file, "deny\n").unwrap();
+    assert!(generation.files_changed());
+    std::fs::write(&file, "allow\n").unwrap();
+    assert!(!generation.files_changed());
+    std::fs::remove_file(&file).unwrap();
+    assert!(generation.files_changed());
 
     let missing = dir.join("missing");
     let error = authchain_core::Generation::build(&registry, &config(&missing), 2)

@@ -439,14 +439,15 @@ async fn a_relative_keys_file_is_read_beside_the_config_and_watched() {
     assert_eq!(status(&server, one).await, 401);
     assert_eq!(status(&server, two).await, 200);
 
-    // The file becomes a Secret volume's link, then the volume is updated.
+    // The file becomes a Secret volume's link (its keys listed the other
+    // way round: a reload is for a change), then the volume is updated.
     let version = |name: &str, list: &[&str]| {
         std::fs::create_dir(secret.join(name)).unwrap();
         std::fs::write(secret.join(name).join("keys.yaml"), keys(list)).unwrap();
         symlink(name, secret.join("..data_tmp")).unwrap();
         std::fs::rename(secret.join("..data_tmp"), secret.join("..data")).unwrap();
     };
-    version("..v1", &[two, three]);
+    version("..v1", &[three, two]);
     symlink("..data/keys.yaml", secret.join("keys.link")).unwrap();
     std::fs::rename(secret.join("keys.link"), secret.join("keys.yaml")).unwrap();
     server.wait_for_generation(3).await;
