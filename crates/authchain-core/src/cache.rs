@@ -293,13 +293,15 @@ struct Cached {
 }
 
 /// Whether `decision` is for one client alone: it sets a cookie (a login's
-/// state, a session), which no other request may be given, or says that no
-/// cache may keep it (`Cache-Control: no-store` or `private`, as every
-/// `oauth2` login answer does: it may hang on what the key leaves out).
+/// state, a session), which no other request may be given, or it is a deny
+/// that says no cache may keep it (`Cache-Control: no-store` or `private`,
+/// as every `oauth2` login answer does: it may hang on what the key leaves
+/// out). An allow's `Cache-Control` is for the browser.
 fn for_one_client(decision: &Decision) -> bool {
-    let personal = |name: &http::HeaderName, value: &http::HeaderValue| {
+    let personal = |name: &http::HeaderName, value: &http::HeaderValue, deny: bool| {
         *name == http::header::SET_COOKIE
-            || (*name == http::header::CACHE_CONTROL
+            || (deny
+                && *name == http::header::CACHE_CONTROL
                 && value.to_str().is_ok_and(|v| {
                     v.split(',').any(|d| {
                         let d = d.trim();
@@ -311,8 +313,8 @@ fn for_one_client(decision: &Decision) -> bool {
         Decision::Allow(allow) => allow
             .response_headers
             .iter()
-            .any(|m| personal(&m.name, &m.value)),
-        Decision::Deny(deny) => deny.headers.iter().any(|(n, v)| personal(n, v)),
+            .any(|m| personal(&m.name, &m.value, false)),
+        Decision::Deny(deny) => deny.headers.iter().any(|(n, v)| personal(n, v, true)),
     }
 }
 

@@ -1341,6 +1341,14 @@ fn ambiguous_host(request: &AuthorizationRequest) -> Option<String> {
     None
 }
 
+/// A query key as PHP names it: leading spaces dropped, cut at a NUL, `.`
+/// and spaces made `_` (`?.method=` is PHP's `$_GET['_method']`).
+fn php_key(key: &str) -> String {
+    let key = key.trim_start_matches(' ');
+    let key = key.split('\0').next().unwrap_or_default();
+    key.replace(['.', ' '], "_")
+}
+
 /// Why servers may read the request's method differently, if they may: a
 /// standard method in another case (Go servers pass `delete` on, many
 /// frameworks upper-case it), or a method override naming another method
@@ -1379,7 +1387,9 @@ fn ambiguous_method(request: &AuthorizationRequest) -> Option<String> {
     if let Some(query) = request.query() {
         for pair in query.split('&') {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            if path::percent_decode(key, true) == "_method"
+            let key = path::percent_decode(key, true);
+            if key.contains("method")
+                && php_key(&key) == "_method"
                 && other(path::percent_decode(value, true).as_bytes())
             {
                 return Some("ambiguous method: `_method` names another method".to_owned());

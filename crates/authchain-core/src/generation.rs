@@ -120,7 +120,15 @@ impl Generation {
         }
         let mut files = files.into_inner().unwrap_or_else(|e| e.into_inner());
         files.sort();
-        files.dedup_by(|a, b| a.0 == b.0);
+        // A file read twice with other contents (changed during the
+        // build) has no digest: the next event on it reloads.
+        files.dedup_by(|later, kept| {
+            let same = later.0 == kept.0;
+            if same && later.1 != kept.1 {
+                kept.1 = None;
+            }
+            same
+        });
         Ok(Generation {
             number,
             chains,

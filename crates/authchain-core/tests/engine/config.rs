@@ -654,6 +654,32 @@ fn a_generation_lists_the_files_its_steps_read() {
     std::fs::remove_file(&file).unwrap();
     assert!(generation.files_changed());
 
+    // Read twice or three times in one build with other contents between
+    // (a sidecar writing meanwhile, here each step): its next event
+    // reloads, though it holds what one of the reads saw.
+    let mut writing = PluginRegistry::new();
+    writing.register(plugin_fn("ReadsThenFlips", |c: FileConfig, context| {
+        let text = context.read_to_string(&c.file).map_err(|e| e.at("file"))?;
+        std::fs::write(&c.file, if text == "v" { "w" } else { "v" }).unwrap();
+        Ok(Arc::new(service_fn(|_| {
+            Box::pin(async { Ok(Decision::authorized()) })
+        })))
+    }));
+    for readers in [2, 3] {
+        std::fs::write(&file, "v").unwrap();
+        let yaml: Vec<String> = (0..readers)
+            .map(|i| {
+                format!(
+                    "name: c{i}\nconfigs: [{{ pluginAuth: {{ name: ReadsThenFlips, config: {{ file: '{}' }} }} }}]\n",
+                    file.display()
+                )
+            })
+            .collect();
+        let configs = AuthConfig::parse("auth.yaml", &yaml.join("---\n"), Format::Yaml).unwrap();
+        let generation = authchain_core::Generation::build(&writing, &configs, 3).unwrap();
+        assert!(generation.files_changed(), "{readers} readers");
+    }
+
     let missing = dir.join("missing");
     let error = authchain_core::Generation::build(&registry, &config(&missing), 2)
         .unwrap_err()

@@ -168,6 +168,9 @@ async fn steps_see_no_method_that_servers_read_differently() {
         ("POST", "/x?_method=DELETE", None, true),
         ("POST", "/x?a=1&%5Fmethod=put", None, true),
         ("GET", "/x?_method", None, true),
+        ("POST", "/x?.method=DELETE", None, true),
+        ("POST", "/x?+_method=DELETE", None, true),
+        ("POST", "/x?_method%00x=DELETE", None, true),
         ("POST", "/x?_method=POST", None, false),
         ("POST", "/x?my_method=DELETE", None, false),
     ];

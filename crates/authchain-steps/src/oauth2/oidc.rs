@@ -63,14 +63,16 @@
 //! A forged, replayed or expired `state`, a code the IdP refuses, an ID
 //! token signed by another key or with another `alg`, `iss`, `aud` or
 //! `nonce`: a 401, never a session. A session cookie that was changed, or
-//! made for another client or IdP, does not open: a new login. Tokens are
+//! made for another client, IdP, or login settings, does not open: a new
+//! login. Tokens are
 //! never logged.
 //!
 //! # Sessions
 //!
 //! - `session.cookie` (the default): the tokens are sealed in the cookie
-//!   (AES-256-GCM, bound to the client and the issuer, so that AuthConfigs
-//!   of one client share sessions, as Gloo's do), in
+//!   (AES-256-GCM, bound to the client, the issuer, the scopes and the
+//!   `authEndpointQueryParams`, so that AuthConfigs that log in alike
+//!   share sessions, as Gloo's do, and no other opens them), in
 //!   `__session`, or `{keyPrefix}___session` (split over `.1`, `.2`, ... past 3,800
 //!   bytes). The key is `cipherConfig.keyRef`'s (a Secret of type
 //!   `gloo.solo.io.EncryptionKeySecret`, entry `key`, 32 bytes); without
@@ -181,7 +183,13 @@ struct Discovery {
     client_secret: Option<String>,
     redirect_uri: String,
     live: ArcSwapOption<Live>,
+    /// Places for logouts' revocations in flight: a replayed logout cannot
+    /// pile calls up on the IdP.
+    revocations: Arc<tokio::sync::Semaphore>,
 }
+
+/// The logouts' revocations in flight at once, per step.
+const MAX_REVOCATIONS: usize = 16;
 
 impl Discovery {
     /// Revokes `refresh_token` at `endpoint` (RFC 7009), the client
@@ -732,10 +740,28 @@ impl Oidc {
             return Err(Error::config("expected a positive duration").at("timeout"));
         }
 
-        // What a session is sealed to, in either store: it opens for no
-        // other client or IdP. AuthConfigs of one client share sessions,
-        // as Gloo's do (a UI's, and an API's with failOnRedirect).
-        let binding = format!("{}\0{}", config.client_id, config.issuer_url);
+        // What a session is sealed to, in either store: the client, the
+        // IdP and what the login asked of it (scopes, `acr_values`,
+        // `organization`, ...), so that no login of lesser standing opens.
+        // AuthConfigs that log in alike share sessions, as Gloo's do (a
+        // UI's, and an API's with failOnRedirect).
+        let binding = {
+            let mut scopes = config.scopes.clone();
+            scopes.sort();
+            scopes.dedup();
+            let params: Vec<String> = config
+                .auth_endpoint_query_params
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            format!(
+                "{}\0{}\0{}\0{}",
+                config.client_id,
+                config.issuer_url,
+                scopes.join(" "),
+                params.join("&")
+            )
+        };
         let (store, cookie_name, allow_refreshing, pre_expiry, target_domain) =
             match (&session.cookie, &session.redis) {
                 (Some(_), Some(_)) => {
@@ -932,6 +958,7 @@ impl Oidc {
                 client_secret,
                 redirect_uri,
                 live: ArcSwapOption::empty(),
+                revocations: Arc::new(tokio::sync::Semaphore::new(MAX_REVOCATIONS)),
             }),
             client_id: config.client_id,
             app_origin,
@@ -1087,7 +1114,15 @@ impl Oidc {
         if let Some(Value::String(sub)) = claims.get("sub") {
             allow = allow.user(UserInfo::new(sub.clone()));
         }
-        allow = allow.expires_at(std::time::UNIX_EPOCH + Duration::from_secs(session.expires_at));
+        // A remembered allow must not forward the ID token past its `exp`.
+        let until = match (
+            &self.id_token_header,
+            claims.get("exp").and_then(Value::as_u64),
+        ) {
+            (Some(_), Some(exp)) if !expired => session.expires_at.min(exp),
+            _ => session.expires_at,
+        };
+        allow = allow.expires_at(std::time::UNIX_EPOCH + Duration::from_secs(until));
         request
             .state
             .insert(STATE_KEY, Value::String(session.id_token.clone()));
@@ -1391,12 +1426,20 @@ impl Oidc {
         if let (Some(refresh), Some(endpoint)) =
             (refresh_token, live.provider.revocation_endpoint.clone())
         {
-            let idp = self.idp.clone();
-            tokio::spawn(async move {
-                if let Err(e) = idp.revoke(&endpoint, &refresh).await {
-                    tracing::warn!(error = %e, "oauth2: the IdP did not revoke the refresh token at logout");
+            match self.idp.revocations.clone().try_acquire_owned() {
+                Ok(place) => {
+                    let idp = self.idp.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = idp.revoke(&endpoint, &refresh).await {
+                            tracing::warn!(error = %e, "oauth2: the IdP did not revoke the refresh token at logout");
+                        }
+                        drop(place);
+                    });
                 }
-            });
+                Err(_) => tracing::warn!(
+                    "oauth2: {MAX_REVOCATIONS} revocations in flight; this logout's refresh token is not revoked"
+                ),
+            }
         }
         let target = match (&live.provider.end_session_endpoint, id_token) {
             (Some(end), Some(hint)) => {

@@ -1,6 +1,6 @@
 //! Login sessions and logins in progress: sealed in cookies (AES-256-GCM,
-//! bound to the AuthConfig), or in Redis under a random id the cookie
-//! holds.
+//! bound to the client and its login settings), or in Redis under a
+//! random id the cookie holds.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -101,8 +101,8 @@ impl std::fmt::Debug for Sealer {
 }
 
 impl Sealer {
-    /// A sealer with `key` (32 bytes) bound to `binding` (the AuthConfig's
-    /// name, client and issuer).
+    /// A sealer with `key` (32 bytes) bound to `binding` (the client, the
+    /// issuer and the login's settings).
     pub(crate) fn new(key: &[u8], binding: &str) -> Option<Self> {
         let key = UnboundKey::new(&AES_256_GCM, key).ok()?;
         Some(Sealer {
@@ -263,8 +263,8 @@ pub(crate) struct Redis {
     known: moka::sync::Cache<u128, (), crate::util::PrfKeyed>,
     prf: crate::util::Prf,
     prefix: String,
-    /// What the values are sealed to besides their id: the AuthConfig,
-    /// step, client and issuer, so that no other opens them.
+    /// What the values are sealed to besides their id: the client, the
+    /// issuer and the login's settings, so that no other opens them.
     binding: String,
     timeout: Duration,
 }

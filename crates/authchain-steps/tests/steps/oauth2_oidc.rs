@@ -641,7 +641,7 @@ fn seal(kind: &str, binding: &str, value: &Value) -> String {
 async fn an_expired_login_is_refused_before_the_code_is_spent() {
     let mut rig = Rig::start(1, |_| {}).await;
     let front = rig.front(0, &rig.config("app", 0)).await;
-    let binding = format!("app\0{}", rig.issuer);
+    let binding = format!("app\0{}\0email\0", rig.issuer);
     let pending = |expires_at: u64| json!({ "state": "s1", "nonce": "n1", "verifier": "v".repeat(43), "return_to": "/", "expires_at": expires_at });
     let url = front.url("/callback?code=c1&state=s1");
     let mut tokens = rig.idp().requests().await.unwrap().token;
@@ -832,7 +832,7 @@ async fn a_changed_session_cookie_is_a_new_login() {
 /// never another client's.
 #[tokio::test]
 async fn a_session_cookie_opens_only_for_its_client_and_idp_and_process() {
-    let mut rig = Rig::start(4, |_| {}).await;
+    let mut rig = Rig::start(6, |_| {}).await;
     let issuer = rig.issuer.clone();
     let front = rig.front(0, &rig.config("app", 0)).await;
     // The same config in another engine (a replica, a restart): the same
@@ -861,11 +861,20 @@ async fn a_session_cookie_opens_only_for_its_client_and_idp_and_process() {
     let out = get(&mut agent.clone(), &api.url("/logout")).await;
     assert_eq!(out.status, 302, "{}", out.describe());
     assert!(set_cookie(&out, "__session").is_some_and(|c| c.contains("Max-Age=0")));
-    // Another client, same key and IdP: a new login.
+    // Another client, same key and IdP: a new login. So for the same
+    // client asking more of the login (MFA), or other scopes.
     let mut other = rig.config("other", 3);
     oidc(&mut other)["clientId"] = json!("other");
     let other = rig.front(3, &other).await;
     assert_new_login(&mut agent, &issuer, &other).await;
+    let mut mfa = rig.config("mfa", 4);
+    oidc(&mut mfa)["authEndpointQueryParams"] = json!({ "acr_values": "mfa" });
+    let mfa = rig.front(4, &mfa).await;
+    assert_new_login(&mut agent, &issuer, &mfa).await;
+    let mut scopes = rig.config("scopes", 5);
+    oidc(&mut scopes)["scopes"] = json!(["email", "profile"]);
+    let scopes = rig.front(5, &scopes).await;
+    assert_new_login(&mut agent, &issuer, &scopes).await;
 }
 
 #[tokio::test]
