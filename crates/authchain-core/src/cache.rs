@@ -298,23 +298,27 @@ struct Cached {
 /// as every `oauth2` login answer does: it may hang on what the key leaves
 /// out). An allow's `Cache-Control` is for the browser.
 fn for_one_client(decision: &Decision) -> bool {
-    let personal = |name: &http::HeaderName, value: &http::HeaderValue, deny: bool| {
-        *name == http::header::SET_COOKIE
-            || (deny
-                && *name == http::header::CACHE_CONTROL
-                && value.to_str().is_ok_and(|v| {
-                    v.split(',').any(|d| {
-                        let d = d.trim();
-                        d.eq_ignore_ascii_case("no-store") || d.eq_ignore_ascii_case("private")
-                    })
-                }))
+    let no_store = |value: &http::HeaderValue| {
+        value.to_str().is_ok_and(|v| {
+            v.split(',').any(|d| {
+                let d = d.trim();
+                d.eq_ignore_ascii_case("no-store") || d.eq_ignore_ascii_case("private")
+            })
+        })
     };
     match decision {
         Decision::Allow(allow) => allow
             .response_headers
             .iter()
-            .any(|m| personal(&m.name, &m.value, false)),
-        Decision::Deny(deny) => deny.headers.iter().any(|(n, v)| personal(n, v, true)),
+            .any(|m| m.name == http::header::SET_COOKIE),
+        Decision::Deny(deny) => {
+            deny.headers.contains_key(http::header::SET_COOKIE)
+                || deny
+                    .headers
+                    .get_all(http::header::CACHE_CONTROL)
+                    .iter()
+                    .any(no_store)
+        }
     }
 }
 

@@ -18,7 +18,7 @@ use tracing::Instrument;
 use crate::cache::{CacheSettings, DecisionCache};
 use crate::decision_log::{ChainLog, DecisionLog, Entry, Sampling, StepRecord, Trace, Transport};
 use crate::expr::{self, Next, Op};
-use crate::merge::{add_removals, merge, spellings, strip_headers};
+use crate::merge::{add_removals, merge, same_folded, spellings, strip_headers};
 use crate::path::{self, AmbiguousPaths};
 use crate::shadow::{Answered, Shadow};
 use crate::{
@@ -726,7 +726,8 @@ impl Chain {
     }
 
     /// Puts the request's path in canonical form (rule 8); the deny of a
-    /// path that cannot be, or of a method servers read differently.
+    /// path that cannot be, or of a method or host servers read
+    /// differently.
     fn refuse_ambiguous(&self, request: &mut AuthorizationRequest) -> Option<Deny> {
         if self.ambiguous_paths == AmbiguousPaths::Reject
             && let Some(why) = ambiguous_method(request).or_else(|| ambiguous_host(request))
@@ -1352,8 +1353,8 @@ fn php_key(key: &str) -> String {
 /// Why servers may read the request's method differently, if they may: a
 /// standard method in another case (Go servers pass `delete` on, many
 /// frameworks upper-case it), or a method override naming another method
-/// (which some frameworks obey): a header, in any spelling a CGI, WSGI or
-/// Rack server folds into the same name, or `_method` in the query
+/// (which some frameworks obey): a header, in any spelling a CGI, WSGI,
+/// PHP or Rack server folds into the same name, or `_method` in the query
 /// (Symfony and Laravel read it; one in a form body is not seen here).
 fn ambiguous_method(request: &AuthorizationRequest) -> Option<String> {
     const STANDARD: [&str; 9] = [
@@ -1373,13 +1374,7 @@ fn ambiguous_method(request: &AuthorizationRequest) -> Option<String> {
     }
     let other = |value: &[u8]| !value.trim_ascii().eq_ignore_ascii_case(method.as_bytes());
     for (name, value) in &request.headers {
-        let name = name.as_str().as_bytes();
-        let is_override = OVERRIDES.iter().any(|o| {
-            o.len() == name.len()
-                && o.bytes()
-                    .zip(name)
-                    .all(|(a, &b)| a == b || (a == b'-' && b == b'_'))
-        });
+        let is_override = OVERRIDES.iter().any(|o| same_folded(name.as_str(), o));
         if is_override && other(value.as_bytes()) {
             return Some("ambiguous method: an override header names another method".to_owned());
         }

@@ -451,7 +451,7 @@ impl AuthConfig {
                 ),
                 Err(e) => errors.push(e.at(format!("{at}.passThroughAuth.mirror"))),
             }
-            match self.build_step(registry, i, entry, &at, (files, spec.fail_on_redirect)) {
+            match self.build_step(registry, i, entry, &at, files, spec.fail_on_redirect) {
                 Ok(step) => builder = builder.step(step),
                 Err(e) => errors.push(e.at(&at)),
             }
@@ -484,7 +484,8 @@ impl AuthConfig {
         index: usize,
         entry: Value,
         at: &str,
-        (files, fail_on_redirect): (&FilesRead, bool),
+        files: &FilesRead,
+        fail_on_redirect: bool,
     ) -> Result<ChainStep, Error> {
         let Value::Object(mut entry) = entry else {
             return Err(Error::config(format!(
@@ -554,15 +555,16 @@ impl AuthConfig {
             _ => (Target::Kind(kind.clone()), block),
         };
         let place = format!("{at}.{kind}");
-        let mut context = BuildContext::in_document(
-            &self.name,
-            &name,
-            &place,
+        let context = BuildContext {
+            config_name: &self.name,
+            step_name: &name,
+            place: &place,
             failure_mode_allow,
-            (&self.namespace, &self.resources),
-            files,
-        );
-        context.fail_on_redirect = fail_on_redirect;
+            namespace: &self.namespace,
+            resources: &self.resources,
+            fail_on_redirect,
+            files: Some(files),
+        };
         let built = match &target {
             Target::Plugin(plugin) => registry
                 .build_plugin(plugin, config, &context)

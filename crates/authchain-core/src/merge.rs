@@ -36,7 +36,7 @@ pub(crate) fn add_removals(removals: &mut Vec<HeaderName>, names: Vec<HeaderName
 /// folds `_`, `.` and `-` together, as CGI-style servers (WSGI, PHP, Rack)
 /// do when they turn `x-user-id`, `x_user_id` and (PHP) `x.user.id` alike
 /// into `HTTP_X_USER_ID`.
-fn same_folded(a: &str, b: &str) -> bool {
+pub(crate) fn same_folded(a: &str, b: &str) -> bool {
     let fold = |c: u8| if matches!(c, b'_' | b'.') { b'-' } else { c };
     a.len() == b.len() && a.bytes().zip(b.bytes()).all(|(x, y)| fold(x) == fold(y))
 }

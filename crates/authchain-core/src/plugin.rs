@@ -84,7 +84,7 @@ pub struct BuildContext<'a> {
     /// log in (a `302` to an IdP) answers a plain `401` instead.
     pub fail_on_redirect: bool,
     /// Where [`read`](Self::read) notes the files it reads.
-    files: Option<&'a FilesRead>,
+    pub(crate) files: Option<&'a FilesRead>,
 }
 
 /// The files a generation's steps read while building, noted by
@@ -116,28 +116,6 @@ impl<'a> BuildContext<'a> {
             resources: &NO_RESOURCES,
             fail_on_redirect: false,
             files: None,
-        }
-    }
-
-    /// A context for a step of an AuthConfig document, noting the files
-    /// the step reads in `files`.
-    pub(crate) fn in_document(
-        config_name: &'a str,
-        step_name: &'a str,
-        place: &'a str,
-        failure_mode_allow: bool,
-        (namespace, resources): (&'a str, &'a Resources),
-        files: &'a FilesRead,
-    ) -> Self {
-        BuildContext {
-            config_name,
-            step_name,
-            place,
-            failure_mode_allow,
-            namespace,
-            resources,
-            fail_on_redirect: false,
-            files: Some(files),
         }
     }
 

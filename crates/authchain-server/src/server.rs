@@ -245,15 +245,7 @@ impl Server {
         tracing::info!(listening = %addresses.join(" "), configs = loaded.configs.len(), "authchain serving");
 
         let source = self.source;
-        let mut reloads = Reloads::new(
-            source.clone(),
-            &loaded,
-            &generation
-                .files()
-                .map(Path::to_path_buf)
-                .collect::<Vec<_>>(),
-            settings.watch,
-        );
+        let mut reloads = Reloads::new(source.clone(), &loaded, &generation, settings.watch);
         let first = start_first(&engine, loaded, generation);
         let mut first = std::pin::pin!(first);
         let mut current: Option<Loaded> = None;
@@ -265,7 +257,7 @@ impl Server {
                     if engine.current().number() > 0 {
                         ready.send_replace(true);
                     }
-                    reloads.watch(&loaded, &step_files(&engine));
+                    reloads.watch(&loaded, &engine.current());
                     current = Some(loaded);
                 }
                 // While the first generation starts, changes wait in line.
@@ -289,11 +281,11 @@ impl Server {
                     };
                     match reloaded {
                         Ok(Some(next)) => {
-                            reloads.watch(&next, &step_files(&engine));
+                            reloads.watch(&next, &engine.current());
                             current = Some(next);
                         }
                         Ok(None) => {}
-                        Err(Some(read)) => reloads.watch(&read, &step_files(&engine)),
+                        Err(Some(read)) => reloads.watch(&read, &engine.current()),
                         Err(None) => {}
                     }
                 }
@@ -525,7 +517,7 @@ struct Reloads {
 }
 
 impl Reloads {
-    fn new(source: Source, loaded: &Loaded, step_files: &[PathBuf], enabled: bool) -> Self {
+    fn new(source: Source, loaded: &Loaded, steps: &Generation, enabled: bool) -> Self {
         let hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
             Ok(signal) => Some(signal),
             Err(e) => {
@@ -543,19 +535,20 @@ impl Reloads {
             watcher: None,
             enabled,
         };
-        reloads.watch(loaded, step_files);
+        reloads.watch(loaded, steps);
         reloads
     }
 
     /// Watches the directories of the files `loaded` read, the
-    /// directories it listed, and the directories of `step_files`, for
+    /// directories it listed, and the directories of the files `steps`
+    /// read, for
     /// changes to those files.
-    fn watch(&mut self, loaded: &Loaded, step_files: &[PathBuf]) {
+    fn watch(&mut self, loaded: &Loaded, steps: &Generation) {
         if !self.enabled || matches!(self.source, Source::Default) {
             return;
         }
         let files = with_targets(loaded.files.iter().map(|f| absolute(f)));
-        let step_files = with_targets(step_files.iter().map(|f| absolute(f)));
+        let step_files = with_targets(steps.files().map(absolute));
         let dirs: HashSet<PathBuf> = loaded.directories.iter().map(|d| absolute(d)).collect();
         let parents = |files: &HashSet<PathBuf>| -> HashSet<PathBuf> {
             files
@@ -661,11 +654,6 @@ enum Trigger {
     Hangup,
     StepFile,
     ConfigFile,
-}
-
-/// The files the serving generation's steps read.
-fn step_files(engine: &Engine) -> Vec<PathBuf> {
-    engine.current().files().map(Path::to_path_buf).collect()
 }
 
 /// `files`, and the targets of those that are symbolic links (stow, Nix,
