@@ -1010,12 +1010,10 @@ fn unsigned(claims: &Value) -> String {
     )
 }
 
-/// A refresh whose answer has no new ID token (the spec lets an IdP leave
-/// it out) keeps the session, but the expired ID token is no longer
-/// forwarded upstream, where a service that verifies it would refuse it.
-#[tokio::test]
-async fn an_expired_id_token_is_not_forwarded_after_a_refresh_without_one() {
-    let fake = FakeTokens::start().await;
+/// A front whose token endpoint and JWKS are `fake`'s (the rest the real
+/// IdP's), refreshing expired sessions when `refreshing`; its rig (which
+/// runs the IdP) and issuer.
+async fn fake_front(fake: &FakeTokens, refreshing: bool) -> (Rig, String, Front) {
     let mut rig = Rig::start(1, |_| {}).await;
     let issuer = rig.issuer.clone();
     let mut config = rig.config("app", 0);
@@ -1023,15 +1021,33 @@ async fn an_expired_id_token_is_not_forwarded_after_a_refresh_without_one() {
         "tokenEndpoint": format!("{}/token", fake.base),
         "jwksUri": format!("{}/jwks", fake.base),
     });
-    oidc(&mut config)["session"]["cookie"] = json!({ "allowRefreshing": true });
+    if refreshing {
+        oidc(&mut config)["session"]["cookie"] = json!({ "allowRefreshing": true });
+    }
     let front = rig.front(0, &config).await;
-    let mut agent = UserAgent::new();
-    let start = start_login(&mut agent, &issuer, &front.url("/private")).await;
+    (rig, issuer, front)
+}
+
+/// The `state` and `nonce` of the login whose redirect to the IdP `start`
+/// is.
+fn state_and_nonce(start: &Final) -> (String, String) {
     let to_idp = start.location().unwrap();
-    let (state, nonce) = (
+    (
         query(&to_idp, "state").unwrap(),
         query(&to_idp, "nonce").unwrap(),
-    );
+    )
+}
+
+/// A refresh whose answer has no new ID token (the spec lets an IdP leave
+/// it out) keeps the session, but the expired ID token is no longer
+/// forwarded upstream, where a service that verifies it would refuse it.
+#[tokio::test]
+async fn an_expired_id_token_is_not_forwarded_after_a_refresh_without_one() {
+    let fake = FakeTokens::start().await;
+    let (_rig, issuer, front) = fake_front(&fake, true).await;
+    let mut agent = UserAgent::new();
+    let start = start_login(&mut agent, &issuer, &front.url("/private")).await;
+    let (state, nonce) = state_and_nonce(&start);
     let claims = json!({
         "iss": issuer, "aud": "app", "sub": "alice", "email": "alice@example.com",
         "exp": now() + 2, "iat": now(), "nonce": nonce,
@@ -1067,14 +1083,7 @@ async fn an_expired_id_token_is_not_forwarded_after_a_refresh_without_one() {
 #[tokio::test]
 async fn id_tokens_with_a_bad_signature_alg_iss_aud_exp_or_nonce_are_refused() {
     let fake = FakeTokens::start().await;
-    let mut rig = Rig::start(1, |_| {}).await;
-    let issuer = rig.issuer.clone();
-    let mut config = rig.config("app", 0);
-    oidc(&mut config)["discoveryOverride"] = json!({
-        "tokenEndpoint": format!("{}/token", fake.base),
-        "jwksUri": format!("{}/jwks", fake.base),
-    });
-    let front = rig.front(0, &config).await;
+    let (_rig, issuer, front) = fake_front(&fake, false).await;
 
     type Case = (&'static str, Box<dyn Fn(&Value) -> String>);
     let good = |nonce: &str| {
@@ -1175,11 +1184,7 @@ async fn id_tokens_with_a_bad_signature_alg_iss_aud_exp_or_nonce_are_refused() {
     for (what, make) in cases {
         let mut agent = UserAgent::new();
         let start = start_login(&mut agent, &issuer, &front.url("/private")).await;
-        let to_idp = start.location().unwrap();
-        let (state, nonce) = (
-            query(&to_idp, "state").unwrap(),
-            query(&to_idp, "nonce").unwrap(),
-        );
+        let (state, nonce) = state_and_nonce(&start);
         fake.answer_id_token(&make(&good(&nonce)));
         let page = get(
             &mut agent,
@@ -1218,11 +1223,7 @@ async fn id_tokens_with_a_bad_signature_alg_iss_aud_exp_or_nonce_are_refused() {
     // decoded (Google's hold a `/`, sent as `%2F`).
     let mut agent = UserAgent::new();
     let start = start_login(&mut agent, &issuer, &front.url("/private")).await;
-    let to_idp = start.location().unwrap();
-    let (state, nonce) = (
-        query(&to_idp, "state").unwrap(),
-        query(&to_idp, "nonce").unwrap(),
-    );
+    let (state, nonce) = state_and_nonce(&start);
     fake.answer_id_token(&rs(&good(&nonce)));
     let page = get(
         &mut agent,
@@ -2095,15 +2096,7 @@ async fn a_real_browser_logs_in_with_lax_and_strict_session_cookies() {
 #[tokio::test]
 async fn a_refresh_is_checked_as_a_login_is() {
     let fake = FakeTokens::start().await;
-    let mut rig = Rig::start(1, |_| {}).await;
-    let issuer = rig.issuer.clone();
-    let mut config = rig.config("app", 0);
-    oidc(&mut config)["discoveryOverride"] = json!({
-        "tokenEndpoint": format!("{}/token", fake.base),
-        "jwksUri": format!("{}/jwks", fake.base),
-    });
-    oidc(&mut config)["session"]["cookie"] = json!({ "allowRefreshing": true });
-    let front = rig.front(0, &config).await;
+    let (_rig, issuer, front) = fake_front(&fake, true).await;
     let claims = |sub: &str, exp: u64| json!({ "iss": issuer, "aud": "app", "sub": sub, "email": "mallory@example.com", "exp": exp, "iat": now() });
     let tokens = |id_token: String| json!({ "access_token": "fake-access", "token_type": "Bearer", "expires_in": 600, "id_token": id_token, "refresh_token": "rt-1" });
     let rs = |c: &Value| sign(Algorithm::RS256, Some("rsa-1"), RSA, c);
@@ -2111,11 +2104,7 @@ async fn a_refresh_is_checked_as_a_login_is() {
     // A login whose ID token expires in 2s.
     let mut agent = UserAgent::new();
     let start = start_login(&mut agent, &issuer, &front.url("/private")).await;
-    let to_idp = start.location().unwrap();
-    let (state, nonce) = (
-        query(&to_idp, "state").unwrap(),
-        query(&to_idp, "nonce").unwrap(),
-    );
+    let (state, nonce) = state_and_nonce(&start);
     let mut first = claims("mallory", now() + 2);
     first["nonce"] = json!(nonce);
     fake.answer(200, &tokens(rs(&first)));
