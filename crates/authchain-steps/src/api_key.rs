@@ -281,18 +281,18 @@ impl ApiKeyAuth {
         for (at, entry, picked) in entries {
             let selected = picked == Picked::Selected;
             let problem = if entry.key.is_empty() || entry.key.len() > util::MAX_CREDENTIAL_LEN {
-                Some(("a key must have 1 to 8192 bytes", ".key"))
+                Some("a key must have 1 to 8192 bytes")
             } else if seen.contains(&entry.key) {
-                Some(("the same key is listed twice", ".key"))
+                Some("the same key is listed twice")
             } else {
                 None
             };
             match problem {
-                Some((why, _)) if selected => {
+                Some(why) if selected => {
                     left_out(&at, why);
                     continue;
                 }
-                Some((why, place)) => return Err(Error::config(why).at(format!("{at}{place}"))),
+                Some(why) => return Err(Error::config(why).at(format!("{at}.key"))),
                 None => {}
             }
             seen.insert(entry.key.clone());

@@ -723,7 +723,7 @@ impl Oidc {
             domain,
             same_site,
         };
-        let login_cookies = CookieAttributes {
+        let mut login_cookies = CookieAttributes {
             path: Some(match cookie_path(&callback_path, "callbackPath") {
                 Ok(p) => p,
                 Err(_) => "/".to_owned(),
@@ -834,7 +834,6 @@ impl Oidc {
         // A browser drops a cookie whose name's prefix (in any case) its
         // attributes break (RFC 6265bis 4.1.3): every login would fail,
         // silently.
-        let mut login_cookies = login_cookies;
         let prefixed = |prefix: &str| {
             cookie_name
                 .get(..prefix.len())
@@ -1081,10 +1080,8 @@ impl Oidc {
         let mut allow = Allow::new();
         // A refresh may bring no new ID token: the old one, expired, is
         // not forwarded (a service that verifies it would refuse it).
-        let expired = claims
-            .get("exp")
-            .and_then(Value::as_u64)
-            .is_none_or(|exp| exp <= session::now());
+        let id_exp = claims.get("exp").and_then(Value::as_u64);
+        let expired = id_exp.is_none_or(|exp| exp <= session::now());
         if let Some(h) = &self.id_token_header
             && !expired
             && let Ok(v) = HeaderValue::try_from(session.id_token.as_str())
@@ -1115,10 +1112,7 @@ impl Oidc {
             allow = allow.user(UserInfo::new(sub.clone()));
         }
         // A remembered allow must not forward the ID token past its `exp`.
-        let until = match (
-            &self.id_token_header,
-            claims.get("exp").and_then(Value::as_u64),
-        ) {
+        let until = match (&self.id_token_header, id_exp) {
             (Some(_), Some(exp)) if !expired => session.expires_at.min(exp),
             _ => session.expires_at,
         };
