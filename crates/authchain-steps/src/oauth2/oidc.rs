@@ -94,6 +94,13 @@
 //!   set, else a new login, which needs Redis too: while it is down that
 //!   is a step error as well, never a session.
 //!
+//! Either way, a replica keeps each session it has opened, decrypted,
+//! until the session expires (32 MiB of tokens at most), found by a
+//! keyed hash of its cookie (with Redis, of the id and of what Redis holds
+//! under it): a session's later requests skip its decryption. A cookie
+//! that would not open is never kept, and what Redis no longer holds
+//! (a logout) opens nothing.
+//!
 //! Cookies are `Path=/`, `HttpOnly`, `Secure`, `SameSite=Lax` and kept 30
 //! days unless `cookieOptions` says otherwise.
 
@@ -448,6 +455,77 @@ pub struct Oidc {
     fail_on_fetch_failure: bool,
     target_domain: Option<String>,
     refreshes: Refreshes,
+    opened: Opens,
+}
+
+/// A session as its requests use it: opened, and its tokens read, once.
+struct Opened {
+    session: Session,
+    /// The ID token's claims.
+    claims: Map<String, Value>,
+    /// The access token's, when `accessToken.claimsToHeaders` wants them.
+    access_claims: Option<Map<String, Value>>,
+    /// The `idTokenHeader`'s value, and the `accessTokenHeader`'s.
+    id_token: Option<HeaderValue>,
+    access_token: Option<HeaderValue>,
+}
+
+/// The sessions opened lately, by the PRF of what they were opened from
+/// (the cookie; for Redis, the id and what Redis holds), each until it
+/// expires: a session's later requests skip its decryption and parsing.
+/// Whatever opens a session here opens it without the cache too.
+struct Opens {
+    prf: util::Prf,
+    cache: moka::sync::Cache<u128, Arc<Opened>, util::PrfKeyed>,
+}
+
+/// How much the opened sessions may take, in bytes of their tokens.
+const OPENED_BYTES: u64 = 32 << 20;
+
+/// Keeps each opened session until it expires.
+struct UntilExpiry;
+
+impl moka::Expiry<u128, Arc<Opened>> for UntilExpiry {
+    fn expire_after_create(
+        &self,
+        _: &u128,
+        opened: &Arc<Opened>,
+        _: std::time::Instant,
+    ) -> Option<Duration> {
+        let left = opened.session.expires_at.saturating_sub(session::now());
+        Some(Duration::from_secs(left))
+    }
+}
+
+impl Opens {
+    fn new() -> Self {
+        Opens {
+            prf: util::Prf::new(),
+            cache: moka::sync::Cache::builder()
+                .max_capacity(OPENED_BYTES)
+                .weigher(|_, opened: &Arc<Opened>| {
+                    let s = &opened.session;
+                    let bytes = s.id_token.len()
+                        + s.access_token.len()
+                        + s.refresh_token.as_ref().map_or(0, String::len);
+                    // The tokens, their claims and the headers.
+                    u32::try_from(3 * bytes).unwrap_or(u32::MAX)
+                })
+                .expire_after(UntilExpiry)
+                .build_with_hasher(util::PrfKeyed::default()),
+        }
+    }
+
+    /// The session `parts` open to, opened by `open` unless it is kept.
+    fn get(&self, parts: &[&[u8]], open: impl FnOnce() -> Option<Opened>) -> Option<Arc<Opened>> {
+        let key = self.prf.hash(parts);
+        if let Some(opened) = self.cache.get(&key) {
+            return Some(opened);
+        }
+        let opened = Arc::new(open()?);
+        self.cache.insert(key, opened.clone());
+        Some(opened)
+    }
 }
 
 /// How long a refreshed session is kept for the requests that still carry
@@ -979,6 +1057,7 @@ impl Oidc {
             fail_on_fetch_failure: session.fail_on_fetch_failure,
             target_domain,
             refreshes: Refreshes::new(),
+            opened: Opens::new(),
         })
     }
 
@@ -1069,42 +1148,65 @@ impl Oidc {
         host == domain || host.ends_with(&format!(".{domain}"))
     }
 
-    /// The allow of a valid session.
-    fn allow(
-        &self,
-        request: &mut AuthorizationRequest,
-        session: &Session,
-        set_cookies: Vec<HeaderValue>,
-    ) -> Decision {
-        let claims = payload(&session.id_token).unwrap_or_default();
-        let mut allow = Allow::new();
-        // A refresh may bring no new ID token: the old one, expired, is
-        // not forwarded (a service that verifies it would refuse it).
-        let id_exp = claims.get("exp").and_then(Value::as_u64);
-        let expired = id_exp.is_none_or(|exp| exp <= session::now());
-        if let Some(h) = &self.id_token_header
-            && !expired
-            && let Ok(v) = HeaderValue::try_from(session.id_token.as_str())
-        {
-            allow = allow.set_header(h.clone(), v);
-        }
-        if let Some(h) = &self.access_token_header {
+    /// `session` with its tokens read, for [`allow`](Self::allow).
+    fn opened(&self, session: Session) -> Opened {
+        let id_token = self
+            .id_token_header
+            .as_ref()
+            .and_then(|_| HeaderValue::try_from(session.id_token.as_str()).ok());
+        let access_token = self.access_token_header.as_ref().and_then(|h| {
             // Gloo adds the scheme only where it means something.
             let value = match self.bearer && h == http::header::AUTHORIZATION {
                 true => format!("Bearer {}", session.access_token),
                 false => session.access_token.clone(),
             };
-            if let Ok(v) = HeaderValue::try_from(value) {
-                allow = allow.set_header(h.clone(), v);
-            }
+            HeaderValue::try_from(value).ok()
+        });
+        Opened {
+            claims: payload(&session.id_token).unwrap_or_default(),
+            access_claims: (!self.access_claims.is_empty())
+                .then(|| payload(&session.access_token))
+                .flatten(),
+            id_token,
+            access_token,
+            session,
         }
-        allow = self.id_claims.apply(&claims, allow);
-        if !self.access_claims.is_empty()
-            && let Some(access) = payload(&session.access_token)
+    }
+
+    /// The session the cookie store's `cookie` holds, if it opens.
+    fn open_cookie(&self, cookie: &str) -> Option<Arc<Opened>> {
+        self.opened.get(&[b"cookie", cookie.as_bytes()], || {
+            let session = self.sealer.open::<Session>("session", cookie)?;
+            Some(self.opened(session))
+        })
+    }
+
+    /// The allow of a valid session.
+    fn allow(
+        &self,
+        request: &mut AuthorizationRequest,
+        opened: &Opened,
+        set_cookies: Vec<HeaderValue>,
+    ) -> Decision {
+        let (session, claims) = (&opened.session, &opened.claims);
+        let mut allow = Allow::new();
+        // A refresh may bring no new ID token: the old one, expired, is
+        // not forwarded (a service that verifies it would refuse it).
+        let id_exp = claims.get("exp").and_then(Value::as_u64);
+        let expired = id_exp.is_none_or(|exp| exp <= session::now());
+        if let (Some(h), Some(v)) = (&self.id_token_header, &opened.id_token)
+            && !expired
         {
-            allow = self.access_claims.apply(&access, allow);
+            allow = allow.set_header(h.clone(), v.clone());
         }
-        allow = self.metadata.apply(&claims, allow);
+        if let (Some(h), Some(v)) = (&self.access_token_header, &opened.access_token) {
+            allow = allow.set_header(h.clone(), v.clone());
+        }
+        allow = self.id_claims.apply(claims, allow);
+        if let Some(access) = &opened.access_claims {
+            allow = self.access_claims.apply(access, allow);
+        }
+        allow = self.metadata.apply(claims, allow);
         for cookie in set_cookies {
             allow = allow.response_header(http::header::SET_COOKIE, cookie);
         }
@@ -1362,10 +1464,19 @@ impl Oidc {
 
     /// The session the request's cookie names; `Ok(None)`: none (or not
     /// valid); an error only when Redis fails and `failOnFetchFailure`.
-    async fn load(&self, cookie: &str) -> Result<Option<Session>, Error> {
+    async fn load(&self, cookie: &str) -> Result<Option<Arc<Opened>>, Error> {
         match &self.store {
-            Store::Cookie => Ok(self.sealer.open("session", cookie)),
-            Store::Redis(redis) => match redis.get("session:", cookie, false).await {
+            Store::Cookie => Ok(self.open_cookie(cookie)),
+            Store::Redis(redis) => match redis
+                .get_with("session:", cookie, false, |data| {
+                    self.opened
+                        .get(&[b"redis", cookie.as_bytes(), data.as_bytes()], || {
+                            let session = redis.open::<Session>("session:", cookie, data)?;
+                            Some(self.opened(session))
+                        })
+                })
+                .await
+            {
                 Ok(s) => Ok(s),
                 Err(e) if self.fail_on_fetch_failure => Err(Error::step(e).at("session.redis")),
                 Err(e) => {
@@ -1461,22 +1572,23 @@ impl Oidc {
         let Some(cookie) = cookie else {
             return self.login(live, request).await;
         };
-        let Some(session) = self.load(&cookie).await? else {
+        let Some(opened) = self.load(&cookie).await? else {
             return self.login(live, request).await;
         };
-        if session.expires_at > session::now() + self.pre_expiry.as_secs() {
-            return Ok(self.allow(request, &session, Vec::new()));
+        if opened.session.expires_at > session::now() + self.pre_expiry.as_secs() {
+            return Ok(self.allow(request, &opened, Vec::new()));
         }
         if !self.allow_refreshing {
             return self.login(live, request).await;
         }
-        match self.refreshed(live, &session, &cookie).await? {
+        match self.refreshed(live, &opened.session, &cookie).await? {
             Some(fresh) => {
                 // The refresh saved a Redis session under its id.
                 let set_cookies = match self.store {
                     Store::Cookie => self.save(&fresh).await?,
                     Store::Redis(_) => Vec::new(),
                 };
+                let fresh = self.opened(Arc::unwrap_or_clone(fresh));
                 Ok(self.allow(request, &fresh, set_cookies))
             }
             None => self.login(live, request).await,
@@ -1729,10 +1841,10 @@ impl AuthService for Oidc {
         let cookie = self.session_cookie(request);
         // The cookie store's valid session needs no wait.
         if let (Store::Cookie, Some(c)) = (&self.store, &cookie)
-            && let Some(session) = self.sealer.open::<Session>("session", c)
-            && session.expires_at > session::now() + self.pre_expiry.as_secs()
+            && let Some(opened) = self.open_cookie(c)
+            && opened.session.expires_at > session::now() + self.pre_expiry.as_secs()
         {
-            return self.allow(request, &session, Vec::new()).into();
+            return self.allow(request, &opened, Vec::new()).into();
         }
         Answer::wait(async move { self.with_session(&live, request, cookie).await })
     }
@@ -1745,5 +1857,59 @@ impl AuthService for Oidc {
             .chain(self.id_claims.headers())
             .chain(self.access_claims.headers())
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use super::*;
+
+    fn opened(expires_at: u64) -> Opened {
+        Opened {
+            session: Session {
+                id_token: "h.e.s".to_owned(),
+                access_token: "access".to_owned(),
+                refresh_token: None,
+                expires_at,
+            },
+            claims: Map::new(),
+            access_claims: None,
+            id_token: None,
+            access_token: None,
+        }
+    }
+
+    #[test]
+    fn a_session_is_opened_once_until_it_expires_and_a_failure_is_not_kept() {
+        let opens = Opens::new();
+        let calls = Cell::new(0);
+        let open = |opened: Option<Opened>| {
+            calls.set(calls.get() + 1);
+            opened
+        };
+        let live = session::now() + 60;
+        for parts in [[&b"a"[..], b"b"], [b"a", b"b"], [b"ab", b""]] {
+            let got = opens.get(&parts, || open(Some(opened(live))));
+            assert_eq!(got.map(|o| o.session.expires_at), Some(live));
+        }
+        assert_eq!(calls.get(), 2, "(a, b) twice is one open, (ab, '') another");
+
+        calls.set(0);
+        for _ in 0..2 {
+            assert!(opens.get(&[b"forged"], || open(None)).is_none());
+            let past = session::now() - 1;
+            assert!(
+                opens
+                    .get(&[b"expired"], || open(Some(opened(past))))
+                    .is_some()
+            );
+        }
+        assert_eq!(
+            calls.get(),
+            4,
+            "neither a failure nor an expired session is kept"
+        );
     }
 }

@@ -495,6 +495,30 @@ impl Redis {
         id: &str,
         take: bool,
     ) -> Result<Option<T>, CallError> {
+        self.get_with(kind, id, take, |data| self.open(kind, id, data))
+            .await
+    }
+
+    /// The value sealed under (`kind`, `id`) in `data` (as Redis holds
+    /// it), if it opens.
+    pub(crate) fn open<T: for<'de> Deserialize<'de>>(
+        &self,
+        kind: &str,
+        id: &str,
+        data: &str,
+    ) -> Option<T> {
+        self.value_sealer(kind, id).open("redis", data)
+    }
+
+    /// As [`get`](Self::get), with what Redis holds opened by `open`
+    /// (which may remember what [`open`](Self::open) gave for it).
+    pub(crate) async fn get_with<T>(
+        &self,
+        kind: &str,
+        id: &str,
+        take: bool,
+        open: impl FnOnce(&str) -> Option<T>,
+    ) -> Result<Option<T>, CallError> {
         let mut c = self.connection().await?;
         let key = self.key(kind, id);
         let mut command = match take {
@@ -508,7 +532,7 @@ impl Redis {
             command.set_cache_config(redis::CommandCacheConfig::new().set_enable_cache(true));
         }
         let data: Option<String> = self.bounded(command.query_async(&mut c)).await?;
-        let value = data.and_then(|d| self.value_sealer(kind, id).open("redis", &d));
+        let value = data.and_then(|d| open(&d));
         if !take && !known && value.is_some() {
             self.known.insert(prf, ());
         }
