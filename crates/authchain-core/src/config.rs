@@ -98,6 +98,146 @@ impl Format {
             _ => Format::Yaml,
         }
     }
+
+    /// The documents of `text` (JSON has one), as values. Read every
+    /// config text this way: a mapping that has a key twice is an error
+    /// naming the key (serde would keep the last silently, dropping what
+    /// the first said), and so is a text whose YAML aliases would make it
+    /// more than twice as many values as it has bytes (plus 100,000),
+    /// which a small file can ask for by the billion. `origin` names the
+    /// text in errors.
+    pub fn documents(self, origin: &str, text: &str) -> Result<Vec<Value>, Error> {
+        use serde::de::DeserializeSeed as _;
+        let left = std::cell::Cell::new(text.len().saturating_mul(2).saturating_add(100_000));
+        let read = |e: String| Error::config(redact_serde_message(&e));
+        match self {
+            Format::Yaml => serde_yaml_ng::Deserializer::from_str(text)
+                .enumerate()
+                .map(|(i, doc)| {
+                    Counted { left: &left }.deserialize(doc).map_err(|e| {
+                        read(e.to_string()).in_source(format!("{origin} document {}", i + 1))
+                    })
+                })
+                .collect(),
+            Format::Json => {
+                let mut reader = serde_json::Deserializer::from_str(text);
+                let doc = Counted { left: &left }
+                    .deserialize(&mut reader)
+                    .and_then(|doc| reader.end().map(|()| doc))
+                    .map_err(|e| read(e.to_string()).in_source(origin))?;
+                Ok(vec![doc])
+            }
+        }
+    }
+}
+
+/// Reads a value as `serde_json::Value` does, but refuses a key twice in
+/// a mapping and stops when `left` values have been read.
+struct Counted<'a> {
+    left: &'a std::cell::Cell<usize>,
+}
+
+impl Counted<'_> {
+    fn spend<E: serde::de::Error>(&self) -> Result<(), E> {
+        match self.left.get() {
+            0 => Err(E::custom(
+                "the document expands to too many values (YAML aliases repeating large parts?)",
+            )),
+            n => {
+                self.left.set(n - 1);
+                Ok(())
+            }
+        }
+    }
+
+    fn again(&self) -> Self {
+        Counted { left: self.left }
+    }
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Counted<'_> {
+    type Value = Value;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Counted<'_> {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any value")
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Value, E> {
+        self.spend()?;
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Value, E> {
+        self.spend()?;
+        Ok(Value::from(v))
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Value, E> {
+        self.spend()?;
+        Ok(Value::from(v))
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Value, E> {
+        self.spend()?;
+        // As serde_json: a NaN or an infinity is null.
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Value, E> {
+        self.spend()?;
+        Ok(Value::String(v.to_owned()))
+    }
+
+    fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Value, E> {
+        self.spend()?;
+        Ok(Value::String(v))
+    }
+
+    fn visit_none<E: serde::de::Error>(self) -> Result<Value, E> {
+        self.spend()?;
+        Ok(Value::Null)
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Value, E> {
+        self.spend()?;
+        Ok(Value::Null)
+    }
+
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        self.spend()?;
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element_seed(self.again())? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        self.spend()?;
+        let mut object = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let value = map.next_value_seed(self.again())?;
+            if object.contains_key(&key) {
+                return Err(serde::de::Error::custom(format!(
+                    "the key `{key}` appears twice in one mapping"
+                )));
+            }
+            object.insert(key, value);
+        }
+        Ok(Value::Object(object))
+    }
 }
 
 /// One named AuthConfig as read from a document, not yet built.
@@ -168,28 +308,10 @@ pub struct Documents {
 impl Documents {
     /// Reads every document of `text`; as [`AuthConfig::parse`].
     pub fn parse(origin: &str, text: &str, format: Format) -> Result<Documents, Error> {
-        let docs = match format {
-            Format::Yaml => {
-                let mut docs = Vec::new();
-                for (i, doc) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
-                    let value = Value::deserialize(doc).map_err(|e| {
-                        Error::config(redact_serde_message(&e.to_string()))
-                            .in_source(format!("{origin} document {}", i + 1))
-                    })?;
-                    docs.push(value);
-                }
-                docs
-            }
-            Format::Json => match serde_json::from_str::<Value>(text) {
-                Ok(Value::Array(docs)) => docs,
-                Ok(doc) => vec![doc],
-                Err(e) => {
-                    return Err(
-                        Error::config(redact_serde_message(&e.to_string())).in_source(origin)
-                    );
-                }
-            },
-        };
+        let mut docs = format.documents(origin, text)?;
+        if let (Format::Json, [Value::Array(array)]) = (format, docs.as_mut_slice()) {
+            docs = std::mem::take(array);
+        }
         let several = docs.iter().filter(|d| !d.is_null()).count() > 1;
         let mut found = Documents::default();
         let mut errors = Vec::new();
@@ -790,5 +912,58 @@ mod tests {
         .unwrap();
         assert_eq!(docs[0].name(), "ns.n");
         assert_eq!(docs[0].base, "spec");
+    }
+
+    #[test]
+    fn a_key_twice_in_a_mapping_is_an_error_naming_it() {
+        let cases = [
+            (
+                "name: s\nconfigs: [{rules: {defaultAction: deny}}]\nconfigs: [{rules: {defaultAction: allow}}]\n",
+                Format::Yaml,
+                "`configs`",
+            ),
+            (
+                "name: s\nconfigs:\n- rules: {defaultAction: deny, defaultAction: allow}\n",
+                Format::Yaml,
+                "`defaultAction`",
+            ),
+            (
+                r#"[{"name": "s", "booleanExpr": "a", "booleanExpr": "b", "configs": []}]"#,
+                Format::Json,
+                "`booleanExpr`",
+            ),
+        ];
+        for (text, format, key) in cases {
+            let e = AuthConfig::parse("a.yaml", text, format)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(key) && e.contains("twice"), "{text}: {e}");
+            assert!(e.contains("a.yaml"), "{e}");
+        }
+        // The same key in two mappings is two keys.
+        let ok =
+            "name: s\nconfigs:\n- rules: {defaultAction: deny}\n- rules: {defaultAction: allow}\n";
+        assert!(AuthConfig::parse("a.yaml", ok, Format::Yaml).is_ok());
+    }
+
+    #[test]
+    fn aliases_that_expand_a_small_text_past_its_budget_are_refused_at_once() {
+        let n = 20_000;
+        let text = format!(
+            "name: x\npad: &a [{}]\nboom: [{}]\nconfigs: []\n",
+            vec!["0"; n].join(","),
+            vec!["*a"; n].join(",")
+        );
+        assert!(text.len() < 200_000);
+        let e = Format::Yaml
+            .documents("a.yaml", &text)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("too many values") && e.contains("a.yaml"), "{e}");
+        // A few aliases still read, to the value they stand for.
+        let docs = Format::Yaml
+            .documents("b.yaml", "a: &x {k: [1, 2]}\nb: *x\n")
+            .unwrap();
+        assert_eq!(docs[0]["b"], serde_json::json!({"k": [1, 2]}));
     }
 }

@@ -456,15 +456,16 @@ impl Loaded {
         let mut digest = Digest::default();
         digest.add(text.as_bytes());
         let format = Format::from_path(Path::new(origin));
-        let value: Value = match format {
-            Format::Json => serde_json::from_str(text)
-                .map_err(|e| Error::config(format!("not JSON: {e}")).in_source(origin))?,
-            Format::Yaml => serde_yaml_ng::from_str(text)
-                .map_err(|e| Error::config(format!("not YAML: {e}")).in_source(origin))?,
-        };
-        let value = match value {
-            Value::Null => Value::Object(Default::default()),
-            v => v,
+        let mut docs = format.documents(origin, text)?;
+        if docs.len() > 1 {
+            return Err(
+                Error::config(format!("one document expected, found {}", docs.len()))
+                    .in_source(origin),
+            );
+        }
+        let value = match docs.pop() {
+            None | Some(Value::Null) => Value::Object(Default::default()),
+            Some(v) => v,
         };
         let settings: Settings = deserialize_config(value).map_err(|e| e.in_source(origin))?;
         let mut errors = Vec::new();
@@ -508,14 +509,18 @@ impl Loaded {
                     .in_source(origin),
             );
         }
-        if let Some(timeout) = settings.grpc.as_ref().and_then(|g| g.read_timeout)
-            && timeout.0.is_zero()
-        {
-            errors.push(
-                Error::config("expected more than 0s")
-                    .at("grpc.readTimeout")
-                    .in_source(origin),
-            );
+        let read_timeouts = [
+            ("grpc", settings.grpc.as_ref().and_then(|g| g.read_timeout)),
+            ("http", settings.http.as_ref().and_then(|h| h.read_timeout)),
+        ];
+        for (name, timeout) in read_timeouts {
+            if timeout.is_some_and(|t| t.0.is_zero()) {
+                errors.push(
+                    Error::config("expected more than 0s")
+                        .at(format!("{name}.readTimeout"))
+                        .in_source(origin),
+                );
+            }
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&settings.log.level) {
             errors.push(
@@ -772,6 +777,10 @@ mod tests {
             (
                 "grpc: { address: '127.0.0.1:0', readTimeout: 0s }\n",
                 "grpc.readTimeout",
+            ),
+            (
+                "http: { address: '127.0.0.1:0', readTimeout: 0s }\n",
+                "http.readTimeout",
             ),
             (
                 "http: { address: '127.0.0.1:0', maxConnections: 0 }\n",

@@ -33,7 +33,7 @@ use std::sync::Arc;
 use authchain_core::resources::{ResourceRef, Secret};
 use authchain_core::{
     Allow, Answer, Attribute, AuthService, AuthorizationRequest, BuildContext, Decision, Error,
-    ExtAuthPlugin, UserInfo,
+    ExtAuthPlugin, Format, UserInfo,
 };
 use http::{HeaderName, HeaderValue};
 use serde::Deserialize;
@@ -222,6 +222,11 @@ impl ApiKeyAuth {
             .collect();
         if let Some(file) = &config.keys_file {
             let text = context.read_to_string(file).map_err(|e| e.at("keysFile"))?;
+            // Its errors may quote a key.
+            Format::Yaml.documents("keysFile", &text).map_err(|_| {
+                Error::config("a key twice in a mapping, or aliases that expand too far")
+                    .at("keysFile")
+            })?;
             let list: Vec<KeyEntry> = serde_yaml_ng::from_str(&text).map_err(|e| {
                 // The message may quote the file's content: keep only where.
                 let at = e

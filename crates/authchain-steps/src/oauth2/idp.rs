@@ -5,7 +5,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use authchain_core::{BuildContext, Error};
+use authchain_core::{BuildContext, Error, Format};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use serde::Deserialize;
@@ -360,8 +360,11 @@ pub(crate) fn client_secret(
                     client_secret: String,
                 }
                 let text = util::secret_text(secret, "oauth").map_err(|e| e.at(place))?;
-                serde_yaml_ng::from_str::<Oauth>(&text)
-                    .map_err(|_| {
+                Format::Yaml
+                    .documents(place, &text)
+                    .ok()
+                    .and_then(|_| serde_yaml_ng::from_str::<Oauth>(&text).ok())
+                    .ok_or_else(|| {
                         Error::config(format!(
                             "the Secret {}/{}: `oauth` is not `clientSecret: ...` YAML",
                             secret.namespace, secret.name
