@@ -59,7 +59,8 @@
 //! `statusOnError`, `/readyz` names it, and it tries again), refreshed
 //! every `refreshInterval`, and
 //! refreshed early when a token names a `kid` the step does not know, at
-//! most once per `minRefreshInterval`. `https://` URLs are verified
+//! most once per `minRefreshInterval` (1s at least), and never waited for
+//! by another such token while one is under way. `https://` URLs are verified
 //! against the system's roots (Mozilla's where the system has none); an
 //! `http://` one is a config error unless `allowInsecureHttp` says so.
 //! Without `algorithms`, a remote JWKS's symmetric (`oct`) keys are not
@@ -476,12 +477,20 @@ impl Shared {
         Ok(())
     }
 
-    /// A refresh, unless one started less than `min` ago (`None`: always).
+    /// A refresh, unless one started less than `min` ago (`None`: always,
+    /// after the one under way). With a `min`, a refresh under way is
+    /// not waited for: a flood of made-up `kid`s does not queue behind it.
     async fn refresh_bounded(&self, min: Option<Duration>) {
         let Some(remote) = &self.remote else {
             return;
         };
-        let mut last = remote.last_fetch.lock().await;
+        let mut last = match min {
+            None => remote.last_fetch.lock().await,
+            Some(_) => match remote.last_fetch.try_lock() {
+                Ok(last) => last,
+                Err(_) => return,
+            },
+        };
         if let (Some(min), Some(at)) = (min, *last)
             && at.elapsed() < min
         {
@@ -634,6 +643,15 @@ impl Verifier {
                         Error::config("expected at least 1s").at("jwks.remote.refreshInterval")
                     );
                 }
+                let min_refresh = r
+                    .min_refresh_interval
+                    .map_or(Duration::from_secs(30), |d| d.0);
+                if min_refresh < Duration::from_secs(1) {
+                    return Err(Error::config(
+                        "expected at least 1s: a token with a made-up kid may fetch the key set this often",
+                    )
+                    .at("jwks.remote.minRefreshInterval"));
+                }
                 let client = hyper_util::client::legacy::Client::builder(
                     hyper_util::rt::TokioExecutor::new(),
                 )
@@ -641,9 +659,7 @@ impl Verifier {
                 Some(Remote {
                     uri,
                     refresh,
-                    min_refresh: r
-                        .min_refresh_interval
-                        .map_or(Duration::from_secs(30), |d| d.0),
+                    min_refresh,
                     timeout,
                     client,
                     last_fetch: tokio::sync::Mutex::new(None),
@@ -792,8 +808,10 @@ impl Verifier {
             return Ok(());
         };
         {
-            let mut last = remote.last_fetch.lock().await;
-            *last = Some(Instant::now());
+            // Held so that no refresh runs beside this fetch; not counted
+            // in `minRefreshInterval`, so that a key added since is
+            // fetched for its first token.
+            let _last = remote.last_fetch.lock().await;
             self.shared
                 .refresh(remote)
                 .await
@@ -979,8 +997,11 @@ fn allow_claims(
     }
     // A remembered allow is not kept past the token's `exp`.
     let exp = claims.get("exp").and_then(Value::as_f64);
-    if let Some(exp) = exp.and_then(|e| Duration::try_from_secs_f64(e).ok()) {
-        allow = allow.expires_at(std::time::UNIX_EPOCH + exp);
+    if let Some(at) = exp
+        .and_then(|e| Duration::try_from_secs_f64(e).ok())
+        .and_then(|e| std::time::UNIX_EPOCH.checked_add(e))
+    {
+        allow = allow.expires_at(at);
     }
     request.state.insert(STATE_KEY, Value::Object(claims));
     allow.into()

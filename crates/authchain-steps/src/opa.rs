@@ -204,7 +204,8 @@ fn add_v0_builtins(engine: &mut regorus::Engine) -> Result<(), Error> {
                 Some(regorus::Value::Array(items)) => items.iter().any(|v| *v == yes),
                 Some(regorus::Value::Set(items)) if every => items.iter().all(|v| *v == yes),
                 Some(regorus::Value::Set(items)) => items.iter().any(|v| *v == yes),
-                _ => anyhow::bail!("{name}: expected an array or a set"),
+                // As OPA's builtins, on what they cannot take: undefined.
+                _ => return Ok(regorus::Value::Undefined),
             };
             Ok(regorus::Value::Bool(result))
         };
@@ -220,37 +221,40 @@ fn add_v0_builtins(engine: &mut regorus::Engine) -> Result<(), Error> {
 /// OPA's `io.jwt.decode(token)`, which regorus lacks: `[header, payload,
 /// signature]` of a compact JWS, unverified (as OPA's), the signature in
 /// hex. Gloo's OPA guide decodes the ID token an `oauth2` step leaves in
-/// `input.state.jwt` with it. Its errors quote nothing of the token.
+/// `input.state.jwt` with it. What is not a JWS decodes to undefined, as
+/// in OPA (whose builtins' errors make their expression undefined): a
+/// client's garbage token makes the rule that decodes it undefined, never
+/// a step error.
 fn add_jwt_decode(engine: &mut regorus::Engine) -> Result<(), Error> {
     use base64::Engine as _;
-    let decode = |args: Vec<regorus::Value>| -> anyhow::Result<regorus::Value> {
-        let Some(regorus::Value::String(token)) = args.first() else {
-            anyhow::bail!("io.jwt.decode: expected a string");
-        };
+    fn jws(token: &str) -> Option<regorus::Value> {
         let mut parts = token.split('.');
         let (Some(header), Some(payload), Some(signature), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
         else {
-            anyhow::bail!("io.jwt.decode: not a JWS in compact form");
+            return None;
         };
         let b64 = |part: &str| {
             base64::engine::general_purpose::URL_SAFE_NO_PAD
                 .decode(part.trim_end_matches('='))
-                .map_err(|_| anyhow::anyhow!("io.jwt.decode: not base64url"))
+                .ok()
         };
-        let json = |part: &str| -> anyhow::Result<regorus::Value> {
+        let json = |part: &str| {
             let bytes = b64(part)?;
-            let text = std::str::from_utf8(&bytes)
-                .map_err(|_| anyhow::anyhow!("io.jwt.decode: not UTF-8"))?;
-            regorus::Value::from_json_str(text)
-                .map_err(|_| anyhow::anyhow!("io.jwt.decode: not JSON"))
+            regorus::Value::from_json_str(std::str::from_utf8(&bytes).ok()?).ok()
         };
         let hex: String = b64(signature)?.iter().map(|b| format!("{b:02x}")).collect();
-        Ok(regorus::Value::from(vec![
+        Some(regorus::Value::from(vec![
             json(header)?,
             json(payload)?,
             regorus::Value::from(hex),
         ]))
+    }
+    let decode = |args: Vec<regorus::Value>| -> anyhow::Result<regorus::Value> {
+        Ok(match args.first() {
+            Some(regorus::Value::String(token)) => jws(token).unwrap_or(regorus::Value::Undefined),
+            _ => regorus::Value::Undefined,
+        })
     };
     engine
         .add_extension("io.jwt.decode".to_owned(), 1, Box::new(decode))
@@ -327,6 +331,10 @@ impl OpaAuth {
             );
         }
         let mut engine = regorus::Engine::new();
+        // OPA's (and Gloo's): a builtin's error makes its expression
+        // undefined, so `default allow := false` decides; regorus raises
+        // it by default.
+        engine.set_strict_builtin_errors(false);
         add_jwt_decode(&mut engine)?;
         let mut sources = 0;
         match config.modules {

@@ -77,6 +77,20 @@ configs:
     )
 }
 
+/// An `exp` past what a clock holds (a valid signature on it) allows,
+/// with no expiry for a cache to keep; it made the step panic.
+#[tokio::test]
+async fn an_exp_past_any_clock_is_no_panic() {
+    let chain = chain(&local_config("")).await;
+    let mut claims = claims();
+    claims["exp"] = json!(10_000_000_000_000_000_000u64);
+    let d = chain
+        .authorize(&mut bearer(&sign(Algorithm::RS256, "rsa-1", &claims)))
+        .await;
+    assert!(d.is_allow(), "{d:?}");
+    assert_eq!(d.as_allow().unwrap().expires, None);
+}
+
 #[tokio::test]
 async fn rs256_es256_eddsa_and_hs256_tokens_verify() {
     let chain = chain(&local_config("")).await;
@@ -342,7 +356,7 @@ async fn a_remote_jwks_is_https_and_asymmetric_unless_the_config_says_otherwise(
     let text = std::fs::read_to_string(jwks_path("jwks.json")).unwrap();
     let server = jwks_server(text).await;
     // http:// is refused at build time, naming the way out.
-    let plain = remote_config(&server.url, "0s").replace("        allowInsecureHttp: true\n", "");
+    let plain = remote_config(&server.url, "1s").replace("        allowInsecureHttp: true\n", "");
     let error = load_error(&plain).await.to_string();
     assert!(
         error.contains("jwks.remote.url") && error.contains("allowInsecureHttp"),
@@ -373,7 +387,7 @@ async fn a_remote_jwks_is_https_and_asymmetric_unless_the_config_says_otherwise(
 async fn a_remote_jwks_is_fetched_at_start_and_again_for_an_unknown_kid() {
     let first = std::fs::read_to_string(jwks_path("jwks.json")).unwrap();
     let server = jwks_server(first).await;
-    let chain = chain(&remote_config(&server.url, "0s")).await;
+    let chain = chain(&remote_config(&server.url, "1s")).await;
     assert_eq!(
         server.hits.load(Ordering::SeqCst),
         1,
@@ -400,6 +414,7 @@ async fn a_remote_jwks_is_fetched_at_start_and_again_for_an_unknown_kid() {
 
 #[tokio::test]
 async fn unknown_kid_refreshes_are_rate_bound() {
+    let chain_of = chain;
     let first = std::fs::read_to_string(jwks_path("jwks.json")).unwrap();
     let server = jwks_server(first).await;
     let chain = chain(&remote_config(&server.url, "1h")).await;
@@ -411,8 +426,27 @@ async fn unknown_kid_refreshes_are_rate_bound() {
     }
     assert_eq!(
         server.hits.load(Ordering::SeqCst),
-        1,
-        "no refresh within minRefreshInterval"
+        2,
+        "the start's fetch, the first unknown kid's, and none after within minRefreshInterval"
+    );
+    // Made-up kids at once: a refresh under way is not queued behind.
+    let flooded = chain_of(&remote_config(&server.url, "1s")).await;
+    let before = server.hits.load(Ordering::SeqCst);
+    let token = sign(Algorithm::RS256, "rsa-9", &claims());
+    let answers = futures::future::join_all((0..50).map(|_| {
+        let (chain, token) = (flooded.clone(), token.clone());
+        async move { status(&chain.authorize(&mut bearer(&token)).await) }
+    }))
+    .await;
+    assert!(answers.iter().all(|s| *s == 401), "{answers:?}");
+    assert_eq!(server.hits.load(Ordering::SeqCst) - before, 1);
+    // Not a bound anyone may lift.
+    let error = load_error(&remote_config(&server.url, "0s"))
+        .await
+        .to_string();
+    assert!(
+        error.contains("jwks.remote.minRefreshInterval") && error.contains("at least 1s"),
+        "{error}"
     );
 }
 
@@ -423,8 +457,9 @@ async fn unknown_kid_refreshes_are_rate_bound() {
 async fn a_known_kid_with_another_alg_or_a_crit_header_is_refused_without_a_fetch() {
     let first = std::fs::read_to_string(jwks_path("jwks.json")).unwrap();
     let server = jwks_server(first).await;
-    // No bound on refreshes: any refresh these tokens caused would show.
-    let chain = chain(&remote_config(&server.url, "0s")).await;
+    // The first refresh after the start's fetch is not bounded: any
+    // refresh these tokens caused would show.
+    let chain = chain(&remote_config(&server.url, "1s")).await;
     let ec_as_rsa = sign(Algorithm::ES256, "rsa-1", &claims());
     let mut header = Header::new(Algorithm::RS256);
     header.kid = Some("rsa-1".to_owned());

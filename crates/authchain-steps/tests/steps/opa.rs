@@ -465,3 +465,29 @@ async fn io_jwt_decode_reads_a_token_without_verifying_it() {
         assert_eq!(chain.authorize(&mut r).await.is_allow(), allowed, "{value}");
     }
 }
+
+/// As in OPA (and so Gloo), a builtin that cannot take a client's value
+/// (a token that is no JWS, text that is no base64) makes its expression
+/// undefined, and `default result := false` decides: a deny, never a
+/// step error, which `failureModeAllow` would let through.
+#[tokio::test]
+async fn a_builtin_that_fails_on_a_client_value_is_undefined_even_failing_open() {
+    let policy = opa(
+        "package t\nimport rego.v1\ndefault result := false\nresult if {\n  [_, p, _] := io.jwt.decode(input.attributes.request.http.headers[\"x-token\"])\n  p.role == \"admin\"\n}\nresult if {\n  base64.decode(input.attributes.request.http.headers[\"x-b64\"]) == \"admin\"\n}\n",
+        "",
+    )
+    .replace("- opaAuth:", "- failureModeAllow: true\n  opaAuth:");
+    assert!(policy.contains("failureModeAllow"), "{policy}");
+    let chain = chain(&policy).await;
+    for (header, value) in [
+        ("x-token", "garbage"),
+        ("x-token", "a.b.c"),
+        ("x-b64", "!!not base64!!"),
+    ] {
+        let decision = chain.authorize(&mut get_with("/", header, value)).await;
+        assert_eq!(status(&decision), 403, "{header}: {value}: {decision:?}");
+    }
+    let admin = base64::engine::general_purpose::STANDARD.encode("admin");
+    let mut r = get_with("/", "x-b64", &admin);
+    assert!(chain.authorize(&mut r).await.is_allow());
+}
