@@ -10,20 +10,20 @@
 //! `:` and `@`) are decoded, runs of `/` are merged and the dot segments
 //! `.` and `..` are resolved (RFC 3986 §5.2.4). Constructs whose meaning
 //! differs between servers (an encoded `/`, a `\`, an encoded control
-//! byte, a `..` above the root, a raw `#`, `..;` and its kin, which Java
-//! servers read as `..`, a `//` before a `..`, which servers resolve
-//! differently) are refused or kept as they are, as [`AmbiguousPaths`]
-//! says. `;` parameters are otherwise kept as part of their segment. The
-//! query is never touched.
+//! byte, a `..` above the root, a raw `#`, `;` parameters, which Java
+//! servers drop before routing and others keep, a `//` before a `..`,
+//! which servers resolve differently) are refused or kept as they are, as
+//! [`AmbiguousPaths`] says. The query is never touched.
 
 use std::borrow::Cow;
 use std::fmt;
 
 /// What to do with a path whose meaning differs between servers: an encoded
 /// `/` (`%2F`), an encoded or raw `\` (`%5C`, `\`), an encoded NUL (`%00`),
-/// any other encoded control byte (`%00`-`%1F`, `%7F`), a raw `#`, a `.`,
-/// `..` or empty segment with `;` parameters (`..;`: Tomcat and Spring drop
-/// the parameters first), a `//` before a `..` (RFC 3986 pops the empty
+/// any other encoded control byte (`%00`-`%1F`, `%7F`), a raw `#`, a raw
+/// `;` (Tomcat, Jetty and Spring drop `;` parameters before routing, so
+/// `/admin;x/users` is their `/admin/users` and `..;` their `..`; other
+/// servers keep them), a `//` before a `..` (RFC 3986 pops the empty
 /// segment, servers that merge slashes first pop the one before), or dot
 /// segments that climb above the root.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -56,7 +56,7 @@ enum ErrorKind {
     RawBackslash,
     RawControl,
     RawFragment,
-    DotParameters,
+    Parameters,
     EmptyBeforeDotDot,
     ClimbsAboveRoot,
 }
@@ -82,9 +82,9 @@ impl fmt::Display for PathError {
             ErrorKind::RawBackslash => f.write_str("the path has a raw '\\'"),
             ErrorKind::RawControl => f.write_str("the path has a raw control character or space"),
             ErrorKind::RawFragment => f.write_str("the path has a raw '#'"),
-            ErrorKind::DotParameters => {
-                f.write_str("the path has a '.', '..' or empty segment with ';' parameters")
-            }
+            ErrorKind::Parameters => f.write_str(
+                "the path has ';' parameters (Java servers drop them before routing, others keep them)",
+            ),
             ErrorKind::EmptyBeforeDotDot => f.write_str("the path has a '//' before a '..'"),
             ErrorKind::ClimbsAboveRoot => f.write_str("the path climbs above the root"),
         }
@@ -104,7 +104,7 @@ impl std::error::Error for PathError {}
 /// decoded; runs of `/` are merged; the dot segments `.`
 /// and `..` are removed as RFC 3986 §5.2.4 does (after decoding, so
 /// `%2e%2e` is `..`; a trailing one leaves a trailing `/`). Other segment
-/// text, case and `;` parameters included, is kept.
+/// text, case included (and, when kept, `;` parameters), is kept.
 ///
 /// # Errors
 ///
@@ -146,11 +146,8 @@ fn rewrite(rest: &str, ambiguous: AmbiguousPaths) -> Result<String, PathError> {
     while let Some(raw) = raw_segments.next() {
         let is_last = raw_segments.peek().is_none();
         let segment = normalize_segment(raw, ambiguous)?;
-        if reject
-            && let Some((before, _)) = segment.split_once(';')
-            && matches!(before, "" | "." | "..")
-        {
-            return Err(PathError::new(ErrorKind::DotParameters));
+        if reject && segment.contains(';') {
+            return Err(PathError::new(ErrorKind::Parameters));
         }
         match segment.as_str() {
             "" if !is_last => empty_seen = true,
@@ -217,8 +214,7 @@ fn is_canonical(rest: &str, ambiguous: AmbiguousPaths) -> bool {
                 }
                 i += 3;
             }
-            // A segment's first `;`: what precedes it decides.
-            b';' if !keep && matches!(&bytes[start..i], b"" | b"." | b"..") => return false,
+            b';' if !keep => return false,
             byte if is_raw_ambiguous(byte) && !keep => return false,
             _ => i += 1,
         }
@@ -387,7 +383,7 @@ mod tests {
         ("/a?b=../c", Reject, Same),
         ("/caf\u{e9}", Reject, Same),
         ("/a/", Reject, Same),
-        ("/a;b=c/D", Reject, Same),
+        ("/a;b=c/D", Keep, Same),
         ("/a%20b", Reject, Same),
         ("/a%2Fb", Keep, Same),
         ("/a\\b", Keep, Same),
@@ -410,14 +406,18 @@ mod tests {
         ("/a//../b", Keep, To("/b")),
         ("/a//b/./c", Reject, To("/a/b/c")),
         ("/a/../b//c", Reject, To("/b/c")),
-        // `;` parameters: kept, but never beside a dot segment.
+        // `;` parameters: Java servers drop them, others keep them.
         ("/public/..;/admin", Reject, Fails("';' parameters")),
         ("/public/%2e%2e;x/admin", Reject, Fails("';' parameters")),
         ("/public/.;/x", Reject, Fails("';' parameters")),
         ("/public/;/../admin", Reject, Fails("';' parameters")),
+        ("/admin;x/users", Reject, Fails("';' parameters")),
+        ("/a;jsessionid=1/b", Reject, Fails("';' parameters")),
+        ("/a/..b;c", Reject, Fails("';' parameters")),
         ("/public/..;/admin", Keep, Same),
-        ("/a;jsessionid=1/b", Reject, Same),
-        ("/a/..b;c", Reject, Same),
+        ("/a;jsessionid=1/b", Keep, Same),
+        ("/a/..b;c", Keep, Same),
+        ("/a%3Bb/c?x=;", Reject, Same),
         // A fragment never reaches a server: a raw `#` is a smuggled one.
         ("/admin#/../public/x", Reject, Fails("raw '#'")),
         ("/admin%23x", Reject, Same),

@@ -288,6 +288,14 @@ fn paths() -> Vec<Row> {
     // reads it as `..`: each serves /admin. A path whose meaning differs
     // between servers, which the security model says is refused.
     rows.push(Row::get("B /public/..;/admin", "/public/..;/admin"));
+    // `;` parameters anywhere: Tomcat, Jetty and Spring route
+    // `/admin;x/users` as `/admin/users`, past a deny rule on `/admin/`
+    // that reads the path as sent; other servers keep them. Refused, as
+    // a path servers read differently, even under an allowed prefix.
+    rows.push(Row::get(
+        "B /public/x;jsessionid=1",
+        "/public/x;jsessionid=1",
+    ));
     // The same with an empty or `.` segment: Tomcat reads `/public/;/..`
     // as `/public//..`, then `/admin`. A proxy that normalizes first
     // (Traefik, Envoy's normalize_path) hands the check and the app both
