@@ -188,6 +188,7 @@ enum HostMatcher {
 impl HostMatcher {
     fn new(host: &str) -> Result<Self, Error> {
         let host = host.to_ascii_lowercase();
+        let host = host.strip_suffix('.').unwrap_or(&host);
         if let Some(rest) = host.strip_prefix('*') {
             if !rest.starts_with('.') || rest.len() < 2 || rest.contains('*') {
                 return Err(Error::config(
@@ -199,7 +200,7 @@ impl HostMatcher {
         if host.is_empty() || host.contains('*') {
             return Err(Error::config("expected a host name, or `*.` and a domain"));
         }
-        Ok(HostMatcher::Exact(host))
+        Ok(HostMatcher::Exact(host.to_owned()))
     }
 
     fn matches(&self, host: &str) -> bool {
@@ -320,7 +321,9 @@ fn request_host(request: &AuthorizationRequest) -> &str {
     } else {
         request.host.as_str()
     };
-    strip_port(host)
+    // `example.com.` is `example.com` to DNS, and to most servers.
+    let host = strip_port(host);
+    host.strip_suffix('.').unwrap_or(host)
 }
 
 fn strip_port(host: &str) -> &str {

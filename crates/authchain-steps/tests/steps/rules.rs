@@ -48,7 +48,7 @@ configs:
     - { action: deny, path: { glob: "/admin/*" } }
     - { action: allow, paths: [{ regex: "/items/[0-9]+" }] }
     - { action: deny, paths: [{ prefix: /items/ }] }
-    - { action: deny, hosts: ["*.internal.example.com", "db.example.com"] }
+    - { action: deny, hosts: ["*.internal.example.com", "db.example.com."] }
 "#,
     )
     .await;
@@ -61,6 +61,9 @@ configs:
         (Method::GET, "/items/42x", "", 404), // regex matches the whole path
         (Method::GET, "/x", "a.internal.example.com:8443", 404),
         (Method::GET, "/x", "DB.example.com", 404),
+        // The name with DNS's root dot, which servers take as the same.
+        (Method::GET, "/x", "db.example.com.", 404),
+        (Method::GET, "/x", "a.internal.example.com.:8443", 404),
         (Method::GET, "/x", "example.com", 200),
     ];
     for (m, p, host, want) in cases {
