@@ -339,10 +339,9 @@ fn open_file_limit(settings: &Settings) {
     let wanted = connections
         .iter()
         .flatten()
-        .map(|l| l.max_connections as u64)
-        .sum::<u64>()
-        + admin::ADMIN_CONNECTIONS as u64
-        + 512;
+        .fold(admin::ADMIN_CONNECTIONS as u64 + 512, |n, l| {
+            n.saturating_add(l.max_connections as u64)
+        });
     match rlimit::increase_nofile_limit(wanted) {
         Ok(limit) if limit < wanted => tracing::warn!(
             limit,
@@ -403,6 +402,17 @@ async fn reload(
     };
     if !forced && next.digest == current.digest {
         return Ok(None);
+    }
+    if let Some(name) = &current.settings.default_config
+        && !next.configs.iter().any(|c| c.name() == name)
+    {
+        let e = Error::config(format!(
+            "the listeners' default AuthConfig `{name}` is not among the new ones \
+             (a new defaultConfig applies at the next restart)"
+        ))
+        .at("defaultConfig");
+        rejected(REJECTED, &e);
+        return Err(Some(next));
     }
     let waiting = restart_only(&current.settings, &next.settings);
     if !waiting.is_empty() {

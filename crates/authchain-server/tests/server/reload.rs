@@ -139,6 +139,47 @@ async fn twenty_flips_under_load_fail_no_check_and_switch_the_decision() {
     assert!(server.log().contains("got new config"), "{}", server.log());
 }
 
+/// Waits until the server's log says it rejected a config change.
+async fn wait_for_a_rejection(server: &mut Authchain) {
+    let log = server.peer.dir().join("stderr.log");
+    server
+        .peer
+        .wait_until(Duration::from_secs(10), || {
+            let log = log.clone();
+            async move {
+                let text = std::fs::read_to_string(log).unwrap_or_default();
+                text.contains("config change rejected").then_some(())
+            }
+        })
+        .await
+        .unwrap();
+}
+
+/// The listeners keep the `defaultConfig` they started with: a reload
+/// whose AuthConfigs no longer have it (renamed, with `defaultConfig`
+/// following) would leave every check that names none a 403 until a
+/// restart. It is rejected, naming both.
+#[tokio::test]
+async fn a_reload_without_the_running_default_auth_config_is_rejected() {
+    let mut server = Authchain::start(&format!("watch: false\n{}", flip("allow"))).await;
+    server.rewrite(&format!(
+        "watch: false\n{}",
+        flip("allow").replace("flip", "flop")
+    ));
+    server.signal("HUP");
+    wait_for_a_rejection(&mut server).await;
+    let log = server.log();
+    assert!(
+        log.contains("defaultConfig") && log.contains("`flip`"),
+        "{log}"
+    );
+    assert_eq!(server.generation().await, 1);
+    assert_eq!(
+        server.http_check("flip", "/x", &[]).await.unwrap().status,
+        200
+    );
+}
+
 #[tokio::test]
 async fn a_broken_config_keeps_the_serving_generation_and_sighup_reloads() {
     let mut server = Authchain::start(&format!("watch: false\n{}", flip("allow"))).await;
@@ -159,18 +200,7 @@ async fn a_broken_config_keeps_the_serving_generation_and_sighup_reloads() {
         flip("deny").replace("defaultAction: deny", "defaultAction: perhaps")
     ));
     server.signal("HUP");
-    let log = server.peer.dir().join("stderr.log");
-    server
-        .peer
-        .wait_until(Duration::from_secs(10), || {
-            let log = log.clone();
-            async move {
-                let text = std::fs::read_to_string(log).unwrap_or_default();
-                text.contains("config change rejected").then_some(())
-            }
-        })
-        .await
-        .unwrap();
+    wait_for_a_rejection(&mut server).await;
     let log = server.log();
     assert!(
         log.contains("authConfigs[0]: configs[0].rules.defaultAction"),
