@@ -363,11 +363,13 @@ impl ApiKeyAuth {
     }
 
     /// The presented key's bytes: from the named header, else from
-    /// `Authorization: Bearer`. `Err(())` for an unusable credential.
+    /// `Authorization: Bearer`. `Err(())` for an unusable credential, or
+    /// the header sent twice (the app behind may read the other one).
     fn presented<'a>(&self, request: &'a AuthorizationRequest) -> Result<Option<&'a [u8]>, ()> {
-        if let Some(v) = request.headers.get(&self.header) {
+        let mut all = request.headers.get_all(&self.header).iter();
+        if let Some(v) = all.next() {
             let v = v.as_bytes();
-            if v.is_empty() || v.len() > util::MAX_CREDENTIAL_LEN {
+            if v.is_empty() || v.len() > util::MAX_CREDENTIAL_LEN || all.next().is_some() {
                 return Err(());
             }
             return Ok(Some(v));

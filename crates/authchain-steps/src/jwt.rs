@@ -914,22 +914,27 @@ impl JwtAuth {
             .into()
     }
 
-    /// The token, from the first source present. `Err(())`: a source is
-    /// present but unusable.
+    /// The token, from the sources present. `Err(())`: a source is
+    /// present but unusable, or two carry different tokens (the app
+    /// behind may read the one not checked).
     fn token<'a>(&self, request: &'a AuthorizationRequest) -> Result<Option<&'a str>, ()> {
+        let mut token = None;
         for source in &self.sources {
             let found = match source {
                 Source::Header(name, prefix) => util::scheme_credential(request, name, prefix)?,
-                Source::Cookie(name) => util::cookie(request, name)?,
+                Source::Cookie(name) => util::credential_cookie(request, name)?,
             };
-            if let Some(token) = found {
-                if token.is_empty() || token.len() > util::MAX_CREDENTIAL_LEN {
+            match (found, token) {
+                (None, _) => {}
+                (Some(t), _) if t.is_empty() || t.len() > util::MAX_CREDENTIAL_LEN => {
                     return Err(());
                 }
-                return Ok(Some(token));
+                (Some(t), None) => token = Some(t),
+                (Some(t), Some(first)) if t != first => return Err(()),
+                (Some(_), Some(_)) => {}
             }
         }
-        Ok(None)
+        Ok(token)
     }
 
     /// The decision with the keys at hand; `None`, when `may_wait`, for a

@@ -146,12 +146,32 @@ pub(crate) fn strip_prefix_ignore_case<'a>(value: &'a str, prefix: &str) -> Opti
 /// other cookies.
 const MAX_COOKIE_HEADER: usize = 60 * 1024;
 
-/// The value of cookie `name` in the request's `Cookie` headers.
-/// `Err(())` when a `Cookie` header is too long or not text.
+/// The value of cookie `name` in the request's `Cookie` headers: the
+/// first, as browsers send the most specific first. `Err(())` when a
+/// `Cookie` header is too long.
 pub(crate) fn cookie<'a>(
     request: &'a AuthorizationRequest,
     name: &str,
 ) -> Result<Option<&'a str>, ()> {
+    cookie_in(request, name, false)
+}
+
+/// [`cookie`], for a credential: a second copy with another value is
+/// `Err(())` too, since the app behind may read that one (Django takes
+/// the last).
+pub(crate) fn credential_cookie<'a>(
+    request: &'a AuthorizationRequest,
+    name: &str,
+) -> Result<Option<&'a str>, ()> {
+    cookie_in(request, name, true)
+}
+
+fn cookie_in<'a>(
+    request: &'a AuthorizationRequest,
+    name: &str,
+    sole: bool,
+) -> Result<Option<&'a str>, ()> {
+    let mut found = None;
     for value in request.headers.get_all(http::header::COOKIE) {
         let value = value.as_bytes();
         if value.len() > MAX_COOKIE_HEADER {
@@ -165,11 +185,16 @@ pub(crate) fn cookie<'a>(
                 && k.trim() == name
             {
                 let v = v.trim().trim_matches('"');
-                return Ok(Some(v));
+                match found {
+                    None if !sole => return Ok(Some(v)),
+                    None => found = Some(v),
+                    Some(first) if first != v => return Err(()),
+                    Some(_) => {}
+                }
             }
         }
     }
-    Ok(None)
+    Ok(found)
 }
 
 /// A JSON value as a header value, if it makes one: strings as they are,

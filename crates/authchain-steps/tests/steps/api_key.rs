@@ -91,6 +91,14 @@ async fn missing_wrong_and_malformed_keys_are_401() {
             get_with("/", "api-key", "alice-key-01234567890"),
         ),
         ("empty", get_with("/", "api-key", "")),
+        // The app behind may read the other copy.
+        (
+            "a valid key and another",
+            get_with("/", "api-key", "alice-key-0123456789").with_header(
+                HeaderName::from_static("api-key"),
+                HeaderValue::from_static("forged"),
+            ),
+        ),
         ("huge", get_with("/", "api-key", &huge)),
         (
             "a key under Basic",
@@ -149,6 +157,26 @@ configs:
     assert_eq!(e.place(), Some("t: configs[0].apiKeyAuth.keysFile"));
     assert!(!e.to_string().contains("secret-in-file"), "{e}");
     std::fs::remove_file(&path).ok();
+}
+
+/// The key's header is a credential, whatever its name: an AuthConfig
+/// cannot log it by value.
+#[tokio::test]
+async fn the_key_header_is_never_logged() {
+    let yaml = KEYS.replace(
+        "configs:",
+        "decisionLog: { headers: [x-request-id, API-Key] }\nconfigs:",
+    );
+    let e = load_error(&yaml).await.to_string();
+    assert!(
+        e.contains("decisionLog.headers[1]") && e.contains("api-key"),
+        "{e}"
+    );
+    let other = KEYS.replace(
+        "configs:",
+        "decisionLog: { headers: [x-request-id] }\nconfigs:",
+    );
+    chain(&other).await;
 }
 
 #[tokio::test]

@@ -275,6 +275,20 @@ async fn a_token_from_a_cookie_or_a_custom_header() {
             200,
         ),
         ("in the custom header", "x-token", token.clone(), 200),
+        (
+            "in the cookie twice",
+            "cookie",
+            format!("access_token={token}; a=b; access_token={token}"),
+            200,
+        ),
+        // The app behind may read the copy not checked (Django takes the
+        // last of a name).
+        (
+            "in the cookie, then another",
+            "cookie",
+            format!("access_token={token}; access_token=forged"),
+            401,
+        ),
         // Authorization is not a source any more.
         (
             "under Bearer",
@@ -287,6 +301,15 @@ async fn a_token_from_a_cookie_or_a_custom_header() {
         let d = chain.authorize(&mut get_with("/", header, &value)).await;
         assert_eq!(status(&d), want, "case {name}: {d:?}");
     }
+    // Two sources: one token in both, or a 401.
+    let both = |cookie: &str| {
+        get_with("/", "x-token", &token).with_header(
+            http::header::COOKIE,
+            http::HeaderValue::try_from(format!("access_token={cookie}")).unwrap(),
+        )
+    };
+    assert!(chain.authorize(&mut both(&token)).await.is_allow());
+    assert_eq!(status(&chain.authorize(&mut both("forged")).await), 401);
 }
 
 /// A JWKS server on 127.0.0.1:0 whose document can change; counts fetches.
