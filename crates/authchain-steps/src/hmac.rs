@@ -543,7 +543,9 @@ impl HmacAuth {
 /// comma-separated) must be the body's: each digest of a known algorithm
 /// matches, and there is one at least. A request whose body did not come
 /// with the check is judged with an empty body, so a digest of a real
-/// body fails, as it must: what was not seen was not checked.
+/// body fails, as it must: what was not seen was not checked; and when
+/// its `Content-Length` or `Transfer-Encoding` says it has one, any
+/// digest fails.
 fn check_digest(request: &AuthorizationRequest) -> Result<(), Refusal> {
     use sha2::Digest as _;
     // Envoy's `with_request_body { allow_partial_message: true }` sends the
@@ -556,6 +558,20 @@ fn check_digest(request: &AuthorizationRequest) -> Result<(), Refusal> {
         .any(|v| !v.as_bytes().eq_ignore_ascii_case(b"false"))
     {
         return Err("a Digest over a body the proxy cut short");
+    }
+    // A body the proxy did not send is judged as empty; one the request
+    // says it has would reach the app unchecked under a replayed Digest
+    // of nothing.
+    let declared = request
+        .headers
+        .get_all(http::header::CONTENT_LENGTH)
+        .iter()
+        .any(|v| v.as_bytes() != b"0")
+        || request
+            .headers
+            .contains_key(http::header::TRANSFER_ENCODING);
+    if request.body.is_none() && declared {
+        return Err("a Digest of a body the check did not see");
     }
     let value = request
         .headers
