@@ -15,7 +15,7 @@ use metrics::{Counter, Histogram};
 use tokio::time::{Instant, Sleep};
 use tracing::Instrument;
 
-use crate::cache::{CacheSettings, DecisionCache};
+use crate::cache::{Attribute, CacheSettings, DecisionCache};
 use crate::decision_log::{ChainLog, DecisionLog, Entry, Sampling, StepRecord, Trace, Transport};
 use crate::expr::{self, Next, Op};
 use crate::merge::{add_removals, merge, same_folded, spellings, strip_headers};
@@ -1212,6 +1212,21 @@ impl ChainBuilder {
             None => None,
             Some(sampling) => {
                 let headers = sampling.check().map_err(|e| e.at("decisionLog"))?;
+                // An API key's or a token's header is a credential too.
+                for (i, name) in headers.iter().enumerate() {
+                    let read = Attribute::header(name.clone());
+                    if let Some(step) = self
+                        .steps
+                        .iter()
+                        .find(|s| s.service.reads().is_some_and(|r| r.contains(&read)))
+                    {
+                        return Err(Error::config(format!(
+                            "the step '{}' reads `{name}`, which may carry a credential: it is never logged",
+                            step.name
+                        ))
+                        .at(format!("decisionLog.headers[{i}]")));
+                    }
+                }
                 Some((sampling, headers))
             }
         };

@@ -29,7 +29,8 @@
 //! the request id and each header value are cut at [`MAX_FIELD_LEN`]
 //! bytes, and at most 8 values of a header are kept. `input.headers` are
 //! the named headers as the client sent them; `authorization`,
-//! `proxy-authorization`, `cookie` and `set-cookie` cannot be named. A
+//! `proxy-authorization`, `cookie` and `set-cookie` cannot be named, nor
+//! in a chain's own log a header one of its steps reads. A
 //! shadow's runs have `transport: shadow`. A step's
 //! `result` is `allow`, `deny` (with `status`), `error` (with `error`, the
 //! step's error text, which never holds a secret) or
