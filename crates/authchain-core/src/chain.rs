@@ -1328,6 +1328,15 @@ impl ChainBuilder {
 /// `Host` extractor, Django, Rails and Express behind a trusted proxy read
 /// them first).
 fn ambiguous_host(request: &AuthorizationRequest) -> Option<String> {
+    // `example.com.` is `example.com` to nginx, Traefik and DNS; Envoy
+    // routes it to another virtual host (`*`) unless it strips the dot.
+    let name = match request.host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => request.host.as_str(),
+    };
+    if name.ends_with('.') {
+        return Some("ambiguous host: a trailing dot, which proxies route differently".to_owned());
+    }
     let differs = |host: &[u8]| {
         let host = host.trim_ascii();
         let host = host

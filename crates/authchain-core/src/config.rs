@@ -103,9 +103,9 @@ impl Format {
     /// config text this way: a mapping that has a key twice is an error
     /// naming the key (serde would keep the last silently, dropping what
     /// the first said), and so is a text whose YAML aliases would make it
-    /// more than twice as many values as it has bytes (plus 100,000),
-    /// which a small file can ask for by the billion. `origin` names the
-    /// text in errors.
+    /// more than twice as large as it is (plus 100,000), counting each
+    /// value as one and each string and key as its length too: a small
+    /// file can ask for gigabytes. `origin` names the text in errors.
     pub fn documents(self, origin: &str, text: &str) -> Result<Vec<Value>, Error> {
         use serde::de::DeserializeSeed as _;
         let left = std::cell::Cell::new(text.len().saturating_mul(2).saturating_add(100_000));
@@ -139,12 +139,17 @@ struct Counted<'a> {
 
 impl Counted<'_> {
     fn spend<E: serde::de::Error>(&self) -> Result<(), E> {
-        match self.left.get() {
-            0 => Err(E::custom(
+        self.spend_more(0)
+    }
+
+    /// Spends one value of `len` bytes.
+    fn spend_more<E: serde::de::Error>(&self, len: usize) -> Result<(), E> {
+        match self.left.get().checked_sub(len.saturating_add(1)) {
+            None => Err(E::custom(
                 "the document expands to too many values (YAML aliases repeating large parts?)",
             )),
-            n => {
-                self.left.set(n - 1);
+            Some(n) => {
+                self.left.set(n);
                 Ok(())
             }
         }
@@ -152,6 +157,19 @@ impl Counted<'_> {
 
     fn again(&self) -> Self {
         Counted { left: self.left }
+    }
+}
+
+/// A mapping's key, counted as a string is.
+struct Key<'a>(Counted<'a>);
+
+impl<'de> serde::de::DeserializeSeed<'de> for Key<'_> {
+    type Value = String;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<String, D::Error> {
+        let key = String::deserialize(d)?;
+        self.0.spend_more(key.len())?;
+        Ok(key)
     }
 }
 
@@ -187,17 +205,20 @@ impl<'de> serde::de::Visitor<'de> for Counted<'_> {
 
     fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Value, E> {
         self.spend()?;
-        // As serde_json: a NaN or an infinity is null.
-        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+        // serde_json would make it null, which an optional field reads as
+        // unset.
+        serde_json::Number::from_f64(v)
+            .map(Value::Number)
+            .ok_or_else(|| E::custom("a number that is not finite (`.nan`, `.inf`)"))
     }
 
     fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Value, E> {
-        self.spend()?;
+        self.spend_more(v.len())?;
         Ok(Value::String(v.to_owned()))
     }
 
     fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Value, E> {
-        self.spend()?;
+        self.spend_more(v.len())?;
         Ok(Value::String(v))
     }
 
@@ -227,7 +248,7 @@ impl<'de> serde::de::Visitor<'de> for Counted<'_> {
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         self.spend()?;
         let mut object = Map::new();
-        while let Some(key) = map.next_key::<String>()? {
+        while let Some(key) = map.next_key_seed(Key(self.again()))? {
             let value = map.next_value_seed(self.again())?;
             if object.contains_key(&key) {
                 return Err(serde::de::Error::custom(format!(
@@ -915,7 +936,7 @@ mod tests {
     }
 
     #[test]
-    fn a_key_twice_in_a_mapping_is_an_error_naming_it() {
+    fn a_key_twice_in_a_mapping_or_a_nan_is_an_error() {
         let cases = [
             (
                 "name: s\nconfigs: [{rules: {defaultAction: deny}}]\nconfigs: [{rules: {defaultAction: allow}}]\n",
@@ -940,6 +961,15 @@ mod tests {
             assert!(e.contains(key) && e.contains("twice"), "{text}: {e}");
             assert!(e.contains("a.yaml"), "{e}");
         }
+        // Nor is a number that is none a null, an optional field unset.
+        let e = AuthConfig::parse(
+            "a.yaml",
+            "name: s\nstatusOnError: .nan\nconfigs: []\n",
+            Format::Yaml,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("not finite"), "{e}");
         // The same key in two mappings is two keys.
         let ok =
             "name: s\nconfigs:\n- rules: {defaultAction: deny}\n- rules: {defaultAction: allow}\n";
@@ -960,6 +990,17 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("too many values") && e.contains("a.yaml"), "{e}");
+        // Few aliases of a long string are as many long strings.
+        let text = format!(
+            "a: &s {}\nb: [{}]\n",
+            "x".repeat(100_000),
+            vec!["*s"; 5_000].join(",")
+        );
+        let e = Format::Yaml
+            .documents("a.yaml", &text)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("too many values"), "{e}");
         // A few aliases still read, to the value they stand for.
         let docs = Format::Yaml
             .documents("b.yaml", "a: &x {k: [1, 2]}\nb: *x\n")

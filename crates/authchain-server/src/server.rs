@@ -276,7 +276,7 @@ impl Server {
                     // A reload waits for its steps to start; a SIGTERM
                     // meanwhile ends it, the serving generation kept.
                     let reloaded = tokio::select! {
-                        reloaded = reload(&engine, &source, serving, forced) => reloaded,
+                        reloaded = reload(&engine, &source, serving, &settings, forced) => reloaded,
                         () = &mut shutdown => break,
                     };
                     match reloaded {
@@ -385,12 +385,15 @@ async fn start_first(engine: &Engine, loaded: Loaded, built: Generation) -> Load
 
 /// One reload: read everything again, build and start a new generation;
 /// on any error the serving generation stays. `forced` (SIGHUP) reloads
-/// even when no text changed. `Ok(None)`: nothing changed; `Err(Some)`:
-/// read but rejected (watch what it names, so that a fix reloads).
+/// even when no text changed. `running`: the settings the server started
+/// with, which its listeners keep. `Ok(None)`: nothing changed;
+/// `Err(Some)`: read but rejected (watch what it names, so that a fix
+/// reloads).
 async fn reload(
     engine: &Engine,
     source: &Source,
     current: &Loaded,
+    running: &Settings,
     forced: bool,
 ) -> Result<Option<Loaded>, Option<Loaded>> {
     let next = match load(source) {
@@ -403,7 +406,7 @@ async fn reload(
     if !forced && next.digest == current.digest {
         return Ok(None);
     }
-    if let Some(name) = &current.settings.default_config
+    if let Some(name) = &running.default_config
         && !next.configs.iter().any(|c| c.name() == name)
     {
         let e = Error::config(format!(
@@ -414,7 +417,7 @@ async fn reload(
         rejected(REJECTED, &e);
         return Err(Some(next));
     }
-    let waiting = restart_only(&current.settings, &next.settings);
+    let waiting = restart_only(running, &next.settings);
     if !waiting.is_empty() {
         tracing::warn!(
             settings = %waiting.join(", "),

@@ -60,7 +60,9 @@
 //! every `refreshInterval`, and
 //! refreshed early when a token names a `kid` the step does not know, at
 //! most once per `minRefreshInterval` (1s at least), and never waited for
-//! by another such token while one is under way. `https://` URLs are verified
+//! by another such token while one is under way (that token is a 401: a
+//! client retries; a key rotated in is found by the refresh under way or
+//! the next). `https://` URLs are verified
 //! against the system's roots (Mozilla's where the system has none); an
 //! `http://` one is a config error unless `allowInsecureHttp` says so.
 //! Without `algorithms`, a remote JWKS's symmetric (`oct`) keys are not

@@ -57,7 +57,12 @@
 //! `http_status` (or `status`) and `body` for a deny. A query that ends in
 //! `== true` allows on the boolean `true` alone, as Gloo's does. Any other
 //! result is a 403, as in Gloo; an evaluation error is a step error: the
-//! chain denies with its `statusOnError`.
+//! chain denies with its `statusOnError`. As in OPA (and so Gloo), a
+//! builtin that cannot take its argument (`io.jwt.decode` of no token,
+//! `base64.decode` of no base64) makes its expression undefined rather
+//! than an error: `default allow := false` then decides, but `allow if
+//! not deny` allows when a builtin in `deny` failed. Write the allow
+//! conditions positively, as OPA's documentation does.
 
 use std::collections::BTreeMap;
 use std::num::NonZeroU32;

@@ -252,6 +252,19 @@ async fn steps_see_no_host_that_an_app_reads_differently() {
             false => assert!(decision.is_allow(), "{name}: {value}"),
         }
     }
+    // DNS's root dot: the same host to nginx and Traefik, another virtual
+    // host to Envoy.
+    for (host, refused) in [
+        ("app.example.", true),
+        ("app.example.:8443", true),
+        ("app.example", false),
+        ("[::1]:8443", false),
+    ] {
+        let mut req = get("/x");
+        req.host = host.into();
+        let decision = chain.authorize(&mut req).await;
+        assert_eq!(decision.is_allow(), !refused, "{host}");
+    }
 }
 
 #[tokio::test]

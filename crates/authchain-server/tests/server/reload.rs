@@ -141,6 +141,11 @@ async fn twenty_flips_under_load_fail_no_check_and_switch_the_decision() {
 
 /// Waits until the server's log says it rejected a config change.
 async fn wait_for_a_rejection(server: &mut Authchain) {
+    wait_for_rejections(server, 1).await;
+}
+
+/// Waits until the server's log says it rejected `n` config changes.
+async fn wait_for_rejections(server: &mut Authchain, n: usize) {
     let log = server.peer.dir().join("stderr.log");
     server
         .peer
@@ -148,7 +153,7 @@ async fn wait_for_a_rejection(server: &mut Authchain) {
             let log = log.clone();
             async move {
                 let text = std::fs::read_to_string(log).unwrap_or_default();
-                text.contains("config change rejected").then_some(())
+                (text.matches("config change rejected").count() >= n).then_some(())
             }
         })
         .await
@@ -174,6 +179,29 @@ async fn a_reload_without_the_running_default_auth_config_is_rejected() {
         "{log}"
     );
     assert_eq!(server.generation().await, 1);
+    assert_eq!(
+        server.http_check("flip", "/x", &[]).await.unwrap().status,
+        200
+    );
+    // Nor in two steps: the new default first, beside the running one
+    // (applied, with a restart warning), then the running one dropped.
+    let both = format!(
+        "{}  - name: other\n    rules: {{ defaultAction: allow }}\n- name: flop\n  configs:\n  - name: rule\n    rules: {{ defaultAction: deny }}\n",
+        flip("allow")
+    );
+    server.rewrite(&format!(
+        "watch: false\n{}",
+        both.replacen("defaultConfig: flip", "defaultConfig: flop", 1)
+    ));
+    server.signal("HUP");
+    server.wait_for_generation(2).await;
+    server.rewrite(&format!(
+        "watch: false\n{}",
+        flip("allow").replace("flip", "flop")
+    ));
+    server.signal("HUP");
+    wait_for_rejections(&mut server, 2).await;
+    assert_eq!(server.generation().await, 2);
     assert_eq!(
         server.http_check("flip", "/x", &[]).await.unwrap().status,
         200

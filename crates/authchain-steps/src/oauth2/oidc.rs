@@ -95,7 +95,7 @@
 //!   is a step error as well, never a session.
 //!
 //! Either way, a replica keeps each session it has opened, decrypted,
-//! until the session expires (32 MiB of tokens at most), found by a
+//! until the session expires (about 32 MiB of them at most), found by a
 //! keyed hash of its cookie (with Redis, of the id and of what Redis holds
 //! under it): a session's later requests skip its decryption. A cookie
 //! that would not open is never kept, and what Redis no longer holds
@@ -508,8 +508,9 @@ impl Opens {
                     let bytes = s.id_token.len()
                         + s.access_token.len()
                         + s.refresh_token.as_ref().map_or(0, String::len);
-                    // The tokens, their claims and the headers.
-                    u32::try_from(3 * bytes).unwrap_or(u32::MAX)
+                    // The tokens, the headers made of them, and their
+                    // claims as JSON values (several times their text).
+                    u32::try_from(8 * bytes).unwrap_or(u32::MAX)
                 })
                 .expire_after(UntilExpiry)
                 .build_with_hasher(util::PrfKeyed::default()),
