@@ -386,9 +386,27 @@ impl Chain {
 
     /// Logs the chain's decisions to `log`, as its own `decisionLog` or
     /// else `log`'s sampling says, as those of generation `generation`.
+    /// A header one of its steps reads (a credential, perhaps) is not
+    /// logged for it, whatever `log`'s sampling names.
     pub(crate) fn attach_log(&mut self, log: &DecisionLog, generation: u64) {
         let own = self.log_sampling.as_ref().map(|(s, h)| (s, h.as_slice()));
-        self.log = ChainLog::new(log, own, generation);
+        let steps = &self.steps;
+        let loggable = |header: &HeaderName| match reader(
+            steps.iter().map(|s| (s.name.as_str(), &s.service)),
+            header,
+        ) {
+            None => true,
+            Some(step) => {
+                tracing::warn!(
+                    config = %self.name,
+                    step,
+                    header = %header,
+                    "the decision log names a header this AuthConfig's step reads: it is not logged for this AuthConfig"
+                );
+                false
+            }
+        };
+        self.log = ChainLog::new(log, own, generation, loggable);
     }
 
     /// Whether its config asks for a decision log.
@@ -1214,15 +1232,10 @@ impl ChainBuilder {
                 let headers = sampling.check().map_err(|e| e.at("decisionLog"))?;
                 // An API key's or a token's header is a credential too.
                 for (i, name) in headers.iter().enumerate() {
-                    let read = Attribute::header(name.clone());
-                    if let Some(step) = self
-                        .steps
-                        .iter()
-                        .find(|s| s.service.reads().is_some_and(|r| r.contains(&read)))
-                    {
+                    let steps = self.steps.iter().map(|s| (s.name.as_str(), &s.service));
+                    if let Some(step) = reader(steps, name) {
                         return Err(Error::config(format!(
-                            "the step '{}' reads `{name}`, which may carry a credential: it is never logged",
-                            step.name
+                            "the step '{step}' reads `{name}`, which may carry a credential: it is never logged"
                         ))
                         .at(format!("decisionLog.headers[{i}]")));
                     }
@@ -1327,6 +1340,17 @@ impl ChainBuilder {
 /// `X-Forwarded-Host` or a `Forwarded` `host=` that names another (axum's
 /// `Host` extractor, Django, Rails and Express behind a trusted proxy read
 /// them first).
+/// The name of the first of `steps` that says it reads `header`.
+fn reader<'a>(
+    mut steps: impl Iterator<Item = (&'a str, &'a Arc<dyn AuthService>)>,
+    header: &HeaderName,
+) -> Option<&'a str> {
+    let read = Attribute::header(header.clone());
+    steps
+        .find(|(_, service)| service.reads().is_some_and(|r| r.contains(&read)))
+        .map(|(name, _)| name)
+}
+
 fn ambiguous_host(request: &AuthorizationRequest) -> Option<String> {
     // `example.com.` is `example.com` to nginx, Traefik and DNS; Envoy
     // routes it to another virtual host (`*`) unless it strips the dot.

@@ -1,6 +1,7 @@
 //! `apiKeyAuth`.
 
 use authchain_core::AuthService;
+use authchain_core::decision_log::{DecisionLog, Sampling};
 use authchain_steps::api_key::{ApiKeyAuth, ApiKeyConfig};
 use http::{HeaderName, HeaderValue, Method};
 
@@ -177,6 +178,31 @@ async fn the_key_header_is_never_logged() {
         "decisionLog: { headers: [x-request-id] }\nconfigs:",
     );
     chain(&other).await;
+    // The server's log, for every AuthConfig, leaves it out for this one.
+    let records = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let sink = records.clone();
+    let log = DecisionLog::new(move |r: String| sink.lock().unwrap().push(r))
+        .every_config(Sampling::default().header("api-key").header("x-request-id"))
+        .unwrap();
+    let mut registry = authchain_core::PluginRegistry::new();
+    authchain_steps::register(&mut registry);
+    let engine = authchain_core::Engine::new(registry).with_decision_log(log);
+    engine
+        .load(
+            &authchain_core::AuthConfig::parse(ORIGIN, KEYS, authchain_core::Format::Yaml).unwrap(),
+        )
+        .await
+        .unwrap();
+    let mut r = get_with("/", "api-key", "alice-key-0123456789").with_header(
+        HeaderName::from_static("x-request-id"),
+        HeaderValue::from_static("r-1"),
+    );
+    let chain = engine.current().chain("k").unwrap().clone();
+    assert!(chain.authorize(&mut r).await.is_allow());
+    let records = records.lock().unwrap();
+    assert_eq!(records.len(), 1);
+    assert!(records[0].contains("r-1"), "{}", records[0]);
+    assert!(!records[0].contains("alice-key"), "{}", records[0]);
 }
 
 #[tokio::test]
