@@ -56,13 +56,15 @@
 //!   accepted, as Gloo does, with a warning off loopback. The claims go to
 //!   `state.jwtAccessToken` (Gloo's key), the `sub` claim to `UserInfo`.
 //! - `introspection`: the endpoint is asked about each token not in the
-//!   cache (`token=...`, with the client's id and secret in HTTP Basic as
+//!   cache (`token=...&token_type_hint=access_token`, with the client's id and secret in HTTP Basic as
 //!   RFC 6749 2.3.1 encodes them; a client id without a secret goes in the
 //!   body; the deprecated `introspectionUrl` sends no client). As Gloo
 //!   requires: with a `clientId`, a `clientSecretRef` or
 //!   `disableClientSecret: true` (which then wins: no secret is read);
-//!   without one, no `clientSecretRef`. `active: false`, or an `exp` past,
-//!   is a 401; an answer that is not RFC 7662 JSON (`active` not a
+//!   without one, no `clientSecretRef`. `active: false`, an `exp` past,
+//!   or an answer that says the token is a refresh or an ID token
+//!   (`token_type`, Hydra's `token_use`, Keycloak's `typ`: many IdPs
+//!   answer `active` for those too) is a 401; an answer that is not RFC 7662 JSON (`active` not a
 //!   boolean, `scope` not a string, `exp` not a number, beyond 1 MiB or
 //!   128 levels deep) is the step's error. The answer goes to
 //!   `state.tokenIntrospection` (an authchain key: Gloo documents none for
@@ -93,7 +95,8 @@
 //! request that makes the call goes away, one of the others makes it
 //! again. At most 64 calls to the IdP are under way at once per step: a
 //! flood of distinct tokens waits for its turn (at most `timeout`, then
-//! the step's error) rather than open a connection each. Only valid
+//! the step's error) rather than open a connection each, and past 256
+//! distinct tokens waiting, a new one is the step's error at once. Only valid
 //! tokens are kept (a token without a required scope is valid, and its
 //! 403 kept): an IdP's failure is
 //! never remembered (the next request asks again), and neither is an
@@ -448,7 +451,27 @@ fn has_scopes(claims: &Map<String, Value>, required: &[String]) -> bool {
 /// A claim holding seconds since the epoch, as a time.
 fn epoch_claim(claims: &Map<String, Value>, name: &str) -> Option<SystemTime> {
     let secs = claims.get(name)?.as_f64()?;
-    Some(SystemTime::UNIX_EPOCH + Duration::try_from_secs_f64(secs).ok()?)
+    SystemTime::UNIX_EPOCH.checked_add(Duration::try_from_secs_f64(secs).ok()?)
+}
+
+/// Whether an active introspection answer says the token is a refresh or
+/// an ID token (`token_type`, Hydra's `token_use`, Keycloak's `typ`):
+/// many IdPs answer `active` for those too, whatever `token_type_hint`.
+fn another_kind_of_token(members: &Map<String, Value>) -> bool {
+    const OTHER: [&str; 6] = [
+        "refresh_token",
+        "refresh",
+        "offline",
+        "id",
+        "id_token",
+        "urn:ietf:params:oauth:token-type:refresh_token",
+    ];
+    ["token_type", "token_use", "typ"].iter().any(|name| {
+        members
+            .get(*name)
+            .and_then(Value::as_str)
+            .is_some_and(|kind| OTHER.iter().any(|o| kind.eq_ignore_ascii_case(o)))
+    })
 }
 
 impl AccessToken {
@@ -852,6 +875,7 @@ impl Asker {
             let answer = i
                 .client
                 .introspect(&token)
+                .set_token_type_hint("access_token")
                 .request_async(&call)
                 .await
                 .map_err(introspection_error)?;
@@ -861,6 +885,9 @@ impl Asker {
             let Ok(Value::Object(members)) = serde_json::to_value(&answer) else {
                 return Err("the introspection answer is not a JSON object".into());
             };
+            if another_kind_of_token(&members) {
+                return Ok(Lookup::Rejected("not an access token"));
+            }
             exp = epoch_claim(&members, "exp");
             if exp.is_some_and(|exp| exp <= SystemTime::now()) {
                 return Ok(Lookup::Rejected("expired"));
