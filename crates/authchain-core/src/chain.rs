@@ -390,23 +390,35 @@ impl Chain {
     /// logged for it, whatever `log`'s sampling names.
     pub(crate) fn attach_log(&mut self, log: &DecisionLog, generation: u64) {
         let own = self.log_sampling.as_ref().map(|(s, h)| (s, h.as_slice()));
-        let steps = &self.steps;
-        let loggable = |header: &HeaderName| match reader(
-            steps.iter().map(|s| (s.name.as_str(), &s.service)),
-            header,
-        ) {
-            None => true,
-            Some(step) => {
-                tracing::warn!(
-                    config = %self.name,
-                    step,
-                    header = %header,
-                    "the decision log names a header this AuthConfig's step reads: it is not logged for this AuthConfig"
-                );
-                false
-            }
-        };
+        let loggable = |header: &HeaderName| self.loggable(header, self);
         self.log = ChainLog::new(log, own, generation, loggable);
+    }
+
+    /// Its log leaves out the headers `shadowed`'s steps read: it runs
+    /// their requests as a shadow.
+    pub(crate) fn shadows(&mut self, shadowed: &Chain) {
+        let mut log = self.log.take();
+        if let Some(log) = &mut log {
+            log.retain_headers(|header| self.loggable(header, shadowed));
+        }
+        self.log = log;
+    }
+
+    /// Whether `header` may be logged for this chain: no step of `of`
+    /// reads it; else a warning.
+    fn loggable(&self, header: &HeaderName, of: &Chain) -> bool {
+        let steps = of.steps.iter().map(|s| (s.name.as_str(), &s.service));
+        let Some(step) = reader(steps, header) else {
+            return true;
+        };
+        tracing::warn!(
+            config = %self.name,
+            of = %of.name,
+            step,
+            header = %header,
+            "the decision log names a header a step reads: it is not logged for this AuthConfig"
+        );
+        false
     }
 
     /// Whether its config asks for a decision log.

@@ -293,6 +293,11 @@ impl ChainLog {
         })
     }
 
+    /// Keeps the logged headers `keep` says.
+    pub(crate) fn retain_headers(&mut self, keep: impl Fn(&HeaderName) -> bool) {
+        self.headers.retain(|h| keep(h));
+    }
+
     /// Whether this decision is logged; its number when it is.
     pub(crate) fn sampled(&self) -> Option<u64> {
         let number = DECISIONS.fetch_add(1, Ordering::Relaxed);

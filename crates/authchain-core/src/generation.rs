@@ -363,6 +363,15 @@ fn link(
     let (shadowing, plain): (Vec<Chain>, Vec<Chain>) =
         built.into_iter().partition(|c| c.shadow_name().is_some());
     let names: Vec<String> = shadowing.iter().map(|c| c.name().to_owned()).collect();
+    let mut plain = plain;
+    for shadowed in &shadowing {
+        if let Some(shadow) = plain
+            .iter_mut()
+            .find(|c| shadowed.shadow_name() == Some(c.name()))
+        {
+            shadow.shadows(shadowed);
+        }
+    }
     for chain in plain {
         chains.insert(chain.name().to_owned(), Arc::new(chain));
     }

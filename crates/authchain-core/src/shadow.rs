@@ -17,6 +17,13 @@
 //! decision log; they run on the same runtime as the answers, so a
 //! shadow that costs much CPU slows a busy server.
 //!
+//! A shadow run's request says so ([`is_shadow_run`]): a step whose work
+//! has effects beyond its answer skips them there and answers as it would
+//! (the built-in `oauth2` login exchanges no code, refreshes, revokes and
+//! writes nothing: an IdP may revoke a grant whose code or refresh token
+//! comes twice). Other steps run as they do for the answer: a shadow's
+//! LDAP step binds again, and its passthrough calls again.
+//!
 //! ```yaml
 //! name: site
 //! shadow: site-next     # another AuthConfig of the same generation, with no shadow of its own
@@ -30,6 +37,16 @@ use tokio::sync::Semaphore;
 
 use crate::decision_log::Transport;
 use crate::{AuthorizationRequest, Chain, Decision};
+
+/// What marks a shadow run's request, in its extensions.
+#[derive(Debug, Clone, Copy)]
+struct ShadowRun;
+
+/// Whether `request` is a shadow run's: a step then skips what its work
+/// does beyond its answer.
+pub fn is_shadow_run(request: &AuthorizationRequest) -> bool {
+    request.extensions.get::<ShadowRun>().is_some()
+}
 
 /// The most shadow runs of one AuthConfig in flight at once.
 pub const MAX_SHADOW_RUNS: usize = 256;
@@ -89,6 +106,7 @@ impl Shadow {
             self.dropped.increment(1);
             return;
         };
+        request.extensions.insert(ShadowRun);
         let this = self.clone();
         runtime.spawn(async move {
             let _place = place;

@@ -103,6 +103,12 @@
 //!
 //! Cookies are `Path=/`, `HttpOnly`, `Secure`, `SameSite=Lax` and kept 30
 //! days unless `cookieOptions` says otherwise.
+//!
+//! In a shadow AuthConfig's run ([`authchain_core::shadow`]) the step
+//! opens sessions as it does for the answer, but exchanges no code,
+//! refreshes, revokes and writes nothing: a callback or a logout is its
+//! `302` alone, a session due for a refresh is allowed as the answer's
+//! run refreshes it, and a Redis login start keeps nothing.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -133,6 +139,7 @@ use super::session::{self, CookieAttributes, Pending, Redis, Sealer, Session};
 use super::{ClaimHeaders, ClaimMetadata, set, unsupported};
 use crate::jwt::{JwksConfig, JwtConfig, RemoteJwks, Verifier};
 use crate::util;
+use authchain_core::shadow::is_shadow_run;
 
 /// The key under which the step writes the ID token's claims into `state`
 /// (Gloo's): the ID token itself, as Gloo's OPA guide reads it with
@@ -1269,6 +1276,8 @@ impl Oidc {
         let (url, _) = authorize.url();
         let cookie = match &self.store {
             Store::Cookie => self.sealer.seal("login", &pending),
+            // A shadow run's answer goes nowhere: nothing to keep.
+            Store::Redis(_) if is_shadow_run(request) => session::random_token(32),
             Store::Redis(redis) => {
                 let id = session::random_token(32);
                 redis
@@ -1352,6 +1361,12 @@ impl Oidc {
                 "a callback without code and state",
             ));
         };
+        if is_shadow_run(request) {
+            // The login is the answer's: its code is spent once.
+            let home = HeaderValue::try_from(format!("{}/", self.app_origin))
+                .map_err(|_| Error::step("appUrl is not a header value"))?;
+            return Ok(Self::redirect(home).into());
+        }
         let Some(pending) = self.take_pending(request, &state).await? else {
             return Ok(Self::deny(
                 StatusCode::UNAUTHORIZED,
@@ -1506,6 +1521,11 @@ impl Oidc {
                 "a prefetch does not log out",
             ));
         }
+        if is_shadow_run(request) {
+            let target = HeaderValue::try_from(self.after_logout_url.as_str())
+                .map_err(|_| Error::step("bad logout target"))?;
+            return Ok(Self::redirect(target).into());
+        }
         let cookie = self.session_cookie(request);
         let mut session = None;
         if let Some(cookie) = &cookie {
@@ -1581,6 +1601,11 @@ impl Oidc {
         }
         if !self.allow_refreshing {
             return self.login(live, request).await;
+        }
+        if is_shadow_run(request) {
+            // The answer's run refreshes it (once: an IdP may revoke a
+            // grant whose refresh token comes twice), and allows.
+            return Ok(self.allow(request, &opened, Vec::new()));
         }
         match self.refreshed(live, &opened.session, &cookie).await? {
             Some(fresh) => {

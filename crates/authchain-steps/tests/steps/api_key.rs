@@ -179,30 +179,64 @@ async fn the_key_header_is_never_logged() {
     );
     chain(&other).await;
     // The server's log, for every AuthConfig, leaves it out for this one.
-    let records = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let sink = records.clone();
-    let log = DecisionLog::new(move |r: String| sink.lock().unwrap().push(r))
+    let (engine, mut records) = logging(KEYS).await;
+    let mut r = key_request("r-1");
+    let chain = engine.current().chain("k").unwrap().clone();
+    assert!(chain.authorize(&mut r).await.is_allow());
+    let record = records.borrow_and_update()[0].clone();
+    assert!(
+        record.contains("r-1") && !record.contains("alice-key"),
+        "{record}"
+    );
+
+    // Nor by a shadow whose own steps do not read it: it runs the
+    // shadowed AuthConfig's requests.
+    let text = format!(
+        "{}\n---\nname: next\nconfigs: [{{ rules: {{ defaultAction: allow }} }}]\n",
+        KEYS.replace("configs:", "shadow: next\nconfigs:")
+    );
+    let (engine, mut records) = logging(&text).await;
+    let chain = engine.current().chain("k").unwrap().clone();
+    assert!(chain.authorize(&mut key_request("r-2")).await.is_allow());
+    let shadow = r#""transport":"shadow""#;
+    let records = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        records.wait_for(|records| records.iter().any(|r| r.contains(shadow))),
+    )
+    .await
+    .expect("a shadow run")
+    .unwrap()
+    .clone();
+    let run = records.iter().find(|r| r.contains(shadow)).unwrap();
+    assert!(run.contains("r-2") && !run.contains("alice-key"), "{run}");
+}
+
+/// An engine with every step, `text` loaded, and a decision log of every
+/// AuthConfig that names `api-key` and `x-request-id`; its records.
+async fn logging(
+    text: &str,
+) -> (
+    authchain_core::Engine,
+    tokio::sync::watch::Receiver<Vec<String>>,
+) {
+    let (sink, records) = tokio::sync::watch::channel(Vec::<String>::new());
+    let log = DecisionLog::new(move |r: String| sink.send_modify(|records| records.push(r)))
         .every_config(Sampling::default().header("api-key").header("x-request-id"))
         .unwrap();
     let mut registry = authchain_core::PluginRegistry::new();
     authchain_steps::register(&mut registry);
     let engine = authchain_core::Engine::new(registry).with_decision_log(log);
-    engine
-        .load(
-            &authchain_core::AuthConfig::parse(ORIGIN, KEYS, authchain_core::Format::Yaml).unwrap(),
-        )
-        .await
-        .unwrap();
-    let mut r = get_with("/", "api-key", "alice-key-0123456789").with_header(
+    let configs = authchain_core::AuthConfig::parse(ORIGIN, text, authchain_core::Format::Yaml);
+    engine.load(&configs.unwrap()).await.unwrap();
+    (engine, records)
+}
+
+/// alice's key, and request id `id`.
+fn key_request(id: &'static str) -> authchain_core::AuthorizationRequest {
+    get_with("/", "api-key", "alice-key-0123456789").with_header(
         HeaderName::from_static("x-request-id"),
-        HeaderValue::from_static("r-1"),
-    );
-    let chain = engine.current().chain("k").unwrap().clone();
-    assert!(chain.authorize(&mut r).await.is_allow());
-    let records = records.lock().unwrap();
-    assert_eq!(records.len(), 1);
-    assert!(records[0].contains("r-1"), "{}", records[0]);
-    assert!(!records[0].contains("alice-key"), "{}", records[0]);
+        HeaderValue::from_static(id),
+    )
 }
 
 #[tokio::test]

@@ -1010,22 +1010,38 @@ fn unsigned(claims: &Value) -> String {
     )
 }
 
+/// `rig`'s config `app`, its token endpoint and JWKS `fake`'s.
+fn fake_config(fake: &FakeTokens, rig: &Rig) -> Value {
+    let mut config = rig.config("app", 0);
+    oidc(&mut config)["discoveryOverride"] = json!({
+        "tokenEndpoint": format!("{}/token", fake.base),
+        "jwksUri": format!("{}/jwks", fake.base),
+    });
+    config
+}
+
 /// A front whose token endpoint and JWKS are `fake`'s (the rest the real
 /// IdP's), refreshing expired sessions when `refreshing`; its rig (which
 /// runs the IdP) and issuer.
 async fn fake_front(fake: &FakeTokens, refreshing: bool) -> (Rig, String, Front) {
     let mut rig = Rig::start(1, |_| {}).await;
     let issuer = rig.issuer.clone();
-    let mut config = rig.config("app", 0);
-    oidc(&mut config)["discoveryOverride"] = json!({
-        "tokenEndpoint": format!("{}/token", fake.base),
-        "jwksUri": format!("{}/jwks", fake.base),
-    });
+    let mut config = fake_config(fake, &rig);
     if refreshing {
         oidc(&mut config)["session"]["cookie"] = json!({ "allowRefreshing": true });
     }
     let front = rig.front(0, &config).await;
     (rig, issuer, front)
+}
+
+/// alice's ID token for the login with `nonce`, valid for `ttl` seconds,
+/// signed with the fake JWKS's `rsa-1`.
+fn alice_id_token(issuer: &str, nonce: &str, ttl: u64) -> String {
+    let claims = json!({
+        "iss": issuer, "aud": "app", "sub": "alice", "email": "alice@example.com",
+        "exp": now() + ttl, "iat": now(), "nonce": nonce,
+    });
+    sign(Algorithm::RS256, Some("rsa-1"), RSA, &claims)
 }
 
 /// The `state` and `nonce` of the login whose redirect to the IdP `start`
@@ -1038,6 +1054,67 @@ fn state_and_nonce(start: &Final) -> (String, String) {
     )
 }
 
+/// A shadow AuthConfig with the same login (the usual way to try a new
+/// policy) opens the answer's sessions but spends none of its codes: an
+/// IdP may revoke what a code twice gave.
+#[tokio::test]
+async fn a_shadow_with_the_same_login_spends_no_code() {
+    use authchain_core::decision_log::{DecisionLog, Sampling};
+    let fake = FakeTokens::start().await;
+    let mut rig = Rig::start(1, |_| {}).await;
+    let issuer = rig.issuer.clone();
+    let mut config = fake_config(&fake, &rig);
+    let mut next = config.clone();
+    next["name"] = json!("next");
+    config["shadow"] = json!("next");
+    // The shadow's records, as they come.
+    let (sink, mut shadowed) = tokio::sync::watch::channel(Vec::<String>::new());
+    let log = DecisionLog::new(move |r: String| {
+        if r.contains(r#""transport":"shadow""#) {
+            sink.send_modify(|records| records.push(r));
+        }
+    })
+    .every_config(Sampling::default())
+    .unwrap();
+    let engine = Engine::new(registry()).with_decision_log(log);
+    let text = format!("{config}\n---\n{next}\n");
+    engine
+        .load(&AuthConfig::parse("t", &text, Format::Yaml).unwrap())
+        .await
+        .unwrap();
+    let listener = rig.listeners[0].take().unwrap();
+    let front = serve(listener, rig.bases[0].clone(), Arc::new(engine), "app");
+
+    let mut agent = UserAgent::new();
+    let start = start_login(&mut agent, &issuer, &front.url("/private")).await;
+    let (state, nonce) = state_and_nonce(&start);
+    fake.answer_id_token(&alice_id_token(&issuer, &nonce, 600));
+    let back = get(
+        &mut agent,
+        &front.url(&format!("/callback?code=c&state={state}")),
+    )
+    .await;
+    assert_eq!(back.status, 302, "{}", back.describe());
+    let page = get(&mut agent, &front.url("/private")).await;
+    assert_eq!(page.status, 200, "{}", page.describe());
+    // The shadow's runs of the first page, the callback and the page.
+    let runs = tokio::time::timeout(
+        Duration::from_secs(10),
+        shadowed.wait_for(|records| records.len() >= 3),
+    )
+    .await
+    .expect("three shadow runs")
+    .unwrap()
+    .clone();
+    let count = |text: &str| runs.iter().filter(|r| r.contains(text)).count();
+    assert_eq!(
+        (count(r#""status":302"#), count(r#""allowed":true"#)),
+        (2, 1),
+        "the shadow logs in alike and opens the session: {runs:?}"
+    );
+    assert_eq!(fake.bodies.lock().unwrap().len(), 1, "one code exchange");
+}
+
 /// A refresh whose answer has no new ID token (the spec lets an IdP leave
 /// it out) keeps the session, but the expired ID token is no longer
 /// forwarded upstream, where a service that verifies it would refuse it.
@@ -1048,11 +1125,7 @@ async fn an_expired_id_token_is_not_forwarded_after_a_refresh_without_one() {
     let mut agent = UserAgent::new();
     let start = start_login(&mut agent, &issuer, &front.url("/private")).await;
     let (state, nonce) = state_and_nonce(&start);
-    let claims = json!({
-        "iss": issuer, "aud": "app", "sub": "alice", "email": "alice@example.com",
-        "exp": now() + 2, "iat": now(), "nonce": nonce,
-    });
-    let id_token = sign(Algorithm::RS256, Some("rsa-1"), RSA, &claims);
+    let id_token = alice_id_token(&issuer, &nonce, 2);
     fake.answer(
         200,
         &json!({ "access_token": "a1", "token_type": "Bearer", "expires_in": 2,
