@@ -48,7 +48,7 @@ configs:
     - { action: deny, path: { glob: "/admin/*" } }
     - { action: allow, paths: [{ regex: "/items/[0-9]+" }] }
     - { action: deny, paths: [{ prefix: /items/ }] }
-    - { action: deny, hosts: ["*.internal.example.com", "db.example.com."] }
+    - { action: deny, hosts: ["*.internal.example.com", "db.example.com"] }
 "#,
     )
     .await;
@@ -61,15 +61,43 @@ configs:
         (Method::GET, "/items/42x", "", 404), // regex matches the whole path
         (Method::GET, "/x", "a.internal.example.com:8443", 404),
         (Method::GET, "/x", "DB.example.com", 404),
-        // The name with DNS's root dot, which servers take as the same.
-        (Method::GET, "/x", "db.example.com.", 404),
-        (Method::GET, "/x", "a.internal.example.com.:8443", 404),
+        // The name with DNS's root dot: a 400 before any step.
+        (Method::GET, "/x", "db.example.com.", 400),
         (Method::GET, "/x", "example.com", 200),
     ];
     for (m, p, host, want) in cases {
         let mut r = req(m.clone(), p).with_host(host);
         let d = chain.authorize(&mut r).await;
         assert_eq!(status(&d), want, "{m} {p} {host}");
+    }
+}
+
+/// Where the AuthConfig lets ambiguous requests through, a host with
+/// DNS's root dot is the host without it, as nginx and Traefik take it.
+#[tokio::test]
+async fn a_host_matches_without_its_root_dot_where_ambiguity_is_allowed() {
+    let chain = chain(
+        r#"
+name: r
+allowAmbiguousPaths: true
+configs:
+- rules:
+    defaultAction: allow
+    rules:
+    - { action: deny, hosts: ["*.internal.example.com", "db.example.com."] }
+"#,
+    )
+    .await;
+    for (host, want) in [
+        ("db.example.com.", 403),
+        ("DB.example.com", 403),
+        ("a.internal.example.com.:8443", 403),
+        ("example.com.", 200),
+    ] {
+        let d = chain
+            .authorize(&mut req(Method::GET, "/x").with_host(host))
+            .await;
+        assert_eq!(status(&d), want, "{host}");
     }
 }
 
