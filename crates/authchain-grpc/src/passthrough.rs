@@ -50,11 +50,12 @@
 //!
 //! The plugin keeps one lazily connected channel per address, timeout and
 //! TLS settings, shared by every step and every config generation built
-//! from it.
+//! from it while one uses it (a reload with new TLS settings leaves no
+//! channel, nor key, of the old ones behind).
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use authchain_core::tls::{ClientTls, TlsConfig as GlooTlsConfig};
@@ -247,12 +248,15 @@ impl TlsConfig {
 /// Clones share their channels.
 #[derive(Clone, Default)]
 pub struct GrpcPassthroughPlugin {
-    channels: Arc<Mutex<HashMap<ChannelKey, Channel>>>,
+    channels: Arc<Mutex<HashMap<ChannelKey, Weak<Channel>>>>,
 }
 
 impl fmt::Debug for GrpcPassthroughPlugin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let count = self.channels.lock().map_or(0, |c| c.len());
+        let count = self
+            .channels
+            .lock()
+            .map_or(0, |c| c.values().filter(|c| c.strong_count() > 0).count());
         f.debug_struct("GrpcPassthroughPlugin")
             .field("channels", &count)
             .finish()
@@ -271,12 +275,13 @@ impl GrpcPassthroughPlugin {
         host: &str,
         timeout: Duration,
         tls: Option<(ClientTls, &str)>,
-    ) -> Result<Channel, Error> {
+    ) -> Result<Arc<Channel>, Error> {
         let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+        channels.retain(|_, channel| channel.strong_count() > 0);
         let (tls, tls_at) = tls.unzip();
         let key = (authority.to_owned(), timeout, tls);
-        if let Some(channel) = channels.get(&key) {
-            return Ok(channel.clone());
+        if let Some(channel) = channels.get(&key).and_then(Weak::upgrade) {
+            return Ok(channel);
         }
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(Error::config(
@@ -296,7 +301,8 @@ impl GrpcPassthroughPlugin {
             }
             _ => endpoint.connect_lazy(),
         };
-        channels.insert(key, channel.clone());
+        let channel = Arc::new(channel);
+        channels.insert(key, Arc::downgrade(&channel));
         Ok(channel)
     }
 }
@@ -375,7 +381,8 @@ impl ExtAuthPlugin for GrpcPassthroughPlugin {
         let retry = Retries::new(grpc.retry_policy)?;
         let channel = self.channel(authority, &host, timeout, tls)?;
         Ok(Arc::new(GrpcPassthrough {
-            client: AuthorizationClient::new(channel),
+            client: AuthorizationClient::new(Channel::clone(&channel)),
+            _channel: channel,
             address: address.to_owned(),
             timeout,
             retry,
@@ -394,6 +401,8 @@ impl ExtAuthPlugin for GrpcPassthroughPlugin {
 /// The step the plugin builds.
 struct GrpcPassthrough {
     client: AuthorizationClient<Channel>,
+    /// What keeps the plugin's channel (and its key) while the step lives.
+    _channel: Arc<Channel>,
     address: String,
     timeout: Duration,
     retry: Retries,
@@ -794,14 +803,26 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn one_channel_per_address() {
+    async fn one_channel_per_address_while_a_step_uses_it() {
         let plugin = GrpcPassthroughPlugin::new();
+        let mut engines = Vec::new();
         for address in ["127.0.0.1:1", "127.0.0.1:1", "127.0.0.1:2"] {
-            load(&plugin, &format!("{{address: '{address}'}}"))
+            let yaml = format!(
+                "name: c\nconfigs:\n- passThroughAuth:\n    grpc: {{address: '{address}'}}\n"
+            );
+            let engine = engine(&plugin);
+            engine
+                .load(&AuthConfig::parse("t.yaml", &yaml, Format::Yaml).unwrap())
                 .await
                 .unwrap();
+            engines.push(engine);
         }
-        assert_eq!(plugin.channels.lock().unwrap().len(), 2);
+        assert!(format!("{plugin:?}").contains("channels: 2"), "{plugin:?}");
+        // Their generations gone (a reload), nothing of them stays.
+        drop(engines);
+        load(&plugin, "{address: '127.0.0.1:3'}").await.unwrap();
+        assert!(format!("{plugin:?}").contains("channels: 0"), "{plugin:?}");
+        assert_eq!(plugin.channels.lock().unwrap().len(), 1);
     }
 }
 
