@@ -1305,7 +1305,20 @@ impl ChainBuilder {
         let mut strip = self.strip;
         strip.extend(self.user_id_header.clone());
         for step in &self.steps {
-            strip.extend(step.service.identity_headers());
+            let identity = step.service.identity_headers();
+            for header in identity.iter().filter(|h| !self.trust.contains(h)) {
+                let steps = self.steps.iter().map(|s| (s.name.as_str(), &s.service));
+                if let Some(reading) = reader(steps, header) {
+                    tracing::warn!(
+                        config = %self.name,
+                        step = %reading,
+                        setter = %step.name,
+                        header = %header,
+                        "a step reads a header that a step sets upstream: the client's copy is removed before any step runs, so the step sees only what a step before it sets (list the header in trustClientHeaders if clients send it)"
+                    );
+                }
+            }
+            strip.extend(identity);
             if step.failure_mode_allow {
                 strip.push(FAILURE_MODE_ALLOWED_HEADER);
             }

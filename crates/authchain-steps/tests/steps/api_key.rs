@@ -160,6 +160,38 @@ configs:
     std::fs::remove_file(&path).ok();
 }
 
+/// A step that reads a header a step sets upstream never sees the
+/// client's copy (removed before any step runs): the load says so.
+#[tokio::test]
+async fn a_step_reading_a_header_a_step_sets_is_warned_of() {
+    let yaml = |trust: &str| {
+        format!(
+            "{}- name: second
+  apiKeyAuth:
+    headerName: x-plan
+    keys: [{{ key: gold-key-0123456789 }}]
+",
+            KEYS.replace("configs:", &format!("{trust}configs:"))
+        )
+    };
+    let (logs, _guard) = crate::common::Logs::capture();
+    chain(&yaml("")).await;
+    let text = logs.text();
+    assert!(
+        text.contains("a step reads a header that a step sets upstream")
+            && text.contains("step=second")
+            && text.contains("header=x-plan"),
+        "{text}"
+    );
+    let (logs, _guard) = crate::common::Logs::capture();
+    chain(&yaml("trustClientHeaders: [x-plan]\n")).await;
+    assert!(
+        !logs.text().contains("a step reads a header"),
+        "{}",
+        logs.text()
+    );
+}
+
 /// The key's header is a credential, whatever its name: an AuthConfig
 /// cannot log it by value.
 #[tokio::test]
