@@ -190,6 +190,9 @@ impl ClientTls {
     }
 }
 
+/// The type of the Secrets a `secretRef` names.
+pub const TLS_SECRET_TYPE: &str = "kubernetes.io/tls";
+
 impl TlsConfig {
     /// Resolves the block against the Secrets of `context`. Errors are
     /// placed under the block (`secretRef`, `sslParams.cipherSuites[1]`)
@@ -208,6 +211,13 @@ impl TlsConfig {
                 ))
                 .at("secretRef")
             };
+            // As Gloo, which makes TLS material of these alone.
+            if secret.kind != TLS_SECRET_TYPE {
+                return Err(named(&format!(
+                    "is of type `{}`, not `{TLS_SECRET_TYPE}`",
+                    secret.kind
+                )));
+            }
             let pem = |entry: &str| match secret.data.get(entry) {
                 Some(value) if !value.trim_ascii_start().starts_with(b"-----BEGIN ") => {
                     Err(named(&format!("has a `{entry}` that is not PEM")))
@@ -470,20 +480,37 @@ stringData:
     }
 
     #[test]
+    fn a_secret_of_another_type_is_refused_by_name() {
+        let resources = resources(&SECRET.replace("kubernetes.io/tls", "Opaque"));
+        let e = resolve(
+            serde_json::json!({"secretRef": {"name": "mtls"}}),
+            &resources,
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "secretRef: the Secret gloo-system/mtls is of type `Opaque`, not `kubernetes.io/tls`"
+        );
+    }
+
+    #[test]
     fn a_secret_without_usable_entries_is_named() {
         let half = "apiVersion: v1
 kind: Secret
 metadata: { name: half, namespace: gloo-system }
+type: kubernetes.io/tls
 stringData: { tls.crt: \"-----BEGIN CERTIFICATE-----\\n\" }
 ---
 apiVersion: v1
 kind: Secret
 metadata: { name: none, namespace: gloo-system }
+type: kubernetes.io/tls
 stringData: { api-key: k-s3cret }
 ---
 apiVersion: v1
 kind: Secret
 metadata: { name: raw, namespace: gloo-system }
+type: kubernetes.io/tls
 stringData: { ca.crt: k-s3cret }
 ";
         let resources = resources(half);
