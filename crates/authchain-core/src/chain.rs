@@ -1361,10 +1361,6 @@ impl ChainBuilder {
     }
 }
 
-/// Why an app may read another host than the one judged, if it may: an
-/// `X-Forwarded-Host` or a `Forwarded` `host=` that names another (axum's
-/// `Host` extractor, Django, Rails and Express behind a trusted proxy read
-/// them first).
 /// The name of the first of `steps` that says it reads `header`.
 fn reader<'a>(
     mut steps: impl Iterator<Item = (&'a str, &'a Arc<dyn AuthService>)>,
@@ -1376,6 +1372,10 @@ fn reader<'a>(
         .map(|(name, _)| name)
 }
 
+/// Why an app may read another host than the one judged, if it may: a
+/// host with DNS's root dot, or an `X-Forwarded-Host` or a `Forwarded`
+/// `host=` that names another (axum's `Host` extractor, Django, Rails and
+/// Express behind a trusted proxy read them first).
 fn ambiguous_host(request: &AuthorizationRequest) -> Option<String> {
     // `example.com.` is `example.com` to nginx, Traefik and DNS; Envoy
     // routes it to another virtual host (`*`) unless it strips the dot.

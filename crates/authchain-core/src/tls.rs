@@ -218,7 +218,11 @@ impl TlsConfig {
                     secret.kind
                 )));
             }
+            // Kubernetes wants `tls.crt` and `tls.key` in such a Secret: a
+            // CA alone comes with them empty, which says "none" (Gloo's
+            // reading too).
             let pem = |entry: &str| match secret.data.get(entry) {
+                Some(value) if value.trim_ascii().is_empty() => Ok(None),
                 Some(value) if !value.trim_ascii_start().starts_with(b"-----BEGIN ") => {
                     Err(named(&format!("has a `{entry}` that is not PEM")))
                 }
@@ -477,6 +481,27 @@ stringData:
             &resources,
         )
         .unwrap();
+    }
+
+    /// The only CA-only `kubernetes.io/tls` Secret the API server takes.
+    #[test]
+    fn empty_certificate_and_key_entries_are_none() {
+        let ca_only = SECRET
+            .replace(
+                "\"-----BEGIN CERTIFICATE-----\\nMIIB\\n-----END CERTIFICATE-----\\n\"",
+                "\"\"",
+            )
+            .replace(
+                "\"-----BEGIN PRIVATE KEY-----\\nk-s3cret\\n-----END PRIVATE KEY-----\\n\"",
+                "\"\"",
+            );
+        assert!(ca_only.contains("tls.key: \"\""), "{ca_only}");
+        let tls = resolve(
+            serde_json::json!({"secretRef": {"name": "mtls"}}),
+            &resources(&ca_only),
+        )
+        .unwrap();
+        assert!(tls.identity.is_none() && tls.ca_pem.is_some());
     }
 
     #[test]
