@@ -390,8 +390,11 @@ impl Chain {
     /// logged for it, whatever `log`'s sampling names.
     pub(crate) fn attach_log(&mut self, log: &DecisionLog, generation: u64) {
         let own = self.log_sampling.as_ref().map(|(s, h)| (s, h.as_slice()));
-        let loggable = |header: &HeaderName| self.loggable(header, self);
-        self.log = ChainLog::new(log, own, generation, loggable);
+        let mut log = ChainLog::new(log, own, generation);
+        if let Some(log) = &mut log {
+            log.retain_headers(|header| self.loggable(header, self));
+        }
+        self.log = log;
     }
 
     /// Its log leaves out the headers `shadowed`'s steps read: it runs

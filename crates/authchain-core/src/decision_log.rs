@@ -259,21 +259,18 @@ static IDS: std::sync::LazyLock<(u64, std::collections::hash_map::RandomState)> 
 static DECISIONS: AtomicU64 = AtomicU64::new(0);
 
 impl ChainLog {
-    /// The log of a chain with its own `sampling` (else `log`'s, less the
-    /// headers not `loggable` for it), in generation `generation`; `None`
-    /// when it does not log.
+    /// The log of a chain with its own `sampling` (else `log`'s), in
+    /// generation `generation`; `None` when it does not log.
     pub(crate) fn new(
         log: &DecisionLog,
         own: Option<(&Sampling, &[HeaderName])>,
         generation: u64,
-        loggable: impl Fn(&HeaderName) -> bool,
     ) -> Option<ChainLog> {
         let (sample, headers) = match own {
             Some((sampling, headers)) => (sampling.sample, headers.to_vec()),
             None => {
                 let (sampling, headers) = log.every_config.as_ref()?;
-                let headers = headers.iter().filter(|h| loggable(h)).cloned().collect();
-                (sampling.sample, headers)
+                (sampling.sample, headers.clone())
             }
         };
         if sample <= 0.0 {
@@ -498,26 +495,15 @@ mod tests {
     #[test]
     fn a_share_samples_about_that_share() {
         let log = DecisionLog::new(|_: String| {});
-        let chain = ChainLog::new(
-            &log,
-            Some((&Sampling::default().sample(0.25), &[])),
-            1,
-            |_| true,
-        )
-        .unwrap();
+        let chain = ChainLog::new(&log, Some((&Sampling::default().sample(0.25), &[])), 1).unwrap();
         let logged = (0..20_000).filter(|_| chain.sampled().is_some()).count();
         assert!((4_000..6_000).contains(&logged), "{logged}");
-        let none = ChainLog::new(
-            &log,
-            Some((&Sampling::default().sample(0.0), &[])),
-            1,
-            |_| true,
-        );
+        let none = ChainLog::new(&log, Some((&Sampling::default().sample(0.0), &[])), 1);
         assert!(none.is_none());
-        let all = ChainLog::new(&log, Some((&Sampling::default(), &[])), 1, |_| true).unwrap();
+        let all = ChainLog::new(&log, Some((&Sampling::default(), &[])), 1).unwrap();
         assert!((0..1_000).all(|_| all.sampled().is_some()));
         assert!(
-            ChainLog::new(&log, None, 1, |_| true).is_none(),
+            ChainLog::new(&log, None, 1).is_none(),
             "no opt-in, no every_config"
         );
     }

@@ -434,6 +434,14 @@ mod tests {
         config.resolve(&BuildContext::new("c", "s", "p").with_resources(resources, "gloo-system"))
     }
 
+    /// `{secretRef: {name: mtls}}` against `resources`.
+    fn resolve_mtls(resources: &Resources) -> Result<ClientTls, Error> {
+        resolve(
+            serde_json::json!({"secretRef": {"name": "mtls"}}),
+            resources,
+        )
+    }
+
     const SECRET: &str = "apiVersion: v1
 kind: Secret
 metadata: { name: mtls, namespace: gloo-system }
@@ -447,11 +455,7 @@ stringData:
     #[test]
     fn a_secret_gives_identity_and_ca_and_hides_the_key() {
         let resources = resources(SECRET);
-        let tls = resolve(
-            serde_json::json!({"secretRef": {"name": "mtls"}}),
-            &resources,
-        )
-        .unwrap();
+        let tls = resolve_mtls(&resources).unwrap();
         assert!(tls.identity.is_some() && tls.ca_pem.is_some());
         assert!((tls.tls12, tls.tls13, tls.cipher_suites.is_none()) == (true, true, true));
         let shown = format!("{tls:?} {tls:#?} {resources:?}");
@@ -467,11 +471,7 @@ stringData:
     fn references_resolve_in_the_authconfig_s_namespace_unless_they_name_one() {
         let other = SECRET.replace("namespace: gloo-system", "namespace: other");
         let resources = resources(&other);
-        let e = resolve(
-            serde_json::json!({"secretRef": {"name": "mtls"}}),
-            &resources,
-        )
-        .unwrap_err();
+        let e = resolve_mtls(&resources).unwrap_err();
         assert_eq!(
             e.to_string(),
             "secretRef: no Secret gloo-system/mtls was read"
@@ -496,22 +496,14 @@ stringData:
                 "\"\"",
             );
         assert!(ca_only.contains("tls.key: \"\""), "{ca_only}");
-        let tls = resolve(
-            serde_json::json!({"secretRef": {"name": "mtls"}}),
-            &resources(&ca_only),
-        )
-        .unwrap();
+        let tls = resolve_mtls(&resources(&ca_only)).unwrap();
         assert!(tls.identity.is_none() && tls.ca_pem.is_some());
     }
 
     #[test]
     fn a_secret_of_another_type_is_refused_by_name() {
         let resources = resources(&SECRET.replace("kubernetes.io/tls", "Opaque"));
-        let e = resolve(
-            serde_json::json!({"secretRef": {"name": "mtls"}}),
-            &resources,
-        )
-        .unwrap_err();
+        let e = resolve_mtls(&resources).unwrap_err();
         assert_eq!(
             e.to_string(),
             "secretRef: the Secret gloo-system/mtls is of type `Opaque`, not `kubernetes.io/tls`"
