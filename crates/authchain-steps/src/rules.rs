@@ -322,19 +322,8 @@ fn request_host(request: &AuthorizationRequest) -> &str {
         request.host.as_str()
     };
     // `example.com.` is `example.com` to DNS, and to most servers.
-    let host = strip_port(host);
+    let host = crate::util::strip_port(host);
     host.strip_suffix('.').unwrap_or(host)
-}
-
-fn strip_port(host: &str) -> &str {
-    if let Some(rest) = host.strip_prefix('[') {
-        // [::1]:8080
-        return rest.split(']').next().unwrap_or(rest);
-    }
-    match host.rsplit_once(':') {
-        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) && !h.contains(':') => h,
-        _ => host,
-    }
 }
 
 impl AuthService for Rules {
@@ -350,14 +339,6 @@ impl AuthService for Rules {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ports_are_stripped() {
-        assert_eq!(strip_port("a.example.com:8080"), "a.example.com");
-        assert_eq!(strip_port("a.example.com"), "a.example.com");
-        assert_eq!(strip_port("[::1]:80"), "::1");
-        assert_eq!(strip_port("::1"), "::1");
-    }
 
     #[test]
     fn wildcard_hosts_match_subdomains_only() {

@@ -325,9 +325,29 @@ impl BasicCredential {
     }
 }
 
+/// `host` without its port (`a.example.com:8080`, `[::1]:80`).
+pub(crate) fn strip_port(host: &str) -> &str {
+    if let Some(rest) = host.strip_prefix('[') {
+        // [::1]:8080
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match host.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) && !h.contains(':') => h,
+        _ => host,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ports_are_stripped() {
+        assert_eq!(strip_port("a.example.com:8080"), "a.example.com");
+        assert_eq!(strip_port("a.example.com"), "a.example.com");
+        assert_eq!(strip_port("[::1]:80"), "::1");
+        assert_eq!(strip_port("::1"), "::1");
+    }
 
     #[test]
     fn constant_time_equality() {

@@ -1141,17 +1141,7 @@ impl Oidc {
         let Some(domain) = &self.target_domain else {
             return true;
         };
-        let host = request
-            .host
-            .rsplit_once(':')
-            .map_or(request.host.as_str(), |(h, p)| {
-                if p.bytes().all(|b| b.is_ascii_digit()) {
-                    h
-                } else {
-                    request.host.as_str()
-                }
-            });
-        let host = host.to_ascii_lowercase();
+        let host = util::strip_port(&request.host).to_ascii_lowercase();
         let domain = domain.trim_start_matches('.').to_ascii_lowercase();
         host == domain || host.ends_with(&format!(".{domain}"))
     }
