@@ -24,7 +24,8 @@
 //! says `got new config` with the generation number. Checks in flight
 //! finish on the generation they began with; none fails because of a
 //! reload. Listener, limit and log settings take effect at the next start.
-//! SIGHUP also reopens the decision log's file (after a log rotation).
+//! SIGHUP also reopens the decision log's file (after a log rotation). A
+//! SIGHUP while the server starts is such a reload once it serves.
 //!
 //! # Admin endpoints
 //!

@@ -139,6 +139,10 @@ impl Server {
         self,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), ServeError> {
+        // Caught from the start: a SIGHUP while starting (a log rotation,
+        // a config push) reloads once serving, rather than ending the
+        // process as its default action does.
+        let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
         let loaded = load(&self.source)?;
         crate::logging::init(&loaded.settings.log);
         let metrics = admin::install_recorder();
@@ -245,7 +249,8 @@ impl Server {
         tracing::info!(listening = %addresses.join(" "), configs = loaded.configs.len(), "authchain serving");
 
         let source = self.source;
-        let mut reloads = Reloads::new(source.clone(), &loaded, &generation, settings.watch);
+        let mut reloads =
+            Reloads::new(source.clone(), hangup, &loaded, &generation, settings.watch);
         let first = start_first(&engine, loaded, generation);
         let mut first = std::pin::pin!(first);
         let mut current: Option<Loaded> = None;
@@ -530,8 +535,14 @@ struct Reloads {
 }
 
 impl Reloads {
-    fn new(source: Source, loaded: &Loaded, steps: &Generation, enabled: bool) -> Self {
-        let hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+    fn new(
+        source: Source,
+        hangup: std::io::Result<tokio::signal::unix::Signal>,
+        loaded: &Loaded,
+        steps: &Generation,
+        enabled: bool,
+    ) -> Self {
+        let hangup = match hangup {
             Ok(signal) => Some(signal),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot listen for SIGHUP; reload by file change only");

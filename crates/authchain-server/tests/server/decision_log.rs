@@ -128,6 +128,57 @@ async fn sighup_reopens_the_log_after_a_rotation() {
     );
 }
 
+/// A SIGHUP while the server starts (here while it waits to open its
+/// decision log, a FIFO whose reader, a log shipper, is not up yet) is a
+/// reload once it serves, as after it, rather than the end of the
+/// process.
+#[tokio::test]
+async fn a_sighup_while_starting_reloads_once_serving() {
+    let dir = authchain_testkit::ScratchDir::new("fifo").unwrap();
+    let fifo = dir.path().join("decisions.fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let config = CONFIG.replace("{{dir}}/decisions.jsonl", &fifo.display().to_string());
+    let mut server = Authchain::spawn(&format!("{LISTENERS}{config}"), &[], &[]);
+    let status = format!("/proc/{}/status", server.peer.pid());
+    let catches_hangup = || {
+        let text = std::fs::read_to_string(&status).unwrap_or_default();
+        let mask = text
+            .lines()
+            .find_map(|l| l.strip_prefix("SigCgt:"))
+            .and_then(|m| u64::from_str_radix(m.trim(), 16).ok());
+        mask.is_some_and(|m| m & 1 != 0)
+    };
+    server
+        .peer
+        .wait_until(Duration::from_secs(10), || async {
+            catches_hangup().then_some(())
+        })
+        .await
+        .unwrap_or_else(|e| panic!("SIGHUP not caught while starting: {e}"));
+    assert!(
+        !server.log().contains("authchain serving"),
+        "{}",
+        server.log()
+    );
+    server.signal("HUP");
+    // The reader: opened for writing too, so that the server's reopen
+    // never sees the FIFO without one.
+    let _reader = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&fifo)
+        .unwrap();
+    server.wait_ready().await.unwrap();
+    server.wait_for_generation(2).await;
+    let log = server.log();
+    assert!(log.contains("SIGHUP"), "{log}");
+    assert!(log.contains("decision log reopened"), "{log}");
+}
+
 #[test]
 fn a_share_outside_zero_to_one_is_a_config_error() {
     let dir = authchain_testkit::ScratchDir::new("decision-log").unwrap();

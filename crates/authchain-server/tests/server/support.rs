@@ -69,51 +69,64 @@ impl Authchain {
         // the binary binds it: then the binary exits, and it starts again
         // on other ports.
         for attempt in 1.. {
-            let dir = ScratchDir::new("authchain-server").unwrap();
-            let ports = [
-                free_port().unwrap(),
-                free_port().unwrap(),
-                free_port().unwrap(),
-            ];
-            let mut vars = vec![
-                ("grpc_port", ports[0].to_string()),
-                ("http_port", ports[1].to_string()),
-                ("admin_port", ports[2].to_string()),
-                ("dir", dir.path().display().to_string()),
-            ];
-            vars.extend(extra.iter().cloned());
-            for (name, text) in files {
-                dir.write(name, text).unwrap();
-            }
-            let config = dir
-                .write("authchain.yaml", &render(template, &vars).unwrap())
-                .unwrap();
-            let mut command = Command::new(binary());
-            command.arg("serve").arg("--config").arg(&config);
-            let mut peer = ChildPeer::spawn("authchain", command, dir).unwrap();
-            let admin: SocketAddr = ([127, 0, 0, 1], ports[2]).into();
-            let ready = peer
-                .wait_until(Duration::from_secs(20), || async move {
-                    let reply = client::get(admin, "/readyz", &[]).await.ok()?;
-                    (reply.status == 200).then_some(())
-                })
-                .await;
-            match ready {
-                Ok(()) => {
-                    return Authchain {
-                        peer,
-                        grpc: ([127, 0, 0, 1], ports[0]).into(),
-                        http: ([127, 0, 0, 1], ports[1]).into(),
-                        admin,
-                        config,
-                        vars,
-                    };
-                }
+            let mut server = Self::spawn(template, extra, files);
+            match server.wait_ready().await {
+                Ok(()) => return server,
                 Err(e) if attempt < 3 && e.to_string().contains("in use") => continue,
                 Err(e) => panic!("{e}"),
             }
         }
         unreachable!()
+    }
+
+    /// Starts the binary as [`start_with_files`](Self::start_with_files)
+    /// does, without waiting for it to serve.
+    pub(crate) fn spawn(
+        template: &str,
+        extra: &[(&'static str, String)],
+        files: &[(&str, String)],
+    ) -> Authchain {
+        let dir = ScratchDir::new("authchain-server").unwrap();
+        let ports = [
+            free_port().unwrap(),
+            free_port().unwrap(),
+            free_port().unwrap(),
+        ];
+        let mut vars = vec![
+            ("grpc_port", ports[0].to_string()),
+            ("http_port", ports[1].to_string()),
+            ("admin_port", ports[2].to_string()),
+            ("dir", dir.path().display().to_string()),
+        ];
+        vars.extend(extra.iter().cloned());
+        for (name, text) in files {
+            dir.write(name, text).unwrap();
+        }
+        let config = dir
+            .write("authchain.yaml", &render(template, &vars).unwrap())
+            .unwrap();
+        let mut command = Command::new(binary());
+        command.arg("serve").arg("--config").arg(&config);
+        let peer = ChildPeer::spawn("authchain", command, dir).unwrap();
+        Authchain {
+            peer,
+            grpc: ([127, 0, 0, 1], ports[0]).into(),
+            http: ([127, 0, 0, 1], ports[1]).into(),
+            admin: ([127, 0, 0, 1], ports[2]).into(),
+            config,
+            vars,
+        }
+    }
+
+    /// Waits (20 s at most) until `/readyz` answers 200.
+    pub(crate) async fn wait_ready(&mut self) -> Result<(), authchain_testkit::PeerError> {
+        let admin = self.admin;
+        self.peer
+            .wait_until(Duration::from_secs(20), || async move {
+                let reply = client::get(admin, "/readyz", &[]).await.ok()?;
+                (reply.status == 200).then_some(())
+            })
+            .await
     }
 
     /// Replaces the config file at once (write aside, then rename), as an
