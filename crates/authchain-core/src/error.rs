@@ -11,6 +11,7 @@
 //! for the errors they make.
 
 use std::fmt;
+use std::path::{Path, PathBuf};
 
 /// A boxed error, as plugins hand them in.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -28,6 +29,8 @@ struct Inner {
     /// When not empty, this error is a collection of these problems
     /// (config checks report them all) and its own fields are unused.
     more: Vec<Error>,
+    /// The files the failed build read or tried to.
+    files: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +52,7 @@ impl Error {
                 message: message.into(),
                 source: None,
                 more: Vec::new(),
+                files: Vec::new(),
             }),
         }
     }
@@ -148,6 +152,20 @@ impl Error {
             })
             .collect();
         Some(all)
+    }
+
+    /// The files a failed [generation build](crate::Generation::build)
+    /// read, or tried to, through
+    /// [`BuildContext::read`](crate::BuildContext::read) (a step's key
+    /// list, a policy): a change to one may mend it, so the `authchain`
+    /// server watches them to try again. Empty for other errors.
+    pub fn files(&self) -> impl Iterator<Item = &Path> {
+        self.inner.files.iter().map(PathBuf::as_path)
+    }
+
+    pub(crate) fn with_files(mut self, files: Vec<PathBuf>) -> Self {
+        self.inner.files = files;
+        self
     }
 
     /// Where the error is, if it belongs to a place in a document (for a

@@ -115,9 +115,6 @@ impl Generation {
                 .map_or(String::new(), |c| c.origin().to_owned())
         };
         link(built, &mut chains, &mut errors, origin);
-        if let Some(e) = Error::collect(errors) {
-            return Err(e);
-        }
         let mut files = files.into_inner().unwrap_or_else(|e| e.into_inner());
         files.sort();
         // A file read twice with other contents (changed during the
@@ -129,6 +126,9 @@ impl Generation {
             }
             same
         });
+        if let Some(e) = Error::collect(errors) {
+            return Err(e.with_files(files.into_iter().map(|(path, _)| path).collect()));
+        }
         Ok(Generation {
             number,
             chains,

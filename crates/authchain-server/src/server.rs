@@ -262,7 +262,7 @@ impl Server {
                     if engine.current().number() > 0 {
                         ready.send_replace(true);
                     }
-                    reloads.watch(&loaded, &engine.current());
+                    reloads.watch(&loaded, engine.current().files());
                     current = Some(loaded);
                 }
                 // While the first generation starts, changes wait in line.
@@ -286,11 +286,16 @@ impl Server {
                     };
                     match reloaded {
                         Ok(Some(next)) => {
-                            reloads.watch(&next, &engine.current());
+                            reloads.watch(&next, engine.current().files());
                             current = Some(next);
                         }
                         Ok(None) => {}
-                        Err(Some(read)) => reloads.watch(&read, &engine.current()),
+                        // The new files its steps read are watched too: a
+                        // keysFile that is not there yet, or not right.
+                        Err(Some((read, tried))) => reloads.watch(
+                            &read,
+                            engine.current().files().chain(tried.iter().map(PathBuf::as_path)),
+                        ),
                         Err(None) => {}
                     }
                 }
@@ -392,15 +397,15 @@ async fn start_first(engine: &Engine, loaded: Loaded, built: Generation) -> Load
 /// on any error the serving generation stays. `forced` (SIGHUP) reloads
 /// even when no text changed. `running`: the settings the server started
 /// with, which its listeners keep. `Ok(None)`: nothing changed;
-/// `Err(Some)`: read but rejected (watch what it names, so that a fix
-/// reloads).
+/// `Err(Some)`: read but rejected, with the files its steps read or
+/// tried to (watch what both name, so that a fix reloads).
 async fn reload(
     engine: &Engine,
     source: &Source,
     current: &Loaded,
     running: &Settings,
     forced: bool,
-) -> Result<Option<Loaded>, Option<Loaded>> {
+) -> Result<Option<Loaded>, Option<(Loaded, Vec<PathBuf>)>> {
     let next = match load(source) {
         Ok(next) => next,
         Err(e) => {
@@ -420,7 +425,7 @@ async fn reload(
         ))
         .at("defaultConfig");
         rejected(REJECTED, &e);
-        return Err(Some(next));
+        return Err(Some((next, Vec::new())));
     }
     let waiting = restart_only(running, &next.settings);
     if !waiting.is_empty() {
@@ -437,7 +442,8 @@ async fn reload(
         }
         Err(e) => {
             rejected(REJECTED, &e);
-            Err(Some(next))
+            let tried = e.files().map(Path::to_path_buf).collect();
+            Err(Some((next, tried)))
         }
     }
 }
@@ -559,20 +565,19 @@ impl Reloads {
             watcher: None,
             enabled,
         };
-        reloads.watch(loaded, steps);
+        reloads.watch(loaded, steps.files());
         reloads
     }
 
     /// Watches the directories of the files `loaded` read, the
-    /// directories it listed, and the directories of the files `steps`
-    /// read, for
-    /// changes to those files.
-    fn watch(&mut self, loaded: &Loaded, steps: &Generation) {
+    /// directories it listed, and the directories of `step_files` (those
+    /// the steps read), for changes to those files.
+    fn watch<'a>(&mut self, loaded: &Loaded, step_files: impl Iterator<Item = &'a Path>) {
         if !self.enabled || matches!(self.source, Source::Default) {
             return;
         }
         let files = with_targets(loaded.files.iter().map(|f| absolute(f)));
-        let step_files = with_targets(steps.files().map(absolute));
+        let step_files = with_targets(step_files.map(absolute));
         let dirs: HashSet<PathBuf> = loaded.directories.iter().map(|d| absolute(d)).collect();
         let parents = |files: &HashSet<PathBuf>| -> HashSet<PathBuf> {
             files

@@ -604,7 +604,8 @@ configs: [{ jwt: {} }]
 
 /// The files a step reads through its context are listed by the
 /// generation (absolute, once each), for a server to watch; a file that
-/// cannot be read is an error naming it, at the step's place.
+/// cannot be read is an error naming it, at the step's place, and the
+/// error lists it.
 #[test]
 fn a_generation_lists_the_files_its_steps_read() {
     #[derive(Deserialize)]
@@ -680,10 +681,12 @@ fn a_generation_lists_the_files_its_steps_read() {
         assert!(generation.files_changed(), "{readers} readers");
     }
 
+    // A failed build names the files it read or tried to, for a server
+    // to watch until one mends it.
     let missing = dir.join("missing");
-    let error = authchain_core::Generation::build(&registry, &config(&missing), 2)
-        .unwrap_err()
-        .to_string();
+    let failed = authchain_core::Generation::build(&registry, &config(&missing), 2).unwrap_err();
+    assert_eq!(failed.files().collect::<Vec<_>>(), [missing.as_path()]);
+    let error = failed.to_string();
     assert!(
         error.contains("configs[0].pluginAuth.config.file: cannot read")
             && error.contains(&missing.display().to_string())

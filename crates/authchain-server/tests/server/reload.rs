@@ -516,6 +516,53 @@ async fn a_relative_keys_file_is_read_beside_the_config_and_watched() {
     assert_eq!(status(&server, three).await, 200);
 }
 
+/// A reload that names a step file not there yet (a Secret volume that
+/// has not caught up with its ConfigMap) is rejected, and the file is
+/// watched from then on: its arrival, wrong and then right, is tried
+/// again with no other change.
+#[tokio::test]
+async fn a_step_file_a_rejected_reload_named_is_watched_until_it_mends_it() {
+    let config = |file: &str| {
+        format!(
+            "{LISTENERS}authConfigs:
+- name: keys
+  configs:
+  - apiKeyAuth: {{ headerName: api-key, keysFile: {file} }}
+"
+        )
+    };
+    let (one, two) = ("k3y-one-0123456789", "k3y-two-0123456789");
+    let mut server = Authchain::start_with_files(
+        &config("secret/keys.yaml"),
+        &[],
+        &[
+            ("secret/keys.yaml", format!("- {{ key: {one} }}\n")),
+            ("rotated/README", "keys arrive here\n".to_owned()),
+        ],
+    )
+    .await;
+    let status = async |server: &Authchain, key: &str| {
+        let reply = server.http_check("keys", "/", &[("api-key", key)]).await;
+        reply.unwrap().status
+    };
+    server.rewrite(&config("rotated/keys.yaml"));
+    wait_for_rejections(&mut server, 1).await;
+    assert!(
+        server.log().contains("rotated/keys.yaml"),
+        "{}",
+        server.log()
+    );
+    assert_eq!(status(&server, one).await, 200);
+
+    let rotated = server.peer.dir().join("rotated/keys.yaml");
+    std::fs::write(&rotated, "not: [a key list\n").unwrap();
+    wait_for_rejections(&mut server, 2).await;
+    std::fs::write(&rotated, format!("- {{ key: {two} }}\n")).unwrap();
+    server.wait_for_generation(2).await;
+    assert_eq!(status(&server, one).await, 401);
+    assert_eq!(status(&server, two).await, 200);
+}
+
 /// A config file that is a symbolic link: a Kubernetes ConfigMap's
 /// (`authchain.yaml` → `..data/authchain.yaml`, `..data` swapped to a new
 /// directory), and one into another directory (stow, Nix, a host path),
