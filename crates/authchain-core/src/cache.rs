@@ -43,7 +43,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
-use http::{HeaderMap, HeaderName};
+use http::HeaderName;
 use metrics::Counter;
 use serde::Deserialize;
 use siphasher::sip128::{Hasher128, SipHasher24};
@@ -108,7 +108,7 @@ impl Attribute {
             }
             Attribute::Cookie(name) => {
                 hash.write(&[3]);
-                for value in cookies(&request.headers, name) {
+                for value in request.cookies(name) {
                     field(hash, Some(value));
                 }
                 hash.write(&[0]);
@@ -150,21 +150,6 @@ fn field(hash: &mut SipHasher24, value: Option<&[u8]>) {
             hash.write(v);
         }
     }
-}
-
-/// Every value of cookie `name` in the `Cookie` headers, in order. The
-/// key holds them all, so whichever one a step reads (the first, the first
-/// in a header that is text, ...) is in the key.
-fn cookies<'a>(headers: &'a HeaderMap, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
-    headers
-        .get_all(http::header::COOKIE)
-        .iter()
-        .flat_map(|v| v.as_bytes().split(|b| *b == b';'))
-        .filter_map(move |pair| {
-            let pair = pair.trim_ascii();
-            let eq = pair.iter().position(|b| *b == b'=')?;
-            (pair[..eq].trim_ascii() == name.as_bytes()).then(|| pair[eq + 1..].trim_ascii())
-        })
 }
 
 /// How a chain caches its answers (the AuthConfig's `cache` block).
@@ -567,11 +552,16 @@ mod tests {
             ("cookie", "a=1; session = s1 ;b=2"),
             ("cookie", "c=3; session=s2"),
         ]);
-        let all = |name| cookies(&r.headers, name).collect::<Vec<_>>();
+        let all = |name| r.cookies(name).collect::<Vec<_>>();
         assert_eq!(all("session"), [&b"s1"[..], &b"s2"[..]]);
         assert_eq!(all("c"), [&b"3"[..]]);
         assert!(all("sess").is_empty());
         assert!(all("d").is_empty());
+        // Only spaces and tabs are trimmed: a name that a Unicode trim
+        // would make `session` is another cookie, for the key and the
+        // steps alike.
+        let r = request(&[("cookie", "\u{a0}session=x; session\u{3000}=y;\tsession\t=z")]);
+        assert_eq!(r.cookies("session").collect::<Vec<_>>(), [&b"z"[..]]);
     }
 
     #[test]

@@ -148,6 +148,35 @@ impl AuthorizationRequest {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 
+    /// Every value of cookie `name` in the `Cookie` headers, in order:
+    /// each header split at `;`, a pair's name and value trimmed of
+    /// spaces and tabs (RFC 6265's whitespace, nothing else), names
+    /// compared byte for byte. A [decision cache](crate::cache) keys on
+    /// this list; a step that reads a cookie reads it here, so that what
+    /// it decides on is in the key.
+    pub fn cookies<'a, 'n>(
+        &'a self,
+        name: &'n str,
+    ) -> impl Iterator<Item = &'a [u8]> + use<'a, 'n> {
+        fn trim(mut bytes: &[u8]) -> &[u8] {
+            while let [b' ' | b'\t', rest @ ..] = bytes {
+                bytes = rest;
+            }
+            while let [rest @ .., b' ' | b'\t'] = bytes {
+                bytes = rest;
+            }
+            bytes
+        }
+        self.headers
+            .get_all(http::header::COOKIE)
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|b| *b == b';'))
+            .filter_map(move |pair| {
+                let eq = pair.iter().position(|b| *b == b'=')?;
+                (trim(&pair[..eq]) == name.as_bytes()).then(|| trim(&pair[eq + 1..]))
+            })
+    }
+
     /// The path without its query string.
     pub fn path_only(&self) -> &str {
         match self.path.find('?') {

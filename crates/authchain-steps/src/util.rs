@@ -171,27 +171,29 @@ fn cookie_in<'a>(
     name: &str,
     sole: bool,
 ) -> Result<Option<&'a str>, ()> {
+    let too_long = request
+        .headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .any(|v| v.len() > MAX_COOKIE_HEADER);
+    if too_long {
+        return Err(());
+    }
     let mut found = None;
-    for value in request.headers.get_all(http::header::COOKIE) {
-        let value = value.as_bytes();
-        if value.len() > MAX_COOKIE_HEADER {
-            return Err(());
-        }
+    for value in request.cookies(name) {
         let Ok(value) = std::str::from_utf8(value) else {
-            continue;
-        };
-        for pair in value.split(';') {
-            if let Some((k, v)) = pair.trim().split_once('=')
-                && k.trim() == name
-            {
-                let v = v.trim().trim_matches('"');
-                match found {
-                    None if !sole => return Ok(Some(v)),
-                    None => found = Some(v),
-                    Some(first) if first != v => return Err(()),
-                    Some(_) => {}
-                }
+            // Not text: no credential, but maybe the copy the app reads.
+            match sole {
+                true => return Err(()),
+                false => continue,
             }
+        };
+        let v = value.trim_matches('"');
+        match found {
+            None if !sole => return Ok(Some(v)),
+            None => found = Some(v),
+            Some(first) if first != v => return Err(()),
+            Some(_) => {}
         }
     }
     Ok(found)

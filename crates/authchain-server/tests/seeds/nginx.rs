@@ -66,6 +66,15 @@ async fn nginx_forward_authentication() {
     let reply = stack.get("/", &[("cookie", &cookie)]).await;
     assert_eq!(stack.upstream(&reply).header_all("x-user-id"), ["bob"]);
 
+    // A cookie whose name only a Unicode trim makes `session` is no
+    // token: the cache's key, which holds the cookie, would not hold it,
+    // and its allow would be every anonymous request's for 10m.
+    for name in ["\u{a0}session", "session\u{3000}"] {
+        let cookie = format!("{name}={BOB}");
+        stack.assert_denied("/", &[("cookie", &cookie)], 401).await;
+        stack.assert_denied("/", &[], 401).await;
+    }
+
     // No token, a bad one, a forged identity alone: 401 with the challenge.
     for headers in [
         vec![],
