@@ -82,7 +82,10 @@
 //!   random id; Redis holds the session under `keyPrefix` and the id's
 //!   SHA-256, sealed with a key derived from the id and bound like the
 //!   cookie's (so what Redis holds gives neither a session nor a token,
-//!   and another client's AuthConfig on the same Redis opens none of it), for as
+//!   and another client's AuthConfig on the same Redis opens none of it;
+//!   with `cipherConfig.keyRef`, the key is an HMAC of the id with its key,
+//!   so that whoever can write to Redis cannot make a session: without
+//!   one, they can, and a warning says so), for as
 //!   long as the cookie
 //!   lives, and logins in progress (under the id and the state, taken
 //!   once), so that replicas behind one proxy share both. Each replica
@@ -835,87 +838,107 @@ impl Oidc {
             let mut scopes = config.scopes.clone();
             scopes.sort();
             scopes.dedup();
-            let params: Vec<String> = config
-                .auth_endpoint_query_params
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect();
+            // Each pair as JSON: no `&` or `=` in a value makes another list.
+            let params = |params: &std::collections::BTreeMap<String, String>| {
+                serde_json::to_string(params).unwrap_or_default()
+            };
             format!(
-                "{}\0{}\0{}\0{}",
+                "{}\0{}\0{}\0{}\0{}",
                 config.client_id,
                 config.issuer_url,
                 scopes.join(" "),
-                params.join("&")
+                params(&config.auth_endpoint_query_params),
+                params(&config.token_endpoint_query_params),
             )
         };
-        let (store, cookie_name, allow_refreshing, pre_expiry, target_domain) =
-            match (&session.cookie, &session.redis) {
-                (Some(_), Some(_)) => {
-                    return Err(Error::config("expected one of `cookie` and `redis`").at("session"));
+        let cipher_key = session
+            .cipher_config
+            .as_ref()
+            .and_then(|c| c.key_ref.as_ref())
+            .map(|r| encryption_key(context, r))
+            .transpose()?;
+        let (store, cookie_name, allow_refreshing, pre_expiry, target_domain) = match (
+            &session.cookie,
+            &session.redis,
+        ) {
+            (Some(_), Some(_)) => {
+                return Err(Error::config("expected one of `cookie` and `redis`").at("session"));
+            }
+            (_, Some(redis)) => {
+                unsupported(&redis.header_name, "session.redis.headerName", "headerName")?;
+                let options = redis.options.clone().unwrap_or_default();
+                unsupported(
+                    &options.tls_cert_mount_path,
+                    "session.redis.options.tlsCertMountPath",
+                    "Redis over TLS",
+                )?;
+                if options.socket_type.as_deref().is_some_and(|t| t != "TCP") {
+                    return Err(Error::config("only TCP is supported")
+                        .at("session.redis.options.socketType"));
                 }
-                (_, Some(redis)) => {
-                    unsupported(&redis.header_name, "session.redis.headerName", "headerName")?;
-                    let options = redis.options.clone().unwrap_or_default();
-                    unsupported(
-                        &options.tls_cert_mount_path,
-                        "session.redis.options.tlsCertMountPath",
-                        "Redis over TLS",
-                    )?;
-                    if options.socket_type.as_deref().is_some_and(|t| t != "TCP") {
-                        return Err(Error::config("only TCP is supported")
-                            .at("session.redis.options.socketType"));
-                    }
-                    let Some(host) = set(&options.host) else {
-                        return Err(
-                            Error::config("expected host:port").at("session.redis.options.host")
-                        );
-                    };
-                    if host.contains(['/', '@', ' ', '?', '#']) {
-                        return Err(
-                            Error::config("expected host:port").at("session.redis.options.host")
-                        );
-                    }
-                    let db = options.db.unwrap_or(0);
-                    if !(0..=1_000_000).contains(&db) {
-                        return Err(Error::config("expected a database number")
-                            .at("session.redis.options.db"));
-                    }
-                    let prefix = redis.key_prefix.clone().unwrap_or_default();
-                    let store = Redis::new(host, db, prefix, binding.clone(), timeout).ok_or_else(
-                        || {
-                            Error::config("not a usable Redis address")
-                                .at("session.redis.options.host")
-                        },
-                    )?;
-                    let name = set(&redis.cookie_name).unwrap_or("__session").to_owned();
-                    cookie_token(&name, "session.redis.cookieName")?;
-                    (
-                        Store::Redis(Arc::new(store)),
-                        name,
-                        redis.allow_refreshing.unwrap_or(true),
-                        redis
-                            .pre_expiry_buffer
-                            .map_or(Duration::from_secs(2), |d| d.0),
-                        redis.target_domain.clone(),
-                    )
+                let Some(host) = set(&options.host) else {
+                    return Err(
+                        Error::config("expected host:port").at("session.redis.options.host")
+                    );
+                };
+                if host.contains(['/', '@', ' ', '?', '#']) {
+                    return Err(
+                        Error::config("expected host:port").at("session.redis.options.host")
+                    );
                 }
-                (cookie, None) => {
-                    let cookie = cookie.clone().unwrap_or_default();
-                    let prefix = cookie.key_prefix.clone().unwrap_or_default();
-                    let name = match prefix.is_empty() {
-                        true => "__session".to_owned(),
-                        false => format!("{prefix}___session"),
-                    };
-                    cookie_token(&name, "session.cookie.keyPrefix")?;
-                    (
-                        Store::Cookie,
-                        name,
-                        cookie.allow_refreshing.unwrap_or(false),
-                        Duration::ZERO,
-                        cookie.target_domain.clone(),
-                    )
+                let db = options.db.unwrap_or(0);
+                if !(0..=1_000_000).contains(&db) {
+                    return Err(
+                        Error::config("expected a database number").at("session.redis.options.db")
+                    );
                 }
-            };
+                let prefix = redis.key_prefix.clone().unwrap_or_default();
+                if cipher_key.is_none() {
+                    tracing::warn!(
+                        config = context.config_name,
+                        "oauth2: no session.cipherConfig.keyRef: whoever can write to this Redis can make a session for any user; with a key, only who holds it can"
+                    );
+                }
+                let store = Redis::new(
+                    host,
+                    db,
+                    prefix,
+                    binding.clone(),
+                    cipher_key.as_deref(),
+                    timeout,
+                )
+                .ok_or_else(|| {
+                    Error::config("not a usable Redis address").at("session.redis.options.host")
+                })?;
+                let name = set(&redis.cookie_name).unwrap_or("__session").to_owned();
+                cookie_token(&name, "session.redis.cookieName")?;
+                (
+                    Store::Redis(Arc::new(store)),
+                    name,
+                    redis.allow_refreshing.unwrap_or(true),
+                    redis
+                        .pre_expiry_buffer
+                        .map_or(Duration::from_secs(2), |d| d.0),
+                    redis.target_domain.clone(),
+                )
+            }
+            (cookie, None) => {
+                let cookie = cookie.clone().unwrap_or_default();
+                let prefix = cookie.key_prefix.clone().unwrap_or_default();
+                let name = match prefix.is_empty() {
+                    true => "__session".to_owned(),
+                    false => format!("{prefix}___session"),
+                };
+                cookie_token(&name, "session.cookie.keyPrefix")?;
+                (
+                    Store::Cookie,
+                    name,
+                    cookie.allow_refreshing.unwrap_or(false),
+                    Duration::ZERO,
+                    cookie.target_domain.clone(),
+                )
+            }
+        };
 
         // A browser drops a cookie whose name's prefix (in any case) its
         // attributes break (RFC 6265bis 4.1.3): every login would fail,
@@ -942,17 +965,10 @@ impl Oidc {
             .at("session.cookieOptions.notSecure"));
         }
 
-        let sealer = match session
-            .cipher_config
-            .as_ref()
-            .and_then(|c| c.key_ref.as_ref())
-        {
-            Some(r) => {
-                let key = encryption_key(context, r)?;
-                Sealer::new(&key, &binding).ok_or_else(|| {
-                    Error::config("expected a 32-byte key").at("session.cipherConfig.keyRef")
-                })?
-            }
+        let sealer = match &cipher_key {
+            Some(key) => Sealer::new(key, &binding).ok_or_else(|| {
+                Error::config("expected a 32-byte key").at("session.cipherConfig.keyRef")
+            })?,
             None => {
                 if matches!(store, Store::Cookie) {
                     tracing::warn!(

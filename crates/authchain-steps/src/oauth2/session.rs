@@ -266,6 +266,8 @@ pub(crate) struct Redis {
     /// What the values are sealed to besides their id: the client, the
     /// issuer and the login's settings, so that no other opens them.
     binding: String,
+    /// `cipherConfig`'s key, which the values' keys are derived with too.
+    secret: Option<aws_lc_rs::hmac::Key>,
     timeout: Duration,
 }
 
@@ -285,8 +287,10 @@ impl Redis {
         db: i64,
         prefix: String,
         binding: String,
+        secret: Option<&[u8]>,
         timeout: Duration,
     ) -> Option<Self> {
+        let secret = secret.map(|s| aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, s));
         let store = Redis {
             host: host.to_owned(),
             db,
@@ -297,6 +301,7 @@ impl Redis {
             prf: crate::util::Prf::new(),
             prefix,
             binding,
+            secret,
             timeout,
         };
         store.client(true).ok()?;
@@ -381,12 +386,25 @@ impl Redis {
 
     /// The sealer of the value under (`kind`, `id`): its key is a hash of
     /// the id other than the one the Redis key holds, so only the id's
-    /// holder opens it, and only under the store's binding.
+    /// holder opens it, and only under the store's binding; with a
+    /// `secret`, an HMAC of the id with it, so that only who holds both
+    /// seals one (else whoever writes to Redis can, under an id of theirs).
     fn value_sealer(&self, kind: &str, id: &str) -> Sealer {
-        let mut hash = Sha256::new();
-        hash.update(b"authchain oauth2 redis value\0");
-        hash.update(id.as_bytes());
-        let key = hash.finalize();
+        const DOMAIN: &[u8] = b"authchain oauth2 redis value\0";
+        let key: Vec<u8> = match &self.secret {
+            Some(secret) => {
+                let mut mac = aws_lc_rs::hmac::Context::with_key(secret);
+                mac.update(DOMAIN);
+                mac.update(id.as_bytes());
+                mac.sign().as_ref().to_vec()
+            }
+            None => {
+                let mut hash = Sha256::new();
+                hash.update(DOMAIN);
+                hash.update(id.as_bytes());
+                hash.finalize().to_vec()
+            }
+        };
         let binding = format!("{}{kind}\0{}", self.prefix, self.binding);
         Sealer::new(&key, &binding).expect("a 32-byte key")
     }
@@ -562,8 +580,40 @@ mod tests {
     const TTL: Duration = Duration::from_secs(60);
 
     async fn store(server: &Server) -> Redis {
+        keyed_store(server, None)
+    }
+
+    fn keyed_store(server: &Server, secret: Option<&[u8]>) -> Redis {
         let host = server.addr().to_string();
-        Redis::new(&host, 0, "t:".into(), "b".into(), Duration::from_secs(2)).unwrap()
+        let timeout = Duration::from_secs(2);
+        Redis::new(&host, 0, "t:".into(), "b".into(), secret, timeout).unwrap()
+    }
+
+    /// Whoever can write to Redis can seal a value that opens with no key
+    /// (all that goes into it is public or theirs: the binding, an id);
+    /// with `cipherConfig`'s key, what they write under their id opens
+    /// nothing.
+    #[tokio::test]
+    async fn with_a_key_what_a_redis_writer_seals_opens_nothing() {
+        let server = Server::start().await.unwrap();
+        let forge = |store: &Redis| {
+            store
+                .value_sealer("session:", "mine")
+                .seal("redis", &"admin")
+        };
+        let unkeyed = keyed_store(&server, None);
+        let keyed = keyed_store(&server, Some(b"cipher-config-key-of-32-bytes!!!"));
+        let forged = forge(&unkeyed);
+        let key = unkeyed.key("session:", "mine");
+        server.command(&["SET", &key, &forged]).await.unwrap();
+        let opened = async |store: &Redis| store.get::<String>("session:", "mine", false).await;
+        assert_eq!(opened(&unkeyed).await.unwrap().as_deref(), Some("admin"));
+        assert_eq!(opened(&keyed).await.unwrap(), None);
+        // What the keyed store seals itself opens, with it alone.
+        keyed.put("session:", "ours", &"alice", TTL).await.unwrap();
+        let ours = async |store: &Redis| store.get::<String>("session:", "ours", false).await;
+        assert_eq!(ours(&keyed).await.unwrap().as_deref(), Some("alice"));
+        assert_eq!(ours(&unkeyed).await.unwrap(), None);
     }
 
     /// A refreshed session replaces one that is still there, never one a

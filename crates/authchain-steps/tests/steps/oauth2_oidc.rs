@@ -641,7 +641,8 @@ fn seal(kind: &str, binding: &str, value: &Value) -> String {
 async fn an_expired_login_is_refused_before_the_code_is_spent() {
     let mut rig = Rig::start(1, |_| {}).await;
     let front = rig.front(0, &rig.config("app", 0)).await;
-    let binding = format!("app\0{}\0email\0", rig.issuer);
+    // The client, the issuer, the scopes, then both query parameter maps.
+    let binding = format!("app\0{}\0email\0{{}}\0{{}}", rig.issuer);
     let pending = |expires_at: u64| json!({ "state": "s1", "nonce": "n1", "verifier": "v".repeat(43), "return_to": "/", "expires_at": expires_at });
     let url = front.url("/callback?code=c1&state=s1");
     let mut tokens = rig.idp().requests().await.unwrap().token;
@@ -832,7 +833,7 @@ async fn a_changed_session_cookie_is_a_new_login() {
 /// never another client's.
 #[tokio::test]
 async fn a_session_cookie_opens_only_for_its_client_and_idp_and_process() {
-    let mut rig = Rig::start(6, |_| {}).await;
+    let mut rig = Rig::start(7, |_| {}).await;
     let issuer = rig.issuer.clone();
     let front = rig.front(0, &rig.config("app", 0)).await;
     // The same config in another engine (a replica, a restart): the same
@@ -862,7 +863,8 @@ async fn a_session_cookie_opens_only_for_its_client_and_idp_and_process() {
     assert_eq!(out.status, 302, "{}", out.describe());
     assert!(set_cookie(&out, "__session").is_some_and(|c| c.contains("Max-Age=0")));
     // Another client, same key and IdP: a new login. So for the same
-    // client asking more of the login (MFA), or other scopes.
+    // client asking more of the login (MFA), other scopes, or tokens for
+    // another resource.
     let mut other = rig.config("other", 3);
     oidc(&mut other)["clientId"] = json!("other");
     let other = rig.front(3, &other).await;
@@ -875,6 +877,12 @@ async fn a_session_cookie_opens_only_for_its_client_and_idp_and_process() {
     oidc(&mut scopes)["scopes"] = json!(["email", "profile"]);
     let scopes = rig.front(5, &scopes).await;
     assert_new_login(&mut agent, &issuer, &scopes).await;
+    // Nor one whose tokens are asked for another API (RFC 8707), whose
+    // access token it would forward.
+    let mut resource = rig.config("resource", 6);
+    oidc(&mut resource)["tokenEndpointQueryParams"] = json!({ "resource": "https://b.example" });
+    let resource = rig.front(6, &resource).await;
+    assert_new_login(&mut agent, &issuer, &resource).await;
 }
 
 #[tokio::test]
