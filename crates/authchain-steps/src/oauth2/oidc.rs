@@ -298,7 +298,7 @@ impl Discovery {
                 let lifetime = tokens.expires_in().unwrap_or(Duration::from_secs(300));
                 (
                     session.id_token.clone(),
-                    session::now() + lifetime.as_secs(),
+                    session::now().saturating_add(lifetime.as_secs()),
                 )
             }
         };
@@ -1232,7 +1232,11 @@ impl Oidc {
             (Some(_), Some(exp)) if !expired => session.expires_at.min(exp),
             _ => session.expires_at,
         };
-        allow = allow.expires_at(std::time::UNIX_EPOCH + Duration::from_secs(until));
+        // An `exp` past what a SystemTime holds (an IdP's, unchecked) is
+        // no limit.
+        if let Some(at) = std::time::UNIX_EPOCH.checked_add(Duration::from_secs(until)) {
+            allow = allow.expires_at(at);
+        }
         request
             .state
             .insert(STATE_KEY, Value::String(session.id_token.clone()));
@@ -1602,7 +1606,7 @@ impl Oidc {
         let Some(opened) = self.load(&cookie).await? else {
             return self.login(live, request).await;
         };
-        if opened.session.expires_at > session::now() + self.pre_expiry.as_secs() {
+        if opened.session.expires_at > session::now().saturating_add(self.pre_expiry.as_secs()) {
             return Ok(self.allow(request, &opened, Vec::new()));
         }
         if !self.allow_refreshing {
@@ -1640,7 +1644,7 @@ impl Oidc {
             return Ok(None);
         };
         let key = self.refreshes.prf.hash(&[token.as_bytes()]);
-        let limit = session::now() + self.pre_expiry.as_secs();
+        let limit = session::now().saturating_add(self.pre_expiry.as_secs());
         let done = &self.refreshes.done;
         if let Some(fresh) = done.get(&key).filter(|f| f.expires_at > limit) {
             return Ok(Some(fresh));
@@ -1874,7 +1878,7 @@ impl AuthService for Oidc {
         // The cookie store's valid session needs no wait.
         if let (Store::Cookie, Some(c)) = (&self.store, &cookie)
             && let Some(opened) = self.open_cookie(c)
-            && opened.session.expires_at > session::now() + self.pre_expiry.as_secs()
+            && opened.session.expires_at > session::now().saturating_add(self.pre_expiry.as_secs())
         {
             return self.allow(request, &opened, Vec::new()).into();
         }

@@ -1052,6 +1052,30 @@ fn alice_id_token(issuer: &str, nonce: &str, ttl: u64) -> String {
     sign(Algorithm::RS256, Some("rsa-1"), RSA, &claims)
 }
 
+/// An ID token that expires past what a `SystemTime` holds (an `exp`
+/// beyond 2^63 seconds, which jsonwebtoken takes): the session works,
+/// with no panic on the way.
+#[tokio::test]
+async fn an_id_token_that_never_expires_makes_a_session() {
+    let fake = FakeTokens::start().await;
+    let (_rig, issuer, front) = fake_front(&fake, false).await;
+    let mut agent = UserAgent::new();
+    let start = start_login(&mut agent, &issuer, &front.url("/private")).await;
+    let (state, nonce) = state_and_nonce(&start);
+    let claims = json!({
+        "iss": issuer, "aud": "app", "sub": "alice", "email": "alice@example.com",
+        "exp": u64::MAX, "iat": now(), "nonce": nonce,
+    });
+    fake.answer_id_token(&sign(Algorithm::RS256, Some("rsa-1"), RSA, &claims));
+    let back = get(
+        &mut agent,
+        &front.url(&format!("/callback?code=c&state={state}")),
+    )
+    .await;
+    assert_eq!(back.status, 302, "{}", back.describe());
+    assert_session(&mut agent, &front).await;
+}
+
 /// The `state` and `nonce` of the login whose redirect to the IdP `start`
 /// is.
 fn state_and_nonce(start: &Final) -> (String, String) {
