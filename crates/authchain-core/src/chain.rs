@@ -60,7 +60,9 @@ pub const MAX_EXPR_STEPS: usize = 64;
 ///    with `statusOnError` (403 by default), counted and logged, even
 ///    inside a `booleanExpr`. A step with `failureModeAllow` passes
 ///    instead, counted, and the request is marked with
-///    `x-envoy-auth-failure-mode-allowed: true`.
+///    `x-envoy-auth-failure-mode-allowed: true`; not when it panicked,
+///    since it checked nothing (a client that can make it panic would
+///    have a way in).
 /// 6. Every step has a timeout and the chain a deadline; overrunning
 ///    either is an error (rule 5), never an allow.
 /// 7. Identity headers the steps declare, and those the config lists in
@@ -947,7 +949,8 @@ impl Chain {
             Err(error) => error,
         };
         run.failed = true;
-        if step.failure_mode_allow {
+        // A panic checked nothing, as a step that never started (rule 5).
+        if step.failure_mode_allow && !error.is_panic() {
             step.metrics.failure_mode_allowed.increment(1);
             tracing::warn!(
                 config = %self.name, step = %step.name, error = %error,
@@ -998,8 +1001,7 @@ fn step_record(
 /// through) or the server. The panic's message may hold anything the step
 /// had: it is not kept.
 fn unwound<T>(f: impl FnOnce() -> T) -> Result<T, Error> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
-        .map_err(|_| Error::step("the step panicked"))
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|_| Error::panicked())
 }
 
 /// The time since a run started, as a histogram records it: read only when

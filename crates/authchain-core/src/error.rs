@@ -39,6 +39,8 @@ enum Kind {
     Build,
     Start,
     Step,
+    /// A step that panicked: a step error that never fails open.
+    Panic,
     Timeout,
     UnknownConfig,
 }
@@ -76,6 +78,11 @@ impl Error {
     /// chain turns it into one (fail closed) unless the step fails open.
     pub fn step(source: impl Into<BoxError>) -> Self {
         Self::new(Kind::Step, "step failed").with_source(source)
+    }
+
+    /// A step panicked (the chain caught it); its message is not kept.
+    pub(crate) fn panicked() -> Self {
+        Self::new(Kind::Panic, "step failed: the step panicked")
     }
 
     /// A step or the chain ran past its time limit.
@@ -201,7 +208,14 @@ impl Error {
 
     /// A step failed at request time.
     pub fn is_step(&self) -> bool {
-        self.inner.kind == Kind::Step
+        matches!(self.inner.kind, Kind::Step | Kind::Panic)
+    }
+
+    /// A step panicked: a step error (so [`is_step`](Self::is_step)
+    /// too) that `failureModeAllow` never lets through, since the step
+    /// checked nothing.
+    pub fn is_panic(&self) -> bool {
+        self.inner.kind == Kind::Panic
     }
 
     /// A step or chain ran out of time.

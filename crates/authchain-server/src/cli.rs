@@ -45,7 +45,9 @@ enum Command {
 }
 
 /// The `authchain` command line over `registry`: what the binary's `main`
-/// is, and what a program of your own with your plugins registered calls:
+/// is, and what a program of your own with your plugins registered calls.
+/// It reports panics (a step's are caught and fail closed) through the
+/// log with their place, not their message, which may hold request data.
 ///
 /// ```no_run
 /// fn main() -> std::process::ExitCode {
@@ -56,6 +58,7 @@ enum Command {
 /// ```
 pub fn main_with(registry: PluginRegistry) -> ExitCode {
     let cli = Cli::parse();
+    crate::logging::report_panics_without_message();
     match cli.command {
         Command::Check { config, mut files } => {
             let config = match config.map(|c| enter_config_dir(&c, &mut files)) {

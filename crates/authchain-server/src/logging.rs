@@ -31,3 +31,24 @@ pub(crate) fn init(settings: &LogSettings) {
             .try_init(),
     };
 }
+
+/// Reports panics through the log, with their place but not their
+/// message: a panic caught in a step (a plugin's, a policy builtin's) may
+/// carry what the request held, a credential among it, and the default
+/// report prints it to standard error as it is.
+pub(crate) fn report_panics_without_message() {
+    std::panic::set_hook(Box::new(|info| {
+        let place = info
+            .location()
+            .map_or_else(String::new, |l| format!("{}:{}", l.file(), l.line()));
+        let thread = std::thread::current();
+        let thread = thread.name().unwrap_or("unnamed");
+        if tracing::dispatcher::has_been_set() {
+            tracing::error!(%place, thread, "panicked (the message is not logged: it may hold request data)");
+        } else {
+            eprintln!(
+                "authchain: thread {thread} panicked at {place} (the message is not shown: it may hold request data)"
+            );
+        }
+    }));
+}

@@ -421,12 +421,21 @@ impl AuthService for Panics {
     }
 }
 
+/// A panic is the step's error, and fails closed even under
+/// `failureModeAllow`: the step checked nothing, and a client that can
+/// make it panic would otherwise have a way in.
 #[tokio::test]
 async fn a_panicking_step_is_that_step_s_error() {
-    for at in ["now", "first poll", "later"] {
+    for (at, open) in [
+        ("now", false),
+        ("first poll", false),
+        ("later", false),
+        ("now", true),
+        ("later", true),
+    ] {
         let (chain, metrics) = build_with_metrics(
             Chain::builder("c")
-                .step(ChainStep::new("plugin", Arc::new(Panics { at })))
+                .step(ChainStep::new("plugin", Arc::new(Panics { at })).failure_mode_allow(open))
                 .status_on_error(StatusCode::SERVICE_UNAVAILABLE),
         );
         for _ in 0..2 {

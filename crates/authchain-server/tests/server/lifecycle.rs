@@ -376,3 +376,39 @@ authConfigs:
         "{log}"
     );
 }
+
+/// A policy builtin that panics on what a client sends (regorus's
+/// `regex.template_match` slices the value by the template's length):
+/// the step's panic fails closed, even with `failureModeAllow`, and the
+/// log names its place but not its message, which holds the value.
+#[tokio::test]
+async fn a_panic_on_client_input_fails_closed_and_logs_no_value() {
+    let config = format!(
+        r#"{LISTENERS}authConfigs:
+- name: policy
+  statusOnError: 503
+  configs:
+  - failureModeAllow: true
+    opaAuth:
+      query: data.t.allow
+      modules:
+        t.rego: |
+          package t
+          import rego.v1
+          allow if regex.template_match("/users/{{[0-9]+}}", input.headers["x-token"], "{{", "}}")
+"#
+    );
+    let server = Authchain::start(&config).await;
+    let check = async |token: &str| {
+        let reply = server
+            .http_check("policy", "/", &[("x-token", token)])
+            .await;
+        reply.unwrap().status
+    };
+    assert_eq!(check("/users/42").await, 200);
+    assert_eq!(check("/users/x").await, 403);
+    assert_eq!(check("s3cr").await, 503);
+    let log = server.log();
+    assert!(log.contains("panicked"), "{log}");
+    assert!(!log.contains("s3cr"), "{log}");
+}
