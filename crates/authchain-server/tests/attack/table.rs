@@ -296,6 +296,13 @@ fn paths() -> Vec<Row> {
         "B /public/x;jsessionid=1",
         "/public/x;jsessionid=1",
     ));
+    // Encoded: nginx's `proxy_pass` with a URI part forwards its decoded
+    // path, `/admin;x/users`, which Tomcat serves as `/admin/users`.
+    rows.push(Row::get("B /admin%3Bx/users", "/admin%3Bx/users"));
+    rows.push(Row::get(
+        "B /public/x%3bjsessionid=1",
+        "/public/x%3bjsessionid=1",
+    ));
     // The same with an empty or `.` segment: Tomcat reads `/public/;/..`
     // as `/public//..`, then `/admin`. A proxy that normalizes first
     // (Traefik, Envoy's normalize_path) hands the check and the app both
