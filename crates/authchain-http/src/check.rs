@@ -247,7 +247,7 @@ impl CheckConfig {
     }
 
     /// The family of forwarded headers `peer` is trusted for, if any.
-    fn trusted(&self, peer: Option<IpAddr>) -> Option<ForwardedHeaders> {
+    pub(crate) fn trusted(&self, peer: Option<IpAddr>) -> Option<ForwardedHeaders> {
         // A dual-stack listener sees an IPv4 proxy as `::ffff:a.b.c.d`.
         let ip = peer?.to_canonical();
         self.trusted_proxies

@@ -113,6 +113,10 @@ impl CheckServer {
             }
             permit => permit.flatten(),
         };
+        // Envoy's HTTP service (no forward-auth proxy) lets a request
+        // through on a 5xx under `failure_mode_allow`: a deny is never
+        // one there (Envoy answers the client 403 for it otherwise).
+        let forward_auth = self.config.trusted(peer.address.map(|a| a.ip())).is_some();
         let mut request = empty_request();
         let config = match self.config.read_into(&mut parts, body, peer, &mut request) {
             Ok(config) => config,
@@ -149,8 +153,11 @@ impl CheckServer {
         if as_401 {
             login_as_401(&mut decision);
         }
-        let response = respond(decision, std::mem::take(&mut request.headers));
+        let mut response = respond(decision, std::mem::take(&mut request.headers));
         give_back(request);
+        if !forward_auth && response.status().is_server_error() {
+            *response.status_mut() = StatusCode::FORBIDDEN;
+        }
         response
     }
 

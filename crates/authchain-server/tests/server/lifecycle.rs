@@ -412,3 +412,46 @@ async fn a_panic_on_client_input_fails_closed_and_logs_no_value() {
     assert!(log.contains("panicked"), "{log}");
     assert!(!log.contains("s3cr"), "{log}");
 }
+
+/// Under Envoy's HTTP service with `failure_mode_allow`, a 5xx from the
+/// auth server lets the request through: a step's error answered with
+/// `statusOnError: 503` (here a remote that refuses connections) is a
+/// 403 there, and reaches no app. (A trusted forward-auth proxy's check
+/// keeps its 503: nginx makes it a 500, Traefik and Caddy show it.)
+#[tokio::test]
+async fn a_5xx_deny_is_a_403_through_envoy_http_under_failure_mode_allow() {
+    use authchain_testkit::EchoServer;
+    use authchain_testkit::envoy::{Bootstrap, Envoy, HttpService};
+
+    let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let refused = closed.local_addr().unwrap();
+    drop(closed);
+    let config = format!(
+        "{LISTENERS}authConfigs:
+- name: down
+  statusOnError: 503
+  configs:
+  - passThroughAuth: {{ http: {{ url: 'http://{refused}/auth' }} }}
+"
+    );
+    let server = Authchain::start(&config).await;
+    let upstream = EchoServer::start().await.unwrap();
+    let yaml = Bootstrap::new(upstream.addr())
+        .http(HttpService {
+            addr: server.http,
+            path_prefix: "/check:down",
+            allowed_headers: &[],
+            upstream_headers: &[],
+            upstream_headers_to_append: &[],
+            client_headers: &[],
+        })
+        .failure_mode_allow(true)
+        .yaml();
+    let envoy = Envoy::start(&yaml).await.unwrap();
+    let ingress = envoy.listener("ingress").unwrap();
+    let reply = client::get(ingress, "/x", &[]).await.unwrap();
+    assert_eq!(reply.status, 403, "{}", reply.text());
+    assert_eq!(upstream.hits(), 0, "a deny reached the app");
+    let direct = server.http_check("down", "/x", &[]).await.unwrap();
+    assert_eq!(direct.status, 403);
+}
