@@ -579,20 +579,42 @@ async fn a_deny_is_sent_as_it_is() {
     assert_eq!(response.body(), "token expired");
 }
 
+/// A query rewrite cannot be carried: the check fails, with a 500 for a
+/// forward-auth proxy (nginx answers its client 500) and a 403 for
+/// Envoy's HTTP service, which lets a request through on a 5xx under
+/// `failure_mode_allow`, as it does on any 5xx deny.
 #[tokio::test]
 async fn a_query_rewrite_cannot_be_carried_and_fails_the_check() {
-    let (server, _) = check_server(
-        CheckConfig::default(),
-        Allow::new().remove_query_parameter("token").into(),
-    )
-    .await;
-    let response = server
+    let rewrite = || Allow::new().remove_query_parameter("token").into();
+    let (envoy, _) = check_server(CheckConfig::default(), rewrite()).await;
+    let response = envoy
         .check(
             request(Method::GET, "/check:site/x?token=1", &[], ""),
             peer(CLIENT),
         )
         .await;
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    let (nginx, _) = check_server(original(), rewrite()).await;
+    let headers = [
+        ("x-original-uri", "/x?token=1"),
+        ("x-original-method", "GET"),
+    ];
+    let response = nginx
+        .check(
+            request(Method::GET, "/check:site", &headers, ""),
+            peer(PROXY),
+        )
+        .await;
     assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    let (envoy, _) = check_server(
+        CheckConfig::default(),
+        Deny::new(StatusCode::SERVICE_UNAVAILABLE).into(),
+    )
+    .await;
+    let response = envoy
+        .check(request(Method::GET, "/check:site/x", &[], ""), peer(CLIENT))
+        .await;
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
 }
 
 #[tokio::test]

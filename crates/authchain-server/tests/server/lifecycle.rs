@@ -379,8 +379,9 @@ authConfigs:
 
 /// A policy builtin that panics on what a client sends (regorus's
 /// `regex.template_match` slices the value by the template's length):
-/// the step's panic fails closed, even with `failureModeAllow`, and the
-/// log names its place but not its message, which holds the value.
+/// the step's panic fails closed (`statusOnError`), even with
+/// `failureModeAllow`, and the log names its place but not its message,
+/// which holds the value.
 #[tokio::test]
 async fn a_panic_on_client_input_fails_closed_and_logs_no_value() {
     let config = format!(
@@ -399,11 +400,10 @@ async fn a_panic_on_client_input_fails_closed_and_logs_no_value() {
 "#
     );
     let server = Authchain::start(&config).await;
-    let check = async |token: &str| {
-        let reply = server
-            .http_check("policy", "/", &[("x-token", token)])
-            .await;
-        reply.unwrap().status
+    let mut client = server.grpc_client().await;
+    let mut check = async |token: &'static str| {
+        let request = check_request("policy", "/", &[("x-token", token)]);
+        grpc_status(&client.check(request).await.unwrap().into_inner()).1
     };
     assert_eq!(check("/users/42").await, 200);
     assert_eq!(check("/users/x").await, 403);
