@@ -88,7 +88,10 @@
 //!   one, they can, and a warning says so), for as
 //!   long as the cookie
 //!   lives, and logins in progress (under the id and the state, taken
-//!   once), so that replicas behind one proxy share both. Each replica
+//!   once), so that replicas behind one proxy share both. With
+//!   `cipherConfig.keyRef`, a login in progress is sealed in its cookie
+//!   instead, and Redis only marks it spent at its callback: a request
+//!   with no session writes nothing to Redis. Each replica
 //!   keeps the sessions it opened (2 s at most), and Redis tells it at
 //!   once of a change to one (a refresh, a logout anywhere: RESP3
 //!   client-side caching, Redis 6.0 and later; an older Redis is read on
@@ -452,6 +455,11 @@ pub struct Oidc {
     idp: Arc<Discovery>,
     store: Store,
     sealer: Sealer,
+    /// Whether a login in progress is sealed in its cookie: always with
+    /// the cookie store; with Redis when the sealer's key is shared
+    /// (`cipherConfig`), so that a request with no session writes nothing
+    /// to Redis (it took a key of its own there for 10 minutes).
+    login_in_cookie: bool,
     cookie_name: String,
     cookies: CookieAttributes,
     /// The login cookie's: sent only to the callback, and `SameSite=Lax`
@@ -1070,6 +1078,7 @@ impl Oidc {
             id_token_header,
             access_token_header,
             bearer: headers.use_bearer_schema_for_authorization.unwrap_or(true),
+            login_in_cookie: matches!(store, Store::Cookie) || cipher_key.is_some(),
             store,
             sealer,
             cookie_name,
@@ -1284,11 +1293,11 @@ impl Oidc {
             authorize = authorize.add_extra_param(k.clone(), v.clone());
         }
         let (url, _) = authorize.url();
-        let cookie = match &self.store {
-            Store::Cookie => self.sealer.seal("login", &pending),
+        let cookie = match (&self.store, self.login_in_cookie) {
+            (Store::Cookie, _) | (_, true) => self.sealer.seal("login", &pending),
             // A shadow run's answer goes nowhere: nothing to keep.
-            Store::Redis(_) if is_shadow_run(request) => session::random_token(32),
-            Store::Redis(redis) => {
+            (Store::Redis(_), false) if is_shadow_run(request) => session::random_token(32),
+            (Store::Redis(redis), false) => {
                 let id = session::random_token(32);
                 redis
                     .put(
@@ -1316,9 +1325,9 @@ impl Oidc {
     }
 
     /// The login in progress the callback's cookie names with this
-    /// `state`, taken (one use: in Redis, where it is kept under the
-    /// cookie's id and the state, so that a callback with another state
-    /// finds and spends nothing).
+    /// `state`: sealed in the cookie, or taken from Redis (one use: it is
+    /// kept under the cookie's id and the state, so that a callback with
+    /// another state finds and spends nothing).
     async fn take_pending(
         &self,
         request: &AuthorizationRequest,
@@ -1330,9 +1339,9 @@ impl Oidc {
         if cookie.is_empty() || cookie.len() > 4096 {
             return Ok(None);
         }
-        let pending: Option<Pending> = match &self.store {
-            Store::Cookie => self.sealer.open("login", cookie),
-            Store::Redis(redis) => redis
+        let pending: Option<Pending> = match (&self.store, self.login_in_cookie) {
+            (Store::Cookie, _) | (_, true) => self.sealer.open("login", cookie),
+            (Store::Redis(redis), false) => redis
                 .get("login:", &pending_key(cookie, state), true)
                 .await
                 .map_err(|e| Error::step(e).at("session.redis"))?,
@@ -1388,6 +1397,21 @@ impl Oidc {
                 StatusCode::UNAUTHORIZED,
                 "the state does not match the login's",
             ));
+        }
+        // A login sealed in its cookie, with Redis beside: one use all the
+        // same, marked spent where every replica sees it (a replay never
+        // sends the IdP a spent code, which may revoke what it gave).
+        if let (true, Store::Redis(redis)) = (self.login_in_cookie, &self.store) {
+            let first = redis
+                .lock("spent:", &pending.state, "1", session::LOGIN_TTL)
+                .await
+                .map_err(|e| Error::step(e).at("session.redis"))?;
+            if !first {
+                return Ok(Self::deny(
+                    StatusCode::UNAUTHORIZED,
+                    "the login was used already",
+                ));
+            }
         }
         let mut exchange = live
             .client

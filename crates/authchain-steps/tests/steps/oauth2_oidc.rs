@@ -1757,6 +1757,48 @@ async fn redis_sessions_are_shared_hashed_sealed_and_one_use_logins() {
     assert_new_login(&mut thief, &issuer, &replica).await;
 }
 
+/// With `cipherConfig`'s key, which the replicas share, a login in
+/// progress is sealed in its cookie: requests with no session write
+/// nothing to Redis (a flood of them took 1 KB there each, for 10
+/// minutes), and the login is one use all the same, marked spent in
+/// Redis, so that a replay never sends the IdP its spent code.
+#[tokio::test]
+async fn with_a_key_a_redis_login_in_progress_writes_nothing_and_is_one_use() {
+    let redis = Redis::start().await.unwrap();
+    let mut rig = Rig::start(2, |_| {}).await;
+    let issuer = rig.issuer.clone();
+    let mut config = rig.config("app", 0);
+    let cipher = oidc(&mut config)["session"]["cipherConfig"].clone();
+    oidc(&mut config)["session"] = redis_session(&redis, json!({ "cipherConfig": cipher }));
+    let front = rig.front(0, &config).await;
+    let replica = rig.front(1, &config).await;
+    for _ in 0..20 {
+        let page = get(&mut UserAgent::new(), &front.url("/private")).await;
+        assert_eq!(page.status, 302, "{}", page.describe());
+    }
+    assert_eq!(redis.keys("*").await.unwrap(), Vec::<String>::new());
+
+    let mut agent = UserAgent::new();
+    let callback = callback_url(&mut agent, &issuer, &front, "/private").await;
+    let login_cookie = login_name_of(&callback);
+    let login = agent.jar().value(&login_cookie).unwrap().to_owned();
+    let back = get(&mut agent, &callback.replace(&front.base, &replica.base)).await;
+    assert_eq!(back.status, 302, "{}", back.describe());
+    assert_session(&mut agent, &front).await;
+    let tokens = rig.idp().requests().await.unwrap().token;
+    let mut replay = UserAgent::new();
+    replay
+        .jar_mut()
+        .set_cookie(&front.base, &format!("{login_cookie}={login}"));
+    assert_refused(&get(&mut replay, &callback).await, 401);
+    assert_eq!(
+        rig.idp().requests().await.unwrap().token,
+        tokens,
+        "a replay sent the IdP its spent code"
+    );
+    assert_session(&mut agent, &replica).await;
+}
+
 /// Replicas that get requests of one expired Redis session at once share
 /// one refresh too: the one that takes the refresh's lock in Redis makes
 /// it, the others wait for the session it saves (a rotating IdP would
