@@ -434,8 +434,25 @@ impl DecisionCache {
         request: &mut AuthorizationRequest,
     ) -> Decision {
         let key = self.key_of(request);
+        let answer_by = request
+            .extensions
+            .get::<crate::transport::AnswerBy>()
+            .map(|by| Instant::from_std(by.0));
         let cached = loop {
-            match self.entries.get_value_or_guard_async(&key).await {
+            let entry = self.entries.get_value_or_guard_async(&key);
+            // A miss that waits on another request's run waits no longer
+            // than its caller does.
+            let entry = match answer_by {
+                None => entry.await,
+                Some(by) => match tokio::time::timeout_at(by, entry).await {
+                    Ok(entry) => entry,
+                    Err(_) => {
+                        tracing::debug!(config = %chain.name(), "the caller's deadline passed while waiting on the same key's run; denying");
+                        return crate::Deny::new(chain.status_on_error()).into();
+                    }
+                },
+            };
+            match entry {
                 Ok(None) => {
                     self.misses.increment(1);
                     return Box::pin(chain.authorize_uncached(request, false)).await.0;

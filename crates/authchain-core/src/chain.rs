@@ -63,7 +63,8 @@ pub const MAX_EXPR_STEPS: usize = 64;
 ///    `x-envoy-auth-failure-mode-allowed: true`; not when it panicked,
 ///    since it checked nothing (a client that can make it panic would
 ///    have a way in).
-/// 6. Every step has a timeout and the chain a deadline; overrunning
+/// 6. Every step has a timeout and the chain a deadline (no later than
+///    the caller's [`AnswerBy`](crate::transport::AnswerBy)); overrunning
 ///    either is an error (rule 5), never an allow.
 /// 7. Identity headers the steps declare, and those the config lists in
 ///    `stripClientHeaders`, are removed from the client's request before
@@ -552,10 +553,17 @@ impl Chain {
         forwarded: bool,
     ) -> (Decision, bool) {
         let started = Instant::now();
+        let deadline = started + self.deadline;
+        let caller = request
+            .extensions
+            .get::<crate::transport::AnswerBy>()
+            .map(|by| Instant::from_std(by.0))
+            .filter(|by| *by < deadline);
         let mut run = Run {
             forwarded,
             acc: Allow::default(),
-            deadline: started + self.deadline,
+            deadline: caller.unwrap_or(deadline),
+            caller_deadline: caller.is_some(),
             timer: None,
             cursor: self.cursor(),
             failed: false,
@@ -708,6 +716,9 @@ impl Chain {
             Err(match step.timeout {
                 Some(timeout) if limit < run.deadline => {
                     Error::timeout(format!("step timed out after {timeout:?}"))
+                }
+                _ if run.caller_deadline => {
+                    Error::timeout("the caller's deadline passed (its timeout, less a margin)")
                 }
                 _ => Error::timeout(format!("chain deadline of {:?} exceeded", self.deadline)),
             })
@@ -1023,6 +1034,11 @@ struct Run {
     forwarded: bool,
     acc: Allow,
     deadline: Instant,
+    /// Whether the deadline is the caller's ([`AnswerBy`]), sooner than
+    /// the chain's.
+    ///
+    /// [`AnswerBy`]: crate::transport::AnswerBy
+    caller_deadline: bool,
     // Boxed when first needed: most runs never wait.
     timer: Option<Pin<Box<Sleep>>>,
     cursor: Cursor,

@@ -9,6 +9,7 @@
 //!   in the decision log).
 //! - [`empty_for_reuse`], for an adapter that reads the next request into
 //!   the room of the last.
+//! - [`AnswerBy`], when the caller stops waiting.
 
 use crate::{AuthorizationRequest, Chain, Decision};
 
@@ -20,6 +21,15 @@ pub use crate::limit::{
     ConcurrencyLimit, Connection, ConnectionLimits, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
     FIRST_BYTE_TIMEOUT, Permit,
 };
+
+/// When the caller stops waiting for the answer, as a request extension
+/// an adapter inserts (the gRPC server, from Envoy's `grpc-timeout`): the
+/// chain's deadline comes no later, so that a step still running then is
+/// answered as an overrun one is (a deny with `statusOnError`, unless the
+/// step fails open), not by the caller giving up, which Envoy's
+/// `failure_mode_allow` turns into a pass whatever the steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AnswerBy(pub std::time::Instant);
 
 /// [`Chain::authorize`] for a caller that sends the request itself on
 /// (a tower layer), not the allow's changes to it: the request comes back

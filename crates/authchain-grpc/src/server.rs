@@ -203,6 +203,16 @@ impl ExtAuthzService {
     /// Answers one `CheckRequest` (what the gRPC method does, without the
     /// transport).
     pub async fn check_request(&self, check: CheckRequest) -> CheckResponse {
+        self.check_by(check, None).await
+    }
+
+    /// [`check_request`](Self::check_request), answered by `answer_by` (a
+    /// tenth before the caller's `grpc-timeout` ends) when given.
+    async fn check_by(
+        &self,
+        check: CheckRequest,
+        answer_by: Option<std::time::Instant>,
+    ) -> CheckResponse {
         let _permit = match self.limit.as_ref().map(|l| l.try_acquire("grpc")) {
             Some(None) => {
                 return convert::denied(
@@ -254,6 +264,11 @@ impl ExtAuthzService {
             rejected("unknown_config");
             return convert::denied(code::NOT_FOUND, &message, Deny::new(StatusCode::FORBIDDEN));
         };
+        if let Some(by) = answer_by {
+            request
+                .extensions
+                .insert(authchain_core::transport::AnswerBy(by));
+        }
         let decision = authchain_core::transport::authorize_via(
             chain,
             &mut request,
@@ -447,10 +462,35 @@ impl Authorization for ExtAuthzService {
         &self,
         request: Request<CheckRequest>,
     ) -> Result<Response<CheckResponse>, Status> {
+        // Envoy's `timeout` for the check, after which tonic drops this
+        // answer and Envoy's `failure_mode_allow` may pass the request:
+        // the chain answers a tenth before.
+        let answer_by = grpc_timeout(request.metadata())
+            .and_then(|t| std::time::Instant::now().checked_add(t - t / 10));
         Ok(Response::new(
-            self.check_request(request.into_inner()).await,
+            self.check_by(request.into_inner(), answer_by).await,
         ))
     }
+}
+
+/// The `grpc-timeout` of a call (gRPC over HTTP/2: up to 8 digits and a
+/// unit, `H`, `M`, `S`, `m`, `u` or `n`), if it has a valid one.
+fn grpc_timeout(metadata: &tonic::metadata::MetadataMap) -> Option<Duration> {
+    let value = metadata.get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n * 3600),
+        "M" => Duration::from_secs(n * 60),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
 }
 
 /// Serves `service` on `addr` with the gRPC health service
@@ -617,6 +657,23 @@ mod tests {
     async fn check_response(response: http::Response<Body>) -> CheckResponse {
         let body = response.into_body().collect().await.unwrap().to_bytes();
         prost::Message::decode(&body[5..]).unwrap()
+    }
+
+    #[test]
+    fn grpc_timeouts_read_as_the_protocol_writes_them() {
+        let read = |value: &str| {
+            let mut metadata = tonic::metadata::MetadataMap::new();
+            metadata.insert("grpc-timeout", value.parse().unwrap());
+            grpc_timeout(&metadata)
+        };
+        assert_eq!(read("200m"), Some(Duration::from_millis(200)));
+        assert_eq!(read("2S"), Some(Duration::from_secs(2)));
+        assert_eq!(read("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(read("99999999n"), Some(Duration::from_nanos(99_999_999)));
+        for bad in ["", "m", "200", "200x", "123456789m", "-1S", "1.5S", "+1S"] {
+            assert_eq!(read(bad), None, "{bad:?}");
+        }
+        assert_eq!(grpc_timeout(&tonic::metadata::MetadataMap::new()), None);
     }
 
     #[tokio::test]

@@ -352,3 +352,53 @@ async fn the_seed_forward_authentication_cache_is_expressible() {
     let config = AuthConfig::parse("site.yaml", &text, Format::Yaml).unwrap();
     assert!(config[0].build(&registry).is_err());
 }
+
+/// A caller's deadline ([`AnswerBy`], which the gRPC server sets a tenth
+/// before Envoy's `grpc-timeout`) ends a run sooner than the chain's
+/// deadline, as a deny with `statusOnError`; and a miss that waits on
+/// another request's run of its key waits no longer than its caller.
+///
+/// [`AnswerBy`]: authchain_core::transport::AnswerBy
+#[tokio::test]
+async fn a_caller_s_deadline_ends_a_run_and_a_wait_on_another() {
+    use authchain_core::transport::AnswerBy;
+    use http::StatusCode;
+
+    let slow = || {
+        Arc::new(authchain_core::service_fn(|_| {
+            Box::pin(async {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                Ok(Decision::authorized())
+            })
+        }))
+    };
+    let chain = |cache: bool| {
+        let mut builder = Chain::builder("slow")
+            .step(ChainStep::new("slow", slow()))
+            .status_on_error(StatusCode::SERVICE_UNAVAILABLE);
+        if cache {
+            builder = builder.cache(CacheSettings::new(vec![Attribute::Path]).trust_key(true));
+        }
+        Arc::new(builder.build().unwrap())
+    };
+    let by = || AnswerBy(std::time::Instant::now() + Duration::from_millis(100));
+    let status = |d: &Decision| d.as_deny().map(|d| d.status);
+
+    let mut alone = request(&[]);
+    alone.extensions.insert(by());
+    let decision = chain(false).authorize(&mut alone).await;
+    assert_eq!(status(&decision), Some(StatusCode::SERVICE_UNAVAILABLE));
+
+    let cached = chain(true);
+    let leader = tokio::spawn({
+        let chain = cached.clone();
+        async move { chain.authorize(&mut request(&[])).await }
+    });
+    // The first request's run holds the key.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut waiter = request(&[]);
+    waiter.extensions.insert(by());
+    let decision = cached.authorize(&mut waiter).await;
+    assert_eq!(status(&decision), Some(StatusCode::SERVICE_UNAVAILABLE));
+    assert!(leader.await.unwrap().is_allow(), "the first run's answer");
+}

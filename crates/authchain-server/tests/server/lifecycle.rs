@@ -455,3 +455,35 @@ async fn a_5xx_deny_is_a_403_through_envoy_http_under_failure_mode_allow() {
     let direct = server.http_check("down", "/x", &[]).await.unwrap();
     assert_eq!(direct.status, 403);
 }
+
+/// Envoy gives up on a gRPC check after its `timeout`, and then lets the
+/// request through under `failure_mode_allow`: a step slower than that
+/// (here a remote auth server taking 1.5 s, Envoy waiting 300 ms) is
+/// answered by the chain first, a tenth before Envoy's `grpc-timeout`,
+/// with a deny (`statusOnError`), and no request reaches the app.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_check_slower_than_envoy_s_timeout_is_a_deny_under_failure_mode_allow() {
+    use authchain_testkit::EchoServer;
+    use authchain_testkit::envoy::{Bootstrap, Envoy};
+
+    let (auth, hits) = slow_auth_server(Duration::from_millis(1500)).await;
+    let server = Authchain::start(&slow_config("", auth)).await;
+    let upstream = EchoServer::start().await.unwrap();
+    let yaml = Bootstrap::new(upstream.addr())
+        .route("/", Some("slow"))
+        .grpc(server.grpc)
+        .timeout("0.3s")
+        .failure_mode_allow(true)
+        .yaml();
+    let envoy = Envoy::start(&yaml).await.unwrap();
+    let ingress = envoy.listener("ingress").unwrap();
+    let reply = client::get(ingress, "/x", &[]).await.unwrap();
+    assert_eq!(reply.status, 403, "{}", reply.text());
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+    assert_eq!(upstream.hits(), 0, "a request passed on Envoy's timeout");
+    assert!(
+        server.log().contains("the caller's deadline passed"),
+        "{}",
+        server.log()
+    );
+}
