@@ -20,9 +20,11 @@ use crate::State;
 /// scratch space the steps of one chain run share, like the `State` map of
 /// Gloo's plugin API.
 ///
-/// Its `Debug` shows no credential: header values, the query and the body
-/// are left out (their names and sizes are shown), since `Authorization`,
-/// cookies, a `?token=` or a posted password may be among them.
+/// Its `Debug` shows no credential: header values, the query, the body
+/// and the values of `context`, `metadata` and `state` are left out (their
+/// names and sizes are shown), since `Authorization`, cookies, a
+/// `?token=`, a posted password, a JWT's claims or a remote's state may be
+/// among them.
 #[derive(Clone, Default)]
 #[non_exhaustive]
 pub struct AuthorizationRequest {
@@ -80,6 +82,13 @@ impl fmt::Debug for AuthorizationRequest {
                 write!(f, "<{} redacted>", self.0)
             }
         }
+        /// Names alone, of a map whose values may hold credentials.
+        struct Keys<I>(I);
+        impl<I: Iterator<Item = K> + Clone, K: fmt::Debug> fmt::Debug for Keys<I> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.debug_set().entries(self.0.clone()).finish()
+            }
+        }
         let query = self.query().map(|q| Redacted(q.len()));
         f.debug_struct("AuthorizationRequest")
             .field("method", &self.method)
@@ -93,9 +102,9 @@ impl fmt::Debug for AuthorizationRequest {
             .field("id", &self.id)
             .field("source", &self.source)
             .field("destination", &self.destination)
-            .field("context", &self.context)
-            .field("metadata", &self.metadata)
-            .field("state", &self.state)
+            .field("context", &Keys(self.context.keys()))
+            .field("metadata", &Keys(self.metadata.keys()))
+            .field("state", &Keys(self.state.iter().map(|(k, _)| k)))
             .field("extensions", &self.extensions)
             .finish()
     }
@@ -282,7 +291,16 @@ mod tests {
                 HeaderValue::from_static("session=cookie-s3cret"),
             );
         r.body = Some(Bytes::from_static(b"password=body-s3cret"));
+        r.state
+            .insert("jwt", serde_json::json!({ "token": "state-s3cret" }));
+        r.metadata
+            .insert("envoy.filters.http.jwt_authn".into(), "meta-s3cret".into());
+        r.context.insert("secret".into(), "context-s3cret".into());
         let shown = format!("{r:?} {r:#?}");
+        assert!(
+            shown.contains("jwt_authn") && shown.contains("\"jwt\""),
+            "{shown}"
+        );
         assert!(!shown.contains("s3cret"), "{shown}");
         assert!(
             shown.contains("authorization") && shown.contains("/login"),
