@@ -105,7 +105,8 @@ impl std::error::Error for PathError {}
 /// The canonical path starts with `/`; its escapes are `%XX` with uppercase
 /// hex digits, and escapes of the characters a path may hold as they are
 /// (ALPHA, DIGIT, `-`, `.`, `_`, `~`, `!$&'()*+,=`, `:`, `@`; not `;`) are
-/// decoded; runs of `/` are merged; the dot segments `.`
+/// decoded, and non-ASCII characters and `"<>[]^`{|}` are escaped
+/// (`/café` is `/caf%C3%A9`); runs of `/` are merged; the dot segments `.`
 /// and `..` are removed as RFC 3986 §5.2.4 does (after decoding, so
 /// `%2e%2e` is `..`; a trailing one leaves a trailing `/`). Other segment
 /// text, case included (and, when kept, `;` parameters), is kept.
@@ -220,6 +221,7 @@ fn is_canonical(rest: &str, ambiguous: AmbiguousPaths) -> bool {
             }
             b';' if !keep => return false,
             byte if is_raw_ambiguous(byte) && !keep => return false,
+            byte if is_escaped_raw(byte) => return false,
             _ => i += 1,
         }
     }
@@ -263,6 +265,12 @@ fn normalize_segment(segment: &str, ambiguous: AmbiguousPaths) -> Result<String,
             '#' if reject => return Err(PathError::new(ErrorKind::RawFragment)),
             c if reject && (c == ' ' || c.is_ascii_control()) => {
                 return Err(PathError::new(ErrorKind::RawControl));
+            }
+            // One spelling of each: `/café` is `/caf%C3%A9`, as apps read both.
+            c if !c.is_ascii() || is_escaped_raw(c as u8) => {
+                for byte in c.encode_utf8(&mut [0; 4]).bytes() {
+                    push_escape(&mut out, byte);
+                }
             }
             c => out.push(c),
         }
@@ -359,6 +367,18 @@ fn is_ambiguous(byte: u8) -> bool {
     matches!(byte, b'/' | b'\\' | b';' | 0x00..=0x1F | 0x7F)
 }
 
+/// Raw bytes a path does not hold as they are, but not ambiguous either:
+/// non-ASCII (UTF-8) and `"<>[]^`{|}`. Their escape is their canonical
+/// form, so that the raw and the escaped spelling, which apps read alike,
+/// are one path.
+fn is_escaped_raw(byte: u8) -> bool {
+    !byte.is_ascii()
+        || matches!(
+            byte,
+            b'"' | b'<' | b'>' | b'[' | b']' | b'^' | b'`' | b'{' | b'|' | b'}'
+        )
+}
+
 /// Raw bytes that should not appear in a path: `\`, `#`, controls and
 /// space.
 fn is_raw_ambiguous(byte: u8) -> bool {
@@ -387,7 +407,16 @@ mod tests {
         ("/", Reject, Same),
         ("/a/b/?q=%2F..//", Reject, Same),
         ("/a?b=../c", Reject, Same),
-        ("/caf\u{e9}", Reject, Same),
+        // One spelling of each character: the raw and the escaped, which
+        // apps read alike, are one path.
+        ("/caf\u{e9}", Reject, To("/caf%C3%A9")),
+        ("/caf\u{e9}", Keep, To("/caf%C3%A9")),
+        (
+            "/a\"b<c>[d]^e`{f|g}",
+            Reject,
+            To("/a%22b%3Cc%3E%5Bd%5D%5Ee%60%7Bf%7Cg%7D"),
+        ),
+        ("/a%22b%5B", Reject, Same),
         ("/a/", Reject, Same),
         ("/a;b=c/D", Keep, Same),
         ("/a%20b", Reject, Same),

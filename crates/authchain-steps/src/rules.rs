@@ -24,7 +24,11 @@
 //! of `paths`, and the host (without port, case-insensitive) is one of
 //! `hosts` (`*.example.com` matches any subdomain). `glob` follows
 //! shell rules where `*` stays within a path segment and `**` crosses
-//! them; `regex` must match the whole path. The first matching rule's
+//! them; `regex` must match the whole path. The path is the canonical
+//! one ([`authchain_core::path`]: `%7e` is `~`, `é` is `%C3%A9`, no `.`,
+//! `..` or `//`); `exact` and `prefix` are read into that form too (a
+//! pattern that is not a path, or has a query, is a config error), while
+//! `glob` and `regex` must be written for it. The first matching rule's
 //! action is the answer; when none matches, `defaultAction` is.
 
 use std::sync::Arc;
@@ -148,10 +152,10 @@ impl PathMatcher {
             ));
         }
         if let Some(p) = config.exact {
-            return Ok(PathMatcher::Exact(p));
+            return Ok(PathMatcher::Exact(canonical_pattern(p, "exact")?));
         }
         if let Some(p) = config.prefix {
-            return Ok(PathMatcher::Prefix(p));
+            return Ok(PathMatcher::Prefix(canonical_pattern(p, "prefix")?));
         }
         if let Some(g) = config.glob {
             let glob = globset::GlobBuilder::new(&g)
@@ -175,6 +179,21 @@ impl PathMatcher {
             PathMatcher::Glob(g) => g.is_match(path),
             PathMatcher::Regex(r) => r.is_match(path),
         }
+    }
+}
+
+/// A path pattern in the canonical form the path it is matched against
+/// has (`/%7euser` is `/~user`, `/café` is `/caf%C3%A9`, `//a` is `/a`):
+/// else a pattern not so written would never match, and a deny rule
+/// would never deny.
+fn canonical_pattern(pattern: String, place: &str) -> Result<String, Error> {
+    if pattern.contains('?') {
+        return Err(Error::config("a path pattern has no query").at(place));
+    }
+    match authchain_core::path::canonicalize(&pattern, authchain_core::path::AmbiguousPaths::Keep) {
+        Ok(None) => Ok(pattern),
+        Ok(Some(canonical)) => Ok(canonical),
+        Err(e) => Err(Error::config(format!("not a path: {e}")).at(place)),
     }
 }
 
@@ -339,6 +358,40 @@ impl AuthService for Rules {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `exact` and `prefix` are matched in the canonical form the path
+    /// has, whatever spelling the config gives them.
+    #[test]
+    fn path_patterns_match_in_canonical_form() {
+        let path = |exact: Option<&str>, prefix: Option<&str>| {
+            PathMatcher::new(PathConfig {
+                exact: exact.map(str::to_owned),
+                prefix: prefix.map(str::to_owned),
+                glob: None,
+                regex: None,
+            })
+        };
+        let canonical = |p: &str| {
+            authchain_core::path::canonicalize(p, authchain_core::path::AmbiguousPaths::Reject)
+                .unwrap()
+                .unwrap_or_else(|| p.to_owned())
+        };
+        for (pattern, request) in [
+            ("/a/%7euser", "/a/~user"),
+            ("/caf\u{e9}", "/caf%c3%a9"),
+            ("/caf%c3%a9", "/caf\u{e9}"),
+            ("//admin/./x", "/admin/x"),
+        ] {
+            let exact = path(Some(pattern), None).unwrap();
+            assert!(exact.matches(&canonical(request)), "{pattern} ~ {request}");
+            let prefix = path(None, Some(pattern)).unwrap();
+            assert!(prefix.matches(&canonical(&format!("{request}/more"))));
+        }
+        for bad in ["admin", "", "/a%zz", "/a?x=1"] {
+            assert!(path(Some(bad), None).is_err(), "{bad:?}");
+            assert!(path(None, Some(bad)).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn wildcard_hosts_match_subdomains_only() {
