@@ -950,11 +950,19 @@ impl Chain {
         let error = match answer {
             Ok(Decision::Allow(allow)) => {
                 step.metrics.ok.increment(1);
+                drop_framing(&mut allow.headers, &self.name, &step.name);
+                drop_framing(&mut allow.response_headers, &self.name, &step.name);
                 merge(&mut run.acc, allow, request, run.forwarded);
                 return StepResult::Allowed;
             }
             Ok(Decision::Deny(deny)) => {
                 step.metrics.denied.increment(1);
+                if deny.headers.keys().any(crate::decision::is_framing) {
+                    tracing::warn!(config = %self.name, step = %step.name, "a deny's connection or framing headers are left out");
+                    for name in &crate::decision::FRAMING {
+                        deny.headers.remove(name);
+                    }
+                }
                 return StepResult::Denied(mem::replace(deny, Deny::new(StatusCode::FORBIDDEN)));
             }
             Err(error) => error,
@@ -981,6 +989,19 @@ impl Chain {
             );
             StepResult::Failed
         }
+    }
+}
+
+/// Leaves out of `headers` (a step's allow's) those no decision sets
+/// ([`is_framing`](crate::transport::is_framing)).
+fn drop_framing(headers: &mut Vec<crate::HeaderMutation>, config: &str, step: &str) {
+    if headers.iter().any(|m| crate::decision::is_framing(&m.name)) {
+        tracing::warn!(
+            config,
+            step,
+            "an allow's connection or framing headers are left out"
+        );
+        headers.retain(|m| !crate::decision::is_framing(&m.name));
     }
 }
 

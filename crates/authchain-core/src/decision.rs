@@ -364,6 +364,29 @@ impl From<Deny> for Decision {
     }
 }
 
+/// The headers about the connection or the message's framing, which no
+/// decision sets ([`is_framing`]).
+pub(crate) const FRAMING: [HeaderName; 8] = [
+    http::header::CONNECTION,
+    http::header::CONTENT_LENGTH,
+    http::header::TRANSFER_ENCODING,
+    http::header::UPGRADE,
+    http::header::TE,
+    http::header::TRAILER,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+];
+
+/// Whether `name` is about the connection or the message's framing
+/// (`connection`, `content-length`, `transfer-encoding`, `upgrade`, `te`,
+/// `trailer`, `keep-alive`, `proxy-connection`): no decision sets one, on
+/// the upstream request or on the client's answer, since a check server
+/// writes an allow's headers on its own answer and a layer copies them
+/// onto the app's. The chain leaves them out of every step's answer.
+pub fn is_framing(name: &HeaderName) -> bool {
+    FRAMING.contains(name)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

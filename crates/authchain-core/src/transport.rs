@@ -14,6 +14,8 @@
 use crate::{AuthorizationRequest, Chain, Decision};
 
 #[doc(inline)]
+pub use crate::decision::is_framing;
+#[doc(inline)]
 pub use crate::decision_log::Transport;
 
 #[doc(inline)]

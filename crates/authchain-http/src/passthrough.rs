@@ -326,7 +326,10 @@ impl ExtAuthPlugin for HttpPassthroughPlugin {
             &spec.response.allowed_client_headers_on_success,
             "http.response.allowedClientHeadersOnSuccess",
         )?;
-        if let Some(i) = on_success.iter().position(is_framing) {
+        if let Some(i) = on_success
+            .iter()
+            .position(authchain_core::transport::is_framing)
+        {
             return Err(Error::config(
                 "a connection or framing header cannot be passed to the client",
             )
@@ -413,23 +416,6 @@ impl ExtAuthPlugin for HttpPassthroughPlugin {
             }),
         }))
     }
-}
-
-/// Headers about the connection or the message's framing, which no auth
-/// server may set on the client's response.
-fn is_framing(name: &HeaderName) -> bool {
-    use http::header;
-    [
-        header::CONNECTION,
-        header::CONTENT_LENGTH,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-        header::TE,
-        header::TRAILER,
-        HeaderName::from_static("keep-alive"),
-        HeaderName::from_static("proxy-connection"),
-    ]
-    .contains(name)
 }
 
 impl TlsSpec {

@@ -487,3 +487,55 @@ async fn a_check_slower_than_envoy_s_timeout_is_a_deny_under_failure_mode_allow(
         server.log()
     );
 }
+
+/// No step's answer sets a connection or framing header: a policy's deny
+/// with `content-length: 0` and a body (which the check server writes on
+/// its own answer) reaches the client through Envoy's HTTP service whole,
+/// with its status and body, the rest of its headers kept.
+#[tokio::test]
+async fn framing_headers_from_a_step_are_left_out() {
+    use authchain_testkit::EchoServer;
+    use authchain_testkit::envoy::{Bootstrap, Envoy, HttpService};
+
+    let config = format!(
+        r#"{LISTENERS}authConfigs:
+- name: policy
+  configs:
+  - opaAuth:
+      query: data.t.result
+      modules:
+        t.rego: |
+          package t
+          import rego.v1
+          result := {{"allowed": false, "http_status": 401, "body": "denied here",
+            "headers": {{"content-length": "0", "transfer-encoding": "chunked", "connection": "close", "x-why": "policy"}}}}
+"#
+    );
+    let server = Authchain::start(&config).await;
+    let upstream = EchoServer::start().await.unwrap();
+    let yaml = Bootstrap::new(upstream.addr())
+        .http(HttpService {
+            addr: server.http,
+            path_prefix: "/check:policy",
+            allowed_headers: &[],
+            upstream_headers: &[],
+            upstream_headers_to_append: &[],
+            client_headers: &[],
+        })
+        .failure_mode_allow(true)
+        .yaml();
+    let envoy = Envoy::start(&yaml).await.unwrap();
+    let ingress = envoy.listener("ingress").unwrap();
+    for _ in 0..3 {
+        let reply = client::get(ingress, "/x", &[]).await.unwrap();
+        assert_eq!(reply.status, 401, "{}", reply.text());
+        assert_eq!(reply.text(), "denied here");
+        assert_eq!(reply.header_values("x-why"), ["policy"]);
+    }
+    assert_eq!(upstream.hits(), 0);
+    assert!(
+        server.log().contains("framing headers are left out"),
+        "{}",
+        server.log()
+    );
+}
