@@ -150,31 +150,47 @@ async fn sigterm_finishes_checks_in_flight_then_exits_zero() {
     assert!(server.log().contains("stopped"), "{}", server.log());
 }
 
-/// Envoy's HTTP service lets a request through under `failure_mode_allow`
-/// when the auth server answers 5xx: a shed check, answered 429, is a deny
-/// there all the same, so that a flood cannot open the way.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_shed_check_is_a_deny_through_envoy_http_under_failure_mode_allow() {
-    use authchain_testkit::EchoServer;
+/// An app behind Envoy's HTTP service with `failure_mode_allow: true`,
+/// which checks with `server`'s AuthConfig `config` (Envoy's `timeout`
+/// when given): the app, the Envoy, and its listener.
+async fn envoy_http_failing_open(
+    server: &Authchain,
+    config: &str,
+    timeout: Option<&'static str>,
+) -> (
+    authchain_testkit::EchoServer,
+    authchain_testkit::envoy::Envoy,
+    SocketAddr,
+) {
     use authchain_testkit::envoy::{Bootstrap, Envoy, HttpService};
-
-    let (auth, hits) = slow_auth_server(Duration::from_millis(1500)).await;
-    let server = Authchain::start(&slow_config("maxConcurrentChecks: 1", auth)).await;
-    let upstream = EchoServer::start().await.unwrap();
-    let yaml = Bootstrap::new(upstream.addr())
+    let upstream = authchain_testkit::EchoServer::start().await.unwrap();
+    let prefix = format!("/check:{config}");
+    let mut bootstrap = Bootstrap::new(upstream.addr())
         .http(HttpService {
             addr: server.http,
-            path_prefix: "/check:slow",
+            path_prefix: &prefix,
             allowed_headers: &[],
             upstream_headers: &[],
             upstream_headers_to_append: &[],
             client_headers: &[],
         })
-        .timeout("5s")
-        .failure_mode_allow(true)
-        .yaml();
-    let envoy = Envoy::start(&yaml).await.unwrap();
+        .failure_mode_allow(true);
+    if let Some(timeout) = timeout {
+        bootstrap = bootstrap.timeout(timeout);
+    }
+    let envoy = Envoy::start(&bootstrap.yaml()).await.unwrap();
     let ingress = envoy.listener("ingress").unwrap();
+    (upstream, envoy, ingress)
+}
+
+/// Envoy's HTTP service lets a request through under `failure_mode_allow`
+/// when the auth server answers 5xx: a shed check, answered 429, is a deny
+/// there all the same, so that a flood cannot open the way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shed_check_is_a_deny_through_envoy_http_under_failure_mode_allow() {
+    let (auth, hits) = slow_auth_server(Duration::from_millis(1500)).await;
+    let server = Authchain::start(&slow_config("maxConcurrentChecks: 1", auth)).await;
+    let (upstream, _envoy, ingress) = envoy_http_failing_open(&server, "slow", Some("5s")).await;
     let first = tokio::spawn(async move { client::get(ingress, "/x", &[]).await.unwrap().status });
     while hits.load(Ordering::SeqCst) < 1 {
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -420,9 +436,6 @@ async fn a_panic_on_client_input_fails_closed_and_logs_no_value() {
 /// keeps its 503: nginx makes it a 500, Traefik and Caddy show it.)
 #[tokio::test]
 async fn a_5xx_deny_is_a_403_through_envoy_http_under_failure_mode_allow() {
-    use authchain_testkit::EchoServer;
-    use authchain_testkit::envoy::{Bootstrap, Envoy, HttpService};
-
     let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let refused = closed.local_addr().unwrap();
     drop(closed);
@@ -435,20 +448,7 @@ async fn a_5xx_deny_is_a_403_through_envoy_http_under_failure_mode_allow() {
 "
     );
     let server = Authchain::start(&config).await;
-    let upstream = EchoServer::start().await.unwrap();
-    let yaml = Bootstrap::new(upstream.addr())
-        .http(HttpService {
-            addr: server.http,
-            path_prefix: "/check:down",
-            allowed_headers: &[],
-            upstream_headers: &[],
-            upstream_headers_to_append: &[],
-            client_headers: &[],
-        })
-        .failure_mode_allow(true)
-        .yaml();
-    let envoy = Envoy::start(&yaml).await.unwrap();
-    let ingress = envoy.listener("ingress").unwrap();
+    let (upstream, _envoy, ingress) = envoy_http_failing_open(&server, "down", None).await;
     let reply = client::get(ingress, "/x", &[]).await.unwrap();
     assert_eq!(reply.status, 403, "{}", reply.text());
     assert_eq!(upstream.hits(), 0, "a deny reached the app");
@@ -494,9 +494,6 @@ async fn a_check_slower_than_envoy_s_timeout_is_a_deny_under_failure_mode_allow(
 /// with its status and body, the rest of its headers kept.
 #[tokio::test]
 async fn framing_headers_from_a_step_are_left_out() {
-    use authchain_testkit::EchoServer;
-    use authchain_testkit::envoy::{Bootstrap, Envoy, HttpService};
-
     let config = format!(
         r#"{LISTENERS}authConfigs:
 - name: policy
@@ -512,20 +509,7 @@ async fn framing_headers_from_a_step_are_left_out() {
 "#
     );
     let server = Authchain::start(&config).await;
-    let upstream = EchoServer::start().await.unwrap();
-    let yaml = Bootstrap::new(upstream.addr())
-        .http(HttpService {
-            addr: server.http,
-            path_prefix: "/check:policy",
-            allowed_headers: &[],
-            upstream_headers: &[],
-            upstream_headers_to_append: &[],
-            client_headers: &[],
-        })
-        .failure_mode_allow(true)
-        .yaml();
-    let envoy = Envoy::start(&yaml).await.unwrap();
-    let ingress = envoy.listener("ingress").unwrap();
+    let (upstream, _envoy, ingress) = envoy_http_failing_open(&server, "policy", None).await;
     for _ in 0..3 {
         let reply = client::get(ingress, "/x", &[]).await.unwrap();
         assert_eq!(reply.status, 401, "{}", reply.text());
