@@ -776,7 +776,9 @@ impl Chain {
     /// differently.
     fn refuse_ambiguous(&self, request: &mut AuthorizationRequest) -> Option<Deny> {
         if self.ambiguous_paths == AmbiguousPaths::Reject
-            && let Some(why) = ambiguous_method(request).or_else(|| ambiguous_host(request))
+            && let Some(why) = ambiguous_method(request)
+                .or_else(|| ambiguous_host(request))
+                .or_else(|| ambiguous_path_override(request))
         {
             tracing::info!(config = %self.name, error = %why, "refusing the request");
             return Some(Deny::new(StatusCode::BAD_REQUEST).body(why));
@@ -1463,6 +1465,39 @@ fn php_key(key: &str) -> String {
     let key = key.trim_start_matches(' ');
     let key = key.split('\0').next().unwrap_or_default();
     key.replace(['.', ' '], "_")
+}
+
+/// Why apps may read the request's path differently, if they may: an
+/// `X-Original-URL` or `X-Rewrite-URL` (in any spelling a server folds
+/// into the name) whose path is not the request's; IIS's URL Rewrite,
+/// older Symfony and Laminas route on them, and every proxy forwards a
+/// client's copy.
+fn ambiguous_path_override(request: &AuthorizationRequest) -> Option<String> {
+    const OVERRIDES: [&str; 2] = ["x-original-url", "x-rewrite-url"];
+    let mut overrides = request
+        .headers
+        .iter()
+        .filter(|(name, _)| OVERRIDES.iter().any(|o| same_folded(name.as_str(), o)))
+        .peekable();
+    overrides.peek()?;
+    // Each path in its canonical form: a spelling of the same path is not
+    // another.
+    let path_of = |target: &str| {
+        let path = target.split('?').next().unwrap_or_default();
+        match path::canonicalize(path, AmbiguousPaths::Keep) {
+            Ok(None) => Some(path.to_owned()),
+            Ok(Some(canonical)) => Some(canonical),
+            Err(_) => None,
+        }
+    };
+    let judged = path_of(&request.path);
+    for (_, value) in overrides {
+        let named = value.to_str().ok().and_then(path_of);
+        if named.is_none() || named != judged {
+            return Some("ambiguous path: an override header names another path".to_owned());
+        }
+    }
+    None
 }
 
 /// Why servers may read the request's method differently, if they may: a

@@ -443,6 +443,14 @@ fn forgeries() -> Vec<Row> {
                 .header(name, "DELETE"),
         );
     }
+    // The allowed request, which IIS's URL Rewrite, older Symfony and
+    // Laminas route as the path an override header names.
+    for name in ["X-Original-URL", "X-Rewrite-URL"] {
+        rows.push(
+            Row::get(format!("C GET /public/x + {name}: /admin"), "/public/x")
+                .header(name, "/admin"),
+        );
+    }
     // Symfony and Laravel read `_method` from the query; CGI, WSGI and
     // Rack servers fold `_` into `-`.
     rows.push(Row::get(
