@@ -50,8 +50,9 @@
 //!   answer is a `302` to the IdP's `end_session_endpoint` (with
 //!   `id_token_hint`, `client_id` and `post_logout_redirect_uri` =
 //!   `afterLogoutUrl`) when discovery names one, else to `afterLogoutUrl`.
-//!   A browser's prefetch of the logout (`Sec-Purpose: prefetch`) is a
-//!   403 that logs no one out.
+//!   A browser's prefetch of the logout (`Sec-Purpose: prefetch`), or
+//!   another site's link or form to it (`Sec-Fetch-Site: cross-site`), is
+//!   a 403 that logs no one out.
 //!   A session in Redis is gone for whoever holds its id; when Redis
 //!   cannot remove it the logout fails (a step error) and keeps the
 //!   cookie, so that it can be tried again. A sealed cookie cannot be
@@ -1120,7 +1121,12 @@ impl Oidc {
         let mut value = String::new();
         for name in session::chunk_names(&self.cookie_name) {
             match util::cookie(request, &name) {
-                Ok(Some(part)) if !part.is_empty() => value.push_str(part),
+                // No part this step writes is longer: a forged one is not
+                // read (each would cost its decoding and decryption).
+                Ok(Some(part)) if !part.is_empty() && part.len() <= session::CHUNK => {
+                    value.push_str(part);
+                }
+                Ok(Some(part)) if !part.is_empty() => return None,
                 _ => break,
             }
         }
@@ -1555,6 +1561,19 @@ impl Oidc {
                 "a prefetch does not log out",
             ));
         }
+        // Nor does another site's link (a browser says so), which would
+        // end the session, and the IdP's, for whoever follows it.
+        if request
+            .headers
+            .get_all("sec-fetch-site")
+            .iter()
+            .any(|v| v.as_bytes().eq_ignore_ascii_case(b"cross-site"))
+        {
+            return Ok(Self::deny(
+                StatusCode::FORBIDDEN,
+                "another site's request does not log out",
+            ));
+        }
         if is_shadow_run(request) {
             let target = HeaderValue::try_from(self.after_logout_url.as_str())
                 .map_err(|_| Error::step("bad logout target"))?;
@@ -1727,8 +1746,12 @@ async fn refresh_in_redis(
     let at = |e: CallError| Error::step(e).at("session.redis");
     let fresh = |now: Session| (now.expires_at > fresh_after).then_some(now);
     // The IdP's token call, a key set fetch, and the Redis calls around
-    // them: each bounded by `timeout`, the one setting both use.
-    let hold = redis.timeout() * 4;
+    // them: each bounded by `timeout`, the one setting both use, and all
+    // of them within a timeout less than the lock's hold, so that no other
+    // replica takes the lock (and spends the same refresh token) while
+    // this one may still refresh.
+    let hold = redis.timeout() * 6;
+    let work = redis.timeout() * 5;
     let holder = session::random_token(16);
     if redis
         .lock("refresh:", id, &holder, hold)
@@ -1754,8 +1777,11 @@ async fn refresh_in_redis(
                 return Ok(None);
             }
             Ok(Some(new))
-        }
-        .await;
+        };
+        let refreshed = match tokio::time::timeout(work, refreshed).await {
+            Ok(refreshed) => refreshed,
+            Err(_) => Err(Error::step("the refresh outlasted its lock").at("session.redis")),
+        };
         // Else it goes when `hold` ends.
         let _ = redis.unlock("refresh:", id, &holder).await;
         return refreshed;

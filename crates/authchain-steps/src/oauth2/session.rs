@@ -16,7 +16,7 @@ use super::idp::CallError;
 
 /// The longest value one cookie carries; a longer sealed session is split
 /// over `name`, `name.1`, ... (browsers keep about 4 KiB per cookie).
-const CHUNK: usize = 3800;
+pub(crate) const CHUNK: usize = 3800;
 /// The most cookies one sealed value may take.
 const MAX_CHUNKS: usize = 4;
 

@@ -807,6 +807,10 @@ async fn a_changed_session_cookie_is_a_new_login() {
         ),
         ("too short", vec![("__session", "AAAA".to_owned())]),
         ("huge", vec![("__session", "A".repeat(20_000))]),
+        (
+            "a part longer than any written",
+            vec![("__session.1", format!("{second}{}", "A".repeat(3_800)))],
+        ),
         ("empty", vec![("__session", String::new())]),
     ];
     for (what, changes) in tampered {
@@ -851,15 +855,26 @@ async fn a_session_cookie_opens_only_for_its_client_and_idp_and_process() {
     assert_session(&mut agent, &front).await;
     assert_session(&mut agent, &replica).await;
     assert_session(&mut agent, &api).await;
-    // A browser's prefetch of the logout logs no one out.
-    for (name, value) in [("sec-purpose", "prefetch"), ("purpose", "prefetch")] {
+    // A browser's prefetch of the logout logs no one out, nor does another
+    // site's link to it.
+    for (name, value) in [
+        ("sec-purpose", "prefetch"),
+        ("purpose", "prefetch"),
+        ("sec-fetch-site", "cross-site"),
+    ] {
         let prefetch = get_with(&mut agent.clone(), &api.url("/logout"), &[(name, value)]).await;
         assert_refused(&prefetch, 403);
         assert!(prefetch.header_values("set-cookie").is_empty());
     }
     assert_session(&mut agent, &front).await;
-    // Its callback and logout still redirect, with their cookies.
-    let out = get(&mut agent.clone(), &api.url("/logout")).await;
+    // Its callback and logout still redirect, with their cookies (the
+    // app's own link: same origin).
+    let out = get_with(
+        &mut agent.clone(),
+        &api.url("/logout"),
+        &[("sec-fetch-site", "same-origin")],
+    )
+    .await;
     assert_eq!(out.status, 302, "{}", out.describe());
     assert!(set_cookie(&out, "__session").is_some_and(|c| c.contains("Max-Age=0")));
     // Another client, same key and IdP: a new login. So for the same
