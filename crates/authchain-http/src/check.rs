@@ -35,7 +35,7 @@
 //! | proxy | [`ForwardedHeaders`] | read | required |
 //! |---|---|---|---|
 //! | nginx (`proxy_set_header X-Original-URI $request_uri; proxy_set_header X-Original-Method $request_method;`) | `XOriginal` | `X-Original-Method`, `X-Original-URI`; the host is the check's `Host` (`proxy_set_header Host $host;`) | method and URI |
-//! | Traefik (with `trustForwardHeader` off, its default), Caddy: both overwrite these | `XForwarded` | `X-Forwarded-Method`, `-Uri`, `-Host`, `-Proto` | method and URI |
+//! | Traefik (with `trustForwardHeader` off, its default), Caddy: both overwrite these | `XForwarded` | `X-Forwarded-Method`, `-Uri`, `-Host`, `-Proto` | method, URI and host |
 //!
 //! A trusted check that lacks a required header, or carries one of its
 //! family twice or not as visible ASCII, is denied (403 and 400): its
@@ -347,6 +347,14 @@ impl CheckConfig {
                 let host = match family {
                     // The check's, which nginx's config sets.
                     ForwardedHeaders::XOriginal => check_host,
+                    // Traefik and Caddy always send it: one without it is
+                    // not theirs to judge by host.
+                    ForwardedHeaders::XForwarded if host.is_none() => {
+                        return Err(Refused::new(
+                            StatusCode::FORBIDDEN,
+                            "a trusted proxy's check lacks x-forwarded-host: its original host is unknown",
+                        ));
+                    }
                     ForwardedHeaders::XForwarded => host,
                 };
                 request.host.push_str(host.unwrap_or_default());

@@ -273,7 +273,6 @@ async fn each_proxy_s_check_is_read_as_its_original_request() {
                 ("x-forwarded-uri", "/public/x"),
                 ("x-forwarded-method", "GET"),
                 ("x-forwarded-host", "shop.example"),
-                ("x-original-url", "https://public.example/public"),
                 ("host", "shop.example"),
             ],
             body: "",
@@ -300,7 +299,11 @@ async fn each_proxy_s_check_is_read_as_its_original_request() {
 #[tokio::test]
 async fn a_trusted_check_without_its_view_or_with_two_is_denied() {
     let nginx = [("x-original-uri", "/a"), ("x-original-method", "GET")];
-    let traefik = [("x-forwarded-uri", "/a"), ("x-forwarded-method", "GET")];
+    let traefik = [
+        ("x-forwarded-uri", "/a"),
+        ("x-forwarded-method", "GET"),
+        ("x-forwarded-host", "app.example"),
+    ];
     type Case<'a> = (&'a str, CheckConfig, Vec<(&'a str, &'a str)>, u16);
     let cases: Vec<Case<'_>> = vec![
         ("nginx, whole", original(), nginx.to_vec(), 200),
@@ -343,6 +346,7 @@ async fn a_trusted_check_without_its_view_or_with_two_is_denied() {
             400,
         ),
         ("traefik, whole", forwarding(), traefik.to_vec(), 200),
+        ("traefik, no host", forwarding(), traefik[..2].to_vec(), 403),
         (
             "traefik, only the other family",
             forwarding(),
@@ -438,6 +442,7 @@ async fn a_trusted_ipv4_proxy_seen_over_ipv6_is_trusted() {
     let headers = [
         ("x-forwarded-method", "DELETE"),
         ("x-forwarded-uri", "/admin"),
+        ("x-forwarded-host", "app.example"),
         ("host", "authchain:9000"),
     ];
     let (got, seen) = outcome(
@@ -466,6 +471,7 @@ async fn a_trusted_ipv4_proxy_seen_over_ipv6_is_trusted() {
     let both = [
         ("x-forwarded-method", "DELETE"),
         ("x-forwarded-uri", "/admin"),
+        ("x-forwarded-host", "app.example"),
         ("x-original-uri", "/public"),
         ("x-original-method", "GET"),
         ("host", "authchain:9000"),

@@ -332,14 +332,11 @@ impl Rules {
     }
 }
 
-/// The request's host without port: the request's authority, or the
-/// `Host` header when the transport gave none.
+/// The request's host without port: the request's authority (which a
+/// decision cache keys on), empty (matching no host) when the transport
+/// gave none.
 fn request_host(request: &AuthorizationRequest) -> &str {
-    let host = if request.host.is_empty() {
-        request.header_str(http::header::HOST).unwrap_or("")
-    } else {
-        request.host.as_str()
-    };
+    let host = request.host.as_str();
     // `example.com.` is `example.com` to DNS, and to most servers.
     let host = crate::util::strip_port(host);
     host.strip_suffix('.').unwrap_or(host)

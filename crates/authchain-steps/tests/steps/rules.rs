@@ -101,8 +101,11 @@ configs:
     }
 }
 
+/// The host is the request's authority, which a decision cache keys on:
+/// with none from the transport, no host rule matches, whatever a `Host`
+/// header says (two such requests would share a cached answer).
 #[tokio::test]
-async fn host_comes_from_the_host_header_when_the_transport_gave_none() {
+async fn no_host_from_the_transport_matches_no_host_rule() {
     let chain = chain(
         r#"
 name: r
@@ -113,7 +116,7 @@ configs:
     .await;
     // (case, the Host header, the status)
     let cases = [
-        ("the listed host, with a port", "api.example.com:80", 200),
+        ("the listed host, with a port", "api.example.com:80", 403),
         ("another host", "other.example.com", 403),
     ];
     for (name, host, want) in cases {
