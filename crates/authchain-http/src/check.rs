@@ -387,14 +387,33 @@ impl CheckConfig {
             }
         }
         request.id.push_str(found.id.unwrap_or_default());
+        // The client, as far as the check tells: a trusted proxy is not
+        // it. Traefik and Caddy append the address they saw to
+        // `X-Forwarded-For` (a client's own copy they drop or keep ahead
+        // of it); nginx's check carries none it vouches for.
+        request.source = match family {
+            None => peer,
+            Some(ForwardedHeaders::XForwarded) => {
+                last_forwarded_for(headers).map_or_else(Peer::default, Peer::from_address)
+            }
+            Some(ForwardedHeaders::XOriginal) => Peer::default(),
+        };
         // Swapped, not taken: the check's headers for the request's empty
         // map.
         std::mem::swap(&mut request.headers, check_headers);
         request.protocol.push_str(protocol(*version));
         request.body = body;
-        request.source = peer;
         Ok(config)
     }
+}
+
+/// The last address of the last `X-Forwarded-For` (port 0): the one the
+/// proxy that wrote it saw.
+fn last_forwarded_for(headers: &HeaderMap) -> Option<std::net::SocketAddr> {
+    let last = headers.get_all("x-forwarded-for").iter().next_back()?;
+    let hop = last.to_str().ok()?.rsplit(',').next()?.trim();
+    let ip: IpAddr = hop.parse().ok()?;
+    Some((ip.to_canonical(), 0).into())
 }
 
 /// What a check is read from, found in one pass over its headers (a

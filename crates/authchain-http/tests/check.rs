@@ -803,3 +803,43 @@ async fn a_redirect_is_a_401_for_checks_that_ask_for_it() {
         }
     }
 }
+
+/// The source a step sees is the client as far as the check tells, never
+/// the proxy: for Traefik and Caddy the last `X-Forwarded-For` hop (the
+/// address they saw, after any a client wrote), for nginx none, and for
+/// any other caller (Envoy, a gateway of your own) the check's peer.
+#[test]
+fn the_source_is_the_client_as_far_as_the_check_tells() {
+    use authchain_core::Peer;
+    let source = |config: CheckConfig, headers: &[(&str, &str)], from: &str| {
+        let (mut parts, _) = request(Method::GET, "/check:site/x", headers, "").into_parts();
+        let peer = Peer::from_address(from.parse().unwrap());
+        let (_, request) = config.read(&mut parts, None, peer).unwrap();
+        request.source.address
+    };
+    let traefik = [
+        ("x-forwarded-uri", "/a"),
+        ("x-forwarded-method", "GET"),
+        ("x-forwarded-host", "app.example"),
+        ("x-forwarded-for", "10.9.9.9, 198.51.100.7"),
+    ];
+    assert_eq!(
+        source(forwarding(), &traefik, PROXY),
+        Some("198.51.100.7:0".parse().unwrap())
+    );
+    assert_eq!(source(forwarding(), &traefik[..3], PROXY), None);
+    let nginx = [
+        ("x-original-uri", "/a"),
+        ("x-original-method", "GET"),
+        ("x-forwarded-for", "10.9.9.9"),
+    ];
+    assert_eq!(source(original(), &nginx, PROXY), None);
+    assert_eq!(
+        source(
+            CheckConfig::default(),
+            &[("x-forwarded-for", "10.9.9.9")],
+            CLIENT
+        ),
+        Some(CLIENT.parse().unwrap())
+    );
+}

@@ -443,6 +443,14 @@ fn forgeries() -> Vec<Row> {
                 .header(name, "DELETE"),
         );
     }
+    // The allowed request from a client naming itself 10.9.9.9, which
+    // the chain's policy denies: the source a step sees is never the
+    // client's word.
+    rows.push(
+        Row::get("C GET /public/x + X-Forwarded-For: 10.9.9.9", "/public/x")
+            .header("X-Forwarded-For", "10.9.9.9")
+            .reach("/public/x"),
+    );
     // The allowed request, which IIS's URL Rewrite, older Symfony and
     // Laminas route as the path an override header names.
     for name in ["X-Original-URL", "X-Rewrite-URL"] {

@@ -100,6 +100,16 @@ authConfigs:
       defaultAction: deny
       rules:
       - { action: allow, methods: [GET], hosts: [app.example], paths: [ { prefix: /public/ } ] }
+  - name: source
+    opaAuth:
+      query: data.source.allow
+      modules:
+        source.rego: |
+          package source
+          import rego.v1
+          # A client that names itself 10.9.9.9 must not be taken for it.
+          default allow := true
+          allow := false if input.attributes.source.address.socketAddress.address == \"10.9.9.9\"
   - name: remote-http
     passThroughAuth:
       http:
