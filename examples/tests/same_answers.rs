@@ -219,6 +219,7 @@ async fn through_server(
         Request::get("/check:table")
             .header("x-forwarded-method", case.method.as_str())
             .header("x-forwarded-uri", case.path)
+            .header("x-forwarded-host", "app")
     } else {
         // Envoy HTTP service: the original method, the path after the prefix.
         Request::builder()

@@ -62,7 +62,7 @@ pub const MAX_EXPR_STEPS: usize = 64;
 ///    instead, counted, and the request is marked with
 ///    `x-envoy-auth-failure-mode-allowed: true`; not when it panicked,
 ///    since it checked nothing (a client that can make it panic would
-///    have a way in).
+///    have a way in), nor when the caller's deadline passed (rule 6).
 /// 6. Every step has a timeout and the chain a deadline (no later than
 ///    the caller's [`AnswerBy`](crate::transport::AnswerBy)); overrunning
 ///    either is an error (rule 5), never an allow.
@@ -717,9 +717,9 @@ impl Chain {
                 Some(timeout) if limit < run.deadline => {
                     Error::timeout(format!("step timed out after {timeout:?}"))
                 }
-                _ if run.caller_deadline => {
-                    Error::timeout("the caller's deadline passed (its timeout, less a margin)")
-                }
+                _ if run.caller_deadline => Error::caller_timeout(
+                    "the caller's deadline passed (its timeout, less a margin)",
+                ),
                 _ => Error::timeout(format!("chain deadline of {:?} exceeded", self.deadline)),
             })
         })
@@ -970,8 +970,9 @@ impl Chain {
             Err(error) => error,
         };
         run.failed = true;
-        // A panic checked nothing, as a step that never started (rule 5).
-        if step.failure_mode_allow && !error.is_panic() {
+        // A panic checked nothing, as a step that never started (rule 5);
+        // the caller's deadline is not the step's failure.
+        if step.failure_mode_allow && !error.fails_closed() {
             step.metrics.failure_mode_allowed.increment(1);
             tracing::warn!(
                 config = %self.name, step = %step.name, error = %error,
@@ -1481,8 +1482,13 @@ fn ambiguous_path_override(request: &AuthorizationRequest) -> Option<String> {
         .peekable();
     overrides.peek()?;
     // Each path in its canonical form: a spelling of the same path is not
-    // another.
+    // another. ingress-nginx writes the absolute form
+    // (`$scheme://$http_host$request_uri`): its path is what counts.
     let path_of = |target: &str| {
+        let target = match target.parse::<http::Uri>() {
+            Ok(uri) if uri.scheme().is_some() => uri.path().to_owned(),
+            _ => target.to_owned(),
+        };
         let path = target.split('?').next().unwrap_or_default();
         match path::canonicalize(path, AmbiguousPaths::Keep) {
             Ok(None) => Some(path.to_owned()),

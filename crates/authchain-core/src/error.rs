@@ -42,6 +42,8 @@ enum Kind {
     /// A step that panicked: a step error that never fails open.
     Panic,
     Timeout,
+    /// The caller's deadline passed: a timeout that never fails open.
+    CallerTimeout,
     UnknownConfig,
 }
 
@@ -83,6 +85,19 @@ impl Error {
     /// A step panicked (the chain caught it); its message is not kept.
     pub(crate) fn panicked() -> Self {
         Self::new(Kind::Panic, "step failed: the step panicked")
+    }
+
+    /// The caller's deadline ([`AnswerBy`](crate::transport::AnswerBy))
+    /// passed during a step.
+    pub(crate) fn caller_timeout(message: impl Into<String>) -> Self {
+        Self::new(Kind::CallerTimeout, message)
+    }
+
+    /// Whether `failureModeAllow` never lets this error through: a panic,
+    /// or the caller's deadline (which, left to the caller, would be its
+    /// own failure mode's to decide, not the step's).
+    pub(crate) fn fails_closed(&self) -> bool {
+        matches!(self.inner.kind, Kind::Panic | Kind::CallerTimeout)
     }
 
     /// A step or the chain ran past its time limit.
@@ -220,7 +235,7 @@ impl Error {
 
     /// A step or chain ran out of time.
     pub fn is_timeout(&self) -> bool {
-        self.inner.kind == Kind::Timeout
+        matches!(self.inner.kind, Kind::Timeout | Kind::CallerTimeout)
     }
 
     /// The requested AuthConfig does not exist.

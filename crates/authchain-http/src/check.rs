@@ -387,12 +387,13 @@ impl CheckConfig {
             }
         }
         request.id.push_str(found.id.unwrap_or_default());
-        // The client, as far as the check tells: a trusted proxy is not
-        // it. Traefik and Caddy append the address they saw to
-        // `X-Forwarded-For` (a client's own copy they drop or keep ahead
-        // of it); nginx's check carries none it vouches for.
+        // The client, as far as the check tells: the peer, a proxy or a
+        // gateway, is not it. Traefik and Caddy append the address they
+        // saw to `X-Forwarded-For` (a client's own copy they drop or keep
+        // ahead of it); nginx's and Envoy's checks carry none they vouch
+        // for.
         request.source = match family {
-            None => peer,
+            None => Peer::default(),
             Some(ForwardedHeaders::XForwarded) => {
                 last_forwarded_for(headers).map_or_else(Peer::default, Peer::from_address)
             }

@@ -42,7 +42,7 @@
 //! | `check_request`, `http_request` | Gloo's: the CheckRequest (`{attributes}`), and its `attributes.request.http` |
 //! | `context` | Envoy `context_extensions` |
 //! | `attributes.request.http.{method, path, host, scheme, protocol, id, headers, body}` | as OPA-Envoy gives them |
-//! | `attributes.source.address.socketAddress.{address, portValue}`, `attributes.source.principal` | the client: Envoy's downstream peer over gRPC; over HTTP checks the last `X-Forwarded-For` hop of a trusted Traefik or Caddy (port 0), none behind nginx, else the check's own peer |
+//! | `attributes.source.address.socketAddress.{address, portValue}`, `attributes.source.principal` | the client: Envoy's downstream peer over gRPC; over HTTP checks the last `X-Forwarded-For` hop of a trusted Traefik or Caddy (port 0), else none |
 //! | `attributes.contextExtensions`, `attributes.metadataContext` | as OPA-Envoy |
 //! | `parsed_path`, `parsed_query` | the canonical path's segments, percent-decoded; the query as `{key: [values]}`, decoded (`+` is a space), as OPA-Envoy gives them |
 //!

@@ -355,8 +355,9 @@ async fn the_seed_forward_authentication_cache_is_expressible() {
 
 /// A caller's deadline ([`AnswerBy`], which the gRPC server sets a tenth
 /// before Envoy's `grpc-timeout`) ends a run sooner than the chain's
-/// deadline, as a deny with `statusOnError`; and a miss that waits on
-/// another request's run of its key waits no longer than its caller.
+/// deadline, as a deny with `statusOnError` (whatever the step's
+/// `failureModeAllow`); and a miss that waits on another request's run of
+/// its key waits no longer than its caller.
 ///
 /// [`AnswerBy`]: authchain_core::transport::AnswerBy
 #[tokio::test]
@@ -387,6 +388,17 @@ async fn a_caller_s_deadline_ends_a_run_and_a_wait_on_another() {
     let mut alone = request(&[]);
     alone.extensions.insert(by());
     let decision = chain(false).authorize(&mut alone).await;
+    assert_eq!(status(&decision), Some(StatusCode::SERVICE_UNAVAILABLE));
+    // Even for a step that fails open: the caller's deadline is not the
+    // step's failure (left to the caller, it was the caller's to decide).
+    let open = Chain::builder("open")
+        .step(ChainStep::new("slow", slow()).failure_mode_allow(true))
+        .status_on_error(StatusCode::SERVICE_UNAVAILABLE)
+        .build()
+        .unwrap();
+    let mut alone = request(&[]);
+    alone.extensions.insert(by());
+    let decision = open.authorize(&mut alone).await;
     assert_eq!(status(&decision), Some(StatusCode::SERVICE_UNAVAILABLE));
 
     let cached = chain(true);

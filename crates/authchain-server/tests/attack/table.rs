@@ -459,6 +459,23 @@ fn forgeries() -> Vec<Row> {
                 .header(name, "/admin"),
         );
     }
+    // ingress-nginx writes X-Original-URL in absolute form on every check:
+    // the same path passes, another does not.
+    rows.push(
+        Row::get(
+            "C GET /public/x + X-Original-URL: http://app.example/admin",
+            "/public/x",
+        )
+        .header("X-Original-URL", "http://app.example/admin"),
+    );
+    rows.push(
+        Row::get(
+            "C GET /public/x + X-Original-URL: http://app.example/public/x",
+            "/public/x",
+        )
+        .header("X-Original-URL", "http://app.example/public/x")
+        .reach("/public/x"),
+    );
     // Symfony and Laravel read `_method` from the query; CGI, WSGI and
     // Rack servers fold `_` into `-`.
     rows.push(Row::get(
