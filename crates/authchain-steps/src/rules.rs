@@ -28,7 +28,9 @@
 //! one ([`authchain_core::path`]: `%7e` is `~`, `é` is `%C3%A9`, no `.`,
 //! `..` or `//`); `exact` and `prefix` are read into that form too (a
 //! pattern that is not a path, or has a query, is a config error), while
-//! `glob` and `regex` must be written for it. The first matching rule's
+//! `glob` and `regex` must be written for it (one naming a non-ASCII
+//! character, which that form escapes, is a config error naming the
+//! escape). The first matching rule's
 //! action is the answer; when none matches, `defaultAction` is.
 
 use std::sync::Arc;
@@ -157,7 +159,25 @@ impl PathMatcher {
         if let Some(p) = config.prefix {
             return Ok(PathMatcher::Prefix(canonical_pattern(p, "prefix")?));
         }
+        // Neither can match a character the canonical path escapes.
+        let escaped = |pattern: &str, also: &[char]| {
+            pattern
+                .chars()
+                .find(|c| !c.is_ascii() || also.contains(c))
+                .map(|c| {
+                    let mut escape = String::new();
+                    for b in c.to_string().bytes() {
+                        escape.push_str(&format!("%{b:02X}"));
+                    }
+                    Error::config(format!(
+                        "the path is matched in its canonical form, where `{c}` is `{escape}`: write that"
+                    ))
+                })
+        };
         if let Some(g) = config.glob {
+            if let Some(e) = escaped(&g, &['"', '<', '>', '`', '|']) {
+                return Err(e.at("glob"));
+            }
             let glob = globset::GlobBuilder::new(&g)
                 .literal_separator(true)
                 .build()
@@ -165,6 +185,9 @@ impl PathMatcher {
             return Ok(PathMatcher::Glob(glob.compile_matcher()));
         }
         let r = config.regex.unwrap_or_default();
+        if let Some(e) = escaped(&r, &[]) {
+            return Err(e.at("regex"));
+        }
         let re = regex::RegexBuilder::new(&format!("^(?:{r})$"))
             .size_limit(1 << 20)
             .build()
@@ -388,6 +411,30 @@ mod tests {
             assert!(path(Some(bad), None).is_err(), "{bad:?}");
             assert!(path(None, Some(bad)).is_err(), "{bad:?}");
         }
+        // A glob or a regex that names a character the canonical path
+        // escapes could never match it: refused, naming the escape.
+        let pattern = |glob: Option<&str>, regex: Option<&str>| {
+            PathMatcher::new(PathConfig {
+                exact: None,
+                prefix: None,
+                glob: glob.map(str::to_owned),
+                regex: regex.map(str::to_owned),
+            })
+        };
+        let e = pattern(Some("/\u{fc}ber/**"), None).unwrap_err();
+        assert!(e.to_string().contains("%C3%BC"), "{e}");
+        assert!(pattern(Some("/a|b/*"), None).is_err());
+        assert!(pattern(None, Some("/caf\u{e9}/.*")).is_err());
+        assert!(
+            pattern(Some("/caf%C3%A9/**"), None)
+                .unwrap()
+                .matches("/caf%C3%A9/x")
+        );
+        assert!(
+            pattern(None, Some("/(a|b)/[0-9]+"))
+                .unwrap()
+                .matches("/a/7")
+        );
     }
 
     #[test]
