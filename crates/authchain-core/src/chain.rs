@@ -952,8 +952,7 @@ impl Chain {
         let error = match answer {
             Ok(Decision::Allow(allow)) => {
                 step.metrics.ok.increment(1);
-                drop_framing(&mut allow.headers, &self.name, &step.name);
-                drop_framing(&mut allow.response_headers, &self.name, &step.name);
+                drop_framing(allow, &self.name, &step.name);
                 merge(&mut run.acc, allow, request, run.forwarded);
                 return StepResult::Allowed;
             }
@@ -995,16 +994,27 @@ impl Chain {
     }
 }
 
-/// Leaves out of `headers` (a step's allow's) those no decision sets
+/// Leaves out of a step's allow the headers no decision sets or removes
 /// ([`is_framing`](crate::transport::is_framing)).
-fn drop_framing(headers: &mut Vec<crate::HeaderMutation>, config: &str, step: &str) {
-    if headers.iter().any(|m| crate::decision::is_framing(&m.name)) {
+fn drop_framing(allow: &mut Allow, config: &str, step: &str) {
+    let framing = |m: &crate::HeaderMutation| crate::decision::is_framing(&m.name);
+    if allow.headers.iter().any(framing)
+        || allow.response_headers.iter().any(framing)
+        || allow
+            .headers_to_remove
+            .iter()
+            .any(crate::decision::is_framing)
+    {
         tracing::warn!(
             config,
             step,
             "an allow's connection or framing headers are left out"
         );
-        headers.retain(|m| !crate::decision::is_framing(&m.name));
+        allow.headers.retain(|m| !framing(m));
+        allow.response_headers.retain(|m| !framing(m));
+        allow
+            .headers_to_remove
+            .retain(|name| !crate::decision::is_framing(name));
     }
 }
 
@@ -1339,6 +1349,18 @@ impl ChainBuilder {
             ))
             .at("trustClientHeaders"));
         }
+        let framing = self
+            .strip
+            .iter()
+            .map(|h| (h, "stripClientHeaders"))
+            .chain(self.user_id_header.iter().map(|h| (h, "userIdHeader")))
+            .find(|(h, _)| crate::decision::is_framing(h));
+        if let Some((header, place)) = framing {
+            return Err(Error::config(format!(
+                "`{header}` is a connection or framing header, which no decision sets or removes"
+            ))
+            .at(place));
+        }
         if let Some(header) = &self.user_id_header
             && self.trust.contains(header)
         {
@@ -1351,6 +1373,12 @@ impl ChainBuilder {
         strip.extend(self.user_id_header.clone());
         for step in &self.steps {
             let identity = step.service.identity_headers();
+            if let Some(header) = identity.iter().find(|h| crate::decision::is_framing(h)) {
+                return Err(Error::config(format!(
+                    "step '{}' sets `{header}`, a connection or framing header, which no decision sets",
+                    step.name
+                )));
+            }
             for header in identity.iter().filter(|h| !self.trust.contains(h)) {
                 let steps = self.steps.iter().map(|s| (s.name.as_str(), &s.service));
                 if let Some(reading) = reader(steps, header) {

@@ -293,13 +293,22 @@ impl ExtAuthPlugin for HttpPassthroughPlugin {
             Some(ConfigDuration(d)) => d,
             None => DEFAULT_TIMEOUT,
         };
+        // No list passes a connection or framing header either way: each
+        // message has its own.
         let names = |list: &[String], place: &str| -> Result<Vec<HeaderName>, Error> {
             list.iter()
                 .enumerate()
                 .map(|(i, n)| {
-                    HeaderName::try_from(n.as_str()).map_err(|_| {
-                        Error::config("not a valid header name").at(format!("{place}[{i}]"))
-                    })
+                    let at = || format!("{place}[{i}]");
+                    let name = HeaderName::try_from(n.as_str())
+                        .map_err(|_| Error::config("not a valid header name").at(at()))?;
+                    if authchain_core::transport::is_framing(&name) {
+                        return Err(Error::config(
+                            "a connection or framing header cannot be passed on",
+                        )
+                        .at(at()));
+                    }
+                    Ok(name)
                 })
                 .collect()
         };
@@ -326,15 +335,6 @@ impl ExtAuthPlugin for HttpPassthroughPlugin {
             &spec.response.allowed_client_headers_on_success,
             "http.response.allowedClientHeadersOnSuccess",
         )?;
-        if let Some(i) = on_success
-            .iter()
-            .position(authchain_core::transport::is_framing)
-        {
-            return Err(Error::config(
-                "a connection or framing header cannot be passed to the client",
-            )
-            .at(format!("http.response.allowedClientHeadersOnSuccess[{i}]")));
-        }
         let mut headers_to_add = HeaderMap::new();
         for (k, v) in &spec.request.headers_to_add {
             let place = format!("http.request.headersToAdd.{k}");

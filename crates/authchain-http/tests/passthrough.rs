@@ -515,7 +515,17 @@ fn bad_configs_name_their_place() {
         (
             "a framing header for the client",
             "{url: 'http://a', response: {allowedClientHeadersOnSuccess: [x-a, Content-Length]}}",
-            "pt.yaml: configs[0].passThroughAuth.http.response.allowedClientHeadersOnSuccess[1]: a connection or framing header cannot be passed to the client",
+            "pt.yaml: configs[0].passThroughAuth.http.response.allowedClientHeadersOnSuccess[1]: a connection or framing header cannot be passed on",
+        ),
+        (
+            "a framing header for the client on a deny",
+            "{url: 'http://a', response: {allowedClientHeadersOnDenied: [transfer-encoding]}}",
+            "pt.yaml: configs[0].passThroughAuth.http.response.allowedClientHeadersOnDenied[0]: a connection or framing header cannot be passed on",
+        ),
+        (
+            "a framing header upstream",
+            "{url: 'http://a', response: {allowedUpstreamHeaders: [connection]}}",
+            "pt.yaml: configs[0].passThroughAuth.http.response.allowedUpstreamHeaders[0]: a connection or framing header cannot be passed on",
         ),
         (
             "a pool field Gloo lacks",

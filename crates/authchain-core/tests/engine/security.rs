@@ -638,3 +638,57 @@ fn a_header_both_stripped_and_trusted_is_a_config_error() {
         .unwrap_err();
     assert!(e.to_string().contains("both stripped and trusted"), "{e}");
 }
+
+/// No decision sets or removes a connection or framing header: named in
+/// the config (`userIdHeader`, `stripClientHeaders`, a step's identity
+/// headers) it is an error; in a step's answer it is left out.
+#[tokio::test]
+async fn framing_headers_are_neither_set_nor_removed() {
+    use authchain_core::{Allow, HeaderMutation};
+    let allow = || ChainStep::new("ok", Arc::new(decide_fn(|_| Ok(Decision::authorized()))));
+    for (builder, place) in [
+        (
+            Chain::builder("c").user_id_header(http::header::CONTENT_LENGTH),
+            "userIdHeader",
+        ),
+        (
+            Chain::builder("c").strip_client_header(http::header::TRANSFER_ENCODING),
+            "stripClientHeaders",
+        ),
+    ] {
+        let e = builder.step(allow()).build().unwrap_err();
+        assert_eq!(e.place(), Some(place), "{e}");
+        assert!(e.to_string().contains("framing"), "{e}");
+    }
+    let framing = Chain::builder("c")
+        .step(ChainStep::new(
+            "framing",
+            Arc::new(decide_fn(|_| {
+                let mut allow = Allow::new()
+                    .set_header(http::header::CONTENT_LENGTH, "0".parse().unwrap())
+                    .set_header(
+                        http::HeaderName::from_static("x-kept"),
+                        "1".parse().unwrap(),
+                    );
+                allow.headers_to_remove.push(http::header::CONTENT_LENGTH);
+                allow.response_headers.push(HeaderMutation::new(
+                    http::header::CONNECTION,
+                    "close".parse().unwrap(),
+                    authchain_core::HeaderAction::OverwriteIfExistsOrAdd,
+                ));
+                Ok(allow.into())
+            })),
+        ))
+        .build()
+        .unwrap();
+    let decision = framing.authorize(&mut get("/")).await;
+    let allow = decision.as_allow().unwrap();
+    let names: Vec<&str> = allow.headers.iter().map(|m| m.name.as_str()).collect();
+    assert_eq!(names, ["x-kept"]);
+    assert!(allow.response_headers.is_empty());
+    assert!(
+        !allow
+            .headers_to_remove
+            .contains(&http::header::CONTENT_LENGTH)
+    );
+}
