@@ -82,8 +82,10 @@ impl Error {
         Self::new(Kind::Step, "step failed").with_source(source)
     }
 
-    /// A step panicked (the chain caught it); its message is not kept.
-    pub(crate) fn panicked() -> Self {
+    /// A step panicked: the chain's own catch, or a step's for a task it
+    /// ran (`spawn_blocking`'s `JoinError::is_panic`). Its message is not
+    /// kept; `failureModeAllow` never lets it through.
+    pub fn panicked() -> Self {
         Self::new(Kind::Panic, "step failed: the step panicked")
     }
 

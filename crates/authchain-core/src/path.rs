@@ -568,7 +568,9 @@ mod tests {
     /// Every string of length ≤ 4 over a small alphabet, in both modes.
     #[test]
     fn brute_force_small_inputs() {
-        const ALPHABET: [char; 10] = ['/', '.', '%', '2', 'e', 'F', 'a', '?', ';', '#'];
+        const ALPHABET: [char; 14] = [
+            '/', '.', '%', '2', 'e', 'F', 'a', '?', ';', '#', '3', 'B', '\u{e9}', '|',
+        ];
         let mut inputs = vec![String::new()];
         let mut last = vec![String::new()];
         for _ in 0..4 {
@@ -578,7 +580,10 @@ mod tests {
                 .collect();
             inputs.extend(last.iter().cloned());
         }
-        assert_eq!(inputs.len(), 1 + 10 + 100 + 1000 + 10000);
+        assert_eq!(
+            inputs.len(),
+            1 + 14 + 14usize.pow(2) + 14usize.pow(3) + 14usize.pow(4)
+        );
 
         for input in &inputs {
             for mode in [Reject, Keep] {

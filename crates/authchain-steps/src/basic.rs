@@ -585,7 +585,10 @@ impl BasicAuth {
             hash.verify(&password)
         })
         .await
-        .map_err(Error::step)?;
+        .map_err(|e| match e.is_panic() {
+            true => Error::panicked(),
+            false => Error::step(e),
+        })?;
         if !(ok && known) {
             return Ok(self.challenge());
         }

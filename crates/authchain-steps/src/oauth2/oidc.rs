@@ -1408,8 +1408,10 @@ impl Oidc {
         // same, marked spent where every replica sees it (a replay never
         // sends the IdP a spent code, which may revoke what it gave).
         if let (true, Store::Redis(redis)) = (self.login_in_cookie, &self.store) {
+            // Kept while the login could still come back, no longer.
+            let left = pending.expires_at.saturating_sub(session::now()).max(1);
             let first = redis
-                .lock("spent:", &pending.state, "1", session::LOGIN_TTL)
+                .lock("spent:", &pending.state, "1", Duration::from_secs(left))
                 .await
                 .map_err(|e| Error::step(e).at("session.redis"))?;
             if !first {

@@ -290,7 +290,15 @@ impl Redis {
         secret: Option<&[u8]>,
         timeout: Duration,
     ) -> Option<Self> {
-        let secret = secret.map(|s| aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, s));
+        // A key of its own, derived: the cipher key seals cookies too.
+        let secret = secret.map(|s| {
+            use aws_lc_rs::hmac;
+            let derived = hmac::sign(
+                &hmac::Key::new(hmac::HMAC_SHA256, s),
+                b"authchain oauth2 redis value keys",
+            );
+            hmac::Key::new(hmac::HMAC_SHA256, derived.as_ref())
+        });
         let store = Redis {
             host: host.to_owned(),
             db,
