@@ -776,9 +776,7 @@ impl Chain {
     /// differently.
     fn refuse_ambiguous(&self, request: &mut AuthorizationRequest) -> Option<Deny> {
         if self.ambiguous_paths == AmbiguousPaths::Reject
-            && let Some(why) = ambiguous_method(request)
-                .or_else(|| ambiguous_host(request))
-                .or_else(|| ambiguous_path_override(request))
+            && let Some(why) = ambiguous_method(request).or_else(|| ambiguous_host(request))
         {
             tracing::info!(config = %self.name, error = %why, "refusing the request");
             return Some(Deny::new(StatusCode::BAD_REQUEST).body(why));
@@ -1496,22 +1494,13 @@ fn php_key(key: &str) -> String {
     key.replace(['.', ' '], "_")
 }
 
-/// Why apps may read the request's path differently, if they may: an
-/// `X-Original-URL` or `X-Rewrite-URL` (in any spelling a server folds
-/// into the name) whose path is not the request's; IIS's URL Rewrite,
-/// older Symfony and Laminas route on them, and every proxy forwards a
-/// client's copy.
-fn ambiguous_path_override(request: &AuthorizationRequest) -> Option<String> {
-    const OVERRIDES: [&str; 2] = ["x-original-url", "x-rewrite-url"];
-    let mut overrides = request
-        .headers
-        .iter()
-        .filter(|(name, _)| OVERRIDES.iter().any(|o| same_folded(name.as_str(), o)))
-        .peekable();
-    overrides.peek()?;
-    // Each path in its canonical form: a spelling of the same path is not
-    // another. ingress-nginx writes the absolute form
-    // (`$scheme://$http_host$request_uri`): its path is what counts.
+/// Whether an `X-Original-URL` or `X-Rewrite-URL` of `value` names
+/// another path than the request's (IIS's URL Rewrite, older Symfony and
+/// Laminas route on them, and every proxy forwards a client's copy). Each
+/// path in its canonical form: a spelling of the same path is not
+/// another. ingress-nginx writes the absolute form
+/// (`$scheme://$http_host$request_uri`): its path is what counts.
+fn names_another_path(request: &AuthorizationRequest, value: &http::HeaderValue) -> bool {
     let path_of = |target: &str| {
         let target = match target.parse::<http::Uri>() {
             Ok(uri) if uri.scheme().is_some() => uri.path().to_owned(),
@@ -1524,22 +1513,19 @@ fn ambiguous_path_override(request: &AuthorizationRequest) -> Option<String> {
             Err(_) => None,
         }
     };
-    let judged = path_of(&request.path);
-    for (_, value) in overrides {
-        let named = value.to_str().ok().and_then(path_of);
-        if named.is_none() || named != judged {
-            return Some("ambiguous path: an override header names another path".to_owned());
-        }
-    }
-    None
+    let named = value.to_str().ok().and_then(path_of);
+    named.is_none() || named != path_of(&request.path)
 }
 
-/// Why servers may read the request's method differently, if they may: a
-/// standard method in another case (Go servers pass `delete` on, many
-/// frameworks upper-case it), or a method override naming another method
+/// Why servers may read the request's method (or path) differently, if
+/// they may: a standard method in another case (Go servers pass `delete`
+/// on, many frameworks upper-case it), or a method override naming
+/// another method
 /// (which some frameworks obey): a header, in any spelling a CGI, WSGI,
 /// PHP or Rack server folds into the same name, or `_method` in the query
-/// (Symfony and Laravel read it; one in a form body is not seen here).
+/// (Symfony and Laravel read it; one in a form body is not seen here); or
+/// in the same pass over the headers, a path override naming another path
+/// ([`names_another_path`]).
 fn ambiguous_method(request: &AuthorizationRequest) -> Option<String> {
     const STANDARD: [&str; 9] = [
         "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE",
@@ -1557,10 +1543,16 @@ fn ambiguous_method(request: &AuthorizationRequest) -> Option<String> {
         ));
     }
     let other = |value: &[u8]| !value.trim_ascii().eq_ignore_ascii_case(method.as_bytes());
+    const PATH_OVERRIDES: [&str; 2] = ["x-original-url", "x-rewrite-url"];
     for (name, value) in &request.headers {
-        let is_override = OVERRIDES.iter().any(|o| same_folded(name.as_str(), o));
+        let name = name.as_str();
+        let is_override = OVERRIDES.iter().any(|o| same_folded(name, o));
         if is_override && other(value.as_bytes()) {
             return Some("ambiguous method: an override header names another method".to_owned());
+        }
+        let is_path_override = PATH_OVERRIDES.iter().any(|o| same_folded(name, o));
+        if is_path_override && names_another_path(request, value) {
+            return Some("ambiguous path: an override header names another path".to_owned());
         }
     }
     if let Some(query) = request.query() {

@@ -247,7 +247,7 @@ impl CheckConfig {
     }
 
     /// The family of forwarded headers `peer` is trusted for, if any.
-    pub(crate) fn trusted(&self, peer: Option<IpAddr>) -> Option<ForwardedHeaders> {
+    fn trusted(&self, peer: Option<IpAddr>) -> Option<ForwardedHeaders> {
         // A dual-stack listener sees an IPv4 proxy as `::ffff:a.b.c.d`.
         let ip = peer?.to_canonical();
         self.trusted_proxies
@@ -281,21 +281,20 @@ impl CheckConfig {
         peer: Peer,
     ) -> Result<(Option<String>, AuthorizationRequest), Refused> {
         let mut request = AuthorizationRequest::default();
-        let config = self
-            .read_into(parts, body, peer, &mut request)?
-            .map(str::to_owned);
+        let (config, _) = self.read_into(parts, body, peer, &mut request)?;
+        let config = config.map(str::to_owned);
         Ok((config, request))
     }
 
     /// [`read`](Self::read) into `request`, an empty one (whose room is
-    /// reused).
+    /// reused); also whether a trusted forward-auth proxy sent it.
     pub(crate) fn read_into<'a>(
         &'a self,
         parts: &'a mut Parts,
         body: Option<Bytes>,
         peer: Peer,
         request: &mut AuthorizationRequest,
-    ) -> Result<Option<&'a str>, Refused> {
+    ) -> Result<(Option<&'a str>, bool), Refused> {
         let Parts {
             method: check_method,
             uri,
@@ -404,7 +403,7 @@ impl CheckConfig {
         std::mem::swap(&mut request.headers, check_headers);
         request.protocol.push_str(protocol(*version));
         request.body = body;
-        Ok(config)
+        Ok((config, family.is_some()))
     }
 }
 

@@ -113,13 +113,14 @@ impl CheckServer {
             }
             permit => permit.flatten(),
         };
-        // Envoy's HTTP service (no forward-auth proxy) lets a request
-        // through on a 5xx under `failure_mode_allow`: a deny is never
-        // one there (Envoy answers the client 403 for it otherwise).
-        let forward_auth = self.config.trusted(peer.address.map(|a| a.ip())).is_some();
         let mut request = empty_request();
-        let config = match self.config.read_into(&mut parts, body, peer, &mut request) {
-            Ok(config) => config,
+        let (config, forward_auth) = match self.config.read_into(
+            &mut parts,
+            body,
+            peer,
+            &mut request,
+        ) {
+            Ok(read) => read,
             Err(refused) => {
                 give_back(request);
                 metrics::counter!("authchain_http_checks_refused_total", "status" => refused.status.as_str().to_owned())
@@ -155,6 +156,9 @@ impl CheckServer {
         }
         let mut response = respond(decision, std::mem::take(&mut request.headers));
         give_back(request);
+        // Envoy's HTTP service (no forward-auth proxy) lets a request
+        // through on a 5xx under `failure_mode_allow`: a deny is never
+        // one there (Envoy answers the client 403 for it otherwise).
         if !forward_auth && response.status().is_server_error() {
             *response.status_mut() = StatusCode::FORBIDDEN;
         }
