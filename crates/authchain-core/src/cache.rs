@@ -434,10 +434,7 @@ impl DecisionCache {
         request: &mut AuthorizationRequest,
     ) -> Decision {
         let key = self.key_of(request);
-        let answer_by = request
-            .extensions
-            .get::<crate::transport::AnswerBy>()
-            .map(|by| Instant::from_std(by.0));
+        let answer_by = crate::transport::AnswerBy::of(request);
         let cached = loop {
             let entry = self.entries.get_value_or_guard_async(&key);
             // A miss that waits on another request's run waits no longer

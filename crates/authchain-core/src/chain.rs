@@ -554,11 +554,7 @@ impl Chain {
     ) -> (Decision, bool) {
         let started = Instant::now();
         let deadline = started + self.deadline;
-        let caller = request
-            .extensions
-            .get::<crate::transport::AnswerBy>()
-            .map(|by| Instant::from_std(by.0))
-            .filter(|by| *by < deadline);
+        let caller = crate::transport::AnswerBy::of(request).filter(|by| *by < deadline);
         let mut run = Run {
             forwarded,
             acc: Allow::default(),
@@ -947,21 +943,17 @@ impl Chain {
         request: &mut AuthorizationRequest,
         run: &mut Run,
     ) -> StepResult {
+        if let Ok(decision) = answer {
+            drop_framing(decision, &self.name, &step.name);
+        }
         let error = match answer {
             Ok(Decision::Allow(allow)) => {
                 step.metrics.ok.increment(1);
-                drop_framing(allow, &self.name, &step.name);
                 merge(&mut run.acc, allow, request, run.forwarded);
                 return StepResult::Allowed;
             }
             Ok(Decision::Deny(deny)) => {
                 step.metrics.denied.increment(1);
-                if deny.headers.keys().any(crate::decision::is_framing) {
-                    tracing::warn!(config = %self.name, step = %step.name, "a deny's connection or framing headers are left out");
-                    for name in &crate::decision::FRAMING {
-                        deny.headers.remove(name);
-                    }
-                }
                 return StepResult::Denied(mem::replace(deny, Deny::new(StatusCode::FORBIDDEN)));
             }
             Err(error) => error,
@@ -992,27 +984,39 @@ impl Chain {
     }
 }
 
-/// Leaves out of a step's allow the headers no decision sets or removes
-/// ([`is_framing`](crate::transport::is_framing)).
-fn drop_framing(allow: &mut Allow, config: &str, step: &str) {
-    let framing = |m: &crate::HeaderMutation| crate::decision::is_framing(&m.name);
-    if allow.headers.iter().any(framing)
-        || allow.response_headers.iter().any(framing)
-        || allow
-            .headers_to_remove
-            .iter()
-            .any(crate::decision::is_framing)
-    {
+/// Leaves out of a step's answer the headers no decision sets or removes
+/// ([`is_framing`](crate::transport::is_framing)), with a warning.
+fn drop_framing(decision: &mut Decision, config: &str, step: &str) {
+    use crate::decision::{FRAMING, is_framing};
+    let framing = |m: &crate::HeaderMutation| is_framing(&m.name);
+    let dropped = match decision {
+        Decision::Allow(allow) => {
+            let found = allow.headers.iter().any(framing)
+                || allow.response_headers.iter().any(framing)
+                || allow.headers_to_remove.iter().any(is_framing);
+            if found {
+                allow.headers.retain(|m| !framing(m));
+                allow.response_headers.retain(|m| !framing(m));
+                allow.headers_to_remove.retain(|name| !is_framing(name));
+            }
+            found
+        }
+        Decision::Deny(deny) => {
+            let found = deny.headers.keys().any(is_framing);
+            if found {
+                for name in &FRAMING {
+                    deny.headers.remove(name);
+                }
+            }
+            found
+        }
+    };
+    if dropped {
         tracing::warn!(
             config,
             step,
-            "an allow's connection or framing headers are left out"
+            "a step answer's connection or framing headers are left out"
         );
-        allow.headers.retain(|m| !framing(m));
-        allow.response_headers.retain(|m| !framing(m));
-        allow
-            .headers_to_remove
-            .retain(|name| !crate::decision::is_framing(name));
     }
 }
 

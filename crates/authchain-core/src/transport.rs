@@ -27,11 +27,19 @@ pub use crate::limit::{
 /// When the caller stops waiting for the answer, as a request extension
 /// an adapter inserts (the gRPC server, from Envoy's `grpc-timeout`): the
 /// chain's deadline comes no later, so that a step still running then is
-/// answered as an overrun one is (a deny with `statusOnError`, unless the
-/// step fails open), not by the caller giving up, which Envoy's
+/// answered with a deny (`statusOnError`, whatever the step's
+/// `failureModeAllow`), not by the caller giving up, which Envoy's
 /// `failure_mode_allow` turns into a pass whatever the steps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AnswerBy(pub std::time::Instant);
+
+impl AnswerBy {
+    /// The caller's deadline `request` carries, if any.
+    pub(crate) fn of(request: &AuthorizationRequest) -> Option<tokio::time::Instant> {
+        let by = request.extensions.get::<AnswerBy>()?;
+        Some(tokio::time::Instant::from_std(by.0))
+    }
+}
 
 /// [`Chain::authorize`] for a caller that sends the request itself on
 /// (a tower layer), not the allow's changes to it: the request comes back

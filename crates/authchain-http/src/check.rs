@@ -392,11 +392,10 @@ impl CheckConfig {
         // ahead of it); nginx's and Envoy's checks carry none they vouch
         // for.
         request.source = match family {
-            None => Peer::default(),
             Some(ForwardedHeaders::XForwarded) => {
                 last_forwarded_for(headers).map_or_else(Peer::default, Peer::from_address)
             }
-            Some(ForwardedHeaders::XOriginal) => Peer::default(),
+            Some(ForwardedHeaders::XOriginal) | None => Peer::default(),
         };
         // Swapped, not taken: the check's headers for the request's empty
         // map.

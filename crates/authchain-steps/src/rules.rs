@@ -383,13 +383,22 @@ mod tests {
     /// has, whatever spelling the config gives them.
     #[test]
     fn path_patterns_match_in_canonical_form() {
-        let path = |exact: Option<&str>, prefix: Option<&str>| {
-            PathMatcher::new(PathConfig {
-                exact: exact.map(str::to_owned),
-                prefix: prefix.map(str::to_owned),
+        // A matcher of one kind (`exact`, `prefix`, `glob`, `regex`).
+        let matcher = |kind: &str, pattern: &str| {
+            let mut config = PathConfig {
+                exact: None,
+                prefix: None,
                 glob: None,
                 regex: None,
-            })
+            };
+            let field = match kind {
+                "exact" => &mut config.exact,
+                "prefix" => &mut config.prefix,
+                "glob" => &mut config.glob,
+                _ => &mut config.regex,
+            };
+            *field = Some(pattern.to_owned());
+            PathMatcher::new(config)
         };
         let canonical = |p: &str| {
             authchain_core::path::canonicalize(p, authchain_core::path::AmbiguousPaths::Reject)
@@ -402,39 +411,27 @@ mod tests {
             ("/caf%c3%a9", "/caf\u{e9}"),
             ("//admin/./x", "/admin/x"),
         ] {
-            let exact = path(Some(pattern), None).unwrap();
+            let exact = matcher("exact", pattern).unwrap();
             assert!(exact.matches(&canonical(request)), "{pattern} ~ {request}");
-            let prefix = path(None, Some(pattern)).unwrap();
+            let prefix = matcher("prefix", pattern).unwrap();
             assert!(prefix.matches(&canonical(&format!("{request}/more"))));
         }
         for bad in ["admin", "", "/a%zz", "/a?x=1"] {
-            assert!(path(Some(bad), None).is_err(), "{bad:?}");
-            assert!(path(None, Some(bad)).is_err(), "{bad:?}");
+            assert!(matcher("exact", bad).is_err(), "{bad:?}");
+            assert!(matcher("prefix", bad).is_err(), "{bad:?}");
         }
         // A glob or a regex that names a character the canonical path
         // escapes could never match it: refused, naming the escape.
-        let pattern = |glob: Option<&str>, regex: Option<&str>| {
-            PathMatcher::new(PathConfig {
-                exact: None,
-                prefix: None,
-                glob: glob.map(str::to_owned),
-                regex: regex.map(str::to_owned),
-            })
-        };
-        let e = pattern(Some("/\u{fc}ber/**"), None).unwrap_err();
+        let e = matcher("glob", "/\u{fc}ber/**").unwrap_err();
         assert!(e.to_string().contains("%C3%BC"), "{e}");
-        assert!(pattern(Some("/a|b/*"), None).is_err());
-        assert!(pattern(None, Some("/caf\u{e9}/.*")).is_err());
+        assert!(matcher("glob", "/a|b/*").is_err());
+        assert!(matcher("regex", "/caf\u{e9}/.*").is_err());
         assert!(
-            pattern(Some("/caf%C3%A9/**"), None)
+            matcher("glob", "/caf%C3%A9/**")
                 .unwrap()
                 .matches("/caf%C3%A9/x")
         );
-        assert!(
-            pattern(None, Some("/(a|b)/[0-9]+"))
-                .unwrap()
-                .matches("/a/7")
-        );
+        assert!(matcher("regex", "/(a|b)/[0-9]+").unwrap().matches("/a/7"));
     }
 
     #[test]

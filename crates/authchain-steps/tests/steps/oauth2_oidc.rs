@@ -1060,9 +1060,14 @@ async fn fake_front(fake: &FakeTokens, refreshing: bool) -> (Rig, String, Front)
 /// alice's ID token for the login with `nonce`, valid for `ttl` seconds,
 /// signed with the fake JWKS's `rsa-1`.
 fn alice_id_token(issuer: &str, nonce: &str, ttl: u64) -> String {
+    alice_id_token_until(issuer, nonce, now() + ttl)
+}
+
+/// [`alice_id_token`], expiring at `exp`.
+fn alice_id_token_until(issuer: &str, nonce: &str, exp: u64) -> String {
     let claims = json!({
         "iss": issuer, "aud": "app", "sub": "alice", "email": "alice@example.com",
-        "exp": now() + ttl, "iat": now(), "nonce": nonce,
+        "exp": exp, "iat": now(), "nonce": nonce,
     });
     sign(Algorithm::RS256, Some("rsa-1"), RSA, &claims)
 }
@@ -1075,20 +1080,30 @@ async fn an_id_token_that_never_expires_makes_a_session() {
     let fake = FakeTokens::start().await;
     let (_rig, issuer, front) = fake_front(&fake, false).await;
     let mut agent = UserAgent::new();
-    let start = start_login(&mut agent, &issuer, &front.url("/private")).await;
-    let (state, nonce) = state_and_nonce(&start);
-    let claims = json!({
-        "iss": issuer, "aud": "app", "sub": "alice", "email": "alice@example.com",
-        "exp": u64::MAX, "iat": now(), "nonce": nonce,
-    });
-    fake.answer_id_token(&sign(Algorithm::RS256, Some("rsa-1"), RSA, &claims));
-    let back = get(
-        &mut agent,
-        &front.url(&format!("/callback?code=c&state={state}")),
-    )
+    let back = fake_callback(&mut agent, &issuer, &front, |nonce| {
+        fake.answer_id_token(&alice_id_token_until(&issuer, nonce, u64::MAX));
+    })
     .await;
     assert_eq!(back.status, 302, "{}", back.describe());
     assert_session(&mut agent, &front).await;
+}
+
+/// A login at `front` whose fake token endpoint is set up by `answer`
+/// for the login's nonce: the callback's answer.
+async fn fake_callback(
+    agent: &mut UserAgent,
+    issuer: &str,
+    front: &Front,
+    answer: impl FnOnce(&str),
+) -> Final {
+    let start = start_login(agent, issuer, &front.url("/private")).await;
+    let (state, nonce) = state_and_nonce(&start);
+    answer(&nonce);
+    get(
+        agent,
+        &front.url(&format!("/callback?code=c&state={state}")),
+    )
+    .await
 }
 
 /// The `state` and `nonce` of the login whose redirect to the IdP `start`
@@ -1133,13 +1148,9 @@ async fn a_shadow_with_the_same_login_spends_no_code() {
     let front = serve(listener, rig.bases[0].clone(), Arc::new(engine), "app");
 
     let mut agent = UserAgent::new();
-    let start = start_login(&mut agent, &issuer, &front.url("/private")).await;
-    let (state, nonce) = state_and_nonce(&start);
-    fake.answer_id_token(&alice_id_token(&issuer, &nonce, 600));
-    let back = get(
-        &mut agent,
-        &front.url(&format!("/callback?code=c&state={state}")),
-    )
+    let back = fake_callback(&mut agent, &issuer, &front, |nonce| {
+        fake.answer_id_token(&alice_id_token(&issuer, nonce, 600));
+    })
     .await;
     assert_eq!(back.status, 302, "{}", back.describe());
     let page = get(&mut agent, &front.url("/private")).await;
@@ -1170,18 +1181,15 @@ async fn an_expired_id_token_is_not_forwarded_after_a_refresh_without_one() {
     let fake = FakeTokens::start().await;
     let (_rig, issuer, front) = fake_front(&fake, true).await;
     let mut agent = UserAgent::new();
-    let start = start_login(&mut agent, &issuer, &front.url("/private")).await;
-    let (state, nonce) = state_and_nonce(&start);
-    let id_token = alice_id_token(&issuer, &nonce, 2);
-    fake.answer(
-        200,
-        &json!({ "access_token": "a1", "token_type": "Bearer", "expires_in": 2,
-                 "refresh_token": "r1", "id_token": id_token }),
-    );
-    let back = get(
-        &mut agent,
-        &front.url(&format!("/callback?code=c&state={state}")),
-    )
+    let mut id_token = String::new();
+    let back = fake_callback(&mut agent, &issuer, &front, |nonce| {
+        id_token = alice_id_token(&issuer, nonce, 2);
+        fake.answer(
+            200,
+            &json!({ "access_token": "a1", "token_type": "Bearer", "expires_in": 2,
+                     "refresh_token": "r1", "id_token": id_token }),
+        );
+    })
     .await;
     assert_eq!(back.status, 302, "{}", back.describe());
     let page = get(&mut agent, &front.url("/private")).await;
@@ -1303,13 +1311,9 @@ async fn id_tokens_with_a_bad_signature_alg_iss_aud_exp_or_nonce_are_refused() {
     ];
     for (what, make) in cases {
         let mut agent = UserAgent::new();
-        let start = start_login(&mut agent, &issuer, &front.url("/private")).await;
-        let (state, nonce) = state_and_nonce(&start);
-        fake.answer_id_token(&make(&good(&nonce)));
-        let page = get(
-            &mut agent,
-            &front.url(&format!("/callback?code=c&state={state}")),
-        )
+        let page = fake_callback(&mut agent, &issuer, &front, |nonce| {
+            fake.answer_id_token(&make(&good(nonce)));
+        })
         .await;
         assert_refused(&page, 401);
         assert!(!page.text().contains("mallory"), "{what}");
@@ -1328,13 +1332,9 @@ async fn id_tokens_with_a_bad_signature_alg_iss_aud_exp_or_nonce_are_refused() {
         (200, json!({ "id_token": "x" }), 403),
     ] {
         let mut agent = UserAgent::new();
-        let start = start_login(&mut agent, &issuer, &front.url("/private")).await;
-        let state = query(&start.location().unwrap(), "state").unwrap();
-        fake.answer(status, &body);
-        let page = get(
-            &mut agent,
-            &front.url(&format!("/callback?code=c&state={state}")),
-        )
+        let page = fake_callback(&mut agent, &issuer, &front, |_| {
+            fake.answer(status, &body);
+        })
         .await;
         assert_refused(&page, expected);
     }
@@ -2265,15 +2265,11 @@ async fn a_refresh_is_checked_as_a_login_is() {
 
     // A login whose ID token expires in 2s.
     let mut agent = UserAgent::new();
-    let start = start_login(&mut agent, &issuer, &front.url("/private")).await;
-    let (state, nonce) = state_and_nonce(&start);
-    let mut first = claims("mallory", now() + 2);
-    first["nonce"] = json!(nonce);
-    fake.answer(200, &tokens(rs(&first)));
-    let back = get(
-        &mut agent,
-        &front.url(&format!("/callback?code=c&state={state}")),
-    )
+    let back = fake_callback(&mut agent, &issuer, &front, |nonce| {
+        let mut first = claims("mallory", now() + 2);
+        first["nonce"] = json!(nonce);
+        fake.answer(200, &tokens(rs(&first)));
+    })
     .await;
     assert_eq!(back.status, 302, "{}", back.describe());
     tokio::time::sleep(Duration::from_secs(3)).await;
