@@ -28,9 +28,10 @@
 //! `input.path` is the canonical path without its query; it, the host,
 //! the request id and each header value are cut at [`MAX_FIELD_LEN`]
 //! bytes, and at most 8 values of a header are kept. `input.headers` are
-//! the named headers as the client sent them; `authorization`,
-//! `proxy-authorization`, `cookie` and `set-cookie` cannot be named, nor
-//! in a chain's own log a header one of its steps reads (one the
+//! the named headers as the client sent them; a header whose name holds
+//! `auth`, `cookie`, `key`, `token`, `secret`, `passw`, `session`,
+//! `signature`, `credential` or `jwt` cannot be named (`authorization`,
+//! `x-api-key`), nor in a chain's own log a header one of its steps reads (one the
 //! server's log names is left out for that chain, with a warning). A
 //! shadow's runs have `transport: shadow`. A step's
 //! `result` is `allow`, `deny` (with `status`), `error` (with `error`, the
@@ -166,10 +167,11 @@ impl Sampling {
                 let at = format!("headers[{i}]");
                 let name = HeaderName::try_from(name.as_str())
                     .map_err(|_| Error::config("not a valid header name").at(&at))?;
-                if CREDENTIAL_HEADERS.contains(&name.as_str()) {
-                    return Err(
-                        Error::config("a header that carries credentials is never logged").at(&at),
-                    );
+                if carries_credentials(&name) {
+                    return Err(Error::config(
+                        "a header whose name says it carries credentials is never logged",
+                    )
+                    .at(&at));
                 }
                 Ok(name)
             })
@@ -177,13 +179,24 @@ impl Sampling {
     }
 }
 
-/// Headers that carry credentials: never loggable.
-const CREDENTIAL_HEADERS: [&str; 4] = [
-    "authorization",
-    "proxy-authorization",
-    "cookie",
-    "set-cookie",
-];
+/// Whether `name` says its header carries credentials (`authorization`,
+/// `cookie`, `x-api-key`, `x-auth-token`, ...): never loggable, whatever
+/// the steps say they read (a passthrough or a policy may read any).
+fn carries_credentials(name: &HeaderName) -> bool {
+    const PARTS: [&str; 10] = [
+        "auth",
+        "cookie",
+        "key",
+        "token",
+        "secret",
+        "passw",
+        "session",
+        "signature",
+        "credential",
+        "jwt",
+    ];
+    PARTS.iter().any(|part| name.as_str().contains(part))
+}
 
 /// The longest text of a logged field (path, host, request id, header
 /// value); a longer one is cut and ends with `…`.

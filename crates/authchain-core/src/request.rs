@@ -42,7 +42,9 @@ pub struct AuthorizationRequest {
     pub headers: HeaderMap,
     /// The request body, when the transport forwarded it.
     pub body: Option<Bytes>,
-    /// The HTTP protocol (`HTTP/1.1`, `HTTP/2`), when known.
+    /// The client's HTTP protocol (`HTTP/1.1`, `HTTP/2`), when known:
+    /// Envoy's gRPC check and the layer tell it; a check over HTTP does
+    /// not (its own version is the hop's).
     pub protocol: String,
     /// An id for the request (Envoy's stream id, or a request id header).
     pub id: String,

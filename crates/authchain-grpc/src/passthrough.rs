@@ -334,8 +334,9 @@ impl ExtAuthPlugin for GrpcPassthroughPlugin {
             .host()
             .filter(|h| !h.is_empty())
             .ok_or_else(invalid)?;
-        // No path, and no user:password@ (it would end up in logs and metrics).
-        if parsed.port().is_none() || authority.contains('/') || authority.contains('@') {
+        // No path, query or fragment, and no user:password@ (they would
+        // end up in logs and metrics).
+        if parsed.port().is_none() || authority.contains(['/', '@', '?', '#']) {
             return Err(invalid());
         }
         let host = host
@@ -711,6 +712,14 @@ mod tests {
         assert!(place(e).ends_with("grpc.address"));
         let e = load(&plugin, "{address: 'a b:1'}").await.unwrap_err();
         assert!(place(e).ends_with("grpc.address"));
+        // A query or a fragment would reach logs and metrics too.
+        for address in ["h:1?token=secret", "h:1#secret", "h:1/?token=secret"] {
+            let e = load(&plugin, &format!("{{address: '{address}'}}"))
+                .await
+                .unwrap_err();
+            assert!(!e.to_string().contains("secret"), "{e}");
+            assert!(place(e).ends_with("grpc.address"), "{address}");
+        }
         let e = load(&plugin, "{address: '127.0.0.1:1', bogus: 1}")
             .await
             .unwrap_err();

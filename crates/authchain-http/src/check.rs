@@ -84,7 +84,7 @@ use http::request::Parts;
 use http::{HeaderValue, Method, Response, StatusCode};
 use ipnet::IpNet;
 
-use crate::head::{X_REQUEST_ID, plain, protocol};
+use crate::head::{X_REQUEST_ID, plain};
 use crate::layer::deny_response;
 
 /// The header with which nginx's `auth_request` location asks for a
@@ -298,7 +298,6 @@ impl CheckConfig {
         let Parts {
             method: check_method,
             uri,
-            version,
             headers: check_headers,
             ..
         } = parts;
@@ -398,9 +397,13 @@ impl CheckConfig {
             Some(ForwardedHeaders::XOriginal) | None => Peer::default(),
         };
         // Swapped, not taken: the check's headers for the request's empty
-        // map.
+        // map. Its length and `Transfer-Encoding` frame the check (Envoy
+        // sets its own; nginx may pass the client's along without the
+        // body), and its version is the hop's: neither tells what the
+        // client sent, so the request has none.
         std::mem::swap(&mut request.headers, check_headers);
-        request.protocol.push_str(protocol(*version));
+        request.headers.remove(http::header::CONTENT_LENGTH);
+        request.headers.remove(http::header::TRANSFER_ENCODING);
         request.body = body;
         Ok((config, family.is_some()))
     }

@@ -57,8 +57,15 @@ pub(crate) fn open(settings: &DecisionLogSettings) -> Result<(DecisionLog, LogFi
     Ok((log, LogFile { sender }))
 }
 
+/// The file at `path`, for appending; one it creates is the server's
+/// user's alone (its records name users and addresses).
 fn append(path: &Path) -> std::io::Result<File> {
-    OpenOptions::new().create(true).append(true).open(path)
+    use std::os::unix::fs::OpenOptionsExt as _;
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
 }
 
 /// The writer's file, as the server handles it: reopened on SIGHUP (after
@@ -265,6 +272,16 @@ mod tests {
         let read = |name: &str| std::fs::read_to_string(dir.path().join(name)).unwrap();
         assert_eq!(read("decisions.jsonl.1"), "one\n");
         assert_eq!(read("decisions.jsonl"), "two\n");
+        // Each file it made, the first and the reopened, is the user's
+        // alone.
+        for name in ["decisions.jsonl.1", "decisions.jsonl"] {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = std::fs::metadata(dir.path().join(name))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "{name}");
+        }
     }
 
     /// A full disk: the records are dropped, and the writer lives on; once

@@ -363,22 +363,25 @@ impl ApiKeyAuth {
     }
 
     /// The presented key's bytes: from the named header, else from
-    /// `Authorization: Bearer`. `Err(())` for an unusable credential, or
-    /// the header sent twice (the app behind may read the other one).
+    /// `Authorization: Bearer`. `Err(())` for an unusable credential, the
+    /// header sent twice, or (with `allowBearer`) a different key in each
+    /// place: the app behind may read the other one.
     fn presented<'a>(&self, request: &'a AuthorizationRequest) -> Result<Option<&'a [u8]>, ()> {
         let mut all = request.headers.get_all(&self.header).iter();
-        if let Some(v) = all.next() {
-            let v = v.as_bytes();
-            if v.is_empty() || v.len() > util::MAX_CREDENTIAL_LEN || all.next().is_some() {
-                return Err(());
-            }
-            return Ok(Some(v));
+        let named = match all.next().map(HeaderValue::as_bytes) {
+            Some(v) if v.is_empty() || v.len() > util::MAX_CREDENTIAL_LEN => return Err(()),
+            Some(_) if all.next().is_some() => return Err(()),
+            named => named,
+        };
+        if !self.allow_bearer {
+            return Ok(named);
         }
-        if self.allow_bearer {
-            return util::scheme_credential(request, &http::header::AUTHORIZATION, "Bearer ")
-                .map(|k| k.map(str::as_bytes));
+        let bearer = util::scheme_credential(request, &http::header::AUTHORIZATION, "Bearer ");
+        match (named, bearer) {
+            (None, bearer) => bearer.map(|k| k.map(str::as_bytes)),
+            (Some(named), Ok(Some(bearer))) if bearer.as_bytes() != named => Err(()),
+            (Some(named), _) => Ok(Some(named)),
         }
-        Ok(None)
     }
 
     /// The holder of `key`, found by PRF and confirmed in constant time.

@@ -599,6 +599,11 @@ impl BasicAuth {
     }
 }
 
+/// The longest password verified: APR1's and SHA-crypt's work grows with
+/// the password's length (SHA-crypt's with its square), so a longer one
+/// is refused before it takes a verifying slot.
+const MAX_PASSWORD_LEN: usize = 1024;
+
 #[async_trait]
 impl AuthService for BasicAuth {
     fn authorize<'a>(&'a self, request: &'a mut AuthorizationRequest) -> Answer<'a> {
@@ -608,6 +613,9 @@ impl AuthService for BasicAuth {
         let Some((user, password)) = decoded.split() else {
             return self.challenge().into();
         };
+        if password.len() > MAX_PASSWORD_LEN {
+            return self.challenge().into();
+        }
         // A credential the cache remembers needs no hash.
         if let Some(cache) = &self.cache
             && cache

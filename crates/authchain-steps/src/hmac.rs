@@ -60,7 +60,10 @@
 //! `/admin`; one that signs `/admin` is not. A signed `digest` header
 //! (RFC 3230, `SHA-256=` or `SHA-512=`) must be the body's, as the check
 //! carries it: where the proxy does not send the body to the check, a
-//! digest of a non-empty body is refused. A signature may be replayed
+//! digest is refused unless the request says it has no body
+//! (`Content-Length: 0`, or HTTP/1 with neither a length nor
+//! `Transfer-Encoding`; a forward-auth hop does not tell the client's
+//! protocol, and HTTP/2 need not declare a body). A signature may be replayed
 //! within `clockSkew` of its `Date` (to another host too, unless `host` is
 //! signed): keep it short, require `host`, and keep TLS in front. A key
 //! under 32 bytes is warned about: one signed request is enough to search
@@ -417,7 +420,11 @@ impl HmacAuth {
         if signature.len() != algorithm.signature_len() {
             return Err("a signature of the wrong length");
         }
-        let (message, date) = self.signing_string(request, params.headers)?;
+        let Signed {
+            message,
+            date,
+            digest,
+        } = self.signing_string(request, params.headers)?;
         let date = std::str::from_utf8(date)
             .ok()
             .and_then(|d| httpdate::parse_http_date(d).ok())
@@ -433,11 +440,7 @@ impl HmacAuth {
         if !(good && known) {
             return Err("an unknown user or a wrong signature");
         }
-        let signs_digest = params
-            .headers
-            .split(' ')
-            .any(|name| name.eq_ignore_ascii_case("digest"));
-        if signs_digest {
+        if digest {
             check_digest(request)?;
         }
         Ok((&credential.user, date + self.clock_skew))
@@ -463,15 +466,14 @@ impl HmacAuth {
         }
     }
 
-    /// The signing string of `request` for the names in `headers`, and the
-    /// value of its `Date`; an error when `headers` lacks a required name,
-    /// names one twice, or names a header the request has none or several
-    /// of.
+    /// The signing string of `request` for the names in `headers`; an
+    /// error when `headers` lacks a required name, names one twice, or
+    /// names a header the request has none or several of.
     fn signing_string<'r>(
         &self,
         request: &'r AuthorizationRequest,
         headers: &str,
-    ) -> Result<(Vec<u8>, &'r [u8]), Refusal> {
+    ) -> Result<Signed<'r>, Refusal> {
         let mut message = Vec::with_capacity(256);
         let mut signed: Vec<HeaderName> = Vec::new();
         let mut target = false;
@@ -535,17 +537,53 @@ impl HmacAuth {
         if let Some(_missing) = self.required_headers.iter().find(|h| !signed.contains(h)) {
             return Err("a required header not signed");
         }
-        Ok((message, date))
+        Ok(Signed {
+            message,
+            date,
+            digest: signed.contains(&DIGEST),
+        })
     }
+}
+
+/// What a signature covers, read from its `headers` parameter once.
+struct Signed<'r> {
+    message: Vec<u8>,
+    /// The value of the signed `Date`.
+    date: &'r [u8],
+    /// Whether `Digest` is signed, and so must be the body's.
+    digest: bool,
+}
+
+const DIGEST: HeaderName = HeaderName::from_static("digest");
+
+/// Whether a request whose body the check did not carry has none: it
+/// says `Content-Length: 0`, or it came over HTTP/1 (as the proxy tells)
+/// with neither a length nor `Transfer-Encoding`. An HTTP/2 or HTTP/3
+/// request need not declare its body, and a forward-auth hop does not
+/// tell the client's protocol.
+fn says_it_has_no_body(request: &AuthorizationRequest) -> bool {
+    if request
+        .headers
+        .contains_key(http::header::TRANSFER_ENCODING)
+    {
+        return false;
+    }
+    let mut lengths = request
+        .headers
+        .get_all(http::header::CONTENT_LENGTH)
+        .iter()
+        .peekable();
+    if lengths.peek().is_some() {
+        return lengths.all(|v| v.as_bytes() == b"0");
+    }
+    matches!(request.protocol.as_str(), "HTTP/1.1" | "HTTP/1.0")
 }
 
 /// A signed `Digest` (RFC 3230: `SHA-256=<base64>`, `SHA-512=<base64>`,
 /// comma-separated) must be the body's: each digest of a known algorithm
 /// matches, and there is one at least. A request whose body did not come
-/// with the check is judged with an empty body, so a digest of a real
-/// body fails, as it must: what was not seen was not checked; and when
-/// its `Content-Length` or `Transfer-Encoding` says it has one, any
-/// digest fails.
+/// with the check is judged with an empty body only when it says it has
+/// none; otherwise any digest fails: what was not seen was not checked.
 fn check_digest(request: &AuthorizationRequest) -> Result<(), Refusal> {
     use sha2::Digest as _;
     // Envoy's `with_request_body { allow_partial_message: true }` sends the
@@ -559,23 +597,12 @@ fn check_digest(request: &AuthorizationRequest) -> Result<(), Refusal> {
     {
         return Err("a Digest over a body the proxy cut short");
     }
-    // A body the proxy did not send is judged as empty; one the request
-    // says it has would reach the app unchecked under a replayed Digest
-    // of nothing.
-    let declared = request
-        .headers
-        .get_all(http::header::CONTENT_LENGTH)
-        .iter()
-        .any(|v| v.as_bytes() != b"0")
-        || request
-            .headers
-            .contains_key(http::header::TRANSFER_ENCODING);
-    if request.body.is_none() && declared {
+    if request.body.is_none() && !says_it_has_no_body(request) {
         return Err("a Digest of a body the check did not see");
     }
     let value = request
         .headers
-        .get("digest")
+        .get(&DIGEST)
         .and_then(|v| v.to_str().ok())
         .ok_or("a Digest that is not text")?;
     let body = request.body.as_deref().unwrap_or_default();

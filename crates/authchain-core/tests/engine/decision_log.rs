@@ -77,6 +77,7 @@ fn request(path: &str) -> AuthorizationRequest {
         ("cookie", "session=s3cret-cookie"),
         ("x-api-key", "s3cret-key"),
         ("x-request-id", "req-7"),
+        ("x-tenant", "acme"),
     ] {
         r.headers.append(
             HeaderName::from_static(name),
@@ -207,7 +208,7 @@ async fn each_decision_is_one_record_with_its_steps() {
 #[tokio::test]
 async fn sampling_every_config_and_the_config_s_own() {
     let yaml = "name: all\nconfigs:\n- pluginAuth: { name: Allow }\n---\nname: none\ndecisionLog: { sample: 0 }\nconfigs:\n- pluginAuth: { name: Allow }\n";
-    let (engine, sink) = engine(yaml, Some(Sampling::default().header("x-api-key"))).await;
+    let (engine, sink) = engine(yaml, Some(Sampling::default().header("x-tenant"))).await;
     let generation = engine.current();
     for name in ["all", "none"] {
         for _ in 0..10 {
@@ -222,7 +223,7 @@ async fn sampling_every_config_and_the_config_s_own() {
     assert_eq!(logged.len(), 10, "every decision of `all`, none of `none`");
     assert!(logged.iter().all(|r| r["config"] == "all"));
     // A header the server's settings name is logged by value.
-    assert_eq!(logged[0]["input"]["headers"]["x-api-key"], "s3cret-key");
+    assert_eq!(logged[0]["input"]["headers"]["x-tenant"], "acme");
 
     // A share outside 0..1, a bad header name: config errors, placed.
     for (block, place) in [
@@ -231,6 +232,11 @@ async fn sampling_every_config_and_the_config_s_own() {
         ("{ unknown: 1 }", "decisionLog"),
         ("{ headers: [Authorization] }", "decisionLog.headers[0]"),
         ("{ headers: [x-a, cookie] }", "decisionLog.headers[1]"),
+        // Whatever the steps read (a passthrough may read any header), a
+        // name that says it holds a credential.
+        ("{ headers: [x-api-key] }", "decisionLog.headers[0]"),
+        ("{ headers: [x-a, X-Auth-Token] }", "decisionLog.headers[1]"),
+        ("{ headers: [x-session-id] }", "decisionLog.headers[0]"),
     ] {
         let yaml =
             format!("name: x\ndecisionLog: {block}\nconfigs:\n- pluginAuth: {{ name: Allow }}\n");

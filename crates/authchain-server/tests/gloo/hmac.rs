@@ -197,3 +197,93 @@ async fn signed_requests_pass_through_envoy_and_forged_ones_do_not() {
     let reply = stack.get("/requests", &forged).await;
     assert_eq!(reply.echoed().unwrap().header_all("x-user-id"), [USER]);
 }
+
+/// A signed `Digest` of no body, replayed over HTTP/2 with a body: HTTP/2
+/// need not declare a length, Envoy does not send the body to the check
+/// (over gRPC or HTTP, whose check carries Envoy's own `content-length`
+/// and HTTP version), and the body must not reach the app under a digest
+/// that was not of it. A request that says it has none
+/// (`content-length: 0`) passes over gRPC; over HTTP nothing tells.
+#[tokio::test]
+async fn a_digest_of_no_body_does_not_cover_an_http2_body() {
+    use authchain_testkit::envoy::{Bootstrap, Envoy, HttpService};
+    let stack = Stack::start(
+        &config_files(&["hmac-auth.yaml"]),
+        &[("/", "gloo-system.hmac-auth")],
+        |b| b,
+    )
+    .await;
+    let upstream = authchain_testkit::EchoServer::start().await.unwrap();
+    let http_envoy = Bootstrap::new(upstream.addr()).http(HttpService {
+        addr: stack.authchain.http,
+        path_prefix: "/check:gloo-system.hmac-auth",
+        allowed_headers: &["date", "digest"],
+        upstream_headers: &[],
+        upstream_headers_to_append: &[],
+        client_headers: &[],
+    });
+    let http_envoy = Envoy::start(&http_envoy.yaml()).await.unwrap();
+    let over_http = http_envoy.listener("ingress").unwrap();
+    for (transport, ingress, empty_passes) in
+        [("gRPC", stack.ingress, true), ("HTTP", over_http, false)]
+    {
+        let body = Some("{\"amount\": 1000000}");
+        assert_eq!(
+            post_h2_with_digest_of_nothing(ingress, body).await,
+            401,
+            "{transport}: {}",
+            stack.authchain.log()
+        );
+        let want = if empty_passes { 200 } else { 401 };
+        assert_eq!(
+            post_h2_with_digest_of_nothing(ingress, None).await,
+            want,
+            "{transport}, no body: {}",
+            stack.authchain.log()
+        );
+    }
+}
+
+/// The status of an HTTP/2 `POST /orders` to `ingress`, alice's signature
+/// covering a `Digest` of no body, with `body` in one frame and no
+/// length (`None`: no body, and `content-length: 0`).
+async fn post_h2_with_digest_of_nothing(
+    ingress: std::net::SocketAddr,
+    body: Option<&'static str>,
+) -> u16 {
+    // SHA-256 of nothing.
+    let digest = "SHA-256=47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=";
+    let date = now();
+    let signature = sign(
+        KEY,
+        &format!("date: {date}\nPOST /orders HTTP/1.1\ndigest: {digest}"),
+    );
+    let auth = authorization(USER, &signature).replace(
+        "headers=\"date @request-target\"",
+        "headers=\"date @request-target digest\"",
+    );
+    let io = tokio::net::TcpStream::connect(ingress).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(io),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    let mut request = http::Request::post(format!("http://{ingress}/orders"))
+        .header("date", date)
+        .header("authorization", auth)
+        .header("digest", digest);
+    if body.is_none() {
+        request = request.header("content-length", "0");
+    }
+    // A stream of one frame: no length, so none is sent.
+    let frames = futures::stream::iter(body.map(|b| {
+        Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(bytes::Bytes::from(b)))
+    }));
+    let request = request
+        .body(http_body_util::StreamBody::new(frames))
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    response.status().as_u16()
+}

@@ -52,6 +52,28 @@ async fn a_bearer_key_works_when_allowed() {
     let d = allowed.authorize(&mut bearer()).await;
     assert_eq!(upstream(&d, "x-user-id").as_deref(), Some("bob"));
     assert_eq!(upstream(&d, "x-plan"), None);
+    // A key in each place: the same one is a key; two are refused, since
+    // the app behind may read the other; another scheme is not a key.
+    let both = |bearer: &str| {
+        get_with("/", "api-key", "bob-key-0123456789").with_header(
+            http::header::AUTHORIZATION,
+            HeaderValue::try_from(bearer).unwrap(),
+        )
+    };
+    for (authorization, user) in [
+        ("Bearer bob-key-0123456789", Some("bob")),
+        ("Bearer alice-key-0123456789", None),
+        ("Bearer not-a-key", None),
+        ("Basic Ym9iOnB3", Some("bob")),
+    ] {
+        let d = allowed.authorize(&mut both(authorization)).await;
+        assert_eq!(
+            upstream(&d, "x-user-id").as_deref(),
+            user,
+            "{authorization}"
+        );
+        assert_eq!(status(&d), if user.is_some() { 200 } else { 401 });
+    }
 }
 
 #[tokio::test]
@@ -95,7 +117,7 @@ async fn missing_wrong_and_malformed_keys_are_401() {
         // The app behind may read the other copy.
         (
             "a valid key and another",
-            get_with("/", "api-key", "alice-key-0123456789").with_header(
+            get_with("/", "x-client", "alice-key-0123456789").with_header(
                 HeaderName::from_static("api-key"),
                 HeaderValue::from_static("forged"),
             ),
@@ -192,26 +214,28 @@ async fn a_step_reading_a_header_a_step_sets_is_warned_of() {
     );
 }
 
-/// The key's header is a credential, whatever its name: an AuthConfig
+/// The key's header is a credential, whatever its name (`x-client` says
+/// nothing of it, unlike `api-key`, which no log may name): an AuthConfig
 /// cannot log it by value.
 #[tokio::test]
 async fn the_key_header_is_never_logged() {
-    let yaml = KEYS.replace(
+    let keys = KEYS.replace("    keys:\n", "    headerName: x-client\n    keys:\n");
+    let yaml = keys.replace(
         "configs:",
-        "decisionLog: { headers: [x-request-id, API-Key] }\nconfigs:",
+        "decisionLog: { headers: [x-request-id, X-Client] }\nconfigs:",
     );
     let e = load_error(&yaml).await.to_string();
     assert!(
-        e.contains("decisionLog.headers[1]") && e.contains("api-key"),
+        e.contains("decisionLog.headers[1]") && e.contains("x-client"),
         "{e}"
     );
-    let other = KEYS.replace(
+    let other = keys.replace(
         "configs:",
         "decisionLog: { headers: [x-request-id] }\nconfigs:",
     );
     chain(&other).await;
     // The server's log, for every AuthConfig, leaves it out for this one.
-    let (engine, mut records) = logging(KEYS).await;
+    let (engine, mut records) = logging(&keys).await;
     let mut r = key_request("r-1");
     let chain = engine.current().chain("k").unwrap().clone();
     assert!(chain.authorize(&mut r).await.is_allow());
@@ -225,7 +249,7 @@ async fn the_key_header_is_never_logged() {
     // shadowed AuthConfig's requests.
     let text = format!(
         "{}\n---\nname: next\nconfigs: [{{ rules: {{ defaultAction: allow }} }}]\n",
-        KEYS.replace("configs:", "shadow: next\nconfigs:")
+        keys.replace("configs:", "shadow: next\nconfigs:")
     );
     let (engine, mut records) = logging(&text).await;
     let chain = engine.current().chain("k").unwrap().clone();
@@ -244,7 +268,7 @@ async fn the_key_header_is_never_logged() {
 }
 
 /// An engine with every step, `text` loaded, and a decision log of every
-/// AuthConfig that names `api-key` and `x-request-id`; its records.
+/// AuthConfig that names `x-client` and `x-request-id`; its records.
 async fn logging(
     text: &str,
 ) -> (
@@ -253,7 +277,11 @@ async fn logging(
 ) {
     let (sink, records) = tokio::sync::watch::channel(Vec::<String>::new());
     let log = DecisionLog::new(move |r: String| sink.send_modify(|records| records.push(r)))
-        .every_config(Sampling::default().header("api-key").header("x-request-id"))
+        .every_config(
+            Sampling::default()
+                .header("x-client")
+                .header("x-request-id"),
+        )
         .unwrap();
     let mut registry = authchain_core::PluginRegistry::new();
     authchain_steps::register(&mut registry);
@@ -265,7 +293,7 @@ async fn logging(
 
 /// alice's key, and request id `id`.
 fn key_request(id: &'static str) -> authchain_core::AuthorizationRequest {
-    get_with("/", "api-key", "alice-key-0123456789").with_header(
+    get_with("/", "x-client", "alice-key-0123456789").with_header(
         HeaderName::from_static("x-request-id"),
         HeaderValue::from_static(id),
     )

@@ -128,6 +128,16 @@ async fn a_verified_user_is_cached_and_a_wrong_password_is_not() {
         panic!("a malformed credential is answered at once");
     };
     assert!(!answer.unwrap().is_allow());
+    // So is a password longer than any hash is asked to take (APR1's and
+    // SHA-crypt's work grows with it), of a user or not.
+    for user in ["alice", "nobody"] {
+        let long = "p".repeat(1025);
+        let mut r = get_with("/", "authorization", &basic(user, &long));
+        let Answer::Ready(answer) = step.authorize(&mut r) else {
+            panic!("a {}-byte password is answered at once", long.len());
+        };
+        assert!(!answer.unwrap().is_allow());
+    }
     assert!(step.authorize(&mut r).await.unwrap().is_allow());
     assert!(step.is_cached("alice", b"alice-pw"));
     // The second answer comes from the cache, at once, and is the same.

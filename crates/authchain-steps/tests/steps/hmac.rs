@@ -110,8 +110,7 @@ impl Signed {
     /// The signing string, written out as Gloo's scheme says.
     fn signing_string(&self) -> String {
         self.headers
-            .split(' ')
-            .filter(|n| !n.is_empty())
+            .split_ascii_whitespace()
             .map(|name| match name.to_ascii_lowercase().as_str() {
                 "@request-target" | "request-line" => format!("{} HTTP/1.1", self.signed_target),
                 "date" => format!("date: {}", self.date),
@@ -440,6 +439,21 @@ async fn algorithms_and_required_headers_narrow_what_is_accepted() {
             "{case}"
         );
     }
+    // Any whitespace between the signed names signs the same string, and
+    // the digest is the body's whichever separates it.
+    for headers in [
+        "date @request-target\tdigest",
+        "date  @request-target \t digest",
+    ] {
+        let mut tabbed = Signed::alice("GET /");
+        tabbed.headers = headers;
+        tabbed.extra = vec![digest.clone()];
+        let mut r = tabbed.request(Method::GET, "/");
+        r.body = Some(bytes::Bytes::from_static(b"{\"hello\": \"mallory\"}"));
+        assert_eq!(status(&chain.authorize(&mut r).await), 401, "{headers:?}");
+        r.body = Some(bytes::Bytes::from_static(b"{\"hello\": \"world\"}"));
+        assert!(chain.authorize(&mut r).await.is_allow(), "{headers:?}");
+    }
     // A signed request without a body, replayed with one the check did
     // not see: its framing says so.
     let mut empty = Signed::alice("GET /");
@@ -448,14 +462,35 @@ async fn algorithms_and_required_headers_narrow_what_is_accepted() {
         "digest",
         "SHA-256=47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=".to_owned(),
     )];
-    assert!(
-        chain
-            .authorize(&mut empty.request(Method::GET, "/"))
-            .await
-            .is_allow()
-    );
+    // Without the body, the request must say it has none: HTTP/1 says so
+    // by declaring no length; HTTP/2 and HTTP/3 need not declare one, and
+    // a forward-auth hop does not tell the client's protocol.
+    for (protocol, length, allowed) in [
+        ("HTTP/1.1", None, true),
+        ("HTTP/1.0", None, true),
+        ("HTTP/2", Some("0"), true),
+        ("", Some("0"), true),
+        ("HTTP/2", None, false),
+        ("HTTP/3", None, false),
+        ("", None, false),
+    ] {
+        let mut r = empty.request(Method::GET, "/");
+        r.protocol = protocol.to_owned();
+        if let Some(length) = length {
+            r.headers.insert(
+                http::header::CONTENT_LENGTH,
+                http::HeaderValue::from_static(length),
+            );
+        }
+        assert_eq!(
+            chain.authorize(&mut r).await.is_allow(),
+            allowed,
+            "{protocol} {length:?}"
+        );
+    }
     for (name, value) in [("content-length", "18"), ("transfer-encoding", "chunked")] {
         let mut r = empty.request(Method::GET, "/");
+        r.protocol = "HTTP/1.1".to_owned();
         r.headers.insert(
             http::HeaderName::from_static(name),
             http::HeaderValue::from_static(value),
