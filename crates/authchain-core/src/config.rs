@@ -44,7 +44,8 @@
 //! | `cache` | an authchain addition: the [decision cache](crate::cache) (`key`, `ttl`, `maxEntries`, `cacheDenies`, `trustKey`) |
 //!
 //! Each `configs[]` entry has one step kind key and optionally `name`
-//! (default `config_<index>`), `timeout` (`250ms`) and `failureModeAllow`:
+//! (default `config_<index>`), `timeout` (`250ms`, say; without one the
+//! chain's deadline applies) and `failureModeAllow`:
 //!
 //! - `pluginAuth: {name, config}` runs the plugin registered under `name`
 //!   ([`PluginRegistry::register`]) with `config`. Gloo's
@@ -703,6 +704,7 @@ impl AuthConfig {
             step_name: &name,
             place: &place,
             failure_mode_allow,
+            timeout: timeout.map(|t| t.0),
             namespace: &self.namespace,
             resources: &self.resources,
             fail_on_redirect,

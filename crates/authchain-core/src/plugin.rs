@@ -74,6 +74,11 @@ pub struct BuildContext<'a> {
     /// (`failureModeAllow`). The chain applies it; a step may use it to
     /// count its own bypasses under a name of its own.
     pub failure_mode_allow: bool,
+    /// The step's own `timeout`, if it has one. A step that may wait on
+    /// work it could do later (a key refresh) waits less, so that the
+    /// request is answered rather than timed out (which
+    /// `failureModeAllow` would let through).
+    pub timeout: Option<std::time::Duration>,
     /// The AuthConfig's namespace (empty: none), which references without
     /// one mean ([`ResourceRef::resolve`](crate::resources::ResourceRef::resolve)).
     pub namespace: &'a str,
@@ -112,6 +117,7 @@ impl<'a> BuildContext<'a> {
             step_name,
             place,
             failure_mode_allow: false,
+            timeout: None,
             namespace: "",
             resources: &NO_RESOURCES,
             fail_on_redirect: false,
@@ -156,6 +162,12 @@ impl<'a> BuildContext<'a> {
     /// The same context, with `failureModeAllow` set as given.
     pub fn with_failure_mode_allow(mut self, allow: bool) -> Self {
         self.failure_mode_allow = allow;
+        self
+    }
+
+    /// The same context, for a step with this `timeout`.
+    pub fn with_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.timeout = Some(timeout);
         self
     }
 }

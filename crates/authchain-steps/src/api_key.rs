@@ -160,6 +160,7 @@ impl ExtAuthPlugin for ApiKeyPlugin {
         config: ApiKeyConfig,
         context: &BuildContext<'_>,
     ) -> Result<Arc<dyn AuthService>, Error> {
+        util::calls_no_server(context)?;
         Ok(Arc::new(ApiKeyAuth::with_secrets(config, context)?))
     }
 }

@@ -186,6 +186,7 @@ impl ExtAuthPlugin for BasicPlugin {
         config: BasicConfig,
         context: &BuildContext<'_>,
     ) -> Result<Arc<dyn AuthService>, Error> {
+        util::calls_no_server(context)?;
         Ok(Arc::new(BasicAuth::read(config, context)?))
     }
 }

@@ -236,6 +236,7 @@ impl ExtAuthPlugin for HmacPlugin {
         config: HmacConfig,
         context: &BuildContext<'_>,
     ) -> Result<Arc<dyn AuthService>, Error> {
+        util::calls_no_server(context)?;
         Ok(Arc::new(HmacAuth::new(config, context)?))
     }
 }

@@ -512,6 +512,11 @@ pub(crate) struct Verifier {
     /// One validation per key family: jsonwebtoken wants every algorithm
     /// of a validation to fit the key.
     validations: Vec<(AlgorithmFamily, Validation)>,
+    /// How long a token with an unknown `kid` waits for the refresh it
+    /// starts (`None`: until it ends): half the step's timeout, so that a
+    /// made-up `kid` is a 401, never a timeout that `failureModeAllow`
+    /// lets through.
+    unknown_key_wait: Option<Duration>,
 }
 
 /// What a token is, by the keys at hand.
@@ -731,6 +736,7 @@ impl Verifier {
                 allowed,
             }),
             validations,
+            unknown_key_wait: context.timeout.map(|t| t / 2),
         })
     }
 }
@@ -795,11 +801,17 @@ impl Verifier {
     }
 
     /// A refresh for a token with an unknown `kid`, bounded by
-    /// `minRefreshInterval`.
+    /// `minRefreshInterval`. It runs on its own task, which a request
+    /// that stops waiting (or times out) does not cut short.
     async fn refresh_for_unknown_key(&self) {
-        let min = self.shared.remote.as_ref().map(|r| r.min_refresh);
-        if min.is_some() {
-            self.shared.refresh_bounded(min).await;
+        let Some(min) = self.shared.remote.as_ref().map(|r| r.min_refresh) else {
+            return;
+        };
+        let shared = self.shared.clone();
+        let refresh = tokio::spawn(async move { shared.refresh_bounded(Some(min)).await });
+        match self.unknown_key_wait {
+            Some(wait) => drop(tokio::time::timeout(wait, refresh).await),
+            None => drop(refresh.await),
         }
     }
 

@@ -413,8 +413,8 @@ impl LdapAuth {
             .await?;
         match bound.rc {
             0 => {}
-            rc if REFUSED_BIND.contains(&rc) => return Ok(Outcome::Unauthorized),
-            _ => return Err(bound.into()),
+            rc if UNAVAILABLE.contains(&rc) => return Err(bound.into()),
+            _ => return Ok(Outcome::Unauthorized),
         }
         if let Some(account) = &self.account {
             let bound = ldap
@@ -538,10 +538,13 @@ impl LdapAuth {
     }
 }
 
-/// Bind result codes that mean "not these credentials": invalid
-/// credentials, inappropriate authentication, unwilling to perform (an
-/// unauthenticated bind refused), no such object, invalid DN syntax.
-const REFUSED_BIND: [u32; 5] = [49, 48, 53, 32, 34];
+/// Result codes of a directory that cannot answer now: operations error,
+/// time limit, admin limit, busy, unavailable, other. Any other answer
+/// to the user's bind refuses these credentials: invalid ones, and also
+/// a lockout or a password policy (constraint violation, 19, on 389-DS),
+/// which a client can bring about and so must not count as an outage
+/// that `failureModeAllow` lets through.
+const UNAVAILABLE: [u32; 6] = [1, 3, 11, 51, 52, 80];
 
 enum Outcome {
     Unauthorized,

@@ -159,6 +159,7 @@ impl ExtAuthPlugin for OpaPlugin {
         config: OpaConfig,
         context: &BuildContext<'_>,
     ) -> Result<Arc<dyn AuthService>, Error> {
+        util::calls_no_server(context)?;
         Ok(Arc::new(OpaAuth::with_resources(config, context)?))
     }
 }

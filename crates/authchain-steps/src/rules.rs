@@ -42,6 +42,8 @@ use authchain_core::{
 use http::{Method, StatusCode};
 use serde::Deserialize;
 
+use crate::util;
+
 /// The step kind this module registers.
 pub const KIND: &str = "rules";
 
@@ -126,8 +128,9 @@ impl ExtAuthPlugin for RulesPlugin {
     fn build(
         &self,
         config: RulesConfig,
-        _: &BuildContext<'_>,
+        context: &BuildContext<'_>,
     ) -> Result<Arc<dyn AuthService>, Error> {
+        util::calls_no_server(context)?;
         Ok(Arc::new(Rules::new(config)?))
     }
 }

@@ -395,9 +395,10 @@ authConfigs:
 
 /// A policy builtin that panics on what a client sends (regorus's
 /// `regex.template_match` slices the value by the template's length):
-/// the step's panic fails closed (`statusOnError`), even with
-/// `failureModeAllow`, and the log names its place but not its message,
-/// which holds the value.
+/// the step's panic fails closed (`statusOnError`; a step that calls no
+/// server takes no `failureModeAllow`, and a panic never passes under
+/// one), and the log names its place but not its message, which holds
+/// the value.
 #[tokio::test]
 async fn a_panic_on_client_input_fails_closed_and_logs_no_value() {
     let config = format!(
@@ -405,8 +406,7 @@ async fn a_panic_on_client_input_fails_closed_and_logs_no_value() {
 - name: policy
   statusOnError: 503
   configs:
-  - failureModeAllow: true
-    opaAuth:
+  - opaAuth:
       query: data.t.allow
       modules:
         t.rego: |

@@ -435,6 +435,40 @@ async fn a_remote_jwks_is_fetched_at_start_and_again_for_an_unknown_kid() {
     assert_eq!(server.hits.load(Ordering::SeqCst), 2);
 }
 
+/// A made-up `kid` while the JWKS endpoint stalls: the token waits half
+/// the step's timeout for the refresh, then is a 401, never a timeout
+/// that `failureModeAllow` would let through; the refresh goes on, and
+/// the key it brings verifies the next token.
+#[tokio::test]
+async fn an_unknown_kid_under_a_stalled_jwks_is_a_401_not_a_timeout() {
+    let first = std::fs::read_to_string(jwks_path("jwks.json")).unwrap();
+    let server = jwks_server(first).await;
+    let config = remote_config(&server.url, "1s").replace(
+        "- jwt:",
+        "- failureModeAllow: true\n  timeout: 200ms\n  jwt:",
+    );
+    let chain = chain(&config).await;
+    let rotated = sign(Algorithm::RS256, "rsa-2", &claims());
+    let mut body = server.body.lock().await;
+    let d = chain.authorize(&mut bearer(&rotated)).await;
+    assert_eq!(status(&d), 401, "{d:?}");
+    *body = std::fs::read_to_string(jwks_path("jwks-rsa2.json")).unwrap();
+    drop(body);
+    let verified = async {
+        while !chain.authorize(&mut bearer(&rotated)).await.is_allow() {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(5), verified)
+        .await
+        .expect("the rotated key, once the endpoint answers");
+    assert_eq!(
+        server.hits.load(Ordering::SeqCst),
+        2,
+        "the start's fetch and the one the first token started, seen through"
+    );
+}
+
 #[tokio::test]
 async fn unknown_kid_refreshes_are_rate_bound() {
     let chain_of = chain;

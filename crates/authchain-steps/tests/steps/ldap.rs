@@ -460,6 +460,73 @@ async fn a_directory_down_or_silent_fails_closed() {
     assert_eq!(status_of(&chain, "rick", "rickpwd").await, 503);
 }
 
+/// A directory whose answer to every bind is `rc`: a stand-in for what
+/// slapd cannot be made to say (389-DS answers a locked account with 19,
+/// constraint violation).
+async fn answering_binds_with(rc: u8) -> SocketAddr {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = socket.read(&mut buf).await {
+                    // LDAPMessage: SEQUENCE, its length, then the message id
+                    // (INTEGER); a BindRequest is [APPLICATION 0] (0x60).
+                    let header = match buf.get(1) {
+                        Some(&l) if l < 0x80 => 2,
+                        Some(&l) => 2 + usize::from(l & 0x7f),
+                        None => return,
+                    };
+                    let Some(&[0x02, len]) = buf.get(header..header + 2) else {
+                        return;
+                    };
+                    let id = &buf[header..header + 2 + usize::from(len)];
+                    if n == 0 || buf.get(header + id.len()) != Some(&0x60) {
+                        return;
+                    }
+                    // BindResponse: [APPLICATION 1] { resultCode, matchedDN,
+                    // diagnosticMessage }.
+                    let op = [0x61, 0x07, 0x0a, 0x01, rc, 0x04, 0x00, 0x04, 0x00];
+                    let mut answer = vec![0x30, (id.len() + op.len()) as u8];
+                    answer.extend_from_slice(id);
+                    answer.extend_from_slice(&op);
+                    if socket.write_all(&answer).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// The directory's answer to the user's bind refuses the credentials,
+/// whatever its code, unless it says the directory cannot answer now:
+/// a lockout a client brings about is a 401, not a step error (which
+/// `failureModeAllow` would let through).
+#[tokio::test]
+async fn any_refusal_of_the_user_s_bind_is_a_401() {
+    for (rc, want) in [
+        (49, 401),
+        (19, 401),
+        (50, 401),
+        (13, 401),
+        (51, 503),
+        (52, 503),
+    ] {
+        let addr = answering_binds_with(rc).await;
+        let chain = chain(&config(
+            &format!("ldap://{addr}"),
+            "    pool: { initialSize: 0 }",
+            "",
+        ))
+        .await;
+        assert_eq!(status_of(&chain, "rick", "rickpwd").await, want, "rc {rc}");
+    }
+}
+
 #[tokio::test]
 async fn bad_configs_name_their_field() {
     let secret_missing = "    groupLookupSettings:

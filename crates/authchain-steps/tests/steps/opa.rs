@@ -137,22 +137,24 @@ async fn boolean_results_and_odd_input() {
 }
 
 /// As Gloo's: any value but `true` is a deny, never a step error (which
-/// `failureModeAllow` would let through); with `== true`, an object that
-/// would allow as OPA-Envoy's is no `true` either.
+/// `statusOnError` would answer); with `== true`, an object that would
+/// allow as OPA-Envoy's is no `true` either. The step calls no server, so
+/// `failureModeAllow` on it is a config error: nothing it fails on is an
+/// outage to ride out.
 #[tokio::test]
 async fn a_result_of_the_wrong_type_is_a_deny_even_failing_open() {
-    let chain = chain(&opa("package t\nresult := 5\n", "")).await;
+    let erring = |policy: &str| opa(policy, "").replace("configs:", "statusOnError: 503\nconfigs:");
+    let chain = chain(&erring("package t\nresult := 5\n")).await;
     assert_eq!(
         status(&chain.authorize(&mut req(Method::GET, "/")).await),
         403
     );
     let open = opa("package t\nresult := 5\n", "")
         .replace("- opaAuth:", "- failureModeAllow: true\n  opaAuth:");
-    assert!(open.contains("failureModeAllow"), "{open}");
-    let chain = crate::common::chain(&open).await;
-    assert_eq!(
-        status(&chain.authorize(&mut req(Method::GET, "/")).await),
-        403
+    let error = load_error(&open).await.to_string();
+    assert!(
+        error.contains("configs[0].opaAuth") && error.contains("failureModeAllow"),
+        "{error}"
     );
     let object = GLOO_OPA.replace(
         "    default allow = false",
@@ -469,15 +471,15 @@ async fn io_jwt_decode_reads_a_token_without_verifying_it() {
 /// As in OPA (and so Gloo), a builtin that cannot take a client's value
 /// (a token that is no JWS, text that is no base64) makes its expression
 /// undefined, and `default result := false` decides: a deny, never a
-/// step error, which `failureModeAllow` would let through.
+/// step error (here 503).
 #[tokio::test]
 async fn a_builtin_that_fails_on_a_client_value_is_undefined_even_failing_open() {
     let policy = opa(
         "package t\nimport rego.v1\ndefault result := false\nresult if {\n  [_, p, _] := io.jwt.decode(input.attributes.request.http.headers[\"x-token\"])\n  p.role == \"admin\"\n}\nresult if {\n  base64.decode(input.attributes.request.http.headers[\"x-b64\"]) == \"admin\"\n}\n",
         "",
     )
-    .replace("- opaAuth:", "- failureModeAllow: true\n  opaAuth:");
-    assert!(policy.contains("failureModeAllow"), "{policy}");
+    .replace("configs:", "statusOnError: 503\nconfigs:");
+    assert!(policy.contains("statusOnError"), "{policy}");
     let chain = chain(&policy).await;
     for (header, value) in [
         ("x-token", "garbage"),

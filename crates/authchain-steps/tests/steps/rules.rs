@@ -186,3 +186,40 @@ async fn odd_input_never_panics() {
         assert_eq!(status(&d), expected, "{p:.20}");
     }
 }
+
+/// A step that calls no server fails only on what the request holds (or
+/// on a fault): `failureModeAllow` on one would let through exactly the
+/// requests it could not check, so it is a config error, placed at the
+/// step; the steps that call a server take it.
+#[tokio::test]
+async fn failure_mode_allow_is_refused_on_steps_that_call_no_server() {
+    for (kind, block) in [
+        ("rules", "{ defaultAction: allow }"),
+        ("apiKeyAuth", "{ keys: [{ key: a-key-0123456789abcdef }] }"),
+        (
+            "basicAuth",
+            "{ htpasswd: 'u:$apr1$TYu6jVnr$ZMc4.dAY/srWCwfeAr0sc1' }",
+        ),
+        (
+            "hmacAuth",
+            "{ parametersInHeaders: {}, secretRefs: { secretRefs: [] } }",
+        ),
+        (
+            "opaAuth",
+            "{ query: data.t.allow, modules: { t.rego: \"package t\\nallow := true\" } }",
+        ),
+    ] {
+        let yaml = format!("name: n\nconfigs:\n- failureModeAllow: true\n  {kind}: {block}\n");
+        let error = load_error(&yaml).await.to_string();
+        assert!(
+            error.contains(&format!("configs[0].{kind}")) && error.contains("failureModeAllow"),
+            "{kind}: {error}"
+        );
+        let fails_closed = yaml.replace("- failureModeAllow: true\n  ", "- ");
+        if kind != "hmacAuth" {
+            load(&fails_closed)
+                .await
+                .unwrap_or_else(|e| panic!("{kind}: {e}"));
+        }
+    }
+}
