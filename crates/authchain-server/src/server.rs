@@ -363,11 +363,25 @@ fn open_file_limit(settings: &Settings) {
     }
 }
 
+/// The settings and AuthConfigs `source` holds, which must open a check
+/// listener: a file that opens none (empty, or caught while written)
+/// would serve nothing, which a proxy may read as allow.
 fn load(source: &Source) -> Result<Loaded, Error> {
-    match source {
-        Source::File(path) => Loaded::from_file(path),
-        Source::Default => Loaded::default_config(),
+    let loaded = match source {
+        Source::File(path) => Loaded::from_file(path)?,
+        Source::Default => Loaded::default_config()?,
+    };
+    if loaded.settings.grpc.is_none() && loaded.settings.http.is_none() {
+        let place = match source {
+            Source::File(path) => path.display().to_string(),
+            Source::Default => "the default config".to_owned(),
+        };
+        return Err(Error::config(
+            "no check listener: set `grpc.address` or `http.address` (an empty file, or one caught while it was written?)",
+        )
+        .at(place));
     }
+    Ok(loaded)
 }
 
 async fn bind(what: &'static str, address: SocketAddr) -> Result<TcpListener, ServeError> {
@@ -427,12 +441,37 @@ async fn reload(
         rejected(REJECTED, &e);
         return Err(Some((next, Vec::new())));
     }
+    // An edit that empties the list (a file caught while written) would
+    // turn every check away; SIGHUP loads it if that is the intent.
+    if !forced && next.configs.is_empty() && !current.configs.is_empty() {
+        let e = Error::config(
+            "no AuthConfigs in the new config (a file caught while it was written?); \
+             send SIGHUP to load it all the same",
+        );
+        rejected(REJECTED, &e);
+        return Err(Some((next, Vec::new())));
+    }
     let waiting = restart_only(running, &next.settings);
+    // Who is trusted and what is logged cannot wait for a restart
+    // unnoticed: a trust removed would go on.
+    let binding: Vec<&str> = waiting
+        .iter()
+        .copied()
+        .filter(|s| matches!(*s, "http.trustedProxies" | "decisionLog"))
+        .collect();
+    if !binding.is_empty() {
+        let e = Error::config(format!(
+            "{} changed, which only a restart applies: nothing of this change is loaded; restart to apply it",
+            binding.join(" and ")
+        ));
+        rejected(REJECTED, &e);
+        return Err(Some((next, Vec::new())));
+    }
     if !waiting.is_empty() {
         tracing::warn!(
             settings = %waiting.join(", "),
             "these settings changed and need a restart (the running server keeps the old ones: \
-             trusted proxies, default AuthConfig, listeners, limits, logs); the AuthConfigs are reloaded now"
+             default AuthConfig, listeners, limits, logs); the AuthConfigs are reloaded now"
         );
     }
     match engine.load(&next.configs).await {
@@ -493,9 +532,12 @@ fn restart_only(old: &Settings, new: &Settings) -> Vec<&'static str> {
     differ("decisionLog", old.decision_log == new.decision_log);
     differ("watch", old.watch == new.watch);
     // A setting added later and not named above still says so.
+    // `userIdHeader` is applied as each AuthConfig's default, so it
+    // reloads with them.
     let rest = |s: &Settings| Settings {
         auth_configs: Vec::new(),
         auth_config_files: Vec::new(),
+        user_id_header: None,
         ..s.clone()
     };
     if changed.is_empty() && rest(old) != rest(new) {

@@ -523,3 +523,33 @@ async fn framing_headers_from_a_step_are_left_out() {
         server.log()
     );
 }
+
+/// A config file that opens no check listener (empty, say) is an error
+/// at start, named, not a server that serves nothing.
+#[tokio::test]
+async fn serve_refuses_a_config_with_no_listener() {
+    let dir = authchain_testkit::ScratchDir::new("no-listener").unwrap();
+    let config = dir.write("authchain.yaml", "").unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_authchain"))
+        .arg("serve")
+        .arg("--config")
+        .arg(&config)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > Duration::from_secs(20) {
+            child.kill().unwrap();
+            panic!("serve did not exit");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("no check listener") && stderr.contains("authchain.yaml"),
+        "{stderr}"
+    );
+}

@@ -293,25 +293,90 @@ async fn files_of_auth_configs_are_watched_too() {
 #[tokio::test]
 async fn a_reload_names_the_settings_that_need_a_restart() {
     let mut server = Authchain::start(&format!("watch: false\n{}", flip("allow"))).await;
-    // A trusted proxy and the default config cannot change under a running
-    // listener: the reload says so by name, and applies the AuthConfigs.
-    let next = flip("deny").replace(
-        "http: { address: '127.0.0.1:{{http_port}}' }",
-        "http: { address: '127.0.0.1:{{http_port}}', trustedProxies: [{ network: 10.0.0.0/8, headers: x-original }] }",
-    );
-    assert_ne!(next, flip("deny"), "the listener line is where it was");
-    server.rewrite(&format!("watch: false\nmaxConcurrentChecks: 7\n{next}"));
+    // A limit cannot change under a running listener: the reload says so
+    // by name, and applies the AuthConfigs.
+    server.rewrite(&format!(
+        "watch: false\nmaxConcurrentChecks: 7\n{}",
+        flip("deny")
+    ));
     server.signal("HUP");
     server.wait_for_generation(2).await;
     let log = server.log();
     assert!(
-        log.contains("need a restart") && log.contains("http.trustedProxies, maxConcurrentChecks"),
+        log.contains("need a restart") && log.contains("maxConcurrentChecks"),
         "{log}"
     );
     assert_eq!(
         server.http_check("flip", "/x", &[]).await.unwrap().status,
         403,
         "the AuthConfigs did reload"
+    );
+    // Who is trusted cannot wait for a restart unnoticed (a trust taken
+    // away would go on): the whole change is refused, as an error.
+    let trusting = flip("allow").replace(
+        "http: { address: '127.0.0.1:{{http_port}}' }",
+        "http: { address: '127.0.0.1:{{http_port}}', trustedProxies: [{ network: 10.0.0.0/8, headers: x-original }] }",
+    );
+    assert_ne!(trusting, flip("allow"), "the listener line is where it was");
+    server.rewrite(&format!("watch: false\nmaxConcurrentChecks: 7\n{trusting}"));
+    server.signal("HUP");
+    wait_for_a_rejection(&mut server).await;
+    assert!(
+        server.log().contains("http.trustedProxies changed"),
+        "{}",
+        server.log()
+    );
+    assert_eq!(server.generation().await, 2);
+    assert_eq!(
+        server.http_check("flip", "/x", &[]).await.unwrap().status,
+        403
+    );
+    // `userIdHeader` is the AuthConfigs' default: it reloads with them,
+    // and no warning says otherwise.
+    server.rewrite(&format!(
+        "watch: false\nmaxConcurrentChecks: 7\nuserIdHeader: x-user\n{}",
+        flip("allow")
+    ));
+    server.signal("HUP");
+    server.wait_for_generation(3).await;
+    assert!(
+        !server.log().contains("server settings"),
+        "{}",
+        server.log()
+    );
+    assert_eq!(
+        server.http_check("flip", "/x", &[]).await.unwrap().status,
+        200
+    );
+}
+
+/// A config file emptied, or left with its listeners and no AuthConfig
+/// (caught while written), is not loaded over the serving generation;
+/// SIGHUP loads the second if that is the intent.
+#[tokio::test]
+async fn a_file_emptied_or_left_without_auth_configs_is_not_loaded() {
+    let configs = "authConfigs:\n- name: flip\n  configs: [{ rules: { defaultAction: allow } }]\n";
+    let mut server = Authchain::start(&format!("{LISTENERS}{configs}")).await;
+    server.rewrite("");
+    wait_for_a_rejection(&mut server).await;
+    assert!(
+        server.log().contains("no check listener"),
+        "{}",
+        server.log()
+    );
+    server.rewrite(LISTENERS);
+    wait_for_rejections(&mut server, 2).await;
+    assert!(server.log().contains("no AuthConfigs"), "{}", server.log());
+    assert_eq!(server.generation().await, 1);
+    assert_eq!(
+        server.http_check("flip", "/x", &[]).await.unwrap().status,
+        200
+    );
+    server.signal("HUP");
+    server.wait_for_generation(2).await;
+    assert_ne!(
+        server.http_check("flip", "/x", &[]).await.unwrap().status,
+        200
     );
 }
 
