@@ -90,7 +90,8 @@ pub const MAX_EXPR_STEPS: usize = 64;
 ///     the rest from serving: it fails every request closed, with
 ///     `statusOnError` whatever its `failureModeAllow`, and tries to start
 ///     again, waiting 1 s, then twice as long each time up to 30 s,
-///     until it starts or its generation ends. [`waiting`](Chain::waiting)
+///     until it starts or its generation ends. Steps start side by side,
+///     and a try that takes over 30 s counts as failed. [`waiting`](Chain::waiting)
 ///     says which steps wait and why.
 ///
 /// The merge of header mutations keeps, per header name, either one
@@ -166,6 +167,22 @@ const START_RETRY_FIRST: Duration = Duration::from_secs(1);
 
 /// The longest wait between two tries to start a step.
 const START_RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// The longest one try to start a step may take: a key server that does
+/// not answer holds up no generation longer.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `service`'s start, or an error once it has taken [`START_TIMEOUT`].
+async fn start_within(service: &Arc<dyn AuthService>, lifecycle: &Lifecycle) -> Result<(), Error> {
+    tokio::time::timeout(START_TIMEOUT, service.start(lifecycle.clone()))
+        .await
+        .unwrap_or_else(|_| {
+            Err(Error::start(format!(
+                "did not start within {} s",
+                START_TIMEOUT.as_secs()
+            )))
+        })
+}
 
 impl Step {
     /// The span a step runs in.
@@ -311,53 +328,61 @@ impl Chain {
         &self.strip
     }
 
-    /// Starts every step's service with `lifecycle`, in order. A step
-    /// that cannot start waits, and tries again in the background until it
-    /// starts or the lifecycle ends (rule 10).
+    /// Starts every step's service with `lifecycle`, side by side. A step
+    /// that cannot start (or has not within 30 s) waits, and tries again
+    /// in the background until it starts or the lifecycle ends (rule 10).
     pub async fn start(&self, lifecycle: &Lifecycle) {
-        for step in &self.steps {
-            let Err(e) = step.service.start(lifecycle.clone()).await else {
-                continue;
-            };
-            let cause = e.to_string();
-            tracing::warn!(
-                config = %self.name, step = %step.name, error = %cause,
-                "a step cannot start; it fails every request until it starts, trying again"
-            );
-            step.readiness.wait(cause);
-            // Weak: a chain dropped while its step waits ends the retries.
-            let (service, readiness) = (step.service.clone(), Arc::downgrade(&step.readiness));
-            let (config, name) = (self.name.clone(), step.name.clone());
-            let lifecycle = lifecycle.clone();
-            tokio::spawn(async move {
-                let mut delay = START_RETRY_FIRST;
-                loop {
-                    tokio::select! {
-                        () = lifecycle.cancelled() => return,
-                        () = tokio::time::sleep(delay) => {}
-                    }
-                    let started = tokio::select! {
-                        () = lifecycle.cancelled() => return,
-                        started = service.start(lifecycle.clone()) => started,
-                    };
-                    let Some(readiness) = readiness.upgrade() else {
+        futures::future::join_all(
+            self.steps
+                .iter()
+                .map(|step| self.start_step(step, lifecycle)),
+        )
+        .await;
+    }
+
+    /// Starts `step`, or has it wait and try again (rule 10).
+    async fn start_step(&self, step: &Step, lifecycle: &Lifecycle) {
+        let Err(e) = start_within(&step.service, lifecycle).await else {
+            return;
+        };
+        let cause = e.to_string();
+        tracing::warn!(
+            config = %self.name, step = %step.name, error = %cause,
+            "a step cannot start; it fails every request until it starts, trying again"
+        );
+        step.readiness.wait(cause);
+        // Weak: a chain dropped while its step waits ends the retries.
+        let (service, readiness) = (step.service.clone(), Arc::downgrade(&step.readiness));
+        let (config, name) = (self.name.clone(), step.name.clone());
+        let lifecycle = lifecycle.clone();
+        tokio::spawn(async move {
+            let mut delay = START_RETRY_FIRST;
+            loop {
+                tokio::select! {
+                    () = lifecycle.cancelled() => return,
+                    () = tokio::time::sleep(delay) => {}
+                }
+                let started = tokio::select! {
+                    () = lifecycle.cancelled() => return,
+                    started = start_within(&service, &lifecycle) => started,
+                };
+                let Some(readiness) = readiness.upgrade() else {
+                    return;
+                };
+                match started {
+                    Ok(()) => {
+                        readiness.ready();
+                        tracing::info!(config = %config, step = %name, "the step started");
                         return;
-                    };
-                    match started {
-                        Ok(()) => {
-                            readiness.ready();
-                            tracing::info!(config = %config, step = %name, "the step started");
-                            return;
-                        }
-                        Err(e) => {
-                            tracing::debug!(config = %config, step = %name, error = %e, "the step still cannot start");
-                            readiness.wait(e.to_string());
-                            delay = (delay * 2).min(START_RETRY_MAX);
-                        }
+                    }
+                    Err(e) => {
+                        tracing::debug!(config = %config, step = %name, error = %e, "the step still cannot start");
+                        readiness.wait(e.to_string());
+                        delay = (delay * 2).min(START_RETRY_MAX);
                     }
                 }
-            });
-        }
+            }
+        });
     }
 
     /// The steps that have not started (rule 10), each with why.

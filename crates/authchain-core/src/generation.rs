@@ -214,9 +214,8 @@ impl Generation {
     /// serving.
     pub async fn start(&self) {
         let lifecycle = self.lifecycle();
-        for name in self.names() {
-            self.chains[name].start(&lifecycle).await;
-        }
+        let starts = self.chains.values().map(|chain| chain.start(&lifecycle));
+        futures::future::join_all(starts).await;
     }
 
     /// The steps that have not started, as `(config, step, why)`, by

@@ -589,30 +589,20 @@ impl HttpPassthrough {
         let (_slot, response) = tokio::time::timeout_at(deadline, head)
             .await
             .map_err(|_| late())??;
-        let (parts, mut body) = response.into_parts();
-        let body = if parts.status == StatusCode::OK {
+        let (parts, body) = response.into_parts();
+        let body = if parts.status == StatusCode::OK && self.read_state {
+            // The state must be whole: one too long or cut short is none,
+            // and its allow a deny.
             let whole = Limited::new(body, MAX_RESPONSE_BYTES).collect();
             tokio::time::timeout_at(deadline, whole)
                 .await
                 .map_err(|_| late())?
-                .map_err(|e| Error::step(format!("cannot read the auth server's answer: {e}")))?
-                .to_bytes()
-        } else if parts.status.is_server_error() {
+                .map_or_else(|_| Bytes::new(), |whole| whole.to_bytes())
+        } else if parts.status == StatusCode::OK || parts.status.is_server_error() {
+            // Nothing of it is read: its status says it all.
             Bytes::new()
         } else {
-            let mut read = bytes::BytesMut::new();
-            while read.len() < MAX_RESPONSE_BYTES {
-                match tokio::time::timeout_at(deadline, body.frame()).await {
-                    Ok(Some(Ok(frame))) => {
-                        if let Ok(data) = frame.into_data() {
-                            let room = MAX_RESPONSE_BYTES - read.len();
-                            read.extend_from_slice(&data[..data.len().min(room)]);
-                        }
-                    }
-                    _ => break,
-                }
-            }
-            read.freeze()
+            read_some(body, deadline).await
         };
         Ok((parts, body))
     }
@@ -623,6 +613,24 @@ impl HttpPassthrough {
         }
         Err(error)
     }
+}
+
+/// The first [`MAX_RESPONSE_BYTES`] of a deny's `body`, or what came of
+/// them by `deadline`; never an error.
+async fn read_some(mut body: hyper::body::Incoming, deadline: tokio::time::Instant) -> Bytes {
+    let mut read = bytes::BytesMut::new();
+    while read.len() < MAX_RESPONSE_BYTES {
+        match tokio::time::timeout_at(deadline, body.frame()).await {
+            Ok(Some(Ok(frame))) => {
+                if let Ok(data) = frame.into_data() {
+                    let room = MAX_RESPONSE_BYTES - read.len();
+                    read.extend_from_slice(&data[..data.len().min(room)]);
+                }
+            }
+            _ => break,
+        }
+    }
+    read.freeze()
 }
 
 /// `e: cause: cause`, for an error that hides its causes in `source()`.

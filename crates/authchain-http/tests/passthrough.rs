@@ -412,6 +412,61 @@ async fn a_deny_with_a_huge_or_stalled_body_stays_a_deny_under_failure_mode_allo
     }
 }
 
+/// An allow's body, too large or stalled, is no failure either: without
+/// `readStateFromResponse` it is not read, and with it the state is not
+/// whole, which is a deny. `failureModeAllow` lets neither through.
+#[tokio::test]
+async fn an_allow_with_a_huge_or_stalled_body_is_no_failure() {
+    let huge = raw_server(
+        "HTTP/1.1 200 OK\r\ncontent-length: 2097152\r\n\r\n",
+        vec![b' '; 2 * 1024 * 1024],
+    )
+    .await;
+    let stalled = raw_server(
+        "HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n",
+        b"{\"state\":".to_vec(),
+    )
+    .await;
+    for (what, addr) in [("huge", huge), ("stalled", stalled)] {
+        let url = format!("http://{addr}/auth");
+        let recorder = DebuggingRecorder::new();
+        let chain =
+            metrics::with_local_recorder(&recorder, || build(&failing_configs(&url, "2s", true)))
+                .unwrap();
+        let started = std::time::Instant::now();
+        let decision = chain.authorize(&mut request(&[])).await;
+        let allow = decision
+            .as_allow()
+            .unwrap_or_else(|| panic!("{what}: {decision:?}"));
+        assert!(allow.headers.is_empty(), "{what}: an allow, not a bypass");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(1),
+            "{what}: the body is not waited for"
+        );
+        let reading = failing_configs(&url, "2s", true).replace(
+            "http: {",
+            "http: {response: {readStateFromResponse: true}, ",
+        );
+        let chain = metrics::with_local_recorder(&recorder, || build(&reading)).unwrap();
+        let decision = chain.authorize(&mut request(&[])).await;
+        if what == "huge" {
+            assert_eq!(decision, Decision::unauthorized(), "{what}");
+        } else {
+            // Cut short by the call's time limit: the server is late,
+            // which is a failure.
+            assert!(
+                decision.as_allow().is_some_and(|a| !a.headers.is_empty()),
+                "{what}: {decision:?}"
+            );
+        }
+        assert_eq!(
+            bypass_count(&recorder),
+            u64::from(what == "stalled"),
+            "{what}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn the_call_has_a_time_limit_even_when_the_chain_has_more() {
     let hanging = authchain_testkit::silent_server().await.unwrap();

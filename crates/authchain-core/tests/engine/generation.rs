@@ -35,6 +35,9 @@ struct StampConfig {
     /// How many of its starts fail.
     #[serde(default)]
     fail_starts: usize,
+    /// How many of its starts (before those that fail) never end.
+    #[serde(default)]
+    hang_starts: usize,
 }
 
 #[derive(Clone, Default)]
@@ -45,6 +48,7 @@ struct StampPlugin {
 struct Stamp {
     stamp: HeaderValue,
     fail_starts: AtomicUsize,
+    hang_starts: AtomicUsize,
     journal: Arc<Journal>,
 }
 
@@ -60,6 +64,7 @@ impl ExtAuthPlugin for StampPlugin {
         Ok(Arc::new(Stamp {
             stamp: HeaderValue::try_from(c.stamp).map_err(Error::build)?,
             fail_starts: AtomicUsize::new(c.fail_starts),
+            hang_starts: AtomicUsize::new(c.hang_starts),
             journal: self.journal.clone(),
         }))
     }
@@ -69,6 +74,12 @@ impl ExtAuthPlugin for StampPlugin {
 impl AuthService for Stamp {
     async fn start(&self, lifecycle: Lifecycle) -> Result<(), Error> {
         self.journal.started.lock().unwrap().push(lifecycle);
+        let hanging = self
+            .hang_starts
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        if hanging.is_ok() {
+            std::future::pending::<()>().await;
+        }
         let failing = self
             .fail_starts
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
@@ -239,6 +250,32 @@ async fn a_step_that_cannot_start_fails_its_requests_and_keeps_trying() {
         1 + 1 + 4,
         "generation 1, then main once and other four times"
     );
+}
+
+/// Steps start side by side, and a start that does not end within 30 s
+/// counts as failed: two AuthConfigs whose key servers never answer hold
+/// up a load 30 s, not twice that nor for ever; each then waits and
+/// tries again.
+#[tokio::test(start_paused = true)]
+async fn a_start_that_never_ends_holds_up_a_load_30_s_at_most() {
+    let (engine, _journal) = engine();
+    let text = "name: main\nconfigs:\n- pluginAuth: {name: Stamp, config: {stamp: m, hang_starts: 1}}\n---\n\
+                name: other\nconfigs:\n- pluginAuth: {name: Stamp, config: {stamp: o, hang_starts: 1}}\n";
+    let configs = AuthConfig::parse("gen.yaml", text, Format::Yaml).unwrap();
+    let began = tokio::time::Instant::now();
+    engine.load(&configs).await.unwrap();
+    assert_eq!(began.elapsed(), Duration::from_secs(30));
+    let current = engine.current();
+    let waiting = current.waiting();
+    assert_eq!(waiting.len(), 2, "{waiting:?}");
+    assert!(
+        waiting
+            .iter()
+            .all(|(_, _, why)| why.contains("did not start within 30 s"))
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(current.waiting().is_empty());
+    assert_eq!(stamp_of(&current).await, "m");
 }
 
 #[tokio::test(start_paused = true)]
