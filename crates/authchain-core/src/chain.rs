@@ -119,9 +119,9 @@ pub struct Chain {
     log_sampling: Option<(Sampling, Vec<HeaderName>)>,
     /// Where its decisions are logged, once its generation says.
     log: Option<ChainLog>,
-    /// The AuthConfig named as its shadow, and (once its generation is
-    /// built) that shadow.
-    shadow_name: Option<String>,
+    /// The AuthConfig named as its shadow and where, and (once its
+    /// generation is built) that shadow.
+    shadow_name: Option<(String, String)>,
     shadow: Option<Arc<Shadow>>,
 }
 
@@ -459,7 +459,15 @@ impl Chain {
 
     /// The AuthConfig named as this one's shadow.
     pub(crate) fn shadow_name(&self) -> Option<&str> {
-        self.shadow_name.as_deref()
+        self.shadow_name.as_ref().map(|(name, _)| name.as_str())
+    }
+
+    /// Where its config names its shadow (`shadow`, or a passthrough's
+    /// `mirror`).
+    pub(crate) fn shadow_place(&self) -> &str {
+        self.shadow_name
+            .as_ref()
+            .map_or("shadow", |(_, place)| place)
     }
 
     /// Runs each request through `shadow` too.
@@ -1214,7 +1222,8 @@ pub struct ChainBuilder {
     user_id_header: Option<HeaderName>,
     cache: Option<CacheSettings>,
     decision_log: Option<Sampling>,
-    shadow: Option<String>,
+    /// The shadow's name, and where it was named (`shadow`).
+    shadow: Option<(String, String)>,
 }
 
 impl ChainBuilder {
@@ -1228,7 +1237,14 @@ impl ChainBuilder {
     /// Runs each request through the AuthConfig `name` of the same
     /// generation too, as a [shadow](crate::shadow).
     pub fn shadow(mut self, name: impl Into<String>) -> Self {
-        self.shadow = Some(name.into());
+        self.shadow = Some((name.into(), "shadow".to_owned()));
+        self
+    }
+
+    /// [`shadow`](Self::shadow), named at `place` of the AuthConfig (a
+    /// passthrough's `mirror`), where an error about it points.
+    pub(crate) fn shadow_at(mut self, name: String, place: String) -> Self {
+        self.shadow = Some((name, place));
         self
     }
 

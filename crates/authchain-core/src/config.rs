@@ -346,23 +346,52 @@ impl Documents {
             } else {
                 origin.to_owned()
             };
-            if let Value::Object(object) = &doc
-                && let Some(read) = found.resources.read(object)
-            {
-                if let Err(e) = read {
-                    errors.push(e.in_source(&place));
-                }
-                continue;
-            }
-            match AuthConfig::from_value(&place, doc) {
-                Ok(config) => found.configs.push(config),
-                Err(e) => errors.push(e),
+            if let Err(e) = found.add(&place, doc) {
+                errors.push(e);
             }
         }
         match Error::collect(errors) {
             Some(e) => Err(e),
             None => Ok(found),
         }
+    }
+
+    /// Adds one document, read at `place` (a file, `document 2` of it):
+    /// an AuthConfig, a Secret, a ConfigMap, or a `kind: List` of them
+    /// (`kubectl get -o yaml` of several objects).
+    pub fn add(&mut self, place: &str, doc: Value) -> Result<(), Error> {
+        match doc {
+            Value::Object(mut list) if list.get("kind").and_then(Value::as_str) == Some("List") => {
+                let Some(Value::Array(items)) = list.remove("items") else {
+                    return Err(Error::config("expected a list")
+                        .at("items")
+                        .in_source(place));
+                };
+                let errors = items.into_iter().enumerate().filter_map(|(i, item)| {
+                    self.read(&format!("{place}: items[{i}]"), item, true).err()
+                });
+                Error::collect(errors.collect()).map_or(Ok(()), Err)
+            }
+            doc => self.read(place, doc, false),
+        }
+    }
+
+    /// Reads one document at `place`: a Secret, a ConfigMap or an
+    /// AuthConfig (`in_list`: an item of a List, which must say which).
+    fn read(&mut self, place: &str, doc: Value, in_list: bool) -> Result<(), Error> {
+        if let Value::Object(object) = &doc {
+            if let Some(read) = self.resources.read(object) {
+                return read.map_err(|e| e.in_source(place));
+            }
+            if in_list && object.get("kind").and_then(Value::as_str) != Some("AuthConfig") {
+                return Err(Error::config(
+                    "expected an AuthConfig, a Secret or a ConfigMap in a List",
+                )
+                .in_source(place));
+            }
+        }
+        self.configs.push(AuthConfig::from_value(place, doc)?);
+        Ok(())
     }
 
     /// Adds another text's documents (a Secret or ConfigMap given twice is
@@ -528,6 +557,12 @@ impl AuthConfig {
         self.build_reading(registry, &FilesRead::default())
     }
 
+    /// Where its fields are in its document: `spec` for a manifest, ``
+    /// (the top) otherwise.
+    pub(crate) fn base(&self) -> &'static str {
+        self.base
+    }
+
     /// [`build`](Self::build), noting in `files` the files its steps read.
     pub(crate) fn build_reading(
         &self,
@@ -581,12 +616,14 @@ impl AuthConfig {
                 }
             }
         }
-        let mut shadow = spec.shadow;
+        let mut shadow = spec.shadow.map(|name| (name, "shadow".to_owned()));
         for (i, mut entry) in spec.configs.into_iter().enumerate() {
             let at = format!("configs[{i}]");
             match take_mirror(&mut entry) {
                 Ok(None) => {}
-                Ok(Some(mirrored)) if shadow.is_none() => shadow = Some(mirrored),
+                Ok(Some(mirrored)) if shadow.is_none() => {
+                    shadow = Some((mirrored, format!("{at}.passThroughAuth.mirror")));
+                }
                 Ok(Some(_)) => errors.push(
                     Error::config(
                         "a chain has one shadow: set one passThroughAuth's `mirror` or the AuthConfig's `shadow`",
@@ -600,8 +637,8 @@ impl AuthConfig {
                 Err(e) => errors.push(e.at(&at)),
             }
         }
-        if let Some(shadow) = shadow {
-            builder = builder.shadow(shadow);
+        if let Some((shadow, at)) = shadow {
+            builder = builder.shadow_at(shadow, at);
         }
         if let Some(expr) = spec.boolean_expr {
             builder = builder.boolean_expr(expr);

@@ -112,7 +112,7 @@ impl Generation {
             configs
                 .iter()
                 .find(|c| c.name() == name)
-                .map_or(String::new(), |c| c.origin().to_owned())
+                .map_or((String::new(), ""), |c| (c.origin().to_owned(), c.base()))
         };
         link(built, &mut chains, &mut errors, origin);
         let mut files = files.into_inner().unwrap_or_else(|e| e.into_inner());
@@ -154,7 +154,7 @@ impl Generation {
             built.push(chain);
         }
         let (mut map, mut errors) = (Chains::default(), Vec::new());
-        link(built, &mut map, &mut errors, |_| String::new());
+        link(built, &mut map, &mut errors, |_| (String::new(), ""));
         if let Some(e) = Error::collect(errors) {
             return Err(e);
         }
@@ -352,12 +352,12 @@ impl Engine {
 /// Puts `built` into `chains`, each linked to its shadow: an AuthConfig
 /// of its own, with no shadow of its own (those with none go in first, for
 /// the others to point at). A shadow that is none is an error, from the
-/// document `origin` names.
+/// document `origin` names (and under its base, `spec` for a manifest).
 fn link(
     built: Vec<Chain>,
     chains: &mut Chains,
     errors: &mut Vec<Error>,
-    origin: impl Fn(&str) -> String,
+    origin: impl Fn(&str) -> (String, &'static str),
 ) {
     let (shadowing, plain): (Vec<Chain>, Vec<Chain>) =
         built.into_iter().partition(|c| c.shadow_name().is_some());
@@ -382,13 +382,16 @@ fn link(
                 chains.insert(chain.name().to_owned(), Arc::new(chain));
             }
             None => errors.push(
-                Error::config(if names.contains(&name) {
+                Error::config(if name == chain.name() {
+                    "an AuthConfig cannot be its own shadow".to_owned()
+                } else if names.contains(&name) {
                     format!("'{name}' has a shadow of its own; a shadow cannot")
                 } else {
                     format!("no AuthConfig named '{name}'")
                 })
-                .at("shadow")
-                .in_source(origin(chain.name())),
+                .at(chain.shadow_place())
+                .at(origin(chain.name()).1)
+                .in_source(origin(chain.name()).0),
             ),
         }
     }

@@ -16,8 +16,8 @@
 //!   user-id: alice
 //! ```
 //!
-//! A `kind: List` of them (`kubectl get secrets -o yaml`) is read item by
-//! item. An object without a namespace is in `default`; a reference
+//! A `kind: List` of them and of AuthConfigs (`kubectl get secrets -o
+//! yaml`) is read item by item. An object without a namespace is in `default`; a reference
 //! without one means the namespace of the AuthConfig that holds it. A
 //! Secret's values never appear in an error or in `Debug` output.
 
@@ -189,37 +189,16 @@ impl Resources {
         Ok(())
     }
 
-    /// Reads `doc` when it is a Secret, a ConfigMap or a List of them
-    /// (`None`: another kind). Errors name the field, never a value.
+    /// Reads `doc` when it is a Secret or a ConfigMap (`None`: another
+    /// kind). Errors name the field, never a value.
     pub(crate) fn read(&mut self, doc: &Map<String, Value>) -> Option<Result<(), Error>> {
         let kind = doc.get("kind").and_then(Value::as_str)?;
         let read = match kind {
             "Secret" => self.read_secret(doc),
             "ConfigMap" => self.read_config_map(doc),
-            "List" => self.read_list(doc),
             _ => return None,
         };
         Some(read)
-    }
-
-    fn read_list(&mut self, doc: &Map<String, Value>) -> Result<(), Error> {
-        let items = match doc.get("items") {
-            Some(Value::Array(items)) => items,
-            _ => return Err(Error::config("expected a list").at("items")),
-        };
-        for (i, item) in items.iter().enumerate() {
-            let at = format!("items[{i}]");
-            let Value::Object(item) = item else {
-                return Err(Error::config("expected a mapping").at(at));
-            };
-            match self.read(item) {
-                Some(read) => read.map_err(|e| e.at(&at))?,
-                None => {
-                    return Err(Error::config("expected a Secret or a ConfigMap in a List").at(&at));
-                }
-            }
-        }
-        Ok(())
     }
 
     fn read_secret(&mut self, doc: &Map<String, Value>) -> Result<(), Error> {

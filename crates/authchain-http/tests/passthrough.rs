@@ -717,3 +717,19 @@ fn the_config_is_a_mapping_and_its_values_stay_out_of_debug() {
         "{shown}"
     );
 }
+
+/// A `mirror` that names no AuthConfig is an error at the mirror.
+#[tokio::test]
+async fn a_mirror_of_nothing_is_an_error_where_it_is_named() {
+    let yaml = "name: a\nconfigs:\n- passThroughAuth: { http: { url: 'http://127.0.0.1:1/' }, mirror: ghost }\n";
+    let configs = AuthConfig::parse("pt.yaml", yaml, Format::Yaml).unwrap();
+    let e = authchain_core::Engine::new(registry())
+        .load(&configs)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("pt.yaml: configs[0].passThroughAuth.mirror: no AuthConfig named 'ghost'"),
+        "{e}"
+    );
+}

@@ -540,9 +540,8 @@ impl Loaded {
         }
         let mut documents = Documents::default();
         for (i, doc) in settings.auth_configs.iter().enumerate() {
-            match AuthConfig::from_value(&format!("{origin} authConfigs[{i}]"), doc.clone()) {
-                Ok(config) => documents.configs.push(config),
-                Err(e) => errors.push(e),
+            if let Err(e) = documents.add(&format!("{origin} authConfigs[{i}]"), doc.clone()) {
+                errors.push(e);
             }
         }
         let mut files = Vec::new();
@@ -737,6 +736,36 @@ mod tests {
         let shown = format!("{loaded:?}");
         assert!(!shown.contains("s3cr3t"), "{shown}");
         assert!(shown.contains("auth_configs: 1"), "{shown}");
+    }
+
+    /// An inline document may be a Secret (or a List), as in a file: it is
+    /// read as one, not refused as an AuthConfig of another apiVersion.
+    #[test]
+    fn inline_documents_are_read_as_files_are() {
+        let text = "authConfigs:
+- { apiVersion: v1, kind: Secret, metadata: { name: s, namespace: ns }, stringData: { a: s3cr3t } }
+- { apiVersion: v1, kind: List, items: [{ name: listed, configs: [{ rules: { defaultAction: allow } }] }] }
+- { name: c, configs: [{ rules: { defaultAction: allow } }] }
+";
+        let e = Loaded::from_text("a.yaml", text, None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("a.yaml authConfigs[1]: items[0]") && e.contains("AuthConfig, a Secret"),
+            "{e}"
+        );
+        let text = text.replace("[{ name: listed, configs", "[{ apiVersion: enterprise.gloo.solo.io/v1, kind: AuthConfig, metadata: { name: listed }, spec: { configs");
+        let text = text.replace(
+            "defaultAction: allow } }] }] }",
+            "defaultAction: allow } }] } }] }",
+        );
+        let loaded = Loaded::from_text("a.yaml", &text, None).unwrap();
+        let names: Vec<&str> = loaded.configs.iter().map(AuthConfig::name).collect();
+        assert_eq!(names, ["listed", "c"]);
+        assert_eq!(
+            loaded.resources.secret("ns", "s").unwrap().data["a"],
+            b"s3cr3t"
+        );
     }
 
     #[test]

@@ -515,12 +515,19 @@ items:
   kind: Secret
   metadata: { name: other, namespace: ns, labels: { team: b } }
   data: {}
+- apiVersion: enterprise.gloo.solo.io/v1
+  kind: AuthConfig
+  metadata: { name: listed, namespace: ns }
+  spec: { configs: [{ jwt: {} }] }
 ---
 name: c
 configs: [{ jwt: {} }]
 "#;
     let docs = Documents::parse("r.yaml", text, Format::Yaml).unwrap();
-    assert_eq!(docs.configs.len(), 1);
+    // `kubectl get authconfigs,secrets -o yaml`: a List holds AuthConfigs
+    // too.
+    let names: Vec<&str> = docs.configs.iter().map(|c| c.name()).collect();
+    assert_eq!(names, ["ns.listed", "c"]);
     let secret = docs.resources.secret("ns", "keys").unwrap();
     assert_eq!(secret.data["api-key"], b"s3cr3t");
     assert_eq!(secret.data["user-id"], b"alice");
@@ -585,7 +592,7 @@ configs: [{ jwt: {} }]
         (
             "a List of something else",
             "apiVersion: v1\nkind: List\nitems: [{ kind: Pod }]\n".to_owned(),
-            "r.yaml: items[0]: expected a Secret or a ConfigMap in a List",
+            "r.yaml: items[0]: expected an AuthConfig, a Secret or a ConfigMap in a List",
         ),
     ];
     for (name, text, want) in cases {

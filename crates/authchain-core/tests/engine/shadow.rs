@@ -179,7 +179,7 @@ async fn a_shadow_must_be_another_authconfig_without_one() {
         (
             "itself",
             format!("name: a\nshadow: a\n{step}"),
-            "'a' has a shadow of its own",
+            "an AuthConfig cannot be its own shadow",
         ),
         (
             "a shadow with a shadow",
@@ -193,6 +193,13 @@ async fn a_shadow_must_be_another_authconfig_without_one() {
         assert!(e.to_string().contains(message), "{case}: {e}");
         assert!(e.to_string().contains("shadow"), "{case}: {e}");
     }
+    // The error points where the name is: a manifest's `spec.shadow`.
+    let manifest = "apiVersion: enterprise.gloo.solo.io/v1\nkind: AuthConfig\nmetadata: { name: m }\nspec:\n  shadow: ghost\n  configs:\n  - pluginAuth: { name: PublicOnly }\n";
+    let e = load_error(manifest).await.to_string();
+    assert!(
+        e.contains(": spec.shadow: no AuthConfig named 'ghost'"),
+        "{e}"
+    );
 }
 
 #[test]
