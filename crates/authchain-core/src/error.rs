@@ -41,6 +41,8 @@ enum Kind {
     Step,
     /// A step that panicked: a step error that never fails open.
     Panic,
+    /// A step at a limit of its own: a step error that never fails open.
+    Overloaded,
     Timeout,
     /// The caller's deadline passed: a timeout that never fails open.
     CallerTimeout,
@@ -89,6 +91,13 @@ impl Error {
         Self::new(Kind::Panic, "step failed: the step panicked")
     }
 
+    /// A step turned the request away at a limit of its own (calls under
+    /// way, a queue): clients can fill it, so `failureModeAllow` never
+    /// lets it through, as it would an outage of the server it calls.
+    pub fn overloaded(message: impl Into<String>) -> Self {
+        Self::new(Kind::Overloaded, message)
+    }
+
     /// The caller's deadline ([`AnswerBy`](crate::transport::AnswerBy))
     /// passed during a step.
     pub(crate) fn caller_timeout(message: impl Into<String>) -> Self {
@@ -96,10 +105,13 @@ impl Error {
     }
 
     /// Whether `failureModeAllow` never lets this error through: a panic,
-    /// or the caller's deadline (which, left to the caller, would be its
-    /// own failure mode's to decide, not the step's).
+    /// a step's own limit, or the caller's deadline (which, left to the
+    /// caller, would be its own failure mode's to decide, not the step's).
     pub(crate) fn fails_closed(&self) -> bool {
-        matches!(self.inner.kind, Kind::Panic | Kind::CallerTimeout)
+        matches!(
+            self.inner.kind,
+            Kind::Panic | Kind::Overloaded | Kind::CallerTimeout
+        )
     }
 
     /// A step or the chain ran past its time limit.
@@ -225,7 +237,7 @@ impl Error {
 
     /// A step failed at request time.
     pub fn is_step(&self) -> bool {
-        matches!(self.inner.kind, Kind::Step | Kind::Panic)
+        matches!(self.inner.kind, Kind::Step | Kind::Panic | Kind::Overloaded)
     }
 
     /// A step panicked: a step error (so [`is_step`](Self::is_step)

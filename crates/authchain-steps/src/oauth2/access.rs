@@ -282,6 +282,9 @@ struct Remote {
 enum Lookup {
     Valid(Arc<Remote>),
     Rejected(&'static str),
+    /// Not asked: every call to the IdP this step makes at once is under
+    /// way, a limit clients can fill.
+    Busy,
 }
 
 /// A lookup, or why the IdP could not be asked (shared by the requests
@@ -448,10 +451,11 @@ fn has_scopes(claims: &Map<String, Value>, required: &[String]) -> bool {
     })
 }
 
-/// A claim holding seconds since the epoch, as a time.
+/// A claim holding seconds since the epoch, as a time; one before the
+/// epoch is the epoch (long past), not none.
 fn epoch_claim(claims: &Map<String, Value>, name: &str) -> Option<SystemTime> {
     let secs = claims.get(name)?.as_f64()?;
-    SystemTime::UNIX_EPOCH.checked_add(Duration::try_from_secs_f64(secs).ok()?)
+    SystemTime::UNIX_EPOCH.checked_add(Duration::try_from_secs_f64(secs.max(0.0)).ok()?)
 }
 
 /// Whether an active introspection answer says the token is a refresh or
@@ -489,7 +493,7 @@ impl AccessToken {
             &config.introspection,
             set(&config.introspection_url),
         ) {
-            (Some(jwt), None, None) => Check::Jwt(jwt_verifier(jwt, timeout)?),
+            (Some(jwt), None, None) => Check::Jwt(jwt_verifier(jwt, timeout, context.timeout)?),
             (None, Some(i), None) => Check::Introspection(Box::new(
                 introspection(i, context).map_err(|e| e.at("introspection"))?,
             )),
@@ -552,8 +556,13 @@ impl AccessToken {
     }
 }
 
-/// The `jwt` block as the `jwt` step's keys and checks.
-fn jwt_verifier(jwt: &JwtValidation, timeout: Duration) -> Result<Verifier, Error> {
+/// The `jwt` block as the `jwt` step's keys and checks, for a step with
+/// `step_timeout` (which a made-up `kid`'s key refresh keeps within).
+fn jwt_verifier(
+    jwt: &JwtValidation,
+    timeout: Duration,
+    step_timeout: Option<Duration>,
+) -> Result<Verifier, Error> {
     let (local, remote) = match (&jwt.local_jwks, &jwt.remote_jwks) {
         (Some(local), None) => (
             Some(LocalJwks {
@@ -594,7 +603,11 @@ fn jwt_verifier(jwt: &JwtValidation, timeout: Duration) -> Result<Verifier, Erro
         dynamic_metadata_from_claims: Default::default(),
         realm: None,
     };
-    Verifier::new(&config, &BuildContext::new("", "", "")).map_err(relocate)
+    let mut within = BuildContext::new("", "", "");
+    if let Some(step_timeout) = step_timeout {
+        within = within.with_timeout(step_timeout);
+    }
+    Verifier::new(&config, &within).map_err(relocate)
 }
 
 /// The `introspection` block: its URL, and its client as Gloo allows.
@@ -805,6 +818,7 @@ impl AccessToken {
                 Ok(self.allow(request, jwt, Some(&remote)))
             }
             Ok(Lookup::Rejected(reason)) => Ok(self.rejected(reason)),
+            Ok(Lookup::Busy) => Err(Error::overloaded("too many calls to the IdP under way")),
             Err(reason) => {
                 tracing::debug!(reason = &*reason, "oauth2: the IdP could not check a token");
                 Err(Error::step(CallError(reason.to_string())))
@@ -822,9 +836,14 @@ impl AccessToken {
 
     /// What the IdP says about `token`: kept, or asked once for all the
     /// requests that want it now.
-    async fn lookup(&self, key: u128, token: &str, exp: Option<SystemTime>) -> Looked {
+    async fn lookup(
+        &self,
+        key: u128,
+        token: &str,
+        exp: Option<SystemTime>,
+    ) -> Result<Looked, Error> {
         if let Some(hit) = self.asker.answers.get(key) {
-            return Ok(Lookup::Valid(hit));
+            return Ok(Ok(Lookup::Valid(hit)));
         }
         let asker = Arc::clone(&self.asker);
         let token = token.to_owned();
@@ -839,9 +858,7 @@ impl AccessToken {
             }
             looked
         });
-        looked
-            .await
-            .unwrap_or_else(|| Err("too many calls to the IdP under way, or one failed".into()))
+        looked.await
     }
 
     /// The decision for a verified JWT's `claims` that needs the userinfo
@@ -853,7 +870,7 @@ impl AccessToken {
         token: &str,
         claims: Map<String, Value>,
     ) -> Result<Decision, Error> {
-        let looked = self.lookup(key, token, epoch_claim(&claims, "exp")).await;
+        let looked = self.lookup(key, token, epoch_claim(&claims, "exp")).await?;
         self.judge(request, Some(claims), looked)
     }
 }
@@ -863,7 +880,7 @@ impl Asker {
     async fn ask(&self, token: &str, mut exp: Option<SystemTime>) -> Looked {
         let Ok(Ok(_permit)) = tokio::time::timeout(self.http.timeout(), self.calls.acquire()).await
         else {
-            return Err("too many calls to the IdP under way".into());
+            return Ok(Lookup::Busy);
         };
         let mut introspection = None;
         if let Check::Introspection(i) = &self.check {
@@ -872,13 +889,25 @@ impl Asker {
                 None => self.http.oauth_anonymous(),
             };
             let token = oauth2::AccessToken::new(token.to_owned());
-            let answer = i
+            let answer = match i
                 .client
                 .introspect(&token)
                 .set_token_type_hint("access_token")
                 .request_async(&call)
                 .await
-                .map_err(introspection_error)?;
+            {
+                Ok(answer) => answer,
+                // RFC 7662 asks for `active: false`; some IdPs answer a
+                // token they cannot read with 400 `invalid_request`, which
+                // a client brings about, and so is a refusal, not an
+                // outage.
+                Err(oauth2::RequestTokenError::ServerResponse(e))
+                    if *e.error() == oauth2::basic::BasicErrorResponseType::InvalidRequest =>
+                {
+                    return Ok(Lookup::Rejected("refused by the introspection endpoint"));
+                }
+                Err(e) => return Err(introspection_error(e)),
+            };
             if !answer.active() {
                 return Ok(Lookup::Rejected("inactive"));
             }
@@ -994,7 +1023,7 @@ impl AuthService for AccessToken {
                 }
                 let token = token.to_owned();
                 Answer::wait(async move {
-                    let looked = self.lookup(key, &token, None).await;
+                    let looked = self.lookup(key, &token, None).await?;
                     self.judge(request, None, looked)
                 })
             }

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use authchain_core::Error;
 use tokio::sync::watch;
 
 type Calls<V> = Arc<Mutex<HashMap<u128, watch::Receiver<Option<V>>>>>;
@@ -28,9 +29,9 @@ impl<V: Clone + Send + Sync + 'static> Flights<V> {
     }
 
     /// The answer of the call under `key`: the one under way, else `call`
-    /// started now; `None` if its task failed (a panic), or when `limit`
+    /// started now; an error if its task failed (a panic), or when `limit`
     /// calls are under way already.
-    pub(crate) async fn run<F>(&self, key: u128, call: impl FnOnce() -> F) -> Option<V>
+    pub(crate) async fn run<F>(&self, key: u128, call: impl FnOnce() -> F) -> Result<V, Error>
     where
         F: Future<Output = V> + Send + 'static,
     {
@@ -38,7 +39,9 @@ impl<V: Clone + Send + Sync + 'static> Flights<V> {
             let mut calls = self.calls.lock().unwrap_or_else(PoisonError::into_inner);
             match calls.get(&key) {
                 Some(answer) => (answer.clone(), None),
-                None if calls.len() >= self.limit => return None,
+                None if calls.len() >= self.limit => {
+                    return Err(Error::overloaded("too many calls to the IdP under way"));
+                }
                 None => {
                     let (tell, answer) = watch::channel(None);
                     calls.insert(key, answer.clone());
@@ -60,7 +63,12 @@ impl<V: Clone + Send + Sync + 'static> Flights<V> {
                 let _ = tell.send(Some(work.await));
             });
         }
-        answer.wait_for(Option::is_some).await.ok()?.clone()
+        // Its sender gone with nothing sent: the task failed.
+        let answer = answer.wait_for(Option::is_some).await;
+        answer
+            .map_err(|_| Error::panicked())?
+            .clone()
+            .ok_or_else(Error::panicked)
     }
 }
 
@@ -110,11 +118,11 @@ mod tests {
             flights.run(7, call(made.clone())),
             flights.run(7, call(made.clone()))
         );
-        assert_eq!((a, b), (Some(1), Some(1)));
+        assert_eq!((a.unwrap(), b.unwrap()), (1, 1));
         assert_eq!(made.load(Ordering::SeqCst), 1);
         // Done: it left, and another key never shared it.
-        assert_eq!(flights.run(7, call(made.clone())).await, Some(2));
-        assert_eq!(flights.run(8, call(made.clone())).await, Some(3));
+        assert_eq!(flights.run(7, call(made.clone())).await.unwrap(), 2);
+        assert_eq!(flights.run(8, call(made.clone())).await.unwrap(), 3);
         assert!(flights.calls.lock().unwrap().is_empty());
     }
 
@@ -137,18 +145,21 @@ mod tests {
             ));
         }
         tokio::task::yield_now().await;
-        assert_eq!(flights.run(3, slow(3)).await, None);
-        assert_eq!(flights.run(2, slow(2)).await, Some(2));
+        // Full: an error no failureModeAllow lets through (clients can
+        // fill it).
+        let full = flights.run(3, slow(3)).await.unwrap_err();
+        assert!(full.is_step() && !full.is_panic(), "{full}");
+        assert_eq!(flights.run(2, slow(2)).await.unwrap(), 2);
         for call in under_way {
-            assert!(call.await.unwrap().is_some());
+            assert!(call.await.unwrap().is_ok());
         }
-        assert_eq!(flights.run(3, slow(3)).await, Some(3));
+        assert_eq!(flights.run(3, slow(3)).await.unwrap(), 3);
     }
 
-    /// A call whose task fails (a panic) answers `None` to its waiters and
-    /// leaves.
+    /// A call whose task fails (a panic) answers a panic's error to its
+    /// waiters and leaves.
     #[tokio::test]
-    async fn a_failed_call_answers_none_and_leaves() {
+    async fn a_failed_call_answers_a_panic_and_leaves() {
         let flights = Flights::<usize>::new(8);
         let answer = flights
             .run(1, || async {
@@ -158,8 +169,8 @@ mod tests {
                 0
             })
             .await;
-        assert_eq!(answer, None);
+        assert!(answer.unwrap_err().is_panic());
         assert!(flights.calls.lock().unwrap().is_empty());
-        assert_eq!(flights.run(1, || async { 5 }).await, Some(5));
+        assert_eq!(flights.run(1, || async { 5 }).await.unwrap(), 5);
     }
 }

@@ -1723,10 +1723,9 @@ impl Oidc {
             done.insert(key, fresh.clone());
             Ok(Some(fresh))
         });
-        match refreshed.await {
-            Some(Ok(fresh)) => Ok(fresh),
-            Some(Err(failed)) => Err(failed.error()),
-            None => Err(Error::step("too many refreshes under way, or one failed")),
+        match refreshed.await? {
+            Ok(fresh) => Ok(fresh),
+            Err(failed) => Err(failed.error()),
         }
     }
 }

@@ -225,6 +225,9 @@ async fn serve(
                 let answer = state.answers.lock().unwrap().get(&token).cloned();
                 match answer {
                     Some(Value::String(s)) if s == "fail" => json_response(500, &json!({})),
+                    Some(Value::String(s)) if s == "invalid_request" => {
+                        json_response(400, &json!({"error": "invalid_request"}))
+                    }
                     // An answer as bytes, JSON or not.
                     Some(Value::String(s)) if s.starts_with("raw:") => Response::builder()
                         .header("content-type", "application/json")
@@ -649,7 +652,20 @@ async fn inactive_unknown_and_expired_tokens_are_401_and_not_kept() {
     let mut past = active(0);
     past["exp"] = json!(now() - 10);
     idp.answer("past", past);
-    for token in ["revoked", "never-issued", "past"] {
+    // Before the epoch: long past, not no `exp` at all.
+    let mut before = active(0);
+    before["exp"] = json!(-1);
+    idp.answer("before-the-epoch", before);
+    // A 400 for a token the IdP cannot read (RFC 7662 asks for
+    // `active: false`): the client's doing, so a refusal.
+    idp.answer("unreadable", json!("invalid_request"));
+    for token in [
+        "revoked",
+        "never-issued",
+        "past",
+        "before-the-epoch",
+        "unreadable",
+    ] {
         for _ in 0..2 {
             let mut r = bearer(token);
             let d = chain.authorize(&mut r).await;
@@ -658,7 +674,7 @@ async fn inactive_unknown_and_expired_tokens_are_401_and_not_kept() {
             assert!(r.state.is_empty());
         }
     }
-    assert_eq!(idp.introspections(), 6, "no rejection is kept");
+    assert_eq!(idp.introspections(), 10, "no rejection is kept");
 }
 
 #[tokio::test]
@@ -729,6 +745,47 @@ async fn concurrent_misses_for_one_token_make_one_call() {
         assert!(run.await.unwrap().is_allow());
     }
     assert_eq!(idp.introspections(), 1);
+}
+
+/// The step's own limits (calls to the IdP under way, and permits for
+/// them) are clients' to fill with made-up tokens: a request turned away
+/// at one is a 503 even with `failureModeAllow`, which lets through only
+/// the IdP's own failures (here, its silence past the timeout).
+#[tokio::test]
+async fn a_step_at_its_own_limit_never_fails_open() {
+    let idp = Idp::start().await;
+    *idp.state.delay.lock().unwrap() = Duration::from_secs(3);
+    let yaml = config(&format!(
+        "introspectionUrl: {}\ntimeout: 1s",
+        idp.url("/introspect-open")
+    ))
+    .replace("- oauth2:", "- failureModeAllow: true\n  oauth2:");
+    let (chain, _engine) = chain_of(&yaml).await;
+    let runs: Vec<_> = (0..260)
+        .map(|i| {
+            let chain = chain.clone();
+            tokio::spawn(async move { chain.authorize(&mut bearer(&format!("made-up-{i}"))).await })
+        })
+        .collect();
+    let mut turned_away = 0;
+    for run in runs {
+        match run.await.unwrap() {
+            Decision::Deny(deny) => {
+                assert_eq!(deny.status, 503);
+                turned_away += 1;
+            }
+            Decision::Allow(allow) => {
+                assert_eq!(
+                    allow.headers[0].name, "x-envoy-auth-failure-mode-allowed",
+                    "only the IdP's failure passes"
+                );
+            }
+        }
+    }
+    assert!(
+        turned_away >= 4,
+        "past the 256 calls under way: {turned_away}"
+    );
 }
 
 #[tokio::test]
