@@ -573,6 +573,9 @@ impl AuthConfig {
         let spec: Spec = deserialize_config(self.spec.clone()).map_err(place)?;
         let mut builder = Chain::builder(self.name.clone());
         let mut errors = Vec::new();
+        let deadline = spec
+            .deadline
+            .map_or(crate::chain::DEFAULT_DEADLINE, |d| d.0);
         match spec.deadline {
             None => {}
             Some(ConfigDuration(d)) if d.is_zero() => {
@@ -632,7 +635,11 @@ impl AuthConfig {
                 ),
                 Err(e) => errors.push(e.at(format!("{at}.passThroughAuth.mirror"))),
             }
-            match self.build_step(registry, i, entry, &at, files, spec.fail_on_redirect) {
+            let around = Around {
+                fail_on_redirect: spec.fail_on_redirect,
+                deadline,
+            };
+            match self.build_step(registry, i, entry, &at, files, around) {
                 Ok(step) => builder = builder.step(step),
                 Err(e) => errors.push(e.at(&at)),
             }
@@ -666,8 +673,12 @@ impl AuthConfig {
         entry: Value,
         at: &str,
         files: &FilesRead,
-        fail_on_redirect: bool,
+        around: Around,
     ) -> Result<ChainStep, Error> {
+        let Around {
+            fail_on_redirect,
+            deadline,
+        } = around;
         let Value::Object(mut entry) = entry else {
             return Err(Error::config(format!(
                 "expected a mapping, found {}",
@@ -741,7 +752,7 @@ impl AuthConfig {
             step_name: &name,
             place: &place,
             failure_mode_allow,
-            timeout: timeout.map(|t| t.0),
+            timeout: Some(timeout.map_or(deadline, |t| t.0.min(deadline))),
             namespace: &self.namespace,
             resources: &self.resources,
             fail_on_redirect,
@@ -782,6 +793,15 @@ impl AuthConfig {
         }
         Ok(step)
     }
+}
+
+/// What the AuthConfig gives each of its steps.
+#[derive(Clone, Copy)]
+struct Around {
+    /// Gloo's `failOnRedirect`.
+    fail_on_redirect: bool,
+    /// The chain's deadline: the time a step without a `timeout` has.
+    deadline: Duration,
 }
 
 /// What a `configs[]` entry resolves to in the registry.

@@ -29,8 +29,8 @@
 //! the request id and each header value are cut at [`MAX_FIELD_LEN`]
 //! bytes, and at most 8 values of a header are kept. `input.headers` are
 //! the named headers as the client sent them; a header whose name holds
-//! `auth`, `cookie`, `key`, `token`, `secret`, `passw`, `session`,
-//! `signature`, `credential` or `jwt` cannot be named (`authorization`,
+//! `authorization`, `bearer`, `cookie`, `key`, `token`, `secret`, `passw`,
+//! `session`, `signature`, `credential` or `jwt` cannot be named (`authorization`,
 //! `x-api-key`), nor in a chain's own log a header one of its steps reads (one the
 //! server's log names is left out for that chain, with a warning). A
 //! shadow's runs have `transport: shadow`. A step's
@@ -181,10 +181,12 @@ impl Sampling {
 
 /// Whether `name` says its header carries credentials (`authorization`,
 /// `cookie`, `x-api-key`, `x-auth-token`, ...): never loggable, whatever
-/// the steps say they read (a passthrough or a policy may read any).
+/// the steps say they read (a passthrough or a policy may read any). An
+/// identity a proxy sends on (`x-auth-request-user`) is no credential.
 fn carries_credentials(name: &HeaderName) -> bool {
-    const PARTS: [&str; 10] = [
-        "auth",
+    const PARTS: [&str; 11] = [
+        "authorization",
+        "bearer",
         "cookie",
         "key",
         "token",

@@ -50,8 +50,8 @@
 //!
 //! One verb runs a chain, [`Chain::authorize`], and one method makes a
 //! step, [`AuthService::authorize`]. The executor needs a Tokio runtime
-//! with its timer enabled (step timeouts and the chain deadline are Tokio
-//! timers). What the adapter crates need beyond that is in [`transport`].
+//! with its timer enabled (step timeouts, the chain deadline and the
+//! bound on a step's start are Tokio timers). What the adapter crates need beyond that is in [`transport`].
 //!
 //! # Metrics
 //!

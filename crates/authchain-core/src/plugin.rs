@@ -74,10 +74,12 @@ pub struct BuildContext<'a> {
     /// (`failureModeAllow`). The chain applies it; a step may use it to
     /// count its own bypasses under a name of its own.
     pub failure_mode_allow: bool,
-    /// The step's own `timeout`, if it has one. A step that may wait on
-    /// work it could do later (a key refresh) waits less, so that the
-    /// request is answered rather than timed out (which
-    /// `failureModeAllow` would let through).
+    /// The most time the step has for a request: its own `timeout`, else
+    /// the AuthConfig's `deadline` (`None`: built outside a config). A
+    /// step that may wait on work it could do later (a key refresh) or
+    /// for a place in a queue of its own waits less, so that the request
+    /// is answered rather than timed out (which `failureModeAllow` would
+    /// let through).
     pub timeout: Option<std::time::Duration>,
     /// The AuthConfig's namespace (empty: none), which references without
     /// one mean ([`ResourceRef::resolve`](crate::resources::ResourceRef::resolve)).
@@ -163,6 +165,15 @@ impl<'a> BuildContext<'a> {
     pub fn with_failure_mode_allow(mut self, allow: bool) -> Self {
         self.failure_mode_allow = allow;
         self
+    }
+
+    /// The longest a request should wait on something of the step's own
+    /// (a place in its queue, a key refresh it started): half its time,
+    /// so that it is answered (a deny, or [`Error::overloaded`]) before
+    /// its timer ends it with an error `failureModeAllow` lets through.
+    /// `None` outside a config: no bound but the work's own.
+    pub fn wait_limit(&self) -> Option<std::time::Duration> {
+        self.timeout.map(|t| t / 2)
     }
 
     /// The same context, for a step with this `timeout`.

@@ -128,6 +128,7 @@ fn service() -> ExtAuthzService {
     }));
     let engine = Engine::new(registry);
     let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
         .build()
         .unwrap();
     let yaml =

@@ -399,11 +399,19 @@ impl CheckConfig {
         // Swapped, not taken: the check's headers for the request's empty
         // map. Its length and `Transfer-Encoding` frame the check (Envoy
         // sets its own; nginx may pass the client's along without the
-        // body), and its version is the hop's: neither tells what the
-        // client sent, so the request has none.
+        // body), and its version is the hop's: none of them tells what
+        // the client sent. The length of a body the check carries is the
+        // body's.
         std::mem::swap(&mut request.headers, check_headers);
-        request.headers.remove(http::header::CONTENT_LENGTH);
         request.headers.remove(http::header::TRANSFER_ENCODING);
+        match &body {
+            Some(body) if !body.is_empty() => {
+                request
+                    .headers
+                    .insert(http::header::CONTENT_LENGTH, body.len().into());
+            }
+            _ => drop(request.headers.remove(http::header::CONTENT_LENGTH)),
+        }
         request.body = body;
         Ok((config, family.is_some()))
     }

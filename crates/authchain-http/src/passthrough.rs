@@ -395,6 +395,7 @@ impl ExtAuthPlugin for HttpPassthroughPlugin {
             timeout,
             response_header_timeout,
             slots: Arc::new(Semaphore::new(max_conns as usize)),
+            slot_wait: context.wait_limit(),
             client,
             allowed_headers,
             headers_to_add,
@@ -464,6 +465,8 @@ pub struct HttpPassthrough {
     response_header_timeout: Option<Duration>,
     /// One permit per call in flight (`connectionPool.maxConns`).
     slots: Arc<Semaphore>,
+    /// The longest wait for a slot ([`BuildContext::wait_limit`]).
+    slot_wait: Option<Duration>,
     client: Client<HttpsConnector<HttpConnector>, CallBody>,
     allowed_headers: Vec<HeaderName>,
     headers_to_add: HeaderMap,
@@ -561,11 +564,17 @@ impl HttpPassthrough {
         let written = Arc::new(Notify::new());
         let call = self.call_request(request, written.clone())?;
         let head = async {
-            let slot = self
-                .slots
-                .acquire()
-                .await
-                .map_err(|_| Error::step("the connection pool is closed"))?;
+            // A slot: a flood can take them all, so one not had in time is
+            // no outage of the auth server that `failureModeAllow` rides
+            // out.
+            let slot = self.slots.acquire();
+            let slot = match self.slot_wait {
+                None => slot.await,
+                Some(wait) => tokio::time::timeout(wait, slot).await.map_err(|_| {
+                    Error::overloaded("every connection to the auth server is in use")
+                })?,
+            }
+            .map_err(|_| Error::step("the connection pool is closed"))?;
             let answer = self.client.request(call);
             let answer = match self.response_header_timeout {
                 None => answer.await,

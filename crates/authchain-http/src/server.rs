@@ -5,6 +5,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use authchain_core::transport::{ConcurrencyLimit, Connection, ConnectionLimits};
 use authchain_core::{Engine, Peer};
 use bytes::Bytes;
@@ -33,7 +34,9 @@ pub const DEFAULT_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_
 #[derive(Debug, Clone)]
 pub struct CheckServer {
     engine: Arc<Engine>,
-    config: Arc<CheckConfig>,
+    /// Shared by the clones: [`reconfigure`](Self::reconfigure) on one
+    /// reaches the one serving.
+    config: Arc<ArcSwap<CheckConfig>>,
     body_limit: usize,
     read_timeout: std::time::Duration,
     limit: Option<ConcurrencyLimit>,
@@ -45,12 +48,20 @@ impl CheckServer {
     pub fn new(engine: Arc<Engine>, config: CheckConfig) -> Self {
         CheckServer {
             engine,
-            config: Arc::new(config),
+            config: Arc::new(ArcSwap::from_pointee(config)),
             body_limit: DEFAULT_BODY_LIMIT,
             read_timeout: DEFAULT_READ_TIMEOUT,
             limit: None,
             connections: ConnectionLimits::default(),
         }
+    }
+
+    /// Reads the checks that come after this as `config` says, on this
+    /// server and on every clone of it (the one [`serve`](Self::serve)
+    /// took): a reload's trusted proxies apply at once, a trust taken away
+    /// included.
+    pub fn reconfigure(&self, config: CheckConfig) {
+        self.config.store(Arc::new(config));
     }
 
     /// How many connections [`serve`](Self::serve) keeps open, and for how
@@ -114,7 +125,8 @@ impl CheckServer {
             permit => permit.flatten(),
         };
         let mut request = empty_request();
-        let (config, forward_auth) = match self.config.read_into(
+        let check_config = self.config.load_full();
+        let (config, forward_auth) = match check_config.read_into(
             &mut parts,
             body,
             peer,

@@ -746,7 +746,8 @@ async fn one_check_leaves_nothing_for_the_next() {
     assert_eq!(
         *seen.lock().unwrap(),
         [
-            "POST /one?a=1 host=\"one.example\" scheme=\"https\" id=\"id-1\" body=Some(b\"body\") state=Object {} headers=5",
+            // The five sent, and the length of the body the check carries.
+            "POST /one?a=1 host=\"one.example\" scheme=\"https\" id=\"id-1\" body=Some(b\"body\") state=Object {} headers=6",
             "POST /deny host=\"deny.example\" scheme=\"\" id=\"\" body=None state=Object {} headers=1",
             "POST /two host=\"\" scheme=\"\" id=\"\" body=None state=Object {} headers=0",
         ]
@@ -843,5 +844,39 @@ fn the_source_is_the_client_as_far_as_the_check_tells() {
             CLIENT
         ),
         None
+    );
+}
+
+/// A check's `Content-Length` and `Transfer-Encoding` frame the check,
+/// not the client's request (Envoy's HTTP service sets its own length, 0
+/// without a body), and its HTTP version is the hop's: the request a step
+/// sees has the length of the body the check carries, and no version.
+#[test]
+fn the_check_s_framing_is_not_the_client_s() {
+    use authchain_core::Peer;
+    let read = |headers: &[(&str, &str)], body: Option<&'static str>| {
+        let (mut parts, _) = request(Method::POST, "/check:site/x", headers, "").into_parts();
+        let body = body.map(|b: &'static str| bytes::Bytes::from_static(b.as_bytes()));
+        let (_, request) = CheckConfig::default()
+            .read(&mut parts, body, Peer::default())
+            .unwrap();
+        let length = request
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .map(|v| v.to_str().unwrap().to_owned());
+        assert!(
+            request
+                .headers
+                .get(http::header::TRANSFER_ENCODING)
+                .is_none()
+        );
+        assert!(request.protocol.is_empty());
+        length
+    };
+    assert_eq!(read(&[("content-length", "0")], None), None);
+    assert_eq!(read(&[("transfer-encoding", "chunked")], None), None);
+    assert_eq!(
+        read(&[("content-length", "99")], Some("{\"a\": 1}")).as_deref(),
+        Some("8")
     );
 }

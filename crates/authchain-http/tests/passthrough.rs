@@ -733,3 +733,36 @@ async fn a_mirror_of_nothing_is_an_error_where_it_is_named() {
         "{e}"
     );
 }
+
+/// The connection pool's slots are a flood's to take: a request that has
+/// none within half the step's time is turned away (the chain's
+/// `statusOnError`) even with `failureModeAllow`, which lets through only
+/// the auth server's own failure (here, its silence).
+#[tokio::test]
+async fn a_full_connection_pool_never_fails_open() {
+    let silent = authchain_testkit::silent_server().await.unwrap();
+    let yaml = format!(
+        "name: pt\nconfigs:\n- name: remote\n  timeout: 1s\n  failureModeAllow: true\n  passThroughAuth:\n    http: {{url: 'http://{silent}/auth', connectionTimeout: 5s, connectionPool: {{maxConns: 1}}}}\n"
+    );
+    let chain = Arc::new(build(&yaml).unwrap());
+    let runs: Vec<_> = (0..3)
+        .map(|_| {
+            let chain = chain.clone();
+            tokio::spawn(async move { chain.authorize(&mut request(&[])).await })
+        })
+        .collect();
+    let mut turned_away = 0;
+    for run in runs {
+        match run.await.unwrap() {
+            Decision::Deny(deny) => {
+                assert_eq!(deny.status, StatusCode::FORBIDDEN);
+                turned_away += 1;
+            }
+            Decision::Allow(allow) => assert_eq!(
+                allow.headers[0].name, "x-envoy-auth-failure-mode-allowed",
+                "only the server's silence passes"
+            ),
+        }
+    }
+    assert_eq!(turned_away, 2, "the two without a connection");
+}

@@ -20,7 +20,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, Admin};
-use crate::settings::{Loaded, Settings};
+use crate::settings::{Loaded, Settings, TrustedProxySettings};
 
 /// How long the files must be quiet before a reload: an editor's save, a
 /// ConfigMap swap or a file written in pieces is several events.
@@ -201,19 +201,13 @@ impl Server {
                 }
             });
         }
+        // The HTTP check server, kept to give it a reload's trusted
+        // proxies.
+        let mut check_server = None;
         if let Some(http) = &settings.http {
             let listener = bind("HTTP checks", http.address).await?;
             addresses.push(format!("http={}", local(&listener)));
-            let mut config = CheckConfig::default();
-            for proxy in &http.trusted_proxies {
-                config = config.trust([proxy.network], proxy.headers);
-            }
-            if let Some(prefix) = &http.prefix {
-                config = config.prefix(prefix);
-            }
-            if let Some(name) = &settings.default_config {
-                config = config.default_config(name);
-            }
+            let config = check_config(&settings, &http.trusted_proxies);
             let mut server = CheckServer::new(engine.clone(), config)
                 .concurrency_limit(limits[1].clone())
                 .connection_limits(http.connection_limits());
@@ -223,6 +217,7 @@ impl Server {
             if let Some(max) = http.body_limit {
                 server = server.body_limit(max);
             }
+            check_server = Some(server.clone());
             let stop = stop.clone().cancelled_owned();
             tasks.spawn(async move {
                 if let Err(e) = server.serve(listener, stop).await {
@@ -287,6 +282,13 @@ impl Server {
                     match reloaded {
                         Ok(Some(next)) => {
                             reloads.watch(&next, engine.current().files());
+                            if let (Some(server), Some(http)) = (&check_server, &next.settings.http)
+                                && serving.settings.http.as_ref().map(|h| &h.trusted_proxies)
+                                    != Some(&http.trusted_proxies)
+                            {
+                                server.reconfigure(check_config(&settings, &http.trusted_proxies));
+                                tracing::info!("the HTTP check server trusts the reloaded trustedProxies");
+                            }
                             current = Some(next);
                         }
                         Ok(None) => {}
@@ -452,21 +454,6 @@ async fn reload(
         return Err(Some((next, Vec::new())));
     }
     let waiting = restart_only(running, &next.settings);
-    // Who is trusted and what is logged cannot wait for a restart
-    // unnoticed: a trust removed would go on.
-    let binding: Vec<&str> = waiting
-        .iter()
-        .copied()
-        .filter(|s| matches!(*s, "http.trustedProxies" | "decisionLog"))
-        .collect();
-    if !binding.is_empty() {
-        let e = Error::config(format!(
-            "{} changed, which only a restart applies: nothing of this change is loaded; restart to apply it",
-            binding.join(" and ")
-        ));
-        rejected(REJECTED, &e);
-        return Err(Some((next, Vec::new())));
-    }
     if !waiting.is_empty() {
         tracing::warn!(
             settings = %waiting.join(", "),
@@ -487,8 +474,26 @@ async fn reload(
     }
 }
 
+/// How the HTTP check server reads checks: `trusted` proxies (the
+/// running ones, or a reload's), and the listener's prefix and default
+/// AuthConfig as `settings` (the ones it started with) say.
+fn check_config(settings: &Settings, trusted: &[TrustedProxySettings]) -> CheckConfig {
+    let mut config = CheckConfig::default();
+    for proxy in trusted {
+        config = config.trust([proxy.network], proxy.headers);
+    }
+    if let Some(prefix) = settings.http.as_ref().and_then(|h| h.prefix.as_ref()) {
+        config = config.prefix(prefix);
+    }
+    if let Some(name) = &settings.default_config {
+        config = config.default_config(name);
+    }
+    config
+}
+
 /// The settings that changed from `old` to `new` that a reload cannot
-/// apply (all but the AuthConfigs), by the names the file gives them.
+/// apply (all but the AuthConfigs, `userIdHeader` and the trusted
+/// proxies), by the names the file gives them.
 fn restart_only(old: &Settings, new: &Settings) -> Vec<&'static str> {
     let mut changed = Vec::new();
     let mut differ = |name, same: bool| {
@@ -500,10 +505,6 @@ fn restart_only(old: &Settings, new: &Settings) -> Vec<&'static str> {
     differ("grpc", old.grpc == new.grpc);
     differ("http.address", a.map(|h| h.address) == b.map(|h| h.address));
     differ("http.prefix", a.map(|h| &h.prefix) == b.map(|h| &h.prefix));
-    differ(
-        "http.trustedProxies",
-        a.map(|h| &h.trusted_proxies) == b.map(|h| &h.trusted_proxies),
-    );
     differ(
         "http.bodyLimit",
         a.map(|h| h.body_limit) == b.map(|h| h.body_limit),
@@ -532,13 +533,19 @@ fn restart_only(old: &Settings, new: &Settings) -> Vec<&'static str> {
     differ("decisionLog", old.decision_log == new.decision_log);
     differ("watch", old.watch == new.watch);
     // A setting added later and not named above still says so.
-    // `userIdHeader` is applied as each AuthConfig's default, so it
-    // reloads with them.
-    let rest = |s: &Settings| Settings {
-        auth_configs: Vec::new(),
-        auth_config_files: Vec::new(),
-        user_id_header: None,
-        ..s.clone()
+    // `userIdHeader` is applied as each AuthConfig's default, and the
+    // trusted proxies by the check server, so they reload with them.
+    let rest = |s: &Settings| {
+        let mut rest = Settings {
+            auth_configs: Vec::new(),
+            auth_config_files: Vec::new(),
+            user_id_header: None,
+            ..s.clone()
+        };
+        if let Some(http) = &mut rest.http {
+            http.trusted_proxies.clear();
+        }
+        rest
     };
     if changed.is_empty() && rest(old) != rest(new) {
         changed.push("server settings");

@@ -378,10 +378,25 @@ impl ApiKeyAuth {
             return Ok(named);
         }
         let bearer = util::scheme_credential(request, &http::header::AUTHORIZATION, "Bearer ");
-        match (named, bearer) {
-            (None, bearer) => bearer.map(|k| k.map(str::as_bytes)),
-            (Some(named), Ok(Some(bearer))) if bearer.as_bytes() != named => Err(()),
-            (Some(named), _) => Ok(Some(named)),
+        let Some(named) = named else {
+            return bearer.map(|k| k.map(str::as_bytes));
+        };
+        // Beside the named key, an `Authorization` of another scheme is
+        // another step's; a bearer (or what may be one: a second value,
+        // one too long) must be the same key.
+        let mut authorization = request.headers.get_all(http::header::AUTHORIZATION).iter();
+        let other_scheme = match (authorization.next(), authorization.next()) {
+            (None, _) => true,
+            (Some(v), None) => !v
+                .as_bytes()
+                .get(..6)
+                .is_some_and(|s| s.eq_ignore_ascii_case(b"bearer")),
+            (Some(_), Some(_)) => false,
+        };
+        match bearer {
+            _ if other_scheme => Ok(Some(named)),
+            Ok(Some(bearer)) if bearer.as_bytes() == named => Ok(Some(named)),
+            _ => Err(()),
         }
     }
 

@@ -60,10 +60,9 @@
 //! `/admin`; one that signs `/admin` is not. A signed `digest` header
 //! (RFC 3230, `SHA-256=` or `SHA-512=`) must be the body's, as the check
 //! carries it: where the proxy does not send the body to the check, a
-//! digest is refused unless the request says it has no body
-//! (`Content-Length: 0`, or HTTP/1 with neither a length nor
-//! `Transfer-Encoding`; a forward-auth hop does not tell the client's
-//! protocol, and HTTP/2 need not declare a body). A signature may be replayed
+//! digest is refused unless the request says it has no body with
+//! `Content-Length: 0` (HTTP/2 need not declare a body, and Envoy's
+//! check leaves out `Transfer-Encoding: chunked`). A signature may be replayed
 //! within `clockSkew` of its `Date` (to another host too, unless `host` is
 //! signed): keep it short, require `host`, and keep TLS in front. A key
 //! under 32 bytes is warned about: one signed request is enough to search
@@ -558,26 +557,20 @@ struct Signed<'r> {
 const DIGEST: HeaderName = HeaderName::from_static("digest");
 
 /// Whether a request whose body the check did not carry has none: it
-/// says `Content-Length: 0`, or it came over HTTP/1 (as the proxy tells)
-/// with neither a length nor `Transfer-Encoding`. An HTTP/2 or HTTP/3
-/// request need not declare its body, and a forward-auth hop does not
-/// tell the client's protocol.
+/// says `Content-Length: 0` (and no `Transfer-Encoding`). Nothing else
+/// tells: HTTP/2 and HTTP/3 need not declare a body, and Envoy's check
+/// leaves out an HTTP/1.1 request's `Transfer-Encoding: chunked`.
 fn says_it_has_no_body(request: &AuthorizationRequest) -> bool {
-    if request
-        .headers
-        .contains_key(http::header::TRANSFER_ENCODING)
-    {
-        return false;
-    }
     let mut lengths = request
         .headers
         .get_all(http::header::CONTENT_LENGTH)
         .iter()
         .peekable();
-    if lengths.peek().is_some() {
-        return lengths.all(|v| v.as_bytes() == b"0");
-    }
-    matches!(request.protocol.as_str(), "HTTP/1.1" | "HTTP/1.0")
+    lengths.peek().is_some()
+        && lengths.all(|v| v.as_bytes() == b"0")
+        && !request
+            .headers
+            .contains_key(http::header::TRANSFER_ENCODING)
 }
 
 /// A signed `Digest` (RFC 3230: `SHA-256=<base64>`, `SHA-512=<base64>`,

@@ -248,7 +248,10 @@ impl ExtAuthPlugin for JwtPlugin {
         // rendered nothing, say) must not turn a step that checks tokens
         // into one that trusts Envoy's verdict.
         match &config {
-            Value::Object(block) if block.is_empty() => return Ok(Arc::new(VerifiedByEnvoy)),
+            Value::Object(block) if block.is_empty() => {
+                util::calls_no_server(context)?;
+                return Ok(Arc::new(VerifiedByEnvoy));
+            }
             Value::Object(_) => {}
             _ => {
                 return Err(Error::config(
@@ -257,6 +260,9 @@ impl ExtAuthPlugin for JwtPlugin {
             }
         }
         let config: JwtConfig = authchain_core::deserialize_config(config)?;
+        if config.jwks.remote.is_none() {
+            util::calls_no_server(context)?;
+        }
         Ok(Arc::new(JwtAuth::read(config, context)?))
     }
 }
@@ -513,9 +519,9 @@ pub(crate) struct Verifier {
     /// of a validation to fit the key.
     validations: Vec<(AlgorithmFamily, Validation)>,
     /// How long a token with an unknown `kid` waits for the refresh it
-    /// starts (`None`: until it ends): half the step's timeout, so that a
-    /// made-up `kid` is a 401, never a timeout that `failureModeAllow`
-    /// lets through.
+    /// starts (`None`: until it ends), so that a made-up `kid` is a 401,
+    /// never a timeout that `failureModeAllow` lets through
+    /// ([`BuildContext::wait_limit`]).
     unknown_key_wait: Option<Duration>,
 }
 
@@ -736,7 +742,7 @@ impl Verifier {
                 allowed,
             }),
             validations,
-            unknown_key_wait: context.timeout.map(|t| t / 2),
+            unknown_key_wait: context.wait_limit(),
         })
     }
 }

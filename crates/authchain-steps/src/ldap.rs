@@ -242,6 +242,9 @@ struct ServiceAccount {
 /// The service [`LdapPlugin`] builds.
 pub struct LdapAuth {
     timeout: Duration,
+    /// The longest wait for a connection's place
+    /// ([`BuildContext::wait_limit`]).
+    queue_wait: Option<Duration>,
     user_dn: (String, String),
     /// The attribute the user name is the value of (`uid` in `uid=%s,...`),
     /// lower case.
@@ -370,6 +373,7 @@ impl LdapAuth {
         let challenge = HeaderValue::from_static("Basic realm=\"authchain\"");
         Ok(LdapAuth {
             timeout,
+            queue_wait: context.wait_limit(),
             user_dn,
             rdn_attribute,
             filter,
@@ -414,6 +418,15 @@ impl LdapAuth {
         match bound.rc {
             0 => {}
             rc if UNAVAILABLE.contains(&rc) => return Err(bound.into()),
+            // The directory wants another bind than ours (TLS, a stronger
+            // method): every user is refused, which the config must fix.
+            rc @ (7 | 8 | 13) => {
+                tracing::warn!(
+                    rc,
+                    "ldap: the directory refuses simple binds as this step makes them (TLS or another method required)"
+                );
+                return Ok(Outcome::Unauthorized);
+            }
             _ => return Ok(Outcome::Unauthorized),
         }
         if let Some(account) = &self.account {
@@ -500,7 +513,16 @@ impl LdapAuth {
         if user.trim() != user || user.chars().any(char::is_control) {
             return Ok(self.challenge());
         }
-        let _place = self.pool.in_use.acquire().await.map_err(Error::step)?;
+        // A place: made-up passwords can take them all, so one not had in
+        // time is no outage that `failureModeAllow` rides out.
+        let place = self.pool.in_use.acquire();
+        let _place = match self.queue_wait {
+            None => place.await,
+            Some(wait) => tokio::time::timeout(wait, place)
+                .await
+                .map_err(|_| Error::overloaded("every LDAP connection is in use"))?,
+        }
+        .map_err(Error::step)?;
         let (mut ldap, pooled) = match self.pool.take() {
             Some(ldap) => (ldap, true),
             None => (self.pool.connect().await?, false),

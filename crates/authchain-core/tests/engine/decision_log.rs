@@ -78,6 +78,7 @@ fn request(path: &str) -> AuthorizationRequest {
         ("x-api-key", "s3cret-key"),
         ("x-request-id", "req-7"),
         ("x-tenant", "acme"),
+        ("x-auth-request-user", "bob"),
     ] {
         r.headers.append(
             HeaderName::from_static(name),
@@ -208,7 +209,15 @@ async fn each_decision_is_one_record_with_its_steps() {
 #[tokio::test]
 async fn sampling_every_config_and_the_config_s_own() {
     let yaml = "name: all\nconfigs:\n- pluginAuth: { name: Allow }\n---\nname: none\ndecisionLog: { sample: 0 }\nconfigs:\n- pluginAuth: { name: Allow }\n";
-    let (engine, sink) = engine(yaml, Some(Sampling::default().header("x-tenant"))).await;
+    let (engine, sink) = engine(
+        yaml,
+        Some(
+            Sampling::default()
+                .header("x-tenant")
+                .header("x-auth-request-user"),
+        ),
+    )
+    .await;
     let generation = engine.current();
     for name in ["all", "none"] {
         for _ in 0..10 {
@@ -224,6 +233,8 @@ async fn sampling_every_config_and_the_config_s_own() {
     assert!(logged.iter().all(|r| r["config"] == "all"));
     // A header the server's settings name is logged by value.
     assert_eq!(logged[0]["input"]["headers"]["x-tenant"], "acme");
+    // An identity a proxy sends on is no credential.
+    assert_eq!(logged[0]["input"]["headers"]["x-auth-request-user"], "bob");
 
     // A share outside 0..1, a bad header name: config errors, placed.
     for (block, place) in [
@@ -237,6 +248,10 @@ async fn sampling_every_config_and_the_config_s_own() {
         ("{ headers: [x-api-key] }", "decisionLog.headers[0]"),
         ("{ headers: [x-a, X-Auth-Token] }", "decisionLog.headers[1]"),
         ("{ headers: [x-session-id] }", "decisionLog.headers[0]"),
+        (
+            "{ headers: [x-forwarded-bearer] }",
+            "decisionLog.headers[0]",
+        ),
     ] {
         let yaml =
             format!("name: x\ndecisionLog: {block}\nconfigs:\n- pluginAuth: {{ name: Allow }}\n");

@@ -244,6 +244,43 @@ async fn a_digest_of_no_body_does_not_cover_an_http2_body() {
     }
 }
 
+/// The same over HTTP/1.1 with a chunked body, which declares no length:
+/// `Transfer-Encoding` reaches the check (Envoy keeps it), so the body it
+/// did not see is not judged empty.
+#[tokio::test]
+async fn a_digest_of_no_body_does_not_cover_a_chunked_http1_body() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let stack = Stack::start(
+        &config_files(&["hmac-auth.yaml"]),
+        &[("/", "gloo-system.hmac-auth")],
+        |b| b,
+    )
+    .await;
+    let digest = "SHA-256=47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=";
+    let date = now();
+    let signature = sign(
+        KEY,
+        &format!("date: {date}\nPOST /orders HTTP/1.1\ndigest: {digest}"),
+    );
+    let auth = authorization(USER, &signature).replace(
+        "headers=\"date @request-target\"",
+        "headers=\"date @request-target digest\"",
+    );
+    let mut stream = tokio::net::TcpStream::connect(stack.ingress).await.unwrap();
+    let request = format!(
+        "POST /orders HTTP/1.1\r\nhost: app.example\r\ndate: {date}\r\nauthorization: {auth}\r\ndigest: {digest}\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n13\r\n{{\"amount\": 1000000}}\r\n0\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 401"),
+        "{answer}\n{}",
+        stack.authchain.log()
+    );
+}
+
 /// The status of an HTTP/2 `POST /orders` to `ingress`, alice's signature
 /// covering a `Digest` of no body, with `body` in one frame and no
 /// length (`None`: no body, and `content-length: 0`).

@@ -217,6 +217,8 @@ struct Asker {
     answers: Answers,
     /// Permits for calls to the IdP ([`MAX_CALLS`]).
     calls: tokio::sync::Semaphore,
+    /// The longest wait for a permit ([`BuildContext::wait_limit`]).
+    queue_wait: Duration,
 }
 
 /// How a token is checked.
@@ -493,7 +495,7 @@ impl AccessToken {
             &config.introspection,
             set(&config.introspection_url),
         ) {
-            (Some(jwt), None, None) => Check::Jwt(jwt_verifier(jwt, timeout, context.timeout)?),
+            (Some(jwt), None, None) => Check::Jwt(jwt_verifier(jwt, timeout, context)?),
             (None, Some(i), None) => Check::Introspection(Box::new(
                 introspection(i, context).map_err(|e| e.at("introspection"))?,
             )),
@@ -539,6 +541,7 @@ impl AccessToken {
                 http: Http::new(timeout)?,
                 answers: Answers::new(keep),
                 calls: tokio::sync::Semaphore::new(MAX_CALLS),
+                queue_wait: context.wait_limit().map_or(timeout, |w| w.min(timeout)),
             }),
             prf: util::Prf::new(),
             claim_headers: ClaimHeaders::new(&config.claims_to_headers, "claimsToHeaders")?,
@@ -556,12 +559,12 @@ impl AccessToken {
     }
 }
 
-/// The `jwt` block as the `jwt` step's keys and checks, for a step with
-/// `step_timeout` (which a made-up `kid`'s key refresh keeps within).
+/// The `jwt` block as the `jwt` step's keys and checks, for the step
+/// `context` builds (a made-up `kid`'s key refresh keeps within its time).
 fn jwt_verifier(
     jwt: &JwtValidation,
     timeout: Duration,
-    step_timeout: Option<Duration>,
+    context: &BuildContext<'_>,
 ) -> Result<Verifier, Error> {
     let (local, remote) = match (&jwt.local_jwks, &jwt.remote_jwks) {
         (Some(local), None) => (
@@ -604,8 +607,8 @@ fn jwt_verifier(
         realm: None,
     };
     let mut within = BuildContext::new("", "", "");
-    if let Some(step_timeout) = step_timeout {
-        within = within.with_timeout(step_timeout);
+    if let Some(time) = context.timeout {
+        within = within.with_timeout(time);
     }
     Verifier::new(&config, &within).map_err(relocate)
 }
@@ -878,7 +881,7 @@ impl AccessToken {
 impl Asker {
     /// Asks the IdP about `token`: introspection, then userinfo.
     async fn ask(&self, token: &str, mut exp: Option<SystemTime>) -> Looked {
-        let Ok(Ok(_permit)) = tokio::time::timeout(self.http.timeout(), self.calls.acquire()).await
+        let Ok(Ok(_permit)) = tokio::time::timeout(self.queue_wait, self.calls.acquire()).await
         else {
             return Ok(Lookup::Busy);
         };

@@ -40,7 +40,10 @@ impl<V: Clone + Send + Sync + 'static> Flights<V> {
             match calls.get(&key) {
                 Some(answer) => (answer.clone(), None),
                 None if calls.len() >= self.limit => {
-                    return Err(Error::overloaded("too many calls to the IdP under way"));
+                    return Err(Error::overloaded(format!(
+                        "{} calls to the IdP under way already",
+                        self.limit
+                    )));
                 }
                 None => {
                     let (tell, answer) = watch::channel(None);

@@ -65,6 +65,8 @@ async fn a_bearer_key_works_when_allowed() {
         ("Bearer alice-key-0123456789", None),
         ("Bearer not-a-key", None),
         ("Basic Ym9iOnB3", Some("bob")),
+        ("Bearer", None),
+        ("bearer    ", None),
     ] {
         let d = allowed.authorize(&mut both(authorization)).await;
         assert_eq!(
@@ -74,6 +76,14 @@ async fn a_bearer_key_works_when_allowed() {
         );
         assert_eq!(status(&d), if user.is_some() { 200 } else { 401 });
     }
+    // A bearer twice (the HTTP transports keep both): which one the app
+    // reads is not known, so neither is taken.
+    let mut twice = both("Bearer bob-key-0123456789");
+    twice.headers.append(
+        http::header::AUTHORIZATION,
+        HeaderValue::from_static("Bearer alice-key-0123456789"),
+    );
+    assert_eq!(status(&allowed.authorize(&mut twice).await), 401);
 }
 
 #[tokio::test]

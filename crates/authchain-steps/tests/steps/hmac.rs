@@ -462,14 +462,15 @@ async fn algorithms_and_required_headers_narrow_what_is_accepted() {
         "digest",
         "SHA-256=47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=".to_owned(),
     )];
-    // Without the body, the request must say it has none: HTTP/1 says so
-    // by declaring no length; HTTP/2 and HTTP/3 need not declare one, and
-    // a forward-auth hop does not tell the client's protocol.
+    // Without the body, the request must say it has none, with a length
+    // of 0: HTTP/2 and HTTP/3 need not declare a body, and Envoy's check
+    // leaves out an HTTP/1.1 request's `Transfer-Encoding: chunked`.
     for (protocol, length, allowed) in [
-        ("HTTP/1.1", None, true),
-        ("HTTP/1.0", None, true),
         ("HTTP/2", Some("0"), true),
+        ("HTTP/1.1", Some("0"), true),
         ("", Some("0"), true),
+        ("HTTP/1.1", None, false),
+        ("HTTP/1.0", None, false),
         ("HTTP/2", None, false),
         ("HTTP/3", None, false),
         ("", None, false),
@@ -490,7 +491,10 @@ async fn algorithms_and_required_headers_narrow_what_is_accepted() {
     }
     for (name, value) in [("content-length", "18"), ("transfer-encoding", "chunked")] {
         let mut r = empty.request(Method::GET, "/");
-        r.protocol = "HTTP/1.1".to_owned();
+        r.headers.insert(
+            http::header::CONTENT_LENGTH,
+            http::HeaderValue::from_static("0"),
+        );
         r.headers.insert(
             http::HeaderName::from_static(name),
             http::HeaderValue::from_static(value),

@@ -527,6 +527,42 @@ async fn any_refusal_of_the_user_s_bind_is_a_401() {
     }
 }
 
+/// The connections in use are a flood's to take: a request that has
+/// none within half the step's time is turned away (503 here) even with
+/// `failureModeAllow`, which lets through only the directory's own
+/// failure (here, its silence).
+#[tokio::test]
+async fn every_connection_in_use_never_fails_open() {
+    let addr = authchain_testkit::silent_server().await.unwrap();
+    let yaml = config(
+        &format!("ldap://{addr}"),
+        "    timeout: 5s\n    maxConnections: 1\n    pool: { initialSize: 0, maxSize: 1 }",
+        "",
+    )
+    .replace(
+        "  - ldap:",
+        "  - failureModeAllow: true\n    timeout: 1s\n    ldap:",
+    );
+    assert!(yaml.contains("failureModeAllow"), "{yaml}");
+    let chain = chain(&yaml).await;
+    let runs: Vec<_> = (0..3)
+        .map(|_| {
+            let chain = chain.clone();
+            tokio::spawn(async move { status_of(&chain, "rick", "rickpwd").await })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for run in runs {
+        statuses.push(run.await.unwrap());
+    }
+    statuses.sort();
+    assert_eq!(
+        statuses,
+        [200, 503, 503],
+        "one waits on the directory, two on it"
+    );
+}
+
 #[tokio::test]
 async fn bad_configs_name_their_field() {
     let secret_missing = "    groupLookupSettings:

@@ -208,6 +208,8 @@ async fn failure_mode_allow_is_refused_on_steps_that_call_no_server() {
             "opaAuth",
             "{ query: data.t.allow, modules: { t.rego: \"package t\\nallow := true\" } }",
         ),
+        // Envoy's verdict, or a key set of its own: no server either.
+        ("jwt", "{}"),
     ] {
         let yaml = format!("name: n\nconfigs:\n- failureModeAllow: true\n  {kind}: {block}\n");
         let error = load_error(&yaml).await.to_string();
