@@ -244,18 +244,9 @@ async fn a_digest_of_no_body_does_not_cover_an_http2_body() {
     }
 }
 
-/// The same over HTTP/1.1 with a chunked body, which declares no length:
-/// `Transfer-Encoding` reaches the check (Envoy keeps it), so the body it
-/// did not see is not judged empty.
-#[tokio::test]
-async fn a_digest_of_no_body_does_not_cover_a_chunked_http1_body() {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let stack = Stack::start(
-        &config_files(&["hmac-auth.yaml"]),
-        &[("/", "gloo-system.hmac-auth")],
-        |b| b,
-    )
-    .await;
+/// alice's `Date`, `Authorization` and `Digest` for `POST /orders`, her
+/// signature covering a `Digest` of no body (SHA-256 of nothing).
+fn digest_of_nothing_signed() -> [(&'static str, String); 3] {
     let digest = "SHA-256=47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=";
     let date = now();
     let signature = sign(
@@ -266,6 +257,26 @@ async fn a_digest_of_no_body_does_not_cover_a_chunked_http1_body() {
         "headers=\"date @request-target\"",
         "headers=\"date @request-target digest\"",
     );
+    [
+        ("date", date),
+        ("authorization", auth),
+        ("digest", digest.to_owned()),
+    ]
+}
+
+/// The same over HTTP/1.1 with a chunked body, which declares no length:
+/// Envoy's check leaves out its `Transfer-Encoding`, so only a length of 0
+/// says a body is empty.
+#[tokio::test]
+async fn a_digest_of_no_body_does_not_cover_a_chunked_http1_body() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let stack = Stack::start(
+        &config_files(&["hmac-auth.yaml"]),
+        &[("/", "gloo-system.hmac-auth")],
+        |b| b,
+    )
+    .await;
+    let [(_, date), (_, auth), (_, digest)] = digest_of_nothing_signed();
     let mut stream = tokio::net::TcpStream::connect(stack.ingress).await.unwrap();
     let request = format!(
         "POST /orders HTTP/1.1\r\nhost: app.example\r\ndate: {date}\r\nauthorization: {auth}\r\ndigest: {digest}\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n13\r\n{{\"amount\": 1000000}}\r\n0\r\n\r\n"
@@ -288,17 +299,7 @@ async fn post_h2_with_digest_of_nothing(
     ingress: std::net::SocketAddr,
     body: Option<&'static str>,
 ) -> u16 {
-    // SHA-256 of nothing.
-    let digest = "SHA-256=47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=";
-    let date = now();
-    let signature = sign(
-        KEY,
-        &format!("date: {date}\nPOST /orders HTTP/1.1\ndigest: {digest}"),
-    );
-    let auth = authorization(USER, &signature).replace(
-        "headers=\"date @request-target\"",
-        "headers=\"date @request-target digest\"",
-    );
+    let [(_, date), (_, auth), (_, digest)] = digest_of_nothing_signed();
     let io = tokio::net::TcpStream::connect(ingress).await.unwrap();
     let (mut sender, connection) = hyper::client::conn::http2::handshake(
         hyper_util::rt::TokioExecutor::new(),
