@@ -395,7 +395,10 @@ impl ExtAuthPlugin for HttpPassthroughPlugin {
             timeout,
             response_header_timeout,
             slots: Arc::new(Semaphore::new(max_conns as usize)),
-            slot_wait: context.wait_limit(),
+            // Within the call's own time too, whose end is an error.
+            slot_wait: context
+                .wait_limit()
+                .map_or(timeout / 2, |w| w.min(timeout / 2)),
             client,
             allowed_headers,
             headers_to_add,
@@ -465,8 +468,9 @@ pub struct HttpPassthrough {
     response_header_timeout: Option<Duration>,
     /// One permit per call in flight (`connectionPool.maxConns`).
     slots: Arc<Semaphore>,
-    /// The longest wait for a slot ([`BuildContext::wait_limit`]).
-    slot_wait: Option<Duration>,
+    /// The longest wait for a slot ([`BuildContext::wait_limit`], and half
+    /// the call's time).
+    slot_wait: Duration,
     client: Client<HttpsConnector<HttpConnector>, CallBody>,
     allowed_headers: Vec<HeaderName>,
     headers_to_add: HeaderMap,
@@ -567,14 +571,10 @@ impl HttpPassthrough {
             // A slot: a flood can take them all, so one not had in time is
             // no outage of the auth server that `failureModeAllow` rides
             // out.
-            let slot = self.slots.acquire();
-            let slot = match self.slot_wait {
-                None => slot.await,
-                Some(wait) => tokio::time::timeout(wait, slot).await.map_err(|_| {
-                    Error::overloaded("every connection to the auth server is in use")
-                })?,
-            }
-            .map_err(|_| Error::step("the connection pool is closed"))?;
+            let slot = tokio::time::timeout(self.slot_wait, self.slots.acquire())
+                .await
+                .map_err(|_| Error::overloaded("every connection to the auth server is in use"))?
+                .map_err(|_| Error::step("the connection pool is closed"))?;
             let answer = self.client.request(call);
             let answer = match self.response_header_timeout {
                 None => answer.await,

@@ -735,14 +735,20 @@ async fn a_mirror_of_nothing_is_an_error_where_it_is_named() {
 }
 
 /// The connection pool's slots are a flood's to take: a request that has
-/// none within half the step's time is turned away (the chain's
-/// `statusOnError`) even with `failureModeAllow`, which lets through only
-/// the auth server's own failure (here, its silence).
+/// none within half the step's time, or half the call's, is turned away
+/// (the chain's `statusOnError`) even with `failureModeAllow`, which lets
+/// through only the auth server's own failure (here, its silence).
 #[tokio::test]
 async fn a_full_connection_pool_never_fails_open() {
     let silent = authchain_testkit::silent_server().await.unwrap();
+    for (step_timeout, call_timeout) in [("\n  timeout: 1s", "5s"), ("", "1s")] {
+        full_pool_with(silent, step_timeout, call_timeout).await;
+    }
+}
+
+async fn full_pool_with(silent: std::net::SocketAddr, step_timeout: &str, call_timeout: &str) {
     let yaml = format!(
-        "name: pt\nconfigs:\n- name: remote\n  timeout: 1s\n  failureModeAllow: true\n  passThroughAuth:\n    http: {{url: 'http://{silent}/auth', connectionTimeout: 5s, connectionPool: {{maxConns: 1}}}}\n"
+        "name: pt\nconfigs:\n- name: remote{step_timeout}\n  failureModeAllow: true\n  passThroughAuth:\n    http: {{url: 'http://{silent}/auth', connectionTimeout: {call_timeout}, connectionPool: {{maxConns: 1}}}}\n"
     );
     let chain = Arc::new(build(&yaml).unwrap());
     let runs: Vec<_> = (0..3)
@@ -764,5 +770,8 @@ async fn a_full_connection_pool_never_fails_open() {
             ),
         }
     }
-    assert_eq!(turned_away, 2, "the two without a connection");
+    assert_eq!(
+        turned_away, 2,
+        "the two without a connection ({step_timeout:?}, {call_timeout})"
+    );
 }

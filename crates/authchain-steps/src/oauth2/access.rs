@@ -160,9 +160,9 @@ const DEFAULT_CACHE_TIMEOUT: Duration = Duration::from_secs(600);
 /// The most tokens whose answers are kept.
 const CACHE_ENTRIES: u64 = 10_000;
 
-/// The most bytes of answers (their JSON) kept: each token's answers
-/// weigh their JSON's length, and at least `CACHE_BYTES / CACHE_ENTRIES`,
-/// so that both bounds hold.
+/// The most bytes of answers kept: each token's answers weigh what they
+/// take in memory (about: [`weight_of`]), and at least
+/// `CACHE_BYTES / CACHE_ENTRIES`, so that both bounds hold.
 const CACHE_BYTES: u64 = 32 << 20;
 
 /// The most calls to the IdP under way at once for one step: a flood of
@@ -364,7 +364,7 @@ impl Answers {
         let bytes = [&introspection, &userinfo]
             .into_iter()
             .flatten()
-            .map(|v| json_len(v))
+            .map(|v| weight_of(v))
             .sum::<u64>();
         let weight = bytes.max(CACHE_BYTES / CACHE_ENTRIES);
         Remote {
@@ -378,22 +378,20 @@ impl Answers {
     }
 }
 
-/// The length of `value` as compact JSON.
-fn json_len(value: &Value) -> u64 {
-    struct Count(u64);
-    impl std::io::Write for Count {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0 += bytes.len() as u64;
-            Ok(bytes.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
+/// About what `value` takes in memory: a `Value` per node, and the bytes
+/// of its strings and keys. Its JSON's length would undercount a parsed
+/// `[0,0,...]` some sixteen times.
+fn weight_of(value: &Value) -> u64 {
+    const NODE: u64 = std::mem::size_of::<Value>() as u64;
+    NODE + match value {
+        Value::String(s) => s.len() as u64,
+        Value::Array(items) => items.iter().map(weight_of).sum(),
+        Value::Object(members) => members
+            .iter()
+            .map(|(name, value)| NODE + name.len() as u64 + weight_of(value))
+            .sum(),
+        Value::Null | Value::Bool(_) | Value::Number(_) => 0,
     }
-    let mut count = Count(0);
-    // Writing to a counter cannot fail.
-    let _ = serde_json::to_writer(&mut count, value);
-    count.0
 }
 
 /// A place in the `jwt` step's config, as this block names it.
@@ -1040,4 +1038,23 @@ impl AuthService for AccessToken {
     // `reads` is left at its default (`None`, "anything"): the answer
     // depends on the time (`exp`) and on the IdP (a revoked token, a
     // changed userinfo), not on `Authorization` alone, as for `jwt`.
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// An answer weighs what it takes parsed: a `Value` per node, not a
+    /// byte or two of JSON.
+    #[test]
+    fn an_answer_weighs_its_nodes() {
+        let node = std::mem::size_of::<Value>() as u64;
+        let zeros = Value::Array(vec![json!(0); 1000]);
+        assert!(weight_of(&zeros) > 1000 * node);
+        assert!(weight_of(&zeros) > 16 * serde_json::to_vec(&zeros).unwrap().len() as u64);
+        assert_eq!(weight_of(&json!("abc")), node + 3);
+        assert_eq!(weight_of(&json!({ "ab": null })), 3 * node + 2);
+    }
 }
