@@ -45,9 +45,11 @@
 //!    around them and escapes), else 403.
 //!
 //! An allowed user goes into `UserInfo` and into `state.ldap` (`user`,
-//! `dn`, `groups`), named as the entry's own DN spells the
-//! `userDnTemplate` attribute (`RICK` or a full-width `ｒｉｃｋ` bind as
-//! `rick` on most directories, and are `rick` here); a name with spaces
+//! `dn`, `groups`), named as the entry's own DN spells the part of the
+//! `userDnTemplate`'s first RDN that `%s` stands for (`RICK` or a
+//! full-width `ｒｉｃｋ` bind as `rick` on most directories, and are `rick`
+//! here; with `uid=ext-%s,...`, the entry `uid=ext-rick` is `rick`; a
+//! template whose `%s` is elsewhere names the user as typed); a name with spaces
 //! around it or a control character, or a password with a NUL, is a 401.
 //! A directory that cannot be reached, or that does not answer within
 //! `timeout`, is a step error.
@@ -246,9 +248,9 @@ pub struct LdapAuth {
     /// ([`BuildContext::wait_limit`]).
     queue_wait: Option<Duration>,
     user_dn: (String, String),
-    /// The attribute the user name is the value of (`uid` in `uid=%s,...`),
-    /// lower case.
-    rdn_attribute: Option<String>,
+    /// Where the user's name is in its entry's DN, when the template's
+    /// first RDN holds `%s` (`uid=%s,...`, `uid=ext-%s,...`).
+    name_in_dn: Option<NameInDn>,
     filter: String,
     membership: String,
     allowed_groups: Vec<String>,
@@ -324,11 +326,7 @@ impl LdapAuth {
                 );
             }
         };
-        let rdn_attribute = user_dn
-            .0
-            .strip_suffix('=')
-            .filter(|a| !a.is_empty() && a.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
-            .map(str::to_ascii_lowercase);
+        let name_in_dn = NameInDn::of(&user_dn.0, &user_dn.1);
         let filter = config.search_filter.unwrap_or_else(|| "(uid=*)".to_owned());
         check_filter(&filter).map_err(|e| e.at("searchFilter"))?;
         let membership = config
@@ -375,7 +373,7 @@ impl LdapAuth {
             timeout,
             queue_wait: context.wait_limit(),
             user_dn,
-            rdn_attribute,
+            name_in_dn,
             filter,
             membership,
             allowed_groups: config.allowed_groups,
@@ -461,9 +459,9 @@ impl LdapAuth {
         // The directory matches names by its own rules (`RICK`, a
         // full-width `ｒｉｃｋ`, bind as `rick`): the user is named as the
         // entry's own DN spells it, never as typed.
-        let name = match &self.rdn_attribute {
+        let name = match &self.name_in_dn {
             None => user.to_owned(),
-            Some(rdn) => match Dn::parse(&entry.dn).and_then(|dn| dn.first_value(rdn)) {
+            Some(place) => match place.name(&entry.dn) {
                 Some(name) => name,
                 None => return Ok(Outcome::Forbidden),
             },
@@ -675,6 +673,52 @@ impl Dn {
     }
 }
 
+/// Where the user's name is in its entry's DN: in the value of the first
+/// RDN's `attribute`, between the template's `prefix` and `suffix`.
+#[derive(Debug)]
+struct NameInDn {
+    /// Lower case.
+    attribute: String,
+    prefix: String,
+    suffix: String,
+}
+
+impl NameInDn {
+    /// The place of `%s` in a template `before%safter`, if it is in the
+    /// first RDN, of one attribute (`uid=ext-%s,ou=people,...`).
+    fn of(before: &str, after: &str) -> Option<NameInDn> {
+        let (attribute, prefix) = before.split_once('=')?;
+        let suffix = after.split(',').next().unwrap_or_default();
+        let plain = |text: &str| !text.contains([',', '+', '=', '\\', '"']);
+        let attribute_ok = !attribute.is_empty()
+            && attribute
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-');
+        (attribute_ok && plain(prefix) && plain(suffix)).then(|| NameInDn {
+            attribute: attribute.to_ascii_lowercase(),
+            prefix: prefix.to_owned(),
+            suffix: suffix.to_owned(),
+        })
+    }
+
+    /// The user's name as the entry's `dn` spells it (its prefix and
+    /// suffix as the directory matched them, in any case); `None` if the
+    /// DN does not hold it there.
+    fn name(&self, dn: &str) -> Option<String> {
+        let value = Dn::parse(dn)?.first_value(&self.attribute)?;
+        let rest = value
+            .get(..self.prefix.len())
+            .filter(|p| p.eq_ignore_ascii_case(&self.prefix))
+            .and_then(|_| value.get(self.prefix.len()..))?;
+        let name = rest.len().checked_sub(self.suffix.len()).and_then(|end| {
+            rest.get(end..)
+                .filter(|s| s.eq_ignore_ascii_case(&self.suffix))
+                .and_then(|_| rest.get(..end))
+        })?;
+        (!name.is_empty()).then(|| name.to_owned())
+    }
+}
+
 impl Dn {
     /// The same DN with its values in lower case, for matching as
     /// directories match group names (case-insensitively).
@@ -857,6 +901,45 @@ fn client_tls(context: &BuildContext<'_>, tls: &LdapTls) -> Result<rustls::Clien
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The user's name is taken from the entry's DN wherever the template
+    /// puts `%s` in the first RDN, without the template's text around it
+    /// (as the directory matched it, in any case); elsewhere, as typed.
+    #[test]
+    fn the_name_is_the_entry_s_where_the_template_puts_it() {
+        let name = |template: &str, dn: &str| {
+            let (before, after) = template.split_once("%s").unwrap();
+            NameInDn::of(before, after).map(|place| place.name(dn))
+        };
+        let people = ",ou=people,dc=solo,dc=io";
+        for (template, dn, expected) in [
+            ("uid=%s,ou=people", "uid=rick,ou=people", Some(Some("rick"))),
+            ("UID=%s,ou=people", "uid=rick,ou=people", Some(Some("rick"))),
+            (
+                "uid=ext-%s,ou=people",
+                "uid=EXT-rick,ou=people",
+                Some(Some("rick")),
+            ),
+            (
+                "uid=%s-x,ou=people",
+                "uid=rick-X,ou=people",
+                Some(Some("rick")),
+            ),
+            ("uid=ext-%s,ou=people", "uid=rick,ou=people", Some(None)),
+            ("uid=ext-%s,ou=people", "cn=ext-rick,ou=people", Some(None)),
+            ("uid=ext-%s,ou=people", "uid=ext-,ou=people", Some(None)),
+            ("%s@corp.example", "cn=rick,ou=people", None),
+            ("ou=people,uid=%s", "uid=rick", None),
+            ("uid=%s+cn=x,ou=people", "uid=rick+cn=x", None),
+        ] {
+            let got = name(&format!("{template}{people}"), &format!("{dn}{people}"));
+            assert_eq!(
+                got.as_ref().map(|n| n.as_deref()),
+                expected,
+                "{template} {dn}"
+            );
+        }
+    }
 
     #[test]
     fn addresses_are_ldap_urls() {

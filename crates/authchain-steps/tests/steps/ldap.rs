@@ -46,6 +46,13 @@ sn: Paren
 uid: par(en)
 userPassword: parenpwd
 
+dn: uid=ext-rick,ou=people,dc=solo,dc=io
+objectClass: inetOrgPerson
+cn: Ext Rick
+sn: Rick
+uid: ext-rick
+userPassword: extpwd
+
 dn: cn=reader,dc=solo,dc=io
 objectClass: inetOrgPerson
 cn: reader
@@ -257,6 +264,25 @@ stringData: {{ username: 'cn=reader,dc=solo,dc=io', password: {password} }}
     let anyone = chain(&config(&address, "    disableGroupChecking: true", "")).await;
     assert_eq!(status_of(&anyone, "marco", "marcopwd").await, 200);
     assert_eq!(status_of(&anyone, "marco", "wrong").await, 401);
+    // `%s` inside the first RDN's value: the user is named as the entry
+    // spells the part `%s` matched, however the client spelled it.
+    let external = chain(&step(
+        &address,
+        "    userDnTemplate: \"uid=ext-%s,ou=people,dc=solo,dc=io\"\n    disableGroupChecking: true",
+        "",
+    ))
+    .await;
+    for spelling in ["rick", "RICK"] {
+        let mut r = get_with("/echo", "authorization", &basic(spelling, "extpwd"));
+        let d = external.authorize(&mut r).await;
+        let allow = d.as_allow().unwrap_or_else(|| panic!("{spelling}: {d:?}"));
+        assert_eq!(
+            allow.user_info.as_ref().unwrap().user_id,
+            "rick",
+            "{spelling}"
+        );
+        assert_eq!(r.state["ldap"]["user"], "rick", "{spelling}");
+    }
     // A filter the entry does not match: 403.
     let filtered = chain(&config(
         &address,
