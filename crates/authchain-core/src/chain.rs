@@ -62,7 +62,10 @@ pub const MAX_EXPR_STEPS: usize = 64;
 ///    instead, counted, and the request is marked with
 ///    `x-envoy-auth-failure-mode-allowed: true`; not when it panicked,
 ///    since it checked nothing (a client that can make it panic would
-///    have a way in), nor when the caller's deadline passed (rule 6).
+///    have a way in), nor when it turned the request away at a limit of
+///    its own ([`Error::overloaded`]), nor when the chain's deadline or
+///    the caller's passed (rule 6: its own `timeout` is what it rides
+///    out).
 /// 6. Every step has a timeout and the chain a deadline (no later than
 ///    the caller's [`AnswerBy`](crate::transport::AnswerBy)); overrunning
 ///    either is an error (rule 5), never an allow.
@@ -746,10 +749,13 @@ impl Chain {
                 Some(timeout) if limit < run.deadline => {
                     Error::timeout(format!("step timed out after {timeout:?}"))
                 }
-                _ if run.caller_deadline => Error::caller_timeout(
+                _ if run.caller_deadline => Error::deadline_passed(
                     "the caller's deadline passed (its timeout, less a margin)",
                 ),
-                _ => Error::timeout(format!("chain deadline of {:?} exceeded", self.deadline)),
+                _ => Error::deadline_passed(format!(
+                    "chain deadline of {:?} exceeded",
+                    self.deadline
+                )),
             })
         })
     }
@@ -993,7 +999,8 @@ impl Chain {
         };
         run.failed = true;
         // A panic checked nothing, as a step that never started (rule 5);
-        // the caller's deadline is not the step's failure.
+        // a step's own limit is clients' to fill; the request's time
+        // running out is not the step's failure.
         if step.failure_mode_allow && !error.fails_closed() {
             step.metrics.failure_mode_allowed.increment(1);
             tracing::warn!(

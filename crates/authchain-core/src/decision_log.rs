@@ -28,9 +28,10 @@
 //! `input.path` is the canonical path without its query; it, the host,
 //! the request id and each header value are cut at [`MAX_FIELD_LEN`]
 //! bytes, and at most 8 values of a header are kept. `input.headers` are
-//! the named headers as the client sent them; a header whose name holds
-//! `authorization`, `bearer`, `cookie`, `key`, `token`, `secret`, `passw`,
-//! `session`, `signature`, `credential` or `jwt` cannot be named (`authorization`,
+//! the named headers as the client sent them; `x-auth`, and a header whose
+//! name holds `authorization`, `authentication`, `authn`, `bearer`,
+//! `cookie`, `key`, `token`, `secret`, `passw`, `session`, `signature`,
+//! `credential` or `jwt`, cannot be named (`authorization`,
 //! `x-api-key`), nor in a chain's own log a header one of its steps reads (one the
 //! server's log names is left out for that chain, with a warning). A
 //! shadow's runs have `transport: shadow`. A step's
@@ -184,8 +185,10 @@ impl Sampling {
 /// the steps say they read (a passthrough or a policy may read any). An
 /// identity a proxy sends on (`x-auth-request-user`) is no credential.
 fn carries_credentials(name: &HeaderName) -> bool {
-    const PARTS: [&str; 11] = [
+    const PARTS: [&str; 13] = [
         "authorization",
+        "authentication",
+        "authn",
         "bearer",
         "cookie",
         "key",
@@ -197,7 +200,7 @@ fn carries_credentials(name: &HeaderName) -> bool {
         "credential",
         "jwt",
     ];
-    PARTS.iter().any(|part| name.as_str().contains(part))
+    name.as_str() == "x-auth" || PARTS.iter().any(|part| name.as_str().contains(part))
 }
 
 /// The longest text of a logged field (path, host, request id, header

@@ -44,8 +44,9 @@ enum Kind {
     /// A step at a limit of its own: a step error that never fails open.
     Overloaded,
     Timeout,
-    /// The caller's deadline passed: a timeout that never fails open.
-    CallerTimeout,
+    /// The request's time is up (the chain's deadline, or its caller's):
+    /// a timeout that never fails open.
+    Deadline,
     UnknownConfig,
 }
 
@@ -98,19 +99,29 @@ impl Error {
         Self::new(Kind::Overloaded, message)
     }
 
-    /// The caller's deadline ([`AnswerBy`](crate::transport::AnswerBy))
-    /// passed during a step.
-    pub(crate) fn caller_timeout(message: impl Into<String>) -> Self {
-        Self::new(Kind::CallerTimeout, message)
+    /// The request's time ran out during a step: the chain's deadline, or
+    /// its caller's ([`AnswerBy`](crate::transport::AnswerBy)).
+    pub(crate) fn deadline_passed(message: impl Into<String>) -> Self {
+        Self::new(Kind::Deadline, message)
+    }
+
+    /// A step turned the request away at a limit of its own
+    /// ([`overloaded`](Self::overloaded)): a step error (so
+    /// [`is_step`](Self::is_step) too) that `failureModeAllow` never lets
+    /// through.
+    pub fn is_overloaded(&self) -> bool {
+        self.inner.kind == Kind::Overloaded
     }
 
     /// Whether `failureModeAllow` never lets this error through: a panic,
-    /// a step's own limit, or the caller's deadline (which, left to the
-    /// caller, would be its own failure mode's to decide, not the step's).
+    /// a step's own limit, or the request's time running out (the chain's
+    /// or its caller's deadline: the step's own `timeout` is what it rides
+    /// out; a run out of time is the caller's failure mode to decide, and
+    /// ends waits on the step's own limits too).
     pub(crate) fn fails_closed(&self) -> bool {
         matches!(
             self.inner.kind,
-            Kind::Panic | Kind::Overloaded | Kind::CallerTimeout
+            Kind::Panic | Kind::Overloaded | Kind::Deadline
         )
     }
 
@@ -249,7 +260,7 @@ impl Error {
 
     /// A step or chain ran out of time.
     pub fn is_timeout(&self) -> bool {
-        matches!(self.inner.kind, Kind::Timeout | Kind::CallerTimeout)
+        matches!(self.inner.kind, Kind::Timeout | Kind::Deadline)
     }
 
     /// The requested AuthConfig does not exist.

@@ -404,13 +404,15 @@ impl CheckConfig {
         // body's.
         std::mem::swap(&mut request.headers, check_headers);
         request.headers.remove(http::header::TRANSFER_ENCODING);
+        // An empty body is none: nginx, Traefik and Caddy send none.
+        let body = body.filter(|b| !b.is_empty());
         match &body {
-            Some(body) if !body.is_empty() => {
+            Some(body) => {
                 request
                     .headers
                     .insert(http::header::CONTENT_LENGTH, body.len().into());
             }
-            _ => drop(request.headers.remove(http::header::CONTENT_LENGTH)),
+            None => drop(request.headers.remove(http::header::CONTENT_LENGTH)),
         }
         request.body = body;
         Ok((config, family.is_some()))

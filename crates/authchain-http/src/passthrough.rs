@@ -617,7 +617,8 @@ impl HttpPassthrough {
     }
 
     fn failed(&self, error: Error) -> Result<Decision, Error> {
-        if let Some(bypass) = &self.bypass {
+        // A request turned away at the pool's limit is not let through.
+        if let Some(bypass) = self.bypass.as_ref().filter(|_| !error.is_overloaded()) {
             bypass.increment(1);
         }
         Err(error)

@@ -282,11 +282,14 @@ impl Server {
                     match reloaded {
                         Ok(Some(next)) => {
                             reloads.watch(&next, engine.current().files());
-                            if let (Some(server), Some(http)) = (&check_server, &next.settings.http)
-                                && serving.settings.http.as_ref().map(|h| &h.trusted_proxies)
-                                    != Some(&http.trusted_proxies)
+                            // An `http` block taken out trusts no one.
+                            let trusted = |s: &Settings| {
+                                s.http.as_ref().map_or(Vec::new(), |h| h.trusted_proxies.clone())
+                            };
+                            if let Some(server) = &check_server
+                                && trusted(&serving.settings) != trusted(&next.settings)
                             {
-                                server.reconfigure(check_config(&settings, &http.trusted_proxies));
+                                server.reconfigure(check_config(&settings, &trusted(&next.settings)));
                                 tracing::info!("the HTTP check server trusts the reloaded trustedProxies");
                             }
                             current = Some(next);

@@ -831,6 +831,28 @@ async fn the_chain_deadline_bounds_all_steps_together() {
     }
 }
 
+/// A step's own timeout is what `failureModeAllow` rides out; the
+/// chain's deadline running out during a step (one after a slow one,
+/// waiting on a limit of its own) is the request's time up, never an
+/// allow.
+#[tokio::test(start_paused = true)]
+async fn the_chain_deadline_never_fails_open() {
+    let chain = Chain::builder("c")
+        .step(ChainStep::new("one", sleeping(Duration::from_millis(600))))
+        .step(
+            ChainStep::new("two", sleeping(Duration::from_secs(30)))
+                .timeout(Duration::from_secs(5))
+                .failure_mode_allow(true),
+        )
+        .deadline(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    assert_eq!(
+        chain.authorize(&mut get("/")).await,
+        Decision::unauthorized()
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_timeout_with_failure_mode_allow_passes_marked() {
     let chain = Chain::builder("c")

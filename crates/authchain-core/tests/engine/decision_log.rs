@@ -248,6 +248,8 @@ async fn sampling_every_config_and_the_config_s_own() {
         ("{ headers: [x-api-key] }", "decisionLog.headers[0]"),
         ("{ headers: [x-a, X-Auth-Token] }", "decisionLog.headers[1]"),
         ("{ headers: [x-session-id] }", "decisionLog.headers[0]"),
+        ("{ headers: [Authentication] }", "decisionLog.headers[0]"),
+        ("{ headers: [x-a, X-Auth] }", "decisionLog.headers[1]"),
         (
             "{ headers: [x-forwarded-bearer] }",
             "decisionLog.headers[0]",
