@@ -5,17 +5,39 @@ use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::PeerError;
 
-/// A free port on 127.0.0.1, found by binding port 0 and letting go.
+/// A free port on 127.0.0.1, found by binding it and letting go.
 ///
 /// Another process may take it before the caller binds it; prefer binding
 /// `127.0.0.1:0` yourself and handing the socket over, or letting the peer
 /// bind port 0 and reading the port back (as [`crate::envoy::Envoy`] does).
+/// The ports come from below Linux's ephemeral range (32768 and up),
+/// where no outgoing connection takes its local port: the tests make
+/// thousands, and one that took a port between this and the peer's bind
+/// made the peer fail to start. Each call in a process gets another.
 pub fn free_port() -> Result<u16, PeerError> {
+    const FIRST: u32 = 20_000;
+    const COUNT: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    if NEXT.load(Ordering::Relaxed) == u32::MAX {
+        // A start of this process's own: parallel test binaries spread out.
+        use std::hash::{BuildHasher, Hasher};
+        let mut seed = std::collections::hash_map::RandomState::new().build_hasher();
+        seed.write_u32(std::process::id());
+        let start = (seed.finish() % u64::from(COUNT)) as u32;
+        let _ = NEXT.compare_exchange(u32::MAX, start, Ordering::Relaxed, Ordering::Relaxed);
+    }
+    for _ in 0..COUNT {
+        let offset = NEXT.fetch_add(1, Ordering::Relaxed) % COUNT;
+        let port = u16::try_from(FIRST + offset).unwrap_or(0);
+        if TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok() {
+            return Ok(port);
+        }
+    }
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
     Ok(listener.local_addr()?.port())
 }
@@ -250,5 +272,13 @@ mod tests {
     #[test]
     fn free_ports_are_loopback_ports() {
         assert_ne!(free_port().unwrap(), 0);
+        // Below the ephemeral range, and another each time.
+        let ports: Vec<u16> = (0..64).map(|_| free_port().unwrap()).collect();
+        assert!(
+            ports.iter().all(|&p| (20_000..32_000).contains(&p)),
+            "{ports:?}"
+        );
+        let distinct: std::collections::BTreeSet<u16> = ports.iter().copied().collect();
+        assert_eq!(distinct.len(), ports.len());
     }
 }
