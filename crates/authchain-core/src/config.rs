@@ -619,6 +619,10 @@ impl AuthConfig {
                 }
             }
         }
+        let around = Around {
+            fail_on_redirect: spec.fail_on_redirect,
+            deadline,
+        };
         let mut shadow = spec.shadow.map(|name| (name, "shadow".to_owned()));
         for (i, mut entry) in spec.configs.into_iter().enumerate() {
             let at = format!("configs[{i}]");
@@ -635,10 +639,6 @@ impl AuthConfig {
                 ),
                 Err(e) => errors.push(e.at(format!("{at}.passThroughAuth.mirror"))),
             }
-            let around = Around {
-                fail_on_redirect: spec.fail_on_redirect,
-                deadline,
-            };
             match self.build_step(registry, i, entry, &at, files, around) {
                 Ok(step) => builder = builder.step(step),
                 Err(e) => errors.push(e.at(&at)),

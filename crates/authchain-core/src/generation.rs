@@ -381,7 +381,8 @@ fn link(
                 chain.attach_shadow(shadow.clone());
                 chains.insert(chain.name().to_owned(), Arc::new(chain));
             }
-            None => errors.push(
+            None => errors.push({
+                let (source, base) = origin(chain.name());
                 Error::config(if name == chain.name() {
                     "an AuthConfig cannot be its own shadow".to_owned()
                 } else if names.contains(&name) {
@@ -390,9 +391,9 @@ fn link(
                     format!("no AuthConfig named '{name}'")
                 })
                 .at(chain.shadow_place())
-                .at(origin(chain.name()).1)
-                .in_source(origin(chain.name()).0),
-            ),
+                .at(base)
+                .in_source(source)
+            }),
         }
     }
 }

@@ -282,14 +282,10 @@ impl Server {
                     match reloaded {
                         Ok(Some(next)) => {
                             reloads.watch(&next, engine.current().files());
-                            // An `http` block taken out trusts no one.
-                            let trusted = |s: &Settings| {
-                                s.http.as_ref().map_or(Vec::new(), |h| h.trusted_proxies.clone())
-                            };
                             if let Some(server) = &check_server
-                                && trusted(&serving.settings) != trusted(&next.settings)
+                                && trusted_proxies(&serving.settings) != trusted_proxies(&next.settings)
                             {
-                                server.reconfigure(check_config(&settings, &trusted(&next.settings)));
+                                server.reconfigure(check_config(&settings, trusted_proxies(&next.settings)));
                                 tracing::info!("the HTTP check server trusts the reloaded trustedProxies");
                             }
                             current = Some(next);
@@ -475,6 +471,15 @@ async fn reload(
             Err(Some((next, tried)))
         }
     }
+}
+
+/// The proxies `settings` trust: none without an `http` block (one taken
+/// out on reload trusts no one).
+fn trusted_proxies(settings: &Settings) -> &[TrustedProxySettings] {
+    settings
+        .http
+        .as_ref()
+        .map_or(&[], |h| h.trusted_proxies.as_slice())
 }
 
 /// How the HTTP check server reads checks: `trusted` proxies (the

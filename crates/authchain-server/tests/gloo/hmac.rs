@@ -207,12 +207,7 @@ async fn signed_requests_pass_through_envoy_and_forged_ones_do_not() {
 #[tokio::test]
 async fn a_digest_of_no_body_does_not_cover_an_http2_body() {
     use authchain_testkit::envoy::{Bootstrap, Envoy, HttpService};
-    let stack = Stack::start(
-        &config_files(&["hmac-auth.yaml"]),
-        &[("/", "gloo-system.hmac-auth")],
-        |b| b,
-    )
-    .await;
+    let stack = hmac_stack().await;
     let upstream = authchain_testkit::EchoServer::start().await.unwrap();
     let http_envoy = Bootstrap::new(upstream.addr()).http(HttpService {
         addr: stack.authchain.http,
@@ -244,6 +239,16 @@ async fn a_digest_of_no_body_does_not_cover_an_http2_body() {
     }
 }
 
+/// The manifest's AuthConfig behind Envoy (gRPC) at `/`.
+async fn hmac_stack() -> Stack {
+    Stack::start(
+        &config_files(&["hmac-auth.yaml"]),
+        &[("/", "gloo-system.hmac-auth")],
+        |b| b,
+    )
+    .await
+}
+
 /// alice's `Date`, `Authorization` and `Digest` for `POST /orders`, her
 /// signature covering a `Digest` of no body (SHA-256 of nothing).
 fn digest_of_nothing_signed() -> [(&'static str, String); 3] {
@@ -270,12 +275,7 @@ fn digest_of_nothing_signed() -> [(&'static str, String); 3] {
 #[tokio::test]
 async fn a_digest_of_no_body_does_not_cover_a_chunked_http1_body() {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let stack = Stack::start(
-        &config_files(&["hmac-auth.yaml"]),
-        &[("/", "gloo-system.hmac-auth")],
-        |b| b,
-    )
-    .await;
+    let stack = hmac_stack().await;
     let [(_, date), (_, auth), (_, digest)] = digest_of_nothing_signed();
     let mut stream = tokio::net::TcpStream::connect(stack.ingress).await.unwrap();
     let request = format!(
