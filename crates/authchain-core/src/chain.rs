@@ -78,10 +78,11 @@ pub const MAX_EXPR_STEPS: usize = 64;
 ///    `headers_to_remove`, but for the one a step sets, whose value
 ///    replaces the client's (a proxy removes after it sets).
 /// 8. Steps see one canonical path ([`crate::path`]): unreserved
-///    characters percent-decoded, dot segments removed, slashes merged. A
-///    path whose meaning differs between servers (an encoded `/`, `\` or
-///    control byte, a climb above the root) is denied with 400 before any
-///    step runs, unless the config allows ambiguous paths. So is a
+///    characters percent-decoded, slashes merged. A path whose meaning
+///    differs between servers (a `.` or `..` segment, which a router
+///    matching the raw path reads as text; an encoded `/`, `\` or control
+///    byte) is denied with 400 before any step runs, unless the config
+///    allows ambiguous paths (then dot segments are resolved). So is a
 ///    request whose method servers read differently: a standard method in
 ///    another case (`delete`), or another method named in
 ///    `X-HTTP-Method-Override`, `X-HTTP-Method` or `X-Method-Override`;
@@ -679,6 +680,9 @@ impl Chain {
                 // The wait is out of the match, so that the run's future
                 // keeps no room for an answer while it waits.
                 let future = match Self::ask(step, request) {
+                    // A step's own work (a policy's evaluation) may take
+                    // the run past its deadline: that answer is late too.
+                    Ok(_) if Instant::now() > run.deadline => break 'answer Err(self.late(run)),
                     Ok(answer) => break 'answer answer,
                     Err(future) => future,
                 };
@@ -749,15 +753,18 @@ impl Chain {
                 Some(timeout) if limit < run.deadline => {
                     Error::timeout(format!("step timed out after {timeout:?}"))
                 }
-                _ if run.caller_deadline => Error::deadline_passed(
-                    "the caller's deadline passed (its timeout, less a margin)",
-                ),
-                _ => Error::deadline_passed(format!(
-                    "chain deadline of {:?} exceeded",
-                    self.deadline
-                )),
+                _ => self.late(run),
             })
         })
+    }
+
+    /// The error of a step whose answer came after the run's deadline.
+    fn late(&self, run: &Run) -> Error {
+        if run.caller_deadline {
+            Error::deadline_passed("the caller's deadline passed (its timeout, less a margin)")
+        } else {
+            Error::deadline_passed(format!("chain deadline of {:?} exceeded", self.deadline))
+        }
     }
 
     /// Counts and times a run that ended: the answer of one that did not
@@ -1301,8 +1308,8 @@ impl ChainBuilder {
 
     /// What to do with a path whose meaning differs between servers (rule
     /// 8): deny it with 400 (the default), or let the steps see it with
-    /// its encoded `/`, `\` and control bytes still encoded and a climb
-    /// above the root stopped at the root.
+    /// its dot segments resolved (a climb above the root stopped at the
+    /// root) and its encoded `/`, `\` and control bytes still encoded.
     pub fn ambiguous_paths(mut self, ambiguous: AmbiguousPaths) -> Self {
         self.ambiguous_paths = ambiguous;
         self
@@ -1517,12 +1524,19 @@ fn ambiguous_host(request: &AuthorizationRequest) -> Option<String> {
             .unwrap_or(host);
         !host.eq_ignore_ascii_case(request.host.as_bytes())
     };
-    for value in request.headers.get_all("x-forwarded-host") {
-        if value.as_bytes().split(|&b| b == b',').any(differs) {
-            return Some("ambiguous host: X-Forwarded-Host names another".to_owned());
+    // In every spelling an app may fold into the name (`X_Forwarded_Host`
+    // is Rack's, WSGI's and PHP's `HTTP_X_FORWARDED_HOST`).
+    for (name, value) in &request.headers {
+        let name = name.as_str();
+        if same_folded(name, "x-forwarded-host") {
+            if value.as_bytes().split(|&b| b == b',').any(differs) {
+                return Some("ambiguous host: X-Forwarded-Host names another".to_owned());
+            }
+            continue;
         }
-    }
-    for value in request.headers.get_all("forwarded") {
+        if !same_folded(name, "forwarded") {
+            continue;
+        }
         let named = value
             .as_bytes()
             .split(|&b| b == b',' || b == b';')

@@ -9,31 +9,35 @@
 //! characters a path may hold as they are (unreserved, sub-delims but `;`,
 //! `:` and `@`) are decoded, runs of `/` are merged and the dot segments
 //! `.` and `..` are resolved (RFC 3986 §5.2.4). Constructs whose meaning
-//! differs between servers (an encoded `/`, a `\`, an encoded control
-//! byte, a `..` above the root, a raw `#`, `;` parameters, which Java
-//! servers drop before routing and others keep, a `//` before a `..`,
-//! which servers resolve differently) are refused or kept as they are, as
-//! [`AmbiguousPaths`] says. The query is never touched.
+//! differs between servers (a `.` or `..` segment, which a router that
+//! matches the raw path, as Envoy's and axum's do, reads as text and the
+//! app resolves; an encoded `/`, a `\`, an encoded control byte, a raw
+//! `#`, `;` parameters, which Java servers drop before routing and others
+//! keep) are refused or kept as they are, as [`AmbiguousPaths`] says. The
+//! query is never touched.
 
 use std::borrow::Cow;
 use std::fmt;
 
-/// What to do with a path whose meaning differs between servers: an encoded
-/// `/` (`%2F`), an encoded or raw `\` (`%5C`, `\`), an encoded NUL (`%00`),
-/// any other encoded control byte (`%00`-`%1F`, `%7F`), a raw `#`, a raw
-/// `;` (Tomcat, Jetty and Spring drop `;` parameters before routing, so
-/// `/admin;x/users` is their `/admin/users` and `..;` their `..`; other
-/// servers keep them), a `//` before a `..` (RFC 3986 pops the empty
-/// segment, servers that merge slashes first pop the one before), or dot
-/// segments that climb above the root.
+/// What to do with a path whose meaning differs between servers: a dot
+/// segment, `.` or `..`, raw or encoded (a router that matches the raw
+/// path, as Envoy's without `normalize_path` and axum's do, picks its
+/// route, and so its AuthConfig or handler, by `/public/../admin`, which
+/// the app then resolves to `/admin`; browsers resolve dot segments
+/// before they send a request), an encoded `/` (`%2F`), an encoded or raw
+/// `\` (`%5C`, `\`), an encoded NUL (`%00`), any other encoded control byte
+/// (`%00`-`%1F`, `%7F`), a raw `#`, or a raw `;` (Tomcat, Jetty and Spring
+/// drop `;` parameters before routing, so `/admin;x/users` is their
+/// `/admin/users` and `..;` their `..`; other servers keep them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum AmbiguousPaths {
     /// Refuse the path with a [`PathError`] (the default).
     #[default]
     Reject,
-    /// Keep the construct: encoded bytes stay encoded (hex digits
-    /// uppercased), a raw `\` stays a segment character, and a `..` above
-    /// the root is clamped at the root as RFC 3986 does.
+    /// Keep the construct: dot segments are resolved as RFC 3986 does
+    /// (after slashes are merged; a `..` above the root stops at the
+    /// root), encoded bytes stay encoded (hex digits uppercased), and a raw
+    /// `\` stays a segment character.
     Keep,
 }
 
@@ -58,8 +62,7 @@ enum ErrorKind {
     RawControl,
     RawFragment,
     Parameters,
-    EmptyBeforeDotDot,
-    ClimbsAboveRoot,
+    DotSegment,
 }
 
 impl PathError {
@@ -89,8 +92,10 @@ impl fmt::Display for PathError {
             ErrorKind::Parameters => f.write_str(
                 "the path has ';' parameters (Java servers drop them before routing, others keep them)",
             ),
-            ErrorKind::EmptyBeforeDotDot => f.write_str("the path has a '//' before a '..'"),
-            ErrorKind::ClimbsAboveRoot => f.write_str("the path climbs above the root"),
+            ErrorKind::DotSegment => f.write_str(
+                "the path has a '.' or '..' segment (a router that matches the raw path reads \
+                 another path than the app, which resolves it)",
+            ),
         }
     }
 }
@@ -107,9 +112,10 @@ impl std::error::Error for PathError {}
 /// (ALPHA, DIGIT, `-`, `.`, `_`, `~`, `!$&'()*+,=`, `:`, `@`; not `;`) are
 /// decoded, and non-ASCII characters and `"<>[]^`{|}` are escaped
 /// (`/café` is `/caf%C3%A9`); runs of `/` are merged; the dot segments `.`
-/// and `..` are removed as RFC 3986 §5.2.4 does (after decoding, so
-/// `%2e%2e` is `..`; a trailing one leaves a trailing `/`). Other segment
-/// text, case included (and, when kept, `;` parameters), is kept.
+/// and `..` (after decoding, so `%2e%2e` is `..`) are refused, or when
+/// kept removed as RFC 3986 §5.2.4 does (a trailing one leaves a trailing
+/// `/`). Other segment text, case included (and, when kept, `;`
+/// parameters), is kept.
 ///
 /// # Errors
 ///
@@ -141,12 +147,11 @@ pub fn canonicalize(
 
 /// Builds the canonical form of `rest` (the path after its leading `/`):
 /// normalizes each segment's escapes, merges slashes and removes dot
-/// segments.
+/// segments (when kept).
 fn rewrite(rest: &str, ambiguous: AmbiguousPaths) -> Result<String, PathError> {
     let reject = ambiguous == AmbiguousPaths::Reject;
     let mut segments: Vec<String> = Vec::new();
     let mut trailing_slash = false;
-    let mut empty_seen = false;
     let mut raw_segments = rest.split('/').peekable();
     while let Some(raw) = raw_segments.next() {
         let is_last = raw_segments.peek().is_none();
@@ -155,15 +160,10 @@ fn rewrite(rest: &str, ambiguous: AmbiguousPaths) -> Result<String, PathError> {
             return Err(PathError::new(ErrorKind::Parameters));
         }
         match segment.as_str() {
-            "" if !is_last => empty_seen = true,
+            "." | ".." if reject => return Err(PathError::new(ErrorKind::DotSegment)),
             "" | "." => {}
             ".." => {
-                if reject && empty_seen {
-                    return Err(PathError::new(ErrorKind::EmptyBeforeDotDot));
-                }
-                if segments.pop().is_none() && reject {
-                    return Err(PathError::new(ErrorKind::ClimbsAboveRoot));
-                }
+                segments.pop();
             }
             _ => {
                 segments.push(segment);
@@ -425,22 +425,35 @@ mod tests {
         ("/...", Reject, Same),
         ("/.a/..b", Reject, Same),
         ("/?", Reject, Same),
-        // Dot segments.
-        ("/public/../secret", Reject, To("/secret")),
-        ("/public/%2e%2e/secret", Reject, To("/secret")),
-        ("/public/%2E%2e/secret", Reject, To("/secret")),
-        ("/public/.%2e/secret", Reject, To("/secret")),
-        ("/public/./x", Reject, To("/public/x")),
-        ("/a/b/..", Reject, To("/a/")),
-        ("/a/.", Reject, To("/a/")),
-        ("/a/..", Reject, To("/")),
-        ("/.", Reject, To("/")),
-        ("/a/b/../../c", Reject, To("/c")),
-        ("/a//../b", Reject, Fails("'//' before a '..'")),
-        ("//a/../b", Reject, Fails("'//' before a '..'")),
+        // Dot segments: refused, or resolved when kept.
+        ("/public/../secret", Reject, Fails("'.' or '..' segment")),
+        (
+            "/public/%2e%2e/secret",
+            Reject,
+            Fails("'.' or '..' segment"),
+        ),
+        (
+            "/public/%2E%2e/secret",
+            Reject,
+            Fails("'.' or '..' segment"),
+        ),
+        ("/public/.%2e/secret", Reject, Fails("'.' or '..' segment")),
+        ("/public/./x", Reject, Fails("'.' or '..' segment")),
+        ("/public/%2E/x", Reject, Fails("'.' or '..' segment")),
+        ("/a/.", Reject, Fails("'.' or '..' segment")),
+        ("/a//../b", Reject, Fails("'.' or '..' segment")),
+        ("/public/../secret", Keep, To("/secret")),
+        ("/public/%2e%2e/secret", Keep, To("/secret")),
+        ("/public/./x", Keep, To("/public/x")),
+        ("/a/b/..", Keep, To("/a/")),
+        ("/a/.", Keep, To("/a/")),
+        ("/a/..", Keep, To("/")),
+        ("/.", Keep, To("/")),
+        ("/a/b/../../c", Keep, To("/c")),
         ("/a//../b", Keep, To("/b")),
-        ("/a//b/./c", Reject, To("/a/b/c")),
-        ("/a/../b//c", Reject, To("/b/c")),
+        ("/a//b/./c", Keep, To("/a/b/c")),
+        ("/a/../b//c", Keep, To("/b/c")),
+        ("/a//b//c", Reject, To("/a/b/c")),
         // `;` parameters: Java servers drop them, others keep them.
         ("/public/..;/admin", Reject, Fails("';' parameters")),
         ("/public/%2e%2e;x/admin", Reject, Fails("';' parameters")),
@@ -463,9 +476,8 @@ mod tests {
         ("/admin#/../public/x", Reject, Fails("raw '#'")),
         ("/admin%23x", Reject, Same),
         ("/admin#x", Keep, Same),
-        ("/..", Reject, Fails("climbs above the root")),
+        ("/..", Reject, Fails("'.' or '..' segment")),
         ("/..", Keep, To("/")),
-        ("/a/../..", Reject, Fails("climbs above the root")),
         ("/a/../../b", Keep, To("/b")),
         ("/../a?x=..", Keep, To("/a?x=..")),
         // Slashes.

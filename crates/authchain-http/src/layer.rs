@@ -96,6 +96,13 @@ impl fmt::Debug for Shared {
 /// The response future runs the chain, then calls (a clone of) the inner
 /// service, as tower middleware that waits before calling does.
 ///
+/// The inner service gets the path the chain judged, in canonical form
+/// ([`authchain_core::path`]). Added with axum's `Router::layer`, the
+/// layer runs after the router picked the route by the path as sent;
+/// the two differ only in escapes and repeated slashes, since a path
+/// with a dot segment is refused (unless the AuthConfig allows ambiguous
+/// paths: then wrap the whole router, `layer.layer(router)`).
+///
 /// ```no_run
 /// use std::sync::Arc;
 /// use authchain_core::{Chain, ChainStep, Decision, service_fn};

@@ -853,6 +853,29 @@ async fn the_chain_deadline_never_fails_open() {
     );
 }
 
+/// A step that answers at once, after work of its own (a policy's
+/// evaluation) that took the run past its deadline, answers too late:
+/// the run fails closed, as one that waited would.
+#[tokio::test]
+async fn an_answer_made_at_once_past_the_deadline_is_late() {
+    struct Busy;
+    impl AuthService for Busy {
+        fn authorize<'a>(&'a self, _: &'a mut AuthorizationRequest) -> Answer<'a> {
+            std::thread::sleep(Duration::from_millis(60));
+            Ok(Decision::authorized()).into()
+        }
+    }
+    let chain = Chain::builder("c")
+        .step(ChainStep::new("busy", Arc::new(Busy)).failure_mode_allow(true))
+        .deadline(Duration::from_millis(20))
+        .build()
+        .unwrap();
+    assert_eq!(
+        chain.authorize(&mut get("/")).await,
+        Decision::unauthorized()
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_timeout_with_failure_mode_allow_passes_marked() {
     let chain = Chain::builder("c")

@@ -124,3 +124,53 @@ fn the_book_shows_the_proxy_configs_run_here() {
         );
     }
 }
+
+/// Envoy picks a route, and so its AuthConfig, by the raw path unless
+/// `normalize_path` is set: with `/assets/` open, `/assets/../admin` is
+/// judged by `open` and served as `/admin`. The dot segment is refused
+/// whichever AuthConfig the route names, so the climb never reaches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_climb_out_of_an_open_route_is_refused_by_the_route_s_own_auth_config() {
+    use authchain_testkit::envoy::{Bootstrap, Envoy};
+    use authchain_testkit::{EchoServer, client};
+
+    let app = EchoServer::start().await.unwrap();
+    let config = format!(
+        "{}authConfigs:
+- name: site
+  configs:
+  - name: nothing
+    rules: {{ defaultAction: deny }}
+- name: open
+  configs:
+  - name: anything
+    rules: {{ defaultAction: allow }}
+",
+        support::LISTENERS
+    );
+    let authchain = support::Authchain::start(&config).await;
+    let bootstrap = Bootstrap::new(app.addr())
+        .route("/assets/", Some("open"))
+        .route("/", Some("site"))
+        .grpc(authchain.grpc);
+    let envoy = Envoy::start(&bootstrap.yaml()).await.unwrap();
+    let ingress = envoy.listener("ingress").unwrap();
+
+    let reply = client::get(ingress, "/assets/x", &[]).await.unwrap();
+    assert_eq!(reply.status, 200, "the open route serves");
+    assert_eq!(
+        client::get(ingress, "/admin", &[]).await.unwrap().status,
+        403
+    );
+    let hits = app.hits();
+    for path in [
+        "/assets/../admin",
+        "/assets/%2e%2e/admin",
+        "/assets/./../admin",
+        "/assets/.%2E/admin",
+    ] {
+        let reply = client::get(ingress, path, &[]).await.unwrap();
+        assert_eq!(reply.status, 400, "{path}: {}", reply.text());
+    }
+    assert_eq!(app.hits(), hits, "no climb reached the app");
+}

@@ -128,6 +128,21 @@ impl Row {
         self
     }
 
+    /// Reaches through nginx and Caddy, which drop a header name with
+    /// `_` (the row's): neither the check nor the app sees it.
+    fn underscores_dropped(self) -> Row {
+        self.except(
+            Transport::Nginx,
+            Expect::Reach("/public/x"),
+            DROPS_UNDERSCORES,
+        )
+        .except(
+            Transport::Caddy,
+            Expect::Reach("/public/x"),
+            DROPS_UNDERSCORES,
+        )
+    }
+
     /// What must come of the row on `transport`.
     pub(crate) fn expect_on(&self, transport: Transport) -> Expect {
         self.except
@@ -162,6 +177,10 @@ impl Row {
 /// Why Traefik and Caddy answer `OPTIONS *` with 200: Go's `net/http`
 /// server answers it itself (an empty 200) and calls no handler.
 const GO_OPTIONS: &str = "Go's net/http answers OPTIONS * itself with an empty 200";
+
+/// Why a dot segment through Traefik or a normalizing Envoy reaches.
+const RESOLVES: &str =
+    "the proxy resolves the dot segment before the check and the app: both see /public/x";
 
 /// Why a header name with `_` that reaches nginx or Caddy is harmless.
 const DROPS_UNDERSCORES: &str = "the proxy drops header names with `_`: the app never sees it";
@@ -273,6 +292,20 @@ fn paths() -> Vec<Row> {
                 clamped,
             ),
     );
+    // A climb into an allowed prefix: a router that matches the raw path
+    // (Envoy's, axum's under `Router::layer`) picks the /admin route,
+    // while a check that resolved the dots would judge /public/x.
+    for path in ["/admin/../public/x", "/admin/%2e%2e/public/x"] {
+        rows.push(
+            Row::get(format!("B {path}"), path)
+                .except(Transport::Traefik, Expect::Reach("/public/x"), RESOLVES)
+                .except(
+                    Transport::EnvoyGrpcNormalized,
+                    Expect::Reach("/public/x"),
+                    RESOLVES,
+                ),
+        );
+    }
     // An empty segment before `..`: RFC 3986 (and so Envoy's
     // normalize_path) lets the `..` remove the empty segment, giving
     // /public/admin; authchain, nginx and Go merge the slashes first,
@@ -331,7 +364,17 @@ fn paths() -> Vec<Row> {
         // that decodes overlong forms (old IIS, some Java) would climb.
         Row::get("B /public/%c0%ae%c0%ae/admin", "/public/%c0%ae%c0%ae/admin")
             .reach("/public/%C0%AE%C0%AE/admin"),
-        Row::get("B /public/./x", "/public/./x").reach("/public/x"),
+        // A dot segment a browser would have resolved: a router that
+        // matches the raw path (Envoy's without normalize_path, axum's)
+        // reads another path than the app. Refused, but where the proxy
+        // resolves it before the check and the app.
+        Row::get("B /public/./x", "/public/./x")
+            .except(Transport::Traefik, Expect::Reach("/public/x"), RESOLVES)
+            .except(
+                Transport::EnvoyGrpcNormalized,
+                Expect::Reach("/public/x"),
+                RESOLVES,
+            ),
         Row::get("B //public//x", "//public//x").reach("/public/x"),
         Row::get("B /public/%78", "/public/%78").reach("/public/x"),
         Row::get("B /public/x?next=/../admin", "/public/x?next=/../admin")
@@ -488,16 +531,7 @@ fn forgeries() -> Vec<Row> {
             "/public/x",
         )
         .header("x_http_method_override", "DELETE")
-        .except(
-            Transport::Nginx,
-            Expect::Reach("/public/x"),
-            DROPS_UNDERSCORES,
-        )
-        .except(
-            Transport::Caddy,
-            Expect::Reach("/public/x"),
-            DROPS_UNDERSCORES,
-        ),
+        .underscores_dropped(),
     );
     // DNS's root dot: Envoy routes `app.example.` to another virtual host
     // than `app.example` unless it strips the dot; what the check saw
@@ -531,6 +565,22 @@ fn forgeries() -> Vec<Row> {
             _ => row,
         });
     }
+    // The same in a spelling CGI, WSGI, PHP and Rack fold into
+    // X-Forwarded-Host (Rails' `request.host` reads it first).
+    rows.push(
+        Row::get(
+            "C GET /public/x + X_Forwarded_Host: admin.example",
+            "/public/x",
+        )
+        .header("X_Forwarded_Host", "admin.example")
+        .except(
+            Transport::Traefik,
+            Expect::Reach("/public/x"),
+            "Traefik drops a client's `_` spellings of its X-Forwarded-* headers before \
+             the check and the app",
+        )
+        .underscores_dropped(),
+    );
     // Go servers (Traefik, Caddy) pass a lowercase method on, which many
     // frameworks upper-case.
     rows.push(Row::new("C get /public/x (lowercase)", "get", "/public/x"));

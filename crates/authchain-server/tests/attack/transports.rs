@@ -434,10 +434,17 @@ impl Stack {
         let engine = Arc::new(Engine::new(authchain_server::default_registry()));
         engine.load(&loaded.configs).await.unwrap();
         let handler = EchoHandler::default();
+        // Routed as an app is, with the layer on the router: axum picks
+        // the route by the raw path before the layer runs.
         let app = {
-            let handler = handler.clone();
+            let route = |handler: EchoHandler| {
+                axum::routing::any(move |request| handler.clone().handle(request))
+            };
+            let fallback = handler.clone();
             axum::Router::new()
-                .fallback(move |request| handler.clone().handle(request))
+                .route("/admin/{*rest}", route(handler.clone()))
+                .route("/public/{*rest}", route(handler.clone()))
+                .fallback(move |request| fallback.clone().handle(request))
                 .layer(AuthChainLayer::from_engine(engine, "site"))
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
