@@ -49,6 +49,7 @@ use serde::Deserialize;
 use siphasher::sip128::{Hasher128, SipHasher24};
 
 use crate::config::ConfigDuration;
+use crate::path::percent_decode;
 use crate::{Allow, AuthorizationRequest, Chain, Decision, Deny, Error, HeaderMutation, State};
 
 /// The TTL when a cache config sets none.
@@ -113,7 +114,19 @@ impl Attribute {
                 }
                 hash.write(&[0]);
             }
-            Attribute::Query(name) => field(hash, request.query_parameter(name).map(str::as_bytes)),
+            // Every value of the parameter, in every spelling of its name
+            // (`%74oken` is `token` to a step that decodes the query).
+            Attribute::Query(name) => {
+                hash.write(&[4]);
+                for pair in request.query().unwrap_or_default().split('&') {
+                    let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+                    if key.is_empty() || percent_decode(key, true) != name.as_str() {
+                        continue;
+                    }
+                    field(hash, Some(percent_decode(value, true).as_bytes()));
+                }
+                hash.write(&[0]);
+            }
             Attribute::Method => field(hash, Some(request.method.as_str().as_bytes())),
             Attribute::Host => field(hash, Some(request.host.as_bytes())),
             Attribute::Path => field(hash, Some(request.path.as_bytes())),
@@ -604,6 +617,23 @@ mod tests {
         assert_eq!(a, a_again);
         assert_ne!(a, both);
         assert_ne!(both, k(&[("authorization", "Bearer aBearer b")]));
+    }
+
+    /// A query parameter is keyed by every value it has, in every
+    /// spelling of its name, as a step that decodes the query reads it.
+    #[test]
+    fn query_keys_read_every_value_of_every_spelling() {
+        let cache = DecisionCache::new(
+            "t",
+            CacheSettings::new(vec![Attribute::Query("token".into())]),
+        );
+        let k = |path: &str| cache.key_of(&AuthorizationRequest::new(http::Method::GET, path));
+        assert_ne!(k("/?%74oken=a"), k("/"));
+        assert_ne!(k("/?token=a&token=b"), k("/?token=a&token=c"));
+        assert_ne!(k("/?token=a&to%6Ben=b"), k("/?token=a"));
+        assert_ne!(k("/?token="), k("/"));
+        assert_eq!(k("/?token=a&x=1"), k("/?x=2&token=a"));
+        assert_eq!(k("/?%74oken=a"), k("/?token=%61"));
     }
 
     #[test]

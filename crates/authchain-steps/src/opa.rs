@@ -71,6 +71,7 @@ use std::time::Duration;
 
 use authchain_core::path::percent_decode;
 use authchain_core::resources::ResourceRef;
+use authchain_core::transport::AnswerBy;
 use authchain_core::{
     Allow, Answer, AuthService, AuthorizationRequest, BuildContext, ConfigDuration, Decision, Deny,
     Error, ExtAuthPlugin,
@@ -182,6 +183,8 @@ pub struct OpaAuth {
     reason_at: Option<String>,
     /// The query ends in `== true`: only a boolean `true` allows.
     strict: bool,
+    /// The longest one evaluation may take (`evalTimeout`).
+    eval_timeout: Duration,
 }
 
 /// Idle prepared engines, and the one they are cloned from.
@@ -401,16 +404,25 @@ impl OpaAuth {
                 .add_data(regorus::Value::from(data))
                 .map_err(|e| Error::config(first_line(&e)).at("data"))?;
         }
-        let timeout = config
+        let eval_timeout = config
             .eval_timeout
             .map_or(Duration::from_millis(100), |d| d.0);
-        if timeout.is_zero() {
+        if eval_timeout.is_zero() {
             return Err(Error::config("expected a positive duration").at("evalTimeout"));
         }
-        engine.set_execution_timer_config(regorus::utils::limits::ExecutionTimerConfig {
-            limit: timeout,
-            check_interval: NonZeroU32::new(64).unwrap_or(NonZeroU32::MIN),
-        });
+        // An evaluation holds its thread: it must end within the step's
+        // time, which no timer can cut short.
+        if let Some(step_time) = context.timeout
+            && eval_timeout > step_time
+        {
+            return Err(Error::config(format!(
+                "{eval_timeout:?} is longer than the step's time, {step_time:?} (its timeout, else the AuthConfig's deadline)"
+            ))
+            .at("evalTimeout"));
+        }
+        engine.set_execution_timer_config(timer(eval_timeout));
+        // `print` would write the input, credentials and all, to stderr.
+        engine.set_gather_prints(true);
         let rule: regorus::Rc<str> = query.into();
         // Compiling checks the rule and prepares `engine` for evaluation.
         engine
@@ -436,6 +448,7 @@ impl OpaAuth {
                 .return_decision_reason
                 .then(|| context.step_name.to_owned()),
             strict,
+            eval_timeout,
         })
     }
 
@@ -449,10 +462,21 @@ impl OpaAuth {
                 None => engines.template.clone(),
             }
         };
+        // Within the caller's time too: an evaluation cannot be cut short
+        // once it runs.
+        let limit = match request.extensions.get::<AnswerBy>() {
+            Some(AnswerBy(by)) => by
+                .saturating_duration_since(std::time::Instant::now())
+                .clamp(Duration::from_millis(1), self.eval_timeout),
+            None => self.eval_timeout,
+        };
+        engine.set_execution_timer_config(timer(limit));
         engine.set_input(input);
         let result = engine.eval_rule(self.rule.clone());
-        // The input may hold credentials: it does not stay in an idle engine.
+        // The input may hold credentials: it does not stay in an idle
+        // engine, nor do the prints made of it.
         engine.set_input(regorus::Value::new_object());
+        let _ = engine.take_prints();
         {
             let mut engines = self.engines.lock().unwrap_or_else(|e| e.into_inner());
             if engines.idle.len() < self.max_idle {
@@ -779,6 +803,14 @@ fn input(request: &AuthorizationRequest) -> regorus::Value {
     ])
 }
 
+/// regorus's timer for evaluations of at most `limit`.
+fn timer(limit: Duration) -> regorus::utils::limits::ExecutionTimerConfig {
+    regorus::utils::limits::ExecutionTimerConfig {
+        limit,
+        check_interval: NonZeroU32::new(64).unwrap_or(NonZeroU32::MIN),
+    }
+}
+
 impl AuthService for OpaAuth {
     fn authorize<'a>(&'a self, request: &'a mut AuthorizationRequest) -> Answer<'a> {
         self.decide(request).into()
@@ -821,6 +853,71 @@ mod tests {
             }
             // Undefined in non-strict mode is also a fail-closed answer.
             Ok(d) => assert!(!d.is_allow()),
+        }
+    }
+
+    /// An evaluation ends by the caller's deadline, though its own
+    /// `evalTimeout` is longer: it cannot be cut short once it runs.
+    #[test]
+    fn an_evaluation_ends_by_the_caller_s_deadline() {
+        let mut config = OpaConfig {
+            query: "data.t.result".into(),
+            modules: Modules::Inline(
+                [(
+                    "t.rego".to_owned(),
+                    "package t
+import rego.v1
+result if count([x | some x in numbers.range(1, 200000)]) > 0
+"
+                    .to_owned(),
+                )]
+                .into(),
+            ),
+            options: OpaOptions::default(),
+            module_files: Vec::new(),
+            data: None,
+            allowed_upstream_headers: Vec::new(),
+            eval_timeout: Some(ConfigDuration(Duration::from_secs(5))),
+        };
+        let step = OpaAuth::new(config.clone()).unwrap();
+        let mut req = AuthorizationRequest::new(http::Method::GET, "/");
+        assert!(step.decide(&req).unwrap().is_allow(), "in its own time");
+        req.extensions.insert(AnswerBy(std::time::Instant::now()));
+        let e = step.decide(&req).unwrap_err();
+        assert!(e.is_step(), "{e}");
+        // And the engine it used serves the next request in full time.
+        req.extensions.remove::<AnswerBy>();
+        assert!(step.decide(&req).unwrap().is_allow());
+
+        // An evalTimeout longer than the step's time is a config error.
+        let context = BuildContext::new("", "", "").with_timeout(Duration::from_secs(1));
+        let e = OpaAuth::with_resources(config.clone(), &context).unwrap_err();
+        assert!(e.to_string().contains("longer than the step's time"), "{e}");
+        config.eval_timeout = Some(ConfigDuration(Duration::from_secs(1)));
+        assert!(OpaAuth::with_resources(config, &context).is_ok());
+    }
+
+    /// `print` writes nothing of the input anywhere, and keeps nothing of
+    /// it in the engine for the next request.
+    #[test]
+    fn prints_are_dropped() {
+        let step = step(
+            "package t
+import rego.v1
+result if {
+  print(input.headers.authorization)
+  true
+}
+",
+        );
+        let req = AuthorizationRequest::new(http::Method::GET, "/").with_header(
+            http::header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer s3cr3t-token"),
+        );
+        assert!(step.decide(&req).unwrap().is_allow());
+        let mut engines = step.engines.lock().unwrap();
+        for engine in &mut engines.idle {
+            assert!(engine.take_prints().unwrap().is_empty());
         }
     }
 

@@ -234,6 +234,18 @@ impl HostMatcher {
     fn new(host: &str) -> Result<Self, Error> {
         let host = host.to_ascii_lowercase();
         let host = host.strip_suffix('.').unwrap_or(&host);
+        // The request's host is matched without its port (and an IPv6
+        // address without its brackets): a pattern with either would
+        // match nothing.
+        let host = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+            Some(address) => address,
+            None if host.contains(['[', ']']) || crate::util::strip_port(host) != host => {
+                return Err(Error::config(
+                    "hosts are matched without their port: expected a host name alone",
+                ));
+            }
+            None => host,
+        };
         if let Some(rest) = host.strip_prefix('*') {
             if !rest.starts_with('.') || rest.len() < 2 || rest.contains('*') {
                 return Err(Error::config(

@@ -84,11 +84,13 @@ configs:
 - rules:
     defaultAction: allow
     rules:
-    - { action: deny, hosts: ["*.internal.example.com", "db.example.com."] }
+    - { action: deny, hosts: ["*.internal.example.com", "db.example.com.", "[::1]"] }
 "#,
     )
     .await;
     for (host, want) in [
+        ("[::1]:8443", 403),
+        ("[::2]:8443", 200),
         ("db.example.com.", 403),
         ("DB.example.com", 403),
         ("a.internal.example.com.:8443", 403),
@@ -147,6 +149,16 @@ async fn bad_rules_configs_name_their_place() {
         (
             "rules: [{ action: allow, hosts: [\"a*.com\"] }]",
             "configs[0].rules.rules[0].hosts[0]",
+        ),
+        // The request's host is matched without its port: a deny rule
+        // on one with a port would match nothing.
+        (
+            "rules: [{ action: deny, hosts: [\"admin.example.com:8443\"] }]",
+            "configs[0].rules.rules[0].hosts[0]",
+        ),
+        (
+            "rules: [{ action: deny, hosts: [a.example.com, \"[::1]:443\"] }]",
+            "configs[0].rules.rules[0].hosts[1]",
         ),
         (
             "rules: [{ action: maybe }]",
