@@ -25,7 +25,8 @@ pub use crate::limit::{
 };
 
 /// When the caller stops waiting for the answer, as a request extension
-/// an adapter inserts (the gRPC server, from Envoy's `grpc-timeout`): the
+/// an adapter inserts (the gRPC server, from Envoy's `grpc-timeout`; the
+/// HTTP check server, from Envoy's `x-envoy-expected-rq-timeout-ms`): the
 /// chain's deadline comes no later, so that a step still running then is
 /// answered with a deny (`statusOnError`, whatever the step's
 /// `failureModeAllow`), not by the caller giving up, which Envoy's
@@ -34,6 +35,14 @@ pub use crate::limit::{
 pub struct AnswerBy(pub std::time::Instant);
 
 impl AnswerBy {
+    /// For a caller that waits `timeout` from now: a tenth before, so that
+    /// the answer is on its way when the caller's timer ends.
+    pub fn within(timeout: std::time::Duration) -> Option<AnswerBy> {
+        std::time::Instant::now()
+            .checked_add(timeout - timeout / 10)
+            .map(AnswerBy)
+    }
+
     /// The caller's deadline `request` carries, if any.
     pub(crate) fn of(request: &AuthorizationRequest) -> Option<tokio::time::Instant> {
         let by = request.extensions.get::<AnswerBy>()?;

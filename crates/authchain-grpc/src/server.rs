@@ -10,7 +10,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use authchain_core::transport::{
-    ConcurrencyLimit, Connection, ConnectionLimits, DEFAULT_MAX_CONNECTIONS,
+    AnswerBy, ConcurrencyLimit, Connection, ConnectionLimits, DEFAULT_MAX_CONNECTIONS,
 };
 use authchain_core::{Deny, Engine};
 use bytes::Bytes;
@@ -208,11 +208,7 @@ impl ExtAuthzService {
 
     /// [`check_request`](Self::check_request), answered by `answer_by` (a
     /// tenth before the caller's `grpc-timeout` ends) when given.
-    async fn check_by(
-        &self,
-        check: CheckRequest,
-        answer_by: Option<std::time::Instant>,
-    ) -> CheckResponse {
+    async fn check_by(&self, check: CheckRequest, answer_by: Option<AnswerBy>) -> CheckResponse {
         let _permit = match self.limit.as_ref().map(|l| l.try_acquire("grpc")) {
             Some(None) => {
                 return convert::denied(
@@ -265,9 +261,7 @@ impl ExtAuthzService {
             return convert::denied(code::NOT_FOUND, &message, Deny::new(StatusCode::FORBIDDEN));
         };
         if let Some(by) = answer_by {
-            request
-                .extensions
-                .insert(authchain_core::transport::AnswerBy(by));
+            request.extensions.insert(by);
         }
         let decision = authchain_core::transport::authorize_via(
             chain,
@@ -465,8 +459,7 @@ impl Authorization for ExtAuthzService {
         // Envoy's `timeout` for the check, after which tonic drops this
         // answer and Envoy's `failure_mode_allow` may pass the request:
         // the chain answers a tenth before.
-        let answer_by = grpc_timeout(request.metadata())
-            .and_then(|t| std::time::Instant::now().checked_add(t - t / 10));
+        let answer_by = grpc_timeout(request.metadata()).and_then(AnswerBy::within);
         Ok(Response::new(
             self.check_by(request.into_inner(), answer_by).await,
         ))

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use authchain_core::transport::{ConcurrencyLimit, Connection, ConnectionLimits};
+use authchain_core::transport::{AnswerBy, ConcurrencyLimit, Connection, ConnectionLimits};
 use authchain_core::{Engine, Peer};
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
@@ -125,6 +125,9 @@ impl CheckServer {
             permit => permit.flatten(),
         };
         let mut request = empty_request();
+        // Envoy's HTTP service says how long it waits: past that, its
+        // `failure_mode_allow` would pass the request whatever the steps.
+        let envoy_waits = envoy_timeout(&parts.headers);
         let check_config = self.config.load_full();
         let (config, forward_auth) = match check_config.read_into(
             &mut parts,
@@ -156,6 +159,9 @@ impl CheckServer {
             tracing::warn!(config = ?name, "check for an unknown AuthConfig; denying");
             return plain(StatusCode::FORBIDDEN, "unknown AuthConfig");
         };
+        if !forward_auth && let Some(by) = envoy_waits.and_then(AnswerBy::within) {
+            request.extensions.insert(by);
+        }
         let as_401 = wants_login_as_401(&request.headers);
         let mut decision = authchain_core::transport::authorize_via(
             chain,
@@ -236,5 +242,39 @@ impl CheckServer {
         }
         graceful.shutdown().await;
         Ok(())
+    }
+}
+
+/// How long Envoy waits for a check's answer, as its
+/// `x-envoy-expected-rq-timeout-ms` on the check says (milliseconds, at
+/// most 10 digits); none for a missing or malformed one, or 0 (no limit).
+fn envoy_timeout(headers: &http::HeaderMap) -> Option<std::time::Duration> {
+    let value = headers.get("x-envoy-expected-rq-timeout-ms")?.as_bytes();
+    if value.is_empty() || value.len() > 10 || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let ms: u64 = std::str::from_utf8(value).ok()?.parse().ok()?;
+    (ms > 0).then(|| std::time::Duration::from_millis(ms))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envoy_s_timeout_is_read_when_well_formed() {
+        let of = |value: &str| {
+            let mut headers = http::HeaderMap::new();
+            headers.insert(
+                "x-envoy-expected-rq-timeout-ms",
+                http::HeaderValue::from_str(value).unwrap(),
+            );
+            envoy_timeout(&headers)
+        };
+        assert_eq!(of("1500"), Some(std::time::Duration::from_millis(1500)));
+        for bad in ["", "0", "-1", "1.5", "+1", "99999999999", " 1", "1s"] {
+            assert_eq!(of(bad), None, "{bad:?}");
+        }
+        assert_eq!(envoy_timeout(&http::HeaderMap::new()), None);
     }
 }

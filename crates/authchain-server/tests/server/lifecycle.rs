@@ -478,6 +478,18 @@ async fn a_check_slower_than_envoy_s_timeout_is_a_deny_under_failure_mode_allow(
     let envoy = Envoy::start(&yaml).await.unwrap();
     let ingress = envoy.listener("ingress").unwrap();
     let reply = client::get(ingress, "/x", &[]).await.unwrap();
+    answered_before_envoy_gave_up(&reply, &hits, &upstream, &server);
+}
+
+/// A deny the chain answered at the caller's deadline, before Envoy's
+/// `timeout` passed the request on: the slow remote asked once, nothing
+/// at the app.
+fn answered_before_envoy_gave_up(
+    reply: &client::Reply,
+    hits: &AtomicUsize,
+    upstream: &authchain_testkit::EchoServer,
+    server: &Authchain,
+) {
     assert_eq!(reply.status, 403, "{}", reply.text());
     assert_eq!(hits.load(Ordering::SeqCst), 1);
     assert_eq!(upstream.hits(), 0, "a request passed on Envoy's timeout");
@@ -486,6 +498,18 @@ async fn a_check_slower_than_envoy_s_timeout_is_a_deny_under_failure_mode_allow(
         "{}",
         server.log()
     );
+}
+
+/// The same through Envoy's HTTP service, which says how long it waits
+/// in the check's `x-envoy-expected-rq-timeout-ms`: the chain answers a
+/// tenth before, with a deny, and no request reaches the app.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_check_slower_than_envoy_http_s_timeout_is_a_deny_under_failure_mode_allow() {
+    let (auth, hits) = slow_auth_server(Duration::from_millis(1500)).await;
+    let server = Authchain::start(&slow_config("", auth)).await;
+    let (upstream, _envoy, ingress) = envoy_http_failing_open(&server, "slow", Some("0.3s")).await;
+    let reply = client::get(ingress, "/x", &[]).await.unwrap();
+    answered_before_envoy_gave_up(&reply, &hits, &upstream, &server);
 }
 
 /// No step's answer sets a connection or framing header: a policy's deny
