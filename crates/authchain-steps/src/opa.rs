@@ -16,6 +16,12 @@
 //!   evalTimeout: 100ms               # time limit of one evaluation (100ms)
 //! ```
 //!
+//! An evaluation holds its thread until it ends: it ends by `evalTimeout`
+//! (at most the step's time: its `timeout`, else the AuthConfig's
+//! `deadline`) or by the caller's deadline, whichever comes first, as an
+//! error. What a policy `print`s is dropped: it would write the input,
+//! credentials and all, to the server's output.
+//!
 //! Gloo writes `modules` as references to ConfigMaps (read beside the
 //! AuthConfig, [`authchain_core::resources`]), each entry of which is a
 //! Rego module, parsed as Gloo's OPA parses it: Rego v0 unless it imports
