@@ -243,6 +243,26 @@ impl Login {
             "a session costs no call to the IdP"
         );
 
+        // Another site's logout link, and a browser's prefetch of one,
+        // end nothing: the check sees the headers that say so.
+        for (name, value) in [
+            ("sec-fetch-site", "cross-site"),
+            ("sec-purpose", "prefetch;prerender"),
+        ] {
+            let mut other = UserAgent::new().max_hops(0).header(name, value);
+            *other.jar_mut() = agent.jar().clone();
+            let out = other.get(&format!("{}/logout", self.base)).await.unwrap();
+            assert_eq!(
+                out.status,
+                403,
+                "{name}: {}\n{}",
+                out.describe(),
+                self.output()
+            );
+            let page = agent.get(&format!("{}/again", self.base)).await.unwrap();
+            assert_eq!(page.status, 200, "{name}: the session stays");
+        }
+
         // Logout: the session is gone, the next request logs in again.
         let out = agent.get(&format!("{}/logout", self.base)).await.unwrap();
         assert!(

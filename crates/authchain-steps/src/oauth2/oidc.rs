@@ -355,6 +355,10 @@ impl Discovery {
             .id_token_signing_alg_values_supported
             .iter()
             .filter(|a| !a.starts_with("HS") && a.as_str() != "none")
+            // One the JWT library does not know (Keycloak lists ES512)
+            // signs no token this client can take; it must not keep the
+            // others from being taken.
+            .filter(|a| a.parse::<jsonwebtoken::Algorithm>().is_ok())
             .cloned()
             .collect();
         let jwt = JwtConfig {
@@ -666,6 +670,14 @@ impl Oidc {
     /// Builds the step; reaches nothing (discovery, the JWKS and Redis
     /// are reached when it starts).
     pub fn new(config: OidcAuthorizationCode, context: &BuildContext<'_>) -> Result<Self, Error> {
+        // A request it fails on has no session: letting it through lets
+        // in whom it could not log in, and a client can make a login fail
+        // (by filling the store its logins are kept in).
+        if context.failure_mode_allow {
+            return Err(Error::config(
+                "`failureModeAllow` on a login would let through a request with no session when the login cannot start (the IdP or Redis down or full); remove it",
+            ));
+        }
         unsupported(&config.azure, "azure", "Microsoft Entra distributed claims")?;
         unsupported(
             &config.front_channel_logout,
@@ -1480,7 +1492,8 @@ impl Oidc {
             refresh_token: tokens.refresh_token().map(|r| r.secret().clone()),
         };
         let set_cookies = self.save(&session).await?;
-        let location = format!("{}{}", self.app_origin, pending.return_to);
+        // Checked again: a Redis writer, without a key, may have made it.
+        let location = format!("{}{}", self.app_origin, return_path(&pending.return_to));
         let location =
             HeaderValue::try_from(location).map_err(|_| Error::step("bad return path"))?;
         let mut deny = Self::redirect(location).header(

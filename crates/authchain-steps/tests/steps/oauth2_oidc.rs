@@ -1077,6 +1077,25 @@ fn alice_id_token_until(issuer: &str, nonce: &str, exp: u64) -> String {
     sign(Algorithm::RS256, Some("rsa-1"), RSA, &claims)
 }
 
+/// An algorithm the JWT library does not know among the IdP's (Keycloak
+/// lists ES512) is passed over: the others still sign logins.
+#[tokio::test]
+async fn an_unknown_id_token_algorithm_is_passed_over() {
+    let fake = FakeTokens::start().await;
+    let mut rig = Rig::start(1, |_| {}).await;
+    let issuer = rig.issuer.clone();
+    let mut config = fake_config(&fake, &rig);
+    oidc(&mut config)["discoveryOverride"]["idTokenAlgs"] = json!(["ES512", "RS256", "ES256K"]);
+    let front = rig.front(0, &config).await;
+    let mut agent = UserAgent::new();
+    let back = fake_callback(&mut agent, &issuer, &front, |nonce| {
+        fake.answer_id_token(&alice_id_token(&issuer, nonce, 300));
+    })
+    .await;
+    assert_eq!(back.status, 302, "{}", back.describe());
+    assert_session(&mut agent, &front).await;
+}
+
 /// An ID token that expires past what a `SystemTime` holds (an `exp`
 /// beyond 2^63 seconds, which jsonwebtoken takes): the session works,
 /// with no panic on the way.
@@ -2151,6 +2170,24 @@ async fn cookie_attributes_cannot_be_injected_through_the_config() {
     let mut config = rig.config("app", 0);
     oidc(&mut config)["callbackPath"] = json!("/cb;x");
     Engine::new(registry()).build(&parse(&config), 1).unwrap();
+}
+
+/// A request the login fails on has no session: `failureModeAllow` would
+/// let it through, and a client can make a login fail (by filling the
+/// Redis its logins are kept in).
+#[tokio::test]
+async fn failure_mode_allow_on_a_login_is_a_config_error() {
+    let rig = Rig::new(1, |_| {}).await;
+    let mut config = rig.config("app", 0);
+    config["configs"][0]["failureModeAllow"] = json!(true);
+    let e = Engine::new(registry())
+        .build(&parse(&config), 1)
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("`failureModeAllow` on a login"),
+        "{e}"
+    );
+    assert!(e.place().unwrap_or_default().contains("configs[0]"), "{e}");
 }
 
 /// A cookie name with a `__Host-` or `__Secure-` prefix: every cookie
