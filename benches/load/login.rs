@@ -95,7 +95,9 @@ const TOKEN_TTL: u64 = 24 * 3600;
 /// answer to a session that does not open is a 302 to the IdP, so every
 /// round checks that they answered 2xx alone.
 pub(crate) struct Sessions {
-    envoys: Vec<(&'static str, Envoy, u64)>,
+    envoys: Vec<(&'static str, Envoy, [u64; 3])>,
+    /// The authchain servers, whose log a failed round shows.
+    authchains: Vec<Authchain>,
 }
 
 impl Sessions {
@@ -105,11 +107,14 @@ impl Sessions {
     pub(crate) async fn check(&self, round: &Round) -> Result<(), Box<dyn Error>> {
         for (name, envoy, before) in &self.envoys {
             let wrk = round.get(name).map_or(0, |f| f.errors);
-            let answers = not_2xx(envoy).await? - before;
-            if wrk > 0 || answers > 0 {
+            let now = not_2xx(envoy).await?;
+            let [x3, x4, x5] = [0, 1, 2].map(|i| now[i] - before[i]);
+            if wrk > 0 || x3 + x4 + x5 > 0 {
+                let logs: String = self.authchains.iter().map(Authchain::output).collect();
                 return Err(format!(
-                    "{name}: round {}: {wrk} errors by wrk's count; {answers} answers not 2xx \
-                     since the rounds began (a session that does not open answers 302)",
+                    "{name}: round {}: {wrk} errors by wrk's count; answers not 2xx since the \
+                     rounds began: {x3} 3xx (a session that does not open answers 302), {x4} \
+                     4xx, {x5} 5xx\n{logs}",
                     round.round
                 )
                 .into());
@@ -119,12 +124,12 @@ impl Sessions {
     }
 }
 
-/// The answers `envoy` gave that were not 2xx.
-async fn not_2xx(envoy: &Envoy) -> Result<u64, Box<dyn Error>> {
-    let mut count = 0;
-    for class in ["3xx", "4xx", "5xx"] {
+/// The answers `envoy` gave that were not 2xx: 3xx, 4xx and 5xx.
+async fn not_2xx(envoy: &Envoy) -> Result<[u64; 3], Box<dyn Error>> {
+    let mut count = [0; 3];
+    for (class, n) in ["3xx", "4xx", "5xx"].into_iter().zip(&mut count) {
         let stat = format!("http.ingress_http.downstream_rq_{class}");
-        count += envoy
+        *n = envoy
             .stat(&stat)
             .await?
             .ok_or_else(|| format!("envoy has no stat {stat}"))?;
@@ -282,7 +287,7 @@ pub(crate) async fn start() -> Result<(Group, Sessions), Box<dyn Error>> {
         scenarios,
         pids,
         cache: None,
-        _processes: vec![Box::new((upstream, idp, redis, files, authchains, bare))],
+        _processes: vec![Box::new((upstream, idp, redis, files, bare))],
     };
-    Ok((group, Sessions { envoys }))
+    Ok((group, Sessions { envoys, authchains }))
 }

@@ -141,6 +141,11 @@ impl Authchain {
         })
     }
 
+    /// What it wrote (the last 8 KiB of each stream).
+    pub(crate) fn output(&self) -> String {
+        self.peer.output()
+    }
+
     /// Its gRPC listener.
     pub(crate) fn grpc(&self) -> SocketAddr {
         self.grpc
