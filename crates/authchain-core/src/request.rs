@@ -196,6 +196,34 @@ impl AuthorizationRequest {
         }
     }
 
+    /// The headers as Envoy's `CheckRequest` has them (what a Gloo
+    /// passthrough or policy reads): one entry per name, its values joined
+    /// with `,`, non-UTF-8 bytes replaced, and the pseudo-headers
+    /// `:method`, `:path`, `:authority` and `:scheme` (the last two when
+    /// known).
+    pub fn check_headers(&self) -> BTreeMap<String, String> {
+        let mut headers = BTreeMap::new();
+        for (name, value) in &self.headers {
+            let value = String::from_utf8_lossy(value.as_bytes());
+            headers
+                .entry(name.as_str().to_owned())
+                .and_modify(|v: &mut String| {
+                    v.push(',');
+                    v.push_str(&value);
+                })
+                .or_insert_with(|| value.into_owned());
+        }
+        headers.insert(":method".into(), self.method.as_str().to_owned());
+        headers.insert(":path".into(), self.path.clone());
+        if !self.host.is_empty() {
+            headers.insert(":authority".into(), self.host.clone());
+        }
+        if !self.scheme.is_empty() {
+            headers.insert(":scheme".into(), self.scheme.clone());
+        }
+        headers
+    }
+
     /// The query string without the `?`, if there is one.
     pub fn query(&self) -> Option<&str> {
         self.path.find('?').map(|i| &self.path[i + 1..])

@@ -520,25 +520,7 @@ pub(crate) fn denied(code: i32, message: &str, deny: Deny) -> CheckResponse {
 /// Headers with several values are comma-joined, pseudo-headers are added,
 /// a UTF-8 body goes in `body` and any other in `raw_body`.
 pub fn to_check_request(req: &AuthorizationRequest, metadata: &Map<String, Value>) -> CheckRequest {
-    let mut headers: HashMap<String, String> = HashMap::with_capacity(req.headers.keys_len() + 4);
-    for (name, value) in &req.headers {
-        let value = String::from_utf8_lossy(value.as_bytes());
-        headers
-            .entry(name.as_str().to_owned())
-            .and_modify(|v| {
-                v.push(',');
-                v.push_str(&value);
-            })
-            .or_insert_with(|| value.into_owned());
-    }
-    headers.insert(":method".into(), req.method.as_str().to_owned());
-    headers.insert(":path".into(), req.path.clone());
-    if !req.host.is_empty() {
-        headers.insert(":authority".into(), req.host.clone());
-    }
-    if !req.scheme.is_empty() {
-        headers.insert(":scheme".into(), req.scheme.clone());
-    }
+    let headers: HashMap<String, String> = req.check_headers().into_iter().collect();
     let (body, raw_body) = match &req.body {
         None => (String::new(), Vec::new()),
         Some(b) => match std::str::from_utf8(b) {

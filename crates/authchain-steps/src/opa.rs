@@ -687,21 +687,12 @@ fn object<const N: usize>(pairs: [(&regorus::Value, regorus::Value); N]) -> rego
 fn input(request: &AuthorizationRequest) -> regorus::Value {
     use regorus::Value as V;
     let ks = &*KEYS;
-    let mut headers: BTreeMap<V, String> = BTreeMap::new();
-    for (name, value) in &request.headers {
-        let value = String::from_utf8_lossy(value.as_bytes());
-        headers
-            .entry(V::from(name.as_str()))
-            .and_modify(|s| {
-                s.push_str(", ");
-                s.push_str(&value);
-            })
-            .or_insert_with(|| value.into_owned());
-    }
+    // As Envoy's CheckRequest, pseudo-headers and all.
     let headers = V::from(
-        headers
+        request
+            .check_headers()
             .into_iter()
-            .map(|(k, v)| (k, V::from(v)))
+            .map(|(k, v)| (V::from(k), V::from(v)))
             .collect::<BTreeMap<V, V>>(),
     );
     let method = V::from(request.method.as_str());

@@ -64,7 +64,7 @@ default result := {"allowed": false, "http_status": 418, "body": "no tea", "head
 result := {"allowed": true, "headers": {"x-role": "reader", "x-sneaky": "1"}, "response_headers_to_add": {"x-seen": "yes"}, "dynamic_metadata": {"role": "reader", "tier": {"n": 2}}} if {
 	input.method == "GET"
 	input.parsed_query.v == ["1"]
-	input.headers["x-a"] == "1, 2"
+	input.headers["x-a"] == "1,2"
 	input.attributes.request.http.host == "api.example.com"
 	data.readers[_] == input.context.tenant
 }"#,
@@ -494,4 +494,31 @@ async fn a_builtin_that_fails_on_a_client_value_is_undefined_even_failing_open()
     let admin = base64::engine::general_purpose::STANDARD.encode("admin");
     let mut r = get_with("/", "x-b64", &admin);
     assert!(chain.authorize(&mut r).await.is_allow());
+}
+
+/// The headers are Envoy's CheckRequest's, as Gloo's policies read them:
+/// its pseudo-headers too, and repeated values joined with `,`.
+#[tokio::test]
+async fn the_input_headers_are_envoy_s_pseudo_headers_and_all() {
+    let chain = chain(&opa(
+        r#"package t
+import rego.v1
+h := input.attributes.request.http.headers
+result if {
+	h[":authority"] == "app.example"
+	h[":method"] == "GET"
+	h[":path"] == "/x?y=1"
+	h["x-two"] == "a,b"
+}"#,
+        "",
+    ))
+    .await;
+    let mut r = req(Method::GET, "/x?y=1").with_host("app.example");
+    r.headers.append("x-two", HeaderValue::from_static("a"));
+    r.headers.append("x-two", HeaderValue::from_static("b"));
+    assert!(chain.authorize(&mut r).await.is_allow());
+    let mut other = req(Method::GET, "/x?y=1").with_host("admin.example");
+    other.headers.append("x-two", HeaderValue::from_static("a"));
+    other.headers.append("x-two", HeaderValue::from_static("b"));
+    assert_eq!(status(&chain.authorize(&mut other).await), 403);
 }
