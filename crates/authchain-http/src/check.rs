@@ -79,6 +79,7 @@ use std::net::IpAddr;
 use authchain_core::{Allow, AuthorizationRequest, Decision, Peer};
 use bytes::Bytes;
 use http::HeaderMap;
+use http::header::Entry;
 use http::header::{HOST, HeaderName};
 use http::request::Parts;
 use http::{HeaderValue, Method, Response, StatusCode};
@@ -528,7 +529,28 @@ fn allow_response(allow: Allow, mut headers: HeaderMap) -> Response<Bytes> {
     let removals = usize::from(!allow.headers_to_remove.is_empty());
     headers.clear();
     headers.reserve(allow.headers.len() + allow.response_headers.len() + removals);
-    for m in allow.headers.into_iter().chain(allow.response_headers) {
+    // One line per upstream header: Envoy's HTTP service sets each line
+    // of an `allowed_upstream_headers` name in turn, so of a set and an
+    // append only the last would reach the app.
+    for m in allow.headers {
+        match headers.entry(m.name) {
+            Entry::Vacant(entry) => {
+                entry.insert(m.value);
+            }
+            Entry::Occupied(mut entry) => {
+                let separator: &[u8] = match entry.key() == http::header::COOKIE {
+                    true => b"; ",
+                    false => b", ",
+                };
+                let joined = [entry.get().as_bytes(), separator, m.value.as_bytes()].concat();
+                if let Ok(value) = HeaderValue::from_bytes(&joined) {
+                    entry.insert(value);
+                }
+            }
+        }
+    }
+    // Each its own line: two `Set-Cookie`s are two cookies.
+    for m in allow.response_headers {
         headers.append(m.name, m.value);
     }
     if let Some(value) = removals_value(allow.headers_to_remove) {

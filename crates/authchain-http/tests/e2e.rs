@@ -58,6 +58,14 @@ fn registry() -> PluginRegistry {
                         HeaderValue::from_static("auditors"),
                     )
                     .remove_header(HeaderName::from_static("x-debug"))
+                    .set_header(
+                        HeaderName::from_static("x-roles"),
+                        HeaderValue::from_static("reader"),
+                    )
+                    .append_header(
+                        HeaderName::from_static("x-roles"),
+                        HeaderValue::from_static("auditor"),
+                    )
                     .into())
             })
         })))
@@ -368,7 +376,7 @@ async fn envoy(auth: SocketAddr, upstream: SocketAddr, config: &str) -> Envoy {
             addr: auth,
             path_prefix: &prefix,
             allowed_headers: &["authorization", "cookie", "x-*"],
-            upstream_headers: &["x-user-id", "x-body-length"],
+            upstream_headers: &["x-user-id", "x-body-length", "x-roles"],
             upstream_headers_to_append: &["x-groups"],
             client_headers: &["www-authenticate"],
         })
@@ -486,6 +494,12 @@ async fn envoy_http_service_overwrites_appends_and_removes() {
     );
     assert!(seen.header("x-debug").is_none(), "removed");
     assert_eq!(seen.header("x-keep"), Some("k"));
+    // Set, then appended to: one line, as Envoy sets each line it takes.
+    assert_eq!(
+        seen.header_values("x-roles"),
+        ["reader", "auditor"],
+        "set and appended"
+    );
 }
 
 #[tokio::test]
