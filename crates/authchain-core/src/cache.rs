@@ -114,16 +114,19 @@ impl Attribute {
                 }
                 hash.write(&[0]);
             }
-            // Every value of the parameter, in every spelling of its name
-            // (`%74oken` is `token` to a step that decodes the query).
+            // Every occurrence of the parameter, in every spelling of its
+            // name (`%74oken` is `token` to a step that decodes the query),
+            // each as written: one that reads the raw query tells them
+            // apart.
             Attribute::Query(name) => {
                 hash.write(&[4]);
                 for pair in request.query().unwrap_or_default().split('&') {
                     let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-                    if key.is_empty() || percent_decode(key, true) != name.as_str() {
+                    if percent_decode(key, true) != name.as_str() {
                         continue;
                     }
-                    field(hash, Some(percent_decode(value, true).as_bytes()));
+                    field(hash, Some(key.as_bytes()));
+                    field(hash, Some(value.as_bytes()));
                 }
                 hash.write(&[0]);
             }
@@ -481,7 +484,12 @@ impl DecisionCache {
                     let (decision, rememberable) =
                         Box::pin(chain.authorize_uncached(request, false)).await;
                     self.misses.increment(1);
-                    if for_one_client(&decision) {
+                    // A run that failed as its own caller stopped waiting
+                    // says nothing to the waiters, whose callers may wait
+                    // longer: they run for themselves.
+                    let out_of_time =
+                        !rememberable && answer_by.is_some_and(|by| Instant::now() >= by);
+                    if out_of_time || for_one_client(&decision) {
                         let _ = guard.insert(None);
                         self.entries.remove(&key);
                         return decision;
@@ -633,7 +641,10 @@ mod tests {
         assert_ne!(k("/?token=a&to%6Ben=b"), k("/?token=a"));
         assert_ne!(k("/?token="), k("/"));
         assert_eq!(k("/?token=a&x=1"), k("/?x=2&token=a"));
-        assert_eq!(k("/?%74oken=a"), k("/?token=%61"));
+        // As written: a step reading the raw query tells these apart.
+        assert_ne!(k("/?%74oken=a"), k("/?token=a"));
+        assert_ne!(k("/?token=%FF"), k("/?token=%80"));
+        assert_ne!(k("/?token=a+b"), k("/?token=a%20b"));
     }
 
     #[test]

@@ -681,8 +681,14 @@ impl Chain {
                 // keeps no room for an answer while it waits.
                 let future = match Self::ask(step, request) {
                     // A step's own work (a policy's evaluation) may take
-                    // the run past its deadline: that answer is late too.
-                    Ok(_) if Instant::now() > run.deadline => break 'answer Err(self.late(run)),
+                    // the run past its deadline: an allow or an error
+                    // then is late too (a deny stands).
+                    Ok(ref answer)
+                        if !matches!(answer, Ok(Decision::Deny(_)))
+                            && Instant::now() > run.deadline =>
+                    {
+                        break 'answer Err(self.late(run));
+                    }
                     Ok(answer) => break 'answer answer,
                     Err(future) => future,
                 };

@@ -1,14 +1,13 @@
 //! Canonical request paths, so that every authorization decision reads the
 //! path the way the upstream application will.
 //!
-//! A proxy may forward `/public/%2e%2e/secret` as is while the application
-//! behind it resolves it to `/secret`; a rule such as "allow only
-//! `/public/`" that looked at the raw text would then let it through. The
-//! canonical form removes such differences: it is absolute, its
-//! percent-escapes are well formed with uppercase hex digits, escapes of
-//! characters a path may hold as they are (unreserved, sub-delims but `;`,
-//! `:` and `@`) are decoded, runs of `/` are merged and the dot segments
-//! `.` and `..` are resolved (RFC 3986 §5.2.4). Constructs whose meaning
+//! A proxy may forward `/%70ublic//x` as is while the application behind
+//! it reads `/public/x`; a rule that looked at the raw text would judge
+//! another path than the app serves. The canonical form removes such
+//! differences: it is absolute, its percent-escapes are well formed with
+//! uppercase hex digits, escapes of characters a path may hold as they
+//! are (unreserved, sub-delims but `;`, `:` and `@`) are decoded, and runs
+//! of `/` are merged. Constructs whose meaning
 //! differs between servers (a `.` or `..` segment, which a router that
 //! matches the raw path, as Envoy's and axum's do, reads as text and the
 //! app resolves; an encoded `/`, a `\`, an encoded control byte, a raw

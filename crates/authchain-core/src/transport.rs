@@ -35,12 +35,11 @@ pub use crate::limit::{
 pub struct AnswerBy(pub std::time::Instant);
 
 impl AnswerBy {
-    /// For a caller that waits `timeout` from now: a tenth before, so that
-    /// the answer is on its way when the caller's timer ends.
-    pub fn within(timeout: std::time::Duration) -> Option<AnswerBy> {
-        std::time::Instant::now()
-            .checked_add(timeout - timeout / 10)
-            .map(AnswerBy)
+    /// For a caller that waits `timeout` from `start` (when its request
+    /// arrived): a tenth before, so that the answer is on its way when the
+    /// caller's timer ends.
+    pub fn within(start: std::time::Instant, timeout: std::time::Duration) -> Option<AnswerBy> {
+        start.checked_add(timeout - timeout / 10).map(AnswerBy)
     }
 
     /// The caller's deadline `request` carries, if any.

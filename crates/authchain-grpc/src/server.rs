@@ -459,7 +459,8 @@ impl Authorization for ExtAuthzService {
         // Envoy's `timeout` for the check, after which tonic drops this
         // answer and Envoy's `failure_mode_allow` may pass the request:
         // the chain answers a tenth before.
-        let answer_by = grpc_timeout(request.metadata()).and_then(AnswerBy::within);
+        let arrived = std::time::Instant::now();
+        let answer_by = grpc_timeout(request.metadata()).and_then(|t| AnswerBy::within(arrived, t));
         Ok(Response::new(
             self.check_by(request.into_inner(), answer_by).await,
         ))

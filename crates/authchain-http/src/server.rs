@@ -100,6 +100,7 @@ impl CheckServer {
         B: http_body::Body,
         B::Error: Into<authchain_core::BoxError>,
     {
+        let arrived = std::time::Instant::now();
         let (mut parts, body) = request.into_parts();
         let peer = peer.map(Peer::from_address).unwrap_or_default();
         // Most checks carry no body (nginx, Traefik and Caddy never send
@@ -159,7 +160,7 @@ impl CheckServer {
             tracing::warn!(config = ?name, "check for an unknown AuthConfig; denying");
             return plain(StatusCode::FORBIDDEN, "unknown AuthConfig");
         };
-        if !forward_auth && let Some(by) = envoy_waits.and_then(AnswerBy::within) {
+        if !forward_auth && let Some(by) = envoy_waits.and_then(|t| AnswerBy::within(arrived, t)) {
             request.extensions.insert(by);
         }
         let as_401 = wants_login_as_401(&request.headers);

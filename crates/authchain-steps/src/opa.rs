@@ -43,7 +43,7 @@
 //!
 //! | `input.` | value |
 //! |---|---|
-//! | `method`, `path`, `host`, `scheme`, `headers` | the request; `path` with its query, header names lower case, values of one name joined with `, ` |
+//! | `method`, `path`, `host`, `scheme`, `headers` | the request; `path` with its query, header names lower case, values of one name joined with `,`, and Envoy's pseudo-headers `:method`, `:path`, `:authority`, `:scheme` |
 //! | `state` | the chain's state (`input.state.jwt.sub` after a `jwt` step; after an `oauth2` login, `input.state.jwt` is the ID token: `io.jwt.decode` it, a builtin authchain adds to regorus) |
 //! | `check_request`, `http_request` | Gloo's: the CheckRequest (`{attributes}`), and its `attributes.request.http` |
 //! | `context` | Envoy `context_extensions` |
@@ -410,14 +410,17 @@ impl OpaAuth {
                 .add_data(regorus::Value::from(data))
                 .map_err(|e| Error::config(first_line(&e)).at("data"))?;
         }
-        let eval_timeout = config
-            .eval_timeout
-            .map_or(Duration::from_millis(100), |d| d.0);
+        // An evaluation holds its thread: it must end within the step's
+        // time, which no timer can cut short.
+        let eval_timeout = match config.eval_timeout {
+            Some(d) => d.0,
+            None => context
+                .timeout
+                .map_or(DEFAULT_EVAL_TIMEOUT, |t| t.min(DEFAULT_EVAL_TIMEOUT)),
+        };
         if eval_timeout.is_zero() {
             return Err(Error::config("expected a positive duration").at("evalTimeout"));
         }
-        // An evaluation holds its thread: it must end within the step's
-        // time, which no timer can cut short.
         if let Some(step_time) = context.timeout
             && eval_timeout > step_time
         {
@@ -473,7 +476,8 @@ impl OpaAuth {
         let limit = match request.extensions.get::<AnswerBy>() {
             Some(AnswerBy(by)) => by
                 .saturating_duration_since(std::time::Instant::now())
-                .clamp(Duration::from_millis(1), self.eval_timeout),
+                .max(Duration::from_millis(1))
+                .min(self.eval_timeout),
             None => self.eval_timeout,
         };
         engine.set_execution_timer_config(timer(limit));
@@ -800,6 +804,10 @@ fn input(request: &AuthorizationRequest) -> regorus::Value {
     ])
 }
 
+/// How long an evaluation may take when `evalTimeout` does not say (or
+/// the step's time, if shorter).
+const DEFAULT_EVAL_TIMEOUT: Duration = Duration::from_millis(100);
+
 /// regorus's timer for evaluations of at most `limit`.
 fn timer(limit: Duration) -> regorus::utils::limits::ExecutionTimerConfig {
     regorus::utils::limits::ExecutionTimerConfig {
@@ -891,7 +899,18 @@ result if count([x | some x in numbers.range(1, 200000)]) > 0
         let e = OpaAuth::with_resources(config.clone(), &context).unwrap_err();
         assert!(e.to_string().contains("longer than the step's time"), "{e}");
         config.eval_timeout = Some(ConfigDuration(Duration::from_secs(1)));
-        assert!(OpaAuth::with_resources(config, &context).is_ok());
+        assert!(OpaAuth::with_resources(config.clone(), &context).is_ok());
+        // Unset, it is 100 ms, or the step's time when that is shorter.
+        config.eval_timeout = None;
+        let short = BuildContext::new("", "", "").with_timeout(Duration::from_millis(50));
+        let step = OpaAuth::with_resources(config.clone(), &short).unwrap();
+        assert_eq!(step.eval_timeout, Duration::from_millis(50));
+        // One under a millisecond, under a caller's deadline: no panic.
+        config.eval_timeout = Some(ConfigDuration(Duration::from_micros(500)));
+        let step = OpaAuth::new(config).unwrap();
+        req.extensions
+            .insert(AnswerBy(std::time::Instant::now() + Duration::from_secs(1)));
+        assert!(step.decide(&req).is_err());
     }
 
     /// `print` writes nothing of the input anywhere, and keeps nothing of
@@ -916,6 +935,13 @@ result if {
         for engine in &mut engines.idle {
             assert!(engine.take_prints().unwrap().is_empty());
         }
+        // Gathered, not written to stderr: an engine made as the step's
+        // keeps what it printed until it is taken.
+        let mut engine = engines.template.clone();
+        engine.set_input(input(&req));
+        engine.eval_rule(step.rule.clone()).unwrap();
+        let printed = engine.take_prints().unwrap();
+        assert!(printed.concat().contains("s3cr3t-token"), "{printed:?}");
     }
 
     #[test]

@@ -413,4 +413,22 @@ async fn a_caller_s_deadline_ends_a_run_and_a_wait_on_another() {
     let decision = cached.authorize(&mut waiter).await;
     assert_eq!(status(&decision), Some(StatusCode::SERVICE_UNAVAILABLE));
     assert!(leader.await.unwrap().is_allow(), "the first run's answer");
+
+    // The other way round: a run that ended on its own caller's deadline
+    // is not its waiters' answer; one whose caller waits longer runs for
+    // itself.
+    let cached = chain(true);
+    let leader = tokio::spawn({
+        let chain = cached.clone();
+        async move {
+            let mut hurried = request(&[]);
+            hurried.extensions.insert(by());
+            chain.authorize(&mut hurried).await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let decision = cached.authorize(&mut request(&[])).await;
+    assert!(decision.is_allow(), "{decision:?}");
+    let hurried = leader.await.unwrap();
+    assert_eq!(status(&hurried), Some(StatusCode::SERVICE_UNAVAILABLE));
 }

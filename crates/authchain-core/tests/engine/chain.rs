@@ -858,22 +858,28 @@ async fn the_chain_deadline_never_fails_open() {
 /// the run fails closed, as one that waited would.
 #[tokio::test]
 async fn an_answer_made_at_once_past_the_deadline_is_late() {
-    struct Busy;
+    struct Busy(Decision);
     impl AuthService for Busy {
         fn authorize<'a>(&'a self, _: &'a mut AuthorizationRequest) -> Answer<'a> {
             std::thread::sleep(Duration::from_millis(60));
-            Ok(Decision::authorized()).into()
+            Ok(self.0.clone()).into()
         }
     }
-    let chain = Chain::builder("c")
-        .step(ChainStep::new("busy", Arc::new(Busy)).failure_mode_allow(true))
-        .deadline(Duration::from_millis(20))
-        .build()
-        .unwrap();
+    let chain = |answer: Decision| {
+        Chain::builder("c")
+            .step(ChainStep::new("busy", Arc::new(Busy(answer))).failure_mode_allow(true))
+            .deadline(Duration::from_millis(20))
+            .build()
+            .unwrap()
+    };
+    let late = chain(Decision::authorized());
     assert_eq!(
-        chain.authorize(&mut get("/")).await,
+        late.authorize(&mut get("/")).await,
         Decision::unauthorized()
     );
+    // A deny stands, status and all.
+    let deny = Decision::deny(StatusCode::NOT_FOUND);
+    assert_eq!(chain(deny.clone()).authorize(&mut get("/")).await, deny);
 }
 
 #[tokio::test(start_paused = true)]
