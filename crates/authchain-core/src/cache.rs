@@ -486,10 +486,15 @@ impl DecisionCache {
                     self.misses.increment(1);
                     // A run that failed as its own caller stopped waiting
                     // says nothing to the waiters, whose callers may wait
-                    // longer: they run for themselves.
+                    // longer: the key goes to one of them, which runs for
+                    // the rest (quick_cache hands an unfilled guard on).
                     let out_of_time =
                         !rememberable && answer_by.is_some_and(|by| Instant::now() >= by);
-                    if out_of_time || for_one_client(&decision) {
+                    if out_of_time {
+                        drop(guard);
+                        return decision;
+                    }
+                    if for_one_client(&decision) {
                         let _ = guard.insert(None);
                         self.entries.remove(&key);
                         return decision;

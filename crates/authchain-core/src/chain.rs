@@ -680,15 +680,6 @@ impl Chain {
                 // The wait is out of the match, so that the run's future
                 // keeps no room for an answer while it waits.
                 let future = match Self::ask(step, request) {
-                    // A step's own work (a policy's evaluation) may take
-                    // the run past its deadline: an allow or an error
-                    // then is late too (a deny stands).
-                    Ok(ref answer)
-                        if !matches!(answer, Ok(Decision::Deny(_)))
-                            && Instant::now() > run.deadline =>
-                    {
-                        break 'answer Err(self.late(run));
-                    }
                     Ok(answer) => break 'answer answer,
                     Err(future) => future,
                 };
@@ -696,6 +687,12 @@ impl Chain {
                 // stays small without the wait's.
                 Box::pin(self.wait(step, future, run)).await
             };
+            // A step's own work (a policy's evaluation, a plugin's first
+            // poll) may take the run past its deadline before any timer
+            // runs: an allow or an error then is late too (a deny stands).
+            if !matches!(answer, Ok(Decision::Deny(_))) && Instant::now() > run.deadline {
+                answer = Err(self.late(run));
+            }
             let result = self.settle(step, &mut answer, request, run);
             if let Some(trace) = &mut run.trace {
                 trace
@@ -1579,7 +1576,9 @@ fn names_another_path(request: &AuthorizationRequest, value: &http::HeaderValue)
             _ => target.to_owned(),
         };
         let path = target.split('?').next().unwrap_or_default();
-        match path::canonicalize(path, AmbiguousPaths::Keep) {
+        // As the request's own path is read: a `..` in an override is
+        // another path to a router that reads it as written.
+        match path::canonicalize(path, AmbiguousPaths::Reject) {
             Ok(None) => Some(path.to_owned()),
             Ok(Some(canonical)) => Some(canonical),
             Err(_) => None,

@@ -198,17 +198,22 @@ impl AuthorizationRequest {
 
     /// The headers as Envoy's `CheckRequest` has them (what a Gloo
     /// passthrough or policy reads): one entry per name, its values joined
-    /// with `,`, non-UTF-8 bytes replaced, and the pseudo-headers
+    /// with `,` (`cookie`'s with `; `, as HTTP/2 says), non-UTF-8 bytes
+    /// replaced, and the pseudo-headers
     /// `:method`, `:path`, `:authority` and `:scheme` (the last two when
     /// known).
     pub fn check_headers(&self) -> BTreeMap<String, String> {
         let mut headers = BTreeMap::new();
         for (name, value) in &self.headers {
             let value = String::from_utf8_lossy(value.as_bytes());
+            let separator = match name == http::header::COOKIE {
+                true => "; ",
+                false => ",",
+            };
             headers
                 .entry(name.as_str().to_owned())
                 .and_modify(|v: &mut String| {
-                    v.push(',');
+                    v.push_str(separator);
                     v.push_str(&value);
                 })
                 .or_insert_with(|| value.into_owned());
@@ -307,6 +312,27 @@ mod tests {
         let r = AuthorizationRequest::new(Method::GET, "/plain");
         assert_eq!(r.path_only(), "/plain");
         assert_eq!(r.query(), None);
+    }
+
+    #[test]
+    fn check_headers_are_envoy_s() {
+        let mut r = AuthorizationRequest::new(Method::GET, "/a?b=1").with_host("app.example");
+        for (name, value) in [
+            ("x-a", "1"),
+            ("x-a", "2"),
+            ("cookie", "s=1"),
+            ("cookie", "t=2"),
+        ] {
+            r.headers
+                .append(name, HeaderValue::from_str(value).unwrap());
+        }
+        let h = r.check_headers();
+        assert_eq!(h["x-a"], "1,2");
+        assert_eq!(h["cookie"], "s=1; t=2");
+        assert_eq!(h[":authority"], "app.example");
+        assert_eq!(h[":path"], "/a?b=1");
+        assert_eq!(h[":method"], "GET");
+        assert!(!h.contains_key(":scheme"));
     }
 
     #[test]

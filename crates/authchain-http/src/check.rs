@@ -543,7 +543,8 @@ fn allow_response(allow: Allow, mut headers: HeaderMap) -> Response<Bytes> {
                     false => b", ",
                 };
                 let joined = [entry.get().as_bytes(), separator, m.value.as_bytes()].concat();
-                if let Ok(value) = HeaderValue::from_bytes(&joined) {
+                if let Ok(mut value) = HeaderValue::from_bytes(&joined) {
+                    value.set_sensitive(entry.get().is_sensitive() || m.value.is_sensitive());
                     entry.insert(value);
                 }
             }

@@ -129,6 +129,8 @@ impl CheckServer {
         // Envoy's HTTP service says how long it waits: past that, its
         // `failure_mode_allow` would pass the request whatever the steps.
         let envoy_waits = envoy_timeout(&parts.headers);
+        // The hop's, not the client's: steps do not see it.
+        parts.headers.remove("x-envoy-expected-rq-timeout-ms");
         let check_config = self.config.load_full();
         let (config, forward_auth) = match check_config.read_into(
             &mut parts,

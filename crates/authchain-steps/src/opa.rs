@@ -16,11 +16,14 @@
 //!   evalTimeout: 100ms               # time limit of one evaluation (100ms)
 //! ```
 //!
-//! An evaluation holds its thread until it ends: it ends by `evalTimeout`
-//! (at most the step's time: its `timeout`, else the AuthConfig's
-//! `deadline`) or by the caller's deadline, whichever comes first, as an
-//! error. What a policy `print`s is dropped: it would write the input,
-//! credentials and all, to the server's output.
+//! An evaluation holds its thread until it ends. It is stopped, as an
+//! error, at `evalTimeout` (at most the step's time: its `timeout`, else
+//! the AuthConfig's `deadline`) or at the caller's deadline, whichever
+//! comes first; the clock is read between steps of the evaluation, so one
+//! builtin call on a large input runs to its end first, and an answer past
+//! the chain's deadline is an error all the same. What a policy `print`s
+//! is dropped: it would write the input, credentials and all, to the
+//! server's output.
 //!
 //! Gloo writes `modules` as references to ConfigMaps (read beside the
 //! AuthConfig, [`authchain_core::resources`]), each entry of which is a

@@ -502,6 +502,15 @@ fn forgeries() -> Vec<Row> {
                 .header(name, "/admin"),
         );
     }
+    // The same path by a climb, which a router reading the header as
+    // written takes for /admin/...
+    rows.push(
+        Row::get(
+            "C GET /public/x + X-Original-URL: /admin/../public/x",
+            "/public/x",
+        )
+        .header("X-Original-URL", "/admin/../public/x"),
+    );
     // ingress-nginx writes X-Original-URL in absolute form on every check:
     // the same path passes, another does not.
     rows.push(

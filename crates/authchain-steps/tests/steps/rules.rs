@@ -160,6 +160,15 @@ async fn bad_rules_configs_name_their_place() {
             "rules: [{ action: deny, hosts: [a.example.com, \"[::1]:443\"] }]",
             "configs[0].rules.rules[0].hosts[1]",
         ),
+        // `/static/..` would be `/`: an allow of everything, unsaid.
+        (
+            "rules: [{ action: allow, paths: [{ prefix: /static/.. }] }]",
+            "configs[0].rules.rules[0].paths[0].prefix",
+        ),
+        (
+            "rules: [{ action: allow, path: { exact: \"/a/%2e/b\" } }]",
+            "configs[0].rules.rules[0].path.exact",
+        ),
         (
             "rules: [{ action: maybe }]",
             "configs[0].rules.rules[0].action",
