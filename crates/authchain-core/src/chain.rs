@@ -609,6 +609,15 @@ impl Chain {
         self.begin(&mut run, request);
         let span = tracing::debug_span!("authchain.chain", config = %self.name);
         let ended = match self.run(&mut run, request).instrument(span).await {
+            // A step's own work (a policy's evaluation, a plugin's first
+            // poll) may take the run past its deadline before any timer
+            // runs: an allow then is late (a deny stands), whatever the
+            // steps' failureModeAllow.
+            Ended::Allowed if Instant::now() > run.deadline => {
+                run.failed = true;
+                tracing::warn!(config = %self.name, error = %self.late(&run), "the allow came too late; denying");
+                Ended::Failed
+            }
             Ended::Allowed => self.name_user(&mut run, request),
             ended => ended,
         };
@@ -687,12 +696,6 @@ impl Chain {
                 // stays small without the wait's.
                 Box::pin(self.wait(step, future, run)).await
             };
-            // A step's own work (a policy's evaluation, a plugin's first
-            // poll) may take the run past its deadline before any timer
-            // runs: an allow or an error then is late too (a deny stands).
-            if !matches!(answer, Ok(Decision::Deny(_))) && Instant::now() > run.deadline {
-                answer = Err(self.late(run));
-            }
             let result = self.settle(step, &mut answer, request, run);
             if let Some(trace) = &mut run.trace {
                 trace
@@ -994,6 +997,11 @@ impl Chain {
     ) -> StepResult {
         if let Ok(decision) = answer {
             drop_framing(decision, &self.name, &step.name);
+        }
+        if let Ok(Decision::Allow(allow)) = answer
+            && let Some(problem) = allow.query_problem()
+        {
+            *answer = Err(Error::invalid_answer(problem));
         }
         let error = match answer {
             Ok(Decision::Allow(allow)) => {
@@ -1518,6 +1526,11 @@ fn ambiguous_host(request: &AuthorizationRequest) -> Option<String> {
     };
     if name.ends_with('.') {
         return Some("ambiguous host: a trailing dot, which proxies route differently".to_owned());
+    }
+    // `x@admin.example` is `admin.example` to an app that parses it as a
+    // URL's authority (http's `Uri::host`), and neither to a rule.
+    if request.host.contains('@') {
+        return Some("ambiguous host: userinfo (`@`) in the authority".to_owned());
     }
     let differs = |host: &[u8]| {
         let host = host.trim_ascii();

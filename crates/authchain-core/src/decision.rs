@@ -226,6 +226,43 @@ impl Allow {
         self
     }
 
+    /// Why the allow's query changes cannot be carried out as given, if
+    /// they cannot: a key or value that would change the URL's structure
+    /// (a space, a control character, `#`, `&`, non-ASCII: percent-encode
+    /// those; in a key also `=`, or none at all). The chain fails a step
+    /// whose allow has one, closed, on every transport.
+    pub fn query_problem(&self) -> Option<String> {
+        let bad = |part: &str, is_key: bool| {
+            (is_key && part.is_empty())
+                || part.chars().any(|c| {
+                    !c.is_ascii_graphic() || matches!(c, '#' | '&') || (is_key && c == '=')
+                })
+        };
+        let name = |key: &str| key.chars().take(64).collect::<String>();
+        for (key, value) in &self.query_parameters_to_set {
+            if bad(key, true) {
+                return Some(format!(
+                    "query parameter {:?} is empty or has characters that must be percent-encoded",
+                    name(key)
+                ));
+            }
+            if bad(value, false) {
+                return Some(format!(
+                    "the value of query parameter {:?} has characters that must be percent-encoded",
+                    name(key)
+                ));
+            }
+        }
+        let key = self
+            .query_parameters_to_remove
+            .iter()
+            .find(|k| bad(k, true))?;
+        Some(format!(
+            "query parameter {:?} is empty or has characters that must be percent-encoded",
+            name(key)
+        ))
+    }
+
     /// Adds an entry to the dynamic metadata.
     pub fn metadata(mut self, key: impl Into<String>, value: Value) -> Self {
         self.dynamic_metadata.insert(key.into(), value);

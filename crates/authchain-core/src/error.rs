@@ -43,6 +43,9 @@ enum Kind {
     Panic,
     /// A step at a limit of its own: a step error that never fails open.
     Overloaded,
+    /// A step's answer that cannot be carried out as given: a step error
+    /// that never fails open.
+    Invalid,
     Timeout,
     /// The request's time is up (the chain's deadline, or its caller's):
     /// a timeout that never fails open.
@@ -99,6 +102,14 @@ impl Error {
         Self::new(Kind::Overloaded, message)
     }
 
+    /// A step answered what cannot be carried out as given (a query
+    /// change that would alter the URL's structure): a step error that
+    /// `failureModeAllow` never lets through, as the allow it came in
+    /// would have been carried out without it.
+    pub(crate) fn invalid_answer(message: impl Into<String>) -> Self {
+        Self::new(Kind::Invalid, message)
+    }
+
     /// The request's time ran out during a step: the chain's deadline, or
     /// its caller's ([`AnswerBy`](crate::transport::AnswerBy)).
     pub(crate) fn deadline_passed(message: impl Into<String>) -> Self {
@@ -121,7 +132,7 @@ impl Error {
     pub(crate) fn fails_closed(&self) -> bool {
         matches!(
             self.inner.kind,
-            Kind::Panic | Kind::Overloaded | Kind::Deadline
+            Kind::Panic | Kind::Overloaded | Kind::Invalid | Kind::Deadline
         )
     }
 
@@ -248,7 +259,10 @@ impl Error {
 
     /// A step failed at request time.
     pub fn is_step(&self) -> bool {
-        matches!(self.inner.kind, Kind::Step | Kind::Panic | Kind::Overloaded)
+        matches!(
+            self.inner.kind,
+            Kind::Step | Kind::Panic | Kind::Overloaded | Kind::Invalid
+        )
     }
 
     /// A step panicked: a step error (so [`is_step`](Self::is_step)

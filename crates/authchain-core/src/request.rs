@@ -243,13 +243,15 @@ impl AuthorizationRequest {
     }
 
     /// Sets query parameter `key` to `value`, replacing every existing
-    /// occurrence (the first keeps its position, others go). Key and value
-    /// are written as given: percent-encode them first if they need it.
+    /// occurrence, in any spelling of the name (the first keeps its
+    /// position, others go). Key and value are written as given:
+    /// percent-encode them first if they need it.
     pub fn set_query_parameter(&mut self, key: &str, value: &str) {
         self.rewrite_query(key, Some(value));
     }
 
-    /// Removes every occurrence of query parameter `key`.
+    /// Removes every occurrence of query parameter `key`, in any spelling
+    /// of the name (`tok%65n` for `token`).
     pub fn remove_query_parameter(&mut self, key: &str) {
         self.rewrite_query(key, None);
     }
@@ -263,9 +265,12 @@ impl AuthorizationRequest {
         out.push_str(path);
         let mut written = false;
         let mut sep = '?';
+        // Every spelling of the name (`tok%65n` is `token` to an app that
+        // decodes the query).
+        let wanted = crate::path::percent_decode(key, true);
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let k = pair.split_once('=').map_or(pair, |(k, _)| k);
-            if k == key {
+            if k == key || crate::path::percent_decode(k, true) == wanted {
                 if written {
                     continue;
                 }
@@ -378,5 +383,13 @@ mod tests {
         assert_eq!(r.path, "/p");
         r.set_query_parameter("k", "v");
         assert_eq!(r.path, "/p?k=v");
+        // Every spelling of the name goes, as an app that decodes the
+        // query reads them all as one.
+        let mut r = AuthorizationRequest::new(Method::GET, "/p?via=x&v%69a=evil&v+a=1&token=t");
+        r.set_query_parameter("via", "authchain");
+        assert_eq!(r.path, "/p?via=authchain&v+a=1&token=t");
+        let mut r = AuthorizationRequest::new(Method::GET, "/p?tok%65n=s&a=1&%74oken=u");
+        r.remove_query_parameter("token");
+        assert_eq!(r.path, "/p?a=1");
     }
 }

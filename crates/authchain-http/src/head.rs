@@ -27,15 +27,33 @@ pub(crate) fn protocol(version: Version) -> &'static str {
     }
 }
 
-/// Reads `body` whole, up to `limit` bytes. `Err` is how to answer a body
-/// that cannot be had, a status and its reason: 413 over the limit, 400
-/// when reading fails.
-pub(crate) async fn read_body<B>(body: B, limit: usize) -> Result<Bytes, (StatusCode, &'static str)>
+/// How long a check's headers, and then its body, may take to arrive by
+/// default (and a body the layer buffers): a client that sends less holds
+/// a connection, never a permit, and not for longer than this.
+pub const DEFAULT_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Reads `body` whole, up to `limit` bytes, within `timeout`. `Err` is how
+/// to answer a body that cannot be had, a status and its reason: 413 over
+/// the limit (at once when its length says so), 408 when it comes too
+/// slowly, 400 when reading fails.
+pub(crate) async fn read_body<B>(
+    body: B,
+    limit: usize,
+    timeout: std::time::Duration,
+) -> Result<Bytes, (StatusCode, &'static str)>
 where
     B: http_body::Body,
     B::Error: Into<BoxError>,
 {
-    match Limited::new(body, limit).collect().await {
+    if body.size_hint().lower() > limit as u64 {
+        return Err((StatusCode::PAYLOAD_TOO_LARGE, "request body too large"));
+    }
+    let read = Limited::new(body, limit).collect();
+    let Ok(read) = tokio::time::timeout(timeout, read).await else {
+        tracing::debug!("a request body did not arrive in time");
+        return Err((StatusCode::REQUEST_TIMEOUT, "request body too slow"));
+    };
+    match read {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
             Err((StatusCode::PAYLOAD_TOO_LARGE, "request body too large"))

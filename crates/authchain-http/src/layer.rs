@@ -19,7 +19,9 @@ use serde_json::{Map, Value};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::head::{X_REQUEST_ID, empty_request, give_back, plain, protocol, read_body};
+use crate::head::{
+    DEFAULT_READ_TIMEOUT, X_REQUEST_ID, empty_request, give_back, plain, protocol, read_body,
+};
 
 /// What the chain established about a request it allowed, put into the
 /// request's extensions for the inner service (and, with the `axum`
@@ -53,6 +55,7 @@ enum Source {
 struct Shared {
     source: Source,
     body_limit: Option<usize>,
+    body_timeout: std::time::Duration,
 }
 
 impl Shared {
@@ -82,7 +85,9 @@ impl fmt::Debug for Shared {
             Source::Chain(chain) => d.field("chain", &chain.name()),
             Source::Engine { config, .. } => d.field("engine_config", config),
         };
-        d.field("body_limit", &self.body_limit).finish()
+        d.field("body_limit", &self.body_limit)
+            .field("body_timeout", &self.body_timeout)
+            .finish()
     }
 }
 
@@ -142,6 +147,7 @@ impl AuthChainLayer {
             shared: Arc::new(Shared {
                 source: Source::Chain(chain),
                 body_limit: None,
+                body_timeout: DEFAULT_READ_TIMEOUT,
             }),
         }
     }
@@ -158,16 +164,28 @@ impl AuthChainLayer {
                     config: config.into(),
                 },
                 body_limit: None,
+                body_timeout: DEFAULT_READ_TIMEOUT,
             }),
         }
     }
 
     /// Buffers request bodies of up to `limit` bytes so that the steps see
     /// them ([`AuthorizationRequest::body`]); the inner service gets the
-    /// same bytes. A larger body is answered with 413 before any step runs.
-    /// Without this, bodies are not read and steps see none.
+    /// same bytes (trailers are not kept). A larger body is answered with
+    /// 413 before any step runs (at once when its length says so), and one
+    /// that takes longer than its [`body_timeout`](Self::body_timeout) to
+    /// arrive with 408. Without this, bodies are not read and steps see
+    /// none.
     pub fn buffer_body(mut self, limit: usize) -> Self {
         Arc::make_mut(&mut self.shared).body_limit = Some(limit);
+        self
+    }
+
+    /// How long a buffered body may take to arrive
+    /// ([`DEFAULT_READ_TIMEOUT`]): a client that sends less is answered
+    /// with 408, and holds nothing longer.
+    pub fn body_timeout(mut self, timeout: std::time::Duration) -> Self {
+        Arc::make_mut(&mut self.shared).body_timeout = timeout;
         self
     }
 }
@@ -316,7 +334,7 @@ where
         None => None,
         Some(limit) => {
             let body = mem::replace(request.body_mut(), B::from(Bytes::new()));
-            let bytes = read_body(body, limit)
+            let bytes = read_body(body, limit, shared.body_timeout)
                 .await
                 .map_err(|(status, reason)| plain(status, reason))?;
             *request.body_mut() = B::from(bytes.clone());

@@ -36,7 +36,10 @@ pub use check::{CheckConfig, ForwardedHeaders, HEADERS_TO_REMOVE, Refused, Trust
 pub use passthrough::HttpPassthroughPlugin;
 #[cfg(feature = "server")]
 #[doc(inline)]
-pub use server::{CheckServer, DEFAULT_BODY_LIMIT, DEFAULT_READ_TIMEOUT};
+pub use server::{CheckServer, DEFAULT_BODY_LIMIT};
+
+#[doc(inline)]
+pub use head::DEFAULT_READ_TIMEOUT;
 
 /// Registers this crate's step kinds (`passThroughAuth.http`).
 #[cfg(feature = "passthrough")]

@@ -24,10 +24,7 @@ use crate::head::{empty_request, give_back, plain, read_body};
 /// where a proxy sets what it sends).
 pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
 
-/// How long a check's headers, and then its body, may take to arrive by
-/// default: a client that sends less holds a connection, never a permit,
-/// and not for longer than this.
-pub const DEFAULT_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+use crate::head::DEFAULT_READ_TIMEOUT;
 
 /// Answers checks over HTTP from an engine's current generation; see
 /// [`crate::check`] for what it reads and answers.
@@ -100,8 +97,16 @@ impl CheckServer {
         B: http_body::Body,
         B::Error: Into<authchain_core::BoxError>,
     {
-        let arrived = std::time::Instant::now();
         let (mut parts, body) = request.into_parts();
+        // Envoy's HTTP service says how long it waits from now: past that,
+        // its `failure_mode_allow` would pass the request whatever the
+        // steps. The header is the hop's, not the client's: steps do not
+        // see it.
+        let envoy_waits = parts
+            .headers
+            .remove(&ENVOY_TIMEOUT)
+            .and_then(|value| envoy_timeout(&value))
+            .and_then(|t| AnswerBy::within(std::time::Instant::now(), t));
         let peer = peer.map(Peer::from_address).unwrap_or_default();
         // Most checks carry no body (nginx, Traefik and Caddy never send
         // one). A check whose body is still coming holds no permit yet: a
@@ -109,14 +114,9 @@ impl CheckServer {
         let body = if body.is_end_stream() {
             None
         } else {
-            let read = read_body(body, self.body_limit);
-            match tokio::time::timeout(self.read_timeout, read).await {
-                Ok(Ok(body)) => Some(body).filter(|b| !b.is_empty()),
-                Ok(Err((status, _))) => return plain(status, ""),
-                Err(_) => {
-                    tracing::debug!("a check's body did not arrive in time");
-                    return plain(StatusCode::REQUEST_TIMEOUT, "");
-                }
+            match read_body(body, self.body_limit, self.read_timeout).await {
+                Ok(body) => Some(body).filter(|b| !b.is_empty()),
+                Err((status, _)) => return plain(status, ""),
             }
         };
         let _permit = match self.limit.as_ref().map(|l| l.try_acquire("http")) {
@@ -126,11 +126,6 @@ impl CheckServer {
             permit => permit.flatten(),
         };
         let mut request = empty_request();
-        // Envoy's HTTP service says how long it waits: past that, its
-        // `failure_mode_allow` would pass the request whatever the steps.
-        let envoy_waits = envoy_timeout(&parts.headers);
-        // The hop's, not the client's: steps do not see it.
-        parts.headers.remove("x-envoy-expected-rq-timeout-ms");
         let check_config = self.config.load_full();
         let (config, forward_auth) = match check_config.read_into(
             &mut parts,
@@ -162,7 +157,7 @@ impl CheckServer {
             tracing::warn!(config = ?name, "check for an unknown AuthConfig; denying");
             return plain(StatusCode::FORBIDDEN, "unknown AuthConfig");
         };
-        if !forward_auth && let Some(by) = envoy_waits.and_then(|t| AnswerBy::within(arrived, t)) {
+        if !forward_auth && let Some(by) = envoy_waits {
             request.extensions.insert(by);
         }
         let as_401 = wants_login_as_401(&request.headers);
@@ -248,11 +243,15 @@ impl CheckServer {
     }
 }
 
+/// Where Envoy's HTTP service says how long it waits for the answer.
+const ENVOY_TIMEOUT: http::HeaderName =
+    http::HeaderName::from_static("x-envoy-expected-rq-timeout-ms");
+
 /// How long Envoy waits for a check's answer, as its
-/// `x-envoy-expected-rq-timeout-ms` on the check says (milliseconds, at
-/// most 10 digits); none for a missing or malformed one, or 0 (no limit).
-fn envoy_timeout(headers: &http::HeaderMap) -> Option<std::time::Duration> {
-    let value = headers.get("x-envoy-expected-rq-timeout-ms")?.as_bytes();
+/// `x-envoy-expected-rq-timeout-ms` says (milliseconds, at most 10
+/// digits); none for a malformed one, or 0 (no limit).
+fn envoy_timeout(value: &http::HeaderValue) -> Option<std::time::Duration> {
+    let value = value.as_bytes();
     if value.is_empty() || value.len() > 10 || !value.iter().all(u8::is_ascii_digit) {
         return None;
     }
@@ -266,18 +265,10 @@ mod tests {
 
     #[test]
     fn envoy_s_timeout_is_read_when_well_formed() {
-        let of = |value: &str| {
-            let mut headers = http::HeaderMap::new();
-            headers.insert(
-                "x-envoy-expected-rq-timeout-ms",
-                http::HeaderValue::from_str(value).unwrap(),
-            );
-            envoy_timeout(&headers)
-        };
+        let of = |value: &str| envoy_timeout(&http::HeaderValue::from_str(value).unwrap());
         assert_eq!(of("1500"), Some(std::time::Duration::from_millis(1500)));
         for bad in ["", "0", "-1", "1.5", "+1", "99999999999", " 1", "1s"] {
             assert_eq!(of(bad), None, "{bad:?}");
         }
-        assert_eq!(envoy_timeout(&http::HeaderMap::new()), None);
     }
 }

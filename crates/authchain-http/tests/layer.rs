@@ -169,9 +169,39 @@ async fn query_rewrites_reach_the_handler() {
     let req = Request::get("/p?token=secret&a=1")
         .body(Body::empty())
         .unwrap();
-    let (status, _, body) = send(app, req).await;
+    let (status, _, body) = send(app.clone(), req).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(json_of(&body)["uri"], "/p?a=1&via=authchain");
+    // The client's other spellings of the names go too: an app that
+    // decodes the query reads `tok%65n` as `token`.
+    let req = Request::get("/p?tok%65n=secret&v%69a=evil&a=1")
+        .body(Body::empty())
+        .unwrap();
+    let (status, _, body) = send(app, req).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(json_of(&body)["uri"], "/p?via=authchain&a=1");
+}
+
+/// A query change that would alter the URL's structure (`&`, `#`) is the
+/// step's error, which fails closed whatever its failureModeAllow: the
+/// layer never hands the app a query the step did not mean.
+#[tokio::test]
+async fn a_query_change_that_would_reshape_the_url_is_a_deny() {
+    for value in ["bob&role=admin", "x#y", "a b"] {
+        let sets = service_fn(move |_| {
+            Box::pin(async move { Ok(Allow::new().set_query_parameter("user", value).into()) })
+        });
+        let chain = Chain::builder("app")
+            .step(ChainStep::new("q", Arc::new(sets)).failure_mode_allow(true))
+            .build()
+            .unwrap();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let app = app(AuthChainLayer::new(Arc::new(chain)), calls.clone());
+        let req = Request::get("/p").body(Body::empty()).unwrap();
+        let (status, _, _) = send(app, req).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{value:?}");
+        assert_eq!(calls.load(Ordering::SeqCst), 0, "{value:?}");
+    }
 }
 
 #[tokio::test]
@@ -262,6 +292,46 @@ async fn the_peer_address_comes_from_connect_info() {
     client.read_to_string(&mut response).await.unwrap();
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     assert_eq!(*seen.lock().unwrap(), Some(me));
+    server.abort();
+}
+
+/// A buffered body is refused at once when its length is over the limit
+/// (no `100 Continue`, nothing read), and with 408 when it comes too
+/// slowly: no step runs, and the client holds nothing past the timeout.
+#[tokio::test]
+async fn a_body_too_long_or_too_slow_is_refused_before_any_step() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let calls = Arc::new(AtomicUsize::new(0));
+    let layer = AuthChainLayer::new(chain(vec![("key", Arc::new(ApiKey))]))
+        .buffer_body(1024)
+        .body_timeout(std::time::Duration::from_millis(200));
+    let app = app(layer, calls.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let exchange = |request: &'static [u8]| async move {
+        let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        client.write_all(request).await.unwrap();
+        let mut response = vec![0; 1024];
+        let n = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            client.read(&mut response),
+        )
+        .await
+        .expect("an answer before the client gives up")
+        .unwrap();
+        String::from_utf8_lossy(&response[..n]).into_owned()
+    };
+    let response = exchange(
+        b"POST /upload HTTP/1.1\r\nhost: app\r\ncontent-length: 1000000000\r\nexpect: 100-continue\r\n\r\n",
+    )
+    .await;
+    assert!(response.starts_with("HTTP/1.1 413"), "{response}");
+    let response =
+        exchange(b"POST /upload HTTP/1.1\r\nhost: app\r\ncontent-length: 10\r\n\r\nhel").await;
+    assert!(response.starts_with("HTTP/1.1 408"), "{response}");
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
     server.abort();
 }
 

@@ -20,7 +20,8 @@
 //! ```
 //!
 //! A rule matches when every condition it has matches: the method is one
-//! of `methods`, the path (without its query string) matches `path` or one
+//! of `methods` (`GET` covers `HEAD`, which servers answer with the GET
+//! handler), the path (without its query string) matches `path` or one
 //! of `paths`, and the host (without port, case-insensitive) is one of
 //! `hosts` (`*.example.com` matches any subdomain). `glob` follows
 //! shell rules where `*` stays within a path segment and `**` crosses
@@ -294,7 +295,12 @@ struct Rule {
 
 impl Rule {
     fn matches(&self, request: &AuthorizationRequest, host: &str) -> bool {
-        (self.methods.is_empty() || self.methods.contains(&request.method))
+        let method = match request.method == Method::HEAD {
+            // Servers run the GET handler for a HEAD (axum, Express).
+            true if !self.methods.contains(&Method::HEAD) => &Method::GET,
+            _ => &request.method,
+        };
+        (self.methods.is_empty() || self.methods.contains(method))
             && (self.paths.is_empty() || {
                 let path = request.path_only();
                 self.paths.iter().any(|p| p.matches(path))

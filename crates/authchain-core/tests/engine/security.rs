@@ -262,6 +262,8 @@ async fn steps_see_no_host_that_an_app_reads_differently() {
     for (host, refused) in [
         ("app.example.", true),
         ("app.example.:8443", true),
+        ("x@admin.example", true),
+        ("x@app.example:8443", true),
         ("app.example", false),
         ("[::1]:8443", false),
     ] {

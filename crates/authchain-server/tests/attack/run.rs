@@ -116,6 +116,11 @@ fn judge(
                     short(&reply.text())
                 ));
             }
+            // A HEAD's answer has no body to show what reached: its count
+            // does (the GET rows show the same chain's identity and path).
+            if row.method == "HEAD" && reached == 1 && reply.status.is_success() {
+                return None;
+            }
             let seen = match reply.echoed() {
                 Ok(seen) => seen,
                 Err(e) => return Some(format!("reached the app, but: {e}")),

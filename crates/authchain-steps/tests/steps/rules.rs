@@ -127,6 +127,33 @@ configs:
     }
 }
 
+/// Servers answer a HEAD with the GET handler: a rule on GET covers it.
+#[tokio::test]
+async fn a_get_rule_covers_head() {
+    let chain = chain(
+        r#"
+name: r
+configs:
+- rules:
+    defaultAction: allow
+    rules:
+    - { action: deny, methods: [GET], paths: [{ prefix: /admin }] }
+    - { action: deny, methods: [HEAD], paths: [{ prefix: /head-only }] }
+"#,
+    )
+    .await;
+    for (method, path, want) in [
+        (Method::HEAD, "/admin", 403),
+        (Method::GET, "/admin", 403),
+        (Method::POST, "/admin", 200),
+        (Method::HEAD, "/head-only", 403),
+        (Method::GET, "/head-only", 200),
+    ] {
+        let d = chain.authorize(&mut req(method.clone(), path)).await;
+        assert_eq!(status(&d), want, "{method} {path}");
+    }
+}
+
 #[tokio::test]
 async fn bad_rules_configs_name_their_place() {
     let cases = [
