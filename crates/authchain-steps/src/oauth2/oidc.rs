@@ -289,6 +289,10 @@ impl Discovery {
                     tracing::debug!("oauth2: refreshed ID token is for another subject");
                     return Ok(None);
                 }
+                Ok(claims) if !issued_to(&claims, &self.client_id) => {
+                    tracing::debug!("oauth2: refreshed ID token was issued to another client");
+                    return Ok(None);
+                }
                 Ok(claims) => {
                     let exp = claims.get("exp").and_then(Value::as_u64).unwrap_or(0);
                     (id_token, exp)
@@ -1477,9 +1481,7 @@ impl Oidc {
                 "the ID token's nonce is not the login's",
             ));
         }
-        if let Some(azp) = claims.get("azp").and_then(Value::as_str)
-            && azp != self.client_id
-        {
+        if !issued_to(&claims, &self.client_id) {
             return Ok(Self::deny(
                 StatusCode::UNAUTHORIZED,
                 "the ID token was issued to another client",
@@ -1874,6 +1876,19 @@ fn return_path(path: &str) -> String {
         return path_only.to_owned();
     }
     "/".to_owned()
+}
+
+/// Whether an ID token whose `aud` holds `client_id` (as the verifier
+/// checked) was issued to it (OIDC Core 3.1.3.7): its `azp`, when it has
+/// one, is `client_id`; without one, `client_id` is its only audience.
+fn issued_to(claims: &Map<String, Value>, client_id: &str) -> bool {
+    match claims.get("azp") {
+        Some(azp) => azp.as_str() == Some(client_id),
+        None => match claims.get("aud") {
+            Some(Value::Array(audiences)) => audiences.len() == 1,
+            _ => true,
+        },
+    }
 }
 
 /// Where Redis keeps a login in progress: under the login cookie's id

@@ -1331,6 +1331,12 @@ async fn id_tokens_with_a_bad_signature_alg_iss_aud_exp_or_nonce_are_refused() {
             "for another party (azp)",
             Box::new(move |c| rs(&with(c, "azp", json!("other")))),
         ),
+        // OIDC Core 3.1.3.7: with several audiences, `azp` says which
+        // party it was issued to; without one, it names none.
+        (
+            "several audiences and no azp",
+            Box::new(move |c| rs(&with(c, "aud", json!(["app", "other"])))),
+        ),
         ("not a JWT", Box::new(|_| "not-a-jwt".to_owned())),
     ];
     for (what, make) in cases {
@@ -1362,6 +1368,15 @@ async fn id_tokens_with_a_bad_signature_alg_iss_aud_exp_or_nonce_are_refused() {
         .await;
         assert_refused(&page, expected);
     }
+
+    // Several audiences with this client as `azp` are taken.
+    let mut agent = UserAgent::new();
+    let page = fake_callback(&mut agent, &issuer, &front, |nonce| {
+        let claims = with(&good(nonce), "aud", json!(["app", "other"]));
+        fake.answer_id_token(&rs(&with(&claims, "azp", json!("app"))));
+    })
+    .await;
+    assert_eq!(page.status, 302, "{}", page.describe());
 
     // The control: the same rig takes a good token, and a code is sent
     // decoded (Google's hold a `/`, sent as `%2F`).
