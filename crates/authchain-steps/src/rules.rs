@@ -20,9 +20,8 @@
 //! ```
 //!
 //! A rule matches when every condition it has matches: the method is one
-//! of `methods` (`GET` covers `HEAD` and an extended `CONNECT`, a
-//! WebSocket over HTTP/2, which servers answer with the GET route, unless
-//! the rule names them), the path (without its query string) matches `path` or one
+//! of `methods` (`GET` covers `HEAD`, which servers answer with the GET
+//! handler), the path (without its query string) matches `path` or one
 //! of `paths`, and the host (without port, case-insensitive) is one of
 //! `hosts` (`*.example.com` matches any subdomain). `glob` follows
 //! shell rules where `*` stays within a path segment and `**` crosses
@@ -296,14 +295,10 @@ struct Rule {
 
 impl Rule {
     fn matches(&self, request: &AuthorizationRequest, host: &str) -> bool {
-        // Servers run the GET route for a HEAD (axum, Express), and for
-        // a WebSocket over HTTP/2 (an extended CONNECT, the only CONNECT
-        // with a path, so the only one that gets here).
-        let method = match &request.method {
-            m if (*m == Method::HEAD || *m == Method::CONNECT) && !self.methods.contains(m) => {
-                &Method::GET
-            }
-            m => m,
+        let method = match request.method == Method::HEAD {
+            // Servers run the GET handler for a HEAD (axum, Express).
+            true if !self.methods.contains(&Method::HEAD) => &Method::GET,
+            _ => &request.method,
         };
         (self.methods.is_empty() || self.methods.contains(method))
             && (self.paths.is_empty() || {
