@@ -615,7 +615,11 @@ impl Chain {
             // steps' failureModeAllow.
             Ended::Allowed if Instant::now() > run.deadline => {
                 run.failed = true;
-                tracing::warn!(config = %self.name, error = %self.late(&run), "the allow came too late; denying");
+                let late = self.late(&run);
+                tracing::warn!(config = %self.name, error = %late, "the allow came too late; denying");
+                if let Some(trace) = &mut run.trace {
+                    trace.late = Some(late.to_string());
+                }
                 Ended::Failed
             }
             Ended::Allowed => self.name_user(&mut run, request),

@@ -383,15 +383,18 @@ impl ChainLog {
         let mut result = json!({ "allowed": allowed, "status": status });
         if failed && !allowed {
             result["error"] = json!(true);
-            let cause = entry
-                .trace
-                .iter()
-                .flat_map(|t| t.steps.iter().rev())
-                .find_map(|s| {
-                    (s.result == "error")
-                        .then_some(s.error.as_deref())
-                        .flatten()
-                });
+            let late = entry.trace.and_then(|t| t.late.as_deref());
+            let cause = late.or_else(|| {
+                entry
+                    .trace
+                    .iter()
+                    .flat_map(|t| t.steps.iter().rev())
+                    .find_map(|s| {
+                        (s.result == "error")
+                            .then_some(s.error.as_deref())
+                            .flatten()
+                    })
+            });
             if let Some(cause) = cause {
                 result["cause"] = json!(cause);
             }
@@ -451,6 +454,9 @@ pub(crate) struct Trace {
     /// Whether the path was refused before any step.
     pub(crate) refused: bool,
     pub(crate) steps: Vec<StepRecord>,
+    /// Why an allowing run failed after its steps (its allow came past
+    /// the deadline).
+    pub(crate) late: Option<String>,
 }
 
 /// One step of a logged run.

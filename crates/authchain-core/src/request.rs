@@ -243,15 +243,16 @@ impl AuthorizationRequest {
     }
 
     /// Sets query parameter `key` to `value`, replacing every existing
-    /// occurrence, in any spelling of the name (the first keeps its
-    /// position, others go). Key and value are written as given:
-    /// percent-encode them first if they need it.
+    /// occurrence, in any percent-encoded or `+` spelling of the name (the
+    /// first keeps its position, others go). Key and value are written as
+    /// given: percent-encode them first if they need it.
     pub fn set_query_parameter(&mut self, key: &str, value: &str) {
         self.rewrite_query(key, Some(value));
     }
 
-    /// Removes every occurrence of query parameter `key`, in any spelling
-    /// of the name (`tok%65n` for `token`).
+    /// Removes every occurrence of query parameter `key`, in any
+    /// percent-encoded or `+` spelling of the name (`tok%65n` for
+    /// `token`).
     pub fn remove_query_parameter(&mut self, key: &str) {
         self.rewrite_query(key, None);
     }

@@ -183,7 +183,8 @@ impl AuthChainLayer {
 
     /// How long a buffered body may take to arrive
     /// ([`DEFAULT_READ_TIMEOUT`]): a client that sends less is answered
-    /// with 408, and holds nothing longer.
+    /// with 408, and holds nothing longer. Zero takes only a body already
+    /// received in full.
     pub fn body_timeout(mut self, timeout: std::time::Duration) -> Self {
         Arc::make_mut(&mut self.shared).body_timeout = timeout;
         self

@@ -21,7 +21,7 @@
 //!
 //! A rule matches when every condition it has matches: the method is one
 //! of `methods` (`GET` covers `HEAD`, which servers answer with the GET
-//! handler), the path (without its query string) matches `path` or one
+//! handler, unless some rule names `HEAD`), the path (without its query string) matches `path` or one
 //! of `paths`, and the host (without port, case-insensitive) is one of
 //! `hosts` (`*.example.com` matches any subdomain). `glob` follows
 //! shell rules where `*` stays within a path segment and `**` crosses
@@ -295,12 +295,7 @@ struct Rule {
 
 impl Rule {
     fn matches(&self, request: &AuthorizationRequest, host: &str) -> bool {
-        let method = match request.method == Method::HEAD {
-            // Servers run the GET handler for a HEAD (axum, Express).
-            true if !self.methods.contains(&Method::HEAD) => &Method::GET,
-            _ => &request.method,
-        };
-        (self.methods.is_empty() || self.methods.contains(method))
+        (self.methods.is_empty() || self.methods.contains(&request.method))
             && (self.paths.is_empty() || {
                 let path = request.path_only();
                 self.paths.iter().any(|p| p.matches(path))
@@ -360,6 +355,15 @@ impl Rules {
                 hosts,
                 status,
             });
+        }
+        // Servers run the GET route for a HEAD (axum, Express): a rule on
+        // GET covers HEAD, unless some rule says what HEAD gets.
+        if !rules.iter().any(|r| r.methods.contains(&Method::HEAD)) {
+            for rule in &mut rules {
+                if rule.methods.contains(&Method::GET) {
+                    rule.methods.push(Method::HEAD);
+                }
+            }
         }
         Ok(Rules {
             rules,

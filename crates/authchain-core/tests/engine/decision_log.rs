@@ -30,6 +30,12 @@ fn registry() -> PluginRegistry {
         Ok(Arc::new(decide_fn(|_| Err(Error::step("backend down")))))
     }));
     crate::support::register_public_only(&mut registry);
+    registry.register(plugin_fn("Busy", |_: Value, _| {
+        Ok(Arc::new(decide_fn(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(60));
+            Ok(Decision::authorized())
+        })))
+    }));
     registry.register(plugin_fn("Mints", |_: Value, _| {
         Ok(Arc::new(decide_fn(|_| {
             Ok(Allow::new()
@@ -204,6 +210,25 @@ async fn each_decision_is_one_record_with_its_steps() {
     // No credential, cookie, query, body or unnamed header.
     let text = sink.lock().unwrap().join("\n");
     assert!(!text.contains("s3cret"), "{text}");
+}
+
+/// An allow that came past the deadline is logged as the error it is,
+/// with its cause, though every step allowed.
+#[tokio::test]
+async fn a_late_allow_is_logged_with_its_cause() {
+    let (engine, sink) = engine(
+        "name: late\ndecisionLog: {}\ndeadline: 20ms\nconfigs:\n- { name: busy, pluginAuth: { name: Busy } }\n",
+        None,
+    )
+    .await;
+    let chain = engine.current().chain("late").unwrap().clone();
+    let d = chain.authorize(&mut request("/x")).await;
+    assert!(!d.is_allow());
+    let logged = records(&sink);
+    assert_eq!(logged.len(), 1, "{logged:?}");
+    assert_eq!(logged[0]["result"]["error"], true, "{}", logged[0]);
+    let cause = logged[0]["result"]["cause"].as_str().unwrap_or_default();
+    assert!(cause.contains("deadline"), "{}", logged[0]);
 }
 
 #[tokio::test]

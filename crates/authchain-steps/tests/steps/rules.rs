@@ -127,10 +127,11 @@ configs:
     }
 }
 
-/// Servers answer a HEAD with the GET handler: a rule on GET covers it.
+/// Servers answer a HEAD with the GET handler: a rule on GET covers it,
+/// unless some rule says what HEAD gets (then each rule says for itself).
 #[tokio::test]
 async fn a_get_rule_covers_head() {
-    let chain = chain(
+    let naming = chain(
         r#"
 name: r
 configs:
@@ -143,13 +144,36 @@ configs:
     )
     .await;
     for (method, path, want) in [
-        (Method::HEAD, "/admin", 403),
+        (Method::HEAD, "/admin", 200),
         (Method::GET, "/admin", 403),
         (Method::POST, "/admin", 200),
         (Method::HEAD, "/head-only", 403),
         (Method::GET, "/head-only", 200),
     ] {
-        let d = chain.authorize(&mut req(method.clone(), path)).await;
+        let d = naming.authorize(&mut req(method.clone(), path)).await;
+        assert_eq!(status(&d), want, "{method} {path}");
+    }
+    // No rule names HEAD: a GET rule covers it, both ways.
+    let covering = chain(
+        r#"
+name: r
+configs:
+- rules:
+    defaultAction: allow
+    rules:
+    - { action: deny, methods: [GET], paths: [{ prefix: /admin }] }
+    - { action: allow, methods: [GET], paths: [{ prefix: /files }] }
+    - { action: deny, paths: [{ prefix: /files }] }
+"#,
+    )
+    .await;
+    for (method, path, want) in [
+        (Method::HEAD, "/admin", 403),
+        (Method::GET, "/admin", 403),
+        (Method::HEAD, "/files/x", 200),
+        (Method::POST, "/files/x", 403),
+    ] {
+        let d = covering.authorize(&mut req(method.clone(), path)).await;
         assert_eq!(status(&d), want, "{method} {path}");
     }
 }
