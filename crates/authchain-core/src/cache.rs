@@ -49,7 +49,7 @@ use serde::Deserialize;
 use siphasher::sip128::{Hasher128, SipHasher24};
 
 use crate::config::ConfigDuration;
-use crate::path::percent_decode;
+use crate::request::names_parameter;
 use crate::{Allow, AuthorizationRequest, Chain, Decision, Deny, Error, HeaderMutation, State};
 
 /// The TTL when a cache config sets none.
@@ -122,7 +122,7 @@ impl Attribute {
                 hash.write(&[4]);
                 for pair in request.query().unwrap_or_default().split('&') {
                     let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-                    if percent_decode(key, true) != name.as_str() {
+                    if !names_parameter(key, name) {
                         continue;
                     }
                     field(hash, Some(key.as_bytes()));

@@ -266,12 +266,9 @@ impl AuthorizationRequest {
         out.push_str(path);
         let mut written = false;
         let mut sep = '?';
-        // Every spelling of the name (`tok%65n` is `token` to an app that
-        // decodes the query).
-        let wanted = crate::path::percent_decode(key, true);
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let k = pair.split_once('=').map_or(pair, |(k, _)| k);
-            if k == key || crate::path::percent_decode(k, true) == wanted {
+            if names_parameter(k, key) {
                 if written {
                     continue;
                 }
@@ -293,6 +290,13 @@ impl AuthorizationRequest {
         }
         self.path = out;
     }
+}
+
+/// Whether `raw`, a query parameter's name as written, is `key` in any
+/// percent-encoded or `+` spelling (`tok%65n` is `token` to an app, or a
+/// step, that decodes the query).
+pub(crate) fn names_parameter(raw: &str, key: &str) -> bool {
+    raw == key || crate::path::percent_decode(raw, true) == crate::path::percent_decode(key, true)
 }
 
 fn push_pair(out: &mut String, sep: &mut char, key: &str, value: &str) {

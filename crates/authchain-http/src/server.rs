@@ -18,13 +18,11 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
 use crate::check::{CheckConfig, login_as_401, respond, wants_login_as_401};
-use crate::head::{empty_request, give_back, plain, read_body};
+use crate::head::{DEFAULT_READ_TIMEOUT, empty_request, give_back, plain, read_body};
 
 /// The default limit of a check's body (Envoy's `max_request_bytes` is
 /// where a proxy sets what it sends).
 pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
-
-use crate::head::DEFAULT_READ_TIMEOUT;
 
 /// Answers checks over HTTP from an engine's current generation; see
 /// [`crate::check`] for what it reads and answers.
@@ -115,7 +113,7 @@ impl CheckServer {
             None
         } else {
             match read_body(body, self.body_limit, self.read_timeout).await {
-                Ok(body) => Some(body).filter(|b| !b.is_empty()),
+                Ok(body) => Some(body),
                 Err((status, _)) => return plain(status, ""),
             }
         };

@@ -21,8 +21,8 @@
 //!
 //! A rule matches when every condition it has matches: the method is one
 //! of `methods` (`GET` covers `HEAD`, which servers answer with the GET
-//! handler, unless some rule names `HEAD`), the path (without its query string) matches `path` or one
-//! of `paths`, and the host (without port, case-insensitive) is one of
+//! handler, unless some rule names `HEAD`), the path (without its query
+//! string) matches `path` or one of `paths`, and the host (without port, case-insensitive) is one of
 //! `hosts` (`*.example.com` matches any subdomain). `glob` follows
 //! shell rules where `*` stays within a path segment and `**` crosses
 //! them; `regex` must match the whole path. The path is the canonical

@@ -128,6 +128,17 @@ impl Row {
         self
     }
 
+    /// Reaches as `/public/x` through Traefik and a normalizing Envoy,
+    /// which resolve the row's dot segments before the check and the app.
+    fn resolved_by_proxy(self, why: &'static str) -> Row {
+        self.except(Transport::Traefik, Expect::Reach("/public/x"), why)
+            .except(
+                Transport::EnvoyGrpcNormalized,
+                Expect::Reach("/public/x"),
+                why,
+            )
+    }
+
     /// Reaches through nginx and Caddy, which drop a header name with
     /// `_` (the row's): neither the check nor the app sees it.
     fn underscores_dropped(self) -> Row {
@@ -285,28 +296,12 @@ fn paths() -> Vec<Row> {
     // judges /public/x and the app gets /public/x.
     let clamped = "the proxy resolves the dots, clamping at the root, before the check \
                    and the app: both see /public/x";
-    rows.push(
-        Row::get("B /%2e%2e/public/x", "/%2e%2e/public/x")
-            .except(Transport::Traefik, Expect::Reach("/public/x"), clamped)
-            .except(
-                Transport::EnvoyGrpcNormalized,
-                Expect::Reach("/public/x"),
-                clamped,
-            ),
-    );
+    rows.push(Row::get("B /%2e%2e/public/x", "/%2e%2e/public/x").resolved_by_proxy(clamped));
     // A climb into an allowed prefix: a router that matches the raw path
     // (Envoy's, axum's under `Router::layer`) picks the /admin route,
     // while a check that resolved the dots would judge /public/x.
     for path in ["/admin/../public/x", "/admin/%2e%2e/public/x"] {
-        rows.push(
-            Row::get(format!("B {path}"), path)
-                .except(Transport::Traefik, Expect::Reach("/public/x"), RESOLVES)
-                .except(
-                    Transport::EnvoyGrpcNormalized,
-                    Expect::Reach("/public/x"),
-                    RESOLVES,
-                ),
-        );
+        rows.push(Row::get(format!("B {path}"), path).resolved_by_proxy(RESOLVES));
     }
     // An empty segment before `..`: RFC 3986 (and so Envoy's
     // normalize_path) lets the `..` remove the empty segment, giving
@@ -370,13 +365,7 @@ fn paths() -> Vec<Row> {
         // matches the raw path (Envoy's without normalize_path, axum's)
         // reads another path than the app. Refused, but where the proxy
         // resolves it before the check and the app.
-        Row::get("B /public/./x", "/public/./x")
-            .except(Transport::Traefik, Expect::Reach("/public/x"), RESOLVES)
-            .except(
-                Transport::EnvoyGrpcNormalized,
-                Expect::Reach("/public/x"),
-                RESOLVES,
-            ),
+        Row::get("B /public/./x", "/public/./x").resolved_by_proxy(RESOLVES),
         Row::get("B //public//x", "//public//x").reach("/public/x"),
         Row::get("B /public/%78", "/public/%78").reach("/public/x"),
         Row::get("B /public/x?next=/../admin", "/public/x?next=/../admin")

@@ -1,5 +1,8 @@
 //! `rules`.
 
+use std::sync::Arc;
+
+use authchain_core::Chain;
 use http::Method;
 
 use crate::common::*;
@@ -143,16 +146,23 @@ configs:
 "#,
     )
     .await;
-    for (method, path, want) in [
-        (Method::HEAD, "/admin", 200),
-        (Method::GET, "/admin", 403),
-        (Method::POST, "/admin", 200),
-        (Method::HEAD, "/head-only", 403),
-        (Method::GET, "/head-only", 200),
-    ] {
-        let d = naming.authorize(&mut req(method.clone(), path)).await;
-        assert_eq!(status(&d), want, "{method} {path}");
-    }
+    let answers = |chain: Arc<Chain>, cases: Vec<(Method, &'static str, u16)>| async move {
+        for (method, path, want) in cases {
+            let d = chain.authorize(&mut req(method.clone(), path)).await;
+            assert_eq!(status(&d), want, "{method} {path}");
+        }
+    };
+    answers(
+        naming,
+        vec![
+            (Method::HEAD, "/admin", 200),
+            (Method::GET, "/admin", 403),
+            (Method::POST, "/admin", 200),
+            (Method::HEAD, "/head-only", 403),
+            (Method::GET, "/head-only", 200),
+        ],
+    )
+    .await;
     // No rule names HEAD: a GET rule covers it, both ways.
     let covering = chain(
         r#"
@@ -167,15 +177,16 @@ configs:
 "#,
     )
     .await;
-    for (method, path, want) in [
-        (Method::HEAD, "/admin", 403),
-        (Method::GET, "/admin", 403),
-        (Method::HEAD, "/files/x", 200),
-        (Method::POST, "/files/x", 403),
-    ] {
-        let d = covering.authorize(&mut req(method.clone(), path)).await;
-        assert_eq!(status(&d), want, "{method} {path}");
-    }
+    answers(
+        covering,
+        vec![
+            (Method::HEAD, "/admin", 403),
+            (Method::GET, "/admin", 403),
+            (Method::HEAD, "/files/x", 200),
+            (Method::POST, "/files/x", 403),
+        ],
+    )
+    .await;
 }
 
 #[tokio::test]
