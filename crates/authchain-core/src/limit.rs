@@ -131,7 +131,8 @@ pub const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A connection a listener accepted: its IO, closed with a `TimedOut`
 /// error once no byte has moved either way for the idle timeout (or, for a
-/// connection that never sent one, for [`FIRST_BYTE_TIMEOUT`]), and its
+/// peer that has not sent one, whatever this side wrote, for
+/// [`FIRST_BYTE_TIMEOUT`]), and its
 /// place among the listener's connections, given back on drop.
 pub struct Connection<T> {
     io: T,
@@ -141,6 +142,9 @@ pub struct Connection<T> {
     waking: Option<std::task::Waker>,
     /// Whether a byte moved since the timer was last set.
     moved: bool,
+    /// Whether the peer has sent a byte yet: until it has, bytes this side
+    /// writes (an HTTP/2 server's SETTINGS) do not keep it open.
+    heard: bool,
     _place: Permit,
 }
 
@@ -161,6 +165,7 @@ impl<T> Connection<T> {
             timer: Box::pin(tokio::time::sleep(idle.min(FIRST_BYTE_TIMEOUT))),
             waking: None,
             moved: false,
+            heard: false,
             _place: place,
         }
     }
@@ -184,6 +189,15 @@ impl<T> Connection<T> {
         }
         self.waking = Some(cx.waker().clone());
         while self.timer.as_mut().poll(cx).is_ready() {
+            if !self.heard {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "no byte from the peer in its first {:?}",
+                        self.idle.min(FIRST_BYTE_TIMEOUT)
+                    ),
+                ));
+            }
             if !std::mem::take(&mut self.moved) {
                 return Err(io::Error::new(
                     io::ErrorKind::TimedOut,
@@ -226,6 +240,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for Connection<T> {
         let before = buf.filled().len();
         let poll = Pin::new(&mut self.io).poll_read(cx, buf);
         let moved = buf.filled().len() > before;
+        self.heard |= moved;
         self.watch(cx, poll, moved)
     }
 }
@@ -275,6 +290,20 @@ mod tests {
         let limit = ConcurrencyLimit::new(1);
         let (near, _far) = tokio::io::duplex(64);
         let mut conn = Connection::new(near, Duration::from_secs(3600), limit.acquire().await);
+        let started = Instant::now();
+        let error = conn.read(&mut [0u8; 1]).await.unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+        assert_eq!(started.elapsed(), FIRST_BYTE_TIMEOUT);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn what_this_side_writes_does_not_keep_a_silent_peer_connected() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let limit = ConcurrencyLimit::new(1);
+        let (near, _far) = tokio::io::duplex(64);
+        let mut conn = Connection::new(near, Duration::from_secs(3600), limit.acquire().await);
+        // An HTTP/2 server writes its SETTINGS before it reads anything.
+        conn.write_all(b"settings").await.unwrap();
         let started = Instant::now();
         let error = conn.read(&mut [0u8; 1]).await.unwrap_err();
         assert_eq!(error.kind(), io::ErrorKind::TimedOut);

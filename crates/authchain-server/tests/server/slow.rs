@@ -180,6 +180,25 @@ async fn an_idle_connection_is_closed() {
     }
 }
 
+/// A gRPC connection whose client never sends a byte is closed after the
+/// first-byte timeout, though the server wrote its HTTP/2 settings on it
+/// and its idle timeout is hours.
+#[tokio::test]
+async fn a_silent_grpc_connection_is_closed_though_the_server_spoke() {
+    let server = Authchain::start(&format!("{LISTENERS}{CONFIG}")).await;
+    let mut stream = TcpStream::connect(server.grpc).await.unwrap();
+    let started = std::time::Instant::now();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut answer));
+    let _ = read.await.expect("still open after 20 s");
+    assert!(!answer.is_empty(), "the server wrote its settings first");
+    let closed = started.elapsed();
+    assert!(
+        closed >= authchain_core::transport::FIRST_BYTE_TIMEOUT - Duration::from_secs(1),
+        "closed after {closed:?}"
+    );
+}
+
 /// An admin request whose headers come a byte a second (which keeps the
 /// connection from ever being idle) is closed once its headers are late,
 /// so that such clients cannot hold the admin listener's places.
