@@ -43,8 +43,8 @@ enum Kind {
     Panic,
     /// A step at a limit of its own: a step error that never fails open.
     Overloaded,
-    /// A step's answer that cannot be carried out as given: a step error
-    /// that never fails open.
+    /// A step's answer that cannot be carried out as given, or a failure
+    /// that is no outage: a step error that never fails open.
     Invalid,
     Timeout,
     /// The request's time is up (the chain's deadline, or its caller's):
@@ -93,6 +93,15 @@ impl Error {
     /// kept; `failureModeAllow` never lets it through.
     pub fn panicked() -> Self {
         Self::new(Kind::Panic, "step failed: the step panicked")
+    }
+
+    /// A step failed where an outage is not the likely cause, or where
+    /// letting the request through would skip a check it had begun (a
+    /// directory that accepted the user's password but cannot name its
+    /// groups, a remote server's refusal the request itself brought
+    /// about): a step error that `failureModeAllow` never lets through.
+    pub fn step_fail_closed(source: impl Into<BoxError>) -> Self {
+        Self::new(Kind::Invalid, "step failed").with_source(source)
     }
 
     /// A step turned the request away at a limit of its own (calls under

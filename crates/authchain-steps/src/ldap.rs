@@ -33,8 +33,8 @@
 //! 3. with `groupLookupSettings.checkGroupsWithServiceAccount`, it binds
 //!    again as the service account of the `credentialsSecretRef` Secret
 //!    (Gloo's `extauth.solo.io/accountcredentials`: `username`, `password`);
-//!    a refused service-account bind is a step error (fail closed,
-//!    `statusOnError`, 403 by default; Gloo answers 500);
+//!    a refused service-account bind is a step error (`statusOnError`,
+//!    403 by default; Gloo answers 500);
 //! 4. it searches the user's entry (base scope) with `searchFilter`, in
 //!    which any `%s` is the user name escaped as RFC 4515 filter text (an
 //!    authchain addition: Gloo's filter has no placeholder); no entry is a
@@ -52,7 +52,11 @@
 //! template whose `%s` is elsewhere names the user as typed); a name with spaces
 //! around it or a control character, or a password with a NUL, is a 401.
 //! A directory that cannot be reached, or that does not answer within
-//! `timeout`, is a step error.
+//! `timeout`, is a step error. Once it has accepted the user's password,
+//! any failure (of the service-account bind, of the search) is a step
+//! error that `failureModeAllow` never lets through: the groups are
+//! unchecked, and a client can bring such a failure about (a service
+//! account locked out by made-up passwords).
 //!
 //! Connections are pooled as Gloo pools them: up to `pool.maxSize` idle
 //! connections are kept (each request binds anew on the one it takes);
@@ -352,15 +356,22 @@ impl LdapAuth {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let max_size = config.pool.max_size.unwrap_or(5) as usize;
-        let initial_size = config.pool.initial_size.unwrap_or(2) as usize;
+        let at_most = |n: u32, place: &str| {
+            if n > MAX_CONNECTIONS {
+                Err(Error::config(format!("expected at most {MAX_CONNECTIONS}")).at(place))
+            } else {
+                Ok(n as usize)
+            }
+        };
+        let max_size = at_most(config.pool.max_size.unwrap_or(5), "pool.maxSize")?;
+        let initial_size = at_most(config.pool.initial_size.unwrap_or(2), "pool.initialSize")?;
         if initial_size > max_size {
             return Err(Error::config("initialSize is above maxSize").at("pool"));
         }
         let max_connections = match config.max_connections {
-            None => (max_size * 4).max(4),
+            None => (max_size * 4).clamp(4, MAX_CONNECTIONS as usize),
             Some(0) => return Err(Error::config("must be above zero").at("maxConnections")),
-            Some(n) => n as usize,
+            Some(n) => at_most(n, "maxConnections")?,
         };
         if !secure && !tls.start_tls && !is_loopback(&url) {
             tracing::warn!(
@@ -383,7 +394,7 @@ impl LdapAuth {
             pool: Arc::new(Pool {
                 url,
                 settings,
-                idle: Mutex::new(Vec::with_capacity(max_size)),
+                idle: Mutex::new(Vec::new()),
                 max_size,
                 in_use: Semaphore::new(max_connections),
             }),
@@ -397,12 +408,7 @@ impl LdapAuth {
     }
 
     /// Binds, searches and decides, on one connection.
-    async fn decide(
-        &self,
-        ldap: &mut Ldap,
-        user: &str,
-        password: &str,
-    ) -> Result<Outcome, ldap3::LdapError> {
+    async fn decide(&self, ldap: &mut Ldap, user: &str, password: &str) -> Result<Outcome, Failed> {
         let dn = format!(
             "{}{}{}",
             self.user_dn.0,
@@ -412,10 +418,11 @@ impl LdapAuth {
         let bound = ldap
             .with_timeout(self.timeout)
             .simple_bind(&dn, password)
-            .await?;
+            .await
+            .map_err(Failed::Before)?;
         match bound.rc {
             0 => {}
-            rc if UNAVAILABLE.contains(&rc) => return Err(bound.into()),
+            rc if UNAVAILABLE.contains(&rc) => return Err(Failed::Before(bound.into())),
             // The directory wants another bind than ours (TLS, a stronger
             // method): every user is refused, which the config must fix.
             rc @ (7 | 8 | 13) => {
@@ -427,6 +434,20 @@ impl LdapAuth {
             }
             _ => return Ok(Outcome::Unauthorized),
         }
+        // The password is right: what fails from here on is a failure to
+        // check the rest (the groups), which a client may bring about (a
+        // service account locked by made-up passwords) and which must not
+        // let the user through.
+        self.look_up(ldap, user, &dn).await.map_err(Failed::After)
+    }
+
+    /// Searches the entry of `user`, bound as `dn`, and decides on it.
+    async fn look_up(
+        &self,
+        ldap: &mut Ldap,
+        user: &str,
+        dn: &str,
+    ) -> Result<Outcome, ldap3::LdapError> {
         if let Some(account) = &self.account {
             let bound = ldap
                 .with_timeout(self.timeout)
@@ -445,7 +466,7 @@ impl LdapAuth {
         let found = ldap
             .with_search_options(SearchOptions::new().sizelimit(1))
             .with_timeout(self.timeout)
-            .search(&dn, Scope::Base, &filter, attributes)
+            .search(dn, Scope::Base, &filter, attributes)
             .await?;
         let entries = match found.1.rc {
             0 => found.0,
@@ -453,7 +474,13 @@ impl LdapAuth {
             32 | 50 => Vec::new(),
             _ => return Err(found.1.into()),
         };
-        let Some(entry) = entries.into_iter().next().map(SearchEntry::construct) else {
+        // A search-result reference or intermediate message is no entry
+        // (constructing one from it panics).
+        let Some(entry) = entries
+            .into_iter()
+            .find(|e| !e.is_ref() && !e.is_intermediate())
+            .map(SearchEntry::construct)
+        else {
             return Ok(Outcome::Forbidden);
         };
         // The directory matches names by its own rules (`RICK`, a
@@ -528,16 +555,23 @@ impl LdapAuth {
         let mut decided = self.decide(&mut ldap, user, password).await;
         // A pooled connection the directory closed while it was idle fails
         // before any answer: once more on a new one.
-        if pooled && matches!(&decided, Err(e) if is_transport(e)) {
+        if pooled && matches!(&decided, Err(Failed::Before(e)) if is_transport(e)) {
             ldap = self.pool.connect().await?;
             decided = self.decide(&mut ldap, user, password).await;
         }
+        // The connection's state is unknown after an error: it is not pooled.
         let outcome = match decided {
             Ok(outcome) => outcome,
-            Err(e) => {
-                // The connection's state is unknown: it is not pooled.
+            Err(Failed::Before(e)) => {
                 return Err(Error::step(format!(
                     "LDAP at {}: {}",
+                    self.pool.url,
+                    Failure(&e)
+                )));
+            }
+            Err(Failed::After(e)) => {
+                return Err(Error::step_fail_closed(format!(
+                    "LDAP at {}, after the user's bind: {}",
                     self.pool.url,
                     Failure(&e)
                 )));
@@ -566,6 +600,13 @@ impl LdapAuth {
 /// that `failureModeAllow` lets through.
 const UNAVAILABLE: [u32; 6] = [1, 3, 11, 51, 52, 80];
 
+/// Why a decision failed: before the directory accepted the user's
+/// password (an outage `failureModeAllow` may ride out), or after.
+enum Failed {
+    Before(ldap3::LdapError),
+    After(ldap3::LdapError),
+}
+
 enum Outcome {
     Unauthorized,
     Forbidden,
@@ -589,6 +630,9 @@ fn is_transport(e: &ldap3::LdapError) -> bool {
             | ldap3::LdapError::MiscSend { .. }
     )
 }
+
+/// The most connections a config may ask for, idle or in use.
+const MAX_CONNECTIONS: u32 = 4096;
 
 /// The most group values read from one entry.
 const MAX_GROUPS: usize = 10_000;

@@ -256,9 +256,16 @@ stringData: {{ username: 'cn=reader,dc=solo,dc=io', password: {password} }}
             "{user}"
         );
     }
-    // A service account the directory refuses: the step fails (503).
-    let refused = chain(&config(&address, lookup, &secret("wrong"))).await;
-    assert_eq!(status_of(&refused, "nora", "norapwd").await, 503);
+    // A service account the directory refuses: the step fails (503), even
+    // with failureModeAllow, which would let marco past the group check.
+    let refused = config(&address, lookup, &secret("wrong"));
+    let fail_open = refused.replace("  - ldap:", "  - failureModeAllow: true\n    ldap:");
+    assert_ne!(refused, fail_open);
+    for yaml in [refused, fail_open] {
+        let refused = chain(&yaml).await;
+        assert_eq!(status_of(&refused, "nora", "norapwd").await, 503);
+        assert_eq!(status_of(&refused, "marco", "marcopwd").await, 503);
+    }
 
     // disableGroupChecking: every user who binds.
     let anyone = chain(&config(&address, "    disableGroupChecking: true", "")).await;
@@ -490,11 +497,19 @@ async fn a_directory_down_or_silent_fails_closed() {
 /// slapd cannot be made to say (389-DS answers a locked account with 19,
 /// constraint violation).
 async fn answering_binds_with(rc: u8) -> SocketAddr {
+    answering(vec![rc]).await
+}
+
+/// A directory that answers a connection's binds with `binds` in turn
+/// (the last one from then on), and every search with a search-result
+/// reference and then success.
+async fn answering(binds: Vec<u8>) -> SocketAddr {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         while let Ok((mut socket, _)) = listener.accept().await {
+            let mut binds = binds.clone().into_iter().peekable();
             tokio::spawn(async move {
                 let mut buf = [0u8; 4096];
                 while let Ok(n) = socket.read(&mut buf).await {
@@ -509,15 +524,43 @@ async fn answering_binds_with(rc: u8) -> SocketAddr {
                         return;
                     };
                     let id = &buf[header..header + 2 + usize::from(len)];
-                    if n == 0 || buf.get(header + id.len()) != Some(&0x60) {
-                        return;
-                    }
-                    // BindResponse: [APPLICATION 1] { resultCode, matchedDN,
-                    // diagnosticMessage }.
-                    let op = [0x61, 0x07, 0x0a, 0x01, rc, 0x04, 0x00, 0x04, 0x00];
-                    let mut answer = vec![0x30, (id.len() + op.len()) as u8];
-                    answer.extend_from_slice(id);
-                    answer.extend_from_slice(&op);
+                    let message = |op: &[u8]| {
+                        let mut answer = vec![0x30, (id.len() + op.len()) as u8];
+                        answer.extend_from_slice(id);
+                        answer.extend_from_slice(op);
+                        answer
+                    };
+                    let answer = match (n, buf.get(header + id.len())) {
+                        (0, _) => return,
+                        // BindRequest, [APPLICATION 0]: BindResponse,
+                        // [APPLICATION 1] { resultCode, matchedDN,
+                        // diagnosticMessage }.
+                        (_, Some(0x60)) => {
+                            let rc = match binds.next() {
+                                Some(rc) if binds.peek().is_none() => {
+                                    binds = vec![rc].into_iter().peekable();
+                                    rc
+                                }
+                                Some(rc) => rc,
+                                None => return,
+                            };
+                            message(&[0x61, 0x07, 0x0a, 0x01, rc, 0x04, 0x00, 0x04, 0x00])
+                        }
+                        // SearchRequest, [APPLICATION 3]: a
+                        // SearchResultReference, [APPLICATION 19], then
+                        // SearchResultDone, [APPLICATION 5], success.
+                        (_, Some(0x63)) => {
+                            let mut both = message(&[
+                                0x73, 0x0a, 0x04, 0x08, b'l', b'd', b'a', b'p', b':', b'/', b'/',
+                                b'x',
+                            ]);
+                            both.extend(message(&[
+                                0x65, 0x07, 0x0a, 0x01, 0x00, 0x04, 0x00, 0x04, 0x00,
+                            ]));
+                            both
+                        }
+                        _ => return,
+                    };
                     if socket.write_all(&answer).await.is_err() {
                         return;
                     }
@@ -551,6 +594,37 @@ async fn any_refusal_of_the_user_s_bind_is_a_401() {
         .await;
         assert_eq!(status_of(&chain, "rick", "rickpwd").await, want, "rc {rc}");
     }
+}
+
+/// After the user's bind, a refused service-account bind (a lockout a
+/// client can bring about) fails closed whatever `failureModeAllow`
+/// says, and a search answered with a reference instead of the entry is
+/// no entry (a 403, not a panic).
+#[tokio::test]
+async fn after_the_user_s_bind_nothing_fails_open() {
+    let lookup = "    groupLookupSettings:
+      checkGroupsWithServiceAccount: true
+      credentialsSecretRef: { name: ldapcredentials, namespace: gloo-system }
+    pool: { initialSize: 0 }";
+    let secret = "---
+apiVersion: v1
+kind: Secret
+type: extauth.solo.io/accountcredentials
+metadata: { name: ldapcredentials, namespace: gloo-system }
+stringData: { username: 'cn=reader,dc=solo,dc=io', password: readerpwd }
+";
+    let fail_open = |address: SocketAddr, fields: &str, more: &str| {
+        let yaml = config(&format!("ldap://{address}"), fields, more);
+        yaml.replace("  - ldap:", "  - failureModeAllow: true\n    ldap:")
+    };
+    for rc in [19, 49, 51] {
+        let locked = answering(vec![0, rc]).await;
+        let chain = chain(&fail_open(locked, lookup, secret)).await;
+        assert_eq!(status_of(&chain, "rick", "rickpwd").await, 503, "rc {rc}");
+    }
+    let referred = answering(vec![0]).await;
+    let chain = chain(&fail_open(referred, "    pool: { initialSize: 0 }", "")).await;
+    assert_eq!(status_of(&chain, "rick", "rickpwd").await, 403);
 }
 
 /// The connections in use are a flood's to take: a request that has
@@ -662,6 +736,16 @@ stringData: { username: cn=reader, password: \"hunter2-secret\\n\" }
                 "",
             ),
             "pool",
+        ),
+        (
+            "a pool no machine holds",
+            config("ldap.example:389", "    pool: { maxSize: 4294967295 }", ""),
+            "pool.maxSize",
+        ),
+        (
+            "more connections than a pool may hold",
+            config("ldap.example:389", "    maxConnections: 100000", ""),
+            "maxConnections",
         ),
         (
             "a missing Secret",
