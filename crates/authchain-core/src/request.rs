@@ -242,6 +242,17 @@ impl AuthorizationRequest {
         })
     }
 
+    /// Whether the query has a parameter named `key`, in any
+    /// percent-encoded or `+` spelling of the name (`tok%65n` for
+    /// `token`), as an app that decodes the query would find it.
+    pub fn has_query_parameter(&self, key: &str) -> bool {
+        self.query().is_some_and(|query| {
+            query
+                .split('&')
+                .any(|pair| names_parameter(pair.split_once('=').map_or(pair, |(k, _)| k), key))
+        })
+    }
+
     /// Sets query parameter `key` to `value`, replacing every existing
     /// occurrence, in any percent-encoded or `+` spelling of the name (the
     /// first keeps its position, others go). Key and value are written as
@@ -319,6 +330,9 @@ mod tests {
         assert_eq!(r.query_parameter("x"), Some("1"));
         assert_eq!(r.query_parameter("y"), Some(""));
         assert_eq!(r.query_parameter("w"), None);
+        assert!(r.has_query_parameter("y") && !r.has_query_parameter("w"));
+        let r = AuthorizationRequest::new(Method::GET, "/a?b=1&access%5Ftok%65n=t");
+        assert!(r.has_query_parameter("access_token"));
         let r = AuthorizationRequest::new(Method::GET, "/plain");
         assert_eq!(r.path_only(), "/plain");
         assert_eq!(r.query(), None);

@@ -82,7 +82,7 @@ use authchain_core::{
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, StatusCode, Uri};
 use http_body_util::{BodyExt, Empty, Limited};
-use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, PublicKeyUse};
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyOperations, PublicKeyUse};
 use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, Validation};
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -353,10 +353,15 @@ fn key_algorithms(jwk: &Jwk, allowed: &[Algorithm]) -> Vec<Algorithm> {
         AlgorithmParameters::OctetKey(_) => vec![HS256, HS384, HS512],
         _ => vec![],
     };
-    let declared = jwk
-        .common
-        .key_algorithm
-        .and_then(|a| Algorithm::from_str(&a.to_string()).ok());
+    // A key declared for another use (an encryption algorithm such as
+    // `RSA-OAEP`, or one unknown here) verifies nothing.
+    let declared = match jwk.common.key_algorithm {
+        None => None,
+        Some(a) => match Algorithm::from_str(&a.to_string()) {
+            Ok(a) => Some(a),
+            Err(_) => return Vec::new(),
+        },
+    };
     by_type
         .into_iter()
         .filter(|a| declared.is_none_or(|d| d == *a))
@@ -365,7 +370,8 @@ fn key_algorithms(jwk: &Jwk, allowed: &[Algorithm]) -> Vec<Algorithm> {
 }
 
 /// Parses a JWKS document into keys. Keys of unknown types, for
-/// encryption, or outside `allowed`, are skipped. The error says what is
+/// another use than verifying (`use`, `key_ops`, an `alg` that is no
+/// signing algorithm), or outside `allowed`, are skipped. The error says what is
 /// wrong without quoting the document.
 fn parse_jwks(text: &[u8], allowed: &[Algorithm]) -> Result<Vec<Key>, String> {
     #[derive(Deserialize)]
@@ -385,7 +391,18 @@ fn parse_jwks(text: &[u8], allowed: &[Algorithm]) -> Result<Vec<Key>, String> {
         let Ok(jwk) = serde_json::from_value::<Jwk>(value) else {
             continue;
         };
-        if matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption)) {
+        // RFC 7517 4.2, 4.3: a key for another use than verifying.
+        let signs = jwk
+            .common
+            .public_key_use
+            .as_ref()
+            .is_none_or(|u| matches!(u, PublicKeyUse::Signature));
+        let verifies = jwk
+            .common
+            .key_operations
+            .as_ref()
+            .is_none_or(|ops| ops.iter().any(|o| matches!(o, KeyOperations::Verify)));
+        if !signs || !verifies {
             continue;
         }
         let algorithms = key_algorithms(&jwk, allowed);

@@ -29,8 +29,12 @@
 //!
 //! The token is read from `Authorization: Bearer` only (RFC 6750; the
 //! scheme in any case): never from the query or a form body, where RFC
-//! 6750 also allows it (a token in a URL ends up in logs). No header: a
-//! 401 with `WWW-Authenticate: Bearer realm="authchain"`. Two
+//! 6750 also allows it (a token in a URL ends up in logs). No header, or
+//! one of another scheme (RFC 6750 3.1): a 401 with
+//! `WWW-Authenticate: Bearer realm="authchain"`. A token in the header
+//! and an `access_token` query parameter (in any spelling) beside it: a
+//! 400 with `error="invalid_request"` (RFC 6750 2: one way per request;
+//! the app behind may read the one in the query). Two
 //! `Authorization` headers (the app may read the other), a header that is
 //! not one RFC 6750 `b64token` within 8 KiB (letters, digits, `-._~+/`,
 //! then `=`s: no comma, quote or space, so nothing a proxy joined), a JWT
@@ -53,7 +57,11 @@
 //!   requests with `statusOnError` and tries again) and every
 //!   `refreshInterval`, and early (at most every 30 s) for an unknown
 //!   `kid`; its `oct` (HMAC) keys are never used. An `http://` JWKS URL is
-//!   accepted, as Gloo does, with a warning off loopback. The claims go to
+//!   accepted, as Gloo does, with a warning off loopback. A token whose
+//!   claims say it is an ID or a refresh token (`token_use: id`, as
+//!   Cognito's ID tokens, which its access tokens share a key with and
+//!   carry no `aud` to tell apart; `typ: ID`, as Keycloak's; the same
+//!   members as for introspection below) is a 401. The claims go to
 //!   `state.jwtAccessToken` (Gloo's key), the `sub` claim to `UserInfo`.
 //! - `introspection`: the endpoint is asked about each token not in the
 //!   cache (`token=...&token_type_hint=access_token`, with the client's id and secret in HTTP Basic as
@@ -74,8 +82,10 @@
 //! - `userinfoUrl`: once the token is valid, the endpoint is asked with it
 //!   as a bearer token; its JSON answer goes to `state.introspection`, the
 //!   key Gloo documents for it. The endpoint's 401 makes the request a 401
-//!   (the IdP no longer takes the token); any other failure is the step's
-//!   error, a deny with the chain's `statusOnError`.
+//!   (the IdP no longer takes the token); any other failure, or an answer
+//!   whose `sub` is not the token's (the JWT's, or the introspection
+//!   answer's, when it names one), is the step's error, a deny with the chain's
+//!   `statusOnError` (OpenID Connect Core 5.3.2).
 //! - `claimsToHeaders` and `dynamicMetadataFromClaims` read a JWT's claims,
 //!   or, for an opaque token, the introspection answer's members (Gloo
 //!   documents `claimsToHeaders` as JWT-only; authchain gives it the only
@@ -182,6 +192,8 @@ pub struct AccessToken {
     challenge: HeaderValue,
     invalid: HeaderValue,
     insufficient: HeaderValue,
+    /// `WWW-Authenticate` of a 400 for a token sent two ways.
+    twice: HeaderValue,
 }
 
 impl std::fmt::Debug for AccessToken {
@@ -553,6 +565,9 @@ impl AccessToken {
                 "Bearer realm=\"authchain\", error=\"invalid_token\"",
             ),
             insufficient: util::header_value(&insufficient, "requiredScopes")?,
+            twice: HeaderValue::from_static(
+                "Bearer realm=\"authchain\", error=\"invalid_request\"",
+            ),
         })
     }
 }
@@ -733,15 +748,27 @@ impl AccessToken {
         self.unauthorized(true)
     }
 
-    /// The bearer token; `Err(invalid)`: none (`false`), or not one
-    /// (`true`), a 401 either way.
+    /// The bearer token; `Err(invalid)`: none (`false`: no header, or one
+    /// of another scheme, RFC 6750 3.1), or not one (`true`), a 401
+    /// either way.
     fn token<'r>(&self, request: &'r AuthorizationRequest) -> Result<&'r str, bool> {
         match util::scheme_credential(request, &http::header::AUTHORIZATION, "Bearer ") {
             Ok(None) => Err(false),
             Ok(Some(token)) if token.len() <= util::MAX_CREDENTIAL_LEN && is_b64token(token) => {
                 Ok(token)
             }
-            _ => Err(true),
+            _ => {
+                let mut all = request.headers.get_all(http::header::AUTHORIZATION).iter();
+                let other_scheme = match (all.next(), all.next()) {
+                    (Some(value), None) => util::strip_prefix_ignore_case(
+                        &String::from_utf8_lossy(value.as_bytes()),
+                        "bearer",
+                    )
+                    .is_none(),
+                    _ => false,
+                };
+                Err(!other_scheme)
+            }
         }
     }
 
@@ -760,6 +787,11 @@ impl AccessToken {
         let Some(claims) = jwt.as_ref().or(introspected) else {
             return self.rejected("no claims");
         };
+        // An ID token (Cognito's `token_use: id`, Keycloak's `typ: ID`) or
+        // a refresh token, signed by the same key: not for this API.
+        if jwt.as_ref().is_some_and(another_kind_of_token) {
+            return self.rejected("not an access token");
+        }
         let user = match &self.asker.check {
             Check::Introspection(i) => match &i.user_id_attribute {
                 Some(name) => match claims.get(name) {
@@ -842,18 +874,20 @@ impl AccessToken {
         key: u128,
         token: &str,
         exp: Option<SystemTime>,
+        sub: Option<&str>,
     ) -> Result<Looked, Error> {
         if let Some(hit) = self.asker.answers.get(key) {
             return Ok(Ok(Lookup::Valid(hit)));
         }
         let asker = Arc::clone(&self.asker);
         let token = token.to_owned();
+        let sub = sub.map(str::to_owned);
         let looked = self.asker.answers.inflight.run(key, move || async move {
             // A call that ended between the miss and joining this one.
             if let Some(hit) = asker.answers.get(key) {
                 return Ok(Lookup::Valid(hit));
             }
-            let looked = asker.ask(&token, exp).await;
+            let looked = asker.ask(&token, exp, sub).await;
             if let Ok(Lookup::Valid(remote)) = &looked {
                 asker.answers.put(key, remote);
             }
@@ -871,14 +905,23 @@ impl AccessToken {
         token: &str,
         claims: Map<String, Value>,
     ) -> Result<Decision, Error> {
-        let looked = self.lookup(key, token, epoch_claim(&claims, "exp")).await?;
+        let sub = claims.get("sub").and_then(Value::as_str);
+        let looked = self
+            .lookup(key, token, epoch_claim(&claims, "exp"), sub)
+            .await?;
         self.judge(request, Some(claims), looked)
     }
 }
 
 impl Asker {
-    /// Asks the IdP about `token`: introspection, then userinfo.
-    async fn ask(&self, token: &str, mut exp: Option<SystemTime>) -> Looked {
+    /// Asks the IdP about `token`: introspection, then userinfo, whose
+    /// `sub` must be the token's (`sub`, or the introspection answer's).
+    async fn ask(
+        &self,
+        token: &str,
+        mut exp: Option<SystemTime>,
+        mut sub: Option<String>,
+    ) -> Looked {
         let Ok(Ok(_permit)) = tokio::time::timeout(self.queue_wait, self.calls.acquire()).await
         else {
             return Ok(Lookup::Busy);
@@ -922,11 +965,23 @@ impl Asker {
             if exp.is_some_and(|exp| exp <= SystemTime::now()) {
                 return Ok(Lookup::Rejected("expired"));
             }
+            if let Some(Value::String(named)) = members.get("sub") {
+                sub = Some(named.clone());
+            }
             introspection = Some(Arc::new(Value::Object(members)));
         }
         let mut userinfo = None;
         if let Some(url) = &self.userinfo {
             match self.userinfo(url, token).await? {
+                // OpenID Connect Core 5.3.2: another user's claims are
+                // not to be used.
+                Some(answer)
+                    if sub.as_deref().is_some_and(|sub| {
+                        answer.get("sub").and_then(Value::as_str) != Some(sub)
+                    }) =>
+                {
+                    return Err("the userinfo answer's sub is not the token's".into());
+                }
                 Some(answer) => userinfo = Some(Arc::new(answer)),
                 None => return Ok(Lookup::Rejected("refused by the userinfo endpoint")),
             }
@@ -982,6 +1037,14 @@ impl AuthService for AccessToken {
             }
             Err(true) => return self.rejected("not a bearer token").into(),
         };
+        // RFC 6750 2: one way per request; the app behind may read the
+        // token in the query, which nothing here checked.
+        if request.has_query_parameter("access_token") {
+            tracing::debug!("oauth2: a bearer token and an access_token query parameter");
+            return Deny::new(StatusCode::BAD_REQUEST)
+                .header(http::header::WWW_AUTHENTICATE, self.twice.clone())
+                .into();
+        }
         match &self.asker.check {
             Check::Jwt(verifier) => match verifier.check_now(token) {
                 Checked::Valid(claims) if !self.needs_remote() => {
@@ -1024,7 +1087,7 @@ impl AuthService for AccessToken {
                 }
                 let token = token.to_owned();
                 Answer::wait(async move {
-                    let looked = self.lookup(key, &token, None).await?;
+                    let looked = self.lookup(key, &token, None, None).await?;
                     self.judge(request, None, looked)
                 })
             }

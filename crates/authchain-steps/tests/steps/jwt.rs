@@ -534,6 +534,48 @@ async fn a_known_kid_with_another_alg_or_a_crit_header_is_refused_without_a_fetc
     );
 }
 
+/// A JWK meant for another use than verifying (RFC 7517 4.2-4.4): an
+/// encryption `alg`, an `alg` unknown here, a `use` that is not `sig`,
+/// `key_ops` without `verify`: its private half signs nothing the step
+/// accepts, though the key's type would do.
+#[tokio::test]
+async fn a_key_for_another_use_verifies_nothing() {
+    let set: Value =
+        serde_json::from_str(&std::fs::read_to_string(jwks_path("jwks.json")).unwrap()).unwrap();
+    let (rsa, ec) = (set["keys"][0].clone(), set["keys"][1].clone());
+    assert_eq!(
+        (rsa["kid"].as_str(), ec["kid"].as_str()),
+        (Some("rsa-1"), Some("ec-1"))
+    );
+    let token = sign(Algorithm::RS256, "rsa-1", &claims());
+    let changes: [(&str, Value); 5] = [
+        ("alg", json!("RSA-OAEP")),
+        ("alg", json!("RSA1_5")),
+        ("alg", json!("XS999")),
+        ("use", json!("enc-ish")),
+        ("key_ops", json!(["encrypt", "wrapKey"])),
+    ];
+    for (field, value) in changes {
+        let mut key = rsa.clone();
+        key.as_object_mut().unwrap().remove("use");
+        key[field] = value.clone();
+        let keys = json!({ "keys": [key, ec] }).to_string();
+        let yaml =
+            format!("name: j\nconfigs:\n- jwt:\n    jwks:\n      local:\n        key: '{keys}'\n");
+        let chain = chain(&yaml).await;
+        let d = chain.authorize(&mut bearer(&token)).await;
+        assert_eq!(status(&d), 401, "{field}: {value}");
+    }
+    // The same key, declared for signing: verifies.
+    let mut key = rsa.clone();
+    key["key_ops"] = json!(["verify"]);
+    let keys = json!({ "keys": [key, ec] }).to_string();
+    let yaml =
+        format!("name: j\nconfigs:\n- jwt:\n    jwks:\n      local:\n        key: '{keys}'\n");
+    let d = chain(&yaml).await.authorize(&mut bearer(&token)).await;
+    assert!(d.is_allow(), "{d:?}");
+}
+
 #[tokio::test]
 async fn an_unreachable_jwks_fails_closed_until_it_answers() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

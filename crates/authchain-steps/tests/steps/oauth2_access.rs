@@ -433,11 +433,11 @@ async fn a_missing_token_is_a_401_challenge_a_bad_one_invalid_token() {
         assert_eq!(challenge(&d), INVALID, "case {name}");
         assert!(r.state.is_empty(), "case {name}: a deny writes nothing");
     }
-    // Another scheme is a bad credential too.
+    // Another scheme is no token (RFC 6750 3.1): the plain challenge.
     let d = chain
         .authorize(&mut get_with("/", "authorization", "Basic YWxpY2U6cHc="))
         .await;
-    assert_eq!(challenge(&d), INVALID);
+    assert_eq!(challenge(&d), "Bearer realm=\"authchain\"");
 }
 
 #[tokio::test]
@@ -525,6 +525,7 @@ async fn the_userinfo_answer_goes_to_state_and_is_kept() {
     )))
     .await;
     let good = sign(&claims());
+    assert_eq!(claims()["sub"], "alice");
     idp.userinfo(&good, 200, json!({"sub": "alice", "name": "Alice"}));
     for _ in 0..3 {
         let mut r = bearer(&good);
@@ -544,11 +545,18 @@ async fn the_userinfo_answer_goes_to_state_and_is_kept() {
     idp.userinfo(&broken, 500, json!({}));
     let d = chain.authorize(&mut bearer(&broken)).await;
     assert_eq!(status(&d), 503);
-    // Neither is kept.
+    // Another user's answer (OpenID Connect Core 5.3.2): the step's error.
+    let dave = sign(&json!({"sub": "dave", "iss": ISSUER, "aud": "ratings", "exp": now() + 600}));
+    idp.userinfo(&dave, 200, json!({"sub": "alice", "name": "Alice"}));
+    let mut r = bearer(&dave);
+    assert_eq!(status(&chain.authorize(&mut r).await), 503);
+    assert!(r.state.get("introspection").is_none());
+    // None is kept.
     let before = idp.userinfos();
     chain.authorize(&mut bearer(&refused)).await;
     chain.authorize(&mut bearer(&broken)).await;
-    assert_eq!(idp.userinfos(), before + 2);
+    chain.authorize(&mut bearer(&dave)).await;
+    assert_eq!(idp.userinfos(), before + 3);
 }
 
 // ---------------------------------------------------------- introspection
@@ -862,7 +870,11 @@ async fn introspection_with_userinfo_keeps_both() {
     ))
     .await;
     idp.answer("t", active(600));
-    idp.userinfo("t", 200, json!({"email": "alice@example.com"}));
+    idp.userinfo(
+        "t",
+        200,
+        json!({"sub": "alice-id", "email": "alice@example.com"}),
+    );
     for _ in 0..2 {
         let mut r = bearer("t");
         assert!(chain.authorize(&mut r).await.is_allow());
@@ -870,6 +882,48 @@ async fn introspection_with_userinfo_keeps_both() {
         assert_eq!(r.state["tokenIntrospection"]["username"], "alice");
     }
     assert_eq!((idp.introspections(), idp.userinfos()), (1, 1));
+
+    // Another user's claims, or none named (OpenID Connect Core 5.3.2),
+    // are not used: the step's error, with nothing kept or written.
+    for (i, answer) in [
+        json!({"sub": "bob-id", "email": "bob@example.com"}),
+        json!({"email": "bob@example.com"}),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let token = format!("other-{i}");
+        idp.answer(&token, active(600));
+        idp.userinfo(&token, 200, answer);
+        for _ in 0..2 {
+            let mut r = bearer(&token);
+            assert_eq!(status(&chain.authorize(&mut r).await), 503);
+            assert!(r.state.get("introspection").is_none());
+        }
+    }
+    assert_eq!(idp.userinfos(), 5, "a refused answer is not kept");
+}
+
+/// An ID token signed by the access tokens' key (Cognito's access tokens
+/// carry no `aud` to tell them apart) is not an access token.
+#[tokio::test]
+async fn a_signed_id_token_is_not_an_access_token() {
+    let (chain, _engine) = chain_of(&local_jwt("")).await;
+    for (member, kind, want) in [
+        ("token_use", "id", 401),
+        ("typ", "ID", 401),
+        ("token_type", "refresh_token", 401),
+        ("token_use", "access", 200),
+        ("typ", "Bearer", 200),
+    ] {
+        let mut claims = claims();
+        claims[member] = json!(kind);
+        let d = chain.authorize(&mut bearer(&sign(&claims))).await;
+        assert_eq!(status(&d), want, "{member}: {kind}");
+        if want == 401 {
+            assert_eq!(challenge(&d), INVALID);
+        }
+    }
 }
 
 // ----------------------------------------------------------------- config
@@ -1346,6 +1400,12 @@ async fn the_bearer_header_is_read_one_way_only() {
             401,
             true,
         ),
+        (
+            "another scheme",
+            vec!["Basic YWxpY2U6cHc=".to_owned()],
+            401,
+            false,
+        ),
         ("an empty token", vec!["Bearer    ".to_owned()], 401, true),
     ];
     for (name, values, want, invalid) in cases {
@@ -1366,6 +1426,21 @@ async fn the_bearer_header_is_read_one_way_only() {
     let mut query = req(http::Method::GET, &format!("/?access_token={token}"));
     let d = chain.authorize(&mut query).await;
     assert_eq!(challenge(&d), "Bearer realm=\"authchain\"", "no token");
+    // A token in the query beside the header's, in any spelling: the app
+    // may read that one, which nothing checked (RFC 6750 2: a 400).
+    for query in ["access_token=x", "a=1&access%5Ftoken=x", "access_tok%65n"] {
+        let mut both = req(http::Method::GET, &format!("/?{query}")).with_header(
+            http::header::AUTHORIZATION,
+            format!("Bearer {token}").parse().unwrap(),
+        );
+        let d = chain.authorize(&mut both).await;
+        assert_eq!(status(&d), 400, "{query}");
+        assert_eq!(
+            challenge(&d),
+            "Bearer realm=\"authchain\", error=\"invalid_request\"",
+            "{query}"
+        );
+    }
     let mut form = req(http::Method::POST, "/").with_header(
         http::header::CONTENT_TYPE,
         "application/x-www-form-urlencoded".parse().unwrap(),
@@ -2178,7 +2253,11 @@ async fn the_log_at_trace_holds_no_token_secret_or_answer_value() {
     answer["username"] = json!("alice-VALUE-2");
     answer["org"] = json!("org-VALUE-3");
     idp.answer(token, answer);
-    idp.userinfo(token, 200, json!({"email": "alice-VALUE-4@example.com"}));
+    idp.userinfo(
+        token,
+        200,
+        json!({"sub": "alice-id", "email": "alice-VALUE-4@example.com"}),
+    );
     for _ in 0..2 {
         let d = chain.authorize(&mut bearer(token)).await;
         assert_eq!(upstream(&d, "x-org").as_deref(), Some("org-VALUE-3"));
