@@ -74,12 +74,14 @@ impl Generation {
         let mut built: Vec<Chain> = Vec::with_capacity(configs.len());
         let mut errors = Vec::new();
         let files = FilesRead::default();
-        for config in configs {
-            if built.iter().any(|c| c.name() == config.name()) {
+        for (i, config) in configs.iter().enumerate() {
+            // Whether or not the first one builds.
+            if let Some(first) = configs[..i].iter().find(|c| c.name() == config.name()) {
                 errors.push(
                     Error::config(format!(
-                        "a second AuthConfig named '{}'; names must be unique",
-                        config.name()
+                        "a second AuthConfig named '{}' (the first is in {}); names must be unique",
+                        config.name(),
+                        first.origin()
                     ))
                     .in_source(config.origin()),
                 );

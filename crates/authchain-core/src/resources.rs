@@ -210,8 +210,12 @@ impl Resources {
         };
         let mut data = BTreeMap::new();
         for (key, value) in strings(doc, "data")? {
+            // Line breaks are `base64`'s default output, which Kubernetes
+            // reads too.
+            let mut value = value;
+            value.retain(|c| !c.is_ascii_whitespace());
             let decoded = base64::engine::general_purpose::STANDARD
-                .decode(value.trim())
+                .decode(&value)
                 .map_err(|_| Error::config("expected base64").at(format!("data.{key}")))?;
             data.insert(key, decoded);
         }

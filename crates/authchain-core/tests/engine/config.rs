@@ -397,9 +397,31 @@ async fn engine_load_reports_duplicate_names() {
     let err = engine.load(&configs).await.unwrap_err();
     assert_eq!(
         err.to_string(),
-        "a.yaml document 2: a second AuthConfig named 'x'; names must be unique"
+        "a.yaml document 2: a second AuthConfig named 'x' (the first is in a.yaml document 1); names must be unique"
     );
     assert_eq!(engine.current().number(), 0);
+
+    // The first one does not build: both problems, and both places.
+    let mut configs = AuthConfig::parse(
+        "a.yaml",
+        "name: x\nconfigs: [{ pluginAuth: { name: RequiredHeader, config: { RequiredHeader: 'no header', AllowedValues: [b] } } }]\n",
+        Format::Yaml,
+    )
+    .unwrap();
+    configs.extend(
+        AuthConfig::parse(
+            "b.yaml",
+            "name: x\nconfigs: [{ pluginAuth: { name: RequiredHeader, config: { RequiredHeader: a, AllowedValues: [b] } } }]\n",
+            Format::Yaml,
+        )
+        .unwrap(),
+    );
+    let err = engine.load(&configs).await.unwrap_err().to_string();
+    assert!(err.contains("not a header name"), "{err}");
+    assert!(
+        err.contains("b.yaml: a second AuthConfig named 'x' (the first is in a.yaml)"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -534,6 +556,14 @@ configs: [{ jwt: {} }]
     assert_eq!(secret.kind, "extauth.solo.io/apikey");
     assert!(!format!("{secret:?}").contains("s3cr3t"), "{secret:?}");
     assert!(!format!("{:?}", docs.resources).contains("s3cr3t"));
+    // Base64 in lines, as `base64` writes it by default (Kubernetes reads
+    // it too).
+    let wrapped = "apiVersion: v1\nkind: Secret\nmetadata: { name: w, namespace: ns }\ndata:\n  k: |\n    czNj\n    cjN0\n";
+    let wrapped = Documents::parse("w.yaml", wrapped, Format::Yaml).unwrap();
+    assert_eq!(
+        wrapped.resources.secret("ns", "w").unwrap().data["k"],
+        b"s3cr3t"
+    );
     let map = docs.resources.config_map("default", "rego").unwrap();
     assert_eq!(map.data["policy.rego"], "package p");
     let selector = [("team".to_owned(), "a".to_owned())].into_iter().collect();
