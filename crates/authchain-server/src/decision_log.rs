@@ -8,7 +8,7 @@
 //! the records queued.
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -58,14 +58,26 @@ pub(crate) fn open(settings: &DecisionLogSettings) -> Result<(DecisionLog, LogFi
 }
 
 /// The file at `path`, for appending; one it creates is the server's
-/// user's alone (its records name users and addresses).
+/// user's alone (its records name users and addresses). A file whose
+/// last line was cut short (a failed write, a crash) gets its line break
+/// first, so that the next record is a line of its own.
 fn append(path: &Path) -> std::io::Result<File> {
-    use std::os::unix::fs::OpenOptionsExt as _;
-    OpenOptions::new()
+    use std::os::unix::fs::{FileExt as _, OpenOptionsExt as _};
+    let mut file = OpenOptions::new()
         .create(true)
         .append(true)
         .mode(0o600)
-        .open(path)
+        .open(path)?;
+    // Not a FIFO's (a log shipper's) or a device's.
+    let meta = file.metadata()?;
+    if meta.is_file() && meta.len() > 0 {
+        let mut last = [0u8];
+        File::open(path)?.read_exact_at(&mut last, meta.len() - 1)?;
+        if last != *b"\n" {
+            file.write_all(b"\n")?;
+        }
+    }
+    Ok(file)
 }
 
 /// The writer's file, as the server handles it: reopened on SIGHUP (after
@@ -150,41 +162,75 @@ impl DecisionSink for Queue {
         let len = record.len();
         if self.queued.fetch_add(len, Ordering::Relaxed) + len > QUEUE_BYTES {
             self.queued.fetch_sub(len, Ordering::Relaxed);
-            dropped();
+            dropped(1);
             return;
         }
         if self.sender.try_send(Line::Record(record)).is_err() {
             self.queued.fetch_sub(len, Ordering::Relaxed);
-            dropped();
+            dropped(1);
         }
     }
 }
 
-fn dropped() {
-    metrics::counter!("authchain_decision_log_dropped_total").increment(1);
+fn dropped(records: u64) {
+    metrics::counter!("authchain_decision_log_dropped_total").increment(records);
 }
 
-/// The writer's output; `None` after a failed write.
-type Out = Option<BufWriter<Box<dyn Write + Send>>>;
+/// Bytes of records the writer holds before it writes them out, unless
+/// the queue empties first.
+const WRITE_BYTES: usize = 8 << 10;
+
+/// The writer's output, and the records it holds unwritten.
+struct Output {
+    /// `None` after a failed write, until a reopen.
+    out: Option<Box<dyn Write + Send>>,
+    pending: Vec<u8>,
+    records: u64,
+}
+
+impl Output {
+    fn push(&mut self, record: &str) {
+        if self.out.is_none() {
+            dropped(1);
+            return;
+        }
+        self.pending.extend_from_slice(record.as_bytes());
+        self.pending.push(b'\n');
+        self.records += 1;
+        if self.pending.len() >= WRITE_BYTES {
+            self.write_out();
+        }
+    }
+
+    /// Writes and flushes the records held; after a failure, they are
+    /// counted dropped (a part of one may be in the file, which the next
+    /// open ends with a line break) and so is every record until a reopen.
+    fn write_out(&mut self) {
+        if let Some(out) = &mut self.out
+            && let Err(e) = out.write_all(&self.pending).and_then(|()| out.flush())
+        {
+            tracing::error!(error = %e, "cannot write the decision log; decisions are dropped until it is reopened (SIGHUP)");
+            dropped(self.records);
+            self.out = None;
+        }
+        self.pending.clear();
+        self.records = 0;
+    }
+}
 
 /// Writes records as they come to `out` (the file at `path`, else
-/// standard output), flushing whenever the queue is empty. After a failed
-/// write, records are dropped until a reopen.
+/// standard output), writing them out whenever the queue is empty. After
+/// a failed write, records are dropped until a reopen.
 fn write_all(
     receiver: Receiver<Line>,
     out: Box<dyn Write + Send>,
     path: Option<PathBuf>,
     queued: &AtomicUsize,
 ) {
-    let mut out: Out = Some(BufWriter::new(out));
-    let failed = |out: &mut Out, e: std::io::Error| {
-        tracing::error!(error = %e, "cannot write the decision log; decisions are dropped until it is reopened (SIGHUP)");
-        *out = None;
-    };
-    let flush = |out: &mut Out| {
-        if let Some(Err(e)) = out.as_mut().map(Write::flush) {
-            failed(out, e);
-        }
+    let mut output = Output {
+        out: Some(out),
+        pending: Vec::with_capacity(WRITE_BYTES),
+        records: 0,
     };
     while let Ok(line) = receiver.recv() {
         let mut next = Some(line);
@@ -192,25 +238,14 @@ fn write_all(
             match line {
                 Line::Record(record) => {
                     queued.fetch_sub(record.len(), Ordering::Relaxed);
-                    match &mut out {
-                        Some(w) => {
-                            if let Err(e) = w
-                                .write_all(record.as_bytes())
-                                .and_then(|()| w.write_all(b"\n"))
-                            {
-                                failed(&mut out, e);
-                                dropped();
-                            }
-                        }
-                        None => dropped(),
-                    }
+                    output.push(&record);
                 }
                 Line::Reopen => {
-                    flush(&mut out);
+                    output.write_out();
                     if let Some(path) = &path {
                         match append(path) {
                             Ok(file) => {
-                                out = Some(BufWriter::new(Box::new(file)));
+                                output.out = Some(Box::new(file));
                                 tracing::info!(path = %path.display(), "decision log reopened");
                             }
                             Err(e) => tracing::error!(
@@ -222,13 +257,13 @@ fn write_all(
                     }
                 }
                 Line::Close(done) => {
-                    flush(&mut out);
+                    output.write_out();
                     let _ = done.send(());
                 }
             }
             next = receiver.try_recv().ok();
         }
-        flush(&mut out);
+        output.write_out();
     }
 }
 
@@ -303,5 +338,30 @@ mod tests {
         sender.send(Line::Close(done)).unwrap();
         closed.await.unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "kept\n");
+    }
+
+    /// A file whose last record was cut short (a write that failed part
+    /// way, a crash): the next record starts a line of its own, at the
+    /// start as after a reopen.
+    #[tokio::test]
+    async fn a_record_cut_short_leaves_the_next_its_own_line() {
+        let dir = authchain_testkit::ScratchDir::new("decision-log").unwrap();
+        let path = dir.path().join("decisions.jsonl");
+        std::fs::write(&path, "{\"cut\":").unwrap();
+        let (sender, _thread) = writer(&path);
+        sender.send(record("{}")).unwrap();
+        let (done, closed) = tokio::sync::oneshot::channel();
+        sender.send(Line::Close(done)).unwrap();
+        closed.await.unwrap();
+        std::fs::write(&path, "{}\n{\"cut\":").unwrap();
+        sender.send(Line::Reopen).unwrap();
+        sender.send(record("{\"n\":1}")).unwrap();
+        let (done, closed) = tokio::sync::oneshot::channel();
+        sender.send(Line::Close(done)).unwrap();
+        closed.await.unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "{}\n{\"cut\":\n{\"n\":1}\n"
+        );
     }
 }
