@@ -128,9 +128,12 @@ impl Server {
     }
 
     /// Runs until SIGTERM or SIGINT, reloading on SIGHUP and on file
-    /// changes; see the crate docs.
+    /// changes; see the crate docs. A second SIGTERM or SIGINT during the
+    /// shutdown's delay or grace stops at once.
     pub async fn run(self) -> Result<(), ServeError> {
-        self.run_until(terminate()).await
+        // `terminate` listens from its first poll: the second future
+        // hears only a signal after the first.
+        self.serve(terminate(), terminate()).await
     }
 
     /// As [`run`](Self::run), until `shutdown` completes instead of a
@@ -138,6 +141,16 @@ impl Server {
     pub async fn run_until(
         self,
         shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), ServeError> {
+        self.serve(shutdown, std::future::pending()).await
+    }
+
+    /// Serves until `shutdown` completes, then shuts down, at once if
+    /// `hurry` completes meanwhile.
+    async fn serve(
+        self,
+        shutdown: impl Future<Output = ()> + Send,
+        hurry: impl Future<Output = ()> + Send,
     ) -> Result<(), ServeError> {
         // Caught from the start: a SIGHUP while starting (a log rotation,
         // a config push) reloads once serving, rather than ending the
@@ -306,22 +319,28 @@ impl Server {
         let grace = settings.shutdown_grace.0;
         ready.send_replace(false);
         let delay = settings.shutdown_delay.0;
+        let mut hurry = std::pin::pin!(hurry);
+        let mut hurried = false;
         if !delay.is_zero() {
             tracing::info!(delay = ?delay, "shutting down: not ready, still accepting checks for the delay");
-            tokio::time::sleep(delay).await;
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = &mut hurry => hurried = true,
+            }
         }
         tracing::info!(grace = ?grace, in_flight = in_flight(), "shutting down: no new connections, finishing checks in flight");
         stop.cancel();
-        let drained =
-            tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} })
-                .await
-                .is_ok();
+        let drained = !hurried
+            && tokio::select! {
+                drained = tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }) => drained.is_ok(),
+                () = &mut hurry => false,
+            };
         if drained {
             tracing::info!("stopped");
         } else {
             tracing::warn!(
                 in_flight = in_flight(),
-                "the shutdown grace ran out; dropping checks still in flight"
+                "the shutdown grace ran out, or a second signal came; dropping checks still in flight"
             );
             tasks.abort_all();
         }

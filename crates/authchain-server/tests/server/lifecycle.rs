@@ -275,6 +275,29 @@ async fn during_the_shutdown_delay_new_checks_are_answered_while_unready() {
     server.assert_exits_cleanly().await;
 }
 
+/// A second SIGTERM (or Ctrl-C) during a long shutdown delay stops the
+/// server at once, as an operator who pressed Ctrl-C twice expects.
+#[tokio::test]
+async fn a_second_signal_ends_the_shutdown_at_once() {
+    for (first, second) in [("TERM", "TERM"), ("TERM", "INT")] {
+        let mut server = Authchain::start(&format!(
+            "{LISTENERS}shutdownDelay: 10m\nshutdownGrace: 10m\n{ALLOW}"
+        ))
+        .await;
+        server.signal(first);
+        let admin = server.admin;
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while client::get(admin, "/readyz", &[]).await.unwrap().status == 200 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("unready after the first signal");
+        server.signal(second);
+        server.assert_exits_cleanly().await;
+    }
+}
+
 /// Started with a soft open-file limit below what its listeners may hold,
 /// the server raises it (up to the hard limit); where the hard limit is
 /// below too, it says so.
