@@ -32,14 +32,53 @@
 //! - An OK answer is an allow with the remote's header mutations (read as
 //!   Envoy reads them: in `headers`, `append: true` appends and anything
 //!   else sets; in `response_headers_to_add`, `append` if given, else
-//!   `append_action`), removals, query parameters and dynamic metadata.
+//!   `append_action`), removals, query parameters and dynamic metadata:
+//!   every header the remote sets goes upstream, as Gloo's gRPC
+//!   passthrough does (Gloo has no list of them for gRPC).
 //!   `dynamic_metadata["solo.auth.passthrough"]` is merged into the state.
-//! - Any other status is a deny with the remote's status (403 by default),
-//!   headers and body.
-//! - A failed call (UNAVAILABLE after the retries, a timeout, any other
-//!   gRPC error, an `error_response`, or an answer with invalid headers) is
-//!   an error: the chain fails closed unless the step has
-//!   `failureModeAllow`.
+//! - Any other status in the answer is a deny with the remote's status
+//!   (403 by default), headers and body. A `3xx` with a `Location` is
+//!   kept: a remote login server sends the client to its login page so,
+//!   as it would behind Envoy directly (the step follows no redirect
+//!   itself; the client goes where the remote, trusted with the decision,
+//!   sends it).
+//! - A failure of the remote is an error: the chain fails closed unless
+//!   the step has `failureModeAllow`. Failures are UNAVAILABLE (after the
+//!   retries), DEADLINE_EXCEEDED, CANCELLED (the call's own time limit, a
+//!   dropped connection), no answer within `connectionTimeout`, and an
+//!   answer with an `error_response` (Envoy's way for a server to say it
+//!   failed, which Envoy too lets through under `failure_mode_allow`).
+//! - An RPC that ends with PERMISSION_DENIED is a 403 deny, with
+//!   UNAUTHENTICATED a 401 deny.
+//! - Anything else fails closed whatever `failureModeAllow` says, as a
+//!   client can bring it about with what it sends: any other RPC status
+//!   (INVALID_ARGUMENT; RESOURCE_EXHAUSTED for a message over the remote's
+//!   limit; UNKNOWN and INTERNAL, the codes of a server's handler that
+//!   fails on its input and of an answer that cannot be decoded); a check
+//!   request over [`MAX_CHECK_BYTES`] encoded (a large body), which is
+//!   not sent; and an answer that cannot be carried out as given: a header
+//!   with an invalid name or value; one that sets or removes `host` or
+//!   `:authority` upstream (the client's virtual host is not the remote's
+//!   to change) or `x-envoy-auth-failure-mode-allowed`; or state that
+//!   changes a name a step before wrote (`{"jwt": {"sub": "admin"}}` after
+//!   a `jwt` step), which a later step such as `opaAuth` would judge. The
+//!   remote may send back a name with the value it got, as Gloo's example
+//!   servers send the whole state back.
+//!
+//! The remote's upstream headers are not identity headers the chain
+//! knows of (Gloo has no field that names them for gRPC), so a client's
+//! copies are not stripped for them: list them in the AuthConfig's
+//! `stripClientHeaders`, or a client's `x-user-id: admin` reaches the app
+//! whenever the remote does not set it (an allow without it, or a failure
+//! `failureModeAllow` lets through):
+//!
+//! ```yaml
+//! name: passthrough
+//! stripClientHeaders: [x-user-id, x-user-roles]   # what the remote sets upstream
+//! configs:
+//! - passThroughAuth:
+//!     grpc: { address: 127.0.0.1:9001 }
+//! ```
 //!
 //! `tlsConfig` is Gloo's block ([`authchain_core::tls`]): the server is
 //! verified against the Secret's `ca.crt` (else the web PKI roots) under the
@@ -67,6 +106,7 @@ use envoy_types::ext_authz::v3::pb::{CheckResponse, HeaderValueOption, HttpRespo
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use envoy_types::pb::google::protobuf::Struct;
 use http::{HeaderName, HeaderValue, StatusCode};
+use prost::Message as _;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use tonic::transport::{Channel, Endpoint};
@@ -101,6 +141,9 @@ pub const DEFAULT_RETRIES: u32 = 1;
 pub const MAX_RETRIES: u32 = 10;
 /// The first wait of a `retryPolicy` without `baseInterval` (Gloo's default).
 pub const DEFAULT_BASE_INTERVAL: Duration = Duration::from_secs(1);
+/// The largest check request sent, encoded (a gRPC server's default
+/// limit): a larger one is refused before it is sent.
+pub const MAX_CHECK_BYTES: usize = 4 * 1024 * 1024;
 
 /// The step's config: the block under `passThroughAuth` (less
 /// `failureModeAllow`, which the chain keeps). Its `Debug` shows the keys
@@ -382,7 +425,8 @@ impl ExtAuthPlugin for GrpcPassthroughPlugin {
         let retry = Retries::new(grpc.retry_policy)?;
         let channel = self.channel(authority, &host, timeout, tls)?;
         Ok(Arc::new(GrpcPassthrough {
-            client: AuthorizationClient::new(Channel::clone(&channel)),
+            client: AuthorizationClient::new(Channel::clone(&channel))
+                .max_encoding_message_size(MAX_CHECK_BYTES),
             _channel: channel,
             address: address.to_owned(),
             timeout,
@@ -430,13 +474,21 @@ impl fmt::Display for Failure {
 impl std::error::Error for Failure {}
 
 impl GrpcPassthrough {
-    fn fail(&self, reason: &'static str, what: String) -> Error {
+    /// Counts a failed call under `reason`.
+    fn count(&self, reason: &'static str) {
         metrics::counter!(
             "authchain_grpc_passthrough_errors_total",
             "address" => self.address.clone(),
             "reason" => reason
         )
         .increment(1);
+    }
+
+    /// A failure of the remote server (an outage): a step error, which
+    /// `failureModeAllow` lets through (counted in
+    /// `passthrough_failure_bypass` then).
+    fn fail(&self, reason: &'static str, what: String) -> Error {
+        self.count(reason);
         if let Some(bypass) = &self.bypass {
             bypass.increment(1);
         }
@@ -444,6 +496,42 @@ impl GrpcPassthrough {
             address: self.address.clone(),
             what,
         })
+    }
+
+    /// A call or an answer the step refuses (a client can bring it
+    /// about): a step error that `failureModeAllow` never lets through
+    /// ([`Error::overloaded`], the public such error).
+    fn refuse(&self, reason: &'static str, what: String) -> Error {
+        self.count(reason);
+        Error::overloaded(
+            Failure {
+                address: self.address.clone(),
+                what,
+            }
+            .to_string(),
+        )
+    }
+
+    /// What an RPC that ended with `code` (not OK, after the retries)
+    /// comes to: an outage (UNAVAILABLE, DEADLINE_EXCEEDED, and CANCELLED,
+    /// which is how the client reports its own time limit and a dropped
+    /// connection) is a failure; PERMISSION_DENIED is a 403 deny and
+    /// UNAUTHENTICATED a 401 deny; anything else is refused. A client can
+    /// bring those about with what it sends (INVALID_ARGUMENT,
+    /// RESOURCE_EXHAUSTED for a message over the remote's limit, and
+    /// UNKNOWN or INTERNAL, the codes of a server's handler that fails on
+    /// its input and of an answer the client cannot decode), so none of
+    /// them may pass under `failureModeAllow`.
+    fn failed_call(&self, code: tonic::Code) -> Result<Decision, Error> {
+        use tonic::Code;
+        let what = format!("call failed with {code:?}");
+        match code {
+            Code::Unavailable => Err(self.fail("unavailable", what)),
+            Code::DeadlineExceeded | Code::Cancelled => Err(self.fail("timeout", what)),
+            Code::PermissionDenied => Ok(Decision::Deny(Deny::new(StatusCode::FORBIDDEN))),
+            Code::Unauthenticated => Ok(Decision::Deny(Deny::new(StatusCode::UNAUTHORIZED))),
+            _ => Err(self.refuse("status", what)),
+        }
     }
 }
 
@@ -516,6 +604,15 @@ impl AuthService for GrpcPassthrough {
                         .insert(CONFIG_KEY.to_owned(), config.clone());
                 }
             }
+            let size = check.encoded_len();
+            if size > MAX_CHECK_BYTES {
+                return Err(self.refuse(
+                    "request_too_large",
+                    format!(
+                        "the check request would be {size} bytes, over the limit of {MAX_CHECK_BYTES}"
+                    ),
+                ));
+            }
             let mut attempt = 0;
             let response = loop {
                 let message = if attempt < self.retry.count {
@@ -536,16 +633,7 @@ impl AuthService for GrpcPassthrough {
                         tokio::time::sleep(self.retry.wait(attempt)).await;
                         attempt += 1;
                     }
-                    Ok(Err(status)) => {
-                        let reason = match status.code() {
-                            tonic::Code::Unavailable => "unavailable",
-                            tonic::Code::DeadlineExceeded => "timeout",
-                            _ => "status",
-                        };
-                        return Err(
-                            self.fail(reason, format!("call failed with {:?}", status.code()))
-                        );
-                    }
+                    Ok(Err(status)) => return self.failed_call(status.code()),
                     Err(_) => {
                         return Err(
                             self.fail("timeout", format!("no answer within {:?}", self.timeout))
@@ -553,13 +641,54 @@ impl AuthService for GrpcPassthrough {
                     }
                 }
             };
-            answer(response, request).map_err(|what| self.fail("invalid_response", what))
+            match answer(response, request) {
+                Ok(decision) => Ok(decision),
+                Err(Unusable::Failed(what)) => Err(self.fail("error_response", what)),
+                Err(Unusable::Invalid(what)) => Err(self.refuse("invalid_response", what)),
+            }
         })
     }
 }
 
+/// Why an answer of the remote server is not carried out.
+#[derive(Debug, PartialEq, Eq)]
+enum Unusable {
+    /// The remote says it failed (`error_response`): a failure, as Envoy
+    /// takes it.
+    Failed(String),
+    /// The answer cannot be carried out as given: refused.
+    Invalid(String),
+}
+
+/// Whether `name` is `host` or `:authority`, in any case: an answer never
+/// sets nor removes the virtual host the request goes to.
+fn names_the_host(name: &str) -> bool {
+    name.eq_ignore_ascii_case("host") || name.eq_ignore_ascii_case(":authority")
+}
+
+/// Whether an answer may not set nor remove `name` upstream: the host,
+/// and the mark of a request let through by `failureModeAllow`.
+fn refused_upstream(name: &str) -> bool {
+    names_the_host(name) || name.eq_ignore_ascii_case(FAILURE_MODE_ALLOWED)
+}
+
+/// The header that marks a request `failureModeAllow` let through.
+const FAILURE_MODE_ALLOWED: &str = "x-envoy-auth-failure-mode-allowed";
+
+/// Whether `returned`, which the remote answered for a state name, is
+/// `current`, the value the state holds, as the remote got it (a
+/// protobuf `Struct` holds numbers as floats).
+fn same_state(current: &Value, returned: &Value) -> bool {
+    let sent = struct_to_json(fields_to_struct(std::iter::once(("v", current))));
+    sent.get("v") == Some(returned)
+}
+
 /// Turns the remote server's answer into the step's decision.
-fn answer(response: CheckResponse, request: &mut AuthorizationRequest) -> Result<Decision, String> {
+fn answer(
+    response: CheckResponse,
+    request: &mut AuthorizationRequest,
+) -> Result<Decision, Unusable> {
+    let invalid = |what: &str| Unusable::Invalid(what.to_owned());
     let code = response.status.as_ref().map_or(0, |s| s.code);
     if code != 0 {
         let mut deny = Deny::new(StatusCode::FORBIDDEN);
@@ -589,7 +718,9 @@ fn answer(response: CheckResponse, request: &mut AuthorizationRequest) -> Result
                 deny.body = denied.body.into();
             }
             Some(HttpResponse::ErrorResponse(_)) => {
-                return Err(format!("the server answered an error (gRPC code {code})"));
+                return Err(Unusable::Failed(format!(
+                    "the server answered an error (gRPC code {code})"
+                )));
             }
             Some(HttpResponse::OkResponse(_)) | None => {}
         }
@@ -598,17 +729,31 @@ fn answer(response: CheckResponse, request: &mut AuthorizationRequest) -> Result
     let mut allow = Allow::new();
     if let Some(HttpResponse::OkResponse(ok)) = response.http_response {
         for option in ok.headers {
-            allow.headers.push(mutation(option, Place::Upstream)?);
+            if let Some(header) = option.header.as_ref().filter(|h| refused_upstream(&h.key)) {
+                return Err(Unusable::Invalid(format!(
+                    "the answer sets '{}' upstream, which no answer sets",
+                    header.key.to_ascii_lowercase()
+                )));
+            }
+            allow
+                .headers
+                .push(mutation(option, Place::Upstream).map_err(Unusable::Invalid)?);
         }
         for name in ok.headers_to_remove {
+            if refused_upstream(&name) {
+                return Err(Unusable::Invalid(format!(
+                    "the answer removes '{}', which no answer removes",
+                    name.to_ascii_lowercase()
+                )));
+            }
             let name = HeaderName::try_from(name.as_str())
-                .map_err(|_| "a header to remove has an invalid name".to_owned())?;
+                .map_err(|_| invalid("a header to remove has an invalid name"))?;
             allow.headers_to_remove.push(name);
         }
         for option in ok.response_headers_to_add {
             allow
                 .response_headers
-                .push(mutation(option, Place::Response)?);
+                .push(mutation(option, Place::Response).map_err(Unusable::Invalid)?);
         }
         allow.query_parameters_to_set = ok
             .query_parameters_to_set
@@ -620,6 +765,16 @@ fn answer(response: CheckResponse, request: &mut AuthorizationRequest) -> Result
     if let Some(metadata) = response.dynamic_metadata {
         let mut metadata = struct_to_json(metadata);
         if let Some(Value::Object(state)) = metadata.remove(STATE_KEY) {
+            // A name a step before wrote keeps its value: a later step
+            // (an `opaAuth` policy) judges what that step found.
+            if let Some(name) = state.iter().find_map(|(name, value)| {
+                let current = request.state.get(name)?;
+                (!same_state(current, value)).then_some(name)
+            }) {
+                return Err(Unusable::Invalid(format!(
+                    "the answer changes the state's '{name}', which a step before wrote"
+                )));
+            }
             request.state.extend(state);
         }
         allow.dynamic_metadata = metadata;
