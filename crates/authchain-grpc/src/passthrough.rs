@@ -56,7 +56,9 @@
 //!   limit; UNKNOWN and INTERNAL, the codes of a server's handler that
 //!   fails on its input and of an answer that cannot be decoded); a check
 //!   request over [`MAX_CHECK_BYTES`] encoded (a large body), which is
-//!   not sent; and an answer that cannot be carried out as given: a header
+//!   not sent; a call that finds all [`MAX_CALLS`] slots of its remote
+//!   taken for half its time (a flood can take them); and an answer that
+//!   cannot be carried out as given: a header
 //!   with an invalid name or value; one that sets or removes `host` or
 //!   `:authority` upstream (the client's virtual host is not the remote's
 //!   to change) or `x-envoy-auth-failure-mode-allowed`; or state that
@@ -90,7 +92,9 @@
 //! The plugin keeps one lazily connected channel per address, timeout and
 //! TLS settings, shared by every step and every config generation built
 //! from it while one uses it (a reload with new TLS settings leaves no
-//! channel, nor key, of the old ones behind).
+//! channel, nor key, of the old ones behind). At most [`MAX_CALLS`] calls
+//! are in flight on a channel; a call beyond them waits for a slot, for
+//! half its time (or half the step's `timeout`) at most.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -109,6 +113,7 @@ use http::{HeaderName, HeaderValue, StatusCode};
 use prost::Message as _;
 use serde::Deserialize;
 use serde_json::{Map, Value};
+use tokio::sync::Semaphore;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::convert::{fields_to_struct, json_to_struct, struct_to_json, to_check_request};
@@ -144,6 +149,10 @@ pub const DEFAULT_BASE_INTERVAL: Duration = Duration::from_secs(1);
 /// The largest check request sent, encoded (a gRPC server's default
 /// limit): a larger one is refused before it is sent.
 pub const MAX_CHECK_BYTES: usize = 4 * 1024 * 1024;
+/// The most calls in flight to one remote server (one channel, shared by
+/// the steps that call it), which its channel buffers as many of; a call
+/// beyond them waits for a slot.
+pub const MAX_CALLS: usize = 1024;
 
 /// The step's config: the block under `passThroughAuth` (less
 /// `failureModeAllow`, which the chain keeps). Its `Debug` shows the keys
@@ -287,11 +296,20 @@ impl TlsConfig {
     }
 }
 
+/// A channel to a remote server, and the slots of the calls in flight on
+/// it.
+#[derive(Debug)]
+struct Remote {
+    channel: Channel,
+    /// One permit per call in flight ([`MAX_CALLS`]).
+    slots: Semaphore,
+}
+
 /// The plugin: `registry.register_kind(GrpcPassthroughPlugin::new())`.
 /// Clones share their channels.
 #[derive(Clone, Default)]
 pub struct GrpcPassthroughPlugin {
-    channels: Arc<Mutex<HashMap<ChannelKey, Weak<Channel>>>>,
+    channels: Arc<Mutex<HashMap<ChannelKey, Weak<Remote>>>>,
 }
 
 impl fmt::Debug for GrpcPassthroughPlugin {
@@ -318,7 +336,7 @@ impl GrpcPassthroughPlugin {
         host: &str,
         timeout: Duration,
         tls: Option<(ClientTls, &str)>,
-    ) -> Result<Arc<Channel>, Error> {
+    ) -> Result<Arc<Remote>, Error> {
         let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
         channels.retain(|_, channel| channel.strong_count() > 0);
         let (tls, tls_at) = tls.unzip();
@@ -337,6 +355,7 @@ impl GrpcPassthroughPlugin {
             })?
             .connect_timeout(timeout)
             .timeout(timeout)
+            .buffer_size(MAX_CALLS)
             .tcp_nodelay(true);
         let channel = match (&key.2, tls_at) {
             (Some(tls), Some(at)) => {
@@ -344,9 +363,12 @@ impl GrpcPassthroughPlugin {
             }
             _ => endpoint.connect_lazy(),
         };
-        let channel = Arc::new(channel);
-        channels.insert(key, Arc::downgrade(&channel));
-        Ok(channel)
+        let remote = Arc::new(Remote {
+            channel,
+            slots: Semaphore::new(MAX_CALLS),
+        });
+        channels.insert(key, Arc::downgrade(&remote));
+        Ok(remote)
     }
 }
 
@@ -423,13 +445,17 @@ impl ExtAuthPlugin for GrpcPassthroughPlugin {
             return Err(Error::config("must be more than zero").at("grpc.connectionTimeout"));
         }
         let retry = Retries::new(grpc.retry_policy)?;
-        let channel = self.channel(authority, &host, timeout, tls)?;
+        let remote = self.channel(authority, &host, timeout, tls)?;
         Ok(Arc::new(GrpcPassthrough {
-            client: AuthorizationClient::new(Channel::clone(&channel))
+            client: AuthorizationClient::new(remote.channel.clone())
                 .max_encoding_message_size(MAX_CHECK_BYTES),
-            _channel: channel,
+            remote,
             address: address.to_owned(),
             timeout,
+            // Within the call's own time too, whose end is an error.
+            slot_wait: context
+                .wait_limit()
+                .map_or(timeout / 2, |w| w.min(timeout / 2)),
             retry,
             config: config.config.map(|c| json_to_struct(&c)),
             bypass: context.failure_mode_allow.then(|| {
@@ -446,10 +472,14 @@ impl ExtAuthPlugin for GrpcPassthroughPlugin {
 /// The step the plugin builds.
 struct GrpcPassthrough {
     client: AuthorizationClient<Channel>,
-    /// What keeps the plugin's channel (and its key) while the step lives.
-    _channel: Arc<Channel>,
+    /// The plugin's channel and its call slots, kept (with its key) while
+    /// the step lives.
+    remote: Arc<Remote>,
     address: String,
     timeout: Duration,
+    /// The longest wait for a call slot ([`BuildContext::wait_limit`],
+    /// and half the call's time).
+    slot_wait: Duration,
     retry: Retries,
     config: Option<Struct>,
     /// Counts failures the chain lets through (`failureModeAllow`), under
@@ -613,6 +643,21 @@ impl AuthService for GrpcPassthrough {
                     ),
                 ));
             }
+            // A slot: a flood can take them all, so one not had in time is
+            // no outage of the remote that `failureModeAllow` rides out.
+            let _slot =
+                match tokio::time::timeout(self.slot_wait, self.remote.slots.acquire()).await {
+                    Ok(Ok(slot)) => slot,
+                    Ok(Err(_)) => {
+                        return Err(self.refuse("closed", "the call slots are closed".into()));
+                    }
+                    Err(_) => {
+                        return Err(self.refuse(
+                            "overloaded",
+                            format!("every one of the {MAX_CALLS} call slots is in use"),
+                        ));
+                    }
+                };
             let mut attempt = 0;
             let response = loop {
                 let message = if attempt < self.retry.count {

@@ -740,3 +740,48 @@ configs:
         }
     }
 }
+
+/// A remote that never answers, with every call slot taken: a call beyond
+/// them fails closed at once (a flood can take them all), while the calls
+/// that had a slot ride out the remote's silence under `failureModeAllow`.
+#[tokio::test]
+async fn a_call_beyond_the_slots_never_fails_open() {
+    use authchain_grpc::passthrough::MAX_CALLS;
+    let remote = GrpcServer::remote(SampleRemote {
+        hang: true,
+        ..Default::default()
+    })
+    .await;
+    let yaml =
+        fail_open_configs(remote.addr).replace("connectionTimeout: 500ms", "connectionTimeout: 2s");
+    let (_engine, chain) = passthrough_chain(&yaml).await;
+    let started = std::time::Instant::now();
+    let calls: Vec<_> = (0..MAX_CALLS)
+        .map(|_| {
+            let chain = chain.clone();
+            tokio::spawn(async move { chain.authorize(&mut sample_request()).await })
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let decision = chain.authorize(&mut sample_request()).await;
+    assert_eq!(
+        decision.as_deny().map(|d| d.status.as_u16()),
+        Some(503),
+        "{decision:?}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_millis(1900),
+        "refused before the calls in flight timed out"
+    );
+    for call in calls {
+        let decision = call.await.expect("call");
+        let allow = decision.as_allow().expect("let through");
+        assert!(
+            allow
+                .headers
+                .iter()
+                .any(|m| m.name == "x-envoy-auth-failure-mode-allowed"),
+            "marked"
+        );
+    }
+}
