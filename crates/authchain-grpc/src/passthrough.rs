@@ -32,14 +32,55 @@
 //! - An OK answer is an allow with the remote's header mutations (read as
 //!   Envoy reads them: in `headers`, `append: true` appends and anything
 //!   else sets; in `response_headers_to_add`, `append` if given, else
-//!   `append_action`), removals, query parameters and dynamic metadata.
+//!   `append_action`), removals, query parameters and dynamic metadata:
+//!   every header the remote sets goes upstream, as Gloo's gRPC
+//!   passthrough does (Gloo has no list of them for gRPC).
 //!   `dynamic_metadata["solo.auth.passthrough"]` is merged into the state.
-//! - Any other status is a deny with the remote's status (403 by default),
-//!   headers and body.
-//! - A failed call (UNAVAILABLE after the retries, a timeout, any other
-//!   gRPC error, an `error_response`, or an answer with invalid headers) is
-//!   an error: the chain fails closed unless the step has
-//!   `failureModeAllow`.
+//! - Any other status in the answer is a deny with the remote's status
+//!   (403 by default), headers and body. A `3xx` with a `Location` is
+//!   kept: a remote login server sends the client to its login page so,
+//!   as it would behind Envoy directly (the step follows no redirect
+//!   itself; the client goes where the remote, trusted with the decision,
+//!   sends it).
+//! - A failure of the remote is an error: the chain fails closed unless
+//!   the step has `failureModeAllow`. Failures are UNAVAILABLE (after the
+//!   retries), DEADLINE_EXCEEDED, CANCELLED (the call's own time limit, a
+//!   dropped connection), no answer within `connectionTimeout`, and an
+//!   answer with an `error_response` (Envoy's way for a server to say it
+//!   failed, which Envoy too lets through under `failure_mode_allow`).
+//! - An RPC that ends with PERMISSION_DENIED is a 403 deny, with
+//!   UNAUTHENTICATED a 401 deny.
+//! - Anything else fails closed whatever `failureModeAllow` says, as a
+//!   client can bring it about with what it sends: any other RPC status
+//!   (INVALID_ARGUMENT; RESOURCE_EXHAUSTED for a message over the remote's
+//!   limit; UNKNOWN and INTERNAL, the codes of a server's handler that
+//!   fails on its input and of an answer that cannot be decoded); a check
+//!   request over [`MAX_CHECK_BYTES`] encoded (a large body), which is
+//!   not sent; a call that finds all [`MAX_CALLS`] slots of its remote
+//!   taken for half its time (a flood can take them); and an answer that
+//!   cannot be carried out as given: a header
+//!   with an invalid name or value; one that sets or removes `host` or
+//!   `:authority` upstream (the client's virtual host is not the remote's
+//!   to change) or `x-envoy-auth-failure-mode-allowed`; or state that
+//!   changes a name a step before wrote (`{"jwt": {"sub": "admin"}}` after
+//!   a `jwt` step), which a later step such as `opaAuth` would judge. The
+//!   remote may send back a name with the value it got, as Gloo's example
+//!   servers send the whole state back.
+//!
+//! The remote's upstream headers are not identity headers the chain
+//! knows of (Gloo has no field that names them for gRPC), so a client's
+//! copies are not stripped for them: list them in the AuthConfig's
+//! `stripClientHeaders`, or a client's `x-user-id: admin` reaches the app
+//! whenever the remote does not set it (an allow without it, or a failure
+//! `failureModeAllow` lets through):
+//!
+//! ```yaml
+//! name: passthrough
+//! stripClientHeaders: [x-user-id, x-user-roles]   # what the remote sets upstream
+//! configs:
+//! - passThroughAuth:
+//!     grpc: { address: 127.0.0.1:9001 }
+//! ```
 //!
 //! `tlsConfig` is Gloo's block ([`authchain_core::tls`]): the server is
 //! verified against the Secret's `ca.crt` (else the web PKI roots) under the
@@ -51,7 +92,9 @@
 //! The plugin keeps one lazily connected channel per address, timeout and
 //! TLS settings, shared by every step and every config generation built
 //! from it while one uses it (a reload with new TLS settings leaves no
-//! channel, nor key, of the old ones behind).
+//! channel, nor key, of the old ones behind). At most [`MAX_CALLS`] calls
+//! are in flight on a channel; a call beyond them waits for a slot, for
+//! half its time (or half the step's `timeout`) at most.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -67,8 +110,10 @@ use envoy_types::ext_authz::v3::pb::{CheckResponse, HeaderValueOption, HttpRespo
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use envoy_types::pb::google::protobuf::Struct;
 use http::{HeaderName, HeaderValue, StatusCode};
+use prost::Message as _;
 use serde::Deserialize;
 use serde_json::{Map, Value};
+use tokio::sync::Semaphore;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::convert::{fields_to_struct, json_to_struct, struct_to_json, to_check_request};
@@ -101,6 +146,13 @@ pub const DEFAULT_RETRIES: u32 = 1;
 pub const MAX_RETRIES: u32 = 10;
 /// The first wait of a `retryPolicy` without `baseInterval` (Gloo's default).
 pub const DEFAULT_BASE_INTERVAL: Duration = Duration::from_secs(1);
+/// The largest check request sent, encoded (a gRPC server's default
+/// limit): a larger one is refused before it is sent.
+pub const MAX_CHECK_BYTES: usize = 4 * 1024 * 1024;
+/// The most calls in flight to one remote server (one channel, shared by
+/// the steps that call it), which its channel buffers as many of; a call
+/// beyond them waits for a slot.
+pub const MAX_CALLS: usize = 1024;
 
 /// The step's config: the block under `passThroughAuth` (less
 /// `failureModeAllow`, which the chain keeps). Its `Debug` shows the keys
@@ -244,11 +296,20 @@ impl TlsConfig {
     }
 }
 
+/// A channel to a remote server, and the slots of the calls in flight on
+/// it.
+#[derive(Debug)]
+struct Remote {
+    channel: Channel,
+    /// One permit per call in flight ([`MAX_CALLS`]).
+    slots: Semaphore,
+}
+
 /// The plugin: `registry.register_kind(GrpcPassthroughPlugin::new())`.
 /// Clones share their channels.
 #[derive(Clone, Default)]
 pub struct GrpcPassthroughPlugin {
-    channels: Arc<Mutex<HashMap<ChannelKey, Weak<Channel>>>>,
+    channels: Arc<Mutex<HashMap<ChannelKey, Weak<Remote>>>>,
 }
 
 impl fmt::Debug for GrpcPassthroughPlugin {
@@ -275,7 +336,7 @@ impl GrpcPassthroughPlugin {
         host: &str,
         timeout: Duration,
         tls: Option<(ClientTls, &str)>,
-    ) -> Result<Arc<Channel>, Error> {
+    ) -> Result<Arc<Remote>, Error> {
         let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
         channels.retain(|_, channel| channel.strong_count() > 0);
         let (tls, tls_at) = tls.unzip();
@@ -294,6 +355,7 @@ impl GrpcPassthroughPlugin {
             })?
             .connect_timeout(timeout)
             .timeout(timeout)
+            .buffer_size(MAX_CALLS)
             .tcp_nodelay(true);
         let channel = match (&key.2, tls_at) {
             (Some(tls), Some(at)) => {
@@ -301,9 +363,12 @@ impl GrpcPassthroughPlugin {
             }
             _ => endpoint.connect_lazy(),
         };
-        let channel = Arc::new(channel);
-        channels.insert(key, Arc::downgrade(&channel));
-        Ok(channel)
+        let remote = Arc::new(Remote {
+            channel,
+            slots: Semaphore::new(MAX_CALLS),
+        });
+        channels.insert(key, Arc::downgrade(&remote));
+        Ok(remote)
     }
 }
 
@@ -380,12 +445,17 @@ impl ExtAuthPlugin for GrpcPassthroughPlugin {
             return Err(Error::config("must be more than zero").at("grpc.connectionTimeout"));
         }
         let retry = Retries::new(grpc.retry_policy)?;
-        let channel = self.channel(authority, &host, timeout, tls)?;
+        let remote = self.channel(authority, &host, timeout, tls)?;
         Ok(Arc::new(GrpcPassthrough {
-            client: AuthorizationClient::new(Channel::clone(&channel)),
-            _channel: channel,
+            client: AuthorizationClient::new(remote.channel.clone())
+                .max_encoding_message_size(MAX_CHECK_BYTES),
+            remote,
             address: address.to_owned(),
             timeout,
+            // Within the call's own time too, whose end is an error.
+            slot_wait: context
+                .wait_limit()
+                .map_or(timeout / 2, |w| w.min(timeout / 2)),
             retry,
             config: config.config.map(|c| json_to_struct(&c)),
             bypass: context.failure_mode_allow.then(|| {
@@ -402,10 +472,14 @@ impl ExtAuthPlugin for GrpcPassthroughPlugin {
 /// The step the plugin builds.
 struct GrpcPassthrough {
     client: AuthorizationClient<Channel>,
-    /// What keeps the plugin's channel (and its key) while the step lives.
-    _channel: Arc<Channel>,
+    /// The plugin's channel and its call slots, kept (with its key) while
+    /// the step lives.
+    remote: Arc<Remote>,
     address: String,
     timeout: Duration,
+    /// The longest wait for a call slot ([`BuildContext::wait_limit`],
+    /// and half the call's time).
+    slot_wait: Duration,
     retry: Retries,
     config: Option<Struct>,
     /// Counts failures the chain lets through (`failureModeAllow`), under
@@ -430,13 +504,21 @@ impl fmt::Display for Failure {
 impl std::error::Error for Failure {}
 
 impl GrpcPassthrough {
-    fn fail(&self, reason: &'static str, what: String) -> Error {
+    /// Counts a failed call under `reason`.
+    fn count(&self, reason: &'static str) {
         metrics::counter!(
             "authchain_grpc_passthrough_errors_total",
             "address" => self.address.clone(),
             "reason" => reason
         )
         .increment(1);
+    }
+
+    /// A failure of the remote server (an outage): a step error, which
+    /// `failureModeAllow` lets through (counted in
+    /// `passthrough_failure_bypass` then).
+    fn fail(&self, reason: &'static str, what: String) -> Error {
+        self.count(reason);
         if let Some(bypass) = &self.bypass {
             bypass.increment(1);
         }
@@ -444,6 +526,42 @@ impl GrpcPassthrough {
             address: self.address.clone(),
             what,
         })
+    }
+
+    /// A call or an answer the step refuses (a client can bring it
+    /// about): a step error that `failureModeAllow` never lets through
+    /// ([`Error::overloaded`], the public such error).
+    fn refuse(&self, reason: &'static str, what: String) -> Error {
+        self.count(reason);
+        Error::overloaded(
+            Failure {
+                address: self.address.clone(),
+                what,
+            }
+            .to_string(),
+        )
+    }
+
+    /// What an RPC that ended with `code` (not OK, after the retries)
+    /// comes to: an outage (UNAVAILABLE, DEADLINE_EXCEEDED, and CANCELLED,
+    /// which is how the client reports its own time limit and a dropped
+    /// connection) is a failure; PERMISSION_DENIED is a 403 deny and
+    /// UNAUTHENTICATED a 401 deny; anything else is refused. A client can
+    /// bring those about with what it sends (INVALID_ARGUMENT,
+    /// RESOURCE_EXHAUSTED for a message over the remote's limit, and
+    /// UNKNOWN or INTERNAL, the codes of a server's handler that fails on
+    /// its input and of an answer the client cannot decode), so none of
+    /// them may pass under `failureModeAllow`.
+    fn failed_call(&self, code: tonic::Code) -> Result<Decision, Error> {
+        use tonic::Code;
+        let what = format!("call failed with {code:?}");
+        match code {
+            Code::Unavailable => Err(self.fail("unavailable", what)),
+            Code::DeadlineExceeded | Code::Cancelled => Err(self.fail("timeout", what)),
+            Code::PermissionDenied => Ok(Decision::Deny(Deny::new(StatusCode::FORBIDDEN))),
+            Code::Unauthenticated => Ok(Decision::Deny(Deny::new(StatusCode::UNAUTHORIZED))),
+            _ => Err(self.refuse("status", what)),
+        }
     }
 }
 
@@ -516,6 +634,30 @@ impl AuthService for GrpcPassthrough {
                         .insert(CONFIG_KEY.to_owned(), config.clone());
                 }
             }
+            let size = check.encoded_len();
+            if size > MAX_CHECK_BYTES {
+                return Err(self.refuse(
+                    "request_too_large",
+                    format!(
+                        "the check request would be {size} bytes, over the limit of {MAX_CHECK_BYTES}"
+                    ),
+                ));
+            }
+            // A slot: a flood can take them all, so one not had in time is
+            // no outage of the remote that `failureModeAllow` rides out.
+            let _slot =
+                match tokio::time::timeout(self.slot_wait, self.remote.slots.acquire()).await {
+                    Ok(Ok(slot)) => slot,
+                    Ok(Err(_)) => {
+                        return Err(self.refuse("closed", "the call slots are closed".into()));
+                    }
+                    Err(_) => {
+                        return Err(self.refuse(
+                            "overloaded",
+                            format!("every one of the {MAX_CALLS} call slots is in use"),
+                        ));
+                    }
+                };
             let mut attempt = 0;
             let response = loop {
                 let message = if attempt < self.retry.count {
@@ -536,16 +678,7 @@ impl AuthService for GrpcPassthrough {
                         tokio::time::sleep(self.retry.wait(attempt)).await;
                         attempt += 1;
                     }
-                    Ok(Err(status)) => {
-                        let reason = match status.code() {
-                            tonic::Code::Unavailable => "unavailable",
-                            tonic::Code::DeadlineExceeded => "timeout",
-                            _ => "status",
-                        };
-                        return Err(
-                            self.fail(reason, format!("call failed with {:?}", status.code()))
-                        );
-                    }
+                    Ok(Err(status)) => return self.failed_call(status.code()),
                     Err(_) => {
                         return Err(
                             self.fail("timeout", format!("no answer within {:?}", self.timeout))
@@ -553,13 +686,54 @@ impl AuthService for GrpcPassthrough {
                     }
                 }
             };
-            answer(response, request).map_err(|what| self.fail("invalid_response", what))
+            match answer(response, request) {
+                Ok(decision) => Ok(decision),
+                Err(Unusable::Failed(what)) => Err(self.fail("error_response", what)),
+                Err(Unusable::Invalid(what)) => Err(self.refuse("invalid_response", what)),
+            }
         })
     }
 }
 
+/// Why an answer of the remote server is not carried out.
+#[derive(Debug, PartialEq, Eq)]
+enum Unusable {
+    /// The remote says it failed (`error_response`): a failure, as Envoy
+    /// takes it.
+    Failed(String),
+    /// The answer cannot be carried out as given: refused.
+    Invalid(String),
+}
+
+/// Whether `name` is `host` or `:authority`, in any case: an answer never
+/// sets nor removes the virtual host the request goes to.
+fn names_the_host(name: &str) -> bool {
+    name.eq_ignore_ascii_case("host") || name.eq_ignore_ascii_case(":authority")
+}
+
+/// Whether an answer may not set nor remove `name` upstream: the host,
+/// and the mark of a request let through by `failureModeAllow`.
+fn refused_upstream(name: &str) -> bool {
+    names_the_host(name) || name.eq_ignore_ascii_case(FAILURE_MODE_ALLOWED)
+}
+
+/// The header that marks a request `failureModeAllow` let through.
+const FAILURE_MODE_ALLOWED: &str = "x-envoy-auth-failure-mode-allowed";
+
+/// Whether `returned`, which the remote answered for a state name, is
+/// `current`, the value the state holds, as the remote got it (a
+/// protobuf `Struct` holds numbers as floats).
+fn same_state(current: &Value, returned: &Value) -> bool {
+    let sent = struct_to_json(fields_to_struct(std::iter::once(("v", current))));
+    sent.get("v") == Some(returned)
+}
+
 /// Turns the remote server's answer into the step's decision.
-fn answer(response: CheckResponse, request: &mut AuthorizationRequest) -> Result<Decision, String> {
+fn answer(
+    response: CheckResponse,
+    request: &mut AuthorizationRequest,
+) -> Result<Decision, Unusable> {
+    let invalid = |what: &str| Unusable::Invalid(what.to_owned());
     let code = response.status.as_ref().map_or(0, |s| s.code);
     if code != 0 {
         let mut deny = Deny::new(StatusCode::FORBIDDEN);
@@ -589,7 +763,9 @@ fn answer(response: CheckResponse, request: &mut AuthorizationRequest) -> Result
                 deny.body = denied.body.into();
             }
             Some(HttpResponse::ErrorResponse(_)) => {
-                return Err(format!("the server answered an error (gRPC code {code})"));
+                return Err(Unusable::Failed(format!(
+                    "the server answered an error (gRPC code {code})"
+                )));
             }
             Some(HttpResponse::OkResponse(_)) | None => {}
         }
@@ -598,17 +774,31 @@ fn answer(response: CheckResponse, request: &mut AuthorizationRequest) -> Result
     let mut allow = Allow::new();
     if let Some(HttpResponse::OkResponse(ok)) = response.http_response {
         for option in ok.headers {
-            allow.headers.push(mutation(option, Place::Upstream)?);
+            if let Some(header) = option.header.as_ref().filter(|h| refused_upstream(&h.key)) {
+                return Err(Unusable::Invalid(format!(
+                    "the answer sets '{}' upstream, which no answer sets",
+                    header.key.to_ascii_lowercase()
+                )));
+            }
+            allow
+                .headers
+                .push(mutation(option, Place::Upstream).map_err(Unusable::Invalid)?);
         }
         for name in ok.headers_to_remove {
+            if refused_upstream(&name) {
+                return Err(Unusable::Invalid(format!(
+                    "the answer removes '{}', which no answer removes",
+                    name.to_ascii_lowercase()
+                )));
+            }
             let name = HeaderName::try_from(name.as_str())
-                .map_err(|_| "a header to remove has an invalid name".to_owned())?;
+                .map_err(|_| invalid("a header to remove has an invalid name"))?;
             allow.headers_to_remove.push(name);
         }
         for option in ok.response_headers_to_add {
             allow
                 .response_headers
-                .push(mutation(option, Place::Response)?);
+                .push(mutation(option, Place::Response).map_err(Unusable::Invalid)?);
         }
         allow.query_parameters_to_set = ok
             .query_parameters_to_set
@@ -620,6 +810,16 @@ fn answer(response: CheckResponse, request: &mut AuthorizationRequest) -> Result
     if let Some(metadata) = response.dynamic_metadata {
         let mut metadata = struct_to_json(metadata);
         if let Some(Value::Object(state)) = metadata.remove(STATE_KEY) {
+            // A name a step before wrote keeps its value: a later step
+            // (an `opaAuth` policy) judges what that step found.
+            if let Some(name) = state.iter().find_map(|(name, value)| {
+                let current = request.state.get(name)?;
+                (!same_state(current, value)).then_some(name)
+            }) {
+                return Err(Unusable::Invalid(format!(
+                    "the answer changes the state's '{name}', which a step before wrote"
+                )));
+            }
             request.state.extend(state);
         }
         allow.dynamic_metadata = metadata;

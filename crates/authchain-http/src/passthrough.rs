@@ -34,10 +34,21 @@
 //! listed client headers and the body; a 5xx, a timeout or a failed
 //! connection is a step error, which the chain turns into a deny unless
 //! `failureModeAllow` (then counted in `http_passthrough_bypass_failure`
-//! too). A state body that does not parse is a deny. A header listed for
-//! upstream or for the client but absent from the answer adds nothing. The
-//! upstream headers are identity headers: the chain strips client-sent
-//! copies. The client headers on success overwrite the client's response's.
+//! too). A header listed for upstream or for the client but absent from
+//! the answer adds nothing. The upstream headers are identity headers: the
+//! chain strips client-sent copies. The client headers on success
+//! overwrite the client's response's. No list names a connection or
+//! framing header, and `allowedHeaders` does not name `host`: the call's
+//! host is the URL's (a client's would pick the virtual host at the auth
+//! server).
+//!
+//! A state body that does not parse is a deny. A returned state may carry
+//! the names it was sent with the values they hold (a server that sends
+//! the whole state back, as Gloo's examples do), and new names; one that
+//! changes a name a step before wrote (`{"state": {"jwt": {"sub":
+//! "admin"}}}` after a `jwt` step) fails closed whatever
+//! `failureModeAllow` says: a later step, such as `opaAuth`, would judge
+//! it.
 //!
 //! `connectionTimeout` bounds the whole call: waiting for a pool slot,
 //! connecting, the TLS handshake, and reading the answer. With
@@ -313,6 +324,14 @@ impl ExtAuthPlugin for HttpPassthroughPlugin {
                 .collect()
         };
         let allowed_headers = names(&spec.request.allowed_headers, "http.request.allowedHeaders")?;
+        // The call's host is the URL's: a client's would pick the virtual
+        // host at the auth server (the client keeps a Host it is given).
+        if let Some(i) = allowed_headers.iter().position(|n| n == http::header::HOST) {
+            return Err(Error::config(
+                "the call's host is the URL's; a client's cannot be passed on",
+            )
+            .at(format!("http.request.allowedHeaders[{i}]")));
+        }
         let append = names(
             &spec.response.allowed_upstream_headers,
             "http.response.allowedUpstreamHeaders",
@@ -340,6 +359,11 @@ impl ExtAuthPlugin for HttpPassthroughPlugin {
             let place = format!("http.request.headersToAdd.{k}");
             let name = HeaderName::try_from(k.as_str())
                 .map_err(|_| Error::config("not a valid header name").at(&place))?;
+            if authchain_core::transport::is_framing(&name) {
+                return Err(
+                    Error::config("a connection or framing header cannot be passed on").at(&place),
+                );
+            }
             let value = HeaderValue::try_from(v.as_str())
                 .map_err(|_| Error::config("not a valid header value").at(&place))?;
             headers_to_add.insert(name, value);
@@ -643,6 +667,25 @@ async fn read_some(mut body: hyper::body::Incoming, deadline: tokio::time::Insta
     read.freeze()
 }
 
+/// Whether `returned`, which the auth server answered for a state name,
+/// is `current`, the value the state holds. Numbers compare as numbers
+/// (`5` and `5.0` are one), as a server that reads JSON numbers as floats
+/// sends them back.
+fn same_state(current: &Value, returned: &Value) -> bool {
+    match (current, returned) {
+        (Value::Number(a), Value::Number(b)) => a == b || a.as_f64() == b.as_f64(),
+        (Value::Array(a), Value::Array(b)) => {
+            a.len() == b.len() && a.iter().zip(b).all(|(a, b)| same_state(a, b))
+        }
+        (Value::Object(a), Value::Object(b)) => {
+            a.len() == b.len()
+                && a.iter()
+                    .all(|(k, v)| b.get(k).is_some_and(|w| same_state(v, w)))
+        }
+        _ => current == returned,
+    }
+}
+
 /// `e: cause: cause`, for an error that hides its causes in `source()`.
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
@@ -690,6 +733,17 @@ impl AuthService for HttpPassthrough {
                     tracing::warn!(url = %shown_url(&self.url), "the auth server's 200 has no {{\"state\": {{...}}}} body; denying");
                     return Ok(Decision::unauthorized());
                 };
+                // A name a step before wrote keeps its value: a later step
+                // (an `opaAuth` policy) judges what that step found.
+                if let Some(name) = state.iter().find_map(|(name, value)| {
+                    let current = request.state.get(name)?;
+                    (!same_state(current, value)).then_some(name)
+                }) {
+                    return self.failed(Error::overloaded(format!(
+                        "HTTP passthrough to {}: the answer changes the state's '{name}', which a step before wrote",
+                        shown_url(&self.url)
+                    )));
+                }
                 request.state.extend(state);
             }
             let mut allow = Allow::new();

@@ -199,14 +199,16 @@ async fn denies_carry_status_body_and_only_the_listed_client_headers() {
 }
 
 /// An auth server that records the body it got and answers `reply`.
-async fn recording_server(status: StatusCode, reply: &'static str) -> (SocketAddr, Log) {
+async fn recording_server(status: StatusCode, reply: impl Into<String>) -> (SocketAddr, Log) {
     let log: Log = Arc::default();
     let l = log.clone();
+    let reply: String = reply.into();
     let app = Router::new().route(
         "/{*path}",
         any(
             move |uri: axum::http::Uri, headers: HeaderMap, body: Bytes| {
                 let l = l.clone();
+                let reply = reply.clone();
                 async move {
                     l.lock().unwrap().push(Received {
                         path: uri.path().to_owned(),
@@ -225,7 +227,7 @@ async fn recording_server(status: StatusCode, reply: &'static str) -> (SocketAdd
 async fn state_metadata_and_body_pass_through_and_state_comes_back() {
     let (addr, log) = recording_server(
         StatusCode::OK,
-        r#"{"state": {"tier": "gold", "user": "bob"}}"#,
+        r#"{"state": {"tier": "gold", "user": "alice"}}"#,
     )
     .await;
     let chain = build(&format!(
@@ -268,8 +270,100 @@ configs:
     );
     assert_eq!(
         req.state.to_json(),
-        json!({"user": "bob", "kept": 1, "tier": "gold"})
+        json!({"user": "alice", "kept": 1, "tier": "gold"})
     );
+}
+
+/// A step writes state; the auth server may send it back as it got it
+/// (numbers as floats too), and add names, but a state that changes a
+/// name the step wrote fails closed, under `failureModeAllow` too: a
+/// later `opaAuth` would judge it.
+#[tokio::test]
+async fn a_state_that_overwrites_another_step_s_fails_closed() {
+    let mut registry = registry();
+    registry.register(authchain_core::plugin_fn(
+        "WritesState",
+        |_: Value, _: &authchain_core::BuildContext<'_>| {
+            Ok(Arc::new(authchain_core::decide_fn(|req| {
+                req.state
+                    .insert("jwt", json!({"sub": "alice", "n": 5, "roles": ["a"]}));
+                Ok(Decision::authorized())
+            })))
+        },
+    ));
+    // (case, the answer's state, allowed)
+    let cases = [
+        ("new names", r#"{"tier": "gold"}"#, true),
+        (
+            "sent back as it was",
+            r#"{"jwt": {"sub": "alice", "n": 5.0, "roles": ["a"]}, "tier": "gold"}"#,
+            true,
+        ),
+        (
+            "a changed name",
+            r#"{"jwt": {"sub": "admin", "n": 5, "roles": ["a"]}}"#,
+            false,
+        ),
+        (
+            "a name added inside",
+            r#"{"jwt": {"sub": "alice", "n": 5, "roles": ["a"], "admin": true}}"#,
+            false,
+        ),
+        (
+            "a changed number",
+            r#"{"jwt": {"sub": "alice", "n": 6, "roles": ["a"]}}"#,
+            false,
+        ),
+        (
+            "a changed list",
+            r#"{"jwt": {"sub": "alice", "n": 5, "roles": ["a", "admin"]}}"#,
+            false,
+        ),
+        ("another type", r#"{"jwt": "admin"}"#, false),
+    ];
+    for (case, state, allowed) in cases {
+        let (addr, _) = recording_server(StatusCode::OK, format!(r#"{{"state": {state}}}"#)).await;
+        let configs = AuthConfig::parse(
+            "pt.yaml",
+            &format!(
+                r#"
+name: pt
+statusOnError: 503
+configs:
+- pluginAuth: {{ name: WritesState }}
+- passThroughAuth:
+    http:
+      url: http://{addr}/auth
+      request: {{ passThroughState: true }}
+      response: {{ readStateFromResponse: true }}
+    failureModeAllow: true
+"#
+            ),
+            Format::Yaml,
+        )
+        .unwrap();
+        let chain = configs[0].build(&registry).unwrap();
+        let mut req = request(&[]);
+        let decision = chain.authorize(&mut req).await;
+        assert_eq!(req.state["jwt"]["sub"], "alice", "case {case}");
+        if allowed {
+            let allow = decision.as_allow().expect(case);
+            assert!(
+                !allow
+                    .headers
+                    .iter()
+                    .any(|m| m.name == "x-envoy-auth-failure-mode-allowed"),
+                "case {case} was no failure"
+            );
+            assert_eq!(req.state["tier"], "gold", "case {case}");
+        } else {
+            assert_eq!(
+                decision.as_deny().map(|d| d.status.as_u16()),
+                Some(503),
+                "case {case}"
+            );
+        }
+    }
 }
 
 #[tokio::test]
@@ -581,6 +675,21 @@ fn bad_configs_name_their_place() {
             "a framing header upstream",
             "{url: 'http://a', response: {allowedUpstreamHeaders: [connection]}}",
             "pt.yaml: configs[0].passThroughAuth.http.response.allowedUpstreamHeaders[0]: a connection or framing header cannot be passed on",
+        ),
+        (
+            "a framing header to add to the call",
+            "{url: 'http://a', request: {headersToAdd: {x-caller: gateway, transfer-encoding: chunked}}}",
+            "pt.yaml: configs[0].passThroughAuth.http.request.headersToAdd.transfer-encoding: a connection or framing header cannot be passed on",
+        ),
+        (
+            "a connection header to add to the call",
+            "{url: 'http://a', request: {headersToAdd: {Connection: close}}}",
+            "pt.yaml: configs[0].passThroughAuth.http.request.headersToAdd.Connection: a connection or framing header cannot be passed on",
+        ),
+        (
+            "the client's host for the call",
+            "{url: 'http://a', request: {allowedHeaders: [authorization, Host]}}",
+            "pt.yaml: configs[0].passThroughAuth.http.request.allowedHeaders[1]: the call's host is the URL's; a client's cannot be passed on",
         ),
         (
             "a pool field Gloo lacks",

@@ -5,8 +5,12 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use authchain_grpc::envoy_types::ext_authz::v3::pb::AuthorizationServer;
+use authchain_grpc::envoy_types::ext_authz::v3::pb::{
+    Authorization, AuthorizationServer, CheckRequest, CheckResponse, HeaderValue as PbHeaderValue,
+    HeaderValueOption, HttpResponse, OkHttpResponse,
+};
 use authchain_grpc::envoy_types::pb::google::protobuf::value::Kind;
+use serde_json::{Value, json};
 use tokio_stream::StreamExt;
 
 use crate::common::{GrpcServer, Opts, SampleRemote, Stack, assert_upstream, route};
@@ -457,4 +461,327 @@ async fn passthrough_chain(
         .cloned()
         .expect("loaded");
     (engine, chain)
+}
+
+type Script = dyn Fn(&str) -> Result<CheckResponse, tonic::Status> + Send + Sync;
+
+/// A remote whose answer `script` makes from the request's `x-case`
+/// header (empty without one).
+#[derive(Clone)]
+struct Scripted(Arc<Script>);
+
+impl Scripted {
+    fn new(
+        script: impl Fn(&str) -> Result<CheckResponse, tonic::Status> + Send + Sync + 'static,
+    ) -> Self {
+        Scripted(Arc::new(script))
+    }
+}
+
+#[tonic::async_trait]
+impl Authorization for Scripted {
+    async fn check(
+        &self,
+        request: tonic::Request<CheckRequest>,
+    ) -> Result<tonic::Response<CheckResponse>, tonic::Status> {
+        let case = request
+            .into_inner()
+            .attributes
+            .and_then(|a| a.request)
+            .and_then(|r| r.http)
+            .and_then(|h| h.headers.get("x-case").cloned())
+            .unwrap_or_default();
+        (self.0)(&case).map(tonic::Response::new)
+    }
+}
+
+#[allow(deprecated)] // `append`, as a remote sends it.
+fn pb_header(name: &str, value: &str) -> HeaderValueOption {
+    HeaderValueOption {
+        header: Some(PbHeaderValue {
+            key: name.to_owned(),
+            value: value.to_owned(),
+            raw_value: Vec::new(),
+        }),
+        ..Default::default()
+    }
+}
+
+/// An OK answer with these upstream headers and removals, and this state.
+fn ok_answer(headers: &[(&str, &str)], remove: &[&str], state: Option<Value>) -> CheckResponse {
+    let dynamic_metadata = state.map(|state| {
+        let Value::Object(state) = state else {
+            panic!("state is an object")
+        };
+        let mut map = serde_json::Map::new();
+        map.insert("solo.auth.passthrough".to_owned(), Value::Object(state));
+        authchain_grpc::convert::json_to_struct(&map)
+    });
+    CheckResponse {
+        status: Some(Default::default()),
+        dynamic_metadata,
+        http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
+            headers: headers.iter().map(|(n, v)| pb_header(n, v)).collect(),
+            headers_to_remove: remove.iter().map(|n| (*n).to_owned()).collect(),
+            ..Default::default()
+        })),
+    }
+}
+
+/// The seed's configs with `failureModeAllow: true` and `statusOnError:
+/// 503`, so that a refusal (503) shows apart from a deny and an allow.
+fn fail_open_configs(remote: std::net::SocketAddr) -> String {
+    configs(remote, "failureModeAllow: true").replacen(
+        "name: passthrough\n",
+        "name: passthrough\nstatusOnError: 503\n",
+        1,
+    )
+}
+
+/// Through Envoy, a remote that ends the RPC with a status: only an outage
+/// passes under `failureModeAllow`; PERMISSION_DENIED and UNAUTHENTICATED
+/// are denies; every other code (a client can bring them about: a message
+/// over the remote's limit, an argument it refuses, a handler that fails
+/// on the input) fails closed.
+#[tokio::test]
+async fn rpc_statuses_a_client_can_bring_about_never_pass_under_failure_mode_allow() {
+    use tonic::Code;
+    let remote = GrpcServer::remote(Scripted::new(|case| {
+        let code = Code::from(case.parse::<i32>().unwrap_or(0));
+        Err(tonic::Status::new(code, "scripted"))
+    }))
+    .await;
+    let stack = Stack::start(
+        &fail_open_configs(remote.addr),
+        &[route("/", "passthrough")],
+        Opts::default(),
+    )
+    .await;
+    // (code, the client's status: 200 when let through)
+    let cases = [
+        (Code::Unavailable, 200),
+        (Code::DeadlineExceeded, 200),
+        (Code::Cancelled, 200),
+        (Code::PermissionDenied, 403),
+        (Code::Unauthenticated, 401),
+        (Code::InvalidArgument, 503),
+        (Code::ResourceExhausted, 503),
+        (Code::OutOfRange, 503),
+        (Code::Unknown, 503),
+        (Code::Internal, 503),
+        (Code::Unimplemented, 503),
+        (Code::NotFound, 503),
+        (Code::FailedPrecondition, 503),
+        (Code::DataLoss, 503),
+    ];
+    for (code, want) in cases {
+        let hits = stack.upstream.hits();
+        let reply = stack
+            .get("/api", &[("x-case", &(code as i32).to_string())])
+            .await;
+        assert_eq!(reply.status, want, "{code:?}: {}", reply.text());
+        if want == 200 {
+            assert_upstream(&reply, "x-envoy-auth-failure-mode-allowed", &["true"]);
+        } else {
+            assert_eq!(stack.upstream.hits(), hits, "{code:?} reached the upstream");
+        }
+    }
+}
+
+/// A check request over the size limit is refused before it is sent, and
+/// a remote that refuses a large message for its own limit fails closed
+/// too, under `failureModeAllow`.
+#[tokio::test]
+async fn a_check_request_too_large_fails_closed_under_failure_mode_allow() {
+    let remote = SampleRemote::default();
+    let seen = remote.seen.clone();
+    let server = GrpcServer::remote(remote).await;
+    let (_engine, chain) = passthrough_chain(&fail_open_configs(server.addr)).await;
+    let mut request = sample_request();
+    request.body = Some(vec![b'a'; authchain_grpc::passthrough::MAX_CHECK_BYTES].into());
+    let decision = chain.authorize(&mut request).await;
+    assert_eq!(decision.as_deny().map(|d| d.status.as_u16()), Some(503));
+    assert!(seen.lock().unwrap().is_empty(), "nothing was sent");
+
+    // The remote's own limit (1 KiB here; 4 MiB by default): its
+    // RESOURCE_EXHAUSTED (or OUT_OF_RANGE) is refused.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(
+                AuthorizationServer::new(SampleRemote::default()).max_decoding_message_size(1024),
+            )
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(listener),
+                async {
+                    let _ = rx.await;
+                },
+            ),
+    );
+    let _small = GrpcServer::from_parts(addr, tx, task);
+    let (_engine, chain) = passthrough_chain(&fail_open_configs(addr)).await;
+    let mut request = sample_request();
+    assert!(
+        chain.authorize(&mut request).await.is_allow(),
+        "a small check passes"
+    );
+    let mut request = sample_request();
+    request.body = Some(vec![b'a'; 4096].into());
+    let decision = chain.authorize(&mut request).await;
+    assert_eq!(decision.as_deny().map(|d| d.status.as_u16()), Some(503));
+}
+
+/// Through Envoy, an OK answer that sets or removes the host or the
+/// failure-mode mark is refused under `failureModeAllow`; other headers
+/// go upstream as the remote sets them (Gloo's gRPC passthrough).
+#[tokio::test]
+async fn an_answer_that_touches_the_host_or_the_failure_mark_fails_closed() {
+    let remote = GrpcServer::remote(Scripted::new(|case| {
+        Ok(match case {
+            "set-host" => ok_answer(&[("host", "admin.internal")], &[], None),
+            "set-host-upper" => ok_answer(&[("Host", "admin.internal")], &[], None),
+            "set-authority" => ok_answer(&[(":authority", "admin.internal")], &[], None),
+            "remove-host" => ok_answer(&[], &["host"], None),
+            "remove-authority" => ok_answer(&[], &[":authority"], None),
+            "set-mark" => ok_answer(&[("x-envoy-auth-failure-mode-allowed", "false")], &[], None),
+            "remove-mark" => ok_answer(&[], &["x-envoy-auth-failure-mode-allowed"], None),
+            "bad-name" => ok_answer(&[("bad name", "x")], &[], None),
+            _ => ok_answer(&[("x-user-id", "alice")], &["x-drop"], None),
+        })
+    }))
+    .await;
+    let stack = Stack::start(
+        &fail_open_configs(remote.addr),
+        &[route("/", "passthrough")],
+        Opts::default(),
+    )
+    .await;
+    for case in [
+        "set-host",
+        "set-host-upper",
+        "set-authority",
+        "remove-host",
+        "remove-authority",
+        "set-mark",
+        "remove-mark",
+        "bad-name",
+    ] {
+        let reply = stack.get("/api", &[("x-case", case)]).await;
+        assert_eq!(reply.status, 503, "case {case}: {}", reply.text());
+    }
+    assert_eq!(stack.upstream.hits(), 0);
+    let reply = stack
+        .get("/api", &[("x-case", "plain"), ("x-drop", "1")])
+        .await;
+    assert_upstream(&reply, "x-user-id", &["alice"]);
+    assert_upstream(&reply, "x-drop", &[]);
+    assert_upstream(&reply, "x-envoy-auth-failure-mode-allowed", &[]);
+}
+
+/// A step writes state; the remote may send it back as it got it, and add
+/// names, but an answer that changes a name the step wrote is refused,
+/// under `failureModeAllow` too: a later `opaAuth` would judge it.
+#[tokio::test]
+async fn an_answer_that_overwrites_another_step_s_state_fails_closed() {
+    let remote = GrpcServer::remote(Scripted::new(|case| {
+        let state = match case {
+            "echo" => json!({"jwt": {"sub": "alice", "n": 5}, "ratio": 0.5, "remote": "was here"}),
+            "overwrite" => json!({"jwt": {"sub": "admin", "n": 5}}),
+            "nested" => json!({"jwt": {"sub": "alice", "n": 5, "admin": true}}),
+            "number" => json!({"ratio": 1}),
+            _ => json!({"remote": "was here"}),
+        };
+        Ok(ok_answer(&[], &[], Some(state)))
+    }))
+    .await;
+    let yaml = format!(
+        r#"
+name: passthrough
+configs:
+- name: jwt
+  pluginAuth: {{ name: Script, config: {{ state: {{ jwt: {{ sub: alice, n: 5 }}, ratio: 0.5 }} }} }}
+- name: remote
+  passThroughAuth:
+    grpc: {{ address: "{}", connectionTimeout: 500ms }}
+    failureModeAllow: true
+"#,
+        remote.addr
+    );
+    let (_engine, chain) = passthrough_chain(&yaml).await;
+    for (case, allowed) in [
+        ("new", true),
+        ("echo", true),
+        ("overwrite", false),
+        ("nested", false),
+        ("number", false),
+    ] {
+        let mut request = sample_request().with_header(
+            http::HeaderName::from_static("x-case"),
+            http::HeaderValue::from_static(case),
+        );
+        let decision = chain.authorize(&mut request).await;
+        assert_eq!(decision.is_allow(), allowed, "case {case}: {decision:?}");
+        assert_eq!(request.state["jwt"]["sub"], "alice", "case {case}");
+        if allowed {
+            assert_eq!(request.state["remote"], "was here", "case {case}");
+            assert!(
+                decision.as_allow().is_some_and(|a| !a
+                    .headers
+                    .iter()
+                    .any(|m| m.name == "x-envoy-auth-failure-mode-allowed")),
+                "case {case} was no failure"
+            );
+        } else {
+            assert_eq!(decision.as_deny().map(|d| d.status.as_u16()), Some(403));
+        }
+    }
+}
+
+/// A remote that never answers, with every call slot taken: a call beyond
+/// them fails closed at once (a flood can take them all), while the calls
+/// that had a slot ride out the remote's silence under `failureModeAllow`.
+#[tokio::test]
+async fn a_call_beyond_the_slots_never_fails_open() {
+    use authchain_grpc::passthrough::MAX_CALLS;
+    let remote = GrpcServer::remote(SampleRemote {
+        hang: true,
+        ..Default::default()
+    })
+    .await;
+    let yaml =
+        fail_open_configs(remote.addr).replace("connectionTimeout: 500ms", "connectionTimeout: 2s");
+    let (_engine, chain) = passthrough_chain(&yaml).await;
+    let started = std::time::Instant::now();
+    let calls: Vec<_> = (0..MAX_CALLS)
+        .map(|_| {
+            let chain = chain.clone();
+            tokio::spawn(async move { chain.authorize(&mut sample_request()).await })
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let decision = chain.authorize(&mut sample_request()).await;
+    assert_eq!(
+        decision.as_deny().map(|d| d.status.as_u16()),
+        Some(503),
+        "{decision:?}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_millis(1900),
+        "refused before the calls in flight timed out"
+    );
+    for call in calls {
+        let decision = call.await.expect("call");
+        let allow = decision.as_allow().expect("let through");
+        assert!(
+            allow
+                .headers
+                .iter()
+                .any(|m| m.name == "x-envoy-auth-failure-mode-allowed"),
+            "marked"
+        );
+    }
 }
