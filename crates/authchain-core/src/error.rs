@@ -138,7 +138,7 @@ impl Error {
     /// or its caller's deadline: the step's own `timeout` is what it rides
     /// out; a run out of time is the caller's failure mode to decide, and
     /// ends waits on the step's own limits too).
-    pub(crate) fn fails_closed(&self) -> bool {
+    pub fn fails_closed(&self) -> bool {
         matches!(
             self.inner.kind,
             Kind::Panic | Kind::Overloaded | Kind::Invalid | Kind::Deadline

@@ -529,17 +529,13 @@ impl GrpcPassthrough {
     }
 
     /// A call or an answer the step refuses (a client can bring it
-    /// about): a step error that `failureModeAllow` never lets through
-    /// ([`Error::overloaded`], the public such error).
+    /// about): a step error that `failureModeAllow` never lets through.
     fn refuse(&self, reason: &'static str, what: String) -> Error {
         self.count(reason);
-        Error::overloaded(
-            Failure {
-                address: self.address.clone(),
-                what,
-            }
-            .to_string(),
-        )
+        Error::step_fail_closed(Failure {
+            address: self.address.clone(),
+            what,
+        })
     }
 
     /// What an RPC that ended with `code` (not OK, after the retries)

@@ -641,8 +641,9 @@ impl HttpPassthrough {
     }
 
     fn failed(&self, error: Error) -> Result<Decision, Error> {
-        // A request turned away at the pool's limit is not let through.
-        if let Some(bypass) = self.bypass.as_ref().filter(|_| !error.is_overloaded()) {
+        // A request turned away at the pool's limit, or refused, is not
+        // let through.
+        if let Some(bypass) = self.bypass.as_ref().filter(|_| !error.fails_closed()) {
             bypass.increment(1);
         }
         Err(error)
@@ -739,7 +740,7 @@ impl AuthService for HttpPassthrough {
                     let current = request.state.get(name)?;
                     (!same_state(current, value)).then_some(name)
                 }) {
-                    return self.failed(Error::overloaded(format!(
+                    return self.failed(Error::step_fail_closed(format!(
                         "HTTP passthrough to {}: the answer changes the state's '{name}', which a step before wrote",
                         shown_url(&self.url)
                     )));
