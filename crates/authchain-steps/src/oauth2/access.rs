@@ -82,10 +82,12 @@
 //! - `userinfoUrl`: once the token is valid, the endpoint is asked with it
 //!   as a bearer token; its JSON answer goes to `state.introspection`, the
 //!   key Gloo documents for it. The endpoint's 401 makes the request a 401
-//!   (the IdP no longer takes the token); any other failure, or an answer
-//!   whose `sub` is not the token's (the JWT's, or the introspection
-//!   answer's, when it names one), is the step's error, a deny with the chain's
-//!   `statusOnError` (OpenID Connect Core 5.3.2).
+//!   (the IdP no longer takes the token); any other failure is the step's
+//!   error, a deny with the chain's `statusOnError`. The answer's `sub` is
+//!   not compared with the token's: OpenID Connect Core 5.3.2 compares it
+//!   with the ID token's, which this step does not see, and an access
+//!   token's `sub` may name the user otherwise (Okta's is the login, its
+//!   userinfo's the user id).
 //! - `claimsToHeaders` and `dynamicMetadataFromClaims` read a JWT's claims,
 //!   or, for an opaque token, the introspection answer's members (Gloo
 //!   documents `claimsToHeaders` as JWT-only; authchain gives it the only
@@ -874,20 +876,18 @@ impl AccessToken {
         key: u128,
         token: &str,
         exp: Option<SystemTime>,
-        sub: Option<&str>,
     ) -> Result<Looked, Error> {
         if let Some(hit) = self.asker.answers.get(key) {
             return Ok(Ok(Lookup::Valid(hit)));
         }
         let asker = Arc::clone(&self.asker);
         let token = token.to_owned();
-        let sub = sub.map(str::to_owned);
         let looked = self.asker.answers.inflight.run(key, move || async move {
             // A call that ended between the miss and joining this one.
             if let Some(hit) = asker.answers.get(key) {
                 return Ok(Lookup::Valid(hit));
             }
-            let looked = asker.ask(&token, exp, sub).await;
+            let looked = asker.ask(&token, exp).await;
             if let Ok(Lookup::Valid(remote)) = &looked {
                 asker.answers.put(key, remote);
             }
@@ -905,23 +905,14 @@ impl AccessToken {
         token: &str,
         claims: Map<String, Value>,
     ) -> Result<Decision, Error> {
-        let sub = claims.get("sub").and_then(Value::as_str);
-        let looked = self
-            .lookup(key, token, epoch_claim(&claims, "exp"), sub)
-            .await?;
+        let looked = self.lookup(key, token, epoch_claim(&claims, "exp")).await?;
         self.judge(request, Some(claims), looked)
     }
 }
 
 impl Asker {
-    /// Asks the IdP about `token`: introspection, then userinfo, whose
-    /// `sub` must be the token's (`sub`, or the introspection answer's).
-    async fn ask(
-        &self,
-        token: &str,
-        mut exp: Option<SystemTime>,
-        mut sub: Option<String>,
-    ) -> Looked {
+    /// Asks the IdP about `token`: introspection, then userinfo.
+    async fn ask(&self, token: &str, mut exp: Option<SystemTime>) -> Looked {
         let Ok(Ok(_permit)) = tokio::time::timeout(self.queue_wait, self.calls.acquire()).await
         else {
             return Ok(Lookup::Busy);
@@ -965,23 +956,11 @@ impl Asker {
             if exp.is_some_and(|exp| exp <= SystemTime::now()) {
                 return Ok(Lookup::Rejected("expired"));
             }
-            if let Some(Value::String(named)) = members.get("sub") {
-                sub = Some(named.clone());
-            }
             introspection = Some(Arc::new(Value::Object(members)));
         }
         let mut userinfo = None;
         if let Some(url) = &self.userinfo {
             match self.userinfo(url, token).await? {
-                // OpenID Connect Core 5.3.2: another user's claims are
-                // not to be used.
-                Some(answer)
-                    if sub.as_deref().is_some_and(|sub| {
-                        answer.get("sub").and_then(Value::as_str) != Some(sub)
-                    }) =>
-                {
-                    return Err("the userinfo answer's sub is not the token's".into());
-                }
                 Some(answer) => userinfo = Some(Arc::new(answer)),
                 None => return Ok(Lookup::Rejected("refused by the userinfo endpoint")),
             }
@@ -1087,7 +1066,7 @@ impl AuthService for AccessToken {
                 }
                 let token = token.to_owned();
                 Answer::wait(async move {
-                    let looked = self.lookup(key, &token, None, None).await?;
+                    let looked = self.lookup(key, &token, None).await?;
                     self.judge(request, None, looked)
                 })
             }
