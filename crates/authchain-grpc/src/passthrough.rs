@@ -59,9 +59,11 @@
 //!   not sent; a call that finds all [`MAX_CALLS`] slots of its remote
 //!   taken for half its time (a flood can take them); and an answer that
 //!   cannot be carried out as given: a header
-//!   with an invalid name or value; one that sets or removes `host` or
-//!   `:authority` upstream (the client's virtual host is not the remote's
-//!   to change) or `x-envoy-auth-failure-mode-allowed`; or state that
+//!   with an invalid name or value; one that sets `host` or `:authority`
+//!   upstream (the client's virtual host is not the remote's to change) or
+//!   `x-envoy-auth-failure-mode-allowed` (a removal of them is passed
+//!   over: an authchain behind, whose chain strips a client's copies of
+//!   the mark, lists it in every answer); or state that
 //!   changes a name a step before wrote (`{"jwt": {"sub": "admin"}}` after
 //!   a `jwt` step), which a later step such as `opaAuth` would judge. The
 //!   remote may send back a name with the value it got, as Gloo's example
@@ -702,13 +704,14 @@ enum Unusable {
 }
 
 /// Whether `name` is `host` or `:authority`, in any case: an answer never
-/// sets nor removes the virtual host the request goes to.
+/// changes the virtual host the request goes to.
 fn names_the_host(name: &str) -> bool {
     name.eq_ignore_ascii_case("host") || name.eq_ignore_ascii_case(":authority")
 }
 
-/// Whether an answer may not set nor remove `name` upstream: the host,
-/// and the mark of a request let through by `failureModeAllow`.
+/// Whether an answer may not set `name` upstream, and its removal is
+/// passed over: the host, and the mark of a request let through by
+/// `failureModeAllow`.
 fn refused_upstream(name: &str) -> bool {
     names_the_host(name) || name.eq_ignore_ascii_case(FAILURE_MODE_ALLOWED)
 }
@@ -781,11 +784,10 @@ fn answer(
                 .push(mutation(option, Place::Upstream).map_err(Unusable::Invalid)?);
         }
         for name in ok.headers_to_remove {
+            // Passed over: an authchain behind, whose chain strips a
+            // client's copies of the mark, lists it in every answer.
             if refused_upstream(&name) {
-                return Err(Unusable::Invalid(format!(
-                    "the answer removes '{}', which no answer removes",
-                    name.to_ascii_lowercase()
-                )));
+                continue;
             }
             let name = HeaderName::try_from(name.as_str())
                 .map_err(|_| invalid("a header to remove has an invalid name"))?;
@@ -816,7 +818,13 @@ fn answer(
                     "the answer changes the state's '{name}', which a step before wrote"
                 )));
             }
-            request.state.extend(state);
+            // What it holds stays as the step before wrote it (a number
+            // past 2^53 comes back rounded).
+            for (name, value) in state {
+                if !request.state.contains_key(&name) {
+                    request.state.insert(name, value);
+                }
+            }
         }
         allow.dynamic_metadata = metadata;
     }

@@ -707,8 +707,23 @@ impl AuthService for HttpPassthrough {
                 Ok(answer) => answer,
                 Err(e) => return self.failed(e),
             };
-            if parts.status.is_server_error() {
+            // An outage of the auth server (a gateway's answers for it)
+            // is a failure `failureModeAllow` may ride out; any other 5xx
+            // is a handler failing on the request, which a client can
+            // bring about.
+            if matches!(
+                parts.status,
+                StatusCode::BAD_GATEWAY
+                    | StatusCode::SERVICE_UNAVAILABLE
+                    | StatusCode::GATEWAY_TIMEOUT
+            ) {
                 return self.failed(Error::step(format!(
+                    "the auth server answered {}",
+                    parts.status
+                )));
+            }
+            if parts.status.is_server_error() {
+                return self.failed(Error::step_fail_closed(format!(
                     "the auth server answered {}",
                     parts.status
                 )));
@@ -745,7 +760,13 @@ impl AuthService for HttpPassthrough {
                         shown_url(&self.url)
                     )));
                 }
-                request.state.extend(state);
+                // What it holds stays as the step before wrote it (a number
+                // past 2^53 comes back rounded).
+                for (name, value) in state {
+                    if !request.state.contains_key(&name) {
+                        request.state.insert(name, value);
+                    }
+                }
             }
             let mut allow = Allow::new();
             for name in &self.on_success {

@@ -285,8 +285,10 @@ async fn a_state_that_overwrites_another_step_s_fails_closed() {
         "WritesState",
         |_: Value, _: &authchain_core::BuildContext<'_>| {
             Ok(Arc::new(authchain_core::decide_fn(|req| {
-                req.state
-                    .insert("jwt", json!({"sub": "alice", "n": 5, "roles": ["a"]}));
+                req.state.insert(
+                    "jwt",
+                    json!({"sub": "alice", "n": 5, "roles": ["a"], "big": 9_007_199_254_740_993u64}),
+                );
                 Ok(Decision::authorized())
             })))
         },
@@ -296,7 +298,8 @@ async fn a_state_that_overwrites_another_step_s_fails_closed() {
         ("new names", r#"{"tier": "gold"}"#, true),
         (
             "sent back as it was",
-            r#"{"jwt": {"sub": "alice", "n": 5.0, "roles": ["a"]}, "tier": "gold"}"#,
+            // A number past 2^53, as a float rounds it.
+            r#"{"jwt": {"sub": "alice", "n": 5.0, "roles": ["a"], "big": 9007199254740992}, "tier": "gold"}"#,
             true,
         ),
         (
@@ -356,6 +359,11 @@ configs:
                 "case {case} was no failure"
             );
             assert_eq!(req.state["tier"], "gold", "case {case}");
+            // What the step wrote stays as it wrote it.
+            assert_eq!(
+                req.state["jwt"]["big"], 9_007_199_254_740_993u64,
+                "case {case}"
+            );
         } else {
             assert_eq!(
                 decision.as_deny().map(|d| d.status.as_u16()),
@@ -411,11 +419,11 @@ async fn closed_port() -> SocketAddr {
 
 #[tokio::test]
 async fn failures_deny_unless_failure_mode_allow_which_is_counted() {
-    let (erroring, _) = recording_server(StatusCode::INTERNAL_SERVER_ERROR, "boom").await;
+    let (unavailable, _) = recording_server(StatusCode::SERVICE_UNAVAILABLE, "later").await;
     let down = closed_port().await;
     let hanging = authchain_testkit::silent_server().await.unwrap();
     for (what, url) in [
-        ("500", format!("http://{erroring}/auth")),
+        ("503", format!("http://{unavailable}/auth")),
         ("down", format!("http://{down}/auth")),
         ("hangs", format!("http://{hanging}/auth")),
     ] {
@@ -440,6 +448,32 @@ async fn failures_deny_unless_failure_mode_allow_which_is_counted() {
             "{what}"
         );
         assert_eq!(bypass_count(&recorder), 1, "{what}");
+    }
+}
+
+/// A 5xx other than a gateway's (a handler that fails on the request,
+/// which a client can bring about) fails closed, under `failureModeAllow`
+/// too, and is no bypass.
+#[tokio::test]
+async fn a_handler_s_failure_never_fails_open() {
+    for status in [
+        StatusCode::INTERNAL_SERVER_ERROR,
+        StatusCode::NOT_IMPLEMENTED,
+        StatusCode::HTTP_VERSION_NOT_SUPPORTED,
+    ] {
+        let (erroring, _) = recording_server(status, "boom").await;
+        let recorder = DebuggingRecorder::new();
+        let chain = metrics::with_local_recorder(&recorder, || {
+            build(&failing_configs(
+                &format!("http://{erroring}/auth"),
+                "300ms",
+                true,
+            ))
+        })
+        .unwrap();
+        let decision = chain.authorize(&mut request(&[])).await;
+        assert_eq!(decision, Decision::unauthorized(), "{status}");
+        assert_eq!(bypass_count(&recorder), 0, "{status}");
     }
 }
 
