@@ -52,8 +52,10 @@
 //! template whose `%s` is elsewhere names the user as typed); a name with spaces
 //! around it or a control character, or a password with a NUL, is a 401.
 //! A directory that cannot be reached, or that does not answer within
-//! `timeout`, is a step error. Once it has accepted the user's password,
-//! any failure (of the service-account bind, of the search) is a step
+//! `timeout` (each operation) or four times it (the whole request, and
+//! always less than the step's own time), is a step error. Once it has
+//! accepted the user's password, any failure (of the service-account
+//! bind, of the search, the whole request's time running out) is a step
 //! error that `failureModeAllow` never lets through: the groups are
 //! unchecked, and a client can bring such a failure about (a service
 //! account locked out by made-up passwords).
@@ -68,6 +70,7 @@
 //! directory not on loopback): use `ldaps://` or `tls.startTls` wherever
 //! the network is not trusted.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -248,9 +251,13 @@ struct ServiceAccount {
 /// The service [`LdapPlugin`] builds.
 pub struct LdapAuth {
     timeout: Duration,
-    /// The longest wait for a connection's place
-    /// ([`BuildContext::wait_limit`]).
-    queue_wait: Option<Duration>,
+    /// The most time a request takes here: four times `timeout`, and less
+    /// than the step's own time, so that it is answered here (where it is
+    /// known whether the user's bind succeeded) rather than timed out.
+    budget: Duration,
+    /// The longest wait for a connection's place: half the budget, or
+    /// less ([`BuildContext::wait_limit`]).
+    queue_wait: Duration,
     user_dn: (String, String),
     /// Where the user's name is in its entry's DN, when the template's
     /// first RDN holds `%s` (`uid=%s,...`, `uid=ext-%s,...`).
@@ -313,6 +320,10 @@ impl LdapAuth {
         if timeout.is_zero() {
             return Err(Error::config("must be above zero").at("timeout"));
         }
+        let budget = match context.timeout {
+            Some(step) => (timeout * 4).min(step - step / 8),
+            None => timeout * 4,
+        };
         let mut settings = LdapConnSettings::new()
             .set_conn_timeout(timeout)
             .set_starttls(tls.start_tls);
@@ -382,7 +393,8 @@ impl LdapAuth {
         let challenge = HeaderValue::from_static("Basic realm=\"authchain\"");
         Ok(LdapAuth {
             timeout,
-            queue_wait: context.wait_limit(),
+            budget,
+            queue_wait: context.wait_limit().unwrap_or(budget).min(budget / 2),
             user_dn,
             name_in_dn,
             filter,
@@ -408,7 +420,13 @@ impl LdapAuth {
     }
 
     /// Binds, searches and decides, on one connection.
-    async fn decide(&self, ldap: &mut Ldap, user: &str, password: &str) -> Result<Outcome, Failed> {
+    async fn decide(
+        &self,
+        ldap: &mut Ldap,
+        user: &str,
+        password: &str,
+        accepted: &AtomicBool,
+    ) -> Result<Outcome, Failed> {
         let dn = format!(
             "{}{}{}",
             self.user_dn.0,
@@ -434,6 +452,7 @@ impl LdapAuth {
             }
             _ => return Ok(Outcome::Unauthorized),
         }
+        accepted.store(true, Ordering::Relaxed);
         // The password is right: what fails from here on is a failure to
         // check the rest (the groups), which a client may bring about (a
         // service account locked by made-up passwords) and which must not
@@ -516,7 +535,13 @@ impl LdapAuth {
         Ok(Outcome::Allowed { name, dn, groups })
     }
 
-    async fn check(&self, request: &mut AuthorizationRequest) -> Result<Decision, Error> {
+    /// The decision; `bound` is set once the directory accepted the
+    /// user's password.
+    async fn check(
+        &self,
+        request: &mut AuthorizationRequest,
+        bound: &AtomicBool,
+    ) -> Result<Decision, Error> {
         let encoded = util::scheme_credential(request, &http::header::AUTHORIZATION, "Basic ");
         let Some(credential) = encoded.ok().flatten().and_then(BasicCredential::decode) else {
             return Ok(self.challenge());
@@ -540,24 +565,20 @@ impl LdapAuth {
         }
         // A place: made-up passwords can take them all, so one not had in
         // time is no outage that `failureModeAllow` rides out.
-        let place = self.pool.in_use.acquire();
-        let _place = match self.queue_wait {
-            None => place.await,
-            Some(wait) => tokio::time::timeout(wait, place)
-                .await
-                .map_err(|_| Error::overloaded("every LDAP connection is in use"))?,
-        }
-        .map_err(Error::step)?;
+        let _place = tokio::time::timeout(self.queue_wait, self.pool.in_use.acquire())
+            .await
+            .map_err(|_| Error::overloaded("every LDAP connection is in use"))?
+            .map_err(Error::step)?;
         let (mut ldap, pooled) = match self.pool.take() {
             Some(ldap) => (ldap, true),
             None => (self.pool.connect().await?, false),
         };
-        let mut decided = self.decide(&mut ldap, user, password).await;
+        let mut decided = self.decide(&mut ldap, user, password, bound).await;
         // A pooled connection the directory closed while it was idle fails
         // before any answer: once more on a new one.
         if pooled && matches!(&decided, Err(Failed::Before(e)) if is_transport(e)) {
             ldap = self.pool.connect().await?;
-            decided = self.decide(&mut ldap, user, password).await;
+            decided = self.decide(&mut ldap, user, password, bound).await;
         }
         // The connection's state is unknown after an error: it is not pooled.
         let outcome = match decided {
@@ -801,8 +822,14 @@ impl std::fmt::Display for Failure<'_> {
 impl AuthService for LdapAuth {
     fn authorize<'a>(&'a self, request: &'a mut AuthorizationRequest) -> Answer<'a> {
         Answer::wait(async move {
-            match tokio::time::timeout(self.timeout * 4, self.check(request)).await {
+            let bound = AtomicBool::new(false);
+            match tokio::time::timeout(self.budget, self.check(request, &bound)).await {
                 Ok(answer) => answer,
+                // The groups are unchecked: as any failure after the bind.
+                Err(_) if bound.load(Ordering::Relaxed) => Err(Error::step_fail_closed(format!(
+                    "LDAP at {}: no answer in time after the user's bind",
+                    self.pool.url
+                ))),
                 Err(_) => Err(Error::step(format!(
                     "LDAP at {}: no answer in time",
                     self.pool.url

@@ -500,9 +500,12 @@ async fn answering_binds_with(rc: u8) -> SocketAddr {
     answering(vec![rc]).await
 }
 
+/// A bind answer [`answering`] never sends: the directory says nothing.
+const SILENT: u8 = 255;
+
 /// A directory that answers a connection's binds with `binds` in turn
-/// (the last one from then on), and every search with a search-result
-/// reference and then success.
+/// (the last one from then on; [`SILENT`]: no answer), and every search
+/// with a search-result reference and then success.
 async fn answering(binds: Vec<u8>) -> SocketAddr {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -544,6 +547,9 @@ async fn answering(binds: Vec<u8>) -> SocketAddr {
                                 Some(rc) => rc,
                                 None => return,
                             };
+                            if rc == SILENT {
+                                continue;
+                            }
                             message(&[0x61, 0x07, 0x0a, 0x01, rc, 0x04, 0x00, 0x04, 0x00])
                         }
                         // SearchRequest, [APPLICATION 3]: a
@@ -621,6 +627,24 @@ stringData: { username: 'cn=reader,dc=solo,dc=io', password: readerpwd }
         let locked = answering(vec![0, rc]).await;
         let chain = chain(&fail_open(locked, lookup, secret)).await;
         assert_eq!(status_of(&chain, "rick", "rickpwd").await, 503, "rc {rc}");
+    }
+    // The directory accepts the password, then says nothing: the request
+    // runs out of time after the bind (here the step's own, shorter than
+    // the directory's), which fails closed; the same silence before the
+    // bind is an outage, let through.
+    for (binds, want) in [(vec![0, SILENT], 503), (vec![SILENT], 200)] {
+        let slow = answering(binds.clone()).await;
+        let yaml = fail_open(slow, &format!("{lookup}\n    timeout: 5s"), secret).replace(
+            "failureModeAllow: true\n",
+            "failureModeAllow: true\n    timeout: 1s\n",
+        );
+        assert!(yaml.contains("timeout: 1s"), "{yaml}");
+        let chain = chain(&yaml).await;
+        assert_eq!(
+            status_of(&chain, "rick", "rickpwd").await,
+            want,
+            "{binds:?}"
+        );
     }
     let referred = answering(vec![0]).await;
     let chain = chain(&fail_open(referred, "    pool: { initialSize: 0 }", "")).await;
