@@ -131,9 +131,8 @@ impl Server {
     /// changes; see the crate docs. A second SIGTERM or SIGINT during the
     /// shutdown's delay or grace stops at once.
     pub async fn run(self) -> Result<(), ServeError> {
-        // `terminate` listens from its first poll: the second future
-        // hears only a signal after the first.
-        self.serve(terminate(), terminate()).await
+        let (first, second) = terminations();
+        self.serve(first, second).await
     }
 
     /// As [`run`](Self::run), until `shutdown` completes instead of a
@@ -777,21 +776,38 @@ fn absolute(path: &Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_owned())
 }
 
-/// Completes on SIGTERM or SIGINT.
-async fn terminate() {
+/// Two futures: the first completes on a SIGTERM or SIGINT, the second on
+/// the next one. Both listen from this call on, so a second signal that
+/// comes while the server turns unready is not lost.
+fn terminations() -> (
+    impl Future<Output = ()> + Send,
+    impl Future<Output = ()> + Send,
+) {
     use tokio::signal::unix::{SignalKind, signal};
-    let term = signal(SignalKind::terminate());
-    let int = signal(SignalKind::interrupt());
-    match (term, int) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => tracing::info!("SIGTERM"),
-                _ = int.recv() => tracing::info!("SIGINT"),
-            }
-        }
+    let signals = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(term), Ok(int)) => Some((term, int)),
         _ => {
             tracing::warn!("cannot listen for SIGTERM; stopping on Ctrl-C only");
-            let _ = tokio::signal::ctrl_c().await;
+            None
         }
-    }
+    };
+    let signals = std::sync::Arc::new(tokio::sync::Mutex::new(signals));
+    let next = move || {
+        let signals = signals.clone();
+        async move {
+            match &mut *signals.lock().await {
+                Some((term, int)) => tokio::select! {
+                    _ = term.recv() => tracing::info!("SIGTERM"),
+                    _ = int.recv() => tracing::info!("SIGINT"),
+                },
+                None => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
+            }
+        }
+    };
+    (next(), next())
 }
