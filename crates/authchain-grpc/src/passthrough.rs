@@ -44,8 +44,8 @@
 //!   sends it).
 //! - A failure of the remote is an error: the chain fails closed unless
 //!   the step has `failureModeAllow`. Failures are UNAVAILABLE (after the
-//!   retries), DEADLINE_EXCEEDED, CANCELLED (the call's own time limit, a
-//!   dropped connection), no answer within `connectionTimeout`, and an
+//!   retries), DEADLINE_EXCEEDED, CANCELLED once the call's time ran out
+//!   (its own time limit), no answer within `connectionTimeout`, and an
 //!   answer with an `error_response` (Envoy's way for a server to say it
 //!   failed, which Envoy too lets through under `failure_mode_allow`).
 //! - An RPC that ends with PERMISSION_DENIED is a 403 deny, with
@@ -54,7 +54,9 @@
 //!   client can bring it about with what it sends: any other RPC status
 //!   (INVALID_ARGUMENT; RESOURCE_EXHAUSTED for a message over the remote's
 //!   limit; UNKNOWN and INTERNAL, the codes of a server's handler that
-//!   fails on its input and of an answer that cannot be decoded); a check
+//!   fails on its input and of an answer that cannot be decoded; CANCELLED
+//!   before the call's time ran out, a stream the remote reset, as a
+//!   tonic server does when its handler panics); a check
 //!   request over [`MAX_CHECK_BYTES`] encoded (a large body), which is
 //!   not sent; a call that finds all [`MAX_CALLS`] slots of its remote
 //!   taken for half its time (a flood can take them); and an answer that
@@ -541,21 +543,24 @@ impl GrpcPassthrough {
     }
 
     /// What an RPC that ended with `code` (not OK, after the retries)
-    /// comes to: an outage (UNAVAILABLE, DEADLINE_EXCEEDED, and CANCELLED,
-    /// which is how the client reports its own time limit and a dropped
-    /// connection) is a failure; PERMISSION_DENIED is a 403 deny and
-    /// UNAUTHENTICATED a 401 deny; anything else is refused. A client can
-    /// bring those about with what it sends (INVALID_ARGUMENT,
-    /// RESOURCE_EXHAUSTED for a message over the remote's limit, and
-    /// UNKNOWN or INTERNAL, the codes of a server's handler that fails on
-    /// its input and of an answer the client cannot decode), so none of
-    /// them may pass under `failureModeAllow`.
-    fn failed_call(&self, code: tonic::Code) -> Result<Decision, Error> {
+    /// `timed_out` or not comes to: an outage (UNAVAILABLE,
+    /// DEADLINE_EXCEEDED, and CANCELLED once the call's time ran out,
+    /// which is how the client reports its own time limit) is a failure;
+    /// PERMISSION_DENIED is a 403 deny and UNAUTHENTICATED a 401 deny;
+    /// anything else is refused. A client can bring those about with what
+    /// it sends (INVALID_ARGUMENT, RESOURCE_EXHAUSTED for a message over
+    /// the remote's limit, UNKNOWN or INTERNAL, the codes of a server's
+    /// handler that fails on its input and of an answer the client cannot
+    /// decode, and an early CANCELLED, a stream the remote reset, as
+    /// tonic's server does when a handler panics), so none of them may
+    /// pass under `failureModeAllow`.
+    fn failed_call(&self, code: tonic::Code, timed_out: bool) -> Result<Decision, Error> {
         use tonic::Code;
         let what = format!("call failed with {code:?}");
         match code {
             Code::Unavailable => Err(self.fail("unavailable", what)),
-            Code::DeadlineExceeded | Code::Cancelled => Err(self.fail("timeout", what)),
+            Code::DeadlineExceeded => Err(self.fail("timeout", what)),
+            Code::Cancelled if timed_out => Err(self.fail("timeout", what)),
             Code::PermissionDenied => Ok(Decision::Deny(Deny::new(StatusCode::FORBIDDEN))),
             Code::Unauthenticated => Ok(Decision::Deny(Deny::new(StatusCode::UNAUTHORIZED))),
             _ => Err(self.refuse("status", what)),
@@ -666,6 +671,7 @@ impl AuthService for GrpcPassthrough {
                 let mut call = tonic::Request::new(message);
                 call.set_timeout(self.timeout);
                 let mut client = self.client.clone();
+                let started = tokio::time::Instant::now();
                 match tokio::time::timeout(self.timeout, client.check(call)).await {
                     Ok(Ok(response)) => break response.into_inner(),
                     Ok(Err(status))
@@ -676,7 +682,9 @@ impl AuthService for GrpcPassthrough {
                         tokio::time::sleep(self.retry.wait(attempt)).await;
                         attempt += 1;
                     }
-                    Ok(Err(status)) => return self.failed_call(status.code()),
+                    Ok(Err(status)) => {
+                        return self.failed_call(status.code(), started.elapsed() >= self.timeout);
+                    }
                     Err(_) => {
                         return Err(
                             self.fail("timeout", format!("no answer within {:?}", self.timeout))

@@ -27,14 +27,17 @@
 //!         allowedClientHeadersOnSuccess: [x-ratelimit-remaining]   # to the client on a 200
 //!         readStateFromResponse: true          # {"state": {...}} merged into the state
 //!     config: { tenant: acme }                 # in the JSON body, as Gloo sends it
-//!     failureModeAllow: true                   # 5xx, timeouts, refusals pass (counted)
+//!     failureModeAllow: true                   # 502-504, timeouts, refused connections pass (counted)
 //! ```
 //!
 //! A 200 allows; any other status below 500 denies with that status, the
-//! listed client headers and the body; a 5xx, a timeout or a failed
-//! connection is a step error, which the chain turns into a deny unless
-//! `failureModeAllow` (then counted in `http_passthrough_bypass_failure`
-//! too). A header listed for upstream or for the client but absent from
+//! listed client headers and the body. An outage (a 502, 503 or 504, a
+//! timeout, a connection that cannot be made) is a step error, which the
+//! chain turns into a deny unless `failureModeAllow` (then counted in
+//! `http_passthrough_bypass_failure` too). Another 5xx, or a connection
+//! the auth server closes with no answer once it has the request, is a
+//! handler failing on the request, which a client can bring about: it
+//! fails closed whatever `failureModeAllow` says. A header listed for upstream or for the client but absent from
 //! the answer adds nothing. The upstream headers are identity headers: the
 //! chain strips client-sent copies. The client headers on success
 //! overwrite the client's response's. No list names a connection or
@@ -614,8 +617,18 @@ impl HttpPassthrough {
                     }
                 },
             };
+            // Only a connection that cannot be made is an outage: one the
+            // auth server closes with no answer once it has the request
+            // is a handler failing on it (a panic, a crash).
             let response = answer.map_err(|e| {
-                Error::step(format!("cannot reach the auth server: {}", error_chain(&e)))
+                if e.is_connect() {
+                    Error::step(format!("cannot reach the auth server: {}", error_chain(&e)))
+                } else {
+                    Error::step_fail_closed(format!(
+                        "the auth server gave no answer: {}",
+                        error_chain(&e)
+                    ))
+                }
             })?;
             Ok((slot, response))
         };

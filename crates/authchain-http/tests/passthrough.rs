@@ -451,30 +451,54 @@ async fn failures_deny_unless_failure_mode_allow_which_is_counted() {
     }
 }
 
-/// A 5xx other than a gateway's (a handler that fails on the request,
-/// which a client can bring about) fails closed, under `failureModeAllow`
-/// too, and is no bypass.
+/// A 5xx other than a gateway's, or a connection closed with no answer
+/// once the request is in (a handler that fails on the request, which a
+/// client can bring about: Go's server closes the connection on a
+/// handler's panic), fails closed, under `failureModeAllow` too, and is
+/// no bypass.
 #[tokio::test]
 async fn a_handler_s_failure_never_fails_open() {
+    let mut cases = Vec::new();
     for status in [
         StatusCode::INTERNAL_SERVER_ERROR,
         StatusCode::NOT_IMPLEMENTED,
         StatusCode::HTTP_VERSION_NOT_SUPPORTED,
     ] {
         let (erroring, _) = recording_server(status, "boom").await;
+        cases.push((status.to_string(), erroring));
+    }
+    cases.push(("hangs up".to_owned(), hanging_up_server().await));
+    for (what, addr) in cases {
         let recorder = DebuggingRecorder::new();
         let chain = metrics::with_local_recorder(&recorder, || {
             build(&failing_configs(
-                &format!("http://{erroring}/auth"),
+                &format!("http://{addr}/auth"),
                 "300ms",
                 true,
             ))
         })
         .unwrap();
         let decision = chain.authorize(&mut request(&[])).await;
-        assert_eq!(decision, Decision::unauthorized(), "{status}");
-        assert_eq!(bypass_count(&recorder), 0, "{status}");
+        assert_eq!(decision, Decision::unauthorized(), "{what}");
+        assert_eq!(bypass_count(&recorder), 0, "{what}");
     }
+}
+
+/// A server that reads each call's request and closes the connection
+/// without an answer.
+async fn hanging_up_server() -> SocketAddr {
+    use tokio::io::AsyncReadExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0; 64 * 1024];
+                let _ = stream.read(&mut buf).await;
+            });
+        }
+    });
+    addr
 }
 
 /// A server that answers every call with `head` and then `body`, and
