@@ -51,14 +51,22 @@
 //! here; with `uid=ext-%s,...`, the entry `uid=ext-rick` is `rick`; a
 //! template whose `%s` is elsewhere names the user as typed); a name with spaces
 //! around it or a control character, or a password with a NUL, is a 401.
-//! A directory that cannot be reached, or that does not answer within
-//! `timeout` (each operation) or four times it (the whole request, and
-//! always less than the step's own time), is a step error. Once it has
-//! accepted the user's password, any failure (of the service-account
-//! bind, of the search, the whole request's time running out) is a step
-//! error that `failureModeAllow` never lets through: the groups are
-//! unchecked, and a client can bring such a failure about (a service
-//! account locked out by made-up passwords).
+//! A directory that cannot be reached, that closes the connection before
+//! it answers the user's bind, or that answers it saying it cannot answer
+//! now (busy, unavailable), is a step error, which `failureModeAllow` may
+//! let through. Once the user's password is sent, any other failure is a
+//! step error that `failureModeAllow` never lets through: no answer to
+//! the bind within `timeout` (each operation) or four times it (the
+//! whole request, and always less than the step's own time), since a
+//! directory slow to refuse a password (a PAM delay after a wrong one)
+//! cannot be told from one that hangs; and, once the directory accepted
+//! the password, a failure of the service-account bind or of the search,
+//! since the groups are unchecked and a client can bring it about (a
+//! service account locked out by made-up passwords). A chain built in
+//! code gives the step its time with [`BuildContext::with_timeout`]
+//! (else the whole request may take four times `timeout`, past a
+//! shorter time the chain gives the step, whose end `failureModeAllow`
+//! lets through).
 //!
 //! Connections are pooled as Gloo pools them: up to `pool.maxSize` idle
 //! connections are kept (each request binds anew on the one it takes);
@@ -425,7 +433,7 @@ impl LdapAuth {
         ldap: &mut Ldap,
         user: &str,
         password: &str,
-        accepted: &AtomicBool,
+        sent: &AtomicBool,
     ) -> Result<Outcome, Failed> {
         let dn = format!(
             "{}{}{}",
@@ -433,14 +441,24 @@ impl LdapAuth {
             ldap3::dn_escape(user),
             self.user_dn.1
         );
+        sent.store(true, Ordering::Relaxed);
+        // A connection closed before the answer is an outage; silence is
+        // not (a directory slow to refuse a password, as a PAM delay
+        // makes it, would let any password through).
         let bound = ldap
             .with_timeout(self.timeout)
             .simple_bind(&dn, password)
             .await
-            .map_err(Failed::Before)?;
+            .map_err(|e| {
+                if is_transport(&e) {
+                    Failed::Outage(e)
+                } else {
+                    Failed::Closed(e)
+                }
+            })?;
         match bound.rc {
             0 => {}
-            rc if UNAVAILABLE.contains(&rc) => return Err(Failed::Before(bound.into())),
+            rc if UNAVAILABLE.contains(&rc) => return Err(Failed::Outage(bound.into())),
             // The directory wants another bind than ours (TLS, a stronger
             // method): every user is refused, which the config must fix.
             rc @ (7 | 8 | 13) => {
@@ -452,12 +470,11 @@ impl LdapAuth {
             }
             _ => return Ok(Outcome::Unauthorized),
         }
-        accepted.store(true, Ordering::Relaxed);
         // The password is right: what fails from here on is a failure to
         // check the rest (the groups), which a client may bring about (a
         // service account locked by made-up passwords) and which must not
         // let the user through.
-        self.look_up(ldap, user, &dn).await.map_err(Failed::After)
+        self.look_up(ldap, user, &dn).await.map_err(Failed::Closed)
     }
 
     /// Searches the entry of `user`, bound as `dn`, and decides on it.
@@ -535,12 +552,12 @@ impl LdapAuth {
         Ok(Outcome::Allowed { name, dn, groups })
     }
 
-    /// The decision; `bound` is set once the directory accepted the
-    /// user's password.
+    /// The decision; `sent` is set once the user's password is sent to
+    /// the directory.
     async fn check(
         &self,
         request: &mut AuthorizationRequest,
-        bound: &AtomicBool,
+        sent: &AtomicBool,
     ) -> Result<Decision, Error> {
         let encoded = util::scheme_credential(request, &http::header::AUTHORIZATION, "Basic ");
         let Some(credential) = encoded.ok().flatten().and_then(BasicCredential::decode) else {
@@ -573,26 +590,27 @@ impl LdapAuth {
             Some(ldap) => (ldap, true),
             None => (self.pool.connect().await?, false),
         };
-        let mut decided = self.decide(&mut ldap, user, password, bound).await;
+        let mut decided = self.decide(&mut ldap, user, password, sent).await;
         // A pooled connection the directory closed while it was idle fails
         // before any answer: once more on a new one.
-        if pooled && matches!(&decided, Err(Failed::Before(e)) if is_transport(e)) {
+        if pooled && matches!(&decided, Err(Failed::Outage(e)) if is_transport(e)) {
+            sent.store(false, Ordering::Relaxed);
             ldap = self.pool.connect().await?;
-            decided = self.decide(&mut ldap, user, password, bound).await;
+            decided = self.decide(&mut ldap, user, password, sent).await;
         }
         // The connection's state is unknown after an error: it is not pooled.
         let outcome = match decided {
             Ok(outcome) => outcome,
-            Err(Failed::Before(e)) => {
+            Err(Failed::Outage(e)) => {
                 return Err(Error::step(format!(
                     "LDAP at {}: {}",
                     self.pool.url,
                     Failure(&e)
                 )));
             }
-            Err(Failed::After(e)) => {
+            Err(Failed::Closed(e)) => {
                 return Err(Error::step_fail_closed(format!(
-                    "LDAP at {}, after the user's bind: {}",
+                    "LDAP at {}, once the user's password was sent: {}",
                     self.pool.url,
                     Failure(&e)
                 )));
@@ -621,11 +639,14 @@ impl LdapAuth {
 /// that `failureModeAllow` lets through.
 const UNAVAILABLE: [u32; 6] = [1, 3, 11, 51, 52, 80];
 
-/// Why a decision failed: before the directory accepted the user's
-/// password (an outage `failureModeAllow` may ride out), or after.
+/// Why a decision failed: an outage `failureModeAllow` may ride out (the
+/// connection failed before the directory answered the user's bind, or
+/// the answer says it cannot answer now), or a failure that fails closed
+/// (no answer to the bind in time, or any failure once the directory
+/// accepted the password).
 enum Failed {
-    Before(ldap3::LdapError),
-    After(ldap3::LdapError),
+    Outage(ldap3::LdapError),
+    Closed(ldap3::LdapError),
 }
 
 enum Outcome {
@@ -822,12 +843,12 @@ impl std::fmt::Display for Failure<'_> {
 impl AuthService for LdapAuth {
     fn authorize<'a>(&'a self, request: &'a mut AuthorizationRequest) -> Answer<'a> {
         Answer::wait(async move {
-            let bound = AtomicBool::new(false);
-            match tokio::time::timeout(self.budget, self.check(request, &bound)).await {
+            let sent = AtomicBool::new(false);
+            match tokio::time::timeout(self.budget, self.check(request, &sent)).await {
                 Ok(answer) => answer,
-                // The groups are unchecked: as any failure after the bind.
-                Err(_) if bound.load(Ordering::Relaxed) => Err(Error::step_fail_closed(format!(
-                    "LDAP at {}: no answer in time after the user's bind",
+                // As any silence once the password is sent.
+                Err(_) if sent.load(Ordering::Relaxed) => Err(Error::step_fail_closed(format!(
+                    "LDAP at {}: no answer in time once the user's password was sent",
                     self.pool.url
                 ))),
                 Err(_) => Err(Error::step(format!(

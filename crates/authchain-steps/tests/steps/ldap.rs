@@ -503,9 +503,13 @@ async fn answering_binds_with(rc: u8) -> SocketAddr {
 /// A bind answer [`answering`] never sends: the directory says nothing.
 const SILENT: u8 = 255;
 
+/// Another: the directory closes the connection.
+const HANG_UP: u8 = 254;
+
 /// A directory that answers a connection's binds with `binds` in turn
-/// (the last one from then on; [`SILENT`]: no answer), and every search
-/// with a search-result reference and then success.
+/// (the last one from then on; [`SILENT`]: no answer, [`HANG_UP`]: the
+/// connection closed), and every search with a search-result reference
+/// and then success.
 async fn answering(binds: Vec<u8>) -> SocketAddr {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -547,8 +551,10 @@ async fn answering(binds: Vec<u8>) -> SocketAddr {
                                 Some(rc) => rc,
                                 None => return,
                             };
-                            if rc == SILENT {
-                                continue;
+                            match rc {
+                                SILENT => continue,
+                                HANG_UP => return,
+                                _ => {}
                             }
                             message(&[0x61, 0x07, 0x0a, 0x01, rc, 0x04, 0x00, 0x04, 0x00])
                         }
@@ -630,9 +636,18 @@ stringData: { username: 'cn=reader,dc=solo,dc=io', password: readerpwd }
     }
     // The directory accepts the password, then says nothing: the request
     // runs out of time after the bind (here the step's own, shorter than
-    // the directory's), which fails closed; the same silence before the
-    // bind is an outage, let through.
-    for (binds, want) in [(vec![0, SILENT], 503), (vec![SILENT], 200)] {
+    // the directory's), which fails closed; so does silence on the user's
+    // bind (a directory slow to refuse a password, as a PAM delay makes
+    // it, is no outage). A connection closed before the bind's answer,
+    // or an answer that the directory cannot answer now, is an outage,
+    // let through.
+    for (binds, want) in [
+        (vec![0, SILENT], 503),
+        (vec![SILENT], 503),
+        (vec![HANG_UP], 200),
+        (vec![52], 200),
+        (vec![51], 200),
+    ] {
         let slow = answering(binds.clone()).await;
         let yaml = fail_open(slow, &format!("{lookup}\n    timeout: 5s"), secret).replace(
             "failureModeAllow: true\n",
@@ -646,6 +661,15 @@ stringData: { username: 'cn=reader,dc=solo,dc=io', password: readerpwd }
             "{binds:?}"
         );
     }
+    // Silence on the user's bind past the directory's own `timeout`.
+    let slow = answering(vec![SILENT]).await;
+    let silent = chain(&fail_open(
+        slow,
+        "    timeout: 200ms\n    pool: { initialSize: 0 }",
+        "",
+    ))
+    .await;
+    assert_eq!(status_of(&silent, "rick", "rickpwd").await, 503);
     let referred = answering(vec![0]).await;
     let chain = chain(&fail_open(referred, "    pool: { initialSize: 0 }", "")).await;
     assert_eq!(status_of(&chain, "rick", "rickpwd").await, 403);
@@ -654,12 +678,12 @@ stringData: { username: 'cn=reader,dc=solo,dc=io', password: readerpwd }
 /// The connections in use are a flood's to take: a request that has
 /// none within half the step's time is turned away (503 here) even with
 /// `failureModeAllow`, which lets through only the directory's own
-/// failure (here, its silence).
+/// failure (here, a TLS handshake it never answers).
 #[tokio::test]
 async fn every_connection_in_use_never_fails_open() {
     let addr = authchain_testkit::silent_server().await.unwrap();
     let yaml = config(
-        &format!("ldap://{addr}"),
+        &format!("ldaps://{addr}"),
         "    timeout: 5s\n    maxConnections: 1\n    pool: { initialSize: 0, maxSize: 1 }",
         "",
     )
