@@ -63,7 +63,13 @@
 //!
 //! A forged, replayed or expired `state`, a code the IdP refuses, an ID
 //! token signed by another key or with another `alg`, `iss`, `aud` or
-//! `nonce`: a 401, never a session. A session cookie that was changed, or
+//! `nonce`: a 401, never a session. So is an ID token that does not show
+//! what `authEndpointQueryParams` asked of the IdP, since the request to
+//! it goes through the browser, where a user can take a parameter out:
+//! with `acr_values`, its `acr` is one of them; with `max_age`, its
+//! `auth_time` is no older (60 s of leeway); with Auth0's
+//! `organization`, its `org_id` is it (or, for a name, its `org_name`,
+//! in any case). A session cookie that was changed, or
 //! made for another client, IdP, or login settings, does not open: a new
 //! login. Tokens are
 //! never logged.
@@ -451,6 +457,8 @@ pub struct Oidc {
     after_logout_url: String,
     scopes: Vec<String>,
     auth_params: Vec<(String, String)>,
+    /// What of `auth_params` the ID token must show.
+    asked: Asked,
     token_params: Vec<(String, String)>,
     id_token_header: Option<HeaderName>,
     access_token_header: Option<HeaderName>,
@@ -1047,6 +1055,7 @@ impl Oidc {
                 &config.auth_endpoint_query_params,
                 "authEndpointQueryParams",
             )?,
+            asked: Asked::new(&config.auth_endpoint_query_params)?,
             token_params: params(
                 &config.token_endpoint_query_params,
                 "tokenEndpointQueryParams",
@@ -1487,6 +1496,9 @@ impl Oidc {
                 "the ID token was issued to another client",
             ));
         }
+        if let Some(unmet) = self.asked.unmet(&claims, session::now()) {
+            return Ok(Self::deny(StatusCode::UNAUTHORIZED, unmet));
+        }
         let session = Session {
             expires_at: claims.get("exp").and_then(Value::as_u64).unwrap_or(0),
             id_token,
@@ -1881,6 +1893,92 @@ fn return_path(path: &str) -> String {
 /// Whether an ID token whose `aud` holds `client_id` (as the verifier
 /// checked) was issued to it (OIDC Core 3.1.3.7): its `azp`, when it has
 /// one, is `client_id`; without one, `client_id` is its only audience.
+/// What a login asks of the IdP in `authEndpointQueryParams` that its ID
+/// token must show (OpenID Connect Core 3.1.3.7, 12 and 13): the request
+/// to the IdP goes through the browser, where a user can take a
+/// parameter out or change it.
+#[derive(Debug, Default, PartialEq)]
+struct Asked {
+    /// `acr_values`: the token's `acr` is one of them.
+    acr: Vec<String>,
+    /// `max_age`: the token's `auth_time` is no older, in seconds.
+    max_age: Option<u64>,
+    /// `organization` (Auth0's): the token's `org_id` for an `org_` id,
+    /// else its `org_name` (which Auth0 writes in lowercase).
+    organization: Option<String>,
+}
+
+/// How far an `auth_time` may be off `max_age`: the clocks' skew, as for
+/// an ID token's `nbf`.
+const AUTH_TIME_LEEWAY: u64 = 60;
+
+impl Asked {
+    fn new(params: &std::collections::BTreeMap<String, String>) -> Result<Asked, Error> {
+        let max_age = params
+            .get("max_age")
+            .map(|v| {
+                v.parse::<u64>().map_err(|_| {
+                    Error::config("expected a number of seconds")
+                        .at("authEndpointQueryParams.max_age")
+                })
+            })
+            .transpose()?;
+        Ok(Asked {
+            acr: params
+                .get("acr_values")
+                .map(|v| {
+                    v.split(' ')
+                        .filter(|v| !v.is_empty())
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default(),
+            max_age,
+            organization: params
+                .get("organization")
+                .filter(|v| !v.is_empty())
+                .cloned(),
+        })
+    }
+
+    /// Why the ID token's `claims` do not show what the login asked, at
+    /// `now`; `None` when they do.
+    fn unmet(&self, claims: &Map<String, Value>, now: u64) -> Option<&'static str> {
+        let text = |name: &str| claims.get(name).and_then(Value::as_str);
+        if !self.acr.is_empty() && !text("acr").is_some_and(|acr| self.acr.iter().any(|a| a == acr))
+        {
+            return Some("the ID token's acr is not one of the login's acr_values");
+        }
+        if let Some(max_age) = self.max_age {
+            let recent = claims
+                .get("auth_time")
+                .and_then(Value::as_f64)
+                .is_some_and(|at| {
+                    at >= 0.0
+                        && (at as u64)
+                            .saturating_add(max_age)
+                            .saturating_add(AUTH_TIME_LEEWAY)
+                            >= now
+                });
+            if !recent {
+                return Some(
+                    "the ID token's auth_time is missing or older than the login's max_age",
+                );
+            }
+        }
+        if let Some(organization) = &self.organization {
+            let same = match organization.starts_with("org_") {
+                true => text("org_id") == Some(organization.as_str()),
+                false => text("org_name").is_some_and(|n| n.eq_ignore_ascii_case(organization)),
+            };
+            if !same {
+                return Some("the ID token's organization is not the login's");
+            }
+        }
+        None
+    }
+}
+
 fn issued_to(claims: &Map<String, Value>, client_id: &str) -> bool {
     match claims.get("azp") {
         Some(azp) => azp.as_str() == Some(client_id),

@@ -1405,6 +1405,94 @@ async fn id_tokens_with_a_bad_signature_alg_iss_aud_exp_or_nonce_are_refused() {
     assert_eq!(page.header_values("x-app-user"), ["mallory"]);
 }
 
+/// What `authEndpointQueryParams` asks of the IdP the ID token must show
+/// (OpenID Connect Core 3.1.3.7): the request goes through the browser,
+/// where a user takes out `acr_values` to skip a second factor, or
+/// changes Auth0's `organization` to one of their own. `acr` one of
+/// `acr_values`, `auth_time` within `max_age`, and `org_id` (or, for a
+/// name, `org_name`) the `organization`; else a 401 and no session.
+#[tokio::test]
+async fn an_id_token_must_show_what_the_login_asked() {
+    let fake = FakeTokens::start().await;
+    let mut rig = Rig::start(2, |_| {}).await;
+    let issuer = rig.issuer.clone();
+    let mut config = fake_config(&fake, &rig);
+    oidc(&mut config)["authEndpointQueryParams"] =
+        json!({ "acr_values": "mfa phr", "max_age": "600", "organization": "org_A" });
+    let front = rig.front(0, &config).await;
+    let good = |nonce: &str| {
+        json!({
+            "iss": issuer, "aud": "app", "sub": "alice", "email": "alice@example.com",
+            "exp": now() + 600, "iat": now(), "nonce": nonce, "acr": "phr", "auth_time": now() - 30,
+            "org_id": "org_A",
+        })
+    };
+    // (case, a change to the good claims: a value, or null to take it out)
+    let cases = [
+        ("another acr", "acr", json!("pwd")),
+        ("no acr", "acr", Value::Null),
+        ("an acr that is not text", "acr", json!(["mfa"])),
+        ("an old auth_time", "auth_time", json!(now() - 3600)),
+        ("no auth_time", "auth_time", Value::Null),
+        ("another organization", "org_id", json!("org_B")),
+        ("no organization", "org_id", Value::Null),
+    ];
+    for (what, key, value) in cases {
+        let mut agent = UserAgent::new();
+        let page = fake_callback(&mut agent, &issuer, &front, |nonce| {
+            let mut claims = good(nonce);
+            match value.is_null() {
+                true => claims.as_object_mut().unwrap().remove(key),
+                false => claims
+                    .as_object_mut()
+                    .unwrap()
+                    .insert(key.into(), value.clone()),
+            };
+            fake.answer_id_token(&sign(Algorithm::RS256, Some("rsa-1"), RSA, &claims));
+        })
+        .await;
+        assert_eq!(page.status, 401, "{what}: {}", page.describe());
+        assert_new_login(&mut agent, &issuer, &front).await;
+    }
+    let mut agent = UserAgent::new();
+    let page = fake_callback(&mut agent, &issuer, &front, |nonce| {
+        fake.answer_id_token(&sign(Algorithm::RS256, Some("rsa-1"), RSA, &good(nonce)));
+    })
+    .await;
+    assert_eq!(page.status, 302, "{}", page.describe());
+    assert_session(&mut agent, &front).await;
+
+    // An organization by name: Auth0's `org_name`, in any case.
+    let mut config = rig.config("app", 1);
+    oidc(&mut config)["discoveryOverride"] =
+        oidc(&mut fake_config(&fake, &rig))["discoveryOverride"].clone();
+    oidc(&mut config)["authEndpointQueryParams"] = json!({ "organization": "Acme" });
+    let front = rig.front(1, &config).await;
+    for (org_name, want) in [("acme", 302), ("other", 401)] {
+        let mut agent = UserAgent::new();
+        let page = fake_callback(&mut agent, &issuer, &front, |nonce| {
+            let mut claims = good(nonce);
+            claims["org_name"] = json!(org_name);
+            fake.answer_id_token(&sign(Algorithm::RS256, Some("rsa-1"), RSA, &claims));
+        })
+        .await;
+        assert_eq!(page.status, want, "{org_name}: {}", page.describe());
+    }
+
+    // A `max_age` that is no number of seconds is the config's error.
+    let mut config = fake_config(&fake, &rig);
+    oidc(&mut config)["authEndpointQueryParams"] = json!({ "max_age": "1h" });
+    let e = Engine::new(registry())
+        .build(&parse(&config), 1)
+        .unwrap_err();
+    assert!(
+        e.place()
+            .unwrap_or_default()
+            .ends_with("authEndpointQueryParams.max_age"),
+        "{e}"
+    );
+}
+
 // ---------------------------------------------------------------------
 // An IdP that is down, goes down, or is slow.
 // ---------------------------------------------------------------------
