@@ -662,6 +662,21 @@ fn cookie_path(path: &str, place: &str) -> Result<String, Error> {
     Ok(path)
 }
 
+/// The path a cookie set without one has, set at `path` (RFC 6265 5.1.4).
+fn default_cookie_path(path: &str) -> String {
+    match path.rfind('/') {
+        Some(0) | None => "/".to_owned(),
+        Some(i) => path[..i].to_owned(),
+    }
+}
+
+/// Whether a browser sends a cookie of path `cookie` to `path` (RFC 6265
+/// 5.1.4).
+fn path_matches(path: &str, cookie: &str) -> bool {
+    path.strip_prefix(cookie)
+        .is_some_and(|rest| rest.is_empty() || cookie.ends_with('/') || rest.starts_with('/'))
+}
+
 /// The longest path (and query) a login remembers to come back to; a
 /// longer one is cut to its path, or to `/`, so that the login cookie
 /// stays within what browsers keep.
@@ -998,6 +1013,21 @@ impl Oidc {
             .at("session.cookieOptions.notSecure"));
         }
 
+        // A browser sends the session cookie only under its path (without
+        // one, under the callback's, where it is set): a logout elsewhere
+        // would clear a cookie it is not sent and end no session.
+        let session_path = cookies
+            .path
+            .clone()
+            .unwrap_or_else(|| default_cookie_path(&callback_path));
+        if let Some(logout) = logout_path.as_deref()
+            && !path_matches(logout, &session_path)
+        {
+            return Err(Error::config(format!(
+                "the session cookie (path `{session_path}`) is not sent to the logout path, whose logout would end no session"
+            ))
+            .at("logoutPath"));
+        }
         let sealer = match &cipher_key {
             Some(key) => Sealer::new(key, &binding).ok_or_else(|| {
                 Error::config("expected a 32-byte key").at("session.cipherConfig.keyRef")

@@ -2204,6 +2204,7 @@ async fn the_login_cookie_reaches_the_callback_whatever_the_session_cookie_path_
     let mut config = rig.config("app", 0);
     oidc(&mut config)["session"]["cookieOptions"] =
         json!({ "path": "/private", "sameSite": "StrictMode", "maxAge": 600 });
+    oidc(&mut config)["logoutPath"] = json!("/private/logout");
     let front = rig.front(0, &config).await;
     let mut agent = UserAgent::new();
     let start = start_login(&mut agent, &issuer, &front.url("/private/page")).await;
@@ -2222,6 +2223,47 @@ async fn the_login_cookie_reaches_the_callback_whatever_the_session_cookie_path_
         "{session}"
     );
     assert_session(&mut agent, &front).await;
+}
+
+/// A logout path the session cookie's path does not take in is the
+/// config's error: the browser would not send the cookie there, and the
+/// logout would end no session (a Redis session would live on).
+#[tokio::test]
+async fn a_logout_path_outside_the_session_cookie_s_path_is_refused() {
+    let rig = Rig::new(1, |_| {}).await;
+    // (cookieOptions.path, callbackPath, logoutPath, whether it builds)
+    for (path, callback, logout, builds) in [
+        (Some("/app"), "/app/callback", "/logout", false),
+        (Some("/app"), "/app/callback", "/apple/logout", false),
+        (Some("/app"), "/app/callback", "/app/logout", true),
+        (Some("/app/"), "/app/callback", "/app/logout", true),
+        (Some("/app"), "/app/callback", "/app", true),
+        (None, "/callback", "/logout", true),
+        // No `Path`: the callback's directory.
+        (Some(""), "/auth/callback", "/logout", false),
+        (Some(""), "/auth/callback", "/auth/logout", true),
+        (Some(""), "/callback", "/logout", true),
+    ] {
+        let mut config = rig.config("app", 0);
+        oidc(&mut config)["callbackPath"] = json!(callback);
+        oidc(&mut config)["logoutPath"] = json!(logout);
+        if let Some(path) = path {
+            oidc(&mut config)["session"] = json!({ "cookieOptions": { "path": path } });
+        }
+        let built = Engine::new(registry()).build(&parse(&config), 1);
+        match builds {
+            true => assert!(built.is_ok(), "{path:?} {logout}: {:?}", built.err()),
+            false => {
+                let e = built
+                    .err()
+                    .unwrap_or_else(|| panic!("{path:?} {logout} builds"));
+                assert!(
+                    e.place().unwrap_or_default().ends_with("logoutPath"),
+                    "{path:?} {logout}: {e}"
+                );
+            }
+        }
+    }
 }
 
 #[tokio::test]
