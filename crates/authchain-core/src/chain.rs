@@ -74,9 +74,10 @@ pub const MAX_EXPR_STEPS: usize = 64;
 ///    the first step and on the way upstream, unless listed in
 ///    `trustClientHeaders`. They are removed in every spelling an upstream
 ///    may fold into the same name (`x_user_id` for `x-user-id`, as WSGI,
-///    PHP and Rack do): the final allow lists every such spelling in
-///    `headers_to_remove`, but for the one a step sets, whose value
-///    replaces the client's (a proxy removes after it sets).
+///    PHP and Rack do, and `x.user.id`, as PHP does): the final allow
+///    lists every such spelling in `headers_to_remove` (for a long name,
+///    some, and any the client sent), but for the one a step sets, whose
+///    value replaces the client's (a proxy removes after it sets).
 /// 8. Steps see one canonical path ([`crate::path`]): unreserved
 ///    characters percent-decoded, slashes merged. A path whose meaning
 ///    differs between servers (a `.` or `..` segment, which a router

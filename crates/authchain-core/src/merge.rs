@@ -41,35 +41,58 @@ pub(crate) fn same_folded(a: &str, b: &str) -> bool {
     a.len() == b.len() && a.bytes().zip(b.bytes()).all(|(x, y)| fold(x) == fold(y))
 }
 
-/// The most `-` or `_` of a name whose every spelling is listed for
-/// removal (2^6 = 64 spellings); a longer name lists its all-`-` and
-/// all-`_` spellings, and a spelling a client sent is still stripped and
-/// listed.
-const MAX_SPELLING_SEPARATORS: usize = 6;
+/// The most spellings of a name over `-`, `_` and `.` listed for removal
+/// (a name with four separators has 3^4 = 81).
+const MAX_SPELLINGS: usize = 81;
 
-/// The spellings of `name` with `-` and `_` swapped at its separators:
-/// every one, or for a long name the all-`-` and all-`_` ones.
+/// The most separators of a name whose every spelling over `-` and `_`
+/// is listed when its spellings over the three are too many (2^6 = 64).
+const MAX_DASH_UNDERSCORE_SEPARATORS: usize = 6;
+
+/// The spellings of `name` an upstream may fold into it, with `-`, `_`
+/// and `.` at its separators: every one for a short name; for a longer
+/// one those over `-` and `_`, and the all-`.` one; for a longer one
+/// still, the all-`-`, all-`_` and all-`.` ones. A spelling a client sent
+/// is still stripped and listed, where the chain sees it.
 pub(crate) fn spellings(name: &HeaderName) -> Vec<HeaderName> {
     let bytes = name.as_str().as_bytes();
     let separators: Vec<usize> = (0..bytes.len())
-        .filter(|&i| matches!(bytes[i], b'-' | b'_'))
+        .filter(|&i| matches!(bytes[i], b'-' | b'_' | b'.'))
         .collect();
-    let spell = |underscore: &dyn Fn(usize) -> bool| {
+    let spell = |symbol: &dyn Fn(usize) -> u8| {
         let mut spelled = bytes.to_vec();
         for (n, &at) in separators.iter().enumerate() {
-            spelled[at] = if underscore(n) { b'_' } else { b'-' };
+            spelled[at] = symbol(n);
         }
         HeaderName::from_bytes(&spelled).ok()
     };
-    if separators.len() > MAX_SPELLING_SEPARATORS {
-        return [spell(&|_| false), spell(&|_| true)]
-            .into_iter()
-            .flatten()
-            .collect();
-    }
-    (0..1u32 << separators.len())
-        .filter_map(|choice| spell(&|n| choice >> n & 1 == 1))
-        .collect()
+    let fits = |symbols: usize| {
+        u32::try_from(separators.len())
+            .ok()
+            .and_then(|k| symbols.checked_pow(k))
+            .filter(|&n| n <= MAX_SPELLINGS)
+    };
+    let symbols: &[u8] = match fits(3) {
+        Some(_) => b"-_.",
+        None if separators.len() <= MAX_DASH_UNDERSCORE_SEPARATORS => b"-_",
+        None => b"",
+    };
+    let every = match symbols.len() {
+        0 => 0,
+        n => n.pow(separators.len() as u32),
+    };
+    let mut out: Vec<HeaderName> = (0..every)
+        .filter_map(|choice| {
+            spell(&|n| {
+                let digit = choice / symbols.len().pow(n as u32) % symbols.len();
+                symbols[digit]
+            })
+        })
+        .collect();
+    out.extend(b"-_.".iter().filter_map(|&s| spell(&|_| s)));
+    out.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    out.dedup();
+    out
 }
 
 /// Applies a step's allow to the request the next step sees, and merges
@@ -242,5 +265,54 @@ fn normalize_headers(acc: &mut Allow, start: usize, request: &mut AuthorizationR
             }
         }
         i += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(name: &'static str) -> Vec<String> {
+        spellings(&HeaderName::from_static(name))
+            .iter()
+            .map(|n| n.as_str().to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn short_names_have_every_spelling_over_dash_underscore_and_dot() {
+        let user = names("x-user-id");
+        assert_eq!(user.len(), 9, "{user:?}");
+        for spelling in [
+            "x-user-id",
+            "x_user_id",
+            "x.user.id",
+            "x.user-id",
+            "x_user.id",
+        ] {
+            assert!(user.iter().any(|n| n == spelling), "{spelling}: {user:?}");
+        }
+        assert_eq!(names("apikey"), ["apikey"]);
+        assert_eq!(names("x-a-b-c-d").len(), 81);
+    }
+
+    #[test]
+    fn longer_names_have_fewer() {
+        // Five separators: 2^5 over `-` and `_`, and the all-`.` one.
+        let mark = names("x-envoy-auth-failure-mode-allowed");
+        assert_eq!(mark.len(), 33, "{mark:?}");
+        assert!(
+            mark.iter()
+                .any(|n| n == "x.envoy.auth.failure.mode.allowed")
+        );
+        assert!(
+            mark.iter()
+                .any(|n| n == "x_envoy-auth_failure-mode_allowed")
+        );
+        let long = names("x-a-b-c-d-e-f-g");
+        assert_eq!(
+            long,
+            ["x-a-b-c-d-e-f-g", "x.a.b.c.d.e.f.g", "x_a_b_c_d_e_f_g"]
+        );
     }
 }

@@ -9,6 +9,7 @@
 //!   in the decision log).
 //! - [`empty_for_reuse`], for an adapter that reads the next request into
 //!   the room of the last.
+//! - [`other_spelling`], for an adapter whose proxy cannot remove headers.
 //! - [`AnswerBy`], when the caller stops waiting.
 
 use crate::{AuthorizationRequest, Chain, Decision};
@@ -71,6 +72,23 @@ pub fn authorize_via<'a>(
     transport: Transport,
 ) -> impl Future<Output = Decision> + Send + 'a {
     chain.answer(request, false, transport)
+}
+
+/// The first of `headers` that spells a header `chain` strips (rule 7)
+/// otherwise (`x_user_id` or `x.user.id` for `x-user-id`). For an adapter
+/// whose proxy copies the chain's headers to the app by their own name
+/// and cannot remove the other spellings (forward auth): an app that
+/// folds them together (PHP, WSGI, Rack) may read the client's as the
+/// identity, so such a request is refused.
+pub fn other_spelling<'h>(
+    chain: &Chain,
+    headers: &'h http::HeaderMap,
+) -> Option<&'h http::HeaderName> {
+    headers.keys().find(|name| {
+        chain.stripped_headers().iter().any(|stripped| {
+            *name != stripped && crate::merge::same_folded(name.as_str(), stripped.as_str())
+        })
+    })
 }
 
 /// Empties `request` as a new one is, keeping the room of its strings,

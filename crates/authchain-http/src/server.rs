@@ -155,6 +155,20 @@ impl CheckServer {
             tracing::warn!(config = ?name, "check for an unknown AuthConfig; denying");
             return plain(StatusCode::FORBIDDEN, "unknown AuthConfig");
         };
+        // A forward-auth proxy sends the app the client's other spellings
+        // of an identity header, which the chain cannot remove there.
+        if forward_auth
+            && let Some(name) = authchain_core::transport::other_spelling(chain, &request.headers)
+        {
+            tracing::info!(header = %name, "refusing a check: a client header spells an identity header otherwise");
+            give_back(request);
+            metrics::counter!("authchain_http_checks_refused_total", "status" => "400")
+                .increment(1);
+            return plain(
+                StatusCode::BAD_REQUEST,
+                "a header spells an identity header otherwise",
+            );
+        }
         if !forward_auth && let Some(by) = envoy_waits {
             request.extensions.insert(by);
         }

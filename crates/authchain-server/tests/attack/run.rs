@@ -158,12 +158,12 @@ fn judge(
     }
 }
 
-/// Every header line at the app whose name, lower-cased with `_` read
-/// as `-`, is `x-user-id`.
+/// Every header line at the app whose name, lower-cased with `_` and `.`
+/// read as `-`, is `x-user-id`.
 fn identity(seen: &EchoedRequest) -> Vec<(&str, &str)> {
     seen.headers
         .iter()
-        .filter(|(name, _)| name.to_ascii_lowercase().replace('_', "-") == "x-user-id")
+        .filter(|(name, _)| name.to_ascii_lowercase().replace(['_', '.'], "-") == "x-user-id")
         .map(|(name, value)| (name.as_str(), value.as_str()))
         .collect()
 }

@@ -195,6 +195,7 @@ const RESOLVES: &str =
 
 /// Why a header name with `_` that reaches nginx or Caddy is harmless.
 const DROPS_UNDERSCORES: &str = "the proxy drops header names with `_`: the app never sees it";
+const REFUSED_SPELLING: &str = "a forward-auth proxy passes the other spelling on, which the chain cannot remove there: the check is refused (400)";
 
 /// Why a client's `X-Forwarded-Host` through Traefik or Caddy is harmless.
 const OVERWRITES_XFH: &str =
@@ -612,6 +613,18 @@ fn identities() -> Vec<Row> {
                 .reach("/public/x")
         })
         .collect();
+    // PHP folds `.` into `_` too (`HTTP_X.USER.ID` is `HTTP_X_USER_ID`).
+    // Envoy removes it (HTTP mode: the chain lists the `.` spellings
+    // ahead); nginx and Caddy drop such a name; Traefik passes it on, which
+    // the chain cannot remove there: the check is refused.
+    for name in ["x.user.id", "X.User-Id", "x_user.id"] {
+        rows.push(
+            Row::get(format!("D {name}: admin"), "/public/x")
+                .header(name, "admin")
+                .reach("/public/x")
+                .except(Transport::Traefik, Expect::Blocked, REFUSED_SPELLING),
+        );
+    }
     rows.push(
         Row::get("D two x-user-id lines", "/public/x")
             .headers(&[("x-user-id", "admin"), ("x-user-id", "root")])
