@@ -25,9 +25,13 @@ use std::fmt;
 /// the app then resolves to `/admin`; browsers resolve dot segments
 /// before they send a request), an encoded `/` (`%2F`), an encoded or raw
 /// `\` (`%5C`, `\`), an encoded NUL (`%00`), any other encoded control byte
-/// (`%00`-`%1F`, `%7F`), a raw `#`, or a raw `;` (Tomcat, Jetty and Spring
+/// (`%00`-`%1F`, `%7F`), a raw `#`, a raw `;` (Tomcat, Jetty and Spring
 /// drop `;` parameters before routing, so `/admin;x/users` is their
-/// `/admin/users` and `..;` their `..`; other servers keep them).
+/// `/admin/users` and `..;` their `..`; other servers keep them), or a
+/// leading `//` (`//public/admin` is host `public`, path `/admin`, to an
+/// app that reads the target as a URL reference, as Node's `new URL(url,
+/// base)` and Python's `urlsplit` do; when kept, it is merged as any run
+/// of `/`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum AmbiguousPaths {
     /// Refuse the path with a [`PathError`] (the default).
@@ -62,6 +66,7 @@ enum ErrorKind {
     RawFragment,
     Parameters,
     DotSegment,
+    NetworkPath,
 }
 
 impl PathError {
@@ -90,6 +95,10 @@ impl fmt::Display for PathError {
             ErrorKind::RawFragment => f.write_str("the path has a raw '#'"),
             ErrorKind::Parameters => f.write_str(
                 "the path has ';' parameters (Java servers drop them before routing, others keep them)",
+            ),
+            ErrorKind::NetworkPath => f.write_str(
+                "the path starts with '//' (an app that reads it as a URL reference reads its \
+                 first segment as a host)",
             ),
             ErrorKind::DotSegment => f.write_str(
                 "the path has a '.' or '..' segment (a router that matches the raw path reads \
@@ -135,6 +144,9 @@ pub fn canonicalize(
     let Some(rest) = path.strip_prefix('/') else {
         return Err(PathError::new(ErrorKind::NotAbsolute));
     };
+    if ambiguous == AmbiguousPaths::Reject && rest.starts_with('/') {
+        return Err(PathError::new(ErrorKind::NetworkPath));
+    }
     if is_canonical(rest, ambiguous) {
         return Ok(None);
     }
@@ -480,10 +492,14 @@ mod tests {
         ("/a/../../b", Keep, To("/b")),
         ("/../a?x=..", Keep, To("/a?x=..")),
         // Slashes.
-        ("//public///x", Reject, To("/public/x")),
+        ("/public///x", Reject, To("/public/x")),
+        ("//public///x", Reject, Fails("starts with '//'")),
+        ("//public///x", Keep, To("/public/x")),
         ("/a//", Reject, To("/a/")),
-        ("//", Reject, To("/")),
-        ("//?q", Reject, To("/?q")),
+        ("//", Reject, Fails("starts with '//'")),
+        ("//", Keep, To("/")),
+        ("//?q", Keep, To("/?q")),
+        ("/%2F/evil", Reject, Fails("encoded '/'")),
         // Escapes.
         ("/public/%78", Reject, To("/public/x")),
         ("/%7Euser", Reject, To("/~user")),
@@ -573,7 +589,8 @@ mod tests {
         assert_eq!(canonicalize(&climbing, Keep), Ok(Some("/x".to_owned())));
         assert!(canonicalize(&climbing, Reject).is_err());
         let slashes = "/".repeat(100_000);
-        assert_eq!(canonicalize(&slashes, Reject), Ok(Some("/".to_owned())));
+        assert_eq!(canonicalize(&slashes, Keep), Ok(Some("/".to_owned())));
+        assert!(canonicalize(&slashes, Reject).is_err());
     }
 
     /// Every string of length ≤ 4 over a small alphabet, in both modes.

@@ -193,6 +193,10 @@ const GO_OPTIONS: &str = "Go's net/http answers OPTIONS * itself with an empty 2
 const RESOLVES: &str =
     "the proxy resolves the dot segment before the check and the app: both see /public/x";
 
+/// Why a leading `//` through Traefik or a normalizing Envoy reaches.
+const MERGES: &str =
+    "the proxy merges the slashes before the check and the app: both see /public/x";
+
 /// Why a header name with `_` that reaches nginx or Caddy is harmless.
 const DROPS_UNDERSCORES: &str = "the proxy drops header names with `_`: the app never sees it";
 const REFUSED_SPELLING: &str = "a forward-auth proxy passes the other spelling on, which the chain cannot remove there: the check is refused (400)";
@@ -367,7 +371,10 @@ fn paths() -> Vec<Row> {
         // reads another path than the app. Refused, but where the proxy
         // resolves it before the check and the app.
         Row::get("B /public/./x", "/public/./x").resolved_by_proxy(RESOLVES),
-        Row::get("B //public//x", "//public//x").reach("/public/x"),
+        // A leading `//`: host `public`, path `/x` to an app that reads
+        // the target as a URL reference (Node's `new URL`, `urlsplit`).
+        Row::get("B //public//x", "//public//x").resolved_by_proxy(MERGES),
+        Row::get("B /public//x", "/public//x").reach("/public/x"),
         Row::get("B /public/%78", "/public/%78").reach("/public/x"),
         Row::get("B /public/x?next=/../admin", "/public/x?next=/../admin")
             .reach("/public/x?next=/../admin"),

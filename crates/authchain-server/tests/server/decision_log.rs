@@ -57,7 +57,7 @@ async fn decisions_are_logged_without_a_secret_from_envoy_and_http_checks() {
 
     let mut headers: Vec<(&str, &str)> = SECRETS.to_vec();
     headers.push(("api-key", "k3y-s3cret-0123456789"));
-    let path = "//%70ublic?token=s3cret-query";
+    let path = "/%70ublic?token=s3cret-query";
     let reply = client::get(ingress, path, &headers).await.unwrap();
     assert_eq!(reply.status, 200);
     headers.pop();

@@ -255,7 +255,7 @@ result if {
     let cases = [
         ("/public/a%20b/caf%C3%A9?q+x=1%202&q%20x=%2F..%2Fc", 200),
         // The same path by another road: slashes merged, escapes made one.
-        ("//public//a%20b/caf%c3%a9?q+x=1+2&q+x=/../c", 200),
+        ("/public//a%20b/caf%c3%a9?q+x=1+2&q+x=/../c", 200),
         // Dot segments never reach the policy.
         ("/public/x/../a%20b/caf%C3%A9?q+x=1+2", 400),
         ("/public/a%20b?q+x=1+2", 403),
