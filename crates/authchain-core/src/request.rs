@@ -123,10 +123,12 @@ pub struct Peer {
 }
 
 impl Peer {
-    /// A peer with only an address.
+    /// A peer with only an address; an IPv4-mapped IPv6 one
+    /// (`[::ffff:10.1.2.3]:80`, as a socket bound to `[::]` sees an IPv4
+    /// client) is the IPv4 address it maps, as rules and policies name it.
     pub fn from_address(address: SocketAddr) -> Self {
         Peer {
-            address: Some(address),
+            address: Some(SocketAddr::new(address.ip().to_canonical(), address.port())),
             principal: None,
         }
     }
@@ -321,6 +323,14 @@ fn push_pair(out: &mut String, sep: &mut char, key: &str, value: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_ipv4_mapped_peer_is_its_ipv4_address() {
+        let mapped = Peer::from_address("[::ffff:10.1.2.3]:80".parse().unwrap());
+        assert_eq!(mapped.address, Some("10.1.2.3:80".parse().unwrap()));
+        let v6 = Peer::from_address("[::1]:9".parse().unwrap());
+        assert_eq!(v6.address, Some("[::1]:9".parse().unwrap()));
+    }
 
     #[test]
     fn path_and_query_accessors() {

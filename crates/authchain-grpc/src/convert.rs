@@ -274,7 +274,7 @@ fn peer(peer: PbPeer) -> Peer {
                 Some(socket_address::PortSpecifier::PortValue(p)) => u16::try_from(p).ok()?,
                 _ => 0,
             };
-            Some(SocketAddr::new(ip, port))
+            Some(SocketAddr::new(ip.to_canonical(), port))
         }
         _ => None,
     });
@@ -881,6 +881,18 @@ mod tests {
             unreachable!()
         };
         assert_eq!(Value::Object(struct_to_json(json_to_struct(&map))), json);
+    }
+
+    /// Envoy listening on `[::]` names an IPv4 client `::ffff:a.b.c.d`:
+    /// rules and policies see the IPv4 address.
+    #[test]
+    fn an_ipv4_mapped_peer_is_its_ipv4_address() {
+        let mut mapped = Peer::default();
+        mapped.address = Some("[::ffff:10.0.0.1]:5".parse().unwrap());
+        assert_eq!(
+            peer(pb_peer(&mapped)).address,
+            Some("10.0.0.1:5".parse().unwrap())
+        );
     }
 
     #[test]
