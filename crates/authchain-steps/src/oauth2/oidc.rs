@@ -25,12 +25,15 @@
 //!   endpoint (`response_type=code`, `scope=openid ...`, `state`, `nonce`,
 //!   PKCE `S256`, `redirect_uri` = `appUrl` + `callbackPath`), with a
 //!   login cookie that remembers `state`, `nonce`, the PKCE verifier and
-//!   the path asked for, for 10 minutes. The login cookie is sent only to
-//!   the callback (`Path` = `callbackPath`; `/` for a `__Host-` name) and
-//!   is `SameSite=Lax` even where `cookieOptions` asks for `Strict`, which
-//!   the IdP's redirect back would not carry. Each login has its own
-//!   (`{cookie}_login_{a hash of state}`), so that logins started in
-//!   several tabs each come back. A request the browser marks as no
+//!   the path asked for, for 10 minutes. The login cookie is `__Host-`
+//!   where the cookies are `Secure` without a `Domain` (the default), so
+//!   that no other subdomain nor plain-HTTP page can plant one of its own
+//!   login for a login CSRF, and then `Path=/`; else it is sent only to
+//!   the callback (`Path` = `callbackPath`). It is `SameSite=Lax` even
+//!   where `cookieOptions` asks for `Strict`, which the IdP's redirect
+//!   back would not carry. Each login has its own
+//!   (`[__Host-]{cookie}_login_{a hash of state}`), so that logins started
+//!   in several tabs each come back. A request the browser marks as no
 //!   navigation (`Sec-Fetch-Mode` other than `navigate`: a `fetch`, an
 //!   image) gets a `401` and starts no login.
 //!   The path asked for is kept only as a path on `appUrl`'s origin of at
@@ -479,9 +482,11 @@ pub struct Oidc {
     login_in_cookie: bool,
     cookie_name: String,
     cookies: CookieAttributes,
-    /// The login cookie's: sent only to the callback, and `SameSite=Lax`
-    /// at most, so that the IdP's redirect back (a cross-site navigation)
-    /// carries it.
+    /// The start of each login cookie's name.
+    login_cookie_name: String,
+    /// The login cookie's: sent only to the callback (unless `__Host-`),
+    /// and `SameSite=Lax` at most, so that the IdP's redirect back (a
+    /// cross-site navigation) carries it.
     login_cookies: CookieAttributes,
     /// The AuthConfig's `failOnRedirect`: a login is a plain 401.
     fail_on_redirect: bool,
@@ -1012,6 +1017,16 @@ impl Oidc {
             )
             .at("session.cookieOptions.notSecure"));
         }
+        // A login cookie another subdomain or a plain-HTTP page could
+        // plant (one of its own login, whose code then logs the victim in
+        // as the planter) cannot be `__Host-`.
+        let login_cookie_name =
+            if !prefixed("__Host-") && cookies.secure && cookies.domain.is_none() {
+                login_cookies.path = Some("/".to_owned());
+                format!("__Host-{cookie_name}_login_")
+            } else {
+                format!("{cookie_name}_login_")
+            };
 
         // A browser sends the session cookie only under its path (without
         // one, under the callback's, where it is set): a logout elsewhere
@@ -1138,6 +1153,7 @@ impl Oidc {
             store,
             sealer,
             cookie_name,
+            login_cookie_name,
             cookies,
             login_cookies,
             fail_on_redirect: context.fail_on_redirect,
@@ -1192,7 +1208,7 @@ impl Oidc {
     /// that logins started in several tabs each come back.
     fn login_cookie_name(&self, state: &str) -> String {
         let digest = Sha256::digest(state.as_bytes());
-        format!("{}_login_{}", self.cookie_name, util::hex(&digest[..6]))
+        format!("{}{}", self.login_cookie_name, util::hex(&digest[..6]))
     }
 
     /// `Set-Cookie`s that remove the session cookie and its parts.

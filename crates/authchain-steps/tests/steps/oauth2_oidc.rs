@@ -379,7 +379,7 @@ fn assert_refused(page: &Final, status: u16) {
 
 /// The name of the login cookie of the login with `state` (one per login).
 fn login_name(state: &str) -> String {
-    format!("__session_login_{}", &sha256_hex(state)[..12])
+    format!("__Host-__session_login_{}", &sha256_hex(state)[..12])
 }
 
 /// The login cookie's name for the login `url` (to the IdP, or back to the
@@ -422,11 +422,12 @@ async fn a_login_through_the_layer_logs_no_token_code_or_secret() {
     let nonce = query(&to_idp, "nonce").unwrap();
     assert!(state.len() >= 40 && nonce.len() >= 40 && state != nonce);
     assert_eq!(start.header_values("cache-control"), ["no-store"]);
-    // The login cookie: only for the callback, Lax, 10 minutes.
+    // The login cookie: `__Host-` (no other subdomain plants one), Lax,
+    // 10 minutes.
     let login_cookie = login_name(&state);
     let login = set_cookie(&start, &login_cookie).unwrap().to_owned();
     assert!(
-        login.ends_with("; Path=/callback; Max-Age=600; HttpOnly; Secure; SameSite=Lax"),
+        login.ends_with("; Path=/; Max-Age=600; HttpOnly; Secure; SameSite=Lax"),
         "{login}"
     );
     let login_value = agent.jar().value(&login_cookie).unwrap().to_owned();
@@ -443,7 +444,7 @@ async fn a_login_through_the_layer_logs_no_token_code_or_secret() {
     assert!(cookies.len() <= 5, "{cookies:?}");
     assert!(
         cookies.contains(
-            &format!("{login_cookie}=; Path=/callback; Max-Age=0; HttpOnly; Secure; SameSite=Lax")
+            &format!("{login_cookie}=; Path=/; Max-Age=0; HttpOnly; Secure; SameSite=Lax")
                 .as_str()
         ),
         "{cookies:?}"
@@ -2200,7 +2201,7 @@ async fn head_and_post_requests_and_post_callbacks() {
 
 #[tokio::test]
 async fn the_login_cookie_reaches_the_callback_whatever_the_session_cookie_path_and_samesite() {
-    let mut rig = Rig::start(1, |_| {}).await;
+    let mut rig = Rig::start(2, |_| {}).await;
     let issuer = rig.issuer.clone();
     let mut config = rig.config("app", 0);
     oidc(&mut config)["session"]["cookieOptions"] =
@@ -2212,7 +2213,7 @@ async fn the_login_cookie_reaches_the_callback_whatever_the_session_cookie_path_
     let login = set_cookie(&start, &login_name_of(&start.location().unwrap())).unwrap();
     // Strict would not come back from the IdP (a cross-site navigation).
     assert!(
-        login.ends_with("; Path=/callback; Max-Age=600; HttpOnly; Secure; SameSite=Lax"),
+        login.ends_with("; Path=/; Max-Age=600; HttpOnly; Secure; SameSite=Lax"),
         "{login}"
     );
     let callback = through_idp(&mut agent, start, &front.callback()).await;
@@ -2223,6 +2224,25 @@ async fn the_login_cookie_reaches_the_callback_whatever_the_session_cookie_path_
         session.ends_with("; Path=/private; Max-Age=600; HttpOnly; Secure; SameSite=Strict"),
         "{session}"
     );
+    assert_session(&mut agent, &front).await;
+
+    // Not Secure (a `__Host-` cookie must be): no prefix, and sent only
+    // to the callback.
+    let mut config = rig.config("app", 1);
+    oidc(&mut config)["session"]["cookieOptions"] = json!({ "notSecure": true });
+    let front = rig.front(1, &config).await;
+    let mut agent = UserAgent::new();
+    let start = start_login(&mut agent, &issuer, &front.url("/private")).await;
+    let state = query(&start.location().unwrap(), "state").unwrap();
+    let name = format!("__session_login_{}", &sha256_hex(&state)[..12]);
+    let login = set_cookie(&start, &name).unwrap_or_else(|| panic!("{}", start.describe()));
+    assert!(
+        login.ends_with("; Path=/callback; Max-Age=600; HttpOnly; SameSite=Lax"),
+        "{login}"
+    );
+    let callback = through_idp(&mut agent, start, &front.callback()).await;
+    let back = get(&mut agent, &callback).await;
+    assert_eq!(back.status, 302, "{}", back.describe());
     assert_session(&mut agent, &front).await;
 }
 
