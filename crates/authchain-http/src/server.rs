@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use authchain_core::transport::{AnswerBy, ConcurrencyLimit, Connection, ConnectionLimits};
-use authchain_core::{Engine, Peer};
+use authchain_core::{Decision, Engine, Peer};
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
@@ -181,6 +181,13 @@ impl CheckServer {
         .await;
         if as_401 {
             login_as_401(&mut decision);
+        }
+        // A forward-auth proxy removes no header (its config replaces the
+        // identity headers, and other spellings are refused above): the
+        // list, which grows with every spelling, would only fill its
+        // buffer for the answer's head.
+        if forward_auth && let Decision::Allow(allow) = &mut decision {
+            allow.headers_to_remove.clear();
         }
         let mut response = respond(decision, std::mem::take(&mut request.headers));
         give_back(request);

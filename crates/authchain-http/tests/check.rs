@@ -570,6 +570,29 @@ async fn one_removal_is_listed_alone() {
     }
 }
 
+/// A forward-auth proxy removes no header: its allow lists none (the
+/// list, every spelling of every identity header, would only fill the
+/// proxy's buffer for the answer's head).
+#[tokio::test]
+async fn a_forward_auth_allow_lists_no_removal() {
+    let allow = Allow::new().remove_header(HeaderName::from_static("x-debug"));
+    let (server, _) = check_server(forwarding(), allow.into()).await;
+    let check = request(
+        Method::GET,
+        "/check:site",
+        &[
+            ("x-forwarded-method", "GET"),
+            ("x-forwarded-uri", "/x"),
+            ("x-forwarded-host", "app.example"),
+            ("x-forwarded-proto", "https"),
+        ],
+        "",
+    );
+    let response = server.check(check, peer(PROXY)).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(response.headers().get(HEADERS_TO_REMOVE).is_none());
+}
+
 #[tokio::test]
 async fn a_deny_is_sent_as_it_is() {
     let deny = Deny::new(StatusCode::UNAUTHORIZED)

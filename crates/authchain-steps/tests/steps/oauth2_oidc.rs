@@ -444,8 +444,7 @@ async fn a_login_through_the_layer_logs_no_token_code_or_secret() {
     assert!(cookies.len() <= 5, "{cookies:?}");
     assert!(
         cookies.contains(
-            &format!("{login_cookie}=; Path=/; Max-Age=0; HttpOnly; Secure; SameSite=Lax")
-                .as_str()
+            &format!("{login_cookie}=; Path=/; Max-Age=0; HttpOnly; Secure; SameSite=Lax").as_str()
         ),
         "{cookies:?}"
     );
