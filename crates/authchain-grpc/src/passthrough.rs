@@ -44,8 +44,8 @@
 //!   sends it).
 //! - A failure of the remote is an error: the chain fails closed unless
 //!   the step has `failureModeAllow`. Failures are UNAVAILABLE (after the
-//!   retries), DEADLINE_EXCEEDED, CANCELLED once the call's time ran out
-//!   (its own time limit), no answer within `connectionTimeout`, and an
+//!   retries), DEADLINE_EXCEEDED or CANCELLED once the call's time ran
+//!   out, no answer within `connectionTimeout`, and an
 //!   answer with an `error_response` (Envoy's way for a server to say it
 //!   failed, which Envoy too lets through under `failure_mode_allow`).
 //! - An RPC that ends with PERMISSION_DENIED is a 403 deny, with
@@ -55,8 +55,9 @@
 //!   (INVALID_ARGUMENT; RESOURCE_EXHAUSTED for a message over the remote's
 //!   limit; UNKNOWN and INTERNAL, the codes of a server's handler that
 //!   fails on its input and of an answer that cannot be decoded; CANCELLED
-//!   before the call's time ran out, a stream the remote reset, as a
-//!   tonic server does when its handler panics); a check
+//!   or DEADLINE_EXCEEDED before the call's time ran out: a stream the
+//!   remote reset, as a tonic server does when its handler panics, or a
+//!   time limit of the remote's own); a check
 //!   request over [`MAX_CHECK_BYTES`] encoded (a large body), which is
 //!   not sent; a call that finds all [`MAX_CALLS`] slots of its remote
 //!   taken for half its time (a flood can take them); and an answer that
@@ -543,24 +544,26 @@ impl GrpcPassthrough {
     }
 
     /// What an RPC that ended with `code` (not OK, after the retries)
-    /// `timed_out` or not comes to: an outage (UNAVAILABLE,
-    /// DEADLINE_EXCEEDED, and CANCELLED once the call's time ran out,
-    /// which is how the client reports its own time limit) is a failure;
+    /// `timed_out` or not comes to: an outage (UNAVAILABLE, and
+    /// DEADLINE_EXCEEDED or CANCELLED once the call's time ran out, the
+    /// remote's report of it and the client's) is a failure;
     /// PERMISSION_DENIED is a 403 deny and UNAUTHENTICATED a 401 deny;
     /// anything else is refused. A client can bring those about with what
     /// it sends (INVALID_ARGUMENT, RESOURCE_EXHAUSTED for a message over
     /// the remote's limit, UNKNOWN or INTERNAL, the codes of a server's
     /// handler that fails on its input and of an answer the client cannot
-    /// decode, and an early CANCELLED, a stream the remote reset, as
-    /// tonic's server does when a handler panics), so none of them may
-    /// pass under `failureModeAllow`.
+    /// decode; an early CANCELLED, a stream the remote reset, as tonic's
+    /// server does when a handler panics; an early DEADLINE_EXCEEDED, a
+    /// time limit of the remote's own, which input may run into), so none
+    /// of them may pass under `failureModeAllow`.
     fn failed_call(&self, code: tonic::Code, timed_out: bool) -> Result<Decision, Error> {
         use tonic::Code;
         let what = format!("call failed with {code:?}");
         match code {
             Code::Unavailable => Err(self.fail("unavailable", what)),
-            Code::DeadlineExceeded => Err(self.fail("timeout", what)),
-            Code::Cancelled if timed_out => Err(self.fail("timeout", what)),
+            Code::DeadlineExceeded | Code::Cancelled if timed_out => {
+                Err(self.fail("timeout", what))
+            }
             Code::PermissionDenied => Ok(Decision::Deny(Deny::new(StatusCode::FORBIDDEN))),
             Code::Unauthenticated => Ok(Decision::Deny(Deny::new(StatusCode::UNAUTHORIZED))),
             _ => Err(self.refuse("status", what)),

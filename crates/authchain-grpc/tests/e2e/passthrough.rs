@@ -561,7 +561,6 @@ async fn rpc_statuses_a_client_can_bring_about_never_pass_under_failure_mode_all
     // (code, the client's status: 200 when let through)
     let cases = [
         (Code::Unavailable, 200),
-        (Code::DeadlineExceeded, 200),
         (Code::PermissionDenied, 403),
         (Code::Unauthenticated, 401),
         (Code::InvalidArgument, 503),
@@ -579,8 +578,10 @@ async fn rpc_statuses_a_client_can_bring_about_never_pass_under_failure_mode_all
         .into_iter()
         .chain([
             // CANCELLED from the remote, before the call's time ran out:
-            // a reset stream, as a handler's panic ends it.
+            // a reset stream, as a handler's panic ends it; and
+            // DEADLINE_EXCEEDED then, a time limit of the remote's own.
             ((Code::Cancelled as i32).to_string(), 503),
+            ((Code::DeadlineExceeded as i32).to_string(), 503),
             ("panic".to_owned(), 503),
         ]);
     for (code, want) in cases {
