@@ -29,7 +29,8 @@
 //!    through as anonymous);
 //! 2. the step binds as `userDnTemplate` with `%s` replaced by the user
 //!    name escaped as an RFC 4514 attribute value (`a,ou=admins` stays one
-//!    value); a refused bind is a 401;
+//!    value); a refused bind is a 401 (whatever the code but busy, 51,
+//!    and unavailable, 52);
 //! 3. with `groupLookupSettings.checkGroupsWithServiceAccount`, it binds
 //!    again as the service account of the `credentialsSecretRef` Secret
 //!    (Gloo's `extauth.solo.io/accountcredentials`: `username`, `password`);
@@ -51,15 +52,17 @@
 //! here; with `uid=ext-%s,...`, the entry `uid=ext-rick` is `rick`; a
 //! template whose `%s` is elsewhere names the user as typed); a name with spaces
 //! around it or a control character, or a password with a NUL, is a 401.
-//! A directory that cannot be reached, that closes the connection before
-//! it answers the user's bind, or that answers it saying it cannot answer
-//! now (busy, unavailable), is a step error, which `failureModeAllow` may
-//! let through. Once the user's password is sent, any other failure is a
-//! step error that `failureModeAllow` never lets through: no answer to
-//! the bind within `timeout` (each operation) or four times it (the
-//! whole request, and always less than the step's own time), since a
-//! directory slow to refuse a password (a PAM delay after a wrong one)
-//! cannot be told from one that hangs; and, once the directory accepted
+//! A directory that cannot be reached, or that answers the user's bind
+//! busy (51) or unavailable (52), is a step error, which
+//! `failureModeAllow` may let through. Once the user's password is sent,
+//! any other failure is a step error that `failureModeAllow` never lets
+//! through: no answer to the bind within `timeout` (each operation) or
+//! four times it (the whole request, and always less than the step's own
+//! time), or a connection closed before the answer (a pooled one closed
+//! while idle is tried again on a new one), since a directory slow to
+//! refuse a password (a PAM delay after a wrong one) cannot be told from
+//! one that hangs, nor a load balancer that gives up on it first from one
+//! that crashed; and, once the directory accepted
 //! the password, a failure of the service-account bind or of the search,
 //! since the groups are unchecked and a client can bring it about (a
 //! service account locked out by made-up passwords). A chain built in
@@ -427,13 +430,14 @@ impl LdapAuth {
         util::challenge(&self.challenge)
     }
 
-    /// Binds, searches and decides, on one connection.
+    /// Binds, searches and decides, on one connection, `pooled` or new.
     async fn decide(
         &self,
         ldap: &mut Ldap,
         user: &str,
         password: &str,
         sent: &AtomicBool,
+        pooled: bool,
     ) -> Result<Outcome, Failed> {
         let dn = format!(
             "{}{}{}",
@@ -442,19 +446,19 @@ impl LdapAuth {
             self.user_dn.1
         );
         sent.store(true, Ordering::Relaxed);
-        // A connection closed before the answer is an outage; silence is
-        // not (a directory slow to refuse a password, as a PAM delay
-        // makes it, would let any password through).
+        // Once the password is sent, neither silence nor a connection
+        // closed before the answer is an outage: a directory slow to refuse
+        // a password (a PAM delay), or a load balancer that gives up on it
+        // first, would let any password through. A bind never sent is, and
+        // a pooled connection closed while idle is tried again.
         let bound = ldap
             .with_timeout(self.timeout)
             .simple_bind(&dn, password)
             .await
-            .map_err(|e| {
-                if is_transport(&e) {
-                    Failed::Outage(e)
-                } else {
-                    Failed::Closed(e)
-                }
+            .map_err(|e| match e {
+                ldap3::LdapError::OpSend { .. } => Failed::Outage(e),
+                e if pooled && is_transport(&e) => Failed::Outage(e),
+                e => Failed::Closed(e),
             })?;
         match bound.rc {
             0 => {}
@@ -590,13 +594,13 @@ impl LdapAuth {
             Some(ldap) => (ldap, true),
             None => (self.pool.connect().await?, false),
         };
-        let mut decided = self.decide(&mut ldap, user, password, sent).await;
+        let mut decided = self.decide(&mut ldap, user, password, sent, pooled).await;
         // A pooled connection the directory closed while it was idle fails
         // before any answer: once more on a new one.
         if pooled && matches!(&decided, Err(Failed::Outage(e)) if is_transport(e)) {
             sent.store(false, Ordering::Relaxed);
             ldap = self.pool.connect().await?;
-            decided = self.decide(&mut ldap, user, password, sent).await;
+            decided = self.decide(&mut ldap, user, password, sent, false).await;
         }
         // The connection's state is unknown after an error: it is not pooled.
         let outcome = match decided {
@@ -631,13 +635,14 @@ impl LdapAuth {
     }
 }
 
-/// Result codes of a directory that cannot answer now: operations error,
-/// time limit, admin limit, busy, unavailable, other. Any other answer
-/// to the user's bind refuses these credentials: invalid ones, and also
-/// a lockout or a password policy (constraint violation, 19, on 389-DS),
-/// which a client can bring about and so must not count as an outage
-/// that `failureModeAllow` lets through.
-const UNAVAILABLE: [u32; 6] = [1, 3, 11, 51, 52, 80];
+/// Result codes of a directory that cannot answer now: busy, unavailable.
+/// Any other answer to the user's bind refuses these credentials: invalid
+/// ones, and also a lockout or a password policy (constraint violation,
+/// 19, on 389-DS) and the errors a pass-through bind may answer for what
+/// the client sent (operations error, time limit, admin limit, other): a
+/// client can bring those about, so they must not count as an outage that
+/// `failureModeAllow` lets through.
+const UNAVAILABLE: [u32; 2] = [51, 52];
 
 /// Why a decision failed: an outage `failureModeAllow` may ride out (the
 /// connection failed before the directory answered the user's bind, or

@@ -638,13 +638,17 @@ stringData: { username: 'cn=reader,dc=solo,dc=io', password: readerpwd }
     // runs out of time after the bind (here the step's own, shorter than
     // the directory's), which fails closed; so does silence on the user's
     // bind (a directory slow to refuse a password, as a PAM delay makes
-    // it, is no outage). A connection closed before the bind's answer,
-    // or an answer that the directory cannot answer now, is an outage,
-    // let through.
+    // it, is no outage), a connection closed before the bind's answer (a
+    // load balancer that gives up on a slow refusal), and an error code a
+    // pass-through bind may answer for its input refuses the credentials.
+    // An answer that the directory cannot answer now, busy or
+    // unavailable, is an outage, let through.
     for (binds, want) in [
         (vec![0, SILENT], 503),
         (vec![SILENT], 503),
-        (vec![HANG_UP], 200),
+        (vec![HANG_UP], 503),
+        (vec![80], 401),
+        (vec![1], 401),
         (vec![52], 200),
         (vec![51], 200),
     ] {
@@ -661,6 +665,15 @@ stringData: { username: 'cn=reader,dc=solo,dc=io', password: readerpwd }
             "{binds:?}"
         );
     }
+    // A directory that cannot be reached is an outage, let through.
+    let port = authchain_testkit::free_port().unwrap();
+    let down = chain(&fail_open(
+        ([127, 0, 0, 1], port).into(),
+        "    pool: { initialSize: 0 }",
+        "",
+    ))
+    .await;
+    assert_eq!(status_of(&down, "rick", "rickpwd").await, 200);
     // Silence on the user's bind past the directory's own `timeout`.
     let slow = answering(vec![SILENT]).await;
     let silent = chain(&fail_open(
