@@ -33,11 +33,12 @@ pub(crate) fn add_removals(removals: &mut Vec<HeaderName>, names: Vec<HeaderName
 }
 
 /// Whether two (lower case) header names are one name to an upstream that
-/// folds `_`, `.` and `-` together, as CGI-style servers (WSGI, PHP, Rack)
-/// do when they turn `x-user-id`, `x_user_id` and (PHP) `x.user.id` alike
-/// into `HTTP_X_USER_ID`.
+/// folds their punctuation together, as CGI-style servers do when they
+/// turn `x-user-id`, `x_user_id` (WSGI, PHP, Rack), `x.user.id` (PHP) and
+/// `x~user~id` (lighttpd, which folds every character but a letter or a
+/// digit) alike into `HTTP_X_USER_ID`.
 pub(crate) fn same_folded(a: &str, b: &str) -> bool {
-    let fold = |c: u8| if matches!(c, b'_' | b'.') { b'-' } else { c };
+    let fold = |c: u8| if c.is_ascii_alphanumeric() { c } else { b'-' };
     a.len() == b.len() && a.bytes().zip(b.bytes()).all(|(x, y)| fold(x) == fold(y))
 }
 
@@ -294,6 +295,15 @@ mod tests {
         }
         assert_eq!(names("apikey"), ["apikey"]);
         assert_eq!(names("x-a-b-c-d").len(), 81);
+    }
+
+    #[test]
+    fn punctuation_folds_together() {
+        for spelling in ["x_user_id", "x.user.id", "x~user+id", "x!user|id"] {
+            assert!(same_folded(spelling, "x-user-id"), "{spelling}");
+        }
+        assert!(!same_folded("x-user-ids", "x-user-id"));
+        assert!(!same_folded("x-userxid", "x-user-id"));
     }
 
     #[test]

@@ -43,6 +43,7 @@ async fn identity_headers_are_stripped_in_every_spelling() {
         "x_user_id",
         "X_User-Id",
         "x-user_id",
+        "x~user.id",
         "x_a-b_c-d_e-f_g",
         "x-other",
     ] {
@@ -60,7 +61,13 @@ async fn identity_headers_are_stripped_in_every_spelling() {
         .iter()
         .map(HeaderName::as_str)
         .collect();
-    for spelling in ["x-user-id", "x_user_id", "x_user-id", "x-user_id"] {
+    for spelling in [
+        "x-user-id",
+        "x_user_id",
+        "x_user-id",
+        "x-user_id",
+        "x~user.id",
+    ] {
         assert!(removed.contains(&spelling), "{spelling}: {removed:?}");
     }
     for spelling in [long, "x_a_b_c_d_e_f_g", "x_a-b_c-d_e-f_g"] {
