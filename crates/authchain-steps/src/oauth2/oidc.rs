@@ -33,7 +33,9 @@
 //!   where `cookieOptions` asks for `Strict`, which the IdP's redirect
 //!   back would not carry. Each login has its own
 //!   (`[__Host-]{cookie}_login_{a hash of state}`), so that logins started
-//!   in several tabs each come back. A request the browser marks as no
+//!   in several tabs each come back; a login started beside four others
+//!   removes their cookies, so that a browser that reopens many tabs at
+//!   once sends no more than a proxy takes in a header. A request the browser marks as no
 //!   navigation (`Sec-Fetch-Mode` other than `navigate`: a `fetch`, an
 //!   image) gets a `401` and starts no login.
 //!   The path asked for is kept only as a path on `appUrl`'s origin of at
@@ -681,6 +683,10 @@ fn path_matches(path: &str, cookie: &str) -> bool {
     path.strip_prefix(cookie)
         .is_some_and(|rest| rest.is_empty() || cookie.ends_with('/') || rest.starts_with('/'))
 }
+
+/// The most logins in progress a browser keeps: a login started beside as
+/// many removes their cookies.
+const MAX_LOGINS_AT_ONCE: usize = 4;
 
 /// The longest path (and query) a login remembers to come back to; a
 /// longer one is cut to its path, or to `/`, so that the login cookie
@@ -1390,7 +1396,7 @@ impl Oidc {
         };
         let location = HeaderValue::try_from(url.as_str())
             .map_err(|_| Error::step("the authorization URL is not a header value"))?;
-        let deny = Self::redirect(location).header(
+        let mut deny = Self::redirect(location).header(
             http::header::SET_COOKIE,
             self.login_cookies.set_cookie(
                 &self.login_cookie_name(&pending.state),
@@ -1398,6 +1404,27 @@ impl Oidc {
                 Some(session::LOGIN_TTL.as_secs() as u32),
             ),
         );
+        // Logins started in many tabs at once (a browser that reopens
+        // them): past a few, the earlier ones' cookies go, which every
+        // request carries (a `Path=/` one) and which would soon pass what
+        // a proxy takes in a header.
+        let earlier: Vec<&str> = util::cookie_names(request)
+            .into_iter()
+            .filter(|name| {
+                name.strip_prefix(self.login_cookie_name.as_str())
+                    .is_some_and(|hash| {
+                        hash.len() == 12 && hash.bytes().all(|b| b.is_ascii_hexdigit())
+                    })
+            })
+            .collect();
+        if earlier.len() >= MAX_LOGINS_AT_ONCE {
+            for name in earlier {
+                deny = deny.header(
+                    http::header::SET_COOKIE,
+                    self.login_cookies.set_cookie(name, "", Some(0)),
+                );
+            }
+        }
         Ok(deny.into())
     }
 

@@ -617,6 +617,38 @@ async fn logins_in_several_tabs_each_come_back() {
     assert_eq!(page.status, 302, "{}", page.describe());
 }
 
+/// Logins started in many tabs at once: the login cookies (`Path=/`, so
+/// every request carries them) stay few, since a login started beside
+/// four removes theirs; the last one still comes back.
+#[tokio::test]
+async fn logins_started_in_many_tabs_keep_few_login_cookies() {
+    let mut rig = Rig::start(1, |_| {}).await;
+    let issuer = rig.issuer.clone();
+    let front = rig.front(0, &rig.config("app", 0)).await;
+    let mut agent = UserAgent::new();
+    let logins = |agent: &UserAgent| {
+        agent
+            .jar()
+            .iter()
+            .filter(|c| c.name.starts_with("__Host-__session_login_"))
+            .count()
+    };
+    let mut last = None;
+    for (tab, want) in [(1, 1), (2, 2), (3, 3), (4, 4), (5, 1), (6, 2)] {
+        last = Some(start_login(&mut agent, &issuer, &front.url(&format!("/{tab}"))).await);
+        assert_eq!(logins(&agent), want, "after tab {tab}");
+    }
+    let back = through_idp(&mut agent, last.unwrap(), &front.callback()).await;
+    let done = get(&mut agent, &back).await;
+    assert_eq!(
+        done.location(),
+        Some(front.url("/6")),
+        "{}",
+        done.describe()
+    );
+    assert_session(&mut agent, &front).await;
+}
+
 /// A value sealed as the step seals it (AES-256-GCM, a random nonce
 /// first, base64url): to forge logins and sessions with the key.
 fn seal(kind: &str, binding: &str, value: &Value) -> String {
