@@ -72,9 +72,10 @@
 //! what `authEndpointQueryParams` asked of the IdP, since the request to
 //! it goes through the browser, where a user can take a parameter out:
 //! with `acr_values`, its `acr` is one of them; with `max_age`, its
-//! `auth_time` is no older (60 s of leeway); with Auth0's
+//! `auth_time` is no older (60 s of leeway); with `prompt=login`, its
+//! `auth_time` is no earlier than the login; with Auth0's
 //! `organization`, its `org_id` is it (or, for a name, its `org_name`,
-//! in any case). A session cookie that was changed, or
+//! in any case); with Google's `hd`, its `hd` is that domain (`*`: any). A session cookie that was changed, or
 //! made for another client, IdP, or login settings, does not open: a new
 //! login. Tokens are
 //! never logged.
@@ -1569,7 +1570,10 @@ impl Oidc {
                 "the ID token was issued to another client",
             ));
         }
-        if let Some(unmet) = self.asked.unmet(&claims, session::now()) {
+        let started = pending
+            .expires_at
+            .saturating_sub(session::LOGIN_TTL.as_secs());
+        if let Some(unmet) = self.asked.unmet(&claims, started, session::now()) {
             return Ok(Self::deny(StatusCode::UNAUTHORIZED, unmet));
         }
         let session = Session {
@@ -1976,13 +1980,18 @@ struct Asked {
     acr: Vec<String>,
     /// `max_age`: the token's `auth_time` is no older, in seconds.
     max_age: Option<u64>,
+    /// `prompt` holds `login`: the token's `auth_time` is no earlier than
+    /// the login's start.
+    fresh: bool,
     /// `organization` (Auth0's): the token's `org_id` for an `org_` id,
     /// else its `org_name` (which Auth0 writes in lowercase).
     organization: Option<String>,
+    /// `hd` (Google's): the token's `hd` is this domain (`*`: any).
+    hosted_domain: Option<String>,
 }
 
-/// How far an `auth_time` may be off `max_age`: the clocks' skew, as for
-/// an ID token's `nbf`.
+/// How far an `auth_time` may be off `max_age` or the login's start: the
+/// clocks' skew, as for an ID token's `nbf`.
 const AUTH_TIME_LEEWAY: u64 = 60;
 
 impl Asked {
@@ -1996,6 +2005,7 @@ impl Asked {
                 })
             })
             .transpose()?;
+        let set = |name: &str| params.get(name).filter(|v| !v.is_empty()).cloned();
         Ok(Asked {
             acr: params
                 .get("acr_values")
@@ -2007,37 +2017,34 @@ impl Asked {
                 })
                 .unwrap_or_default(),
             max_age,
-            organization: params
-                .get("organization")
-                .filter(|v| !v.is_empty())
-                .cloned(),
+            fresh: params
+                .get("prompt")
+                .is_some_and(|p| p.split(' ').any(|p| p == "login")),
+            organization: set("organization"),
+            hosted_domain: set("hd"),
         })
     }
 
-    /// Why the ID token's `claims` do not show what the login asked, at
-    /// `now`; `None` when they do.
-    fn unmet(&self, claims: &Map<String, Value>, now: u64) -> Option<&'static str> {
+    /// Why the ID token's `claims` do not show what the login `started`
+    /// then asked, at `now`; `None` when they do.
+    fn unmet(&self, claims: &Map<String, Value>, started: u64, now: u64) -> Option<&'static str> {
         let text = |name: &str| claims.get(name).and_then(Value::as_str);
+        let auth_time = claims
+            .get("auth_time")
+            .and_then(Value::as_f64)
+            .filter(|at| *at >= 0.0)
+            .map(|at| (at as u64).saturating_add(AUTH_TIME_LEEWAY));
         if !self.acr.is_empty() && !text("acr").is_some_and(|acr| self.acr.iter().any(|a| a == acr))
         {
             return Some("the ID token's acr is not one of the login's acr_values");
         }
-        if let Some(max_age) = self.max_age {
-            let recent = claims
-                .get("auth_time")
-                .and_then(Value::as_f64)
-                .is_some_and(|at| {
-                    at >= 0.0
-                        && (at as u64)
-                            .saturating_add(max_age)
-                            .saturating_add(AUTH_TIME_LEEWAY)
-                            >= now
-                });
-            if !recent {
-                return Some(
-                    "the ID token's auth_time is missing or older than the login's max_age",
-                );
-            }
+        if let Some(max_age) = self.max_age
+            && !auth_time.is_some_and(|at| at.saturating_add(max_age) >= now)
+        {
+            return Some("the ID token's auth_time is missing or older than the login's max_age");
+        }
+        if self.fresh && !auth_time.is_some_and(|at| at >= started) {
+            return Some("the ID token's auth_time is missing or before the login (prompt=login)");
         }
         if let Some(organization) = &self.organization {
             let same = match organization.starts_with("org_") {
@@ -2046,6 +2053,14 @@ impl Asked {
             };
             if !same {
                 return Some("the ID token's organization is not the login's");
+            }
+        }
+        if let Some(domain) = &self.hosted_domain {
+            let same = text("hd").is_some_and(|hd| {
+                !hd.is_empty() && (domain == "*" || hd.eq_ignore_ascii_case(domain))
+            });
+            if !same {
+                return Some("the ID token's hd is not the login's");
             }
         }
         None

@@ -1450,14 +1450,16 @@ async fn an_id_token_must_show_what_the_login_asked() {
     let mut rig = Rig::start(2, |_| {}).await;
     let issuer = rig.issuer.clone();
     let mut config = fake_config(&fake, &rig);
-    oidc(&mut config)["authEndpointQueryParams"] =
-        json!({ "acr_values": "mfa phr", "max_age": "600", "organization": "org_A" });
+    oidc(&mut config)["authEndpointQueryParams"] = json!({
+        "acr_values": "mfa phr", "max_age": "600", "organization": "org_A",
+        "prompt": "login consent", "hd": "example.com",
+    });
     let front = rig.front(0, &config).await;
     let good = |nonce: &str| {
         json!({
             "iss": issuer, "aud": "app", "sub": "alice", "email": "alice@example.com",
             "exp": now() + 600, "iat": now(), "nonce": nonce, "acr": "phr", "auth_time": now() - 30,
-            "org_id": "org_A",
+            "org_id": "org_A", "hd": "Example.com",
         })
     };
     // (case, a change to the good claims: a value, or null to take it out)
@@ -1469,6 +1471,14 @@ async fn an_id_token_must_show_what_the_login_asked() {
         ("no auth_time", "auth_time", Value::Null),
         ("another organization", "org_id", json!("org_B")),
         ("no organization", "org_id", Value::Null),
+        // prompt=login: an old single sign-on session was reused.
+        (
+            "an auth_time before the login",
+            "auth_time",
+            json!(now() - 300),
+        ),
+        ("another hd (a personal account)", "hd", json!("gmail.com")),
+        ("no hd", "hd", Value::Null),
     ];
     for (what, key, value) in cases {
         let mut agent = UserAgent::new();
