@@ -2039,11 +2039,11 @@ impl Asked {
             return Some("the ID token's acr is not one of the login's acr_values");
         }
         if let Some(max_age) = self.max_age
-            && !auth_time.is_some_and(|at| at.saturating_add(max_age) >= now)
+            && auth_time.is_none_or(|at| at.saturating_add(max_age) < now)
         {
             return Some("the ID token's auth_time is missing or older than the login's max_age");
         }
-        if self.fresh && !auth_time.is_some_and(|at| at >= started) {
+        if self.fresh && auth_time.is_none_or(|at| at < started) {
             return Some("the ID token's auth_time is missing or before the login (prompt=login)");
         }
         if let Some(organization) = &self.organization {
