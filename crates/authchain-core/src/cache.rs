@@ -27,7 +27,9 @@
 //! attribute. A step that does not say (a plugin of your own that keeps the
 //! default, `opaAuth`, a passthrough to another server) makes the cache a
 //! config error too, unless the cache sets `trustKey: true`: your statement
-//! that the key decides the answer. Time is not in the key, but an allow
+//! that the key decides the answer of the steps that do not say (what the
+//! others say they read, the key must hold all the same). Time is not in
+//! the key, but an allow
 //! is never kept past the expiry its step gave it (a JWT's `exp`), whatever
 //! the TTL.
 //!
@@ -227,7 +229,8 @@ impl CacheSettings {
         self
     }
 
-    /// Cache though some step does not declare what it reads.
+    /// Cache though some step does not declare what it reads (what the
+    /// others declare, the key must still hold).
     pub fn trust_key(mut self, yes: bool) -> Self {
         self.trust_key = yes;
         self
@@ -252,25 +255,26 @@ impl CacheSettings {
         if self.max_entries == 0 {
             errors.push(Error::config("expected a number above zero").at("cache.maxEntries"));
         }
-        if !self.trust_key {
-            for (step, reads) in steps {
-                match reads {
-                    None => errors.push(
-                        Error::config(format!(
-                            "step '{step}' does not declare which request attributes it reads, so a cached answer could be replayed for a request it would decide differently; set `trustKey: true` if the key decides its answer"
-                        ))
-                        .at("cache"),
-                    ),
-                    Some(reads) => {
-                        for read in reads {
-                            if !self.key.iter().any(|k| k.covers(&read)) {
-                                errors.push(
-                                    Error::config(format!(
-                                        "step '{step}' reads {read}, which the key does not hold; add it to the key or set `trustKey: true`"
-                                    ))
-                                    .at("cache.key"),
-                                );
-                            }
+        // `trustKey` vouches for the steps that declare nothing; what a
+        // step declares, the key must hold all the same.
+        for (step, reads) in steps {
+            match reads {
+                None if self.trust_key => {}
+                None => errors.push(
+                    Error::config(format!(
+                        "step '{step}' does not declare which request attributes it reads, so a cached answer could be replayed for a request it would decide differently; set `trustKey: true` if the key decides its answer"
+                    ))
+                    .at("cache"),
+                ),
+                Some(reads) => {
+                    for read in reads {
+                        if !self.key.iter().any(|k| k.covers(&read)) {
+                            errors.push(
+                                Error::config(format!(
+                                    "step '{step}' reads {read}, which the key does not hold: add it to the key"
+                                ))
+                                .at("cache.key"),
+                            );
                         }
                     }
                 }
@@ -677,6 +681,18 @@ mod tests {
                 .trust_key(true)
                 .check([("mine", None)].into_iter())
                 .is_ok()
+        );
+        // trustKey vouches for a step that declares nothing, never for
+        // one whose declared reads the key lacks (a `rules` step beside a
+        // `jwt` one: a GET's allow replayed for a POST).
+        let e = settings
+            .clone()
+            .trust_key(true)
+            .check([("token", None), ("paths", Some(vec![Attribute::Method]))].into_iter())
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("step 'paths' reads the method"),
+            "{e}"
         );
         let whole_cookie = CacheSettings::new(vec![Attribute::Header(http::header::COOKIE)]);
         assert!(

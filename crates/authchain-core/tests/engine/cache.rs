@@ -263,7 +263,7 @@ async fn answers_expire_after_the_ttl() {
 
 #[tokio::test]
 async fn the_entry_bound_holds() {
-    let step = TokenCheck::declared();
+    let step = TokenCheck::default();
     let chain = step.chain(
         CacheSettings::new(vec![Attribute::Path])
             .trust_key(true)
