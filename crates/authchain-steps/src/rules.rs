@@ -21,7 +21,8 @@
 //!
 //! A rule matches when every condition it has matches: the method is one
 //! of `methods` (`GET` covers `HEAD`, which servers answer with the GET
-//! handler, unless some rule names `HEAD`), the path (without its query
+//! handler: in a deny always, in an allow unless some rule names `HEAD`),
+//! the path (without its query
 //! string) matches `path` or one of `paths`, and the host (without port, case-insensitive) is one of
 //! `hosts` (`*.example.com` matches any subdomain). `glob` follows
 //! shell rules where `*` stays within a path segment and `**` crosses
@@ -356,13 +357,17 @@ impl Rules {
                 status,
             });
         }
-        // Servers run the GET route for a HEAD (axum, Express): a rule on
-        // GET covers HEAD, unless some rule says what HEAD gets.
-        if !rules.iter().any(|r| r.methods.contains(&Method::HEAD)) {
-            for rule in &mut rules {
-                if rule.methods.contains(&Method::GET) {
-                    rule.methods.push(Method::HEAD);
-                }
+        // Servers run the GET route for a HEAD (axum, Express): a deny on
+        // GET covers HEAD (a rule before it may still allow HEAD), and so
+        // does an allow, unless some rule says what HEAD gets.
+        let head_named = rules.iter().any(|r| r.methods.contains(&Method::HEAD));
+        for rule in &mut rules {
+            let covers = rule.action == Action::Deny || !head_named;
+            if covers
+                && rule.methods.contains(&Method::GET)
+                && !rule.methods.contains(&Method::HEAD)
+            {
+                rule.methods.push(Method::HEAD);
             }
         }
         Ok(Rules {
