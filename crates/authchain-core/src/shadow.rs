@@ -107,6 +107,9 @@ impl Shadow {
             return;
         };
         request.extensions.insert(ShadowRun);
+        // The caller stops waiting for the answer, not for the shadow,
+        // which starts after it: its own deadline bounds it.
+        request.extensions.remove::<crate::transport::AnswerBy>();
         let this = self.clone();
         runtime.spawn(async move {
             let _place = place;

@@ -131,6 +131,37 @@ async fn the_shadow_runs_after_the_answer_and_counts_disagreements() {
     assert_eq!(disagreements("allow_deny"), 0);
     assert_eq!(disagreements("status"), 0);
 
+    // A caller that waits 100 ms (Envoy's grpc-timeout) got its answer;
+    // the shadow, which takes 300 ms after it, is not held to that time:
+    // it allows too, no disagreement.
+    let mut waited = AuthorizationRequest::new(Method::GET, "/public/x");
+    waited
+        .extensions
+        .insert(authchain_core::transport::AnswerBy(
+            std::time::Instant::now() + Duration::from_millis(100),
+        ));
+    assert!(site.authorize(&mut waited).await.is_allow());
+    for _ in 0..250 {
+        if done.load(Ordering::SeqCst) == 21 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(done.load(Ordering::SeqCst), 21, "the shadow ran to its end");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let counters = Counters::take(&snapshotter);
+    assert_eq!(
+        counters.get(
+            "authchain_shadow_disagreements_total",
+            &[
+                ("config", "site"),
+                ("shadow", "next"),
+                ("kind", "allow_deny")
+            ],
+        ),
+        0
+    );
+
     // Both allow, another user: an identity disagreement.
     generation
         .chain("as-alice")
