@@ -567,7 +567,13 @@ impl Chain {
             }
             return Decision::Deny(deny);
         }
-        let Some(cache) = &self.cache else {
+        // A shadow run neither reads nor fills the cache: its answers go
+        // nowhere, and a shadow that also serves would give them out.
+        let cache = self
+            .cache
+            .as_ref()
+            .filter(|_| !crate::shadow::is_shadow_run(request));
+        let Some(cache) = cache else {
             return self.authorize_uncached(request, forwarded).await.0;
         };
         // Before the cache: a remembered answer is replayed onto this

@@ -22,7 +22,9 @@
 //! (the built-in `oauth2` login exchanges no code, refreshes, revokes and
 //! writes nothing: an IdP may revoke a grant whose code or refresh token
 //! comes twice). Other steps run as they do for the answer: a shadow's
-//! LDAP step binds again, and its passthrough calls again.
+//! LDAP step binds again, and its passthrough calls again. A shadow run
+//! neither reads nor fills the shadow's decision cache, and is not held
+//! to the caller's deadline (the answer was made before it starts).
 //!
 //! ```yaml
 //! name: site

@@ -55,6 +55,7 @@ configs:
 - pluginAuth: { name: PublicOnly }
 ---
 name: next
+cache: { key: [path], ttl: 1m, trustKey: true }
 configs:
 - pluginAuth: { name: Slow }
 ---
@@ -118,6 +119,9 @@ async fn the_shadow_runs_after_the_answer_and_counts_disagreements() {
         20,
         "every request ran in the shadow"
     );
+    // Its cache neither answered nor kept them: a shadow that serves too
+    // gives out none of its runs' answers.
+    assert_eq!(generation.chain("next").unwrap().cached_entries(), 0);
     // The shadow allowed all: the ten /private denies disagree.
     tokio::time::sleep(Duration::from_millis(50)).await;
     let counters = Counters::take(&snapshotter);
