@@ -32,7 +32,12 @@
 //! pattern that is not a path, or has a query, is a config error), while
 //! `glob` and `regex` must be written for it (one naming a non-ASCII
 //! character, which that form escapes, is a config error naming the
-//! escape). The first matching rule's
+//! escape). `prefix` compares text, not segments: `/files` also matches
+//! `/files-private` (end a prefix with `/` to keep it to a segment), and
+//! `exact: /admin` does not match `/admin/`, which Spring and Express
+//! route alike (a deny names both, or uses `defaultAction: deny`). A
+//! wildcard in `methods` (`*`, `ANY`) is a config error: leave `methods`
+//! out to match every method. The first matching rule's
 //! action is the answer; when none matches, `defaultAction` is.
 
 use std::sync::Arc;
@@ -332,6 +337,14 @@ impl Rules {
             let at = format!("rules[{i}]");
             let mut methods = Vec::new();
             for (j, m) in rule.methods.iter().enumerate() {
+                // A wildcard would be a method of that name, which no
+                // request has: a deny written so would never match.
+                if matches!(m.to_ascii_uppercase().as_str(), "*" | "ANY" | "ALL") {
+                    return Err(Error::config(
+                        "matches no request: leave `methods` out to match every method",
+                    )
+                    .at(format!("{at}.methods[{j}]")));
+                }
                 let m = Method::from_bytes(m.to_ascii_uppercase().as_bytes()).map_err(|_| {
                     Error::config("not a valid HTTP method").at(format!("{at}.methods[{j}]"))
                 })?;

@@ -193,6 +193,15 @@ configs:
 #[tokio::test]
 async fn bad_rules_configs_name_their_place() {
     let cases = [
+        // A wildcard method is a method of that name, which no request has.
+        (
+            "rules: [{ action: deny, methods: [GET, \"*\"] }]",
+            "configs[0].rules.rules[0].methods[1]",
+        ),
+        (
+            "rules: [{ action: deny, methods: [any] }]",
+            "configs[0].rules.rules[0].methods[0]",
+        ),
         (
             "rules: [{ action: allow, path: { exact: /a, prefix: /b } }]",
             "configs[0].rules.rules[0].path",
