@@ -50,7 +50,7 @@
 //! | `state` | the chain's state (`input.state.jwt.sub` after a `jwt` step; after an `oauth2` login, `input.state.jwt` is the ID token: `io.jwt.decode` it, a builtin authchain adds to regorus) |
 //! | `check_request`, `http_request` | Gloo's: the CheckRequest (`{attributes}`), and its `attributes.request.http` |
 //! | `context` | Envoy `context_extensions` |
-//! | `attributes.request.http.{method, path, host, scheme, protocol, id, headers, body}` | as OPA-Envoy gives them |
+//! | `attributes.request.http.{method, path, host, scheme, protocol, id, headers, body}` | as OPA-Envoy gives them (a body that is not UTF-8 with U+FFFD for the bytes that are not) |
 //! | `attributes.source.address.socketAddress.{address, portValue}`, `attributes.source.principal` | the client: Envoy's downstream peer over gRPC; over HTTP checks the last `X-Forwarded-For` hop of a trusted Traefik or Caddy (port 0), else none |
 //! | `attributes.contextExtensions`, `attributes.metadataContext` | as OPA-Envoy |
 //! | `parsed_path`, `parsed_query` | the canonical path's segments, percent-decoded; the query as `{key: [values]}`, decoded (`+` is a space), as OPA-Envoy gives them |
@@ -774,11 +774,16 @@ fn input(request: &AuthorizationRequest) -> regorus::Value {
         (&ks.id, V::from(request.id.as_str())),
         (&ks.headers, headers.clone()),
     ]);
+    // A body that is not UTF-8 is given with U+FFFD for the bytes that
+    // are not, as Go's and Node's JSON read it: a policy that looks for a
+    // word in it still finds it beside a stray byte.
     if let Some(body) = &request.body
-        && let Ok(text) = std::str::from_utf8(body)
         && let Ok(m) = http.as_object_mut()
     {
-        m.insert(ks.body.clone(), V::from(text));
+        m.insert(
+            ks.body.clone(),
+            V::from(String::from_utf8_lossy(body).as_ref()),
+        );
     }
     let attributes = object([
         (&ks.request, object([(&ks.http, http.clone())])),

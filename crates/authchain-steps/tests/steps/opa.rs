@@ -105,6 +105,29 @@ result := {"allowed": true, "headers": {"x-role": "reader", "x-sneaky": "1"}, "r
     assert_eq!(deny.headers["x-why"], "policy");
 }
 
+/// A body with a byte that is not UTF-8 still reaches the policy, the
+/// byte as U+FFFD: a policy that refuses a word in the body is not passed
+/// by a stray byte beside it.
+#[tokio::test]
+async fn a_body_that_is_not_utf8_reaches_the_policy() {
+    let chain = chain(&opa(
+        "package t\nimport rego.v1\nresult if not contains(input.attributes.request.http.body, \"evil\")\n",
+        "",
+    ))
+    .await;
+    for (body, want) in [
+        (&b"fine"[..], 200),
+        (&b"evil"[..], 403),
+        (&b"evil\xff"[..], 403),
+        (&b"\xfe evil"[..], 403),
+    ] {
+        let mut r = req(Method::POST, "/x");
+        r.body = Some(bytes::Bytes::copy_from_slice(body));
+        let d = chain.authorize(&mut r).await;
+        assert_eq!(status(&d), want, "{body:?}: {d:?}");
+    }
+}
+
 #[tokio::test]
 async fn boolean_results_and_odd_input() {
     let chain = chain(&opa(
