@@ -21,7 +21,11 @@
 //! the AuthConfig's `deadline`) or at the caller's deadline, whichever
 //! comes first; the clock is read between steps of the evaluation, so one
 //! builtin call on a large input runs to its end first, and an answer past
-//! the chain's deadline is an error all the same. What a policy `print`s
+//! the chain's deadline is an error all the same. Memory is not limited: a
+//! policy must not hand a size a client chooses to a builtin that
+//! allocates by it (`numbers.range(0, to_number(input...))`,
+//! `net.cidr_expand` of a client's network), whose allocation failure ends
+//! the process. What a policy `print`s
 //! is dropped: it would write the input, credentials and all, to the
 //! server's output.
 //!
