@@ -121,6 +121,46 @@ impl State {
     pub fn to_json(&self) -> Value {
         Value::Object(self.into())
     }
+
+    /// Takes in `returned`, the state a remote server answered after it
+    /// was sent this one (Gloo's passthroughs send the whole state back):
+    /// its new names are added, and a name this state holds keeps its
+    /// value, which must come back as it went (numbers compared as
+    /// numbers: a server that reads them as floats sends `5.0` for `5`,
+    /// and a number past 2^53 rounded). `Err`, with nothing taken in: the
+    /// first name whose value it changes, which a later step would judge.
+    pub fn take_returned(&mut self, returned: Map<String, Value>) -> Result<(), String> {
+        if let Some(name) = returned
+            .iter()
+            .find(|(name, value)| self.get(name).is_some_and(|held| !same_value(held, value)))
+            .map(|(name, _)| name)
+        {
+            return Err(name.clone());
+        }
+        for (name, value) in returned {
+            if !self.contains_key(&name) {
+                self.insert(name, value);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether `returned` is `held` as a server that reads JSON numbers as
+/// floats sends it back.
+fn same_value(held: &Value, returned: &Value) -> bool {
+    match (held, returned) {
+        (Value::Number(a), Value::Number(b)) => a == b || a.as_f64() == b.as_f64(),
+        (Value::Array(a), Value::Array(b)) => {
+            a.len() == b.len() && a.iter().zip(b).all(|(a, b)| same_value(a, b))
+        }
+        (Value::Object(a), Value::Object(b)) => {
+            a.len() == b.len()
+                && a.iter()
+                    .all(|(k, v)| b.get(k).is_some_and(|w| same_value(v, w)))
+        }
+        _ => held == returned,
+    }
 }
 
 /// The names and values of a [`State`], by name.
@@ -287,5 +327,28 @@ mod tests {
             r#"{"a": Object {"x": Null}, "b": Array [Number(1)]}"#
         );
         assert!(serde_json::from_str::<State>("[1]").is_err());
+    }
+
+    #[test]
+    fn a_returned_state_adds_names_and_keeps_the_held_ones() {
+        let mut state = State::new();
+        state.insert("n", json!(9_007_199_254_740_993u64));
+        state.insert("jwt", json!({"sub": "alice", "n": 5}));
+        let returned = |v: Value| v.as_object().unwrap().clone();
+        // Sent back as a float reads it: kept as it was, the new name added.
+        let echo = returned(json!({
+            "n": 9_007_199_254_740_992.0,
+            "jwt": {"sub": "alice", "n": 5.0},
+            "new": true,
+        }));
+        assert_eq!(state.take_returned(echo), Ok(()));
+        assert_eq!(state["n"], json!(9_007_199_254_740_993u64));
+        assert_eq!(state["jwt"]["n"], json!(5));
+        assert_eq!(state["new"], json!(true));
+        // A held name changed: refused, nothing taken in.
+        let changed = returned(json!({"jwt": {"sub": "admin", "n": 5}, "other": 1}));
+        assert_eq!(state.take_returned(changed), Err("jwt".to_owned()));
+        assert_eq!(state["jwt"]["sub"], "alice");
+        assert!(!state.contains_key("other"));
     }
 }

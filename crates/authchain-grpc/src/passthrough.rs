@@ -730,14 +730,6 @@ fn refused_upstream(name: &str) -> bool {
 /// The header that marks a request `failureModeAllow` let through.
 const FAILURE_MODE_ALLOWED: &str = "x-envoy-auth-failure-mode-allowed";
 
-/// Whether `returned`, which the remote answered for a state name, is
-/// `current`, the value the state holds, as the remote got it (a
-/// protobuf `Struct` holds numbers as floats).
-fn same_state(current: &Value, returned: &Value) -> bool {
-    let sent = struct_to_json(fields_to_struct(std::iter::once(("v", current))));
-    sent.get("v") == Some(returned)
-}
-
 /// Turns the remote server's answer into the step's decision.
 fn answer(
     response: CheckResponse,
@@ -821,20 +813,10 @@ fn answer(
         if let Some(Value::Object(state)) = metadata.remove(STATE_KEY) {
             // A name a step before wrote keeps its value: a later step
             // (an `opaAuth` policy) judges what that step found.
-            if let Some(name) = state.iter().find_map(|(name, value)| {
-                let current = request.state.get(name)?;
-                (!same_state(current, value)).then_some(name)
-            }) {
+            if let Err(name) = request.state.take_returned(state) {
                 return Err(Unusable::Invalid(format!(
                     "the answer changes the state's '{name}', which a step before wrote"
                 )));
-            }
-            // What it holds stays as the step before wrote it (a number
-            // past 2^53 comes back rounded).
-            for (name, value) in state {
-                if !request.state.contains_key(&name) {
-                    request.state.insert(name, value);
-                }
             }
         }
         allow.dynamic_metadata = metadata;

@@ -681,25 +681,6 @@ async fn read_some(mut body: hyper::body::Incoming, deadline: tokio::time::Insta
     read.freeze()
 }
 
-/// Whether `returned`, which the auth server answered for a state name,
-/// is `current`, the value the state holds. Numbers compare as numbers
-/// (`5` and `5.0` are one), as a server that reads JSON numbers as floats
-/// sends them back.
-fn same_state(current: &Value, returned: &Value) -> bool {
-    match (current, returned) {
-        (Value::Number(a), Value::Number(b)) => a == b || a.as_f64() == b.as_f64(),
-        (Value::Array(a), Value::Array(b)) => {
-            a.len() == b.len() && a.iter().zip(b).all(|(a, b)| same_state(a, b))
-        }
-        (Value::Object(a), Value::Object(b)) => {
-            a.len() == b.len()
-                && a.iter()
-                    .all(|(k, v)| b.get(k).is_some_and(|w| same_state(v, w)))
-        }
-        _ => current == returned,
-    }
-}
-
 /// `e: cause: cause`, for an error that hides its causes in `source()`.
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
@@ -764,21 +745,11 @@ impl AuthService for HttpPassthrough {
                 };
                 // A name a step before wrote keeps its value: a later step
                 // (an `opaAuth` policy) judges what that step found.
-                if let Some(name) = state.iter().find_map(|(name, value)| {
-                    let current = request.state.get(name)?;
-                    (!same_state(current, value)).then_some(name)
-                }) {
+                if let Err(name) = request.state.take_returned(state) {
                     return self.failed(Error::step_fail_closed(format!(
                         "HTTP passthrough to {}: the answer changes the state's '{name}', which a step before wrote",
                         shown_url(&self.url)
                     )));
-                }
-                // What it holds stays as the step before wrote it (a number
-                // past 2^53 comes back rounded).
-                for (name, value) in state {
-                    if !request.state.contains_key(&name) {
-                        request.state.insert(name, value);
-                    }
                 }
             }
             let mut allow = Allow::new();
