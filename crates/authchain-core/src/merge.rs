@@ -42,9 +42,9 @@ pub(crate) fn same_folded(a: &str, b: &str) -> bool {
     a.len() == b.len() && a.bytes().zip(b.bytes()).all(|(x, y)| fold(x) == fold(y))
 }
 
-/// The most spellings of a name over `-`, `_` and `.` listed for removal
-/// (a name with four separators has 3^4 = 81).
-const MAX_SPELLINGS: usize = 81;
+/// The most separators of a name whose every spelling over `-`, `_` and
+/// `.` is listed for removal (3^4 = 81 spellings).
+const MAX_EVERY_SPELLING_SEPARATORS: usize = 4;
 
 /// The most separators of a name whose every spelling over `-` and `_`
 /// is listed when its spellings over the three are too many (2^6 = 64).
@@ -60,37 +60,39 @@ pub(crate) fn spellings(name: &HeaderName) -> Vec<HeaderName> {
     let separators: Vec<usize> = (0..bytes.len())
         .filter(|&i| matches!(bytes[i], b'-' | b'_' | b'.'))
         .collect();
-    let spell = |symbol: &dyn Fn(usize) -> u8| {
-        let mut spelled = bytes.to_vec();
-        for (n, &at) in separators.iter().enumerate() {
-            spelled[at] = symbol(n);
-        }
-        HeaderName::from_bytes(&spelled).ok()
+    let symbols: &[u8] = match separators.len() {
+        k if k <= MAX_EVERY_SPELLING_SEPARATORS => b"-_.",
+        k if k <= MAX_DASH_UNDERSCORE_SEPARATORS => b"-_",
+        _ => b"",
     };
-    let fits = |symbols: usize| {
-        u32::try_from(separators.len())
-            .ok()
-            .and_then(|k| symbols.checked_pow(k))
-            .filter(|&n| n <= MAX_SPELLINGS)
+    // Every choice of `symbols` at each separator, then the uniform ones.
+    let mut spelled = match symbols {
+        [] => Vec::new(),
+        _ => vec![bytes.to_vec()],
     };
-    let symbols: &[u8] = match fits(3) {
-        Some(_) => b"-_.",
-        None if separators.len() <= MAX_DASH_UNDERSCORE_SEPARATORS => b"-_",
-        None => b"",
-    };
-    let every = match symbols.len() {
-        0 => 0,
-        n => n.pow(separators.len() as u32),
-    };
-    let mut out: Vec<HeaderName> = (0..every)
-        .filter_map(|choice| {
-            spell(&|n| {
-                let digit = choice / symbols.len().pow(n as u32) % symbols.len();
-                symbols[digit]
+    for &at in &separators {
+        spelled = spelled
+            .into_iter()
+            .flat_map(|name| {
+                symbols.iter().map(move |&symbol| {
+                    let mut name = name.clone();
+                    name[at] = symbol;
+                    name
+                })
             })
-        })
+            .collect();
+    }
+    spelled.extend(b"-_.".iter().map(|&symbol| {
+        let mut name = bytes.to_vec();
+        for &at in &separators {
+            name[at] = symbol;
+        }
+        name
+    }));
+    let mut out: Vec<HeaderName> = spelled
+        .iter()
+        .filter_map(|name| HeaderName::from_bytes(name).ok())
         .collect();
-    out.extend(b"-_.".iter().filter_map(|&s| spell(&|_| s)));
     out.sort_by(|a, b| a.as_str().cmp(b.as_str()));
     out.dedup();
     out
