@@ -171,6 +171,13 @@ impl AuthorizationRequest {
         &'a self,
         name: &'n str,
     ) -> impl Iterator<Item = &'a [u8]> + use<'a, 'n> {
+        self.cookie_pairs()
+            .filter_map(move |(n, value)| (n == name.as_bytes()).then_some(value))
+    }
+
+    /// Every cookie in the `Cookie` headers, as its name and value, in
+    /// order, split and trimmed as [`cookies`](Self::cookies) says.
+    pub fn cookie_pairs(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
         fn trim(mut bytes: &[u8]) -> &[u8] {
             while let [b' ' | b'\t', rest @ ..] = bytes {
                 bytes = rest;
@@ -184,9 +191,9 @@ impl AuthorizationRequest {
             .get_all(http::header::COOKIE)
             .iter()
             .flat_map(|v| v.as_bytes().split(|b| *b == b';'))
-            .filter_map(move |pair| {
+            .filter_map(|pair| {
                 let eq = pair.iter().position(|b| *b == b'=')?;
-                (trim(&pair[..eq]) == name.as_bytes()).then(|| trim(&pair[eq + 1..]))
+                Some((trim(&pair[..eq]), trim(&pair[eq + 1..])))
             })
     }
 

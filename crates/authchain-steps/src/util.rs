@@ -178,23 +178,14 @@ pub(crate) fn credential_cookie<'a>(
     cookie_in(request, name, true)
 }
 
-/// The names of the cookies `request` carries, each once, in the order
-/// first sent (split and trimmed as [`AuthorizationRequest::cookies`]
-/// splits them).
+/// The names of the cookies `request` carries that are text, each once,
+/// in the order first sent.
 pub(crate) fn cookie_names(request: &AuthorizationRequest) -> Vec<&str> {
     let mut names: Vec<&str> = Vec::new();
-    let pairs = request
-        .headers
-        .get_all(http::header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'));
-    for pair in pairs {
-        let Some((name, _)) = pair.split_once('=') else {
-            continue;
-        };
-        let name = name.trim_matches([' ', '\t']);
-        if !names.contains(&name) {
+    for (name, _) in request.cookie_pairs() {
+        if let Ok(name) = std::str::from_utf8(name)
+            && !names.contains(&name)
+        {
             names.push(name);
         }
     }
