@@ -689,6 +689,9 @@ fn path_matches(path: &str, cookie: &str) -> bool {
 /// many removes their cookies.
 const MAX_LOGINS_AT_ONCE: usize = 4;
 
+/// The bytes of a state's SHA-256 a login cookie's name ends with, in hex.
+const LOGIN_HASH_BYTES: usize = 6;
+
 /// The longest path (and query) a login remembers to come back to; a
 /// longer one is cut to its path, or to `/`, so that the login cookie
 /// stays within what browsers keep.
@@ -1215,7 +1218,11 @@ impl Oidc {
     /// that logins started in several tabs each come back.
     fn login_cookie_name(&self, state: &str) -> String {
         let digest = Sha256::digest(state.as_bytes());
-        format!("{}{}", self.login_cookie_name, util::hex(&digest[..6]))
+        format!(
+            "{}{}",
+            self.login_cookie_name,
+            util::hex(&digest[..LOGIN_HASH_BYTES])
+        )
     }
 
     /// `Set-Cookie`s that remove the session cookie and its parts.
@@ -1414,7 +1421,8 @@ impl Oidc {
             .filter(|name| {
                 name.strip_prefix(self.login_cookie_name.as_str())
                     .is_some_and(|hash| {
-                        hash.len() == 12 && hash.bytes().all(|b| b.is_ascii_hexdigit())
+                        hash.len() == 2 * LOGIN_HASH_BYTES
+                            && hash.bytes().all(|b| b.is_ascii_hexdigit())
                     })
             })
             .collect();
@@ -1967,14 +1975,11 @@ fn return_path(path: &str) -> String {
     "/".to_owned()
 }
 
-/// Whether an ID token whose `aud` holds `client_id` (as the verifier
-/// checked) was issued to it (OIDC Core 3.1.3.7): its `azp`, when it has
-/// one, is `client_id`; without one, `client_id` is its only audience.
 /// What a login asks of the IdP in `authEndpointQueryParams` that its ID
 /// token must show (OpenID Connect Core 3.1.3.7, 12 and 13): the request
 /// to the IdP goes through the browser, where a user can take a
 /// parameter out or change it.
-#[derive(Debug, Default, PartialEq)]
+#[derive(Debug)]
 struct Asked {
     /// `acr_values`: the token's `acr` is one of them.
     acr: Vec<String>,
@@ -2067,6 +2072,9 @@ impl Asked {
     }
 }
 
+/// Whether an ID token whose `aud` holds `client_id` (as the verifier
+/// checked) was issued to it (OIDC Core 3.1.3.7): its `azp`, when it has
+/// one, is `client_id`; without one, `client_id` is its only audience.
 fn issued_to(claims: &Map<String, Value>, client_id: &str) -> bool {
     match claims.get("azp") {
         Some(azp) => azp.as_str() == Some(client_id),
