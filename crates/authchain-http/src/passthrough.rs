@@ -37,10 +37,11 @@
 //! `http_passthrough_bypass_failure` too). Another 5xx, or a connection
 //! the auth server closes with no answer once it has the request, is a
 //! handler failing on the request, which a client can bring about: it
-//! fails closed whatever `failureModeAllow` says. A header listed for upstream or for the client but absent from
-//! the answer adds nothing. The upstream headers are identity headers: the
-//! chain strips client-sent copies. The client headers on success
-//! overwrite the client's response's. No list names a connection or
+//! fails closed whatever `failureModeAllow` says. A header listed for
+//! upstream or for the client but absent from the answer adds nothing.
+//! The upstream headers are identity headers: the chain strips
+//! client-sent copies. The client headers on success overwrite the
+//! client's response's. No list names a connection or
 //! framing header, and `allowedHeaders` does not name `host`: the call's
 //! host is the URL's (a client's would pick the virtual host at the auth
 //! server).

@@ -35,9 +35,9 @@
 //!   (`[__Host-]{cookie}_login_{a hash of state}`), so that logins started
 //!   in several tabs each come back; a login started beside four others
 //!   removes their cookies, so that a browser that reopens many tabs at
-//!   once sends no more than a proxy takes in a header. A request the browser marks as no
-//!   navigation (`Sec-Fetch-Mode` other than `navigate`: a `fetch`, an
-//!   image) gets a `401` and starts no login.
+//!   once sends no more than a proxy takes in a header. A request the
+//!   browser marks as no navigation (`Sec-Fetch-Mode` other than
+//!   `navigate`: a `fetch`, an image) gets a `401` and starts no login.
 //!   The path asked for is kept only as a path on `appUrl`'s origin of at
 //!   most 512 bytes of visible ASCII; else its path alone, else `/`: a
 //!   login cookie stays near 1 KB, so that the callback's `Cookie` header
@@ -75,9 +75,9 @@
 //! `auth_time` is no older (60 s of leeway); with `prompt=login`, its
 //! `auth_time` is no earlier than the login; with Auth0's
 //! `organization`, its `org_id` is it (or, for a name, its `org_name`,
-//! in any case); with Google's `hd`, its `hd` is that domain (`*`: any). A session cookie that was changed, or
-//! made for another client, IdP, or login settings, does not open: a new
-//! login. Tokens are
+//! in any case); with Google's `hd`, its `hd` is that domain (`*`: any).
+//! A session cookie that was changed, or made for another client, IdP, or
+//! login settings, does not open: a new login. Tokens are
 //! never logged.
 //!
 //! # Sessions
