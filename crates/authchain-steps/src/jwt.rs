@@ -76,8 +76,8 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use authchain_core::{
-    Allow, Answer, AuthService, AuthorizationRequest, BuildContext, ConfigDuration, Decision, Deny,
-    Error, ExtAuthPlugin, Lifecycle, UserInfo, async_trait,
+    Allow, Answer, Attribute, AuthService, AuthorizationRequest, BuildContext, ConfigDuration,
+    Decision, Deny, Error, ExtAuthPlugin, Lifecycle, UserInfo, async_trait,
 };
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, StatusCode, Uri};
@@ -1073,5 +1073,12 @@ impl AuthService for JwtAuth {
             .iter()
             .map(|(_, h)| h.clone())
             .collect()
+    }
+    fn reads(&self) -> Option<Vec<Attribute>> {
+        let reads = self.sources.iter().map(|source| match source {
+            Source::Header(name, _) => Attribute::header(name.clone()),
+            Source::Cookie(name) => Attribute::cookie(name.clone()),
+        });
+        Some(reads.collect())
     }
 }

@@ -16,12 +16,12 @@
 //! A cached AuthConfig's key must hold what its steps read (see
 //! `authchain_core::cache`). `apiKeyAuth` reads its header (and
 //! `authorization` when `allowBearer: true`), `basicAuth` reads
-//! `authorization`, `rules` reads the method, host and path. `jwt`,
-//! `hmacAuth` and `opaAuth` do not declare: a JWT's answer changes with
-//! time (`exp`), a signature's with its `Date` and with the headers the
-//! client chose to sign, and a policy may read anything; caching them
-//! needs `trustKey: true` and a TTL below the tokens' lifetime (for
-//! `hmacAuth`: a key with every header signed, and a TTL well below
+//! `authorization`, `rules` reads the method, host and path, `jwt` its
+//! token's headers and cookies (an allow is never kept past the token's
+//! `exp`). `hmacAuth` and `opaAuth` do not declare: a signature's answer
+//! changes with its `Date` and with the headers the client chose to sign,
+//! and a policy may read anything; caching them needs `trustKey: true`
+//! (for `hmacAuth`: a key with every header signed, and a TTL well below
 //! `clockSkew`).
 //!
 //! [`register`] puts them all in a registry. Each module's docs show

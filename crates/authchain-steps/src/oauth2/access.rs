@@ -120,9 +120,8 @@
 //! a kept answer, no later than that answer may be kept: a decision cache
 //! in front of the chain never remembers the allow longer. The step does
 //! not declare what it reads (the decision cache's `reads`): its answer
-//! depends on the time and on the IdP, not only on `Authorization`, as
-//! for the `jwt` step; a cached AuthConfig with it needs `trustKey: true`
-//! and `authorization` in its key.
+//! depends on the IdP, not only on `Authorization`; a cached AuthConfig
+//! with it needs `trustKey: true` and `authorization` in its key.
 //!
 //! Gloo's `azure` (Entra distributed claims) is refused; `default` is
 //! accepted. Building the step reaches nothing on the network (`authchain

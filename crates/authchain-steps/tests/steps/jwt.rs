@@ -312,6 +312,26 @@ async fn a_token_from_a_cookie_or_a_custom_header() {
     assert_eq!(status(&chain.authorize(&mut both("forged")).await), 401);
 }
 
+/// The step says it reads its token's header and cookie: a decision
+/// cache keyed on them needs no `trustKey`, one that misses them is a
+/// config error, and a decision log never names the header (a custom one,
+/// such as AWS ALB's `x-amzn-oidc-data`, says nothing of a credential).
+#[tokio::test]
+async fn the_token_s_header_and_cookie_are_what_it_reads() {
+    let source =
+        "    tokenSource:\n      headers: [{ header: x-amzn-oidc-data }]\n      cookies: [id]\n";
+    let with = |block: &str| local_config(&format!("{source}{block}\n"));
+    let e = load_error(&with("decisionLog: { headers: [x-amzn-oidc-data] }")).await;
+    assert_eq!(e.place(), Some("t: decisionLog.headers[0]"), "{e}");
+    load(&with(
+        "cache: { key: [{ header: x-amzn-oidc-data }, { cookie: id }] }",
+    ))
+    .await
+    .expect("a key that holds what it reads");
+    let e = load_error(&with("cache: { key: [{ header: x-amzn-oidc-data }] }")).await;
+    assert!(e.to_string().contains("reads cookie `id`"), "{e}");
+}
+
 /// A JWKS server on 127.0.0.1:0 whose document can change; counts fetches.
 struct JwksServer {
     url: String,
