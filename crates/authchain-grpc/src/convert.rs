@@ -143,8 +143,7 @@ pub(crate) fn to_request(
                 pseudo[slot] = Some(value);
                 continue;
             }
-            let (header_name, value) = header(&name, value.into_bytes())?;
-            req.headers.append(header_name, value);
+            append(&mut req.headers, &name, value.into_bytes())?;
             sent.names.push(name);
         }
     } else {
@@ -167,8 +166,7 @@ pub(crate) fn to_request(
                 });
                 continue;
             }
-            let (header_name, value) = header(&key, bytes)?;
-            req.headers.append(header_name, value);
+            append(&mut req.headers, &key, bytes)?;
             key.make_ascii_lowercase();
             sent.names.push(key);
         }
@@ -235,7 +233,9 @@ fn pseudo_slot(name: &str) -> Option<usize> {
     }
 }
 
-fn header(name: &str, value: Vec<u8>) -> Result<(HeaderName, http::HeaderValue), InvalidRequest> {
+/// Appends header `name: value` to `headers`: an invalid name or value,
+/// or more names than a header map holds, is an invalid request.
+fn append(headers: &mut HeaderMap, name: &str, value: Vec<u8>) -> Result<(), InvalidRequest> {
     let header_name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
         InvalidRequest(format!(
             "header name {:?} is not a valid HTTP header name",
@@ -252,7 +252,10 @@ fn header(name: &str, value: Vec<u8>) -> Result<(HeaderName, http::HeaderValue),
             "header '{header_name}' has a value that is not valid in HTTP"
         ))
     })?;
-    Ok((header_name, header_value))
+    headers
+        .try_append(header_name, header_value)
+        .map_err(|_| InvalidRequest("more headers than a request can hold".into()))?;
+    Ok(())
 }
 
 pub(crate) fn truncate(s: &str) -> &str {
@@ -647,6 +650,31 @@ mod tests {
                 ..Default::default()
             }),
         }
+    }
+
+    /// More names than an `http::HeaderMap` holds (24 576) is an invalid
+    /// request, in either header field; it made the conversion panic.
+    #[test]
+    fn more_header_names_than_a_map_holds_is_invalid() {
+        let names: Vec<String> = (0..25_000).map(|i| format!("h{i}")).collect();
+        let headers: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "1")).collect();
+        let check = check_request(&headers);
+        assert!(to_request(check.clone()).is_err());
+        let mut raw = check;
+        let http = raw.attributes.as_mut().unwrap().request.as_mut().unwrap();
+        let http = http.http.as_mut().unwrap();
+        use envoy_types::pb::envoy::config::core::v3::HeaderMap as PbHeaderMap;
+        http.header_map = Some(PbHeaderMap {
+            headers: std::mem::take(&mut http.headers)
+                .into_iter()
+                .map(|(key, value)| HeaderValue {
+                    key,
+                    value,
+                    raw_value: Vec::new(),
+                })
+                .collect(),
+        });
+        assert!(to_request(raw).is_err());
     }
 
     #[test]

@@ -749,17 +749,17 @@ fn answer(
                 {
                     deny.status = status;
                 }
-                // A header that cannot be carried is left out: a deny
-                // stays a deny, never an error that `failureModeAllow`
-                // would let through.
+                // A header that cannot be carried (or one past what a
+                // header map holds) is left out: a deny stays a deny,
+                // never an error that `failureModeAllow` would let through.
                 for option in denied.headers {
-                    match mutation(option, Place::Deny) {
-                        Ok(m) => {
-                            deny.headers.append(m.name, m.value);
-                        }
-                        Err(what) => {
-                            tracing::warn!(%what, "a header of the remote deny is left out")
-                        }
+                    let carried = mutation(option, Place::Deny).and_then(|m| {
+                        deny.headers
+                            .try_append(m.name, m.value)
+                            .map_err(|_| "more headers than a response can hold".to_owned())
+                    });
+                    if let Err(what) = carried {
+                        tracing::warn!(%what, "a header of the remote deny is left out");
                     }
                 }
                 deny.body = denied.body.into();
@@ -1099,5 +1099,24 @@ mod answer_tests {
         assert_eq!(deny.headers.len(), 1);
         assert_eq!(deny.headers["x-kept"], "yes");
         assert_eq!(deny.body, "no");
+
+        // More names than a header map holds: the rest are left out, and
+        // the deny stays one (it panicked).
+        let many = (0..25_000)
+            .map(|i| header(&format!("h{i}"), b"1"))
+            .collect();
+        let response = CheckResponse {
+            status: Some(Status {
+                code: 7,
+                ..Default::default()
+            }),
+            http_response: Some(HttpResponse::DeniedResponse(DeniedHttpResponse {
+                headers: many,
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        let decision = answer(response, &mut request).unwrap();
+        assert!(decision.as_deny().is_some_and(|d| !d.headers.is_empty()));
     }
 }
