@@ -1,6 +1,6 @@
 //! What a listener bounds, for the transports: the checks in flight (shed
-//! beyond the limit), the connections open, and how long a connection may
-//! sit idle.
+//! beyond the limit), the bytes of the checks it reads (shed beyond the
+//! budget), the connections open, and how long a connection may sit idle.
 
 use std::fmt;
 use std::io;
@@ -9,9 +9,12 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
+
+use crate::BoxError;
 
 /// A limit on the checks in flight. A check beyond the limit is not
 /// queued: the transport answers it at once (HTTP 429, gRPC
@@ -97,6 +100,10 @@ pub struct ConnectionLimits {
     /// closed ([`DEFAULT_IDLE_TIMEOUT`]): keep it above the chains'
     /// deadlines, or a check waiting on a slow step loses its connection.
     pub idle_timeout: Duration,
+    /// The most bytes of checks being read and answered at once, over all
+    /// connections ([`DEFAULT_MAX_BUFFERED_BYTES`]; never below one
+    /// check's size limit): see [`ByteBudget`].
+    pub max_buffered_bytes: usize,
 }
 
 /// The default [`ConnectionLimits::max_connections`].
@@ -105,11 +112,15 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 /// The default [`ConnectionLimits::idle_timeout`].
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The default [`ConnectionLimits::max_buffered_bytes`]: 64 MiB.
+pub const DEFAULT_MAX_BUFFERED_BYTES: usize = 64 << 20;
+
 impl Default for ConnectionLimits {
     fn default() -> Self {
         ConnectionLimits {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            max_buffered_bytes: DEFAULT_MAX_BUFFERED_BYTES,
         }
     }
 }
@@ -120,8 +131,141 @@ impl ConnectionLimits {
         ConnectionLimits {
             max_connections,
             idle_timeout,
+            max_buffered_bytes: DEFAULT_MAX_BUFFERED_BYTES,
         }
     }
+
+    /// At most `bytes` of checks read and answered at once.
+    pub fn max_buffered_bytes(mut self, bytes: usize) -> Self {
+        self.max_buffered_bytes = bytes;
+        self
+    }
+}
+
+/// A bound on the bytes of the checks a listener reads and answers, over
+/// all its connections. A check's body is read before the check takes a
+/// place among those in flight (a slow client must hold no place another
+/// check needs), so without it, clients that each start many large bodies
+/// and finish none could fill the memory. Each check holds its bytes from
+/// the first until it is answered; one whose next bytes would pass the
+/// budget is shed at once, as beyond the [`ConcurrencyLimit`].
+///
+/// Metric: `authchain_shed_total{transport}`.
+#[derive(Clone)]
+pub struct ByteBudget {
+    semaphore: Arc<Semaphore>,
+    max: usize,
+    transport: &'static str,
+}
+
+impl fmt::Debug for ByteBudget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ByteBudget")
+            .field("max", &self.max)
+            .field("in_use", &self.in_use())
+            .finish()
+    }
+}
+
+impl ByteBudget {
+    /// At most `max` bytes held at once (at least one), shed checks
+    /// counted under `transport`.
+    pub fn new(max: usize, transport: &'static str) -> Self {
+        let max = max.clamp(1, Semaphore::MAX_PERMITS);
+        ByteBudget {
+            semaphore: Arc::new(Semaphore::new(max)),
+            max,
+            transport,
+        }
+    }
+
+    /// The budget.
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
+    /// The bytes held now.
+    pub fn in_use(&self) -> usize {
+        self.max - self.semaphore.available_permits()
+    }
+}
+
+/// Bytes held of a [`ByteBudget`], given back on drop.
+#[derive(Debug, Default)]
+pub struct Held(Option<OwnedSemaphorePermit>);
+
+impl Held {
+    /// Holds `n` more bytes of `budget`, or sheds.
+    fn grow(&mut self, budget: &ByteBudget, n: usize) -> Result<(), BodyRefused> {
+        let taken = u32::try_from(n)
+            .ok()
+            .and_then(|n| Arc::clone(&budget.semaphore).try_acquire_many_owned(n).ok());
+        let Some(taken) = taken else {
+            metrics::counter!("authchain_shed_total", "transport" => budget.transport).increment(1);
+            return Err(BodyRefused::Shed);
+        };
+        match &mut self.0 {
+            Some(held) => held.merge(taken),
+            None => self.0 = Some(taken),
+        }
+        Ok(())
+    }
+}
+
+/// Why [`read_body`] read no body.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum BodyRefused {
+    /// Longer than the limit.
+    TooLarge,
+    /// Not whole within the timeout.
+    Late,
+    /// The [`ByteBudget`] has no room for it.
+    Shed,
+    /// The body failed (its connection broke, say).
+    Unreadable(BoxError),
+}
+
+/// Reads a check's `body` whole: at most `limit` bytes, within `timeout`,
+/// each byte held of `budget` when given. The bytes are copied as they
+/// come (a frame's bytes point into the connection's read buffer, which
+/// keeping them would keep whole: many times the body, for a client that
+/// sends a byte a frame). Keep the [`Held`] until the check is answered.
+pub async fn read_body<B>(
+    body: B,
+    limit: usize,
+    timeout: Duration,
+    budget: Option<&ByteBudget>,
+) -> Result<(Bytes, Held), BodyRefused>
+where
+    B: http_body::Body,
+    B::Error: Into<BoxError>,
+{
+    if body.size_hint().lower() > limit as u64 {
+        return Err(BodyRefused::TooLarge);
+    }
+    let read = async {
+        let mut body = std::pin::pin!(body);
+        let (mut whole, mut held) = (BytesMut::new(), Held::default());
+        while let Some(frame) = std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
+            let frame = frame.map_err(|e| BodyRefused::Unreadable(e.into()))?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            let n = data.remaining();
+            if whole.len().saturating_add(n) > limit {
+                return Err(BodyRefused::TooLarge);
+            }
+            if let Some(budget) = budget {
+                held.grow(budget, n)?;
+            }
+            whole.put(data);
+        }
+        Ok((whole.freeze(), held))
+    };
+    tokio::time::timeout(timeout, read)
+        .await
+        .unwrap_or(Err(BodyRefused::Late))
 }
 
 /// How long a new connection may stay silent before it is closed (or the
@@ -332,6 +476,57 @@ mod tests {
         assert!(started.elapsed() <= Duration::from_secs(20));
         drop(conn);
         assert_eq!(limit.in_flight(), 0, "and gives it back");
+    }
+
+    /// A body's bytes are held of the budget until the hold drops; a body
+    /// that would pass it is shed, and one over the limit refused.
+    #[tokio::test]
+    async fn bodies_hold_their_bytes_of_the_budget() {
+        use futures::StreamExt;
+        use http_body_util::{Full, StreamBody};
+        let budget = ByteBudget::new(10, "t");
+        let read = |bytes: &'static [u8], limit| {
+            let budget = budget.clone();
+            async move {
+                read_body(
+                    Full::new(Bytes::from_static(bytes)),
+                    limit,
+                    Duration::from_secs(1),
+                    Some(&budget),
+                )
+                .await
+            }
+        };
+        let (body, held) = read(b"123456", 100).await.unwrap();
+        assert_eq!(body, "123456");
+        assert_eq!(budget.in_use(), 6);
+        assert!(matches!(read(b"12345", 100).await, Err(BodyRefused::Shed)));
+        assert!(matches!(read(b"1234", 3).await, Err(BodyRefused::TooLarge)));
+        let (_, more) = read(b"1234", 100).await.unwrap();
+        assert_eq!(budget.in_use(), 10);
+        drop((held, more));
+        assert_eq!(budget.in_use(), 0, "given back");
+
+        // Frame by frame: the bytes of a body that stalls are held, and
+        // given back when it is late.
+        let frames = futures::stream::iter([Ok::<_, std::convert::Infallible>(
+            http_body::Frame::data(Bytes::from_static(b"1234")),
+        )])
+        .chain(futures::stream::pending());
+        let stalled = read_body(
+            StreamBody::new(frames),
+            100,
+            Duration::from_millis(20),
+            Some(&budget),
+        );
+        let watch = async {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            budget.in_use()
+        };
+        let (stalled, held_meanwhile) = tokio::join!(stalled, watch);
+        assert!(matches!(stalled, Err(BodyRefused::Late)));
+        assert_eq!(held_meanwhile, 4);
+        assert_eq!(budget.in_use(), 0);
     }
 
     #[test]

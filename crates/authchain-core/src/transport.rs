@@ -3,7 +3,8 @@
 //! none of it.
 //!
 //! - Limits a listener keeps: [`ConcurrencyLimit`] on the checks in
-//!   flight, [`ConnectionLimits`] and [`Connection`] on its connections.
+//!   flight, [`ByteBudget`] on the bytes of those it reads ([`read_body`]),
+//!   [`ConnectionLimits`] and [`Connection`] on its connections.
 //! - [`authorize_forwarded`], for a caller that sends the request itself
 //!   on, and [`authorize_via`], for a check server (its [`Transport`] is
 //!   in the decision log).
@@ -21,8 +22,9 @@ pub use crate::decision_log::Transport;
 
 #[doc(inline)]
 pub use crate::limit::{
-    ConcurrencyLimit, Connection, ConnectionLimits, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
-    FIRST_BYTE_TIMEOUT, Permit,
+    BodyRefused, ByteBudget, ConcurrencyLimit, Connection, ConnectionLimits, DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_BUFFERED_BYTES, DEFAULT_MAX_CONNECTIONS, FIRST_BYTE_TIMEOUT, Held, Permit,
+    read_body,
 };
 
 /// When the caller stops waiting for the answer, as a request extension

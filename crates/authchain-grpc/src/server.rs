@@ -10,7 +10,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use authchain_core::transport::{
-    AnswerBy, ConcurrencyLimit, Connection, ConnectionLimits, DEFAULT_MAX_CONNECTIONS,
+    AnswerBy, BodyRefused, ByteBudget, ConcurrencyLimit, Connection, ConnectionLimits,
+    DEFAULT_MAX_CONNECTIONS, read_body,
 };
 use authchain_core::{Deny, Engine};
 use bytes::Bytes;
@@ -81,6 +82,7 @@ pub const MAX_STREAMS_PER_CONNECTION: u32 = 256;
 ///
 /// | a `CheckRequest` larger than [`max_request_bytes`](Self::max_request_bytes) | 413, `INVALID_ARGUMENT`, counted as `too_large` |
 /// | a `CheckRequest` not whole within [`read_timeout`](Self::read_timeout) | 408, `INVALID_ARGUMENT`, counted as `read_timeout` |
+/// | a `CheckRequest` whose bytes would pass the [byte budget](ConnectionLimits::max_buffered_bytes) of the checks being read and answered | 503, `RESOURCE_EXHAUSTED`, counted as shed |
 /// | a `CheckRequest` tonic cannot decode | 400, `INVALID_ARGUMENT`, counted as `invalid_request` |
 ///
 /// # Metrics
@@ -133,7 +135,8 @@ impl ExtAuthzService {
 
     /// How many connections the `serve` functions keep open, and for how
     /// long an idle one (4096, [`DEFAULT_IDLE_TIMEOUT`]; a tonic server of
-    /// your own sets its own).
+    /// your own sets its own); and the bytes of the checks read and
+    /// answered at once, on any server (64 MiB).
     pub fn connection_limits(mut self, limits: ConnectionLimits) -> Self {
         self.connections = limits;
         self
@@ -192,11 +195,14 @@ impl ExtAuthzService {
     /// `Server::builder().add_service(service.into_server())`.
     pub fn into_server(self) -> ExtAuthzServer {
         let (limit, read_timeout) = (self.max_request_bytes, self.read_timeout);
+        // The gRPC frame's 5 bytes around the message.
+        let max_body = limit.saturating_add(5);
+        let budget = ByteBudget::new(self.connections.max_buffered_bytes.max(max_body), "grpc");
         ExtAuthzServer {
             inner: AuthorizationServer::new(self).max_decoding_message_size(limit),
-            // The gRPC frame's 5 bytes around the message.
-            max_body: limit.saturating_add(5),
+            max_body,
             read_timeout,
+            budget,
         }
     }
 
@@ -296,6 +302,7 @@ pub struct ExtAuthzServer {
     inner: AuthorizationServer<ExtAuthzService>,
     max_body: usize,
     read_timeout: Duration,
+    budget: ByteBudget,
 }
 
 impl NamedService for ExtAuthzServer {
@@ -318,41 +325,26 @@ where
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let mut inner = self.inner.clone();
         let (max_body, read_timeout) = (self.max_body, self.read_timeout);
+        let budget = self.budget.clone();
         // The message is read whole, within the limits, before tonic
         // decodes it: a stream that stalls holds its bytes only so long.
         RefusedAsDeny(Box::pin(async move {
             let (parts, body) = request.into_parts();
-            let read = read_whole(http_body_util::Limited::new(body, max_body));
-            let body = match tokio::time::timeout(read_timeout, read).await {
-                Ok(Ok(body)) => body,
-                Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+            let (body, _held) = match read_body(body, max_body, read_timeout, Some(&budget)).await {
+                Ok(read) => read,
+                Err(BodyRefused::TooLarge) => {
                     return Ok(refused(Refusal::TooLarge, "over the limit"));
                 }
-                Ok(Err(e)) => return Ok(refused(Refusal::Invalid, &e.to_string())),
-                Err(_) => return Ok(refused(Refusal::Late, "not whole in time")),
+                Err(BodyRefused::Late) => return Ok(refused(Refusal::Late, "not whole in time")),
+                Err(BodyRefused::Shed) => {
+                    return Ok(refused(Refusal::Shed, "over the byte budget"));
+                }
+                Err(e) => return Ok(refused(Refusal::Invalid, &format!("{e:?}"))),
             };
             let request = http::Request::from_parts(parts, http_body_util::Full::new(body));
             tower_service::Service::call(&mut inner, request).await
         }))
     }
-}
-
-/// The bytes of `body`, copied as they come: a frame's bytes point into the
-/// connection's read buffer, which keeping them would keep whole (many
-/// times the message, for a client that sends it a byte a frame).
-async fn read_whole<B>(body: B) -> Result<Bytes, B::Error>
-where
-    B: tonic::codegen::Body<Data = Bytes>,
-{
-    use http_body_util::BodyExt;
-    let mut body = std::pin::pin!(body);
-    let mut whole = bytes::BytesMut::new();
-    while let Some(frame) = body.frame().await {
-        if let Ok(data) = frame?.into_data() {
-            whole.extend_from_slice(&data);
-        }
-    }
-    Ok(whole.freeze())
 }
 
 /// The future of [`ExtAuthzServer`]: tonic's answer, with a refusal of a
@@ -390,12 +382,23 @@ enum Refusal {
     TooLarge,
     Late,
     Invalid,
+    /// Its bytes would pass the listener's byte budget.
+    Shed,
 }
 
 /// The deny that answers a refused `CheckRequest`, logged (with `why`)
 /// and counted.
 fn refused(refusal: Refusal, why: &str) -> http::Response<Body> {
     let (reason, http_status, message) = match refusal {
+        // Counted as shed by the budget, answered as a check beyond the
+        // concurrency limit is.
+        Refusal::Shed => {
+            return unary_ok(&convert::denied(
+                code::RESOURCE_EXHAUSTED,
+                "too many bytes of checks in flight",
+                Deny::new(StatusCode::SERVICE_UNAVAILABLE),
+            ));
+        }
         Refusal::TooLarge => (
             "too_large",
             StatusCode::PAYLOAD_TOO_LARGE,

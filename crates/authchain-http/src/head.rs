@@ -3,10 +3,10 @@
 
 use std::cell::Cell;
 
+use authchain_core::transport::{BodyRefused, ByteBudget, Held};
 use authchain_core::{AuthorizationRequest, BoxError};
 use bytes::Bytes;
 use http::{HeaderName, Response, StatusCode, Version};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
 
 /// The header a request's id is read from.
 pub(crate) const REQUEST_ID: &str = "x-request-id";
@@ -32,34 +32,37 @@ pub(crate) fn protocol(version: Version) -> &'static str {
 /// a connection, never a permit, and not for longer than this.
 pub const DEFAULT_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Reads `body` whole, up to `limit` bytes, within `timeout`. `Err` is how
-/// to answer a body that cannot be had, a status and its reason: 413 over
-/// the limit (at once when its length says so), 408 when it comes too
-/// slowly, 400 when reading fails.
+/// Reads `body` whole, up to `limit` bytes, within `timeout`, its bytes
+/// held of `budget` when given (keep the [`Held`] until the answer). `Err`
+/// is how to answer a body that cannot be had, a status and its reason:
+/// 413 over the limit (at once when its length says so), 408 when it comes
+/// too slowly, 429 past the budget (as past the concurrency limit), 400
+/// when reading fails.
 pub(crate) async fn read_body<B>(
     body: B,
     limit: usize,
     timeout: std::time::Duration,
-) -> Result<Bytes, (StatusCode, &'static str)>
+    budget: Option<&ByteBudget>,
+) -> Result<(Bytes, Held), (StatusCode, &'static str)>
 where
     B: http_body::Body,
     B::Error: Into<BoxError>,
 {
-    if body.size_hint().lower() > limit as u64 {
-        return Err((StatusCode::PAYLOAD_TOO_LARGE, "request body too large"));
-    }
-    let read = Limited::new(body, limit).collect();
-    let Ok(read) = tokio::time::timeout(timeout, read).await else {
-        tracing::debug!("a request body did not arrive in time");
-        return Err((StatusCode::REQUEST_TIMEOUT, "request body too slow"));
-    };
-    match read {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
+    match authchain_core::transport::read_body(body, limit, timeout, budget).await {
+        Ok(read) => Ok(read),
+        Err(BodyRefused::TooLarge) => {
             Err((StatusCode::PAYLOAD_TOO_LARGE, "request body too large"))
         }
+        Err(BodyRefused::Late) => {
+            tracing::debug!("a request body did not arrive in time");
+            Err((StatusCode::REQUEST_TIMEOUT, "request body too slow"))
+        }
+        Err(BodyRefused::Shed) => Err((
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many bytes of checks in flight",
+        )),
         Err(e) => {
-            tracing::debug!(error = %e, "cannot read the request body");
+            tracing::debug!(error = ?e, "cannot read the request body");
             Err((StatusCode::BAD_REQUEST, "cannot read the request body"))
         }
     }

@@ -335,7 +335,7 @@ where
         None => None,
         Some(limit) => {
             let body = mem::replace(request.body_mut(), B::from(Bytes::new()));
-            let bytes = read_body(body, limit, shared.body_timeout)
+            let (bytes, _) = read_body(body, limit, shared.body_timeout, None)
                 .await
                 .map_err(|(status, reason)| plain(status, reason))?;
             *request.body_mut() = B::from(bytes.clone());

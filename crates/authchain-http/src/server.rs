@@ -6,7 +6,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use authchain_core::transport::{AnswerBy, ConcurrencyLimit, Connection, ConnectionLimits};
+use authchain_core::transport::{
+    AnswerBy, ByteBudget, ConcurrencyLimit, Connection, ConnectionLimits,
+};
 use authchain_core::{Decision, Engine, Peer};
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
@@ -36,6 +38,7 @@ pub struct CheckServer {
     read_timeout: std::time::Duration,
     limit: Option<ConcurrencyLimit>,
     connections: ConnectionLimits,
+    budget: ByteBudget,
 }
 
 impl CheckServer {
@@ -48,6 +51,7 @@ impl CheckServer {
             read_timeout: DEFAULT_READ_TIMEOUT,
             limit: None,
             connections: ConnectionLimits::default(),
+            budget: budget(&ConnectionLimits::default(), DEFAULT_BODY_LIMIT),
         }
     }
 
@@ -60,9 +64,11 @@ impl CheckServer {
     }
 
     /// How many connections [`serve`](Self::serve) keeps open, and for how
-    /// long an idle one.
+    /// long an idle one; and the bytes of the checks read and answered at
+    /// once (a check past them is answered with 429).
     pub fn connection_limits(mut self, limits: ConnectionLimits) -> Self {
         self.connections = limits;
+        self.budget = budget(&self.connections, self.body_limit);
         self
     }
 
@@ -86,6 +92,7 @@ impl CheckServer {
     /// The largest check body read; a larger one is answered with 413.
     pub fn body_limit(mut self, limit: usize) -> Self {
         self.body_limit = limit;
+        self.budget = budget(&self.connections, self.body_limit);
         self
     }
 
@@ -109,11 +116,11 @@ impl CheckServer {
         // Most checks carry no body (nginx, Traefik and Caddy never send
         // one). A check whose body is still coming holds no permit yet: a
         // slow client must not hold one another check needs.
-        let body = if body.is_end_stream() {
-            None
+        let (body, _held) = if body.is_end_stream() {
+            (None, None)
         } else {
-            match read_body(body, self.body_limit, self.read_timeout).await {
-                Ok(body) => Some(body),
+            match read_body(body, self.body_limit, self.read_timeout, Some(&self.budget)).await {
+                Ok((body, held)) => (Some(body), Some(held)),
                 Err((status, _)) => return plain(status, ""),
             }
         };
@@ -257,9 +264,18 @@ impl CheckServer {
                 }
             });
         }
+        // Closed now, not when the checks in flight are done: a proxy
+        // that connects meanwhile is refused, and tries another server.
+        drop(listener);
         graceful.shutdown().await;
         Ok(())
     }
+}
+
+/// The budget of `limits` for the bytes of the checks read and answered,
+/// room for one body of `body_limit` at least.
+fn budget(limits: &ConnectionLimits, body_limit: usize) -> ByteBudget {
+    ByteBudget::new(limits.max_buffered_bytes.max(body_limit), "http")
 }
 
 /// Where Envoy's HTTP service says how long it waits for the answer.

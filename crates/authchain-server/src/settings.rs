@@ -148,6 +148,13 @@ pub struct GrpcSettings {
     /// Envoy closes its idle connections after 1 h, and should close first).
     #[serde(default)]
     pub idle_timeout: Option<ConfigDuration>,
+    /// The most bytes of checks read and answered at once, over all
+    /// connections (64 MiB, and never below one check's size limit): a
+    /// check whose bytes would pass it is shed as beyond
+    /// `maxConcurrentChecks` is. Checks are read before they take a place
+    /// there, so this bounds what slow clients can make the server hold.
+    #[serde(default)]
+    pub max_buffered_bytes: Option<usize>,
 }
 
 impl GrpcSettings {
@@ -157,6 +164,7 @@ impl GrpcSettings {
             self.max_connections,
             self.idle_timeout,
             authchain_grpc::DEFAULT_IDLE_TIMEOUT,
+            self.max_buffered_bytes,
         )
     }
 }
@@ -179,7 +187,7 @@ pub struct HttpSettings {
     #[serde(default)]
     pub body_limit: Option<usize>,
     /// How long a check's headers, then its body, may take to arrive (10 s):
-    /// later headers close the connection, a later body is a 408. A check
+    /// later HTTP/1 headers close the connection, a later body is a 408. A check
     /// holds a permit of `maxConcurrentChecks` only once it is read.
     #[serde(default)]
     pub read_timeout: Option<ConfigDuration>,
@@ -192,6 +200,13 @@ pub struct HttpSettings {
     /// `readTimeout` already: that check's headers are late.
     #[serde(default)]
     pub idle_timeout: Option<ConfigDuration>,
+    /// The most bytes of checks read and answered at once, over all
+    /// connections (64 MiB, and never below one check's size limit): a
+    /// check whose bytes would pass it is shed as beyond
+    /// `maxConcurrentChecks` is. Checks are read before they take a place
+    /// there, so this bounds what slow clients can make the server hold.
+    #[serde(default)]
+    pub max_buffered_bytes: Option<usize>,
 }
 
 impl HttpSettings {
@@ -201,21 +216,24 @@ impl HttpSettings {
             self.max_connections,
             self.idle_timeout,
             authchain_core::transport::DEFAULT_IDLE_TIMEOUT,
+            self.max_buffered_bytes,
         )
     }
 }
 
-/// A listener's connection limits: those set, else the default cap and
+/// A listener's connection limits: those set, else the defaults and
 /// `default_idle`.
 fn connection_limits(
     max: Option<usize>,
     idle: Option<ConfigDuration>,
     default_idle: Duration,
+    buffered: Option<usize>,
 ) -> ConnectionLimits {
     ConnectionLimits::new(
         max.unwrap_or(authchain_core::transport::DEFAULT_MAX_CONNECTIONS),
         idle.map_or(default_idle, |d| d.0),
     )
+    .max_buffered_bytes(buffered.unwrap_or(authchain_core::transport::DEFAULT_MAX_BUFFERED_BYTES))
 }
 
 /// A network of forward-auth proxies and the forwarded headers they write

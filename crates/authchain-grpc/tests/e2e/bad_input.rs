@@ -242,6 +242,65 @@ async fn a_check_request_that_stalls_is_a_408_deny() {
     drop(body);
 }
 
+/// Checks stalled half way hold their bytes of the listener's budget:
+/// past it a check is shed (503, `RESOURCE_EXHAUSTED`: a deny, never a
+/// transport error), and once the stalled ones go, checks pass again.
+/// Without the budget, streams that each start a 4 MiB message and finish
+/// none held memory without bound.
+#[tokio::test]
+async fn checks_past_the_byte_budget_are_shed_until_the_stalled_ones_go() {
+    use authchain_core::transport::ConnectionLimits;
+    let service = ExtAuthzService::new(engine(ALLOW).await)
+        .default_config("allow")
+        .max_request_bytes(64 * 1024)
+        .connection_limits(ConnectionLimits::default().max_buffered_bytes(256 * 1024));
+    let server = GrpcServer::authchain(service).await;
+    let mut client = AuthorizationClient::connect(format!("http://{}", server.addr))
+        .await
+        .expect("connect");
+    // Four streams, each a frame that says 65,000 bytes follow and 64,000
+    // of them: 256,020 of the 262,144 bytes held.
+    let mut stalled = Vec::new();
+    for _ in 0..4 {
+        let (mut body, answer) = raw_check(&server).await;
+        let mut part = vec![0, 0, 0, 0xfd, 0xe8];
+        part.extend_from_slice(&[0; 64_000]);
+        body.send_data(part.into()).await.unwrap();
+        stalled.push((body, answer));
+    }
+    // A check of some 7 KB.
+    let mut check = minimal_check("/x");
+    http_of(&mut check)
+        .headers
+        .insert("x-big".into(), "b".repeat(7_000));
+    let answer = || {
+        let (mut client, check) = (client.clone(), check.clone());
+        async move { client.check(check).await.unwrap().into_inner() }
+    };
+    // Shed once the stalled bytes have arrived.
+    let shed = async {
+        loop {
+            let response = answer().await;
+            if response.status.as_ref().map(|s| s.code) == Some(8) {
+                return response;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    };
+    let response = tokio::time::timeout(std::time::Duration::from_secs(10), shed)
+        .await
+        .expect("shed once the stalled streams hold the budget");
+    assert_eq!(denied_status(&response), 503);
+    // The stalled streams end (cut short: each a 400 deny), and give back.
+    for (body, answer) in stalled {
+        drop(body);
+        let response = answer.await.unwrap().unwrap();
+        assert_eq!(denied_status(&check_response(response).await), 400);
+    }
+    let response = client.check(check).await.unwrap().into_inner();
+    assert_eq!(response.status.unwrap().code, 0, "allowed again");
+}
+
 /// A `CheckRequest` sent a byte a frame is read whole (and the server
 /// keeps the bytes, not the frames): answered as the same message in one
 /// frame would be.

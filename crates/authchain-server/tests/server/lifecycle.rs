@@ -144,6 +144,12 @@ async fn sigterm_finishes_checks_in_flight_then_exits_zero() {
         }
     });
     refused.await.expect("the listener closed after SIGTERM");
+    // (closed at once, not when the checks in flight are done: a proxy
+    // that connects meanwhile tries another server)...
+    assert!(
+        !in_flight.is_finished(),
+        "the listener closed while the check was in flight"
+    );
     // ...but the one in flight is answered.
     assert_eq!(in_flight.await.unwrap().unwrap().status, 200);
     server.assert_exits_cleanly().await;

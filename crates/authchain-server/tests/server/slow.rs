@@ -77,6 +77,67 @@ async fn a_body_that_does_not_come_is_a_408() {
     assert!(answer.starts_with(b"HTTP/1.1 200"));
 }
 
+/// HTTP checks stalled in their bodies hold their bytes of the listener's
+/// `maxBufferedBytes`: past it a check is a 429 (a deny on every proxy),
+/// and once the stalled ones go, checks pass again. Without the budget,
+/// connections that each start a large body and finish none held memory
+/// without bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_checks_past_the_byte_budget_are_shed_until_the_stalled_ones_go() {
+    let listeners = LISTENERS.replace(
+        "http: { address: '127.0.0.1:{{http_port}}' }",
+        "http: { address: '127.0.0.1:{{http_port}}', bodyLimit: 65536, maxBufferedBytes: 262144 }",
+    );
+    assert_ne!(listeners, LISTENERS);
+    let server = Authchain::start(&format!("{listeners}{CONFIG}")).await;
+    // Four bodies that say 65,000 bytes and send 64,000: 256,000 of the
+    // 262,144 held.
+    let mut stalled = Vec::new();
+    for _ in 0..4 {
+        let mut stream = TcpStream::connect(server.http).await.unwrap();
+        let mut head =
+            b"POST /check:open/x HTTP/1.1\r\nhost: a\r\ncontent-length: 65000\r\n\r\n".to_vec();
+        head.extend_from_slice(&[b'x'; 64_000]);
+        stream.write_all(&head).await.unwrap();
+        stalled.push(stream);
+    }
+    // A whole check with a 7,000-byte body.
+    let check = || async {
+        let mut stream = TcpStream::connect(server.http).await.unwrap();
+        let mut request = b"POST /check:open/x HTTP/1.1\r\nhost: a\r\nconnection: close\r\ncontent-length: 7000\r\n\r\n".to_vec();
+        request.extend_from_slice(&[b'y'; 7_000]);
+        stream.write_all(&request).await.unwrap();
+        let mut answer = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer));
+        read.await.expect("answered in time").unwrap();
+        String::from_utf8_lossy(&answer).into_owned()
+    };
+    // Shed once the stalled bytes have arrived.
+    let shed = async {
+        loop {
+            let answer = check().await;
+            if !answer.starts_with("HTTP/1.1 200") {
+                return answer;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let answer = tokio::time::timeout(Duration::from_secs(10), shed)
+        .await
+        .expect("shed once the stalled bodies hold the budget");
+    assert!(answer.starts_with("HTTP/1.1 429"), "{answer}");
+    // The stalled connections close, and give back.
+    drop(stalled);
+    let passes = async {
+        while !check().await.starts_with("HTTP/1.1 200") {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), passes)
+        .await
+        .expect("allowed again once the stalled connections are gone");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_listener_accepts_at_most_its_connections() {
     let listeners = LISTENERS
