@@ -25,9 +25,11 @@
 //!  "metrics":{"timer_authchain_decision_ns":93012}}
 //! ```
 //!
-//! `input.path` is the canonical path without its query; it, the host,
-//! the request id and each header value are cut at [`MAX_FIELD_LEN`]
-//! bytes, and at most 8 values of a header are kept. `input.headers` are
+//! `input.path` is the canonical path without its query, and each header
+//! value is cut at its first `?` (a URL's query, in `X-Forwarded-Uri` or
+//! `Referer`, may hold a credential); the path, the host, the request id
+//! and each header value are cut at [`MAX_FIELD_LEN`] bytes, and at most
+//! 8 values of a header are kept. `input.headers` are
 //! the named headers as the client sent them; `x-auth`, and a header whose
 //! name holds `authorization`, `authentication`, `authn`, `bearer`,
 //! `cookie`, `key`, `token`, `secret`, `passw`, `session`, `signature`,
@@ -333,7 +335,12 @@ impl ChainLog {
                 .get_all(name)
                 .iter()
                 .take(MAX_HEADER_VALUES)
-                .map(|v| Value::String(capped(&String::from_utf8_lossy(v.as_bytes()))))
+                .map(|v| {
+                    // A URL's query may hold a credential (`X-Forwarded-Uri`,
+                    // `Referer`: `?access_token=`, a login's `code`).
+                    let text = String::from_utf8_lossy(v.as_bytes());
+                    Value::String(capped(text.split('?').next().unwrap_or_default()))
+                })
                 .collect();
             match values.len() {
                 0 => {}

@@ -323,3 +323,31 @@ async fn headers_are_logged_as_sent_and_fields_are_cut() {
     }
     assert!(sink.lock().unwrap()[0].len() < 4096);
 }
+
+/// A header that carries a URL is logged without its query, which may
+/// hold a credential (a forward-auth proxy's `X-Forwarded-Uri` of a
+/// login's callback, `?access_token=`); `input.path` has none either.
+#[tokio::test]
+async fn a_logged_header_s_query_is_cut() {
+    let yaml = "name: m\ndecisionLog: { headers: [x-forwarded-uri, referer] }\nconfigs:\n- pluginAuth: { name: Allow }\n";
+    let (engine, sink) = engine(yaml, None).await;
+    let mut r = request("/callback?code=c0de&state=s");
+    r.headers.append(
+        "x-forwarded-uri",
+        HeaderValue::from_static("/callback?code=c0de&state=s"),
+    );
+    r.headers.append(
+        "referer",
+        HeaderValue::from_static("https://app.example/x?access_token=t0ken"),
+    );
+    engine.current().chain("m").unwrap().authorize(&mut r).await;
+    let record = &records(&sink)[0];
+    assert_eq!(record["input"]["path"], "/callback");
+    assert_eq!(record["input"]["headers"]["x-forwarded-uri"], "/callback");
+    assert_eq!(
+        record["input"]["headers"]["referer"],
+        "https://app.example/x"
+    );
+    let line = &sink.lock().unwrap()[0];
+    assert!(!line.contains("c0de") && !line.contains("t0ken"), "{line}");
+}
