@@ -647,12 +647,17 @@ impl Chain {
 
     /// An allowed run's user, named upstream in the `user_id_header` as a
     /// step's header change would be; a user id that cannot be a header
-    /// value fails the run.
+    /// value fails the run, as does one with spaces or tabs around it (the
+    /// app's HTTP parser strips them: it would read another user).
     fn name_user(&self, run: &mut Run, request: &mut AuthorizationRequest) -> Ended {
         let (Some(header), Some(user)) = (&self.user_id_header, &run.acc.user_info) else {
             return Ended::Allowed;
         };
-        let Ok(value) = HeaderValue::try_from(user.user_id.as_str()) else {
+        let id = user.user_id.as_str();
+        let value = HeaderValue::try_from(id)
+            .ok()
+            .filter(|_| id.trim_matches([' ', '\t']) == id);
+        let Some(value) = value else {
             tracing::warn!(
                 config = %self.name, header = %header,
                 "the allowed user's id cannot be a header value; denying"

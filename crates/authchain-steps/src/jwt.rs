@@ -52,7 +52,9 @@
 //! `state.jwt` for later steps (an `opaAuth` policy reads them as
 //! `input.state.jwt`), the user into `UserInfo`, and the chosen claims
 //! into their headers (declared as identity headers, so the chain strips
-//! client-sent copies).
+//! client-sent copies). A claim that makes no header value (a control
+//! character, or spaces or tabs around it, which the app's HTTP parser
+//! would strip: ` admin` would reach it as `admin`) sets no header.
 //!
 //! A remote JWKS is fetched when the step starts (on a failure the config
 //! goes live with the step waiting: it fails its requests with

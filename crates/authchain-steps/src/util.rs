@@ -226,13 +226,19 @@ fn cookie_in<'a>(
 }
 
 /// A JSON value as a header value, if it makes one: strings as they are,
-/// numbers and booleans printed, anything else as compact JSON.
+/// numbers and booleans printed, anything else as compact JSON. A string
+/// with spaces or tabs around it makes none: the app's HTTP parser strips
+/// them (RFC 9110 5.5), so it would read `admin` where the steps judged
+/// ` admin`.
 pub(crate) fn json_header_value(value: &serde_json::Value) -> Option<HeaderValue> {
     let text = match value {
         serde_json::Value::Null => return None,
         serde_json::Value::String(s) => s.clone(),
         other => other.to_string(),
     };
+    if text.trim_matches([' ', '\t']) != text {
+        return None;
+    }
     HeaderValue::try_from(text).ok()
 }
 

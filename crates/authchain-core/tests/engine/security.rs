@@ -564,6 +564,7 @@ async fn the_user_id_header_names_only_the_allowed_user() {
             Some("nobody") => Decision::authorized(),
             Some("deny") => Deny::new(StatusCode::UNAUTHORIZED).into(),
             Some("newline") => Allow::new().user(UserInfo::new("bad\nid")).into(),
+            Some("spaced") => Allow::new().user(UserInfo::new(" admin")).into(),
             Some(who) => Allow::new().user(UserInfo::new(who)).into(),
             None => Decision::authorized(),
         })
@@ -577,8 +578,10 @@ async fn the_user_id_header_names_only_the_allowed_user() {
         ("alice", Some("alice"), 200),
         ("nobody", None, 200),
         ("deny", None, 401),
-        // A user id that cannot be a header value fails the run.
+        // A user id that cannot be a header value fails the run, as does
+        // one the app's HTTP parser would read as another (` admin`).
         ("newline", None, 403),
+        ("spaced", None, 403),
     ];
     for (who, named, status) in cases {
         for forwarded in [false, true] {

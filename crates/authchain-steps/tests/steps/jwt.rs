@@ -312,6 +312,23 @@ async fn a_token_from_a_cookie_or_a_custom_header() {
     assert_eq!(status(&chain.authorize(&mut both("forged")).await), 401);
 }
 
+/// A claim with spaces or tabs around it names no one upstream: the app's
+/// HTTP parser strips them, and would read `admin` where the chain judged
+/// ` admin` (an IdP that keeps a user-chosen name as typed).
+#[tokio::test]
+async fn a_claim_with_spaces_around_it_is_no_header() {
+    let chain = chain(&local_config("")).await;
+    for sub in [" admin", "admin\t", "admin"] {
+        let mut claims = claims();
+        claims["sub"] = json!(sub);
+        let token = sign(Algorithm::ES256, "ec-1", &claims);
+        let d = chain.authorize(&mut bearer(&token)).await;
+        let want = (sub == "admin").then(|| "admin".to_owned());
+        assert_eq!(upstream(&d, "x-user-id"), want, "{sub:?}: {d:?}");
+        assert_eq!(upstream(&d, "x-org-id").as_deref(), Some("42"));
+    }
+}
+
 /// The step says it reads its token's header and cookie: a decision
 /// cache keyed on them needs no `trustKey`, one that misses them is a
 /// config error, and a decision log never names the header (a custom one,
