@@ -5,7 +5,7 @@
 //!   issuer: https://issuer.example.com      # the `iss` a token must have (optional)
 //!   audiences: [ratings]                    # one of these in `aud` (optional)
 //!   algorithms: [RS256, ES256]              # accepted `alg`s (default: any the keys support)
-//!   leeway: 60s                             # clock skew allowed for exp / nbf (60s)
+//!   leeway: 60s                             # clock skew allowed for exp / nbf (60s, at most 1h)
 //!   jwks:
 //!     local:                                # a JWKS document, inline or from a file
 //!       key: '{"keys": [{"kty": "RSA", "kid": "k1", "n": "...", "e": "AQAB"}]}'
@@ -56,6 +56,11 @@
 //! character, or spaces or tabs around it, which the app's HTTP parser
 //! would strip: ` admin` would reach it as `admin`) sets no header.
 //!
+//! A token is checked with the keys that carry its `kid` and those that
+//! carry none (as Envoy's `jwt_authn` does: a key from a PEM has none); a
+//! token without a `kid`, with every key of its algorithm. `leeway` is at
+//! most 1h.
+//!
 //! A remote JWKS is fetched when the step starts (on a failure the config
 //! goes live with the step waiting: it fails its requests with
 //! `statusOnError`, `/readyz` names it, and it tries again), refreshed
@@ -96,6 +101,9 @@ pub const KIND: &str = "jwt";
 
 /// The key under which the step writes the token's claims into `state`.
 pub const STATE_KEY: &str = "jwt";
+
+/// The largest `leeway`: an expired token passes for as long.
+pub const MAX_LEEWAY: Duration = Duration::from_secs(3600);
 
 /// Where Envoy's `jwt_authn` filter puts a verified payload: its metadata
 /// namespace, and the key Gloo names in `payload_in_metadata`.
@@ -323,16 +331,21 @@ impl KeySet {
         KeySet { keys, by_kid }
     }
 
-    /// Keys for a token's `kid` and `alg`: those with the `kid`, or every
-    /// key when the token names none.
+    /// Keys for a token's `kid` and `alg`: those with the `kid`, then
+    /// those without one (as Envoy's `jwt_authn` tries them: a key from a
+    /// PEM has none), or every key when the token names none.
     fn candidates(&self, kid: Option<&str>, alg: Algorithm) -> Vec<&Key> {
         let usable = |k: &&Key| k.algorithms.contains(&alg);
         match kid {
-            Some(kid) => self
-                .by_kid
-                .get(kid)
-                .map(|ix| ix.iter().map(|i| &self.keys[*i]).filter(usable).collect())
-                .unwrap_or_default(),
+            Some(kid) => {
+                let named = self.by_kid.get(kid).into_iter().flatten();
+                let unnamed = self.keys.iter().filter(|k| k.kid.is_none());
+                named
+                    .map(|i| &self.keys[*i])
+                    .chain(unnamed)
+                    .filter(usable)
+                    .collect()
+            }
             None => self.keys.iter().filter(usable).collect(),
         }
     }
@@ -702,12 +715,15 @@ impl Verifier {
             return Err(Error::config("expected `local` or `remote` keys").at("jwks"));
         }
 
+        let leeway = config.leeway.map_or(Duration::from_secs(60), |d| d.0);
+        if leeway > MAX_LEEWAY {
+            return Err(
+                Error::config("at most 1h: an expired token passes for that long").at("leeway"),
+            );
+        }
         let mut validation = Validation::new(allowed[0]);
         validation.algorithms = allowed.clone();
-        validation.leeway = config
-            .leeway
-            .map_or(Duration::from_secs(60), |d| d.0)
-            .as_secs();
+        validation.leeway = leeway.as_secs();
         validation.validate_nbf = true;
         let mut required = vec!["exp"];
         if let Some(iss) = &config.issuer {
@@ -801,9 +817,11 @@ impl Verifier {
                 Err(e) => last = Some(reason(e.kind())),
             }
         }
+        // A kid no key has, under a remote key set: it may have rotated.
+        let unknown = kid.is_some_and(|kid| !keys.by_kid.contains_key(kid));
         match last {
+            _ if unknown && self.shared.remote.is_some() => Checked::UnknownKey,
             Some(reason) => Checked::Invalid(reason),
-            None if kid.is_some() && self.shared.remote.is_some() => Checked::UnknownKey,
             None => Checked::Invalid("no key for the token's kid and alg"),
         }
     }

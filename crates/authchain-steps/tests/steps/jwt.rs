@@ -312,6 +312,37 @@ async fn a_token_from_a_cookie_or_a_custom_header() {
     assert_eq!(status(&chain.authorize(&mut both("forged")).await), 401);
 }
 
+/// A key without a `kid` (one converted from a PEM) is tried for a token
+/// that names one, as Envoy's `jwt_authn` (Gloo's JWT) tries it: only
+/// its signature counts.
+#[tokio::test]
+async fn a_key_without_a_kid_verifies_tokens_that_name_one() {
+    let jwks: Value =
+        serde_json::from_str(&std::fs::read_to_string(jwks_path("jwks.json")).unwrap()).unwrap();
+    let mut rsa = jwks["keys"][0].clone();
+    rsa.as_object_mut().unwrap().remove("kid");
+    let document = json!({ "keys": [rsa] }).to_string();
+    let chain = chain(&format!(
+        "name: j\nconfigs:\n- jwt:\n    jwks:\n      local:\n        key: '{document}'\n"
+    ))
+    .await;
+    // (case, the signing key by kid, the kid the token names, the status)
+    let cases = [
+        ("another kid", "rsa-1", "k9", 200),
+        ("the key's old kid", "rsa-1", "rsa-1", 200),
+        ("no kid", "rsa-1", "", 200),
+        ("another key", "rsa-2", "k9", 401),
+    ];
+    for (name, signer, kid, want) in cases {
+        let key = EncodingKey::from_rsa_pem(if signer == "rsa-2" { RSA2 } else { RSA }).unwrap();
+        let mut header = Header::new(Algorithm::RS256);
+        header.kid = (!kid.is_empty()).then(|| kid.to_owned());
+        let token = jsonwebtoken::encode(&header, &claims(), &key).unwrap();
+        let d = chain.authorize(&mut bearer(&token)).await;
+        assert_eq!(status(&d), want, "case {name}: {d:?}");
+    }
+}
+
 /// A claim with spaces or tabs around it names no one upstream: the app's
 /// HTTP parser strips them, and would read `admin` where the chain judged
 /// ` admin` (an IdP that keeps a user-chosen name as typed).
@@ -699,6 +730,11 @@ async fn bad_jwt_configs_name_their_place() {
         ),
         (
             format!("jwks: {{ local: {{ file: {jwks} }} }}\n    leeway: soon"),
+            "configs[0].jwt.leeway",
+        ),
+        // An expired token would pass for as long.
+        (
+            format!("jwks: {{ local: {{ file: {jwks} }} }}\n    leeway: 2h"),
             "configs[0].jwt.leeway",
         ),
         (
