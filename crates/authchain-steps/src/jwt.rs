@@ -60,6 +60,9 @@
 //! carry none (as Envoy's `jwt_authn` does: a key from a PEM has none); a
 //! token without a `kid`, with every key of its algorithm. `leeway` is at
 //! most 1h.
+//! Without `issuer` and `audiences`, any token the keys sign passes: with
+//! keys that sign for others too (Google's, an IdP's for all its
+//! clients), set both, or any of their users' tokens for any app gets in.
 //!
 //! A remote JWKS is fetched when the step starts (on a failure the config
 //! goes live with the step waiting: it fails its requests with
