@@ -102,16 +102,24 @@ impl Attribute {
 
     fn feed(&self, request: &AuthorizationRequest, hash: &mut SipHasher24) {
         match self {
+            // The other spellings too, each with its name: a step that
+            // reads a credential refuses a request with one.
             Attribute::Header(name) => {
                 hash.write(&[1]);
                 for value in request.headers.get_all(name) {
                     field(hash, Some(value.as_bytes()));
                 }
                 hash.write(&[0]);
+                for (other, value) in request.other_spellings(name) {
+                    field(hash, Some(other.as_str().as_bytes()));
+                    field(hash, Some(value.as_bytes()));
+                }
+                hash.write(&[0]);
             }
             Attribute::Cookie(name) => {
                 hash.write(&[3]);
-                for value in request.cookies(name) {
+                for (spelled, value) in request.cookies_spelled_like(name) {
+                    field(hash, Some(spelled));
                     field(hash, Some(value));
                 }
                 hash.write(&[0]);
@@ -634,6 +642,41 @@ mod tests {
         assert_eq!(a, a_again);
         assert_ne!(a, both);
         assert_ne!(both, k(&[("authorization", "Bearer aBearer b")]));
+    }
+
+    /// A header or a cookie is keyed with its other spellings, which a
+    /// credential step refuses (a CGI-style app reads them as one): a
+    /// cached allow is never replayed for a request that adds one.
+    #[test]
+    fn header_and_cookie_keys_hold_the_other_spellings() {
+        let cache = DecisionCache::new(
+            "t",
+            CacheSettings::new(vec![
+                Attribute::Header(HeaderName::from_static("x-api-key")),
+                Attribute::Cookie("access_token".into()),
+            ]),
+        );
+        let k = |h: &[(&str, &str)]| cache.key_of(&request(h));
+        let key = k(&[("x-api-key", "k"), ("cookie", "access_token=t")]);
+        for (case, other) in [
+            ("x_api_key", ("x_api_key", "forged")),
+            ("x.api.key", ("x.api.key", "forged")),
+            ("access.token", ("cookie", "access.token=forged")),
+        ] {
+            let with = k(&[("x-api-key", "k"), ("cookie", "access_token=t"), other]);
+            assert_ne!(key, with, "{case}");
+        }
+        let unrelated = k(&[
+            ("x-api-key", "k"),
+            ("cookie", "access_token=t; b=1"),
+            ("x-apikey", "1"),
+        ]);
+        assert_eq!(key, unrelated);
+        // Which spelling carries a value is in the key.
+        assert_ne!(
+            k(&[("x-api-key", "k"), ("x_api_key", "k")]),
+            k(&[("x-api-key", "k"), ("x.api.key", "k")])
+        );
     }
 
     /// A query parameter is keyed by every value it has, in every

@@ -113,7 +113,8 @@ pub struct Chain {
     status_on_error: StatusCode,
     deadline: Duration,
     strip: Vec<HeaderName>,
-    /// Every spelling of every stripped header, for the allow's removals.
+    /// Every spelling of every stripped header, and every other spelling
+    /// of every header a step reads, for the allow's removals.
     removals: Vec<HeaderName>,
     ambiguous_paths: AmbiguousPaths,
     /// Where an allow names its user upstream (Gloo's `userIdHeader`).
@@ -862,13 +863,11 @@ impl Chain {
     /// headers are gone, in every spelling, and listed for removal (rule 7).
     #[inline]
     fn begin(&self, run: &mut Run, request: &mut AuthorizationRequest) {
-        if !self.strip.is_empty() {
-            let unlisted = self.strip(request);
-            if !run.forwarded {
-                let removals = &mut run.acc.headers_to_remove;
-                removals.extend(self.removals.iter().cloned());
-                add_removals(removals, unlisted);
-            }
+        let unlisted = self.strip(request);
+        if !run.forwarded && !self.removals.is_empty() {
+            let removals = &mut run.acc.headers_to_remove;
+            removals.extend(self.removals.iter().cloned());
+            add_removals(removals, unlisted);
         }
     }
 
@@ -1484,6 +1483,24 @@ impl ChainBuilder {
         strip.sort_by(|a, b| a.as_str().cmp(b.as_str()));
         strip.dedup();
         let mut removals: Vec<HeaderName> = strip.iter().flat_map(spellings).collect();
+        // A credential under another spelling (`api_key` for `api-key`),
+        // which an app that folds names may read: a step refuses it where
+        // it sees it, but Envoy's HTTP service passes only its
+        // `allowed_headers` to the check.
+        let read: Vec<HeaderName> = self
+            .steps
+            .iter()
+            .flat_map(|s| s.service.reads().unwrap_or_default())
+            .filter_map(|read| match read {
+                Attribute::Header(name) => Some(name),
+                _ => None,
+            })
+            .collect();
+        removals.extend(
+            read.iter()
+                .flat_map(spellings)
+                .filter(|n| !read.contains(n) && !self.trust.contains(n)),
+        );
         removals.sort_by(|a, b| a.as_str().cmp(b.as_str()));
         removals.dedup();
         let steps = self

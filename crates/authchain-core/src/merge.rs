@@ -37,9 +37,10 @@ pub(crate) fn add_removals(removals: &mut Vec<HeaderName>, names: Vec<HeaderName
 /// turn `x-user-id`, `x_user_id` (WSGI, PHP, Rack), `x.user.id` (PHP) and
 /// `x~user~id` (lighttpd, which folds every character but a letter or a
 /// digit) alike into `HTTP_X_USER_ID`.
-pub(crate) fn same_folded(a: &str, b: &str) -> bool {
+pub(crate) fn same_folded(a: impl AsRef<[u8]>, b: impl AsRef<[u8]>) -> bool {
+    let (a, b) = (a.as_ref(), b.as_ref());
     let fold = |c: u8| if c.is_ascii_alphanumeric() { c } else { b'-' };
-    a.len() == b.len() && a.bytes().zip(b.bytes()).all(|(x, y)| fold(x) == fold(y))
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| fold(*x) == fold(*y))
 }
 
 /// The most separators of a name whose every spelling over `-`, `_` and

@@ -175,6 +175,35 @@ impl AuthorizationRequest {
             .filter_map(move |(n, value)| (n == name.as_bytes()).then_some(value))
     }
 
+    /// Every cookie whose name an app may read as `name`, `name` itself
+    /// included, as its name and value, in order: PHP makes `.` and spaces
+    /// in a cookie's name `_` (`access.token` is its `access_token`), and
+    /// every character but a letter or a digit is folded here. A step that
+    /// reads a credential from a cookie refuses another value under
+    /// another spelling: the app may read that one.
+    pub fn cookies_spelled_like<'a, 'n>(
+        &'a self,
+        name: &'n str,
+    ) -> impl Iterator<Item = (&'a [u8], &'a [u8])> + use<'a, 'n> {
+        self.cookie_pairs()
+            .filter(move |(n, _)| crate::merge::same_folded(n, name))
+    }
+
+    /// The headers whose names an app that folds punctuation reads as
+    /// `name`, `name` itself left out: PHP, WSGI and Rack make
+    /// `x-api-key`, `x_api_key` and `x.api.key` all `HTTP_X_API_KEY`, and
+    /// lighttpd folds every character but a letter or a digit. A step
+    /// that reads a credential from a header refuses a request with any:
+    /// the app may read that one.
+    pub fn other_spellings<'a, 'n>(
+        &'a self,
+        name: &'n HeaderName,
+    ) -> impl Iterator<Item = (&'a HeaderName, &'a HeaderValue)> + use<'a, 'n> {
+        self.headers.iter().filter(move |(n, _)| {
+            *n != name && crate::merge::same_folded(n.as_str(), name.as_str())
+        })
+    }
+
     /// Every cookie in the `Cookie` headers, as its name and value, in
     /// order, split and trimmed as [`cookies`](Self::cookies) says.
     pub fn cookie_pairs(&self) -> impl Iterator<Item = (&[u8], &[u8])> {

@@ -365,9 +365,13 @@ impl ApiKeyAuth {
 
     /// The presented key's bytes: from the named header, else from
     /// `Authorization: Bearer`. `Err(())` for an unusable credential, the
-    /// header sent twice, or (with `allowBearer`) a different key in each
-    /// place: the app behind may read the other one.
+    /// header sent twice or under another spelling too (`api_key` for
+    /// `api-key`), or (with `allowBearer`) a different key in each place:
+    /// the app behind may read the other one.
     fn presented<'a>(&self, request: &'a AuthorizationRequest) -> Result<Option<&'a [u8]>, ()> {
+        if request.other_spellings(&self.header).next().is_some() {
+            return Err(());
+        }
         let mut all = request.headers.get_all(&self.header).iter();
         let named = match all.next().map(HeaderValue::as_bytes) {
             Some(v) if v.is_empty() || v.len() > util::MAX_CREDENTIAL_LEN => return Err(()),

@@ -120,13 +120,19 @@ pub(crate) fn secret_text(secret: &Secret, entry: &str) -> Result<String, Error>
 ///
 /// `Ok(None)`: no such header. `Err(())`: present but not usable
 /// (sent twice, too long, not visible ASCII, another scheme, empty
-/// credential). A header sent twice is refused: the app behind may read
-/// the other one (`Authorization` is one value, not a list).
+/// credential), or sent under another spelling too. A header sent twice
+/// is refused: the app behind may read the other one (`Authorization` is
+/// one value, not a list); so is one under another spelling
+/// (`x_access_token` for `x-access-token`), which a CGI-style app reads
+/// as the same.
 pub(crate) fn scheme_credential<'a>(
     request: &'a AuthorizationRequest,
     name: &HeaderName,
     scheme: &str,
 ) -> Result<Option<&'a str>, ()> {
+    if request.other_spellings(name).next().is_some() {
+        return Err(());
+    }
     let mut all = request.headers.get_all(name).iter();
     let Some(value) = all.next() else {
         return Ok(None);
@@ -168,9 +174,10 @@ pub(crate) fn cookie<'a>(
     cookie_in(request, name, false)
 }
 
-/// [`cookie`], for a credential: a second copy with another value is
-/// `Err(())` too, since the app behind may read that one (Django takes
-/// the last).
+/// [`cookie`], for a credential: a second copy with another value, or
+/// another value under another spelling of the name (PHP reads
+/// `access.token` as `access_token`), is `Err(())` too, since the app
+/// behind may read that one (Django takes the last).
 pub(crate) fn credential_cookie<'a>(
     request: &'a AuthorizationRequest,
     name: &str,
@@ -206,7 +213,10 @@ fn cookie_in<'a>(
         return Err(());
     }
     let mut found = None;
-    for value in request.cookies(name) {
+    let copies = request
+        .cookies_spelled_like(name)
+        .filter(|(spelled, _)| sole || *spelled == name.as_bytes());
+    for (_, value) in copies {
         let Ok(value) = std::str::from_utf8(value) else {
             // Not text: no credential, but maybe the copy the app reads.
             match sole {

@@ -7,7 +7,7 @@ use authchain_core::path::{AmbiguousPaths, canonicalize};
 use authchain_testkit::client::{self, Reply};
 use authchain_testkit::{EchoedRequest, PeerError};
 
-use crate::table::{Expect, Row, rows};
+use crate::table::{BOB_KEY, Expect, Row, rows};
 use crate::transports::{Stack, Transport};
 
 /// Starts `transport`'s stack, sends every row of the table through it
@@ -153,6 +153,15 @@ fn judge(
                     "the app got identity {identity:?}, expected exactly [(\"x-user-id\", \"bob\")]"
                 ));
             }
+            // A key the chain did not check, under any spelling an app
+            // may read as `api-key`.
+            let unchecked: Vec<_> = spelled(&seen, "api-key")
+                .into_iter()
+                .filter(|(_, value)| *value != BOB_KEY)
+                .collect();
+            if !unchecked.is_empty() {
+                problems.push(format!("the app got unchecked keys {unchecked:?}"));
+            }
             (!problems.is_empty()).then(|| problems.join("; "))
         }
     }
@@ -161,10 +170,16 @@ fn judge(
 /// Every header line at the app whose name, lower-cased with `_` and `.`
 /// read as `-`, is `x-user-id`.
 fn identity(seen: &EchoedRequest) -> Vec<(&str, &str)> {
+    spelled(seen, "x-user-id")
+}
+
+/// Every header line at the app whose name, lower-cased with `_` and `.`
+/// read as `-`, is `name`.
+fn spelled<'a>(seen: &'a EchoedRequest, name: &str) -> Vec<(&'a str, &'a str)> {
     seen.headers
         .iter()
-        .filter(|(name, _)| name.to_ascii_lowercase().replace(['_', '.'], "-") == "x-user-id")
-        .map(|(name, value)| (name.as_str(), value.as_str()))
+        .filter(|(n, _)| n.to_ascii_lowercase().replace(['_', '.'], "-") == name)
+        .map(|(n, value)| (n.as_str(), value.as_str()))
         .collect()
 }
 

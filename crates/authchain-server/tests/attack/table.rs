@@ -199,6 +199,11 @@ const MERGES: &str =
 
 /// Why a header name with `_` that reaches nginx or Caddy is harmless.
 const DROPS_UNDERSCORES: &str = "the proxy drops header names with `_`: the app never sees it";
+const DROPPED_SPELLING: &str =
+    "the proxy passes a name with `_` or `.` to neither the check nor the app";
+
+const REMOVED_SPELLING: &str = "Envoy's HTTP service sends the check only its allowed_headers: the allow lists the other spellings of the key's header for removal";
+
 const REFUSED_SPELLING: &str = "a forward-auth proxy passes the other spelling on, which the chain cannot remove there: the check is refused (400)";
 
 /// Why a client's `X-Forwarded-Host` through Traefik or Caddy is harmless.
@@ -630,6 +635,36 @@ fn identities() -> Vec<Row> {
                 .header(name, "admin")
                 .reach("/public/x")
                 .except(Transport::Traefik, Expect::Blocked, REFUSED_SPELLING),
+        );
+    }
+    // A second key under another spelling, which an app that folds names
+    // may read instead of the one checked: refused wherever the check
+    // sees it, removed upstream where it does not (the app must never
+    // get a key the chain did not check, which every REACH row asserts).
+    for name in ["api_key", "api.key", "Api_Key"] {
+        rows.push(
+            Row::get(format!("D bob's key and {name}: forged"), "/public/x")
+                .header(name, "forged")
+                .except(
+                    Transport::Nginx,
+                    Expect::Reach("/public/x"),
+                    DROPPED_SPELLING,
+                )
+                .except(
+                    Transport::Caddy,
+                    Expect::Reach("/public/x"),
+                    DROPPED_SPELLING,
+                )
+                .except(
+                    Transport::EnvoyHttp,
+                    Expect::Reach("/public/x"),
+                    REMOVED_SPELLING,
+                )
+                .except(
+                    Transport::EnvoyHttpDefault,
+                    Expect::Reach("/public/x"),
+                    REMOVED_SPELLING,
+                ),
         );
     }
     rows.push(

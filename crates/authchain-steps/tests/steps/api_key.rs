@@ -132,6 +132,21 @@ async fn missing_wrong_and_malformed_keys_are_401() {
                 HeaderValue::from_static("forged"),
             ),
         ),
+        // A CGI-style app (PHP, WSGI, Rack) reads these as `api-key`.
+        (
+            "a valid key and another spelling",
+            get_with("/", "api-key", "alice-key-0123456789").with_header(
+                HeaderName::from_static("api_key"),
+                HeaderValue::from_static("forged"),
+            ),
+        ),
+        (
+            "a valid key and the same under another spelling",
+            get_with("/", "api-key", "alice-key-0123456789").with_header(
+                HeaderName::from_static("api.key"),
+                HeaderValue::from_static("alice-key-0123456789"),
+            ),
+        ),
         ("huge", get_with("/", "api-key", &huge)),
         (
             "a key under Basic",

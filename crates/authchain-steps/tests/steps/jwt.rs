@@ -289,6 +289,20 @@ async fn a_token_from_a_cookie_or_a_custom_header() {
             format!("access_token={token}; access_token=forged"),
             401,
         ),
+        // Other spellings, which a CGI-style app reads as the source:
+        // PHP makes a cookie's `.` `_`; PHP, WSGI and Rack fold headers.
+        (
+            "in the cookie, and another under another spelling",
+            "cookie",
+            format!("access.token=forged; access_token={token}"),
+            401,
+        ),
+        (
+            "in the cookie, and the same under another spelling",
+            "cookie",
+            format!("access.token={token}; access_token={token}"),
+            200,
+        ),
         // Authorization is not a source any more.
         (
             "under Bearer",
@@ -310,6 +324,13 @@ async fn a_token_from_a_cookie_or_a_custom_header() {
     };
     assert!(chain.authorize(&mut both(&token)).await.is_allow());
     assert_eq!(status(&chain.authorize(&mut both("forged")).await), 401);
+    for spelling in ["x_token", "x.token"] {
+        let mut r = get_with("/", "x-token", &token).with_header(
+            http::HeaderName::from_static(spelling),
+            http::HeaderValue::from_static("forged"),
+        );
+        assert_eq!(status(&chain.authorize(&mut r).await), 401, "{spelling}");
+    }
 }
 
 /// A key without a `kid` (one converted from a PEM) is tried for a token
