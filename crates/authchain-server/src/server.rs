@@ -719,9 +719,10 @@ impl Reloads {
         if !forced {
             // Gather the rest of a save's events into one reload, until
             // the files have been quiet for DEBOUNCE: a file written in
-            // pieces is read once it is whole, never half-written (which
-            // can parse into a weaker config). A writer that never pauses
-            // is read after GATHER_AT_MOST.
+            // quick pieces is read once it is whole. A writer that pauses
+            // longer, or writes for longer than GATHER_AT_MOST, shows a
+            // part of it (which can parse into a weaker config): the docs
+            // ask for a whole file renamed over the old one.
             let until = tokio::time::Instant::now() + GATHER_AT_MOST;
             while let Ok(Some(())) = tokio::time::timeout(DEBOUNCE, self.events.recv()).await {
                 if tokio::time::Instant::now() >= until {
