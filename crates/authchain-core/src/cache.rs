@@ -78,6 +78,11 @@ pub enum Attribute {
     Host,
     /// The path with its query (`path`).
     Path,
+    /// The client as the steps see it, [`AuthorizationRequest::source`]:
+    /// its IP address (not its port, which changes with each connection)
+    /// and its TLS principal (`client`). For a policy on the client's
+    /// address.
+    Client,
 }
 
 impl Attribute {
@@ -143,6 +148,11 @@ impl Attribute {
             Attribute::Method => field(hash, Some(request.method.as_str().as_bytes())),
             Attribute::Host => field(hash, Some(request.host.as_bytes())),
             Attribute::Path => field(hash, Some(request.path.as_bytes())),
+            Attribute::Client => {
+                let ip = request.source.address.map(|a| a.ip().to_string());
+                field(hash, ip.as_deref().map(str::as_bytes));
+                field(hash, request.source.principal.as_deref().map(str::as_bytes));
+            }
         }
     }
 }
@@ -156,6 +166,7 @@ impl fmt::Display for Attribute {
             Attribute::Method => f.write_str("the method"),
             Attribute::Host => f.write_str("the host"),
             Attribute::Path => f.write_str("the path"),
+            Attribute::Client => f.write_str("the client"),
         }
     }
 }
@@ -644,6 +655,25 @@ mod tests {
         assert_ne!(both, k(&[("authorization", "Bearer aBearer b")]));
     }
 
+    /// The client is keyed by its address without the port, and its
+    /// principal.
+    #[test]
+    fn client_keys_read_the_address_and_the_principal() {
+        let cache = DecisionCache::new("t", CacheSettings::new(vec![Attribute::Client]));
+        let k = |address: Option<&str>, principal: Option<&str>| {
+            let mut r = request(&[]);
+            r.source.address = address.map(|a| a.parse().unwrap());
+            r.source.principal = principal.map(str::to_owned);
+            cache.key_of(&r)
+        };
+        let a = k(Some("10.0.0.1:1234"), None);
+        assert_eq!(a, k(Some("10.0.0.1:5678"), None));
+        assert_ne!(a, k(Some("10.0.0.2:1234"), None));
+        assert_ne!(a, k(None, None));
+        assert_ne!(a, k(Some("10.0.0.1:1234"), Some("spiffe://a")));
+        assert_ne!(k(None, Some("spiffe://a")), k(None, None));
+    }
+
     /// A header or a cookie is keyed with its other spellings, which a
     /// credential step refuses (a CGI-style app reads them as one): a
     /// cached allow is never replayed for a request that adds one.
@@ -749,7 +779,7 @@ mod tests {
     fn attributes_read_from_yaml() {
         // Documents are read into JSON values first, as AuthConfig::parse does.
         let value: serde_json::Value = serde_yaml_ng::from_str(
-            "key: [{cookie: session}, {header: Authorization}, method, path]\nttl: 10m\n",
+            "key: [{cookie: session}, {header: Authorization}, method, path, client]\nttl: 10m\n",
         )
         .unwrap();
         let settings: CacheSettings = serde_json::from_value(value).unwrap();
@@ -760,6 +790,7 @@ mod tests {
                 Attribute::Header(http::header::AUTHORIZATION),
                 Attribute::Method,
                 Attribute::Path,
+                Attribute::Client,
             ]
         );
         assert_eq!(settings.ttl.0, Duration::from_secs(600));
