@@ -12,6 +12,7 @@
 //!   the room of the last.
 //! - [`other_spelling`], for an adapter whose proxy cannot remove headers.
 //! - [`AnswerBy`], when the caller stops waiting.
+//! - [`LastAnswer`], for a step that calls a remote server.
 
 use crate::{AuthorizationRequest, Chain, Decision};
 
@@ -49,6 +50,49 @@ impl AnswerBy {
     pub(crate) fn of(request: &AuthorizationRequest) -> Option<tokio::time::Instant> {
         let by = request.extensions.get::<AnswerBy>()?;
         Some(tokio::time::Instant::from_std(by.0))
+    }
+}
+
+/// When a remote server last answered a call, for a step that calls one
+/// (a passthrough) and whose `failureModeAllow` rides out the remote's
+/// outage: a call that gets no answer in time while the remote answered
+/// others is no outage. The remote is up, and a client can bring the wait
+/// about: a credential the remote is slow to refuse, or a flood that
+/// queues calls behind the most the remote takes at once. Such a call
+/// fails closed.
+#[derive(Debug)]
+pub struct LastAnswer {
+    /// When it was made: calls start later.
+    base: tokio::time::Instant,
+    /// Nanoseconds from `base` to the last answer, plus one (zero: none).
+    last: std::sync::atomic::AtomicU64,
+}
+
+impl Default for LastAnswer {
+    fn default() -> Self {
+        LastAnswer {
+            base: tokio::time::Instant::now(),
+            last: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+}
+
+impl LastAnswer {
+    /// The remote answered a call now.
+    pub fn heard(&self) {
+        let now = self.ticks(tokio::time::Instant::now());
+        self.last
+            .fetch_max(now, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether the remote answered a call after `start`.
+    pub fn since(&self, start: tokio::time::Instant) -> bool {
+        self.last.load(std::sync::atomic::Ordering::Relaxed) > self.ticks(start)
+    }
+
+    fn ticks(&self, at: tokio::time::Instant) -> u64 {
+        let since = at.saturating_duration_since(self.base);
+        u64::try_from(since.as_nanos()).unwrap_or(u64::MAX - 1) + 1
     }
 }
 

@@ -60,7 +60,10 @@
 //!   time limit of the remote's own); a check
 //!   request over [`MAX_CHECK_BYTES`] encoded (a large body), which is
 //!   not sent; a call that finds all [`MAX_CALLS`] slots of its remote
-//!   taken for half its time (a flood can take them); and an answer that
+//!   taken for half its time (a flood can take them); a call with no
+//!   answer in time while the remote answered another (the remote is up:
+//!   a client can make its own call slow, or queue it behind a flood past
+//!   the streams the remote takes at once); and an answer that
 //!   cannot be carried out as given: a header
 //!   with an invalid name or value; one that sets `host` or `:authority`
 //!   upstream (the client's virtual host is not the remote's to change) or
@@ -107,6 +110,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use authchain_core::tls::{ClientTls, TlsConfig as GlooTlsConfig};
+use authchain_core::transport::LastAnswer;
 use authchain_core::{
     Allow, Answer, AuthService, AuthorizationRequest, BuildContext, ConfigDuration, Decision, Deny,
     Error, ExtAuthPlugin, HeaderAction, HeaderMutation, async_trait,
@@ -308,6 +312,8 @@ struct Remote {
     channel: Channel,
     /// One permit per call in flight ([`MAX_CALLS`]).
     slots: Semaphore,
+    /// When it last answered a call.
+    answers: LastAnswer,
 }
 
 /// The plugin: `registry.register_kind(GrpcPassthroughPlugin::new())`.
@@ -371,6 +377,7 @@ impl GrpcPassthroughPlugin {
         let remote = Arc::new(Remote {
             channel,
             slots: Semaphore::new(MAX_CALLS),
+            answers: LastAnswer::default(),
         });
         channels.insert(key, Arc::downgrade(&remote));
         Ok(remote)
@@ -675,7 +682,33 @@ impl AuthService for GrpcPassthrough {
                 call.set_timeout(self.timeout);
                 let mut client = self.client.clone();
                 let started = tokio::time::Instant::now();
-                match tokio::time::timeout(self.timeout, client.check(call)).await {
+                let outcome = tokio::time::timeout(self.timeout, client.check(call)).await;
+                // An answer of the remote's own, not the transport's.
+                let answered = match &outcome {
+                    Ok(Ok(_)) => true,
+                    Ok(Err(status)) => !matches!(
+                        status.code(),
+                        tonic::Code::Unavailable
+                            | tonic::Code::DeadlineExceeded
+                            | tonic::Code::Cancelled
+                    ),
+                    Err(_) => false,
+                };
+                if answered {
+                    self.remote.answers.heard();
+                }
+                let late = || {
+                    self.remote.answers.since(started).then(|| {
+                        self.refuse(
+                            "slow",
+                            format!(
+                                "no answer within {:?}, while the server answered other calls",
+                                self.timeout
+                            ),
+                        )
+                    })
+                };
+                match outcome {
                     Ok(Ok(response)) => break response.into_inner(),
                     Ok(Err(status))
                         if status.code() == tonic::Code::Unavailable
@@ -686,12 +719,16 @@ impl AuthService for GrpcPassthrough {
                         attempt += 1;
                     }
                     Ok(Err(status)) => {
-                        return self.failed_call(status.code(), started.elapsed() >= self.timeout);
+                        let timed_out = started.elapsed() >= self.timeout;
+                        if let Some(refused) = late().filter(|_| timed_out) {
+                            return Err(refused);
+                        }
+                        return self.failed_call(status.code(), timed_out);
                     }
                     Err(_) => {
-                        return Err(
+                        return Err(late().unwrap_or_else(|| {
                             self.fail("timeout", format!("no answer within {:?}", self.timeout))
-                        );
+                        }));
                     }
                 }
             };

@@ -37,7 +37,10 @@
 //! `http_passthrough_bypass_failure` too). Another 5xx, or a connection
 //! the auth server closes with no answer once it has the request, is a
 //! handler failing on the request, which a client can bring about: it
-//! fails closed whatever `failureModeAllow` says. A header listed for
+//! fails closed whatever `failureModeAllow` says. So does a timeout once
+//! the auth server answered another call (or this call's head) since the
+//! call started: the server is up, and a client can make its own call
+//! slow, or queue it behind a flood. A header listed for
 //! upstream or for the client but absent from the answer adds nothing.
 //! The upstream headers are identity headers: the chain strips
 //! client-sent copies. The client headers on success overwrite the
@@ -71,6 +74,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use authchain_core::tls::{ClientTls, TlsConfig, rustls_config};
+use authchain_core::transport::LastAnswer;
 use authchain_core::{
     Allow, Answer, AuthService, AuthorizationRequest, BuildContext, ConfigDuration, Decision, Deny,
     Error, ExtAuthPlugin, HeaderAction, HeaderMutation, async_trait,
@@ -423,6 +427,7 @@ impl ExtAuthPlugin for HttpPassthroughPlugin {
             timeout,
             response_header_timeout,
             slots: Arc::new(Semaphore::new(max_conns as usize)),
+            answers: LastAnswer::default(),
             // Within the call's own time too, whose end is an error.
             slot_wait: context
                 .wait_limit()
@@ -496,6 +501,8 @@ pub struct HttpPassthrough {
     response_header_timeout: Option<Duration>,
     /// One permit per call in flight (`connectionPool.maxConns`).
     slots: Arc<Semaphore>,
+    /// When the auth server last answered a call.
+    answers: LastAnswer,
     /// The longest wait for a slot ([`BuildContext::wait_limit`], and half
     /// the call's time).
     slot_wait: Duration,
@@ -586,9 +593,16 @@ impl HttpPassthrough {
         &self,
         request: &AuthorizationRequest,
     ) -> Result<(http::response::Parts, Bytes), Error> {
-        let deadline = tokio::time::Instant::now() + self.timeout;
+        let started = tokio::time::Instant::now();
+        let deadline = started + self.timeout;
+        // No answer in time is an outage only when the auth server
+        // answered nothing else meanwhile.
+        let slow = |what: String| match self.answers.since(started) {
+            true => Error::step_fail_closed(format!("{what}, while it answered other calls")),
+            false => Error::step(what),
+        };
         let late = || {
-            Error::step(format!(
+            slow(format!(
                 "the auth server did not answer within {:?}",
                 self.timeout
             ))
@@ -612,7 +626,7 @@ impl HttpPassthrough {
                         written.notified().await;
                         tokio::time::sleep(limit).await;
                     } => {
-                        return Err(Error::step(format!(
+                        return Err(slow(format!(
                             "the auth server sent no answer within {limit:?} of the call (responseHeaderTimeout)"
                         )));
                     }
@@ -631,6 +645,7 @@ impl HttpPassthrough {
                     ))
                 }
             })?;
+            self.answers.heard();
             Ok((slot, response))
         };
         let (_slot, response) = tokio::time::timeout_at(deadline, head)

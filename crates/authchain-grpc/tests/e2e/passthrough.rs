@@ -177,6 +177,71 @@ async fn a_hanging_remote_passes_with_failure_mode_allow() {
     assert_upstream(&reply, "x-authorized", &[]);
 }
 
+/// [`SampleRemote`], answering each call after a pause.
+#[derive(Clone, Default)]
+struct SlowRemote(SampleRemote, std::time::Duration);
+
+#[tonic::async_trait]
+impl Authorization for SlowRemote {
+    async fn check(
+        &self,
+        request: tonic::Request<CheckRequest>,
+    ) -> Result<tonic::Response<CheckResponse>, tonic::Status> {
+        tokio::time::sleep(self.1).await;
+        self.0.check(request).await
+    }
+}
+
+/// A call that gets no answer in time while the remote answered another
+/// is no outage: here the remote takes one call at a time (nginx's
+/// `grpc_pass` takes 128), so a flood queues calls in the step's own
+/// connection past their time. It fails closed under `failureModeAllow`;
+/// a remote that answers nothing still passes.
+#[tokio::test]
+async fn a_call_late_while_the_remote_answers_others_fails_closed() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let slow = SlowRemote(
+        SampleRemote::default(),
+        std::time::Duration::from_millis(300),
+    );
+    let task = tokio::spawn(
+        tonic::transport::Server::builder()
+            .max_concurrent_streams(1)
+            .add_service(AuthorizationServer::new(slow))
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(listener),
+                async {
+                    let _ = rx.await;
+                },
+            ),
+    );
+    let _server = GrpcServer::from_parts(addr, tx, task);
+    let (_engine, chain) = passthrough_chain(&configs(addr, "failureModeAllow: true")).await;
+    // Warm the connection: the first call answers in time.
+    assert!(chain.authorize(&mut sample_request()).await.is_allow());
+    // Two at once: the second waits 300 ms for the stream, then 300 ms
+    // for its answer, past its 500 ms.
+    let (mut first, mut second) = (sample_request(), sample_request());
+    let (a, b) = tokio::join!(chain.authorize(&mut first), chain.authorize(&mut second));
+    let passed = |request: &authchain_core::AuthorizationRequest, d: &authchain_core::Decision| {
+        d.is_allow() && request.state.get("remote").is_some()
+    };
+    assert!(
+        passed(&first, &a) || passed(&second, &b),
+        "one answered: {a:?} {b:?}"
+    );
+    let late = if passed(&first, &a) { &b } else { &a };
+    assert_eq!(
+        late.as_deny().map(|d| d.status.as_u16()),
+        Some(403),
+        "the late one fails closed: {late:?}"
+    );
+}
+
 #[tokio::test]
 async fn unavailable_is_retried_by_the_retry_policy() {
     let remote = SampleRemote {
