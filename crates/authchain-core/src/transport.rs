@@ -17,6 +17,8 @@
 use crate::{AuthorizationRequest, Chain, Decision};
 
 #[doc(inline)]
+pub use crate::chain::MAX_HEADER_NAMES;
+#[doc(inline)]
 pub use crate::decision::is_framing;
 #[doc(inline)]
 pub use crate::decision_log::Transport;

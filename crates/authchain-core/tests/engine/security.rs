@@ -710,3 +710,44 @@ async fn framing_headers_are_neither_set_nor_removed() {
             .contains(&http::header::CONTENT_LENGTH)
     );
 }
+
+/// An allow with more headers than a header map holds past the request's
+/// own (a passthrough remote's answer, a plugin's) fails closed, under
+/// `failureModeAllow` too, in place and forwarded alike: its merge
+/// panicked outside the step, which reset Envoy's stream (an allow under
+/// its `failure_mode_allow`).
+#[tokio::test]
+async fn an_allow_with_more_headers_than_a_request_holds_fails_closed() {
+    use authchain_core::Allow;
+    use authchain_core::transport::MAX_HEADER_NAMES;
+    let step = decide_fn(|_| {
+        let mut allow = Allow::new();
+        for i in 0..25_000 {
+            allow = allow.set_header(HeaderName::try_from(format!("x-h{i}")).unwrap(), value("1"));
+        }
+        Ok(allow.into())
+    });
+    let chain = Chain::builder("c")
+        .step(ChainStep::new("many", Arc::new(step)).failure_mode_allow(true))
+        .user_id_header(name("x-user-id"))
+        .build()
+        .unwrap();
+    for forwarded in [false, true] {
+        let mut req = get("/");
+        // As many names as an adapter lets in.
+        for i in 0..MAX_HEADER_NAMES {
+            req.headers
+                .append(HeaderName::try_from(format!("x-c{i}")).unwrap(), value("1"));
+        }
+        let d = if forwarded {
+            authchain_core::transport::authorize_forwarded(&chain, &mut req).await
+        } else {
+            chain.authorize(&mut req).await
+        };
+        assert_eq!(
+            d.as_deny().map(|d| d.status.as_u16()),
+            Some(403),
+            "forwarded {forwarded}"
+        );
+    }
+}
