@@ -692,6 +692,8 @@ mod tests {
             ("x_api_key", ("x_api_key", "forged")),
             ("x.api.key", ("x.api.key", "forged")),
             ("access.token", ("cookie", "access.token=forged")),
+            ("access%5Ftoken", ("cookie", "access%5Ftoken=forged")),
+            ("a comma", ("cookie", "a=1,access_token=forged")),
         ] {
             let with = k(&[("x-api-key", "k"), ("cookie", "access_token=t"), other]);
             assert_ne!(key, with, "{case}");

@@ -1617,14 +1617,6 @@ fn ambiguous_host(request: &AuthorizationRequest) -> Option<String> {
     None
 }
 
-/// A query key as PHP names it: leading spaces dropped, cut at a NUL, `.`
-/// and spaces made `_` (`?.method=` is PHP's `$_GET['_method']`).
-fn php_key(key: &str) -> String {
-    let key = key.trim_start_matches(' ');
-    let key = key.split('\0').next().unwrap_or_default();
-    key.replace(['.', ' '], "_")
-}
-
 /// Whether an `X-Original-URL` or `X-Rewrite-URL` of `value` names
 /// another path than the request's (IIS's URL Rewrite, older Symfony and
 /// Laminas route on them, and every proxy forwards a client's copy). Each
@@ -1693,7 +1685,7 @@ fn ambiguous_method(request: &AuthorizationRequest) -> Option<String> {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
             let key = path::percent_decode(key, true);
             if key.contains("method")
-                && php_key(&key) == "_method"
+                && crate::request::php_key(&key) == "_method"
                 && other(path::percent_decode(value, true).as_bytes())
             {
                 return Some("ambiguous method: `_method` names another method".to_owned());

@@ -175,18 +175,24 @@ impl AuthorizationRequest {
             .filter_map(move |(n, value)| (n == name.as_bytes()).then_some(value))
     }
 
-    /// Every cookie whose name an app may read as `name`, `name` itself
-    /// included, as its name and value, in order: PHP makes `.` and spaces
-    /// in a cookie's name `_` (`access.token` is its `access_token`), and
-    /// every character but a letter or a digit is folded here. A step that
-    /// reads a credential from a cookie refuses another value under
-    /// another spelling: the app may read that one.
+    /// Every cookie an app may read as cookie `name`, `name` itself
+    /// included, as its name and value, in order. Besides the pairs
+    /// [`cookies`](Self::cookies) reads, a `,` ends a pair too (Rack 2
+    /// splits there), and a name is compared as PHP and Rack read it:
+    /// percent-decoded (`access%5Ftoken`, a `+` a space), then as PHP
+    /// names a variable (leading spaces dropped, `.` and spaces made `_`:
+    /// `access.token`). A step that reads a credential from a cookie
+    /// refuses another value under another spelling: the app may read
+    /// that one.
     pub fn cookies_spelled_like<'a, 'n>(
         &'a self,
         name: &'n str,
     ) -> impl Iterator<Item = (&'a [u8], &'a [u8])> + use<'a, 'n> {
-        self.cookie_pairs()
-            .filter(move |(n, _)| crate::merge::same_folded(n, name))
+        let wanted = php_key(name);
+        self.pairs(b";,").filter(move |(n, _)| {
+            std::str::from_utf8(n)
+                .is_ok_and(|n| php_key(&crate::path::percent_decode(n, true)) == wanted)
+        })
     }
 
     /// The headers whose names an app that folds punctuation reads as
@@ -207,6 +213,15 @@ impl AuthorizationRequest {
     /// Every cookie in the `Cookie` headers, as its name and value, in
     /// order, split and trimmed as [`cookies`](Self::cookies) says.
     pub fn cookie_pairs(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.pairs(b";")
+    }
+
+    /// The `Cookie` headers' pairs, split at each of `separators`, name
+    /// and value trimmed of spaces and tabs.
+    fn pairs<'a>(
+        &'a self,
+        separators: &'static [u8],
+    ) -> impl Iterator<Item = (&'a [u8], &'a [u8])> + use<'a> {
         fn trim(mut bytes: &[u8]) -> &[u8] {
             while let [b' ' | b'\t', rest @ ..] = bytes {
                 bytes = rest;
@@ -219,7 +234,7 @@ impl AuthorizationRequest {
         self.headers
             .get_all(http::header::COOKIE)
             .iter()
-            .flat_map(|v| v.as_bytes().split(|b| *b == b';'))
+            .flat_map(move |v| v.as_bytes().split(move |b| separators.contains(b)))
             .filter_map(|pair| {
                 let eq = pair.iter().position(|b| *b == b'=')?;
                 Some((trim(&pair[..eq]), trim(&pair[eq + 1..])))
@@ -344,6 +359,14 @@ impl AuthorizationRequest {
 /// Whether `raw`, a query parameter's name as written, is `key` in any
 /// percent-encoded or `+` spelling (`tok%65n` is `token` to an app, or a
 /// step, that decodes the query).
+/// A key as PHP names a variable: leading spaces dropped, cut at a NUL,
+/// `.` and spaces made `_` (`?.method=` is PHP's `$_GET['_method']`).
+pub(crate) fn php_key(key: &str) -> String {
+    let key = key.trim_start_matches(' ');
+    let key = key.split('\0').next().unwrap_or_default();
+    key.replace(['.', ' '], "_")
+}
+
 pub(crate) fn names_parameter(raw: &str, key: &str) -> bool {
     raw == key || crate::path::percent_decode(raw, true) == crate::path::percent_decode(key, true)
 }

@@ -212,21 +212,15 @@ fn cookie_in<'a>(
     if too_long {
         return Err(());
     }
+    let text = |value| std::str::from_utf8(value).map(|v: &str| v.trim_matches('"'));
+    if !sole {
+        return Ok(request.cookies(name).find_map(|v| text(v).ok()));
+    }
     let mut found = None;
-    let copies = request
-        .cookies_spelled_like(name)
-        .filter(|(spelled, _)| sole || *spelled == name.as_bytes());
-    for (_, value) in copies {
-        let Ok(value) = std::str::from_utf8(value) else {
-            // Not text: no credential, but maybe the copy the app reads.
-            match sole {
-                true => return Err(()),
-                false => continue,
-            }
-        };
-        let v = value.trim_matches('"');
+    for (_, value) in request.cookies_spelled_like(name) {
+        // Not text: no credential, but maybe the copy the app reads.
+        let v = text(value).map_err(|_| ())?;
         match found {
-            None if !sole => return Ok(Some(v)),
             None => found = Some(v),
             Some(first) if first != v => return Err(()),
             Some(_) => {}

@@ -303,6 +303,27 @@ async fn a_token_from_a_cookie_or_a_custom_header() {
             format!("access.token={token}; access_token={token}"),
             200,
         ),
+        // PHP before 8.1.11 and Rack 2 percent-decode a cookie's name;
+        // Rack 2 splits pairs at `,` too.
+        (
+            "in the cookie, and another percent-encoded",
+            "cookie",
+            format!("access%5Ftoken=forged; access_token={token}"),
+            401,
+        ),
+        (
+            "in the cookie, and another after a comma",
+            "cookie",
+            format!("a=1,access_token=forged; access_token={token}"),
+            401,
+        ),
+        // A name no app reads as the source: another app's cookie.
+        (
+            "in the cookie, beside access-token",
+            "cookie",
+            format!("access-token=other; access_token={token}"),
+            200,
+        ),
         // Authorization is not a source any more.
         (
             "under Bearer",
