@@ -296,7 +296,7 @@ impl ExtAuthzService {
 /// not decodable, compressed in a way tonic does not know). Envoy would
 /// take such an error for a failed check, and pass the request under its
 /// `failure_mode_allow`: it is a deny instead (413 for the size, 408 for
-/// the time, else 400).
+/// the time, 503 past the byte budget, else 400).
 #[derive(Debug, Clone)]
 pub struct ExtAuthzServer {
     inner: AuthorizationServer<ExtAuthzService>,

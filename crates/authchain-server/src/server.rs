@@ -547,6 +547,10 @@ fn restart_only(old: &Settings, new: &Settings) -> Vec<&'static str> {
         "http.idleTimeout",
         a.map(|h| h.idle_timeout) == b.map(|h| h.idle_timeout),
     );
+    differ(
+        "http.maxBufferedBytes",
+        a.map(|h| h.max_buffered_bytes) == b.map(|h| h.max_buffered_bytes),
+    );
     differ("admin", old.admin == new.admin);
     differ("defaultConfig", old.default_config == new.default_config);
     differ(
