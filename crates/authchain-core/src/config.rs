@@ -907,6 +907,29 @@ pub struct ConfigDuration(pub Duration);
 /// overflows a clock.
 pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 
+/// The largest file a config names that is read (a keys file, a JWKS, a
+/// policy, an AuthConfig file): 256 MiB.
+pub const MAX_FILE_BYTES: u64 = 256 << 20;
+
+/// Reads a file a config names: a regular file (after symbolic links) of
+/// at most [`MAX_FILE_BYTES`]. A device (`/dev/zero`) or a named pipe,
+/// which would fill the memory or never end, is an `InvalidInput` error,
+/// as is a larger file.
+pub fn read_file(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
+    use std::io::{Error, ErrorKind, Read};
+    if !std::fs::metadata(path)?.is_file() {
+        return Err(Error::new(ErrorKind::InvalidInput, "not a regular file"));
+    }
+    let mut contents = Vec::new();
+    std::fs::File::open(path)?
+        .take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut contents)?;
+    if contents.len() as u64 > MAX_FILE_BYTES {
+        return Err(Error::new(ErrorKind::InvalidInput, "larger than 256 MiB"));
+    }
+    Ok(contents)
+}
+
 impl ConfigDuration {
     /// Parses `5s`, `1.5s`, `250ms`, `100us`, `2m`, `1h`.
     pub fn parse(s: &str) -> Result<Duration, String> {

@@ -198,7 +198,7 @@ impl Generation {
     /// one needs to mean a reload.
     pub fn files_changed(&self) -> bool {
         self.files.iter().any(|(path, digest)| {
-            let now = std::fs::read(path)
+            let now = crate::config::read_file(path)
                 .ok()
                 .map(|c| crate::plugin::contents_digest(&c));
             now != *digest

@@ -134,7 +134,7 @@ impl<'a> BuildContext<'a> {
     /// path and the I/O error, never the contents.
     pub fn read(&self, path: impl AsRef<Path>) -> Result<Vec<u8>, Error> {
         let path = path.as_ref();
-        let contents = std::fs::read(path);
+        let contents = crate::config::read_file(path);
         if let Some(files) = self.files {
             let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
             let digest = contents.as_deref().ok().map(contents_digest);
@@ -143,7 +143,13 @@ impl<'a> BuildContext<'a> {
                 .unwrap_or_else(|e| e.into_inner())
                 .push((absolute, digest));
         }
-        contents.map_err(|e| Error::config(format!("cannot read {}: {}", path.display(), e.kind())))
+        contents.map_err(|e| {
+            let why = match e.kind() {
+                std::io::ErrorKind::InvalidInput => e.to_string(),
+                kind => kind.to_string(),
+            };
+            Error::config(format!("cannot read {}: {why}", path.display()))
+        })
     }
 
     /// [`read`](Self::read), as UTF-8 text.

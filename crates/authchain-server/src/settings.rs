@@ -459,7 +459,7 @@ impl Loaded {
     /// [`read`](Self::read) of the file at `path`, its files relative to
     /// its directory; the file itself comes first among those read.
     fn read_file(path: &Path) -> Result<(Loaded, Vec<Error>), Error> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
+        let text = read_text(path).map_err(|e| {
             Error::config(format!("cannot read the config file: {e}")).in_source(path.display())
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
@@ -516,6 +516,34 @@ impl Loaded {
                 errors.push(
                     Error::config("expected more than 0s")
                         .at(format!("{name}.idleTimeout"))
+                        .in_source(origin),
+                );
+            }
+        }
+        // Sizes: zero would refuse every check.
+        let sizes = [
+            (
+                "grpc.maxRequestBytes",
+                settings.grpc.as_ref().and_then(|g| g.max_request_bytes),
+            ),
+            (
+                "grpc.maxBufferedBytes",
+                settings.grpc.as_ref().and_then(|g| g.max_buffered_bytes),
+            ),
+            (
+                "http.bodyLimit",
+                settings.http.as_ref().and_then(|h| h.body_limit),
+            ),
+            (
+                "http.maxBufferedBytes",
+                settings.http.as_ref().and_then(|h| h.max_buffered_bytes),
+            ),
+        ];
+        for (place, size) in sizes {
+            if size == Some(0) {
+                errors.push(
+                    Error::config("expected at least 1")
+                        .at(place)
                         .in_source(origin),
                 );
             }
@@ -646,6 +674,17 @@ fn all_or_nothing((loaded, errors): (Loaded, Vec<Error>)) -> Result<Loaded, Erro
     }
 }
 
+/// A config file's text ([`authchain_core::config::read_file`]: a
+/// regular file, of a bounded size).
+fn read_text(path: &Path) -> std::io::Result<String> {
+    String::from_utf8(authchain_core::config::read_file(path)?).map_err(|_| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "stream did not contain valid UTF-8",
+        )
+    })
+}
+
 fn list_dir(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     for entry in std::fs::read_dir(dir)? {
@@ -654,7 +693,10 @@ fn list_dir(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
             .extension()
             .and_then(|e| e.to_str())
             .is_some_and(|e| ["yaml", "yml", "json"].contains(&e.to_ascii_lowercase().as_str()));
-        if wanted && path.is_file() {
+        // A link whose target is gone is named by the read's error, not
+        // left out unseen.
+        let dangling = path.is_symlink() && !path.exists();
+        if wanted && (path.is_file() || dangling) {
             files.push(path);
         }
     }
@@ -699,7 +741,7 @@ fn add_documents(
     errors: &mut Vec<Error>,
     unreadable: impl FnOnce(std::io::Error) -> Error,
 ) {
-    let text = match std::fs::read_to_string(file) {
+    let text = match read_text(file) {
         Ok(text) => text,
         Err(e) => return errors.push(unreadable(e)),
     };
@@ -817,6 +859,33 @@ mod tests {
 
     /// A limit that would shed every check, or time every check out, is
     /// refused rather than taken for the smallest.
+    /// A file that is no regular file (a pipe would block the read for
+    /// good, a device fill the memory), and a link in an AuthConfig
+    /// directory whose target is gone, are errors that name the file.
+    #[test]
+    fn what_is_no_regular_file_is_named() {
+        let dir = authchain_testkit::ScratchDir::new("files").unwrap();
+        let pipe = dir.path().join("pipe.yaml");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&pipe)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        std::fs::create_dir(dir.path().join("configs")).unwrap();
+        std::os::unix::fs::symlink("/nonexistent.yaml", dir.path().join("configs/gone.yaml"))
+            .unwrap();
+        for (text, named) in [
+            ("authConfigFiles: [pipe.yaml]\n", "pipe.yaml"),
+            ("authConfigFiles: [/dev/zero]\n", "/dev/zero"),
+            ("authConfigFiles: [configs]\n", "gone.yaml"),
+        ] {
+            let e = Loaded::from_text("a.yaml", text, Some(dir.path()))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(named), "{text}: {e}");
+        }
+    }
+
     #[test]
     fn zero_limits_are_refused() {
         for (text, place) in [
@@ -832,6 +901,18 @@ mod tests {
             (
                 "http: { address: '127.0.0.1:0', maxConnections: 0 }\n",
                 "http.maxConnections",
+            ),
+            (
+                "grpc: { address: '127.0.0.1:0', maxRequestBytes: 0 }\n",
+                "grpc.maxRequestBytes",
+            ),
+            (
+                "grpc: { address: '127.0.0.1:0', maxBufferedBytes: 0 }\n",
+                "grpc.maxBufferedBytes",
+            ),
+            (
+                "http: { address: '127.0.0.1:0', maxBufferedBytes: 0 }\n",
+                "http.maxBufferedBytes",
             ),
         ] {
             let e = Loaded::from_text("a.yaml", text, None)
