@@ -182,6 +182,15 @@ impl<'a> BuildContext<'a> {
         self.timeout.map(|t| t / 2)
     }
 
+    /// The longest a call the step makes to another server should take: a
+    /// tenth short of its time, so that the step judges a late call
+    /// itself (an outage, or, while the server answers others, a call a
+    /// client made slow) before its timer ends it with an error
+    /// `failureModeAllow` lets through. `None` outside a config.
+    pub fn call_limit(&self) -> Option<std::time::Duration> {
+        self.timeout.map(|t| t - t / 10)
+    }
+
     /// The same context, for a step with this `timeout`.
     pub fn with_timeout(mut self, timeout: std::time::Duration) -> Self {
         self.timeout = Some(timeout);

@@ -57,11 +57,14 @@ impl AnswerBy {
 
 /// When a remote server last answered a call, for a step that calls one
 /// (a passthrough) and whose `failureModeAllow` rides out the remote's
-/// outage: a call that gets no answer in time while the remote answered
-/// others is no outage. The remote is up, and a client can bring the wait
-/// about: a credential the remote is slow to refuse, or a flood that
-/// queues calls behind the most the remote takes at once. Such a call
-/// fails closed.
+/// outage: a call that gets no answer in time, or a gateway's for it (a
+/// 502, 503, 504, UNAVAILABLE), while the remote answered another call
+/// within the call's time, is no outage. The remote is up, and a client
+/// can bring the failure about: a credential the remote is slow to
+/// refuse, past its own time or a gateway's, or a flood that queues calls
+/// behind the most the remote takes at once, or trips a rate limit in
+/// front of it. Such a call fails closed. A remote that answers nothing
+/// for a call's time is out.
 #[derive(Debug)]
 pub struct LastAnswer {
     /// When it was made: calls start later.
@@ -87,8 +90,12 @@ impl LastAnswer {
             .fetch_max(now, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// Whether the remote answered a call after `start`.
-    pub fn since(&self, start: tokio::time::Instant) -> bool {
+    /// Whether the remote answered a call in the last `window` (a call's
+    /// time).
+    pub fn within(&self, window: std::time::Duration) -> bool {
+        let start = tokio::time::Instant::now()
+            .checked_sub(window)
+            .unwrap_or(self.base);
         self.last.load(std::sync::atomic::Ordering::Relaxed) > self.ticks(start)
     }
 

@@ -61,9 +61,12 @@
 //!   request over [`MAX_CHECK_BYTES`] encoded (a large body), which is
 //!   not sent; a call that finds all [`MAX_CALLS`] slots of its remote
 //!   taken for half its time (a flood can take them); a call with no
-//!   answer in time while the remote answered another (the remote is up:
-//!   a client can make its own call slow, or queue it behind a flood past
-//!   the streams the remote takes at once); and an answer that
+//!   answer in time, or UNAVAILABLE, while the remote answered another
+//!   within the call's time (the remote is up: a client can make its own
+//!   call slow, queue it behind a flood past the streams the remote takes
+//!   at once, or trip a rate limit in front of it; a call's time is
+//!   `connectionTimeout`, at most nine tenths of the step's `timeout`);
+//!   and an answer that
 //!   cannot be carried out as given: a header
 //!   with an invalid name or value; one that sets `host` or `:authority`
 //!   upstream (the client's virtual host is not the remote's to change) or
@@ -456,6 +459,7 @@ impl ExtAuthPlugin for GrpcPassthroughPlugin {
         if timeout.is_zero() {
             return Err(Error::config("must be more than zero").at("grpc.connectionTimeout"));
         }
+        let timeout = context.call_limit().map_or(timeout, |l| timeout.min(l));
         let retry = Retries::new(grpc.retry_policy)?;
         let remote = self.channel(authority, &host, timeout, tls)?;
         Ok(Arc::new(GrpcPassthrough {
@@ -566,8 +570,15 @@ impl GrpcPassthrough {
     fn failed_call(&self, code: tonic::Code, timed_out: bool) -> Result<Decision, Error> {
         use tonic::Code;
         let what = format!("call failed with {code:?}");
+        // No outage while the remote answers other calls.
+        let up = self.remote.answers.within(self.timeout);
+        let what_up = || format!("{what}, while the server answered other calls");
         match code {
+            Code::Unavailable if up => Err(self.refuse("unavailable", what_up())),
             Code::Unavailable => Err(self.fail("unavailable", what)),
+            Code::DeadlineExceeded | Code::Cancelled if timed_out && up => {
+                Err(self.refuse("timeout", what_up()))
+            }
             Code::DeadlineExceeded | Code::Cancelled if timed_out => {
                 Err(self.fail("timeout", what))
             }
@@ -698,7 +709,7 @@ impl AuthService for GrpcPassthrough {
                     self.remote.answers.heard();
                 }
                 let late = || {
-                    self.remote.answers.since(started).then(|| {
+                    self.remote.answers.within(self.timeout).then(|| {
                         self.refuse(
                             "slow",
                             format!(
@@ -719,11 +730,7 @@ impl AuthService for GrpcPassthrough {
                         attempt += 1;
                     }
                     Ok(Err(status)) => {
-                        let timed_out = started.elapsed() >= self.timeout;
-                        if let Some(refused) = late().filter(|_| timed_out) {
-                            return Err(refused);
-                        }
-                        return self.failed_call(status.code(), timed_out);
+                        return self.failed_call(status.code(), started.elapsed() >= self.timeout);
                     }
                     Err(_) => {
                         return Err(late().unwrap_or_else(|| {

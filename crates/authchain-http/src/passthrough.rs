@@ -37,10 +37,13 @@
 //! `http_passthrough_bypass_failure` too). Another 5xx, or a connection
 //! the auth server closes with no answer once it has the request, is a
 //! handler failing on the request, which a client can bring about: it
-//! fails closed whatever `failureModeAllow` says. So does a timeout once
-//! the auth server answered another call (or this call's head) since the
-//! call started: the server is up, and a client can make its own call
-//! slow, or queue it behind a flood. A header listed for
+//! fails closed whatever `failureModeAllow` says. So does a timeout, or
+//! a 502, 503 or 504, while the auth server answered another call within
+//! the call's time (`connectionTimeout`, at most nine tenths of the step's
+//! `timeout`), and a body that does not come in time after its head: the
+//! server is up, and a client can make its own call slow past the
+//! server's or a gateway's time, queue it behind a flood, or trip a rate
+//! limit in front of it. A header listed for
 //! upstream or for the client but absent from the answer adds nothing.
 //! The upstream headers are identity headers: the chain strips
 //! client-sent copies. The client headers on success overwrite the
@@ -312,6 +315,7 @@ impl ExtAuthPlugin for HttpPassthroughPlugin {
             Some(ConfigDuration(d)) => d,
             None => DEFAULT_TIMEOUT,
         };
+        let timeout = context.call_limit().map_or(timeout, |l| timeout.min(l));
         // No list passes a connection or framing header either way: each
         // message has its own.
         let names = |list: &[String], place: &str| -> Result<Vec<HeaderName>, Error> {
@@ -597,7 +601,7 @@ impl HttpPassthrough {
         let deadline = started + self.timeout;
         // No answer in time is an outage only when the auth server
         // answered nothing else meanwhile.
-        let slow = |what: String| match self.answers.since(started) {
+        let slow = |what: String| match self.answers.within(self.timeout) {
             true => Error::step_fail_closed(format!("{what}, while it answered other calls")),
             false => Error::step(what),
         };
@@ -645,7 +649,9 @@ impl HttpPassthrough {
                     ))
                 }
             })?;
-            self.answers.heard();
+            if !is_gateway_failure(response.status()) {
+                self.answers.heard();
+            }
             Ok((slot, response))
         };
         let (_slot, response) = tokio::time::timeout_at(deadline, head)
@@ -658,7 +664,13 @@ impl HttpPassthrough {
             let whole = Limited::new(body, MAX_RESPONSE_BYTES).collect();
             tokio::time::timeout_at(deadline, whole)
                 .await
-                .map_err(|_| late())?
+                .map_err(|_| {
+                    // Its head came: the server is up.
+                    Error::step_fail_closed(format!(
+                        "the auth server sent no whole answer within {:?}",
+                        self.timeout
+                    ))
+                })?
                 .map_or_else(|_| Bytes::new(), |whole| whole.to_bytes())
         } else if parts.status == StatusCode::OK || parts.status.is_server_error() {
             // Nothing of it is read: its status says it all.
@@ -677,6 +689,15 @@ impl HttpPassthrough {
         }
         Err(error)
     }
+}
+
+/// Whether `status` is a gateway's for an auth server it cannot have an
+/// answer of (502, 503, 504): an outage, unless the server answers others.
+fn is_gateway_failure(status: StatusCode) -> bool {
+    matches!(
+        status,
+        StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT
+    )
 }
 
 /// The first [`MAX_RESPONSE_BYTES`] of a deny's `body`, or what came of
@@ -721,16 +742,15 @@ impl AuthService for HttpPassthrough {
             // is a failure `failureModeAllow` may ride out; any other 5xx
             // is a handler failing on the request, which a client can
             // bring about.
-            if matches!(
-                parts.status,
-                StatusCode::BAD_GATEWAY
-                    | StatusCode::SERVICE_UNAVAILABLE
-                    | StatusCode::GATEWAY_TIMEOUT
-            ) {
-                return self.failed(Error::step(format!(
-                    "the auth server answered {}",
-                    parts.status
-                )));
+            // No outage while the server answers other calls.
+            if is_gateway_failure(parts.status) {
+                let what = format!("the auth server answered {}", parts.status);
+                return self.failed(match self.answers.within(self.timeout) {
+                    true => {
+                        Error::step_fail_closed(format!("{what}, while it answered other calls"))
+                    }
+                    false => Error::step(what),
+                });
             }
             if parts.status.is_server_error() {
                 return self.failed(Error::step_fail_closed(format!(

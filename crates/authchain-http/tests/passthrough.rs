@@ -458,39 +458,43 @@ async fn failures_deny_unless_failure_mode_allow_which_is_counted() {
 /// still passes (above).
 #[tokio::test]
 async fn a_call_late_while_the_server_answers_others_fails_closed() {
-    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let seen = calls.clone();
-    let app = Router::new().route(
-        "/auth",
-        axum::routing::post(move || {
-            let first = seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0;
-            async move {
-                if first {
-                    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    // (case, what the first call gets, and when)
+    let cases = [
+        ("no answer in time", StatusCode::OK, 2000),
+        ("a gateway's 504", StatusCode::GATEWAY_TIMEOUT, 200),
+    ];
+    for (case, first_status, first_after) in cases {
+        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = calls.clone();
+        let app = Router::new().route(
+            "/auth",
+            axum::routing::post(move || {
+                let first = seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0;
+                async move {
+                    if !first {
+                        return StatusCode::OK;
+                    }
+                    tokio::time::sleep(Duration::from_millis(first_after)).await;
+                    first_status
                 }
-                StatusCode::OK
-            }
-        }),
-    );
-    let addr = spawn(app).await;
-    let url = format!("http://{addr}/auth");
-    let chain = Arc::new(build(&failing_configs(&url, "500ms", true)).unwrap());
-    let slow = {
-        let chain = chain.clone();
-        tokio::spawn(async move { chain.authorize(&mut request(&[])).await })
-    };
-    while calls.load(std::sync::atomic::Ordering::SeqCst) == 0 {
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }),
+        );
+        let addr = spawn(app).await;
+        let url = format!("http://{addr}/auth");
+        let chain = Arc::new(build(&failing_configs(&url, "500ms", true)).unwrap());
+        let slow = {
+            let chain = chain.clone();
+            tokio::spawn(async move { chain.authorize(&mut request(&[])).await })
+        };
+        while calls.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(
+            chain.authorize(&mut request(&[])).await.is_allow(),
+            "{case}: answered at once"
+        );
+        assert_eq!(slow.await.unwrap(), Decision::unauthorized(), "{case}");
     }
-    assert!(
-        chain.authorize(&mut request(&[])).await.is_allow(),
-        "answered at once"
-    );
-    assert_eq!(
-        slow.await.unwrap(),
-        Decision::unauthorized(),
-        "the slow one"
-    );
 }
 
 /// A 5xx other than a gateway's, or a connection closed with no answer

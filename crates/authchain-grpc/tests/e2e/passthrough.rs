@@ -220,25 +220,84 @@ async fn a_call_late_while_the_remote_answers_others_fails_closed() {
             ),
     );
     let _server = GrpcServer::from_parts(addr, tx, task);
-    let (_engine, chain) = passthrough_chain(&configs(addr, "failureModeAllow: true")).await;
-    // Warm the connection: the first call answers in time.
-    assert!(chain.authorize(&mut sample_request()).await.is_allow());
-    // Two at once: the second waits 300 ms for the stream, then 300 ms
-    // for its answer, past its 500 ms.
-    let (mut first, mut second) = (sample_request(), sample_request());
-    let (a, b) = tokio::join!(chain.authorize(&mut first), chain.authorize(&mut second));
-    let passed = |request: &authchain_core::AuthorizationRequest, d: &authchain_core::Decision| {
-        d.is_allow() && request.state.get("remote").is_some()
+    let own_time = configs(addr, "failureModeAllow: true");
+    // The step's timeout shorter than the call's: the step's call ends
+    // first all the same (its timer's end would be let through).
+    let step_time = own_time
+        .replace("connectionTimeout: 500ms", "connectionTimeout: 5s")
+        .replace("- name: remote\n", "- name: remote\n  timeout: 550ms\n");
+    assert_ne!(own_time, step_time);
+    for (case, yaml) in [
+        ("connectionTimeout", own_time),
+        ("the step's timeout", step_time),
+    ] {
+        let (_engine, chain) = passthrough_chain(&yaml).await;
+        // Warm the connection: the first call answers in time.
+        assert!(
+            chain.authorize(&mut sample_request()).await.is_allow(),
+            "{case}"
+        );
+        // Two at once: the second waits 300 ms for the stream, then 300
+        // ms for its answer, past its 500 ms.
+        let (mut first, mut second) = (sample_request(), sample_request());
+        let (a, b) = tokio::join!(chain.authorize(&mut first), chain.authorize(&mut second));
+        let passed = |request: &authchain_core::AuthorizationRequest,
+                      d: &authchain_core::Decision| {
+            d.is_allow() && request.state.get("remote").is_some()
+        };
+        assert!(
+            passed(&first, &a) || passed(&second, &b),
+            "{case}: one answered: {a:?} {b:?}"
+        );
+        let late = if passed(&first, &a) { &b } else { &a };
+        assert_eq!(
+            late.as_deny().map(|d| d.status.as_u16()),
+            Some(403),
+            "{case}: the late one fails closed: {late:?}"
+        );
+    }
+}
+
+/// [`SampleRemote`], but its first call is UNAVAILABLE after a pause (a
+/// gateway or a rate limit in front of the remote, for that call).
+#[derive(Clone, Default)]
+struct FirstUnavailable(SampleRemote, Arc<AtomicUsize>);
+
+#[tonic::async_trait]
+impl Authorization for FirstUnavailable {
+    async fn check(
+        &self,
+        request: tonic::Request<CheckRequest>,
+    ) -> Result<tonic::Response<CheckResponse>, tonic::Status> {
+        if self.1.fetch_add(1, Ordering::SeqCst) == 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            return Err(tonic::Status::unavailable("rate limited"));
+        }
+        self.0.check(request).await
+    }
+}
+
+/// UNAVAILABLE while the remote answers other calls is no outage: a
+/// gateway's or a rate limit's answer for a call a client can bring
+/// about. It fails closed under `failureModeAllow`.
+#[tokio::test]
+async fn unavailable_while_the_remote_answers_others_fails_closed() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let remote = GrpcServer::remote(FirstUnavailable(SampleRemote::default(), calls.clone())).await;
+    let (_engine, chain) = passthrough_chain(&configs(remote.addr, "failureModeAllow: true")).await;
+    let first = {
+        let chain = chain.clone();
+        tokio::spawn(async move { chain.authorize(&mut sample_request()).await })
     };
-    assert!(
-        passed(&first, &a) || passed(&second, &b),
-        "one answered: {a:?} {b:?}"
-    );
-    let late = if passed(&first, &a) { &b } else { &a };
+    while calls.load(Ordering::SeqCst) == 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert!(chain.authorize(&mut sample_request()).await.is_allow());
+    let first = first.await.unwrap();
     assert_eq!(
-        late.as_deny().map(|d| d.status.as_u16()),
+        first.as_deny().map(|d| d.status.as_u16()),
         Some(403),
-        "the late one fails closed: {late:?}"
+        "{first:?}"
     );
 }
 
