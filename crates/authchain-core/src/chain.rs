@@ -1019,10 +1019,15 @@ impl Chain {
             *answer = Err(Error::invalid_answer(problem));
         }
         // Room for the run's own headers after it (the user's, the mark
-        // of `failureModeAllow`): a header map that holds no more panics.
+        // of `failureModeAllow`), and for an answer that lists every
+        // change: a header map that holds no more panics.
         if let Ok(Decision::Allow(allow)) = answer
             && (request.headers.keys_len() + allow.headers.len() > 2 * MAX_HEADER_NAMES
-                || run.acc.response_headers.len() + allow.response_headers.len() > MAX_HEADER_NAMES)
+                || run.acc.headers.len()
+                    + run.acc.response_headers.len()
+                    + allow.headers.len()
+                    + allow.response_headers.len()
+                    > 2 * MAX_HEADER_NAMES)
         {
             *answer = Err(Error::invalid_answer(
                 "more headers than a request or a response holds",
@@ -1068,9 +1073,9 @@ impl Chain {
 }
 
 /// The most header names a request to authorize holds as it arrives (an
-/// adapter refuses more), and the most a step's allow may add to the
-/// client's response: an `http::HeaderMap` holds 24,576 names, and more
-/// panics.
+/// adapter refuses more); an allow's changes to the request and the
+/// response are at most twice as many: an `http::HeaderMap` holds 24,576
+/// names, and more panics.
 pub const MAX_HEADER_NAMES: usize = 8192;
 
 /// Leaves out of a step's answer the headers no decision sets or removes

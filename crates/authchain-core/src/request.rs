@@ -177,21 +177,23 @@ impl AuthorizationRequest {
 
     /// Every cookie an app may read as cookie `name`, `name` itself
     /// included, as its name and value, in order. Besides the pairs
-    /// [`cookies`](Self::cookies) reads, a `,` ends a pair too (Rack 2
-    /// splits there), and a name is compared as PHP and Rack read it:
-    /// percent-decoded (`access%5Ftoken`, a `+` a space), then as PHP
-    /// names a variable (leading spaces dropped, `.` and spaces made `_`:
-    /// `access.token`). A step that reads a credential from a cookie
-    /// refuses another value under another spelling: the app may read
-    /// that one.
+    /// [`cookies`](Self::cookies) reads, a `,` (Rack 2), a space or a tab
+    /// (Python's `SimpleCookie`, ASP.NET Core, which look for a pair past
+    /// a malformed one) ends a pair too, and a name is compared as PHP,
+    /// Rack and ASP.NET Core read it: percent-decoded (`access%5Ftoken`, a
+    /// `+` a space), then as PHP names a variable (`access.token`,
+    /// `access[token`), in any case. A step that reads a credential from
+    /// a cookie refuses another value under another spelling: the app may
+    /// read that one.
     pub fn cookies_spelled_like<'a, 'n>(
         &'a self,
         name: &'n str,
     ) -> impl Iterator<Item = (&'a [u8], &'a [u8])> + use<'a, 'n> {
-        let wanted = php_key(name);
-        self.pairs(b";,").filter(move |(n, _)| {
-            std::str::from_utf8(n)
-                .is_ok_and(|n| php_key(&crate::path::percent_decode(n, true)) == wanted)
+        let wanted = php_key(name).to_ascii_lowercase();
+        self.pairs(b";, \t").filter(move |(n, _)| {
+            std::str::from_utf8(n).is_ok_and(|n| {
+                php_key(&crate::path::percent_decode(n, true)).eq_ignore_ascii_case(&wanted)
+            })
         })
     }
 
@@ -356,17 +358,29 @@ impl AuthorizationRequest {
     }
 }
 
-/// Whether `raw`, a query parameter's name as written, is `key` in any
-/// percent-encoded or `+` spelling (`tok%65n` is `token` to an app, or a
-/// step, that decodes the query).
 /// A key as PHP names a variable: leading spaces dropped, cut at a NUL,
-/// `.` and spaces made `_` (`?.method=` is PHP's `$_GET['_method']`).
+/// `.` and spaces made `_` (`?.method=` is PHP's `$_GET['_method']`) up to
+/// a `[`, which starts an array's index (`a[x]` is array `a`) or, with no
+/// `]` after it, is made `_` too, the rest kept as it is (`a[b.c` is
+/// `a_b.c`).
 pub(crate) fn php_key(key: &str) -> String {
     let key = key.trim_start_matches(' ');
     let key = key.split('\0').next().unwrap_or_default();
-    key.replace(['.', ' '], "_")
+    let (head, rest) = key.split_at(key.find('[').unwrap_or(key.len()));
+    let mut name = head.replace(['.', ' '], "_");
+    match rest.get(1..) {
+        Some(after) if !after.contains(']') => {
+            name.push('_');
+            name.push_str(after);
+        }
+        _ => {}
+    }
+    name
 }
 
+/// Whether `raw`, a query parameter's name as written, is `key` in any
+/// percent-encoded or `+` spelling (`tok%65n` is `token` to an app, or a
+/// step, that decodes the query).
 pub(crate) fn names_parameter(raw: &str, key: &str) -> bool {
     raw == key || crate::path::percent_decode(raw, true) == crate::path::percent_decode(key, true)
 }
@@ -389,6 +403,22 @@ mod tests {
         assert_eq!(mapped.address, Some("10.1.2.3:80".parse().unwrap()));
         let v6 = Peer::from_address("[::1]:9".parse().unwrap());
         assert_eq!(v6.address, Some("[::1]:9".parse().unwrap()));
+    }
+
+    #[test]
+    fn php_names_variables_so() {
+        for (key, named) in [
+            ("_method", "_method"),
+            (" .method", "_method"),
+            ("a.b c", "a_b_c"),
+            ("a[b", "a_b"),
+            ("a[b.c", "a_b.c"),
+            ("a.b[c]", "a_b"),
+            ("a\0b", "a"),
+            ("[", "_"),
+        ] {
+            assert_eq!(php_key(key), named, "{key:?}");
+        }
     }
 
     #[test]

@@ -528,7 +528,7 @@ fn allow_response(allow: Allow, mut headers: HeaderMap) -> Response<Bytes> {
     }
     let removals = usize::from(!allow.headers_to_remove.is_empty());
     headers.clear();
-    headers.reserve(allow.headers.len() + allow.response_headers.len() + removals);
+    let _ = headers.try_reserve(allow.headers.len() + allow.response_headers.len() + removals);
     // One line per upstream header: Envoy's HTTP service sets each line
     // of an `allowed_upstream_headers` name in turn, so of a set and an
     // append only the last would reach the app.

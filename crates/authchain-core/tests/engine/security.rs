@@ -751,3 +751,27 @@ async fn an_allow_with_more_headers_than_a_request_holds_fails_closed() {
         );
     }
 }
+
+/// Allows whose changes together pass what an answer that lists each of
+/// them holds (13,000 appends of one name, twice) fail closed: the HTTP
+/// check server's answer, a header line per change, panicked.
+#[tokio::test]
+async fn allows_with_more_changes_together_than_an_answer_holds_fail_closed() {
+    use authchain_core::Allow;
+    let appends = || {
+        decide_fn(|_| {
+            let mut allow = Allow::new();
+            for _ in 0..13_000 {
+                allow = allow.append_header(name("x-a"), value("1"));
+            }
+            Ok(allow.into())
+        })
+    };
+    let chain = Chain::builder("c")
+        .step(ChainStep::new("one", Arc::new(appends())))
+        .step(ChainStep::new("two", Arc::new(appends())).failure_mode_allow(true))
+        .build()
+        .unwrap();
+    let d = chain.authorize(&mut get("/")).await;
+    assert_eq!(d.as_deny().map(|d| d.status.as_u16()), Some(403));
+}

@@ -317,6 +317,27 @@ async fn a_token_from_a_cookie_or_a_custom_header() {
             format!("a=1,access_token=forged; access_token={token}"),
             401,
         ),
+        // PHP makes an unclosed `[` `_`; ASP.NET Core compares names in
+        // any case, and it and Python's SimpleCookie find a pair after a
+        // space.
+        (
+            "in the cookie, and another with a [",
+            "cookie",
+            format!("access[token=forged; access_token={token}"),
+            401,
+        ),
+        (
+            "in the cookie, and another in capitals",
+            "cookie",
+            format!("access_token={token}; ACCESS_TOKEN=forged"),
+            401,
+        ),
+        (
+            "in the cookie, and another after a space",
+            "cookie",
+            format!("access_token={token}; x=1 access_token=forged"),
+            401,
+        ),
         // A name no app reads as the source: another app's cookie.
         (
             "in the cookie, beside access-token",
