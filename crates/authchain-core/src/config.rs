@@ -103,7 +103,8 @@ impl Format {
     /// The documents of `text` (JSON has one), as values. Read every
     /// config text this way: a mapping that has a key twice is an error
     /// naming the key (serde would keep the last silently, dropping what
-    /// the first said), and so is a text whose YAML aliases would make it
+    /// the first said), so is a YAML merge key (`<<`, which would be kept
+    /// as a key, the keys it merges missing), and so is a text whose YAML aliases would make it
     /// more than twice as large as it is (plus 100,000), counting each
     /// value as one and each string and key as its length too: a small
     /// file can ask for gigabytes. `origin` names the text in errors.
@@ -251,6 +252,13 @@ impl<'de> serde::de::Visitor<'de> for Counted<'_> {
         let mut object = Map::new();
         while let Some(key) = map.next_key_seed(Key(self.again()))? {
             let value = map.next_value_seed(self.again())?;
+            // YAML 1.1's merge key, which serde_yaml_ng keeps as a key:
+            // the keys it would merge would be silently missing.
+            if key == "<<" {
+                return Err(serde::de::Error::custom(
+                    "YAML merge keys (`<<: *anchor`) are not read: write the keys out",
+                ));
+            }
             if object.contains_key(&key) {
                 return Err(serde::de::Error::custom(format!(
                     "the key `{key}` appears twice in one mapping"
@@ -1056,6 +1064,20 @@ mod tests {
         let ok =
             "name: s\nconfigs:\n- rules: {defaultAction: deny}\n- rules: {defaultAction: allow}\n";
         assert!(AuthConfig::parse("a.yaml", ok, Format::Yaml).is_ok());
+    }
+
+    /// A YAML merge key is an error: serde_yaml_ng keeps it as a key, so
+    /// a policy's data or a plugin's config missed the keys it merges.
+    #[test]
+    fn a_yaml_merge_key_is_an_error() {
+        let text = "limits: &d {max: 5}\nopa: {data: {limits: {<<: *d, min: 1}}}\n";
+        let e = Format::Yaml
+            .documents("a.yaml", text)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("merge keys") && e.contains("a.yaml"), "{e}");
+        let plain = "limits: &d {max: 5}\nopa: {data: {limits: *d}}\n";
+        assert!(Format::Yaml.documents("a.yaml", plain).is_ok());
     }
 
     #[test]
