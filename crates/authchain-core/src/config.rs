@@ -116,17 +116,25 @@ impl Format {
             Format::Yaml => serde_yaml_ng::Deserializer::from_str(text)
                 .enumerate()
                 .map(|(i, doc)| {
-                    Counted { left: &left }.deserialize(doc).map_err(|e| {
+                    Counted {
+                        left: &left,
+                        yaml: true,
+                    }
+                    .deserialize(doc)
+                    .map_err(|e| {
                         read(e.to_string()).in_source(format!("{origin} document {}", i + 1))
                     })
                 })
                 .collect(),
             Format::Json => {
                 let mut reader = serde_json::Deserializer::from_str(text);
-                let doc = Counted { left: &left }
-                    .deserialize(&mut reader)
-                    .and_then(|doc| reader.end().map(|()| doc))
-                    .map_err(|e| read(e.to_string()).in_source(origin))?;
+                let doc = Counted {
+                    left: &left,
+                    yaml: false,
+                }
+                .deserialize(&mut reader)
+                .and_then(|doc| reader.end().map(|()| doc))
+                .map_err(|e| read(e.to_string()).in_source(origin))?;
                 Ok(vec![doc])
             }
         }
@@ -137,6 +145,8 @@ impl Format {
 /// a mapping and stops when `left` values have been read.
 struct Counted<'a> {
     left: &'a std::cell::Cell<usize>,
+    /// Whether the text is YAML, where `<<` is a merge key.
+    yaml: bool,
 }
 
 impl Counted<'_> {
@@ -158,7 +168,10 @@ impl Counted<'_> {
     }
 
     fn again(&self) -> Self {
-        Counted { left: self.left }
+        Counted {
+            left: self.left,
+            yaml: self.yaml,
+        }
     }
 }
 
@@ -254,7 +267,7 @@ impl<'de> serde::de::Visitor<'de> for Counted<'_> {
             let value = map.next_value_seed(self.again())?;
             // YAML 1.1's merge key, which serde_yaml_ng keeps as a key:
             // the keys it would merge would be silently missing.
-            if key == "<<" {
+            if self.yaml && key == "<<" {
                 return Err(serde::de::Error::custom(
                     "YAML merge keys (`<<: *anchor`) are not read: write the keys out",
                 ));

@@ -175,7 +175,8 @@ proptest! {
         name in tricky_string().prop_filter("named", |n| !n.is_empty()),
         namespace in prop::option::of("[a-z][a-z0-9.-]{0,10}"),
         spec in prop::collection::btree_map(
-            tricky_string().prop_filter("not name", |k| k != "name"),
+            // `<<` is YAML's merge key, which the reader refuses.
+            tricky_string().prop_filter("not name", |k| k != "name" && k != "<<"),
             value(),
             0..6,
         ),
