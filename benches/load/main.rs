@@ -9,8 +9,8 @@
 //!   chain of built-in steps, `apiKeyAuth` (one key, which wrk sends in the
 //!   `api-key` header), `rules` (allow GET) and `opaAuth` (a Rego policy
 //!   allowing GET), with the decision cache on (`key: [{header:
-//!   api-key}]`, `trustKey: true` since `opaAuth` does not declare what it
-//!   reads) and warm; (c') the same chain without the cache. Target: rps
+//!   api-key}, method, host, path]`, `trustKey: true` since `opaAuth` does
+//!   not declare what it reads) and warm; (c') the same chain without the cache. Target: rps
 //!   c/b ≥ 0.97. The report adds (c)'s cache hits and misses, from the
 //!   server's `/metrics`.
 //! - `http`: nginx (one worker process) with `auth_request`, and Envoy with

@@ -19,11 +19,12 @@ log: { format: text, level: info }
 ";
 
 /// The decision-cache block of the AuthConfig above it: keyed on `header`
-/// and trusted (`opaAuth` does not declare what it reads), for `entries`
-/// keys, an hour each.
+/// and what `rules` reads (the method, host and path), and trusted for the
+/// rest (`opaAuth` does not declare what it reads), for `entries` keys, an
+/// hour each.
 pub(crate) fn cache(header: &str, entries: u32) -> String {
     format!(
-        "  cache:\n    key: [{{ header: {header} }}]\n    ttl: 1h\n    \
+        "  cache:\n    key: [{{ header: {header} }}, method, host, path]\n    ttl: 1h\n    \
          maxEntries: {entries}\n    trustKey: true\n"
     )
 }

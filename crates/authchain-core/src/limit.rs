@@ -153,7 +153,8 @@ impl ConnectionLimits {
 /// Metric: `authchain_shed_total{transport}`.
 #[derive(Clone)]
 pub struct ByteBudget {
-    semaphore: Arc<Semaphore>,
+    /// The bytes held now: a counter, as nothing ever waits for room.
+    used: Arc<std::sync::atomic::AtomicUsize>,
     max: usize,
     transport: &'static str,
 }
@@ -171,10 +172,9 @@ impl ByteBudget {
     /// At most `max` bytes held at once (at least one), shed checks
     /// counted under `transport`.
     pub fn new(max: usize, transport: &'static str) -> Self {
-        let max = max.clamp(1, Semaphore::MAX_PERMITS);
         ByteBudget {
-            semaphore: Arc::new(Semaphore::new(max)),
-            max,
+            used: Arc::default(),
+            max: max.max(1),
             transport,
         }
     }
@@ -186,29 +186,41 @@ impl ByteBudget {
 
     /// The bytes held now.
     pub fn in_use(&self) -> usize {
-        self.max - self.semaphore.available_permits()
+        self.used.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
 /// Bytes held of a [`ByteBudget`], given back on drop.
 #[derive(Debug, Default)]
-pub struct Held(Option<OwnedSemaphorePermit>);
+pub struct Held(Option<(Arc<std::sync::atomic::AtomicUsize>, usize)>);
 
 impl Held {
     /// Holds `n` more bytes of `budget`, or sheds.
     fn grow(&mut self, budget: &ByteBudget, n: usize) -> Result<(), BodyRefused> {
-        let taken = u32::try_from(n)
-            .ok()
-            .and_then(|n| Arc::clone(&budget.semaphore).try_acquire_many_owned(n).ok());
-        let Some(taken) = taken else {
+        use std::sync::atomic::Ordering::Relaxed;
+        let taken = budget
+            .used
+            .fetch_update(Relaxed, Relaxed, |used| {
+                used.checked_add(n).filter(|&total| total <= budget.max)
+            })
+            .is_ok();
+        if !taken {
             metrics::counter!("authchain_shed_total", "transport" => budget.transport).increment(1);
             return Err(BodyRefused::Shed);
-        };
+        }
         match &mut self.0 {
-            Some(held) => held.merge(taken),
-            None => self.0 = Some(taken),
+            Some((_, held)) => *held += n,
+            None => self.0 = Some((Arc::clone(&budget.used), n)),
         }
         Ok(())
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Some((used, held)) = &self.0 {
+            used.fetch_sub(*held, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 }
 

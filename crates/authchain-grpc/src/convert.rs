@@ -252,8 +252,8 @@ fn append(headers: &mut HeaderMap, name: &str, value: Vec<u8>) -> Result<(), Inv
             "header '{header_name}' has a value that is not valid in HTTP"
         ))
     })?;
-    let room = headers.contains_key(&header_name)
-        || headers.keys_len() < authchain_core::transport::MAX_HEADER_NAMES;
+    let room = headers.keys_len() < authchain_core::transport::MAX_HEADER_NAMES
+        || headers.contains_key(&header_name);
     let appended = room && headers.try_append(header_name, header_value).is_ok();
     match appended {
         true => Ok(()),
