@@ -223,11 +223,6 @@ impl ApiKeyAuth {
             .collect();
         if let Some(file) = &config.keys_file {
             let text = context.read_to_string(file).map_err(|e| e.at("keysFile"))?;
-            // Its errors may quote a key.
-            Format::Yaml.documents("keysFile", &text).map_err(|_| {
-                Error::config("a key twice in a mapping, or aliases that expand too far")
-                    .at("keysFile")
-            })?;
             let list: Vec<KeyEntry> = serde_yaml_ng::from_str(&text).map_err(|e| {
                 // The message may quote the file's content: keep only where.
                 let at = e
@@ -235,6 +230,13 @@ impl ApiKeyAuth {
                     .map(|l| format!(" at line {} column {}", l.line(), l.column()))
                     .unwrap_or_default();
                 Error::config(format!("not a list of {{key, metadata}} entries{at}")).at("keysFile")
+            })?;
+            // What the list's reader lets pass; its errors may quote a key.
+            Format::Yaml.documents("keysFile", &text).map_err(|_| {
+                Error::config(
+                    "a key twice in a mapping, a YAML merge key, or aliases that expand too far",
+                )
+                .at("keysFile")
             })?;
             entries.extend(
                 list.into_iter()

@@ -204,6 +204,23 @@ configs:
     let e = load_error(&yaml).await;
     assert_eq!(e.place(), Some("t: configs[0].apiKeyAuth.keysFile"));
     assert!(!e.to_string().contains("secret-in-file"), "{e}");
+    // A file that is no YAML says where; one with a key twice, or a
+    // merge key, says what, and neither quotes a key.
+    for (text, says) in [
+        ("- {key: secret-in-file\n", "at line"),
+        (
+            "- {key: a-secret-in-file, key: secret-in-file}\n",
+            "keysFile",
+        ),
+        ("- &d {key: secret-in-file}\n- {<<: *d}\n", "keysFile"),
+    ] {
+        std::fs::write(&path, text).unwrap();
+        let e = load_error(&yaml).await.to_string();
+        assert!(
+            e.contains(says) && !e.contains("secret-in-file"),
+            "{text}: {e}"
+        );
+    }
     std::fs::remove_file(&path).ok();
 }
 
