@@ -544,6 +544,19 @@ impl GrpcPassthrough {
         })
     }
 
+    /// A call that got no answer of the remote's (a timeout, UNAVAILABLE):
+    /// an outage ([`fail`](Self::fail)) when the remote answered no other
+    /// call within the call's time, else refused: the remote is up.
+    fn unanswered(&self, reason: &'static str, what: String) -> Error {
+        match self.remote.answers.within(self.timeout) {
+            true => self.refuse(
+                reason,
+                format!("{what}, while the server answered other calls"),
+            ),
+            false => self.fail(reason, what),
+        }
+    }
+
     /// A call or an answer the step refuses (a client can bring it
     /// about): a step error that `failureModeAllow` never lets through.
     fn refuse(&self, reason: &'static str, what: String) -> Error {
@@ -570,17 +583,10 @@ impl GrpcPassthrough {
     fn failed_call(&self, code: tonic::Code, timed_out: bool) -> Result<Decision, Error> {
         use tonic::Code;
         let what = format!("call failed with {code:?}");
-        // No outage while the remote answers other calls.
-        let up = self.remote.answers.within(self.timeout);
-        let what_up = || format!("{what}, while the server answered other calls");
         match code {
-            Code::Unavailable if up => Err(self.refuse("unavailable", what_up())),
-            Code::Unavailable => Err(self.fail("unavailable", what)),
-            Code::DeadlineExceeded | Code::Cancelled if timed_out && up => {
-                Err(self.refuse("timeout", what_up()))
-            }
+            Code::Unavailable => Err(self.unanswered("unavailable", what)),
             Code::DeadlineExceeded | Code::Cancelled if timed_out => {
-                Err(self.fail("timeout", what))
+                Err(self.unanswered("timeout", what))
             }
             Code::PermissionDenied => Ok(Decision::Deny(Deny::new(StatusCode::FORBIDDEN))),
             Code::Unauthenticated => Ok(Decision::Deny(Deny::new(StatusCode::UNAUTHORIZED))),
@@ -708,17 +714,6 @@ impl AuthService for GrpcPassthrough {
                 if answered {
                     self.remote.answers.heard();
                 }
-                let late = || {
-                    self.remote.answers.within(self.timeout).then(|| {
-                        self.refuse(
-                            "slow",
-                            format!(
-                                "no answer within {:?}, while the server answered other calls",
-                                self.timeout
-                            ),
-                        )
-                    })
-                };
                 match outcome {
                     Ok(Ok(response)) => break response.into_inner(),
                     Ok(Err(status))
@@ -733,9 +728,10 @@ impl AuthService for GrpcPassthrough {
                         return self.failed_call(status.code(), started.elapsed() >= self.timeout);
                     }
                     Err(_) => {
-                        return Err(late().unwrap_or_else(|| {
-                            self.fail("timeout", format!("no answer within {:?}", self.timeout))
-                        }));
+                        return Err(self.unanswered(
+                            "timeout",
+                            format!("no answer within {:?}", self.timeout),
+                        ));
                     }
                 }
             };

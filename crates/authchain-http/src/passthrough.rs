@@ -597,16 +597,9 @@ impl HttpPassthrough {
         &self,
         request: &AuthorizationRequest,
     ) -> Result<(http::response::Parts, Bytes), Error> {
-        let started = tokio::time::Instant::now();
-        let deadline = started + self.timeout;
-        // No answer in time is an outage only when the auth server
-        // answered nothing else meanwhile.
-        let slow = |what: String| match self.answers.within(self.timeout) {
-            true => Error::step_fail_closed(format!("{what}, while it answered other calls")),
-            false => Error::step(what),
-        };
+        let deadline = tokio::time::Instant::now() + self.timeout;
         let late = || {
-            slow(format!(
+            self.unanswered(format!(
                 "the auth server did not answer within {:?}",
                 self.timeout
             ))
@@ -630,7 +623,7 @@ impl HttpPassthrough {
                         written.notified().await;
                         tokio::time::sleep(limit).await;
                     } => {
-                        return Err(slow(format!(
+                        return Err(self.unanswered(format!(
                             "the auth server sent no answer within {limit:?} of the call (responseHeaderTimeout)"
                         )));
                     }
@@ -679,6 +672,17 @@ impl HttpPassthrough {
             read_some(body, deadline).await
         };
         Ok((parts, body))
+    }
+
+    /// A call that got no answer of the auth server's (a timeout, a
+    /// gateway's 502, 503 or 504): an outage when the server answered no
+    /// other call within the call's time, else an error that fails closed:
+    /// the server is up.
+    fn unanswered(&self, what: String) -> Error {
+        match self.answers.within(self.timeout) {
+            true => Error::step_fail_closed(format!("{what}, while it answered other calls")),
+            false => Error::step(what),
+        }
     }
 
     fn failed(&self, error: Error) -> Result<Decision, Error> {
@@ -742,15 +746,9 @@ impl AuthService for HttpPassthrough {
             // is a failure `failureModeAllow` may ride out; any other 5xx
             // is a handler failing on the request, which a client can
             // bring about.
-            // No outage while the server answers other calls.
             if is_gateway_failure(parts.status) {
-                let what = format!("the auth server answered {}", parts.status);
-                return self.failed(match self.answers.within(self.timeout) {
-                    true => {
-                        Error::step_fail_closed(format!("{what}, while it answered other calls"))
-                    }
-                    false => Error::step(what),
-                });
+                return self
+                    .failed(self.unanswered(format!("the auth server answered {}", parts.status)));
             }
             if parts.status.is_server_error() {
                 return self.failed(Error::step_fail_closed(format!(
