@@ -140,6 +140,12 @@ impl ConnectionLimits {
         self.max_buffered_bytes = bytes;
         self
     }
+
+    /// The [`ByteBudget`] of these limits for a listener whose largest
+    /// check is `largest_check` bytes: room for one at least.
+    pub fn byte_budget(&self, largest_check: usize, transport: &'static str) -> ByteBudget {
+        ByteBudget::new(self.max_buffered_bytes.max(largest_check), transport)
+    }
 }
 
 /// A bound on the bytes of the checks a listener reads and answers, over

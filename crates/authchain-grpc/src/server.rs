@@ -197,7 +197,7 @@ impl ExtAuthzService {
         let (limit, read_timeout) = (self.max_request_bytes, self.read_timeout);
         // The gRPC frame's 5 bytes around the message.
         let max_body = limit.saturating_add(5);
-        let budget = ByteBudget::new(self.connections.max_buffered_bytes.max(max_body), "grpc");
+        let budget = self.connections.byte_budget(max_body, "grpc");
         ExtAuthzServer {
             inner: AuthorizationServer::new(self).max_decoding_message_size(limit),
             max_body,

@@ -51,7 +51,7 @@ impl CheckServer {
             read_timeout: DEFAULT_READ_TIMEOUT,
             limit: None,
             connections: ConnectionLimits::default(),
-            budget: budget(&ConnectionLimits::default(), DEFAULT_BODY_LIMIT),
+            budget: ConnectionLimits::default().byte_budget(DEFAULT_BODY_LIMIT, "http"),
         }
     }
 
@@ -68,7 +68,7 @@ impl CheckServer {
     /// once (a check past them is answered with 429).
     pub fn connection_limits(mut self, limits: ConnectionLimits) -> Self {
         self.connections = limits;
-        self.budget = budget(&self.connections, self.body_limit);
+        self.budget = self.connections.byte_budget(self.body_limit, "http");
         self
     }
 
@@ -92,7 +92,7 @@ impl CheckServer {
     /// The largest check body read; a larger one is answered with 413.
     pub fn body_limit(mut self, limit: usize) -> Self {
         self.body_limit = limit;
-        self.budget = budget(&self.connections, self.body_limit);
+        self.budget = self.connections.byte_budget(self.body_limit, "http");
         self
     }
 
@@ -270,12 +270,6 @@ impl CheckServer {
         graceful.shutdown().await;
         Ok(())
     }
-}
-
-/// The budget of `limits` for the bytes of the checks read and answered,
-/// room for one body of `body_limit` at least.
-fn budget(limits: &ConnectionLimits, body_limit: usize) -> ByteBudget {
-    ByteBudget::new(limits.max_buffered_bytes.max(body_limit), "http")
 }
 
 /// Where Envoy's HTTP service says how long it waits for the answer.
