@@ -171,7 +171,8 @@ pub(crate) fn cookie<'a>(
     request: &'a AuthorizationRequest,
     name: &str,
 ) -> Result<Option<&'a str>, ()> {
-    cookie_in(request, name, false)
+    refuse_long_cookies(request)?;
+    Ok(request.cookies(name).find_map(|v| cookie_text(v).ok()))
 }
 
 /// [`cookie`], for a credential: a second copy with another value, or
@@ -182,7 +183,18 @@ pub(crate) fn credential_cookie<'a>(
     request: &'a AuthorizationRequest,
     name: &str,
 ) -> Result<Option<&'a str>, ()> {
-    cookie_in(request, name, true)
+    refuse_long_cookies(request)?;
+    let mut found = None;
+    for (_, value) in request.cookies_spelled_like(name) {
+        // Not text: no credential, but maybe the copy the app reads.
+        let v = cookie_text(value).map_err(|_| ())?;
+        match found {
+            None => found = Some(v),
+            Some(first) if first != v => return Err(()),
+            Some(_) => {}
+        }
+    }
+    Ok(found)
 }
 
 /// The names of the cookies `request` carries that are text, each once,
@@ -199,34 +211,22 @@ pub(crate) fn cookie_names(request: &AuthorizationRequest) -> Vec<&str> {
     names
 }
 
-fn cookie_in<'a>(
-    request: &'a AuthorizationRequest,
-    name: &str,
-    sole: bool,
-) -> Result<Option<&'a str>, ()> {
+/// `Err(())` when a `Cookie` header is longer than [`MAX_COOKIE_HEADER`].
+fn refuse_long_cookies(request: &AuthorizationRequest) -> Result<(), ()> {
     let too_long = request
         .headers
         .get_all(http::header::COOKIE)
         .iter()
         .any(|v| v.len() > MAX_COOKIE_HEADER);
-    if too_long {
-        return Err(());
+    match too_long {
+        true => Err(()),
+        false => Ok(()),
     }
-    let text = |value| std::str::from_utf8(value).map(|v: &str| v.trim_matches('"'));
-    if !sole {
-        return Ok(request.cookies(name).find_map(|v| text(v).ok()));
-    }
-    let mut found = None;
-    for (_, value) in request.cookies_spelled_like(name) {
-        // Not text: no credential, but maybe the copy the app reads.
-        let v = text(value).map_err(|_| ())?;
-        match found {
-            None => found = Some(v),
-            Some(first) if first != v => return Err(()),
-            Some(_) => {}
-        }
-    }
-    Ok(found)
+}
+
+/// A cookie's value as text, without the quotes around it.
+fn cookie_text(value: &[u8]) -> Result<&str, std::str::Utf8Error> {
+    std::str::from_utf8(value).map(|v| v.trim_matches('"'))
 }
 
 /// A JSON value as a header value, if it makes one: strings as they are,
