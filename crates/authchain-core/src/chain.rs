@@ -1556,6 +1556,45 @@ impl ChainBuilder {
     }
 }
 
+/// What makes `host` no authority (RFC 3986 §3.2: a name or a bracketed
+/// IP literal, then `:` and digits), if anything. A rule matches the name
+/// before a port of digits alone, while Go's proxies (Traefik, Caddy) take
+/// `admin.example:x` as `admin.example`, and so do apps that cut at `:`.
+fn malformed_authority(host: &str) -> Option<&'static str> {
+    let (name, port) = match host.strip_prefix('[') {
+        Some(literal) => {
+            let Some((address, rest)) = literal.split_once(']') else {
+                return Some("an IP literal without its `]`");
+            };
+            if !address
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b":.%-_~".contains(&b))
+            {
+                return Some("a character an IP literal cannot have");
+            }
+            match rest.strip_prefix(':') {
+                Some(port) => ("", Some(port)),
+                None if rest.is_empty() => ("", None),
+                None => return Some("more after an IP literal than a port"),
+            }
+        }
+        None => match host.split_once(':') {
+            Some((name, port)) => (name, Some(port)),
+            None => (host, None),
+        },
+    };
+    if port.is_some_and(|p| !p.bytes().all(|b| b.is_ascii_digit())) {
+        return Some("a port that is not digits alone");
+    }
+    // RFC 3986's unreserved characters: a reg-name's sub-delims and `%`
+    // are in no DNS name, and `,` splits a forwarded host in two.
+    let unreserved = |b: u8| b.is_ascii_alphanumeric() || b"-._~".contains(&b);
+    if !name.bytes().all(unreserved) {
+        return Some("a character a host name cannot have");
+    }
+    None
+}
+
 /// The name of the first of `steps` that says it reads `header`.
 fn reader<'a>(
     mut steps: impl Iterator<Item = (&'a str, &'a Arc<dyn AuthService>)>,
@@ -1572,6 +1611,14 @@ fn reader<'a>(
 /// `host=` that names another (axum's `Host` extractor, Django, Rails and
 /// Express behind a trusted proxy read them first).
 fn ambiguous_host(request: &AuthorizationRequest) -> Option<String> {
+    // `x@admin.example` is `admin.example` to an app that parses it as a
+    // URL's authority (http's `Uri::host`), and neither to a rule.
+    if request.host.contains('@') {
+        return Some("ambiguous host: userinfo (`@`) in the authority".to_owned());
+    }
+    if let Some(why) = malformed_authority(&request.host) {
+        return Some(format!("ambiguous host: {why}"));
+    }
     // `example.com.` is `example.com` to nginx, Traefik and DNS; Envoy
     // routes it to another virtual host (`*`) unless it strips the dot.
     let name = match request.host.rsplit_once(':') {
@@ -1580,11 +1627,6 @@ fn ambiguous_host(request: &AuthorizationRequest) -> Option<String> {
     };
     if name.ends_with('.') {
         return Some("ambiguous host: a trailing dot, which proxies route differently".to_owned());
-    }
-    // `x@admin.example` is `admin.example` to an app that parses it as a
-    // URL's authority (http's `Uri::host`), and neither to a rule.
-    if request.host.contains('@') {
-        return Some("ambiguous host: userinfo (`@`) in the authority".to_owned());
     }
     let differs = |host: &[u8]| {
         let host = host.trim_ascii();

@@ -272,8 +272,26 @@ async fn steps_see_no_host_that_an_app_reads_differently() {
         ("app.example.:8443", true),
         ("x@admin.example", true),
         ("x@app.example:8443", true),
+        // A "port" that is not digits: the name to Go's proxies and to
+        // apps that cut at `:`, and no name a rule matches.
+        ("app.example:x", true),
+        ("app.example:80x", true),
+        ("app.example.:x", true),
+        ("app.example:8443:1", true),
+        ("[::1]x", true),
+        ("[::1]:x", true),
+        ("[::1", true),
+        ("app.example/x", true),
+        ("app.example\\x", true),
+        ("app example", true),
+        ("app.example,admin.example", true),
+        ("admin%2eexample", true),
         ("app.example", false),
+        ("app.example:", false),
+        ("app.example:8443", false),
         ("[::1]:8443", false),
+        ("[::1]", false),
+        ("", false),
     ] {
         let mut req = get("/x");
         req.host = host.into();

@@ -174,3 +174,57 @@ async fn a_climb_out_of_an_open_route_is_refused_by_the_route_s_own_auth_config(
     }
     assert_eq!(app.hits(), hits, "no climb reached the app");
 }
+
+/// A host-scoped deny in an AuthConfig that allows the rest holds
+/// whatever follows the host's name: Go's proxies (Traefik, Caddy) and
+/// apps that cut at `:` take `admin.example:x` as `admin.example`, which
+/// a rule would not match. Every transport, each through its real proxy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_scoped_deny_holds_whatever_follows_the_name() {
+    const HOSTS: &str = "authConfigs:
+- name: site
+  configs:
+  - name: rules
+    rules:
+      defaultAction: allow
+      rules: [ { action: deny, hosts: [admin.example] } ]
+";
+    let mut problems = Vec::new();
+    for transport in Transport::ALL {
+        let stack = transports::Stack::start_with(transport, HOSTS).await;
+        // (the Host header, whether it may reach the app)
+        for (host, reaches) in [
+            ("app.example", true),
+            ("admin.example", false),
+            ("admin.example:8080", false),
+            ("admin.example:x", false),
+            ("admin.example:80x", false),
+            ("admin.example.:x", false),
+            ("admin.example:8080:1", false),
+            ("admin.example,app.example", false),
+        ] {
+            let request = format!("GET /x HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+            let before = stack.hits();
+            let reply = authchain_testkit::client::raw(stack.addr, request.as_bytes()).await;
+            let reached = stack.hits() - before;
+            let status = reply.as_ref().map(|r| r.status.as_u16());
+            let allowed = status.is_ok_and(|s| (200..300).contains(&s));
+            let fine = match reaches {
+                true => reached == 1 && allowed,
+                false => reached == 0 && !allowed,
+            };
+            if !fine {
+                problems.push(format!(
+                    "[{transport}] Host {host}: {status:?}, app +{reached}"
+                ));
+            }
+        }
+        if problems
+            .last()
+            .is_some_and(|p| p.starts_with(&format!("[{transport}]")))
+        {
+            problems.push(stack.output());
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}

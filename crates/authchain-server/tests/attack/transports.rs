@@ -75,15 +75,20 @@ impl fmt::Display for Transport {
     }
 }
 
-/// The authchain config, less the `http` listener (which the transport
-/// decides): `{{http_block}}`, `{{remote_http}}` and `{{remote_grpc}}`
-/// are filled in before [`Authchain::start_with`] fills the ports.
-const AUTHCHAIN: &str = "\
+/// The authchain config's listeners, less the `http` one (which the
+/// transport decides): `{{http_block}}` is filled in before
+/// [`Authchain::start_with`] fills the ports. Its AuthConfigs follow.
+const LISTENERS: &str = "\
 grpc: { address: '127.0.0.1:{{grpc_port}}' }
 {{http_block}}
 admin: { address: '127.0.0.1:{{admin_port}}' }
 defaultConfig: site
 log: { format: text, level: info }
+";
+
+/// The table's AuthConfigs; `{{remote_http}}` and `{{remote_grpc}}` are
+/// the remotes' ports.
+pub(crate) const SITE: &str = "\
 authConfigs:
 - name: site
   configs:
@@ -311,8 +316,17 @@ pub(crate) struct Stack {
 }
 
 impl Stack {
-    /// Starts `transport`'s stack and waits until each part is ready.
+    /// Starts `transport`'s stack serving [`SITE`] and waits until each
+    /// part is ready.
     pub(crate) async fn start(transport: Transport) -> Stack {
+        Self::start_with(transport, SITE).await
+    }
+
+    /// Starts `transport`'s stack serving `auth_configs` (an
+    /// `authConfigs:` block with an AuthConfig `site`, in which
+    /// `{{bob_key}}`, `{{remote_http}}` and `{{remote_grpc}}` are filled
+    /// in) and waits until each part is ready.
+    pub(crate) async fn start_with(transport: Transport, auth_configs: &str) -> Stack {
         let remotes = (http_remote().await, grpc_remote().await);
         let http_block = match transport {
             Transport::EnvoyGrpc
@@ -325,7 +339,7 @@ impl Stack {
         };
         // Everything but the ports authchain's own start picks.
         let template = render(
-            AUTHCHAIN,
+            &format!("{LISTENERS}{auth_configs}"),
             &[
                 ("http_block", http_block.to_owned()),
                 ("bob_key", BOB_KEY.to_owned()),

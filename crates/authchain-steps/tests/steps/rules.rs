@@ -276,9 +276,16 @@ async fn odd_input_never_panics() {
     ];
     for (p, expected) in cases {
         let d = chain
-            .authorize(&mut req(Method::GET, p).with_host("[::1"))
+            .authorize(&mut req(Method::GET, p).with_host("[::1]"))
             .await;
         assert_eq!(status(&d), expected, "{p:.20}");
+    }
+    // A host that is no authority: refused (400) before the rules.
+    for host in ["[::1", "[", "]", "[]x", "::", "a:b:c", "\u{e9}.example"] {
+        let d = chain
+            .authorize(&mut req(Method::GET, "/ratings/1").with_host(host))
+            .await;
+        assert_eq!(status(&d), 400, "{host}");
     }
 }
 
