@@ -164,15 +164,25 @@ pub(crate) fn strip_prefix_ignore_case<'a>(value: &'a str, prefix: &str) -> Opti
 /// other cookies.
 const MAX_COOKIE_HEADER: usize = 60 * 1024;
 
-/// The value of cookie `name` in the request's `Cookie` headers: the
-/// first, as browsers send the most specific first. `Err(())` when a
-/// `Cookie` header is too long.
+/// The value of cookie `name` in the request's `Cookie` headers.
+/// `Err(())` when a `Cookie` header is too long, or when two copies have
+/// different values: another subdomain or a plain-HTTP page may have
+/// planted one, and the order a browser sends them in does not say
+/// which this site set.
 pub(crate) fn cookie<'a>(
     request: &'a AuthorizationRequest,
     name: &str,
 ) -> Result<Option<&'a str>, ()> {
     refuse_long_cookies(request)?;
-    Ok(request.cookies(name).find_map(|v| cookie_text(v).ok()))
+    let mut found = None;
+    for value in request.cookies(name).filter_map(|v| cookie_text(v).ok()) {
+        match found {
+            None => found = Some(value),
+            Some(first) if first != value => return Err(()),
+            Some(_) => {}
+        }
+    }
+    Ok(found)
 }
 
 /// [`cookie`], for a credential: a second copy with another value, or

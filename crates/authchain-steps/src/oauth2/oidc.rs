@@ -920,7 +920,7 @@ impl Oidc {
             .and_then(|c| c.key_ref.as_ref())
             .map(|r| encryption_key(context, r))
             .transpose()?;
-        let (store, cookie_name, allow_refreshing, pre_expiry, target_domain) = match (
+        let (store, cookie_name, named, allow_refreshing, pre_expiry, target_domain) = match (
             &session.cookie,
             &session.redis,
         ) {
@@ -978,6 +978,7 @@ impl Oidc {
                 (
                     Store::Redis(Arc::new(store)),
                     name,
+                    set(&redis.cookie_name).is_some(),
                     redis.allow_refreshing.unwrap_or(true),
                     redis
                         .pre_expiry_buffer
@@ -996,6 +997,7 @@ impl Oidc {
                 (
                     Store::Cookie,
                     name,
+                    false,
                     cookie.allow_refreshing.unwrap_or(false),
                     Duration::ZERO,
                     cookie.target_domain.clone(),
@@ -1027,16 +1029,31 @@ impl Oidc {
             )
             .at("session.cookieOptions.notSecure"));
         }
-        // A login cookie another subdomain or a plain-HTTP page could
-        // plant (one of its own login, whose code then logs the victim in
-        // as the planter) cannot be `__Host-`.
-        let login_cookie_name =
-            if !prefixed("__Host-") && cookies.secure && cookies.domain.is_none() {
+        // A cookie another subdomain or a plain-HTTP page could plant
+        // (its own session, or one of its own logins, whose code then
+        // logs the victim in as the planter) cannot be `__Host-`: the
+        // names this step chooses are, where the cookies are `Secure`
+        // without a `Domain` (and at `/`, for the session's).
+        let hostable = !prefixed("__Host-") && cookies.secure && cookies.domain.is_none();
+        let cookie_name = match hostable
+            && !named
+            && !prefixed("__Secure-")
+            && cookies.path.as_deref() == Some("/")
+        {
+            true => format!("__Host-{cookie_name}"),
+            false => cookie_name,
+        };
+        let login_cookie_name = format!("{cookie_name}_login_");
+        let login_cookie_name = match cookie_name.starts_with("__Host-") || hostable {
+            true => {
                 login_cookies.path = Some("/".to_owned());
-                format!("__Host-{cookie_name}_login_")
-            } else {
-                format!("{cookie_name}_login_")
-            };
+                match cookie_name.starts_with("__Host-") {
+                    true => login_cookie_name,
+                    false => format!("__Host-{login_cookie_name}"),
+                }
+            }
+            false => login_cookie_name,
+        };
 
         // A browser sends the session cookie only under its path (without
         // one, under the callback's, where it is set): a logout elsewhere
@@ -1197,21 +1214,33 @@ impl Oidc {
             )
     }
 
-    /// The session cookie's value, joined from its parts.
-    fn session_cookie(&self, request: &AuthorizationRequest) -> Option<String> {
+    /// The session cookie's value, joined from its parts; `Err(())` when a
+    /// part comes twice with different values (see [`util::cookie`]) or
+    /// the `Cookie` header is too long.
+    fn session_cookie(&self, request: &AuthorizationRequest) -> Result<Option<String>, ()> {
         let mut value = String::new();
         for name in session::chunk_names(&self.cookie_name) {
-            match util::cookie(request, &name) {
+            match util::cookie(request, &name)? {
                 // No part this step writes is longer: a forged one is not
                 // read (each would cost its decoding and decryption).
-                Ok(Some(part)) if !part.is_empty() && part.len() <= session::CHUNK => {
+                Some(part) if !part.is_empty() && part.len() <= session::CHUNK => {
                     value.push_str(part);
                 }
-                Ok(Some(part)) if !part.is_empty() => return None,
+                Some(part) if !part.is_empty() => return Ok(None),
                 _ => break,
             }
         }
-        (!value.is_empty()).then_some(value)
+        Ok((!value.is_empty()).then_some(value))
+    }
+
+    /// The deny of a request whose session cookie [`Self::session_cookie`]
+    /// cannot read.
+    fn two_sessions() -> Decision {
+        Self::deny(
+            StatusCode::BAD_REQUEST,
+            "the session cookie comes twice with different values, or the Cookie header is too \
+             long: clear this site's cookies",
+        )
     }
 
     /// The cookie of the login whose `state` is given: one per login, so
@@ -1693,7 +1722,10 @@ impl Oidc {
                 .map_err(|_| Error::step("bad logout target"))?;
             return Ok(Self::redirect(target).into());
         }
-        let cookie = self.session_cookie(request);
+        let cookie = match self.session_cookie(request) {
+            Ok(cookie) => cookie,
+            Err(()) => return Ok(Self::two_sessions()),
+        };
         let mut session = None;
         if let Some(cookie) = &cookie {
             match &self.store {
@@ -2147,7 +2179,10 @@ impl AuthService for Oidc {
         if self.logout_path.as_deref() == Some(path) {
             return Answer::wait(async move { self.logout(&live, request).await });
         }
-        let cookie = self.session_cookie(request);
+        let cookie = match self.session_cookie(request) {
+            Ok(cookie) => cookie,
+            Err(()) => return Self::two_sessions().into(),
+        };
         // The cookie store's valid session needs no wait.
         if let (Store::Cookie, Some(c)) = (&self.store, &cookie)
             && let Some(opened) = self.open_cookie(c)

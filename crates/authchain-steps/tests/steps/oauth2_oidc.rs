@@ -371,11 +371,15 @@ fn assert_refused(page: &Final, status: u16) {
     for cookie in page.header_values("set-cookie") {
         let (name, rest) = cookie.split_once('=').unwrap();
         assert!(
-            !name.starts_with("__session") || name.contains("_login_") || rest.starts_with(';'),
+            !name.contains(SESSION) || name.contains("_login_") || rest.starts_with(';'),
             "a refused callback set a session: {cookie}"
         );
     }
 }
+
+/// The session cookie's name: `__Host-` where the cookies are `Secure`,
+/// at `/` and without a `Domain`, as by default.
+const SESSION: &str = "__Host-__session";
 
 /// The name of the login cookie of the login with `state` (one per login).
 fn login_name(state: &str) -> String {
@@ -448,12 +452,12 @@ async fn a_login_through_the_layer_logs_no_token_code_or_secret() {
         ),
         "{cookies:?}"
     );
-    let session = set_cookie(&back, "__session").unwrap();
+    let session = set_cookie(&back, SESSION).unwrap();
     assert!(
         session.ends_with("; Path=/; Max-Age=2592000; HttpOnly; Secure; SameSite=Lax"),
         "{session}"
     );
-    let session_value = agent.jar().value("__session").unwrap().to_owned();
+    let session_value = agent.jar().value(SESSION).unwrap().to_owned();
     assert!(agent.jar().get(&login_cookie).is_none());
 
     // The session alone lets the next requests through, with the tokens.
@@ -725,7 +729,7 @@ async fn a_login_comes_back_only_to_the_app_origin() {
             location.starts_with(&format!("{}/", front.base))
                 && !location[front.base.len()..].starts_with("//")
         );
-        agent.jar_mut().remove("__session");
+        agent.jar_mut().remove(SESSION);
     }
     // The default refuses the ambiguous ones before any login.
     for path in [
@@ -804,13 +808,13 @@ async fn a_changed_session_cookie_is_a_new_login() {
     let mut agent = UserAgent::new();
     log_in(&mut agent, &issuer, &front, "/private").await;
     assert_session(&mut agent, &front).await;
-    let first = agent.jar().value("__session").unwrap().to_owned();
+    let first = agent.jar().value(SESSION).unwrap().to_owned();
     let second = agent
         .jar()
-        .value("__session.1")
+        .value("__Host-__session.1")
         .expect("two parts")
         .to_owned();
-    assert!(agent.jar().get("__session.2").is_none());
+    assert!(agent.jar().get("__Host-__session.2").is_none());
 
     let flip = |s: &str, at: usize| {
         let mut b = s.as_bytes().to_vec();
@@ -820,36 +824,39 @@ async fn a_changed_session_cookie_is_a_new_login() {
     let tampered: Vec<(&str, Vec<(&str, String)>)> = vec![
         (
             "a flipped byte",
-            vec![("__session", flip(&first, first.len() / 2))],
+            vec![(SESSION, flip(&first, first.len() / 2))],
         ),
-        ("a flipped nonce byte", vec![("__session", flip(&first, 3))]),
+        ("a flipped nonce byte", vec![(SESSION, flip(&first, 3))]),
         (
             "a flipped last part",
-            vec![("__session.1", flip(&second, second.len() - 2))],
+            vec![("__Host-__session.1", flip(&second, second.len() - 2))],
         ),
         (
             "truncated",
-            vec![("__session", first[..first.len() - 10].to_owned())],
+            vec![(SESSION, first[..first.len() - 10].to_owned())],
         ),
         (
             "swapped parts",
             vec![
-                ("__session", second.clone()),
-                ("__session.1", first.clone()),
+                (SESSION, second.clone()),
+                ("__Host-__session.1", first.clone()),
             ],
         ),
-        ("one part", vec![("__session.1", String::new())]),
+        ("one part", vec![("__Host-__session.1", String::new())]),
         (
             "base64 garbage",
-            vec![("__session", "%%%not-base64%%%".to_owned())],
+            vec![(SESSION, "%%%not-base64%%%".to_owned())],
         ),
-        ("too short", vec![("__session", "AAAA".to_owned())]),
-        ("huge", vec![("__session", "A".repeat(20_000))]),
+        ("too short", vec![(SESSION, "AAAA".to_owned())]),
+        ("huge", vec![(SESSION, "A".repeat(20_000))]),
         (
             "a part longer than any written",
-            vec![("__session.1", format!("{second}{}", "A".repeat(3_800)))],
+            vec![(
+                "__Host-__session.1",
+                format!("{second}{}", "A".repeat(3_800)),
+            )],
         ),
-        ("empty", vec![("__session", String::new())]),
+        ("empty", vec![(SESSION, String::new())]),
     ];
     for (what, changes) in tampered {
         let mut probe = UserAgent::new();
@@ -867,6 +874,51 @@ async fn a_changed_session_cookie_is_a_new_login() {
     }
     // The real one still works.
     assert_session(&mut agent, &front).await;
+}
+
+/// Two session cookies with different values, each a valid session (one
+/// planted by another subdomain, say, which a `__Host-` name keeps out but
+/// a `Domain` or a chosen name lets in): neither is taken, whatever the
+/// order, nor is a logout; the same value twice is one session.
+#[tokio::test]
+async fn a_second_session_cookie_with_another_value_is_refused() {
+    let mut rig = Rig::start(1, |_| {}).await;
+    let issuer = rig.issuer.clone();
+    let config = rig.config("app", 0);
+    let front = rig.front(0, &config).await;
+    let mut values = Vec::new();
+    for _ in 0..2 {
+        let mut agent = UserAgent::new();
+        log_in(&mut agent, &issuer, &front, "/private").await;
+        assert_session(&mut agent, &front).await;
+        values.push(agent.jar().value(SESSION).unwrap().to_owned());
+    }
+    assert_ne!(values[0], values[1]);
+    let (a, b) = (&values[0], &values[1]);
+    for (path, cookie, want) in [
+        ("/private", format!("{SESSION}={a}; {SESSION}={b}"), 400),
+        (
+            "/private",
+            format!("{SESSION}={b}; x=1; {SESSION}={a}"),
+            400,
+        ),
+        ("/logout", format!("{SESSION}={a}; {SESSION}={b}"), 400),
+        ("/private", format!("{SESSION}={a}; {SESSION}={a}"), 200),
+        ("/private", format!("{SESSION}={b}"), 200),
+    ] {
+        let page = get_with(
+            &mut UserAgent::new(),
+            &front.url(path),
+            &[("cookie", &cookie)],
+        )
+        .await;
+        assert_eq!(
+            page.status,
+            want,
+            "{path} {cookie:.60}: {}",
+            page.describe()
+        );
+    }
 }
 
 /// A session opens wherever its client and IdP are the same, with the
@@ -914,7 +966,7 @@ async fn a_session_cookie_opens_only_for_its_client_and_idp_and_process() {
     )
     .await;
     assert_eq!(out.status, 302, "{}", out.describe());
-    assert!(set_cookie(&out, "__session").is_some_and(|c| c.contains("Max-Age=0")));
+    assert!(set_cookie(&out, SESSION).is_some_and(|c| c.contains("Max-Age=0")));
     // Another client, same key and IdP: a new login. So for the same
     // client asking more of the login (MFA), other scopes, or tokens for
     // another resource.
@@ -1636,7 +1688,12 @@ async fn logout_clears_the_cookie_and_ends_the_idp_session() {
         Some(front.url("/bye"))
     );
     let cookies = out.header_values("set-cookie");
-    for name in ["__session", "__session.1", "__session.2", "__session.3"] {
+    for name in [
+        SESSION,
+        "__Host-__session.1",
+        "__Host-__session.2",
+        "__Host-__session.3",
+    ] {
         assert!(
             cookies.contains(
                 &format!("{name}=; Path=/; Max-Age=0; HttpOnly; Secure; SameSite=Lax").as_str()
@@ -1644,7 +1701,7 @@ async fn logout_clears_the_cookie_and_ends_the_idp_session() {
             "{cookies:?}"
         );
     }
-    assert!(agent.jar().get("__session").is_none());
+    assert!(agent.jar().get(SESSION).is_none());
     assert_new_login(&mut agent, &issuer, &front).await;
 
     // The IdP ends its session and comes back to afterLogoutUrl.
@@ -1720,16 +1777,12 @@ async fn expired_cookie_sessions_refresh_only_when_allowed() {
     tokio::time::sleep(Duration::from_secs(5)).await;
 
     let tokens = rig.idp().requests().await.unwrap().token;
-    let old = a.jar().value("__session").unwrap().to_owned();
+    let old = a.jar().value(SESSION).unwrap().to_owned();
     let page = get(&mut a, &refreshing.url("/private")).await;
     assert_eq!(page.status, 200, "{}", page.describe());
     assert_eq!(page.header_values("x-app-user"), ["alice"]);
-    assert!(
-        set_cookie(&page, "__session").is_some(),
-        "{}",
-        page.describe()
-    );
-    assert_ne!(a.jar().value("__session").unwrap(), old);
+    assert!(set_cookie(&page, SESSION).is_some(), "{}", page.describe());
+    assert_ne!(a.jar().value(SESSION).unwrap(), old);
     assert_ne!(
         page.header_values("x-app-id-token"),
         before.header_values("x-app-id-token")
@@ -1884,7 +1937,7 @@ async fn redis_sessions_are_shared_hashed_sealed_and_one_use_logins() {
     let back = get(&mut agent, &callback.replace(&front.base, &replica.base)).await;
     assert_eq!(back.status, 302, "{}", back.describe());
     assert!(
-        set_cookie(&back, "__session")
+        set_cookie(&back, SESSION)
             .unwrap()
             .contains("; Max-Age=2592000; ")
     );
@@ -1907,7 +1960,7 @@ async fn redis_sessions_are_shared_hashed_sealed_and_one_use_logins() {
         assert_session(&mut agent, &replica).await;
     }
     assert_eq!(redis.calls("get").await.unwrap(), gets);
-    let id = agent.jar().value("__session").unwrap().to_owned();
+    let id = agent.jar().value(SESSION).unwrap().to_owned();
     let keys = redis.keys("*").await.unwrap();
     assert_eq!(keys, [format!("ac:session:{}", sha256_hex(&id))]);
     let stored = redis.get(&keys[0]).await.unwrap().unwrap();
@@ -2024,7 +2077,7 @@ async fn replicas_share_one_refresh_through_redis() {
     // one waits for it instead of spending the token, then, the lock
     // gone and the session as it was, sends the user to log in.
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let id = agent.jar().value("__session").unwrap().to_owned();
+    let id = agent.jar().value(SESSION).unwrap().to_owned();
     let lock = format!("ac:refresh:{}", sha256_hex(&id));
     let held = redis
         .command(&["SET", &lock, "another", "PX", "1000"])
@@ -2093,12 +2146,12 @@ async fn expired_redis_sessions_refresh_in_place_only_when_allowed() {
     // The pre-expiry buffer is 2s: past it, the next request refreshes.
     tokio::time::sleep(Duration::from_secs(3)).await;
 
-    let id = a.jar().value("__session").unwrap().to_owned();
+    let id = a.jar().value(SESSION).unwrap().to_owned();
     let tokens = rig.idp().requests().await.unwrap().token;
     let page = get(&mut a, &refreshing.url("/private")).await;
     assert_eq!(page.status, 200, "{}", page.describe());
     assert!(page.header_values("set-cookie").is_empty());
-    assert_eq!(a.jar().value("__session").unwrap(), id);
+    assert_eq!(a.jar().value(SESSION).unwrap(), id);
     assert_ne!(
         page.header_values("x-app-id-token"),
         before.header_values("x-app-id-token")
@@ -2152,7 +2205,7 @@ async fn a_stopped_redis_fails_closed_in_time_and_recovers() {
     // so that the user can log out again.
     let out = get(&mut agents[0], &fronts[0].url("/logout")).await;
     assert_refused(&out, 403);
-    assert!(agents[0].jar().get("__session").is_some());
+    assert!(agents[0].jar().get(SESSION).is_some());
 
     // Redis back (empty): a new login, which works.
     redis.start_again().await.unwrap();
@@ -2574,5 +2627,5 @@ async fn a_refresh_is_checked_as_a_login_is() {
     let page = get(&mut agent, &front.url("/private")).await;
     assert_eq!(page.status, 200, "{}", page.describe());
     assert_eq!(page.header_values("x-app-user"), ["mallory"]);
-    assert!(set_cookie(&page, "__session").is_some());
+    assert!(set_cookie(&page, SESSION).is_some());
 }
