@@ -40,7 +40,7 @@
 
 use std::fmt;
 use std::hash::Hasher as _;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
@@ -350,7 +350,8 @@ fn for_one_client(decision: &Decision) -> bool {
 enum Answer {
     Allow {
         headers: Box<[HeaderMutation]>,
-        headers_to_remove: Box<[HeaderName]>,
+        /// Shared with the entries before that listed the same.
+        headers_to_remove: Arc<[HeaderName]>,
         /// The rest of the allow, when it has any.
         rest: Option<Box<Allow>>,
     },
@@ -358,13 +359,26 @@ enum Answer {
 }
 
 impl Cached {
-    fn new(decision: &Decision, state: &State, expires: Instant) -> Self {
+    /// The entry of `decision` and `state`; its removals are `last`'s
+    /// when they are the same, else they become `last`.
+    fn new(
+        decision: &Decision,
+        state: &State,
+        expires: Instant,
+        last: &Mutex<Arc<[HeaderName]>>,
+    ) -> Self {
         let answer = match decision {
             Decision::Allow(allow) => {
                 let mut rest = allow.clone();
                 let headers = std::mem::take(&mut rest.headers).into_boxed_slice();
-                let headers_to_remove =
-                    std::mem::take(&mut rest.headers_to_remove).into_boxed_slice();
+                let listed = std::mem::take(&mut rest.headers_to_remove);
+                let headers_to_remove = {
+                    let mut last = last.lock().unwrap_or_else(|e| e.into_inner());
+                    if **last != *listed {
+                        *last = listed.into();
+                    }
+                    last.clone()
+                };
                 Answer::Allow {
                     headers,
                     headers_to_remove,
@@ -416,6 +430,10 @@ pub(crate) struct DecisionCache {
     entries: quick_cache::sync::Cache<u128, Option<Arc<Cached>>>,
     /// The secret key of the key hash.
     secret: (u64, u64),
+    /// The removals of the last allow kept: most of a chain's allows list
+    /// the same (the other spellings of the headers it sets), which each
+    /// entry would otherwise hold a copy of.
+    removals: Mutex<Arc<[HeaderName]>>,
     hits: Counter,
     misses: Counter,
 }
@@ -443,6 +461,7 @@ impl DecisionCache {
         DecisionCache {
             entries: quick_cache::sync::Cache::new(capacity),
             secret: random_key(),
+            removals: Mutex::new(Arc::new([])),
             ttl: settings.ttl.0,
             cache_denies: settings.cache_denies,
             key: settings.key,
@@ -532,7 +551,12 @@ impl DecisionCache {
                             expires = expires.min(at);
                         }
                     }
-                    let cached = Arc::new(Cached::new(&decision, &request.state, expires));
+                    let cached = Arc::new(Cached::new(
+                        &decision,
+                        &request.state,
+                        expires,
+                        &self.removals,
+                    ));
                     let _ = guard.insert(Some(cached));
                     if !keep {
                         // Shared with the waiters, then forgotten.
@@ -592,21 +616,51 @@ mod tests {
         let mut state = State::new();
         state.insert("s", serde_json::json!({"t": 1}));
         let now = Instant::now();
+        let last = Mutex::new(Arc::from([]));
         for decision in [
             Decision::Allow(full),
             Decision::Allow(Allow::new().set_header(name("x-a"), value("1"))),
             Decision::Allow(Allow::new()),
             Decision::unauthenticated(),
         ] {
-            let cached = Cached::new(&decision, &state, now);
+            let cached = Cached::new(&decision, &state, now, &last);
             assert_eq!(cached.decision(), decision);
             assert_eq!(cached.state.as_deref(), Some(&state));
         }
         assert!(
-            Cached::new(&Decision::unauthorized(), &State::new(), now)
+            Cached::new(&Decision::unauthorized(), &State::new(), now, &last)
                 .state
                 .is_none()
         );
+    }
+
+    /// Entries whose allows list the same removals hold one copy of them.
+    #[test]
+    fn entries_share_a_removal_list() {
+        let name = |s: &'static str| HeaderName::from_static(s);
+        let allow = |value: &'static str, removed: &[&'static str]| {
+            let mut allow =
+                Allow::new().set_header(name("x-user"), http::HeaderValue::from_static(value));
+            for r in removed {
+                allow = allow.remove_header(name(r));
+            }
+            Decision::Allow(allow)
+        };
+        let removals = |cached: &Cached| match &cached.answer {
+            Answer::Allow {
+                headers_to_remove, ..
+            } => headers_to_remove.clone(),
+            Answer::Deny(_) => unreachable!(),
+        };
+        let (now, state, last) = (Instant::now(), State::new(), Mutex::new(Arc::from([])));
+        let a = Cached::new(&allow("a", &["x_user", "x.user"]), &state, now, &last);
+        let b = Cached::new(&allow("b", &["x_user", "x.user"]), &state, now, &last);
+        let c = Cached::new(&allow("c", &["x_user"]), &state, now, &last);
+        assert!(Arc::ptr_eq(&removals(&a), &removals(&b)));
+        assert_eq!(*removals(&c), [name("x_user")]);
+        for (cached, value) in [(&a, "a"), (&b, "b")] {
+            assert_eq!(cached.decision(), allow(value, &["x_user", "x.user"]));
+        }
     }
 
     #[test]

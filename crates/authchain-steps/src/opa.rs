@@ -556,8 +556,9 @@ impl OpaAuth {
         if allowed {
             let mut allow = Allow::new();
             for (name, value) in headers {
-                if self.allowed_headers.contains(&name) {
-                    allow = allow.set_header(name, value);
+                // The configured name: a clone of it shares its bytes.
+                if let Some(name) = self.allowed_headers.iter().find(|h| **h == name) {
+                    allow = allow.set_header(name.clone(), value);
                 } else {
                     tracing::debug!(header = %name, "opaAuth: policy set a header not in allowedUpstreamHeaders; ignored");
                 }
