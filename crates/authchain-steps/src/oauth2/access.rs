@@ -687,7 +687,6 @@ fn introspector(url: url::Url, client_id: Option<&str>, secret: Option<String>) 
 /// the answer.
 fn introspection_error(e: oauth2::RequestTokenError<CallError, BasicErrorResponse>) -> Arc<str> {
     use oauth2::RequestTokenError as E;
-    use oauth2::basic::BasicErrorResponseType as Code;
     /// RFC 7662's members: the only names of the answer an error quotes.
     const MEMBERS: [&str; 12] = [
         "active",
@@ -705,13 +704,10 @@ fn introspection_error(e: oauth2::RequestTokenError<CallError, BasicErrorRespons
     ];
     let text = match e {
         E::Request(e) => format!("introspection: {e}"),
-        // RFC 6749's codes; another is the IdP's own text.
-        E::ServerResponse(e) => match e.error() {
-            Code::Extension(_) => {
-                "the introspection endpoint answered an error of its own".to_owned()
-            }
-            code => format!("the introspection endpoint answered the error `{code}`"),
-        },
+        E::ServerResponse(e) => format!(
+            "the introspection endpoint answered {}",
+            super::error_words(e.error())
+        ),
         // The path's first name, if it is RFC 7662's: the others are the
         // IdP's (and a name may be anything).
         E::Parse(e, _) => match e.path().to_string().split('.').next() {

@@ -99,6 +99,16 @@ pub(crate) fn set(value: &Option<String>) -> Option<&str> {
     value.as_deref().filter(|v| !v.is_empty())
 }
 
+/// An IdP's OAuth 2.0 error in words a log or an error may show: RFC
+/// 6749's code, never the IdP's own text (which may be anything, a line
+/// break that forges a log line included).
+pub(crate) fn error_words(code: &oauth2::basic::BasicErrorResponseType) -> String {
+    match code {
+        oauth2::basic::BasicErrorResponseType::Extension(_) => "an error of its own".to_owned(),
+        code => format!("the error `{}`", code.as_ref()),
+    }
+}
+
 /// Refuses a Gloo field authchain does not implement, naming it.
 pub(crate) fn unsupported<T>(value: &Option<T>, place: &str, what: &str) -> Result<(), Error> {
     match value {

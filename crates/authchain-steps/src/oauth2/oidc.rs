@@ -284,7 +284,7 @@ impl Discovery {
         {
             Ok(t) => t,
             Err(oauth2::RequestTokenError::ServerResponse(e)) => {
-                tracing::debug!(error = %e.error(), "oauth2: the IdP refused the refresh");
+                tracing::debug!(error = %super::error_words(e.error()), "oauth2: the IdP refused the refresh");
                 return Ok(None);
             }
             Err(e) => return Err(Error::step(format!("the token endpoint: {e}"))),
@@ -668,6 +668,15 @@ fn cookie_path(path: &str, place: &str) -> Result<String, Error> {
         .at(place));
     }
     Ok(path)
+}
+
+/// A header value that carries a token: `Debug` (of a decision an
+/// embedding app logs) shows it as `Sensitive`, and HTTP/2 never indexes
+/// it.
+fn secret_value(text: &str) -> Option<HeaderValue> {
+    let mut value = HeaderValue::try_from(text).ok()?;
+    value.set_sensitive(true);
+    Some(value)
 }
 
 /// The path a cookie set without one has, set at `path` (RFC 6265 5.1.4).
@@ -1296,14 +1305,14 @@ impl Oidc {
         let id_token = self
             .id_token_header
             .as_ref()
-            .and_then(|_| HeaderValue::try_from(session.id_token.as_str()).ok());
+            .and_then(|_| secret_value(&session.id_token));
         let access_token = self.access_token_header.as_ref().and_then(|h| {
             // Gloo adds the scheme only where it means something.
             let value = match self.bearer && h == http::header::AUTHORIZATION {
                 true => format!("Bearer {}", session.access_token),
                 false => session.access_token.clone(),
             };
-            HeaderValue::try_from(value).ok()
+            secret_value(&value)
         });
         Opened {
             claims: payload(&session.id_token).unwrap_or_default(),
@@ -1567,7 +1576,7 @@ impl Oidc {
         let tokens = match exchange.request_async(&self.idp.http.oauth()).await {
             Ok(t) => t,
             Err(oauth2::RequestTokenError::ServerResponse(e)) => {
-                tracing::debug!(error = %e.error(), "oauth2: the token endpoint refused the code");
+                tracing::debug!(error = %super::error_words(e.error()), "oauth2: the token endpoint refused the code");
                 return Ok(Self::deny(
                     StatusCode::UNAUTHORIZED,
                     "the IdP refused the code",
@@ -1778,7 +1787,8 @@ impl Oidc {
             }
             _ => self.after_logout_url.clone(),
         };
-        let target = HeaderValue::try_from(target).map_err(|_| Error::step("bad logout target"))?;
+        // With `id_token_hint`.
+        let target = secret_value(&target).ok_or_else(|| Error::step("bad logout target"))?;
         Ok(self.clear_session(Self::redirect(target)).into())
     }
 

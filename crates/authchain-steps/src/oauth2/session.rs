@@ -199,8 +199,12 @@ impl CookieAttributes {
             text.push_str(same_site);
         }
         // Names, paths and domains are checked when the step is built;
-        // values are base64url.
-        HeaderValue::try_from(text).unwrap_or_else(|_| HeaderValue::from_static(""))
+        // values are base64url. A session's value (or id) shows in no
+        // decision's `Debug`.
+        let mut value =
+            HeaderValue::try_from(text).unwrap_or_else(|_| HeaderValue::from_static(""));
+        value.set_sensitive(true);
+        value
     }
 }
 

@@ -475,6 +475,23 @@ async fn a_login_through_the_layer_logs_no_token_code_or_secret() {
     assert_refused(&get(&mut replay, &callback).await, 401);
     let forged = callback.replace(&state, "forged");
     assert_refused(&get(&mut replay, &forged).await, 401);
+    // A decision an embedding app logs with `{:?}` shows no token: not
+    // the allow's headers, nor the logout's `id_token_hint`.
+    let chain = front.chain();
+    let cookie = HeaderValue::try_from(format!("{SESSION}={session_value}")).unwrap();
+    for path in ["/private", "/logout"] {
+        let mut request = AuthorizationRequest::new(Method::GET, path)
+            .with_host(front.base.trim_start_matches("http://"))
+            .with_header(http::header::COOKIE, cookie.clone());
+        let decision = tokio::time::timeout(LIMIT, chain.authorize(&mut request))
+            .await
+            .unwrap();
+        let debug = format!("{decision:?}");
+        assert!(debug.contains("Sensitive"), "{path}: {debug}");
+        for secret in [&id_token, &access_token, &session_value] {
+            assert!(!debug.contains(secret.as_str()), "{path}: {debug}");
+        }
+    }
     let _ = get(&mut agent, &front.url("/logout")).await;
 
     // None of it in the log, at any level.
@@ -1443,15 +1460,19 @@ async fn id_tokens_with_a_bad_signature_alg_iss_aud_exp_or_nonce_are_refused() {
             401,
         ),
         (400, json!({ "error": "invalid_grant" }), 401),
+        (400, json!({ "error": "x\nforged=1" }), 401),
         (500, json!({ "oops": true }), 403),
         (200, json!({ "id_token": "x" }), 403),
     ] {
+        let (logs, _guard) = Logs::capture();
         let mut agent = UserAgent::new();
         let page = fake_callback(&mut agent, &issuer, &front, |_| {
             fake.answer(status, &body);
         })
         .await;
         assert_refused(&page, expected);
+        // An IdP's own error text is no log line of its own.
+        assert!(!logs.text().contains("forged"), "{}", logs.text());
     }
 
     // Several audiences with this client as `azp` are taken.
