@@ -18,11 +18,15 @@
 //! `authorization` when `allowBearer: true`), `basicAuth` reads
 //! `authorization`, `rules` reads the method, host and path, `jwt` its
 //! token's headers and cookies (an allow is never kept past the token's
-//! `exp`). `hmacAuth` and `opaAuth` do not declare: a signature's answer
-//! changes with its `Date` and with the headers the client chose to sign,
-//! and a policy may read anything; caching them needs `trustKey: true`
-//! (for `hmacAuth`: a key with every header signed, and a TTL well below
-//! `clockSkew`).
+//! `exp`), an `oauth2` login (`oidcAuthorizationCode`) its session
+//! cookie's parts, the path and the host (a request to the callback or
+//! the logout is no request to the app; an allow is never kept past the
+//! session's end). `hmacAuth`, `opaAuth` and `oauth2`'s
+//! `accessTokenValidation` do not declare: a signature's answer changes
+//! with its `Date` and with the headers the client chose to sign, a
+//! policy may read anything, and an access token's answer depends on the
+//! IdP; caching them needs `trustKey: true` (for `hmacAuth`: a key with
+//! every header signed, and a TTL well below `clockSkew`).
 //!
 //! [`register`] puts them all in a registry. Each module's docs show
 //! its config; the same examples live in `examples-config/` and a test

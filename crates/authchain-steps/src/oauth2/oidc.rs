@@ -134,8 +134,8 @@ use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use authchain_core::{
-    Allow, Answer, AuthService, AuthorizationRequest, BuildContext, ConfigDuration, Decision, Deny,
-    Error, Lifecycle, UserInfo, async_trait,
+    Allow, Answer, Attribute, AuthService, AuthorizationRequest, BuildContext, ConfigDuration,
+    Decision, Deny, Error, Lifecycle, UserInfo, async_trait,
 };
 use http::{HeaderName, HeaderValue, StatusCode};
 use oauth2::basic::{
@@ -2201,6 +2201,19 @@ impl AuthService for Oidc {
             return self.allow(request, &opened, Vec::new()).into();
         }
         Answer::wait(async move { self.with_session(&live, request, cookie).await })
+    }
+
+    /// The session cookie's parts, and the path and host: a request to
+    /// the callback or the logout with a session cookie is no request to
+    /// the app with it, and the session's domain is the host's. (A login,
+    /// a callback and a logout answer with `Set-Cookie` or `no-store`,
+    /// which no cache keeps.)
+    fn reads(&self) -> Option<Vec<Attribute>> {
+        let mut reads: Vec<Attribute> = session::chunk_names(&self.cookie_name)
+            .map(Attribute::cookie)
+            .collect();
+        reads.extend([Attribute::Path, Attribute::Host]);
+        Some(reads)
     }
 
     fn identity_headers(&self) -> Vec<HeaderName> {

@@ -39,8 +39,40 @@ configs:
 - opaAuth: { query: data.x.allow, modules: { x.rego: \"package x\\nallow := true\" } }
 cache: { key: [{header: authorization}] }
 ";
+    // An `oauth2` login: its session cookie alone would serve the logout
+    // (and the callback) a cached allow of the app's pages.
+    let login = "
+name: login
+configs:
+- name: login
+  oauth2:
+    oidcAuthorizationCode:
+      appUrl: https://app.example
+      callbackPath: /callback
+      logoutPath: /logout
+      clientId: app
+      disableClientSecret: true
+      issuerUrl: https://idp.example
+      session: { cookieOptions: { notSecure: true } }
+cache: { key: KEY }
+";
     // (case, config, what its error says; none for a config that builds)
-    let cases: [(&str, String, &[&str]); 6] = [
+    let cases: [(&str, String, &[&str]); 9] = [
+        (
+            "an oauth2 login keyed on its session cookie alone",
+            login.replace("KEY", "[{cookie: __session}], trustKey: true"),
+            &["step 'login' reads the path", "cache.key"],
+        ),
+        (
+            "an oauth2 login without its cookie's parts",
+            login.replace("KEY", "[{cookie: __session}, path, host]"),
+            &["step 'login' reads cookie `__session.1`"],
+        ),
+        (
+            "an oauth2 login keyed on its cookie, path and host",
+            login.replace("KEY", "[{header: cookie}, path, host]"),
+            &[],
+        ),
         (
             "apiKeyAuth and rules, every read in the key",
             with("false", "[{header: api-key}, method, host, path]"),
