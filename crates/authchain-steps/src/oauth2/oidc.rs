@@ -56,8 +56,9 @@
 //!   `id_token_hint`, `client_id` and `post_logout_redirect_uri` =
 //!   `afterLogoutUrl`) when discovery names one, else to `afterLogoutUrl`.
 //!   A browser's prefetch of the logout (`Sec-Purpose: prefetch`), or
-//!   another site's link or form to it (`Sec-Fetch-Site: cross-site`), is
-//!   a 403 that logs no one out.
+//!   another site's link or form to it (`Sec-Fetch-Site: cross-site`, and
+//!   `same-site` unless the session cookie has a `Domain`), is a 403 that
+//!   logs no one out.
 //!   A session in Redis is gone for whoever holds its id; when Redis
 //!   cannot remove it the logout fails (a step error) and keeps the
 //!   cookie, so that it can be tried again. A sealed cookie cannot be
@@ -1714,12 +1715,19 @@ impl Oidc {
             ));
         }
         // Nor does another site's link (a browser says so), which would
-        // end the session, and the IdP's, for whoever follows it.
+        // end the session, and the IdP's, for whoever follows it; nor
+        // another subdomain's (`same-site`), unless the session is theirs
+        // too (a cookie `Domain`).
+        let foreign = |v: &HeaderValue| {
+            v.as_bytes().eq_ignore_ascii_case(b"cross-site")
+                || (self.cookies.domain.is_none()
+                    && v.as_bytes().eq_ignore_ascii_case(b"same-site"))
+        };
         if request
             .headers
             .get_all("sec-fetch-site")
             .iter()
-            .any(|v| v.as_bytes().eq_ignore_ascii_case(b"cross-site"))
+            .any(foreign)
         {
             return Ok(Self::deny(
                 StatusCode::FORBIDDEN,

@@ -893,6 +893,32 @@ async fn a_changed_session_cookie_is_a_new_login() {
     assert_session(&mut agent, &front).await;
 }
 
+/// A logout another subdomain asks for (`Sec-Fetch-Site: same-site`) ends
+/// the session only where the session cookie is that subdomain's too
+/// (`cookieOptions.domain`).
+#[tokio::test]
+async fn a_same_site_logout_is_refused_unless_the_session_is_shared() {
+    let mut rig = Rig::start(2, |_| {}).await;
+    for (front, domain, want) in [(0, None, 403), (1, Some("example.com"), 302)] {
+        let mut config = rig.config("app", front);
+        if let Some(domain) = domain {
+            oidc(&mut config)["session"]["cookieOptions"] = json!({ "domain": domain });
+        }
+        let chain = rig.front(front, &config).await.chain();
+        let mut request = AuthorizationRequest::new(Method::GET, "/logout")
+            .with_host("app.example.com")
+            .with_header(
+                http::HeaderName::from_static("sec-fetch-site"),
+                HeaderValue::from_static("same-site"),
+            );
+        let decision = tokio::time::timeout(LIMIT, chain.authorize(&mut request))
+            .await
+            .unwrap();
+        let deny = decision.as_deny().expect("a deny");
+        assert_eq!(deny.status, want, "{domain:?}: {:?}", deny.body);
+    }
+}
+
 /// Two session cookies with different values, each a valid session (one
 /// planted by another subdomain, say, which a `__Host-` name keeps out but
 /// a `Domain` or a chosen name lets in): neither is taken, whatever the
@@ -963,11 +989,13 @@ async fn a_session_cookie_opens_only_for_its_client_and_idp_and_process() {
     assert_session(&mut agent, &replica).await;
     assert_session(&mut agent, &api).await;
     // A browser's prefetch of the logout logs no one out, nor does another
-    // site's link to it.
+    // site's link to it, nor another subdomain's (the session cookie is
+    // this host's alone).
     for (name, value) in [
         ("sec-purpose", "prefetch"),
         ("purpose", "prefetch"),
         ("sec-fetch-site", "cross-site"),
+        ("sec-fetch-site", "Same-Site"),
     ] {
         let prefetch = get_with(&mut agent.clone(), &api.url("/logout"), &[(name, value)]).await;
         assert_refused(&prefetch, 403);
