@@ -54,7 +54,9 @@
 //! around it or a control character, or a password with a NUL, is a 401.
 //! A directory that cannot be reached, or that answers the user's bind
 //! busy (51) or unavailable (52), is a step error, which
-//! `failureModeAllow` may let through. Once the user's password is sent,
+//! `failureModeAllow` may let through, unless the directory answered
+//! another bind or search within `timeout` (it is up: a flood of made-up
+//! passwords can make it busy for some), which fails closed. Once the user's password is sent,
 //! any other failure is a step error that `failureModeAllow` never lets
 //! through: no answer to the bind within `timeout` (each operation) or
 //! four times it (the whole request, and always less than the step's own
@@ -87,6 +89,7 @@ use std::time::{Duration, Instant};
 
 use authchain_core::resources::{ACCOUNT_CREDENTIALS_TYPE, ResourceRef};
 use authchain_core::tls::{ClientTls, rustls_config};
+use authchain_core::transport::LastAnswer;
 use authchain_core::{
     Allow, Answer, Attribute, AuthService, AuthorizationRequest, BuildContext, ConfigDuration,
     Decision, Deny, Error, ExtAuthPlugin, Lifecycle, UserInfo, async_trait,
@@ -420,10 +423,28 @@ impl LdapAuth {
                 idle: Mutex::new(Vec::new()),
                 max_size,
                 in_use: Semaphore::new(max_connections),
+                answers: LastAnswer::default(),
             }),
             initial_size,
             challenge,
         })
+    }
+
+    /// A new connection; failing, [`Self::unanswered`].
+    async fn connect(&self) -> Result<Ldap, Error> {
+        self.pool.connect().await.map_err(|e| self.unanswered(e))
+    }
+
+    /// A failure before the directory answered the user's bind (none
+    /// came, or it was busy or unavailable): an outage when the directory
+    /// answered no other bind or search within an operation's `timeout`,
+    /// else an error that fails closed: the directory is up, and a flood
+    /// of made-up passwords can make it busy for some.
+    fn unanswered(&self, what: String) -> Error {
+        match self.pool.answers.within(self.timeout) {
+            true => Error::step_fail_closed(format!("{what}, while it answered others")),
+            false => Error::step(what),
+        }
     }
 
     fn challenge(&self) -> Decision {
@@ -460,6 +481,9 @@ impl LdapAuth {
                 e if pooled && is_transport(&e) => Failed::Outage(e),
                 e => Failed::Closed(e),
             })?;
+        if !UNAVAILABLE.contains(&bound.rc) {
+            self.pool.answers.heard();
+        }
         match bound.rc {
             0 => {}
             rc if UNAVAILABLE.contains(&rc) => return Err(Failed::Outage(bound.into())),
@@ -508,6 +532,9 @@ impl LdapAuth {
             .with_timeout(self.timeout)
             .search(dn, Scope::Base, &filter, attributes)
             .await?;
+        if !UNAVAILABLE.contains(&found.1.rc) {
+            self.pool.answers.heard();
+        }
         let entries = match found.1.rc {
             0 => found.0,
             // The entry is not there, or not visible to whoever searched.
@@ -592,25 +619,21 @@ impl LdapAuth {
             .map_err(Error::step)?;
         let (mut ldap, pooled) = match self.pool.take() {
             Some(ldap) => (ldap, true),
-            None => (self.pool.connect().await?, false),
+            None => (self.connect().await?, false),
         };
         let mut decided = self.decide(&mut ldap, user, password, sent, pooled).await;
         // A pooled connection the directory closed while it was idle fails
         // before any answer: once more on a new one.
         if pooled && matches!(&decided, Err(Failed::Outage(e)) if is_transport(e)) {
             sent.store(false, Ordering::Relaxed);
-            ldap = self.pool.connect().await?;
+            ldap = self.connect().await?;
             decided = self.decide(&mut ldap, user, password, sent, false).await;
         }
         // The connection's state is unknown after an error: it is not pooled.
         let outcome = match decided {
             Ok(outcome) => outcome,
             Err(Failed::Outage(e)) => {
-                return Err(Error::step(format!(
-                    "LDAP at {}: {}",
-                    self.pool.url,
-                    Failure(&e)
-                )));
+                return Err(self.unanswered(format!("LDAP at {}: {}", self.pool.url, Failure(&e))));
             }
             Err(Failed::Closed(e)) => {
                 return Err(Error::step_fail_closed(format!(
@@ -856,10 +879,9 @@ impl AuthService for LdapAuth {
                     "LDAP at {}: no answer in time once the user's password was sent",
                     self.pool.url
                 ))),
-                Err(_) => Err(Error::step(format!(
-                    "LDAP at {}: no answer in time",
-                    self.pool.url
-                ))),
+                Err(_) => {
+                    Err(self.unanswered(format!("LDAP at {}: no answer in time", self.pool.url)))
+                }
             }
         })
     }
@@ -902,6 +924,9 @@ struct Pool {
     max_size: usize,
     /// Places for connections in use.
     in_use: Semaphore,
+    /// When the directory last answered a bind or a search as a
+    /// directory that can (not busy or unavailable).
+    answers: LastAnswer,
 }
 
 /// How long a connection may stay idle in the pool: past it, a NAT or a
@@ -910,10 +935,10 @@ const MAX_IDLE: Duration = Duration::from_secs(60);
 
 impl Pool {
     /// A new connection.
-    async fn connect(&self) -> Result<Ldap, Error> {
+    async fn connect(&self) -> Result<Ldap, String> {
         let (conn, ldap) = LdapConnAsync::with_settings(self.settings.clone(), &self.url)
             .await
-            .map_err(|e| Error::step(format!("cannot connect to {}: {e}", self.url)))?;
+            .map_err(|e| format!("cannot connect to {}: {e}", self.url))?;
         ldap3::drive!(conn);
         Ok(ldap)
     }

@@ -665,6 +665,17 @@ stringData: { username: 'cn=reader,dc=solo,dc=io', password: readerpwd }
             "{binds:?}"
         );
     }
+    // Busy or unavailable for this bind while it answered another within
+    // `timeout` (a flood of made-up passwords can make it busy for some):
+    // the directory is up, so it fails closed. The connection the 401 gave
+    // back answers the next bind.
+    for busy in [51, 52] {
+        let flooded = answering(vec![49, busy]).await;
+        let yaml = fail_open(flooded, "    pool: { initialSize: 0 }", "");
+        let chain = chain(&yaml).await;
+        assert_eq!(status_of(&chain, "rick", "wrong").await, 401);
+        assert_eq!(status_of(&chain, "rick", "rickpwd").await, 503, "{busy}");
+    }
     // A directory that cannot be reached is an outage, let through.
     let port = authchain_testkit::free_port().unwrap();
     let down = chain(&fail_open(
