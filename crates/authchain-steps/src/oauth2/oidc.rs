@@ -574,9 +574,10 @@ impl Opens {
 }
 
 /// How long a refreshed session is kept for the requests that still carry
-/// the session it replaced (sent before the browser had the new one).
+/// the session it replaced (sent before the browser had the new one), and
+/// a refresh that brought none (the IdP refused it) is remembered.
 const REFRESH_GRACE: Duration = Duration::from_secs(30);
-/// How many refreshed sessions are kept so.
+/// How many refreshes are kept so.
 const REFRESHED: u64 = 4096;
 /// How many refreshes may be under way at once.
 const REFRESHING: usize = 1024;
@@ -614,11 +615,14 @@ impl Failed {
 /// they spent: the requests that carry one session together, or until the
 /// browser has its replacement, share one refresh. An IdP that rotates
 /// refresh tokens takes each once, and may revoke the whole grant when a
-/// spent one comes back.
+/// spent one comes back. A refresh that brought no session (`None`: the
+/// IdP refused the token, or a logout ended the session) is not asked
+/// again meanwhile: a session whose refresh token is dead would cost a
+/// call to the IdP on each request.
 struct Refreshes {
     prf: util::Prf,
     under_way: Flights<Refreshed>,
-    done: moka::sync::Cache<u128, Arc<Session>, util::PrfKeyed>,
+    done: moka::sync::Cache<u128, Option<Arc<Session>>, util::PrfKeyed>,
 }
 
 impl Refreshes {
@@ -1853,8 +1857,8 @@ impl Oidc {
         let key = self.refreshes.prf.hash(&[token.as_bytes()]);
         let limit = session::now().saturating_add(self.pre_expiry.as_secs());
         let done = &self.refreshes.done;
-        if let Some(fresh) = done.get(&key).filter(|f| f.expires_at > limit) {
-            return Ok(Some(fresh));
+        if let Some(fresh) = kept(done, key, limit) {
+            return Ok(fresh);
         }
         let (idp, live, session, done) = (
             Arc::clone(&self.idp),
@@ -1869,8 +1873,8 @@ impl Oidc {
         let keep = self.keep();
         let refreshed = self.refreshes.under_way.run(key, move || async move {
             // One that ended between the miss and joining this one.
-            if let Some(fresh) = done.get(&key).filter(|f| f.expires_at > limit) {
-                return Ok(Some(fresh));
+            if let Some(fresh) = kept(&done, key, limit) {
+                return Ok(fresh);
             }
             let fresh = match redis {
                 None => idp.refresh(&live, &session).await?,
@@ -1878,17 +1882,27 @@ impl Oidc {
                     refresh_in_redis(&idp, &live, &session, &redis, &id, keep, limit).await?
                 }
             };
-            let Some(fresh) = fresh else {
-                return Ok(None);
-            };
-            let fresh = Arc::new(fresh);
+            let fresh = fresh.map(Arc::new);
             done.insert(key, fresh.clone());
-            Ok(Some(fresh))
+            Ok(fresh)
         });
         match refreshed.await? {
             Ok(fresh) => Ok(fresh),
             Err(failed) => Err(failed.error()),
         }
+    }
+}
+
+/// The refresh `done` keeps under `key`: a session that lasts past
+/// `limit`, or none (a refresh that brought none).
+fn kept(
+    done: &moka::sync::Cache<u128, Option<Arc<Session>>, util::PrfKeyed>,
+    key: u128,
+    limit: u64,
+) -> Option<Option<Arc<Session>>> {
+    match done.get(&key)? {
+        Some(fresh) => (fresh.expires_at > limit).then_some(Some(fresh)),
+        None => Some(None),
     }
 }
 

@@ -2611,22 +2611,28 @@ async fn a_refresh_is_checked_as_a_login_is() {
     let fake = FakeTokens::start().await;
     let (_rig, issuer, front) = fake_front(&fake, true).await;
     let claims = |sub: &str, exp: u64| json!({ "iss": issuer, "aud": "app", "sub": sub, "email": "mallory@example.com", "exp": exp, "iat": now() });
-    let tokens = |id_token: String| json!({ "access_token": "fake-access", "token_type": "Bearer", "expires_in": 600, "id_token": id_token, "refresh_token": "rt-1" });
+    let tokens_with = |id_token: String, refresh: &str| json!({ "access_token": "fake-access", "token_type": "Bearer", "expires_in": 600, "id_token": id_token, "refresh_token": refresh });
+    let tokens = |id_token: String| tokens_with(id_token, "rt-new");
     let rs = |c: &Value| sign(Algorithm::RS256, Some("rsa-1"), RSA, c);
 
-    // A login whose ID token expires in 2s.
-    let mut agent = UserAgent::new();
-    let back = fake_callback(&mut agent, &issuer, &front, |nonce| {
-        let mut first = claims("mallory", now() + 2);
-        first["nonce"] = json!(nonce);
-        fake.answer(200, &tokens(rs(&first)));
-    })
-    .await;
-    assert_eq!(back.status, 302, "{}", back.describe());
+    // Logins whose ID tokens expire in 2s, each with its refresh token (a
+    // refresh that brings no session is not asked again for a while).
+    let mut agents = Vec::new();
+    for i in 0..6 {
+        let mut agent = UserAgent::new();
+        let back = fake_callback(&mut agent, &issuer, &front, |nonce| {
+            let mut first = claims("mallory", now() + 2);
+            first["nonce"] = json!(nonce);
+            fake.answer(200, &tokens_with(rs(&first), &format!("rt-{i}")));
+        })
+        .await;
+        assert_eq!(back.status, 302, "{}", back.describe());
+        agents.push(agent);
+    }
     tokio::time::sleep(Duration::from_secs(3)).await;
 
     // Refreshes that must not keep the session: a new login.
-    for (what, status, answer) in [
+    let cases = [
         (
             "another subject",
             200,
@@ -2653,9 +2659,10 @@ async fn a_refresh_is_checked_as_a_login_is() {
         ),
         ("expired", 200, tokens(rs(&claims("mallory", now() - 3600)))),
         ("refused", 400, json!({ "error": "invalid_grant" })),
-    ] {
+    ];
+    for (i, (what, status, answer)) in cases.into_iter().enumerate() {
         fake.answer(status, &answer);
-        let page = get(&mut agent.clone(), &front.url("/private")).await;
+        let page = get(&mut agents[i].clone(), &front.url("/private")).await;
         assert_eq!(page.status, 302, "{what}: {}", page.describe());
         assert!(page.location().unwrap().starts_with(&issuer), "{what}");
         let sent = form_urldecode(&fake.last_body());
@@ -2664,11 +2671,17 @@ async fn a_refresh_is_checked_as_a_login_is() {
             "{sent:?}"
         );
         assert!(
-            sent.contains(&("refresh_token".to_owned(), "rt-1".to_owned())),
+            sent.contains(&("refresh_token".to_owned(), format!("rt-{i}"))),
             "{sent:?}"
         );
     }
+    // The refused one again: a new login, without asking the IdP.
+    let asked = fake.bodies.lock().unwrap().len();
+    let page = get(&mut agents[4].clone(), &front.url("/private")).await;
+    assert_eq!(page.status, 302, "{}", page.describe());
+    assert_eq!(fake.bodies.lock().unwrap().len(), asked);
     // A token endpoint that fails: a step error.
+    let mut agent = agents.pop().unwrap();
     fake.answer(500, &json!({}));
     assert_refused(&get(&mut agent.clone(), &front.url("/private")).await, 403);
     // A good refresh: the session goes on, in a new cookie.
