@@ -195,7 +195,11 @@ async fn a_host_scoped_deny_holds_whatever_follows_the_name() {
         // (the Host header, whether it may reach the app)
         for (host, reaches) in [
             ("app.example", true),
+            ("APP.example:8080", true),
+            ("[::1]:8080", true),
             ("admin.example", false),
+            ("[admin.example]", false),
+            ("[%61dmin.example]:80", false),
             ("admin.example:8080", false),
             ("admin.example:x", false),
             ("admin.example:80x", false),
