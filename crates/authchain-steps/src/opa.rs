@@ -556,7 +556,7 @@ impl OpaAuth {
         if allowed {
             let mut allow = Allow::new();
             for (name, value) in headers {
-                // The configured name: a clone of it shares its bytes.
+                // Under the configured name.
                 if let Some(name) = self.allowed_headers.iter().find(|h| **h == name) {
                     allow = allow.set_header(name.clone(), value);
                 } else {

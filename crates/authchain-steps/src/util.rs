@@ -174,15 +174,11 @@ pub(crate) fn cookie<'a>(
     name: &str,
 ) -> Result<Option<&'a str>, ()> {
     refuse_long_cookies(request)?;
-    let mut found = None;
-    for value in request.cookies(name).filter_map(|v| cookie_text(v).ok()) {
-        match found {
-            None => found = Some(value),
-            Some(first) if first != value => return Err(()),
-            Some(_) => {}
-        }
-    }
-    Ok(found)
+    the_one(
+        request
+            .cookies(name)
+            .filter_map(|v| cookie_text(v).ok().map(Ok)),
+    )
 }
 
 /// [`cookie`], for a credential: a second copy with another value, or
@@ -194,13 +190,23 @@ pub(crate) fn credential_cookie<'a>(
     name: &str,
 ) -> Result<Option<&'a str>, ()> {
     refuse_long_cookies(request)?;
+    // Not text: no credential, but maybe the copy the app reads.
+    the_one(
+        request
+            .cookies_spelled_like(name)
+            .map(|(_, value)| cookie_text(value).map_err(|_| ())),
+    )
+}
+
+/// The value all of `values` are, if any; `Err(())` at an error among
+/// them or at two that differ.
+fn the_one<'a>(values: impl Iterator<Item = Result<&'a str, ()>>) -> Result<Option<&'a str>, ()> {
     let mut found = None;
-    for (_, value) in request.cookies_spelled_like(name) {
-        // Not text: no credential, but maybe the copy the app reads.
-        let v = cookie_text(value).map_err(|_| ())?;
+    for value in values {
+        let value = value?;
         match found {
-            None => found = Some(v),
-            Some(first) if first != v => return Err(()),
+            None => found = Some(value),
+            Some(first) if first != value => return Err(()),
             Some(_) => {}
         }
     }

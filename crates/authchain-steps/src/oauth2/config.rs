@@ -451,7 +451,8 @@ pub struct RedisSession {
     /// Prefix of the Redis keys.
     #[serde(default)]
     pub key_prefix: Option<String>,
-    /// The cookie holding the session id (`__session`).
+    /// The cookie holding the session id (`__Host-__session`, or
+    /// `__session` where the cookies cannot take `__Host-`).
     #[serde(default)]
     pub cookie_name: Option<String>,
     /// Use the refresh token when the ID token expires (true).

@@ -88,11 +88,16 @@
 //!   `authEndpointQueryParams`, so that AuthConfigs that log in alike
 //!   share sessions, as Gloo's do, and no other opens them), in
 //!   `__session`, or `{keyPrefix}___session` (split over `.1`, `.2`, ... past 3,800
-//!   bytes). The key is `cipherConfig.keyRef`'s (a Secret of type
+//!   bytes), prefixed with `__Host-` where the cookies are `Secure`, at `/`
+//!   and without a `Domain` (as by default: `__Host-__session`), so that
+//!   no other subdomain plants a session of its own; a browser's cookies
+//!   under the name without the prefix are cleared at a login and a
+//!   logout. The key is `cipherConfig.keyRef`'s (a Secret of type
 //!   `gloo.solo.io.EncryptionKeySecret`, entry `key`, 32 bytes); without
 //!   one, a random key per process, so sessions do not survive a restart
 //!   or cross replicas (a warning says so).
-//! - `session.redis`: the cookie (`cookieName`, `__session`) holds a
+//! - `session.redis`: the cookie (`cookieName`, else `__session`, prefixed
+//!   as above) holds a
 //!   random id; Redis holds the session under `keyPrefix` and the id's
 //!   SHA-256, sealed with a key derived from the id and bound like the
 //!   cookie's (so what Redis holds gives neither a session nor a token,
@@ -485,6 +490,9 @@ pub struct Oidc {
     /// to Redis (it took a key of its own there for 10 minutes).
     login_in_cookie: bool,
     cookie_name: String,
+    /// The name the session cookie had before it took `__Host-`, whose
+    /// cookies a browser may still send: cleared at a login and a logout.
+    legacy_cookie_name: Option<String>,
     cookies: CookieAttributes,
     /// The start of each login cookie's name.
     login_cookie_name: String,
@@ -934,7 +942,7 @@ impl Oidc {
             .and_then(|c| c.key_ref.as_ref())
             .map(|r| encryption_key(context, r))
             .transpose()?;
-        let (store, cookie_name, named, allow_refreshing, pre_expiry, target_domain) = match (
+        let (store, mut cookie_name, named, allow_refreshing, pre_expiry, target_domain) = match (
             &session.cookie,
             &session.redis,
         ) {
@@ -1047,27 +1055,29 @@ impl Oidc {
         // (its own session, or one of its own logins, whose code then
         // logs the victim in as the planter) cannot be `__Host-`: the
         // names this step chooses are, where the cookies are `Secure`
-        // without a `Domain` (and at `/`, for the session's).
+        // without a `Domain` (and at `/`, for the session's). The name
+        // without the prefix, which it chose before, is cleared at a login
+        // and a logout.
         let hostable = !prefixed("__Host-") && cookies.secure && cookies.domain.is_none();
-        let cookie_name = match hostable
-            && !named
-            && !prefixed("__Secure-")
-            && cookies.path.as_deref() == Some("/")
-        {
-            true => format!("__Host-{cookie_name}"),
-            false => cookie_name,
-        };
-        let login_cookie_name = format!("{cookie_name}_login_");
-        let login_cookie_name = match cookie_name.starts_with("__Host-") || hostable {
-            true => {
-                login_cookies.path = Some("/".to_owned());
-                match cookie_name.starts_with("__Host-") {
-                    true => login_cookie_name,
-                    false => format!("__Host-{login_cookie_name}"),
-                }
+        let mut legacy_cookie_name = None;
+        if hostable && !prefixed("__Secure-") && cookies.path.as_deref() == Some("/") {
+            if named {
+                tracing::warn!(
+                    config = context.config_name,
+                    "oauth2: session.redis.cookieName is a name another subdomain or a plain-HTTP page can plant a session under (logging the user in as itself): prefix it with `__Host-`"
+                );
+            } else {
+                let prefixed = format!("__Host-{cookie_name}");
+                legacy_cookie_name = Some(std::mem::replace(&mut cookie_name, prefixed));
             }
-            false => login_cookie_name,
-        };
+        }
+        let mut login_cookie_name = format!("{cookie_name}_login_");
+        if hostable {
+            login_cookies.path = Some("/".to_owned());
+            if legacy_cookie_name.is_none() {
+                login_cookie_name.insert_str(0, "__Host-");
+            }
+        }
 
         // A browser sends the session cookie only under its path (without
         // one, under the callback's, where it is set): a logout elsewhere
@@ -1194,6 +1204,7 @@ impl Oidc {
             store,
             sealer,
             cookie_name,
+            legacy_cookie_name,
             login_cookie_name,
             cookies,
             login_cookies,
@@ -1266,6 +1277,21 @@ impl Oidc {
             self.login_cookie_name,
             util::hex(&digest[..LOGIN_HASH_BYTES])
         )
+    }
+
+    /// `deny` with `Set-Cookie`s that remove the request's cookies under
+    /// the session cookie's former name.
+    fn clear_legacy(&self, request: &AuthorizationRequest, mut deny: Deny) -> Deny {
+        let Some(old) = &self.legacy_cookie_name else {
+            return deny;
+        };
+        for name in session::chunk_names(old) {
+            if request.cookies(&name).next().is_some() {
+                let clear = self.cookies.set_cookie(&name, "", Some(0));
+                deny = deny.header(http::header::SET_COOKIE, clear);
+            }
+        }
+        deny
     }
 
     /// `Set-Cookie`s that remove the session cookie and its parts.
@@ -1646,7 +1672,7 @@ impl Oidc {
         for cookie in set_cookies {
             deny = deny.header(http::header::SET_COOKIE, cookie);
         }
-        Ok(deny.into())
+        Ok(self.clear_legacy(request, deny).into())
     }
 
     /// Stores a new `session` and gives the `Set-Cookie`s of its cookie:
@@ -1801,7 +1827,8 @@ impl Oidc {
         };
         // With `id_token_hint`.
         let target = secret_value(&target).ok_or_else(|| Error::step("bad logout target"))?;
-        Ok(self.clear_session(Self::redirect(target)).into())
+        let deny = self.clear_session(Self::redirect(target));
+        Ok(self.clear_legacy(request, deny).into())
     }
 
     /// Every request that is not a callback or a logout.

@@ -893,6 +893,40 @@ async fn a_changed_session_cookie_is_a_new_login() {
     assert_session(&mut agent, &front).await;
 }
 
+/// The session cookie a browser may still hold under the name before
+/// `__Host-` (an older authchain's `__session`) is cleared by a login and
+/// by a logout, and read by neither.
+#[tokio::test]
+async fn the_session_cookie_s_former_name_is_cleared_at_login_and_logout() {
+    let mut rig = Rig::start(1, |_| {}).await;
+    let issuer = rig.issuer.clone();
+    let config = rig.config("app", 0);
+    let front = rig.front(0, &config).await;
+    let cleared = |page: &Final, name: &str| {
+        let clear = format!("{name}=; Path=/; Max-Age=0; HttpOnly; Secure; SameSite=Lax");
+        page.header_values("set-cookie").contains(&clear.as_str())
+    };
+    let mut agent = UserAgent::new();
+    for cookie in ["__session=stale", "__session.1=stale"] {
+        agent.jar_mut().set_cookie(&front.base, cookie);
+    }
+    let back = log_in(&mut agent, &issuer, &front, "/private").await;
+    assert!(cleared(&back, "__session"), "{}", back.describe());
+    assert!(cleared(&back, "__session.1"), "{}", back.describe());
+    assert!(!cleared(&back, "__session.2"), "only what the browser sent");
+    assert!(set_cookie(&back, SESSION).is_some());
+    assert!(agent.jar().get("__session").is_none());
+    assert_session(&mut agent, &front).await;
+    agent.jar_mut().set_cookie(&front.base, "__session=stale");
+    let out = get(&mut agent.clone(), &front.url("/logout")).await;
+    assert_eq!(out.status, 302, "{}", out.describe());
+    assert!(
+        cleared(&out, "__session") && cleared(&out, SESSION),
+        "{}",
+        out.describe()
+    );
+}
+
 /// A logout another subdomain asks for (`Sec-Fetch-Site: same-site`) ends
 /// the session only where the session cookie is that subdomain's too
 /// (`cookieOptions.domain`).
