@@ -40,12 +40,18 @@ impl Caddy {
     /// [`start`](Self::start) on `port`, for a config that must know its
     /// own address before Caddy runs (an app URL).
     pub async fn start_at(site: &str, port: u16) -> Result<Caddy, PeerError> {
+        Self::start_with(site, port, "").await
+    }
+
+    /// [`start_at`](Self::start_at) with `global` (Caddyfile lines, such
+    /// as a `servers` block) in the global options.
+    pub async fn start_with(site: &str, port: u16, global: &str) -> Result<Caddy, PeerError> {
         let binary = LOCATOR.locate()?;
         let dir = ScratchDir::new("caddy")?;
         let site = render(site, &[("port", port.to_string())])?;
         let data = dir.path().join("data");
         let caddyfile = format!(
-            "{{\n\tadmin off\n\tauto_https off\n\tpersist_config off\n\tstorage file_system {}\n\tlog {{\n\t\tlevel ERROR\n\t}}\n}}\n\n{site}\n",
+            "{{\n\tadmin off\n\tauto_https off\n\tpersist_config off\n\tstorage file_system {}\n\tlog {{\n\t\tlevel ERROR\n\t}}\n{global}\n}}\n\n{site}\n",
             data.display()
         );
         let config_path = dir.write("Caddyfile", &caddyfile)?;

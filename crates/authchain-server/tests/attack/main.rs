@@ -96,6 +96,11 @@ async fn caddy() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caddy_trusting_its_peer() {
+    run_table(Transport::CaddyTrusting).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn layer() {
     run_table(Transport::Layer).await;
 }

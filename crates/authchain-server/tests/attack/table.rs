@@ -156,6 +156,10 @@ impl Row {
 
     /// What must come of the row on `transport`.
     pub(crate) fn expect_on(&self, transport: Transport) -> Expect {
+        let transport = match transport {
+            Transport::CaddyTrusting => Transport::Caddy,
+            other => other,
+        };
         self.except
             .iter()
             .find(|(t, _, _)| *t == transport)
@@ -578,6 +582,17 @@ fn forgeries() -> Vec<Row> {
             _ => row,
         });
     }
+    // The reverse: the routed host is another, and the forged header
+    // names the allowed one (Caddy keeps a trusted peer's).
+    rows.push(
+        Row::get(
+            "C Host evil.example + X-Forwarded-Host: app.example",
+            "/public/x",
+        )
+        .host(Some("evil.example"))
+        .header("X-Forwarded-Host", "app.example")
+        .header("X-Forwarded-Proto", "https"),
+    );
     // The same in a spelling CGI, WSGI, PHP and Rack fold into
     // X-Forwarded-Host (Rails' `request.host` reads it first).
     rows.push(

@@ -42,13 +42,17 @@ pub(crate) enum Transport {
     Traefik,
     /// Caddy `forward_auth`, authchain trusting it for `X-Forwarded-*`.
     Caddy,
+    /// The same Caddy trusting its peer (`trusted_proxies`, as behind a
+    /// load balancer): it keeps a trusted peer's `X-Forwarded-Host` and
+    /// `-Proto` unless the Caddyfile pins them. Every row as for Caddy.
+    CaddyTrusting,
     /// `AuthChainLayer::from_engine(engine, "site")` around an axum app.
     Layer,
 }
 
 impl Transport {
     /// Every transport, each of which runs every row.
-    pub(crate) const ALL: [Transport; 8] = [
+    pub(crate) const ALL: [Transport; 9] = [
         Transport::EnvoyGrpc,
         Transport::EnvoyGrpcNormalized,
         Transport::EnvoyHttp,
@@ -56,6 +60,7 @@ impl Transport {
         Transport::Nginx,
         Transport::Traefik,
         Transport::Caddy,
+        Transport::CaddyTrusting,
         Transport::Layer,
     ];
 }
@@ -70,6 +75,7 @@ impl fmt::Display for Transport {
             Transport::Nginx => "nginx",
             Transport::Traefik => "traefik",
             Transport::Caddy => "caddy",
+            Transport::CaddyTrusting => "caddy (trusted_proxies)",
             Transport::Layer => "layer",
         })
     }
@@ -334,7 +340,7 @@ impl Stack {
             | Transport::EnvoyHttp
             | Transport::EnvoyHttpDefault => HTTP_UNTRUSTED,
             Transport::Nginx => HTTP_NGINX,
-            Transport::Traefik | Transport::Caddy => HTTP_FORWARDED,
+            Transport::Traefik | Transport::Caddy | Transport::CaddyTrusting => HTTP_FORWARDED,
             Transport::Layer => HTTP_UNTRUSTED,
         };
         // Everything but the ports authchain's own start picks.
@@ -412,10 +418,16 @@ impl Stack {
                 let addr = traefik.addr();
                 (Proxy::Traefik(traefik), addr)
             }
-            Transport::Caddy => {
-                let caddy = Caddy::start(&render(&caddy_config(), &vars(&[])).unwrap())
-                    .await
-                    .unwrap();
+            Transport::Caddy | Transport::CaddyTrusting => {
+                let global = match transport {
+                    Transport::CaddyTrusting => {
+                        "\tservers {\n\t\ttrusted_proxies static 127.0.0.1/32\n\t}"
+                    }
+                    _ => "",
+                };
+                let site = render(&caddy_config(), &vars(&[])).unwrap();
+                let port = authchain_testkit::free_port().unwrap();
+                let caddy = Caddy::start_with(&site, port, global).await.unwrap();
                 let addr = caddy.addr();
                 (Proxy::Caddy(caddy), addr)
             }
