@@ -1584,7 +1584,9 @@ fn malformed_authority(host: &str) -> Option<&'static str> {
             None => (host, None),
         },
     };
-    if port.is_some_and(|p| !p.bytes().all(|b| b.is_ascii_digit())) {
+    // An empty one too: Envoy routes `app.example:` to another virtual
+    // host, Go's proxies as `app.example`.
+    if port.is_some_and(|p| p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit())) {
         return Some("a port that is not digits alone");
     }
     // RFC 3986's unreserved characters: a reg-name's sub-delims and `%`

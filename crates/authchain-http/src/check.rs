@@ -325,6 +325,16 @@ impl CheckConfig {
         let found = Found::scan(headers, family.map_or(&[][..], ForwardedHeaders::names))?;
         let check_host = found.host.or_else(|| uri.authority().map(|a| a.as_str()));
         match family {
+            // Envoy's HTTP service's shape, whose headers are the
+            // client's: an Envoy in a trusted proxy's range would let a
+            // client describe its own request.
+            Some(_) if rest.starts_with('/') => {
+                return Err(Refused::new(
+                    StatusCode::FORBIDDEN,
+                    "a trusted proxy's check carries a path after its selector: \
+                     no forward-auth proxy sends one",
+                ));
+            }
             Some(family) => {
                 let [method, uri, host, scheme] = found.forwarded;
                 let (Some(method), Some(uri)) = (method, uri) else {

@@ -382,6 +382,15 @@ async fn a_trusted_check_without_its_view_or_with_two_is_denied() {
         let (got, _) = outcome(config, "/check:site", &headers, PROXY).await;
         assert_eq!(got, status, "{what}: {headers:?}");
     }
+    // A path after the selector is Envoy's HTTP service's shape (its
+    // headers the client's), which no forward-auth proxy sends; a query
+    // (Caddy keeps the client's) is not.
+    for (config, headers) in [(original(), &nginx[..]), (forwarding(), &traefik[..])] {
+        let (got, _) = outcome(config.clone(), "/check:site/admin", headers, PROXY).await;
+        assert_eq!(got, 403, "{headers:?}");
+        let (got, _) = outcome(config, "/check:site?x=1", headers, PROXY).await;
+        assert_eq!(got, 200, "{headers:?}");
+    }
 }
 
 #[tokio::test]
@@ -838,7 +847,13 @@ async fn a_redirect_is_a_401_for_checks_that_ask_for_it() {
 fn the_source_is_the_client_as_far_as_the_check_tells() {
     use authchain_core::Peer;
     let source = |config: CheckConfig, headers: &[(&str, &str)], from: &str| {
-        let (mut parts, _) = request(Method::GET, "/check:site/x", headers, "").into_parts();
+        // A trusted proxy's check has no path after its selector.
+        let path = if from == PROXY {
+            "/check:site"
+        } else {
+            "/check:site/x"
+        };
+        let (mut parts, _) = request(Method::GET, path, headers, "").into_parts();
         let peer = Peer::from_address(from.parse().unwrap());
         let (_, request) = config.read(&mut parts, None, peer).unwrap();
         request.source.address

@@ -151,6 +151,26 @@ async fn a_deny_is_answered_by_the_layer_alone() {
     assert_eq!(calls.load(Ordering::SeqCst), 0);
 }
 
+/// A `Host` the chain cannot read as text (obs-text, which hyper takes)
+/// is a 400 before any step, as on the check server: judged as no host,
+/// it would match no host rule while the app reads its bytes.
+#[tokio::test]
+async fn a_host_that_is_not_visible_ascii_is_a_400() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let app = app(
+        AuthChainLayer::new(chain(vec![(
+            "allow",
+            Arc::new(authchain_core::decide_fn(|_| Ok(Decision::authorized()))),
+        )])),
+        calls.clone(),
+    );
+    let host = HeaderValue::from_bytes(b"admin.example\x80").unwrap();
+    let req = Request::get("/x").header("host", host).body(Body::empty());
+    let (status, _, _) = send(app, req.unwrap()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+}
+
 #[tokio::test]
 async fn query_rewrites_reach_the_handler() {
     let strip_token = service_fn(|_| {

@@ -210,6 +210,7 @@ async fn a_host_scoped_deny_holds_whatever_follows_the_name() {
             ("admin.example:80x", false),
             ("admin.example.:x", false),
             ("admin.example:8080:1", false),
+            ("admin.example:", false),
             ("admin.example,app.example", false),
         ] {
             let request = format!("GET /x HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
