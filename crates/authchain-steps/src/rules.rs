@@ -35,7 +35,9 @@
 //! escape). `prefix` compares text, not segments: `/files` also matches
 //! `/files-private` (end a prefix with `/` to keep it to a segment), and
 //! `exact: /admin` does not match `/admin/`, which Spring and Express
-//! route alike (a deny names both, or uses `defaultAction: deny`). A
+//! route alike (a deny names both, or uses `defaultAction: deny`), and
+//! `glob: /admin/**` does not match `/admin` itself (a deny names
+//! `exact: /admin` too). A
 //! wildcard in `methods` (`*`, `ANY`) is a config error: leave `methods`
 //! out to match every method. The first matching rule's
 //! action is the answer; when none matches, `defaultAction` is.

@@ -60,6 +60,7 @@ configs:
         (Method::GET, "/public/x", "db.example.com", 200),
         (Method::GET, "/admin/users", "", 404),
         (Method::GET, "/admin/users/1", "", 200), // `*` stays in one segment
+        (Method::GET, "/admin", "", 200),         // nor is `/admin` under `/admin/*`
         (Method::GET, "/items/42", "", 200),
         (Method::GET, "/items/42x", "", 404), // regex matches the whole path
         (Method::GET, "/x", "a.internal.example.com:8443", 404),
