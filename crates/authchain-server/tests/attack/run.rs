@@ -147,6 +147,12 @@ fn judge(
                     seen.path
                 )),
             }
+            // The host the app may read first (Rails, Django behind a
+            // trusted proxy): the one judged, if any.
+            let hosts = spelled(&seen, "x-forwarded-host");
+            if hosts.iter().any(|(_, h)| !h.eq_ignore_ascii_case("app.example")) {
+                problems.push(format!("the app got forwarded hosts {hosts:?}"));
+            }
             let identity = identity(&seen);
             if identity != [("x-user-id", "bob")] {
                 problems.push(format!(
