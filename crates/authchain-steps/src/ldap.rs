@@ -30,7 +30,7 @@
 //! 2. the step binds as `userDnTemplate` with `%s` replaced by the user
 //!    name escaped as an RFC 4514 attribute value (`a,ou=admins` stays one
 //!    value); a refused bind is a 401 (whatever the code but busy, 51,
-//!    and unavailable, 52);
+//!    a step error, and unavailable, 52);
 //! 3. with `groupLookupSettings.checkGroupsWithServiceAccount`, it binds
 //!    again as the service account of the `credentialsSecretRef` Secret
 //!    (Gloo's `extauth.solo.io/accountcredentials`: `username`, `password`);
@@ -53,10 +53,11 @@
 //! template whose `%s` is elsewhere names the user as typed); a name with spaces
 //! around it or a control character, or a password with a NUL, is a 401.
 //! A directory that cannot be reached, or that answers the user's bind
-//! busy (51) or unavailable (52), is a step error, which
-//! `failureModeAllow` may let through, unless the directory answered
-//! another bind or search within `timeout` (it is up: a flood of made-up
-//! passwords can make it busy for some), which fails closed. Once the user's password is sent,
+//! unavailable (52), is a step error, which `failureModeAllow` may let
+//! through, unless the directory answered another bind or search of this
+//! step's within `timeout` (it is up), which fails closed; so does a bind
+//! answered busy (51), which a flood of made-up passwords can bring
+//! about. Once the user's password is sent,
 //! any other failure is a step error that `failureModeAllow` never lets
 //! through: no answer to the bind within `timeout` (each operation) or
 //! four times it (the whole request, and always less than the step's own
@@ -481,12 +482,15 @@ impl LdapAuth {
                 e if pooled && is_transport(&e) => Failed::Outage(e),
                 e => Failed::Closed(e),
             })?;
-        if !UNAVAILABLE.contains(&bound.rc) {
+        if bound.rc != UNAVAILABLE {
             self.pool.answers.heard();
         }
         match bound.rc {
             0 => {}
-            rc if UNAVAILABLE.contains(&rc) => return Err(Failed::Outage(bound.into())),
+            // Up, and too busy for this bind: a flood of made-up passwords
+            // can make it so.
+            BUSY => return Err(Failed::Closed(bound.into())),
+            UNAVAILABLE => return Err(Failed::Outage(bound.into())),
             // The directory wants another bind than ours (TLS, a stronger
             // method): every user is refused, which the config must fix.
             rc @ (7 | 8 | 13) => {
@@ -517,6 +521,9 @@ impl LdapAuth {
                 .with_timeout(self.timeout)
                 .simple_bind(&account.dn, &account.password)
                 .await?;
+            if bound.rc != UNAVAILABLE {
+                self.pool.answers.heard();
+            }
             if bound.rc != 0 {
                 return Err(ldap3::LdapError::from(bound));
             }
@@ -532,7 +539,7 @@ impl LdapAuth {
             .with_timeout(self.timeout)
             .search(dn, Scope::Base, &filter, attributes)
             .await?;
-        if !UNAVAILABLE.contains(&found.1.rc) {
+        if found.1.rc != UNAVAILABLE {
             self.pool.answers.heard();
         }
         let entries = match found.1.rc {
@@ -658,14 +665,19 @@ impl LdapAuth {
     }
 }
 
-/// Result codes of a directory that cannot answer now: busy, unavailable.
-/// Any other answer to the user's bind refuses these credentials: invalid
-/// ones, and also a lockout or a password policy (constraint violation,
-/// 19, on 389-DS) and the errors a pass-through bind may answer for what
-/// the client sent (operations error, time limit, admin limit, other): a
-/// client can bring those about, so they must not count as an outage that
+/// The result code of a directory that cannot answer now (unavailable):
+/// an outage, unless it answered others meanwhile. Any other answer to
+/// the user's bind refuses these credentials: invalid ones, and also a
+/// lockout or a password policy (constraint violation, 19, on 389-DS) and
+/// the errors a pass-through bind may answer for what the client sent
+/// (operations error, time limit, admin limit, other): a client can bring
+/// those about, so they must not count as an outage that
 /// `failureModeAllow` lets through.
-const UNAVAILABLE: [u32; 2] = [51, 52];
+const UNAVAILABLE: u32 = 52;
+
+/// The result code of a directory too busy for a bind: it is up, and a
+/// flood can make it so, so it fails closed.
+const BUSY: u32 = 51;
 
 /// Why a decision failed: an outage `failureModeAllow` may ride out (the
 /// connection failed before the directory answered the user's bind, or

@@ -650,7 +650,7 @@ stringData: { username: 'cn=reader,dc=solo,dc=io', password: readerpwd }
         (vec![80], 401),
         (vec![1], 401),
         (vec![52], 200),
-        (vec![51], 200),
+        (vec![51], 503),
     ] {
         let slow = answering(binds.clone()).await;
         let yaml = fail_open(slow, &format!("{lookup}\n    timeout: 5s"), secret).replace(
@@ -665,10 +665,9 @@ stringData: { username: 'cn=reader,dc=solo,dc=io', password: readerpwd }
             "{binds:?}"
         );
     }
-    // Busy or unavailable for this bind while it answered another within
-    // `timeout` (a flood of made-up passwords can make it busy for some):
-    // the directory is up, so it fails closed. The connection the 401 gave
-    // back answers the next bind.
+    // Unavailable for this bind while it answered another within
+    // `timeout`: the directory is up, so it fails closed (as busy always
+    // does). The connection the 401 gave back answers the next bind.
     for busy in [51, 52] {
         let flooded = answering(vec![49, busy]).await;
         let yaml = fail_open(flooded, "    pool: { initialSize: 0 }", "");
