@@ -289,9 +289,19 @@ impl Discovery {
             .await
         {
             Ok(t) => t,
+            // A refusal of the grant (RFC 6749 5.2): a new login. Another
+            // error (`temporarily_unavailable`, a 429 or 5xx with a body)
+            // is the IdP's failure, which a later request may get past.
             Err(oauth2::RequestTokenError::ServerResponse(e)) => {
-                tracing::debug!(error = %super::error_words(e.error()), "oauth2: the IdP refused the refresh");
-                return Ok(None);
+                use oauth2::basic::BasicErrorResponseType as Code;
+                let words = super::error_words(e.error());
+                if let Code::InvalidGrant | Code::InvalidClient | Code::UnauthorizedClient =
+                    e.error()
+                {
+                    tracing::debug!(error = %words, "oauth2: the IdP refused the refresh");
+                    return Ok(None);
+                }
+                return Err(Error::step(format!("the token endpoint answered {words}")));
             }
             Err(e) => return Err(Error::step(format!("the token endpoint: {e}"))),
         };
@@ -1243,8 +1253,13 @@ impl Oidc {
     /// part comes twice with different values (see [`util::cookie`]) or
     /// the `Cookie` header is too long.
     fn session_cookie(&self, request: &AuthorizationRequest) -> Result<Option<String>, ()> {
+        Self::joined_cookie(request, &self.cookie_name)
+    }
+
+    /// [`Self::session_cookie`] under `name`.
+    fn joined_cookie(request: &AuthorizationRequest, name: &str) -> Result<Option<String>, ()> {
         let mut value = String::new();
-        for name in session::chunk_names(&self.cookie_name) {
+        for name in session::chunk_names(name) {
             match util::cookie(request, &name)? {
                 // No part this step writes is longer: a forged one is not
                 // read (each would cost its decoding and decryption).
@@ -1256,6 +1271,30 @@ impl Oidc {
             }
         }
         Ok((!value.is_empty()).then_some(value))
+    }
+
+    /// Revokes `refresh` at the IdP (RFC 7009), when it has an endpoint
+    /// for it: a copy of a sealed cookie, or a refresh token kept
+    /// elsewhere, would otherwise refresh its way past the logout. Off the
+    /// logout's path: a slow IdP must not hold the user's logout.
+    fn revoke(&self, live: &Live, refresh: String) {
+        let Some(endpoint) = live.provider.revocation_endpoint.clone() else {
+            return;
+        };
+        match self.idp.revocations.clone().try_acquire_owned() {
+            Ok(place) => {
+                let idp = self.idp.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = idp.revoke(&endpoint, &refresh).await {
+                        tracing::warn!(error = %e, "oauth2: the IdP did not revoke the refresh token at logout");
+                    }
+                    drop(place);
+                });
+            }
+            Err(_) => tracing::warn!(
+                "oauth2: {MAX_REVOCATIONS} revocations in flight; this logout's refresh token is not revoked"
+            ),
+        }
     }
 
     /// The deny of a request whose session cookie [`Self::session_cookie`]
@@ -1773,44 +1812,30 @@ impl Oidc {
             Ok(cookie) => cookie,
             Err(()) => return Ok(Self::two_sessions()),
         };
-        let mut session = None;
-        if let Some(cookie) = &cookie {
-            match &self.store {
-                Store::Cookie => session = self.sealer.open::<Session>("session", cookie),
-                Store::Redis(redis) => {
-                    // A session Redis cannot remove would outlive the
-                    // logout for whoever holds its id: fail, keeping the
-                    // cookie, so that the user can log out again.
-                    session = redis
-                        .get::<Session>("session:", cookie, true)
-                        .await
-                        .map_err(|e| Error::step(e).at("session.redis"))?;
-                }
-            }
-        }
-        let (id_token, refresh_token) = match session {
-            Some(s) => (Some(s.id_token), s.refresh_token),
-            None => (None, None),
-        };
-        // A copy of a sealed cookie, or a refresh token kept elsewhere,
-        // would otherwise refresh its way past the logout. Off the
-        // logout's path: a slow IdP must not hold the user's logout.
-        if let (Some(refresh), Some(endpoint)) =
-            (refresh_token, live.provider.revocation_endpoint.clone())
-        {
-            match self.idp.revocations.clone().try_acquire_owned() {
-                Ok(place) => {
-                    let idp = self.idp.clone();
-                    tokio::spawn(async move {
-                        if let Err(e) = idp.revoke(&endpoint, &refresh).await {
-                            tracing::warn!(error = %e, "oauth2: the IdP did not revoke the refresh token at logout");
-                        }
-                        drop(place);
-                    });
-                }
-                Err(_) => tracing::warn!(
-                    "oauth2: {MAX_REVOCATIONS} revocations in flight; this logout's refresh token is not revoked"
-                ),
+        // And the session a cookie under the former name holds, which
+        // the logout clears: it ends too.
+        let legacy = self
+            .legacy_cookie_name
+            .as_deref()
+            .and_then(|old| Self::joined_cookie(request, old).ok().flatten());
+        let mut id_token = None;
+        for cookie in [cookie, legacy].into_iter().flatten() {
+            let session = match &self.store {
+                Store::Cookie => self.sealer.open::<Session>("session", &cookie),
+                // A session Redis cannot remove would outlive the logout
+                // for whoever holds its id: fail, keeping the cookie, so
+                // that the user can log out again.
+                Store::Redis(redis) => redis
+                    .get::<Session>("session:", &cookie, true)
+                    .await
+                    .map_err(|e| Error::step(e).at("session.redis"))?,
+            };
+            let Some(session) = session else {
+                continue;
+            };
+            id_token = id_token.or(Some(session.id_token));
+            if let Some(refresh) = session.refresh_token {
+                self.revoke(live, refresh);
             }
         }
         let target = match (&live.provider.end_session_endpoint, id_token) {
@@ -1903,14 +1928,16 @@ impl Oidc {
             if let Some(fresh) = kept(&done, key, limit) {
                 return Ok(fresh);
             }
-            let fresh = match redis {
-                None => idp.refresh(&live, &session).await?,
+            let (fresh, remember) = match redis {
+                None => (idp.refresh(&live, &session).await?, true),
                 Some((redis, id)) => {
                     refresh_in_redis(&idp, &live, &session, &redis, &id, keep, limit).await?
                 }
             };
             let fresh = fresh.map(Arc::new);
-            done.insert(key, fresh.clone());
+            if fresh.is_some() || remember {
+                done.insert(key, fresh.clone());
+            }
             Ok(fresh)
         });
         match refreshed.await? {
@@ -1937,7 +1964,9 @@ fn kept(
 /// time: the one that takes the refresh's lock refreshes it and saves it
 /// (unless a logout removed it, or another replica refreshed it since it
 /// was read); the others wait for what it saves, and start a new login
-/// when it saved nothing.
+/// when it saved nothing. With whether a session-less outcome is to be
+/// remembered: not a waiter's (the refresh it waited for may have
+/// failed, and the next may not).
 async fn refresh_in_redis(
     idp: &Discovery,
     live: &Live,
@@ -1946,7 +1975,7 @@ async fn refresh_in_redis(
     id: &str,
     keep: Option<u32>,
     fresh_after: u64,
-) -> Result<Option<Session>, Error> {
+) -> Result<(Option<Session>, bool), Error> {
     let at = |e: CallError| Error::step(e).at("session.redis");
     let fresh = |now: Session| (now.expires_at > fresh_after).then_some(now);
     // The IdP's token call, a key set fetch, and the Redis calls around
@@ -1988,7 +2017,7 @@ async fn refresh_in_redis(
         };
         // Else it goes when `hold` ends.
         let _ = redis.unlock("refresh:", id, &holder).await;
-        return refreshed;
+        return refreshed.map(|fresh| (fresh, true));
     }
     let deadline = tokio::time::Instant::now() + hold;
     while tokio::time::Instant::now() < deadline {
@@ -2000,9 +2029,9 @@ async fn refresh_in_redis(
             .await
             .map_err(at)?
         {
-            Some(now) if refreshed_since(&now, session) => return Ok(fresh(now)),
+            Some(now) if refreshed_since(&now, session) => return Ok((fresh(now), true)),
             Some(_) if held => {}
-            _ => return Ok(None),
+            _ => return Ok((None, false)),
         }
     }
     Err(Error::step("another replica's refresh of this session did not end").at("session.redis"))

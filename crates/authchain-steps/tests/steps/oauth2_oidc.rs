@@ -927,6 +927,51 @@ async fn the_session_cookie_s_former_name_is_cleared_at_login_and_logout() {
     );
 }
 
+/// With Redis, the session a cookie under the former name holds (its id
+/// opens under the new name as well) ends at a logout too, which clears
+/// that cookie.
+#[tokio::test]
+async fn a_logout_ends_the_redis_session_of_the_former_cookie_too() {
+    let redis = Redis::start().await.unwrap();
+    let mut rig = Rig::start(2, |_| {}).await;
+    let issuer = rig.issuer.clone();
+    // As an older authchain wrote it: `__session` (here because the
+    // cookies are not Secure, which keeps that name).
+    let mut config = rig.config("app", 0);
+    oidc(&mut config)["session"] =
+        redis_session(&redis, json!({ "cookieOptions": { "notSecure": true } }));
+    let old = rig.front(0, &config).await;
+    let mut config = rig.config("app", 1);
+    oidc(&mut config)["session"] = redis_session(&redis, json!({}));
+    let new = rig.front(1, &config).await;
+    let mut agent = UserAgent::new();
+    log_in(&mut agent, &issuer, &old, "/private").await;
+    let id = agent.jar().value("__session").unwrap().to_owned();
+    let now = format!("{SESSION}={id}");
+    let page = get_with(
+        &mut UserAgent::new(),
+        &new.url("/private"),
+        &[("cookie", &now)],
+    )
+    .await;
+    assert_eq!(page.status, 200, "{}", page.describe());
+    let former = format!("__session={id}");
+    let out = get_with(
+        &mut UserAgent::new(),
+        &new.url("/logout"),
+        &[("cookie", &former)],
+    )
+    .await;
+    assert_eq!(out.status, 302, "{}", out.describe());
+    let page = get_with(
+        &mut UserAgent::new(),
+        &new.url("/private"),
+        &[("cookie", &now)],
+    )
+    .await;
+    assert_eq!(page.status, 302, "the session ended: {}", page.describe());
+}
+
 /// A logout another subdomain asks for (`Sec-Fetch-Site: same-site`) ends
 /// the session only where the session cookie is that subdomain's too
 /// (`cookieOptions.domain`).
@@ -2714,8 +2759,11 @@ async fn a_refresh_is_checked_as_a_login_is() {
     let page = get(&mut agents[4].clone(), &front.url("/private")).await;
     assert_eq!(page.status, 302, "{}", page.describe());
     assert_eq!(fake.bodies.lock().unwrap().len(), asked);
-    // A token endpoint that fails: a step error.
+    // A token endpoint that fails: a step error, not remembered. So is
+    // an IdP's OAuth error that refuses no grant.
     let mut agent = agents.pop().unwrap();
+    fake.answer(503, &json!({ "error": "temporarily_unavailable" }));
+    assert_refused(&get(&mut agent.clone(), &front.url("/private")).await, 403);
     fake.answer(500, &json!({}));
     assert_refused(&get(&mut agent.clone(), &front.url("/private")).await, 403);
     // A good refresh: the session goes on, in a new cookie.
