@@ -332,7 +332,7 @@ impl CheckConfig {
                 return Err(Refused::new(
                     StatusCode::FORBIDDEN,
                     "a trusted proxy's check carries a path after its selector: \
-                     no forward-auth proxy sends one",
+                     give the proxy the check's address without one (no trailing `/`)",
                 ));
             }
             Some(family) => {

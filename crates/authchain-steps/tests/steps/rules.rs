@@ -49,6 +49,7 @@ configs:
     - { action: deny, methods: [DELETE], status: 405 }
     - { action: allow, path: { prefix: /public/ } }
     - { action: deny, path: { glob: "/admin/*" } }
+    - { action: deny, path: { glob: "/secret/**" } }
     - { action: allow, paths: [{ regex: "/items/[0-9]+" }] }
     - { action: deny, paths: [{ prefix: /items/ }] }
     - { action: deny, hosts: ["*.internal.example.com", "db.example.com"] }
@@ -61,6 +62,8 @@ configs:
         (Method::GET, "/admin/users", "", 404),
         (Method::GET, "/admin/users/1", "", 200), // `*` stays in one segment
         (Method::GET, "/admin", "", 200),         // nor is `/admin` under `/admin/*`
+        (Method::GET, "/secret/a/b", "", 404),    // `**` crosses segments
+        (Method::GET, "/secret", "", 200),        // but `/secret` is not under it
         (Method::GET, "/items/42", "", 200),
         (Method::GET, "/items/42x", "", 404), // regex matches the whole path
         (Method::GET, "/x", "a.internal.example.com:8443", 404),
