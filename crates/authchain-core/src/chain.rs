@@ -1586,8 +1586,12 @@ fn malformed_authority(host: &str) -> Option<&'static str> {
     };
     // An empty one too: Envoy routes `app.example:` to another virtual
     // host, Go's proxies as `app.example`.
-    if port.is_some_and(|p| p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit())) {
-        return Some("a port that is not digits alone");
+    match port {
+        Some("") => return Some("an empty port"),
+        Some(p) if !p.bytes().all(|b| b.is_ascii_digit()) => {
+            return Some("a port that is not digits alone");
+        }
+        _ => {}
     }
     // RFC 3986's unreserved characters: a reg-name's sub-delims and `%`
     // are in no DNS name, and `,` splits a forwarded host in two.
