@@ -29,8 +29,8 @@
 //!    through as anonymous);
 //! 2. the step binds as `userDnTemplate` with `%s` replaced by the user
 //!    name escaped as an RFC 4514 attribute value (`a,ou=admins` stays one
-//!    value); a refused bind is a 401 (whatever the code but busy, 51,
-//!    a step error, and unavailable, 52);
+//!    value); a refused bind is a 401, whatever the code but busy (51)
+//!    and unavailable (52), which are step errors;
 //! 3. with `groupLookupSettings.checkGroupsWithServiceAccount`, it binds
 //!    again as the service account of the `credentialsSecretRef` Secret
 //!    (Gloo's `extauth.solo.io/accountcredentials`: `username`, `password`);
@@ -54,10 +54,10 @@
 //! around it or a control character, or a password with a NUL, is a 401.
 //! A directory that cannot be reached, or that answers the user's bind
 //! unavailable (52), is a step error, which `failureModeAllow` may let
-//! through, unless the directory answered another bind or search of this
-//! step's within `timeout` (it is up), which fails closed; so does a bind
-//! answered busy (51), which a flood of made-up passwords can bring
-//! about. Once the user's password is sent,
+//! through, unless the directory answered another bind or search within
+//! `timeout` (any step's on that address, every AuthConfig's: it is up),
+//! which fails closed; so does a bind answered busy (51), which a flood
+//! of made-up passwords can bring about. Once the user's password is sent,
 //! any other failure is a step error that `failureModeAllow` never lets
 //! through: no answer to the bind within `timeout` (each operation) or
 //! four times it (the whole request, and always less than the step's own
@@ -84,8 +84,9 @@
 //! directory not on loopback): use `ldaps://` or `tls.startTls` wherever
 //! the network is not trusted.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use authchain_core::resources::{ACCOUNT_CREDENTIALS_TYPE, ResourceRef};
@@ -204,9 +205,33 @@ pub struct LdapTls {
     pub start_tls: bool,
 }
 
-/// The plugin for step kind `ldap`.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct LdapPlugin;
+/// The plugin for step kind `ldap`. Its steps on one directory (every
+/// AuthConfig's, while any uses it) share whether it answered lately, so
+/// that a flood through one AuthConfig is no outage for another's
+/// `failureModeAllow`; clones share it too.
+#[derive(Debug, Clone, Default)]
+pub struct LdapPlugin {
+    directories: Arc<Mutex<HashMap<String, Weak<LastAnswer>>>>,
+}
+
+impl LdapPlugin {
+    /// A plugin whose steps have heard from no directory yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// What the steps on the directory at `url` heard of it.
+    fn answers(&self, url: &str) -> Arc<LastAnswer> {
+        let mut directories = self.directories.lock().unwrap_or_else(|e| e.into_inner());
+        directories.retain(|_, answers| answers.strong_count() > 0);
+        if let Some(answers) = directories.get(url).and_then(Weak::upgrade) {
+            return answers;
+        }
+        let answers = Arc::new(LastAnswer::default());
+        directories.insert(url.to_owned(), Arc::downgrade(&answers));
+        answers
+    }
+}
 
 impl ExtAuthPlugin for LdapPlugin {
     type Config = LdapConfig;
@@ -253,7 +278,8 @@ impl ExtAuthPlugin for LdapPlugin {
             }
             _ => None,
         };
-        Ok(Arc::new(LdapAuth::new(config, account, context)?))
+        let answers = |url: &str| self.answers(url);
+        Ok(Arc::new(LdapAuth::new(config, account, context, answers)?))
     }
 }
 
@@ -311,10 +337,12 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl LdapAuth {
     /// Checks the config; connects nothing (see [`AuthService::start`]).
+    /// `answers` gives what the steps on a directory (its URL) heard.
     fn new(
         config: LdapConfig,
         account: Option<ServiceAccount>,
         context: &BuildContext<'_>,
+        answers: impl FnOnce(&str) -> Arc<LastAnswer>,
     ) -> Result<Self, Error> {
         let tls = config.tls.unwrap_or_default();
         let (url, secure) = address(&config.address).map_err(|e| e.at("address"))?;
@@ -419,12 +447,12 @@ impl LdapAuth {
             check_groups,
             account,
             pool: Arc::new(Pool {
+                answers: answers(&url),
                 url,
                 settings,
                 idle: Mutex::new(Vec::new()),
                 max_size,
                 in_use: Semaphore::new(max_connections),
-                answers: LastAnswer::default(),
             }),
             initial_size,
             challenge,
@@ -437,10 +465,11 @@ impl LdapAuth {
     }
 
     /// A failure before the directory answered the user's bind (none
-    /// came, or it was busy or unavailable): an outage when the directory
-    /// answered no other bind or search within an operation's `timeout`,
-    /// else an error that fails closed: the directory is up, and a flood
-    /// of made-up passwords can make it busy for some.
+    /// came, the connection failed, or it was unavailable): an outage when
+    /// the directory answered no other bind or search of its steps within
+    /// an operation's `timeout`, else an error that fails closed: the
+    /// directory is up, and a flood of made-up passwords can make it fail
+    /// some.
     fn unanswered(&self, what: String) -> Error {
         match self.pool.answers.within(self.timeout) {
             true => Error::step_fail_closed(format!("{what}, while it answered others")),
@@ -936,9 +965,9 @@ struct Pool {
     max_size: usize,
     /// Places for connections in use.
     in_use: Semaphore,
-    /// When the directory last answered a bind or a search as a
-    /// directory that can (not busy or unavailable).
-    answers: LastAnswer,
+    /// When the directory last answered a bind or a search (but
+    /// "unavailable") of any step's on it.
+    answers: Arc<LastAnswer>,
 }
 
 /// How long a connection may stay idle in the pool: past it, a NAT or a
@@ -1119,7 +1148,8 @@ mod tests {
             LdapAuth::new(
                 config.clone(),
                 Some(account),
-                &BuildContext::new("c", "s", "p")
+                &BuildContext::new("c", "s", "p"),
+                |_| Arc::default(),
             )
             .unwrap()
         );

@@ -116,7 +116,7 @@ pub fn register(registry: &mut PluginRegistry) {
         .register_kind(BasicPlugin)
         .register_kind(HmacPlugin)
         .register_kind(JwtPlugin)
-        .register_kind(LdapPlugin)
+        .register_kind(LdapPlugin::new())
         .register_kind(OAuth2Plugin)
         .register_kind(OpaPlugin);
 }

@@ -511,12 +511,19 @@ const HANG_UP: u8 = 254;
 /// connection closed), and every search with a search-result reference
 /// and then success.
 async fn answering(binds: Vec<u8>) -> SocketAddr {
+    answering_with(binds, false).await
+}
+
+/// [`answering`], the binds in turn across connections when `shared`.
+async fn answering_with(binds: Vec<u8>, shared: bool) -> SocketAddr {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let all = Arc::new(std::sync::Mutex::new(binds.clone().into_iter().peekable()));
     tokio::spawn(async move {
         while let Ok((mut socket, _)) = listener.accept().await {
-            let mut binds = binds.clone().into_iter().peekable();
+            let own = Arc::new(std::sync::Mutex::new(binds.clone().into_iter().peekable()));
+            let binds = if shared { all.clone() } else { own };
             tokio::spawn(async move {
                 let mut buf = [0u8; 4096];
                 while let Ok(n) = socket.read(&mut buf).await {
@@ -543,13 +550,16 @@ async fn answering(binds: Vec<u8>) -> SocketAddr {
                         // [APPLICATION 1] { resultCode, matchedDN,
                         // diagnosticMessage }.
                         (_, Some(0x60)) => {
-                            let rc = match binds.next() {
-                                Some(rc) if binds.peek().is_none() => {
-                                    binds = vec![rc].into_iter().peekable();
-                                    rc
+                            let rc = {
+                                let mut binds = binds.lock().unwrap();
+                                match binds.next() {
+                                    Some(rc) if binds.peek().is_none() => {
+                                        *binds = vec![rc].into_iter().peekable();
+                                        rc
+                                    }
+                                    Some(rc) => rc,
+                                    None => return,
                                 }
-                                Some(rc) => rc,
-                                None => return,
                             };
                             match rc {
                                 SILENT => continue,
@@ -641,8 +651,8 @@ stringData: { username: 'cn=reader,dc=solo,dc=io', password: readerpwd }
     // it, is no outage), a connection closed before the bind's answer (a
     // load balancer that gives up on a slow refusal), and an error code a
     // pass-through bind may answer for its input refuses the credentials.
-    // An answer that the directory cannot answer now, busy or
-    // unavailable, is an outage, let through.
+    // An answer that the directory cannot answer now (unavailable) is
+    // an outage, let through; busy fails closed.
     for (binds, want) in [
         (vec![0, SILENT], 503),
         (vec![SILENT], 503),
@@ -675,6 +685,18 @@ stringData: { username: 'cn=reader,dc=solo,dc=io', password: readerpwd }
         assert_eq!(status_of(&chain, "rick", "wrong").await, 401);
         assert_eq!(status_of(&chain, "rick", "rickpwd").await, 503, "{busy}");
     }
+    // What one AuthConfig's step heard counts for another's on the same
+    // directory: a flood through a public AuthConfig is no outage for an
+    // admin one's failureModeAllow.
+    let flooded = answering_with(vec![49, 52], true).await;
+    let public = fail_open(flooded, "    pool: { initialSize: 0 }", "");
+    let admin = public.replace("name: ldap,", "name: admin,");
+    let engine = load(&format!("{public}\n---\n{admin}")).await.unwrap();
+    let generation = engine.current();
+    let [public, admin] = ["gloo-system.ldap", "gloo-system.admin"]
+        .map(|name| generation.chain(name).expect(name).clone());
+    assert_eq!(status_of(&public, "rick", "wrong").await, 401);
+    assert_eq!(status_of(&admin, "rick", "rickpwd").await, 503);
     // A directory that cannot be reached is an outage, let through.
     let port = authchain_testkit::free_port().unwrap();
     let down = chain(&fail_open(
