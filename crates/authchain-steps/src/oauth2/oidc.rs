@@ -289,17 +289,23 @@ impl Discovery {
             .await
         {
             Ok(t) => t,
-            // A refusal of the grant (RFC 6749 5.2): a new login. Another
-            // error (`temporarily_unavailable`, a 429 or 5xx with a body)
-            // is the IdP's failure, which a later request may get past.
+            // A refusal (RFC 6749 5.2): a new login. The IdP's failure
+            // (`temporarily_unavailable`, `server_error`), which a later
+            // request may get past, or a refusal of this client, which a
+            // login cannot mend, is an error.
             Err(oauth2::RequestTokenError::ServerResponse(e)) => {
                 use oauth2::basic::BasicErrorResponseType as Code;
                 let words = super::error_words(e.error());
-                if let Code::InvalidGrant | Code::InvalidClient | Code::UnauthorizedClient =
-                    e.error()
-                {
-                    tracing::debug!(error = %words, "oauth2: the IdP refused the refresh");
-                    return Ok(None);
+                match e.error() {
+                    Code::InvalidClient => {
+                        tracing::warn!("oauth2: the IdP refuses this client's credentials");
+                    }
+                    Code::Extension(code)
+                        if code == "temporarily_unavailable" || code == "server_error" => {}
+                    _ => {
+                        tracing::debug!(error = %words, "oauth2: the IdP refused the refresh");
+                        return Ok(None);
+                    }
                 }
                 return Err(Error::step(format!("the token endpoint answered {words}")));
             }
@@ -1818,8 +1824,11 @@ impl Oidc {
             .legacy_cookie_name
             .as_deref()
             .and_then(|old| Self::joined_cookie(request, old).ok().flatten());
+        // The former first: a failure to end it then ends nothing, and a
+        // logout tried again still has the session and its ID token.
+        let legacy = legacy.filter(|old| cookie.as_ref() != Some(old));
         let mut id_token = None;
-        for cookie in [cookie, legacy].into_iter().flatten() {
+        for cookie in [legacy, cookie].into_iter().flatten() {
             let session = match &self.store {
                 Store::Cookie => self.sealer.open::<Session>("session", &cookie),
                 // A session Redis cannot remove would outlive the logout
@@ -1833,7 +1842,7 @@ impl Oidc {
             let Some(session) = session else {
                 continue;
             };
-            id_token = id_token.or(Some(session.id_token));
+            id_token = Some(session.id_token);
             if let Some(refresh) = session.refresh_token {
                 self.revoke(live, refresh);
             }

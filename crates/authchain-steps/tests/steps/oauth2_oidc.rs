@@ -2697,7 +2697,7 @@ async fn a_refresh_is_checked_as_a_login_is() {
     // Logins whose ID tokens expire in 2s, each with its refresh token (a
     // refresh that brings no session is not asked again for a while).
     let mut agents = Vec::new();
-    for i in 0..6 {
+    for i in 0..7 {
         let mut agent = UserAgent::new();
         let back = fake_callback(&mut agent, &issuer, &front, |nonce| {
             let mut first = claims("mallory", now() + 2);
@@ -2738,6 +2738,11 @@ async fn a_refresh_is_checked_as_a_login_is() {
         ),
         ("expired", 200, tokens(rs(&claims("mallory", now() - 3600)))),
         ("refused", 400, json!({ "error": "invalid_grant" })),
+        (
+            "refused with a code of the IdP's own",
+            400,
+            json!({ "error": "invalid_token" }),
+        ),
     ];
     for (i, (what, status, answer)) in cases.into_iter().enumerate() {
         fake.answer(status, &answer);
@@ -2762,8 +2767,11 @@ async fn a_refresh_is_checked_as_a_login_is() {
     // A token endpoint that fails: a step error, not remembered. So is
     // an IdP's OAuth error that refuses no grant.
     let mut agent = agents.pop().unwrap();
-    fake.answer(503, &json!({ "error": "temporarily_unavailable" }));
-    assert_refused(&get(&mut agent.clone(), &front.url("/private")).await, 403);
+    for error in ["temporarily_unavailable", "server_error", "invalid_client"] {
+        fake.answer(503, &json!({ "error": error }));
+        let page = get(&mut agent.clone(), &front.url("/private")).await;
+        assert_refused(&page, 403);
+    }
     fake.answer(500, &json!({}));
     assert_refused(&get(&mut agent.clone(), &front.url("/private")).await, 403);
     // A good refresh: the session goes on, in a new cookie.
