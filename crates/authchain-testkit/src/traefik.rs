@@ -38,15 +38,30 @@ impl Traefik {
     /// [`start`](Self::start) on `port`, for a config that must know its
     /// own address before Traefik runs (an app URL).
     pub async fn start_at(dynamic: &str, port: u16) -> Result<Traefik, PeerError> {
+        Self::start_with(dynamic, port, "").await
+    }
+
+    /// [`start_at`](Self::start_at) with `entry_point` (YAML flow-map
+    /// entries, such as `forwardedHeaders: { trustedIPs: [...] }`) in the
+    /// entry point's config.
+    pub async fn start_with(
+        dynamic: &str,
+        port: u16,
+        entry_point: &str,
+    ) -> Result<Traefik, PeerError> {
         let binary = LOCATOR.locate()?;
         let dir = ScratchDir::new("traefik")?;
         let dynamic_path = dir.write("dynamic.yml", dynamic)?;
         let static_config = format!(
             "global: {{ checkNewVersion: false, sendAnonymousUsage: false }}\n\
              log: {{ level: ERROR }}\n\
-             entryPoints:\n  web: {{ address: \"127.0.0.1:{port}\" }}\n\
+             entryPoints:\n  web: {{ address: \"127.0.0.1:{port}\"{entry_point} }}\n\
              providers:\n  file: {{ filename: \"{}\", watch: false }}\n",
-            dynamic_path.display()
+            dynamic_path.display(),
+            entry_point = match entry_point {
+                "" => String::new(),
+                more => format!(", {more}"),
+            },
         );
         let static_path = dir.write("traefik.yml", &static_config)?;
         let mut command = Command::new(binary);

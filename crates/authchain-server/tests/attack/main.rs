@@ -91,6 +91,11 @@ async fn traefik() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traefik_trusting_its_peer() {
+    run_table(Transport::TraefikTrusting).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn caddy() {
     run_table(Transport::Caddy).await;
 }

@@ -156,14 +156,20 @@ impl Row {
 
     /// What must come of the row on `transport`.
     pub(crate) fn expect_on(&self, transport: Transport) -> Expect {
-        let transport = match transport {
+        let find = |transport| {
+            self.except
+                .iter()
+                .find(|(t, _, _)| *t == transport)
+                .map(|(_, expect, _)| *expect)
+        };
+        // A proxy that trusts its peer answers as the one that does not,
+        // unless the row says otherwise.
+        let like = match transport {
             Transport::CaddyTrusting => Transport::Caddy,
+            Transport::TraefikTrusting => Transport::Traefik,
             other => other,
         };
-        self.except
-            .iter()
-            .find(|(t, _, _)| *t == transport)
-            .map_or(self.expect, |(_, expect, _)| *expect)
+        find(transport).or_else(|| find(like)).unwrap_or(self.expect)
     }
 
     /// The request's bytes: request line, `Host`, the key, the row's
@@ -606,6 +612,11 @@ fn forgeries() -> Vec<Row> {
             Expect::Reach("/public/x"),
             "Traefik drops a client's `_` spellings of its X-Forwarded-* headers before \
              the check and the app",
+        )
+        .except(
+            Transport::TraefikTrusting,
+            Expect::Blocked,
+            "Traefik trusting its peer passes the `_` spelling on, which the chain refuses",
         )
         .underscores_dropped(),
     );

@@ -40,6 +40,11 @@ pub(crate) enum Transport {
     Nginx,
     /// Traefik ForwardAuth, authchain trusting it for `X-Forwarded-*`.
     Traefik,
+    /// The same Traefik trusting its peer's forwarded headers
+    /// (`forwardedHeaders.trustedIPs`, as behind a load balancer): it
+    /// passes the peer's `X-Forwarded-Host` on to the app unless a
+    /// middleware drops it. Every row as for Traefik.
+    TraefikTrusting,
     /// Caddy `forward_auth`, authchain trusting it for `X-Forwarded-*`.
     Caddy,
     /// The same Caddy trusting its peer (`trusted_proxies`, as behind a
@@ -52,13 +57,14 @@ pub(crate) enum Transport {
 
 impl Transport {
     /// Every transport, each of which runs every row.
-    pub(crate) const ALL: [Transport; 9] = [
+    pub(crate) const ALL: [Transport; 10] = [
         Transport::EnvoyGrpc,
         Transport::EnvoyGrpcNormalized,
         Transport::EnvoyHttp,
         Transport::EnvoyHttpDefault,
         Transport::Nginx,
         Transport::Traefik,
+        Transport::TraefikTrusting,
         Transport::Caddy,
         Transport::CaddyTrusting,
         Transport::Layer,
@@ -74,6 +80,7 @@ impl fmt::Display for Transport {
             Transport::EnvoyHttpDefault => "envoy-http (/check, defaultConfig)",
             Transport::Nginx => "nginx",
             Transport::Traefik => "traefik",
+            Transport::TraefikTrusting => "traefik (trustedIPs)",
             Transport::Caddy => "caddy",
             Transport::CaddyTrusting => "caddy (trusted_proxies)",
             Transport::Layer => "layer",
@@ -340,7 +347,10 @@ impl Stack {
             | Transport::EnvoyHttp
             | Transport::EnvoyHttpDefault => HTTP_UNTRUSTED,
             Transport::Nginx => HTTP_NGINX,
-            Transport::Traefik | Transport::Caddy | Transport::CaddyTrusting => HTTP_FORWARDED,
+            Transport::Traefik
+            | Transport::TraefikTrusting
+            | Transport::Caddy
+            | Transport::CaddyTrusting => HTTP_FORWARDED,
             Transport::Layer => HTTP_UNTRUSTED,
         };
         // Everything but the ports authchain's own start picks.
@@ -411,8 +421,16 @@ impl Stack {
                 let addr = nginx.addr();
                 (Proxy::Nginx(nginx), addr)
             }
-            Transport::Traefik => {
-                let traefik = Traefik::start(&render(&traefik_config(), &vars(&[])).unwrap())
+            Transport::Traefik | Transport::TraefikTrusting => {
+                let entry_point = match transport {
+                    Transport::TraefikTrusting => {
+                        "forwardedHeaders: { trustedIPs: [\"127.0.0.1/32\"] }"
+                    }
+                    _ => "",
+                };
+                let dynamic = render(&traefik_config(), &vars(&[])).unwrap();
+                let port = authchain_testkit::free_port().unwrap();
+                let traefik = Traefik::start_with(&dynamic, port, entry_point)
                     .await
                     .unwrap();
                 let addr = traefik.addr();
