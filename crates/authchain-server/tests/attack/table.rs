@@ -169,7 +169,9 @@ impl Row {
             Transport::TraefikTrusting => Transport::Traefik,
             other => other,
         };
-        find(transport).or_else(|| find(like)).unwrap_or(self.expect)
+        find(transport)
+            .or_else(|| find(like))
+            .unwrap_or(self.expect)
     }
 
     /// The request's bytes: request line, `Host`, the key, the row's
