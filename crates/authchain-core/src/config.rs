@@ -518,8 +518,23 @@ impl AuthConfig {
 
     /// The document as YAML: what [`parse`](Self::parse) reads back into
     /// the same AuthConfig (a manifest stays a manifest; a manifest's
-    /// `status` is left out).
+    /// `status` is left out). An error when it holds a key `<<` (from
+    /// JSON), which YAML would read as a merge key.
     pub fn to_yaml(&self) -> Result<String, Error> {
+        fn merge_key(value: &Value) -> bool {
+            match value {
+                Value::Object(map) => map.iter().any(|(k, v)| k == "<<" || merge_key(v)),
+                Value::Array(items) => items.iter().any(merge_key),
+                _ => false,
+            }
+        }
+        let head = self.manifest.iter().flatten();
+        if merge_key(&self.spec) || head.into_iter().any(|(k, v)| k == "<<" || merge_key(v)) {
+            return Err(Error::config(
+                "a key `<<` cannot be printed as YAML, which reads it as a merge key",
+            )
+            .in_source(&self.origin));
+        }
         let doc = match &self.manifest {
             Some(head) => {
                 let mut doc = head.clone();

@@ -175,8 +175,7 @@ proptest! {
         name in tricky_string().prop_filter("named", |n| !n.is_empty()),
         namespace in prop::option::of("[a-z][a-z0-9.-]{0,10}"),
         spec in prop::collection::btree_map(
-            // `<<` is YAML's merge key, which the reader refuses.
-            tricky_string().prop_filter("not name", |k| k != "name" && k != "<<"),
+            tricky_string().prop_filter("not name", |k| k != "name"),
             value(),
             0..6,
         ),
@@ -206,7 +205,15 @@ proptest! {
                 Err(e) => panic!("{e}"),
             };
             prop_assert_eq!(configs.len(), 1);
-            let printed = configs[0].to_yaml().unwrap();
+            // A key `<<` (JSON's) is YAML's merge key: not printed.
+            let printed = match configs[0].to_yaml() {
+                Ok(printed) => printed,
+                Err(e) if e.to_string().contains("merge key") => {
+                    prop_assert!(text.contains("\"<<\""), "{e}");
+                    continue;
+                }
+                Err(e) => panic!("{e}"),
+            };
             let again = AuthConfig::parse("a", &printed, Format::Yaml);
             prop_assert_eq!(again.as_ref().ok(), Some(&configs), "printed:\n{}", printed);
         }
