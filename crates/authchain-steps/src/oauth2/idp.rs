@@ -187,7 +187,17 @@ impl<'c> oauth2::AsyncHttpClient<'c> for Oauth<'_> {
             true => without_client_id(request),
             false => request,
         };
-        Box::pin(self.http.send(request))
+        Box::pin(async move {
+            let response = self.http.send(request).await?;
+            // An IdP that fails (5xx) or sheds load (429) has refused
+            // nothing, whatever error its body names: the answer is no
+            // OAuth error of the grant's or the token's.
+            let status = response.status();
+            if status.is_server_error() || status == http::StatusCode::TOO_MANY_REQUESTS {
+                return Err(CallError(format!("the IdP answered {status}")));
+            }
+            Ok(response)
+        })
     }
 }
 

@@ -2767,8 +2767,16 @@ async fn a_refresh_is_checked_as_a_login_is() {
     // A token endpoint that fails: a step error, not remembered. So is
     // an IdP's OAuth error that refuses no grant.
     let mut agent = agents.pop().unwrap();
-    for error in ["temporarily_unavailable", "server_error", "invalid_client"] {
-        fake.answer(503, &json!({ "error": error }));
+    for (status, error) in [
+        (400, "temporarily_unavailable"),
+        (400, "server_error"),
+        (401, "invalid_client"),
+        // A 5xx or a 429 refuses nothing, whatever its body names.
+        (503, "invalid_grant"),
+        (429, "too_many_requests"),
+        (500, "unknown_error"),
+    ] {
+        fake.answer(status, &json!({ "error": error }));
         let page = get(&mut agent.clone(), &front.url("/private")).await;
         assert_refused(&page, 403);
     }
