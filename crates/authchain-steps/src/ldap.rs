@@ -55,7 +55,8 @@
 //! A directory that cannot be reached, or that answers the user's bind
 //! unavailable (52), is a step error, which `failureModeAllow` may let
 //! through, unless the directory answered another bind or search within
-//! `timeout` (any step's on that address, every AuthConfig's: it is up),
+//! `timeout` (any step's on that host and port, every AuthConfig's: it is
+//! up; one host and port in front of several directories shares one),
 //! which fails closed; so does a bind answered busy (51), which a flood
 //! of made-up passwords can bring about. Once the user's password is sent,
 //! any other failure is a step error that `failureModeAllow` never lets
@@ -222,15 +223,32 @@ impl LdapPlugin {
 
     /// What the steps on the directory at `url` heard of it.
     fn answers(&self, url: &str) -> Arc<LastAnswer> {
+        let key = directory(url);
         let mut directories = self.directories.lock().unwrap_or_else(|e| e.into_inner());
         directories.retain(|_, answers| answers.strong_count() > 0);
-        if let Some(answers) = directories.get(url).and_then(Weak::upgrade) {
+        if let Some(answers) = directories.get(&key).and_then(Weak::upgrade) {
             return answers;
         }
         let answers = Arc::new(LastAnswer::default());
-        directories.insert(url.to_owned(), Arc::downgrade(&answers));
+        directories.insert(key, Arc::downgrade(&answers));
         answers
     }
+}
+
+/// The directory `url` names, one way however it is written: the host
+/// (in lower case, without DNS's root dot) and the port (389, or 636 for
+/// `ldaps://`, when it names none).
+fn directory(url: &str) -> String {
+    let Ok(parsed) = url::Url::parse(url) else {
+        return url.to_owned();
+    };
+    let host = parsed.host_str().unwrap_or_default();
+    let host = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
+    let port = parsed.port().unwrap_or(match parsed.scheme() {
+        "ldaps" => 636,
+        _ => 389,
+    });
+    format!("{host}:{port}")
 }
 
 impl ExtAuthPlugin for LdapPlugin {
@@ -1068,6 +1086,21 @@ mod tests {
     /// The user's name is taken from the entry's DN wherever the template
     /// puts `%s` in the first RDN, without the template's text around it
     /// (as the directory matched it, in any case); elsewhere, as typed.
+    #[test]
+    fn one_directory_is_one_key_however_written() {
+        for url in [
+            "ldap://dir:389",
+            "ldap://dir",
+            "ldap://DIR:389/",
+            "ldap://dir.:389",
+            "ldap://dir:389/dc=x",
+        ] {
+            assert_eq!(directory(url), "dir:389", "{url}");
+        }
+        assert_eq!(directory("ldaps://dir"), "dir:636");
+        assert_ne!(directory("ldap://dir:1389"), directory("ldap://dir"));
+    }
+
     #[test]
     fn the_name_is_the_entry_s_where_the_template_puts_it() {
         let name = |template: &str, dn: &str| {

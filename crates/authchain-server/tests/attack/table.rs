@@ -219,8 +219,8 @@ const REMOVED_SPELLING: &str = "Envoy's HTTP service sends the check only its al
 const REFUSED_SPELLING: &str = "a forward-auth proxy passes the other spelling on, which the chain cannot remove there: the check is refused (400)";
 
 /// Why a client's `X-Forwarded-Host` through Traefik or Caddy is harmless.
-const OVERWRITES_XFH: &str =
-    "the proxy overwrites X-Forwarded-Host with the host judged, in the check and upstream";
+const OVERWRITES_XFH: &str = "the proxy overwrites X-Forwarded-Host with the host judged in the \
+     check, and upstream the example pins it (Caddy) or drops it (Traefik)";
 
 /// Every row, grouped as the suite's doc lists them.
 pub(crate) fn rows() -> Vec<Row> {
