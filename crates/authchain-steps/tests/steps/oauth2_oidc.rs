@@ -970,6 +970,42 @@ async fn a_logout_ends_the_redis_session_of_the_former_cookie_too() {
     )
     .await;
     assert_eq!(page.status, 302, "the session ended: {}", page.describe());
+
+    // Both cookies: both sessions end, and the IdP's logout is hinted with
+    // the current session's ID token.
+    let mut former = UserAgent::new();
+    log_in(&mut former, &issuer, &old, "/private").await;
+    let id = former.jar().value("__session").unwrap().to_owned();
+    let mut current = UserAgent::new();
+    log_in(&mut current, &issuer, &new, "/private").await;
+    let token = assert_session(&mut current, &new)
+        .await
+        .header_values("x-app-id-token")[0]
+        .to_owned();
+    let current_id = current.jar().value(SESSION).unwrap().to_owned();
+    let both = format!("__session={id}; {SESSION}={current_id}");
+    let out = get_with(
+        &mut UserAgent::new(),
+        &new.url("/logout"),
+        &[("cookie", &both)],
+    )
+    .await;
+    assert_eq!(out.status, 302, "{}", out.describe());
+    assert_eq!(
+        query(&out.location().unwrap(), "id_token_hint"),
+        Some(token)
+    );
+    // Each id, under the name the new front reads.
+    for id in [id, current_id] {
+        let cookie = format!("{SESSION}={id}");
+        let page = get_with(
+            &mut UserAgent::new(),
+            &new.url("/private"),
+            &[("cookie", &cookie)],
+        )
+        .await;
+        assert_eq!(page.status, 302, "ended: {}", page.describe());
+    }
 }
 
 /// A logout another subdomain asks for (`Sec-Fetch-Site: same-site`) ends
