@@ -1556,27 +1556,28 @@ impl ChainBuilder {
     }
 }
 
-/// What makes `host` no authority (RFC 3986 §3.2: a name or a bracketed
-/// IP literal, then `:` and digits), if anything. A rule matches the name
-/// before a port of digits alone, while Go's proxies (Traefik, Caddy) take
-/// `admin.example:x` as `admin.example`, and so do apps that cut at `:`.
-fn malformed_authority(host: &str) -> Option<&'static str> {
+/// The name in authority `host` (RFC 3986 §3.2: a name or a bracketed
+/// IP literal, then `:` and digits; empty for an IP literal), or what
+/// makes it none. A rule matches the name before a port of digits alone,
+/// while Go's proxies (Traefik, Caddy) take `admin.example:x` as
+/// `admin.example`, and so do apps that cut at `:`.
+fn authority_name(host: &str) -> Result<&str, &'static str> {
     let (name, port) = match host.strip_prefix('[') {
         Some(literal) => {
             let Some((address, rest)) = literal.split_once(']') else {
-                return Some("an IP literal without its `]`");
+                return Err("an IP literal without its `]`");
             };
             // An IPv6 address, with a zone (RFC 6874) if any: Envoy and
             // Traefik route a name in brackets to no virtual host of the
             // name, and the rules would take it for the name.
             let ip = address.split_once("%25").map_or(address, |(ip, _)| ip);
             if ip.parse::<std::net::Ipv6Addr>().is_err() {
-                return Some("an IP literal that is no IPv6 address");
+                return Err("an IP literal that is no IPv6 address");
             }
             match rest.strip_prefix(':') {
                 Some(port) => ("", Some(port)),
                 None if rest.is_empty() => ("", None),
-                None => return Some("more after an IP literal than a port"),
+                None => return Err("more after an IP literal than a port"),
             }
         }
         None => match host.split_once(':') {
@@ -1587,9 +1588,9 @@ fn malformed_authority(host: &str) -> Option<&'static str> {
     // An empty one too: Envoy routes `app.example:` to another virtual
     // host, Go's proxies as `app.example`.
     match port {
-        Some("") => return Some("an empty port"),
+        Some("") => return Err("an empty port"),
         Some(p) if !p.bytes().all(|b| b.is_ascii_digit()) => {
-            return Some("a port that is not digits alone");
+            return Err("a port that is not digits alone");
         }
         _ => {}
     }
@@ -1597,9 +1598,9 @@ fn malformed_authority(host: &str) -> Option<&'static str> {
     // are in no DNS name, and `,` splits a forwarded host in two.
     let unreserved = |b: u8| b.is_ascii_alphanumeric() || b"-._~".contains(&b);
     if !name.bytes().all(unreserved) {
-        return Some("a character a host name cannot have");
+        return Err("a character a host name cannot have");
     }
-    None
+    Ok(name)
 }
 
 /// The name of the first of `steps` that says it reads `header`.
@@ -1623,15 +1624,12 @@ fn ambiguous_host(request: &AuthorizationRequest) -> Option<String> {
     if request.host.contains('@') {
         return Some("ambiguous host: userinfo (`@`) in the authority".to_owned());
     }
-    if let Some(why) = malformed_authority(&request.host) {
-        return Some(format!("ambiguous host: {why}"));
-    }
+    let name = match authority_name(&request.host) {
+        Ok(name) => name,
+        Err(why) => return Some(format!("ambiguous host: {why}")),
+    };
     // `example.com.` is `example.com` to nginx, Traefik and DNS; Envoy
     // routes it to another virtual host (`*`) unless it strips the dot.
-    let name = match request.host.rsplit_once(':') {
-        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
-        _ => request.host.as_str(),
-    };
     if name.ends_with('.') {
         return Some("ambiguous host: a trailing dot, which proxies route differently".to_owned());
     }
