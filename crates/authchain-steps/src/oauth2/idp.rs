@@ -129,9 +129,8 @@ impl Http {
     ) -> Result<http::Response<Vec<u8>>, CallError> {
         let mut request = http::Request::get(url).header(http::header::ACCEPT, "application/json");
         if let Some(token) = bearer {
-            let mut value = http::HeaderValue::try_from(format!("Bearer {token}"))
-                .map_err(|_| CallError("the token cannot travel in a header".to_owned()))?;
-            value.set_sensitive(true);
+            let value = super::secret_value(&format!("Bearer {token}"))
+                .ok_or_else(|| CallError("the token cannot travel in a header".to_owned()))?;
             request = request.header(http::header::AUTHORIZATION, value);
         }
         let request = request

@@ -109,6 +109,15 @@ pub(crate) fn error_words(code: &oauth2::basic::BasicErrorResponseType) -> Strin
     }
 }
 
+/// A header value that carries a secret (a token, a client's
+/// credentials, a session): `Debug` (of a decision an embedding app logs)
+/// shows it as `Sensitive`, and HTTP/2 never indexes it.
+pub(crate) fn secret_value(text: &str) -> Option<http::HeaderValue> {
+    let mut value = http::HeaderValue::try_from(text).ok()?;
+    value.set_sensitive(true);
+    Some(value)
+}
+
 /// Refuses a Gloo field authchain does not implement, naming it.
 pub(crate) fn unsupported<T>(value: &Option<T>, place: &str, what: &str) -> Result<(), Error> {
     match value {

@@ -161,7 +161,7 @@ use super::config::{DiscoveryOverride, OidcAuthorizationCode, SecretRef};
 use super::flight::Flights;
 use super::idp::{self, CallError, Http, Provider};
 use super::session::{self, CookieAttributes, Pending, Redis, Sealer, Session};
-use super::{ClaimHeaders, ClaimMetadata, set, unsupported};
+use super::{ClaimHeaders, ClaimMetadata, secret_value, set, unsupported};
 use crate::jwt::{JwksConfig, JwtConfig, RemoteJwks, Verifier};
 use crate::util;
 use authchain_core::shadow::is_shadow_run;
@@ -252,11 +252,9 @@ impl Discovery {
                     };
                     let pair = format!("{}:{}", encode(&self.client_id), encode(secret));
                     let basic = base64::engine::general_purpose::STANDARD.encode(pair);
-                    let mut value =
-                        HeaderValue::try_from(format!("Basic {basic}")).map_err(|_| {
-                            CallError("the client credentials are not a header value".to_owned())
-                        })?;
-                    value.set_sensitive(true);
+                    let value = secret_value(&format!("Basic {basic}")).ok_or_else(|| {
+                        CallError("the client credentials are not a header value".to_owned())
+                    })?;
                     request = request.header(http::header::AUTHORIZATION, value);
                 }
                 None => {
@@ -697,15 +695,6 @@ fn cookie_path(path: &str, place: &str) -> Result<String, Error> {
         .at(place));
     }
     Ok(path)
-}
-
-/// A header value that carries a token: `Debug` (of a decision an
-/// embedding app logs) shows it as `Sensitive`, and HTTP/2 never indexes
-/// it.
-fn secret_value(text: &str) -> Option<HeaderValue> {
-    let mut value = HeaderValue::try_from(text).ok()?;
-    value.set_sensitive(true);
-    Some(value)
 }
 
 /// The path a cookie set without one has, set at `path` (RFC 6265 5.1.4).

@@ -201,10 +201,7 @@ impl CookieAttributes {
         // Names, paths and domains are checked when the step is built;
         // values are base64url. A session's value (or id) shows in no
         // decision's `Debug`.
-        let mut value =
-            HeaderValue::try_from(text).unwrap_or_else(|_| HeaderValue::from_static(""));
-        value.set_sensitive(true);
-        value
+        super::secret_value(&text).unwrap_or_else(|| HeaderValue::from_static(""))
     }
 }
 
