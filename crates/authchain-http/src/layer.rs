@@ -440,9 +440,9 @@ fn path_of(uri: &Uri) -> &str {
 
 /// Whether the request names its host twice, or two ways that differ: two
 /// `Host` lines, a `Host` beside a different authority (an absolute-form
-/// target, HTTP/2's `:authority`), or a `Host` the chain cannot read. The chain would judge one host and the
-/// app might read the other, so such a request is a 400 (RFC 9112 §3.2,
-/// RFC 9113 §8.3.1).
+/// target, HTTP/2's `:authority`), or a `Host` the chain cannot read. The
+/// chain would judge one host and the app might read the other, so such a
+/// request is a 400 (RFC 9112 §3.2, RFC 9113 §8.3.1).
 fn ambiguous_host<B>(request: &Request<B>) -> bool {
     let mut hosts = request.headers().get_all(HOST).iter();
     let (first, second) = (hosts.next(), hosts.next());

@@ -477,6 +477,14 @@ impl LdapAuth {
         })
     }
 
+    /// The directory answered an operation with `rc`: up, unless it says
+    /// it is unavailable.
+    fn answered(&self, rc: u32) {
+        if rc != UNAVAILABLE {
+            self.pool.answers.heard();
+        }
+    }
+
     /// A new connection; failing, [`Self::unanswered`].
     async fn connect(&self) -> Result<Ldap, Error> {
         self.pool.connect().await.map_err(|e| self.unanswered(e))
@@ -529,9 +537,7 @@ impl LdapAuth {
                 e if pooled && is_transport(&e) => Failed::Outage(e),
                 e => Failed::Closed(e),
             })?;
-        if bound.rc != UNAVAILABLE {
-            self.pool.answers.heard();
-        }
+        self.answered(bound.rc);
         match bound.rc {
             0 => {}
             // Up, and too busy for this bind: a flood of made-up passwords
@@ -568,9 +574,7 @@ impl LdapAuth {
                 .with_timeout(self.timeout)
                 .simple_bind(&account.dn, &account.password)
                 .await?;
-            if bound.rc != UNAVAILABLE {
-                self.pool.answers.heard();
-            }
+            self.answered(bound.rc);
             if bound.rc != 0 {
                 return Err(ldap3::LdapError::from(bound));
             }
@@ -586,9 +590,7 @@ impl LdapAuth {
             .with_timeout(self.timeout)
             .search(dn, Scope::Base, &filter, attributes)
             .await?;
-        if found.1.rc != UNAVAILABLE {
-            self.pool.answers.heard();
-        }
+        self.answered(found.1.rc);
         let entries = match found.1.rc {
             0 => found.0,
             // The entry is not there, or not visible to whoever searched.
