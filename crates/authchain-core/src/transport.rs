@@ -90,6 +90,21 @@ impl LastAnswer {
             .fetch_max(now, std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// The error of a call `what` says got no answer of the remote's (a
+    /// timeout, a gateway's or its own "unavailable", a connection not
+    /// made): an outage ([`Error::step`], which `failureModeAllow` may
+    /// ride out) when the remote answered no other call in the last
+    /// `window` (a call's time), else an error that fails closed: the
+    /// remote is up.
+    pub fn unanswered(&self, window: std::time::Duration, what: String) -> crate::Error {
+        match self.within(window) {
+            true => {
+                crate::Error::step_fail_closed(format!("{what}, while it answered other calls"))
+            }
+            false => crate::Error::step(what),
+        }
+    }
+
     /// Whether the remote answered a call in the last `window` (a call's
     /// time).
     pub fn within(&self, window: std::time::Duration) -> bool {

@@ -675,14 +675,10 @@ impl HttpPassthrough {
     }
 
     /// A call that got no answer of the auth server's (a timeout, a
-    /// gateway's 502, 503 or 504): an outage when the server answered no
-    /// other call within the call's time, else an error that fails closed:
-    /// the server is up.
+    /// gateway's 502, 503 or 504), by [`LastAnswer::unanswered`] over the
+    /// call's time.
     fn unanswered(&self, what: String) -> Error {
-        match self.answers.within(self.timeout) {
-            true => Error::step_fail_closed(format!("{what}, while it answered other calls")),
-            false => Error::step(what),
-        }
+        self.answers.unanswered(self.timeout, what)
     }
 
     fn failed(&self, error: Error) -> Result<Decision, Error> {

@@ -491,16 +491,11 @@ impl LdapAuth {
     }
 
     /// A failure before the directory answered the user's bind (none
-    /// came, the connection failed, or it was unavailable): an outage when
-    /// the directory answered no other bind or search of its steps within
-    /// an operation's `timeout`, else an error that fails closed: the
-    /// directory is up, and a flood of made-up passwords can make it fail
-    /// some.
+    /// came, the connection failed, or it was unavailable), by
+    /// [`LastAnswer::unanswered`] over an operation's `timeout`: a flood
+    /// of made-up passwords can make a directory that is up fail some.
     fn unanswered(&self, what: String) -> Error {
-        match self.pool.answers.within(self.timeout) {
-            true => Error::step_fail_closed(format!("{what}, while it answered others")),
-            false => Error::step(what),
-        }
+        self.pool.answers.unanswered(self.timeout, what)
     }
 
     fn challenge(&self) -> Decision {
