@@ -29,6 +29,11 @@
 //! is dropped: it would write the input, credentials and all, to the
 //! server's output.
 //!
+//! A module whose `{` and `[` nest deeper than 12 (a rule's body is one
+//! level), or that has much text nested several levels deep, is refused
+//! when the step is built: regorus's parsing time doubles with each
+//! level (`{{{{...` 20 deep took minutes). Deep data belongs in `data`.
+//!
 //! Gloo writes `modules` as references to ConfigMaps (read beside the
 //! AuthConfig, [`authchain_core::resources`]), each entry of which is a
 //! Rego module, parsed as Gloo's OPA parses it: Rego v0 unless it imports
@@ -288,6 +293,77 @@ fn add_jwt_decode(engine: &mut regorus::Engine) -> Result<(), Error> {
         })
 }
 
+/// How deep `{` and `[` may nest in a module.
+const MAX_NESTING: usize = 12;
+/// How much parsing a module may cost: the sum, over its bytes, of two to
+/// the power of the depth of `{` and `[` each is at.
+const MAX_PARSE_COST: u64 = 1 << 27;
+
+/// Parses `source` into `engine` as the module `name`; why not, as the
+/// first line of regorus's message or [`parse_cost`]'s.
+fn add_module(engine: &mut regorus::Engine, name: String, source: String) -> Result<(), String> {
+    parse_cost(&source)?;
+    engine
+        .add_policy(name, source)
+        .map(drop)
+        .map_err(|e| first_line(&e))
+}
+
+/// Refuses a module regorus would take too long to parse: its parser
+/// tries each `{` and `[` as a comprehension first, and parses the
+/// literal again when it is none, so its time doubles with each level of
+/// them (`{{{{...` 20 deep takes minutes). Strings and comments are
+/// passed over.
+fn parse_cost(source: &str) -> Result<(), String> {
+    /// What the byte read is part of.
+    enum In {
+        Code,
+        Comment,
+        Text,
+        Escape,
+        RawText,
+    }
+    let (mut depth, mut cost, mut line, mut at) = (0usize, 0u64, 1usize, In::Code);
+    for b in source.bytes() {
+        // The lexer reads the text again with each try of what holds it.
+        cost = cost.saturating_add(1 << depth);
+        if b == b'\n' {
+            line += 1;
+        }
+        at = match (at, b) {
+            (In::Code, b'{' | b'[') => {
+                depth += 1;
+                if depth > MAX_NESTING {
+                    return Err(format!(
+                        "line {line}: `{{` and `[` nest deeper than {MAX_NESTING} (regorus's \
+                         parsing time doubles with each level): put deep data in `data`"
+                    ));
+                }
+                In::Code
+            }
+            (In::Code, b'}' | b']') => {
+                depth = depth.saturating_sub(1);
+                In::Code
+            }
+            (In::Code, b'#') => In::Comment,
+            (In::Code, b'"') => In::Text,
+            (In::Code, b'`') => In::RawText,
+            (In::Comment | In::Text, b'\n') | (In::Text, b'"') | (In::RawText, b'`') => In::Code,
+            (In::Text, b'\\') => In::Escape,
+            (In::Escape, _) => In::Text,
+            (at, _) => at,
+        };
+    }
+    match cost > MAX_PARSE_COST {
+        true => Err(
+            "too much of the module is nested in `{` and `[` (regorus's parsing time \
+             doubles with each level): put deep data in `data`"
+                .to_owned(),
+        ),
+        false => Ok(()),
+    }
+}
+
 /// The first line of a regorus message: the place and the problem,
 /// without the quoted source.
 fn first_line(e: &impl std::fmt::Display) -> String {
@@ -363,9 +439,8 @@ impl OpaAuth {
             Modules::Inline(modules) => {
                 engine.set_rego_v0(false);
                 for (name, source) in modules {
-                    engine
-                        .add_policy(name.clone(), source)
-                        .map_err(|e| Error::config(first_line(&e)).at(format!("modules.{name}")))?;
+                    add_module(&mut engine, name.clone(), source)
+                        .map_err(|why| Error::config(why).at(format!("modules.{name}")))?;
                     sources += 1;
                 }
             }
@@ -379,20 +454,14 @@ impl OpaAuth {
                         .config_map_ref(reference, context.namespace)
                         .map_err(|e| e.at(&at))?;
                     for (name, source) in &map.data {
-                        engine
-                            .add_policy(
-                                format!("{}/{}/{name}", map.namespace, map.name),
-                                source.clone(),
-                            )
-                            .map_err(|e| {
-                                Error::config(format!(
-                                    "ConfigMap {}/{}, {name}: {}",
-                                    map.namespace,
-                                    map.name,
-                                    first_line(&e)
-                                ))
-                                .at(&at)
-                            })?;
+                        let file = format!("{}/{}/{name}", map.namespace, map.name);
+                        add_module(&mut engine, file, source.clone()).map_err(|why| {
+                            Error::config(format!(
+                                "ConfigMap {}/{}, {name}: {why}",
+                                map.namespace, map.name
+                            ))
+                            .at(&at)
+                        })?;
                         sources += 1;
                     }
                 }
@@ -405,9 +474,8 @@ impl OpaAuth {
         for (i, file) in config.module_files.iter().enumerate() {
             let at = format!("moduleFiles[{i}]");
             let source = context.read_to_string(file).map_err(|e| e.at(&at))?;
-            engine
-                .add_policy(file.clone(), source)
-                .map_err(|e| Error::config(first_line(&e)).at(&at))?;
+            add_module(&mut engine, file.clone(), source)
+                .map_err(|why| Error::config(why).at(&at))?;
         }
         if let Some(data) = config.data {
             if !data.is_object() {
@@ -854,6 +922,53 @@ mod tests {
             eval_timeout: None,
         })
         .unwrap()
+    }
+
+    fn refusal(policy: &str) -> String {
+        let config = OpaConfig {
+            query: "data.t.result".into(),
+            modules: Modules::Inline([("t.rego".to_owned(), policy.to_owned())].into()),
+            options: OpaOptions::default(),
+            module_files: Vec::new(),
+            data: None,
+            allowed_upstream_headers: Vec::new(),
+            eval_timeout: None,
+        };
+        match OpaAuth::new(config) {
+            Ok(_) => panic!("the policy was taken"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    /// `depth` levels of `{` and `[` around `inner`, in a rule's body
+    /// (one level more).
+    fn nested(depth: usize, inner: &str) -> String {
+        let open: String = (0..depth).map(|i| ["{", "["][i % 2]).collect();
+        let close: String = (0..depth).rev().map(|i| ["}", "]"][i % 2]).collect();
+        format!("package t\nresult if {{\n  x := {open}{inner}{close}\n  x != 1\n}}\n")
+    }
+
+    #[test]
+    fn a_module_nested_deeper_than_regorus_parses_in_time_is_refused() {
+        // regorus took minutes over `{{{{...` 20 deep (found by fuzzing
+        // the config): the step refuses it before regorus reads it.
+        let e = refusal(&nested(MAX_NESTING, "1"));
+        assert!(e.contains("line 3: `{` and `[` nest deeper than 12"), "{e}");
+        assert!(e.contains("modules.t.rego"), "{e}");
+        assert!(e.contains("put deep data in `data`"), "{e}");
+        // Twelve levels (the rule's body is one) are taken, and so are
+        // brackets in strings and comments.
+        step(&nested(MAX_NESTING - 1, "1"));
+        let deep = "{".repeat(40);
+        step(&format!(
+            "package t\n# {deep}\nresult if {{ \"{deep}\\\"\" != `{deep}` }}\n"
+        ));
+        // A large literal a few levels down costs as much.
+        // (regorus takes lines of 1024 bytes at most.)
+        let wide = vec![vec!["1"; 50].join(","); 1_600].join(",\n");
+        let e = refusal(&nested(9, &wide));
+        assert!(e.contains("too much of the module is nested"), "{e}");
+        step(&nested(3, &wide));
     }
 
     #[test]
