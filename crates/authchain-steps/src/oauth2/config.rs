@@ -415,7 +415,9 @@ pub struct CookieOptions {
     /// `HttpOnly` (true).
     #[serde(default)]
     pub http_only: Option<bool>,
-    /// `Path` (`/`; empty: none).
+    /// `Path` (`/`; empty: the callback's directory, the path a browser
+    /// gives a cookie set there without one, written out so that a
+    /// refresh on another path sets the same cookie).
     #[serde(default)]
     pub path: Option<String>,
     /// `Domain`.

@@ -879,9 +879,13 @@ impl Oidc {
             }
         };
         let path = match options.path.as_deref() {
-            None => Some("/".to_owned()),
-            Some("") => None,
-            Some(p) => Some(cookie_path(p, "session.cookieOptions.path")?),
+            None => "/".to_owned(),
+            // No `Path` (as Gloo writes `""`) is the callback's directory
+            // where the cookie is first set, but the directory of whatever
+            // path a refresh sets it again on: a second cookie there, which
+            // the logout would not clear. It is written out.
+            Some("") => default_cookie_path(&callback_path),
+            Some(p) => cookie_path(p, "session.cookieOptions.path")?,
         };
         let domain = match options.domain.as_deref() {
             None | Some("") => None,
@@ -903,10 +907,7 @@ impl Oidc {
             same_site,
         };
         let mut login_cookies = CookieAttributes {
-            path: Some(match cookie_path(&callback_path, "callbackPath") {
-                Ok(p) => p,
-                Err(_) => "/".to_owned(),
-            }),
+            path: cookie_path(&callback_path, "callbackPath").unwrap_or_else(|_| "/".to_owned()),
             same_site: match same_site {
                 Some("Strict") => Some("Lax"),
                 other => other,
@@ -1041,14 +1042,14 @@ impl Oidc {
                 .is_some_and(|p| p.eq_ignore_ascii_case(prefix))
         };
         if prefixed("__Host-") {
-            if cookies.domain.is_some() || cookies.path.as_deref() != Some("/") {
+            if cookies.domain.is_some() || cookies.path != "/" {
                 return Err(Error::config(
                     "a `__Host-` cookie has no domain and path `/`: unset cookieOptions.domain and path",
                 )
                 .at("session.cookieOptions"));
             }
             // Its login cookie too: `Path=/`, not the callback's.
-            login_cookies.path = Some("/".to_owned());
+            login_cookies.path = "/".to_owned();
         }
         if (prefixed("__Host-") || prefixed("__Secure-")) && !cookies.secure {
             return Err(Error::config(
@@ -1065,7 +1066,7 @@ impl Oidc {
         // and a logout.
         let hostable = !prefixed("__Host-") && cookies.secure && cookies.domain.is_none();
         let mut legacy_cookie_name = None;
-        if hostable && !prefixed("__Secure-") && cookies.path.as_deref() == Some("/") {
+        if hostable && !prefixed("__Secure-") && cookies.path == "/" {
             if named {
                 tracing::warn!(
                     config = context.config_name,
@@ -1078,24 +1079,20 @@ impl Oidc {
         }
         let mut login_cookie_name = format!("{cookie_name}_login_");
         if hostable {
-            login_cookies.path = Some("/".to_owned());
+            login_cookies.path = "/".to_owned();
             if legacy_cookie_name.is_none() {
                 login_cookie_name.insert_str(0, "__Host-");
             }
         }
 
-        // A browser sends the session cookie only under its path (without
-        // one, under the callback's, where it is set): a logout elsewhere
-        // would clear a cookie it is not sent and end no session.
-        let session_path = cookies
-            .path
-            .clone()
-            .unwrap_or_else(|| default_cookie_path(&callback_path));
+        // A browser sends the session cookie only under its path: a logout
+        // elsewhere would clear a cookie it is not sent and end no session.
         if let Some(logout) = logout_path.as_deref()
-            && !path_matches(logout, &session_path)
+            && !path_matches(logout, &cookies.path)
         {
             return Err(Error::config(format!(
-                "the session cookie (path `{session_path}`) is not sent to the logout path, whose logout would end no session"
+                "the session cookie (path `{}`) is not sent to the logout path, whose logout would end no session",
+                cookies.path
             ))
             .at("logoutPath"));
         }

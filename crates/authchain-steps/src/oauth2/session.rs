@@ -167,7 +167,7 @@ pub(crate) struct CookieAttributes {
     pub(crate) max_age: Option<u32>,
     pub(crate) secure: bool,
     pub(crate) http_only: bool,
-    pub(crate) path: Option<String>,
+    pub(crate) path: String,
     pub(crate) domain: Option<String>,
     pub(crate) same_site: Option<&'static str>,
 }
@@ -177,10 +177,8 @@ impl CookieAttributes {
     /// deleted).
     pub(crate) fn set_cookie(&self, name: &str, value: &str, max_age: Option<u32>) -> HeaderValue {
         let mut text = format!("{name}={value}");
-        if let Some(path) = &self.path {
-            text.push_str("; Path=");
-            text.push_str(path);
-        }
+        text.push_str("; Path=");
+        text.push_str(&self.path);
         if let Some(domain) = &self.domain {
             text.push_str("; Domain=");
             text.push_str(domain);

@@ -1980,6 +1980,43 @@ async fn expired_cookie_sessions_refresh_only_when_allowed() {
     assert_new_login(&mut copy, &issuer, &refreshing).await;
 }
 
+/// With `cookieOptions.path: ""` (no `Path`, as Gloo writes it), the
+/// session cookie is at the callback's directory, and stays one cookie
+/// there when a refresh on a deeper path sets it again: before, that
+/// refresh set a second cookie at the deeper path, which the logout did
+/// not clear, and the session went on there.
+#[tokio::test]
+async fn a_session_cookie_without_a_path_is_one_cookie_through_refreshes_and_the_logout() {
+    let mut rig = Rig::start(1, short_tokens).await;
+    let issuer = rig.issuer.clone();
+    let mut config = rig.config("app", 0);
+    oidc(&mut config)["session"]["cookie"] = json!({ "allowRefreshing": true });
+    oidc(&mut config)["session"]["cookieOptions"] = json!({ "path": "" });
+    let front = rig.front(0, &config).await;
+    let mut a = UserAgent::new();
+    log_in(&mut a, &issuer, &front, "/private").await;
+    assert_session(&mut a, &front).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+
+    let page = get(&mut a, &front.url("/deep/page")).await;
+    assert_eq!(page.status, 200, "{}", page.describe());
+    let set = page.header_values("set-cookie");
+    assert!(set.iter().any(|c| c.contains("; Path=/;")), "{set:?}");
+    let sessions: Vec<&str> = a
+        .jar()
+        .iter()
+        .filter(|c| c.name.ends_with("__session"))
+        .map(|c| c.path.as_str())
+        .collect();
+    assert_eq!(sessions, ["/"]);
+
+    let out = get(&mut a, &front.url("/logout")).await;
+    assert_eq!(out.status, 302, "{}", out.describe());
+    let mut probe = UserAgent::new();
+    *probe.jar_mut() = a.jar().clone();
+    start_login(&mut probe, &issuer, &front.url("/deep/page")).await;
+}
+
 /// Short tokens, and a new refresh token at each refresh.
 fn rotating_short_tokens(c: &mut IdpConfig) {
     short_tokens(c);
