@@ -911,7 +911,8 @@ impl AuthService for OpaAuth {
 mod tests {
     use super::*;
 
-    fn step(policy: &str) -> OpaAuth {
+    /// The step of `data.t.result` over the module `t.rego`.
+    fn built(policy: &str) -> Result<OpaAuth, Error> {
         OpaAuth::new(OpaConfig {
             query: "data.t.result".into(),
             modules: Modules::Inline([("t.rego".to_owned(), policy.to_owned())].into()),
@@ -921,20 +922,14 @@ mod tests {
             allowed_upstream_headers: Vec::new(),
             eval_timeout: None,
         })
-        .unwrap()
+    }
+
+    fn step(policy: &str) -> OpaAuth {
+        built(policy).unwrap()
     }
 
     fn refusal(policy: &str) -> String {
-        let config = OpaConfig {
-            query: "data.t.result".into(),
-            modules: Modules::Inline([("t.rego".to_owned(), policy.to_owned())].into()),
-            options: OpaOptions::default(),
-            module_files: Vec::new(),
-            data: None,
-            allowed_upstream_headers: Vec::new(),
-            eval_timeout: None,
-        };
-        match OpaAuth::new(config) {
+        match built(policy) {
             Ok(_) => panic!("the policy was taken"),
             Err(e) => e.to_string(),
         }
