@@ -77,7 +77,15 @@
 //! `http://` one is a config error unless `allowInsecureHttp` says so.
 //! Without `algorithms`, a remote JWKS's symmetric (`oct`) keys are not
 //! used: HMAC keys that travel are secrets others have seen, and only a
-//! config that lists `HS256` (or `HS384`, `HS512`) accepts them.
+//! config that lists `HS256` (or `HS384`, `HS512`) accepts them. An `oct`
+//! key shorter than the hash (32 bytes for HS256, 48 for HS384, 64 for
+//! HS512; RFC 7518 3.2) verifies nothing under that algorithm: an empty
+//! one would let anyone sign.
+//!
+//! A token's `iss` must be a string, and no object in its claims may name
+//! a member twice (a service reading the token after the step might take
+//! the first of `{"scope": "read", "scope": "admin"}`, where the step
+//! took the last).
 
 use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr;
@@ -368,7 +376,18 @@ fn key_algorithms(jwk: &Jwk, allowed: &[Algorithm]) -> Vec<Algorithm> {
             EllipticCurve::Ed25519 => vec![EdDSA],
             _ => vec![],
         },
-        AlgorithmParameters::OctetKey(_) => vec![HS256, HS384, HS512],
+        // RFC 7518 3.2: a key at least as long as the hash (an empty
+        // one, a secret rendered from nothing, would let anyone sign).
+        AlgorithmParameters::OctetKey(p) => {
+            let bytes =
+                base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, &p.value)
+                    .map_or(0, |k| k.len());
+            [(HS256, 32), (HS384, 48), (HS512, 64)]
+                .into_iter()
+                .filter(|(_, least)| bytes >= *least)
+                .map(|(alg, _)| alg)
+                .collect()
+        }
         _ => vec![],
     };
     // A key declared for another use (an encryption algorithm such as
@@ -389,8 +408,9 @@ fn key_algorithms(jwk: &Jwk, allowed: &[Algorithm]) -> Vec<Algorithm> {
 
 /// Parses a JWKS document into keys. Keys of unknown types, for
 /// another use than verifying (`use`, `key_ops`, an `alg` that is no
-/// signing algorithm), or outside `allowed`, are skipped. The error says what is
-/// wrong without quoting the document.
+/// signing algorithm), outside `allowed`, or `oct` keys shorter than their
+/// hash, are skipped. The error says what is wrong without quoting the
+/// document.
 fn parse_jwks(text: &[u8], allowed: &[Algorithm]) -> Result<Vec<Key>, String> {
     #[derive(Deserialize)]
     struct Doc {
@@ -437,7 +457,10 @@ fn parse_jwks(text: &[u8], allowed: &[Algorithm]) -> Result<Vec<Key>, String> {
         });
     }
     if keys.is_empty() {
-        return Err(format!("no usable key among the {total} keys of the JWKS"));
+        return Err(format!(
+            "no usable key among the {total} keys of the JWKS (an `oct` key takes 32 bytes for \
+             HS256, 48 for HS384, 64 for HS512)"
+        ));
     }
     Ok(keys)
 }
@@ -593,6 +616,77 @@ impl std::fmt::Debug for JwtAuth {
 }
 
 /// Why a token was rejected, in words that quote nothing of it.
+/// A token's claims, each member of each object of which is named once
+/// (RFC 7519 4: a parser may refuse a repeated name, or take its last
+/// value, as serde_json does: a service that reads the forwarded token
+/// and takes the first would see a claim other than the one checked,
+/// `{"scope": "read", "scope": "admin"}`).
+struct Claims(Map<String, Value>);
+
+impl<'de> Deserialize<'de> for Claims {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match Unique::deserialize(d)?.0 {
+            Value::Object(claims) => Ok(Claims(claims)),
+            _ => Err(serde::de::Error::custom("the claims are not an object")),
+        }
+    }
+}
+
+/// A JSON value whose objects name each member once.
+struct Unique(Value);
+
+impl<'de> Deserialize<'de> for Unique {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{Error as _, MapAccess, SeqAccess, Visitor};
+        struct Values;
+        impl<'de> Visitor<'de> for Values {
+            type Value = Value;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+                Ok(Value::Bool(v))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+                Ok(Value::from(v))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+                Ok(Value::from(v))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+                Ok(Value::from(v))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+                Ok(Value::from(v))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Value, E> {
+                Ok(Value::String(v))
+            }
+            fn visit_unit<E>(self) -> Result<Value, E> {
+                Ok(Value::Null)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+                let mut items = Vec::new();
+                while let Some(Unique(item)) = seq.next_element()? {
+                    items.push(item);
+                }
+                Ok(Value::Array(items))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+                let mut members = Map::new();
+                while let Some(name) = map.next_key::<String>()? {
+                    let Unique(value) = map.next_value()?;
+                    if members.insert(name, value).is_some() {
+                        return Err(A::Error::custom("a member named twice"));
+                    }
+                }
+                Ok(Value::Object(members))
+            }
+        }
+        d.deserialize_any(Values).map(Unique)
+    }
+}
+
 fn reason(kind: &jsonwebtoken::errors::ErrorKind) -> &'static str {
     use jsonwebtoken::errors::ErrorKind as K;
     match kind {
@@ -815,8 +909,13 @@ impl Verifier {
             let Some((_, validation)) = self.validations.iter().find(|(f, _)| *f == family) else {
                 continue;
             };
-            match jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, validation) {
-                Ok(data) => return Checked::Valid(data.claims),
+            match jsonwebtoken::decode::<Claims>(token, &key.key, validation) {
+                // RFC 7519 4.1.1: one issuer, a string (jsonwebtoken takes
+                // an array if any of it is the issuer).
+                Ok(data) if data.claims.0.get("iss").is_some_and(|i| !i.is_string()) => {
+                    return Checked::Invalid("iss is not a string");
+                }
+                Ok(data) => return Checked::Valid(data.claims.0),
                 Err(e) => last = Some(reason(e.kind())),
             }
         }

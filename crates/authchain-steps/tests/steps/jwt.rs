@@ -53,6 +53,20 @@ fn sign(alg: Algorithm, kid: &str, claims: &Value) -> String {
     jsonwebtoken::encode(&header, claims, &key).unwrap()
 }
 
+/// `claims`, as written, signed with RS256 under `rsa-1`.
+fn signed_text(claims: &str) -> String {
+    use base64::Engine as _;
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let message = format!(
+        "{}.{}",
+        b64(br#"{"alg":"RS256","kid":"rsa-1"}"#),
+        b64(claims.as_bytes())
+    );
+    let key = EncodingKey::from_rsa_pem(RSA).unwrap();
+    let signature = jsonwebtoken::crypto::sign(message.as_bytes(), &key, Algorithm::RS256).unwrap();
+    format!("{message}.{signature}")
+}
+
 fn bearer(token: &str) -> authchain_core::AuthorizationRequest {
     get_with("/", "authorization", &format!("Bearer {token}"))
 }
@@ -196,6 +210,33 @@ async fn invalid_tokens_are_401_invalid_token() {
             sign(Algorithm::HS256, "rsa-1", &claims()),
         ),
         ("tampered", tampered),
+        // One issuer, a string: jsonwebtoken takes an array if any of it
+        // is the issuer.
+        (
+            "iss as an array",
+            sign(
+                Algorithm::RS256,
+                "rsa-1",
+                &with("iss", json!(["https://evil", "https://issuer.example.com"])),
+            ),
+        ),
+        // A service reading the token after the step may take the first
+        // of a repeated name: the step refuses it rather than take the
+        // last.
+        (
+            "a claim named twice",
+            signed_text(&format!(
+                r#"{{"sub":"alice","iss":"https://issuer.example.com","aud":"ratings","exp":{},"scope":"admin","scope":"read"}}"#,
+                now() + 600
+            )),
+        ),
+        (
+            "a member of a claim named twice",
+            signed_text(&format!(
+                r#"{{"sub":"alice","iss":"https://issuer.example.com","aud":"ratings","exp":{},"org":{{"id":1,"id":42}}}}"#,
+                now() + 600
+            )),
+        ),
         ("alg none", none_alg),
         ("garbage", "a.b.c".to_owned()),
         ("one part", "abc".to_owned()),
@@ -705,6 +746,51 @@ async fn a_key_for_another_use_verifies_nothing() {
         format!("name: j\nconfigs:\n- jwt:\n    jwks:\n      local:\n        key: '{keys}'\n");
     let d = chain(&yaml).await.authorize(&mut bearer(&token)).await;
     assert!(d.is_allow(), "{d:?}");
+}
+
+/// An `oct` key shorter than its hash (RFC 7518 3.2) verifies nothing
+/// under that algorithm: an empty one, a secret rendered from nothing,
+/// let anyone sign.
+#[tokio::test]
+async fn an_oct_key_shorter_than_its_hash_verifies_nothing() {
+    use base64::Engine as _;
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let hmac = |alg: Algorithm, kid: &str, secret: &[u8]| {
+        let mut header = Header::new(alg);
+        header.kid = Some(kid.to_owned());
+        jsonwebtoken::encode(&header, &claims(), &EncodingKey::from_secret(secret)).unwrap()
+    };
+    let forty = [7u8; 40];
+    let set: Value =
+        serde_json::from_str(&std::fs::read_to_string(jwks_path("jwks.json")).unwrap()).unwrap();
+    let keys = json!({ "keys": [
+        set["keys"][0],
+        { "kty": "oct", "kid": "empty", "k": "" },
+        { "kty": "oct", "kid": "sixteen", "k": b64(&[7u8; 16]) },
+        { "kty": "oct", "kid": "forty", "k": b64(&forty) },
+    ] })
+    .to_string();
+    let yaml =
+        format!("name: j\nconfigs:\n- jwt:\n    jwks:\n      local:\n        key: '{keys}'\n");
+    let chain = chain(&yaml).await;
+    for (name, token) in [
+        ("empty", hmac(Algorithm::HS256, "empty", b"")),
+        ("16 bytes", hmac(Algorithm::HS256, "sixteen", &[7u8; 16])),
+        ("40 bytes, HS384", hmac(Algorithm::HS384, "forty", &forty)),
+    ] {
+        let d = chain.authorize(&mut bearer(&token)).await;
+        assert_eq!(status(&d), 401, "{name}: {d:?}");
+    }
+    let d = chain
+        .authorize(&mut bearer(&hmac(Algorithm::HS256, "forty", &forty)))
+        .await;
+    assert!(d.is_allow(), "{d:?}");
+    // A set of short secrets alone is a config error that says why.
+    let keys = json!({ "keys": [{ "kty": "oct", "k": b64(b"short") }] }).to_string();
+    let yaml =
+        format!("name: j\nconfigs:\n- jwt:\n    jwks:\n      local:\n        key: '{keys}'\n");
+    let e = load_error(&yaml).await.to_string();
+    assert!(e.contains("32 bytes for HS256"), "{e}");
 }
 
 #[tokio::test]

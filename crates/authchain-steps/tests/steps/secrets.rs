@@ -23,7 +23,7 @@ fn debug_output_holds_no_secret() {
     let basic: BasicConfig = from(basic_doc.clone());
     let jwt_doc = serde_json::json!({
         "algorithms": ["HS256"],
-        "jwks": { "local": { "key": "{\"keys\": [{\"kty\": \"oct\", \"kid\": \"k\", \"alg\": \"HS256\", \"k\": \"czNjcmV0LWtleS1zM2NyZXQ\"}]}" } }
+        "jwks": { "local": { "key": "{\"keys\": [{\"kty\": \"oct\", \"kid\": \"k\", \"alg\": \"HS256\", \"k\": \"czNjcmV0LWtleS1zM2NyZXQta2V5LXMzY3JldC1rZXk\"}]}" } }
     });
     let jwt: JwtConfig = from(jwt_doc.clone());
     // The AuthConfig documents that hold them, before they are built.
