@@ -615,7 +615,6 @@ impl std::fmt::Debug for JwtAuth {
     }
 }
 
-/// Why a token was rejected, in words that quote nothing of it.
 /// A token's claims, each member of each object of which is named once
 /// (RFC 7519 4: a parser may refuse a repeated name, or take its last
 /// value, as serde_json does: a service that reads the forwarded token
@@ -687,6 +686,7 @@ impl<'de> Deserialize<'de> for Unique {
     }
 }
 
+/// Why a token was rejected, in words that quote nothing of it.
 fn reason(kind: &jsonwebtoken::errors::ErrorKind) -> &'static str {
     use jsonwebtoken::errors::ErrorKind as K;
     match kind {

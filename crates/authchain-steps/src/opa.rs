@@ -29,10 +29,12 @@
 //! is dropped: it would write the input, credentials and all, to the
 //! server's output.
 //!
-//! A module whose `{` and `[` nest deeper than 12 (a rule's body is one
-//! level), or that has much text nested several levels deep, is refused
-//! when the step is built: regorus's parsing time doubles with each
-//! level (`{{{{...` 20 deep took minutes). Deep data belongs in `data`.
+//! Some modules are refused when the step is built, as regorus would take
+//! minutes over them or run out of stack: `{` and `[` nested deeper than
+//! 12 (a rule's body is one level; its parsing time grows up to threefold
+//! with each), brackets, parentheses and unary `-` nested deeper than 32,
+//! more than 1,000 statements in one body, or modules with much text
+//! nested several levels deep. Deep data belongs in `data`.
 //!
 //! Gloo writes `modules` as references to ConfigMaps (read beside the
 //! AuthConfig, [`authchain_core::resources`]), each entry of which is a
@@ -295,27 +297,84 @@ fn add_jwt_decode(engine: &mut regorus::Engine) -> Result<(), Error> {
 
 /// How deep `{` and `[` may nest in a module.
 const MAX_NESTING: usize = 12;
-/// How much parsing a module may cost: the sum, over its bytes, of two to
-/// the power of the depth of `{` and `[` each is at.
+/// How deep `{`, `[`, `(` and runs of unary `-` may nest together in a
+/// module: regorus's parser recurses for each (its own limit of 32 covers
+/// parentheses around expressions alone), and past some thousands of
+/// levels the process runs out of stack.
+const MAX_RECURSION: usize = 32;
+/// How many statements a rule's body (or a comprehension's) may hold:
+/// regorus orders them in time that grows with their square (10,000
+/// statements each naming the next took 100 s).
+const MAX_STATEMENTS: usize = 1000;
+/// How much parsing a step's modules may cost: the sum, over their bytes,
+/// of three to the power of the depth of `{` and `[` each is at.
 const MAX_PARSE_COST: u64 = 1 << 27;
 
-/// Parses `source` into `engine` as the module `name`; why not, as the
-/// first line of regorus's message or [`parse_cost`]'s.
-fn add_module(engine: &mut regorus::Engine, name: String, source: String) -> Result<(), String> {
-    parse_cost(&source)?;
+/// The Rego keywords an operand may follow.
+const REGO_KEYWORDS: [&str; 12] = [
+    "as", "contains", "default", "else", "every", "if", "import", "in", "not", "package", "some",
+    "with",
+];
+
+/// Whether `b` may be part of a Rego word (a name, a keyword, a number).
+fn word_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_'
+}
+
+/// Parses `source` into `engine` as the module `name`, its cost added to
+/// `spent` (see [`regorus_limits`]); why not, as the first line of
+/// regorus's message or [`regorus_limits`]'s.
+fn add_module(
+    engine: &mut regorus::Engine,
+    name: String,
+    source: String,
+    spent: &mut u64,
+) -> Result<(), String> {
+    regorus_limits(&source, spent)?;
     engine
         .add_policy(name, source)
         .map(drop)
         .map_err(|e| first_line(&e))
 }
 
-/// Refuses a module regorus would take too long to parse: its parser
-/// tries each `{` and `[` as a comprehension first, and parses the
-/// literal again when it is none, so its time doubles with each level of
-/// them (`{{{{...` 20 deep takes minutes). Strings and comments are
-/// passed over.
-fn parse_cost(source: &str) -> Result<(), String> {
+/// A `{`, `[` or `(` being read, for [`regorus_limits`].
+struct Group {
+    opener: u8,
+    /// The unary `-` in force where it opened.
+    minus: usize,
+    /// The statements in it so far (ended by `;` or a line break).
+    statements: usize,
+}
+
+/// Counts a statement of the innermost group of `open`: more than
+/// [`MAX_STATEMENTS`] in one is refused.
+fn statement(open: &mut [Group], line: usize) -> Result<(), String> {
+    let Some(group) = open.last_mut() else {
+        return Ok(());
+    };
+    group.statements += 1;
+    match group.statements > MAX_STATEMENTS {
+        true => Err(format!(
+            "line {line}: more than {MAX_STATEMENTS} statements in one body (regorus's \
+             scheduler takes time growing with their square)"
+        )),
+        false => Ok(()),
+    }
+}
+
+/// Refuses a module regorus would take too long to parse or compile, or
+/// could not parse without running out of stack. Its parser tries each `{` and `[`
+/// as a comprehension first, and parses the literal again when it is
+/// none (up to three times for `{a | ... | a}`), so its time grows
+/// threefold with each level of them (`{{{{...` 20 deep took minutes);
+/// and it recurses for each level of `{`, `[`, `(` and unary `-`
+/// (`f(f(f(...` or `- - - ...` some thousands deep ended the process);
+/// and it orders a body's statements in time that grows with their
+/// square. Strings and comments are passed over; a closer that does not match
+/// ends the scan, where regorus stops with an error.
+fn regorus_limits(source: &str, spent: &mut u64) -> Result<(), String> {
     /// What the byte read is part of.
+    #[derive(Clone, Copy)]
     enum In {
         Code,
         Comment,
@@ -323,41 +382,131 @@ fn parse_cost(source: &str) -> Result<(), String> {
         Escape,
         RawText,
     }
-    let (mut depth, mut cost, mut line, mut at) = (0usize, 0u64, 1usize, In::Code);
-    for b in source.bytes() {
-        // The lexer reads the text again with each try of what holds it.
-        cost = cost.saturating_add(1 << depth);
+    let too_deep = |line: usize| {
+        Err(format!(
+            "line {line}: brackets, parentheses and unary `-` nest deeper than {MAX_RECURSION} \
+             (regorus's parser would run out of stack)"
+        ))
+    };
+    // The openers in force, each with the unary `-` in force where it
+    // opened: a unary `-` takes the rest of its expression as its
+    // operand, to a `,`, a `;`, the group's end, or the end of a line that
+    // ends with an operand.
+    let mut open: Vec<Group> = Vec::new();
+    let (mut held, mut minus, mut braces, mut line) = (0usize, 0usize, 0usize, 1usize);
+    // Whether the last token ends an operand (a `-` after one subtracts).
+    let mut operand = false;
+    // Three to the power of `braces`: what each byte read costs, as the
+    // lexer reads it again with each try of what holds it.
+    let mut weight = 1u64;
+    let mut at = In::Code;
+    // Where the word being read starts: a keyword ends no operand.
+    let mut word = None;
+    let bytes = source.as_bytes();
+    for (i, &b) in bytes.iter().enumerate() {
+        *spent = spent.saturating_add(weight);
+        if matches!(at, In::Code)
+            && !word_byte(b)
+            && let Some(start) = word.take()
+        {
+            operand = !REGO_KEYWORDS.contains(&&source[start..i]);
+        }
         if b == b'\n' {
             line += 1;
+            if matches!(at, In::Code | In::Comment) && operand {
+                minus = 0;
+                statement(&mut open, line)?;
+            }
         }
         at = match (at, b) {
-            (In::Code, b'{' | b'[') => {
-                depth += 1;
-                if depth > MAX_NESTING {
-                    return Err(format!(
-                        "line {line}: `{{` and `[` nest deeper than {MAX_NESTING} (regorus's \
-                         parsing time doubles with each level): put deep data in `data`"
-                    ));
+            (In::Code, b'{' | b'[' | b'(') => {
+                open.push(Group {
+                    opener: b,
+                    minus,
+                    statements: 0,
+                });
+                (held, minus, operand) = (held + minus, 0, false);
+                if b != b'(' {
+                    braces += 1;
+                    weight *= 3;
+                    if braces > MAX_NESTING {
+                        return Err(format!(
+                            "line {line}: `{{` and `[` nest deeper than {MAX_NESTING} (regorus's \
+                             parsing time grows threefold with each level): put deep data in \
+                             `data`"
+                        ));
+                    }
+                }
+                if open.len() + held > MAX_RECURSION {
+                    return too_deep(line);
                 }
                 In::Code
             }
-            (In::Code, b'}' | b']') => {
-                depth = depth.saturating_sub(1);
+            (In::Code, b'}' | b']' | b')') => {
+                let opener = match b {
+                    b'}' => b'{',
+                    b']' => b'[',
+                    _ => b'(',
+                };
+                let Some(Group { minus: before, .. }) = open.pop().filter(|g| g.opener == opener)
+                else {
+                    break;
+                };
+                if opener != b'(' {
+                    braces -= 1;
+                    weight /= 3;
+                }
+                (held, minus, operand) = (held - before, before, true);
+                In::Code
+            }
+            (In::Code, b'-') => {
+                // `-1` is a number; a `-` after an operand subtracts.
+                let number = bytes
+                    .get(i + 1)
+                    .is_some_and(|n| n.is_ascii_digit() || *n == b'.');
+                if !operand && !number {
+                    minus += 1;
+                    if open.len() + held + minus > MAX_RECURSION {
+                        return too_deep(line);
+                    }
+                }
+                operand = false;
+                In::Code
+            }
+            (In::Code, b' ' | b'\t' | b'\r' | b'\n') => In::Code,
+            (In::Code, b',' | b';') => {
+                if b == b';' {
+                    statement(&mut open, line)?;
+                }
+                (minus, operand) = (0, false);
                 In::Code
             }
             (In::Code, b'#') => In::Comment,
-            (In::Code, b'"') => In::Text,
-            (In::Code, b'`') => In::RawText,
+            (In::Code, b'"') => {
+                operand = true;
+                In::Text
+            }
+            (In::Code, b'`') => {
+                operand = true;
+                In::RawText
+            }
+            (In::Code, _) => {
+                operand = word_byte(b);
+                if operand {
+                    word.get_or_insert(i);
+                }
+                In::Code
+            }
             (In::Comment | In::Text, b'\n') | (In::Text, b'"') | (In::RawText, b'`') => In::Code,
             (In::Text, b'\\') => In::Escape,
             (In::Escape, _) => In::Text,
             (at, _) => at,
         };
     }
-    match cost > MAX_PARSE_COST {
+    match *spent > MAX_PARSE_COST {
         true => Err(
-            "too much of the module is nested in `{` and `[` (regorus's parsing time \
-             doubles with each level): put deep data in `data`"
+            "the step's modules nest too much text in `{` and `[` (regorus's parsing time \
+             grows threefold with each level): put deep data in `data`"
                 .to_owned(),
         ),
         false => Ok(()),
@@ -434,12 +583,12 @@ impl OpaAuth {
         // it by default.
         engine.set_strict_builtin_errors(false);
         add_jwt_decode(&mut engine)?;
-        let mut sources = 0;
+        let (mut sources, mut spent) = (0, 0);
         match config.modules {
             Modules::Inline(modules) => {
                 engine.set_rego_v0(false);
                 for (name, source) in modules {
-                    add_module(&mut engine, name.clone(), source)
+                    add_module(&mut engine, name.clone(), source, &mut spent)
                         .map_err(|why| Error::config(why).at(format!("modules.{name}")))?;
                     sources += 1;
                 }
@@ -455,13 +604,15 @@ impl OpaAuth {
                         .map_err(|e| e.at(&at))?;
                     for (name, source) in &map.data {
                         let file = format!("{}/{}/{name}", map.namespace, map.name);
-                        add_module(&mut engine, file, source.clone()).map_err(|why| {
-                            Error::config(format!(
-                                "ConfigMap {}/{}, {name}: {why}",
-                                map.namespace, map.name
-                            ))
-                            .at(&at)
-                        })?;
+                        add_module(&mut engine, file, source.clone(), &mut spent).map_err(
+                            |why| {
+                                Error::config(format!(
+                                    "ConfigMap {}/{}, {name}: {why}",
+                                    map.namespace, map.name
+                                ))
+                                .at(&at)
+                            },
+                        )?;
                         sources += 1;
                     }
                 }
@@ -474,7 +625,7 @@ impl OpaAuth {
         for (i, file) in config.module_files.iter().enumerate() {
             let at = format!("moduleFiles[{i}]");
             let source = context.read_to_string(file).map_err(|e| e.at(&at))?;
-            add_module(&mut engine, file.clone(), source)
+            add_module(&mut engine, file.clone(), source, &mut spent)
                 .map_err(|why| Error::config(why).at(&at))?;
         }
         if let Some(data) = config.data {
@@ -913,9 +1064,15 @@ mod tests {
 
     /// The step of `data.t.result` over the module `t.rego`.
     fn built(policy: &str) -> Result<OpaAuth, Error> {
+        built_of(&[policy])
+    }
+
+    /// The step of `data.t.result` over `t.rego`, `t1.rego`, ...
+    fn built_of(modules: &[&str]) -> Result<OpaAuth, Error> {
+        let names = std::iter::once("t.rego".to_owned()).chain((1..).map(|i| format!("t{i}.rego")));
         OpaAuth::new(OpaConfig {
             query: "data.t.result".into(),
-            modules: Modules::Inline([("t.rego".to_owned(), policy.to_owned())].into()),
+            modules: Modules::Inline(names.zip(modules.iter().map(|m| m.to_string())).collect()),
             options: OpaOptions::default(),
             module_files: Vec::new(),
             data: None,
@@ -962,8 +1119,77 @@ mod tests {
         // (regorus takes lines of 1024 bytes at most.)
         let wide = vec![vec!["1"; 50].join(","); 1_600].join(",\n");
         let e = refusal(&nested(9, &wide));
-        assert!(e.contains("too much of the module is nested"), "{e}");
+        assert!(e.contains("nest too much text in `{` and `[`"), "{e}");
         step(&nested(3, &wide));
+        // What a step's modules cost adds up.
+        let part = vec![vec!["1"; 50].join(","); 400].join(",\n");
+        let module = nested(6, &part);
+        built_of(&[&module]).unwrap();
+        let e = built_of(&[&module, &module.replace("result", "other")])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("nest too much text"), "{e}");
+    }
+
+    /// regorus orders a body's statements in time that grows with their
+    /// square: 10,000 statements each naming the next took 100 s.
+    #[test]
+    fn a_body_of_more_than_a_thousand_statements_is_refused() {
+        let chain = |n: usize, sep: &str| {
+            let statements: Vec<String> = std::iter::once("b00001 := input.x".to_owned())
+                .chain((2..=n).map(|i| format!("b{i:05} := b{:05}", i - 1)))
+                .collect();
+            format!(
+                "package t\nresult if {{\n  {}\n  b00001 != 2\n}}\n",
+                statements.join(sep)
+            )
+        };
+        for sep in ["\n  ", "; "] {
+            let e = refusal(&chain(1_001, sep));
+            assert!(e.contains("more than 1000 statements in one body"), "{e}");
+        }
+        step(&chain(200, "\n  "));
+        // Data over many lines, each ending with a `,`, is no statement.
+        let entries: String = (0..3_000)
+            .map(|i| format!("    \"k{i}\": {i},\n"))
+            .collect();
+        step(&format!(
+            "package t\nroles := {{\n{entries}}}\nresult if roles.k1 == input.x\n"
+        ));
+    }
+
+    /// regorus's parser recurses for each `{`, `[`, `(` and unary `-`,
+    /// with no limit but for parentheses: `abs(abs(...` or `- - - ...` some
+    /// thousands deep (on lines of their own) ended the process, out of
+    /// stack. The step refuses them past 32 levels.
+    #[test]
+    fn a_module_nested_past_regorus_s_stack_is_refused() {
+        let body = |expr: String| format!("package t\nresult if {{\n  x := {expr}\n  x != 2\n}}\n");
+        let calls = |n: usize| format!("{}1{}", "abs(\n".repeat(n), ")".repeat(n));
+        let minus = |n: usize| format!("{}1", "-\n ".repeat(n));
+        for (name, expr) in [
+            ("calls", calls(3_000)),
+            ("unary minus", minus(3_000)),
+            (
+                "runs of unary minus in parentheses",
+                format!("{}({}(1))", "- ".repeat(20), "- ".repeat(20)),
+            ),
+            (
+                "unary minus after `in`",
+                format!("1 {}", "in - input.x ".repeat(40)),
+            ),
+        ] {
+            let e = refusal(&body(expr));
+            assert!(e.contains("nest deeper than 32"), "{name}: {e}");
+        }
+        step(&body(calls(30)));
+        step(&body(minus(30)));
+        // A `-` after an operand subtracts, and a line that ends with an
+        // operand ends what a unary `-` takes.
+        step(&body(vec!["input.x"; 100].join(" - ")));
+        let lines: String = (0..100).map(|i| format!("  y{i} := -input.x\n")).collect();
+        step(&format!("package t\nresult if {{\n{lines}  y0 != 2\n}}\n"));
     }
 
     #[test]

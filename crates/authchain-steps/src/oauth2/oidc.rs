@@ -884,7 +884,7 @@ impl Oidc {
             // where the cookie is first set, but the directory of whatever
             // path a refresh sets it again on: a second cookie there, which
             // the logout would not clear. It is written out.
-            Some("") => default_cookie_path(&callback_path),
+            Some("") => cookie_path(&default_cookie_path(&callback_path), "callbackPath")?,
             Some(p) => cookie_path(p, "session.cookieOptions.path")?,
         };
         let domain = match options.domain.as_deref() {

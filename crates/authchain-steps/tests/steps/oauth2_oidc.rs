@@ -2631,6 +2631,19 @@ async fn cookie_attributes_cannot_be_injected_through_the_config() {
     let mut config = rig.config("app", 0);
     oidc(&mut config)["callbackPath"] = json!("/cb;x");
     Engine::new(registry()).build(&parse(&config), 1).unwrap();
+    // The session cookie's path, when the config leaves it to the callback
+    // (`""`), is the callback's directory: one a cookie cannot carry is
+    // refused, rather than written out as a `Domain` of its own.
+    oidc(&mut config)["callbackPath"] = json!("/a;Domain=example.com/cb");
+    oidc(&mut config)["logoutPath"] = json!("/a;Domain=example.com/logout");
+    oidc(&mut config)["session"]["cookieOptions"] = json!({ "path": "" });
+    let e = Engine::new(registry())
+        .build(&parse(&config), 1)
+        .unwrap_err();
+    assert!(
+        e.place().unwrap_or_default().ends_with("callbackPath"),
+        "{e}"
+    );
 }
 
 /// A request the login fails on has no session: `failureModeAllow` would
