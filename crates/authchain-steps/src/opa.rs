@@ -310,7 +310,7 @@ const MAX_STATEMENTS: usize = 1000;
 /// of three to the power of the depth of `{` and `[` each is at.
 const MAX_PARSE_COST: u64 = 1 << 27;
 
-/// The Rego keywords an operand may follow.
+/// The Rego keywords: none ends an operand (a `-` after one is unary).
 const REGO_KEYWORDS: [&str; 12] = [
     "as", "contains", "default", "else", "every", "if", "import", "in", "not", "package", "some",
     "with",
@@ -370,8 +370,8 @@ fn statement(open: &mut [Group], line: usize) -> Result<(), String> {
 /// and it recurses for each level of `{`, `[`, `(` and unary `-`
 /// (`f(f(f(...` or `- - - ...` some thousands deep ended the process);
 /// and it orders a body's statements in time that grows with their
-/// square. Strings and comments are passed over; a closer that does not match
-/// ends the scan, where regorus stops with an error.
+/// square. Strings and comments are passed over; a closer that does not
+/// match ends the scan, where regorus stops with an error.
 fn regorus_limits(source: &str, spent: &mut u64) -> Result<(), String> {
     /// What the byte read is part of.
     #[derive(Clone, Copy)]
