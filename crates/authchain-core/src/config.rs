@@ -528,8 +528,8 @@ impl AuthConfig {
                 _ => false,
             }
         }
-        let head = self.manifest.iter().flatten();
-        if merge_key(&self.spec) || head.into_iter().any(|(k, v)| k == "<<" || merge_key(v)) {
+        let mut head = self.manifest.iter().flatten();
+        if merge_key(&self.spec) || head.any(|(k, v)| k == "<<" || merge_key(v)) {
             return Err(Error::config(
                 "a key `<<` cannot be printed as YAML, which reads it as a merge key",
             )

@@ -396,15 +396,14 @@ fn regorus_limits(source: &str, spent: &mut u64) -> Result<(), String> {
     let (mut held, mut minus, mut braces, mut line) = (0usize, 0usize, 0usize, 1usize);
     // Whether the last token ends an operand (a `-` after one subtracts).
     let mut operand = false;
-    // Three to the power of `braces`: what each byte read costs, as the
-    // lexer reads it again with each try of what holds it.
-    let mut weight = 1u64;
     let mut at = In::Code;
     // Where the word being read starts: a keyword ends no operand.
     let mut word = None;
     let bytes = source.as_bytes();
     for (i, &b) in bytes.iter().enumerate() {
-        *spent = spent.saturating_add(weight);
+        // The lexer reads each byte again with each try of a `{` or `[`
+        // that holds it.
+        *spent = spent.saturating_add(3u64.pow(braces as u32));
         if matches!(at, In::Code)
             && !word_byte(b)
             && let Some(start) = word.take()
@@ -412,11 +411,11 @@ fn regorus_limits(source: &str, spent: &mut u64) -> Result<(), String> {
             operand = !REGO_KEYWORDS.contains(&&source[start..i]);
         }
         if b == b'\n' {
-            line += 1;
             if matches!(at, In::Code | In::Comment) && operand {
                 minus = 0;
                 statement(&mut open, line)?;
             }
+            line += 1;
         }
         at = match (at, b) {
             (In::Code, b'{' | b'[' | b'(') => {
@@ -428,7 +427,6 @@ fn regorus_limits(source: &str, spent: &mut u64) -> Result<(), String> {
                 (held, minus, operand) = (held + minus, 0, false);
                 if b != b'(' {
                     braces += 1;
-                    weight *= 3;
                     if braces > MAX_NESTING {
                         return Err(format!(
                             "line {line}: `{{` and `[` nest deeper than {MAX_NESTING} (regorus's \
@@ -454,7 +452,6 @@ fn regorus_limits(source: &str, spent: &mut u64) -> Result<(), String> {
                 };
                 if opener != b'(' {
                     braces -= 1;
-                    weight /= 3;
                 }
                 (held, minus, operand) = (held - before, before, true);
                 In::Code
