@@ -96,25 +96,39 @@ impl Header {
 
 #[derive(Arbitrary, Debug, Clone)]
 enum GrpcAnswer {
+    /// An RPC error with this code.
     Failed(i32),
-    Answer {
-        code: i32,
-        ok: Option<bool>,
-        headers: Vec<Header>,
-        remove: Vec<String>,
-        response_headers: Vec<Header>,
-        set_query: Vec<(String, String)>,
-        remove_query: Vec<String>,
-        status: i32,
-        body: String,
-        metadata: Vec<(String, Meta)>,
-        state: Vec<(String, Meta)>,
-    },
+    Answer(Answer),
+}
+
+#[derive(Arbitrary, Debug, Clone)]
+struct Answer {
+    code: i32,
+    /// An OK answer, a denied one, or an error answer.
+    ok: Option<bool>,
+    headers: Vec<Header>,
+    remove: Vec<String>,
+    response_headers: Vec<Header>,
+    set_query: Vec<(String, String)>,
+    remove_query: Vec<String>,
+    status: i32,
+    body: String,
+    metadata: Vec<(String, Meta)>,
+    state: Vec<(String, Meta)>,
 }
 
 impl GrpcAnswer {
     fn into_result(self) -> Result<CheckResponse, tonic::Status> {
-        let GrpcAnswer::Answer {
+        match self {
+            GrpcAnswer::Failed(code) => Err(tonic::Status::new(code.into(), "failed")),
+            GrpcAnswer::Answer(answer) => Ok(answer.response()),
+        }
+    }
+}
+
+impl Answer {
+    fn response(self) -> CheckResponse {
+        let Answer {
             code,
             ok,
             headers,
@@ -126,13 +140,7 @@ impl GrpcAnswer {
             body,
             metadata,
             state,
-        } = self
-        else {
-            let GrpcAnswer::Failed(code) = self else {
-                unreachable!()
-            };
-            return Err(tonic::Status::new(code.into(), "failed"));
-        };
+        } = self;
         let headers: Vec<_> = headers.into_iter().map(Header::option).collect();
         let http = match ok {
             Some(true) => Some(HttpResponse::OkResponse(OkHttpResponse {
@@ -170,14 +178,14 @@ impl GrpcAnswer {
                 },
             );
         }
-        Ok(CheckResponse {
+        CheckResponse {
             status: Some(rpc::Status {
                 code,
                 ..Default::default()
             }),
             dynamic_metadata: Some(Struct { fields }),
             http_response: http,
-        })
+        }
     }
 }
 
