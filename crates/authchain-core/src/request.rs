@@ -190,7 +190,10 @@ impl AuthorizationRequest {
         name: &'n str,
     ) -> impl Iterator<Item = (&'a [u8], &'a [u8])> + use<'a, 'n> {
         let wanted = php_key(name).to_ascii_lowercase();
-        self.pairs(b";, \t").filter(move |(n, _)| {
+        let pieces = self
+            .cookie_pieces()
+            .flat_map(|piece| split(piece, |b| memchr::memchr3(b',', b' ', b'\t', b)));
+        pieces.filter_map(pair).filter(move |(n, _)| {
             std::str::from_utf8(n).is_ok_and(|n| {
                 php_key(&crate::path::percent_decode(n, true)).eq_ignore_ascii_case(&wanted)
             })
@@ -215,32 +218,15 @@ impl AuthorizationRequest {
     /// Every cookie in the `Cookie` headers, as its name and value, in
     /// order, split and trimmed as [`cookies`](Self::cookies) says.
     pub fn cookie_pairs(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
-        self.pairs(b";")
+        self.cookie_pieces().filter_map(pair)
     }
 
-    /// The `Cookie` headers' pairs, split at each of `separators`, name
-    /// and value trimmed of spaces and tabs.
-    fn pairs<'a>(
-        &'a self,
-        separators: &'static [u8],
-    ) -> impl Iterator<Item = (&'a [u8], &'a [u8])> + use<'a> {
-        fn trim(mut bytes: &[u8]) -> &[u8] {
-            while let [b' ' | b'\t', rest @ ..] = bytes {
-                bytes = rest;
-            }
-            while let [rest @ .., b' ' | b'\t'] = bytes {
-                bytes = rest;
-            }
-            bytes
-        }
+    /// The `Cookie` headers split at each `;`.
+    fn cookie_pieces(&self) -> impl Iterator<Item = &[u8]> {
         self.headers
             .get_all(http::header::COOKIE)
             .iter()
-            .flat_map(move |v| v.as_bytes().split(move |b| separators.contains(b)))
-            .filter_map(|pair| {
-                let eq = pair.iter().position(|b| *b == b'=')?;
-                Some((trim(&pair[..eq]), trim(&pair[eq + 1..])))
-            })
+            .flat_map(|v| split(v.as_bytes(), |b| memchr::memchr(b';', b)))
     }
 
     /// The path without its query string.
@@ -356,6 +342,37 @@ impl AuthorizationRequest {
         }
         self.path = out;
     }
+}
+
+/// `bytes` split at each separator `find` finds, as `<[u8]>::split`
+/// splits it (`find` gives the first one's index).
+fn split(bytes: &[u8], find: impl Fn(&[u8]) -> Option<usize>) -> impl Iterator<Item = &[u8]> {
+    let mut rest = Some(bytes);
+    std::iter::from_fn(move || {
+        let bytes = rest?;
+        let (piece, after) = match find(bytes) {
+            Some(at) => (&bytes[..at], Some(&bytes[at + 1..])),
+            None => (bytes, None),
+        };
+        rest = after;
+        Some(piece)
+    })
+}
+
+/// A cookie pair's name and value, trimmed of spaces and tabs; `None`
+/// without a `=`.
+fn pair(piece: &[u8]) -> Option<(&[u8], &[u8])> {
+    fn trim(mut bytes: &[u8]) -> &[u8] {
+        while let [b' ' | b'\t', rest @ ..] = bytes {
+            bytes = rest;
+        }
+        while let [rest @ .., b' ' | b'\t'] = bytes {
+            bytes = rest;
+        }
+        bytes
+    }
+    let eq = memchr::memchr(b'=', piece)?;
+    Some((trim(&piece[..eq]), trim(&piece[eq + 1..])))
 }
 
 /// A key as PHP names a variable: leading spaces dropped, cut at a NUL,

@@ -1,6 +1,7 @@
 //! Properties over arbitrary input: the path canonicalizer and the config
-//! parser never panic, a canonical path is a fixed point, and a config
-//! printed parses back to the same config.
+//! parser never panic, a canonical path is a fixed point, a config
+//! printed parses back to the same config, and cookies are split as
+//! `<[u8]>::split` splits them.
 //!
 //! The suite runs a bounded number of cases; run it longer with
 //! `PROPTEST_CASES=100000 cargo test -p authchain-core --test properties`.
@@ -8,7 +9,8 @@
 #![allow(clippy::unwrap_used)]
 
 use authchain_core::path::canonicalize;
-use authchain_core::{AmbiguousPaths, AuthConfig, Format};
+use authchain_core::{AmbiguousPaths, AuthConfig, AuthorizationRequest, Format};
+use http::{HeaderValue, Method, header::COOKIE};
 use proptest::prelude::*;
 
 /// Paths made mostly of what matters to a canonicalizer.
@@ -113,8 +115,51 @@ fn value() -> impl Strategy<Value = serde_json::Value> {
     })
 }
 
+/// A cookie pair as the request reads it: split at `=`, trimmed of
+/// spaces and tabs, the reference for its own splitting.
+fn reference_pair(piece: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
+    let trim = |b: &[u8]| {
+        let keep = |c: &u8| *c != b' ' && *c != b'\t';
+        let start = b.iter().position(keep).unwrap_or(b.len());
+        let end = b.iter().rposition(keep).map_or(start, |i| i + 1);
+        b[start..end].to_vec()
+    };
+    let eq = piece.iter().position(|c| *c == b'=')?;
+    Some((trim(&piece[..eq]), trim(&piece[eq + 1..])))
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2048))]
+
+    #[test]
+    fn cookies_are_split_as_slices_split(
+        headers in prop::collection::vec(
+            prop::collection::vec(prop::sample::select(b"ab=;, \t\x80A".to_vec()), 0..24),
+            1..3,
+        ),
+        name in "[abAB]{1,2}",
+    ) {
+        let mut request = AuthorizationRequest::new(Method::GET, "/");
+        for header in &headers {
+            request = request.with_header(COOKIE, HeaderValue::from_bytes(header).unwrap());
+        }
+        let owned = |(n, v): (&[u8], &[u8])| (n.to_vec(), v.to_vec());
+        let pairs: Vec<_> = request.cookie_pairs().map(owned).collect();
+        let expected: Vec<_> = headers
+            .iter()
+            .flat_map(|h| h.split(|c| *c == b';'))
+            .filter_map(reference_pair)
+            .collect();
+        prop_assert_eq!(pairs, expected);
+        let spelled: Vec<_> = request.cookies_spelled_like(&name).map(owned).collect();
+        let expected: Vec<_> = headers
+            .iter()
+            .flat_map(|h| h.split(|c| b";, \t".contains(c)))
+            .filter_map(reference_pair)
+            .filter(|(n, _)| std::str::from_utf8(n).is_ok() && n.eq_ignore_ascii_case(name.as_bytes()))
+            .collect();
+        prop_assert_eq!(spelled, expected);
+    }
 
     #[test]
     fn canonical_paths_are_fixed_points(path in pathy(), mode in mode()) {
