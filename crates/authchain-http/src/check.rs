@@ -30,7 +30,8 @@
 //! Each trusted proxy (its address in `trusted_proxies`) is trusted for
 //! one family of headers, the one it writes itself, and only that family
 //! is read; the other family, which a client can send through it, is
-//! ignored:
+//! ignored. A peer in several networks is trusted as the most specific
+//! one says (nginx's `/32` within Traefik's `/8` is nginx):
 //!
 //! | proxy | [`ForwardedHeaders`] | read | required |
 //! |---|---|---|---|
@@ -247,13 +248,16 @@ impl CheckConfig {
         self
     }
 
-    /// The family of forwarded headers `peer` is trusted for, if any.
+    /// The family of forwarded headers `peer` is trusted for, if any: that
+    /// of the most specific network that holds it, the last listed of
+    /// equal ones.
     fn trusted(&self, peer: Option<IpAddr>) -> Option<ForwardedHeaders> {
         // A dual-stack listener sees an IPv4 proxy as `::ffff:a.b.c.d`.
         let ip = peer?.to_canonical();
         self.trusted_proxies
             .iter()
-            .find(|p| p.network.contains(&ip))
+            .filter(|p| p.network.contains(&ip))
+            .max_by_key(|p| p.network.prefix_len())
             .map(|p| p.headers)
     }
 

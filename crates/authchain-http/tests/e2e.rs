@@ -284,6 +284,46 @@ async fn nginx_auth_request_forward_authentication() {
     assert_eq!(upstream.hits(), hits);
 }
 
+/// nginx within a network trusted for Traefik's headers, and trusted
+/// itself for its own: in either order of the list, the most specific
+/// network is nginx's, and a client's `X-Forwarded-*`, which nginx passes
+/// on, describe nothing.
+#[tokio::test]
+async fn a_proxy_within_another_s_network_is_trusted_for_its_own_headers() {
+    let upstream = EchoServer::start().await.unwrap();
+    let nginx = || ["127.0.0.1/32".parse().unwrap()];
+    let traefik = || ["127.0.0.0/8".parse().unwrap()];
+    let orders = [
+        CheckConfig::default()
+            .trust(traefik(), ForwardedHeaders::XForwarded)
+            .trust(nginx(), ForwardedHeaders::XOriginal),
+        CheckConfig::default()
+            .trust(nginx(), ForwardedHeaders::XOriginal)
+            .trust(traefik(), ForwardedHeaders::XForwarded),
+    ];
+    for config in orders {
+        let auth = authchain_with(config).await;
+        let template = NGINX.replace("/check:site", "/check:ratings");
+        let nginx = Nginx::start(&wire(&template, &upstream, &auth))
+            .await
+            .unwrap();
+        // The host nginx's check names (authchain's): another one is a
+        // 400 of its own.
+        let host = auth.addr.to_string();
+        let forged = [
+            ("x-forwarded-method", "GET"),
+            ("x-forwarded-uri", "/ratings/1"),
+            ("x-forwarded-host", host.as_str()),
+        ];
+        let reply = client::get(nginx.addr(), "/admin", &forged).await.unwrap();
+        assert_eq!(reply.status, StatusCode::FORBIDDEN, "{}", nginx.output());
+        let reply = client::get(nginx.addr(), "/ratings/1", &forged)
+            .await
+            .unwrap();
+        assert_eq!(reply.echoed().unwrap().path, "/ratings/1");
+    }
+}
+
 // Traefik ForwardAuth.
 
 const TRAEFIK: &str = r#"

@@ -575,6 +575,40 @@ impl Loaded {
                     .in_source(origin),
             );
         }
+        let proxies = settings
+            .http
+            .as_ref()
+            .map_or(&[][..], |h| &h.trusted_proxies);
+        for (i, proxy) in proxies.iter().enumerate() {
+            let at = format!("http.trustedProxies[{i}].network");
+            let network = proxy.network;
+            if network != network.trunc() {
+                // A write cut short (`10.0.0.0/1` of `/16`) would widen the trust.
+                errors.push(
+                    Error::config(format!(
+                        "{network} has address bits past its prefix: write {} if that is meant",
+                        network.trunc()
+                    ))
+                    .at(at)
+                    .in_source(origin),
+                );
+                continue;
+            }
+            let same = |other: &TrustedProxySettings| {
+                let [a, b] = [proxy, other]
+                    .map(|p| authchain_http::TrustedProxy::new(p.network, p.headers).network);
+                a == b && other.headers != proxy.headers
+            };
+            if let Some(j) = proxies[..i].iter().position(same) {
+                errors.push(
+                    Error::config(format!(
+                        "{network} is trustedProxies[{j}]'s network, with other headers: a proxy writes one family"
+                    ))
+                    .at(at)
+                    .in_source(origin),
+                );
+            }
+        }
         if let Some(prefix) = settings.http.as_ref().and_then(|h| h.prefix.as_deref())
             && !(prefix.is_empty() || prefix.starts_with('/') && !prefix.contains([':', '?']))
         {
@@ -948,6 +982,30 @@ mod tests {
                     headers: ForwardedHeaders::XForwarded,
                 },
             ]
+        );
+        // A network with bits past its prefix (a write cut short), or
+        // listed twice for two families, is refused where it is.
+        for (proxies, place, says) in [
+            (
+                "[{ network: 10.0.0.0/1, headers: x-forwarded }]",
+                "http.trustedProxies[0].network",
+                "write 0.0.0.0/1",
+            ),
+            (
+                "[{ network: 10.0.0.0/8, headers: x-forwarded }, { network: '::ffff:10.0.0.0/104', headers: x-original }]",
+                "http.trustedProxies[1].network",
+                "trustedProxies[0]'s network",
+            ),
+        ] {
+            let e = http(proxies).unwrap_err().to_string();
+            assert!(e.contains(place) && e.contains(says), "{e}");
+        }
+        // Nested networks are not refused: the most specific one is a peer's.
+        assert_eq!(
+            http("[{ network: 10.0.0.0/8, headers: x-forwarded }, { network: 10.0.0.0/8, headers: x-forwarded }, { network: 10.42.7.0/24, headers: x-original }]")
+                .unwrap()
+                .len(),
+            3
         );
         // The old form does not say which family: an error that says how.
         let e = http("[127.0.0.1/32]").unwrap_err().to_string();
