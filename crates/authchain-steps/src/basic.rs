@@ -35,9 +35,13 @@
 //! random per-instance key, 128 bits) of the user and the password, never
 //! the password itself nor an unkeyed hash of it. Only successes are cached; a miss is verified on Tokio's
 //! blocking pool so it does not stall the request loop, with at most
-//! twice as many verifications at once as there are cores. An unknown
-//! user is verified against another user's hash and denied, so the time
-//! taken does not tell which users exist.
+//! twice as many verifications at once as there are cores; a check that
+//! finds them all busy for half the step's time is denied as overloaded.
+//! An unknown user is verified against another user's hash and denied,
+//! so the time taken does not tell which users exist; any client reaches
+//! any line's hash so, and a hash that costs more than about a second
+//! (bcrypt cost above 14, SHA-crypt above 1,000,000 rounds) is a config
+//! error.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -210,13 +214,32 @@ enum Hash {
 impl Hash {
     fn parse(hash: &str) -> Result<Hash, String> {
         if ["$2y$", "$2b$", "$2a$"].iter().any(|p| hash.starts_with(p)) {
-            hash.parse::<bcrypt::HashParts>()
+            let parts = hash
+                .parse::<bcrypt::HashParts>()
                 .map_err(|_| "malformed bcrypt hash".to_owned())?;
+            if parts.get_cost() > MAX_BCRYPT_COST {
+                return Err(format!(
+                    "bcrypt cost {} is above {MAX_BCRYPT_COST}: {SLOW}",
+                    parts.get_cost()
+                ));
+            }
             return Ok(Hash::Bcrypt(hash.to_owned()));
         }
-        if hash.starts_with("$5$") || hash.starts_with("$6$") {
+        if let Some(rest) = hash
+            .strip_prefix("$5$")
+            .or_else(|| hash.strip_prefix("$6$"))
+        {
             sha_crypt::PasswordHashRef::new(hash)
                 .map_err(|_| "malformed SHA-crypt hash".to_owned())?;
+            let rounds = rest
+                .strip_prefix("rounds=")
+                .and_then(|r| r.split('$').next())
+                .map(|r| r.parse::<u64>().unwrap_or(u64::MAX));
+            if let Some(rounds) = rounds.filter(|r| *r > MAX_SHA_CRYPT_ROUNDS) {
+                return Err(format!(
+                    "SHA-crypt rounds={rounds} is above {MAX_SHA_CRYPT_ROUNDS}: {SLOW}"
+                ));
+            }
             return Ok(Hash::ShaCrypt(hash.to_owned()));
         }
         if let Some(rest) = hash.strip_prefix("$apr1$") {
@@ -372,6 +395,9 @@ pub struct BasicAuth {
     /// Bounds the hash verifications running at once, so that a flood of
     /// wrong passwords queues instead of filling the blocking pool.
     verifying: Arc<tokio::sync::Semaphore>,
+    /// How long a request waits for a place among them
+    /// ([`BuildContext::wait_limit`]): then it is denied, overloaded.
+    queue_wait: Option<Duration>,
 }
 
 impl std::fmt::Debug for BasicAuth {
@@ -505,6 +531,7 @@ impl BasicAuth {
             verifying: Arc::new(tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(2, |n| n.get() * 2),
             )),
+            queue_wait: context.wait_limit(),
         })
     }
 
@@ -575,12 +602,14 @@ impl BasicAuth {
             Some(h) => (h.clone(), true),
             None => (self.decoy(user), false),
         };
-        let permit = self
-            .verifying
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(Error::step)?;
+        let acquire = self.verifying.clone().acquire_owned();
+        let permit = match self.queue_wait {
+            Some(wait) => tokio::time::timeout(wait, acquire)
+                .await
+                .map_err(|_| Error::overloaded("every password check is busy"))?,
+            None => acquire.await,
+        }
+        .map_err(Error::step)?;
         let ok = tokio::task::spawn_blocking(move || {
             let _permit = permit;
             hash.verify(&password)
@@ -599,6 +628,15 @@ impl BasicAuth {
         Ok(self.allow(request, user))
     }
 }
+
+/// The costliest hashes verified: about a second each. An unknown user's
+/// password is verified against a user's hash (a decoy), so any client
+/// reaches the slowest line of the file, and a few such checks would hold
+/// every verifying slot.
+const MAX_BCRYPT_COST: u32 = 14;
+const MAX_SHA_CRYPT_ROUNDS: u64 = 1_000_000;
+const SLOW: &str = "any client could make each check take that long, by a name that is no user's; \
+                    hash this password again with a lower cost";
 
 /// The longest password verified: APR1's and SHA-crypt's work grows with
 /// the password's length (SHA-crypt's with its square), so a longer one
@@ -699,5 +737,50 @@ mod tests {
         assert!(Hash::parse("$apr1$salt").is_err());
         assert!(Hash::parse("$apr1$TYu6jVnr$ZMc4.dAY/srWCwfeAr0sc1").is_ok());
         assert!(Hash::parse("$6$saltsalt$nope!").is_err());
+        // What no decoy should cost: refused, with the cost it has.
+        let cost_4 = bcrypt::hash("password", 4).unwrap();
+        assert!(Hash::parse(&cost_4.replacen("$04$", "$14$", 1)).is_ok());
+        let e = Hash::parse(&cost_4.replacen("$04$", "$15$", 1)).unwrap_err();
+        assert!(e.contains("bcrypt cost 15 is above 14"), "{e}");
+        let sha = |rounds: &str| {
+            Hash::parse(&format!(
+                "$5$rounds={rounds}$saltsalt$gOjOtoMpVhru2uyjeJSEc/JaLQWOXMNmlOnj6T4AtC."
+            ))
+        };
+        assert!(sha("1000000").is_ok());
+        let e = sha("1000001").unwrap_err();
+        assert!(e.contains("rounds=1000001 is above 1000000"), "{e}");
+    }
+
+    /// A check that finds every verifying place taken waits half the
+    /// step's time, then is denied as overloaded: a flood of made-up names
+    /// cannot hold a real user's check for as long as it lasts.
+    #[tokio::test]
+    async fn a_check_waits_for_a_verifying_place_no_longer_than_its_wait_limit() {
+        let config: BasicConfig = serde_json::from_value(json!({
+            "htpasswd": "alice:$apr1$TYu6jVnr$ZMc4.dAY/srWCwfeAr0sc1\n"
+        }))
+        .unwrap();
+        let context = BuildContext::new("t", "basicAuth", "configs[0]")
+            .with_timeout(Duration::from_millis(400));
+        let step = BasicAuth::read(config, &context).unwrap();
+        let places = u32::try_from(step.verifying.available_permits()).unwrap();
+        let _taken = step
+            .verifying
+            .clone()
+            .acquire_many_owned(places)
+            .await
+            .unwrap();
+        let mut request = AuthorizationRequest::new(http::Method::GET, "/").with_header(
+            http::header::AUTHORIZATION,
+            HeaderValue::from_static("Basic bm9ib2R5Ong="), // nobody:x
+        );
+        let answer = tokio::time::timeout(
+            Duration::from_secs(5),
+            step.authorize(&mut request).into_future(),
+        )
+        .await
+        .expect("the check waited past its wait limit");
+        assert!(answer.is_err_and(|e| e.is_overloaded()));
     }
 }
