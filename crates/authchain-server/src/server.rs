@@ -269,7 +269,7 @@ impl Server {
                     if engine.current().number() > 0 {
                         ready.send_replace(true);
                     }
-                    reloads.watch(&loaded, engine.current().files());
+                    reloads.watch(&[&loaded], engine.current().files());
                     current = Some(loaded);
                 }
                 // While the first generation starts, changes wait in line.
@@ -293,7 +293,7 @@ impl Server {
                     };
                     match reloaded {
                         Ok(Some(next)) => {
-                            reloads.watch(&next, engine.current().files());
+                            reloads.watch(&[&next], engine.current().files());
                             if let Some(server) = &check_server
                                 && trusted_proxies(&serving.settings) != trusted_proxies(&next.settings)
                             {
@@ -302,11 +302,14 @@ impl Server {
                             }
                             current = Some(next);
                         }
-                        Ok(None) => {}
-                        // The new files its steps read are watched too: a
-                        // keysFile that is not there yet, or not right.
+                        // Back to what serves: watched as it is (after a
+                        // rejected change, the files it dropped again).
+                        Ok(None) => reloads.watch(&[serving], engine.current().files()),
+                        // The files both configs name are watched, and the
+                        // new files its steps read: a keysFile that is not
+                        // there yet, or not right.
                         Err(Some((read, tried))) => reloads.watch(
-                            &read,
+                            &[serving, &read],
                             engine.current().files().chain(tried.iter().map(PathBuf::as_path)),
                         ),
                         Err(None) => {}
@@ -447,6 +450,7 @@ async fn reload(
         }
     };
     if !forced && next.digest == current.digest {
+        tracing::info!("the config read is the one serving: nothing to reload");
         return Ok(None);
     }
     if let Some(name) = &running.default_config
@@ -644,20 +648,24 @@ impl Reloads {
             watcher: None,
             enabled,
         };
-        reloads.watch(loaded, steps.files());
+        reloads.watch(&[loaded], steps.files());
         reloads
     }
 
-    /// Watches the directories of the files `loaded` read, the
-    /// directories it listed, and the directories of `step_files` (those
-    /// the steps read), for changes to those files.
-    fn watch<'a>(&mut self, loaded: &Loaded, step_files: impl Iterator<Item = &'a Path>) {
+    /// Watches the directories of the files each of `loaded` read, the
+    /// directories they listed, and the directories of `step_files`
+    /// (those the steps read), for changes to those files.
+    fn watch<'a>(&mut self, loaded: &[&Loaded], step_files: impl Iterator<Item = &'a Path>) {
         if !self.enabled || matches!(self.source, Source::Default) {
             return;
         }
-        let files = with_targets(loaded.files.iter().map(|f| absolute(f)));
+        let files = with_targets(loaded.iter().flat_map(|l| &l.files).map(|f| absolute(f)));
         let step_files = with_targets(step_files.map(absolute));
-        let dirs: HashSet<PathBuf> = loaded.directories.iter().map(|d| absolute(d)).collect();
+        let dirs: HashSet<PathBuf> = loaded
+            .iter()
+            .flat_map(|l| &l.directories)
+            .map(|d| absolute(d))
+            .collect();
         let parents = |files: &HashSet<PathBuf>| -> HashSet<PathBuf> {
             files
                 .iter()

@@ -626,6 +626,41 @@ async fn a_step_file_a_rejected_reload_named_is_watched_until_it_mends_it() {
     assert_eq!(status(&server, two).await, 200);
 }
 
+/// A change that drops a file and is rejected, then undone: the file is
+/// watched again, and a change to it reloads (it was no longer watched,
+/// and the server kept serving its old text until a SIGHUP).
+#[tokio::test]
+async fn a_file_a_rejected_change_dropped_is_watched_again_when_it_is_undone() {
+    let config =
+        |files: &str, broken: &str| format!("{LISTENERS}authConfigFiles: [{files}]\n{broken}");
+    let serving = config("a.yaml, b.yaml", "");
+    let b =
+        |action: &str| format!("name: b\nconfigs: [{{ rules: {{ defaultAction: {action} }} }}]\n");
+    let mut server = Authchain::start_with_files(
+        &serving,
+        &[],
+        &[
+            (
+                "a.yaml",
+                "name: a\nconfigs: [{ rules: { defaultAction: allow } }]\n".to_owned(),
+            ),
+            ("b.yaml", b("deny")),
+        ],
+    )
+    .await;
+    assert_eq!(server.http_check("b", "/", &[]).await.unwrap().status, 403);
+    server.rewrite(&config(
+        "a.yaml",
+        "authConfigs: [{ name: c, configs: [{ rules: { defaultAction: maybe } }] }]\n",
+    ));
+    wait_for_a_rejection(&mut server).await;
+    server.rewrite(&serving);
+    wait_for_log(&mut server, "nothing to reload").await;
+    std::fs::write(server.peer.dir().join("b.yaml"), b("allow")).unwrap();
+    server.wait_for_generation(2).await;
+    assert_eq!(server.http_check("b", "/", &[]).await.unwrap().status, 200);
+}
+
 /// A config file that is a symbolic link: a Kubernetes ConfigMap's
 /// (`authchain.yaml` → `..data/authchain.yaml`, `..data` swapped to a new
 /// directory), and one into another directory (stow, Nix, a host path),
