@@ -385,25 +385,14 @@ fn open_file_limit(settings: &Settings) {
     }
 }
 
-/// The settings and AuthConfigs `source` holds, which must open a check
-/// listener: a file that opens none (empty, or caught while written)
-/// would serve nothing, which a proxy may read as allow.
+/// The settings and AuthConfigs `source` holds (a file must open a check
+/// listener: one that opens none, empty or caught while written, would
+/// serve nothing, which a proxy may read as allow).
 fn load(source: &Source) -> Result<Loaded, Error> {
-    let loaded = match source {
-        Source::File(path) => Loaded::from_file(path)?,
-        Source::Default => Loaded::default_config()?,
-    };
-    if loaded.settings.grpc.is_none() && loaded.settings.http.is_none() {
-        let place = match source {
-            Source::File(path) => path.display().to_string(),
-            Source::Default => "the default config".to_owned(),
-        };
-        return Err(Error::config(
-            "no check listener: set `grpc.address` or `http.address` (an empty file, or one caught while it was written?)",
-        )
-        .at(place));
+    match source {
+        Source::File(path) => Loaded::from_file(path),
+        Source::Default => Loaded::default_config(),
     }
-    Ok(loaded)
 }
 
 async fn bind(what: &'static str, address: SocketAddr) -> Result<TcpListener, ServeError> {

@@ -440,14 +440,6 @@ impl Loaded {
             loaded.settings.user_id_header.as_deref(),
             &mut loaded.configs[read..],
         );
-        if let Some(log) = &loaded.settings.decision_log
-            && let Err(e) = crate::decision_log::sampling(log)
-        {
-            let origin = path.map_or(DEFAULT_CONFIG_ORIGIN.to_owned(), |p| {
-                p.display().to_string()
-            });
-            errors.push(e.at("decisionLog").in_source(origin));
-        }
         match Generation::build(registry, &loaded.configs, 1) {
             Ok(generation) if errors.is_empty() => return Ok((loaded, generation)),
             Ok(_) => {}
@@ -463,7 +455,17 @@ impl Loaded {
             Error::config(format!("cannot read the config file: {e}")).in_source(path.display())
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        let (mut loaded, errors) = Self::read(&path.display().to_string(), &text, Some(base))?;
+        let (mut loaded, mut errors) = Self::read(&path.display().to_string(), &text, Some(base))?;
+        // One that opens none would serve nothing, which a proxy may read
+        // as allow.
+        if loaded.settings.grpc.is_none() && loaded.settings.http.is_none() {
+            errors.push(
+                Error::config(
+                    "no check listener: set `grpc.address` or `http.address` (an empty file, or one caught while it was written?)",
+                )
+                .in_source(path.display()),
+            );
+        }
         loaded.files.insert(0, path.to_owned());
         Ok((loaded, errors))
     }
@@ -617,6 +619,13 @@ impl Loaded {
                     .at("http.prefix")
                     .in_source(origin),
             );
+        }
+        // Read at start alone, but a reload must not accept what the next
+        // start refuses.
+        if let Some(log) = &settings.decision_log
+            && let Err(e) = crate::decision_log::sampling(log)
+        {
+            errors.push(e.at("decisionLog").in_source(origin));
         }
         let mut documents = Documents::default();
         for (i, doc) in settings.auth_configs.iter().enumerate() {

@@ -29,7 +29,8 @@ spec:
     .unwrap();
     let (ok, out, err) = check(
         &dir,
-        "authConfigFiles: [gloo.yaml]
+        "http: { address: '127.0.0.1:9002' }
+authConfigFiles: [gloo.yaml]
 authConfigs:
 - name: ratings
   configs:
@@ -100,6 +101,16 @@ fn settings_errors_name_their_key_and_no_config_checks_the_default() {
     );
     assert!(!ok);
     assert!(err.contains("http.address"), "{err}");
+    // What `serve` refuses, `check` does: a file that opens no listener.
+    let (ok, _, err) = check(
+        &dir,
+        "authConfigs: [{ name: a, configs: [{ rules: { defaultAction: allow } }] }]\n",
+    );
+    assert!(!ok);
+    assert!(
+        err.contains("no check listener") && err.contains("authchain.yaml"),
+        "{err}"
+    );
 
     let out = Command::new(binary()).arg("check").output().unwrap();
     assert!(out.status.success(), "{out:?}");
@@ -121,7 +132,8 @@ fn a_relative_file_is_read_beside_the_config() {
         .unwrap();
     let (ok, out, err) = check(
         &dir,
-        "authConfigs:
+        "grpc: { address: '127.0.0.1:9001' }
+authConfigs:
 - name: keys
   configs:
   - apiKeyAuth: { headerName: api-key, keysFile: keys.yaml }

@@ -348,6 +348,29 @@ async fn a_reload_names_the_settings_that_need_a_restart() {
     );
 }
 
+/// A decision log that the next start would refuse is refused at the
+/// reload too, by name: the reload's "needs a restart" was the last word
+/// before a crash loop.
+#[tokio::test]
+async fn a_reload_refuses_a_decision_log_the_next_start_would() {
+    let mut server = Authchain::start(&format!("watch: false\n{}", flip("allow"))).await;
+    server.rewrite(&format!(
+        "watch: false\ndecisionLog: {{ path: d.jsonl, sample: 2 }}\n{}",
+        flip("deny")
+    ));
+    server.signal("HUP");
+    wait_for_a_rejection(&mut server).await;
+    assert!(
+        server.log().contains("decisionLog.sample"),
+        "{}",
+        server.log()
+    );
+    assert_eq!(
+        server.http_check("flip", "/x", &[]).await.unwrap().status,
+        200
+    );
+}
+
 /// A config file emptied, or left with its listeners and no AuthConfig
 /// (caught while written), is not loaded over the serving generation;
 /// SIGHUP loads the second if that is the intent.
