@@ -46,7 +46,8 @@
 //! (and no other); an algorithm not accepted; a signature of the wrong
 //! length; `headers` without `date`, without the request target, without
 //! a `requiredHeaders` name, naming a header twice or one the request has
-//! none or several of, or naming `authorization`; a `Date` more than
+//! none or several of (another spelling, `x_tenant` for `x-tenant`,
+//! counts: an app may read that one), or naming `authorization`; a `Date` more than
 //! `clockSkew` away from now; an unknown user or a wrong signature.
 //! Whatever the cause, the time taken does not tell whether the user
 //! exists: an unknown user's signature is computed, with another user's
@@ -513,7 +514,9 @@ impl HmacAuth {
             } else {
                 let mut values = request.headers.get_all(&name).iter();
                 let value = values.next();
-                if values.next().is_some() {
+                // A copy under another spelling (`x_tenant`), unsigned,
+                // is the one a PHP or WSGI app may read.
+                if values.next().is_some() || request.other_spellings(&name).next().is_some() {
                     return Err("a signed header the request has more than once");
                 }
                 value.map(HeaderValue::as_bytes)

@@ -340,6 +340,14 @@ async fn forged_and_tampered_requests_are_401() {
         HeaderValue::from_static("evil"),
     );
     cases.push(("a signed header sent twice", r));
+    for spelling in ["x_tenant", "x.tenant"] {
+        let mut r = s.request(Method::GET, "/admin");
+        r.headers.append(
+            HeaderName::from_static(spelling),
+            HeaderValue::from_static("evil"),
+        );
+        cases.push(("a signed header sent again under another spelling", r));
+    }
     let mut r = alice.request(Method::GET, "/admin");
     r.headers
         .append(http::header::DATE, HeaderValue::from_static("whenever"));
