@@ -140,13 +140,14 @@ pub(crate) fn scheme_credential<'a>(
     if all.next().is_some() {
         return Err(());
     }
-    let value = value.as_bytes();
     if value.len() > MAX_CREDENTIAL_LEN {
         return Err(());
     }
-    let value = std::str::from_utf8(value).map_err(|_| ())?;
+    // Trimmed as an HTTP parser does (RFC 9110 5.5), not of Unicode's
+    // spaces, which an app keeps.
+    let value = value.to_str().map_err(|_| ())?;
     strip_prefix_ignore_case(value, scheme)
-        .map(str::trim)
+        .map(|v| v.trim_matches([' ', '\t']))
         .filter(|v| !v.is_empty())
         .map(Some)
         .ok_or(())
@@ -456,5 +457,15 @@ mod tests {
             scheme_credential(&twice, &http::header::AUTHORIZATION, "Bearer "),
             Err(())
         );
+        // Not visible ASCII: a no-break space after the token (which
+        // `str::trim` took away) or any other byte past ASCII.
+        for value in ["Bearer abc\u{a0}", "Bearer \u{3000}abc", "Bearer ab\u{e9}"] {
+            let req = AuthorizationRequest::new(http::Method::GET, "/").with_header(
+                http::header::AUTHORIZATION,
+                HeaderValue::from_bytes(value.as_bytes()).unwrap(),
+            );
+            let read = scheme_credential(&req, &http::header::AUTHORIZATION, "Bearer ");
+            assert_eq!(read, Err(()), "{value:?}");
+        }
     }
 }
