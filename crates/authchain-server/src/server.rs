@@ -155,6 +155,9 @@ impl Server {
         // a config push) reloads once serving, rather than ending the
         // process as its default action does.
         let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
+        // SIGUSR1 reopens the decision log alone, as nginx's does its logs:
+        // a daily rotation does not rebuild every step.
+        let reopen = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1());
         let loaded = load(&self.source)?;
         crate::logging::init(&loaded.settings.log);
         let metrics = admin::install_recorder();
@@ -166,6 +169,9 @@ impl Server {
             engine = engine.with_decision_log(log);
             log_file = Some(file);
         }
+        let mut reopen = reopen
+            .map_err(|e| tracing::warn!(error = %e, "cannot listen for SIGUSR1; reopen the decision log with SIGHUP"))
+            .ok();
         let engine = Arc::new(engine);
         // Build before opening anything: a config error ends the run here.
         let generation = engine.build(&loaded.configs, 1)?;
@@ -265,6 +271,16 @@ impl Server {
         loop {
             tokio::select! {
                 () = &mut shutdown => break,
+                Some(()) = async {
+                    match &mut reopen {
+                        Some(signal) => signal.recv().await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    if let Some(file) = &log_file {
+                        file.reopen().await;
+                    }
+                }
                 loaded = &mut first, if current.is_none() => {
                     if engine.current().number() > 0 {
                         ready.send_replace(true);

@@ -132,6 +132,37 @@ async fn sighup_reopens_the_log_after_a_rotation() {
 /// decision log, a FIFO whose reader, a log shipper, is not up yet) is a
 /// reload once it serves, as after it, rather than the end of the
 /// process.
+/// SIGUSR1 reopens the log alone, as nginx's does: a daily rotation
+/// rebuilds no step (nor empties the decision caches).
+#[tokio::test]
+async fn sigusr1_reopens_the_log_and_reloads_nothing() {
+    let mut server = Authchain::start(&format!("{LISTENERS}{CONFIG}")).await;
+    let key = [("api-key", "k3y-s3cret-0123456789")];
+    let check = async |server: &Authchain| {
+        let reply = server.http_check("site", "/", &key).await.unwrap();
+        assert_eq!(reply.status, 200);
+    };
+    check(&server).await;
+    records(&server, 1).await;
+    let dir = server.peer.dir().to_owned();
+    std::fs::rename(dir.join("decisions.jsonl"), dir.join("decisions.jsonl.1")).unwrap();
+    server.signal("USR1");
+    let log = dir.join("stderr.log");
+    server
+        .peer
+        .wait_until(Duration::from_secs(10), || {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            async move { text.contains("decision log reopened").then_some(()) }
+        })
+        .await
+        .unwrap();
+    check(&server).await;
+    assert_eq!(records(&server, 1).await.len(), 1);
+    let rotated = std::fs::read_to_string(dir.join("decisions.jsonl.1")).unwrap();
+    assert_eq!(rotated.lines().count(), 1, "{rotated}");
+    assert!(!server.log().contains("reloading config"), "{}", server.log());
+}
+
 #[tokio::test]
 async fn a_sighup_while_starting_reloads_once_serving() {
     let dir = authchain_testkit::ScratchDir::new("fifo").unwrap();
