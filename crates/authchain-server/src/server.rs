@@ -298,7 +298,10 @@ impl Server {
                     // reloads only if the config text changed meanwhile.
                     let forced = match trigger {
                         Trigger::Hangup => true,
-                        Trigger::StepFile => engine.current().files_changed(),
+                        Trigger::StepFile => {
+                            let current = engine.current();
+                            off_the_workers(move || current.files_changed()).await.unwrap_or(true)
+                        }
                         Trigger::ConfigFile => false,
                     };
                     // A reload waits for its steps to start; a SIGTERM
@@ -441,13 +444,17 @@ async fn start_first(engine: &Engine, loaded: Loaded, built: Generation) -> Load
 /// `Err(Some)`: read but rejected, with the files its steps read or
 /// tried to (watch what both name, so that a fix reloads).
 async fn reload(
-    engine: &Engine,
+    engine: &Arc<Engine>,
     source: &Source,
     current: &Loaded,
     running: &Settings,
     forced: bool,
 ) -> Result<Option<Loaded>, Option<(Loaded, Vec<PathBuf>)>> {
-    let next = match load(source) {
+    let read = {
+        let source = source.clone();
+        off_the_workers(move || load(&source)).await
+    };
+    let next = match read.unwrap_or_else(|| Err(Error::config("the config read panicked"))) {
         Ok(next) => next,
         Err(e) => {
             rejected(REJECTED, &e);
@@ -487,7 +494,17 @@ async fn reload(
              default AuthConfig, listeners, limits, logs); the AuthConfigs are reloaded now"
         );
     }
-    match engine.load(&next.configs).await {
+    let built = {
+        let (engine, configs) = (engine.clone(), next.configs.clone());
+        let number = engine.current().number() + 1;
+        off_the_workers(move || engine.build(&configs, number)).await
+    };
+    let installed = match built {
+        Some(Ok(generation)) => engine.install(generation).await,
+        Some(Err(e)) => Err(e),
+        None => Err(Error::config("building the AuthConfigs panicked")),
+    };
+    match installed {
         Ok(number) => {
             loaded_generation(number);
             Ok(Some(next))
@@ -498,6 +515,15 @@ async fn reload(
             Err(Some((next, tried)))
         }
     }
+}
+
+/// `work` (reading files, compiling policies) on Tokio's blocking pool,
+/// where it holds no worker that checks need (one, in a one-CPU pod);
+/// `None` if it panicked.
+async fn off_the_workers<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Option<T> {
+    tokio::task::spawn_blocking(work).await.ok()
 }
 
 /// The proxies `settings` trust: none without an `http` block (one taken

@@ -160,7 +160,11 @@ async fn sigusr1_reopens_the_log_and_reloads_nothing() {
     assert_eq!(records(&server, 1).await.len(), 1);
     let rotated = std::fs::read_to_string(dir.join("decisions.jsonl.1")).unwrap();
     assert_eq!(rotated.lines().count(), 1, "{rotated}");
-    assert!(!server.log().contains("reloading config"), "{}", server.log());
+    assert!(
+        !server.log().contains("reloading config"),
+        "{}",
+        server.log()
+    );
 }
 
 #[tokio::test]

@@ -773,3 +773,88 @@ async fn trusted_proxies_reload_at_once() {
     wait_for_logs(&mut server, "trusts the reloaded trustedProxies", 2).await;
     assert_eq!(check(&server).await, 200);
 }
+
+/// A reload builds its steps off the runtime's workers: with one worker
+/// (a one-CPU pod), a step whose build takes its time (a large policy, a
+/// keys file of millions) holds no check. The build here waits until the
+/// check was answered, or 10 s: a build on the worker would hold that
+/// check until then.
+#[test]
+fn a_reload_s_build_holds_no_check_on_a_single_worker() {
+    use authchain_core::{Allow, plugin_fn, service_fn};
+    use std::sync::Mutex;
+    use std::sync::mpsc;
+
+    let (release, released) = mpsc::channel::<()>();
+    let released = Mutex::new(released);
+    let waited_out = Arc::new(AtomicBool::new(false));
+    let building = Arc::new(tokio::sync::Notify::new());
+    let mut registry = authchain_server::default_registry();
+    {
+        let (waited_out, building) = (waited_out.clone(), building.clone());
+        registry.register(plugin_fn("SlowBuild", move |_: serde_json::Value, _| {
+            building.notify_one();
+            let waited = released
+                .lock()
+                .unwrap()
+                .recv_timeout(Duration::from_secs(10));
+            waited_out.store(waited.is_err(), Ordering::SeqCst);
+            Ok(Arc::new(service_fn(|_| {
+                Box::pin(async { Ok(Allow::new().into()) })
+            })))
+        }));
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async move {
+        let dir = authchain_testkit::ScratchDir::new("single-worker").unwrap();
+        let http = authchain_testkit::free_port().unwrap();
+        let config = |extra: &str| {
+            format!(
+                "http: {{ address: '127.0.0.1:{http}' }}
+authConfigs:
+- name: a
+  configs: [{{ rules: {{ defaultAction: allow }} }}]
+{extra}"
+            )
+        };
+        let path = dir.write("authchain.yaml", &config("")).unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(
+            authchain_server::Server::new(registry)
+                .config_file(&path)
+                .run_until(async {
+                    let _ = stopped.await;
+                }),
+        );
+        let http = ([127, 0, 0, 1], http).into();
+        let check = async || {
+            authchain_testkit::client::get(http, "/check:a/", &[])
+                .await
+                .map_or(0, |r| r.status.as_u16())
+        };
+        for _ in 0..400 {
+            if check().await == 200 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        let aside = dir.write(
+            "authchain.yaml.new",
+            &config("- name: slow\n  configs: [{ pluginAuth: { name: SlowBuild } }]\n"),
+        );
+        std::fs::rename(aside.unwrap(), &path).unwrap();
+        building.notified().await;
+        assert_eq!(check().await, 200);
+        assert!(
+            !waited_out.load(Ordering::SeqCst),
+            "the check waited for the build"
+        );
+        release.send(()).unwrap();
+        stop.send(()).unwrap();
+        server.await.unwrap().unwrap();
+    });
+}
