@@ -420,42 +420,29 @@ impl Chain {
 
     /// Logs the chain's decisions to `log`, as its own `decisionLog` or
     /// else `log`'s sampling says, as those of generation `generation`.
-    /// A header one of its steps reads (a credential, perhaps) is not
-    /// logged for it, whatever `log`'s sampling names.
     pub(crate) fn attach_log(&mut self, log: &DecisionLog, generation: u64) {
         let own = self.log_sampling.as_ref().map(|(s, h)| (s, h.as_slice()));
-        let mut log = ChainLog::new(log, own, generation);
-        if let Some(log) = &mut log {
-            log.retain_headers(|header| self.loggable(header, self));
-        }
-        self.log = log;
+        self.log = ChainLog::new(log, own, generation);
     }
 
-    /// Its log leaves out the headers `shadowed`'s steps read: it runs
-    /// their requests as a shadow.
-    pub(crate) fn shadows(&mut self, shadowed: &Chain) {
-        let mut log = self.log.take();
-        if let Some(log) = &mut log {
-            log.retain_headers(|header| self.loggable(header, shadowed));
-        }
-        self.log = log;
+    /// The headers its log names.
+    pub(crate) fn logged_headers(&self) -> &[HeaderName] {
+        self.log.as_ref().map_or(&[], ChainLog::named_headers)
     }
 
-    /// Whether `header` may be logged for this chain: no step of `of`
-    /// reads it; else a warning.
-    fn loggable(&self, header: &HeaderName, of: &Chain) -> bool {
-        let steps = of.steps.iter().map(|s| (s.name.as_str(), &s.service));
-        let Some(step) = reader(steps, header) else {
-            return true;
-        };
-        tracing::warn!(
-            config = %self.name,
-            of = %of.name,
-            step,
-            header = %header,
-            "the decision log names a header a step reads: it is not logged for this AuthConfig"
-        );
-        false
+    /// Its log leaves out `headers`.
+    pub(crate) fn unlog(&mut self, headers: &[HeaderName]) {
+        if let Some(log) = &mut self.log {
+            log.retain_headers(|h| !headers.contains(h));
+        }
+    }
+
+    /// The name of a step of it that reads `header`, if one says it does.
+    pub(crate) fn reader_of(&self, header: &HeaderName) -> Option<&str> {
+        reader(
+            self.steps.iter().map(|s| (s.name.as_str(), &s.service)),
+            header,
+        )
     }
 
     /// Whether its config asks for a decision log.

@@ -34,8 +34,10 @@
 //! name holds `authorization`, `authentication`, `authn`, `bearer`,
 //! `cookie`, `key`, `token`, `secret`, `passw`, `session`, `signature`,
 //! `credential` or `jwt`, cannot be named (`authorization`,
-//! `x-api-key`), nor in a chain's own log a header one of its steps reads (one the
-//! server's log names is left out for that chain, with a warning). A
+//! `x-api-key`), nor in a chain's own log a header one of its steps reads; a
+//! header that a step of any chain of the generation reads (a credential
+//! there, which a client may send on every route) is left out of every
+//! chain's records, with a warning. A
 //! shadow's runs have `transport: shadow`. A step's
 //! `result` is `allow`, `deny` (with `status`), `error` (with `error`, the
 //! step's error text, which never holds a secret) or
@@ -311,6 +313,10 @@ impl ChainLog {
     }
 
     /// Keeps the logged headers `keep` says.
+    pub(crate) fn named_headers(&self) -> &[HeaderName] {
+        &self.headers
+    }
+
     pub(crate) fn retain_headers(&mut self, keep: impl Fn(&HeaderName) -> bool) {
         self.headers.retain(|h| keep(h));
     }

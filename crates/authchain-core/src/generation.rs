@@ -351,6 +351,35 @@ impl Engine {
     }
 }
 
+/// Leaves out of every chain's log the headers a step of any chain reads:
+/// a credential there, which a client may send on every route (and a
+/// shadow runs its chain's requests).
+fn unlog_read_headers(built: &mut [Chain]) {
+    let mut read: Vec<http::HeaderName> = Vec::new();
+    for header in built.iter().flat_map(Chain::logged_headers) {
+        if read.contains(header) {
+            continue;
+        }
+        let reader = built
+            .iter()
+            .find_map(|c| c.reader_of(header).map(|step| (c.name(), step)));
+        if let Some((config, step)) = reader {
+            tracing::warn!(
+                config,
+                step,
+                header = %header,
+                "the decision log names a header a step reads: it is logged for no AuthConfig"
+            );
+            read.push(header.clone());
+        }
+    }
+    if !read.is_empty() {
+        for chain in built {
+            chain.unlog(&read);
+        }
+    }
+}
+
 /// Puts `built` into `chains`, each linked to its shadow: an AuthConfig
 /// of its own, with no shadow of its own (those with none go in first, for
 /// the others to point at). A shadow that is none is an error, from the
@@ -361,18 +390,11 @@ fn link(
     errors: &mut Vec<Error>,
     origin: impl Fn(&str) -> (String, &'static str),
 ) {
+    let mut built = built;
+    unlog_read_headers(&mut built);
     let (shadowing, plain): (Vec<Chain>, Vec<Chain>) =
         built.into_iter().partition(|c| c.shadow_name().is_some());
     let names: Vec<String> = shadowing.iter().map(|c| c.name().to_owned()).collect();
-    let mut plain = plain;
-    for shadowed in &shadowing {
-        if let Some(shadow) = plain
-            .iter_mut()
-            .find(|c| shadowed.shadow_name() == Some(c.name()))
-        {
-            shadow.shadows(shadowed);
-        }
-    }
     for chain in plain {
         chains.insert(chain.name().to_owned(), Arc::new(chain));
     }

@@ -30,6 +30,9 @@ fn registry() -> PluginRegistry {
         Ok(Arc::new(decide_fn(|_| Err(Error::step("backend down")))))
     }));
     crate::support::register_public_only(&mut registry);
+    registry.register(plugin_fn("ReadsTenant", |_: Value, _| {
+        Ok(Arc::new(ReadsTenant))
+    }));
     registry.register(plugin_fn("Busy", |_: Value, _| {
         Ok(Arc::new(decide_fn(|_| {
             std::thread::sleep(std::time::Duration::from_millis(60));
@@ -47,6 +50,23 @@ fn registry() -> PluginRegistry {
         })))
     }));
     registry
+}
+
+/// A step that takes `x-tenant` for a credential of its own (an API key
+/// under a name the log's guard does not know) and says it reads it.
+struct ReadsTenant;
+
+#[authchain_core::async_trait]
+impl authchain_core::AuthService for ReadsTenant {
+    fn authorize<'a>(&'a self, _: &'a mut AuthorizationRequest) -> authchain_core::Answer<'a> {
+        Decision::authorized().into()
+    }
+
+    fn reads(&self) -> Option<Vec<authchain_core::Attribute>> {
+        Some(vec![authchain_core::Attribute::header(
+            HeaderName::from_static("x-tenant"),
+        )])
+    }
 }
 
 async fn engine(yaml: &str, every: Option<Sampling>) -> (Engine, Records) {
@@ -293,6 +313,33 @@ async fn sampling_every_config_and_the_config_s_own() {
             .every_config(Sampling::default().sample(-0.1))
             .is_err()
     );
+}
+
+/// A header a step of one AuthConfig reads is a credential there, which
+/// its clients may send on every route: no AuthConfig logs it, whether
+/// the server's sampling or another AuthConfig's own names it.
+#[tokio::test]
+async fn a_header_any_auth_config_s_step_reads_is_logged_by_none() {
+    let yaml = "name: keyed\nconfigs:\n- pluginAuth: { name: ReadsTenant }\n---\nname: open\nconfigs:\n- pluginAuth: { name: Allow }\n---\nname: own\ndecisionLog: { headers: [x-tenant, x-request-id] }\nconfigs:\n- pluginAuth: { name: Allow }\n";
+    let sampling = Sampling::default()
+        .header("x-tenant")
+        .header("x-request-id");
+    let (engine, sink) = engine(yaml, Some(sampling)).await;
+    let generation = engine.current();
+    for name in ["keyed", "open", "own"] {
+        let chain = generation.chain(name).unwrap();
+        chain.authorize(&mut request("/")).await;
+    }
+    let logged = records(&sink);
+    assert_eq!(logged.len(), 3, "{logged:#?}");
+    for record in &logged {
+        assert_eq!(
+            record["input"]["headers"],
+            serde_json::json!({ "x-request-id": "req-7" }),
+            "{}",
+            record["config"]
+        );
+    }
 }
 
 #[tokio::test]
