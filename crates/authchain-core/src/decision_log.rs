@@ -25,7 +25,8 @@
 //!  "metrics":{"timer_authchain_decision_ns":93012}}
 //! ```
 //!
-//! `input.path` is the canonical path without its query, and each header
+//! `input.path` is the canonical path without its query or a segment's
+//! `;` parameters (`;jsessionid=`), and each header
 //! value is cut at its first `?` (a URL's query, in `X-Forwarded-Uri` or
 //! `Referer`, may hold a credential); the path, the host, the request id
 //! and each header value are cut at [`MAX_FIELD_LEN`] bytes, and at most
@@ -215,6 +216,17 @@ pub const MAX_FIELD_LEN: usize = 1024;
 const MAX_HEADER_VALUES: usize = 8;
 
 /// `text`, cut to [`MAX_FIELD_LEN`] bytes (at a character boundary).
+/// `path` as a log shows it: without its query, nor a segment's `;`
+/// parameters (`/app;jsessionid=...`, kept with `allowAmbiguousPaths`),
+/// either of which may hold a credential.
+pub(crate) fn logged_path(path: &str) -> String {
+    let path = path.split('?').next().unwrap_or_default();
+    let segments = path
+        .split('/')
+        .map(|s| s.split(';').next().unwrap_or_default());
+    segments.collect::<Vec<_>>().join("/")
+}
+
 fn capped(text: &str) -> String {
     if text.len() <= MAX_FIELD_LEN {
         return text.to_owned();
@@ -364,7 +376,7 @@ impl ChainLog {
     /// Writes the record of one decision.
     pub(crate) fn write(&self, entry: Entry<'_>) {
         let request = entry.request;
-        let path = capped(request.path.split('?').next().unwrap_or_default());
+        let path = capped(&logged_path(&request.path));
         let steps: Vec<Value> = entry
             .trace
             .iter()

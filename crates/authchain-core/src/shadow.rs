@@ -137,7 +137,7 @@ impl Shadow {
                 shadow_allowed = shadow.allowed,
                 shadow_status = shadow.status,
                 shadow_user = shadow.user.as_deref().unwrap_or(""),
-                path = %request.path.split('?').next().unwrap_or_default(),
+                path = %crate::decision_log::logged_path(&request.path),
                 "the shadow AuthConfig disagrees"
             );
         });

@@ -398,3 +398,16 @@ async fn a_logged_header_s_query_is_cut() {
     let line = &sink.lock().unwrap()[0];
     assert!(!line.contains("c0de") && !line.contains("t0ken"), "{line}");
 }
+
+/// A path's `;` parameters, which `allowAmbiguousPaths` keeps in the path
+/// judged (`;jsessionid=`), are not logged either.
+#[tokio::test]
+async fn a_path_s_parameters_are_cut() {
+    let yaml = "name: m\nallowAmbiguousPaths: true\ndecisionLog: {}\nconfigs:\n- pluginAuth: { name: Allow }\n";
+    let (engine, sink) = engine(yaml, None).await;
+    let mut r = request("/app;jsessionid=s3ss10n/cart;v=2?x=1");
+    engine.current().chain("m").unwrap().authorize(&mut r).await;
+    let record = &records(&sink)[0];
+    assert_eq!(record["input"]["path"], "/app/cart");
+    assert!(!sink.lock().unwrap()[0].contains("s3ss10n"));
+}
