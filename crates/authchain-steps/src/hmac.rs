@@ -59,7 +59,8 @@
 //! `authchain_core::path`), with the query as it came: a client that
 //! signs `/public/../admin` is refused, since the request is for
 //! `/admin`; one that signs `/admin` is not. A signed `digest` header
-//! (RFC 3230, `SHA-256=` or `SHA-512=`) must be the body's, as the check
+//! (RFC 3230, `SHA-256=` or `SHA-512=`) or `content-digest` (RFC 9530,
+//! `sha-256=:...:`) must be the body's, as the check
 //! carries it: where the proxy does not send the body to the check, a
 //! digest is refused unless the request says it has no body with
 //! `Content-Length: 0` (HTTP/2 need not declare a body, and Envoy's
@@ -424,7 +425,7 @@ impl HmacAuth {
         let Signed {
             message,
             date,
-            digest,
+            digests,
         } = self.signing_string(request, params.headers)?;
         let date = std::str::from_utf8(date)
             .ok()
@@ -441,8 +442,8 @@ impl HmacAuth {
         if !(good && known) {
             return Err("an unknown user or a wrong signature");
         }
-        if digest {
-            check_digest(request)?;
+        for digest in digests {
+            check_digest(request, digest)?;
         }
         Ok((&credential.user, date + self.clock_skew))
     }
@@ -543,7 +544,10 @@ impl HmacAuth {
         Ok(Signed {
             message,
             date,
-            digest: signed.contains(&DIGEST),
+            digests: DIGESTS
+                .iter()
+                .filter(|d| signed.contains(&d.header))
+                .collect(),
         })
     }
 }
@@ -553,11 +557,32 @@ struct Signed<'r> {
     message: Vec<u8>,
     /// The value of the signed `Date`.
     date: &'r [u8],
-    /// Whether `Digest` is signed, and so must be the body's.
-    digest: bool,
+    /// The digest headers signed, each of which must be the body's.
+    digests: Vec<&'static DigestHeader>,
 }
 
-const DIGEST: HeaderName = HeaderName::from_static("digest");
+/// A header that gives digests of the body, as `algorithm=value` pairs
+/// separated by commas.
+struct DigestHeader {
+    header: HeaderName,
+    /// The value without what wraps it (`:` around RFC 9530's).
+    unwrap: fn(&str) -> Option<&str>,
+}
+
+/// RFC 3230's `Digest` (`SHA-256=<base64>`) and RFC 9530's
+/// `Content-Digest` (`sha-256=:<base64>:`). `Repr-Digest` is of the
+/// representation before its content coding, which the check does not
+/// undo: signed, it is text.
+static DIGESTS: [DigestHeader; 2] = [
+    DigestHeader {
+        header: HeaderName::from_static("digest"),
+        unwrap: |v| Some(v),
+    },
+    DigestHeader {
+        header: HeaderName::from_static("content-digest"),
+        unwrap: |v| v.strip_prefix(':')?.strip_suffix(':'),
+    },
+];
 
 /// Whether a request whose body the check did not carry has none: it
 /// says `Content-Length: 0` (and no `Transfer-Encoding`). Nothing else
@@ -576,12 +601,12 @@ fn says_it_has_no_body(request: &AuthorizationRequest) -> bool {
             .contains_key(http::header::TRANSFER_ENCODING)
 }
 
-/// A signed `Digest` (RFC 3230: `SHA-256=<base64>`, `SHA-512=<base64>`,
-/// comma-separated) must be the body's: each digest of a known algorithm
-/// matches, and there is one at least. A request whose body did not come
-/// with the check is judged with an empty body only when it says it has
-/// none; otherwise any digest fails: what was not seen was not checked.
-fn check_digest(request: &AuthorizationRequest) -> Result<(), Refusal> {
+/// A signed `Digest` or `Content-Digest` must be the body's: each digest
+/// of a known algorithm (SHA-256, SHA-512) matches, and there is one at
+/// least. A request whose body did not come with the check is judged
+/// with an empty body only when it says it has none; otherwise any digest
+/// fails: what was not seen was not checked.
+fn check_digest(request: &AuthorizationRequest, digest: &DigestHeader) -> Result<(), Refusal> {
     use sha2::Digest as _;
     // Envoy's `with_request_body { allow_partial_message: true }` sends the
     // first bytes alone, and says so: a digest of those says nothing of
@@ -599,7 +624,7 @@ fn check_digest(request: &AuthorizationRequest) -> Result<(), Refusal> {
     }
     let value = request
         .headers
-        .get(&DIGEST)
+        .get(&digest.header)
         .and_then(|v| v.to_str().ok())
         .ok_or("a Digest that is not text")?;
     let body = request.body.as_deref().unwrap_or_default();
@@ -608,6 +633,7 @@ fn check_digest(request: &AuthorizationRequest) -> Result<(), Refusal> {
         let Some((algorithm, encoded)) = part.trim().split_once('=') else {
             return Err("a malformed Digest");
         };
+        let encoded = (digest.unwrap)(encoded).ok_or("a malformed Digest")?;
         let expected = if algorithm.eq_ignore_ascii_case("SHA-256") {
             sha2::Sha256::digest(body).to_vec()
         } else if algorithm.eq_ignore_ascii_case("SHA-512") {

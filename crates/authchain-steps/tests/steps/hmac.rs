@@ -524,6 +524,34 @@ async fn algorithms_and_required_headers_narrow_what_is_accepted() {
             "{partial}"
         );
     }
+    // RFC 9530's Content-Digest is the body's too, its value between
+    // colons; without them it is no digest.
+    let plain = chain_with("").await;
+    for (value, body, allowed) in [
+        (
+            ":X48E9qOokqqrvdts8nOJRJN3OWDUoyWxBf7kbu9DBPE=:",
+            "{\"hello\": \"world\"}",
+            true,
+        ),
+        (
+            ":X48E9qOokqqrvdts8nOJRJN3OWDUoyWxBf7kbu9DBPE=:",
+            "{\"hello\": \"mallory\"}",
+            false,
+        ),
+        (
+            "X48E9qOokqqrvdts8nOJRJN3OWDUoyWxBf7kbu9DBPE=",
+            "{\"hello\": \"world\"}",
+            false,
+        ),
+    ] {
+        let mut signed = Signed::alice("GET /");
+        signed.headers = "date @request-target content-digest";
+        signed.extra = vec![("content-digest", format!("sha-256={value}"))];
+        let mut r = signed.request(Method::GET, "/");
+        r.body = Some(bytes::Bytes::from_static(body.as_bytes()));
+        let decision = plain.authorize(&mut r).await;
+        assert_eq!(decision.is_allow(), allowed, "{value} {body}");
+    }
     let d = chain
         .authorize(&mut Signed::alice("GET /").request(Method::GET, "/"))
         .await;
