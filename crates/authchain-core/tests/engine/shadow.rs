@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use authchain_core::shadow::MAX_SHADOW_RUNS;
+use authchain_core::shadow::{MAX_SHADOW_BODY_BYTES, MAX_SHADOW_RUNS};
 use authchain_core::{
     Allow, AuthConfig, AuthorizationRequest, Engine, Format, Generation, PluginRegistry, plugin_fn,
     service_fn,
@@ -68,6 +68,11 @@ name: stuck
 deadline: 1h
 configs:
 - pluginAuth: { name: Stuck }
+---
+name: uploads
+shadow: stuck
+configs:
+- pluginAuth: { name: PublicOnly }
 ---
 name: as-alice
 shadow: as-bob
@@ -199,6 +204,24 @@ async fn the_shadow_runs_after_the_answer_and_counts_disagreements() {
             &[("config", "busy"), ("shadow", "stuck")]
         ),
         5
+    );
+
+    // Nor do its runs hold more than their share of bodies, which outlive
+    // the answers: beyond it, requests are not shadowed either.
+    let uploads = generation.chain("uploads").unwrap();
+    let mib = bytes::Bytes::from(vec![b'x'; 1 << 20]);
+    for _ in 0..(MAX_SHADOW_BODY_BYTES >> 20) + 3 {
+        let mut request = AuthorizationRequest::new(Method::POST, "/public/x");
+        request.body = Some(mib.clone());
+        uploads.authorize(&mut request).await;
+    }
+    let counters = Counters::take(&snapshotter);
+    assert_eq!(
+        counters.get(
+            "authchain_shadow_dropped_total",
+            &[("config", "uploads"), ("shadow", "stuck")]
+        ),
+        3
     );
 }
 
