@@ -28,7 +28,8 @@
 //! `input.path` is the canonical path without its query or a segment's
 //! `;` parameters (`;jsessionid=`), and each header
 //! value is cut at its first `?` (a URL's query, in `X-Forwarded-Uri` or
-//! `Referer`, may hold a credential); the path, the host, the request id
+//! `Referer`, may hold a credential), a URL's or a path's losing its
+//! parameters too; the path, the host, the request id
 //! and each header value are cut at [`MAX_FIELD_LEN`] bytes, and at most
 //! 8 values of a header are kept. `input.headers` are
 //! the named headers as the client sent them; `x-auth`, and a header whose
@@ -215,18 +216,22 @@ pub const MAX_FIELD_LEN: usize = 1024;
 /// The most values of one logged header.
 const MAX_HEADER_VALUES: usize = 8;
 
-/// `text`, cut to [`MAX_FIELD_LEN`] bytes (at a character boundary).
 /// `path` as a log shows it: without its query, nor a segment's `;`
 /// parameters (`/app;jsessionid=...`, kept with `allowAmbiguousPaths`),
-/// either of which may hold a credential.
+/// either of which may hold a credential. A URL (`https://host/path`)
+/// is cut so too.
 pub(crate) fn logged_path(path: &str) -> String {
     let path = path.split('?').next().unwrap_or_default();
+    if !path.contains(';') {
+        return path.to_owned();
+    }
     let segments = path
         .split('/')
         .map(|s| s.split(';').next().unwrap_or_default());
     segments.collect::<Vec<_>>().join("/")
 }
 
+/// `text`, cut to [`MAX_FIELD_LEN`] bytes (at a character boundary).
 fn capped(text: &str) -> String {
     if text.len() <= MAX_FIELD_LEN {
         return text.to_owned();
@@ -324,11 +329,12 @@ impl ChainLog {
         })
     }
 
-    /// Keeps the logged headers `keep` says.
+    /// The headers it logs.
     pub(crate) fn named_headers(&self) -> &[HeaderName] {
         &self.headers
     }
 
+    /// Keeps the logged headers `keep` says.
     pub(crate) fn retain_headers(&mut self, keep: impl Fn(&HeaderName) -> bool) {
         self.headers.retain(|h| keep(h));
     }
@@ -355,9 +361,15 @@ impl ChainLog {
                 .take(MAX_HEADER_VALUES)
                 .map(|v| {
                     // A URL's query may hold a credential (`X-Forwarded-Uri`,
-                    // `Referer`: `?access_token=`, a login's `code`).
+                    // `Referer`: `?access_token=`, a login's `code`), and so
+                    // may its path's parameters (`;jsessionid=`).
                     let text = String::from_utf8_lossy(v.as_bytes());
-                    Value::String(capped(text.split('?').next().unwrap_or_default()))
+                    let text = text.split('?').next().unwrap_or_default();
+                    let url = text.starts_with('/') || text.contains("://");
+                    Value::String(capped(&match url {
+                        true => logged_path(text),
+                        false => text.to_owned(),
+                    }))
                 })
                 .collect();
             match values.len() {

@@ -96,7 +96,7 @@ impl fmt::Debug for AuthorizationRequest {
             .field("method", &self.method)
             .field("scheme", &self.scheme)
             .field("host", &self.host)
-            .field("path", &self.path_only())
+            .field("path", &crate::decision_log::logged_path(&self.path))
             .field("query", &query)
             .field("headers", &Names(&self.headers))
             .field("body", &self.body.as_ref().map(|b| Redacted(b.len())))

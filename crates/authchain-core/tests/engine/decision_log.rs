@@ -403,11 +403,27 @@ async fn a_logged_header_s_query_is_cut() {
 /// judged (`;jsessionid=`), are not logged either.
 #[tokio::test]
 async fn a_path_s_parameters_are_cut() {
-    let yaml = "name: m\nallowAmbiguousPaths: true\ndecisionLog: {}\nconfigs:\n- pluginAuth: { name: Allow }\n";
+    let yaml = "name: m\nallowAmbiguousPaths: true\ndecisionLog: { headers: [x-forwarded-uri, referer, x-region] }\nconfigs:\n- pluginAuth: { name: Allow }\n";
     let (engine, sink) = engine(yaml, None).await;
     let mut r = request("/app;jsessionid=s3ss10n/cart;v=2?x=1");
+    r.headers.append(
+        "x-forwarded-uri",
+        HeaderValue::from_static("/app;jsessionid=s3ss10n/cart"),
+    );
+    r.headers.append(
+        "referer",
+        HeaderValue::from_static("https://app.example/app;jsessionid=s3ss10n/cart"),
+    );
+    r.headers
+        .append("x-region", HeaderValue::from_static("eu;zone=b"));
+    assert!(!format!("{r:?}").contains("s3ss10n"));
     engine.current().chain("m").unwrap().authorize(&mut r).await;
     let record = &records(&sink)[0];
     assert_eq!(record["input"]["path"], "/app/cart");
+    let headers = &record["input"]["headers"];
+    assert_eq!(headers["x-forwarded-uri"], "/app/cart");
+    assert_eq!(headers["referer"], "https://app.example/app/cart");
+    // A value that is no URL keeps its parameters.
+    assert_eq!(headers["x-region"], "eu;zone=b");
     assert!(!sink.lock().unwrap()[0].contains("s3ss10n"));
 }

@@ -128,10 +128,6 @@ async fn sighup_reopens_the_log_after_a_rotation() {
     );
 }
 
-/// A SIGHUP while the server starts (here while it waits to open its
-/// decision log, a FIFO whose reader, a log shipper, is not up yet) is a
-/// reload once it serves, as after it, rather than the end of the
-/// process.
 /// SIGUSR1 reopens the log alone, as nginx's does: a daily rotation
 /// rebuilds no step (nor empties the decision caches).
 #[tokio::test]
@@ -167,6 +163,10 @@ async fn sigusr1_reopens_the_log_and_reloads_nothing() {
     );
 }
 
+/// A SIGHUP while the server starts (here while it waits to open its
+/// decision log, a FIFO whose reader, a log shipper, is not up yet) is a
+/// reload once it serves, as after it, rather than the end of the
+/// process.
 #[tokio::test]
 async fn a_sighup_while_starting_reloads_once_serving() {
     let dir = authchain_testkit::ScratchDir::new("fifo").unwrap();
