@@ -39,9 +39,11 @@
 //! finds them all busy for half the step's time is denied as overloaded.
 //! An unknown user is verified against another user's hash and denied,
 //! so the time taken does not tell which users exist; any client reaches
-//! any line's hash so, and a hash that costs more than about a second
+//! any line's hash so, and a hash that costs more than a second or so
 //! (bcrypt cost above 14, SHA-crypt above 1,000,000 rounds) is a config
-//! error.
+//! error; a password longer than such a hash allows (SHA-crypt's work is
+//! its rounds times the password's length: 64 bytes at 1,000,000 rounds)
+//! is refused unverified.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -199,7 +201,10 @@ impl ExtAuthPlugin for BasicPlugin {
 #[derive(Debug, Clone)]
 enum Hash {
     Bcrypt(String),
-    ShaCrypt(String),
+    ShaCrypt {
+        hash: String,
+        rounds: u64,
+    },
     Apr1 {
         salt: String,
         hash: String,
@@ -234,13 +239,16 @@ impl Hash {
             let rounds = rest
                 .strip_prefix("rounds=")
                 .and_then(|r| r.split('$').next())
-                .map(|r| r.parse::<u64>().unwrap_or(u64::MAX));
-            if let Some(rounds) = rounds.filter(|r| *r > MAX_SHA_CRYPT_ROUNDS) {
+                .map_or(SHA_CRYPT_DEFAULT_ROUNDS, |r| r.parse().unwrap_or(u64::MAX));
+            if rounds > MAX_SHA_CRYPT_ROUNDS {
                 return Err(format!(
                     "SHA-crypt rounds={rounds} is above {MAX_SHA_CRYPT_ROUNDS}: {SLOW}"
                 ));
             }
-            return Ok(Hash::ShaCrypt(hash.to_owned()));
+            return Ok(Hash::ShaCrypt {
+                hash: hash.to_owned(),
+                rounds,
+            });
         }
         if let Some(rest) = hash.strip_prefix("$apr1$") {
             let (salt, hash) = rest
@@ -278,11 +286,24 @@ impl Hash {
         })
     }
 
+    /// Whether verifying `password` would cost more than the costliest
+    /// hash does with a password of 64 bytes: SHA-crypt's work grows with
+    /// its rounds times the password's length.
+    fn too_costly_for(&self, password: &[u8]) -> bool {
+        match self {
+            Hash::ShaCrypt { rounds, .. } => {
+                let work = rounds.saturating_mul(password.len().max(64) as u64);
+                work > MAX_SHA_CRYPT_ROUNDS * 64
+            }
+            _ => false,
+        }
+    }
+
     /// Whether `password` matches. Slow by design; run off the event loop.
     fn verify(&self, password: &[u8]) -> bool {
         match self {
             Hash::Bcrypt(h) => bcrypt::verify(password, h).unwrap_or(false),
-            Hash::ShaCrypt(h) => {
+            Hash::ShaCrypt { hash: h, .. } => {
                 use sha_crypt::PasswordVerifier;
                 sha_crypt::ShaCrypt::default()
                     .verify_password(password, h.as_str())
@@ -602,6 +623,9 @@ impl BasicAuth {
             Some(h) => (h.clone(), true),
             None => (self.decoy(user), false),
         };
+        if hash.too_costly_for(&password) {
+            return Ok(self.challenge());
+        }
         let acquire = self.verifying.clone().acquire_owned();
         let permit = match self.queue_wait {
             Some(wait) => tokio::time::timeout(wait, acquire)
@@ -629,12 +653,16 @@ impl BasicAuth {
     }
 }
 
-/// The costliest hashes verified: about a second each. An unknown user's
-/// password is verified against a user's hash (a decoy), so any client
-/// reaches the slowest line of the file, and a few such checks would hold
-/// every verifying slot.
+/// The costliest hashes verified: a second or so each (SHA-crypt's with
+/// a password of 64 bytes at most: a longer one is refused unverified
+/// where it would cost more). An unknown user's password is verified
+/// against a user's hash (a decoy), so any client reaches the slowest
+/// line of the file, and a few such checks would hold every verifying
+/// slot.
 const MAX_BCRYPT_COST: u32 = 14;
 const MAX_SHA_CRYPT_ROUNDS: u64 = 1_000_000;
+/// SHA-crypt's rounds where a hash names none.
+const SHA_CRYPT_DEFAULT_ROUNDS: u64 = 5_000;
 const SLOW: &str = "any client could make each check take that long, by a name that is no user's; \
                     hash this password again with a lower cost";
 
@@ -719,7 +747,7 @@ mod tests {
         let schemes: std::collections::BTreeSet<&str> = (0..64)
             .map(|i| match *step.decoy(&format!("nobody-{i}")) {
                 Hash::Bcrypt(_) => "bcrypt",
-                Hash::ShaCrypt(_) => "sha-crypt",
+                Hash::ShaCrypt { .. } => "sha-crypt",
                 Hash::Apr1 { .. } => "apr1",
                 Hash::Sha1 { .. } => "sha1",
             })
@@ -750,6 +778,14 @@ mod tests {
         assert!(sha("1000000").is_ok());
         let e = sha("1000001").unwrap_err();
         assert!(e.contains("rounds=1000001 is above 1000000"), "{e}");
+        // Its work grows with the password's length: a long one is
+        // refused where it would cost more than the costliest hash's.
+        let costliest = sha("1000000").unwrap();
+        assert!(!costliest.too_costly_for(&[b'p'; 64]));
+        assert!(costliest.too_costly_for(&[b'p'; 65]));
+        let default =
+            Hash::parse("$5$saltsalt$gOjOtoMpVhru2uyjeJSEc/JaLQWOXMNmlOnj6T4AtC.").unwrap();
+        assert!(!default.too_costly_for(&[b'p'; MAX_PASSWORD_LEN]));
     }
 
     /// A check that finds every verifying place taken waits half the
