@@ -10,8 +10,9 @@
 //! `deny_allow`; `status`, both denied with different statuses;
 //! `identity`, both allowed different users) and logged with both
 //! answers. At most [`MAX_SHADOW_RUNS`] shadow runs of one AuthConfig are
-//! in flight, holding at most [`MAX_SHADOW_BODY_BYTES`] of bodies; a
-//! request beyond them (or made outside a Tokio runtime) is not shadowed,
+//! in flight, and those of the process hold at most
+//! [`MAX_SHADOW_BODY_BYTES`] of bodies; a request beyond them (or made
+//! outside a Tokio runtime) is not shadowed,
 //! and is counted in
 //! `authchain_shadow_dropped_total{config, shadow}`. A shadow's runs are
 //! its own decisions in its metrics, and `transport: shadow` in the
@@ -54,17 +55,18 @@ pub fn is_shadow_run(request: &AuthorizationRequest) -> bool {
 /// The most shadow runs of one AuthConfig in flight at once.
 pub const MAX_SHADOW_RUNS: usize = 256;
 
-/// The most bytes of request bodies the shadow runs of one AuthConfig
-/// hold at once: a body outlives its answer, and the listener's
-/// `maxBufferedBytes`, while its shadow runs.
+/// The most bytes of request bodies the shadow runs of the process hold
+/// at once (every AuthConfig's, every generation's): a body outlives its
+/// answer, and the listener's `maxBufferedBytes`, while its shadow runs.
 pub const MAX_SHADOW_BODY_BYTES: usize = 64 << 20;
+
+/// A permit per byte of the bodies shadow runs hold.
+static BODY_BYTES: Semaphore = Semaphore::const_new(MAX_SHADOW_BODY_BYTES);
 
 /// A chain's shadow: the chain, its places, its counters.
 pub(crate) struct Shadow {
     chain: Arc<Chain>,
     places: Arc<Semaphore>,
-    /// A permit per byte of the bodies held.
-    body_bytes: Arc<Semaphore>,
     allow_deny: Counter,
     deny_allow: Counter,
     status: Counter,
@@ -95,7 +97,6 @@ impl Shadow {
                 "shadow" => shadow.clone()
             ),
             places: Arc::new(Semaphore::new(MAX_SHADOW_RUNS)),
-            body_bytes: Arc::new(Semaphore::new(MAX_SHADOW_BODY_BYTES)),
             chain,
         }
     }
@@ -116,7 +117,7 @@ impl Shadow {
         let body = request.body.as_ref().map_or(0, |b| b.len());
         let held = u32::try_from(body)
             .ok()
-            .and_then(|bytes| self.body_bytes.clone().try_acquire_many_owned(bytes).ok());
+            .and_then(|bytes| BODY_BYTES.try_acquire_many(bytes).ok());
         let (Some(held), Ok(place)) = (held, self.places.clone().try_acquire_owned()) else {
             self.dropped.increment(1);
             return;
