@@ -158,7 +158,10 @@ impl Server {
         // SIGUSR1 reopens the decision log alone, as nginx's does its logs:
         // a daily rotation does not rebuild every step.
         let reopen = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1());
-        let loaded = load(&self.source)?;
+        let (loaded, errors) = load(&self.source)?;
+        if let Some(e) = Error::collect(errors) {
+            return Err(e.into());
+        }
         crate::logging::init(&loaded.settings.log);
         let metrics = admin::install_recorder();
         let settings = loaded.settings.clone();
@@ -404,13 +407,14 @@ fn open_file_limit(settings: &Settings) {
     }
 }
 
-/// The settings and AuthConfigs `source` holds (a file must open a check
-/// listener: one that opens none, empty or caught while written, would
-/// serve nothing, which a proxy may read as allow).
-fn load(source: &Source) -> Result<Loaded, Error> {
+/// The settings and AuthConfigs `source` holds, and the problems of what
+/// did not read (a file must open a check listener: one that opens none,
+/// empty or caught while written, would serve nothing, which a proxy may
+/// read as allow); an error when the settings do not read.
+fn load(source: &Source) -> Result<(Loaded, Vec<Error>), Error> {
     match source {
-        Source::File(path) => Loaded::from_file(path),
-        Source::Default => Loaded::default_config(),
+        Source::File(path) => Loaded::read_file(path),
+        Source::Default => Loaded::default_config().map(|loaded| (loaded, Vec::new())),
     }
 }
 
@@ -441,8 +445,9 @@ async fn start_first(engine: &Engine, loaded: Loaded, built: Generation) -> Load
 /// on any error the serving generation stays. `forced` (SIGHUP) reloads
 /// even when no text changed. `running`: the settings the server started
 /// with, which its listeners keep. `Ok(None)`: nothing changed;
-/// `Err(Some)`: read but rejected, with the files its steps read or
-/// tried to (watch what both name, so that a fix reloads).
+/// `Err(Some)`: rejected, with what was read (its settings read) and the
+/// files its steps read or tried to (watch what both name, so that a fix
+/// reloads).
 async fn reload(
     engine: &Arc<Engine>,
     source: &Source,
@@ -455,11 +460,18 @@ async fn reload(
         off_the_workers(move || load(&source)).await
     };
     let next = match read.unwrap_or_else(|| Err(Error::config("the config read panicked"))) {
-        Ok(next) => next,
         Err(e) => {
             rejected(REJECTED, &e);
             return Err(None);
         }
+        Ok((next, errors)) => match Error::collect(errors) {
+            None => next,
+            // What it names is watched: the file that mends it reloads.
+            Some(e) => {
+                rejected(REJECTED, &e);
+                return Err(Some((next, Vec::new())));
+            }
+        },
     };
     if !forced && next.digest == current.digest {
         tracing::info!("the config read is the one serving: nothing to reload");

@@ -450,7 +450,7 @@ impl Loaded {
 
     /// [`read`](Self::read) of the file at `path`, its files relative to
     /// its directory; the file itself comes first among those read.
-    fn read_file(path: &Path) -> Result<(Loaded, Vec<Error>), Error> {
+    pub(crate) fn read_file(path: &Path) -> Result<(Loaded, Vec<Error>), Error> {
         let text = read_text(path).map_err(|e| {
             Error::config(format!("cannot read the config file: {e}")).in_source(path.display())
         })?;

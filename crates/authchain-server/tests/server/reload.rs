@@ -684,6 +684,33 @@ async fn a_file_a_rejected_change_dropped_is_watched_again_when_it_is_undone() {
     assert_eq!(server.http_check("b", "/", &[]).await.unwrap().status, 200);
 }
 
+/// A change that names a new file which does not read is rejected, and
+/// the file is watched from then on: mending it reloads.
+#[tokio::test]
+async fn a_new_file_that_does_not_read_is_watched_until_it_is_mended() {
+    let config = |files: &str| format!("{LISTENERS}authConfigFiles: [{files}]\n");
+    let mut server = Authchain::start_with_files(
+        &config("a.yaml"),
+        &[],
+        &[(
+            "a.yaml",
+            "name: a\nconfigs: [{ rules: { defaultAction: allow } }]\n".to_owned(),
+        )],
+    )
+    .await;
+    let c = server.peer.dir().join("c.yaml");
+    std::fs::write(&c, "name: c\nconfigs: [{ rules: { defaultAction: allow }\n").unwrap();
+    server.rewrite(&config("a.yaml, c.yaml"));
+    wait_for_a_rejection(&mut server).await;
+    std::fs::write(
+        &c,
+        "name: c\nconfigs: [{ rules: { defaultAction: allow } }]\n",
+    )
+    .unwrap();
+    server.wait_for_generation(2).await;
+    assert_eq!(server.http_check("c", "/", &[]).await.unwrap().status, 200);
+}
+
 /// A config file that is a symbolic link: a Kubernetes ConfigMap's
 /// (`authchain.yaml` → `..data/authchain.yaml`, `..data` swapped to a new
 /// directory), and one into another directory (stow, Nix, a host path),
