@@ -249,7 +249,7 @@ impl CheckConfig {
     }
 
     /// The family of forwarded headers `peer` is trusted for, if any: that
-    /// of the most specific network that holds it, the last listed of
+    /// of the most specific network that holds it, the first listed of
     /// equal ones.
     fn trusted(&self, peer: Option<IpAddr>) -> Option<ForwardedHeaders> {
         // A dual-stack listener sees an IPv4 proxy as `::ffff:a.b.c.d`.
@@ -257,7 +257,7 @@ impl CheckConfig {
         self.trusted_proxies
             .iter()
             .filter(|p| p.network.contains(&ip))
-            .max_by_key(|p| p.network.prefix_len())
+            .min_by_key(|p| std::cmp::Reverse(p.network.prefix_len()))
             .map(|p| p.headers)
     }
 

@@ -3,8 +3,8 @@
 //! disk never holds a check. Records that find the queue full (8,192
 //! records, or 16 MiB) are dropped and counted in
 //! `authchain_decision_log_dropped_total`, as are those after a write
-//! failed (with an error in the log), until the file is reopened. SIGHUP
-//! reopens the file (after a log rotation moved it); shutdown waits for
+//! failed (with an error in the log), until the file is reopened. SIGUSR1
+//! or SIGHUP reopens the file (after a log rotation moved it); shutdown waits for
 //! the records queued.
 
 use std::fs::{File, OpenOptions};
@@ -81,7 +81,7 @@ fn append(path: &Path) -> std::io::Result<File> {
     Ok(file)
 }
 
-/// The writer's file, as the server handles it: reopened on SIGHUP (after
+/// The writer's file, as the server handles it: reopened on SIGUSR1 or SIGHUP (after
 /// a log rotation moved it), closed at shutdown.
 #[derive(Debug)]
 pub(crate) struct LogFile {
@@ -210,7 +210,7 @@ impl Output {
         if let Some(out) = &mut self.out
             && let Err(e) = out.write_all(&self.pending).and_then(|()| out.flush())
         {
-            tracing::error!(error = %e, "cannot write the decision log; decisions are dropped until it is reopened (SIGHUP)");
+            tracing::error!(error = %e, "cannot write the decision log; decisions are dropped until it is reopened (SIGUSR1 or SIGHUP)");
             dropped(self.records);
             self.out = None;
         }
