@@ -26,9 +26,9 @@
 //! ```
 //!
 //! `input.path` is the canonical path without its query or a segment's
-//! `;` parameters (`;jsessionid=`), and each header
-//! value is cut at its first `?` (a URL's query, in `X-Forwarded-Uri` or
-//! `Referer`, may hold a credential), a URL's or a path's losing its
+//! `;` parameters (`;jsessionid=`), and each header value is cut at its
+//! first `?` (a URL's query, in `X-Forwarded-Uri` or `Referer`, may hold
+//! a credential), one that is a URL or a path without its segments' `;`
 //! parameters too; the path, the host, the request id
 //! and each header value are cut at [`MAX_FIELD_LEN`] bytes, and at most
 //! 8 values of a header are kept. `input.headers` are

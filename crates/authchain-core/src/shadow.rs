@@ -12,8 +12,7 @@
 //! answers. At most [`MAX_SHADOW_RUNS`] shadow runs of one AuthConfig are
 //! in flight, and those of the process hold at most
 //! [`MAX_SHADOW_BODY_BYTES`] of bodies; a request beyond them (or made
-//! outside a Tokio runtime) is not shadowed,
-//! and is counted in
+//! outside a Tokio runtime) is not shadowed, and is counted in
 //! `authchain_shadow_dropped_total{config, shadow}`. A shadow's runs are
 //! its own decisions in its metrics, and `transport: shadow` in the
 //! decision log; they run on the same runtime as the answers, so a
