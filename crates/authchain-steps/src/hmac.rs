@@ -53,7 +53,9 @@
 //! exists: an unknown user's signature is computed, with another user's
 //! key, and compared as a known one's is.
 //!
-//! A verified user goes into `UserInfo` and `state.hmacAuth.user`.
+//! A verified user goes into `UserInfo` and `state.hmacAuth.user`. The
+//! allow expires at once: no decision cache keeps it, as a signature
+//! covers what its client chose to sign, which no key holds.
 //!
 //! The path signed is the canonical path the chain sees (see
 //! `authchain_core::path`), with the query as it came: a client that
@@ -379,12 +381,15 @@ impl HmacAuth {
     /// `state.hmacAuth` on an allow.
     pub fn decide_at(&self, request: &mut AuthorizationRequest, now: SystemTime) -> Decision {
         match self.verify(request, now) {
-            Ok((user, expires)) => {
+            Ok(user) => {
                 let user = user.to_owned();
                 request.state.insert(STATE_KEY, json!({ "user": &user }));
+                // For this request alone: its signature covers the headers
+                // (and a digest, the body) that the client chose to sign,
+                // which no decision cache's key holds.
                 Allow::new()
                     .user(UserInfo::new(user))
-                    .expires_at(expires)
+                    .expires_at(now)
                     .into()
             }
             Err(reason) => {
@@ -394,13 +399,8 @@ impl HmacAuth {
         }
     }
 
-    /// The verified user of `request` and when its signature expires (its
-    /// `Date` plus `clockSkew`), or why there is none.
-    fn verify(
-        &self,
-        request: &AuthorizationRequest,
-        now: SystemTime,
-    ) -> Result<(&str, SystemTime), Refusal> {
+    /// The verified user of `request`, or why there is none.
+    fn verify(&self, request: &AuthorizationRequest, now: SystemTime) -> Result<&str, Refusal> {
         let mut values = request.headers.get_all(http::header::AUTHORIZATION).iter();
         let value = values.next().ok_or("no Authorization header")?;
         if values.next().is_some() {
@@ -445,7 +445,7 @@ impl HmacAuth {
         for digest in digests {
             check_digest(request, digest)?;
         }
-        Ok((&credential.user, date + self.clock_skew))
+        Ok(&credential.user)
     }
 
     /// The credential of `user` and whether it is `user`'s: an unknown

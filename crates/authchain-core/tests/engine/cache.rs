@@ -222,6 +222,47 @@ async fn an_answer_that_sets_a_cookie_or_says_no_store_is_neither_shared_nor_kep
     assert_eq!(runs.load(Ordering::SeqCst), 19);
 }
 
+/// An allow whose credential expires at once (`hmacAuth`'s: a signature
+/// covers what the client chose to sign, which the key may not hold) is
+/// for its request alone: neither kept nor given to the requests waiting
+/// on its key.
+#[tokio::test]
+async fn an_allow_that_expires_at_once_is_neither_shared_nor_kept() {
+    let runs = Arc::new(AtomicUsize::new(0));
+    let signed = {
+        let runs = runs.clone();
+        authchain_core::service_fn(move |_| {
+            runs.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                Ok(Allow::new().expires_at(std::time::SystemTime::now()).into())
+            })
+        })
+    };
+    let chain = Arc::new(
+        Chain::builder("signed")
+            .step(ChainStep::new("signed", Arc::new(signed)))
+            .cache(CacheSettings::new(seed_key()).trust_key(true))
+            .build()
+            .unwrap(),
+    );
+    let answers = futures::future::join_all((0..8).map(|_| {
+        let chain = chain.clone();
+        async move {
+            chain
+                .authorize(&mut request(&[("authorization", "sig")]))
+                .await
+        }
+    }))
+    .await;
+    assert!(answers.iter().all(Decision::is_allow));
+    assert_eq!(runs.load(Ordering::SeqCst), 8);
+    chain
+        .authorize(&mut request(&[("authorization", "sig")]))
+        .await;
+    assert_eq!(runs.load(Ordering::SeqCst), 9);
+}
+
 #[tokio::test]
 async fn only_allows_are_kept_unless_denies_are_asked_for() {
     let step = TokenCheck::declared();
