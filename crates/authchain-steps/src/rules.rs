@@ -20,7 +20,7 @@
 //! ```
 //!
 //! A rule matches when every condition it has matches: the method is one
-//! of `methods` (`GET` covers `HEAD`, which servers answer with the GET
+//! of `methods`, in any case (`GET` covers `HEAD`, which servers answer with the GET
 //! handler: in a deny always, in an allow unless some rule names `HEAD`),
 //! the path (without its query
 //! string) matches `path` or one of `paths`, and the host (without port, case-insensitive) is one of
@@ -303,7 +303,14 @@ struct Rule {
 
 impl Rule {
     fn matches(&self, request: &AuthorizationRequest, host: &str) -> bool {
-        (self.methods.is_empty() || self.methods.contains(&request.method))
+        // A method in another case is the standard one to many servers
+        // (refused before any step, unless ambiguity is allowed).
+        let method = request.method.as_str();
+        (self.methods.is_empty()
+            || self
+                .methods
+                .iter()
+                .any(|m| m.as_str().eq_ignore_ascii_case(method)))
             && (self.paths.is_empty() || {
                 let path = request.path_only();
                 self.paths.iter().any(|p| p.matches(path))

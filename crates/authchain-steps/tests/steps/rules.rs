@@ -79,6 +79,32 @@ configs:
     }
 }
 
+/// Where the AuthConfig lets ambiguous requests through, a standard
+/// method in another case (`delete`, which Traefik and Caddy pass on and
+/// many frameworks upper-case) is that method to a rule.
+#[tokio::test]
+async fn a_method_matches_in_any_case_where_ambiguity_is_allowed() {
+    let chain = chain(
+        r#"
+name: r
+allowAmbiguousPaths: true
+configs:
+- rules:
+    defaultAction: allow
+    rules:
+    - { action: deny, methods: [DELETE], status: 405 }
+"#,
+    )
+    .await;
+    for method in ["DELETE", "delete", "Delete"] {
+        let method = Method::from_bytes(method.as_bytes()).unwrap();
+        let d = chain.authorize(&mut req(method.clone(), "/x")).await;
+        assert_eq!(status(&d), 405, "{method}");
+    }
+    let d = chain.authorize(&mut req(Method::GET, "/x")).await;
+    assert_eq!(status(&d), 200);
+}
+
 /// Where the AuthConfig lets ambiguous requests through, a host with
 /// DNS's root dot is the host without it, as nginx and Traefik take it.
 #[tokio::test]
