@@ -27,7 +27,7 @@
 //! `hosts` (`*.example.com` matches any subdomain). `glob` follows
 //! shell rules where `*` stays within a path segment and `**` crosses
 //! them; `regex` must match the whole path. The path is the canonical
-//! one ([`authchain_core::path`]: `%7e` is `~`, `é` is `%C3%A9`, no `.`,
+//! one ([`authchain_core::path`]: `%7e` is `~`, `é` is `%C3%A9`, a space is `%20`, no `.`,
 //! `..` or `//`); `exact` and `prefix` are read into that form too (a
 //! pattern that is not a path, or has a query, is a config error), while
 //! `glob` and `regex` must be written for it (one naming a non-ASCII
@@ -187,7 +187,7 @@ impl PathMatcher {
                 })
         };
         if let Some(g) = config.glob {
-            if let Some(e) = escaped(&g, &['"', '<', '>', '`', '|']) {
+            if let Some(e) = escaped(&g, &[' ', '"', '<', '>', '`', '|']) {
                 return Err(e.at("glob"));
             }
             let glob = globset::GlobBuilder::new(&g)
@@ -218,7 +218,8 @@ impl PathMatcher {
 }
 
 /// A path pattern in the canonical form the path it is matched against
-/// has (`/%7euser` is `/~user`, `/café` is `/caf%C3%A9`, `//a` is `/a`):
+/// has (`/%7euser` is `/~user`, `/café` is `/caf%C3%A9`, `/a b` is
+/// `/a%20b`, `//a` is `/a`):
 /// else a pattern not so written would never match, and a deny rule
 /// would never deny.
 fn canonical_pattern(pattern: String, place: &str) -> Result<String, Error> {
@@ -235,6 +236,8 @@ fn canonical_pattern(pattern: String, place: &str) -> Result<String, Error> {
     if pattern.split('/').any(dot) {
         return Err(Error::config("a path pattern has no `.` or `..` segment").at(place));
     }
+    // A request's space comes escaped (a raw one is refused), as `é` does.
+    let pattern = pattern.replace(' ', "%20");
     match authchain_core::path::canonicalize(&pattern, authchain_core::path::AmbiguousPaths::Keep) {
         Ok(None) => Ok(pattern),
         Ok(Some(canonical)) => Ok(canonical),

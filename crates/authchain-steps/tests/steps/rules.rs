@@ -79,6 +79,41 @@ configs:
     }
 }
 
+/// A pattern written with a space matches the path a request sends it
+/// in (escaped: a raw one is refused); a glob so written is a config
+/// error that says how to write it.
+#[tokio::test]
+async fn a_pattern_with_a_space_matches_the_escaped_path() {
+    let chain = chain(
+        r#"
+name: r
+configs:
+- rules:
+    defaultAction: allow
+    rules:
+    - { action: deny, path: { prefix: "/my docs/" } }
+    - { action: deny, path: { exact: "/a b" } }
+"#,
+    )
+    .await;
+    for path in ["/my%20docs/x", "/a%20b"] {
+        let d = chain.authorize(&mut req(Method::GET, path)).await;
+        assert_eq!(status(&d), 403, "{path}");
+    }
+    let mut registry = authchain_core::PluginRegistry::new();
+    authchain_steps::register(&mut registry);
+    let yaml =
+        "name: g\nconfigs:\n- rules: { rules: [{ action: deny, path: { glob: '/my docs/*' } }] }\n";
+    let config =
+        authchain_core::AuthConfig::parse("g.yaml", yaml, authchain_core::Format::Yaml).unwrap();
+    let e = config[0]
+        .build(&registry)
+        .map(drop)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("%20") && e.contains("glob"), "{e}");
+}
+
 /// Where the AuthConfig lets ambiguous requests through, a standard
 /// method in another case (`delete`, which Traefik and Caddy pass on and
 /// many frameworks upper-case) is that method to a rule.
