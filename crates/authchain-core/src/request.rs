@@ -194,6 +194,17 @@ impl AuthorizationRequest {
             .cookie_pieces()
             .flat_map(|piece| split(piece, |b| memchr::memchr3(b',', b' ', b'\t', b)));
         pieces.filter_map(pair).filter(move |(n, _)| {
+            // Decoding and PHP's folding only shorten a name; one with
+            // nothing to fold is compared as it is.
+            if n.len() < wanted.len() {
+                return false;
+            }
+            if !n
+                .iter()
+                .any(|b| matches!(b, b'%' | b'+' | b'.' | b' ' | b'[' | 0))
+            {
+                return n.eq_ignore_ascii_case(wanted.as_bytes());
+            }
             std::str::from_utf8(n).is_ok_and(|n| {
                 php_key(&crate::path::percent_decode(n, true)).eq_ignore_ascii_case(&wanted)
             })
