@@ -72,7 +72,9 @@
 //! most once per `minRefreshInterval` (1s at least), and never waited for
 //! by another such token while one is under way (that token is a 401: a
 //! client retries; a key rotated in is found by the refresh under way or
-//! the next). `https://` URLs are verified
+//! the next). That 401, and a token's not yet valid (`nbf`), say
+//! `Cache-Control: no-store`: no decision cache keeps what may pass in a
+//! while. `https://` URLs are verified
 //! against the system's roots (Mozilla's where the system has none); an
 //! `http://` one is a config error unless `allowInsecureHttp` says so.
 //! Without `algorithms`, a remote JWKS's symmetric (`oct`) keys are not
@@ -687,12 +689,14 @@ impl<'de> Deserialize<'de> for Unique {
 }
 
 /// Why a token was rejected, in words that quote nothing of it.
+const NOT_YET_VALID: &str = "not yet valid (nbf)";
+
 fn reason(kind: &jsonwebtoken::errors::ErrorKind) -> &'static str {
     use jsonwebtoken::errors::ErrorKind as K;
     match kind {
         K::InvalidSignature => "bad signature",
         K::ExpiredSignature => "expired",
-        K::ImmatureSignature => "not yet valid (nbf)",
+        K::ImmatureSignature => NOT_YET_VALID,
         K::InvalidIssuer => "wrong issuer",
         K::InvalidAudience => "wrong audience",
         K::MissingRequiredClaim(_) => "missing a required claim",
@@ -1073,6 +1077,18 @@ impl JwtAuth {
             .into()
     }
 
+    /// The refusal of a token that may pass in a while (one not yet valid,
+    /// one whose key a refresh may bring): no decision cache keeps it.
+    fn deny_for_now(&self) -> Decision {
+        Deny::new(StatusCode::UNAUTHORIZED)
+            .header(http::header::WWW_AUTHENTICATE, self.invalid.clone())
+            .header(
+                http::header::CACHE_CONTROL,
+                HeaderValue::from_static("no-store"),
+            )
+            .into()
+    }
+
     /// The token, from the sources present. `Err(())`: a source is
     /// present but unusable, or two carry different tokens (the app
     /// behind may read the one not checked).
@@ -1110,11 +1126,14 @@ impl JwtAuth {
             Checked::UnknownKey if may_wait => None,
             Checked::UnknownKey => {
                 tracing::debug!("jwt: no key for the token's kid and alg");
-                Some(self.deny(true))
+                Some(self.deny_for_now())
             }
             Checked::Invalid(reason) => {
                 tracing::debug!(reason, "jwt: token rejected");
-                Some(self.deny(true))
+                Some(match reason == NOT_YET_VALID {
+                    true => self.deny_for_now(),
+                    false => self.deny(true),
+                })
             }
         }
     }

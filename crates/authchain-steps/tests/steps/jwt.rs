@@ -253,6 +253,10 @@ async fn invalid_tokens_are_401_invalid_token() {
             deny.headers["www-authenticate"], "Bearer realm=\"authchain\", error=\"invalid_token\"",
             "case {name}"
         );
+        // A token not yet valid passes in time: no decision cache (with
+        // `cacheDenies`) keeps its refusal. The others stay refused.
+        let kept = !deny.headers.contains_key(http::header::CACHE_CONTROL);
+        assert_eq!(kept, name != "not yet valid", "case {name}");
     }
     // Within the leeway, an expired token still passes.
     let d = chain
@@ -624,6 +628,9 @@ async fn an_unknown_kid_under_a_stalled_jwks_is_a_401_not_a_timeout() {
     let mut body = server.body.lock().await;
     let d = chain.authorize(&mut bearer(&rotated)).await;
     assert_eq!(status(&d), 401, "{d:?}");
+    // The refresh under way may bring its key: no cache keeps the 401.
+    let no_store = &d.as_deny().unwrap().headers[http::header::CACHE_CONTROL];
+    assert_eq!(no_store, "no-store");
     *body = std::fs::read_to_string(jwks_path("jwks-rsa2.json")).unwrap();
     drop(body);
     let verified = async {
