@@ -688,9 +688,10 @@ impl<'de> Deserialize<'de> for Unique {
     }
 }
 
-/// Why a token was rejected, in words that quote nothing of it.
+/// The reason of a token not yet valid, whose refusal no cache keeps.
 const NOT_YET_VALID: &str = "not yet valid (nbf)";
 
+/// Why a token was rejected, in words that quote nothing of it.
 fn reason(kind: &jsonwebtoken::errors::ErrorKind) -> &'static str {
     use jsonwebtoken::errors::ErrorKind as K;
     match kind {

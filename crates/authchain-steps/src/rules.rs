@@ -20,15 +20,16 @@
 //! ```
 //!
 //! A rule matches when every condition it has matches: the method is one
-//! of `methods`, in any case (`GET` covers `HEAD`, which servers answer with the GET
-//! handler: in a deny always, in an allow unless some rule names `HEAD`),
+//! of `methods`, in any case (`GET` covers `HEAD`, which servers answer
+//! with the GET handler: in a deny always, in an allow unless some rule
+//! names `HEAD`),
 //! the path (without its query
 //! string) matches `path` or one of `paths`, and the host (without port, case-insensitive) is one of
 //! `hosts` (`*.example.com` matches any subdomain). `glob` follows
 //! shell rules where `*` stays within a path segment and `**` crosses
 //! them; `regex` must match the whole path. The path is the canonical
-//! one ([`authchain_core::path`]: `%7e` is `~`, `é` is `%C3%A9`, a space is `%20`, no `.`,
-//! `..` or `//`); `exact` and `prefix` are read into that form too (a
+//! one ([`authchain_core::path`]: `%7e` is `~`, `é` is `%C3%A9`, a space
+//! is `%20`, no `.`, `..` or `//`); `exact` and `prefix` are read into that form too (a
 //! pattern that is not a path, or has a query, is a config error), while
 //! `glob` and `regex` must be written for it (one naming a non-ASCII
 //! character, which that form escapes, is a config error naming the
