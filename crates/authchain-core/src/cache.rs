@@ -3,7 +3,8 @@
 //! Like nginx `proxy_cache` in front of an auth server: the key is the
 //! AuthConfig (each chain has its own cache, and a reload starts a new one)
 //! plus an explicit list of request [attributes](Attribute); answers live
-//! for a TTL, the cache holds at most `maxEntries`, only allows are kept
+//! for a TTL, the cache holds at most `maxEntries` answers and about
+//! `maxBytes` of them (each answer's headers and state), only allows are kept
 //! unless `cacheDenies` is set, and concurrent misses for one key run the
 //! chain once and share its answer.
 //!
@@ -53,12 +54,18 @@ use siphasher::sip128::{Hasher128, SipHasher24};
 use crate::config::ConfigDuration;
 use crate::request::names_parameter;
 use crate::{Allow, AuthorizationRequest, Chain, Decision, Deny, Error, HeaderMutation, State};
+use serde_json::Value;
 
 /// The TTL when a cache config sets none.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(60);
 
 /// The bound on entries when a cache config sets none.
 pub const DEFAULT_MAX_ENTRIES: u64 = 100_000;
+
+/// The bound on the bytes of the answers kept when a cache config sets
+/// none: an answer holds its headers and state (an ID token, a token's
+/// claims), and one client's distinct keys could fill the entries.
+pub const DEFAULT_MAX_BYTES: u64 = 64 << 20;
 
 /// A request attribute: what a cache key is made of, and what a step
 /// declares that it reads.
@@ -201,6 +208,9 @@ pub struct CacheSettings {
     /// The most answers kept (default 100 000).
     #[serde(default = "default_max_entries")]
     pub max_entries: u64,
+    /// About the most bytes of answers kept (default 64 MiB).
+    #[serde(default = "default_max_bytes")]
+    pub max_bytes: u64,
     /// Keep denies too (default: only allows).
     #[serde(default)]
     pub cache_denies: bool,
@@ -218,6 +228,10 @@ fn default_max_entries() -> u64 {
     DEFAULT_MAX_ENTRIES
 }
 
+fn default_max_bytes() -> u64 {
+    DEFAULT_MAX_BYTES
+}
+
 impl CacheSettings {
     /// Settings with `key`, and the defaults for the rest.
     pub fn new(key: Vec<Attribute>) -> Self {
@@ -225,6 +239,7 @@ impl CacheSettings {
             key,
             ttl: default_ttl(),
             max_entries: DEFAULT_MAX_ENTRIES,
+            max_bytes: DEFAULT_MAX_BYTES,
             cache_denies: false,
             trust_key: false,
         }
@@ -239,6 +254,12 @@ impl CacheSettings {
     /// The bound on entries.
     pub fn max_entries(mut self, max: u64) -> Self {
         self.max_entries = max;
+        self
+    }
+
+    /// The bound on the bytes of the answers kept.
+    pub fn max_bytes(mut self, max: u64) -> Self {
+        self.max_bytes = max;
         self
     }
 
@@ -273,6 +294,9 @@ impl CacheSettings {
         }
         if self.max_entries == 0 {
             errors.push(Error::config("expected a number above zero").at("cache.maxEntries"));
+        }
+        if self.max_bytes == 0 {
+            errors.push(Error::config("expected a number above zero").at("cache.maxBytes"));
         }
         // `trustKey` vouches for the steps that declare nothing; what a
         // step declares, the key must hold all the same.
@@ -314,6 +338,47 @@ struct Cached {
     answer: Answer,
     state: Option<Box<State>>,
     expires: Instant,
+    /// About how many bytes it holds, which the cache's weight counts.
+    bytes: u64,
+}
+
+/// An entry's weight: its bytes, and at least the bytes bound's share of
+/// one of the most entries, so that the one bound holds both.
+#[derive(Debug, Clone)]
+struct Weight {
+    least: u64,
+}
+
+impl quick_cache::Weighter<u128, Option<Arc<Cached>>> for Weight {
+    fn weight(&self, _: &u128, cached: &Option<Arc<Cached>>) -> u64 {
+        cached.as_ref().map_or(0, |c| c.bytes).max(self.least)
+    }
+}
+
+/// About how many bytes `value` holds.
+fn json_bytes(value: &Value) -> u64 {
+    match value {
+        Value::String(s) => NODE + s.len() as u64,
+        Value::Array(a) => NODE + a.iter().map(json_bytes).sum::<u64>(),
+        Value::Object(o) => object_bytes(o),
+        _ => NODE,
+    }
+}
+
+/// About how many bytes `object` holds.
+fn object_bytes(object: &serde_json::Map<String, Value>) -> u64 {
+    let members = object
+        .iter()
+        .map(|(k, v)| NODE + k.len() as u64 + json_bytes(v));
+    NODE + members.sum::<u64>()
+}
+
+/// What a JSON value or a map's member holds besides its text.
+const NODE: u64 = 32;
+
+/// About how many bytes `headers` hold.
+fn header_bytes<'a>(headers: impl Iterator<Item = (&'a str, &'a [u8])>) -> u64 {
+    headers.map(|(n, v)| 48 + (n.len() + v.len()) as u64).sum()
 }
 
 /// Whether `decision` is for one client alone: it sets a cookie (a login's
@@ -387,10 +452,30 @@ impl Cached {
             }
             Decision::Deny(deny) => Answer::Deny(Box::new(deny.clone())),
         };
+        let answer_bytes = match decision {
+            Decision::Allow(allow) => {
+                let mutations = allow.headers.iter().chain(&allow.response_headers);
+                let query = allow.query_parameters_to_set.iter();
+                header_bytes(mutations.map(|m| (m.name.as_str(), m.value.as_bytes())))
+                    + header_bytes(query.map(|(k, v)| (k.as_str(), v.as_bytes())))
+                    + 32 * (allow.headers_to_remove.len() + allow.query_parameters_to_remove.len())
+                        as u64
+                    + object_bytes(&allow.dynamic_metadata)
+            }
+            Decision::Deny(deny) => {
+                header_bytes(deny.headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes())))
+                    + deny.body.len() as u64
+            }
+        };
+        let state_bytes: u64 = state
+            .iter()
+            .map(|(name, value)| name.len() as u64 + json_bytes(value))
+            .sum();
         Cached {
             answer,
             state: (!state.is_empty()).then(|| Box::new(state.clone())),
             expires,
+            bytes: 128 + answer_bytes + state_bytes,
         }
     }
 
@@ -427,7 +512,7 @@ pub(crate) struct DecisionCache {
     cache_denies: bool,
     /// `None`: the chain answered one client alone ([`for_one_client`]);
     /// whoever waited on that run runs the chain itself.
-    entries: quick_cache::sync::Cache<u128, Option<Arc<Cached>>>,
+    entries: quick_cache::sync::Cache<u128, Option<Arc<Cached>>, Weight>,
     /// The secret key of the key hash.
     secret: (u64, u64),
     /// The removals of the last allow kept: most of a chain's allows list
@@ -457,9 +542,15 @@ impl DecisionCache {
                 "result" => result
             )
         };
-        let capacity = usize::try_from(settings.max_entries).unwrap_or(usize::MAX);
+        let least = (settings.max_bytes / settings.max_entries.max(1)).max(1);
+        let most = settings.max_entries.min(settings.max_bytes / least);
+        let estimated = usize::try_from(most).unwrap_or(usize::MAX);
         DecisionCache {
-            entries: quick_cache::sync::Cache::new(capacity),
+            entries: quick_cache::sync::Cache::with_weighter(
+                estimated,
+                settings.max_bytes,
+                Weight { least },
+            ),
             secret: random_key(),
             removals: Mutex::new(Arc::new([])),
             ttl: settings.ttl.0,

@@ -41,7 +41,7 @@
 //! | `allowAmbiguousPaths` | an authchain addition: `true` lets a path with a `.` or `..` segment, or an encoded `/`, `\` or control byte, reach the steps (dot segments resolved, stopped at the root; bytes kept encoded) instead of a 400 ([`crate::path`]), and a method servers read differently (a standard one in another case, an override header naming another) |
 //! | `userIdHeader` | an authchain addition, per AuthConfig, of Gloo's server setting: an allow with a user ([`crate::UserInfo`]) names it upstream in this header; a client's copy is always stripped. The server's `userIdHeader` fills it in where a document has none |
 //! | `failOnRedirect` | Gloo's: `true` has a step that would send the client away to log in (an `oauth2` login's `302` to the IdP) answer a plain `401` instead ([`BuildContext::fail_on_redirect`]); its callback and logout redirect as ever |
-//! | `cache` | an authchain addition: the [decision cache](crate::cache) (`key`, `ttl`, `maxEntries`, `cacheDenies`, `trustKey`) |
+//! | `cache` | an authchain addition: the [decision cache](crate::cache) (`key`, `ttl`, `maxEntries`, `maxBytes`, `cacheDenies`, `trustKey`) |
 //!
 //! Each `configs[]` entry has one step kind key and optionally `name`
 //! (default `config_<index>`), `timeout` (`250ms`, say; without one the

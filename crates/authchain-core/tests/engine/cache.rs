@@ -324,6 +324,43 @@ async fn the_entry_bound_holds() {
     assert!(chain.cached_entries() <= 10, "{}", chain.cached_entries());
 }
 
+/// Answers that hold much (a token's claims, an ID token) fill the bytes
+/// bound before the entry bound: one client's distinct keys cannot hold
+/// more than it.
+#[tokio::test]
+async fn the_bytes_bound_holds() {
+    let claims = json!("c".repeat(10_000));
+    let heavy = authchain_core::service_fn(move |request| {
+        request.state.insert("claims", claims.clone());
+        Box::pin(async { Ok(Allow::new().into()) })
+    });
+    let chain = Chain::builder("heavy")
+        .step(ChainStep::new("heavy", Arc::new(heavy)))
+        .cache(
+            CacheSettings::new(vec![Attribute::Path])
+                .trust_key(true)
+                .max_bytes(100_000),
+        )
+        .build()
+        .unwrap();
+    for i in 0..50 {
+        let mut r = AuthorizationRequest::new(Method::GET, format!("/{i}"));
+        assert!(chain.authorize(&mut r).await.is_allow());
+    }
+    assert!(chain.cached_entries() <= 10, "{}", chain.cached_entries());
+    let e = Chain::builder("c")
+        .step(ChainStep::new("heavy", Arc::new(TokenCheck::default())))
+        .cache(
+            CacheSettings::new(vec![Attribute::Path])
+                .trust_key(true)
+                .max_bytes(0),
+        )
+        .build()
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("cache.maxBytes"), "{e}");
+}
+
 #[test]
 fn a_key_that_misses_what_a_step_reads_is_a_config_error() {
     let e = Chain::builder("c")
