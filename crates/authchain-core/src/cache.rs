@@ -49,12 +49,12 @@ use tokio::time::Instant;
 use http::HeaderName;
 use metrics::Counter;
 use serde::Deserialize;
+use serde_json::Value;
 use siphasher::sip128::{Hasher128, SipHasher24};
 
 use crate::config::ConfigDuration;
 use crate::request::names_parameter;
 use crate::{Allow, AuthorizationRequest, Chain, Decision, Deny, Error, HeaderMutation, State};
-use serde_json::Value;
 
 /// The TTL when a cache config sets none.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(60);
