@@ -432,8 +432,15 @@ impl Cached {
         expires: Instant,
         last: &Mutex<Arc<[HeaderName]>>,
     ) -> Self {
-        let answer = match decision {
+        let (answer, answer_bytes) = match decision {
             Decision::Allow(allow) => {
+                let mutations = allow.headers.iter().chain(&allow.response_headers);
+                let query = allow.query_parameters_to_set.iter();
+                let bytes = header_bytes(mutations.map(|m| (m.name.as_str(), m.value.as_bytes())))
+                    + header_bytes(query.map(|(k, v)| (k.as_str(), v.as_bytes())))
+                    + 32 * (allow.headers_to_remove.len() + allow.query_parameters_to_remove.len())
+                        as u64
+                    + object_bytes(&allow.dynamic_metadata);
                 let mut rest = allow.clone();
                 let headers = std::mem::take(&mut rest.headers).into_boxed_slice();
                 let listed = std::mem::take(&mut rest.headers_to_remove);
@@ -444,27 +451,18 @@ impl Cached {
                     }
                     last.clone()
                 };
-                Answer::Allow {
+                let answer = Answer::Allow {
                     headers,
                     headers_to_remove,
                     rest: (rest != Allow::default()).then(|| Box::new(rest)),
-                }
-            }
-            Decision::Deny(deny) => Answer::Deny(Box::new(deny.clone())),
-        };
-        let answer_bytes = match decision {
-            Decision::Allow(allow) => {
-                let mutations = allow.headers.iter().chain(&allow.response_headers);
-                let query = allow.query_parameters_to_set.iter();
-                header_bytes(mutations.map(|m| (m.name.as_str(), m.value.as_bytes())))
-                    + header_bytes(query.map(|(k, v)| (k.as_str(), v.as_bytes())))
-                    + 32 * (allow.headers_to_remove.len() + allow.query_parameters_to_remove.len())
-                        as u64
-                    + object_bytes(&allow.dynamic_metadata)
+                };
+                (answer, bytes)
             }
             Decision::Deny(deny) => {
-                header_bytes(deny.headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes())))
-                    + deny.body.len() as u64
+                let headers = deny.headers.iter();
+                let bytes = header_bytes(headers.map(|(n, v)| (n.as_str(), v.as_bytes())))
+                    + deny.body.len() as u64;
+                (Answer::Deny(Box::new(deny.clone())), bytes)
             }
         };
         let state_bytes: u64 = state

@@ -385,12 +385,11 @@ fn unlog_read_headers(built: &mut [Chain]) {
 /// the others to point at). A shadow that is none is an error, from the
 /// document `origin` names (and under its base, `spec` for a manifest).
 fn link(
-    built: Vec<Chain>,
+    mut built: Vec<Chain>,
     chains: &mut Chains,
     errors: &mut Vec<Error>,
     origin: impl Fn(&str) -> (String, &'static str),
 ) {
-    let mut built = built;
     unlog_read_headers(&mut built);
     let (shadowing, plain): (Vec<Chain>, Vec<Chain>) =
         built.into_iter().partition(|c| c.shadow_name().is_some());

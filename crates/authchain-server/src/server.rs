@@ -158,10 +158,7 @@ impl Server {
         // SIGUSR1 reopens the decision log alone, as nginx's does its logs:
         // a daily rotation does not rebuild every step.
         let reopen = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1());
-        let (loaded, errors) = load(&self.source)?;
-        if let Some(e) = Error::collect(errors) {
-            return Err(e.into());
-        }
+        let loaded = crate::settings::all_or_nothing(load(&self.source)?)?;
         crate::logging::init(&loaded.settings.log);
         let metrics = admin::install_recorder();
         let settings = loaded.settings.clone();

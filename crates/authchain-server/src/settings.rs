@@ -620,8 +620,9 @@ impl Loaded {
                     .in_source(origin),
             );
         }
-        // Read at start alone, but a reload must not accept what the next
-        // start refuses.
+        // The decision log is opened at start alone; every read checks its
+        // settings, so that a reload never accepts what the next start
+        // refuses.
         if let Some(log) = &settings.decision_log
             && let Err(e) = crate::decision_log::sampling(log)
         {
@@ -710,7 +711,7 @@ impl Loaded {
 }
 
 /// What was read, if nothing failed.
-fn all_or_nothing((loaded, errors): (Loaded, Vec<Error>)) -> Result<Loaded, Error> {
+pub(crate) fn all_or_nothing((loaded, errors): (Loaded, Vec<Error>)) -> Result<Loaded, Error> {
     match Error::collect(errors) {
         Some(e) => Err(e),
         None => Ok(loaded),
