@@ -52,6 +52,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use siphasher::sip128::{Hasher128, SipHasher24};
 
+use crate::chain::Reuse;
 use crate::config::ConfigDuration;
 use crate::request::names_parameter;
 use crate::{Allow, AuthorizationRequest, Chain, Decision, Deny, Error, HeaderMutation, State};
@@ -559,6 +560,13 @@ impl DecisionCache {
         }
     }
 
+    /// Whether the key holds header `name`'s values.
+    pub(crate) fn holds_header(&self, name: &HeaderName) -> bool {
+        self.key
+            .iter()
+            .any(|k| matches!(k, Attribute::Header(h) if h == name))
+    }
+
     fn key_of(&self, request: &AuthorizationRequest) -> u128 {
         let mut hash = SipHasher24::new_with_keys(self.secret.0, self.secret.1);
         for attribute in &self.key {
@@ -612,7 +620,7 @@ impl DecisionCache {
                     // and get what it is filled with.
                     // Boxed: a miss runs the whole chain anyway, and the
                     // hit path's future stays small.
-                    let (decision, rememberable) =
+                    let (decision, reuse) =
                         Box::pin(chain.authorize_uncached(request, false)).await;
                     self.misses.increment(1);
                     // A run that failed as its own caller stopped waiting
@@ -620,17 +628,18 @@ impl DecisionCache {
                     // longer: the key goes to one of them, which runs for
                     // the rest (quick_cache hands an unfilled guard on).
                     let out_of_time =
-                        !rememberable && answer_by.is_some_and(|by| Instant::now() >= by);
+                        reuse == Reuse::Share && answer_by.is_some_and(|by| Instant::now() >= by);
                     if out_of_time {
                         drop(guard);
                         return decision;
                     }
-                    if for_one_client(&decision) {
+                    if reuse == Reuse::Alone || for_one_client(&decision) {
                         let _ = guard.insert(None);
                         self.entries.remove(&key);
                         return decision;
                     }
-                    let keep = rememberable && (self.cache_denies || decision.is_allow());
+                    let keep =
+                        reuse == Reuse::Remember && (self.cache_denies || decision.is_allow());
                     let now = Instant::now();
                     let mut expires = now + self.ttl;
                     // Never past the credential's own expiry.

@@ -105,7 +105,8 @@ pub const MAX_EXPR_STEPS: usize = 64;
 /// upstream must see whatever order a proxy applies sets and appends in.
 /// `OverwriteIfExists` and `AddIfAbsent` are resolved against the request
 /// as the chain sees it; a proxy that did not forward a header to the auth
-/// server keeps it out of the chain's view.
+/// server keeps it out of the chain's view. A [decision cache](crate::cache)
+/// whose key does not hold that header never keeps such an allow.
 pub struct Chain {
     name: Arc<str>,
     steps: Vec<Step>,
@@ -575,15 +576,14 @@ impl Chain {
         decision
     }
 
-    /// The chain's answer without its cache, and whether it may be
-    /// remembered: not when a step failed in the run (a failure's deny, or
-    /// a fail-open allow, says nothing of the next request). `forwarded`:
-    /// the allow need not list the request's changes.
+    /// The chain's answer without its cache, and what it says of other
+    /// requests with the cache's key. `forwarded`: the allow need not list
+    /// the request's changes.
     pub(crate) async fn authorize_uncached(
         &self,
         request: &mut AuthorizationRequest,
         forwarded: bool,
-    ) -> (Decision, bool) {
+    ) -> (Decision, Reuse) {
         let started = Instant::now();
         let deadline = started + self.deadline;
         let caller = crate::transport::AnswerBy::of(request).filter(|by| *by < deadline);
@@ -595,6 +595,7 @@ impl Chain {
             timer: None,
             cursor: self.cursor(),
             failed: false,
+            unkeyed: false,
             trace: match &self.log {
                 None => None,
                 Some(_) => request.extensions.remove::<Trace>().map(Box::new),
@@ -630,7 +631,14 @@ impl Chain {
             None => Decision::Allow(run.acc),
             Some(deny) => Decision::Deny(deny),
         };
-        (decision, !failed)
+        let reuse = if run.unkeyed {
+            Reuse::Alone
+        } else if failed {
+            Reuse::Share
+        } else {
+            Reuse::Remember
+        };
+        (decision, reuse)
     }
 
     /// An allowed run's user, named upstream in the `user_id_header` as a
@@ -1023,6 +1031,13 @@ impl Chain {
         let error = match answer {
             Ok(Decision::Allow(allow)) => {
                 step.metrics.ok.increment(1);
+                if let Some(cache) = &self.cache {
+                    run.unkeyed |= allow.headers.iter().any(|m| {
+                        m.action.depends_on_presence()
+                            && !self.strip.contains(&m.name)
+                            && !cache.holds_header(&m.name)
+                    });
+                }
                 merge(&mut run.acc, allow, request, run.forwarded);
                 return StepResult::Allowed;
             }
@@ -1147,6 +1162,20 @@ impl metrics::IntoF64 for Since {
 /// Where a chain run stands: the allow accumulated so far (with the
 /// request's changes, unless the caller forwards the request itself), the
 /// deadline and its timer, and the next step.
+/// What a run's answer says of other requests with the cache's key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reuse {
+    /// It may be remembered.
+    Remember,
+    /// Nothing: a step failed (a failure's deny, or a fail-open allow,
+    /// says nothing of the next request). The requests waiting on the run
+    /// may share it.
+    Share,
+    /// It is for its own request alone: a step's header change depends on
+    /// a header the key does not hold.
+    Alone,
+}
+
 struct Run {
     forwarded: bool,
     acc: Allow,
@@ -1161,6 +1190,9 @@ struct Run {
     cursor: Cursor,
     /// Whether a step failed (fail-open included).
     failed: bool,
+    /// Whether a step's header change depends on a header the cache's key
+    /// does not hold: the answer is for this request alone.
+    unkeyed: bool,
     /// The steps so far, when the decision is logged.
     trace: Option<Box<Trace>>,
     /// When the step running began, when the decision is logged.

@@ -24,6 +24,14 @@ pub enum HeaderAction {
 }
 
 impl HeaderAction {
+    /// Whether what it does depends on the header being present.
+    pub(crate) fn depends_on_presence(self) -> bool {
+        matches!(
+            self,
+            HeaderAction::AddIfAbsent | HeaderAction::OverwriteIfExists
+        )
+    }
+
     /// Applies the action with `value` to one header's `entry` (one lookup
     /// of the name serves the check and the change); returns whether it
     /// changed the map.

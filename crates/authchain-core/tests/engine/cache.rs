@@ -263,6 +263,87 @@ async fn an_allow_that_expires_at_once_is_neither_shared_nor_kept() {
     assert_eq!(runs.load(Ordering::SeqCst), 9);
 }
 
+/// A header change that depends on the header being present
+/// (`add_header_if_absent`, `overwrite_header_if_exists`) is resolved
+/// against the request it was made for: when the key does not hold that
+/// header, the allow is for its request alone. Replayed, another request
+/// would get the first one's resolution (its tenant kept, or a default
+/// added over it).
+#[tokio::test]
+async fn an_allow_resolved_on_a_header_the_key_does_not_hold_is_neither_shared_nor_kept() {
+    let runs = Arc::new(AtomicUsize::new(0));
+    let tenant = {
+        let runs = runs.clone();
+        authchain_core::service_fn(move |_| {
+            runs.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                Ok(Allow::new()
+                    .add_header_if_absent(name("x-tenant"), value("default"))
+                    .overwrite_header_if_exists(name("x-trace"), value("scrubbed"))
+                    .into())
+            })
+        })
+    };
+    let chain = |key: Vec<Attribute>| {
+        Arc::new(
+            Chain::builder("tenant")
+                .step(ChainStep::new("tenant", Arc::new(tenant.clone())))
+                .cache(CacheSettings::new(key).trust_key(true))
+                .build()
+                .unwrap(),
+        )
+    };
+    let unkeyed = chain(vec![Attribute::header(http::header::AUTHORIZATION)]);
+    let tenants = futures::future::join_all((0..8).map(|i| {
+        let chain = unkeyed.clone();
+        async move {
+            let mut r = if i % 2 == 0 {
+                request(&[
+                    ("authorization", "t"),
+                    ("x-tenant", "acme"),
+                    ("x-trace", "1"),
+                ])
+            } else {
+                request(&[("authorization", "t")])
+            };
+            assert!(chain.authorize(&mut r).await.is_allow());
+            (
+                i,
+                values(&r.headers, "x-tenant"),
+                values(&r.headers, "x-trace"),
+            )
+        }
+    }))
+    .await;
+    for (i, tenant, trace) in tenants {
+        if i % 2 == 0 {
+            assert_eq!(tenant, ["acme"], "request {i}");
+            assert_eq!(trace, ["scrubbed"], "request {i}");
+        } else {
+            assert_eq!(tenant, ["default"], "request {i}");
+            assert!(trace.is_empty(), "request {i}: {trace:?}");
+        }
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 8);
+    let mut r = request(&[("authorization", "t")]);
+    unkeyed.authorize(&mut r).await;
+    assert_eq!(values(&r.headers, "x-tenant"), ["default"]);
+    assert_eq!(runs.load(Ordering::SeqCst), 9);
+    // With both headers in the key, the answer is the key's, and kept.
+    let keyed = chain(vec![
+        Attribute::header(http::header::AUTHORIZATION),
+        Attribute::header(name("x-tenant")),
+        Attribute::header(name("x-trace")),
+    ]);
+    for _ in 0..2 {
+        let mut r = request(&[("authorization", "t"), ("x-tenant", "acme")]);
+        keyed.authorize(&mut r).await;
+        assert_eq!(values(&r.headers, "x-tenant"), ["acme"]);
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 10);
+}
+
 #[tokio::test]
 async fn only_allows_are_kept_unless_denies_are_asked_for() {
     let step = TokenCheck::declared();
