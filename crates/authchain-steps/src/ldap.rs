@@ -30,7 +30,11 @@
 //! 2. the step binds as `userDnTemplate` with `%s` replaced by the user
 //!    name escaped as an RFC 4514 attribute value (`a,ou=admins` stays one
 //!    value); a refused bind is a 401, whatever the code but busy (51)
-//!    and unavailable (52), which are step errors;
+//!    and unavailable (52), which are step errors; so is a bind the
+//!    directory takes but whose password policy control (OpenLDAP's
+//!    `ppolicy`, 389-DS; asked for with each bind) reports an error: the
+//!    password must be changed after an administrator set it
+//!    (`changeAfterReset`), or a control it cannot read;
 //! 3. with `groupLookupSettings.checkGroupsWithServiceAccount`, it binds
 //!    again as the service account of the `credentialsSecretRef` Secret
 //!    (Gloo's `extauth.solo.io/accountcredentials`: `username`, `password`);
@@ -98,6 +102,7 @@ use authchain_core::{
     Decision, Deny, Error, ExtAuthPlugin, Lifecycle, UserInfo, async_trait,
 };
 use http::{HeaderValue, StatusCode};
+use ldap3::controls::RawControl;
 use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, Scope, SearchEntry, SearchOptions};
 use serde::Deserialize;
 use serde_json::json;
@@ -525,6 +530,11 @@ impl LdapAuth {
         // a pooled connection closed while idle is tried again.
         let bound = ldap
             .with_timeout(self.timeout)
+            .with_controls(RawControl {
+                ctype: PASSWORD_POLICY.to_owned(),
+                crit: false,
+                val: None,
+            })
             .simple_bind(&dn, password)
             .await
             .map_err(|e| match e {
@@ -549,6 +559,13 @@ impl LdapAuth {
                 return Ok(Outcome::Unauthorized);
             }
             _ => return Ok(Outcome::Unauthorized),
+        }
+        // Right, and not to be used as it is: the user must change it first.
+        if let Some(refusal) = policy_refusal(&bound) {
+            tracing::info!(
+                "ldap: the directory took the password, and its password policy refuses it: {refusal}"
+            );
+            return Ok(Outcome::Unauthorized);
         }
         // The password is right: what fails from here on is a failure to
         // check the rest (the groups), which a client may bring about (a
@@ -707,6 +724,63 @@ impl LdapAuth {
             }
         })
     }
+}
+
+/// The password policy control (draft-behera-ldap-password-policy,
+/// OpenLDAP's `ppolicy`, 389-DS): asked for with each user's bind, so that
+/// a directory with a policy says in its answer why a password it took must
+/// not be used as it is.
+const PASSWORD_POLICY: &str = "1.3.6.1.4.1.42.2.27.8.5.1";
+
+/// Why the password policy control of an accepted bind refuses the
+/// password, if it does: an error in it (`changeAfterReset`: an
+/// administrator set the password, and the user must change it first;
+/// OpenLDAP then refuses the user's other operations, but not a service
+/// account's search), or a control that cannot be read. A warning alone
+/// (the password expires soon, a grace login) refuses nothing.
+fn policy_refusal(bound: &ldap3::LdapResult) -> Option<String> {
+    use ldap3::asn1::{PL, TagClass, parse_tag};
+    const ERRORS: [&str; 9] = [
+        "passwordExpired",
+        "accountLocked",
+        "changeAfterReset",
+        "passwordModNotAllowed",
+        "mustSupplyOldPassword",
+        "insufficientPasswordQuality",
+        "passwordTooShort",
+        "passwordTooYoung",
+        "passwordInHistory",
+    ];
+    let control = bound.ctrls.iter().find(|c| c.1.ctype == PASSWORD_POLICY)?;
+    let unreadable = || Some("a password policy control it cannot read".to_owned());
+    let Some(value) = control.1.val.as_deref() else {
+        return unreadable();
+    };
+    let sequence = match parse_tag(value) {
+        Ok(([], tag)) if tag.class == TagClass::Universal && tag.id == 16 => tag,
+        _ => return unreadable(),
+    };
+    let PL::C(fields) = sequence.payload else {
+        return unreadable();
+    };
+    for field in fields {
+        match (field.class, field.id, field.payload) {
+            // The warning.
+            (TagClass::Context, 0, PL::C(_)) => {}
+            (TagClass::Context, 1, PL::P(error)) => {
+                let named = match error.as_slice() {
+                    [code] => ERRORS.get(usize::from(*code)).copied(),
+                    _ => None,
+                };
+                return Some(match named {
+                    Some(name) => name.to_owned(),
+                    None => format!("error {error:?}"),
+                });
+            }
+            _ => return unreadable(),
+        }
+    }
+    None
 }
 
 /// The result code of a directory that cannot answer now (unavailable):
@@ -1079,6 +1153,51 @@ fn client_tls(context: &BuildContext<'_>, tls: &LdapTls) -> Result<rustls::Clien
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What the password policy control of an accepted bind says, as BER
+    /// (draft-behera-ldap-password-policy, section 6.2).
+    #[test]
+    fn a_password_policy_error_refuses_and_a_warning_does_not() {
+        let bound = |value: Option<&[u8]>| ldap3::LdapResult {
+            rc: 0,
+            matched: String::new(),
+            text: String::new(),
+            refs: Vec::new(),
+            ctrls: vec![ldap3::controls::Control(
+                None,
+                RawControl {
+                    ctype: PASSWORD_POLICY.to_owned(),
+                    crit: false,
+                    val: value.map(<[u8]>::to_vec),
+                },
+            )],
+        };
+        let refusal = |value: &[u8]| policy_refusal(&bound(Some(value)));
+        // changeAfterReset; a warning (3 grace logins left) and
+        // passwordExpired; error 9, which no draft names.
+        assert_eq!(refusal(&[0x30, 3, 0x81, 1, 2]).unwrap(), "changeAfterReset");
+        let both = [0x30, 8, 0xa0, 3, 0x81, 1, 3, 0x81, 1, 0];
+        assert_eq!(refusal(&both).unwrap(), "passwordExpired");
+        assert_eq!(refusal(&[0x30, 3, 0x81, 1, 9]).unwrap(), "error [9]");
+        // A warning alone (the password expires in 5 s), or nothing.
+        assert_eq!(refusal(&[0x30, 5, 0xa0, 3, 0x80, 1, 5]), None);
+        assert_eq!(refusal(&[0x30, 0]), None);
+        let mut none = bound(None);
+        none.ctrls.clear();
+        assert_eq!(policy_refusal(&none), None);
+        // What cannot be read refuses.
+        let unreadable = "a password policy control it cannot read";
+        for value in [
+            &[][..],
+            &[0x30, 3, 0x82, 1, 2],
+            &[0x30, 3, 0x81, 1],
+            &[0x04, 0],
+            &[0x30, 0, 0],
+        ] {
+            assert_eq!(refusal(value).unwrap(), unreadable, "{value:?}");
+        }
+        assert_eq!(policy_refusal(&bound(None)).unwrap(), unreadable);
+    }
 
     /// The user's name is taken from the entry's DN wherever the template
     /// puts `%s` in the first RDN, without the template's text around it

@@ -118,6 +118,10 @@ pub struct Directory<'a> {
     /// A server certificate and key (PEM): then slapd also listens for
     /// LDAPS and offers StartTLS.
     pub tls: Option<(&'a str, &'a str)>,
+    /// The DN of a `pwdPolicy` entry in `ldif`: then the `ppolicy` overlay
+    /// applies it to every user (`pwdMustChange: TRUE` in it: a password
+    /// the admin sets must be changed by its user first).
+    pub password_policy: Option<&'a str>,
 }
 
 /// A running slapd. Dropping it kills the process.
@@ -130,7 +134,8 @@ pub struct Slapd {
 
 impl Slapd {
     /// Starts slapd with an MDB database for `directory.suffix`, the
-    /// `memberof` overlay (groupOfNames `member` gives `memberOf`), and
+    /// `memberof` overlay (groupOfNames `member` gives `memberOf`), the
+    /// `ppolicy` one with `directory.password_policy`, and
     /// `directory.ldif` added through it.
     pub async fn start(directory: &Directory<'_>) -> Result<Slapd, PeerError> {
         let binary = LOCATOR.locate()?;
@@ -153,6 +158,13 @@ impl Slapd {
         } else {
             format!("allow {}\n", directory.allow.join(" "))
         };
+        let (policy_module, policy_overlay) = match directory.password_policy {
+            Some(dn) => (
+                "moduleload ppolicy\n".to_owned(),
+                format!("overlay ppolicy\nppolicy_default \"{dn}\"\n"),
+            ),
+            None => (String::new(), String::new()),
+        };
         let config = format!(
             "include /etc/ldap/schema/core.schema\n\
              include /etc/ldap/schema/cosine.schema\n\
@@ -160,6 +172,7 @@ impl Slapd {
              modulepath /usr/lib/ldap\n\
              moduleload back_mdb\n\
              moduleload memberof\n\
+             {policy_module}\
              pidfile {base}/slapd.pid\n\
              {allow}{tls_lines}\
              database mdb\n\
@@ -173,6 +186,7 @@ impl Slapd {
              memberof-member-ad member\n\
              memberof-memberof-ad memberOf\n\
              memberof-refint true\n\
+             {policy_overlay}\
              {access}\n",
             suffix = directory.suffix,
             password = directory.admin_password,

@@ -80,6 +80,7 @@ async fn directory(tls: Option<(&str, &str)>) -> Slapd {
         allow: &["bind_anon_dn"],
         ldif: &ldif(),
         tls,
+        password_policy: None,
     })
     .await
     .unwrap()
@@ -316,6 +317,81 @@ stringData: {{ username: 'cn=reader,dc=solo,dc=io', password: {password} }}
     ))
     .await;
     assert_eq!(status_of(&other, "rick", "rickpwd").await, 403);
+}
+
+/// A password an administrator set must be changed by its user first
+/// (OpenLDAP's `ppolicy` with `pwdMustChange`): the directory takes it and
+/// says so in its password policy control, and the step answers 401, as
+/// for a wrong password, whoever reads the groups. The directory refuses
+/// the user's own search then (a 403 without the control), but not a
+/// service account's (a 200 without it). Once the user changed it, the new
+/// one passes.
+#[tokio::test]
+async fn a_password_to_change_after_a_reset_is_a_401() {
+    let mut ldif = ldif();
+    ldif.push_str(
+        "
+dn: ou=policies,dc=solo,dc=io
+objectClass: organizationalUnit
+ou: policies
+
+dn: cn=default,ou=policies,dc=solo,dc=io
+objectClass: pwdPolicy
+objectClass: device
+cn: default
+pwdAttribute: userPassword
+pwdMustChange: TRUE
+
+dn: uid=rick,ou=people,dc=solo,dc=io
+changetype: modify
+replace: userPassword
+userPassword: resetpwd
+",
+    );
+    let slapd = Slapd::start(&Directory {
+        suffix: "dc=solo,dc=io",
+        admin_password: "solopwd",
+        access: ACCESS,
+        ldif: &ldif,
+        password_policy: Some("cn=default,ou=policies,dc=solo,dc=io"),
+        ..Directory::default()
+    })
+    .await
+    .unwrap();
+    let address = format!("ldap://{}", slapd.addr());
+    let lookup = "    groupLookupSettings:
+      checkGroupsWithServiceAccount: true
+      credentialsSecretRef: { name: ldapcredentials, namespace: gloo-system }";
+    let secret = "---
+apiVersion: v1
+kind: Secret
+type: extauth.solo.io/accountcredentials
+metadata: { name: ldapcredentials, namespace: gloo-system }
+stringData: { username: 'cn=reader,dc=solo,dc=io', password: readerpwd }
+";
+    let unchecked = chain(&config(&address, "    disableGroupChecking: true", "")).await;
+    let service = chain(&config(&address, lookup, secret)).await;
+    for chain in [&unchecked, &service] {
+        assert_eq!(status_of(chain, "rick", "resetpwd").await, 401);
+        assert_eq!(status_of(chain, "rick", "rickpwd").await, 401);
+        // Users whose password no admin set pass.
+        assert_eq!(status_of(chain, "dev,ops", "devopspwd").await, 200);
+    }
+    // rick sets his own.
+    let rick = "uid=rick,ou=people,dc=solo,dc=io";
+    let (connection, mut ldap) = ldap3::LdapConnAsync::new(&address).await.unwrap();
+    ldap3::drive!(connection);
+    ldap.simple_bind(rick, "resetpwd")
+        .await
+        .unwrap()
+        .success()
+        .unwrap();
+    let new = std::collections::HashSet::from(["rick-chose-this"]);
+    let changed = ldap.modify(rick, vec![ldap3::Mod::Replace("userPassword", new)]);
+    changed.await.unwrap().success().unwrap();
+    for chain in [&unchecked, &service] {
+        assert_eq!(status_of(chain, "rick", "rick-chose-this").await, 200);
+    }
 }
 
 /// A CA and a certificate for 127.0.0.1 signed by it: (CA PEM, cert PEM,
