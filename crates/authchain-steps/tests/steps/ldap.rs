@@ -121,6 +121,25 @@ async fn status_of(chain: &authchain_core::Chain, user: &str, password: &str) ->
     status(&chain.authorize(&mut r).await)
 }
 
+/// The fields that read the groups as the service account of
+/// [`account`]'s Secret.
+const LOOKUP: &str = "    groupLookupSettings:
+      checkGroupsWithServiceAccount: true
+      credentialsSecretRef: { name: ldapcredentials, namespace: gloo-system }";
+
+/// The Secret of the service account `cn=reader`, with `password`.
+fn account(password: &str) -> String {
+    format!(
+        "---
+apiVersion: v1
+kind: Secret
+type: extauth.solo.io/accountcredentials
+metadata: {{ name: ldapcredentials, namespace: gloo-system }}
+stringData: {{ username: 'cn=reader,dc=solo,dc=io', password: {password} }}
+"
+    )
+}
+
 #[tokio::test]
 async fn gloo_guide_users_and_groups() {
     let slapd = directory(None).await;
@@ -227,25 +246,11 @@ async fn names_cannot_inject_into_the_dn_or_the_filter() {
 async fn group_checking_service_accounts_and_filters() {
     let slapd = directory(None).await;
     let address = format!("ldap://{}", slapd.addr());
-    let secret = |password: &str| {
-        format!(
-            "---
-apiVersion: v1
-kind: Secret
-type: extauth.solo.io/accountcredentials
-metadata: {{ name: ldapcredentials, namespace: gloo-system }}
-stringData: {{ username: 'cn=reader,dc=solo,dc=io', password: {password} }}
-"
-        )
-    };
-    let lookup = "    groupLookupSettings:
-      checkGroupsWithServiceAccount: true
-      credentialsSecretRef: { name: ldapcredentials, namespace: gloo-system }";
 
     // nora may not read her own groups: 403, unless the service account reads them.
     let own = chain(&config(&address, "", "")).await;
     assert_eq!(status_of(&own, "nora", "norapwd").await, 403);
-    let service = chain(&config(&address, lookup, &secret("readerpwd"))).await;
+    let service = chain(&config(&address, LOOKUP, &account("readerpwd"))).await;
     for (user, password, expected) in [
         ("nora", "norapwd", 200),
         ("nora", "wrong", 401),
@@ -259,7 +264,7 @@ stringData: {{ username: 'cn=reader,dc=solo,dc=io', password: {password} }}
     }
     // A service account the directory refuses: the step fails (503), even
     // with failureModeAllow, which would let marco past the group check.
-    let refused = config(&address, lookup, &secret("wrong"));
+    let refused = config(&address, LOOKUP, &account("wrong"));
     let fail_open = refused.replace("  - ldap:", "  - failureModeAllow: true\n    ldap:");
     assert_ne!(refused, fail_open);
     for yaml in [refused, fail_open] {
@@ -359,18 +364,8 @@ userPassword: resetpwd
     .await
     .unwrap();
     let address = format!("ldap://{}", slapd.addr());
-    let lookup = "    groupLookupSettings:
-      checkGroupsWithServiceAccount: true
-      credentialsSecretRef: { name: ldapcredentials, namespace: gloo-system }";
-    let secret = "---
-apiVersion: v1
-kind: Secret
-type: extauth.solo.io/accountcredentials
-metadata: { name: ldapcredentials, namespace: gloo-system }
-stringData: { username: 'cn=reader,dc=solo,dc=io', password: readerpwd }
-";
     let unchecked = chain(&config(&address, "    disableGroupChecking: true", "")).await;
-    let service = chain(&config(&address, lookup, secret)).await;
+    let service = chain(&config(&address, LOOKUP, &account("readerpwd"))).await;
     for chain in [&unchecked, &service] {
         assert_eq!(status_of(chain, "rick", "resetpwd").await, 401);
         assert_eq!(status_of(chain, "rick", "rickpwd").await, 401);
@@ -700,24 +695,15 @@ async fn any_refusal_of_the_user_s_bind_is_a_401() {
 /// no entry (a 403, not a panic).
 #[tokio::test]
 async fn after_the_user_s_bind_nothing_fails_open() {
-    let lookup = "    groupLookupSettings:
-      checkGroupsWithServiceAccount: true
-      credentialsSecretRef: { name: ldapcredentials, namespace: gloo-system }
-    pool: { initialSize: 0 }";
-    let secret = "---
-apiVersion: v1
-kind: Secret
-type: extauth.solo.io/accountcredentials
-metadata: { name: ldapcredentials, namespace: gloo-system }
-stringData: { username: 'cn=reader,dc=solo,dc=io', password: readerpwd }
-";
+    let lookup = format!("{LOOKUP}\n    pool: {{ initialSize: 0 }}");
+    let secret = &account("readerpwd");
     let fail_open = |address: SocketAddr, fields: &str, more: &str| {
         let yaml = config(&format!("ldap://{address}"), fields, more);
         yaml.replace("  - ldap:", "  - failureModeAllow: true\n    ldap:")
     };
     for rc in [19, 49, 51] {
         let locked = answering(vec![0, rc]).await;
-        let chain = chain(&fail_open(locked, lookup, secret)).await;
+        let chain = chain(&fail_open(locked, &lookup, secret)).await;
         assert_eq!(status_of(&chain, "rick", "rickpwd").await, 503, "rc {rc}");
     }
     // The directory accepts the password, then says nothing: the request
