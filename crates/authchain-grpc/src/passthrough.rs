@@ -45,9 +45,7 @@
 //! - A failure of the remote is an error: the chain fails closed unless
 //!   the step has `failureModeAllow`. Failures are UNAVAILABLE (after the
 //!   retries), DEADLINE_EXCEEDED or CANCELLED once the call's time ran
-//!   out, no answer within `connectionTimeout`, and an
-//!   answer with an `error_response` (Envoy's way for a server to say it
-//!   failed, which Envoy too lets through under `failure_mode_allow`).
+//!   out, and no answer within `connectionTimeout`.
 //! - An RPC that ends with PERMISSION_DENIED is a 403 deny, with
 //!   UNAUTHENTICATED a 401 deny.
 //! - Anything else fails closed whatever `failureModeAllow` says, as a
@@ -57,7 +55,10 @@
 //!   fails on its input and of an answer that cannot be decoded; CANCELLED
 //!   or DEADLINE_EXCEEDED before the call's time ran out: a stream the
 //!   remote reset, as a tonic server does when its handler panics, or a
-//!   time limit of the remote's own); a check
+//!   time limit of the remote's own); an answer with an `error_response`
+//!   (Envoy's way for a server to say it failed, which Envoy lets through
+//!   under `failure_mode_allow`: the remote answered, and its handler may
+//!   fail on what the client sent); a check
 //!   request over [`MAX_CHECK_BYTES`] encoded (a large body), which is
 //!   not sent; a call that finds all [`MAX_CALLS`] slots of its remote
 //!   taken for half its time (a flood can take them); a call with no
@@ -98,7 +99,9 @@
 //! address's host; the Secret's `tls.crt` and `tls.key` are the client's
 //! certificate. A retry waits `baseInterval` (Gloo's default 1 s), then
 //! twice that, and so on up to `maxInterval` (default ten times the base);
-//! each try has `connectionTimeout`.
+//! the whole call, its wait for a slot, its tries and the waits between
+//! them, has `connectionTimeout`, and a retry that could not start within
+//! it is not made.
 //!
 //! The plugin keeps one lazily connected channel per address, timeout and
 //! TLS settings, shared by every step and every config generation built
@@ -673,6 +676,12 @@ impl AuthService for GrpcPassthrough {
                     ),
                 ));
             }
+            // One time for the whole call, its slot, tries and waits
+            // between them: past the step's own, its timer would end it
+            // with an error that `failureModeAllow` lets through, whoever
+            // made the call slow.
+            let started = tokio::time::Instant::now();
+            let deadline = started + self.timeout;
             // A slot: a flood can take them all, so one not had in time is
             // no outage of the remote that `failureModeAllow` rides out.
             let _slot =
@@ -696,10 +705,9 @@ impl AuthService for GrpcPassthrough {
                     std::mem::take(&mut check)
                 };
                 let mut call = tonic::Request::new(message);
-                call.set_timeout(self.timeout);
+                call.set_timeout(deadline.saturating_duration_since(tokio::time::Instant::now()));
                 let mut client = self.client.clone();
-                let started = tokio::time::Instant::now();
-                let outcome = tokio::time::timeout(self.timeout, client.check(call)).await;
+                let outcome = tokio::time::timeout_at(deadline, client.check(call)).await;
                 // An answer of the remote's own, not the transport's.
                 let answered = match &outcome {
                     Ok(Ok(_)) => true,
@@ -718,14 +726,17 @@ impl AuthService for GrpcPassthrough {
                     Ok(Ok(response)) => break response.into_inner(),
                     Ok(Err(status))
                         if status.code() == tonic::Code::Unavailable
-                            && attempt < self.retry.count =>
+                            && attempt < self.retry.count
+                            && tokio::time::Instant::now() + self.retry.wait(attempt)
+                                < deadline =>
                     {
                         tracing::debug!(address = %self.address, attempt, "passthrough server unavailable; retrying");
                         tokio::time::sleep(self.retry.wait(attempt)).await;
                         attempt += 1;
                     }
                     Ok(Err(status)) => {
-                        return self.failed_call(status.code(), started.elapsed() >= self.timeout);
+                        let timed_out = tokio::time::Instant::now() >= deadline;
+                        return self.failed_call(status.code(), timed_out);
                     }
                     Err(_) => {
                         return Err(self.unanswered(
@@ -737,7 +748,7 @@ impl AuthService for GrpcPassthrough {
             };
             match answer(response, request) {
                 Ok(decision) => Ok(decision),
-                Err(Unusable::Failed(what)) => Err(self.fail("error_response", what)),
+                Err(Unusable::Failed(what)) => Err(self.refuse("error_response", what)),
                 Err(Unusable::Invalid(what)) => Err(self.refuse("invalid_response", what)),
             }
         })
@@ -747,8 +758,8 @@ impl AuthService for GrpcPassthrough {
 /// Why an answer of the remote server is not carried out.
 #[derive(Debug, PartialEq, Eq)]
 enum Unusable {
-    /// The remote says it failed (`error_response`): a failure, as Envoy
-    /// takes it.
+    /// The remote says it failed (`error_response`): refused, as the
+    /// remote answered (Envoy takes it as a failure).
     Failed(String),
     /// The answer cannot be carried out as given: refused.
     Invalid(String),

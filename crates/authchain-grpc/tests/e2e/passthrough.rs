@@ -537,7 +537,8 @@ async fn mtls_with_gloo_s_tls_config_and_fail_closed_without_it() {
     }
 }
 
-/// `retryPolicy: {}` is Gloo's defaults: one retry, after 1 s.
+/// `retryPolicy: {}` is Gloo's defaults: one retry, after 1 s, when it
+/// can start within the call's time.
 #[tokio::test]
 async fn an_empty_retry_policy_retries_once() {
     let remote = SampleRemote::default();
@@ -546,6 +547,16 @@ async fn an_empty_retry_policy_retries_once() {
         "connectionTimeout: 500ms }",
         "connectionTimeout: 500ms, retryPolicy: {} }",
     );
+    let (_engine, chain) = passthrough_chain(&yaml).await;
+    remote.unavailable_first.store(2, Ordering::Relaxed);
+    let decision = chain.authorize(&mut sample_request()).await;
+    assert_eq!(
+        decision.as_deny().map(|d| d.status.as_u16()),
+        Some(403),
+        "no retry past the call's time"
+    );
+    assert_eq!(remote.unavailable_first.load(Ordering::Relaxed), 1);
+    let yaml = yaml.replace("connectionTimeout: 500ms", "connectionTimeout: 2s");
     let (_engine, chain) = passthrough_chain(&yaml).await;
     let authorize = || async {
         let mut request = sample_request();
@@ -718,6 +729,102 @@ async fn rpc_statuses_a_client_can_bring_about_never_pass_under_failure_mode_all
             assert_eq!(stack.upstream.hits(), hits, "{code:?} reached the upstream");
         }
     }
+}
+
+/// An answer with an `error_response` fails closed under
+/// `failureModeAllow`: the remote answered, and its handler may fail on
+/// what the client sent (Envoy would let it through).
+#[tokio::test]
+async fn an_error_response_fails_closed_under_failure_mode_allow() {
+    use authchain_grpc::envoy_types::ext_authz::v3::pb::DeniedHttpResponse;
+    let remote = GrpcServer::remote(Scripted::new(|_| {
+        Ok(CheckResponse {
+            status: Some(authchain_grpc::envoy_types::pb::google::rpc::Status {
+                code: tonic::Code::Internal as i32,
+                ..Default::default()
+            }),
+            dynamic_metadata: None,
+            http_response: Some(HttpResponse::ErrorResponse(DeniedHttpResponse::default())),
+        })
+    }))
+    .await;
+    let (_engine, chain) = passthrough_chain(&fail_open_configs(remote.addr)).await;
+    let decision = chain.authorize(&mut sample_request()).await;
+    assert_eq!(
+        decision.as_deny().map(|d| d.status.as_u16()),
+        Some(503),
+        "{decision:?}"
+    );
+}
+
+/// A remote that answers OK at once, but a request with `x-case: slow`
+/// UNAVAILABLE after 400 ms the first time (a gateway's time limit in
+/// front of a remote slow to refuse it), and never the next.
+#[derive(Clone, Default)]
+struct SlowToRefuse {
+    slow_calls: Arc<AtomicUsize>,
+}
+
+#[tonic::async_trait]
+impl Authorization for SlowToRefuse {
+    async fn check(
+        &self,
+        request: tonic::Request<CheckRequest>,
+    ) -> Result<tonic::Response<CheckResponse>, tonic::Status> {
+        let http = request
+            .into_inner()
+            .attributes
+            .and_then(|a| a.request?.http);
+        if http.is_some_and(|h| h.headers.get("x-case").is_some_and(|c| c == "slow")) {
+            if self.slow_calls.fetch_add(1, Ordering::SeqCst) == 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+                return Err(tonic::Status::unavailable("the gateway gave up"));
+            }
+            std::future::pending::<()>().await;
+        }
+        Ok(tonic::Response::new(ok_answer(&[], &[], None)))
+    }
+}
+
+/// The whole call, its tries and the waits between them, ends within the
+/// step's time: past it, the step's timer would end the call with an error
+/// that `failureModeAllow` lets through, though the remote answered other
+/// calls meanwhile (it is up: the client made its own call slow). Here the
+/// retry's try had the call's whole time again and ran past the step's 1 s.
+#[tokio::test]
+async fn retries_end_within_the_step_s_time() {
+    let remote = SlowToRefuse::default();
+    let server = GrpcServer::remote(remote.clone()).await;
+    let yaml = fail_open_configs(server.addr)
+        .replace(
+            "connectionTimeout: 500ms }",
+            "connectionTimeout: 5s, retryPolicy: { retryBackOff: { baseInterval: 300ms } } }",
+        )
+        .replace("- name: remote\n", "- name: remote\n  timeout: 1s\n");
+    let (_engine, chain) = passthrough_chain(&yaml).await;
+    let slow = {
+        let chain = chain.clone();
+        tokio::spawn(async move {
+            let mut request = sample_request();
+            request
+                .headers
+                .insert("x-case", http::HeaderValue::from_static("slow"));
+            chain.authorize(&mut request).await
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(chain.authorize(&mut sample_request()).await.is_allow());
+    let slow = slow.await.unwrap();
+    assert_eq!(
+        slow.as_deny().map(|d| d.status.as_u16()),
+        Some(503),
+        "{slow:?}"
+    );
+    assert_eq!(
+        remote.slow_calls.load(Ordering::SeqCst),
+        2,
+        "it was retried"
+    );
 }
 
 /// A check request over the size limit is refused before it is sent, and
