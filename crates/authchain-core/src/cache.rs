@@ -350,10 +350,23 @@ struct Weight {
     least: u64,
 }
 
-impl quick_cache::Weighter<u128, Option<Arc<Cached>>> for Weight {
-    fn weight(&self, _: &u128, cached: &Option<Arc<Cached>>) -> u64 {
-        cached.as_ref().map_or(0, |c| c.bytes).max(self.least)
+impl quick_cache::Weighter<u128, Entry> for Weight {
+    fn weight(&self, _: &u128, entry: &Entry) -> u64 {
+        match entry {
+            Entry::Answer(cached) => cached.bytes.max(self.least),
+            Entry::Pass(_) => self.least,
+        }
     }
+}
+
+/// What the cache holds for a key.
+#[derive(Debug, Clone)]
+enum Entry {
+    Answer(Arc<Cached>),
+    /// Until then, the chain runs for every request with the key, as
+    /// nginx's "hit for pass": its last answer was for its request alone
+    /// (and, at once, for the requests waiting on that run).
+    Pass(Instant),
 }
 
 /// About how many bytes `value` holds.
@@ -509,9 +522,7 @@ pub(crate) struct DecisionCache {
     key: Vec<Attribute>,
     ttl: Duration,
     cache_denies: bool,
-    /// `None`: the chain answered one client alone ([`for_one_client`]);
-    /// whoever waited on that run runs the chain itself.
-    entries: quick_cache::sync::Cache<u128, Option<Arc<Cached>>, Weight>,
+    entries: quick_cache::sync::Cache<u128, Entry, Weight>,
     /// The secret key of the key hash.
     secret: (u64, u64),
     /// The removals of the last allow kept: most of a chain's allows list
@@ -605,15 +616,20 @@ impl DecisionCache {
                 },
             };
             match entry {
-                Ok(None) => {
+                Ok(Entry::Pass(until)) => {
+                    let now = Instant::now();
+                    if until <= now {
+                        self.entries
+                            .remove_if(&key, |e| matches!(e, Entry::Pass(u) if *u <= now));
+                    }
                     self.misses.increment(1);
                     return Box::pin(chain.authorize_uncached(request, false)).await.0;
                 }
-                Ok(Some(cached)) if cached.expires > Instant::now() => break cached,
-                Ok(Some(_)) => {
+                Ok(Entry::Answer(cached)) if cached.expires > Instant::now() => break cached,
+                Ok(Entry::Answer(_)) => {
                     let now = Instant::now();
                     self.entries
-                        .remove_if(&key, |c| c.as_ref().is_some_and(|c| c.expires <= now));
+                        .remove_if(&key, |e| matches!(e, Entry::Answer(c) if c.expires <= now));
                 }
                 Err(guard) => {
                     // The concurrent misses for this key wait on the guard
@@ -633,8 +649,16 @@ impl DecisionCache {
                         drop(guard);
                         return decision;
                     }
-                    if reuse == Reuse::Alone || for_one_client(&decision) {
-                        let _ = guard.insert(None);
+                    // For its request alone: the waiters run the chain
+                    // themselves, and so does every request with the key
+                    // for the TTL, when the chain's answers depend on what
+                    // the key leaves out.
+                    if reuse == Reuse::Alone {
+                        let _ = guard.insert(Entry::Pass(Instant::now() + self.ttl));
+                        return decision;
+                    }
+                    if for_one_client(&decision) {
+                        let _ = guard.insert(Entry::Pass(Instant::now()));
                         self.entries.remove(&key);
                         return decision;
                     }
@@ -655,7 +679,7 @@ impl DecisionCache {
                         expires,
                         &self.removals,
                     ));
-                    let _ = guard.insert(Some(cached));
+                    let _ = guard.insert(Entry::Answer(cached));
                     if !keep {
                         // Shared with the waiters, then forgotten.
                         self.entries.remove(&key);

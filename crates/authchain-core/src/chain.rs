@@ -622,6 +622,7 @@ impl Chain {
             ended => ended,
         };
         let failed = run.failed || matches!(ended, Ended::Failed);
+        let unkeyed = run.unkeyed && matches!(ended, Ended::Allowed);
         if let Some(mut trace) = run.trace.take() {
             trace.ran = true;
             trace.failed = matches!(ended, Ended::Failed);
@@ -631,7 +632,7 @@ impl Chain {
             None => Decision::Allow(run.acc),
             Some(deny) => Decision::Deny(deny),
         };
-        let reuse = if run.unkeyed {
+        let reuse = if unkeyed {
             Reuse::Alone
         } else if failed {
             Reuse::Share
@@ -878,10 +879,31 @@ impl Chain {
         stripped
     }
 
+    /// Whether a header change of `allow` depends on the request's own
+    /// copy of a header that the cache's key does not hold: one made only
+    /// when the header is present, or absent, on a name the chain neither
+    /// strips (in any spelling) nor changed before (`acc`).
+    fn unkeyed(&self, cache: &DecisionCache, acc: &Allow, allow: &Allow) -> bool {
+        allow.headers.iter().any(|m| {
+            m.action.depends_on_presence()
+                && !cache.holds_header(&m.name)
+                && !self
+                    .strip
+                    .iter()
+                    .any(|s| same_folded(s.as_str(), m.name.as_str()))
+                && !acc.headers.iter().any(|h| h.name == m.name)
+        })
+    }
+
     /// The step to run next, or (`Err`) whether the run ended allowed.
     /// Saves and settles a `booleanExpr`'s undoable operands on the way.
     fn next_step(&self, run: &mut Run, request: &mut AuthorizationRequest) -> Result<usize, bool> {
-        let Run { acc, cursor, .. } = run;
+        let Run {
+            acc,
+            cursor,
+            unkeyed,
+            ..
+        } = run;
         match cursor {
             Cursor::InOrder(next) => match self.steps.get(*next) {
                 Some(_) => Ok(*next),
@@ -916,6 +938,7 @@ impl Chain {
                             saved.push(Saved {
                                 request: request.clone(),
                                 acc: acc.clone(),
+                                unkeyed: *unkeyed,
                                 ran: *ran,
                                 allowed: *allowed,
                             });
@@ -932,6 +955,7 @@ impl Chain {
                             if let Some(save) = save.filter(|_| !*register) {
                                 *request = save.request;
                                 *acc = save.acc;
+                                *unkeyed = save.unkeyed;
                                 (*ran, *allowed) = (save.ran, save.allowed);
                             }
                         }
@@ -1032,11 +1056,7 @@ impl Chain {
             Ok(Decision::Allow(allow)) => {
                 step.metrics.ok.increment(1);
                 if let Some(cache) = &self.cache {
-                    run.unkeyed |= allow.headers.iter().any(|m| {
-                        m.action.depends_on_presence()
-                            && !self.strip.contains(&m.name)
-                            && !cache.holds_header(&m.name)
-                    });
+                    run.unkeyed |= self.unkeyed(cache, &run.acc, allow);
                 }
                 merge(&mut run.acc, allow, request, run.forwarded);
                 return StepResult::Allowed;
@@ -1159,9 +1179,6 @@ impl metrics::IntoF64 for Since {
     }
 }
 
-/// Where a chain run stands: the allow accumulated so far (with the
-/// request's changes, unless the caller forwards the request itself), the
-/// deadline and its timer, and the next step.
 /// What a run's answer says of other requests with the cache's key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Reuse {
@@ -1171,11 +1188,14 @@ pub(crate) enum Reuse {
     /// says nothing of the next request). The requests waiting on the run
     /// may share it.
     Share,
-    /// It is for its own request alone: a step's header change depends on
-    /// a header the key does not hold.
+    /// It is for its own request alone: an allow with a step's header
+    /// change that depends on a header the key does not hold.
     Alone,
 }
 
+/// Where a chain run stands: the allow accumulated so far (with the
+/// request's changes, unless the caller forwards the request itself), the
+/// deadline and its timer, and the next step.
 struct Run {
     forwarded: bool,
     acc: Allow,
@@ -1221,6 +1241,7 @@ enum Cursor {
 struct Saved {
     request: AuthorizationRequest,
     acc: Allow,
+    unkeyed: bool,
     ran: u64,
     allowed: u64,
 }

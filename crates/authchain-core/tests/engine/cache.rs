@@ -13,7 +13,7 @@ use authchain_core::{
 use http::{HeaderName, Method};
 use serde_json::{Value, json};
 
-use crate::support::{name, value, values};
+use crate::support::{Fixed, name, value, values};
 
 /// A step that checks a token in `authorization` or in cookie `session`,
 /// takes a while, counts its runs, declares `x-user-id` and what it reads.
@@ -342,6 +342,93 @@ async fn an_allow_resolved_on_a_header_the_key_does_not_hold_is_neither_shared_n
         assert_eq!(values(&r.headers, "x-tenant"), ["acme"]);
     }
     assert_eq!(runs.load(Ordering::SeqCst), 10);
+}
+
+/// Once an answer was for its request alone, the key is a pass for the
+/// TTL (nginx's "hit for pass"): its requests run the chain side by side,
+/// not each after another's whole run. The step waits until four of them
+/// run at once, which they never would one after another.
+#[tokio::test]
+async fn a_key_whose_answer_was_for_its_request_alone_passes_for_the_ttl() {
+    let together = Arc::new(tokio::sync::Barrier::new(4));
+    let first = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let tenant = authchain_core::service_fn(move |_| {
+        let (together, first) = (together.clone(), first.clone());
+        Box::pin(async move {
+            if !first.swap(false, Ordering::SeqCst) {
+                together.wait().await;
+            }
+            Ok(Allow::new()
+                .add_header_if_absent(name("x-tenant"), value("default"))
+                .into())
+        })
+    });
+    let chain = Arc::new(
+        Chain::builder("tenant")
+            .step(ChainStep::new("tenant", Arc::new(tenant)))
+            .cache(CacheSettings::new(seed_key()).trust_key(true))
+            .build()
+            .unwrap(),
+    );
+    let authorization = [("authorization", "t")];
+    assert!(
+        chain
+            .authorize(&mut request(&authorization))
+            .await
+            .is_allow()
+    );
+    let four = futures::future::join_all((0..4).map(|_| {
+        let chain = chain.clone();
+        async move { chain.authorize(&mut request(&authorization)).await }
+    }));
+    let four = tokio::time::timeout(Duration::from_secs(10), four).await;
+    assert!(
+        four.expect("four runs at once")
+            .iter()
+            .all(Decision::is_allow)
+    );
+}
+
+/// What is not the request's own is no reason to pass: a change to a
+/// header the chain strips (no request has it), or that a step before
+/// set, or one in an operand of a `booleanExpr` that turned out false
+/// (its changes are undone). Such an answer is kept.
+#[tokio::test]
+async fn a_change_the_chain_decides_alone_is_kept() {
+    let tagged = Allow::new()
+        .add_header_if_absent(name("x-user"), value("anonymous"))
+        .add_header_if_absent(name("x_user"), value("anonymous"))
+        .overwrite_header_if_exists(name("x-seen"), value("2"));
+    let seen = Allow::new().set_header(name("x-seen"), value("1"));
+    let unkeyed = Allow::new().add_header_if_absent(name("x-tenant"), value("default"));
+    let last = Fixed::allow();
+    let cases = [
+        Chain::builder("stripped")
+            .strip_client_header(name("x-user"))
+            .step(ChainStep::new("seen", crate::support::allowing(seen)))
+            .step(ChainStep::new("tagged", crate::support::allowing(tagged)))
+            .step(last.step("last")),
+        Chain::builder("undone")
+            .step(ChainStep::new("a", crate::support::allowing(unkeyed)))
+            .step(Fixed::deny().step("b"))
+            .step(last.step("last"))
+            .boolean_expr("(a && b) || last"),
+    ];
+    for (i, builder) in cases.into_iter().enumerate() {
+        let chain = builder
+            .cache(CacheSettings::new(seed_key()).trust_key(true))
+            .build()
+            .unwrap();
+        for _ in 0..2 {
+            assert!(
+                chain
+                    .authorize(&mut request(&[("authorization", "t")]))
+                    .await
+                    .is_allow()
+            );
+        }
+        assert_eq!(last.runs(), i + 1, "case {i}: kept");
+    }
 }
 
 #[tokio::test]
