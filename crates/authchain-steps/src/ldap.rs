@@ -30,16 +30,18 @@
 //! 2. the step binds as `userDnTemplate` with `%s` replaced by the user
 //!    name escaped as an RFC 4514 attribute value (`a,ou=admins` stays one
 //!    value); a refused bind is a 401, whatever the code but busy (51)
-//!    and unavailable (52), which are step errors; so is a bind the
-//!    directory takes but whose password policy control (OpenLDAP's
+//!    and unavailable (52), which are step errors. A bind the directory
+//!    takes is a 401 too when its password policy control (OpenLDAP's
 //!    `ppolicy`, 389-DS; asked for with each bind) reports an error: the
 //!    password must be changed after an administrator set it
-//!    (`changeAfterReset`), or a control it cannot read;
+//!    (`changeAfterReset`); a control that cannot be read is a step error
+//!    that fails closed;
 //! 3. with `groupLookupSettings.checkGroupsWithServiceAccount`, it binds
 //!    again as the service account of the `credentialsSecretRef` Secret
 //!    (Gloo's `extauth.solo.io/accountcredentials`: `username`, `password`);
 //!    a refused service-account bind is a step error (`statusOnError`,
-//!    403 by default; Gloo answers 500);
+//!    403 by default; Gloo answers 500), as is one its password policy
+//!    refuses;
 //! 4. it searches the user's entry (base scope) with `searchFilter`, in
 //!    which any `%s` is the user name escaped as RFC 4515 filter text (an
 //!    authchain addition: Gloo's filter has no placeholder); no entry is a
@@ -530,11 +532,7 @@ impl LdapAuth {
         // a pooled connection closed while idle is tried again.
         let bound = ldap
             .with_timeout(self.timeout)
-            .with_controls(RawControl {
-                ctype: PASSWORD_POLICY.to_owned(),
-                crit: false,
-                val: None,
-            })
+            .with_controls(password_policy())
             .simple_bind(&dn, password)
             .await
             .map_err(|e| match e {
@@ -561,11 +559,18 @@ impl LdapAuth {
             _ => return Ok(Outcome::Unauthorized),
         }
         // Right, and not to be used as it is: the user must change it first.
-        if let Some(refusal) = policy_refusal(&bound) {
-            tracing::info!(
-                "ldap: the directory took the password, and its password policy refuses it: {refusal}"
-            );
-            return Ok(Outcome::Unauthorized);
+        match policy_refusal(&bound) {
+            Ok(None) => {}
+            Ok(Some(refusal)) => {
+                tracing::debug!(
+                    "ldap: the directory took the password, and its password policy refuses it: {refusal}"
+                );
+                return Ok(Outcome::Unauthorized);
+            }
+            Err(()) => {
+                let what = "a password policy control that cannot be read".to_owned();
+                return Err(Failed::Closed(policy_error(bound, what)));
+            }
         }
         // The password is right: what fails from here on is a failure to
         // check the rest (the groups), which a client may bring about (a
@@ -584,11 +589,25 @@ impl LdapAuth {
         if let Some(account) = &self.account {
             let bound = ldap
                 .with_timeout(self.timeout)
+                .with_controls(password_policy())
                 .simple_bind(&account.dn, &account.password)
                 .await?;
             self.answered(bound.rc);
             if bound.rc != 0 {
                 return Err(ldap3::LdapError::from(bound));
+            }
+            // Its search would find nothing, which would be every user's 403.
+            match policy_refusal(&bound) {
+                Ok(None) => {}
+                Ok(Some(refusal)) => {
+                    let what =
+                        format!("the service account's password policy refuses it: {refusal}");
+                    return Err(policy_error(bound, what));
+                }
+                Err(()) => {
+                    let what = "a password policy control that cannot be read".to_owned();
+                    return Err(policy_error(bound, what));
+                }
             }
         }
         let filter = self.filter.replace("%s", &ldap3::ldap_escape(user));
@@ -729,16 +748,26 @@ impl LdapAuth {
 /// The password policy control (draft-behera-ldap-password-policy,
 /// OpenLDAP's `ppolicy`, 389-DS): asked for with each user's bind, so that
 /// a directory with a policy says in its answer why a password it took must
-/// not be used as it is.
+/// not be used as it is; and with the service account's.
 const PASSWORD_POLICY: &str = "1.3.6.1.4.1.42.2.27.8.5.1";
+
+/// The request for [`PASSWORD_POLICY`]'s control, which a directory that
+/// does not know it passes over.
+fn password_policy() -> RawControl {
+    RawControl {
+        ctype: PASSWORD_POLICY.to_owned(),
+        crit: false,
+        val: None,
+    }
+}
 
 /// Why the password policy control of an accepted bind refuses the
 /// password, if it does: an error in it (`changeAfterReset`: an
 /// administrator set the password, and the user must change it first;
 /// OpenLDAP then refuses the user's other operations, but not a service
-/// account's search), or a control that cannot be read. A warning alone
-/// (the password expires soon, a grace login) refuses nothing.
-fn policy_refusal(bound: &ldap3::LdapResult) -> Option<String> {
+/// account's search). A warning alone (the password expires soon, a grace
+/// login) refuses nothing. `Err`: a control it cannot read.
+fn policy_refusal(bound: &ldap3::LdapResult) -> Result<Option<&'static str>, ()> {
     use ldap3::asn1::{PL, TagClass, parse_tag};
     const ERRORS: [&str; 9] = [
         "passwordExpired",
@@ -751,36 +780,39 @@ fn policy_refusal(bound: &ldap3::LdapResult) -> Option<String> {
         "passwordTooYoung",
         "passwordInHistory",
     ];
-    let control = bound.ctrls.iter().find(|c| c.1.ctype == PASSWORD_POLICY)?;
-    let unreadable = || Some("a password policy control it cannot read".to_owned());
-    let Some(value) = control.1.val.as_deref() else {
-        return unreadable();
+    let Some(control) = bound.ctrls.iter().find(|c| c.1.ctype == PASSWORD_POLICY) else {
+        return Ok(None);
     };
+    let value = control.1.val.as_deref().ok_or(())?;
     let sequence = match parse_tag(value) {
         Ok(([], tag)) if tag.class == TagClass::Universal && tag.id == 16 => tag,
-        _ => return unreadable(),
+        _ => return Err(()),
     };
     let PL::C(fields) = sequence.payload else {
-        return unreadable();
+        return Err(());
     };
+    let mut refusal = None;
     for field in fields {
         match (field.class, field.id, field.payload) {
             // The warning.
             (TagClass::Context, 0, PL::C(_)) => {}
             (TagClass::Context, 1, PL::P(error)) => {
-                let named = match error.as_slice() {
+                refusal = Some(match error.as_slice() {
                     [code] => ERRORS.get(usize::from(*code)).copied(),
                     _ => None,
-                };
-                return Some(match named {
-                    Some(name) => name.to_owned(),
-                    None => format!("error {error:?}"),
                 });
             }
-            _ => return unreadable(),
+            _ => return Err(()),
         }
     }
-    None
+    Ok(refusal.map(|named| named.unwrap_or("an error it does not name")))
+}
+
+/// The bind's result, as the error of a password policy control that
+/// cannot be read or that refuses a service account.
+fn policy_error(mut bound: ldap3::LdapResult, what: String) -> ldap3::LdapError {
+    bound.text = what;
+    bound.into()
 }
 
 /// The result code of a directory that cannot answer now (unavailable):
@@ -1173,30 +1205,47 @@ mod tests {
             )],
         };
         let refusal = |value: &[u8]| policy_refusal(&bound(Some(value)));
-        // changeAfterReset; a warning (3 grace logins left) and
-        // passwordExpired; error 9, which no draft names.
-        assert_eq!(refusal(&[0x30, 3, 0x81, 1, 2]).unwrap(), "changeAfterReset");
-        let both = [0x30, 8, 0xa0, 3, 0x81, 1, 3, 0x81, 1, 0];
-        assert_eq!(refusal(&both).unwrap(), "passwordExpired");
-        assert_eq!(refusal(&[0x30, 3, 0x81, 1, 9]).unwrap(), "error [9]");
+        for (value, refused) in [
+            (&[0x30, 3, 0x81, 1, 2][..], "changeAfterReset"),
+            // A long-form length.
+            (&[0x30, 0x81, 3, 0x81, 1, 2], "changeAfterReset"),
+            // A warning (3 grace logins left) and passwordExpired, in
+            // either order.
+            (
+                &[0x30, 8, 0xa0, 3, 0x81, 1, 3, 0x81, 1, 0],
+                "passwordExpired",
+            ),
+            (
+                &[0x30, 8, 0x81, 1, 2, 0xa0, 3, 0x81, 1, 3],
+                "changeAfterReset",
+            ),
+            // Error 9, which no draft names, and one of two bytes.
+            (&[0x30, 3, 0x81, 1, 9], "an error it does not name"),
+            (&[0x30, 4, 0x81, 2, 0, 2], "an error it does not name"),
+        ] {
+            assert_eq!(refusal(value), Ok(Some(refused)), "{value:x?}");
+        }
         // A warning alone (the password expires in 5 s), or nothing.
-        assert_eq!(refusal(&[0x30, 5, 0xa0, 3, 0x80, 1, 5]), None);
-        assert_eq!(refusal(&[0x30, 0]), None);
+        assert_eq!(refusal(&[0x30, 5, 0xa0, 3, 0x80, 1, 5]), Ok(None));
+        assert_eq!(refusal(&[0x30, 0]), Ok(None));
         let mut none = bound(None);
         none.ctrls.clear();
-        assert_eq!(policy_refusal(&none), None);
-        // What cannot be read refuses.
-        let unreadable = "a password policy control it cannot read";
+        assert_eq!(policy_refusal(&none), Ok(None));
+        // What cannot be read: no value, not a sequence, a field it does not
+        // know, cut short, bytes after it, an explicitly tagged error, a
+        // warning outside its [0].
+        assert_eq!(policy_refusal(&bound(None)), Err(()));
         for value in [
             &[][..],
+            &[0x04, 0],
             &[0x30, 3, 0x82, 1, 2],
             &[0x30, 3, 0x81, 1],
-            &[0x04, 0],
             &[0x30, 0, 0],
+            &[0x30, 5, 0xa1, 3, 0x0a, 1, 2],
+            &[0x30, 3, 0x80, 1, 5],
         ] {
-            assert_eq!(refusal(value).unwrap(), unreadable, "{value:?}");
+            assert_eq!(refusal(value), Err(()), "{value:x?}");
         }
-        assert_eq!(policy_refusal(&bound(None)).unwrap(), unreadable);
     }
 
     /// The user's name is taken from the entry's DN wherever the template

@@ -330,7 +330,7 @@ async fn group_checking_service_accounts_and_filters() {
 /// for a wrong password, whoever reads the groups. The directory refuses
 /// the user's own search then (a 403 without the control), but not a
 /// service account's (a 200 without it). Once the user changed it, the new
-/// one passes.
+/// one passes. A service account's password to change is a step error.
 #[tokio::test]
 async fn a_password_to_change_after_a_reset_is_a_401() {
     let mut ldif = ldif();
@@ -387,6 +387,25 @@ userPassword: resetpwd
     for chain in [&unchecked, &service] {
         assert_eq!(status_of(chain, "rick", "rick-chose-this").await, 200);
     }
+    // The admin sets the service account's password (the same one): its
+    // search would find no one, every user's 403; it is a step error.
+    let (connection, mut admin) = ldap3::LdapConnAsync::new(&address).await.unwrap();
+    ldap3::drive!(connection);
+    let admin_dn = "cn=admin,dc=solo,dc=io";
+    admin
+        .simple_bind(admin_dn, "solopwd")
+        .await
+        .unwrap()
+        .success()
+        .unwrap();
+    let same = std::collections::HashSet::from(["readerpwd"]);
+    let reset = admin.modify(
+        "cn=reader,dc=solo,dc=io",
+        vec![ldap3::Mod::Replace("userPassword", same)],
+    );
+    reset.await.unwrap().success().unwrap();
+    assert_eq!(status_of(&service, "rick", "rick-chose-this").await, 503);
+    assert_eq!(status_of(&unchecked, "rick", "rick-chose-this").await, 200);
 }
 
 /// A CA and a certificate for 127.0.0.1 signed by it: (CA PEM, cert PEM,
