@@ -296,7 +296,8 @@ impl AuthorizationRequest {
 
     /// Whether the query has a parameter named `key`, in any
     /// percent-encoded or `+` spelling of the name (`tok%65n` for
-    /// `token`), as an app that decodes the query would find it.
+    /// `token`), as an app that decodes the query would find it, or as
+    /// PHP would (`access.token` for `access_token`).
     pub fn has_query_parameter(&self, key: &str) -> bool {
         self.query().is_some_and(|query| {
             query
@@ -306,7 +307,8 @@ impl AuthorizationRequest {
     }
 
     /// Sets query parameter `key` to `value`, replacing every existing
-    /// occurrence, in any percent-encoded or `+` spelling of the name (the
+    /// occurrence, in any percent-encoded or `+` spelling of the name, or
+    /// one PHP reads as it (`user.id`, `user_id[]` for `user_id`; the
     /// first keeps its position, others go). Key and value are written as
     /// given: percent-encode them first if they need it.
     pub fn set_query_parameter(&mut self, key: &str, value: &str) {
@@ -315,7 +317,7 @@ impl AuthorizationRequest {
 
     /// Removes every occurrence of query parameter `key`, in any
     /// percent-encoded or `+` spelling of the name (`tok%65n` for
-    /// `token`).
+    /// `token`), or one PHP reads as it (`to.ken` for `to_ken`).
     pub fn remove_query_parameter(&mut self, key: &str) {
         self.rewrite_query(key, None);
     }
@@ -408,9 +410,16 @@ pub(crate) fn php_key(key: &str) -> String {
 
 /// Whether `raw`, a query parameter's name as written, is `key` in any
 /// percent-encoded or `+` spelling (`tok%65n` is `token` to an app, or a
-/// step, that decodes the query).
+/// step, that decodes the query), or as PHP names a variable (`user.id`
+/// and `user_id[]` are its `$_GET['user_id']`).
 pub(crate) fn names_parameter(raw: &str, key: &str) -> bool {
-    raw == key || crate::path::percent_decode(raw, true) == crate::path::percent_decode(key, true)
+    if raw == key {
+        return true;
+    }
+    let raw = crate::path::percent_decode(raw, true);
+    let key = crate::path::percent_decode(key, true);
+    let folds = |name: &str| name.contains([' ', '.', '[', '\0']);
+    raw == key || ((folds(&raw) || folds(&key)) && php_key(&raw) == php_key(&key))
 }
 
 fn push_pair(out: &mut String, sep: &mut char, key: &str, value: &str) {
@@ -431,6 +440,25 @@ mod tests {
         assert_eq!(mapped.address, Some("10.1.2.3:80".parse().unwrap()));
         let v6 = Peer::from_address("[::1]:9".parse().unwrap());
         assert_eq!(v6.address, Some("[::1]:9".parse().unwrap()));
+    }
+
+    /// A parameter set or removed upstream goes in every spelling an app
+    /// reads as its name: else `?user_id=alice&user.id=admin` is `admin`
+    /// to PHP, which takes the last.
+    #[test]
+    fn query_changes_reach_every_spelling_an_app_reads() {
+        let mut r = AuthorizationRequest::new(
+            Method::GET,
+            "/p?user%5Fid=x&user.id=admin&user+id=a&user_id[]=b&user_id[x=c&user_idx=1",
+        );
+        assert!(r.has_query_parameter("user_id"));
+        r.set_query_parameter("user_id", "alice");
+        // `user_id[x` is PHP's `user_id_x`.
+        assert_eq!(r.path, "/p?user_id=alice&user_id[x=c&user_idx=1");
+        let mut r = AuthorizationRequest::new(Method::GET, "/p?access.token=t&a=1");
+        assert!(r.has_query_parameter("access_token"));
+        r.remove_query_parameter("access_token");
+        assert_eq!(r.path, "/p?a=1");
     }
 
     #[test]
