@@ -1037,6 +1037,18 @@ impl Chain {
         {
             *answer = Err(Error::invalid_answer(problem));
         }
+        // The mark of `failureModeAllow` is the chain's alone, in every
+        // spelling an app may read as it.
+        if let Ok(Decision::Allow(allow)) = answer
+            && allow
+                .headers
+                .iter()
+                .any(|m| same_folded(m.name.as_str(), FAILURE_MODE_ALLOWED_HEADER.as_str()))
+        {
+            *answer = Err(Error::invalid_answer(format!(
+                "a step may not set {FAILURE_MODE_ALLOWED_HEADER} upstream"
+            )));
+        }
         // Room for the run's own headers after it (the user's, the mark
         // of `failureModeAllow`), and for an answer that lists every
         // change: a header map that holds no more panics.

@@ -352,6 +352,23 @@ impl ExtAuthPlugin for HttpPassthroughPlugin {
             &spec.response.allowed_upstream_headers_to_overwrite,
             "http.response.allowedUpstreamHeadersToOverwrite",
         )?;
+        // The client's virtual host, and the chain's mark of a failure it
+        // let through, are not the remote's to set.
+        for (list, at) in [
+            (&append, "allowedUpstreamHeaders"),
+            (&overwrite, "allowedUpstreamHeadersToOverwrite"),
+        ] {
+            let refused = [
+                http::header::HOST,
+                authchain_core::FAILURE_MODE_ALLOWED_HEADER,
+            ];
+            if let Some(i) = list.iter().position(|n| refused.contains(n)) {
+                return Err(
+                    Error::config(format!("a remote may not set {} upstream", list[i]))
+                        .at(format!("http.response.{at}[{i}]")),
+                );
+            }
+        }
         if let Some(i) = overwrite.iter().position(|n| append.contains(n)) {
             return Err(Error::config(
                 "a header may be in allowedUpstreamHeaders or allowedUpstreamHeadersToOverwrite, not both",

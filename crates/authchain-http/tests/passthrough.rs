@@ -686,6 +686,16 @@ fn bad_configs_name_their_place() {
             "pt.yaml: configs[0].passThroughAuth.http.response.allowedUpstreamHeadersToOverwrite[0]: a header may be in allowedUpstreamHeaders or allowedUpstreamHeadersToOverwrite, not both",
         ),
         (
+            "the host set upstream",
+            "{url: 'http://a/auth', response: {allowedUpstreamHeadersToOverwrite: [x-a, host]}}",
+            "pt.yaml: configs[0].passThroughAuth.http.response.allowedUpstreamHeadersToOverwrite[1]: a remote may not set host upstream",
+        ),
+        (
+            "the failure mark set upstream",
+            "{url: 'http://a/auth', response: {allowedUpstreamHeaders: [X-Envoy-Auth-Failure-Mode-Allowed]}}",
+            "pt.yaml: configs[0].passThroughAuth.http.response.allowedUpstreamHeaders[0]: a remote may not set x-envoy-auth-failure-mode-allowed upstream",
+        ),
+        (
             "a relative URL",
             "{url: '/relative'}",
             "pt.yaml: configs[0].passThroughAuth.http.url: expected an http:// or https:// URL",

@@ -777,6 +777,35 @@ async fn an_allow_with_more_headers_than_a_request_holds_fails_closed() {
     }
 }
 
+/// The mark of `failureModeAllow` is the chain's alone: a step's allow
+/// that sets it upstream, in any spelling an app folds to it, fails
+/// closed, under `failureModeAllow` too (the chain would list the client's
+/// copies for removal, and a set of one spelling passes over its removal).
+#[tokio::test]
+async fn a_step_may_not_set_the_failure_mark() {
+    use authchain_core::Allow;
+    for spelling in [
+        "x-envoy-auth-failure-mode-allowed",
+        "x_envoy_auth_failure_mode_allowed",
+        "x-envoy-auth.failure-mode-allowed",
+    ] {
+        let step = decide_fn(move |_| {
+            let mark = HeaderName::try_from(spelling).unwrap();
+            Ok(Allow::new().append_header(mark, value("true")).into())
+        });
+        let chain = Chain::builder("c")
+            .step(ChainStep::new("mark", Arc::new(step)).failure_mode_allow(true))
+            .build()
+            .unwrap();
+        let d = chain.authorize(&mut get("/")).await;
+        assert_eq!(
+            d.as_deny().map(|d| d.status.as_u16()),
+            Some(403),
+            "{spelling}"
+        );
+    }
+}
+
 /// Allows whose changes together pass what an answer that lists each of
 /// them holds (13,000 appends of one name, twice) fail closed: the HTTP
 /// check server's answer, a header line per change, panicked.
