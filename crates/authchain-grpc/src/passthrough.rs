@@ -661,10 +661,17 @@ impl AuthService for GrpcPassthrough {
                 metadata
                     .filter_metadata
                     .insert(STATE_KEY.to_owned(), fields_to_struct(request.state.iter()));
-                if let Some(config) = &self.config {
-                    metadata
-                        .filter_metadata
-                        .insert(CONFIG_KEY.to_owned(), config.clone());
+                // The step's own config, or none: never one the proxy's
+                // metadata carried for another step.
+                match &self.config {
+                    Some(config) => {
+                        metadata
+                            .filter_metadata
+                            .insert(CONFIG_KEY.to_owned(), config.clone());
+                    }
+                    None => {
+                        metadata.filter_metadata.remove(CONFIG_KEY);
+                    }
                 }
             }
             let size = check.encoded_len();

@@ -757,6 +757,38 @@ async fn an_error_response_fails_closed_under_failure_mode_allow() {
     );
 }
 
+/// The remote gets the step's own `config`, or none: never one that the
+/// proxy's metadata carried in that namespace.
+#[tokio::test]
+async fn the_remote_gets_the_step_s_config_alone() {
+    let remote = SampleRemote::default();
+    let seen = remote.seen.clone();
+    let server = GrpcServer::remote(remote).await;
+    let without = configs(server.addr, "").replace("    config: { customKey: customValue }\n", "");
+    for (yaml, expected) in [
+        (
+            configs(server.addr, ""),
+            Some(json!({ "customKey": "customValue" })),
+        ),
+        (without, None),
+    ] {
+        let (_engine, chain) = passthrough_chain(&yaml).await;
+        let mut request = sample_request();
+        request.metadata.insert(
+            "solo.auth.passthrough.config".to_owned(),
+            json!({ "customKey": "the proxy's" }),
+        );
+        assert!(chain.authorize(&mut request).await.is_allow());
+        let check = seen.lock().unwrap().pop().expect("asked");
+        let metadata = check.attributes.unwrap().metadata_context.unwrap();
+        let config = metadata
+            .filter_metadata
+            .get("solo.auth.passthrough.config")
+            .map(|c| Value::Object(authchain_grpc::convert::struct_to_json(c.clone())));
+        assert_eq!(config, expected);
+    }
+}
+
 /// A remote that answers OK at once, but a request with `x-case: slow`
 /// UNAVAILABLE after 400 ms the first time (a gateway's time limit in
 /// front of a remote slow to refuse it), and never the next.
