@@ -6,6 +6,7 @@ use std::mem;
 
 use http::{HeaderMap, HeaderName};
 
+use crate::request::names_parameter;
 use crate::{Allow, AuthorizationRequest, HeaderAction, HeaderMutation};
 
 /// Removes from `headers` every header whose name is one of `names` in
@@ -162,25 +163,34 @@ fn merge_removals(acc: &mut Allow, step: &mut Allow, request: &mut Authorization
     }
 }
 
-/// [`merge_all`]'s query parameter changes.
+/// [`merge_all`]'s query parameter changes. A proxy sets and removes
+/// parameters by their names as written (Envoy removes after it sets): a
+/// change of `key` also lists for removal the request's other spellings of
+/// it (`user.id` for `user_id`), which an app reads as `key` too.
 fn merge_query(acc: &mut Allow, step: &mut Allow, request: &mut AuthorizationRequest) {
     for (key, value) in step.query_parameters_to_set.drain(..) {
+        let others = request.query_names_like(&key);
         request.set_query_parameter(&key, &value);
+        acc.query_parameters_to_set
+            .retain(|(k, _)| !names_parameter(k, &key));
         acc.query_parameters_to_remove.retain(|k| *k != key);
-        match acc
-            .query_parameters_to_set
-            .iter_mut()
-            .find(|(k, _)| *k == key)
-        {
-            Some(entry) => entry.1 = value,
-            None => acc.query_parameters_to_set.push((key, value)),
-        }
+        add_query_removals(acc, others.into_iter().filter(|n| *n != key));
+        acc.query_parameters_to_set.push((key, value));
     }
     for key in step.query_parameters_to_remove.drain(..) {
+        let named = request.query_names_like(&key);
         request.remove_query_parameter(&key);
-        acc.query_parameters_to_set.retain(|(k, _)| *k != key);
-        if !acc.query_parameters_to_remove.contains(&key) {
-            acc.query_parameters_to_remove.push(key);
+        acc.query_parameters_to_set
+            .retain(|(k, _)| !names_parameter(k, &key));
+        add_query_removals(acc, std::iter::once(key).chain(named));
+    }
+}
+
+/// Lists `names` for removal, once each.
+fn add_query_removals(acc: &mut Allow, names: impl Iterator<Item = String>) {
+    for name in names {
+        if !acc.query_parameters_to_remove.contains(&name) {
+            acc.query_parameters_to_remove.push(name);
         }
     }
 }

@@ -322,6 +322,19 @@ impl AuthorizationRequest {
         self.rewrite_query(key, None);
     }
 
+    /// The names, as written, of the query parameters that are `key` in
+    /// some spelling ([`set_query_parameter`](Self::set_query_parameter)'s).
+    pub(crate) fn query_names_like(&self, key: &str) -> Vec<String> {
+        let mut names: Vec<String> = Vec::new();
+        for pair in self.query().unwrap_or_default().split('&') {
+            let name = pair.split_once('=').map_or(pair, |(k, _)| k);
+            if !name.is_empty() && names_parameter(name, key) && !names.iter().any(|n| n == name) {
+                names.push(name.to_owned());
+            }
+        }
+        names
+    }
+
     fn rewrite_query(&mut self, key: &str, value: Option<&str>) {
         let (path, query) = match self.path.split_once('?') {
             Some((p, q)) => (p, q),
@@ -410,16 +423,17 @@ pub(crate) fn php_key(key: &str) -> String {
 
 /// Whether `raw`, a query parameter's name as written, is `key` in any
 /// percent-encoded or `+` spelling (`tok%65n` is `token` to an app, or a
-/// step, that decodes the query), or as PHP names a variable (`user.id`
-/// and `user_id[]` are its `$_GET['user_id']`).
+/// step, that decodes the query), or, for a `key` that is a plain name
+/// to PHP, as PHP names a variable (`user.id` and `user_id[]` are its
+/// `$_GET['user_id']`; `page[size]` is no spelling of `page[number]`).
 pub(crate) fn names_parameter(raw: &str, key: &str) -> bool {
     if raw == key {
         return true;
     }
     let raw = crate::path::percent_decode(raw, true);
     let key = crate::path::percent_decode(key, true);
-    let folds = |name: &str| name.contains([' ', '.', '[', '\0']);
-    raw == key || ((folds(&raw) || folds(&key)) && php_key(&raw) == php_key(&key))
+    raw == key
+        || (raw.contains([' ', '.', '[', '\0']) && php_key(&key) == *key && php_key(&raw) == *key)
 }
 
 fn push_pair(out: &mut String, sep: &mut char, key: &str, value: &str) {
@@ -459,6 +473,12 @@ mod tests {
         assert!(r.has_query_parameter("access_token"));
         r.remove_query_parameter("access_token");
         assert_eq!(r.path, "/p?a=1");
+        // An index is no spelling of another index: JSON:API's pages.
+        let mut r = AuthorizationRequest::new(Method::GET, "/p?page[number]=3&page[size]=500");
+        r.set_query_parameter("page[size]", "50");
+        assert_eq!(r.path, "/p?page[number]=3&page[size]=50");
+        r.remove_query_parameter("page%5Bnumber%5D");
+        assert_eq!(r.path, "/p?page[size]=50");
     }
 
     #[test]

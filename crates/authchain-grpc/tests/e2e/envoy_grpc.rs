@@ -143,6 +143,27 @@ async fn query_parameters_are_set_and_removed() {
     assert_eq!(pairs, ["a=9", "c=3", "new=x%20y"]);
 }
 
+/// A parameter a step sets or removes goes in every spelling an app reads
+/// as its name, through Envoy too, which sets and removes parameters by
+/// their names as written: else a client's `user.id=admin` beside the
+/// `user_id` a step set reaches a PHP app, which takes the last.
+#[tokio::test]
+async fn query_changes_reach_every_spelling_an_app_reads() {
+    let configs = "name: q\nconfigs:\n- pluginAuth: {name: Script, config: {setQuery: [[user_id, alice]], removeQuery: [to_ken]}}\n";
+    let stack = Stack::start(configs, &[route("/", "q")], Opts::default()).await;
+    let reply = stack
+        .get(
+            "/p?user_id=x&user.id=admin&user%5Fid=y&user+id=z&to.ken=t&to_ken=u&c=3",
+            &[],
+        )
+        .await;
+    let seen = reply.echoed().unwrap();
+    let (_, query) = seen.path.split_once('?').expect("a query");
+    let mut pairs: Vec<&str> = query.split('&').collect();
+    pairs.sort_unstable();
+    assert_eq!(pairs, ["c=3", "user_id=alice"]);
+}
+
 #[tokio::test]
 async fn context_extensions_select_the_auth_config_per_route() {
     let configs = r#"
