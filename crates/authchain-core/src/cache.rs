@@ -359,6 +359,11 @@ impl quick_cache::Weighter<u128, Entry> for Weight {
     }
 }
 
+/// The longest a key is a pass ([`Entry::Pass`]): one request's answer
+/// for itself alone may hang on what it sent, and a broad key would run
+/// the chain for every request of the TTL.
+const MAX_PASS: Duration = Duration::from_secs(30);
+
 /// What the cache holds for a key.
 #[derive(Debug, Clone)]
 enum Entry {
@@ -531,6 +536,7 @@ pub(crate) struct DecisionCache {
     removals: Mutex<Arc<[HeaderName]>>,
     hits: Counter,
     misses: Counter,
+    passes: Counter,
 }
 
 impl fmt::Debug for DecisionCache {
@@ -568,6 +574,7 @@ impl DecisionCache {
             key: settings.key,
             hits: counter("hit"),
             misses: counter("miss"),
+            passes: counter("pass"),
         }
     }
 
@@ -622,7 +629,7 @@ impl DecisionCache {
                         self.entries
                             .remove_if(&key, |e| matches!(e, Entry::Pass(u) if *u <= now));
                     }
-                    self.misses.increment(1);
+                    self.passes.increment(1);
                     return Box::pin(chain.authorize_uncached(request, false)).await.0;
                 }
                 Ok(Entry::Answer(cached)) if cached.expires > Instant::now() => break cached,
@@ -651,10 +658,11 @@ impl DecisionCache {
                     }
                     // For its request alone: the waiters run the chain
                     // themselves, and so does every request with the key
-                    // for the TTL, when the chain's answers depend on what
-                    // the key leaves out.
+                    // for a while (the TTL, at most `MAX_PASS`), when the
+                    // chain's answers depend on what the key leaves out.
                     if reuse == Reuse::Alone {
-                        let _ = guard.insert(Entry::Pass(Instant::now() + self.ttl));
+                        let pass = self.ttl.min(MAX_PASS);
+                        let _ = guard.insert(Entry::Pass(Instant::now() + pass));
                         return decision;
                     }
                     if for_one_client(&decision) {
