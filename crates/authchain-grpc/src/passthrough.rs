@@ -8,7 +8,7 @@
 //! - passThroughAuth:
 //!     grpc:
 //!       address: 127.0.0.1:9001      # host:port, or http://host:port
-//!       connectionTimeout: 5s        # connect and call time limit (default 5s)
+//!       connectionTimeout: 5s        # the whole call's time, retries included (default 5s)
 //!       tlsConfig:                   # Gloo's TLS (feature `tls`, on by default)
 //!         secretRef: { name: passthrough-mtls }   # tls.crt + tls.key, ca.crt
 //!         sslParams: { minimumProtocolVersion: TLSv1_3 }
@@ -464,6 +464,14 @@ impl ExtAuthPlugin for GrpcPassthroughPlugin {
         }
         let timeout = context.call_limit().map_or(timeout, |l| timeout.min(l));
         let retry = Retries::new(grpc.retry_policy)?;
+        if retry.count > 0 && retry.wait(0) >= timeout {
+            tracing::warn!(
+                config = context.config_name,
+                step = context.step_name,
+                "passThroughAuth.grpc.retryPolicy waits {:?} before a retry, and the call has {timeout:?} in all: no retry will be made",
+                retry.wait(0)
+            );
+        }
         let remote = self.channel(authority, &host, timeout, tls)?;
         Ok(Arc::new(GrpcPassthrough {
             client: AuthorizationClient::new(remote.channel.clone())
