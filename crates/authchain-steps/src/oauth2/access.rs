@@ -116,6 +116,18 @@
 //! repeat, so remembering them would protect the IdP from nothing while
 //! pushing valid tokens out of the cache.
 //!
+//! A failure of the IdP is the step's error, a deny with the chain's
+//! `statusOnError`, which `failureModeAllow` lets through only when the
+//! IdP could not be reached (no connection within half the call's time:
+//! the token never left). Once the IdP has the token, a failure fails
+//! closed whatever `failureModeAllow` says: a client can bring it about
+//! (a token the IdP's handler fails on or is slow to refuse, a flood that
+//! trips its rate limit, a token without `openid` that its userinfo
+//! endpoint answers 403). A request's calls and waits on the IdP have nine
+//! tenths of the step's `timeout` in all (and each call at most
+//! `timeout`), so that the step judges a late IdP itself before its timer
+//! ends the request with an error `failureModeAllow` lets through.
+//!
 //! An allow carries the token's `exp` as its expiry, and, when it rests on
 //! a kept answer, no later than that answer may be kept: a decision cache
 //! in front of the chain never remembers the allow longer. The step does
@@ -184,6 +196,11 @@ const MAX_CALLS: usize = 64;
 /// The `accessTokenValidation` step.
 pub struct AccessToken {
     asker: Arc<Asker>,
+    /// The longest a request waits on the IdP, all its calls and waits
+    /// together ([`BuildContext::call_limit`]): past the step's own time,
+    /// its timer would end the request with an error `failureModeAllow`
+    /// lets through.
+    budget: Option<Duration>,
     prf: util::Prf,
     required_scopes: Vec<String>,
     claim_headers: ClaimHeaders,
@@ -302,9 +319,38 @@ enum Lookup {
     Busy,
 }
 
-/// A lookup, or why the IdP could not be asked (shared by the requests
-/// that waited for one call).
-type Looked = Result<Lookup, Arc<str>>;
+/// A lookup, or why the IdP could not judge the token (shared by the
+/// requests that waited for one call).
+type Looked = Result<Lookup, Unjudged>;
+
+/// Why the IdP could not judge a token, in words that quote nothing of it.
+#[derive(Debug, Clone)]
+struct Unjudged {
+    why: Arc<str>,
+    /// Whether the token never left: the IdP could not be reached, an
+    /// outage `failureModeAllow` may ride out. Once the IdP has the token,
+    /// a failure may be the client's doing (a token its handler fails
+    /// on, one it is slow to refuse, a flood that trips its rate limit).
+    unsent: bool,
+}
+
+impl From<&str> for Unjudged {
+    fn from(why: &str) -> Self {
+        Unjudged {
+            why: why.into(),
+            unsent: false,
+        }
+    }
+}
+
+impl From<String> for Unjudged {
+    fn from(why: String) -> Self {
+        Unjudged {
+            why: why.into(),
+            unsent: false,
+        }
+    }
+}
 
 /// Answers kept per token, and the calls under way.
 struct Answers {
@@ -549,11 +595,12 @@ impl AccessToken {
             asker: Arc::new(Asker {
                 check,
                 userinfo,
-                http: Http::new(timeout)?,
+                http: Http::new(context.call_limit().map_or(timeout, |l| timeout.min(l)))?,
                 answers: Answers::new(keep),
                 calls: tokio::sync::Semaphore::new(MAX_CALLS),
                 queue_wait: context.wait_limit().map_or(timeout, |w| w.min(timeout)),
             }),
+            budget: context.call_limit(),
             prf: util::Prf::new(),
             claim_headers: ClaimHeaders::new(&config.claims_to_headers, "claimsToHeaders")?,
             claim_metadata: ClaimMetadata::new(
@@ -685,7 +732,7 @@ fn introspector(url: url::Url, client_id: Option<&str>, secret: Option<String>) 
 
 /// The reason of an introspection failure, in words that quote nothing of
 /// the answer.
-fn introspection_error(e: oauth2::RequestTokenError<CallError, BasicErrorResponse>) -> Arc<str> {
+fn introspection_error(e: oauth2::RequestTokenError<CallError, BasicErrorResponse>) -> Unjudged {
     use oauth2::RequestTokenError as E;
     /// RFC 7662's members: the only names of the answer an error quotes.
     const MEMBERS: [&str; 12] = [
@@ -703,7 +750,12 @@ fn introspection_error(e: oauth2::RequestTokenError<CallError, BasicErrorRespons
         "jti",
     ];
     let text = match e {
-        E::Request(e) => format!("introspection: {e}"),
+        E::Request(e) => {
+            return Unjudged {
+                why: format!("introspection: {e}").into(),
+                unsent: e.unsent,
+            };
+        }
         E::ServerResponse(e) => format!(
             "the introspection endpoint answered {}",
             super::error_words(e.error())
@@ -849,9 +901,16 @@ impl AccessToken {
             }
             Ok(Lookup::Rejected(reason)) => Ok(self.rejected(reason)),
             Ok(Lookup::Busy) => Err(Error::overloaded("too many calls to the IdP under way")),
-            Err(reason) => {
-                tracing::debug!(reason = &*reason, "oauth2: the IdP could not check a token");
-                Err(Error::step(CallError(reason.to_string())))
+            Err(Unjudged { why, unsent: true }) => {
+                tracing::debug!(reason = &*why, "oauth2: the IdP could not be reached");
+                Err(Error::step(CallError::new(why.to_string())))
+            }
+            Err(Unjudged { why, .. }) => {
+                tracing::debug!(
+                    reason = &*why,
+                    "oauth2: the IdP had the token and did not judge it"
+                );
+                Err(Error::step_fail_closed(CallError::new(why.to_string())))
             }
         }
     }
@@ -865,18 +924,21 @@ impl AccessToken {
     }
 
     /// What the IdP says about `token`: kept, or asked once for all the
-    /// requests that want it now.
+    /// requests that want it now, within the step's budget from `started`
+    /// (when the request came).
     async fn lookup(
         &self,
         key: u128,
         token: &str,
         exp: Option<SystemTime>,
+        started: tokio::time::Instant,
     ) -> Result<Looked, Error> {
         if let Some(hit) = self.asker.answers.get(key) {
             return Ok(Ok(Lookup::Valid(hit)));
         }
         let asker = Arc::clone(&self.asker);
         let token = token.to_owned();
+        let by = self.budget.map(|b| started + b);
         let looked = self.asker.answers.inflight.run(key, move || async move {
             // A call that ended between the miss and joining this one.
             if let Some(hit) = asker.answers.get(key) {
@@ -888,7 +950,19 @@ impl AccessToken {
             }
             looked
         });
-        looked.await
+        let Some(by) = by else {
+            return looked.await;
+        };
+        // Past it, the token is with the IdP, or with the call another
+        // request made.
+        let late = || {
+            Ok(Err(Unjudged::from(
+                "the IdP did not judge the token within the step's time",
+            )))
+        };
+        tokio::time::timeout_at(by, looked)
+            .await
+            .unwrap_or_else(|_| late())
     }
 
     /// The decision for a verified JWT's `claims` that needs the userinfo
@@ -899,8 +973,10 @@ impl AccessToken {
         key: u128,
         token: &str,
         claims: Map<String, Value>,
+        started: tokio::time::Instant,
     ) -> Result<Decision, Error> {
-        let looked = self.lookup(key, token, epoch_claim(&claims, "exp")).await?;
+        let exp = epoch_claim(&claims, "exp");
+        let looked = self.lookup(key, token, exp, started).await?;
         self.judge(request, Some(claims), looked)
     }
 }
@@ -969,12 +1045,15 @@ impl Asker {
 
     /// The userinfo answer for `token`; `None` when the endpoint refuses
     /// the token (401).
-    async fn userinfo(&self, url: &url::Url, token: &str) -> Result<Option<Value>, Arc<str>> {
+    async fn userinfo(&self, url: &url::Url, token: &str) -> Result<Option<Value>, Unjudged> {
         let response = self
             .http
             .get(url.as_str(), Some(token), "userinfo")
             .await
-            .map_err(|e| Arc::<str>::from(format!("userinfo: {e}")))?;
+            .map_err(|e| Unjudged {
+                why: format!("userinfo: {e}").into(),
+                unsent: e.unsent,
+            })?;
         match response.status() {
             StatusCode::UNAUTHORIZED => return Ok(None),
             s if !s.is_success() => {
@@ -996,7 +1075,7 @@ impl AuthService for AccessToken {
             Check::Jwt(verifier) => verifier.start(lifecycle).await.map_err(|e| {
                 let why =
                     std::error::Error::source(&e).map_or_else(|| e.to_string(), |s| s.to_string());
-                Error::start(CallError(why)).at("jwt.remoteJwks")
+                Error::start(CallError::new(why)).at("jwt.remoteJwks")
             }),
             Check::Introspection(_) => Ok(()),
         }
@@ -1032,14 +1111,17 @@ impl AuthService for AccessToken {
                             .into();
                     }
                     let token = token.to_owned();
-                    Answer::wait(
-                        async move { self.with_userinfo(request, key, &token, claims).await },
-                    )
+                    let started = tokio::time::Instant::now();
+                    Answer::wait(async move {
+                        self.with_userinfo(request, key, &token, claims, started)
+                            .await
+                    })
                 }
                 Checked::Invalid(reason) => self.rejected(reason).into(),
                 // A remote key set may have rotated: refresh, then check.
                 Checked::UnknownKey => {
                     let token = token.to_owned();
+                    let started = tokio::time::Instant::now();
                     Answer::wait(async move {
                         match verifier.check(&token).await {
                             Ok(claims) if !self.needs_remote() => {
@@ -1047,7 +1129,8 @@ impl AuthService for AccessToken {
                             }
                             Ok(claims) => {
                                 let key = self.prf.hash(&[token.as_bytes()]);
-                                self.with_userinfo(request, key, &token, claims).await
+                                self.with_userinfo(request, key, &token, claims, started)
+                                    .await
                             }
                             Err(reason) => Ok(self.rejected(reason)),
                         }
@@ -1060,8 +1143,9 @@ impl AuthService for AccessToken {
                     return self.judge(request, None, Ok(Lookup::Valid(hit))).into();
                 }
                 let token = token.to_owned();
+                let started = tokio::time::Instant::now();
                 Answer::wait(async move {
-                    let looked = self.lookup(key, &token, None).await?;
+                    let looked = self.lookup(key, &token, None, started).await?;
                     self.judge(request, None, looked)
                 })
             }

@@ -22,11 +22,25 @@ pub const OAUTH_SECRET_TYPE: &str = "extauth.solo.io/oauth";
 
 /// Why a call to the IdP failed, in words that quote none of its answer.
 #[derive(Debug)]
-pub(crate) struct CallError(pub(crate) String);
+pub(crate) struct CallError {
+    text: String,
+    /// Whether the call never reached the IdP (no connection could be
+    /// made): nothing of the request was sent.
+    pub(crate) unsent: bool,
+}
+
+impl CallError {
+    pub(crate) fn new(text: impl Into<String>) -> Self {
+        CallError {
+            text: text.into(),
+            unsent: false,
+        }
+    }
+}
 
 impl std::fmt::Display for CallError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.text)
     }
 }
 
@@ -42,7 +56,9 @@ type Client = hyper_util::client::legacy::Client<
 >;
 
 /// An HTTP(S) client for one IdP: each call, connect to last byte, under
-/// `timeout`; answers beyond 1 MiB are errors; redirects are not followed.
+/// `timeout`, and its connection under half of it (a call that fails there
+/// sent nothing, [`CallError::unsent`]); answers beyond 1 MiB are errors;
+/// redirects are not followed.
 #[derive(Clone)]
 pub(crate) struct Http {
     client: Client,
@@ -61,7 +77,7 @@ impl Http {
     pub(crate) fn new(timeout: Duration) -> Result<Self, Error> {
         let client =
             hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                .build(util::https_connector(timeout)?);
+                .build(util::https_connector(timeout / 2)?);
         Ok(Http { client, timeout })
     }
 
@@ -78,22 +94,21 @@ impl Http {
         let (parts, body) = request.into_parts();
         let request = http::Request::from_parts(parts, Full::new(Bytes::from(body)));
         let work = async {
-            let response = self
-                .client
-                .request(request)
-                .await
-                .map_err(|e| CallError(format!("cannot reach the IdP: {e}")))?;
+            let response = self.client.request(request).await.map_err(|e| CallError {
+                text: format!("cannot reach the IdP: {e}"),
+                unsent: e.is_connect(),
+            })?;
             let (parts, body) = response.into_parts();
             let body = Limited::new(body, MAX_ANSWER_BYTES)
                 .collect()
                 .await
-                .map_err(|e| CallError(format!("cannot read the IdP's answer: {e}")))?
+                .map_err(|e| CallError::new(format!("cannot read the IdP's answer: {e}")))?
                 .to_bytes();
             Ok(http::Response::from_parts(parts, body.to_vec()))
         };
         match tokio::time::timeout(self.timeout, work).await {
             Ok(answer) => answer,
-            Err(_) => Err(CallError(format!(
+            Err(_) => Err(CallError::new(format!(
                 "the IdP did not answer within {:?}",
                 self.timeout
             ))),
@@ -130,12 +145,12 @@ impl Http {
         let mut request = http::Request::get(url).header(http::header::ACCEPT, "application/json");
         if let Some(token) = bearer {
             let value = super::secret_value(&format!("Bearer {token}"))
-                .ok_or_else(|| CallError("the token cannot travel in a header".to_owned()))?;
+                .ok_or_else(|| CallError::new("the token cannot travel in a header".to_owned()))?;
             request = request.header(http::header::AUTHORIZATION, value);
         }
         let request = request
             .body(Vec::new())
-            .map_err(|_| CallError(format!("the {what} URL is not usable")))?;
+            .map_err(|_| CallError::new(format!("the {what} URL is not usable")))?;
         self.send(request).await
     }
 
@@ -148,7 +163,7 @@ impl Http {
     ) -> Result<T, CallError> {
         let response = self.get(url, None, what).await?;
         if !response.status().is_success() {
-            return Err(CallError(format!(
+            return Err(CallError::new(format!(
                 "the {what} endpoint answered {}",
                 response.status()
             )));
@@ -162,7 +177,7 @@ impl Http {
                 serde_json::error::Category::Eof => "cut short",
                 serde_json::error::Category::Io => "unreadable",
             };
-            CallError(format!(
+            CallError::new(format!(
                 "the {what} answer is not the JSON expected ({kind}, line {} column {})",
                 e.line(),
                 e.column()
@@ -193,7 +208,7 @@ impl<'c> oauth2::AsyncHttpClient<'c> for Oauth<'_> {
             // OAuth error of the grant's or the token's.
             let status = response.status();
             if status.is_server_error() || status == http::StatusCode::TOO_MANY_REQUESTS {
-                return Err(CallError(format!("the IdP answered {status}")));
+                return Err(CallError::new(format!("the IdP answered {status}")));
             }
             Ok(response)
         })
@@ -307,7 +322,7 @@ pub(crate) async fn discover(
     let provider: Provider = http.get_json(&url, "discovery").await?;
     let one_slash = |s: &str| s.strip_suffix('/').unwrap_or(s).to_owned();
     if one_slash(&provider.issuer) != one_slash(issuer) {
-        return Err(CallError(
+        return Err(CallError::new(
             "the discovery document names another issuer".to_owned(),
         ));
     }
@@ -321,16 +336,18 @@ pub(crate) async fn discover(
         ("jwks_uri", &provider.jwks_uri),
     ] {
         let Some(url) = value else {
-            return Err(CallError(format!("the discovery document has no {what}")));
+            return Err(CallError::new(format!(
+                "the discovery document has no {what}"
+            )));
         };
-        check_url(url, what).map_err(|e| CallError(format!("{what}: {e}")))?;
+        check_url(url, what).map_err(|e| CallError::new(format!("{what}: {e}")))?;
     }
     for (what, value) in [
         ("revocation_endpoint", &provider.revocation_endpoint),
         ("end_session_endpoint", &provider.end_session_endpoint),
     ] {
         if let Some(url) = value {
-            check_url(url, what).map_err(|e| CallError(format!("{what}: {e}")))?;
+            check_url(url, what).map_err(|e| CallError::new(format!("{what}: {e}")))?;
         }
     }
     Ok(provider)

@@ -253,7 +253,7 @@ impl Discovery {
                     let pair = format!("{}:{}", encode(&self.client_id), encode(secret));
                     let basic = base64::engine::general_purpose::STANDARD.encode(pair);
                     let value = secret_value(&format!("Basic {basic}")).ok_or_else(|| {
-                        CallError("the client credentials are not a header value".to_owned())
+                        CallError::new("the client credentials are not a header value".to_owned())
                     })?;
                     request = request.header(http::header::AUTHORIZATION, value);
                 }
@@ -264,12 +264,12 @@ impl Discovery {
             let body = form.finish().into_bytes();
             request
                 .body(body)
-                .map_err(|_| CallError("the revocation endpoint is not a URL".to_owned()))?
+                .map_err(|_| CallError::new("the revocation endpoint is not a URL".to_owned()))?
         };
         let answer = self.http.send(request).await?;
         match answer.status() {
             StatusCode::OK => Ok(()),
-            status => Err(CallError(format!(
+            status => Err(CallError::new(format!(
                 "the revocation endpoint answered {status}"
             ))),
         }
@@ -363,11 +363,11 @@ impl Discovery {
             idp::discover(&self.http, &self.issuer, self.discovery_override.as_ref()).await?;
         // Discovery checked that these are there and are URLs.
         let auth = AuthUrl::new(provider.authorization_endpoint.clone().unwrap_or_default())
-            .map_err(|_| CallError("the authorization endpoint is not a URL".to_owned()))?;
+            .map_err(|_| CallError::new("the authorization endpoint is not a URL".to_owned()))?;
         let token = TokenUrl::new(provider.token_endpoint.clone().unwrap_or_default())
-            .map_err(|_| CallError("the token endpoint is not a URL".to_owned()))?;
+            .map_err(|_| CallError::new("the token endpoint is not a URL".to_owned()))?;
         let redirect = RedirectUrl::new(self.redirect_uri.clone())
-            .map_err(|_| CallError("the redirect URI is not a URL".to_owned()))?;
+            .map_err(|_| CallError::new("the redirect URI is not a URL".to_owned()))?;
         let mut client: Client = oauth2::Client::new(ClientId::new(self.client_id.clone()))
             .set_auth_uri(auth)
             .set_token_uri(token)
@@ -422,12 +422,12 @@ impl Discovery {
             realm: None,
         };
         let verifier = Verifier::new(&jwt, &BuildContext::new("", "", ""))
-            .map_err(|e| CallError(format!("the JWKS: {e}")))?;
+            .map_err(|e| CallError::new(format!("the JWKS: {e}")))?;
         let keys = lifecycle.token().child_token();
         verifier
             .start(Lifecycle::new(lifecycle.generation(), keys.clone()))
             .await
-            .map_err(|e| CallError(e.to_string()))?;
+            .map_err(|e| CallError::new(e.to_string()))?;
         Ok(Live {
             provider,
             client,
@@ -625,7 +625,7 @@ impl From<Error> for Failed {
 
 impl Failed {
     fn error(&self) -> Error {
-        let e = Error::step(CallError(self.why.clone()));
+        let e = Error::step(CallError::new(self.why.clone()));
         match &self.place {
             Some(place) => e.at(place),
             None => e,

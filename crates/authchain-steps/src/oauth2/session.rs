@@ -383,8 +383,8 @@ impl Redis {
     ) -> Result<T, CallError> {
         match tokio::time::timeout(self.timeout, work).await {
             Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(CallError(format!("Redis: {}", e.category()))),
-            Err(_) => Err(CallError(format!(
+            Ok(Err(e)) => Err(CallError::new(format!("Redis: {}", e.category()))),
+            Err(_) => Err(CallError::new(format!(
                 "Redis did not answer within {:?}",
                 self.timeout
             ))),

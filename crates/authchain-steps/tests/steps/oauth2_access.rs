@@ -225,6 +225,10 @@ async fn serve(
                 let answer = state.answers.lock().unwrap().get(&token).cloned();
                 match answer {
                     Some(Value::String(s)) if s == "fail" => json_response(500, &json!({})),
+                    // An answer with this status and an empty object.
+                    Some(Value::String(s)) if s.starts_with("status:") => {
+                        json_response(s["status:".len()..].parse().unwrap(), &json!({}))
+                    }
                     Some(Value::String(s)) if s == "invalid_request" => {
                         json_response(400, &json!({"error": "invalid_request"}))
                     }
@@ -760,9 +764,9 @@ async fn concurrent_misses_for_one_token_make_one_call() {
 
 /// The step's own limits (calls to the IdP under way, and permits for
 /// them) are clients' to fill with made-up tokens: a request turned away
-/// at one is a 503 even with `failureModeAllow`, which lets through only
-/// the IdP's own failures (here, its silence past the step's timeout).
-/// A request waits for a permit half the step's timeout at most, so that
+/// at one is a 503 even with `failureModeAllow`, as is one whose token the
+/// IdP has and does not judge in the step's time (here, its silence). A
+/// request waits for a permit half the step's timeout at most, so that
 /// the step's timer, whose error fails open, does not end the wait.
 #[tokio::test]
 async fn a_step_at_its_own_limit_never_fails_open() {
@@ -783,25 +787,77 @@ async fn a_step_at_its_own_limit_never_fails_open() {
             tokio::spawn(async move { chain.authorize(&mut bearer(&format!("made-up-{i}"))).await })
         })
         .collect();
-    let mut turned_away = 0;
     for run in runs {
-        match run.await.unwrap() {
-            Decision::Deny(deny) => {
-                assert_eq!(deny.status, 503);
-                turned_away += 1;
-            }
-            Decision::Allow(allow) => {
-                assert_eq!(
-                    allow.headers[0].name, "x-envoy-auth-failure-mode-allowed",
-                    "only the IdP's failure passes"
-                );
-            }
-        }
+        let d = run.await.unwrap();
+        assert_eq!(d.as_deny().map(|d| d.status.as_u16()), Some(503), "{d:?}");
     }
-    assert!(
-        turned_away >= 260 - 64,
-        "all but the 64 calls under way: {turned_away}"
+}
+
+/// Once the IdP has the token, none of its failures passes under
+/// `failureModeAllow`: a client can bring each about (a 429 from a flood
+/// of made-up tokens, a 500 or an answer that is no RFC 7662 JSON from a
+/// handler that fails on its token, a 400 with an error RFC 7662 does not
+/// give, a userinfo 403 for a token without `openid`, an IdP slow to
+/// refuse it past the step's time). An IdP that cannot be reached passes.
+#[tokio::test]
+async fn a_failure_once_the_idp_has_the_token_never_fails_open() {
+    let fail_open = |yaml: String| {
+        yaml.replace(
+            "- oauth2:",
+            "- failureModeAllow: true\n  timeout: 1s\n  oauth2:",
+        )
+    };
+    let passed = |d: &Decision| {
+        d.as_allow().is_some_and(|a| {
+            a.headers
+                .iter()
+                .any(|m| m.name == "x-envoy-auth-failure-mode-allowed")
+        })
+    };
+    let idp = Idp::start().await;
+    let (chain, _engine) = chain_of(&fail_open(introspection(&idp, ""))).await;
+    for (token, answer) in [
+        ("flood", json!("status:429")),
+        ("handler", json!("fail")),
+        ("code", json!("status:400")),
+        ("bytes", json!("raw:<html>")),
+    ] {
+        idp.answer(token, answer);
+        let d = chain.authorize(&mut bearer(token)).await;
+        assert_eq!(
+            d.as_deny().map(|d| d.status.as_u16()),
+            Some(503),
+            "{token}: {d:?}"
+        );
+    }
+    *idp.state.delay.lock().unwrap() = Duration::from_secs(3);
+    idp.answer("slow", active(600));
+    let d = chain.authorize(&mut bearer("slow")).await;
+    assert_eq!(
+        d.as_deny().map(|d| d.status.as_u16()),
+        Some(503),
+        "slow: {d:?}"
     );
+
+    let userinfo = fail_open(local_jwt(&format!("userinfoUrl: {}", idp.url("/userinfo"))));
+    let (chain, _engine) = chain_of(&userinfo).await;
+    let token = sign(&claims());
+    idp.userinfo(&token, 403, json!({"error": "insufficient_scope"}));
+    let d = chain.authorize(&mut bearer(&token)).await;
+    assert_eq!(
+        d.as_deny().map(|d| d.status.as_u16()),
+        Some(503),
+        "userinfo: {d:?}"
+    );
+
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let yaml = config(&format!("introspectionUrl: http://{closed}/introspect"));
+    let (chain, _engine) = chain_of(&fail_open(yaml)).await;
+    let d = chain.authorize(&mut bearer("t")).await;
+    assert!(passed(&d), "an IdP that cannot be reached: {d:?}");
 }
 
 #[tokio::test]
