@@ -69,7 +69,9 @@
 //! through: no answer to the bind within `timeout` (each operation) or
 //! four times it (the whole request, and always less than the step's own
 //! time), or a connection closed before the answer (a pooled one closed
-//! while idle is tried again on a new one), since a directory slow to
+//! while idle is tried again on a new one; if the bind had left on it, a
+//! failure to reach the directory again fails closed too: it may have
+//! crashed on the password), since a directory slow to
 //! refuse a password (a PAM delay after a wrong one) cannot be told from
 //! one that hangs, nor a load balancer that gives up on it first from one
 //! that crashed; and, once the directory accepted
@@ -509,6 +511,12 @@ impl LdapAuth {
         util::challenge(&self.challenge)
     }
 
+    /// `failure`, once a connection that may have carried the user's
+    /// password to the directory failed.
+    fn once_sent(&self, failure: impl std::fmt::Display) -> String {
+        format!("{failure}, after a connection that had the user's password closed")
+    }
+
     /// Binds, searches and decides, on one connection, `pooled` or new.
     async fn decide(
         &self,
@@ -710,15 +718,30 @@ impl LdapAuth {
         };
         let mut decided = self.decide(&mut ldap, user, password, sent, pooled).await;
         // A pooled connection the directory closed while it was idle fails
-        // before any answer: once more on a new one.
+        // before any answer: once more on a new one. Unless the bind never
+        // left, the directory may have had the password (and crashed on
+        // it): what fails from here on fails closed.
+        let mut written = false;
         if pooled && matches!(&decided, Err(Failed::Outage(e)) if is_transport(e)) {
-            sent.store(false, Ordering::Relaxed);
-            ldap = self.connect().await?;
+            written = !matches!(
+                &decided,
+                Err(Failed::Outage(ldap3::LdapError::OpSend { .. }))
+            );
+            sent.store(written, Ordering::Relaxed);
+            ldap = match self.connect().await {
+                Ok(ldap) => ldap,
+                Err(e) if written => return Err(Error::step_fail_closed(self.once_sent(e))),
+                Err(e) => return Err(e),
+            };
             decided = self.decide(&mut ldap, user, password, sent, false).await;
         }
         // The connection's state is unknown after an error: it is not pooled.
         let outcome = match decided {
             Ok(outcome) => outcome,
+            Err(Failed::Outage(e)) if written => {
+                let what = format!("LDAP at {}: {}", self.pool.url, Failure(&e));
+                return Err(Error::step_fail_closed(self.once_sent(what)));
+            }
             Err(Failed::Outage(e)) => {
                 return Err(self.unanswered(format!("LDAP at {}: {}", self.pool.url, Failure(&e))));
             }

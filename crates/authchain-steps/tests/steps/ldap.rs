@@ -586,6 +586,46 @@ async fn a_directory_down_or_silent_fails_closed() {
 /// A directory whose answer to every bind is `rc`: a stand-in for what
 /// slapd cannot be made to say (389-DS answers a locked account with 19,
 /// constraint violation).
+/// A proxy to `target` that takes one connection, then listens no more.
+async fn one_connection_to(target: SocketAddr) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let Ok((mut client, _)) = listener.accept().await else {
+            return;
+        };
+        drop(listener);
+        let Ok(mut server) = tokio::net::TcpStream::connect(target).await else {
+            return;
+        };
+        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+    });
+    addr
+}
+
+/// A pooled connection that closes on the user's bind may have carried
+/// the password to a directory that crashed on it: when the new
+/// connection then cannot be made, the request fails closed under
+/// `failureModeAllow`, however long ago the directory last answered (it
+/// was let through as an outage). Only a bind that never left is retried
+/// as one.
+#[tokio::test]
+async fn a_directory_gone_after_it_had_the_password_fails_closed() {
+    let crashing = answering_with(vec![49, HANG_UP], true).await;
+    let address = one_connection_to(crashing).await;
+    let yaml = config(
+        &format!("ldap://{address}"),
+        "    pool: { initialSize: 0 }\n    timeout: 200ms",
+        "",
+    )
+    .replace("  - ldap:", "  - failureModeAllow: true\n    ldap:");
+    let chain = chain(&yaml).await;
+    assert_eq!(status_of(&chain, "rick", "wrong").await, 401);
+    // Past the time within which an answer to another bind says it is up.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(status_of(&chain, "rick", "crash").await, 503);
+}
+
 async fn answering_binds_with(rc: u8) -> SocketAddr {
     answering(vec![rc]).await
 }
