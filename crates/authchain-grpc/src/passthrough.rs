@@ -660,6 +660,12 @@ impl Retries {
 impl AuthService for GrpcPassthrough {
     fn authorize<'a>(&'a self, request: &'a mut AuthorizationRequest) -> Answer<'a> {
         Answer::wait(async move {
+            // One time for the whole call, from its start: building the
+            // message (up to 4 MiB of the client's) is in it, its slot,
+            // tries and waits between them too. Past the step's own, its
+            // timer would end the call with an error that
+            // `failureModeAllow` lets through, whoever made the call slow.
+            let deadline = tokio::time::Instant::now() + self.timeout;
             let mut check = to_check_request(request, &request.metadata);
             if let Some(metadata) = check
                 .attributes
@@ -691,12 +697,6 @@ impl AuthService for GrpcPassthrough {
                     ),
                 ));
             }
-            // One time for the whole call, its slot, tries and waits
-            // between them: past the step's own, its timer would end it
-            // with an error that `failureModeAllow` lets through, whoever
-            // made the call slow.
-            let started = tokio::time::Instant::now();
-            let deadline = started + self.timeout;
             // A slot: a flood can take them all, so one not had in time is
             // no outage of the remote that `failureModeAllow` rides out.
             let _slot =

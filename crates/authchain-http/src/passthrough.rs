@@ -646,12 +646,13 @@ impl HttpPassthrough {
                     }
                 },
             };
-            // Only a connection that cannot be made is an outage: one the
-            // auth server closes with no answer once it has the request
-            // is a handler failing on it (a panic, a crash).
+            // Only a connection that cannot be made is an outage (unless
+            // the server answers others: a flood fills its backlog): one
+            // the auth server closes with no answer once it has the
+            // request is a handler failing on it (a panic, a crash).
             let response = answer.map_err(|e| {
                 if e.is_connect() {
-                    Error::step(format!("cannot reach the auth server: {}", error_chain(&e)))
+                    self.unanswered(format!("cannot reach the auth server: {}", error_chain(&e)))
                 } else {
                     Error::step_fail_closed(format!(
                         "the auth server gave no answer: {}",

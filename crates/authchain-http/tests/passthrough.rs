@@ -530,6 +530,37 @@ async fn a_handler_s_failure_never_fails_open() {
     }
 }
 
+/// A server that allows one call, closes its connection, and listens no
+/// more.
+async fn one_call_server() -> SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let Ok((mut stream, _)) = listener.accept().await else {
+            return;
+        };
+        drop(listener);
+        let mut buf = vec![0; 64 * 1024];
+        let _ = stream.read(&mut buf).await;
+        let answer = "HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 0\r\n\r\n";
+        let _ = stream.write_all(answer.as_bytes()).await;
+    });
+    addr
+}
+
+/// A connection that cannot be made while the server answered another
+/// call within the call's time fails closed under `failureModeAllow`: the
+/// server is up (a flood fills its backlog so).
+#[tokio::test]
+async fn a_connection_refused_while_the_server_answers_others_fails_closed() {
+    let addr = one_call_server().await;
+    let chain = build(&failing_configs(&format!("http://{addr}/auth"), "2s", true)).unwrap();
+    assert!(chain.authorize(&mut request(&[])).await.is_allow());
+    let decision = chain.authorize(&mut request(&[])).await;
+    assert_eq!(decision, Decision::unauthorized());
+}
+
 /// A server that reads each call's request and closes the connection
 /// without an answer.
 async fn hanging_up_server() -> SocketAddr {
