@@ -1442,6 +1442,13 @@ impl ChainBuilder {
                 Error::config("at most 365 days").at(format!("step '{}' timeout", step.name))
             );
         }
+        for step in &self.steps {
+            if let Some(e) =
+                crate::service::fail_open_refusal(&*step.service, step.failure_mode_allow)
+            {
+                return Err(e.at(format!("step '{}'", step.name)));
+            }
+        }
         if !Deny::is_deny_status(self.status_on_error) {
             return Err(Error::config(format!(
                 "{} is not a deny status: expected 300 to 599 (a proxy lets a request through on a 2xx)",

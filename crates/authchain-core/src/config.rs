@@ -823,6 +823,9 @@ impl AuthConfig {
                 }),
         };
         let service = built.map_err(|e| e.at(&kind))?;
+        if let Some(e) = crate::service::fail_open_refusal(&*service, failure_mode_allow) {
+            return Err(e.at(&kind));
+        }
         let mut step = ChainStep::new(name, service).failure_mode_allow(failure_mode_allow);
         if let Some(timeout) = timeout {
             step = step.timeout(timeout.0);

@@ -113,5 +113,7 @@ pub use plugin::{
 #[doc(inline)]
 pub use request::{AuthorizationRequest, Peer};
 #[doc(inline)]
-pub use service::{Answer, AuthService, DecideFn, Lifecycle, ServiceFn, decide_fn, service_fn};
+pub use service::{
+    Answer, AuthService, CALLS_NO_SERVER, DecideFn, Lifecycle, ServiceFn, decide_fn, service_fn,
+};
 pub use state::State;

@@ -89,6 +89,35 @@ pub trait AuthService: Send + Sync + 'static {
     fn reads(&self) -> Option<Vec<Attribute>> {
         None
     }
+
+    /// Why `failureModeAllow` must not let this service's failures
+    /// through, if it must not: a step that calls no server fails only on
+    /// what the request holds or on a fault, so letting its failures
+    /// through lets in what it could not check. A chain with the setting
+    /// on such a step is a config error, built in code or from a file.
+    /// `None` (the default): its failures may be an outage of a server it
+    /// calls, which the setting may ride out.
+    fn refuses_failure_mode_allow(&self) -> Option<&'static str> {
+        None
+    }
+}
+
+/// What [`AuthService::refuses_failure_mode_allow`] says of a step that
+/// calls no server.
+pub const CALLS_NO_SERVER: &str =
+    "on a step that calls no server would let through a request it fails on";
+
+/// The config error of `failureModeAllow` on `service`, if it refuses it.
+pub(crate) fn fail_open_refusal(
+    service: &dyn AuthService,
+    failure_mode_allow: bool,
+) -> Option<Error> {
+    let why = service
+        .refuses_failure_mode_allow()
+        .filter(|_| failure_mode_allow)?;
+    Some(Error::config(format!(
+        "`failureModeAllow` {why}; remove it"
+    )))
 }
 
 /// What [`AuthService::authorize`] gives: the answer, or a future of it.

@@ -160,7 +160,6 @@ impl ExtAuthPlugin for ApiKeyPlugin {
         config: ApiKeyConfig,
         context: &BuildContext<'_>,
     ) -> Result<Arc<dyn AuthService>, Error> {
-        util::calls_no_server(context)?;
         Ok(Arc::new(ApiKeyAuth::with_secrets(config, context)?))
     }
 }
@@ -527,5 +526,9 @@ impl AuthService for ApiKeyAuth {
             reads.push(Attribute::header(http::header::AUTHORIZATION));
         }
         Some(reads)
+    }
+
+    fn refuses_failure_mode_allow(&self) -> Option<&'static str> {
+        Some(authchain_core::CALLS_NO_SERVER)
     }
 }

@@ -192,7 +192,6 @@ impl ExtAuthPlugin for BasicPlugin {
         config: BasicConfig,
         context: &BuildContext<'_>,
     ) -> Result<Arc<dyn AuthService>, Error> {
-        util::calls_no_server(context)?;
         Ok(Arc::new(BasicAuth::read(config, context)?))
     }
 }
@@ -713,6 +712,10 @@ impl AuthService for BasicAuth {
             reads.push(Attribute::header(http::header::PROXY_AUTHORIZATION));
         }
         Some(reads)
+    }
+
+    fn refuses_failure_mode_allow(&self) -> Option<&'static str> {
+        Some(authchain_core::CALLS_NO_SERVER)
     }
 }
 

@@ -239,7 +239,6 @@ impl ExtAuthPlugin for HmacPlugin {
         config: HmacConfig,
         context: &BuildContext<'_>,
     ) -> Result<Arc<dyn AuthService>, Error> {
-        util::calls_no_server(context)?;
         Ok(Arc::new(HmacAuth::new(config, context)?))
     }
 }
@@ -736,6 +735,10 @@ impl<'a> Params<'a> {
 impl AuthService for HmacAuth {
     fn authorize<'a>(&'a self, request: &'a mut AuthorizationRequest) -> Answer<'a> {
         self.decide_at(request, SystemTime::now()).into()
+    }
+
+    fn refuses_failure_mode_allow(&self) -> Option<&'static str> {
+        Some(authchain_core::CALLS_NO_SERVER)
     }
 }
 

@@ -272,7 +272,6 @@ impl ExtAuthPlugin for JwtPlugin {
         // into one that trusts Envoy's verdict.
         match &config {
             Value::Object(block) if block.is_empty() => {
-                util::calls_no_server(context)?;
                 return Ok(Arc::new(VerifiedByEnvoy));
             }
             Value::Object(_) => {}
@@ -283,9 +282,6 @@ impl ExtAuthPlugin for JwtPlugin {
             }
         }
         let config: JwtConfig = authchain_core::deserialize_config(config)?;
-        if config.jwks.remote.is_none() {
-            util::calls_no_server(context)?;
-        }
         Ok(Arc::new(JwtAuth::read(config, context)?))
     }
 }
@@ -317,6 +313,10 @@ impl AuthService for VerifiedByEnvoy {
                 .into()
             }
         }
+    }
+
+    fn refuses_failure_mode_allow(&self) -> Option<&'static str> {
+        Some(authchain_core::CALLS_NO_SERVER)
     }
 }
 
@@ -1222,5 +1222,13 @@ impl AuthService for JwtAuth {
             Source::Cookie(name) => Attribute::cookie(name.clone()),
         });
         Some(reads.collect())
+    }
+
+    fn refuses_failure_mode_allow(&self) -> Option<&'static str> {
+        self.verifier
+            .shared
+            .remote
+            .is_none()
+            .then_some(authchain_core::CALLS_NO_SERVER)
     }
 }

@@ -180,7 +180,6 @@ impl ExtAuthPlugin for OpaPlugin {
         config: OpaConfig,
         context: &BuildContext<'_>,
     ) -> Result<Arc<dyn AuthService>, Error> {
-        util::calls_no_server(context)?;
         Ok(Arc::new(OpaAuth::with_resources(config, context)?))
     }
 }
@@ -1052,6 +1051,10 @@ impl AuthService for OpaAuth {
 
     fn identity_headers(&self) -> Vec<HeaderName> {
         self.allowed_headers.clone()
+    }
+
+    fn refuses_failure_mode_allow(&self) -> Option<&'static str> {
+        Some(authchain_core::CALLS_NO_SERVER)
     }
 }
 

@@ -52,8 +52,6 @@ use authchain_core::{
 use http::{Method, StatusCode};
 use serde::Deserialize;
 
-use crate::util;
-
 /// The step kind this module registers.
 pub const KIND: &str = "rules";
 
@@ -138,9 +136,8 @@ impl ExtAuthPlugin for RulesPlugin {
     fn build(
         &self,
         config: RulesConfig,
-        context: &BuildContext<'_>,
+        _: &BuildContext<'_>,
     ) -> Result<Arc<dyn AuthService>, Error> {
-        util::calls_no_server(context)?;
         Ok(Arc::new(Rules::new(config)?))
     }
 }
@@ -438,6 +435,10 @@ impl AuthService for Rules {
 
     fn reads(&self) -> Option<Vec<Attribute>> {
         Some(vec![Attribute::Method, Attribute::Host, Attribute::Path])
+    }
+
+    fn refuses_failure_mode_allow(&self) -> Option<&'static str> {
+        Some(authchain_core::CALLS_NO_SERVER)
     }
 }
 

@@ -21,18 +21,6 @@ pub(crate) fn header_value(value: &str, place: &str) -> Result<HeaderValue, Erro
         .map_err(|_| Error::config("not a valid header value (visible ASCII only)").at(place))
 }
 
-/// Refuses `failureModeAllow` on a step that calls no server: its errors
-/// come from the request or from a fault, never from a server being
-/// down, so letting them through lets in what it could not check.
-pub(crate) fn calls_no_server(context: &BuildContext<'_>) -> Result<(), Error> {
-    match context.failure_mode_allow {
-        false => Ok(()),
-        true => Err(Error::config(
-            "`failureModeAllow` on a step that calls no server would let through a request it fails on; remove it",
-        )),
-    }
-}
-
 /// A 401 that asks for a credential with `challenge` in
 /// `WWW-Authenticate`.
 pub(crate) fn challenge(challenge: &HeaderValue) -> Decision {

@@ -739,14 +739,6 @@ impl Oidc {
     /// Builds the step; reaches nothing (discovery, the JWKS and Redis
     /// are reached when it starts).
     pub fn new(config: OidcAuthorizationCode, context: &BuildContext<'_>) -> Result<Self, Error> {
-        // A request it fails on has no session: letting it through lets
-        // in whom it could not log in, and a client can make a login fail
-        // (by filling the store its logins are kept in).
-        if context.failure_mode_allow {
-            return Err(Error::config(
-                "`failureModeAllow` on a login would let through a request with no session when the login cannot start (the IdP or Redis down or full); remove it",
-            ));
-        }
         unsupported(&config.azure, "azure", "Microsoft Entra distributed claims")?;
         unsupported(
             &config.front_channel_logout,
@@ -2297,6 +2289,15 @@ impl AuthService for Oidc {
             .chain(self.id_claims.headers())
             .chain(self.access_claims.headers())
             .collect()
+    }
+
+    // A request it fails on has no session: letting it through lets in
+    // whom it could not log in, and a client can make a login fail (by
+    // filling the store its logins are kept in).
+    fn refuses_failure_mode_allow(&self) -> Option<&'static str> {
+        Some(
+            "on a login would let through a request with no session when the login cannot start (the IdP or Redis down or full)",
+        )
     }
 }
 

@@ -369,7 +369,7 @@ async fn failure_mode_allow_is_refused_on_steps_that_call_no_server() {
         ),
         (
             "hmacAuth",
-            "{ parametersInHeaders: {}, secretRefs: { secretRefs: [] } }",
+            "{ parametersInHeaders: {}, secretRefs: { secretRefs: [{ name: hmac }] } }",
         ),
         (
             "opaAuth",
@@ -378,17 +378,31 @@ async fn failure_mode_allow_is_refused_on_steps_that_call_no_server() {
         // Envoy's verdict, or a key set of its own: no server either.
         ("jwt", "{}"),
     ] {
-        let yaml = format!("name: n\nconfigs:\n- failureModeAllow: true\n  {kind}: {block}\n");
+        let secret = "apiVersion: v1\nkind: Secret\nmetadata: { name: hmac }\ntype: extauth.solo.io/accountcredentials\nstringData: { username: u, password: p }\n---\n";
+        let yaml =
+            format!("{secret}name: n\nconfigs:\n- failureModeAllow: true\n  {kind}: {block}\n");
         let error = load_error(&yaml).await.to_string();
         assert!(
             error.contains(&format!("configs[0].{kind}")) && error.contains("failureModeAllow"),
             "{kind}: {error}"
         );
         let fails_closed = yaml.replace("- failureModeAllow: true\n  ", "- ");
-        if kind != "hmacAuth" {
-            load(&fails_closed)
-                .await
-                .unwrap_or_else(|e| panic!("{kind}: {e}"));
-        }
+        load(&fails_closed)
+            .await
+            .unwrap_or_else(|e| panic!("{kind}: {e}"));
     }
+    // A chain built in code refuses it too, naming the step.
+    let rules = authchain_steps::rules::Rules::new(
+        serde_json::from_value(serde_json::json!({ "defaultAction": "allow" })).unwrap(),
+    )
+    .unwrap();
+    let error = authchain_core::Chain::builder("c")
+        .step(authchain_core::ChainStep::new("open", Arc::new(rules)).failure_mode_allow(true))
+        .build()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("step 'open'") && error.contains("failureModeAllow"),
+        "{error}"
+    );
 }
