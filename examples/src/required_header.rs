@@ -88,4 +88,9 @@ impl AuthService for RequiredHeader {
         // Upstream trusts this header, so a client must not send it.
         vec![MATCHED_HEADER]
     }
+
+    fn refuses_failure_mode_allow(&self) -> Option<&'static str> {
+        // It calls no server: a failure of it is no outage to ride out.
+        Some(authchain_core::CALLS_NO_SERVER)
+    }
 }

@@ -1308,7 +1308,12 @@ impl ChainStep {
         }
     }
 
-    /// Sets the step's own timeout.
+    /// Sets the step's own timeout. A step that bounds its own waits and
+    /// calls by its [`BuildContext`](crate::BuildContext) (the built-in
+    /// ones) should be built with
+    /// [`with_timeout`](crate::BuildContext::with_timeout) of the same, so
+    /// that it answers before this timer, whose error `failureModeAllow`
+    /// lets through.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
         self

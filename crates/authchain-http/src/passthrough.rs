@@ -27,7 +27,7 @@
 //!         allowedClientHeadersOnSuccess: [x-ratelimit-remaining]   # to the client on a 200
 //!         readStateFromResponse: true          # {"state": {...}} merged into the state
 //!     config: { tenant: acme }                 # in the JSON body, as Gloo sends it
-//!     failureModeAllow: true                   # 502-504, timeouts, refused connections pass (counted)
+//!     failureModeAllow: true                   # outages pass (counted): see below
 //! ```
 //!
 //! A 200 allows; any other status below 500 denies with that status, the
@@ -37,8 +37,9 @@
 //! `http_passthrough_bypass_failure` too). Another 5xx, or a connection
 //! the auth server closes with no answer once it has the request, is a
 //! handler failing on the request, which a client can bring about: it
-//! fails closed whatever `failureModeAllow` says. So does a timeout, or
-//! a 502, 503 or 504, while the auth server answered another call within
+//! fails closed whatever `failureModeAllow` says. So does a timeout, a
+//! 502, 503 or 504, or a connection that cannot be made, while the auth
+//! server answered another call within
 //! the call's time (`connectionTimeout`, at most nine tenths of the step's
 //! `timeout`), and a body that does not come in time after its head: the
 //! server is up, and a client can make its own call slow past the

@@ -707,6 +707,11 @@ fn reason(kind: &jsonwebtoken::errors::ErrorKind) -> &'static str {
 }
 
 impl Verifier {
+    /// Whether it fetches keys from a server (a remote JWKS).
+    pub(crate) fn calls_a_server(&self) -> bool {
+        self.shared.remote.is_some()
+    }
+
     /// The keys and checks of `config` (its `issuer`, `audiences`,
     /// `algorithms`, `leeway` and `jwks`); reads a local JWKS file. A
     /// remote JWKS is fetched by [`start`](Self::start).
@@ -1225,10 +1230,6 @@ impl AuthService for JwtAuth {
     }
 
     fn refuses_failure_mode_allow(&self) -> Option<&'static str> {
-        self.verifier
-            .shared
-            .remote
-            .is_none()
-            .then_some(authchain_core::CALLS_NO_SERVER)
+        (!self.verifier.calls_a_server()).then_some(authchain_core::CALLS_NO_SERVER)
     }
 }

@@ -118,12 +118,14 @@
 //!
 //! A failure of the IdP is the step's error, a deny with the chain's
 //! `statusOnError`, which `failureModeAllow` lets through only when the
-//! IdP could not be reached (no connection within half the call's time:
-//! the token never left). Once the IdP has the token, a failure fails
-//! closed whatever `failureModeAllow` says: a client can bring it about
-//! (a token the IdP's handler fails on or is slow to refuse, a flood that
-//! trips its rate limit, a token without `openid` that its userinfo
-//! endpoint answers 403). A request's calls and waits on the IdP have nine
+//! IdP gave no answer of its own (no connection, none in time, a
+//! gateway's 502, 503 or 504 for it) and answered no other call within a
+//! call's time (else it is up, and a client made its own call slow). An
+//! answer of its own that judges nothing fails closed whatever
+//! `failureModeAllow` says: a client can bring it about (a 429 from a
+//! flood of made-up tokens, another 5xx or an answer that is no RFC 7662
+//! JSON from a handler that fails on a token, a userinfo 403 for a token
+//! without `openid`). A request's calls and waits on the IdP have nine
 //! tenths of the step's `timeout` in all (and each call at most
 //! `timeout`), so that the step judges a late IdP itself before its timer
 //! ends the request with an error `failureModeAllow` lets through.
@@ -145,6 +147,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use authchain_core::transport::LastAnswer;
 use authchain_core::{
     Allow, Answer, AuthService, AuthorizationRequest, BuildContext, ConfigDuration, Decision, Deny,
     Error, Lifecycle, UserInfo, async_trait,
@@ -249,6 +252,8 @@ struct Asker {
     calls: tokio::sync::Semaphore,
     /// The longest wait for a permit ([`BuildContext::wait_limit`]).
     queue_wait: Duration,
+    /// When the IdP last answered a call of its own.
+    heard: LastAnswer,
 }
 
 /// How a token is checked.
@@ -327,18 +332,21 @@ type Looked = Result<Lookup, Unjudged>;
 #[derive(Debug, Clone)]
 struct Unjudged {
     why: Arc<str>,
-    /// Whether the token never left: the IdP could not be reached, an
-    /// outage `failureModeAllow` may ride out. Once the IdP has the token,
-    /// a failure may be the client's doing (a token its handler fails
-    /// on, one it is slow to refuse, a flood that trips its rate limit).
-    unsent: bool,
+    /// Whether the IdP gave no answer of its own (no connection, none in
+    /// time, a gateway's 502, 503 or 504 for it): an outage
+    /// `failureModeAllow` may ride out, unless the IdP answered other
+    /// calls meanwhile (a client can make its own call slow). Any answer
+    /// of its own that judges nothing (a 429, another 5xx, one that is no
+    /// RFC 7662 JSON, a userinfo 403) may be the client's doing: a token
+    /// its handler fails on, a flood that trips its rate limit.
+    outage: bool,
 }
 
 impl From<&str> for Unjudged {
     fn from(why: &str) -> Self {
         Unjudged {
             why: why.into(),
-            unsent: false,
+            outage: false,
         }
     }
 }
@@ -347,7 +355,7 @@ impl From<String> for Unjudged {
     fn from(why: String) -> Self {
         Unjudged {
             why: why.into(),
-            unsent: false,
+            outage: false,
         }
     }
 }
@@ -599,6 +607,7 @@ impl AccessToken {
                 answers: Answers::new(keep),
                 calls: tokio::sync::Semaphore::new(MAX_CALLS),
                 queue_wait: context.wait_limit().map_or(timeout, |w| w.min(timeout)),
+                heard: LastAnswer::default(),
             }),
             budget: context.call_limit(),
             prf: util::Prf::new(),
@@ -753,7 +762,7 @@ fn introspection_error(e: oauth2::RequestTokenError<CallError, BasicErrorRespons
         E::Request(e) => {
             return Unjudged {
                 why: format!("introspection: {e}").into(),
-                unsent: e.unsent,
+                outage: e.outage,
             };
         }
         E::ServerResponse(e) => format!(
@@ -901,16 +910,15 @@ impl AccessToken {
             }
             Ok(Lookup::Rejected(reason)) => Ok(self.rejected(reason)),
             Ok(Lookup::Busy) => Err(Error::overloaded("too many calls to the IdP under way")),
-            Err(Unjudged { why, unsent: true }) => {
-                tracing::debug!(reason = &*why, "oauth2: the IdP could not be reached");
-                Err(Error::step(CallError::new(why.to_string())))
-            }
-            Err(Unjudged { why, .. }) => {
-                tracing::debug!(
-                    reason = &*why,
-                    "oauth2: the IdP had the token and did not judge it"
-                );
-                Err(Error::step_fail_closed(CallError::new(why.to_string())))
+            Err(Unjudged { why, outage }) => {
+                tracing::debug!(reason = &*why, "oauth2: the IdP did not judge a token");
+                Err(match outage {
+                    true => self
+                        .asker
+                        .heard
+                        .unanswered(self.asker.http.timeout(), why.to_string()),
+                    false => Error::step_fail_closed(CallError::new(why.to_string())),
+                })
             }
         }
     }
@@ -956,9 +964,10 @@ impl AccessToken {
         // Past it, the token is with the IdP, or with the call another
         // request made.
         let late = || {
-            Ok(Err(Unjudged::from(
-                "the IdP did not judge the token within the step's time",
-            )))
+            Ok(Err(Unjudged {
+                why: "the IdP did not judge the token within the step's time".into(),
+                outage: true,
+            }))
         };
         tokio::time::timeout_at(by, looked)
             .await
@@ -1010,10 +1019,18 @@ impl Asker {
                 Err(oauth2::RequestTokenError::ServerResponse(e))
                     if *e.error() == oauth2::basic::BasicErrorResponseType::InvalidRequest =>
                 {
+                    self.heard.heard();
                     return Ok(Lookup::Rejected("refused by the introspection endpoint"));
                 }
-                Err(e) => return Err(introspection_error(e)),
+                Err(e) => {
+                    let e = introspection_error(e);
+                    if !e.outage {
+                        self.heard.heard();
+                    }
+                    return Err(e);
+                }
             };
+            self.heard.heard();
             if !answer.active() {
                 return Ok(Lookup::Rejected("inactive"));
             }
@@ -1052,12 +1069,19 @@ impl Asker {
             .await
             .map_err(|e| Unjudged {
                 why: format!("userinfo: {e}").into(),
-                unsent: e.unsent,
+                outage: e.outage,
             })?;
-        match response.status() {
+        let status = response.status();
+        if !idp::is_gateway_failure(status) {
+            self.heard.heard();
+        }
+        match status {
             StatusCode::UNAUTHORIZED => return Ok(None),
             s if !s.is_success() => {
-                return Err(format!("the userinfo endpoint answered {s}").into());
+                return Err(Unjudged {
+                    why: format!("the userinfo endpoint answered {s}").into(),
+                    outage: idp::is_gateway_failure(s),
+                });
             }
             _ => {}
         }
@@ -1154,6 +1178,14 @@ impl AuthService for AccessToken {
 
     fn identity_headers(&self) -> Vec<HeaderName> {
         self.claim_headers.headers().collect()
+    }
+
+    fn refuses_failure_mode_allow(&self) -> Option<&'static str> {
+        let calls = match &self.asker.check {
+            Check::Jwt(verifier) => verifier.calls_a_server() || self.asker.userinfo.is_some(),
+            Check::Introspection(_) => true,
+        };
+        (!calls).then_some(authchain_core::CALLS_NO_SERVER)
     }
 
     // `reads` is left at its default (`None`, "anything"): the answer

@@ -24,16 +24,16 @@ pub const OAUTH_SECRET_TYPE: &str = "extauth.solo.io/oauth";
 #[derive(Debug)]
 pub(crate) struct CallError {
     text: String,
-    /// Whether the call never reached the IdP (no connection could be
-    /// made): nothing of the request was sent.
-    pub(crate) unsent: bool,
+    /// Whether the IdP gave no answer of its own: no connection, none in
+    /// time, or a gateway's 502, 503 or 504 for it.
+    pub(crate) outage: bool,
 }
 
 impl CallError {
     pub(crate) fn new(text: impl Into<String>) -> Self {
         CallError {
             text: text.into(),
-            unsent: false,
+            outage: false,
         }
     }
 }
@@ -56,9 +56,7 @@ type Client = hyper_util::client::legacy::Client<
 >;
 
 /// An HTTP(S) client for one IdP: each call, connect to last byte, under
-/// `timeout`, and its connection under half of it (a call that fails there
-/// sent nothing, [`CallError::unsent`]); answers beyond 1 MiB are errors;
-/// redirects are not followed.
+/// `timeout`; answers beyond 1 MiB are errors; redirects are not followed.
 #[derive(Clone)]
 pub(crate) struct Http {
     client: Client,
@@ -77,7 +75,7 @@ impl Http {
     pub(crate) fn new(timeout: Duration) -> Result<Self, Error> {
         let client =
             hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                .build(util::https_connector(timeout / 2)?);
+                .build(util::https_connector(timeout)?);
         Ok(Http { client, timeout })
     }
 
@@ -96,7 +94,7 @@ impl Http {
         let work = async {
             let response = self.client.request(request).await.map_err(|e| CallError {
                 text: format!("cannot reach the IdP: {e}"),
-                unsent: e.is_connect(),
+                outage: e.is_connect(),
             })?;
             let (parts, body) = response.into_parts();
             let body = Limited::new(body, MAX_ANSWER_BYTES)
@@ -108,10 +106,10 @@ impl Http {
         };
         match tokio::time::timeout(self.timeout, work).await {
             Ok(answer) => answer,
-            Err(_) => Err(CallError::new(format!(
-                "the IdP did not answer within {:?}",
-                self.timeout
-            ))),
+            Err(_) => Err(CallError {
+                text: format!("the IdP did not answer within {:?}", self.timeout),
+                outage: true,
+            }),
         }
     }
 
@@ -208,11 +206,20 @@ impl<'c> oauth2::AsyncHttpClient<'c> for Oauth<'_> {
             // OAuth error of the grant's or the token's.
             let status = response.status();
             if status.is_server_error() || status == http::StatusCode::TOO_MANY_REQUESTS {
-                return Err(CallError::new(format!("the IdP answered {status}")));
+                return Err(CallError {
+                    text: format!("the IdP answered {status}"),
+                    outage: is_gateway_failure(status),
+                });
             }
             Ok(response)
         })
     }
+}
+
+/// Whether `status` is a gateway's for an IdP it could not reach (502,
+/// 503, 504): no answer of the IdP's own.
+pub(crate) fn is_gateway_failure(status: http::StatusCode) -> bool {
+    matches!(status.as_u16(), 502..=504)
 }
 
 /// The request without its empty `client_id` parameter.

@@ -583,9 +583,6 @@ async fn a_directory_down_or_silent_fails_closed() {
     assert_eq!(status_of(&chain, "rick", "rickpwd").await, 503);
 }
 
-/// A directory whose answer to every bind is `rc`: a stand-in for what
-/// slapd cannot be made to say (389-DS answers a locked account with 19,
-/// constraint violation).
 /// A proxy to `target` that takes one connection, then listens no more.
 async fn one_connection_to(target: SocketAddr) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -626,6 +623,9 @@ async fn a_directory_gone_after_it_had_the_password_fails_closed() {
     assert_eq!(status_of(&chain, "rick", "crash").await, 503);
 }
 
+/// A directory whose answer to every bind is `rc`: a stand-in for what
+/// slapd cannot be made to say (389-DS answers a locked account with 19,
+/// constraint violation).
 async fn answering_binds_with(rc: u8) -> SocketAddr {
     answering(vec![rc]).await
 }

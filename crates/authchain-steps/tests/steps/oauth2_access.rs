@@ -225,6 +225,12 @@ async fn serve(
                 let answer = state.answers.lock().unwrap().get(&token).cloned();
                 match answer {
                     Some(Value::String(s)) if s == "fail" => json_response(500, &json!({})),
+                    // Active, after this many milliseconds.
+                    Some(Value::String(s)) if s.starts_with("sleep:") => {
+                        let ms = s["sleep:".len()..].parse().unwrap();
+                        tokio::time::sleep(Duration::from_millis(ms)).await;
+                        json_response(200, &active(600))
+                    }
                     // An answer with this status and an empty object.
                     Some(Value::String(s)) if s.starts_with("status:") => {
                         json_response(s["status:".len()..].parse().unwrap(), &json!({}))
@@ -764,9 +770,9 @@ async fn concurrent_misses_for_one_token_make_one_call() {
 
 /// The step's own limits (calls to the IdP under way, and permits for
 /// them) are clients' to fill with made-up tokens: a request turned away
-/// at one is a 503 even with `failureModeAllow`, as is one whose token the
-/// IdP has and does not judge in the step's time (here, its silence). A
-/// request waits for a permit half the step's timeout at most, so that
+/// at one is a 503 even with `failureModeAllow`, which lets through only
+/// the IdP's own failures (here, its silence past the step's timeout).
+/// A request waits for a permit half the step's timeout at most, so that
 /// the step's timer, whose error fails open, does not end the wait.
 #[tokio::test]
 async fn a_step_at_its_own_limit_never_fails_open() {
@@ -787,20 +793,37 @@ async fn a_step_at_its_own_limit_never_fails_open() {
             tokio::spawn(async move { chain.authorize(&mut bearer(&format!("made-up-{i}"))).await })
         })
         .collect();
+    let mut turned_away = 0;
     for run in runs {
-        let d = run.await.unwrap();
-        assert_eq!(d.as_deny().map(|d| d.status.as_u16()), Some(503), "{d:?}");
+        match run.await.unwrap() {
+            Decision::Deny(deny) => {
+                assert_eq!(deny.status, 503);
+                turned_away += 1;
+            }
+            Decision::Allow(allow) => {
+                assert_eq!(
+                    allow.headers[0].name, "x-envoy-auth-failure-mode-allowed",
+                    "only the IdP's failure passes"
+                );
+            }
+        }
     }
+    assert!(
+        turned_away >= 260 - 64,
+        "all but the 64 calls under way: {turned_away}"
+    );
 }
 
-/// Once the IdP has the token, none of its failures passes under
+/// An answer of the IdP's own that judges nothing never passes under
 /// `failureModeAllow`: a client can bring each about (a 429 from a flood
 /// of made-up tokens, a 500 or an answer that is no RFC 7662 JSON from a
 /// handler that fails on its token, a 400 with an error RFC 7662 does not
-/// give, a userinfo 403 for a token without `openid`, an IdP slow to
-/// refuse it past the step's time). An IdP that cannot be reached passes.
+/// give, a userinfo 403 for a token without `openid`); nor does no answer
+/// (a gateway's 503, or none past the step's time) while the IdP answers
+/// other calls. An IdP that cannot be reached, or that a gateway answers
+/// 503 for every call, passes.
 #[tokio::test]
-async fn a_failure_once_the_idp_has_the_token_never_fails_open() {
+async fn an_idp_s_failure_passes_only_as_an_outage() {
     let fail_open = |yaml: String| {
         yaml.replace(
             "- oauth2:",
@@ -830,9 +853,22 @@ async fn a_failure_once_the_idp_has_the_token_never_fails_open() {
             "{token}: {d:?}"
         );
     }
-    *idp.state.delay.lock().unwrap() = Duration::from_secs(3);
-    idp.answer("slow", active(600));
-    let d = chain.authorize(&mut bearer("slow")).await;
+    idp.answer("gateway", json!("status:503"));
+    let d = chain.authorize(&mut bearer("gateway")).await;
+    assert_eq!(
+        d.as_deny().map(|d| d.status.as_u16()),
+        Some(503),
+        "503: {d:?}"
+    );
+    // Slow for this token alone, while it answers another.
+    idp.answer("slow", json!("sleep:3000"));
+    let slow = {
+        let chain = chain.clone();
+        tokio::spawn(async move { chain.authorize(&mut bearer("slow")).await })
+    };
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    chain.authorize(&mut bearer("handler")).await;
+    let d = slow.await.unwrap();
     assert_eq!(
         d.as_deny().map(|d| d.status.as_u16()),
         Some(503),
@@ -858,6 +894,9 @@ async fn a_failure_once_the_idp_has_the_token_never_fails_open() {
     let (chain, _engine) = chain_of(&fail_open(yaml)).await;
     let d = chain.authorize(&mut bearer("t")).await;
     assert!(passed(&d), "an IdP that cannot be reached: {d:?}");
+    let (chain, _engine) = chain_of(&fail_open(introspection(&idp, ""))).await;
+    let d = chain.authorize(&mut bearer("gateway")).await;
+    assert!(passed(&d), "a gateway's 503 for every call: {d:?}");
 }
 
 #[tokio::test]

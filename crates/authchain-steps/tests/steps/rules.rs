@@ -377,6 +377,13 @@ async fn failure_mode_allow_is_refused_on_steps_that_call_no_server() {
         ),
         // Envoy's verdict, or a key set of its own: no server either.
         ("jwt", "{}"),
+        (
+            "oauth2",
+            &format!(
+                "{{ accessTokenValidation: {{ jwt: {{ localJwks: {{ inlineString: '{}' }} }} }} }}",
+                include_str!("../keys/jwks.json").replace('\n', " ")
+            ),
+        ),
     ] {
         let secret = "apiVersion: v1\nkind: Secret\nmetadata: { name: hmac }\ntype: extauth.solo.io/accountcredentials\nstringData: { username: u, password: p }\n---\n";
         let yaml =
