@@ -822,7 +822,7 @@ impl Authorization for SlowToRefuse {
 /// step's time: past it, the step's timer would end the call with an error
 /// that `failureModeAllow` lets through, though the remote answered other
 /// calls meanwhile (it is up: the client made its own call slow). Here the
-/// retry's try had the call's whole time again and ran past the step's 1 s.
+/// retry's try had the call's whole time again and ran past the step's 3 s.
 #[tokio::test]
 async fn retries_end_within_the_step_s_time() {
     let remote = SlowToRefuse::default();
@@ -832,7 +832,7 @@ async fn retries_end_within_the_step_s_time() {
             "connectionTimeout: 500ms }",
             "connectionTimeout: 5s, retryPolicy: { retryBackOff: { baseInterval: 300ms } } }",
         )
-        .replace("- name: remote\n", "- name: remote\n  timeout: 1s\n");
+        .replace("- name: remote\n", "- name: remote\n  timeout: 3s\n");
     let (_engine, chain) = passthrough_chain(&yaml).await;
     let slow = {
         let chain = chain.clone();

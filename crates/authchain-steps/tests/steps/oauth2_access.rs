@@ -103,8 +103,9 @@ struct IdpState {
     answers: Mutex<HashMap<String, Value>>,
     /// Userinfo answers by token: a status and a body.
     userinfo: Mutex<HashMap<String, (u16, Value)>>,
-    /// How long introspection takes.
+    /// How long introspection takes, and userinfo.
     delay: Mutex<Duration>,
+    userinfo_delay: Mutex<Duration>,
     introspections: AtomicUsize,
     userinfos: AtomicUsize,
     jwks: AtomicUsize,
@@ -260,6 +261,8 @@ async fn serve(
         }
         ("GET", "/userinfo") => {
             state.userinfos.fetch_add(1, Ordering::SeqCst);
+            let delay = *state.userinfo_delay.lock().unwrap();
+            tokio::time::sleep(delay).await;
             let token = authorization
                 .as_deref()
                 .and_then(|a| a.strip_prefix("Bearer "))
@@ -824,12 +827,15 @@ async fn a_step_at_its_own_limit_never_fails_open() {
 /// 503 for every call, passes.
 #[tokio::test]
 async fn an_idp_s_failure_passes_only_as_an_outage() {
-    let fail_open = |yaml: String| {
-        yaml.replace(
-            "- oauth2:",
-            "- failureModeAllow: true\n  timeout: 1s\n  oauth2:",
-        )
+    let within = |seconds: u64| {
+        move |yaml: String| {
+            yaml.replace(
+                "- oauth2:",
+                &format!("- failureModeAllow: true\n  timeout: {seconds}s\n  oauth2:"),
+            )
+        }
     };
+    let fail_open = within(3);
     let passed = |d: &Decision| {
         d.as_allow().is_some_and(|a| {
             a.headers
@@ -860,13 +866,14 @@ async fn an_idp_s_failure_passes_only_as_an_outage() {
         Some(503),
         "503: {d:?}"
     );
-    // Slow for this token alone, while it answers another.
-    idp.answer("slow", json!("sleep:3000"));
+    // Slow for this token alone (past the step's 2.7 s budget), while it
+    // answers another.
+    idp.answer("slow", json!("sleep:10000"));
     let slow = {
         let chain = chain.clone();
         tokio::spawn(async move { chain.authorize(&mut bearer("slow")).await })
     };
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
     chain.authorize(&mut bearer("handler")).await;
     let d = slow.await.unwrap();
     assert_eq!(
@@ -885,6 +892,24 @@ async fn an_idp_s_failure_passes_only_as_an_outage() {
         Some(503),
         "userinfo: {d:?}"
     );
+
+    // Two calls each within a call's time, and past the step's together:
+    // the request's budget ends them (the step's timer would let it in).
+    let both = within(1)(introspection(
+        &idp,
+        &format!("userinfoUrl: {}", idp.url("/userinfo")),
+    ));
+    let (chain, _engine) = chain_of(&both).await;
+    idp.answer("two-calls", json!("sleep:600"));
+    idp.userinfo("two-calls", 200, json!({"sub": "alice"}));
+    *idp.state.userinfo_delay.lock().unwrap() = Duration::from_millis(600);
+    let d = chain.authorize(&mut bearer("two-calls")).await;
+    assert_eq!(
+        d.as_deny().map(|d| d.status.as_u16()),
+        Some(503),
+        "two calls: {d:?}"
+    );
+    *idp.state.userinfo_delay.lock().unwrap() = Duration::ZERO;
 
     let closed = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
