@@ -6,7 +6,9 @@
 //! for a TTL, the cache holds at most `maxEntries` answers and about
 //! `maxBytes` of them (each answer's headers and state), only allows are kept
 //! unless `cacheDenies` is set, and concurrent misses for one key run the
-//! chain once and share its answer.
+//! chain once and share its answer (unless the answer is for its request
+//! alone: then the key is a pass for a while, and each request runs the
+//! chain).
 //!
 //! ```yaml
 //! name: site

@@ -31,6 +31,16 @@ use crate::{
 pub const FAILURE_MODE_ALLOWED_HEADER: HeaderName =
     HeaderName::from_static("x-envoy-auth-failure-mode-allowed");
 
+/// Whether `name` is [`FAILURE_MODE_ALLOWED_HEADER`] in any case, or in a
+/// spelling an app folds to it (`x_envoy_auth_failure_mode_allowed`): that
+/// mark is the chain's alone, and no step's answer sets it.
+pub fn is_failure_mark(name: &str) -> bool {
+    same_folded(
+        name.to_ascii_lowercase(),
+        FAILURE_MODE_ALLOWED_HEADER.as_str(),
+    )
+}
+
 /// The chain deadline when a config sets none.
 pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(10);
 
@@ -1043,7 +1053,7 @@ impl Chain {
             && allow
                 .headers
                 .iter()
-                .any(|m| same_folded(m.name.as_str(), FAILURE_MODE_ALLOWED_HEADER.as_str()))
+                .any(|m| is_failure_mark(m.name.as_str()))
         {
             *answer = Err(Error::invalid_answer(format!(
                 "a step may not set {FAILURE_MODE_ALLOWED_HEADER} upstream"
@@ -1319,7 +1329,11 @@ impl ChainStep {
         self
     }
 
-    /// Lets requests pass when the step fails (counted and marked).
+    /// Lets requests pass when the step fails (counted and marked), but
+    /// for the errors that always fail closed. [`ChainBuilder::build`]
+    /// refuses it on a step whose
+    /// [`refuses_failure_mode_allow`](crate::AuthService::refuses_failure_mode_allow)
+    /// says why not.
     pub fn failure_mode_allow(mut self, allow: bool) -> Self {
         self.failure_mode_allow = allow;
         self

@@ -95,6 +95,7 @@ pub use cache::{Attribute, CacheSettings};
 #[doc(inline)]
 pub use chain::{
     Chain, ChainBuilder, ChainStep, DEFAULT_DEADLINE, FAILURE_MODE_ALLOWED_HEADER, MAX_EXPR_STEPS,
+    is_failure_mark,
 };
 #[doc(inline)]
 pub use config::{AuthConfig, ConfigDuration, Documents, Format, MAX_DURATION};

@@ -188,8 +188,10 @@ fn merge_query(acc: &mut Allow, step: &mut Allow, request: &mut AuthorizationReq
 
 /// Lists `names` for removal, once each.
 fn add_query_removals(acc: &mut Allow, names: impl Iterator<Item = String>) {
+    let mut listed: std::collections::HashSet<String> =
+        acc.query_parameters_to_remove.iter().cloned().collect();
     for name in names {
-        if !acc.query_parameters_to_remove.contains(&name) {
+        if listed.insert(name.clone()) {
             acc.query_parameters_to_remove.push(name);
         }
     }

@@ -325,14 +325,14 @@ impl AuthorizationRequest {
     /// The names, as written, of the query parameters that are `key` in
     /// some spelling ([`set_query_parameter`](Self::set_query_parameter)'s).
     pub(crate) fn query_names_like(&self, key: &str) -> Vec<String> {
-        let mut names: Vec<String> = Vec::new();
-        for pair in self.query().unwrap_or_default().split('&') {
-            let name = pair.split_once('=').map_or(pair, |(k, _)| k);
-            if !name.is_empty() && names_parameter(name, key) && !names.iter().any(|n| n == name) {
-                names.push(name.to_owned());
-            }
-        }
-        names
+        let mut seen = std::collections::HashSet::new();
+        self.query()
+            .unwrap_or_default()
+            .split('&')
+            .map(|pair| pair.split_once('=').map_or(pair, |(k, _)| k))
+            .filter(|name| !name.is_empty() && names_parameter(name, key) && seen.insert(*name))
+            .map(str::to_owned)
+            .collect()
     }
 
     fn rewrite_query(&mut self, key: &str, value: Option<&str>) {

@@ -202,7 +202,9 @@ impl fmt::Debug for PassthroughConfig {
 pub struct GrpcTarget {
     /// `host:port` or `http://host:port`.
     pub address: String,
-    /// Time limit to connect, and for each call (default 5 s).
+    /// The whole call's time: its wait for a slot, its tries and the
+    /// waits between them (default 5 s; at most nine tenths of the step's
+    /// `timeout`).
     #[serde(default)]
     pub connection_timeout: Option<ConfigDuration>,
     /// Gloo's TLS to the remote server: a Secret and protocol parameters.
@@ -790,11 +792,8 @@ fn names_the_host(name: &str) -> bool {
 /// passed over: the host, and the mark of a request let through by
 /// `failureModeAllow`.
 fn refused_upstream(name: &str) -> bool {
-    names_the_host(name) || name.eq_ignore_ascii_case(FAILURE_MODE_ALLOWED)
+    names_the_host(name) || authchain_core::is_failure_mark(name)
 }
-
-/// The header that marks a request `failureModeAllow` let through.
-const FAILURE_MODE_ALLOWED: &str = "x-envoy-auth-failure-mode-allowed";
 
 /// Turns the remote server's answer into the step's decision.
 fn answer(

@@ -359,11 +359,10 @@ impl ExtAuthPlugin for HttpPassthroughPlugin {
             (&append, "allowedUpstreamHeaders"),
             (&overwrite, "allowedUpstreamHeadersToOverwrite"),
         ] {
-            let refused = [
-                http::header::HOST,
-                authchain_core::FAILURE_MODE_ALLOWED_HEADER,
-            ];
-            if let Some(i) = list.iter().position(|n| refused.contains(n)) {
+            let refused = |n: &HeaderName| {
+                n == http::header::HOST || authchain_core::is_failure_mark(n.as_str())
+            };
+            if let Some(i) = list.iter().position(refused) {
                 return Err(
                     Error::config(format!("a remote may not set {} upstream", list[i]))
                         .at(format!("http.response.{at}[{i}]")),

@@ -727,6 +727,11 @@ fn bad_configs_name_their_place() {
             "pt.yaml: configs[0].passThroughAuth.http.response.allowedUpstreamHeaders[0]: a remote may not set x-envoy-auth-failure-mode-allowed upstream",
         ),
         (
+            "the failure mark set upstream under another spelling",
+            "{url: 'http://a/auth', response: {allowedUpstreamHeadersToOverwrite: [x_envoy_auth.failure_mode_allowed]}}",
+            "pt.yaml: configs[0].passThroughAuth.http.response.allowedUpstreamHeadersToOverwrite[0]: a remote may not set x_envoy_auth.failure_mode_allowed upstream",
+        ),
+        (
             "a relative URL",
             "{url: '/relative'}",
             "pt.yaml: configs[0].passThroughAuth.http.url: expected an http:// or https:// URL",

@@ -40,7 +40,7 @@
 //! | `authchain_step_decisions_total` | `config`, `step`, `result` = `ok`, `denied`, `error`, `failure_mode_allowed` |
 //! | `authchain_chain_decisions_total` | `config`, `result` = `ok`, `denied`, `error` |
 //! | `authchain_chain_duration_seconds` | `config` (histogram) |
-//! | `authchain_cache_lookups_total` | `config`, `result` = `hit`, `miss`, `pass` (a key whose answers are each for their request alone: the chain runs) |
+//! | `authchain_cache_lookups_total` | `config`, `result` = `hit`, `miss`, `pass` (the chain runs for the request: its key's last answer was for its request alone, or a concurrent one set a cookie) |
 //! | `authchain_reloads_total` | `result` = `ok`, `error` |
 //! | `authchain_config_generation` | the generation serving (gauge) |
 //! | `authchain_shed_total` | `transport` = `grpc`, `http` |

@@ -1271,9 +1271,6 @@ mod tests {
         }
     }
 
-    /// The user's name is taken from the entry's DN wherever the template
-    /// puts `%s` in the first RDN, without the template's text around it
-    /// (as the directory matched it, in any case); elsewhere, as typed.
     #[test]
     fn one_directory_is_one_key_however_written() {
         for url in [
@@ -1289,6 +1286,9 @@ mod tests {
         assert_ne!(directory("ldap://dir:1389"), directory("ldap://dir"));
     }
 
+    /// The user's name is taken from the entry's DN wherever the template
+    /// puts `%s` in the first RDN, without the template's text around it
+    /// (as the directory matched it, in any case); elsewhere, as typed.
     #[test]
     fn the_name_is_the_entry_s_where_the_template_puts_it() {
         let name = |template: &str, dn: &str| {
