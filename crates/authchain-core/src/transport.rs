@@ -83,6 +83,26 @@ impl Default for LastAnswer {
 }
 
 impl LastAnswer {
+    /// The record of the remote at `origin` (its scheme, host and port,
+    /// one way however a config writes them), shared by every step that
+    /// calls it, of every AuthConfig and generation, while any holds it: a
+    /// flood through one AuthConfig is no outage for another's
+    /// `failureModeAllow`, and a reload forgets nothing.
+    pub fn of(origin: &str) -> std::sync::Arc<LastAnswer> {
+        use std::sync::{Arc, Mutex, Weak};
+        type Remotes = std::collections::HashMap<String, Weak<LastAnswer>>;
+        static REMOTES: std::sync::LazyLock<Mutex<Remotes>> =
+            std::sync::LazyLock::new(Mutex::default);
+        let mut remotes = REMOTES.lock().unwrap_or_else(|e| e.into_inner());
+        remotes.retain(|_, answers| answers.strong_count() > 0);
+        if let Some(answers) = remotes.get(origin).and_then(Weak::upgrade) {
+            return answers;
+        }
+        let answers = Arc::new(LastAnswer::default());
+        remotes.insert(origin.to_owned(), Arc::downgrade(&answers));
+        answers
+    }
+
     /// The remote answered a call now.
     pub fn heard(&self) {
         let now = self.ticks(tokio::time::Instant::now());

@@ -320,8 +320,8 @@ struct Remote {
     channel: Channel,
     /// One permit per call in flight ([`MAX_CALLS`]).
     slots: Semaphore,
-    /// When it last answered a call.
-    answers: LastAnswer,
+    /// When it last answered a call ([`LastAnswer::of`] its address).
+    answers: Arc<LastAnswer>,
 }
 
 /// The plugin: `registry.register_kind(GrpcPassthroughPlugin::new())`.
@@ -385,7 +385,7 @@ impl GrpcPassthroughPlugin {
         let remote = Arc::new(Remote {
             channel,
             slots: Semaphore::new(MAX_CALLS),
-            answers: LastAnswer::default(),
+            answers: LastAnswer::of(&format!("grpc://{}", authority.to_ascii_lowercase())),
         });
         channels.insert(key, Arc::downgrade(&remote));
         Ok(remote)

@@ -39,7 +39,8 @@
 //! handler failing on the request, which a client can bring about: it
 //! fails closed whatever `failureModeAllow` says. So does a timeout, a
 //! 502, 503 or 504, or a connection that cannot be made, while the auth
-//! server answered another call within
+//! server answered another call (any step's, of any AuthConfig, to its
+//! scheme, host and port) within
 //! the call's time (`connectionTimeout`, at most nine tenths of the step's
 //! `timeout`), and a body that does not come in time after its head: the
 //! server is up, and a client can make its own call slow past the
@@ -304,9 +305,15 @@ impl ExtAuthPlugin for HttpPassthroughPlugin {
             Some("https") => true,
             _ => return Err(Error::config("expected an http:// or https:// URL").at("http.url")),
         };
-        if url.authority().is_none() {
+        let Some(host) = url.host() else {
             return Err(Error::config("the URL has no host").at("http.url"));
-        }
+        };
+        let port = url.port_u16().unwrap_or(if https { 443 } else { 80 });
+        let origin = format!(
+            "{}://{}:{port}",
+            if https { "https" } else { "http" },
+            host.trim_end_matches('.').to_ascii_lowercase()
+        );
         let timeout = match spec.connection_timeout {
             Some(ConfigDuration(d)) if d.is_zero() => {
                 return Err(
@@ -448,7 +455,7 @@ impl ExtAuthPlugin for HttpPassthroughPlugin {
             timeout,
             response_header_timeout,
             slots: Arc::new(Semaphore::new(max_conns as usize)),
-            answers: LastAnswer::default(),
+            answers: LastAnswer::of(&origin),
             // Within the call's own time too, whose end is an error.
             slot_wait: context
                 .wait_limit()
@@ -523,7 +530,7 @@ pub struct HttpPassthrough {
     /// One permit per call in flight (`connectionPool.maxConns`).
     slots: Arc<Semaphore>,
     /// When the auth server last answered a call.
-    answers: LastAnswer,
+    answers: Arc<LastAnswer>,
     /// The longest wait for a slot ([`BuildContext::wait_limit`], and half
     /// the call's time).
     slot_wait: Duration,

@@ -93,9 +93,8 @@
 //! directory not on loopback): use `ldaps://` or `tls.startTls` wherever
 //! the network is not trusted.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use authchain_core::resources::{ACCOUNT_CREDENTIALS_TYPE, ResourceRef};
@@ -216,31 +215,21 @@ pub struct LdapTls {
 }
 
 /// The plugin for step kind `ldap`. Its steps on one directory (every
-/// AuthConfig's, while any uses it) share whether it answered lately, so
-/// that a flood through one AuthConfig is no outage for another's
-/// `failureModeAllow`; clones share it too.
-#[derive(Debug, Clone, Default)]
-pub struct LdapPlugin {
-    directories: Arc<Mutex<HashMap<String, Weak<LastAnswer>>>>,
-}
+/// AuthConfig's, while any uses it) share whether it answered lately
+/// ([`LastAnswer::of`]), so that a flood through one AuthConfig is no
+/// outage for another's `failureModeAllow`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LdapPlugin;
 
 impl LdapPlugin {
-    /// A plugin whose steps have heard from no directory yet.
+    /// The plugin.
     pub fn new() -> Self {
-        Self::default()
+        Self
     }
 
     /// What the steps on the directory at `url` heard of it.
     fn answers(&self, url: &str) -> Arc<LastAnswer> {
-        let key = directory(url);
-        let mut directories = self.directories.lock().unwrap_or_else(|e| e.into_inner());
-        directories.retain(|_, answers| answers.strong_count() > 0);
-        if let Some(answers) = directories.get(&key).and_then(Weak::upgrade) {
-            return answers;
-        }
-        let answers = Arc::new(LastAnswer::default());
-        directories.insert(key, Arc::downgrade(&answers));
-        answers
+        LastAnswer::of(&format!("ldap://{}", directory(url)))
     }
 }
 

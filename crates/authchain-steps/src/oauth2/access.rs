@@ -120,7 +120,9 @@
 //! `statusOnError`, which `failureModeAllow` lets through only when the
 //! IdP gave no answer of its own (no connection, none in time, a
 //! gateway's 502, 503 or 504 for it) and answered no other call within a
-//! call's time (else it is up, and a client made its own call slow). An
+//! call's time (any step's, of any AuthConfig, to its introspection
+//! endpoint's origin: else it is up, and a client made its own call
+//! slow). An
 //! answer of its own that judges nothing fails closed whatever
 //! `failureModeAllow` says: a client can bring it about (a 429 from a
 //! flood of made-up tokens, another 5xx or an answer that is no RFC 7662
@@ -252,8 +254,9 @@ struct Asker {
     calls: tokio::sync::Semaphore,
     /// The longest wait for a permit ([`BuildContext::wait_limit`]).
     queue_wait: Duration,
-    /// When the IdP last answered a call of its own.
-    heard: LastAnswer,
+    /// When the IdP last answered a call of its own ([`LastAnswer::of`]
+    /// its introspection endpoint's origin, else its userinfo endpoint's).
+    heard: Arc<LastAnswer>,
 }
 
 /// How a token is checked.
@@ -582,6 +585,14 @@ impl AccessToken {
         let userinfo = set(&config.userinfo_url)
             .map(|u| idp::check_url(u, "userinfoUrl"))
             .transpose()?;
+        let endpoint = config
+            .introspection
+            .as_ref()
+            .map(|i| i.introspection_url.as_str())
+            .or(set(&config.introspection_url))
+            .and_then(|u| url::Url::parse(u).ok())
+            .or_else(|| userinfo.clone());
+        let origin = endpoint.map_or_else(String::new, |u| u.origin().ascii_serialization());
         let required_scopes = config.required_scopes.map(|s| s.scope).unwrap_or_default();
         for (i, scope) in required_scopes.iter().enumerate() {
             if !is_scope_token(scope) {
@@ -607,7 +618,7 @@ impl AccessToken {
                 answers: Answers::new(keep),
                 calls: tokio::sync::Semaphore::new(MAX_CALLS),
                 queue_wait: context.wait_limit().map_or(timeout, |w| w.min(timeout)),
-                heard: LastAnswer::default(),
+                heard: LastAnswer::of(&origin),
             }),
             budget: context.call_limit(),
             prf: util::Prf::new(),

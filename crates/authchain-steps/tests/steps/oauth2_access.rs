@@ -919,9 +919,36 @@ async fn an_idp_s_failure_passes_only_as_an_outage() {
     let (chain, _engine) = chain_of(&fail_open(yaml)).await;
     let d = chain.authorize(&mut bearer("t")).await;
     assert!(passed(&d), "an IdP that cannot be reached: {d:?}");
-    let (chain, _engine) = chain_of(&fail_open(introspection(&idp, ""))).await;
+    // Another IdP, which nothing heard from (what any step heard of one
+    // counts for all).
+    let out = Idp::start().await;
+    out.answer("gateway", json!("status:503"));
+    let (chain, _engine) = chain_of(&fail_open(introspection(&out, ""))).await;
     let d = chain.authorize(&mut bearer("gateway")).await;
     assert!(passed(&d), "a gateway's 503 for every call: {d:?}");
+}
+
+/// What one AuthConfig's step heard of the IdP counts for another's: a
+/// token the IdP is slow on, sent to a quiet AuthConfig while the IdP
+/// answers a busy one's, fails closed under `failureModeAllow`.
+#[tokio::test]
+async fn an_idp_answering_another_config_is_up_for_this_one() {
+    let idp = Idp::start().await;
+    let fail_open = |yaml: String| {
+        yaml.replace(
+            "- oauth2:",
+            "- failureModeAllow: true\n  timeout: 3s\n  oauth2:",
+        )
+    };
+    let (busy, _busy) = chain_of(&fail_open(introspection(&idp, ""))).await;
+    let (quiet, _quiet) = chain_of(&fail_open(introspection(&idp, ""))).await;
+    idp.answer("slow", json!("sleep:10000"));
+    idp.answer("good", active(600));
+    let slow = tokio::spawn(async move { quiet.authorize(&mut bearer("slow")).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(busy.authorize(&mut bearer("good")).await.is_allow());
+    let d = slow.await.unwrap();
+    assert_eq!(d.as_deny().map(|d| d.status.as_u16()), Some(503), "{d:?}");
 }
 
 #[tokio::test]
