@@ -35,16 +35,7 @@ pub const FAILURE_MODE_ALLOWED_HEADER: HeaderName =
 /// spelling an app folds to it (`x_envoy_auth_failure_mode_allowed`): that
 /// mark is the chain's alone, and no step's answer sets it.
 pub fn is_failure_mark(name: &str) -> bool {
-    let mark = FAILURE_MODE_ALLOWED_HEADER;
-    let fold = |c: u8| match c.to_ascii_lowercase() {
-        c if c.is_ascii_alphanumeric() => c,
-        _ => b'-',
-    };
-    name.len() == mark.as_str().len()
-        && name
-            .bytes()
-            .zip(mark.as_str().bytes())
-            .all(|(a, b)| fold(a) == b)
+    same_folded(name, FAILURE_MODE_ALLOWED_HEADER.as_str())
 }
 
 /// The chain deadline when a config sets none.

@@ -33,14 +33,17 @@ pub(crate) fn add_removals(removals: &mut Vec<HeaderName>, names: Vec<HeaderName
     }
 }
 
-/// Whether two (lower case) header names are one name to an upstream that
-/// folds their punctuation together, as CGI-style servers do when they
-/// turn `x-user-id`, `x_user_id` (WSGI, PHP, Rack), `x.user.id` (PHP) and
+/// Whether two header names are one name to an upstream that folds their
+/// case and punctuation together, as CGI-style servers do when they turn
+/// `x-user-id`, `x_user_id` (WSGI, PHP, Rack), `x.user.id` (PHP) and
 /// `x~user~id` (lighttpd, which folds every character but a letter or a
 /// digit) alike into `HTTP_X_USER_ID`.
 pub(crate) fn same_folded(a: impl AsRef<[u8]>, b: impl AsRef<[u8]>) -> bool {
     let (a, b) = (a.as_ref(), b.as_ref());
-    let fold = |c: u8| if c.is_ascii_alphanumeric() { c } else { b'-' };
+    let fold = |c: u8| match c.to_ascii_lowercase() {
+        c if c.is_ascii_alphanumeric() => c,
+        _ => b'-',
+    };
     a.len() == b.len() && a.iter().zip(b).all(|(x, y)| fold(*x) == fold(*y))
 }
 
