@@ -110,6 +110,14 @@ impl LastAnswer {
             .fetch_max(now, std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// The remote's call ended with `status`: heard, unless that is a
+    /// gateway's for a remote it could not reach ([`is_gateway_failure`]).
+    pub fn answered(&self, status: http::StatusCode) {
+        if !is_gateway_failure(status) {
+            self.heard();
+        }
+    }
+
     /// The error of a call `what` says got no answer of the remote's (a
     /// timeout, a gateway's or its own "unavailable", a connection not
     /// made): an outage ([`Error::step`], which `failureModeAllow` may
@@ -138,6 +146,13 @@ impl LastAnswer {
         let since = at.saturating_duration_since(self.base);
         u64::try_from(since.as_nanos()).unwrap_or(u64::MAX - 1) + 1
     }
+}
+
+/// Whether `status` is a gateway's for a remote it could not reach (502,
+/// 503, 504): no answer of the remote's own, an outage unless the remote
+/// answers other calls ([`LastAnswer::unanswered`]).
+pub fn is_gateway_failure(status: http::StatusCode) -> bool {
+    matches!(status.as_u16(), 502..=504)
 }
 
 /// [`Chain::authorize`] for a caller that sends the request itself on

@@ -79,7 +79,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use authchain_core::tls::{ClientTls, TlsConfig, rustls_config};
-use authchain_core::transport::LastAnswer;
+use authchain_core::transport::{LastAnswer, is_gateway_failure};
 use authchain_core::{
     Allow, Answer, AuthService, AuthorizationRequest, BuildContext, ConfigDuration, Decision, Deny,
     Error, ExtAuthPlugin, HeaderAction, HeaderMutation, async_trait,
@@ -667,9 +667,7 @@ impl HttpPassthrough {
                     ))
                 }
             })?;
-            if !is_gateway_failure(response.status()) {
-                self.answers.heard();
-            }
+            self.answers.answered(response.status());
             Ok((slot, response))
         };
         let (_slot, response) = tokio::time::timeout_at(deadline, head)
@@ -714,15 +712,6 @@ impl HttpPassthrough {
         }
         Err(error)
     }
-}
-
-/// Whether `status` is a gateway's for an auth server it cannot have an
-/// answer of (502, 503, 504): an outage, unless the server answers others.
-fn is_gateway_failure(status: StatusCode) -> bool {
-    matches!(
-        status,
-        StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT
-    )
 }
 
 /// The first [`MAX_RESPONSE_BYTES`] of a deny's `body`, or what came of

@@ -149,7 +149,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use authchain_core::transport::LastAnswer;
+use authchain_core::transport::{LastAnswer, is_gateway_failure};
 use authchain_core::{
     Allow, Answer, AuthService, AuthorizationRequest, BuildContext, ConfigDuration, Decision, Deny,
     Error, Lifecycle, UserInfo, async_trait,
@@ -1015,13 +1015,17 @@ impl Asker {
                 None => self.http.oauth_anonymous(),
             };
             let token = oauth2::AccessToken::new(token.to_owned());
-            let answer = match i
+            let answer = i
                 .client
                 .introspect(&token)
                 .set_token_type_hint("access_token")
                 .request_async(&call)
-                .await
-            {
+                .await;
+            // Any answer of the IdP's own says it is up.
+            if !matches!(&answer, Err(oauth2::RequestTokenError::Request(e)) if e.outage) {
+                self.heard.heard();
+            }
+            let answer = match answer {
                 Ok(answer) => answer,
                 // RFC 7662 asks for `active: false`; some IdPs answer a
                 // token they cannot read with 400 `invalid_request`, which
@@ -1030,18 +1034,10 @@ impl Asker {
                 Err(oauth2::RequestTokenError::ServerResponse(e))
                     if *e.error() == oauth2::basic::BasicErrorResponseType::InvalidRequest =>
                 {
-                    self.heard.heard();
                     return Ok(Lookup::Rejected("refused by the introspection endpoint"));
                 }
-                Err(e) => {
-                    let e = introspection_error(e);
-                    if !e.outage {
-                        self.heard.heard();
-                    }
-                    return Err(e);
-                }
+                Err(e) => return Err(introspection_error(e)),
             };
-            self.heard.heard();
             if !answer.active() {
                 return Ok(Lookup::Rejected("inactive"));
             }
@@ -1083,15 +1079,13 @@ impl Asker {
                 outage: e.outage,
             })?;
         let status = response.status();
-        if !idp::is_gateway_failure(status) {
-            self.heard.heard();
-        }
+        self.heard.answered(status);
         match status {
             StatusCode::UNAUTHORIZED => return Ok(None),
             s if !s.is_success() => {
                 return Err(Unjudged {
                     why: format!("the userinfo endpoint answered {s}").into(),
-                    outage: idp::is_gateway_failure(s),
+                    outage: is_gateway_failure(s),
                 });
             }
             _ => {}

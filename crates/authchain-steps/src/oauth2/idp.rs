@@ -208,18 +208,12 @@ impl<'c> oauth2::AsyncHttpClient<'c> for Oauth<'_> {
             if status.is_server_error() || status == http::StatusCode::TOO_MANY_REQUESTS {
                 return Err(CallError {
                     text: format!("the IdP answered {status}"),
-                    outage: is_gateway_failure(status),
+                    outage: authchain_core::transport::is_gateway_failure(status),
                 });
             }
             Ok(response)
         })
     }
-}
-
-/// Whether `status` is a gateway's for an IdP it could not reach (502,
-/// 503, 504): no answer of the IdP's own.
-pub(crate) fn is_gateway_failure(status: http::StatusCode) -> bool {
-    matches!(status.as_u16(), 502..=504)
 }
 
 /// The request without its empty `client_id` parameter.
