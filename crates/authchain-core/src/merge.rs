@@ -172,8 +172,7 @@ fn merge_removals(acc: &mut Allow, step: &mut Allow, request: &mut Authorization
 /// it (`user.id` for `user_id`), which an app reads as `key` too.
 fn merge_query(acc: &mut Allow, step: &mut Allow, request: &mut AuthorizationRequest) {
     for (key, value) in step.query_parameters_to_set.drain(..) {
-        let others = request.query_names_like(&key);
-        request.set_query_parameter(&key, &value);
+        let others = request.rewrite_query(&key, Some(&value));
         acc.query_parameters_to_set
             .retain(|(k, _)| !names_parameter(k, &key));
         acc.query_parameters_to_remove.retain(|k| *k != key);
@@ -181,8 +180,7 @@ fn merge_query(acc: &mut Allow, step: &mut Allow, request: &mut AuthorizationReq
         acc.query_parameters_to_set.push((key, value));
     }
     for key in step.query_parameters_to_remove.drain(..) {
-        let named = request.query_names_like(&key);
-        request.remove_query_parameter(&key);
+        let named = request.rewrite_query(&key, None);
         acc.query_parameters_to_set
             .retain(|(k, _)| !names_parameter(k, &key));
         add_query_removals(acc, std::iter::once(key).chain(named));

@@ -322,20 +322,13 @@ impl AuthorizationRequest {
         self.rewrite_query(key, None);
     }
 
-    /// The names, as written, of the query parameters that are `key` in
-    /// some spelling ([`set_query_parameter`](Self::set_query_parameter)'s).
-    pub(crate) fn query_names_like(&self, key: &str) -> Vec<String> {
+    /// Sets (`Some`) or removes query parameter `key` in every spelling,
+    /// as [`set_query_parameter`](Self::set_query_parameter) and
+    /// [`remove_query_parameter`](Self::remove_query_parameter) say; the
+    /// names, as written, of the parameters it replaced, once each.
+    pub(crate) fn rewrite_query(&mut self, key: &str, value: Option<&str>) -> Vec<String> {
+        let mut replaced: Vec<String> = Vec::new();
         let mut seen = std::collections::HashSet::new();
-        self.query()
-            .unwrap_or_default()
-            .split('&')
-            .map(|pair| pair.split_once('=').map_or(pair, |(k, _)| k))
-            .filter(|name| !name.is_empty() && names_parameter(name, key) && seen.insert(*name))
-            .map(str::to_owned)
-            .collect()
-    }
-
-    fn rewrite_query(&mut self, key: &str, value: Option<&str>) {
         let (path, query) = match self.path.split_once('?') {
             Some((p, q)) => (p, q),
             None => (self.path.as_str(), ""),
@@ -347,6 +340,9 @@ impl AuthorizationRequest {
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let k = pair.split_once('=').map_or(pair, |(k, _)| k);
             if names_parameter(k, key) {
+                if !k.is_empty() && seen.insert(k) {
+                    replaced.push(k.to_owned());
+                }
                 if written {
                     continue;
                 }
@@ -367,6 +363,7 @@ impl AuthorizationRequest {
             push_pair(&mut out, &mut sep, key, v);
         }
         self.path = out;
+        replaced
     }
 }
 
