@@ -523,8 +523,7 @@ fn random_key() -> (u64, u64) {
     (state.hash_one(0u8), state.hash_one(1u8))
 }
 
-/// A chain's cache: quick_cache (about a third of moka's memory per entry,
-/// which matters at 100 000 keys), with the TTL checked on read.
+/// A chain's cache: quick_cache, with the TTL checked on read.
 pub(crate) struct DecisionCache {
     key: Vec<Attribute>,
     ttl: Duration,

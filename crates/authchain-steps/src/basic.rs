@@ -410,7 +410,8 @@ pub struct BasicAuth {
     user_id_header: Option<HeaderName>,
     /// Gloo's extended shape also reads `Proxy-Authorization`.
     proxy_authorization: bool,
-    cache: Option<moka::sync::Cache<u128, Arc<str>, util::PrfKeyed>>,
+    /// The verified credentials kept, and for how long.
+    cache: Option<(util::Kept<Arc<str>>, Duration)>,
     prf: util::Prf,
     /// Bounds the hash verifications running at once, so that a flood of
     /// wrong passwords queues instead of filling the blocking pool.
@@ -535,10 +536,10 @@ impl BasicAuth {
             .map(|h| util::header_name(h, "userIdHeader"))
             .transpose()?;
         let cache = (config.cache.max_entries > 0).then(|| {
-            moka::sync::Cache::builder()
-                .max_capacity(config.cache.max_entries)
-                .time_to_live(config.cache.ttl.0)
-                .build_with_hasher(util::PrfKeyed::default())
+            (
+                util::Kept::new(config.cache.max_entries),
+                config.cache.ttl.0,
+            )
         });
         Ok(BasicAuth {
             users,
@@ -565,7 +566,9 @@ impl BasicAuth {
     /// diagnostics and tests).
     pub fn is_cached(&self, user: &str, password: &[u8]) -> bool {
         let key = self.cache_key(user, password);
-        self.cache.as_ref().is_some_and(|c| c.contains_key(&key))
+        self.cache
+            .as_ref()
+            .is_some_and(|(c, _)| c.get(key).is_some())
     }
 
     fn challenge(&self) -> Decision {
@@ -645,8 +648,8 @@ impl BasicAuth {
         if !(ok && known) {
             return Ok(self.challenge());
         }
-        if let Some(cache) = &self.cache {
-            cache.insert(key, Arc::from(user));
+        if let Some((cache, ttl)) = &self.cache {
+            cache.insert(key, Arc::from(user), *ttl);
         }
         Ok(self.allow(request, user))
     }
@@ -683,9 +686,9 @@ impl AuthService for BasicAuth {
             return self.challenge().into();
         }
         // A credential the cache remembers needs no hash.
-        if let Some(cache) = &self.cache
+        if let Some((cache, _)) = &self.cache
             && cache
-                .get(&self.cache_key(user, password))
+                .get(self.cache_key(user, password))
                 .is_some_and(|cached| *cached == *user)
         {
             return self.allow(request, user).into();

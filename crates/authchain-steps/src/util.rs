@@ -3,6 +3,7 @@
 use authchain_core::resources::{ResourceRef, Secret};
 use authchain_core::{AuthorizationRequest, BuildContext, Decision, Deny, Error};
 use http::{HeaderName, HeaderValue, StatusCode};
+use std::time::{Duration, Instant};
 
 /// The longest credential (header value or cookie) a step looks at. A
 /// longer one is a bad credential (401) without further work, so a huge
@@ -339,6 +340,70 @@ impl std::hash::Hasher for PassThrough {
     }
 }
 
+/// Values kept under PRF keys, each until a deadline of its own, within
+/// a bound on their weight: quick_cache, as the decision cache, with the
+/// deadline checked on read (a value past it is gone).
+pub(crate) struct Kept<V> {
+    entries: quick_cache::sync::Cache<u128, (V, Instant), Weigh<V>, PrfKeyed>,
+}
+
+/// What a kept value weighs.
+pub(crate) struct Weigh<V>(fn(&V) -> u64);
+
+impl<V> Clone for Weigh<V> {
+    fn clone(&self) -> Self {
+        Weigh(self.0)
+    }
+}
+
+impl<V> quick_cache::Weighter<u128, (V, Instant)> for Weigh<V> {
+    fn weight(&self, _: &u128, (value, _): &(V, Instant)) -> u64 {
+        // A value of no weight would never be evicted.
+        (self.0)(value).max(1)
+    }
+}
+
+impl<V: Clone> Kept<V> {
+    /// At most `count` values.
+    pub(crate) fn new(count: u64) -> Self {
+        Kept::weighed(count, count, |_| 1)
+    }
+
+    /// Values that weigh `capacity` at most in all, each what `weigh`
+    /// says; `count` is about how many that makes.
+    pub(crate) fn weighed(count: u64, capacity: u64, weigh: fn(&V) -> u64) -> Self {
+        let entries = quick_cache::sync::Cache::with(
+            usize::try_from(count.max(1)).unwrap_or(usize::MAX),
+            capacity.max(1),
+            Weigh(weigh),
+            PrfKeyed::default(),
+            Default::default(),
+        );
+        Kept { entries }
+    }
+
+    /// The value kept under `key`, unless its deadline has passed.
+    pub(crate) fn get(&self, key: u128) -> Option<V> {
+        let (value, until) = self.entries.get(&key)?;
+        if until > Instant::now() {
+            return Some(value);
+        }
+        self.entries
+            .remove_if(&key, |(_, until)| *until <= Instant::now());
+        None
+    }
+
+    /// Keeps `value` under `key` for `keep`; a value for no time, or for
+    /// longer than the clock counts, is not kept.
+    pub(crate) fn insert(&self, key: u128, value: V, keep: Duration) {
+        if let Some(until) = Instant::now().checked_add(keep)
+            && !keep.is_zero()
+        {
+            self.entries.insert(key, (value, until));
+        }
+    }
+}
+
 /// Whether `a` and `b` are equal, in time that depends on their lengths
 /// only (`subtle`'s comparison).
 pub(crate) fn ct_eq(a: &[u8], b: &[u8]) -> bool {
@@ -399,6 +464,29 @@ mod tests {
         assert!(!ct_eq(b"0123456789abcdefXYZ", b"0123456789abcdefXYz"));
         assert!(!ct_eq(b"0123456789abcdefXYZ", b"1123456789abcdefXYZ"));
         assert!(!ct_eq(b"abc", b"abcd"));
+    }
+
+    #[test]
+    fn kept_values_last_until_their_deadline() {
+        let kept = Kept::new(16);
+        kept.insert(1, "a", Duration::from_millis(50));
+        kept.insert(2, "b", Duration::from_secs(60));
+        kept.insert(3, "c", Duration::ZERO);
+        kept.insert(4, "d", Duration::MAX);
+        assert_eq!((kept.get(1), kept.get(2)), (Some("a"), Some("b")));
+        assert_eq!((kept.get(3), kept.get(4)), (None, None));
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!((kept.get(1), kept.get(2)), (None, Some("b")));
+    }
+
+    #[test]
+    fn kept_values_stay_within_their_weight() {
+        let kept: Kept<Vec<u8>> = Kept::weighed(4, 4096, |v| v.len() as u64);
+        for key in 0..64 {
+            kept.insert(key, vec![0; 512], Duration::from_secs(60));
+        }
+        let held = (0..64).filter(|k| kept.get(*k).is_some()).count();
+        assert!((1..=8).contains(&held), "{held} values of 512 bytes in 4096");
     }
 
     #[test]

@@ -365,40 +365,19 @@ impl From<String> for Unjudged {
 
 /// Answers kept per token, and the calls under way.
 struct Answers {
-    cache: Option<moka::sync::Cache<u128, Arc<Remote>, util::PrfKeyed>>,
+    cache: Option<util::Kept<Arc<Remote>>>,
     keep: Duration,
     /// The lookups under way: the requests that miss together wait for
     /// one call.
     inflight: Flights<Looked>,
 }
 
-/// Keeps each answer until its own `keep_until`.
-struct KeepUntil;
-
-impl moka::Expiry<u128, Arc<Remote>> for KeepUntil {
-    fn expire_after_create(&self, _: &u128, value: &Arc<Remote>, at: Instant) -> Option<Duration> {
-        Some(value.keep_until.saturating_duration_since(at))
-    }
-
-    fn expire_after_update(
-        &self,
-        _: &u128,
-        value: &Arc<Remote>,
-        at: Instant,
-        _: Option<Duration>,
-    ) -> Option<Duration> {
-        Some(value.keep_until.saturating_duration_since(at))
-    }
-}
-
 impl Answers {
     fn new(keep: Duration) -> Self {
         let cache = (!keep.is_zero()).then(|| {
-            moka::sync::Cache::builder()
-                .max_capacity(CACHE_BYTES)
-                .weigher(|_, remote: &Arc<Remote>| remote.weight)
-                .expire_after(KeepUntil)
-                .build_with_hasher(util::PrfKeyed::default())
+            util::Kept::weighed(CACHE_ENTRIES, CACHE_BYTES, |remote: &Arc<Remote>| {
+                u64::from(remote.weight)
+            })
         });
         Answers {
             cache,
@@ -408,14 +387,13 @@ impl Answers {
     }
 
     fn get(&self, key: u128) -> Option<Arc<Remote>> {
-        self.cache.as_ref()?.get(&key)
+        self.cache.as_ref()?.get(key)
     }
 
     fn put(&self, key: u128, remote: &Arc<Remote>) {
-        if let Some(cache) = &self.cache
-            && remote.keep_until > Instant::now()
-        {
-            cache.insert(key, remote.clone());
+        if let Some(cache) = &self.cache {
+            let keep = remote.keep_until.saturating_duration_since(Instant::now());
+            cache.insert(key, remote.clone(), keep);
         }
     }
 

@@ -542,55 +542,38 @@ struct Opened {
 /// Whatever opens a session here opens it without the cache too.
 struct Opens {
     prf: util::Prf,
-    cache: moka::sync::Cache<u128, Arc<Opened>, util::PrfKeyed>,
+    cache: util::Kept<Arc<Opened>>,
 }
 
 /// How much the opened sessions may take, in bytes of their tokens.
 const OPENED_BYTES: u64 = 32 << 20;
 
-/// Keeps each opened session until it expires.
-struct UntilExpiry;
-
-impl moka::Expiry<u128, Arc<Opened>> for UntilExpiry {
-    fn expire_after_create(
-        &self,
-        _: &u128,
-        opened: &Arc<Opened>,
-        _: std::time::Instant,
-    ) -> Option<Duration> {
-        let left = opened.session.expires_at.saturating_sub(session::now());
-        Some(Duration::from_secs(left))
-    }
-}
-
 impl Opens {
     fn new() -> Self {
         Opens {
             prf: util::Prf::new(),
-            cache: moka::sync::Cache::builder()
-                .max_capacity(OPENED_BYTES)
-                .weigher(|_, opened: &Arc<Opened>| {
-                    let s = &opened.session;
-                    let bytes = s.id_token.len()
-                        + s.access_token.len()
-                        + s.refresh_token.as_ref().map_or(0, String::len);
-                    // The tokens, the headers made of them, and their
-                    // claims as JSON values (several times their text).
-                    u32::try_from(8 * bytes).unwrap_or(u32::MAX)
-                })
-                .expire_after(UntilExpiry)
-                .build_with_hasher(util::PrfKeyed::default()),
+            cache: util::Kept::weighed(OPENED_BYTES >> 14, OPENED_BYTES, |opened| {
+                let s = &opened.session;
+                let bytes = s.id_token.len()
+                    + s.access_token.len()
+                    + s.refresh_token.as_ref().map_or(0, String::len);
+                // The tokens, the headers made of them, and their claims
+                // as JSON values (several times their text).
+                8 * bytes as u64
+            }),
         }
     }
 
     /// The session `parts` open to, opened by `open` unless it is kept.
     fn get(&self, parts: &[&[u8]], open: impl FnOnce() -> Option<Opened>) -> Option<Arc<Opened>> {
         let key = self.prf.hash(parts);
-        if let Some(opened) = self.cache.get(&key) {
+        if let Some(opened) = self.cache.get(key) {
             return Some(opened);
         }
         let opened = Arc::new(open()?);
-        self.cache.insert(key, opened.clone());
+        let left = opened.session.expires_at.saturating_sub(session::now());
+        self.cache
+            .insert(key, opened.clone(), Duration::from_secs(left));
         Some(opened)
     }
 }
@@ -644,7 +627,7 @@ impl Failed {
 struct Refreshes {
     prf: util::Prf,
     under_way: Flights<Refreshed>,
-    done: moka::sync::Cache<u128, Option<Arc<Session>>, util::PrfKeyed>,
+    done: Arc<util::Kept<Option<Arc<Session>>>>,
 }
 
 impl Refreshes {
@@ -652,10 +635,7 @@ impl Refreshes {
         Refreshes {
             prf: util::Prf::new(),
             under_way: Flights::new(REFRESHING),
-            done: moka::sync::Cache::builder()
-                .max_capacity(REFRESHED)
-                .time_to_live(REFRESH_GRACE)
-                .build_with_hasher(util::PrfKeyed::default()),
+            done: Arc::new(util::Kept::new(REFRESHED)),
         }
     }
 }
@@ -1903,7 +1883,7 @@ impl Oidc {
             Arc::clone(&self.idp),
             Arc::clone(live),
             session.clone(),
-            done.clone(),
+            Arc::clone(done),
         );
         let redis = match &self.store {
             Store::Cookie => None,
@@ -1923,7 +1903,7 @@ impl Oidc {
             };
             let fresh = fresh.map(Arc::new);
             if fresh.is_some() || remember {
-                done.insert(key, fresh.clone());
+                done.insert(key, fresh.clone(), REFRESH_GRACE);
             }
             Ok(fresh)
         });
@@ -1937,11 +1917,11 @@ impl Oidc {
 /// The refresh `done` keeps under `key`: a session that lasts past
 /// `limit`, or none (a refresh that brought none).
 fn kept(
-    done: &moka::sync::Cache<u128, Option<Arc<Session>>, util::PrfKeyed>,
+    done: &util::Kept<Option<Arc<Session>>>,
     key: u128,
     limit: u64,
 ) -> Option<Option<Arc<Session>>> {
-    match done.get(&key)? {
+    match done.get(key)? {
         Some(fresh) => (fresh.expires_at > limit).then_some(Some(fresh)),
         None => Some(None),
     }

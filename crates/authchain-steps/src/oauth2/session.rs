@@ -259,7 +259,7 @@ pub(crate) struct Redis {
     db: i64,
     connection: tokio::sync::OnceCell<redis::aio::ConnectionManager>,
     /// The PRFs of the ids that opened a session here.
-    known: moka::sync::Cache<u128, (), crate::util::PrfKeyed>,
+    known: quick_cache::sync::Cache<u128, (), quick_cache::UnitWeighter, crate::util::PrfKeyed>,
     prf: crate::util::Prf,
     prefix: String,
     /// What the values are sealed to besides their id: the client, the
@@ -302,9 +302,13 @@ impl Redis {
             host: host.to_owned(),
             db,
             connection: tokio::sync::OnceCell::new(),
-            known: moka::sync::Cache::builder()
-                .max_capacity(CACHE_SIZE as u64)
-                .build_with_hasher(crate::util::PrfKeyed::default()),
+            known: quick_cache::sync::Cache::with(
+                CACHE_SIZE,
+                CACHE_SIZE as u64,
+                quick_cache::UnitWeighter,
+                crate::util::PrfKeyed::default(),
+                Default::default(),
+            ),
             prf: crate::util::Prf::new(),
             prefix,
             binding,
