@@ -203,12 +203,21 @@ fn the_one<'a>(values: impl Iterator<Item = Result<&'a str, ()>>) -> Result<Opti
     Ok(found)
 }
 
-/// The names of the cookies `request` carries that are text, each once,
-/// in the order first sent.
-pub(crate) fn cookie_names(request: &AuthorizationRequest) -> Vec<&str> {
+/// The names of the cookies `request` carries that are text and that
+/// `wanted` takes, each once, in the order first sent: the first `most`
+/// of them (a client sends thousands of names in a few kilobytes).
+pub(crate) fn cookie_names(
+    request: &AuthorizationRequest,
+    wanted: impl Fn(&str) -> bool,
+    most: usize,
+) -> Vec<&str> {
     let mut names: Vec<&str> = Vec::new();
     for (name, _) in request.cookie_pairs() {
+        if names.len() == most {
+            break;
+        }
         if let Ok(name) = std::str::from_utf8(name)
+            && wanted(name)
             && !names.contains(&name)
         {
             names.push(name);
@@ -486,7 +495,10 @@ mod tests {
             kept.insert(key, vec![0; 512], Duration::from_secs(60));
         }
         let held = (0..64).filter(|k| kept.get(*k).is_some()).count();
-        assert!((1..=8).contains(&held), "{held} values of 512 bytes in 4096");
+        assert!(
+            (1..=8).contains(&held),
+            "{held} values of 512 bytes in 4096"
+        );
     }
 
     #[test]

@@ -1487,17 +1487,16 @@ impl Oidc {
         // Logins started in many tabs at once (a browser that reopens
         // them): past a few, the earlier ones' cookies go, which every
         // request carries (a `Path=/` one) and which would soon pass what
-        // a proxy takes in a header.
-        let earlier: Vec<&str> = util::cookie_names(request)
-            .into_iter()
-            .filter(|name| {
-                name.strip_prefix(self.login_cookie_name.as_str())
-                    .is_some_and(|hash| {
-                        hash.len() == 2 * LOGIN_HASH_BYTES
-                            && hash.bytes().all(|b| b.is_ascii_hexdigit())
-                    })
-            })
-            .collect();
+        // a proxy takes in a header. A few at a time: a client may send
+        // thousands of such names.
+        let is_login = |name: &str| {
+            name.strip_prefix(self.login_cookie_name.as_str())
+                .is_some_and(|hash| {
+                    hash.len() == 2 * LOGIN_HASH_BYTES
+                        && hash.bytes().all(|b| b.is_ascii_hexdigit())
+                })
+        };
+        let earlier = util::cookie_names(request, is_login, 2 * MAX_LOGINS_AT_ONCE);
         if earlier.len() >= MAX_LOGINS_AT_ONCE {
             for name in earlier {
                 deny = deny.header(

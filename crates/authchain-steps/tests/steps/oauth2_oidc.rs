@@ -670,6 +670,29 @@ async fn logins_started_in_many_tabs_keep_few_login_cookies() {
     assert_session(&mut agent, &front).await;
 }
 
+/// A login started by a request that carries many login cookies, or
+/// thousands of other names, removes a few of them at a time: its answer
+/// stays small, and the names are not compared with each other.
+#[tokio::test]
+async fn a_login_removes_a_few_of_many_login_cookies_at_a_time() {
+    let mut rig = Rig::start(1, |_| {}).await;
+    let front = rig.front(0, &rig.config("app", 0)).await;
+    let lines: Vec<String> = (0..4)
+        .map(|line| {
+            let logins = (0..300).map(|i| format!("{}=x", login_name(&format!("{line}-{i}"))));
+            let others = (0..3000).map(|i| format!("c{line}x{i}="));
+            logins.chain(others).collect::<Vec<_>>().join("; ")
+        })
+        .collect();
+    let headers: Vec<(&str, &str)> = lines.iter().map(|l| ("cookie", l.as_str())).collect();
+    let mut agent = UserAgent::new();
+    let page = get_with(&mut agent, &front.url("/"), &headers).await;
+    assert_eq!(page.status, 302, "{}", page.describe());
+    let set = page.header_values("set-cookie");
+    let removed = set.iter().filter(|c| c.contains("Max-Age=0")).count();
+    assert_eq!((set.len(), removed), (9, 8), "{set:?}");
+}
+
 /// A value sealed as the step seals it (AES-256-GCM, a random nonce
 /// first, base64url): to forge logins and sessions with the key.
 fn seal(kind: &str, binding: &str, value: &Value) -> String {
