@@ -10,7 +10,7 @@
 //!   in the decision log).
 //! - [`empty_for_reuse`], for an adapter that reads the next request into
 //!   the room of the last.
-//! - [`other_spelling`], for an adapter whose proxy cannot remove headers.
+//! - [`stripped_header`], for an adapter whose proxy cannot remove headers.
 //! - [`AnswerBy`], when the caller stops waiting.
 //! - [`LastAnswer`], for a step that calls a remote server.
 
@@ -179,20 +179,24 @@ pub fn authorize_via<'a>(
     chain.answer(request, false, transport)
 }
 
-/// The first of `headers` that spells a header `chain` strips (rule 7)
-/// otherwise (`x_user_id` or `x.user.id` for `x-user-id`). For an adapter
-/// whose proxy copies the chain's headers to the app by their own name
-/// and cannot remove the other spellings (forward auth): an app that
-/// folds them together (PHP, WSGI, Rack) may read the client's as the
-/// identity, so such a request is refused.
-pub fn other_spelling<'h>(
+/// The first of `headers` that is a header `chain` strips (rule 7), in
+/// any spelling (`x-user-id`, `x_user_id`, `x.user.id`). For an adapter
+/// whose proxy sends the app the client's headers and cannot remove one
+/// (forward auth): its config replaces the headers it copies from the
+/// allow, by their own name, and no other, so the client's copy of a
+/// header that it does not copy (a `stripClientHeaders` entry, a header
+/// the allow does not set), or another spelling that an app folds into
+/// one it does (PHP, WSGI, Rack), would reach the app: such a request is
+/// refused.
+pub fn stripped_header<'h>(
     chain: &Chain,
     headers: &'h http::HeaderMap,
 ) -> Option<&'h http::HeaderName> {
     headers.keys().find(|name| {
-        chain.stripped_headers().iter().any(|stripped| {
-            *name != stripped && crate::merge::same_folded(name.as_str(), stripped.as_str())
-        })
+        chain
+            .stripped_headers()
+            .iter()
+            .any(|stripped| crate::merge::same_folded(name.as_str(), stripped.as_str()))
     })
 }
 

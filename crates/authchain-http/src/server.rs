@@ -162,18 +162,18 @@ impl CheckServer {
             tracing::warn!(config = ?name, "check for an unknown AuthConfig; denying");
             return plain(StatusCode::FORBIDDEN, "unknown AuthConfig");
         };
-        // A forward-auth proxy sends the app the client's other spellings
-        // of an identity header, which the chain cannot remove there.
+        // A forward-auth proxy sends the app the client's identity
+        // headers, which the chain cannot remove there.
         if forward_auth
-            && let Some(name) = authchain_core::transport::other_spelling(chain, &request.headers)
+            && let Some(name) = authchain_core::transport::stripped_header(chain, &request.headers)
         {
-            tracing::info!(header = %name, "refusing a check: a client header spells an identity header otherwise");
+            tracing::info!(header = %name, "refusing a check: the client sends an identity header, which a forward-auth proxy would pass to the app");
             give_back(request);
             metrics::counter!("authchain_http_checks_refused_total", "status" => "400")
                 .increment(1);
             return plain(
                 StatusCode::BAD_REQUEST,
-                "a header spells an identity header otherwise",
+                "the request carries an identity header",
             );
         }
         if !forward_auth && let Some(by) = envoy_waits {
@@ -189,10 +189,9 @@ impl CheckServer {
         if as_401 {
             login_as_401(&mut decision);
         }
-        // A forward-auth proxy removes no header (its config replaces the
-        // identity headers, and other spellings are refused above): the
-        // list, which grows with every spelling, would only fill its
-        // buffer for the answer's head.
+        // A forward-auth proxy removes no header (the client's identity
+        // headers are refused above): the list, which grows with every
+        // spelling, would only fill its buffer for the answer's head.
         if forward_auth && let Decision::Allow(allow) = &mut decision {
             allow.headers_to_remove.clear();
         }

@@ -12,8 +12,8 @@
 //! handler. Behind the chain, two remote auth servers run in the test
 //! ([`remotes`]).
 //!
-//! The AuthConfig `site` is: bob's API key (`x-user-id: bob` upstream),
-//! then rules allowing only `GET app.example/public/...`, then an HTTP
+//! The AuthConfig `site` is: bob's API key (`x-user-id: bob` upstream;
+//! the client's `x-tenant` stripped), then rules allowing only `GET app.example/public/...`, then an HTTP
 //! passthrough and a gRPC passthrough whose answers a row may choose. A
 //! permissive AuthConfig `open` (allow everything) sits beside it for a
 //! client to try to select; `defaultConfig` is `site`.
@@ -24,7 +24,7 @@
 //! reached the app: nothing (the app's hit counter unchanged, and no 2xx
 //! at the client), or the request with the row's canonical path and
 //! exactly the chain's identity (`x-user-id: bob`, no other spelling of
-//! it). A proxy that refuses a row itself (a 400, a reset) has blocked it.
+//! it, no `x-tenant`). A proxy that refuses a row itself (a 400, a reset) has blocked it.
 //!
 //! The groups: A baseline (methods, hosts, request-target forms), B path
 //! encodings and traversals, C forged forwarded headers, D forged

@@ -159,6 +159,10 @@ fn judge(
                     "the app got identity {identity:?}, expected exactly [(\"x-user-id\", \"bob\")]"
                 ));
             }
+            let tenants = spelled(&seen, "x-tenant");
+            if !tenants.is_empty() {
+                problems.push(format!("the app got stripped headers {tenants:?}"));
+            }
             // A key the chain did not check, under any spelling an app
             // may read as `api-key`.
             let unchecked: Vec<_> = spelled(&seen, "api-key")

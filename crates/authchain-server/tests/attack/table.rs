@@ -139,6 +139,16 @@ impl Row {
             )
     }
 
+    /// Blocked through nginx, Traefik and Caddy, which pass the client's
+    /// identity header to the app: the check refuses it.
+    fn identity_refused(self) -> Row {
+        [Transport::Nginx, Transport::Traefik, Transport::Caddy]
+            .into_iter()
+            .fold(self, |row, transport| {
+                row.except(transport, Expect::Blocked, REFUSED_IDENTITY)
+            })
+    }
+
     /// Reaches through nginx and Caddy, which drop a header name with
     /// `_` (the row's): neither the check nor the app sees it.
     fn underscores_dropped(self) -> Row {
@@ -215,6 +225,8 @@ const DROPPED_SPELLING: &str =
     "the proxy passes a name with `_` or `.` to neither the check nor the app";
 
 const REMOVED_SPELLING: &str = "Envoy's HTTP service sends the check only its allowed_headers: the allow lists the other spellings of the key's header for removal";
+
+const REFUSED_IDENTITY: &str = "a forward-auth proxy passes the client's identity header on, which the chain cannot remove there: the check is refused (400)";
 
 const REFUSED_SPELLING: &str = "a forward-auth proxy passes the other spelling on, which the chain cannot remove there: the check is refused (400)";
 
@@ -648,11 +660,23 @@ fn identities() -> Vec<Row> {
     let mut rows: Vec<Row> = single
         .iter()
         .map(|name| {
-            Row::get(format!("D {name}: admin"), "/public/x")
+            let row = Row::get(format!("D {name}: admin"), "/public/x")
                 .header(*name, "admin")
-                .reach("/public/x")
+                .reach("/public/x");
+            match name.eq_ignore_ascii_case("x-user-id") {
+                true => row.identity_refused(),
+                false => row,
+            }
         })
         .collect();
+    // A header the AuthConfig strips that no step sets, which no proxy
+    // config copies.
+    rows.push(
+        Row::get("D X-Tenant: victim-corp", "/public/x")
+            .header("X-Tenant", "victim-corp")
+            .reach("/public/x")
+            .identity_refused(),
+    );
     // PHP folds `.` into `_` too (`HTTP_X.USER.ID` is `HTTP_X_USER_ID`).
     // Envoy removes it (HTTP mode: the chain lists the `.` spellings
     // ahead); nginx and Caddy drop such a name; Traefik passes it on, which
@@ -698,7 +722,8 @@ fn identities() -> Vec<Row> {
     rows.push(
         Row::get("D two x-user-id lines", "/public/x")
             .headers(&[("x-user-id", "admin"), ("x-user-id", "root")])
-            .reach("/public/x"),
+            .reach("/public/x")
+            .identity_refused(),
     );
     rows.push(
         Row::get("D every spelling at once", "/public/x")
@@ -708,12 +733,14 @@ fn identities() -> Vec<Row> {
                 ("x-user_id", "admin"),
                 ("X_USER-ID", "admin"),
             ])
-            .reach("/public/x"),
+            .reach("/public/x")
+            .identity_refused(),
     );
     rows.push(
         Row::get("D empty x-user-id", "/public/x")
             .header("x-user-id", "")
-            .reach("/public/x"),
+            .reach("/public/x")
+            .identity_refused(),
     );
     rows.push(
         Row::get("D client's x-envoy-auth-headers-to-remove", "/public/x")
@@ -721,7 +748,8 @@ fn identities() -> Vec<Row> {
                 ("x-envoy-auth-headers-to-remove", "x-user-id, api-key"),
                 ("x-user-id", "admin"),
             ])
-            .reach("/public/x"),
+            .reach("/public/x")
+            .identity_refused(),
     );
     // RFC 9112 §5.1: whitespace before the colon is a 400; a lenient
     // parser might trim it into `x-user-id`.

@@ -104,6 +104,7 @@ log: { format: text, level: info }
 pub(crate) const SITE: &str = "\
 authConfigs:
 - name: site
+  stripClientHeaders: [x-tenant]
   configs:
   - name: key
     apiKeyAuth:
