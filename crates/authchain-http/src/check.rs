@@ -98,12 +98,23 @@ pub(crate) fn wants_login_as_401(headers: &HeaderMap) -> bool {
     headers.get(&LOGIN_AS_401).is_some_and(|v| v == "401")
 }
 
-/// A redirect deny as a `401` with the same headers and body.
+/// A redirect deny as a `401` with the same headers and body, but its
+/// first `Set-Cookie` alone (a login's own cookie, before the removals of
+/// earlier ones): nginx passes one value of `$upstream_http_set_cookie`,
+/// the first (1.22) or all of them joined by `, ` (1.23 and later), which
+/// a browser reads as one cookie that the last removal's `Max-Age=0` ends.
 pub(crate) fn login_as_401(decision: &mut Decision) {
     if let Decision::Deny(deny) = decision
         && deny.status.is_redirection()
     {
         deny.status = StatusCode::UNAUTHORIZED;
+        if let http::header::Entry::Occupied(mut cookies) =
+            deny.headers.entry(http::header::SET_COOKIE)
+            && cookies.iter().nth(1).is_some()
+        {
+            let first = cookies.get().clone();
+            cookies.insert(first);
+        }
     }
 }
 

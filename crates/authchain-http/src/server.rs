@@ -292,6 +292,41 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_login_as_401_sets_its_own_cookie_alone() {
+        use http::HeaderValue;
+        let login = authchain_core::Deny::new(StatusCode::FOUND)
+            .header(
+                http::header::LOCATION,
+                HeaderValue::from_static("https://idp/auth"),
+            )
+            .header(
+                http::header::SET_COOKIE,
+                HeaderValue::from_static("login_3=x"),
+            )
+            .header(
+                http::header::SET_COOKIE,
+                HeaderValue::from_static("login_1=; Max-Age=0"),
+            )
+            .header(
+                http::header::SET_COOKIE,
+                HeaderValue::from_static("login_2=; Max-Age=0"),
+            );
+        let mut decision = Decision::Deny(login);
+        login_as_401(&mut decision);
+        let Decision::Deny(deny) = decision else {
+            panic!("a deny stays one");
+        };
+        assert_eq!(deny.status, StatusCode::UNAUTHORIZED);
+        let cookies: Vec<_> = deny
+            .headers
+            .get_all(http::header::SET_COOKIE)
+            .iter()
+            .collect();
+        assert_eq!(cookies, ["login_3=x"]);
+        assert_eq!(deny.headers[http::header::LOCATION], "https://idp/auth");
+    }
+
+    #[test]
     fn envoy_s_timeout_is_read_when_well_formed() {
         let of = |value: &str| envoy_timeout(&http::HeaderValue::from_str(value).unwrap());
         assert_eq!(of("1500"), Some(std::time::Duration::from_millis(1500)));
