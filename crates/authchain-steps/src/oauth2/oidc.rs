@@ -1048,6 +1048,12 @@ impl Oidc {
                 let prefixed = format!("__Host-{cookie_name}");
                 legacy_cookie_name = Some(std::mem::replace(&mut cookie_name, prefixed));
             }
+        } else if hostable && !prefixed("__Secure-") {
+            tracing::warn!(
+                config = context.config_name,
+                path = %cookies.path,
+                "oauth2: the session cookie is not at `/`, so it cannot be `__Host-`: another subdomain or a plain-HTTP page can plant a session under its name (logging the user in as itself); set session.cookieOptions.path to `/`"
+            );
         }
         let mut login_cookie_name = format!("{cookie_name}_login_");
         if hostable {

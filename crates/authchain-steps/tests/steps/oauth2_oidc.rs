@@ -2749,6 +2749,30 @@ async fn prefixed_cookie_names_keep_their_rules() {
     }
 }
 
+/// A session cookie that cannot be `__Host-` (not at `/`) is one another
+/// subdomain can plant: the build says so.
+#[tokio::test]
+async fn a_session_cookie_off_the_root_is_warned_about() {
+    let rig = Rig::start(1, |_| {}).await;
+    for (path, warned) in [("/app", true), ("/", false)] {
+        let mut config = rig.config("app", 0);
+        let step = oidc(&mut config);
+        step["callbackPath"] = json!("/app/callback");
+        step["logoutPath"] = json!("/app/logout");
+        step["session"] = json!({ "cookieOptions": { "path": path } });
+        let (logs, _guard) = Logs::capture();
+        Engine::new(registry())
+            .build(&parse(&config), 1)
+            .unwrap_or_else(|e| panic!("{path}: {e}"));
+        assert_eq!(
+            logs.text().contains("cannot be `__Host-`"),
+            warned,
+            "{path}: {}",
+            logs.text()
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_request_for_another_target_domain_is_403() {
     let mut rig = Rig::start(1, |_| {}).await;
