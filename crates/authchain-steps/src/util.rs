@@ -402,6 +402,11 @@ impl<V: Clone> Kept<V> {
         None
     }
 
+    /// Forgets the values `keep` says no to.
+    pub(crate) fn retain(&self, keep: impl Fn(u128, &V) -> bool) {
+        self.entries.retain(|key, (value, _)| keep(*key, value));
+    }
+
     /// Keeps `value` under `key` for `keep`; a value for no time, or for
     /// longer than the clock counts, is not kept.
     pub(crate) fn insert(&self, key: u128, value: V, keep: Duration) {

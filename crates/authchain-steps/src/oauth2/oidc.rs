@@ -638,6 +638,20 @@ impl Refreshes {
             done: Arc::new(util::Kept::new(REFRESHED)),
         }
     }
+
+    /// Forgets the refreshes of the session whose refresh token is
+    /// `token`, and those that brought it (a logout ends it): a copy of
+    /// the cookie it replaced must not come back as the session ended.
+    fn forget(&self, token: &str) {
+        let ended = self.prf.hash(&[token.as_bytes()]);
+        self.done.retain(|key, fresh| {
+            key != ended
+                && !fresh
+                    .as_ref()
+                    .and_then(|s| s.refresh_token.as_deref())
+                    .is_some_and(|t| util::ct_eq(t.as_bytes(), token.as_bytes()))
+        });
+    }
 }
 
 impl std::fmt::Debug for Oidc {
@@ -1807,6 +1821,7 @@ impl Oidc {
             };
             id_token = Some(session.id_token);
             if let Some(refresh) = session.refresh_token {
+                self.refreshes.forget(&refresh);
                 self.revoke(live, refresh);
             }
         }
