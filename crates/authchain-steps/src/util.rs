@@ -402,6 +402,11 @@ impl<V: Clone> Kept<V> {
         None
     }
 
+    /// Forgets the value under `key`.
+    pub(crate) fn remove(&self, key: u128) {
+        self.entries.remove(&key);
+    }
+
     /// Forgets the values `keep` says no to.
     pub(crate) fn retain(&self, keep: impl Fn(u128, &V) -> bool) {
         self.entries.retain(|key, (value, _)| keep(*key, value));

@@ -497,12 +497,13 @@ pub struct Oidc {
     polling: std::sync::atomic::AtomicBool,
     idp: Arc<Discovery>,
     store: Store,
-    sealer: Sealer,
-    /// Whether a login in progress is sealed in its cookie: always with
-    /// the cookie store; with Redis when the sealer's key is shared
-    /// (`cipherConfig`), so that a request with no session writes nothing
-    /// to Redis (it took a key of its own there for 10 minutes).
-    login_in_cookie: bool,
+    sealer: Arc<Sealer>,
+    /// Whether logins in progress are sealed with a key the replicas
+    /// share through Redis (Redis, no `cipherConfig` key), not `sealer`.
+    /// A login is sealed in its cookie whatever the store, so that a
+    /// request with no session writes nothing to Redis (it took a key of
+    /// its own there for 10 minutes).
+    login_key_in_redis: bool,
     cookie_name: String,
     /// The name the session cookie had before it took `__Host-`, whose
     /// cookies a browser may still send: cleared at a login and a logout.
@@ -584,6 +585,9 @@ impl Opens {
 const REFRESH_GRACE: Duration = Duration::from_secs(30);
 /// How many refreshes are kept so.
 const REFRESHED: u64 = 4096;
+/// How many revoked refresh tokens are remembered, and for how long.
+const REVOKED: u64 = 4096;
+const REVOKED_FOR: Duration = Duration::from_secs(3600);
 /// How many refreshes may be under way at once.
 const REFRESHING: usize = 1024;
 
@@ -628,6 +632,11 @@ struct Refreshes {
     prf: util::Prf,
     under_way: Flights<Refreshed>,
     done: Arc<util::Kept<Option<Arc<Session>>>>,
+    /// The refresh tokens revoked lately, or being revoked: a logout
+    /// replayed with one cookie (which opens until it expires) revokes its
+    /// token once, and its replays take no place another's revocation
+    /// needs.
+    revoked: Arc<util::Kept<()>>,
 }
 
 impl Refreshes {
@@ -636,6 +645,7 @@ impl Refreshes {
             prf: util::Prf::new(),
             under_way: Flights::new(REFRESHING),
             done: Arc::new(util::Kept::new(REFRESHED)),
+            revoked: Arc::new(util::Kept::new(REVOKED)),
         }
     }
 
@@ -1194,9 +1204,9 @@ impl Oidc {
             id_token_header,
             access_token_header,
             bearer: headers.use_bearer_schema_for_authorization.unwrap_or(true),
-            login_in_cookie: matches!(store, Store::Cookie) || cipher_key.is_some(),
+            login_key_in_redis: matches!(store, Store::Redis(_)) && cipher_key.is_none(),
             store,
-            sealer,
+            sealer: Arc::new(sealer),
             cookie_name,
             legacy_cookie_name,
             login_cookie_name,
@@ -1265,11 +1275,18 @@ impl Oidc {
         let Some(endpoint) = live.provider.revocation_endpoint.clone() else {
             return;
         };
+        let key = self.refreshes.prf.hash(&[b"revoked", refresh.as_bytes()]);
+        if self.refreshes.revoked.get(key).is_some() {
+            return;
+        }
         match self.idp.revocations.clone().try_acquire_owned() {
             Ok(place) => {
-                let idp = self.idp.clone();
+                self.refreshes.revoked.insert(key, (), REVOKED_FOR);
+                let (idp, revoked) = (self.idp.clone(), Arc::clone(&self.refreshes.revoked));
                 tokio::spawn(async move {
                     if let Err(e) = idp.revoke(&endpoint, &refresh).await {
+                        // The next logout with it tries again.
+                        revoked.remove(key);
                         tracing::warn!(error = %e, "oauth2: the IdP did not revoke the refresh token at logout");
                     }
                     drop(place);
@@ -1476,24 +1493,7 @@ impl Oidc {
             authorize = authorize.add_extra_param(k.clone(), v.clone());
         }
         let (url, _) = authorize.url();
-        let cookie = match (&self.store, self.login_in_cookie) {
-            (Store::Cookie, _) | (_, true) => self.sealer.seal("login", &pending),
-            // A shadow run's answer goes nowhere: nothing to keep.
-            (Store::Redis(_), false) if is_shadow_run(request) => session::random_token(32),
-            (Store::Redis(redis), false) => {
-                let id = session::random_token(32);
-                redis
-                    .put(
-                        "login:",
-                        &pending_key(&id, &pending.state),
-                        &pending,
-                        session::LOGIN_TTL,
-                    )
-                    .await
-                    .map_err(|e| Error::step(e).at("session.redis"))?;
-                id
-            }
-        };
+        let cookie = self.login_sealer().await?.seal("login", &pending);
         let location = HeaderValue::try_from(url.as_str())
             .map_err(|_| Error::step("the authorization URL is not a header value"))?;
         let mut deny = Self::redirect(location).header(
@@ -1528,10 +1528,22 @@ impl Oidc {
         Ok(deny.into())
     }
 
+    /// The sealer of logins in progress: the sessions' (a `cipherConfig`
+    /// key's, or the process's with the cookie store), or with Redis and
+    /// no key, one with the key the replicas share through Redis.
+    async fn login_sealer(&self) -> Result<Arc<Sealer>, Error> {
+        match &self.store {
+            Store::Redis(redis) if self.login_key_in_redis => redis
+                .login_sealer()
+                .await
+                .map(Arc::new)
+                .map_err(|e| Error::step(e).at("session.redis")),
+            _ => Ok(Arc::clone(&self.sealer)),
+        }
+    }
+
     /// The login in progress the callback's cookie names with this
-    /// `state`: sealed in the cookie, or taken from Redis (one use: it is
-    /// kept under the cookie's id and the state, so that a callback with
-    /// another state finds and spends nothing).
+    /// `state`, sealed in the cookie.
     async fn take_pending(
         &self,
         request: &AuthorizationRequest,
@@ -1543,13 +1555,7 @@ impl Oidc {
         if cookie.is_empty() || cookie.len() > 4096 {
             return Ok(None);
         }
-        let pending: Option<Pending> = match (&self.store, self.login_in_cookie) {
-            (Store::Cookie, _) | (_, true) => self.sealer.open("login", cookie),
-            (Store::Redis(redis), false) => redis
-                .get("login:", &pending_key(cookie, state), true)
-                .await
-                .map_err(|e| Error::step(e).at("session.redis"))?,
-        };
+        let pending: Option<Pending> = self.login_sealer().await?.open("login", cookie);
         Ok(pending.filter(|p| p.expires_at >= session::now()))
     }
 
@@ -1605,7 +1611,7 @@ impl Oidc {
         // A login sealed in its cookie, with Redis beside: one use all the
         // same, marked spent where every replica sees it (a replay never
         // sends the IdP a spent code, which may revoke what it gave).
-        if let (true, Store::Redis(redis)) = (self.login_in_cookie, &self.store) {
+        if let Store::Redis(redis) = &self.store {
             // Kept while the login could still come back, no longer.
             let left = pending.expires_at.saturating_sub(session::now()).max(1);
             let first = redis
@@ -2190,12 +2196,6 @@ fn issued_to(claims: &Map<String, Value>, client_id: &str) -> bool {
             _ => true,
         },
     }
-}
-
-/// Where Redis keeps a login in progress: under the login cookie's id
-/// and the login's `state`.
-fn pending_key(id: &str, state: &str) -> String {
-    format!("{id}.{state}")
 }
 
 /// A JWT's claims, read without checking: for tokens this step verified

@@ -466,6 +466,34 @@ impl Redis {
         Ok(done.is_some())
     }
 
+    /// The sealer of logins in progress where no `cipherConfig` key is
+    /// given: its key is 32 random bytes that the replicas share through
+    /// Redis, made by the first that asks, kept with no expiry, and read
+    /// at each login and callback (one `GET`: a Redis emptied since has
+    /// another made, and a Redis down fails the login at once, whose
+    /// callback could not work). Whoever can write to this Redis can make
+    /// a session already.
+    pub(crate) async fn login_sealer(&self) -> Result<Sealer, CallError> {
+        let mut c = self.connection().await?;
+        let name = self.key("key:", "login");
+        let read = redis::cmd("GET").arg(&name).clone();
+        let mut key: Option<String> = self.bounded(read.query_async(&mut c)).await?;
+        if key.is_none() {
+            let fresh = random_token(32);
+            let mut make = redis::cmd("SET");
+            make.arg(&name).arg(&fresh).arg("NX");
+            let made: Option<String> = self.bounded(make.query_async(&mut c)).await?;
+            key = match made {
+                Some(_) => Some(fresh),
+                // Another made it meanwhile.
+                None => self.bounded(read.query_async(&mut c)).await?,
+            };
+        }
+        key.and_then(|key| B64.decode(key).ok())
+            .and_then(|key| Sealer::new(&key, &self.binding))
+            .ok_or_else(|| CallError::new("Redis: the login key is not 32 bytes of base64url"))
+    }
+
     /// Takes the lock named (`kind`, `id`) for `hold` as `holder` (a
     /// random token), unless another holds it: whether this caller has it.
     /// It goes with [`unlock`](Self::unlock), or when `hold` ends.

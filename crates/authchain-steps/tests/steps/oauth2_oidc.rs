@@ -2000,6 +2000,16 @@ async fn expired_cookie_sessions_refresh_only_when_allowed() {
         rig.idp().requests().await.unwrap().revocation,
         revocations + 1
     );
+    // The copy's logout, a replay with the same refresh token, revokes
+    // nothing more (replays would hold the places others' revocations
+    // need).
+    let out = get(&mut copy.clone(), &refreshing.url("/logout")).await;
+    assert_eq!(out.status, 302, "{}", out.describe());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        rig.idp().requests().await.unwrap().revocation,
+        revocations + 1
+    );
     // Nor does a copy of the cookie the refresh replaced, within the
     // time the refreshed session is kept for it (30 s).
     let mut stale = stale;
@@ -2190,8 +2200,18 @@ async fn redis_sessions_are_shared_hashed_sealed_and_one_use_logins() {
     }
     assert_eq!(redis.calls("get").await.unwrap(), gets);
     let id = agent.jar().value(SESSION).unwrap().to_owned();
-    let keys = redis.keys("*").await.unwrap();
+    // Beside the session: the login key, and the login marked spent.
+    let all = redis.keys("*").await.unwrap();
+    let (keys, others): (Vec<String>, Vec<String>) =
+        all.into_iter().partition(|k| k.starts_with("ac:session:"));
     assert_eq!(keys, [format!("ac:session:{}", sha256_hex(&id))]);
+    let login_key = format!("ac:key:{}", sha256_hex("login"));
+    assert!(
+        others
+            .iter()
+            .all(|k| *k == login_key || k.starts_with("ac:spent:")),
+        "{others:?}"
+    );
     let stored = redis.get(&keys[0]).await.unwrap().unwrap();
     for token in [
         &id,
@@ -2224,46 +2244,64 @@ async fn redis_sessions_are_shared_hashed_sealed_and_one_use_logins() {
     assert_new_login(&mut thief, &issuer, &replica).await;
 }
 
-/// With `cipherConfig`'s key, which the replicas share, a login in
-/// progress is sealed in its cookie: requests with no session write
-/// nothing to Redis (a flood of them took 1 KB there each, for 10
-/// minutes), and the login is one use all the same, marked spent in
-/// Redis, so that a replay never sends the IdP its spent code.
+/// A login in progress is sealed in its cookie, with `cipherConfig`'s key
+/// or else with one the replicas share through Redis (made once): requests
+/// with no session write nothing to Redis (a flood of them took 1 KB there
+/// each, for 10 minutes), a login started on one replica comes back on
+/// another, and it is one use all the same, marked spent in Redis, so that
+/// a replay never sends the IdP its spent code.
 #[tokio::test]
-async fn with_a_key_a_redis_login_in_progress_writes_nothing_and_is_one_use() {
-    let redis = Redis::start().await.unwrap();
-    let mut rig = Rig::start(2, |_| {}).await;
-    let issuer = rig.issuer.clone();
-    let mut config = rig.config("app", 0);
-    let cipher = oidc(&mut config)["session"]["cipherConfig"].clone();
-    oidc(&mut config)["session"] = redis_session(&redis, json!({ "cipherConfig": cipher }));
-    let front = rig.front(0, &config).await;
-    let replica = rig.front(1, &config).await;
-    for _ in 0..20 {
-        let page = get(&mut UserAgent::new(), &front.url("/private")).await;
-        assert_eq!(page.status, 302, "{}", page.describe());
-    }
-    assert_eq!(redis.keys("*").await.unwrap(), Vec::<String>::new());
+async fn a_redis_login_in_progress_writes_nothing_and_is_one_use() {
+    for keyed in [true, false] {
+        let redis = Redis::start().await.unwrap();
+        let mut rig = Rig::start(2, |_| {}).await;
+        let issuer = rig.issuer.clone();
+        let mut config = rig.config("app", 0);
+        let cipher = oidc(&mut config)["session"]["cipherConfig"].clone();
+        let extra = match keyed {
+            true => json!({ "cipherConfig": cipher }),
+            false => json!({}),
+        };
+        oidc(&mut config)["session"] = redis_session(&redis, extra);
+        let front = rig.front(0, &config).await;
+        let replica = rig.front(1, &config).await;
+        for _ in 0..20 {
+            let page = get(&mut UserAgent::new(), &front.url("/private")).await;
+            assert_eq!(page.status, 302, "{}", page.describe());
+        }
+        let login_key = format!("ac:key:{}", sha256_hex("login"));
+        let expected = match keyed {
+            true => vec![],
+            false => vec![login_key.clone()],
+        };
+        assert_eq!(redis.keys("*").await.unwrap(), expected, "keyed: {keyed}");
 
-    let mut agent = UserAgent::new();
-    let callback = callback_url(&mut agent, &issuer, &front, "/private").await;
-    let login_cookie = login_name_of(&callback);
-    let login = agent.jar().value(&login_cookie).unwrap().to_owned();
-    let back = get(&mut agent, &callback.replace(&front.base, &replica.base)).await;
-    assert_eq!(back.status, 302, "{}", back.describe());
-    assert_session(&mut agent, &front).await;
-    let tokens = rig.idp().requests().await.unwrap().token;
-    let mut replay = UserAgent::new();
-    replay
-        .jar_mut()
-        .set_cookie(&front.base, &format!("{login_cookie}={login}"));
-    assert_refused(&get(&mut replay, &callback).await, 401);
-    assert_eq!(
-        rig.idp().requests().await.unwrap().token,
-        tokens,
-        "a replay sent the IdP its spent code"
-    );
-    assert_session(&mut agent, &replica).await;
+        let mut agent = UserAgent::new();
+        let callback = callback_url(&mut agent, &issuer, &front, "/private").await;
+        let login_cookie = login_name_of(&callback);
+        let login = agent.jar().value(&login_cookie).unwrap().to_owned();
+        let back = get(&mut agent, &callback.replace(&front.base, &replica.base)).await;
+        assert_eq!(back.status, 302, "{}", back.describe());
+        assert_session(&mut agent, &front).await;
+        let tokens = rig.idp().requests().await.unwrap().token;
+        let mut replay = UserAgent::new();
+        replay
+            .jar_mut()
+            .set_cookie(&front.base, &format!("{login_cookie}={login}"));
+        assert_refused(&get(&mut replay, &callback).await, 401);
+        assert_eq!(
+            rig.idp().requests().await.unwrap().token,
+            tokens,
+            "a replay sent the IdP its spent code"
+        );
+        assert_session(&mut agent, &replica).await;
+        // A login key that is no key fails the login closed.
+        if !keyed {
+            redis.set(&login_key, "short").await.unwrap();
+            let page = get(&mut UserAgent::new(), &front.url("/private")).await;
+            assert_eq!(page.status, 403, "{}", page.describe());
+        }
+    }
 }
 
 /// Replicas that get requests of one expired Redis session at once share
