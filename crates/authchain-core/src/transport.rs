@@ -10,7 +10,8 @@
 //!   in the decision log).
 //! - [`empty_for_reuse`], for an adapter that reads the next request into
 //!   the room of the last.
-//! - [`stripped_header`], for an adapter whose proxy cannot remove headers.
+//! - [`stripped_header`], for an adapter whose proxy cannot remove headers,
+//!   and [`strips`].
 //! - [`AnswerBy`], when the caller stops waiting.
 //! - [`LastAnswer`], for a step that calls a remote server.
 
@@ -192,12 +193,15 @@ pub fn stripped_header<'h>(
     chain: &Chain,
     headers: &'h http::HeaderMap,
 ) -> Option<&'h http::HeaderName> {
-    headers.keys().find(|name| {
-        chain
-            .stripped_headers()
-            .iter()
-            .any(|stripped| crate::merge::same_folded(name.as_str(), stripped.as_str()))
-    })
+    headers.keys().find(|name| strips(chain, name))
+}
+
+/// Whether `name` spells a header `chain` strips (rule 7).
+pub fn strips(chain: &Chain, name: &http::HeaderName) -> bool {
+    chain
+        .stripped_headers()
+        .iter()
+        .any(|stripped| crate::merge::same_folded(name.as_str(), stripped.as_str()))
 }
 
 /// Empties `request` as a new one is, keeping the room of its strings,

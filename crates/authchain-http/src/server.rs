@@ -189,6 +189,16 @@ impl CheckServer {
         if as_401 {
             login_as_401(&mut decision);
         }
+        // The allow's headers for the client share its answer with those
+        // for the app, and a proxy copies to the app the names its config
+        // lists (Traefik's authResponseHeaders, nginx's auth_request_set,
+        // Envoy's allowed_upstream_headers): one named as an identity
+        // header (an opaAuth policy's) would reach the app as one.
+        if let Decision::Allow(allow) = &mut decision {
+            allow
+                .response_headers
+                .retain(|m| !authchain_core::transport::strips(chain, &m.name));
+        }
         // A forward-auth proxy removes no header (the client's identity
         // headers are refused above): the list, which grows with every
         // spelling, would only fill its buffer for the answer's head.

@@ -602,6 +602,55 @@ async fn a_forward_auth_allow_lists_no_removal() {
     assert!(response.headers().get(HEADERS_TO_REMOVE).is_none());
 }
 
+/// A header for the client named as an identity header is not sent: the
+/// answer carries the app's headers too, and a proxy copies that name to
+/// the app.
+#[tokio::test]
+async fn a_client_header_named_as_an_identity_header_is_not_sent() {
+    let allow = Allow::new()
+        .set_header(
+            HeaderName::from_static("x-user-id"),
+            HeaderValue::from_static("bob"),
+        )
+        .response_header(
+            HeaderName::from_static("x_user_id"),
+            HeaderValue::from_static("admin"),
+        )
+        .response_header(
+            HeaderName::from_static("x-tenant"),
+            HeaderValue::from_static("victim"),
+        )
+        .response_header(
+            HeaderName::from_static("x-note"),
+            HeaderValue::from_static("kept"),
+        );
+    let chain = Chain::builder("site")
+        .step(recorder(Arc::default(), allow.into()))
+        .strip_client_header(HeaderName::from_static("x-user-id"))
+        .strip_client_header(HeaderName::from_static("x-tenant"));
+    let server = server_of(forwarding(), [chain]).await;
+    let check = request(
+        Method::GET,
+        "/check:site",
+        &[
+            ("x-forwarded-method", "GET"),
+            ("x-forwarded-uri", "/x"),
+            ("x-forwarded-host", "app.example"),
+            ("x-forwarded-proto", "https"),
+        ],
+        "",
+    );
+    let response = server.check(check, peer(PROXY)).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let headers = response.headers();
+    assert_eq!(
+        headers.get_all("x-user-id").iter().collect::<Vec<_>>(),
+        ["bob"]
+    );
+    assert!(headers.get("x_user_id").is_none() && headers.get("x-tenant").is_none());
+    assert_eq!(headers["x-note"], "kept");
+}
+
 #[tokio::test]
 async fn a_deny_is_sent_as_it_is() {
     let deny = Deny::new(StatusCode::UNAUTHORIZED)
