@@ -10,8 +10,7 @@
 //!   in the decision log).
 //! - [`empty_for_reuse`], for an adapter that reads the next request into
 //!   the room of the last.
-//! - [`stripped_header`], for an adapter whose proxy cannot remove headers,
-//!   and [`strips`].
+//! - [`strips`], for an adapter whose proxy cannot remove headers.
 //! - [`AnswerBy`], when the caller stops waiting.
 //! - [`LastAnswer`], for a step that calls a remote server.
 
@@ -180,23 +179,13 @@ pub fn authorize_via<'a>(
     chain.answer(request, false, transport)
 }
 
-/// The first of `headers` that is a header `chain` strips (rule 7), in
-/// any spelling (`x-user-id`, `x_user_id`, `x.user.id`). For an adapter
-/// whose proxy sends the app the client's headers and cannot remove one
-/// (forward auth): its config replaces the headers it copies from the
-/// allow, by their own name, and no other, so the client's copy of a
-/// header that it does not copy (a `stripClientHeaders` entry, a header
-/// the allow does not set), or another spelling that an app folds into
-/// one it does (PHP, WSGI, Rack), would reach the app: such a request is
-/// refused.
-pub fn stripped_header<'h>(
-    chain: &Chain,
-    headers: &'h http::HeaderMap,
-) -> Option<&'h http::HeaderName> {
-    headers.keys().find(|name| strips(chain, name))
-}
-
-/// Whether `name` spells a header `chain` strips (rule 7).
+/// Whether `name` spells a header `chain` strips (rule 7): `x-user-id`,
+/// `x_user_id` or `x.user.id` for `x-user-id`. For an adapter whose proxy
+/// sends the app the client's headers and cannot remove one (forward
+/// auth): its config replaces the headers it copies from the allow, by
+/// their own name, and no other, so a client's copy of a header the allow
+/// does not set (a `stripClientHeaders` entry), or another spelling that
+/// an app folds into one it does (PHP, WSGI, Rack), would reach the app.
 pub fn strips(chain: &Chain, name: &http::HeaderName) -> bool {
     chain
         .stripped_headers()

@@ -162,19 +162,27 @@ impl CheckServer {
             tracing::warn!(config = ?name, "check for an unknown AuthConfig; denying");
             return plain(StatusCode::FORBIDDEN, "unknown AuthConfig");
         };
-        // A forward-auth proxy sends the app the client's identity
-        // headers, which the chain cannot remove there.
-        if forward_auth
-            && let Some(name) = authchain_core::transport::stripped_header(chain, &request.headers)
-        {
-            tracing::info!(header = %name, "refusing a check: the client sends an identity header, which a forward-auth proxy would pass to the app");
-            give_back(request);
-            metrics::counter!("authchain_http_checks_refused_total", "status" => "400")
-                .increment(1);
-            return plain(
-                StatusCode::BAD_REQUEST,
-                "the request carries an identity header",
-            );
+        // A forward-auth proxy sends the app the client's headers, and
+        // replaces those its config copies from the allow, by their own
+        // name, and no other: another spelling of an identity header is
+        // refused here, and the name itself once the allow shows that it
+        // sets none (a `stripClientHeaders` entry). Not the headers the
+        // proxy writes into every check itself.
+        let mut carried: Vec<http::HeaderName> = Vec::new();
+        if forward_auth {
+            for name in request.headers.keys() {
+                if !PROXY_WRITTEN.contains(name) && authchain_core::transport::strips(chain, name) {
+                    carried.push(name.clone());
+                }
+            }
+            if let Some(other) = carried
+                .iter()
+                .find(|name| !chain.stripped_headers().contains(name))
+            {
+                let refused = refuse_identity(other, "spells an identity header otherwise");
+                give_back(request);
+                return refused;
+            }
         }
         if !forward_auth && let Some(by) = envoy_waits {
             request.extensions.insert(by);
@@ -186,6 +194,16 @@ impl CheckServer {
             authchain_core::transport::Transport::Http,
         )
         .await;
+        if let Decision::Allow(allow) = &decision
+            && let Some(name) = carried
+                .iter()
+                .find(|name| !allow.headers.iter().any(|m| m.name == **name))
+        {
+            let refused =
+                refuse_identity(name, "names an identity header that the allow does not set");
+            give_back(request);
+            return refused;
+        }
         if as_401 {
             login_as_401(&mut decision);
         }
@@ -295,6 +313,36 @@ fn envoy_timeout(value: &http::HeaderValue) -> Option<std::time::Duration> {
     }
     let ms: u64 = std::str::from_utf8(value).ok()?.parse().ok()?;
     (ms > 0).then(|| std::time::Duration::from_millis(ms))
+}
+
+/// The headers a forward-auth proxy writes into every check itself
+/// (Traefik's and Caddy's `X-Forwarded-*` and `X-Real-Ip`, nginx's
+/// `X-Original-*` and those its `proxy_params` set), which a config may
+/// strip: not the client's.
+const PROXY_WRITTEN: [http::HeaderName; 11] = [
+    http::HeaderName::from_static("x-forwarded-for"),
+    http::HeaderName::from_static("x-forwarded-host"),
+    http::HeaderName::from_static("x-forwarded-method"),
+    http::HeaderName::from_static("x-forwarded-port"),
+    http::HeaderName::from_static("x-forwarded-proto"),
+    http::HeaderName::from_static("x-forwarded-server"),
+    http::HeaderName::from_static("x-forwarded-uri"),
+    http::HeaderName::from_static("x-original-method"),
+    http::HeaderName::from_static("x-original-uri"),
+    http::HeaderName::from_static("x-real-ip"),
+    http::header::FORWARDED,
+];
+
+/// The refusal of a forward-auth check whose client sends header `name`,
+/// which the proxy would pass to the app: a 400 (nginx answers its client
+/// 500).
+fn refuse_identity(name: &http::HeaderName, why: &str) -> Response<Bytes> {
+    tracing::info!(header = %name, "refusing a check: a client header {why}, which a forward-auth proxy would pass to the app");
+    metrics::counter!("authchain_http_checks_refused_total", "status" => "400").increment(1);
+    plain(
+        StatusCode::BAD_REQUEST,
+        "the request carries an identity header",
+    )
 }
 
 #[cfg(test)]

@@ -602,6 +602,49 @@ async fn a_forward_auth_allow_lists_no_removal() {
     assert!(response.headers().get(HEADERS_TO_REMOVE).is_none());
 }
 
+/// A forward-auth proxy replaces the identity headers its config copies
+/// from the allow, by their own name, and passes the client's others on:
+/// a check is refused (400) that carries another spelling of one, or one
+/// the allow does not set. Not for the headers the proxy writes itself.
+#[tokio::test]
+async fn a_forward_auth_check_refuses_identity_headers_the_allow_leaves() {
+    let allow = Allow::new().set_header(
+        HeaderName::from_static("x-user-id"),
+        HeaderValue::from_static("bob"),
+    );
+    let chain = Chain::builder("site")
+        .step(recorder(Arc::default(), allow.into()))
+        .strip_client_header(HeaderName::from_static("x-user-id"))
+        .strip_client_header(HeaderName::from_static("x-tenant"))
+        .strip_client_header(HeaderName::from_static("x-forwarded-host"));
+    let server = server_of(forwarding(), [chain]).await;
+    for (sent, status) in [
+        (None, StatusCode::OK),
+        (Some(("x-user-id", "admin")), StatusCode::OK),
+        (Some(("x-tenant", "victim")), StatusCode::BAD_REQUEST),
+        (Some(("x_user_id", "admin")), StatusCode::BAD_REQUEST),
+        (Some(("X-Tenant", "victim")), StatusCode::BAD_REQUEST),
+    ] {
+        let mut headers = vec![
+            ("x-forwarded-method", "GET"),
+            ("x-forwarded-uri", "/x"),
+            ("x-forwarded-host", "app.example"),
+            ("x-forwarded-proto", "https"),
+        ];
+        headers.extend(sent);
+        let response = server
+            .check(
+                request(Method::GET, "/check:site", &headers, ""),
+                peer(PROXY),
+            )
+            .await;
+        assert_eq!(response.status(), status, "{sent:?}");
+        if status == StatusCode::OK {
+            assert_eq!(response.headers()["x-user-id"], "bob");
+        }
+    }
+}
+
 /// A header for the client named as an identity header is not sent: the
 /// answer carries the app's headers too, and a proxy copies that name to
 /// the app.
