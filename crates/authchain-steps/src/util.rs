@@ -381,13 +381,30 @@ impl<V: Clone> Kept<V> {
     /// Values that weigh `capacity` at most in all, each what `weigh`
     /// says; `count` is about how many that makes.
     pub(crate) fn weighed(count: u64, capacity: u64, weigh: fn(&V) -> u64) -> Self {
-        let entries = quick_cache::sync::Cache::with(
-            usize::try_from(count.max(1)).unwrap_or(usize::MAX),
-            capacity.max(1),
-            Weigh(weigh),
-            PrfKeyed::default(),
-            Default::default(),
-        );
+        let items = usize::try_from(count.max(1)).unwrap_or(usize::MAX);
+        // A few shards whatever the host: a value heavier than a shard's
+        // share of `capacity` is never kept (quick_cache takes four per
+        // CPU).
+        let options = quick_cache::OptionsBuilder::new()
+            .estimated_items_capacity(items)
+            .weight_capacity(capacity.max(1))
+            .shards(16)
+            .build();
+        let entries = match options {
+            Ok(options) => quick_cache::sync::Cache::with_options(
+                options,
+                Weigh(weigh),
+                PrfKeyed::default(),
+                Default::default(),
+            ),
+            Err(_) => quick_cache::sync::Cache::with(
+                items,
+                capacity.max(1),
+                Weigh(weigh),
+                PrfKeyed::default(),
+                Default::default(),
+            ),
+        };
         Kept { entries }
     }
 
@@ -405,11 +422,6 @@ impl<V: Clone> Kept<V> {
     /// Forgets the value under `key`.
     pub(crate) fn remove(&self, key: u128) {
         self.entries.remove(&key);
-    }
-
-    /// Forgets the values `keep` says no to.
-    pub(crate) fn retain(&self, keep: impl Fn(u128, &V) -> bool) {
-        self.entries.retain(|key, (value, _)| keep(*key, value));
     }
 
     /// Keeps `value` under `key` for `keep`; a value for no time, or for
@@ -488,13 +500,13 @@ mod tests {
     #[test]
     fn kept_values_last_until_their_deadline() {
         let kept = Kept::new(16);
-        kept.insert(1, "a", Duration::from_millis(50));
+        kept.insert(1, "a", Duration::from_millis(500));
         kept.insert(2, "b", Duration::from_secs(60));
         kept.insert(3, "c", Duration::ZERO);
         kept.insert(4, "d", Duration::MAX);
         assert_eq!((kept.get(1), kept.get(2)), (Some("a"), Some("b")));
         assert_eq!((kept.get(3), kept.get(4)), (None, None));
-        std::thread::sleep(Duration::from_millis(60));
+        std::thread::sleep(Duration::from_millis(600));
         assert_eq!((kept.get(1), kept.get(2)), (None, Some("b")));
     }
 

@@ -44,8 +44,8 @@
 //!   holds several (nginx's default buffer is 8 KB). A page that makes a
 //!   browser start many logins within their 10 minutes can still fill it.
 //! - **At `callbackPath`**: `state` must match the login cookie's (one
-//!   use: with Redis, the login is taken; with cookies, the IdP refuses
-//!   a code twice); the code is exchanged (with the PKCE verifier and the
+//!   use: with Redis, the login is marked spent there; with cookies, the
+//!   IdP refuses a code twice); the code is exchanged (with the PKCE verifier and the
 //!   client's secret); the ID token must verify against the IdP's JWKS,
 //!   with the issuer, this client as audience and the login's `nonce`; then a
 //!   session is made and the answer is a `302` back to the path first
@@ -106,11 +106,12 @@
 //!   so that whoever can write to Redis cannot make a session: without
 //!   one, they can, and a warning says so), for as
 //!   long as the cookie
-//!   lives, and logins in progress (under the id and the state, taken
-//!   once), so that replicas behind one proxy share both. With
-//!   `cipherConfig.keyRef`, a login in progress is sealed in its cookie
-//!   instead, and Redis only marks it spent at its callback: a request
-//!   with no session writes nothing to Redis. Each replica
+//!   lives, so that replicas behind one proxy share it. A login in
+//!   progress is sealed in its cookie, with `cipherConfig.keyRef`'s key
+//!   or else with one the replicas share through Redis (an HMAC of the
+//!   client's secret with it, where there is one), and Redis only marks
+//!   it spent at its callback: a request with no session writes nothing
+//!   to Redis. Each replica
 //!   keeps the sessions it opened (2 s at most), and Redis tells it at
 //!   once of a change to one (a refresh, a logout anywhere: RESP3
 //!   client-side caching, Redis 6.0 and later; an older Redis is read on
@@ -133,7 +134,8 @@
 //! opens sessions as it does for the answer, but exchanges no code,
 //! refreshes, revokes and writes nothing: a callback or a logout is its
 //! `302` alone, a session due for a refresh is allowed as the answer's
-//! run refreshes it, and a Redis login start keeps nothing.
+//! run refreshes it, and a Redis login start keeps nothing (it may make
+//! the shared login key, once).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -521,7 +523,7 @@ pub struct Oidc {
     pre_expiry: Duration,
     fail_on_fetch_failure: bool,
     target_domain: Option<String>,
-    refreshes: Refreshes,
+    refreshes: Arc<Refreshes>,
     opened: Opens,
 }
 
@@ -585,9 +587,14 @@ impl Opens {
 const REFRESH_GRACE: Duration = Duration::from_secs(30);
 /// How many refreshes are kept so.
 const REFRESHED: u64 = 4096;
-/// How many revoked refresh tokens are remembered, and for how long.
+/// How many revoked refresh tokens, and tokens of ended sessions, are
+/// remembered.
 const REVOKED: u64 = 4096;
+/// How long a revoked refresh token is remembered.
 const REVOKED_FOR: Duration = Duration::from_secs(3600);
+/// How long a session a logout ended is remembered: past the refreshes
+/// kept for the cookies it replaced, and those under way at the logout.
+const ENDED_FOR: Duration = Duration::from_secs(600);
 /// How many refreshes may be under way at once.
 const REFRESHING: usize = 1024;
 
@@ -636,7 +643,11 @@ struct Refreshes {
     /// replayed with one cookie (which opens until it expires) revokes its
     /// token once, and its replays take no place another's revocation
     /// needs.
-    revoked: Arc<util::Kept<()>>,
+    revoked: util::Kept<()>,
+    /// The refresh tokens of sessions a logout ended lately: a copy of a
+    /// cookie that the session replaced, and a refresh under way at the
+    /// logout, bring it back no more.
+    ended: util::Kept<()>,
 }
 
 impl Refreshes {
@@ -645,22 +656,34 @@ impl Refreshes {
             prf: util::Prf::new(),
             under_way: Flights::new(REFRESHING),
             done: Arc::new(util::Kept::new(REFRESHED)),
-            revoked: Arc::new(util::Kept::new(REVOKED)),
+            revoked: util::Kept::new(REVOKED),
+            ended: util::Kept::new(REVOKED),
         }
     }
 
-    /// Forgets the refreshes of the session whose refresh token is
-    /// `token`, and those that brought it (a logout ends it): a copy of
-    /// the cookie it replaced must not come back as the session ended.
-    fn forget(&self, token: &str) {
-        let ended = self.prf.hash(&[token.as_bytes()]);
-        self.done.retain(|key, fresh| {
-            key != ended
-                && !fresh
-                    .as_ref()
-                    .and_then(|s| s.refresh_token.as_deref())
-                    .is_some_and(|t| util::ct_eq(t.as_bytes(), token.as_bytes()))
-        });
+    /// Marks the session whose refresh token is `token` ended (a logout).
+    fn end(&self, token: &str) {
+        let key = self.prf.hash(&[b"ended", token.as_bytes()]);
+        self.ended.insert(key, (), ENDED_FOR);
+    }
+
+    /// Whether a logout ended the session whose refresh token is `token`.
+    fn ended(&self, token: Option<&str>) -> bool {
+        token.is_some_and(|token| {
+            let key = self.prf.hash(&[b"ended", token.as_bytes()]);
+            self.ended.get(key).is_some()
+        })
+    }
+
+    /// The refresh kept under `key`: a session that lasts past `limit`
+    /// and that no logout ended, or none (a refresh that brought none, or
+    /// whose session ended).
+    fn kept(&self, key: u128, limit: u64) -> Option<Option<Arc<Session>>> {
+        match self.done.get(key)? {
+            Some(fresh) if self.ended(fresh.refresh_token.as_deref()) => Some(None),
+            Some(fresh) => (fresh.expires_at > limit).then_some(Some(fresh)),
+            None => Some(None),
+        }
     }
 }
 
@@ -1217,7 +1240,7 @@ impl Oidc {
             pre_expiry,
             fail_on_fetch_failure: session.fail_on_fetch_failure,
             target_domain,
-            refreshes: Refreshes::new(),
+            refreshes: Arc::new(Refreshes::new()),
             opened: Opens::new(),
         })
     }
@@ -1265,37 +1288,6 @@ impl Oidc {
             }
         }
         Ok((!value.is_empty()).then_some(value))
-    }
-
-    /// Revokes `refresh` at the IdP (RFC 7009), when it has an endpoint
-    /// for it: a copy of a sealed cookie, or a refresh token kept
-    /// elsewhere, would otherwise refresh its way past the logout. Off the
-    /// logout's path: a slow IdP must not hold the user's logout.
-    fn revoke(&self, live: &Live, refresh: String) {
-        let Some(endpoint) = live.provider.revocation_endpoint.clone() else {
-            return;
-        };
-        let key = self.refreshes.prf.hash(&[b"revoked", refresh.as_bytes()]);
-        if self.refreshes.revoked.get(key).is_some() {
-            return;
-        }
-        match self.idp.revocations.clone().try_acquire_owned() {
-            Ok(place) => {
-                self.refreshes.revoked.insert(key, (), REVOKED_FOR);
-                let (idp, revoked) = (self.idp.clone(), Arc::clone(&self.refreshes.revoked));
-                tokio::spawn(async move {
-                    if let Err(e) = idp.revoke(&endpoint, &refresh).await {
-                        // The next logout with it tries again.
-                        revoked.remove(key);
-                        tracing::warn!(error = %e, "oauth2: the IdP did not revoke the refresh token at logout");
-                    }
-                    drop(place);
-                });
-            }
-            Err(_) => tracing::warn!(
-                "oauth2: {MAX_REVOCATIONS} revocations in flight; this logout's refresh token is not revoked"
-            ),
-        }
     }
 
     /// The deny of a request whose session cookie [`Self::session_cookie`]
@@ -1534,7 +1526,7 @@ impl Oidc {
     async fn login_sealer(&self) -> Result<Arc<Sealer>, Error> {
         match &self.store {
             Store::Redis(redis) if self.login_key_in_redis => redis
-                .login_sealer()
+                .login_sealer(self.idp.client_secret.as_deref())
                 .await
                 .map(Arc::new)
                 .map_err(|e| Error::step(e).at("session.redis")),
@@ -1827,8 +1819,8 @@ impl Oidc {
             };
             id_token = Some(session.id_token);
             if let Some(refresh) = session.refresh_token {
-                self.refreshes.forget(&refresh);
-                self.revoke(live, refresh);
+                self.refreshes.end(&refresh);
+                revoke(&self.idp, &self.refreshes, live, refresh);
             }
         }
         let target = match (&live.provider.end_session_endpoint, id_token) {
@@ -1899,17 +1891,20 @@ impl Oidc {
         let Some(token) = &session.refresh_token else {
             return Ok(None);
         };
+        // A session a logout ended refreshes no more: a new login.
+        if self.refreshes.ended(Some(token)) {
+            return Ok(None);
+        }
         let key = self.refreshes.prf.hash(&[token.as_bytes()]);
         let limit = session::now().saturating_add(self.pre_expiry.as_secs());
-        let done = &self.refreshes.done;
-        if let Some(fresh) = kept(done, key, limit) {
+        if let Some(fresh) = self.refreshes.kept(key, limit) {
             return Ok(fresh);
         }
-        let (idp, live, session, done) = (
+        let (idp, live, session, refreshes) = (
             Arc::clone(&self.idp),
             Arc::clone(live),
             session.clone(),
-            Arc::clone(done),
+            Arc::clone(&self.refreshes),
         );
         let redis = match &self.store {
             Store::Cookie => None,
@@ -1918,7 +1913,7 @@ impl Oidc {
         let keep = self.keep();
         let refreshed = self.refreshes.under_way.run(key, move || async move {
             // One that ended between the miss and joining this one.
-            if let Some(fresh) = kept(&done, key, limit) {
+            if let Some(fresh) = refreshes.kept(key, limit) {
                 return Ok(fresh);
             }
             let (fresh, remember) = match redis {
@@ -1927,9 +1922,19 @@ impl Oidc {
                     refresh_in_redis(&idp, &live, &session, &redis, &id, keep, limit).await?
                 }
             };
+            // A logout while the IdP refreshed: the session stays ended,
+            // and the refresh token the IdP gave for it is revoked.
+            if refreshes.ended(session.refresh_token.as_deref()) {
+                if let Some(token) = fresh.and_then(|f| f.refresh_token)
+                    && session.refresh_token.as_deref() != Some(token.as_str())
+                {
+                    revoke(&idp, &refreshes, &live, token);
+                }
+                return Ok(None);
+            }
             let fresh = fresh.map(Arc::new);
             if fresh.is_some() || remember {
-                done.insert(key, fresh.clone(), REFRESH_GRACE);
+                refreshes.done.insert(key, fresh.clone(), REFRESH_GRACE);
             }
             Ok(fresh)
         });
@@ -1940,16 +1945,35 @@ impl Oidc {
     }
 }
 
-/// The refresh `done` keeps under `key`: a session that lasts past
-/// `limit`, or none (a refresh that brought none).
-fn kept(
-    done: &util::Kept<Option<Arc<Session>>>,
-    key: u128,
-    limit: u64,
-) -> Option<Option<Arc<Session>>> {
-    match done.get(key)? {
-        Some(fresh) => (fresh.expires_at > limit).then_some(Some(fresh)),
-        None => Some(None),
+/// Revokes `refresh` at the IdP (RFC 7009), when it has an endpoint for
+/// it, once: a copy of a sealed cookie, or a refresh token kept
+/// elsewhere, would otherwise refresh its way past the logout. Off the
+/// caller's path: a slow IdP must not hold the user's logout.
+fn revoke(idp: &Arc<Discovery>, refreshes: &Arc<Refreshes>, live: &Live, refresh: String) {
+    let Some(endpoint) = live.provider.revocation_endpoint.clone() else {
+        return;
+    };
+    let key = refreshes.prf.hash(&[b"revoked", refresh.as_bytes()]);
+    if refreshes.revoked.get(key).is_some() {
+        return;
+    }
+    match idp.revocations.clone().try_acquire_owned() {
+        Ok(place) => {
+            refreshes.revoked.insert(key, (), REVOKED_FOR);
+            let (idp, refreshes) = (Arc::clone(idp), Arc::clone(refreshes));
+            tokio::spawn(async move {
+                if let Err(e) = idp.revoke(&endpoint, &refresh).await {
+                    // Not revoked: a logout with a copy of the cookie tries
+                    // again.
+                    refreshes.revoked.remove(key);
+                    tracing::warn!(error = %e, "oauth2: the IdP did not revoke the refresh token at logout");
+                }
+                drop(place);
+            });
+        }
+        Err(_) => tracing::warn!(
+            "oauth2: {MAX_REVOCATIONS} revocations in flight; this logout's refresh token is not revoked"
+        ),
     }
 }
 

@@ -471,9 +471,13 @@ impl Redis {
     /// Redis, made by the first that asks, kept with no expiry, and read
     /// at each login and callback (one `GET`: a Redis emptied since has
     /// another made, and a Redis down fails the login at once, whose
-    /// callback could not work). Whoever can write to this Redis can make
-    /// a session already.
-    pub(crate) async fn login_sealer(&self) -> Result<Sealer, CallError> {
+    /// callback could not work). With the client's secret, the key is an
+    /// HMAC of it with those bytes, so that what Redis holds (a backup, a
+    /// replica) opens and makes no login cookie alone.
+    pub(crate) async fn login_sealer(
+        &self,
+        client_secret: Option<&str>,
+    ) -> Result<Sealer, CallError> {
         let mut c = self.connection().await?;
         let name = self.key("key:", "login");
         let read = redis::cmd("GET").arg(&name).clone();
@@ -489,9 +493,26 @@ impl Redis {
                 None => self.bounded(read.query_async(&mut c)).await?,
             };
         }
-        key.and_then(|key| B64.decode(key).ok())
-            .and_then(|key| Sealer::new(&key, &self.binding))
-            .ok_or_else(|| CallError::new("Redis: the login key is not 32 bytes of base64url"))
+        let key = key
+            .and_then(|key| B64.decode(key).ok())
+            .filter(|key| key.len() == 32)
+            .ok_or_else(|| {
+                CallError::new(format!(
+                    "Redis: the login key under {name} is not 32 bytes of base64url: delete it, and the next login makes another"
+                ))
+            })?;
+        let key = match client_secret {
+            Some(secret) => {
+                use aws_lc_rs::hmac;
+                let mut mac = hmac::Context::with_key(&hmac::Key::new(hmac::HMAC_SHA256, &key));
+                mac.update(b"authchain oauth2 login\0");
+                mac.update(secret.as_bytes());
+                mac.sign().as_ref().to_vec()
+            }
+            None => key,
+        };
+        Sealer::new(&key, &self.binding)
+            .ok_or_else(|| CallError::new("Redis: the login key is no AES-256 key"))
     }
 
     /// Takes the lock named (`kind`, `id`) for `hold` as `holder` (a

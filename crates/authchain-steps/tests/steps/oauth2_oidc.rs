@@ -1204,6 +1204,8 @@ async fn a_session_opens_in_no_other_process_without_a_key() {
 struct FakeTokens {
     base: String,
     answer: Arc<Mutex<(u16, String)>>,
+    /// How long the token endpoint takes to answer.
+    delay: Arc<Mutex<Duration>>,
     bodies: Arc<Mutex<Vec<String>>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -1218,22 +1220,25 @@ impl FakeTokens {
     async fn start() -> FakeTokens {
         let answer = Arc::new(Mutex::new((500, String::new())));
         let bodies = Arc::new(Mutex::new(Vec::new()));
+        let delay = Arc::new(Mutex::new(Duration::ZERO));
         let jwks = std::fs::read_to_string(format!(
             "{}/tests/keys/jwks.json",
             env!("CARGO_MANIFEST_DIR")
         ))
         .unwrap();
-        let (a, b) = (answer.clone(), bodies.clone());
+        let (a, b, d) = (answer.clone(), bodies.clone(), delay.clone());
         let app = Router::new()
             .route(
                 "/token",
                 axum::routing::post(move |body: Bytes| {
-                    let (a, b) = (a.clone(), b.clone());
+                    let (a, b, d) = (a.clone(), b.clone(), d.clone());
                     async move {
                         b.lock()
                             .unwrap()
                             .push(String::from_utf8_lossy(&body).into_owned());
                         let (status, text) = a.lock().unwrap().clone();
+                        let delay = *d.lock().unwrap();
+                        tokio::time::sleep(delay).await;
                         Response::builder()
                             .status(status)
                             .header("content-type", "application/json")
@@ -1257,6 +1262,7 @@ impl FakeTokens {
         FakeTokens {
             base,
             answer,
+            delay,
             bodies,
             task,
         }
@@ -1498,6 +1504,55 @@ async fn an_expired_id_token_is_not_forwarded_after_a_refresh_without_one() {
     assert_eq!(page.header_values("x-app-access-token"), ["a2"]);
     assert_eq!(page.header_values("x-app-id-token"), [""]);
     assert_eq!(page.header_values("x-app-user"), ["alice"]);
+}
+
+/// A logout while the IdP refreshes the session: the refresh brings it
+/// back neither to the request that asked for it nor to a copy of the
+/// cookie.
+#[tokio::test]
+async fn a_logout_during_a_refresh_keeps_the_session_ended() {
+    let fake = FakeTokens::start().await;
+    let mut rig = Rig::start(1, |_| {}).await;
+    let issuer = rig.issuer.clone();
+    let mut config = fake_config(&fake, &rig);
+    oidc(&mut config)["session"]["cookie"] = json!({ "allowRefreshing": true });
+    // Room for a slow refresh, and for the logout beside it.
+    oidc(&mut config)["timeout"] = json!("6s");
+    let front = rig.front(0, &config).await;
+    let mut agent = UserAgent::new();
+    let back = fake_callback(&mut agent, &issuer, &front, |nonce| {
+        let id_token = alice_id_token(&issuer, nonce, 2);
+        fake.answer(
+            200,
+            &json!({ "access_token": "a1", "token_type": "Bearer", "expires_in": 2,
+                     "refresh_token": "r1", "id_token": id_token }),
+        );
+    })
+    .await;
+    assert_eq!(back.status, 302, "{}", back.describe());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    *fake.delay.lock().unwrap() = Duration::from_secs(3);
+    fake.answer(
+        200,
+        &json!({ "access_token": "a2", "token_type": "Bearer", "expires_in": 300,
+                 "refresh_token": "r2" }),
+    );
+    let mut refreshing = agent.clone();
+    let url = front.url("/private");
+    let during = tokio::spawn(async move { get(&mut refreshing, &url).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let out = get(&mut agent.clone(), &front.url("/logout")).await;
+    assert_eq!(out.status, 302, "{}", out.describe());
+    let page = during.await.unwrap();
+    assert_eq!(page.status, 302, "{}", page.describe());
+    assert!(
+        set_cookie(&page, SESSION).is_none_or(|c| c.starts_with(&format!("{SESSION}=;"))),
+        "{}",
+        page.describe()
+    );
+    *fake.delay.lock().unwrap() = Duration::ZERO;
+    assert_new_login(&mut agent, &issuer, &front).await;
 }
 
 #[tokio::test]
@@ -2275,6 +2330,7 @@ async fn a_redis_login_in_progress_writes_nothing_and_is_one_use() {
             false => vec![login_key.clone()],
         };
         assert_eq!(redis.keys("*").await.unwrap(), expected, "keyed: {keyed}");
+        assert!(redis.calls("set").await.unwrap() <= 1, "keyed: {keyed}");
 
         let mut agent = UserAgent::new();
         let callback = callback_url(&mut agent, &issuer, &front, "/private").await;
