@@ -308,13 +308,15 @@ pub struct Deny {
 }
 
 impl Deny {
-    /// Whether `status` can be a deny's: a redirect a step asks for (3xx),
-    /// or a client or server error (4xx, 5xx). Forward-auth proxies let a
-    /// request through on any 2xx, so a 1xx or 2xx "deny" would be an
-    /// allow: the chain answers such a deny with 403 instead, and configs
-    /// refuse such statuses when they are built.
+    /// Whether `status` can be a deny's: a redirect a step asks for (301,
+    /// 302, 303, 307, 308), or a client or server error (4xx, 5xx).
+    /// Forward-auth proxies let a request through on any 2xx, so a 1xx or
+    /// 2xx "deny" would be an allow, and a 304 tells a browser or a cache
+    /// to serve the copy it kept (as would 300, 305 and 306, which are
+    /// no redirects either): the chain answers such a deny with 403
+    /// instead, and configs refuse such statuses when they are built.
     pub fn is_deny_status(status: StatusCode) -> bool {
-        (300..600).contains(&status.as_u16())
+        matches!(status.as_u16(), 301..=303 | 307 | 308 | 400..=599)
     }
 
     /// A deny with a status, no headers and no body.

@@ -349,7 +349,10 @@ async fn a_deny_is_never_a_success() {
         (StatusCode::NO_CONTENT, StatusCode::FORBIDDEN),
         (StatusCode::OK, StatusCode::FORBIDDEN),
         (StatusCode::CONTINUE, StatusCode::FORBIDDEN),
+        (StatusCode::NOT_MODIFIED, StatusCode::FORBIDDEN),
+        (StatusCode::MULTIPLE_CHOICES, StatusCode::FORBIDDEN),
         (StatusCode::FOUND, StatusCode::FOUND),
+        (StatusCode::PERMANENT_REDIRECT, StatusCode::PERMANENT_REDIRECT),
         (StatusCode::UNAUTHORIZED, StatusCode::UNAUTHORIZED),
         (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -367,7 +370,12 @@ async fn a_deny_is_never_a_success() {
         assert_eq!(replaced, u64::from(status != answered), "{status}");
     }
 
-    for status in [StatusCode::OK, StatusCode::NO_CONTENT, StatusCode::CONTINUE] {
+    for status in [
+        StatusCode::OK,
+        StatusCode::NO_CONTENT,
+        StatusCode::CONTINUE,
+        StatusCode::NOT_MODIFIED,
+    ] {
         let error = Chain::builder("c")
             .step(ChainStep::new(
                 "s",
