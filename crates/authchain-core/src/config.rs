@@ -953,16 +953,24 @@ pub const MAX_FILE_BYTES: u64 = 256 << 20;
 /// Reads a file a config names: a regular file (after symbolic links) of
 /// at most [`MAX_FILE_BYTES`]. A device (`/dev/zero`) or a named pipe,
 /// which would fill the memory or never end, is an `InvalidInput` error,
-/// as is a larger file.
+/// as is a larger file. What is read is what was opened: the file is
+/// opened without waiting (a pipe with no writer would hold the open),
+/// then looked at, so that a link switched in between reads nothing else.
 pub fn read_file(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
     use std::io::{Error, ErrorKind, Read};
-    if !std::fs::metadata(path)?.is_file() {
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_NONBLOCK);
+    }
+    let file = options.open(path)?;
+    if !file.metadata()?.is_file() {
         return Err(Error::new(ErrorKind::InvalidInput, "not a regular file"));
     }
     let mut contents = Vec::new();
-    std::fs::File::open(path)?
-        .take(MAX_FILE_BYTES + 1)
-        .read_to_end(&mut contents)?;
+    file.take(MAX_FILE_BYTES + 1).read_to_end(&mut contents)?;
     if contents.len() as u64 > MAX_FILE_BYTES {
         return Err(Error::new(ErrorKind::InvalidInput, "larger than 256 MiB"));
     }

@@ -901,8 +901,6 @@ mod tests {
         assert!(e.contains("defaultConfig") && e.contains("nope"), "{e}");
     }
 
-    /// A limit that would shed every check, or time every check out, is
-    /// refused rather than taken for the smallest.
     /// A file that is no regular file (a pipe would block the read for
     /// good, a device fill the memory), and a link in an AuthConfig
     /// directory whose target is gone, are errors that name the file.
@@ -930,6 +928,8 @@ mod tests {
         }
     }
 
+    /// A limit that would shed every check, or time every check out, is
+    /// refused rather than taken for the smallest.
     #[test]
     fn zero_limits_are_refused() {
         for (text, place) in [

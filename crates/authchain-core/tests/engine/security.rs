@@ -352,7 +352,10 @@ async fn a_deny_is_never_a_success() {
         (StatusCode::NOT_MODIFIED, StatusCode::FORBIDDEN),
         (StatusCode::MULTIPLE_CHOICES, StatusCode::FORBIDDEN),
         (StatusCode::FOUND, StatusCode::FOUND),
-        (StatusCode::PERMANENT_REDIRECT, StatusCode::PERMANENT_REDIRECT),
+        (
+            StatusCode::PERMANENT_REDIRECT,
+            StatusCode::PERMANENT_REDIRECT,
+        ),
         (StatusCode::UNAUTHORIZED, StatusCode::UNAUTHORIZED),
         (
             StatusCode::SERVICE_UNAVAILABLE,
