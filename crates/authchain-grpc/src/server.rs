@@ -328,8 +328,11 @@ where
         let budget = self.budget.clone();
         // The message is read whole, within the limits, before tonic
         // decodes it: a stream that stalls holds its bytes only so long.
+        // The caller's time runs from here, while the message comes.
+        let arrived = Arrived(std::time::Instant::now());
         RefusedAsDeny(Box::pin(async move {
-            let (parts, body) = request.into_parts();
+            let (mut parts, body) = request.into_parts();
+            parts.extensions.insert(arrived);
             let (body, _held) = match read_body(body, max_body, read_timeout, Some(&budget)).await {
                 Ok(read) => read,
                 Err(BodyRefused::TooLarge) => {
@@ -346,6 +349,10 @@ where
         }))
     }
 }
+
+/// When [`ExtAuthzServer`] took a call, before it read its message.
+#[derive(Debug, Clone, Copy)]
+struct Arrived(std::time::Instant);
 
 /// The future of [`ExtAuthzServer`]: tonic's answer, with a refusal of a
 /// `CheckRequest` before the handler turned into a deny.
@@ -461,8 +468,12 @@ impl Authorization for ExtAuthzService {
     ) -> Result<Response<CheckResponse>, Status> {
         // Envoy's `timeout` for the check, after which tonic drops this
         // answer and Envoy's `failure_mode_allow` may pass the request:
-        // the chain answers a tenth before.
-        let arrived = std::time::Instant::now();
+        // the chain answers a tenth before, counting from the call's
+        // start (a large message takes a while to come).
+        let arrived = request
+            .extensions()
+            .get::<Arrived>()
+            .map_or_else(std::time::Instant::now, |a| a.0);
         let answer_by = grpc_timeout(request.metadata()).and_then(|t| AnswerBy::within(arrived, t));
         Ok(Response::new(
             self.check_by(request.into_inner(), answer_by).await,
@@ -654,6 +665,74 @@ mod tests {
     async fn check_response(response: http::Response<Body>) -> CheckResponse {
         let body = response.into_body().collect().await.unwrap().to_bytes();
         prost::Message::decode(&body[5..]).unwrap()
+    }
+
+    /// The chain answers a tenth before the caller's `grpc-timeout`, which
+    /// runs from the call's start, not from when its message has come.
+    #[tokio::test]
+    async fn the_caller_s_time_runs_from_the_call_s_start() {
+        use authchain_core::{
+            Allow, AuthConfig, Engine, Format, PluginRegistry, plugin_fn, service_fn,
+        };
+        use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
+        use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
+        let mut registry = PluginRegistry::new();
+        registry.register(plugin_fn("Slow", |_: serde_json::Value, _| {
+            Ok(Arc::new(service_fn(|_| {
+                Box::pin(async {
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                    Ok(Allow::new().into())
+                })
+            })))
+        }));
+        let engine = Engine::new(registry);
+        let yaml = "name: slow\nconfigs:\n- pluginAuth: {name: Slow}\n";
+        engine
+            .load(&AuthConfig::parse("t.yaml", yaml, Format::Yaml).unwrap())
+            .await
+            .unwrap();
+        let server = ExtAuthzService::new(Arc::new(engine)).into_server();
+        let check = CheckRequest {
+            attributes: Some(AttributeContext {
+                request: Some(Request {
+                    time: None,
+                    http: Some(HttpRequest {
+                        method: "GET".into(),
+                        path: "/x".into(),
+                        ..Default::default()
+                    }),
+                }),
+                context_extensions: [("config_id".to_owned(), "slow".to_owned())]
+                    .into_iter()
+                    .collect(),
+                ..Default::default()
+            }),
+        };
+        let message = prost::Message::encode_to_vec(&check);
+        let mut framed = vec![0u8];
+        framed.extend_from_slice(&u32::try_from(message.len()).unwrap().to_be_bytes());
+        framed.extend_from_slice(&message);
+        // The message comes 1.5 s into the caller's 3 s.
+        let body = http_body_util::StreamBody::new(futures::stream::once(async move {
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            Ok::<_, Infallible>(hyper::body::Frame::data(Bytes::from(framed)))
+        }));
+        let request = http::Request::post("/envoy.service.auth.v3.Authorization/Check")
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .header("grpc-timeout", "3S")
+            .body(body)
+            .unwrap();
+        let started = std::time::Instant::now();
+        let mut server = server;
+        let response = tower_service::Service::call(&mut server, request)
+            .await
+            .unwrap();
+        let answer = check_response(response).await;
+        let elapsed = started.elapsed();
+        assert_ne!(answer.status.unwrap().code, code::OK);
+        // A tenth before the 3 s (2.7 s); from the message, 4.2 s.
+        assert!(elapsed < Duration::from_millis(3600), "{elapsed:?}");
     }
 
     #[test]
