@@ -1084,6 +1084,12 @@ impl Oidc {
         // without the prefix, which it chose before, is cleared at a login
         // and a logout.
         let hostable = !prefixed("__Host-") && cookies.secure && cookies.domain.is_none();
+        if !cookies.secure && app_origin.starts_with("https://") {
+            tracing::warn!(
+                config = context.config_name,
+                "oauth2: session.cookieOptions.notSecure with an https appUrl: the session cookie goes over plain HTTP too, and a plain-HTTP page can plant a session under its name (logging the user in as itself)"
+            );
+        }
         let mut legacy_cookie_name = None;
         if hostable && !prefixed("__Secure-") && cookies.path == "/" {
             if named {

@@ -2848,10 +2848,11 @@ async fn prefixed_cookie_names_keep_their_rules() {
     }
 }
 
-/// A session cookie that cannot be `__Host-` (not at `/`) is one another
-/// subdomain can plant: the build says so.
+/// A session cookie that cannot be `__Host-` (not at `/`, or not
+/// `Secure` on an https site) is one another subdomain or a plain-HTTP
+/// page can plant: the build says so.
 #[tokio::test]
-async fn a_session_cookie_off_the_root_is_warned_about() {
+async fn a_session_cookie_others_can_plant_is_warned_about() {
     let rig = Rig::start(1, |_| {}).await;
     for (path, warned) in [("/app", true), ("/", false)] {
         let mut config = rig.config("app", 0);
@@ -2867,6 +2868,28 @@ async fn a_session_cookie_off_the_root_is_warned_about() {
             logs.text().contains("cannot be `__Host-`"),
             warned,
             "{path}: {}",
+            logs.text()
+        );
+    }
+    // Nor can a cookie that is not `Secure`, on an https site.
+    for (app, not_secure, warned) in [
+        ("https://app.example", true, true),
+        ("https://app.example", false, false),
+        ("http://127.0.0.1:1", true, false),
+    ] {
+        let mut config = rig.config("app", 0);
+        let step = oidc(&mut config);
+        step["appUrl"] = json!(app);
+        step["afterLogoutUrl"] = json!(format!("{app}/bye"));
+        step["session"]["cookieOptions"] = json!({ "notSecure": not_secure });
+        let (logs, _guard) = Logs::capture();
+        Engine::new(registry())
+            .build(&parse(&config), 1)
+            .unwrap_or_else(|e| panic!("{app}: {e}"));
+        assert_eq!(
+            logs.text().contains("notSecure with an https appUrl"),
+            warned,
+            "{app} {not_secure}: {}",
             logs.text()
         );
     }
