@@ -95,8 +95,9 @@ pub const MAX_EXPR_STEPS: usize = 64;
 ///    another case (`delete`), or another method named in
 ///    `X-HTTP-Method-Override`, `X-HTTP-Method` or `X-Method-Override`;
 ///    and one whose `X-Forwarded-Host` or `Forwarded` names another host.
-/// 9. A deny is never a success: a deny whose status is not 3xx, 4xx or
-///    5xx (a remote's 204, say) is answered with 403, counted in
+/// 9. A deny is never a success: a deny whose status is not a redirect
+///    (301, 302, 303, 307, 308), 4xx or 5xx (a remote's 204 or 304, say)
+///    is answered with 403, counted in
 ///    `authchain_deny_status_replaced_total` and logged.
 /// 10. A step that cannot start (its key server is down) does not keep
 ///     the rest from serving: it fails every request closed, with
@@ -1467,7 +1468,7 @@ impl ChainBuilder {
         }
         if !Deny::is_deny_status(self.status_on_error) {
             return Err(Error::config(format!(
-                "{} is not a deny status: expected 300 to 599 (a proxy lets a request through on a 2xx)",
+                "{} is not a deny status: expected a redirect (301, 302, 303, 307, 308) or 400 to 599 (a proxy lets a request through on a 2xx, and a browser serves its kept copy on a 304)",
                 self.status_on_error.as_u16()
             ))
             .at("statusOnError"));

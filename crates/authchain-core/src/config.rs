@@ -32,7 +32,7 @@
 //! |---|---|
 //! | `configs` | the steps, in order (below) |
 //! | `booleanExpr` | combine steps by name with `&&`, `\|\|`, `!`, `( )` |
-//! | `statusOnError` | status of the deny a failing step causes (403; 300 to 599) |
+//! | `statusOnError` | status of the deny a failing step causes (403; 301, 302, 303, 307, 308, or 400 to 599) |
 //! | `deadline` | time limit of the whole chain (`10s`) |
 //! | `stripClientHeaders` | more client headers to strip before the chain |
 //! | `decisionLog` | log this AuthConfig's decisions: `{sample, headers}` (see [`crate::decision_log`]) |
@@ -626,7 +626,7 @@ impl AuthConfig {
             }
             Some(_) => errors.push(
                 Error::config(
-                    "expected a deny status from 300 to 599 (a proxy lets a request through on a 2xx)",
+                    "expected a deny status: a redirect (301, 302, 303, 307, 308) or 400 to 599 (a proxy lets a request through on a 2xx, and a browser serves its kept copy on a 304)",
                 )
                 .at("statusOnError"),
             ),

@@ -63,7 +63,7 @@
 //! | `authchain_step_decisions_total` | `config`, `step`, `result` = `ok`, `denied`, `error`, `failure_mode_allowed` |
 //! | `authchain_chain_decisions_total` | `config`, `result` = `ok`, `denied`, `error` |
 //! | `authchain_chain_duration_seconds` | `config` (histogram) |
-//! | `authchain_deny_status_replaced_total` | `config`: denies whose status was not 3xx-5xx, answered 403 |
+//! | `authchain_deny_status_replaced_total` | `config`: denies whose status was no redirect, 4xx or 5xx, answered 403 |
 //! | `authchain_shadow_disagreements_total` | `config`, `shadow`, `kind` = `allow_deny`, `deny_allow`, `status`, `identity` ([`shadow`]) |
 //! | `authchain_shadow_dropped_total` | `config`, `shadow`: requests not shadowed, every place taken |
 

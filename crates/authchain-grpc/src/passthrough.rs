@@ -37,8 +37,8 @@
 //!   passthrough does (Gloo has no list of them for gRPC).
 //!   `dynamic_metadata["solo.auth.passthrough"]` is merged into the state.
 //! - Any other status in the answer is a deny with the remote's status
-//!   (403 by default), headers and body. A `3xx` with a `Location` is
-//!   kept: a remote login server sends the client to its login page so,
+//!   (403 by default), headers and body. A redirect (301, 302, 303,
+//!   307, 308) with a `Location` is kept: a remote login server sends the client to its login page so,
 //!   as it would behind Envoy directly (the step follows no redirect
 //!   itself; the client goes where the remote, trusted with the decision,
 //!   sends it).

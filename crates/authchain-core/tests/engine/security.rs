@@ -401,7 +401,7 @@ async fn a_deny_is_never_a_success() {
         assert!(
             error
                 .to_string()
-                .contains("statusOnError: expected a deny status from 300 to 599"),
+                .contains("statusOnError: expected a deny status: a redirect"),
             "{error}"
         );
     }
