@@ -80,6 +80,19 @@ fn forwarding() -> CheckConfig {
     )
 }
 
+/// A check from Traefik or Caddy, trusted as [`forwarding`] says, for
+/// `GET https://app.example/x`, with `more` headers.
+fn forwarded_check(more: &[(&str, &str)]) -> Request<Full<Bytes>> {
+    let mut headers = vec![
+        ("x-forwarded-method", "GET"),
+        ("x-forwarded-uri", "/x"),
+        ("x-forwarded-host", "app.example"),
+        ("x-forwarded-proto", "https"),
+    ];
+    headers.extend_from_slice(more);
+    request(Method::GET, "/check:site", &headers, "")
+}
+
 const PROXY: &str = "10.1.2.3:5000";
 const CLIENT: &str = "192.0.2.7:6000";
 
@@ -586,17 +599,7 @@ async fn one_removal_is_listed_alone() {
 async fn a_forward_auth_allow_lists_no_removal() {
     let allow = Allow::new().remove_header(HeaderName::from_static("x-debug"));
     let (server, _) = check_server(forwarding(), allow.into()).await;
-    let check = request(
-        Method::GET,
-        "/check:site",
-        &[
-            ("x-forwarded-method", "GET"),
-            ("x-forwarded-uri", "/x"),
-            ("x-forwarded-host", "app.example"),
-            ("x-forwarded-proto", "https"),
-        ],
-        "",
-    );
+    let check = forwarded_check(&[]);
     let response = server.check(check, peer(PROXY)).await;
     assert_eq!(response.status(), StatusCode::OK);
     assert!(response.headers().get(HEADERS_TO_REMOVE).is_none());
@@ -625,19 +628,8 @@ async fn a_forward_auth_check_refuses_identity_headers_the_allow_leaves() {
         (Some(("x_user_id", "admin")), StatusCode::BAD_REQUEST),
         (Some(("X-Tenant", "victim")), StatusCode::BAD_REQUEST),
     ] {
-        let mut headers = vec![
-            ("x-forwarded-method", "GET"),
-            ("x-forwarded-uri", "/x"),
-            ("x-forwarded-host", "app.example"),
-            ("x-forwarded-proto", "https"),
-        ];
-        headers.extend(sent);
-        let response = server
-            .check(
-                request(Method::GET, "/check:site", &headers, ""),
-                peer(PROXY),
-            )
-            .await;
+        let check = forwarded_check(sent.as_slice());
+        let response = server.check(check, peer(PROXY)).await;
         assert_eq!(response.status(), status, "{sent:?}");
         if status == StatusCode::OK {
             assert_eq!(response.headers()["x-user-id"], "bob");
@@ -672,17 +664,7 @@ async fn a_client_header_named_as_an_identity_header_is_not_sent() {
         .strip_client_header(HeaderName::from_static("x-user-id"))
         .strip_client_header(HeaderName::from_static("x-tenant"));
     let server = server_of(forwarding(), [chain]).await;
-    let check = request(
-        Method::GET,
-        "/check:site",
-        &[
-            ("x-forwarded-method", "GET"),
-            ("x-forwarded-uri", "/x"),
-            ("x-forwarded-host", "app.example"),
-            ("x-forwarded-proto", "https"),
-        ],
-        "",
-    );
+    let check = forwarded_check(&[]);
     let response = server.check(check, peer(PROXY)).await;
     assert_eq!(response.status(), StatusCode::OK);
     let headers = response.headers();
