@@ -4,7 +4,9 @@
 //! A transport is the real `authchain` binary started from a config
 //! written here, the real proxy with the config the README documents,
 //! and an echo app that reports what reached it ([`transports`]): Envoy
-//! over gRPC (raw paths, and with `normalize_path` + `merge_slashes`),
+//! over gRPC (raw paths, with `normalize_path` + `merge_slashes`, and
+//! with `failure_mode_allow`, where a check that ends in an error rather
+//! than an answer would let its request through),
 //! Envoy in HTTP service mode (`path_prefix: /check:site`, and `/check`
 //! with `defaultConfig`), nginx, Traefik, Caddy. The layer transport runs
 //! the same AuthConfigs in process, with the binary's registry, as
@@ -68,6 +70,11 @@ async fn envoy_grpc() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn envoy_grpc_normalized() {
     run_table(Transport::EnvoyGrpcNormalized).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_grpc_failing_open() {
+    run_table(Transport::EnvoyGrpcFailOpen).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

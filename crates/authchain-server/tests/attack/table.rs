@@ -177,6 +177,7 @@ impl Row {
         // unless the row says otherwise.
         let like = match transport {
             Transport::CaddyTrusting => Transport::Caddy,
+            Transport::EnvoyGrpcFailOpen => Transport::EnvoyGrpc,
             Transport::TraefikTrusting => Transport::Traefik,
             other => other,
         };

@@ -31,6 +31,11 @@ pub(crate) enum Transport {
     /// The same with `normalize_path: true` and `merge_slashes: true`, as
     /// the book advises (docs/src/security.md) so that the app sees the path that was judged.
     EnvoyGrpcNormalized,
+    /// The same as [`Transport::EnvoyGrpc`] with `failure_mode_allow:
+    /// true`: a check that ends in an error rather than an answer lets
+    /// the request through, so no row may end so. Every row as for
+    /// Envoy gRPC.
+    EnvoyGrpcFailOpen,
     /// Envoy's ext_authz in HTTP service mode, `path_prefix: /check:site`.
     EnvoyHttp,
     /// Envoy's ext_authz in HTTP service mode, `path_prefix: /check`:
@@ -57,9 +62,10 @@ pub(crate) enum Transport {
 
 impl Transport {
     /// Every transport, each of which runs every row.
-    pub(crate) const ALL: [Transport; 10] = [
+    pub(crate) const ALL: [Transport; 11] = [
         Transport::EnvoyGrpc,
         Transport::EnvoyGrpcNormalized,
+        Transport::EnvoyGrpcFailOpen,
         Transport::EnvoyHttp,
         Transport::EnvoyHttpDefault,
         Transport::Nginx,
@@ -76,6 +82,7 @@ impl fmt::Display for Transport {
         f.write_str(match self {
             Transport::EnvoyGrpc => "envoy-grpc",
             Transport::EnvoyGrpcNormalized => "envoy-grpc (normalize_path, merge_slashes)",
+            Transport::EnvoyGrpcFailOpen => "envoy-grpc (failure_mode_allow)",
             Transport::EnvoyHttp => "envoy-http (/check:site)",
             Transport::EnvoyHttpDefault => "envoy-http (/check, defaultConfig)",
             Transport::Nginx => "nginx",
@@ -184,7 +191,7 @@ const ENVOY_GRPC: &str = r#"static_resources:
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz
               transport_api_version: V3
-              failure_mode_allow: false
+              failure_mode_allow: {{fail_open}}
               grpc_service: { envoy_grpc: { cluster_name: authchain }, timeout: 2s }
           - name: envoy.filters.http.router
             typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }
@@ -345,6 +352,7 @@ impl Stack {
         let http_block = match transport {
             Transport::EnvoyGrpc
             | Transport::EnvoyGrpcNormalized
+            | Transport::EnvoyGrpcFailOpen
             | Transport::EnvoyHttp
             | Transport::EnvoyHttpDefault => HTTP_UNTRUSTED,
             Transport::Nginx => HTTP_NGINX,
@@ -396,18 +404,22 @@ impl Stack {
             .unwrap()
         };
         let (proxy, addr) = match transport {
-            Transport::EnvoyGrpc | Transport::EnvoyGrpcNormalized => {
+            Transport::EnvoyGrpc
+            | Transport::EnvoyGrpcNormalized
+            | Transport::EnvoyGrpcFailOpen => {
                 let options = match transport {
                     Transport::EnvoyGrpcNormalized => {
                         "          normalize_path: true\n          merge_slashes: true\n"
                     }
                     _ => "",
                 };
+                let fail_open = transport == Transport::EnvoyGrpcFailOpen;
                 let config = render(
                     ENVOY_GRPC,
                     &vars(&[
                         ("authchain_port", authchain.grpc.port().to_string()),
                         ("hcm_options", options.to_owned()),
+                        ("fail_open", fail_open.to_string()),
                     ]),
                 )
                 .unwrap();
