@@ -7,8 +7,8 @@
 //! over gRPC (raw paths, with `normalize_path` + `merge_slashes`, and
 //! with `failure_mode_allow`, where a check that ends in an error rather
 //! than an answer would let its request through),
-//! Envoy in HTTP service mode (`path_prefix: /check:site`, and `/check`
-//! with `defaultConfig`), nginx, Traefik, Caddy. The layer transport runs
+//! Envoy in HTTP service mode (`path_prefix: /check:site`, the same with
+//! `failure_mode_allow`, and `/check` with `defaultConfig`), nginx, Traefik, Caddy. The layer transport runs
 //! the same AuthConfigs in process, with the binary's registry, as
 //! `AuthChainLayer::from_engine(engine, "site")` in front of an axum
 //! handler. Behind the chain, two remote auth servers run in the test
@@ -80,6 +80,11 @@ async fn envoy_grpc_failing_open() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn envoy_http_named_config() {
     run_table(Transport::EnvoyHttp).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_http_failing_open() {
+    run_table(Transport::EnvoyHttpFailOpen).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -178,6 +178,7 @@ impl Row {
         let like = match transport {
             Transport::CaddyTrusting => Transport::Caddy,
             Transport::EnvoyGrpcFailOpen => Transport::EnvoyGrpc,
+            Transport::EnvoyHttpFailOpen => Transport::EnvoyHttp,
             Transport::TraefikTrusting => Transport::Traefik,
             other => other,
         };

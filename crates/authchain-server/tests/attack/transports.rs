@@ -38,6 +38,10 @@ pub(crate) enum Transport {
     EnvoyGrpcFailOpen,
     /// Envoy's ext_authz in HTTP service mode, `path_prefix: /check:site`.
     EnvoyHttp,
+    /// The same with `failure_mode_allow: true`, under which Envoy lets a
+    /// request through on a 5xx or no answer. Every row as for
+    /// [`Transport::EnvoyHttp`].
+    EnvoyHttpFailOpen,
     /// Envoy's ext_authz in HTTP service mode, `path_prefix: /check`:
     /// authchain's `defaultConfig: site` judges.
     EnvoyHttpDefault,
@@ -62,11 +66,12 @@ pub(crate) enum Transport {
 
 impl Transport {
     /// Every transport, each of which runs every row.
-    pub(crate) const ALL: [Transport; 11] = [
+    pub(crate) const ALL: [Transport; 12] = [
         Transport::EnvoyGrpc,
         Transport::EnvoyGrpcNormalized,
         Transport::EnvoyGrpcFailOpen,
         Transport::EnvoyHttp,
+        Transport::EnvoyHttpFailOpen,
         Transport::EnvoyHttpDefault,
         Transport::Nginx,
         Transport::Traefik,
@@ -84,6 +89,7 @@ impl fmt::Display for Transport {
             Transport::EnvoyGrpcNormalized => "envoy-grpc (normalize_path, merge_slashes)",
             Transport::EnvoyGrpcFailOpen => "envoy-grpc (failure_mode_allow)",
             Transport::EnvoyHttp => "envoy-http (/check:site)",
+            Transport::EnvoyHttpFailOpen => "envoy-http (/check:site, failure_mode_allow)",
             Transport::EnvoyHttpDefault => "envoy-http (/check, defaultConfig)",
             Transport::Nginx => "nginx",
             Transport::Traefik => "traefik",
@@ -243,7 +249,7 @@ const ENVOY_HTTP: &str = r#"static_resources:
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz
               transport_api_version: V3
-              failure_mode_allow: false
+              failure_mode_allow: {{fail_open}}
               allowed_headers:
                 patterns: [ { exact: api-key }, { exact: config_id }, { exact: forwarded }, { prefix: x- }, { prefix: x_ } ]
               http_service:
@@ -354,6 +360,7 @@ impl Stack {
             | Transport::EnvoyGrpcNormalized
             | Transport::EnvoyGrpcFailOpen
             | Transport::EnvoyHttp
+            | Transport::EnvoyHttpFailOpen
             | Transport::EnvoyHttpDefault => HTTP_UNTRUSTED,
             Transport::Nginx => HTTP_NGINX,
             Transport::Traefik
@@ -393,12 +400,13 @@ impl Stack {
             vars.extend(extra.iter().cloned());
             vars
         };
-        let envoy_http = |prefix: &str| {
+        let envoy_http = |prefix: &str, fail_open: bool| {
             render(
                 ENVOY_HTTP,
                 &vars(&[
                     ("authchain_port", authchain.http.port().to_string()),
                     ("path_prefix", prefix.to_owned()),
+                    ("fail_open", fail_open.to_string()),
                 ]),
             )
             .unwrap()
@@ -425,8 +433,9 @@ impl Stack {
                 .unwrap();
                 envoy(&config).await
             }
-            Transport::EnvoyHttp => envoy(&envoy_http("/check:site")).await,
-            Transport::EnvoyHttpDefault => envoy(&envoy_http("/check")).await,
+            Transport::EnvoyHttp => envoy(&envoy_http("/check:site", false)).await,
+            Transport::EnvoyHttpFailOpen => envoy(&envoy_http("/check:site", true)).await,
+            Transport::EnvoyHttpDefault => envoy(&envoy_http("/check", false)).await,
             Transport::Nginx => {
                 let nginx = Nginx::start(&render(&nginx_config(), &vars(&[])).unwrap())
                     .await
