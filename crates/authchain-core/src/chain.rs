@@ -1466,9 +1466,10 @@ impl ChainBuilder {
                 return Err(e.at(format!("step '{}'", step.name)));
             }
         }
-        if !Deny::is_deny_status(self.status_on_error) {
+        let status = self.status_on_error;
+        if !(status.is_client_error() || status.is_server_error()) {
             return Err(Error::config(format!(
-                "{} is not a deny status: expected a redirect (301, 302, 303, 307, 308) or 400 to 599 (a proxy lets a request through on a 2xx, and a browser serves its kept copy on a 304)",
+                "{} is not an error's deny status: expected 400 to 599 (a proxy lets a request through on a 2xx, a browser may keep a redirect without a Location, and serves its kept copy on a 304)",
                 self.status_on_error.as_u16()
             ))
             .at("statusOnError"));

@@ -32,7 +32,7 @@
 //! |---|---|
 //! | `configs` | the steps, in order (below) |
 //! | `booleanExpr` | combine steps by name with `&&`, `\|\|`, `!`, `( )` |
-//! | `statusOnError` | status of the deny a failing step causes (403; 301, 302, 303, 307, 308, or 400 to 599) |
+//! | `statusOnError` | status of the deny a failing step causes (403; 400 to 599) |
 //! | `deadline` | time limit of the whole chain (`10s`) |
 //! | `stripClientHeaders` | more client headers to strip before the chain |
 //! | `decisionLog` | log this AuthConfig's decisions: `{sample, headers}` (see [`crate::decision_log`]) |
@@ -73,7 +73,7 @@ use crate::error::redact_serde_message;
 use crate::path::AmbiguousPaths;
 use crate::plugin::{FilesRead, deserialize_config};
 use crate::resources::Resources;
-use crate::{BuildContext, CacheSettings, Chain, ChainStep, Deny, Error, PluginRegistry};
+use crate::{BuildContext, CacheSettings, Chain, ChainStep, Error, PluginRegistry};
 
 /// Gloo's step kinds that authchain does not bring: a config naming one
 /// is told so, unless a plugin of that kind is registered.
@@ -621,12 +621,12 @@ impl AuthConfig {
         }
         match spec.status_on_error.map(StatusCode::from_u16) {
             None => {}
-            Some(Ok(status)) if Deny::is_deny_status(status) => {
+            Some(Ok(status)) if status.is_client_error() || status.is_server_error() => {
                 builder = builder.status_on_error(status)
             }
             Some(_) => errors.push(
                 Error::config(
-                    "expected a deny status: a redirect (301, 302, 303, 307, 308) or 400 to 599 (a proxy lets a request through on a 2xx, and a browser serves its kept copy on a 304)",
+                    "expected an error's deny status, 400 to 599 (a proxy lets a request through on a 2xx, a browser may keep a redirect without a Location, and serves its kept copy on a 304)",
                 )
                 .at("statusOnError"),
             ),
@@ -953,21 +953,27 @@ pub const MAX_FILE_BYTES: u64 = 256 << 20;
 /// Reads a file a config names: a regular file (after symbolic links) of
 /// at most [`MAX_FILE_BYTES`]. A device (`/dev/zero`) or a named pipe,
 /// which would fill the memory or never end, is an `InvalidInput` error,
-/// as is a larger file. What is read is what was opened: the file is
-/// opened without waiting (a pipe with no writer would hold the open),
-/// then looked at, so that a link switched in between reads nothing else.
+/// as is a larger file. What is read is what was opened: a path that is
+/// no regular file is not opened (a device may act on an open), and the
+/// file is opened without waiting (a pipe with no writer would hold the
+/// open) nor becoming a terminal, then looked at again, so that a link
+/// switched in between reads nothing else.
 pub fn read_file(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
     use std::io::{Error, ErrorKind, Read};
+    let not_regular = || Error::new(ErrorKind::InvalidInput, "not a regular file");
+    if !std::fs::metadata(path)?.is_file() {
+        return Err(not_regular());
+    }
     let mut options = std::fs::OpenOptions::new();
     options.read(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
-        options.custom_flags(libc::O_NONBLOCK);
+        options.custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY);
     }
     let file = options.open(path)?;
     if !file.metadata()?.is_file() {
-        return Err(Error::new(ErrorKind::InvalidInput, "not a regular file"));
+        return Err(not_regular());
     }
     let mut contents = Vec::new();
     file.take(MAX_FILE_BYTES + 1).read_to_end(&mut contents)?;

@@ -135,6 +135,25 @@ pub enum ForwardedHeaders {
 }
 
 impl ForwardedHeaders {
+    /// The headers a proxy of the family writes into every check itself,
+    /// whatever its client sent: nginx the `X-Original-*` its config
+    /// sets; Traefik and Caddy both their `X-Forwarded-*` and
+    /// `X-Forwarded-For` (Traefik's `X-Real-Ip`, which Caddy does not
+    /// write, is a client's behind Caddy).
+    pub(crate) fn written(self) -> &'static [HeaderName] {
+        static X_FORWARDED: [HeaderName; 5] = [
+            HeaderName::from_static("x-forwarded-method"),
+            HeaderName::from_static("x-forwarded-uri"),
+            HeaderName::from_static("x-forwarded-host"),
+            HeaderName::from_static("x-forwarded-proto"),
+            HeaderName::from_static("x-forwarded-for"),
+        ];
+        match self {
+            ForwardedHeaders::XOriginal => self.names(),
+            ForwardedHeaders::XForwarded => &X_FORWARDED,
+        }
+    }
+
     /// The headers of the family: method, URI, then host and scheme
     /// (which the check's own `Host` and nothing stand in for in
     /// `XOriginal`).
@@ -310,7 +329,7 @@ impl CheckConfig {
         body: Option<Bytes>,
         peer: Peer,
         request: &mut AuthorizationRequest,
-    ) -> Result<(Option<&'a str>, bool), Refused> {
+    ) -> Result<(Option<&'a str>, Option<ForwardedHeaders>), Refused> {
         let Parts {
             method: check_method,
             uri,
@@ -441,7 +460,7 @@ impl CheckConfig {
             None => drop(request.headers.remove(http::header::CONTENT_LENGTH)),
         }
         request.body = body;
-        Ok((config, family.is_some()))
+        Ok((config, family))
     }
 }
 

@@ -132,12 +132,7 @@ impl CheckServer {
         };
         let mut request = empty_request();
         let check_config = self.config.load_full();
-        let (config, forward_auth) = match check_config.read_into(
-            &mut parts,
-            body,
-            peer,
-            &mut request,
-        ) {
+        let (config, proxy) = match check_config.read_into(&mut parts, body, peer, &mut request) {
             Ok(read) => read,
             Err(refused) => {
                 give_back(request);
@@ -147,6 +142,7 @@ impl CheckServer {
                 return plain(refused.status, refused.reason);
             }
         };
+        let forward_auth = proxy.is_some();
         let generation = self.engine.current();
         if generation.number() == 0 {
             // Not a 503: Envoy's HTTP service passes a 5xx under
@@ -169,9 +165,10 @@ impl CheckServer {
         // sets none (a `stripClientHeaders` entry). Not the headers the
         // proxy writes into every check itself.
         let mut carried: Vec<http::HeaderName> = Vec::new();
-        if forward_auth {
+        if let Some(proxy) = proxy {
             for name in request.headers.keys() {
-                if !PROXY_WRITTEN.contains(name) && authchain_core::transport::strips(chain, name) {
+                if !proxy.written().contains(name) && authchain_core::transport::strips(chain, name)
+                {
                     carried.push(name.clone());
                 }
             }
@@ -218,8 +215,9 @@ impl CheckServer {
                 .retain(|m| !authchain_core::transport::strips(chain, &m.name));
         }
         // A forward-auth proxy removes no header (the client's identity
-        // headers are refused above): the list, which grows with every
-        // spelling, would only fill its buffer for the answer's head.
+        // headers the allow does not replace are refused above): the
+        // list, which grows with every spelling, would only fill its
+        // buffer for the answer's head.
         if forward_auth && let Decision::Allow(allow) = &mut decision {
             allow.headers_to_remove.clear();
         }
@@ -314,24 +312,6 @@ fn envoy_timeout(value: &http::HeaderValue) -> Option<std::time::Duration> {
     let ms: u64 = std::str::from_utf8(value).ok()?.parse().ok()?;
     (ms > 0).then(|| std::time::Duration::from_millis(ms))
 }
-
-/// The headers a forward-auth proxy writes into every check itself
-/// (Traefik's and Caddy's `X-Forwarded-*` and `X-Real-Ip`, nginx's
-/// `X-Original-*` and those its `proxy_params` set), which a config may
-/// strip: not the client's.
-const PROXY_WRITTEN: [http::HeaderName; 11] = [
-    http::HeaderName::from_static("x-forwarded-for"),
-    http::HeaderName::from_static("x-forwarded-host"),
-    http::HeaderName::from_static("x-forwarded-method"),
-    http::HeaderName::from_static("x-forwarded-port"),
-    http::HeaderName::from_static("x-forwarded-proto"),
-    http::HeaderName::from_static("x-forwarded-server"),
-    http::HeaderName::from_static("x-forwarded-uri"),
-    http::HeaderName::from_static("x-original-method"),
-    http::HeaderName::from_static("x-original-uri"),
-    http::HeaderName::from_static("x-real-ip"),
-    http::header::FORWARDED,
-];
 
 /// The refusal of a forward-auth check whose client sends header `name`,
 /// which the proxy would pass to the app: a 400 (nginx answers its client

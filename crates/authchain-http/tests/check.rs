@@ -615,18 +615,23 @@ async fn a_forward_auth_check_refuses_identity_headers_the_allow_leaves() {
         HeaderName::from_static("x-user-id"),
         HeaderValue::from_static("bob"),
     );
-    let chain = Chain::builder("site")
-        .step(recorder(Arc::default(), allow.into()))
-        .strip_client_header(HeaderName::from_static("x-user-id"))
-        .strip_client_header(HeaderName::from_static("x-tenant"))
-        .strip_client_header(HeaderName::from_static("x-forwarded-host"));
-    let server = server_of(forwarding(), [chain]).await;
+    let chain = || {
+        Chain::builder("site")
+            .step(recorder(Arc::default(), allow.clone().into()))
+            .strip_client_header(HeaderName::from_static("x-user-id"))
+            .strip_client_header(HeaderName::from_static("x-tenant"))
+            .strip_client_header(HeaderName::from_static("x-forwarded-host"))
+            .strip_client_header(HeaderName::from_static("x-real-ip"))
+    };
+    let server = server_of(forwarding(), [chain()]).await;
     for (sent, status) in [
         (None, StatusCode::OK),
         (Some(("x-user-id", "admin")), StatusCode::OK),
         (Some(("x-tenant", "victim")), StatusCode::BAD_REQUEST),
         (Some(("x_user_id", "admin")), StatusCode::BAD_REQUEST),
         (Some(("X-Tenant", "victim")), StatusCode::BAD_REQUEST),
+        // Caddy writes none.
+        (Some(("x-real-ip", "10.0.0.1")), StatusCode::BAD_REQUEST),
     ] {
         let check = forwarded_check(sent.as_slice());
         let response = server.check(check, peer(PROXY)).await;
@@ -634,6 +639,22 @@ async fn a_forward_auth_check_refuses_identity_headers_the_allow_leaves() {
         if status == StatusCode::OK {
             assert_eq!(response.headers()["x-user-id"], "bob");
         }
+    }
+    // nginx writes its X-Original-* alone: a client's X-Forwarded-Host
+    // is its own there.
+    let server = server_of(original(), [chain()]).await;
+    for (sent, status) in [
+        (None, StatusCode::OK),
+        (
+            Some(("x-forwarded-host", "admin.example")),
+            StatusCode::BAD_REQUEST,
+        ),
+    ] {
+        let mut headers = vec![("x-original-method", "GET"), ("x-original-uri", "/x")];
+        headers.extend(sent);
+        let check = request(Method::GET, "/check:site", &headers, "");
+        let response = server.check(check, peer(PROXY)).await;
+        assert_eq!(response.status(), status, "{sent:?}");
     }
 }
 

@@ -221,7 +221,7 @@ fn unknown_plugins_kinds_and_fields_are_rejected() {
         (
             "statusOnError not a deny status",
             "name: c\nstatusOnError: 99\nconfigs: []\n",
-            "auth.yaml: statusOnError: expected a deny status: a redirect (301, 302, 303, 307, 308) or 400 to 599 (a proxy lets a request through on a 2xx, and a browser serves its kept copy on a 304)",
+            "auth.yaml: statusOnError: expected an error's deny status, 400 to 599 (a proxy lets a request through on a 2xx, a browser may keep a redirect without a Location, and serves its kept copy on a 304)",
         ),
         (
             "stripClientHeaders not a header name",

@@ -173,8 +173,8 @@ impl Row {
                 .find(|(t, _, _)| *t == transport)
                 .map(|(_, expect, _)| *expect)
         };
-        // A proxy that trusts its peer answers as the one that does not,
-        // unless the row says otherwise.
+        // A proxy that trusts its peer, or Envoy failing open, answers as
+        // the one that does not, unless the row says otherwise.
         let like = match transport {
             Transport::CaddyTrusting => Transport::Caddy,
             Transport::EnvoyGrpcFailOpen => Transport::EnvoyGrpc,

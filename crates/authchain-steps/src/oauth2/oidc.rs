@@ -593,8 +593,9 @@ const REVOKED: u64 = 4096;
 /// How long a revoked refresh token is remembered.
 const REVOKED_FOR: Duration = Duration::from_secs(3600);
 /// How long a session a logout ended is remembered: past the refreshes
-/// kept for the cookies it replaced, and those under way at the logout.
-const ENDED_FOR: Duration = Duration::from_secs(600);
+/// kept for the cookies it replaced, those under way at the logout, and a
+/// revocation the IdP failed or has no endpoint for.
+const ENDED_FOR: Duration = Duration::from_secs(24 * 3600);
 /// How many refreshes may be under way at once.
 const REFRESHING: usize = 1024;
 
@@ -632,13 +633,14 @@ impl Failed {
 /// browser has its replacement, share one refresh. An IdP that rotates
 /// refresh tokens takes each once, and may revoke the whole grant when a
 /// spent one comes back. A refresh that brought no session (`None`: the
-/// IdP refused the token, or a logout ended the session) is not asked
-/// again meanwhile: a session whose refresh token is dead would cost a
-/// call to the IdP on each request.
+/// IdP refused the token, or Redis no longer holds the session) is not
+/// asked again meanwhile: a session whose refresh token is dead would
+/// cost a call to the IdP on each request. A session a logout ended is
+/// `ended`, in this replica.
 struct Refreshes {
     prf: util::Prf,
     under_way: Flights<Refreshed>,
-    done: Arc<util::Kept<Option<Arc<Session>>>>,
+    done: util::Kept<Option<Arc<Session>>>,
     /// The refresh tokens revoked lately, or being revoked: a logout
     /// replayed with one cookie (which opens until it expires) revokes its
     /// token once, and its replays take no place another's revocation
@@ -655,7 +657,7 @@ impl Refreshes {
         Refreshes {
             prf: util::Prf::new(),
             under_way: Flights::new(REFRESHING),
-            done: Arc::new(util::Kept::new(REFRESHED)),
+            done: util::Kept::new(REFRESHED),
             revoked: util::Kept::new(REVOKED),
             ended: util::Kept::new(REVOKED),
         }
@@ -1826,6 +1828,16 @@ impl Oidc {
             id_token = Some(session.id_token);
             if let Some(refresh) = session.refresh_token {
                 self.refreshes.end(&refresh);
+                // A refresh of it done meanwhile (the logout came with
+                // the cookie it replaced) ends with it.
+                let key = self.refreshes.prf.hash(&[refresh.as_bytes()]);
+                if let Some(Some(next)) = self.refreshes.done.get(key)
+                    && let Some(token) = next.refresh_token.clone()
+                    && token != refresh
+                {
+                    self.refreshes.end(&token);
+                    revoke(&self.idp, &self.refreshes, live, token);
+                }
                 revoke(&self.idp, &self.refreshes, live, refresh);
             }
         }

@@ -1555,6 +1555,42 @@ async fn a_logout_during_a_refresh_keeps_the_session_ended() {
     assert_new_login(&mut agent, &issuer, &front).await;
 }
 
+/// A logout that comes with the cookie a refresh replaced (sent before
+/// the browser had the new one) ends the refreshed session too: it
+/// refreshes no more.
+#[tokio::test]
+async fn a_logout_with_the_replaced_cookie_ends_the_refreshed_session() {
+    let fake = FakeTokens::start().await;
+    let (_rig, issuer, front) = fake_front(&fake, true).await;
+    let mut agent = UserAgent::new();
+    let back = fake_callback(&mut agent, &issuer, &front, |nonce| {
+        let id_token = alice_id_token(&issuer, nonce, 2);
+        fake.answer(
+            200,
+            &json!({ "access_token": "a1", "token_type": "Bearer", "expires_in": 2,
+                     "refresh_token": "r1", "id_token": id_token }),
+        );
+    })
+    .await;
+    assert_eq!(back.status, 302, "{}", back.describe());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let answer = |n: u32| {
+        json!({ "access_token": format!("a{n}"), "token_type": "Bearer", "expires_in": 2,
+                "refresh_token": format!("r{n}") })
+    };
+    fake.answer(200, &answer(2));
+    let replaced = agent.clone();
+    let page = get(&mut agent, &front.url("/private")).await;
+    assert_eq!(page.status, 200, "{}", page.describe());
+    assert!(set_cookie(&page, SESSION).is_some(), "{}", page.describe());
+    let out = get(&mut replaced.clone(), &front.url("/logout")).await;
+    assert_eq!(out.status, 302, "{}", out.describe());
+    // Past the refreshed session's 2 s: it would refresh again.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    fake.answer(200, &answer(3));
+    assert_new_login(&mut agent, &issuer, &front).await;
+}
+
 #[tokio::test]
 async fn id_tokens_with_a_bad_signature_alg_iss_aud_exp_or_nonce_are_refused() {
     let fake = FakeTokens::start().await;
