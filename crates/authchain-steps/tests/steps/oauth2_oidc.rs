@@ -1506,6 +1506,24 @@ async fn an_expired_id_token_is_not_forwarded_after_a_refresh_without_one() {
     assert_eq!(page.header_values("x-app-user"), ["alice"]);
 }
 
+/// alice, logged in at `front` through `fake` with the refresh token
+/// `r1` and a session of 2 s, which has expired when this returns.
+async fn expired_login(fake: &FakeTokens, issuer: &str, front: &Front) -> UserAgent {
+    let mut agent = UserAgent::new();
+    let back = fake_callback(&mut agent, issuer, front, |nonce| {
+        let id_token = alice_id_token(issuer, nonce, 2);
+        fake.answer(
+            200,
+            &json!({ "access_token": "a1", "token_type": "Bearer", "expires_in": 2,
+                     "refresh_token": "r1", "id_token": id_token }),
+        );
+    })
+    .await;
+    assert_eq!(back.status, 302, "{}", back.describe());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    agent
+}
+
 /// A logout while the IdP refreshes the session: the refresh brings it
 /// back neither to the request that asked for it nor to a copy of the
 /// cookie.
@@ -1519,18 +1537,7 @@ async fn a_logout_during_a_refresh_keeps_the_session_ended() {
     // Room for a slow refresh, and for the logout beside it.
     oidc(&mut config)["timeout"] = json!("6s");
     let front = rig.front(0, &config).await;
-    let mut agent = UserAgent::new();
-    let back = fake_callback(&mut agent, &issuer, &front, |nonce| {
-        let id_token = alice_id_token(&issuer, nonce, 2);
-        fake.answer(
-            200,
-            &json!({ "access_token": "a1", "token_type": "Bearer", "expires_in": 2,
-                     "refresh_token": "r1", "id_token": id_token }),
-        );
-    })
-    .await;
-    assert_eq!(back.status, 302, "{}", back.describe());
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut agent = expired_login(&fake, &issuer, &front).await;
 
     *fake.delay.lock().unwrap() = Duration::from_secs(3);
     fake.answer(
@@ -1562,18 +1569,7 @@ async fn a_logout_during_a_refresh_keeps_the_session_ended() {
 async fn a_logout_with_the_replaced_cookie_ends_the_refreshed_session() {
     let fake = FakeTokens::start().await;
     let (_rig, issuer, front) = fake_front(&fake, true).await;
-    let mut agent = UserAgent::new();
-    let back = fake_callback(&mut agent, &issuer, &front, |nonce| {
-        let id_token = alice_id_token(&issuer, nonce, 2);
-        fake.answer(
-            200,
-            &json!({ "access_token": "a1", "token_type": "Bearer", "expires_in": 2,
-                     "refresh_token": "r1", "id_token": id_token }),
-        );
-    })
-    .await;
-    assert_eq!(back.status, 302, "{}", back.describe());
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut agent = expired_login(&fake, &issuer, &front).await;
     let answer = |n: u32| {
         json!({ "access_token": format!("a{n}"), "token_type": "Bearer", "expires_in": 2,
                 "refresh_token": format!("r{n}") })
