@@ -77,6 +77,24 @@ async fn envoy_grpc_failing_open() {
     run_table(Transport::EnvoyGrpcFailOpen).await;
 }
 
+/// The failing-open transports do fail open: with authchain gone, a
+/// request the table blocks reaches the app (else their runs would pin
+/// nothing).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_failing_open_transports_do_fail_open() {
+    for transport in [Transport::EnvoyGrpcFailOpen, Transport::EnvoyHttpFailOpen] {
+        let mut stack = transports::Stack::start(transport).await;
+        stack.stop_authchain();
+        let hits = stack.hits();
+        let request = b"GET /admin HTTP/1.1\r\nHost: app.example\r\nConnection: close\r\n\r\n";
+        let reply = authchain_testkit::client::raw(stack.addr, request)
+            .await
+            .unwrap_or_else(|e| panic!("{transport}: {e}\n{}", stack.output()));
+        assert!(reply.status.is_success(), "{transport}: {}", reply.status);
+        assert_eq!(stack.hits(), hits + 1, "{transport}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn envoy_http_named_config() {
     run_table(Transport::EnvoyHttp).await;

@@ -528,6 +528,13 @@ impl Stack {
         }
     }
 
+    /// Stops the authchain process: the proxy's checks then fail.
+    pub(crate) fn stop_authchain(&mut self) {
+        if let Some(authchain) = &mut self.authchain {
+            authchain.peer.kill();
+        }
+    }
+
     /// How many requests reached the app.
     pub(crate) fn hits(&self) -> usize {
         match &self.app {
