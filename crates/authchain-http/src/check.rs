@@ -134,6 +134,22 @@ pub enum ForwardedHeaders {
     XForwarded,
 }
 
+/// nginx's forwarded headers, which its config sets.
+static X_ORIGINAL: [HeaderName; 2] = [
+    HeaderName::from_static("x-original-method"),
+    HeaderName::from_static("x-original-uri"),
+];
+
+/// Traefik's and Caddy's: the family's four, then `X-Forwarded-For`,
+/// which they write too.
+static X_FORWARDED: [HeaderName; 5] = [
+    HeaderName::from_static("x-forwarded-method"),
+    HeaderName::from_static("x-forwarded-uri"),
+    HeaderName::from_static("x-forwarded-host"),
+    HeaderName::from_static("x-forwarded-proto"),
+    HeaderName::from_static("x-forwarded-for"),
+];
+
 impl ForwardedHeaders {
     /// The headers a proxy of the family writes into every check itself,
     /// whatever its client sent: nginx the `X-Original-*` its config
@@ -141,15 +157,8 @@ impl ForwardedHeaders {
     /// `X-Forwarded-For` (Traefik's `X-Real-Ip`, which Caddy does not
     /// write, is a client's behind Caddy).
     pub(crate) fn written(self) -> &'static [HeaderName] {
-        static X_FORWARDED: [HeaderName; 5] = [
-            HeaderName::from_static("x-forwarded-method"),
-            HeaderName::from_static("x-forwarded-uri"),
-            HeaderName::from_static("x-forwarded-host"),
-            HeaderName::from_static("x-forwarded-proto"),
-            HeaderName::from_static("x-forwarded-for"),
-        ];
         match self {
-            ForwardedHeaders::XOriginal => self.names(),
+            ForwardedHeaders::XOriginal => &X_ORIGINAL,
             ForwardedHeaders::XForwarded => &X_FORWARDED,
         }
     }
@@ -158,19 +167,9 @@ impl ForwardedHeaders {
     /// (which the check's own `Host` and nothing stand in for in
     /// `XOriginal`).
     fn names(self) -> &'static [HeaderName] {
-        static X_ORIGINAL: [HeaderName; 2] = [
-            HeaderName::from_static("x-original-method"),
-            HeaderName::from_static("x-original-uri"),
-        ];
-        static X_FORWARDED: [HeaderName; 4] = [
-            HeaderName::from_static("x-forwarded-method"),
-            HeaderName::from_static("x-forwarded-uri"),
-            HeaderName::from_static("x-forwarded-host"),
-            HeaderName::from_static("x-forwarded-proto"),
-        ];
         match self {
             ForwardedHeaders::XOriginal => &X_ORIGINAL,
-            ForwardedHeaders::XForwarded => &X_FORWARDED,
+            ForwardedHeaders::XForwarded => &X_FORWARDED[..4],
         }
     }
 }
