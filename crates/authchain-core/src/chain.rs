@@ -1466,8 +1466,7 @@ impl ChainBuilder {
                 return Err(e.at(format!("step '{}'", step.name)));
             }
         }
-        let status = self.status_on_error;
-        if !(status.is_client_error() || status.is_server_error()) {
+        if !Deny::is_error_status(self.status_on_error) {
             return Err(Error::config(format!(
                 "{} is not an error's deny status: expected 400 to 599 (a proxy lets a request through on a 2xx, a browser may keep a redirect without a Location, and serves its kept copy on a 304)",
                 self.status_on_error.as_u16()

@@ -73,7 +73,7 @@ use crate::error::redact_serde_message;
 use crate::path::AmbiguousPaths;
 use crate::plugin::{FilesRead, deserialize_config};
 use crate::resources::Resources;
-use crate::{BuildContext, CacheSettings, Chain, ChainStep, Error, PluginRegistry};
+use crate::{BuildContext, CacheSettings, Chain, ChainStep, Deny, Error, PluginRegistry};
 
 /// Gloo's step kinds that authchain does not bring: a config naming one
 /// is told so, unless a plugin of that kind is registered.
@@ -621,7 +621,7 @@ impl AuthConfig {
         }
         match spec.status_on_error.map(StatusCode::from_u16) {
             None => {}
-            Some(Ok(status)) if status.is_client_error() || status.is_server_error() => {
+            Some(Ok(status)) if Deny::is_error_status(status) => {
                 builder = builder.status_on_error(status)
             }
             Some(_) => errors.push(

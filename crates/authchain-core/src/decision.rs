@@ -319,6 +319,13 @@ impl Deny {
         matches!(status.as_u16(), 301..=303 | 307 | 308 | 400..=599)
     }
 
+    /// Whether `status` can be the deny of an error (`statusOnError`): a
+    /// client or server error. Not a redirect: it carries no `Location`,
+    /// and a browser may keep a 301 or a 308.
+    pub(crate) fn is_error_status(status: StatusCode) -> bool {
+        status.is_client_error() || status.is_server_error()
+    }
+
     /// A deny with a status, no headers and no body.
     pub fn new(status: StatusCode) -> Self {
         Deny {
