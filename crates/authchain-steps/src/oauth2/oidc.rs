@@ -663,18 +663,38 @@ impl Refreshes {
         }
     }
 
-    /// Marks the session whose refresh token is `token` ended (a logout).
-    fn end(&self, token: &str) {
-        let key = self.prf.hash(&[b"ended", token.as_bytes()]);
-        self.ended.insert(key, (), ENDED_FOR);
+    /// Where `done` keeps the refresh that spent refresh token `token`.
+    fn key(&self, token: &str) -> u128 {
+        self.prf.hash(&[token.as_bytes()])
+    }
+
+    /// Where `ended` marks the session whose refresh token is `token`.
+    fn ended_key(&self, token: &str) -> u128 {
+        self.prf.hash(&[b"ended", token.as_bytes()])
+    }
+
+    /// Marks ended (a logout) the session whose refresh token is `token`,
+    /// and the one a refresh of it brought meanwhile (the logout came
+    /// with the cookie that refresh replaced): their refresh tokens, to
+    /// revoke.
+    fn end(&self, token: String) -> Vec<String> {
+        let mut ended = Vec::with_capacity(2);
+        if let Some(Some(next)) = self.done.get(self.key(&token))
+            && let Some(next) = next.refresh_token.clone()
+            && next != token
+        {
+            ended.push(next);
+        }
+        ended.push(token);
+        for token in &ended {
+            self.ended.insert(self.ended_key(token), (), ENDED_FOR);
+        }
+        ended
     }
 
     /// Whether a logout ended the session whose refresh token is `token`.
     fn ended(&self, token: Option<&str>) -> bool {
-        token.is_some_and(|token| {
-            let key = self.prf.hash(&[b"ended", token.as_bytes()]);
-            self.ended.get(key).is_some()
-        })
+        token.is_some_and(|token| self.ended.get(self.ended_key(token)).is_some())
     }
 
     /// The refresh kept under `key`: a session that lasts past `limit`
@@ -1827,18 +1847,9 @@ impl Oidc {
             };
             id_token = Some(session.id_token);
             if let Some(refresh) = session.refresh_token {
-                self.refreshes.end(&refresh);
-                // A refresh of it done meanwhile (the logout came with
-                // the cookie it replaced) ends with it.
-                let key = self.refreshes.prf.hash(&[refresh.as_bytes()]);
-                if let Some(Some(next)) = self.refreshes.done.get(key)
-                    && let Some(token) = next.refresh_token.clone()
-                    && token != refresh
-                {
-                    self.refreshes.end(&token);
+                for token in self.refreshes.end(refresh) {
                     revoke(&self.idp, &self.refreshes, live, token);
                 }
-                revoke(&self.idp, &self.refreshes, live, refresh);
             }
         }
         let target = match (&live.provider.end_session_endpoint, id_token) {
@@ -1913,7 +1924,7 @@ impl Oidc {
         if self.refreshes.ended(Some(token)) {
             return Ok(None);
         }
-        let key = self.refreshes.prf.hash(&[token.as_bytes()]);
+        let key = self.refreshes.key(token);
         let limit = session::now().saturating_add(self.pre_expiry.as_secs());
         if let Some(fresh) = self.refreshes.kept(key, limit) {
             return Ok(fresh);
