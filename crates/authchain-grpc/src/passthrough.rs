@@ -38,10 +38,10 @@
 //!   `dynamic_metadata["solo.auth.passthrough"]` is merged into the state.
 //! - Any other status in the answer is a deny with the remote's status
 //!   (403 by default), headers and body. A redirect (301, 302, 303,
-//!   307, 308) with a `Location` is kept: a remote login server sends the client to its login page so,
-//!   as it would behind Envoy directly (the step follows no redirect
-//!   itself; the client goes where the remote, trusted with the decision,
-//!   sends it).
+//!   307, 308) with a `Location` is kept: a remote login server sends
+//!   the client to its login page so, as it would behind Envoy directly
+//!   (the step follows no redirect itself; the client goes where the
+//!   remote, trusted with the decision, sends it).
 //! - A failure of the remote is an error: the chain fails closed unless
 //!   the step has `failureModeAllow`. Failures are UNAVAILABLE (after the
 //!   retries), DEADLINE_EXCEEDED or CANCELLED once the call's time ran

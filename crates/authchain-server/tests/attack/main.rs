@@ -6,17 +6,19 @@
 //! and an echo app that reports what reached it ([`transports`]): Envoy
 //! over gRPC (raw paths, with `normalize_path` + `merge_slashes`, and
 //! with `failure_mode_allow`, where a check that ends in an error rather
-//! than an answer would let its request through),
-//! Envoy in HTTP service mode (`path_prefix: /check:site`, the same with
-//! `failure_mode_allow`, and `/check` with `defaultConfig`), nginx, Traefik, Caddy. The layer transport runs
-//! the same AuthConfigs in process, with the binary's registry, as
+//! than an answer would let its request through), Envoy in HTTP service
+//! mode (`path_prefix: /check:site`, the same with `failure_mode_allow`,
+//! and `/check` with `defaultConfig`), nginx, Traefik, Caddy. The layer
+//! transport runs the same AuthConfigs in process, with the binary's
+//! registry, as
 //! `AuthChainLayer::from_engine(engine, "site")` in front of an axum
 //! handler. Behind the chain, two remote auth servers run in the test
 //! ([`remotes`]).
 //!
 //! The AuthConfig `site` is: bob's API key (`x-user-id: bob` upstream;
-//! the client's `x-tenant` stripped), then rules allowing only `GET app.example/public/...`, then an HTTP
-//! passthrough and a gRPC passthrough whose answers a row may choose. A
+//! the client's `x-tenant` stripped), then rules allowing only `GET
+//! app.example/public/...`, then an HTTP passthrough and a gRPC
+//! passthrough whose answers a row may choose. A
 //! permissive AuthConfig `open` (allow everything) sits beside it for a
 //! client to try to select; `defaultConfig` is `site`.
 //!

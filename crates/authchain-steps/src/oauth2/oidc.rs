@@ -45,10 +45,11 @@
 //!   browser start many logins within their 10 minutes can still fill it.
 //! - **At `callbackPath`**: `state` must match the login cookie's (one
 //!   use: with Redis, the login is marked spent there; with cookies, the
-//!   IdP refuses a code twice); the code is exchanged (with the PKCE verifier and the
-//!   client's secret); the ID token must verify against the IdP's JWKS,
-//!   with the issuer, this client as audience and the login's `nonce`; then a
-//!   session is made and the answer is a `302` back to the path first
+//!   IdP refuses a code twice); the code is exchanged (with the PKCE
+//!   verifier and the client's secret); the ID token must verify against
+//!   the IdP's JWKS, with the issuer, this client as audience and the
+//!   login's `nonce`; then a session is made and the answer is a `302`
+//!   back to the path first
 //!   asked for, on `appUrl`'s origin: only ever there, whatever the
 //!   request said, so a callback cannot redirect anywhere else.
 //! - **At `logoutPath`**: the session is removed (and its cookie), and the
