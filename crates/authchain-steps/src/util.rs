@@ -171,6 +171,35 @@ pub(crate) fn cookie<'a>(
     )
 }
 
+/// [`cookie`] for cookie `name` and its parts `name.1` to `name.{N-1}`,
+/// read in one pass: part `i`'s value at `i`, each as [`cookie`] gives it.
+pub(crate) fn cookie_parts<'a, const N: usize>(
+    request: &'a AuthorizationRequest,
+    name: &str,
+) -> [Result<Option<&'a str>, ()>; N] {
+    const { assert!(N <= 10, "a part's number is one digit") };
+    let mut parts = [Ok(None); N];
+    if refuse_long_cookies(request).is_err() {
+        return [Err(()); N];
+    }
+    for (n, value) in request.cookie_pairs() {
+        let i = match n.strip_prefix(name.as_bytes()) {
+            Some([]) => 0,
+            Some([b'.', d @ b'1'..=b'9']) => usize::from(d - b'0'),
+            _ => continue,
+        };
+        let (Some(part), Ok(value)) = (parts.get_mut(i), cookie_text(value)) else {
+            continue;
+        };
+        match *part {
+            Ok(None) => *part = Ok(Some(value)),
+            Ok(Some(first)) if first != value => *part = Err(()),
+            _ => {}
+        }
+    }
+    parts
+}
+
 /// [`cookie`], for a credential: a second copy with another value, or
 /// another value under another spelling of the name (PHP reads
 /// `access.token` as `access_token`), is `Err(())` too, since the app

@@ -138,6 +138,7 @@
 //! run refreshes it, and a Redis login start keeps nothing (it may make
 //! the shared login key, once).
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -1298,25 +1299,11 @@ impl Oidc {
     /// The session cookie's value, joined from its parts; `Err(())` when a
     /// part comes twice with different values (see [`util::cookie`]) or
     /// the `Cookie` header is too long.
-    fn session_cookie(&self, request: &AuthorizationRequest) -> Result<Option<String>, ()> {
-        Self::joined_cookie(request, &self.cookie_name)
-    }
-
-    /// [`Self::session_cookie`] under `name`.
-    fn joined_cookie(request: &AuthorizationRequest, name: &str) -> Result<Option<String>, ()> {
-        let mut value = String::new();
-        for name in session::chunk_names(name) {
-            match util::cookie(request, &name)? {
-                // No part this step writes is longer: a forged one is not
-                // read (each would cost its decoding and decryption).
-                Some(part) if !part.is_empty() && part.len() <= session::CHUNK => {
-                    value.push_str(part);
-                }
-                Some(part) if !part.is_empty() => return Ok(None),
-                _ => break,
-            }
-        }
-        Ok((!value.is_empty()).then_some(value))
+    fn session_cookie<'a>(
+        &self,
+        request: &'a AuthorizationRequest,
+    ) -> Result<Option<Cow<'a, str>>, ()> {
+        session::joined_cookie(request, &self.cookie_name)
     }
 
     /// The deny of a request whose session cookie [`Self::session_cookie`]
@@ -1827,7 +1814,7 @@ impl Oidc {
         let legacy = self
             .legacy_cookie_name
             .as_deref()
-            .and_then(|old| Self::joined_cookie(request, old).ok().flatten());
+            .and_then(|old| session::joined_cookie(request, old).ok().flatten());
         // The former first: a failure to end it then ends nothing, and a
         // logout tried again still has the session and its ID token.
         let legacy = legacy.filter(|old| cookie.as_ref() != Some(old));
@@ -2319,6 +2306,7 @@ impl AuthService for Oidc {
         {
             return self.allow(request, &opened, Vec::new()).into();
         }
+        let cookie = cookie.map(Cow::into_owned);
         Answer::wait(async move { self.with_session(&live, request, cookie).await })
     }
 

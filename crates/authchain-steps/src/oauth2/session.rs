@@ -2,8 +2,10 @@
 //! bound to the client and its login settings), or in Redis under a
 //! random id the cookie holds.
 
+use std::borrow::Cow;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use authchain_core::AuthorizationRequest;
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use base64::Engine as _;
@@ -13,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::idp::CallError;
+use crate::util;
 
 /// The longest value one cookie carries; a longer sealed session is split
 /// over `name`, `name.1`, ... (browsers keep about 4 KiB per cookie).
@@ -223,6 +226,29 @@ pub(crate) fn chunks(name: &str, value: &str) -> Option<Vec<(String, String)>> {
             })
             .collect(),
     )
+}
+
+/// The value split over cookie `name` and its parts `name.1`, ...:
+/// `Err(())` when a part it takes comes twice with different values, or
+/// the `Cookie` header is too long (see [`util::cookie`]); none when a
+/// part is longer than this step writes one (a forged one is not read:
+/// each would cost its decoding and decryption).
+pub(crate) fn joined_cookie<'a>(
+    request: &'a AuthorizationRequest,
+    name: &str,
+) -> Result<Option<Cow<'a, str>>, ()> {
+    let mut value: Option<Cow<'a, str>> = None;
+    for part in util::cookie_parts::<MAX_CHUNKS>(request, name) {
+        match part? {
+            Some(part) if !part.is_empty() && part.len() <= CHUNK => match &mut value {
+                None => value = Some(Cow::Borrowed(part)),
+                Some(value) => value.to_mut().push_str(part),
+            },
+            Some(part) if !part.is_empty() => return Ok(None),
+            _ => break,
+        }
+    }
+    Ok(value)
 }
 
 /// The names a chunked value may use.
@@ -638,6 +664,58 @@ mod tests {
     use super::*;
 
     const TTL: Duration = Duration::from_secs(60);
+
+    fn with_cookies(cookies: &[&str]) -> AuthorizationRequest {
+        let mut request = AuthorizationRequest::new(http::Method::GET, "/");
+        for cookie in cookies {
+            request
+                .headers
+                .append(http::header::COOKIE, HeaderValue::from_str(cookie).unwrap());
+        }
+        request
+    }
+
+    #[test]
+    fn a_split_cookie_is_joined_from_its_parts_in_one_pass() {
+        let joined = |cookies: &[&str]| {
+            let request = with_cookies(cookies);
+            joined_cookie(&request, "s").map(|v| v.map(Cow::into_owned))
+        };
+        let ok = |v: &str| Ok(Some(v.to_owned()));
+        assert_eq!(joined(&[]), Ok(None));
+        assert_eq!(joined(&["s=abc"]), ok("abc"));
+        assert_eq!(joined(&["s.1=def; s=abc", "s.2=\"g\""]), ok("abcdefg"));
+        // The same part twice with one value is one part; the parts stop
+        // at the first missing or empty one.
+        assert_eq!(joined(&["s=abc; s.1=d; s=abc; s.3=z"]), ok("abcd"));
+        assert_eq!(joined(&["s=abc; s.1=; s.2=z"]), ok("abc"));
+        assert_eq!(joined(&["s.1=def"]), Ok(None));
+        // Other names that start alike are not parts.
+        assert_eq!(
+            joined(&["sx=1; s.10=1; s.0=1; s.4=1; s.a=1; s=abc; S.1=2"]),
+            ok("abc")
+        );
+        // Two values of a part that is read: refused; of one past the
+        // parts read (after a missing one), not.
+        assert_eq!(joined(&["s=abc; s=abd"]), Err(()));
+        assert_eq!(joined(&["s=abc; s.1=d", "s.1=e"]), Err(()));
+        assert_eq!(joined(&["s=abc; s.2=d; s.2=e"]), ok("abc"));
+        assert_eq!(joined(&["s.1=d; s.1=e"]), Ok(None));
+        // A part longer than this step writes one is not read.
+        let long = format!("s=abc; s.1={}", "x".repeat(CHUNK + 1));
+        assert_eq!(joined(&[&long]), Ok(None));
+        let longest = format!("s={}", "x".repeat(CHUNK));
+        assert_eq!(joined(&[&longest]), Ok(Some("x".repeat(CHUNK))));
+        // A Cookie header past the longest read: refused.
+        let huge = format!("s=abc; pad={}", "x".repeat(60 * 1024));
+        assert_eq!(joined(&[&huge]), Err(()));
+        // One part is borrowed from the request, not copied.
+        let request = with_cookies(&["s=abc"]);
+        assert!(matches!(
+            joined_cookie(&request, "s"),
+            Ok(Some(Cow::Borrowed("abc")))
+        ));
+    }
 
     async fn store(server: &Server) -> Redis {
         keyed_store(server, None)
