@@ -8,6 +8,7 @@ use authchain_benches::rounds::{Comparison, Measure, Target};
 use authchain_grpc::envoy_types::ext_authz::v3::pb::{
     Authorization, AuthorizationServer, CheckRequest, CheckResponse, HttpResponse, OkHttpResponse,
 };
+use authchain_grpc::envoy_types::pb::envoy::config::core::v3::{HeaderValue, HeaderValueOption};
 use authchain_grpc::envoy_types::pb::google::rpc;
 use authchain_testkit::envoy::{Bootstrap, Envoy};
 use authchain_testkit::{EchoServer, client};
@@ -19,6 +20,11 @@ use crate::{Group, How, Kind, Scenario};
 
 /// This binary as (b)'s bare allow-all tonic server.
 pub(crate) const ALLOW_ALL: &str = "--serve-allow-all-grpc";
+
+/// This binary as the `login` group's bare allow-all tonic server, which
+/// answers the upstream headers of the login's allow
+/// ([`login::UPSTREAM`](crate::login::UPSTREAM)).
+pub(crate) const ALLOW_ALL_LOGIN: &str = "--serve-allow-all-grpc-login";
 
 /// The API key wrk sends.
 pub(crate) const KEY: &str = "bench-4p1-k3y-6f1c2d9e0b7a4c35";
@@ -71,9 +77,13 @@ pub(crate) const KIND: Kind = Kind {
 };
 
 /// A bare `Check` server that allows everything, written only for the
-/// benchmarks: the limit of an ext_authz hop.
+/// benchmarks: the limit of an ext_authz hop. Its allow sets `upstream`'s
+/// headers, as the allow it is compared with does, so that the proxy's
+/// work on the answer counts in the limit.
 #[derive(Debug, Clone, Copy)]
-struct AllowAll;
+struct AllowAll {
+    upstream: &'static [(&'static str, &'static str)],
+}
 
 #[tonic::async_trait]
 impl Authorization for AllowAll {
@@ -81,19 +91,38 @@ impl Authorization for AllowAll {
         &self,
         _: tonic::Request<CheckRequest>,
     ) -> Result<tonic::Response<CheckResponse>, tonic::Status> {
+        let headers = self
+            .upstream
+            .iter()
+            .map(|(key, value)| HeaderValueOption {
+                header: Some(HeaderValue {
+                    key: (*key).to_owned(),
+                    value: (*value).to_owned(),
+                    raw_value: Vec::new(),
+                }),
+                ..Default::default()
+            })
+            .collect();
         Ok(tonic::Response::new(CheckResponse {
             status: Some(rpc::Status::default()),
             dynamic_metadata: None,
-            http_response: Some(HttpResponse::OkResponse(OkHttpResponse::default())),
+            http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
+                headers,
+                ..Default::default()
+            })),
         }))
     }
 }
 
-/// Serves [`AllowAll`] on `listener` until the listener fails, with
+/// Serves [`AllowAll`], answering `upstream`'s headers, on `listener`
+/// until the listener fails, with
 /// `TCP_NODELAY` on every connection as authchain-grpc's servers set it
 /// (a limit server that let Nagle batch its replies would save system
 /// calls and packets that a latency-minded ext_authz server must spend).
-pub(crate) async fn allow_all(listener: TcpListener) -> Result<(), tonic::transport::Error> {
+pub(crate) async fn allow_all(
+    listener: TcpListener,
+    upstream: &'static [(&'static str, &'static str)],
+) -> Result<(), tonic::transport::Error> {
     use tokio_stream::StreamExt as _;
     let incoming = TcpListenerStream::new(listener).map(|stream| {
         if let Ok(stream) = &stream {
@@ -102,7 +131,7 @@ pub(crate) async fn allow_all(listener: TcpListener) -> Result<(), tonic::transp
         stream
     });
     tonic::transport::Server::builder()
-        .add_service(AuthorizationServer::new(AllowAll))
+        .add_service(AuthorizationServer::new(AllowAll { upstream }))
         .serve_with_incoming(incoming)
         .await
 }

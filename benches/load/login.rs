@@ -1,7 +1,8 @@
 //! The `login` group: Envoy's ext_authz over gRPC in front of a user who
 //! logged in with `oauth2.oidcAuthorizationCode` at a real IdP, every
 //! request carrying that user's session cookie, against a bare allow-all
-//! tonic server.
+//! tonic server that answers the same upstream header as the login's
+//! allow.
 
 use std::error::Error;
 use std::net::SocketAddr;
@@ -12,7 +13,7 @@ use authchain_testkit::envoy::{Bootstrap, Envoy};
 use authchain_testkit::idp::{Idp, IdpConfig};
 use authchain_testkit::login::UserAgent;
 use authchain_testkit::redis::Redis;
-use authchain_testkit::{EchoServer, ScratchDir, free_port, render};
+use authchain_testkit::{EchoServer, ScratchDir, client, free_port, render};
 
 use crate::server::Authchain;
 use crate::{Group, How, Kind, Scenario};
@@ -24,6 +25,10 @@ const SCENARIOS: [&str; 5] = [
     "(c) envoy gRPC + authchain oidc, cookie store",
     "(c-redis) envoy gRPC + authchain oidc, Redis",
 ];
+
+/// The upstream header of the login's allow (the AuthConfig's
+/// `claimsToHeaders`, with alice's email), which (b) and (b') answer too.
+pub(crate) const UPSTREAM: [(&str, &str); 1] = [("x-user-email", "alice@example.com")];
 
 pub(crate) const KIND: Kind = Kind {
     name: "login",
@@ -193,6 +198,32 @@ async fn log_in(target: SocketAddr, idp: &Idp) -> Result<&'static str, Box<dyn E
     Ok(cookie.leak())
 }
 
+/// Checks that the upstream gets the headers of [`UPSTREAM`] through
+/// every auth server, and no other copy of them.
+async fn same_upstream(
+    started: &[(Envoy, SocketAddr, Option<u32>)],
+    sent: &[&str],
+) -> Result<(), Box<dyn Error>> {
+    for (i, ((_, target, _), cookie)) in started.iter().zip(sent).enumerate() {
+        let echoed = client::get(*target, "/", &[("cookie", cookie)])
+            .await?
+            .echoed()
+            .map_err(|e| format!("{}: {e}", SCENARIOS[i]))?;
+        for (name, value) in UPSTREAM {
+            let want: &[&str] = if i == 0 { &[] } else { &[value] };
+            let got = echoed.header_all(name);
+            if got != want {
+                return Err(format!(
+                    "{}: the upstream got {name}: {got:?}, not {want:?}",
+                    SCENARIOS[i]
+                )
+                .into());
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The process id Redis reports.
 async fn redis_pid(redis: &Redis) -> Result<u32, Box<dyn Error>> {
     let info = redis.command(&["INFO", "server"]).await?.text();
@@ -244,7 +275,7 @@ pub(crate) async fn start() -> Result<(Group, Sessions), Box<dyn Error>> {
         let config = format!("authConfigFiles: ['{}']\n", path.display());
         authchains.push(Authchain::start(&binary, &config).await?);
     }
-    let bare = ChildServer::start(crate::grpc::ALLOW_ALL).await?;
+    let bare = ChildServer::start(crate::grpc::ALLOW_ALL_LOGIN).await?;
 
     let mut pids = vec![bare.pid(), redis_pid(&redis).await?];
     let (mut started, mut cookies) = (Vec::new(), Vec::new());
@@ -267,6 +298,7 @@ pub(crate) async fn start() -> Result<(Group, Sessions), Box<dyn Error>> {
         id.len()
     );
     let sent = [sealed, sealed, id, sealed, id];
+    same_upstream(&started, &sent).await?;
     let (mut scenarios, mut envoys) = (Vec::new(), Vec::new());
     for ((name, (envoy, target, server)), cookie) in SCENARIOS.into_iter().zip(started).zip(sent) {
         let proxy = envoy.peer().pid();

@@ -49,8 +49,10 @@
 //!   and wrk sends her session's `Cookie` on every request. (c) the
 //!   `authchain` binary with the session sealed in the cookie, (c-redis)
 //!   with it in a real Redis (the cookie holding its id), each against a
-//!   bare allow-all tonic server (b), (b') sent the same cookie; (a) no
-//!   auth. Target: c/b and c-redis/b' ≥ 0.95. wrk takes a 302 (the answer
+//!   bare allow-all tonic server (b), (b') sent the same cookie, whose
+//!   allow sets the same upstream header as the login's (`x-user-email`,
+//!   checked at the upstream before the rounds); (a) no auth. Target: c/b
+//!   and c-redis/b' ≥ 0.95. wrk takes a 302 (the answer
 //!   to a session that does not open) for a success: every round checks
 //!   that the Envoys answered 2xx alone, and fails the run otherwise. Redis
 //!   counts among the processes whose CPU is read.
@@ -537,13 +539,17 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run() -> Result<(), Box<dyn Error>> {
-    let flags: Vec<&str> = http::FLAGS.into_iter().chain([grpc::ALLOW_ALL]).collect();
+    let flags: Vec<&str> = (http::FLAGS.into_iter())
+        .chain([grpc::ALLOW_ALL, grpc::ALLOW_ALL_LOGIN])
+        .collect();
     if let Some((flag, port)) = child_args(&flags)? {
         return serve_child(port, |listener| async move {
-            if flag == grpc::ALLOW_ALL {
-                grpc::allow_all(listener).await.map_err(Into::into)
-            } else {
-                http::serve(flag, listener).await
+            match flag {
+                grpc::ALLOW_ALL => grpc::allow_all(listener, &[]).await.map_err(Into::into),
+                grpc::ALLOW_ALL_LOGIN => {
+                    (grpc::allow_all(listener, &login::UPSTREAM).await).map_err(Into::into)
+                }
+                _ => http::serve(flag, listener).await,
             }
         });
     }
