@@ -389,15 +389,9 @@ impl ApiKeyAuth {
         // Beside the named key, an `Authorization` of another scheme is
         // another step's; a bearer (or what may be one: a second value,
         // one too long) must be the same key.
-        let mut authorization = request.headers.get_all(http::header::AUTHORIZATION).iter();
-        let other_scheme = match (authorization.next(), authorization.next()) {
-            (None, _) => true,
-            (Some(v), None) => !v
-                .as_bytes()
-                .get(..6)
-                .is_some_and(|s| s.eq_ignore_ascii_case(b"bearer")),
-            (Some(_), Some(_)) => false,
-        };
+        let authorization = http::header::AUTHORIZATION;
+        let other_scheme = !request.headers.contains_key(&authorization)
+            || util::other_scheme(request, &authorization, "Bearer ");
         match bearer {
             _ if other_scheme => Ok(Some(named)),
             Ok(Some(bearer)) if bearer.as_bytes() == named => Ok(Some(named)),

@@ -46,9 +46,11 @@
 //! `trustKey` and a key that tells apart what Envoy verified (host and
 //! path, besides the token).
 //!
-//! A missing token is a 401 with `WWW-Authenticate: Bearer realm="..."`;
-//! a malformed, unverifiable, expired or otherwise invalid one a 401 with
-//! `error="invalid_token"` added. On success the claims go into
+//! A missing token is a 401 with `WWW-Authenticate: Bearer realm="..."`,
+//! and so is a source header of another scheme (`Basic ...` where the
+//! prefix is `Bearer `, RFC 6750 3.1: another step's, and a token in
+//! another source is read beside it); a malformed, unverifiable, expired
+//! or otherwise invalid one a 401 with `error="invalid_token"` added. On success the claims go into
 //! `state.jwt` for later steps (an `opaAuth` policy reads them as
 //! `input.state.jwt`), the user into `UserInfo`, and the chosen claims
 //! into their headers (declared as identity headers, so the chain strips
@@ -1102,7 +1104,13 @@ impl JwtAuth {
         let mut token = None;
         for source in &self.sources {
             let found = match source {
-                Source::Header(name, prefix) => util::scheme_credential(request, name, prefix)?,
+                // Another scheme's credential is another step's.
+                Source::Header(name, prefix) => {
+                    match util::scheme_credential(request, name, prefix) {
+                        Err(()) if util::other_scheme(request, name, prefix) => None,
+                        found => found?,
+                    }
+                }
                 Source::Cookie(name) => util::credential_cookie(request, name)?,
             };
             match (found, token) {

@@ -142,6 +142,31 @@ pub(crate) fn scheme_credential<'a>(
         .ok_or(())
 }
 
+/// Whether header `name` is one value of another scheme than `scheme`'s
+/// (`Basic abc` for `Bearer `): no credential of the step's (RFC 6750
+/// 3.1), where [`scheme_credential`] refuses it with the unusable ones.
+/// A value that starts with the scheme's word (`Bearer`, `bearerX`) is
+/// none of another's, and neither is a second value or another spelling.
+pub(crate) fn other_scheme(
+    request: &AuthorizationRequest,
+    name: &HeaderName,
+    scheme: &str,
+) -> bool {
+    let word = scheme.trim_end().as_bytes();
+    let mut all = request.headers.get_all(name).iter();
+    match (all.next(), all.next()) {
+        (Some(value), None) => {
+            !word.is_empty()
+                && !value
+                    .as_bytes()
+                    .get(..word.len())
+                    .is_some_and(|head| head.eq_ignore_ascii_case(word))
+                && request.other_spellings(name).next().is_none()
+        }
+        _ => false,
+    }
+}
+
 /// `value` without `prefix`, compared ASCII-case-insensitively.
 pub(crate) fn strip_prefix_ignore_case<'a>(value: &'a str, prefix: &str) -> Option<&'a str> {
     let head = value.get(..prefix.len())?;

@@ -804,18 +804,11 @@ impl AccessToken {
             Ok(Some(token)) if token.len() <= util::MAX_CREDENTIAL_LEN && is_b64token(token) => {
                 Ok(token)
             }
-            _ => {
-                let mut all = request.headers.get_all(http::header::AUTHORIZATION).iter();
-                let other_scheme = match (all.next(), all.next()) {
-                    (Some(value), None) => util::strip_prefix_ignore_case(
-                        &String::from_utf8_lossy(value.as_bytes()),
-                        "bearer",
-                    )
-                    .is_none(),
-                    _ => false,
-                };
-                Err(!other_scheme)
-            }
+            _ => Err(!util::other_scheme(
+                request,
+                &http::header::AUTHORIZATION,
+                "Bearer ",
+            )),
         }
     }
 

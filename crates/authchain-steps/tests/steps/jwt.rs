@@ -282,9 +282,23 @@ async fn a_missing_token_gets_a_plain_challenge_an_unreadable_one_invalid_token(
             get_with("/", "cookie", "session=x"),
             plain,
         ),
+        // Another step's credential (RFC 6750 3.1).
         (
             "Authorization of another scheme",
             get_with("/", "authorization", "Basic abc"),
+            plain,
+        ),
+        (
+            "Authorization of the scheme's word and no token",
+            get_with("/", "authorization", "Bearer"),
+            invalid,
+        ),
+        (
+            "Authorization twice, of another scheme",
+            get_with("/", "authorization", "Basic abc").with_header(
+                http::header::AUTHORIZATION,
+                http::HeaderValue::from_static("Basic abd"),
+            ),
             invalid,
         ),
         (
@@ -302,6 +316,28 @@ async fn a_missing_token_gets_a_plain_challenge_an_unreadable_one_invalid_token(
         assert_eq!(deny.status, 401, "case {name}");
         assert_eq!(deny.headers["www-authenticate"], challenge, "case {name}");
     }
+}
+
+/// An `Authorization` of another scheme is another step's: the token in a
+/// cookie is read beside it.
+#[tokio::test]
+async fn a_token_in_a_cookie_beside_another_scheme_s_authorization() {
+    let chain = chain(&local_config(
+        "    tokenSource:\n      headers: [{ header: authorization, prefix: \"Bearer \" }]\n      cookies: [access_token]\n",
+    ))
+    .await;
+    let token = sign(Algorithm::ES256, "ec-1", &claims());
+    let mut r = get_with("/", "cookie", &format!("access_token={token}")).with_header(
+        http::header::AUTHORIZATION,
+        http::HeaderValue::from_static("Basic abc"),
+    );
+    assert!(chain.authorize(&mut r).await.is_allow());
+    let mut r = get_with("/", "cookie", &format!("access_token={token}")).with_header(
+        http::header::AUTHORIZATION,
+        http::HeaderValue::from_static("Bearer forged"),
+    );
+    let d = chain.authorize(&mut r).await;
+    assert_eq!(d.as_deny().map(|d| d.status.as_u16()), Some(401), "{d:?}");
 }
 
 #[tokio::test]
