@@ -47,10 +47,10 @@
 //! path, besides the token).
 //!
 //! A missing token is a 401 with `WWW-Authenticate: Bearer realm="..."`,
-//! and so is a source header of another scheme (`Basic ...` where the
-//! prefix is `Bearer `, RFC 6750 3.1: another step's, and a token in
-//! another source is read beside it); a malformed, unverifiable, expired
-//! or otherwise invalid one a 401 with `error="invalid_token"` added. On success the claims go into
+//! and so is a source header of another scheme alone (`Basic ...` where
+//! the prefix is `Bearer `, RFC 6750 3.1); a malformed, unverifiable,
+//! expired or otherwise invalid one a 401 with `error="invalid_token"`
+//! added, as is a token beside such a header (the app may read that). On success the claims go into
 //! `state.jwt` for later steps (an `opaAuth` policy reads them as
 //! `input.state.jwt`), the user into `UserInfo`, and the chosen claims
 //! into their headers (declared as identity headers, so the chain strips
@@ -1099,15 +1099,19 @@ impl JwtAuth {
 
     /// The token, from the sources present. `Err(())`: a source is
     /// present but unusable, or two carry different tokens (the app
-    /// behind may read the one not checked).
+    /// behind may read the one not checked), or a token comes beside a
+    /// source header of another scheme (which an app may read as one).
+    /// That header alone is no token (RFC 6750 3.1).
     fn token<'a>(&self, request: &'a AuthorizationRequest) -> Result<Option<&'a str>, ()> {
-        let mut token = None;
+        let (mut token, mut other_scheme) = (None, false);
         for source in &self.sources {
             let found = match source {
-                // Another scheme's credential is another step's.
                 Source::Header(name, prefix) => {
                     match util::scheme_credential(request, name, prefix) {
-                        Err(()) if util::other_scheme(request, name, prefix) => None,
+                        Err(()) if util::other_scheme(request, name, prefix) => {
+                            other_scheme = true;
+                            None
+                        }
                         found => found?,
                     }
                 }
@@ -1123,7 +1127,10 @@ impl JwtAuth {
                 (Some(_), Some(_)) => {}
             }
         }
-        Ok(token)
+        match (token, other_scheme) {
+            (Some(_), true) => Err(()),
+            _ => Ok(token),
+        }
     }
 
     /// The decision with the keys at hand; `None`, when `may_wait`, for a

@@ -145,8 +145,11 @@ pub(crate) fn scheme_credential<'a>(
 /// Whether header `name` is one value of another scheme than `scheme`'s
 /// (`Basic abc` for `Bearer `): no credential of the step's (RFC 6750
 /// 3.1), where [`scheme_credential`] refuses it with the unusable ones.
-/// A value that starts with the scheme's word (`Bearer`, `bearerX`) is
-/// none of another's, and neither is a second value or another spelling.
+/// Only a value that reads `word credentials` is another scheme's: not a
+/// bare one (`eyJ...`, which an app may take for a token), not one with
+/// a piece that starts with the scheme's word (`Bearer`, `bearerX`; a
+/// proxy joins a repeated header with `,`, as Envoy does `Basic a` and
+/// `Bearer x`), and not a second value or another spelling.
 pub(crate) fn other_scheme(
     request: &AuthorizationRequest,
     name: &HeaderName,
@@ -154,17 +157,21 @@ pub(crate) fn other_scheme(
 ) -> bool {
     let word = scheme.trim_end().as_bytes();
     let mut all = request.headers.get_all(name).iter();
-    match (all.next(), all.next()) {
-        (Some(value), None) => {
-            !word.is_empty()
-                && !value
-                    .as_bytes()
-                    .get(..word.len())
-                    .is_some_and(|head| head.eq_ignore_ascii_case(word))
-                && request.other_spellings(name).next().is_none()
-        }
-        _ => false,
-    }
+    let (Some(value), None) = (all.next(), all.next()) else {
+        return false;
+    };
+    let value = value.as_bytes().trim_ascii_start();
+    let scheme_shaped = value.contains(&b' ');
+    let starts_with_word = |piece: &[u8]| {
+        let piece = piece.trim_ascii_start();
+        piece
+            .get(..word.len())
+            .is_some_and(|head| head.eq_ignore_ascii_case(word))
+    };
+    !word.is_empty()
+        && scheme_shaped
+        && !value.split(|&b| b == b',').any(starts_with_word)
+        && request.other_spellings(name).next().is_none()
 }
 
 /// `value` without `prefix`, compared ASCII-case-insensitively.
@@ -583,6 +590,44 @@ mod tests {
         assert_eq!(p.hash(&[b"ab", b"c"]), p.hash(&[b"ab", b"c"]));
         assert_ne!(p.hash(&[b"ab", b"c"]), p.hash(&[b"a", b"bc"]));
         assert_ne!(p.hash(&[b"ab"]), Prf::new().hash(&[b"ab"]));
+    }
+
+    #[test]
+    fn another_scheme_is_only_one_that_reads_so() {
+        let bearer = "Bearer ";
+        let with = |values: &[&str]| {
+            let mut req = AuthorizationRequest::new(http::Method::GET, "/");
+            for v in values {
+                req.headers.append(
+                    http::header::AUTHORIZATION,
+                    HeaderValue::from_str(v).unwrap(),
+                );
+            }
+            other_scheme(&req, &http::header::AUTHORIZATION, bearer)
+        };
+        for other in ["Basic abc", "Token x", " Digest a=1, b=2", "Basic "] {
+            assert!(with(&[other]), "{other:?}");
+        }
+        for not in [
+            "Bearer x",
+            "bearer",
+            "BearerX",
+            "  Bearer x",
+            "Basic a,Bearer x",
+            "Basic a, bearer x",
+            "eyJhbGciOiJub25lIn0",
+            "",
+        ] {
+            assert!(!with(&[not]), "{not:?}");
+        }
+        assert!(!with(&[]));
+        assert!(!with(&["Basic a", "Basic b"]));
+        // No word, no other scheme (a custom header read whole).
+        let req = AuthorizationRequest::new(http::Method::GET, "/").with_header(
+            http::header::AUTHORIZATION,
+            HeaderValue::from_static("Basic a"),
+        );
+        assert!(!other_scheme(&req, &http::header::AUTHORIZATION, ""));
     }
 
     #[test]

@@ -67,6 +67,12 @@ async fn a_bearer_key_works_when_allowed() {
         ("Basic Ym9iOnB3", Some("bob")),
         ("Bearer", None),
         ("bearer    ", None),
+        // What an app may read as a bearer: a repeated header that a proxy
+        // joined (Envoy over gRPC), one after spaces, one of no scheme.
+        ("Basic Ym9iOnB3,Bearer alice-key-0123456789", None),
+        ("Basic Ym9iOnB3, bearer alice-key-0123456789", None),
+        (" Bearer alice-key-0123456789", None),
+        ("alice-key-0123456789", None),
     ] {
         let d = allowed.authorize(&mut both(authorization)).await;
         assert_eq!(

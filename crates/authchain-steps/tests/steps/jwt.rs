@@ -294,6 +294,16 @@ async fn a_missing_token_gets_a_plain_challenge_an_unreadable_one_invalid_token(
             invalid,
         ),
         (
+            "Authorization of no scheme",
+            get_with("/", "authorization", "eyJhbGciOiJub25lIn0"),
+            invalid,
+        ),
+        (
+            "Authorization of another scheme, then a bearer, joined",
+            get_with("/", "authorization", "Basic abc, Bearer x"),
+            invalid,
+        ),
+        (
             "Authorization twice, of another scheme",
             get_with("/", "authorization", "Basic abc").with_header(
                 http::header::AUTHORIZATION,
@@ -318,26 +328,38 @@ async fn a_missing_token_gets_a_plain_challenge_an_unreadable_one_invalid_token(
     }
 }
 
-/// An `Authorization` of another scheme is another step's: the token in a
-/// cookie is read beside it.
+/// An `Authorization` of another scheme beside a token in a cookie: the
+/// app may read the header's credential, never checked.
 #[tokio::test]
-async fn a_token_in_a_cookie_beside_another_scheme_s_authorization() {
+async fn a_token_in_a_cookie_beside_another_scheme_s_authorization_is_refused() {
     let chain = chain(&local_config(
         "    tokenSource:\n      headers: [{ header: authorization, prefix: \"Bearer \" }]\n      cookies: [access_token]\n",
     ))
     .await;
     let token = sign(Algorithm::ES256, "ec-1", &claims());
-    let mut r = get_with("/", "cookie", &format!("access_token={token}")).with_header(
-        http::header::AUTHORIZATION,
-        http::HeaderValue::from_static("Basic abc"),
-    );
+    let cookie = format!("access_token={token}");
+    let mut r = get_with("/", "cookie", &cookie);
     assert!(chain.authorize(&mut r).await.is_allow());
-    let mut r = get_with("/", "cookie", &format!("access_token={token}")).with_header(
-        http::header::AUTHORIZATION,
-        http::HeaderValue::from_static("Bearer forged"),
-    );
-    let d = chain.authorize(&mut r).await;
-    assert_eq!(d.as_deny().map(|d| d.status.as_u16()), Some(401), "{d:?}");
+    let invalid = "Bearer realm=\"authchain\", error=\"invalid_token\"";
+    for authorization in [
+        "Basic abc",
+        "Token forged",
+        "Basic abc,Bearer forged",
+        "Bearer forged",
+        "forged",
+        " Bearer forged",
+    ] {
+        let mut r = get_with("/", "cookie", &cookie).with_header(
+            http::header::AUTHORIZATION,
+            http::HeaderValue::from_str(authorization).unwrap(),
+        );
+        let d = chain.authorize(&mut r).await;
+        let deny = d
+            .as_deny()
+            .unwrap_or_else(|| panic!("{authorization}: {d:?}"));
+        assert_eq!(deny.status, 401, "{authorization}");
+        assert_eq!(deny.headers["www-authenticate"], invalid, "{authorization}");
+    }
 }
 
 #[tokio::test]
