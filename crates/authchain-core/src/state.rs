@@ -29,6 +29,10 @@ use smallvec::SmallVec;
 /// assert_eq!(state.to_json(), json!({"jwt": {"sub": "alice"}}));
 /// ```
 ///
+/// Its `Debug` output names the values it holds, never shows them: a
+/// step may keep a credential there (an ID token, Gloo's
+/// `api_key_value`).
+///
 /// A state holds a few names, so they are kept in one sorted vector, a
 /// binary search per lookup. It has room for two in place: a state of one
 /// or two names allocates nothing of its own.
@@ -192,7 +196,16 @@ impl<'a> IntoIterator for &'a State {
 
 impl fmt::Debug for State {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_map().entries(self.iter()).finish()
+        /// What stands for a value left out.
+        struct Redacted;
+        impl fmt::Debug for Redacted {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("<redacted>")
+            }
+        }
+        f.debug_map()
+            .entries(self.iter().map(|(name, _)| (name, Redacted)))
+            .finish()
     }
 }
 
@@ -324,7 +337,7 @@ mod tests {
         assert_eq!(state.to_json(), json!({"a": {"x": null}, "b": [1]}));
         assert_eq!(
             format!("{state:?}"),
-            r#"{"a": Object {"x": Null}, "b": Array [Number(1)]}"#
+            r#"{"a": <redacted>, "b": <redacted>}"#
         );
         assert!(serde_json::from_str::<State>("[1]").is_err());
     }

@@ -18,8 +18,13 @@
 //! missing or invalid`, as Gloo answers. On a match, the metadata entries are
 //! set on the upstream request as configured, the user (if
 //! `userIdMetadata` is set) goes into `UserInfo`, and the key's metadata
-//! into `state.apiKey` (never the key itself). The upstream headers are
-//! declared as identity headers, so the chain strips client-sent copies.
+//! into `state.apiKey`. As Gloo's, the state also takes each
+//! `headersFromMetadataEntry` value under its header's name as written
+//! (`state["x-user-id"]`) and the key under `api_key_value`, so that a
+//! Gloo policy reading them reads what it reads in Gloo (one that finds
+//! them missing may let in what it meant to keep out). The upstream
+//! headers are declared as identity headers, so the chain strips
+//! client-sent copies.
 //!
 //! Keys are looked up by a keyed PRF of their bytes (SipHash with a
 //! random per-instance key), and the key found is then compared with the
@@ -49,6 +54,10 @@ pub const DEFAULT_HEADER: &str = "api-key";
 
 /// The key under which the step writes the key's metadata into `state`.
 pub const STATE_KEY: &str = "apiKey";
+
+/// The key under which the step writes the key itself into `state`, as
+/// Gloo does.
+pub const GLOO_KEY_STATE: &str = "api_key_value";
 
 /// The `apiKeyAuth` block.
 #[derive(Debug, Clone, Deserialize)]
@@ -173,6 +182,9 @@ struct Holder {
     allow: Allow,
     /// `state.apiKey`: shared by every request with the key.
     state: Arc<Value>,
+    /// Gloo's state: each mapped entry's value under its header's name
+    /// as written, then the key under [`GLOO_KEY_STATE`].
+    gloo_state: Vec<(String, Arc<Value>)>,
 }
 
 impl std::fmt::Debug for Holder {
@@ -181,6 +193,10 @@ impl std::fmt::Debug for Holder {
             .field("key", &"<redacted>")
             .field("allow", &self.allow)
             .field("state", &self.state)
+            .field(
+                "gloo_state",
+                &self.gloo_state.iter().map(|(k, _)| k).collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
@@ -269,7 +285,7 @@ impl ApiKeyAuth {
         let mut mapped = Vec::new();
         for (name, entry) in &config.headers_from_metadata_entry {
             let at = format!("headersFromMetadataEntry.{name}");
-            mapped.push((util::header_name(name, &at)?, entry));
+            mapped.push((util::header_name(name, &at)?, name, entry));
         }
         let prf = util::Prf::new();
         let mut by_prf = HashMap::with_capacity_and_hasher(entries.len(), Default::default());
@@ -308,9 +324,11 @@ impl ApiKeyAuth {
                 .or_insert(holders.len());
             let mut allow = Allow::new();
             let mut usable = true;
-            for (header, source) in &mapped {
+            let mut gloo_state = Vec::new();
+            for (header, written, source) in &mapped {
                 match entry.metadata.get(&source.name) {
                     Some(v) => {
+                        gloo_state.push(((*written).clone(), Arc::new(Value::String(v.clone()))));
                         match util::header_value(v, &format!("{at}.metadata.{}", source.name)) {
                             Ok(value) => allow = allow.set_header(header.clone(), value),
                             Err(_) if selected => {
@@ -347,11 +365,16 @@ impl ApiKeyAuth {
                 .into_iter()
                 .map(|(k, v)| (k, Value::String(v)))
                 .collect();
+            gloo_state.push((
+                GLOO_KEY_STATE.to_owned(),
+                Arc::new(Value::String(entry.key.clone())),
+            ));
             holders.push(Holder {
                 key: entry.key.as_bytes().into(),
                 usable,
                 allow,
                 state: Arc::new(Value::Object(metadata)),
+                gloo_state,
             });
         }
         Ok(ApiKeyAuth {
@@ -360,7 +383,7 @@ impl ApiKeyAuth {
             prf,
             by_prf,
             holders,
-            identity_headers: mapped.into_iter().map(|(h, _)| h).collect(),
+            identity_headers: mapped.into_iter().map(|(h, _, _)| h).collect(),
         })
     }
 
@@ -405,7 +428,8 @@ impl ApiKeyAuth {
         util::ct_eq(&holder.key, key).then_some(holder)
     }
 
-    /// The answer for a request; also writes `state.apiKey` on a match.
+    /// The answer for a request; also writes the state on a match:
+    /// Gloo's keys, then `state.apiKey`.
     pub fn decide(&self, request: &mut AuthorizationRequest) -> Decision {
         let holder = match self.presented(request) {
             Ok(Some(key)) => self.find(key),
@@ -414,6 +438,9 @@ impl ApiKeyAuth {
         let Some(holder) = holder.filter(|h| h.usable) else {
             return util::challenge(&HeaderValue::from_static(CHALLENGE));
         };
+        for (name, value) in &holder.gloo_state {
+            request.state.insert(name.clone(), value.clone());
+        }
         request.state.insert(STATE_KEY, holder.state.clone());
         Decision::Allow(holder.allow.clone())
     }

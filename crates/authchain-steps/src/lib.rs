@@ -63,7 +63,7 @@
 //!
 //! | step kind | `state` key | `UserInfo.user_id` | upstream headers (declared as identity headers) |
 //! |---|---|---|---|
-//! | `apiKeyAuth` | `apiKey`: the key's metadata | `userIdMetadata` entry | `headersFromMetadataEntry` |
+//! | `apiKeyAuth` | `apiKey`: the key's metadata; as Gloo's, each `headersFromMetadataEntry` value under its header's name and the key under `api_key_value` | `userIdMetadata` entry | `headersFromMetadataEntry` |
 //! | `basicAuth` | `basicAuth.user` | the user | `userIdHeader` |
 //! | `hmacAuth` | `hmacAuth.user` | the user | — |
 //! | `jwt` | `jwt`: the claims | `userIdClaim` (`sub`) | `claimsToHeaders` |

@@ -35,10 +35,45 @@ async fn a_key_in_the_header_allows_and_sends_its_metadata_upstream() {
         "alice"
     );
     assert_eq!(r.state["apiKey"]["plan"], "gold");
+    // Gloo's state: each mapped entry under its header's name, the key
+    // under `api_key_value`; never shown in Debug output.
+    assert_eq!(r.state["x-user-id"], "alice");
+    assert_eq!(r.state["x-plan"], "gold");
+    assert_eq!(r.state["api_key_value"], "alice-key-0123456789");
     assert!(
-        !format!("{:?}", r.state).contains("alice-key"),
-        "the key is not in state"
+        !format!("{:?} {r:?}", r.state).contains("alice-key"),
+        "the key is shown"
     );
+    let mut r = get_with("/", "api-key", "bob-key-0123456789");
+    assert!(chain.authorize(&mut r).await.is_allow());
+    assert_eq!(r.state.get("x-plan"), None);
+    assert_eq!(r.state["api_key_value"], "bob-key-0123456789");
+}
+
+/// A Gloo policy that keeps out what the key's metadata or the key
+/// itself names, reading them where Gloo's state has them: missing, it
+/// would let them in (`not` of an undefined value is true).
+#[tokio::test]
+async fn a_gloo_policy_reads_the_key_s_metadata_and_the_key_in_state() {
+    for (revoked, bob) in [("bob-key-0123456789", 403), ("carol-key", 200)] {
+        let config = format!(
+            "{KEYS}- opaAuth:
+    query: data.test.allow
+    modules:
+      test.rego: |
+        package test
+        default allow := false
+        allow if {{ not suspended; not revoked }}
+        suspended if input.state[\"x-plan\"] == \"gold\"
+        revoked if input.state.api_key_value == \"{revoked}\"
+"
+        );
+        let chain = chain(&config).await;
+        for (key, want) in [("alice-key-0123456789", 403), ("bob-key-0123456789", bob)] {
+            let d = chain.authorize(&mut get_with("/", "api-key", key)).await;
+            assert_eq!(status(&d), want, "{key}, {revoked} revoked: {d:?}");
+        }
+    }
 }
 
 /// As Gloo's, the key is read from `headerName` alone; `allowBearer: true`
