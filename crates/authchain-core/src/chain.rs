@@ -55,7 +55,9 @@ pub const MAX_EXPR_STEPS: usize = 64;
 /// 3. [`state`](AuthorizationRequest::state) written by a step is visible
 ///    to every later step.
 /// 4. With a `booleanExpr`, named steps combine with `&&`, `||`, `!` and
-///    parentheses, short-circuiting: steps not needed are not run. Only the
+///    parentheses (a mix of `&&` and `||` needs them, since Gloo's docs
+///    read left to right where precedence reads `&&` first),
+///    short-circuiting: steps not needed are not run. Only the
 ///    branches that decided contribute: what the steps of an operand that
 ///    turned out false wrote (header and query changes, state, the user)
 ///    is undone, as in `(key && opa) || public` with `opa` denying, and a

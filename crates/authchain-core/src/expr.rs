@@ -1,9 +1,12 @@
 //! `booleanExpr`: which steps must allow, combined with `&&`, `||`, `!`
 //! and parentheses.
 //!
-//! Precedence is the usual one (`!` binds tightest, then `&&`, then `||`),
-//! operands are evaluated left to right and `&&` / `||` short-circuit, so
-//! a step whose result cannot change the answer is not run. The expression
+//! `!` binds tightest; `&&` and `||` mixed must be parenthesized
+//! (`a || (b && c)`), since Gloo's docs read an expression left to right
+//! where the usual precedence reads `&&` first, and a config must not let
+//! in more here than there. Operands are evaluated left to right and
+//! `&&` / `||` short-circuit, so a step whose result cannot change the
+//! answer is not run. The expression
 //! compiles to a tiny jump program over one boolean register.
 //!
 //! Only the branches that decide contribute: a compound operand of `||` or
@@ -123,24 +126,39 @@ impl<'a> Parser<'a, '_> {
         Error::config(format!("column {}: {what}", self.col()))
     }
 
+    /// `||` of `&&`s; a mix of the two without parentheses is refused:
+    /// Gloo's docs say an expression reads left to right, which would make
+    /// `a || b && c` `(a || b) && c`, where precedence makes it
+    /// `a || (b && c)`, which lets in more.
     fn or(&mut self, depth: usize) -> Result<Node, Error> {
-        let mut left = self.and(depth)?;
+        let (mut left, first_and) = self.and(depth)?;
         while self.peek() == Some(&Token::Or) {
+            let at = self.col();
             self.pos += 1;
-            let right = self.and(depth)?;
+            let (right, and) = self.and(depth)?;
+            if first_and || and {
+                return Err(Error::config(format!(
+                    "column {at}: `&&` and `||` without parentheses around one of them, which \
+                     Gloo's docs read left to right and authchain would read `&&` first: add \
+                     parentheses, as in `a || (b && c)` or `(a || b) && c`"
+                )));
+            }
             left = Node::Or(Box::new(left), Box::new(right));
         }
         Ok(left)
     }
 
-    fn and(&mut self, depth: usize) -> Result<Node, Error> {
+    /// `&&` of operands, and whether there was one `&&` at least.
+    fn and(&mut self, depth: usize) -> Result<(Node, bool), Error> {
         let mut left = self.unary(depth)?;
+        let mut any = false;
         while self.peek() == Some(&Token::And) {
             self.pos += 1;
             let right = self.unary(depth)?;
             left = Node::And(Box::new(left), Box::new(right));
+            any = true;
         }
-        Ok(left)
+        Ok((left, any))
     }
 
     fn unary(&mut self, depth: usize) -> Result<Node, Error> {
@@ -362,11 +380,11 @@ mod tests {
         use Op::*;
         let s = ["a", "b", "c"];
         assert_eq!(
-            program("a || b && c", &s),
+            program("a || (b && c)", &s),
             [Run(0), JumpIfTrue(5), Run(1), JumpIfFalse(5), Run(2)]
         );
         assert_eq!(
-            program("a && b || c", &s),
+            program("(a && b) || c", &s),
             [
                 Save,
                 Run(0),
@@ -416,15 +434,30 @@ mod tests {
     }
 
     #[test]
-    fn and_binds_tighter_than_or() {
+    fn and_and_or_mixed_need_parentheses() {
         let s = ["a", "b", "c"];
+        for mixed in [
+            "a || b && c",
+            "a && b || c",
+            "!a && b || c",
+            "(a || b && c)",
+        ] {
+            let error = compile_expr(mixed, &names(&s)).unwrap_err().to_string();
+            assert!(error.contains("without parentheses"), "{mixed}: {error}");
+        }
+        assert!(
+            compile_expr("a || b && c", &names(&s))
+                .unwrap_err()
+                .to_string()
+                .contains("column 3")
+        );
         // a || (b && c): with a true, nothing else runs.
         assert_eq!(
-            run("a || b && c", &s, &[true, false, false]),
+            run("a || (b && c)", &s, &[true, false, false]),
             (true, vec![0])
         );
         assert_eq!(
-            run("a || b && c", &s, &[false, true, false]),
+            run("a || (b && c)", &s, &[false, true, false]),
             (false, vec![0, 1, 2])
         );
         // (a || b) && c
@@ -432,6 +465,15 @@ mod tests {
             run("(a || b) && c", &s, &[true, false, false]),
             (false, vec![0, 2])
         );
+        // Either alone, or parenthesized, needs none.
+        for fine in [
+            "a && b && !c",
+            "a || b || c",
+            "(a && b) || c",
+            "!(a || b) && c",
+        ] {
+            assert!(compile_expr(fine, &names(&s)).is_ok(), "{fine}");
+        }
     }
 
     #[test]

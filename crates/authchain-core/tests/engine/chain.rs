@@ -424,7 +424,7 @@ const EXPR_CASES: &[ExprCase] = &[
             ("b", Says::Allows),
             ("c", Says::Denies(403, "")),
         ],
-        expr: "a || b && c",
+        expr: "a || (b && c)",
         want: Want::Allow(&["x-a"]),
         runs: &[1, 0, 0],
     },
