@@ -22,7 +22,8 @@
 //! `headersFromMetadataEntry` value under its header's name as written
 //! (`state["x-user-id"]`) and the key under `api_key_value`, so that a
 //! Gloo policy reading them reads what it reads in Gloo (one that finds
-//! them missing may let in what it meant to keep out). The upstream
+//! them missing may let in what it meant to keep out); not over a name
+//! an earlier step wrote. The upstream
 //! headers are declared as identity headers, so the chain strips
 //! client-sent copies.
 //!
@@ -438,8 +439,13 @@ impl ApiKeyAuth {
         let Some(holder) = holder.filter(|h| h.usable) else {
             return util::challenge(&HeaderValue::from_static(CHALLENGE));
         };
+        // A name an earlier step wrote keeps its value: a key's metadata,
+        // which whoever writes key Secrets sets, must not replace the
+        // `jwt` an oauth2 login wrote, say.
         for (name, value) in &holder.gloo_state {
-            request.state.insert(name.clone(), value.clone());
+            if !request.state.contains_key(name) {
+                request.state.insert(name.clone(), value.clone());
+            }
         }
         request.state.insert(STATE_KEY, holder.state.clone());
         Decision::Allow(holder.allow.clone())

@@ -50,6 +50,38 @@ async fn a_key_in_the_header_allows_and_sends_its_metadata_upstream() {
     assert_eq!(r.state["api_key_value"], "bob-key-0123456789");
 }
 
+/// Gloo's state names of a key never replace what an earlier step wrote
+/// under the same name (here `basicAuth`'s user, as an oauth2 login's
+/// `jwt` would be).
+#[tokio::test]
+async fn a_key_s_metadata_never_replaces_an_earlier_step_s_state() {
+    let chain = chain(
+        r#"
+name: k
+configs:
+- basicAuth:
+    apr:
+      users:
+        user: { salt: TYu6jVnr, hashedPassword: ZMc4.dAY/srWCwfeAr0sc1 }
+- apiKeyAuth:
+    keys:
+    - key: alice-key-0123456789
+      metadata: { tier: forged }
+    headersFromMetadataEntry:
+      basicAuth: { name: tier }
+      x-tier: { name: tier }
+"#,
+    )
+    .await;
+    let mut r = get_with("/", "api-key", "alice-key-0123456789").with_header(
+        http::header::AUTHORIZATION,
+        HeaderValue::from_static("Basic dXNlcjpwYXNzd29yZA=="),
+    );
+    assert!(chain.authorize(&mut r).await.is_allow());
+    assert_eq!(r.state["basicAuth"]["user"], "user");
+    assert_eq!(r.state["x-tier"], "forged");
+}
+
 /// A Gloo policy that keeps out what the key's metadata or the key
 /// itself names, reading them where Gloo's state has them: missing, it
 /// would let them in (`not` of an undefined value is true).
