@@ -6,8 +6,8 @@
 //! where the usual precedence reads `&&` first, and a config must not let
 //! in more here than there. Operands are evaluated left to right and
 //! `&&` / `||` short-circuit, so a step whose result cannot change the
-//! answer is not run. The expression
-//! compiles to a tiny jump program over one boolean register.
+//! answer is not run. The expression compiles to a tiny jump program over
+//! one boolean register.
 //!
 //! Only the branches that decide contribute: a compound operand of `||` or
 //! `!` runs between a [`Op::Save`] and an [`Op::Settle`], and the chain

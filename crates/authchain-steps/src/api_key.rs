@@ -23,9 +23,8 @@
 //! (`state["x-user-id"]`) and the key under `api_key_value`, so that a
 //! Gloo policy reading them reads what it reads in Gloo (one that finds
 //! them missing may let in what it meant to keep out); not over a name
-//! an earlier step wrote. The upstream
-//! headers are declared as identity headers, so the chain strips
-//! client-sent copies.
+//! an earlier step wrote. The upstream headers are declared as identity
+//! headers, so the chain strips client-sent copies.
 //!
 //! Keys are looked up by a keyed PRF of their bytes (SipHash with a
 //! random per-instance key), and the key found is then compared with the

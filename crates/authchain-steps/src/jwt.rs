@@ -50,13 +50,14 @@
 //! and so is a source header of another scheme alone (`Basic ...` where
 //! the prefix is `Bearer `, RFC 6750 3.1); a malformed, unverifiable,
 //! expired or otherwise invalid one a 401 with `error="invalid_token"`
-//! added, as is a token beside such a header (the app may read that). On success the claims go into
-//! `state.jwt` for later steps (an `opaAuth` policy reads them as
-//! `input.state.jwt`), the user into `UserInfo`, and the chosen claims
-//! into their headers (declared as identity headers, so the chain strips
-//! client-sent copies). A claim that makes no header value (a control
-//! character, or spaces or tabs around it, which the app's HTTP parser
-//! would strip: ` admin` would reach it as `admin`) sets no header.
+//! added, as is a token beside such a header (the app may read that).
+//! On success the claims go into `state.jwt` for later steps (an
+//! `opaAuth` policy reads them as `input.state.jwt`), the user into
+//! `UserInfo`, and the chosen claims into their headers (declared as
+//! identity headers, so the chain strips client-sent copies). A claim
+//! that makes no header value (a control character, or spaces or tabs
+//! around it, which the app's HTTP parser would strip: ` admin` would
+//! reach it as `admin`) sets no header.
 //!
 //! A token is checked with the keys that carry its `kid` and those that
 //! carry none (as Envoy's `jwt_authn` does: a key from a PEM has none); a
