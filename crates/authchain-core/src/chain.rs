@@ -1748,28 +1748,32 @@ fn ambiguous_host(request: &AuthorizationRequest) -> Option<String> {
 }
 
 /// Whether an `X-Original-URL` or `X-Rewrite-URL` of `value` names
-/// another path than the request's (IIS's URL Rewrite, older Symfony and
-/// Laminas route on them, and every proxy forwards a client's copy). Each
-/// path in its canonical form: a spelling of the same path is not
-/// another. ingress-nginx writes the absolute form
-/// (`$scheme://$http_host$request_uri`): its path is what counts.
-fn names_another_path(request: &AuthorizationRequest, value: &http::HeaderValue) -> bool {
-    let path_of = |target: &str| {
-        let target = match target.parse::<http::Uri>() {
-            Ok(uri) if uri.scheme().is_some() => uri.path().to_owned(),
-            _ => target.to_owned(),
-        };
-        let path = target.split('?').next().unwrap_or_default();
-        // As the request's own path is read: a `..` in an override is
-        // another path to a router that reads it as written.
-        match path::canonicalize(path, AmbiguousPaths::Reject) {
-            Ok(None) => Some(path.to_owned()),
-            Ok(Some(canonical)) => Some(canonical),
-            Err(_) => None,
-        }
+/// another path than the request's, `own` ([`override_path`] of it,
+/// computed once for all the request's overrides): IIS's URL Rewrite,
+/// older Symfony and Laminas route on them, and every proxy forwards a
+/// client's copy.
+fn names_another_path(own: &Option<String>, value: &http::HeaderValue) -> bool {
+    let named = value.to_str().ok().and_then(override_path);
+    named.is_none() || named != *own
+}
+
+/// The path of `target` (a path, or the absolute form ingress-nginx
+/// writes, `$scheme://$http_host$request_uri`, whose path is what counts)
+/// in its canonical form, so that a spelling of the same path is not
+/// another; none when it has none.
+fn override_path(target: &str) -> Option<String> {
+    let target = match target.parse::<http::Uri>() {
+        Ok(uri) if uri.scheme().is_some() => uri.path().to_owned(),
+        _ => target.to_owned(),
     };
-    let named = value.to_str().ok().and_then(path_of);
-    named.is_none() || named != path_of(&request.path)
+    let path = target.split('?').next().unwrap_or_default();
+    // As the request's own path is read: a `..` in an override is
+    // another path to a router that reads it as written.
+    match path::canonicalize(path, AmbiguousPaths::Reject) {
+        Ok(None) => Some(path.to_owned()),
+        Ok(Some(canonical)) => Some(canonical),
+        Err(_) => None,
+    }
 }
 
 /// Why servers may read the request's method (or path) differently, if
@@ -1799,6 +1803,9 @@ fn ambiguous_method(request: &AuthorizationRequest) -> Option<String> {
     }
     let other = |value: &[u8]| !value.trim_ascii().eq_ignore_ascii_case(method.as_bytes());
     const PATH_OVERRIDES: [&str; 2] = ["x-original-url", "x-rewrite-url"];
+    // The request's own path, canonical, once: a request may carry a
+    // hundred overrides of a path of thousands of segments.
+    let mut own: Option<Option<String>> = None;
     for (name, value) in &request.headers {
         let name = name.as_str();
         let is_override = OVERRIDES.iter().any(|o| same_folded(name, o));
@@ -1806,7 +1813,12 @@ fn ambiguous_method(request: &AuthorizationRequest) -> Option<String> {
             return Some("ambiguous method: an override header names another method".to_owned());
         }
         let is_path_override = PATH_OVERRIDES.iter().any(|o| same_folded(name, o));
-        if is_path_override && names_another_path(request, value) {
+        if is_path_override
+            && names_another_path(
+                own.get_or_insert_with(|| override_path(&request.path)),
+                value,
+            )
+        {
             return Some("ambiguous path: an override header names another path".to_owned());
         }
     }
