@@ -628,6 +628,9 @@ fn check_digest(request: &AuthorizationRequest, digest: &DigestHeader) -> Result
         .ok_or("a Digest that is not text")?;
     let body = request.body.as_deref().unwrap_or_default();
     let mut checked = false;
+    // Each algorithm hashes the body once, however many entries name it
+    // (a signed header holds a thousand in its 64 KiB).
+    let (mut sha256, mut sha512) = (None, None);
     for part in value.split(',') {
         let Some((algorithm, encoded)) = part.trim().split_once('=') else {
             return Err("a malformed Digest");
@@ -637,17 +640,17 @@ fn check_digest(request: &AuthorizationRequest, digest: &DigestHeader) -> Result
             false => Some(encoded),
         };
         let encoded = encoded.ok_or("a malformed Digest")?;
-        let expected = if algorithm.eq_ignore_ascii_case("SHA-256") {
-            sha2::Sha256::digest(body).to_vec()
+        let expected: &[u8] = if algorithm.eq_ignore_ascii_case("SHA-256") {
+            sha256.get_or_insert_with(|| sha2::Sha256::digest(body).to_vec())
         } else if algorithm.eq_ignore_ascii_case("SHA-512") {
-            sha2::Sha512::digest(body).to_vec()
+            sha512.get_or_insert_with(|| sha2::Sha512::digest(body).to_vec())
         } else {
             continue;
         };
         let given = base64::engine::general_purpose::STANDARD
             .decode(encoded)
             .map_err(|_| "a malformed Digest")?;
-        if !util::ct_eq(&given, &expected) {
+        if !util::ct_eq(&given, expected) {
             return Err("a Digest that is not the body's");
         }
         checked = true;
@@ -746,6 +749,42 @@ impl AuthService for HmacAuth {
 mod tests {
     use super::*;
     use authchain_core::resources::Resources;
+
+    #[test]
+    fn every_digest_entry_must_be_the_body_s() {
+        use base64::Engine as _;
+        use sha2::Digest as _;
+        let b64 = |d: &[u8]| base64::engine::general_purpose::STANDARD.encode(d);
+        let (sha256, sha512) = (
+            b64(&sha2::Sha256::digest(b"body")),
+            b64(&sha2::Sha512::digest(b"body")),
+        );
+        let other = b64(&sha2::Sha256::digest(b"other"));
+        let check = |value: &str| {
+            let mut request = AuthorizationRequest::new(http::Method::POST, "/").with_header(
+                HeaderName::from_static("digest"),
+                HeaderValue::from_str(value).unwrap(),
+            );
+            request.body = Some(bytes::Bytes::from_static(b"body"));
+            check_digest(&request, &DIGESTS[0])
+        };
+        let many = vec![format!("SHA-256={sha256}"); 1000].join(",");
+        for good in [
+            format!("SHA-256={sha256}"),
+            format!("sha-256={sha256}, SHA-512={sha512}, md5=x"),
+            many.clone(),
+        ] {
+            assert_eq!(check(&good), Ok(()), "{good:.80}");
+        }
+        for bad in [
+            format!("SHA-256={sha256},SHA-256={other}"),
+            format!("SHA-512={sha512},SHA-256={sha256},sha-256={other}"),
+            format!("{many},SHA-256={other}"),
+            "md5=x".to_owned(),
+        ] {
+            assert!(check(&bad).is_err(), "{bad:.80}");
+        }
+    }
 
     /// Alice's Secret (key `secret`, as in Gloo's own test) and bob's.
     fn resources() -> Resources {
