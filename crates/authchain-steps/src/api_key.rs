@@ -22,9 +22,12 @@
 //! `headersFromMetadataEntry` value under its header's name as written
 //! (`state["x-user-id"]`) and the key under `api_key_value`, so that a
 //! Gloo policy reading them reads what it reads in Gloo (one that finds
-//! them missing may let in what it meant to keep out); not over a name
-//! an earlier step wrote. The upstream headers are declared as identity
-//! headers, so the chain strips client-sent copies.
+//! them missing may let in what it meant to keep out). A header named
+//! like a state name a step writes (`jwt`, `api_key_value`) is a config
+//! error, and a name an earlier step wrote with another value (a
+//! passthrough's answer, another apiKeyAuth) fails the request closed.
+//! The upstream headers are declared as identity headers, so the chain
+//! strips client-sent copies.
 //!
 //! Keys are looked up by a keyed PRF of their bytes (SipHash with a
 //! random per-instance key), and the key found is then compared with the
@@ -58,6 +61,22 @@ pub const STATE_KEY: &str = "apiKey";
 /// The key under which the step writes the key itself into `state`, as
 /// Gloo does.
 pub const GLOO_KEY_STATE: &str = "api_key_value";
+
+/// The state names the built-in steps write, which no
+/// `headersFromMetadataEntry` header may take: Gloo's state takes each
+/// entry under its header's name, and a key's metadata (which whoever
+/// writes key Secrets sets) must not stand for a login's `jwt`, say.
+const OTHERS_STATE: [&str; 9] = [
+    STATE_KEY,
+    GLOO_KEY_STATE,
+    crate::jwt::STATE_KEY,
+    crate::basic::STATE_KEY,
+    crate::hmac::STATE_KEY,
+    crate::ldap::STATE_KEY,
+    crate::oauth2::access::JWT_STATE_KEY,
+    crate::oauth2::access::INTROSPECTION_STATE_KEY,
+    crate::oauth2::access::USERINFO_STATE_KEY,
+];
 
 /// The `apiKeyAuth` block.
 #[derive(Debug, Clone, Deserialize)]
@@ -285,6 +304,13 @@ impl ApiKeyAuth {
         let mut mapped = Vec::new();
         for (name, entry) in &config.headers_from_metadata_entry {
             let at = format!("headersFromMetadataEntry.{name}");
+            if let Some(taken) = OTHERS_STATE.iter().find(|n| n.eq_ignore_ascii_case(name)) {
+                return Err(Error::config(format!(
+                    "`{taken}` is a state name a step writes, and the state takes each entry \
+                     under its header's name, as Gloo's does: choose another header"
+                ))
+                .at(at));
+            }
             mapped.push((util::header_name(name, &at)?, name, entry));
         }
         let prf = util::Prf::new();
@@ -429,25 +455,31 @@ impl ApiKeyAuth {
     }
 
     /// The answer for a request; also writes the state on a match:
-    /// Gloo's keys, then `state.apiKey`.
-    pub fn decide(&self, request: &mut AuthorizationRequest) -> Decision {
+    /// Gloo's names, then `state.apiKey`. An error when an earlier step
+    /// (a passthrough's answer, another apiKeyAuth) wrote one of Gloo's
+    /// names with another value: a policy would judge that one.
+    pub fn decide(&self, request: &mut AuthorizationRequest) -> Result<Decision, Error> {
         let holder = match self.presented(request) {
             Ok(Some(key)) => self.find(key),
             Ok(None) | Err(()) => None,
         };
         let Some(holder) = holder.filter(|h| h.usable) else {
-            return util::challenge(&HeaderValue::from_static(CHALLENGE));
+            return Ok(util::challenge(&HeaderValue::from_static(CHALLENGE)));
         };
-        // A name an earlier step wrote keeps its value: a key's metadata,
-        // which whoever writes key Secrets sets, must not replace the
-        // `jwt` an oauth2 login wrote, say.
+        if let Some((name, _)) = holder
+            .gloo_state
+            .iter()
+            .find(|(name, value)| request.state.get(name).is_some_and(|held| held != &**value))
+        {
+            return Err(Error::step(format!(
+                "an earlier step wrote the state's `{name}`, which this key's would replace"
+            )));
+        }
         for (name, value) in &holder.gloo_state {
-            if !request.state.contains_key(name) {
-                request.state.insert(name.clone(), value.clone());
-            }
+            request.state.insert(name.clone(), value.clone());
         }
         request.state.insert(STATE_KEY, holder.state.clone());
-        Decision::Allow(holder.allow.clone())
+        Ok(Decision::Allow(holder.allow.clone()))
     }
 }
 

@@ -50,36 +50,46 @@ async fn a_key_in_the_header_allows_and_sends_its_metadata_upstream() {
     assert_eq!(r.state["api_key_value"], "bob-key-0123456789");
 }
 
-/// Gloo's state names of a key never replace what an earlier step wrote
-/// under the same name (here `basicAuth`'s user, as an oauth2 login's
-/// `jwt` would be).
+/// Gloo's state names of a key never stand for another step's state: a
+/// header named like a name a step writes is a config error, and a name
+/// an earlier step wrote with another value fails the request closed.
 #[tokio::test]
-async fn a_key_s_metadata_never_replaces_an_earlier_step_s_state() {
-    let chain = chain(
-        r#"
-name: k
+async fn a_key_s_state_never_replaces_another_step_s() {
+    for name in ["jwt", "basicAuth", "BasicAuth", "api_key_value", "apiKey"] {
+        let config = format!(
+            "name: k
 configs:
-- basicAuth:
-    apr:
-      users:
-        user: { salt: TYu6jVnr, hashedPassword: ZMc4.dAY/srWCwfeAr0sc1 }
 - apiKeyAuth:
-    keys:
-    - key: alice-key-0123456789
-      metadata: { tier: forged }
-    headersFromMetadataEntry:
-      basicAuth: { name: tier }
-      x-tier: { name: tier }
-"#,
-    )
-    .await;
-    let mut r = get_with("/", "api-key", "alice-key-0123456789").with_header(
-        http::header::AUTHORIZATION,
-        HeaderValue::from_static("Basic dXNlcjpwYXNzd29yZA=="),
-    );
-    assert!(chain.authorize(&mut r).await.is_allow());
-    assert_eq!(r.state["basicAuth"]["user"], "user");
-    assert_eq!(r.state["x-tier"], "forged");
+    keys: [{{ key: alice-key-0123456789, metadata: {{ tier: gold }} }}]
+    headersFromMetadataEntry: {{ {name}: {{ name: tier }} }}
+"
+        );
+        assert_bad_config(
+            &config,
+            &format!("configs[0].apiKeyAuth.headersFromMetadataEntry.{name}"),
+            &["alice-key"],
+        )
+        .await;
+    }
+    // Two steps of one key: the same metadata is one state; another is
+    // an error (403), never the earlier value kept or replaced unseen.
+    for (second, want) in [("gold", 200), ("free", 403)] {
+        let config = format!(
+            "name: k
+configs:
+- apiKeyAuth:
+    keys: [{{ key: alice-key-0123456789, metadata: {{ tier: gold }} }}]
+    headersFromMetadataEntry: {{ x-tier: {{ name: tier }} }}
+- apiKeyAuth:
+    keys: [{{ key: alice-key-0123456789, metadata: {{ tier: {second} }} }}]
+    headersFromMetadataEntry: {{ x-tier: {{ name: tier }} }}
+"
+        );
+        let chain = chain(&config).await;
+        let mut r = get_with("/", "api-key", "alice-key-0123456789");
+        let d = chain.authorize(&mut r).await;
+        assert_eq!(status(&d), want, "{second}: {d:?}");
+    }
 }
 
 /// A Gloo policy that keeps out what the key's metadata or the key
