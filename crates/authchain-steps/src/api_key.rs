@@ -202,8 +202,9 @@ struct Holder {
     /// `state.apiKey`: shared by every request with the key.
     state: Arc<Value>,
     /// Gloo's state: each mapped entry's value under its header's name
-    /// as written, then the key under [`GLOO_KEY_STATE`].
-    gloo_state: Vec<(String, Arc<Value>)>,
+    /// as written (none when the key lacks the entry), then the key under
+    /// [`GLOO_KEY_STATE`].
+    gloo_state: Vec<(String, Option<Arc<Value>>)>,
 }
 
 impl std::fmt::Debug for Holder {
@@ -311,7 +312,15 @@ impl ApiKeyAuth {
                 ))
                 .at(at));
             }
-            mapped.push((util::header_name(name, &at)?, name, entry));
+            let header = util::header_name(name, &at)?;
+            if mapped.iter().any(|(h, _, _)| *h == header) {
+                return Err(Error::config(
+                    "the same header as another entry, in another case: the state would take \
+                     each under its own spelling, the upstream request one",
+                )
+                .at(at));
+            }
+            mapped.push((header, name, entry));
         }
         let prf = util::Prf::new();
         let mut by_prf = HashMap::with_capacity_and_hasher(entries.len(), Default::default());
@@ -354,7 +363,8 @@ impl ApiKeyAuth {
             for (header, written, source) in &mapped {
                 match entry.metadata.get(&source.name) {
                     Some(v) => {
-                        gloo_state.push(((*written).clone(), Arc::new(Value::String(v.clone()))));
+                        let value = Arc::new(Value::String(v.clone()));
+                        gloo_state.push(((*written).clone(), Some(value)));
                         match util::header_value(v, &format!("{at}.metadata.{}", source.name)) {
                             Ok(value) => allow = allow.set_header(header.clone(), value),
                             Err(_) if selected => {
@@ -376,7 +386,7 @@ impl ApiKeyAuth {
                         ))
                         .at(format!("{at}.metadata")));
                     }
-                    None => {}
+                    None => gloo_state.push(((*written).clone(), None)),
                 }
             }
             if let Some(user) = config
@@ -393,7 +403,7 @@ impl ApiKeyAuth {
                 .collect();
             gloo_state.push((
                 GLOO_KEY_STATE.to_owned(),
-                Arc::new(Value::String(entry.key.clone())),
+                Some(Arc::new(Value::String(entry.key.clone()))),
             ));
             holders.push(Holder {
                 key: entry.key.as_bytes().into(),
@@ -466,17 +476,22 @@ impl ApiKeyAuth {
         let Some(holder) = holder.filter(|h| h.usable) else {
             return Ok(util::challenge(&HeaderValue::from_static(CHALLENGE)));
         };
-        if let Some((name, _)) = holder
-            .gloo_state
-            .iter()
-            .find(|(name, value)| request.state.get(name).is_some_and(|held| held != &**value))
-        {
+        // What an earlier step wrote under one of these names must be
+        // the key's, or absent where the key has none.
+        if let Some((name, _)) = holder.gloo_state.iter().find(|(name, value)| {
+            request
+                .state
+                .get(name)
+                .is_some_and(|held| value.as_deref() != Some(held))
+        }) {
             return Err(Error::step(format!(
                 "an earlier step wrote the state's `{name}`, which this key's would replace"
             )));
         }
         for (name, value) in &holder.gloo_state {
-            request.state.insert(name.clone(), value.clone());
+            if let Some(value) = value {
+                request.state.insert(name.clone(), value.clone());
+            }
         }
         request.state.insert(STATE_KEY, holder.state.clone());
         Ok(Decision::Allow(holder.allow.clone()))

@@ -71,9 +71,26 @@ configs:
         )
         .await;
     }
-    // Two steps of one key: the same metadata is one state; another is
-    // an error (403), never the earlier value kept or replaced unseen.
-    for (second, want) in [("gold", 200), ("free", 403)] {
+    // One header in two spellings: two state names, one upstream header.
+    assert_bad_config(
+        "name: k
+configs:
+- apiKeyAuth:
+    keys: [{ key: alice-key-0123456789, metadata: { tier: gold } }]
+    headersFromMetadataEntry: { x-tier: { name: tier }, X-Tier: { name: tier } }
+",
+        "configs[0].apiKeyAuth.headersFromMetadataEntry.x-tier",
+        &["alice-key"],
+    )
+    .await;
+    // Two steps of one key: the same metadata is one state; another, or
+    // none where the earlier step wrote one, is an error (403), never the
+    // earlier value kept or replaced unseen.
+    for (second, want) in [
+        ("{ tier: gold }", 200),
+        ("{ tier: free }", 403),
+        ("{}", 403),
+    ] {
         let config = format!(
             "name: k
 configs:
@@ -81,7 +98,7 @@ configs:
     keys: [{{ key: alice-key-0123456789, metadata: {{ tier: gold }} }}]
     headersFromMetadataEntry: {{ x-tier: {{ name: tier }} }}
 - apiKeyAuth:
-    keys: [{{ key: alice-key-0123456789, metadata: {{ tier: {second} }} }}]
+    keys: [{{ key: alice-key-0123456789, metadata: {second} }}]
     headersFromMetadataEntry: {{ x-tier: {{ name: tier }} }}
 "
         );
