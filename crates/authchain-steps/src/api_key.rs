@@ -24,8 +24,9 @@
 //! Gloo policy reading them reads what it reads in Gloo (one that finds
 //! them missing may let in what it meant to keep out). A header named
 //! like a state name a step writes (`jwt`, `api_key_value`) is a config
-//! error, and a name an earlier step wrote with another value (a
-//! passthrough's answer, another apiKeyAuth) fails the request closed.
+//! error, and so are two headers that differ only in case; a name an
+//! earlier step wrote with another value, or where the key has no entry
+//! (a passthrough's answer, another apiKeyAuth), fails the request closed.
 //! The upstream headers are declared as identity headers, so the chain
 //! strips client-sent copies.
 //!
