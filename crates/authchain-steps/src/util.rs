@@ -195,12 +195,8 @@ pub(crate) fn cookie<'a>(
     request: &'a AuthorizationRequest,
     name: &str,
 ) -> Result<Option<&'a str>, ()> {
-    refuse_long_cookies(request)?;
-    the_one(
-        request
-            .cookies(name)
-            .filter_map(|v| cookie_text(v).ok().map(Ok)),
-    )
+    let [value] = cookie_parts::<1>(request, name);
+    value
 }
 
 /// [`cookie`] for cookie `name` and its parts `name.1` to `name.{N-1}`,
